@@ -1,0 +1,1 @@
+"""One module per pipeline component; each exposes `run(inputs, output_dir, config, runtime)`."""

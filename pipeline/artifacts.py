@@ -1,0 +1,70 @@
+"""The contract between the runner and the components.
+
+A component is a module with one entry point:
+
+    def run(inputs: dict[str, Artifact], output_dir: Path, config: <Its>Config, runtime: Runtime)
+            -> dict[str, Artifact]
+
+It reads only `inputs`, writes only under `output_dir` (a temporary folder the runner publishes by rename
+after success), and returns one Artifact per declared output, each a folder under `output_dir`. It knows
+nothing of runs, caching or the metadata store; it raises ComponentError with a readable message on failure.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+
+class ComponentError(RuntimeError):
+    """A component failed for a reason the user can act on; the message is shown without a traceback."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str  # what it is: "examples", "transform_graph", "model", "blessing", ...
+    uri: Path  # a folder
+    properties: dict[str, Any] = field(default_factory=dict)  # small JSON-able facts: row counts, metrics, ...
+
+    def relocated(self, old_root: Path, new_root: Path) -> "Artifact":
+        """The same artifact after its component's folder was renamed from old_root to new_root."""
+        return replace(self, uri=new_root / Path(self.uri).relative_to(old_root))
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Execution facts that do not change a component's result (so they are not part of its cache key)."""
+    beam_args: tuple[str, ...] = ()
+    seed: int = 42
+    log: Callable[[str], None] = print
+
+
+def fingerprint(path: Path) -> str:
+    """SHA-256 over every file below `path` (relative name and content), in a stable order."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(str(file.relative_to(path) if file != path else file.name).encode())
+        digest.update(b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Writes JSON to a temporary file beside `path`, then renames it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -1,0 +1,246 @@
+"""Typed pipeline configuration: one dataclass per component, loaded once and validated at start-up.
+
+Sources, later ones winning: the dataclass defaults, a YAML file (`--config`), `--set section.key=value`
+overrides, and the dedicated command-line flags. An unknown section or key, or a value of the wrong type or
+range, raises ConfigError before any work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ARCHITECTURES = ("rnn", "lstm", "bilstm")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type, or out of range."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    root: str = "pipeline_root"
+    # Passed verbatim to Beam's PipelineOptions, e.g. ["--direct_num_workers=2"] or another runner's flags.
+    beam_args: tuple[str, ...] = ()
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    # "tfds" (TensorFlow Datasets ag_news_subset) or "csv:DIR" (DIR holds train.csv and test.csv).
+    data: str = "tfds"
+    tfds_name: str = "ag_news_subset"
+    tfds_data_dir: str = ""  # empty: TFDS' default (~/tensorflow_datasets)
+    eval_fraction: float = 0.05  # share of the train source hashed into the eval split
+    max_bad_row_fraction: float = 0.01  # above this share of quarantined rows, ingest fails
+
+    def __post_init__(self):
+        _require(self.data == "tfds" or (self.data.startswith("csv:") and len(self.data) > 4),
+                 f"ingest.data must be 'tfds' or 'csv:DIR', got {self.data!r}")
+        _require(0.0 < self.eval_fraction < 1.0, f"ingest.eval_fraction must be in (0, 1), got {self.eval_fraction}")
+        _require(0.0 <= self.max_bad_row_fraction <= 1.0,
+                 f"ingest.max_bad_row_fraction must be in [0, 1], got {self.max_bad_row_fraction}")
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    schema: str = "schemas/ag_news_raw.pbtxt"  # relative paths are taken from the project root
+
+    def schema_path(self) -> Path:
+        path = Path(self.schema)
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+@dataclass(frozen=True)
+class TransformConfig:
+    text_features: str = "title_description"  # or "title"
+    vocab_size: int = 20_000
+    num_oov_buckets: int = 1
+    max_length: int = 256  # tokens kept per example; longer texts are truncated
+    bucket_boundaries: tuple[int, ...] = (8, 16, 24, 32, 48, 64, 96, 128, 256)
+
+    def __post_init__(self):
+        _require(self.text_features in ("title", "title_description"),
+                 f"transform.text_features must be 'title' or 'title_description', got {self.text_features!r}")
+        _require(self.vocab_size >= 1, f"transform.vocab_size must be >= 1, got {self.vocab_size}")
+        _require(self.num_oov_buckets >= 1, f"transform.num_oov_buckets must be >= 1, got {self.num_oov_buckets}")
+        _require(self.max_length >= 1, f"transform.max_length must be >= 1, got {self.max_length}")
+        b = list(self.bucket_boundaries)
+        _require(len(b) >= 1 and all(x >= 1 for x in b) and b == sorted(set(b)),
+                 f"transform.bucket_boundaries must be strictly increasing positive integers, got {b}")
+
+    def bucket_upper_bounds(self) -> list[int]:
+        """Inclusive upper length of each bucket; the last bucket always ends at max_length."""
+        return [x for x in self.bucket_boundaries if x < self.max_length] + [self.max_length]
+
+
+@dataclass(frozen=True)
+class TunerConfig:
+    architecture: str = "bilstm"  # rnn | lstm | bilstm; the trainer builds what the tuner's output names
+    enabled: bool = True  # False (--no-tune): the architecture's default hyperparameters, no search
+    algorithm: str = "hyperband"  # hyperband | bayesian | random
+    max_trials: int = 8
+    max_epochs: int = 3
+    train_subsample_rows: int = 0  # 0: tune on the whole train split
+
+    def __post_init__(self):
+        _require(self.architecture in ARCHITECTURES,
+                 f"tuner.architecture (--model) must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        _require(self.algorithm in ("hyperband", "bayesian", "random"),
+                 f"tuner.algorithm must be hyperband, bayesian or random, got {self.algorithm!r}")
+        _require(self.max_trials >= 1, f"tuner.max_trials must be >= 1, got {self.max_trials}")
+        _require(self.max_epochs >= 1, f"tuner.max_epochs must be >= 1, got {self.max_epochs}")
+        _require(self.train_subsample_rows >= 0, "tuner.train_subsample_rows must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    epochs: int = 10
+    early_stopping_patience: int = 2
+    strategy: str = "default"  # default | mirrored | multi_worker_mirrored
+    shuffle_buffer: int = 10_000
+
+    def __post_init__(self):
+        _require(self.epochs >= 1, f"trainer.epochs must be >= 1, got {self.epochs}")
+        _require(self.early_stopping_patience >= 0, "trainer.early_stopping_patience must be >= 0")
+        _require(self.strategy in ("default", "mirrored", "multi_worker_mirrored"),
+                 f"trainer.strategy must be default, mirrored or multi_worker_mirrored, got {self.strategy!r}")
+
+
+@dataclass(frozen=True)
+class EvaluatorConfig:
+    min_accuracy: float = 0.80  # absolute bar for blessing
+    max_accuracy_drop: float = 0.005  # allowed drop versus the last blessed model (0.005 = 0.5 points)
+
+    def __post_init__(self):
+        _require(0.0 <= self.min_accuracy <= 1.0, "evaluator.min_accuracy must be in [0, 1]")
+        _require(0.0 <= self.max_accuracy_drop <= 1.0, "evaluator.max_accuracy_drop must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class PusherConfig:
+    serving_dir: str = ""  # empty: <pipeline root>/serving/agnews
+
+
+@dataclass(frozen=True)
+class Config:
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
+    transform: TransformConfig = field(default_factory=TransformConfig)
+    tuner: TunerConfig = field(default_factory=TunerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    pusher: PusherConfig = field(default_factory=PusherConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def pipeline_root(self) -> Path:
+        return Path(self.pipeline.root).resolve()
+
+    def serving_dir(self) -> Path:
+        return Path(self.pusher.serving_dir).resolve() if self.pusher.serving_dir else (
+            self.pipeline_root() / "serving" / "agnews")
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Checks `value` against a field annotation, converting only where it is lossless (int -> float, list -> tuple)."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, vars(typing))  # annotations are strings under `from __future__ import annotations`
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        _require(isinstance(value, (list, tuple)), f"{where} must be a list, got {value!r}")
+        item_type = typing.get_args(annotation)[0]
+        return tuple(_coerce(v, item_type, f"{where}[]") for v in value)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(annotation):
+            try:
+                return _coerce(value, option, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where} has the wrong type: {value!r}")
+    if annotation is bool:
+        _require(isinstance(value, bool), f"{where} must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        _require(isinstance(value, int) and not isinstance(value, bool), f"{where} must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        _require(isinstance(value, (int, float)) and not isinstance(value, bool), f"{where} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        _require(isinstance(value, str), f"{where} must be a string, got {value!r}")
+        return value
+    if annotation is type(None):
+        _require(value is None, f"{where} must be null")
+        return None
+    raise ConfigError(f"{where}: unsupported type {annotation!r}")
+
+
+def _section_types() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def build_config(values: dict[str, dict[str, Any]]) -> Config:
+    """Builds a validated Config from {section: {key: value}}; unknown names are errors."""
+    _require(isinstance(values, dict), "the configuration must be a mapping of sections")
+    sections = _section_types()
+    built = {}
+    for section, entries in values.items():
+        _require(section in sections, f"unknown configuration section {section!r}; known: {sorted(sections)}")
+        entries = entries or {}
+        _require(isinstance(entries, dict), f"section {section!r} must be a mapping")
+        cls = sections[section]
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in entries:
+            _require(key in known, f"unknown key {section}.{key}; known keys of {section}: {sorted(known)}")
+        kwargs = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in entries.items()}
+        built[section] = cls(**kwargs)
+    return Config(**built)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """'section.key=value' -> (section, key, YAML-parsed value)."""
+    name, sep, raw = text.partition("=")
+    section, dot, key = name.strip().partition(".")
+    _require(bool(sep and dot and section and key), f"--set expects section.key=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML: {error}") from None
+    return section, key, value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults <- YAML file <- 'section.key=value' overrides, validated once."""
+    values: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        path = Path(path)
+        _require(path.is_file(), f"configuration file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path} is not valid YAML: {error}") from None
+        _require(isinstance(loaded, dict), f"{path} must hold a mapping of sections")
+        values = {k: dict(v or {}) if isinstance(v, dict) or v is None else v for k, v in loaded.items()}
+    for text in overrides:
+        section, key, value = parse_override(text)
+        values.setdefault(section, {})
+        _require(isinstance(values[section], dict), f"section {section!r} must be a mapping")
+        values[section][key] = value
+    return build_config(values)
