@@ -226,8 +226,10 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, key, value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults <- YAML file <- 'section.key=value' overrides, validated once."""
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                flags: dict[str, Any] | None = None) -> Config:
+    """Defaults <- YAML file <- 'section.key=value' overrides <- command-line flags ({"section.key": value}),
+    validated once."""
     values: dict[str, dict[str, Any]] = {}
     if path is not None:
         path = Path(path)
@@ -243,4 +245,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         values.setdefault(section, {})
         _require(isinstance(values[section], dict), f"section {section!r} must be a mapping")
         values[section][key] = value
+    for name, value in (flags or {}).items():
+        section, _, key = name.partition(".")
+        values.setdefault(section, {})[key] = value
     return build_config(values)

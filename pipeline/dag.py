@@ -17,7 +17,7 @@ LAST_BLESSED_MODEL = "store:last_blessed_model"
 @dataclass(frozen=True)
 class Step:
     name: str
-    component: str  # module under components/ with run(inputs, output_dir, config, runtime)
+    component: str  # module with run(inputs, output_dir, config, runtime), e.g. "components.ingest"
     inputs: dict[str, str] = field(default_factory=dict)  # input name -> "step.output" or a store: query
     outputs: tuple[str, ...] = ()
     config_section: str = ""
@@ -27,37 +27,37 @@ class Step:
     resumable: bool = False
 
     def module(self) -> ModuleType:
-        return importlib.import_module(f"components.{self.component}")
+        return importlib.import_module(self.component)
 
 
 STEPS: tuple[Step, ...] = (
-    Step("ingest", "ingest",
+    Step("ingest", "components.ingest",
          outputs=("examples",),
          config_section="ingest"),
-    Step("validate", "validate",
+    Step("validate", "components.validate",
          inputs={"examples": "ingest.examples"},
          outputs=("schema", "statistics", "anomalies"),
          config_section="validate"),
-    Step("transform", "transform",
+    Step("transform", "components.transform",
          inputs={"examples": "ingest.examples", "schema": "validate.schema"},
          outputs=("transform_graph", "transformed_examples"),
          config_section="transform",
          code=("components.text",)),
-    Step("tuner", "tuner",
+    Step("tuner", "components.tuner",
          inputs={"transformed_examples": "transform.transformed_examples",
                  "transform_graph": "transform.transform_graph"},
          outputs=("best_hyperparameters",),
          config_section="tuner",
          code=("components.models", "components.dataset"),
          resumable=True),
-    Step("trainer", "trainer",
+    Step("trainer", "components.trainer",
          inputs={"transformed_examples": "transform.transformed_examples",
                  "transform_graph": "transform.transform_graph",
                  "best_hyperparameters": "tuner.best_hyperparameters"},
          outputs=("model", "model_run"),
          config_section="trainer",
          code=("components.models", "components.dataset", "components.export")),
-    Step("evaluator", "evaluator",
+    Step("evaluator", "components.evaluator",
          inputs={"model": "trainer.model",
                  "examples": "ingest.examples",
                  "transformed_examples": "transform.transformed_examples",
@@ -65,7 +65,7 @@ STEPS: tuple[Step, ...] = (
                  "baseline_model": LAST_BLESSED_MODEL},
          outputs=("evaluation", "blessing"),
          config_section="evaluator"),
-    Step("pusher", "pusher",
+    Step("pusher", "components.pusher",
          inputs={"model": "trainer.model", "blessing": "evaluator.blessing"},
          outputs=("pushed_model",),
          config_section="pusher"),

@@ -1,0 +1,232 @@
+"""`agnews-pipeline`: run, retrain, predict, runs, show, gc."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
+
+from pipeline import dag  # noqa: E402
+from pipeline.config import ConfigError, load_config  # noqa: E402
+from pipeline.runner import LockBusy  # noqa: E402
+
+# Exit codes of `retrain` (and `run`), documented in the README for schedulers.
+EXIT_OK = 0  # retrain: a new model was pushed (run: the run succeeded)
+EXIT_FAILED = 1
+EXIT_USAGE = 2  # bad flags or configuration; nothing ran
+EXIT_NO_NEW_DATA = 3  # retrain: the input data's fingerprint equals the last successful retrain's; nothing ran
+EXIT_NOT_BLESSED = 4  # retrain: the pipeline ran, the candidate was not blessed, nothing pushed
+EXIT_LOCKED = 5  # another pipeline process held the pipeline root past --lock-timeout
+
+# Dedicated flags and the configuration key each one sets.
+FLAG_KEYS = {
+    "data": "ingest.data",
+    "eval_fraction": "ingest.eval_fraction",
+    "max_bad_fraction": "ingest.max_bad_row_fraction",
+    "model": "tuner.architecture",
+    "tuning_trials": "tuner.max_trials",
+    "tuning_epochs": "tuner.max_epochs",
+    "epochs": "trainer.epochs",
+    "min_accuracy": "evaluator.min_accuracy",
+    "pipeline_root": "pipeline.root",
+    "beam_arg": "pipeline.beam_args",
+    "serving_dir": "pusher.serving_dir",
+}
+
+
+def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML configuration file (see configs/default.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override any configuration value, e.g. --set transform.vocab_size=10000")
+    parser.add_argument("--data", help="'tfds' (TensorFlow Datasets ag_news_subset) or 'csv:DIR' "
+                                       "(DIR holds the original train.csv and test.csv)")
+    parser.add_argument("--eval-fraction", type=float, help="share of the train source used as the eval split")
+    parser.add_argument("--max-bad-fraction", type=float, help="fail ingest above this share of quarantined rows")
+    parser.add_argument("--model", choices=("rnn", "lstm", "bilstm"), help="architecture to tune and train")
+    parser.add_argument("--tuning-trials", type=int, help="KerasTuner trial budget")
+    parser.add_argument("--tuning-epochs", type=int, help="max epochs per tuning trial")
+    parser.add_argument("--no-tune", action="store_true", help="skip the search; use the model's defaults")
+    parser.add_argument("--epochs", type=int, help="training epochs for the final model")
+    parser.add_argument("--min-accuracy", type=float, help="absolute test accuracy needed for blessing")
+    parser.add_argument("--pipeline-root", help="where artifacts and the metadata store live "
+                                                "(default ./pipeline_root)")
+    parser.add_argument("--serving-dir", help="TF Serving model folder for pushed versions "
+                                              "(default <pipeline root>/serving/agnews)")
+    parser.add_argument("--beam-arg", action="append", metavar="FLAG",
+                        help="pass a flag to Beam, e.g. --beam-arg=--direct_running_mode=multi_processing")
+    parser.add_argument("--until", choices=dag.STEP_NAMES, help="stop after this step")
+    parser.add_argument("--no-cache", action="store_true", help="run every step even if a cached result exists")
+    parser.add_argument("--rerun", action="append", default=[], choices=dag.STEP_NAMES,
+                        help="run this step even if cached (later steps re-run when their inputs change)")
+    parser.add_argument("--lock-timeout", type=float, default=0.0,
+                        help="seconds to wait for another run on the same pipeline root (default 0: fail at once)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agnews-pipeline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the pipeline: ingest -> ... -> pusher")
+    _add_pipeline_flags(run)
+
+    retrain = commands.add_parser("retrain", help="scheduled retraining: locked, skips unchanged data")
+    _add_pipeline_flags(retrain)
+    retrain.add_argument("--force", action="store_true", help="run even if the data has not changed")
+
+    predict = commands.add_parser("predict", help="classify raw text lines or an AG News CSV with a SavedModel")
+    predict.add_argument("--model-dir", required=True, help="a pushed version folder or a SavedModel folder")
+    predict.add_argument("--input", default="-", help="text file (one text per line) or AG News CSV; - = stdin")
+    predict.add_argument("--output", default="-", help="JSON lines output file; - = stdout")
+    predict.add_argument("--batch-size", type=int, default=256)
+
+    for name, help_text in (("runs", "list runs"), ("show", "show a run's model lineage and artifacts"),
+                            ("gc", "delete artifacts that no kept run or pushed model needs")):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--config", help="YAML configuration file")
+        sub.add_argument("--pipeline-root", help="default ./pipeline_root")
+        if name == "runs":
+            sub.add_argument("--limit", type=int, default=20)
+        if name == "show":
+            sub.add_argument("run_id", nargs="?", help="run id (default: the latest run)")
+        if name == "gc":
+            sub.add_argument("--keep", type=int, required=True, help="keep the N most recent runs")
+            sub.add_argument("--dry-run", action="store_true")
+    return parser
+
+
+def _config_from_args(args: argparse.Namespace):
+    flags = {}
+    for attribute, key in FLAG_KEYS.items():
+        value = getattr(args, attribute, None)
+        if value is not None:
+            flags[key] = list(value) if attribute == "beam_arg" else value
+    if getattr(args, "no_tune", False):
+        flags["tuner.enabled"] = False
+    return load_config(args.config, getattr(args, "set", []), flags)
+
+
+def _cmd_run(args, config) -> int:
+    from pipeline.runner import Runner, root_lock, summarize
+    with root_lock(config.pipeline_root(), args.lock_timeout):
+        runner = Runner(config)
+        try:
+            data_fingerprint = runner.data_fingerprint()
+            if args.command == "retrain":
+                last = runner.store.last_successful_run("retrain")
+                if not args.force and last is not None and last["data_fingerprint"] == data_fingerprint:
+                    print(f"retrain: the input data is unchanged since run {last['id']} "
+                          f"(fingerprint {data_fingerprint[:12]}); nothing to do (use --force to run anyway)")
+                    return EXIT_NO_NEW_DATA
+            result = runner.run(until=args.until, use_cache=not args.no_cache, rerun=tuple(args.rerun),
+                                command=args.command, data_fingerprint=data_fingerprint)
+        finally:
+            runner.close()
+    print(summarize(result))
+    if result.status != "succeeded":
+        print(f"\nERROR: {result.error}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.command == "retrain":
+        pushed = result.artifact("pusher", "pushed_model")
+        if pushed is None or not pushed.properties.get("pushed"):
+            return EXIT_NOT_BLESSED
+    return EXIT_OK
+
+
+def _cmd_predict(args) -> int:
+    from components import predict
+    source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8", newline="")
+    sink = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+    try:
+        batch: list[str] = []
+
+        def flush():
+            for row in predict.predict(Path(args.model_dir), batch):
+                sink.write(json.dumps(row) + "\n")
+            batch.clear()
+
+        for text in predict.iter_csv_or_lines(source):
+            batch.append(text)
+            if len(batch) >= args.batch_size:
+                flush()
+        if batch:
+            flush()
+    finally:
+        if sink is not sys.stdout:
+            sink.close()
+        if source is not sys.stdin:
+            source.close()
+    return EXIT_OK
+
+
+def _format_seconds(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
+
+
+def _cmd_runs(args, config) -> int:
+    from pipeline.inspect import run_rows
+    rows = run_rows(config.pipeline_root(), args.limit)
+    if not rows:
+        print(f"no runs under {config.pipeline_root()}")
+        return EXIT_OK
+    header = ("run", "command", "started", "duration", "status", "cached", "accuracy", "blessed", "pushed")
+    table = [header] + [(r["id"], r["command"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started"])),
+                         _format_seconds(r["duration"]), r["status"], f"{r['cached']}/{r['steps']}",
+                         "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}",
+                         "-" if r["blessed"] is None else str(r["blessed"]).lower(),
+                         "-" if r["pushed_version"] is None else f"v{r['pushed_version']}") for r in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    return EXIT_OK
+
+
+def _cmd_show(args, config) -> int:
+    from pipeline.inspect import show_run
+    print(show_run(config.pipeline_root(), args.run_id))
+    return EXIT_OK
+
+
+def _cmd_gc(args, config) -> int:
+    from pipeline.gc import collect_garbage
+    from pipeline.runner import root_lock
+    with root_lock(config.pipeline_root()):
+        removed = collect_garbage(config.pipeline_root(), args.keep, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    for path in removed:
+        print(f"{verb} {path}")
+    print(f"{verb} {len(removed)} folders")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "predict":
+            return _cmd_predict(args)
+        config = _config_from_args(args)
+        if args.command in ("run", "retrain"):
+            return _cmd_run(args, config)
+        return {"runs": _cmd_runs, "show": _cmd_show, "gc": _cmd_gc}[args.command](args, config)
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except LockBusy as error:
+        print(f"{args.command}: {error}", file=sys.stderr)
+        return EXIT_LOCKED
+    except KeyboardInterrupt:
+        print("interrupted; completed steps are kept and the next run reuses them", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - one readable line instead of a traceback wall
+        from pipeline.artifacts import ComponentError
+        if isinstance(error, (ComponentError, FileNotFoundError, LookupError)):
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_FAILED
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

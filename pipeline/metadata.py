@@ -1,0 +1,296 @@
+"""The metadata store: runs, component executions, artifacts and the events that link them.
+
+SQLite through the standard library, one file under the pipeline root, shaped after ml-metadata (which cannot
+be installed beside this stack): an execution consumes and produces artifacts through input/output events, so
+any artifact's lineage is a walk back through its producer's inputs. Every multi-row change happens in one
+transaction, so a reader never sees a half-recorded execution. Schema changes are numbered migrations keyed on
+SQLite's `user_version`.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from pipeline.artifacts import Artifact
+
+# Each entry migrates the schema from version i to i + 1. Append only; never edit a released entry.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        command TEXT NOT NULL,
+        status TEXT NOT NULL,             -- running | succeeded | failed | interrupted
+        started REAL NOT NULL,
+        ended REAL,
+        config_json TEXT NOT NULL,
+        data_fingerprint TEXT,
+        outcome TEXT,                     -- pushed | not_blessed | stopped_early | ...
+        error TEXT
+    );
+    CREATE TABLE executions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        step TEXT NOT NULL,
+        state TEXT NOT NULL,              -- running | complete | cached | failed | skipped | interrupted
+        started REAL NOT NULL,
+        ended REAL,
+        cache_key TEXT,
+        code_version TEXT,
+        config_json TEXT,
+        output_dir TEXT,
+        reused_execution_id INTEGER REFERENCES executions(id),
+        error TEXT
+    );
+    CREATE INDEX executions_by_cache_key ON executions(step, cache_key, state);
+    CREATE TABLE artifacts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        uri TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        properties_json TEXT NOT NULL,
+        created REAL NOT NULL,
+        deleted REAL                      -- set by garbage collection
+    );
+    CREATE TABLE events (
+        execution_id INTEGER NOT NULL REFERENCES executions(id),
+        artifact_id INTEGER NOT NULL REFERENCES artifacts(id),
+        kind TEXT NOT NULL,               -- input | output
+        name TEXT NOT NULL
+    );
+    CREATE INDEX events_by_execution ON events(execution_id);
+    CREATE INDEX events_by_artifact ON events(artifact_id);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    id: int
+    name: str
+    uri: Path
+    fingerprint: str
+    properties: dict[str, Any]
+    deleted: bool
+
+    def as_artifact(self) -> Artifact:
+        return Artifact(self.name, self.uri, self.properties)
+
+
+class MetadataStore:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._transaction() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path} has schema version {version}, newer than this code's "
+                                   f"{SCHEMA_VERSION}: upgrade agnews-pipeline")
+            for number in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number + 1}")
+
+    def schema_version(self) -> int:
+        return self._db.execute("PRAGMA user_version").fetchone()[0]
+
+    # Runs ---------------------------------------------------------------------------------------------------
+
+    def start_run(self, run_id: str, command: str, config: dict, data_fingerprint: str | None) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT INTO runs (id, command, status, started, config_json, data_fingerprint) "
+                       "VALUES (?, ?, 'running', ?, ?, ?)",
+                       (run_id, command, time.time(), json.dumps(config, sort_keys=True), data_fingerprint))
+
+    def finish_run(self, run_id: str, status: str, outcome: str | None = None, error: str | None = None) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE runs SET status = ?, ended = ?, outcome = ?, error = ? WHERE id = ?",
+                       (status, time.time(), outcome, error, run_id))
+
+    def mark_interrupted(self) -> list[str]:
+        """Marks runs and executions left 'running' by a killed process; call while holding the root lock."""
+        with self._transaction() as db:
+            stale = [row["id"] for row in db.execute("SELECT id FROM runs WHERE status = 'running'")]
+            now = time.time()
+            db.execute("UPDATE executions SET state = 'interrupted', ended = ? WHERE state = 'running'", (now,))
+            db.execute("UPDATE runs SET status = 'interrupted', ended = ? WHERE status = 'running'", (now,))
+        return stale
+
+    def runs(self, limit: int | None = None) -> list[sqlite3.Row]:
+        query = "SELECT * FROM runs ORDER BY started DESC, id DESC"
+        if limit:
+            query += f" LIMIT {int(limit)}"
+        return list(self._db.execute(query))
+
+    def run(self, run_id: str) -> sqlite3.Row | None:
+        return self._db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+
+    def last_successful_run(self, command: str | None = None) -> sqlite3.Row | None:
+        query = "SELECT * FROM runs WHERE status = 'succeeded'"
+        args: tuple = ()
+        if command:
+            query += " AND command = ?"
+            args = (command,)
+        return self._db.execute(query + " ORDER BY started DESC LIMIT 1", args).fetchone()
+
+    # Executions ---------------------------------------------------------------------------------------------
+
+    def start_execution(self, run_id: str, step: str, cache_key: str | None, code_version: str | None,
+                        config: dict | None) -> int:
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO executions (run_id, step, state, started, cache_key, code_version, config_json) "
+                "VALUES (?, ?, 'running', ?, ?, ?, ?)",
+                (run_id, step, time.time(), cache_key, code_version, json.dumps(config, sort_keys=True)))
+            return cursor.lastrowid
+
+    def record_skipped(self, run_id: str, step: str, reason: str) -> None:
+        with self._transaction() as db:
+            now = time.time()
+            db.execute("INSERT INTO executions (run_id, step, state, started, ended, error) "
+                       "VALUES (?, ?, 'skipped', ?, ?, ?)", (run_id, step, now, now, reason))
+
+    def fail_execution(self, execution_id: int, error: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE executions SET state = 'failed', ended = ?, error = ? WHERE id = ?",
+                       (time.time(), error, execution_id))
+
+    def complete_execution(self, execution_id: int, output_dir: Path, inputs: dict[str, int],
+                           outputs: dict[str, tuple[Artifact, str]]) -> dict[str, int]:
+        """Records the published outputs (artifact, fingerprint) and all events in one transaction."""
+        with self._transaction() as db:
+            output_ids = {}
+            for name, (artifact, fingerprint) in outputs.items():
+                cursor = db.execute(
+                    "INSERT INTO artifacts (name, uri, fingerprint, properties_json, created) VALUES (?, ?, ?, ?, ?)",
+                    (artifact.name, str(artifact.uri), fingerprint,
+                     json.dumps(artifact.properties, sort_keys=True, default=str), time.time()))
+                output_ids[name] = cursor.lastrowid
+            self._insert_events(db, execution_id, inputs, output_ids)
+            db.execute("UPDATE executions SET state = 'complete', ended = ?, output_dir = ? WHERE id = ?",
+                       (time.time(), str(output_dir), execution_id))
+        return output_ids
+
+    def record_cached(self, execution_id: int, reused_execution_id: int, inputs: dict[str, int],
+                      outputs: dict[str, int]) -> None:
+        with self._transaction() as db:
+            self._insert_events(db, execution_id, inputs, outputs)
+            db.execute("UPDATE executions SET state = 'cached', ended = ?, reused_execution_id = ?, "
+                       "output_dir = (SELECT output_dir FROM executions WHERE id = ?) WHERE id = ?",
+                       (time.time(), reused_execution_id, reused_execution_id, execution_id))
+
+    @staticmethod
+    def _insert_events(db, execution_id: int, inputs: dict[str, int], outputs: dict[str, int]) -> None:
+        for kind, named in (("input", inputs), ("output", outputs)):
+            for name, artifact_id in named.items():
+                db.execute("INSERT INTO events (execution_id, artifact_id, kind, name) VALUES (?, ?, ?, ?)",
+                           (execution_id, artifact_id, kind, name))
+
+    def find_cached(self, step: str, cache_key: str) -> list[sqlite3.Row]:
+        """Successful executions with this cache key, newest first (each may have lost its outputs since)."""
+        return list(self._db.execute(
+            "SELECT * FROM executions WHERE step = ? AND cache_key = ? AND state = 'complete' "
+            "ORDER BY id DESC", (step, cache_key)))
+
+    def executions(self, run_id: str) -> list[sqlite3.Row]:
+        return list(self._db.execute("SELECT * FROM executions WHERE run_id = ? ORDER BY id", (run_id,)))
+
+    def execution(self, execution_id: int) -> sqlite3.Row | None:
+        return self._db.execute("SELECT * FROM executions WHERE id = ?", (execution_id,)).fetchone()
+
+    # Artifacts ----------------------------------------------------------------------------------------------
+
+    def _artifact(self, row: sqlite3.Row) -> StoredArtifact:
+        return StoredArtifact(row["id"], row["name"], Path(row["uri"]), row["fingerprint"],
+                              json.loads(row["properties_json"]), row["deleted"] is not None)
+
+    def artifact(self, artifact_id: int) -> StoredArtifact:
+        return self._artifact(self._db.execute("SELECT * FROM artifacts WHERE id = ?", (artifact_id,)).fetchone())
+
+    def artifacts_of(self, execution_id: int, kind: str) -> dict[str, StoredArtifact]:
+        rows = self._db.execute(
+            "SELECT events.name AS event_name, artifacts.* FROM events JOIN artifacts ON artifacts.id = "
+            "events.artifact_id WHERE events.execution_id = ? AND events.kind = ? ORDER BY events.rowid",
+            (execution_id, kind))
+        return {row["event_name"]: self._artifact(row) for row in rows}
+
+    def producer(self, artifact_id: int) -> sqlite3.Row | None:
+        """The execution that actually wrote the artifact (not the cached ones that reused it)."""
+        return self._db.execute(
+            "SELECT executions.* FROM events JOIN executions ON executions.id = events.execution_id "
+            "WHERE events.artifact_id = ? AND events.kind = 'output' AND executions.state = 'complete'",
+            (artifact_id,)).fetchone()
+
+    def lineage(self, artifact_id: int) -> list[tuple[sqlite3.Row, dict[str, StoredArtifact]]]:
+        """The executions upstream of an artifact, nearest first, each with its input artifacts."""
+        seen, order, frontier = set(), [], [artifact_id]
+        while frontier:
+            execution = self.producer(frontier.pop(0))
+            if execution is None or execution["id"] in seen:
+                continue
+            seen.add(execution["id"])
+            inputs = self.artifacts_of(execution["id"], "input")
+            order.append((execution, inputs))
+            frontier.extend(a.id for a in inputs.values())
+        return order
+
+    def last_blessed_model(self) -> StoredArtifact | None:
+        """The `model` input of the newest evaluator execution whose blessing says blessed."""
+        rows = self._db.execute(
+            "SELECT executions.id AS execution_id, artifacts.properties_json FROM executions "
+            "JOIN events ON events.execution_id = executions.id AND events.kind = 'output' "
+            "JOIN artifacts ON artifacts.id = events.artifact_id "
+            "WHERE executions.step = 'evaluator' AND executions.state IN ('complete', 'cached') "
+            "AND artifacts.name = 'blessing' ORDER BY executions.id DESC")
+        for row in rows:
+            if json.loads(row["properties_json"]).get("blessed"):
+                model = self.artifacts_of(row["execution_id"], "input").get("model")
+                if model is not None and not model.deleted:
+                    return model
+        return None
+
+    def pushed_models(self) -> list[tuple[sqlite3.Row, StoredArtifact, StoredArtifact]]:
+        """(pusher execution, pushed_model artifact, model artifact) for every push that happened."""
+        result = []
+        for execution in self._db.execute("SELECT * FROM executions WHERE step = 'pusher' AND state = 'complete'"):
+            outputs = self.artifacts_of(execution["id"], "output")
+            pushed = outputs.get("pushed_model")
+            if pushed is not None and pushed.properties.get("pushed"):
+                model = self.artifacts_of(execution["id"], "input").get("model")
+                result.append((execution, pushed, model))
+        return result
+
+    def live_artifacts(self) -> list[StoredArtifact]:
+        return [self._artifact(r) for r in self._db.execute("SELECT * FROM artifacts WHERE deleted IS NULL")]
+
+    def mark_deleted(self, artifact_ids: list[int]) -> None:
+        with self._transaction() as db:
+            now = time.time()
+            for artifact_id in artifact_ids:
+                db.execute("UPDATE artifacts SET deleted = ? WHERE id = ?", (now, artifact_id))

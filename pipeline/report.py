@@ -1,0 +1,46 @@
+"""The Markdown report written into every run's folder: what each step did, where its outputs live, and the
+evaluator's figures."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+HEADLINE_PROPERTIES = {
+    "examples": ("train_rows", "eval_rows", "test_rows", "quarantined_rows"),
+    "transform_graph": ("vocab_size",),
+    "transformed_examples": ("padding_ratio_bucketed", "padding_ratio_unbucketed"),
+    "best_hyperparameters": ("architecture", "tuned", "best_score"),
+    "model": ("architecture", "epochs_trained"),
+    "evaluation": ("accuracy", "loss", "macro_f1"),
+    "blessing": ("blessed", "reason", "baseline_accuracy"),
+    "pushed_model": ("pushed", "version", "path"),
+}
+
+
+def write_run_report(run_dir: Path, record: dict[str, Any]) -> Path:
+    lines = [f"# Run {record['run_id']}: {record['status']}", ""]
+    if record.get("error"):
+        lines += ["```", record["error"].strip()[:4000], "```", ""]
+    lines += ["| step | state | seconds | outputs |", "| --- | --- | --- | --- |"]
+    for step in record["steps"]:
+        state = step["state"] + (f" ({step['note']})" if step.get("note") else "")
+        outputs = "<br>".join(f"`{name}`: {os.path.relpath(o['uri'], run_dir)}" for name, o in step["outputs"].items())
+        lines.append(f"| {step['step']} | {state.replace('|', '/')[:200]} | {step['seconds']} | {outputs} |")
+    lines.append("")
+    for step in record["steps"]:
+        for name, output in step["outputs"].items():
+            facts = [f"{k}={output['properties'][k]}" for k in HEADLINE_PROPERTIES.get(name, ())
+                     if k in output["properties"]]
+            if facts:
+                lines.append(f"- **{name}**: " + ", ".join(facts))
+            if name == "evaluation":
+                for image in ("confusion_matrix.png", "training_curves.png"):
+                    path = Path(output["uri"]) / image
+                    if path.exists():
+                        lines.append(f"\n![{image}]({os.path.relpath(path, run_dir)})")
+    path = run_dir / "report.md"
+    temporary = run_dir / ".report.md.tmp"
+    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+    return path

@@ -1,0 +1,330 @@
+"""The local runner: executes the DAG's steps in order and owns everything cross-cutting.
+
+For each step it resolves inputs, computes the cache key (step, code version, configuration, input
+fingerprints, external data fingerprint), reuses an earlier intact execution or runs the component in a
+temporary folder, publishes the outputs by one rename, records the execution in the metadata store, and prints
+a progress line. Components never do any of this themselves.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from pipeline import dag
+from pipeline.artifacts import Artifact, ComponentError, Runtime, fingerprint, write_json_atomic
+from pipeline.config import Config
+from pipeline.metadata import MetadataStore, StoredArtifact
+
+
+class PipelineFailed(RuntimeError):
+    """A step failed; the message names the step and the reason."""
+
+
+class LockBusy(RuntimeError):
+    """Another pipeline process holds the pipeline root's lock."""
+
+
+@dataclass
+class StepResult:
+    step: str
+    state: str  # ran | cached | skipped | failed
+    seconds: float = 0.0
+    outputs: dict[str, Artifact] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    status: str
+    steps: list[StepResult]
+    error: str | None = None
+
+    def step(self, name: str) -> StepResult | None:
+        return next((s for s in self.steps if s.step == name), None)
+
+    def artifact(self, step: str, output: str) -> Artifact | None:
+        result = self.step(step)
+        return result.outputs.get(output) if result else None
+
+
+@contextmanager
+def root_lock(root: Path, timeout: float = 0.0) -> Iterator[None]:
+    """One pipeline process per pipeline root at a time. Waits up to `timeout` seconds, then raises LockBusy.
+
+    flock is released by the kernel when the process dies, so a killed run never leaves a stale lock."""
+    root.mkdir(parents=True, exist_ok=True)
+    handle = open(root / ".lock", "a+")
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockBusy(f"another agnews-pipeline process is using {root} (lock {root / '.lock'})")
+                time.sleep(0.5)
+        handle.seek(0), handle.truncate(), handle.write(f"{os.getpid()}\n"), handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def code_version(step: dag.Step) -> str:
+    """A hash of the source files this step's result depends on: its component and the modules it names."""
+    digest = hashlib.sha256()
+    for name in (step.component, *step.code, "pipeline.artifacts"):
+        source = Path(importlib.import_module(name).__file__).read_bytes()
+        digest.update(name.encode() + b"\0" + source + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def step_config(config: Config, step: dag.Step) -> Any:
+    section = getattr(config, step.config_section)
+    if step.name == "pusher":  # the default serving folder depends on the pipeline root
+        section = dataclasses.replace(section, serving_dir=str(config.serving_dir()))
+    return section
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+class Runner:
+    def __init__(self, config: Config, log=print, steps: tuple[dag.Step, ...] = dag.STEPS):
+        self.config = config
+        self.steps = steps
+        self.root = config.pipeline_root()
+        self.log = log
+        self.store = MetadataStore(self.root / "metadata.sqlite")
+        self.runtime = Runtime(beam_args=tuple(config.pipeline.beam_args), seed=config.pipeline.seed, log=log)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def data_fingerprint(self) -> str:
+        from components import ingest
+        return ingest.external_fingerprint(self.config.ingest)
+
+    def run(self, *, until: str | None = None, use_cache: bool = True, rerun: tuple[str, ...] = (),
+            command: str = "run", data_fingerprint: str | None = None) -> RunResult:
+        """Runs the pipeline; the caller holds root_lock."""
+        known = {step.name for step in self.steps}
+        for name in (*rerun, *([until] if until else [])):  # unknown names fail before any work
+            if name not in known:
+                raise ValueError(f"unknown step {name!r}; steps: {', '.join(known)}")
+        for stale in self.store.mark_interrupted():
+            self.log(f"note: run {stale} was interrupted earlier; its completed steps can be reused")
+        run_id = new_run_id()
+        run_dir = self.root / "runs" / run_id
+        run_dir.mkdir(parents=True)
+        self.store.start_run(run_id, command, self.config.to_dict(), data_fingerprint)
+        self.log(f"run {run_id}: pipeline root {self.root}")
+        produced: dict[str, Artifact] = {}  # "step.output" -> artifact
+        artifact_ids: dict[str, int] = {}
+        results: list[StepResult] = []
+        stop_reason = None
+        started = time.monotonic()
+        for index, step in enumerate(self.steps, 1):
+            prefix = f"[{index}/{len(self.steps)}] {step.name:<10}"
+            if stop_reason:
+                self.store.record_skipped(run_id, step.name, stop_reason)
+                results.append(StepResult(step.name, "skipped", note=stop_reason))
+                self.log(f"{prefix} skipped ({stop_reason})")
+                continue
+            try:
+                result = self._run_step(step, run_id, run_dir, produced, artifact_ids,
+                                        use_cache and step.name not in rerun, prefix)
+            except PipelineFailed as error:
+                results.append(StepResult(step.name, "failed", note=str(error)))
+                self.store.finish_run(run_id, "failed", error=str(error))
+                self._write_run_record(run_id, run_dir, results, "failed", str(error))
+                return RunResult(run_id, run_dir, "failed", results, str(error))
+            results.append(result)
+            if step.name == until:
+                stop_reason = f"--until {until}"
+        outcome = self._outcome(results)
+        self.store.finish_run(run_id, "succeeded", outcome=outcome)
+        self._write_run_record(run_id, run_dir, results, "succeeded", None)
+        self.log(f"run {run_id} succeeded in {time.monotonic() - started:.1f}s ({outcome})")
+        return RunResult(run_id, run_dir, "succeeded", results)
+
+    def _resolve_inputs(self, step: dag.Step, produced, artifact_ids) -> tuple[dict[str, Artifact], dict[str, int]]:
+        inputs, ids = {}, {}
+        for name, source in step.inputs.items():
+            if source == dag.LAST_BLESSED_MODEL:
+                baseline = self.store.last_blessed_model()
+                if baseline is not None and baseline.uri.exists():
+                    inputs[name], ids[name] = baseline.as_artifact(), baseline.id
+            else:
+                inputs[name], ids[name] = produced[source], artifact_ids[source]
+        return inputs, ids
+
+    def _cache_key(self, step: dag.Step, step_cfg: Any, input_ids: dict[str, int]) -> str:
+        module = step.module()
+        external = module.external_fingerprint(step_cfg) if hasattr(module, "external_fingerprint") else None
+        key = {
+            "step": step.name,
+            "code_version": code_version(step),
+            "config": json.loads(json.dumps(dataclasses.asdict(step_cfg), default=str)),
+            "inputs": {name: self.store.artifact(i).fingerprint for name, i in sorted(input_ids.items())},
+            "external": external,
+        }
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+    def _reusable(self, step: dag.Step, cache_key: str) -> tuple[int, dict[str, StoredArtifact]] | None:
+        """An earlier successful execution with this key whose outputs are all still present and intact."""
+        for execution in self.store.find_cached(step.name, cache_key):
+            outputs = self.store.artifacts_of(execution["id"], "output")
+            if set(outputs) != set(step.outputs):
+                continue
+            intact = all(not a.deleted and a.uri.exists() and fingerprint(a.uri) == a.fingerprint
+                         for a in outputs.values())
+            if intact:
+                return execution["id"], outputs
+            self.log(f"    cached outputs of execution {execution['id']} are missing or changed; recomputing")
+        return None
+
+    def _run_step(self, step, run_id, run_dir, produced, artifact_ids, use_cache, prefix) -> StepResult:
+        step_cfg = step_config(self.config, step)
+        inputs, input_ids = self._resolve_inputs(step, produced, artifact_ids)
+        try:
+            cache_key = self._cache_key(step, step_cfg, input_ids)
+        except ComponentError as error:
+            self.log(f"{prefix} FAILED: {error}")
+            raise PipelineFailed(f"{step.name}: {error}") from None
+        execution_id = self.store.start_execution(run_id, step.name, cache_key, code_version(step),
+                                                  dataclasses.asdict(step_cfg))
+        started = time.monotonic()
+        reusable = self._reusable(step, cache_key) if use_cache else None
+        if reusable is not None:
+            reused_id, outputs = reusable
+            self.store.record_cached(execution_id, reused_id, input_ids, {n: a.id for n, a in outputs.items()})
+            for name, stored in outputs.items():
+                produced[f"{step.name}.{name}"] = stored.as_artifact()
+                artifact_ids[f"{step.name}.{name}"] = stored.id
+            origin = self.store.execution(reused_id)
+            self.log(f"{prefix} cached ({time.monotonic() - started:.1f}s, from run {origin['run_id']})")
+            return StepResult(step.name, "cached", time.monotonic() - started,
+                              {n: a.as_artifact() for n, a in outputs.items()}, note=origin["run_id"])
+
+        # A fixed temporary folder per cache key lets a resumable step pick up an interrupted attempt.
+        work_dir = self.root / "tmp" / f"{step.name}-{cache_key[:16]}"
+        if work_dir.exists() and not step.resumable:
+            shutil.rmtree(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self.log(f"{prefix} running ...")
+        try:
+            outputs = step.module().run(inputs, work_dir, step_cfg, self.runtime)
+            missing = set(step.outputs) - set(outputs)
+            if missing:
+                raise ComponentError(f"component returned no {sorted(missing)} output")
+        except Exception as error:  # noqa: BLE001 - every failure is recorded, then reported
+            message = str(error) if isinstance(error, ComponentError) else (
+                f"{type(error).__name__}: {error}\n{traceback.format_exc()}")
+            self.store.fail_execution(execution_id, message)
+            if not step.resumable:  # keep the failed attempt for inspection, under a name that is not final
+                failed_dir = run_dir / f"{step.name}.failed"
+                os.replace(work_dir, failed_dir)
+                message += f"\n(partial output kept in {failed_dir})"
+            self.log(f"{prefix} FAILED after {time.monotonic() - started:.1f}s")
+            raise PipelineFailed(f"{step.name}: {message}") from None
+
+        fingerprints = {name: fingerprint(a.uri) for name, a in outputs.items()}
+        final_dir = run_dir / step.name
+        os.replace(work_dir, final_dir)  # the publish: one rename, after which the outputs are complete
+        published = {name: a.relocated(work_dir, final_dir) for name, a in outputs.items()}
+        ids = self.store.complete_execution(execution_id, final_dir, input_ids,
+                                            {n: (published[n], fingerprints[n]) for n in step.outputs})
+        for name in step.outputs:
+            produced[f"{step.name}.{name}"] = published[name]
+            artifact_ids[f"{step.name}.{name}"] = ids[name]
+        seconds = time.monotonic() - started
+        self.log(f"{prefix} done in {seconds:.1f}s -> {final_dir}")
+        return StepResult(step.name, "ran", seconds, {n: published[n] for n in step.outputs})
+
+    @staticmethod
+    def _outcome(results: list[StepResult]) -> str:
+        by_name = {r.step: r for r in results}
+        pusher = by_name.get("pusher")
+        if pusher is None or pusher.state == "skipped":
+            return "stopped_early"
+        pushed = pusher.outputs.get("pushed_model")
+        if pushed is not None and pushed.properties.get("pushed"):
+            return "pushed" if pusher.state == "ran" else "already_pushed"
+        return "not_blessed"
+
+    def _write_run_record(self, run_id: str, run_dir: Path, results: list[StepResult], status: str,
+                          error: str | None) -> None:
+        record = {
+            "run_id": run_id,
+            "status": status,
+            "error": error,
+            "steps": [{"step": r.step, "state": r.state, "seconds": round(r.seconds, 2), "note": r.note,
+                       "outputs": {n: {"uri": str(a.uri), "properties": a.properties}
+                                   for n, a in r.outputs.items()}} for r in results],
+        }
+        write_json_atomic(run_dir / "run.json", record)
+        from pipeline import report
+        report.write_run_report(run_dir, record)
+
+
+def summarize(result: RunResult) -> str:
+    """The final summary printed after a run: rows, quarantine, vocabulary, buckets, model, blessing, push."""
+    lines = [f"Run {result.run_id}: {result.status}"]
+    examples = result.artifact("ingest", "examples")
+    if examples:
+        p = examples.properties
+        lines.append(f"  rows: train {p.get('train_rows')}, eval {p.get('eval_rows')}, test {p.get('test_rows')}; "
+                     f"quarantined {p.get('quarantined_rows')} {p.get('quarantined_by_reason') or ''}".rstrip())
+    graph = result.artifact("transform", "transform_graph")
+    if graph:
+        lines.append(f"  vocabulary: {graph.properties.get('vocab_size')} tokens")
+    transformed = result.artifact("transform", "transformed_examples")
+    if transformed:
+        p = transformed.properties
+        if "train_bucket_counts" in p:
+            lines.append(f"  train buckets: {p['train_bucket_counts']}")
+        for key in ("padding_ratio_bucketed", "padding_ratio_unbucketed"):
+            if key in p:
+                lines.append(f"  {key}: {p[key]}")
+    hyper = result.artifact("tuner", "best_hyperparameters")
+    if hyper:
+        lines.append(f"  model: {hyper.properties.get('architecture')} "
+                     f"({'tuned' if hyper.properties.get('tuned') else 'default hyperparameters'})")
+    evaluation = result.artifact("evaluator", "evaluation")
+    if evaluation:
+        p = evaluation.properties
+        lines.append(f"  test accuracy {p.get('accuracy')}, loss {p.get('loss')}, macro-F1 {p.get('macro_f1')}")
+    blessing = result.artifact("evaluator", "blessing")
+    if blessing:
+        lines.append(f"  blessed: {blessing.properties.get('blessed')} ({blessing.properties.get('reason')})")
+    pushed = result.artifact("pusher", "pushed_model")
+    if pushed:
+        p = pushed.properties
+        lines.append(f"  pushed: version {p.get('version')} -> {p.get('path')}" if p.get("pushed")
+                     else f"  not pushed: {p.get('reason')}")
+    for r in result.steps:
+        if r.state == "failed":
+            lines.append(f"  FAILED at {r.step}: {r.note}")
+    lines.append(f"  run folder: {result.run_dir}")
+    return "\n".join(lines)
+
+
+def eprint(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
