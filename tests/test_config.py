@@ -1,0 +1,56 @@
+"""Configuration: defaults, file, overrides, flags, and clear errors for unknown keys and bad values."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.cli import build_parser, _config_from_args
+from pipeline.config import Config, ConfigError, PROJECT_ROOT, load_config
+
+
+def test_default_yaml_matches_the_dataclass_defaults():
+    assert load_config(PROJECT_ROOT / "configs" / "default.yaml") == Config()
+
+
+def test_precedence_file_then_set_then_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"transform": {"vocab_size": 100, "max_length": 32},
+                                    "tuner": {"architecture": "lstm"}}))
+    args = build_parser().parse_args(["run", "--config", str(path), "--set", "transform.vocab_size=200",
+                                      "--model", "rnn", "--no-tune", "--beam-arg=--direct_num_workers=2",
+                                      "--data", "csv:/x"])
+    config = _config_from_args(args)
+    assert config.transform.vocab_size == 200 and config.transform.max_length == 32
+    assert config.tuner.architecture == "rnn" and config.tuner.enabled is False
+    assert config.pipeline.beam_args == ("--direct_num_workers=2",)
+    assert config.ingest.data == "csv:/x"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["transform.vocab_sise=10"], "unknown key transform.vocab_sise"),
+    (["trainers.epochs=1"], "unknown configuration section"),
+    (["trainer.epochs=ten"], "trainer.epochs must be an integer"),
+    (["trainer.epochs=0"], "trainer.epochs must be >= 1"),
+    (["ingest.data=s3://bucket"], "ingest.data must be 'tfds' or 'csv:DIR'"),
+    (["tuner.architecture=gru"], "must be one of"),
+    (["transform.bucket_boundaries=[16, 8]"], "strictly increasing"),
+    (["tuner.enabled=yes please"], "must be true or false"),
+    (["noequals"], "--set expects section.key=value"),
+])
+def test_bad_values_fail_before_any_work(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_cli_reports_config_errors_with_exit_code_2(capsys):
+    from pipeline.cli import EXIT_USAGE, main
+    assert main(["run", "--set", "transform.vocab_size=-1"]) == EXIT_USAGE
+    assert "vocab_size must be >= 1" in capsys.readouterr().err
+
+
+def test_bucket_upper_bounds_end_at_max_length():
+    from pipeline.config import TransformConfig
+    assert TransformConfig(max_length=50, bucket_boundaries=(8, 16, 64)).bucket_upper_bounds() == [8, 16, 50]
+    assert TransformConfig().bucket_upper_bounds()[-1] == 256
