@@ -260,8 +260,9 @@ class MetadataStore:
             frontier.extend(a.id for a in inputs.values())
         return order
 
-    def last_blessed_model(self) -> StoredArtifact | None:
-        """The `model` input of the newest evaluator execution whose blessing says blessed."""
+    def last_blessed_model(self, exclude_fingerprint: str | None = None) -> StoredArtifact | None:
+        """The `model` input of the newest evaluator execution whose blessing says blessed (skipping a model
+        with the excluded fingerprint: the candidate itself)."""
         rows = self._db.execute(
             "SELECT executions.id AS execution_id, artifacts.properties_json FROM executions "
             "JOIN events ON events.execution_id = executions.id AND events.kind = 'output' "
@@ -271,7 +272,7 @@ class MetadataStore:
         for row in rows:
             if json.loads(row["properties_json"]).get("blessed"):
                 model = self.artifacts_of(row["execution_id"], "input").get("model")
-                if model is not None and not model.deleted:
+                if model is not None and not model.deleted and model.fingerprint != exclude_fingerprint:
                     return model
         return None
 

@@ -167,12 +167,16 @@ class Runner:
     def _resolve_inputs(self, step: dag.Step, produced, artifact_ids) -> tuple[dict[str, Artifact], dict[str, int]]:
         inputs, ids = {}, {}
         for name, source in step.inputs.items():
-            if source == dag.LAST_BLESSED_MODEL:
-                baseline = self.store.last_blessed_model()
-                if baseline is not None and baseline.uri.exists():
-                    inputs[name], ids[name] = baseline.as_artifact(), baseline.id
-            else:
+            if not source.startswith("store:"):
                 inputs[name], ids[name] = produced[source], artifact_ids[source]
+        if dag.LAST_BLESSED_MODEL in step.inputs.values():
+            # The candidate is never its own baseline: a re-run of an already blessed model keeps the baseline
+            # it had, so its evaluation stays cached.
+            candidate = self.store.artifact(ids["model"]).fingerprint if "model" in ids else None
+            baseline = self.store.last_blessed_model(exclude_fingerprint=candidate)
+            if baseline is not None and baseline.uri.exists():
+                name = next(n for n, s in step.inputs.items() if s == dag.LAST_BLESSED_MODEL)
+                inputs[name], ids[name] = baseline.as_artifact(), baseline.id
         return inputs, ids
 
     def _cache_key(self, step: dag.Step, step_cfg: Any, input_ids: dict[str, int]) -> str:

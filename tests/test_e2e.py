@@ -1,0 +1,197 @@
+"""End to end: the real `agnews-pipeline` command on the committed sample, every real component, then the
+exported model loaded in a fresh process that imports only TensorFlow."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SAMPLE_DIR
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = Path(__file__).parent / "e2e_config.yaml"
+CLI = [sys.executable, "-m", "pipeline.cli"]
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+def agnews(*args: str, check_code: int | None = 0, timeout: float = 900) -> subprocess.CompletedProcess:
+    completed = subprocess.run([*CLI, *args], cwd=PROJECT, capture_output=True, text=True, timeout=timeout,
+                               env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1"})
+    if check_code is not None and completed.returncode != check_code:
+        raise AssertionError(f"exit {completed.returncode} (wanted {check_code}) for {args}\n"
+                             f"--- stdout\n{completed.stdout[-6000:]}\n--- stderr\n{completed.stderr[-6000:]}")
+    return completed
+
+
+def pipeline_args(root: Path, *extra: str) -> list[str]:
+    return ["--config", str(CONFIG), "--data", f"csv:{SAMPLE_DIR}", "--pipeline-root", str(root), *extra]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e") / "root"
+    started = time.monotonic()
+    completed = agnews("run", *pipeline_args(root))
+    return root, completed, time.monotonic() - started
+
+
+def test_full_run_reports_every_step_and_pushes_version_1(first_run):
+    root, completed, _ = first_run
+    out = completed.stdout
+    for step in ("ingest", "validate", "transform", "tuner", "trainer", "evaluator", "pusher"):
+        assert f"] {step}" in out and "done in" in out
+    assert "rows: train" in out and "vocabulary:" in out and "test accuracy" in out
+    version_dir = root / "serving" / "agnews" / "1"
+    assert (version_dir / "saved_model.pb").is_file()
+    assert (version_dir / "assets.extra" / "tf_serving_warmup_requests").is_file()
+    run_dir = next((root / "runs").iterdir())
+    record = json.loads((run_dir / "run.json").read_text())
+    assert [s["state"] for s in record["steps"]] == ["ran"] * 7
+    assert (run_dir / "report.md").read_text().count("|") > 10
+    metrics = json.loads((run_dir / "evaluator" / "evaluation" / "metrics.json").read_text())
+    assert metrics["accuracy"] > 0.5  # a real model on real text beats chance (0.25) by far
+
+
+FRESH_PROCESS_PREDICT = r"""
+import json, sys
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+serve = model.signatures["serving_default"]
+texts = ["Stocks rallied as the Federal Reserve held interest rates steady.",
+         "The striker scored twice as United beat Chelsea in the cup final.",
+         "", "x" * 100_000, "Zürich: Ölpreise steigen, 東京 株価 上昇 — naïve café",
+         "NASA launches a new satellite to study the climate"]
+out = serve(text=tf.constant(texts))
+empty = serve(text=tf.constant([], dtype=tf.string))
+print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(),
+                  "class_name": [c.decode() for c in out["class_name"].numpy()],
+                  "empty_batch_shape": list(empty["probabilities"].shape),
+                  "modules": sorted(m for m in sys.modules if m.split(".")[0] in ("keras", "tensorflow_transform", "tf_keras"))}))
+"""
+
+
+def test_exported_model_serves_raw_strings_in_a_fresh_tensorflow_only_process(first_run):
+    root, _, _ = first_run
+    version_dir = root / "serving" / "agnews" / "1"
+    completed = subprocess.run([sys.executable, "-c", FRESH_PROCESS_PREDICT, str(version_dir)],
+                               capture_output=True, text=True, timeout=300,
+                               env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1"})
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    probabilities = result["probabilities"]
+    assert len(probabilities) == 6 and all(len(p) == 4 and abs(sum(p) - 1) < 1e-4 for p in probabilities)
+    assert set(result["class_name"]) <= {"World", "Sports", "Business", "Sci/Tech"}
+    assert result["empty_batch_shape"] == [0, 4]
+    assert result["modules"] == [] or all(not m.startswith("tensorflow_transform") for m in result["modules"])
+
+    # The same inputs through the Keras model and the TFT graph in this process give the same probabilities.
+    import numpy as np
+    import keras
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    run_dir = next((root / "runs").iterdir())
+    model = keras.saving.load_model(run_dir / "trainer" / "model" / "keras" / "model.keras")
+    graph = tft.TFTransformOutput(str(run_dir / "transform" / "transform_graph"))
+    texts = ["Stocks rallied as the Federal Reserve held interest rates steady.",
+             "The striker scored twice as United beat Chelsea in the cup final.",
+             "", "x" * 100_000, "Zürich: Ölpreise steigen, 東京 株価 上昇 — naïve café",
+             "NASA launches a new satellite to study the climate"]
+    features = graph.transform_raw_features(
+        {"title": tf.constant(texts), "description": tf.constant([""] * len(texts))}, drop_unused_features=True)
+    ids = tf.sparse.to_dense(features["token_ids"]) if isinstance(features["token_ids"], tf.SparseTensor) \
+        else features["token_ids"].to_tensor()
+    if ids.shape[1] == 0:
+        ids = tf.zeros([len(texts), 1], tf.int64)
+    keras_probabilities = model.predict(ids.numpy(), verbose=0)
+    np.testing.assert_allclose(np.array(probabilities), keras_probabilities, atol=1e-5)
+
+
+def test_second_run_reuses_every_step_in_seconds(first_run):
+    root, _, first_seconds = first_run
+    started = time.monotonic()
+    completed = agnews("run", *pipeline_args(root))
+    seconds = time.monotonic() - started
+    assert completed.stdout.count(" cached (") == 7, completed.stdout
+    assert seconds < first_seconds / 3, (seconds, first_seconds)
+    assert not (root / "serving" / "agnews" / "2").exists()  # the pusher was cached: nothing pushed twice
+
+
+def test_trainer_change_reruns_only_the_model_steps(first_run):
+    root, _, _ = first_run
+    completed = agnews("run", *pipeline_args(root, "--epochs", "2"))
+    lines = {line.split("]")[1].split()[0]: line for line in completed.stdout.splitlines()
+             if line.startswith("[") and ("cached (" in line or "done in" in line)}
+    for step in ("ingest", "validate", "transform", "tuner"):
+        assert "cached (" in lines[step], completed.stdout
+    for step in ("trainer", "evaluator", "pusher"):
+        assert "done in" in lines[step], completed.stdout
+
+
+def test_worse_model_is_not_pushed(first_run):
+    root, _, _ = first_run
+    versions_before = sorted(p.name for p in (root / "serving" / "agnews").iterdir())
+    # A one-word vocabulary leaves the model next to chance: far below the blessed baseline.
+    completed = agnews("run", *pipeline_args(root, "--set", "transform.vocab_size=1", "--no-tune",
+                                             "--min-accuracy", "0"))
+    assert "not pushed" in completed.stdout, completed.stdout
+    assert sorted(p.name for p in (root / "serving" / "agnews").iterdir()) == versions_before
+
+
+def test_runs_and_show_list_the_history(first_run):
+    root, _, _ = first_run
+    runs = agnews("runs", "--pipeline-root", str(root)).stdout
+    assert runs.count("succeeded") >= 2 and "v1" in runs
+    first_id = sorted(p.name for p in (root / "runs").iterdir())[0]
+    shown = agnews("show", first_id, "--pipeline-root", str(root)).stdout
+    assert "lineage of model" in shown and "pushed as version 1" in shown
+    assert "examples" in shown and "best_hyperparameters" in shown and "transform_graph" in shown
+
+
+def test_retrain_is_locked_skips_unchanged_data_and_predict_works(first_run, tmp_path):
+    root, _, _ = first_run
+    from pipeline.runner import root_lock
+    with root_lock(root):
+        locked = agnews("retrain", *pipeline_args(root), check_code=5)
+    assert "another agnews-pipeline process" in locked.stderr
+    agnews("retrain", *pipeline_args(root), check_code=0)  # first retrain: runs (all cached), model is pushed
+    skipped = agnews("retrain", *pipeline_args(root), check_code=3)
+    assert "unchanged" in skipped.stdout
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Oil prices hit a record high\nThe Yankees won the World Series\n", encoding="utf-8")
+    predicted = agnews("predict", "--model-dir", str(root / "serving" / "agnews" / "1"), "--input", str(texts))
+    rows = [json.loads(line) for line in predicted.stdout.strip().splitlines()]
+    assert len(rows) == 2 and all(len(r["probabilities"]) == 4 for r in rows)
+
+
+def test_tfds_without_network_gives_one_clear_line(tmp_path):
+    completed = agnews("run", "--data", "tfds", "--pipeline-root", str(tmp_path / "root"),
+                       "--set", f"ingest.tfds_data_dir={tmp_path / 'tfds'}", check_code=1, timeout=300)
+    assert "--data csv:" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_run_killed_during_transform_resumes_from_the_last_completed_step(tmp_path):
+    root = tmp_path / "root"
+    args = pipeline_args(root, "--until", "transform")
+    process = subprocess.Popen([*CLI, "run", *args], cwd=PROJECT, stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1"})
+    for line in process.stdout:
+        if "transform" in line and "running" in line:
+            time.sleep(3)  # inside the Beam/TFT pipeline
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=60)
+    run_dir = next((root / "runs").iterdir())
+    assert not (run_dir / "transform").exists()  # nothing that looks complete
+    resumed = agnews("run", *args)
+    assert resumed.stdout.count(" cached (") == 2 and "transform  done in" in resumed.stdout
+    shown = agnews("runs", "--pipeline-root", str(root)).stdout
+    assert "interrupted" in shown
