@@ -1,0 +1,331 @@
+"""Transform: raw AG News examples -> token ids, with tf.Transform on Beam, written in length buckets.
+
+The vocabulary is analyzed on the train split only; the resulting transform graph is applied unchanged to
+train, eval and test, and later inside the serving model (see components/text.py). Token id 0 is reserved
+for padding: vocabulary ids are 1..vocab_size, out-of-vocabulary buckets follow.
+
+Outputs:
+  transform_graph/       loadable with tft.TFTransformOutput: transform_fn/ (vocabulary in
+                         transform_fn/assets/vocab_tokens), transformed_metadata/, metadata/ (raw schema),
+                         model_input.json (what the trainer and exporter need to size the model)
+  transformed_examples/  <split>/bucket_<upper>/part-*.tfrecord.gz, tf.Examples with token_ids (VarLen int64),
+                         length (int64), label (int64), bucket_<upper> holding lengths from the previous
+                         bucket's upper + 1 to upper inclusive (empty buckets are absent);
+                         buckets.json: per split and bucket, examples, tokens and padding at batch size 64.
+"""
+from __future__ import annotations
+
+import bisect
+import glob
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import apache_beam as beam
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from google.protobuf import text_format
+from tensorflow_metadata.proto.v0 import schema_pb2
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
+from tfx_bsl.public import tfxio
+
+from components import text
+from pipeline.artifacts import Artifact, ComponentError, Runtime, write_json_atomic
+from pipeline.beam_options import pipeline_options
+from pipeline.config import TransformConfig
+
+SPLITS = ("train", "eval", "test")
+RAW_SCHEMA_FILE = "schema.pbtxt"
+RAW_FILE_PATTERN = "part-*.tfrecord.gz"
+# Raw features the transform reads, and their schema types. Any other feature in the schema is carried
+# through the raw metadata but not used.
+RAW_FEATURE_TYPES = {"title": schema_pb2.BYTES, "description": schema_pb2.BYTES, "label": schema_pb2.INT}
+LABEL_KEY = "label"
+NUM_CLASSES = 4
+
+TOKEN_IDS_KEY = "token_ids"
+LENGTH_KEY = "length"
+PADDING_ID = 0
+VOCAB_FILENAME = "vocab_tokens"
+
+MODEL_INPUT_FILE = "model_input.json"
+BUCKETS_FILE = "buckets.json"
+PADDING_BATCH_SIZE = 64
+PADDING_ORDER = (
+    "each split's examples ordered by the SHA-256 of their token ids and label (a fixed pseudo-random "
+    "shuffle); bucketed: every bucket's examples in that order cut into batches, each padded to its longest "
+    "sequence; unbucketed: the whole split in that order cut into batches, each padded to its longest sequence; "
+    "a last partial batch counts as a batch")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Functions other components rely on
+
+
+def bucket_dir_name(upper_bound: int) -> str:
+    return f"bucket_{upper_bound}"
+
+
+def bucket_index(length: int, upper_bounds: Sequence[int]) -> int:
+    """Index of the bucket holding `length`: the first bucket whose inclusive upper bound is >= length."""
+    return min(bisect.bisect_left(upper_bounds, length), len(upper_bounds) - 1)
+
+
+def read_model_input(transform_graph_uri: Path) -> dict[str, Any]:
+    """The model sizing facts written next to the transform graph (embedding_input_dim, vocab_size, ...)."""
+    path = Path(transform_graph_uri) / MODEL_INPUT_FILE
+    if not path.is_file():
+        raise ComponentError(f"{path} is missing: transform_graph was not written by the transform component")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def make_preprocessing_fn(config: TransformConfig) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The tf.Transform preprocessing_fn: raw title/description/label -> token_ids, length, label."""
+
+    def preprocessing_fn(inputs: dict[str, Any]) -> dict[str, Any]:
+        tokens = text.text_to_tokens(inputs, config.text_features, config.max_length)
+        vocabulary_ids = tft.compute_and_apply_vocabulary(
+            tokens, top_k=config.vocab_size, num_oov_buckets=config.num_oov_buckets, vocab_filename=VOCAB_FILENAME)
+        # Shift every id by one so that PADDING_ID (0) never stands for a real token (mask_zero downstream).
+        token_ids = vocabulary_ids + 1
+        return {
+            TOKEN_IDS_KEY: token_ids.to_sparse(),  # a sparse [batch, None] output is a VarLen feature
+            LENGTH_KEY: tokens.row_lengths(),
+            # Passed through untouched. The serving graph is applied without labels: TFT then feeds a
+            # default for the missing input, and the caller ignores this output.
+            LABEL_KEY: inputs[LABEL_KEY],
+        }
+
+    return preprocessing_fn
+
+
+def load_raw_schema(schema_uri: Path) -> schema_pb2.Schema:
+    """The raw data schema from the schema artifact, with title, description and label as scalar features.
+
+    tf.Transform turns a feature with a fixed shape into a dense tensor and one without into a sparse one.
+    Each of the three features holds exactly one value per example, so whatever single-value form the
+    schema states (shape [], shape [1], or value_count 1..1) is rewritten as shape [] (a [batch] tensor),
+    which is what the serving signature feeds. Types, presence and domains are kept as they are.
+    """
+    path = Path(schema_uri) / RAW_SCHEMA_FILE
+    if not path.is_file():
+        raise ComponentError(f"raw schema not found: {path}")
+    try:
+        schema = text_format.Parse(path.read_text(encoding="utf-8"), schema_pb2.Schema())
+    except text_format.ParseError as error:
+        raise ComponentError(f"{path} is not a valid Schema text proto: {error}") from None
+    features = {feature.name: feature for feature in schema.feature}
+    for name, expected_type in RAW_FEATURE_TYPES.items():
+        feature = features.get(name)
+        if feature is None:
+            raise ComponentError(f"{path} has no feature {name!r}; the transform needs {sorted(RAW_FEATURE_TYPES)}")
+        if feature.type != expected_type:
+            raise ComponentError(f"{path}: feature {name!r} must be of type "
+                                 f"{schema_pb2.FeatureType.Name(expected_type)}, "
+                                 f"got {schema_pb2.FeatureType.Name(feature.type)}")
+        dims = [dim.size for dim in feature.shape.dim]
+        single_value = (dims in ([], [1])) if feature.HasField("shape") else (
+            not feature.HasField("value_count") or (feature.value_count.min, feature.value_count.max) == (1, 1))
+        if not single_value:
+            raise ComponentError(f"{path}: feature {name!r} must hold exactly one value per example")
+        feature.ClearField("value_count")
+        feature.ClearField("shape")
+        feature.shape.SetInParent()  # an empty shape: a scalar per example
+    return schema
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Length buckets and padding
+
+
+def _padding_tokens(lengths: Sequence[int], batch_size: int) -> int:
+    """Pad positions added when `lengths`, in this order, are cut into batches each padded to its longest."""
+    padding = 0
+    for start in range(0, len(lengths), batch_size):
+        batch = lengths[start:start + batch_size]
+        padding += max(batch) * len(batch) - sum(batch)
+    return padding
+
+
+def _ratio(padded: int, real: int) -> float | None:
+    return round(padded / real, 6) if real else None
+
+
+def padding_report(keyed_lengths: Iterable[tuple[str, int]], upper_bounds: Sequence[int],
+                   batch_size: int = PADDING_BATCH_SIZE) -> dict[str, Any]:
+    """Examples, real tokens and padding of one split, per bucket and overall, bucketed versus not.
+
+    `keyed_lengths` holds (order key, length) per example; examples are batched in order-key order (see
+    PADDING_ORDER). Padding ratios are pad positions / real tokens.
+    """
+    ordered = [length for _, length in sorted(keyed_lengths)]
+    per_bucket: list[list[int]] = [[] for _ in upper_bounds]
+    for length in ordered:
+        per_bucket[bucket_index(length, upper_bounds)].append(length)
+    buckets = {}
+    for upper, lengths in zip(upper_bounds, per_bucket):
+        if lengths:
+            padded = _padding_tokens(lengths, batch_size)
+            buckets[bucket_dir_name(upper)] = {
+                "upper_bound": upper, "examples": len(lengths), "real_tokens": sum(lengths),
+                "padded_tokens": padded, "padding_ratio": _ratio(padded, sum(lengths))}
+    real = sum(ordered)
+    bucketed = sum(bucket["padded_tokens"] for bucket in buckets.values())
+    unbucketed = _padding_tokens(ordered, batch_size)
+    return {
+        "examples": len(ordered),
+        "real_tokens": real,
+        "buckets": buckets,
+        "bucketed": {"padded_tokens": bucketed, "padding_ratio": _ratio(bucketed, real)},
+        "unbucketed": {"padded_tokens": unbucketed, "padding_ratio": _ratio(unbucketed, real)},
+    }
+
+
+def _bucket_of(encoded: tuple[int, str, bytes], num_partitions: int, upper_bounds: Sequence[int]) -> int:
+    return bucket_index(encoded[0], upper_bounds)
+
+
+def _encode(instance: dict[str, Any], coder: tft.coders.ExampleProtoCoder) -> tuple[int, str, bytes]:
+    """(length, order key, serialized tf.Example). The order key hashes the example's values, not its
+    serialized bytes: proto map fields serialize in no guaranteed order, which would change the order."""
+    token_ids = [int(i) for i in instance[TOKEN_IDS_KEY]]
+    content = json.dumps([token_ids, int(instance[LABEL_KEY])]).encode("utf-8")
+    return int(instance[LENGTH_KEY]), hashlib.sha256(content).hexdigest(), coder.encode(instance)
+
+
+class _WriteBucketed(beam.PTransform):
+    """Writes one split's transformed instances, partitioned by length bucket, plus its padding report."""
+
+    def __init__(self, split_dir: Path, report_path: Path, coder, upper_bounds: Sequence[int]):
+        super().__init__()
+        self._split_dir = split_dir
+        self._report_path = report_path
+        self._coder = coder
+        self._upper_bounds = list(upper_bounds)
+
+    def expand(self, instances):
+        keyed = instances | "Encode" >> beam.Map(_encode, self._coder)
+        partitions = keyed | "PartitionByLength" >> beam.Partition(
+            _bucket_of, len(self._upper_bounds), self._upper_bounds)
+        for upper, partition in zip(self._upper_bounds, partitions):
+            name = bucket_dir_name(upper)
+            (partition
+             | f"Serialized{name}" >> beam.Map(lambda encoded: encoded[2])
+             | f"Write{name}" >> beam.io.WriteToTFRecord(
+                 str(self._split_dir / name / "part"), file_name_suffix=".tfrecord.gz",
+                 compression_type=beam.io.filesystem.CompressionTypes.GZIP))
+        return (keyed
+                | "OrderKeyAndLength" >> beam.Map(lambda encoded: (encoded[1], encoded[0]))
+                | "AllLengths" >> beam.combiners.ToList()
+                | "PaddingReport" >> beam.Map(padding_report, self._upper_bounds)
+                | "ToJson" >> beam.Map(json.dumps)
+                | "WriteReport" >> beam.io.WriteToText(str(self._report_path), num_shards=1, shard_name_template=""))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The component
+
+
+def _raw_file_patterns(examples_uri: Path) -> dict[str, str]:
+    patterns, missing = {}, []
+    for split in SPLITS:
+        pattern = str(Path(examples_uri) / split / RAW_FILE_PATTERN)
+        if not glob.glob(pattern):
+            missing.append(pattern)
+        patterns[split] = pattern
+    if missing:
+        raise ComponentError(f"the examples artifact has no files matching: {', '.join(missing)}")
+    return patterns
+
+
+def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
+        runtime: Runtime) -> dict[str, Artifact]:
+    output_dir = Path(output_dir)
+    raw_schema = load_raw_schema(inputs["schema"].uri)
+    patterns = _raw_file_patterns(inputs["examples"].uri)
+    upper_bounds = config.bucket_upper_bounds()
+
+    graph_dir = output_dir / "transform_graph"
+    examples_dir = output_dir / "transformed_examples"
+    scratch_dir = output_dir / ".transform_tmp"  # TFT's temporary files and the per-split reports
+    for folder in (graph_dir, examples_dir, scratch_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    report_paths = {split: scratch_dir / f"padding_{split}.json" for split in SPLITS}
+
+    sources = {split: tfxio.TFExampleRecord(file_pattern=patterns[split], schema=raw_schema,
+                                            telemetry_descriptors=["agnews_pipeline", "transform"])
+               for split in SPLITS}
+    runtime.log(f"transform: analyzing train, transforming {', '.join(SPLITS)} (text={config.text_features}, "
+                f"vocab top {config.vocab_size}, max_length {config.max_length}, buckets {upper_bounds})")
+    with beam.Pipeline(options=pipeline_options(runtime.beam_args)) as pipeline:
+        with tft_beam.Context(temp_dir=str(scratch_dir / "tft"), force_tf_compat_v1=False):
+            raw = {split: pipeline | f"Read{split}" >> sources[split].BeamSource() for split in SPLITS}
+            # Analyze on train only, so eval/test words unseen in train are out-of-vocabulary, as at serving.
+            (train_transformed, transformed_metadata), transform_fn = (
+                (raw["train"], sources["train"].TensorAdapterConfig())
+                | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(make_preprocessing_fn(config)))
+            transformed = {"train": train_transformed}
+            for split in SPLITS[1:]:
+                transformed[split], _ = (
+                    ((raw[split], sources[split].TensorAdapterConfig()), transform_fn)
+                    | f"Transform{split}" >> tft_beam.TransformDataset())
+            _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(graph_dir))
+            coder = tft.coders.ExampleProtoCoder(transformed_metadata.schema)
+            for split in SPLITS:
+                _ = transformed[split] | f"Write{split}" >> _WriteBucketed(
+                    examples_dir / split, report_paths[split], coder, upper_bounds)
+
+    # WriteTransformFn leaves out the raw metadata that TFTransformOutput.raw_metadata reads.
+    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema),
+                               str(graph_dir / tft.TFTransformOutput.RAW_METADATA_DIR))
+    reports = {split: json.loads(report_paths[split].read_text(encoding="utf-8")) for split in SPLITS}
+    if reports["train"]["examples"] == 0:
+        raise ComponentError("the train split has no examples; nothing to build a vocabulary from")
+    _remove_empty_buckets(examples_dir, reports, upper_bounds)
+    shutil.rmtree(scratch_dir)
+
+    vocab_size = tft.TFTransformOutput(str(graph_dir)).vocabulary_size_by_name(VOCAB_FILENAME)
+    model_input = {
+        "embedding_input_dim": vocab_size + config.num_oov_buckets + 1,  # ids 0 (padding) .. V + oov
+        "vocab_size": vocab_size,
+        "num_oov_buckets": config.num_oov_buckets,
+        "max_length": config.max_length,
+        "num_classes": NUM_CLASSES,
+        "text_features": config.text_features,
+        "bucket_upper_bounds": upper_bounds,
+        "padding_id": PADDING_ID,
+        "vocab_filename": VOCAB_FILENAME,
+    }
+    write_json_atomic(graph_dir / MODEL_INPUT_FILE, model_input)
+    write_json_atomic(examples_dir / BUCKETS_FILE, {
+        "batch_size": PADDING_BATCH_SIZE, "order": PADDING_ORDER, "bucket_upper_bounds": upper_bounds,
+        "splits": reports})
+
+    runtime.log(f"transform: vocabulary {vocab_size} tokens; rows "
+                + ", ".join(f"{split} {reports[split]['examples']}" for split in SPLITS)
+                + f"; train padding ratio at batch {PADDING_BATCH_SIZE}: bucketed "
+                f"{reports['train']['bucketed']['padding_ratio']}, unbucketed "
+                f"{reports['train']['unbucketed']['padding_ratio']}")
+    return {
+        "transform_graph": Artifact("transform_graph", graph_dir, {
+            "vocab_size": vocab_size, "embedding_input_dim": model_input["embedding_input_dim"]}),
+        "transformed_examples": Artifact("transformed_examples", examples_dir, {
+            "rows": {split: reports[split]["examples"] for split in SPLITS},
+            "train_bucket_examples": {name: bucket["examples"]
+                                      for name, bucket in reports["train"]["buckets"].items()},
+            "padding_batch_size": PADDING_BATCH_SIZE,
+            "padding_ratio_bucketed": {split: reports[split]["bucketed"]["padding_ratio"] for split in SPLITS},
+            "padding_ratio_unbucketed": {split: reports[split]["unbucketed"]["padding_ratio"] for split in SPLITS},
+        }),
+    }
+
+
+def _remove_empty_buckets(examples_dir: Path, reports: dict[str, Any], upper_bounds: Sequence[int]) -> None:
+    """Beam writes an empty file for an empty partition; a bucket without examples should not exist."""
+    for split, report in reports.items():
+        for upper in upper_bounds:
+            name = bucket_dir_name(upper)
+            if name not in report["buckets"]:
+                shutil.rmtree(examples_dir / split / name, ignore_errors=True)
