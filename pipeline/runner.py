@@ -302,11 +302,11 @@ def summarize(result: RunResult) -> str:
     transformed = result.artifact("transform", "transformed_examples")
     if transformed:
         p = transformed.properties
-        if "train_bucket_counts" in p:
-            lines.append(f"  train buckets: {p['train_bucket_counts']}")
-        for key in ("padding_ratio_bucketed", "padding_ratio_unbucketed"):
-            if key in p:
-                lines.append(f"  {key}: {p[key]}")
+        lines.append(f"  train examples per length bucket: {p.get('train_bucket_examples')}")
+        bucketed, unbucketed = p.get("padding_ratio_bucketed", {}), p.get("padding_ratio_unbucketed", {})
+        if "train" in bucketed:
+            lines.append(f"  padding/real tokens at batch {p.get('padding_batch_size')} (train): "
+                         f"{bucketed['train']:.3f} bucketed vs {unbucketed.get('train', float('nan')):.3f} unbucketed")
     hyper = result.artifact("tuner", "best_hyperparameters")
     if hyper:
         lines.append(f"  model: {hyper.properties.get('architecture')} "
