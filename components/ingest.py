@@ -1,0 +1,497 @@
+"""Ingest: reads AG News, quarantines bad rows, and writes train/eval/test splits of tf.train.Example.
+
+Sources (`ingest.data`):
+  * "tfds": TensorFlow Datasets `ag_news_subset` (needs the prepared dataset or a network to download it);
+  * "csv:DIR": the original AG News files DIR/train.csv and DIR/test.csv (no header; quoted
+    "class","title","description"; class 1-4 becomes label 0-3).
+
+Output folder `examples/`:
+  train/, eval/, test/   part-*.tfrecord.gz: tf.train.Example {title: bytes, description: bytes, label: int64 0-3}
+  quarantine.jsonl       one JSON object per bad row: source, source_split, line, reason, detail, raw (<= 1 KB)
+  counts.json            rows per split, quarantined rows per reason, rows read, source
+
+Each line of a CSV file is one row: a bad line goes to quarantine (with its file and line number) and never
+affects its neighbours. CRLF endings and any UTF-8 text are valid; the file's final newline ends the last row
+(it is not a row), while any blank line, including extra ones at the end, is a bad row (blank_line).
+
+`eval` is a slice of the train source chosen by a hash of each row's content, so a row lands in the same split
+on every run, whatever its position in the file. `test` is the source's test split.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.artifacts import Artifact, ComponentError, Runtime, write_json_atomic
+from pipeline.beam_options import pipeline_options
+from pipeline.config import IngestConfig
+
+SPLITS = ("train", "eval", "test")
+SOURCE_SPLITS = ("train", "test")  # what the source provides; eval is carved out of train
+CSV_FILE_NAMES = {"train": "train.csv", "test": "test.csv"}
+NUM_CLASSES = 4
+CSV_COLUMNS = 3  # class, title, description
+
+# Bytes per read task of a CSV file. A file is split into chunks of this size that are read in parallel; each
+# line belongs to the chunk it starts in.
+READ_CHUNK_BYTES = 16 << 20
+QUARANTINE_RAW_BYTES = 1024
+BAD_ROWS_IN_ERROR = 10  # how many bad rows a "too many bad rows" error quotes
+
+# Quarantine reasons: stable ids, used in quarantine.jsonl, counts.json and artifact properties.
+BLANK_LINE = "blank_line"
+UNDECODABLE_BYTES = "undecodable_bytes"
+UNBALANCED_QUOTES = "unbalanced_quotes"
+WRONG_COLUMN_COUNT = "wrong_column_count"
+CLASS_NOT_INTEGER = "class_not_integer"
+CLASS_OUT_OF_RANGE = "class_out_of_range"
+EMPTY_TITLE_AND_DESCRIPTION = "empty_title_and_description"
+REASONS = (BLANK_LINE, UNDECODABLE_BYTES, UNBALANCED_QUOTES, WRONG_COLUMN_COUNT, CLASS_NOT_INTEGER,
+           CLASS_OUT_OF_RANGE, EMPTY_TITLE_AND_DESCRIPTION)
+
+_INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
+
+
+class BadRow(ValueError):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class GoodRow(NamedTuple):
+    source_split: str  # "train" or "test": where the row came from
+    label: int  # 0-3
+    title: str
+    description: str
+
+
+# ---------------------------------------------------------------------------------------------- row parsing
+
+
+def split_csv_line(text: str) -> list[str]:
+    """Splits one CSV line into fields. A field is either "quoted" (a literal quote written as "") or bare
+    (no quotes at all). Raises BadRow(unbalanced_quotes) for a quote that is never closed or misplaced."""
+    fields = []
+    position, end = 0, len(text)
+    while True:
+        if text.startswith('"', position):
+            parts = []
+            position += 1
+            while True:
+                closing = text.find('"', position)
+                if closing < 0:
+                    raise BadRow(UNBALANCED_QUOTES, f"the quoted field starting in column {len(fields) + 1} "
+                                                    "is never closed")
+                parts.append(text[position:closing])
+                if text.startswith('""', closing):  # an escaped quote inside the field
+                    parts.append('"')
+                    position = closing + 2
+                    continue
+                position = closing + 1
+                break
+            if position < end and text[position] != ",":
+                raise BadRow(UNBALANCED_QUOTES, f"text follows the closing quote of column {len(fields) + 1}")
+            fields.append("".join(parts))
+        else:
+            comma = text.find(",", position)
+            comma = end if comma < 0 else comma
+            field = text[position:comma]
+            if '"' in field:
+                raise BadRow(UNBALANCED_QUOTES, f"a stray quote inside unquoted column {len(fields) + 1}")
+            fields.append(field)
+            position = comma
+        if position >= end:
+            return fields
+        position += 1  # past the comma
+
+
+def _checked_row(source_split: str, label: int, title: str, description: str) -> GoodRow:
+    if not title.strip() and not description.strip():
+        raise BadRow(EMPTY_TITLE_AND_DESCRIPTION, "both title and description are empty")
+    return GoodRow(source_split, label, title, description)
+
+
+def _strip_line_end(raw: bytes) -> bytes:
+    if raw.endswith(b"\n"):
+        raw = raw[:-1]
+    return raw[:-1] if raw.endswith(b"\r") else raw  # CRLF files are valid
+
+
+def parse_csv_row(source_split: str, raw: bytes, first_line: bool = False) -> GoodRow:
+    """One line of an AG News CSV file (with or without its line ending) -> GoodRow, or raises BadRow."""
+    try:
+        text = _strip_line_end(raw).decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BadRow(UNDECODABLE_BYTES, f"invalid UTF-8 at byte {error.start}: {error.reason}") from None
+    if first_line:
+        text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
+    if not text.strip():
+        raise BadRow(BLANK_LINE, "the line is blank")
+    fields = split_csv_line(text)
+    if len(fields) != CSV_COLUMNS:
+        raise BadRow(WRONG_COLUMN_COUNT, f"expected {CSV_COLUMNS} columns (class, title, description), "
+                                         f"got {len(fields)}")
+    class_text, title, description = fields
+    if not _INTEGER.fullmatch(class_text):
+        raise BadRow(CLASS_NOT_INTEGER, f"class {class_text[:40]!r} is not an integer")
+    class_id = int(class_text)
+    if not 1 <= class_id <= NUM_CLASSES:
+        raise BadRow(CLASS_OUT_OF_RANGE, f"class {class_id} is outside 1-{NUM_CLASSES}")
+    return _checked_row(source_split, class_id - 1, title, description)
+
+
+def parse_tfds_row(source_split: str, row: dict) -> GoodRow:
+    """One ag_news_subset example as numpy ({title: bytes, description: bytes, label: int}) -> GoodRow."""
+    label = int(row["label"])
+    if not 0 <= label < NUM_CLASSES:
+        raise BadRow(CLASS_OUT_OF_RANGE, f"label {label} is outside 0-{NUM_CLASSES - 1}")
+    try:
+        title, description = row["title"].decode("utf-8"), row["description"].decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BadRow(UNDECODABLE_BYTES, f"invalid UTF-8: {error.reason}") from None
+    return _checked_row(source_split, label, title, description)
+
+
+def quarantine_record(source: str, source_split: str, line: int, error: BadRow, raw: bytes) -> dict:
+    raw = _strip_line_end(raw)
+    return {"source": source, "source_split": source_split, "line": line, "reason": error.reason,
+            "detail": error.detail, "raw": raw[:QUARANTINE_RAW_BYTES].decode("utf-8", "backslashreplace"),
+            "raw_bytes": len(raw)}
+
+
+# ---------------------------------------------------------------------------------------------- splits
+
+
+def eval_hash_fraction(label: int, title: str, description: str) -> float:
+    """A number in [0, 1) that depends only on the row's content (never its position)."""
+    digest = hashlib.sha256(f"{label}\x1f{title}\x1f{description}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+
+
+def split_of(row: GoodRow, eval_fraction: float) -> str:
+    if row.source_split == "test":
+        return "test"
+    return "eval" if eval_hash_fraction(row.label, row.title, row.description) < eval_fraction else "train"
+
+
+def to_tf_example(row: GoodRow) -> bytes:
+    import tensorflow as tf  # imported where used: TF is slow to import and only workers need it here
+    feature = {
+        "title": tf.train.Feature(bytes_list=tf.train.BytesList(value=[row.title.encode("utf-8")])),
+        "description": tf.train.Feature(bytes_list=tf.train.BytesList(value=[row.description.encode("utf-8")])),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[row.label])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+# ---------------------------------------------------------------------------------------------- reading CSV
+#
+# Quarantine records need line numbers, which beam.io.ReadFromText cannot give (a split of a file does not know
+# how many lines precede it). Instead each file is cut into byte ranges ("chunks") that are read in parallel,
+# like ReadFromText's own splits: a first pass counts the newlines of every chunk, and the second pass numbers
+# the lines of a chunk from the newlines of the chunks before it. Lines are bytes until parsed, so one broken
+# line (bad bytes, an unclosed quote) can never swallow the lines after it. Trade-off: the files are read twice
+# (the counting pass is a fast byte scan), and a chunk is the unit of parallelism instead of dynamic splitting.
+
+
+class Chunk(NamedTuple):
+    path: str
+    source_split: str
+    start: int  # byte offsets; the chunk holds the lines that START in [start, end)
+    end: int
+
+
+def plan_chunks(path: str, source_split: str, chunk_bytes: int) -> list[Chunk]:
+    size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    return [Chunk(path, source_split, start, min(start + chunk_bytes, size))
+            for start in range(0, size, chunk_bytes)]
+
+
+def _open(path: str):
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def count_newlines(chunk: Chunk) -> tuple[str, int, int]:
+    """(path, start, number of newline bytes in [start, end))."""
+    newlines, remaining = 0, chunk.end - chunk.start
+    with _open(chunk.path) as handle:
+        handle.seek(chunk.start)
+        while remaining > 0:
+            block = handle.read(min(remaining, 1 << 20))
+            if not block:
+                break
+            newlines += block.count(b"\n")
+            remaining -= len(block)
+    return chunk.path, chunk.start, newlines
+
+
+def chunk_lines(chunk: Chunk, newlines_before: int) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, raw line with its ending) of every line starting in the chunk, given the number
+    of newlines in the file before chunk.start."""
+    with _open(chunk.path) as handle:
+        line_number = newlines_before + 1
+        position = chunk.start
+        if chunk.start > 0:
+            handle.seek(chunk.start - 1)
+            if handle.read(1) != b"\n":  # the chunk starts mid-line: that line belongs to the previous chunk
+                position += len(handle.readline())
+                line_number += 1
+        while position < chunk.end:
+            raw = handle.readline()
+            if not raw:
+                break
+            yield line_number, raw
+            position += len(raw)
+            line_number += 1
+
+
+class ParseCsvChunk(beam.DoFn):
+    """Chunk -> GoodRow, or a quarantine record on the "bad" output."""
+
+    def process(self, chunk: Chunk, newline_counts: list[tuple[str, int, int]]):
+        newlines_before = sum(count for path, start, count in newline_counts
+                              if path == chunk.path and start < chunk.start)
+        for line_number, raw in chunk_lines(chunk, newlines_before):
+            try:
+                yield parse_csv_row(chunk.source_split, raw, first_line=line_number == 1)
+            except BadRow as error:
+                yield beam.pvalue.TaggedOutput(
+                    "bad", quarantine_record(chunk.path, chunk.source_split, line_number, error, raw))
+
+
+def _read_csv(pipeline: beam.Pipeline, files: dict[str, str]):
+    chunks = [chunk for source_split, path in files.items()
+              for chunk in plan_chunks(path, source_split, READ_CHUNK_BYTES)]
+    chunk_collection = pipeline | "Chunks" >> beam.Create(chunks) | "SpreadChunks" >> beam.Reshuffle()
+    newline_counts = chunk_collection | "CountNewlines" >> beam.Map(count_newlines)
+    parsed = chunk_collection | "Parse" >> beam.ParDo(
+        ParseCsvChunk(), beam.pvalue.AsList(newline_counts)).with_outputs("bad", main="good")
+    return parsed.good, parsed.bad
+
+
+# ---------------------------------------------------------------------------------------------- reading TFDS
+
+
+class ReadTfdsSplit(beam.DoFn):
+    """Source split name -> GoodRow, or a quarantine record on the "bad" output. One task per split: TFDS
+    reads a split sequentially; ag_news_subset is small (127,600 rows)."""
+
+    def __init__(self, name: str, data_dir: str):
+        self._name = name
+        self._data_dir = data_dir
+
+    def process(self, source_split: str):
+        import tensorflow_datasets as tfds
+        builder = tfds.builder(self._name, data_dir=self._data_dir or None)
+        dataset = builder.as_dataset(split=source_split, shuffle_files=False)
+        source = f"tfds:{self._name}/{source_split}"
+        for index, row in enumerate(tfds.as_numpy(dataset), start=1):
+            try:
+                yield parse_tfds_row(source_split, row)
+            except BadRow as error:
+                raw = json.dumps({key: value.decode("utf-8", "backslashreplace") if isinstance(value, bytes)
+                                  else int(value) for key, value in row.items()}, ensure_ascii=False)
+                yield beam.pvalue.TaggedOutput(
+                    "bad", quarantine_record(source, source_split, index, error, raw.encode("utf-8")))
+
+
+def _prepare_tfds(config: IngestConfig) -> None:
+    try:
+        import tensorflow_datasets as tfds
+        builder = tfds.builder(config.tfds_name, data_dir=config.tfds_data_dir or None)
+        if not builder.is_prepared():  # prepared files need no download machinery at all
+            builder.download_and_prepare()
+    except Exception as error:  # TFDS raises many types here (network, missing modules, unknown name)
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise ComponentError(
+            f"TFDS could not load {config.tfds_name} (no network? {type(error).__name__}: {reason}): point the "
+            "pipeline at the original CSV files with --data csv:PATH (PATH holds train.csv and test.csv)") from None
+
+
+def _read_tfds(pipeline: beam.Pipeline, config: IngestConfig):
+    parsed = (pipeline
+              | "SourceSplits" >> beam.Create(list(SOURCE_SPLITS))
+              | "ReadTfds" >> beam.ParDo(ReadTfdsSplit(config.tfds_name, config.tfds_data_dir))
+              .with_outputs("bad", main="good"))
+    return parsed.good, parsed.bad
+
+
+# ---------------------------------------------------------------------------------------------- source checks
+
+
+def _csv_dir(config: IngestConfig) -> str:
+    folder = config.data[len("csv:"):]
+    return folder if "://" in folder else str(Path(folder).expanduser().resolve())
+
+
+def _csv_files(config: IngestConfig) -> dict[str, str]:
+    """{source split: path}, after checking the folder and both files exist."""
+    folder = _csv_dir(config)
+    if not FileSystems.exists(folder):
+        raise ComponentError(f"ingest: data folder {folder} does not exist (from --data {config.data}); "
+                             "--data csv:DIR expects DIR to hold train.csv and test.csv")
+    files = {split: FileSystems.join(folder, name) for split, name in CSV_FILE_NAMES.items()}
+    missing = [name for split, name in CSV_FILE_NAMES.items() if not FileSystems.exists(files[split])]
+    if missing:
+        raise ComponentError(f"ingest: {' and '.join(missing)} not found in {folder} (from --data {config.data}); "
+                             "--data csv:DIR expects DIR to hold train.csv and test.csv")
+    return files
+
+
+def source_name(config: IngestConfig) -> str:
+    return f"csv:{_csv_dir(config)}" if config.data.startswith("csv:") else f"tfds:{config.tfds_name}"
+
+
+def external_fingerprint(config: IngestConfig) -> str:
+    """A fingerprint of the source data, for caching and the scheduler's "no new data" check."""
+    digest = hashlib.sha256()
+    if config.data.startswith("csv:"):
+        for source_split, path in _csv_files(config).items():
+            digest.update(f"{CSV_FILE_NAMES[source_split]}\0".encode())
+            with _open(path) as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            digest.update(b"\0")
+        return digest.hexdigest()
+    try:
+        import tensorflow_datasets as tfds
+        builder = tfds.builder(config.tfds_name, data_dir=config.tfds_data_dir or None)
+    except Exception as error:
+        raise ComponentError(f"TFDS has no dataset {config.tfds_name!r} ({type(error).__name__}): point the "
+                             "pipeline at the original CSV files with --data csv:PATH") from None
+    digest.update(f"tfds\0{config.tfds_name}\0{builder.version}\0{config.tfds_data_dir}\0".encode())
+    prepared = Path(str(builder.data_dir))
+    if prepared.is_dir():
+        from pipeline.artifacts import fingerprint
+        digest.update(fingerprint(prepared).encode())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- the component
+
+
+def _summary_keys(row_or_record) -> list[tuple]:
+    """The counters one row adds to: rows read per source split, then rows per split and label or quarantined
+    rows per reason."""
+    if isinstance(row_or_record, dict):
+        return [("read", row_or_record["source_split"]), ("quarantined", row_or_record["reason"])]
+    split, row = row_or_record
+    return [("read", row.source_split), ("rows", split), ("labels", split, row.label)]
+
+
+def _summary_json(counted: list[tuple[tuple, int]]) -> str:
+    return json.dumps([[list(key), count] for key, count in counted])
+
+
+def _quarantine_text(records: list[dict]) -> str:
+    ordered = sorted(records, key=lambda r: (SOURCE_SPLITS.index(r["source_split"]), r["source"], r["line"]))
+    return "".join(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n" for record in ordered)
+
+
+def _single_file(path: Path):
+    return beam.io.WriteToText(str(path), shard_name_template="", num_shards=1, append_trailing_newlines=False)
+
+
+def _too_many_bad_rows(counts: dict, quarantine_path: Path, limit: float) -> ComponentError:
+    by_reason = ", ".join(f"{reason}={count}" for reason, count in sorted(counts["quarantined_by_reason"].items()))
+    lines = [f"ingest: {counts['quarantined_rows']} of {counts['rows_read']} rows are bad "
+             f"({counts['bad_row_fraction']:.2%}), above ingest.max_bad_row_fraction = {limit:.2%}.",
+             f"Bad rows by reason: {by_reason}.",
+             f"First {min(BAD_ROWS_IN_ERROR, counts['quarantined_rows'])} of {counts['quarantined_rows']} bad rows:"]
+    with open(quarantine_path, encoding="utf-8") as handle:
+        for _, text in zip(range(BAD_ROWS_IN_ERROR), handle):
+            record = json.loads(text)
+            from_tfds = record["source"].startswith("tfds:")  # TFDS rows are numbered in reading order
+            where = f"{record['source']} row" if from_tfds else f"{Path(record['source']).name} line"
+            lines.append(f"  {where} {record['line']}: {record['reason']} "
+                         f"({record['detail']}): {record['raw'][:120]!r}")
+    lines.append(f"All bad rows were listed in {quarantine_path}, which is discarded with this failed run. "
+                 "Fix the source rows, or raise the limit with --set ingest.max_bad_row_fraction=...")
+    return ComponentError("\n".join(lines))
+
+
+def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, runtime: Runtime) -> dict[str, Artifact]:
+    del inputs  # ingest reads the external source only
+    output_dir = Path(output_dir)
+    examples_dir = output_dir / "examples"
+    examples_dir.mkdir(parents=True, exist_ok=True)
+    summary_path = output_dir / ".ingest-summary.json"
+    quarantine_path = examples_dir / "quarantine.jsonl"
+    source = source_name(config)
+    from_csv = config.data.startswith("csv:")
+    files = _csv_files(config) if from_csv else {}
+    if not from_csv:
+        _prepare_tfds(config)
+    runtime.log(f"ingest: reading {source}")
+
+    eval_fraction = config.eval_fraction
+    with beam.Pipeline(options=pipeline_options(runtime.beam_args)) as pipeline:
+        good, bad = _read_csv(pipeline, files) if from_csv else _read_tfds(pipeline, config)
+        split_rows = good | "AssignSplit" >> beam.Map(lambda row: (split_of(row, eval_fraction), row))
+        by_split = split_rows | "BySplit" >> beam.Partition(lambda item, _: SPLITS.index(item[0]), len(SPLITS))
+        for split, rows in zip(SPLITS, by_split):
+            _ = (rows
+                 | f"ToExample[{split}]" >> beam.Map(lambda item: to_tf_example(item[1]))
+                 | f"Write[{split}]" >> beam.io.WriteToTFRecord(
+                     str(examples_dir / split / "part"), file_name_suffix=".tfrecord.gz",
+                     compression_type=CompressionTypes.GZIP))
+        # One element holding every bad row keeps quarantine.jsonl in line order; bad rows are few in any run
+        # that succeeds (at most max_bad_row_fraction of the rows).
+        _ = (bad
+             | "AllBadRows" >> beam.combiners.ToList()
+             | "QuarantineText" >> beam.Map(_quarantine_text)
+             | "WriteQuarantine" >> _single_file(quarantine_path))
+        _ = ((split_rows, bad)
+             | "AllRows" >> beam.Flatten()
+             | "SummaryKeys" >> beam.FlatMap(_summary_keys)
+             | "Count" >> beam.combiners.Count.PerElement()
+             | "AllCounts" >> beam.combiners.ToList()
+             | "SummaryJson" >> beam.Map(_summary_json)
+             | "WriteSummary" >> _single_file(summary_path))
+
+    summary = {tuple(key): count for key, count in json.loads(summary_path.read_text(encoding="utf-8"))}
+    summary_path.unlink()
+    read = {s: summary.get(("read", s), 0) for s in SOURCE_SPLITS}
+    rows_read = sum(read.values())
+    by_reason = {key[1]: count for key, count in summary.items() if key[0] == "quarantined"}
+    quarantined = sum(by_reason.values())
+    counts = {
+        "source": source,
+        "splits": {split: summary.get(("rows", split), 0) for split in SPLITS},
+        "label_counts": {split: {str(label): summary.get(("labels", split, label), 0) for label in range(NUM_CLASSES)}
+                         for split in SPLITS},
+        "rows_read": rows_read,
+        "rows_read_by_source_split": read,
+        "quarantined_rows": quarantined,
+        "quarantined_by_reason": dict(sorted(by_reason.items())),
+        "bad_row_fraction": quarantined / rows_read if rows_read else 0.0,
+        "eval_fraction": eval_fraction,
+    }
+    write_json_atomic(examples_dir / "counts.json", counts)
+    runtime.log(f"ingest: {counts['splits']} rows, {quarantined} quarantined {counts['quarantined_by_reason']}")
+
+    if counts["bad_row_fraction"] > config.max_bad_row_fraction:
+        raise _too_many_bad_rows(counts, quarantine_path, config.max_bad_row_fraction)
+    good_rows = {"train": counts["splits"]["train"] + counts["splits"]["eval"], "test": counts["splits"]["test"]}
+    empty_sources = [s for s in SOURCE_SPLITS if good_rows[s] == 0]
+    if empty_sources:
+        raise ComponentError(f"ingest: the {' and '.join(empty_sources)} source of {source} has no good rows "
+                             f"(rows read: {read}; quarantined: {counts['quarantined_by_reason']})")
+
+    properties = {
+        "train_rows": counts["splits"]["train"],
+        "eval_rows": counts["splits"]["eval"],
+        "test_rows": counts["splits"]["test"],
+        "quarantined_rows": quarantined,
+        "quarantined_by_reason": counts["quarantined_by_reason"],
+        "source": source,
+    }
+    return {"examples": Artifact("examples", examples_dir, properties)}
