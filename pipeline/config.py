@@ -94,8 +94,17 @@ class TunerConfig:
     max_trials: int = 8
     max_epochs: int = 3
     train_subsample_rows: int = 0  # 0: tune on the whole train split
+    objective: str = "val_loss"  # val_loss (minimised) | val_accuracy (maximised), measured on the eval split
+    # Hyperparameters held fixed instead of searched (also applied with --no-tune), e.g. ["batch_size=128"].
+    fixed_hyperparameters: tuple[str, ...] = ()
 
     def __post_init__(self):
+        _require(self.objective in ("val_loss", "val_accuracy"),
+                 f"tuner.objective must be val_loss or val_accuracy, got {self.objective!r}")
+        for item in self.fixed_hyperparameters:
+            name, sep, value = item.partition("=")
+            _require(bool(sep and name.strip() and value.strip()),
+                     f"tuner.fixed_hyperparameters entries must look like name=value, got {item!r}")
         _require(self.architecture in ARCHITECTURES,
                  f"tuner.architecture (--model) must be one of {ARCHITECTURES}, got {self.architecture!r}")
         _require(self.algorithm in ("hyperband", "bayesian", "random"),

@@ -1,0 +1,189 @@
+"""tf.data input pipelines over the transform's length-bucketed TFRecords.
+
+Layout read (written by the transform component):
+    <transformed_examples>/<split>/bucket_<upper>/part-*.tfrecord.gz
+gzipped tf.Examples with `token_ids` (variable length int64, ids >= 1, possibly empty) and `label` (int64 0-3).
+
+`bucketed_batches` forms every batch inside one bucket, so a batch is padded only to its own longest sequence
+and sequences of similar length share a batch; batches of all buckets are then interleaved in a seeded random
+order. `unbucketed_batches` is the notebook-style baseline (same examples, no bucketing) for benchmarks, and
+`padding_ratio` measures what a pipeline actually pads.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from pipeline.artifacts import ComponentError, read_json
+
+SPLITS = ("train", "eval", "test")
+MODEL_INPUT_FILE = "model_input.json"  # written by the transform next to its graph
+_BUCKET_DIR = re.compile(r"^bucket_(\d+)$")
+_FEATURES = {
+    "token_ids": tf.io.VarLenFeature(tf.int64),
+    "label": tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+@dataclass(frozen=True)
+class Batches:
+    """A batched dataset of (token_ids int64 [B, T], label int64 [B]) and what one epoch of it holds."""
+    dataset: tf.data.Dataset
+    num_examples: int
+    num_batches: int
+    examples_per_bucket: dict[int, int]  # bucket upper bound -> examples used from it
+
+
+def read_model_input(transform_graph_dir: Path) -> dict:
+    """The transform's model sizing facts; embedding_input_dim and num_classes are required."""
+    path = Path(transform_graph_dir) / MODEL_INPUT_FILE
+    if not path.is_file():
+        raise ComponentError(f"{path} is missing: transform_graph was not written by the transform component")
+    model_input = read_json(path)
+    for key in ("embedding_input_dim", "num_classes"):
+        if not isinstance(model_input.get(key), int) or model_input[key] < 1:
+            raise ComponentError(f"{path}: {key} must be a positive integer, got {model_input.get(key)!r}")
+    return model_input
+
+
+def bucket_files(examples_dir: Path, split: str) -> dict[int, list[str]]:
+    """{bucket upper bound: sorted TFRecord files} of one split, in increasing bucket order."""
+    split_dir = Path(examples_dir) / split
+    if not split_dir.is_dir():
+        raise ComponentError(f"transformed examples have no {split!r} split: {split_dir} is missing")
+    buckets = {}
+    for child in split_dir.iterdir():
+        match = _BUCKET_DIR.match(child.name)
+        if match and child.is_dir():
+            buckets[int(match.group(1))] = sorted(str(p) for p in child.glob("part-*.tfrecord.gz"))
+    if not buckets:
+        raise ComponentError(f"{split_dir} holds no bucket_<upper>/ folders of TFRecords")
+    return dict(sorted(buckets.items()))
+
+
+def _count_records(files: list[str]) -> int:
+    if not files:
+        return 0
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    return int(records.reduce(np.int64(0), lambda count, _: count + 1))
+
+
+def _parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    parsed = tf.io.parse_single_example(serialized, _FEATURES)
+    return tf.sparse.to_dense(parsed["token_ids"]), parsed["label"]
+
+
+def _at_least_one_step(token_ids: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    # A batch of empty texts would be [B, 0]; recurrent layers cannot run zero steps, so pad to one
+    # (fully masked) step, which the model maps to its "no evidence" output.
+    missing = tf.maximum(1 - tf.shape(token_ids)[1], 0)
+    return tf.pad(token_ids, [[0, 0], [0, missing]]), label
+
+
+def _subsample_sizes(counts: list[int], max_examples: int) -> list[int]:
+    """Per-bucket sizes proportional to `counts`, summing to min(max_examples, total) exactly."""
+    total = sum(counts)
+    if not max_examples or max_examples >= total:
+        return list(counts)
+    shares = [max_examples * c / total for c in counts]
+    sizes = [math.floor(s) for s in shares]
+    # Hand the remaining examples to the buckets with the largest fractional parts (largest remainder).
+    for index in sorted(range(len(counts)), key=lambda i: sizes[i] - shares[i])[:max_examples - sum(sizes)]:
+        sizes[index] += 1
+    return sizes
+
+
+def _examples(files: list[str], count: int, keep: int, seed: int) -> tf.data.Dataset:
+    """Parsed examples of some files, optionally a seeded random subset of `keep` of the `count`, cached."""
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
+    if keep < count:
+        dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=False).take(keep)
+    return dataset.cache()
+
+
+def bucketed_batches(examples_dir: Path, split: str, batch_size: int, *, shuffle: bool = True, seed: int = 0,
+                     max_examples: int = 0, shuffle_buffer: int = 10_000) -> Batches:
+    """One epoch of batches, each batch from a single length bucket, padded to its own longest sequence.
+
+    shuffle: examples are shuffled within each bucket (buffer `shuffle_buffer`) and the batches of all buckets
+    are interleaved in a random order, both seeded by `seed` and reshuffled every epoch. Without shuffle the
+    order is fixed: bucket after bucket, file order. max_examples > 0 keeps a seeded random subset of that many
+    examples with the split's length distribution (for tuning). The dataset does not repeat.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    files = bucket_files(examples_dir, split)
+    uppers = list(files)
+    counts = [_count_records(files[upper]) for upper in uppers]
+    sizes = _subsample_sizes(counts, max_examples)
+    if sum(sizes) == 0:
+        raise ComponentError(f"the {split!r} split of {examples_dir} holds no examples")
+
+    per_bucket, choices = [], []
+    for index, (upper, count, size) in enumerate(zip(uppers, counts, sizes)):
+        if size == 0:
+            continue
+        examples = _examples(files[upper], count, size, seed + index)
+        if shuffle:
+            examples = examples.shuffle(min(size, max(shuffle_buffer, 1)), seed=seed + index,
+                                        reshuffle_each_iteration=True)
+        batches = examples.padded_batch(batch_size, padded_shapes=([None], []))
+        choices += [len(per_bucket)] * math.ceil(size / batch_size)
+        per_bucket.append(batches.map(_at_least_one_step))
+
+    # Which bucket each batch of the epoch comes from: exactly ceil(size / batch_size) picks per bucket, so
+    # every example is seen once per epoch; shuffling the picks interleaves buckets in a seeded random order.
+    order = tf.data.Dataset.from_tensor_slices(tf.constant(choices, tf.int64))
+    if shuffle:
+        order = order.shuffle(len(choices), seed=seed, reshuffle_each_iteration=True)
+    dataset = tf.data.Dataset.choose_from_datasets(per_bucket, order)
+    # A known length lets Keras show progress and size epochs; it also fails loudly if the counts were wrong.
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(choices))).prefetch(tf.data.AUTOTUNE)
+    return Batches(dataset=dataset, num_examples=sum(sizes), num_batches=len(choices),
+                   examples_per_bucket={u: s for u, s in zip(uppers, sizes)})
+
+
+def unbucketed_batches(examples_dir: Path, split: str, batch_size: int, *, pad_to: str = "batch",
+                       max_length: int | None = None, shuffle: bool = True, seed: int = 0,
+                       max_examples: int = 0) -> Batches:
+    """The notebook-style baseline over the same examples: no bucketing, the whole split shuffled together.
+
+    pad_to="batch" pads each batch to its longest sequence; pad_to="max_length" pads every batch to
+    `max_length` (the notebook's fixed-length tensors).
+    """
+    if pad_to not in ("batch", "max_length"):
+        raise ValueError(f"pad_to must be 'batch' or 'max_length', got {pad_to!r}")
+    if pad_to == "max_length" and not max_length:
+        raise ValueError("pad_to='max_length' needs max_length")
+    files = bucket_files(examples_dir, split)
+    all_files = [f for bucket in files.values() for f in bucket]
+    count = _count_records(all_files)
+    keep = min(max_examples, count) if max_examples else count
+    if keep == 0:
+        raise ComponentError(f"the {split!r} split of {examples_dir} holds no examples")
+    examples = _examples(all_files, count, keep, seed)
+    if shuffle:
+        examples = examples.shuffle(keep, seed=seed, reshuffle_each_iteration=True)
+    width = None if pad_to == "batch" else int(max_length)
+    num_batches = math.ceil(keep / batch_size)
+    dataset = (examples.padded_batch(batch_size, padded_shapes=([width], [])).map(_at_least_one_step)
+               .apply(tf.data.experimental.assert_cardinality(num_batches)).prefetch(tf.data.AUTOTUNE))
+    return Batches(dataset=dataset, num_examples=keep, num_batches=num_batches, examples_per_bucket={})
+
+
+def padding_ratio(dataset: tf.data.Dataset) -> dict[str, float]:
+    """Iterates one epoch and counts what it pads: padded tokens / real tokens (ids >= 1 are real)."""
+    real = padded = examples = batches = 0
+    for token_ids, _ in dataset:
+        real_here = int(tf.math.count_nonzero(token_ids))
+        real += real_here
+        padded += int(tf.size(token_ids)) - real_here
+        examples += int(tf.shape(token_ids)[0])
+        batches += 1
+    return {"padding_ratio": padded / real if real else float("inf"), "real_tokens": real,
+            "padded_tokens": padded, "examples": examples, "batches": batches}

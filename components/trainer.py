@@ -1,0 +1,165 @@
+"""Trainer component: trains the tuner's chosen architecture and hyperparameters and exports it for serving.
+
+Trains on the train split with the bucketed input pipeline, validates on the eval split, stops early on
+val_loss (keeping the best epoch's weights), under the tf.distribute strategy the configuration names.
+
+Outputs, under output_dir:
+  model/      keras/model.keras (Keras 3), hyperparameters.json (the best_hyperparameters.json trained),
+              model_input.json (copy of the transform's), serving_model/ (SavedModel from components.export)
+  model_run/  history.json (per-epoch metrics and examples/s, padding ratio of the input pipeline),
+              logs/ (TensorBoard)
+"""
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from components.dataset import MODEL_INPUT_FILE, bucketed_batches, padding_ratio, read_model_input
+from components.models import build_model, check_hyperparameters, fixed_hyperparameters, search_space
+from pipeline.artifacts import Artifact, ComponentError, Runtime, read_json, write_json_atomic
+from pipeline.config import ARCHITECTURES, TrainerConfig
+
+HYPERPARAMETERS_FILE = "best_hyperparameters.json"  # the tuner's output file
+EVAL_BATCH_SIZE = 256
+
+
+class _Throughput(keras.callbacks.Callback):
+    """Training examples per second of each epoch (from the epoch's start to its last training batch)."""
+
+    def __init__(self, examples_per_epoch: int):
+        super().__init__()
+        self.examples_per_epoch = examples_per_epoch
+        self.per_epoch: list[dict[str, float]] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = self._last_batch = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._last_batch = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = max(self._last_batch - self._start, 1e-9)
+        self.per_epoch.append({"train_seconds": seconds, "examples_per_second": self.examples_per_epoch / seconds})
+
+
+def _strategy(name: str) -> tf.distribute.Strategy:
+    if name == "default":
+        return tf.distribute.get_strategy()
+    try:
+        if name == "mirrored":
+            return tf.distribute.MirroredStrategy()
+        # Reads the cluster from TF_CONFIG; without it, a single worker.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except (RuntimeError, ValueError) as error:
+        raise ComponentError(f"cannot create the {name!r} distribution strategy: {error}") from None
+
+
+@contextlib.contextmanager
+def _op_determinism():
+    """Deterministic TF kernels while training, switched back afterwards: the flag is process-wide and other
+    components running in the same process did not ask for it."""
+    from tensorflow.python.framework import config as tf_config  # the public API can only switch it on
+    was_enabled = tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was_enabled:
+            tf_config.disable_op_determinism()
+
+
+def _read_hyperparameters(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / HYPERPARAMETERS_FILE
+    if not path.is_file():
+        raise ComponentError(f"{path} is missing: best_hyperparameters was not written by the tuner component")
+    chosen = read_json(path)
+    if chosen.get("architecture") not in ARCHITECTURES or not isinstance(chosen.get("values"), dict):
+        raise ComponentError(f"{path} must name an architecture of {ARCHITECTURES} and hold a 'values' mapping")
+    try:
+        check_hyperparameters(chosen["architecture"], chosen["values"])
+    except ValueError as error:
+        raise ComponentError(f"{path}: {error}") from None
+    return chosen
+
+
+def _distributable(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    # Batches come from several bucket pipelines, not one file list, so multi-worker sharding splits batches.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, runtime: Runtime) -> dict[str, Artifact]:
+    examples_dir = Path(inputs["transformed_examples"].uri)
+    transform_graph_dir = Path(inputs["transform_graph"].uri)
+    model_input = read_model_input(transform_graph_dir)
+    chosen = _read_hyperparameters(Path(inputs["best_hyperparameters"].uri))
+    architecture = chosen["architecture"]
+    hp = fixed_hyperparameters(chosen["values"])
+    values = search_space(architecture, hp)  # complete: absent names take the architecture's defaults
+
+    model_dir = Path(output_dir) / "model"
+    run_dir = Path(output_dir) / "model_run"
+    for folder in (model_dir / "keras", run_dir / "logs"):
+        folder.mkdir(parents=True, exist_ok=True)
+
+    strategy = _strategy(config.strategy)
+    keras.utils.set_random_seed(runtime.seed)
+    with _op_determinism():
+        train = bucketed_batches(examples_dir, "train", values["batch_size"], shuffle=True, seed=runtime.seed,
+                                 shuffle_buffer=config.shuffle_buffer)
+        evaluation = bucketed_batches(examples_dir, "eval", EVAL_BATCH_SIZE, shuffle=False)
+        # One pass over the real pipeline: what it pads, and it fills the cache before timing the epochs.
+        padding = padding_ratio(train.dataset)
+        runtime.log(f"trainer: {architecture} {values} on {train.num_examples} train / {evaluation.num_examples} "
+                    f"eval examples, {strategy.num_replicas_in_sync} replica(s), padding ratio "
+                    f"{padding['padding_ratio']:.3f}")
+        with strategy.scope():
+            model = build_model(architecture, hp, model_input)
+        throughput = _Throughput(train.num_examples)
+        early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
+                                                       restore_best_weights=True)
+        history = model.fit(_distributable(train.dataset), validation_data=_distributable(evaluation.dataset),
+                            epochs=config.epochs, verbose=2, shuffle=False,  # tf.data already shuffles
+                            callbacks=[early_stopping, throughput,
+                                       keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"))])
+
+    epochs = [{"epoch": index + 1, **{k: float(v[index]) for k, v in history.history.items()},
+               **throughput.per_epoch[index]} for index in range(len(history.epoch))]
+    best = min(epochs, key=lambda e: (e["val_loss"], e["epoch"]))  # the weights EarlyStopping restored
+    summary = {
+        "architecture": architecture, "epochs_trained": len(epochs), "best_epoch": best["epoch"],
+        "val_loss": best["val_loss"], "val_accuracy": best["val_accuracy"],
+        "stopped_early": len(epochs) < config.epochs,
+        "mean_examples_per_second": sum(e["examples_per_second"] for e in epochs) / len(epochs),
+        "padding_ratio": padding["padding_ratio"],
+    }
+    write_json_atomic(run_dir / "history.json", {
+        **summary, "epochs": epochs, "padding": padding, "train_examples": train.num_examples,
+        "eval_examples": evaluation.num_examples, "train_examples_per_bucket": train.examples_per_bucket,
+        "batch_size": values["batch_size"], "strategy": config.strategy,
+        "replicas": strategy.num_replicas_in_sync, "seed": runtime.seed})
+
+    model.save(model_dir / "keras" / "model.keras")
+    write_json_atomic(model_dir / "hyperparameters.json", {**chosen, "values": values})
+    shutil.copyfile(transform_graph_dir / MODEL_INPUT_FILE, model_dir / MODEL_INPUT_FILE)
+    from components import export  # imported here: it loads TensorFlow Transform, which only export needs
+    export.export_serving_model(model, transform_graph_dir, model_dir / "serving_model")
+
+    parameters = int(model.count_params())
+    runtime.log(f"trainer: {len(epochs)} epoch(s), best epoch {best['epoch']}: val_loss {best['val_loss']:.4f}, "
+                f"val_accuracy {best['val_accuracy']:.4f}; {parameters:,} parameters")
+    return {
+        "model": Artifact("model", model_dir, {
+            "architecture": architecture, "epochs_trained": len(epochs), "best_epoch": best["epoch"],
+            "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"], "parameters": parameters}),
+        "model_run": Artifact("model_run", run_dir, {
+            k: summary[k] for k in ("epochs_trained", "best_epoch", "val_loss", "val_accuracy", "stopped_early",
+                                    "mean_examples_per_second", "padding_ratio")}),
+    }

@@ -1,0 +1,190 @@
+"""Tuner component: a KerasTuner search over one architecture's hyperparameters, scored on the eval split.
+
+Trains each trial on the train split (optionally a seeded subsample) and scores it on the eval split; the
+test split is never read. With `enabled: false` (--no-tune) it searches nothing and outputs the architecture's
+defaults (with any fixed_hyperparameters applied), so the trainer always takes the same path.
+
+Outputs, under output_dir:
+  best_hyperparameters/  best_hyperparameters.json {"architecture", "values", "tuned", "objective", "best_score"},
+                         trials.csv and trials.md (every trial: id, status, score, epochs, hyperparameters)
+  tuner_state/           KerasTuner's oracle and trial files. The search runs with overwrite=False, so when the
+                         runner hands the same output_dir back after an interruption, finished trials are kept
+                         and the search continues where it stopped.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import keras
+import keras_tuner
+
+from components.dataset import bucket_files, bucketed_batches, read_model_input
+from components.models import (build_model, check_hyperparameters, default_hyperparameters, fixed_hyperparameters,
+                               hyperparameter_names, parse_fixed_hyperparameters, search_space)
+from pipeline.artifacts import Artifact, ComponentError, Runtime, write_json_atomic
+from pipeline.config import TunerConfig
+
+OUTPUT = "best_hyperparameters"
+RESULT_FILE = "best_hyperparameters.json"
+STATE_DIR = "tuner_state"
+EVAL_BATCH_SIZE = 256  # evaluation metrics do not depend on the batch size; larger batches are faster
+HYPERBAND_FACTOR = 3
+
+
+class _SearchModel(keras_tuner.HyperModel):
+    """Builds a trial's model with the shared builder and fits it on train, validating on eval."""
+
+    def __init__(self, architecture: str, model_input: dict, examples_dir: Path, train_rows: int, seed: int):
+        super().__init__(name=architecture)
+        self.architecture = architecture
+        self.model_input = model_input
+        self.examples_dir = examples_dir
+        self.train_rows = train_rows
+        self.seed = seed
+
+    def build(self, hp):
+        # KerasTuner clears the Keras session before each trial; re-seeding here gives every trial the same start.
+        keras.utils.set_random_seed(self.seed)
+        return build_model(self.architecture, hp, self.model_input)
+
+    def fit(self, hp, model, *args, **kwargs):
+        train = bucketed_batches(self.examples_dir, "train", hp.get("batch_size"), shuffle=True, seed=self.seed,
+                                 max_examples=self.train_rows)
+        evaluation = bucketed_batches(self.examples_dir, "eval", EVAL_BATCH_SIZE, shuffle=False)
+        return model.fit(train.dataset, validation_data=evaluation.dataset, shuffle=False, **kwargs)
+
+
+def _objective(name: str) -> keras_tuner.Objective:
+    return keras_tuner.Objective(name, direction="min" if name == "val_loss" else "max")
+
+
+def _make_tuner(config: TunerConfig, hypermodel: _SearchModel, fixed: dict[str, Any], state_dir: Path,
+                seed: int) -> keras_tuner.Tuner:
+    common = dict(hypermodel=hypermodel, objective=_objective(config.objective),
+                  # Fixed values are registered up front, so the oracle never varies them.
+                  hyperparameters=fixed_hyperparameters(fixed), tune_new_entries=True, seed=seed,
+                  directory=str(state_dir), project_name=config.architecture, overwrite=False)
+    if config.algorithm == "random":
+        return keras_tuner.RandomSearch(max_trials=config.max_trials, **common)
+    if config.algorithm == "bayesian":
+        return keras_tuner.BayesianOptimization(max_trials=config.max_trials, **common)
+    # Hyperband brackets (1 .. max_epochs epochs) repeat until max_trials trials have run: max_trials is the
+    # budget of every algorithm.
+    tuner = keras_tuner.Hyperband(max_epochs=config.max_epochs, factor=HYPERBAND_FACTOR,
+                                  hyperband_iterations=None, **common)
+    tuner.oracle.max_trials = config.max_trials
+    return tuner
+
+
+def _trial_rows(oracle, architecture: str, default_epochs: int) -> list[dict[str, Any]]:
+    rows = []
+    for trial_id in sorted(oracle.trials):
+        trial = oracle.trials[trial_id]
+        values = trial.hyperparameters.values
+        row = {"trial_id": trial_id, "status": trial.status,
+               "score": trial.score if trial.score is not None and math.isfinite(trial.score) else None,
+               "epochs": values.get("tuner/epochs", default_epochs),
+               "continues_trial": values.get("tuner/trial_id", "")}
+        row.update({name: values.get(name, "") for name in hyperparameter_names(architecture)})
+        rows.append(row)
+    return rows
+
+
+def _best_trial(rows: list[dict[str, Any]], objective: str) -> dict[str, Any] | None:
+    scored = [r for r in rows if r["status"] == "COMPLETED" and r["score"] is not None]
+    if not scored:
+        return None
+    sign = 1 if objective == "val_loss" else -1
+    return min(scored, key=lambda r: (sign * r["score"], r["trial_id"]))  # ties: the earliest trial
+
+
+def _write_trials(out: Path, rows: list[dict[str, Any]], architecture: str, heading: str,
+                  best_id: str | None) -> None:
+    columns = ["trial_id", "status", "score", "epochs", "continues_trial"] + hyperparameter_names(architecture)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    (out / "trials.csv").write_text(buffer.getvalue(), encoding="utf-8")
+
+    def cell(value: Any) -> str:
+        if value is None or value == "":
+            return ""
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = [f"# {heading}", ""]
+    if rows:
+        lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        for row in rows:
+            marker = " (best)" if row["trial_id"] == best_id else ""
+            lines.append("| " + " | ".join(cell(row[c]) + (marker if c == "trial_id" else "") for c in columns) + " |")
+    else:
+        lines.append("No trials: the search was disabled (--no-tune); the architecture's defaults were used.")
+    (out / "trials.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _remove_trial_checkpoints(state_dir: Path) -> None:
+    # Trial weights only matter while the search runs (Hyperband continues trials from them); the trainer
+    # retrains from scratch, so after a finished search they are dead weight in the published folder.
+    for checkpoint in state_dir.rglob("checkpoint.weights.h5"):
+        checkpoint.unlink()
+
+
+def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runtime: Runtime) -> dict[str, Artifact]:
+    examples_dir = Path(inputs["transformed_examples"].uri)
+    model_input = read_model_input(Path(inputs["transform_graph"].uri))
+    for split in ("train", "eval"):  # fail before any trial rather than in each one; test is never opened
+        bucket_files(examples_dir, split)
+    architecture = config.architecture
+    try:
+        fixed = parse_fixed_hyperparameters(architecture, config.fixed_hyperparameters)
+    except ValueError as error:
+        raise ComponentError(f"tuner.fixed_hyperparameters: {error}") from None
+    out = Path(output_dir) / OUTPUT
+    out.mkdir(parents=True, exist_ok=True)
+
+    if not config.enabled:
+        values = {**default_hyperparameters(architecture), **fixed}
+        best_score, best_id, rows = None, None, []
+        runtime.log(f"tuner: search disabled; {architecture} default hyperparameters {values}")
+        heading = f"Tuning trials: {architecture} (no search)"
+    else:
+        state_dir = Path(output_dir) / STATE_DIR
+        if (state_dir / architecture).is_dir():
+            runtime.log(f"tuner: resuming the search kept in {state_dir}; finished trials are not rerun")
+        hypermodel = _SearchModel(architecture, model_input, examples_dir, config.train_subsample_rows, runtime.seed)
+        try:
+            tuner = _make_tuner(config, hypermodel, fixed, state_dir, runtime.seed)
+            tuner.search(epochs=config.max_epochs, verbose=2)
+        except RuntimeError as error:  # KerasTuner stops after several consecutive failed trials
+            raise ComponentError(f"hyperparameter search failed: {error}") from None
+        rows = _trial_rows(tuner.oracle, architecture, config.max_epochs)
+        best = _best_trial(rows, config.objective)
+        if best is None:
+            messages = [t.message for t in tuner.oracle.trials.values() if t.message]
+            raise ComponentError(f"no tuning trial completed with a finite {config.objective}"
+                                 + (f"; last error:\n{messages[-1]}" if messages else ""))
+        best_values = {k: v for k, v in tuner.oracle.trials[best["trial_id"]].hyperparameters.values.items()
+                       if not k.startswith("tuner/")}
+        # Re-reading the space through the builder's own definition completes and orders the values.
+        values = search_space(architecture, fixed_hyperparameters(best_values))
+        best_score, best_id = float(best["score"]), best["trial_id"]
+        _remove_trial_checkpoints(state_dir)
+        runtime.log(f"tuner: best trial {best_id} of {len(rows)}: {config.objective} {best_score:.4f}, {values}")
+        heading = (f"Tuning trials: {architecture} ({config.algorithm} search, score = {config.objective} "
+                   f"on the eval split)")
+
+    values = check_hyperparameters(architecture, values)
+    result = {"architecture": architecture, "values": values, "tuned": bool(config.enabled),
+              "objective": config.objective, "best_score": best_score}
+    write_json_atomic(out / RESULT_FILE, result)
+    _write_trials(out, rows, architecture, heading, best_id)
+    completed = sum(1 for r in rows if r["status"] == "COMPLETED")
+    return {OUTPUT: Artifact(OUTPUT, out, {
+        "architecture": architecture, "tuned": bool(config.enabled), "objective": config.objective,
+        "best_score": best_score, "best_trial": best_id, "trials": len(rows), "completed_trials": completed,
+        "values": values})}

@@ -1,0 +1,204 @@
+"""The tuner and trainer components, on tiny data and tiny models.
+
+The tuner tests use transform-shaped TFRecords written by test_models.write_transformed_examples; the trainer
+test runs on the real transform of the committed sample (`transformed_sample`), because its serving export
+needs a real transform graph.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components import dataset, models, trainer, tuner
+from pipeline.artifacts import Artifact, ComponentError, Runtime
+from pipeline.config import TrainerConfig, TunerConfig
+from test_models import write_transformed_examples
+
+RUNTIME = Runtime(seed=7, log=lambda message: None)
+TINY = ("embedding_dim=8", "units=8")
+
+
+@pytest.fixture(scope="module")
+def tuner_inputs(tmp_path_factory):
+    """Train and eval splits only: the test split is deleted, so a tuner that opened it would fail."""
+    graph, examples, _ = write_transformed_examples(tmp_path_factory.mktemp("tuner_data"),
+                                                    {"train": 120, "eval": 40, "test": 40})
+    shutil.rmtree(Path(examples.uri) / "test")
+    return {"transformed_examples": examples, "transform_graph": graph}
+
+
+def _trials(out: Path) -> list[dict[str, str]]:
+    with open(out / "best_hyperparameters" / "trials.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _result(out: Path) -> dict:
+    return json.loads((out / "best_hyperparameters" / "best_hyperparameters.json").read_text())
+
+
+def test_random_search_scores_on_eval_and_writes_its_outputs(tuner_inputs, tmp_path):
+    config = TunerConfig(architecture="rnn", algorithm="random", max_trials=2, max_epochs=1,
+                         fixed_hyperparameters=TINY)
+    outputs = tuner.run(tuner_inputs, tmp_path, config, RUNTIME)
+
+    artifact = outputs["best_hyperparameters"]
+    assert artifact.uri == tmp_path / "best_hyperparameters"
+    result = _result(tmp_path)
+    assert result["architecture"] == "rnn" and result["tuned"] is True and result["objective"] == "val_loss"
+    assert sorted(result["values"]) == models.hyperparameter_names("rnn")
+    assert result["values"]["embedding_dim"] == 8 and result["values"]["units"] == 8  # fixed, not searched
+
+    trials = _trials(tmp_path)
+    assert [t["status"] for t in trials] == ["COMPLETED", "COMPLETED"]
+    scores = [float(t["score"]) for t in trials]
+    assert result["best_score"] == pytest.approx(min(scores))
+    best_row = trials[scores.index(min(scores))]
+    assert int(best_row["batch_size"]) == result["values"]["batch_size"]
+    assert float(best_row["learning_rate"]) == pytest.approx(result["values"]["learning_rate"])
+    assert artifact.properties["best_score"] == result["best_score"]
+    assert artifact.properties["tuned"] is True and artifact.properties["completed_trials"] == 2
+
+    table = (tmp_path / "best_hyperparameters" / "trials.md").read_text()
+    assert table.count("| COMPLETED |") == 2 and "(best)" in table
+
+
+def test_interrupted_search_resumes_without_redoing_finished_trials(tuner_inputs, tmp_path, monkeypatch):
+    config = TunerConfig(architecture="rnn", algorithm="random", max_trials=2, max_epochs=1,
+                         fixed_hyperparameters=TINY)
+    real_batches = dataset.bucketed_batches
+    trained = []
+
+    def interrupt_second_trial(examples_dir, split, *args, **kwargs):
+        if split == "train":
+            trained.append(1)
+            if len(trained) == 2:
+                raise KeyboardInterrupt  # as if the user pressed Ctrl-C during trial 1
+        return real_batches(examples_dir, split, *args, **kwargs)
+
+    monkeypatch.setattr(tuner, "bucketed_batches", interrupt_second_trial)
+    with pytest.raises(KeyboardInterrupt):
+        tuner.run(tuner_inputs, tmp_path, config, RUNTIME)
+    first_trial = tmp_path / "tuner_state" / "rnn" / "trial_0" / "trial.json"
+    finished = first_trial.read_text()
+    assert json.loads(finished)["status"] == "COMPLETED"
+
+    trained.clear()
+    monkeypatch.setattr(tuner, "bucketed_batches",
+                        lambda d, split, *a, **k: (trained.append(1) if split == "train" else None)
+                        or real_batches(d, split, *a, **k))
+    tuner.run(tuner_inputs, tmp_path, config, RUNTIME)
+    assert len(trained) == 1, "only the interrupted trial should be trained again"
+    assert first_trial.read_text() == finished
+    assert [t["status"] for t in _trials(tmp_path)] == ["COMPLETED", "COMPLETED"]
+    result = _result(tmp_path)
+
+    trained.clear()
+    tuner.run(tuner_inputs, tmp_path, config, RUNTIME)  # a finished search: nothing left to train
+    assert trained == []
+    assert _result(tmp_path) == result
+
+
+def test_hyperband_respects_max_trials_and_can_maximise_val_accuracy(tuner_inputs, tmp_path):
+    config = TunerConfig(architecture="lstm", algorithm="hyperband", max_trials=2, max_epochs=2,
+                         objective="val_accuracy", fixed_hyperparameters=TINY + ("num_layers=1",))
+    outputs = tuner.run(tuner_inputs, tmp_path, config, RUNTIME)
+    trials = _trials(tmp_path)
+    assert len(trials) == 2
+    result = _result(tmp_path)
+    assert result["objective"] == "val_accuracy"
+    assert result["best_score"] == pytest.approx(max(float(t["score"]) for t in trials))
+    assert 0.0 <= result["best_score"] <= 1.0
+    assert outputs["best_hyperparameters"].properties["architecture"] == "lstm"
+
+
+def test_no_tune_outputs_the_architecture_defaults(tuner_inputs, tmp_path):
+    outputs = tuner.run(tuner_inputs, tmp_path, TunerConfig(architecture="bilstm", enabled=False), RUNTIME)
+    result = _result(tmp_path)
+    assert result == {"architecture": "bilstm", "values": models.default_hyperparameters("bilstm"),
+                      "tuned": False, "objective": "val_loss", "best_score": None}
+    assert outputs["best_hyperparameters"].properties["tuned"] is False
+    assert not (tmp_path / "tuner_state").exists()
+    assert _trials(tmp_path) == []
+
+    fixed = TunerConfig(architecture="rnn", enabled=False, fixed_hyperparameters=("batch_size=16",))
+    tuner.run(tuner_inputs, tmp_path / "fixed", fixed, RUNTIME)
+    assert _result(tmp_path / "fixed")["values"] == {**models.default_hyperparameters("rnn"), "batch_size": 16}
+
+
+def test_tuner_errors_are_clear(tuner_inputs, tmp_path):
+    bad = TunerConfig(architecture="bilstm", enabled=False, fixed_hyperparameters=("bidirectional=false",))
+    with pytest.raises(ComponentError, match="bilstm has no hyperparameter 'bidirectional'"):
+        tuner.run(tuner_inputs, tmp_path, bad, RUNTIME)
+    no_eval = dict(tuner_inputs)
+    copy = tmp_path / "examples"
+    shutil.copytree(tuner_inputs["transformed_examples"].uri, copy)
+    shutil.rmtree(copy / "eval")
+    no_eval["transformed_examples"] = Artifact("transformed_examples", copy)
+    with pytest.raises(ComponentError, match="no 'eval' split"):
+        tuner.run(no_eval, tmp_path / "run", TunerConfig(architecture="rnn", max_trials=1), RUNTIME)
+
+
+def test_trainer_trains_exports_and_saves_a_reloadable_model(transformed_sample, tmp_path, monkeypatch):
+    export = pytest.importorskip("components.export", reason="components.export (serving export) not written yet")
+    chosen = tuner.run(transformed_sample, tmp_path / "tuner", TunerConfig(
+        architecture="lstm", enabled=False, fixed_hyperparameters=("embedding_dim=16", "units=16")), RUNTIME)
+
+    exported = {}
+    real_export = export.export_serving_model
+
+    def keep_model(keras_model, transform_graph_dir, export_dir):
+        exported["model"] = keras_model  # the trainer's in-memory model, exported for real below
+        return real_export(keras_model, transform_graph_dir, export_dir)
+
+    monkeypatch.setattr(export, "export_serving_model", keep_model)
+    inputs = {**transformed_sample, **chosen}
+    out = tmp_path / "trainer"
+    outputs = trainer.run(inputs, out, TrainerConfig(epochs=1, strategy="mirrored"), RUNTIME)
+
+    model_dir, run_dir = out / "model", out / "model_run"
+    assert outputs["model"].uri == model_dir and outputs["model_run"].uri == run_dir
+    history = json.loads((run_dir / "history.json").read_text())
+    assert history["epochs_trained"] == 1 and len(history["epochs"]) == 1
+    epoch = history["epochs"][0]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert np.isfinite(epoch[key])
+    assert epoch["examples_per_second"] > 0
+    train_files = [str(f) for f in (Path(transformed_sample["transformed_examples"].uri) / "train").rglob("*.gz")]
+    train_rows = sum(1 for _ in tf.data.TFRecordDataset(train_files, compression_type="GZIP"))
+    assert history["train_examples"] == history["padding"]["examples"] == train_rows
+    assert 0 < history["padding_ratio"] < 1
+    assert list((run_dir / "logs" / "train").glob("events.out.tfevents.*"))
+    assert list((run_dir / "logs" / "validation").glob("events.out.tfevents.*"))
+
+    hyperparameters = json.loads((model_dir / "hyperparameters.json").read_text())
+    assert hyperparameters["architecture"] == "lstm" and hyperparameters["values"]["units"] == 16
+    assert json.loads((model_dir / "model_input.json").read_text()) == dataset.read_model_input(
+        transformed_sample["transform_graph"].uri)
+    assert (model_dir / "serving_model" / "saved_model.pb").is_file()
+
+    loaded = keras.saving.load_model(model_dir / "keras" / "model.keras")
+    assert outputs["model"].properties["parameters"] == loaded.count_params()
+    assert outputs["model"].properties["epochs_trained"] == 1
+    assert 0.0 <= outputs["model"].properties["val_accuracy"] <= 1.0
+    eval_batches = dataset.bucketed_batches(transformed_sample["transformed_examples"].uri, "eval", 32,
+                                            shuffle=False)
+    for token_ids, _ in eval_batches.dataset.take(3):
+        np.testing.assert_allclose(loaded.predict(token_ids, verbose=0),
+                                   exported["model"].predict(token_ids, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_trainer_rejects_unusable_hyperparameters(tuner_inputs, tmp_path):
+    folder = tmp_path / "best"
+    folder.mkdir()
+    (folder / "best_hyperparameters.json").write_text(json.dumps({"architecture": "lstm",
+                                                                  "values": {"num_layers": 7}}))
+    inputs = {**tuner_inputs, "best_hyperparameters": Artifact("best_hyperparameters", folder)}
+    with pytest.raises(ComponentError, match="num_layers must be in"):
+        trainer.run(inputs, tmp_path / "out", TrainerConfig(epochs=1), RUNTIME)
