@@ -1,0 +1,493 @@
+"""Evaluator: measures the candidate serving model on the test split with TensorFlow Model Analysis and
+decides whether it is blessed (good enough to push).
+
+The candidate and, when there is one, the last blessed model (the baseline) are two models of one TFMA
+evaluation over the raw test examples, fed through their `serving_tf_example` signature, so what is measured
+is exactly what will be served. Metrics are computed overall and per length bucket: each test example gets a
+`length_bucket` feature (bucket_<upper>, the transform's bucketing of its token count, obtained from the
+candidate's `transform_features` signature) in a scratch copy of the test split that TFMA slices on.
+
+Blessing comes from TFMA's validation of the overall slice: accuracy >= min_accuracy, and, with a baseline,
+accuracy not lower than the baseline's by more than max_accuracy_drop. Not blessed is a normal outcome, not
+an error: the pusher reads the blessing and skips the push.
+
+Outputs:
+  evaluation/  metrics.json (accuracy, loss, macro_f1, overall, length_buckets, baseline, blessed, ...),
+               report.md, confusion_matrix.png, training_curves.png, tfma/ (TFMA's own output)
+  blessing/    blessing.json = {blessed, reason, accuracy, baseline_accuracy, thresholds}
+"""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from components.export import CLASS_NAMES, TF_EXAMPLE_SIGNATURE, TRANSFORM_SIGNATURE
+from pipeline.artifacts import Artifact, ComponentError, Runtime, read_json, write_json_atomic
+from pipeline.config import EvaluatorConfig
+
+CANDIDATE = "candidate"
+BASELINE = "baseline"
+LABEL_KEY = "label"
+PREDICTION_KEY = "probabilities"
+BUCKET_FEATURE = "length_bucket"
+TEST_FILE_PATTERN = "part-*.tfrecord.gz"
+OVERALL = "overall"
+CONFUSION_MATRIX_PLOT_NAME = "multi_class_confusion_matrix_plot"
+
+
+def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
+        runtime: Runtime) -> dict[str, Artifact]:
+    output_dir = Path(output_dir)
+    candidate_dir = serving_model_dir(inputs["model"])
+    baseline = inputs.get("baseline_model")
+    baseline_dir = serving_model_dir(baseline) if baseline is not None else None
+    model_input_path = Path(inputs["model"].uri) / "model_input.json"
+    if not model_input_path.is_file():
+        raise ComponentError(f"{model_input_path} is missing: the model artifact was not written by the trainer")
+    upper_bounds = [int(x) for x in read_json(model_input_path).get("bucket_upper_bounds", [])]
+    if not upper_bounds:
+        raise ComponentError(f"{model_input_path} has no bucket_upper_bounds")
+    test_pattern = Path(inputs["examples"].uri) / "test" / TEST_FILE_PATTERN
+    test_files = sorted(glob.glob(str(test_pattern)))
+    if not test_files:
+        raise ComponentError(f"no test examples: nothing matches {test_pattern}")
+    history_path = Path(inputs["model_run"].uri) / "history.json"
+    if not history_path.is_file():
+        raise ComponentError(f"{history_path} is missing: the model_run artifact has no training history")
+
+    evaluation_dir = output_dir / "evaluation"
+    blessing_dir = output_dir / "blessing"
+    scratch_dir = output_dir / ".evaluator_tmp"
+    for folder in (evaluation_dir, blessing_dir, scratch_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+
+    eval_examples = scratch_dir / "test_with_length_bucket.tfrecord.gz"
+    bucket_counts = write_bucketed_eval_examples(test_files, candidate_dir, upper_bounds, eval_examples)
+    total = sum(bucket_counts.values())
+    if total == 0:
+        raise ComponentError(f"the test split ({', '.join(test_files)}) holds no examples")
+    transformed_counts = transformed_test_bucket_counts(Path(inputs["transformed_examples"].uri))
+    if transformed_counts != bucket_counts:
+        runtime.log(f"evaluator: WARNING: length buckets of the test examples {bucket_counts} differ from the "
+                    f"transformed test split's {transformed_counts}")
+    runtime.log(f"evaluator: {total} test examples, buckets {bucket_counts}; "
+                f"baseline: {baseline_dir if baseline_dir else 'none (first blessing)'}")
+
+    tfma_dir = evaluation_dir / "tfma"
+    eval_config = make_eval_config(config, has_baseline=baseline_dir is not None)
+    run_tfma(eval_examples, candidate_dir, baseline_dir, eval_config, tfma_dir, runtime.beam_args)
+    shutil.rmtree(scratch_dir)
+
+    slices = read_tfma_metrics(tfma_dir)
+    if OVERALL not in slices.get(CANDIDATE, {}):
+        raise ComponentError(f"TFMA wrote no overall metrics for the candidate under {tfma_dir}")
+    candidate = slices[CANDIDATE][OVERALL]
+    baseline_metrics = slices.get(BASELINE, {}).get(OVERALL) if baseline_dir else None
+    blessed, reason = blessing_from_validation(tfma_dir, candidate, baseline_metrics, config)
+    runtime.log(f"evaluator: accuracy {candidate['accuracy']:.4f}, macro-F1 {candidate['macro_f1']:.4f}; "
+                f"{'BLESSED' if blessed else 'NOT blessed'}: {reason}")
+
+    thresholds = {"min_accuracy": config.min_accuracy, "max_accuracy_drop": config.max_accuracy_drop}
+    metrics = {
+        "split": "test",
+        "examples": total,
+        "accuracy": candidate["accuracy"],  # the headline numbers, also inside "overall"
+        "loss": candidate["loss"],
+        "macro_f1": candidate["macro_f1"],
+        "class_names": list(CLASS_NAMES),
+        "overall": candidate,
+        "length_buckets": {name: slices[CANDIDATE][name] for name in bucket_names(upper_bounds)
+                           if name in slices[CANDIDATE]},
+        "bucket_counts": {"evaluated": bucket_counts, "transformed_test_split": transformed_counts},
+        "baseline": None if baseline_metrics is None else {
+            "model_uri": str(baseline.uri), **_headline(baseline_metrics),
+            "accuracy_change": candidate["accuracy"] - baseline_metrics["accuracy"]},
+        "thresholds": thresholds,
+        "blessed": blessed,
+        "reason": reason,
+    }
+    write_json_atomic(evaluation_dir / "metrics.json", metrics)
+    plot_confusion_matrix(candidate["confusion_matrix"], evaluation_dir / "confusion_matrix.png")
+    plot_training_curves(read_json(history_path), evaluation_dir / "training_curves.png")
+    (evaluation_dir / "report.md").write_text(render_report(metrics), encoding="utf-8")
+
+    baseline_accuracy = None if baseline_metrics is None else baseline_metrics["accuracy"]
+    write_json_atomic(blessing_dir / "blessing.json", {
+        "blessed": blessed, "reason": reason, "accuracy": candidate["accuracy"],
+        "baseline_accuracy": baseline_accuracy, "thresholds": thresholds})
+    return {
+        "evaluation": Artifact("evaluation", evaluation_dir, {
+            "accuracy": candidate["accuracy"], "loss": candidate["loss"], "macro_f1": candidate["macro_f1"]}),
+        "blessing": Artifact("blessing", blessing_dir, {
+            "blessed": blessed, "reason": reason, "accuracy": candidate["accuracy"],
+            "baseline_accuracy": baseline_accuracy}),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def serving_model_dir(model: Artifact) -> Path:
+    path = Path(model.uri) / "serving_model"
+    if not (path / "saved_model.pb").is_file():
+        raise ComponentError(f"{path} holds no SavedModel: the {model.name} artifact has no exported serving model")
+    return path
+
+
+def bucket_names(upper_bounds: list[int]) -> list[str]:
+    from components.transform import bucket_dir_name
+
+    return [bucket_dir_name(upper) for upper in upper_bounds]
+
+
+def write_bucketed_eval_examples(test_files: list[str], serving_dir: Path, upper_bounds: list[int],
+                                 destination: Path, batch_size: int = 512) -> dict[str, int]:
+    """Copies the raw test examples to `destination` (gzipped TFRecord) with a `length_bucket` feature added.
+
+    The token count comes from the serving model's own transform, and the bucket from the transform's
+    bucketing rule, so each example lands in the bucket the transform wrote it to. Returns examples per bucket.
+    """
+    from components.transform import bucket_dir_name, bucket_index
+
+    transform = tf.saved_model.load(str(serving_dir)).signatures[TRANSFORM_SIGNATURE]
+    counts: dict[str, int] = {}
+    records = tf.data.TFRecordDataset(test_files, compression_type="GZIP").batch(batch_size)
+    with tf.io.TFRecordWriter(str(destination), options="GZIP") as writer:
+        for batch in records:
+            lengths = transform(examples=batch)["length"].numpy()
+            for serialized, length in zip(batch.numpy(), lengths):
+                name = bucket_dir_name(upper_bounds[bucket_index(int(length), upper_bounds)])
+                example = tf.train.Example.FromString(serialized)
+                example.features.feature[BUCKET_FEATURE].bytes_list.value[:] = [name.encode()]
+                writer.write(example.SerializeToString())
+                counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def transformed_test_bucket_counts(transformed_examples_dir: Path) -> dict[str, int]:
+    """Examples per bucket_<upper> folder of the transformed test split (a cross-check of the bucketing)."""
+    counts = {}
+    for bucket_dir in sorted((transformed_examples_dir / "test").glob("bucket_*")):
+        files = sorted(str(p) for p in bucket_dir.glob(TEST_FILE_PATTERN))
+        if files:
+            counts[bucket_dir.name] = int(tf.data.TFRecordDataset(files, compression_type="GZIP").reduce(
+                np.int64(0), lambda count, _: count + 1).numpy())
+    return {name: count for name, count in sorted(counts.items()) if count}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# TFMA
+
+
+def make_eval_config(config: EvaluatorConfig, has_baseline: bool):
+    """One EvalConfig for the candidate (and the baseline): overall and per-length-bucket slices; the
+    accuracy thresholds apply to the overall slice only."""
+    from google.protobuf import wrappers_pb2
+    from tensorflow_model_analysis.proto import config_pb2
+
+    def model_spec(name: str, is_baseline: bool):
+        return config_pb2.ModelSpec(name=name, signature_name=TF_EXAMPLE_SIGNATURE, label_key=LABEL_KEY,
+                                    prediction_key=PREDICTION_KEY, model_type="tf_generic", is_baseline=is_baseline)
+
+    threshold = config_pb2.MetricThreshold(value_threshold=config_pb2.GenericValueThreshold(
+        lower_bound=wrappers_pb2.DoubleValue(value=config.min_accuracy)))
+    if has_baseline:
+        threshold.change_threshold.CopyFrom(config_pb2.GenericChangeThreshold(
+            direction=config_pb2.MetricDirection.HIGHER_IS_BETTER,
+            absolute=wrappers_pb2.DoubleValue(value=-config.max_accuracy_drop)))
+    accuracy = config_pb2.MetricConfig(
+        class_name="SparseCategoricalAccuracy", config=json.dumps({"name": "accuracy"}),
+        per_slice_thresholds=[config_pb2.PerSliceMetricThreshold(
+            slicing_specs=[config_pb2.SlicingSpec()], threshold=threshold)])
+    metrics = [
+        config_pb2.MetricConfig(class_name="ExampleCount"),
+        accuracy,
+        config_pb2.MetricConfig(class_name="SparseCategoricalCrossentropy", config=json.dumps({"name": "loss"})),
+        config_pb2.MetricConfig(class_name="MultiClassConfusionMatrixPlot",
+                                config=json.dumps({"name": CONFUSION_MATRIX_PLOT_NAME})),
+    ]
+    specs = [model_spec(CANDIDATE, False)] + ([model_spec(BASELINE, True)] if has_baseline else [])
+    return config_pb2.EvalConfig(
+        model_specs=specs,
+        slicing_specs=[config_pb2.SlicingSpec(), config_pb2.SlicingSpec(feature_keys=[BUCKET_FEATURE])],
+        metrics_specs=[config_pb2.MetricsSpec(metrics=metrics)])
+
+
+def run_tfma(examples_file: Path, candidate_dir: Path, baseline_dir: Path | None, eval_config, output_path: Path,
+             beam_args: tuple[str, ...]) -> None:
+    import apache_beam as beam
+    import tensorflow_model_analysis as tfma
+    from tfx_bsl.public import tfxio
+
+    from pipeline.beam_options import pipeline_options
+
+    models = [tfma.default_eval_shared_model(eval_saved_model_path=str(candidate_dir), eval_config=eval_config,
+                                             model_name=CANDIDATE)]
+    if baseline_dir is not None:
+        models.append(tfma.default_eval_shared_model(eval_saved_model_path=str(baseline_dir),
+                                                     eval_config=eval_config, model_name=BASELINE))
+    # The raw serialized examples go to the model's tf.Example signature.
+    source = tfxio.TFExampleRecord(file_pattern=str(examples_file), raw_record_column_name=tfma.ARROW_INPUT_COLUMN,
+                                   telemetry_descriptors=["agnews_pipeline", "evaluator"])
+    with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline:
+        _ = (pipeline
+             | "ReadTestExamples" >> source.BeamSource()
+             | "EvaluateAndWrite" >> tfma.ExtractEvaluateAndWriteResults(
+                 eval_shared_model=models if len(models) > 1 else models[0], eval_config=eval_config,
+                 output_path=str(output_path)))
+
+
+def _slice_name(slice_key) -> str:
+    if not slice_key.single_slice_keys:
+        return OVERALL
+    for key in slice_key.single_slice_keys:
+        if key.column == BUCKET_FEATURE:
+            return key.bytes_value.decode()
+    return ",".join(f"{key.column}" for key in slice_key.single_slice_keys)
+
+
+def _model_name(key) -> str:
+    # With a single model (no baseline) TFMA leaves the model name empty.
+    return key.model_name or CANDIDATE
+
+
+def read_tfma_metrics(tfma_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """{model name: {slice name ("overall" or bucket_<upper>): metrics}} from TFMA's output.
+
+    Accuracy, loss and example count are TFMA's metrics; per-class precision/recall/F1 and macro-F1 are
+    derived from TFMA's multi-class confusion matrix of the same slice.
+    """
+    import tensorflow_model_analysis as tfma
+
+    values: dict[tuple[str, str], dict[str, float]] = {}
+    for metrics_for_slice in tfma.load_metrics(str(tfma_dir)):
+        name = _slice_name(metrics_for_slice.slice_key)
+        for item in metrics_for_slice.metric_keys_and_values:
+            if item.key.is_diff or not item.value.HasField("double_value"):
+                continue
+            values.setdefault((_model_name(item.key), name), {})[item.key.name] = item.value.double_value.value
+    matrices: dict[tuple[str, str], np.ndarray] = {}
+    for plots_for_slice in tfma.load_plots(str(tfma_dir)):
+        name = _slice_name(plots_for_slice.slice_key)
+        for item in plots_for_slice.plot_keys_and_values:
+            if item.value.HasField("multi_class_confusion_matrix_at_thresholds"):
+                classes = len(CLASS_NAMES)
+                matrix = np.zeros((classes, classes), np.int64)
+                # One matrix per threshold; the default single threshold 0.0 means "predicted = argmax".
+                for entry in item.value.multi_class_confusion_matrix_at_thresholds.matrices[0].entries:
+                    if 0 <= entry.actual_class_id < classes and 0 <= entry.predicted_class_id < classes:
+                        matrix[entry.actual_class_id, entry.predicted_class_id] += round(entry.num_weighted_examples)
+                matrices[(_model_name(item.key), name)] = matrix
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    for (model_name, name), metric_values in values.items():
+        matrix = matrices.get((model_name, name))
+        if matrix is None or "accuracy" not in metric_values:
+            continue
+        results.setdefault(model_name, {})[name] = {
+            "examples": int(round(metric_values.get("example_count", matrix.sum()))),
+            "accuracy": metric_values["accuracy"],
+            "loss": metric_values.get("loss", math.nan),
+            **classification_metrics(matrix),
+        }
+    return results
+
+
+def classification_metrics(confusion_matrix: np.ndarray) -> dict[str, Any]:
+    """Per-class precision/recall/F1 and their macro-F1 from a [actual, predicted] count matrix.
+
+    A ratio with a zero denominator is 0. Macro-F1 averages the classes that occur as a label or a
+    prediction (scikit-learn's convention), so a length bucket without, say, Sports examples is not
+    penalised for it.
+    """
+    matrix = np.asarray(confusion_matrix, np.int64)
+    per_class, f1_scores = {}, []
+    for index, name in enumerate(CLASS_NAMES):
+        true_positives = int(matrix[index, index])
+        support, predicted = int(matrix[index].sum()), int(matrix[:, index].sum())
+        precision = true_positives / predicted if predicted else 0.0
+        recall = true_positives / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+        if support or predicted:
+            f1_scores.append(f1)
+    return {"macro_f1": float(np.mean(f1_scores)) if f1_scores else 0.0, "per_class": per_class,
+            "confusion_matrix": matrix.tolist()}
+
+
+def blessing_from_validation(tfma_dir: Path, candidate: dict[str, Any], baseline: dict[str, Any] | None,
+                             config: EvaluatorConfig) -> tuple[bool, str]:
+    """(blessed, reason) from TFMA's validation result of the accuracy thresholds."""
+    import tensorflow_model_analysis as tfma
+
+    validation = tfma.load_validation_result(str(tfma_dir))
+    accuracy = candidate["accuracy"]
+    if validation.validation_ok:
+        reason = f"accuracy {accuracy:.4f} >= min_accuracy {config.min_accuracy:.4f}"
+        if baseline is not None:
+            change = accuracy - baseline["accuracy"]
+            reason += (f" and {change:+.4f} versus the baseline's {baseline['accuracy']:.4f} "
+                       f"(allowed drop {config.max_accuracy_drop:.4f})")
+        else:
+            reason += "; no baseline (first blessing)"
+        return True, reason
+    problems = []
+    for per_slice in validation.metric_validations_per_slice:
+        for failure in per_slice.failures:
+            value = failure.metric_value.double_value.value
+            if failure.metric_key.is_diff:
+                baseline_text = f"the baseline's {baseline['accuracy']:.4f}" if baseline else "the baseline"
+                problems.append(f"{failure.metric_key.name} {accuracy:.4f} is {-value:.4f} below {baseline_text}, "
+                                f"more than the allowed drop {config.max_accuracy_drop:.4f}")
+            else:
+                problems.append(
+                    f"{failure.metric_key.name} {value:.4f} is below min_accuracy {config.min_accuracy:.4f}")
+    if validation.missing_slices or validation.missing_thresholds or not problems:
+        problems.append("TFMA validation failed: " + " ".join(str(validation).split())[:500])
+    return False, "; ".join(problems)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Figures and report
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion_matrix(matrix: list[list[int]], path: Path) -> None:
+    plt = _pyplot()
+    counts = np.asarray(matrix)
+    figure, axes = plt.subplots(figsize=(5.5, 4.5))
+    image = axes.imshow(counts, cmap="Blues")
+    axes.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES, rotation=30, ha="right")
+    axes.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("actual")
+    axes.set_title("Confusion matrix (test split)")
+    for (row, column), count in np.ndenumerate(counts):
+        axes.text(column, row, str(count), ha="center", va="center",
+                  color="white" if count > counts.max() / 2 else "black")
+    figure.colorbar(image)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def training_series(history: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
+    """{metric: [(epoch, value), ...]} for the loss and accuracy curves of a history.json.
+
+    Reads the trainer's form ({"epochs": [{"epoch": 1, "loss": ..., "val_accuracy": ...}, ...], ...}) and
+    Keras' History.history form ({"loss": [...], "val_accuracy": [...], ...}). Other per-epoch values
+    (throughput, learning rate) are not curves of model quality and are left out.
+    """
+    def is_curve(key: str) -> bool:
+        return "loss" in key or "accuracy" in key
+
+    series: dict[str, list[tuple[int, float]]] = {}
+    epochs = (history or {}).get("epochs")
+    if isinstance(epochs, list) and all(isinstance(e, dict) for e in epochs):
+        for position, epoch in enumerate(epochs, start=1):
+            for key, value in epoch.items():
+                if is_curve(key) and isinstance(value, (int, float)):
+                    series.setdefault(key, []).append((int(epoch.get("epoch", position)), float(value)))
+        return series
+    for key, values in (history or {}).items():
+        if is_curve(key) and isinstance(values, list) and all(isinstance(v, (int, float)) for v in values):
+            series[key] = [(position, float(value)) for position, value in enumerate(values, start=1)]
+    return series
+
+
+def plot_training_curves(history: dict[str, Any], path: Path) -> None:
+    """Loss curves on the left, accuracy curves on the right, the best epoch (if recorded) marked."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    figure, (loss_axes, metric_axes) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, points in sorted(training_series(history).items()):
+        axes = loss_axes if "loss" in key else metric_axes
+        axes.plot([epoch for epoch, _ in points], [value for _, value in points], marker="o", label=key)
+    best_epoch = (history or {}).get("best_epoch")
+    for axes, title in ((loss_axes, "loss"), (metric_axes, "accuracy")):
+        axes.set_title(title)
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if isinstance(best_epoch, int) and axes.lines:
+            axes.axvline(best_epoch, color="gray", linestyle="--", label=f"best epoch ({best_epoch})")
+        if axes.lines:
+            axes.legend()
+        else:
+            axes.text(0.5, 0.5, "no data in history.json", ha="center", va="center", transform=axes.transAxes)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {"accuracy": metrics["accuracy"], "loss": metrics["loss"], "macro_f1": metrics["macro_f1"],
+            "examples": metrics["examples"]}
+
+
+def render_report(metrics: dict[str, Any]) -> str:
+    overall = metrics["overall"]
+    lines = [
+        "# Evaluation report",
+        "",
+        f"**{'BLESSED' if metrics['blessed'] else 'NOT BLESSED'}** — {metrics['reason']}",
+        "",
+        f"Test split: {metrics['examples']} examples.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| accuracy | {overall['accuracy']:.4f} |",
+        f"| loss | {overall['loss']:.4f} |",
+        f"| macro-F1 | {overall['macro_f1']:.4f} |",
+        "",
+        "## Per class",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "|---|---|---|---|---|",
+    ]
+    for name, values in overall["per_class"].items():
+        lines.append(f"| {name} | {values['precision']:.4f} | {values['recall']:.4f} | {values['f1']:.4f} "
+                     f"| {values['support']} |")
+    lines += ["", "## By length bucket (tokens after the transform)", "",
+              "| bucket | examples | accuracy | loss | macro-F1 |", "|---|---|---|---|---|"]
+    for name, values in metrics["length_buckets"].items():
+        lines.append(f"| {name} | {values['examples']} | {values['accuracy']:.4f} | {values['loss']:.4f} "
+                     f"| {values['macro_f1']:.4f} |")
+    counts = metrics["bucket_counts"]
+    if counts["evaluated"] != counts["transformed_test_split"]:
+        lines += ["", f"Warning: bucket sizes here {counts['evaluated']} differ from the transformed test split's "
+                      f"{counts['transformed_test_split']}."]
+    lines += ["", "## Baseline", ""]
+    baseline = metrics["baseline"]
+    if baseline is None:
+        lines.append("No baseline: there is no previously blessed model.")
+    else:
+        lines += ["| | candidate | baseline |", "|---|---|---|",
+                  f"| accuracy | {overall['accuracy']:.4f} | {baseline['accuracy']:.4f} |",
+                  f"| loss | {overall['loss']:.4f} | {baseline['loss']:.4f} |",
+                  f"| macro-F1 | {overall['macro_f1']:.4f} | {baseline['macro_f1']:.4f} |",
+                  "", f"Accuracy change: {baseline['accuracy_change']:+.4f}. "
+                      f"Baseline model: `{baseline['model_uri']}`."]
+    thresholds = metrics["thresholds"]
+    lines += ["", "## Blessing", "",
+              f"Thresholds: accuracy >= {thresholds['min_accuracy']}, and at most {thresholds['max_accuracy_drop']} "
+              "below the baseline's accuracy.", "",
+              f"Decision: {'blessed' if metrics['blessed'] else 'not blessed'} — {metrics['reason']}", "",
+              "## Figures", "", "![confusion matrix](confusion_matrix.png)", "",
+              "![training curves](training_curves.png)", ""]
+    return "\n".join(lines)

@@ -1,0 +1,229 @@
+"""Exports a trained Keras model together with the TFT transform graph as one SavedModel.
+
+The SavedModel needs only TensorFlow to load (tf.saved_model.load, `saved_model_cli run`, TF Serving):
+the transform graph, its vocabulary and the model weights are all inside it. Signatures:
+
+  serving_default     text: string [B]                      -> probabilities float32 [B, 4],
+                                                               class_id int64 [B], class_name string [B]
+  serving_tf_example  examples: serialized tf.Example [B]   -> the same outputs
+                      (features title, description; either may be missing and counts as "")
+  transform_features  examples: serialized tf.Example [B]   -> token_ids int64 [B, T] (0-padded), length int64 [B]
+                      (the transform alone; the evaluator uses it to slice by length bucket)
+
+`assets.extra/tf_serving_warmup_requests` holds a few requests TF Serving replays at load time.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+import tensorflow as tf
+
+CLASS_NAMES = ("World", "Sports", "Business", "Sci/Tech")
+
+SERVING_SIGNATURE = "serving_default"
+TF_EXAMPLE_SIGNATURE = "serving_tf_example"
+TRANSFORM_SIGNATURE = "transform_features"
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+
+# Replayed by TF Serving before the model takes traffic, so the first real request does not pay for
+# graph initialisation; they also cover the edge cases (an empty text, a batch of them).
+WARMUP_TEXT_BATCHES = (
+    ["Stocks rally as oil prices fall",
+     "Team wins the championship after a late goal",
+     "New smartphone chip promises longer battery life",
+     "Leaders meet to discuss the peace agreement"],
+    [""],
+    ["Quarterly profits beat expectations", ""],
+)
+
+
+def export_serving_model(keras_model, transform_graph_dir: Path, export_dir: Path) -> None:
+    """Writes the serving SavedModel for `keras_model` (token ids [B, T] -> softmax [B, 4]) to `export_dir`.
+
+    The export is written to a temporary folder beside `export_dir` and renamed into place; an existing
+    `export_dir` is replaced.
+    """
+    # Imported here: tensorflow_transform switches tf.keras to Keras 2 on import, and predict/evaluator
+    # users of this module's constants should not pay for that.
+    import keras
+    import tensorflow_transform as tft
+
+    export_dir = Path(export_dir)
+    tft_output = tft.TFTransformOutput(str(transform_graph_dir))
+    _check_transform_features(tft_output)
+    tft_layer = tft_output.transform_features_layer()
+
+    num_classes = int(keras_model.outputs[0].shape[-1]) if _has_graph(keras_model) else len(CLASS_NAMES)
+    if num_classes != len(CLASS_NAMES):
+        raise ValueError(f"the model outputs {num_classes} classes; the export serves {len(CLASS_NAMES)} "
+                         f"({', '.join(CLASS_NAMES)})")
+    fixed_steps, id_dtype = _model_input_format(keras_model)
+    class_names = tf.constant(CLASS_NAMES)
+
+    def transform(title, description):
+        transformed = tft_layer({"title": title, "description": description})
+        token_ids = _to_dense(transformed["token_ids"])
+        return tf.cast(token_ids, tf.int64), tf.cast(transformed["length"], tf.int64)
+
+    def classify(title, description):
+        token_ids, _ = transform(title, description)
+        token_ids = tf.cast(_fit_steps(token_ids, fixed_steps), id_dtype)
+        # An empty batch would crash the Keras RNN: answer it with empty outputs instead.
+        probabilities = tf.cond(
+            tf.shape(token_ids)[0] > 0,
+            lambda: tf.cast(keras_model(token_ids, training=False), tf.float32),
+            lambda: tf.zeros([0, num_classes], tf.float32))
+        class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
+        return {"probabilities": probabilities, "class_id": class_id, "class_name": tf.gather(class_names, class_id)}
+
+    def classify_text(text):
+        return classify(text, tf.fill(tf.shape(text), ""))
+
+    def classify_examples(examples):
+        features = _parse_raw_examples(examples)
+        return classify(features["title"], features["description"])
+
+    def transform_examples(examples):
+        features = _parse_raw_examples(examples)
+        token_ids, length = transform(features["title"], features["description"])
+        return {"token_ids": token_ids, "length": length}
+
+    archive = keras.export.ExportArchive()
+    archive.track(keras_model)
+    archive.track(tft_layer)  # keeps the transform's vocabulary table and its asset file in the export
+    temporary = export_dir.parent / f".{export_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    export_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with _cudnn_disabled(keras_model):
+            archive.add_endpoint(SERVING_SIGNATURE, classify_text,
+                                 input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+            archive.add_endpoint(TF_EXAMPLE_SIGNATURE, classify_examples,
+                                 input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+            archive.add_endpoint(TRANSFORM_SIGNATURE, transform_examples,
+                                 input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+            archive.write_out(str(temporary), verbose=False)
+        _check_no_cudnn_ops(temporary)
+        write_warmup_requests(temporary / WARMUP_FILE)
+        _replace_dir(temporary, export_dir)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def write_warmup_requests(path: Path) -> None:
+    """A TFRecord of PredictionLog protos: TF Serving's warm-up file format."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for texts in WARMUP_TEXT_BATCHES:
+            request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name=SERVING_SIGNATURE))
+            request.inputs["text"].CopyFrom(tf.make_tensor_proto(texts, dtype=tf.string, shape=[len(texts)]))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+
+
+def _parse_raw_examples(examples):
+    spec = {name: tf.io.FixedLenFeature([], tf.string, default_value="") for name in ("title", "description")}
+    return tf.io.parse_example(examples, spec)
+
+
+def _check_transform_features(tft_output) -> None:
+    """Fails early, with the names involved, if the transform graph does not match the serving contract."""
+    produced = tft_output.transformed_feature_spec()
+    missing = [name for name in ("token_ids", "length") if name not in produced]
+    if missing:
+        raise ValueError(f"the transform graph does not produce {missing}; it produces {sorted(produced)}")
+    try:
+        raw_spec = tft_output.raw_feature_spec()
+    except Exception:  # no raw metadata written: nothing more to check
+        return
+    for name in ("title", "description"):
+        spec = raw_spec.get(name)
+        if not (isinstance(spec, tf.io.FixedLenFeature) and spec.dtype == tf.string and list(spec.shape) == []):
+            raise ValueError(f"the transform graph expects raw feature {name!r} as {spec}; "
+                             "the export feeds one string per example (FixedLenFeature([], tf.string))")
+
+
+def _has_graph(keras_model) -> bool:
+    try:
+        return bool(keras_model.inputs) and bool(keras_model.outputs)
+    except (AttributeError, ValueError):
+        return False
+
+
+def _model_input_format(keras_model):
+    """(fixed number of steps or None, dtype) of the model's token id input."""
+    if not _has_graph(keras_model):
+        return None, tf.int64
+    spec = keras_model.inputs[0]
+    steps = spec.shape[1] if len(spec.shape) > 1 else None
+    return steps, tf.as_dtype(spec.dtype) if spec.dtype else tf.int64
+
+
+def _to_dense(token_ids):
+    if isinstance(token_ids, tf.SparseTensor):
+        return tf.sparse.to_dense(token_ids, default_value=tf.zeros([], token_ids.dtype))
+    if isinstance(token_ids, tf.RaggedTensor):
+        return token_ids.to_tensor(default_value=tf.zeros([], token_ids.dtype))
+    return token_ids
+
+
+def _fit_steps(token_ids, fixed_steps):
+    """Pads with 0 (the masked id) to at least one step, or to exactly the model's fixed length.
+
+    A batch of texts without any known token gives ids of shape [B, 0], which a Keras RNN cannot run.
+    """
+    steps = tf.shape(token_ids)[1]
+    if fixed_steps is None:
+        return tf.pad(token_ids, [[0, 0], [0, tf.maximum(1 - steps, 0)]])
+    token_ids = token_ids[:, :fixed_steps]
+    token_ids = tf.pad(token_ids, [[0, 0], [0, fixed_steps - tf.shape(token_ids)[1]]])
+    return tf.ensure_shape(token_ids, [None, fixed_steps])
+
+
+@contextlib.contextmanager
+def _cudnn_disabled(keras_model):
+    """Traces the RNN layers with their portable (CPU) kernels.
+
+    Keras picks cuDNN whenever a GPU is visible at trace time, and the traced CudnnRNN op has no CPU kernel,
+    so a model exported on a GPU machine would not serve on a CPU one. Hiding the GPU is not possible once
+    TensorFlow has initialised it (the trainer has), so switch the layers' own choice off while tracing.
+    """
+    layers = [layer for layer in keras_model._flatten_layers(include_self=True, recursive=True)
+              if hasattr(layer, "use_cudnn")]
+    saved = [layer.use_cudnn for layer in layers]
+    try:
+        for layer in layers:
+            layer.use_cudnn = False
+        yield
+    finally:
+        for layer, value in zip(layers, saved):
+            layer.use_cudnn = value
+
+
+def _check_no_cudnn_ops(saved_model_dir: Path) -> None:
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((saved_model_dir / "saved_model.pb").read_bytes())
+    ops = set()
+    for meta_graph in saved_model.meta_graphs:
+        ops.update(node.op for node in meta_graph.graph_def.node)
+        for function in meta_graph.graph_def.library.function:
+            ops.update(node.op for node in function.node_def)
+    cudnn_ops = sorted(op for op in ops if "Cudnn" in op)
+    if cudnn_ops:
+        raise RuntimeError(f"the exported graph contains GPU-only ops {cudnn_ops}; it would not serve on a CPU")
+
+
+def _replace_dir(source: Path, target: Path) -> None:
+    """Renames `source` to `target`; an existing `target` is moved aside first and then deleted."""
+    previous = target.parent / f".{target.name}.old-{os.getpid()}"
+    if target.exists():
+        os.rename(target, previous)
+    os.rename(source, target)
+    shutil.rmtree(previous, ignore_errors=True)

@@ -1,0 +1,121 @@
+"""Batch prediction with the serving SavedModel (TensorFlow only; no Keras, no tf.Transform).
+
+`predict(model_dir, texts)` accepts any of:
+  - a SavedModel folder (a trainer's serving_model/, or a pushed version folder <serving_dir>/<version>/),
+  - a trainer `model` artifact folder (its serving_model/ is used),
+  - a serving folder of numeric versions (the highest version is used, as TF Serving would).
+`iter_csv_or_lines(source)` reads texts from a file (or "-" for stdin): an AG News CSV (class,title,description)
+gives title + " " + description per row; anything else gives one text per non-blank line.
+"""
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+from components.export import CLASS_NAMES, SERVING_SIGNATURE
+from pipeline.artifacts import ComponentError
+
+BATCH_SIZE = 256
+_loaded: dict[tuple[str, int], Any] = {}  # (SavedModel folder, saved_model.pb mtime) -> serving signature
+
+
+def resolve_serving_model_dir(model_dir: Path) -> Path:
+    model_dir = Path(model_dir)
+    if (model_dir / "saved_model.pb").is_file():
+        return model_dir
+    if (model_dir / "serving_model" / "saved_model.pb").is_file():
+        return model_dir / "serving_model"
+    versions = sorted((int(p.name) for p in model_dir.glob("*") if p.name.isdigit()
+                       and (p / "saved_model.pb").is_file()), reverse=True) if model_dir.is_dir() else []
+    if versions:
+        return model_dir / str(versions[0])
+    raise ComponentError(f"{model_dir} is not a serving model: expected a SavedModel folder, a trainer model "
+                         "folder with serving_model/, or a serving folder of numeric versions")
+
+
+def _serving_signature(model_dir: Path):
+    path = resolve_serving_model_dir(model_dir).resolve()
+    key = (str(path), (path / "saved_model.pb").stat().st_mtime_ns)
+    if key not in _loaded:
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(path))
+        if SERVING_SIGNATURE not in loaded.signatures:
+            raise ComponentError(
+                f"{path} has no {SERVING_SIGNATURE!r} signature; signatures: {list(loaded.signatures)}")
+        _loaded[key] = loaded.signatures[SERVING_SIGNATURE]
+    return _loaded[key]
+
+
+def predict(model_dir: Path, texts: list[str]) -> list[dict[str, Any]]:
+    """One {class_id, class_name, probabilities} per text, in order (probabilities in CLASS_NAMES order)."""
+    import tensorflow as tf
+
+    signature = _serving_signature(Path(model_dir))
+    predictions = []
+    for start in range(0, len(texts), BATCH_SIZE):
+        batch = list(texts[start:start + BATCH_SIZE])
+        outputs = signature(text=tf.constant(batch, dtype=tf.string, shape=[len(batch)]))
+        for class_id, probabilities in zip(outputs["class_id"].numpy(), outputs["probabilities"].numpy()):
+            predictions.append({"class_id": int(class_id), "class_name": CLASS_NAMES[int(class_id)],
+                                "probabilities": [float(p) for p in probabilities]})
+    return predictions
+
+
+def _is_ag_news_row(fields: list[str]) -> bool:
+    return len(fields) == 3 and fields[0].strip() in ("1", "2", "3", "4")
+
+
+def _is_header(fields: list[str]) -> bool:
+    names = [field.strip().lower() for field in fields]
+    return len(names) == 3 and names[0] in ("class", "class index", "label") and names[1:] == ["title", "description"]
+
+
+def iter_csv_or_lines(source: str | Path | IO[str]) -> Iterator[str]:
+    """Texts from `source` (a path, "-" for stdin, or an open text file).
+
+    The format is decided by the first non-blank line: an AG News CSV row (class 1-4, title, description;
+    quoted or not) or the header class,title,description makes it a CSV, read with the csv module (a row
+    of any other shape is then an error naming its line); otherwise every non-blank line is one text.
+    """
+    if isinstance(source, (str, Path)) and str(source) == "-":
+        yield from _iter_texts(sys.stdin)
+    elif isinstance(source, (str, Path)):
+        with open(source, encoding="utf-8", newline="") as handle:
+            yield from _iter_texts(handle)
+    else:
+        yield from _iter_texts(source)
+
+
+def _iter_texts(handle: IO[str]) -> Iterator[str]:
+    first = ""
+    for first in handle:
+        if first.strip():
+            break
+    if not first.strip():
+        return
+    first_fields = next(csv.reader([first]), [])
+    if not (_is_ag_news_row(first_fields) or _is_header(first_fields)):
+        yield first.rstrip("\r\n")
+        for line in handle:
+            if line.strip():
+                yield line.rstrip("\r\n")
+        return
+    # Re-join the first line with the rest so a quoted field spanning lines is still read correctly.
+    reader = csv.reader(_chain_lines(first, handle))
+    for row_number, fields in enumerate(reader, start=1):
+        if not fields or (row_number == 1 and _is_header(fields)):
+            continue
+        if not _is_ag_news_row(fields):
+            raise ComponentError(f"CSV row {row_number} is not class,title,description with class 1-4: {fields!r:.200}")
+        yield f"{fields[1]} {fields[2]}"
+
+
+def _chain_lines(first: str, rest: IO[str]) -> Iterator[str]:
+    yield first
+    yield from rest
+
+
+__all__ = ["predict", "iter_csv_or_lines", "resolve_serving_model_dir"]
