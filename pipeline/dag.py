@@ -64,7 +64,8 @@ STEPS: tuple[Step, ...] = (
                  "model_run": "trainer.model_run",
                  "baseline_model": LAST_BLESSED_MODEL},
          outputs=("evaluation", "blessing"),
-         config_section="evaluator"),
+         config_section="evaluator",
+         code=("components.export", "components.transform")),  # signature names, bucketing rule
     Step("pusher", "components.pusher",
          inputs={"model": "trainer.model", "blessing": "evaluator.blessing"},
          outputs=("pushed_model",),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 import re
 from collections import Counter
 from pathlib import Path
@@ -248,17 +249,26 @@ def test_external_fingerprint_follows_the_csv_content(tmp_path, sample_dir):
 
 def test_tfds_that_cannot_download_names_the_csv_flag(tmp_path, runtime):
     config = IngestConfig(data="tfds", tfds_data_dir=str(tmp_path / "tfds"))
+    started = time.monotonic()
     with pytest.raises(ComponentError) as failure:
         ingest.run({}, tmp_path / "out", config, runtime)
     message = str(failure.value)
     assert "--data csv:PATH" in message and "ag_news_subset" in message
+    assert time.monotonic() - started < 30  # TFDS alone retries an unreachable host for over 3 minutes
     assert "\n" not in message
 
 
 # ---------------------------------------------------------------------------------------------- TFDS source
 
 
-def test_tfds_source_with_mock_data(tmp_path, runtime):
+@pytest.fixture
+def offline_tfds_mock(monkeypatch):
+    """mock_data replaces TFDS' download and data; the reachability probe of the real download host is
+    replaced with it (it would fail here, where there is no network)."""
+    monkeypatch.setattr(ingest, "_check_download_host", lambda builder: None)
+
+
+def test_tfds_source_with_mock_data(tmp_path, runtime, offline_tfds_mock):
     import tensorflow_datasets as tfds
 
     with tfds.testing.mock_data(num_examples=12):
@@ -270,7 +280,7 @@ def test_tfds_source_with_mock_data(tmp_path, runtime):
     assert examples.properties["source"] == "tfds:ag_news_subset"
 
 
-def test_tfds_rows_land_in_their_splits_and_bad_rows_are_quarantined(tmp_path, runtime):
+def test_tfds_rows_land_in_their_splits_and_bad_rows_are_quarantined(tmp_path, runtime, offline_tfds_mock):
     import tensorflow_datasets as tfds
 
     rows = {
