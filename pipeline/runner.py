@@ -314,7 +314,8 @@ def summarize(result: RunResult) -> str:
     evaluation = result.artifact("evaluator", "evaluation")
     if evaluation:
         p = evaluation.properties
-        lines.append(f"  test accuracy {p.get('accuracy')}, loss {p.get('loss')}, macro-F1 {p.get('macro_f1')}")
+        lines.append(f"  test accuracy {p.get('accuracy', float('nan')):.4f}, loss {p.get('loss', float('nan')):.4f}, "
+                     f"macro-F1 {p.get('macro_f1', float('nan')):.4f}")
     blessing = result.artifact("evaluator", "blessing")
     if blessing:
         lines.append(f"  blessed: {blessing.properties.get('blessed')} ({blessing.properties.get('reason')})")

@@ -179,20 +179,51 @@ def test_tfds_without_network_gives_one_clear_line(tmp_path):
     assert "Traceback" not in completed.stderr
 
 
-def test_run_killed_during_transform_resumes_from_the_last_completed_step(tmp_path):
-    root = tmp_path / "root"
-    args = pipeline_args(root, "--until", "transform")
+def kill_when_running(args: list[str], step: str, after_seconds: float) -> None:
+    """Starts `agnews-pipeline run`, and SIGKILLs it `after_seconds` into `step`."""
     process = subprocess.Popen([*CLI, "run", *args], cwd=PROJECT, stdout=subprocess.PIPE, text=True,
                                env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1"})
     for line in process.stdout:
-        if "transform" in line and "running" in line:
-            time.sleep(3)  # inside the Beam/TFT pipeline
+        if f"] {step}" in line and "running" in line:
+            time.sleep(after_seconds)
             process.send_signal(signal.SIGKILL)
             break
     process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, f"the run ended before {step} could be killed"
+
+
+def output_fingerprints(root: Path, step: str) -> dict[str, str]:
+    """Fingerprints of the outputs of the newest execution of `step` that actually ran."""
+    from pipeline.metadata import MetadataStore
+    store = MetadataStore(root / "metadata.sqlite")
+    try:
+        execution = [e for run in store.runs() for e in store.executions(run["id"])
+                     if e["step"] == step and e["state"] == "complete"][0]
+        return {name: a.fingerprint for name, a in store.artifacts_of(execution["id"], "output").items()}
+    finally:
+        store.close()
+
+
+def test_run_killed_during_transform_resumes_and_matches_an_uninterrupted_run(tmp_path, first_run):
+    root = tmp_path / "root"
+    args = pipeline_args(root, "--until", "transform")
+    kill_when_running(args, "transform", after_seconds=3)  # inside the Beam/TFT pipeline
     run_dir = next((root / "runs").iterdir())
     assert not (run_dir / "transform").exists()  # nothing that looks complete
     resumed = agnews("run", *args)
     assert resumed.stdout.count(" cached (") == 2 and "transform  done in" in resumed.stdout
-    shown = agnews("runs", "--pipeline-root", str(root)).stdout
-    assert "interrupted" in shown
+    assert "interrupted" in agnews("runs", "--pipeline-root", str(root)).stdout
+    # The resumed run's artifacts are the uninterrupted first run's, byte for byte.
+    for step in ("ingest", "validate", "transform"):
+        assert output_fingerprints(root, step) == output_fingerprints(first_run[0], step), step
+
+
+def test_run_killed_during_training_resumes_from_the_trainer(tmp_path):
+    root = tmp_path / "root"
+    args = pipeline_args(root, "--no-tune", "--epochs", "1")
+    kill_when_running(args, "trainer", after_seconds=4)
+    store_runs = agnews("runs", "--pipeline-root", str(root)).stdout
+    assert "running" in store_runs  # the killed process could not record its end
+    resumed = agnews("run", *args)
+    assert resumed.stdout.count(" cached (") == 4, resumed.stdout  # ingest, validate, transform, tuner
+    assert "trainer    done in" in resumed.stdout and (root / "serving" / "agnews" / "1").is_dir()
