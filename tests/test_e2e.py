@@ -226,4 +226,5 @@ def test_run_killed_during_training_resumes_from_the_trainer(tmp_path):
     assert "running" in store_runs  # the killed process could not record its end
     resumed = agnews("run", *args)
     assert resumed.stdout.count(" cached (") == 4, resumed.stdout  # ingest, validate, transform, tuner
-    assert "trainer    done in" in resumed.stdout and (root / "serving" / "agnews" / "1").is_dir()
+    assert "trainer    done in" in resumed.stdout and "evaluator  done in" in resumed.stdout
+    assert "succeeded" in resumed.stdout
