@@ -18,6 +18,14 @@ HEADLINE_PROPERTIES = {
 }
 
 
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_format(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
 def write_run_report(run_dir: Path, record: dict[str, Any]) -> Path:
     lines = [f"# Run {record['run_id']}: {record['status']}", ""]
     if record.get("error"):
@@ -30,7 +38,7 @@ def write_run_report(run_dir: Path, record: dict[str, Any]) -> Path:
     lines.append("")
     for step in record["steps"]:
         for name, output in step["outputs"].items():
-            facts = [f"{k}={output['properties'][k]}" for k in HEADLINE_PROPERTIES.get(name, ())
+            facts = [f"{k}={_format(output['properties'][k])}" for k in HEADLINE_PROPERTIES.get(name, ())
                      if k in output["properties"]]
             if facts:
                 lines.append(f"- **{name}**: " + ", ".join(facts))
