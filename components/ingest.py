@@ -6,7 +6,8 @@ Sources (`ingest.data`):
     "class","title","description"; class 1-4 becomes label 0-3).
 
 Output folder `examples/`:
-  train/, eval/, test/   part-*.tfrecord.gz: tf.train.Example {title: bytes, description: bytes, label: int64 0-3}
+  train/, eval/, test/   part-SSSSS-of-NNNNN.tfrecord.gz: tf.train.Example {title: bytes, description: bytes,
+                         label: int64 0-3}; the same rows always give the same files (components/tfrecord_io.py)
   quarantine.jsonl       one JSON object per bad row: source, source_split, line, reason, detail, raw (<= 1 KB)
   counts.json            rows per split, quarantined rows per reason, rows read, source
 
@@ -32,6 +33,7 @@ import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from components.tfrecord_io import WriteDeterministicTFRecords
 from pipeline.artifacts import Artifact, ComponentError, Runtime, write_json_atomic
 from pipeline.beam_options import pipeline_options
 from pipeline.config import IngestConfig
@@ -193,7 +195,8 @@ def to_tf_example(row: GoodRow) -> bytes:
         "description": tf.train.Feature(bytes_list=tf.train.BytesList(value=[row.description.encode("utf-8")])),
         "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[row.label])),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic=True: protobuf's default order of the feature map changes from process to process.
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 # ---------------------------------------------------------------------------------------------- reading CSV
@@ -450,13 +453,11 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
     with beam.Pipeline(options=pipeline_options(runtime.beam_args)) as pipeline:
         good, bad = _read_csv(pipeline, files) if from_csv else _read_tfds(pipeline, config)
         split_rows = good | "AssignSplit" >> beam.Map(lambda row: (split_of(row, eval_fraction), row))
-        by_split = split_rows | "BySplit" >> beam.Partition(lambda item, _: SPLITS.index(item[0]), len(SPLITS))
-        for split, rows in zip(SPLITS, by_split):
-            _ = (rows
-                 | f"ToExample[{split}]" >> beam.Map(lambda item: to_tf_example(item[1]))
-                 | f"Write[{split}]" >> beam.io.WriteToTFRecord(
-                     str(examples_dir / split / "part"), file_name_suffix=".tfrecord.gz",
-                     compression_type=CompressionTypes.GZIP))
+        # Same rows, same files, byte for byte: a re-run's fingerprint matches, so later steps stay cached.
+        # Every split gets at least one (possibly empty) file.
+        _ = (split_rows
+             | "ToExample" >> beam.MapTuple(lambda split, row: (split, to_tf_example(row)))
+             | "WriteExamples" >> WriteDeterministicTFRecords(str(examples_dir), folders=SPLITS))
         # One element holding every bad row keeps quarantine.jsonl in line order; bad rows are few in any run
         # that succeeds (at most max_bad_row_fraction of the rows).
         _ = (bad

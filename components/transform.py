@@ -8,10 +8,13 @@ Outputs:
   transform_graph/       loadable with tft.TFTransformOutput: transform_fn/ (vocabulary in
                          transform_fn/assets/vocab_tokens), transformed_metadata/, metadata/ (raw schema),
                          model_input.json (what the trainer and exporter need to size the model)
-  transformed_examples/  <split>/bucket_<upper>/part-*.tfrecord.gz, tf.Examples with token_ids (VarLen int64),
-                         length (int64), label (int64), bucket_<upper> holding lengths from the previous
-                         bucket's upper + 1 to upper inclusive (empty buckets are absent);
+  transformed_examples/  <split>/bucket_<upper>/part-SSSSS-of-NNNNN.tfrecord.gz, tf.Examples with token_ids
+                         (VarLen int64), length (int64), label (int64), bucket_<upper> holding lengths from the
+                         previous bucket's upper + 1 to upper inclusive (empty buckets are absent);
                          buckets.json: per split and bucket, examples, tokens and padding at batch size 64.
+
+Both outputs are byte-reproducible: the same examples and config give the same files, whichever runner, process
+or folder ran the transform (components/tfrecord_io.py; make_saved_model_reproducible below).
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ import bisect
 import glob
 import hashlib
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -32,6 +37,7 @@ from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 from tfx_bsl.public import tfxio
 
 from components import text
+from components.tfrecord_io import WriteDeterministicTFRecords
 from pipeline.artifacts import Artifact, ComponentError, Runtime, write_json_atomic
 from pipeline.beam_options import pipeline_options
 from pipeline.config import TransformConfig
@@ -183,16 +189,19 @@ def padding_report(keyed_lengths: Iterable[tuple[str, int]], upper_bounds: Seque
     }
 
 
-def _bucket_of(encoded: tuple[int, str, bytes], num_partitions: int, upper_bounds: Sequence[int]) -> int:
-    return bucket_index(encoded[0], upper_bounds)
+def _bucket_folder_and_record(encoded: tuple[int, str, bytes], upper_bounds: Sequence[int]) -> tuple[str, bytes]:
+    return bucket_dir_name(upper_bounds[bucket_index(encoded[0], upper_bounds)]), encoded[2]
 
 
 def _encode(instance: dict[str, Any], coder: tft.coders.ExampleProtoCoder) -> tuple[int, str, bytes]:
     """(length, order key, serialized tf.Example). The order key hashes the example's values, not its
-    serialized bytes: proto map fields serialize in no guaranteed order, which would change the order."""
+    serialized bytes: proto map fields serialize in no guaranteed order, which would change the order.
+    `coder` returns tf.Example protos (serialized=False), serialized here with a fixed map order so that the
+    written bytes are the same in every process."""
     token_ids = [int(i) for i in instance[TOKEN_IDS_KEY]]
     content = json.dumps([token_ids, int(instance[LABEL_KEY])]).encode("utf-8")
-    return int(instance[LENGTH_KEY]), hashlib.sha256(content).hexdigest(), coder.encode(instance)
+    example = coder.encode(instance).SerializeToString(deterministic=True)
+    return int(instance[LENGTH_KEY]), hashlib.sha256(content).hexdigest(), example
 
 
 class _WriteBucketed(beam.PTransform):
@@ -207,21 +216,139 @@ class _WriteBucketed(beam.PTransform):
 
     def expand(self, instances):
         keyed = instances | "Encode" >> beam.Map(_encode, self._coder)
-        partitions = keyed | "PartitionByLength" >> beam.Partition(
-            _bucket_of, len(self._upper_bounds), self._upper_bounds)
-        for upper, partition in zip(self._upper_bounds, partitions):
-            name = bucket_dir_name(upper)
-            (partition
-             | f"Serialized{name}" >> beam.Map(lambda encoded: encoded[2])
-             | f"Write{name}" >> beam.io.WriteToTFRecord(
-                 str(self._split_dir / name / "part"), file_name_suffix=".tfrecord.gz",
-                 compression_type=beam.io.filesystem.CompressionTypes.GZIP))
+        # One writer for all buckets: a bucket without examples gets no folder; a re-run writes the same bytes.
+        _ = (keyed
+             | "ByBucket" >> beam.Map(_bucket_folder_and_record, self._upper_bounds)
+             | "WriteBuckets" >> WriteDeterministicTFRecords(str(self._split_dir)))
         return (keyed
                 | "OrderKeyAndLength" >> beam.Map(lambda encoded: (encoded[1], encoded[0]))
                 | "AllLengths" >> beam.combiners.ToList()
                 | "PaddingReport" >> beam.Map(padding_report, self._upper_bounds)
                 | "ToJson" >> beam.Map(json.dumps)
                 | "WriteReport" >> beam.io.WriteToText(str(self._report_path), num_shards=1, shard_name_template=""))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A reproducible transform graph
+#
+# tf.Transform's SavedModel differs from run to run in three ways that do not change what it computes; they are
+# rewritten after the pipeline so that the same data and config give the same bytes (and fingerprint):
+#  1. Traced functions are named after a process-wide counter (`__inference_signature_wrapper_1292`), whose
+#     value depends on everything the process traced before (a resumed run skips ingest and validate) and on
+#     how Beam scheduled the work. They are renumbered 0, 1, 2 ... in counter order, i.e. in the order the
+#     transform traced them, which is fixed. A digit-only `_user_specified_name` (a captured input) comes from
+#     the same counter and is renumbered with them.
+#  2. A vocabulary table's `shared_name` holds the path of the temporary folder tf.Transform computed the
+#     vocabulary in. The path is replaced with a digest of the graph's assets, not a constant: TF2's loader
+#     makes shared names unique per load, but a graph imported TF1-style (into one session with another
+#     transform graph) shares tables by name, so graphs with different vocabularies keep different names.
+#  3. fingerprint.pb holds a random uuid. It is recomputed from the rewritten saved_model.pb, with a uuid
+#     derived from its hashes.
+
+_COUNTER_SUFFIX = re.compile(r"^(.*)_(\d+)$")
+_USER_SPECIFIED_NAME = "_user_specified_name"
+
+
+def _walk_strings(message, on_string: Callable[[str], str], on_attr: Callable[[str, Any], None]) -> None:
+    """Replaces every string field below `message` (map keys included) with on_string(value), and calls
+    on_attr(key, AttrValue) for every entry of a map of AttrValues (node and argument attributes)."""
+    for field, value in message.ListFields():
+        if field.type == field.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
+            key_field, value_field = field.message_type.fields_by_name["key"], field.message_type.fields_by_name["value"]
+            string_keys = key_field.type == key_field.TYPE_STRING
+            entries = []
+            for key in list(value):
+                if value_field.type == value_field.TYPE_MESSAGE:
+                    item = type(value[key])()
+                    item.CopyFrom(value[key])
+                    if value_field.message_type.full_name == "tensorflow.AttrValue":
+                        on_attr(key, item)
+                    _walk_strings(item, on_string, on_attr)
+                else:
+                    item = value[key]
+                    item = on_string(item) if value_field.type == value_field.TYPE_STRING else item
+                entries.append((on_string(key) if string_keys else key, item))
+            value.clear()  # rebuilt whole: a new key may equal an old key not yet renamed
+            for key, item in entries:
+                if value_field.type == value_field.TYPE_MESSAGE:
+                    value[key].CopyFrom(item)
+                else:
+                    value[key] = item
+        elif field.type == field.TYPE_MESSAGE:
+            for item in (value if field.is_repeated else [value]):
+                _walk_strings(item, on_string, on_attr)
+        elif field.type == field.TYPE_STRING:
+            if field.is_repeated:
+                value[:] = [on_string(item) for item in value]
+            else:
+                setattr(message, field.name, on_string(value))
+
+
+def make_saved_model_reproducible(saved_model_dir: Path, temporary_paths: Sequence[str]) -> None:
+    """Rewrites tf.Transform's SavedModel in place so that its bytes depend only on what it computes (see
+    above). `temporary_paths`: the folder (as given to tf.Transform) whose path appears in table names."""
+    from tensorflow.core.protobuf import fingerprint_pb2, saved_model_pb2
+    from tensorflow.python.saved_model import fingerprinting_utils
+
+    from pipeline.artifacts import fingerprint
+
+    saved_model_dir = Path(saved_model_dir)
+    model_path = saved_model_dir / "saved_model.pb"
+    model = saved_model_pb2.SavedModel.FromString(model_path.read_bytes())
+
+    counters: dict[int, int] = {}  # counter value -> new number
+    functions = [f.signature.name for graph in model.meta_graphs for f in graph.graph_def.library.function]
+    for name in functions:
+        match = _COUNTER_SUFFIX.match(name)
+        if match:
+            counters[int(match.group(2))] = 0
+
+    def collect_attr(key: str, attr) -> None:
+        if key == _USER_SPECIFIED_NAME and attr.s.isdigit():
+            counters[int(attr.s)] = 0
+
+    _walk_strings(model, lambda text: text, collect_attr)
+    counters = {value: number for number, value in enumerate(sorted(counters))}
+    renamed = {}
+    for name in functions:
+        match = _COUNTER_SUFFIX.match(name)
+        if match:
+            renamed[name] = f"{match.group(1)}_{counters[int(match.group(2))]}"
+    assets_dir = saved_model_dir / "assets"
+    assets_name = f"transform-assets-{fingerprint(assets_dir)[:16] if assets_dir.exists() else 'none'}".encode()
+    paths = sorted({path.encode() for path in temporary_paths}, key=len, reverse=True)
+
+    def rewrite_attr(key: str, attr) -> None:
+        if key == _USER_SPECIFIED_NAME and attr.s.isdigit():
+            attr.s = str(counters[int(attr.s)]).encode()
+        elif key == "shared_name":
+            for path in paths:
+                attr.s = attr.s.replace(path, assets_name)
+
+    _walk_strings(model, lambda text: renamed.get(text, text), rewrite_attr)
+    for graph in model.meta_graphs:  # the library lists functions in tracing order, which varies
+        library = graph.graph_def.library
+        ordered = sorted(library.function, key=lambda function: function.signature.name)
+        del library.function[:]
+        library.function.extend(ordered)
+        ordered = sorted(library.gradient, key=lambda gradient: (gradient.function_name, gradient.gradient_func))
+        del library.gradient[:]
+        library.gradient.extend(ordered)
+    temporary = model_path.with_name(f".{model_path.name}.tmp")
+    temporary.write_bytes(model.SerializeToString(deterministic=True))
+    os.replace(temporary, model_path)
+
+    fingerprint_path = saved_model_dir / "fingerprint.pb"
+    if fingerprint_path.exists():
+        # The same function TensorFlow's saver uses; its random uuid is replaced with one from the hashes.
+        fingerprint_def = fingerprint_pb2.FingerprintDef.FromString(
+            fingerprinting_utils.fingerprinting_pywrap.CreateFingerprintDef(str(saved_model_dir)))
+        fingerprint_def.uuid = ""
+        digest = hashlib.sha256(fingerprint_def.SerializeToString(deterministic=True)).digest()
+        fingerprint_def.uuid = str(int.from_bytes(digest[:16], "big"))
+        temporary = fingerprint_path.with_name(f".{fingerprint_path.name}.tmp")
+        temporary.write_bytes(fingerprint_def.SerializeToString(deterministic=True))
+        os.replace(temporary, fingerprint_path)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -272,18 +399,21 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
                     ((raw[split], sources[split].TensorAdapterConfig()), transform_fn)
                     | f"Transform{split}" >> tft_beam.TransformDataset())
             _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(graph_dir))
-            coder = tft.coders.ExampleProtoCoder(transformed_metadata.schema)
+            coder = tft.coders.ExampleProtoCoder(transformed_metadata.schema, serialized=False)
             for split in SPLITS:
                 _ = transformed[split] | f"Write{split}" >> _WriteBucketed(
                     examples_dir / split, report_paths[split], coder, upper_bounds)
 
+    make_saved_model_reproducible(graph_dir / tft.TFTransformOutput.TRANSFORM_FN_DIR,
+                                  [str(scratch_dir), str(scratch_dir.resolve())])
     # WriteTransformFn leaves out the raw metadata that TFTransformOutput.raw_metadata reads.
     metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema),
                                str(graph_dir / tft.TFTransformOutput.RAW_METADATA_DIR))
     reports = {split: json.loads(report_paths[split].read_text(encoding="utf-8")) for split in SPLITS}
     if reports["train"]["examples"] == 0:
         raise ComponentError("the train split has no examples; nothing to build a vocabulary from")
-    _remove_empty_buckets(examples_dir, reports, upper_bounds)
+    for split in SPLITS:  # a split without examples has no bucket folders, but its folder exists
+        (examples_dir / split).mkdir(exist_ok=True)
     shutil.rmtree(scratch_dir)
 
     vocab_size = tft.TFTransformOutput(str(graph_dir)).vocabulary_size_by_name(VOCAB_FILENAME)
@@ -321,11 +451,3 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
         }),
     }
 
-
-def _remove_empty_buckets(examples_dir: Path, reports: dict[str, Any], upper_bounds: Sequence[int]) -> None:
-    """Beam writes an empty file for an empty partition; a bucket without examples should not exist."""
-    for split, report in reports.items():
-        for upper in upper_bounds:
-            name = bucket_dir_name(upper)
-            if name not in report["buckets"]:
-                shutil.rmtree(examples_dir / split / name, ignore_errors=True)
