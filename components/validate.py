@@ -295,8 +295,9 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: ValidateConfig, r
     summary = _compute(examples_dir, files, rules, output_dir / ".validate-summary.json", runtime)
     statistics = _statistics(summary, label_domain)
     anomalies = _anomalies(summary, statistics, rules, files, examples_dir)
-    write_json_atomic(statistics_dir / "statistics.json",
-                      {"examples": str(examples_dir), "schema": str(schema_path), "splits": statistics})
+    # No absolute paths in the artifact: the same data must give the same bytes wherever it is stored
+    # (the metadata store's lineage records where the inputs were).
+    write_json_atomic(statistics_dir / "statistics.json", {"splits": statistics})
     write_json_atomic(anomalies_dir / "anomalies.json", anomalies)
 
     if anomalies:

@@ -33,7 +33,8 @@ class Step:
 STEPS: tuple[Step, ...] = (
     Step("ingest", "components.ingest",
          outputs=("examples",),
-         config_section="ingest"),
+         config_section="ingest",
+         code=("components.tfrecord_io",)),
     Step("validate", "components.validate",
          inputs={"examples": "ingest.examples"},
          outputs=("schema", "statistics", "anomalies"),
@@ -42,7 +43,7 @@ STEPS: tuple[Step, ...] = (
          inputs={"examples": "ingest.examples", "schema": "validate.schema"},
          outputs=("transform_graph", "transformed_examples"),
          config_section="transform",
-         code=("components.text",)),
+         code=("components.text", "components.tfrecord_io")),
     Step("tuner", "components.tuner",
          inputs={"transformed_examples": "transform.transformed_examples",
                  "transform_graph": "transform.transform_graph"},
