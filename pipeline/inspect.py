@@ -74,9 +74,15 @@ def show_run(root: Path, run_id: str | None) -> str:
             for execution, inputs in store.lineage(model_artifact.id):
                 lines.append(f"  {execution['step']} (execution {execution['id']}, run {execution['run_id']}, "
                              f"code {execution['code_version']})")
+                if execution["step"] == "ingest":  # its input is the source data itself
+                    producing_run = store.run(execution["run_id"])
+                    lines.append(f"      <- data: {json.loads(execution['config_json']).get('data')}  "
+                                 f"fingerprint {producing_run['data_fingerprint']}")
                 for name, artifact in inputs.items():
                     lines.append(f"      <- {name}: {artifact.uri}  fingerprint {artifact.fingerprint[:12]}  "
                                  f"{_short(artifact.properties)}")
+                    if name == "best_hyperparameters":
+                        lines.append(f"         hyperparameters: {json.dumps(artifact.properties.get('values'))}")
             for execution, pushed, model in store.pushed_models():
                 if model is not None and model.id == model_artifact.id:
                     lines.append(f"  pushed as version {pushed.properties.get('version')}: "

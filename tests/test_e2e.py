@@ -154,6 +154,8 @@ def test_runs_and_show_list_the_history(first_run):
     shown = agnews("show", first_id, "--pipeline-root", str(root)).stdout
     assert "lineage of model" in shown and "pushed as version 1" in shown
     assert "examples" in shown and "best_hyperparameters" in shown and "transform_graph" in shown
+    assert '"vocab_size": 5000' in shown and "hyperparameters: {" in shown  # vocabulary and hyperparameters
+    assert f"<- data: csv:{SAMPLE_DIR}  fingerprint " in shown  # the source data it was trained on
 
 
 def test_retrain_is_locked_skips_unchanged_data_and_predict_works(first_run, tmp_path):
