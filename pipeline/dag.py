@@ -25,6 +25,8 @@ class Step:
     code: tuple[str, ...] = ()
     # The runner keeps an interrupted execution's temporary folder so the component can resume from it.
     resumable: bool = False
+    # The result depends on the pipeline's random seed, which is then part of the step's cache key.
+    seeded: bool = False
 
     def module(self) -> ModuleType:
         return importlib.import_module(self.component)
@@ -50,14 +52,16 @@ STEPS: tuple[Step, ...] = (
          outputs=("best_hyperparameters",),
          config_section="tuner",
          code=("components.models", "components.dataset"),
-         resumable=True),
+         resumable=True,
+         seeded=True),
     Step("trainer", "components.trainer",
          inputs={"transformed_examples": "transform.transformed_examples",
                  "transform_graph": "transform.transform_graph",
                  "best_hyperparameters": "tuner.best_hyperparameters"},
          outputs=("model", "model_run"),
          config_section="trainer",
-         code=("components.models", "components.dataset", "components.export")),
+         code=("components.models", "components.dataset", "components.export"),
+         seeded=True),
     Step("evaluator", "components.evaluator",
          inputs={"model": "trainer.model",
                  "examples": "ingest.examples",

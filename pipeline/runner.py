@@ -188,6 +188,7 @@ class Runner:
             "config": json.loads(json.dumps(dataclasses.asdict(step_cfg), default=str)),
             "inputs": {name: self.store.artifact(i).fingerprint for name, i in sorted(input_ids.items())},
             "external": external,
+            "seed": self.runtime.seed if step.seeded else None,
         }
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 

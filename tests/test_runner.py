@@ -58,6 +58,17 @@ def test_second_run_reuses_every_step_and_config_change_reruns_only_downstream(t
     assert (third.artifact("double", "doubled").uri / "values.txt").read_text().split() == ["6", "12", "18"]
 
 
+def test_seed_change_reruns_only_seeded_steps(tmp_path, data):
+    root = tmp_path / "root"
+    run_toy(root, data)
+    config = load_config(flags={"pipeline.root": str(root), "ingest.data": f"csv:{data}", "pipeline.seed": 7})
+    runner = Runner(config, log=lambda m: None, steps=toy_components.STEPS)
+    try:
+        assert states(runner.run()) == ["cached", "ran"]
+    finally:
+        runner.close()
+
+
 def test_new_data_invalidates_the_source_and_everything_downstream(tmp_path, data):
     root = tmp_path / "root"
     run_toy(root, data)

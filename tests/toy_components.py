@@ -14,7 +14,7 @@ from pipeline.dag import Step
 STEPS = (
     Step("source", "toy_components", outputs=("numbers",), config_section="ingest"),
     Step("double", "toy_components_double", inputs={"numbers": "source.numbers"}, outputs=("doubled",),
-         config_section="trainer"),
+         config_section="trainer", seeded=True),
 )
 
 
