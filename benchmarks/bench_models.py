@@ -111,23 +111,6 @@ def pipeline_variant(args, architecture: str, tuned: bool, seed: int) -> dict:
     return row
 
 
-class _EpochTimer(keras.callbacks.Callback):
-    """Seconds from an epoch's start to its last training batch."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds: list[float] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = self._last = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._last = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(self._last - self._start)
-
-
 def throughput(examples_dir: Path, model_input: dict, rounds: int, seed: int) -> dict:
     values = {**default_hyperparameters("bilstm"), "batch_size": THROUGHPUT_BATCH_SIZE}
     max_length = int(model_input["max_length"])
@@ -144,7 +127,7 @@ def throughput(examples_dir: Path, model_input: dict, rounds: int, seed: int) ->
         padding[name] = padding_ratio(batches.dataset)  # one pass also fills the tf.data cache before timing
         keras.utils.set_random_seed(seed)
         models[name] = build_model("bilstm", fixed_hyperparameters(values), model_input)
-        timers[name] = _EpochTimer()
+        timers[name] = notebook_baseline.EpochSeconds()
     for round_index in range(rounds):
         for name, batches in pipelines.items():
             models[name].fit(batches.dataset, epochs=1, verbose=0, callbacks=[timers[name]])

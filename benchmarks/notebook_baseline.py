@@ -97,7 +97,7 @@ def build_notebook_model(adapt_texts: list[str]) -> tuple[keras.Model, int]:
     return model, vocabulary_size
 
 
-class _EpochSeconds(keras.callbacks.Callback):
+class EpochSeconds(keras.callbacks.Callback):
     """Training seconds of each epoch, first to last training batch (validation excluded)."""
 
     def __init__(self):
@@ -124,7 +124,7 @@ def train_and_evaluate(splits: dict[str, Rows], text: str, *, epochs: int = 8, p
     keras.utils.set_random_seed(seed)
     train, evaluation, test = splits["train"], splits["eval"], splits["test"]
     model, vocabulary_size = build_notebook_model(train.texts(text)[:ADAPT_TEXTS])
-    timer = _EpochSeconds()
+    timer = EpochSeconds()
     early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
     history = model.fit(_dataset(train.texts(text), train.labels, shuffle=True, seed=seed),
                         validation_data=_dataset(evaluation.texts(text), evaluation.labels, shuffle=False, seed=seed),
