@@ -231,12 +231,13 @@ def kill_when_running(args: list[str], step: str, after_seconds: float) -> None:
 
 
 def output_fingerprints(root: Path, step: str) -> dict[str, str]:
-    """Fingerprints of the outputs of the newest execution of `step` that actually ran."""
+    """Fingerprints of the outputs of the first execution of `step` that actually ran under `root` (later
+    runs under the shared e2e root change the configuration)."""
     from pipeline.metadata import MetadataStore
     store = MetadataStore(root / "metadata.sqlite")
     try:
-        execution = [e for run in store.runs() for e in store.executions(run["id"])
-                     if e["step"] == step and e["state"] == "complete"][0]
+        execution = min((e for run in store.runs() for e in store.executions(run["id"])
+                         if e["step"] == step and e["state"] == "complete"), key=lambda e: e["id"])
         return {name: a.fingerprint for name, a in store.artifacts_of(execution["id"], "output").items()}
     finally:
         store.close()
