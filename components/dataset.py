@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from pipeline.artifacts import ComponentError, read_json
+from pipeline.artifacts import ComponentError
 
 SPLITS = ("train", "eval", "test")
-MODEL_INPUT_FILE = "model_input.json"  # written by the transform next to its graph
 _BUCKET_DIR = re.compile(r"^bucket_(\d+)$")
 _FEATURES = {
     "token_ids": tf.io.VarLenFeature(tf.int64),
@@ -37,18 +36,6 @@ class Batches:
     num_examples: int
     num_batches: int
     examples_per_bucket: dict[int, int]  # bucket upper bound -> examples used from it
-
-
-def read_model_input(transform_graph_dir: Path) -> dict:
-    """The transform's model sizing facts; embedding_input_dim and num_classes are required."""
-    path = Path(transform_graph_dir) / MODEL_INPUT_FILE
-    if not path.is_file():
-        raise ComponentError(f"{path} is missing: transform_graph was not written by the transform component")
-    model_input = read_json(path)
-    for key in ("embedding_input_dim", "num_classes"):
-        if not isinstance(model_input.get(key), int) or model_input[key] < 1:
-            raise ComponentError(f"{path}: {key} must be a positive integer, got {model_input.get(key)!r}")
-    return model_input
 
 
 def bucket_files(examples_dir: Path, split: str) -> dict[int, list[str]]:

@@ -20,7 +20,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from components.dataset import MODEL_INPUT_FILE, bucketed_batches, padding_ratio, read_model_input
+from components.dataset import bucketed_batches, padding_ratio
+from components.model_input import MODEL_INPUT_FILE, read_model_input
 from components.models import build_model, check_hyperparameters, fixed_hyperparameters, search_space
 from pipeline.artifacts import Artifact, ComponentError, Runtime, read_json, write_json_atomic
 from pipeline.config import ARCHITECTURES, TrainerConfig

@@ -37,6 +37,7 @@ from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
 from tfx_bsl.public import tfxio
 
 from components import text
+from components.model_input import MODEL_INPUT_FILE
 from components.tfrecord_io import WriteDeterministicTFRecords
 from pipeline.artifacts import Artifact, ComponentError, Runtime, write_json_atomic
 from pipeline.beam_options import pipeline_options
@@ -56,7 +57,6 @@ LENGTH_KEY = "length"
 PADDING_ID = 0
 VOCAB_FILENAME = "vocab_tokens"
 
-MODEL_INPUT_FILE = "model_input.json"
 BUCKETS_FILE = "buckets.json"
 PADDING_BATCH_SIZE = 64
 PADDING_ORDER = (
@@ -77,14 +77,6 @@ def bucket_dir_name(upper_bound: int) -> str:
 def bucket_index(length: int, upper_bounds: Sequence[int]) -> int:
     """Index of the bucket holding `length`: the first bucket whose inclusive upper bound is >= length."""
     return min(bisect.bisect_left(upper_bounds, length), len(upper_bounds) - 1)
-
-
-def read_model_input(transform_graph_uri: Path) -> dict[str, Any]:
-    """The model sizing facts written next to the transform graph (embedding_input_dim, vocab_size, ...)."""
-    path = Path(transform_graph_uri) / MODEL_INPUT_FILE
-    if not path.is_file():
-        raise ComponentError(f"{path} is missing: transform_graph was not written by the transform component")
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def make_preprocessing_fn(config: TransformConfig) -> Callable[[dict[str, Any]], dict[str, Any]]:

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from components import dataset, models
+from components.model_input import read_model_input
 from pipeline.artifacts import Artifact
 
 UPPER_BOUNDS = (8, 16, 32, 64)
@@ -272,4 +273,4 @@ def test_missing_split_and_model_input_are_clear_errors(tmp_path):
     with pytest.raises(ComponentError, match="no 'test' split"):
         dataset.bucketed_batches(tmp_path, "test", 8)
     with pytest.raises(ComponentError, match="model_input.json is missing"):
-        dataset.read_model_input(tmp_path)
+        read_model_input(tmp_path)

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from components import text, transform
+from components.model_input import read_model_input
 from pipeline.artifacts import Artifact, ComponentError, Runtime
 from pipeline.config import PROJECT_ROOT, TransformConfig
 
@@ -227,7 +228,7 @@ def test_outputs_are_loadable_and_describe_the_model_input(transformed):
         "label": tf.io.FixedLenFeature([], tf.int64)}
     assert set(output.raw_feature_spec()) == {"title", "description", "label"}
     vocab_size = len(_vocabulary(graph_dir))
-    model_input = transform.read_model_input(graph_dir)
+    model_input = read_model_input(graph_dir)
     assert model_input["vocab_size"] == vocab_size == output.vocabulary_size_by_name(transform.VOCAB_FILENAME)
     assert model_input["embedding_input_dim"] == vocab_size + CONFIG.num_oov_buckets + 1
     assert model_input["bucket_upper_bounds"] == [8, 16, 24, 32, 48, 64]

@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from components import dataset, models, trainer, tuner
+from components.model_input import read_model_input
 from pipeline.artifacts import Artifact, ComponentError, Runtime
 from pipeline.config import TrainerConfig, TunerConfig
 from test_models import write_transformed_examples
@@ -179,7 +180,7 @@ def test_trainer_trains_exports_and_saves_a_reloadable_model(transformed_sample,
 
     hyperparameters = json.loads((model_dir / "hyperparameters.json").read_text())
     assert hyperparameters["architecture"] == "lstm" and hyperparameters["values"]["units"] == 16
-    assert json.loads((model_dir / "model_input.json").read_text()) == dataset.read_model_input(
+    assert json.loads((model_dir / "model_input.json").read_text()) == read_model_input(
         transformed_sample["transform_graph"].uri)
     assert (model_dir / "serving_model" / "saved_model.pb").is_file()
 
