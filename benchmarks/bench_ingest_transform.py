@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
+
+import run_info  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -55,6 +56,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ingest_transform.json")
     args = parser.parse_args()
+    machine = run_info.machine()  # the load before this benchmark adds its own
     results = []
     for data in args.data:
         for mode in args.modes:
@@ -65,7 +67,7 @@ def main() -> None:
                 shutil.rmtree(work, ignore_errors=True)
             results.append(result)
             print(json.dumps(result), flush=True)
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
     lines = [f"Machine: {machine}", "",
              "| data | mode | rows | ingest s | ingest rows/s | transform s | transform rows/s |",
              "| --- | --- | --- | --- | --- | --- | --- |"]

@@ -28,20 +28,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+import run_info  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402  (Keras 3: the models are Keras 3 models)
 
 import notebook_baseline  # noqa: E402  (benchmarks/ is on sys.path when this script runs)
-from components.dataset import bucketed_batches, padding_ratio, read_model_input, unbucketed_batches  # noqa: E402
+from components.dataset import bucketed_batches, padding_ratio, unbucketed_batches  # noqa: E402
+from components.model_input import read_model_input  # noqa: E402
 from components.models import build_model, default_hyperparameters, fixed_hyperparameters  # noqa: E402
 from pipeline.config import ARCHITECTURES, build_config  # noqa: E402
 from pipeline.runner import Runner, root_lock, summarize  # noqa: E402
@@ -257,6 +257,7 @@ def main() -> None:
     parser.add_argument("--render", action="store_true",
                         help="only rewrite the Markdown table from the existing --out JSON (no training)")
     args = parser.parse_args()
+    machine = run_info.machine("TensorFlow CPU")  # the load before this benchmark adds its own
     if args.render:
         args.out.with_suffix(".md").write_text(markdown(json.loads(args.out.read_text(encoding="utf-8"))),
                                                encoding="utf-8")
@@ -299,10 +300,8 @@ def main() -> None:
 
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "command": "CUDA_VISIBLE_DEVICES=" + os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)") + " python "
-                   + " ".join(shlex.quote(a) for a in sys.argv),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other jobs), "
-                   f"Python {platform.python_version()}, TensorFlow CPU",
+        "command": run_info.command_line(),
+        "machine": machine,
         "data": {"source": str(args.data.resolve()),
                  "csv_rows": {"train": examples["train_rows"] + examples["eval_rows"],
                               "test": examples["test_rows"]},

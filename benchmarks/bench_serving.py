@@ -21,11 +21,11 @@ import argparse
 import csv
 import json
 import os
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
+
+import run_info  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "serving.json")
     args = parser.parse_args()
+    machine = run_info.machine(f"TensorFlow {tf.__version__} CPU")  # the load before this benchmark adds its own
     started = time.perf_counter()
     model_dir, model_name = (args.model_dir, "given by --model-dir") if args.model_dir else (
         model_from_results(args.models_results))
@@ -115,10 +116,8 @@ def main() -> None:
     imported_by_serving = sorted(watched_modules() - modules_before)
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "command": "CUDA_VISIBLE_DEVICES=" + os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)") + " python "
-                   + " ".join(shlex.quote(a) for a in sys.argv),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other jobs), "
-                   f"Python {platform.python_version()}, TensorFlow {tf.__version__} CPU",
+        "command": run_info.command_line(),
+        "machine": machine,
         "model": model_name, "model_dir": str(Path(model_dir).resolve()), "signature": SIGNATURE,
         "data": f"{Path(args.data).resolve() / 'test.csv'}: {len(texts)} rows, text = title + ' ' + description",
         "load_seconds": load_seconds,

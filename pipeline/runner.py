@@ -179,12 +179,12 @@ class Runner:
                 inputs[name], ids[name] = baseline.as_artifact(), baseline.id
         return inputs, ids
 
-    def _cache_key(self, step: dag.Step, step_cfg: Any, input_ids: dict[str, int]) -> str:
+    def _cache_key(self, step: dag.Step, step_cfg: Any, input_ids: dict[str, int], code: str) -> str:
         module = step.module()
         external = module.external_fingerprint(step_cfg) if hasattr(module, "external_fingerprint") else None
         key = {
             "step": step.name,
-            "code_version": code_version(step),
+            "code_version": code,
             "config": json.loads(json.dumps(dataclasses.asdict(step_cfg), default=str)),
             "inputs": {name: self.store.artifact(i).fingerprint for name, i in sorted(input_ids.items())},
             "external": external,
@@ -209,11 +209,12 @@ class Runner:
         step_cfg = step_config(self.config, step)
         inputs, input_ids = self._resolve_inputs(step, produced, artifact_ids)
         try:
-            cache_key = self._cache_key(step, step_cfg, input_ids)
+            code = code_version(step)
+            cache_key = self._cache_key(step, step_cfg, input_ids, code)
         except ComponentError as error:
             self.log(f"{prefix} FAILED: {error}")
             raise PipelineFailed(f"{step.name}: {error}") from None
-        execution_id = self.store.start_execution(run_id, step.name, cache_key, code_version(step),
+        execution_id = self.store.start_execution(run_id, step.name, cache_key, code,
                                                   dataclasses.asdict(step_cfg))
         started = time.monotonic()
         reusable = self._reusable(step, cache_key) if use_cache else None
