@@ -15,7 +15,7 @@ scratch each time), and the table gives the mean, the spread and every seed's nu
 the seed moves test accuracy by about a point, as much as some of the differences being compared.
 
 Throughput. The default bilstm (batch size 64) is trained on the transformed train split with three input
-pipelines, one fresh model each (same seed): components.dataset.bucketed_batches, and unbucketed_batches with
+pipelines, one fresh model each (same seed): library.dataset.bucketed_batches, and unbucketed_batches with
 pad_to="batch" and pad_to="max_length". Epochs alternate between the three (round-robin), so load from other
 processes on the machine hits all three alike; each pipeline's tf.data cache is filled before timing. Reported:
 median examples/s over the rounds (the first round includes graph tracing) and the ratio to bucketed.
@@ -40,9 +40,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402  (Keras 3: the models are Keras 3 models)
 
 import notebook_baseline  # noqa: E402  (benchmarks/ is on sys.path when this script runs)
-from components.dataset import bucketed_batches, padding_ratio, unbucketed_batches  # noqa: E402
-from components.model_input import read_model_input  # noqa: E402
-from components.models import build_model, default_hyperparameters, fixed_hyperparameters  # noqa: E402
+from library.dataset import bucketed_batches, padding_ratio, unbucketed_batches  # noqa: E402
+from library.model_input import read_model_input  # noqa: E402
+from library.models import build_model, default_hyperparameters, fixed_hyperparameters  # noqa: E402
 from pipeline.config import ARCHITECTURES, build_config  # noqa: E402
 from pipeline.runner import Runner, root_lock, summarize  # noqa: E402
 

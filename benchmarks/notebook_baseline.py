@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from components import ingest  # noqa: E402
+from library import ag_news_csv  # noqa: E402
 
 ADAPT_TEXTS = 2_000
 BATCH_SIZE = 16
@@ -60,8 +61,8 @@ def load_splits(csv_dir: Path, eval_fraction: float = 0.05) -> tuple[dict[str, R
         with open(Path(csv_dir) / ingest.CSV_FILE_NAMES[source_split], "rb") as handle:
             for number, raw in enumerate(handle):
                 try:
-                    row = ingest.parse_csv_row(source_split, raw, first_line=number == 0)
-                except ingest.BadRow:
+                    row = ag_news_csv.parse_csv_row(source_split, raw, first_line=number == 0)
+                except ag_news_csv.BadRow:
                     bad_rows += 1
                     continue
                 titles, joined, labels = columns[ingest.split_of(row, eval_fraction)]

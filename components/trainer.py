@@ -5,7 +5,7 @@ val_loss (keeping the best epoch's weights), under the tf.distribute strategy th
 
 Outputs, under output_dir:
   model/      keras/model.keras (Keras 3), hyperparameters.json (the best_hyperparameters.json trained),
-              model_input.json (copy of the transform's), serving_model/ (SavedModel from components.export)
+              model_input.json (copy of the transform's), serving_model/ (SavedModel from library.export)
   model_run/  history.json (per-epoch metrics and examples/s, padding ratio of the input pipeline),
               logs/ (TensorBoard)
 """
@@ -20,9 +20,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from components.dataset import bucketed_batches, padding_ratio
-from components.model_input import MODEL_INPUT_FILE, read_model_input
-from components.models import build_model, check_hyperparameters, fixed_hyperparameters, search_space
+from library.dataset import bucketed_batches, padding_ratio
+from library.model_input import MODEL_INPUT_FILE, read_model_input
+from library.models import build_model, check_hyperparameters, fixed_hyperparameters, search_space
 from pipeline.artifacts import Artifact, ComponentError, Runtime, read_json, write_json_atomic
 from pipeline.config import ARCHITECTURES, TrainerConfig
 
@@ -150,7 +150,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
     model.save(model_dir / "keras" / "model.keras")
     write_json_atomic(model_dir / "hyperparameters.json", {**chosen, "values": values})
     shutil.copyfile(transform_graph_dir / MODEL_INPUT_FILE, model_dir / MODEL_INPUT_FILE)
-    from components import export  # imported here: it loads TensorFlow Transform, which only export needs
+    from library import export  # imported here: it loads TensorFlow Transform, which only export needs
     export.export_serving_model(model, transform_graph_dir, model_dir / "serving_model")
 
     parameters = int(model.count_params())

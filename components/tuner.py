@@ -22,9 +22,9 @@ from typing import Any
 import keras
 import keras_tuner
 
-from components.dataset import bucket_files, bucketed_batches
-from components.model_input import read_model_input
-from components.models import (build_model, check_hyperparameters, default_hyperparameters, fixed_hyperparameters,
+from library.dataset import bucket_files, bucketed_batches
+from library.model_input import read_model_input
+from library.models import (build_model, check_hyperparameters, default_hyperparameters, fixed_hyperparameters,
                                hyperparameter_names, parse_fixed_hyperparameters, search_space)
 from pipeline.artifacts import Artifact, ComponentError, Runtime, write_json_atomic
 from pipeline.config import TunerConfig

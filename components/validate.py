@@ -26,7 +26,7 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from pipeline.artifacts import Artifact, ComponentError, Runtime, write_json_atomic
-from pipeline.beam_options import pipeline_options
+from library.beam_options import pipeline_options
 from pipeline.config import ValidateConfig
 
 SPLITS = ("train", "eval", "test")

@@ -137,7 +137,7 @@ def _cmd_run(args, config) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from components import predict
+    from library import predict
     source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8", newline="")
     sink = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
     try:

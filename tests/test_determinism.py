@@ -10,10 +10,11 @@ import apache_beam as beam
 import pytest
 import tensorflow as tf
 
-from components import ingest, tfrecord_io, transform
+from components import ingest, transform
+from library import ag_news_csv, tfrecord_io
 from pipeline import config as config_module
 from pipeline.artifacts import Runtime, fingerprint
-from pipeline.beam_options import pipeline_options
+from library.beam_options import pipeline_options
 
 IN_MEMORY = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 MULTI_PROCESSING = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
@@ -75,7 +76,7 @@ def test_writer_rejects_a_nonpositive_shard_size():
 def test_serialized_example_bytes_do_not_depend_on_the_process():
     # protobuf orders tf.train.Example's feature map differently in every process unless asked not to; this
     # pins ingest's serialization to the canonical (sorted-key) form.
-    row = ingest.GoodRow("train", 2, "a title", "a description")
+    row = ag_news_csv.GoodRow("train", 2, "a title", "a description")
     serialized = ingest.to_tf_example(row)
     assert serialized == tf.train.Example.FromString(serialized).SerializeToString(deterministic=True)
     assert serialized.index(b"description") < serialized.index(b"label") < serialized.index(b"title")

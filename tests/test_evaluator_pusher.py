@@ -1,6 +1,6 @@
 """Evaluator (TFMA metrics, length-bucket slices, blessing against thresholds and a baseline) and pusher
 (versioned, atomic, never overwriting) on real artifacts: the session's ingest and transform runs
-(conftest) and tiny Keras 3 models exported with components.export."""
+(conftest) and tiny Keras 3 models exported with library.export."""
 from __future__ import annotations
 
 import glob
@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import evaluator, export, predict, pusher
+from components import evaluator, pusher
+from library import evaluation_report, export, predict
 from pipeline.artifacts import Artifact, Runtime
 from pipeline.config import EvaluatorConfig, PusherConfig
 
@@ -207,11 +208,11 @@ def test_training_series_reads_trainer_and_keras_history_forms():
     trainer_form = {"epochs": [{"epoch": 1, "loss": 1.2, "val_accuracy": 0.5, "examples_per_second": 900.0},
                                {"epoch": 2, "loss": 0.8, "val_accuracy": 0.6, "examples_per_second": 950.0}],
                     "best_epoch": 2, "val_loss": 0.7}
-    assert evaluator.training_series(trainer_form) == {"loss": [(1, 1.2), (2, 0.8)],
+    assert evaluation_report.training_series(trainer_form) == {"loss": [(1, 1.2), (2, 0.8)],
                                                        "val_accuracy": [(1, 0.5), (2, 0.6)]}
     keras_form = {"loss": [1.0, 0.5], "accuracy": [0.4, 0.7], "learning_rate": [0.001, 0.001]}
-    assert evaluator.training_series(keras_form) == {"loss": [(1, 1.0), (2, 0.5)], "accuracy": [(1, 0.4), (2, 0.7)]}
-    assert evaluator.training_series({}) == {}
+    assert evaluation_report.training_series(keras_form) == {"loss": [(1, 1.0), (2, 0.5)], "accuracy": [(1, 0.4), (2, 0.7)]}
+    assert evaluation_report.training_series({}) == {}
 
 
 # ----------------------------------------------------------------------------------------------------------

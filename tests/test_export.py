@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import export, predict
+from library import export, predict
 from pipeline.artifacts import ComponentError
 
 VENV_BIN = Path(sys.executable).parent
@@ -237,7 +237,7 @@ def test_cudnn_is_disabled_only_while_tracing():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Batch prediction (components/predict.py) with the exported model
+# Batch prediction (library/predict.py) with the exported model
 
 
 def test_predict_matches_keras_model_and_accepts_model_folders(exported, tmp_path):

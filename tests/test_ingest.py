@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from components import ingest
+from library import ag_news_csv
 from pipeline.artifacts import ComponentError
 from pipeline.config import IngestConfig
 
@@ -181,7 +182,7 @@ def test_every_kind_of_bad_row_is_quarantined_and_every_good_row_arrives(sample_
     counts = json.loads((Path(examples.uri) / "counts.json").read_text())
     assert counts["quarantined_by_reason"] == dict(expected_reasons)
     assert counts["rows_read"] == len(train_lines) + len(test_lines)
-    assert set(expected_reasons) == set(ingest.REASONS)  # this test covers every reason
+    assert set(expected_reasons) == set(ag_news_csv.REASONS)  # this test covers every reason
 
 
 def csv_rows_from_bytes(line: bytes) -> Counter:
@@ -212,12 +213,12 @@ def test_line_numbers_are_right_for_every_chunk_size(tmp_path):
     path.write_bytes(content)
     expected = list(enumerate(content.splitlines(keepends=True), start=1))
     for chunk_bytes in range(1, len(content) + 2):
-        chunks = ingest.plan_chunks(str(path), "train", chunk_bytes)
-        counts = [ingest.count_newlines(chunk) for chunk in chunks]
+        chunks = ag_news_csv.plan_chunks(str(path), "train", chunk_bytes)
+        counts = [ag_news_csv.count_newlines(chunk) for chunk in chunks]
         lines = []
         for chunk in chunks:
             before = sum(n for _, start, n in counts if start < chunk.start)
-            lines += list(ingest.chunk_lines(chunk, before))
+            lines += list(ag_news_csv.chunk_lines(chunk, before))
         assert lines == expected, f"chunk size {chunk_bytes}"
 
 

@@ -1,4 +1,4 @@
-"""Model builders (components/models.py) and the bucketed input pipeline (components/dataset.py).
+"""Model builders (library/models.py) and the bucketed input pipeline (library/dataset.py).
 
 The fixtures write transform-shaped artifacts themselves (gzipped TFRecords per split and length bucket,
 model_input.json), so these tests do not depend on the transform component.
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import dataset, models
-from components.model_input import read_model_input
+from library import dataset, models
+from library.model_input import read_model_input
 from pipeline.artifacts import Artifact
 
 UPPER_BOUNDS = (8, 16, 32, 64)

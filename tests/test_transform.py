@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from components import text, transform
-from components.model_input import read_model_input
+from components import transform
+from library import text
+from library.model_input import read_model_input
 from pipeline.artifacts import Artifact, ComponentError, Runtime
 from pipeline.config import PROJECT_ROOT, TransformConfig
 

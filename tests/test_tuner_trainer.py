@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import dataset, models, trainer, tuner
-from components.model_input import read_model_input
+from components import trainer, tuner
+from library import dataset, models
+from library.model_input import read_model_input
 from pipeline.artifacts import Artifact, ComponentError, Runtime
 from pipeline.config import TrainerConfig, TunerConfig
 from test_models import write_transformed_examples
@@ -147,7 +148,7 @@ def test_tuner_errors_are_clear(tuner_inputs, tmp_path):
 
 
 def test_trainer_trains_exports_and_saves_a_reloadable_model(transformed_sample, tmp_path, monkeypatch):
-    export = pytest.importorskip("components.export", reason="components.export (serving export) not written yet")
+    export = pytest.importorskip("library.export", reason="library.export (serving export) not written yet")
     chosen = tuner.run(transformed_sample, tmp_path / "tuner", TunerConfig(
         architecture="lstm", enabled=False, fixed_hyperparameters=("embedding_dim=16", "units=16")), RUNTIME)
 

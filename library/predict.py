@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from components.export import CLASS_NAMES, SERVING_SIGNATURE
+from library.export import CLASS_NAMES, SERVING_SIGNATURE
 from pipeline.artifacts import ComponentError
 
 BATCH_SIZE = 256

@@ -1,0 +1,145 @@
+"""The evaluator's figures and Markdown report: confusion matrix and training curves (matplotlib, files only),
+and report.md from metrics.json."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from library.export import CLASS_NAMES
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion_matrix(matrix: list[list[int]], path: Path) -> None:
+    plt = _pyplot()
+    counts = np.asarray(matrix)
+    figure, axes = plt.subplots(figsize=(5.5, 4.5))
+    image = axes.imshow(counts, cmap="Blues")
+    axes.set_xticks(range(len(CLASS_NAMES)), CLASS_NAMES, rotation=30, ha="right")
+    axes.set_yticks(range(len(CLASS_NAMES)), CLASS_NAMES)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("actual")
+    axes.set_title("Confusion matrix (test split)")
+    for (row, column), count in np.ndenumerate(counts):
+        axes.text(column, row, str(count), ha="center", va="center",
+                  color="white" if count > counts.max() / 2 else "black")
+    figure.colorbar(image)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def training_series(history: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
+    """{metric: [(epoch, value), ...]} for the loss and accuracy curves of a history.json.
+
+    Reads the trainer's form ({"epochs": [{"epoch": 1, "loss": ..., "val_accuracy": ...}, ...], ...}) and
+    Keras' History.history form ({"loss": [...], "val_accuracy": [...], ...}). Other per-epoch values
+    (throughput, learning rate) are not curves of model quality and are left out.
+    """
+    def is_curve(key: str) -> bool:
+        return "loss" in key or "accuracy" in key
+
+    series: dict[str, list[tuple[int, float]]] = {}
+    epochs = (history or {}).get("epochs")
+    if isinstance(epochs, list) and all(isinstance(e, dict) for e in epochs):
+        for position, epoch in enumerate(epochs, start=1):
+            for key, value in epoch.items():
+                if is_curve(key) and isinstance(value, (int, float)):
+                    series.setdefault(key, []).append((int(epoch.get("epoch", position)), float(value)))
+        return series
+    for key, values in (history or {}).items():
+        if is_curve(key) and isinstance(values, list) and all(isinstance(v, (int, float)) for v in values):
+            series[key] = [(position, float(value)) for position, value in enumerate(values, start=1)]
+    return series
+
+
+def plot_training_curves(history: dict[str, Any], path: Path) -> None:
+    """Loss curves on the left, accuracy curves on the right, the best epoch (if recorded) marked."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    figure, (loss_axes, metric_axes) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, points in sorted(training_series(history).items()):
+        axes = loss_axes if "loss" in key else metric_axes
+        axes.plot([epoch for epoch, _ in points], [value for _, value in points], marker="o", label=key)
+    best_epoch = (history or {}).get("best_epoch")
+    for axes, title in ((loss_axes, "loss"), (metric_axes, "accuracy")):
+        axes.set_title(title)
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if isinstance(best_epoch, int) and axes.lines:
+            axes.axvline(best_epoch, color="gray", linestyle="--", label=f"best epoch ({best_epoch})")
+        if axes.lines:
+            axes.legend()
+        else:
+            axes.text(0.5, 0.5, "no data in history.json", ha="center", va="center", transform=axes.transAxes)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {"accuracy": metrics["accuracy"], "loss": metrics["loss"], "macro_f1": metrics["macro_f1"],
+            "examples": metrics["examples"]}
+
+
+def render_report(metrics: dict[str, Any]) -> str:
+    overall = metrics["overall"]
+    lines = [
+        "# Evaluation report",
+        "",
+        f"**{'BLESSED' if metrics['blessed'] else 'NOT BLESSED'}** — {metrics['reason']}",
+        "",
+        f"Test split: {metrics['examples']} examples.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| accuracy | {overall['accuracy']:.4f} |",
+        f"| loss | {overall['loss']:.4f} |",
+        f"| macro-F1 | {overall['macro_f1']:.4f} |",
+        "",
+        "## Per class",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "|---|---|---|---|---|",
+    ]
+    for name, values in overall["per_class"].items():
+        lines.append(f"| {name} | {values['precision']:.4f} | {values['recall']:.4f} | {values['f1']:.4f} "
+                     f"| {values['support']} |")
+    lines += ["", "## By length bucket (tokens after the transform)", "",
+              "| bucket | examples | accuracy | loss | macro-F1 |", "|---|---|---|---|---|"]
+    for name, values in metrics["length_buckets"].items():
+        lines.append(f"| {name} | {values['examples']} | {values['accuracy']:.4f} | {values['loss']:.4f} "
+                     f"| {values['macro_f1']:.4f} |")
+    counts = metrics["bucket_counts"]
+    if counts["evaluated"] != counts["transformed_test_split"]:
+        lines += ["", f"Warning: bucket sizes here {counts['evaluated']} differ from the transformed test split's "
+                      f"{counts['transformed_test_split']}."]
+    lines += ["", "## Baseline", ""]
+    baseline = metrics["baseline"]
+    if baseline is None:
+        lines.append("No baseline: there is no previously blessed model.")
+    else:
+        lines += ["| | candidate | baseline |", "|---|---|---|",
+                  f"| accuracy | {overall['accuracy']:.4f} | {baseline['accuracy']:.4f} |",
+                  f"| loss | {overall['loss']:.4f} | {baseline['loss']:.4f} |",
+                  f"| macro-F1 | {overall['macro_f1']:.4f} | {baseline['macro_f1']:.4f} |",
+                  "", f"Accuracy change: {baseline['accuracy_change']:+.4f}. "
+                      f"Baseline model: `{baseline['model_uri']}`."]
+    thresholds = metrics["thresholds"]
+    lines += ["", "## Blessing", "",
+              f"Thresholds: accuracy >= {thresholds['min_accuracy']}, and at most {thresholds['max_accuracy_drop']} "
+              "below the baseline's accuracy.", "",
+              f"Decision: {'blessed' if metrics['blessed'] else 'not blessed'} — {metrics['reason']}", "",
+              "## Figures", "", "![confusion matrix](confusion_matrix.png)", "",
+              "![training curves](training_curves.png)", ""]
+    return "\n".join(lines)
