@@ -97,20 +97,22 @@ def search_space(architecture: str, hp: keras_tuner.HyperParameters) -> dict[str
     architecture's default.
     """
     _check_architecture(architecture)
-    d = _DEFAULTS[architecture]
+    defaults = _DEFAULTS[architecture]
     values = {
-        "embedding_dim": hp.Choice("embedding_dim", _with_default(_EMBEDDING_DIMS, d["embedding_dim"]),
-                                   default=d["embedding_dim"]),
-        "units": hp.Choice("units", _with_default(_UNITS, d["units"]), default=d["units"]),
-        "num_layers": hp.Int("num_layers", 1, 2, default=d["num_layers"]),
-        "dropout": hp.Float("dropout", 0.0, 0.5, step=0.1, default=d["dropout"]),
-        "recurrent_dropout": hp.Float("recurrent_dropout", 0.0, 0.3, step=0.1, default=d["recurrent_dropout"]),
-        "learning_rate": hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=d["learning_rate"]),
-        "batch_size": hp.Choice("batch_size", _with_default(_BATCH_SIZES, d["batch_size"]),
-                                default=d["batch_size"]),
+        "embedding_dim": hp.Choice("embedding_dim", _with_default(_EMBEDDING_DIMS, defaults["embedding_dim"]),
+                                   default=defaults["embedding_dim"]),
+        "units": hp.Choice("units", _with_default(_UNITS, defaults["units"]), default=defaults["units"]),
+        "num_layers": hp.Int("num_layers", 1, 2, default=defaults["num_layers"]),
+        "dropout": hp.Float("dropout", 0.0, 0.5, step=0.1, default=defaults["dropout"]),
+        "recurrent_dropout": hp.Float("recurrent_dropout", 0.0, 0.3, step=0.1,
+                                      default=defaults["recurrent_dropout"]),
+        "learning_rate": hp.Float("learning_rate", 1e-4, 1e-2, sampling="log",
+                                  default=defaults["learning_rate"]),
+        "batch_size": hp.Choice("batch_size", _with_default(_BATCH_SIZES, defaults["batch_size"]),
+                                default=defaults["batch_size"]),
     }
-    if "bidirectional" in d:  # bilstm is bidirectional by definition, so it has no such choice
-        values["bidirectional"] = hp.Boolean("bidirectional", default=d["bidirectional"])
+    if "bidirectional" in defaults:  # bilstm is bidirectional by definition, so it has no such choice
+        values["bidirectional"] = hp.Boolean("bidirectional", default=defaults["bidirectional"])
     return values
 
 
@@ -127,23 +129,23 @@ def build_model(architecture: str, hp: keras_tuner.HyperParameters, model_input:
 
     `model_input` is the transform's model_input.json; its embedding_input_dim sizes the embedding.
     """
-    v = search_space(architecture, hp)
+    chosen = search_space(architecture, hp)
     layer_type = keras.layers.SimpleRNN if architecture == "rnn" else keras.layers.LSTM
 
     token_ids = keras.Input(shape=(None,), dtype="int64", name=TOKEN_IDS_INPUT)
     # mask_zero: padded steps are skipped by every recurrent layer, so padding never reaches the decision.
-    x = keras.layers.Embedding(int(model_input["embedding_input_dim"]), v["embedding_dim"], mask_zero=True,
-                               name="embedding")(token_ids)
-    for index in range(v["num_layers"]):
-        last = index == v["num_layers"] - 1
-        layer = layer_type(v["units"], return_sequences=not last, dropout=v["dropout"],
-                           recurrent_dropout=v["recurrent_dropout"], name=f"{architecture}_{index}")
-        if v.get("bidirectional", architecture == "bilstm"):
+    hidden = keras.layers.Embedding(int(model_input["embedding_input_dim"]), chosen["embedding_dim"],
+                                    mask_zero=True, name="embedding")(token_ids)
+    for index in range(chosen["num_layers"]):
+        last = index == chosen["num_layers"] - 1
+        layer = layer_type(chosen["units"], return_sequences=not last, dropout=chosen["dropout"],
+                           recurrent_dropout=chosen["recurrent_dropout"], name=f"{architecture}_{index}")
+        if chosen.get("bidirectional", architecture == "bilstm"):
             layer = keras.layers.Bidirectional(layer, name=f"bidirectional_{index}")
-        x = layer(x)
+        hidden = layer(hidden)
     probabilities = keras.layers.Dense(int(model_input.get("num_classes", NUM_CLASSES)), activation="softmax",
-                                       name="probabilities")(x)
+                                       name="probabilities")(hidden)
     model = keras.Model(token_ids, probabilities, name=f"agnews_{architecture}")
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=v["learning_rate"]),
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=chosen["learning_rate"]),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
