@@ -48,7 +48,12 @@ for name, texts in batches.items():
         "description": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b""])),
     })).SerializeToString() for t in texts]
     by_example = model.signatures["serving_tf_example"](examples=tf.constant(examples, tf.string, shape=[len(texts)]))
+    classified = model.signatures["classify"](inputs=tf.constant(examples, tf.string, shape=[len(texts)]))
     results[name] = {
+        "classes": [[c.decode() for c in row] for row in classified["classes"].numpy()],
+        "classes_shape": list(classified["classes"].shape),
+        "scores": classified["scores"].numpy().tolist(),
+        "scores_dtype": classified["scores"].dtype.name,
         "probabilities": by_text["probabilities"].numpy().tolist(),
         "probabilities_shape": list(by_text["probabilities"].shape),
         "class_id": by_text["class_id"].numpy().tolist(),
@@ -56,10 +61,14 @@ for name, texts in batches.items():
         "example_probabilities": by_example["probabilities"].numpy().tolist(),
         "example_class_id": by_example["class_id"].numpy().tolist(),
     }
+from tensorflow.core.protobuf import saved_model_pb2
+saved_model = saved_model_pb2.SavedModel.FromString(open(sys.argv[1] + "/saved_model.pb", "rb").read())
+method_names = {key: signature.method_name for key, signature in saved_model.meta_graphs[0].signature_def.items()
+                if not key.startswith("__")}
 # (`import tensorflow` itself loads parts of Keras 3, so "keras" cannot be on this list.)
 loaded = sorted(m for m in sys.modules
                 if m.split(".")[0] in ("tensorflow_transform", "tfx_bsl", "apache_beam", "tf_keras"))
-print(json.dumps({"results": results, "non_tensorflow_modules": loaded}))
+print(json.dumps({"results": results, "non_tensorflow_modules": loaded, "method_names": method_names}))
 """
 
 
@@ -141,6 +150,23 @@ def test_tf_example_signature_agrees_with_serving_default(served, batch):
     assert result["example_class_id"] == result["class_id"]
 
 
+@pytest.mark.parametrize("batch", sorted(TEXT_BATCHES))
+def test_classify_signature_gives_all_classes_and_their_scores(served, batch):
+    """TF Serving's Classify API shape: inputs (tf.Example) -> classes string [B, 4], scores float [B, 4]."""
+    result = served["results"][batch]
+    count = len(TEXT_BATCHES[batch])
+    assert result["classes_shape"] == [count, 4] and result["scores_dtype"] == "float32"
+    assert result["classes"] == [list(export.CLASS_NAMES)] * count
+    np.testing.assert_allclose(np.array(result["scores"]).reshape(-1, 4),
+                               np.array(result["probabilities"]).reshape(-1, 4), atol=1e-6)
+
+
+def test_signature_method_names_follow_tf_serving(served):
+    assert served["method_names"] == {
+        "serving_default": "tensorflow/serving/predict", "serving_tf_example": "tensorflow/serving/predict",
+        "transform_features": "tensorflow/serving/predict", "classify": "tensorflow/serving/classify"}
+
+
 def test_transform_features_signature_gives_transform_lengths(exported):
     import tensorflow_transform as tft
 
@@ -162,9 +188,11 @@ def test_saved_model_cli_shows_and_runs_both_signatures(exported):
     shown = subprocess.run([cli, "show", "--all", "--dir", str(exported["export_dir"])],
                            capture_output=True, text=True, timeout=300, env=env)
     assert shown.returncode == 0, shown.stderr[-3000:]
-    for signature in ("serving_default", "serving_tf_example", "transform_features"):
+    for signature in ("serving_default", "serving_tf_example", "transform_features", "classify"):
         assert f"signature_def['{signature}']" in shown.stdout
     assert "inputs['text']" in shown.stdout and "inputs['examples']" in shown.stdout
+    assert "inputs['inputs']" in shown.stdout and "outputs['classes']" in shown.stdout
+    assert "Method name is: tensorflow/serving/classify" in shown.stdout
     assert "outputs['probabilities']" in shown.stdout and "outputs['class_name']" in shown.stdout
 
     # `run` uses the session-based loader (the one TF Serving uses), unlike tf.saved_model.load.
