@@ -42,8 +42,8 @@ import keras  # noqa: E402  (Keras 3: the models are Keras 3 models)
 import notebook_baseline  # noqa: E402  (benchmarks/ is on sys.path when this script runs)
 from library.dataset import bucketed_batches, padding_ratio, unbucketed_batches  # noqa: E402
 from library.model_input import read_model_input  # noqa: E402
-from library.models import build_model, default_hyperparameters, fixed_hyperparameters  # noqa: E402
-from pipeline.config import ARCHITECTURES, build_config  # noqa: E402
+from library.models import architecture_names, build_model, default_hyperparameters, fixed_hyperparameters  # noqa: E402
+from pipeline.config import build_config  # noqa: E402
 from pipeline.runner import Runner, root_lock, summarize  # noqa: E402
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -243,7 +243,8 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=None,
                         help="pipeline root (default: a new folder under /tmp, kept); an existing root's ingest, "
                              "validate and transform are reused from its cache")
-    parser.add_argument("--architectures", nargs="+", default=list(ARCHITECTURES), choices=ARCHITECTURES)
+    parser.add_argument("--architectures", nargs="+", default=list(architecture_names()),
+                        choices=architecture_names())
     parser.add_argument("--tuner-algorithm", default="random", choices=("random", "hyperband", "bayesian"))
     parser.add_argument("--tuner-trials", type=int, default=4)
     parser.add_argument("--tuner-epochs", type=int, default=2)

@@ -22,9 +22,10 @@ import tensorflow as tf
 
 from library.dataset import bucketed_batches, padding_ratio
 from library.model_input import MODEL_INPUT_FILE, read_model_input
-from library.models import build_model, check_hyperparameters, fixed_hyperparameters, search_space
+from library.models import (architecture_names, build_model, check_hyperparameters, fixed_hyperparameters,
+                            search_space)
 from pipeline.artifacts import Artifact, ComponentError, Runtime, read_json, write_json_atomic
-from pipeline.config import ARCHITECTURES, TrainerConfig
+from pipeline.config import TrainerConfig
 
 HYPERPARAMETERS_FILE = "best_hyperparameters.json"  # the tuner's output file
 EVAL_BATCH_SIZE = 256
@@ -80,8 +81,9 @@ def _read_hyperparameters(directory: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ComponentError(f"{path} is missing: best_hyperparameters was not written by the tuner component")
     chosen = read_json(path)
-    if chosen.get("architecture") not in ARCHITECTURES or not isinstance(chosen.get("values"), dict):
-        raise ComponentError(f"{path} must name an architecture of {ARCHITECTURES} and hold a 'values' mapping")
+    if chosen.get("architecture") not in architecture_names() or not isinstance(chosen.get("values"), dict):
+        raise ComponentError(f"{path} must name an architecture of {', '.join(architecture_names())} and hold a "
+                             "'values' mapping")
     try:
         check_hyperparameters(chosen["architecture"], chosen["values"])
     except ValueError as error:

@@ -1,33 +1,32 @@
-"""Keras 3 text classifiers over token ids, one builder shared by the tuner and the trainer.
+"""Keras 3 text classifiers over token ids: a registry of architectures, one builder shared by the tuner and
+the trainer.
+
+Each architecture is one `Architecture` entry in `ARCHITECTURES`: its name, default hyperparameters, search
+space and build function. The CLI's `--model` choices and the config's `tuner.architecture` check come from
+this registry, so adding an architecture is one build function and one entry here.
 
 Every hyperparameter is read from a `keras_tuner.HyperParameters` object through the architecture's search
 space, whose default values are the architecture's defaults. So an empty HyperParameters builds the default
 model (`--no-tune`), a tuner trial builds a sampled one, and the trainer rebuilds the tuner's best by fixing
 its values first (`fixed_hyperparameters`): one code path for all three.
+
+Importing this module loads neither Keras nor KerasTuner (they are imported inside the functions that need
+them), so config validation and the CLI parser can ask the registry without paying for TensorFlow.
 """
 from __future__ import annotations
 
-from typing import Any
+import types
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-import keras
-import keras_tuner
 import yaml
 
-from pipeline.config import ARCHITECTURES
+if TYPE_CHECKING:
+    import keras
+    import keras_tuner
 
 NUM_CLASSES = 4
 TOKEN_IDS_INPUT = "token_ids"
-
-# The architecture's defaults. bilstm follows the course notebook: embedding 128, two BiLSTM(64) layers,
-# softmax over the 4 classes.
-_DEFAULTS: dict[str, dict[str, Any]] = {
-    "rnn": {"embedding_dim": 64, "units": 64, "num_layers": 1, "bidirectional": False, "dropout": 0.0,
-            "recurrent_dropout": 0.0, "learning_rate": 1e-3, "batch_size": 64},
-    "lstm": {"embedding_dim": 128, "units": 64, "num_layers": 1, "bidirectional": False, "dropout": 0.0,
-             "recurrent_dropout": 0.0, "learning_rate": 1e-3, "batch_size": 64},
-    "bilstm": {"embedding_dim": 128, "units": 64, "num_layers": 2, "dropout": 0.0,
-               "recurrent_dropout": 0.0, "learning_rate": 1e-3, "batch_size": 64},
-}
 
 # Candidate values searched by the tuner; each architecture's default is always among them.
 _EMBEDDING_DIMS = [32, 64, 128]
@@ -35,20 +34,109 @@ _UNITS = [32, 64, 128]
 _BATCH_SIZES = [32, 64, 128]
 
 
-def _check_architecture(architecture: str) -> None:
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    # Default hyperparameter values: what `--no-tune` trains, and the search space's defaults.
+    defaults: Mapping[str, Any]
+    # (hp, defaults) -> {name: value}: registers the search space on hp, returns the current values.
+    search_space: Callable[[keras_tuner.HyperParameters, Mapping[str, Any]], dict[str, Any]]
+    # (complete hyperparameter values, model_input) -> uncompiled Keras model, token ids -> probabilities.
+    build: Callable[[dict[str, Any], dict], keras.Model]
+
+
+def _with_default(choices: list, default) -> list:
+    return sorted(set(choices) | {default})
+
+
+def _recurrent_search_space(hp: keras_tuner.HyperParameters, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    values = {
+        "embedding_dim": hp.Choice("embedding_dim", _with_default(_EMBEDDING_DIMS, defaults["embedding_dim"]),
+                                   default=defaults["embedding_dim"]),
+        "units": hp.Choice("units", _with_default(_UNITS, defaults["units"]), default=defaults["units"]),
+        "num_layers": hp.Int("num_layers", 1, 2, default=defaults["num_layers"]),
+        "dropout": hp.Float("dropout", 0.0, 0.5, step=0.1, default=defaults["dropout"]),
+        "recurrent_dropout": hp.Float("recurrent_dropout", 0.0, 0.3, step=0.1,
+                                      default=defaults["recurrent_dropout"]),
+        "learning_rate": hp.Float("learning_rate", 1e-4, 1e-2, sampling="log",
+                                  default=defaults["learning_rate"]),
+        "batch_size": hp.Choice("batch_size", _with_default(_BATCH_SIZES, defaults["batch_size"]),
+                                default=defaults["batch_size"]),
+    }
+    if "bidirectional" in defaults:  # an architecture that is bidirectional by definition has no such choice
+        values["bidirectional"] = hp.Boolean("bidirectional", default=defaults["bidirectional"])
+    return values
+
+
+def _recurrent_classifier(name: str, layer_type: type, bidirectional: bool, values: dict[str, Any],
+                          model_input: dict) -> keras.Model:
+    """Embedding(mask_zero) -> num_layers recurrent layers of `layer_type` -> Dense softmax."""
+    import keras
+
+    token_ids = keras.Input(shape=(None,), dtype="int64", name=TOKEN_IDS_INPUT)
+    # mask_zero: padded steps are skipped by every recurrent layer, so padding never reaches the decision.
+    hidden = keras.layers.Embedding(int(model_input["embedding_input_dim"]), values["embedding_dim"],
+                                    mask_zero=True, name="embedding")(token_ids)
+    for index in range(values["num_layers"]):
+        last = index == values["num_layers"] - 1
+        layer = layer_type(values["units"], return_sequences=not last, dropout=values["dropout"],
+                           recurrent_dropout=values["recurrent_dropout"], name=f"{name}_{index}")
+        if bidirectional:
+            layer = keras.layers.Bidirectional(layer, name=f"bidirectional_{index}")
+        hidden = layer(hidden)
+    probabilities = keras.layers.Dense(int(model_input.get("num_classes", NUM_CLASSES)), activation="softmax",
+                                       name="probabilities")(hidden)
+    return keras.Model(token_ids, probabilities, name=f"agnews_{name}")
+
+
+def _build_rnn(values: dict[str, Any], model_input: dict) -> keras.Model:
+    import keras
+    return _recurrent_classifier("rnn", keras.layers.SimpleRNN, values["bidirectional"], values, model_input)
+
+
+def _build_lstm(values: dict[str, Any], model_input: dict) -> keras.Model:
+    import keras
+    return _recurrent_classifier("lstm", keras.layers.LSTM, values["bidirectional"], values, model_input)
+
+
+def _build_bilstm(values: dict[str, Any], model_input: dict) -> keras.Model:
+    import keras
+    return _recurrent_classifier("bilstm", keras.layers.LSTM, True, values, model_input)
+
+
+def _entry(name: str, build, **defaults: Any) -> Architecture:
+    return Architecture(name, types.MappingProxyType(defaults), _recurrent_search_space, build)
+
+
+# bilstm follows the course notebook: embedding 128, two BiLSTM(64) layers, softmax over the 4 classes.
+ARCHITECTURES: Mapping[str, Architecture] = types.MappingProxyType({entry.name: entry for entry in (
+    _entry("rnn", _build_rnn, embedding_dim=64, units=64, num_layers=1, bidirectional=False, dropout=0.0,
+           recurrent_dropout=0.0, learning_rate=1e-3, batch_size=64),
+    _entry("lstm", _build_lstm, embedding_dim=128, units=64, num_layers=1, bidirectional=False, dropout=0.0,
+           recurrent_dropout=0.0, learning_rate=1e-3, batch_size=64),
+    _entry("bilstm", _build_bilstm, embedding_dim=128, units=64, num_layers=2, dropout=0.0,
+           recurrent_dropout=0.0, learning_rate=1e-3, batch_size=64),
+)})
+
+
+def architecture_names() -> tuple[str, ...]:
+    return tuple(ARCHITECTURES)
+
+
+def get_architecture(name: str) -> Architecture:
+    """The registry entry; ValueError naming every known architecture if there is none."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[name]
 
 
 def default_hyperparameters(architecture: str) -> dict[str, Any]:
     """The architecture's default hyperparameter values (what `--no-tune` trains)."""
-    _check_architecture(architecture)
-    return dict(_DEFAULTS[architecture])
+    return dict(get_architecture(architecture).defaults)
 
 
 def hyperparameter_names(architecture: str) -> list[str]:
-    _check_architecture(architecture)
-    return sorted(_DEFAULTS[architecture])
+    return sorted(get_architecture(architecture).defaults)
 
 
 # The type and valid range of each hyperparameter's value (checked for fixed values and the trainer's input).
@@ -86,38 +174,19 @@ def parse_fixed_hyperparameters(architecture: str, items: tuple[str, ...] | list
     return check_hyperparameters(architecture, values)
 
 
-def _with_default(choices: list, default) -> list:
-    return sorted(set(choices) | {default})
-
-
 def search_space(architecture: str, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
     """Registers the architecture's search space on `hp` and returns the current value of each hyperparameter.
 
     Values already present in `hp` (fixed by the caller or chosen by a tuner trial) win; absent ones take the
     architecture's default.
     """
-    _check_architecture(architecture)
-    defaults = _DEFAULTS[architecture]
-    values = {
-        "embedding_dim": hp.Choice("embedding_dim", _with_default(_EMBEDDING_DIMS, defaults["embedding_dim"]),
-                                   default=defaults["embedding_dim"]),
-        "units": hp.Choice("units", _with_default(_UNITS, defaults["units"]), default=defaults["units"]),
-        "num_layers": hp.Int("num_layers", 1, 2, default=defaults["num_layers"]),
-        "dropout": hp.Float("dropout", 0.0, 0.5, step=0.1, default=defaults["dropout"]),
-        "recurrent_dropout": hp.Float("recurrent_dropout", 0.0, 0.3, step=0.1,
-                                      default=defaults["recurrent_dropout"]),
-        "learning_rate": hp.Float("learning_rate", 1e-4, 1e-2, sampling="log",
-                                  default=defaults["learning_rate"]),
-        "batch_size": hp.Choice("batch_size", _with_default(_BATCH_SIZES, defaults["batch_size"]),
-                                default=defaults["batch_size"]),
-    }
-    if "bidirectional" in defaults:  # bilstm is bidirectional by definition, so it has no such choice
-        values["bidirectional"] = hp.Boolean("bidirectional", default=defaults["bidirectional"])
-    return values
+    entry = get_architecture(architecture)
+    return entry.search_space(hp, entry.defaults)
 
 
 def fixed_hyperparameters(values: dict[str, Any]) -> keras_tuner.HyperParameters:
     """A HyperParameters object whose given values are fixed: building with it reproduces exactly those values."""
+    import keras_tuner
     hp = keras_tuner.HyperParameters()
     for name, value in values.items():
         hp.Fixed(name, value)
@@ -129,23 +198,10 @@ def build_model(architecture: str, hp: keras_tuner.HyperParameters, model_input:
 
     `model_input` is the transform's model_input.json; its embedding_input_dim sizes the embedding.
     """
-    chosen = search_space(architecture, hp)
-    layer_type = keras.layers.SimpleRNN if architecture == "rnn" else keras.layers.LSTM
+    import keras
 
-    token_ids = keras.Input(shape=(None,), dtype="int64", name=TOKEN_IDS_INPUT)
-    # mask_zero: padded steps are skipped by every recurrent layer, so padding never reaches the decision.
-    hidden = keras.layers.Embedding(int(model_input["embedding_input_dim"]), chosen["embedding_dim"],
-                                    mask_zero=True, name="embedding")(token_ids)
-    for index in range(chosen["num_layers"]):
-        last = index == chosen["num_layers"] - 1
-        layer = layer_type(chosen["units"], return_sequences=not last, dropout=chosen["dropout"],
-                           recurrent_dropout=chosen["recurrent_dropout"], name=f"{architecture}_{index}")
-        if chosen.get("bidirectional", architecture == "bilstm"):
-            layer = keras.layers.Bidirectional(layer, name=f"bidirectional_{index}")
-        hidden = layer(hidden)
-    probabilities = keras.layers.Dense(int(model_input.get("num_classes", NUM_CLASSES)), activation="softmax",
-                                       name="probabilities")(hidden)
-    model = keras.Model(token_ids, probabilities, name=f"agnews_{architecture}")
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=chosen["learning_rate"]),
+    values = search_space(architecture, hp)
+    model = get_architecture(architecture).build(values, model_input)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=values["learning_rate"]),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model

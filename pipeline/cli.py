@@ -12,6 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports Te
 
 from pipeline import dag  # noqa: E402
 from pipeline.config import ConfigError, load_config  # noqa: E402
+from library.models import architecture_names  # noqa: E402  (the registry; imports no Keras)
 from pipeline.runner import LockBusy  # noqa: E402
 
 # Exit codes of `retrain` (and `run`), documented in the README for schedulers.
@@ -46,7 +47,7 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
                                        "(DIR holds the original train.csv and test.csv)")
     parser.add_argument("--eval-fraction", type=float, help="share of the train source used as the eval split")
     parser.add_argument("--max-bad-fraction", type=float, help="fail ingest above this share of quarantined rows")
-    parser.add_argument("--model", choices=("rnn", "lstm", "bilstm"), help="architecture to tune and train")
+    parser.add_argument("--model", choices=architecture_names(), help="architecture to tune and train")
     parser.add_argument("--tuning-trials", type=int, help="KerasTuner trial budget")
     parser.add_argument("--tuning-epochs", type=int, help="max epochs per tuning trial")
     parser.add_argument("--no-tune", action="store_true", help="skip the search; use the model's defaults")

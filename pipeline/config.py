@@ -16,8 +16,9 @@ from typing import Any
 
 import yaml
 
+from library.models import architecture_names  # the architecture registry; imports no Keras
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-ARCHITECTURES = ("rnn", "lstm", "bilstm")
 
 
 class ConfigError(ValueError):
@@ -88,7 +89,7 @@ class TransformConfig:
 
 @dataclass(frozen=True)
 class TunerConfig:
-    architecture: str = "bilstm"  # rnn | lstm | bilstm; the trainer builds what the tuner's output names
+    architecture: str = "bilstm"  # a name in library.models.ARCHITECTURES; the trainer builds what the tuner names
     enabled: bool = True  # False (--no-tune): the architecture's default hyperparameters, no search
     algorithm: str = "hyperband"  # hyperband | bayesian | random
     max_trials: int = 8
@@ -105,8 +106,9 @@ class TunerConfig:
             name, sep, value = item.partition("=")
             _require(bool(sep and name.strip() and value.strip()),
                      f"tuner.fixed_hyperparameters entries must look like name=value, got {item!r}")
-        _require(self.architecture in ARCHITECTURES,
-                 f"tuner.architecture (--model) must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        _require(self.architecture in architecture_names(),
+                 f"tuner.architecture (--model) must be one of {', '.join(architecture_names())}, "
+                 f"got {self.architecture!r}")
         _require(self.algorithm in ("hyperband", "bayesian", "random"),
                  f"tuner.algorithm must be hyperband, bayesian or random, got {self.algorithm!r}")
         _require(self.max_trials >= 1, f"tuner.max_trials must be >= 1, got {self.max_trials}")

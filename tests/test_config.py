@@ -1,6 +1,9 @@
 """Configuration: defaults, file, overrides, flags, and clear errors for unknown keys and bad values."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,3 +57,33 @@ def test_bucket_upper_bounds_end_at_max_length():
     from pipeline.config import TransformConfig
     assert TransformConfig(max_length=50, bucket_boundaries=(8, 16, 64)).bucket_upper_bounds() == [8, 16, 50]
     assert TransformConfig().bucket_upper_bounds()[-1] == 256
+
+
+def test_architecture_choices_come_from_the_model_registry(capsys):
+    from library.models import ARCHITECTURES
+    from pipeline.cli import main
+    for name in ARCHITECTURES:
+        args = build_parser().parse_args(["run", "--model", name])
+        assert _config_from_args(args).tuner.architecture == name
+        assert load_config(None, [f"tuner.architecture={name}"]).tuner.architecture == name
+    known = ", ".join(ARCHITECTURES)
+    with pytest.raises(ConfigError, match=f"must be one of {known}, got 'cnn'"):
+        load_config(None, ["tuner.architecture=cnn"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--model", "cnn"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'cnn'" in capsys.readouterr().err
+
+
+def test_config_and_cli_parser_load_no_keras_or_tensorflow():
+    # Config validation and the parser ask the registry for names; that must stay cheap (no TensorFlow import).
+    script = ("import sys; from pipeline.cli import build_parser, _config_from_args; "
+              "from library import models; "
+              "_config_from_args(build_parser().parse_args(['run', '--model', 'lstm'])); "
+              "models.default_hyperparameters('bilstm'); models.parse_fixed_hyperparameters('lstm', ['units=8']); "
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+              "('keras', 'keras_tuner', 'tensorflow', 'tensorflow_transform', 'apache_beam')))")
+    process = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                             cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert process.stdout.strip() == "[]"

@@ -108,11 +108,11 @@ TINY = {"embedding_dim": 8, "units": 6}
 # ---------------------------------------------------------------- models
 
 
-@pytest.mark.parametrize("architecture", ["rnn", "lstm", "bilstm"])
+@pytest.mark.parametrize("architecture", models.architecture_names())
 def test_each_architecture_predicts_probabilities_independent_of_padding(architecture):
     keras.utils.set_random_seed(0)
     overrides = {**TINY, "num_layers": 2}
-    if architecture != "bilstm":
+    if "bidirectional" in models.hyperparameter_names(architecture):
         overrides["bidirectional"] = True  # the backward direction is where right padding could leak in
     model = models.build_model(architecture, models.fixed_hyperparameters(overrides), MODEL_INPUT)
     token_ids = np.array([[5, 9, 13, 2, 0, 0], [7, 0, 0, 0, 0, 0], [3, 4, 5, 6, 7, 8]], dtype=np.int64)
@@ -141,7 +141,7 @@ def test_all_empty_batch_padded_to_one_step_predicts(architecture):
 
 def test_empty_hyperparameters_build_the_architecture_defaults():
     import keras_tuner
-    for architecture in ("rnn", "lstm", "bilstm"):
+    for architecture in models.architecture_names():
         hp = keras_tuner.HyperParameters()
         model = models.build_model(architecture, hp, {"embedding_input_dim": 100, "num_classes": 4})
         assert hp.values == models.default_hyperparameters(architecture)
@@ -161,13 +161,39 @@ def test_fixed_values_win_over_defaults_and_the_search_space_holds_every_default
     assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(0.01)
 
     import keras_tuner
-    for architecture in ("rnn", "lstm", "bilstm"):
+    for architecture in models.architecture_names():
         space = keras_tuner.HyperParameters()
         models.search_space(architecture, space)
         defaults = models.default_hyperparameters(architecture)
         assert sorted(p.name for p in space.space) == sorted(defaults)
         for parameter in space.space:
             assert parameter.default == defaults[parameter.name]
+
+
+@pytest.mark.parametrize("architecture", models.architecture_names())
+def test_each_architecture_trains_one_step(architecture):
+    keras.utils.set_random_seed(0)
+    model = models.build_model(architecture, models.fixed_hyperparameters(TINY), MODEL_INPUT)
+    assert model.name == f"agnews_{architecture}"
+    token_ids = np.array([[5, 9, 13, 2, 0], [7, 0, 0, 0, 0], [3, 4, 5, 6, 7], [8, 8, 0, 0, 0]], dtype=np.int64)
+    before = [w.copy() for w in model.get_weights()]
+    loss = model.train_on_batch(token_ids, np.array([1, 0, 3, 2]), return_dict=True)["loss"]
+    assert np.isfinite(loss)
+    changed = [not np.array_equal(a, b) for a, b in zip(before, model.get_weights())]
+    assert all(changed), "one optimizer step should move every weight (embedding, recurrent, dense)"
+
+
+def test_registry_is_the_one_list_of_architectures():
+    assert models.architecture_names() == tuple(models.ARCHITECTURES)
+    for name, entry in models.ARCHITECTURES.items():
+        assert entry.name == name and models.get_architecture(name) is entry
+        assert models.default_hyperparameters(name) == dict(entry.defaults)
+    with pytest.raises(ValueError, match="unknown architecture 'cnn'; known: " + ", ".join(models.ARCHITECTURES)):
+        models.get_architecture("cnn")
+    with pytest.raises(ValueError, match="unknown architecture 'cnn'"):
+        models.build_model("cnn", models.fixed_hyperparameters(TINY), MODEL_INPUT)
+    with pytest.raises(TypeError):  # the registry is read-only
+        models.ARCHITECTURES["cnn"] = models.ARCHITECTURES["lstm"]
 
 
 def test_fixed_hyperparameters_are_parsed_and_checked():

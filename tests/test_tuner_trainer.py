@@ -204,3 +204,6 @@ def test_trainer_rejects_unusable_hyperparameters(tuner_inputs, tmp_path):
     inputs = {**tuner_inputs, "best_hyperparameters": Artifact("best_hyperparameters", folder)}
     with pytest.raises(ComponentError, match="num_layers must be in"):
         trainer.run(inputs, tmp_path / "out", TrainerConfig(epochs=1), RUNTIME)
+    (folder / "best_hyperparameters.json").write_text(json.dumps({"architecture": "cnn", "values": {}}))
+    with pytest.raises(ComponentError, match="must name an architecture of " + ", ".join(models.architecture_names())):
+        trainer.run(inputs, tmp_path / "out", TrainerConfig(epochs=1), RUNTIME)
