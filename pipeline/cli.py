@@ -1,4 +1,4 @@
-"""`agnews-pipeline`: run, retrain, predict, runs, show, gc."""
+"""`agnews-pipeline`: run, retrain, predict, serve, runs, show, gc."""
 from __future__ import annotations
 
 import argparse
@@ -84,6 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", default="-", help="JSON lines output file; - = stdout")
     predict.add_argument("--batch-size", type=int, default=256)
 
+    serve = commands.add_parser("serve", help="serve the pushed models over TF Serving's REST API")
+    serve.add_argument("--config", help="YAML configuration file (its pusher.serving_dir is served)")
+    serve.add_argument("--pipeline-root", help="default ./pipeline_root")
+    serve.add_argument("--serving-dir", help="folder of numeric versions (default <pipeline root>/serving/agnews)")
+    serve.add_argument("--model-name", default="agnews", help="the name in /v1/models/<name> (default agnews)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8501, help="TF Serving's REST port by default; 0 = any free port")
+    serve.add_argument("--threads", type=int, default=4, help="requests the model computes at the same time")
+    serve.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for a new version")
+    serve.add_argument("--max-request-bytes", type=int, default=8 << 20, help="larger bodies get 413")
+
     for name, help_text in (("runs", "list runs"), ("show", "show a run's model lineage and artifacts"),
                             ("gc", "delete artifacts that no kept run or pushed model needs")):
         sub = commands.add_parser(name, help=help_text)
@@ -163,6 +174,31 @@ def _cmd_predict(args) -> int:
     return EXIT_OK
 
 
+def _cmd_serve(args, config) -> int:
+    serving_dir = config.serving_dir()  # --serving-dir sets pusher.serving_dir
+    if not serving_dir.is_dir():
+        print(f"serve: {serving_dir} does not exist; push a model first (agnews-pipeline run) or pass "
+              "--serving-dir", file=sys.stderr)
+        return EXIT_USAGE
+    for flag, value in (("--threads", args.threads), ("--poll-seconds", args.poll_seconds),
+                        ("--max-request-bytes", args.max_request_bytes)):
+        if value <= 0:
+            print(f"serve: {flag} must be positive, got {value}", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        from library.serving_http import serve
+    except ImportError as error:
+        print(f"serve: {error}; install the serve extra: pip install 'agnews-pipeline[serve]'", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        serve(serving_dir, model_name=args.model_name, host=args.host, port=args.port, threads=args.threads,
+              poll_seconds=args.poll_seconds, max_request_bytes=args.max_request_bytes)
+    except OSError as error:
+        print(f"serve: cannot listen on {args.host}:{args.port}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def _format_seconds(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
 
@@ -211,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         config = _config_from_args(args)
         if args.command in ("run", "retrain"):
             return _cmd_run(args, config)
-        return {"runs": _cmd_runs, "show": _cmd_show, "gc": _cmd_gc}[args.command](args, config)
+        return {"runs": _cmd_runs, "show": _cmd_show, "gc": _cmd_gc, "serve": _cmd_serve}[args.command](args, config)
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,0 +1,490 @@
+"""`agnews-pipeline serve`: the subset of TF Serving's REST API that clients of this model use, in Python.
+
+Client code written for TF Serving works unchanged against it (https://www.tensorflow.org/tfx/serving/api_rest):
+
+  GET  /v1/models/<name>[/versions/<N>]            version status
+  GET  /v1/models/<name>[/versions/<N>]/metadata   signatures
+  POST /v1/models/<name>[/versions/<N>]:predict    {"signature_name"?, "instances": [...]}  -> {"predictions": [...]}
+                                                   {"signature_name"?, "inputs": ...}       -> {"outputs": ...}
+  POST /v1/models/<name>[/versions/<N>]:classify   {"signature_name"?, "context"?, "examples": [{feature: value}]}
+                                                   -> {"results": [[[class, score], ...], ...]}
+
+String inputs are JSON strings, or {"b64": "..."} for bytes (serialized tf.Example); string outputs come back
+as text, or as {"b64": ...} when they are not UTF-8 or their name ends in "_bytes" (TF Serving's rule).
+Errors are {"error": "..."}: 400 malformed JSON or inputs, 404 unknown model, version, signature or route,
+413 body over the size limit.
+
+Versions follow TF Serving's file-system source with its default policy (serve the latest version): the
+serving folder is polled; a numeric folder higher than the served one is loaded and warmed up (replaying
+assets.extra/tf_serving_warmup_requests) in the background while the old version keeps answering, then it
+replaces the old one. Hidden folders (the pusher's `.push-*` temporaries) are never looked at, and a version
+that fails to load or warm up is reported and retried only when its files change. The model runs in a thread
+pool so the event loop keeps accepting requests; SIGTERM (or SIGINT) stops accepting, lets in-flight
+requests finish, and exits 0.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import concurrent.futures
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from aiohttp import web
+
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"  # the same path as library/export.py
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+DEFAULT_SIGNATURE = "serving_default"
+
+
+class ServingError(Exception):
+    """An answer other than 200: HTTP status and the message of TF Serving's {"error": ...} body."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Servable:
+    """One loaded version: the SavedModel and, per signature, its function, inputs, outputs and method."""
+    version: int
+    path: Path
+    model: Any  # keeps the SavedModel's variables alive
+    functions: dict[str, Any]
+    inputs: dict[str, dict[str, Any]]  # signature -> input name -> tf.TensorSpec
+    methods: dict[str, str]
+    metadata: dict[str, Any]  # signature_def map in TF Serving's JSON form
+
+
+def load_servable(path: Path, version: int) -> tuple[Servable, int]:
+    """Loads a version folder and replays its warm-up requests; returns (servable, number of requests)."""
+    import tensorflow as tf
+    from google.protobuf import json_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    model = tf.saved_model.load(str(path))
+    proto = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    signature_defs = {name: definition for name, definition in proto.meta_graphs[0].signature_def.items()
+                      if name in model.signatures}
+    functions = {name: model.signatures[name] for name in signature_defs}
+    servable = Servable(
+        version=version, path=path, model=model, functions=functions,
+        inputs={name: dict(function.structured_input_signature[1]) for name, function in functions.items()},
+        methods={name: definition.method_name for name, definition in signature_defs.items()},
+        metadata={"signature_def": {name: json_format.MessageToDict(definition, preserving_proto_field_name=True)
+                                    for name, definition in sorted(signature_defs.items())}})
+    return servable, _warm_up(servable)
+
+
+def _warm_up(servable: Servable) -> int:
+    """Replays the warm-up file's PredictLog requests, as TF Serving does before a version takes traffic."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    warmup_file = servable.path / WARMUP_FILE
+    if not warmup_file.is_file():
+        return 0
+    count = 0
+    for record in tf.data.TFRecordDataset(str(warmup_file)).as_numpy_iterator():
+        log = prediction_log_pb2.PredictionLog.FromString(record)
+        if log.WhichOneof("log_type") != "predict_log":
+            continue  # this model's warm-up file holds predict requests only
+        request = log.predict_log.request
+        function = servable.functions[request.model_spec.signature_name or DEFAULT_SIGNATURE]
+        function(**{name: tf.constant(tf.make_ndarray(proto)) for name, proto in request.inputs.items()})
+        count += 1
+    return count
+
+
+def _folder_stamp(path: Path) -> tuple:
+    """Changes when any file in the folder changes: a failed version is retried only after that."""
+    return tuple(sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+                        for p in path.rglob("*") if p.is_file()))
+
+
+class VersionWatcher:
+    """Serves the highest loadable numeric version under `serving_dir`; polls for new ones in a thread."""
+
+    def __init__(self, serving_dir: Path, poll_seconds: float, log: Callable[[str], None]):
+        self.serving_dir = serving_dir
+        self.poll_seconds = poll_seconds
+        self.log = log
+        self.current: Servable | None = None  # replaced by one assignment: a request keeps the one it took
+        self.loading: int | None = None
+        self.failed: dict[int, tuple[tuple, str]] = {}  # version -> (folder stamp, error)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll_forever, name="version-watcher", daemon=True)
+
+    def versions_on_disk(self) -> list[int]:
+        if not self.serving_dir.is_dir():
+            return []
+        return sorted((int(entry.name) for entry in self.serving_dir.iterdir()
+                       if entry.name.isdigit() and (entry / "saved_model.pb").is_file()), reverse=True)
+
+    def poll_once(self) -> None:
+        for version in self.versions_on_disk():
+            if self.current is not None and version <= self.current.version:
+                return  # the served version is still the newest loadable one
+            path = self.serving_dir / str(version)
+            stamp = _folder_stamp(path)
+            if version in self.failed and self.failed[version][0] == stamp:
+                continue  # failed before and unchanged since: try the next lower version
+            self.loading = version
+            started = time.monotonic()
+            try:
+                servable, warmup_count = load_servable(path, version)
+            except Exception as error:  # noqa: BLE001 - keep serving the old version; report why
+                message = _error_line(error)
+                self.failed[version] = (stamp, message)
+                self.log(f"serve: version {version} failed to load, still serving "
+                         f"{self.current.version if self.current else 'nothing'}: {message}")
+                continue
+            finally:
+                self.loading = None
+            self.failed.pop(version, None)
+            previous, self.current = self.current, servable
+            self.log(f"serve: version {version} loaded and warmed up ({warmup_count} warm-up requests) in "
+                     f"{time.monotonic() - started:.1f}s; now serving it"
+                     + (f" instead of version {previous.version}" if previous else ""))
+            return
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _poll_forever(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            self.poll_once()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# JSON <-> tensors
+
+
+def _bytes_value(value: Any, where: str) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except binascii.Error as error:
+            raise ServingError(400, f"{where}: invalid base64 in {{\"b64\": ...}}: {error}") from None
+    raise ServingError(400, f"{where}: JSON value {json.dumps(value)[:80]} is not of expected type: string "
+                            "(send text as a JSON string, bytes as {\"b64\": \"...\"})")
+
+
+def _strings(value: Any, where: str) -> Any:
+    if isinstance(value, list):
+        return [_strings(item, where) for item in value]
+    return _bytes_value(value, where)
+
+
+def _to_tensor(value: Any, spec, where: str):
+    import tensorflow as tf
+
+    if spec.dtype == tf.string:
+        value = _strings(value, where)
+    try:
+        tensor = tf.constant(value, dtype=spec.dtype)
+    except (TypeError, ValueError) as error:
+        raise ServingError(400, f"{where}: cannot be read as {spec.dtype.name}: {error}") from None
+    if not spec.shape.is_compatible_with(tensor.shape):
+        raise ServingError(400, f"{where}: shape {tensor.shape.as_list()} does not match the signature's "
+                                f"{spec.shape.as_list()} (None = any size)")
+    return tensor
+
+
+def _to_json(name: str, array) -> Any:
+    if array.dtype == object:  # tf.string
+        def text(value: bytes):
+            if not name.endswith("_bytes"):
+                try:
+                    return value.decode("utf-8")
+                except UnicodeDecodeError:
+                    pass
+            return {"b64": base64.b64encode(value).decode("ascii")}
+        flat = [text(value) for value in array.reshape(-1)]
+        if array.ndim == 0:
+            return flat[0]
+        import numpy as np
+        holder = np.empty(len(flat), dtype=object)
+        holder[:] = flat
+        return holder.reshape(array.shape).tolist()
+    return array.tolist()
+
+
+def _example(features: Any, context: dict, where: str) -> bytes:
+    """A JSON example ({feature: value or list}) as a serialized tf.Example, as TF Serving's :classify reads it."""
+    import tensorflow as tf
+
+    if not isinstance(features, dict):
+        raise ServingError(400, f"{where}: an example must be a JSON object of features")
+    proto = tf.train.Example()
+    for name, value in {**context, **features}.items():
+        values = value if isinstance(value, list) else [value]
+        feature = proto.features.feature[name]
+        if all(isinstance(v, bool) for v in values) or all(isinstance(v, int) and not isinstance(v, bool)
+                                                            for v in values):
+            feature.int64_list.value.extend(int(v) for v in values)
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            feature.float_list.value.extend(float(v) for v in values)
+        else:
+            feature.bytes_list.value.extend(_bytes_value(v, f"{where} feature {name!r}") for v in values)
+    return proto.SerializeToString()
+
+
+def _error_line(error: Exception) -> str:
+    """The line of a TensorFlow error that says what is wrong (not "Graph execution error:", node names or
+    stack placeholders)."""
+    lines = [line.strip() for line in getattr(error, "message", str(error)).splitlines()]
+    useful = [line for line in lines if line and not line.startswith(("Graph execution error", "Detected at node",
+                                                                      "<stack traces", "[[", "File "))]
+    return (useful or [type(error).__name__])[0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The server
+
+
+@dataclass
+class ModelServer:
+    model_name: str
+    watcher: VersionWatcher
+    executor: concurrent.futures.ThreadPoolExecutor
+    max_request_bytes: int
+    requests_in_flight: int = field(default=0)
+
+    def servable(self, request: web.Request) -> Servable:
+        name, version = request.match_info["model"], request.match_info.get("version")
+        spec = f"Specific({name}, {version})" if version else f"Latest({name})"
+        current = self.watcher.current
+        if name != self.model_name or current is None or (version is not None and int(version) != current.version):
+            raise ServingError(404, f"Servable not found for request: {spec}")
+        return current
+
+    async def body(self, request: web.Request) -> dict:
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ServingError(413, f"request body is larger than the limit of {self.max_request_bytes} bytes "
+                                    "(send fewer instances per request, or start serve with a higher "
+                                    "--max-request-bytes)") from None
+        try:
+            parsed = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ServingError(400, f"JSON Parse error: {error}") from None
+        if not isinstance(parsed, dict):
+            raise ServingError(400, "JSON Parse error: the request body must be a JSON object")
+        return parsed
+
+    async def status(self, request: web.Request) -> web.Response:
+        name, version = request.match_info["model"], request.match_info.get("version")
+        states = []
+        if name == self.model_name:
+            if self.watcher.current is not None:
+                states.append((self.watcher.current.version, "AVAILABLE"))
+            loading = self.watcher.loading
+            if loading is not None:
+                states.append((loading, "LOADING"))
+            if version is not None:
+                states = [state for state in states if state[0] == int(version)]
+        if not states:
+            raise ServingError(404, f"Could not find version {version} of model {name}" if version
+                               else f"Could not find any versions of model {name}")
+        return web.json_response({"model_version_status": [
+            {"version": str(v), "state": state, "status": {"error_code": "OK", "error_message": ""}}
+            for v, state in sorted(states, reverse=True)]})
+
+    async def metadata(self, request: web.Request) -> web.Response:
+        servable = self.servable(request)
+        return web.json_response({
+            "model_spec": {"name": self.model_name, "signature_name": "", "version": str(servable.version)},
+            "metadata": {"signature_def": servable.metadata}})
+
+    async def call(self, request: web.Request) -> web.Response:
+        verb = request.match_info["verb"]
+        if verb not in ("predict", "classify"):
+            raise ServingError(404, f"Malformed request: POST {request.path} (the verbs are :predict and "
+                                    ":classify)")
+        servable = self.servable(request)
+        body = await self.body(request)
+        handle = self.predict if verb == "predict" else self.classify
+        self.requests_in_flight += 1
+        try:
+            return web.json_response(await handle(servable, body))
+        finally:
+            self.requests_in_flight -= 1
+
+    async def run_signature(self, servable: Servable, signature: str, tensors: dict) -> dict:
+        """Calls the signature in the thread pool; TensorFlow's own argument errors become 400s."""
+        import tensorflow as tf
+
+        def run():
+            outputs = servable.functions[signature](**tensors)
+            return {name: value.numpy() for name, value in outputs.items()}
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, run)
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
+            raise ServingError(400, _error_line(error)) from None
+
+    def signature(self, servable: Servable, body: dict, default: str) -> str:
+        name = body.get("signature_name") or default
+        if not isinstance(name, str) or name not in servable.functions:
+            raise ServingError(404, f"Serving signature key \"{name}\" not found; this model has "
+                                    f"{sorted(servable.functions)}")
+        return name
+
+    async def predict(self, servable: Servable, body: dict) -> dict:
+        signature = self.signature(servable, body, DEFAULT_SIGNATURE)
+        specs = servable.inputs[signature]
+        if ("instances" in body) == ("inputs" in body):
+            raise ServingError(400, "the request must have exactly one of \"instances\" (row format) or "
+                                    "\"inputs\" (columnar format)")
+        if "instances" in body:
+            instances = body["instances"]
+            if not isinstance(instances, list):
+                raise ServingError(400, "\"instances\" must be a JSON list")
+            columns = {name: [] for name in specs}
+            for index, instance in enumerate(instances):
+                named = self._named_inputs(instance, specs, f"instances[{index}]")
+                for name in specs:
+                    columns[name].append(named[name])
+        else:
+            columns = self._named_inputs(body["inputs"], specs, "inputs")
+        tensors = {name: _to_tensor(value, specs[name], f"input {name!r}") for name, value in columns.items()}
+        outputs = await self.run_signature(servable, signature, tensors)
+        converted = {name: _to_json(name, value) for name, value in outputs.items()}
+        if "inputs" in body:
+            return {"outputs": next(iter(converted.values())) if len(converted) == 1 else converted}
+        if len(converted) == 1:
+            return {"predictions": next(iter(converted.values()))}
+        return {"predictions": [{name: column[i] for name, column in converted.items()}
+                                for i in range(len(body["instances"]))]}
+
+    @staticmethod
+    def _named_inputs(value: Any, specs: dict, where: str) -> dict:
+        """{input name: value}: a lone value is the signature's only input; an object names every input."""
+        if len(specs) == 1:
+            (only,) = specs
+            if isinstance(value, dict) and set(value) != {"b64"}:
+                if set(value) != {only}:
+                    raise ServingError(400, f"{where}: the signature takes one input named {only!r}, got "
+                                            f"{sorted(value)}")
+                return value
+            return {only: value}
+        if not isinstance(value, dict):
+            raise ServingError(400, f"{where}: the signature takes inputs {sorted(specs)}; send an object "
+                                    "with one value per input")
+        missing, unknown = sorted(set(specs) - set(value)), sorted(set(value) - set(specs))
+        if missing or unknown:
+            raise ServingError(400, f"{where}: missing inputs {missing}, unknown inputs {unknown}; the "
+                                    f"signature takes {sorted(specs)}")
+        return value
+
+    async def classify(self, servable: Servable, body: dict) -> dict:
+        # TF Serving defaults to serving_default; here that is a predict signature, so the model's
+        # classification signature is the default instead (TF Serving needs "signature_name": "classify").
+        classify_signatures = sorted(n for n, method in servable.methods.items() if method == CLASSIFY_METHOD)
+        default = DEFAULT_SIGNATURE if servable.methods.get(DEFAULT_SIGNATURE) == CLASSIFY_METHOD else (
+            classify_signatures[0] if classify_signatures else DEFAULT_SIGNATURE)
+        signature = self.signature(servable, body, default)
+        if servable.methods[signature] != CLASSIFY_METHOD:
+            raise ServingError(400, f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
+                                    f"Was: {servable.methods[signature]}")
+        examples, context = body.get("examples"), body.get("context", {})
+        if not isinstance(examples, list) or not isinstance(context, dict):
+            raise ServingError(400, "a :classify request needs \"examples\": a list of JSON objects "
+                                    "(and optionally \"context\": one JSON object shared by all examples)")
+        serialized = [_example(example, context, f"examples[{i}]") for i, example in enumerate(examples)]
+        (input_name,) = servable.inputs[signature]
+        import tensorflow as tf
+        outputs = await self.run_signature(servable, signature,
+                                           {input_name: tf.constant(serialized, tf.string, shape=[len(serialized)])})
+        scores = outputs["scores"].tolist()
+        classes = (_to_json("classes", outputs["classes"]) if "classes" in outputs
+                   else [[str(i) for i in range(len(row))] for row in scores])
+        return {"results": [[[label, score] for label, score in zip(row_classes, row_scores)]
+                            for row_classes, row_scores in zip(classes, scores)]}
+
+
+@web.middleware
+async def _errors_as_json(request: web.Request, handler):
+    """Every error answer has TF Serving's shape, {"error": "..."}, including aiohttp's own 404/405."""
+    try:
+        return await handler(request)
+    except ServingError as error:
+        return web.json_response({"error": str(error)}, status=error.status)
+    except web.HTTPRequestEntityTooLarge as error:
+        return web.json_response({"error": error.text}, status=413)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return web.json_response({"error": f"Malformed request: {request.method} {request.path}"},
+                                 status=404 if error.status in (404, 405) else error.status)
+    except Exception as error:  # noqa: BLE001 - a bug answers 500 with one line, never a traceback page
+        print(f"serve: {request.method} {request.path} failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return web.json_response({"error": f"internal error: {type(error).__name__}: {error}"}, status=500)
+
+
+def build_app(server: ModelServer) -> web.Application:
+    app = web.Application(middlewares=[_errors_as_json], client_max_size=server.max_request_bytes)
+    model = r"/v1/models/{model:[^/:]+}"
+    version = r"/versions/{version:\d+}"
+    for prefix in (model, model + version):
+        app.router.add_get(prefix, server.status)
+        app.router.add_get(prefix + "/metadata", server.metadata)
+        app.router.add_post(prefix + r":{verb:[A-Za-z]+}", server.call)
+    return app
+
+
+async def _serve(server: ModelServer, host: str, port: int, log: Callable[[str], None]) -> None:
+    runner = web.AppRunner(build_app(server), access_log=None, shutdown_timeout=30.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound_port = site._server.sockets[0].getsockname()[1]  # the real port when --port 0 was asked
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log(f"serve: listening on http://{host}:{bound_port}/v1/models/{server.model_name} "
+        f"(serving folder {server.watcher.serving_dir})")
+    await stop.wait()
+    log(f"serve: stopping; finishing {server.requests_in_flight} requests in flight")
+    await runner.cleanup()  # stops accepting, waits for in-flight requests, closes connections
+
+
+def serve(serving_dir: Path, model_name: str = "agnews", host: str = "127.0.0.1", port: int = 8501,
+          threads: int = 4, poll_seconds: float = 1.0, max_request_bytes: int = 8 << 20) -> None:
+    """Runs the server until SIGTERM or SIGINT. Loads the newest version before it starts listening."""
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    watcher = VersionWatcher(Path(serving_dir), poll_seconds, log)
+    watcher.poll_once()
+    if watcher.current is None:
+        log(f"serve: no loadable version under {serving_dir} yet; answering 404 until one is pushed")
+    watcher.start()
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="model")
+    server = ModelServer(model_name, watcher, executor, max_request_bytes)
+    try:
+        asyncio.run(_serve(server, host, port, log))
+    finally:
+        watcher.stop()
+        executor.shutdown(wait=True)
+    log("serve: stopped")
