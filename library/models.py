@@ -104,6 +104,11 @@ def _build_bilstm(values: dict[str, Any], model_input: dict) -> keras.Model:
     return _recurrent_classifier("bilstm", keras.layers.LSTM, True, values, model_input)
 
 
+def _build_gru(values: dict[str, Any], model_input: dict) -> keras.Model:
+    import keras
+    return _recurrent_classifier("gru", keras.layers.GRU, values["bidirectional"], values, model_input)
+
+
 def _entry(name: str, build, **defaults: Any) -> Architecture:
     return Architecture(name, types.MappingProxyType(defaults), _recurrent_search_space, build)
 
@@ -115,6 +120,8 @@ ARCHITECTURES: Mapping[str, Architecture] = types.MappingProxyType({entry.name: 
     _entry("lstm", _build_lstm, embedding_dim=128, units=64, num_layers=1, bidirectional=False, dropout=0.0,
            recurrent_dropout=0.0, learning_rate=1e-3, batch_size=64),
     _entry("bilstm", _build_bilstm, embedding_dim=128, units=64, num_layers=2, dropout=0.0,
+           recurrent_dropout=0.0, learning_rate=1e-3, batch_size=64),
+    _entry("gru", _build_gru, embedding_dim=128, units=64, num_layers=1, bidirectional=False, dropout=0.0,
            recurrent_dropout=0.0, learning_rate=1e-3, batch_size=64),
 )})
 

@@ -37,7 +37,7 @@ def test_precedence_file_then_set_then_flags(tmp_path):
     (["trainer.epochs=ten"], "trainer.epochs must be an integer"),
     (["trainer.epochs=0"], "trainer.epochs must be >= 1"),
     (["ingest.data=s3://bucket"], "ingest.data must be 'tfds' or 'csv:DIR'"),
-    (["tuner.architecture=gru"], "must be one of"),
+    (["tuner.architecture=cnn"], "must be one of"),
     (["transform.bucket_boundaries=[16, 8]"], "strictly increasing"),
     (["tuner.enabled=yes please"], "must be true or false"),
     (["noequals"], "--set expects section.key=value"),

@@ -311,3 +311,32 @@ def test_iter_csv_or_lines_reads_plain_lines(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO("one\ntwo\n"))
     assert list(predict.iter_csv_or_lines("-")) == ["one", "two"]
     assert list(predict.iter_csv_or_lines(io.StringIO(""))) == []
+
+
+def test_bidirectional_gru_from_the_registry_exports_and_serves(transformed_sample, tmp_path):
+    """The registry's gru (here bidirectional) goes through the same export and TensorFlow-only
+    serving as the LSTM above, with the same answers as the Keras model."""
+    from library import models
+
+    transform_graph = transformed_sample["transform_graph"].uri
+    model_input = json.loads((transform_graph / "model_input.json").read_text())
+    keras.utils.set_random_seed(0)
+    hp = models.fixed_hyperparameters({"embedding_dim": 8, "units": 4, "bidirectional": True})
+    model = models.build_model("gru", hp, model_input)
+    rng = np.random.default_rng(0)
+    model.fit(rng.integers(1, model_input["embedding_input_dim"], size=(8, 6)), rng.integers(0, 4, size=8),
+              epochs=1, verbose=0)
+    export.export_serving_model(model, transform_graph, tmp_path / "serving_model")
+
+    texts = {"mixed": TEXT_BATCHES["mixed"], "only_empty_strings": TEXT_BATCHES["only_empty_strings"]}
+    process = subprocess.run([sys.executable, "-c", SERVE_SCRIPT, str(tmp_path / "serving_model")],
+                             input=json.dumps(texts), capture_output=True, text=True, timeout=300,
+                             env=fresh_process_env())
+    assert process.returncode == 0, process.stderr[-3000:]
+    served = json.loads(process.stdout.strip().splitlines()[-1])
+    assert served["non_tensorflow_modules"] == []
+    for name, batch in texts.items():
+        expected = keras_reference(model, transform_graph, batch)
+        np.testing.assert_allclose(np.array(served["results"][name]["probabilities"]).reshape(-1, 4), expected,
+                                   atol=1e-5)
+        assert served["results"][name]["class_id"] == np.argmax(expected, axis=1).tolist()

@@ -141,16 +141,17 @@ def test_all_empty_batch_padded_to_one_step_predicts(architecture):
 
 def test_empty_hyperparameters_build_the_architecture_defaults():
     import keras_tuner
+    built = {}
     for architecture in models.architecture_names():
         hp = keras_tuner.HyperParameters()
-        model = models.build_model(architecture, hp, {"embedding_input_dim": 100, "num_classes": 4})
+        built[architecture] = models.build_model(architecture, hp, {"embedding_input_dim": 100, "num_classes": 4})
         assert hp.values == models.default_hyperparameters(architecture)
-        assert model.get_layer("embedding").output_dim == hp.values["embedding_dim"]
+        assert built[architecture].get_layer("embedding").output_dim == hp.values["embedding_dim"]
     # The notebook's model: embedding 128, two bidirectional LSTM(64) layers, softmax over 4 classes.
     bilstm = models.default_hyperparameters("bilstm")
     assert (bilstm["embedding_dim"], bilstm["units"], bilstm["num_layers"]) == (128, 64, 2)
-    assert model.get_layer("bidirectional_1").forward_layer.units == 64
-    assert model.get_layer("probabilities").activation.__name__ == "softmax"
+    assert built["bilstm"].get_layer("bidirectional_1").forward_layer.units == 64
+    assert built["bilstm"].get_layer("probabilities").activation.__name__ == "softmax"
 
 
 def test_fixed_values_win_over_defaults_and_the_search_space_holds_every_default():
@@ -181,6 +182,22 @@ def test_each_architecture_trains_one_step(architecture):
     assert np.isfinite(loss)
     changed = [not np.array_equal(a, b) for a, b in zip(before, model.get_weights())]
     assert all(changed), "one optimizer step should move every weight (embedding, recurrent, dense)"
+
+
+def test_gru_is_unidirectional_or_bidirectional_with_lstm_search_space():
+    import keras_tuner
+    keras.utils.set_random_seed(0)
+    one_way = models.build_model("gru", models.fixed_hyperparameters({**TINY, "num_layers": 2}), MODEL_INPUT)
+    assert [type(one_way.get_layer(f"gru_{index}")) for index in (0, 1)] == [keras.layers.GRU] * 2
+    assert not any(isinstance(layer, keras.layers.Bidirectional) for layer in one_way.layers)
+    both_ways = models.build_model("gru", models.fixed_hyperparameters({**TINY, "bidirectional": True}), MODEL_INPUT)
+    backward = both_ways.get_layer("bidirectional_0").backward_layer
+    assert isinstance(backward, keras.layers.GRU) and backward.go_backwards and backward.units == TINY["units"]
+    spaces = {}
+    for architecture in ("gru", "lstm"):
+        spaces[architecture] = keras_tuner.HyperParameters()
+        models.search_space(architecture, spaces[architecture])
+    assert [p.get_config() for p in spaces["gru"].space] == [p.get_config() for p in spaces["lstm"].space]
 
 
 def test_registry_is_the_one_list_of_architectures():
