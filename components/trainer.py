@@ -2,6 +2,10 @@
 
 Trains on the train split with the bucketed input pipeline, validates on the eval split, stops early on
 val_loss (keeping the best epoch's weights), under the tf.distribute strategy the configuration names.
+With trainer.pretrained_embeddings the embedding starts from those vectors (library/embeddings.py), frozen,
+fine-tuned or unfrozen after N epochs (trainer.embeddings_trainable); their coverage of the vocabulary and of
+the train split's tokens is recorded, and the exported SavedModel holds the trained embedding (serving needs no
+vectors file).
 
 Outputs, under output_dir:
   model/      keras/model.keras (Keras 3), hyperparameters.json (the best_hyperparameters.json trained),
@@ -20,10 +24,11 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from library.dataset import bucketed_batches, padding_ratio
+from library import embeddings
+from library.dataset import bucketed_batches, padding_ratio, token_id_counts
 from library.model_input import MODEL_INPUT_FILE, read_model_input
-from library.models import (architecture_names, build_model, check_hyperparameters, fixed_hyperparameters,
-                            search_space)
+from library.models import (architecture_names, build_model, check_hyperparameters, compile_model,
+                            fixed_hyperparameters, search_space)
 from pipeline.artifacts import Artifact, ComponentError, Runtime, read_json, write_json_atomic
 from pipeline.config import TrainerConfig
 
@@ -85,7 +90,7 @@ def _read_hyperparameters(directory: Path) -> dict[str, Any]:
         raise ComponentError(f"{path} must name an architecture of {', '.join(architecture_names())} and hold a "
                              "'values' mapping")
     try:
-        check_hyperparameters(chosen["architecture"], chosen["values"])
+        check_hyperparameters(chosen["architecture"], chosen["values"], pretrained=True)
     except ValueError as error:
         raise ComponentError(f"{path}: {error}") from None
     return chosen
@@ -98,14 +103,64 @@ def _distributable(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
+def external_fingerprint(config: TrainerConfig) -> str | None:
+    """The pretrained vectors' content is part of the cache key (the path alone could hide a changed file)."""
+    return embeddings.external_fingerprint(config.pretrained_embeddings)
+
+
+def _pretrained(config: TrainerConfig, transform_graph_dir: Path, model_input: dict, examples_dir: Path,
+                runtime: Runtime) -> tuple[embeddings.Pretrained, dict[str, Any]]:
+    """The aligned vectors and their coverage facts; coverage below the threshold is logged as a loud warning."""
+    pretrained = embeddings.prepare(config.pretrained_embeddings, transform_graph_dir, model_input, runtime.seed)
+    counts = token_id_counts(examples_dir, "train", int(model_input["embedding_input_dim"]))
+    token_coverage = pretrained.alignment.token_coverage(counts)
+    low = token_coverage < config.min_embedding_coverage
+    facts = {**pretrained.properties(), "embeddings_token_coverage": round(token_coverage, 6),
+             "embeddings_low_coverage": low}
+    runtime.log(f"trainer: pretrained vectors {pretrained.path} ({pretrained.words:,} words x "
+                f"{pretrained.alignment.dimension}, fingerprint {pretrained.fingerprint[:12]}): "
+                f"{pretrained.alignment.vocab_coverage:.1%} of vocabulary ids, {token_coverage:.1%} of train tokens")
+    if low:
+        runtime.log(f"WARNING: {'!' * 60}\nWARNING: the vectors cover only {token_coverage:.1%} of the train "
+                    f"split's tokens (threshold {config.min_embedding_coverage:.0%}): most words start from "
+                    f"random vectors. Check the file's language and tokenization (lowercase words).\n"
+                    f"WARNING: {'!' * 60}")
+    return pretrained, facts
+
+
+def _fit(model, train, evaluation, config: TrainerConfig, callbacks: list, epochs: int,
+         initial_epoch: int = 0) -> dict[str, list[float]]:
+    early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
+                                                   restore_best_weights=True)
+    history = model.fit(_distributable(train.dataset), validation_data=_distributable(evaluation.dataset),
+                        epochs=epochs, initial_epoch=initial_epoch, verbose=2,
+                        shuffle=False,  # tf.data already shuffles
+                        callbacks=[early_stopping, *callbacks])
+    return history.history
+
+
 def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, runtime: Runtime) -> dict[str, Artifact]:
     examples_dir = Path(inputs["transformed_examples"].uri)
     transform_graph_dir = Path(inputs["transform_graph"].uri)
     model_input = read_model_input(transform_graph_dir)
     chosen = _read_hyperparameters(Path(inputs["best_hyperparameters"].uri))
     architecture = chosen["architecture"]
-    hp = fixed_hyperparameters(chosen["values"])
-    values = search_space(architecture, hp)  # complete: absent names take the architecture's defaults
+
+    pretrained, embedding_facts, frozen_epochs = None, {}, 0
+    chosen_values = dict(chosen["values"])
+    if config.pretrained_embeddings:
+        pretrained, embedding_facts = _pretrained(config, transform_graph_dir, model_input, examples_dir, runtime)
+        embeddings.check_fixed_dimension(chosen_values, pretrained.alignment.dimension, pretrained.path)
+        # trainer.embeddings_trainable overrides the tuner's choice: the number of epochs to keep the
+        # vectors frozen (0: fine-tuned throughout, >= epochs: frozen throughout).
+        frozen_epochs = config.unfreeze_after_epochs()
+        if frozen_epochs is None:
+            frozen_epochs = 0 if chosen_values.get("embedding_trainable", True) else config.epochs
+        chosen_values["embedding_trainable"] = frozen_epochs == 0
+        embedding_facts["embeddings_frozen_epochs"] = min(frozen_epochs, config.epochs)
+    pretrained_dim = pretrained.alignment.dimension if pretrained else None
+    hp = fixed_hyperparameters(chosen_values)
+    values = search_space(architecture, hp, pretrained_dim)  # complete: absent names take the defaults
 
     model_dir = Path(output_dir) / "model"
     run_dir = Path(output_dir) / "model_run"
@@ -124,24 +179,35 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
                     f"eval examples, {strategy.num_replicas_in_sync} replica(s), padding ratio "
                     f"{padding['padding_ratio']:.3f}")
         with strategy.scope():
-            model = build_model(architecture, hp, model_input)
+            model = build_model(architecture, hp, model_input, pretrained.alignment.matrix if pretrained else None)
         throughput = _Throughput(train.num_examples)
-        early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
-                                                       restore_best_weights=True)
-        history = model.fit(_distributable(train.dataset), validation_data=_distributable(evaluation.dataset),
-                            epochs=config.epochs, verbose=2, shuffle=False,  # tf.data already shuffles
-                            callbacks=[early_stopping, throughput,
-                                       keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"))])
+        callbacks = [throughput, keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"))]
+        if 0 < frozen_epochs < config.epochs:
+            # after_epochs N: train the layers above the frozen vectors first, then fine-tune everything. The
+            # optimizer only updates the variables it was compiled with, hence the recompile; the second phase
+            # keeps its result only if it beats the frozen phase's best val_loss.
+            frozen = _fit(model, train, evaluation, config, callbacks, frozen_epochs)
+            frozen_weights, frozen_best = model.get_weights(), min(frozen["val_loss"])
+            model.get_layer("embedding").trainable = True
+            with strategy.scope():
+                compile_model(model, values["learning_rate"])
+            runtime.log(f"trainer: embedding unfrozen after {len(frozen['loss'])} epoch(s)")
+            tuned = _fit(model, train, evaluation, config, callbacks, config.epochs, len(frozen["loss"]))
+            if min(tuned["val_loss"]) >= frozen_best:
+                model.set_weights(frozen_weights)
+            history = {k: frozen[k] + tuned[k] for k in frozen}
+        else:
+            history = _fit(model, train, evaluation, config, callbacks, config.epochs)
 
-    epochs = [{"epoch": index + 1, **{k: float(v[index]) for k, v in history.history.items()},
-               **throughput.per_epoch[index]} for index in range(len(history.epoch))]
+    epochs = [{"epoch": index + 1, **{k: float(v[index]) for k, v in history.items()},
+               **throughput.per_epoch[index]} for index in range(len(history["loss"]))]
     best = min(epochs, key=lambda e: (e["val_loss"], e["epoch"]))  # the weights EarlyStopping restored
     summary = {
         "architecture": architecture, "epochs_trained": len(epochs), "best_epoch": best["epoch"],
         "val_loss": best["val_loss"], "val_accuracy": best["val_accuracy"],
         "stopped_early": len(epochs) < config.epochs,
         "mean_examples_per_second": sum(e["examples_per_second"] for e in epochs) / len(epochs),
-        "padding_ratio": padding["padding_ratio"],
+        "padding_ratio": padding["padding_ratio"], **embedding_facts,
     }
     write_json_atomic(run_dir / "history.json", {
         **summary, "epochs": epochs, "padding": padding, "train_examples": train.num_examples,
@@ -161,7 +227,8 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
     return {
         "model": Artifact("model", model_dir, {
             "architecture": architecture, "epochs_trained": len(epochs), "best_epoch": best["epoch"],
-            "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"], "parameters": parameters}),
+            "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"], "parameters": parameters,
+            **embedding_facts}),
         "model_run": Artifact("model_run", run_dir, {
             k: summary[k] for k in ("epochs_trained", "best_epoch", "val_loss", "val_accuracy", "stopped_early",
                                     "mean_examples_per_second", "padding_ratio")}),

@@ -2,7 +2,9 @@
 
 Trains each trial on the train split (optionally a seeded subsample) and scores it on the eval split; the
 test split is never read. With `enabled: false` (--no-tune) it searches nothing and outputs the architecture's
-defaults (with any fixed_hyperparameters applied), so the trainer always takes the same path.
+defaults (with any fixed_hyperparameters applied), so the trainer always takes the same path. With pretrained
+vectors (trainer.pretrained_embeddings) every trial starts from them, embedding_dim is the file's, and whether
+they are fine-tuned and the dropout on the embedding output are searched (library/models.py).
 
 Outputs, under output_dir:
   best_hyperparameters/  best_hyperparameters.json {"architecture", "values", "tuned", "objective", "best_score"},
@@ -22,6 +24,7 @@ from typing import Any
 import keras
 import keras_tuner
 
+from library import embeddings
 from library.dataset import bucket_files, bucketed_batches
 from library.model_input import read_model_input
 from library.models import (build_model, check_hyperparameters, default_hyperparameters, fixed_hyperparameters,
@@ -39,9 +42,11 @@ HYPERBAND_FACTOR = 3
 class _SearchModel(keras_tuner.HyperModel):
     """Builds a trial's model with the shared builder and fits it on train, validating on eval."""
 
-    def __init__(self, architecture: str, model_input: dict, examples_dir: Path, train_rows: int, seed: int):
+    def __init__(self, architecture: str, model_input: dict, examples_dir: Path, train_rows: int, seed: int,
+                 embedding_matrix=None):
         super().__init__(name=architecture)
         self.architecture = architecture
+        self.embedding_matrix = embedding_matrix
         self.model_input = model_input
         self.examples_dir = examples_dir
         self.train_rows = train_rows
@@ -50,7 +55,7 @@ class _SearchModel(keras_tuner.HyperModel):
     def build(self, hp):
         # KerasTuner clears the Keras session before each trial; re-seeding here gives every trial the same start.
         keras.utils.set_random_seed(self.seed)
-        return build_model(self.architecture, hp, self.model_input)
+        return build_model(self.architecture, hp, self.model_input, self.embedding_matrix)
 
     def fit(self, hp, model, *args, **kwargs):
         train = bucketed_batches(self.examples_dir, "train", hp.get("batch_size"), shuffle=True, seed=self.seed,
@@ -81,7 +86,7 @@ def _make_tuner(config: TunerConfig, hypermodel: _SearchModel, fixed: dict[str, 
     return tuner
 
 
-def _trial_rows(oracle, architecture: str, default_epochs: int) -> list[dict[str, Any]]:
+def _trial_rows(oracle, architecture: str, default_epochs: int, pretrained: bool) -> list[dict[str, Any]]:
     rows = []
     for trial_id in sorted(oracle.trials):
         trial = oracle.trials[trial_id]
@@ -90,7 +95,7 @@ def _trial_rows(oracle, architecture: str, default_epochs: int) -> list[dict[str
                "score": trial.score if trial.score is not None and math.isfinite(trial.score) else None,
                "epochs": values.get("tuner/epochs", default_epochs),
                "continues_trial": values.get("tuner/trial_id", "")}
-        row.update({name: values.get(name, "") for name in hyperparameter_names(architecture)})
+        row.update({name: values.get(name, "") for name in hyperparameter_names(architecture, pretrained)})
         rows.append(row)
     return rows
 
@@ -104,8 +109,9 @@ def _best_trial(rows: list[dict[str, Any]], objective: str) -> dict[str, Any] | 
 
 
 def _write_trials(out: Path, rows: list[dict[str, Any]], architecture: str, heading: str,
-                  best_id: str | None) -> None:
-    columns = ["trial_id", "status", "score", "epochs", "continues_trial"] + hyperparameter_names(architecture)
+                  best_id: str | None, pretrained: bool) -> None:
+    columns = (["trial_id", "status", "score", "epochs", "continues_trial"]
+               + hyperparameter_names(architecture, pretrained))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -135,21 +141,35 @@ def _remove_trial_checkpoints(state_dir: Path) -> None:
         checkpoint.unlink()
 
 
+def external_fingerprint(config: TunerConfig) -> str | None:
+    """The pretrained vectors' content is part of the cache key (the path alone could hide a changed file)."""
+    return embeddings.external_fingerprint(config.pretrained_embeddings)
+
+
 def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runtime: Runtime) -> dict[str, Artifact]:
     examples_dir = Path(inputs["transformed_examples"].uri)
-    model_input = read_model_input(Path(inputs["transform_graph"].uri))
+    transform_graph_dir = Path(inputs["transform_graph"].uri)
+    model_input = read_model_input(transform_graph_dir)
     for split in ("train", "eval"):  # fail before any trial rather than in each one; test is never opened
         bucket_files(examples_dir, split)
     architecture = config.architecture
+    pretrained = None
+    if config.pretrained_embeddings:
+        pretrained = embeddings.prepare(config.pretrained_embeddings, transform_graph_dir, model_input, runtime.seed)
+        runtime.log(f"tuner: pretrained vectors {pretrained.path} ({pretrained.alignment.dimension} dimensions), "
+                    f"{pretrained.alignment.vocab_coverage:.1%} of the vocabulary covered")
+    pretrained_dim = pretrained.alignment.dimension if pretrained else None
     try:
-        fixed = parse_fixed_hyperparameters(architecture, config.fixed_hyperparameters)
+        fixed = parse_fixed_hyperparameters(architecture, config.fixed_hyperparameters, pretrained is not None)
     except ValueError as error:
         raise ComponentError(f"tuner.fixed_hyperparameters: {error}") from None
+    if pretrained:
+        embeddings.check_fixed_dimension(fixed, pretrained_dim, pretrained.path)
     out = Path(output_dir) / OUTPUT
     out.mkdir(parents=True, exist_ok=True)
 
     if not config.enabled:
-        values = {**default_hyperparameters(architecture), **fixed}
+        values = {**default_hyperparameters(architecture, pretrained_dim), **fixed}
         best_score, best_id, rows = None, None, []
         runtime.log(f"tuner: search disabled; {architecture} default hyperparameters {values}")
         heading = f"Tuning trials: {architecture} (no search)"
@@ -157,13 +177,14 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
         state_dir = Path(output_dir) / STATE_DIR
         if (state_dir / architecture).is_dir():
             runtime.log(f"tuner: resuming the search kept in {state_dir}; finished trials are not rerun")
-        hypermodel = _SearchModel(architecture, model_input, examples_dir, config.train_subsample_rows, runtime.seed)
+        hypermodel = _SearchModel(architecture, model_input, examples_dir, config.train_subsample_rows, runtime.seed,
+                                  pretrained.alignment.matrix if pretrained else None)
         try:
             tuner = _make_tuner(config, hypermodel, fixed, state_dir, runtime.seed)
             tuner.search(epochs=config.max_epochs, verbose=2)
         except RuntimeError as error:  # KerasTuner stops after several consecutive failed trials
             raise ComponentError(f"hyperparameter search failed: {error}") from None
-        rows = _trial_rows(tuner.oracle, architecture, config.max_epochs)
+        rows = _trial_rows(tuner.oracle, architecture, config.max_epochs, pretrained is not None)
         best = _best_trial(rows, config.objective)
         if best is None:
             messages = [t.message for t in tuner.oracle.trials.values() if t.message]
@@ -172,20 +193,20 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
         best_values = {k: v for k, v in tuner.oracle.trials[best["trial_id"]].hyperparameters.values.items()
                        if not k.startswith("tuner/")}
         # Re-reading the space through the builder's own definition completes and orders the values.
-        values = search_space(architecture, fixed_hyperparameters(best_values))
+        values = search_space(architecture, fixed_hyperparameters(best_values), pretrained_dim)
         best_score, best_id = float(best["score"]), best["trial_id"]
         _remove_trial_checkpoints(state_dir)
         runtime.log(f"tuner: best trial {best_id} of {len(rows)}: {config.objective} {best_score:.4f}, {values}")
         heading = (f"Tuning trials: {architecture} ({config.algorithm} search, score = {config.objective} "
                    f"on the eval split)")
 
-    values = check_hyperparameters(architecture, values)
+    values = check_hyperparameters(architecture, values, pretrained is not None)
     result = {"architecture": architecture, "values": values, "tuned": bool(config.enabled),
               "objective": config.objective, "best_score": best_score}
     write_json_atomic(out / RESULT_FILE, result)
-    _write_trials(out, rows, architecture, heading, best_id)
+    _write_trials(out, rows, architecture, heading, best_id, pretrained is not None)
     completed = sum(1 for r in rows if r["status"] == "COMPLETED")
     return {OUTPUT: Artifact(OUTPUT, out, {
         "architecture": architecture, "tuned": bool(config.enabled), "objective": config.objective,
         "best_score": best_score, "best_trial": best_id, "trials": len(rows), "completed_trials": completed,
-        "values": values})}
+        "values": values, **(pretrained.properties() if pretrained else {})})}

@@ -174,3 +174,16 @@ def padding_ratio(dataset: tf.data.Dataset) -> dict[str, float]:
         batches += 1
     return {"padding_ratio": padded / real if real else float("inf"), "real_tokens": real,
             "padded_tokens": padded, "examples": examples, "batches": batches}
+
+
+def token_id_counts(examples_dir: Path, split: str, size: int) -> np.ndarray:
+    """How often each token id (0 .. size - 1) occurs in one split, over every bucket (no padding counted)."""
+    files = [f for bucket in bucket_files(examples_dir, split).values() for f in bucket]
+    counts = np.zeros(size, dtype=np.int64)
+    if not files:
+        return counts
+    ids = tf.data.TFRecordDataset(files, compression_type="GZIP").map(
+        lambda serialized: tf.io.parse_single_example(serialized, _FEATURES)["token_ids"].values)
+    for batch in ids.unbatch().batch(1 << 16).as_numpy_iterator():
+        counts += np.bincount(batch, minlength=size)[:size]
+    return counts

@@ -24,9 +24,15 @@ import yaml
 if TYPE_CHECKING:
     import keras
     import keras_tuner
+    import numpy as np
 
 NUM_CLASSES = 4
 TOKEN_IDS_INPUT = "token_ids"
+
+# With pretrained vectors the embedding's size is the file's, and two more hyperparameters exist, for every
+# architecture: whether the vectors are fine-tuned, and the dropout on the embedding output.
+_PRETRAINED_DEFAULTS: Mapping[str, Any] = types.MappingProxyType(
+    {"embedding_trainable": True, "embedding_dropout": 0.0})
 
 # Candidate values searched by the tuner; each architecture's default is always among them.
 _EMBEDDING_DIMS = [32, 64, 128]
@@ -41,7 +47,9 @@ class Architecture:
     defaults: Mapping[str, Any]
     # (hp, defaults) -> {name: value}: registers the search space on hp, returns the current values.
     search_space: Callable[[keras_tuner.HyperParameters, Mapping[str, Any]], dict[str, Any]]
-    # (complete hyperparameter values, model_input) -> uncompiled Keras model, token ids -> probabilities.
+    # (complete hyperparameter values, model_input) -> uncompiled Keras model, token ids -> probabilities. Its
+    # token embedding layer is named "embedding" (pretrained vectors are loaded into it) and it applies
+    # values.get("embedding_dropout") to the embedding's output.
     build: Callable[[dict[str, Any], dict], keras.Model]
 
 
@@ -77,6 +85,8 @@ def _recurrent_classifier(name: str, layer_type: type, bidirectional: bool, valu
     # mask_zero: padded steps are skipped by every recurrent layer, so padding never reaches the decision.
     hidden = keras.layers.Embedding(int(model_input["embedding_input_dim"]), values["embedding_dim"],
                                     mask_zero=True, name="embedding")(token_ids)
+    if values.get("embedding_dropout"):
+        hidden = keras.layers.Dropout(values["embedding_dropout"], name="embedding_dropout")(hidden)
     for index in range(values["num_layers"]):
         last = index == values["num_layers"] - 1
         layer = layer_type(values["units"], return_sequences=not last, dropout=values["dropout"],
@@ -137,13 +147,17 @@ def get_architecture(name: str) -> Architecture:
     return ARCHITECTURES[name]
 
 
-def default_hyperparameters(architecture: str) -> dict[str, Any]:
-    """The architecture's default hyperparameter values (what `--no-tune` trains)."""
-    return dict(get_architecture(architecture).defaults)
+def default_hyperparameters(architecture: str, pretrained_dim: int | None = None) -> dict[str, Any]:
+    """The architecture's default hyperparameter values (what `--no-tune` trains); with pretrained vectors of
+    `pretrained_dim` dimensions, embedding_dim is theirs and the pretrained-only defaults are added."""
+    defaults = dict(get_architecture(architecture).defaults)
+    if pretrained_dim is None:
+        return defaults
+    return {**defaults, "embedding_dim": pretrained_dim, **_PRETRAINED_DEFAULTS}
 
 
-def hyperparameter_names(architecture: str) -> list[str]:
-    return sorted(get_architecture(architecture).defaults)
+def hyperparameter_names(architecture: str, pretrained: bool = False) -> list[str]:
+    return sorted({**get_architecture(architecture).defaults, **(_PRETRAINED_DEFAULTS if pretrained else {})})
 
 
 # The type and valid range of each hyperparameter's value (checked for fixed values and the trainer's input).
@@ -151,12 +165,13 @@ _KINDS: dict[str, tuple[type, float, float]] = {
     "embedding_dim": (int, 1, float("inf")), "units": (int, 1, float("inf")), "num_layers": (int, 1, 2),
     "batch_size": (int, 1, float("inf")), "dropout": (float, 0.0, 0.99), "recurrent_dropout": (float, 0.0, 0.99),
     "learning_rate": (float, 1e-8, 10.0), "bidirectional": (bool, 0, 1),
+    "embedding_trainable": (bool, 0, 1), "embedding_dropout": (float, 0.0, 0.99),
 }
 
 
-def check_hyperparameters(architecture: str, values: dict[str, Any]) -> dict[str, Any]:
+def check_hyperparameters(architecture: str, values: dict[str, Any], pretrained: bool = False) -> dict[str, Any]:
     """`values` with ints widened to floats where needed; raises ValueError for unknown names, types, ranges."""
-    known = hyperparameter_names(architecture)
+    known = hyperparameter_names(architecture, pretrained)
     checked = {}
     for name, value in values.items():
         if name not in known:
@@ -172,23 +187,34 @@ def check_hyperparameters(architecture: str, values: dict[str, Any]) -> dict[str
     return checked
 
 
-def parse_fixed_hyperparameters(architecture: str, items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+def parse_fixed_hyperparameters(architecture: str, items: tuple[str, ...] | list[str],
+                                pretrained: bool = False) -> dict[str, Any]:
     """["units=32", "bidirectional=true", ...] -> checked {name: value}; values are read as YAML scalars."""
     values = {}
     for item in items:
         name, _, text = item.partition("=")
         values[name.strip()] = yaml.safe_load(text)
-    return check_hyperparameters(architecture, values)
+    return check_hyperparameters(architecture, values, pretrained)
 
 
-def search_space(architecture: str, hp: keras_tuner.HyperParameters) -> dict[str, Any]:
+def search_space(architecture: str, hp: keras_tuner.HyperParameters,
+                 pretrained_dim: int | None = None) -> dict[str, Any]:
     """Registers the architecture's search space on `hp` and returns the current value of each hyperparameter.
 
     Values already present in `hp` (fixed by the caller or chosen by a tuner trial) win; absent ones take the
-    architecture's default.
+    architecture's default. With pretrained vectors (`pretrained_dim`), embedding_dim is fixed to their size and
+    embedding_trainable and embedding_dropout are searched as well.
     """
     entry = get_architecture(architecture)
-    return entry.search_space(hp, entry.defaults)
+    if pretrained_dim is not None:
+        hp.Fixed("embedding_dim", pretrained_dim)  # registered first, so the architecture's choice returns it
+    values = entry.search_space(hp, entry.defaults)
+    if pretrained_dim is not None:
+        values["embedding_trainable"] = hp.Boolean("embedding_trainable",
+                                                   default=_PRETRAINED_DEFAULTS["embedding_trainable"])
+        values["embedding_dropout"] = hp.Float("embedding_dropout", 0.0, 0.5, step=0.1,
+                                               default=_PRETRAINED_DEFAULTS["embedding_dropout"])
+    return values
 
 
 def fixed_hyperparameters(values: dict[str, Any]) -> keras_tuner.HyperParameters:
@@ -200,15 +226,27 @@ def fixed_hyperparameters(values: dict[str, Any]) -> keras_tuner.HyperParameters
     return hp
 
 
-def build_model(architecture: str, hp: keras_tuner.HyperParameters, model_input: dict) -> keras.Model:
+def build_model(architecture: str, hp: keras_tuner.HyperParameters, model_input: dict,
+                embedding_matrix: np.ndarray | None = None) -> keras.Model:
     """A compiled classifier: token ids [batch, time] (0 = padding) -> class probabilities [batch, 4].
 
     `model_input` is the transform's model_input.json; its embedding_input_dim sizes the embedding.
+    `embedding_matrix` ([embedding_input_dim, D], row i = token id i; library/embeddings.py) starts the
+    embedding from pretrained vectors, fine-tuned or frozen as the embedding_trainable hyperparameter says.
     """
-    import keras
-
-    values = search_space(architecture, hp)
+    pretrained_dim = None if embedding_matrix is None else int(embedding_matrix.shape[1])
+    values = search_space(architecture, hp, pretrained_dim)
     model = get_architecture(architecture).build(values, model_input)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=values["learning_rate"]),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    if embedding_matrix is not None:
+        embedding = model.get_layer("embedding")
+        embedding.set_weights([embedding_matrix])
+        embedding.trainable = values["embedding_trainable"]
+    compile_model(model, values["learning_rate"])
     return model
+
+
+def compile_model(model: keras.Model, learning_rate: float) -> None:
+    """(Re)compiles with a fresh optimizer; the trainer recompiles after unfreezing pretrained vectors."""
+    import keras
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])

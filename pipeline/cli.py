@@ -1,4 +1,4 @@
-"""`agnews-pipeline`: run, retrain, predict, serve, runs, show, gc."""
+"""`agnews-pipeline`: run, retrain, predict, serve, runs, show, gc, embeddings."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +36,7 @@ FLAG_KEYS = {
     "pipeline_root": "pipeline.root",
     "beam_arg": "pipeline.beam_args",
     "serving_dir": "pusher.serving_dir",
+    "pretrained_embeddings": "trainer.pretrained_embeddings",
 }
 
 
@@ -52,6 +53,8 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tuning-epochs", type=int, help="max epochs per tuning trial")
     parser.add_argument("--no-tune", action="store_true", help="skip the search; use the model's defaults")
     parser.add_argument("--epochs", type=int, help="training epochs for the final model")
+    parser.add_argument("--pretrained-embeddings", metavar="PATH",
+                        help="start the embedding from these word vectors (word2vec, GloVe, fastText .vec, .kv)")
     parser.add_argument("--min-accuracy", type=float, help="absolute test accuracy needed for blessing")
     parser.add_argument("--pipeline-root", help="where artifacts and the metadata store live "
                                                 "(default ./pipeline_root)")
@@ -94,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=4, help="requests the model computes at the same time")
     serve.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for a new version")
     serve.add_argument("--max-request-bytes", type=int, default=8 << 20, help="larger bodies get 413")
+
+    embeddings = commands.add_parser(
+        "embeddings", help="train Word2Vec vectors on a run's train split text (for --pretrained-embeddings)")
+    embeddings.add_argument("--from-run", required=True, metavar="RUN", help="run id whose train split to use")
+    embeddings.add_argument("--out", required=True, metavar="PATH",
+                            help="vectors file: .kv (gensim), .bin (word2vec binary), .txt or .vec (word2vec text)")
+    embeddings.add_argument("--dim", type=int, default=100, help="vector size (default 100)")
+    embeddings.add_argument("--window", type=int, default=5, help="context window (default 5)")
+    embeddings.add_argument("--min-count", type=int, default=2, help="ignore rarer words (default 2)")
+    embeddings.add_argument("--word2vec-epochs", type=int, default=10, help="passes over the text (default 10)")
+    embeddings.add_argument("--config", help="YAML configuration file")
+    embeddings.add_argument("--pipeline-root", help="default ./pipeline_root")
 
     for name, help_text in (("runs", "list runs"), ("show", "show a run's model lineage and artifacts"),
                             ("gc", "delete artifacts that no kept run or pushed model needs")):
@@ -227,6 +242,26 @@ def _cmd_show(args, config) -> int:
     return EXIT_OK
 
 
+def _cmd_embeddings(args, config) -> int:
+    from library import embeddings
+    from pipeline.inspect import run_train_text_source
+    for name in ("dim", "window", "min_count", "word2vec_epochs"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    out = Path(args.out)
+    if out.suffix not in embeddings.OUTPUT_SUFFIXES:
+        raise ConfigError(f"--out must end in one of {', '.join(embeddings.OUTPUT_SUFFIXES)}, got {out.name!r}")
+    examples_dir, transform = run_train_text_source(config.pipeline_root(), args.from_run)
+    sentences = embeddings.tokenized_split(examples_dir, "train", transform["text_features"], transform["max_length"])
+    vectors = embeddings.train_word2vec(sentences, dimension=args.dim, window=args.window, min_count=args.min_count,
+                                        epochs=args.word2vec_epochs, seed=config.pipeline.seed)
+    written = embeddings.save_vectors(vectors, out)
+    print(f"embeddings: {len(vectors.index_to_key)} words x {vectors.vector_size} dimensions from "
+          f"{len(sentences)} train texts of run {args.from_run} -> {out} ({written}); "
+          f"use it with --pretrained-embeddings {out}")
+    return EXIT_OK
+
+
 def _cmd_gc(args, config) -> int:
     from pipeline.gc import collect_garbage
     from pipeline.runner import root_lock
@@ -247,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         config = _config_from_args(args)
         if args.command in ("run", "retrain"):
             return _cmd_run(args, config)
-        return {"runs": _cmd_runs, "show": _cmd_show, "gc": _cmd_gc, "serve": _cmd_serve}[args.command](args, config)
+        return {"runs": _cmd_runs, "show": _cmd_show, "gc": _cmd_gc, "serve": _cmd_serve,
+                "embeddings": _cmd_embeddings}[args.command](args, config)
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -98,6 +98,9 @@ class TunerConfig:
     objective: str = "val_loss"  # val_loss (minimised) | val_accuracy (maximised), measured on the eval split
     # Hyperparameters held fixed instead of searched (also applied with --no-tune), e.g. ["batch_size=128"].
     fixed_hyperparameters: tuple[str, ...] = ()
+    # Not a setting of its own: always trainer.pretrained_embeddings (Config copies it), so that the search
+    # starts from the same vectors and their fingerprint is part of the tuner's cache key.
+    pretrained_embeddings: str = ""
 
     def __post_init__(self):
         _require(self.objective in ("val_loss", "val_accuracy"),
@@ -122,12 +125,36 @@ class TrainerConfig:
     early_stopping_patience: int = 2
     strategy: str = "default"  # default | mirrored | multi_worker_mirrored
     shuffle_buffer: int = 10_000
+    # Word vectors to start the embedding from (word2vec text/binary, GloVe, fastText .vec, gensim .kv);
+    # '' = a randomly initialised embedding.
+    pretrained_embeddings: str = ""
+    # tuned (the tuner's choice; with --no-tune: fine-tuned) | true | false | "after_epochs N" (frozen for N
+    # epochs, then fine-tuned). Only used with pretrained_embeddings.
+    embeddings_trainable: bool | str = "tuned"
+    # Share of the train split's tokens the vectors must cover; below it the trainer warns loudly.
+    min_embedding_coverage: float = 0.5
 
     def __post_init__(self):
         _require(self.epochs >= 1, f"trainer.epochs must be >= 1, got {self.epochs}")
+        _require(0.0 <= self.min_embedding_coverage <= 1.0, "trainer.min_embedding_coverage must be in [0, 1]")
+        self.unfreeze_after_epochs()  # validates embeddings_trainable
         _require(self.early_stopping_patience >= 0, "trainer.early_stopping_patience must be >= 0")
         _require(self.strategy in ("default", "mirrored", "multi_worker_mirrored"),
                  f"trainer.strategy must be default, mirrored or multi_worker_mirrored, got {self.strategy!r}")
+
+    def unfreeze_after_epochs(self) -> int | None:
+        """embeddings_trainable as a number of frozen epochs: 0 = trainable, epochs = frozen throughout,
+        None = the tuner's choice."""
+        value = self.embeddings_trainable
+        if isinstance(value, bool):
+            return 0 if value else self.epochs
+        if value == "tuned":
+            return None
+        name, _, count = value.partition(" ")
+        _require(name == "after_epochs" and count.strip().isdigit() and 1 <= int(count) < self.epochs,
+                 f"trainer.embeddings_trainable must be true, false, tuned or 'after_epochs N' with "
+                 f"1 <= N < trainer.epochs ({self.epochs}), got {value!r}")
+        return int(count)
 
 
 @dataclass(frozen=True)
@@ -155,6 +182,13 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     pusher: PusherConfig = field(default_factory=PusherConfig)
+
+    def __post_init__(self):
+        vectors = self.trainer.pretrained_embeddings
+        _require(self.tuner.pretrained_embeddings in ("", vectors),
+                 "set the vectors file with trainer.pretrained_embeddings (--pretrained-embeddings); "
+                 "the tuner uses the same file")
+        object.__setattr__(self, "tuner", dataclasses.replace(self.tuner, pretrained_embeddings=vectors))
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.metadata import MetadataStore
+from pipeline.report import embeddings_line
 
 
 def _open(root: Path) -> MetadataStore:
@@ -83,6 +84,9 @@ def show_run(root: Path, run_id: str | None) -> str:
                                  f"{_short(artifact.properties)}")
                     if name == "best_hyperparameters":
                         lines.append(f"         hyperparameters: {json.dumps(artifact.properties.get('values'))}")
+            embeddings = embeddings_line(model_artifact.properties)
+            if embeddings:
+                lines.append(f"  {embeddings}")
             for execution, pushed, model in store.pushed_models():
                 if model is not None and model.id == model_artifact.id:
                     lines.append(f"  pushed as version {pushed.properties.get('version')}: "
@@ -91,5 +95,24 @@ def show_run(root: Path, run_id: str | None) -> str:
         if report.exists():
             lines += ["", f"report: {report}"]
         return "\n".join(lines)
+    finally:
+        store.close()
+
+
+def run_train_text_source(root: Path, run_id: str) -> tuple[Path, dict[str, Any]]:
+    """The ingest `examples` folder a run used and the run's transform settings (for `embeddings`)."""
+    store = _open(root)
+    try:
+        run = store.run(run_id)
+        if run is None:
+            raise LookupError(f"no run {run_id!r} under {root}; `agnews-pipeline runs` lists them")
+        for execution in store.executions(run_id):
+            examples = store.artifacts_of(execution["id"], "output").get("examples")
+            if execution["step"] == "ingest" and examples is not None:
+                if examples.deleted or not examples.uri.is_dir():
+                    raise LookupError(f"the examples of run {run_id} ({examples.uri}) were deleted; "
+                                      "rerun the pipeline or pick a kept run")
+                return examples.uri, json.loads(run["config_json"])["transform"]
+        raise LookupError(f"run {run_id} has no ingested examples (its ingest step did not complete)")
     finally:
         store.close()

@@ -18,6 +18,23 @@ HEADLINE_PROPERTIES = {
 }
 
 
+def embeddings_line(properties: dict[str, Any]) -> str | None:
+    """One line on the pretrained vectors a model started from (trainer's model properties), or None."""
+    if not properties.get("embeddings_file"):
+        return None
+    line = (f"pretrained embeddings {properties['embeddings_file']} ({properties.get('embeddings_format')}, "
+            f"{properties.get('embeddings_dim')} dimensions, fingerprint "
+            f"{str(properties.get('embeddings_fingerprint'))[:12]}): covers "
+            f"{properties.get('embeddings_vocab_coverage', 0):.1%} of vocabulary ids")
+    if "embeddings_token_coverage" in properties:
+        line += f", {properties['embeddings_token_coverage']:.1%} of train tokens"
+    if "embeddings_frozen_epochs" in properties:
+        line += f"; frozen for {properties['embeddings_frozen_epochs']} epoch(s)"
+    if properties.get("embeddings_low_coverage"):
+        line += " -- WARNING: LOW COVERAGE, most words started from random vectors"
+    return line
+
+
 def _format(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
@@ -42,6 +59,10 @@ def write_run_report(run_dir: Path, record: dict[str, Any]) -> Path:
                      if k in output["properties"]]
             if facts:
                 lines.append(f"- **{name}**: " + ", ".join(facts))
+            embeddings = embeddings_line(output["properties"]) if name == "model" else None
+            if embeddings:
+                warning = output["properties"].get("embeddings_low_coverage")
+                lines.append(f"- **{'WARNING: ' if warning else ''}embeddings**: {embeddings}")
             if name == "evaluation":
                 for image in ("confusion_matrix.png", "training_curves.png"):
                     path = Path(output["uri"]) / image

@@ -27,6 +27,7 @@ from pipeline import dag
 from pipeline.artifacts import Artifact, ComponentError, Runtime, fingerprint, write_json_atomic
 from pipeline.config import Config
 from pipeline.metadata import MetadataStore, StoredArtifact
+from pipeline.report import embeddings_line
 
 
 class PipelineFailed(RuntimeError):
@@ -313,6 +314,9 @@ def summarize(result: RunResult) -> str:
     if hyper:
         lines.append(f"  model: {hyper.properties.get('architecture')} "
                      f"({'tuned' if hyper.properties.get('tuned') else 'default hyperparameters'})")
+    model = result.artifact("trainer", "model")
+    if model and embeddings_line(model.properties):
+        lines.append(f"  {embeddings_line(model.properties)}")
     evaluation = result.artifact("evaluator", "evaluation")
     if evaluation:
         p = evaluation.properties
