@@ -137,7 +137,11 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
 
 
 def serving_model_dir(model: Artifact) -> Path:
+    """A trainer's model artifact holds serving_model/; a served version folder (the baseline when the store
+    knows no blessed model) is the SavedModel itself."""
     path = Path(model.uri) / "serving_model"
+    if not path.is_dir() and (Path(model.uri) / "saved_model.pb").is_file():
+        return Path(model.uri)
     if not (path / "saved_model.pb").is_file():
         raise ComponentError(f"{path} holds no SavedModel: the {model.name} artifact has no exported serving model")
     return path

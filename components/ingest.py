@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import socket
 import sys
 import urllib.parse
@@ -46,6 +48,7 @@ CSV_FILE_NAMES = {"train": "train.csv", "test": "test.csv"}
 READ_CHUNK_BYTES = 16 << 20
 DOWNLOAD_PROBE_SECONDS = 10
 BAD_ROWS_IN_ERROR = 10  # how many bad rows a "too many bad rows" error quotes
+QUARANTINE_BLOCK_LINES = 100_000  # source lines per quarantine block file (its bad rows are sorted in memory)
 
 
 # ---------------------------------------------------------------------------------------------- splits
@@ -178,6 +181,10 @@ def _csv_files(config: IngestConfig) -> dict[str, str]:
     if missing:
         raise ComponentError(f"ingest: {' and '.join(missing)} not found in {folder} (from --data {config.data}); "
                              "--data csv:DIR expects DIR to hold train.csv and test.csv")
+    folders = [name for split, name in CSV_FILE_NAMES.items() if "://" not in files[split] and Path(files[split]).is_dir()]
+    if folders:
+        raise ComponentError(f"ingest: {' and '.join(folders)} in {folder} is a folder, not a file (from --data "
+                             f"{config.data}); --data csv:DIR expects DIR to hold the files train.csv and test.csv")
     return files
 
 
@@ -226,9 +233,39 @@ def _summary_json(counted: list[tuple[tuple, int]]) -> str:
     return json.dumps([[list(key), count] for key, count in counted])
 
 
-def _quarantine_text(records: list[dict]) -> str:
-    ordered = sorted(records, key=lambda r: (SOURCE_SPLITS.index(r["source_split"]), r["source"], r["line"]))
-    return "".join(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n" for record in ordered)
+def _quarantine_block(record: dict) -> tuple[tuple[int, int], tuple[str, int, str]]:
+    """A bad row keyed by its block of consecutive lines in its source split, with its JSON line."""
+    split_index = SOURCE_SPLITS.index(record["source_split"])
+    line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
+    return (split_index, record["line"] // QUARANTINE_BLOCK_LINES), (record["source"], record["line"], line)
+
+
+class _WriteQuarantineBlock(beam.DoFn):
+    """One block of at most QUARANTINE_BLOCK_LINES bad rows -> one file, in line order; the block files are
+    joined in name order afterwards, so quarantine.jsonl lists every bad row in source order while no step
+    holds more than one block in memory."""
+
+    def __init__(self, folder: str):
+        self._folder = folder
+
+    def process(self, element):
+        (split_index, block), rows = element
+        path = Path(self._folder) / f"{split_index}-{block:010d}.jsonl"
+        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        with open(temporary, "w", encoding="utf-8") as handle:
+            for _, _, line in sorted(rows):
+                handle.write(line)
+        os.replace(temporary, path)
+        yield str(path)
+
+
+def _join_quarantine_blocks(folder: Path, destination: Path) -> None:
+    """Concatenates the block files in order into `destination` (streamed), then removes them."""
+    with open(destination, "wb") as out:
+        for block in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+            with open(block, "rb") as handle:
+                shutil.copyfileobj(handle, out, 1 << 20)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _single_file(path: Path):
@@ -248,7 +285,7 @@ def _too_many_bad_rows(counts: dict, quarantine_path: Path, limit: float) -> Com
             where = f"{record['source']} row" if from_tfds else f"{Path(record['source']).name} line"
             lines.append(f"  {where} {record['line']}: {record['reason']} "
                          f"({record['detail']}): {record['raw'][:120]!r}")
-    lines.append(f"All bad rows were listed in {quarantine_path}, which is discarded with this failed run. "
+    lines.append(f"All bad rows are listed in {quarantine_path}. "
                  "Fix the source rows, or raise the limit with --set ingest.max_bad_row_fraction=...")
     return ComponentError("\n".join(lines))
 
@@ -260,6 +297,8 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
     examples_dir.mkdir(parents=True, exist_ok=True)
     summary_path = output_dir / ".ingest-summary.json"
     quarantine_path = examples_dir / "quarantine.jsonl"
+    quarantine_blocks = output_dir / ".quarantine-blocks"
+    quarantine_blocks.mkdir(exist_ok=True)
     source = source_name(config)
     from_csv = config.data.startswith("csv:")
     files = _csv_files(config) if from_csv else {}
@@ -276,12 +315,12 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
         _ = (split_rows
              | "ToExample" >> beam.MapTuple(lambda split, row: (split, to_tf_example(row)))
              | "WriteExamples" >> WriteDeterministicTFRecords(str(examples_dir), folders=SPLITS))
-        # One element holding every bad row keeps quarantine.jsonl in line order; bad rows are few in any run
-        # that succeeds (at most max_bad_row_fraction of the rows).
+        # Bad rows are streamed to files of bounded blocks of lines (memory does not grow with their number;
+        # a hostile input can be all bad rows), joined in line order below.
         _ = (bad
-             | "AllBadRows" >> beam.combiners.ToList()
-             | "QuarantineText" >> beam.Map(_quarantine_text)
-             | "WriteQuarantine" >> _single_file(quarantine_path))
+             | "QuarantineBlocks" >> beam.Map(_quarantine_block)
+             | "GroupBlocks" >> beam.GroupByKey()
+             | "WriteQuarantine" >> beam.ParDo(_WriteQuarantineBlock(str(quarantine_blocks))))
         _ = ((split_rows, bad)
              | "AllRows" >> beam.Flatten()
              | "SummaryKeys" >> beam.FlatMap(_summary_keys)
@@ -292,6 +331,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
 
     summary = {tuple(key): count for key, count in json.loads(summary_path.read_text(encoding="utf-8"))}
     summary_path.unlink()
+    _join_quarantine_blocks(quarantine_blocks, quarantine_path)
     read = {s: summary.get(("read", s), 0) for s in SOURCE_SPLITS}
     rows_read = sum(read.values())
     by_reason = {key[1]: count for key, count in summary.items() if key[0] == "quarantined"}

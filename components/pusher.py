@@ -10,8 +10,14 @@ loads numeric names), then renamed to its version. An existing version is never 
 takes the number first, the rename fails and the next number is tried. (Every writer of serving_dir renames
 complete, non-empty folders into place, so a rename can never land on an empty folder and replace it.)
 
+Crash safety: each version folder holds `push.json` with the model's fingerprint, written before the rename.
+When the newest served version already holds the candidate's model (a pusher killed after its rename but
+before the store recorded the push, or a run in a copied root), that version is adopted instead of pushing a
+duplicate. `.push-<pid>-*` folders whose process is gone (a pusher killed during its copy) are removed at the
+next push and by `gc`.
+
 A model that is not blessed is not pushed; that is recorded, not an error.
-Output: pushed_model/push.json = {pushed, version, path, reason}.
+Output: pushed_model/push.json = {pushed, version, path, reason, adopted}.
 """
 from __future__ import annotations
 
@@ -20,10 +26,12 @@ import os
 import shutil
 from pathlib import Path
 
-from pipeline.artifacts import Artifact, ComponentError, Runtime, read_json, write_json_atomic
+from pipeline.artifacts import Artifact, ComponentError, Runtime, fingerprint, read_json, write_json_atomic
 from pipeline.config import PusherConfig
 
 MAX_PUBLISH_ATTEMPTS = 100
+PUSH_RECORD = "push.json"  # in each version folder: {"model_fingerprint": ...}
+TEMPORARY_PREFIX = ".push-"
 
 
 def run(inputs: dict[str, Artifact], output_dir: Path, config: PusherConfig, runtime: Runtime) -> dict[str, Artifact]:
@@ -40,12 +48,22 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: PusherConfig, run
         serving_model = Path(inputs["model"].uri) / "serving_model"
         if not (serving_model / "saved_model.pb").is_file():
             raise ComponentError(f"{serving_model} holds no SavedModel; nothing to push")
-        version, path = publish_version(serving_model, Path(config.serving_dir))
-        record = {"pushed": True, "version": version, "path": str(path),
+        serving_dir = Path(config.serving_dir)
+        for stale in stale_push_folders(serving_dir):
+            runtime.log(f"pusher: removing {stale}, left by a pusher that was killed during its copy")
+            shutil.rmtree(stale, ignore_errors=True)
+        model_fingerprint = fingerprint(serving_model)
+        adopted = served_version_of(serving_dir, model_fingerprint)
+        if adopted is not None:
+            version, path = adopted
+            runtime.log(f"pusher: version {version} at {path} already holds this model; adopting it")
+        else:
+            version, path = publish_version(serving_model, serving_dir, model_fingerprint)
+            runtime.log(f"pusher: pushed version {version} to {path}")
+        record = {"pushed": True, "version": version, "path": str(path), "adopted": adopted is not None,
                   "reason": f"blessed: {blessing.get('reason', '')}"}
-        runtime.log(f"pusher: pushed version {version} to {path}")
     else:
-        record = {"pushed": False, "version": None, "path": None,
+        record = {"pushed": False, "version": None, "path": None, "adopted": False,
                   "reason": f"not blessed: {blessing.get('reason', 'no reason recorded')}"}
         runtime.log(f"pusher: nothing pushed ({record['reason']})")
     write_json_atomic(pushed_dir / "push.json", record)
@@ -64,12 +82,53 @@ def next_version(serving_dir: Path) -> int:
     return versions[-1] + 1 if versions else 1
 
 
-def publish_version(serving_model: Path, serving_dir: Path) -> tuple[int, Path]:
-    """Copies `serving_model` to serving_dir/<next version>/ atomically; returns (version, path)."""
+def served_version_of(serving_dir: Path, model_fingerprint: str) -> tuple[int, Path] | None:
+    """(version, path) of the newest served version when it holds the model with this fingerprint."""
+    versions = numeric_versions(serving_dir)
+    if not versions:
+        return None
+    path = serving_dir / str(versions[-1])
+    if not (path / PUSH_RECORD).exists():  # pushed by older code or by hand: compare the files themselves
+        recorded = fingerprint(path)
+    else:
+        try:
+            recorded = read_json(path / PUSH_RECORD).get("model_fingerprint")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+    return (versions[-1], path) if recorded == model_fingerprint else None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def stale_push_folders(serving_dir: Path) -> list[Path]:
+    """`.push-<pid>-<hex>` folders whose pusher process no longer runs."""
+    if not serving_dir.is_dir():
+        return []
+    stale = []
+    for entry in sorted(serving_dir.glob(f"{TEMPORARY_PREFIX}*")):
+        pid = entry.name[len(TEMPORARY_PREFIX):].split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            stale.append(entry)
+    return stale
+
+
+def publish_version(serving_model: Path, serving_dir: Path, model_fingerprint: str | None = None) -> tuple[int, Path]:
+    """Copies `serving_model` to serving_dir/<next version>/ atomically, with push.json recording the model's
+    fingerprint; returns (version, path)."""
+    model_fingerprint = model_fingerprint or fingerprint(serving_model)
     serving_dir.mkdir(parents=True, exist_ok=True)
-    temporary = serving_dir / f".push-{os.getpid()}-{os.urandom(4).hex()}"
+    temporary = serving_dir / f"{TEMPORARY_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
     try:
         shutil.copytree(serving_model, temporary)
+        write_json_atomic(temporary / PUSH_RECORD, {"model_fingerprint": model_fingerprint})
         version = next_version(serving_dir)
         for _ in range(MAX_PUBLISH_ATTEMPTS):
             target = serving_dir / str(version)

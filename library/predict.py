@@ -5,7 +5,8 @@
   - a trainer `model` artifact folder (its serving_model/ is used),
   - a serving folder of numeric versions (the highest version is used, as TF Serving would).
 `iter_csv_or_lines(source)` reads texts from a file (or "-" for stdin): an AG News CSV (class,title,description)
-gives title + " " + description per row; anything else gives one text per non-blank line.
+gives title + " " + description per row; anything else gives one text per line, a blank line being an empty
+text (so output rows join back to input lines). `iter_numbered_texts` gives the same with input line numbers.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from library.export import CLASS_NAMES, SERVING_SIGNATURE
 from pipeline.artifacts import ComponentError
 
 BATCH_SIZE = 256
+# A text may be any length (serving_default takes a 5 MB string); the csv module's default field limit is 128 KB.
+csv.field_size_limit(min(sys.maxsize, 2 ** 31 - 1))
 _loaded: dict[tuple[str, int], Any] = {}  # (SavedModel folder, saved_model.pb mtime) -> serving signature
 
 
@@ -41,7 +44,12 @@ def _serving_signature(model_dir: Path):
     if key not in _loaded:
         import tensorflow as tf
 
-        loaded = tf.saved_model.load(str(path))
+        try:
+            loaded = tf.saved_model.load(str(path))
+        except Exception as error:  # a corrupt or partial folder: TensorFlow raises many types here
+            reason = (str(error).strip().splitlines() or [""])[0][:160]
+            raise ComponentError(f"{path} holds no loadable SavedModel ({type(error).__name__}: {reason}); point "
+                                 "--model-dir at an intact pushed version or a trainer's model folder") from None
         if SERVING_SIGNATURE not in loaded.signatures:
             raise ComponentError(
                 f"{path} has no {SERVING_SIGNATURE!r} signature; signatures: {list(loaded.signatures)}")
@@ -73,49 +81,82 @@ def _is_header(fields: list[str]) -> bool:
     return len(names) == 3 and names[0] in ("class", "class index", "label") and names[1:] == ["title", "description"]
 
 
-def iter_csv_or_lines(source: str | Path | IO[str]) -> Iterator[str]:
-    """Texts from `source` (a path, "-" for stdin, or an open text file).
+def iter_csv_or_lines(source: str | Path | IO) -> Iterator[str]:
+    """Texts from `source` (a path, "-" for stdin, or an open file); see iter_numbered_texts."""
+    for _, text in iter_numbered_texts(source):
+        yield text
+
+
+def iter_numbered_texts(source: str | Path | IO) -> Iterator[tuple[int, str]]:
+    """(input line number, text) from `source` (a path, "-" for stdin, or an open binary or text file).
 
     The format is decided by the first non-blank line: an AG News CSV row (class 1-4, title, description;
     quoted or not) or the header class,title,description makes it a CSV, read with the csv module (a row
-    of any other shape is then an error naming its line); otherwise every non-blank line is one text.
+    of any other shape is then an error naming its line; the number is the row's first line); otherwise every
+    line is one text, a blank line an empty one. A line that is not UTF-8 is an error naming its line.
     """
     if isinstance(source, (str, Path)) and str(source) == "-":
-        yield from _iter_texts(sys.stdin)
+        yield from _iter_texts(_decoded_lines(getattr(sys.stdin, "buffer", sys.stdin)))
     elif isinstance(source, (str, Path)):
-        with open(source, encoding="utf-8", newline="") as handle:
-            yield from _iter_texts(handle)
+        with open(source, "rb") as handle:
+            yield from _iter_texts(_decoded_lines(handle))
     else:
-        yield from _iter_texts(source)
+        yield from _iter_texts(_decoded_lines(getattr(source, "buffer", source)))
 
 
-def _iter_texts(handle: IO[str]) -> Iterator[str]:
-    first = ""
-    for first in handle:
-        if first.strip():
+def _decoded_lines(handle) -> Iterator[tuple[int, str]]:
+    """(line number, line with its ending) of a binary file, each line decoded on its own so a bad byte is
+    reported at its exact line."""
+    for number, raw in enumerate(handle, start=1):
+        if isinstance(raw, str):  # a text stream given by a caller
+            yield number, raw
+            continue
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ComponentError(f"input line {number} is not valid UTF-8 ({error.reason} at byte {error.start}): "
+                                 "convert the input to UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+
+
+def _iter_texts(lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, str]]:
+    leading: list[tuple[int, str]] = []
+    for number, line in lines:
+        if line.strip():
+            first = (number, line)
             break
-    if not first.strip():
+        leading.append((number, line))
+    else:
+        yield from ((n, "") for n, _ in leading)
         return
-    first_fields = next(csv.reader([first]), [])
+    first_fields = next(csv.reader([first[1]]), [])
     if not (_is_ag_news_row(first_fields) or _is_header(first_fields)):
-        yield first.rstrip("\r\n")
-        for line in handle:
-            if line.strip():
-                yield line.rstrip("\r\n")
+        for number, line in (*leading, first):
+            yield number, line.rstrip("\r\n")
+        for number, line in lines:
+            yield number, line.rstrip("\r\n")
         return
-    # Re-join the first line with the rest so a quoted field spanning lines is still read correctly.
-    reader = csv.reader(_chain_lines(first, handle))
-    for row_number, fields in enumerate(reader, start=1):
+    # Re-join the first line with the rest so a quoted field spanning lines is still read correctly. Lines from
+    # the first non-blank one on are consecutive, so a row's line number is the first's plus the lines before it.
+    reader = csv.reader(line for _, line in _chain(first, lines))
+    row_number = 0
+    while True:
+        consumed = reader.line_num
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        row_number += 1
         if not fields or (row_number == 1 and _is_header(fields)):
             continue
         if not _is_ag_news_row(fields):
-            raise ComponentError(f"CSV row {row_number} is not class,title,description with class 1-4: {fields!r:.200}")
-        yield f"{fields[1]} {fields[2]}"
+            raise ComponentError(f"CSV row {row_number} (input line {first[0] + consumed}) is not "
+                                 f"class,title,description with class 1-4: {fields!r:.200}")
+        yield first[0] + consumed, f"{fields[1]} {fields[2]}"
 
 
-def _chain_lines(first: str, rest: IO[str]) -> Iterator[str]:
+def _chain(first, rest):
     yield first
     yield from rest
 
 
-__all__ = ["predict", "iter_csv_or_lines", "resolve_serving_model_dir"]
+__all__ = ["predict", "iter_csv_or_lines", "iter_numbered_texts", "resolve_serving_model_dir"]

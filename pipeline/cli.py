@@ -10,7 +10,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
-from pipeline import dag  # noqa: E402
+from pipeline import dag, interrupts  # noqa: E402
 from pipeline.config import ConfigError, load_config  # noqa: E402
 from library.models import architecture_names  # noqa: E402  (the registry; imports no Keras)
 from pipeline.runner import LockBusy  # noqa: E402
@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input", default="-", help="text file (one text per line) or AG News CSV; - = stdin")
     predict.add_argument("--output", default="-", help="JSON lines output file; - = stdout")
     predict.add_argument("--batch-size", type=int, default=256)
+    predict.add_argument("--line-numbers", action="store_true",
+                         help="add the input line number to each output row ({\"line\": N, ...})")
 
     serve = commands.add_parser("serve", help="serve the pushed models over TF Serving's REST API")
     serve.add_argument("--config", help="YAML configuration file (its pusher.serving_dir is served)")
@@ -136,8 +138,27 @@ def _config_from_args(args: argparse.Namespace):
     return load_config(args.config, getattr(args, "set", []), flags)
 
 
+def _check_root(root: Path) -> None:
+    """A pipeline root that cannot be written fails here, in one line, before anything runs."""
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"the pipeline root {root} is a file, not a folder: choose another --pipeline-root")
+    existing = next((p for p in (root, *root.parents) if p.exists()), root)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"the pipeline root {root} is not writable ({existing} is read-only or not ours): "
+                         "choose another --pipeline-root or fix its permissions")
+
+
+class UsageError(ValueError):
+    """A bad command line or environment found before any work: exit 2."""
+
+
 def _cmd_run(args, config) -> int:
     from pipeline.runner import Runner, root_lock, summarize
+    if args.command == "retrain" and args.until:
+        # A partial run can never push, and counting it as the last retrain would hide the data from the next.
+        raise UsageError("--until is not allowed with retrain (it always runs the whole pipeline); "
+                         "use `agnews-pipeline run --until STEP`")
+    _check_root(config.pipeline_root())
     with root_lock(config.pipeline_root(), args.lock_timeout):
         runner = Runner(config)
         try:
@@ -165,18 +186,24 @@ def _cmd_run(args, config) -> int:
 
 def _cmd_predict(args) -> int:
     from library import predict
-    source = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8", newline="")
+    if args.input != "-" and Path(args.input).is_dir():
+        raise UsageError(f"--input {args.input} is a folder: give a text file (one text per line), an AG News "
+                         "CSV, or - for stdin")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    predict.resolve_serving_model_dir(Path(args.model_dir))  # a wrong --model-dir fails before reading input
     sink = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
     try:
-        batch: list[str] = []
+        batch: list[tuple[int, str]] = []
 
         def flush():
-            for row in predict.predict(Path(args.model_dir), batch):
-                sink.write(json.dumps(row) + "\n")
+            rows = predict.predict(Path(args.model_dir), [text for _, text in batch])
+            for (line, _), row in zip(batch, rows):
+                sink.write(json.dumps({"line": line, **row} if args.line_numbers else row) + "\n")
             batch.clear()
 
-        for text in predict.iter_csv_or_lines(source):
-            batch.append(text)
+        for numbered in predict.iter_numbered_texts(args.input):
+            batch.append(numbered)
             if len(batch) >= args.batch_size:
                 flush()
         if batch:
@@ -184,8 +211,6 @@ def _cmd_predict(args) -> int:
     finally:
         if sink is not sys.stdout:
             sink.close()
-        if source is not sys.stdin:
-            source.close()
     return EXIT_OK
 
 
@@ -265,8 +290,12 @@ def _cmd_embeddings(args, config) -> int:
 def _cmd_gc(args, config) -> int:
     from pipeline.gc import collect_garbage
     from pipeline.runner import root_lock
+    if args.keep < 1:
+        raise UsageError(f"gc --keep must be at least 1 (got {args.keep}): the newest run is always kept")
+    _check_root(config.pipeline_root())
     with root_lock(config.pipeline_root()):
-        removed = collect_garbage(config.pipeline_root(), args.keep, dry_run=args.dry_run)
+        removed = collect_garbage(config.pipeline_root(), args.keep, dry_run=args.dry_run,
+                                  serving_dir=config.serving_dir())
     verb = "would delete" if args.dry_run else "deleted"
     for path in removed:
         print(f"{verb} {path}")
@@ -276,6 +305,8 @@ def _cmd_gc(args, config) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    interrupts.install()
+    config = None
     try:
         if args.command == "predict":
             return _cmd_predict(args)
@@ -287,16 +318,30 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except UsageError as error:
+        print(f"{args.command}: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except LockBusy as error:
         print(f"{args.command}: {error}", file=sys.stderr)
         return EXIT_LOCKED
-    except KeyboardInterrupt:
-        print("interrupted; completed steps are kept and the next run reuses them", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:
+        print(f"{args.command}: interrupted by {interrupts.name()}; completed steps are kept and the next run "
+              "reuses them", file=sys.stderr)
+        return interrupts.exit_code(error)
     except Exception as error:  # noqa: BLE001 - one readable line instead of a traceback wall
+        import sqlite3
+
         from pipeline.artifacts import ComponentError
-        if isinstance(error, (ComponentError, FileNotFoundError, LookupError)):
-            print(f"error: {error}", file=sys.stderr)
+        from pipeline.metadata import StoreUnreadable, unreadable_message
+        if isinstance(error, sqlite3.DatabaseError):  # a store that opened but breaks on reading
+            store = (config.pipeline_root() if config else Path(".")) / "metadata.sqlite"
+            error = StoreUnreadable(unreadable_message(store, error))
+        if isinstance(error, (ComponentError, StoreUnreadable, LookupError)):
+            print(f"{args.command}: {error}", file=sys.stderr)
+            return EXIT_FAILED
+        if isinstance(error, OSError):  # missing, unreadable or unwritable files and folders
+            where = f": {error.filename}" if error.filename else ""
+            print(f"{args.command}: {error.strerror or error}{where}", file=sys.stderr)
             return EXIT_FAILED
         raise
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +37,51 @@ class PipelineConfig:
     # Passed verbatim to Beam's PipelineOptions, e.g. ["--direct_num_workers=2"] or another runner's flags.
     beam_args: tuple[str, ...] = ()
     seed: int = 42
+
+    def __post_init__(self):
+        _require(self.seed >= 0, f"pipeline.seed must be >= 0, got {self.seed}")
+        if self.beam_args:
+            check_beam_args(self.beam_args)
+
+
+SECRET_NAME = re.compile(r"key|secret|token|password|passwd|credential", re.IGNORECASE)
+REDACTED = "***"
+
+
+def redact_args(args: list[str] | tuple[str, ...]) -> list[str]:
+    """Option values whose names look secret (`--s3_secret_access_key=...`, `--api-token VALUE`) replaced by
+    ***; what is stored in the metadata store, written to reports and logged."""
+    redacted, hide_next = [], False
+    for arg in args:
+        name, sep, _ = arg.partition("=")
+        if hide_next and not arg.startswith("-"):
+            redacted.append(REDACTED)
+        elif arg.startswith("-") and SECRET_NAME.search(name):
+            redacted.append(f"{name}={REDACTED}" if sep else arg)
+        else:
+            redacted.append(arg)
+        hide_next = arg.startswith("-") and not sep and bool(SECRET_NAME.search(name))
+    return redacted
+
+
+def check_beam_args(beam_args: tuple[str, ...]) -> None:
+    """Parses the Beam options with Beam's own option classes now, so a bad value is a configuration error
+    before any work starts instead of a usage dump in the middle of a run."""
+    import contextlib
+    import io
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            PipelineOptions(flags=list(beam_args)).get_all_options(retain_unknown_options=True)
+    except SystemExit:  # argparse reports the problem on stderr, then exits
+        lines = [line for line in captured.getvalue().splitlines() if line.strip()]
+        reason = lines[-1].split("error: ", 1)[-1] if lines else "invalid option"
+        for secret, shown in zip(beam_args, redact_args(beam_args)):
+            if secret != shown:
+                reason = reason.replace(secret.partition("=")[2] or secret, REDACTED)
+        raise ConfigError(f"--beam-arg: {reason}") from None
 
 
 @dataclass(frozen=True)
@@ -193,6 +239,12 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
+    def redacted_dict(self) -> dict[str, Any]:
+        """to_dict() with secret-looking Beam option values replaced by ***: what the store and reports keep."""
+        values = self.to_dict()
+        values["pipeline"]["beam_args"] = redact_args(values["pipeline"]["beam_args"])
+        return values
+
     def pipeline_root(self) -> Path:
         return Path(self.pipeline.root).resolve()
 
@@ -281,8 +333,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         _require(path.is_file(), f"configuration file not found: {path}")
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path} is not valid YAML: {error}") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            reason = str(error).replace("\n", " ")
+            raise ConfigError(f"{path} is not a valid UTF-8 YAML file ({reason})") from None
         _require(isinstance(loaded, dict), f"{path} must hold a mapping of sections")
         values = {k: dict(v or {}) if isinstance(v, dict) or v is None else v for k, v in loaded.items()}
     for text in overrides:
@@ -292,5 +345,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         values[section][key] = value
     for name, value in (flags or {}).items():
         section, _, key = name.partition(".")
-        values.setdefault(section, {})[key] = value
+        values.setdefault(section, {})
+        _require(isinstance(values[section], dict), f"section {section!r} must be a mapping")
+        values[section][key] = value
     return build_config(values)

@@ -1,11 +1,22 @@
 """Retention: `agnews-pipeline gc --keep N` deletes artifact folders that neither the N newest runs nor any
-pushed model depend on. The serving folder is never touched; the metadata records stay (marked deleted)."""
+pushed model depend on. Pushed versions are never touched (only stale `.push-*` folders that a killed pusher
+left in the serving folder); the metadata records stay, marked deleted one by one as their folders go, so a gc
+stopped halfway leaves the store true.
+
+Nothing outside the pipeline root is ever deleted: every path is resolved and refused if it leaves the root,
+and symlinks are removed as links, never followed."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from pipeline.metadata import MetadataStore
+
+
+class OutsideRoot(ValueError):
+    """A path that gc was asked to delete resolves to somewhere outside the pipeline root."""
 
 
 def _with_lineage(store: MetadataStore, artifact_ids: set[int]) -> set[int]:
@@ -33,40 +44,83 @@ def protected_artifacts(store: MetadataStore, keep: int) -> set[int]:
     return _with_lineage(store, roots)
 
 
-def collect_garbage(root: Path, keep: int, dry_run: bool = False) -> list[Path]:
+def _is_inside(path: Path, root: Path) -> bool:
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def remove_inside(path: Path, root: Path) -> None:
+    """Deletes `path` if it lies inside `root`: a symlink (or file) is unlinked, never followed; a folder is
+    removed by shutil.rmtree, which unlinks the symlinks it meets. Raises OutsideRoot otherwise."""
+    path = Path(path)
+    # The folder holding `path` must resolve inside the root; `path` itself may be a link (then only the link,
+    # which lives inside the root, is removed).
+    if not _is_inside(path.parent, root) or path.name in ("", ".", ".."):
+        raise OutsideRoot(f"{path} is outside the pipeline root {root}")
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+    else:
+        shutil.rmtree(path)
+
+
+def collect_garbage(root: Path, keep: int, dry_run: bool = False, serving_dir: Path | None = None,
+                    log: Callable[[str], None] = print) -> list[Path]:
     """Deletes unneeded artifact folders (and their step folders once empty of artifacts); returns them.
-    The caller holds the pipeline root's lock, so no run is writing meanwhile."""
+    Paths that leave the pipeline root are refused and logged. The caller holds the pipeline root's lock, so no
+    run is writing meanwhile."""
     if keep < 1:
         raise ValueError("--keep must be at least 1")
+    root = Path(root).absolute()
     store = MetadataStore(root / "metadata.sqlite")
+    removed: list[Path] = []
+
+    def delete(path: Path) -> bool:
+        try:
+            if not dry_run:
+                remove_inside(path, root)
+        except OutsideRoot as error:
+            log(f"gc: refused to delete {path}: {error}")
+            return False
+        removed.append(path)
+        return True
+
     try:
         needed = protected_artifacts(store, keep)
-        doomed = [a for a in store.live_artifacts() if a.id not in needed]
+        # External artifacts (served versions used as baselines) belong to the serving folder, never to gc.
+        doomed = [a for a in store.live_artifacts() if a.id not in needed and not a.properties.get("external")]
         kept_runs = {run["id"] for run in store.runs(keep)}
-        removed: list[Path] = []
         for artifact in doomed:
-            if artifact.uri.exists():
-                removed.append(artifact.uri)
-                if not dry_run:
-                    shutil.rmtree(artifact.uri)
-        if not dry_run:
-            store.mark_deleted([a.id for a in doomed])
-        # Failed attempts of runs that are not kept, and temporary folders of interrupted steps.
-        for run_dir in sorted((root / "runs").glob("*")):
-            if run_dir.name in kept_runs or not run_dir.is_dir():
+            if os.path.isabs(store.stored_uri(artifact.id)):  # written by some other root: not ours to delete
+                log(f"gc: refused to delete {artifact.uri}: it is not inside the pipeline root {root}")
                 continue
-            for leftover in run_dir.glob("*.failed"):
-                removed.append(leftover)
+            if os.path.lexists(artifact.uri) and not delete(artifact.uri):
+                continue
+            if not dry_run:  # one artifact at a time: a gc stopped halfway leaves the store true
+                store.mark_deleted([artifact.id])
+        # Failed attempts of runs that are not kept, and temporary folders of interrupted steps.
+        runs_dir = root / "runs"
+        if runs_dir.is_dir() and not runs_dir.is_symlink() and _is_inside(runs_dir, root):
+            for run_dir in sorted(runs_dir.iterdir()):
+                if run_dir.name in kept_runs or run_dir.is_symlink() or not run_dir.is_dir():
+                    continue
+                for leftover in sorted(run_dir.glob("*.failed")):
+                    delete(leftover)
+                if not dry_run:  # step folders whose every artifact is gone
+                    for step_dir in run_dir.iterdir():
+                        if step_dir.is_dir() and not step_dir.is_symlink() and not any(step_dir.iterdir()):
+                            step_dir.rmdir()
+        tmp = root / "tmp"
+        if tmp.is_symlink():  # never look inside: it may point anywhere; the link itself is ours
+            delete(tmp)
+        elif tmp.is_dir():
+            for entry in sorted(tmp.iterdir()):
+                delete(entry)
+        if serving_dir is not None:
+            from components.pusher import stale_push_folders
+            for stale in stale_push_folders(Path(serving_dir)):
+                removed.append(stale)
                 if not dry_run:
-                    shutil.rmtree(leftover)
-            if not dry_run:  # step folders whose every artifact is gone
-                for step_dir in run_dir.iterdir():
-                    if step_dir.is_dir() and not any(step_dir.iterdir()):
-                        step_dir.rmdir()
-        for tmp in sorted((root / "tmp").glob("*")) if (root / "tmp").exists() else []:
-            removed.append(tmp)
-            if not dry_run:
-                shutil.rmtree(tmp)
+                    remove_inside(stale, Path(serving_dir))
         return removed
     finally:
         store.close()

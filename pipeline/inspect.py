@@ -11,10 +11,7 @@ from pipeline.report import embeddings_line
 
 
 def _open(root: Path) -> MetadataStore:
-    path = root / "metadata.sqlite"
-    if not path.exists():
-        raise FileNotFoundError(f"no metadata store at {path}: nothing has run under this pipeline root")
-    return MetadataStore(path)
+    return MetadataStore(root / "metadata.sqlite", read_only=True)  # works on a read-only root
 
 
 def run_rows(root: Path, limit: int) -> list[dict[str, Any]]:

@@ -5,21 +5,64 @@ be installed beside this stack): an execution consumes and produces artifacts th
 any artifact's lineage is a walk back through its producer's inputs. Every multi-row change happens in one
 transaction, so a reader never sees a half-recorded execution. Schema changes are numbered migrations keyed on
 SQLite's `user_version`.
+
+Artifact URIs and output folders are stored relative to the pipeline root (the folder holding the store), so a
+root that is moved, copied or restored from a backup stays self-consistent: its cache points at its own files.
 """
 from __future__ import annotations
 
 import json
+import os
+import re
 import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from pipeline.artifacts import Artifact
 
-# Each entry migrates the schema from version i to i + 1. Append only; never edit a released entry.
-MIGRATIONS: tuple[str, ...] = (
+
+class StoreUnreadable(RuntimeError):
+    """The metadata store file is not a readable SQLite database of this pipeline (garbage, truncated)."""
+
+
+def unreadable_message(path: Path, error: BaseException) -> str:
+    return (f"the metadata store {path} is unreadable ({error}): move it aside (mv {path} {path}.broken) "
+            "and run again; a new store is started and every step is recomputed (pushed versions stay served)")
+
+
+# A run folder's name, e.g. runs/20261128T051159-904914/; used to find the pipeline-root part of an old
+# absolute URI written by a root that has since been moved or copied.
+_RUN_FOLDER = re.compile(r"/(runs/\d{8}T\d{6}-[0-9a-f]+(?:/.*)?)$")
+
+
+def relative_to_root(uri: str, root: Path) -> str:
+    """`uri` relative to the pipeline root when it lies under it (or under the run folder of the root it was
+    copied from); anything else is kept as it is, and gc refuses to touch it."""
+    if not os.path.isabs(uri):
+        return uri
+    root_text = os.path.normpath(str(Path(root).absolute()))
+    normalized = os.path.normpath(uri)
+    if normalized == root_text or normalized.startswith(root_text + os.sep):
+        return os.path.relpath(normalized, root_text)
+    match = _RUN_FOLDER.search(normalized)
+    return match.group(1) if match else uri
+
+
+def _relative_uris(db: sqlite3.Connection, root: Path) -> None:
+    for table, column in (("artifacts", "uri"), ("executions", "output_dir")):
+        rows = db.execute(f"SELECT rowid, {column} FROM {table} WHERE {column} IS NOT NULL").fetchall()
+        for rowid, value in rows:
+            relative = relative_to_root(value, root)
+            if relative != value:
+                db.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", (relative, rowid))
+
+
+# Each entry migrates the schema from version i to i + 1: SQL, or a function (connection, pipeline root) for a
+# data migration. Append only; never edit a released entry.
+MIGRATIONS: tuple[str | Callable[[sqlite3.Connection, Path], None], ...] = (
     """
     CREATE TABLE runs (
         id TEXT PRIMARY KEY,
@@ -65,6 +108,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_by_execution ON events(execution_id);
     CREATE INDEX events_by_artifact ON events(artifact_id);
     """,
+    _relative_uris,  # 2: absolute artifact URIs and output folders under the pipeline root become relative
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -83,14 +127,42 @@ class StoredArtifact:
 
 
 class MetadataStore:
-    def __init__(self, path: Path):
+    """`read_only=True` opens an existing store without writing anything (no migration, no WAL switch), so
+    `runs` and `show` work on a read-only root."""
+
+    def __init__(self, path: Path, read_only: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        self.root = self.path.parent.absolute()
+        try:
+            if read_only:
+                self._db = self._connect_read_only()
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # Created owner-only: the store holds the run configurations.
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+                self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            if read_only:
+                self._check_version(self.schema_version())
+            else:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+                self._migrate()
+        except sqlite3.DatabaseError as error:
+            raise StoreUnreadable(unreadable_message(self.path, error)) from None
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no metadata store at {self.path}: nothing has run under this pipeline root")
+        db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, timeout=60, isolation_level=None)
+        try:
+            db.execute("PRAGMA user_version").fetchone()
+        except sqlite3.OperationalError:
+            # A WAL store on a read-only folder cannot get its -shm file; nobody can write there, so reading it
+            # as immutable is safe.
+            db.close()
+            db = sqlite3.connect(f"{self.path.absolute().as_uri()}?immutable=1", uri=True, isolation_level=None)
+        return db
 
     def close(self) -> None:
         self._db.close()
@@ -108,14 +180,28 @@ class MetadataStore:
     def _migrate(self) -> None:
         with self._transaction() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(f"{self.path} has schema version {version}, newer than this code's "
-                                   f"{SCHEMA_VERSION}: upgrade agnews-pipeline")
+            self._check_version(version)
             for number in range(version, SCHEMA_VERSION):
-                for statement in MIGRATIONS[number].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                migration = MIGRATIONS[number]
+                if callable(migration):
+                    migration(db, self.root)
+                else:
+                    for statement in migration.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
                 db.execute(f"PRAGMA user_version = {number + 1}")
+
+    def _check_version(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path} has schema version {version}, newer than this code's "
+                               f"{SCHEMA_VERSION}: upgrade agnews-pipeline")
+
+    def _stored(self, path: Path | str) -> str:
+        return relative_to_root(str(path), self.root)
+
+    def resolve(self, stored: str) -> Path:
+        """A stored URI as a path (relative ones are under the pipeline root)."""
+        return self.root / stored
 
     def schema_version(self) -> int:
         return self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -189,12 +275,12 @@ class MetadataStore:
             for name, (artifact, fingerprint) in outputs.items():
                 cursor = db.execute(
                     "INSERT INTO artifacts (name, uri, fingerprint, properties_json, created) VALUES (?, ?, ?, ?, ?)",
-                    (artifact.name, str(artifact.uri), fingerprint,
+                    (artifact.name, self._stored(artifact.uri), fingerprint,
                      json.dumps(artifact.properties, sort_keys=True, default=str), time.time()))
                 output_ids[name] = cursor.lastrowid
             self._insert_events(db, execution_id, inputs, output_ids)
             db.execute("UPDATE executions SET state = 'complete', ended = ?, output_dir = ? WHERE id = ?",
-                       (time.time(), str(output_dir), execution_id))
+                       (time.time(), self._stored(output_dir), execution_id))
         return output_ids
 
     def record_cached(self, execution_id: int, reused_execution_id: int, inputs: dict[str, int],
@@ -227,7 +313,7 @@ class MetadataStore:
     # Artifacts ----------------------------------------------------------------------------------------------
 
     def _artifact(self, row: sqlite3.Row) -> StoredArtifact:
-        return StoredArtifact(row["id"], row["name"], Path(row["uri"]), row["fingerprint"],
+        return StoredArtifact(row["id"], row["name"], self.resolve(row["uri"]), row["fingerprint"],
                               json.loads(row["properties_json"]), row["deleted"] is not None)
 
     def artifact(self, artifact_id: int) -> StoredArtifact:
@@ -289,6 +375,24 @@ class MetadataStore:
 
     def live_artifacts(self) -> list[StoredArtifact]:
         return [self._artifact(r) for r in self._db.execute("SELECT * FROM artifacts WHERE deleted IS NULL")]
+
+    def external_artifact(self, name: str, uri: Path, fingerprint: str, properties: dict) -> StoredArtifact:
+        """An artifact no execution produced (a served version used as a baseline), recorded once per
+        fingerprint so lineage and cache keys can refer to it. gc never deletes external artifacts."""
+        properties = {**properties, "external": True}
+        stored = self._stored(uri)
+        row = self._db.execute("SELECT * FROM artifacts WHERE name = ? AND uri = ? AND fingerprint = ? "
+                               "AND deleted IS NULL", (name, stored, fingerprint)).fetchone()
+        if row is None:
+            with self._transaction() as db:
+                cursor = db.execute("INSERT INTO artifacts (name, uri, fingerprint, properties_json, created) "
+                                    "VALUES (?, ?, ?, ?, ?)",
+                                    (name, stored, fingerprint, json.dumps(properties, sort_keys=True), time.time()))
+            row = self._db.execute("SELECT * FROM artifacts WHERE id = ?", (cursor.lastrowid,)).fetchone()
+        return self._artifact(row)
+
+    def stored_uri(self, artifact_id: int) -> str:
+        return self._db.execute("SELECT uri FROM artifacts WHERE id = ?", (artifact_id,)).fetchone()[0]
 
     def mark_deleted(self, artifact_ids: list[int]) -> None:
         with self._transaction() as db:

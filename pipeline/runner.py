@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipeline import dag
+from pipeline import dag, interrupts
 from pipeline.artifacts import Artifact, ComponentError, Runtime, fingerprint, write_json_atomic
 from pipeline.config import Config
 from pipeline.metadata import MetadataStore, StoredArtifact
@@ -134,7 +134,7 @@ class Runner:
         run_id = new_run_id()
         run_dir = self.root / "runs" / run_id
         run_dir.mkdir(parents=True)
-        self.store.start_run(run_id, command, self.config.to_dict(), data_fingerprint)
+        self.store.start_run(run_id, command, self.config.redacted_dict(), data_fingerprint)
         self.log(f"run {run_id}: pipeline root {self.root}")
         produced: dict[str, Artifact] = {}  # "step.output" -> artifact
         artifact_ids: dict[str, int] = {}
@@ -151,6 +151,11 @@ class Runner:
             try:
                 result = self._run_step(step, run_id, run_dir, produced, artifact_ids,
                                         use_cache and step.name not in rerun, prefix)
+            except KeyboardInterrupt:  # SIGINT or SIGTERM: nothing half-published; completed steps stay reusable
+                self.store.mark_interrupted()
+                results.append(StepResult(step.name, "interrupted", note=interrupts.name()))
+                self._write_run_record(run_id, run_dir, results, "interrupted", f"interrupted by {interrupts.name()}")
+                raise
             except PipelineFailed as error:
                 results.append(StepResult(step.name, "failed", note=str(error)))
                 self.store.finish_run(run_id, "failed", error=str(error))
@@ -175,10 +180,26 @@ class Runner:
             # it had, so its evaluation stays cached.
             candidate = self.store.artifact(ids["model"]).fingerprint if "model" in ids else None
             baseline = self.store.last_blessed_model(exclude_fingerprint=candidate)
-            if baseline is not None and baseline.uri.exists():
+            if baseline is None and self.store.last_blessed_model() is None:
+                baseline = self._served_baseline()
+            if baseline is not None and not baseline.uri.exists():
+                baseline = None
+            if baseline is not None:
                 name = next(n for n, s in step.inputs.items() if s == dag.LAST_BLESSED_MODEL)
                 inputs[name], ids[name] = baseline.as_artifact(), baseline.id
         return inputs, ids
+
+    def _served_baseline(self) -> StoredArtifact | None:
+        """The newest version under the serving folder, for when the store knows no blessed model (a lost or
+        replaced store): the regression gate must not silently disappear while a model is being served."""
+        from components.pusher import numeric_versions
+        serving_dir = self.config.serving_dir()
+        versions = [v for v in numeric_versions(serving_dir) if (serving_dir / str(v) / "saved_model.pb").is_file()]
+        if not versions:
+            return None
+        path = serving_dir / str(versions[-1])
+        self.log(f"note: the metadata store knows no blessed model; the baseline is the served version {path}")
+        return self.store.external_artifact("model", path, fingerprint(path), {"served_version": versions[-1]})
 
     def _cache_key(self, step: dag.Step, step_cfg: Any, input_ids: dict[str, int], code: str) -> str:
         module = step.module()
@@ -214,7 +235,9 @@ class Runner:
             cache_key = self._cache_key(step, step_cfg, input_ids, code)
         except ComponentError as error:
             self.log(f"{prefix} FAILED: {error}")
-            raise PipelineFailed(f"{step.name}: {error}") from None
+            message = str(error)
+            raise PipelineFailed(message if message.startswith(f"{step.name}: ") else f"{step.name}: {message}") \
+                from None
         execution_id = self.store.start_execution(run_id, step.name, cache_key, code,
                                                   dataclasses.asdict(step_cfg))
         started = time.monotonic()
@@ -242,15 +265,21 @@ class Runner:
             if missing:
                 raise ComponentError(f"component returned no {sorted(missing)} output")
         except Exception as error:  # noqa: BLE001 - every failure is recorded, then reported
-            message = str(error) if isinstance(error, ComponentError) else (
-                f"{type(error).__name__}: {error}\n{traceback.format_exc()}")
-            self.store.fail_execution(execution_id, message)
+            if interrupts.received():  # a signal that a library wrapped into another exception (Beam does)
+                raise interrupts.Interrupted(interrupts.received()) from None
+            message = str(error) if isinstance(error, ComponentError) else f"{type(error).__name__}: {error}"
+            # The store keeps the traceback of an unexpected error; the user sees its message.
+            self.store.fail_execution(execution_id, message if isinstance(error, ComponentError)
+                                      else f"{message}\n{traceback.format_exc()}")
             if not step.resumable:  # keep the failed attempt for inspection, under a name that is not final
                 failed_dir = run_dir / f"{step.name}.failed"
                 os.replace(work_dir, failed_dir)
+                message = message.replace(str(work_dir), str(failed_dir))  # paths the message names moved too
                 message += f"\n(partial output kept in {failed_dir})"
             self.log(f"{prefix} FAILED after {time.monotonic() - started:.1f}s")
-            raise PipelineFailed(f"{step.name}: {message}") from None
+            if not message.startswith(f"{step.name}: "):  # components may name themselves already
+                message = f"{step.name}: {message}"
+            raise PipelineFailed(message) from None
 
         fingerprints = {name: fingerprint(a.uri) for name, a in outputs.items()}
         final_dir = run_dir / step.name

@@ -7,6 +7,8 @@ import glob
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import tensorflow as tf
 
 from components import evaluator, pusher
 from library import evaluation_report, export, predict
-from pipeline.artifacts import Artifact, Runtime
+from pipeline.artifacts import Artifact, Runtime, fingerprint
 from pipeline.config import EvaluatorConfig, PusherConfig
 
 MAX_LENGTH = 64  # conftest's transform config
@@ -234,22 +236,44 @@ def push(tmp_path, model, blessed, serving_dir, name="push"):
     return record
 
 
-def test_blessed_model_is_pushed_as_version_1_then_2(tmp_path, trained):
+def test_blessed_model_is_pushed_as_version_1_then_adopted_then_2(tmp_path, trained):
     serving_dir = tmp_path / "serving"
     first = push(tmp_path, trained["model"], True, serving_dir, "first")
-    second = push(tmp_path, trained["model"], True, serving_dir, "second")
-    assert (first["pushed"], first["version"], second["version"]) == (True, 1, 2)
+    assert (first["pushed"], first["version"], first["adopted"]) == (True, 1, False)
     assert first["path"] == str(serving_dir / "1") and "blessed: test decision" == first["reason"]
+    # The same model again (a pusher killed after its rename, before the store's commit): no duplicate version.
+    again = push(tmp_path, trained["model"], True, serving_dir, "again")
+    assert (again["version"], again["adopted"]) == (1, True)
+    assert sorted(os.listdir(serving_dir)) == ["1"]
+    # Version 1 now holds some other model: the candidate is pushed as version 2.
+    (serving_dir / "1" / pusher.PUSH_RECORD).write_text(json.dumps({"model_fingerprint": "another model"}))
+    second = push(tmp_path, trained["model"], True, serving_dir, "second")
+    assert (second["version"], second["adopted"]) == (2, False)
     assert sorted(os.listdir(serving_dir)) == ["1", "2"]  # no temporary folder left behind
     source = trained["model"].uri / "serving_model"
     for version in ("1", "2"):
         copied = sorted(str(p.relative_to(serving_dir / version)) for p in (serving_dir / version).rglob("*"))
-        assert copied == sorted(str(p.relative_to(source)) for p in source.rglob("*"))
+        assert copied == sorted([pusher.PUSH_RECORD] + [str(p.relative_to(source)) for p in source.rglob("*")])
         assert (serving_dir / version / "saved_model.pb").read_bytes() == (source / "saved_model.pb").read_bytes()
+    assert json.loads((serving_dir / "2" / pusher.PUSH_RECORD).read_text()) == {
+        "model_fingerprint": fingerprint(source)}
     # The pushed version serves; predict() picks the highest version of a serving folder.
     by_root = predict.predict(serving_dir, ["Stocks rally as oil prices fall"])
     assert by_root == predict.predict(serving_dir / "2", ["Stocks rally as oil prices fall"])
     assert predict.resolve_serving_model_dir(serving_dir) == serving_dir / "2"
+
+
+def test_stale_push_folders_are_removed_but_a_live_pushers_is_kept(tmp_path, trained):
+    serving_dir = tmp_path / "serving"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = serving_dir / f".push-{dead.pid}-deadbeef"
+    live = serving_dir / f".push-{os.getppid()}-0badf00d"  # pytest's parent process is alive
+    for folder in (stale, live):
+        (folder / "variables").mkdir(parents=True)
+    assert pusher.stale_push_folders(serving_dir) == [stale]
+    record = push(tmp_path, trained["model"], True, serving_dir)
+    assert record["version"] == 1 and not stale.exists() and live.is_dir()
 
 
 def test_existing_versions_are_never_overwritten(tmp_path, trained):
@@ -267,7 +291,8 @@ def test_existing_versions_are_never_overwritten(tmp_path, trained):
 def test_unblessed_model_is_not_pushed(tmp_path, trained):
     serving_dir = tmp_path / "serving"
     record = push(tmp_path, trained["model"], False, serving_dir)
-    assert record == {"pushed": False, "version": None, "path": None, "reason": "not blessed: test decision"}
+    assert record == {"pushed": False, "version": None, "path": None, "adopted": False,
+                      "reason": "not blessed: test decision"}
     assert not serving_dir.exists() or os.listdir(serving_dir) == []
 
 
@@ -337,6 +362,7 @@ def test_push_is_atomic(tmp_path, trained, monkeypatch):
             raise OSError("disk full")
 
     monkeypatch.setattr(pusher.shutil, "copytree", failing_copytree)
+    (serving_dir / "1" / pusher.PUSH_RECORD).write_text(json.dumps({"model_fingerprint": "another model"}))
     with pytest.raises(OSError, match="disk full"):
         push(tmp_path, trained["model"], True, serving_dir, "failed")
     assert sorted(os.listdir(serving_dir)) == ["1"]

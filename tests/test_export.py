@@ -305,8 +305,10 @@ def test_iter_csv_or_lines_reads_ag_news_csv(tmp_path, sample_dir):
 def test_iter_csv_or_lines_reads_plain_lines(tmp_path, monkeypatch):
     lines = tmp_path / "lines.txt"
     lines.write_text("\nOil prices, again, rise\r\n\nZürich café\nlast line without newline", encoding="utf-8")
-    expected = ["Oil prices, again, rise", "Zürich café", "last line without newline"]
+    # A blank line is an empty text, so output rows join back to input lines.
+    expected = ["", "Oil prices, again, rise", "", "Zürich café", "last line without newline"]
     assert list(predict.iter_csv_or_lines(lines)) == expected
+    assert [n for n, _ in predict.iter_numbered_texts(lines)] == [1, 2, 3, 4, 5]
     assert list(predict.iter_csv_or_lines(str(lines))) == expected
     monkeypatch.setattr(sys, "stdin", io.StringIO("one\ntwo\n"))
     assert list(predict.iter_csv_or_lines("-")) == ["one", "two"]
