@@ -305,7 +305,8 @@ def _cmd_gc(args, config) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    interrupts.install()
+    if args.command in ("run", "retrain"):  # `serve` drains on SIGTERM by itself
+        interrupts.install()
     config = None
     try:
         if args.command == "predict":
@@ -325,8 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.command}: {error}", file=sys.stderr)
         return EXIT_LOCKED
     except KeyboardInterrupt as error:
-        print(f"{args.command}: interrupted by {interrupts.name()}; completed steps are kept and the next run "
-              "reuses them", file=sys.stderr)
+        kept = "; completed steps are kept and the next run reuses them" if args.command in ("run", "retrain") else ""
+        print(f"{args.command}: interrupted by {interrupts.name()}{kept}", file=sys.stderr)
         return interrupts.exit_code(error)
     except Exception as error:  # noqa: BLE001 - one readable line instead of a traceback wall
         import sqlite3
