@@ -190,7 +190,9 @@ class _PerPCollectionVisitor(PipelineVisitor):
         elif isinstance(transform, beam.Impulse):
             bag = db.from_sequence([b""], npartitions=1)
         elif isinstance(transform, overrides._GroupByKeyOnly):
-            bag = input_bags[0].groupby(_key).map(_group_values)
+            # "tasks": dask's default for a graph built before a client exists is "disk" (partd), which is local to
+            # one process and loses groups across worker processes. Keys are hashed with dask's tokenize.
+            bag = input_bags[0].groupby(_key, shuffle="tasks").map(_group_values)
         elif isinstance(transform, overrides._Reshuffle):
             bag = _reshuffle(input_bags[0], self.reshuffle_partitions)
         elif type(transform) in beam_ops.TRANSLATIONS:
