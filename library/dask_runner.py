@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import typing as t
 
 import apache_beam as beam
@@ -155,6 +156,15 @@ def _read(applied: AppliedPTransform) -> db.Bag:
         [_read_split(split) for split in parts]))
 
 
+def _create(values, bag_kwargs: dict) -> db.Bag:
+    """Beam's translation, without its warning on every Create: `--dask_npartitions` or `--dask_partition_size`,
+    else 128 elements per partition (Reshuffle spreads them over the workers)."""
+    values = list(values)
+    if bag_kwargs.get("npartitions"):
+        return db.from_sequence(values, npartitions=bag_kwargs["npartitions"])
+    return db.from_sequence(values, partition_size=bag_kwargs.get("partition_size") or 128)
+
+
 def _reshuffle(input_bag: db.Bag, partitions: int) -> db.Bag:
     return input_bag.repartition(npartitions=partitions) if input_bag.npartitions < partitions else input_bag
 
@@ -187,6 +197,8 @@ class _PerPCollectionVisitor(PipelineVisitor):
             return
         if isinstance(transform, overrides._Read):
             bag = _read(applied)
+        elif isinstance(transform, overrides._Create):
+            bag = _create(transform.values, self.bag_kwargs)
         elif isinstance(transform, beam.Impulse):
             bag = db.from_sequence([b""], npartitions=1)
         elif isinstance(transform, overrides._GroupByKeyOnly):
@@ -247,6 +259,7 @@ class DaskRunner(dask_runner.DaskRunner):
         pipeline.visit(visitor)
         leaves = [bag.count() for bag in visitor.leaves()]  # only a number per leaf comes back
 
+        logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO lines drown the pipeline's output
         cluster = None
         if not dask_options.get("address") and not dask_options.get("scheduler_file"):
             cluster = ddist.LocalCluster(n_workers=adapter.dask_workers, threads_per_worker=1, processes=True,

@@ -35,6 +35,9 @@ FLAG_KEYS = {
     "min_accuracy": "evaluator.min_accuracy",
     "pipeline_root": "pipeline.root",
     "beam_arg": "pipeline.beam_args",
+    "beam_runner": "pipeline.beam_runner",
+    "dask_address": "pipeline.dask_address",
+    "dask_workers": "pipeline.dask_workers",
     "serving_dir": "pusher.serving_dir",
     "pretrained_embeddings": "trainer.pretrained_embeddings",
 }
@@ -62,6 +65,12 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
                                               "(default <pipeline root>/serving/agnews)")
     parser.add_argument("--beam-arg", action="append", metavar="FLAG",
                         help="pass a flag to Beam, e.g. --beam-arg=--direct_running_mode=multi_processing")
+    parser.add_argument("--beam-runner", choices=("direct", "dask"),
+                        help="where the Beam steps run: direct (default) or dask (a dask.distributed cluster)")
+    parser.add_argument("--dask-address", metavar="tcp://HOST:PORT",
+                        help="dask scheduler for --beam-runner dask (default: a local cluster per step)")
+    parser.add_argument("--dask-workers", type=int, metavar="N",
+                        help="worker processes of the local dask cluster (default 2)")
     parser.add_argument("--until", choices=dag.STEP_NAMES, help="stop after this step")
     parser.add_argument("--no-cache", action="store_true", help="run every step even if a cached result exists")
     parser.add_argument("--rerun", action="append", default=[], choices=dag.STEP_NAMES,

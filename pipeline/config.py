@@ -36,12 +36,35 @@ class PipelineConfig:
     root: str = "pipeline_root"
     # Passed verbatim to Beam's PipelineOptions, e.g. ["--direct_num_workers=2"] or another runner's flags.
     beam_args: tuple[str, ...] = ()
+    # Where the Beam steps (ingest, validate, transform, evaluator) run: "direct" (Beam's DirectRunner, or the
+    # runner named in beam_args) or "dask" (a dask.distributed cluster through library/dask_runner.py).
+    beam_runner: str = "direct"
+    dask_address: str = ""  # scheduler, e.g. tcp://HOST:8786; empty: a local cluster started for each step
+    dask_workers: int = 2  # worker processes of that local cluster
     seed: int = 42
 
     def __post_init__(self):
         _require(self.seed >= 0, f"pipeline.seed must be >= 0, got {self.seed}")
         if self.beam_args:
             check_beam_args(self.beam_args)
+        _require(self.beam_runner in ("direct", "dask"),
+                 f"pipeline.beam_runner must be 'direct' or 'dask', got {self.beam_runner!r} (other runners: "
+                 "--beam-arg=--runner=NAME plus that runner's flags)")
+        _require(self.dask_workers >= 1, f"pipeline.dask_workers must be >= 1, got {self.dask_workers}")
+        _require(not self.dask_address or self.beam_runner == "dask",
+                 "--dask-address needs --beam-runner dask")
+        if self.beam_runner == "dask":
+            _require(not any(arg.startswith("--runner") for arg in self.beam_args),
+                     "--beam-runner dask and --beam-arg=--runner=... both choose a runner; give one of them")
+        if self.beam_args or self.beam_runner != "direct":
+            from library.beam_options import beam_args_problem
+            problem = beam_args_problem(self.all_beam_args())
+            _require(problem is None, f"{problem} (from --beam-arg / --beam-runner)")
+
+    def all_beam_args(self) -> tuple[str, ...]:
+        """beam_args plus the flags beam_runner, dask_address and dask_workers stand for."""
+        from library.beam_options import runner_args
+        return (*runner_args(self.beam_runner, self.dask_address, self.dask_workers), *self.beam_args)
 
 
 SECRET_NAME = re.compile(r"key|secret|token|password|passwd|credential", re.IGNORECASE)

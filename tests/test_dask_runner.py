@@ -1,0 +1,284 @@
+"""The Beam steps on a real dask.distributed cluster: `dask scheduler` and 2 `dask worker` processes on 127.0.0.1,
+started and stopped here. The first tests use plain Beam transforms only (each covers one gap of Beam 2.77's
+DaskRunner that library/dask_runner.py closes, written so they could go upstream); the last ones run the
+pipeline's ingest -> transform on the committed sample and compare every output byte with the DirectRunner's."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from conftest import SAMPLE_DIR
+
+pytest.importorskip("distributed")
+from library.dask_runner import DaskRunner  # noqa: E402
+
+PROJECT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "pipeline.cli"]
+START_SECONDS = 120
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory) -> str:
+    """tcp://127.0.0.1:PORT of a dask scheduler with 2 single-threaded worker processes that can import the
+    project (the pipeline's functions travel to them by reference)."""
+    logs = tmp_path_factory.mktemp("dask-logs")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), str(PROJECT / "tests")]), "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", address.rsplit(":", 1)[1], "--no-dashboard"],
+        stdout=subprocess.DEVNULL, stderr=open(logs / "scheduler.log", "w"), env=env)]
+    try:
+        for index in range(2):
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                 "--nworkers", "1", "--no-dashboard", "--name", f"w{index}", "--host", "127.0.0.1"],
+                stdout=subprocess.DEVNULL, stderr=open(logs / f"worker{index}.log", "w"), env=env, cwd=PROJECT))
+        from distributed import Client
+        with Client(address, timeout=START_SECONDS) as client:
+            client.wait_for_workers(2, timeout=START_SECONDS)
+        yield address
+    finally:
+        _stop(processes[1:])
+        _stop(processes[:1])
+
+
+def run_on_dask(build, address: str, *flags: str) -> None:
+    """Builds a pipeline with build(pipeline) and runs it on the cluster at `address`."""
+    options = PipelineOptions(flags=[f"--dask_client_address={address}", *flags])
+    with beam.Pipeline(runner=DaskRunner(), options=options) as pipeline:
+        build(pipeline)
+
+
+def write_sorted(pcollection, path: Path, label: str):
+    """One file holding the sorted elements as JSON, whatever the partitioning."""
+    return (pcollection
+            | f"{label}List" >> beam.combiners.ToList()
+            | f"{label}Json" >> beam.Map(lambda values: json.dumps(sorted(values)))
+            | f"{label}Write" >> beam.io.WriteToText(str(path), shard_name_template=""))
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------------------------------------- plain Beam
+
+
+class _EvenOdd(beam.DoFn):
+    def process(self, number):
+        if number % 2:
+            yield beam.pvalue.TaggedOutput("odd", number)
+        else:
+            yield number
+
+
+def test_each_tagged_output_reaches_only_its_own_consumers(scheduler, tmp_path):
+    def build(pipeline):
+        numbers = pipeline | beam.Create(range(20)) | beam.Reshuffle()
+        split = numbers | beam.ParDo(_EvenOdd()).with_outputs("odd", main="even")
+        write_sorted(split.even, tmp_path / "even", "Even")
+        write_sorted(split.odd, tmp_path / "odd", "Odd")
+        thirds = numbers | beam.Partition(lambda n, _: n % 3, 3)
+        for index, part in enumerate(thirds):
+            write_sorted(part, tmp_path / f"third{index}", f"Third{index}")
+
+    run_on_dask(build, scheduler)
+    assert read_json(tmp_path / "even") == list(range(0, 20, 2))
+    assert read_json(tmp_path / "odd") == list(range(1, 20, 2))
+    for index in range(3):
+        assert read_json(tmp_path / f"third{index}") == list(range(index, 20, 3))
+
+
+def test_every_sink_of_a_branching_pipeline_runs(scheduler, tmp_path):
+    def build(pipeline):
+        words = pipeline | beam.Create(["a", "b", "c"])
+        for index in range(3):
+            write_sorted(words | f"Upper{index}" >> beam.Map(lambda w, i: w * (i + 1), index),
+                         tmp_path / f"sink{index}", f"Sink{index}")
+
+    run_on_dask(build, scheduler)
+    assert [read_json(tmp_path / f"sink{index}") for index in range(3)] == [
+        ["a", "b", "c"], ["aa", "bb", "cc"], ["aaa", "bbb", "ccc"]]
+
+
+class _CountInFinishBundle(beam.DoFn):
+    def start_bundle(self):
+        self.count = 0
+
+    def process(self, element):
+        self.count += 1
+
+    def finish_bundle(self):
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.windowed_value import WindowedValue
+        yield WindowedValue(self.count, 0, [GlobalWindow()])
+
+
+def test_elements_emitted_in_finish_bundle_are_kept(scheduler, tmp_path):
+    def build(pipeline):
+        counts = (pipeline | beam.Create(range(100)) | beam.Reshuffle()
+                  | beam.ParDo(_CountInFinishBundle()) | beam.CombineGlobally(sum))
+        write_sorted(counts, tmp_path / "total", "Total")
+
+    run_on_dask(build, scheduler, "--dask_reshuffle_partitions=4")
+    assert read_json(tmp_path / "total") == [100]
+
+
+def _make_marker(_, folder: str) -> str:
+    import uuid
+    path = Path(folder) / uuid.uuid4().hex
+    path.touch()
+    return str(path)
+
+
+def test_a_side_input_is_computed_once_and_seen_by_every_consumer(scheduler, tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+
+    def build(pipeline):
+        marker = pipeline | "Once" >> beam.Create([None]) | beam.Map(_make_marker, str(markers))
+        numbers = pipeline | beam.Create(range(10)) | beam.Reshuffle()
+        for index in range(3):
+            write_sorted(numbers | f"Use{index}" >> beam.Map(lambda n, m: Path(m).name, beam.pvalue.AsSingleton(marker)),
+                         tmp_path / f"seen{index}", f"Seen{index}")
+
+    run_on_dask(build, scheduler)
+    [made] = [path.name for path in markers.iterdir()]
+    for index in range(3):
+        assert read_json(tmp_path / f"seen{index}") == [made] * 10
+
+
+def test_group_by_key_gathers_each_key_once_across_workers(scheduler, tmp_path):
+    def build(pipeline):
+        pairs = (pipeline | beam.Create([(f"k{n % 7}", n) for n in range(700)]) | beam.Reshuffle()
+                 | beam.GroupByKey() | beam.MapTuple(lambda key, values: [key, len(list(values)), sum(values)]))
+        write_sorted(pairs, tmp_path / "groups", "Groups")
+
+    run_on_dask(build, scheduler, "--dask_reshuffle_partitions=8")
+    expected = [[f"k{k}", 100, sum(range(k, 700, 7))] for k in range(7)]
+    assert read_json(tmp_path / "groups") == expected
+
+
+def test_read_from_text_reads_every_file(scheduler, tmp_path):
+    for index in range(3):
+        (tmp_path / f"in{index}.txt").write_text("".join(f"{index}-{line}\n" for line in range(50)))
+
+    def build(pipeline):
+        lines = pipeline | beam.io.ReadFromText(str(tmp_path / "in*.txt"))
+        write_sorted(lines, tmp_path / "lines", "Lines")
+
+    run_on_dask(build, scheduler)
+    assert read_json(tmp_path / "lines") == sorted(f"{i}-{line}" for i in range(3) for line in range(50))
+
+
+def _children() -> list:
+    """Running child processes, except multiprocessing's resource tracker (it lives as long as this process)."""
+    import psutil
+    alive = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(child.cmdline()):
+                alive.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def test_without_an_address_a_local_cluster_runs_the_pipeline_and_is_shut_down(tmp_path):
+    children_before = {child.pid for child in _children()}
+    options = PipelineOptions(flags=["--dask_workers=2"])
+    with beam.Pipeline(runner=DaskRunner(), options=options) as pipeline:
+        write_sorted(pipeline | beam.Create([3, 1, 2]), tmp_path / "out", "Out")
+    assert read_json(tmp_path / "out") == [1, 2, 3]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the workers exit shortly after the cluster closes
+        alive = [c for c in _children() if c.pid not in children_before]
+        if not alive:
+            break
+        time.sleep(0.5)
+    assert not alive, f"worker processes left running: {alive}"
+
+
+# ---------------------------------------------------------------------------------------------- the pipeline
+
+
+def agnews(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], cwd=PROJECT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1"})
+
+
+def step_files(root: Path, steps=("ingest", "validate", "transform")) -> dict[str, str]:
+    """{step/relative path: sha256} of every file the steps published in the root's only run."""
+    [run_dir] = (root / "runs").iterdir()
+    return {f"{step}/{path.relative_to(run_dir / step)}": hashlib.sha256(path.read_bytes()).hexdigest()
+            for step in steps for path in sorted((run_dir / step).rglob("*")) if path.is_file()}
+
+
+@pytest.mark.e2e
+def test_ingest_to_transform_on_the_cluster_is_byte_identical_to_the_direct_runner(scheduler, tmp_path):
+    common = ["run", "--data", f"csv:{SAMPLE_DIR}", "--until", "transform"]
+    direct = agnews(*common, "--pipeline-root", str(tmp_path / "direct"))
+    assert direct.returncode == 0, direct.stderr[-3000:]
+    on_dask = agnews(*common, "--pipeline-root", str(tmp_path / "dask"), "--beam-runner", "dask",
+                     "--dask-address", scheduler)
+    assert on_dask.returncode == 0, on_dask.stderr[-3000:]
+    expected = step_files(tmp_path / "direct")
+    assert len(expected) > 20  # TFRecords, counts, quarantine, statistics, transform graph, model_input, ...
+    assert step_files(tmp_path / "dask") == expected
+
+
+def test_an_unreachable_scheduler_fails_the_run_in_seconds_with_one_line(tmp_path):
+    root = tmp_path / "root"
+    started = time.monotonic()
+    completed = agnews("run", "--data", f"csv:{SAMPLE_DIR}", "--until", "ingest", "--pipeline-root", str(root),
+                       "--beam-runner", "dask", "--dask-address", f"tcp://127.0.0.1:{_free_port()}", timeout=120)
+    assert completed.returncode == 1
+    assert time.monotonic() - started < 60
+    [line] = [text for text in completed.stderr.splitlines() if "dask scheduler" in text]
+    assert line.startswith("ERROR: ingest: no dask scheduler answers at tcp://127.0.0.1:")
+    assert "Traceback" not in completed.stderr + completed.stdout
+    [run_dir] = (root / "runs").iterdir()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    assert not (run_dir / "ingest").exists()  # nothing published
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--beam-arg=--runner=NoSuchRunner"], "Beam cannot use --runner=NoSuchRunner"),
+    (["--beam-arg=--no_such_beam_flag=1"], "Beam does not know the flag(s) --no_such_beam_flag"),
+    (["--dask-address", "tcp://127.0.0.1:8786"], "--dask-address needs --beam-runner dask"),
+])
+def test_a_bad_runner_choice_is_one_line_before_anything_runs(tmp_path, flags, message):
+    root = tmp_path / "root"
+    completed = agnews("run", "--data", f"csv:{SAMPLE_DIR}", "--pipeline-root", str(root), *flags, timeout=120)
+    assert completed.returncode == 2
+    assert message in completed.stderr and "Traceback" not in completed.stderr
+    assert len(completed.stderr.strip().splitlines()) == 1
+    assert not (root / "runs").exists()
