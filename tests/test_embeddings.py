@@ -269,3 +269,44 @@ def test_word2vec_command_on_the_committed_sample(sample_dir, transformed_sample
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and "no run 'no-such-run'" in errors[0] and "--out must end" in errors[1]
     assert "min_count" in errors[2]
+
+
+@pytest.mark.e2e
+def test_pipeline_with_vectors_reports_coverage_and_reruns_when_the_file_changes(sample_dir, tmp_path, capsys):
+    """The CLI end to end: coverage and fingerprint in the log, report.md and `show`; an unchanged file reuses
+    tuner and trainer, a changed file at the same path retrains them."""
+    import collections
+    import re
+
+    words = collections.Counter(re.findall(r"[a-z]+", (sample_dir / "train.csv").read_text().lower()))
+    keyed = gensim_models.KeyedVectors(vector_size=DIM)
+    common = [word for word, _ in words.most_common(300)]
+    keyed.add_vectors(common, np.random.default_rng(1).normal(size=(len(common), DIM)).astype(np.float32))
+    path = tmp_path / "common.vec"
+    keyed.save_word2vec_format(str(path))
+    root = tmp_path / "root"
+    arguments = ["run", "--data", f"csv:{sample_dir}", "--pipeline-root", str(root), "--until", "trainer",
+                 "--no-tune", "--epochs", "1", "--pretrained-embeddings", str(path),
+                 "--set", "tuner.fixed_hyperparameters=[units=8, batch_size=128]",
+                 "--set", "transform.vocab_size=2000", "--set", "transform.max_length=32",
+                 "--set", "transform.bucket_boundaries=[16, 32]",
+                 "--set", "trainer.min_embedding_coverage=0.99"]  # 300 words cannot reach it: a warning
+    assert cli.main(arguments) == 0
+    out = capsys.readouterr().out
+    fingerprint = embeddings.file_fingerprint(path)
+    assert "WARNING: the vectors cover only" in out and f"fingerprint {fingerprint[:12]}" in out
+    run_id = sorted((root / "runs").iterdir())[-1].name
+    report = (root / "runs" / run_id / "report.md").read_text()
+    assert "WARNING: embeddings" in report and fingerprint[:12] in report and "of train tokens" in report
+    assert cli.main(["show", "--pipeline-root", str(root)]) == 0
+    shown = capsys.readouterr().out
+    assert f"pretrained embeddings {path}" in shown and fingerprint[:12] in shown and "LOW COVERAGE" in shown
+
+    assert cli.main(arguments) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"tuner\s+cached", out) and re.search(r"trainer\s+cached", out)
+    path.write_text(path.read_text().replace(common[0] + " ", common[0] + "x ", 1))  # same path, new content
+    assert cli.main(arguments) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"transform\s+cached", out) and re.search(r"tuner\s+done", out)
+    assert re.search(r"trainer\s+done", out)
