@@ -72,6 +72,10 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dask-workers", type=int, metavar="N",
                         help="worker processes of the local dask cluster (default 2)")
     parser.add_argument("--until", choices=dag.STEP_NAMES, help="stop after this step")
+    parser.add_argument("--from", dest="from_step", choices=dag.STEP_NAMES,
+                        help="start at this step; earlier steps are not run, their outputs come from their newest "
+                             "successful execution with the same cache key")
+    parser.add_argument("--only", choices=dag.STEP_NAMES, help="run this one step (--from STEP --until STEP)")
     parser.add_argument("--no-cache", action="store_true", help="run every step even if a cached result exists")
     parser.add_argument("--rerun", action="append", default=[], choices=dag.STEP_NAMES,
                         help="run this step even if cached (later steps re-run when their inputs change)")
@@ -162,11 +166,15 @@ class UsageError(ValueError):
 
 
 def _cmd_run(args, config) -> int:
-    from pipeline.runner import Runner, root_lock, summarize
-    if args.command == "retrain" and args.until:
+    from pipeline.runner import Runner, root_lock, step_range, summarize
+    if args.command == "retrain" and (args.until or args.from_step or args.only):
         # A partial run can never push, and counting it as the last retrain would hide the data from the next.
-        raise UsageError("--until is not allowed with retrain (it always runs the whole pipeline); "
-                         "use `agnews-pipeline run --until STEP`")
+        raise UsageError("--until, --from and --only are not allowed with retrain (it always runs the whole "
+                         "pipeline); use `agnews-pipeline run --until/--from/--only STEP`")
+    try:
+        step_range(list(dag.STEP_NAMES), args.from_step, args.until, args.only)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     _check_root(config.pipeline_root())
     with root_lock(config.pipeline_root(), args.lock_timeout):
         runner = Runner(config)
@@ -179,7 +187,8 @@ def _cmd_run(args, config) -> int:
                           f"(fingerprint {data_fingerprint[:12]}); nothing to do (use --force to run anyway)")
                     return EXIT_NO_NEW_DATA
             result = runner.run(until=args.until, use_cache=not args.no_cache, rerun=tuple(args.rerun),
-                                command=args.command, data_fingerprint=data_fingerprint)
+                                command=args.command, data_fingerprint=data_fingerprint,
+                                from_step=args.from_step, only=args.only)
         finally:
             runner.close()
     print(summarize(result))

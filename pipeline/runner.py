@@ -102,6 +102,18 @@ def step_config(config: Config, step: dag.Step) -> Any:
     return section
 
 
+def step_range(step_names: list[str], from_step: str | None, until: str | None,
+               only: str | None) -> tuple[str | None, str | None]:
+    """(--from, --until) after --only; ValueError for a combination that makes no sense."""
+    if only and (from_step or (until and until != only)):
+        raise ValueError("--only STEP runs one step; it cannot be combined with --from or a different --until")
+    if only:
+        return only, only
+    if from_step and until and step_names.index(until) < step_names.index(from_step):
+        raise ValueError(f"--until {until} comes before --from {from_step}; nothing would run")
+    return from_step, until
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -123,12 +135,19 @@ class Runner:
         return ingest.external_fingerprint(self.config.ingest)
 
     def run(self, *, until: str | None = None, use_cache: bool = True, rerun: tuple[str, ...] = (),
-            command: str = "run", data_fingerprint: str | None = None) -> RunResult:
-        """Runs the pipeline; the caller holds root_lock."""
-        known = {step.name for step in self.steps}
-        for name in (*rerun, *([until] if until else [])):  # unknown names fail before any work
+            command: str = "run", data_fingerprint: str | None = None, from_step: str | None = None,
+            only: str | None = None) -> RunResult:
+        """Runs the pipeline; the caller holds root_lock.
+
+        `from_step` (--from) and `only` (--only: from and until that step) skip the steps before it: their
+        outputs are those of their newest successful execution with the same cache key, or the run fails
+        naming the step that has none."""
+        known = [step.name for step in self.steps]
+        for name in (*rerun, *[n for n in (until, from_step, only) if n]):  # unknown names fail before any work
             if name not in known:
                 raise ValueError(f"unknown step {name!r}; steps: {', '.join(known)}")
+        from_step, until = step_range(known, from_step, until, only)
+        first = known.index(from_step) if from_step else 0
         for stale in self.store.mark_interrupted():
             self.log(f"note: run {stale} was interrupted earlier; its completed steps can be reused")
         run_id = new_run_id()
@@ -150,7 +169,8 @@ class Runner:
                 continue
             try:
                 result = self._run_step(step, run_id, run_dir, produced, artifact_ids,
-                                        use_cache and step.name not in rerun, prefix)
+                                        use_cache and step.name not in rerun, prefix,
+                                        upstream_of=from_step if index - 1 < first else None)
             except KeyboardInterrupt:  # SIGINT or SIGTERM: nothing half-published; completed steps stay reusable
                 self.store.mark_interrupted()
                 results.append(StepResult(step.name, "interrupted", note=interrupts.name()))
@@ -227,7 +247,9 @@ class Runner:
             self.log(f"    cached outputs of execution {execution['id']} are missing or changed; recomputing")
         return None
 
-    def _run_step(self, step, run_id, run_dir, produced, artifact_ids, use_cache, prefix) -> StepResult:
+    def _run_step(self, step, run_id, run_dir, produced, artifact_ids, use_cache, prefix,
+                  upstream_of: str | None = None) -> StepResult:
+        """Runs or reuses `step`. With `upstream_of` (the --from step) it never runs: it must be reusable."""
         step_cfg = step_config(self.config, step)
         inputs, input_ids = self._resolve_inputs(step, produced, artifact_ids)
         try:
@@ -241,7 +263,14 @@ class Runner:
         execution_id = self.store.start_execution(run_id, step.name, cache_key, code,
                                                   dataclasses.asdict(step_cfg))
         started = time.monotonic()
-        reusable = self._reusable(step, cache_key) if use_cache else None
+        reusable = self._reusable(step, cache_key) if use_cache or upstream_of else None
+        if reusable is None and upstream_of:
+            message = (f"--from {upstream_of} needs the outputs of {step.name}, but {step.name} has no successful "
+                       f"execution with this configuration and these inputs; run it first "
+                       f"(agnews-pipeline run --until {step.name})")
+            self.store.fail_execution(execution_id, message)
+            self.log(f"{prefix} FAILED: {message}")
+            raise PipelineFailed(message)
         if reusable is not None:
             reused_id, outputs = reusable
             self.store.record_cached(execution_id, reused_id, input_ids, {n: a.id for n, a in outputs.items()})

@@ -100,6 +100,52 @@ def test_until_skips_later_steps(tmp_path, data):
     assert not (result.run_dir / "double").exists()
 
 
+def test_from_and_only_take_upstream_outputs_from_the_newest_matching_execution(tmp_path, data, monkeypatch):
+    root = tmp_path / "root"
+    first = run_toy(root, data)
+    source_uri = first.artifact("source", "numbers").uri
+
+    # The source is not run again, even though it would fail now: its outputs come from the first run.
+    monkeypatch.setenv("TOY_FAIL", "source")
+    from_double = run_toy(root, data, epochs=3, from_step="double")
+    assert states(from_double) == ["cached", "ran"]
+    assert from_double.artifact("source", "numbers").uri == source_uri
+    assert (from_double.artifact("double", "doubled").uri / "values.txt").read_text().split() == ["6", "12", "18"]
+    assert states(run_toy(root, data, epochs=5, only="double")) == ["cached", "ran"]
+    monkeypatch.delenv("TOY_FAIL")
+
+    only_source = run_toy(root, data, only="source", rerun=("source",))  # --only composes with --rerun
+    assert states(only_source) == ["ran", "skipped"] and only_source.steps[1].note == "--until source"
+    assert states(run_toy(root, data, from_step="source", until="source")) == ["cached", "skipped"]
+
+
+def test_from_fails_naming_the_step_without_a_matching_execution(tmp_path, data):
+    root = tmp_path / "root"
+    run_toy(root, data)
+    (data / "train.csv").write_text("4 5\n")  # new data: no source execution matches any more
+    result = run_toy(root, data, from_step="double")
+    assert result.status == "failed" and states(result) == ["failed"]
+    assert result.error == ("--from double needs the outputs of source, but source has no successful execution "
+                            "with this configuration and these inputs; run it first "
+                            "(agnews-pipeline run --until source)")
+    assert not (result.run_dir / "source").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--only", "trainer", "--from", "tuner"], "--only STEP runs one step; it cannot be combined"),
+    (["--only", "trainer", "--until", "pusher"], "--only STEP runs one step; it cannot be combined"),
+    (["--from", "trainer", "--until", "transform"], "--until transform comes before --from trainer"),
+])
+def test_bad_step_ranges_are_one_line_usage_errors(tmp_path, flags, message):
+    process = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--pipeline-root", str(tmp_path / "r"),
+                              "--data", f"csv:{tmp_path}", *flags], capture_output=True, text=True, timeout=300,
+                             cwd=Path(__file__).resolve().parent.parent)
+    assert process.returncode == 2
+    lines = process.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("run: ") and message in lines[0], process.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def test_failed_step_publishes_nothing_and_is_recorded(tmp_path, data, monkeypatch):
     root = tmp_path / "root"
     monkeypatch.setenv("TOY_FAIL", "double")
