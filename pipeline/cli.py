@@ -1,4 +1,4 @@
-"""`agnews-pipeline`: run, retrain, predict, serve, runs, show, gc, embeddings."""
+"""`agnews-pipeline`: run, retrain, predict, serve, runs, show, diff, gc, embeddings."""
 from __future__ import annotations
 
 import argparse
@@ -126,14 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
     embeddings.add_argument("--pipeline-root", help="default ./pipeline_root")
 
     for name, help_text in (("runs", "list runs"), ("show", "show a run's model lineage and artifacts"),
+                            ("diff", "compare two runs: config, hyperparameters, data, code, metrics, outcome"),
                             ("gc", "delete artifacts that no kept run or pushed model needs")):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--config", help="YAML configuration file")
         sub.add_argument("--pipeline-root", help="default ./pipeline_root")
+        if name in ("runs", "show", "diff"):
+            sub.add_argument("--json", action="store_true", help="print JSON for scripts")
         if name == "runs":
             sub.add_argument("--limit", type=int, default=20)
         if name == "show":
             sub.add_argument("run_id", nargs="?", help="run id (default: the latest run)")
+        if name == "diff":
+            sub.add_argument("run_a")
+            sub.add_argument("run_b")
         if name == "gc":
             sub.add_argument("--keep", type=int, required=True, help="keep the N most recent runs")
             sub.add_argument("--dry-run", action="store_true")
@@ -264,6 +270,9 @@ def _format_seconds(seconds: float | None) -> str:
 def _cmd_runs(args, config) -> int:
     from pipeline.inspect import run_rows
     rows = run_rows(config.pipeline_root(), args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
     if not rows:
         print(f"no runs under {config.pipeline_root()}")
         return EXIT_OK
@@ -280,8 +289,18 @@ def _cmd_runs(args, config) -> int:
 
 
 def _cmd_show(args, config) -> int:
-    from pipeline.inspect import show_run
-    print(show_run(config.pipeline_root(), args.run_id))
+    from pipeline.inspect import run_details, show_run
+    if args.json:
+        print(json.dumps(run_details(config.pipeline_root(), args.run_id), indent=2, default=str))
+    else:
+        print(show_run(config.pipeline_root(), args.run_id))
+    return EXIT_OK
+
+
+def _cmd_diff(args, config) -> int:
+    from pipeline.inspect import diff_runs, format_diff
+    diff = diff_runs(config.pipeline_root(), args.run_a, args.run_b)
+    print(json.dumps(diff, indent=2, default=str) if args.json else format_diff(diff))
     return EXIT_OK
 
 
@@ -333,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("run", "retrain"):
             return _cmd_run(args, config)
         return {"runs": _cmd_runs, "show": _cmd_show, "gc": _cmd_gc, "serve": _cmd_serve,
-                "embeddings": _cmd_embeddings}[args.command](args, config)
+                "embeddings": _cmd_embeddings, "diff": _cmd_diff}[args.command](args, config)
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -113,3 +113,124 @@ def run_train_text_source(root: Path, run_id: str) -> tuple[Path, dict[str, Any]
         raise LookupError(f"run {run_id} has no ingested examples (its ingest step did not complete)")
     finally:
         store.close()
+
+
+def run_details(root: Path, run_id: str | None) -> dict[str, Any]:
+    """Everything the store knows about one run (default: the latest), as plain JSON-ready data."""
+    store = _open(root)
+    try:
+        run = (store.runs(1) or [None])[0] if run_id is None else store.run(run_id)
+        if run is None:
+            raise LookupError(f"no run {run_id!r} under {root}" if run_id else f"no runs under {root}")
+        steps = []
+        for execution in store.executions(run["id"]):
+            reused = store.execution(execution["reused_execution_id"]) if execution["reused_execution_id"] else None
+            steps.append({
+                "step": execution["step"], "state": execution["state"],
+                "reused_from_run": reused["run_id"] if reused else None,
+                "code_version": execution["code_version"], "cache_key": execution["cache_key"],
+                "error": execution["error"],
+                "outputs": {name: {"uri": str(a.uri), "fingerprint": a.fingerprint, "properties": a.properties,
+                                   "deleted": a.deleted}
+                            for name, a in store.artifacts_of(execution["id"], "output").items()}})
+        report = root / "runs" / run["id"] / "report.md"
+        return {"id": run["id"], "command": run["command"], "status": run["status"], "outcome": run["outcome"],
+                "started": run["started"], "ended": run["ended"], "error": run["error"],
+                "data_fingerprint": run["data_fingerprint"], "config": json.loads(run["config_json"]),
+                "steps": steps, "report": str(report) if report.exists() else None}
+    finally:
+        store.close()
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): value}
+
+
+def _run_facts(details: dict[str, Any]) -> dict[str, Any]:
+    """What `diff` compares, taken from one run's details (and its evaluation's metrics.json)."""
+    outputs = {name: output for step in details["steps"] for name, output in step["outputs"].items()}
+    metrics: dict[str, Any] = {}
+    evaluation = outputs.get("evaluation")
+    if evaluation and (Path(evaluation["uri"]) / "metrics.json").is_file():
+        metrics = json.loads((Path(evaluation["uri"]) / "metrics.json").read_text(encoding="utf-8"))
+    pushed = outputs.get("pushed_model", {}).get("properties", {})
+    return {
+        "config": _flatten(details["config"]),
+        "hyperparameters": outputs.get("best_hyperparameters", {}).get("properties", {}).get("values") or {},
+        "data_fingerprint": details["data_fingerprint"],
+        "code_versions": {s["step"]: s["code_version"] for s in details["steps"] if s["code_version"]},
+        "metrics": {name: metrics.get(name) for name in ("accuracy", "loss", "macro_f1") if name in metrics},
+        "length_buckets": {bucket: {name: values.get(name) for name in ("examples", "accuracy", "loss", "macro_f1")}
+                           for bucket, values in metrics.get("length_buckets", {}).items()},
+        "blessed": outputs.get("blessing", {}).get("properties", {}).get("blessed"),
+        "pushed_version": pushed.get("version") if pushed.get("pushed") else None,
+    }
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"key": key, "a": a.get(key), "b": b.get(key)} for key in sorted(set(a) | set(b))
+            if a.get(key) != b.get(key)]
+
+
+def diff_runs(root: Path, run_a: str, run_b: str) -> dict[str, Any]:
+    """What differs between two runs: config, hyperparameters, data, code; metrics and outcome side by side."""
+    a, b = _run_facts(run_details(root, run_a)), _run_facts(run_details(root, run_b))
+    return {
+        "runs": [run_a, run_b],
+        "config": _differences(a["config"], b["config"]),
+        "hyperparameters": _differences(a["hyperparameters"], b["hyperparameters"]),
+        "data_fingerprint": {"a": a["data_fingerprint"], "b": b["data_fingerprint"],
+                             "same": a["data_fingerprint"] == b["data_fingerprint"]},
+        "code_versions": _differences(a["code_versions"], b["code_versions"]),
+        "metrics": {name: {"a": a["metrics"].get(name), "b": b["metrics"].get(name)}
+                    for name in sorted(set(a["metrics"]) | set(b["metrics"]))},
+        "length_buckets": {bucket: {"a": a["length_buckets"].get(bucket), "b": b["length_buckets"].get(bucket)}
+                           for bucket in sorted(set(a["length_buckets"]) | set(b["length_buckets"]),
+                                                key=lambda name: int(name.rsplit("_", 1)[-1])
+                                                if name.rsplit("_", 1)[-1].isdigit() else 0)},
+        "blessed": {"a": a["blessed"], "b": b["blessed"]},
+        "pushed_version": {"a": a["pushed_version"], "b": b["pushed_version"]},
+    }
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+
+def format_diff(diff: dict[str, Any]) -> str:
+    """`diff` for a terminal: only what differs, except metrics and outcome, which are always shown."""
+    run_a, run_b = diff["runs"]
+    lines = [f"diff {run_a} (a) -> {run_b} (b)"]
+    for section, title in (("config", "configuration"), ("hyperparameters", "hyperparameters"),
+                           ("code_versions", "code versions")):
+        changes = diff[section]
+        lines.append(f"{title}: " + (f"{len(changes)} differ" if changes else "same"))
+        lines += [f"  {c['key']}: {_value(c['a'])} -> {_value(c['b'])}" for c in changes]
+    data = diff["data_fingerprint"]
+    lines.append("data fingerprint: " + (f"same ({_value(data['a'])[:12]})" if data["same"]
+                                         else f"{_value(data['a'])[:12]} -> {_value(data['b'])[:12]}"))
+    lines.append(f"{'metrics':<22}{'a':>10}{'b':>10}{'b - a':>10}")
+
+    def row(label: str, a: Any, b: Any) -> str:
+        change = f"{b - a:+.4f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) else "-"
+        return f"  {label:<20}{_value(a):>10}{_value(b):>10}{change:>10}"
+
+    lines += [row(name, values["a"], values["b"]) for name, values in diff["metrics"].items()]
+    if diff["length_buckets"]:
+        lines.append("accuracy per length bucket (examples a/b):")
+        for bucket, values in diff["length_buckets"].items():
+            a, b = values["a"] or {}, values["b"] or {}
+            label = f"{bucket} ({_value(a.get('examples'))}/{_value(b.get('examples'))})"
+            lines.append(row(label, a.get("accuracy"), b.get("accuracy")))
+    lines.append(f"blessed: {_value(diff['blessed']['a'])} -> {_value(diff['blessed']['b'])}")
+    lines.append(f"pushed version: {_value(diff['pushed_version']['a'])} -> {_value(diff['pushed_version']['b'])}")
+    return "\n".join(lines)

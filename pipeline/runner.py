@@ -345,8 +345,9 @@ class Runner:
                                    for n, a in r.outputs.items()}} for r in results],
         }
         write_json_atomic(run_dir / "run.json", record)
-        from pipeline import report
+        from pipeline import report, report_html
         report.write_run_report(run_dir, record)
+        report_html.write_run_report_html(run_dir, record, self.steps)
 
 
 def summarize(result: RunResult) -> str:

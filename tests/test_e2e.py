@@ -158,6 +158,57 @@ def test_runs_and_show_list_the_history(first_run):
     assert f"<- data: csv:{SAMPLE_DIR}  fingerprint " in shown  # the source data it was trained on
 
 
+def test_runs_show_json_and_diff_compare_two_real_runs(first_run):
+    """The first run (pushed v1) against test_trainer_change_reruns_only_the_model_steps' run (2 epochs, a bar
+    out of reach, not blessed)."""
+    root, _, _ = first_run
+    runs = json.loads(agnews("runs", "--json", "--pipeline-root", str(root)).stdout)
+    first = runs[-1]
+    assert first["pushed_version"] == 1 and first["blessed"] is True and first["status"] == "succeeded"
+    details = {r["id"]: json.loads(agnews("show", r["id"], "--json", "--pipeline-root", str(root)).stdout)
+               for r in runs}
+    changed = next(d for d in details.values() if d["config"]["trainer"]["epochs"] == 2)
+    assert [s["step"] for s in changed["steps"]] == ["ingest", "validate", "transform", "tuner", "trainer",
+                                                       "evaluator", "pusher"]
+    assert changed["steps"][0]["reused_from_run"] == first["id"]
+
+    diff = json.loads(agnews("diff", first["id"], changed["id"], "--json", "--pipeline-root", str(root)).stdout)
+    assert {c["key"] for c in diff["config"]} == {"trainer.epochs", "evaluator.min_accuracy"}
+    assert diff["hyperparameters"] == [] and diff["code_versions"] == [] and diff["data_fingerprint"]["same"]
+    assert diff["metrics"]["accuracy"]["a"] == first["accuracy"] and 0 < diff["metrics"]["accuracy"]["b"] <= 1
+    assert diff["length_buckets"] and all(v["a"]["examples"] == v["b"]["examples"]
+                                          for v in diff["length_buckets"].values())
+    assert diff["blessed"] == {"a": True, "b": False} and diff["pushed_version"] == {"a": 1, "b": None}
+    text = agnews("diff", first["id"], changed["id"], "--pipeline-root", str(root)).stdout
+    first_epochs = details[first["id"]]["config"]["trainer"]["epochs"]
+    assert f"trainer.epochs: {first_epochs} -> 2" in text and "accuracy per length bucket" in text
+    assert "blessed: True -> False" in text and "pushed version: 1 -> -" in text
+    missing = agnews("diff", first["id"], "nope", "--pipeline-root", str(root), check_code=1)
+    assert missing.stderr.strip() == f"error: no run 'nope' under {root}"
+
+
+def test_report_html_embeds_figures_and_holds_metrics_trials_and_lineage(first_run):
+    from html_report import ReportPage
+
+    root, _, _ = first_run
+    run_dir = sorted((root / "runs").iterdir())[0]
+    metrics = json.loads((run_dir / "evaluator" / "evaluation" / "metrics.json").read_text())
+    page = ReportPage(run_dir / "report.html")
+    assert page.external == []  # nothing outside the page: it can be mailed or archived alone
+    assert len(page.images) == 2 and all(src.startswith("data:image/png;base64,") for src in page.images)
+    buckets = page.tables["Evaluation (test split) per length bucket"]
+    assert buckets[1][:3] == ["overall", str(metrics["examples"]), f"{metrics['accuracy']:.4f}"]
+    assert {row[0] for row in buckets[2:]} == set(metrics["length_buckets"])
+    matrix = page.tables["Confusion matrix (rows: true class, columns: predicted)"]
+    assert [row[1:] for row in matrix[1:]] == [[str(v) for v in row] for row in metrics["overall"]["confusion_matrix"]]
+    trials = page.tables["Tuner trials"]
+    assert len(trials) - 1 == len((run_dir / "tuner" / "best_hyperparameters" / "trials.csv").read_text()
+                                  .strip().splitlines()) - 1 > 0
+    lineage = {(row[0], row[1]): row[2] for row in page.tables["Lineage"][1:]}
+    assert lineage[("trainer", "transform_graph")] == "transform.transform_graph"
+    assert lineage[("evaluator", "model")] == "trainer.model"
+
+
 def test_retrain_is_locked_skips_unchanged_data_and_predict_works(first_run, tmp_path):
     root, _, _ = first_run
     from pipeline.runner import root_lock

@@ -146,6 +146,41 @@ def test_bad_step_ranges_are_one_line_usage_errors(tmp_path, flags, message):
     assert not (tmp_path / "r").exists()
 
 
+def test_show_json_and_diff_of_toy_runs(tmp_path, data):
+    from pipeline.inspect import diff_runs, format_diff, run_details
+
+    root = tmp_path / "root"
+    first, second = run_toy(root, data), run_toy(root, data, epochs=3)
+    details = run_details(root, second.run_id)
+    assert details["id"] == second.run_id and details["config"]["trainer"]["epochs"] == 3
+    assert [(s["step"], s["state"], s["reused_from_run"]) for s in details["steps"]] == [
+        ("source", "cached", first.run_id), ("double", "complete", None)]
+    assert details["steps"][1]["outputs"]["doubled"]["properties"] == {"sum": 36}
+    assert run_details(root, None)["id"] == second.run_id  # the latest by default
+
+    diff = diff_runs(root, first.run_id, second.run_id)
+    assert diff["config"] == [{"key": "trainer.epochs", "a": 1, "b": 3}]
+    assert diff["data_fingerprint"]["same"] and diff["code_versions"] == [] and diff["metrics"] == {}
+    text = format_diff(diff)
+    assert "configuration: 1 differ\n  trainer.epochs: 1 -> 3" in text and "code versions: same" in text
+    with pytest.raises(LookupError, match="no run 'nope'"):
+        diff_runs(root, first.run_id, "nope")
+
+
+def test_report_html_is_self_contained_and_lists_steps_and_lineage(tmp_path, data):
+    from html_report import ReportPage
+
+    first = run_toy(tmp_path / "root", data)
+    page = ReportPage(first.run_dir / "report.html")
+    assert page.headings[0] == f"Run {first.run_id}: succeeded" and page.external == []
+    steps = page.tables["Steps"]
+    assert steps[0] == ["step", "state", "seconds", "outputs"]
+    assert [row[:2] for row in steps[1:]] == [["source", "ran"], ["double", "ran"]]
+    assert steps[2][3] == "doubled: double/doubled"
+    assert page.tables["Lineage"][1:] == [["double", "numbers", "source.numbers",
+                                           str(first.artifact("source", "numbers").uri)]]
+
+
 def test_failed_step_publishes_nothing_and_is_recorded(tmp_path, data, monkeypatch):
     root = tmp_path / "root"
     monkeypatch.setenv("TOY_FAIL", "double")
