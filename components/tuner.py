@@ -9,6 +9,9 @@ they are fine-tuned and the dropout on the embedding output are searched (librar
 Outputs, under output_dir:
   best_hyperparameters/  best_hyperparameters.json {"architecture", "values", "tuned", "objective", "best_score"},
                          trials.csv and trials.md (every trial: id, status, score, epochs, hyperparameters)
+  tensorboard/           TensorBoard logs per trial (<trial_id>/execution0/): its curves and, in the HParams
+                         plugin's format, its hyperparameters, so `tensorboard --logdir <run>/tuner` shows the
+                         trials side by side in the HParams view
   tuner_state/           KerasTuner's oracle and trial files. The search runs with overwrite=False, so when the
                          runner hands the same output_dir back after an interruption, finished trials are kept
                          and the search continues where it stopped.
@@ -35,6 +38,7 @@ from pipeline.config import TunerConfig
 OUTPUT = "best_hyperparameters"
 RESULT_FILE = "best_hyperparameters.json"
 STATE_DIR = "tuner_state"
+TENSORBOARD_DIR = "tensorboard"
 EVAL_BATCH_SIZE = 256  # evaluation metrics do not depend on the batch size; larger batches are faster
 HYPERBAND_FACTOR = 3
 
@@ -181,7 +185,9 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
                                   pretrained.alignment.matrix if pretrained else None)
         try:
             tuner = _make_tuner(config, hypermodel, fixed, state_dir, runtime.seed)
-            tuner.search(epochs=config.max_epochs, verbose=2)
+            # KerasTuner gives a TensorBoard callback a folder per trial and adds the HParams plugin's callback.
+            logs = keras.callbacks.TensorBoard(log_dir=str(Path(output_dir) / TENSORBOARD_DIR))
+            tuner.search(epochs=config.max_epochs, verbose=2, callbacks=[logs])
         except RuntimeError as error:  # KerasTuner stops after several consecutive failed trials
             raise ComponentError(f"hyperparameter search failed: {error}") from None
         rows = _trial_rows(tuner.oracle, architecture, config.max_epochs, pretrained is not None)

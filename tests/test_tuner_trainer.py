@@ -70,6 +70,26 @@ def test_random_search_scores_on_eval_and_writes_its_outputs(tuner_inputs, tmp_p
     table = (tmp_path / "best_hyperparameters" / "trials.md").read_text()
     assert table.count("| COMPLETED |") == 2 and "(best)" in table
 
+    # TensorBoard's HParams view: per trial, event files holding the trial's hyperparameters and its curves.
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    for trial in trials:
+        trial_dir = tmp_path / "tensorboard" / trial["trial_id"] / "execution0"
+        hparams, tags = {}, set()
+        for event_file in trial_dir.rglob("events.out.tfevents.*"):
+            for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+                for value in event.summary.value:
+                    tags.add(value.tag)
+                    if value.metadata.plugin_data.plugin_name == "hparams":
+                        data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                        if data.HasField("session_start_info"):
+                            hparams = {k: v.number_value if v.HasField("number_value") else v.string_value
+                                       for k, v in data.session_start_info.hparams.items()}
+        assert hparams["batch_size"] == int(trial["batch_size"])
+        assert hparams["learning_rate"] == pytest.approx(float(trial["learning_rate"]))
+        assert hparams["embedding_dim"] == 8
+        assert "epoch_loss" in tags  # the trial's training curve is beside its hyperparameters
+
 
 def test_interrupted_search_resumes_without_redoing_finished_trials(tuner_inputs, tmp_path, monkeypatch):
     config = TunerConfig(architecture="rnn", algorithm="random", max_trials=2, max_epochs=1,
