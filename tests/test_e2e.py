@@ -184,7 +184,7 @@ def test_runs_show_json_and_diff_compare_two_real_runs(first_run):
     assert f"trainer.epochs: {first_epochs} -> 2" in text and "accuracy per length bucket" in text
     assert "blessed: True -> False" in text and "pushed version: 1 -> -" in text
     missing = agnews("diff", first["id"], "nope", "--pipeline-root", str(root), check_code=1)
-    assert missing.stderr.strip() == f"error: no run 'nope' under {root}"
+    assert missing.stderr.strip() == f"diff: no run 'nope' under {root}"
 
 
 def test_report_html_embeds_figures_and_holds_metrics_trials_and_lineage(first_run):
