@@ -22,6 +22,7 @@ import run_info  # noqa: E402  (benchmarks/ is on sys.path when a script here ru
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from components import ingest, transform, validate  # noqa: E402
+from library.layouts import SPLITS  # noqa: E402
 from pipeline.artifacts import Runtime  # noqa: E402
 from pipeline.config import IngestConfig, TransformConfig, ValidateConfig  # noqa: E402
 
@@ -40,7 +41,7 @@ def bench(data: Path, mode: str, work: Path) -> dict:
     started = time.perf_counter()
     outputs = transform.run({"examples": examples, "schema": schema}, work / "transform", TransformConfig(), runtime)
     transform_seconds = time.perf_counter() - started
-    rows = sum(examples.properties[f"{split}_rows"] for split in ("train", "eval", "test"))
+    rows = sum(examples.properties[f"{split}_rows"] for split in SPLITS)
     rows_read = rows + examples.properties["quarantined_rows"]
     transformed = outputs["transformed_examples"].properties
     return {"data": str(data), "mode": mode, "rows": rows_read,

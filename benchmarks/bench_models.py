@@ -41,7 +41,8 @@ import keras  # noqa: E402  (Keras 3: the models are Keras 3 models)
 
 import notebook_baseline  # noqa: E402  (benchmarks/ is on sys.path when this script runs)
 from library.dataset import bucketed_batches, padding_ratio, unbucketed_batches  # noqa: E402
-from library.model_input import read_model_input  # noqa: E402
+from library.layouts import (KERAS_MODEL_FILE, SPLITS, ModelInputSpec, keras_model_file,  # noqa: E402
+                             read_model_input, serving_model_dir)
 from library.models import architecture_names, build_model, default_hyperparameters, fixed_hyperparameters  # noqa: E402
 from pipeline.config import build_config  # noqa: E402
 from pipeline.runner import Runner, root_lock, summarize  # noqa: E402
@@ -76,7 +77,7 @@ def run_pipeline(config, until: str, rerun: tuple[str, ...] = ()):
 
 def keras_test_accuracy(model_dir: Path, examples_dir: Path) -> dict:
     """Accuracy and loss of the trainer's saved Keras model on the transformed test split."""
-    model = keras.saving.load_model(model_dir / "keras" / "model.keras")
+    model = keras.saving.load_model(keras_model_file(model_dir))
     test = bucketed_batches(examples_dir, "test", TEST_BATCH_SIZE, shuffle=False)
     loss, accuracy = model.evaluate(test.dataset, verbose=0)
     return {"test_accuracy": float(accuracy), "test_loss": float(loss), "test_rows": test.num_examples}
@@ -103,7 +104,7 @@ def pipeline_variant(args, architecture: str, tuned: bool, seed: int) -> dict:
         "train_examples_per_second": model_run.properties["mean_examples_per_second"],
         "step_seconds": {s.step: round(s.seconds, 1) for s in result.steps if s.state == "ran"},
         "steps_cached": [s.step for s in result.steps if s.state == "cached"],
-        "model_dir": str(model.uri), "serving_model": str(Path(model.uri) / "serving_model"),
+        "model_dir": str(model.uri), "serving_model": str(serving_model_dir(model.uri)),
         "seconds": seconds,
     }
     row.update(keras_test_accuracy(Path(model.uri), examples_dir))
@@ -111,9 +112,9 @@ def pipeline_variant(args, architecture: str, tuned: bool, seed: int) -> dict:
     return row
 
 
-def throughput(examples_dir: Path, model_input: dict, rounds: int, seed: int) -> dict:
+def throughput(examples_dir: Path, model_input: ModelInputSpec, rounds: int, seed: int) -> dict:
     values = {**default_hyperparameters("bilstm"), "batch_size": THROUGHPUT_BATCH_SIZE}
-    max_length = int(model_input["max_length"])
+    max_length = model_input.max_length
     pipelines = {
         "bucketed": bucketed_batches(examples_dir, "train", THROUGHPUT_BATCH_SIZE, shuffle=True, seed=seed),
         "unbucketed, padded to batch longest": unbucketed_batches(
@@ -197,7 +198,7 @@ def markdown(report: dict) -> str:
         f"(objective val_loss on eval); trainer at most {b['epochs']} epochs, early stopping on eval val_loss "
         f"(patience {b['patience']}, best weights kept). Notebook recipe: the same early stopping and epoch cap. "
         f"Seeds {seeds}: each seed reruns tuner and trainer (the notebook: its training) from scratch.", "",
-        "Pipeline test accuracy: Keras `evaluate` of the trainer's saved model (`model/keras/model.keras`) on the "
+        f"Pipeline test accuracy: Keras `evaluate` of the trainer's saved model (`model/{KERAS_MODEL_FILE}`) on the "
         "transform's test split (title + description token ids). Notebook: the model with its own "
         "TextVectorization on the raw test texts.", "",
         "## Test accuracy", "",
@@ -283,7 +284,7 @@ def main() -> None:
 
     notebook_started = time.perf_counter()
     splits, bad_rows = notebook_baseline.load_splits(args.data)
-    for split in ("train", "eval", "test"):  # the notebook must see exactly the pipeline's rows
+    for split in SPLITS:  # the notebook must see exactly the pipeline's rows
         if len(splits[split]) != examples[f"{split}_rows"]:
             raise SystemExit(f"notebook {split} rows {len(splits[split])} != ingest's {examples[f'{split}_rows']}")
     if not args.skip_notebook:
@@ -306,7 +307,7 @@ def main() -> None:
         "data": {"source": str(args.data.resolve()),
                  "csv_rows": {"train": examples["train_rows"] + examples["eval_rows"],
                               "test": examples["test_rows"]},
-                 "rows": {s: examples[f"{s}_rows"] for s in ("train", "eval", "test")},
+                 "rows": {s: examples[f"{s}_rows"] for s in SPLITS},
                  "quarantined_rows": examples["quarantined_rows"], "notebook_skipped_rows": bad_rows},
         "budget": {"tuner_algorithm": args.tuner_algorithm, "tuner_trials": args.tuner_trials,
                    "tuner_epochs": args.tuner_epochs, "epochs": args.epochs, "patience": args.patience},

@@ -31,6 +31,7 @@ import tensorflow as tf  # noqa: E402
 
 from components import ingest  # noqa: E402
 from library import ag_news_csv  # noqa: E402
+from library.layouts import NUM_CLASSES, SOURCE_SPLITS, SPLITS  # noqa: E402
 
 ADAPT_TEXTS = 2_000
 BATCH_SIZE = 16
@@ -55,9 +56,9 @@ class Rows:
 def load_splits(csv_dir: Path, eval_fraction: float = 0.05) -> tuple[dict[str, Rows], int]:
     """{"train", "eval", "test"} rows in file order, split exactly as the ingest component splits them (same
     row parser, same content hash), and the number of bad rows skipped (the ones ingest quarantines)."""
-    columns: dict[str, tuple[list, list, list]] = {split: ([], [], []) for split in ("train", "eval", "test")}
+    columns: dict[str, tuple[list, list, list]] = {split: ([], [], []) for split in SPLITS}
     bad_rows = 0
-    for source_split in ingest.SOURCE_SPLITS:
+    for source_split in SOURCE_SPLITS:
         with open(Path(csv_dir) / ingest.CSV_FILE_NAMES[source_split], "rb") as handle:
             for number, raw in enumerate(handle):
                 try:
@@ -92,7 +93,7 @@ def build_notebook_model(adapt_texts: list[str]) -> tuple[keras.Model, int]:
         keras.layers.Embedding(vocabulary_size, EMBEDDING_DIM, mask_zero=True),
         keras.layers.Bidirectional(keras.layers.LSTM(LSTM_UNITS, return_sequences=True)),
         keras.layers.Bidirectional(keras.layers.LSTM(LSTM_UNITS)),
-        keras.layers.Dense(4, activation="softmax"),
+        keras.layers.Dense(NUM_CLASSES, activation="softmax"),
     ], name="notebook_bilstm")
     model.compile(optimizer=keras.optimizers.Adam(), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model, vocabulary_size

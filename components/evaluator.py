@@ -18,7 +18,6 @@ Outputs:
 """
 from __future__ import annotations
 
-import glob
 import json
 import math
 import shutil
@@ -29,8 +28,12 @@ import numpy as np
 import tensorflow as tf
 
 from library.evaluation_report import _headline, plot_confusion_matrix, plot_training_curves, render_report
-from library.export import CLASS_NAMES, TF_EXAMPLE_SIGNATURE, TRANSFORM_SIGNATURE
-from pipeline.artifacts import Artifact, ComponentError, Runtime, read_json, write_json_atomic
+from library.export import TF_EXAMPLE_SIGNATURE, TRANSFORM_SIGNATURE
+from library.layouts import (CLASS_NAMES, CONFUSION_MATRIX_FILE, EVALUATION_REPORT_FILE, EXAMPLE_FILE_SUFFIX,
+                             TFMA_DIR, TRAINING_CURVES_FILE, bucket_dir_name, bucket_files, bucket_of,
+                             existing_serving_model_dir, example_file_pattern, examples_files, read_history,
+                             read_model_input, split_dir, write_blessing, write_metrics)
+from pipeline.artifacts import Artifact, ComponentError, Runtime
 from pipeline.config import EvaluatorConfig
 
 CANDIDATE = "candidate"
@@ -38,7 +41,6 @@ BASELINE = "baseline"
 LABEL_KEY = "label"
 PREDICTION_KEY = "probabilities"
 BUCKET_FEATURE = "length_bucket"
-TEST_FILE_PATTERN = "part-*.tfrecord.gz"
 OVERALL = "overall"
 CONFUSION_MATRIX_PLOT_NAME = "multi_class_confusion_matrix_plot"
 
@@ -46,22 +48,15 @@ CONFUSION_MATRIX_PLOT_NAME = "multi_class_confusion_matrix_plot"
 def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
         runtime: Runtime) -> dict[str, Artifact]:
     output_dir = Path(output_dir)
-    candidate_dir = serving_model_dir(inputs["model"])
+    candidate_dir = existing_serving_model_dir(inputs["model"].uri)
     baseline = inputs.get("baseline_model")
-    baseline_dir = serving_model_dir(baseline) if baseline is not None else None
-    model_input_path = Path(inputs["model"].uri) / "model_input.json"
-    if not model_input_path.is_file():
-        raise ComponentError(f"{model_input_path} is missing: the model artifact was not written by the trainer")
-    upper_bounds = [int(x) for x in read_json(model_input_path).get("bucket_upper_bounds", [])]
-    if not upper_bounds:
-        raise ComponentError(f"{model_input_path} has no bucket_upper_bounds")
-    test_pattern = Path(inputs["examples"].uri) / "test" / TEST_FILE_PATTERN
-    test_files = sorted(glob.glob(str(test_pattern)))
+    baseline_dir = existing_serving_model_dir(baseline.uri) if baseline is not None else None
+    upper_bounds = list(read_model_input(inputs["model"].uri).bucket_upper_bounds)
+    test_files = examples_files(inputs["examples"].uri, "test")
     if not test_files:
-        raise ComponentError(f"no test examples: nothing matches {test_pattern}")
-    history_path = Path(inputs["model_run"].uri) / "history.json"
-    if not history_path.is_file():
-        raise ComponentError(f"{history_path} is missing: the model_run artifact has no training history")
+        raise ComponentError("no test examples: nothing matches "
+                             f"{example_file_pattern(split_dir(inputs['examples'].uri, 'test'))}")
+    history = read_history(inputs["model_run"].uri)
 
     evaluation_dir = output_dir / "evaluation"
     blessing_dir = output_dir / "blessing"
@@ -69,7 +64,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
     for folder in (evaluation_dir, blessing_dir, scratch_dir):
         folder.mkdir(parents=True, exist_ok=True)
 
-    eval_examples = scratch_dir / "test_with_length_bucket.tfrecord.gz"
+    eval_examples = scratch_dir / f"test_with_length_bucket{EXAMPLE_FILE_SUFFIX}"
     bucket_counts = write_bucketed_eval_examples(test_files, candidate_dir, upper_bounds, eval_examples)
     total = sum(bucket_counts.values())
     if total == 0:
@@ -81,7 +76,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
     runtime.log(f"evaluator: {total} test examples, buckets {bucket_counts}; "
                 f"baseline: {baseline_dir if baseline_dir else 'none (first blessing)'}")
 
-    tfma_dir = evaluation_dir / "tfma"
+    tfma_dir = evaluation_dir / TFMA_DIR
     eval_config = make_eval_config(config, has_baseline=baseline_dir is not None)
     run_tfma(eval_examples, candidate_dir, baseline_dir, eval_config, tfma_dir, runtime.beam_args)
     shutil.rmtree(scratch_dir)
@@ -104,7 +99,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
         "macro_f1": candidate["macro_f1"],
         "class_names": list(CLASS_NAMES),
         "overall": candidate,
-        "length_buckets": {name: slices[CANDIDATE][name] for name in bucket_names(upper_bounds)
+        "length_buckets": {name: slices[CANDIDATE][name] for name in map(bucket_dir_name, upper_bounds)
                            if name in slices[CANDIDATE]},
         "bucket_counts": {"evaluated": bucket_counts, "transformed_test_split": transformed_counts},
         "baseline": None if baseline_metrics is None else {
@@ -114,15 +109,14 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
         "blessed": blessed,
         "reason": reason,
     }
-    write_json_atomic(evaluation_dir / "metrics.json", metrics)
-    plot_confusion_matrix(candidate["confusion_matrix"], evaluation_dir / "confusion_matrix.png")
-    plot_training_curves(read_json(history_path), evaluation_dir / "training_curves.png")
-    (evaluation_dir / "report.md").write_text(render_report(metrics), encoding="utf-8")
+    write_metrics(evaluation_dir, metrics)
+    plot_confusion_matrix(candidate["confusion_matrix"], evaluation_dir / CONFUSION_MATRIX_FILE)
+    plot_training_curves(history, evaluation_dir / TRAINING_CURVES_FILE)
+    (evaluation_dir / EVALUATION_REPORT_FILE).write_text(render_report(metrics), encoding="utf-8")
 
     baseline_accuracy = None if baseline_metrics is None else baseline_metrics["accuracy"]
-    write_json_atomic(blessing_dir / "blessing.json", {
-        "blessed": blessed, "reason": reason, "accuracy": candidate["accuracy"],
-        "baseline_accuracy": baseline_accuracy, "thresholds": thresholds})
+    write_blessing(blessing_dir, blessed=blessed, reason=reason, accuracy=candidate["accuracy"],
+                   baseline_accuracy=baseline_accuracy, thresholds=thresholds)
     return {
         "evaluation": Artifact("evaluation", evaluation_dir, {
             "accuracy": candidate["accuracy"], "loss": candidate["loss"], "macro_f1": candidate["macro_f1"]}),
@@ -136,23 +130,6 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
 # Inputs
 
 
-def serving_model_dir(model: Artifact) -> Path:
-    """A trainer's model artifact holds serving_model/; a served version folder (the baseline when the store
-    knows no blessed model) is the SavedModel itself."""
-    path = Path(model.uri) / "serving_model"
-    if not path.is_dir() and (Path(model.uri) / "saved_model.pb").is_file():
-        return Path(model.uri)
-    if not (path / "saved_model.pb").is_file():
-        raise ComponentError(f"{path} holds no SavedModel: the {model.name} artifact has no exported serving model")
-    return path
-
-
-def bucket_names(upper_bounds: list[int]) -> list[str]:
-    from components.transform import bucket_dir_name
-
-    return [bucket_dir_name(upper) for upper in upper_bounds]
-
-
 def write_bucketed_eval_examples(test_files: list[str], serving_dir: Path, upper_bounds: list[int],
                                  destination: Path, batch_size: int = 512) -> dict[str, int]:
     """Copies the raw test examples to `destination` (gzipped TFRecord) with a `length_bucket` feature added.
@@ -160,8 +137,6 @@ def write_bucketed_eval_examples(test_files: list[str], serving_dir: Path, upper
     The token count comes from the serving model's own transform, and the bucket from the transform's
     bucketing rule, so each example lands in the bucket the transform wrote it to. Returns examples per bucket.
     """
-    from components.transform import bucket_dir_name, bucket_index
-
     transform = tf.saved_model.load(str(serving_dir)).signatures[TRANSFORM_SIGNATURE]
     counts: dict[str, int] = {}
     records = tf.data.TFRecordDataset(test_files, compression_type="GZIP").batch(batch_size)
@@ -169,7 +144,7 @@ def write_bucketed_eval_examples(test_files: list[str], serving_dir: Path, upper
         for batch in records:
             lengths = transform(examples=batch)["length"].numpy()
             for serialized, length in zip(batch.numpy(), lengths):
-                name = bucket_dir_name(upper_bounds[bucket_index(int(length), upper_bounds)])
+                name = bucket_of(int(length), upper_bounds)
                 example = tf.train.Example.FromString(serialized)
                 example.features.feature[BUCKET_FEATURE].bytes_list.value[:] = [name.encode()]
                 writer.write(example.SerializeToString())
@@ -178,12 +153,15 @@ def write_bucketed_eval_examples(test_files: list[str], serving_dir: Path, upper
 
 
 def transformed_test_bucket_counts(transformed_examples_dir: Path) -> dict[str, int]:
-    """Examples per bucket_<upper> folder of the transformed test split (a cross-check of the bucketing)."""
+    """Examples per bucket folder of the transformed test split (a cross-check of the bucketing)."""
+    try:
+        files_per_bucket = bucket_files(transformed_examples_dir, "test")
+    except ComponentError:  # no bucket folders: a mismatch the caller reports as a warning, not a failure
+        return {}
     counts = {}
-    for bucket_dir in sorted((transformed_examples_dir / "test").glob("bucket_*")):
-        files = sorted(str(p) for p in bucket_dir.glob(TEST_FILE_PATTERN))
+    for upper, files in files_per_bucket.items():
         if files:
-            counts[bucket_dir.name] = int(tf.data.TFRecordDataset(files, compression_type="GZIP").reduce(
+            counts[bucket_dir_name(upper)] = int(tf.data.TFRecordDataset(files, compression_type="GZIP").reduce(
                 np.int64(0), lambda count, _: count + 1).numpy())
     return {name: count for name, count in sorted(counts.items()) if count}
 

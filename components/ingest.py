@@ -32,15 +32,14 @@ from pathlib import Path
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from library.ag_news_csv import (NUM_CLASSES, BadRow, Chunk, GoodRow, chunk_lines, count_newlines, open_binary,
-                                 parse_csv_row, parse_tfds_row, plan_chunks, quarantine_record)
+from library.ag_news_csv import (BadRow, Chunk, GoodRow, chunk_lines, count_newlines, open_binary, parse_csv_row,
+                                 parse_tfds_row, plan_chunks, quarantine_record)
 from library.beam_options import pipeline_options
+from library.layouts import NUM_CLASSES, SOURCE_SPLITS, SPLITS, quarantine_file, write_counts
 from library.tfrecord_io import WriteDeterministicTFRecords
-from pipeline.artifacts import Artifact, ComponentError, Runtime, write_json_atomic
+from pipeline.artifacts import Artifact, ComponentError, Runtime
 from pipeline.config import IngestConfig
 
-SPLITS = ("train", "eval", "test")
-SOURCE_SPLITS = ("train", "test")  # what the source provides; eval is carved out of train
 CSV_FILE_NAMES = {"train": "train.csv", "test": "test.csv"}
 
 # Bytes per read task of a CSV file. A file is split into chunks of this size that are read in parallel; each
@@ -296,7 +295,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
     examples_dir = output_dir / "examples"
     examples_dir.mkdir(parents=True, exist_ok=True)
     summary_path = output_dir / ".ingest-summary.json"
-    quarantine_path = examples_dir / "quarantine.jsonl"
+    quarantine_path = quarantine_file(examples_dir)
     quarantine_blocks = output_dir / ".quarantine-blocks"
     quarantine_blocks.mkdir(exist_ok=True)
     source = source_name(config)
@@ -348,7 +347,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
         "bad_row_fraction": quarantined / rows_read if rows_read else 0.0,
         "eval_fraction": eval_fraction,
     }
-    write_json_atomic(examples_dir / "counts.json", counts)
+    write_counts(examples_dir, counts)
     runtime.log(f"ingest: {counts['splits']} rows, {quarantined} quarantined {counts['quarantined_by_reason']}")
 
     if counts["bad_row_fraction"] > config.max_bad_row_fraction:

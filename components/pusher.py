@@ -26,28 +26,24 @@ import os
 import shutil
 from pathlib import Path
 
-from pipeline.artifacts import Artifact, ComponentError, Runtime, fingerprint, read_json, write_json_atomic
+from library.layouts import (PUSH_TEMPORARY_PREFIX, existing_serving_model_dir, read_blessing,
+                             read_served_push_record, serving_version_dir, serving_versions, write_push,
+                             write_served_push_record)
+from pipeline.artifacts import Artifact, ComponentError, Runtime, fingerprint
 from pipeline.config import PusherConfig
 
 MAX_PUBLISH_ATTEMPTS = 100
-PUSH_RECORD = "push.json"  # in each version folder: {"model_fingerprint": ...}
-TEMPORARY_PREFIX = ".push-"
 
 
 def run(inputs: dict[str, Artifact], output_dir: Path, config: PusherConfig, runtime: Runtime) -> dict[str, Artifact]:
     if not config.serving_dir:
         raise ComponentError("pusher.serving_dir is empty; the runner should have resolved it to a folder")
-    blessing_path = Path(inputs["blessing"].uri) / "blessing.json"
-    if not blessing_path.is_file():
-        raise ComponentError(f"{blessing_path} is missing: the blessing artifact was not written by the evaluator")
-    blessing = read_json(blessing_path)
+    blessing = read_blessing(inputs["blessing"].uri)
     pushed_dir = Path(output_dir) / "pushed_model"
     pushed_dir.mkdir(parents=True, exist_ok=True)
 
     if blessing.get("blessed") is True:
-        serving_model = Path(inputs["model"].uri) / "serving_model"
-        if not (serving_model / "saved_model.pb").is_file():
-            raise ComponentError(f"{serving_model} holds no SavedModel; nothing to push")
+        serving_model = existing_serving_model_dir(inputs["model"].uri)
         serving_dir = Path(config.serving_dir)
         for stale in stale_push_folders(serving_dir):
             runtime.log(f"pusher: removing {stale}, left by a pusher that was killed during its copy")
@@ -66,35 +62,27 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: PusherConfig, run
         record = {"pushed": False, "version": None, "path": None, "adopted": False,
                   "reason": f"not blessed: {blessing.get('reason', 'no reason recorded')}"}
         runtime.log(f"pusher: nothing pushed ({record['reason']})")
-    write_json_atomic(pushed_dir / "push.json", record)
+    write_push(pushed_dir, record)
     return {"pushed_model": Artifact("pushed_model", pushed_dir, {
         "pushed": record["pushed"], "version": record["version"], "path": record["path"]})}
 
 
-def numeric_versions(serving_dir: Path) -> list[int]:
-    if not serving_dir.is_dir():
-        return []
-    return sorted(int(entry.name) for entry in serving_dir.iterdir() if entry.name.isdigit() and entry.is_dir())
-
-
 def next_version(serving_dir: Path) -> int:
-    versions = numeric_versions(serving_dir)
+    versions = serving_versions(serving_dir)
     return versions[-1] + 1 if versions else 1
 
 
 def served_version_of(serving_dir: Path, model_fingerprint: str) -> tuple[int, Path] | None:
     """(version, path) of the newest served version when it holds the model with this fingerprint."""
-    versions = numeric_versions(serving_dir)
+    versions = serving_versions(serving_dir)
     if not versions:
         return None
-    path = serving_dir / str(versions[-1])
-    if not (path / PUSH_RECORD).exists():  # pushed by older code or by hand: compare the files themselves
+    path = serving_version_dir(serving_dir, versions[-1])
+    record = read_served_push_record(path)
+    if record is None:  # pushed by older code or by hand: compare the files themselves
         recorded = fingerprint(path)
     else:
-        try:
-            recorded = read_json(path / PUSH_RECORD).get("model_fingerprint")
-        except (OSError, ValueError, AttributeError):
-            recorded = None
+        recorded = record.get("model_fingerprint") if isinstance(record, dict) else None
     return (versions[-1], path) if recorded == model_fingerprint else None
 
 
@@ -113,8 +101,8 @@ def stale_push_folders(serving_dir: Path) -> list[Path]:
     if not serving_dir.is_dir():
         return []
     stale = []
-    for entry in sorted(serving_dir.glob(f"{TEMPORARY_PREFIX}*")):
-        pid = entry.name[len(TEMPORARY_PREFIX):].split("-")[0]
+    for entry in sorted(serving_dir.glob(f"{PUSH_TEMPORARY_PREFIX}*")):
+        pid = entry.name[len(PUSH_TEMPORARY_PREFIX):].split("-")[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
             stale.append(entry)
     return stale
@@ -125,13 +113,13 @@ def publish_version(serving_model: Path, serving_dir: Path, model_fingerprint: s
     fingerprint; returns (version, path)."""
     model_fingerprint = model_fingerprint or fingerprint(serving_model)
     serving_dir.mkdir(parents=True, exist_ok=True)
-    temporary = serving_dir / f"{TEMPORARY_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
+    temporary = serving_dir / f"{PUSH_TEMPORARY_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
     try:
         shutil.copytree(serving_model, temporary)
-        write_json_atomic(temporary / PUSH_RECORD, {"model_fingerprint": model_fingerprint})
+        write_served_push_record(temporary, {"model_fingerprint": model_fingerprint})
         version = next_version(serving_dir)
         for _ in range(MAX_PUBLISH_ATTEMPTS):
-            target = serving_dir / str(version)
+            target = serving_version_dir(serving_dir, version)
             if not target.exists():
                 try:
                     os.rename(temporary, target)

@@ -16,7 +16,6 @@ Outputs, under output_dir:
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -26,13 +25,14 @@ import tensorflow as tf
 
 from library import embeddings
 from library.dataset import bucketed_batches, padding_ratio, token_id_counts
-from library.model_input import MODEL_INPUT_FILE, read_model_input
+from library.layouts import (ModelInputSpec, keras_model_file, read_best_hyperparameters, read_model_input,
+                             serving_model_dir, tensorboard_dir, write_history, write_model_input,
+                             write_trained_hyperparameters)
 from library.models import (architecture_names, build_model, check_hyperparameters, compile_model,
                             fixed_hyperparameters, search_space)
-from pipeline.artifacts import Artifact, ComponentError, Runtime, read_json, write_json_atomic
+from pipeline.artifacts import Artifact, ComponentError, Runtime
 from pipeline.config import TrainerConfig
 
-HYPERPARAMETERS_FILE = "best_hyperparameters.json"  # the tuner's output file
 EVAL_BATCH_SIZE = 256
 
 
@@ -82,17 +82,14 @@ def _op_determinism():
 
 
 def _read_hyperparameters(directory: Path) -> dict[str, Any]:
-    path = Path(directory) / HYPERPARAMETERS_FILE
-    if not path.is_file():
-        raise ComponentError(f"{path} is missing: best_hyperparameters was not written by the tuner component")
-    chosen = read_json(path)
+    chosen = read_best_hyperparameters(directory)
     if chosen.get("architecture") not in architecture_names() or not isinstance(chosen.get("values"), dict):
-        raise ComponentError(f"{path} must name an architecture of {', '.join(architecture_names())} and hold a "
-                             "'values' mapping")
+        raise ComponentError(f"{directory}: best_hyperparameters must name an architecture of "
+                             f"{', '.join(architecture_names())} and hold a 'values' mapping")
     try:
         check_hyperparameters(chosen["architecture"], chosen["values"], pretrained=True)
     except ValueError as error:
-        raise ComponentError(f"{path}: {error}") from None
+        raise ComponentError(f"{directory}: best_hyperparameters: {error}") from None
     return chosen
 
 
@@ -108,11 +105,11 @@ def external_fingerprint(config: TrainerConfig) -> str | None:
     return embeddings.external_fingerprint(config.pretrained_embeddings)
 
 
-def _pretrained(config: TrainerConfig, transform_graph_dir: Path, model_input: dict, examples_dir: Path,
-                runtime: Runtime) -> tuple[embeddings.Pretrained, dict[str, Any]]:
+def _pretrained(config: TrainerConfig, transform_graph_dir: Path, model_input: ModelInputSpec,
+                examples_dir: Path, runtime: Runtime) -> tuple[embeddings.Pretrained, dict[str, Any]]:
     """The aligned vectors and their coverage facts; coverage below the threshold is logged as a loud warning."""
     pretrained = embeddings.prepare(config.pretrained_embeddings, transform_graph_dir, model_input, runtime.seed)
-    counts = token_id_counts(examples_dir, "train", int(model_input["embedding_input_dim"]))
+    counts = token_id_counts(examples_dir, "train", model_input.embedding_input_dim)
     token_coverage = pretrained.alignment.token_coverage(counts)
     low = token_coverage < config.min_embedding_coverage
     facts = {**pretrained.properties(), "embeddings_token_coverage": round(token_coverage, 6),
@@ -164,7 +161,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
 
     model_dir = Path(output_dir) / "model"
     run_dir = Path(output_dir) / "model_run"
-    for folder in (model_dir / "keras", run_dir / "logs"):
+    for folder in (keras_model_file(model_dir).parent, tensorboard_dir(run_dir)):
         folder.mkdir(parents=True, exist_ok=True)
 
     strategy = _strategy(config.strategy)
@@ -181,7 +178,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
         with strategy.scope():
             model = build_model(architecture, hp, model_input, pretrained.alignment.matrix if pretrained else None)
         throughput = _Throughput(train.num_examples)
-        callbacks = [throughput, keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs"))]
+        callbacks = [throughput, keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(run_dir)))]
         if 0 < frozen_epochs < config.epochs:
             # after_epochs N: train the layers above the frozen vectors first, then fine-tune everything. The
             # optimizer only updates the variables it was compiled with, hence the recompile; the second phase
@@ -209,17 +206,17 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
         "mean_examples_per_second": sum(e["examples_per_second"] for e in epochs) / len(epochs),
         "padding_ratio": padding["padding_ratio"], **embedding_facts,
     }
-    write_json_atomic(run_dir / "history.json", {
+    write_history(run_dir, {
         **summary, "epochs": epochs, "padding": padding, "train_examples": train.num_examples,
         "eval_examples": evaluation.num_examples, "train_examples_per_bucket": train.examples_per_bucket,
         "batch_size": values["batch_size"], "strategy": config.strategy,
         "replicas": strategy.num_replicas_in_sync, "seed": runtime.seed})
 
-    model.save(model_dir / "keras" / "model.keras")
-    write_json_atomic(model_dir / "hyperparameters.json", {**chosen, "values": values})
-    shutil.copyfile(transform_graph_dir / MODEL_INPUT_FILE, model_dir / MODEL_INPUT_FILE)
+    model.save(keras_model_file(model_dir))
+    write_trained_hyperparameters(model_dir, {**chosen, "values": values})
+    write_model_input(model_dir, model_input)  # the evaluator reads the bucket bounds from the model
     from library import export  # imported here: it loads TensorFlow Transform, which only export needs
-    export.export_serving_model(model, transform_graph_dir, model_dir / "serving_model")
+    export.export_serving_model(model, transform_graph_dir, serving_model_dir(model_dir))
 
     parameters = int(model.count_params())
     runtime.log(f"trainer: {len(epochs)} epoch(s), best epoch {best['epoch']}: val_loss {best['val_loss']:.4f}, "

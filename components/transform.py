@@ -7,19 +7,19 @@ for padding: vocabulary ids are 1..vocab_size, out-of-vocabulary buckets follow.
 Outputs:
   transform_graph/       loadable with tft.TFTransformOutput: transform_fn/ (vocabulary in
                          transform_fn/assets/vocab_tokens), transformed_metadata/, metadata/ (raw schema),
-                         model_input.json (what the trainer and exporter need to size the model)
+                         model_input.json (library.layouts.ModelInputSpec: what the trainer needs to size the
+                         model)
   transformed_examples/  <split>/bucket_<upper>/part-SSSSS-of-NNNNN.tfrecord.gz, tf.Examples with token_ids
                          (VarLen int64), length (int64), label (int64), bucket_<upper> holding lengths from the
                          previous bucket's upper + 1 to upper inclusive (empty buckets are absent);
                          buckets.json: per split and bucket, examples, tokens and padding at batch size 64.
 
 Both outputs are byte-reproducible: the same examples and config give the same files, whichever runner, process
-or folder ran the transform (library/tfrecord_io.py, library/reproducible_saved_model.py).
+or folder ran the transform (library/tfrecord_io.py, library/reproducible_saved_model.py). File and folder
+names come from library/layouts.py.
 """
 from __future__ import annotations
 
-import bisect
-import glob
 import hashlib
 import json
 import shutil
@@ -36,27 +36,24 @@ from tfx_bsl.public import tfxio
 
 from library import text
 from library.beam_options import pipeline_options
-from library.model_input import MODEL_INPUT_FILE
+from library.layouts import (NUM_CLASSES, SPLITS, ModelInputSpec, bucket_dir_name, bucket_index, bucket_of,
+                             example_file_pattern, examples_files, schema_file, split_dir, write_buckets,
+                             write_model_input)
 from library.reproducible_saved_model import make_saved_model_reproducible
 from library.tfrecord_io import WriteDeterministicTFRecords
-from pipeline.artifacts import Artifact, ComponentError, Runtime, write_json_atomic
+from pipeline.artifacts import Artifact, ComponentError, Runtime
 from pipeline.config import TransformConfig
 
-SPLITS = ("train", "eval", "test")
-RAW_SCHEMA_FILE = "schema.pbtxt"
-RAW_FILE_PATTERN = "part-*.tfrecord.gz"
 # Raw features the transform reads, and their schema types. Any other feature in the schema is carried
 # through the raw metadata but not used.
 RAW_FEATURE_TYPES = {"title": schema_pb2.BYTES, "description": schema_pb2.BYTES, "label": schema_pb2.INT}
 LABEL_KEY = "label"
-NUM_CLASSES = 4
 
 TOKEN_IDS_KEY = "token_ids"
 LENGTH_KEY = "length"
 PADDING_ID = 0
 VOCAB_FILENAME = "vocab_tokens"
 
-BUCKETS_FILE = "buckets.json"
 PADDING_BATCH_SIZE = 64
 PADDING_ORDER = (
     "each split's examples ordered by the SHA-256 of their token ids and label (a fixed pseudo-random "
@@ -66,16 +63,7 @@ PADDING_ORDER = (
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Functions other components rely on
-
-
-def bucket_dir_name(upper_bound: int) -> str:
-    return f"bucket_{upper_bound}"
-
-
-def bucket_index(length: int, upper_bounds: Sequence[int]) -> int:
-    """Index of the bucket holding `length`: the first bucket whose inclusive upper bound is >= length."""
-    return min(bisect.bisect_left(upper_bounds, length), len(upper_bounds) - 1)
+# The transform and its raw schema
 
 
 def make_preprocessing_fn(config: TransformConfig) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -106,7 +94,7 @@ def load_raw_schema(schema_uri: Path) -> schema_pb2.Schema:
     schema states (shape [], shape [1], or value_count 1..1) is rewritten as shape [] (a [batch] tensor),
     which is what the serving signature feeds. Types, presence and domains are kept as they are.
     """
-    path = Path(schema_uri) / RAW_SCHEMA_FILE
+    path = schema_file(schema_uri)
     if not path.is_file():
         raise ComponentError(f"raw schema not found: {path}")
     try:
@@ -181,7 +169,7 @@ def padding_report(keyed_lengths: Iterable[tuple[str, int]], upper_bounds: Seque
 
 
 def _bucket_folder_and_record(encoded: tuple[int, str, bytes], upper_bounds: Sequence[int]) -> tuple[str, bytes]:
-    return bucket_dir_name(upper_bounds[bucket_index(encoded[0], upper_bounds)]), encoded[2]
+    return bucket_of(encoded[0], upper_bounds), encoded[2]
 
 
 def _encode(instance: dict[str, Any], coder: tft.coders.ExampleProtoCoder) -> tuple[int, str, bytes]:
@@ -198,9 +186,9 @@ def _encode(instance: dict[str, Any], coder: tft.coders.ExampleProtoCoder) -> tu
 class _WriteBucketed(beam.PTransform):
     """Writes one split's transformed instances, partitioned by length bucket, plus its padding report."""
 
-    def __init__(self, split_dir: Path, report_path: Path, coder, upper_bounds: Sequence[int]):
+    def __init__(self, split_folder: Path, report_path: Path, coder, upper_bounds: Sequence[int]):
         super().__init__()
-        self._split_dir = split_dir
+        self._split_dir = split_folder
         self._report_path = report_path
         self._coder = coder
         self._upper_bounds = list(upper_bounds)
@@ -226,8 +214,8 @@ class _WriteBucketed(beam.PTransform):
 def _raw_file_patterns(examples_uri: Path) -> dict[str, str]:
     patterns, missing = {}, []
     for split in SPLITS:
-        pattern = str(Path(examples_uri) / split / RAW_FILE_PATTERN)
-        if not glob.glob(pattern):
+        pattern = example_file_pattern(split_dir(examples_uri, split))
+        if not examples_files(examples_uri, split):
             missing.append(pattern)
         patterns[split] = pattern
     if missing:
@@ -270,7 +258,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
             coder = tft.coders.ExampleProtoCoder(transformed_metadata.schema, serialized=False)
             for split in SPLITS:
                 _ = transformed[split] | f"Write{split}" >> _WriteBucketed(
-                    examples_dir / split, report_paths[split], coder, upper_bounds)
+                    split_dir(examples_dir, split), report_paths[split], coder, upper_bounds)
 
     make_saved_model_reproducible(graph_dir / tft.TFTransformOutput.TRANSFORM_FN_DIR,
                                   [str(scratch_dir), str(scratch_dir.resolve())])
@@ -281,23 +269,23 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
     if reports["train"]["examples"] == 0:
         raise ComponentError("the train split has no examples; nothing to build a vocabulary from")
     for split in SPLITS:  # a split without examples has no bucket folders, but its folder exists
-        (examples_dir / split).mkdir(exist_ok=True)
+        split_dir(examples_dir, split).mkdir(exist_ok=True)
     shutil.rmtree(scratch_dir)
 
     vocab_size = tft.TFTransformOutput(str(graph_dir)).vocabulary_size_by_name(VOCAB_FILENAME)
-    model_input = {
-        "embedding_input_dim": vocab_size + config.num_oov_buckets + 1,  # ids 0 (padding) .. V + oov
-        "vocab_size": vocab_size,
-        "num_oov_buckets": config.num_oov_buckets,
-        "max_length": config.max_length,
-        "num_classes": NUM_CLASSES,
-        "text_features": config.text_features,
-        "bucket_upper_bounds": upper_bounds,
-        "padding_id": PADDING_ID,
-        "vocab_filename": VOCAB_FILENAME,
-    }
-    write_json_atomic(graph_dir / MODEL_INPUT_FILE, model_input)
-    write_json_atomic(examples_dir / BUCKETS_FILE, {
+    model_input = ModelInputSpec(
+        embedding_input_dim=vocab_size + config.num_oov_buckets + 1,  # ids 0 (padding) .. V + oov
+        vocab_size=vocab_size,
+        num_oov_buckets=config.num_oov_buckets,
+        max_length=config.max_length,
+        num_classes=NUM_CLASSES,
+        text_features=config.text_features,
+        bucket_upper_bounds=tuple(upper_bounds),
+        padding_id=PADDING_ID,
+        vocab_filename=VOCAB_FILENAME,
+    )
+    write_model_input(graph_dir, model_input)
+    write_buckets(examples_dir, {
         "batch_size": PADDING_BATCH_SIZE, "order": PADDING_ORDER, "bucket_upper_bounds": upper_bounds,
         "splits": reports})
 
@@ -308,7 +296,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
                 f"{reports['train']['unbucketed']['padding_ratio']}")
     return {
         "transform_graph": Artifact("transform_graph", graph_dir, {
-            "vocab_size": vocab_size, "embedding_input_dim": model_input["embedding_input_dim"]}),
+            "vocab_size": vocab_size, "embedding_input_dim": model_input.embedding_input_dim}),
         "transformed_examples": Artifact("transformed_examples", examples_dir, {
             "rows": {split: reports[split]["examples"] for split in SPLITS},
             "train_bucket_examples": {name: bucket["examples"]

@@ -28,15 +28,15 @@ import keras
 import keras_tuner
 
 from library import embeddings
-from library.dataset import bucket_files, bucketed_batches
-from library.model_input import read_model_input
+from library.dataset import bucketed_batches
+from library.layouts import (TRIALS_CSV_FILE, TRIALS_MARKDOWN_FILE, ModelInputSpec, bucket_files,
+                             read_model_input, write_best_hyperparameters)
 from library.models import (build_model, check_hyperparameters, default_hyperparameters, fixed_hyperparameters,
                                hyperparameter_names, parse_fixed_hyperparameters, search_space)
-from pipeline.artifacts import Artifact, ComponentError, Runtime, write_json_atomic
+from pipeline.artifacts import Artifact, ComponentError, Runtime
 from pipeline.config import TunerConfig
 
 OUTPUT = "best_hyperparameters"
-RESULT_FILE = "best_hyperparameters.json"
 STATE_DIR = "tuner_state"
 TENSORBOARD_DIR = "tensorboard"
 EVAL_BATCH_SIZE = 256  # evaluation metrics do not depend on the batch size; larger batches are faster
@@ -46,8 +46,8 @@ HYPERBAND_FACTOR = 3
 class _SearchModel(keras_tuner.HyperModel):
     """Builds a trial's model with the shared builder and fits it on train, validating on eval."""
 
-    def __init__(self, architecture: str, model_input: dict, examples_dir: Path, train_rows: int, seed: int,
-                 embedding_matrix=None):
+    def __init__(self, architecture: str, model_input: ModelInputSpec, examples_dir: Path, train_rows: int,
+                 seed: int, embedding_matrix=None):
         super().__init__(name=architecture)
         self.architecture = architecture
         self.embedding_matrix = embedding_matrix
@@ -120,7 +120,7 @@ def _write_trials(out: Path, rows: list[dict[str, Any]], architecture: str, head
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    (out / "trials.csv").write_text(buffer.getvalue(), encoding="utf-8")
+    (out / TRIALS_CSV_FILE).write_text(buffer.getvalue(), encoding="utf-8")
 
     def cell(value: Any) -> str:
         if value is None or value == "":
@@ -135,7 +135,7 @@ def _write_trials(out: Path, rows: list[dict[str, Any]], architecture: str, head
             lines.append("| " + " | ".join(cell(row[c]) + (marker if c == "trial_id" else "") for c in columns) + " |")
     else:
         lines.append("No trials: the search was disabled (--no-tune); the architecture's defaults were used.")
-    (out / "trials.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out / TRIALS_MARKDOWN_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _remove_trial_checkpoints(state_dir: Path) -> None:
@@ -209,7 +209,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
     values = check_hyperparameters(architecture, values, pretrained is not None)
     result = {"architecture": architecture, "values": values, "tuned": bool(config.enabled),
               "objective": config.objective, "best_score": best_score}
-    write_json_atomic(out / RESULT_FILE, result)
+    write_best_hyperparameters(out, result)
     _write_trials(out, rows, architecture, heading, best_id, pretrained is not None)
     completed = sum(1 for r in rows if r["status"] == "COMPLETED")
     return {OUTPUT: Artifact(OUTPUT, out, {

@@ -25,13 +25,12 @@ from apache_beam.transforms.stats import ApproximateQuantiles
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from pipeline.artifacts import Artifact, ComponentError, Runtime, write_json_atomic
 from library.beam_options import pipeline_options
+from library.layouts import (SPLITS, example_file_pattern, examples_files, schema_file, split_dir, write_anomalies,
+                             write_statistics)
+from pipeline.artifacts import Artifact, ComponentError, Runtime
 from pipeline.config import ValidateConfig
 
-SPLITS = ("train", "eval", "test")
-SCHEMA_FILE = "schema.pbtxt"
-EXAMPLE_FILES = "*.tfrecord.gz"
 LABEL = "label"
 TEXT_FIELDS = ("title", "description")
 TOKEN_LENGTH_FIELDS = ("title", "description", "title_description")
@@ -147,11 +146,11 @@ def inspect_example(serialized: bytes, split: str, rules: list[FeatureRule]) -> 
 # ---------------------------------------------------------------------------------------------- the pipeline
 
 
-def _split_files(examples_dir: Path) -> dict[str, list[Path]]:
-    return {split: sorted((examples_dir / split).glob(EXAMPLE_FILES)) for split in SPLITS}
+def _split_files(examples_dir: Path) -> dict[str, list[str]]:
+    return {split: examples_files(examples_dir, split) for split in SPLITS}
 
 
-def _compute(examples_dir: Path, files: dict[str, list[Path]], rules: list[FeatureRule], summary_path: Path,
+def _compute(examples_dir: Path, files: dict[str, list[str]], rules: list[FeatureRule], summary_path: Path,
              runtime: Runtime) -> list:
     """Runs the Beam pipeline; returns its summary: a list of [kind, key, value]."""
     with beam.Pipeline(options=pipeline_options(runtime.beam_args)) as pipeline:
@@ -159,10 +158,10 @@ def _compute(examples_dir: Path, files: dict[str, list[Path]], rules: list[Featu
         for split in SPLITS:
             if not files[split]:
                 continue
+            pattern = example_file_pattern(split_dir(examples_dir, split))
             per_split.append(
                 pipeline
-                | f"Read[{split}]" >> beam.io.ReadFromTFRecord(str(examples_dir / split / EXAMPLE_FILES),
-                                                               compression_type=CompressionTypes.GZIP)
+                | f"Read[{split}]" >> beam.io.ReadFromTFRecord(pattern, compression_type=CompressionTypes.GZIP)
                 | f"Inspect[{split}]" >> beam.FlatMap(inspect_example, split, rules))
         facts = (per_split or [pipeline | "NoSplits" >> beam.Create([])]) | "AllFacts" >> beam.Flatten()
         by_kind = dict(zip(FACT_KINDS, facts | "ByKind" >> beam.Partition(
@@ -223,7 +222,7 @@ def _statistics(summary: list, label_domain: range) -> dict:
     return statistics
 
 
-def _anomalies(summary: list, statistics: dict, rules: list[FeatureRule], files: dict[str, list[Path]],
+def _anomalies(summary: list, statistics: dict, rules: list[FeatureRule], files: dict[str, list[str]],
                examples_dir: Path) -> list[dict]:
     counts = {tuple(key): count for kind, key, count in summary if kind == "problem"}
     values = {tuple(key): found for kind, key, found in summary if kind == "problem_values"}
@@ -236,7 +235,7 @@ def _anomalies(summary: list, statistics: dict, rules: list[FeatureRule], files:
     for split in SPLITS:
         rows = statistics[split]["rows"]
         if rows == 0:
-            where = examples_dir / split / EXAMPLE_FILES
+            where = example_file_pattern(split_dir(examples_dir, split))
             add(split, None, EMPTY_SPLIT, f"{split}: the split is empty ("
                 f"{'no files match' if not files[split] else 'no examples in'} {where})", 0)
             continue
@@ -288,7 +287,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: ValidateConfig, r
     schema_dir, statistics_dir, anomalies_dir = (output_dir / name for name in ("schema", "statistics", "anomalies"))
     for folder in (schema_dir, statistics_dir, anomalies_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(schema_path, schema_dir / SCHEMA_FILE)
+    shutil.copyfile(schema_path, schema_file(schema_dir))
 
     files = _split_files(examples_dir)
     runtime.log(f"validate: {examples_dir} against {schema_path}")
@@ -297,8 +296,8 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: ValidateConfig, r
     anomalies = _anomalies(summary, statistics, rules, files, examples_dir)
     # No absolute paths in the artifact: the same data must give the same bytes wherever it is stored
     # (the metadata store's lineage records where the inputs were).
-    write_json_atomic(statistics_dir / "statistics.json", {"splits": statistics})
-    write_json_atomic(anomalies_dir / "anomalies.json", anomalies)
+    write_statistics(statistics_dir, statistics)
+    write_anomalies(anomalies_dir, anomalies)
 
     if anomalies:
         listing = "\n".join(f"  - [{a['kind']}] {a['message']}" for a in anomalies)

@@ -12,7 +12,8 @@ from typing import Iterator, NamedTuple
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-NUM_CLASSES = 4
+from library.layouts import NUM_CLASSES
+
 CSV_COLUMNS = 3  # class, title, description
 
 QUARANTINE_RAW_BYTES = 1024

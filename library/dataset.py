@@ -1,8 +1,7 @@
 """tf.data input pipelines over the transform's length-bucketed TFRecords.
 
-Layout read (written by the transform component):
-    <transformed_examples>/<split>/bucket_<upper>/part-*.tfrecord.gz
-gzipped tf.Examples with `token_ids` (variable length int64, ids >= 1, possibly empty) and `label` (int64 0-3).
+Reads the transform's bucket folders of one split (found by library.layouts.bucket_files): gzipped tf.Examples
+with `token_ids` (variable length int64, ids >= 1, possibly empty) and `label` (int64 0-3).
 
 `bucketed_batches` forms every batch inside one bucket, so a batch is padded only to its own longest sequence
 and sequences of similar length share a batch; batches of all buckets are then interleaved in a seeded random
@@ -12,17 +11,15 @@ order. `unbucketed_batches` is the notebook-style baseline (same examples, no bu
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from library.layouts import bucket_files
 from pipeline.artifacts import ComponentError
 
-SPLITS = ("train", "eval", "test")
-_BUCKET_DIR = re.compile(r"^bucket_(\d+)$")
 _FEATURES = {
     "token_ids": tf.io.VarLenFeature(tf.int64),
     "label": tf.io.FixedLenFeature([], tf.int64),
@@ -36,21 +33,6 @@ class Batches:
     num_examples: int
     num_batches: int
     examples_per_bucket: dict[int, int]  # bucket upper bound -> examples used from it
-
-
-def bucket_files(examples_dir: Path, split: str) -> dict[int, list[str]]:
-    """{bucket upper bound: sorted TFRecord files} of one split, in increasing bucket order."""
-    split_dir = Path(examples_dir) / split
-    if not split_dir.is_dir():
-        raise ComponentError(f"transformed examples have no {split!r} split: {split_dir} is missing")
-    buckets = {}
-    for child in split_dir.iterdir():
-        match = _BUCKET_DIR.match(child.name)
-        if match and child.is_dir():
-            buckets[int(match.group(1))] = sorted(str(p) for p in child.glob("part-*.tfrecord.gz"))
-    if not buckets:
-        raise ComponentError(f"{split_dir} holds no bucket_<upper>/ folders of TFRecords")
-    return dict(sorted(buckets.items()))
 
 
 def _count_records(files: list[str]) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from library.layouts import ModelInputSpec, examples_files, vocabulary_file
 from pipeline.artifacts import ComponentError
 
 FORMATS = ("word2vec", "word2vec_binary", "glove", "kv")
@@ -108,10 +109,6 @@ def read_vocabulary(vocab_file: Path) -> list[str]:
     if not vocab_file.is_file():
         raise ComponentError(f"transform vocabulary not found: {vocab_file}")
     return vocab_file.read_text(encoding="utf-8").split("\n")[:-1] if vocab_file.stat().st_size else []
-
-
-def vocabulary_file(transform_graph_dir: Path, model_input: dict) -> Path:
-    return Path(transform_graph_dir) / "transform_fn" / "assets" / model_input.get("vocab_filename", "vocab_tokens")
 
 
 @dataclass(frozen=True)
@@ -216,7 +213,7 @@ def tokenized_split(examples_dir: Path, split: str, text_features: str, max_leng
 
     from library import text
 
-    files = sorted(str(p) for p in (Path(examples_dir) / split).glob("part-*.tfrecord.gz"))
+    files = examples_files(examples_dir, split)
     if not files:
         raise ComponentError(f"no {split} examples under {examples_dir} (deleted by gc?)")
     features = {name: tf.io.FixedLenFeature([], tf.string, default_value="") for name in ("title", "description")}
@@ -245,11 +242,11 @@ class Pretrained:
                 "embeddings_vocab_coverage": round(self.alignment.vocab_coverage, 6)}
 
 
-def prepare(path: str | Path, transform_graph_dir: Path, model_input: dict, seed: int) -> Pretrained:
+def prepare(path: str | Path, transform_graph_dir: Path, model_input: ModelInputSpec, seed: int) -> Pretrained:
     path = check_vectors_file(path).resolve()
     vectors = load_vectors(path)
     vocabulary = read_vocabulary(vocabulary_file(transform_graph_dir, model_input))
-    alignment = align(vectors, vocabulary, int(model_input["embedding_input_dim"]), seed)
+    alignment = align(vectors, vocabulary, model_input.embedding_input_dim, seed)
     return Pretrained(alignment=alignment, path=path, format=detect_format(path), fingerprint=file_fingerprint(path),
                       words=len(vectors.index_to_key))
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from library.export import CLASS_NAMES
+from library.layouts import CLASS_NAMES, CONFUSION_MATRIX_FILE, HISTORY_FILE, TRAINING_CURVES_FILE
 
 
 def _pyplot():
@@ -81,7 +81,7 @@ def plot_training_curves(history: dict[str, Any], path: Path) -> None:
         if axes.lines:
             axes.legend()
         else:
-            axes.text(0.5, 0.5, "no data in history.json", ha="center", va="center", transform=axes.transAxes)
+            axes.text(0.5, 0.5, f"no data in {HISTORY_FILE}", ha="center", va="center", transform=axes.transAxes)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -140,6 +140,6 @@ def render_report(metrics: dict[str, Any]) -> str:
               f"Thresholds: accuracy >= {thresholds['min_accuracy']}, and at most {thresholds['max_accuracy_drop']} "
               "below the baseline's accuracy.", "",
               f"Decision: {'blessed' if metrics['blessed'] else 'not blessed'} — {metrics['reason']}", "",
-              "## Figures", "", "![confusion matrix](confusion_matrix.png)", "",
-              "![training curves](training_curves.png)", ""]
+              "## Figures", "", f"![confusion matrix]({CONFUSION_MATRIX_FILE})", "",
+              f"![training curves]({TRAINING_CURVES_FILE})", ""]
     return "\n".join(lines)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-CLASS_NAMES = ("World", "Sports", "Business", "Sci/Tech")
+from library.layouts import CLASS_NAMES
 
 SERVING_SIGNATURE = "serving_default"
 TF_EXAMPLE_SIGNATURE = "serving_tf_example"

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import yaml
 
+from library.layouts import ModelInputSpec
+
 if TYPE_CHECKING:
     import keras
     import keras_tuner
     import numpy as np
 
-NUM_CLASSES = 4
 TOKEN_IDS_INPUT = "token_ids"
 
 # With pretrained vectors the embedding's size is the file's, and two more hyperparameters exist, for every
@@ -50,7 +51,7 @@ class Architecture:
     # (complete hyperparameter values, model_input) -> uncompiled Keras model, token ids -> probabilities. Its
     # token embedding layer is named "embedding" (pretrained vectors are loaded into it) and it applies
     # values.get("embedding_dropout") to the embedding's output.
-    build: Callable[[dict[str, Any], dict], keras.Model]
+    build: Callable[[dict[str, Any], ModelInputSpec], keras.Model]
 
 
 def _with_default(choices: list, default) -> list:
@@ -77,13 +78,13 @@ def _recurrent_search_space(hp: keras_tuner.HyperParameters, defaults: Mapping[s
 
 
 def _recurrent_classifier(name: str, layer_type: type, bidirectional: bool, values: dict[str, Any],
-                          model_input: dict) -> keras.Model:
+                          model_input: ModelInputSpec) -> keras.Model:
     """Embedding(mask_zero) -> num_layers recurrent layers of `layer_type` -> Dense softmax."""
     import keras
 
     token_ids = keras.Input(shape=(None,), dtype="int64", name=TOKEN_IDS_INPUT)
     # mask_zero: padded steps are skipped by every recurrent layer, so padding never reaches the decision.
-    hidden = keras.layers.Embedding(int(model_input["embedding_input_dim"]), values["embedding_dim"],
+    hidden = keras.layers.Embedding(model_input.embedding_input_dim, values["embedding_dim"],
                                     mask_zero=True, name="embedding")(token_ids)
     if values.get("embedding_dropout"):
         hidden = keras.layers.Dropout(values["embedding_dropout"], name="embedding_dropout")(hidden)
@@ -94,27 +95,26 @@ def _recurrent_classifier(name: str, layer_type: type, bidirectional: bool, valu
         if bidirectional:
             layer = keras.layers.Bidirectional(layer, name=f"bidirectional_{index}")
         hidden = layer(hidden)
-    probabilities = keras.layers.Dense(int(model_input.get("num_classes", NUM_CLASSES)), activation="softmax",
-                                       name="probabilities")(hidden)
+    probabilities = keras.layers.Dense(model_input.num_classes, activation="softmax", name="probabilities")(hidden)
     return keras.Model(token_ids, probabilities, name=f"agnews_{name}")
 
 
-def _build_rnn(values: dict[str, Any], model_input: dict) -> keras.Model:
+def _build_rnn(values: dict[str, Any], model_input: ModelInputSpec) -> keras.Model:
     import keras
     return _recurrent_classifier("rnn", keras.layers.SimpleRNN, values["bidirectional"], values, model_input)
 
 
-def _build_lstm(values: dict[str, Any], model_input: dict) -> keras.Model:
+def _build_lstm(values: dict[str, Any], model_input: ModelInputSpec) -> keras.Model:
     import keras
     return _recurrent_classifier("lstm", keras.layers.LSTM, values["bidirectional"], values, model_input)
 
 
-def _build_bilstm(values: dict[str, Any], model_input: dict) -> keras.Model:
+def _build_bilstm(values: dict[str, Any], model_input: ModelInputSpec) -> keras.Model:
     import keras
     return _recurrent_classifier("bilstm", keras.layers.LSTM, True, values, model_input)
 
 
-def _build_gru(values: dict[str, Any], model_input: dict) -> keras.Model:
+def _build_gru(values: dict[str, Any], model_input: ModelInputSpec) -> keras.Model:
     import keras
     return _recurrent_classifier("gru", keras.layers.GRU, values["bidirectional"], values, model_input)
 
@@ -226,11 +226,12 @@ def fixed_hyperparameters(values: dict[str, Any]) -> keras_tuner.HyperParameters
     return hp
 
 
-def build_model(architecture: str, hp: keras_tuner.HyperParameters, model_input: dict,
+def build_model(architecture: str, hp: keras_tuner.HyperParameters, model_input: ModelInputSpec,
                 embedding_matrix: np.ndarray | None = None) -> keras.Model:
-    """A compiled classifier: token ids [batch, time] (0 = padding) -> class probabilities [batch, 4].
+    """A compiled classifier: token ids [batch, time] (0 = padding) -> class probabilities [batch, classes].
 
-    `model_input` is the transform's model_input.json; its embedding_input_dim sizes the embedding.
+    `model_input` is the transform's description of its output: embedding_input_dim sizes the embedding,
+    num_classes the softmax.
     `embedding_matrix` ([embedding_input_dim, D], row i = token id i; library/embeddings.py) starts the
     embedding from pretrained vectors, fine-tuned or frozen as the embedding_trainable hyperparameter says.
     """

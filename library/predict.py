@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from library.export import CLASS_NAMES, SERVING_SIGNATURE
+from library.export import SERVING_SIGNATURE
+from library.layouts import (CLASS_NAMES, SAVED_MODEL_FILE, SERVING_MODEL_DIR, has_saved_model, serving_model_dir,
+                             serving_version_dir, serving_versions)
 from pipeline.artifacts import ComponentError
 
 BATCH_SIZE = 256
@@ -26,21 +28,21 @@ _loaded: dict[tuple[str, int], Any] = {}  # (SavedModel folder, saved_model.pb m
 
 def resolve_serving_model_dir(model_dir: Path) -> Path:
     model_dir = Path(model_dir)
-    if (model_dir / "saved_model.pb").is_file():
+    if has_saved_model(model_dir):
         return model_dir
-    if (model_dir / "serving_model" / "saved_model.pb").is_file():
-        return model_dir / "serving_model"
-    versions = sorted((int(p.name) for p in model_dir.glob("*") if p.name.isdigit()
-                       and (p / "saved_model.pb").is_file()), reverse=True) if model_dir.is_dir() else []
+    if has_saved_model(serving_model_dir(model_dir)):
+        return serving_model_dir(model_dir)
+    versions = [version for version in serving_versions(model_dir)
+                if has_saved_model(serving_version_dir(model_dir, version))]
     if versions:
-        return model_dir / str(versions[0])
+        return serving_version_dir(model_dir, versions[-1])
     raise ComponentError(f"{model_dir} is not a serving model: expected a SavedModel folder, a trainer model "
-                         "folder with serving_model/, or a serving folder of numeric versions")
+                         f"folder with {SERVING_MODEL_DIR}/, or a serving folder of numeric versions")
 
 
 def _serving_signature(model_dir: Path):
     path = resolve_serving_model_dir(model_dir).resolve()
-    key = (str(path), (path / "saved_model.pb").stat().st_mtime_ns)
+    key = (str(path), (path / SAVED_MODEL_FILE).stat().st_mtime_ns)
     if key not in _loaded:
         import tensorflow as tf
 

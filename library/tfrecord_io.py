@@ -9,8 +9,9 @@ of each output folder:
   * a record's shard follows from its SHA-256: int(sha256, 16) % num_shards;
   * inside a shard, records are ordered by (SHA-256, record): a fixed pseudo-random order, which also
     spreads each class and length over the whole file;
-  * files are `part-SSSSS-of-NNNNN.tfrecord.gz`, gzip-compressed by TensorFlow's writer, whose gzip header
-    holds no time stamp or file name (the bytes can change with TensorFlow's zlib, not from run to run).
+  * files are named by library.layouts.shard_file_name (part-SSSSS-of-NNNNN.tfrecord.gz), gzip-compressed by
+    TensorFlow's writer, whose gzip header holds no time stamp or file name (the bytes can change with
+    TensorFlow's zlib, not from run to run).
 
 Every shard file is written, even an empty one (so a split with no records can still have one, empty, file),
 by whichever worker process holds the shard's records, to a temporary name beside it that is then renamed into
@@ -29,18 +30,13 @@ from typing import Iterable
 
 import apache_beam as beam
 
-FILE_SUFFIX = ".tfrecord.gz"
-FILE_PATTERN = "part-*" + FILE_SUFFIX
+from library.layouts import shard_file_name
 # Records per shard file. A shard is sorted in memory by one worker: 100,000 AG News examples are ~30 MB.
 DEFAULT_ROWS_PER_SHARD = 100_000
 
 
 def shard_count(num_records: int, rows_per_shard: int = DEFAULT_ROWS_PER_SHARD) -> int:
     return max(1, math.ceil(num_records / rows_per_shard))
-
-
-def shard_file_name(shard: int, num_shards: int) -> str:
-    return f"part-{shard:05d}-of-{num_shards:05d}{FILE_SUFFIX}"
 
 
 def record_digest(record: bytes) -> str:
@@ -57,7 +53,7 @@ def write_tfrecord_file(path: str, records: Iterable[bytes]) -> None:
     import tensorflow as tf  # imported where used: only the writing workers need TensorFlow
 
     folder, name = path.rsplit("/", 1)
-    temporary = f"{folder}/.{name}.tmp-{uuid.uuid4().hex}"  # hidden and not *.tfrecord.gz: never globbed
+    temporary = f"{folder}/.{name}.tmp-{uuid.uuid4().hex}"  # hidden, not part-*: never globbed by a reader
     try:
         with tf.io.TFRecordWriter(temporary, options="GZIP") as writer:
             for record in records:
@@ -103,7 +99,7 @@ def _shard_markers(_, counts: dict[str, int], folders: tuple[str, ...], rows_per
 
 
 class WriteDeterministicTFRecords(beam.PTransform):
-    """PCollection of (folder, serialized record) -> `output_dir/<folder>/part-SSSSS-of-NNNNN.tfrecord.gz`
+    """PCollection of (folder, serialized record) -> `output_dir/<folder>/<shard_file_name(...)>`
     files whose names and bytes depend only on each folder's set of records (see the module docstring).
 
     `folders` are written even if no record goes to them (as one empty shard, for readers that expect at

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from library.layouts import EVALUATION_FIGURES
+
 HEADLINE_PROPERTIES = {
     "examples": ("train_rows", "eval_rows", "test_rows", "quarantined_rows"),
     "transform_graph": ("vocab_size",),
@@ -64,7 +66,7 @@ def write_run_report(run_dir: Path, record: dict[str, Any]) -> Path:
                 warning = output["properties"].get("embeddings_low_coverage")
                 lines.append(f"- **{'WARNING: ' if warning else ''}embeddings**: {embeddings}")
             if name == "evaluation":
-                for image in ("confusion_matrix.png", "training_curves.png"):
+                for image in EVALUATION_FIGURES:
                     path = Path(output["uri"]) / image
                     if path.exists():
                         lines.append(f"\n![{image}]({os.path.relpath(path, run_dir)})")

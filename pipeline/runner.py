@@ -212,12 +212,13 @@ class Runner:
     def _served_baseline(self) -> StoredArtifact | None:
         """The newest version under the serving folder, for when the store knows no blessed model (a lost or
         replaced store): the regression gate must not silently disappear while a model is being served."""
-        from components.pusher import numeric_versions
+        from library.layouts import has_saved_model, serving_version_dir, serving_versions
         serving_dir = self.config.serving_dir()
-        versions = [v for v in numeric_versions(serving_dir) if (serving_dir / str(v) / "saved_model.pb").is_file()]
+        versions = [version for version in serving_versions(serving_dir)
+                    if has_saved_model(serving_version_dir(serving_dir, version))]
         if not versions:
             return None
-        path = serving_dir / str(versions[-1])
+        path = serving_version_dir(serving_dir, versions[-1])
         self.log(f"note: the metadata store knows no blessed model; the baseline is the served version {path}")
         return self.store.external_artifact("model", path, fingerprint(path), {"served_version": versions[-1]})
 

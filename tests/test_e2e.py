@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SAMPLE_DIR
+from library import layouts
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +56,7 @@ def test_full_run_reports_every_step_and_pushes_version_1(first_run):
     record = json.loads((run_dir / "run.json").read_text())
     assert [s["state"] for s in record["steps"]] == ["ran"] * 7
     assert (run_dir / "report.md").read_text().count("|") > 10
-    metrics = json.loads((run_dir / "evaluator" / "evaluation" / "metrics.json").read_text())
+    metrics = layouts.read_metrics(run_dir / "evaluator" / "evaluation")
     assert metrics["accuracy"] > 0.5  # a real model on real text beats chance (0.25) by far
 
 

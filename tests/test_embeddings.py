@@ -18,7 +18,7 @@ gensim_models = pytest.importorskip("gensim.models")
 
 from components import trainer, tuner  # noqa: E402
 from library import dataset, embeddings  # noqa: E402
-from library.model_input import read_model_input  # noqa: E402
+from library.layouts import read_model_input, vocabulary_file  # noqa: E402
 from pipeline import cli  # noqa: E402
 from pipeline.artifacts import ComponentError, Runtime  # noqa: E402
 from pipeline.config import ConfigError, TrainerConfig, TunerConfig, load_config  # noqa: E402
@@ -33,7 +33,7 @@ FORMAT_FILES = {"word2vec": "vectors.txt", "word2vec_binary": "vectors.bin", "gl
 
 def _vocabulary(transformed_sample) -> list[str]:
     graph = Path(transformed_sample["transform_graph"].uri)
-    return embeddings.read_vocabulary(embeddings.vocabulary_file(graph, read_model_input(graph)))
+    return embeddings.read_vocabulary(vocabulary_file(graph, read_model_input(graph)))
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_every_format_aligns_with_the_transform_vocabulary(kind, vectors, transf
     pretrained = embeddings.prepare(path, graph, model_input, seed=3)
     matrix, covered = pretrained.alignment.matrix, pretrained.alignment.covered
     vocabulary = vectors["vocabulary"]
-    assert matrix.shape == (model_input["embedding_input_dim"], DIM) and matrix.dtype == np.float32
+    assert matrix.shape == (model_input.embedding_input_dim, DIM) and matrix.dtype == np.float32
     for line, token in enumerate(vocabulary[:300]):  # vocabulary line k is token id k + 1
         token_id = line + 1
         if token in vectors["expected"]:
@@ -76,10 +76,10 @@ def test_every_format_aligns_with_the_transform_vocabulary(kind, vectors, transf
             assert not covered[token_id]
             assert 0 < np.abs(matrix[token_id]).max() < 5
     assert not covered[0] and not matrix[0].any()  # padding row
-    oov_rows = matrix[model_input["vocab_size"] + 1:]
-    assert len(oov_rows) == model_input["num_oov_buckets"] and oov_rows.any()
+    oov_rows = matrix[model_input.vocab_size + 1:]
+    assert len(oov_rows) == model_input.num_oov_buckets and oov_rows.any()
     assert covered.sum() == len(vectors["expected"]) == 240
-    assert pretrained.alignment.vocab_coverage == pytest.approx(240 / model_input["vocab_size"])
+    assert pretrained.alignment.vocab_coverage == pytest.approx(240 / model_input.vocab_size)
 
 
 def test_alignment_is_seeded(vectors, transformed_sample):
@@ -98,7 +98,7 @@ def test_token_coverage_counts_the_train_split(vectors, transformed_sample):
     examples = Path(transformed_sample["transformed_examples"].uri)
     model_input = read_model_input(graph)
     alignment = embeddings.prepare(vectors["folder"] / "vectors.txt", graph, model_input, 0).alignment
-    counts = dataset.token_id_counts(examples, "train", model_input["embedding_input_dim"])
+    counts = dataset.token_id_counts(examples, "train", model_input.embedding_input_dim)
     padding = dataset.padding_ratio(dataset.bucketed_batches(examples, "train", 64, shuffle=False).dataset)
     assert counts.sum() == padding["real_tokens"] and counts[0] == 0
     expected = counts[alignment.covered].sum() / counts.sum()

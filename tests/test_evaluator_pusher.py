@@ -3,7 +3,6 @@
 (conftest) and tiny Keras 3 models exported with library.export."""
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -18,7 +17,8 @@ import pytest
 import tensorflow as tf
 
 from components import evaluator, pusher
-from library import evaluation_report, export, predict
+from library import evaluation_report, export, layouts, predict
+from library.layouts import CLASS_NAMES
 from pipeline.artifacts import Artifact, Runtime, fingerprint
 from pipeline.config import EvaluatorConfig, PusherConfig
 
@@ -27,7 +27,8 @@ MAX_LENGTH = 64  # conftest's transform config
 
 def read_transformed(split_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """(token ids [N, MAX_LENGTH] zero-padded, labels [N]) of transformed examples under `split_dir`."""
-    files = sorted(glob.glob(str(split_dir / "**" / "part-*.tfrecord.gz"), recursive=True))
+    bucket_dirs = [child for child in split_dir.iterdir() if layouts.parse_bucket_dir(child.name) is not None]
+    files = [file for folder in [split_dir, *bucket_dirs] for file in layouts.example_files(folder)]
     spec = {"token_ids": tf.io.VarLenFeature(tf.int64), "label": tf.io.FixedLenFeature([], tf.int64)}
     ids, labels = [], []
     for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(4096):
@@ -51,13 +52,13 @@ def tiny_lstm(embedding_input_dim: int) -> keras.Model:
 def model_artifacts(root: Path, model: keras.Model, transform_graph: Path, history: dict) -> dict[str, Artifact]:
     """`model` and `model_run` artifacts laid out as the trainer writes them."""
     model_dir, run_dir = root / "model", root / "model_run"
-    (model_dir / "keras").mkdir(parents=True)
+    layouts.keras_model_file(model_dir).parent.mkdir(parents=True)
     run_dir.mkdir(parents=True)
-    model.save(model_dir / "keras" / "model.keras")
-    shutil.copy(transform_graph / "model_input.json", model_dir / "model_input.json")
-    (model_dir / "hyperparameters.json").write_text(json.dumps({"embedding_dim": 16, "units": 8}))
-    export.export_serving_model(model, transform_graph, model_dir / "serving_model")
-    (run_dir / "history.json").write_text(json.dumps(history))
+    model.save(layouts.keras_model_file(model_dir))
+    layouts.write_model_input(model_dir, layouts.read_model_input(transform_graph))
+    layouts.write_trained_hyperparameters(model_dir, {"embedding_dim": 16, "units": 8})
+    export.export_serving_model(model, transform_graph, layouts.serving_model_dir(model_dir))
+    layouts.write_history(run_dir, history)
     return {"model": Artifact("model", model_dir), "model_run": Artifact("model_run", run_dir)}
 
 
@@ -65,9 +66,9 @@ def model_artifacts(root: Path, model: keras.Model, transform_graph: Path, histo
 def trained(tmp_path_factory, transformed_sample):
     transform_graph = transformed_sample["transform_graph"].uri
     examples_dir = transformed_sample["transformed_examples"].uri
-    model = tiny_lstm(json.loads((transform_graph / "model_input.json").read_text())["embedding_input_dim"])
-    x, y = read_transformed(examples_dir / "train")
-    x_eval, y_eval = read_transformed(examples_dir / "eval")
+    model = tiny_lstm(layouts.read_model_input(transform_graph).embedding_input_dim)
+    x, y = read_transformed(layouts.split_dir(examples_dir, "train"))
+    x_eval, y_eval = read_transformed(layouts.split_dir(examples_dir, "eval"))
     fitted = model.fit(x, y, epochs=4, batch_size=64, verbose=0, validation_data=(x_eval, y_eval)).history
     # The trainer's history.json form: one record per epoch plus a summary.
     epochs = [{"epoch": i + 1, **{k: v[i] for k, v in fitted.items()}, "examples_per_second": 1000.0}
@@ -79,7 +80,7 @@ def trained(tmp_path_factory, transformed_sample):
 @pytest.fixture(scope="module")
 def untrained(tmp_path_factory, transformed_sample):
     transform_graph = transformed_sample["transform_graph"].uri
-    model = tiny_lstm(json.loads((transform_graph / "model_input.json").read_text())["embedding_input_dim"])
+    model = tiny_lstm(layouts.read_model_input(transform_graph).embedding_input_dim)
     history = {"loss": [1.39], "accuracy": [0.25], "val_loss": [1.39], "val_accuracy": [0.25]}  # Keras' form
     return {"keras": model, **model_artifacts(tmp_path_factory.mktemp("untrained"), model, transform_graph, history)}
 
@@ -92,15 +93,15 @@ def evaluate(tmp_path, candidate, ingested_sample, transformed_sample, config, b
         inputs["baseline_model"] = baseline["model"]
     messages = []
     outputs = evaluator.run(inputs, tmp_path / "out", config, Runtime(log=messages.append))
-    metrics = json.loads((outputs["evaluation"].uri / "metrics.json").read_text())
-    blessing = json.loads((outputs["blessing"].uri / "blessing.json").read_text())
+    metrics = layouts.read_metrics(outputs["evaluation"].uri)
+    blessing = layouts.read_blessing(outputs["blessing"].uri)
     return outputs, metrics, blessing, messages
 
 
 def raw_test_predictions(serving_dir: Path, examples_uri: Path) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities [N, 4], labels [N]) of the serving model's tf.Example signature on the raw test split."""
     signature = tf.saved_model.load(str(serving_dir)).signatures["serving_tf_example"]
-    files = sorted(glob.glob(str(examples_uri / "test" / "part-*.tfrecord.gz")))
+    files = layouts.examples_files(examples_uri, "test")
     probabilities, labels = [], []
     for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(256):
         probabilities.append(signature(examples=batch)["probabilities"].numpy())
@@ -110,7 +111,7 @@ def raw_test_predictions(serving_dir: Path, examples_uri: Path) -> tuple[np.ndar
 
 def numpy_per_class(labels, predicted):
     result = {}
-    for index, name in enumerate(export.CLASS_NAMES):
+    for index, name in enumerate(CLASS_NAMES):
         tp = np.sum((predicted == index) & (labels == index))
         precision = tp / max(np.sum(predicted == index), 1)
         recall = tp / max(np.sum(labels == index), 1)
@@ -122,7 +123,8 @@ def test_metrics_match_numpy_and_first_model_is_blessed(tmp_path, trained, inges
     outputs, metrics, blessing, messages = evaluate(
         tmp_path, trained, ingested_sample, transformed_sample, EvaluatorConfig(min_accuracy=0.4))
 
-    probabilities, labels = raw_test_predictions(trained["model"].uri / "serving_model", ingested_sample.uri)
+    probabilities, labels = raw_test_predictions(layouts.serving_model_dir(trained["model"].uri),
+                                                 ingested_sample.uri)
     predicted = np.argmax(probabilities, axis=1)
     overall = metrics["overall"]
     assert metrics["examples"] == overall["examples"] == len(labels) == 400
@@ -139,13 +141,14 @@ def test_metrics_match_numpy_and_first_model_is_blessed(tmp_path, trained, inges
         assert overall["per_class"][name]["precision"] == pytest.approx(precision)
         assert overall["per_class"][name]["recall"] == pytest.approx(recall)
         assert overall["per_class"][name]["f1"] == pytest.approx(f1)
-        assert overall["per_class"][name]["support"] == int(np.sum(labels == export.CLASS_NAMES.index(name)))
+        assert overall["per_class"][name]["support"] == int(np.sum(labels == CLASS_NAMES.index(name)))
     assert overall["macro_f1"] == pytest.approx(np.mean([f1 for _, _, f1 in per_class.values()]))
     assert 0.4 < overall["accuracy"] < 1.0  # trained: clearly better than chance on the balanced test split
 
     # Per bucket: the Keras model on the transformed test split's own bucket folders, an independent path.
-    test_dir = transformed_sample["transformed_examples"].uri / "test"
-    bucket_dirs = sorted(p for p in test_dir.glob("bucket_*") if glob.glob(str(p / "part-*")))
+    test_dir = layouts.split_dir(transformed_sample["transformed_examples"].uri, "test")
+    bucket_dirs = sorted(p for p in test_dir.iterdir()
+                         if layouts.parse_bucket_dir(p.name) is not None and layouts.example_files(p))
     assert sorted(metrics["length_buckets"]) == sorted(p.name for p in bucket_dirs) and len(bucket_dirs) >= 2
     assert metrics["bucket_counts"]["evaluated"] == metrics["bucket_counts"]["transformed_test_split"]
     for bucket_dir in bucket_dirs:
@@ -164,12 +167,12 @@ def test_metrics_match_numpy_and_first_model_is_blessed(tmp_path, trained, inges
     assert outputs["evaluation"].properties == {"accuracy": overall["accuracy"], "loss": overall["loss"],
                                                 "macro_f1": overall["macro_f1"]}
     evaluation_dir = outputs["evaluation"].uri
-    for image in ("confusion_matrix.png", "training_curves.png"):
+    for image in layouts.EVALUATION_FIGURES:
         assert (evaluation_dir / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    report = (evaluation_dir / "report.md").read_text()
-    assert "BLESSED" in report and "(confusion_matrix.png)" in report and "(training_curves.png)" in report
+    report = (evaluation_dir / layouts.EVALUATION_REPORT_FILE).read_text()
+    assert "BLESSED" in report and all(f"({image})" in report for image in layouts.EVALUATION_FIGURES)
     assert all(name in report for name in metrics["length_buckets"]) and "Sci/Tech" in report
-    assert (evaluation_dir / "tfma" / "validations.tfrecord").is_file()
+    assert (evaluation_dir / layouts.TFMA_DIR / "validations.tfrecord").is_file()
     assert not (tmp_path / "out" / ".evaluator_tmp").exists()
     assert any("BLESSED" in message for message in messages)
 
@@ -180,7 +183,8 @@ def test_below_min_accuracy_is_not_blessed(tmp_path, untrained, ingested_sample,
     assert blessing["blessed"] is False and outputs["blessing"].properties["blessed"] is False
     assert blessing["accuracy"] < 0.8
     assert "below min_accuracy 0.8000" in blessing["reason"]
-    assert metrics["blessed"] is False and "NOT BLESSED" in (outputs["evaluation"].uri / "report.md").read_text()
+    assert metrics["blessed"] is False and "NOT BLESSED" in (
+        outputs["evaluation"].uri / layouts.EVALUATION_REPORT_FILE).read_text()
     assert any("NOT blessed" in message and "min_accuracy" in message for message in messages)
 
 
@@ -224,14 +228,15 @@ def test_training_series_reads_trainer_and_keras_history_forms():
 def blessing_artifact(root: Path, blessed: bool) -> Artifact:
     folder = root / f"blessing_{blessed}"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "blessing.json").write_text(json.dumps({"blessed": blessed, "reason": "test decision"}))
+    layouts.write_blessing(folder, blessed=blessed, reason="test decision", accuracy=None, baseline_accuracy=None,
+                           thresholds={})
     return Artifact("blessing", folder)
 
 
 def push(tmp_path, model, blessed, serving_dir, name="push"):
     outputs = pusher.run({"model": model, "blessing": blessing_artifact(tmp_path, blessed)}, tmp_path / name,
                          PusherConfig(serving_dir=str(serving_dir)), Runtime(log=lambda message: None))
-    record = json.loads((outputs["pushed_model"].uri / "push.json").read_text())
+    record = layouts.read_push(outputs["pushed_model"].uri)
     assert outputs["pushed_model"].properties == {k: record[k] for k in ("pushed", "version", "path")}
     return record
 
@@ -246,16 +251,16 @@ def test_blessed_model_is_pushed_as_version_1_then_adopted_then_2(tmp_path, trai
     assert (again["version"], again["adopted"]) == (1, True)
     assert sorted(os.listdir(serving_dir)) == ["1"]
     # Version 1 now holds some other model: the candidate is pushed as version 2.
-    (serving_dir / "1" / pusher.PUSH_RECORD).write_text(json.dumps({"model_fingerprint": "another model"}))
+    (serving_dir / "1" / layouts.PUSH_FILE).write_text(json.dumps({"model_fingerprint": "another model"}))
     second = push(tmp_path, trained["model"], True, serving_dir, "second")
     assert (second["version"], second["adopted"]) == (2, False)
     assert sorted(os.listdir(serving_dir)) == ["1", "2"]  # no temporary folder left behind
-    source = trained["model"].uri / "serving_model"
+    source = layouts.serving_model_dir(trained["model"].uri)
     for version in ("1", "2"):
         copied = sorted(str(p.relative_to(serving_dir / version)) for p in (serving_dir / version).rglob("*"))
-        assert copied == sorted([pusher.PUSH_RECORD] + [str(p.relative_to(source)) for p in source.rglob("*")])
+        assert copied == sorted([layouts.PUSH_FILE] + [str(p.relative_to(source)) for p in source.rglob("*")])
         assert (serving_dir / version / "saved_model.pb").read_bytes() == (source / "saved_model.pb").read_bytes()
-    assert json.loads((serving_dir / "2" / pusher.PUSH_RECORD).read_text()) == {
+    assert json.loads((serving_dir / "2" / layouts.PUSH_FILE).read_text()) == {
         "model_fingerprint": fingerprint(source)}
     # The pushed version serves; predict() picks the highest version of a serving folder.
     by_root = predict.predict(serving_dir, ["Stocks rally as oil prices fall"])
@@ -318,7 +323,7 @@ def test_version_taken_during_the_push_goes_to_the_next_number(tmp_path, trained
 
 def test_concurrent_pushes_get_distinct_complete_versions(tmp_path, trained):
     serving_dir = tmp_path / "serving"
-    serving_model = trained["model"].uri / "serving_model"
+    serving_model = layouts.serving_model_dir(trained["model"].uri)
     results, errors = [], []
 
     def one_push():
@@ -362,7 +367,7 @@ def test_push_is_atomic(tmp_path, trained, monkeypatch):
             raise OSError("disk full")
 
     monkeypatch.setattr(pusher.shutil, "copytree", failing_copytree)
-    (serving_dir / "1" / pusher.PUSH_RECORD).write_text(json.dumps({"model_fingerprint": "another model"}))
+    (serving_dir / "1" / layouts.PUSH_FILE).write_text(json.dumps({"model_fingerprint": "another model"}))
     with pytest.raises(OSError, match="disk full"):
         push(tmp_path, trained["model"], True, serving_dir, "failed")
     assert sorted(os.listdir(serving_dir)) == ["1"]

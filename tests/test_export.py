@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from library import export, predict
+from library import export, layouts, predict
+from library.layouts import CLASS_NAMES
 from pipeline.artifacts import ComponentError
 
 VENV_BIN = Path(sys.executable).parent
@@ -109,9 +110,8 @@ def keras_reference(model, transform_graph_dir: Path, texts: list[str]) -> np.nd
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, transformed_sample):
     transform_graph = transformed_sample["transform_graph"].uri
-    model_input = json.loads((transform_graph / "model_input.json").read_text())
-    model = tiny_model(model_input["embedding_input_dim"])
-    export_dir = tmp_path_factory.mktemp("export") / "serving_model"
+    model = tiny_model(layouts.read_model_input(transform_graph).embedding_input_dim)
+    export_dir = layouts.serving_model_dir(tmp_path_factory.mktemp("export"))
     export.export_serving_model(model, transform_graph, export_dir)
     return {"model": model, "transform_graph": transform_graph, "export_dir": export_dir}
 
@@ -139,7 +139,7 @@ def test_serving_default_matches_keras_model_on_transformed_text(exported, serve
     np.testing.assert_allclose(np.array(result["probabilities"], np.float32).reshape(-1, 4), expected, atol=1e-5)
     np.testing.assert_allclose(np.sum(expected, axis=1), 1.0, atol=1e-5)
     assert result["class_id"] == np.argmax(expected, axis=1).tolist()
-    assert result["class_name"] == [export.CLASS_NAMES[i] for i in result["class_id"]]
+    assert result["class_name"] == [CLASS_NAMES[i] for i in result["class_id"]]
 
 
 @pytest.mark.parametrize("batch", sorted(TEXT_BATCHES))
@@ -203,7 +203,7 @@ def test_saved_model_cli_shows_and_runs_both_signatures(exported):
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert "Result for output key probabilities" in ran.stdout and "Result for output key class_name" in ran.stdout
     expected = keras_reference(exported["model"], exported["transform_graph"], ["Stocks rally as oil prices fall", ""])
-    expected_names = [export.CLASS_NAMES[i] for i in np.argmax(expected, axis=1)]
+    expected_names = [CLASS_NAMES[i] for i in np.argmax(expected, axis=1)]
     names_line = ran.stdout.split("Result for output key class_name:")[1].strip().splitlines()[0]
     assert names_line == "[" + " ".join(f"b'{name}'" for name in expected_names) + "]"
 
@@ -275,11 +275,11 @@ def test_predict_matches_keras_model_and_accepts_model_folders(exported, tmp_pat
     assert len(by_export_dir) == len(texts)
     np.testing.assert_allclose([p["probabilities"] for p in by_export_dir], expected, atol=1e-5)
     assert [p["class_id"] for p in by_export_dir] == np.argmax(expected, axis=1).tolist()
-    assert all(p["class_name"] == export.CLASS_NAMES[p["class_id"]] for p in by_export_dir)
+    assert all(p["class_name"] == CLASS_NAMES[p["class_id"]] for p in by_export_dir)
 
     trainer_model_dir = tmp_path / "model"
-    shutil.copytree(exported["export_dir"], trainer_model_dir / "serving_model")
-    assert predict.resolve_serving_model_dir(trainer_model_dir) == trainer_model_dir / "serving_model"
+    shutil.copytree(exported["export_dir"], layouts.serving_model_dir(trainer_model_dir))
+    assert predict.resolve_serving_model_dir(trainer_model_dir) == layouts.serving_model_dir(trainer_model_dir)
     assert predict.predict(trainer_model_dir, texts[:3]) == by_export_dir[:3]
     assert predict.predict(exported["export_dir"], []) == []
     with pytest.raises(ComponentError, match="not a serving model"):
@@ -321,17 +321,17 @@ def test_bidirectional_gru_from_the_registry_exports_and_serves(transformed_samp
     from library import models
 
     transform_graph = transformed_sample["transform_graph"].uri
-    model_input = json.loads((transform_graph / "model_input.json").read_text())
+    model_input = layouts.read_model_input(transform_graph)
     keras.utils.set_random_seed(0)
     hp = models.fixed_hyperparameters({"embedding_dim": 8, "units": 4, "bidirectional": True})
     model = models.build_model("gru", hp, model_input)
     rng = np.random.default_rng(0)
-    model.fit(rng.integers(1, model_input["embedding_input_dim"], size=(8, 6)), rng.integers(0, 4, size=8),
+    model.fit(rng.integers(1, model_input.embedding_input_dim, size=(8, 6)), rng.integers(0, 4, size=8),
               epochs=1, verbose=0)
-    export.export_serving_model(model, transform_graph, tmp_path / "serving_model")
+    export.export_serving_model(model, transform_graph, layouts.serving_model_dir(tmp_path))
 
     texts = {"mixed": TEXT_BATCHES["mixed"], "only_empty_strings": TEXT_BATCHES["only_empty_strings"]}
-    process = subprocess.run([sys.executable, "-c", SERVE_SCRIPT, str(tmp_path / "serving_model")],
+    process = subprocess.run([sys.executable, "-c", SERVE_SCRIPT, str(layouts.serving_model_dir(tmp_path))],
                              input=json.dumps(texts), capture_output=True, text=True, timeout=300,
                              env=fresh_process_env())
     assert process.returncode == 0, process.stderr[-3000:]

@@ -13,15 +13,15 @@ import pytest
 import tensorflow as tf
 
 from components import ingest
-from library import ag_news_csv
+from library import ag_news_csv, layouts
 from pipeline.artifacts import ComponentError
 from pipeline.config import IngestConfig
 
 
 def read_split(examples_dir: Path, split: str) -> Counter:
     """Multiset of (label, title, description) in one split's TFRecords, read with plain TensorFlow."""
-    files = sorted(str(p) for p in (Path(examples_dir) / split).glob("part-*.tfrecord.gz"))
-    assert files, f"no part-*.tfrecord.gz files in {examples_dir / split}"
+    files = layouts.examples_files(examples_dir, split)
+    assert files, f"no example files in {layouts.split_dir(examples_dir, split)}"
     rows = Counter()
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
         feature = tf.train.Example.FromString(record.numpy()).features.feature
@@ -76,10 +76,10 @@ def test_sample_ingests_every_row_with_its_class_balance(ingested_sample, sample
         sum(train.values()), sum(evaluation.values()), 400)
     assert props["quarantined_rows"] == 0 and props["quarantined_by_reason"] == {}
     assert props["source"] == f"csv:{sample_dir.resolve()}"
-    counts = json.loads((examples / "counts.json").read_text())
+    counts = layouts.read_counts(examples)
     assert counts["rows_read"] == 1600
     assert counts["splits"] == {"train": props["train_rows"], "eval": props["eval_rows"], "test": 400}
-    assert (examples / "quarantine.jsonl").read_text() == ""
+    assert layouts.quarantine_file(examples).read_text() == ""
 
 
 def test_splits_depend_on_row_content_not_position(ingested_sample, sample_dir, tmp_path, runtime):
@@ -165,7 +165,7 @@ def test_every_kind_of_bad_row_is_quarantined_and_every_good_row_arrives(sample_
     assert read_split(examples.uri, "train") + read_split(examples.uri, "eval") == good_train
     assert read_split(examples.uri, "test") == good_test
 
-    records = [json.loads(line) for line in (Path(examples.uri) / "quarantine.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in layouts.quarantine_file(examples.uri).read_text().splitlines()]
     assert [(Path(r["source"]).name, r["line"], r["reason"]) for r in records] == bad_train + bad_test
     by_line = {(Path(r["source"]).name, r["line"]): r for r in records}
     assert by_line[("train.csv", 6)]["raw"] == '"x","class x","d"'
@@ -179,7 +179,7 @@ def test_every_kind_of_bad_row_is_quarantined_and_every_good_row_arrives(sample_
     expected_reasons = Counter(reason for _, _, reason in bad_train + bad_test)
     assert examples.properties["quarantined_by_reason"] == dict(expected_reasons)
     assert examples.properties["quarantined_rows"] == len(bad_train) + len(bad_test)
-    counts = json.loads((Path(examples.uri) / "counts.json").read_text())
+    counts = layouts.read_counts(examples.uri)
     assert counts["quarantined_by_reason"] == dict(expected_reasons)
     assert counts["rows_read"] == len(train_lines) + len(test_lines)
     assert set(expected_reasons) == set(ag_news_csv.REASONS)  # this test covers every reason
@@ -204,7 +204,7 @@ def test_too_many_bad_rows_fail_with_the_first_bad_rows_in_the_message(tmp_path,
     assert "class_out_of_range=1, wrong_column_count=1" in message
     assert re.search(r"train\.csv line 11: class_out_of_range .*bad class", message)
     assert re.search(r"train\.csv line 13: wrong_column_count .*two columns", message)
-    assert "quarantine.jsonl" in message
+    assert layouts.QUARANTINE_FILE in message
 
 
 def test_line_numbers_are_right_for_every_chunk_size(tmp_path):
@@ -302,7 +302,7 @@ def test_tfds_rows_land_in_their_splits_and_bad_rows_are_quarantined(tmp_path, r
                               runtime)["examples"]
     assert read_split(examples.uri, "train") + read_split(examples.uri, "eval") == Counter(rows["train"])
     assert read_split(examples.uri, "test") == Counter(rows["test"])
-    records = [json.loads(line) for line in (Path(examples.uri) / "quarantine.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in layouts.quarantine_file(examples.uri).read_text().splitlines()]
     assert [(r["source"], r["line"], r["reason"]) for r in records] == [
         ("tfds:ag_news_subset/train", 41, "class_out_of_range"),
         ("tfds:ag_news_subset/train", 42, "empty_title_and_description")]

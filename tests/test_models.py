@@ -6,7 +6,6 @@ model_input.json), so these tests do not depend on the transform component.
 from __future__ import annotations
 
 import collections
-import json
 from pathlib import Path
 
 import keras
@@ -14,13 +13,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from library import dataset, models
-from library.model_input import read_model_input
+from library import dataset, layouts, models
+from library.layouts import NUM_CLASSES, ModelInputSpec
 from pipeline.artifacts import Artifact
 
 UPPER_BOUNDS = (8, 16, 32, 64)
 VOCAB_IDS = 60  # ids 1..59 are tokens, 0 is padding
-NUM_CLASSES = 4
+
+
+def model_input_spec(embedding_input_dim: int = VOCAB_IDS) -> ModelInputSpec:
+    return ModelInputSpec(embedding_input_dim=embedding_input_dim, vocab_size=embedding_input_dim - 2,
+                          num_oov_buckets=1, max_length=UPPER_BOUNDS[-1], num_classes=NUM_CLASSES,
+                          text_features="title_description", bucket_upper_bounds=UPPER_BOUNDS, padding_id=0,
+                          vocab_filename="vocab_tokens")
 
 
 def _example(token_ids, label: int) -> bytes:
@@ -64,19 +69,16 @@ def write_transformed_examples(root: Path, rows: dict[str, int], seed: int = 0, 
         for upper in UPPER_BOUNDS:
             members = [e for e in examples if lower < len(e[0]) <= upper]
             lower = upper
-            bucket_dir = examples_dir / split / f"bucket_{upper}"
+            bucket_dir = layouts.split_dir(examples_dir, split) / layouts.bucket_dir_name(upper)
             bucket_dir.mkdir(parents=True)
             for shard in range(files_per_bucket):
-                path = bucket_dir / f"part-{shard:05d}-of-{files_per_bucket:05d}.tfrecord.gz"
+                path = bucket_dir / layouts.shard_file_name(shard, files_per_bucket)
                 with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
                     for ids, label in members[shard::files_per_bucket]:
                         writer.write(_example(ids, label))
-            bucket_counts[split][f"bucket_{upper}"] = len(members)
-    model_input = {"embedding_input_dim": VOCAB_IDS, "vocab_size": VOCAB_IDS - 2, "num_oov_buckets": 1,
-                   "max_length": UPPER_BOUNDS[-1], "num_classes": NUM_CLASSES, "text_features": "title_description",
-                   "bucket_upper_bounds": list(UPPER_BOUNDS)}
-    (graph_dir / "model_input.json").write_text(json.dumps(model_input))
-    (examples_dir / "buckets.json").write_text(json.dumps(bucket_counts))
+            bucket_counts[split][layouts.bucket_dir_name(upper)] = len(members)
+    layouts.write_model_input(graph_dir, model_input_spec())
+    layouts.write_buckets(examples_dir, bucket_counts)
     return (Artifact("transform_graph", graph_dir, {}), Artifact("transformed_examples", examples_dir, {}),
             written)
 
@@ -101,7 +103,7 @@ def _bucket_of(length: int) -> int:
     return next(i for i, upper in enumerate(UPPER_BOUNDS) if length <= upper)
 
 
-MODEL_INPUT = {"embedding_input_dim": VOCAB_IDS, "num_classes": NUM_CLASSES}
+MODEL_INPUT = model_input_spec()
 TINY = {"embedding_dim": 8, "units": 6}
 
 
@@ -144,7 +146,7 @@ def test_empty_hyperparameters_build_the_architecture_defaults():
     built = {}
     for architecture in models.architecture_names():
         hp = keras_tuner.HyperParameters()
-        built[architecture] = models.build_model(architecture, hp, {"embedding_input_dim": 100, "num_classes": 4})
+        built[architecture] = models.build_model(architecture, hp, model_input_spec(embedding_input_dim=100))
         assert hp.values == models.default_hyperparameters(architecture)
         assert built[architecture].get_layer("embedding").output_dim == hp.values["embedding_dim"]
     # The notebook's model: embedding 128, two bidirectional LSTM(64) layers, softmax over 4 classes.
@@ -316,4 +318,4 @@ def test_missing_split_and_model_input_are_clear_errors(tmp_path):
     with pytest.raises(ComponentError, match="no 'test' split"):
         dataset.bucketed_batches(tmp_path, "test", 8)
     with pytest.raises(ComponentError, match="model_input.json is missing"):
-        read_model_input(tmp_path)
+        layouts.read_model_input(tmp_path)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import csv
-import glob
 import json
 from pathlib import Path
 
@@ -12,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 from components import transform
-from library import text
-from library.model_input import read_model_input
+from library import layouts, text
+from library.layouts import SPLITS
 from pipeline.artifacts import Artifact, ComponentError, Runtime
 from pipeline.config import PROJECT_ROOT, TransformConfig
 
@@ -88,7 +87,8 @@ def test_text_to_tokens_truncates_to_max_length():
 
 def test_bucket_index_uses_inclusive_upper_bounds():
     uppers = [8, 16, 64]
-    assert [transform.bucket_index(n, uppers) for n in (0, 8, 9, 16, 17, 64)] == [0, 0, 1, 1, 2, 2]
+    assert [layouts.bucket_index(n, uppers) for n in (0, 8, 9, 16, 17, 64)] == [0, 0, 1, 1, 2, 2]
+    assert [layouts.bucket_of(n, uppers) for n in (8, 9, 100)] == ["bucket_8", "bucket_16", "bucket_64"]
 
 
 def test_padding_report_counts_per_batch_longest_padding():
@@ -108,7 +108,7 @@ def test_padding_report_counts_per_batch_longest_padding():
 
 def _write_schema(folder: Path, schema_text: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "schema.pbtxt").write_text(schema_text, encoding="utf-8")
+    layouts.schema_file(folder).write_text(schema_text, encoding="utf-8")
     return folder
 
 
@@ -166,8 +166,8 @@ def _sample_rows() -> dict[str, list[tuple[str, str, int]]]:
 
 def _write_examples(folder: Path, rows: dict[str, list[tuple[str, str, int]]]) -> None:
     for split, split_rows in rows.items():
-        (folder / split).mkdir(parents=True)
-        path = folder / split / "part-00000-of-00001.tfrecord.gz"
+        layouts.split_dir(folder, split).mkdir(parents=True)
+        path = layouts.split_dir(folder, split) / layouts.shard_file_name(0, 1)
         with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
             for title, description, label in split_rows:
                 writer.write(tf.train.Example(features=tf.train.Features(feature={
@@ -201,7 +201,7 @@ def _expected_tokens(rows: list[tuple[str, str, int]]) -> list[list[str]]:
 
 def _read_bucket(folder: Path) -> list[tuple[tuple[int, ...], int, int]]:
     """(token_ids, length, label) of every example in a bucket folder."""
-    files = sorted(glob.glob(str(folder / "part-*.tfrecord.gz")))
+    files = layouts.example_files(folder)
     assert files, f"no TFRecord files in {folder}"
     examples = []
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
@@ -229,12 +229,13 @@ def test_outputs_are_loadable_and_describe_the_model_input(transformed):
         "label": tf.io.FixedLenFeature([], tf.int64)}
     assert set(output.raw_feature_spec()) == {"title", "description", "label"}
     vocab_size = len(_vocabulary(graph_dir))
-    model_input = read_model_input(graph_dir)
-    assert model_input["vocab_size"] == vocab_size == output.vocabulary_size_by_name(transform.VOCAB_FILENAME)
-    assert model_input["embedding_input_dim"] == vocab_size + CONFIG.num_oov_buckets + 1
-    assert model_input["bucket_upper_bounds"] == [8, 16, 24, 32, 48, 64]
-    assert (model_input["max_length"], model_input["num_classes"], model_input["text_features"]) == (
+    model_input = layouts.read_model_input(graph_dir)
+    assert model_input.vocab_size == vocab_size == output.vocabulary_size_by_name(transform.VOCAB_FILENAME)
+    assert model_input.embedding_input_dim == vocab_size + CONFIG.num_oov_buckets + 1
+    assert model_input.bucket_upper_bounds == (8, 16, 24, 32, 48, 64)
+    assert (model_input.max_length, model_input.num_classes, model_input.text_features) == (
         64, 4, "title_description")
+    assert (model_input.padding_id, model_input.vocab_filename) == (0, transform.VOCAB_FILENAME)
     assert transformed["transform_graph"].properties == {
         "vocab_size": vocab_size, "embedding_input_dim": vocab_size + 2}
     # Nothing but the two outputs is left in the component's folder.
@@ -260,7 +261,7 @@ def test_examples_hold_shifted_ids_truncated_tokens_and_labels(transformed, samp
     oov_id = len(vocabulary) + 1
     examples_dir = transformed["transformed_examples"].uri
     truncated = 0
-    for split in transform.SPLITS:
+    for split in SPLITS:
         expected = collections.Counter()
         for tokens, (_, _, label) in zip(_expected_tokens(sample_rows[split]), sample_rows[split]):
             expected[(tuple(id_of.get(t, oov_id) for t in tokens), len(tokens), label)] += 1
@@ -278,12 +279,12 @@ def test_examples_hold_shifted_ids_truncated_tokens_and_labels(transformed, samp
 def test_examples_are_in_the_bucket_of_their_length(transformed, sample_rows):
     examples_dir = transformed["transformed_examples"].uri
     uppers = CONFIG.bucket_upper_bounds()
-    report = json.loads((examples_dir / transform.BUCKETS_FILE).read_text())
-    for split in transform.SPLITS:
+    report = layouts.read_buckets(examples_dir)
+    for split in SPLITS:
         buckets = _read_split(examples_dir, split)
-        assert "bucket_8" not in buckets  # no sample text has 8 tokens or fewer: an empty bucket is absent
+        assert layouts.bucket_dir_name(8) not in buckets  # no text has <= 8 tokens: an empty bucket is absent
         for name, examples in buckets.items():
-            upper = int(name.removeprefix("bucket_"))
+            upper = layouts.parse_bucket_dir(name)
             lower = ([0] + uppers)[uppers.index(upper)]
             assert all(lower < length <= upper or (length == 0 and upper == uppers[0])
                        for _, length, _ in examples), name
@@ -293,15 +294,15 @@ def test_examples_are_in_the_bucket_of_their_length(transformed, sample_rows):
         assert sum(len(examples) for examples in buckets.values()) == len(sample_rows[split])
         assert report["splits"][split]["examples"] == len(sample_rows[split])
     properties = transformed["transformed_examples"].properties
-    assert properties["rows"] == {split: len(sample_rows[split]) for split in transform.SPLITS}
+    assert properties["rows"] == {split: len(sample_rows[split]) for split in SPLITS}
     assert properties["train_bucket_examples"] == {
         name: bucket["examples"] for name, bucket in report["splits"]["train"]["buckets"].items()}
 
 
 def test_bucketing_pads_less_than_batching_the_unbucketed_stream(transformed):
-    report = json.loads((transformed["transformed_examples"].uri / transform.BUCKETS_FILE).read_text())
+    report = layouts.read_buckets(transformed["transformed_examples"].uri)
     assert report["batch_size"] == 64
-    for split in transform.SPLITS:
+    for split in SPLITS:
         padding = report["splits"][split]
         assert 0 <= padding["bucketed"]["padding_ratio"] < padding["unbucketed"]["padding_ratio"], split
         assert padding["bucketed"]["padded_tokens"] == sum(b["padded_tokens"] for b in padding["buckets"].values())
@@ -346,8 +347,8 @@ def test_padding_report_is_reproducible_from_the_written_examples(transformed):
     does not depend on how Beam happened to order or serialize the examples."""
     import hashlib
     examples_dir = transformed["transformed_examples"].uri
-    report = json.loads((examples_dir / transform.BUCKETS_FILE).read_text())
-    for split in transform.SPLITS:
+    report = layouts.read_buckets(examples_dir)
+    for split in SPLITS:
         keyed = [(hashlib.sha256(json.dumps([list(ids), label]).encode()).hexdigest(), length)
                  for bucket in _read_split(examples_dir, split).values() for ids, length, label in bucket]
         assert transform.padding_report(keyed, CONFIG.bucket_upper_bounds(), 64) == report["splits"][split]

@@ -17,8 +17,7 @@ import pytest
 import tensorflow as tf
 
 from components import trainer, tuner
-from library import dataset, models
-from library.model_input import read_model_input
+from library import dataset, layouts, models
 from pipeline.artifacts import Artifact, ComponentError, Runtime
 from pipeline.config import TrainerConfig, TunerConfig
 from test_models import write_transformed_examples
@@ -37,12 +36,12 @@ def tuner_inputs(tmp_path_factory):
 
 
 def _trials(out: Path) -> list[dict[str, str]]:
-    with open(out / "best_hyperparameters" / "trials.csv", newline="") as handle:
+    with open(out / "best_hyperparameters" / layouts.TRIALS_CSV_FILE, newline="") as handle:
         return list(csv.DictReader(handle))
 
 
 def _result(out: Path) -> dict:
-    return json.loads((out / "best_hyperparameters" / "best_hyperparameters.json").read_text())
+    return layouts.read_best_hyperparameters(out / "best_hyperparameters")
 
 
 def test_random_search_scores_on_eval_and_writes_its_outputs(tuner_inputs, tmp_path):
@@ -67,7 +66,7 @@ def test_random_search_scores_on_eval_and_writes_its_outputs(tuner_inputs, tmp_p
     assert artifact.properties["best_score"] == result["best_score"]
     assert artifact.properties["tuned"] is True and artifact.properties["completed_trials"] == 2
 
-    table = (tmp_path / "best_hyperparameters" / "trials.md").read_text()
+    table = (tmp_path / "best_hyperparameters" / layouts.TRIALS_MARKDOWN_FILE).read_text()
     assert table.count("| COMPLETED |") == 2 and "(best)" in table
 
     # TensorBoard's HParams view: per trial, event files holding the trial's hyperparameters and its curves.
@@ -186,26 +185,28 @@ def test_trainer_trains_exports_and_saves_a_reloadable_model(transformed_sample,
 
     model_dir, run_dir = out / "model", out / "model_run"
     assert outputs["model"].uri == model_dir and outputs["model_run"].uri == run_dir
-    history = json.loads((run_dir / "history.json").read_text())
+    history = layouts.read_history(run_dir)
     assert history["epochs_trained"] == 1 and len(history["epochs"]) == 1
     epoch = history["epochs"][0]
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert np.isfinite(epoch[key])
     assert epoch["examples_per_second"] > 0
-    train_files = [str(f) for f in (Path(transformed_sample["transformed_examples"].uri) / "train").rglob("*.gz")]
+    train_files = [file for files in layouts.bucket_files(transformed_sample["transformed_examples"].uri,
+                                                          "train").values() for file in files]
     train_rows = sum(1 for _ in tf.data.TFRecordDataset(train_files, compression_type="GZIP"))
     assert history["train_examples"] == history["padding"]["examples"] == train_rows
     assert 0 < history["padding_ratio"] < 1
-    assert list((run_dir / "logs" / "train").glob("events.out.tfevents.*"))
-    assert list((run_dir / "logs" / "validation").glob("events.out.tfevents.*"))
+    assert list((layouts.tensorboard_dir(run_dir) / "train").glob("events.out.tfevents.*"))
+    assert list((layouts.tensorboard_dir(run_dir) / "validation").glob("events.out.tfevents.*"))
 
-    hyperparameters = json.loads((model_dir / "hyperparameters.json").read_text())
+    hyperparameters = json.loads((model_dir / layouts.TRAINED_HYPERPARAMETERS_FILE).read_text())
     assert hyperparameters["architecture"] == "lstm" and hyperparameters["values"]["units"] == 16
-    assert json.loads((model_dir / "model_input.json").read_text()) == read_model_input(
-        transformed_sample["transform_graph"].uri)
-    assert (model_dir / "serving_model" / "saved_model.pb").is_file()
+    assert layouts.read_model_input(model_dir) == layouts.read_model_input(transformed_sample["transform_graph"].uri)
+    assert (model_dir / layouts.MODEL_INPUT_FILE).read_bytes() == (
+        transformed_sample["transform_graph"].uri / layouts.MODEL_INPUT_FILE).read_bytes()
+    assert layouts.has_saved_model(layouts.serving_model_dir(model_dir))
 
-    loaded = keras.saving.load_model(model_dir / "keras" / "model.keras")
+    loaded = keras.saving.load_model(layouts.keras_model_file(model_dir))
     assert outputs["model"].properties["parameters"] == loaded.count_params()
     assert outputs["model"].properties["epochs_trained"] == 1
     assert 0.0 <= outputs["model"].properties["val_accuracy"] <= 1.0
@@ -219,8 +220,7 @@ def test_trainer_trains_exports_and_saves_a_reloadable_model(transformed_sample,
 def test_trainer_rejects_unusable_hyperparameters(tuner_inputs, tmp_path):
     folder = tmp_path / "best"
     folder.mkdir()
-    (folder / "best_hyperparameters.json").write_text(json.dumps({"architecture": "lstm",
-                                                                  "values": {"num_layers": 7}}))
+    layouts.write_best_hyperparameters(folder, {"architecture": "lstm", "values": {"num_layers": 7}})
     inputs = {**tuner_inputs, "best_hyperparameters": Artifact("best_hyperparameters", folder)}
     with pytest.raises(ComponentError, match="num_layers must be in"):
         trainer.run(inputs, tmp_path / "out", TrainerConfig(epochs=1), RUNTIME)

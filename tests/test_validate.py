@@ -3,7 +3,6 @@ tf.Example files (label outside the domain, missing feature, wrong type, wrong v
 empty splits)."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from components import validate
+from library import layouts
 from pipeline.artifacts import Artifact, ComponentError
 from pipeline.config import ValidateConfig
 
@@ -29,15 +29,15 @@ def good_features(i: int) -> dict[str, tf.train.Feature]:
 
 
 def write_split(examples_dir: Path, split: str, rows: list[dict[str, tf.train.Feature]]) -> None:
-    folder = examples_dir / split
+    folder = layouts.split_dir(examples_dir, split)
     folder.mkdir(parents=True, exist_ok=True)
-    with tf.io.TFRecordWriter(str(folder / "part-00000-of-00001.tfrecord.gz"), options="GZIP") as writer:
+    with tf.io.TFRecordWriter(str(folder / layouts.shard_file_name(0, 1)), options="GZIP") as writer:
         for features in rows:
             writer.write(tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString())
 
 
 def read_split(examples_dir: Path, split: str) -> list[tuple[int, str, str]]:
-    files = [str(p) for p in sorted((examples_dir / split).glob("*.tfrecord.gz"))]
+    files = layouts.examples_files(examples_dir, split)
     rows = []
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
         feature = tf.train.Example.FromString(record.numpy()).features.feature
@@ -48,9 +48,9 @@ def read_split(examples_dir: Path, split: str) -> list[tuple[int, str, str]]:
 
 def test_statistics_of_the_sample_are_right(ingested_sample, schema_artifact):
     output_dir = Path(schema_artifact.uri).parent
-    statistics = json.loads((output_dir / "statistics" / "statistics.json").read_text())["splits"]
-    assert json.loads((output_dir / "anomalies" / "anomalies.json").read_text()) == []
-    assert (Path(schema_artifact.uri) / "schema.pbtxt").read_bytes() == ValidateConfig().schema_path().read_bytes()
+    statistics = layouts.read_statistics(output_dir / "statistics")
+    assert layouts.read_anomalies(output_dir / "anomalies") == []
+    assert layouts.schema_file(schema_artifact.uri).read_bytes() == ValidateConfig().schema_path().read_bytes()
 
     assert statistics["train"]["rows"] + statistics["eval"]["rows"] == 1200
     assert statistics["test"]["rows"] == 400
@@ -96,7 +96,7 @@ def test_anomalies_are_listed_and_fail_the_component(tmp_path, runtime):
     with pytest.raises(ComponentError) as failure:
         validate.run({"examples": Artifact("examples", examples_dir)}, output_dir, ValidateConfig(), runtime)
 
-    anomalies = json.loads((output_dir / "anomalies" / "anomalies.json").read_text())
+    anomalies = layouts.read_anomalies(output_dir / "anomalies")
     found = sorted((a["split"], a["feature"] or "", a["kind"], a["count"]) for a in anomalies)
     assert found == sorted([
         ("train", "label", "out_of_domain", 1),
@@ -114,7 +114,7 @@ def test_anomalies_are_listed_and_fail_the_component(tmp_path, runtime):
     assert "train: feature 'description' is missing in 1 of 11 examples" in message
     assert "train: feature 'title' should hold bytes_list values but 1 examples hold int64_list" in message
     assert "eval: the split is empty" in message
-    statistics = json.loads((output_dir / "statistics" / "statistics.json").read_text())["splits"]
+    statistics = layouts.read_statistics(output_dir / "statistics")
     assert statistics["train"]["rows"] == 11 and statistics["eval"]["rows"] == 0
     assert statistics["test"]["label_counts"] == {"-1": 1, "0": 1, "1": 1, "2": 1, "3": 0}
 
