@@ -1,6 +1,6 @@
 """The tuner and trainer components, on tiny data and tiny models.
 
-The tuner tests use transform-shaped TFRecords written by test_models.write_transformed_examples; the trainer
+The tuner tests use transform-shaped TFRecords written by test_dataset.write_transformed_examples; the trainer
 test runs on the real transform of the committed sample (`transformed_sample`), because its serving export
 needs a real transform graph.
 """
@@ -20,7 +20,7 @@ from components import trainer, tuner
 from library import dataset, layouts, models
 from pipeline.artifacts import Artifact, ComponentError, Runtime
 from pipeline.config import TrainerConfig, TunerConfig
-from test_models import write_transformed_examples
+from test_dataset import write_transformed_examples
 
 RUNTIME = Runtime(seed=7, log=lambda message: None)
 TINY = ("embedding_dim=8", "units=8")
