@@ -25,14 +25,13 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from library.layouts import CLASS_NAMES
+from library.layouts import CLASS_NAMES, WARMUP_FILE
 
 SERVING_SIGNATURE = "serving_default"
 TF_EXAMPLE_SIGNATURE = "serving_tf_example"
 TRANSFORM_SIGNATURE = "transform_features"
 CLASSIFY_SIGNATURE = "classify"
 CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
-WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 
 # Replayed by TF Serving before the model takes traffic, so the first real request does not pay for
 # graph initialisation; they also cover the edge cases (an empty text, a batch of them).

@@ -239,7 +239,8 @@ def read_best_hyperparameters(folder: Path | str) -> dict[str, Any]:
 # model_run (trainer): history.json, logs/ (TensorBoard)
 
 SERVING_MODEL_DIR = "serving_model"
-SAVED_MODEL_FILE = "saved_model.pb"
+SAVED_MODEL_FILE = "saved_model.pb"  # TF's name, as is the warm-up file's TF Serving replays at load time
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 KERAS_MODEL_FILE = "keras/model.keras"
 TRAINED_HYPERPARAMETERS_FILE = "hyperparameters.json"
 HISTORY_FILE = "history.json"

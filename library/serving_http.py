@@ -40,7 +40,8 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"  # the same path as library/export.py
+from library.layouts import WARMUP_FILE, has_saved_model, serving_version_dir, serving_versions
+
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 DEFAULT_SIGNATURE = "serving_default"
@@ -126,16 +127,14 @@ class VersionWatcher:
         self._thread = threading.Thread(target=self._poll_forever, name="version-watcher", daemon=True)
 
     def versions_on_disk(self) -> list[int]:
-        if not self.serving_dir.is_dir():
-            return []
-        return sorted((int(entry.name) for entry in self.serving_dir.iterdir()
-                       if entry.name.isdigit() and (entry / "saved_model.pb").is_file()), reverse=True)
+        return sorted((version for version in serving_versions(self.serving_dir)
+                       if has_saved_model(serving_version_dir(self.serving_dir, version))), reverse=True)
 
     def poll_once(self) -> None:
         for version in self.versions_on_disk():
             if self.current is not None and version <= self.current.version:
                 return  # the served version is still the newest loadable one
-            path = self.serving_dir / str(version)
+            path = serving_version_dir(self.serving_dir, version)
             stamp = _folder_stamp(path)
             if version in self.failed and self.failed[version][0] == stamp:
                 continue  # failed before and unchanged since: try the next lower version

@@ -246,7 +246,8 @@ LAYOUT_NAMES = [layouts.COUNTS_FILE, layouts.QUARANTINE_FILE, layouts.SCHEMA_FIL
                 layouts.ANOMALIES_FILE, layouts.MODEL_INPUT_FILE, layouts.BUCKETS_FILE, layouts.HYPERPARAMETERS_FILE,
                 layouts.TRIALS_CSV_FILE, layouts.TRIALS_MARKDOWN_FILE, layouts.KERAS_MODEL_FILE,
                 layouts.TRAINED_HYPERPARAMETERS_FILE, layouts.HISTORY_FILE, layouts.METRICS_FILE,
-                layouts.CONFUSION_MATRIX_FILE, layouts.TRAINING_CURVES_FILE, layouts.BLESSING_FILE, layouts.PUSH_FILE]
+                layouts.CONFUSION_MATRIX_FILE, layouts.TRAINING_CURVES_FILE, layouts.BLESSING_FILE, layouts.PUSH_FILE,
+                "tf_serving_warmup_requests"]
 LAYOUT_PATTERNS = [re.compile(r"(^|/)serving_model(/|$)"), re.compile(r"bucket_(\d|\*|<|$)"), re.compile(r"part-"),
                    re.compile(re.escape(layouts.EXAMPLE_FILE_SUFFIX))]
 SHARED_CONSTANTS = {"SPLITS", "SOURCE_SPLITS", "CLASS_NAMES", "NUM_CLASSES"}
