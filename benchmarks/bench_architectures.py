@@ -38,7 +38,7 @@ import keras  # noqa: E402
 import notebook_baseline  # noqa: E402
 from bench_models import keras_test_accuracy, run_pipeline  # noqa: E402
 from library.dataset import bucketed_batches  # noqa: E402
-from library.model_input import read_model_input  # noqa: E402
+from library.layouts import SPLITS, ModelInputSpec, read_history, read_model_input  # noqa: E402
 from library.models import (architecture_names, build_model, fixed_hyperparameters,  # noqa: E402
                             parse_fixed_hyperparameters)
 from pipeline.config import build_config  # noqa: E402
@@ -68,7 +68,7 @@ def train_variant(args, label: str, architecture: str, fixed: tuple[str, ...], s
     result = run_pipeline(pipeline_config(args, architecture, fixed, seed), until="trainer")
     model = result.artifact("trainer", "model")
     model_run = result.artifact("trainer", "model_run")
-    history = json.loads((Path(model_run.uri) / "history.json").read_text(encoding="utf-8"))
+    history = read_history(model_run.uri)
     examples_dir = Path(result.artifact("transform", "transformed_examples").uri)
     row = {
         "variant": label, "architecture": architecture, "seed": seed, "run_id": result.run_id,
@@ -85,7 +85,7 @@ def train_variant(args, label: str, architecture: str, fixed: tuple[str, ...], s
     return row
 
 
-def throughput(args, rows: list[dict], examples_dir: Path, model_input: dict) -> dict:
+def throughput(args, rows: list[dict], examples_dir: Path, model_input: ModelInputSpec) -> dict:
     models, timers, batches = {}, {}, {}
     for row in rows:
         values = row["hyperparameters"]
@@ -174,8 +174,7 @@ def main() -> None:
 
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M"), "command": run_info.command_line(), "machine": machine,
-        "data": {"source": str(args.data.resolve()), "rows": {s: examples[f"{s}_rows"] for s in ("train", "eval",
-                                                                                                 "test")}},
+        "data": {"source": str(args.data.resolve()), "rows": {s: examples[f"{s}_rows"] for s in SPLITS}},
         "epochs": args.epochs, "patience": args.patience, "seeds": args.seeds,
         "throughput_rounds": args.throughput_rounds, "pipeline_root": str(args.root),
         "runs": runs, "throughput": speeds,

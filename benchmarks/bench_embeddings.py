@@ -34,7 +34,7 @@ import tensorflow as tf  # noqa: E402
 
 from library import embeddings  # noqa: E402
 from library.dataset import bucketed_batches, token_id_counts  # noqa: E402
-from library.model_input import read_model_input  # noqa: E402
+from library.layouts import SPLITS, examples_files, keras_model_file, read_model_input  # noqa: E402
 from pipeline.config import build_config  # noqa: E402
 from pipeline.runner import Runner, root_lock  # noqa: E402
 
@@ -69,7 +69,7 @@ def run_pipeline(config, until: str, rerun: tuple[str, ...] = ()):
 
 
 def test_accuracy(model_dir: Path, examples_dir: Path) -> float:
-    model = keras.saving.load_model(model_dir / "keras" / "model.keras")
+    model = keras.saving.load_model(keras_model_file(model_dir))
     _, accuracy = model.evaluate(bucketed_batches(examples_dir, "test", TEST_BATCH_SIZE, shuffle=False).dataset,
                                  verbose=0)
     return float(accuracy)
@@ -79,7 +79,7 @@ def raw_texts(examples_dir: Path, split: str) -> tuple[list[str], list[int]]:
     """title + " " + description and the label of every ingested example of a split."""
     features = {"title": tf.io.FixedLenFeature([], tf.string), "description": tf.io.FixedLenFeature([], tf.string),
                 "label": tf.io.FixedLenFeature([], tf.int64)}
-    files = sorted(str(p) for p in (examples_dir / split).glob("part-*.tfrecord.gz"))
+    files = examples_files(examples_dir, split)
     texts, labels = [], []
     for example in tf.data.TFRecordDataset(files, compression_type="GZIP").map(
             lambda s: tf.io.parse_single_example(s, features)).as_numpy_iterator():
@@ -92,8 +92,7 @@ def tfidf_baseline(examples_dir: Path) -> dict:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    (train_x, train_y), (eval_x, eval_y), (test_x, test_y) = (raw_texts(examples_dir, s)
-                                                              for s in ("train", "eval", "test"))
+    (train_x, train_y), (eval_x, eval_y), (test_x, test_y) = (raw_texts(examples_dir, s) for s in SPLITS)
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, lowercase=True)
     train_m = vectorizer.fit_transform(train_x)
     eval_scores = {}
@@ -131,8 +130,8 @@ def main() -> None:
     prepare_seconds = time.perf_counter() - started
 
     # How many test tokens the train-only vocabulary cannot represent at all: no vectors file changes these.
-    test_counts = token_id_counts(examples_dir, "test", model_input["embedding_input_dim"])
-    test_oov_share = float(test_counts[model_input["vocab_size"] + 1:].sum() / test_counts.sum())
+    test_counts = token_id_counts(examples_dir, "test", model_input.embedding_input_dim)
+    test_oov_share = float(test_counts[model_input.vocab_size + 1:].sum() / test_counts.sum())
     print(f"test tokens outside the train vocabulary: {test_oov_share:.2%}", flush=True)
 
     baseline_started = time.perf_counter()
@@ -140,8 +139,7 @@ def main() -> None:
     baseline["seconds"] = time.perf_counter() - baseline_started
     print(f"== TF-IDF + logistic regression: test accuracy {baseline['test_accuracy']:.4f}", flush=True)
 
-    sentences = embeddings.tokenized_split(ingested, "train", model_input["text_features"],
-                                           model_input["max_length"])
+    sentences = embeddings.tokenized_split(ingested, "train", model_input.text_features, model_input.max_length)
     runs = []
     for seed in args.seeds:
         w2v_started = time.perf_counter()
@@ -184,7 +182,7 @@ def main() -> None:
     report = {
         "date": date, "command": run_info.command_line(), "machine": machine, "root": str(args.root),
         "data": {"source": str(args.data), "rows": prepared.artifact("ingest", "examples").properties,
-                 "vocab_size": model_input["vocab_size"], "test_tokens_outside_vocabulary": test_oov_share},
+                 "vocab_size": model_input.vocab_size, "test_tokens_outside_vocabulary": test_oov_share},
         "budget": {"architecture": "bilstm (default hyperparameters, --no-tune)", "epochs": args.epochs,
                    "patience": args.patience, "word2vec": {"dim": args.w2v_dim, "epochs": args.w2v_epochs,
                                                             "min_count": args.w2v_min_count, "sg": 1,

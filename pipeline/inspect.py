@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from library.layouts import METRICS_FILE, read_metrics
 from pipeline.metadata import MetadataStore
 from pipeline.report import embeddings_line
 
@@ -156,8 +157,8 @@ def _run_facts(details: dict[str, Any]) -> dict[str, Any]:
     outputs = {name: output for step in details["steps"] for name, output in step["outputs"].items()}
     metrics: dict[str, Any] = {}
     evaluation = outputs.get("evaluation")
-    if evaluation and (Path(evaluation["uri"]) / "metrics.json").is_file():
-        metrics = json.loads((Path(evaluation["uri"]) / "metrics.json").read_text(encoding="utf-8"))
+    if evaluation and (Path(evaluation["uri"]) / METRICS_FILE).is_file():
+        metrics = read_metrics(evaluation["uri"])
     pushed = outputs.get("pushed_model", {}).get("properties", {})
     return {
         "config": _flatten(details["config"]),

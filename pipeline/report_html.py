@@ -6,11 +6,11 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from library.layouts import EVALUATION_FIGURES, METRICS_FILE, TRIALS_CSV_FILE, parse_bucket_dir, read_metrics
 from pipeline.report import HEADLINE_PROPERTIES, _format
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:72em;color:#222}
@@ -38,13 +38,12 @@ def _image(path: Path) -> str:
 
 def _evaluation_sections(evaluation_dir: Path) -> list[str]:
     parts: list[str] = []
-    metrics_file = evaluation_dir / "metrics.json"
-    if metrics_file.is_file():
-        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    if (evaluation_dir / METRICS_FILE).is_file():
+        metrics = read_metrics(evaluation_dir)
         rows = [("overall", metrics.get("examples"), metrics.get("accuracy"), metrics.get("loss"),
                  metrics.get("macro_f1"))]
         buckets = metrics.get("length_buckets", {})
-        for name in sorted(buckets, key=lambda b: int(b.rsplit("_", 1)[-1]) if b.rsplit("_", 1)[-1].isdigit() else 0):
+        for name in sorted(buckets, key=lambda bucket: parse_bucket_dir(bucket) or 0):
             b = buckets[name]
             rows.append((name, b.get("examples"), b.get("accuracy"), b.get("loss"), b.get("macro_f1")))
         parts += ["<h2>Evaluation (test split) per length bucket</h2>",
@@ -55,14 +54,14 @@ def _evaluation_sections(evaluation_dir: Path) -> list[str]:
             parts += ["<h2>Confusion matrix (rows: true class, columns: predicted)</h2>",
                       _table(("true \\ predicted", *classes),
                              [(name, *row) for name, row in zip(classes, matrix)], numeric_from=1)]
-    for image in ("confusion_matrix.png", "training_curves.png"):
+    for image in EVALUATION_FIGURES:
         if (evaluation_dir / image).is_file():
             parts.append(_image(evaluation_dir / image))
     return parts
 
 
 def _trials_section(hyperparameters_dir: Path) -> list[str]:
-    trials = hyperparameters_dir / "trials.csv"
+    trials = hyperparameters_dir / TRIALS_CSV_FILE
     if not trials.is_file():
         return []
     with open(trials, newline="", encoding="utf-8") as handle:
