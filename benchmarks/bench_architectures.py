@@ -46,6 +46,7 @@ from pipeline.config import build_config  # noqa: E402
 RESULTS_DIR = Path(__file__).parent / "results"
 # name -> (architecture, fixed hyperparameters): each registry entry at its defaults, and gru both ways.
 EXTRA_VARIANTS = {"gru, bidirectional": ("gru", ("bidirectional=true",))}
+SHOWN_HYPERPARAMETERS = ("embedding_dim", "units", "num_layers", "bidirectional")  # the rest are equal defaults
 
 
 def variants(names: list[str]) -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -129,8 +130,8 @@ def markdown(report: dict) -> str:
         by_variant.setdefault(row["variant"], []).append(row)
     for variant, rows in by_variant.items():
         first = rows[0]
-        hyper = ", ".join(f"{k} {v}" for k, v in first["hyperparameters"].items()
-                          if k in ("embedding_dim", "units", "num_layers", "bidirectional"))
+        hyper = ", ".join(f"{name} {first['hyperparameters'][name]}" for name in SHOWN_HYPERPARAMETERS
+                          if name in first["hyperparameters"])
         speeds = report["throughput"].get(variant, {}).get("examples_per_second_per_epoch", [])
         accuracies = [row["test_accuracy"] for row in rows]
         lines.append(
@@ -145,7 +146,8 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="folder with AG News train.csv and test.csv")
+    parser.add_argument("--data", type=Path, help="folder with AG News train.csv and test.csv (required unless "
+                                                  "--render)")
     parser.add_argument("--root", type=Path, default=None, help="pipeline root (default: a new folder under /tmp)")
     parser.add_argument("--architectures", nargs="+", default=list(architecture_names()),
                         choices=architecture_names())
@@ -154,7 +156,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42])
     parser.add_argument("--throughput-rounds", type=int, default=2, help="0 skips the round-robin throughput")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "architectures.json")
+    parser.add_argument("--render", action="store_true",
+                        help="only rewrite the Markdown table from the existing --out JSON (no training)")
     args = parser.parse_args()
+    if args.render:
+        args.out.with_suffix(".md").write_text(markdown(json.loads(args.out.read_text(encoding="utf-8"))),
+                                               encoding="utf-8")
+        return
+    if args.data is None:
+        parser.error("--data is required")
     machine = run_info.machine("TensorFlow CPU")
     args.root = (args.root or Path(tempfile.mkdtemp(prefix="agnews-bench-architectures-"))).resolve()
     started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Test accuracy of the pipeline's models (rnn, lstm, bilstm; tuned and with default hyperparameters) against the
+"""Test accuracy of the pipeline's models (each registered model; tuned and with default hyperparameters) against the
 course notebook's recipe on the same rows, and training throughput of the bucketed input pipeline against
 notebook-style padded batches. One invocation, one machine, one table.
 
