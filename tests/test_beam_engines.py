@@ -1,7 +1,11 @@
-"""The Beam steps on a real dask.distributed cluster: `dask scheduler` and 2 `dask worker` processes on 127.0.0.1,
-started and stopped here. The first tests use plain Beam transforms only (each covers one gap of Beam 2.77's
-DaskRunner that library/dask_runner.py closes, written so they could go upstream); the last ones run the
-pipeline's ingest -> transform on the committed sample and compare every output byte with the DirectRunner's."""
+"""The Beam steps on real engines other than the DirectRunner, all started and stopped here on 127.0.0.1:
+  * a dask.distributed cluster (`dask scheduler` and 2 `dask worker` processes). The first tests use plain Beam
+    transforms only (each covers one gap of Beam 2.77's DaskRunner that library/dask_runner.py closes, written so
+    they could go upstream);
+  * Beam's portable path (a job service and an external SDK worker pool): the protocol Flink, Spark and Dataflow
+    use to run Python code.
+The pipeline's ingest -> transform runs on each, on the committed sample, and every output byte is compared with
+the DirectRunner's."""
 from __future__ import annotations
 
 import hashlib
@@ -242,17 +246,92 @@ def step_files(root: Path, steps=("ingest", "validate", "transform")) -> dict[st
             for step in steps for path in sorted((run_dir / step).rglob("*")) if path.is_file()}
 
 
-@pytest.mark.e2e
-def test_ingest_to_transform_on_the_cluster_is_byte_identical_to_the_direct_runner(scheduler, tmp_path):
-    common = ["run", "--data", f"csv:{SAMPLE_DIR}", "--until", "transform"]
-    direct = agnews(*common, "--pipeline-root", str(tmp_path / "direct"))
+UNTIL_TRANSFORM = ["run", "--data", f"csv:{SAMPLE_DIR}", "--until", "transform"]
+
+
+@pytest.fixture(scope="module")
+def direct_files(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("direct") / "root"
+    direct = agnews(*UNTIL_TRANSFORM, "--pipeline-root", str(root))
     assert direct.returncode == 0, direct.stderr[-3000:]
-    on_dask = agnews(*common, "--pipeline-root", str(tmp_path / "dask"), "--beam-runner", "dask",
+    files = step_files(root)
+    assert len(files) > 20  # TFRecords, counts, quarantine, statistics, transform graph, model_input, ...
+    return files
+
+
+@pytest.mark.e2e
+def test_ingest_to_transform_on_the_cluster_is_byte_identical_to_the_direct_runner(scheduler, direct_files,
+                                                                                    tmp_path):
+    on_dask = agnews(*UNTIL_TRANSFORM, "--pipeline-root", str(tmp_path / "dask"), "--beam-runner", "dask",
                      "--dask-address", scheduler)
     assert on_dask.returncode == 0, on_dask.stderr[-3000:]
-    expected = step_files(tmp_path / "direct")
-    assert len(expected) > 20  # TFRecords, counts, quarantine, statistics, transform graph, model_input, ...
-    assert step_files(tmp_path / "dask") == expected
+    assert step_files(tmp_path / "dask") == direct_files
+
+
+# ---------------------------------------------------------------------------------------------- portable runner
+
+
+def _wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"{what} exited with {process.returncode}"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{what} did not listen on port {port} within {START_SECONDS}s")
+
+
+@pytest.fixture(scope="module")
+def portable_service(tmp_path_factory):
+    """(job endpoint, worker pool endpoint). The pool starts each SDK worker as a bare `python`, so this venv's bin
+    leads its PATH; PYTHONPATH lets the workers import the project."""
+    logs = tmp_path_factory.mktemp("portable-logs")
+    job_port, pool_port = _free_port(), _free_port()
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+           "PYTHONPATH": str(PROJECT), "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    job = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
+                            "--port", str(job_port)], stdout=subprocess.DEVNULL,
+                           stderr=open(logs / "job_service.log", "w"), env=env, cwd=PROJECT)
+    pool = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+                             "--service_port", str(pool_port)], stdout=subprocess.DEVNULL,
+                            stderr=open(logs / "worker_pool.log", "w"), env=env, cwd=PROJECT)
+    try:
+        _wait_for_port(job_port, job, "the job service")
+        _wait_for_port(pool_port, pool, "the worker pool")
+        yield f"localhost:{job_port}", f"localhost:{pool_port}"
+    finally:
+        _stop([pool, job])
+
+
+def portable_args(job_endpoint: str, pool_endpoint: str) -> list[str]:
+    return ["--beam-arg=--runner=PortableRunner", f"--beam-arg=--job_endpoint={job_endpoint}",
+            "--beam-arg=--environment_type=EXTERNAL", f"--beam-arg=--environment_config={pool_endpoint}"]
+
+
+@pytest.mark.e2e
+def test_ingest_to_transform_on_the_portable_runner_is_byte_identical_to_the_direct_runner(
+        portable_service, direct_files, tmp_path):
+    completed = agnews(*UNTIL_TRANSFORM, "--pipeline-root", str(tmp_path / "portable"),
+                       *portable_args(*portable_service))
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert step_files(tmp_path / "portable") == direct_files
+
+
+def test_an_unreachable_job_service_fails_the_run_in_seconds_with_one_line(tmp_path):
+    root = tmp_path / "root"
+    started = time.monotonic()
+    completed = agnews("run", "--data", f"csv:{SAMPLE_DIR}", "--until", "ingest", "--pipeline-root", str(root),
+                       *portable_args(f"localhost:{_free_port()}", f"localhost:{_free_port()}"), timeout=120)
+    assert completed.returncode == 1
+    assert time.monotonic() - started < 60
+    [line] = [text for text in completed.stderr.splitlines() if "job service" in text]
+    assert line.startswith("ERROR: ingest: no Beam job service answers at localhost:")
+    assert "Traceback" not in completed.stderr + completed.stdout
+    [run_dir] = (root / "runs").iterdir()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    assert not (run_dir / "ingest").exists()
 
 
 def test_an_unreachable_scheduler_fails_the_run_in_seconds_with_one_line(tmp_path):
