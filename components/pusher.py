@@ -26,7 +26,7 @@ import os
 import shutil
 from pathlib import Path
 
-from library.layouts import (PUSH_TEMPORARY_PREFIX, existing_serving_model_dir, read_blessing,
+from library.layouts import (PUSH_TEMPORARY_PREFIX, existing_serving_model_dir, has_saved_model, read_blessing,
                              read_served_push_record, serving_version_dir, serving_versions, write_push,
                              write_served_push_record)
 from pipeline.artifacts import Artifact, ComponentError, Runtime, fingerprint
@@ -37,7 +37,7 @@ MAX_PUBLISH_ATTEMPTS = 100
 
 def run(inputs: dict[str, Artifact], output_dir: Path, config: PusherConfig, runtime: Runtime) -> dict[str, Artifact]:
     if not config.serving_dir:
-        raise ComponentError("pusher.serving_dir is empty; the runner should have resolved it to a folder")
+        raise ComponentError("pusher.serving_dir is empty; loading the configuration resolves it to a folder")
     blessing = read_blessing(inputs["blessing"].uri)
     pushed_dir = Path(output_dir) / "pushed_model"
     pushed_dir.mkdir(parents=True, exist_ok=True)
@@ -65,6 +65,12 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: PusherConfig, run
     write_push(pushed_dir, record)
     return {"pushed_model": Artifact("pushed_model", pushed_dir, {
         "pushed": record["pushed"], "version": record["version"], "path": record["path"]})}
+
+
+def newest_version(serving_dir: Path) -> Path | None:
+    """The newest complete version folder (it holds a SavedModel) under the serving folder, or None."""
+    complete = [v for v in serving_versions(serving_dir) if has_saved_model(serving_version_dir(serving_dir, v))]
+    return serving_version_dir(serving_dir, complete[-1]) if complete else None
 
 
 def next_version(serving_dir: Path) -> int:

@@ -201,10 +201,8 @@ def _cmd_run(args, config) -> int:
     if result.status != "succeeded":
         print(f"\nERROR: {result.error}", file=sys.stderr)
         return EXIT_FAILED
-    if args.command == "retrain":
-        pushed = result.artifact("pusher", "pushed_model")
-        if pushed is None or not pushed.properties.get("pushed"):
-            return EXIT_NOT_BLESSED
+    if args.command == "retrain" and not result.delivered:
+        return EXIT_NOT_BLESSED
     return EXIT_OK
 
 
@@ -267,6 +265,12 @@ def _format_seconds(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
 
 
+def _format_value(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _cmd_runs(args, config) -> int:
     from pipeline.inspect import run_rows
     rows = run_rows(config.pipeline_root(), args.limit)
@@ -276,12 +280,10 @@ def _cmd_runs(args, config) -> int:
     if not rows:
         print(f"no runs under {config.pipeline_root()}")
         return EXIT_OK
-    header = ("run", "command", "started", "duration", "status", "cached", "accuracy", "blessed", "pushed")
+    header = ("run", "command", "started", "duration", "status", "cached", *dag.RUN_COLUMNS)  # headline columns
     table = [header] + [(r["id"], r["command"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started"])),
                          _format_seconds(r["duration"]), r["status"], f"{r['cached']}/{r['steps']}",
-                         "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}",
-                         "-" if r["blessed"] is None else str(r["blessed"]).lower(),
-                         "-" if r["pushed_version"] is None else f"v{r['pushed_version']}") for r in rows]
+                         *(_format_value(r[column]) for column in dag.RUN_COLUMNS)) for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())

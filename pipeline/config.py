@@ -238,7 +238,7 @@ class EvaluatorConfig:
 
 @dataclass(frozen=True)
 class PusherConfig:
-    serving_dir: str = ""  # empty: <pipeline root>/serving/agnews
+    serving_dir: str = ""  # empty: <pipeline root>/serving/agnews (made absolute when the configuration loads)
 
 
 @dataclass(frozen=True)
@@ -331,7 +331,14 @@ def build_config(values: dict[str, dict[str, Any]]) -> Config:
             _require(key in known, f"unknown key {section}.{key}; known keys of {section}: {sorted(known)}")
         kwargs = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in entries.items()}
         built[section] = cls(**kwargs)
-    return Config(**built)
+    return _resolve_serving_dir(Config(**built))
+
+
+def _resolve_serving_dir(config: Config) -> Config:
+    """Writes the serving folder as an absolute path, defaulting to <pipeline root>/serving/agnews, so the pusher
+    receives a complete configuration (and its cache key names the real folder)."""
+    serving_dir = str(config.serving_dir())
+    return dataclasses.replace(config, pusher=dataclasses.replace(config.pusher, serving_dir=serving_dir))
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:

@@ -1,24 +1,49 @@
 """The whole pipeline, top to bottom.
 
-Each step names its component module, where each input comes from ("step.output"), the outputs it
-publishes, and the configuration section it receives. The runner executes the steps in this order.
+Each step names its component module, where each input comes from ("step.output", or a Resolver that asks the
+metadata store), the outputs it publishes, and the configuration section it receives. What is special about a
+step is declared here too, so the runner, the store and the views name no step: its headline properties (the
+facts `runs`, `show`, the run report and the run summary print), whether it reads the pipeline's source data, and
+whether it delivers something outside the pipeline root. The runner executes the steps in this order.
 """
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
+from typing import Any, Callable
 
-# An input resolved by the runner from the metadata store rather than from this run: the model of the
-# most recent blessing. Optional: absent on the first run.
-LAST_BLESSED_MODEL = "store:last_blessed_model"
+from components import pusher
+
+
+@dataclass(frozen=True)
+class Resolver:
+    """An input taken from the metadata store instead of this run, like TFX's Resolver node: the newest
+    `artifact` ("step.output") that an execution of `judged_by`'s step consumed while its `judged_by` output had
+    the property `where` true. It is never the artifact the step also receives from this run (a candidate is
+    not its own baseline), and it is optional: the input is absent until such an artifact exists."""
+    name: str
+    artifact: str
+    judged_by: str
+    where: str
+    # Where the artifact is found when the store knows none at all (a lost or replaced store), from the
+    # configuration: a folder, recorded as an external artifact, or None.
+    fallback: Callable[[Any], Path | None] | None = None
+
+    def resolve(self, store, steps: tuple[Step, ...], exclude_fingerprint: str | None = None):
+        """Asks the metadata store (a MetadataStore) for the artifact; None if there is none yet."""
+        judge_name, judgement = self.judged_by.split(".")
+        judge = step_named(judge_name, steps)
+        consumed_as = next(name for name, source in judge.inputs.items() if source == self.artifact)
+        return store.newest_judged_input(judge_name, consumed_as, judgement, self.where, exclude_fingerprint)
 
 
 @dataclass(frozen=True)
 class Step:
     name: str
     component: str  # module with run(inputs, output_dir, config, runtime), e.g. "components.ingest"
-    inputs: dict[str, str] = field(default_factory=dict)  # input name -> "step.output" or a store: query
+    inputs: dict[str, str | Resolver] = field(default_factory=dict)  # input name -> "step.output" or a Resolver
     outputs: tuple[str, ...] = ()
     config_section: str = ""
     # Modules whose source is part of this step's code version (its own module is always included).
@@ -27,26 +52,46 @@ class Step:
     resumable: bool = False
     # The result depends on the pipeline's random seed, which is then part of the step's cache key.
     seeded: bool = False
+    # Output name -> the properties printed about it by the run summary, the report, `show` and `runs`.
+    headline: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # The configuration key naming the outside data this step reads: it is the pipeline's source, and the
+    # fingerprint of that data (its component's external_fingerprint) is what `retrain` compares.
+    source: str = ""
+    # "output.property": when true, that output was delivered outside the pipeline root (a pushed model). It
+    # decides the run's outcome and retrain's exit code; gc keeps such outputs and their lineage for good.
+    delivers: str = ""
+    # Given the folder it delivers to (the serving folder), what a killed execution of it left there; gc removes it.
+    leftovers: Callable[[Path], list[Path]] | None = None
 
     def module(self) -> ModuleType:
         return importlib.import_module(self.component)
 
 
+# The baseline of the evaluator; with no blessing on record, the newest served version is the baseline.
+LATEST_BLESSED_MODEL = Resolver("latest_blessed_model", artifact="trainer.model", judged_by="evaluator.blessing",
+                                where="blessed", fallback=lambda config: pusher.newest_version(config.serving_dir()))
+
 STEPS: tuple[Step, ...] = (
     Step("ingest", "components.ingest",
          outputs=("examples",),
          config_section="ingest",
-         code=("library.ag_news_csv", "library.tfrecord_io", "library.layouts")),
+         code=("library.ag_news_csv", "library.tfrecord_io", "library.layouts"),
+         headline={"examples": ("train_rows", "eval_rows", "test_rows", "quarantined_rows", "quarantined_by_reason")},
+         source="data"),
     Step("validate", "components.validate",
          inputs={"examples": "ingest.examples"},
          outputs=("schema", "statistics", "anomalies"),
          config_section="validate",
-         code=("library.layouts",)),
+         code=("library.layouts",),
+         headline={"anomalies": ("count",)}),
     Step("transform", "components.transform",
          inputs={"examples": "ingest.examples", "schema": "validate.schema"},
          outputs=("transform_graph", "transformed_examples"),
          config_section="transform",
-         code=("library.text", "library.tfrecord_io", "library.layouts", "library.reproducible_saved_model")),
+         code=("library.text", "library.tfrecord_io", "library.layouts", "library.reproducible_saved_model"),
+         headline={"transform_graph": ("vocab_size",),
+                   "transformed_examples": ("train_bucket_examples", "padding_batch_size", "padding_ratio_bucketed",
+                                            "padding_ratio_unbucketed")}),
     Step("tuner", "components.tuner",
          inputs={"transformed_examples": "transform.transformed_examples",
                  "transform_graph": "transform.transform_graph"},
@@ -54,7 +99,8 @@ STEPS: tuple[Step, ...] = (
          config_section="tuner",
          code=("library.models", "library.dataset", "library.layouts", "library.embeddings"),
          resumable=True,
-         seeded=True),
+         seeded=True,
+         headline={"best_hyperparameters": ("architecture", "tuned", "best_score", "values")}),
     Step("trainer", "components.trainer",
          inputs={"transformed_examples": "transform.transformed_examples",
                  "transform_graph": "transform.transform_graph",
@@ -62,28 +108,57 @@ STEPS: tuple[Step, ...] = (
          outputs=("model", "model_run"),
          config_section="trainer",
          code=("library.models", "library.dataset", "library.layouts", "library.export", "library.embeddings"),
-         seeded=True),
+         seeded=True,
+         headline={"model": ("architecture", "epochs_trained", "parameters")}),
     Step("evaluator", "components.evaluator",
          inputs={"model": "trainer.model",
                  "examples": "ingest.examples",
                  "transformed_examples": "transform.transformed_examples",
                  "model_run": "trainer.model_run",
-                 "baseline_model": LAST_BLESSED_MODEL},
+                 "baseline_model": LATEST_BLESSED_MODEL},
          outputs=("evaluation", "blessing"),
          config_section="evaluator",
-         code=("library.export", "library.evaluation_report", "library.layouts")),
+         code=("library.export", "library.evaluation_report", "library.layouts"),
+         headline={"evaluation": ("accuracy", "loss", "macro_f1"),
+                   "blessing": ("blessed", "reason", "baseline_accuracy")}),
     Step("pusher", "components.pusher",
          inputs={"model": "trainer.model", "blessing": "evaluator.blessing"},
          outputs=("pushed_model",),
          config_section="pusher",
-         code=("library.layouts",)),
+         code=("library.layouts",),
+         headline={"pushed_model": ("pushed", "version", "path")},
+         delivers="pushed_model.pushed",
+         leftovers=pusher.stale_push_folders),
 )
+
+# What the pipeline makes: `show` prints its lineage and where it was delivered.
+PRODUCT = "trainer.model"
+# The columns `runs` (and `runs --json`) adds for each run: name -> a headline property, "output.property".
+RUN_COLUMNS = {"accuracy": "evaluation.accuracy", "blessed": "blessing.blessed",
+               "pushed_version": "pushed_model.version"}
 
 STEP_NAMES = tuple(step.name for step in STEPS)
 
 
-def step_named(name: str) -> Step:
-    for step in STEPS:
+def step_named(name: str, steps: tuple[Step, ...] = STEPS) -> Step:
+    for step in steps:
         if step.name == name:
             return step
-    raise KeyError(f"unknown step {name!r}; steps: {', '.join(STEP_NAMES)}")
+    raise KeyError(f"unknown step {name!r}; steps: {', '.join(s.name for s in steps)}")
+
+
+def headline_table(steps: tuple[Step, ...] = STEPS) -> dict[str, tuple[str, ...]]:
+    """Output name -> its headline properties, for every step."""
+    return {output: properties for step in steps for output, properties in step.headline.items()}
+
+
+def source_step(steps: tuple[Step, ...] = STEPS) -> Step | None:
+    return next((step for step in steps if step.source), None)
+
+
+def delivering_steps(steps: tuple[Step, ...] = STEPS) -> list[Step]:
+    return [step for step in steps if step.delivers]
+
+
+def resolvers(steps: tuple[Step, ...] = STEPS) -> list[Resolver]:
+    return [source for step in steps for source in step.inputs.values() if isinstance(source, Resolver)]

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from pipeline import dag
 from pipeline.metadata import MetadataStore
 
 
@@ -34,13 +35,13 @@ def protected_artifacts(store: MetadataStore, keep: int) -> set[int]:
         for execution in store.executions(run["id"]):
             for kind in ("input", "output"):
                 roots.update(a.id for a in store.artifacts_of(execution["id"], kind).values())
-    for _, pushed, model in store.pushed_models():
-        roots.add(pushed.id)
-        if model is not None:
-            roots.add(model.id)
-    baseline = store.last_blessed_model()  # the next run's evaluator compares against it
-    if baseline is not None:
-        roots.add(baseline.id)
+    for step in dag.delivering_steps():  # what left the pipeline root (a pushed model), with its inputs
+        output, prop = step.delivers.split(".")
+        roots.update(delivered.id for _, delivered in store.outputs_where(step.name, output, prop))
+    for resolver in dag.resolvers():  # what the next run resolves from the store (the baseline model)
+        resolved = resolver.resolve(store, dag.STEPS)
+        if resolved is not None:
+            roots.add(resolved.id)
     return _with_lineage(store, roots)
 
 
@@ -115,9 +116,8 @@ def collect_garbage(root: Path, keep: int, dry_run: bool = False, serving_dir: P
         elif tmp.is_dir():
             for entry in sorted(tmp.iterdir()):
                 delete(entry)
-        if serving_dir is not None:
-            from components.pusher import stale_push_folders
-            for stale in stale_push_folders(Path(serving_dir)):
+        for step in dag.delivering_steps() if serving_dir is not None else ():  # what a killed delivery left
+            for stale in step.leftovers(Path(serving_dir)) if step.leftovers is not None else ():
                 removed.append(stale)
                 if not dry_run:
                     remove_inside(stale, Path(serving_dir))

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from library.layouts import METRICS_FILE, read_metrics
+from pipeline import dag
 from pipeline.metadata import MetadataStore
-from pipeline.report import embeddings_line
+from pipeline.report import embeddings_line, headline_facts
 
 
 def _open(root: Path) -> MetadataStore:
@@ -25,15 +26,13 @@ def run_rows(root: Path, limit: int) -> list[dict[str, Any]]:
                    "duration": (run["ended"] - run["started"]) if run["ended"] else None,
                    "steps": sum(e["state"] != "skipped" for e in executions),
                    "cached": sum(e["state"] == "cached" for e in executions),
-                   "accuracy": None, "blessed": None, "pushed_version": None}
+                   **dict.fromkeys(dag.RUN_COLUMNS)}  # headline properties; None when absent
             for execution in executions:
-                outputs = store.artifacts_of(execution["id"], "output")
-                if "evaluation" in outputs:
-                    row["accuracy"] = outputs["evaluation"].properties.get("accuracy")
-                if "blessing" in outputs:
-                    row["blessed"] = outputs["blessing"].properties.get("blessed")
-                if "pushed_model" in outputs and outputs["pushed_model"].properties.get("pushed"):
-                    row["pushed_version"] = outputs["pushed_model"].properties.get("version")
+                for name, artifact in store.artifacts_of(execution["id"], "output").items():
+                    for column, source in dag.RUN_COLUMNS.items():
+                        output, prop = source.split(".")
+                        if output == name:
+                            row[column] = artifact.properties.get(prop)
             rows.append(row)
         return rows
     finally:
@@ -55,7 +54,10 @@ def show_run(root: Path, run_id: str | None) -> str:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["started"]))
         lines = [f"run {run['id']} ({run['command']}): {run['status']}, started {started}, outcome {run['outcome']}",
                  f"  data fingerprint: {run['data_fingerprint']}", "", "steps:"]
-        model_artifact = None
+        product_step, product_output = dag.PRODUCT.split(".")
+        source = dag.source_step()
+        headline = dag.headline_table()
+        product = None
         for execution in store.executions(run["id"]):
             state = execution["state"]
             if execution["reused_execution_id"]:
@@ -66,29 +68,32 @@ def show_run(root: Path, run_id: str | None) -> str:
             for name, artifact in store.artifacts_of(execution["id"], "output").items():
                 gone = " [deleted by gc]" if artifact.deleted else ""
                 lines.append(f"      -> {name}: {artifact.uri}{gone}")
-                if name == "model":
-                    model_artifact = artifact
-        if model_artifact is not None:
-            lines += ["", f"lineage of model {model_artifact.uri}:"]
-            for execution, inputs in store.lineage(model_artifact.id):
+                if execution["step"] == product_step and name == product_output:
+                    product = artifact
+        if product is not None:
+            lines += ["", f"lineage of {product_output} {product.uri}:"]
+            for execution, inputs in store.lineage(product.id):
                 lines.append(f"  {execution['step']} (execution {execution['id']}, run {execution['run_id']}, "
                              f"code {execution['code_version']})")
-                if execution["step"] == "ingest":  # its input is the source data itself
+                if source is not None and execution["step"] == source.name:  # its input is the source data itself
                     producing_run = store.run(execution["run_id"])
-                    lines.append(f"      <- data: {json.loads(execution['config_json']).get('data')}  "
-                                 f"fingerprint {producing_run['data_fingerprint']}")
+                    lines.append(f"      <- {source.source}: {json.loads(execution['config_json']).get(source.source)}"
+                                 f"  fingerprint {producing_run['data_fingerprint']}")
                 for name, artifact in inputs.items():
                     lines.append(f"      <- {name}: {artifact.uri}  fingerprint {artifact.fingerprint[:12]}  "
                                  f"{_short(artifact.properties)}")
-                    if name == "best_hyperparameters":
-                        lines.append(f"         hyperparameters: {json.dumps(artifact.properties.get('values'))}")
-            embeddings = embeddings_line(model_artifact.properties)
+                    for prop in headline.get(name, ()):  # nested headline facts do not fit on the line above
+                        if isinstance(artifact.properties.get(prop), (dict, list)):
+                            lines.append(f"         {prop}: {json.dumps(artifact.properties[prop])}")
+            embeddings = embeddings_line(product.properties)
             if embeddings:
                 lines.append(f"  {embeddings}")
-            for execution, pushed, model in store.pushed_models():
-                if model is not None and model.id == model_artifact.id:
-                    lines.append(f"  pushed as version {pushed.properties.get('version')}: "
-                                 f"{pushed.properties.get('path')}")
+            for step in dag.delivering_steps():
+                output, prop = step.delivers.split(".")
+                for execution, delivered in store.outputs_where(step.name, output, prop):
+                    if product.id in {a.id for a in store.artifacts_of(execution["id"], "input").values()}:
+                        lines.append(f"  {prop} by {step.name} in run {execution['run_id']}: "
+                                     f"{headline_facts(delivered.properties, headline.get(output, ()))}")
         report = root / "runs" / run["id"] / "report.md"
         if report.exists():
             lines += ["", f"report: {report}"]
@@ -104,9 +109,10 @@ def run_train_text_source(root: Path, run_id: str) -> tuple[Path, dict[str, Any]
         run = store.run(run_id)
         if run is None:
             raise LookupError(f"no run {run_id!r} under {root}; `agnews-pipeline runs` lists them")
+        source = dag.source_step()  # its first output holds the examples read from the source data
         for execution in store.executions(run_id):
-            examples = store.artifacts_of(execution["id"], "output").get("examples")
-            if execution["step"] == "ingest" and examples is not None:
+            examples = store.artifacts_of(execution["id"], "output").get(source.outputs[0])
+            if execution["step"] == source.name and examples is not None:
                 if examples.deleted or not examples.uri.is_dir():
                     raise LookupError(f"the examples of run {run_id} ({examples.uri}) were deleted; "
                                       "rerun the pipeline or pick a kept run")

@@ -346,31 +346,36 @@ class MetadataStore:
             frontier.extend(a.id for a in inputs.values())
         return order
 
-    def last_blessed_model(self, exclude_fingerprint: str | None = None) -> StoredArtifact | None:
-        """The `model` input of the newest evaluator execution whose blessing says blessed (skipping a model
-        with the excluded fingerprint: the candidate itself)."""
+    def newest_judged_input(self, step: str, input_name: str, judgement: str, where: str,
+                            exclude_fingerprint: str | None = None) -> StoredArtifact | None:
+        """The artifact that the newest execution of `step` consumed as `input_name` while its `judgement` output
+        had the property `where` true (e.g. the model an evaluator blessed); deleted artifacts and one with the
+        excluded fingerprint are skipped."""
         rows = self._db.execute(
-            "SELECT executions.id AS execution_id, artifacts.properties_json FROM executions "
-            "JOIN events ON events.execution_id = executions.id AND events.kind = 'output' "
-            "JOIN artifacts ON artifacts.id = events.artifact_id "
-            "WHERE executions.step = 'evaluator' AND executions.state IN ('complete', 'cached') "
-            "AND artifacts.name = 'blessing' ORDER BY executions.id DESC")
+            "SELECT consumed.artifact_id, verdict.properties_json FROM executions "
+            "JOIN events AS judged ON judged.execution_id = executions.id AND judged.kind = 'output' "
+            "AND judged.name = ? "
+            "JOIN artifacts AS verdict ON verdict.id = judged.artifact_id "
+            "JOIN events AS consumed ON consumed.execution_id = executions.id AND consumed.kind = 'input' "
+            "AND consumed.name = ? "
+            "WHERE executions.step = ? AND executions.state IN ('complete', 'cached') ORDER BY executions.id DESC",
+            (judgement, input_name, step))
         for row in rows:
-            if json.loads(row["properties_json"]).get("blessed"):
-                model = self.artifacts_of(row["execution_id"], "input").get("model")
-                if model is not None and not model.deleted and model.fingerprint != exclude_fingerprint:
-                    return model
+            if json.loads(row["properties_json"]).get(where):
+                artifact = self.artifact(row["artifact_id"])
+                if not artifact.deleted and artifact.fingerprint != exclude_fingerprint:
+                    return artifact
         return None
 
-    def pushed_models(self) -> list[tuple[sqlite3.Row, StoredArtifact, StoredArtifact]]:
-        """(pusher execution, pushed_model artifact, model artifact) for every push that happened."""
+    def outputs_where(self, step: str, output: str, where: str) -> list[tuple[sqlite3.Row, StoredArtifact]]:
+        """(execution, artifact) for every `output` that an execution of `step` wrote with the property `where`
+        true (e.g. every model push that happened)."""
         result = []
-        for execution in self._db.execute("SELECT * FROM executions WHERE step = 'pusher' AND state = 'complete'"):
-            outputs = self.artifacts_of(execution["id"], "output")
-            pushed = outputs.get("pushed_model")
-            if pushed is not None and pushed.properties.get("pushed"):
-                model = self.artifacts_of(execution["id"], "input").get("model")
-                result.append((execution, pushed, model))
+        for execution in self._db.execute("SELECT * FROM executions WHERE step = ? AND state = 'complete' "
+                                          "ORDER BY id", (step,)):
+            artifact = self.artifacts_of(execution["id"], "output").get(output)
+            if artifact is not None and artifact.properties.get(where):
+                result.append((execution, artifact))
         return result
 
     def live_artifacts(self) -> list[StoredArtifact]:

@@ -1,27 +1,14 @@
-"""The Markdown report written into every run's folder: what each step did, where its outputs live, and the
-evaluator's figures."""
+"""The Markdown report written into every run's folder: what each step did, where its outputs live, their
+headline properties and the figures they hold."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import Any
 
-from library.layouts import EVALUATION_FIGURES
-
-HEADLINE_PROPERTIES = {
-    "examples": ("train_rows", "eval_rows", "test_rows", "quarantined_rows"),
-    "transform_graph": ("vocab_size",),
-    "transformed_examples": ("padding_ratio_bucketed", "padding_ratio_unbucketed"),
-    "best_hyperparameters": ("architecture", "tuned", "best_score"),
-    "model": ("architecture", "epochs_trained"),
-    "evaluation": ("accuracy", "loss", "macro_f1"),
-    "blessing": ("blessed", "reason", "baseline_accuracy"),
-    "pushed_model": ("pushed", "version", "path"),
-}
-
 
 def embeddings_line(properties: dict[str, Any]) -> str | None:
-    """One line on the pretrained vectors a model started from (trainer's model properties), or None."""
+    """One line on the pretrained vectors a model started from (from its properties), or None."""
     if not properties.get("embeddings_file"):
         return None
     line = (f"pretrained embeddings {properties['embeddings_file']} ({properties.get('embeddings_format')}, "
@@ -45,7 +32,13 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-def write_run_report(run_dir: Path, record: dict[str, Any]) -> Path:
+def headline_facts(properties: dict[str, Any], names: tuple[str, ...]) -> str:
+    """'name=value, ...' for the headline properties (dag.Step.headline) an artifact has."""
+    return ", ".join(f"{k}={_format(properties[k])}" for k in names if properties.get(k) is not None)
+
+
+def write_run_report(run_dir: Path, record: dict[str, Any], headline: dict[str, tuple[str, ...]]) -> Path:
+    """`headline`: output name -> its headline properties (dag.headline_table)."""
     lines = [f"# Run {record['run_id']}: {record['status']}", ""]
     if record.get("error"):
         lines += ["```", record["error"].strip()[:4000], "```", ""]
@@ -57,19 +50,16 @@ def write_run_report(run_dir: Path, record: dict[str, Any]) -> Path:
     lines.append("")
     for step in record["steps"]:
         for name, output in step["outputs"].items():
-            facts = [f"{k}={_format(output['properties'][k])}" for k in HEADLINE_PROPERTIES.get(name, ())
-                     if k in output["properties"]]
+            facts = headline_facts(output["properties"], headline.get(name, ()))
             if facts:
-                lines.append(f"- **{name}**: " + ", ".join(facts))
-            embeddings = embeddings_line(output["properties"]) if name == "model" else None
+                lines.append(f"- **{name}**: {facts}")
+            embeddings = embeddings_line(output["properties"])  # any artifact that records pretrained vectors
             if embeddings:
                 warning = output["properties"].get("embeddings_low_coverage")
                 lines.append(f"- **{'WARNING: ' if warning else ''}embeddings**: {embeddings}")
-            if name == "evaluation":
-                for image in EVALUATION_FIGURES:
-                    path = Path(output["uri"]) / image
-                    if path.exists():
-                        lines.append(f"\n![{image}]({os.path.relpath(path, run_dir)})")
+            folder = Path(output["uri"])
+            for image in sorted(folder.glob("*.png")) if folder.is_dir() else ():  # the figures an output holds
+                lines.append(f"\n![{image.name}]({os.path.relpath(image, run_dir)})")
     path = run_dir / "report.md"
     temporary = run_dir / ".report.md.tmp"
     temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from library.layouts import EVALUATION_FIGURES, METRICS_FILE, TRIALS_CSV_FILE, parse_bucket_dir, read_metrics
-from pipeline.report import HEADLINE_PROPERTIES, _format
+from pipeline.dag import Resolver, headline_table
+from pipeline.report import _format
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:72em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}
@@ -82,8 +83,9 @@ def write_run_report_html(run_dir: Path, record: dict[str, Any], steps: Sequence
         [(s["step"], s["state"] + (f" ({s['note']})" if s.get("note") else ""), f"{s['seconds']:.1f}",
           ", ".join(f"{name}: {os.path.relpath(o['uri'], run_dir)}" for name, o in s["outputs"].items()))
          for s in record["steps"]])]
+    headline = headline_table(steps)
     facts = [(name, key, output["properties"][key]) for name, output in outputs.items()
-             for key in HEADLINE_PROPERTIES.get(name, ()) if key in output["properties"]]
+             for key in headline.get(name, ()) if key in output["properties"]]
     if facts:
         parts += ["<h2>Headline facts</h2>", _table(("artifact", "property", "value"), facts)]
     if "evaluation" in outputs:
@@ -96,8 +98,11 @@ def write_run_report_html(run_dir: Path, record: dict[str, Any], steps: Sequence
     lineage = []
     for step in steps:
         for input_name, source in step.inputs.items():
+            if isinstance(source, Resolver):  # the newest suitable artifact from the metadata store
+                lineage.append((step.name, input_name, f"store: {source.name}", "(looked up in the metadata store)"))
+                continue
             producer, _, output_name = source.partition(".")
-            produced = outputs.get(output_name) if not source.startswith("store:") else None
+            produced = outputs.get(output_name)
             lineage.append((step.name, input_name, source if produced is None else f"{producer}.{output_name}",
                             produced["uri"] if produced else "(looked up in the metadata store)"))
     if lineage:

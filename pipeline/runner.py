@@ -27,7 +27,7 @@ from pipeline import dag, interrupts
 from pipeline.artifacts import Artifact, ComponentError, Runtime, fingerprint, write_json_atomic
 from pipeline.config import Config
 from pipeline.metadata import MetadataStore, StoredArtifact
-from pipeline.report import embeddings_line
+from pipeline.report import embeddings_line, headline_facts
 
 
 class PipelineFailed(RuntimeError):
@@ -54,6 +54,12 @@ class RunResult:
     status: str
     steps: list[StepResult]
     error: str | None = None
+    outcome: str | None = None  # see Runner._outcome
+
+    @property
+    def delivered(self) -> bool:
+        """The step that delivers did deliver, in this run or in the earlier execution it reused."""
+        return self.outcome is not None and not self.outcome.startswith(("not_", "stopped_"))
 
     def step(self, name: str) -> StepResult | None:
         return next((s for s in self.steps if s.step == name), None)
@@ -96,10 +102,7 @@ def code_version(step: dag.Step) -> str:
 
 
 def step_config(config: Config, step: dag.Step) -> Any:
-    section = getattr(config, step.config_section)
-    if step.name == "pusher":  # the default serving folder depends on the pipeline root
-        section = dataclasses.replace(section, serving_dir=str(config.serving_dir()))
-    return section
+    return getattr(config, step.config_section)
 
 
 def step_range(step_names: list[str], from_step: str | None, until: str | None,
@@ -130,9 +133,10 @@ class Runner:
     def close(self) -> None:
         self.store.close()
 
-    def data_fingerprint(self) -> str:
-        from components import ingest
-        return ingest.external_fingerprint(self.config.ingest)
+    def data_fingerprint(self) -> str | None:
+        """The fingerprint of the outside data the DAG's source step reads (None if no step is a source)."""
+        source = dag.source_step(self.steps)
+        return None if source is None else source.module().external_fingerprint(step_config(self.config, source))
 
     def run(self, *, until: str | None = None, use_cache: bool = True, rerun: tuple[str, ...] = (),
             command: str = "run", data_fingerprint: str | None = None, from_step: str | None = None,
@@ -188,39 +192,34 @@ class Runner:
         self.store.finish_run(run_id, "succeeded", outcome=outcome)
         self._write_run_record(run_id, run_dir, results, "succeeded", None)
         self.log(f"run {run_id} succeeded in {time.monotonic() - started:.1f}s ({outcome})")
-        return RunResult(run_id, run_dir, "succeeded", results)
+        return RunResult(run_id, run_dir, "succeeded", results, outcome=outcome)
 
     def _resolve_inputs(self, step: dag.Step, produced, artifact_ids) -> tuple[dict[str, Artifact], dict[str, int]]:
         inputs, ids = {}, {}
         for name, source in step.inputs.items():
-            if not source.startswith("store:"):
+            if not isinstance(source, dag.Resolver):
                 inputs[name], ids[name] = produced[source], artifact_ids[source]
-        if dag.LAST_BLESSED_MODEL in step.inputs.values():
-            # The candidate is never its own baseline: a re-run of an already blessed model keeps the baseline
-            # it had, so its evaluation stays cached.
-            candidate = self.store.artifact(ids["model"]).fingerprint if "model" in ids else None
-            baseline = self.store.last_blessed_model(exclude_fingerprint=candidate)
-            if baseline is None and self.store.last_blessed_model() is None:
-                baseline = self._served_baseline()
-            if baseline is not None and not baseline.uri.exists():
-                baseline = None
-            if baseline is not None:
-                name = next(n for n, s in step.inputs.items() if s == dag.LAST_BLESSED_MODEL)
-                inputs[name], ids[name] = baseline.as_artifact(), baseline.id
+        for name, source in step.inputs.items():
+            if isinstance(source, dag.Resolver):
+                # A candidate is never its own baseline: a re-run of an already blessed model keeps the baseline
+                # it had, so its evaluation stays cached.
+                this_run = artifact_ids.get(source.artifact)
+                exclude = self.store.artifact(this_run).fingerprint if this_run is not None else None
+                resolved = source.resolve(self.store, self.steps, exclude_fingerprint=exclude)
+                if resolved is None and source.fallback is not None and source.resolve(self.store, self.steps) is None:
+                    resolved = self._fallback(source)
+                if resolved is not None and resolved.uri.exists():
+                    inputs[name], ids[name] = resolved.as_artifact(), resolved.id
         return inputs, ids
 
-    def _served_baseline(self) -> StoredArtifact | None:
-        """The newest version under the serving folder, for when the store knows no blessed model (a lost or
-        replaced store): the regression gate must not silently disappear while a model is being served."""
-        from library.layouts import has_saved_model, serving_version_dir, serving_versions
-        serving_dir = self.config.serving_dir()
-        versions = [version for version in serving_versions(serving_dir)
-                    if has_saved_model(serving_version_dir(serving_dir, version))]
-        if not versions:
+    def _fallback(self, resolver: dag.Resolver) -> StoredArtifact | None:
+        """The resolver's artifact found outside the store (dag.Resolver.fallback), for when the store knows none
+        at all (a lost or replaced store): the gate that input feeds must not silently disappear."""
+        path = resolver.fallback(self.config)
+        if path is None:
             return None
-        path = serving_version_dir(serving_dir, versions[-1])
-        self.log(f"note: the metadata store knows no blessed model; the baseline is the served version {path}")
-        return self.store.external_artifact("model", path, fingerprint(path), {"served_version": versions[-1]})
+        self.log(f"note: the metadata store knows no {resolver.name}; using {path}")
+        return self.store.external_artifact(resolver.artifact.split(".")[1], path, fingerprint(path), {})
 
     def _cache_key(self, step: dag.Step, step_cfg: Any, input_ids: dict[str, int], code: str) -> str:
         module = step.module()
@@ -324,16 +323,21 @@ class Runner:
         self.log(f"{prefix} done in {seconds:.1f}s -> {final_dir}")
         return StepResult(step.name, "ran", seconds, {n: published[n] for n in step.outputs})
 
-    @staticmethod
-    def _outcome(results: list[StepResult]) -> str:
-        by_name = {r.step: r for r in results}
-        pusher = by_name.get("pusher")
-        if pusher is None or pusher.state == "skipped":
+    def _outcome(self, results: list[StepResult]) -> str | None:
+        """Whether the run delivered, from the step that delivers (`Step.delivers`, e.g. "pushed_model.pushed"):
+        "pushed", "already_pushed" (a cached delivery), "not_pushed", or "stopped_early" if it did not run."""
+        delivering = dag.delivering_steps(self.steps)
+        if not delivering:
+            return None
+        step = delivering[-1]
+        output, prop = step.delivers.split(".")
+        result = next((r for r in results if r.step == step.name), None)
+        if result is None or result.state == "skipped":
             return "stopped_early"
-        pushed = pusher.outputs.get("pushed_model")
-        if pushed is not None and pushed.properties.get("pushed"):
-            return "pushed" if pusher.state == "ran" else "already_pushed"
-        return "not_blessed"
+        delivered = result.outputs.get(output)
+        if delivered is not None and delivered.properties.get(prop):
+            return prop if result.state == "ran" else f"already_{prop}"
+        return f"not_{prop}"
 
     def _write_run_record(self, run_id: str, run_dir: Path, results: list[StepResult], status: str,
                           error: str | None) -> None:
@@ -347,50 +351,21 @@ class Runner:
         }
         write_json_atomic(run_dir / "run.json", record)
         from pipeline import report, report_html
-        report.write_run_report(run_dir, record)
+        report.write_run_report(run_dir, record, dag.headline_table(self.steps))
         report_html.write_run_report_html(run_dir, record, self.steps)
 
 
-def summarize(result: RunResult) -> str:
-    """The final summary printed after a run: rows, quarantine, vocabulary, buckets, model, blessing, push."""
-    lines = [f"Run {result.run_id}: {result.status}"]
-    examples = result.artifact("ingest", "examples")
-    if examples:
-        p = examples.properties
-        lines.append(f"  rows: train {p.get('train_rows')}, eval {p.get('eval_rows')}, test {p.get('test_rows')}; "
-                     f"quarantined {p.get('quarantined_rows')} {p.get('quarantined_by_reason') or ''}".rstrip())
-    graph = result.artifact("transform", "transform_graph")
-    if graph:
-        lines.append(f"  vocabulary: {graph.properties.get('vocab_size')} tokens")
-    transformed = result.artifact("transform", "transformed_examples")
-    if transformed:
-        p = transformed.properties
-        lines.append(f"  train examples per length bucket: {p.get('train_bucket_examples')}")
-        bucketed, unbucketed = p.get("padding_ratio_bucketed", {}), p.get("padding_ratio_unbucketed", {})
-        if "train" in bucketed:
-            lines.append(f"  padding/real tokens at batch {p.get('padding_batch_size')} (train): "
-                         f"{bucketed['train']:.3f} bucketed vs {unbucketed.get('train', float('nan')):.3f} unbucketed")
-    hyper = result.artifact("tuner", "best_hyperparameters")
-    if hyper:
-        lines.append(f"  model: {hyper.properties.get('architecture')} "
-                     f"({'tuned' if hyper.properties.get('tuned') else 'default hyperparameters'})")
-    model = result.artifact("trainer", "model")
-    if model and embeddings_line(model.properties):
-        lines.append(f"  {embeddings_line(model.properties)}")
-    evaluation = result.artifact("evaluator", "evaluation")
-    if evaluation:
-        p = evaluation.properties
-        lines.append(f"  test accuracy {p.get('accuracy', float('nan')):.4f}, loss {p.get('loss', float('nan')):.4f}, "
-                     f"macro-F1 {p.get('macro_f1', float('nan')):.4f}")
-    blessing = result.artifact("evaluator", "blessing")
-    if blessing:
-        lines.append(f"  blessed: {blessing.properties.get('blessed')} ({blessing.properties.get('reason')})")
-    pushed = result.artifact("pusher", "pushed_model")
-    if pushed:
-        p = pushed.properties
-        lines.append(f"  pushed: version {p.get('version')} -> {p.get('path')}" if p.get("pushed")
-                     else f"  not pushed: {p.get('reason')}")
+def summarize(result: RunResult, steps: tuple[dag.Step, ...] = dag.STEPS) -> str:
+    """The final summary printed after a run: the headline properties of every output (see dag.Step.headline)."""
+    headline = dag.headline_table(steps)
+    lines = [f"Run {result.run_id}: {result.status}" + (f" ({result.outcome})" if result.outcome else "")]
     for r in result.steps:
+        for name, artifact in r.outputs.items():
+            facts = headline_facts(artifact.properties, headline.get(name, ()))
+            if facts:
+                lines.append(f"  {name}: {facts}")
+            if embeddings_line(artifact.properties):  # an artifact that records pretrained vectors
+                lines.append(f"  {embeddings_line(artifact.properties)}")
         if r.state == "failed":
             lines.append(f"  FAILED at {r.step}: {r.note}")
     lines.append(f"  run folder: {result.run_dir}")

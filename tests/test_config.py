@@ -1,6 +1,7 @@
 """Configuration: defaults, file, overrides, flags, and clear errors for unknown keys and bad values."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -10,11 +11,20 @@ import pytest
 import yaml
 
 from pipeline.cli import build_parser, _config_from_args
-from pipeline.config import Config, ConfigError, PROJECT_ROOT, load_config
+from pipeline.config import Config, ConfigError, PROJECT_ROOT, PusherConfig, load_config
 
 
 def test_default_yaml_matches_the_dataclass_defaults():
-    assert load_config(PROJECT_ROOT / "configs" / "default.yaml") == Config()
+    loaded = load_config(PROJECT_ROOT / "configs" / "default.yaml")
+    assert dataclasses.replace(loaded, pusher=PusherConfig()) == Config()  # the serving folder is resolved
+
+
+def test_serving_folder_is_resolved_when_the_configuration_loads(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_config().pusher.serving_dir == str(tmp_path / "pipeline_root" / "serving" / "agnews")
+    assert load_config(flags={"pipeline.root": "elsewhere"}).pusher.serving_dir == str(
+        tmp_path / "elsewhere" / "serving" / "agnews")
+    assert load_config(flags={"pusher.serving_dir": "models"}).pusher.serving_dir == str(tmp_path / "models")
 
 
 def test_precedence_file_then_set_then_flags(tmp_path):

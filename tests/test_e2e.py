@@ -48,7 +48,9 @@ def test_full_run_reports_every_step_and_pushes_version_1(first_run):
     out = completed.stdout
     for step in ("ingest", "validate", "transform", "tuner", "trainer", "evaluator", "pusher"):
         assert f"] {step}" in out and "done in" in out
-    assert "rows: train" in out and "vocabulary:" in out and "test accuracy" in out
+    # The summary prints every output's headline properties (dag.Step.headline).
+    assert "examples: train_rows=1148" in out and "transform_graph: vocab_size=5000" in out
+    assert "evaluation: accuracy=" in out and "pushed_model: pushed=True, version=1" in out
     version_dir = root / "serving" / "agnews" / "1"
     assert (version_dir / "saved_model.pb").is_file()
     assert (version_dir / "assets.extra" / "tf_serving_warmup_requests").is_file()
@@ -143,19 +145,22 @@ def test_worse_model_is_not_pushed(first_run):
     # A one-word vocabulary leaves the model next to chance: far below the blessed baseline.
     completed = agnews("run", *pipeline_args(root, "--set", "transform.vocab_size=1", "--no-tune",
                                              "--min-accuracy", "0"))
-    assert "not pushed" in completed.stdout, completed.stdout
+    assert "pushed_model: pushed=False" in completed.stdout, completed.stdout
+    assert "(not_pushed)" in completed.stdout
     assert sorted(p.name for p in (root / "serving" / "agnews").iterdir()) == versions_before
 
 
 def test_runs_and_show_list_the_history(first_run):
     root, _, _ = first_run
     runs = agnews("runs", "--pipeline-root", str(root)).stdout
-    assert runs.count("succeeded") >= 2 and "v1" in runs
+    assert runs.count("succeeded") >= 2
+    header, first = runs.splitlines()[0].split(), runs.splitlines()[-1].split()  # newest first
+    assert header[-3:] == ["accuracy", "blessed", "pushed_version"] and first[-2:] == ["true", "1"]
     first_id = sorted(p.name for p in (root / "runs").iterdir())[0]
     shown = agnews("show", first_id, "--pipeline-root", str(root)).stdout
-    assert "lineage of model" in shown and "pushed as version 1" in shown
+    assert "lineage of model" in shown and "pushed by pusher in run" in shown and "version=1" in shown
     assert "examples" in shown and "best_hyperparameters" in shown and "transform_graph" in shown
-    assert '"vocab_size": 5000' in shown and "hyperparameters: {" in shown  # vocabulary and hyperparameters
+    assert '"vocab_size": 5000' in shown and "values: {" in shown  # vocabulary and hyperparameters
     assert f"<- data: csv:{SAMPLE_DIR}  fingerprint " in shown  # the source data it was trained on
 
 
@@ -250,7 +255,8 @@ def test_gc_keeps_what_the_pushed_model_and_kept_runs_need(first_run):
     root, _, _ = first_run
     from pipeline.metadata import MetadataStore
     store = MetadataStore(root / "metadata.sqlite")
-    pushed_model = store.pushed_models()[0][2]
+    pusher_execution = store.outputs_where("pusher", "pushed_model", "pushed")[0][0]
+    pushed_model = store.artifacts_of(pusher_execution["id"], "input")["model"]
     store.close()
     collected = agnews("gc", "--keep", "1", "--pipeline-root", str(root)).stdout
     assert "deleted" in collected

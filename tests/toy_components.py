@@ -12,7 +12,7 @@ from pipeline.artifacts import Artifact, ComponentError
 from pipeline.dag import Step
 
 STEPS = (
-    Step("source", "toy_components", outputs=("numbers",), config_section="ingest"),
+    Step("source", "toy_components", outputs=("numbers",), config_section="ingest", source="data"),
     Step("double", "toy_components_double", inputs={"numbers": "source.numbers"}, outputs=("doubled",),
          config_section="trainer", seeded=True),
 )

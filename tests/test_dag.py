@@ -1,0 +1,79 @@
+"""The DAG's declarations (headline table, source, delivery, resolver) are consistent, and the store evaluates a
+Resolver by its generic query, with no step named in the runner or the store."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline import dag
+from pipeline.artifacts import Artifact
+from pipeline.metadata import MetadataStore
+
+
+def test_declarations_name_real_outputs():
+    outputs = {f"{step.name}.{output}" for step in dag.STEPS for output in step.outputs}
+    headline = dag.headline_table()
+    assert set(headline) == {output for step in dag.STEPS for output in step.headline}
+    for step in dag.STEPS:
+        assert set(step.headline) <= set(step.outputs), step.name
+        for source in step.inputs.values():
+            assert (source.artifact if isinstance(source, dag.Resolver) else source) in outputs
+    for column in dag.RUN_COLUMNS.values():
+        output, prop = column.split(".")
+        assert prop in headline[output], column
+    assert dag.PRODUCT in outputs
+    assert [step.name for step in dag.STEPS if step.source] == ["ingest"]
+    for step in dag.delivering_steps():
+        output, prop = step.delivers.split(".")
+        assert output in step.outputs and prop in step.headline[output]
+    for resolver in dag.resolvers():
+        assert resolver.artifact in outputs and resolver.judged_by in outputs
+        judge = dag.step_named(resolver.judged_by.split(".")[0])
+        assert resolver.artifact in judge.inputs.values()  # the judge consumes what it judges
+
+
+def _execute(store: MetadataStore, run_id: str, step: str, inputs: dict[str, int],
+             outputs: dict[str, tuple[str, dict]], tmp_path: Path) -> dict[str, int]:
+    execution = store.start_execution(run_id, step, "key", "code", {})
+    published = {}
+    for name, (content, properties) in outputs.items():
+        folder = tmp_path / run_id / step / name
+        folder.mkdir(parents=True)
+        published[name] = (Artifact(name, folder, properties), content)  # the content stands in for a fingerprint
+    return store.complete_execution(execution, tmp_path / run_id / step, inputs, published)
+
+
+def test_resolver_finds_the_newest_judged_artifact_and_never_the_candidate_itself(tmp_path):
+    store = MetadataStore(tmp_path / "metadata.sqlite")
+    resolver = dag.LATEST_BLESSED_MODEL
+    assert resolver.resolve(store, dag.STEPS) is None  # nothing judged yet: the input is simply absent
+
+    def run(run_id: str, model: str, blessed: bool, baseline: int | None = None) -> int:
+        store.start_run(run_id, "run", {}, None)
+        model_id = _execute(store, run_id, "trainer", {}, {"model": (model, {})}, tmp_path)["model"]
+        inputs = {"model": model_id, **({"baseline_model": baseline} if baseline else {})}
+        _execute(store, run_id, "evaluator", inputs, {"blessing": (f"b-{run_id}", {"blessed": blessed})}, tmp_path)
+        return model_id
+
+    first = run("r1", "model-1", blessed=True)
+    assert resolver.resolve(store, dag.STEPS).id == first
+    assert resolver.resolve(store, dag.STEPS, exclude_fingerprint="model-1") is None
+    # Blessed with the first model as its baseline: the newer candidate is the answer, never its baseline.
+    second = run("r2", "model-2", blessed=True, baseline=first)
+    assert resolver.resolve(store, dag.STEPS).id == second
+    assert resolver.resolve(store, dag.STEPS, exclude_fingerprint="model-2").id == first
+    run("r3", "model-3", blessed=False, baseline=second)  # not blessed: ignored
+    assert resolver.resolve(store, dag.STEPS).id == second
+    store.mark_deleted([second])  # a deleted artifact cannot be a baseline
+    assert resolver.resolve(store, dag.STEPS).id == first
+    store.close()
+
+
+def test_outputs_where_lists_only_deliveries_that_happened(tmp_path):
+    store = MetadataStore(tmp_path / "metadata.sqlite")
+    store.start_run("r1", "run", {}, None)
+    pushed = _execute(store, "r1", "pusher", {}, {"pushed_model": ("p1", {"pushed": True, "version": 1})}, tmp_path)
+    store.start_run("r2", "run", {}, None)
+    _execute(store, "r2", "pusher", {}, {"pushed_model": ("p2", {"pushed": False})}, tmp_path)
+    found = store.outputs_where("pusher", "pushed_model", "pushed")
+    assert [(execution["run_id"], artifact.id) for execution, artifact in found] == [("r1", pushed["pushed_model"])]
+    store.close()
