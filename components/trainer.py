@@ -30,6 +30,7 @@ from library.layouts import (ModelInputSpec, keras_model_file, read_best_hyperpa
                              write_trained_hyperparameters)
 from library.models import (architecture_names, build_model, check_hyperparameters, compile_model,
                             fixed_hyperparameters, search_space)
+from library.progress import EpochProgress
 from pipeline.artifacts import Artifact, ComponentError, Runtime
 from pipeline.config import TrainerConfig
 
@@ -178,7 +179,10 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
         with strategy.scope():
             model = build_model(architecture, hp, model_input, pretrained.alignment.matrix if pretrained else None)
         throughput = _Throughput(train.num_examples)
-        callbacks = [throughput, keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(run_dir)))]
+        callbacks = [throughput, EpochProgress(runtime.log, "trainer"),
+                     keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(run_dir)))]
+        runtime.log(f"trainer: plan: up to {config.epochs} epochs x {train.num_examples:,} rows "
+                    f"(early stopping patience {config.early_stopping_patience}); an ETA follows each epoch")
         if 0 < frozen_epochs < config.epochs:
             # after_epochs N: train the layers above the frozen vectors first, then fine-tune everything. The
             # optimizer only updates the variables it was compiled with, hence the recompile; the second phase

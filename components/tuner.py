@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from library.layouts import (TRIALS_CSV_FILE, TRIALS_MARKDOWN_FILE, ModelInputSp
                              read_model_input, write_best_hyperparameters)
 from library.models import (build_model, check_hyperparameters, default_hyperparameters, fixed_hyperparameters,
                                hyperparameter_names, parse_fixed_hyperparameters, search_space)
+from library.progress import Progress, duration
 from pipeline.artifacts import Artifact, ComponentError, Runtime
 from pipeline.config import TunerConfig
 
@@ -55,6 +57,7 @@ class _SearchModel(keras_tuner.HyperModel):
         self.examples_dir = examples_dir
         self.train_rows = train_rows
         self.seed = seed
+        self.progress = None
 
     def build(self, hp):
         # KerasTuner clears the Keras session before each trial; re-seeding here gives every trial the same start.
@@ -65,7 +68,18 @@ class _SearchModel(keras_tuner.HyperModel):
         train = bucketed_batches(self.examples_dir, "train", hp.get("batch_size"), shuffle=True, seed=self.seed,
                                  max_examples=self.train_rows)
         evaluation = bucketed_batches(self.examples_dir, "eval", EVAL_BATCH_SIZE, shuffle=False)
-        return model.fit(train.dataset, validation_data=evaluation.dataset, shuffle=False, **kwargs)
+        started = time.monotonic()
+        history = model.fit(train.dataset, validation_data=evaluation.dataset, shuffle=False, **kwargs)
+        if self.progress is not None:  # trials vary in epochs (Hyperband): the ETA is rough
+            self.trials_done += 1
+            self.log(f"tuner: trial {self.trials_done} ({len(history.history.get('loss', []))} epoch(s) x "
+                     f"{train.num_examples:,} rows) in {duration(time.monotonic() - started)}; trials "
+                     f"{self.progress.line(self.trials_done)} (rough)")
+        return history
+
+    def track(self, max_trials: int, log) -> None:
+        """Log a progress line with an ETA after each trial of this search."""
+        self.progress, self.trials_done, self.log = Progress(max_trials), 0, log
 
 
 def _objective(name: str) -> keras_tuner.Objective:
@@ -185,6 +199,11 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
                                   pretrained.alignment.matrix if pretrained else None)
         try:
             tuner = _make_tuner(config, hypermodel, fixed, state_dir, runtime.seed)
+            runtime.log(f"tuner: plan: {config.algorithm} search, up to {config.max_trials} trials x up to "
+                        f"{config.max_epochs} epochs on "
+                        f"{'all' if not config.train_subsample_rows else f'{config.train_subsample_rows:,}'} "
+                        "train rows; an ETA follows each trial")
+            hypermodel.track(config.max_trials, runtime.log)
             # KerasTuner gives a TensorBoard callback a folder per trial and adds the HParams plugin's callback.
             logs = keras.callbacks.TensorBoard(log_dir=str(Path(output_dir) / TENSORBOARD_DIR))
             tuner.search(epochs=config.max_epochs, verbose=2, callbacks=[logs])
