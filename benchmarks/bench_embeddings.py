@@ -96,9 +96,9 @@ def tfidf_baseline(examples_dir: Path) -> dict:
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, lowercase=True)
     train_m = vectorizer.fit_transform(train_x)
     eval_scores = {}
-    for c in (1.0, 3.0, 10.0, 30.0):
-        model = LogisticRegression(C=c, max_iter=2000).fit(train_m, train_y)
-        eval_scores[c] = float(model.score(vectorizer.transform(eval_x), eval_y))
+    for regularization in (1.0, 3.0, 10.0, 30.0):
+        model = LogisticRegression(C=regularization, max_iter=2000).fit(train_m, train_y)
+        eval_scores[regularization] = float(model.score(vectorizer.transform(eval_x), eval_y))
     best_c = max(eval_scores, key=lambda c: (eval_scores[c], -c))  # ties: the stronger regularization
     model = LogisticRegression(C=best_c, max_iter=2000).fit(train_m, train_y)
     return {"test_accuracy": float(model.score(vectorizer.transform(test_x), test_y)), "C": best_c,
@@ -197,32 +197,33 @@ def main() -> None:
 
 
 def markdown(report: dict) -> str:
-    d, b, base = report["data"], report["budget"], report["tfidf_logistic_regression"]
-    rows = d["rows"]
-    w2v = b["word2vec"]
+    data, budget, base = report["data"], report["budget"], report["tfidf_logistic_regression"]
+    rows = data["rows"]
+    w2v = budget["word2vec"]
     lines = [
         f"# Pretrained embeddings benchmark ({report['date']})", "",
         f"Command: `{report['command']}`  ", f"Machine: {report['machine']}  ",
         f"Wall time: {report['wall_seconds'] / 60:.1f} min (ingest+validate+transform "
         f"{report['prepare_seconds']:.0f}s)", "",
-        f"Data: {d['source']}: train {rows.get('train_rows')} + eval {rows.get('eval_rows')} rows (train.csv), "
-        f"test {rows.get('test_rows')} rows (test.csv, all scored). Vocabulary {d['vocab_size']} tokens built on "
-        f"the train split; {d['test_tokens_outside_vocabulary']:.1%} of the test split's tokens fall outside it "
+        f"Data: {data['source']}: train {rows.get('train_rows')} + eval {rows.get('eval_rows')} rows (train.csv), "
+        f"test {rows.get('test_rows')} rows (test.csv, all scored). Vocabulary {data['vocab_size']} tokens built on "
+        f"the train split; {data['test_tokens_outside_vocabulary']:.1%} of the test split's tokens fall outside it "
         "(OOV bucket), whatever vectors the embedding starts from.", "",
-        f"Model: {b['architecture']}, at most {b['epochs']} epochs, early stopping on eval val_loss "
-        f"(patience {b['patience']}, best weights kept). Word2Vec: skip-gram, {w2v['dim']} dimensions (the "
+        f"Model: {budget['architecture']}, at most {budget['epochs']} epochs, early stopping on eval val_loss "
+        f"(patience {budget['patience']}, best weights kept). Word2Vec: skip-gram, {w2v['dim']} dimensions (the "
         f"bilstm's embedding_dim), window {w2v['window']}, min_count {w2v['min_count']}, {w2v['epochs']} epochs, "
         "trained per seed on the train split's text after the transform's normalization and tokenization "
         "(what `agnews-pipeline embeddings` does). Seeds: " + ", ".join(map(str, report["seeds"])) + ".", "",
         "| model | test accuracy, mean ± sd | per seed | epochs trained (best) per seed | mean seconds per run |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for s in report["summary"]:
-        sd = f" ± {s['test_accuracy_std']:.4f}" if s["test_accuracy_std"] is not None else ""
-        epochs = ", ".join(f"{e} ({b_})" for e, b_ in zip(s["epochs_trained_per_seed"], s["best_epoch_per_seed"]))
-        lines.append(f"| bilstm, {s['variant']} | **{s['test_accuracy_mean']:.4f}**{sd} | "
-                     + ", ".join(f"{a:.4f}" for a in s["test_accuracy_per_seed"])
-                     + f" | {epochs} | {s['mean_seconds']:.0f} |")
+    for summary in report["summary"]:
+        sd = f" ± {summary['test_accuracy_std']:.4f}" if summary["test_accuracy_std"] is not None else ""
+        epochs = ", ".join(f"{e} ({b_})" for e, b_ in zip(summary["epochs_trained_per_seed"],
+                                                          summary["best_epoch_per_seed"]))
+        lines.append(f"| bilstm, {summary['variant']} | **{summary['test_accuracy_mean']:.4f}**{sd} | "
+                     + ", ".join(f"{a:.4f}" for a in summary["test_accuracy_per_seed"])
+                     + f" | {epochs} | {summary['mean_seconds']:.0f} |")
     lines.append(f"| TF-IDF (word 1-2 grams) + logistic regression (C={base['C']:g}, chosen on eval) | "
                  f"**{base['test_accuracy']:.4f}** (deterministic) | | | {base['seconds']:.0f} |")
     covered = [s for s in report["summary"] if s["vocab_coverage"] is not None]

@@ -182,7 +182,7 @@ def _model_text(run: dict) -> str:
 
 
 def markdown(report: dict) -> str:
-    b, d = report["budget"], report["data"]
+    budget, data = report["budget"], report["data"]
     seeds = ", ".join(str(x) for x in report["seeds"])
     lines = [
         f"# Model benchmarks ({report['date']})", "",
@@ -190,13 +190,14 @@ def markdown(report: dict) -> str:
         f"Wall time: {report['wall_seconds'] / 60:.1f} min (ingest+validate+transform "
         f"{report['prepare_seconds']:.0f}s, pipeline variants {report['pipeline_seconds']:.0f}s, notebook "
         f"{report['notebook_seconds']:.0f}s, throughput {report['throughput_seconds']:.0f}s)", "",
-        f"Data: {d['source']}: train.csv {d['csv_rows']['train']} rows -> train {d['rows']['train']} + eval "
-        f"{d['rows']['eval']} (the ingest's content-hashed 5%); test.csv {d['rows']['test']} rows, all used for "
-        f"test accuracy; {d['quarantined_rows']} rows quarantined. Every model below trains on the same train "
-        "rows, early-stops on the same eval rows and is scored on the same test rows.", "",
-        f"Budget: tuner {b['tuner_algorithm']} search, {b['tuner_trials']} trials x {b['tuner_epochs']} epochs "
-        f"(objective val_loss on eval); trainer at most {b['epochs']} epochs, early stopping on eval val_loss "
-        f"(patience {b['patience']}, best weights kept). Notebook recipe: the same early stopping and epoch cap. "
+        f"Data: {data['source']}: train.csv {data['csv_rows']['train']} rows -> train {data['rows']['train']} "
+        f"+ eval {data['rows']['eval']} (the ingest's content-hashed 5%); test.csv {data['rows']['test']} rows, "
+        f"all used for test accuracy; {data['quarantined_rows']} rows quarantined. Every model below trains on "
+        "the same train rows, early-stops on the same eval rows and is scored on the same test rows.", "",
+        f"Budget: tuner {budget['tuner_algorithm']} search, {budget['tuner_trials']} trials x "
+        f"{budget['tuner_epochs']} epochs (objective val_loss on eval); trainer at most {budget['epochs']} epochs, "
+        f"early stopping on eval val_loss (patience {budget['patience']}, best weights kept). Notebook recipe: the "
+        "same early stopping and epoch cap. "
         f"Seeds {seeds}: each seed reruns tuner and trainer (the notebook: its training) from scratch.", "",
         f"Pipeline test accuracy: Keras `evaluate` of the trainer's saved model (`model/{KERAS_MODEL_FILE}`) on the "
         "transform's test split (title + description token ids). Notebook: the model with its own "
@@ -206,34 +207,36 @@ def markdown(report: dict) -> str:
         "per seed | mean seconds |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for r in report["accuracy"]:
-        spread = f" ± {r['test_accuracy_std']:.4f}" if r["test_accuracy_std"] is not None else ""
-        epochs = ", ".join(f"{e} ({best})" for e, best in zip(r["epochs_trained_per_seed"], r["best_epoch_per_seed"]))
-        lines.append(f"| {r['model']} | **{r['test_accuracy_mean']:.4f}**{spread} | "
-                     + ", ".join(f"{x:.4f}" for x in r["test_accuracy_per_seed"]) + " | "
-                     + ", ".join(f"{x:.3f}" for x in r["val_accuracy_per_seed"]) + f" | {epochs} | "
-                     f"{r['mean_seconds']:.0f} |")
+    for row in report["accuracy"]:
+        spread = f" ± {row['test_accuracy_std']:.4f}" if row["test_accuracy_std"] is not None else ""
+        epochs = ", ".join(f"{e} ({best})" for e, best in zip(row["epochs_trained_per_seed"],
+                                                              row["best_epoch_per_seed"]))
+        lines.append(f"| {row['model']} | **{row['test_accuracy_mean']:.4f}**{spread} | "
+                     + ", ".join(f"{x:.4f}" for x in row["test_accuracy_per_seed"]) + " | "
+                     + ", ".join(f"{x:.3f}" for x in row["val_accuracy_per_seed"]) + f" | {epochs} | "
+                     f"{row['mean_seconds']:.0f} |")
     lines += ["", "Hyperparameters trained, per seed (tuned rows: the search's best trial; its score is val_loss "
               "on eval after the trial's epochs):", "",
               "| model | seed | hyperparameters | tuner best val_loss | test accuracy |", "| --- | --- | --- | --- | --- |"]
-    for r in report["runs"]:
-        score = f"{r['tuner_best_score']:.4f}" if r.get("tuner_best_score") is not None else ""
-        lines.append(f"| {r['model']} | {r['seed']} | {_model_text(r)} | {score} | {r['test_accuracy']:.4f} |")
-    t = report.get("throughput")
-    if t:
+    for row in report["runs"]:
+        score = f"{row['tuner_best_score']:.4f}" if row.get("tuner_best_score") is not None else ""
+        lines.append(f"| {row['model']} | {row['seed']} | {_model_text(row)} | {score} | "
+                     f"{row['test_accuracy']:.4f} |")
+    throughput_report = report.get("throughput")
+    if throughput_report:
         lines += ["", "## Training throughput (bilstm defaults, batch 64, transformed train split)", "",
-                  f"{t['rounds']} epochs per input pipeline, alternating (round-robin), one fresh model each; the "
-                  "first epoch includes graph tracing. Median epoch; ratio to bucketed from the same run. Padding "
-                  "ratio = padded positions / real tokens over one epoch.", "",
+                  f"{throughput_report['rounds']} epochs per input pipeline, alternating (round-robin), one fresh "
+                  "model each; the first epoch includes graph tracing. Median epoch; ratio to bucketed from the "
+                  "same run. Padding ratio = padded positions / real tokens over one epoch.", "",
                   "| input pipeline | padding ratio | examples/s per epoch | median examples/s | vs bucketed "
                   "(medians) | vs bucketed, per round |",
                   "| --- | --- | --- | --- | --- | --- |"]
-        bucketed = t["rows"][0]["examples_per_second_per_epoch"]
-        for r in t["rows"]:
-            per_epoch = ", ".join(f"{x:.0f}" for x in r["examples_per_second_per_epoch"])
-            per_round = ", ".join(f"{x / b:.2f}x" for x, b in zip(r["examples_per_second_per_epoch"], bucketed))
-            lines.append(f"| {r['input_pipeline']} | {r['padding_ratio']:.3f} | {per_epoch} | "
-                         f"{r['median_examples_per_second']:.0f} | {r['speed_vs_bucketed']:.2f}x | {per_round} |")
+        bucketed = throughput_report["rows"][0]["examples_per_second_per_epoch"]
+        for row in throughput_report["rows"]:
+            per_epoch = ", ".join(f"{x:.0f}" for x in row["examples_per_second_per_epoch"])
+            per_round = ", ".join(f"{x / b:.2f}x" for x, b in zip(row["examples_per_second_per_epoch"], bucketed))
+            lines.append(f"| {row['input_pipeline']} | {row['padding_ratio']:.3f} | {per_epoch} | "
+                         f"{row['median_examples_per_second']:.0f} | {row['speed_vs_bucketed']:.2f}x | {per_round} |")
     return "\n".join(lines) + "\n"
 
 

@@ -77,8 +77,8 @@ def read_texts(csv_dir: Path) -> list[str]:
 def summary(latencies: list[float], wall_seconds: float, texts_per_request: int) -> dict:
     ordered = sorted(latencies)
 
-    def percentile(p: float) -> float:
-        return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] * 1000
+    def percentile(percent: float) -> float:
+        return ordered[min(len(ordered) - 1, int(round(percent / 100 * (len(ordered) - 1))))] * 1000
 
     return {"requests": len(latencies), "texts_per_request": texts_per_request,
             "wall_seconds": wall_seconds, "requests_per_second": len(latencies) / wall_seconds,
@@ -214,9 +214,9 @@ def main() -> None:
     rows = []
     for name in bursts:
         for side, results in (("serve (HTTP, JSON)", http_results), ("in-process signature call", in_process_results)):
-            r = results[name]
-            rows.append(f"| {sizes[name]} | {side} | {r['requests']} | {r['requests_per_second']:.0f} | "
-                        f"{r['texts_per_second']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
+            result = results[name]
+            rows.append(f"| {sizes[name]} | {side} | {result['requests']} | {result['requests_per_second']:.0f} | "
+                        f"{result['texts_per_second']:.0f} | {result['p50_ms']:.1f} | {result['p99_ms']:.1f} |")
     text = "\n".join([
         f"# serve load test ({report['date']})", "",
         f"Command: `{report['command']}`  ", f"Machine: {machine}  ",

@@ -129,7 +129,7 @@ def main() -> None:
         "modules_imported_by_serving": imported_by_serving,
         "wall_seconds": time.perf_counter() - started,
     }
-    s, b = report["single"], report["batch"]
+    single, batch = report["single"], report["batch"]
     text = "\n".join([
         f"# Serving benchmark ({report['date']})", "",
         f"Command: `{report['command']}`  ", f"Machine: {report['machine']}  ",
@@ -140,10 +140,12 @@ def main() -> None:
         f"Data: {report['data']}; wall time {report['wall_seconds']:.0f}s", "",
         "| request | count | p50 ms | p90 ms | p99 ms | mean ms | examples/s |",
         "| --- | --- | --- | --- | --- | --- | --- |",
-        f"| 1 text | {s['requests']} (after {s['warmup']} warm-up) | {s['p50_ms']:.1f} | {s['p90_ms']:.1f} | "
-        f"{s['p99_ms']:.1f} | {s['mean_ms']:.1f} | {1000 / s['mean_ms']:.0f} |",
-        f"| batch of {b['batch_size']} | {b['batches']} batches, {b['examples']} texts | {b['p50_ms']:.1f} | "
-        f"{b['p90_ms']:.1f} | {b['p99_ms']:.1f} | {b['mean_ms']:.1f} | {b['examples_per_second']:.0f} |",
+        f"| 1 text | {single['requests']} (after {single['warmup']} warm-up) | {single['p50_ms']:.1f} | "
+        f"{single['p90_ms']:.1f} | "
+        f"{single['p99_ms']:.1f} | {single['mean_ms']:.1f} | {1000 / single['mean_ms']:.0f} |",
+        f"| batch of {batch['batch_size']} | {batch['batches']} batches, {batch['examples']} texts | "
+        f"{batch['p50_ms']:.1f} | {batch['p90_ms']:.1f} | {batch['p99_ms']:.1f} | {batch['mean_ms']:.1f} | "
+        f"{batch['examples_per_second']:.0f} |",
         "", f"Accuracy of the served model on these {len(texts)} test rows: {report['served_test_accuracy']:.4f}",
     ]) + "\n"
     print(text)

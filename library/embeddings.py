@@ -146,8 +146,8 @@ def align(vectors, vocabulary: list[str], embedding_input_dim: int, seed: int) -
         if position is None:
             if lowercased is None:  # built once, only when needed; the file's first (most frequent) form wins
                 lowercased = {}
-                for key, i in index.items():
-                    lowercased.setdefault(str(key).lower(), i)
+                for key, known_position in index.items():
+                    lowercased.setdefault(str(key).lower(), known_position)
             position = lowercased.get(token)
         if position is not None:
             rows[token_id] = position

@@ -147,9 +147,9 @@ class TransformConfig:
         _require(self.vocab_size >= 1, f"transform.vocab_size must be >= 1, got {self.vocab_size}")
         _require(self.num_oov_buckets >= 1, f"transform.num_oov_buckets must be >= 1, got {self.num_oov_buckets}")
         _require(self.max_length >= 1, f"transform.max_length must be >= 1, got {self.max_length}")
-        b = list(self.bucket_boundaries)
-        _require(len(b) >= 1 and all(x >= 1 for x in b) and b == sorted(set(b)),
-                 f"transform.bucket_boundaries must be strictly increasing positive integers, got {b}")
+        bounds = list(self.bucket_boundaries)
+        _require(len(bounds) >= 1 and all(x >= 1 for x in bounds) and bounds == sorted(set(bounds)),
+                 f"transform.bucket_boundaries must be strictly increasing positive integers, got {bounds}")
 
     def bucket_upper_bounds(self) -> list[int]:
         """Inclusive upper length of each bucket; the last bucket always ends at max_length."""

@@ -45,8 +45,9 @@ def _evaluation_sections(evaluation_dir: Path) -> list[str]:
                  metrics.get("macro_f1"))]
         buckets = metrics.get("length_buckets", {})
         for name in sorted(buckets, key=lambda bucket: parse_bucket_dir(bucket) or 0):
-            b = buckets[name]
-            rows.append((name, b.get("examples"), b.get("accuracy"), b.get("loss"), b.get("macro_f1")))
+            bucket = buckets[name]
+            rows.append((name, bucket.get("examples"), bucket.get("accuracy"), bucket.get("loss"),
+                         bucket.get("macro_f1")))
         parts += ["<h2>Evaluation (test split) per length bucket</h2>",
                   _table(("slice", "examples", "accuracy", "loss", "macro F1"), rows, numeric_from=1)]
         classes = metrics.get("class_names") or []

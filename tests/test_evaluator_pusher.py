@@ -42,9 +42,9 @@ def read_transformed(split_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 def tiny_lstm(embedding_input_dim: int) -> keras.Model:
     keras.utils.set_random_seed(0)
     token_ids = keras.Input(shape=(None,), dtype="int64")
-    x = keras.layers.Embedding(embedding_input_dim, 16, mask_zero=True)(token_ids)
-    x = keras.layers.LSTM(8)(x)
-    model = keras.Model(token_ids, keras.layers.Dense(4, activation="softmax")(x))
+    hidden = keras.layers.Embedding(embedding_input_dim, 16, mask_zero=True)(token_ids)
+    hidden = keras.layers.LSTM(8)(hidden)
+    model = keras.Model(token_ids, keras.layers.Dense(4, activation="softmax")(hidden))
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
@@ -67,9 +67,10 @@ def trained(tmp_path_factory, transformed_sample):
     transform_graph = transformed_sample["transform_graph"].uri
     examples_dir = transformed_sample["transformed_examples"].uri
     model = tiny_lstm(layouts.read_model_input(transform_graph).embedding_input_dim)
-    x, y = read_transformed(layouts.split_dir(examples_dir, "train"))
-    x_eval, y_eval = read_transformed(layouts.split_dir(examples_dir, "eval"))
-    fitted = model.fit(x, y, epochs=4, batch_size=64, verbose=0, validation_data=(x_eval, y_eval)).history
+    token_ids, labels = read_transformed(layouts.split_dir(examples_dir, "train"))
+    eval_token_ids, eval_labels = read_transformed(layouts.split_dir(examples_dir, "eval"))
+    fitted = model.fit(token_ids, labels, epochs=4, batch_size=64, verbose=0,
+                       validation_data=(eval_token_ids, eval_labels)).history
     # The trainer's history.json form: one record per epoch plus a summary.
     epochs = [{"epoch": i + 1, **{k: v[i] for k, v in fitted.items()}, "examples_per_second": 1000.0}
               for i in range(4)]
@@ -152,11 +153,11 @@ def test_metrics_match_numpy_and_first_model_is_blessed(tmp_path, trained, inges
     assert sorted(metrics["length_buckets"]) == sorted(p.name for p in bucket_dirs) and len(bucket_dirs) >= 2
     assert metrics["bucket_counts"]["evaluated"] == metrics["bucket_counts"]["transformed_test_split"]
     for bucket_dir in bucket_dirs:
-        x, y = read_transformed(bucket_dir)
-        keras_predicted = np.argmax(trained["keras"].predict(x, verbose=0), axis=1)
+        token_ids, labels = read_transformed(bucket_dir)
+        keras_predicted = np.argmax(trained["keras"].predict(token_ids, verbose=0), axis=1)
         bucket = metrics["length_buckets"][bucket_dir.name]
-        assert bucket["examples"] == len(y)
-        assert bucket["accuracy"] == pytest.approx(np.mean(keras_predicted == y), abs=1e-6)
+        assert bucket["examples"] == len(labels)
+        assert bucket["accuracy"] == pytest.approx(np.mean(keras_predicted == labels), abs=1e-6)
         assert set(bucket) >= {"loss", "macro_f1", "per_class", "confusion_matrix"}
 
     assert blessing["blessed"] is True and blessing["baseline_accuracy"] is None

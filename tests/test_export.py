@@ -83,9 +83,9 @@ def fresh_process_env() -> dict[str, str]:
 def tiny_model(embedding_input_dim: int, seed: int = 0) -> keras.Model:
     keras.utils.set_random_seed(seed)
     token_ids = keras.Input(shape=(None,), dtype="int64", name="token_ids")
-    x = keras.layers.Embedding(embedding_input_dim, 8, mask_zero=True)(token_ids)
-    x = keras.layers.LSTM(4)(x)
-    model = keras.Model(token_ids, keras.layers.Dense(4, activation="softmax")(x))
+    hidden = keras.layers.Embedding(embedding_input_dim, 8, mask_zero=True)(token_ids)
+    hidden = keras.layers.LSTM(4)(hidden)
+    model = keras.Model(token_ids, keras.layers.Dense(4, activation="softmax")(hidden))
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     rng = np.random.default_rng(seed)
     model.fit(rng.integers(1, embedding_input_dim, size=(8, 6)), rng.integers(0, 4, size=8), epochs=1, verbose=0)
@@ -239,8 +239,8 @@ def test_fixed_length_model_input_is_padded_or_truncated(exported, tmp_path):
     """A model built for exactly N steps still serves empty and very long texts."""
     keras.utils.set_random_seed(1)
     token_ids = keras.Input(shape=(5,), dtype="int64")
-    x = keras.layers.Embedding(10_000, 4, mask_zero=True)(token_ids)
-    model = keras.Model(token_ids, keras.layers.Dense(4, activation="softmax")(keras.layers.LSTM(2)(x)))
+    embedded = keras.layers.Embedding(10_000, 4, mask_zero=True)(token_ids)
+    model = keras.Model(token_ids, keras.layers.Dense(4, activation="softmax")(keras.layers.LSTM(2)(embedded)))
     export.export_serving_model(model, exported["transform_graph"], tmp_path / "fixed")
     texts = ["", LONG_TEXT, "oil prices"]
     outputs = tf.saved_model.load(str(tmp_path / "fixed")).signatures["serving_default"](text=tf.constant(texts))
@@ -251,10 +251,10 @@ def test_fixed_length_model_input_is_padded_or_truncated(exported, tmp_path):
 def test_cudnn_is_disabled_only_while_tracing():
     keras.utils.set_random_seed(2)
     inputs = keras.Input(shape=(None,), dtype="int64")
-    x = keras.layers.Embedding(20, 4, mask_zero=True)(inputs)
-    x = keras.layers.Bidirectional(keras.layers.LSTM(2, return_sequences=True))(x)
-    x = keras.layers.GRU(2, use_cudnn=True)(x)
-    model = keras.Model(inputs, x)
+    hidden = keras.layers.Embedding(20, 4, mask_zero=True)(inputs)
+    hidden = keras.layers.Bidirectional(keras.layers.LSTM(2, return_sequences=True))(hidden)
+    hidden = keras.layers.GRU(2, use_cudnn=True)(hidden)
+    model = keras.Model(inputs, hidden)
     rnn_layers = [layer for layer in model._flatten_layers() if hasattr(layer, "use_cudnn")]
     # The bidirectional wrapper's forward and backward copies are the layers that run, so they must be found.
     assert sorted(layer.name.split("_")[0] for layer in rnn_layers) == ["backward", "forward", "gru"]

@@ -39,8 +39,8 @@ def csv_rows(path: Path) -> Counter:
 
 def labels_of(rows: Counter) -> Counter:
     counts = Counter()
-    for (label, _, _), n in rows.items():
-        counts[label] += n
+    for (label, _, _), count in rows.items():
+        counts[label] += count
     return counts
 
 

@@ -226,13 +226,14 @@ def test_error_shapes(server, method, path, body, status, message):
 
 
 def test_concurrent_requests(server, models):
-    def one(i):
-        return server.predict([TEXTS[i % len(TEXTS)]])[0]
+    def one(request_number):
+        return server.predict([TEXTS[request_number % len(TEXTS)]])[0]
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(one, range(48)))
-    for i, probabilities in enumerate(answers):
-        np.testing.assert_allclose(probabilities, models[1]["probabilities"][i % len(TEXTS)], atol=1e-5)
+    for request_number, probabilities in enumerate(answers):
+        np.testing.assert_allclose(probabilities, models[1]["probabilities"][request_number % len(TEXTS)],
+                                   atol=1e-5)
 
 
 def test_push_while_requests_run_switches_without_a_failed_request(server, models):

@@ -112,8 +112,8 @@ def test_interrupted_search_resumes_without_redoing_finished_trials(tuner_inputs
 
     trained.clear()
     monkeypatch.setattr(tuner, "bucketed_batches",
-                        lambda d, split, *a, **k: (trained.append(1) if split == "train" else None)
-                        or real_batches(d, split, *a, **k))
+                        lambda folder, split, *args, **kwargs: (trained.append(1) if split == "train" else None)
+                        or real_batches(folder, split, *args, **kwargs))
     tuner.run(tuner_inputs, tmp_path, config, RUNTIME)
     assert len(trained) == 1, "only the interrupted trial should be trained again"
     assert first_trial.read_text() == finished

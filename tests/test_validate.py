@@ -23,9 +23,9 @@ def int_feature(*values: int) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
 
 
-def good_features(i: int) -> dict[str, tf.train.Feature]:
-    return {"title": bytes_feature(f"title {i}"), "description": bytes_feature(f"a description of row {i}"),
-            "label": int_feature(i % 4)}
+def good_features(row: int) -> dict[str, tf.train.Feature]:
+    return {"title": bytes_feature(f"title {row}"), "description": bytes_feature(f"a description of row {row}"),
+            "label": int_feature(row % 4)}
 
 
 def write_split(examples_dir: Path, split: str, rows: list[dict[str, tf.train.Feature]]) -> None:
@@ -69,10 +69,10 @@ def test_statistics_of_the_sample_are_right(ingested_sample, schema_artifact):
             reported = stats["token_lengths"][field]
             assert reported["min"] == values[0] and reported["max"] == values[-1], (split, field)
             assert reported["mean"] == pytest.approx(sum(values) / len(values)), (split, field)
-            for name, q in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99)):
+            for name, quantile in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99)):
                 # Approximate quantiles: allow one percent of rank error either side.
-                low, high = values[max(0, int((q - 0.01) * len(values)) - 1)], values[
-                    min(len(values) - 1, int((q + 0.01) * len(values)))]
+                low, high = values[max(0, int((quantile - 0.01) * len(values)) - 1)], values[
+                    min(len(values) - 1, int((quantile + 0.01) * len(values)))]
                 assert low <= reported[name] <= high, (split, field, name, reported[name], low, high)
 
 
