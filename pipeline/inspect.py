@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from library.layouts import METRICS_FILE, read_metrics
+from library.layouts import METRICS_FILE, parse_bucket_dir, read_metrics
 from pipeline import dag
 from pipeline.metadata import MetadataStore
 from pipeline.report import embeddings_line, headline_facts
@@ -179,29 +179,29 @@ def _run_facts(details: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{"key": key, "a": a.get(key), "b": b.get(key)} for key in sorted(set(a) | set(b))
-            if a.get(key) != b.get(key)]
+def _differences(facts_a: dict[str, Any], facts_b: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"key": key, "a": facts_a.get(key), "b": facts_b.get(key)}
+            for key in sorted(set(facts_a) | set(facts_b)) if facts_a.get(key) != facts_b.get(key)]
 
 
 def diff_runs(root: Path, run_a: str, run_b: str) -> dict[str, Any]:
     """What differs between two runs: config, hyperparameters, data, code; metrics and outcome side by side."""
-    a, b = _run_facts(run_details(root, run_a)), _run_facts(run_details(root, run_b))
+    facts_a, facts_b = _run_facts(run_details(root, run_a)), _run_facts(run_details(root, run_b))
     return {
         "runs": [run_a, run_b],
-        "config": _differences(a["config"], b["config"]),
-        "hyperparameters": _differences(a["hyperparameters"], b["hyperparameters"]),
-        "data_fingerprint": {"a": a["data_fingerprint"], "b": b["data_fingerprint"],
-                             "same": a["data_fingerprint"] == b["data_fingerprint"]},
-        "code_versions": _differences(a["code_versions"], b["code_versions"]),
-        "metrics": {name: {"a": a["metrics"].get(name), "b": b["metrics"].get(name)}
-                    for name in sorted(set(a["metrics"]) | set(b["metrics"]))},
-        "length_buckets": {bucket: {"a": a["length_buckets"].get(bucket), "b": b["length_buckets"].get(bucket)}
-                           for bucket in sorted(set(a["length_buckets"]) | set(b["length_buckets"]),
-                                                key=lambda name: int(name.rsplit("_", 1)[-1])
-                                                if name.rsplit("_", 1)[-1].isdigit() else 0)},
-        "blessed": {"a": a["blessed"], "b": b["blessed"]},
-        "pushed_version": {"a": a["pushed_version"], "b": b["pushed_version"]},
+        "config": _differences(facts_a["config"], facts_b["config"]),
+        "hyperparameters": _differences(facts_a["hyperparameters"], facts_b["hyperparameters"]),
+        "data_fingerprint": {"a": facts_a["data_fingerprint"], "b": facts_b["data_fingerprint"],
+                             "same": facts_a["data_fingerprint"] == facts_b["data_fingerprint"]},
+        "code_versions": _differences(facts_a["code_versions"], facts_b["code_versions"]),
+        "metrics": {name: {"a": facts_a["metrics"].get(name), "b": facts_b["metrics"].get(name)}
+                    for name in sorted(set(facts_a["metrics"]) | set(facts_b["metrics"]))},
+        "length_buckets": {bucket: {"a": facts_a["length_buckets"].get(bucket),
+                                    "b": facts_b["length_buckets"].get(bucket)}
+                           for bucket in sorted(set(facts_a["length_buckets"]) | set(facts_b["length_buckets"]),
+                                                key=lambda name: parse_bucket_dir(name) or 0)},
+        "blessed": {"a": facts_a["blessed"], "b": facts_b["blessed"]},
+        "pushed_version": {"a": facts_a["pushed_version"], "b": facts_b["pushed_version"]},
     }
 
 
@@ -227,17 +227,18 @@ def format_diff(diff: dict[str, Any]) -> str:
                                          else f"{_value(data['a'])[:12]} -> {_value(data['b'])[:12]}"))
     lines.append(f"{'metrics':<22}{'a':>10}{'b':>10}{'b - a':>10}")
 
-    def row(label: str, a: Any, b: Any) -> str:
-        change = f"{b - a:+.4f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) else "-"
-        return f"  {label:<20}{_value(a):>10}{_value(b):>10}{change:>10}"
+    def row(label: str, value_a: Any, value_b: Any) -> str:
+        numbers = isinstance(value_a, (int, float)) and isinstance(value_b, (int, float))
+        change = f"{value_b - value_a:+.4f}" if numbers else "-"
+        return f"  {label:<20}{_value(value_a):>10}{_value(value_b):>10}{change:>10}"
 
     lines += [row(name, values["a"], values["b"]) for name, values in diff["metrics"].items()]
     if diff["length_buckets"]:
         lines.append("accuracy per length bucket (examples a/b):")
         for bucket, values in diff["length_buckets"].items():
-            a, b = values["a"] or {}, values["b"] or {}
-            label = f"{bucket} ({_value(a.get('examples'))}/{_value(b.get('examples'))})"
-            lines.append(row(label, a.get("accuracy"), b.get("accuracy")))
+            bucket_a, bucket_b = values["a"] or {}, values["b"] or {}
+            label = f"{bucket} ({_value(bucket_a.get('examples'))}/{_value(bucket_b.get('examples'))})"
+            lines.append(row(label, bucket_a.get("accuracy"), bucket_b.get("accuracy")))
     lines.append(f"blessed: {_value(diff['blessed']['a'])} -> {_value(diff['blessed']['b'])}")
     lines.append(f"pushed version: {_value(diff['pushed_version']['a'])} -> {_value(diff['pushed_version']['b'])}")
     return "\n".join(lines)

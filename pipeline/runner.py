@@ -359,8 +359,8 @@ def summarize(result: RunResult, steps: tuple[dag.Step, ...] = dag.STEPS) -> str
     """The final summary printed after a run: the headline properties of every output (see dag.Step.headline)."""
     headline = dag.headline_table(steps)
     lines = [f"Run {result.run_id}: {result.status}" + (f" ({result.outcome})" if result.outcome else "")]
-    for r in result.steps:
-        for name, artifact in r.outputs.items():
+    for step_result in result.steps:
+        for name, artifact in step_result.outputs.items():
             facts = headline_facts(artifact.properties, headline.get(name, ()))
             if facts:
                 lines.append(f"  {name}: {facts}")

@@ -23,8 +23,8 @@ def test_each_epoch_logs_its_time_metrics_and_an_eta():
     lines = []
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
     model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    x, y = np.zeros((8, 3), "float32"), np.zeros(8, "int32")
-    model.fit(x, y, validation_data=(x, y), epochs=3, initial_epoch=1, verbose=0,
+    features, labels = np.zeros((8, 3), "float32"), np.zeros(8, "int32")
+    model.fit(features, labels, validation_data=(features, labels), epochs=3, initial_epoch=1, verbose=0,
               callbacks=[EpochProgress(lines.append, "trainer")])
     assert [line.split(" in ")[0] for line in lines] == ["trainer: epoch 2/3", "trainer: epoch 3/3"]
     assert "val_accuracy" in lines[0] and "epochs 1/2, elapsed" in lines[0] and "epochs 2/2" in lines[1]
