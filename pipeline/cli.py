@@ -330,7 +330,7 @@ def _cmd_gc(args, config) -> int:
     from pipeline.gc import collect_garbage
     from pipeline.runner import root_lock
     if args.keep < 1:
-        raise UsageError(f"gc --keep must be at least 1 (got {args.keep}): the newest run is always kept")
+        raise UsageError(f"--keep must be at least 1 (got {args.keep}): the newest run is always kept")
     _check_root(config.pipeline_root())
     with root_lock(config.pipeline_root()):
         removed = collect_garbage(config.pipeline_root(), args.keep, dry_run=args.dry_run,
