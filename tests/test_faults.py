@@ -194,6 +194,11 @@ def test_gc_never_follows_symlinks_out_of_the_root(root, config, tmp_path):
     shutil.copytree(root / evaluation_uri, other)
     shutil.rmtree(root / evaluation_uri)
     (root / evaluation_uri).symlink_to(other)
+    # A copy a killed pusher left in the serving folder (its process is gone).
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = root / "serving" / "agnews" / f".push-{dead.pid}-0123abcd"
+    shutil.copytree(root / "serving" / "agnews" / "1", stale)
     collected = agnews("gc", "--keep", "1", "--pipeline-root", root)
     assert collected.returncode == 0, collected.stderr[-2000:]
     assert sorted(str(p.relative_to(victim)) for p in victim.rglob("*")) == [
@@ -201,7 +206,7 @@ def test_gc_never_follows_symlinks_out_of_the_root(root, config, tmp_path):
     assert (other / "metrics.json").is_file()
     assert not os.path.lexists(root / evaluation_uri) and not os.path.lexists(root / "tmp")
     assert store_rows(root, "SELECT deleted IS NOT NULL FROM artifacts WHERE name = 'evaluation'") == [(1,)]
-    assert versions(root) == ["1"]
+    assert versions(root) == ["1"] and push_leftovers(root) == [] and f"deleted {stale}" in collected.stdout
 
 
 # ------------------------------------------------------------------------------------------------------ pusher
