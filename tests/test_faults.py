@@ -363,7 +363,7 @@ def test_bad_pipeline_input_is_one_line_and_runs_nothing(tmp_path, config):
         (["run", "--config", config, "--beam-arg=--direct_num_workers=abc", "--pipeline-root", root], 2,
          "--direct_num_workers: invalid int value"),
         (["retrain", "--config", config, "--until", "ingest", "--pipeline-root", root], 2,
-         "--until is not allowed with retrain"),
+         "not allowed with retrain"),
     ]
     for args, code, expected in cases:
         one_line(agnews(*args), code, expected)
