@@ -366,8 +366,8 @@ def summarize(result: RunResult, steps: tuple[dag.Step, ...] = dag.STEPS) -> str
                 lines.append(f"  {name}: {facts}")
             if embeddings_line(artifact.properties):  # an artifact that records pretrained vectors
                 lines.append(f"  {embeddings_line(artifact.properties)}")
-        if r.state == "failed":
-            lines.append(f"  FAILED at {r.step}: {r.note}")
+        if step_result.state == "failed":
+            lines.append(f"  FAILED at {step_result.step}: {step_result.note}")
     lines.append(f"  run folder: {result.run_dir}")
     return "\n".join(lines)
 
