@@ -193,8 +193,7 @@ def main() -> None:
     text = markdown(report)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    args.out.with_suffix(".md").write_text(text, encoding="utf-8")
+    run_info.write_results(args.out, report, text)
     print(f"pipeline root kept: {args.root}")
 
 

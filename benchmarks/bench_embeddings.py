@@ -17,7 +17,6 @@ Writes benchmarks/results/embeddings.json and embeddings.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -29,7 +28,6 @@ import run_info  # noqa: E402  (benchmarks/ is on sys.path when a script here ru
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from library import embeddings  # noqa: E402
@@ -191,8 +189,7 @@ def main() -> None:
         "prepare_seconds": prepare_seconds, "wall_seconds": time.perf_counter() - started,
     }
     RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / "embeddings.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (RESULTS_DIR / "embeddings.md").write_text(markdown(report), encoding="utf-8")
+    run_info.write_results(RESULTS_DIR / "embeddings.json", report, markdown(report))
     print(markdown(report))
 
 

@@ -325,11 +325,7 @@ def main() -> None:
     }
     text = markdown(report)
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    for path, content in ((args.out, json.dumps(report, indent=2) + "\n"), (args.out.with_suffix(".md"), text)):
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        temporary.write_text(content, encoding="utf-8")
-        os.replace(temporary, path)
+    run_info.write_results(args.out, report, text)
     print(f"pipeline root kept: {args.root}")
 
 

@@ -232,11 +232,7 @@ def main() -> None:
         f"every 1 s): {', '.join(f'{s:.2f}s' for s in pushes)}",
     ]) + "\n"
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    for path, content in ((args.out, json.dumps(report, indent=2) + "\n"), (args.out.with_suffix(".md"), text)):
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        temporary.write_text(content, encoding="utf-8")
-        os.replace(temporary, path)
+    run_info.write_results(args.out, report, text)
 
 
 if __name__ == "__main__":

@@ -149,11 +149,7 @@ def main() -> None:
         "", f"Accuracy of the served model on these {len(texts)} test rows: {report['served_test_accuracy']:.4f}",
     ]) + "\n"
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    for path, content in ((args.out, json.dumps(report, indent=2) + "\n"), (args.out.with_suffix(".md"), text)):
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        temporary.write_text(content, encoding="utf-8")
-        os.replace(temporary, path)
+    run_info.write_results(args.out, report, text)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@
 Standard library only, so the TensorFlow-only serving benchmark can use it too."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
 import sys
+from pathlib import Path
+from typing import Any
 
 
 def command_line() -> str:
@@ -20,3 +23,12 @@ def machine(extra: str = "") -> str:
     text = (f"{platform.machine()}, {os.cpu_count()} cores (1-minute load average {load:.1f} at start), "
             f"Python {platform.python_version()}")
     return f"{text}, {extra}" if extra else text
+
+
+def write_results(out: Path, report: dict[str, Any], markdown: str) -> None:
+    """Writes `out` (the report as JSON) and its .md twin, each through a temporary file renamed into place."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for path, content in ((out, json.dumps(report, indent=2) + "\n"), (out.with_suffix(".md"), markdown)):
+        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        temporary.write_text(content, encoding="utf-8")
+        os.replace(temporary, path)
