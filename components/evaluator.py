@@ -25,10 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 from library.evaluation_report import _headline, plot_confusion_matrix, plot_training_curves, render_report
-from library.export import TF_EXAMPLE_SIGNATURE, TRANSFORM_SIGNATURE
 from library.layouts import (CLASS_NAMES, CONFUSION_MATRIX_FILE, EVALUATION_REPORT_FILE, EXAMPLE_FILE_SUFFIX,
                              TFMA_DIR, TRAINING_CURVES_FILE, bucket_dir_name, bucket_files, bucket_of,
                              existing_serving_model_dir, example_file_pattern, examples_files, read_history,
@@ -137,6 +135,8 @@ def write_bucketed_eval_examples(test_files: list[str], serving_dir: Path, upper
     The token count comes from the serving model's own transform, and the bucket from the transform's
     bucketing rule, so each example lands in the bucket the transform wrote it to. Returns examples per bucket.
     """
+    import tensorflow as tf  # TensorFlow and TFMA are imported where used (see pipeline/artifacts.py)
+    from library.export import TRANSFORM_SIGNATURE
     transform = tf.saved_model.load(str(serving_dir)).signatures[TRANSFORM_SIGNATURE]
     counts: dict[str, int] = {}
     records = tf.data.TFRecordDataset(test_files, compression_type="GZIP").batch(batch_size)
@@ -154,6 +154,7 @@ def write_bucketed_eval_examples(test_files: list[str], serving_dir: Path, upper
 
 def transformed_test_bucket_counts(transformed_examples_dir: Path) -> dict[str, int]:
     """Examples per bucket folder of the transformed test split (a cross-check of the bucketing)."""
+    import tensorflow as tf
     try:
         files_per_bucket = bucket_files(transformed_examples_dir, "test")
     except ComponentError:  # no bucket folders: a mismatch the caller reports as a warning, not a failure
@@ -175,6 +176,7 @@ def make_eval_config(config: EvaluatorConfig, has_baseline: bool):
     accuracy thresholds apply to the overall slice only."""
     from google.protobuf import wrappers_pb2
     from tensorflow_model_analysis.proto import config_pb2
+    from library.export import TF_EXAMPLE_SIGNATURE
 
     def model_spec(name: str, is_baseline: bool):
         return config_pb2.ModelSpec(name=name, signature_name=TF_EXAMPLE_SIGNATURE, label_key=LABEL_KEY,

@@ -29,14 +29,10 @@ import sys
 import urllib.parse
 from pathlib import Path
 
-import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
-
 from library.ag_news_csv import (BadRow, Chunk, GoodRow, chunk_lines, count_newlines, open_binary, parse_csv_row,
                                  parse_tfds_row, plan_chunks, quarantine_record)
 from library.beam_options import pipeline_options
 from library.layouts import NUM_CLASSES, SOURCE_SPLITS, SPLITS, quarantine_file, write_counts
-from library.tfrecord_io import WriteDeterministicTFRecords
 from pipeline.artifacts import Artifact, ComponentError, Runtime
 from pipeline.config import IngestConfig
 
@@ -80,54 +76,47 @@ def to_tf_example(row: GoodRow) -> bytes:
 # Line-numbered chunked reading and the row grammar live in library/ag_news_csv.py.
 
 
-class ParseCsvChunk(beam.DoFn):
+def parse_csv_chunk(chunk: Chunk, newline_counts: list[tuple[str, int, int]]):
     """Chunk -> GoodRow, or a quarantine record on the "bad" output."""
-
-    def process(self, chunk: Chunk, newline_counts: list[tuple[str, int, int]]):
-        newlines_before = sum(count for path, start, count in newline_counts
-                              if path == chunk.path and start < chunk.start)
-        for line_number, raw in chunk_lines(chunk, newlines_before):
-            try:
-                yield parse_csv_row(chunk.source_split, raw, first_line=line_number == 1)
-            except BadRow as error:
-                yield beam.pvalue.TaggedOutput(
-                    "bad", quarantine_record(chunk.path, chunk.source_split, line_number, error, raw))
+    from apache_beam.pvalue import TaggedOutput
+    newlines_before = sum(count for path, start, count in newline_counts
+                          if path == chunk.path and start < chunk.start)
+    for line_number, raw in chunk_lines(chunk, newlines_before):
+        try:
+            yield parse_csv_row(chunk.source_split, raw, first_line=line_number == 1)
+        except BadRow as error:
+            yield TaggedOutput("bad", quarantine_record(chunk.path, chunk.source_split, line_number, error, raw))
 
 
 def _read_csv(pipeline: beam.Pipeline, files: dict[str, str]):
+    import apache_beam as beam
     chunks = [chunk for source_split, path in files.items()
               for chunk in plan_chunks(path, source_split, READ_CHUNK_BYTES)]
     chunk_collection = pipeline | "Chunks" >> beam.Create(chunks) | "SpreadChunks" >> beam.Reshuffle()
     newline_counts = chunk_collection | "CountNewlines" >> beam.Map(count_newlines)
-    parsed = chunk_collection | "Parse" >> beam.ParDo(
-        ParseCsvChunk(), beam.pvalue.AsList(newline_counts)).with_outputs("bad", main="good")
+    parsed = chunk_collection | "Parse" >> beam.FlatMap(
+        parse_csv_chunk, beam.pvalue.AsList(newline_counts)).with_outputs("bad", main="good")
     return parsed.good, parsed.bad
 
 
 # ---------------------------------------------------------------------------------------------- reading TFDS
 
 
-class ReadTfdsSplit(beam.DoFn):
+def read_tfds_split(source_split: str, name: str, data_dir: str):
     """Source split name -> GoodRow, or a quarantine record on the "bad" output. One task per split: TFDS
     reads a split sequentially; ag_news_subset is small (127,600 rows)."""
-
-    def __init__(self, name: str, data_dir: str):
-        self._name = name
-        self._data_dir = data_dir
-
-    def process(self, source_split: str):
-        import tensorflow_datasets as tfds
-        builder = tfds.builder(self._name, data_dir=self._data_dir or None)
-        dataset = builder.as_dataset(split=source_split, shuffle_files=False)
-        source = f"tfds:{self._name}/{source_split}"
-        for index, row in enumerate(tfds.as_numpy(dataset), start=1):
-            try:
-                yield parse_tfds_row(source_split, row)
-            except BadRow as error:
-                raw = json.dumps({key: value.decode("utf-8", "backslashreplace") if isinstance(value, bytes)
-                                  else int(value) for key, value in row.items()}, ensure_ascii=False)
-                yield beam.pvalue.TaggedOutput(
-                    "bad", quarantine_record(source, source_split, index, error, raw.encode("utf-8")))
+    import tensorflow_datasets as tfds
+    from apache_beam.pvalue import TaggedOutput
+    builder = tfds.builder(name, data_dir=data_dir or None)
+    dataset = builder.as_dataset(split=source_split, shuffle_files=False)
+    source = f"tfds:{name}/{source_split}"
+    for index, row in enumerate(tfds.as_numpy(dataset), start=1):
+        try:
+            yield parse_tfds_row(source_split, row)
+        except BadRow as error:
+            raw = json.dumps({key: value.decode("utf-8", "backslashreplace") if isinstance(value, bytes)
+                              else int(value) for key, value in row.items()}, ensure_ascii=False)
+            yield TaggedOutput("bad", quarantine_record(source, source_split, index, error, raw.encode("utf-8")))
 
 
 def _check_download_host(builder) -> None:
@@ -154,9 +143,10 @@ def _prepare_tfds(config: IngestConfig) -> None:
 
 
 def _read_tfds(pipeline: beam.Pipeline, config: IngestConfig):
+    import apache_beam as beam
     parsed = (pipeline
               | "SourceSplits" >> beam.Create(list(SOURCE_SPLITS))
-              | "ReadTfds" >> beam.ParDo(ReadTfdsSplit(config.tfds_name, config.tfds_data_dir))
+              | "ReadTfds" >> beam.FlatMap(read_tfds_split, config.tfds_name, config.tfds_data_dir)
               .with_outputs("bad", main="good"))
     return parsed.good, parsed.bad
 
@@ -172,11 +162,16 @@ def _csv_dir(config: IngestConfig) -> str:
 def _csv_files(config: IngestConfig) -> dict[str, str]:
     """{source split: path}, after checking the folder and both files exist."""
     folder = _csv_dir(config)
-    if not FileSystems.exists(folder):
+    if "://" in folder:  # another file system (gs://, ...): Beam's FileSystems; a local one needs no Beam
+        from apache_beam.io.filesystems import FileSystems
+        exists, join = FileSystems.exists, FileSystems.join
+    else:
+        exists, join = os.path.exists, os.path.join
+    if not exists(folder):
         raise ComponentError(f"ingest: data folder {folder} does not exist (from --data {config.data}); "
                              "--data csv:DIR expects DIR to hold train.csv and test.csv")
-    files = {split: FileSystems.join(folder, name) for split, name in CSV_FILE_NAMES.items()}
-    missing = [name for split, name in CSV_FILE_NAMES.items() if not FileSystems.exists(files[split])]
+    files = {split: join(folder, name) for split, name in CSV_FILE_NAMES.items()}
+    missing = [name for split, name in CSV_FILE_NAMES.items() if not exists(files[split])]
     if missing:
         raise ComponentError(f"ingest: {' and '.join(missing)} not found in {folder} (from --data {config.data}); "
                              "--data csv:DIR expects DIR to hold train.csv and test.csv")
@@ -239,23 +234,18 @@ def _quarantine_block(record: dict) -> tuple[tuple[int, int], tuple[str, int, st
     return (split_index, record["line"] // QUARANTINE_BLOCK_LINES), (record["source"], record["line"], line)
 
 
-class _WriteQuarantineBlock(beam.DoFn):
+def write_quarantine_block(element, folder: str):
     """One block of at most QUARANTINE_BLOCK_LINES bad rows -> one file, in line order; the block files are
     joined in name order afterwards, so quarantine.jsonl lists every bad row in source order while no step
     holds more than one block in memory."""
-
-    def __init__(self, folder: str):
-        self._folder = folder
-
-    def process(self, element):
-        (split_index, block), rows = element
-        path = Path(self._folder) / f"{split_index}-{block:010d}.jsonl"
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(temporary, "w", encoding="utf-8") as handle:
-            for _, _, line in sorted(rows):
-                handle.write(line)
-        os.replace(temporary, path)
-        yield str(path)
+    (split_index, block), rows = element
+    path = Path(folder) / f"{split_index}-{block:010d}.jsonl"
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        for _, _, line in sorted(rows):
+            handle.write(line)
+    os.replace(temporary, path)
+    yield str(path)
 
 
 def _join_quarantine_blocks(folder: Path, destination: Path) -> None:
@@ -268,6 +258,7 @@ def _join_quarantine_blocks(folder: Path, destination: Path) -> None:
 
 
 def _single_file(path: Path):
+    import apache_beam as beam
     return beam.io.WriteToText(str(path), shard_name_template="", num_shards=1, append_trailing_newlines=False)
 
 
@@ -290,6 +281,8 @@ def _too_many_bad_rows(counts: dict, quarantine_path: Path, limit: float) -> Com
 
 
 def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, runtime: Runtime) -> dict[str, Artifact]:
+    import apache_beam as beam  # heavy libraries are imported in run(), not at the top (see pipeline/artifacts.py)
+    from library.tfrecord_io import WriteDeterministicTFRecords
     del inputs  # ingest reads the external source only
     output_dir = Path(output_dir)
     examples_dir = output_dir / "examples"
@@ -319,7 +312,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
         _ = (bad
              | "QuarantineBlocks" >> beam.Map(_quarantine_block)
              | "GroupBlocks" >> beam.GroupByKey()
-             | "WriteQuarantine" >> beam.ParDo(_WriteQuarantineBlock(str(quarantine_blocks))))
+             | "WriteQuarantine" >> beam.FlatMap(write_quarantine_block, str(quarantine_blocks)))
         _ = ((split_rows, bad)
              | "AllRows" >> beam.Flatten()
              | "SummaryKeys" >> beam.FlatMap(_summary_keys)

@@ -20,43 +20,43 @@ import time
 from pathlib import Path
 from typing import Any
 
-import keras
-import tensorflow as tf
-
 from library import embeddings
-from library.dataset import bucketed_batches, padding_ratio, token_id_counts
 from library.layouts import (ModelInputSpec, keras_model_file, read_best_hyperparameters, read_model_input,
                              serving_model_dir, tensorboard_dir, write_history, write_model_input,
                              write_trained_hyperparameters)
 from library.models import (architecture_names, build_model, check_hyperparameters, compile_model,
                             fixed_hyperparameters, search_space)
-from library.progress import EpochProgress
 from pipeline.artifacts import Artifact, ComponentError, Runtime
 from pipeline.config import TrainerConfig
 
 EVAL_BATCH_SIZE = 256
 
 
-class _Throughput(keras.callbacks.Callback):
-    """Training examples per second of each epoch (from the epoch's start to its last training batch)."""
+def _throughput_callback(examples_per_epoch: int):
+    """A Keras callback measuring training examples per second of each epoch (from the epoch's start to its last
+    training batch) into its `per_epoch` list."""
+    import keras
 
-    def __init__(self, examples_per_epoch: int):
-        super().__init__()
-        self.examples_per_epoch = examples_per_epoch
-        self.per_epoch: list[dict[str, float]] = []
+    class Throughput(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.per_epoch: list[dict[str, float]] = []
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = self._last_batch = time.perf_counter()
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = self._last_batch = time.perf_counter()
 
-    def on_train_batch_end(self, batch, logs=None):
-        self._last_batch = time.perf_counter()
+        def on_train_batch_end(self, batch, logs=None):
+            self._last_batch = time.perf_counter()
 
-    def on_epoch_end(self, epoch, logs=None):
-        seconds = max(self._last_batch - self._start, 1e-9)
-        self.per_epoch.append({"train_seconds": seconds, "examples_per_second": self.examples_per_epoch / seconds})
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = max(self._last_batch - self._start, 1e-9)
+            self.per_epoch.append({"train_seconds": seconds, "examples_per_second": examples_per_epoch / seconds})
+
+    return Throughput()
 
 
 def _strategy(name: str) -> tf.distribute.Strategy:
+    import tensorflow as tf
     if name == "default":
         return tf.distribute.get_strategy()
     try:
@@ -72,6 +72,7 @@ def _strategy(name: str) -> tf.distribute.Strategy:
 def _op_determinism():
     """Deterministic TF kernels while training, switched back afterwards: the flag is process-wide and other
     components running in the same process did not ask for it."""
+    import tensorflow as tf
     from tensorflow.python.framework import config as tf_config  # the public API can only switch it on
     was_enabled = tf_config.is_op_determinism_enabled()
     tf.config.experimental.enable_op_determinism()
@@ -96,6 +97,7 @@ def _read_hyperparameters(directory: Path) -> dict[str, Any]:
 
 def _distributable(dataset: tf.data.Dataset) -> tf.data.Dataset:
     # Batches come from several bucket pipelines, not one file list, so multi-worker sharding splits batches.
+    import tensorflow as tf
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
@@ -109,6 +111,7 @@ def external_fingerprint(config: TrainerConfig) -> str | None:
 def _pretrained(config: TrainerConfig, transform_graph_dir: Path, model_input: ModelInputSpec,
                 examples_dir: Path, runtime: Runtime) -> tuple[embeddings.Pretrained, dict[str, Any]]:
     """The aligned vectors and their coverage facts; coverage below the threshold is logged as a loud warning."""
+    from library.dataset import token_id_counts
     pretrained = embeddings.prepare(config.pretrained_embeddings, transform_graph_dir, model_input, runtime.seed)
     counts = token_id_counts(examples_dir, "train", model_input.embedding_input_dim)
     token_coverage = pretrained.alignment.token_coverage(counts)
@@ -128,6 +131,7 @@ def _pretrained(config: TrainerConfig, transform_graph_dir: Path, model_input: M
 
 def _fit(model, train, evaluation, config: TrainerConfig, callbacks: list, epochs: int,
          initial_epoch: int = 0) -> dict[str, list[float]]:
+    import keras
     early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
                                                    restore_best_weights=True)
     history = model.fit(_distributable(train.dataset), validation_data=_distributable(evaluation.dataset),
@@ -138,6 +142,9 @@ def _fit(model, train, evaluation, config: TrainerConfig, callbacks: list, epoch
 
 
 def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, runtime: Runtime) -> dict[str, Artifact]:
+    import keras  # heavy libraries are imported in run(), not at the top (see pipeline/artifacts.py)
+    from library.dataset import bucketed_batches, padding_ratio
+    from library.progress import EpochProgress
     examples_dir = Path(inputs["transformed_examples"].uri)
     transform_graph_dir = Path(inputs["transform_graph"].uri)
     model_input = read_model_input(transform_graph_dir)
@@ -178,7 +185,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
                     f"{padding['padding_ratio']:.3f}")
         with strategy.scope():
             model = build_model(architecture, hp, model_input, pretrained.alignment.matrix if pretrained else None)
-        throughput = _Throughput(train.num_examples)
+        throughput = _throughput_callback(train.num_examples)
         callbacks = [throughput, EpochProgress(runtime.log, "trainer"),
                      keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(run_dir)))]
         runtime.log(f"trainer: plan: up to {config.epochs} epochs x {train.num_examples:,} rows "

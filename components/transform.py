@@ -26,21 +26,14 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-import apache_beam as beam
-import tensorflow_transform as tft
-import tensorflow_transform.beam as tft_beam
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
-from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
-from tfx_bsl.public import tfxio
 
-from library import text
 from library.beam_options import pipeline_options
 from library.layouts import (NUM_CLASSES, SPLITS, ModelInputSpec, bucket_dir_name, bucket_index, bucket_of,
                              example_file_pattern, examples_files, schema_file, split_dir, write_buckets,
                              write_model_input)
 from library.reproducible_saved_model import make_saved_model_reproducible
-from library.tfrecord_io import WriteDeterministicTFRecords
 from pipeline.artifacts import Artifact, ComponentError, Runtime
 from pipeline.config import TransformConfig
 
@@ -70,6 +63,8 @@ def make_preprocessing_fn(config: TransformConfig) -> Callable[[dict[str, Any]],
     """The tf.Transform preprocessing_fn: raw title/description/label -> token_ids, length, label."""
 
     def preprocessing_fn(inputs: dict[str, Any]) -> dict[str, Any]:
+        import tensorflow_transform as tft
+        from library import text
         tokens = text.text_to_tokens(inputs, config.text_features, config.max_length)
         vocabulary_ids = tft.compute_and_apply_vocabulary(
             tokens, top_k=config.vocab_size, num_oov_buckets=config.num_oov_buckets, vocab_filename=VOCAB_FILENAME)
@@ -183,28 +178,23 @@ def _encode(instance: dict[str, Any], coder: tft.coders.ExampleProtoCoder) -> tu
     return int(instance[LENGTH_KEY]), hashlib.sha256(content).hexdigest(), example
 
 
-class _WriteBucketed(beam.PTransform):
+def _write_bucketed(instances, split: str, split_folder: Path, report_path: Path, coder,
+                    upper_bounds: Sequence[int]) -> None:
     """Writes one split's transformed instances, partitioned by length bucket, plus its padding report."""
-
-    def __init__(self, split_folder: Path, report_path: Path, coder, upper_bounds: Sequence[int]):
-        super().__init__()
-        self._split_dir = split_folder
-        self._report_path = report_path
-        self._coder = coder
-        self._upper_bounds = list(upper_bounds)
-
-    def expand(self, instances):
-        keyed = instances | "Encode" >> beam.Map(_encode, self._coder)
-        # One writer for all buckets: a bucket without examples gets no folder; a re-run writes the same bytes.
-        _ = (keyed
-             | "ByBucket" >> beam.Map(_bucket_folder_and_record, self._upper_bounds)
-             | "WriteBuckets" >> WriteDeterministicTFRecords(str(self._split_dir)))
-        return (keyed
-                | "OrderKeyAndLength" >> beam.Map(lambda encoded: (encoded[1], encoded[0]))
-                | "AllLengths" >> beam.combiners.ToList()
-                | "PaddingReport" >> beam.Map(padding_report, self._upper_bounds)
-                | "ToJson" >> beam.Map(json.dumps)
-                | "WriteReport" >> beam.io.WriteToText(str(self._report_path), num_shards=1, shard_name_template=""))
+    import apache_beam as beam
+    from library.tfrecord_io import WriteDeterministicTFRecords
+    upper_bounds = list(upper_bounds)
+    keyed = instances | f"Encode[{split}]" >> beam.Map(_encode, coder)
+    # One writer for all buckets: a bucket without examples gets no folder; a re-run writes the same bytes.
+    _ = (keyed
+         | f"ByBucket[{split}]" >> beam.Map(_bucket_folder_and_record, upper_bounds)
+         | f"WriteBuckets[{split}]" >> WriteDeterministicTFRecords(str(split_folder)))
+    _ = (keyed
+         | f"OrderKeyAndLength[{split}]" >> beam.Map(lambda encoded: (encoded[1], encoded[0]))
+         | f"AllLengths[{split}]" >> beam.combiners.ToList()
+         | f"PaddingReport[{split}]" >> beam.Map(padding_report, upper_bounds)
+         | f"ToJson[{split}]" >> beam.Map(json.dumps)
+         | f"WriteReport[{split}]" >> beam.io.WriteToText(str(report_path), num_shards=1, shard_name_template=""))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -225,6 +215,12 @@ def _raw_file_patterns(examples_uri: Path) -> dict[str, str]:
 
 def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
         runtime: Runtime) -> dict[str, Artifact]:
+    # Heavy libraries are imported in run(), not at the top (see pipeline/artifacts.py).
+    import apache_beam as beam
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
+    from tfx_bsl.public import tfxio
     output_dir = Path(output_dir)
     raw_schema = load_raw_schema(inputs["schema"].uri)
     patterns = _raw_file_patterns(inputs["examples"].uri)
@@ -257,8 +253,8 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
             _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(graph_dir))
             coder = tft.coders.ExampleProtoCoder(transformed_metadata.schema, serialized=False)
             for split in SPLITS:
-                _ = transformed[split] | f"Write{split}" >> _WriteBucketed(
-                    split_dir(examples_dir, split), report_paths[split], coder, upper_bounds)
+                _write_bucketed(transformed[split], split, split_dir(examples_dir, split), report_paths[split], coder,
+                                upper_bounds)
 
     make_saved_model_reproducible(graph_dir / tft.TFTransformOutput.TRANSFORM_FN_DIR,
                                   [str(scratch_dir), str(scratch_dir.resolve())])

@@ -25,16 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import keras
-import keras_tuner
-
 from library import embeddings
-from library.dataset import bucketed_batches
 from library.layouts import (TRIALS_CSV_FILE, TRIALS_MARKDOWN_FILE, ModelInputSpec, bucket_files,
                              read_model_input, write_best_hyperparameters)
 from library.models import (build_model, check_hyperparameters, default_hyperparameters, fixed_hyperparameters,
                                hyperparameter_names, parse_fixed_hyperparameters, search_space)
-from library.progress import Progress, duration
 from pipeline.artifacts import Artifact, ComponentError, Runtime
 from pipeline.config import TunerConfig
 
@@ -45,49 +40,51 @@ EVAL_BATCH_SIZE = 256  # evaluation metrics do not depend on the batch size; lar
 HYPERBAND_FACTOR = 3
 
 
-class _SearchModel(keras_tuner.HyperModel):
-    """Builds a trial's model with the shared builder and fits it on train, validating on eval."""
+def _search_model(architecture: str, model_input: ModelInputSpec, examples_dir: Path, train_rows: int, seed: int,
+                  embedding_matrix=None):
+    """A KerasTuner HyperModel that builds a trial's model with the shared builder and fits it on train,
+    validating on eval. (Defined in a function: Keras is imported only when a search runs.)"""
+    import keras
+    import keras_tuner
+    from library.dataset import bucketed_batches
+    from library.progress import Progress, duration
 
-    def __init__(self, architecture: str, model_input: ModelInputSpec, examples_dir: Path, train_rows: int,
-                 seed: int, embedding_matrix=None):
-        super().__init__(name=architecture)
-        self.architecture = architecture
-        self.embedding_matrix = embedding_matrix
-        self.model_input = model_input
-        self.examples_dir = examples_dir
-        self.train_rows = train_rows
-        self.seed = seed
-        self.progress = None
+    class SearchModel(keras_tuner.HyperModel):
+        progress = None
 
-    def build(self, hp):
-        # KerasTuner clears the Keras session before each trial; re-seeding here gives every trial the same start.
-        keras.utils.set_random_seed(self.seed)
-        return build_model(self.architecture, hp, self.model_input, self.embedding_matrix)
+        def build(self, hp):
+            # KerasTuner clears the Keras session before each trial; re-seeding gives every trial the same start.
+            keras.utils.set_random_seed(seed)
+            return build_model(architecture, hp, model_input, embedding_matrix)
 
-    def fit(self, hp, model, *args, **kwargs):
-        train = bucketed_batches(self.examples_dir, "train", hp.get("batch_size"), shuffle=True, seed=self.seed,
-                                 max_examples=self.train_rows)
-        evaluation = bucketed_batches(self.examples_dir, "eval", EVAL_BATCH_SIZE, shuffle=False)
-        started = time.monotonic()
-        history = model.fit(train.dataset, validation_data=evaluation.dataset, shuffle=False, **kwargs)
-        if self.progress is not None:  # trials vary in epochs (Hyperband): the ETA is rough
-            self.trials_done += 1
-            self.log(f"tuner: trial {self.trials_done} ({len(history.history.get('loss', []))} epoch(s) x "
-                     f"{train.num_examples:,} rows) in {duration(time.monotonic() - started)}; trials "
-                     f"{self.progress.line(self.trials_done)} (rough)")
-        return history
+        def fit(self, hp, model, *args, **kwargs):
+            train = bucketed_batches(examples_dir, "train", hp.get("batch_size"), shuffle=True, seed=seed,
+                                     max_examples=train_rows)
+            evaluation = bucketed_batches(examples_dir, "eval", EVAL_BATCH_SIZE, shuffle=False)
+            started = time.monotonic()
+            history = model.fit(train.dataset, validation_data=evaluation.dataset, shuffle=False, **kwargs)
+            if self.progress is not None:  # trials vary in epochs (Hyperband): the ETA is rough
+                self.trials_done += 1
+                self.log(f"tuner: trial {self.trials_done} ({len(history.history.get('loss', []))} epoch(s) x "
+                         f"{train.num_examples:,} rows) in {duration(time.monotonic() - started)}; trials "
+                         f"{self.progress.line(self.trials_done)} (rough)")
+            return history
 
-    def track(self, max_trials: int, log) -> None:
-        """Log a progress line with an ETA after each trial of this search."""
-        self.progress, self.trials_done, self.log = Progress(max_trials), 0, log
+        def track(self, max_trials: int, log) -> None:
+            """Log a progress line with an ETA after each trial of this search."""
+            self.progress, self.trials_done, self.log = Progress(max_trials), 0, log
+
+    return SearchModel(name=architecture)
 
 
 def _objective(name: str) -> keras_tuner.Objective:
+    import keras_tuner
     return keras_tuner.Objective(name, direction="min" if name == "val_loss" else "max")
 
 
-def _make_tuner(config: TunerConfig, hypermodel: _SearchModel, fixed: dict[str, Any], state_dir: Path,
+def _make_tuner(config: TunerConfig, hypermodel: keras_tuner.HyperModel, fixed: dict[str, Any], state_dir: Path,
                 seed: int) -> keras_tuner.Tuner:
+    import keras_tuner
     common = dict(hypermodel=hypermodel, objective=_objective(config.objective),
                   # Fixed values are registered up front, so the oracle never varies them.
                   hyperparameters=fixed_hyperparameters(fixed), tune_new_entries=True, seed=seed,
@@ -165,6 +162,7 @@ def external_fingerprint(config: TunerConfig) -> str | None:
 
 
 def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runtime: Runtime) -> dict[str, Artifact]:
+    import keras  # heavy libraries are imported in run(), not at the top (see pipeline/artifacts.py)
     examples_dir = Path(inputs["transformed_examples"].uri)
     transform_graph_dir = Path(inputs["transform_graph"].uri)
     model_input = read_model_input(transform_graph_dir)
@@ -195,8 +193,8 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
         state_dir = Path(output_dir) / STATE_DIR
         if (state_dir / architecture).is_dir():
             runtime.log(f"tuner: resuming the search kept in {state_dir}; finished trials are not rerun")
-        hypermodel = _SearchModel(architecture, model_input, examples_dir, config.train_subsample_rows, runtime.seed,
-                                  pretrained.alignment.matrix if pretrained else None)
+        hypermodel = _search_model(architecture, model_input, examples_dir, config.train_subsample_rows,
+                                   runtime.seed, pretrained.alignment.matrix if pretrained else None)
         try:
             tuner = _make_tuner(config, hypermodel, fixed, state_dir, runtime.seed)
             runtime.log(f"tuner: plan: {config.algorithm} search, up to {config.max_trials} trials x up to "

@@ -19,9 +19,6 @@ import shutil
 from pathlib import Path
 from typing import NamedTuple
 
-import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.transforms.stats import ApproximateQuantiles
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
@@ -153,6 +150,9 @@ def _split_files(examples_dir: Path) -> dict[str, list[str]]:
 def _compute(examples_dir: Path, files: dict[str, list[str]], rules: list[FeatureRule], summary_path: Path,
              runtime: Runtime) -> list:
     """Runs the Beam pipeline; returns its summary: a list of [kind, key, value]."""
+    import apache_beam as beam  # heavy libraries are imported where used, not at the top (see pipeline/artifacts.py)
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.transforms.stats import ApproximateQuantiles
     with beam.Pipeline(options=pipeline_options(runtime.beam_args)) as pipeline:
         per_split = []
         for split in SPLITS:

@@ -9,9 +9,6 @@ from __future__ import annotations
 import re
 from typing import Iterator, NamedTuple
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-
 from library.layouts import NUM_CLASSES
 
 CSV_COLUMNS = 3  # class, title, description
@@ -158,13 +155,19 @@ class Chunk(NamedTuple):
 
 
 def plan_chunks(path: str, source_split: str, chunk_bytes: int) -> list[Chunk]:
+    from apache_beam.io.filesystems import FileSystems  # imported where used: Beam is slow to import
     size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
     return [Chunk(path, source_split, start, min(start + chunk_bytes, size))
             for start in range(0, size, chunk_bytes)]
 
 
 def open_binary(path: str):
-    """A source file opened for reading bytes, through Beam's FileSystems (local, gs://, ...)."""
+    """A source file opened for reading bytes: a local one directly (fingerprinting the source needs no Beam),
+    any other (gs://, ...) through Beam's FileSystems."""
+    if "://" not in path:
+        return open(path, "rb")
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 

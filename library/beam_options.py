@@ -1,11 +1,12 @@
 """Beam pipeline options: the user's pass-through arguments (`--beam-arg`) plus the friendly runner flags
-(`--beam-runner dask --dask-address ... --dask-workers N`), checked with Beam's own option classes."""
+(`--beam-runner dask --dask-address ... --dask-workers N`), checked with Beam's own option classes.
+
+Beam is imported inside the functions that need it: the runner asks this module for the runner flags of every
+run, and a fully cached run must not pay for importing Beam."""
 from __future__ import annotations
 
 import socket
 import urllib.parse
-
-from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions, StandardOptions
 
 from pipeline.artifacts import ComponentError
 
@@ -24,6 +25,7 @@ def runner_args(beam_runner: str, dask_address: str, dask_workers: int) -> tuple
 
 
 def pipeline_options(beam_args: tuple[str, ...] | list[str]) -> PipelineOptions:
+    from apache_beam.options.pipeline_options import PipelineOptions
     # flags=... stops PipelineOptions from parsing sys.argv (the CLI's own flags) as Beam flags.
     options = PipelineOptions(flags=list(beam_args), save_main_session=False)
     check_engine_reachable(options)
@@ -32,6 +34,7 @@ def pipeline_options(beam_args: tuple[str, ...] | list[str]) -> PipelineOptions:
 
 def beam_args_problem(beam_args: tuple[str, ...] | list[str]) -> str | None:
     """Why these Beam flags cannot work (an unknown runner or flag), or None. Checked before any step runs."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
     options = PipelineOptions(flags=list(beam_args))
     runner = options.view_as(StandardOptions).runner
     if runner:
@@ -51,7 +54,7 @@ def beam_args_problem(beam_args: tuple[str, ...] | list[str]) -> str | None:
 
 
 def _unknown_flags(flags: list[str]) -> list[str]:
-    from apache_beam.options.pipeline_options import _BeamArgumentParser
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
     parser = _BeamArgumentParser(allow_abbrev=False)
     # What PipelineOptions.get_all_options does, which otherwise only logs "Discarding unparseable args".
     for cls in {str(cls): cls for cls in PipelineOptions.__subclasses__()}.values():
@@ -74,6 +77,7 @@ def _reachable(address: str) -> bool:
 def check_engine_reachable(options: PipelineOptions) -> None:
     """Fails in seconds, with one line, when the dask scheduler, the job service or the external SDK worker pool
     does not answer (their clients otherwise retry for up to minutes)."""
+    from apache_beam.options.pipeline_options import PortableOptions, StandardOptions
     runner = options.view_as(StandardOptions).runner or ""
     address = None
     if runner.endswith("DaskRunner"):

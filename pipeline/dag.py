@@ -1,20 +1,23 @@
 """The whole pipeline, top to bottom.
 
-Each step names its component module, where each input comes from ("step.output", or a Resolver that asks the
-metadata store), the outputs it publishes, and the configuration section it receives. What is special about a
-step is declared here too, so the runner, the store and the views name no step: its headline properties (the
-facts `runs`, `show`, the run report and the run summary print), whether it reads the pipeline's source data, and
-whether it delivers something outside the pipeline root. The runner executes the steps in this order.
+Each step names its component (the function the runner calls: run(inputs, output_dir, config, runtime)), where
+each input comes from ("step.output", or a Resolver that asks the metadata store), the outputs it publishes, and
+the configuration section it receives. What is special about a step is declared here too, so the runner, the
+store and the views name no step: its headline properties (the facts the run summary, the report, `show` and
+`runs` print), the outside data it reads (part of its cache key; the source step's is the pipeline's input
+data), and what it delivers outside the pipeline root. A step's code version is derived from the project modules
+its component imports (pipeline/code_version.py). The runner executes the steps in this order.
+
+Importing this module imports every component module, which is cheap: components import TensorFlow, TFT and
+Beam inside run() (see pipeline/artifacts.py), so `runs`, `show`, `gc` and a fully cached run never load them.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable
 
-from components import pusher
+from components import evaluator, ingest, pusher, trainer, transform, tuner, validate
 
 
 @dataclass(frozen=True)
@@ -42,75 +45,72 @@ class Resolver:
 @dataclass(frozen=True)
 class Step:
     name: str
-    component: str  # module with run(inputs, output_dir, config, runtime), e.g. "components.ingest"
+    component: Callable[..., dict]  # run(inputs, output_dir, config, runtime) -> {output name: Artifact}
     inputs: dict[str, str | Resolver] = field(default_factory=dict)  # input name -> "step.output" or a Resolver
     outputs: tuple[str, ...] = ()
     config_section: str = ""
-    # Modules whose source is part of this step's code version (its own module is always included).
-    code: tuple[str, ...] = ()
+    # Fingerprint of data outside the pipeline root that the step reads (a source file, a schema, pretrained
+    # vectors), from its configuration section: part of the step's cache key.
+    external: Callable[[Any], str | None] | None = None
+    # The configuration key naming the outside data of the pipeline's source step; its `external` fingerprint
+    # is the run's data fingerprint, which `retrain` compares.
+    source: str = ""
     # The runner keeps an interrupted execution's temporary folder so the component can resume from it.
     resumable: bool = False
     # The result depends on the pipeline's random seed, which is then part of the step's cache key.
     seeded: bool = False
     # Output name -> the properties printed about it by the run summary, the report, `show` and `runs`.
     headline: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # The configuration key naming the outside data this step reads: it is the pipeline's source, and the
-    # fingerprint of that data (its component's external_fingerprint) is what `retrain` compares.
-    source: str = ""
     # "output.property": when true, that output was delivered outside the pipeline root (a pushed model). It
     # decides the run's outcome and retrain's exit code; gc keeps such outputs and their lineage for good.
     delivers: str = ""
     # Given the folder it delivers to (the serving folder), what a killed execution of it left there; gc removes it.
     leftovers: Callable[[Path], list[Path]] | None = None
 
-    def module(self) -> ModuleType:
-        return importlib.import_module(self.component)
 
-
-# The baseline of the evaluator; with no blessing on record, the newest served version is the baseline.
+# The evaluator's baseline; with no blessing on record at all, the newest served version is the baseline.
 LATEST_BLESSED_MODEL = Resolver("latest_blessed_model", artifact="trainer.model", judged_by="evaluator.blessing",
                                 where="blessed", fallback=lambda config: pusher.newest_version(config.serving_dir()))
 
 STEPS: tuple[Step, ...] = (
-    Step("ingest", "components.ingest",
+    Step("ingest", ingest.run,
          outputs=("examples",),
          config_section="ingest",
-         code=("library.ag_news_csv", "library.tfrecord_io", "library.layouts"),
-         headline={"examples": ("train_rows", "eval_rows", "test_rows", "quarantined_rows", "quarantined_by_reason")},
-         source="data"),
-    Step("validate", "components.validate",
+         external=ingest.external_fingerprint,
+         source="data",
+         headline={"examples": ("train_rows", "eval_rows", "test_rows", "quarantined_rows", "quarantined_by_reason")}),
+    Step("validate", validate.run,
          inputs={"examples": "ingest.examples"},
          outputs=("schema", "statistics", "anomalies"),
          config_section="validate",
-         code=("library.layouts",),
+         external=validate.external_fingerprint,
          headline={"anomalies": ("count",)}),
-    Step("transform", "components.transform",
+    Step("transform", transform.run,
          inputs={"examples": "ingest.examples", "schema": "validate.schema"},
          outputs=("transform_graph", "transformed_examples"),
          config_section="transform",
-         code=("library.text", "library.tfrecord_io", "library.layouts", "library.reproducible_saved_model"),
          headline={"transform_graph": ("vocab_size",),
                    "transformed_examples": ("train_bucket_examples", "padding_batch_size", "padding_ratio_bucketed",
                                             "padding_ratio_unbucketed")}),
-    Step("tuner", "components.tuner",
+    Step("tuner", tuner.run,
          inputs={"transformed_examples": "transform.transformed_examples",
                  "transform_graph": "transform.transform_graph"},
          outputs=("best_hyperparameters",),
          config_section="tuner",
-         code=("library.models", "library.dataset", "library.layouts", "library.embeddings"),
+         external=tuner.external_fingerprint,
          resumable=True,
          seeded=True,
          headline={"best_hyperparameters": ("architecture", "tuned", "best_score", "values")}),
-    Step("trainer", "components.trainer",
+    Step("trainer", trainer.run,
          inputs={"transformed_examples": "transform.transformed_examples",
                  "transform_graph": "transform.transform_graph",
                  "best_hyperparameters": "tuner.best_hyperparameters"},
          outputs=("model", "model_run"),
          config_section="trainer",
-         code=("library.models", "library.dataset", "library.layouts", "library.export", "library.embeddings"),
+         external=trainer.external_fingerprint,
          seeded=True,
          headline={"model": ("architecture", "epochs_trained", "parameters")}),
-    Step("evaluator", "components.evaluator",
+    Step("evaluator", evaluator.run,
          inputs={"model": "trainer.model",
                  "examples": "ingest.examples",
                  "transformed_examples": "transform.transformed_examples",
@@ -118,14 +118,12 @@ STEPS: tuple[Step, ...] = (
                  "baseline_model": LATEST_BLESSED_MODEL},
          outputs=("evaluation", "blessing"),
          config_section="evaluator",
-         code=("library.export", "library.evaluation_report", "library.layouts"),
          headline={"evaluation": ("accuracy", "loss", "macro_f1"),
                    "blessing": ("blessed", "reason", "baseline_accuracy")}),
-    Step("pusher", "components.pusher",
+    Step("pusher", pusher.run,
          inputs={"model": "trainer.model", "blessing": "evaluator.blessing"},
          outputs=("pushed_model",),
          config_section="pusher",
-         code=("library.layouts",),
          headline={"pushed_model": ("pushed", "version", "path")},
          delivers="pushed_model.pushed",
          leftovers=pusher.stale_push_folders),

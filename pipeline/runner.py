@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import hashlib
-import importlib
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from typing import Any, Iterator
 
 from pipeline import dag, interrupts
 from pipeline.artifacts import Artifact, ComponentError, Runtime, fingerprint, write_json_atomic
+from pipeline.code_version import code_version
 from pipeline.config import Config
 from pipeline.metadata import MetadataStore, StoredArtifact
 from pipeline.report import embeddings_line, headline_facts
@@ -92,15 +92,6 @@ def root_lock(root: Path, timeout: float = 0.0) -> Iterator[None]:
         handle.close()
 
 
-def code_version(step: dag.Step) -> str:
-    """A hash of the source files this step's result depends on: its component and the modules it names."""
-    digest = hashlib.sha256()
-    for name in (step.component, *step.code, "pipeline.artifacts"):
-        source = Path(importlib.import_module(name).__file__).read_bytes()
-        digest.update(name.encode() + b"\0" + source + b"\0")
-    return digest.hexdigest()[:16]
-
-
 def step_config(config: Config, step: dag.Step) -> Any:
     return getattr(config, step.config_section)
 
@@ -136,7 +127,9 @@ class Runner:
     def data_fingerprint(self) -> str | None:
         """The fingerprint of the outside data the DAG's source step reads (None if no step is a source)."""
         source = dag.source_step(self.steps)
-        return None if source is None else source.module().external_fingerprint(step_config(self.config, source))
+        if source is None or source.external is None:
+            return None
+        return source.external(step_config(self.config, source))
 
     def run(self, *, until: str | None = None, use_cache: bool = True, rerun: tuple[str, ...] = (),
             command: str = "run", data_fingerprint: str | None = None, from_step: str | None = None,
@@ -222,8 +215,7 @@ class Runner:
         return self.store.external_artifact(resolver.artifact.split(".")[1], path, fingerprint(path), {})
 
     def _cache_key(self, step: dag.Step, step_cfg: Any, input_ids: dict[str, int], code: str) -> str:
-        module = step.module()
-        external = module.external_fingerprint(step_cfg) if hasattr(module, "external_fingerprint") else None
+        external = step.external(step_cfg) if step.external is not None else None
         key = {
             "step": step.name,
             "code_version": code,
@@ -253,7 +245,7 @@ class Runner:
         step_cfg = step_config(self.config, step)
         inputs, input_ids = self._resolve_inputs(step, produced, artifact_ids)
         try:
-            code = code_version(step)
+            code = code_version(step.component.__module__)
             cache_key = self._cache_key(step, step_cfg, input_ids, code)
         except ComponentError as error:
             self.log(f"{prefix} FAILED: {error}")
@@ -289,7 +281,7 @@ class Runner:
         work_dir.mkdir(parents=True, exist_ok=True)
         self.log(f"{prefix} running ...")
         try:
-            outputs = step.module().run(inputs, work_dir, step_cfg, self.runtime)
+            outputs = step.component(inputs, work_dir, step_cfg, self.runtime)
             missing = set(step.outputs) - set(outputs)
             if missing:
                 raise ComponentError(f"component returned no {sorted(missing)} output")

@@ -22,6 +22,7 @@ def test_declarations_name_real_outputs():
         assert prop in headline[output], column
     assert dag.PRODUCT in outputs
     assert [step.name for step in dag.STEPS if step.source] == ["ingest"]
+    assert dag.source_step().external is not None  # its fingerprint is the run's data fingerprint
     for step in dag.delivering_steps():
         output, prop = step.delivers.split(".")
         assert output in step.outputs and prop in step.headline[output]
@@ -77,3 +78,44 @@ def test_outputs_where_lists_only_deliveries_that_happened(tmp_path):
     found = store.outputs_where("pusher", "pushed_model", "pushed")
     assert [(execution["run_id"], artifact.id) for execution, artifact in found] == [("r1", pushed["pushed_model"])]
     store.close()
+
+
+def _judge(inputs, output_dir: Path, config, runtime):
+    """A toy judging step: always satisfied; records which baseline it was given."""
+    out = output_dir / "verdict"
+    out.mkdir()
+    baseline = inputs.get("baseline")
+    return {"verdict": Artifact("verdict", out, {"good": True, "baseline": str(baseline.uri) if baseline else None})}
+
+
+def test_the_runner_resolves_a_resolver_input_from_the_store_or_its_fallback(tmp_path):
+    import toy_components
+    from pipeline.config import load_config
+    from pipeline.runner import Runner
+
+    served = tmp_path / "outside" / "7"
+    served.mkdir(parents=True)
+    resolver = dag.Resolver("last_good_numbers", artifact="source.numbers", judged_by="judge.verdict", where="good",
+                            fallback=lambda config: served)
+    steps = (toy_components.STEPS[0],
+             dag.Step("judge", _judge, inputs={"numbers": "source.numbers", "baseline": resolver},
+                      outputs=("verdict",), config_section="evaluator"))
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def run(numbers: str) -> dict:
+        (data / "train.csv").write_text(numbers)
+        runner = Runner(load_config(flags={"pipeline.root": str(tmp_path / "root"), "ingest.data": f"csv:{data}"}),
+                        log=lambda message: None, steps=steps)
+        try:
+            result = runner.run()
+        finally:
+            runner.close()
+        return result
+
+    first = run("1 2 3\n")  # nothing judged yet: the fallback folder, recorded as an external artifact
+    assert first.artifact("judge", "verdict").properties["baseline"] == str(served)
+    second = run("4 5\n")  # the numbers the first run's judge approved
+    assert second.artifact("judge", "verdict").properties["baseline"] == str(first.artifact("source", "numbers").uri)
+    third = run("4 5\n")  # the same data: its own numbers are never its baseline, so it stays cached
+    assert [s.state for s in third.steps] == ["cached", "cached"]

@@ -268,6 +268,24 @@ def test_gc_keeps_what_the_pushed_model_and_kept_runs_need(first_run):
     assert agnews("run", *pipeline_args(root)).stdout.count(" cached (") == 7
 
 
+CLI_REPORTING_IMPORTS = r"""
+import json, sys
+from pipeline import cli
+status = cli.main(sys.argv[1:])
+heavy = ("tensorflow", "tensorflow_transform", "apache_beam", "keras", "tensorflow_model_analysis")
+print(json.dumps({"status": status, "heavy": sorted(m for m in heavy if m in sys.modules)}))
+"""
+
+
+def test_a_fully_cached_run_imports_no_tensorflow_tft_or_beam(first_run):
+    root, _, _ = first_run
+    completed = subprocess.run([sys.executable, "-c", CLI_REPORTING_IMPORTS, "run", *pipeline_args(root)],
+                               cwd=PROJECT, capture_output=True, text=True, timeout=300,
+                               env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1"})
+    assert completed.stdout.count(" cached (") == 7, completed.stdout + completed.stderr[-3000:]
+    assert json.loads(completed.stdout.strip().splitlines()[-1]) == {"status": 0, "heavy": []}
+
+
 def test_tfds_without_network_gives_one_clear_line(tmp_path):
     completed = agnews("run", "--data", "tfds", "--pipeline-root", str(tmp_path / "root"),
                        "--set", f"ingest.tfds_data_dir={tmp_path / 'tfds'}", check_code=1, timeout=300)

@@ -103,7 +103,7 @@ def test_interrupted_search_resumes_without_redoing_finished_trials(tuner_inputs
                 raise KeyboardInterrupt  # as if the user pressed Ctrl-C during trial 1
         return real_batches(examples_dir, split, *args, **kwargs)
 
-    monkeypatch.setattr(tuner, "bucketed_batches", interrupt_second_trial)
+    monkeypatch.setattr(dataset, "bucketed_batches", interrupt_second_trial)  # the tuner imports it in run()
     with pytest.raises(KeyboardInterrupt):
         tuner.run(tuner_inputs, tmp_path, config, RUNTIME)
     first_trial = tmp_path / "tuner_state" / "rnn" / "trial_0" / "trial.json"
@@ -111,7 +111,7 @@ def test_interrupted_search_resumes_without_redoing_finished_trials(tuner_inputs
     assert json.loads(finished)["status"] == "COMPLETED"
 
     trained.clear()
-    monkeypatch.setattr(tuner, "bucketed_batches",
+    monkeypatch.setattr(dataset, "bucketed_batches",
                         lambda folder, split, *args, **kwargs: (trained.append(1) if split == "train" else None)
                         or real_batches(folder, split, *args, **kwargs))
     tuner.run(tuner_inputs, tmp_path, config, RUNTIME)

@@ -11,13 +11,6 @@ from pathlib import Path
 from pipeline.artifacts import Artifact, ComponentError
 from pipeline.dag import Step
 
-STEPS = (
-    Step("source", "toy_components", outputs=("numbers",), config_section="ingest", source="data"),
-    Step("double", "toy_components_double", inputs={"numbers": "source.numbers"}, outputs=("doubled",),
-         config_section="trainer", seeded=True),
-)
-
-
 def _maybe_misbehave(step: str) -> None:
     if os.environ.get("TOY_FAIL") == step:
         raise ComponentError(f"{step} was told to fail")
@@ -50,3 +43,10 @@ def run_double(inputs, output_dir: Path, config, runtime):
     out.mkdir()
     (out / "values.txt").write_text("\n".join(str(v * 2 * config.epochs) for v in values))
     return {"doubled": Artifact("doubled", out, {"sum": sum(values) * 2 * config.epochs})}
+
+
+STEPS = (
+    Step("source", run, outputs=("numbers",), config_section="ingest", external=external_fingerprint, source="data"),
+    Step("double", run_double, inputs={"numbers": "source.numbers"}, outputs=("doubled",), config_section="trainer",
+         seeded=True),
+)
