@@ -386,5 +386,22 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
+def entry_point() -> None:
+    """The `agnews-pipeline` command: main(), then exit without running interpreter teardown.
+
+    Once TensorFlow, TFT, TFMA and Beam have run in this process, the destructors Python runs at exit (loaded
+    SavedModels, their resource handles, library threads) can crash the process with SIGSEGV after the work is
+    done and recorded, turning a success into exit -11 (seen after a run whose evaluator loaded two models).
+    Everything the pipeline writes is closed or renamed into place before main() returns, so the streams are
+    flushed and the process ends with main()'s exit code directly."""
+    import logging
+
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 1)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()
