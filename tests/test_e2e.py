@@ -235,7 +235,9 @@ def test_retrain_is_locked_skips_unchanged_data_and_predict_works(first_run, tmp
 def test_two_concurrent_retrains_never_run_at_once(first_run):
     root, _, _ = first_run
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1"}
-    first = subprocess.Popen([*CLI, "retrain", *pipeline_args(root), "--force"], cwd=PROJECT, env=env,
+    # --rerun evaluator: a fully cached retrain ends in a second or two, before the second one could be refused.
+    first = subprocess.Popen([*CLI, "retrain", *pipeline_args(root), "--force", "--rerun", "evaluator"], cwd=PROJECT,
+                             env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in first.stdout:  # the first one holds the lock once it names its run
         if line.startswith("run ") and "pipeline root" in line:
