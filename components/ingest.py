@@ -186,6 +186,17 @@ def source_name(config: IngestConfig) -> str:
     return f"csv:{_csv_dir(config)}" if config.data.startswith("csv:") else f"tfds:{config.tfds_name}"
 
 
+def source_rows(config: IngestConfig) -> int | None:
+    """The rows of the CSV source (one a line), for the runner's ETA; None for TFDS (not known cheaply)."""
+    if not config.data.startswith("csv:"):
+        return None
+    rows = 0
+    for path in _csv_files(config).values():
+        with open_binary(path) as handle:
+            rows += sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+    return rows
+
+
 def external_fingerprint(config: IngestConfig) -> str:
     """A fingerprint of the source data, for caching and the scheduler's "no new data" check."""
     digest = hashlib.sha256()

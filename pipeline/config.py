@@ -42,9 +42,14 @@ class PipelineConfig:
     dask_address: str = ""  # scheduler, e.g. tcp://HOST:8786; empty: a local cluster started for each step
     dask_workers: int = 2  # worker processes of that local cluster
     seed: int = 42
+    # While a step without progress lines of its own runs (the Beam steps), one line with the elapsed time and
+    # an ETA every this many seconds; 0: none.
+    progress_seconds: float = 30.0
 
     def __post_init__(self):
         _require(self.seed >= 0, f"pipeline.seed must be >= 0, got {self.seed}")
+        _require(self.progress_seconds >= 0, f"pipeline.progress_seconds must be >= 0 (0 = no progress lines), "
+                 f"got {self.progress_seconds}")
         if self.beam_args:
             check_beam_args(self.beam_args)
         _require(self.beam_runner in ("direct", "dask"),

@@ -64,6 +64,11 @@ class Step:
     # "output.property": when true, that output was delivered outside the pipeline root (a pushed model). It
     # decides the run's outcome and retrain's exit code; gc keeps such outputs and their lineage for good.
     delivers: str = ""
+    # The component prints its own progress lines (elapsed time, ETA); the runner's heartbeat stays quiet.
+    reports_progress: bool = False
+    # The rows of the outside data it reads, counted cheaply from its configuration (None: not known): the
+    # heartbeat scales its ETA by them. Steps with input artifacts are measured by their row properties instead.
+    input_rows: Callable[[Any], int | None] | None = None
     # Given the folder it delivers to (the serving folder), what a killed execution of it left there; gc removes it.
     leftovers: Callable[[Path], list[Path]] | None = None
 
@@ -78,6 +83,7 @@ STEPS: tuple[Step, ...] = (
          config_section="ingest",
          external=ingest.external_fingerprint,
          source="data",
+         input_rows=ingest.source_rows,
          headline={"examples": ("train_rows", "eval_rows", "test_rows", "quarantined_rows", "quarantined_by_reason")}),
     Step("validate", validate.run,
          inputs={"examples": "ingest.examples"},
@@ -100,6 +106,7 @@ STEPS: tuple[Step, ...] = (
          external=tuner.external_fingerprint,
          resumable=True,
          seeded=True,
+         reports_progress=True,
          headline={"best_hyperparameters": ("architecture", "tuned", "best_score", "values")}),
     Step("trainer", trainer.run,
          inputs={"transformed_examples": "transform.transformed_examples",
@@ -109,6 +116,7 @@ STEPS: tuple[Step, ...] = (
          config_section="trainer",
          external=trainer.external_fingerprint,
          seeded=True,
+         reports_progress=True,
          headline={"model": ("architecture", "epochs_trained", "parameters")}),
     Step("evaluator", evaluator.run,
          inputs={"model": "trainer.model",

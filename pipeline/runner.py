@@ -7,6 +7,7 @@ a progress line. Components never do any of this themselves.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -17,12 +18,12 @@ import sys
 import time
 import traceback
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from pipeline import dag, interrupts
+from pipeline.heartbeat import Heartbeat, estimate_for
 from pipeline.artifacts import Artifact, ComponentError, Runtime, fingerprint, write_json_atomic
 from pipeline.code_version import code_version
 from pipeline.config import Config
@@ -69,7 +70,7 @@ class RunResult:
         return result.outputs.get(output) if result else None
 
 
-@contextmanager
+@contextlib.contextmanager
 def root_lock(root: Path, timeout: float = 0.0) -> Iterator[None]:
     """One pipeline process per pipeline root at a time. Waits up to `timeout` seconds, then raises LockBusy.
 
@@ -281,7 +282,8 @@ class Runner:
         work_dir.mkdir(parents=True, exist_ok=True)
         self.log(f"{prefix} running ...")
         try:
-            outputs = step.component(inputs, work_dir, step_cfg, self.runtime)
+            with self._heartbeat(step, step_cfg, inputs, prefix, started):
+                outputs = step.component(inputs, work_dir, step_cfg, self.runtime)
             missing = set(step.outputs) - set(outputs)
             if missing:
                 raise ComponentError(f"component returned no {sorted(missing)} output")
@@ -314,6 +316,14 @@ class Runner:
         seconds = time.monotonic() - started
         self.log(f"{prefix} done in {seconds:.1f}s -> {final_dir}")
         return StepResult(step.name, "ran", seconds, {n: published[n] for n in step.outputs})
+
+    def _heartbeat(self, step: dag.Step, step_cfg: Any, inputs: dict[str, Artifact], prefix: str,
+                   started: float) -> Heartbeat | contextlib.nullcontext:
+        """Progress lines while the step runs (pipeline.progress_seconds; none for a step that prints its own)."""
+        period = self.config.pipeline.progress_seconds
+        if period <= 0 or step.reports_progress:
+            return contextlib.nullcontext()
+        return Heartbeat(self.log, prefix, period, estimate_for(self.store, step, step_cfg, inputs), started)
 
     def _outcome(self, results: list[StepResult]) -> str | None:
         """Whether the run delivered, from the step that delivers (`Step.delivers`, e.g. "pushed_model.pushed"):

@@ -1,0 +1,115 @@
+"""The runner's heartbeat: while a step runs, one line every `pipeline.progress_seconds` with the elapsed time and
+an estimate of the time left.
+
+The estimate is the duration of the newest completed execution of the same step in this pipeline root, scaled by
+the rows of its input now versus then when both are known (row counts in the input artifacts' properties, or
+for a step reading outside data, what its `input_rows` counts now versus the rows its earlier outputs hold). It is
+printed as an estimate, with what it is based on.
+
+The line comes from a daemon thread that only reads files and prints: the store is read before it starts (SQLite
+connections belong to one thread) and the runner stops it, and waits for it, before the step's result is
+handled, so it never outlives the step. Signals are delivered to the main thread only, so SIGINT and SIGTERM
+are handled as before.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from library.durations import duration
+
+
+def rows_of(properties: dict[str, Any]) -> int | None:
+    """The rows an artifact holds, from its properties ("rows", "train_rows", ...); None if it names none."""
+    counts = [value for name, value in properties.items()
+              if (name == "rows" or name.endswith("_rows")) and isinstance(value, int) and not isinstance(value, bool)]
+    return sum(counts) if counts else None
+
+
+def total_rows(artifacts) -> int | None:
+    """The rows of several artifacts (anything with .properties); None if none of them counts rows."""
+    counts = [rows for rows in (rows_of(a.properties) for a in artifacts) if rows is not None]
+    return sum(counts) if counts else None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What the ETA is based on: the earlier execution's duration and rows, and how to count the rows now."""
+    seconds: float | None  # how long the newest completed execution took; None: there is none
+    rows_then: int | None
+    rows_now: Callable[[], int | None]  # called once, in the heartbeat thread (it may read files)
+
+
+def estimate_for(store, step, step_config, inputs: dict) -> Estimate:
+    """The estimate for `step` from the metadata store (main thread: the store's connection is not shared)."""
+    execution = store.newest_completed(step.name)
+    if execution is None:
+        return Estimate(None, None, lambda: None)
+    seconds = execution["ended"] - execution["started"]
+    if inputs:  # a step with input artifacts: their rows then and now
+        rows = total_rows(inputs.values())
+        return Estimate(seconds, total_rows(store.artifacts_of(execution["id"], "input").values()), lambda: rows)
+    # A step reading outside data: its outputs hold the rows it read then; its input_rows counts them now.
+    count = (lambda: step.input_rows(step_config)) if step.input_rows is not None else (lambda: None)
+    return Estimate(seconds, total_rows(store.artifacts_of(execution["id"], "output").values()), count)
+
+
+class Heartbeat:
+    """`with Heartbeat(...):` around a step's work logs `prefix running: elapsed ..., ETA ...` every `period`
+    seconds (0: never)."""
+
+    def __init__(self, log: Callable[[str], None], prefix: str, period: float, estimate: Estimate,
+                 started: float | None = None):
+        self.log = log
+        self.prefix = prefix
+        self.period = period
+        self.estimate = estimate
+        self.started = time.monotonic() if started is None else started
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._rows_now: int | None = None
+        self._counted = False
+
+    def __enter__(self) -> Heartbeat:
+        if self.period > 0:
+            self._thread = threading.Thread(target=self._beat, name=f"heartbeat {self.prefix.strip()}", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.period):
+            line = self.line(time.monotonic() - self.started)
+            if not self._stop.is_set():  # the step may have ended while the rows were counted
+                self.log(line)
+
+    def _rows(self) -> int | None:
+        if not self._counted:
+            self._counted = True
+            try:
+                self._rows_now = self.estimate.rows_now()
+            except Exception:  # noqa: BLE001 - an input that cannot be counted only makes the estimate unscaled
+                self._rows_now = None
+        return self._rows_now
+
+    def line(self, elapsed: float) -> str:
+        text = f"{self.prefix} running: elapsed {duration(elapsed)}"
+        then = self.estimate.seconds
+        if then is None:
+            return f"{text} (no earlier run to estimate from)"
+        rows_then, rows_now = self.estimate.rows_then, self._rows()
+        if rows_then and rows_now is not None:
+            expected = then * rows_now / rows_then
+            basis = f"its last run here took {duration(then)} on {rows_then:,} rows; now {rows_now:,}"
+        else:
+            expected = then
+            basis = f"its last run here took {duration(then)}; not scaled: the size of its input is not known"
+        if round(elapsed) <= round(expected):  # "ETA ~0s", not "longer than the estimated 12s" at 12s
+            return f"{text}, ETA ~{duration(max(expected - elapsed, 0))} (estimate: {basis})"
+        return f"{text}, longer than the estimated {duration(expected)} ({basis})"

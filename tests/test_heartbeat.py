@@ -1,0 +1,111 @@
+"""The runner's heartbeat: progress lines with elapsed time and an ETA from the store while a slow step runs,
+through the real Runner on two slow toy steps with a 0.2 s period."""
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.artifacts import Artifact
+from pipeline.config import ConfigError, load_config
+from pipeline.dag import Step
+from pipeline.heartbeat import Estimate, Heartbeat, rows_of
+from pipeline.runner import Runner
+
+SLOW = 0.7  # seconds each toy step takes: three or so lines at 0.2 s
+
+
+def _lines_file(config) -> Path:
+    return Path(config.data.removeprefix("csv:")) / "train.csv"
+
+
+def read_source(inputs, output_dir: Path, config, runtime):
+    time.sleep(SLOW)
+    out = output_dir / "lines"
+    out.mkdir()
+    lines = _lines_file(config).read_text().splitlines()
+    (out / "lines.txt").write_text("\n".join(lines))
+    return {"lines": Artifact("lines", out, {"train_rows": len(lines)})}
+
+
+def count_words(inputs, output_dir: Path, config, runtime):
+    time.sleep(SLOW)
+    out = output_dir / "words"
+    out.mkdir()
+    (out / "count.txt").write_text(str(len((inputs["lines"].uri / "lines.txt").read_text().split())))
+    return {"words": Artifact("words", out, {})}
+
+
+STEPS = (
+    Step("source", read_source, outputs=("lines",), config_section="ingest", source="data",
+         input_rows=lambda config: len(_lines_file(config).read_text().splitlines())),
+    Step("count", count_words, inputs={"lines": "source.lines"}, outputs=("words",), config_section="trainer"),
+)
+
+
+def run_slow(root: Path, data: Path, period: float) -> list[str]:
+    lines: list[str] = []
+    config = load_config(flags={"pipeline.root": str(root), "ingest.data": f"csv:{data}",
+                                "pipeline.progress_seconds": period})
+    runner = Runner(config, log=lines.append, steps=STEPS)
+    try:
+        assert runner.run(use_cache=False).status == "succeeded"
+    finally:
+        runner.close()
+    return lines
+
+
+def beats(lines: list[str], step: str) -> list[str]:
+    return [line for line in lines if re.match(rf"\[\d/2\] {step} +running: ", line)]
+
+
+def test_progress_lines_show_elapsed_time_then_an_eta_scaled_from_the_last_run(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_text("a b\nc d\n")
+    root = tmp_path / "root"
+
+    first = run_slow(root, data, 0.2)
+    for step in ("source", "count"):
+        assert len(beats(first, step)) >= 2, first
+        assert all(re.search(r"running: elapsed \ds \(no earlier run to estimate from\)$", line)
+                   for line in beats(first, step)), first
+    # Each step's lines come between its "running ..." and its "done" line: the heartbeat stopped with the step.
+    done = next(i for i, line in enumerate(first) if line.startswith("[1/2] source") and " done in " in line)
+    assert all(first.index(line) < done for line in beats(first, "source"))
+    assert not [t for t in threading.enumerate() if t.name.startswith("heartbeat")]
+
+    (data / "train.csv").write_text("a b\nc d\ne f\ng h\n")  # twice the rows: the estimate doubles
+    second = run_slow(root, data, 0.2)
+    for step in ("source", "count"):
+        assert beats(second, step), second
+        first_beat = beats(second, step)[0]
+        assert re.search(r"running: elapsed \ds, ETA ~\ds \(estimate: its last run here took \ds on 2 rows; now 4\)$",
+                         first_beat), first_beat
+
+    assert beats(run_slow(root, data, 0), "source") == []  # progress_seconds 0: no lines
+
+
+def test_the_line_says_when_it_is_not_scaled_or_past_the_estimate():
+    unscaled = Heartbeat(print, "[1/1] step      ", 1, Estimate(100.0, None, lambda: 5))
+    assert unscaled.line(30) == ("[1/1] step       running: elapsed 30s, ETA ~1m10s (estimate: its last run here "
+                                 "took 1m40s; not scaled: the size of its input is not known)")
+    broken = Heartbeat(print, "[1/1] step      ", 1, Estimate(60.0, 10, lambda: 1 / 0))  # counting failed
+    assert "not scaled" in broken.line(1)
+    scaled = Heartbeat(print, "[1/1] step      ", 1, Estimate(60.0, 10, lambda: 30))
+    assert scaled.line(190).endswith("elapsed 3m10s, longer than the estimated 3m00s (its last run here took 1m00s "
+                                     "on 10 rows; now 30)")
+
+
+def test_rows_come_from_row_count_properties():
+    assert rows_of({"train_rows": 5, "eval_rows": 1, "test_rows": 3, "quarantined_rows": 1, "source": "x"}) == 10
+    assert rows_of({"rows": 7, "blessed": True}) == 7
+    assert rows_of({"accuracy": 0.9, "done_rows": True}) is None
+
+
+def test_progress_seconds_must_not_be_negative():
+    with pytest.raises(ConfigError, match="pipeline.progress_seconds must be >= 0"):
+        load_config(flags={"pipeline.progress_seconds": -1})
