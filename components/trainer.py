@@ -1,7 +1,9 @@
 """Trainer component: trains the tuner's chosen architecture and hyperparameters and exports it for serving.
 
 Trains on the train split with the bucketed input pipeline, validates on the eval split, stops early on
-val_loss (keeping the best epoch's weights), under the tf.distribute strategy the configuration names.
+val_loss (keeping the best epoch's weights), under the tf.distribute strategy the configuration names; with
+multi_worker_mirrored, on the workers of trainer.workers (library/multi_worker.py), every one of them running
+train(), the one training code path.
 With trainer.pretrained_embeddings the embedding starts from those vectors (library/embeddings.py), frozen,
 fine-tuned or unfrozen after N epochs (trainer.embeddings_trainable); their coverage of the vocabulary and of
 the train split's tokens is recorded, and the exported SavedModel holds the trained embedding (serving needs no
@@ -16,13 +18,14 @@ Outputs, under output_dir:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from library import embeddings
-from library.layouts import (ModelInputSpec, keras_model_file, read_best_hyperparameters, read_model_input,
-                             serving_model_dir, tensorboard_dir, write_history, write_model_input,
+from library.layouts import (ModelInputSpec, keras_model_file, read_best_hyperparameters, read_history,
+                             read_model_input, serving_model_dir, tensorboard_dir, write_history, write_model_input,
                              write_trained_hyperparameters)
 from library.models import (architecture_names, build_model, check_hyperparameters, compile_model,
                             fixed_hyperparameters, search_space)
@@ -60,10 +63,7 @@ def _strategy(name: str) -> tf.distribute.Strategy:
     if name == "default":
         return tf.distribute.get_strategy()
     try:
-        if name == "mirrored":
-            return tf.distribute.MirroredStrategy()
-        # Reads the cluster from TF_CONFIG; without it, a single worker.
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return tf.distribute.MirroredStrategy()  # multi_worker_mirrored runs in worker processes (run())
     except (RuntimeError, ValueError) as error:
         raise ComponentError(f"cannot create the {name!r} distribution strategy: {error}") from None
 
@@ -109,20 +109,20 @@ def external_fingerprint(config: TrainerConfig) -> str | None:
 
 
 def _pretrained(config: TrainerConfig, transform_graph_dir: Path, model_input: ModelInputSpec,
-                examples_dir: Path, runtime: Runtime) -> tuple[embeddings.Pretrained, dict[str, Any]]:
+                examples_dir: Path, seed: int, log: Callable[[str], None]) -> tuple[embeddings.Pretrained, dict[str, Any]]:
     """The aligned vectors and their coverage facts; coverage below the threshold is logged as a loud warning."""
     from library.dataset import token_id_counts
-    pretrained = embeddings.prepare(config.pretrained_embeddings, transform_graph_dir, model_input, runtime.seed)
+    pretrained = embeddings.prepare(config.pretrained_embeddings, transform_graph_dir, model_input, seed)
     counts = token_id_counts(examples_dir, "train", model_input.embedding_input_dim)
     token_coverage = pretrained.alignment.token_coverage(counts)
     low = token_coverage < config.min_embedding_coverage
     facts = {**pretrained.properties(), "embeddings_token_coverage": round(token_coverage, 6),
              "embeddings_low_coverage": low}
-    runtime.log(f"trainer: pretrained vectors {pretrained.path} ({pretrained.words:,} words x "
+    log(f"trainer: pretrained vectors {pretrained.path} ({pretrained.words:,} words x "
                 f"{pretrained.alignment.dimension}, fingerprint {pretrained.fingerprint[:12]}): "
                 f"{pretrained.alignment.vocab_coverage:.1%} of vocabulary ids, {token_coverage:.1%} of train tokens")
     if low:
-        runtime.log(f"WARNING: {'!' * 60}\nWARNING: the vectors cover only {token_coverage:.1%} of the train "
+        log(f"WARNING: {'!' * 60}\nWARNING: the vectors cover only {token_coverage:.1%} of the train "
                     f"split's tokens (threshold {config.min_embedding_coverage:.0%}): most words start from "
                     f"random vectors. Check the file's language and tokenization (lowercase words).\n"
                     f"WARNING: {'!' * 60}")
@@ -141,20 +141,23 @@ def _fit(model, train, evaluation, config: TrainerConfig, callbacks: list, epoch
     return history.history
 
 
-def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, runtime: Runtime) -> dict[str, Artifact]:
-    import keras  # heavy libraries are imported in run(), not at the top (see pipeline/artifacts.py)
+def train(examples_dir: Path, transform_graph_dir: Path, chosen: dict[str, Any], output_dir: Path | None,
+          config: TrainerConfig, seed: int, log: Callable[[str], None], strategy) -> Any:
+    """The one training code path, in the pipeline process or on each worker of a multi-worker job: builds the
+    chosen model under `strategy`, fits it and writes under output_dir: model/ (the Keras model, the trained
+    hyperparameters, model_input.json) and model_run/ (history.json, TensorBoard logs). output_dir None: a
+    non-chief worker, which trains its share and writes nothing. Returns the trained model (None without
+    output_dir)."""
+    import keras
     from library.dataset import bucketed_batches, padding_ratio
     from library.progress import EpochProgress
-    examples_dir = Path(inputs["transformed_examples"].uri)
-    transform_graph_dir = Path(inputs["transform_graph"].uri)
     model_input = read_model_input(transform_graph_dir)
-    chosen = _read_hyperparameters(Path(inputs["best_hyperparameters"].uri))
     architecture = chosen["architecture"]
 
     pretrained, embedding_facts, frozen_epochs = None, {}, 0
     chosen_values = dict(chosen["values"])
     if config.pretrained_embeddings:
-        pretrained, embedding_facts = _pretrained(config, transform_graph_dir, model_input, examples_dir, runtime)
+        pretrained, embedding_facts = _pretrained(config, transform_graph_dir, model_input, examples_dir, seed, log)
         embeddings.check_fixed_dimension(chosen_values, pretrained.alignment.dimension, pretrained.path)
         # trainer.embeddings_trainable overrides the tuner's choice: the number of epochs to keep the
         # vectors frozen (0: fine-tuned throughout, >= epochs: frozen throughout).
@@ -167,29 +170,30 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
     hp = fixed_hyperparameters(chosen_values)
     values = search_space(architecture, hp, pretrained_dim)  # complete: absent names take the defaults
 
-    model_dir = Path(output_dir) / "model"
-    run_dir = Path(output_dir) / "model_run"
-    for folder in (keras_model_file(model_dir).parent, tensorboard_dir(run_dir)):
-        folder.mkdir(parents=True, exist_ok=True)
+    model_dir = run_dir = None
+    if output_dir is not None:
+        model_dir, run_dir = Path(output_dir) / "model", Path(output_dir) / "model_run"
+        for folder in (keras_model_file(model_dir).parent, tensorboard_dir(run_dir)):
+            folder.mkdir(parents=True, exist_ok=True)
 
-    strategy = _strategy(config.strategy)
-    keras.utils.set_random_seed(runtime.seed)
+    keras.utils.set_random_seed(seed)
     with _op_determinism():
-        train = bucketed_batches(examples_dir, "train", values["batch_size"], shuffle=True, seed=runtime.seed,
+        train = bucketed_batches(examples_dir, "train", values["batch_size"], shuffle=True, seed=seed,
                                  shuffle_buffer=config.shuffle_buffer)
         evaluation = bucketed_batches(examples_dir, "eval", EVAL_BATCH_SIZE, shuffle=False)
         # One pass over the real pipeline: what it pads, and it fills the cache before timing the epochs.
         padding = padding_ratio(train.dataset)
-        runtime.log(f"trainer: {architecture} {values} on {train.num_examples} train / {evaluation.num_examples} "
-                    f"eval examples, {strategy.num_replicas_in_sync} replica(s), padding ratio "
-                    f"{padding['padding_ratio']:.3f}")
+        log(f"trainer: {architecture} {values} on {train.num_examples} train / {evaluation.num_examples} "
+            f"eval examples, {strategy.num_replicas_in_sync} replica(s), padding ratio "
+            f"{padding['padding_ratio']:.3f}")
         with strategy.scope():
             model = build_model(architecture, hp, model_input, pretrained.alignment.matrix if pretrained else None)
         throughput = _throughput_callback(train.num_examples)
-        callbacks = [throughput, EpochProgress(runtime.log, "trainer"),
-                     keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(run_dir)))]
-        runtime.log(f"trainer: plan: up to {config.epochs} epochs x {train.num_examples:,} rows "
-                    f"(early stopping patience {config.early_stopping_patience}); an ETA follows each epoch")
+        callbacks = [throughput, EpochProgress(log, "trainer")]
+        if run_dir is not None:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(run_dir))))
+        log(f"trainer: plan: up to {config.epochs} epochs x {train.num_examples:,} rows "
+            f"(early stopping patience {config.early_stopping_patience}); an ETA follows each epoch")
         if 0 < frozen_epochs < config.epochs:
             # after_epochs N: train the layers above the frozen vectors first, then fine-tune everything. The
             # optimizer only updates the variables it was compiled with, hence the recompile; the second phase
@@ -199,13 +203,15 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
             model.get_layer("embedding").trainable = True
             with strategy.scope():
                 compile_model(model, values["learning_rate"])
-            runtime.log(f"trainer: embedding unfrozen after {len(frozen['loss'])} epoch(s)")
+            log(f"trainer: embedding unfrozen after {len(frozen['loss'])} epoch(s)")
             tuned = _fit(model, train, evaluation, config, callbacks, config.epochs, len(frozen["loss"]))
             if min(tuned["val_loss"]) >= frozen_best:
                 model.set_weights(frozen_weights)
             history = {k: frozen[k] + tuned[k] for k in frozen}
         else:
             history = _fit(model, train, evaluation, config, callbacks, config.epochs)
+    if output_dir is None:
+        return None
 
     epochs = [{"epoch": index + 1, **{k: float(v[index]) for k, v in history.items()},
                **throughput.per_epoch[index]} for index in range(len(history["loss"]))]
@@ -221,23 +227,49 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
         **summary, "epochs": epochs, "padding": padding, "train_examples": train.num_examples,
         "eval_examples": evaluation.num_examples, "train_examples_per_bucket": train.examples_per_bucket,
         "batch_size": values["batch_size"], "strategy": config.strategy,
-        "replicas": strategy.num_replicas_in_sync, "seed": runtime.seed})
-
+        "replicas": strategy.num_replicas_in_sync,
+        "workers": len(config.workers) if config.strategy == "multi_worker_mirrored" else 1, "seed": seed})
     model.save(keras_model_file(model_dir))
     write_trained_hyperparameters(model_dir, {**chosen, "values": values})
     write_model_input(model_dir, model_input)  # the evaluator reads the bucket bounds from the model
+    return model
+
+
+def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, runtime: Runtime) -> dict[str, Artifact]:
+    import keras  # heavy libraries are imported in run(), not at the top (see pipeline/artifacts.py)
+    examples_dir = Path(inputs["transformed_examples"].uri)
+    transform_graph_dir = Path(inputs["transform_graph"].uri)
+    chosen = _read_hyperparameters(Path(inputs["best_hyperparameters"].uri))
+    model_dir, run_dir = Path(output_dir) / "model", Path(output_dir) / "model_run"
+    if config.strategy == "multi_worker_mirrored":
+        # The strategy needs a process whose TensorFlow has not started yet: the chief trains in a child.
+        from library import multi_worker
+        if runtime.pipeline_root is None:
+            raise ComponentError("trainer.strategy multi_worker_mirrored runs through the pipeline runner, which "
+                                 "names the pipeline root the workers share")
+        job = {"workers": list(config.workers), "worker_timeout": config.worker_timeout, "seed": runtime.seed,
+               "trainer": dataclasses.asdict(config), "hyperparameters": chosen,
+               "examples_dir": str(examples_dir), "transform_graph_dir": str(transform_graph_dir),
+               "output_dir": str(Path(output_dir).resolve())}
+        multi_worker.train_on_workers(job, runtime.pipeline_root, runtime.log)
+        model = keras.saving.load_model(keras_model_file(model_dir))
+    else:
+        model = train(examples_dir, transform_graph_dir, chosen, Path(output_dir), config, runtime.seed, runtime.log,
+                      _strategy(config.strategy))
+
     from library import export  # imported here: it loads TensorFlow Transform, which only export needs
     export.export_serving_model(model, transform_graph_dir, serving_model_dir(model_dir))
-
+    history = read_history(run_dir)
+    embedding_facts = {k: v for k, v in history.items() if k.startswith("embeddings_")}
     parameters = int(model.count_params())
-    runtime.log(f"trainer: {len(epochs)} epoch(s), best epoch {best['epoch']}: val_loss {best['val_loss']:.4f}, "
-                f"val_accuracy {best['val_accuracy']:.4f}; {parameters:,} parameters")
+    runtime.log(f"trainer: {history['epochs_trained']} epoch(s), best epoch {history['best_epoch']}: val_loss "
+                f"{history['val_loss']:.4f}, val_accuracy {history['val_accuracy']:.4f}; {parameters:,} parameters")
     return {
         "model": Artifact("model", model_dir, {
-            "architecture": architecture, "epochs_trained": len(epochs), "best_epoch": best["epoch"],
-            "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"], "parameters": parameters,
-            **embedding_facts}),
+            "architecture": chosen["architecture"], "epochs_trained": history["epochs_trained"],
+            "best_epoch": history["best_epoch"], "val_accuracy": history["val_accuracy"],
+            "val_loss": history["val_loss"], "parameters": parameters, **embedding_facts}),
         "model_run": Artifact("model_run", run_dir, {
-            k: summary[k] for k in ("epochs_trained", "best_epoch", "val_loss", "val_accuracy", "stopped_early",
+            k: history[k] for k in ("epochs_trained", "best_epoch", "val_loss", "val_accuracy", "stopped_early",
                                     "mean_examples_per_second", "padding_ratio")}),
     }

@@ -366,6 +366,29 @@ def read_served_push_record(version_dir: Path | str) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# multi-worker training job (trainer, trainer.strategy multi_worker_mirrored): <pipeline root>/multi_worker_job.json,
+# written by the trainer step while its chief trains, read by `agnews-pipeline train-worker`, removed at the end
+
+MULTI_WORKER_JOB_FILE = "multi_worker_job.json"
+
+
+def multi_worker_job_file(pipeline_root: Path | str) -> Path:
+    return Path(pipeline_root) / MULTI_WORKER_JOB_FILE
+
+
+def write_multi_worker_job(pipeline_root: Path | str, job: dict[str, Any]) -> None:
+    write_json_atomic(multi_worker_job_file(pipeline_root), job)  # atomic: a waiting worker never reads half
+
+
+def read_multi_worker_job(pipeline_root: Path | str) -> dict[str, Any] | None:
+    """The job, or None while there is none."""
+    try:
+        return read_json(multi_worker_job_file(pipeline_root))
+    except FileNotFoundError:
+        return None
+
+
+# ----------------------------------------------------------------------------------------------------------
 
 
 def _read_json_file(path: Path, artifact: str, writer: str) -> Any:

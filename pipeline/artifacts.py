@@ -47,6 +47,7 @@ class Runtime:
     beam_args: tuple[str, ...] = ()
     seed: int = 42
     log: Callable[[str], None] = print
+    pipeline_root: Path | None = None  # where a multi-worker training job is written for the other workers
 
 
 def fingerprint(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""`agnews-pipeline`: run, retrain, predict, serve, runs, show, diff, gc, embeddings."""
+"""`agnews-pipeline`: run, retrain, predict, serve, runs, show, diff, gc, embeddings, train-worker."""
 from __future__ import annotations
 
 import argparse
@@ -125,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     embeddings.add_argument("--config", help="YAML configuration file")
     embeddings.add_argument("--pipeline-root", help="default ./pipeline_root")
 
+    worker = commands.add_parser(
+        "train-worker", help="one worker of a multi-worker training job (trainer.strategy multi_worker_mirrored)")
+    worker.add_argument("--pipeline-root", required=True, help="the run's pipeline root, shared with this machine")
+    worker.add_argument("--workers", required=True, metavar="H0:P0,H1:P1,...",
+                        help="the run's trainer.workers, the chief first")
+    worker.add_argument("--index", type=int, required=True, help="this worker's position in --workers (1, 2, ...)")
+    worker.add_argument("--timeout", type=float, default=600.0,
+                        help="seconds to wait for the run's training job, and for the workers to join (default 600)")
+
     for name, help_text in (("runs", "list runs"), ("show", "show a run's model lineage and artifacts"),
                             ("diff", "compare two runs: config, hyperparameters, data, code, metrics, outcome"),
                             ("gc", "delete artifacts that no kept run or pushed model needs")):
@@ -204,6 +213,17 @@ def _cmd_run(args, config) -> int:
     if args.command == "retrain" and not result.delivered:
         return EXIT_NOT_BLESSED
     return EXIT_OK
+
+
+def _cmd_train_worker(args) -> int:
+    from library import multi_worker
+    try:
+        workers = multi_worker.parse_workers(args.workers)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout must be positive, got {args.timeout}")
+    return multi_worker.worker_main(Path(args.pipeline_root).resolve(), workers, args.index, args.timeout)
 
 
 def _cmd_predict(args) -> int:
@@ -350,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "predict":
             return _cmd_predict(args)
+        if args.command == "train-worker":
+            return _cmd_train_worker(args)
         config = _config_from_args(args)
         if args.command in ("run", "retrain"):
             return _cmd_run(args, config)

@@ -193,11 +193,24 @@ class TunerConfig:
         _require(self.train_subsample_rows >= 0, "tuner.train_subsample_rows must be >= 0")
 
 
+def address_problem(address: Any) -> str | None:
+    """What is wrong with one "HOST:PORT" worker address, or None."""
+    host, sep, port = str(address).rpartition(":")
+    if not isinstance(address, str) or not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f"{address!r} is not HOST:PORT (a port from 1 to 65535)"
+    return None
+
+
 @dataclass(frozen=True)
 class TrainerConfig:
     epochs: int = 10
     early_stopping_patience: int = 2
     strategy: str = "default"  # default | mirrored | multi_worker_mirrored
+    # multi_worker_mirrored: "HOST:PORT" of every training worker; index 0 is the chief, which the trainer step
+    # runs on this machine; each other one runs `agnews-pipeline train-worker --index I` (README).
+    workers: tuple[str, ...] = ()
+    # Seconds every worker has to join a multi-worker job (and the longest a collective may wait for one).
+    worker_timeout: float = 300.0
     shuffle_buffer: int = 10_000
     # Word vectors to start the embedding from (word2vec text/binary, GloVe, fastText .vec, gensim .kv);
     # '' = a randomly initialised embedding.
@@ -215,6 +228,19 @@ class TrainerConfig:
         _require(self.early_stopping_patience >= 0, "trainer.early_stopping_patience must be >= 0")
         _require(self.strategy in ("default", "mirrored", "multi_worker_mirrored"),
                  f"trainer.strategy must be default, mirrored or multi_worker_mirrored, got {self.strategy!r}")
+        self._check_workers()
+
+    def _check_workers(self) -> None:
+        if self.strategy != "multi_worker_mirrored":
+            _require(not self.workers, "trainer.workers is only used with trainer.strategy=multi_worker_mirrored")
+            return
+        _require(bool(self.workers), "trainer.strategy=multi_worker_mirrored needs trainer.workers, HOST:PORT of "
+                                     "every worker with this machine (the chief) first, e.g. --set "
+                                     "trainer.workers=[10.0.0.1:23456,10.0.0.2:23456]")
+        for address in self.workers:
+            _require(address_problem(address) is None, f"trainer.workers: {address_problem(address)}")
+        _require(len(set(self.workers)) == len(self.workers), "trainer.workers lists a worker twice")
+        _require(self.worker_timeout > 0, f"trainer.worker_timeout must be > 0 seconds, got {self.worker_timeout}")
 
     def unfreeze_after_epochs(self) -> int | None:
         """embeddings_trainable as a number of frozen epochs: 0 = trainable, epochs = frozen throughout,

@@ -120,7 +120,8 @@ class Runner:
         self.root = config.pipeline_root()
         self.log = log
         self.store = MetadataStore(self.root / "metadata.sqlite")
-        self.runtime = Runtime(beam_args=config.pipeline.all_beam_args(), seed=config.pipeline.seed, log=log)
+        self.runtime = Runtime(beam_args=config.pipeline.all_beam_args(), seed=config.pipeline.seed, log=log,
+                               pipeline_root=self.root)
 
     def close(self) -> None:
         self.store.close()

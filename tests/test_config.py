@@ -51,10 +51,24 @@ def test_precedence_file_then_set_then_flags(tmp_path):
     (["transform.bucket_boundaries=[16, 8]"], "strictly increasing"),
     (["tuner.enabled=yes please"], "must be true or false"),
     (["noequals"], "--set expects section.key=value"),
+    (["trainer.strategy=multi_worker_mirrored"], "multi_worker_mirrored needs trainer.workers, HOST:PORT of every"),
+    (["trainer.workers=[127.0.0.1:2345]"], "trainer.workers is only used with trainer.strategy=multi_worker"),
+    (["trainer.strategy=multi_worker_mirrored", "trainer.workers=[127.0.0.1]"], "'127.0.0.1' is not HOST:PORT"),
+    (["trainer.strategy=multi_worker_mirrored", "trainer.workers=[h:1, h:70000]"], "'h:70000' is not HOST:PORT"),
+    (["trainer.strategy=multi_worker_mirrored", "trainer.workers=[h:1, h:1]"], "lists a worker twice"),
+    (["trainer.strategy=multi_worker_mirrored", "trainer.workers=[h:1]", "trainer.worker_timeout=0"],
+     "trainer.worker_timeout must be > 0"),
 ])
 def test_bad_values_fail_before_any_work(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
+
+
+def test_multi_worker_configuration_keeps_the_worker_order():
+    config = load_config(None, ["trainer.strategy=multi_worker_mirrored",
+                                "trainer.workers=[10.0.0.2:23456, 10.0.0.1:23456]", "trainer.worker_timeout=30"])
+    assert config.trainer.workers == ("10.0.0.2:23456", "10.0.0.1:23456")  # index 0, the chief, first
+    assert config.trainer.worker_timeout == 30.0
 
 
 def test_cli_reports_config_errors_with_exit_code_2(capsys):

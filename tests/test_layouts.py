@@ -183,6 +183,15 @@ def test_best_hyperparameters_round_trip(tmp_path):
         layouts.read_best_hyperparameters(tmp_path / "missing")
 
 
+def test_multi_worker_job_round_trips_and_is_none_until_written(tmp_path):
+    assert layouts.read_multi_worker_job(tmp_path) is None
+    job = {"workers": ["127.0.0.1:1", "127.0.0.1:2"], "seed": 7}
+    layouts.write_multi_worker_job(tmp_path, job)
+    assert layouts.multi_worker_job_file(tmp_path).parent == tmp_path  # the pipeline root the workers share
+    assert layouts.read_multi_worker_job(tmp_path) == job
+    assert [p.name for p in tmp_path.iterdir()] == [layouts.MULTI_WORKER_JOB_FILE]  # no temporary file left
+
+
 def test_model_and_model_run_layout(tmp_path):
     model_dir, run_dir = tmp_path / "model", tmp_path / "model_run"
     with pytest.raises(ComponentError, match="holds no SavedModel"):
@@ -247,7 +256,7 @@ LAYOUT_NAMES = [layouts.COUNTS_FILE, layouts.QUARANTINE_FILE, layouts.SCHEMA_FIL
                 layouts.TRIALS_CSV_FILE, layouts.TRIALS_MARKDOWN_FILE, layouts.KERAS_MODEL_FILE,
                 layouts.TRAINED_HYPERPARAMETERS_FILE, layouts.HISTORY_FILE, layouts.METRICS_FILE,
                 layouts.CONFUSION_MATRIX_FILE, layouts.TRAINING_CURVES_FILE, layouts.BLESSING_FILE, layouts.PUSH_FILE,
-                "tf_serving_warmup_requests"]
+                layouts.MULTI_WORKER_JOB_FILE, "tf_serving_warmup_requests"]
 LAYOUT_PATTERNS = [re.compile(r"(^|/)serving_model(/|$)"), re.compile(r"bucket_(\d|\*|<|$)"), re.compile(r"part-"),
                    re.compile(re.escape(layouts.EXAMPLE_FILE_SUFFIX))]
 SHARED_CONSTANTS = {"SPLITS", "SOURCE_SPLITS", "CLASS_NAMES", "NUM_CLASSES"}

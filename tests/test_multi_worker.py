@@ -1,0 +1,143 @@
+"""Training on several workers (trainer.strategy multi_worker_mirrored): real `agnews-pipeline` processes on
+127.0.0.1 — `train-worker --index 1` beside a `run` whose trainer starts the chief — the pushed model checked in
+a fresh TensorFlow-only process, and the failures: a worker that never starts, flags that do not match the job."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SAMPLE_DIR
+from library import layouts
+from test_e2e import FRESH_PROCESS_PREDICT
+
+pytestmark = pytest.mark.e2e
+
+CLI = [sys.executable, "-m", "pipeline.cli"]
+PROJECT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "PYTHONPATH": str(PROJECT)}
+RUN_SECONDS = 300  # the whole pipeline on the sample, 1 epoch: about 70 s on a loaded 2-core machine
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for probe in sockets:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in sockets]
+    finally:
+        for probe in sockets:
+            probe.close()
+
+
+def run_args(root: Path, workers: list[str], *extra: str) -> list[str]:
+    return [*CLI, "run", "--data", f"csv:{SAMPLE_DIR}", "--no-tune", "--epochs", "1", "--min-accuracy", "0",
+            "--pipeline-root", str(root), "--set", "trainer.strategy=multi_worker_mirrored",
+            "--set", f"trainer.workers=[{','.join(workers)}]", *extra]
+
+
+def start_worker(root: Path, workers: list[str], index: int, timeout: float = RUN_SECONDS) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, "train-worker", "--pipeline-root", str(root), "--workers", ",".join(workers),
+                             "--index", str(index), "--timeout", str(timeout)],
+                            cwd=PROJECT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()  # a worker waiting in TensorFlow's collective setup ignores SIGTERM
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def two_worker_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("multi_worker") / "root"
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    worker = start_worker(root, workers, 1)
+    try:
+        started = time.monotonic()
+        completed = subprocess.run(run_args(root, workers), cwd=PROJECT, env=ENV, capture_output=True, text=True,
+                                   timeout=RUN_SECONDS)
+        seconds = time.monotonic() - started
+        worker_output, _ = worker.communicate(timeout=60)
+    finally:
+        stop(worker)
+    return root, completed, worker.returncode, worker_output, seconds
+
+
+def test_two_workers_train_the_model_that_is_evaluated_pushed_and_served(two_worker_run):
+    root, completed, worker_code, worker_output, _ = two_worker_run
+    assert completed.returncode == 0, f"{completed.stdout[-4000:]}\n{completed.stderr[-4000:]}"
+    assert worker_code == 0, worker_output[-4000:]
+    assert "train-worker: worker 1 done" in worker_output
+    assert "trainer: multi-worker training on 2 workers" in completed.stdout
+    run_dir = next((root / "runs").iterdir())
+    history = layouts.read_history(run_dir / "trainer" / "model_run")
+    assert history["strategy"] == "multi_worker_mirrored"
+    assert history["replicas"] == 2 and history["workers"] == 2
+    assert history["epochs_trained"] == 1
+    record = json.loads((run_dir / "run.json").read_text())
+    assert [s["state"] for s in record["steps"]] == ["ran"] * 7
+    assert "pushed_model: pushed=True, version=1" in completed.stdout
+    assert not layouts.multi_worker_job_file(root).exists()  # removed at the end
+
+    # Worker 1 trained in step with the chief: it printed the same epoch metrics.
+    chief_epoch = next(line for line in completed.stdout.splitlines() if line.startswith("trainer: epoch 1/1"))
+    assert chief_epoch.split(";")[0].split(" (")[1] in worker_output
+
+    version_dir = layouts.serving_version_dir(root / "serving" / "agnews", 1)
+    env = {k: v for k, v in ENV.items() if k != "TF_USE_LEGACY_KERAS"}
+    served = subprocess.run([sys.executable, "-c", FRESH_PROCESS_PREDICT, str(version_dir)], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert served.returncode == 0, served.stderr[-4000:]
+    result = json.loads(served.stdout.strip().splitlines()[-1])
+    assert len(result["probabilities"]) == 6
+    assert all(abs(sum(p) - 1) < 1e-4 for p in result["probabilities"])
+    assert result["modules"] == []  # TensorFlow alone serves it
+
+
+def test_a_worker_that_never_starts_fails_the_run_in_bounded_time(two_worker_run):
+    root = two_worker_run[0]  # ingest .. tuner come from the cache; the trainer's key changes with the workers
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    started = time.monotonic()
+    completed = subprocess.run(run_args(root, workers, "--set", "trainer.worker_timeout=10"), cwd=PROJECT,
+                               env=ENV, capture_output=True, text=True, timeout=RUN_SECONDS)
+    seconds = time.monotonic() - started
+    assert completed.returncode == 1, completed.stdout[-3000:] + completed.stderr[-3000:]
+    error = [line for line in completed.stderr.splitlines() if line.startswith("ERROR:")]
+    assert len(error) == 1, completed.stderr[-3000:]
+    assert f"worker 1 ({workers[1]}) did not join within 10 s" in error[0]
+    assert f"train-worker --pipeline-root {root} --workers {','.join(workers)} --index 1" in error[0]
+    assert "Traceback" not in completed.stderr
+    assert seconds < 90
+    runs = json.loads(subprocess.run([*CLI, "runs", "--json", "--pipeline-root", str(root)], cwd=PROJECT,
+                                     env=ENV, capture_output=True, text=True, timeout=60, check=True).stdout)
+    assert runs[0]["status"] == "failed" and runs[1]["status"] == "succeeded"
+    assert layouts.serving_versions(root / "serving" / "agnews") == [1]  # nothing new published
+    assert not layouts.multi_worker_job_file(root).exists()
+
+
+def test_train_worker_flags_that_do_not_match_the_job_give_one_line(tmp_path):
+    workers = ["127.0.0.1:1234", "127.0.0.1:1235"]
+    layouts.write_multi_worker_job(tmp_path, {"workers": workers, "worker_timeout": 5})
+
+    def train_worker(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*CLI, "train-worker", "--pipeline-root", str(tmp_path), *args], cwd=PROJECT,
+                              env=ENV, capture_output=True, text=True, timeout=60)
+
+    for args, code, message in [
+            (["--workers", "127.0.0.1:1234,127.0.0.1:9999", "--index", "1"], 2,
+             "the training job in {root} is for workers 127.0.0.1:1234,127.0.0.1:1235"),
+            (["--workers", ",".join(workers), "--index", "2"], 2, "--index 2 is not a position in --workers"),
+            (["--workers", "127.0.0.1", "--index", "1"], 2, "is not HOST:PORT"),
+            (["--pipeline-root", str(tmp_path / "elsewhere"), "--workers", ",".join(workers), "--index", "1",
+              "--timeout", "1"], 1, "no training job for workers")]:
+        completed = train_worker(*args)
+        assert completed.returncode == code, completed.stderr
+        lines = completed.stderr.strip().splitlines()
+        assert len(lines) == 1 and message.format(root=tmp_path) in lines[0], completed.stderr
