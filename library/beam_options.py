@@ -5,14 +5,21 @@ Beam is imported inside the functions that need it: the runner asks this module 
 run, and a fully cached run must not pay for importing Beam."""
 from __future__ import annotations
 
+import os
 import socket
+import sys
+import threading
 import urllib.parse
+from pathlib import Path
 
 from pipeline.artifacts import ComponentError
 
 DASK_RUNNER = "library.dask_runner.DaskRunner"
 BEAM_RUNNERS = ("direct", "dask")  # friendly names; any other runner via --beam-arg=--runner=NAME
 CONNECT_SECONDS = 5  # how long a step waits for a scheduler or job service before it fails
+# How long a step waits for a worker of an external SDK worker pool to connect (a healthy one imports Beam and
+# connects in about 5 s on this loaded 2-core machine) before it fails.
+WORKER_START_SECONDS = 20
 
 
 def runner_args(beam_runner: str, dask_address: str, dask_workers: int) -> tuple[str, ...]:
@@ -94,8 +101,69 @@ def check_engine_reachable(options: PipelineOptions) -> None:
                              f"{CONNECT_SECONDS}s): start it (python -m "
                              "apache_beam.runners.portability.local_job_service_main --port PORT) or fix "
                              "--job_endpoint")
-    if portable.environment_type == "EXTERNAL" and portable.environment_config \
-            and not _reachable(portable.environment_config):
-        raise ComponentError(f"no Beam SDK worker pool answers at {portable.environment_config} (waited "
-                             f"{CONNECT_SECONDS}s): start it (python -m apache_beam.runners.worker.worker_pool_main "
-                             "--service_port PORT, with this venv's bin first on PATH) or fix --environment_config")
+    if portable.environment_type == "EXTERNAL" and portable.environment_config:
+        if not _reachable(portable.environment_config):
+            raise ComponentError(f"no Beam SDK worker pool answers at {portable.environment_config} (waited "
+                                 f"{CONNECT_SECONDS}s): start it (python -m apache_beam.runners.worker."
+                                 "worker_pool_main --service_port PORT, with this venv's bin first on PATH) or fix "
+                                 "--environment_config")
+        check_worker_pool_starts_workers(portable.environment_config)
+
+
+_pools_that_work: set[str] = set()
+
+
+def check_worker_pool_starts_workers(pool: str, seconds: float = WORKER_START_SECONDS) -> None:
+    """Asks an external SDK worker pool on this machine for one worker and waits up to `seconds` for it to connect
+    to a control endpoint served here; the worker is stopped again at once. A pool whose bare `python` cannot
+    import Beam starts workers that die before connecting, and the job would wait minutes for them; this fails
+    in `seconds` instead, once per pool and process. A pool on another machine is not probed: its workers may
+    not be able to reach this machine, which Beam's own workers never need."""
+    host = urllib.parse.urlparse(f"tcp://{pool}").hostname
+    if pool in _pools_that_work or host not in ("localhost", "127.0.0.1", "::1", socket.gethostname()):
+        return
+    from concurrent import futures
+
+    import grpc
+    from apache_beam.portability.api import beam_fn_api_pb2, beam_fn_api_pb2_grpc, endpoints_pb2
+
+    class Probe(beam_fn_api_pb2_grpc.BeamFnControlServicer):
+        def __init__(self):
+            self.connected = threading.Event()
+
+        def Control(self, responses, context):
+            self.connected.set()
+            return iter(())  # no work: the worker's control stream ends and it exits
+
+    probe = Probe()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    beam_fn_api_pb2_grpc.add_BeamFnControlServicer_to_server(probe, server)
+    endpoint = endpoints_pb2.ApiServiceDescriptor(url=f"localhost:{server.add_insecure_port('localhost:0')}")
+    server.start()
+    worker_id = f"agnews-pipeline-probe-{os.getpid()}"
+    try:
+        with grpc.insecure_channel(pool) as channel:
+            stub = beam_fn_api_pb2_grpc.BeamFnExternalWorkerPoolStub(channel)
+            response = stub.StartWorker(beam_fn_api_pb2.StartWorkerRequest(
+                worker_id=worker_id, control_endpoint=endpoint, logging_endpoint=endpoint,
+                artifact_endpoint=endpoint, provision_endpoint=endpoint), timeout=CONNECT_SECONDS)
+            started = not response.error and probe.connected.wait(seconds)
+            try:  # a worker that connected has exited by now; this removes it from the pool's books either way
+                stub.StopWorker(beam_fn_api_pb2.StopWorkerRequest(worker_id=worker_id), timeout=CONNECT_SECONDS)
+            except grpc.RpcError:
+                pass
+    except grpc.RpcError as error:
+        raise ComponentError(f"the Beam SDK worker pool at {pool} did not answer a request for a worker "
+                             f"({error.code().name}): restart it (python -m apache_beam.runners.worker."
+                             "worker_pool_main --service_port PORT, with this venv's bin first on PATH)") from None
+    finally:
+        server.stop(None)
+    if not started:
+        why = (response.error.strip().splitlines() or [""])[-1] if response.error else \
+            f"no SDK worker connected within {seconds:.0f}s"
+        venv_bin = Path(sys.executable).parent
+        raise ComponentError(f"the Beam SDK worker pool at {pool} cannot start Beam workers ({why}): it starts "
+                             "each worker as a bare `python`, which must be this venv's; restart the pool with "
+                             f"{venv_bin} first on PATH (PATH={venv_bin}:$PATH python -m "
+                             "apache_beam.runners.worker.worker_pool_main --service_port PORT)")
+    _pools_that_work.add(pool)

@@ -8,6 +8,7 @@ The pipeline's ingest -> transform runs on each, on the committed sample, and ev
 the DirectRunner's."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -283,13 +284,12 @@ def _wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
     raise AssertionError(f"{what} did not listen on port {port} within {START_SECONDS}s")
 
 
-@pytest.fixture(scope="module")
-def portable_service(tmp_path_factory):
-    """(job endpoint, worker pool endpoint). The pool starts each SDK worker as a bare `python`, so this venv's bin
-    leads its PATH; PYTHONPATH lets the workers import the project."""
-    logs = tmp_path_factory.mktemp("portable-logs")
+@contextlib.contextmanager
+def job_service_and_worker_pool(logs: Path, python_dir: Path):
+    """(job endpoint, worker pool endpoint) of a local job service and an external SDK worker pool whose workers
+    are the `python` found first in `python_dir`; PYTHONPATH lets the workers import the project."""
     job_port, pool_port = _free_port(), _free_port()
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    env = {**os.environ, "PATH": os.pathsep.join([str(python_dir), os.environ.get("PATH", "")]),
            "PYTHONPATH": str(PROJECT), "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     job = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
                             "--port", str(job_port)], stdout=subprocess.DEVNULL,
@@ -303,6 +303,13 @@ def portable_service(tmp_path_factory):
         yield f"localhost:{job_port}", f"localhost:{pool_port}"
     finally:
         _stop([pool, job])
+
+
+@pytest.fixture(scope="module")
+def portable_service(tmp_path_factory):
+    """The pool starts each SDK worker as a bare `python`, so this venv's bin leads its PATH."""
+    with job_service_and_worker_pool(tmp_path_factory.mktemp("portable-logs"), Path(sys.executable).parent) as ends:
+        yield ends
 
 
 def portable_args(job_endpoint: str, pool_endpoint: str) -> list[str]:
@@ -332,6 +339,36 @@ def test_an_unreachable_job_service_fails_the_run_in_seconds_with_one_line(tmp_p
     [run_dir] = (root / "runs").iterdir()
     assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
     assert not (run_dir / "ingest").exists()
+
+
+def test_a_worker_pool_whose_python_lacks_beam_fails_the_run_in_seconds_with_one_line(tmp_path):
+    """The pool's bare `python` is an interpreter without Beam: its workers die before connecting. Without the
+    check the job waited minutes for them."""
+    wrong = tmp_path / "wrong-bin"
+    wrong.mkdir()
+    system_python = Path("/usr/bin/python3")
+    if system_python.exists() and subprocess.run([system_python, "-c", "import apache_beam"],
+                                                 capture_output=True).returncode != 0:
+        (wrong / "python").symlink_to(system_python)
+    else:  # this venv's interpreter without site-packages: no Beam either
+        (wrong / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" -I -S "$@"\n')
+        (wrong / "python").chmod(0o755)
+    root = tmp_path / "root"
+    with job_service_and_worker_pool(tmp_path, wrong) as (job, pool):
+        started = time.monotonic()
+        completed = agnews("run", "--data", f"csv:{SAMPLE_DIR}", "--until", "ingest", "--pipeline-root", str(root),
+                           *portable_args(job, pool), timeout=120)
+        seconds = time.monotonic() - started
+    assert completed.returncode == 1, completed.stderr[-3000:]
+    assert seconds < 60
+    [line] = [text for text in completed.stderr.splitlines() if "worker pool" in text]
+    assert line.startswith(f"ERROR: ingest: the Beam SDK worker pool at {pool} cannot start Beam workers (no SDK "
+                           "worker connected within 20s)")
+    assert f"restart the pool with {Path(sys.executable).parent} first on PATH" in line
+    assert "Traceback" not in completed.stderr + completed.stdout
+    [run_dir] = (root / "runs").iterdir()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    assert not (run_dir / "ingest").exists()  # nothing published
 
 
 def test_an_unreachable_scheduler_fails_the_run_in_seconds_with_one_line(tmp_path):
