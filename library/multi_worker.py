@@ -41,7 +41,8 @@ from pipeline.config import address_problem, build_config
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 JOINED_LINE = "train-worker: every worker joined"  # the chief prints it once the strategy exists
 ERROR_PREFIX = "train-worker failed: "  # the one line a failed worker prints
-_TF_LOG_LINE = re.compile(r"^[IWEF]\d{4} |^WARNING: All log messages before absl")  # TensorFlow's C++ logging
+# TensorFlow's C++ logging and the gRPC details it appends to a collective's error: not progress lines
+_TF_LOG_LINE = re.compile(r"^[IWEF]\d{4} |^WARNING: All log messages before absl|^Additional GRPC error|^:UNKNOWN:")
 _TASK = re.compile(r"/job:worker/(?:replica:0/)?task:(\d+)")
 
 
@@ -81,7 +82,7 @@ def train_on_workers(job: dict[str, Any], root: Path, log: Callable[[str], None]
     pythonpath = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "train-worker", "--pipeline-root", str(root),
-         "--workers", ",".join(workers), "--index", "0", "--timeout", str(timeout)],
+         "--workers", ",".join(workers), "--index", "0", "--timeout", str(timeout + 60)],  # this wait ends first
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
         env={**os.environ, "PYTHONPATH": pythonpath}, start_new_session=True)  # Ctrl-C reaches the run only
     lines: queue.Queue[str | None] = queue.Queue()
@@ -186,9 +187,20 @@ def run_worker(job: dict[str, Any], index: int, log: Callable[[str], None] = pri
     try:
         train(Path(job["examples_dir"]), Path(job["transform_graph_dir"]), job["hyperparameters"],
               Path(job["output_dir"]) if index == 0 else None, config, int(job["seed"]), log, strategy)
-    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
-            tf.errors.InternalError) as error:
-        raise ComponentError(_lost_worker(error, workers, index)) from None
+    except tf.errors.OpError as error:
+        peers = _peers_named(error, workers, index)
+        if not peers and not isinstance(error, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                                                tf.errors.CancelledError, tf.errors.AbortedError)):
+            raise  # this worker's own failure, not a lost peer
+        raise ComponentError(f"{peers or 'another worker'} stopped answering during training (worker {index} saw "
+                             f"{type(error).__name__}); nothing was published: start the run and every "
+                             f"`agnews-pipeline train-worker` again") from None
+
+
+def _peers_named(error: Exception, workers: list[str], index: int) -> str:
+    """"worker 1 (HOST:PORT)" for each other task TensorFlow's error message names."""
+    tasks = sorted({int(task) for task in _TASK.findall(str(error))} - {index})
+    return ", ".join(f"worker {t} ({workers[t]})" for t in tasks if t < len(workers))
 
 
 def _give_up(workers: list[str], index: int, timeout: float) -> None:
@@ -196,13 +208,6 @@ def _give_up(workers: list[str], index: int, timeout: float) -> None:
     print(f"{ERROR_PREFIX}the other workers ({others}) did not all join within {timeout:g} s: check that each "
           f"one runs with the same --workers and its own --index (worker 0 is started by the run)", flush=True)
     os._exit(1)
-
-
-def _lost_worker(error: Exception, workers: list[str], index: int) -> str:
-    tasks = sorted({int(task) for task in _TASK.findall(str(error))} - {index})
-    who = ", ".join(f"worker {t} ({workers[t]})" for t in tasks if t < len(workers)) or "another worker"
-    return (f"{who} stopped answering during training (worker {index} saw: {type(error).__name__}); nothing was "
-            f"published: restart the run and every `agnews-pipeline train-worker`")
 
 
 def _patch_keras_for_multi_worker() -> None:
@@ -248,6 +253,10 @@ def worker_main(root: Path, workers: tuple[str, ...], index: int, timeout: float
         return 2
     except (TimeoutError, ComponentError) as error:
         print(f"{ERROR_PREFIX}{error}", file=sys.stderr, flush=True)
+        return 1
+    except Exception as error:  # noqa: BLE001 - one line for the run's error message, not a traceback wall
+        first_line = next(iter(str(error).strip().splitlines()), "")
+        print(f"{ERROR_PREFIX}{type(error).__name__}: {first_line}", file=sys.stderr, flush=True)
         return 1
     print(f"train-worker: worker {index} done", flush=True)
     return 0

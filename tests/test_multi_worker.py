@@ -105,13 +105,13 @@ def test_a_worker_that_never_starts_fails_the_run_in_bounded_time(two_worker_run
     root = two_worker_run[0]  # ingest .. tuner come from the cache; the trainer's key changes with the workers
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     started = time.monotonic()
-    completed = subprocess.run(run_args(root, workers, "--set", "trainer.worker_timeout=10"), cwd=PROJECT,
+    completed = subprocess.run(run_args(root, workers, "--set", "trainer.worker_timeout=5"), cwd=PROJECT,
                                env=ENV, capture_output=True, text=True, timeout=RUN_SECONDS)
     seconds = time.monotonic() - started
     assert completed.returncode == 1, completed.stdout[-3000:] + completed.stderr[-3000:]
     error = [line for line in completed.stderr.splitlines() if line.startswith("ERROR:")]
     assert len(error) == 1, completed.stderr[-3000:]
-    assert f"worker 1 ({workers[1]}) did not join within 10 s" in error[0]
+    assert f"worker 1 ({workers[1]}) did not join within 5 s" in error[0]
     assert f"train-worker --pipeline-root {root} --workers {','.join(workers)} --index 1" in error[0]
     assert "Traceback" not in completed.stderr
     assert seconds < 90
@@ -119,6 +119,34 @@ def test_a_worker_that_never_starts_fails_the_run_in_bounded_time(two_worker_run
                                      env=ENV, capture_output=True, text=True, timeout=60, check=True).stdout)
     assert runs[0]["status"] == "failed" and runs[1]["status"] == "succeeded"
     assert layouts.serving_versions(root / "serving" / "agnews") == [1]  # nothing new published
+    assert not layouts.multi_worker_job_file(root).exists()
+
+
+def test_a_worker_that_dies_fails_the_run_in_bounded_time_naming_it(two_worker_run):
+    root = two_worker_run[0]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    worker = start_worker(root, workers, 1)
+    run = subprocess.Popen(run_args(root, workers, "--epochs", "3"), cwd=PROJECT, env=ENV, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        for line in worker.stdout:  # ends when the worker exits; bounded by the assertion below
+            if line.startswith("train-worker: every worker joined") or time.monotonic() > deadline:
+                break
+        assert time.monotonic() < deadline, "the workers never joined"
+        worker.kill()
+        killed = time.monotonic()
+        _, stderr = run.communicate(timeout=120)
+        seconds = time.monotonic() - killed
+    finally:
+        stop(worker)
+        stop(run)
+    assert run.returncode == 1
+    error = [line for line in stderr.splitlines() if line.startswith("ERROR:")]
+    assert len(error) == 1 and f"worker 1 ({workers[1]}) stopped answering during training" in error[0], stderr
+    assert "Traceback" not in stderr
+    assert seconds < 60
+    assert layouts.serving_versions(root / "serving" / "agnews") == [1]
     assert not layouts.multi_worker_job_file(root).exists()
 
 
