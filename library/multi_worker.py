@@ -39,7 +39,9 @@ from pipeline.artifacts import ComponentError
 from pipeline.config import address_problem, build_config
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-JOINED_LINE = "train-worker: every worker joined"  # the chief prints it once the strategy exists
+WAITING_LINE = "train-worker: waiting for every worker to join"  # TensorFlow is loaded, the strategy starts
+JOINED_LINE = "train-worker: every worker joined"  # the strategy exists
+STARTUP_SECONDS = 120  # the longest the chief may take to load TensorFlow before it starts waiting
 ERROR_PREFIX = "train-worker failed: "  # the one line a failed worker prints
 # TensorFlow's C++ logging and the gRPC details it appends to a collective's error: not progress lines
 _TF_LOG_LINE = re.compile(r"^[IWEF]\d{4} |^WARNING: All log messages before absl|^Additional GRPC error|^:UNKNOWN:")
@@ -88,7 +90,7 @@ def train_on_workers(job: dict[str, Any], root: Path, log: Callable[[str], None]
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True).start()
     try:
-        joined, errors, deadline = False, [], time.monotonic() + timeout
+        joined, errors, deadline = False, [], time.monotonic() + STARTUP_SECONDS + timeout
         while True:
             try:
                 line = lines.get(timeout=0.5)
@@ -96,7 +98,9 @@ def train_on_workers(job: dict[str, Any], root: Path, log: Callable[[str], None]
                 line = ""
             if line is None:  # the chief closed its output: it has ended
                 break
-            if line == JOINED_LINE:
+            if line == WAITING_LINE:
+                deadline = time.monotonic() + timeout
+            elif line == JOINED_LINE:
                 joined = True
             elif line.startswith(ERROR_PREFIX):
                 errors.append(line[len(ERROR_PREFIX):])
@@ -171,11 +175,12 @@ def run_worker(job: dict[str, Any], index: int, log: Callable[[str], None] = pri
     """Trains as worker `index` of the job; the chief (index 0) writes the results into job["output_dir"]."""
     workers, timeout = job["workers"], float(job["worker_timeout"])
     os.environ["TF_CONFIG"] = tf_config(workers, index)  # before TensorFlow starts: it reads it once
+    import tensorflow as tf
+    print(WAITING_LINE, flush=True)
     # A worker whose peers never join would wait in the strategy's constructor forever: bounded here.
     watchdog = threading.Timer(timeout, _give_up, args=(workers, index, timeout))
     watchdog.daemon = True
     watchdog.start()
-    import tensorflow as tf
     strategy = tf.distribute.MultiWorkerMirroredStrategy(
         communication_options=tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout))
     watchdog.cancel()
