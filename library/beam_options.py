@@ -20,6 +20,7 @@ CONNECT_SECONDS = 5  # how long a step waits for a scheduler or job service befo
 # How long a step waits for a worker of an external SDK worker pool to connect (a healthy one imports Beam and
 # connects in about 5 s on this loaded 2-core machine) before it fails.
 WORKER_START_SECONDS = 20
+JOB_SECONDS = 7 * 24 * 3600  # how long a Beam job on a portable runner (Flink, Spark, a job service) may run
 
 
 def runner_args(beam_runner: str, dask_address: str, dask_workers: int) -> tuple[str, ...]:
@@ -33,8 +34,15 @@ def runner_args(beam_runner: str, dask_address: str, dask_workers: int) -> tuple
 
 def pipeline_options(beam_args: tuple[str, ...] | list[str]) -> PipelineOptions:
     from apache_beam.options.pipeline_options import PipelineOptions
+    args = list(beam_args)
+    names = {arg.partition("=")[0] for arg in args}
+    if "--job_endpoint" in names and not names & {"--job_server_timeout", "--job-server-timeout"}:
+        # Beam uses this one deadline both for reaching the job service and for the whole job's state and
+        # message streams: its default (300 s) fails every portable job that runs longer with
+        # DEADLINE_EXCEEDED. Reaching the service is checked below, in CONNECT_SECONDS.
+        args.append(f"--job_server_timeout={JOB_SECONDS}")
     # flags=... stops PipelineOptions from parsing sys.argv (the CLI's own flags) as Beam flags.
-    options = PipelineOptions(flags=list(beam_args), save_main_session=False)
+    options = PipelineOptions(flags=args, save_main_session=False)
     check_engine_reachable(options)
     return options
 

@@ -326,6 +326,24 @@ def test_ingest_to_transform_on_the_portable_runner_is_byte_identical_to_the_dir
     assert step_files(tmp_path / "portable") == direct_files
 
 
+def test_a_portable_job_may_run_longer_than_beams_default_job_server_timeout():
+    """Beam's --job_server_timeout (300 s by default) is also the deadline of the job's state and message streams:
+    a healthy job still running at 300 s failed with DEADLINE_EXCEEDED (seen with --job_server_timeout=4 on a
+    7 s ingest). Unless the user sets it, a job service endpoint gets a week."""
+    from apache_beam.options.pipeline_options import PortableOptions
+
+    from library.beam_options import pipeline_options
+    with socket.socket() as listener:  # something answers at the job endpoint
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        endpoint = f"--job_endpoint=localhost:{listener.getsockname()[1]}"
+        default = pipeline_options(["--runner=PortableRunner", endpoint, "--environment_type=LOOPBACK"])
+        chosen = pipeline_options(["--runner=PortableRunner", endpoint, "--job_server_timeout=60"])
+    assert default.view_as(PortableOptions).job_server_timeout >= 24 * 3600
+    assert chosen.view_as(PortableOptions).job_server_timeout == 60
+    assert pipeline_options([]).view_as(PortableOptions).job_server_timeout == 300  # no job service: Beam's default
+
+
 def test_an_unreachable_job_service_fails_the_run_in_seconds_with_one_line(tmp_path):
     root = tmp_path / "root"
     started = time.monotonic()
