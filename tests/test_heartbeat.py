@@ -2,7 +2,11 @@
 through the real Runner on two slow toy steps with a 0.2 s period."""
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,7 +27,7 @@ def _lines_file(config) -> Path:
 
 
 def read_source(inputs, output_dir: Path, config, runtime):
-    time.sleep(SLOW)
+    time.sleep(float(os.environ.get("SLOW_SOURCE_SECONDS", SLOW)))
     out = output_dir / "lines"
     out.mkdir()
     lines = _lines_file(config).read_text().splitlines()
@@ -87,6 +91,44 @@ def test_progress_lines_show_elapsed_time_then_an_eta_scaled_from_the_last_run(t
                          first_beat), first_beat
 
     assert beats(run_slow(root, data, 0), "source") == []  # progress_seconds 0: no lines
+
+
+SIGINT_SCRIPT = """
+import sys, time
+from pipeline import interrupts
+from pipeline.config import load_config
+from pipeline.runner import Runner
+import test_heartbeat
+interrupts.install()
+config = load_config(flags={"pipeline.root": sys.argv[1], "ingest.data": "csv:" + sys.argv[2],
+                            "pipeline.progress_seconds": 0.2})
+try:
+    Runner(config, log=lambda line: print(line, flush=True), steps=test_heartbeat.STEPS).run()
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    time.sleep(1)  # a heartbeat still alive would print here
+"""
+
+
+def test_sigint_while_the_heartbeat_runs_interrupts_the_step_and_stops_the_heartbeat(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_text("a b\n")
+    tests = Path(__file__).resolve().parent
+    process = subprocess.Popen(
+        [sys.executable, "-c", SIGINT_SCRIPT, str(tmp_path / "root"), str(data)], cwd=tests.parent, text=True,
+        stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": f"{tests.parent}{os.pathsep}{tests}",
+                                     "SLOW_SOURCE_SECONDS": "60"})
+    lines = []
+    for line in process.stdout:
+        lines.append(line.rstrip("\n"))
+        if "running: elapsed" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    stdout, _ = process.communicate(timeout=30)
+    lines += stdout.splitlines()
+    assert process.returncode == 0 and "interrupted" in lines, lines
+    assert not beats(lines[lines.index("interrupted"):], "source"), lines
 
 
 def test_the_line_says_when_it_is_not_scaled_or_past_the_estimate():
