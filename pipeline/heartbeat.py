@@ -1,10 +1,12 @@
 """The runner's heartbeat: while a step runs, one line every `pipeline.progress_seconds` with the elapsed time and
 an estimate of the time left.
 
-The estimate is the duration of the newest completed execution of the same step in this pipeline root, scaled by
-the rows of its input now versus then when both are known (row counts in the input artifacts' properties, or
-for a step reading outside data, what its `input_rows` counts now versus the rows its earlier outputs hold). It is
-printed as an estimate, with what it is based on.
+The estimate is the duration of an earlier completed execution of the same step in this pipeline root, scaled by
+the rows of its input now versus then: of the step's newest 20 such executions, the one closest in size (row
+counts in the input artifacts' properties, or for a step reading outside data, what its `input_rows` counts now
+versus the rows its earlier outputs hold). Without sizes it is the newest one, unscaled, and the line says so. It
+is printed as an estimate, with what it is based on; scaled up from a much smaller run it overstates (start-up
+time does not grow with rows), and the line says that too.
 
 The line comes from a daemon thread that only reads files and prints: the store is read before it starts (SQLite
 connections belong to one thread) and the runner stops it, and waits for it, before the step's result is
@@ -13,6 +15,7 @@ are handled as before.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -34,26 +37,42 @@ def total_rows(artifacts) -> int | None:
     return sum(counts) if counts else None
 
 
+EARLIER_RUNS = 20  # how many of a step's newest completed executions the estimate may choose from
+
+
 @dataclass(frozen=True)
 class Estimate:
-    """What the ETA is based on: the earlier execution's duration and rows, and how to count the rows now."""
-    seconds: float | None  # how long the newest completed execution took; None: there is none
-    rows_then: int | None
+    """What the ETA is based on: the step's earlier completed executions and how to count the rows now."""
+    earlier: tuple[tuple[float, int | None], ...]  # (seconds, rows of its input), newest first; () = none
     rows_now: Callable[[], int | None]  # called once, in the heartbeat thread (it may read files)
+
+    def basis(self, rows_now: int | None) -> tuple[float, str]:
+        """(expected seconds, what that is based on). Scaled from the earlier run closest in size (the newest of
+        equals), or the newest run unscaled when sizes are not known."""
+        sized = [run for run in self.earlier if run[1]] if rows_now else []
+        if not sized:
+            seconds = self.earlier[0][0]
+            return seconds, f"its last run here took {duration(seconds)}; not scaled: the size of its input is not known"
+        seconds, rows = min(sized, key=lambda run: abs(math.log(rows_now / run[1])))
+        text = f"its run here on {rows:,} rows took {duration(seconds)}; now {rows_now:,}"
+        if rows_now > 2 * rows:
+            text += "; likely too high: part of a step's time does not grow with its rows"
+        return seconds * rows_now / rows, text
 
 
 def estimate_for(store, step, step_config, inputs: dict) -> Estimate:
-    """The estimate for `step` from the metadata store (main thread: the store's connection is not shared)."""
-    execution = store.newest_completed(step.name)
-    if execution is None:
-        return Estimate(None, None, lambda: None)
-    seconds = execution["ended"] - execution["started"]
-    if inputs:  # a step with input artifacts: their rows then and now
+    """The estimate for `step` from the metadata store (main thread: the store's connection is not shared).
+
+    A step with input artifacts is sized by their rows then and now; a step reading outside data by the rows its
+    earlier outputs hold (what it read then) and what its `input_rows` counts now."""
+    kind = "input" if inputs else "output"
+    earlier = tuple((execution["ended"] - execution["started"],
+                     total_rows(store.artifacts_of(execution["id"], kind).values()))
+                    for execution in store.completed(step.name, EARLIER_RUNS))
+    if inputs:
         rows = total_rows(inputs.values())
-        return Estimate(seconds, total_rows(store.artifacts_of(execution["id"], "input").values()), lambda: rows)
-    # A step reading outside data: its outputs hold the rows it read then; its input_rows counts them now.
-    count = (lambda: step.input_rows(step_config)) if step.input_rows is not None else (lambda: None)
-    return Estimate(seconds, total_rows(store.artifacts_of(execution["id"], "output").values()), count)
+        return Estimate(earlier, lambda: rows)
+    return Estimate(earlier, (lambda: step.input_rows(step_config)) if step.input_rows is not None else (lambda: None))
 
 
 class Heartbeat:
@@ -100,16 +119,9 @@ class Heartbeat:
 
     def line(self, elapsed: float) -> str:
         text = f"{self.prefix} running: elapsed {duration(elapsed)}"
-        then = self.estimate.seconds
-        if then is None:
+        if not self.estimate.earlier:
             return f"{text} (no earlier run to estimate from)"
-        rows_then, rows_now = self.estimate.rows_then, self._rows()
-        if rows_then and rows_now is not None:
-            expected = then * rows_now / rows_then
-            basis = f"its last run here took {duration(then)} on {rows_then:,} rows; now {rows_now:,}"
-        else:
-            expected = then
-            basis = f"its last run here took {duration(then)}; not scaled: the size of its input is not known"
+        expected, basis = self.estimate.basis(self._rows())
         if round(elapsed) <= round(expected):  # "ETA ~0s", not "longer than the estimated 12s" at 12s
             return f"{text}, ETA ~{duration(max(expected - elapsed, 0))} (estimate: {basis})"
         return f"{text}, longer than the estimated {duration(expected)} ({basis})"

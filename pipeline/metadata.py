@@ -304,10 +304,10 @@ class MetadataStore:
             "SELECT * FROM executions WHERE step = ? AND cache_key = ? AND state = 'complete' "
             "ORDER BY id DESC", (step, cache_key)))
 
-    def newest_completed(self, step: str) -> sqlite3.Row | None:
-        """The newest execution of `step` that ran to the end (a cached reuse did no work)."""
-        return self._db.execute("SELECT * FROM executions WHERE step = ? AND state = 'complete' AND ended IS NOT NULL "
-                                "ORDER BY id DESC LIMIT 1", (step,)).fetchone()
+    def completed(self, step: str, limit: int) -> list[sqlite3.Row]:
+        """The newest `limit` executions of `step` that ran to the end (a cached reuse did no work), newest first."""
+        return list(self._db.execute("SELECT * FROM executions WHERE step = ? AND state = 'complete' "
+                                     "AND ended IS NOT NULL ORDER BY id DESC LIMIT ?", (step, limit)))
 
     def executions(self, run_id: str) -> list[sqlite3.Row]:
         return list(self._db.execute("SELECT * FROM executions WHERE run_id = ? ORDER BY id", (run_id,)))

@@ -66,7 +66,7 @@ def beats(lines: list[str], step: str) -> list[str]:
     return [line for line in lines if re.match(rf"\[\d/2\] {step} +running: ", line)]
 
 
-def test_progress_lines_show_elapsed_time_then_an_eta_scaled_from_the_last_run(tmp_path):
+def test_progress_lines_show_elapsed_time_then_an_eta_scaled_from_the_closest_earlier_run(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     (data / "train.csv").write_text("a b\nc d\n")
@@ -87,9 +87,12 @@ def test_progress_lines_show_elapsed_time_then_an_eta_scaled_from_the_last_run(t
     for step in ("source", "count"):
         assert beats(second, step), second
         first_beat = beats(second, step)[0]
-        assert re.search(r"running: elapsed \ds, ETA ~\ds \(estimate: its last run here took \ds on 2 rows; now 4\)$",
+        assert re.search(r"running: elapsed \ds, ETA ~\ds \(estimate: its run here on 2 rows took \ds; now 4\)$",
                          first_beat), first_beat
 
+    (data / "train.csv").write_text("a b\nc d\n")  # back to 2 rows: the first run, not the newest, is closest
+    third = beats(run_slow(root, data, 0.2), "source")
+    assert third and all(re.search(r"its run here on 2 rows took \ds; now 2\)$", line) for line in third), third
     assert beats(run_slow(root, data, 0), "source") == []  # progress_seconds 0: no lines
 
 
@@ -131,15 +134,17 @@ def test_sigint_while_the_heartbeat_runs_interrupts_the_step_and_stops_the_heart
     assert not beats(lines[lines.index("interrupted"):], "source"), lines
 
 
-def test_the_line_says_when_it_is_not_scaled_or_past_the_estimate():
-    unscaled = Heartbeat(print, "[1/1] step      ", 1, Estimate(100.0, None, lambda: 5))
+def test_the_line_says_when_it_is_not_scaled_too_high_or_past_the_estimate():
+    unscaled = Heartbeat(print, "[1/1] step      ", 1, Estimate(((100.0, None),), lambda: 5))
     assert unscaled.line(30) == ("[1/1] step       running: elapsed 30s, ETA ~1m10s (estimate: its last run here "
                                  "took 1m40s; not scaled: the size of its input is not known)")
-    broken = Heartbeat(print, "[1/1] step      ", 1, Estimate(60.0, 10, lambda: 1 / 0))  # counting failed
+    broken = Heartbeat(print, "[1/1] step      ", 1, Estimate(((60.0, 10),), lambda: 1 / 0))  # counting failed
     assert "not scaled" in broken.line(1)
-    scaled = Heartbeat(print, "[1/1] step      ", 1, Estimate(60.0, 10, lambda: 30))
-    assert scaled.line(190).endswith("elapsed 3m10s, longer than the estimated 3m00s (its last run here took 1m00s "
-                                     "on 10 rows; now 30)")
+    closest = Heartbeat(print, "[1/1] step      ", 1, Estimate(((5.0, 10), (60.0, 1000), (50.0, 10_000)),
+                                                                lambda: 3000))
+    assert closest.line(190).endswith("elapsed 3m10s, longer than the estimated 3m00s (its run here on 1,000 rows "
+                                      "took 1m00s; now 3,000; likely too high: part of a step's time does not "
+                                      "grow with its rows)")
 
 
 def test_rows_come_from_row_count_properties():
