@@ -1,12 +1,11 @@
 """The runner's heartbeat: while a step runs, one line every `pipeline.progress_seconds` with the elapsed time and
 an estimate of the time left.
 
-The estimate is the duration of an earlier completed execution of the same step in this pipeline root, scaled by
-the rows of its input now versus then: of the step's newest 20 such executions, the one closest in size (row
-counts in the input artifacts' properties, or for a step reading outside data, what its `input_rows` counts now
-versus the rows its earlier outputs hold). Without sizes it is the newest one, unscaled, and the line says so. It
-is printed as an estimate, with what it is based on; scaled up from a much smaller run it overstates (start-up
-time does not grow with rows), and the line says that too.
+The estimate comes from the step's earlier completed executions in this pipeline root (the newest 20) and the rows
+of its input then and now (row counts in the input artifacts' properties, or for a step reading outside data,
+what its `input_rows` counts now versus the rows its earlier outputs hold): see Estimate.basis. Without sizes
+it is the newest one's duration, unscaled, and the line says so. It is printed as an estimate, with what it is
+based on.
 
 The line comes from a daemon thread that only reads files and prints: the store is read before it starts (SQLite
 connections belong to one thread) and the runner stops it, and waits for it, before the step's result is
@@ -47,13 +46,26 @@ class Estimate:
     rows_now: Callable[[], int | None]  # called once, in the heartbeat thread (it may read files)
 
     def basis(self, rows_now: int | None) -> tuple[float, str]:
-        """(expected seconds, what that is based on). Scaled from the earlier run closest in size (the newest of
-        equals), or the newest run unscaled when sizes are not known."""
+        """(expected seconds, what that is based on). From the earlier run closest in size (the newest of equals):
+        along the straight line through it and the next closest run at least twice or half its size, which
+        separates start-up time from time per row; with no such run, scaled in proportion to the rows; without
+        sizes, the newest run unscaled."""
         sized = [run for run in self.earlier if run[1]] if rows_now else []
         if not sized:
             seconds = self.earlier[0][0]
             return seconds, f"its last run here took {duration(seconds)}; not scaled: the size of its input is not known"
-        seconds, rows = min(sized, key=lambda run: abs(math.log(rows_now / run[1])))
+
+        def distance(run):  # size ratios: 1,000 is as far from 2,000 as 4,000 is
+            return abs(math.log(rows_now / run[1]))
+
+        seconds, rows = min(sized, key=distance)
+        apart = [run for run in sized if max(run[1], rows) >= 2 * min(run[1], rows)]
+        if apart and rows != rows_now:
+            other_seconds, other_rows = min(apart, key=distance)
+            per_row = max((seconds - other_seconds) / (rows - other_rows), 0.0)  # noise can make it negative
+            return (max(seconds + per_row * (rows_now - rows), 0.0),
+                    f"a line through its runs here on {other_rows:,} rows ({duration(other_seconds)}) and {rows:,} "
+                    f"rows ({duration(seconds)}); now {rows_now:,}")
         text = f"its run here on {rows:,} rows took {duration(seconds)}; now {rows_now:,}"
         if rows_now > 2 * rows:
             text += "; likely too high: part of a step's time does not grow with its rows"

@@ -134,17 +134,22 @@ def test_sigint_while_the_heartbeat_runs_interrupts_the_step_and_stops_the_heart
     assert not beats(lines[lines.index("interrupted"):], "source"), lines
 
 
-def test_the_line_says_when_it_is_not_scaled_too_high_or_past_the_estimate():
+def test_the_estimate_is_unscaled_proportional_or_a_line_through_two_runs_and_says_which():
     unscaled = Heartbeat(print, "[1/1] step      ", 1, Estimate(((100.0, None),), lambda: 5))
     assert unscaled.line(30) == ("[1/1] step       running: elapsed 30s, ETA ~1m10s (estimate: its last run here "
                                  "took 1m40s; not scaled: the size of its input is not known)")
     broken = Heartbeat(print, "[1/1] step      ", 1, Estimate(((60.0, 10),), lambda: 1 / 0))  # counting failed
     assert "not scaled" in broken.line(1)
-    closest = Heartbeat(print, "[1/1] step      ", 1, Estimate(((5.0, 10), (60.0, 1000), (50.0, 10_000)),
-                                                                lambda: 3000))
-    assert closest.line(190).endswith("elapsed 3m10s, longer than the estimated 3m00s (its run here on 1,000 rows "
-                                      "took 1m00s; now 3,000; likely too high: part of a step's time does not "
-                                      "grow with its rows)")
+    proportional = Heartbeat(print, "[1/1] step      ", 1, Estimate(((60.0, 1000),), lambda: 3000))
+    assert proportional.line(190).endswith("elapsed 3m10s, longer than the estimated 3m00s (its run here on 1,000 "
+                                           "rows took 1m00s; now 3,000; likely too high: part of a step's time "
+                                           "does not grow with its rows)")
+    # Two runs of different sizes: the closest one plus the time per row between them (measured: transform on
+    # 63,800 rows took 26.6 s after 13.4 s on 1,600 and 15.0 s on 9,351).
+    line = Heartbeat(print, "[1/1] step      ", 1, Estimate(((15.0, 9351), (9.0, 5000), (13.4, 1600)),
+                                                             lambda: 63800))
+    assert line.line(10).endswith("elapsed 10s, ETA ~16s (estimate: a line through its runs here on 1,600 rows "
+                                  "(13s) and 9,351 rows (15s); now 63,800)")
 
 
 def test_rows_come_from_row_count_properties():
