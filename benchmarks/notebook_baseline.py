@@ -75,7 +75,8 @@ def load_splits(csv_dir: Path, eval_fraction: float = 0.05) -> tuple[dict[str, R
     return splits, bad_rows
 
 
-def _dataset(texts: list[str], labels: np.ndarray, *, shuffle: bool, seed: int) -> tf.data.Dataset:
+def batches(texts: list[str], labels: np.ndarray, *, shuffle: bool, seed: int) -> tf.data.Dataset:
+    """The recipe's input: raw texts and labels in batches of 16, each padded (by the model) to its longest text."""
     # Each text is a [1] string, the shape TextVectorization maps to one row of token ids.
     dataset = tf.data.Dataset.from_tensor_slices((tf.constant(texts)[:, tf.newaxis], tf.constant(labels)))
     if shuffle:
@@ -128,10 +129,10 @@ def train_and_evaluate(splits: dict[str, Rows], text: str, *, epochs: int = 8, p
     model, vocabulary_size = build_notebook_model(train.texts(text)[:ADAPT_TEXTS])
     timer = EpochSeconds()
     early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
-    history = model.fit(_dataset(train.texts(text), train.labels, shuffle=True, seed=seed),
-                        validation_data=_dataset(evaluation.texts(text), evaluation.labels, shuffle=False, seed=seed),
+    history = model.fit(batches(train.texts(text), train.labels, shuffle=True, seed=seed),
+                        validation_data=batches(evaluation.texts(text), evaluation.labels, shuffle=False, seed=seed),
                         epochs=epochs, callbacks=[early_stopping, timer], verbose=2)
-    test_loss, test_accuracy = model.evaluate(_dataset(test.texts(text), test.labels, shuffle=False, seed=seed),
+    test_loss, test_accuracy = model.evaluate(batches(test.texts(text), test.labels, shuffle=False, seed=seed),
                                               verbose=0)
     val_losses = history.history["val_loss"]
     best_epoch = int(np.argmin(val_losses)) + 1

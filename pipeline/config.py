@@ -168,7 +168,10 @@ class TunerConfig:
     algorithm: str = "hyperband"  # hyperband | bayesian | random
     max_trials: int = 8
     max_epochs: int = 3
-    train_subsample_rows: int = 0  # 0: tune on the whole train split
+    # Trials train on at most this many train rows (a seeded random subsample with the split's length
+    # distribution; 0: every row). Hyperparameters found on 20,000 rows carry over to the full split, and
+    # on the 120,000-row AG News the search costs a sixth; the trainer always uses every row.
+    train_subsample_rows: int = 20_000
     objective: str = "val_loss"  # val_loss (minimised) | val_accuracy (maximised), measured on the eval split
     # Hyperparameters held fixed instead of searched (also applied with --no-tune), e.g. ["batch_size=128"].
     fixed_hyperparameters: tuple[str, ...] = ()

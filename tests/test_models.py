@@ -53,10 +53,12 @@ def test_empty_hyperparameters_build_the_architecture_defaults():
         built[architecture] = models.build_model(architecture, hp, model_input_spec(embedding_input_dim=100))
         assert hp.values == models.default_hyperparameters(architecture)
         assert built[architecture].get_layer("embedding").output_dim == hp.values["embedding_dim"]
-    # The notebook's model: embedding 128, two bidirectional LSTM(64) layers, softmax over 4 classes.
+    # The notebook's model with one of its two bidirectional LSTM(64) layers: embedding 128, softmax over 4
+    # classes, batches of 256 (benchmarks/results/throughput.md).
     bilstm = models.default_hyperparameters("bilstm")
-    assert (bilstm["embedding_dim"], bilstm["units"], bilstm["num_layers"]) == (128, 64, 2)
-    assert built["bilstm"].get_layer("bidirectional_1").forward_layer.units == 64
+    assert (bilstm["embedding_dim"], bilstm["units"], bilstm["num_layers"], bilstm["batch_size"]) == (128, 64, 1, 256)
+    assert built["bilstm"].get_layer("bidirectional_0").forward_layer.units == 64
+    assert "bidirectional_1" not in [layer.name for layer in built["bilstm"].layers]
     assert built["bilstm"].get_layer("probabilities").activation.__name__ == "softmax"
 
 
@@ -128,3 +130,18 @@ def test_fixed_hyperparameters_are_parsed_and_checked():
         models.check_hyperparameters("lstm", {"num_layers": 3})
     with pytest.raises(ValueError, match="units must be int"):
         models.check_hyperparameters("lstm", {"units": "many"})
+
+
+def test_bilstm_searches_one_layer_but_builds_two_when_fixed():
+    import keras_tuner
+    space = keras_tuner.HyperParameters()
+    models.search_space("bilstm", space)
+    layers = next(p for p in space.space if p.name == "num_layers")
+    assert (layers.min_value, layers.max_value) == (1, 1)
+    batch_sizes = next(p for p in space.space if p.name == "batch_size")
+    assert 32 not in batch_sizes.values and 256 in batch_sizes.values
+    lstm = keras_tuner.HyperParameters()
+    models.search_space("lstm", lstm)
+    assert next(p for p in lstm.space if p.name == "num_layers").max_value == 2
+    two = models.build_model("bilstm", models.fixed_hyperparameters({**TINY, "num_layers": 2}), MODEL_INPUT)
+    assert two.get_layer("bidirectional_1").forward_layer.units == TINY["units"]
