@@ -163,7 +163,7 @@ def external_fingerprint(config: TunerConfig) -> str | None:
 
 def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runtime: Runtime) -> dict[str, Artifact]:
     import keras  # heavy libraries are imported in run(), not at the top (see pipeline/artifacts.py)
-    from library.dataset import bucketed_batches
+    from library.dataset import count_examples
     examples_dir = Path(inputs["transformed_examples"].uri)
     transform_graph_dir = Path(inputs["transform_graph"].uri)
     model_input = read_model_input(transform_graph_dir)
@@ -198,11 +198,10 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
                                    runtime.seed, pretrained.alignment.matrix if pretrained else None)
         try:
             tuner = _make_tuner(config, hypermodel, fixed, state_dir, runtime.seed)
-            rows = bucketed_batches(examples_dir, "train", EVAL_BATCH_SIZE, shuffle=False)
-            used = min(rows.num_examples, config.train_subsample_rows or rows.num_examples)
+            rows = count_examples(examples_dir, "train")
+            used = min(rows, config.train_subsample_rows or rows)
             runtime.log(f"tuner: plan: {config.algorithm} search, up to {config.max_trials} trials x up to "
-                        f"{config.max_epochs} epochs on {used:,} of {rows.num_examples:,} train rows; an ETA "
-                        "follows each trial")
+                        f"{config.max_epochs} epochs on {used:,} of {rows:,} train rows; an ETA follows each trial")
             hypermodel.track(config.max_trials, runtime.log)
             # KerasTuner gives a TensorBoard callback a folder per trial and adds the HParams plugin's callback.
             logs = keras.callbacks.TensorBoard(log_dir=str(Path(output_dir) / TENSORBOARD_DIR))

@@ -42,6 +42,11 @@ def _count_records(files: list[str]) -> int:
     return int(records.reduce(np.int64(0), lambda count, _: count + 1))
 
 
+def count_examples(examples_dir: Path, split: str) -> int:
+    """How many examples one split holds, over all its buckets."""
+    return _count_records([f for bucket in bucket_files(examples_dir, split).values() for f in bucket])
+
+
 def _parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     parsed = tf.io.parse_single_example(serialized, _FEATURES)
     return tf.sparse.to_dense(parsed["token_ids"]), parsed["label"]
