@@ -130,7 +130,7 @@ def _entry(name: str, build, max_layers: int = 2, **defaults: Any) -> Architectu
 
 # bilstm is the course notebook's model (embedding 128, BiLSTM(64), softmax over the 4 classes) with one BiLSTM
 # layer instead of two and batches of 256 (learning rate 3e-3): 2.8x the examples/s, no loss of test accuracy
-# (benchmarks/results/throughput.md). The tuner keeps it at one layer, since a second costs 3x the training
+# (benchmarks/results/throughput.md). The tuner keeps it at one layer, since a second costs 1.8x the training
 # time without a measured gain; fix num_layers=2 (tuner.fixed_hyperparameters) to train two.
 ARCHITECTURES: Mapping[str, Architecture] = types.MappingProxyType({entry.name: entry for entry in (
     _entry("rnn", _build_rnn, embedding_dim=64, units=64, num_layers=1, bidirectional=False, dropout=0.0,
