@@ -234,6 +234,7 @@ class TrainerConfig:
         self._check_workers()
 
     def _check_workers(self) -> None:
+        _require(self.worker_timeout > 0, f"trainer.worker_timeout must be > 0 seconds, got {self.worker_timeout}")
         if self.strategy != "multi_worker_mirrored":
             _require(not self.workers, "trainer.workers is only used with trainer.strategy=multi_worker_mirrored")
             return
@@ -243,7 +244,6 @@ class TrainerConfig:
         for address in self.workers:
             _require(address_problem(address) is None, f"trainer.workers: {address_problem(address)}")
         _require(len(set(self.workers)) == len(self.workers), "trainer.workers lists a worker twice")
-        _require(self.worker_timeout > 0, f"trainer.worker_timeout must be > 0 seconds, got {self.worker_timeout}")
 
     def unfreeze_after_epochs(self) -> int | None:
         """embeddings_trainable as a number of frozen epochs: 0 = trainable, epochs = frozen throughout,
