@@ -41,7 +41,7 @@ from library.dataset import bucketed_batches  # noqa: E402
 from library.layouts import SPLITS, ModelInputSpec, read_history, read_model_input  # noqa: E402
 from library.models import (architecture_names, build_model, fixed_hyperparameters,  # noqa: E402
                             parse_fixed_hyperparameters)
-from pipeline.config import build_config  # noqa: E402
+from contract.config import build_config  # noqa: E402
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # name -> (architecture, fixed hyperparameters): each registry entry at its defaults, and gru both ways.

@@ -33,7 +33,7 @@ import tensorflow as tf  # noqa: E402
 from library import embeddings  # noqa: E402
 from library.dataset import bucketed_batches, token_id_counts  # noqa: E402
 from library.layouts import SPLITS, examples_files, keras_model_file, read_model_input  # noqa: E402
-from pipeline.config import build_config  # noqa: E402
+from contract.config import build_config  # noqa: E402
 from pipeline.runner import Runner, root_lock  # noqa: E402
 
 RESULTS_DIR = Path(__file__).parent / "results"

@@ -24,13 +24,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from components import ingest, transform, validate  # noqa: E402
 from library.layouts import SPLITS  # noqa: E402
-from pipeline.artifacts import Runtime  # noqa: E402
-from pipeline.config import IngestConfig, TransformConfig, ValidateConfig  # noqa: E402
+from contract.artifacts import Runtime  # noqa: E402
+from contract.config import IngestConfig, TransformConfig, ValidateConfig  # noqa: E402
 
 MODES = {
     "in_memory": ("--direct_running_mode=in_memory", "--direct_num_workers=1"),
     "multi_processing_2": ("--direct_running_mode=multi_processing", "--direct_num_workers=2"),
-    "dask_2": ("--runner=library.dask_runner.DaskRunner", "--dask_workers=2"),
+    "dask_2": ("--runner=engines.dask_runner.DaskRunner", "--dask_workers=2"),
 }
 RSS_SAMPLE_SECONDS = 0.5
 

@@ -44,7 +44,7 @@ from library.dataset import bucketed_batches, padding_ratio, unbucketed_batches 
 from library.layouts import (KERAS_MODEL_FILE, SPLITS, ModelInputSpec, keras_model_file,  # noqa: E402
                              read_model_input, serving_model_dir)
 from library.models import architecture_names, build_model, default_hyperparameters, fixed_hyperparameters  # noqa: E402
-from pipeline.config import build_config  # noqa: E402
+from contract.config import build_config  # noqa: E402
 from pipeline.runner import Runner, root_lock, summarize  # noqa: E402
 
 RESULTS_DIR = Path(__file__).parent / "results"

@@ -44,7 +44,7 @@ def make_bad(good: Path, out: Path) -> Path:
 
 
 def measure(data: Path, root: Path, code_dir: Path) -> dict:
-    command = ["/usr/bin/time", "-v", sys.executable, "-m", "pipeline.cli", "run", "--until", "ingest",
+    command = ["/usr/bin/time", "-v", sys.executable, "-m", "apps.cli", "run", "--until", "ingest",
                "--data", f"csv:{data}", "--pipeline-root", str(root)]
     started = time.monotonic()
     completed = subprocess.run(command, cwd=code_dir, capture_output=True, text=True,

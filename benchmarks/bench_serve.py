@@ -39,7 +39,7 @@ import run_info  # noqa: E402  (benchmarks/ is on sys.path when a script here ru
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from components.pusher import publish_version  # noqa: E402  (standard library + pipeline.artifacts only)
+from components.pusher import publish_version  # noqa: E402  (standard library + contract.artifacts only)
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
@@ -90,7 +90,7 @@ class Server:
     def __init__(self, serving_dir: Path):
         env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
         env.pop("TF_USE_LEGACY_KERAS", None)
-        self.process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "serve", "--serving-dir",
+        self.process = subprocess.Popen([sys.executable, "-m", "apps.cli", "serve", "--serving-dir",
                                          str(serving_dir), "--port", "0"], cwd=REPO, env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []

@@ -30,7 +30,7 @@ def cli(tree: Path, args: list[str]) -> tuple[float, set[str], str]:
     """Wall seconds, heavy modules imported, stdout of one CLI call from `tree`."""
     env = {**os.environ, "PYTHONPATH": str(tree), "CUDA_VISIBLE_DEVICES": "-1"}
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipeline.cli", *args], cwd=tree, env=env,
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "apps.cli", *args], cwd=tree, env=env,
                           capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode != 0:

@@ -41,7 +41,7 @@ from bench_models import keras_test_accuracy, run_pipeline  # noqa: E402
 from library.dataset import bucketed_batches, unbucketed_batches  # noqa: E402
 from library.layouts import SPLITS, read_model_input  # noqa: E402
 from library.models import build_model, default_hyperparameters, fixed_hyperparameters  # noqa: E402
-from pipeline.config import build_config  # noqa: E402
+from contract.config import build_config  # noqa: E402
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # The bilstm default before this benchmark's changes (the course notebook's model with bucketed batches of 64).

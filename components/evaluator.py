@@ -31,8 +31,8 @@ from library.layouts import (CLASS_NAMES, CONFUSION_MATRIX_FILE, EVALUATION_REPO
                              TFMA_DIR, TRAINING_CURVES_FILE, bucket_dir_name, bucket_files, bucket_of,
                              existing_serving_model_dir, example_file_pattern, examples_files, read_history,
                              read_model_input, split_dir, write_blessing, write_metrics)
-from pipeline.artifacts import Artifact, ComponentError, Runtime
-from pipeline.config import EvaluatorConfig
+from contract.artifacts import Artifact, ComponentError, Runtime
+from contract.config import EvaluatorConfig
 
 CANDIDATE = "candidate"
 BASELINE = "baseline"
@@ -135,7 +135,7 @@ def write_bucketed_eval_examples(test_files: list[str], serving_dir: Path, upper
     The token count comes from the serving model's own transform, and the bucket from the transform's
     bucketing rule, so each example lands in the bucket the transform wrote it to. Returns examples per bucket.
     """
-    import tensorflow as tf  # TensorFlow and TFMA are imported where used (see pipeline/artifacts.py)
+    import tensorflow as tf  # TensorFlow and TFMA are imported where used (see contract/artifacts.py)
     from library.export import TRANSFORM_SIGNATURE
     transform = tf.saved_model.load(str(serving_dir)).signatures[TRANSFORM_SIGNATURE]
     counts: dict[str, int] = {}

@@ -33,8 +33,8 @@ from library.ag_news_csv import (BadRow, Chunk, GoodRow, chunk_lines, count_newl
                                  parse_tfds_row, plan_chunks, quarantine_record)
 from library.beam_options import pipeline_options
 from library.layouts import NUM_CLASSES, SOURCE_SPLITS, SPLITS, quarantine_file, write_counts
-from pipeline.artifacts import Artifact, ComponentError, Runtime
-from pipeline.config import IngestConfig
+from contract.artifacts import Artifact, ComponentError, Runtime
+from contract.config import IngestConfig
 
 CSV_FILE_NAMES = {"train": "train.csv", "test": "test.csv"}
 
@@ -217,7 +217,7 @@ def external_fingerprint(config: IngestConfig) -> str:
     digest.update(f"tfds\0{config.tfds_name}\0{builder.version}\0{config.tfds_data_dir}\0".encode())
     prepared = Path(str(builder.data_dir))
     if prepared.is_dir():
-        from pipeline.artifacts import fingerprint
+        from contract.artifacts import fingerprint
         digest.update(fingerprint(prepared).encode())
     return digest.hexdigest()
 
@@ -292,7 +292,7 @@ def _too_many_bad_rows(counts: dict, quarantine_path: Path, limit: float) -> Com
 
 
 def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, runtime: Runtime) -> dict[str, Artifact]:
-    import apache_beam as beam  # heavy libraries are imported in run(), not at the top (see pipeline/artifacts.py)
+    import apache_beam as beam  # heavy libraries are imported in run(), not at the top (see contract/artifacts.py)
     from library.tfrecord_io import WriteDeterministicTFRecords
     del inputs  # ingest reads the external source only
     output_dir = Path(output_dir)

@@ -29,8 +29,8 @@ from pathlib import Path
 from library.layouts import (PUSH_TEMPORARY_PREFIX, existing_serving_model_dir, has_saved_model, read_blessing,
                              read_served_push_record, serving_version_dir, serving_versions, write_push,
                              write_served_push_record)
-from pipeline.artifacts import Artifact, ComponentError, Runtime, fingerprint
-from pipeline.config import PusherConfig
+from contract.artifacts import Artifact, ComponentError, Runtime, fingerprint
+from contract.config import PusherConfig
 
 MAX_PUBLISH_ATTEMPTS = 100
 

@@ -29,8 +29,8 @@ from library.layouts import (ModelInputSpec, keras_model_file, read_best_hyperpa
                              write_trained_hyperparameters)
 from library.models import (architecture_names, build_model, check_hyperparameters, compile_model,
                             fixed_hyperparameters, search_space)
-from pipeline.artifacts import Artifact, ComponentError, Runtime
-from pipeline.config import TrainerConfig
+from contract.artifacts import Artifact, ComponentError, Runtime
+from contract.config import TrainerConfig
 
 EVAL_BATCH_SIZE = 256
 
@@ -236,7 +236,7 @@ def train(examples_dir: Path, transform_graph_dir: Path, chosen: dict[str, Any],
 
 
 def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, runtime: Runtime) -> dict[str, Artifact]:
-    import keras  # heavy libraries are imported in run(), not at the top (see pipeline/artifacts.py)
+    import keras  # heavy libraries are imported in run(), not at the top (see contract/artifacts.py)
     examples_dir = Path(inputs["transformed_examples"].uri)
     transform_graph_dir = Path(inputs["transform_graph"].uri)
     chosen = _read_hyperparameters(Path(inputs["best_hyperparameters"].uri))

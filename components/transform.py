@@ -34,8 +34,8 @@ from library.layouts import (NUM_CLASSES, SPLITS, ModelInputSpec, bucket_dir_nam
                              example_file_pattern, examples_files, schema_file, split_dir, write_buckets,
                              write_model_input)
 from library.reproducible_saved_model import make_saved_model_reproducible
-from pipeline.artifacts import Artifact, ComponentError, Runtime
-from pipeline.config import TransformConfig
+from contract.artifacts import Artifact, ComponentError, Runtime
+from contract.config import TransformConfig
 
 # Raw features the transform reads, and their schema types. Any other feature in the schema is carried
 # through the raw metadata but not used.
@@ -215,7 +215,7 @@ def _raw_file_patterns(examples_uri: Path) -> dict[str, str]:
 
 def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
         runtime: Runtime) -> dict[str, Artifact]:
-    # Heavy libraries are imported in run(), not at the top (see pipeline/artifacts.py).
+    # Heavy libraries are imported in run(), not at the top (see contract/artifacts.py).
     import apache_beam as beam
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam

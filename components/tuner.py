@@ -30,8 +30,8 @@ from library.layouts import (TRIALS_CSV_FILE, TRIALS_MARKDOWN_FILE, ModelInputSp
                              read_model_input, write_best_hyperparameters)
 from library.models import (build_model, check_hyperparameters, default_hyperparameters, fixed_hyperparameters,
                                hyperparameter_names, parse_fixed_hyperparameters, search_space)
-from pipeline.artifacts import Artifact, ComponentError, Runtime
-from pipeline.config import TunerConfig
+from contract.artifacts import Artifact, ComponentError, Runtime
+from contract.config import TunerConfig
 
 OUTPUT = "best_hyperparameters"
 STATE_DIR = "tuner_state"
@@ -162,7 +162,7 @@ def external_fingerprint(config: TunerConfig) -> str | None:
 
 
 def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runtime: Runtime) -> dict[str, Artifact]:
-    import keras  # heavy libraries are imported in run(), not at the top (see pipeline/artifacts.py)
+    import keras  # heavy libraries are imported in run(), not at the top (see contract/artifacts.py)
     from library.dataset import count_examples
     examples_dir = Path(inputs["transformed_examples"].uri)
     transform_graph_dir = Path(inputs["transform_graph"].uri)

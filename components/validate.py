@@ -25,8 +25,8 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from library.beam_options import pipeline_options
 from library.layouts import (SPLITS, example_file_pattern, examples_files, schema_file, split_dir, write_anomalies,
                              write_statistics)
-from pipeline.artifacts import Artifact, ComponentError, Runtime
-from pipeline.config import ValidateConfig
+from contract.artifacts import Artifact, ComponentError, Runtime
+from contract.config import ValidateConfig
 
 LABEL = "label"
 TEXT_FIELDS = ("title", "description")
@@ -150,7 +150,7 @@ def _split_files(examples_dir: Path) -> dict[str, list[str]]:
 def _compute(examples_dir: Path, files: dict[str, list[str]], rules: list[FeatureRule], summary_path: Path,
              runtime: Runtime) -> list:
     """Runs the Beam pipeline; returns its summary: a list of [kind, key, value]."""
-    import apache_beam as beam  # heavy libraries are imported where used, not at the top (see pipeline/artifacts.py)
+    import apache_beam as beam  # heavy libraries are imported where used, not at the top (see contract/artifacts.py)
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.transforms.stats import ApproximateQuantiles
     with beam.Pipeline(options=pipeline_options(runtime.beam_args)) as pipeline:

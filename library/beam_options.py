@@ -12,9 +12,9 @@ import threading
 import urllib.parse
 from pathlib import Path
 
-from pipeline.artifacts import ComponentError
+from contract.artifacts import ComponentError
 
-DASK_RUNNER = "library.dask_runner.DaskRunner"
+DASK_RUNNER = "engines.dask_runner.DaskRunner"
 BEAM_RUNNERS = ("direct", "dask")  # friendly names; any other runner via --beam-arg=--runner=NAME
 CONNECT_SECONDS = 5  # how long a step waits for a scheduler or job service before it fails
 # How long a step waits for a worker of an external SDK worker pool to connect (a healthy one imports Beam and
@@ -61,7 +61,7 @@ def beam_args_problem(beam_args: tuple[str, ...] | list[str]) -> str | None:
             hint = "; for dask.distributed use --beam-runner dask" if "dask" in runner.lower() else ""
             return f"Beam cannot use --runner={runner} ({type(error).__name__}: {reason}){hint}"
     if runner == DASK_RUNNER or (runner or "").endswith("DaskRunner"):
-        import library.dask_runner  # noqa: F401 - registers --dask_workers, --dask_reshuffle_partitions
+        import engines.dask_runner  # noqa: F401 - registers --dask_workers, --dask_reshuffle_partitions
     unknown = _unknown_flags(list(beam_args))
     if unknown:
         return f"Beam does not know the flag(s) {' '.join(unknown)}"  # names only: values may be secrets

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from library.layouts import bucket_files
-from pipeline.artifacts import ComponentError
+from contract.artifacts import ComponentError
 
 _FEATURES = {
     "token_ids": tf.io.VarLenFeature(tf.int64),

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from library.layouts import ModelInputSpec, examples_files, vocabulary_file
-from pipeline.artifacts import ComponentError
+from contract.artifacts import ComponentError
 
 FORMATS = ("word2vec", "word2vec_binary", "glove", "kv")
 PADDING_ID = 0

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
-from pipeline.artifacts import ComponentError, read_json, write_json_atomic
+from contract.artifacts import ComponentError, read_json, write_json_atomic
 
 # ----------------------------------------------------------------------------------------------------------
 # Splits and classes, shared by every artifact that holds examples or predictions

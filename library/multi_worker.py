@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from library.layouts import multi_worker_job_file, read_multi_worker_job, write_multi_worker_job
-from pipeline.artifacts import ComponentError
-from pipeline.config import address_problem, build_config
+from contract.artifacts import ComponentError
+from contract.config import address_problem, build_config
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WAITING_LINE = "train-worker: waiting for every worker to join"  # TensorFlow is loaded, the strategy starts
@@ -86,7 +86,7 @@ def train_on_workers(job: dict[str, Any], root: Path, log: Callable[[str], None]
         f"chief, worker 0; on each other machine I (1, 2, ...) run: {worker_command(root, workers, 'I')}")
     pythonpath = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "train-worker", "--pipeline-root", str(root),
+        [sys.executable, "-m", "apps.cli", "train-worker", "--pipeline-root", str(root),
          "--workers", ",".join(workers), "--index", "0", "--timeout", str(timeout + 60)],  # this wait ends first
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
         env={**os.environ, "PYTHONPATH": pythonpath}, start_new_session=True)  # Ctrl-C reaches the run only

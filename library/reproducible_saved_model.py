@@ -67,7 +67,7 @@ def make_saved_model_reproducible(saved_model_dir: Path, temporary_paths: Sequen
     from tensorflow.core.protobuf import fingerprint_pb2, saved_model_pb2
     from tensorflow.python.saved_model import fingerprinting_utils
 
-    from pipeline.artifacts import fingerprint
+    from contract.artifacts import fingerprint
 
     saved_model_dir = Path(saved_model_dir)
     model_path = saved_model_dir / "saved_model.pb"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PROJECT_PACKAGES = ("pipeline", "components", "library")
+PROJECT_PACKAGES = ("contract", "library", "components", "pipeline", "engines", "apps")
 
 
 def _module_file(name: str, root: Path) -> Path | None:

@@ -9,7 +9,7 @@ data), and what it delivers outside the pipeline root. A step's code version is 
 its component imports (pipeline/code_version.py). The runner executes the steps in this order.
 
 Importing this module imports every component module, which is cheap: components import TensorFlow, TFT and
-Beam inside run() (see pipeline/artifacts.py), so `runs`, `show`, `gc` and a fully cached run never load them.
+Beam inside run() (see contract/artifacts.py), so `runs`, `show`, `gc` and a fully cached run never load them.
 """
 from __future__ import annotations
 

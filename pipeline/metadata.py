@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from pipeline.artifacts import Artifact
+from contract.artifacts import Artifact
 
 
 class StoreUnreadable(RuntimeError):

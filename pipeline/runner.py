@@ -24,9 +24,9 @@ from typing import Any, Iterator
 
 from pipeline import dag, interrupts
 from pipeline.heartbeat import Heartbeat, estimate_for
-from pipeline.artifacts import Artifact, ComponentError, Runtime, fingerprint, write_json_atomic
+from contract.artifacts import Artifact, ComponentError, Runtime, fingerprint, write_json_atomic
 from pipeline.code_version import code_version
-from pipeline.config import Config
+from contract.config import Config
 from pipeline.metadata import MetadataStore, StoredArtifact
 from pipeline.report import embeddings_line, headline_facts
 

@@ -9,8 +9,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline import config as config_module  # noqa: E402
-from pipeline.artifacts import Artifact, Runtime  # noqa: E402
+from contract import config as config_module  # noqa: E402
+from contract.artifacts import Artifact, Runtime  # noqa: E402
 
 SAMPLE_DIR = Path(__file__).parent / "data" / "ag_news_sample"
 

@@ -1,6 +1,6 @@
 """The Beam steps on real engines other than the DirectRunner, all started and stopped here on 127.0.0.1:
   * a dask.distributed cluster (`dask scheduler` and 2 `dask worker` processes). The first tests use plain Beam
-    transforms only (each covers one gap of Beam 2.77's DaskRunner that library/dask_runner.py closes, written so
+    transforms only (each covers one gap of Beam 2.77's DaskRunner that engines/dask_runner.py closes, written so
     they could go upstream);
   * Beam's portable path (a job service and an external SDK worker pool): the protocol Flink, Spark and Dataflow
     use to run Python code.
@@ -25,10 +25,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from conftest import SAMPLE_DIR
 
 pytest.importorskip("distributed")
-from library.dask_runner import DaskRunner  # noqa: E402
+from engines.dask_runner import DaskRunner  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "pipeline.cli"]
+CLI = [sys.executable, "-m", "apps.cli"]
 START_SECONDS = 120
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import toy_components
 from pipeline import dag
 from pipeline.code_version import PROJECT_PACKAGES, PROJECT_ROOT, code_version, project_modules
-from pipeline.config import load_config
+from contract.config import load_config
 from pipeline.runner import Runner
 
 HEAVY = ("tensorflow", "tensorflow_transform", "apache_beam", "keras", "tensorflow_model_analysis")
@@ -37,7 +37,7 @@ def test_editing_a_library_module_changes_the_code_version_of_the_steps_that_imp
         handle.write("\n# an edit of the CSV grammar, which only ingest imports\n")
     after = _versions(root)
     assert {name for name in before if after[name] != before[name]} == {"ingest"}
-    with open(root / "pipeline" / "artifacts.py", "a", encoding="utf-8") as handle:
+    with open(root / "contract" / "artifacts.py", "a", encoding="utf-8") as handle:
         handle.write("\n# the component contract: every step depends on it\n")
     assert all(version != after[name] for name, version in _versions(root).items())
 
@@ -45,7 +45,7 @@ def test_editing_a_library_module_changes_the_code_version_of_the_steps_that_imp
 def test_imports_inside_functions_count_and_third_party_modules_do_not():
     tuner = project_modules("components.tuner")
     assert "library.dataset" in tuner  # imported inside run(): still part of the tuner's code
-    assert "pipeline.artifacts" in tuner and "components.tuner" in tuner
+    assert "contract.artifacts" in tuner and "components.tuner" in tuner
     assert all(name.split(".")[0] in PROJECT_PACKAGES for name in tuner)
     assert "library.export" in project_modules("components.trainer")
     assert "library.ag_news_csv" not in project_modules("components.pusher")
@@ -54,12 +54,12 @@ def test_imports_inside_functions_count_and_third_party_modules_do_not():
 def test_a_toy_component_outside_the_project_packages_has_its_own_file_in_its_version():
     modules = project_modules(toy_components.run.__module__)
     assert modules["toy_components"] == Path(toy_components.__file__)
-    assert "pipeline.artifacts" in modules
+    assert "contract.artifacts" in modules
 
 
 def _imported_by(argv: list[str]) -> dict:
     """Runs the CLI in a fresh process; returns its exit status and which heavy modules it imported."""
-    script = ("import json, sys\nfrom pipeline import cli\nstatus = cli.main(sys.argv[1:])\n"
+    script = ("import json, sys\nfrom apps import cli\nstatus = cli.main(sys.argv[1:])\n"
               f"heavy = sorted(m for m in {list(HEAVY)!r} if m in sys.modules)\n"
               "print(json.dumps({'status': status, 'heavy': heavy}))")
     completed = subprocess.run([sys.executable, "-c", script, *argv], cwd=PROJECT_ROOT, capture_output=True,

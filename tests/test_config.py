@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cli import build_parser, _config_from_args
-from pipeline.config import Config, ConfigError, PROJECT_ROOT, PusherConfig, load_config
+from apps.cli import build_parser, _config_from_args
+from contract.config import Config, ConfigError, PROJECT_ROOT, PusherConfig, load_config
 
 
 def test_default_yaml_matches_the_dataclass_defaults():
@@ -72,20 +72,20 @@ def test_multi_worker_configuration_keeps_the_worker_order():
 
 
 def test_cli_reports_config_errors_with_exit_code_2(capsys):
-    from pipeline.cli import EXIT_USAGE, main
+    from apps.cli import EXIT_USAGE, main
     assert main(["run", "--set", "transform.vocab_size=-1"]) == EXIT_USAGE
     assert "vocab_size must be >= 1" in capsys.readouterr().err
 
 
 def test_bucket_upper_bounds_end_at_max_length():
-    from pipeline.config import TransformConfig
+    from contract.config import TransformConfig
     assert TransformConfig(max_length=50, bucket_boundaries=(8, 16, 64)).bucket_upper_bounds() == [8, 16, 50]
     assert TransformConfig().bucket_upper_bounds()[-1] == 256
 
 
 def test_architecture_choices_come_from_the_model_registry(capsys):
     from library.models import ARCHITECTURES
-    from pipeline.cli import main
+    from apps.cli import main
     for name in ARCHITECTURES:
         args = build_parser().parse_args(["run", "--model", name])
         assert _config_from_args(args).tuner.architecture == name
@@ -101,7 +101,7 @@ def test_architecture_choices_come_from_the_model_registry(capsys):
 
 def test_config_and_cli_parser_load_no_keras_or_tensorflow():
     # Config validation and the parser ask the registry for names; that must stay cheap (no TensorFlow import).
-    script = ("import sys; from pipeline.cli import build_parser, _config_from_args; "
+    script = ("import sys; from apps.cli import build_parser, _config_from_args; "
               "from library import models; "
               "_config_from_args(build_parser().parse_args(['run', '--model', 'lstm'])); "
               "models.default_hyperparameters('bilstm'); models.parse_fixed_hyperparameters('lstm', ['units=8']); "

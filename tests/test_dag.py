@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline import dag
-from pipeline.artifacts import Artifact
+from contract.artifacts import Artifact
 from pipeline.metadata import MetadataStore
 
 
@@ -90,7 +90,7 @@ def _judge(inputs, output_dir: Path, config, runtime):
 
 def test_the_runner_resolves_a_resolver_input_from_the_store_or_its_fallback(tmp_path):
     import toy_components
-    from pipeline.config import load_config
+    from contract.config import load_config
     from pipeline.runner import Runner
 
     served = tmp_path / "outside" / "7"

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from library import dataset, layouts
 from library.layouts import NUM_CLASSES, ModelInputSpec
-from pipeline.artifacts import Artifact, ComponentError
+from contract.artifacts import Artifact, ComponentError
 
 UPPER_BOUNDS = (8, 16, 32, 64)
 VOCAB_IDS = 60  # ids 1..59 are tokens, 0 is padding

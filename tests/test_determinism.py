@@ -12,8 +12,8 @@ import tensorflow as tf
 
 from components import ingest, transform
 from library import ag_news_csv, tfrecord_io
-from pipeline import config as config_module
-from pipeline.artifacts import Runtime, fingerprint
+from contract import config as config_module
+from contract.artifacts import Runtime, fingerprint
 from library.beam_options import pipeline_options
 
 IN_MEMORY = ("--direct_running_mode=in_memory", "--direct_num_workers=1")

@@ -18,7 +18,7 @@ from library import layouts
 pytestmark = pytest.mark.e2e
 
 CONFIG = Path(__file__).parent / "e2e_config.yaml"
-CLI = [sys.executable, "-m", "pipeline.cli"]
+CLI = [sys.executable, "-m", "apps.cli"]
 PROJECT = Path(__file__).resolve().parent.parent
 
 
@@ -272,7 +272,7 @@ def test_gc_keeps_what_the_pushed_model_and_kept_runs_need(first_run):
 
 CLI_REPORTING_IMPORTS = r"""
 import json, sys
-from pipeline import cli
+from apps import cli
 status = cli.main(sys.argv[1:])
 heavy = ("tensorflow", "tensorflow_transform", "apache_beam", "keras", "tensorflow_model_analysis")
 print(json.dumps({"status": status, "heavy": sorted(m for m in heavy if m in sys.modules)}))

@@ -19,9 +19,9 @@ gensim_models = pytest.importorskip("gensim.models")
 from components import trainer, tuner  # noqa: E402
 from library import dataset, embeddings  # noqa: E402
 from library.layouts import read_model_input, vocabulary_file  # noqa: E402
-from pipeline import cli  # noqa: E402
-from pipeline.artifacts import ComponentError, Runtime  # noqa: E402
-from pipeline.config import ConfigError, TrainerConfig, TunerConfig, load_config  # noqa: E402
+from apps import cli  # noqa: E402
+from contract.artifacts import ComponentError, Runtime  # noqa: E402
+from contract.config import ConfigError, TrainerConfig, TunerConfig, load_config  # noqa: E402
 from test_export import fresh_process_env  # noqa: E402
 
 RUNTIME = Runtime(seed=7, log=lambda message: None)

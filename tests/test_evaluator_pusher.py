@@ -17,10 +17,11 @@ import pytest
 import tensorflow as tf
 
 from components import evaluator, pusher
-from library import evaluation_report, export, layouts, predict
+from apps import predict
+from library import evaluation_report, export, layouts
 from library.layouts import CLASS_NAMES
-from pipeline.artifacts import Artifact, Runtime, fingerprint
-from pipeline.config import EvaluatorConfig, PusherConfig
+from contract.artifacts import Artifact, Runtime, fingerprint
+from contract.config import EvaluatorConfig, PusherConfig
 
 MAX_LENGTH = 64  # conftest's transform config
 

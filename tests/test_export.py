@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from library import export, layouts, predict
+from apps import predict
+from library import export, layouts
 from library.layouts import CLASS_NAMES
-from pipeline.artifacts import ComponentError
+from contract.artifacts import ComponentError
 
 VENV_BIN = Path(sys.executable).parent
 LONG_TEXT = ("markets rally as oil prices fall and the team wins the final " * 1700)[:100_000]
@@ -265,7 +266,7 @@ def test_cudnn_is_disabled_only_while_tracing():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Batch prediction (library/predict.py) with the exported model
+# Batch prediction (apps/predict.py) with the exported model
 
 
 def test_predict_matches_keras_model_and_accepts_model_folders(exported, tmp_path):

@@ -71,7 +71,7 @@ def agnews(*args, fault: str | None = None, hooks: Path | None = None, prefix: t
     env = _env({"AGNEWS_FAULT": fault} if fault else None)
     if hooks is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(hooks), str(PROJECT), env.get("PYTHONPATH", "")])
-    return subprocess.run([*prefix, sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=PROJECT,
+    return subprocess.run([*prefix, sys.executable, "-m", "apps.cli", *map(str, args)], cwd=PROJECT,
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -243,7 +243,7 @@ def test_kill_9_inside_the_pusher_loses_nothing_and_never_pushes_twice(root, con
 
 def _signal_when(root: Path, config: Path, args: tuple, marker: tuple[str, ...], signum: int, delay: float):
     """Runs the pipeline and sends `signum` `delay` seconds after a stdout line holding every word of `marker`."""
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *map(str, run_args(root, config, *args))],
+    process = subprocess.Popen([sys.executable, "-m", "apps.cli", *map(str, run_args(root, config, *args))],
                                cwd=PROJECT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in process.stdout:
         if all(word in line for word in marker):

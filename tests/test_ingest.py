@@ -14,8 +14,8 @@ import tensorflow as tf
 
 from components import ingest
 from library import ag_news_csv, layouts
-from pipeline.artifacts import ComponentError
-from pipeline.config import IngestConfig
+from contract.artifacts import ComponentError
+from contract.config import IngestConfig
 
 
 def read_split(examples_dir: Path, split: str) -> Counter:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from library import layouts
-from pipeline.artifacts import ComponentError
+from contract.artifacts import ComponentError
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -307,7 +307,7 @@ def test_the_checker_finds_a_spelled_layout(tmp_path):
 
 
 def test_no_module_but_layouts_spells_an_artifact_layout():
-    modules = [path for folder in ("components", "library", "pipeline", "benchmarks")
+    modules = [path for folder in ("contract", "library", "components", "pipeline", "engines", "apps", "benchmarks")
                for path in sorted((PROJECT / folder).glob("*.py")) if path.name != "layouts.py"]
     assert len(modules) > 20
     spelled = {str(path.relative_to(PROJECT)): found for path in modules if (found := layout_spellings(path))}

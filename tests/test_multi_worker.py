@@ -19,7 +19,7 @@ from test_e2e import FRESH_PROCESS_PREDICT
 
 pytestmark = pytest.mark.e2e
 
-CLI = [sys.executable, "-m", "pipeline.cli"]
+CLI = [sys.executable, "-m", "apps.cli"]
 PROJECT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "PYTHONPATH": str(PROJECT)}
 RUN_SECONDS = 300  # the whole pipeline on the sample, 1 epoch: about 70 s on a loaded 2-core machine

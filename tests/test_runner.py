@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import toy_components
-from pipeline.config import load_config
+from contract.config import load_config
 from pipeline.gc import collect_garbage
 from pipeline.metadata import SCHEMA_VERSION, MetadataStore
 from pipeline.runner import LockBusy, Runner, root_lock
@@ -137,7 +137,7 @@ def test_from_fails_naming_the_step_without_a_matching_execution(tmp_path, data)
     (["--from", "trainer", "--until", "transform"], "--until transform comes before --from trainer"),
 ])
 def test_bad_step_ranges_are_one_line_usage_errors(tmp_path, flags, message):
-    process = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--pipeline-root", str(tmp_path / "r"),
+    process = subprocess.run([sys.executable, "-m", "apps.cli", "run", "--pipeline-root", str(tmp_path / "r"),
                               "--data", f"csv:{tmp_path}", *flags], capture_output=True, text=True, timeout=300,
                              cwd=Path(__file__).resolve().parent.parent)
     assert process.returncode == 2
@@ -201,7 +201,7 @@ def _runner_script(root: Path, data: Path) -> str:
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         import toy_components
-        from pipeline.config import load_config
+        from contract.config import load_config
         from pipeline.runner import Runner, root_lock
         config = load_config(flags={{"pipeline.root": {str(root)!r}, "ingest.data": "csv:{data}"}})
         with root_lock(config.pipeline_root(), timeout=float(sys.argv[1]) if len(sys.argv) > 1 else 0):

@@ -61,7 +61,7 @@ class Server:
     def __init__(self, serving_dir: Path):
         self.serving_dir = serving_dir
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "serve", "--serving-dir", str(serving_dir), "--port", "0",
+            [sys.executable, "-m", "apps.cli", "serve", "--serving-dir", str(serving_dir), "--port", "0",
              "--poll-seconds", "0.2", "--max-request-bytes", str(MAX_REQUEST_BYTES)],
             cwd=REPO, env={**fresh_process_env(), "PYTHONPATH": str(REPO)},
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
@@ -308,7 +308,7 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(server):
 
 
 def test_serve_bad_flags_give_one_line(tmp_path):
-    missing = subprocess.run([sys.executable, "-m", "pipeline.cli", "serve", "--serving-dir", str(tmp_path / "no")],
+    missing = subprocess.run([sys.executable, "-m", "apps.cli", "serve", "--serving-dir", str(tmp_path / "no")],
                              cwd=REPO, env={**fresh_process_env(), "PYTHONPATH": str(REPO)},
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2

@@ -13,8 +13,8 @@ import tensorflow as tf
 from components import transform
 from library import layouts, text
 from library.layouts import SPLITS
-from pipeline.artifacts import Artifact, ComponentError, Runtime
-from pipeline.config import PROJECT_ROOT, TransformConfig
+from contract.artifacts import Artifact, ComponentError, Runtime
+from contract.config import PROJECT_ROOT, TransformConfig
 
 SAMPLE_DIR = Path(__file__).parent / "data" / "ag_news_sample"
 PROJECT_SCHEMA = PROJECT_ROOT / "schemas" / "ag_news_raw.pbtxt"

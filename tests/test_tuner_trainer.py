@@ -18,8 +18,8 @@ import tensorflow as tf
 
 from components import trainer, tuner
 from library import dataset, layouts, models
-from pipeline.artifacts import Artifact, ComponentError, Runtime
-from pipeline.config import TrainerConfig, TunerConfig
+from contract.artifacts import Artifact, ComponentError, Runtime
+from contract.config import TrainerConfig, TunerConfig
 from test_dataset import write_transformed_examples
 
 RUNTIME = Runtime(seed=7, log=lambda message: None)

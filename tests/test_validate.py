@@ -11,8 +11,8 @@ import tensorflow as tf
 
 from components import validate
 from library import layouts
-from pipeline.artifacts import Artifact, ComponentError
-from pipeline.config import ValidateConfig
+from contract.artifacts import Artifact, ComponentError
+from contract.config import ValidateConfig
 
 
 def bytes_feature(*values: str) -> tf.train.Feature:

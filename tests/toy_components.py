@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from pipeline.artifacts import Artifact, ComponentError
+from contract.artifacts import Artifact, ComponentError
 from pipeline.dag import Step
 
 def _maybe_misbehave(step: str) -> None:

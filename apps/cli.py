@@ -11,7 +11,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
 from pipeline import dag, interrupts  # noqa: E402
-from pipeline.config import ConfigError, load_config  # noqa: E402
+from contract.config import ConfigError, load_config  # noqa: E402
 from library.models import architecture_names  # noqa: E402  (the registry; imports no Keras)
 from pipeline.runner import LockBusy  # noqa: E402
 
@@ -227,7 +227,7 @@ def _cmd_train_worker(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from library import predict
+    from apps import predict
     if args.input != "-" and Path(args.input).is_dir():
         raise UsageError(f"--input {args.input} is a folder: give a text file (one text per line), an AG News "
                          "CSV, or - for stdin")
@@ -268,7 +268,7 @@ def _cmd_serve(args, config) -> int:
             print(f"serve: {flag} must be positive, got {value}", file=sys.stderr)
             return EXIT_USAGE
     try:
-        from library.serving_http import serve
+        from apps.serve import serve
     except ImportError as error:
         print(f"serve: {error}; install the serve extra: pip install 'agnews-pipeline[serve]'", file=sys.stderr)
         return EXIT_USAGE
@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - one readable line instead of a traceback wall
         import sqlite3
 
-        from pipeline.artifacts import ComponentError
+        from contract.artifacts import ComponentError
         from pipeline.metadata import StoreUnreadable, unreadable_message
         if isinstance(error, sqlite3.DatabaseError):  # a store that opened but breaks on reading
             store = (config.pipeline_root() if config else Path(".")) / "metadata.sqlite"

@@ -37,7 +37,7 @@ class PipelineConfig:
     # Passed verbatim to Beam's PipelineOptions, e.g. ["--direct_num_workers=2"] or another runner's flags.
     beam_args: tuple[str, ...] = ()
     # Where the Beam steps (ingest, validate, transform, evaluator) run: "direct" (Beam's DirectRunner, or the
-    # runner named in beam_args) or "dask" (a dask.distributed cluster through library/dask_runner.py).
+    # runner named in beam_args) or "dask" (a dask.distributed cluster through engines/dask_runner.py).
     beam_runner: str = "direct"
     dask_address: str = ""  # scheduler, e.g. tcp://HOST:8786; empty: a local cluster started for each step
     dask_workers: int = 2  # worker processes of that local cluster
