@@ -11,13 +11,17 @@ $(BIN)/agnews-pipeline: pyproject.toml
 	$(BIN)/pip install -e ".[dev]"
 	touch $@
 
-.PHONY: install run test benchmark clean
+.PHONY: install run lint test benchmark clean
 install: $(BIN)/agnews-pipeline
 
 run: install
 	$(BIN)/agnews-pipeline run --data $(DATA) $(ARGS)
 
-test: install
+# The layer contracts in pyproject.toml ([tool.importlinter]).
+lint: install
+	$(BIN)/lint-imports
+
+test: install lint
 	$(BIN)/python -m pytest -q $(ARGS)
 
 clean:

@@ -163,7 +163,9 @@ def _config_from_args(args: argparse.Namespace):
             flags[key] = list(value) if attribute == "beam_arg" else value
     if getattr(args, "no_tune", False):
         flags["tuner.enabled"] = False
-    return load_config(args.config, getattr(args, "set", []), flags)
+    config = load_config(args.config, getattr(args, "set", []), flags)
+    dag.check_config(config)
+    return config
 
 
 def _check_root(root: Path) -> None:
@@ -223,7 +225,8 @@ def _cmd_train_worker(args) -> int:
         raise UsageError(str(error)) from None
     if args.timeout <= 0:
         raise UsageError(f"--timeout must be positive, got {args.timeout}")
-    return multi_worker.worker_main(Path(args.pipeline_root).resolve(), workers, args.index, args.timeout)
+    from components import trainer
+    return trainer.worker_main(Path(args.pipeline_root).resolve(), workers, args.index, args.timeout)
 
 
 def _cmd_predict(args) -> int:

@@ -32,6 +32,7 @@ from library.layouts import (CLASS_NAMES, CONFUSION_MATRIX_FILE, EVALUATION_REPO
                              existing_serving_model_dir, example_file_pattern, examples_files, read_history,
                              read_model_input, split_dir, write_blessing, write_metrics)
 from contract.artifacts import Artifact, ComponentError, Runtime
+from contract.names import BASELINE_MODEL, BLESSING, EVALUATION, EXAMPLES, MODEL, MODEL_RUN, TRANSFORMED_EXAMPLES
 from contract.config import EvaluatorConfig
 
 CANDIDATE = "candidate"
@@ -46,18 +47,18 @@ CONFUSION_MATRIX_PLOT_NAME = "multi_class_confusion_matrix_plot"
 def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
         runtime: Runtime) -> dict[str, Artifact]:
     output_dir = Path(output_dir)
-    candidate_dir = existing_serving_model_dir(inputs["model"].uri)
-    baseline = inputs.get("baseline_model")
+    candidate_dir = existing_serving_model_dir(inputs[MODEL].uri)
+    baseline = inputs.get(BASELINE_MODEL)
     baseline_dir = existing_serving_model_dir(baseline.uri) if baseline is not None else None
-    upper_bounds = list(read_model_input(inputs["model"].uri).bucket_upper_bounds)
-    test_files = examples_files(inputs["examples"].uri, "test")
+    upper_bounds = list(read_model_input(inputs[MODEL].uri).bucket_upper_bounds)
+    test_files = examples_files(inputs[EXAMPLES].uri, "test")
     if not test_files:
         raise ComponentError("no test examples: nothing matches "
-                             f"{example_file_pattern(split_dir(inputs['examples'].uri, 'test'))}")
-    history = read_history(inputs["model_run"].uri)
+                             f"{example_file_pattern(split_dir(inputs[EXAMPLES].uri, 'test'))}")
+    history = read_history(inputs[MODEL_RUN].uri)
 
-    evaluation_dir = output_dir / "evaluation"
-    blessing_dir = output_dir / "blessing"
+    evaluation_dir = output_dir / EVALUATION
+    blessing_dir = output_dir / BLESSING
     scratch_dir = output_dir / ".evaluator_tmp"
     for folder in (evaluation_dir, blessing_dir, scratch_dir):
         folder.mkdir(parents=True, exist_ok=True)
@@ -67,7 +68,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
     total = sum(bucket_counts.values())
     if total == 0:
         raise ComponentError(f"the test split ({', '.join(test_files)}) holds no examples")
-    transformed_counts = transformed_test_bucket_counts(Path(inputs["transformed_examples"].uri))
+    transformed_counts = transformed_test_bucket_counts(Path(inputs[TRANSFORMED_EXAMPLES].uri))
     if transformed_counts != bucket_counts:
         runtime.log(f"evaluator: WARNING: length buckets of the test examples {bucket_counts} differ from the "
                     f"transformed test split's {transformed_counts}")
@@ -116,9 +117,9 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
     write_blessing(blessing_dir, blessed=blessed, reason=reason, accuracy=candidate["accuracy"],
                    baseline_accuracy=baseline_accuracy, thresholds=thresholds)
     return {
-        "evaluation": Artifact("evaluation", evaluation_dir, {
+        EVALUATION: Artifact(EVALUATION, evaluation_dir, {
             "accuracy": candidate["accuracy"], "loss": candidate["loss"], "macro_f1": candidate["macro_f1"]}),
-        "blessing": Artifact("blessing", blessing_dir, {
+        BLESSING: Artifact(BLESSING, blessing_dir, {
             "blessed": blessed, "reason": reason, "accuracy": candidate["accuracy"],
             "baseline_accuracy": baseline_accuracy}),
     }

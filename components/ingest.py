@@ -34,6 +34,7 @@ from library.ag_news_csv import (BadRow, Chunk, GoodRow, chunk_lines, count_newl
 from library.beam_options import pipeline_options
 from library.layouts import NUM_CLASSES, SOURCE_SPLITS, SPLITS, quarantine_file, write_counts
 from contract.artifacts import Artifact, ComponentError, Runtime
+from contract.names import EXAMPLES
 from contract.config import IngestConfig
 
 CSV_FILE_NAMES = {"train": "train.csv", "test": "test.csv"}
@@ -296,7 +297,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
     from library.tfrecord_io import WriteDeterministicTFRecords
     del inputs  # ingest reads the external source only
     output_dir = Path(output_dir)
-    examples_dir = output_dir / "examples"
+    examples_dir = output_dir / EXAMPLES
     examples_dir.mkdir(parents=True, exist_ok=True)
     summary_path = output_dir / ".ingest-summary.json"
     quarantine_path = quarantine_file(examples_dir)
@@ -370,4 +371,4 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
         "quarantined_by_reason": counts["quarantined_by_reason"],
         "source": source,
     }
-    return {"examples": Artifact("examples", examples_dir, properties)}
+    return {EXAMPLES: Artifact(EXAMPLES, examples_dir, properties)}

@@ -30,6 +30,7 @@ from library.layouts import (PUSH_TEMPORARY_PREFIX, existing_serving_model_dir, 
                              read_served_push_record, serving_version_dir, serving_versions, write_push,
                              write_served_push_record)
 from contract.artifacts import Artifact, ComponentError, Runtime, fingerprint
+from contract.names import BLESSING, MODEL, PUSHED_MODEL
 from contract.config import PusherConfig
 
 MAX_PUBLISH_ATTEMPTS = 100
@@ -38,12 +39,12 @@ MAX_PUBLISH_ATTEMPTS = 100
 def run(inputs: dict[str, Artifact], output_dir: Path, config: PusherConfig, runtime: Runtime) -> dict[str, Artifact]:
     if not config.serving_dir:
         raise ComponentError("pusher.serving_dir is empty; loading the configuration resolves it to a folder")
-    blessing = read_blessing(inputs["blessing"].uri)
-    pushed_dir = Path(output_dir) / "pushed_model"
+    blessing = read_blessing(inputs[BLESSING].uri)
+    pushed_dir = Path(output_dir) / PUSHED_MODEL
     pushed_dir.mkdir(parents=True, exist_ok=True)
 
     if blessing.get("blessed") is True:
-        serving_model = existing_serving_model_dir(inputs["model"].uri)
+        serving_model = existing_serving_model_dir(inputs[MODEL].uri)
         serving_dir = Path(config.serving_dir)
         for stale in stale_push_folders(serving_dir):
             runtime.log(f"pusher: removing {stale}, left by a pusher that was killed during its copy")
@@ -63,7 +64,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: PusherConfig, run
                   "reason": f"not blessed: {blessing.get('reason', 'no reason recorded')}"}
         runtime.log(f"pusher: nothing pushed ({record['reason']})")
     write_push(pushed_dir, record)
-    return {"pushed_model": Artifact("pushed_model", pushed_dir, {
+    return {PUSHED_MODEL: Artifact(PUSHED_MODEL, pushed_dir, {
         "pushed": record["pushed"], "version": record["version"], "path": record["path"]})}
 
 

@@ -30,6 +30,7 @@ from library.layouts import (ModelInputSpec, keras_model_file, read_best_hyperpa
 from library.models import (architecture_names, build_model, check_hyperparameters, compile_model,
                             fixed_hyperparameters, search_space)
 from contract.artifacts import Artifact, ComponentError, Runtime
+from contract.names import BEST_HYPERPARAMETERS, MODEL, MODEL_RUN, TRANSFORMED_EXAMPLES, TRANSFORM_GRAPH
 from contract.config import TrainerConfig
 
 EVAL_BATCH_SIZE = 256
@@ -172,7 +173,7 @@ def train(examples_dir: Path, transform_graph_dir: Path, chosen: dict[str, Any],
 
     model_dir = run_dir = None
     if output_dir is not None:
-        model_dir, run_dir = Path(output_dir) / "model", Path(output_dir) / "model_run"
+        model_dir, run_dir = Path(output_dir) / MODEL, Path(output_dir) / MODEL_RUN
         for folder in (keras_model_file(model_dir).parent, tensorboard_dir(run_dir)):
             folder.mkdir(parents=True, exist_ok=True)
 
@@ -237,10 +238,10 @@ def train(examples_dir: Path, transform_graph_dir: Path, chosen: dict[str, Any],
 
 def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, runtime: Runtime) -> dict[str, Artifact]:
     import keras  # heavy libraries are imported in run(), not at the top (see contract/artifacts.py)
-    examples_dir = Path(inputs["transformed_examples"].uri)
-    transform_graph_dir = Path(inputs["transform_graph"].uri)
-    chosen = _read_hyperparameters(Path(inputs["best_hyperparameters"].uri))
-    model_dir, run_dir = Path(output_dir) / "model", Path(output_dir) / "model_run"
+    examples_dir = Path(inputs[TRANSFORMED_EXAMPLES].uri)
+    transform_graph_dir = Path(inputs[TRANSFORM_GRAPH].uri)
+    chosen = _read_hyperparameters(Path(inputs[BEST_HYPERPARAMETERS].uri))
+    model_dir, run_dir = Path(output_dir) / MODEL, Path(output_dir) / MODEL_RUN
     if config.strategy == "multi_worker_mirrored":
         # The strategy needs a process whose TensorFlow has not started yet: the chief trains in a child.
         from library import multi_worker
@@ -265,11 +266,18 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
     runtime.log(f"trainer: {history['epochs_trained']} epoch(s), best epoch {history['best_epoch']}: val_loss "
                 f"{history['val_loss']:.4f}, val_accuracy {history['val_accuracy']:.4f}; {parameters:,} parameters")
     return {
-        "model": Artifact("model", model_dir, {
+        MODEL: Artifact(MODEL, model_dir, {
             "architecture": chosen["architecture"], "epochs_trained": history["epochs_trained"],
             "best_epoch": history["best_epoch"], "val_accuracy": history["val_accuracy"],
             "val_loss": history["val_loss"], "parameters": parameters, **embedding_facts}),
-        "model_run": Artifact("model_run", run_dir, {
+        MODEL_RUN: Artifact(MODEL_RUN, run_dir, {
             k: history[k] for k in ("epochs_trained", "best_epoch", "val_loss", "val_accuracy", "stopped_early",
                                     "mean_examples_per_second", "padding_ratio")}),
     }
+
+
+def worker_main(root: Path, workers: tuple[str, ...], index: int, timeout: float) -> int:
+    """`agnews-pipeline train-worker`: one worker of a multi-worker training job, training with this step's
+    `train` (library/multi_worker.py owns the job file, the strategy and the bounded waits)."""
+    from library import multi_worker
+    return multi_worker.worker_main(root, workers, index, timeout, train)

@@ -35,6 +35,7 @@ from library.layouts import (NUM_CLASSES, SPLITS, ModelInputSpec, bucket_dir_nam
                              write_model_input)
 from library.reproducible_saved_model import make_saved_model_reproducible
 from contract.artifacts import Artifact, ComponentError, Runtime
+from contract.names import EXAMPLES, SCHEMA, TRANSFORMED_EXAMPLES, TRANSFORM_GRAPH
 from contract.config import TransformConfig
 
 # Raw features the transform reads, and their schema types. Any other feature in the schema is carried
@@ -222,12 +223,12 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
     from tfx_bsl.public import tfxio
     output_dir = Path(output_dir)
-    raw_schema = load_raw_schema(inputs["schema"].uri)
-    patterns = _raw_file_patterns(inputs["examples"].uri)
+    raw_schema = load_raw_schema(inputs[SCHEMA].uri)
+    patterns = _raw_file_patterns(inputs[EXAMPLES].uri)
     upper_bounds = config.bucket_upper_bounds()
 
-    graph_dir = output_dir / "transform_graph"
-    examples_dir = output_dir / "transformed_examples"
+    graph_dir = output_dir / TRANSFORM_GRAPH
+    examples_dir = output_dir / TRANSFORMED_EXAMPLES
     scratch_dir = output_dir / ".transform_tmp"  # TFT's temporary files and the per-split reports
     for folder in (graph_dir, examples_dir, scratch_dir):
         folder.mkdir(parents=True, exist_ok=True)
@@ -291,9 +292,9 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
                 f"{reports['train']['bucketed']['padding_ratio']}, unbucketed "
                 f"{reports['train']['unbucketed']['padding_ratio']}")
     return {
-        "transform_graph": Artifact("transform_graph", graph_dir, {
+        TRANSFORM_GRAPH: Artifact(TRANSFORM_GRAPH, graph_dir, {
             "vocab_size": vocab_size, "embedding_input_dim": model_input.embedding_input_dim}),
-        "transformed_examples": Artifact("transformed_examples", examples_dir, {
+        TRANSFORMED_EXAMPLES: Artifact(TRANSFORMED_EXAMPLES, examples_dir, {
             "rows": {split: reports[split]["examples"] for split in SPLITS},
             "train_bucket_examples": {name: bucket["examples"]
                                       for name, bucket in reports["train"]["buckets"].items()},

@@ -28,12 +28,12 @@ from typing import Any
 from library import embeddings
 from library.layouts import (TRIALS_CSV_FILE, TRIALS_MARKDOWN_FILE, ModelInputSpec, bucket_files,
                              read_model_input, write_best_hyperparameters)
-from library.models import (build_model, check_hyperparameters, default_hyperparameters, fixed_hyperparameters,
-                               hyperparameter_names, parse_fixed_hyperparameters, search_space)
+from library.models import (architecture_names, build_model, check_hyperparameters, default_hyperparameters,
+                            fixed_hyperparameters, hyperparameter_names, parse_fixed_hyperparameters, search_space)
 from contract.artifacts import Artifact, ComponentError, Runtime
-from contract.config import TunerConfig
+from contract.names import BEST_HYPERPARAMETERS, TRANSFORMED_EXAMPLES, TRANSFORM_GRAPH
+from contract.config import ConfigError, TunerConfig
 
-OUTPUT = "best_hyperparameters"
 STATE_DIR = "tuner_state"
 TENSORBOARD_DIR = "tensorboard"
 EVAL_BATCH_SIZE = 256  # evaluation metrics do not depend on the batch size; larger batches are faster
@@ -156,6 +156,14 @@ def _remove_trial_checkpoints(state_dir: Path) -> None:
         checkpoint.unlink()
 
 
+def check_config(config: TunerConfig) -> None:
+    """The architecture is one of the model registry's (checked here, where it is used, so the configuration
+    schema does not import the registry and an edit of the models re-runs only the steps that build them)."""
+    if config.architecture not in architecture_names():
+        raise ConfigError(f"tuner.architecture (--model) must be one of {', '.join(architecture_names())}, "
+                          f"got {config.architecture!r}")
+
+
 def external_fingerprint(config: TunerConfig) -> str | None:
     """The pretrained vectors' content is part of the cache key (the path alone could hide a changed file)."""
     return embeddings.external_fingerprint(config.pretrained_embeddings)
@@ -164,8 +172,8 @@ def external_fingerprint(config: TunerConfig) -> str | None:
 def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runtime: Runtime) -> dict[str, Artifact]:
     import keras  # heavy libraries are imported in run(), not at the top (see contract/artifacts.py)
     from library.dataset import count_examples
-    examples_dir = Path(inputs["transformed_examples"].uri)
-    transform_graph_dir = Path(inputs["transform_graph"].uri)
+    examples_dir = Path(inputs[TRANSFORMED_EXAMPLES].uri)
+    transform_graph_dir = Path(inputs[TRANSFORM_GRAPH].uri)
     model_input = read_model_input(transform_graph_dir)
     for split in ("train", "eval"):  # fail before any trial rather than in each one; test is never opened
         bucket_files(examples_dir, split)
@@ -182,7 +190,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
         raise ComponentError(f"tuner.fixed_hyperparameters: {error}") from None
     if pretrained:
         embeddings.check_fixed_dimension(fixed, pretrained_dim, pretrained.path)
-    out = Path(output_dir) / OUTPUT
+    out = Path(output_dir) / BEST_HYPERPARAMETERS
     out.mkdir(parents=True, exist_ok=True)
 
     if not config.enabled:
@@ -230,7 +238,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
     write_best_hyperparameters(out, result)
     _write_trials(out, rows, architecture, heading, best_id, pretrained is not None)
     completed = sum(1 for r in rows if r["status"] == "COMPLETED")
-    return {OUTPUT: Artifact(OUTPUT, out, {
+    return {BEST_HYPERPARAMETERS: Artifact(BEST_HYPERPARAMETERS, out, {
         "architecture": architecture, "tuned": bool(config.enabled), "objective": config.objective,
         "best_score": best_score, "best_trial": best_id, "trials": len(rows), "completed_trials": completed,
         "values": values, **(pretrained.properties() if pretrained else {})})}

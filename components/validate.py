@@ -26,6 +26,7 @@ from library.beam_options import pipeline_options
 from library.layouts import (SPLITS, example_file_pattern, examples_files, schema_file, split_dir, write_anomalies,
                              write_statistics)
 from contract.artifacts import Artifact, ComponentError, Runtime
+from contract.names import ANOMALIES, EXAMPLES, SCHEMA, STATISTICS
 from contract.config import ValidateConfig
 
 LABEL = "label"
@@ -274,7 +275,7 @@ def external_fingerprint(config: ValidateConfig) -> str:
 
 
 def run(inputs: dict[str, Artifact], output_dir: Path, config: ValidateConfig, runtime: Runtime) -> dict[str, Artifact]:
-    examples_dir = Path(inputs["examples"].uri)
+    examples_dir = Path(inputs[EXAMPLES].uri)
     output_dir = Path(output_dir)
     schema_path = config.schema_path()
     schema = load_schema(schema_path)
@@ -284,7 +285,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: ValidateConfig, r
                     if label_rule and label_rule.domain_min is not None and label_rule.domain_max is not None
                     else range(0))
 
-    schema_dir, statistics_dir, anomalies_dir = (output_dir / name for name in ("schema", "statistics", "anomalies"))
+    schema_dir, statistics_dir, anomalies_dir = (output_dir / name for name in (SCHEMA, STATISTICS, ANOMALIES))
     for folder in (schema_dir, statistics_dir, anomalies_dir):
         folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(schema_path, schema_file(schema_dir))
@@ -305,11 +306,11 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: ValidateConfig, r
                              f"{schema_path}:\n{listing}")
     runtime.log(f"validate: {({split: statistics[split]['rows'] for split in SPLITS})} rows, no anomalies")
     return {
-        "schema": Artifact("schema", schema_dir, {
+        SCHEMA: Artifact(SCHEMA, schema_dir, {
             "source": str(schema_path), "features": [rule.name for rule in rules],
             "sha256": hashlib.sha256(schema_path.read_bytes()).hexdigest()}),
-        "statistics": Artifact("statistics", statistics_dir, {
+        STATISTICS: Artifact(STATISTICS, statistics_dir, {
             "rows_per_split": {split: statistics[split]["rows"] for split in SPLITS},
             "label_counts": {split: statistics[split]["label_counts"] for split in SPLITS}}),
-        "anomalies": Artifact("anomalies", anomalies_dir, {"count": len(anomalies)}),
+        ANOMALIES: Artifact(ANOMALIES, anomalies_dir, {"count": len(anomalies)}),
     }

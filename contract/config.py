@@ -17,8 +17,6 @@ from typing import Any
 
 import yaml
 
-from library.models import architecture_names  # the architecture registry; imports no Keras
-
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -50,8 +48,6 @@ class PipelineConfig:
         _require(self.seed >= 0, f"pipeline.seed must be >= 0, got {self.seed}")
         _require(self.progress_seconds >= 0, f"pipeline.progress_seconds must be >= 0 (0 = no progress lines), "
                  f"got {self.progress_seconds}")
-        if self.beam_args:
-            check_beam_args(self.beam_args)
         _require(self.beam_runner in ("direct", "dask"),
                  f"pipeline.beam_runner must be 'direct' or 'dask', got {self.beam_runner!r} (other runners: "
                  "--beam-arg=--runner=NAME plus that runner's flags)")
@@ -61,15 +57,8 @@ class PipelineConfig:
         if self.beam_runner == "dask":
             _require(not any(arg.startswith("--runner") for arg in self.beam_args),
                      "--beam-runner dask and --beam-arg=--runner=... both choose a runner; give one of them")
-        if self.beam_args or self.beam_runner != "direct":
-            from library.beam_options import beam_args_problem
-            problem = beam_args_problem(self.all_beam_args())
-            _require(problem is None, f"{problem} (from --beam-arg / --beam-runner)")
-
-    def all_beam_args(self) -> tuple[str, ...]:
-        """beam_args plus the flags beam_runner, dask_address and dask_workers stand for."""
-        from library.beam_options import runner_args
-        return (*runner_args(self.beam_runner, self.dask_address, self.dask_workers), *self.beam_args)
+        # The Beam flags themselves are parsed by Beam's option classes where they are used
+        # (library/beam_options.check_pipeline_options, called before any step runs).
 
 
 SECRET_NAME = re.compile(r"key|secret|token|password|passwd|credential", re.IGNORECASE)
@@ -90,26 +79,6 @@ def redact_args(args: list[str] | tuple[str, ...]) -> list[str]:
             redacted.append(arg)
         hide_next = arg.startswith("-") and not sep and bool(SECRET_NAME.search(name))
     return redacted
-
-
-def check_beam_args(beam_args: tuple[str, ...]) -> None:
-    """Parses the Beam options with Beam's own option classes now, so a bad value is a configuration error
-    before any work starts instead of a usage dump in the middle of a run."""
-    import contextlib
-    import io
-
-    from apache_beam.options.pipeline_options import PipelineOptions
-    captured = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(captured):
-            PipelineOptions(flags=list(beam_args)).get_all_options(retain_unknown_options=True)
-    except SystemExit:  # argparse reports the problem on stderr, then exits
-        lines = [line for line in captured.getvalue().splitlines() if line.strip()]
-        reason = lines[-1].split("error: ", 1)[-1] if lines else "invalid option"
-        for secret, shown in zip(beam_args, redact_args(beam_args)):
-            if secret != shown:
-                reason = reason.replace(secret.partition("=")[2] or secret, REDACTED)
-        raise ConfigError(f"--beam-arg: {reason}") from None
 
 
 @dataclass(frozen=True)
@@ -186,9 +155,7 @@ class TunerConfig:
             name, sep, value = item.partition("=")
             _require(bool(sep and name.strip() and value.strip()),
                      f"tuner.fixed_hyperparameters entries must look like name=value, got {item!r}")
-        _require(self.architecture in architecture_names(),
-                 f"tuner.architecture (--model) must be one of {', '.join(architecture_names())}, "
-                 f"got {self.architecture!r}")
+        # architecture: checked against the model registry by the tuner (components/tuner.check_config)
         _require(self.algorithm in ("hyperband", "bayesian", "random"),
                  f"tuner.algorithm must be hyperband, bayesian or random, got {self.algorithm!r}")
         _require(self.max_trials >= 1, f"tuner.max_trials must be >= 1, got {self.max_trials}")

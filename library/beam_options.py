@@ -13,6 +13,7 @@ import urllib.parse
 from pathlib import Path
 
 from contract.artifacts import ComponentError
+from contract.config import REDACTED, ConfigError, PipelineConfig, redact_args
 
 DASK_RUNNER = "engines.dask_runner.DaskRunner"
 BEAM_RUNNERS = ("direct", "dask")  # friendly names; any other runner via --beam-arg=--runner=NAME
@@ -30,6 +31,43 @@ def runner_args(beam_runner: str, dask_address: str, dask_workers: int) -> tuple
     args = [f"--runner={DASK_RUNNER}", f"--dask_connection_timeout={CONNECT_SECONDS}"]
     args.append(f"--dask_client_address={dask_address}" if dask_address else f"--dask_workers={dask_workers}")
     return tuple(args)
+
+
+def all_beam_args(config: PipelineConfig) -> tuple[str, ...]:
+    """pipeline.beam_args plus the flags beam_runner, dask_address and dask_workers stand for."""
+    return (*runner_args(config.beam_runner, config.dask_address, config.dask_workers), *config.beam_args)
+
+
+def check_pipeline_options(config: PipelineConfig) -> None:
+    """The Beam flags of the configuration, parsed with Beam's own option classes before any step runs: an
+    unknown runner or flag, or a bad value, is a ConfigError (exit 2) instead of a failure in the middle of a
+    run. Beam is imported only when there are flags to check."""
+    if config.beam_args:
+        check_beam_args(config.beam_args)
+    if config.beam_args or config.beam_runner != "direct":
+        problem = beam_args_problem(all_beam_args(config))
+        if problem is not None:
+            raise ConfigError(f"{problem} (from --beam-arg / --beam-runner)")
+
+
+def check_beam_args(beam_args: tuple[str, ...]) -> None:
+    """Parses the Beam options with Beam's own option classes now, so a bad value is a configuration error
+    before any work starts instead of a usage dump in the middle of a run."""
+    import contextlib
+    import io
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            PipelineOptions(flags=list(beam_args)).get_all_options(retain_unknown_options=True)
+    except SystemExit:  # argparse reports the problem on stderr, then exits
+        lines = [line for line in captured.getvalue().splitlines() if line.strip()]
+        reason = lines[-1].split("error: ", 1)[-1] if lines else "invalid option"
+        for secret, shown in zip(beam_args, redact_args(beam_args)):
+            if secret != shown:
+                reason = reason.replace(secret.partition("=")[2] or secret, REDACTED)
+        raise ConfigError(f"--beam-arg: {reason}") from None
 
 
 def pipeline_options(beam_args: tuple[str, ...] | list[str]) -> PipelineOptions:
@@ -60,8 +98,6 @@ def beam_args_problem(beam_args: tuple[str, ...] | list[str]) -> str | None:
             reason = (str(error).strip().splitlines() or [""])[0][:300]
             hint = "; for dask.distributed use --beam-runner dask" if "dask" in runner.lower() else ""
             return f"Beam cannot use --runner={runner} ({type(error).__name__}: {reason}){hint}"
-    if runner == DASK_RUNNER or (runner or "").endswith("DaskRunner"):
-        import engines.dask_runner  # noqa: F401 - registers --dask_workers, --dask_reshuffle_partitions
     unknown = _unknown_flags(list(beam_args))
     if unknown:
         return f"Beam does not know the flag(s) {' '.join(unknown)}"  # names only: values may be secrets

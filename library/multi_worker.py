@@ -4,7 +4,8 @@ multi_worker_mirrored, trainer.workers: ["HOST:PORT", ...], index 0 the chief).
 The trainer step writes a job description into the (shared) pipeline root, starts the chief as a child process
 (`agnews-pipeline train-worker --index 0`) and waits for it; every other machine runs `agnews-pipeline
 train-worker --index I`, which waits for that job and trains the same model on the same inputs. Every worker
-runs components.trainer.train, the trainer's one training code path; only the chief writes results.
+runs components.trainer.train (passed in by the trainer's worker entry, components/trainer.worker_main),
+the trainer's one training code path; only the chief writes results.
 
 Facts this shape follows (measured with Keras 3.15 and TensorFlow 2.21, two processes on 127.0.0.1):
 - the strategy must be created before TensorFlow initializes its runtime in the process ("Collective ops must
@@ -174,8 +175,9 @@ def wait_for_job(root: Path, workers: tuple[str, ...], index: int, timeout: floa
         time.sleep(0.5)
 
 
-def run_worker(job: dict[str, Any], index: int, log: Callable[[str], None] = print) -> None:
-    """Trains as worker `index` of the job; the chief (index 0) writes the results into job["output_dir"]."""
+def run_worker(job: dict[str, Any], index: int, train: Callable[..., Any], log: Callable[[str], None] = print) -> None:
+    """Trains as worker `index` of the job with the trainer's `train` (components/trainer.train, passed in: this
+    library never imports a component); the chief (index 0) writes the results into job["output_dir"]."""
     workers, timeout = job["workers"], float(job["worker_timeout"])
     os.environ["TF_CONFIG"] = tf_config(workers, index)  # before TensorFlow starts: it reads it once
     import tensorflow as tf
@@ -190,7 +192,6 @@ def run_worker(job: dict[str, Any], index: int, log: Callable[[str], None] = pri
     print(JOINED_LINE, flush=True)
     _patch_keras_for_multi_worker()
 
-    from components.trainer import train
     config = build_config({"trainer": job["trainer"]}).trainer
     try:
         train(Path(job["examples_dir"]), Path(job["transform_graph_dir"]), job["hyperparameters"],
@@ -250,12 +251,13 @@ def _patch_keras_for_multi_worker() -> None:
     tf_trainer._collective_all_reduce_multi_worker = lambda strategy: False
 
 
-def worker_main(root: Path, workers: tuple[str, ...], index: int, timeout: float) -> int:
-    """`agnews-pipeline train-worker`: 0 trained, 1 failed or timed out, 2 flags that do not match the job."""
+def worker_main(root: Path, workers: tuple[str, ...], index: int, timeout: float, train: Callable[..., Any]) -> int:
+    """`agnews-pipeline train-worker` (components/trainer.worker_main): 0 trained, 1 failed or timed out, 2 flags
+    that do not match the job."""
     try:
         job = wait_for_job(root, workers, index, timeout)
         print(f"train-worker: worker {index} of {len(workers)} ({workers[index]}): job found, joining", flush=True)
-        run_worker(job, index)
+        run_worker(job, index, train)
     except WorkerUsageError as error:
         print(f"{ERROR_PREFIX}{error}", file=sys.stderr, flush=True)
         return 2

@@ -18,6 +18,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from components import evaluator, ingest, pusher, trainer, transform, tuner, validate
+from contract.names import (ANOMALIES, BASELINE_MODEL, BEST_HYPERPARAMETERS, BLESSING, EVALUATION, EXAMPLES,
+                            MODEL, MODEL_RUN, PUSHED_MODEL, SCHEMA, STATISTICS, TRANSFORM_GRAPH,
+                            TRANSFORMED_EXAMPLES)
+from library import beam_options
+
+
+class DagError(ValueError):
+    """The steps are wired wrongly (a programming error): raised when the DAG is built, at import."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,8 @@ class Step:
     input_rows: Callable[[Any], int | None] | None = None
     # Given the folder it delivers to (the serving folder), what a killed execution of it left there; gc removes it.
     leftovers: Callable[[Path], list[Path]] | None = None
+    # Checks its configuration section against the libraries it uses (ConfigError), before any step runs.
+    check_config: Callable[[Any], None] | None = None
 
 
 # The evaluator's baseline; with no blessing on record at all, the newest served version is the baseline.
@@ -79,60 +89,61 @@ LATEST_BLESSED_MODEL = Resolver("latest_blessed_model", artifact="trainer.model"
 
 STEPS: tuple[Step, ...] = (
     Step("ingest", ingest.run,
-         outputs=("examples",),
+         outputs=(EXAMPLES,),
          config_section="ingest",
          external=ingest.external_fingerprint,
          source="data",
          input_rows=ingest.source_rows,
-         headline={"examples": ("train_rows", "eval_rows", "test_rows", "quarantined_rows", "quarantined_by_reason")}),
+         headline={EXAMPLES: ("train_rows", "eval_rows", "test_rows", "quarantined_rows", "quarantined_by_reason")}),
     Step("validate", validate.run,
-         inputs={"examples": "ingest.examples"},
-         outputs=("schema", "statistics", "anomalies"),
+         inputs={EXAMPLES: "ingest.examples"},
+         outputs=(SCHEMA, STATISTICS, ANOMALIES),
          config_section="validate",
          external=validate.external_fingerprint,
-         headline={"anomalies": ("count",)}),
+         headline={ANOMALIES: ("count",)}),
     Step("transform", transform.run,
-         inputs={"examples": "ingest.examples", "schema": "validate.schema"},
-         outputs=("transform_graph", "transformed_examples"),
+         inputs={EXAMPLES: "ingest.examples", SCHEMA: "validate.schema"},
+         outputs=(TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES),
          config_section="transform",
-         headline={"transform_graph": ("vocab_size",),
-                   "transformed_examples": ("train_bucket_examples", "padding_batch_size", "padding_ratio_bucketed",
-                                            "padding_ratio_unbucketed")}),
+         headline={TRANSFORM_GRAPH: ("vocab_size",),
+                   TRANSFORMED_EXAMPLES: ("train_bucket_examples", "padding_batch_size", "padding_ratio_bucketed",
+                                          "padding_ratio_unbucketed")}),
     Step("tuner", tuner.run,
-         inputs={"transformed_examples": "transform.transformed_examples",
-                 "transform_graph": "transform.transform_graph"},
-         outputs=("best_hyperparameters",),
+         inputs={TRANSFORMED_EXAMPLES: "transform.transformed_examples",
+                 TRANSFORM_GRAPH: "transform.transform_graph"},
+         outputs=(BEST_HYPERPARAMETERS,),
          config_section="tuner",
          external=tuner.external_fingerprint,
+         check_config=tuner.check_config,
          resumable=True,
          seeded=True,
          reports_progress=True,
-         headline={"best_hyperparameters": ("architecture", "tuned", "best_score", "values")}),
+         headline={BEST_HYPERPARAMETERS: ("architecture", "tuned", "best_score", "values")}),
     Step("trainer", trainer.run,
-         inputs={"transformed_examples": "transform.transformed_examples",
-                 "transform_graph": "transform.transform_graph",
-                 "best_hyperparameters": "tuner.best_hyperparameters"},
-         outputs=("model", "model_run"),
+         inputs={TRANSFORMED_EXAMPLES: "transform.transformed_examples",
+                 TRANSFORM_GRAPH: "transform.transform_graph",
+                 BEST_HYPERPARAMETERS: "tuner.best_hyperparameters"},
+         outputs=(MODEL, MODEL_RUN),
          config_section="trainer",
          external=trainer.external_fingerprint,
          seeded=True,
          reports_progress=True,
-         headline={"model": ("architecture", "epochs_trained", "parameters")}),
+         headline={MODEL: ("architecture", "epochs_trained", "parameters")}),
     Step("evaluator", evaluator.run,
-         inputs={"model": "trainer.model",
-                 "examples": "ingest.examples",
-                 "transformed_examples": "transform.transformed_examples",
-                 "model_run": "trainer.model_run",
-                 "baseline_model": LATEST_BLESSED_MODEL},
-         outputs=("evaluation", "blessing"),
+         inputs={MODEL: "trainer.model",
+                 EXAMPLES: "ingest.examples",
+                 TRANSFORMED_EXAMPLES: "transform.transformed_examples",
+                 MODEL_RUN: "trainer.model_run",
+                 BASELINE_MODEL: LATEST_BLESSED_MODEL},
+         outputs=(EVALUATION, BLESSING),
          config_section="evaluator",
-         headline={"evaluation": ("accuracy", "loss", "macro_f1"),
-                   "blessing": ("blessed", "reason", "baseline_accuracy")}),
+         headline={EVALUATION: ("accuracy", "loss", "macro_f1"),
+                   BLESSING: ("blessed", "reason", "baseline_accuracy")}),
     Step("pusher", pusher.run,
-         inputs={"model": "trainer.model", "blessing": "evaluator.blessing"},
-         outputs=("pushed_model",),
+         inputs={MODEL: "trainer.model", BLESSING: "evaluator.blessing"},
+         outputs=(PUSHED_MODEL,),
          config_section="pusher",
-         headline={"pushed_model": ("pushed", "version", "path")},
+         headline={PUSHED_MODEL: ("pushed", "version", "path")},
          delivers="pushed_model.pushed",
          leftovers=pusher.stale_push_folders),
 )
@@ -142,6 +153,70 @@ PRODUCT = "trainer.model"
 # The columns `runs` (and `runs --json`) adds for each run: name -> a headline property, "output.property".
 RUN_COLUMNS = {"accuracy": "evaluation.accuracy", "blessed": "blessing.blessed",
                "pushed_version": "pushed_model.version"}
+
+
+def check_steps(steps: tuple[Step, ...], product: str = "", run_columns: dict[str, str] | None = None) -> None:
+    """Checks the wiring when the DAG is built, as Kedro checks a node: every input names an output of an
+    earlier step, outputs are unique, headlines and `delivers` name the step's outputs, a resolver is judged by
+    a step that consumes its artifact, and `product` ("step.output") and `run_columns` ("output.property" of a
+    headline) name what exists. Raises DagError with one line for the first fault."""
+    def fail(message: str) -> None:
+        raise DagError(f"pipeline DAG: {message}")
+
+    produced: dict[str, str] = {}  # output name -> its step
+    known: set[str] = set()  # "step.output" of the steps so far
+    names = [step.name for step in steps]
+    if len(set(names)) != len(names):
+        fail(f"two steps share a name: {names}")
+    for step in steps:
+        for name, source in step.inputs.items():
+            if isinstance(source, Resolver):
+                continue  # checked below, once every step is known
+            if source not in known:
+                fail(f"step {step.name!r} input {name!r} reads {source!r}, which no earlier step outputs "
+                     f"(known: {', '.join(sorted(known)) or 'none'})")
+        for output in step.outputs:
+            if output in produced:
+                fail(f"output {output!r} of step {step.name!r} is also an output of step {produced[output]!r}")
+            produced[output] = step.name
+            known.add(f"{step.name}.{output}")
+        for output in step.headline:
+            if output not in step.outputs:
+                fail(f"step {step.name!r} has a headline for {output!r}, not one of its outputs {step.outputs}")
+        if step.delivers and step.delivers.partition(".")[0] not in step.outputs:
+            fail(f"step {step.name!r} delivers {step.delivers!r}, not one of its outputs {step.outputs}")
+        if step.delivers and step.delivers.partition(".")[2] not in step.headline.get(
+                step.delivers.partition(".")[0], ()):
+            fail(f"step {step.name!r} delivers {step.delivers!r}: that property must be in its headline")
+    for step in steps:
+        for name, source in step.inputs.items():
+            if not isinstance(source, Resolver):
+                continue
+            if source.artifact not in known:
+                fail(f"resolver {source.name!r} of step {step.name!r} resolves {source.artifact!r}, which no step outputs")
+            judge, _, judgement = source.judged_by.partition(".")
+            if f"{judge}.{judgement}" not in known:
+                fail(f"resolver {source.name!r} is judged by {source.judged_by!r}, which no step outputs")
+            if source.artifact not in step_named(judge, steps).inputs.values():
+                fail(f"resolver {source.name!r} is judged by step {judge!r}, which does not consume {source.artifact!r}")
+    if product and product not in known:
+        fail(f"the product {product!r} is no step's output")
+    headlines = headline_table(steps)
+    for column, reference in (run_columns or {}).items():
+        output, _, name = reference.partition(".")
+        if name not in headlines.get(output, ()):
+            fail(f"run column {column!r} shows {reference!r}, which is not a headline property of an output")
+
+
+def check_config(config, steps: tuple[Step, ...] | None = None) -> None:
+    """What the configuration schema (contract/config.py) cannot check alone, because it imports no library:
+    the Beam flags (with Beam's own option classes) and each step's section against the libraries that use
+    it (e.g. the architecture against the model registry). Raises ConfigError before any work starts."""
+    beam_options.check_pipeline_options(config.pipeline)
+    for step in STEPS if steps is None else steps:
+        if step.check_config is not None:
+            step.check_config(getattr(config, step.config_section))
+
 
 STEP_NAMES = tuple(step.name for step in STEPS)
 
@@ -168,3 +243,6 @@ def delivering_steps(steps: tuple[Step, ...] = STEPS) -> list[Step]:
 
 def resolvers(steps: tuple[Step, ...] = STEPS) -> list[Resolver]:
     return [source for step in steps for source in step.inputs.values() if isinstance(source, Resolver)]
+
+
+check_steps(STEPS, PRODUCT, RUN_COLUMNS)  # at import: a wiring fault fails every command at once, with one line

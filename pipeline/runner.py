@@ -27,6 +27,7 @@ from pipeline.heartbeat import Heartbeat, estimate_for
 from contract.artifacts import Artifact, ComponentError, Runtime, fingerprint, write_json_atomic
 from pipeline.code_version import code_version
 from contract.config import Config
+from library.beam_options import all_beam_args
 from pipeline.metadata import MetadataStore, StoredArtifact
 from pipeline.report import embeddings_line, headline_facts
 
@@ -120,7 +121,8 @@ class Runner:
         self.root = config.pipeline_root()
         self.log = log
         self.store = MetadataStore(self.root / "metadata.sqlite")
-        self.runtime = Runtime(beam_args=config.pipeline.all_beam_args(), seed=config.pipeline.seed, log=log,
+        dag.check_config(config, steps)  # before the store is opened: a bad value is exit 2, nothing touched
+        self.runtime = Runtime(beam_args=all_beam_args(config.pipeline), seed=config.pipeline.seed, log=log,
                                pipeline_root=self.root)
 
     def close(self) -> None:

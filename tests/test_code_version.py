@@ -81,3 +81,20 @@ def test_runs_show_and_gc_import_no_tensorflow_tft_or_beam(tmp_path):
     for argv in (["runs", "--pipeline-root", str(root)], ["show", "--pipeline-root", str(root)],
                  ["gc", "--keep", "1", "--dry-run", "--pipeline-root", str(root)]):
         assert _imported_by(argv) == {"status": 0, "heavy": []}, argv
+
+
+def test_an_edit_of_the_model_registry_re_runs_tuner_and_trainer_only_and_the_engines_none(tmp_path):
+    """The configuration schema imports no library (contract/config.py), so the architectures are code of the
+    steps that build models only; a Beam engine is a runtime choice, part of no step's code."""
+    root = _copy_project(tmp_path)
+    before = _versions(root)
+    with open(root / "library" / "models.py", "a", encoding="utf-8") as handle:
+        handle.write("\n# a new architecture\n")
+    after = _versions(root)
+    assert {name for name in before if after[name] != before[name]} == {"tuner", "trainer"}
+    with open(root / "engines" / "dask_runner.py", "a", encoding="utf-8") as handle:
+        handle.write("\n# an edit of the dask adapter\n")
+    assert _versions(root) == after
+    with open(root / "apps" / "serve.py", "a", encoding="utf-8") as handle:
+        handle.write("\n# an edit of the model server\n")
+    assert _versions(root) == after

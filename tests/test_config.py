@@ -12,6 +12,7 @@ import yaml
 
 from apps.cli import build_parser, _config_from_args
 from contract.config import Config, ConfigError, PROJECT_ROOT, PusherConfig, load_config
+from pipeline import dag
 
 
 def test_default_yaml_matches_the_dataclass_defaults():
@@ -61,7 +62,7 @@ def test_precedence_file_then_set_then_flags(tmp_path):
 ])
 def test_bad_values_fail_before_any_work(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(None, overrides)
+        dag.check_config(load_config(None, overrides))  # the schema's checks, then the libraries' (the registry)
 
 
 def test_multi_worker_configuration_keeps_the_worker_order():
@@ -92,7 +93,7 @@ def test_architecture_choices_come_from_the_model_registry(capsys):
         assert load_config(None, [f"tuner.architecture={name}"]).tuner.architecture == name
     known = ", ".join(ARCHITECTURES)
     with pytest.raises(ConfigError, match=f"must be one of {known}, got 'cnn'"):
-        load_config(None, ["tuner.architecture=cnn"])
+        dag.check_config(load_config(None, ["tuner.architecture=cnn"]))
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "--model", "cnn"])
     assert exit_info.value.code == 2

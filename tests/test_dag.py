@@ -119,3 +119,68 @@ def test_the_runner_resolves_a_resolver_input_from_the_store_or_its_fallback(tmp
     assert second.artifact("judge", "verdict").properties["baseline"] == str(first.artifact("source", "numbers").uri)
     third = run("4 5\n")  # the same data: its own numbers are never its baseline, so it stays cached
     assert [s.state for s in third.steps] == ["cached", "cached"]
+
+
+def _wiring_fault(change) -> str:
+    """The one-line DagError that building the DAG with one step changed raises."""
+    import dataclasses
+
+    import pytest
+    steps = list(dag.STEPS)
+    index, replacement = change(steps)
+    steps[index] = replacement
+    with pytest.raises(dag.DagError) as error:
+        dag.check_steps(tuple(steps), dag.PRODUCT, dag.RUN_COLUMNS)
+    assert "\n" not in str(error.value)
+    return str(error.value)
+
+
+def test_the_dag_is_checked_when_it_is_built():
+    import dataclasses
+    dag.check_steps(dag.STEPS, dag.PRODUCT, dag.RUN_COLUMNS)  # the real DAG is sound (also checked at import)
+    at = {step.name: i for i, step in enumerate(dag.STEPS)}
+
+    def changed(name, **fields):
+        return lambda steps: (at[name], dataclasses.replace(steps[at[name]], **fields))
+
+    transform_inputs = {"examples": "ingest.examples", "schema": "validate.shema"}
+    assert "input 'schema' reads 'validate.shema', which no earlier step outputs" in _wiring_fault(
+        changed("transform", inputs=transform_inputs))
+    assert "reads 'tuner.best_hyperparameters', which no earlier step outputs" in _wiring_fault(
+        changed("validate", inputs={"examples": "ingest.examples", "hp": "tuner.best_hyperparameters"}))
+    assert "output 'examples' of step 'validate' is also an output of step 'ingest'" in _wiring_fault(
+        changed("validate", outputs=("schema", "statistics", "anomalies", "examples")))
+    assert "has a headline for 'evaluaton'" in _wiring_fault(
+        changed("evaluator", headline={"evaluaton": ("accuracy",)}))
+    assert "delivers 'pushed_model.pushd': that property must be in its headline" in _wiring_fault(
+        changed("pusher", delivers="pushed_model.pushd"))
+    assert "delivers 'pushed.pushed', not one of its outputs" in _wiring_fault(
+        changed("pusher", delivers="pushed.pushed"))
+    wrong_judge = dataclasses.replace(dag.LATEST_BLESSED_MODEL, judged_by="validate.anomalies")
+    evaluator_inputs = {**dag.step_named("evaluator").inputs, "baseline_model": wrong_judge}
+    assert "judged by step 'validate', which does not consume 'trainer.model'" in _wiring_fault(
+        changed("evaluator", inputs=evaluator_inputs))
+    unknown = dataclasses.replace(dag.LATEST_BLESSED_MODEL, artifact="trainer.modle")
+    assert "resolves 'trainer.modle', which no step outputs" in _wiring_fault(
+        changed("evaluator", inputs={**dag.step_named("evaluator").inputs, "baseline_model": unknown}))
+
+
+def test_a_wiring_fault_fails_at_import_with_one_line(tmp_path):
+    """A typo in pipeline/dag.py fails every command at once (import time), not deep inside a run."""
+    import subprocess
+    import sys
+    source = Path(dag.__file__).read_text(encoding="utf-8")
+    broken = source.replace('"validate.schema"', '"validate.schemas"', 1)
+    assert broken != source
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "__init__.py").write_text("")
+    (tmp_path / "pipeline" / "dag.py").write_text(broken, encoding="utf-8")
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(1, sys.argv[2])\n"
+              "try:\n    import pipeline.dag\nexcept Exception as error:\n"
+              "    print(type(error).__name__ + ': ' + str(error))\n")
+    project = str(Path(dag.__file__).resolve().parent.parent)
+    completed = subprocess.run([sys.executable, "-c", script, str(tmp_path), project], capture_output=True,
+                               text=True, timeout=120)
+    assert completed.stdout.strip() == ("DagError: pipeline DAG: step 'transform' input 'schema' reads "
+                                        "'validate.schemas', which no earlier step outputs (known: "
+                                        "ingest.examples, validate.anomalies, validate.schema, validate.statistics)")

@@ -1,0 +1,25 @@
+"""The names of the artifacts the steps exchange, spelled once (as TFX's standard_component_specs does): each
+component reads its inputs and names its outputs with these, and pipeline/dag.py wires the steps with them,
+so a misspelled name is a NameError when a module loads (and `ruff` finds it), not a KeyError inside a run.
+The same name goes from the DAG through the metadata store to the output's folder on disk."""
+
+# ingest
+EXAMPLES = "examples"
+# validate
+SCHEMA = "schema"
+STATISTICS = "statistics"
+ANOMALIES = "anomalies"
+# transform
+TRANSFORM_GRAPH = "transform_graph"
+TRANSFORMED_EXAMPLES = "transformed_examples"
+# tuner
+BEST_HYPERPARAMETERS = "best_hyperparameters"
+# trainer
+MODEL = "model"
+MODEL_RUN = "model_run"
+# evaluator
+EVALUATION = "evaluation"
+BLESSING = "blessing"
+BASELINE_MODEL = "baseline_model"  # an input: the newest blessed model, resolved from the store
+# pusher
+PUSHED_MODEL = "pushed_model"
