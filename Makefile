@@ -11,13 +11,18 @@ $(BIN)/agnews-pipeline: pyproject.toml
 	$(BIN)/pip install -e ".[dev]"
 	touch $@
 
-.PHONY: install run test benchmark clean
+.PHONY: install run lint test benchmark clean
 install: $(BIN)/agnews-pipeline
 
 run: install
 	$(BIN)/agnews-pipeline run --data $(DATA) $(ARGS)
 
-test: install
+# Bug-finding rules only (pyproject.toml [tool.ruff]); `make test` runs it first.
+lint: install
+	$(BIN)/ruff check .
+
+# Everything (what CI runs).
+test: install lint
 	$(BIN)/python -m pytest -q $(ARGS)
 
 clean:
