@@ -17,10 +17,13 @@ install: $(BIN)/agnews-pipeline
 run: install
 	$(BIN)/agnews-pipeline run --data $(DATA) $(ARGS)
 
-# The layer contracts in pyproject.toml ([tool.importlinter]).
+# The bug-finding rules (pyproject.toml [tool.ruff]) and the layer contracts ([tool.importlinter]);
+# `make test` runs it first.
 lint: install
+	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
+# Everything (what CI runs).
 test: install lint
 	$(BIN)/python -m pytest -q $(ARGS)
 

@@ -28,6 +28,10 @@ import socket
 import sys
 import urllib.parse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for annotations; run() imports Beam when it runs
+    import apache_beam as beam
 
 from library.ag_news_csv import (BadRow, Chunk, GoodRow, chunk_lines, count_newlines, open_binary, parse_csv_row,
                                  parse_tfds_row, plan_chunks, quarantine_record)

@@ -21,7 +21,10 @@ import contextlib
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:  # for annotations; run() imports TensorFlow when it runs
+    import tensorflow as tf
 
 from library import embeddings
 from library.layouts import (ModelInputSpec, keras_model_file, read_best_hyperparameters, read_history,

@@ -24,7 +24,10 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+if TYPE_CHECKING:  # for annotations; run() imports tf.Transform when it runs
+    import tensorflow_transform as tft
 
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2

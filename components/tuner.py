@@ -23,7 +23,10 @@ import io
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for annotations; run() imports KerasTuner when it runs
+    import keras_tuner
 
 from library import embeddings
 from library.layouts import (TRIALS_CSV_FILE, TRIALS_MARKDOWN_FILE, ModelInputSpec, bucket_files,

@@ -33,7 +33,6 @@ import logging
 import typing as t
 
 import apache_beam as beam
-import dask
 import dask.bag as db
 from apache_beam import pvalue
 from apache_beam.options.pipeline_options import PipelineOptions

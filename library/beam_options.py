@@ -11,6 +11,10 @@ import sys
 import threading
 import urllib.parse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for annotations; Beam is imported when it is used
+    from apache_beam.options.pipeline_options import PipelineOptions
 
 from contract.artifacts import ComponentError
 from contract.config import REDACTED, ConfigError, PipelineConfig, redact_args

@@ -189,7 +189,7 @@ def check_steps(steps: tuple[Step, ...], product: str = "", run_columns: dict[st
                 step.delivers.partition(".")[0], ()):
             fail(f"step {step.name!r} delivers {step.delivers!r}: that property must be in its headline")
     for step in steps:
-        for name, source in step.inputs.items():
+        for source in step.inputs.values():
             if not isinstance(source, Resolver):
                 continue
             if source.artifact not in known:

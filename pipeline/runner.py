@@ -86,7 +86,8 @@ def root_lock(root: Path, timeout: float = 0.0) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise LockBusy(f"another agnews-pipeline process is using {root} (lock {root / '.lock'})")
+                    raise LockBusy(f"another agnews-pipeline process is using {root} "
+                                   f"(lock {root / '.lock'})") from None
                 time.sleep(0.5)
         handle.seek(0), handle.truncate(), handle.write(f"{os.getpid()}\n"), handle.flush()
         yield

@@ -123,8 +123,6 @@ def test_the_runner_resolves_a_resolver_input_from_the_store_or_its_fallback(tmp
 
 def _wiring_fault(change) -> str:
     """The one-line DagError that building the DAG with one step changed raises."""
-    import dataclasses
-
     import pytest
     steps = list(dag.STEPS)
     index, replacement = change(steps)
