@@ -11,7 +11,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
 from pipeline import dag, interrupts  # noqa: E402
-from contract.config import ConfigError, load_config  # noqa: E402
+from contract.config import ConfigError, default_config_file, load_config  # noqa: E402
 from library.models import architecture_names  # noqa: E402  (the registry; imports no Keras)
 from pipeline.runner import LockBusy  # noqa: E402
 
@@ -44,7 +44,8 @@ FLAG_KEYS = {
 
 
 def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML configuration file (see configs/default.yaml)")
+    parser.add_argument("--config", help=f"YAML configuration file (every key with its default: "
+                                         f"{default_config_file()})")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override any configuration value, e.g. --set transform.vocab_size=10000")
     parser.add_argument("--data", help="'tfds' (TensorFlow Datasets ag_news_subset) or 'csv:DIR' "

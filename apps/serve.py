@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from library.layouts import WARMUP_FILE, has_saved_model, serving_version_dir, serving_versions
+from library.layouts import SAVED_MODEL_FILE, WARMUP_FILE, has_saved_model, serving_version_dir, serving_versions
 
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
@@ -74,7 +74,7 @@ def load_servable(path: Path, version: int) -> tuple[Servable, int]:
     from tensorflow.core.protobuf import saved_model_pb2
 
     model = tf.saved_model.load(str(path))
-    proto = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    proto = saved_model_pb2.SavedModel.FromString((path / SAVED_MODEL_FILE).read_bytes())
     signature_defs = {name: definition for name, definition in proto.meta_graphs[0].signature_def.items()
                       if name in model.signatures}
     functions = {name: model.signatures[name] for name in signature_defs}

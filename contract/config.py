@@ -12,12 +12,22 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+def packaged_file(package: str, name: str) -> Path:
+    """A data file shipped inside the package (schemas/, configs/), found through the import system: the same
+    file from a checkout and from an installed wheel, whatever the working directory."""
+    return Path(str(resources.files(package) / name))
+
+
+def default_config_file() -> Path:
+    """configs/default.yaml: every configuration key with its default."""
+    return packaged_file("configs", "default.yaml")
 
 
 class ConfigError(ValueError):
@@ -100,11 +110,12 @@ class IngestConfig:
 
 @dataclass(frozen=True)
 class ValidateConfig:
-    schema: str = "schemas/ag_news_raw.pbtxt"  # relative paths are taken from the project root
+    # '' = the schema shipped with the package (schemas/ag_news_raw.pbtxt); a relative path is taken from the
+    # working directory.
+    schema: str = ""
 
     def schema_path(self) -> Path:
-        path = Path(self.schema)
-        return path if path.is_absolute() else PROJECT_ROOT / path
+        return Path(self.schema).resolve() if self.schema else packaged_file("schemas", "ag_news_raw.pbtxt")
 
 
 @dataclass(frozen=True)

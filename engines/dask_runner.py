@@ -2,7 +2,7 @@
 with several outputs and sinks runs on a dask.distributed cluster. Dask stays the engine: every Beam transform
 becomes dask bag operations, scheduled by dask.distributed.
 
-What Beam's DaskRunner lacks, and what this class does instead (each is covered by tests/test_dask_runner.py,
+What Beam's DaskRunner lacks, and what this class does instead (each is covered by tests/test_beam_engines.py,
 on plain Beam transforms):
   1. One bag per transform: every tagged output of a multi-output ParDo (`with_outputs`, `Partition`) lands in
      the same bag, so each consumer receives the mixture. Here bags are kept per PCollection: a ParDo emits

@@ -20,6 +20,7 @@ from contract.artifacts import ComponentError
 from contract.config import REDACTED, ConfigError, PipelineConfig, redact_args
 
 DASK_RUNNER = "engines.dask_runner.DaskRunner"
+BEAM_DASK_RUNNER_MODULE = "apache_beam.runners.dask.dask_runner"  # where Beam's own DaskRunner lives
 BEAM_RUNNERS = ("direct", "dask")  # friendly names; any other runner via --beam-arg=--runner=NAME
 CONNECT_SECONDS = 5  # how long a step waits for a scheduler or job service before it fails
 # How long a step waits for a worker of an external SDK worker pool to connect (a healthy one imports Beam and
@@ -96,12 +97,18 @@ def beam_args_problem(beam_args: tuple[str, ...] | list[str]) -> str | None:
     runner = options.view_as(StandardOptions).runner
     if runner:
         from apache_beam.runners.runner import create_runner
+        beam_dask = (f"--runner={runner}: Beam's own DaskRunner cannot run these steps (it mixes the outputs of "
+                     "multi-output transforms); use --beam-runner dask, this project's adapter (engines/dask_runner.py)")
         try:
-            create_runner(runner)  # also imports the runner's module, which registers its option classes
+            chosen = create_runner(runner)  # also imports the runner's module, which registers its option classes
         except (ValueError, ImportError, AttributeError) as error:
+            if runner.lower() in ("dask", "daskrunner"):  # Beam knows its DaskRunner by the full name only
+                return beam_dask
             reason = (str(error).strip().splitlines() or [""])[0][:300]
             hint = "; for dask.distributed use --beam-runner dask" if "dask" in runner.lower() else ""
             return f"Beam cannot use --runner={runner} ({type(error).__name__}: {reason}){hint}"
+        if type(chosen).__module__ == BEAM_DASK_RUNNER_MODULE:  # Beam's class, not this project's subclass
+            return beam_dask
     unknown = _unknown_flags(list(beam_args))
     if unknown:
         return f"Beam does not know the flag(s) {' '.join(unknown)}"  # names only: values may be secrets

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from library.layouts import CLASS_NAMES, WARMUP_FILE
+from library.layouts import CLASS_NAMES, FINGERPRINT_FILE, SAVED_MODEL_FILE, WARMUP_FILE
 
 SERVING_SIGNATURE = "serving_default"
 TF_EXAMPLE_SIGNATURE = "serving_tf_example"
@@ -223,7 +223,7 @@ def _check_no_cudnn_ops(saved_model_dir: Path) -> None:
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved_model = saved_model_pb2.SavedModel()
-    saved_model.ParseFromString((saved_model_dir / "saved_model.pb").read_bytes())
+    saved_model.ParseFromString((saved_model_dir / SAVED_MODEL_FILE).read_bytes())
     ops = set()
     for meta_graph in saved_model.meta_graphs:
         ops.update(node.op for node in meta_graph.graph_def.node)
@@ -244,12 +244,12 @@ def _set_method_name(saved_model_dir: Path, signature: str, method_name: str) ->
     from tensorflow.core.protobuf import fingerprint_pb2, saved_model_pb2
     from tensorflow.python.saved_model import fingerprinting_utils
 
-    model_path = saved_model_dir / "saved_model.pb"
+    model_path = saved_model_dir / SAVED_MODEL_FILE
     saved_model = saved_model_pb2.SavedModel.FromString(model_path.read_bytes())
     for meta_graph in saved_model.meta_graphs:
         meta_graph.signature_def[signature].method_name = method_name
     model_path.write_bytes(saved_model.SerializeToString(deterministic=True))
-    fingerprint_path = saved_model_dir / "fingerprint.pb"
+    fingerprint_path = saved_model_dir / FINGERPRINT_FILE
     if fingerprint_path.exists():
         uuid = fingerprint_pb2.FingerprintDef.FromString(fingerprint_path.read_bytes()).uuid
         refreshed = fingerprint_pb2.FingerprintDef.FromString(

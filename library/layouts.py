@@ -240,6 +240,7 @@ def read_best_hyperparameters(folder: Path | str) -> dict[str, Any]:
 
 SERVING_MODEL_DIR = "serving_model"
 SAVED_MODEL_FILE = "saved_model.pb"  # TF's name, as is the warm-up file's TF Serving replays at load time
+FINGERPRINT_FILE = "fingerprint.pb"  # TF's too: hashes of saved_model.pb, rewritten whenever it is
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 KERAS_MODEL_FILE = "keras/model.keras"
 TRAINED_HYPERPARAMETERS_FILE = "hyperparameters.json"

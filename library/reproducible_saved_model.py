@@ -22,6 +22,8 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from library.layouts import FINGERPRINT_FILE, SAVED_MODEL_FILE
+
 _COUNTER_SUFFIX = re.compile(r"^(.*)_(\d+)$")
 _USER_SPECIFIED_NAME = "_user_specified_name"
 
@@ -70,7 +72,7 @@ def make_saved_model_reproducible(saved_model_dir: Path, temporary_paths: Sequen
     from contract.artifacts import fingerprint
 
     saved_model_dir = Path(saved_model_dir)
-    model_path = saved_model_dir / "saved_model.pb"
+    model_path = saved_model_dir / SAVED_MODEL_FILE
     model = saved_model_pb2.SavedModel.FromString(model_path.read_bytes())
 
     counters: dict[int, int] = {}  # counter value -> new number
@@ -115,7 +117,7 @@ def make_saved_model_reproducible(saved_model_dir: Path, temporary_paths: Sequen
     temporary.write_bytes(model.SerializeToString(deterministic=True))
     os.replace(temporary, model_path)
 
-    fingerprint_path = saved_model_dir / "fingerprint.pb"
+    fingerprint_path = saved_model_dir / FINGERPRINT_FILE
     if fingerprint_path.exists():
         # The same function TensorFlow's saver uses; its random uuid is replaced with one from the hashes.
         fingerprint_def = fingerprint_pb2.FingerprintDef.FromString(

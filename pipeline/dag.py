@@ -150,6 +150,8 @@ STEPS: tuple[Step, ...] = (
 
 # What the pipeline makes: `show` prints its lineage and where it was delivered.
 PRODUCT = "trainer.model"
+# The output holding the vocabulary: `embeddings` tokenizes text with the configuration section of its step.
+VOCABULARY = "transform.transform_graph"
 # The columns `runs` (and `runs --json`) adds for each run: name -> a headline property, "output.property".
 RUN_COLUMNS = {"accuracy": "evaluation.accuracy", "blessed": "blessing.blessed",
                "pushed_version": "pushed_model.version"}

@@ -103,7 +103,7 @@ def show_run(root: Path, run_id: str | None) -> str:
 
 
 def run_train_text_source(root: Path, run_id: str) -> tuple[Path, dict[str, Any]]:
-    """The ingest `examples` folder a run used and the run's transform settings (for `embeddings`)."""
+    """The ingest `examples` folder a run used and the settings its vocabulary was built with (for `embeddings`)."""
     store = _open(root)
     try:
         run = store.run(run_id)
@@ -116,7 +116,8 @@ def run_train_text_source(root: Path, run_id: str) -> tuple[Path, dict[str, Any]
                 if examples.deleted or not examples.uri.is_dir():
                     raise LookupError(f"the examples of run {run_id} ({examples.uri}) were deleted; "
                                       "rerun the pipeline or pick a kept run")
-                return examples.uri, json.loads(run["config_json"])["transform"]
+                vocabulary_step = dag.step_named(dag.VOCABULARY.partition(".")[0])
+                return examples.uri, json.loads(run["config_json"])[vocabulary_step.config_section]
         raise LookupError(f"run {run_id} has no ingested examples (its ingest step did not complete)")
     finally:
         store.close()

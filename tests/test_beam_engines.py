@@ -408,6 +408,11 @@ def test_an_unreachable_scheduler_fails_the_run_in_seconds_with_one_line(tmp_pat
     (["--beam-arg=--runner=NoSuchRunner"], "Beam cannot use --runner=NoSuchRunner"),
     (["--beam-arg=--no_such_beam_flag=1"], "Beam does not know the flag(s) --no_such_beam_flag"),
     (["--dask-address", "tcp://127.0.0.1:8786"], "--dask-address needs --beam-runner dask"),
+    # Beam's own DaskRunner: with its full name, ingest used to fail with "too many values to unpack".
+    (["--beam-arg=--runner=DaskRunner"], "Beam's own DaskRunner cannot run these steps"),
+    (["--beam-arg=--runner=apache_beam.runners.dask.dask_runner.DaskRunner"],
+     "Beam's own DaskRunner cannot run these steps (it mixes the outputs of multi-output transforms); use "
+     "--beam-runner dask"),
 ])
 def test_a_bad_runner_choice_is_one_line_before_anything_runs(tmp_path, flags, message):
     root = tmp_path / "root"

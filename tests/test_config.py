@@ -5,18 +5,30 @@ import dataclasses
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 from apps.cli import build_parser, _config_from_args
-from contract.config import Config, ConfigError, PROJECT_ROOT, PusherConfig, load_config
+from contract.config import Config, ConfigError, PusherConfig, ValidateConfig, default_config_file, load_config
 from pipeline import dag
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_default_yaml_matches_the_dataclass_defaults():
-    loaded = load_config(PROJECT_ROOT / "configs" / "default.yaml")
+    loaded = load_config(default_config_file())
     assert dataclasses.replace(loaded, pusher=PusherConfig()) == Config()  # the serving folder is resolved
+
+
+def test_the_packaged_schema_is_the_default_and_a_relative_schema_is_taken_from_the_working_directory(
+        tmp_path, monkeypatch):
+    packaged = ValidateConfig().schema_path()
+    assert packaged == PROJECT_ROOT / "schemas" / "ag_news_raw.pbtxt"  # this checkout's file (tests/test_install.py:
+    assert packaged.is_file()                                          # the installed wheel's)
+    monkeypatch.chdir(tmp_path)
+    assert load_config(overrides=["validate.schema=mine.pbtxt"]).validate.schema_path() == tmp_path / "mine.pbtxt"
 
 
 def test_serving_folder_is_resolved_when_the_configuration_loads(tmp_path, monkeypatch):

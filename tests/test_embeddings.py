@@ -241,6 +241,15 @@ def test_tuner_searches_trainable_and_embedding_dropout(transformed_sample, vect
         vectors["folder"] / "vectors.kv")
 
 
+def test_the_dag_names_the_step_whose_settings_built_the_vocabulary():
+    # `embeddings` tokenizes with the configuration section of the step that makes dag.VOCABULARY.
+    from pipeline import dag
+    step_name, _, output = dag.VOCABULARY.partition(".")
+    step = dag.step_named(step_name)
+    assert output in step.outputs
+    assert {"text_features", "max_length"} <= set(load_config().to_dict()[step.config_section])
+
+
 def test_word2vec_command_on_the_committed_sample(sample_dir, transformed_sample, tmp_path, capsys):
     root = tmp_path / "root"
     assert cli.main(["run", "--data", f"csv:{sample_dir}", "--until", "ingest", "--pipeline-root", str(root)]) == 0

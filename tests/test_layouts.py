@@ -251,12 +251,11 @@ def test_serving_versions_are_the_numeric_folders(tmp_path):
 # No other module spells a layout
 
 
-LAYOUT_NAMES = [layouts.COUNTS_FILE, layouts.QUARANTINE_FILE, layouts.SCHEMA_FILE, layouts.STATISTICS_FILE,
-                layouts.ANOMALIES_FILE, layouts.MODEL_INPUT_FILE, layouts.BUCKETS_FILE, layouts.HYPERPARAMETERS_FILE,
-                layouts.TRIALS_CSV_FILE, layouts.TRIALS_MARKDOWN_FILE, layouts.KERAS_MODEL_FILE,
-                layouts.TRAINED_HYPERPARAMETERS_FILE, layouts.HISTORY_FILE, layouts.METRICS_FILE,
-                layouts.CONFUSION_MATRIX_FILE, layouts.TRAINING_CURVES_FILE, layouts.BLESSING_FILE, layouts.PUSH_FILE,
-                layouts.MULTI_WORKER_JOB_FILE, "tf_serving_warmup_requests"]
+# Every file name the layouts module defines (its *_FILE constants; of a path, the file's own name), so a file
+# added there is checked here without editing this list. Not checked: report.md, which is also the name of the
+# run report (runs/<run_id>/report.md, pipeline/report.py), a file of the pipeline root rather than of an artifact.
+LAYOUT_NAMES = sorted({value.rpartition("/")[2] for name, value in vars(layouts).items()
+                       if name.endswith("_FILE") and isinstance(value, str)} - {layouts.EVALUATION_REPORT_FILE})
 LAYOUT_PATTERNS = [re.compile(r"(^|/)serving_model(/|$)"), re.compile(r"bucket_(\d|\*|<|$)"), re.compile(r"part-"),
                    re.compile(re.escape(layouts.EXAMPLE_FILE_SUFFIX))]
 SHARED_CONSTANTS = {"SPLITS", "SOURCE_SPLITS", "CLASS_NAMES", "NUM_CLASSES"}
@@ -304,6 +303,12 @@ def test_the_checker_finds_a_spelled_layout(tmp_path):
                       'for split in ("train", "eval", "test"):\n    pass\n')
     assert sorted(layout_spellings(module)) == sorted(["NUM_CLASSES =", layouts.MODEL_INPUT_FILE,
                                                        r"bucket_(\d|\*|<|$)", "the split names"])
+
+
+def test_the_names_come_from_the_layouts_module():
+    assert {layouts.SAVED_MODEL_FILE, layouts.FINGERPRINT_FILE, layouts.COUNTS_FILE, "model.keras",
+            "tf_serving_warmup_requests"} <= set(LAYOUT_NAMES)
+    assert len(LAYOUT_NAMES) >= 20
 
 
 def test_no_module_but_layouts_spells_an_artifact_layout():

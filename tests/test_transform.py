@@ -14,10 +14,10 @@ from components import transform
 from library import layouts, text
 from library.layouts import SPLITS
 from contract.artifacts import Artifact, ComponentError, Runtime
-from contract.config import PROJECT_ROOT, TransformConfig
+from contract.config import TransformConfig, ValidateConfig
 
 SAMPLE_DIR = Path(__file__).parent / "data" / "ag_news_sample"
-PROJECT_SCHEMA = PROJECT_ROOT / "schemas" / "ag_news_raw.pbtxt"
+PROJECT_SCHEMA = ValidateConfig().schema_path()
 # Used only while schemas/ag_news_raw.pbtxt does not exist; the same contract in the same form.
 FALLBACK_SCHEMA = """
 feature { name: "title" type: BYTES presence { min_fraction: 1.0 min_count: 1 } value_count { min: 1 max: 1 } }
