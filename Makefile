@@ -18,7 +18,7 @@ run: install
 	$(BIN)/agnews-pipeline run --data $(DATA) $(ARGS)
 
 test: install
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -rs $(ARGS)
 
 clean:
 	rm -rf $(VENV) pipeline_root
