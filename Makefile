@@ -25,7 +25,7 @@ lint: install
 
 # Everything (what CI runs).
 test: install lint
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -rs $(ARGS)
 
 clean:
 	rm -rf $(VENV) pipeline_root

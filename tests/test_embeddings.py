@@ -10,19 +10,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gensim.models as gensim_models
 import keras
 import numpy as np
 import pytest
 
-gensim_models = pytest.importorskip("gensim.models")
-
-from components import trainer, tuner  # noqa: E402
-from library import dataset, embeddings  # noqa: E402
-from library.layouts import read_model_input, vocabulary_file  # noqa: E402
-from apps import cli  # noqa: E402
-from contract.artifacts import ComponentError, Runtime  # noqa: E402
-from contract.config import ConfigError, TrainerConfig, TunerConfig, load_config  # noqa: E402
-from test_export import fresh_process_env  # noqa: E402
+from components import trainer, tuner
+from library import dataset, embeddings
+from library.layouts import read_model_input, vocabulary_file
+from apps import cli
+from contract.artifacts import ComponentError, Runtime
+from contract.config import ConfigError, TrainerConfig, TunerConfig, load_config
+from test_export import fresh_process_env
 
 RUNTIME = Runtime(seed=7, log=lambda message: None)
 DIM = 12
@@ -219,12 +218,19 @@ def test_fine_tuned_and_unfrozen_after_epochs(transformed_sample, vectors, tmp_p
     assert not np.allclose(trained[1:], initial[1:])  # fine-tuned
     np.testing.assert_array_equal(trained[0], initial[0])  # padding ids never reach the loss
 
+    log: list[str] = []
     outputs = trainer.run({**transformed_sample, **chosen}, tmp_path / "after", TrainerConfig(
         epochs=2, early_stopping_patience=5, pretrained_embeddings=str(path),
-        embeddings_trainable="after_epochs 1"), RUNTIME)
+        embeddings_trainable="after_epochs 1"), Runtime(seed=RUNTIME.seed, log=log.append))
     history = json.loads((Path(outputs["model_run"].uri) / "history.json").read_text())
     assert history["epochs_trained"] == 2 and [e["epoch"] for e in history["epochs"]] == [1, 2]
     assert outputs["model"].properties["embeddings_frozen_epochs"] == 1
+    assert "trainer: embedding unfrozen after 1 epoch(s)" in log
+    # The fine-tuning epoch lowered val_loss, so its weights were kept: the vectors moved in epoch 2.
+    assert history["epochs"][1]["val_loss"] < history["epochs"][0]["val_loss"], history["epochs"]
+    unfrozen = _embedding(Path(outputs["model"].uri))
+    assert not np.allclose(unfrozen[1:], initial[1:])
+    np.testing.assert_array_equal(unfrozen[0], initial[0])
 
 
 def test_tuner_searches_trainable_and_embedding_dropout(transformed_sample, vectors, tmp_path):

@@ -93,8 +93,9 @@ def tiny_model(embedding_input_dim: int, seed: int = 0) -> keras.Model:
     return model
 
 
-def keras_reference(model, transform_graph_dir: Path, texts: list[str]) -> np.ndarray:
-    """The Keras model's probabilities on the transform's token ids for `texts` (title=text, description="")."""
+def keras_reference(model, transform_graph_dir: Path, texts: list[str], steps: int | None = None) -> np.ndarray:
+    """The Keras model's probabilities on the transform's token ids for `texts` (title=text, description=""),
+    cut or 0-padded here to exactly `steps` ids when the model takes a fixed number."""
     import tensorflow_transform as tft
 
     layer = tft.TFTransformOutput(str(transform_graph_dir)).transform_features_layer()
@@ -105,6 +106,8 @@ def keras_reference(model, transform_graph_dir: Path, texts: list[str]) -> np.nd
         return np.zeros((0, 4), np.float32)
     if ids.shape[1] == 0:  # no tokens anywhere in the batch: one fully masked step
         ids = np.zeros((len(texts), 1), np.int64)
+    if steps is not None:  # a text's first `steps` ids, then 0s (masked)
+        ids = np.pad(ids[:, :steps], [[0, 0], [0, max(steps - ids.shape[1], 0)]])
     return model(ids, training=False).numpy()
 
 
@@ -243,10 +246,12 @@ def test_fixed_length_model_input_is_padded_or_truncated(exported, tmp_path):
     embedded = keras.layers.Embedding(10_000, 4, mask_zero=True)(token_ids)
     model = keras.Model(token_ids, keras.layers.Dense(4, activation="softmax")(keras.layers.LSTM(2)(embedded)))
     export.export_serving_model(model, exported["transform_graph"], tmp_path / "fixed")
-    texts = ["", LONG_TEXT, "oil prices"]
+    texts = ["", LONG_TEXT, "oil prices", "stocks fall as oil prices rise and markets slump"]
     outputs = tf.saved_model.load(str(tmp_path / "fixed")).signatures["serving_default"](text=tf.constant(texts))
-    assert outputs["probabilities"].shape == (3, 4)
-    np.testing.assert_allclose(np.sum(outputs["probabilities"].numpy(), axis=1), 1.0, atol=1e-5)
+    assert outputs["probabilities"].shape == (4, 4)
+    # Exactly the Keras model on each text's first 5 ids, 0-padded at the end: a long text loses its tail.
+    np.testing.assert_allclose(outputs["probabilities"].numpy(),
+                               keras_reference(model, exported["transform_graph"], texts, steps=5), atol=1e-6)
 
 
 def test_cudnn_is_disabled_only_while_tracing():

@@ -19,15 +19,33 @@ from pipeline.dag import Step
 from pipeline.heartbeat import Estimate, Heartbeat, rows_of
 from pipeline.runner import Runner
 
-SLOW = 0.7  # seconds each toy step takes: three or so lines at 0.2 s
+SLOW = 0.7  # seconds a toy step takes when no heartbeat runs (progress_seconds 0)
+BEATS_SECONDS = 60  # how long a toy step waits for its heartbeat's lines before it fails
+CURRENT = {"lines": [], "period": 0.0}  # the log and heartbeat period of run_slow's run in progress
 
 
 def _lines_file(config) -> Path:
     return Path(config.data.removeprefix("csv:")) / "train.csv"
 
 
+def _slow(step: str) -> None:
+    """Stands for a slow step: lasts until the heartbeat printed two lines for `step` (polled, so the test
+    holds on a loaded machine), or SLOW seconds when no heartbeat runs."""
+    if not CURRENT["period"]:
+        time.sleep(SLOW)
+        return
+    deadline = time.monotonic() + BEATS_SECONDS
+    while len(beats(CURRENT["lines"], step)) < 2:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no two heartbeat lines for {step} within {BEATS_SECONDS}s: {CURRENT['lines']}")
+        time.sleep(0.02)
+
+
 def read_source(inputs, output_dir: Path, config, runtime):
-    time.sleep(float(os.environ.get("SLOW_SOURCE_SECONDS", SLOW)))
+    if "SLOW_SOURCE_SECONDS" in os.environ:
+        time.sleep(float(os.environ["SLOW_SOURCE_SECONDS"]))
+    else:
+        _slow("source")
     out = output_dir / "lines"
     out.mkdir()
     lines = _lines_file(config).read_text().splitlines()
@@ -36,7 +54,7 @@ def read_source(inputs, output_dir: Path, config, runtime):
 
 
 def count_words(inputs, output_dir: Path, config, runtime):
-    time.sleep(SLOW)
+    _slow("count")
     out = output_dir / "words"
     out.mkdir()
     (out / "count.txt").write_text(str(len((inputs["lines"].uri / "lines.txt").read_text().split())))
@@ -52,11 +70,12 @@ STEPS = (
 
 def run_slow(root: Path, data: Path, period: float) -> list[str]:
     lines: list[str] = []
+    CURRENT.update(lines=lines, period=period)
     config = load_config(flags={"pipeline.root": str(root), "ingest.data": f"csv:{data}",
                                 "pipeline.progress_seconds": period})
     runner = Runner(config, log=lines.append, steps=STEPS)
     try:
-        assert runner.run(use_cache=False).status == "succeeded"
+        assert runner.run(use_cache=False).status == "succeeded", lines
     finally:
         runner.close()
     return lines

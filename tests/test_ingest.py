@@ -248,8 +248,8 @@ def test_external_fingerprint_follows_the_csv_content(tmp_path, sample_dir):
     assert ingest.external_fingerprint(config) != first
 
 
-def test_tfds_that_cannot_download_names_the_csv_flag(tmp_path, runtime):
-    config = IngestConfig(data="tfds", tfds_data_dir=str(tmp_path / "tfds"))
+def test_tfds_that_cannot_download_names_the_csv_flag(tmp_path, runtime, offline):
+    config = IngestConfig(data="tfds", tfds_data_dir=str(tmp_path / "tfds"))  # empty: TFDS must download
     started = time.monotonic()
     with pytest.raises(ComponentError) as failure:
         ingest.run({}, tmp_path / "out", config, runtime)

@@ -107,6 +107,14 @@ class Server:
         raise AssertionError(f"no server line with {fragment!r}: {self.lines}")
 
 
+def wait_until(condition, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, models):
     serving_dir = tmp_path_factory.mktemp("serving") / "agnews"
@@ -259,12 +267,13 @@ def test_push_while_requests_run_switches_without_a_failed_request(server, model
     for thread in threads:
         thread.start()
     try:
-        time.sleep(2)
+        wait_until(lambda: all(len(sequence) >= 3 for sequence in answered) or failures, "3 answers per client")
         assert server.call("GET", "/v1/models/agnews")[1]["model_version_status"][0]["version"] == "1"
         version, _ = publish_version(models[2]["dir"], server.serving_dir)
         assert version == 2
         server.wait_for_line("version 2 loaded and warmed up (3 warm-up requests)")
-        time.sleep(2)
+        wait_until(lambda: all(sequence.count(2) >= 3 for sequence in answered) or failures,
+                   "3 answers of version 2 per client")
     finally:
         stop.set()
         for thread in threads:
@@ -293,15 +302,20 @@ def test_a_broken_version_is_reported_and_the_served_one_keeps_answering(server,
 
 
 def test_sigterm_finishes_requests_in_flight_and_exits_0(server):
+    # Twice as many big requests as the server's 4 model threads: when the first answer arrives, the others
+    # are still being computed or waiting for a thread, so SIGTERM surely finds requests in flight.
     batch = ["Stocks rally as oil prices fall " * 50] * 64
-    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        in_flight = [pool.submit(server.call, "POST", "/v1/models/agnews:predict", {"instances": batch})
-                     for _ in range(4)]
-        time.sleep(0.3)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        in_flight = [pool.submit(server.call, "POST", "/v1/models/agnews:predict", {"instances": batch}, timeout=300)
+                     for _ in range(8)]
+        concurrent.futures.wait(in_flight, timeout=300, return_when=concurrent.futures.FIRST_COMPLETED)
+        answered_before = sum(future.done() for future in in_flight)
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(60) == 0
         statuses = [future.result()[0] for future in in_flight]
-    assert statuses == [200] * 4
+    assert statuses == [200] * 8
+    finishing = int(server.wait_for_line("requests in flight").split("finishing ")[1].split()[0])
+    assert 0 < finishing <= 8 - answered_before  # the server drained requests it was still computing
     server.wait_for_line("serve: stopped")
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"http://127.0.0.1:{server.port}/v1/models/agnews", timeout=5)

@@ -17,14 +17,7 @@ from contract.artifacts import Artifact, ComponentError, Runtime
 from contract.config import TransformConfig, ValidateConfig
 
 SAMPLE_DIR = Path(__file__).parent / "data" / "ag_news_sample"
-PROJECT_SCHEMA = ValidateConfig().schema_path()
-# Used only while schemas/ag_news_raw.pbtxt does not exist; the same contract in the same form.
-FALLBACK_SCHEMA = """
-feature { name: "title" type: BYTES presence { min_fraction: 1.0 min_count: 1 } value_count { min: 1 max: 1 } }
-feature { name: "description" type: BYTES presence { min_fraction: 1.0 min_count: 1 } value_count { min: 1 max: 1 } }
-feature { name: "label" type: INT int_domain { min: 0 max: 3 } presence { min_fraction: 1.0 min_count: 1 }
-          value_count { min: 1 max: 1 } }
-"""
+PROJECT_SCHEMA = ValidateConfig().schema_path()  # the packaged schema, read unconditionally
 # Small enough to be quick; max_length 64 truncates 66 of the sample's 1,600 texts, and no text is shorter
 # than 9 tokens, so bucket_8 stays empty. The vocabulary limit is above the ~8,000 distinct train tokens, so
 # the vocabulary must be exactly the train split's tokens.
@@ -113,7 +106,7 @@ def _write_schema(folder: Path, schema_text: str) -> Path:
 
 
 def _raw_schema_text() -> str:
-    return PROJECT_SCHEMA.read_text(encoding="utf-8") if PROJECT_SCHEMA.is_file() else FALLBACK_SCHEMA
+    return PROJECT_SCHEMA.read_text(encoding="utf-8")  # the project's own contract, never a stand-in
 
 
 def test_load_raw_schema_makes_single_value_features_scalar(tmp_path):
