@@ -56,6 +56,12 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tuning-trials", type=int, help="KerasTuner trial budget")
     parser.add_argument("--tuning-epochs", type=int, help="max epochs per tuning trial")
     parser.add_argument("--no-tune", action="store_true", help="skip the search; use the model's defaults")
+    parser.add_argument("--retune", action="store_true",
+                        help="search the hyperparameters in this run whatever tuner.retune says (= --set "
+                             "tuner.retune=always)")
+    parser.add_argument("--from-scratch", action="store_true",
+                        help="train from freshly initialised weights, not from the blessed model (= --set "
+                             "trainer.warm_start=false)")
     parser.add_argument("--epochs", type=int, help="training epochs for the final model")
     parser.add_argument("--pretrained-embeddings", metavar="PATH",
                         help="start the embedding from these word vectors (word2vec, GloVe, fastText .vec, .kv)")
@@ -164,6 +170,10 @@ def _config_from_args(args: argparse.Namespace):
             flags[key] = list(value) if attribute == "beam_arg" else value
     if getattr(args, "no_tune", False):
         flags["tuner.enabled"] = False
+    if getattr(args, "retune", False):
+        flags["tuner.retune"] = "always"
+    if getattr(args, "from_scratch", False):
+        flags["trainer.warm_start"] = False
     config = load_config(args.config, getattr(args, "set", []), flags)
     dag.check_config(config)
     return config

@@ -4,6 +4,9 @@ Trains on the train split with the bucketed input pipeline, validates on the eva
 val_loss (keeping the best epoch's weights), under the tf.distribute strategy the configuration names; with
 multi_worker_mirrored, on the workers of trainer.workers (library/multi_worker.py), every one of them running
 train(), the one training code path.
+With trainer.warm_start (default) and a blessed model in the store (the `base_model` input) whose architecture
+and hyperparameters are the ones trained now, training starts from its weights, the embedding rows carried over
+token by token (library/warm_start.py); --from-scratch turns it off for a run.
 With trainer.pretrained_embeddings the embedding starts from those vectors (library/embeddings.py), frozen,
 fine-tuned or unfrozen after N epochs (trainer.embeddings_trainable); their coverage of the vocabulary and of
 the train split's tokens is recorded, and the exported SavedModel holds the trained embedding (serving needs no
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -26,10 +30,10 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:  # for annotations; run() imports TensorFlow when it runs
     import tensorflow as tf
 
-from library import embeddings
+from library import embeddings, warm_start
 from library.layouts import (ModelInputSpec, keras_model_file, read_best_hyperparameters, read_history,
-                             read_model_input, serving_model_dir, tensorboard_dir, write_history, write_model_input,
-                             write_trained_hyperparameters)
+                             read_model_input, serving_model_dir, tensorboard_dir, vocabulary_file, write_history,
+                             write_model_input, write_trained_hyperparameters)
 from library.models import (architecture_names, build_model, check_hyperparameters, compile_model,
                             fixed_hyperparameters, search_space)
 from contract.artifacts import Artifact, ComponentError, Runtime
@@ -37,6 +41,7 @@ from contract.names import BEST_HYPERPARAMETERS, MODEL, MODEL_RUN, TRANSFORMED_E
 from contract.config import TrainerConfig
 
 EVAL_BATCH_SIZE = 256
+BASE_MODEL_INPUT = "base_model"  # the newest blessed model: what a warm start starts from
 
 
 def _throughput_callback(examples_per_epoch: int):
@@ -133,6 +138,23 @@ def _pretrained(config: TrainerConfig, transform_graph_dir: Path, model_input: M
     return pretrained, facts
 
 
+def _warm_start(model, base_model_dir: Path | None, base_model_label: str, architecture: str,
+                values: dict[str, Any], transform_graph_dir: Path, model_input: ModelInputSpec,
+                log: Callable[[str], None]) -> dict[str, Any]:
+    """Starts `model` from the base model's weights when it matches; the facts on what happened."""
+    base = warm_start.base_model(base_model_dir)
+    why = base if isinstance(base, str) else warm_start.mismatch(base, architecture, values, model_input)
+    if why:
+        log(f"trainer: no warm start from {base_model_label}: {why}; training from scratch")
+        return {"warm_start": f"none ({base_model_label}: {why})"}
+    tokens = warm_start.read_vocabulary(vocabulary_file(transform_graph_dir, model_input))
+    rows = warm_start.carry_weights(model, base, tokens, model_input)
+    log(f"trainer: warm start from {base_model_label}: {rows['rows_carried']:,} of {len(tokens):,} vocabulary rows "
+        f"carried over by token, {rows['rows_new']:,} new tokens start fresh")
+    return {"warm_start": f"from {base_model_label}", "warm_start_from": base_model_label,
+            "warm_start_rows_carried": rows["rows_carried"], "warm_start_rows_new": rows["rows_new"]}
+
+
 def _fit(model, train, evaluation, config: TrainerConfig, callbacks: list, epochs: int,
          initial_epoch: int = 0) -> dict[str, list[float]]:
     import keras
@@ -146,12 +168,13 @@ def _fit(model, train, evaluation, config: TrainerConfig, callbacks: list, epoch
 
 
 def train(examples_dir: Path, transform_graph_dir: Path, chosen: dict[str, Any], output_dir: Path | None,
-          config: TrainerConfig, seed: int, log: Callable[[str], None], strategy) -> Any:
+          config: TrainerConfig, seed: int, log: Callable[[str], None], strategy, base_model_dir: Path | None = None,
+          base_model_label: str = "") -> Any:
     """The one training code path, in the pipeline process or on each worker of a multi-worker job: builds the
-    chosen model under `strategy`, fits it and writes under output_dir: model/ (the Keras model, the trained
-    hyperparameters, model_input.json) and model_run/ (history.json, TensorBoard logs). output_dir None: a
-    non-chief worker, which trains its share and writes nothing. Returns the trained model (None without
-    output_dir)."""
+    chosen model under `strategy` (starting from the model in base_model_dir when it matches: a warm start),
+    fits it and writes under output_dir: model/ (the Keras model, the trained hyperparameters, model_input.json)
+    and model_run/ (history.json, TensorBoard logs). output_dir None: a non-chief worker, which trains its share
+    and writes nothing. Returns the trained model (None without output_dir)."""
     import keras
     from library.dataset import bucketed_batches, padding_ratio
     from library.progress import EpochProgress
@@ -190,8 +213,13 @@ def train(examples_dir: Path, transform_graph_dir: Path, chosen: dict[str, Any],
         log(f"trainer: {architecture} {values} on {train.num_examples} train / {evaluation.num_examples} "
             f"eval examples, {strategy.num_replicas_in_sync} replica(s), padding ratio "
             f"{padding['padding_ratio']:.3f}")
+        warm_facts = {"warm_start": "off (trainer.warm_start is false)"} if not config.warm_start else {
+            "warm_start": "none (no blessed model yet)"}
         with strategy.scope():
             model = build_model(architecture, hp, model_input, pretrained.alignment.matrix if pretrained else None)
+            if base_model_dir is not None:
+                warm_facts = _warm_start(model, base_model_dir, base_model_label or str(base_model_dir), architecture,
+                                         values, transform_graph_dir, model_input, log)
         throughput = _throughput_callback(train.num_examples)
         callbacks = [throughput, EpochProgress(log, "trainer")]
         if run_dir is not None:
@@ -225,7 +253,7 @@ def train(examples_dir: Path, transform_graph_dir: Path, chosen: dict[str, Any],
         "val_loss": best["val_loss"], "val_accuracy": best["val_accuracy"],
         "stopped_early": len(epochs) < config.epochs,
         "mean_examples_per_second": sum(e["examples_per_second"] for e in epochs) / len(epochs),
-        "padding_ratio": padding["padding_ratio"], **embedding_facts,
+        "padding_ratio": padding["padding_ratio"], **embedding_facts, **warm_facts,
     }
     write_history(run_dir, {
         **summary, "epochs": epochs, "padding": padding, "train_examples": train.num_examples,
@@ -245,6 +273,12 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
     transform_graph_dir = Path(inputs[TRANSFORM_GRAPH].uri)
     chosen = _read_hyperparameters(Path(inputs[BEST_HYPERPARAMETERS].uri))
     model_dir, run_dir = Path(output_dir) / MODEL, Path(output_dir) / MODEL_RUN
+    base = inputs.get(BASE_MODEL_INPUT) if config.warm_start else None
+    base_dir = Path(base.uri) if base is not None else None
+    base_label = ""
+    if base_dir is not None:  # named relative to the pipeline root where it lies under it
+        inside = runtime.pipeline_root is not None and base_dir.is_relative_to(runtime.pipeline_root)
+        base_label = os.path.relpath(base_dir, runtime.pipeline_root) if inside else str(base_dir)
     if config.strategy == "multi_worker_mirrored":
         # The strategy needs a process whose TensorFlow has not started yet: the chief trains in a child.
         from library import multi_worker
@@ -254,17 +288,18 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
         job = {"workers": list(config.workers), "worker_timeout": config.worker_timeout, "seed": runtime.seed,
                "trainer": dataclasses.asdict(config), "hyperparameters": chosen,
                "examples_dir": str(examples_dir), "transform_graph_dir": str(transform_graph_dir),
-               "output_dir": str(Path(output_dir).resolve())}
+               "output_dir": str(Path(output_dir).resolve()),
+               "base_model_dir": str(base_dir) if base_dir else None, "base_model_label": base_label}
         multi_worker.train_on_workers(job, runtime.pipeline_root, runtime.log)
         model = keras.saving.load_model(keras_model_file(model_dir))
     else:
         model = train(examples_dir, transform_graph_dir, chosen, Path(output_dir), config, runtime.seed, runtime.log,
-                      _strategy(config.strategy))
+                      _strategy(config.strategy), base_dir, base_label)
 
     from library import export  # imported here: it loads TensorFlow Transform, which only export needs
     export.export_serving_model(model, transform_graph_dir, serving_model_dir(model_dir))
     history = read_history(run_dir)
-    embedding_facts = {k: v for k, v in history.items() if k.startswith("embeddings_")}
+    model_facts = {k: v for k, v in history.items() if k.startswith(("embeddings_", "warm_start"))}
     parameters = int(model.count_params())
     runtime.log(f"trainer: {history['epochs_trained']} epoch(s), best epoch {history['best_epoch']}: val_loss "
                 f"{history['val_loss']:.4f}, val_accuracy {history['val_accuracy']:.4f}; {parameters:,} parameters")
@@ -272,7 +307,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
         MODEL: Artifact(MODEL, model_dir, {
             "architecture": chosen["architecture"], "epochs_trained": history["epochs_trained"],
             "best_epoch": history["best_epoch"], "val_accuracy": history["val_accuracy"],
-            "val_loss": history["val_loss"], "parameters": parameters, **embedding_facts}),
+            "val_loss": history["val_loss"], "parameters": parameters, **model_facts}),
         MODEL_RUN: Artifact(MODEL_RUN, run_dir, {
             k: history[k] for k in ("epochs_trained", "best_epoch", "val_loss", "val_accuracy", "stopped_early",
                                     "mean_examples_per_second", "padding_ratio")}),

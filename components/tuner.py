@@ -15,24 +15,39 @@ Outputs, under output_dir:
   tuner_state/           KerasTuner's oracle and trial files. The search runs with overwrite=False, so when the
                          runner hands the same output_dir back after an interruption, finished trials are kept
                          and the search continues where it stopped.
+
+Re-tuning on a schedule (tuner.retune): a run does not always search. The DAG hands the tuner the newest
+hyperparameters this root tuned with the same search fingerprint (architecture, search space, fixed values,
+vectors, algorithm, budget, objective) as `tuned_hyperparameters`, and validate's `statistics` (whose
+`drift_detected` property is validate's drift verdict). retune_decision() decides from them whether to search or
+to reuse; a reuse writes the same files with `reused: true` and `tuned_from` (the run whose search chose the
+values) and runs no trial. The decision is part of the step's cache key (dag.Step.decision), because it can
+change with the clock alone.
 """
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
 import io
+import json
 import math
+import os
+import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:  # for annotations; run() imports KerasTuner when it runs
     import keras_tuner
 
 from library import embeddings
+from library.durations import duration
 from library.layouts import (TRIALS_CSV_FILE, TRIALS_MARKDOWN_FILE, ModelInputSpec, bucket_files,
-                             read_model_input, write_best_hyperparameters)
+                             read_best_hyperparameters, read_model_input, write_best_hyperparameters)
 from library.models import (architecture_names, build_model, check_hyperparameters, default_hyperparameters,
-                            fixed_hyperparameters, hyperparameter_names, parse_fixed_hyperparameters, search_space)
+                            describe_search_space, fixed_hyperparameters, hyperparameter_names,
+                            parse_fixed_hyperparameters, search_space)
 from contract.artifacts import Artifact, ComponentError, Runtime
 from contract.names import BEST_HYPERPARAMETERS, TRANSFORMED_EXAMPLES, TRANSFORM_GRAPH
 from contract.config import ConfigError, TunerConfig
@@ -41,6 +56,9 @@ STATE_DIR = "tuner_state"
 TENSORBOARD_DIR = "tensorboard"
 EVAL_BATCH_SIZE = 256  # evaluation metrics do not depend on the batch size; larger batches are faster
 HYPERBAND_FACTOR = 3
+TUNED_INPUT = "tuned_hyperparameters"  # the newest earlier search of this root with the same search fingerprint
+DRIFT_INPUT = "statistics"  # validate's statistics; its drift_detected property forces a search
+DRIFT_PROPERTY = "drift_detected"
 
 
 def _search_model(architecture: str, model_input: ModelInputSpec, examples_dir: Path, train_rows: int, seed: int,
@@ -159,6 +177,88 @@ def _remove_trial_checkpoints(state_dir: Path) -> None:
         checkpoint.unlink()
 
 
+@functools.lru_cache(maxsize=4)
+def _vectors_fingerprint(path: str, size: int, modified_ns: int) -> str | None:
+    return embeddings.external_fingerprint(path)  # keyed on the file's size and time: hashed once per process
+
+
+def search_fingerprint(config: TunerConfig) -> str:
+    """What a search explores and how: the architecture and its search space as the registry defines it
+    (library/models.py), the fixed values, the pretrained vectors' content, the algorithm, budget and objective.
+    Hyperparameters are only reused by a run whose search fingerprint is theirs. Loads no Keras."""
+    vectors = None
+    if config.pretrained_embeddings:
+        stat = os.stat(embeddings.check_vectors_file(config.pretrained_embeddings))
+        vectors = _vectors_fingerprint(config.pretrained_embeddings, stat.st_size, stat.st_mtime_ns)
+    facts = {"architecture": config.architecture,
+             "space": describe_search_space(config.architecture, pretrained=vectors is not None),
+             "fixed_hyperparameters": sorted(config.fixed_hyperparameters), "pretrained_embeddings": vectors,
+             **{name: getattr(config, name) for name in ("algorithm", "max_trials", "max_epochs",
+                                                         "train_subsample_rows", "objective")}}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class Decision(NamedTuple):
+    search: bool
+    reason: str  # a stable word, part of the cache key: first, drift, always, every, disabled, reuse
+    detail: str  # the sentence the tuner's output line, the report and `show` give
+
+
+def retune_decision(inputs: dict[str, Artifact], config: TunerConfig, now: float | None = None) -> Decision:
+    """Whether this run searches or reuses the newest earlier search (inputs[TUNED_INPUT]), by tuner.retune."""
+    if not config.enabled:
+        return Decision(False, "disabled", "search disabled (--no-tune): the architecture's defaults")
+    policy = config.retune_policy()
+    previous = inputs.get(TUNED_INPUT)
+    if previous is not None and previous.properties.get("search_fingerprint") != search_fingerprint(config):
+        previous = None  # not found by the store's matching (a hand-made store): never reuse another search
+    if policy.kind == "always":
+        return Decision(True, "always", "searching: tuner.retune is always")
+    if previous is None:
+        return Decision(True, "first", "searching: no earlier search in this root for this architecture and "
+                                       "search space")
+    statistics = inputs.get(DRIFT_INPUT)
+    if statistics is not None and statistics.properties.get(DRIFT_PROPERTY):
+        return Decision(True, "drift", "searching: the validate step detected drift")
+    since = int(previous.properties.get("runs_since_search", 0)) + 1
+    age = (time.time() if now is None else now) - float(previous.properties.get("tuned_at", 0))
+    origin = f"tuned in run {previous.properties.get('tuned_from')}"
+    ago = duration(age) if age < 86400 else f"{age / 86400:.1f} days"
+    if policy.kind == "retrains" and since >= policy.every:
+        return Decision(True, "every", f"searching: tuner.retune is {config.retune} and the hyperparameters "
+                                       f"{origin} were reused by {since - 1} run(s)")
+    if policy.kind == "seconds" and age >= policy.every:
+        return Decision(True, "every", f"searching: tuner.retune is {config.retune} and the hyperparameters "
+                                       f"{origin} are {ago} old")
+    why = "no drift" if statistics is not None else "no drift verdict"
+    return Decision(False, "reuse", f"reusing the hyperparameters {origin} ({ago} ago, {since - 1} reuse(s) "
+                                    f"before; {why}; tuner.retune {config.retune})")
+
+
+def decision_facts(inputs: dict[str, Artifact], config: TunerConfig) -> dict[str, Any]:
+    """The part of the decision that goes into the step's cache key (dag.Step.decision)."""
+    decision = retune_decision(inputs, config)
+    return {"search": decision.search, "reason": decision.reason}
+
+
+def _reuse(previous: Artifact, out: Path, decision: Decision, runtime: Runtime) -> dict[str, Artifact]:
+    """The earlier search's result and trial tables, marked as reused; no trial runs."""
+    source = Path(previous.uri)
+    result = {**read_best_hyperparameters(source), "reused": True,
+              "tuned_from": previous.properties.get("tuned_from")}
+    write_best_hyperparameters(out, result)
+    for name in (TRIALS_CSV_FILE, TRIALS_MARKDOWN_FILE):
+        if (source / name).is_file():
+            shutil.copyfile(source / name, out / name)
+    runtime.log(f"tuner: {decision.detail}: {result['values']}")
+    kept = ("architecture", "objective", "best_score", "best_trial", "values", "search_fingerprint", "tuned_from",
+            "tuned_at")
+    return {BEST_HYPERPARAMETERS: Artifact(BEST_HYPERPARAMETERS, out, {
+        **{k: v for k, v in previous.properties.items() if k in kept or k.startswith("embeddings_")},
+        "tuned": True, "reused": True, "retune": decision.detail, "trials": 0, "completed_trials": 0,
+        "runs_since_search": int(previous.properties.get("runs_since_search", 0)) + 1})}
+
+
 def check_config(config: TunerConfig) -> None:
     """The architecture is one of the model registry's (checked here, where it is used, so the configuration
     schema does not import the registry and an edit of the models re-runs only the steps that build them)."""
@@ -173,6 +273,13 @@ def external_fingerprint(config: TunerConfig) -> str | None:
 
 
 def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runtime: Runtime) -> dict[str, Artifact]:
+    out = Path(output_dir) / BEST_HYPERPARAMETERS
+    out.mkdir(parents=True, exist_ok=True)
+    decision = retune_decision(inputs, config)
+    if config.enabled and not decision.search:
+        return _reuse(inputs[TUNED_INPUT], out, decision, runtime)  # no TensorFlow needed
+    if config.enabled:
+        runtime.log(f"tuner: {decision.detail}")
     import keras  # heavy libraries are imported in run(), not at the top (see contract/artifacts.py)
     from library.dataset import count_examples
     examples_dir = Path(inputs[TRANSFORMED_EXAMPLES].uri)
@@ -193,8 +300,6 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
         raise ComponentError(f"tuner.fixed_hyperparameters: {error}") from None
     if pretrained:
         embeddings.check_fixed_dimension(fixed, pretrained_dim, pretrained.path)
-    out = Path(output_dir) / BEST_HYPERPARAMETERS
-    out.mkdir(parents=True, exist_ok=True)
 
     if not config.enabled:
         values = {**default_hyperparameters(architecture, pretrained_dim), **fixed}
@@ -236,12 +341,19 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
                    f"on the eval split)")
 
     values = check_hyperparameters(architecture, values, pretrained is not None)
+    fingerprint = search_fingerprint(config)
     result = {"architecture": architecture, "values": values, "tuned": bool(config.enabled),
-              "objective": config.objective, "best_score": best_score}
+              "objective": config.objective, "best_score": best_score, "search_fingerprint": fingerprint,
+              "reused": False}
     write_best_hyperparameters(out, result)
     _write_trials(out, rows, architecture, heading, best_id, pretrained is not None)
     completed = sum(1 for r in rows if r["status"] == "COMPLETED")
+    # Where and when this search ran: what a later reuse names and how old the policy finds it (kept out of the
+    # files, so the same search gives the same bytes).
+    searched = {"tuned_from": runtime.run_id, "tuned_at": time.time(), "runs_since_search": 0} \
+        if config.enabled else {}
     return {BEST_HYPERPARAMETERS: Artifact(BEST_HYPERPARAMETERS, out, {
         "architecture": architecture, "tuned": bool(config.enabled), "objective": config.objective,
         "best_score": best_score, "best_trial": best_id, "trials": len(rows), "completed_trials": completed,
-        "values": values, **(pretrained.properties() if pretrained else {})})}
+        "values": values, "search_fingerprint": fingerprint, "reused": False, "retune": decision.detail,
+        **searched, **(pretrained.properties() if pretrained else {})})}

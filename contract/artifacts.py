@@ -48,6 +48,7 @@ class Runtime:
     seed: int = 42
     log: Callable[[str], None] = print
     pipeline_root: Path | None = None  # where a multi-worker training job is written for the other workers
+    run_id: str = ""  # the run executing the step (the tuner names the run whose search a later run reuses)
 
 
 def fingerprint(path: Path) -> str:

@@ -158,6 +158,11 @@ class TunerConfig:
     # Not a setting of its own: always trainer.pretrained_embeddings (Config copies it), so that the search
     # starts from the same vectors and their fingerprint is part of the tuner's cache key.
     pretrained_embeddings: str = ""
+    # When a run whose tuner inputs changed searches again, instead of reusing the newest hyperparameters this
+    # root tuned for the same architecture and search: "always", "on_drift", "every N retrains" (one run in N
+    # searches) or "every DURATION" ("every 30d": once the reused search is that old; units s m h d w). Every
+    # policy searches on the first run, for a changed search, on drift found by validate, and with --retune.
+    retune: str = "every 30d"
 
     def __post_init__(self):
         _require(self.objective in ("val_loss", "val_accuracy"),
@@ -172,6 +177,29 @@ class TunerConfig:
         _require(self.max_trials >= 1, f"tuner.max_trials must be >= 1, got {self.max_trials}")
         _require(self.max_epochs >= 1, f"tuner.max_epochs must be >= 1, got {self.max_epochs}")
         _require(self.train_subsample_rows >= 0, "tuner.train_subsample_rows must be >= 0")
+        self.retune_policy()  # validates retune
+
+    def retune_policy(self) -> RetunePolicy:
+        """tuner.retune parsed: RetunePolicy("always" | "on_drift" | "retrains" | "seconds", every)."""
+        text = " ".join(str(self.retune).split())
+        if text in ("always", "on_drift"):
+            return RetunePolicy(text, 0)
+        count = re.fullmatch(r"every (\d+) retrains?", text)
+        if count and int(count.group(1)) >= 1:
+            return RetunePolicy("retrains", int(count.group(1)))
+        period = re.fullmatch(r"every (\d+(?:\.\d+)?) ?([smhdw])", text)
+        if period and float(period.group(1)) > 0:
+            return RetunePolicy("seconds", float(period.group(1)) * _DURATION_UNITS[period.group(2)])
+        raise ConfigError(f"tuner.retune must be always, on_drift, 'every N retrains' (N >= 1) or 'every "
+                          f"DURATION' (e.g. 'every 30d'; units s, m, h, d, w), got {self.retune!r}")
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class RetunePolicy(typing.NamedTuple):
+    kind: str  # always | on_drift | retrains | seconds
+    every: float  # retrains: search in one run of this many; seconds: search once the reused one is this old
 
 
 def address_problem(address: Any) -> str | None:
@@ -201,6 +229,10 @@ class TrainerConfig:
     embeddings_trainable: bool | str = "tuned"
     # Share of the train split's tokens the vectors must cover; below it the trainer warns loudly.
     min_embedding_coverage: float = 0.5
+    # Start from the newest blessed model when its architecture and hyperparameters are the ones trained now:
+    # its weights, with the embedding rows carried over token by token (new tokens start fresh); --from-scratch
+    # turns it off for a run.
+    warm_start: bool = True
 
     def __post_init__(self):
         _require(self.epochs >= 1, f"trainer.epochs must be >= 1, got {self.epochs}")

@@ -243,6 +243,7 @@ SAVED_MODEL_FILE = "saved_model.pb"  # TF's name, as is the warm-up file's TF Se
 FINGERPRINT_FILE = "fingerprint.pb"  # TF's too: hashes of saved_model.pb, rewritten whenever it is
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 KERAS_MODEL_FILE = "keras/model.keras"
+SAVED_MODEL_ASSETS_DIR = "assets"  # TF's name for a SavedModel's asset files
 TRAINED_HYPERPARAMETERS_FILE = "hyperparameters.json"
 HISTORY_FILE = "history.json"
 TENSORBOARD_DIR = "logs"
@@ -273,7 +274,17 @@ def keras_model_file(model_uri: Path | str) -> Path:
 
 
 def write_trained_hyperparameters(model_uri: Path | str, chosen: dict[str, Any]) -> None:
-    write_json_atomic(Path(model_uri) / TRAINED_HYPERPARAMETERS_FILE, chosen)
+    write_json_atomic(trained_hyperparameters_file(model_uri), chosen)
+
+
+def trained_hyperparameters_file(model_uri: Path | str) -> Path:
+    return Path(model_uri) / TRAINED_HYPERPARAMETERS_FILE
+
+
+def model_vocabulary_file(model_uri: Path | str, spec: ModelInputSpec) -> Path:
+    """The vocabulary a trained model's token ids index: the asset its serving SavedModel carries (the export
+    embeds the transform graph, vocabulary included; SavedModel keeps an asset's file name)."""
+    return serving_model_dir(model_uri) / SAVED_MODEL_ASSETS_DIR / spec.vocab_filename
 
 
 def tensorboard_dir(model_run_uri: Path | str) -> Path:

@@ -225,6 +225,42 @@ def search_space(architecture: str, hp: keras_tuner.HyperParameters,
     return values
 
 
+class _SpaceRecorder:
+    """Stands in for keras_tuner.HyperParameters to read a search space without loading Keras: every
+    hyperparameter the space registers is recorded with its kind, range, choices and default."""
+
+    def __init__(self):
+        self.calls: list[dict[str, Any]] = []
+
+    def _record(self, kind: str, name: str, args: tuple, kwargs: dict) -> Any:
+        self.calls.append({"kind": kind, "name": name, "args": list(args), **kwargs})
+        return args[0] if kind == "Fixed" else kwargs.get("default")
+
+    def Choice(self, name, *args, **kwargs):  # noqa: N802 - keras_tuner's method names
+        return self._record("Choice", name, args, kwargs)
+
+    def Int(self, name, *args, **kwargs):  # noqa: N802
+        return self._record("Int", name, args, kwargs)
+
+    def Float(self, name, *args, **kwargs):  # noqa: N802
+        return self._record("Float", name, args, kwargs)
+
+    def Boolean(self, name, *args, **kwargs):  # noqa: N802
+        return self._record("Boolean", name, args, kwargs)
+
+    def Fixed(self, name, *args, **kwargs):  # noqa: N802
+        return self._record("Fixed", name, args, kwargs)
+
+
+def describe_search_space(architecture: str, pretrained: bool = False) -> list[dict[str, Any]]:
+    """The architecture's search space as plain data (each hyperparameter's kind, range or choices, default),
+    read without Keras: a changed space changes this description. With pretrained vectors the embedding size
+    is the file's, which the description leaves to the file's fingerprint (0 stands for it)."""
+    recorder = _SpaceRecorder()
+    search_space(architecture, recorder, 0 if pretrained else None)
+    return recorder.calls
+
+
 def fixed_hyperparameters(values: dict[str, Any]) -> keras_tuner.HyperParameters:
     """A HyperParameters object whose given values are fixed: building with it reproduces exactly those values."""
     import keras_tuner

@@ -199,7 +199,8 @@ def run_worker(job: dict[str, Any], index: int, train: Callable[..., Any], log: 
     config = build_config({"trainer": job["trainer"]}).trainer
     try:
         train(Path(job["examples_dir"]), Path(job["transform_graph_dir"]), job["hyperparameters"],
-              Path(job["output_dir"]) if index == 0 else None, config, int(job["seed"]), log, strategy)
+              Path(job["output_dir"]) if index == 0 else None, config, int(job["seed"]), log, strategy,
+              Path(job["base_model_dir"]) if job.get("base_model_dir") else None, job.get("base_model_label", ""))
     except tf.errors.OpError as error:
         peers = _peers_named(error, workers, index)
         if not peers and not isinstance(error, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,

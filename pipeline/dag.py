@@ -32,8 +32,11 @@ class DagError(ValueError):
 class Resolver:
     """An input taken from the metadata store instead of this run, like TFX's Resolver node: the newest
     `artifact` ("step.output") that an execution of `judged_by`'s step consumed while its `judged_by` output had
-    the property `where` true. It is never the artifact the step also receives from this run (a candidate is
-    not its own baseline), and it is optional: the input is absent until such an artifact exists."""
+    the property `where` true; with `judged_by` equal to `artifact`, the newest such artifact whose own property
+    `where` is true and whose properties hold `matching`'s values. It is never the artifact the step also
+    receives from this run (a candidate is not its own baseline), nor one that the consuming step itself computed
+    from the very inputs it has now (so an unchanged re-run stays cached), and it is optional: the input is
+    absent until such an artifact exists."""
     name: str
     artifact: str
     judged_by: str
@@ -41,13 +44,23 @@ class Resolver:
     # Where the artifact is found when the store knows none at all (a lost or replaced store), from the
     # configuration: a folder, recorded as an external artifact, or None.
     fallback: Callable[[Any], Path | None] | None = None
+    # Properties the artifact must have, from the configuration (the tuner's search fingerprint); None: any.
+    matching: Callable[[Any], dict[str, Any]] | None = None
 
-    def resolve(self, store, steps: tuple[Step, ...], exclude_fingerprint: str | None = None):
-        """Asks the metadata store (a MetadataStore) for the artifact; None if there is none yet."""
+    def resolve(self, store, steps: tuple[Step, ...], exclude_fingerprint: str | None = None, config: Any = None,
+                exclude_inputs: dict[str, str] | None = None):
+        """Asks the metadata store (a MetadataStore) for the artifact; None if there is none yet. `config` (the
+        whole Config) feeds `matching`; without it any match is accepted (gc keeps every candidate).
+        `exclude_inputs` ({input name: fingerprint}) skips artifacts whose producer consumed exactly those."""
+        if self.judged_by == self.artifact:
+            step, output = self.artifact.split(".")
+            wanted = self.matching(config) if self.matching is not None and config is not None else {}
+            return store.newest_output(step, output, self.where, wanted, exclude_fingerprint, exclude_inputs)
         judge_name, judgement = self.judged_by.split(".")
         judge = step_named(judge_name, steps)
         consumed_as = next(name for name, source in judge.inputs.items() if source == self.artifact)
-        return store.newest_judged_input(judge_name, consumed_as, judgement, self.where, exclude_fingerprint)
+        return store.newest_judged_input(judge_name, consumed_as, judgement, self.where, exclude_fingerprint,
+                                         exclude_inputs)
 
 
 @dataclass(frozen=True)
@@ -81,11 +94,19 @@ class Step:
     leftovers: Callable[[Path], list[Path]] | None = None
     # Checks its configuration section against the libraries it uses (ConfigError), before any step runs.
     check_config: Callable[[Any], None] | None = None
+    # What the step decides from its inputs and configuration where that can change while neither does (the
+    # tuner's search-or-reuse depends on the clock): (inputs, config section) -> JSON-able, part of its cache key.
+    decision: Callable[[dict[str, Any], Any], Any] | None = None
 
 
 # The evaluator's baseline; with no blessing on record at all, the newest served version is the baseline.
 LATEST_BLESSED_MODEL = Resolver("latest_blessed_model", artifact="trainer.model", judged_by="evaluator.blessing",
                                 where="blessed", fallback=lambda config: pusher.newest_version(config.serving_dir()))
+# The newest hyperparameters this root tuned for the same search (the tuner reuses them unless tuner.retune or
+# drift asks for a new search).
+LATEST_TUNED_HYPERPARAMETERS = Resolver(
+    "latest_tuned_hyperparameters", artifact="tuner.best_hyperparameters", judged_by="tuner.best_hyperparameters",
+    where="tuned", matching=lambda config: {"search_fingerprint": tuner.search_fingerprint(config.tuner)})
 
 STEPS: tuple[Step, ...] = (
     Step("ingest", ingest.run,
@@ -110,7 +131,9 @@ STEPS: tuple[Step, ...] = (
                                           "padding_ratio_unbucketed")}),
     Step("tuner", tuner.run,
          inputs={TRANSFORMED_EXAMPLES: "transform.transformed_examples",
-                 TRANSFORM_GRAPH: "transform.transform_graph"},
+                 TRANSFORM_GRAPH: "transform.transform_graph",
+                 tuner.DRIFT_INPUT: "validate.statistics",
+                 tuner.TUNED_INPUT: LATEST_TUNED_HYPERPARAMETERS},
          outputs=(BEST_HYPERPARAMETERS,),
          config_section="tuner",
          external=tuner.external_fingerprint,
@@ -118,17 +141,20 @@ STEPS: tuple[Step, ...] = (
          resumable=True,
          seeded=True,
          reports_progress=True,
-         headline={BEST_HYPERPARAMETERS: ("architecture", "tuned", "best_score", "values")}),
+         decision=tuner.decision_facts,
+         headline={BEST_HYPERPARAMETERS: ("architecture", "tuned", "reused", "tuned_from", "retune", "best_score",
+                                          "values")}),
     Step("trainer", trainer.run,
          inputs={TRANSFORMED_EXAMPLES: "transform.transformed_examples",
                  TRANSFORM_GRAPH: "transform.transform_graph",
-                 BEST_HYPERPARAMETERS: "tuner.best_hyperparameters"},
+                 BEST_HYPERPARAMETERS: "tuner.best_hyperparameters",
+                 trainer.BASE_MODEL_INPUT: LATEST_BLESSED_MODEL},  # warm start (trainer.warm_start)
          outputs=(MODEL, MODEL_RUN),
          config_section="trainer",
          external=trainer.external_fingerprint,
          seeded=True,
          reports_progress=True,
-         headline={MODEL: ("architecture", "epochs_trained", "parameters")}),
+         headline={MODEL: ("architecture", "epochs_trained", "parameters", "warm_start")}),
     Step("evaluator", evaluator.run,
          inputs={MODEL: "trainer.model",
                  EXAMPLES: "ingest.examples",
@@ -199,7 +225,7 @@ def check_steps(steps: tuple[Step, ...], product: str = "", run_columns: dict[st
             judge, _, judgement = source.judged_by.partition(".")
             if f"{judge}.{judgement}" not in known:
                 fail(f"resolver {source.name!r} is judged by {source.judged_by!r}, which no step outputs")
-            if source.artifact not in step_named(judge, steps).inputs.values():
+            if source.judged_by != source.artifact and source.artifact not in step_named(judge, steps).inputs.values():
                 fail(f"resolver {source.name!r} is judged by step {judge!r}, which does not consume {source.artifact!r}")
     if product and product not in known:
         fail(f"the product {product!r} is no step's output")

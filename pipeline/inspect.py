@@ -68,6 +68,9 @@ def show_run(root: Path, run_id: str | None) -> str:
             for name, artifact in store.artifacts_of(execution["id"], "output").items():
                 gone = " [deleted by gc]" if artifact.deleted else ""
                 lines.append(f"      -> {name}: {artifact.uri}{gone}")
+                facts = headline_facts(artifact.properties, headline.get(name, ()))
+                if facts:
+                    lines.append(f"         {facts}")
                 if execution["step"] == product_step and name == product_output:
                     product = artifact
         if product is not None:

@@ -351,11 +351,38 @@ class MetadataStore:
             frontier.extend(a.id for a in inputs.values())
         return order
 
+    def _computed_from(self, artifact_id: int, inputs: dict[str, str] | None) -> bool:
+        """Whether the execution that wrote the artifact consumed exactly these {input name: fingerprint}."""
+        producer = self.producer(artifact_id)
+        if not inputs or producer is None:
+            return False
+        consumed = self.artifacts_of(producer["id"], "input")
+        return all(name in consumed and consumed[name].fingerprint == value for name, value in inputs.items())
+
+    def newest_output(self, step: str, output: str, where: str, matching: dict[str, Any],
+                      exclude_fingerprint: str | None = None,
+                      exclude_inputs: dict[str, str] | None = None) -> StoredArtifact | None:
+        """The newest `output` an execution of `step` wrote with the property `where` true and the `matching`
+        property values (e.g. the tuner's newest search for one search fingerprint); deleted artifacts, one with
+        the excluded fingerprint and those computed from `exclude_inputs` are skipped."""
+        rows = self._db.execute(
+            "SELECT events.artifact_id FROM executions JOIN events ON events.execution_id = executions.id "
+            "AND events.kind = 'output' AND events.name = ? WHERE executions.step = ? "
+            "AND executions.state = 'complete' ORDER BY executions.id DESC", (output, step))
+        for row in rows:
+            artifact = self.artifact(row["artifact_id"])
+            if (artifact.properties.get(where) and not artifact.deleted and artifact.fingerprint != exclude_fingerprint
+                    and all(artifact.properties.get(k) == v for k, v in matching.items())
+                    and not self._computed_from(artifact.id, exclude_inputs)):
+                return artifact
+        return None
+
     def newest_judged_input(self, step: str, input_name: str, judgement: str, where: str,
-                            exclude_fingerprint: str | None = None) -> StoredArtifact | None:
+                            exclude_fingerprint: str | None = None,
+                            exclude_inputs: dict[str, str] | None = None) -> StoredArtifact | None:
         """The artifact that the newest execution of `step` consumed as `input_name` while its `judgement` output
-        had the property `where` true (e.g. the model an evaluator blessed); deleted artifacts and one with the
-        excluded fingerprint are skipped."""
+        had the property `where` true (e.g. the model an evaluator blessed); deleted artifacts, one with the
+        excluded fingerprint and those computed from `exclude_inputs` are skipped."""
         rows = self._db.execute(
             "SELECT consumed.artifact_id, verdict.properties_json FROM executions "
             "JOIN events AS judged ON judged.execution_id = executions.id AND judged.kind = 'output' "
@@ -368,7 +395,8 @@ class MetadataStore:
         for row in rows:
             if json.loads(row["properties_json"]).get(where):
                 artifact = self.artifact(row["artifact_id"])
-                if not artifact.deleted and artifact.fingerprint != exclude_fingerprint:
+                if (not artifact.deleted and artifact.fingerprint != exclude_fingerprint
+                        and not self._computed_from(artifact.id, exclude_inputs)):
                     return artifact
         return None
 

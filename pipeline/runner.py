@@ -155,6 +155,7 @@ class Runner:
         run_id = new_run_id()
         run_dir = self.root / "runs" / run_id
         run_dir.mkdir(parents=True)
+        self.runtime = dataclasses.replace(self.runtime, run_id=run_id)
         self.store.start_run(run_id, command, self.config.redacted_dict(), data_fingerprint)
         self.log(f"run {run_id}: pipeline root {self.root}")
         produced: dict[str, Artifact] = {}  # "step.output" -> artifact
@@ -203,7 +204,13 @@ class Runner:
                 # it had, so its evaluation stays cached.
                 this_run = artifact_ids.get(source.artifact)
                 exclude = self.store.artifact(this_run).fingerprint if this_run is not None else None
-                resolved = source.resolve(self.store, self.steps, exclude_fingerprint=exclude)
+                # Nor is a step's earlier output that it computed from the inputs it has now (the tuner's
+                # previous search, the model a warm start would start from): an unchanged re-run resolves what
+                # the first run resolved, so it stays cached.
+                same_inputs = ({n: self.store.artifact(i).fingerprint for n, i in ids.items()}
+                               if source.artifact.split(".")[0] == step.name else None)
+                resolved = source.resolve(self.store, self.steps, exclude_fingerprint=exclude, config=self.config,
+                                          exclude_inputs=same_inputs)
                 if resolved is None and source.fallback is not None and source.resolve(self.store, self.steps) is None:
                     resolved = self._fallback(source)
                 if resolved is not None and resolved.uri.exists():
@@ -219,7 +226,8 @@ class Runner:
         self.log(f"note: the metadata store knows no {resolver.name}; using {path}")
         return self.store.external_artifact(resolver.artifact.split(".")[1], path, fingerprint(path), {})
 
-    def _cache_key(self, step: dag.Step, step_cfg: Any, input_ids: dict[str, int], code: str) -> str:
+    def _cache_key(self, step: dag.Step, step_cfg: Any, input_ids: dict[str, int], code: str,
+                   inputs: dict[str, Artifact]) -> str:
         external = step.external(step_cfg) if step.external is not None else None
         key = {
             "step": step.name,
@@ -229,6 +237,8 @@ class Runner:
             "external": external,
             "seed": self.runtime.seed if step.seeded else None,
         }
+        if step.decision is not None:  # only then: the keys of other steps stay those of earlier versions
+            key["decision"] = step.decision(inputs, step_cfg)
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
     def _reusable(self, step: dag.Step, cache_key: str) -> tuple[int, dict[str, StoredArtifact]] | None:
@@ -248,10 +258,10 @@ class Runner:
                   upstream_of: str | None = None) -> StepResult:
         """Runs or reuses `step`. With `upstream_of` (the --from step) it never runs: it must be reusable."""
         step_cfg = step_config(self.config, step)
-        inputs, input_ids = self._resolve_inputs(step, produced, artifact_ids)
         try:
+            inputs, input_ids = self._resolve_inputs(step, produced, artifact_ids)
             code = code_version(step.component.__module__)
-            cache_key = self._cache_key(step, step_cfg, input_ids, code)
+            cache_key = self._cache_key(step, step_cfg, input_ids, code, inputs)
         except ComponentError as error:
             self.log(f"{prefix} FAILED: {error}")
             message = str(error)

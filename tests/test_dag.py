@@ -28,6 +28,8 @@ def test_declarations_name_real_outputs():
         assert output in step.outputs and prop in step.headline[output]
     for resolver in dag.resolvers():
         assert resolver.artifact in outputs and resolver.judged_by in outputs
+        if resolver.judged_by == resolver.artifact:  # judged by its own property
+            continue
         judge = dag.step_named(resolver.judged_by.split(".")[0])
         assert resolver.artifact in judge.inputs.values()  # the judge consumes what it judges
 
@@ -66,6 +68,39 @@ def test_resolver_finds_the_newest_judged_artifact_and_never_the_candidate_itsel
     assert resolver.resolve(store, dag.STEPS).id == second
     store.mark_deleted([second])  # a deleted artifact cannot be a baseline
     assert resolver.resolve(store, dag.STEPS).id == first
+    store.close()
+
+
+def test_own_output_resolver_matches_properties_and_skips_what_the_same_inputs_computed(tmp_path):
+    """LATEST_TUNED_HYPERPARAMETERS: the newest tuned output with the same search fingerprint, never one the tuner
+    computed from the inputs it has now (an unchanged re-run resolves what the first run resolved)."""
+    from contract.config import load_config
+    from components import tuner
+    store = MetadataStore(tmp_path / "metadata.sqlite")
+    resolver = dag.LATEST_TUNED_HYPERPARAMETERS
+    config = load_config()
+    space = tuner.search_fingerprint(config.tuner)
+
+    def search(run_id: str, examples: str, **properties) -> tuple[int, int]:
+        store.start_run(run_id, "run", {}, None)
+        examples_id = _execute(store, run_id, "transform", {}, {"transformed_examples": (examples, {})},
+                               tmp_path)["transformed_examples"]
+        found = _execute(store, run_id, "tuner", {"transformed_examples": examples_id},
+                         {"best_hyperparameters": (f"hp-{run_id}", {"tuned": True, "search_fingerprint": space,
+                                                                    **properties})}, tmp_path)
+        return found["best_hyperparameters"], examples_id
+
+    assert resolver.resolve(store, dag.STEPS, config=config) is None
+    first, _ = search("r1", "data-1")
+    search("r2", "data-2", search_fingerprint="another space")
+    search("r3", "data-3", tuned=False)  # --no-tune: defaults, not a search
+    assert resolver.resolve(store, dag.STEPS, config=config).id == first
+    second, _ = search("r4", "data-4")
+    assert resolver.resolve(store, dag.STEPS, config=config).id == second
+    assert resolver.resolve(store, dag.STEPS, config=config,
+                            exclude_inputs={"transformed_examples": "data-4"}).id == first
+    assert resolver.resolve(store, dag.STEPS, config=config,
+                            exclude_inputs={"transformed_examples": "data-9"}).id == second
     store.close()
 
 

@@ -1,0 +1,203 @@
+"""A retraining schedule: a first `retrain`, then a `retrain` after each growth of the train data, under four
+policies: re-tune always or tuner.retune's default, each with and without warm start. Wall time per retrain and
+per step, whether the tuner searched, what the trainer started from, its epochs, and accuracy on the fixed
+test set per retrain.
+
+    python benchmarks/bench_retrain_schedule.py --source ../shared/data/ag_news --fractions 0.6,0.8,1.0 \
+        --out benchmarks/results/retrain_schedule_agnews.json
+
+The train rows of --source are shuffled once (seeded) and cut into growing prefixes (the first fraction, then
+each later one): the data a weekly job sees grow. test.csv is the fixed test set of every retrain. The first
+retrain runs once and its pipeline root is copied for every policy (a root can be copied: the store keeps paths
+relative to it), so every policy starts from the same first model and search; then each policy's retrains run
+one after the other through the real `agnews-pipeline retrain` command (so the ratios between policies were
+measured on the same machine in the same hour; the load average is recorded before and after).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import run_info  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+from library import layouts  # noqa: E402
+
+STEPS = ("ingest", "validate", "transform", "tuner", "trainer", "evaluator", "pusher")
+POLICIES = {  # name -> extra flags of every retrain after the first
+    "retune always, from scratch (before)": ["--set", "tuner.retune=always", "--from-scratch"],
+    "retune always, warm start": ["--set", "tuner.retune=always"],
+    "retune default, from scratch": ["--from-scratch"],
+    "retune default, warm start (new default)": [],
+}
+
+
+def cut_data(source: Path, fractions: list[float], work: Path, seed: int) -> list[tuple[Path, int]]:
+    """One folder per fraction: train.csv = that share of the seeded shuffle of the source's train rows (one row
+    per line in AG News), test.csv = the source's."""
+    lines = (source / "train.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    random.Random(seed).shuffle(lines)
+    folders = []
+    for index, fraction in enumerate(fractions):
+        folder = work / "data" / f"step_{index}"
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = round(len(lines) * fraction)
+        (folder / "train.csv").write_text("".join(lines[:rows]), encoding="utf-8")
+        shutil.copyfile(source / "test.csv", folder / "test.csv")
+        folders.append((folder, rows))
+    return folders
+
+
+def retrain(root: Path, data: Path, flags: list[str], log: Path) -> dict:
+    """One `agnews-pipeline retrain`; what it did, from its run.json and artifacts."""
+    command = [sys.executable, "-m", "apps.cli", "retrain", "--data", f"csv:{data}", "--pipeline-root", str(root),
+               *flags]
+    started = time.monotonic()
+    with open(log, "w", encoding="utf-8") as out:
+        code = subprocess.run(command, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT,
+                              env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1"}).returncode
+    wall = time.monotonic() - started
+    if code not in (0, 4):  # 0 pushed, 4 not blessed: both are normal outcomes of a retrain
+        raise SystemExit(f"retrain exited {code}; see {log}")
+    run_dir = max((root / "runs").iterdir(), key=lambda p: p.name)
+    record = json.loads((run_dir / "run.json").read_text())
+    steps = {s["step"]: s for s in record["steps"]}
+    outputs = {name: o for s in record["steps"] for name, o in s["outputs"].items()}
+    history = layouts.read_history(outputs["model_run"]["uri"])
+    hyperparameters = outputs["best_hyperparameters"]["properties"]
+    return {
+        "run_id": record["run_id"], "exit_code": code, "wall_seconds": round(wall, 1),
+        "step_seconds": {name: steps[name]["seconds"] for name in STEPS},
+        "step_states": {name: steps[name]["state"] for name in STEPS},
+        "tuner": "reused" if hyperparameters.get("reused") else "searched",
+        "tuner_note": hyperparameters.get("retune"),
+        "warm_start": outputs["model"]["properties"].get("warm_start"),
+        "epochs_trained": history["epochs_trained"], "best_epoch": history["best_epoch"],
+        "val_loss_per_epoch": [round(e["val_loss"], 4) for e in history["epochs"]],
+        "accuracy": outputs["evaluation"]["properties"]["accuracy"],
+        "blessed": outputs["blessing"]["properties"]["blessed"],
+    }
+
+
+def epochs_to_reach(val_losses: list[float], target: float) -> int | None:
+    """The first epoch (1-based) whose val_loss is at most `target`, or None."""
+    return next((index + 1 for index, loss in enumerate(val_losses) if loss <= target), None)
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Retraining schedule: {report['data']}", "",
+             f"Command: `{report['command']}`  ", f"Machine: {report['machine']}  ",
+             f"Load average (1 min) before / after: {report['load_before']:.1f} / {report['load_after']:.1f}  ",
+             f"Common flags: `{' '.join(report['common_flags'])}`", "",
+             "| policy | retrain | train rows | wall (s) | " + " | ".join(STEPS) + " | tuner | warm start | epochs "
+             "(best) | test accuracy | blessed |",
+             "|---|---|---|---|" + "---|" * len(STEPS) + "---|---|---|---|---|"]
+    for policy, runs in report["policies"].items():
+        for index, run in enumerate(runs):
+            seconds = " | ".join(f"{run['step_seconds'][s]:.0f}" + ("c" if run["step_states"][s] == "cached" else "")
+                                 for s in STEPS)
+            warm = (run["warm_start"] or "-").replace("|", "/")
+            lines.append(f"| {policy} | {index} | {report['train_rows'][index]:,} | {run['wall_seconds']:.0f} | "
+                         f"{seconds} | {run['tuner']} | {warm} | {run['epochs_trained']} ({run['best_epoch']}) | "
+                         f"{run['accuracy']:.4f} | {run['blessed']} |")
+    lines += ["", "(retrain 0 is the common first retrain, run once and copied for every policy; `c` = cached)", "",
+              "## Later retrains (1 and after), per policy", "",
+              "| policy | mean wall (s) | vs before | mean tuner (s) | mean trainer (s) | mean epochs | mean test "
+              "accuracy | vs before (points) |", "|---|---|---|---|---|---|---|---|"]
+    for name, summary in report["summary"].items():
+        lines.append(f"| {name} | {summary['mean_wall_seconds']:.0f} | {summary['wall_ratio_to_before']:.2f}x | "
+                     f"{summary['mean_tuner_seconds']:.0f} | {summary['mean_trainer_seconds']:.0f} | "
+                     f"{summary['mean_epochs']:.1f} | {summary['mean_accuracy']:.4f} | "
+                     f"{summary['accuracy_points_vs_before']:+.2f} |")
+    lines += ["", "## Epochs to the same validation loss (same data and hyperparameters, tuner.retune default)", "",
+              "| retrain | from scratch: best val_loss (epoch) | warm start: epoch reaching it | warm start best "
+              "val_loss (epoch) |", "|---|---|---|---|"]
+    for row in report["epochs_to_same_val_loss"]:
+        lines.append(f"| {row['retrain']} | {row['scratch_best_val_loss']:.4f} ({row['scratch_best_epoch']}) | "
+                     f"{row['warm_epoch_reaching_it'] or 'not reached'} | {row['warm_best_val_loss']:.4f} "
+                     f"({row['warm_best_epoch']}) |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", type=Path, required=True, help="folder with train.csv and test.csv")
+    parser.add_argument("--fractions", default="0.6,0.8,1.0", help="growing shares of the train rows")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bench_retrain_schedule"))
+    parser.add_argument("--out", type=Path, required=True, help="results .json (a .md twin is written beside it)")
+    parser.add_argument("--seed", type=int, default=7, help="the shuffle of the train rows")
+    parser.add_argument("--flag", action="append", default=[],
+                        help="a flag for every retrain, e.g. --flag=--min-accuracy=0.5 (repeatable)")
+    args = parser.parse_args()
+    fractions = [float(f) for f in args.fractions.split(",")]
+    if args.work.exists():
+        shutil.rmtree(args.work)
+    args.work.mkdir(parents=True)
+    folders = cut_data(args.source, fractions, args.work, args.seed)
+    common = [f for flag in args.flag for f in flag.split("=", 1)] if args.flag else []
+    load_before = os.getloadavg()[0]
+    machine = run_info.machine()
+
+    first_root = args.work / "first"
+    print(f"retrain 0 ({folders[0][1]:,} train rows), common to every policy", flush=True)
+    first = retrain(first_root, folders[0][0], common, args.work / "retrain_0.log")
+    roots, policies = {}, {}
+    for name in POLICIES:
+        roots[name] = args.work / "roots" / name.split(" (")[0].replace(" ", "_").replace(",", "")
+        shutil.copytree(first_root, roots[name], symlinks=True)
+        policies[name] = [first]
+    # Step by step across the policies, the results written after each retrain: an interrupted benchmark still
+    # compares every policy on the retrains it finished.
+    for index, (folder, rows) in enumerate(folders[1:], 1):
+        for name, flags in POLICIES.items():
+            print(f"{name}: retrain {index} ({rows:,} train rows)", flush=True)
+            run = retrain(roots[name], folder, [*common, *flags], args.work / f"{roots[name].name}_{index}.log")
+            policies[name].append(run)
+            print(f"    {run['wall_seconds']:.0f}s, tuner {run['tuner']}, warm start {run['warm_start']}, "
+                  f"accuracy {run['accuracy']:.4f}", flush=True)
+            report = summarize(policies, folders, common, machine, load_before, args.source)
+            run_info.write_results(args.out, report, markdown(report))
+    print(markdown(report))
+
+
+def summarize(policies: dict[str, list[dict]], folders, common: list[str], machine: str, load_before: float,
+              source: Path) -> dict:
+    done = min(len(runs) for runs in policies.values())  # retrains every policy has finished
+    policies = {name: runs[:done] for name, runs in policies.items()}
+    before = next(iter(POLICIES))
+    summary = {}
+    for name, runs in policies.items():
+        later = runs[1:] or runs
+        summary[name] = {
+            "mean_wall_seconds": sum(r["wall_seconds"] for r in later) / len(later),
+            "mean_tuner_seconds": sum(r["step_seconds"]["tuner"] for r in later) / len(later),
+            "mean_trainer_seconds": sum(r["step_seconds"]["trainer"] for r in later) / len(later),
+            "mean_epochs": sum(r["epochs_trained"] for r in later) / len(later),
+            "mean_accuracy": sum(r["accuracy"] for r in later) / len(later)}
+    for values in summary.values():
+        values["wall_ratio_to_before"] = values["mean_wall_seconds"] / summary[before]["mean_wall_seconds"]
+        values["accuracy_points_vs_before"] = 100 * (values["mean_accuracy"] - summary[before]["mean_accuracy"])
+    scratch, warm = policies["retune default, from scratch"], policies["retune default, warm start (new default)"]
+    epochs = []
+    for index in range(1, done):
+        target = min(scratch[index]["val_loss_per_epoch"])
+        epochs.append({"retrain": index, "scratch_best_val_loss": target,
+                       "scratch_best_epoch": scratch[index]["best_epoch"],
+                       "warm_epoch_reaching_it": epochs_to_reach(warm[index]["val_loss_per_epoch"], target),
+                       "warm_best_val_loss": min(warm[index]["val_loss_per_epoch"]),
+                       "warm_best_epoch": warm[index]["best_epoch"]})
+    return {"command": run_info.command_line(), "machine": machine, "data": str(source),
+            "train_rows": [rows for _, rows in folders][:done], "common_flags": common, "load_before": load_before,
+            "load_after": os.getloadavg()[0], "policies": policies, "summary": summary,
+            "epochs_to_same_val_loss": epochs}
+
+if __name__ == "__main__":
+    main()
