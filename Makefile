@@ -11,19 +11,23 @@ $(BIN)/agnews-pipeline: pyproject.toml
 	$(BIN)/pip install -e ".[dev]"
 	touch $@
 
-.PHONY: install run lint test benchmark clean
+.PHONY: install run lint test test-fast benchmark clean
 install: $(BIN)/agnews-pipeline
 
 run: install
 	$(BIN)/agnews-pipeline run --data $(DATA) $(ARGS)
 
-# Bug-finding rules only (pyproject.toml [tool.ruff]); `make test` runs it first.
+# Bug-finding rules only (pyproject.toml [tool.ruff]); `make test` and `make test-fast` run it first.
 lint: install
 	$(BIN)/ruff check .
 
 # Everything (what CI runs).
 test: install lint
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# While iterating: the unit tests and one small end-to-end run, without the tests marked slow (tests/conftest.py).
+test-fast: install lint
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 clean:
 	rm -rf $(VENV) pipeline_root
