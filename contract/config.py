@@ -21,7 +21,6 @@ import yaml
 from library.models import architecture_names  # the architecture registry; imports no Keras
 
 
-
 def packaged_file(package: str, name: str) -> Path:
     """A data file shipped inside the package (schemas/, configs/), found through the import system: the same
     file from a checkout and from an installed wheel, whatever the working directory."""
