@@ -11,14 +11,14 @@ $(BIN)/agnews-pipeline: pyproject.toml
 	$(BIN)/pip install -e ".[dev]"
 	touch $@
 
-.PHONY: install run lint test benchmark clean
+.PHONY: install run lint test test-fast benchmark clean
 install: $(BIN)/agnews-pipeline
 
 run: install
 	$(BIN)/agnews-pipeline run --data $(DATA) $(ARGS)
 
 # The bug-finding rules (pyproject.toml [tool.ruff]) and the layer contracts ([tool.importlinter]);
-# `make test` runs it first.
+# `make test` and `make test-fast` run it first.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
@@ -26,6 +26,10 @@ lint: install
 # Everything (what CI runs).
 test: install lint
 	$(BIN)/python -m pytest -q -rs $(ARGS)
+
+# While iterating: the unit tests and one small end-to-end run, without the tests marked slow (tests/conftest.py).
+test-fast: install lint
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
 
 clean:
 	rm -rf $(VENV) pipeline_root

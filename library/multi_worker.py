@@ -88,8 +88,9 @@ def train_on_workers(job: dict[str, Any], root: Path, log: Callable[[str], None]
         f"chief, worker 0; on each other machine I (1, 2, ...) run: {worker_command(root, workers, 'I')}")
     # An installed project (site-packages) is already on the child's path; a checkout used without installing
     # it is not.
-    installed = str(PROJECT_ROOT) in map(str, (Path(path).resolve() for path in site.getsitepackages()))
-    pythonpath = os.pathsep.join(filter(None, [None if installed else str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    installed = PROJECT_ROOT in (Path(path).resolve() for path in site.getsitepackages())
+    pythonpath = os.pathsep.join(filter(None, [None if installed else str(PROJECT_ROOT),
+                                               os.environ.get("PYTHONPATH")]))
     process = subprocess.Popen(
         [sys.executable, "-m", "apps.cli", "train-worker", "--pipeline-root", str(root),
          "--workers", ",".join(workers), "--index", "0", "--timeout", str(timeout + 60)],  # this wait ends first

@@ -72,6 +72,29 @@ def offline_hooks(tmp_path) -> Path:
     (folder / "sitecustomize.py").write_text(OFFLINE_SITECUSTOMIZE)
     return folder
 
+# `make test-fast` (pytest -m "not slow"): the unit tests and one small end-to-end run, for iterating. These
+# modules train models, start clusters, servers or worker processes, build a wheel or run the pipeline many
+# times; every test in them is marked slow, but for the listed end-to-end ones (one run on the sample, then a
+# fully cached run). A new module is fast until it is listed here.
+SLOW_MODULES = {"test_beam_engines", "test_determinism", "test_e2e", "test_embeddings", "test_evaluator_pusher",
+                "test_export", "test_faults", "test_install", "test_multi_worker", "test_serve", "test_tuner_trainer"}
+FAST_IN_SLOW_MODULES = {"test_e2e": {"test_full_run_reports_every_step_and_pushes_version_1",
+                                     "test_second_run_reuses_every_step_in_seconds"}}
+
+
+def pytest_ignore_collect(collection_path, config):
+    """With -m "not slow", a module of slow tests only is not even imported (TensorFlow and Keras imports)."""
+    if config.getoption("markexpr") == "not slow" and collection_path.suffix == ".py":
+        return collection_path.stem in SLOW_MODULES - FAST_IN_SLOW_MODULES.keys() or None
+    return None
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = item.path.stem
+        if module in SLOW_MODULES and item.originalname not in FAST_IN_SLOW_MODULES.get(module, ()):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:

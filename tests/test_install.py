@@ -25,7 +25,6 @@ from conftest import SAMPLE_DIR
 from pipeline import dag
 from pipeline.code_version import code_version
 
-pytestmark = pytest.mark.slow
 
 PROJECT = Path(__file__).resolve().parent.parent
 CONFIG = Path(__file__).parent / "e2e_config.yaml"
