@@ -28,14 +28,21 @@ class Resolver:
     not its own baseline), and it is optional: the input is absent until such an artifact exists."""
     name: str
     artifact: str
-    judged_by: str
+    judged_by: str  # "": the newest `artifact` whose own property `where` is true (e.g. earlier examples)
     where: str
     # Where the artifact is found when the store knows none at all (a lost or replaced store), from the
     # configuration: a folder, recorded as an external artifact, or None.
     fallback: Callable[[Any], Path | None] | None = None
+    # The input only saves work (the outputs are the same without it): not in the cache key or the lineage.
+    saves_work_only: bool = False
 
     def resolve(self, store, steps: tuple[Step, ...], exclude_fingerprint: str | None = None):
         """Asks the metadata store (a MetadataStore) for the artifact; None if there is none yet."""
+        if not self.judged_by:
+            step_name, output = self.artifact.split(".")
+            found = [artifact for _, artifact in store.outputs_where(step_name, output, self.where)
+                     if not artifact.deleted and artifact.fingerprint != exclude_fingerprint]
+            return found[-1] if found else None
         judge_name, judgement = self.judged_by.split(".")
         judge = step_named(judge_name, steps)
         consumed_as = next(name for name, source in judge.inputs.items() if source == self.artifact)
@@ -77,20 +84,26 @@ class Step:
 LATEST_BLESSED_MODEL = Resolver("latest_blessed_model", artifact="trainer.model", judged_by="evaluator.blessing",
                                 where="blessed", fallback=lambda config: pusher.newest_version(config.serving_dir()))
 
+# Ingest's earlier examples of a stream of spans: spans whose files are unchanged are carried over from them.
+PREVIOUS_EXAMPLES = Resolver("previous_examples", artifact="ingest.examples", judged_by="", where="window_summary",
+                             saves_work_only=True)
+
 STEPS: tuple[Step, ...] = (
     Step("ingest", ingest.run,
+         inputs={"previous_examples": PREVIOUS_EXAMPLES},
          outputs=("examples",),
          config_section="ingest",
          external=ingest.external_fingerprint,
          source="data",
          input_rows=ingest.source_rows,
-         headline={"examples": ("train_rows", "eval_rows", "test_rows", "quarantined_rows", "quarantined_by_reason")}),
+         headline={"examples": ("train_rows", "eval_rows", "test_rows", "quarantined_rows", "quarantined_by_reason",
+                                "window_summary", "spans_ingested", "spans_reingested", "spans_reused")}),
     Step("validate", validate.run,
          inputs={"examples": "ingest.examples"},
          outputs=("schema", "statistics", "anomalies"),
          config_section="validate",
          external=validate.external_fingerprint,
-         headline={"anomalies": ("count",)}),
+         headline={"anomalies": ("count",), "statistics": ("drift_detected", "drift_span")}),
     Step("transform", transform.run,
          inputs={"examples": "ingest.examples", "schema": "validate.schema"},
          outputs=("transform_graph", "transformed_examples"),
@@ -126,7 +139,8 @@ STEPS: tuple[Step, ...] = (
                  "baseline_model": LATEST_BLESSED_MODEL},
          outputs=("evaluation", "blessing"),
          config_section="evaluator",
-         headline={"evaluation": ("accuracy", "loss", "macro_f1"),
+         headline={"evaluation": ("accuracy", "loss", "macro_f1", "newest_span_accuracy",
+                                  "newest_span_baseline_accuracy"),
                    "blessing": ("blessed", "reason", "baseline_accuracy")}),
     Step("pusher", pusher.run,
          inputs={"model": "trainer.model", "blessing": "evaluator.blessing"},
@@ -140,8 +154,9 @@ STEPS: tuple[Step, ...] = (
 # What the pipeline makes: `show` prints its lineage and where it was delivered.
 PRODUCT = "trainer.model"
 # The columns `runs` (and `runs --json`) adds for each run: name -> a headline property, "output.property".
-RUN_COLUMNS = {"accuracy": "evaluation.accuracy", "blessed": "blessing.blessed",
-               "pushed_version": "pushed_model.version"}
+RUN_COLUMNS = {"window": "examples.window_summary", "drift": "statistics.drift_detected",
+               "accuracy": "evaluation.accuracy", "newest_span_accuracy": "evaluation.newest_span_accuracy",
+               "blessed": "blessing.blessed", "pushed_version": "pushed_model.version"}
 
 STEP_NAMES = tuple(step.name for step in STEPS)
 

@@ -9,7 +9,7 @@ from typing import Any
 from library.layouts import METRICS_FILE, parse_bucket_dir, read_metrics
 from pipeline import dag
 from pipeline.metadata import MetadataStore
-from pipeline.report import embeddings_line, headline_facts
+from pipeline.report import drift_lines, embeddings_line, headline_facts
 
 
 def _open(root: Path) -> MetadataStore:
@@ -68,6 +68,7 @@ def show_run(root: Path, run_id: str | None) -> str:
             for name, artifact in store.artifacts_of(execution["id"], "output").items():
                 gone = " [deleted by gc]" if artifact.deleted else ""
                 lines.append(f"      -> {name}: {artifact.uri}{gone}")
+                lines += [f"         {line}" for line in drift_lines(artifact.properties)]
                 if execution["step"] == product_step and name == product_output:
                     product = artifact
         if product is not None:
