@@ -30,7 +30,7 @@ from run_info import command_line, machine, write_results  # noqa: E402
 
 CONFIG = """
 tuner: {enabled: false}
-trainer: {epochs: 5}
+trainer: {epochs: 3}
 evaluator: {min_accuracy: 0.5}
 ingest: {window: {num_spans: 6}}
 """
