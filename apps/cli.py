@@ -13,6 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports Te
 from pipeline import dag, interrupts  # noqa: E402
 from contract.config import ConfigError, default_config_file, load_config  # noqa: E402
 from library.models import architecture_names  # noqa: E402  (the registry; imports no Keras)
+from library.spans import parse_date  # noqa: E402
 from pipeline.runner import LockBusy  # noqa: E402
 
 # Exit codes of `retrain` (and `run`), documented in the README for schedulers.
@@ -22,6 +23,11 @@ EXIT_USAGE = 2  # bad flags or configuration; nothing ran
 EXIT_NO_NEW_DATA = 3  # retrain: the input data's fingerprint equals the last successful retrain's; nothing ran
 EXIT_NOT_BLESSED = 4  # retrain: the pipeline ran, the candidate was not blessed, nothing pushed
 EXIT_LOCKED = 5  # another pipeline process held the pipeline root past --lock-timeout
+EXIT_TOO_FEW_SPANS = 6  # a stream of spans has fewer than ingest.window.min_spans in the window; nothing ran
+EXIT_SPAN_NOT_FOUND = 7  # the span pinned by --span / --date is not in the stream; nothing ran
+EXIT_DRIFT = 8  # validate found drift above a threshold with validate.on_drift=fail; nothing trained or pushed
+# A failure's kind (ComponentError.kind) -> its exit code; any other failure is EXIT_FAILED.
+EXIT_FOR_KIND = {"too_few_spans": EXIT_TOO_FEW_SPANS, "span_not_found": EXIT_SPAN_NOT_FOUND, "drift": EXIT_DRIFT}
 
 # Dedicated flags and the configuration key each one sets.
 FLAG_KEYS = {
@@ -50,6 +56,9 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
                         help="override any configuration value, e.g. --set transform.vocab_size=10000")
     parser.add_argument("--data", help="'tfds' (TensorFlow Datasets ag_news_subset) or 'csv:DIR' "
                                        "(DIR holds the original train.csv and test.csv)")
+    parser.add_argument("--span", metavar="NAME", help="pin the newest span of a stream (ingest.window.newest)")
+    parser.add_argument("--date", metavar="YYYY-MM-DD",
+                        help="pin the newest span by its date, e.g. the scheduled date (ingest.window.newest)")
     parser.add_argument("--eval-fraction", type=float, help="share of the train source used as the eval split")
     parser.add_argument("--max-bad-fraction", type=float, help="fail ingest above this share of quarantined rows")
     parser.add_argument("--model", choices=architecture_names(), help="architecture to tune and train")
@@ -88,6 +97,9 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
                         help="run this step even if cached (later steps re-run when their inputs change)")
     parser.add_argument("--lock-timeout", type=float, default=0.0,
                         help="seconds to wait for another run on the same pipeline root (default 0: fail at once)")
+    parser.add_argument("--metrics-file", metavar="PATH",
+                        help="write job metrics in Prometheus' text format to PATH when the command ends "
+                             "(e.g. node_exporter's textfile collector folder/agnews.prom)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +186,13 @@ def _config_from_args(args: argparse.Namespace):
         flags["tuner.retune"] = "always"
     if getattr(args, "from_scratch", False):
         flags["trainer.warm_start"] = False
+    span, date = getattr(args, "span", None), getattr(args, "date", None)
+    if span and date:
+        raise ConfigError("--span and --date both pin the newest span; give one of them")
+    if date and parse_date(date) is None:
+        raise ConfigError(f"--date must be a date YYYY-MM-DD, got {date!r}")
+    if span or date:
+        flags["ingest.window.newest"] = span or date
     config = load_config(args.config, getattr(args, "set", []), flags)
     dag.check_config(config)
     return config
@@ -222,7 +241,7 @@ def _cmd_run(args, config) -> int:
     print(summarize(result))
     if result.status != "succeeded":
         print(f"\nERROR: {result.error}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_FOR_KIND.get(result.error_kind, EXIT_FAILED)
     if args.command == "retrain" and not result.delivered:
         return EXIT_NOT_BLESSED
     return EXIT_OK
@@ -378,6 +397,29 @@ def _cmd_gc(args, config) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    started = time.time()
+    code = _main(args)
+    if getattr(args, "metrics_file", None):
+        _write_metrics(args, code, started)
+    return code
+
+
+def _write_metrics(args, code: int, started: float) -> None:
+    """--metrics-file, whatever the outcome; a file that cannot be written is one line, not a new exit code."""
+    from apps.job_metrics import write_job_metrics
+    try:
+        config = _config_from_args(args)
+    except ConfigError:
+        config = load_config()  # a bad configuration is itself an outcome worth reporting
+    try:
+        write_job_metrics(Path(args.metrics_file), command=args.command, exit_code=code, started=started,
+                          ended=time.time(), root=config.pipeline_root(), serving_dir=config.serving_dir())
+    except OSError as error:
+        print(f"{args.command}: could not write --metrics-file {args.metrics_file}: {error.strerror or error}",
+              file=sys.stderr)
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.command in ("run", "retrain"):  # `serve` drains on SIGTERM by itself
         interrupts.install()
     config = None
@@ -414,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
             error = StoreUnreadable(unreadable_message(store, error))
         if isinstance(error, (ComponentError, StoreUnreadable, LookupError)):
             print(f"{args.command}: {error}", file=sys.stderr)
-            return EXIT_FAILED
+            return EXIT_FOR_KIND.get(getattr(error, "kind", None), EXIT_FAILED)
         if isinstance(error, OSError):  # missing, unreadable or unwritable files and folders
             where = f": {error.filename}" if error.filename else ""
             print(f"{args.command}: {error.strerror or error}{where}", file=sys.stderr)

@@ -28,9 +28,10 @@ import numpy as np
 
 from library.evaluation_report import _headline, plot_confusion_matrix, plot_training_curves, render_report
 from library.layouts import (CLASS_NAMES, CONFUSION_MATRIX_FILE, EVALUATION_REPORT_FILE, EXAMPLE_FILE_SUFFIX,
-                             TFMA_DIR, TRAINING_CURVES_FILE, bucket_dir_name, bucket_files, bucket_of,
-                             existing_serving_model_dir, example_file_pattern, examples_files, read_history,
-                             read_model_input, split_dir, write_blessing, write_metrics)
+                             NEWEST_SPAN_TFMA_DIR, TFMA_DIR, TRAINING_CURVES_FILE,
+                             bucket_dir_name, bucket_files, bucket_of, existing_serving_model_dir,
+                             example_file_pattern, examples_files, read_counts, read_history, read_model_input,
+                             span_examples_files, split_dir, write_blessing, write_metrics)
 from contract.artifacts import Artifact, ComponentError, Runtime
 from contract.names import BASELINE_MODEL, BLESSING, EVALUATION, EXAMPLES, MODEL, MODEL_RUN, TRANSFORMED_EXAMPLES
 from contract.config import EvaluatorConfig
@@ -78,6 +79,9 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
     tfma_dir = evaluation_dir / TFMA_DIR
     eval_config = make_eval_config(config, has_baseline=baseline_dir is not None)
     run_tfma(eval_examples, candidate_dir, baseline_dir, eval_config, tfma_dir, runtime.beam_args)
+
+    newest_span = evaluate_newest_span(inputs["examples"].uri, candidate_dir, baseline_dir, upper_bounds,
+                                       evaluation_dir, scratch_dir, runtime)
     shutil.rmtree(scratch_dir)
 
     slices = read_tfma_metrics(tfma_dir)
@@ -104,6 +108,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
         "baseline": None if baseline_metrics is None else {
             "model_uri": str(baseline.uri), **_headline(baseline_metrics),
             "accuracy_change": candidate["accuracy"] - baseline_metrics["accuracy"]},
+        "newest_span": newest_span,
         "thresholds": thresholds,
         "blessed": blessed,
         "reason": reason,
@@ -118,11 +123,43 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
                    baseline_accuracy=baseline_accuracy, thresholds=thresholds)
     return {
         EVALUATION: Artifact(EVALUATION, evaluation_dir, {
-            "accuracy": candidate["accuracy"], "loss": candidate["loss"], "macro_f1": candidate["macro_f1"]}),
+            "accuracy": candidate["accuracy"], "loss": candidate["loss"], "macro_f1": candidate["macro_f1"],
+            **({} if baseline_metrics is None else {"baseline_accuracy": baseline_metrics["accuracy"]}),
+            **({} if newest_span is None else {
+                "newest_span": newest_span["span"], "newest_span_accuracy": newest_span["accuracy"],
+                "newest_span_baseline_accuracy": newest_span["baseline_accuracy"]})}),
         BLESSING: Artifact(BLESSING, blessing_dir, {
             "blessed": blessed, "reason": reason, "accuracy": candidate["accuracy"],
             "baseline_accuracy": baseline_accuracy}),
     }
+
+
+def evaluate_newest_span(examples_uri: Path, candidate_dir: Path, baseline_dir: Path | None,
+                         upper_bounds: list[int], evaluation_dir: Path, scratch_dir: Path,
+                         runtime: Runtime) -> dict[str, Any] | None:
+    """A stream's newest span: candidate and baseline on the same rows, its held-out eval rows (the
+    content-hashed share training never fits on), in a TFMA run of its own. None for a single folder."""
+    window = read_counts(examples_uri).get("window")
+    files = span_examples_files(examples_uri, window[-1], "eval") if window else []
+    if not files:
+        return None
+    rows = scratch_dir / f"newest_span{EXAMPLE_FILE_SUFFIX}"
+    if not sum(write_bucketed_eval_examples(files, candidate_dir, upper_bounds, rows).values()):
+        return None
+    output = evaluation_dir / NEWEST_SPAN_TFMA_DIR
+    reported_only = EvaluatorConfig(min_accuracy=0.0, max_accuracy_drop=1.0)  # these rows do not gate the push
+    run_tfma(rows, candidate_dir, baseline_dir, make_eval_config(reported_only, baseline_dir is not None), output,
+             runtime.beam_args)
+    slices = read_tfma_metrics(output)
+    candidate = slices[CANDIDATE][OVERALL]
+    baseline = slices.get(BASELINE, {}).get(OVERALL) if baseline_dir else None
+    result = {"span": window[-1], "examples": candidate["examples"], "accuracy": candidate["accuracy"],
+              "loss": candidate["loss"], "baseline_accuracy": None if baseline is None else baseline["accuracy"],
+              "accuracy_change": None if baseline is None else candidate["accuracy"] - baseline["accuracy"]}
+    runtime.log(f"evaluator: newest span {window[-1]} ({result['examples']} held-out rows): accuracy "
+                f"{result['accuracy']:.4f}" + ("" if baseline is None else
+                                               f", baseline {baseline['accuracy']:.4f}"))
+    return result
 
 
 # ----------------------------------------------------------------------------------------------------------

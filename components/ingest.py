@@ -27,6 +27,7 @@ import shutil
 import socket
 import sys
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,9 +37,11 @@ if TYPE_CHECKING:  # for annotations; run() imports Beam when it runs
 from library.ag_news_csv import (BadRow, Chunk, GoodRow, chunk_lines, count_newlines, open_binary, parse_csv_row,
                                  parse_tfds_row, plan_chunks, quarantine_record)
 from library.beam_options import pipeline_options
-from library.layouts import NUM_CLASSES, SOURCE_SPLITS, SPLITS, quarantine_file, write_counts
+from library import spans as span_stream
+from library.layouts import (COUNTS_FILE, NUM_CLASSES, SOURCE_SPLITS, SPLITS, quarantine_file, read_counts,
+                             read_sources, source_folder, split_dir, write_counts, write_sources)
 from contract.artifacts import Artifact, ComponentError, Runtime
-from contract.names import EXAMPLES
+from contract.names import EXAMPLES, PREVIOUS_EXAMPLES
 from contract.config import IngestConfig
 
 CSV_FILE_NAMES = {"train": "train.csv", "test": "test.csv"}
@@ -93,14 +96,28 @@ def parse_csv_chunk(chunk: Chunk, newline_counts: list[tuple[str, int, int]]):
             yield TaggedOutput("bad", quarantine_record(chunk.path, chunk.source_split, line_number, error, raw))
 
 
-def _read_csv(pipeline: beam.Pipeline, files: dict[str, str]):
+def parse_source_chunk(chunk: Chunk, newline_counts: list[tuple[str, int, int]], sources: list[Source]):
+    """Like parse_csv_chunk, with each good row as (source index, row) and each bad row naming its span."""
+    from apache_beam.pvalue import TaggedOutput
+    index = next(i for i, source in enumerate(sources) if source.path == chunk.path)
+    for item in parse_csv_chunk(chunk, newline_counts):
+        if isinstance(item, TaggedOutput):
+            item.value["source_index"] = index
+            if sources[index].name:
+                item.value["span"] = sources[index].name
+            yield item
+        else:
+            yield index, item
+
+
+def _read_csv(pipeline: beam.Pipeline, to_read: list[Source], sources: list[Source]):
+    """Reads the files of `to_read`; rows are tagged with their index in `sources`."""
     import apache_beam as beam
-    chunks = [chunk for source_split, path in files.items()
-              for chunk in plan_chunks(path, source_split, READ_CHUNK_BYTES)]
+    chunks = [chunk for source in to_read for chunk in plan_chunks(source.path, source.split, READ_CHUNK_BYTES)]
     chunk_collection = pipeline | "Chunks" >> beam.Create(chunks) | "SpreadChunks" >> beam.Reshuffle()
     newline_counts = chunk_collection | "CountNewlines" >> beam.Map(count_newlines)
     parsed = chunk_collection | "Parse" >> beam.FlatMap(
-        parse_csv_chunk, beam.pvalue.AsList(newline_counts)).with_outputs("bad", main="good")
+        parse_source_chunk, beam.pvalue.AsList(newline_counts), sources).with_outputs("bad", main="good")
     return parsed.good, parsed.bad
 
 
@@ -153,15 +170,32 @@ def _read_tfds(pipeline: beam.Pipeline, config: IngestConfig):
               | "SourceSplits" >> beam.Create(list(SOURCE_SPLITS))
               | "ReadTfds" >> beam.FlatMap(read_tfds_split, config.tfds_name, config.tfds_data_dir)
               .with_outputs("bad", main="good"))
-    return parsed.good, parsed.bad
+    good = parsed.good | "TfdsSources" >> beam.Map(lambda row: (SOURCE_SPLITS.index(row.source_split), row))
+    bad = parsed.bad | "TfdsBadSources" >> beam.Map(
+        lambda record: {**record, "source_index": SOURCE_SPLITS.index(record["source_split"])})
+    return good, bad
 
 
 # ---------------------------------------------------------------------------------------------- source checks
 
 
+@dataclass(frozen=True)
+class Source:
+    """One source file and where its rows go: name None (a single folder: rows go to the artifact's own split
+    folders), "" (a stream's fixed test set) or a span's name (library/layouts.py source_folder)."""
+    name: str | None
+    split: str  # the source split: "train" or "test"
+    path: str
+
+
 def _csv_dir(config: IngestConfig) -> str:
     folder = config.data[len("csv:"):]
     return folder if "://" in folder else str(Path(folder).expanduser().resolve())
+
+
+def _is_stream(config: IngestConfig) -> bool:
+    folder = _csv_dir(config)
+    return "://" not in folder and span_stream.is_stream(folder, config.window.pattern)
 
 
 def _csv_files(config: IngestConfig) -> dict[str, str]:
@@ -172,19 +206,51 @@ def _csv_files(config: IngestConfig) -> dict[str, str]:
         exists, join = FileSystems.exists, FileSystems.join
     else:
         exists, join = os.path.exists, os.path.join
+    expects = ("--data csv:DIR expects DIR to hold train.csv and test.csv (or test.csv and span subfolders "
+               "named like 2026-12-01/ or 0007/, each with a train.csv)")
     if not exists(folder):
-        raise ComponentError(f"ingest: data folder {folder} does not exist (from --data {config.data}); "
-                             "--data csv:DIR expects DIR to hold train.csv and test.csv")
+        raise ComponentError(f"ingest: data folder {folder} does not exist (from --data {config.data}); {expects}")
     files = {split: join(folder, name) for split, name in CSV_FILE_NAMES.items()}
     missing = [name for split, name in CSV_FILE_NAMES.items() if not exists(files[split])]
     if missing:
         raise ComponentError(f"ingest: {' and '.join(missing)} not found in {folder} (from --data {config.data}); "
-                             "--data csv:DIR expects DIR to hold train.csv and test.csv")
+                             f"{expects}")
     folders = [name for split, name in CSV_FILE_NAMES.items() if "://" not in files[split] and Path(files[split]).is_dir()]
     if folders:
         raise ComponentError(f"ingest: {' and '.join(folders)} in {folder} is a folder, not a file (from --data "
                              f"{config.data}); --data csv:DIR expects DIR to hold the files train.csv and test.csv")
     return files
+
+
+def window(config: IngestConfig) -> list[span_stream.Span]:
+    """The spans of a stream source the run trains on, oldest first (WindowError if it cannot be formed)."""
+    folder = _csv_dir(config)
+    test_file = os.path.join(folder, span_stream.FIXED_TEST_FILE)
+    if not os.path.isfile(test_file):
+        raise ComponentError(f"ingest: {folder} holds span folders but no test.csv (the fixed test set every run "
+                             "is evaluated on); add it beside the span folders")
+    spans = span_stream.discover_spans(folder, config.window.pattern)
+    settings = config.window
+    return span_stream.select_window(spans, num_spans=settings.num_spans, min_spans=settings.min_spans,
+                                     skip_recent=settings.skip_recent, exclude=settings.exclude,
+                                     newest=settings.newest, where=f"--data {config.data}")
+
+
+def sources(config: IngestConfig) -> list[Source]:
+    """Every source file of the run; in a stream, the window's spans (oldest first), then the fixed test set."""
+    if not config.data.startswith("csv:"):
+        return [Source(None, split, f"tfds:{config.tfds_name}/{split}") for split in SOURCE_SPLITS]
+    if _is_stream(config):
+        spans = window(config)
+        test_file = os.path.join(_csv_dir(config), span_stream.FIXED_TEST_FILE)
+        return [Source(span.name, "train", span.train_file) for span in spans] + [Source("", "test", test_file)]
+    if config.window.newest or config.window.min_spans > 1:
+        raise span_stream.WindowError(
+            span_stream.SPAN_NOT_FOUND if config.window.newest else span_stream.TOO_FEW_SPANS,
+            f"ingest: --data {config.data} is one folder (train.csv and test.csv), not a stream of spans, so "
+            f"{'span ' + repr(config.window.newest) + ' cannot be found' if config.window.newest else 'it holds one span, fewer than ingest.window.min_spans'}"
+            ". Nothing was trained.")
+    return [Source(None, split, path) for split, path in _csv_files(config).items()]
 
 
 def source_name(config: IngestConfig) -> str:
@@ -196,15 +262,20 @@ def source_rows(config: IngestConfig) -> int | None:
     if not config.data.startswith("csv:"):
         return None
     rows = 0
-    for path in _csv_files(config).values():
-        with open_binary(path) as handle:
+    for source in sources(config):
+        with open_binary(source.path) as handle:
             rows += sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
     return rows
 
 
 def external_fingerprint(config: IngestConfig) -> str:
-    """A fingerprint of the source data, for caching and the scheduler's "no new data" check."""
+    """A fingerprint of the source data, for caching and the scheduler's "no new data" check: of a stream, the
+    window's spans (names and contents) and the fixed test set."""
     digest = hashlib.sha256()
+    if config.data.startswith("csv:") and _is_stream(config):
+        for source in sources(config):
+            digest.update(f"{source.name}\0{span_stream.file_sha256(source.path)}\0".encode())
+        return digest.hexdigest()
     if config.data.startswith("csv:"):
         for source_split, path in _csv_files(config).items():
             digest.update(f"{CSV_FILE_NAMES[source_split]}\0".encode())
@@ -227,16 +298,70 @@ def external_fingerprint(config: IngestConfig) -> str:
     return digest.hexdigest()
 
 
+# ---------------------------------------------------------------------------------------------- span reuse
+
+
+def _ingest_code_hash() -> str:
+    """The code that decides a span's example files: a reused span must hold what ingesting it now would."""
+    from library import ag_news_csv, layouts, tfrecord_io
+    digest = hashlib.sha256()
+    for module_file in (__file__, ag_news_csv.__file__, layouts.__file__, tfrecord_io.__file__):
+        digest.update(Path(module_file).read_bytes())
+    return digest.hexdigest()
+
+
+def _reuse_key(source: Source, sha256: str, config: IngestConfig, code: str) -> str:
+    settings = [source.name, source.split, sha256, config.eval_fraction, code]
+    return hashlib.sha256(json.dumps(settings).encode()).hexdigest()
+
+
+def _link_tree(source: Path, destination: Path) -> None:
+    """Hard-links every file of `source` into `destination` (a copy where links are impossible): the files of
+    a published artifact never change, so two artifacts may share them."""
+    for path in sorted(source.rglob("*")):
+        target = destination / path.relative_to(source)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
+
+
+def _plan_reuse(stream_sources: list[Source], previous: Artifact | None, config: IngestConfig,
+                examples_dir: Path) -> tuple[dict[str, dict], dict[str, str]]:
+    """({source name: {sha256, reuse_key}}, {source name: status}) with status ingested | reused |
+    re-ingested (its files changed since the previous ingest); reused sources are linked into place."""
+    code = _ingest_code_hash()
+    before = read_sources(previous.uri) if previous is not None else {}
+    records, status = {}, {}
+    for source in stream_sources:
+        sha256 = span_stream.file_sha256(source.path)
+        key = _reuse_key(source, sha256, config, code)
+        records[source.name] = {"sha256": sha256, "reuse_key": key}
+        earlier = before.get(source.name)
+        kept = source_folder(previous.uri, source.name) if previous is not None else None
+        if earlier and earlier["reuse_key"] == key and (kept / COUNTS_FILE).is_file():
+            _link_tree(kept, source_folder(examples_dir, source.name))
+            status[source.name] = "reused"
+        else:
+            status[source.name] = "re-ingested" if earlier and earlier["sha256"] != sha256 else "ingested"
+    return records, status
+
+
 # ---------------------------------------------------------------------------------------------- the component
 
 
-def _summary_keys(row_or_record) -> list[tuple]:
-    """The counters one row adds to: rows read per source split, then rows per split and label or quarantined
-    rows per reason."""
-    if isinstance(row_or_record, dict):
-        return [("read", row_or_record["source_split"]), ("quarantined", row_or_record["reason"])]
-    split, row = row_or_record
-    return [("read", row.source_split), ("rows", split), ("labels", split, row.label)]
+def _summary_keys(indexed) -> list[tuple]:
+    """The counters one row adds to, per source: rows read per source split, then rows per split and label
+    or quarantined rows per reason."""
+    if isinstance(indexed, dict):
+        index = indexed["source_index"]
+        return [("read", index, indexed["source_split"]), ("quarantined", index, indexed["reason"])]
+    index, (split, row) = indexed
+    return [("read", index, row.source_split), ("rows", index, split), ("labels", index, split, row.label)]
 
 
 def _summary_json(counted: list[tuple[tuple, int]]) -> str:
@@ -244,18 +369,19 @@ def _summary_json(counted: list[tuple[tuple, int]]) -> str:
 
 
 def _quarantine_block(record: dict) -> tuple[tuple[int, int], tuple[str, int, str]]:
-    """A bad row keyed by its block of consecutive lines in its source split, with its JSON line."""
-    split_index = SOURCE_SPLITS.index(record["source_split"])
+    """A bad row keyed by its source and its block of consecutive lines there, with its JSON line."""
+    record = dict(record)
+    index = record.pop("source_index")
     line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
-    return (split_index, record["line"] // QUARANTINE_BLOCK_LINES), (record["source"], record["line"], line)
+    return (index, record["line"] // QUARANTINE_BLOCK_LINES), (record["source"], record["line"], line)
 
 
 def write_quarantine_block(element, folder: str):
     """One block of at most QUARANTINE_BLOCK_LINES bad rows -> one file, in line order; the block files are
     joined in name order afterwards, so quarantine.jsonl lists every bad row in source order while no step
     holds more than one block in memory."""
-    (split_index, block), rows = element
-    path = Path(folder) / f"{split_index}-{block:010d}.jsonl"
+    (index, block), rows = element
+    path = Path(folder) / f"{index:05d}-{block:010d}.jsonl"
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(temporary, "w", encoding="utf-8") as handle:
         for _, _, line in sorted(rows):
@@ -264,13 +390,13 @@ def write_quarantine_block(element, folder: str):
     yield str(path)
 
 
-def _join_quarantine_blocks(folder: Path, destination: Path) -> None:
-    """Concatenates the block files in order into `destination` (streamed), then removes them."""
+def _join_files(files: list[Path], destination: Path) -> None:
+    """Concatenates `files` in order into `destination` (streamed)."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
     with open(destination, "wb") as out:
-        for block in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+        for block in files:
             with open(block, "rb") as handle:
                 shutil.copyfileobj(handle, out, 1 << 20)
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _single_file(path: Path):
@@ -289,6 +415,8 @@ def _too_many_bad_rows(counts: dict, quarantine_path: Path, limit: float) -> Com
             record = json.loads(text)
             from_tfds = record["source"].startswith("tfds:")  # TFDS rows are numbered in reading order
             where = f"{record['source']} row" if from_tfds else f"{Path(record['source']).name} line"
+            if record.get("span"):
+                where = f"span {record['span']} {where}"
             lines.append(f"  {where} {record['line']}: {record['reason']} "
                          f"({record['detail']}): {record['raw'][:120]!r}")
     lines.append(f"All bad rows are listed in {quarantine_path}. "
@@ -296,33 +424,74 @@ def _too_many_bad_rows(counts: dict, quarantine_path: Path, limit: float) -> Com
     return ComponentError("\n".join(lines))
 
 
-def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, runtime: Runtime) -> dict[str, Artifact]:
-    import apache_beam as beam  # heavy libraries are imported in run(), not at the top (see contract/artifacts.py)
+def _source_counts(summary: dict, index: int, source: str, eval_fraction: float) -> dict:
+    """counts.json of one source (or, summed over all sources, of the artifact)."""
+    read = {s: summary.get(("read", index, s), 0) for s in SOURCE_SPLITS}
+    by_reason = {key[2]: count for key, count in summary.items() if key[0] == "quarantined" and key[1] == index}
+    rows_read, quarantined = sum(read.values()), sum(by_reason.values())
+    return {
+        "source": source,
+        "splits": {split: summary.get(("rows", index, split), 0) for split in SPLITS},
+        "label_counts": {split: {str(label): summary.get(("labels", index, split, label), 0)
+                                 for label in range(NUM_CLASSES)} for split in SPLITS},
+        "rows_read": rows_read,
+        "rows_read_by_source_split": read,
+        "quarantined_rows": quarantined,
+        "quarantined_by_reason": dict(sorted(by_reason.items())),
+        "bad_row_fraction": quarantined / rows_read if rows_read else 0.0,
+        "eval_fraction": eval_fraction,
+    }
+
+
+def _sum_counts(parts: list[dict], source: str, eval_fraction: float) -> dict:
+    summary: dict = {}
+    for part in parts:
+        for split in SOURCE_SPLITS:
+            summary[("read", 0, split)] = summary.get(("read", 0, split), 0) + part["rows_read_by_source_split"][split]
+        for reason, count in part["quarantined_by_reason"].items():
+            summary[("quarantined", 0, reason)] = summary.get(("quarantined", 0, reason), 0) + count
+        for split in SPLITS:
+            summary[("rows", 0, split)] = summary.get(("rows", 0, split), 0) + part["splits"][split]
+            for label, count in part["label_counts"][split].items():
+                key = ("labels", 0, split, int(label))
+                summary[key] = summary.get(key, 0) + count
+    return _source_counts(summary, 0, source, eval_fraction)
+
+
+def _ingest(to_read: list[Source], all_sources: list[Source], config: IngestConfig, output_dir: Path,
+            examples_dir: Path, runtime: Runtime) -> None:
+    """Runs Beam over `to_read`: example files, counts.json and quarantine.jsonl in each source's folder."""
+    import apache_beam as beam  # heavy libraries are imported where used, not at the top (see contract/artifacts.py)
     from library.tfrecord_io import WriteDeterministicTFRecords
-    del inputs  # ingest reads the external source only
-    output_dir = Path(output_dir)
-    examples_dir = output_dir / EXAMPLES
-    examples_dir.mkdir(parents=True, exist_ok=True)
     summary_path = output_dir / ".ingest-summary.json"
-    quarantine_path = quarantine_file(examples_dir)
     quarantine_blocks = output_dir / ".quarantine-blocks"
     quarantine_blocks.mkdir(exist_ok=True)
-    source = source_name(config)
+    index_of = {id(source): index for index, source in enumerate(all_sources)}
+    indexes = [index_of[id(source)] for source in to_read]
+    folder_of = {index: source_folder(Path(), all_sources[index].name) for index in indexes}
+    written = [str(split_dir(folder_of[i], split)) for i in indexes
+               for split in (("test",) if all_sources[i].split == "test" else ("train", "eval"))]
+    if not all_sources[0].name:  # a single folder: every split folder exists, as always
+        written = list(SPLITS)
     from_csv = config.data.startswith("csv:")
-    files = _csv_files(config) if from_csv else {}
-    if not from_csv:
-        _prepare_tfds(config)
-    runtime.log(f"ingest: reading {source}")
-
     eval_fraction = config.eval_fraction
+
+    def to_folder(indexed):
+        index, row = indexed
+        return index, (split_of(row, eval_fraction), row)
+
     with beam.Pipeline(options=pipeline_options(runtime.beam_args)) as pipeline:
-        good, bad = _read_csv(pipeline, files) if from_csv else _read_tfds(pipeline, config)
-        split_rows = good | "AssignSplit" >> beam.Map(lambda row: (split_of(row, eval_fraction), row))
+        if from_csv:
+            good, bad = _read_csv(pipeline, to_read, all_sources)
+        else:
+            good, bad = _read_tfds(pipeline, config)
+        split_rows = good | "AssignSplit" >> beam.Map(to_folder)
         # Same rows, same files, byte for byte: a re-run's fingerprint matches, so later steps stay cached.
-        # Every split gets at least one (possibly empty) file.
         _ = (split_rows
-             | "ToExample" >> beam.MapTuple(lambda split, row: (split, to_tf_example(row)))
-             | "WriteExamples" >> WriteDeterministicTFRecords(str(examples_dir), folders=SPLITS))
+             | "ToExample" >> beam.MapTuple(
+                 lambda index, split_row: (str(split_dir(folder_of[index], split_row[0])),
+                                           to_tf_example(split_row[1])))
+             | "WriteExamples" >> WriteDeterministicTFRecords(str(examples_dir), folders=written))
         # Bad rows are streamed to files of bounded blocks of lines (memory does not grow with their number;
         # a hostile input can be all bad rows), joined in line order below.
         _ = (bad
@@ -339,28 +508,66 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
 
     summary = {tuple(key): count for key, count in json.loads(summary_path.read_text(encoding="utf-8"))}
     summary_path.unlink()
-    _join_quarantine_blocks(quarantine_blocks, quarantine_path)
-    read = {s: summary.get(("read", s), 0) for s in SOURCE_SPLITS}
-    rows_read = sum(read.values())
-    by_reason = {key[1]: count for key, count in summary.items() if key[0] == "quarantined"}
-    quarantined = sum(by_reason.values())
-    counts = {
-        "source": source,
-        "splits": {split: summary.get(("rows", split), 0) for split in SPLITS},
-        "label_counts": {split: {str(label): summary.get(("labels", split, label), 0) for label in range(NUM_CLASSES)}
-                         for split in SPLITS},
-        "rows_read": rows_read,
-        "rows_read_by_source_split": read,
-        "quarantined_rows": quarantined,
-        "quarantined_by_reason": dict(sorted(by_reason.items())),
-        "bad_row_fraction": quarantined / rows_read if rows_read else 0.0,
-        "eval_fraction": eval_fraction,
-    }
-    write_counts(examples_dir, counts)
-    runtime.log(f"ingest: {counts['splits']} rows, {quarantined} quarantined {counts['quarantined_by_reason']}")
+    blocks = sorted(quarantine_blocks.glob("*.jsonl"))
+    if all_sources[0].name is None:  # one folder (or TFDS): one counts.json and quarantine.jsonl over both files
+        merged: dict = {}
+        for key, count in summary.items():
+            merged[(key[0], 0, *key[2:])] = merged.get((key[0], 0, *key[2:]), 0) + count
+        summary = merged
+        write_counts(examples_dir, _source_counts(summary, 0, source_name(config), eval_fraction))
+        _join_files(blocks, quarantine_file(examples_dir))
+    else:
+        for index in indexes:
+            folder = examples_dir / folder_of[index]
+            write_counts(folder, _source_counts(summary, index, all_sources[index].path, eval_fraction))
+            _join_files([b for b in blocks if int(b.name.split("-")[0]) == index], quarantine_file(folder))
+    shutil.rmtree(quarantine_blocks, ignore_errors=True)
+
+
+def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, runtime: Runtime) -> dict[str, Artifact]:
+    output_dir = Path(output_dir)
+    examples_dir = output_dir / EXAMPLES
+    examples_dir.mkdir(parents=True, exist_ok=True)
+    source = source_name(config)
+    if not config.data.startswith("csv:"):
+        _prepare_tfds(config)
+    all_sources = sources(config)
+    stream = all_sources[0].name is not None
+    status: dict[str, str] = {}
+    to_read = all_sources
+    if stream:
+        records, status = _plan_reuse(all_sources, inputs.get(PREVIOUS_EXAMPLES), config, examples_dir)
+        to_read = [s for s in all_sources if status[s.name] != "reused"]
+        write_sources(examples_dir, records)
+        spans = [s.name for s in all_sources if s.name]
+        for verb in ("ingested", "re-ingested", "reused"):
+            named = [name or "fixed test set" for name, state in status.items() if state == verb]
+            if named:
+                why = " (their files changed)" if verb == "re-ingested" else ""
+                runtime.log(f"ingest: {verb}{why}: {', '.join(named)}")
+        runtime.log(f"ingest: window of {len(spans)} span(s) {spans[0]} .. {spans[-1]} from {source}")
+    else:
+        runtime.log(f"ingest: reading {source}")
+    if to_read:
+        _ingest(to_read, all_sources, config, output_dir, examples_dir, runtime)
+
+    quarantine_path = quarantine_file(examples_dir)
+    if stream:
+        parts = {s.name: read_counts(source_folder(examples_dir, s.name)) for s in all_sources}
+        counts = _sum_counts(list(parts.values()), source, config.eval_fraction)
+        counts["window"] = [s.name for s in all_sources if s.name]
+        counts["spans"] = {name: {key: part[key] for key in ("splits", "label_counts", "quarantined_rows")}
+                           for name, part in parts.items() if name}
+        write_counts(examples_dir, counts)
+        _join_files([quarantine_file(source_folder(examples_dir, s.name)) for s in all_sources], quarantine_path)
+    else:
+        counts = read_counts(examples_dir)
+    runtime.log(f"ingest: {counts['splits']} rows, {counts['quarantined_rows']} quarantined "
+                f"{counts['quarantined_by_reason']}")
 
     if counts["bad_row_fraction"] > config.max_bad_row_fraction:
         raise _too_many_bad_rows(counts, quarantine_path, config.max_bad_row_fraction)
+    read = counts["rows_read_by_source_split"]
     good_rows = {"train": counts["splits"]["train"] + counts["splits"]["eval"], "test": counts["splits"]["test"]}
     empty_sources = [s for s in SOURCE_SPLITS if good_rows[s] == 0]
     if empty_sources:
@@ -371,8 +578,15 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
         "train_rows": counts["splits"]["train"],
         "eval_rows": counts["splits"]["eval"],
         "test_rows": counts["splits"]["test"],
-        "quarantined_rows": quarantined,
+        "quarantined_rows": counts["quarantined_rows"],
         "quarantined_by_reason": counts["quarantined_by_reason"],
         "source": source,
     }
+    if stream:
+        properties.update({
+            "window": counts["window"], "newest_span": counts["window"][-1],
+            "window_summary": f"{counts['window'][0]}..{counts['window'][-1]} ({len(counts['window'])} spans)",
+            "spans_ingested": [n for n, state in status.items() if n and state == "ingested"],
+            "spans_reingested": [n for n, state in status.items() if n and state == "re-ingested"],
+            "spans_reused": [n for n, state in status.items() if n and state == "reused"]})
     return {EXAMPLES: Artifact(EXAMPLES, examples_dir, properties)}

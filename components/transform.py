@@ -205,13 +205,13 @@ def _write_bucketed(instances, split: str, split_folder: Path, report_path: Path
 # The component
 
 
-def _raw_file_patterns(examples_uri: Path) -> dict[str, str]:
+def _raw_file_patterns(examples_uri: Path) -> dict[str, list[str]]:
+    """Each split's example files (of every span of a stream)."""
     patterns, missing = {}, []
     for split in SPLITS:
-        pattern = example_file_pattern(split_dir(examples_uri, split))
-        if not examples_files(examples_uri, split):
-            missing.append(pattern)
-        patterns[split] = pattern
+        patterns[split] = examples_files(examples_uri, split)
+        if not patterns[split]:
+            missing.append(example_file_pattern(split_dir(examples_uri, split)))
     if missing:
         raise ComponentError(f"the examples artifact has no files matching: {', '.join(missing)}")
     return patterns

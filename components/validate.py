@@ -23,8 +23,8 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from library.beam_options import pipeline_options
-from library.layouts import (SPLITS, example_file_pattern, examples_files, schema_file, split_dir, write_anomalies,
-                             write_statistics)
+from library.layouts import (SPLITS, example_file_pattern, examples_files, read_counts, schema_file,
+                             span_examples_files, split_dir, write_anomalies, write_drift, write_statistics)
 from contract.artifacts import Artifact, ComponentError, Runtime
 from contract.names import ANOMALIES, EXAMPLES, SCHEMA, STATISTICS
 from contract.config import ValidateConfig
@@ -159,10 +159,10 @@ def _compute(examples_dir: Path, files: dict[str, list[str]], rules: list[Featur
         for split in SPLITS:
             if not files[split]:
                 continue
-            pattern = example_file_pattern(split_dir(examples_dir, split))
             per_split.append(
                 pipeline
-                | f"Read[{split}]" >> beam.io.ReadFromTFRecord(pattern, compression_type=CompressionTypes.GZIP)
+                | f"Files[{split}]" >> beam.Create(files[split])
+                | f"Read[{split}]" >> beam.io.ReadAllFromTFRecord(compression_type=CompressionTypes.GZIP)
                 | f"Inspect[{split}]" >> beam.FlatMap(inspect_example, split, rules))
         facts = (per_split or [pipeline | "NoSplits" >> beam.Create([])]) | "AllFacts" >> beam.Flatten()
         by_kind = dict(zip(FACT_KINDS, facts | "ByKind" >> beam.Partition(
@@ -266,6 +266,52 @@ def _anomalies(summary: list, statistics: dict, rules: list[FeatureRule], files:
     return anomalies
 
 
+# ---------------------------------------------------------------------------------------------- drift
+
+
+def _span_profile(files: list[str]):
+    """A drift.SpanProfile of the examples in `files`."""
+    import tensorflow as tf  # imported where used: TF is slow to import
+    from library.drift import SpanProfile
+    profile = SpanProfile()
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
+        features = tf.train.Example.FromString(record).features.feature
+        text = " ".join(features[name].bytes_list.value[0].decode("utf-8", "replace")
+                        for name in TEXT_FIELDS if features[name].bytes_list.value)
+        profile.add(int(features[LABEL].int64_list.value[0]), text)
+    return profile
+
+
+def _drift_checks(examples_dir: Path, config: ValidateConfig, runtime: Runtime) -> dict | None:
+    """The newest span of a stream's window against the other spans (library/drift.py); None for one folder.
+    With validate.on_drift=fail, drift is a ComponentError of kind "drift" (its own exit code)."""
+    from library import drift
+    window = read_counts(examples_dir).get("window")
+    if not window:
+        return None
+    profiles = {span: _span_profile([f for split in ("train", "eval")
+                                     for f in span_examples_files(examples_dir, span, split)]) for span in window}
+    values = drift.measure(profiles[window[-1]], [profiles[span] for span in window[:-1]],
+                           config.drift.length_min_rows)
+    checks = drift.verdict(values, config.drift.thresholds())
+    drifted = [row for row in checks if row["drift"]]
+    shown = "; ".join(f"{row['measure']} {_shown(row['value'])} (threshold {row['threshold']})" for row in checks)
+    runtime.log(f"validate: drift of span {window[-1]} against {len(window) - 1} earlier span(s): {shown}")
+    if drifted:
+        named = ", ".join(f"{row['measure']} = {row['value']:.4f} > threshold {row['threshold']}" for row in drifted)
+        message = f"validate: span {window[-1]} drifted from the rest of the window: {named}"
+        if config.on_drift == "fail":
+            error = ComponentError(f"{message} (validate.on_drift=fail: nothing trained or pushed)")
+            error.kind = "drift"
+            raise error
+        runtime.log(f"WARNING: {message} (validate.on_drift=warn: training anyway)")
+    return {"newest_span": window[-1], "compared_with": window[:-1], "checks": checks}
+
+
+def _shown(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def external_fingerprint(config: ValidateConfig) -> str:
     """SHA-256 of the schema file: validation's result depends on it."""
     path = config.schema_path()
@@ -305,12 +351,19 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: ValidateConfig, r
         raise ComponentError(f"validate: {len(anomalies)} anomalies in {examples_dir} against the schema "
                              f"{schema_path}:\n{listing}")
     runtime.log(f"validate: {({split: statistics[split]['rows'] for split in SPLITS})} rows, no anomalies")
+    drift = _drift_checks(examples_dir, config, runtime)
+    if drift is not None:
+        write_drift(statistics_dir, drift)
     return {
         SCHEMA: Artifact(SCHEMA, schema_dir, {
             "source": str(schema_path), "features": [rule.name for rule in rules],
             "sha256": hashlib.sha256(schema_path.read_bytes()).hexdigest()}),
         STATISTICS: Artifact(STATISTICS, statistics_dir, {
             "rows_per_split": {split: statistics[split]["rows"] for split in SPLITS},
-            "label_counts": {split: statistics[split]["label_counts"] for split in SPLITS}}),
+            "label_counts": {split: statistics[split]["label_counts"] for split in SPLITS},
+            **({} if drift is None else {
+                "drift_detected": any(row["drift"] for row in drift["checks"]),
+                "drift": {row["measure"]: row["value"] for row in drift["checks"]},
+                "drift_checks": drift["checks"], "drift_span": drift["newest_span"]})}),
         ANOMALIES: Artifact(ANOMALIES, anomalies_dir, {"count": len(anomalies)}),
     }

@@ -92,6 +92,28 @@ def redact_args(args: list[str] | tuple[str, ...]) -> list[str]:
 
 
 @dataclass(frozen=True)
+class WindowConfig:
+    """Which spans of a stream (a csv:DIR of dated or numbered span folders) a run trains on (library/spans.py)."""
+    num_spans: int = 0  # the newest N spans; 0 = every span
+    min_spans: int = 1  # fewer spans in the window: the run stops before any work (exit 6)
+    skip_recent: int = 0  # leave out the newest N spans (e.g. one still being labelled)
+    exclude: tuple[str, ...] = ()  # span names never used
+    newest: str = ""  # pin the newest span: a span name or a date YYYY-MM-DD (--span / --date); '' = the newest
+    pattern: str = r"\d{4}-\d{2}-\d{2}|\d+"  # a subfolder whose whole name matches is a span
+
+    def __post_init__(self):
+        _require(self.num_spans >= 0, f"ingest.window.num_spans must be >= 0 (0 = all), got {self.num_spans}")
+        _require(self.min_spans >= 1, f"ingest.window.min_spans must be >= 1, got {self.min_spans}")
+        _require(self.num_spans == 0 or self.min_spans <= self.num_spans,
+                 f"ingest.window.min_spans ({self.min_spans}) is above num_spans ({self.num_spans})")
+        _require(self.skip_recent >= 0, f"ingest.window.skip_recent must be >= 0, got {self.skip_recent}")
+        try:
+            re.compile(self.pattern)
+        except re.error as error:
+            raise ConfigError(f"ingest.window.pattern is not a regular expression: {error}") from None
+
+
+@dataclass(frozen=True)
 class IngestConfig:
     # "tfds" (TensorFlow Datasets ag_news_subset) or "csv:DIR" (DIR holds train.csv and test.csv).
     data: str = "tfds"
@@ -99,6 +121,7 @@ class IngestConfig:
     tfds_data_dir: str = ""  # empty: TFDS' default (~/tensorflow_datasets)
     eval_fraction: float = 0.05  # share of the train source hashed into the eval split
     max_bad_row_fraction: float = 0.01  # above this share of quarantined rows, ingest fails
+    window: WindowConfig = field(default_factory=WindowConfig)
 
     def __post_init__(self):
         _require(self.data == "tfds" or (self.data.startswith("csv:") and len(self.data) > 4),
@@ -109,10 +132,37 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
+class DriftConfig:
+    """Thresholds of the drift checks of a stream's newest span against the rest of its window (library/drift.py);
+    a value above its threshold is drift. Chosen from unshifted and shifted spans of AG News (README)."""
+    label_linf: float = 0.1  # largest change of one class's share
+    length_js: float = 0.05  # Jensen-Shannon divergence of the text length histograms (0..1)
+    length_min_rows: int = 200  # fewer rows on either side: length_js is not computed
+    oov_share: float = 0.25  # share of the newest span's tokens that the rest of the window never has
+    row_count_change: float = 0.5  # |newest rows / mean rows of the other spans - 1|
+
+    def __post_init__(self):
+        for name in ("label_linf", "length_js", "oov_share"):
+            _require(0.0 <= getattr(self, name) <= 1.0, f"validate.drift.{name} must be in [0, 1]")
+        _require(self.row_count_change >= 0, "validate.drift.row_count_change must be >= 0")
+        _require(self.length_min_rows >= 1, "validate.drift.length_min_rows must be >= 1")
+
+    def thresholds(self) -> dict[str, float]:
+        return {"label_linf": self.label_linf, "length_js": self.length_js, "oov_share": self.oov_share,
+                "row_count_change": self.row_count_change}
+
+
+@dataclass(frozen=True)
 class ValidateConfig:
     # '' = the schema shipped with the package (schemas/ag_news_raw.pbtxt); a relative path is taken from the
     # working directory.
     schema: str = ""
+    # A stream's newest span drifting from the rest of the window: warn (train anyway) or fail (exit 8).
+    on_drift: str = "warn"
+    drift: DriftConfig = field(default_factory=DriftConfig)
+
+    def __post_init__(self):
+        _require(self.on_drift in ("warn", "fail"), f"validate.on_drift must be warn or fail, got {self.on_drift!r}")
 
     def schema_path(self) -> Path:
         return Path(self.schema).resolve() if self.schema else packaged_file("schemas", "ag_news_raw.pbtxt")
@@ -324,6 +374,9 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Checks `value` against a field annotation, converting only where it is lossless (int -> float, list -> tuple)."""
     if isinstance(annotation, str):
         annotation = eval(annotation, vars(typing))  # annotations are strings under `from __future__ import annotations`
+    if dataclasses.is_dataclass(annotation):  # a nested section, e.g. ingest.window
+        _require(isinstance(value, dict), f"{where} must be a mapping, got {value!r}")
+        return _build_section(annotation, value, where)
     origin = typing.get_origin(annotation)
     if origin is tuple:
         _require(isinstance(value, (list, tuple)), f"{where} must be a list, got {value!r}")
@@ -368,14 +421,16 @@ def build_config(values: dict[str, dict[str, Any]]) -> Config:
         _require(section in sections, f"unknown configuration section {section!r}; known: {sorted(sections)}")
         entries = entries or {}
         _require(isinstance(entries, dict), f"section {section!r} must be a mapping")
-        cls = sections[section]
-        hints = typing.get_type_hints(cls)
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in entries:
-            _require(key in known, f"unknown key {section}.{key}; known keys of {section}: {sorted(known)}")
-        kwargs = {k: _coerce(v, hints[k], f"{section}.{k}") for k, v in entries.items()}
-        built[section] = cls(**kwargs)
+        built[section] = _build_section(sections[section], entries, section)
     return _resolve_serving_dir(Config(**built))
+
+
+def _build_section(cls: type, entries: dict[str, Any], section: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in entries:
+        _require(key in known, f"unknown key {section}.{key}; known keys of {section}: {sorted(known)}")
+    return cls(**{k: _coerce(v, hints[k], f"{section}.{k}") for k, v in entries.items()})
 
 
 def _resolve_serving_dir(config: Config) -> Config:
@@ -414,12 +469,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         values = {k: dict(v or {}) if isinstance(v, dict) or v is None else v for k, v in loaded.items()}
     for text in overrides:
         section, key, value = parse_override(text)
-        values.setdefault(section, {})
-        _require(isinstance(values[section], dict), f"section {section!r} must be a mapping")
-        values[section][key] = value
+        _set_value(values, section, key, value)
     for name, value in (flags or {}).items():
         section, _, key = name.partition(".")
-        values.setdefault(section, {})
-        _require(isinstance(values[section], dict), f"section {section!r} must be a mapping")
-        values[section][key] = value
+        _set_value(values, section, key, value)
     return build_config(values)
+
+
+def _set_value(values: dict, section: str, key: str, value: Any) -> None:
+    """values[section][key] = value; a dotted key (window.num_spans) sets a key of a nested section."""
+    *parents, last = [section, *key.split(".")]
+    target = values
+    for name in parents:
+        target.setdefault(name, {})
+        _require(isinstance(target[name], dict), f"section {name!r} must be a mapping")
+        target = target[name]
+    target[last] = value

@@ -5,6 +5,7 @@ The same name goes from the DAG through the metadata store to the output's folde
 
 # ingest
 EXAMPLES = "examples"
+PREVIOUS_EXAMPLES = "previous_examples"  # an input: its newest earlier examples (unchanged spans are reused)
 # validate
 SCHEMA = "schema"
 STATISTICS = "statistics"

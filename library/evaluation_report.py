@@ -135,6 +135,7 @@ def render_report(metrics: dict[str, Any]) -> str:
                   f"| macro-F1 | {overall['macro_f1']:.4f} | {baseline['macro_f1']:.4f} |",
                   "", f"Accuracy change: {baseline['accuracy_change']:+.4f}. "
                       f"Baseline model: `{baseline['model_uri']}`."]
+    lines += comparison_lines(metrics)
     thresholds = metrics["thresholds"]
     lines += ["", "## Blessing", "",
               f"Thresholds: accuracy >= {thresholds['min_accuracy']}, and at most {thresholds['max_accuracy_drop']} "
@@ -143,3 +144,23 @@ def render_report(metrics: dict[str, Any]) -> str:
               "## Figures", "", f"![confusion matrix]({CONFUSION_MATRIX_FILE})", "",
               f"![training curves]({TRAINING_CURVES_FILE})", ""]
     return "\n".join(lines)
+
+
+def comparison_lines(metrics: dict[str, Any]) -> list[str]:
+    """Candidate and baseline on the same rows: the fixed test set (gates the push) and a stream's newest span
+    (its held-out rows; reported)."""
+    newest = metrics.get("newest_span")
+    if not newest:
+        return []
+    baseline = metrics["baseline"]
+
+    def row(name, examples, candidate, base):
+        change = "-" if base is None else f"{candidate - base:+.4f}"
+        return f"| {name} | {examples} | {candidate:.4f} | {'-' if base is None else f'{base:.4f}'} | {change} |"
+
+    return ["", "## Accuracy on the same rows: fixed test set and newest span", "",
+            "| rows | examples | candidate | baseline | change |", "|---|---|---|---|---|",
+            row("fixed test set (gates the push)", metrics["examples"], metrics["accuracy"],
+                baseline["accuracy"] if baseline else None),
+            row(f"newest span {newest['span']} (held-out rows)", newest["examples"], newest["accuracy"],
+                newest["baseline_accuracy"])]

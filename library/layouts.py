@@ -50,9 +50,18 @@ def example_files(folder: Path | str) -> list[str]:
 # ----------------------------------------------------------------------------------------------------------
 # examples (ingest):  <split>/part-*.tfrecord.gz (tf.Example title, description, label), counts.json,
 #                     quarantine.jsonl
+# From a stream of spans (library/spans.py) the rows are kept per source, so that an unchanged span can be
+# carried over to the next run as it is:
+#   spans/<span>/{train,eval}/part-*.tfrecord.gz, counts.json, quarantine.jsonl   one folder per window span
+#   fixed_test/test/part-*.tfrecord.gz, counts.json, quarantine.jsonl               the fixed test set
+#   sources.json  {source: {sha256, reuse_key}}; counts.json and quarantine.jsonl over all of them
+# A split's files are those of every source folder (examples_files).
 
 COUNTS_FILE = "counts.json"
 QUARANTINE_FILE = "quarantine.jsonl"
+SPANS_DIR = "spans"
+FIXED_TEST_DIR = "fixed_test"
+SOURCES_FILE = "sources.json"
 
 
 def split_dir(examples_uri: Path | str, split: str) -> Path:
@@ -60,9 +69,42 @@ def split_dir(examples_uri: Path | str, split: str) -> Path:
     return Path(examples_uri) / split
 
 
+def span_dir(examples_uri: Path | str, span: str) -> Path:
+    """The folder of one span's examples in an `examples` artifact of a stream."""
+    return Path(examples_uri) / SPANS_DIR / span
+
+
+def fixed_test_dir(examples_uri: Path | str) -> Path:
+    return Path(examples_uri) / FIXED_TEST_DIR
+
+
+def source_folder(examples_uri: Path | str, source: str | None) -> Path:
+    """Where one source's rows go: the artifact itself (one folder), a span's folder, or the fixed test set's
+    folder (source "" in a stream)."""
+    if source is None:
+        return Path(examples_uri)
+    return span_dir(examples_uri, source) if source else fixed_test_dir(examples_uri)
+
+
 def examples_files(examples_uri: Path | str, split: str) -> list[str]:
-    """The raw example files of one split of an `examples` artifact, sorted."""
-    return example_files(split_dir(examples_uri, split))
+    """The raw example files of one split of an `examples` artifact (every span's in a stream), sorted."""
+    uri = Path(examples_uri)
+    folders = [uri, fixed_test_dir(uri), *sorted((uri / SPANS_DIR).glob("*"))]
+    return sorted(file for folder in folders for file in example_files(split_dir(folder, split)))
+
+
+def span_examples_files(examples_uri: Path | str, span: str, split: str) -> list[str]:
+    return example_files(split_dir(span_dir(examples_uri, span), split))
+
+
+def write_sources(examples_uri: Path | str, sources: dict[str, Any]) -> None:
+    write_json_atomic(Path(examples_uri) / SOURCES_FILE, sources)
+
+
+def read_sources(examples_uri: Path | str) -> dict[str, Any]:
+    """{source: {sha256, reuse_key}} of a stream's examples; {} for a single folder's (or none)."""
+    path = Path(examples_uri) / SOURCES_FILE
+    return read_json(path) if path.is_file() else {}
 
 
 def quarantine_file(examples_uri: Path | str) -> Path:
@@ -78,7 +120,8 @@ def read_counts(examples_uri: Path | str) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# schema (validate): schema.pbtxt    statistics (validate): statistics.json    anomalies: anomalies.json
+# schema (validate): schema.pbtxt    statistics (validate): statistics.json, drift.json (a stream)
+# anomalies: anomalies.json
 
 SCHEMA_FILE = "schema.pbtxt"
 STATISTICS_FILE = "statistics.json"
@@ -91,6 +134,18 @@ def schema_file(schema_uri: Path | str) -> Path:
 
 def write_statistics(statistics_uri: Path | str, per_split: dict[str, Any]) -> None:
     write_json_atomic(Path(statistics_uri) / STATISTICS_FILE, {"splits": per_split})
+
+
+DRIFT_FILE = "drift.json"  # a stream's newest span against the rest of the window: {newest_span, checks}
+
+
+def write_drift(statistics_uri: Path | str, drift: dict[str, Any]) -> None:
+    write_json_atomic(Path(statistics_uri) / DRIFT_FILE, drift)
+
+
+def read_drift(statistics_uri: Path | str) -> dict[str, Any] | None:
+    path = Path(statistics_uri) / DRIFT_FILE
+    return read_json(path) if path.is_file() else None
 
 
 def read_statistics(statistics_uri: Path | str) -> dict[str, Any]:
@@ -309,6 +364,7 @@ CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 TRAINING_CURVES_FILE = "training_curves.png"
 EVALUATION_FIGURES = (CONFUSION_MATRIX_FILE, TRAINING_CURVES_FILE)
 TFMA_DIR = "tfma"
+NEWEST_SPAN_TFMA_DIR = "tfma_newest_span"  # a stream: candidate and baseline on the newest span's held-out rows
 BLESSING_FILE = "blessing.json"
 
 

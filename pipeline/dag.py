@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from components import evaluator, ingest, pusher, trainer, transform, tuner, validate
 from contract.names import (ANOMALIES, BASELINE_MODEL, BEST_HYPERPARAMETERS, BLESSING, EVALUATION, EXAMPLES,
-                            MODEL, MODEL_RUN, PUSHED_MODEL, SCHEMA, STATISTICS, TRANSFORM_GRAPH,
+                            MODEL, MODEL_RUN, PREVIOUS_EXAMPLES, PUSHED_MODEL, SCHEMA, STATISTICS, TRANSFORM_GRAPH,
                             TRANSFORMED_EXAMPLES)
 from library import beam_options
 
@@ -39,13 +39,15 @@ class Resolver:
     absent until such an artifact exists."""
     name: str
     artifact: str
-    judged_by: str
+    judged_by: str  # = artifact: the newest `artifact` whose own property `where` is true (earlier examples)
     where: str
     # Where the artifact is found when the store knows none at all (a lost or replaced store), from the
     # configuration: a folder, recorded as an external artifact, or None.
     fallback: Callable[[Any], Path | None] | None = None
     # Properties the artifact must have, from the configuration (the tuner's search fingerprint); None: any.
     matching: Callable[[Any], dict[str, Any]] | None = None
+    # The input only saves work (the outputs are the same without it): not in the cache key or the lineage.
+    saves_work_only: bool = False
 
     def resolve(self, store, steps: tuple[Step, ...], exclude_fingerprint: str | None = None, config: Any = None,
                 exclude_inputs: dict[str, str] | None = None):
@@ -108,20 +110,26 @@ LATEST_TUNED_HYPERPARAMETERS = Resolver(
     "latest_tuned_hyperparameters", artifact="tuner.best_hyperparameters", judged_by="tuner.best_hyperparameters",
     where="tuned", matching=lambda config: {"search_fingerprint": tuner.search_fingerprint(config.tuner)})
 
+# Ingest's earlier examples of a stream of spans: spans whose files are unchanged are carried over from them.
+LATEST_EXAMPLES = Resolver("latest_examples", artifact="ingest.examples", judged_by="ingest.examples",
+                           where="window_summary", saves_work_only=True)
+
 STEPS: tuple[Step, ...] = (
     Step("ingest", ingest.run,
+         inputs={PREVIOUS_EXAMPLES: LATEST_EXAMPLES},
          outputs=(EXAMPLES,),
          config_section="ingest",
          external=ingest.external_fingerprint,
          source="data",
          input_rows=ingest.source_rows,
-         headline={EXAMPLES: ("train_rows", "eval_rows", "test_rows", "quarantined_rows", "quarantined_by_reason")}),
+         headline={EXAMPLES: ("train_rows", "eval_rows", "test_rows", "quarantined_rows", "quarantined_by_reason",
+                              "window_summary", "spans_ingested", "spans_reingested", "spans_reused")}),
     Step("validate", validate.run,
          inputs={EXAMPLES: "ingest.examples"},
          outputs=(SCHEMA, STATISTICS, ANOMALIES),
          config_section="validate",
          external=validate.external_fingerprint,
-         headline={ANOMALIES: ("count",)}),
+         headline={ANOMALIES: ("count",), STATISTICS: ("drift_detected", "drift_span")}),
     Step("transform", transform.run,
          inputs={EXAMPLES: "ingest.examples", SCHEMA: "validate.schema"},
          outputs=(TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES),
@@ -163,7 +171,8 @@ STEPS: tuple[Step, ...] = (
                  BASELINE_MODEL: LATEST_BLESSED_MODEL},
          outputs=(EVALUATION, BLESSING),
          config_section="evaluator",
-         headline={EVALUATION: ("accuracy", "loss", "macro_f1"),
+         headline={EVALUATION: ("accuracy", "loss", "macro_f1", "newest_span_accuracy",
+                                "newest_span_baseline_accuracy"),
                    BLESSING: ("blessed", "reason", "baseline_accuracy")}),
     Step("pusher", pusher.run,
          inputs={MODEL: "trainer.model", BLESSING: "evaluator.blessing"},
@@ -179,8 +188,9 @@ PRODUCT = "trainer.model"
 # The output holding the vocabulary: `embeddings` tokenizes text with the configuration section of its step.
 VOCABULARY = "transform.transform_graph"
 # The columns `runs` (and `runs --json`) adds for each run: name -> a headline property, "output.property".
-RUN_COLUMNS = {"accuracy": "evaluation.accuracy", "blessed": "blessing.blessed",
-               "pushed_version": "pushed_model.version"}
+RUN_COLUMNS = {"window": "examples.window_summary", "drift": "statistics.drift_detected",
+               "accuracy": "evaluation.accuracy", "newest_span_accuracy": "evaluation.newest_span_accuracy",
+               "blessed": "blessing.blessed", "pushed_version": "pushed_model.version"}
 
 
 def check_steps(steps: tuple[Step, ...], product: str = "", run_columns: dict[str, str] | None = None) -> None:

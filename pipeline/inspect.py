@@ -9,7 +9,7 @@ from typing import Any
 from library.layouts import METRICS_FILE, parse_bucket_dir, read_metrics
 from pipeline import dag
 from pipeline.metadata import MetadataStore
-from pipeline.report import embeddings_line, headline_facts
+from pipeline.report import drift_lines, embeddings_line, headline_facts
 
 
 def _open(root: Path) -> MetadataStore:
@@ -71,6 +71,7 @@ def show_run(root: Path, run_id: str | None) -> str:
                 facts = headline_facts(artifact.properties, headline.get(name, ()))
                 if facts:
                     lines.append(f"         {facts}")
+                lines += [f"         {line}" for line in drift_lines(artifact.properties)]
                 if execution["step"] == product_step and name == product_output:
                     product = artifact
         if product is not None:

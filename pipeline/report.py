@@ -24,6 +24,19 @@ def embeddings_line(properties: dict[str, Any]) -> str | None:
     return line
 
 
+def drift_lines(properties: dict[str, Any]) -> list[str]:
+    """A table of the drift checks an artifact records (validate's statistics of a stream), or []."""
+    checks = properties.get("drift_checks")
+    if not checks:
+        return []
+    lines = [f"drift of span {properties.get('drift_span')} against the rest of the window:",
+             "| measure | value | threshold | drift |", "| --- | --- | --- | --- |"]
+    for row in checks:
+        value = "n/a (too few rows)" if row["value"] is None else f"{row['value']:.4f}"
+        lines.append(f"| {row['measure']} | {value} | {row['threshold']} | {'DRIFT' if row['drift'] else 'ok'} |")
+    return lines
+
+
 def _format(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
@@ -53,6 +66,9 @@ def write_run_report(run_dir: Path, record: dict[str, Any], headline: dict[str, 
             facts = headline_facts(output["properties"], headline.get(name, ()))
             if facts:
                 lines.append(f"- **{name}**: {facts}")
+            drift = drift_lines(output["properties"])
+            if drift:
+                lines += ["", *drift, ""]
             embeddings = embeddings_line(output["properties"])  # any artifact that records pretrained vectors
             if embeddings:
                 warning = output["properties"].get("embeddings_low_coverage")

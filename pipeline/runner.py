@@ -33,7 +33,11 @@ from pipeline.report import embeddings_line, headline_facts
 
 
 class PipelineFailed(RuntimeError):
-    """A step failed; the message names the step and the reason."""
+    """A step failed; the message names the step and the reason, `kind` the component's ComponentError.kind."""
+
+    def __init__(self, message: str, kind: str | None = None):
+        super().__init__(message)
+        self.kind = kind
 
 
 class LockBusy(RuntimeError):
@@ -57,6 +61,7 @@ class RunResult:
     steps: list[StepResult]
     error: str | None = None
     outcome: str | None = None  # see Runner._outcome
+    error_kind: str | None = None  # a failed step's ComponentError.kind (e.g. "drift"), if it has one
 
     @property
     def delivered(self) -> bool:
@@ -183,7 +188,7 @@ class Runner:
                 results.append(StepResult(step.name, "failed", note=str(error)))
                 self.store.finish_run(run_id, "failed", error=str(error))
                 self._write_run_record(run_id, run_dir, results, "failed", str(error))
-                return RunResult(run_id, run_dir, "failed", results, str(error))
+                return RunResult(run_id, run_dir, "failed", results, str(error), error_kind=error.kind)
             results.append(result)
             if step.name == until:
                 stop_reason = f"--until {until}"
@@ -214,7 +219,9 @@ class Runner:
                 if resolved is None and source.fallback is not None and source.resolve(self.store, self.steps) is None:
                     resolved = self._fallback(source)
                 if resolved is not None and resolved.uri.exists():
-                    inputs[name], ids[name] = resolved.as_artifact(), resolved.id
+                    inputs[name] = resolved.as_artifact()
+                    if not source.saves_work_only:  # one that only saves work is neither cache key nor lineage
+                        ids[name] = resolved.id
         return inputs, ids
 
     def _fallback(self, resolver: dag.Resolver) -> StoredArtifact | None:
@@ -265,8 +272,8 @@ class Runner:
         except ComponentError as error:
             self.log(f"{prefix} FAILED: {error}")
             message = str(error)
-            raise PipelineFailed(message if message.startswith(f"{step.name}: ") else f"{step.name}: {message}") \
-                from None
+            raise PipelineFailed(message if message.startswith(f"{step.name}: ") else f"{step.name}: {message}",
+                                 getattr(error, "kind", None)) from None
         execution_id = self.store.start_execution(run_id, step.name, cache_key, code,
                                                   dataclasses.asdict(step_cfg))
         started = time.monotonic()
@@ -316,7 +323,7 @@ class Runner:
             self.log(f"{prefix} FAILED after {time.monotonic() - started:.1f}s")
             if not message.startswith(f"{step.name}: "):  # components may name themselves already
                 message = f"{step.name}: {message}"
-            raise PipelineFailed(message) from None
+            raise PipelineFailed(message, getattr(error, "kind", None)) from None
 
         fingerprints = {name: fingerprint(a.uri) for name, a in outputs.items()}
         final_dir = run_dir / step.name
@@ -369,6 +376,8 @@ class Runner:
         from pipeline import report, report_html
         report.write_run_report(run_dir, record, dag.headline_table(self.steps))
         report_html.write_run_report_html(run_dir, record, self.steps)
+        from pipeline.history import write_history
+        write_history(self.root, self.store)
 
 
 def summarize(result: RunResult, steps: tuple[dag.Step, ...] = dag.STEPS) -> str:

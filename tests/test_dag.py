@@ -28,7 +28,9 @@ def test_declarations_name_real_outputs():
         assert output in step.outputs and prop in step.headline[output]
     for resolver in dag.resolvers():
         assert resolver.artifact in outputs and resolver.judged_by in outputs
-        if resolver.judged_by == resolver.artifact:  # judged by its own property
+        if resolver.judged_by == resolver.artifact:  # the newest artifact with its own property `where`
+            step, output = resolver.artifact.split(".")
+            assert resolver.where in dag.step_named(step).headline[output]
             continue
         judge = dag.step_named(resolver.judged_by.split(".")[0])
         assert resolver.artifact in judge.inputs.values()  # the judge consumes what it judges

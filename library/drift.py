@@ -1,0 +1,99 @@
+"""Drift between the newest span of a window and the rest of it: four measures and their verdict.
+
+  label_linf        L-infinity distance between the label distributions (the largest change of one class's
+                    share), TFDV's comparator for categorical features;
+  length_js         Jensen-Shannon divergence (base 2, 0..1) between the histograms of text length in tokens
+                    (title + description), computed only when both sides have at least `length_min_rows` rows
+                    (below that a histogram is mostly noise);
+  oov_share         the share of the newest span's tokens that never occur in the rest of the window (new words
+                    the model has no row for);
+  row_count_change  |newest rows / mean rows of the other spans - 1|.
+
+No comparator works on the raw text values: every article is unique, so a distance between the
+distributions of free text is large by construction (tensorflow/data-validation#216). Tokens split like the
+transform's (runs of letters and digits, lowercased), without its HTML clean-up. Pure Python: the validate
+component reads the spans and calls these.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+LENGTH_BIN_EDGES = (5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 60, 70, 80, 100)  # tokens; one more bin above the last
+_TOKEN = re.compile(r"[^\W_]+")
+MEASURES = ("label_linf", "length_js", "oov_share", "row_count_change")
+
+
+def tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+def length_bin(length: int) -> int:
+    return next((i for i, edge in enumerate(LENGTH_BIN_EDGES) if length < edge), len(LENGTH_BIN_EDGES))
+
+
+@dataclass
+class SpanProfile:
+    """What the measures need from one span's rows."""
+    rows: int = 0
+    labels: Counter = field(default_factory=Counter)
+    lengths: Counter = field(default_factory=Counter)  # length bin -> rows
+    token_counts: Counter = field(default_factory=Counter)
+
+    def add(self, label: int, text: str) -> None:
+        words = tokens(text)
+        self.rows += 1
+        self.labels[label] += 1
+        self.lengths[length_bin(len(words))] += 1
+        self.token_counts.update(words)
+
+    def merged(self, other: "SpanProfile") -> "SpanProfile":
+        return SpanProfile(self.rows + other.rows, self.labels + other.labels, self.lengths + other.lengths,
+                           self.token_counts + other.token_counts)
+
+
+def _distribution(counts: Counter, keys) -> list[float]:
+    total = sum(counts[key] for key in keys)
+    return [counts[key] / total if total else 0.0 for key in keys]
+
+
+def l_infinity(a: Counter, b: Counter) -> float:
+    keys = sorted(set(a) | set(b))
+    return max((abs(x - y) for x, y in zip(_distribution(a, keys), _distribution(b, keys))), default=0.0)
+
+
+def jensen_shannon(a: Counter, b: Counter) -> float:
+    keys = sorted(set(a) | set(b))
+    p, q = _distribution(a, keys), _distribution(b, keys)
+
+    def kl(x, m):
+        return sum(xi * math.log2(xi / mi) for xi, mi in zip(x, m) if xi > 0)
+
+    m = [(pi + qi) / 2 for pi, qi in zip(p, q)]
+    return max(0.0, (kl(p, m) + kl(q, m)) / 2)
+
+
+def measure(newest: SpanProfile, others: list[SpanProfile], length_min_rows: int) -> dict[str, float | None]:
+    """{measure: value}; None where it cannot be computed (too few rows, no other span)."""
+    rest = SpanProfile()
+    for profile in others:
+        rest = rest.merged(profile)
+    if not others or newest.rows == 0 or rest.rows == 0:
+        return {name: None for name in MEASURES}
+    new_tokens = sum(newest.token_counts.values())
+    unseen = sum(count for token, count in newest.token_counts.items() if token not in rest.token_counts)
+    enough = min(newest.rows, rest.rows) >= length_min_rows
+    return {
+        "label_linf": l_infinity(newest.labels, rest.labels),
+        "length_js": jensen_shannon(newest.lengths, rest.lengths) if enough else None,
+        "oov_share": unseen / new_tokens if new_tokens else 0.0,
+        "row_count_change": abs(newest.rows / (rest.rows / len(others)) - 1),
+    }
+
+
+def verdict(values: dict[str, float | None], thresholds: dict[str, float]) -> list[dict]:
+    """One row per measure: {measure, value, threshold, drift}; a measure without a value never drifts."""
+    return [{"measure": name, "value": values.get(name), "threshold": thresholds[name],
+             "drift": values.get(name) is not None and values[name] > thresholds[name]} for name in MEASURES]

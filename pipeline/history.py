@@ -1,0 +1,95 @@
+"""history.html in the pipeline root: how the model and its data moved over the runs of the root (the
+schedule's retrains above all): accuracy on the fixed test set and on the newest span, the drift measures of
+each newest span, and the pushed version, as one self-contained page (figures embedded, no scripts),
+rewritten after every run."""
+from __future__ import annotations
+
+import base64
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+from pipeline.metadata import MetadataStore
+
+HISTORY_FILE = "history.html"  # a file of the pipeline root, not of an artifact
+# The facts plotted: name -> "output.property" of the outputs involved.
+SERIES = {"test accuracy": "evaluation.accuracy", "newest span accuracy": "evaluation.newest_span_accuracy",
+          "baseline test accuracy": "evaluation.baseline_accuracy", "pushed version": "pushed_model.version",
+          "drift": "statistics.drift", "window": "examples.window_summary"}
+
+
+def history_rows(store: MetadataStore) -> list[dict[str, Any]]:
+    """One row per succeeded run, oldest first: run id and each SERIES value (None when absent)."""
+    rows = []
+    for run in reversed(store.runs()):
+        if run["status"] != "succeeded":
+            continue
+        row: dict[str, Any] = {"run": run["id"], **dict.fromkeys(SERIES)}
+        for execution in store.executions(run["id"]):
+            for name, artifact in store.artifacts_of(execution["id"], "output").items():
+                for column, source in SERIES.items():
+                    output, prop = source.split(".")
+                    if output == name and artifact.properties.get(prop) is not None:
+                        row[column] = artifact.properties[prop]
+        rows.append(row)
+    return rows
+
+
+def _figure(rows: list[dict[str, Any]]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = list(range(1, len(rows) + 1))
+    figure, (accuracy, drift, version) = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
+    for name in ("test accuracy", "newest span accuracy", "baseline test accuracy"):
+        points = [(i, row[name]) for i, row in zip(x, rows) if row[name] is not None]
+        if points:
+            accuracy.plot(*zip(*points), marker="o", label=name)
+    measures = sorted({m for row in rows for m in (row["drift"] or {})})
+    for measure in measures:
+        points = [(i, row["drift"][measure]) for i, row in zip(x, rows)
+                  if row["drift"] and row["drift"].get(measure) is not None]
+        if points:
+            drift.plot(*zip(*points), marker="o", label=measure)
+    points = [(i, row["pushed version"]) for i, row in zip(x, rows) if row["pushed version"] is not None]
+    if points:
+        version.step(*zip(*points), where="post", marker="o", label="pushed version")
+    for axes, title in ((accuracy, "accuracy"), (drift, "drift of the newest span"), (version, "pushed version")):
+        axes.set_title(title)
+        if axes.lines:
+            axes.legend(fontsize="small")
+    from matplotlib.ticker import MaxNLocator
+    version.xaxis.set_major_locator(MaxNLocator(integer=True))
+    version.set_xlabel("run (oldest first)")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def write_history(root: Path, store: MetadataStore) -> Path | None:
+    """Writes <root>/history.html (through a temporary file renamed into place); None without succeeded runs."""
+    import html
+
+    from pipeline.report import _format
+    rows = history_rows(store)
+    if not rows:
+        return None
+    header = ["run", *[name for name in SERIES if name != "drift"], "drift"]
+    cells = "".join("<tr>" + "".join(f"<td>{html.escape(_format(row[name]) if row[name] is not None else '-')}</td>"
+                                     for name in header) + "</tr>" for row in rows)
+    page = (f"<!doctype html><meta charset='utf-8'><title>agnews-pipeline history</title>"
+            f"<h1>History of {html.escape(str(root))}</h1>"
+            f"<img alt='history' src='data:image/png;base64,{_figure(rows)}'>"
+            "<table border='1' cellpadding='4'><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+            + f"</tr>{cells}</table>")
+    path = root / HISTORY_FILE
+    temporary = root / f".{HISTORY_FILE}.tmp-{os.getpid()}"
+    temporary.write_text(page, encoding="utf-8")
+    os.replace(temporary, path)
+    return path
+
