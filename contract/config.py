@@ -49,6 +49,10 @@ class PipelineConfig:
     beam_runner: str = "direct"
     dask_address: str = ""  # scheduler, e.g. tcp://HOST:8786; empty: a local cluster started for each step
     dask_workers: int = 2  # worker processes of that local cluster
+    dask_worker_memory: str = "auto"  # memory limit of each local worker, e.g. "4GiB"; auto: machine / workers
+    # A Beam step on dask fails (one line, a cluster state dump in its folder) when no task starts or finishes for
+    # this long, or every worker is paused (memory) for min(this, 60 s).
+    dask_stall_seconds: float = 600.0
     seed: int = 42
     # While a step without progress lines of its own runs (the Beam steps), one line with the elapsed time and
     # an ETA every this many seconds; 0: none.
@@ -62,6 +66,10 @@ class PipelineConfig:
                  f"pipeline.beam_runner must be 'direct' or 'dask', got {self.beam_runner!r} (other runners: "
                  "--beam-arg=--runner=NAME plus that runner's flags)")
         _require(self.dask_workers >= 1, f"pipeline.dask_workers must be >= 1, got {self.dask_workers}")
+        _require(self.dask_stall_seconds > 0, f"pipeline.dask_stall_seconds must be > 0, got "
+                 f"{self.dask_stall_seconds}")
+        _require(_is_memory_size(self.dask_worker_memory), "pipeline.dask_worker_memory must be 'auto' or a size "
+                 f"such as 4GiB or 3000MB, got {self.dask_worker_memory!r}")
         _require(not self.dask_address or self.beam_runner == "dask",
                  "--dask-address needs --beam-runner dask")
         if self.beam_runner == "dask":
@@ -69,6 +77,11 @@ class PipelineConfig:
                      "--beam-runner dask and --beam-arg=--runner=... both choose a runner; give one of them")
         # The Beam flags themselves are parsed by Beam's option classes where they are used
         # (library/beam_options.check_pipeline_options, called before any step runs).
+
+
+def _is_memory_size(text: str) -> bool:
+    """'auto' or what dask.utils.parse_bytes accepts: a number with an optional unit (kB, MB, GiB, ...)."""
+    return text == "auto" or re.fullmatch(r"\s*\d+(\.\d+)?\s*([kMGTP]i?B|B)?\s*", text, re.IGNORECASE) is not None
 
 
 SECRET_NAME = re.compile(r"key|secret|token|password|passwd|credential", re.IGNORECASE)

@@ -30,22 +30,36 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import threading
+import time
 import typing as t
+from pathlib import Path
 
 import apache_beam as beam
 import dask.bag as db
 from apache_beam import pvalue
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.pipeline import AppliedPTransform, PipelineVisitor
+from apache_beam.pipeline import AppliedPTransform, PipelineVisitor, PTransformOverride
 from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, Receiver, _OutputHandler
 from apache_beam.runners.dask import dask_runner, overrides
 from apache_beam.runners.dask import transform_evaluator as beam_ops
 from apache_beam.runners.runner import PipelineState
+from apache_beam.transforms.combiners import LiftedCombinePerKey
 from apache_beam.transforms.sideinputs import SideInputMap
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+from contract.artifacts import ComponentError
+from library.layouts import DASK_STATE_DUMP
+
 READ_BUNDLE_BYTES = 64 << 20  # desired size of one split of a file source (one partition)
+POLL_SECONDS = 5  # how often the client checks the computation's progress
+PROBE_SECONDS = 30  # how long it waits for the scheduler's answer (then counts it as no progress)
+PAUSED_SECONDS = 60  # every worker paused this long (or the stall limit, if shorter) fails the step
+DUMP_SECONDS = 60  # how long a stalled step waits for the cluster state dump
+# For the LocalCluster started for a pipeline. A worker whose event loop is blocked (a long garbage collection on
+# a loaded machine) used to drop transfers after dask's default 30 s, which recovery then deadlocked on.
+LOCAL_CLUSTER_CONFIG = {"distributed.comm.timeouts.tcp": "300s", "distributed.comm.timeouts.connect": "120s"}
 
 
 class DaskAdapterOptions(PipelineOptions):
@@ -56,6 +70,60 @@ class DaskAdapterOptions(PipelineOptions):
                                  "for the pipeline (1 thread each).")
         parser.add_argument("--dask_reshuffle_partitions", type=int, default=8,
                             help="Reshuffle splits its input into at least this many partitions.")
+        parser.add_argument("--dask_no_combiner_lifting", action="store_true",
+                            help="Shuffle every element of a CombinePerKey (to measure what lifting saves).")
+        parser.add_argument("--dask_worker_memory", default="auto",
+                            help="Without --dask_client_address: memory limit of each worker of the LocalCluster "
+                                 "(e.g. 4GiB; auto: the machine's memory divided by the workers). A worker spills "
+                                 "to disk at 70%% of it and pauses at 80%%.")
+        parser.add_argument("--dask_stall_seconds", type=float, default=600,
+                            help="Fail the pipeline when no task starts or finishes for this long, or every "
+                                 "worker is paused for min(this, 60 s); 0: wait forever.")
+        parser.add_argument("--dask_log_dir", default=None,
+                            help="Where a stalled pipeline writes the cluster's state.")
+
+
+# ---------------------------------------------------------------------------------------------- overrides
+
+
+def _in_global_window(applied: AppliedPTransform) -> bool:
+    return applied.inputs[0].windowing.is_default()
+
+
+class _LiftCombinePerKey(PTransformOverride):
+    """CombinePerKey as Beam's DirectRunner runs it (LiftedCombinePerKey): each bundle, here one partition,
+    combines its values per key before the shuffle, which then moves at most partitions x distinct keys
+    accumulators instead of every element (Count.PerElement over a vocabulary's token occurrences, ToList,
+    CombineGlobally, Count.PerKey all are CombinePerKeys)."""
+
+    def matches(self, applied: AppliedPTransform) -> bool:
+        return isinstance(applied.transform, beam.CombinePerKey) and _in_global_window(applied)
+
+    def get_replacement_transform_for_applied_ptransform(self, applied: AppliedPTransform):
+        transform = applied.transform
+        try:
+            return LiftedCombinePerKey(transform.fn, transform.args, transform.kwargs)
+        except NotImplementedError:  # 10 side inputs or more: Beam's DirectRunner keeps the transform too
+            return transform
+
+
+class _GroupByKeyInGlobalWindow(PTransformOverride):
+    """GroupByKey in the global window as one dask shuffle of the (key, value) pairs themselves. Beam's DaskRunner
+    translation (ReifyWindows, GroupByKeyOnly, GroupAlsoByWindow) wraps every element in a WindowedValue for
+    the shuffle and runs one more ParDo after it, which only the global window makes unnecessary."""
+
+    def matches(self, applied: AppliedPTransform) -> bool:
+        return applied.transform.__class__ == beam.GroupByKey and _in_global_window(applied)
+
+    def get_replacement_transform_for_applied_ptransform(self, applied: AppliedPTransform):
+        return overrides._GroupByKeyOnly()
+
+
+def adapter_overrides(lift_combiners: bool = True) -> list[PTransformOverride]:
+    """Applied in this order: a lifted CombinePerKey contains a GroupByKey, replaced next; Beam's own overrides
+    (Create, Reshuffle, Read, Flatten, and GroupByKey in other windows) last."""
+    lifting = [_LiftCombinePerKey()] if lift_combiners else []
+    return [*lifting, _GroupByKeyInGlobalWindow(), *overrides.dask_overrides()]
 
 
 # ---------------------------------------------------------------------------------------------- ParDo
@@ -70,15 +138,24 @@ class _ListReceiver(Receiver):
         self.values.append((self.tag, windowed_value.value))
 
 
-class _Receivers(dict):
-    """tag -> receiver; every receiver appends (tag, value) to one list."""
+class _ValueReceiver(_ListReceiver):
+    """For a DoFn with one output: bare values, no (tag, value) tuple per element."""
 
-    def __init__(self):
+    def receive(self, windowed_value: WindowedValue):
+        self.values.append(windowed_value.value)
+
+
+class _Receivers(dict):
+    """tag -> receiver; every receiver appends to one list: (tag, value), or bare values if `tagged` is False."""
+
+    def __init__(self, tagged: bool):
         super().__init__()
         self.outputs: list = []
+        self._receiver = _ListReceiver if tagged else _ValueReceiver
 
     def __missing__(self, tag):
-        self[tag] = _ListReceiver(tag, self.outputs)
+        # Without tags, an output the transform did not declare has no consumer: it goes to a list read by no one.
+        self[tag] = self._receiver(tag, self.outputs if self._receiver is _ListReceiver or tag is None else [])
         return self[tag]
 
 
@@ -86,9 +163,10 @@ def _windowed(value) -> WindowedValue:
     return value if isinstance(value, WindowedValue) else WindowedValue(value, 0, (GlobalWindow(),))
 
 
-def _run_bundle(items, fn, label, args, kwargs, window_fn, side_views, *side_values) -> list[tuple]:
-    """Runs a DoFn over one partition (a bundle); returns every output as (tag, value), main output tag None."""
-    receivers = _Receivers()  # fresh per bundle: nothing leaks from one bundle into the next
+def _run_bundle(items, fn, label, args, kwargs, window_fn, tagged, side_views, *side_values) -> list:
+    """Runs a DoFn over one partition (a bundle); returns every output as (tag, value), main output tag None,
+    or, if not `tagged` (the DoFn has one output), the bare values."""
+    receivers = _Receivers(tagged)  # fresh per bundle: nothing leaks from one bundle into the next
     side_inputs = [SideInputMap(view_class, view_options, [_windowed(v) for v in values])
                    for (view_class, view_options), values in zip(side_views, side_values)]
     handler = _OutputHandler(window_fn=window_fn, main_receivers=receivers[None], tagged_receivers=receivers,
@@ -111,7 +189,7 @@ def _concat(parts: list[list]) -> list:
     return list(itertools.chain.from_iterable(parts))
 
 
-def _pardo(applied: AppliedPTransform, input_bag: db.Bag, side_bags: list[db.Bag]) -> db.Bag:
+def _pardo(applied: AppliedPTransform, input_bag: db.Bag, side_bags: list[db.Bag], tagged: bool) -> db.Bag:
     transform = t.cast(beam.ParDo, applied.transform)
     args, kwargs = transform.raw_side_inputs
     main_input = next(iter(applied.main_inputs.values()))
@@ -120,7 +198,7 @@ def _pardo(applied: AppliedPTransform, input_bag: db.Bag, side_bags: list[db.Bag
     # A side input is computed once, as one Item, and broadcast to every partition that reads it.
     # (As a Delayed: dask re-keys the whole upstream graph of an Item argument, which computes it again.)
     side_items = [bag.reduction(list, _concat).to_delayed(optimize_graph=False) for bag in side_bags]
-    return input_bag.map_partitions(_run_bundle, transform.fn, transform.label, args, kwargs, window_fn,
+    return input_bag.map_partitions(_run_bundle, transform.fn, transform.label, args, kwargs, window_fn, tagged,
                                     side_views, *side_items)
 
 
@@ -132,8 +210,8 @@ def _values_with_tag(pairs, tag) -> list:
 
 
 def _group_values(key_and_pairs):
-    """(key, [(key, windowed value), ...]) -> (key, [windowed value, ...]); Beam's GroupByKey translation strips the
-    windows that the GroupAlsoByWindow step after it reads."""
+    """(key, [(key, value), ...]) -> (key, [value, ...]). (In a window other than the global one, Beam's
+    translation sends windowed values, which the GroupAlsoByWindow step after this one reads.)"""
     key, pairs = key_and_pairs
     return key, [value for _, value in pairs]
 
@@ -179,6 +257,7 @@ class _PerPCollectionVisitor(PipelineVisitor):
         self.reshuffle_partitions = reshuffle_partitions
         self.bags: dict[pvalue.PCollection, db.Bag] = {}
         self.consumed: set[pvalue.PCollection] = set()
+        self.shuffles: list[tuple[str, int, db.Item]] = []  # (label, input partitions, input elements)
 
     def visit_transform(self, applied: AppliedPTransform) -> None:
         transform = applied.transform
@@ -189,7 +268,12 @@ class _PerPCollectionVisitor(PipelineVisitor):
         outputs = {tag: value for tag, value in applied.outputs.items() if isinstance(value, pvalue.PCollection)}
 
         if isinstance(transform, beam.ParDo):
-            pairs = _pardo(applied, input_bags[0], [self.bags[side.pvalue] for side in applied.side_inputs])
+            side_bags = [self.bags[side.pvalue] for side in applied.side_inputs]
+            if not transform.output_tags and len(outputs) == 1:  # one output: no tag on every element
+                [pcollection] = outputs.values()
+                self.bags[pcollection] = _pardo(applied, input_bags[0], side_bags, tagged=False)
+                return
+            pairs = _pardo(applied, input_bags[0], side_bags, tagged=True)
             for tag, pcollection in outputs.items():
                 wanted = tag if tag in transform.output_tags else None  # the DoFn emits its main output untagged
                 self.bags[pcollection] = pairs.map_partitions(_values_with_tag, wanted)
@@ -204,6 +288,7 @@ class _PerPCollectionVisitor(PipelineVisitor):
             # "tasks": dask's default for a graph built before a client exists is "disk" (partd), which is local to
             # one process and loses groups across worker processes. Keys are hashed with dask's tokenize.
             bag = input_bags[0].groupby(_key, shuffle="tasks").map(_group_values)
+            self.shuffles.append((applied.full_label, input_bags[0].npartitions, input_bags[0].count()))
         elif isinstance(transform, overrides._Reshuffle):
             bag = _reshuffle(input_bags[0], self.reshuffle_partitions)
         elif type(transform) in beam_ops.TRANSLATIONS:
@@ -224,19 +309,129 @@ class _PerPCollectionVisitor(PipelineVisitor):
         return [bag for pcollection, bag in self.bags.items() if pcollection not in self.consumed]
 
 
-class DaskRunnerResult(dask_runner.DaskRunnerResult):
-    """Waits for every leaf, then closes the client and the LocalCluster started for the pipeline."""
+def _scheduler_probe():
+    """A function run on the scheduler (defined in here so that it travels by value: a scheduler need not import
+    this project): its count of task transitions (it grows whenever a task starts, finishes or is lost) and
+    the status of each worker."""
+    def probe(dask_scheduler):
+        return dask_scheduler.transition_counter, {address: (worker.name, worker.status.name)
+                                                   for address, worker in dask_scheduler.workers.items()}
+    return probe
 
-    def __init__(self, client, futures, cluster=None):
+
+class _Watchdog:
+    """Decides, from the scheduler's answers, that a computation is stuck: no task transition for
+    `stall_seconds` (a blocked task, a deadlocked transfer, no workers left), or every worker paused (above its
+    memory limit's pause fraction) for min(stall_seconds, PAUSED_SECONDS)."""
+
+    def __init__(self, stall_seconds: float):
+        self.stall_seconds = stall_seconds
+        self.paused_seconds = min(stall_seconds, PAUSED_SECONDS)
+        self._transitions, self._progress_at = -1, time.monotonic()
+        self._paused_since: float | None = None
+
+    def check(self, answer: tuple[int, dict] | None) -> str | None:
+        """What is wrong (one clause), or None. `answer`: the probe's, None if the scheduler did not answer."""
+        now = time.monotonic()
+        transitions, workers = answer if answer is not None else (self._transitions, None)
+        if transitions != self._transitions:
+            self._transitions, self._progress_at = transitions, now
+        if workers and all(status == "paused" for _, status in workers.values()):
+            self._paused_since = self._paused_since or now
+            if now - self._paused_since >= self.paused_seconds:
+                names = ", ".join(sorted(str(name) for name, _ in workers.values()))
+                return (f"every dask worker ({names}) has been paused for {now - self._paused_since:.0f}s: their "
+                        "memory is above the pause threshold (distributed.worker.memory.pause) of their limit")
+        else:
+            self._paused_since = None
+        if now - self._progress_at >= self.stall_seconds:
+            if answer is None:
+                seen = "the scheduler did not answer"
+            elif not workers:
+                seen = "no worker is connected to the scheduler"
+            else:
+                seen = "workers " + ", ".join(f"{name} {status}" for name, status in sorted(
+                    (str(name), status) for name, status in workers.values()))
+            return f"no dask task started or finished for {now - self._progress_at:.0f}s ({seen})"
+        return None
+
+
+class DaskRunnerResult(dask_runner.DaskRunnerResult):
+    """Waits for every leaf, watched by a _Watchdog, then closes the client and the LocalCluster started for the
+    pipeline. After it finishes, `shuffles` lists (label, input partitions, elements) of every GroupByKey."""
+
+    def __init__(self, client, futures, cluster=None, shuffles=(), stall_seconds: float = 0,
+                 log_dir: str | None = None):
         super().__init__(client, futures)
         self._cluster = cluster
+        self._shuffle_futures = list(shuffles)
+        self._stall_seconds = stall_seconds
+        self._log_dir = log_dir
+        self.shuffles: list[tuple[str, int, int]] = []
 
     def wait_until_finish(self, duration=None) -> str:
         try:
-            return super().wait_until_finish(duration)
+            self._wait(None if duration is None else duration / 1000)
+            self.shuffles = [(label, partitions, future.result()) for label, partitions, future in
+                             self._shuffle_futures]
+            for label, partitions, elements in self.shuffles:
+                logging.getLogger(__name__).info("shuffle %s: %d elements from %d partitions", label, elements,
+                                                 partitions)
+            self._state = PipelineState.DONE
+        except BaseException:
+            self._state = PipelineState.FAILED
+            raise
         finally:
             if self._state in (PipelineState.DONE, PipelineState.FAILED):
                 self.close()
+        return self._state
+
+    def _wait(self, duration: float | None) -> None:
+        import dask.distributed as ddist
+        deadline = None if duration is None else time.monotonic() + duration
+        watchdog = _Watchdog(self._stall_seconds) if self._stall_seconds > 0 else None
+        pending = [*self.futures, *(future for _, _, future in self._shuffle_futures)]
+        while pending:
+            try:
+                done, not_done = ddist.wait(pending, timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                done, not_done = (), pending
+            for future in done:
+                future.result()  # raises a task's error here, on the client
+            pending = list(not_done)
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"the dask computation did not finish within {duration:.0f}s")
+            problem = watchdog.check(self._probe()) if watchdog and pending else None
+            if problem:
+                raise ComponentError(f"{problem}; stopped the step{self._dump_state()} (pipeline.dask_stall_seconds "
+                                     f"is {self._stall_seconds:g}s)")
+
+    def _probe(self) -> tuple[int, dict] | None:
+        try:
+            return self.client.sync(self.client._run_on_scheduler, _scheduler_probe(),
+                                    callback_timeout=PROBE_SECONDS)
+        except (TimeoutError, OSError):
+            return None
+
+    def _dump_state(self) -> str:
+        """Writes the cluster's state into the step's log folder, if the step gave one; the clause naming it."""
+        if not self._log_dir:
+            return ""
+        path = Path(self._log_dir) / DASK_STATE_DUMP
+        done = threading.Event()
+
+        def dump():  # the scheduler or a worker may be too busy to answer: bounded, on a thread
+            try:
+                self.client.dump_cluster_state(str(path), format="yaml")
+            except Exception:  # noqa: BLE001 - a diagnosis that fails must not hide the stall
+                pass
+            finally:
+                done.set()
+
+        threading.Thread(target=dump, daemon=True).start()
+        done.wait(DUMP_SECONDS)
+        written = path.with_name(path.name + ".yaml")
+        return f"; cluster state in {written}" if written.exists() else ""
 
     def close(self) -> None:
         self.client.close()
@@ -253,7 +448,7 @@ class DaskRunner(dask_runner.DaskRunner):
         bag_kwargs = dask_runner.DaskOptions._extract_bag_kwargs(dask_options)
         adapter = options.view_as(DaskAdapterOptions)
 
-        pipeline.replace_all(overrides.dask_overrides())
+        pipeline.replace_all(adapter_overrides(lift_combiners=not adapter.dask_no_combiner_lifting))
         visitor = _PerPCollectionVisitor(bag_kwargs, adapter.dask_reshuffle_partitions)
         pipeline.visit(visitor)
         leaves = [bag.count() for bag in visitor.leaves()]  # only a number per leaf comes back
@@ -261,8 +456,10 @@ class DaskRunner(dask_runner.DaskRunner):
         logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO lines drown the pipeline's output
         cluster = None
         if not dask_options.get("address") and not dask_options.get("scheduler_file"):
+            # Set in this process before the cluster starts: its workers (started by nannies) inherit it.
+            dask.config.set(LOCAL_CLUSTER_CONFIG)
             cluster = ddist.LocalCluster(n_workers=adapter.dask_workers, threads_per_worker=1, processes=True,
-                                         dashboard_address=":0")
+                                         dashboard_address=":0", memory_limit=adapter.dask_worker_memory)
             dask_options["address"] = cluster
         try:
             client = ddist.Client(**dask_options)
@@ -270,5 +467,9 @@ class DaskRunner(dask_runner.DaskRunner):
             if cluster is not None:
                 cluster.close()
             raise
-        futures = client.compute(leaves)
-        return DaskRunnerResult(client, futures, cluster)
+        # One computation, so the shuffles' inputs that the counts read are computed once.
+        futures = client.compute([*leaves, *(count for _, _, count in visitor.shuffles)])
+        shuffles = [(label, partitions, future) for (label, partitions, _), future in
+                    zip(visitor.shuffles, futures[len(leaves):])]
+        futures = futures[:len(leaves)]
+        return DaskRunnerResult(client, futures, cluster, shuffles, adapter.dask_stall_seconds, adapter.dask_log_dir)

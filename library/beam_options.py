@@ -29,18 +29,24 @@ WORKER_START_SECONDS = 20
 JOB_SECONDS = 7 * 24 * 3600  # how long a Beam job on a portable runner (Flink, Spark, a job service) may run
 
 
-def runner_args(beam_runner: str, dask_address: str, dask_workers: int) -> tuple[str, ...]:
+def runner_args(beam_runner: str, dask_address: str, dask_workers: int, dask_worker_memory: str = "auto",
+                dask_stall_seconds: float = 600.0) -> tuple[str, ...]:
     """The Beam flags the friendly runner flags stand for."""
     if beam_runner != "dask":
         return ()
-    args = [f"--runner={DASK_RUNNER}", f"--dask_connection_timeout={CONNECT_SECONDS}"]
-    args.append(f"--dask_client_address={dask_address}" if dask_address else f"--dask_workers={dask_workers}")
+    args = [f"--runner={DASK_RUNNER}", f"--dask_connection_timeout={CONNECT_SECONDS}",
+            f"--dask_stall_seconds={dask_stall_seconds:g}"]
+    if dask_address:
+        args.append(f"--dask_client_address={dask_address}")
+    else:
+        args += [f"--dask_workers={dask_workers}", f"--dask_worker_memory={dask_worker_memory}"]
     return tuple(args)
 
 
 def all_beam_args(config: PipelineConfig) -> tuple[str, ...]:
-    """pipeline.beam_args plus the flags beam_runner, dask_address and dask_workers stand for."""
-    return (*runner_args(config.beam_runner, config.dask_address, config.dask_workers), *config.beam_args)
+    """pipeline.beam_args plus the flags beam_runner and the dask_* settings stand for."""
+    return (*runner_args(config.beam_runner, config.dask_address, config.dask_workers, config.dask_worker_memory,
+                         config.dask_stall_seconds), *config.beam_args)
 
 
 def check_pipeline_options(config: PipelineConfig) -> None:
@@ -73,6 +79,12 @@ def check_beam_args(beam_args: tuple[str, ...]) -> None:
             if secret != shown:
                 reason = reason.replace(secret.partition("=")[2] or secret, REDACTED)
         raise ConfigError(f"--beam-arg: {reason}") from None
+
+
+def with_log_dir(beam_args: tuple[str, ...], log_dir: Path | str) -> tuple[str, ...]:
+    """The step's Beam flags plus, on dask, where a stalled step leaves the cluster's state (its own folder)."""
+    runner = next((arg.partition("=")[2] for arg in beam_args if arg.startswith("--runner=")), "")
+    return (*beam_args, f"--dask_log_dir={log_dir}") if runner.endswith("DaskRunner") else tuple(beam_args)
 
 
 def pipeline_options(beam_args: tuple[str, ...] | list[str]) -> PipelineOptions:

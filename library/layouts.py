@@ -457,6 +457,13 @@ def read_multi_worker_job(pipeline_root: Path | str) -> dict[str, Any] | None:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# a Beam step on dask that stalled: <step's folder>/dask_cluster_state.yaml (client.dump_cluster_state adds
+# the ".yaml"), left in the step's failed folder for diagnosis
+
+DASK_STATE_DUMP = "dask_cluster_state"
+
+
+# ----------------------------------------------------------------------------------------------------------
 
 
 def _read_json_file(path: Path, artifact: str, writer: str) -> Any:

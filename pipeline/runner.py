@@ -27,7 +27,7 @@ from pipeline.heartbeat import Heartbeat, estimate_for
 from contract.artifacts import Artifact, ComponentError, Runtime, fingerprint, write_json_atomic
 from pipeline.code_version import code_version
 from contract.config import Config
-from library.beam_options import all_beam_args
+from library.beam_options import all_beam_args, with_log_dir
 from pipeline.metadata import MetadataStore, StoredArtifact
 from pipeline.report import embeddings_line, headline_facts
 
@@ -304,7 +304,9 @@ class Runner:
         self.log(f"{prefix} running ...")
         try:
             with self._heartbeat(step, step_cfg, inputs, prefix, started):
-                outputs = step.component(inputs, work_dir, step_cfg, self.runtime)
+                # On dask, a stalled step leaves the cluster's state in its own folder (kept as <step>.failed).
+                runtime = dataclasses.replace(self.runtime, beam_args=with_log_dir(self.runtime.beam_args, work_dir))
+                outputs = step.component(inputs, work_dir, step_cfg, runtime)
             missing = set(step.outputs) - set(outputs)
             if missing:
                 raise ComponentError(f"component returned no {sorted(missing)} output")

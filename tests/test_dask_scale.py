@@ -1,0 +1,262 @@
+"""What lets the Beam steps run at size on dask (engines/dask_runner.py), on real dask.distributed clusters
+started and stopped here on 127.0.0.1: combiner lifting bounds what a CombinePerKey shuffles; the watchdog
+fails a stalled step in bounded time with one line and a cluster state dump; a worker killed during transform's
+shuffle is survived (or the step fails in bounded time), never a hang."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from conftest import SAMPLE_DIR
+
+pytest.importorskip("distributed")
+from engines.dask_runner import DaskRunner  # noqa: E402
+from test_beam_engines import (PROJECT, START_SECONDS, UNTIL_TRANSFORM, _free_port, _stop,  # noqa: E402
+                               direct_files, read_json, step_files, write_sorted)
+
+__all__ = ["direct_files"]  # a fixture, used by name
+
+
+@contextlib.contextmanager
+def dask_cluster(logs: Path, workers: int):
+    """(address, worker processes) of a `dask scheduler` and `workers` single-threaded `dask worker` processes
+    without nannies (a killed worker stays dead), all ended by their ids when the block exits."""
+    logs.mkdir(parents=True, exist_ok=True)
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), str(PROJECT / "tests")]),
+           "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", address.rsplit(":", 1)[1], "--no-dashboard"],
+        stdout=subprocess.DEVNULL, stderr=open(logs / "scheduler.log", "w"), env=env)
+    processes = []
+    try:
+        for index in range(workers):
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-nanny",
+                 "--no-dashboard", "--name", f"w{index}", "--host", "127.0.0.1"],
+                stdout=subprocess.DEVNULL, stderr=open(logs / f"worker{index}.log", "w"), env=env, cwd=PROJECT))
+        from distributed import Client
+        with Client(address, timeout=START_SECONDS) as client:
+            client.wait_for_workers(workers, timeout=START_SECONDS)
+        yield address, processes
+    finally:
+        _stop(processes)
+        _stop([scheduler])
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> str:
+    with dask_cluster(tmp_path_factory.mktemp("dask-logs"), 2) as (address, _):
+        yield address
+
+
+def run_pipeline(build, runner, *flags: str):
+    """Builds a pipeline with build(pipeline), runs it to the end; the runner's result."""
+    pipeline = beam.Pipeline(runner=runner, options=PipelineOptions(flags=list(flags)))
+    build(pipeline)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- lifting
+
+WORDS = [f"w{(index * 7919) % 50}" for index in range(20_000)]  # 50 distinct keys, 400 occurrences each
+
+
+def _counts_and_sums(tmp_path: Path):
+    def build(pipeline):
+        words = pipeline | beam.Create(WORDS)
+        write_sorted(words | beam.combiners.Count.PerElement(), tmp_path / "counts", "Counts")
+        sums = (words | beam.Map(lambda word: (word, int(word[1:]))) | "SumPerKey" >> beam.CombinePerKey(sum))
+        write_sorted(sums, tmp_path / "sums", "Sums")
+    return build
+
+
+def test_a_lifted_combine_shuffles_at_most_partitions_times_distinct_keys(cluster, tmp_path):
+    """Count.PerElement and CombinePerKey(sum) over 20,000 elements in 4 partitions, 50 distinct keys: at most
+    4 x 50 elements enter each shuffle (unlifted: all 20,000), and the results equal the DirectRunner's."""
+    result = run_pipeline(_counts_and_sums(tmp_path / "dask"), DaskRunner(), f"--dask_client_address={cluster}",
+                          "--dask_npartitions=4")
+    shuffles = {label: (partitions, elements) for label, partitions, elements in result.shuffles}
+    [count] = [value for label, value in shuffles.items() if "CountCombineFn" in label]
+    [summed] = [value for label, value in shuffles.items() if label.startswith("SumPerKey")]
+    for partitions, elements in (count, summed):
+        assert partitions == 4
+        assert 50 <= elements <= partitions * 50  # every key at least once, at most once per partition
+    # The sorted lists written at the end (ToList, a CombineGlobally: one key) shuffle one element per partition.
+    assert all(elements <= partitions for label, (partitions, elements) in shuffles.items() if "List" in label)
+
+    run_pipeline(_counts_and_sums(tmp_path / "direct"), beam.runners.DirectRunner())
+    for name in ("counts", "sums"):
+        assert read_json(tmp_path / "dask" / name) == read_json(tmp_path / "direct" / name)
+    assert read_json(tmp_path / "dask" / "counts") == [[f"w{key}", 400] for key in sorted(range(50), key=str)]
+
+
+def test_without_lifting_every_element_is_shuffled(cluster, tmp_path):
+    """The measurement the bound above is compared with (and proof that the count is of the shuffle's input)."""
+    result = run_pipeline(_counts_and_sums(tmp_path), DaskRunner(), f"--dask_client_address={cluster}",
+                          "--dask_npartitions=4", "--dask_no_combiner_lifting")
+    [(_, count_elements)] = [(p, e) for label, p, e in result.shuffles if "CountCombineFn" in label]
+    assert count_elements == len(WORDS)
+
+
+# ---------------------------------------------------------------------------------------------- watchdog
+
+class _BlockUntil(beam.DoFn):
+    """Blocks its task until `release` exists (or 180 s pass): a stalled pipeline with a bounded lifetime."""
+
+    def __init__(self, release: str):
+        self.release = release
+
+    def process(self, element):
+        deadline = time.monotonic() + 180
+        while not Path(self.release).exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        yield element
+
+
+STALL_SECONDS = 10
+
+
+def test_the_watchdog_fails_a_stalled_pipeline_within_its_bound_with_one_line_and_a_state_dump(cluster, tmp_path):
+    from contract.artifacts import ComponentError
+    release = tmp_path / "release"
+
+    def build(pipeline):
+        _ = pipeline | beam.Create([1, 2, 3]) | beam.ParDo(_BlockUntil(str(release))) | beam.combiners.Count.Globally()
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(ComponentError) as raised:
+            run_pipeline(build, DaskRunner(), f"--dask_client_address={cluster}",
+                         f"--dask_stall_seconds={STALL_SECONDS}", f"--dask_log_dir={tmp_path}")
+        seconds = time.monotonic() - started
+    finally:
+        release.touch()  # the blocked task ends, the cluster is free for the next test
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"no dask task started or finished for {STALL_SECONDS}s (workers w0 running, "
+                              "w1 running)"), message
+    dump = tmp_path / "dask_cluster_state.yaml"
+    assert f"cluster state in {dump}" in message and "pipeline.dask_stall_seconds" in message
+    assert "processing" in dump.read_text()  # the scheduler's and workers' task states
+    # The stall limit, one poll and one probe of the scheduler, the dump, and the pipeline's own start.
+    assert STALL_SECONDS <= seconds < STALL_SECONDS + 60, seconds
+
+
+def _stalled_beam_step(inputs, output_dir: Path, config, runtime):
+    """A Beam step (as the real ones: pipeline_options(runtime.beam_args)) whose one task blocks."""
+    from library.beam_options import pipeline_options
+    (output_dir / "partial.txt").write_text("written before the stall")
+    with beam.Pipeline(options=pipeline_options(runtime.beam_args)) as pipeline:
+        _ = pipeline | beam.Create([1]) | beam.ParDo(_BlockUntil(os.environ["STALL_RELEASE"]))
+    raise AssertionError("the stalled pipeline finished")
+
+
+def test_a_stalled_step_fails_the_run_in_bounded_time_and_publishes_nothing(cluster, tmp_path, monkeypatch):
+    from contract.config import load_config
+    from pipeline.dag import Step
+    from pipeline.metadata import MetadataStore
+    from pipeline.runner import Runner
+    monkeypatch.setenv("STALL_RELEASE", str(tmp_path / "release"))
+    (tmp_path / "data").mkdir()
+    root = tmp_path / "root"
+    config = load_config(flags={"pipeline.root": str(root), "ingest.data": f"csv:{tmp_path / 'data'}",
+                                "pipeline.beam_runner": "dask", "pipeline.dask_address": cluster,
+                                "pipeline.dask_stall_seconds": STALL_SECONDS})
+    lines: list[str] = []
+    runner = Runner(config, log=lines.append, steps=(Step("ingest", _stalled_beam_step, outputs=("examples",),
+                                                          config_section="ingest"),))
+    started = time.monotonic()
+    try:
+        result = runner.run()
+    finally:
+        runner.close()
+        (tmp_path / "release").touch()
+    assert time.monotonic() - started < STALL_SECONDS + 60
+    assert result.status == "failed"
+    failed_dir = result.run_dir / "ingest.failed"
+    assert result.error.startswith(f"ingest: no dask task started or finished for {STALL_SECONDS}s (workers "), \
+        result.error
+    assert f"cluster state in {failed_dir / 'dask_cluster_state.yaml'}" in result.error
+    assert (failed_dir / "dask_cluster_state.yaml").stat().st_size > 0
+    assert not (result.run_dir / "ingest").exists()  # nothing published
+    store = MetadataStore(root / "metadata.sqlite")
+    assert store.run(result.run_id)["status"] == "failed"
+    store.close()
+
+
+# ---------------------------------------------------------------------------------------------- killed worker
+
+KILLED_RUN_SECONDS = 900  # the sample's ingest -> transform on this loaded 2-core machine, plus recomputation
+
+
+def _shuffle_holders():
+    """A function for the scheduler (nested, so it travels by value): {worker name: shuffle results it holds}."""
+    def shuffle_results_per_worker(dask_scheduler) -> dict:
+        held: dict = {}
+        for key, task in dask_scheduler.tasks.items():
+            if "shuffle" in str(key) and task.state == "memory":
+                for worker in task.who_has:
+                    held[worker.name] = held.get(worker.name, 0) + 1
+        return held
+    return shuffle_results_per_worker
+
+
+@pytest.mark.e2e
+def test_a_worker_killed_in_transforms_shuffle_is_survived_byte_identical_or_fails_in_bounded_time(
+        direct_files, tmp_path):
+    """SIGKILL one of 3 workers (no nanny: it stays dead) while it holds shuffle results of the transform step:
+    dask recomputes what was lost on the other two, and every output byte equals the DirectRunner's; or the run
+    fails with one line. It never hangs: the run is bounded (and the watchdog stands behind it)."""
+    from distributed import Client
+    with dask_cluster(tmp_path / "logs", 3) as (address, workers):
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "PYTHONUNBUFFERED": "1"}
+        run = subprocess.Popen([sys.executable, "-m", "apps.cli", *UNTIL_TRANSFORM, "--pipeline-root",
+                                str(tmp_path / "dask"), "--beam-runner", "dask", "--dask-address", address,
+                                "--set", "pipeline.dask_stall_seconds=180"],
+                               cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(run.stdout), daemon=True)
+        reader.start()
+        started = time.monotonic()
+        killed = None
+        try:
+            with Client(address, timeout=START_SECONDS) as client:
+                while killed is None and run.poll() is None and time.monotonic() - started < KILLED_RUN_SECONDS:
+                    if any("transform" in line and "running" in line for line in lines):
+                        held = client.run_on_scheduler(_shuffle_holders())
+                        if held:
+                            killed = max(held, key=held.get)
+                            workers[int(killed[1:])].send_signal(signal.SIGKILL)
+                            transform_done_at_kill = any("transform" in line and "done" in line for line in lines)
+                            break
+                    time.sleep(0.1)
+            assert killed is not None, "transform's shuffle was never seen on the cluster:\n" + "".join(lines)
+            assert not transform_done_at_kill
+            run.wait(timeout=KILLED_RUN_SECONDS - (time.monotonic() - started))
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+        stderr = run.stderr.read()
+        reader.join(timeout=10)
+        assert workers[int(killed[1:])].wait(timeout=30) == -signal.SIGKILL
+    if run.returncode == 0:
+        assert step_files(tmp_path / "dask") == direct_files
+    else:
+        assert run.returncode == 1 and "Traceback" not in stderr, stderr[-3000:]
+        assert len([line for line in stderr.splitlines() if line.startswith("ERROR:")]) == 1, stderr[-3000:]
