@@ -10,6 +10,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
+from apps.batching import BatchingOptions  # noqa: E402  (standard library only)
 from pipeline import dag, interrupts  # noqa: E402
 from contract.config import ConfigError, default_config_file, load_config  # noqa: E402
 from library.models import architecture_names  # noqa: E402  (the registry; imports no Keras)
@@ -28,6 +29,7 @@ EXIT_SPAN_NOT_FOUND = 7  # the span pinned by --span / --date is not in the stre
 EXIT_DRIFT = 8  # validate found drift above a threshold with validate.on_drift=fail; nothing trained or pushed
 # A failure's kind (ComponentError.kind) -> its exit code; any other failure is EXIT_FAILED.
 EXIT_FOR_KIND = {"too_few_spans": EXIT_TOO_FEW_SPANS, "span_not_found": EXIT_SPAN_NOT_FOUND, "drift": EXIT_DRIFT}
+UNBATCHED_THREADS = 4  # serve --no-batching: requests the model computes at the same time
 
 # Dedicated flags and the configuration key each one sets.
 FLAG_KEYS = {
@@ -128,9 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model-name", default="agnews", help="the name in /v1/models/<name> (default agnews)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8501, help="TF Serving's REST port by default; 0 = any free port")
-    serve.add_argument("--threads", type=int, default=4, help="requests the model computes at the same time")
     serve.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for a new version")
     serve.add_argument("--max-request-bytes", type=int, default=8 << 20, help="larger bodies get 413")
+    # TF Serving's batching parameters (--enable_batching, --batching_parameters_file), as flags.
+    batching = BatchingOptions()
+    serve.add_argument("--no-batching", action="store_true",
+                       help="run every request alone instead of merging concurrent ones into one model call")
+    serve.add_argument("--max-batch-size", type=int, default=batching.max_batch_size,
+                       help=f"most rows in one model call (default {batching.max_batch_size})")
+    serve.add_argument("--batch-timeout-micros", type=int, default=batching.batch_timeout_micros,
+                       help="longest wait for more requests before a batch thread takes a part-full batch "
+                            f"(default {batching.batch_timeout_micros}: batches fill while the model is busy)")
+    serve.add_argument("--max-enqueued-batches", type=int, default=batching.max_enqueued_batches,
+                       help="batches' worth of rows (x --max-batch-size, also with --no-batching) a version's "
+                            f"queue holds before answering 503 (default {batching.max_enqueued_batches})")
+    serve.add_argument("--num-batch-threads", "--threads", dest="threads", type=int,
+                       help=f"model calls running at the same time (default {batching.num_batch_threads}; "
+                            f"{UNBATCHED_THREADS} with --no-batching)")
+    serve.add_argument("--allowed-batch-sizes", metavar="N,N,...",
+                       help="batch sizes to pad to, ending with --max-batch-size (default: 1, 2, 3, 4, 6, 8, 12, "
+                            "... below it, and it)")
 
     embeddings = commands.add_parser(
         "embeddings", help="train Word2Vec vectors on a run's train split text (for --pretrained-embeddings)")
@@ -295,19 +314,34 @@ def _cmd_serve(args, config) -> int:
         print(f"serve: {serving_dir} does not exist; push a model first (agnews-pipeline run) or pass "
               "--serving-dir", file=sys.stderr)
         return EXIT_USAGE
-    for flag, value in (("--threads", args.threads), ("--poll-seconds", args.poll_seconds),
-                        ("--max-request-bytes", args.max_request_bytes)):
+    for flag, value in (("--poll-seconds", args.poll_seconds), ("--max-request-bytes", args.max_request_bytes)):
         if value <= 0:
             print(f"serve: {flag} must be positive, got {value}", file=sys.stderr)
             return EXIT_USAGE
+    try:
+        sizes = tuple(int(size) for size in args.allowed_batch_sizes.split(",")) if args.allowed_batch_sizes else ()
+    except ValueError:
+        print(f"serve: --allowed-batch-sizes must be sizes separated by commas, got {args.allowed_batch_sizes!r}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    threads = args.threads if args.threads is not None else (
+        UNBATCHED_THREADS if args.no_batching else BatchingOptions.num_batch_threads)
+    batching = BatchingOptions(enabled=not args.no_batching, max_batch_size=args.max_batch_size,
+                               batch_timeout_micros=args.batch_timeout_micros,
+                               max_enqueued_batches=args.max_enqueued_batches, num_batch_threads=threads,
+                               allowed_batch_sizes=sizes)
+    problem = batching.problem()
+    if problem:
+        print(f"serve: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         from apps.serve import serve
     except ImportError as error:
         print(f"serve: {error}; install the serve extra: pip install 'agnews-pipeline[serve]'", file=sys.stderr)
         return EXIT_USAGE
     try:
-        serve(serving_dir, model_name=args.model_name, host=args.host, port=args.port, threads=args.threads,
-              poll_seconds=args.poll_seconds, max_request_bytes=args.max_request_bytes)
+        serve(serving_dir, model_name=args.model_name, host=args.host, port=args.port,
+              poll_seconds=args.poll_seconds, max_request_bytes=args.max_request_bytes, batching=batching)
     except OSError as error:
         print(f"serve: cannot listen on {args.host}:{args.port}: {error.strerror or error}", file=sys.stderr)
         return EXIT_FAILED

@@ -21,7 +21,7 @@ processes on the machine hits all three alike; each pipeline's tf.data cache is 
 median examples/s over the rounds (the first round includes graph tracing) and the ratio to bucketed.
 
 Writes benchmarks/results/models.json and models.md; the pipeline root (with every trained model and its
-serving SavedModel, for benchmarks/bench_serving.py) is kept.
+serving SavedModel, for benchmarks/bench_serve.py --model-dir) is kept.
 """
 from __future__ import annotations
 

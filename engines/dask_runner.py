@@ -36,6 +36,7 @@ import typing as t
 from pathlib import Path
 
 import apache_beam as beam
+import dask
 import dask.bag as db
 from apache_beam import pvalue
 from apache_beam.options.pipeline_options import PipelineOptions

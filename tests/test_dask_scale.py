@@ -5,7 +5,6 @@ shuffle is survived (or the step fails in bounded time), never a hang."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -18,7 +17,6 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from conftest import SAMPLE_DIR
 
 pytest.importorskip("distributed")
 from engines.dask_runner import DaskRunner  # noqa: E402

@@ -58,11 +58,11 @@ def models(tmp_path_factory, transformed_sample):
 
 
 class Server:
-    def __init__(self, serving_dir: Path):
+    def __init__(self, serving_dir: Path, *flags: str):
         self.serving_dir = serving_dir
         self.process = subprocess.Popen(
             [sys.executable, "-m", "apps.cli", "serve", "--serving-dir", str(serving_dir), "--port", "0",
-             "--poll-seconds", "0.2", "--max-request-bytes", str(MAX_REQUEST_BYTES)],
+             "--poll-seconds", "0.2", "--max-request-bytes", str(MAX_REQUEST_BYTES), *flags],
             cwd=REPO, env={**fresh_process_env(), "PYTHONPATH": str(REPO)},
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         self.lines: list[str] = []

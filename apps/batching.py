@@ -1,0 +1,268 @@
+"""Dynamic batching for `agnews-pipeline serve`, after TF Serving's batching layer (`--enable_batching`).
+
+Requests for the same loaded version and signature wait in one queue. Whenever a batch thread is free, the
+queue whose oldest request has waited longest hands over up to `max_batch_size` rows (whole requests; one with
+several instances joins as a block) as soon as it holds that many rows or its oldest request has waited
+`batch_timeout_micros`. The rows are concatenated, padded by repeating the first row up to the next of
+`allowed_batch_sizes` (a handful of shapes, so the model's kernels see few batch sizes), run as one model
+call, and the outputs are split back per request. Requests that arrive while the batch threads are busy
+join the next batch, so batches grow with the load by themselves even with a zero timeout.
+
+A queue holds at most `max_enqueued_batches` batches' worth of rows; a request that finds it full is refused
+at once (`Overloaded`, which the server answers with 503), never left to wait without bound. A request whose
+client went away before its batch started is dropped from the queue. If a merged batch fails (say one
+request's serialized tf.Example does not parse), each of its requests is run alone, so only the bad one fails.
+
+With batching off (`enabled=False`) the same queue runs every request alone, unpadded, `num_batch_threads`
+at a time: TF Serving without `--enable_batching`, with the same bound on waiting rows.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    import numpy as np  # imported where it is used: `agnews-pipeline --help` reads BatchingOptions' defaults
+
+# Called in a batch thread: (servable, signature, {input name: array [rows, ...]}) -> {output name: array}.
+RunModel = Callable[[Any, str, "dict[str, np.ndarray]"], "dict[str, np.ndarray]"]
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    """TF Serving's batching parameters (its --batching_parameters_file), with the same names."""
+    enabled: bool = True
+    max_batch_size: int = 64
+    batch_timeout_micros: int = 0  # 0: take what is queued as soon as a batch thread is free
+    max_enqueued_batches: int = 32
+    num_batch_threads: int = 1
+    allowed_batch_sizes: tuple[int, ...] = ()  # () = 1, 2, 3, 4, 6, 8, 12, ... below max_batch_size, and it
+
+    def problem(self) -> str | None:
+        """What is wrong with these options, as a flag would name it, or None."""
+        for flag, value in (("--max-batch-size", self.max_batch_size),
+                            ("--max-enqueued-batches", self.max_enqueued_batches),
+                            ("--num-batch-threads", self.num_batch_threads)):
+            if value <= 0:
+                return f"{flag} must be positive, got {value}"
+        if self.batch_timeout_micros < 0:
+            return f"--batch-timeout-micros must be 0 or more, got {self.batch_timeout_micros}"
+        sizes = self.allowed_batch_sizes
+        if sizes and (any(size <= 0 for size in sizes) or list(sizes) != sorted(set(sizes))
+                      or sizes[-1] != self.max_batch_size):
+            return (f"--allowed-batch-sizes must be increasing positive sizes ending with --max-batch-size "
+                    f"({self.max_batch_size}), got {','.join(map(str, sizes))}")
+        return None
+
+    def batch_sizes(self) -> tuple[int, ...]:
+        if self.allowed_batch_sizes:
+            return self.allowed_batch_sizes
+        # Powers of two and the sizes halfway between them: padding adds at most a third to a batch.
+        steps = sorted({size for bit in range(self.max_batch_size.bit_length())
+                        for size in (1 << bit, 3 << bit >> 1) if 0 < size < self.max_batch_size})
+        return (*steps, self.max_batch_size)
+
+    def padded_size(self, rows: int) -> int:
+        """The batch size `rows` rows are padded to: the next allowed size; a larger request runs unpadded."""
+        if not self.enabled:
+            return rows
+        return next((size for size in self.batch_sizes() if size >= rows), rows)
+
+    def queue_capacity(self) -> int:
+        """Rows a queue may hold before new requests are refused (the same with batching off)."""
+        return self.max_enqueued_batches * self.max_batch_size
+
+
+class Overloaded(Exception):
+    """The request's queue is full: answer 503 at once."""
+
+
+@dataclass
+class BatchStats:
+    """What one model call did, for the metrics: rows of real requests, rows after padding, seconds."""
+    servable: Any
+    signature: str
+    requests: int
+    rows: int
+    padded_rows: int
+    queue_seconds: list[float]
+    model_seconds: float
+
+
+class _Task:
+    __slots__ = ("inputs", "rows", "solo", "future", "enqueued", "taken")
+
+    def __init__(self, inputs: dict[str, np.ndarray], rows: int, solo: bool, future: asyncio.Future,
+                 enqueued: float):
+        self.inputs, self.rows, self.solo, self.future, self.enqueued = inputs, rows, solo, future, enqueued
+        self.taken = False
+
+
+class _Queue:
+    """The waiting requests of one (loaded version, signature)."""
+
+    def __init__(self, servable: Any, signature: str):
+        self.servable, self.signature = servable, signature
+        self.tasks: deque[_Task] = deque()
+        self.rows = 0  # rows of the waiting requests whose clients are still there
+
+    def take(self, max_rows: int, merge: bool) -> list[_Task]:
+        """The oldest requests that fit in one batch; requests whose clients went away are dropped."""
+        tasks: list[_Task] = []
+        rows = 0
+        while self.tasks:
+            task = self.tasks[0]
+            if task.future.done():  # cancelled: its client went away (rows already given back)
+                self.tasks.popleft()
+                continue
+            if tasks and (not merge or task.solo or tasks[0].solo or rows + task.rows > max_rows):
+                break
+            self.tasks.popleft()
+            task.taken = True
+            tasks.append(task)
+            rows += task.rows
+            self.rows -= task.rows
+        return tasks
+
+    def oldest(self) -> _Task | None:
+        while self.tasks and self.tasks[0].future.done():
+            self.tasks.popleft()
+        return self.tasks[0] if self.tasks else None
+
+
+class Batcher:
+    """Queues, batches and runs model calls. Every method except the model call runs on the event loop."""
+
+    def __init__(self, options: BatchingOptions, run_model: RunModel,
+                 on_batch: Callable[[BatchStats], None] = lambda stats: None,
+                 on_dropped: Callable[[int], None] = lambda rows: None):
+        self.options = options
+        self.run_model = run_model
+        self.on_batch = on_batch
+        self.on_dropped = on_dropped
+        self.executor = concurrent.futures.ThreadPoolExecutor(options.num_batch_threads, thread_name_prefix="batch")
+        self.free_threads = options.num_batch_threads
+        self.queues: dict[tuple[int, str], _Queue] = {}
+        self.draining = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    def queued_rows(self) -> int:
+        return sum(queue.rows for queue in self.queues.values())
+
+    def submit(self, servable: Any, signature: str, inputs: dict[str, np.ndarray], rows: int,
+               solo: bool = False) -> asyncio.Future:
+        """Queues one request; its future gets {output name: this request's rows}. Raises Overloaded when the
+        queue is full. `solo`: never merged or padded (inputs that are not batched along their first axis)."""
+        key = (id(servable), signature)
+        queue = self.queues.get(key)
+        if queue is None:
+            queue = self.queues[key] = _Queue(servable, signature)
+        if queue.rows >= self.options.queue_capacity():
+            raise Overloaded(f"the queue of version {getattr(servable, 'version', '?')} signature {signature!r} "
+                             f"is full ({queue.rows} rows waiting; --max-enqueued-batches "
+                             f"{self.options.max_enqueued_batches} x --max-batch-size {self.options.max_batch_size})")
+        loop = asyncio.get_running_loop()
+        task = _Task(inputs, rows, solo or rows == 0, loop.create_future(), loop.time())
+        task.future.add_done_callback(functools.partial(self._cancelled, queue, task))
+        queue.tasks.append(task)
+        queue.rows += rows
+        self._dispatch()
+        return task.future
+
+    def _cancelled(self, queue: _Queue, task: _Task, future: asyncio.Future) -> None:
+        if future.cancelled() and not task.taken:  # the client went away before its batch started
+            queue.rows -= task.rows
+            self.on_dropped(task.rows)
+
+    def _dispatch(self) -> None:
+        """Starts batches while batch threads are free; otherwise wakes up when the oldest request is due."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        loop = asyncio.get_running_loop()
+        timeout = self.options.batch_timeout_micros / 1e6
+        max_rows = self.options.max_batch_size
+        while self.free_threads > 0:
+            ready, ready_task, wake_at, now = None, None, None, loop.time()
+            for key, queue in list(self.queues.items()):
+                task = queue.oldest()
+                if task is None:
+                    del self.queues[key]  # nothing waits for this version: let it go
+                    continue
+                due = task.enqueued + timeout
+                if due <= now or queue.rows >= max_rows or not self.options.enabled or task.solo or self.draining:
+                    if ready_task is None or task.enqueued < ready_task.enqueued:
+                        ready, ready_task = queue, task
+                elif wake_at is None or due < wake_at:
+                    wake_at = due
+            if ready is None:
+                if wake_at is not None:
+                    self._timer = loop.call_at(wake_at, self._dispatch)
+                return
+            tasks = ready.take(max_rows, merge=self.options.enabled)
+            self.free_threads -= 1
+            running = loop.run_in_executor(self.executor, self._run_batch, ready.servable, ready.signature, tasks)
+            running.add_done_callback(functools.partial(self._finished, tasks))
+
+    def _finished(self, tasks: list[_Task], running: asyncio.Future) -> None:
+        self.free_threads += 1
+        error = running.exception()
+        outcomes = [(None, error)] * len(tasks) if error else running.result()
+        for task, (result, task_error) in zip(tasks, outcomes):
+            if task.future.done():
+                continue  # the client went away while its batch ran
+            if task_error is not None:
+                task.future.set_exception(task_error)
+            else:
+                task.future.set_result(result)
+        self._dispatch()
+
+    def _run_batch(self, servable: Any, signature: str, tasks: list[_Task]) -> list[tuple[Any, Exception | None]]:
+        """In a batch thread: one model call for `tasks`, split back; each task alone if the batch fails."""
+        started = time.monotonic()
+        rows = sum(task.rows for task in tasks)
+        padded = rows if tasks[0].solo else self.options.padded_size(rows)
+        inputs = tasks[0].inputs if tasks[0].solo else {
+            name: _concatenate([task.inputs[name] for task in tasks], padded) for name in tasks[0].inputs}
+        try:
+            outputs = self.run_model(servable, signature, inputs)
+            for name, array in outputs.items():
+                if not tasks[0].solo and (array.ndim == 0 or array.shape[0] != padded):
+                    raise RuntimeError(f"output {name!r} has shape {list(array.shape)}, not one row per input row, "
+                                       "so batched answers cannot be split; start serve with --no-batching")
+        except Exception as error:  # noqa: BLE001 - handed to the requests; a merged batch is retried per request
+            if len(tasks) == 1:
+                return [(None, error)]
+            return [self._run_batch(servable, signature, [task])[0] for task in tasks]
+        finished = time.monotonic()
+        self.on_batch(BatchStats(servable, signature, len(tasks), rows, padded,
+                                 [started - task.enqueued for task in tasks], finished - started))
+        if len(tasks) == 1 and padded == rows:
+            return [(outputs, None)]
+        results, start = [], 0
+        for task in tasks:
+            results.append(({name: array[start:start + task.rows] for name, array in outputs.items()}, None))
+            start += task.rows
+        return results
+
+    def drain(self) -> None:
+        """From now on a batch starts as soon as a batch thread is free, without waiting for more requests."""
+        self.draining = True
+        self._dispatch()
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
+def _concatenate(arrays: list[np.ndarray], rows: int) -> np.ndarray:
+    """The arrays one after the other along the first axis, then the first row repeated up to `rows` rows."""
+    import numpy as np
+
+    joined = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+    missing = rows - len(joined)
+    return joined if missing <= 0 else np.concatenate([joined, np.repeat(joined[:1], missing, axis=0)])
