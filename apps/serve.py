@@ -435,12 +435,13 @@ async def _errors_as_json(request: web.Request, handler):
         return web.json_response({"error": f"Malformed request: {request.method} {request.path}"},
                                  status=404 if error.status in (404, 405) else error.status)
     except Exception as error:  # noqa: BLE001 - a bug answers 500 with one line, never a traceback page
-        print(f"serve: {request.method} {request.path} failed: {type(error).__name__}: {error}", file=sys.stderr)
+        request.app["log"](f"serve: {request.method} {request.path} failed: {type(error).__name__}: {error}")
         return web.json_response({"error": f"internal error: {type(error).__name__}: {error}"}, status=500)
 
 
 def build_app(server: ModelServer) -> web.Application:
     app = web.Application(middlewares=[_errors_as_json], client_max_size=server.max_request_bytes)
+    app["log"] = server.watcher.log
     model = r"/v1/models/{model:[^/:]+}"
     version = r"/versions/{version:\d+}"
     for prefix in (model, model + version):
@@ -468,10 +469,18 @@ async def _serve(server: ModelServer, host: str, port: int, log: Callable[[str],
 
 
 def serve(serving_dir: Path, model_name: str = "agnews", host: str = "127.0.0.1", port: int = 8501,
-          threads: int = 4, poll_seconds: float = 1.0, max_request_bytes: int = 8 << 20) -> None:
-    """Runs the server until SIGTERM or SIGINT. Loads the newest version before it starts listening."""
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+          threads: int = 4, poll_seconds: float = 1.0, max_request_bytes: int = 8 << 20,
+          log: Callable[[str], None] | None = None) -> None:
+    """Runs the server until SIGTERM or SIGINT. Loads the newest version before it starts listening. `log`
+    prints its lines (default: to stderr); a line that cannot be written (its disk is full) is dropped and the
+    server keeps answering."""
+    def log_to_stderr(message: str) -> None:
+        try:
+            print(message, file=sys.stderr, flush=True)
+        except OSError:
+            pass
+
+    log = log or log_to_stderr
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     watcher = VersionWatcher(Path(serving_dir), poll_seconds, log)
