@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -15,6 +16,7 @@ from pipeline import dag, interrupts  # noqa: E402
 from contract.config import ConfigError, default_config_file, load_config  # noqa: E402
 from library.models import architecture_names  # noqa: E402  (the registry; imports no Keras)
 from library.spans import parse_date  # noqa: E402
+from pipeline.logs import LOG_FORMATS, Console, capture_output  # noqa: E402
 from pipeline.runner import LockBusy  # noqa: E402
 
 # Exit codes of `retrain` (and `run`), documented in the README for schedulers.
@@ -30,6 +32,7 @@ EXIT_DRIFT = 8  # validate found drift above a threshold with validate.on_drift=
 # A failure's kind (ComponentError.kind) -> its exit code; any other failure is EXIT_FAILED.
 EXIT_FOR_KIND = {"too_few_spans": EXIT_TOO_FEW_SPANS, "span_not_found": EXIT_SPAN_NOT_FOUND, "drift": EXIT_DRIFT}
 UNBATCHED_THREADS = 4  # serve --no-batching: requests the model computes at the same time
+EXIT_DEADLINE = interrupts.EXIT_DEADLINE  # 124: the run passed --deadline (pipeline.deadline) and was ended cleanly
 
 # Dedicated flags and the configuration key each one sets.
 FLAG_KEYS = {
@@ -48,6 +51,7 @@ FLAG_KEYS = {
     "dask_workers": "pipeline.dask_workers",
     "serving_dir": "pusher.serving_dir",
     "pretrained_embeddings": "trainer.pretrained_embeddings",
+    "deadline": "pipeline.deadline",
 }
 
 
@@ -102,6 +106,22 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-file", metavar="PATH",
                         help="write job metrics in Prometheus' text format to PATH when the command ends "
                              "(e.g. node_exporter's textfile collector folder/agnews.prom)")
+    parser.add_argument("--deadline", metavar="DURATION",
+                        help="end the run cleanly, like SIGTERM, once it has run this long, e.g. 90m or 2h "
+                             f"(pipeline.deadline); exit {interrupts.EXIT_DEADLINE}, the run marked timed_out")
+    _add_output_flags(parser)
+
+
+def _add_output_flags(parser: argparse.ArgumentParser, log_file: bool = False) -> None:
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show the libraries' output (TensorFlow, Beam, Keras, KerasTuner) live on stderr"
+                             + ("" if log_file else "; it is always kept in runs/<run_id>/logs/<step>.log"))
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                        help="text (default) or json: one JSON object per line (time, level, run_id, step, event, "
+                             "message, fields)")
+    if log_file:
+        parser.add_argument("--log-file", metavar="PATH",
+                            help="keep the libraries' output in this file (default: not kept; --verbose shows it)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=256)
     predict.add_argument("--line-numbers", action="store_true",
                          help="add the input line number to each output row ({\"line\": N, ...})")
+    _add_output_flags(predict, log_file=True)
 
     serve = commands.add_parser("serve", help="serve the pushed models over TF Serving's REST API")
     serve.add_argument("--config", help="YAML configuration file (its pusher.serving_dir is served)")
@@ -150,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allowed-batch-sizes", metavar="N,N,...",
                        help="batch sizes to pad to, ending with --max-batch-size (default: 1, 2, 3, 4, 6, 8, 12, "
                             "... below it, and it)")
+    _add_output_flags(serve, log_file=True)
 
     embeddings = commands.add_parser(
         "embeddings", help="train Word2Vec vectors on a run's train split text (for --pretrained-embeddings)")
@@ -162,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     embeddings.add_argument("--word2vec-epochs", type=int, default=10, help="passes over the text (default 10)")
     embeddings.add_argument("--config", help="YAML configuration file")
     embeddings.add_argument("--pipeline-root", help="default ./pipeline_root")
+    _add_output_flags(embeddings, log_file=True)
 
     worker = commands.add_parser(
         "train-worker", help="one worker of a multi-worker training job (trainer.strategy multi_worker_mirrored)")
@@ -231,7 +254,7 @@ class UsageError(ValueError):
     """A bad command line or environment found before any work: exit 2."""
 
 
-def _cmd_run(args, config) -> int:
+def _cmd_run(args, config, console: Console) -> int:
     from pipeline.runner import Runner, root_lock, step_range, summarize
     if args.command == "retrain" and (args.until or args.from_step or args.only):
         # A partial run can never push, and counting it as the last retrain would hide the data from the next.
@@ -243,23 +266,25 @@ def _cmd_run(args, config) -> int:
         raise UsageError(str(error)) from None
     _check_root(config.pipeline_root())
     with root_lock(config.pipeline_root(), args.lock_timeout):
-        runner = Runner(config)
+        runner = Runner(config, log=console)
         try:
             data_fingerprint = runner.data_fingerprint()
             if args.command == "retrain":
                 last = runner.store.last_successful_run("retrain")
                 if not args.force and last is not None and last["data_fingerprint"] == data_fingerprint:
-                    print(f"retrain: the input data is unchanged since run {last['id']} "
-                          f"(fingerprint {data_fingerprint[:12]}); nothing to do (use --force to run anyway)")
+                    console.event("retrain_skipped", f"retrain: the input data is unchanged since run {last['id']} "
+                                  f"(fingerprint {data_fingerprint[:12]}); nothing to do (use --force to run anyway)",
+                                  last_run=last["id"])
                     return EXIT_NO_NEW_DATA
             result = runner.run(until=args.until, use_cache=not args.no_cache, rerun=tuple(args.rerun),
                                 command=args.command, data_fingerprint=data_fingerprint,
                                 from_step=args.from_step, only=args.only)
         finally:
             runner.close()
-    print(summarize(result))
+    console.event("summary", summarize(result), status=result.status, outcome=result.outcome,
+                  run_dir=str(result.run_dir))
     if result.status != "succeeded":
-        print(f"\nERROR: {result.error}", file=sys.stderr)
+        console.error(f"\nERROR: {result.error}")
         return EXIT_FOR_KIND.get(result.error_kind, EXIT_FAILED)
     if args.command == "retrain" and not result.delivered:
         return EXIT_NOT_BLESSED
@@ -278,15 +303,29 @@ def _cmd_train_worker(args) -> int:
     return trainer.worker_main(Path(args.pipeline_root).resolve(), workers, args.index, args.timeout)
 
 
-def _cmd_predict(args) -> int:
+def _library_output(args, console: Console):
+    """predict, serve, embeddings: the libraries' output (TensorFlow's start-up lines, ...) goes to --log-file,
+    or nowhere; --verbose shows it live. The command's own output goes through the console's streams."""
+    if args.verbose and not args.log_file:
+        return contextlib.nullcontext()
+    return capture_output(Path(args.log_file or os.devnull), echo=console.errors if args.verbose else None)
+
+
+def _cmd_predict(args, console: Console) -> int:
     from apps import predict
+    from contract.artifacts import ComponentError
+    from contract.disk import disk_full, disk_full_message
     if args.input != "-" and Path(args.input).is_dir():
         raise UsageError(f"--input {args.input} is a folder: give a text file (one text per line), an AG News "
                          "CSV, or - for stdin")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     predict.resolve_serving_model_dir(Path(args.model_dir))  # a wrong --model-dir fails before reading input
-    sink = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")
+    # A file output is written beside its name and renamed into place when complete: a full disk (or any
+    # failure) never leaves a half-written file that looks like a result.
+    output = Path(args.output) if args.output != "-" else None
+    partial = output.with_name(f".{output.name}.partial-{os.getpid()}") if output else None
+    sink = console.stream if output is None else open(partial, "w", encoding="utf-8")
     try:
         batch: list[tuple[int, str]] = []
 
@@ -302,13 +341,21 @@ def _cmd_predict(args) -> int:
                 flush()
         if batch:
             flush()
-    finally:
-        if sink is not sys.stdout:
+        if output is not None:
             sink.close()
+            os.replace(partial, output)
+    except OSError as error:
+        if output is not None and disk_full(error):  # a write error names no file: name the output
+            raise ComponentError(disk_full_message(partial, f"writing {output}")) from None
+        raise
+    finally:
+        if output is not None:
+            sink.close()
+            partial.unlink(missing_ok=True)
     return EXIT_OK
 
 
-def _cmd_serve(args, config) -> int:
+def _cmd_serve(args, config, console: Console) -> int:
     serving_dir = config.serving_dir()  # --serving-dir sets pusher.serving_dir
     if not serving_dir.is_dir():
         print(f"serve: {serving_dir} does not exist; push a model first (agnews-pipeline run) or pass "
@@ -340,10 +387,12 @@ def _cmd_serve(args, config) -> int:
         print(f"serve: {error}; install the serve extra: pip install 'agnews-pipeline[serve]'", file=sys.stderr)
         return EXIT_USAGE
     try:
-        serve(serving_dir, model_name=args.model_name, host=args.host, port=args.port,
-              poll_seconds=args.poll_seconds, max_request_bytes=args.max_request_bytes, batching=batching)
+        with _library_output(args, console):
+            serve(serving_dir, model_name=args.model_name, host=args.host, port=args.port,
+                  poll_seconds=args.poll_seconds, max_request_bytes=args.max_request_bytes, batching=batching,
+                  log=console)
     except OSError as error:
-        print(f"serve: cannot listen on {args.host}:{args.port}: {error.strerror or error}", file=sys.stderr)
+        console.error(f"serve: cannot listen on {args.host}:{args.port}: {error.strerror or error}")
         return EXIT_FAILED
     return EXIT_OK
 
@@ -393,7 +442,7 @@ def _cmd_diff(args, config) -> int:
     return EXIT_OK
 
 
-def _cmd_embeddings(args, config) -> int:
+def _cmd_embeddings(args, config, console: Console) -> int:
     from library import embeddings
     from pipeline.inspect import run_train_text_source
     for name in ("dim", "window", "min_count", "word2vec_epochs"):
@@ -403,13 +452,16 @@ def _cmd_embeddings(args, config) -> int:
     if out.suffix not in embeddings.OUTPUT_SUFFIXES:
         raise ConfigError(f"--out must end in one of {', '.join(embeddings.OUTPUT_SUFFIXES)}, got {out.name!r}")
     examples_dir, transform = run_train_text_source(config.pipeline_root(), args.from_run)
-    sentences = embeddings.tokenized_split(examples_dir, "train", transform["text_features"], transform["max_length"])
-    vectors = embeddings.train_word2vec(sentences, dimension=args.dim, window=args.window, min_count=args.min_count,
-                                        epochs=args.word2vec_epochs, seed=config.pipeline.seed)
-    written = embeddings.save_vectors(vectors, out)
-    print(f"embeddings: {len(vectors.index_to_key)} words x {vectors.vector_size} dimensions from "
+    with _library_output(args, console):
+        sentences = embeddings.tokenized_split(examples_dir, "train", transform["text_features"],
+                                               transform["max_length"])
+        vectors = embeddings.train_word2vec(sentences, dimension=args.dim, window=args.window,
+                                            min_count=args.min_count, epochs=args.word2vec_epochs,
+                                            seed=config.pipeline.seed)
+        written = embeddings.save_vectors(vectors, out)
+    console.event("result", f"embeddings: {len(vectors.index_to_key)} words x {vectors.vector_size} dimensions from "
           f"{len(sentences)} train texts of run {args.from_run} -> {out} ({written}); "
-          f"use it with --pretrained-embeddings {out}")
+          f"use it with --pretrained-embeddings {out}", path=str(out), words=len(vectors.index_to_key))
     return EXIT_OK
 
 
@@ -456,44 +508,56 @@ def _write_metrics(args, code: int, started: float) -> None:
 def _main(args: argparse.Namespace) -> int:
     if args.command in ("run", "retrain"):  # `serve` drains on SIGTERM by itself
         interrupts.install()
+    # The command's own lines: text or JSON (--log-format), on stdout (serve: stderr, like its request log).
+    console = Console(stream=sys.stderr if args.command == "serve" else sys.stdout,
+                      log_format=getattr(args, "log_format", "text"), verbose=getattr(args, "verbose", False))
     config = None
     try:
         if args.command == "predict":
-            return _cmd_predict(args)
+            with _library_output(args, console):
+                return _cmd_predict(args, console)
         if args.command == "train-worker":
             return _cmd_train_worker(args)
         config = _config_from_args(args)
         if args.command in ("run", "retrain"):
-            return _cmd_run(args, config)
-        return {"runs": _cmd_runs, "show": _cmd_show, "gc": _cmd_gc, "serve": _cmd_serve,
-                "embeddings": _cmd_embeddings, "diff": _cmd_diff}[args.command](args, config)
+            if config.pipeline.deadline:
+                interrupts.set_deadline(config.pipeline.deadline_seconds())
+            return _cmd_run(args, config, console)
+        if args.command in ("serve", "embeddings"):
+            return {"serve": _cmd_serve, "embeddings": _cmd_embeddings}[args.command](args, config, console)
+        return {"runs": _cmd_runs, "show": _cmd_show, "gc": _cmd_gc, "diff": _cmd_diff}[args.command](args, config)
     except ConfigError as error:
-        print(f"configuration error: {error}", file=sys.stderr)
+        console.error(f"configuration error: {error}")
         return EXIT_USAGE
     except UsageError as error:
-        print(f"{args.command}: {error}", file=sys.stderr)
+        console.error(f"{args.command}: {error}")
         return EXIT_USAGE
     except LockBusy as error:
-        print(f"{args.command}: {error}", file=sys.stderr)
+        console.error(f"{args.command}: {error}")
         return EXIT_LOCKED
     except KeyboardInterrupt as error:
         kept = "; completed steps are kept and the next run reuses them" if args.command in ("run", "retrain") else ""
-        print(f"{args.command}: interrupted by {interrupts.name()}{kept}", file=sys.stderr)
+        console.error(f"{args.command}: interrupted by {interrupts.name()}{kept}")
         return interrupts.exit_code(error)
     except Exception as error:  # noqa: BLE001 - one readable line instead of a traceback wall
         import sqlite3
 
         from contract.artifacts import ComponentError
-        from pipeline.metadata import StoreUnreadable, unreadable_message
+        from contract.disk import disk_full, disk_full_message, full_path
+        from pipeline.metadata import StoreError, store_error
         if isinstance(error, sqlite3.DatabaseError):  # a store that opened but breaks on reading
             store = (config.pipeline_root() if config else Path(".")) / "metadata.sqlite"
-            error = StoreUnreadable(unreadable_message(store, error))
-        if isinstance(error, (ComponentError, StoreUnreadable, LookupError)):
-            print(f"{args.command}: {error}", file=sys.stderr)
+            error = store_error(store, error)
+        if isinstance(error, (ComponentError, StoreError, LookupError)):
+            console.error(f"{args.command}: {error}")
             return EXIT_FOR_KIND.get(getattr(error, "kind", None), EXIT_FAILED)
+        if isinstance(error, OSError) and disk_full(error):
+            where = full_path(error, config.pipeline_root() if config else Path.cwd())
+            console.error(f"{args.command}: {disk_full_message(where, f'writing {where}')}")
+            return EXIT_FAILED
         if isinstance(error, OSError):  # missing, unreadable or unwritable files and folders
             where = f": {error.filename}" if error.filename else ""
-            print(f"{args.command}: {error.strerror or error}{where}", file=sys.stderr)
+            console.error(f"{args.command}: {error.strerror or error}{where}")
             return EXIT_FAILED
         raise
 

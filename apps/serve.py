@@ -588,13 +588,14 @@ async def _errors_as_json(request: web.Request, handler) -> web.StreamResponse:
         return _json_response({"error": f"Malformed request: {request.method} {request.path}"},
                               status=404 if error.status in (404, 405) else error.status)
     except Exception as error:  # noqa: BLE001 - a bug answers 500 with one line, never a traceback page
-        print(f"serve: {request.method} {request.path} failed: {type(error).__name__}: {error}", file=sys.stderr)
+        request.app["log"](f"serve: {request.method} {request.path} failed: {type(error).__name__}: {error}")
         return _json_response({"error": f"internal error: {type(error).__name__}: {error}"}, status=500)
 
 
 def build_app(server: ModelServer) -> web.Application:
     app = web.Application(middlewares=[_answer_errors_as_json(server.metrics)],
                           client_max_size=server.max_request_bytes)
+    app["log"] = server.watcher.log
     model = r"/v1/models/{model:[^/:]+}"
     version = r"/versions/{version:\d+}"
     for prefix in (model, model + version):
@@ -631,11 +632,19 @@ async def _serve(server: ModelServer, host: str, port: int, log: Callable[[str],
 
 def serve(serving_dir: Path, model_name: str = "agnews", host: str = "127.0.0.1", port: int = 8501,
           poll_seconds: float = 1.0, max_request_bytes: int = 8 << 20,
-          batching: BatchingOptions | None = None) -> None:
-    """Runs the server until SIGTERM or SIGINT. Loads the newest version before it starts listening."""
+          batching: BatchingOptions | None = None, log: Callable[[str], None] | None = None) -> None:
+    """Runs the server until SIGTERM or SIGINT. Loads the newest version before it starts listening. `log`
+    prints its lines (default: to stderr); a line that cannot be written (its disk is full) is dropped and the
+    server keeps answering."""
     batching = batching or BatchingOptions()
-    def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+
+    def log_to_stderr(message: str) -> None:
+        try:
+            print(message, file=sys.stderr, flush=True)
+        except OSError:
+            pass
+
+    log = log or log_to_stderr
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     watcher = VersionWatcher(Path(serving_dir), poll_seconds, log,

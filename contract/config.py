@@ -57,8 +57,23 @@ class PipelineConfig:
     # While a step without progress lines of its own runs (the Beam steps), one line with the elapsed time and
     # an ETA every this many seconds; 0: none.
     progress_seconds: float = 30.0
+    # Free space a step needs under the pipeline root before it starts, e.g. "2GB"; "auto": 64 MB plus 2 KB per
+    # row of the input data; "0": no check.
+    min_free_space: str | int = "auto"
+    # A run (or retrain) that has run this long is ended like SIGTERM, e.g. "2h", "90m" (--deadline); "": none.
+    deadline: str | float = ""
 
     def __post_init__(self):
+        from contract.units import parse_duration, parse_size
+        try:
+            if self.min_free_space != "auto":
+                parse_size(self.min_free_space)
+        except ValueError as error:
+            raise ConfigError(f"pipeline.min_free_space must be auto or a size: {error}") from None
+        try:
+            _require(not self.deadline or parse_duration(self.deadline) > 0, "pipeline.deadline must be positive")
+        except ValueError as error:
+            raise ConfigError(f"pipeline.deadline (--deadline) must be a duration: {error}") from None
         _require(self.seed >= 0, f"pipeline.seed must be >= 0, got {self.seed}")
         _require(self.progress_seconds >= 0, f"pipeline.progress_seconds must be >= 0 (0 = no progress lines), "
                  f"got {self.progress_seconds}")
@@ -78,6 +93,9 @@ class PipelineConfig:
         # The Beam flags themselves are parsed by Beam's option classes where they are used
         # (library/beam_options.check_pipeline_options, called before any step runs).
 
+    def deadline_seconds(self) -> float | None:
+        from contract.units import parse_duration
+        return parse_duration(self.deadline) if self.deadline else None
 
 def _is_memory_size(text: str) -> bool:
     """'auto' or what dask.utils.parse_bytes accepts: a number with an optional unit (kB, MB, GiB, ...)."""

@@ -463,6 +463,17 @@ def read_multi_worker_job(pipeline_root: Path | str) -> dict[str, Any] | None:
 DASK_STATE_DUMP = "dask_cluster_state"
 
 
+# A run's folder (the runner's, not an artifact): runs/<run_id>/logs/<step>.log holds what the libraries printed
+# while the step ran (TensorFlow, absl, Beam, KerasTuner, Keras), everything on file descriptors 1 and 2
+
+RUN_LOGS_DIR = "logs"
+STEP_LOG_SUFFIX = ".log"
+
+
+def step_log_file(run_dir: Path | str, step: str) -> Path:
+    return Path(run_dir) / RUN_LOGS_DIR / f"{step}{STEP_LOG_SUFFIX}"
+
+
 # ----------------------------------------------------------------------------------------------------------
 
 

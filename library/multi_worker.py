@@ -50,6 +50,8 @@ STARTUP_SECONDS = 120  # the longest the chief may take to load TensorFlow befor
 ERROR_PREFIX = "train-worker failed: "  # the one line a failed worker prints
 # TensorFlow's C++ logging and the gRPC details it appends to a collective's error: not progress lines
 _TF_LOG_LINE = re.compile(r"^[IWEF]\d{4} |^WARNING: All log messages before absl|^Additional GRPC error|^:UNKNOWN:")
+# The chief's own lines (the trainer's plan, epochs with an ETA, warnings), passed on to the run's output.
+_PROJECT_LINE = re.compile(r"^(trainer|train-worker|WARNING): ")
 _TASK = re.compile(r"/job:worker/(?:replica:0/)?task:(\d+)")
 
 
@@ -113,8 +115,10 @@ def train_on_workers(job: dict[str, Any], root: Path, log: Callable[[str], None]
                 joined = True
             elif line.startswith(ERROR_PREFIX):
                 errors.append(line[len(ERROR_PREFIX):])
-            elif line and not _TF_LOG_LINE.match(line):
+            elif _PROJECT_LINE.match(line) and not _TF_LOG_LINE.match(line):
                 log(line)
+            elif line:  # the libraries' output (Keras's epoch lines, TensorFlow's): to the step's log file
+                print(line, flush=True)
             if not joined and time.monotonic() > deadline:
                 raise ComponentError(_not_joined(root, workers, timeout))
         code = process.wait(timeout=60)

@@ -5,11 +5,25 @@ may wrap the exception (Beam turns a KeyboardInterrupt inside a pipeline into a 
 `received()` instead of trusting the exception's type."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
+import threading
+
+from library.durations import duration
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number, what shells report
+# The run's deadline (pipeline.deadline, --deadline) arrives as SIGALRM and ends the run the same way; exit 124
+# is what timeout(1) reports.
+EXIT_DEADLINE = 124
+EXIT_CODES[signal.SIGALRM] = EXIT_DEADLINE
+# If the clean stop has not ended the process this long after the deadline (an engine stuck in native code that
+# never returns to Python), the process exits anyway: the store then shows the run as running, and the next run
+# marks it interrupted, as after a kill.
+DEADLINE_GRACE_SECONDS = 60.0
 _received: int | None = None
+_deadline: float | None = None
 
 
 class Interrupted(KeyboardInterrupt):
@@ -37,6 +51,28 @@ def install() -> None:
         signal.signal(signum, _handler)
 
 
+def set_deadline(seconds: float) -> None:
+    """Ends the process like SIGTERM after `seconds` (main thread; after install()), and hard after the grace."""
+    global _deadline
+    _deadline = seconds
+    signal.signal(signal.SIGALRM, _handler)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    backstop = threading.Timer(seconds + DEADLINE_GRACE_SECONDS, _hard_stop)
+    backstop.daemon = True
+    backstop.start()
+
+
+def _hard_stop() -> None:
+    with contextlib.suppress(OSError):
+        os.write(2, (f"interrupted by {name()}; the run did not stop within {DEADLINE_GRACE_SECONDS:.0f}s, so the "
+                     "process ends now; completed steps are kept\n").encode())
+    os._exit(EXIT_DEADLINE)
+
+
+def deadline_exceeded() -> bool:
+    return _received == signal.SIGALRM
+
+
 def received() -> int | None:
     """The signal that interrupted this process, if any."""
     return _received
@@ -48,4 +84,6 @@ def exit_code(error: BaseException | None = None) -> int:
 
 
 def name() -> str:
+    if _received == signal.SIGALRM:
+        return f"the deadline (pipeline.deadline / --deadline {duration(_deadline or 0)})"
     return signal.Signals(_received).name if _received else "SIGINT"

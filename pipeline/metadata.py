@@ -22,15 +22,49 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from contract.artifacts import Artifact
+from contract.disk import disk_full, disk_full_message, free_bytes, not_writable, not_writable_message
 
 
-class StoreUnreadable(RuntimeError):
+class StoreError(RuntimeError):
+    """The metadata store could not be used; the message says why and what to do (one line)."""
+
+
+class StoreUnreadable(StoreError):
     """The metadata store file is not a readable SQLite database of this pipeline (garbage, truncated)."""
+
+
+class StoreFull(StoreError):
+    """The filesystem holding the store is full: the store itself is intact."""
+
+
+class StoreNotWritable(StoreError):
+    """The system refuses writes to the store (permissions, a read-only mount): the store itself is intact."""
 
 
 def unreadable_message(path: Path, error: BaseException) -> str:
     return (f"the metadata store {path} is unreadable ({error}): move it aside (mv {path} {path}.broken) "
             "and run again; a new store is started and every step is recomputed (pushed versions stay served)")
+
+
+LOW_SPACE_BYTES = 1 << 20  # under this much free space, an I/O error of the store is taken for a full disk
+
+
+def store_error(path: Path, error: BaseException) -> StoreError:
+    """The one-line error for a failed store operation. Only a store SQLite itself finds damaged (not a
+    database, malformed) is called unreadable, with the advice to move it aside: a full disk, a refused
+    write or a busy database leave the file intact, and discarding it would throw away the lineage, the cache
+    and the regression baseline."""
+    intact = "; the store itself is intact (keep it)"
+    name = getattr(error, "sqlite_errorname", "")
+    if disk_full(error) or (name.startswith("SQLITE_IOERR") and free_bytes(path) < LOW_SPACE_BYTES):
+        # (SQLite reports a -shm or -wal file it cannot grow on a full disk as an I/O error)
+        return StoreFull(disk_full_message(path, f"writing the metadata store {path}") + intact)
+    if not_writable(error):
+        return StoreNotWritable(not_writable_message(path, f"writing the metadata store {path}", error) + intact)
+    if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+        return StoreUnreadable(unreadable_message(path, error))
+    return StoreError(f"the metadata store {path} could not be used ({error}); it was not changed: run again "
+                      "(if another program holds it, wait for it to finish)")
 
 
 # A run folder's name, e.g. runs/20261128T051159-904914/; used to find the pipeline-root part of an old
@@ -149,7 +183,11 @@ class MetadataStore:
                 self._db.execute("PRAGMA foreign_keys=ON")
                 self._migrate()
         except sqlite3.DatabaseError as error:
-            raise StoreUnreadable(unreadable_message(self.path, error)) from None
+            raise store_error(self.path, error) from None
+        except OSError as error:  # creating the file: a full disk or a refused write
+            if disk_full(error) or not_writable(error):
+                raise store_error(self.path, error) from None
+            raise
 
     def _connect_read_only(self) -> sqlite3.Connection:
         if not self.path.is_file():
@@ -169,13 +207,17 @@ class MetadataStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL does)
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as error:  # one line that tells a full disk from a damaged store
+            raise store_error(self.path, error) from error
 
     def _migrate(self) -> None:
         with self._transaction() as db:
@@ -215,6 +257,7 @@ class MetadataStore:
                        (run_id, command, time.time(), json.dumps(config, sort_keys=True), data_fingerprint))
 
     def finish_run(self, run_id: str, status: str, outcome: str | None = None, error: str | None = None) -> None:
+        """status: succeeded | failed | interrupted | timed_out (ended by pipeline.deadline)."""
         with self._transaction() as db:
             db.execute("UPDATE runs SET status = ?, ended = ?, outcome = ?, error = ? WHERE id = ?",
                        (status, time.time(), outcome, error, run_id))

@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from contract.artifacts import write_text_atomic
+
 
 def embeddings_line(properties: dict[str, Any]) -> str | None:
     """One line on the pretrained vectors a model started from (from its properties), or None."""
@@ -77,7 +79,5 @@ def write_run_report(run_dir: Path, record: dict[str, Any], headline: dict[str, 
             for image in sorted(folder.glob("*.png")) if folder.is_dir() else ():  # the figures an output holds
                 lines.append(f"\n![{image.name}]({os.path.relpath(image, run_dir)})")
     path = run_dir / "report.md"
-    temporary = run_dir / ".report.md.tmp"
-    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path

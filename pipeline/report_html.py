@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from contract.artifacts import write_text_atomic
 from library.layouts import EVALUATION_FIGURES, METRICS_FILE, TRIALS_CSV_FILE, parse_bucket_dir, read_metrics
 from pipeline.dag import Resolver, headline_table
 from pipeline.report import _format
@@ -112,7 +113,5 @@ def write_run_report_html(run_dir: Path, record: dict[str, Any], steps: Sequence
             f"<title>Run {_e(record['run_id'])}</title><style>{STYLE}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")
     path = run_dir / "report.html"
-    temporary = run_dir / ".report.html.tmp"
-    temporary.write_text(page, encoding="utf-8")
-    os.replace(temporary, path)
+    write_text_atomic(path, page)
     return path

@@ -25,10 +25,15 @@ from typing import Any, Iterator
 from pipeline import dag, interrupts
 from pipeline.heartbeat import Heartbeat, estimate_for
 from contract.artifacts import Artifact, ComponentError, Runtime, fingerprint, write_json_atomic
+from contract.disk import (disk_full, disk_full_message, error_paths, filesystem_line, free_bytes, full_path,
+                           human_bytes, not_writable, not_writable_message)
+from contract.units import parse_size
 from pipeline.code_version import code_version
 from contract.config import Config
 from library.beam_options import all_beam_args, with_log_dir
-from pipeline.metadata import MetadataStore, StoredArtifact
+from library.layouts import step_log_file
+from pipeline.logs import Console
+from pipeline.metadata import MetadataStore, StoreError, StoredArtifact
 from pipeline.report import embeddings_line, headline_facts
 
 
@@ -116,6 +121,24 @@ def step_range(step_names: list[str], from_step: str | None, until: str | None,
     return from_step, until
 
 
+# pipeline.min_free_space "auto": the free space a step needs before it starts, from the rows of the pipeline's
+# input data. A whole default run on the 9,351-row shared AG News wrote 22 MB here (13 MB of it the trainer's
+# models, which do not grow with the data; ingest and transform about 0.25 KB per row), plus Beam's and the
+# tuner's temporary files while it ran: 64 MB and 2 KB per row is a margin over that, not an exact need.
+AUTO_FREE_BASE_BYTES = 64 << 20
+AUTO_FREE_BYTES_PER_ROW = 2048
+
+
+def fault_message(error: BaseException, path: Path, what: str) -> str | None:
+    """The one line for a full disk or a refused write (None for any other error): the filesystem that is full,
+    with the path the error names if it names one."""
+    if disk_full(error):
+        return disk_full_message(full_path(error, path), what)
+    if not_writable(error):
+        return not_writable_message(next(iter(error_paths(error)), path), what, error)
+    return None
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -162,7 +185,9 @@ class Runner:
         run_dir.mkdir(parents=True)
         self.runtime = dataclasses.replace(self.runtime, run_id=run_id)
         self.store.start_run(run_id, command, self.config.redacted_dict(), data_fingerprint)
-        self.log(f"run {run_id}: pipeline root {self.root}")
+        if isinstance(self.log, Console):
+            self.log.run_id = run_id
+        self._event("run_started", f"run {run_id}: pipeline root {self.root}", root=str(self.root))
         produced: dict[str, Artifact] = {}  # "step.output" -> artifact
         artifact_ids: dict[str, int] = {}
         results: list[StepResult] = []
@@ -173,30 +198,63 @@ class Runner:
             if stop_reason:
                 self.store.record_skipped(run_id, step.name, stop_reason)
                 results.append(StepResult(step.name, "skipped", note=stop_reason))
-                self.log(f"{prefix} skipped ({stop_reason})")
+                self._event("step_skipped", f"{prefix} skipped ({stop_reason})", step=step.name, reason=stop_reason)
                 continue
             try:
                 result = self._run_step(step, run_id, run_dir, produced, artifact_ids,
                                         use_cache and step.name not in rerun, prefix,
                                         upstream_of=from_step if index - 1 < first else None)
             except KeyboardInterrupt:  # SIGINT or SIGTERM: nothing half-published; completed steps stay reusable
-                self.store.mark_interrupted()
                 results.append(StepResult(step.name, "interrupted", note=interrupts.name()))
-                self._write_run_record(run_id, run_dir, results, "interrupted", f"interrupted by {interrupts.name()}")
+                # The deadline (--deadline) is marked as such: a run that ran out of time, not one stopped by hand.
+                status = "timed_out" if interrupts.deadline_exceeded() else "interrupted"
+                with contextlib.suppress(StoreError, OSError):  # a full disk must not hide the interruption
+                    self.store.mark_interrupted()
+                    if status == "timed_out":
+                        self.store.finish_run(run_id, status, error=f"interrupted by {interrupts.name()}")
+                    self._write_run_record(run_id, run_dir, results, status, f"interrupted by {interrupts.name()}")
                 raise
-            except PipelineFailed as error:
-                results.append(StepResult(step.name, "failed", note=str(error)))
-                self.store.finish_run(run_id, "failed", error=str(error))
-                self._write_run_record(run_id, run_dir, results, "failed", str(error))
-                return RunResult(run_id, run_dir, "failed", results, str(error), error_kind=error.kind)
+            except (PipelineFailed, StoreError, OSError) as error:
+                message = str(error)
+                if isinstance(error, OSError):  # the runner's own writes (folders, the publishing rename)
+                    message = fault_message(error, run_dir, f"running {step.name}") or f"{step.name}: {error}"
+                    message = message if message.startswith(f"{step.name}: ") else f"{step.name}: {message}"
+                return self._failed(run_id, run_dir, results, StepResult(step.name, "failed", note=message),
+                                    kind=getattr(error, "kind", None))
             results.append(result)
             if step.name == until:
                 stop_reason = f"--until {until}"
         outcome = self._outcome(results)
-        self.store.finish_run(run_id, "succeeded", outcome=outcome)
-        self._write_run_record(run_id, run_dir, results, "succeeded", None)
-        self.log(f"run {run_id} succeeded in {time.monotonic() - started:.1f}s ({outcome})")
+        try:
+            self.store.finish_run(run_id, "succeeded", outcome=outcome)
+            self._write_run_record(run_id, run_dir, results, "succeeded", None)
+        except (StoreError, OSError) as error:
+            message = str(error) if isinstance(error, StoreError) else (
+                fault_message(error, run_dir, "writing the run report") or f"writing the run report: {error}")
+            return self._failed(run_id, run_dir, results, None, message)
+        self._event("run_succeeded", f"run {run_id} succeeded in {time.monotonic() - started:.1f}s ({outcome})",
+                    seconds=round(time.monotonic() - started, 1), outcome=outcome)
         return RunResult(run_id, run_dir, "succeeded", results, outcome=outcome)
+
+    def _failed(self, run_id: str, run_dir: Path, results: list[StepResult], failed: StepResult | None,
+                message: str | None = None, kind: str | None = None) -> RunResult:
+        """Records a failed run as far as the disk allows: the store first (so `runs` shows it failed), then
+        run.json and the reports. When the store cannot be written either (its disk is full) the run stays
+        'running' there and the next run marks it interrupted; the message says so."""
+        if failed is not None:
+            results.append(failed)
+            message = failed.note
+        try:
+            self.store.finish_run(run_id, "failed", error=message)
+        except StoreError as error:
+            message += f" (the run could not be recorded as failed: {error}; the next run marks it interrupted)"
+        try:
+            self._write_run_record(run_id, run_dir, results, "failed", message)
+        except OSError as error:
+            if fault_message(error, run_dir, "") is None:
+                raise
+            # run.json and the reports are a convenience: the store and the message already tell the failure.
+        return RunResult(run_id, run_dir, "failed", results, message, error_kind=kind)
 
     def _resolve_inputs(self, step: dag.Step, produced, artifact_ids) -> tuple[dict[str, Artifact], dict[str, int]]:
         inputs, ids = {}, {}
@@ -270,7 +328,7 @@ class Runner:
             code = code_version(step.component.__module__)
             cache_key = self._cache_key(step, step_cfg, input_ids, code, inputs)
         except ComponentError as error:
-            self.log(f"{prefix} FAILED: {error}")
+            self._event("step_failed", f"{prefix} FAILED: {error}", level="error", step=step.name)
             message = str(error)
             raise PipelineFailed(message if message.startswith(f"{step.name}: ") else f"{step.name}: {message}",
                                  getattr(error, "kind", None)) from None
@@ -283,7 +341,7 @@ class Runner:
                        f"execution with this configuration and these inputs; run it first "
                        f"(agnews-pipeline run --until {step.name})")
             self.store.fail_execution(execution_id, message)
-            self.log(f"{prefix} FAILED: {message}")
+            self._event("step_failed", f"{prefix} FAILED: {message}", level="error", step=step.name)
             raise PipelineFailed(message)
         if reusable is not None:
             reused_id, outputs = reusable
@@ -292,18 +350,21 @@ class Runner:
                 produced[f"{step.name}.{name}"] = stored.as_artifact()
                 artifact_ids[f"{step.name}.{name}"] = stored.id
             origin = self.store.execution(reused_id)
-            self.log(f"{prefix} cached ({time.monotonic() - started:.1f}s, from run {origin['run_id']})")
+            self._event("step_cached", f"{prefix} cached ({time.monotonic() - started:.1f}s, from run "
+                        f"{origin['run_id']})", step=step.name, from_run=origin["run_id"])
             return StepResult(step.name, "cached", time.monotonic() - started,
                               {n: a.as_artifact() for n, a in outputs.items()}, note=origin["run_id"])
 
+        self._check_free_space(step, execution_id, prefix)
         # A fixed temporary folder per cache key lets a resumable step pick up an interrupted attempt.
         work_dir = self.root / "tmp" / f"{step.name}-{cache_key[:16]}"
         if work_dir.exists() and not step.resumable:
             shutil.rmtree(work_dir)
         work_dir.mkdir(parents=True, exist_ok=True)
-        self.log(f"{prefix} running ...")
+        self._event("step_started", f"{prefix} running ...", step=step.name)
+        log_file = step_log_file(run_dir, step.name)
         try:
-            with self._heartbeat(step, step_cfg, inputs, prefix, started):
+            with self._heartbeat(step, step_cfg, inputs, prefix, started), self._capture(log_file, step.name):
                 # On dask, a stalled step leaves the cluster's state in its own folder (kept as <step>.failed).
                 runtime = dataclasses.replace(self.runtime, beam_args=with_log_dir(self.runtime.beam_args, work_dir))
                 outputs = step.component(inputs, work_dir, step_cfg, runtime)
@@ -314,15 +375,25 @@ class Runner:
             if interrupts.received():  # a signal that a library wrapped into another exception (Beam does)
                 raise interrupts.Interrupted(interrupts.received()) from None
             message = str(error) if isinstance(error, ComponentError) else f"{type(error).__name__}: {error}"
-            # The store keeps the traceback of an unexpected error; the user sees its message.
-            self.store.fail_execution(execution_id, message if isinstance(error, ComponentError)
-                                      else f"{message}\n{traceback.format_exc()}")
-            if not step.resumable:  # keep the failed attempt for inspection, under a name that is not final
+            stored = message if isinstance(error, ComponentError) else f"{message}\n{traceback.format_exc()}"
+            fault = fault_message(error, work_dir, f"running {step.name}")
+            if fault is not None and disk_full(error) and not step.resumable:
+                # The half-written attempt is what filled the disk and nothing can use it: give the space back
+                # (a resumable step keeps its folder: its finished work is reused when the run is started again).
+                shutil.rmtree(work_dir, ignore_errors=True)
+                fault += " (the failed attempt's partial output was removed to free its space)"
+            elif not step.resumable:  # keep the failed attempt for inspection, under a name that is not final
                 failed_dir = run_dir / f"{step.name}.failed"
                 os.replace(work_dir, failed_dir)
                 message = message.replace(str(work_dir), str(failed_dir))  # paths the message names moved too
                 message += f"\n(partial output kept in {failed_dir})"
-            self.log(f"{prefix} FAILED after {time.monotonic() - started:.1f}s")
+            message = fault or message
+            # The store keeps the traceback of an unexpected error; the user sees its message.
+            with contextlib.suppress(StoreError):  # its disk may be full too: _failed reports that
+                self.store.fail_execution(execution_id, stored)
+            seen = f" (what the libraries printed: {log_file})" if log_file.is_file() else ""
+            self._event("step_failed", f"{prefix} FAILED after {time.monotonic() - started:.1f}s{seen}",
+                        level="error", step=step.name, seconds=round(time.monotonic() - started, 1))
             if not message.startswith(f"{step.name}: "):  # components may name themselves already
                 message = f"{step.name}: {message}"
             raise PipelineFailed(message, getattr(error, "kind", None)) from None
@@ -337,8 +408,37 @@ class Runner:
             produced[f"{step.name}.{name}"] = published[name]
             artifact_ids[f"{step.name}.{name}"] = ids[name]
         seconds = time.monotonic() - started
-        self.log(f"{prefix} done in {seconds:.1f}s -> {final_dir}")
+        self._event("step_done", f"{prefix} done in {seconds:.1f}s -> {final_dir}", step=step.name,
+                    seconds=round(seconds, 1), outputs=str(final_dir))
         return StepResult(step.name, "ran", seconds, {n: published[n] for n in step.outputs})
+
+    def _check_free_space(self, step: dag.Step, execution_id: int, prefix: str) -> None:
+        """Fails a step before it starts when the pipeline root's filesystem has less free space than
+        pipeline.min_free_space ("auto": from the rows of the input data; "0": no check), instead of an hour
+        into training."""
+        needed = self._min_free_bytes()
+        if needed <= 0 or free_bytes(self.root) >= needed:
+            return
+        message = (f"{step.name}: not started, too little free space: {filesystem_line(self.root)}, less than "
+                   f"the {human_bytes(needed)} pipeline.min_free_space asks for; free some space there (or set "
+                   "pipeline.min_free_space lower, 0 = no check) and run again")
+        with contextlib.suppress(StoreError):
+            self.store.fail_execution(execution_id, message)
+        self._event("step_failed", f"{prefix} FAILED: not enough free space", level="error", step=step.name)
+        raise PipelineFailed(message)
+
+    def _min_free_bytes(self) -> int:
+        setting = self.config.pipeline.min_free_space
+        if setting != "auto":
+            return parse_size(setting)
+        if not hasattr(self, "_auto_free_bytes"):  # counted once per run (it reads the source data)
+            source = dag.source_step(self.steps)
+            rows = None
+            if source is not None and source.input_rows is not None:
+                with contextlib.suppress(Exception):  # an uncountable source only lowers the minimum
+                    rows = source.input_rows(step_config(self.config, source))
+            self._auto_free_bytes = AUTO_FREE_BASE_BYTES + AUTO_FREE_BYTES_PER_ROW * (rows or 0)
+        return self._auto_free_bytes
 
     def _heartbeat(self, step: dag.Step, step_cfg: Any, inputs: dict[str, Artifact], prefix: str,
                    started: float) -> Heartbeat | contextlib.nullcontext:
@@ -346,7 +446,30 @@ class Runner:
         period = self.config.pipeline.progress_seconds
         if period <= 0 or step.reports_progress:
             return contextlib.nullcontext()
-        return Heartbeat(self.log, prefix, period, estimate_for(self.store, step, step_cfg, inputs), started)
+        return Heartbeat(lambda line: self._event("progress", line, step=step.name), prefix, period,
+                         estimate_for(self.store, step, step_cfg, inputs), started)
+
+    def _event(self, event: str, message: str, level: str = "info", **fields: Any) -> None:
+        """One of the runner's own lines: a Console gets its kind and fields (--log-format json), a plain
+        callable the text."""
+        if isinstance(self.log, Console):
+            self.log.event(event, message, level=level, **fields)
+        else:
+            self.log(message)
+
+    @contextlib.contextmanager
+    def _capture(self, log_file: Path, step: str) -> Iterator[None]:
+        """While a step runs: the libraries' output (fd 1 and 2) goes to its log file in the run folder, and
+        the console's lines name the step."""
+        if not isinstance(self.log, Console):
+            yield
+            return
+        self.log.step = step
+        try:
+            with self.log.capture(log_file):
+                yield
+        finally:
+            self.log.step = None
 
     def _outcome(self, results: list[StepResult]) -> str | None:
         """Whether the run delivered, from the step that delivers (`Step.delivers`, e.g. "pushed_model.pushed"):

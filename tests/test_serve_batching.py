@@ -199,7 +199,7 @@ def test_a_full_queue_answers_503_at_once(tmp_path, models):
             connection.close()
         refused = [answer for answer in answers if answer[0] == 503]
         assert refused, "no request was refused"
-        for status, body, retry_after, seconds in answers:
+        for status, body, retry_after, _seconds in answers:
             assert status in (200, 503), body
             if status == 503:
                 assert list(body) == ["error"] and "overloaded" in body["error"] and retry_after == "1"
