@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -33,39 +32,11 @@ from components import ingest, transform, validate  # noqa: E402
 from contract.artifacts import Runtime  # noqa: E402
 from contract.config import IngestConfig, TransformConfig, ValidateConfig  # noqa: E402
 from library.layouts import SPLITS  # noqa: E402
+from bench_ingest_transform import PeakTreeRss  # noqa: E402
 
 IN_MEMORY = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 DASK = ("--runner=engines.dask_runner.DaskRunner", "--dask_workers=2")
 TROUBLE = ("Pausing worker", "gc.collect() took", "Event loop was unresponsive")
-SAMPLE_SECONDS = 0.5
-
-
-class PeakRss:
-    """Peak RSS of this process and, separately, of each descendant (the dask workers), sampled on a thread."""
-
-    def __enter__(self):
-        import psutil
-        self.main, self.children, self._stop = 0, {}, threading.Event()
-
-        def sample():
-            me = psutil.Process()
-            while not self._stop.is_set():
-                self.main = max(self.main, me.memory_info().rss)
-                for child in me.children(recursive=True):
-                    try:
-                        rss = child.memory_info().rss
-                        self.children[child.pid] = max(self.children.get(child.pid, 0), rss)
-                    except psutil.Error:
-                        pass
-                self._stop.wait(SAMPLE_SECONDS)
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 @contextlib.contextmanager
@@ -127,15 +98,15 @@ def one_run(data: Path, name: str, beam_args: tuple[str, ...], logs: Path) -> tu
     log = logs / f"{name}.stderr.log"
     load = os.getloadavg()[0]
     try:
-        with PeakRss() as rss, stderr_to(log):
+        with PeakTreeRss() as rss, stderr_to(log):
             result = run_steps(data, beam_args, work)
         hashes = file_hashes(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = log.read_text(errors="replace")
-    workers = sorted(rss.children.values(), reverse=True)
+    workers = sorted((peak for pid, peak in rss.each.items() if pid != os.getpid()), reverse=True)
     result.update(name=name, load_at_start=round(load, 1), load_at_end=round(os.getloadavg()[0], 1),
-                  main_peak_rss_mb=round(rss.main / 2**20),
+                  main_peak_rss_mb=round(rss.each[os.getpid()] / 2**20),
                   worker_peak_rss_mb=[round(value / 2**20) for value in workers[:2]],
                   trouble={line: text.count(line) for line in TROUBLE}, files=len(hashes))
     return result, hashes

@@ -37,12 +37,12 @@ RSS_SAMPLE_SECONDS = 0.5
 
 class PeakTreeRss:
     """Peak of the summed resident memory of this process and all its descendants (Beam or dask workers),
-    sampled every RSS_SAMPLE_SECONDS on a thread."""
+    sampled every RSS_SAMPLE_SECONDS on a thread; also the peak of each process alone ({pid: bytes}, `each`)."""
 
     def __enter__(self):
         import threading
         import psutil
-        self.peak, self._stop = 0, threading.Event()
+        self.peak, self.each, self._stop = 0, {}, threading.Event()
 
         def sample():
             me = psutil.Process()
@@ -50,9 +50,11 @@ class PeakTreeRss:
                 total = 0
                 for process in [me, *me.children(recursive=True)]:
                     try:
-                        total += process.memory_info().rss
+                        rss = process.memory_info().rss
                     except psutil.Error:
-                        pass
+                        continue
+                    total += rss
+                    self.each[process.pid] = max(self.each.get(process.pid, 0), rss)
                 self.peak = max(self.peak, total)
                 self._stop.wait(RSS_SAMPLE_SECONDS)
 

@@ -23,6 +23,15 @@ on plain Beam transforms):
   7. The client (and the LocalCluster it may start) is never closed. Here the result closes both when the
      pipeline finishes or fails; without --dask_client_address a LocalCluster of --dask_workers processes is
      started for the pipeline.
+What makes it hold at size (tests/test_dask_scale.py):
+  8. No combiner lifting: CombinePerKey runs as a GroupByKey of every element (a vocabulary's every token
+     occurrence). Here, as in Beam's DirectRunner, each partition pre-combines per key before the shuffle
+     (LiftedCombinePerKey); the result lists each GroupByKey's input size (`shuffles`, also logged).
+  9. Per-element wrappers: in the global window, GroupByKey shuffles the (key, value) pairs themselves (no
+     WindowedValue, no GroupAlsoByWindow step), and a ParDo with one output returns bare values, not (tag, value).
+ 10. A stuck computation waits forever. Here a watchdog fails the pipeline with one line when no task starts or
+     finishes for --dask_stall_seconds, or every worker stays paused (memory), after writing the cluster's state
+     to --dask_log_dir. The LocalCluster gets longer comm timeouts and --dask_worker_memory as its limit.
 Only the global window is supported, as in Beam's DaskRunner (timestamps and windows are not carried).
 """
 from __future__ import annotations

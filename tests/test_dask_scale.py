@@ -258,3 +258,30 @@ def test_a_worker_killed_in_transforms_shuffle_is_survived_byte_identical_or_fai
     else:
         assert run.returncode == 1 and "Traceback" not in stderr, stderr[-3000:]
         assert len([line for line in stderr.splitlines() if line.startswith("ERROR:")]) == 1, stderr[-3000:]
+
+
+# ---------------------------------------------------------------------------------------------- settings
+
+@pytest.mark.parametrize("overrides, message", [
+    (["pipeline.dask_stall_seconds=0"], "pipeline.dask_stall_seconds must be > 0, got 0"),
+    (["pipeline.dask_worker_memory=lots"], "pipeline.dask_worker_memory must be 'auto' or a size such as 4GiB"),
+    (["pipeline.dask_worker_memory=4 parsecs"], "pipeline.dask_worker_memory must be 'auto' or a size"),
+])
+def test_bad_dask_settings_fail_before_any_work(overrides, message):
+    from contract.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+@pytest.mark.parametrize("memory", ["auto", "3GiB", "3000MB", "1.5 GB"])
+def test_the_dask_settings_reach_the_adapter(memory):
+    from dask.utils import parse_bytes
+
+    from contract.config import load_config
+    from engines.dask_runner import DaskAdapterOptions
+    from library.beam_options import pipeline_options
+    config = load_config(None, ["pipeline.beam_runner=dask", f"pipeline.dask_worker_memory={memory}",
+                                "pipeline.dask_stall_seconds=90"])
+    adapter = pipeline_options(config.pipeline.all_beam_args()).view_as(DaskAdapterOptions)
+    assert (adapter.dask_worker_memory, adapter.dask_stall_seconds) == (memory, 90)
+    assert memory == "auto" or parse_bytes(memory) > 0  # what LocalCluster(memory_limit=...) accepts
