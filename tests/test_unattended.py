@@ -349,3 +349,26 @@ def test_store_errors_are_told_apart(tmp_path):
     path.write_bytes(os.urandom(4096))
     with pytest.raises(StoreUnreadable, match="move it aside"):
         MetadataStore(path)
+
+
+def test_progress_is_one_line_rewritten_on_a_terminal_and_plain_lines_elsewhere():
+    import io
+
+    from pipeline.logs import Console
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, tty in ((io.StringIO(), False), (Terminal(), True)):
+        console = Console(stream=stream)
+        for event, message in (("step_started", "[1/7] ingest running ..."), ("progress", "elapsed 30s, ETA ~10s"),
+                               ("progress", "elapsed 60s, ETA ~0s"), ("step_done", "[1/7] ingest done")):
+            console.event(event, message)
+        text = stream.getvalue()
+        if tty:
+            assert text == ("[1/7] ingest running ...\n\r\x1b[2Kelapsed 30s, ETA ~10s\r\x1b[2Kelapsed 60s, ETA ~0s"
+                            "\r\x1b[2K[1/7] ingest done\n")
+        else:
+            assert not ANSI.search(text) and text.splitlines() == [
+                "[1/7] ingest running ...", "elapsed 30s, ETA ~10s", "elapsed 60s, ETA ~0s", "[1/7] ingest done"]
