@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator, TextIO
 
 LOG_FORMATS = ("text", "json")
+CLEAR_LINE = "\r\x1b[2K"  # back to the start of the line and erase it (only ever written to a terminal)
 ANSI_CODE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
@@ -52,6 +53,7 @@ class Console:
         self.run_id: str | None = None
         self.step: str | None = None
         self._lock = threading.Lock()  # the heartbeat thread prints too
+        self._status_shown = False
 
     def __call__(self, message: str) -> None:
         self.event("message", message)
@@ -67,7 +69,15 @@ class Console:
         with self._lock:
             target = stream or self.stream
             try:
-                target.write(text + "\n")
+                if self.tty and self.log_format == "text" and event == "progress" and target is self.stream:
+                    # On a terminal progress is one line rewritten in place, not a new line each time.
+                    target.write(CLEAR_LINE + text)
+                    self._status_shown = True
+                else:
+                    if self._status_shown:  # the live progress line gives way to the next line
+                        self.stream.write(CLEAR_LINE)
+                        self._status_shown = False
+                    target.write(text + "\n")
                 target.flush()
             except OSError:  # stdout is a file on a full disk: the run goes on; its store and run.json keep it
                 pass

@@ -81,6 +81,7 @@ def disk_full_line(completed: subprocess.CompletedProcess, folder: Path) -> str:
     output = completed.stdout + completed.stderr
     assert "move it aside" not in output and ".broken" not in output, output[-3000:]
     message = one_line(completed, 1, "disk full", f"the filesystem at {folder}", "free")
+    print(f"exit {completed.returncode}: {message}")  # shown by pytest -rP: the table in the closing note
     return message
 
 
@@ -327,3 +328,47 @@ def test_serve_keeps_answering_when_its_log_disk_is_full(tmpfs_ok, trained, tmp_
         if process.poll() is None:
             process.kill()
             process.wait(timeout=30)
+
+
+def test_store_errors_are_told_apart(tmp_path):
+    """Only a damaged store is 'unreadable' (move it aside); a refused write and a busy store are not."""
+    import sqlite3
+
+    from pipeline.metadata import MetadataStore, StoreError, StoreNotWritable, StoreUnreadable, store_error
+    path = tmp_path / "metadata.sqlite"
+    MetadataStore(path).close()
+    read_only = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    with pytest.raises(sqlite3.OperationalError) as refused:
+        read_only.execute("INSERT INTO runs (id, command, status, started, config_json) VALUES ('r', 'run', "
+                          "'running', 0, '{}')")
+    read_only.close()
+    error = store_error(path, refused.value)
+    assert isinstance(error, StoreNotWritable) and "intact" in str(error) and "move it aside" not in str(error)
+    busy = store_error(path, sqlite3.OperationalError("database is locked"))
+    assert type(busy) is StoreError and "move it aside" not in str(busy)
+    path.write_bytes(os.urandom(4096))
+    with pytest.raises(StoreUnreadable, match="move it aside"):
+        MetadataStore(path)
+
+
+def test_progress_is_one_line_rewritten_on_a_terminal_and_plain_lines_elsewhere():
+    import io
+
+    from pipeline.logs import Console
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, tty in ((io.StringIO(), False), (Terminal(), True)):
+        console = Console(stream=stream)
+        for event, message in (("step_started", "[1/7] ingest running ..."), ("progress", "elapsed 30s, ETA ~10s"),
+                               ("progress", "elapsed 60s, ETA ~0s"), ("step_done", "[1/7] ingest done")):
+            console.event(event, message)
+        text = stream.getvalue()
+        if tty:
+            assert text == ("[1/7] ingest running ...\n\r\x1b[2Kelapsed 30s, ETA ~10s\r\x1b[2Kelapsed 60s, ETA ~0s"
+                            "\r\x1b[2K[1/7] ingest done\n")
+        else:
+            assert not ANSI.search(text) and text.splitlines() == [
+                "[1/7] ingest running ...", "elapsed 30s, ETA ~10s", "elapsed 60s, ETA ~0s", "[1/7] ingest done"]
