@@ -26,6 +26,7 @@ sys.path.insert(0, str(PROJECT / "benchmarks"))
 from contract.config import DriftConfig  # noqa: E402
 from library import drift  # noqa: E402
 from library.ag_news_csv import BadRow, parse_csv_row  # noqa: E402
+from library.layouts import read_metrics  # noqa: E402
 from run_info import command_line, machine, write_results  # noqa: E402
 
 CONFIG = """
@@ -52,7 +53,7 @@ def step_seconds(root: Path, step: str) -> tuple[str, float]:
 
 def newest_evaluation(root: Path) -> dict:
     run = sorted(p for p in (root / "runs").iterdir() if (p / "run.json").is_file())[-1]
-    return json.loads((run / "evaluator" / "evaluation" / "metrics.json").read_text())
+    return read_metrics(run / "evaluator" / "evaluation")
 
 
 def make_stream(data: Path, out: Path, *extra: str) -> Path:

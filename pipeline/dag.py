@@ -155,7 +155,7 @@ STEPS: tuple[Step, ...] = (
 PRODUCT = "trainer.model"
 # The columns `runs` (and `runs --json`) adds for each run: name -> a headline property, "output.property".
 RUN_COLUMNS = {"window": "examples.window_summary", "drift": "statistics.drift_detected",
-               "accuracy": "evaluation.accuracy", "newest_span_accuracy": "evaluation.newest_span_accuracy",
+               "newest_span_accuracy": "evaluation.newest_span_accuracy", "accuracy": "evaluation.accuracy",
                "blessed": "blessing.blessed", "pushed_version": "pushed_model.version"}
 
 STEP_NAMES = tuple(step.name for step in STEPS)
