@@ -44,18 +44,24 @@ def metrics(path: Path) -> dict[tuple, float]:
             for family in text_string_to_metric_families(path.read_text()) for s in family.samples}
 
 
-@pytest.fixture(scope="module")
-def stream(tmp_path_factory):
-    """A stream whose folder starts with the first 3 spans of the sample; the 4th is kept aside."""
-    base = tmp_path_factory.mktemp("stream")
+def growing_stream(base: Path, spans: int) -> tuple[Path, Path]:
+    """(full, live): the sample cut into 4 spans, and a stream folder holding the first `spans` of them (more
+    arrive by copying from `full`); base/config.yaml is the tests' configuration."""
     full = make_stream(base / "full")
     live = base / "live"
     live.mkdir()
     shutil.copyfile(full / "test.csv", live / "test.csv")
-    for name in SPAN_NAMES[:3]:
+    for name in SPAN_NAMES[:spans]:
         shutil.copytree(full / name, live / name)
     (base / "config.yaml").write_text(CONFIG)
-    return base, full, live
+    return full, live
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory):
+    """A stream whose folder starts with the first 3 spans of the sample; the 4th is kept aside."""
+    base = tmp_path_factory.mktemp("stream")
+    return base, *growing_stream(base, 3)
 
 
 def args(base: Path, live: Path, *extra: str) -> list[str]:
@@ -124,13 +130,7 @@ def test_retrain_ingests_only_a_new_span_skips_an_unchanged_stream_and_writes_me
 
 def test_ingest_reuses_unchanged_spans_as_hard_links_and_metrics_keep_the_last_success(tmp_path):
     """The cheap half of the test above (ingest only), for quick checks of span reuse and the metrics file."""
-    full = make_stream(tmp_path / "full")
-    live = tmp_path / "live"
-    live.mkdir()
-    shutil.copyfile(full / "test.csv", live / "test.csv")
-    for name in SPAN_NAMES[:2]:
-        shutil.copytree(full / name, live / name)
-    (tmp_path / "config.yaml").write_text(CONFIG)
+    full, live = growing_stream(tmp_path, 2)
     prom = tmp_path / "agnews.prom"
     agnews("run", *args(tmp_path, live, "--until", "ingest", "--metrics-file", str(prom)))
     success = metrics(prom)[("agnews_retrain_last_success_timestamp_seconds", ())]
