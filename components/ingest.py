@@ -223,7 +223,8 @@ def _csv_files(config: IngestConfig) -> dict[str, str]:
 
 
 def window(config: IngestConfig) -> list[span_stream.Span]:
-    """The spans of a stream source the run trains on, oldest first (WindowError if it cannot be formed)."""
+    """The spans of a stream source the run trains on, oldest first (a ComponentError of a window kind
+    if it cannot be formed: library/spans.py)."""
     folder = _csv_dir(config)
     test_file = os.path.join(folder, span_stream.FIXED_TEST_FILE)
     if not os.path.isfile(test_file):
@@ -239,18 +240,25 @@ def window(config: IngestConfig) -> list[span_stream.Span]:
 def sources(config: IngestConfig) -> list[Source]:
     """Every source file of the run; in a stream, the window's spans (oldest first), then the fixed test set."""
     if not config.data.startswith("csv:"):
+        _check_one_span(config)
         return [Source(None, split, f"tfds:{config.tfds_name}/{split}") for split in SOURCE_SPLITS]
     if _is_stream(config):
         spans = window(config)
         test_file = os.path.join(_csv_dir(config), span_stream.FIXED_TEST_FILE)
         return [Source(span.name, "train", span.train_file) for span in spans] + [Source("", "test", test_file)]
-    if config.window.newest or config.window.min_spans > 1:
-        raise span_stream.WindowError(
-            span_stream.SPAN_NOT_FOUND if config.window.newest else span_stream.TOO_FEW_SPANS,
-            f"ingest: --data {config.data} is one folder (train.csv and test.csv), not a stream of spans, so "
-            f"{'span ' + repr(config.window.newest) + ' cannot be found' if config.window.newest else 'it holds one span, fewer than ingest.window.min_spans'}"
-            ". Nothing was trained.")
+    _check_one_span(config)
     return [Source(None, split, path) for split, path in _csv_files(config).items()]
+
+
+def _check_one_span(config: IngestConfig) -> None:
+    """A source that is not a stream is one span: it can neither be pinned nor meet min_spans above 1."""
+    where = f"--data {config.data} is one data set, not a stream of spans"
+    if config.window.newest:
+        raise ComponentError(f"ingest: {where}, so span {config.window.newest!r} cannot be found. Nothing was "
+                             "trained.", span_stream.SPAN_NOT_FOUND)
+    if config.window.min_spans > 1:
+        raise ComponentError(f"ingest: {where}: one span, fewer than ingest.window.min_spans = "
+                             f"{config.window.min_spans}. Nothing was trained.", span_stream.TOO_FEW_SPANS)
 
 
 def source_name(config: IngestConfig) -> str:
@@ -272,8 +280,9 @@ def external_fingerprint(config: IngestConfig) -> str:
     """A fingerprint of the source data, for caching and the scheduler's "no new data" check: of a stream, the
     window's spans (names and contents) and the fixed test set."""
     digest = hashlib.sha256()
-    if config.data.startswith("csv:") and _is_stream(config):
-        for source in sources(config):
+    stream_sources = sources(config)  # checks the window first (before any work)
+    if stream_sources[0].name is not None:
+        for source in stream_sources:
             digest.update(f"{source.name}\0{span_stream.file_sha256(source.path)}\0".encode())
         return digest.hexdigest()
     if config.data.startswith("csv:"):

@@ -301,9 +301,7 @@ def _drift_checks(examples_dir: Path, config: ValidateConfig, runtime: Runtime) 
         named = ", ".join(f"{row['measure']} = {row['value']:.4f} > threshold {row['threshold']}" for row in drifted)
         message = f"validate: span {window[-1]} drifted from the rest of the window: {named}"
         if config.on_drift == "fail":
-            error = ComponentError(f"{message} (validate.on_drift=fail: nothing trained or pushed)")
-            error.kind = "drift"
-            raise error
+            raise ComponentError(f"{message} (validate.on_drift=fail: nothing trained or pushed)", "drift")
         runtime.log(f"WARNING: {message} (validate.on_drift=warn: training anyway)")
     return {"newest_span": window[-1], "compared_with": window[:-1], "checks": checks}
 

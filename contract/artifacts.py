@@ -27,7 +27,12 @@ from typing import Any, Callable
 
 
 class ComponentError(RuntimeError):
-    """A component failed for a reason the user can act on; the message is shown without a traceback."""
+    """A component failed for a reason the user can act on; the message is shown without a traceback. `kind`
+    names a failure that the CLI gives an exit code of its own (e.g. "drift"); None for any other."""
+
+    def __init__(self, message: str = "", kind: str | None = None):
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)

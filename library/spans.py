@@ -21,14 +21,7 @@ SPAN_TRAIN_FILE = "train.csv"
 FIXED_TEST_FILE = "test.csv"
 
 
-class WindowError(ComponentError):
-    """The window cannot be formed; `kind` names why (the CLI maps it to an exit code)."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind = kind
-
-
+# Why a window cannot be formed: the kind of the ComponentError (the CLI maps each to an exit code).
 TOO_FEW_SPANS = "too_few_spans"
 SPAN_NOT_FOUND = "span_not_found"
 
@@ -80,24 +73,25 @@ def _is_pinned(span: Span, newest: str) -> bool:
 
 def select_window(spans: list[Span], *, num_spans: int, min_spans: int, skip_recent: int,
                   exclude: tuple[str, ...], newest: str, where: str) -> list[Span]:
-    """The spans a run trains on, oldest first; WindowError when the window cannot be formed."""
+    """The spans a run trains on, oldest first; a ComponentError of kind TOO_FEW_SPANS or SPAN_NOT_FOUND
+    when the window cannot be formed."""
     candidates = [span for span in spans if span.name not in exclude]
     if newest:
         pinned = next((i for i, span in enumerate(candidates) if _is_pinned(span, newest)), None)
         if pinned is None:
+            excluded = " (it is excluded)" if any(_is_pinned(span, newest) for span in spans) else ""
             known = ", ".join(span.name for span in spans[-5:]) or "none"
-            raise WindowError(SPAN_NOT_FOUND, f"ingest: the pinned span {newest!r} is not among the spans of "
-                                              f"{where}{' (it is excluded)' if any(_is_pinned(s, newest) for s in spans) else ''}"
-                                              f"; newest spans: {known}. Nothing was trained.")
+            raise ComponentError(f"ingest: the pinned span {newest!r} is not among the spans of {where}{excluded}; "
+                                 f"newest spans: {known}. Nothing was trained.", SPAN_NOT_FOUND)
         candidates = candidates[:pinned + 1]
     elif skip_recent:
         candidates = candidates[:-skip_recent]
     window = candidates[-num_spans:] if num_spans else candidates
     if len(window) < min_spans:
-        raise WindowError(TOO_FEW_SPANS, f"ingest: {len(window)} span(s) in the window of {where}, fewer than "
-                                         f"ingest.window.min_spans = {min_spans} (spans found: {len(spans)}, "
-                                         f"excluded: {len(spans) - len([s for s in spans if s.name not in exclude])}"
-                                         f", skip_recent: {skip_recent}). Nothing was trained.")
+        raise ComponentError(f"ingest: {len(window)} span(s) in the window of {where}, fewer than "
+                             f"ingest.window.min_spans = {min_spans} (spans found: {len(spans)}, excluded: "
+                             f"{sum(span.name in exclude for span in spans)}, skip_recent: {skip_recent}). "
+                             "Nothing was trained.", TOO_FEW_SPANS)
     return window
 
 

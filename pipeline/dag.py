@@ -189,7 +189,7 @@ PRODUCT = "trainer.model"
 VOCABULARY = "transform.transform_graph"
 # The columns `runs` (and `runs --json`) adds for each run: name -> a headline property, "output.property".
 RUN_COLUMNS = {"window": "examples.window_summary", "drift": "statistics.drift_detected",
-               "accuracy": "evaluation.accuracy", "newest_span_accuracy": "evaluation.newest_span_accuracy",
+               "newest_span_accuracy": "evaluation.newest_span_accuracy", "accuracy": "evaluation.accuracy",
                "blessed": "blessing.blessed", "pushed_version": "pushed_model.version"}
 
 

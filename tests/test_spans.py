@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import SAMPLE_DIR
+from contract.artifacts import ComponentError
 from library import drift, layouts, spans
 from test_e2e import agnews  # the real command in a subprocess, checking its exit code
 
@@ -43,18 +44,24 @@ def metrics(path: Path) -> dict[tuple, float]:
             for family in text_string_to_metric_families(path.read_text()) for s in family.samples}
 
 
-@pytest.fixture(scope="module")
-def stream(tmp_path_factory):
-    """A stream whose folder starts with the first 3 spans of the sample; the 4th is kept aside."""
-    base = tmp_path_factory.mktemp("stream")
+def growing_stream(base: Path, spans: int) -> tuple[Path, Path]:
+    """(full, live): the sample cut into 4 spans, and a stream folder holding the first `spans` of them (more
+    arrive by copying from `full`); base/config.yaml is the tests' configuration."""
     full = make_stream(base / "full")
     live = base / "live"
     live.mkdir()
     shutil.copyfile(full / "test.csv", live / "test.csv")
-    for name in SPAN_NAMES[:3]:
+    for name in SPAN_NAMES[:spans]:
         shutil.copytree(full / name, live / name)
     (base / "config.yaml").write_text(CONFIG)
-    return base, full, live
+    return full, live
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory):
+    """A stream whose folder starts with the first 3 spans of the sample; the 4th is kept aside."""
+    base = tmp_path_factory.mktemp("stream")
+    return base, *growing_stream(base, 3)
 
 
 def args(base: Path, live: Path, *extra: str) -> list[str]:
@@ -121,6 +128,37 @@ def test_retrain_ingests_only_a_new_span_skips_an_unchanged_stream_and_writes_me
     assert "ingest: reused: 2026-10-12, 2026-10-26, 2026-11-02, fixed test set" in changed.stdout
 
 
+def test_ingest_reuses_unchanged_spans_as_hard_links_and_metrics_keep_the_last_success(tmp_path):
+    """The cheap half of the test above (ingest only), for quick checks of span reuse and the metrics file."""
+    full, live = growing_stream(tmp_path, 2)
+    prom = tmp_path / "agnews.prom"
+    agnews("run", *args(tmp_path, live, "--until", "ingest", "--metrics-file", str(prom)))
+    success = metrics(prom)[("agnews_retrain_last_success_timestamp_seconds", ())]
+    shutil.copytree(full / SPAN_NAMES[2], live / SPAN_NAMES[2])
+    second = agnews("run", *args(tmp_path, live, "--until", "ingest"))
+    assert "ingest: ingested: 2026-10-26" in second.stdout
+    assert "ingest: reused: 2026-10-12, 2026-10-19, fixed test set" in second.stdout
+    first_run, second_run = sorted((tmp_path / "root" / "runs").iterdir())
+    for span in SPAN_NAMES[:2]:
+        for split in ("train", "eval"):
+            old, new = (layouts.span_examples_files(run / "ingest" / "examples", span, split)[0]
+                        for run in (first_run, second_run))
+            assert os.stat(old).st_ino == os.stat(new).st_ino  # the same file, not a copy
+    fresh = tmp_path / "fresh"  # what a fresh ingest of the same window writes: byte for byte the same
+    agnews("run", "--config", str(tmp_path / "config.yaml"), "--data", f"csv:{live}", "--pipeline-root",
+           str(fresh), "--until", "ingest")
+    from contract.artifacts import fingerprint
+    fresh_examples = next((fresh / "runs").iterdir()) / "ingest" / "examples"
+    assert fingerprint(fresh_examples) == fingerprint(second_run / "ingest" / "examples")
+
+    failed = agnews("run", *args(tmp_path, live, "--span", "0042", "--metrics-file", str(prom)), check_code=7)
+    assert failed.stderr.count("\n") == 1
+    values = metrics(prom)
+    assert values[("agnews_retrain_outcome", (("command", "run"), ("outcome", "span_not_found")))] == 1
+    assert values[("agnews_retrain_exit_code", ())] == 7
+    assert values[("agnews_retrain_last_success_timestamp_seconds", ())] == success
+
+
 def test_pinned_date_window_and_quarantine_naming_the_span(tmp_path):
     live = make_stream(tmp_path / "stream")
     with open(live / SPAN_NAMES[1] / "train.csv", "a", encoding="utf-8") as handle:
@@ -181,10 +219,10 @@ def test_window_selection_rules(tmp_path):
     assert window(skip_recent=1) == ["0007", "0008"]
     assert window(exclude=("0008",), num_spans=2) == ["0007", "0010"]
     assert window(newest="0008") == ["0007", "0008"]
-    with pytest.raises(spans.WindowError) as error:
+    with pytest.raises(ComponentError) as error:
         window(newest="0009")
     assert error.value.kind == spans.SPAN_NOT_FOUND
-    with pytest.raises(spans.WindowError) as error:
+    with pytest.raises(ComponentError) as error:
         window(min_spans=3, skip_recent=1)
     assert error.value.kind == spans.TOO_FEW_SPANS
     dated = [spans.Span("20261201", ""), spans.Span("20261208", "")]
