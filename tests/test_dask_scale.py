@@ -27,7 +27,7 @@ __all__ = ["direct_files"]  # a fixture, used by name
 
 
 @contextlib.contextmanager
-def dask_cluster(logs: Path, workers: int):
+def dask_cluster(logs: Path, workers: int, *worker_args: str):
     """(address, worker processes) of a `dask scheduler` and `workers` single-threaded `dask worker` processes
     without nannies (a killed worker stays dead), all ended by their ids when the block exits."""
     logs.mkdir(parents=True, exist_ok=True)
@@ -43,7 +43,7 @@ def dask_cluster(logs: Path, workers: int):
         for index in range(workers):
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-nanny",
-                 "--no-dashboard", "--name", f"w{index}", "--host", "127.0.0.1"],
+                 "--no-dashboard", "--name", f"w{index}", "--host", "127.0.0.1", *worker_args],
                 stdout=subprocess.DEVNULL, stderr=open(logs / f"worker{index}.log", "w"), env=env, cwd=PROJECT))
         from distributed import Client
         with Client(address, timeout=START_SECONDS) as client:
@@ -153,6 +153,45 @@ def test_the_watchdog_fails_a_stalled_pipeline_within_its_bound_with_one_line_an
     assert "processing" in dump.read_text()  # the scheduler's and workers' task states
     # The stall limit, one poll and one probe of the scheduler, the dump, and the pipeline's own start.
     assert STALL_SECONDS <= seconds < STALL_SECONDS + 60, seconds
+
+
+class _HoldMemory(beam.DoFn):
+    """Fills its worker to 88% of its memory limit (above dask's pause threshold, 80%, below terminate, 95%)
+    and holds it until `release` exists (or 180 s pass)."""
+
+    def __init__(self, release: str):
+        self.release = release
+
+    def process(self, element):
+        import psutil
+        from distributed import get_worker
+        limit = get_worker().memory_manager.memory_limit
+        ballast = b"\x01" * max(0, int(0.88 * limit) - psutil.Process().memory_info().rss)  # written: resident
+        deadline = time.monotonic() + 180
+        while not Path(self.release).exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        yield len(ballast)
+
+
+def test_the_watchdog_fails_the_pipeline_when_every_worker_stays_paused(tmp_path):
+    from contract.artifacts import ComponentError
+    release = tmp_path / "release"
+    with dask_cluster(tmp_path / "logs", 2, "--memory-limit", "2GB") as (address, _):
+        def build(pipeline):
+            _ = (pipeline | beam.Create([1, 2]) | beam.ParDo(_HoldMemory(str(release)))
+                 | beam.combiners.Count.Globally())
+
+        started = time.monotonic()
+        try:
+            with pytest.raises(ComponentError) as raised:
+                run_pipeline(build, DaskRunner(), f"--dask_client_address={address}", "--dask_npartitions=2",
+                             "--dask_stall_seconds=300")
+            seconds = time.monotonic() - started
+        finally:
+            release.touch()
+    message = str(raised.value)
+    assert message.startswith("every dask worker (w0, w1) has been paused for 6"), message
+    assert seconds < 300, seconds  # the paused rule (60 s), not the stall limit
 
 
 def _stalled_beam_step(inputs, output_dir: Path, config, runtime):
