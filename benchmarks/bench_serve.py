@@ -10,15 +10,17 @@ load on 127.0.0.1 with batching off (before) and on (after), all in one run.
    request's time goes outside the model (JSON parsing and encoding with json and orjson, input checks, output
    conversion, the hop to a thread and back), per 1-text and 64-text request.
 2. Over HTTP: the model is copied as version 1 into a temporary serving folder and `agnews-pipeline serve
-   --port 0` is started on it twice, with --no-batching and with its defaults. This process is the client
-   (asyncio, one keep-alive HTTP/1.1 connection per simulated client, no TensorFlow); per server it runs, each
-   for --seconds after one untimed second: 1 connection x 1 text sequential, 16 connections x 1 text,
-   64 connections x 1 text, 16 connections x 64 texts. Latency is from sending a request to its parsed JSON
+   --port 0` is started on it twice, with --no-batching and with its defaults; both stay up. This process
+   is the client (asyncio, one keep-alive HTTP/1.1 connection per simulated client, no TensorFlow); it runs
+   1 connection x 1 text sequential, 16 connections x 1 text, 64 connections x 1 text and 16 connections x
+   64 texts, each for --seconds per server in quarters ordered off, on, on, off, off, on, on, off (each after
+   one untimed second), so the other load on a shared machine hits both alike. Latency is from sending a request to its parsed JSON
    answer; texts/s counts answered texts in the timed window. After each load the server's
    /monitoring/prometheus/metrics page gives model calls, rows per call, and the server-side time split
    (queue, model, whole request); the CPU time of the server and of this client are read from /proc.
 3. Overload (batching on): open-loop arrivals of 64-text requests at --overload-factor x the rate the
-   16 x 64 load reached, a new connection whenever all are busy: 503s, and p50/p99 of the accepted requests.
+   16 x 64 load reached, a new connection whenever all are busy: 503s, and p50/p99 of the accepted requests;
+   then the same arrivals against a server started with --max-enqueued-batches 4 (a shorter queue).
 4. Push to answer: --pushes times, the model is published as the next version (the pusher's publish_version)
    and versions/<N>:predict is polled every 50 ms until it answers 200.
 
@@ -50,6 +52,7 @@ from components.pusher import publish_version  # noqa: E402  (standard library +
 RESULTS_DIR = Path(__file__).parent / "results"
 PATH = "/v1/models/agnews:predict"
 METRICS_PATH = "/monitoring/prometheus/metrics"
+SHORT_QUEUE_FLAGS = ["--max-enqueued-batches", "4"]
 LOADS = (("1 connection x 1 text, sequential", 1, 1), ("16 connections x 1 text", 16, 1),
          ("64 connections x 1 text", 64, 1), ("16 connections x 64 texts", 16, 64))
 
@@ -195,8 +198,10 @@ def check(status: int, answer: bytes, texts: int) -> None:
         raise SystemExit(f"request failed: {status} {answer[:200]!r}")
 
 
-async def closed_loop(port: int, connections: int, bodies: list[bytes], texts: int, seconds: float) -> dict:
-    """`connections` clients, each sending its next request when the last is answered; 1 untimed second first."""
+async def closed_loop(port: int, connections: int, bodies: list[bytes], texts: int,
+                      seconds: float) -> tuple[list[float], int]:
+    """`connections` clients, each sending its next request when the last is answered, for 1 untimed second
+    and then `seconds`: (latencies of answered requests in the timed window, 503s in it)."""
     latencies: list[float] = []
     refused = 0
     start = time.perf_counter()
@@ -223,10 +228,7 @@ async def closed_loop(port: int, connections: int, bodies: list[bytes], texts: i
             connection.close()
 
     await asyncio.gather(*(client() for _ in range(connections)))
-    return {"requests": len(latencies), "refused_503": refused, "texts_per_second": len(latencies) * texts / seconds,
-            "requests_per_second": len(latencies) / seconds, "p50_ms": percentile(latencies, 50),
-            "mean_ms": 1000 * sum(latencies) / len(latencies) if latencies else 0.0,
-            "p99_ms": percentile(latencies, 99), "max_ms": percentile(latencies, 100)}
+    return latencies, refused
 
 
 async def open_loop(port: int, rate: float, bodies: list[bytes], texts: int, seconds: float) -> dict:
@@ -342,19 +344,40 @@ async def push_to_answer(model_dir: Path, serving_dir: Path, port: int) -> float
         connection.close()
 
 
-async def run_loads(server: Server, bodies: dict[int, list[bytes]], seconds: float) -> dict:
-    results = {}
+async def run_loads(servers: dict[str, Server], bodies: dict[int, list[bytes]], seconds: float) -> dict:
+    """Every load against every server, in quarters ordered A B B A A B B A, so a load change on the shared
+    machine during a load hits both servers alike."""
+    first, second = servers
+    results: dict[str, dict] = {label: {} for label in servers}
     for name, connections, texts in LOADS:
-        metrics_before = await scrape(server.port)
-        cpu_before, client_before, wall_before = cpu_seconds(server.process.pid), time.process_time(), time.time()
-        result = await closed_loop(server.port, connections, bodies[texts], texts, seconds)
-        wall = time.time() - wall_before
-        result.update(server_split(metrics_before, await scrape(server.port)),
-                      server_cpu_percent=100 * (cpu_seconds(server.process.pid) - cpu_before) / wall,
-                      client_cpu_percent=100 * (time.process_time() - client_before) / wall,
-                      load_average=os.getloadavg()[0], connections=connections, texts_per_request=texts)
-        results[name] = result
-        print(name, json.dumps(result), flush=True)
+        runs = {label: {"latencies": [], "refused": 0, "metrics": {}, "server_cpu": 0.0, "client_cpu": 0.0,
+                        "wall": 0.0, "load": []} for label in servers}
+        for label in (first, second, second, first) * 2:
+            server, run = servers[label], runs[label]
+            metrics_before = await scrape(server.port)
+            cpu_before, client_before, wall_before = cpu_seconds(server.process.pid), time.process_time(), time.time()
+            latencies, refused = await closed_loop(server.port, connections, bodies[texts], texts, seconds / 4)
+            run["wall"] += time.time() - wall_before
+            run["server_cpu"] += cpu_seconds(server.process.pid) - cpu_before
+            run["client_cpu"] += time.process_time() - client_before
+            run["latencies"] += latencies
+            run["refused"] += refused
+            run["load"].append(os.getloadavg()[0])
+            for metric, value in (await scrape(server.port)).items():
+                run["metrics"][metric] = run["metrics"].get(metric, 0.0) + value - metrics_before.get(metric, 0.0)
+        for label, run in runs.items():
+            latencies = run["latencies"]
+            results[label][name] = result = {
+                "connections": connections, "texts_per_request": texts, "requests": len(latencies),
+                "refused_503": run["refused"], "texts_per_second": len(latencies) * texts / seconds,
+                "requests_per_second": len(latencies) / seconds, "p50_ms": percentile(latencies, 50),
+                "mean_ms": 1000 * sum(latencies) / len(latencies) if latencies else 0.0,
+                "p99_ms": percentile(latencies, 99), "max_ms": percentile(latencies, 100),
+                **server_split({}, run["metrics"]),
+                "server_cpu_percent": 100 * run["server_cpu"] / run["wall"],
+                "client_cpu_percent": 100 * run["client_cpu"] / run["wall"],
+                "load_average": sum(run["load"]) / len(run["load"])}
+            print(name, label, json.dumps(result), flush=True)
     return results
 
 
@@ -395,31 +418,46 @@ def main() -> None:
     print("in-process", json.dumps({k: v for k, v in baseline.items() if k != "steps_us"}), flush=True)
 
     workdir = Path(tempfile.mkdtemp(prefix="agnews-bench-serve-"))
-    http: dict[str, dict] = {}
+    configurations = {"batching off (before)": ["--no-batching"], "batching on (after)": []}
+    http: dict[str, dict] = {label: {"flags": flags} for label, flags in configurations.items()}
+    servers: dict[str, Server] = {}
     try:
-        for label, flags in (("batching off (before)", ["--no-batching"]), ("batching on (after)", [])):
-            serving_dir = workdir / label.split()[1] / "agnews"
-            publish_version(args.model_dir, serving_dir)
-            server = Server(serving_dir, flags)
-            try:
-                http[label] = {"flags": flags, "loads": asyncio.run(run_loads(server, bodies, args.seconds))}
-                if label.startswith("batching on"):
-                    capacity = http[label]["loads"]["16 connections x 64 texts"]["requests_per_second"]
-                    http[label]["overload"] = asyncio.run(open_loop(
-                        server.port, args.overload_factor * capacity, bodies[64], 64, args.overload_seconds))
-                    print("overload", json.dumps(http[label]["overload"]), flush=True)
-                    http[label]["push_to_answer_seconds"] = [
-                        asyncio.run(push_to_answer(args.model_dir, serving_dir, server.port))
-                        for _ in range(args.pushes)]
-            finally:
-                http[label]["exit_code_after_sigterm"] = server.stop()
+        for label, flags in configurations.items():
+            publish_version(args.model_dir, workdir / label.split()[1] / "agnews")
+            servers[label] = Server(workdir / label.split()[1] / "agnews", flags)
+        loads = asyncio.run(run_loads(servers, bodies, args.seconds))
+        after = http["batching on (after)"]
+        for label in configurations:
+            http[label]["loads"] = loads[label]
+        capacity = after["loads"]["16 connections x 64 texts"]["requests_per_second"]
+        after["overload"] = asyncio.run(open_loop(servers["batching on (after)"].port, args.overload_factor * capacity,
+                                                  bodies[64], 64, args.overload_seconds))
+        print("overload", json.dumps(after["overload"]), flush=True)
+        after["push_to_answer_seconds"] = [
+            asyncio.run(push_to_answer(args.model_dir, workdir / "on" / "agnews", servers["batching on (after)"].port))
+            for _ in range(args.pushes)]
+        for label, server in servers.items():
+            http[label]["exit_code_after_sigterm"] = server.stop()
+        serving_dir = workdir / "short-queue" / "agnews"
+        publish_version(args.model_dir, serving_dir)
+        server = Server(serving_dir, SHORT_QUEUE_FLAGS)
+        try:
+            short_queue = asyncio.run(open_loop(server.port, http["batching on (after)"]["overload"][
+                "offered_requests_per_second"], bodies[64], 64, args.overload_seconds))
+            print("overload, short queue", json.dumps(short_queue), flush=True)
+        finally:
+            server.stop()
     finally:
+        for server in servers.values():
+            if server.process.poll() is None:
+                server.process.kill()
         shutil.rmtree(workdir, ignore_errors=True)
 
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": run_info.command_line(), "machine": machine,
               "load_average_at_end": os.getloadavg()[0], "model_dir": str(args.model_dir.resolve()),
               "data": f"{(args.data / 'test.csv').resolve()}: {len(texts)} rows, text = title + ' ' + description",
               "seconds_per_load": args.seconds, "in_process": baseline, "http": http,
+              "overload_short_queue": {"flags": SHORT_QUEUE_FLAGS, **short_queue},
               "wall_seconds": time.perf_counter() - started}
     text = markdown(report)
     print(text)
@@ -440,6 +478,14 @@ def markdown(report: dict) -> str:
                         f"{r['mean_model_ms']:.1f} / {r['mean_server_request_ms']:.1f} | "
                         f"{r['server_cpu_percent']:.0f}% / {r['client_cpu_percent']:.0f}% | {r['load_average']:.1f} |")
     after = http["batching on (after)"]
+
+    def overload_line(overload: dict) -> str:
+        return (f"{overload['accepted']} accepted ({overload['accepted_texts_per_second']:.0f} texts/s, p50 "
+                f"{overload['accepted_p50_ms']:.0f} ms, p99 {overload['accepted_p99_ms']:.0f} ms, max "
+                f"{overload['accepted_max_ms']:.0f} ms), {overload['refused_503']} refused with 503 (p50 "
+                f"{overload['refused_p50_ms']:.1f} ms, p99 {overload['refused_p99_ms']:.1f} ms); "
+                f"{overload['connections_opened']} connections")
+
     overload = after["overload"]
     # The same run's model time for one text, measured by the server while the 1-connection load ran.
     single = {label: server["loads"][LOADS[0][0]] for label, server in http.items()}
@@ -452,8 +498,10 @@ def markdown(report: dict) -> str:
         f"# serve benchmark ({report['date']})", "",
         f"Command: `{report['command']}`  ", f"Machine: {report['machine']}; load average {report['load_average_at_end']:.1f}"
         f" at the end  ", f"Model: `{report['model_dir']}`  ", f"Data: {report['data']}  ",
-        f"Each HTTP load: {report['seconds_per_load']:.0f} timed seconds after 1 untimed second; client: this "
-        f"process (asyncio, keep-alive HTTP/1.1), server: `agnews-pipeline serve` in its own process. Wall time "
+        f"Each HTTP load: {report['seconds_per_load']:.0f} timed seconds per server, in quarters ordered off, on, "
+        f"on, off, off, on, on, off (each after 1 untimed second); client: this process (asyncio, keep-alive HTTP/1.1), servers: "
+        f"`agnews-pipeline serve` in their own processes, both up throughout. Load avg: the mean of the quarters' "
+        f"1-minute load averages. Wall time "
         f"{report['wall_seconds']:.0f}s.", "",
         "| load | server | texts/s | p50 ms | p99 ms | model calls (rows per call) | server mean queue / model / "
         "request ms | CPU server / client | load avg |",
@@ -461,11 +509,8 @@ def markdown(report: dict) -> str:
         f"One connection, 1 text (the same run, the same seconds): {overhead}.", "",
         f"Overload (batching on, defaults): 64-text requests arriving at {overload['offered_requests_per_second']:.1f}/s "
         f"({overload['offered_texts_per_second']:.0f} texts/s offered) for {overload['wall_seconds']:.0f}s: "
-        f"{overload['accepted']} accepted ({overload['accepted_texts_per_second']:.0f} texts/s, p50 "
-        f"{overload['accepted_p50_ms']:.0f} ms, p99 {overload['accepted_p99_ms']:.0f} ms, max "
-        f"{overload['accepted_max_ms']:.0f} ms), {overload['refused_503']} refused with 503 (p50 "
-        f"{overload['refused_p50_ms']:.1f} ms, p99 {overload['refused_p99_ms']:.1f} ms); "
-        f"{overload['connections_opened']} connections.", "",
+        f"{overload_line(overload)}. The same arrivals with `{' '.join(SHORT_QUEUE_FLAGS)}`: "
+        f"{overload_line(report['overload_short_queue'])}.", "",
         "Where a request's time goes outside the model (in-process, median microseconds):", "",
         "| step | 1 text | 64 texts |", "| --- | --- | --- |", *step_rows, "",
         f"In-process: SavedModel load {baseline['load_seconds']:.1f}s; accuracy on the test rows "

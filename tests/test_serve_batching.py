@@ -11,6 +11,8 @@ import http.client
 import json
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -18,7 +20,8 @@ import numpy as np
 import pytest
 
 from components.pusher import publish_version
-from test_serve import TEXTS, Server, models  # noqa: F401  (models: the fixture)
+from test_export import fresh_process_env
+from test_serve import REPO, TEXTS, Server, models  # noqa: F401  (models: the fixture)
 
 METRICS = "/monitoring/prometheus/metrics"
 LONG_TIMEOUT_US = "60000000"  # 60 s: a batch starts only when it is full, or when the server drains
@@ -278,3 +281,20 @@ def test_sigterm_drains_queued_requests(batched, models):
         server.wait_for_line("serve: stopped")
     finally:
         stop(server)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max-batch-size", "0"], "serve: --max-batch-size must be positive, got 0"),
+    (["--batch-timeout-micros", "-1"], "serve: --batch-timeout-micros must be 0 or more, got -1"),
+    (["--max-enqueued-batches", "0"], "serve: --max-enqueued-batches must be positive, got 0"),
+    (["--num-batch-threads", "0"], "serve: --num-batch-threads must be positive, got 0"),
+    (["--allowed-batch-sizes", "1,8,32"], "serve: --allowed-batch-sizes must be increasing positive sizes ending "
+                                          "with --max-batch-size (64), got 1,8,32"),
+    (["--allowed-batch-sizes", "1,x"], "serve: --allowed-batch-sizes must be sizes separated by commas, got '1,x'"),
+])
+def test_bad_batching_flags_give_one_line_and_exit_2(tmp_path, flags, message):
+    finished = subprocess.run([sys.executable, "-m", "apps.cli", "serve", "--serving-dir", str(tmp_path), *flags],
+                              cwd=REPO, env={**fresh_process_env(), "PYTHONPATH": str(REPO)},
+                              capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 2
+    assert finished.stderr.strip().splitlines() == [message]
