@@ -11,7 +11,12 @@ each later one): the data a weekly job sees grow. test.csv is the fixed test set
 retrain runs once and its pipeline root is copied for every policy (a root can be copied: the store keeps paths
 relative to it), so every policy starts from the same first model and search; then each policy's retrains run
 one after the other through the real `agnews-pipeline retrain` command (so the ratios between policies were
-measured on the same machine in the same hour; the load average is recorded before and after).
+measured on the same machine in the same hour; the load average is recorded before and after). The wall time of
+a retrain is its run's duration in the metadata store (from the run's start to its end, without the process's
+start-up of a few seconds).
+
+`--report-only` rebuilds the report from the pipeline roots under --work (e.g. after retrains were run by hand
+with the same commands).
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ import run_info  # noqa: E402  (benchmarks/ is on sys.path when a script here ru
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 from library import layouts  # noqa: E402
+from pipeline.metadata import MetadataStore  # noqa: E402
 
 STEPS = ("ingest", "validate", "transform", "tuner", "trainer", "evaluator", "pusher")
 POLICIES = {  # name -> extra flags of every retrain after the first
@@ -60,21 +66,29 @@ def retrain(root: Path, data: Path, flags: list[str], log: Path) -> dict:
     """One `agnews-pipeline retrain`; what it did, from its run.json and artifacts."""
     command = [sys.executable, "-m", "apps.cli", "retrain", "--data", f"csv:{data}", "--pipeline-root", str(root),
                *flags]
-    started = time.monotonic()
     with open(log, "w", encoding="utf-8") as out:
         code = subprocess.run(command, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT,
                               env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1"}).returncode
-    wall = time.monotonic() - started
     if code not in (0, 4):  # 0 pushed, 4 not blessed: both are normal outcomes of a retrain
         raise SystemExit(f"retrain exited {code}; see {log}")
-    run_dir = max((root / "runs").iterdir(), key=lambda p: p.name)
+    return describe(root, max((root / "runs").iterdir(), key=lambda p: p.name))
+
+
+def describe(root: Path, run_dir: Path) -> dict:
+    """What one retrain did: its run.json, its artifacts and its duration in the metadata store."""
     record = json.loads((run_dir / "run.json").read_text())
+    store = MetadataStore(root / "metadata.sqlite", read_only=True)
+    try:
+        stored = store.run(record["run_id"])
+        wall = stored["ended"] - stored["started"]
+    finally:
+        store.close()
     steps = {s["step"]: s for s in record["steps"]}
     outputs = {name: o for s in record["steps"] for name, o in s["outputs"].items()}
     history = layouts.read_history(outputs["model_run"]["uri"])
     hyperparameters = outputs["best_hyperparameters"]["properties"]
     return {
-        "run_id": record["run_id"], "exit_code": code, "wall_seconds": round(wall, 1),
+        "run_id": record["run_id"], "outcome": stored["outcome"], "wall_seconds": round(wall, 1),
         "step_seconds": {name: steps[name]["seconds"] for name in STEPS},
         "step_states": {name: steps[name]["state"] for name in STEPS},
         "tuner": "reused" if hyperparameters.get("reused") else "searched",
@@ -96,7 +110,9 @@ def markdown(report: dict) -> str:
     lines = [f"# Retraining schedule: {report['data']}", "",
              f"Command: `{report['command']}`  ", f"Machine: {report['machine']}  ",
              f"Load average (1 min) before / after: {report['load_before']:.1f} / {report['load_after']:.1f}  ",
-             f"Common flags: `{' '.join(report['common_flags'])}`", "",
+             f"Common flags: `{' '.join(report['common_flags'])}`  ",
+             "Wall: each retrain's run duration in the metadata store (start to end of the pipeline run).",
+             *([f"Note: {report['note']}"] if report.get("note") else []), "",
              "| policy | retrain | train rows | wall (s) | " + " | ".join(STEPS) + " | tuner | warm start | epochs "
              "(best) | test accuracy | blessed |",
              "|---|---|---|---|" + "---|" * len(STEPS) + "---|---|---|---|---|"]
@@ -136,13 +152,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7, help="the shuffle of the train rows")
     parser.add_argument("--flag", action="append", default=[],
                         help="a flag for every retrain, e.g. --flag=--min-accuracy=0.5 (repeatable)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="no retrain: rebuild the report from the roots under --work")
     args = parser.parse_args()
     fractions = [float(f) for f in args.fractions.split(",")]
+    common = [f for flag in args.flag for f in flag.split("=", 1)] if args.flag else []
+    if args.report_only:
+        report_only(args, fractions, common)
+        return
     if args.work.exists():
         shutil.rmtree(args.work)
     args.work.mkdir(parents=True)
     folders = cut_data(args.source, fractions, args.work, args.seed)
-    common = [f for flag in args.flag for f in flag.split("=", 1)] if args.flag else []
     load_before = os.getloadavg()[0]
     machine = run_info.machine()
 
@@ -165,6 +186,23 @@ def main() -> None:
                   f"accuracy {run['accuracy']:.4f}", flush=True)
             report = summarize(policies, folders, common, machine, load_before, args.source)
             run_info.write_results(args.out, report, markdown(report))
+    print(markdown(report))
+
+
+def report_only(args, fractions: list[float], common: list[str]) -> None:
+    policies = {}
+    for name in POLICIES:
+        root = args.work / "roots" / name.split(" (")[0].replace(" ", "_").replace(",", "")
+        run_dirs = sorted((root / "runs").iterdir(), key=lambda p: p.name)
+        policies[name] = [describe(root, run_dir) for run_dir in run_dirs if (run_dir / "run.json").is_file()]
+    folders = [(args.work / "data" / f"step_{index}",
+                len((args.work / "data" / f"step_{index}" / "train.csv").read_text(encoding="utf-8").splitlines()))
+               for index in range(len(fractions))]
+    load = os.getloadavg()[0]
+    report = summarize(policies, folders, common, run_info.machine(), load, args.source)
+    report["note"] = ("rebuilt with --report-only from the pipeline roots; the load average 'before' is the one at "
+                      "the time of the report")
+    run_info.write_results(args.out, report, markdown(report))
     print(markdown(report))
 
 
