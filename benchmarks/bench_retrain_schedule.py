@@ -27,7 +27,6 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import run_info  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
