@@ -21,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import os
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
@@ -40,7 +41,9 @@ class BatchingOptions:
     max_batch_size: int = 64
     batch_timeout_micros: int = 0  # 0: take what is queued as soon as a batch thread is free
     max_enqueued_batches: int = 32
-    num_batch_threads: int = 1
+    # TF Serving's default too: one batch per core at a time (a batch's TensorFlow ops also use every core, but
+    # while one batch converts its inputs and outputs in Python the other computes).
+    num_batch_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     allowed_batch_sizes: tuple[int, ...] = ()  # () = 1, 2, 3, 4, 6, 8, 12, ... below max_batch_size, and it
 
     def problem(self) -> str | None:

@@ -166,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="batches' worth of rows (x --max-batch-size, also with --no-batching) a version's "
                             f"queue holds before answering 503 (default {batching.max_enqueued_batches})")
     serve.add_argument("--num-batch-threads", "--threads", dest="threads", type=int,
-                       help=f"model calls running at the same time (default {batching.num_batch_threads}; "
-                            f"{UNBATCHED_THREADS} with --no-batching)")
+                       help="model calls running at the same time (default: the number of cores, "
+                            f"{batching.num_batch_threads} here; {UNBATCHED_THREADS} with --no-batching)")
     serve.add_argument("--allowed-batch-sizes", metavar="N,N,...",
                        help="batch sizes to pad to, ending with --max-batch-size (default: 1, 2, 3, 4, 6, 8, 12, "
                             "... below it, and it)")
@@ -371,8 +371,9 @@ def _cmd_serve(args, config, console: Console) -> int:
         print(f"serve: --allowed-batch-sizes must be sizes separated by commas, got {args.allowed_batch_sizes!r}",
               file=sys.stderr)
         return EXIT_USAGE
+    batching_defaults = BatchingOptions()
     threads = args.threads if args.threads is not None else (
-        UNBATCHED_THREADS if args.no_batching else BatchingOptions.num_batch_threads)
+        UNBATCHED_THREADS if args.no_batching else batching_defaults.num_batch_threads)
     batching = BatchingOptions(enabled=not args.no_batching, max_batch_size=args.max_batch_size,
                                batch_timeout_micros=args.batch_timeout_micros,
                                max_enqueued_batches=args.max_enqueued_batches, num_batch_threads=threads,

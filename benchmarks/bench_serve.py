@@ -14,8 +14,8 @@ load on 127.0.0.1 with batching off (before) and on (after), all in one run.
    is the client (asyncio, one keep-alive HTTP/1.1 connection per simulated client, no TensorFlow); it runs
    1 connection x 1 text sequential, 16 connections x 1 text, 64 connections x 1 text and 16 connections x
    64 texts, each for --seconds per server in quarters ordered off, on, on, off, off, on, on, off (each after
-   one untimed second), so the other load on a shared machine hits both alike. Latency is from sending a request to its parsed JSON
-   answer; texts/s counts answered texts in the timed window. After each load the server's
+   one untimed second), so the other load on a shared machine hits both alike. Latency is from sending a
+   request to its parsed JSON answer; texts/s counts answered texts in the timed window. After each load the server's
    /monitoring/prometheus/metrics page gives model calls, rows per call, and the server-side time split
    (queue, model, whole request); the CPU time of the server and of this client are read from /proc.
 3. Overload (batching on): open-loop arrivals of 64-text requests at --overload-factor x the rate the
@@ -409,7 +409,8 @@ def main() -> None:
     baseline = {"load_seconds": in_process["load_seconds"],
                 "one_text": {"calls": len(in_process["single"]), "p50_ms": percentile(in_process["single"], 50),
                              "p99_ms": percentile(in_process["single"], 99)},
-                "batch_64": {"texts": in_process["batch_texts"], "texts_per_second": in_process["batch_texts"] / batch_total,
+                "batch_64": {"texts": in_process["batch_texts"],
+                             "texts_per_second": in_process["batch_texts"] / batch_total,
                              "p50_ms": percentile(in_process["batch_seconds"], 50),
                              "p99_ms": percentile(in_process["batch_seconds"], 99)},
                 "accuracy": in_process["accuracy"], "steps_us": in_process["steps_us"],
@@ -496,10 +497,12 @@ def markdown(report: dict) -> str:
     step_rows = [f"| {step} | {steps['1'][step]:.0f} | {steps['64'][step]:.0f} |" for step in steps["1"]]
     return "\n".join([
         f"# serve benchmark ({report['date']})", "",
-        f"Command: `{report['command']}`  ", f"Machine: {report['machine']}; load average {report['load_average_at_end']:.1f}"
+        f"Command: `{report['command']}`  ",
+        f"Machine: {report['machine']}; load average {report['load_average_at_end']:.1f}"
         f" at the end  ", f"Model: `{report['model_dir']}`  ", f"Data: {report['data']}  ",
         f"Each HTTP load: {report['seconds_per_load']:.0f} timed seconds per server, in quarters ordered off, on, "
-        f"on, off, off, on, on, off (each after 1 untimed second); client: this process (asyncio, keep-alive HTTP/1.1), servers: "
+        f"on, off, off, on, on, off (each after 1 untimed second); client: this process (asyncio, keep-alive "
+        f"HTTP/1.1), servers: "
         f"`agnews-pipeline serve` in their own processes, both up throughout. Load avg: the mean of the quarters' "
         f"1-minute load averages. Wall time "
         f"{report['wall_seconds']:.0f}s.", "",
@@ -507,7 +510,8 @@ def markdown(report: dict) -> str:
         "request ms | CPU server / client | load avg |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |", *rows, "",
         f"One connection, 1 text (the same run, the same seconds): {overhead}.", "",
-        f"Overload (batching on, defaults): 64-text requests arriving at {overload['offered_requests_per_second']:.1f}/s "
+        f"Overload (batching on, defaults): 64-text requests arriving at "
+        f"{overload['offered_requests_per_second']:.1f}/s "
         f"({overload['offered_texts_per_second']:.0f} texts/s offered) for {overload['wall_seconds']:.0f}s: "
         f"{overload_line(overload)}. The same arrivals with `{' '.join(SHORT_QUEUE_FLAGS)}`: "
         f"{overload_line(report['overload_short_queue'])}.", "",
