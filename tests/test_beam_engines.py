@@ -21,11 +21,10 @@ from pathlib import Path
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
+from distributed import Client
 
 from conftest import SAMPLE_DIR
-
-pytest.importorskip("distributed")
-from engines.dask_runner import DaskRunner  # noqa: E402
+from engines.dask_runner import DaskRunner
 
 PROJECT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "apps.cli"]
@@ -66,7 +65,6 @@ def scheduler(tmp_path_factory) -> str:
                 [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
                  "--nworkers", "1", "--no-dashboard", "--name", f"w{index}", "--host", "127.0.0.1"],
                 stdout=subprocess.DEVNULL, stderr=open(logs / f"worker{index}.log", "w"), env=env, cwd=PROJECT))
-        from distributed import Client
         with Client(address, timeout=START_SECONDS) as client:
             client.wait_for_workers(2, timeout=START_SECONDS)
         yield address
@@ -260,13 +258,27 @@ def direct_files(tmp_path_factory) -> dict[str, str]:
     return files
 
 
+def cluster_work(address: str) -> tuple[int, dict[str, int]]:
+    """(the scheduler's count of task state transitions, {worker name: tasks it executed}) so far."""
+    with Client(address, timeout=START_SECONDS) as client:
+        transitions = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
+        executed = client.run(lambda dask_worker: (dask_worker.name, dask_worker.state.executed_count))
+    return transitions, dict(executed.values())
+
+
 @pytest.mark.e2e
 def test_ingest_to_transform_on_the_cluster_is_byte_identical_to_the_direct_runner(scheduler, direct_files,
                                                                                     tmp_path):
+    transitions_before, executed_before = cluster_work(scheduler)
     on_dask = agnews(*UNTIL_TRANSFORM, "--pipeline-root", str(tmp_path / "dask"), "--beam-runner", "dask",
                      "--dask-address", scheduler)
     assert on_dask.returncode == 0, on_dask.stderr[-3000:]
     assert step_files(tmp_path / "dask") == direct_files
+    # Identical bytes are also what a silent fallback to the DirectRunner would give: the cluster did the work.
+    transitions_after, executed_after = cluster_work(scheduler)
+    executed = {name: executed_after[name] - executed_before.get(name, 0) for name in executed_after}
+    assert sorted(executed) == ["w0", "w1"] and all(count >= 100 for count in executed.values()), executed
+    assert transitions_after - transitions_before >= 3 * sum(executed.values())  # waiting, processing, memory
 
 
 # ---------------------------------------------------------------------------------------------- portable runner
@@ -306,10 +318,23 @@ def job_service_and_worker_pool(logs: Path, python_dir: Path):
 
 
 @pytest.fixture(scope="module")
-def portable_service(tmp_path_factory):
+def portable_logs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("portable-logs")
+
+
+@pytest.fixture(scope="module")
+def portable_service(portable_logs):
     """The pool starts each SDK worker as a bare `python`, so this venv's bin leads its PATH."""
-    with job_service_and_worker_pool(tmp_path_factory.mktemp("portable-logs"), Path(sys.executable).parent) as ends:
+    with job_service_and_worker_pool(portable_logs, Path(sys.executable).parent) as ends:
         yield ends
+
+
+def job_workers_started(logs: Path) -> list[str]:
+    """The ids of the SDK workers the pool started for jobs (not for the pipeline's own start-up probe)."""
+    starts = [line for line in (logs / "worker_pool.log").read_text().splitlines()
+              if "Starting worker with command" in line]
+    return [line.split("worker_id=")[1].split(",")[0].strip("'\"") for line in starts
+            if "agnews-pipeline-probe-" not in line]
 
 
 def portable_args(job_endpoint: str, pool_endpoint: str) -> list[str]:
@@ -319,11 +344,15 @@ def portable_args(job_endpoint: str, pool_endpoint: str) -> list[str]:
 
 @pytest.mark.e2e
 def test_ingest_to_transform_on_the_portable_runner_is_byte_identical_to_the_direct_runner(
-        portable_service, direct_files, tmp_path):
+        portable_service, portable_logs, direct_files, tmp_path):
+    workers_before = job_workers_started(portable_logs)
     completed = agnews(*UNTIL_TRANSFORM, "--pipeline-root", str(tmp_path / "portable"),
                        *portable_args(*portable_service))
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert step_files(tmp_path / "portable") == direct_files
+    # The job service ran the jobs on SDK workers it asked the external pool for: at least one per Beam step.
+    started = job_workers_started(portable_logs)[len(workers_before):]
+    assert len(started) >= 3, started
 
 
 def test_a_portable_job_may_run_longer_than_beams_default_job_server_timeout():

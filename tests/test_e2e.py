@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -62,15 +63,17 @@ def test_full_run_reports_every_step_and_pushes_version_1(first_run):
     assert metrics["accuracy"] > 0.5  # a real model on real text beats chance (0.25) by far
 
 
+PREDICT_TEXTS = ["Stocks rallied as the Federal Reserve held interest rates steady.",
+                 "The striker scored twice as United beat Chelsea in the cup final.",
+                 "", "x" * 100_000, "Zürich: Ölpreise steigen, 東京 株価 上昇 — naïve café",
+                 "NASA launches a new satellite to study the climate"]
+# Serves PREDICT_TEXTS (argv[2], JSON) with the SavedModel in argv[1], in a process that imports TensorFlow only.
 FRESH_PROCESS_PREDICT = r"""
 import json, sys
 import tensorflow as tf
 model = tf.saved_model.load(sys.argv[1])
 serve = model.signatures["serving_default"]
-texts = ["Stocks rallied as the Federal Reserve held interest rates steady.",
-         "The striker scored twice as United beat Chelsea in the cup final.",
-         "", "x" * 100_000, "Zürich: Ölpreise steigen, 東京 株価 上昇 — naïve café",
-         "NASA launches a new satellite to study the climate"]
+texts = json.loads(sys.argv[2])
 out = serve(text=tf.constant(texts))
 empty = serve(text=tf.constant([], dtype=tf.string))
 print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(),
@@ -80,41 +83,36 @@ print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(),
 """
 
 
-def test_exported_model_serves_raw_strings_in_a_fresh_tensorflow_only_process(first_run):
-    root, _, _ = first_run
-    version_dir = root / "serving" / "agnews" / "1"
+def serve_in_a_fresh_process(version_dir: Path) -> dict:
     # A serving process knows nothing of tensorflow_transform's TF_USE_LEGACY_KERAS switch.
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    completed = subprocess.run([sys.executable, "-c", FRESH_PROCESS_PREDICT, str(version_dir)],
-                               capture_output=True, text=True, timeout=300, env={**env, "CUDA_VISIBLE_DEVICES": "-1"})
+    completed = subprocess.run([sys.executable, "-c", FRESH_PROCESS_PREDICT, str(version_dir),
+                                json.dumps(PREDICT_TEXTS)], capture_output=True, text=True, timeout=300,
+                               env={**env, "CUDA_VISIBLE_DEVICES": "-1"})
     assert completed.returncode == 0, completed.stderr[-4000:]
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def keras_probabilities(run_dir: Path):
+    """The run's Keras model on the run's transform of PREDICT_TEXTS, in this process."""
+    import keras
+    from test_export import keras_reference
+    model = keras.saving.load_model(layouts.keras_model_file(run_dir / "trainer" / "model"))
+    return keras_reference(model, run_dir / "transform" / "transform_graph", PREDICT_TEXTS)
+
+
+def test_exported_model_serves_raw_strings_in_a_fresh_tensorflow_only_process(first_run):
+    import numpy as np
+    root, _, _ = first_run
+    result = serve_in_a_fresh_process(root / "serving" / "agnews" / "1")
     probabilities = result["probabilities"]
     assert len(probabilities) == 6 and all(len(p) == 4 and abs(sum(p) - 1) < 1e-4 for p in probabilities)
     assert set(result["class_name"]) <= {"World", "Sports", "Business", "Sci/Tech"}
     assert result["empty_batch_shape"] == [0, 4]
     assert result["modules"] == []  # TensorFlow alone serves it: no TFT, tfx-bsl, Beam or tf_keras
-
     # The same inputs through the Keras model and the TFT graph in this process give the same probabilities.
-    import numpy as np
-    import keras
-    import tensorflow as tf
-    import tensorflow_transform as tft
     run_dir = next((root / "runs").iterdir())
-    model = keras.saving.load_model(run_dir / "trainer" / "model" / "keras" / "model.keras")
-    graph = tft.TFTransformOutput(str(run_dir / "transform" / "transform_graph"))
-    texts = ["Stocks rallied as the Federal Reserve held interest rates steady.",
-             "The striker scored twice as United beat Chelsea in the cup final.",
-             "", "x" * 100_000, "Zürich: Ölpreise steigen, 東京 株価 上昇 — naïve café",
-             "NASA launches a new satellite to study the climate"]
-    features = graph.transform_raw_features(
-        {"title": tf.constant(texts), "description": tf.constant([""] * len(texts))}, drop_unused_features=True)
-    ids = tf.sparse.to_dense(features["token_ids"]) if isinstance(features["token_ids"], tf.SparseTensor) \
-        else features["token_ids"].to_tensor()
-    if ids.shape[1] == 0:
-        ids = tf.zeros([len(texts), 1], tf.int64)
-    keras_probabilities = model.predict(ids.numpy(), verbose=0)
-    np.testing.assert_allclose(np.array(probabilities), keras_probabilities, atol=1e-5)
+    np.testing.assert_allclose(np.array(probabilities), keras_probabilities(run_dir), atol=1e-5)
 
 
 def test_second_run_reuses_every_step_in_seconds(first_run):
@@ -225,11 +223,19 @@ def test_retrain_is_locked_skips_unchanged_data_and_predict_works(first_run, tmp
     skipped = agnews("retrain", *pipeline_args(root), check_code=3)
     assert "unchanged" in skipped.stdout
 
+    lines = ["Oil prices hit a record high", "The Yankees won the World Series", "", "NASA launches a probe"]
     texts = tmp_path / "texts.txt"
-    texts.write_text("Oil prices hit a record high\nThe Yankees won the World Series\n", encoding="utf-8")
-    predicted = agnews("predict", "--model-dir", str(root / "serving" / "agnews" / "1"), "--input", str(texts))
+    texts.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    version_dir = root / "serving" / "agnews" / "1"
+    predicted = agnews("predict", "--model-dir", str(version_dir), "--input", str(texts))
     rows = [json.loads(line) for line in predicted.stdout.strip().splitlines()]
-    assert len(rows) == 2 and all(len(r["probabilities"]) == 4 for r in rows)
+    # The command answers what the served model answers for the same texts, row by row and in order.
+    import numpy as np
+    from apps import predict
+    expected = predict.predict(version_dir, lines)
+    assert [(r["class_id"], r["class_name"]) for r in rows] == [(e["class_id"], e["class_name"]) for e in expected]
+    np.testing.assert_allclose([r["probabilities"] for r in rows], [e["probabilities"] for e in expected],
+                               atol=1e-6)
 
 
 def test_two_concurrent_retrains_never_run_at_once(first_run):
@@ -259,9 +265,24 @@ def test_gc_keeps_what_the_pushed_model_and_kept_runs_need(first_run):
     store = MetadataStore(root / "metadata.sqlite")
     pusher_execution = store.outputs_where("pusher", "pushed_model", "pushed")[0][0]
     pushed_model = store.artifacts_of(pusher_execution["id"], "input")["model"]
+    # The worse model's run (transform.vocab_size=1, test_worse_model_is_not_pushed) is neither kept nor
+    # pushed: its own transform and model are garbage.
+    worse_run = next(run["id"] for run in store.runs()
+                     if json.loads(run["config_json"])["transform"]["vocab_size"] == 1)
+    worse = {f"{e['step']}.{name}": artifact.uri for e in store.executions(worse_run) if e["state"] == "complete"
+             for name, artifact in store.artifacts_of(e["id"], "output").items()}
     store.close()
+    assert {"transform.transform_graph", "trainer.model"} <= set(worse)
     collected = agnews("gc", "--keep", "1", "--pipeline-root", str(root)).stdout
-    assert "deleted" in collected
+    deleted = [line.split(" ", 1)[1] for line in collected.splitlines() if line.startswith("deleted /")]
+    assert collected.splitlines()[-1] == f"deleted {len(deleted)} folders"
+    assert str(worse["transform.transform_graph"]) in deleted and str(worse["trainer.model"]) in deleted
+    assert all(path.startswith(f"{root}/") and not os.path.lexists(path) for path in deleted)
+    db = sqlite3.connect(root / "metadata.sqlite")
+    marked = {str(root / uri) for (uri,) in db.execute("SELECT uri FROM artifacts WHERE deleted IS NOT NULL")}
+    db.close()
+    assert marked <= set(deleted)  # every deleted artifact is marked in the store, one by one
+    assert all(path.endswith(".failed") or path.startswith(f"{root}/tmp/") for path in set(deleted) - marked)
     assert pushed_model.uri.is_dir()  # the pushed model and its lineage stay
     assert (root / "serving" / "agnews" / "1" / "saved_model.pb").is_file()
     shown = agnews("show", "--pipeline-root", str(root)).stdout
@@ -288,9 +309,14 @@ def test_a_fully_cached_run_imports_no_tensorflow_tft_or_beam(first_run):
     assert json.loads(completed.stdout.strip().splitlines()[-1]) == {"status": 0, "heavy": []}
 
 
-def test_tfds_without_network_gives_one_clear_line(tmp_path):
-    completed = agnews("run", "--data", "tfds", "--pipeline-root", str(tmp_path / "root"),
-                       "--set", f"ingest.tfds_data_dir={tmp_path / 'tfds'}", check_code=1, timeout=300)
+def test_tfds_without_network_gives_one_clear_line(tmp_path, offline_hooks):
+    # An empty TFDS data dir (TFDS must download) in a process without network, whatever this machine has.
+    completed = subprocess.run([*CLI, "run", "--data", "tfds", "--pipeline-root", str(tmp_path / "root"),
+                                "--set", f"ingest.tfds_data_dir={tmp_path / 'tfds'}"], cwd=PROJECT,
+                               capture_output=True, text=True, timeout=300,
+                               env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1",
+                                    "PYTHONPATH": os.pathsep.join([str(offline_hooks), str(PROJECT)])})
+    assert completed.returncode == 1, completed.stderr[-3000:]
     assert "--data csv:" in completed.stderr
     assert "Traceback" not in completed.stderr
 
