@@ -141,10 +141,12 @@ def test_hyperband_respects_max_trials_and_can_maximise_val_accuracy(tuner_input
 
 
 def test_no_tune_outputs_the_architecture_defaults(tuner_inputs, tmp_path):
-    outputs = tuner.run(tuner_inputs, tmp_path, TunerConfig(architecture="bilstm", enabled=False), RUNTIME)
+    config = TunerConfig(architecture="bilstm", enabled=False)
+    outputs = tuner.run(tuner_inputs, tmp_path, config, RUNTIME)
     result = _result(tmp_path)
     assert result == {"architecture": "bilstm", "values": models.default_hyperparameters("bilstm"),
-                      "tuned": False, "objective": "val_loss", "best_score": None}
+                      "tuned": False, "objective": "val_loss", "best_score": None,
+                      "search_fingerprint": tuner.search_fingerprint(config), "reused": False}
     assert outputs["best_hyperparameters"].properties["tuned"] is False
     assert not (tmp_path / "tuner_state").exists()
     assert _trials(tmp_path) == []
