@@ -238,7 +238,7 @@ class Batcher:
                 if not tasks[0].solo and (array.ndim == 0 or array.shape[0] != padded):
                     raise RuntimeError(f"output {name!r} has shape {list(array.shape)}, not one row per input row, "
                                        "so batched answers cannot be split; start serve with --no-batching")
-        except Exception as error:  # noqa: BLE001 - handed to the requests; a merged batch is retried per request
+        except Exception as error:  # handed to the requests; a merged batch is retried per request
             if len(tasks) == 1:
                 return [(None, error)]
             return [self._run_batch(servable, signature, [task])[0] for task in tasks]

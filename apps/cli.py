@@ -11,13 +11,13 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
-from apps.batching import BatchingOptions  # noqa: E402  (standard library only)
-from pipeline import dag, interrupts  # noqa: E402
-from contract.config import ConfigError, default_config_file, load_config  # noqa: E402
-from library.models import architecture_names  # noqa: E402  (the registry; imports no Keras)
-from library.spans import parse_date  # noqa: E402
-from pipeline.logs import LOG_FORMATS, Console, capture_output  # noqa: E402
-from pipeline.runner import LockBusy  # noqa: E402
+from apps.batching import BatchingOptions  # standard library only
+from pipeline import dag, interrupts
+from contract.config import ConfigError, default_config_file, load_config
+from library.models import architecture_names  # the registry; imports no Keras
+from library.spans import parse_date
+from pipeline.logs import LOG_FORMATS, Console, capture_output
+from pipeline.runner import LockBusy
 
 # Exit codes of `retrain` (and `run`), documented in the README for schedulers.
 EXIT_OK = 0  # retrain: a new model was pushed (run: the run succeeded)
@@ -540,7 +540,7 @@ def _main(args: argparse.Namespace) -> int:
         kept = "; completed steps are kept and the next run reuses them" if args.command in ("run", "retrain") else ""
         console.error(f"{args.command}: interrupted by {interrupts.name()}{kept}")
         return interrupts.exit_code(error)
-    except Exception as error:  # noqa: BLE001 - one readable line instead of a traceback wall
+    except Exception as error:  # one readable line instead of a traceback wall
         import sqlite3
 
         from contract.artifacts import ComponentError

@@ -165,7 +165,7 @@ class VersionWatcher:
             started = time.monotonic()
             try:
                 servable, warmup_count = load_servable(path, version, self.batch_sizes)
-            except Exception as error:  # noqa: BLE001 - keep serving the old version; report why
+            except Exception as error:  # keep serving the old version; report why
                 message = _error_line(error)
                 self.failed[version] = (stamp, message)
                 self.log(f"serve: version {version} failed to load, still serving "
@@ -587,7 +587,7 @@ async def _errors_as_json(request: web.Request, handler) -> web.StreamResponse:
             raise
         return _json_response({"error": f"Malformed request: {request.method} {request.path}"},
                               status=404 if error.status in (404, 405) else error.status)
-    except Exception as error:  # noqa: BLE001 - a bug answers 500 with one line, never a traceback page
+    except Exception as error:  # a bug answers 500 with one line, never a traceback page
         request.app["log"](f"serve: {request.method} {request.path} failed: {type(error).__name__}: {error}")
         return _json_response({"error": f"internal error: {type(error).__name__}: {error}"}, status=500)
 

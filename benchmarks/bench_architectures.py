@@ -29,19 +29,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import run_info  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
+import run_info  # benchmarks/ is on sys.path when a script here runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
+import keras
 
-import notebook_baseline  # noqa: E402
-from bench_models import keras_test_accuracy, run_pipeline  # noqa: E402
-from library.dataset import bucketed_batches  # noqa: E402
-from library.layouts import SPLITS, ModelInputSpec, read_history, read_model_input  # noqa: E402
-from library.models import (architecture_names, build_model, fixed_hyperparameters,  # noqa: E402
+import notebook_baseline
+from bench_models import keras_test_accuracy, run_pipeline
+from library.dataset import bucketed_batches
+from library.layouts import SPLITS, ModelInputSpec, read_history, read_model_input
+from library.models import (architecture_names, build_model, fixed_hyperparameters,
                             parse_fixed_hyperparameters)
-from contract.config import build_config  # noqa: E402
+from contract.config import build_config
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # name -> (architecture, fixed hyperparameters): each registry entry at its defaults, and gru both ways.

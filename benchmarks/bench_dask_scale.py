@@ -24,15 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import run_info  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
+import run_info  # benchmarks/ is on sys.path when a script here runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from components import ingest, transform, validate  # noqa: E402
-from contract.artifacts import Runtime  # noqa: E402
-from contract.config import IngestConfig, TransformConfig, ValidateConfig  # noqa: E402
-from library.layouts import SPLITS  # noqa: E402
-from bench_ingest_transform import PeakTreeRss  # noqa: E402
+from components import ingest, transform, validate
+from contract.artifacts import Runtime
+from contract.config import IngestConfig, TransformConfig, ValidateConfig
+from library.layouts import SPLITS
+from bench_ingest_transform import PeakTreeRss
 
 IN_MEMORY = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 DASK = ("--runner=engines.dask_runner.DaskRunner", "--dask_workers=2")

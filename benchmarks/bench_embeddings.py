@@ -23,18 +23,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import run_info  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
+import run_info  # benchmarks/ is on sys.path when a script here runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import tensorflow as tf
 
-from library import embeddings  # noqa: E402
-from library.dataset import bucketed_batches, token_id_counts  # noqa: E402
-from library.layouts import SPLITS, examples_files, keras_model_file, read_model_input  # noqa: E402
-from contract.config import build_config  # noqa: E402
-from pipeline.runner import Runner, root_lock  # noqa: E402
+from library import embeddings
+from library.dataset import bucketed_batches, token_id_counts
+from library.layouts import SPLITS, examples_files, keras_model_file, read_model_input
+from contract.config import build_config
+from pipeline.runner import Runner, root_lock
 
 RESULTS_DIR = Path(__file__).parent / "results"
 TEST_BATCH_SIZE = 256

@@ -33,19 +33,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import run_info  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
+import run_info  # benchmarks/ is on sys.path when a script here runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402  (Keras 3: the models are Keras 3 models)
+import keras  # Keras 3: the models are Keras 3 models
 
-import notebook_baseline  # noqa: E402  (benchmarks/ is on sys.path when this script runs)
-from library.dataset import bucketed_batches, padding_ratio, unbucketed_batches  # noqa: E402
-from library.layouts import (KERAS_MODEL_FILE, SPLITS, ModelInputSpec, keras_model_file,  # noqa: E402
+import notebook_baseline  # benchmarks/ is on sys.path when this script runs
+from library.dataset import bucketed_batches, padding_ratio, unbucketed_batches
+from library.layouts import (KERAS_MODEL_FILE, SPLITS, ModelInputSpec, keras_model_file,
                              read_model_input, serving_model_dir)
-from library.models import architecture_names, build_model, default_hyperparameters, fixed_hyperparameters  # noqa: E402
-from contract.config import build_config  # noqa: E402
-from pipeline.runner import Runner, root_lock, summarize  # noqa: E402
+from library.models import architecture_names, build_model, default_hyperparameters, fixed_hyperparameters
+from contract.config import build_config
+from pipeline.runner import Runner, root_lock, summarize
 
 RESULTS_DIR = Path(__file__).parent / "results"
 TEST_BATCH_SIZE = 256

@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from generate_data import generate  # noqa: E402
-from run_info import command_line, machine  # noqa: E402
+from generate_data import generate
+from run_info import command_line, machine
 
 PROJECT = Path(__file__).resolve().parent.parent
 

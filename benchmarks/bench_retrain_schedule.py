@@ -29,7 +29,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import run_info  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
+import run_info  # benchmarks/ is on sys.path when a script here runs
 
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))

@@ -28,20 +28,20 @@ import tempfile
 import time
 from pathlib import Path
 
-import run_info  # noqa: E402  (benchmarks/ is on sys.path when a script here runs)
+import run_info  # benchmarks/ is on sys.path when a script here runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402  (Keras 3)
-import tensorflow as tf  # noqa: E402
-from tensorflow.python.framework import config as tf_config  # noqa: E402  (the public API only switches it on)
+import keras  # Keras 3
+import tensorflow as tf
+from tensorflow.python.framework import config as tf_config  # the public API only switches it on
 
-import notebook_baseline  # noqa: E402
-from bench_models import keras_test_accuracy, run_pipeline  # noqa: E402
-from library.dataset import bucketed_batches, unbucketed_batches  # noqa: E402
-from library.layouts import SPLITS, read_model_input  # noqa: E402
-from library.models import build_model, default_hyperparameters, fixed_hyperparameters  # noqa: E402
-from contract.config import build_config  # noqa: E402
+import notebook_baseline
+from bench_models import keras_test_accuracy, run_pipeline
+from library.dataset import bucketed_batches, unbucketed_batches
+from library.layouts import SPLITS, read_model_input
+from library.models import build_model, default_hyperparameters, fixed_hyperparameters
+from contract.config import build_config
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # The bilstm default before this benchmark's changes (the course notebook's model with bucketed batches of 64).

@@ -25,13 +25,13 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402  (Keras 3; never tf.keras, which tensorflow_transform turns into Keras 2)
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras  # Keras 3; never tf.keras, which tensorflow_transform turns into Keras 2
+import numpy as np
+import tensorflow as tf
 
-from components import ingest  # noqa: E402
-from library import ag_news_csv  # noqa: E402
-from library.layouts import NUM_CLASSES, SOURCE_SPLITS, SPLITS  # noqa: E402
+from components import ingest
+from library import ag_news_csv
+from library.layouts import NUM_CLASSES, SOURCE_SPLITS, SPLITS
 
 ADAPT_TEXTS = 2_000
 BATCH_SIZE = 16

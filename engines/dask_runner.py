@@ -433,7 +433,7 @@ class DaskRunnerResult(dask_runner.DaskRunnerResult):
         def dump():  # the scheduler or a worker may be too busy to answer: bounded, on a thread
             try:
                 self.client.dump_cluster_state(str(path), format="yaml")
-            except Exception:  # noqa: BLE001 - a diagnosis that fails must not hide the stall
+            except Exception:  # a diagnosis that fails must not hide the stall
                 pass
             finally:
                 done.set()

@@ -95,7 +95,7 @@ def load_vectors(path: str | Path):
         else:
             vectors = keyed_vectors.load_word2vec_format(str(path), binary=kind == "word2vec_binary",
                                                          no_header=kind == "glove", unicode_errors="replace")
-    except Exception as error:  # noqa: BLE001 - gensim raises many kinds; the user needs the file and reason
+    except Exception as error:  # gensim raises many kinds; the user needs the file and reason
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ComponentError(f"cannot read {path} as {kind} word vectors: {reason}") from None
     if not hasattr(vectors, "key_to_index") or len(vectors.index_to_key) == 0 or vectors.vector_size < 1:

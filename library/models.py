@@ -236,19 +236,19 @@ class _SpaceRecorder:
         self.calls.append({"kind": kind, "name": name, "args": list(args), **kwargs})
         return args[0] if kind == "Fixed" else kwargs.get("default")
 
-    def Choice(self, name, *args, **kwargs):  # noqa: N802 - keras_tuner's method names
+    def Choice(self, name, *args, **kwargs):  # keras_tuner's method names
         return self._record("Choice", name, args, kwargs)
 
-    def Int(self, name, *args, **kwargs):  # noqa: N802
+    def Int(self, name, *args, **kwargs):
         return self._record("Int", name, args, kwargs)
 
-    def Float(self, name, *args, **kwargs):  # noqa: N802
+    def Float(self, name, *args, **kwargs):
         return self._record("Float", name, args, kwargs)
 
-    def Boolean(self, name, *args, **kwargs):  # noqa: N802
+    def Boolean(self, name, *args, **kwargs):
         return self._record("Boolean", name, args, kwargs)
 
-    def Fixed(self, name, *args, **kwargs):  # noqa: N802
+    def Fixed(self, name, *args, **kwargs):
         return self._record("Fixed", name, args, kwargs)
 
 

@@ -274,7 +274,7 @@ def worker_main(root: Path, workers: tuple[str, ...], index: int, timeout: float
     except (TimeoutError, ComponentError) as error:
         print(f"{ERROR_PREFIX}{error}", file=sys.stderr, flush=True)
         return 1
-    except Exception as error:  # noqa: BLE001 - one line for the run's error message, not a traceback wall
+    except Exception as error:  # one line for the run's error message, not a traceback wall
         first_line = next(iter(str(error).strip().splitlines()), "")
         print(f"{ERROR_PREFIX}{type(error).__name__}: {first_line}", file=sys.stderr, flush=True)
         return 1

@@ -125,7 +125,7 @@ class Heartbeat:
             self._counted = True
             try:
                 self._rows_now = self.estimate.rows_now()
-            except Exception:  # noqa: BLE001 - an input that cannot be counted only makes the estimate unscaled
+            except Exception:  # an input that cannot be counted only makes the estimate unscaled
                 self._rows_now = None
         return self._rows_now
 

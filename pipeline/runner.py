@@ -371,7 +371,7 @@ class Runner:
             missing = set(step.outputs) - set(outputs)
             if missing:
                 raise ComponentError(f"component returned no {sorted(missing)} output")
-        except Exception as error:  # noqa: BLE001 - every failure is recorded, then reported
+        except Exception as error:  # every failure is recorded, then reported
             if interrupts.received():  # a signal that a library wrapped into another exception (Beam does)
                 raise interrupts.Interrupted(interrupts.received()) from None
             message = str(error) if isinstance(error, ComponentError) else f"{type(error).__name__}: {error}"

@@ -9,8 +9,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from contract import config as config_module  # noqa: E402
-from contract.artifacts import Artifact, Runtime  # noqa: E402
+from contract import config as config_module
+from contract.artifacts import Artifact, Runtime
 
 SAMPLE_DIR = Path(__file__).parent / "data" / "ag_news_sample"
 # Cuts a process off the network: a connection to anything but this machine fails at once, so a test of "no

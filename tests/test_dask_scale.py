@@ -19,8 +19,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 
 pytest.importorskip("distributed")
-from engines.dask_runner import DaskRunner  # noqa: E402
-from test_beam_engines import (PROJECT, START_SECONDS, UNTIL_TRANSFORM, _free_port, _stop,  # noqa: E402
+from engines.dask_runner import DaskRunner
+from test_beam_engines import (PROJECT, START_SECONDS, UNTIL_TRANSFORM, _free_port, _stop,
                                direct_files, read_json, step_files, write_sorted)
 
 __all__ = ["direct_files"]  # a fixture, used by name

@@ -43,7 +43,7 @@ def metric(server: Server, name: str, **labels: str) -> float:
         return total
 
 
-class urllib_get:  # noqa: N801 - a context manager read like a function
+class urllib_get:  # a context manager read like a function
     def __init__(self, server: Server, path: str):
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
         connection.request("GET", path)
