@@ -318,9 +318,9 @@ def test_the_dask_settings_reach_the_adapter(memory):
 
     from contract.config import load_config
     from engines.dask_runner import DaskAdapterOptions
-    from library.beam_options import pipeline_options
+    from library.beam_options import all_beam_args, pipeline_options
     config = load_config(None, ["pipeline.beam_runner=dask", f"pipeline.dask_worker_memory={memory}",
                                 "pipeline.dask_stall_seconds=90"])
-    adapter = pipeline_options(config.pipeline.all_beam_args()).view_as(DaskAdapterOptions)
+    adapter = pipeline_options(all_beam_args(config.pipeline)).view_as(DaskAdapterOptions)
     assert (adapter.dask_worker_memory, adapter.dask_stall_seconds) == (memory, 90)
     assert memory == "auto" or parse_bytes(memory) > 0  # what LocalCluster(memory_limit=...) accepts
