@@ -115,7 +115,9 @@ def test_two_workers_train_the_model_that_is_evaluated_pushed_and_served(two_wor
     chief_epoch = next(line for line in completed.stdout.splitlines() if line.startswith("trainer: epoch 1/1"))
     assert chief_epoch.split(";")[0].split(" (")[1] in worker_output
     # ... after as many training steps as the chief (each step all-reduces across both), counted in each process.
-    [chief_steps] = [line for line in completed.stdout.splitlines() if line.startswith("steps-hook: worker 0 ")]
+    # The chief's hook line is library output to the run: it is kept in the trainer's step log, not printed.
+    chief_log = layouts.step_log_file(run_dir, "trainer").read_text(encoding="utf-8", errors="replace")
+    [chief_steps] = [line for line in chief_log.splitlines() if line.startswith("steps-hook: worker 0 ")]
     [worker_steps] = [line for line in worker_output.splitlines() if line.startswith("steps-hook: worker 1 ")]
     steps = int(chief_steps.rsplit(": ", 1)[1].split()[0])
     assert steps > 0 and worker_steps == chief_steps.replace("worker 0", "worker 1"), (chief_steps, worker_steps)
