@@ -180,8 +180,9 @@ def test_a_request_whose_client_went_away_is_dropped_from_the_queue(batched):
 def test_a_full_queue_answers_503_at_once(tmp_path, models):
     serving_dir = tmp_path / "agnews"
     publish_version(models[1]["dir"], serving_dir)
-    # Room for 1 batch of 4 rows; the batch thread is kept busy by a large request sent first.
-    server = Server(serving_dir, "--max-batch-size", "4", "--max-enqueued-batches", "1",
+    # Room for 1 batch of 4 rows; the one batch thread is kept busy by a large request sent first (with the
+    # default of one thread per core, an idle second thread would drain the queue and nothing would be refused).
+    server = Server(serving_dir, "--max-batch-size", "4", "--max-enqueued-batches", "1", "--num-batch-threads", "1",
                     "--max-request-bytes", str(50 << 20))
     try:
         big = " ".join(TEXTS) * 20
