@@ -188,7 +188,12 @@ def test_a_full_queue_answers_503_at_once(tmp_path, models):
         big = " ".join(TEXTS) * 20
         connections = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=120) for _ in range(41)]
         started = time.monotonic()
+        calls_before = metric(server, "serve_queue_latency_seconds_count")
         connections[0].request("POST", "/v1/models/agnews:predict", body=json.dumps({"instances": [big] * 3000}))
+        deadline = time.monotonic() + 120
+        while metric(server, "serve_queue_latency_seconds_count") == calls_before:  # its model call has started
+            assert time.monotonic() < deadline, "the large request never reached the model"
+            time.sleep(0.02)
         for connection in connections[1:]:  # the burst: sent before any answer is read
             connection.request("POST", "/v1/models/agnews:predict", body=json.dumps({"instances": TEXTS[:2]}))
         answers = []
