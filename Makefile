@@ -25,7 +25,7 @@ lint: install
 
 # Everything (what CI runs).
 test: install lint
-	$(BIN)/python -m pytest -q -rs $(ARGS)
+	$(BIN)/python -m pytest -q -rs --durations=25 $(ARGS)
 
 # While iterating: the unit tests and one small end-to-end run, without the tests marked slow (tests/conftest.py).
 test-fast: install lint

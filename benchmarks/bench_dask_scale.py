@@ -35,6 +35,7 @@ from library.layouts import SPLITS
 from bench_ingest_transform import PeakTreeRss
 
 IN_MEMORY = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+MULTI_PROCESSING = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
 DASK = ("--runner=engines.dask_runner.DaskRunner", "--dask_workers=2")
 TROUBLE = ("Pausing worker", "gc.collect() took", "Event loop was unresponsive")
 
@@ -106,7 +107,7 @@ def one_run(data: Path, name: str, beam_args: tuple[str, ...], logs: Path) -> tu
     text = log.read_text(errors="replace")
     workers = sorted((peak for pid, peak in rss.each.items() if pid != os.getpid()), reverse=True)
     result.update(name=name, load_at_start=round(load, 1), load_at_end=round(os.getloadavg()[0], 1),
-                  main_peak_rss_mb=round(rss.each[os.getpid()] / 2**20),
+                  main_peak_rss_mb=round(rss.each[os.getpid()] / 2**20), tree_peak_rss_mb=round(rss.peak / 2**20),
                   worker_peak_rss_mb=[round(value / 2**20) for value in workers[:2]],
                   trouble={line: text.count(line) for line in TROUBLE}, files=len(hashes))
     return result, hashes
@@ -117,6 +118,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="csv folder (train.csv, test.csv)")
     parser.add_argument("--repeats", type=int, default=5, help="dask runs")
     parser.add_argument("--no-lifting", action="store_true", help="one more dask run without combiner lifting")
+    parser.add_argument("--multi-processing", action="store_true",
+                        help="one DirectRunner multi_processing run with 2 workers too (the cost-growth table)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     import psutil
@@ -134,7 +137,8 @@ def main() -> None:
     report["runs"].append(reference)
     print(json.dumps(reference), flush=True)
     save()
-    runs = [(f"dask_2_run{index + 1}", DASK) for index in range(args.repeats)]
+    runs = [("multi_processing_2", MULTI_PROCESSING)] if args.multi_processing else []
+    runs += [(f"dask_2_run{index + 1}", DASK) for index in range(args.repeats)]
     if args.no_lifting:
         runs.append(("dask_2_unlifted", (*DASK, "--dask_no_combiner_lifting")))
     for name, beam_args in runs:

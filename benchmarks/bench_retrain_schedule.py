@@ -15,6 +15,16 @@ measured on the same machine in the same hour; the load average is recorded befo
 a retrain is its run's duration in the metadata store (from the run's start to its end, without the process's
 start-up of a few seconds).
 
+With --stream (a folder of spans from make_spans.py) the data grows by spans instead: the first retrain sees the
+oldest --first-spans spans, each later retrain one span more (the stream folder each retrain reads holds hard
+links to the span files, so the ingest step reuses the spans it has already ingested). For the 127,600-row
+weekly schedule:
+
+    python benchmarks/generate_data.py --source ../shared/data/ag_news --rows 120000 --out /tmp/ag_news_120k
+    python benchmarks/make_spans.py --data /tmp/ag_news_120k --out /tmp/stream_120k --spans 8
+    python benchmarks/bench_retrain_schedule.py --stream /tmp/stream_120k --first-spans 7 \
+        --policies always-warm,default-warm --out benchmarks/results/retrain_schedule_120k.json
+
 `--report-only` rebuilds the report from the pipeline roots under --work (e.g. after retrains were run by hand
 with the same commands).
 """
@@ -37,12 +47,14 @@ from library import layouts  # noqa: E402
 from pipeline.metadata import MetadataStore  # noqa: E402
 
 STEPS = ("ingest", "validate", "transform", "tuner", "trainer", "evaluator", "pusher")
-POLICIES = {  # name -> extra flags of every retrain after the first
+ALL_POLICIES = {  # name -> extra flags of every retrain after the first
     "retune always, from scratch (before)": ["--set", "tuner.retune=always", "--from-scratch"],
     "retune always, warm start": ["--set", "tuner.retune=always"],
     "retune default, from scratch": ["--from-scratch"],
     "retune default, warm start (new default)": [],
 }
+POLICY_KEYS = dict(zip(("always-scratch", "always-warm", "default-scratch", "default-warm"), ALL_POLICIES))
+POLICIES = dict(ALL_POLICIES)  # the ones this invocation runs (--policies)
 
 
 def cut_data(source: Path, fractions: list[float], work: Path, seed: int) -> list[tuple[Path, int]]:
@@ -57,6 +69,24 @@ def cut_data(source: Path, fractions: list[float], work: Path, seed: int) -> lis
         rows = round(len(lines) * fraction)
         (folder / "train.csv").write_text("".join(lines[:rows]), encoding="utf-8")
         shutil.copyfile(source / "test.csv", folder / "test.csv")
+        folders.append((folder, rows))
+    return folders
+
+
+def cut_stream(stream: Path, first_spans: int, work: Path) -> list[tuple[Path, int]]:
+    """One stream folder per retrain: the oldest `first_spans` spans of `stream`, then one more each time (hard
+    links, so every folder's span files are the same bytes), and its test.csv."""
+    spans = sorted(p for p in stream.iterdir() if (p / "train.csv").is_file())
+    folders = []
+    for index, count in enumerate(range(first_spans, len(spans) + 1)):
+        folder = work / "data" / f"step_{index}"
+        folder.mkdir(parents=True, exist_ok=True)
+        os.link(stream / "test.csv", folder / "test.csv")
+        rows = 0
+        for span in spans[:count]:
+            (folder / span.name).mkdir()
+            os.link(span / "train.csv", folder / span.name / "train.csv")
+            rows += sum(1 for line in open(span / "train.csv", encoding="utf-8") if line.strip())
         folders.append((folder, rows))
     return folders
 
@@ -97,6 +127,8 @@ def describe(root: Path, run_dir: Path) -> dict:
         "val_loss_per_epoch": [round(e["val_loss"], 4) for e in history["epochs"]],
         "accuracy": outputs["evaluation"]["properties"]["accuracy"],
         "blessed": outputs["blessing"]["properties"]["blessed"],
+        "spans": {state: len(outputs["examples"]["properties"].get(f"spans_{state}") or [])
+                  for state in ("ingested", "reingested", "reused")},
     }
 
 
@@ -113,16 +145,18 @@ def markdown(report: dict) -> str:
              "Wall: each retrain's run duration in the metadata store (start to end of the pipeline run).",
              *([f"Note: {report['note']}"] if report.get("note") else []), "",
              "| policy | retrain | train rows | wall (s) | " + " | ".join(STEPS) + " | tuner | warm start | epochs "
-             "(best) | test accuracy | blessed |",
-             "|---|---|---|---|" + "---|" * len(STEPS) + "---|---|---|---|---|"]
+             "(best) | test accuracy | blessed | spans ingested / reused |",
+             "|---|---|---|---|" + "---|" * len(STEPS) + "---|---|---|---|---|---|"]
     for policy, runs in report["policies"].items():
         for index, run in enumerate(runs):
             seconds = " | ".join(f"{run['step_seconds'][s]:.0f}" + ("c" if run["step_states"][s] == "cached" else "")
                                  for s in STEPS)
             warm = (run["warm_start"] or "-").replace("|", "/")
+            spans = run.get("spans") or {}
+            spans = f"{spans['ingested'] + spans['reingested']} / {spans['reused']}" if sum(spans.values()) else "-"
             lines.append(f"| {policy} | {index} | {report['train_rows'][index]:,} | {run['wall_seconds']:.0f} | "
                          f"{seconds} | {run['tuner']} | {warm} | {run['epochs_trained']} ({run['best_epoch']}) | "
-                         f"{run['accuracy']:.4f} | {run['blessed']} |")
+                         f"{run['accuracy']:.4f} | {run['blessed']} | {spans} |")
     lines += ["", "(retrain 0 is the common first retrain, run once and copied for every policy; `c` = cached)", "",
               "## Later retrains (1 and after), per policy", "",
               "| policy | mean wall (s) | vs before | mean tuner (s) | mean trainer (s) | mean epochs | mean test "
@@ -144,7 +178,12 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", type=Path, required=True, help="folder with train.csv and test.csv")
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--source", type=Path, help="folder with train.csv and test.csv (cut by --fractions)")
+    data.add_argument("--stream", type=Path, help="a folder of spans (make_spans.py), fed one span per retrain")
+    parser.add_argument("--first-spans", type=int, default=7, help="with --stream: spans of the first retrain")
+    parser.add_argument("--policies", default=",".join(POLICY_KEYS),
+                        help="which policies, of " + ", ".join(POLICY_KEYS))
     parser.add_argument("--fractions", default="0.6,0.8,1.0", help="growing shares of the train rows")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_retrain_schedule"))
     parser.add_argument("--out", type=Path, required=True, help="results .json (a .md twin is written beside it)")
@@ -155,6 +194,10 @@ def main() -> None:
                         help="no retrain: rebuild the report from the roots under --work")
     args = parser.parse_args()
     fractions = [float(f) for f in args.fractions.split(",")]
+    chosen = [POLICY_KEYS[key] for key in args.policies.split(",")]
+    for name in ALL_POLICIES:
+        if name not in chosen:
+            del POLICIES[name]
     common = [f for flag in args.flag for f in flag.split("=", 1)] if args.flag else []
     if args.report_only:
         report_only(args, fractions, common)
@@ -162,7 +205,10 @@ def main() -> None:
     if args.work.exists():
         shutil.rmtree(args.work)
     args.work.mkdir(parents=True)
-    folders = cut_data(args.source, fractions, args.work, args.seed)
+    if args.stream:
+        folders = cut_stream(args.stream, args.first_spans, args.work)
+    else:
+        folders = cut_data(args.source, fractions, args.work, args.seed)
     load_before = os.getloadavg()[0]
     machine = run_info.machine()
 
@@ -183,7 +229,7 @@ def main() -> None:
             policies[name].append(run)
             print(f"    {run['wall_seconds']:.0f}s, tuner {run['tuner']}, warm start {run['warm_start']}, "
                   f"accuracy {run['accuracy']:.4f}", flush=True)
-            report = summarize(policies, folders, common, machine, load_before, args.source)
+            report = summarize(policies, folders, common, machine, load_before, args.source or args.stream)
             run_info.write_results(args.out, report, markdown(report))
     print(markdown(report))
 
@@ -194,11 +240,12 @@ def report_only(args, fractions: list[float], common: list[str]) -> None:
         root = args.work / "roots" / name.split(" (")[0].replace(" ", "_").replace(",", "")
         run_dirs = sorted((root / "runs").iterdir(), key=lambda p: p.name)
         policies[name] = [describe(root, run_dir) for run_dir in run_dirs if (run_dir / "run.json").is_file()]
-    folders = [(args.work / "data" / f"step_{index}",
-                len((args.work / "data" / f"step_{index}" / "train.csv").read_text(encoding="utf-8").splitlines()))
-               for index in range(len(fractions))]
+    folders = []
+    for folder in sorted((args.work / "data").iterdir(), key=lambda p: int(p.name.split("_")[1])):
+        files = [folder / "train.csv"] if (folder / "train.csv").is_file() else sorted(folder.glob("*/train.csv"))
+        folders.append((folder, sum(1 for f in files for line in open(f, encoding="utf-8") if line.strip())))
     load = os.getloadavg()[0]
-    report = summarize(policies, folders, common, run_info.machine(), load, args.source)
+    report = summarize(policies, folders, common, run_info.machine(), load, args.source or args.stream)
     report["note"] = ("rebuilt with --report-only from the pipeline roots; the load average 'before' is the one at "
                       "the time of the report")
     run_info.write_results(args.out, report, markdown(report))
@@ -222,9 +269,10 @@ def summarize(policies: dict[str, list[dict]], folders, common: list[str], machi
     for values in summary.values():
         values["wall_ratio_to_before"] = values["mean_wall_seconds"] / summary[before]["mean_wall_seconds"]
         values["accuracy_points_vs_before"] = 100 * (values["mean_accuracy"] - summary[before]["mean_accuracy"])
-    scratch, warm = policies["retune default, from scratch"], policies["retune default, warm start (new default)"]
+    scratch = policies.get("retune default, from scratch")
+    warm = policies.get("retune default, warm start (new default)")
     epochs = []
-    for index in range(1, done):
+    for index in range(1, done if scratch and warm else 0):
         target = min(scratch[index]["val_loss_per_epoch"])
         epochs.append({"retrain": index, "scratch_best_val_loss": target,
                        "scratch_best_epoch": scratch[index]["best_epoch"],
