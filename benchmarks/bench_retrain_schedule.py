@@ -190,6 +190,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7, help="the shuffle of the train rows")
     parser.add_argument("--flag", action="append", default=[],
                         help="a flag for every retrain, e.g. --flag=--min-accuracy=0.5 (repeatable)")
+    parser.add_argument("--first-root", type=Path,
+                        help="a pipeline root whose retrain 0 an earlier invocation ran on the same data: copied "
+                             "instead of running retrain 0 again")
     parser.add_argument("--report-only", action="store_true",
                         help="no retrain: rebuild the report from the roots under --work")
     args = parser.parse_args()
@@ -213,8 +216,13 @@ def main() -> None:
     machine = run_info.machine()
 
     first_root = args.work / "first"
-    print(f"retrain 0 ({folders[0][1]:,} train rows), common to every policy", flush=True)
-    first = retrain(first_root, folders[0][0], common, args.work / "retrain_0.log")
+    if args.first_root:
+        shutil.copytree(args.first_root, first_root, symlinks=True)
+        print(f"retrain 0: from {args.first_root}", flush=True)
+        first = describe(first_root, max((first_root / "runs").iterdir(), key=lambda p: p.name))
+    else:
+        print(f"retrain 0 ({folders[0][1]:,} train rows), common to every policy", flush=True)
+        first = retrain(first_root, folders[0][0], common, args.work / "retrain_0.log")
     roots, policies = {}, {}
     for name in POLICIES:
         roots[name] = args.work / "roots" / name.split(" (")[0].replace(" ", "_").replace(",", "")

@@ -155,11 +155,10 @@ def _warm_start(model, base_model_dir: Path | None, base_model_label: str, archi
             "warm_start_rows_carried": rows["rows_carried"], "warm_start_rows_new": rows["rows_new"]}
 
 
-def _fit(model, train, evaluation, config: TrainerConfig, callbacks: list, epochs: int,
+def _fit(model, train, evaluation, patience: int, callbacks: list, epochs: int,
          initial_epoch: int = 0) -> dict[str, list[float]]:
     import keras
-    early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping_patience,
-                                                   restore_best_weights=True)
+    early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
     history = model.fit(_distributable(train.dataset), validation_data=_distributable(evaluation.dataset),
                         epochs=epochs, initial_epoch=initial_epoch, verbose=2,
                         shuffle=False,  # tf.data already shuffles
@@ -224,24 +223,26 @@ def train(examples_dir: Path, transform_graph_dir: Path, chosen: dict[str, Any],
         callbacks = [throughput, EpochProgress(log, "trainer")]
         if run_dir is not None:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(run_dir))))
-        log(f"trainer: plan: up to {config.epochs} epochs x {train.num_examples:,} rows "
-            f"(early stopping patience {config.early_stopping_patience}); an ETA follows each epoch")
+        warm = "warm_start_from" in warm_facts
+        patience = config.warm_start_patience if warm else config.early_stopping_patience
+        log(f"trainer: plan: up to {config.epochs} epochs x {train.num_examples:,} rows (early stopping patience "
+            f"{patience}{', warm start' if warm else ''}); an ETA follows each epoch")
         if 0 < frozen_epochs < config.epochs:
             # after_epochs N: train the layers above the frozen vectors first, then fine-tune everything. The
             # optimizer only updates the variables it was compiled with, hence the recompile; the second phase
             # keeps its result only if it beats the frozen phase's best val_loss.
-            frozen = _fit(model, train, evaluation, config, callbacks, frozen_epochs)
+            frozen = _fit(model, train, evaluation, patience, callbacks, frozen_epochs)
             frozen_weights, frozen_best = model.get_weights(), min(frozen["val_loss"])
             model.get_layer("embedding").trainable = True
             with strategy.scope():
                 compile_model(model, values["learning_rate"])
             log(f"trainer: embedding unfrozen after {len(frozen['loss'])} epoch(s)")
-            tuned = _fit(model, train, evaluation, config, callbacks, config.epochs, len(frozen["loss"]))
+            tuned = _fit(model, train, evaluation, patience, callbacks, config.epochs, len(frozen["loss"]))
             if min(tuned["val_loss"]) >= frozen_best:
                 model.set_weights(frozen_weights)
             history = {k: frozen[k] + tuned[k] for k in frozen}
         else:
-            history = _fit(model, train, evaluation, config, callbacks, config.epochs)
+            history = _fit(model, train, evaluation, patience, callbacks, config.epochs)
     if output_dir is None:
         return None
 
@@ -251,7 +252,7 @@ def train(examples_dir: Path, transform_graph_dir: Path, chosen: dict[str, Any],
     summary = {
         "architecture": architecture, "epochs_trained": len(epochs), "best_epoch": best["epoch"],
         "val_loss": best["val_loss"], "val_accuracy": best["val_accuracy"],
-        "stopped_early": len(epochs) < config.epochs,
+        "stopped_early": len(epochs) < config.epochs, "early_stopping_patience": patience,
         "mean_examples_per_second": sum(e["examples_per_second"] for e in epochs) / len(epochs),
         "padding_ratio": padding["padding_ratio"], **embedding_facts, **warm_facts,
     }

@@ -314,12 +314,16 @@ class TrainerConfig:
     # its weights, with the embedding rows carried over token by token (new tokens start fresh); --from-scratch
     # turns it off for a run.
     warm_start: bool = True
+    # Early-stopping patience of a warm-started run: it starts near its best (measured: its best epoch is the
+    # first), so one epoch without improvement ends it instead of early_stopping_patience.
+    warm_start_patience: int = 1
 
     def __post_init__(self):
         _require(self.epochs >= 1, f"trainer.epochs must be >= 1, got {self.epochs}")
         _require(0.0 <= self.min_embedding_coverage <= 1.0, "trainer.min_embedding_coverage must be in [0, 1]")
         self.unfreeze_after_epochs()  # validates embeddings_trainable
         _require(self.early_stopping_patience >= 0, "trainer.early_stopping_patience must be >= 0")
+        _require(self.warm_start_patience >= 0, "trainer.warm_start_patience must be >= 0")
         _require(self.strategy in ("default", "mirrored", "multi_worker_mirrored"),
                  f"trainer.strategy must be default, mirrored or multi_worker_mirrored, got {self.strategy!r}")
         self._check_workers()

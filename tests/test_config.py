@@ -58,6 +58,7 @@ def test_precedence_file_then_set_then_flags(tmp_path):
     (["trainers.epochs=1"], "unknown configuration section"),
     (["trainer.epochs=ten"], "trainer.epochs must be an integer"),
     (["trainer.epochs=0"], "trainer.epochs must be >= 1"),
+    (["trainer.warm_start_patience=-1"], "trainer.warm_start_patience must be >= 0"),
     (["ingest.data=s3://bucket"], "ingest.data must be 'tfds' or 'csv:DIR'"),
     (["tuner.architecture=cnn"], "must be one of"),
     (["transform.bucket_boundaries=[16, 8]"], "strictly increasing"),

@@ -24,7 +24,9 @@ from test_e2e import CONFIG, agnews
 pytestmark = pytest.mark.e2e
 
 FLAGS = ("--config", str(CONFIG), "--tuning-trials", "1", "--epochs", "1", "--min-accuracy", "0",
-         "--set", "tuner.fixed_hyperparameters=[learning_rate=0.000001]")
+         "--set", "tuner.fixed_hyperparameters=[learning_rate=0.000001]",
+         # distinct patiences, to see which one a run's early stopping was given
+         "--set", "trainer.early_stopping_patience=3", "--set", "trainer.warm_start_patience=0")
 CARRIED = 1e-4  # how far one epoch at learning rate 1e-6 may move a weight
 # Later runs train with another seed than the first: their own initial weights differ from the first model's, so
 # a weight equal to the first model's was carried over, not drawn alike.
@@ -130,6 +132,15 @@ def test_the_warm_start_carries_embedding_rows_by_token(grown):
     assert model["warm_start_from"] == f"runs/{first_id}/trainer/model"
     assert model["warm_start_rows_carried"] == len(new_tokens) - len(fresh)
     assert model["warm_start_rows_new"] == len(fresh)
+
+
+def test_a_warm_started_run_stops_early_with_its_own_patience(grown):
+    root, first_id, second_id = grown["root"], grown["first_id"], grown["second_id"]
+    assert "(early stopping patience 3); an ETA follows each epoch" in grown["first"].stdout
+    assert "(early stopping patience 0, warm start); an ETA follows each epoch" in grown["second"].stdout
+    patience = {run_id: layouts.read_history(_outputs(root, run_id)["model_run"]["uri"])["early_stopping_patience"]
+                for run_id in (first_id, second_id)}
+    assert patience == {first_id: 3, second_id: 0}
 
 
 def test_an_unchanged_retrain_stays_cached(grown):

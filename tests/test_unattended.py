@@ -284,7 +284,8 @@ def test_the_deadline_ends_a_retrain_cleanly(trained, root):
     config = trained[1]
     started = time.monotonic()
     completed = agnews("retrain", "--config", config, "--pipeline-root", root, "--force", "--deadline", "20s",
-                       "--set", "trainer.epochs=200", "--set", "trainer.early_stopping_patience=200")
+                       "--set", "trainer.epochs=200", "--set", "trainer.early_stopping_patience=200",
+                       "--set", "trainer.warm_start_patience=200")
     elapsed = time.monotonic() - started
     message = one_line(completed, 124, "interrupted by the deadline")
     assert "20s" in message
