@@ -65,7 +65,7 @@ from library.layouts import DASK_STATE_DUMP
 READ_BUNDLE_BYTES = 64 << 20  # desired size of one split of a file source (one partition)
 POLL_SECONDS = 5  # how often the client checks the computation's progress
 PROBE_SECONDS = 30  # how long it waits for the scheduler's answer (then counts it as no progress)
-PAUSED_SECONDS = 60  # every worker paused this long (or the stall limit, if shorter) fails the step
+PAUSED_SECONDS = 60  # default of --dask_paused_seconds: every worker paused this long fails the step
 DUMP_SECONDS = 60  # how long a stalled step waits for the cluster state dump
 # For the LocalCluster started for a pipeline. A worker whose event loop is blocked (a long garbage collection on
 # a loaded machine) used to drop transfers after dask's default 30 s, which recovery then deadlocked on.
@@ -88,7 +88,10 @@ class DaskAdapterOptions(PipelineOptions):
                                  "to disk at 70%% of it and pauses at 80%%.")
         parser.add_argument("--dask_stall_seconds", type=float, default=600,
                             help="Fail the pipeline when no task starts or finishes for this long, or every "
-                                 "worker is paused for min(this, 60 s); 0: wait forever.")
+                                 "worker is paused for min(this, --dask_paused_seconds); 0: wait forever.")
+        parser.add_argument("--dask_paused_seconds", type=float, default=PAUSED_SECONDS,
+                            help="Fail the pipeline when every worker has been paused (memory) for this long "
+                                 "(at most --dask_stall_seconds).")
         parser.add_argument("--dask_log_dir", default=None,
                             help="Where a stalled pipeline writes the cluster's state.")
 
@@ -332,11 +335,11 @@ def _scheduler_probe():
 class _Watchdog:
     """Decides, from the scheduler's answers, that a computation is stuck: no task transition for
     `stall_seconds` (a blocked task, a deadlocked transfer, no workers left), or every worker paused (above its
-    memory limit's pause fraction) for min(stall_seconds, PAUSED_SECONDS)."""
+    memory limit's pause fraction) for min(stall_seconds, paused_seconds)."""
 
-    def __init__(self, stall_seconds: float):
+    def __init__(self, stall_seconds: float, paused_seconds: float = PAUSED_SECONDS):
         self.stall_seconds = stall_seconds
-        self.paused_seconds = min(stall_seconds, PAUSED_SECONDS)
+        self.paused_seconds = min(stall_seconds, paused_seconds)
         self._transitions, self._progress_at = -1, time.monotonic()
         self._paused_since: float | None = None
 
@@ -371,11 +374,11 @@ class DaskRunnerResult(dask_runner.DaskRunnerResult):
     pipeline. After it finishes, `shuffles` lists (label, input partitions, elements) of every GroupByKey."""
 
     def __init__(self, client, futures, cluster=None, shuffles=(), stall_seconds: float = 0,
-                 log_dir: str | None = None):
+                 log_dir: str | None = None, paused_seconds: float = PAUSED_SECONDS):
         super().__init__(client, futures)
         self._cluster = cluster
         self._shuffle_futures = list(shuffles)
-        self._stall_seconds = stall_seconds
+        self._stall_seconds, self._paused_seconds = stall_seconds, paused_seconds
         self._log_dir = log_dir
         self.shuffles: list[tuple[str, int, int]] = []
 
@@ -399,7 +402,7 @@ class DaskRunnerResult(dask_runner.DaskRunnerResult):
     def _wait(self, duration: float | None) -> None:
         import dask.distributed as ddist
         deadline = None if duration is None else time.monotonic() + duration
-        watchdog = _Watchdog(self._stall_seconds) if self._stall_seconds > 0 else None
+        watchdog = _Watchdog(self._stall_seconds, self._paused_seconds) if self._stall_seconds > 0 else None
         pending = [*self.futures, *(future for _, _, future in self._shuffle_futures)]
         while pending:
             try:
@@ -482,4 +485,5 @@ class DaskRunner(dask_runner.DaskRunner):
         shuffles = [(label, partitions, future) for (label, partitions, _), future in
                     zip(visitor.shuffles, futures[len(leaves):])]
         futures = futures[:len(leaves)]
-        return DaskRunnerResult(client, futures, cluster, shuffles, adapter.dask_stall_seconds, adapter.dask_log_dir)
+        return DaskRunnerResult(client, futures, cluster, shuffles, adapter.dask_stall_seconds, adapter.dask_log_dir,
+                                adapter.dask_paused_seconds)
