@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # for annotations; run() imports Beam when it runs
     import apache_beam as beam
 
-from library.ag_news_csv import (BadRow, Chunk, GoodRow, chunk_lines, count_newlines, open_binary, parse_csv_row,
+from library.ag_news_csv import (BadRow, Chunk, GoodRow, chunk_lines, count_lines, count_newlines, open_binary,
+                                 parse_csv_row,
                                  parse_tfds_row, plan_chunks, quarantine_record)
 from library.beam_options import pipeline_options
 from library import spans as span_stream
@@ -467,6 +468,20 @@ def _sum_counts(parts: list[dict], source: str, eval_fraction: float) -> dict:
     return _source_counts(summary, 0, source, eval_fraction)
 
 
+def _check_every_line_arrived(summary: dict, read: dict[int, Source]) -> None:
+    """Every line of every file read must have come out of the pipeline as a good or a quarantined row. A runner
+    that loses elements (seen once: DirectRunner multi_processing, 1,185,274 of 1,203,800 rows, no error) fails
+    the step here, before anything is published."""
+    for index, source in read.items():
+        lines = count_lines(source.path)
+        arrived = summary.get(("read", index, source.split), 0)
+        if arrived != lines:
+            raise ComponentError(
+                f"ingest: the Beam runner returned {arrived:,} rows for the {lines:,} lines of {source.path}; "
+                f"nothing was published. Run it again; if it repeats, run with the default DirectRunner "
+                f"(in_memory) and report the runner and its flags")
+
+
 def _ingest(to_read: list[Source], all_sources: list[Source], config: IngestConfig, output_dir: Path,
             examples_dir: Path, runtime: Runtime) -> None:
     """Runs Beam over `to_read`: example files, counts.json and quarantine.jsonl in each source's folder."""
@@ -517,6 +532,8 @@ def _ingest(to_read: list[Source], all_sources: list[Source], config: IngestConf
 
     summary = {tuple(key): count for key, count in json.loads(summary_path.read_text(encoding="utf-8"))}
     summary_path.unlink()
+    if from_csv:
+        _check_every_line_arrived(summary, {index: all_sources[index] for index in indexes})
     blocks = sorted(quarantine_blocks.glob("*.jsonl"))
     if all_sources[0].name is None:  # one folder (or TFDS): one counts.json and quarantine.jsonl over both files
         merged: dict = {}

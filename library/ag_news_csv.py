@@ -185,6 +185,16 @@ def count_newlines(chunk: Chunk) -> tuple[str, int, int]:
     return chunk.path, chunk.start, newlines
 
 
+def count_lines(path: str) -> int:
+    """Lines of a file as chunk_lines reads them: every newline ends one, and a last line without one counts."""
+    lines, last = 0, b"\n"
+    with open_binary(path) as handle:
+        while block := handle.read(1 << 24):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return lines + (last != b"\n")
+
+
 def chunk_lines(chunk: Chunk, newlines_before: int) -> Iterator[tuple[int, bytes]]:
     """(1-based line number, raw line with its ending) of every line starting in the chunk, given the number
     of newlines in the file before chunk.start."""

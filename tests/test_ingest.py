@@ -207,6 +207,27 @@ def test_too_many_bad_rows_fail_with_the_first_bad_rows_in_the_message(tmp_path,
     assert layouts.QUARANTINE_FILE in message
 
 
+def test_a_runner_that_loses_rows_fails_the_step_with_one_line(sample_dir, tmp_path, runtime, monkeypatch):
+    # The in-process DirectRunner, made to lose the 5th line of every chunk it reads, as a faulty runner would.
+    read_lines = ingest.chunk_lines
+    monkeypatch.setattr(ingest, "chunk_lines", lambda chunk, before: (
+        line for number, line in enumerate(read_lines(chunk, before)) if number != 4))
+    with pytest.raises(ComponentError) as raised:
+        ingest.run({}, tmp_path / "out", IngestConfig(data=f"csv:{sample_dir}"), runtime)
+    message = str(raised.value)
+    found = re.match(r"ingest: the Beam runner returned ([\d,]+) rows for the ([\d,]+) lines of (.+); nothing", message)
+    assert found and "\n" not in message, message
+    lines = sum(1 for _ in open(found[3], "rb"))
+    assert (found[1], found[2]) == (f"{lines - 1:,}", f"{lines:,}")
+
+
+@pytest.mark.parametrize("text, lines", [(b"", 0), (b"a\n", 1), (b"a", 1), (b"a\nb", 2), (b"\n\n", 2)])
+def test_count_lines_counts_a_last_line_without_newline(tmp_path, text, lines):
+    path = tmp_path / "f.csv"
+    path.write_bytes(text)
+    assert ag_news_csv.count_lines(str(path)) == lines
+
+
 def test_line_numbers_are_right_for_every_chunk_size(tmp_path):
     content = b'first\r\n\n"third, a longer line"\nfourth\n\n\nseventh without newline'
     path = tmp_path / "lines.csv"
