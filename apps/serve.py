@@ -330,6 +330,8 @@ class ServerMetrics:
               registry=registry).labels(model_name).set_function(batcher.queued_rows)
         Gauge("serve_model_version", "The version served (0: none yet)", ["model"], registry=registry).labels(
             model_name).set_function(lambda: watcher.current.version if watcher.current else 0)
+        self.in_flight = Gauge("serve_requests_in_flight", "Predict and classify requests received and not yet "
+                               "answered", ["model"], registry=registry).labels(model_name)
 
     def request(self, api: str, code: int, seconds: float) -> None:
         self.requests.labels(self.model_name, api, str(code)).inc()
@@ -438,11 +440,11 @@ class ModelServer:
         if verb not in ("predict", "classify"):
             raise ServingError(404, f"Malformed request: POST {request.path} (the verbs are :predict and "
                                     ":classify)")
-        servable = self.servable(request)
-        body = await self.body(request)
-        handle = self.predict if verb == "predict" else self.classify
-        self.requests_in_flight += 1
+        self.requests_in_flight += 1  # from its arrival: its body may still be on the way
         try:
+            servable = self.servable(request)
+            body = await self.body(request)
+            handle = self.predict if verb == "predict" else self.classify
             return _json_response(await handle(servable, body))
         finally:
             self.requests_in_flight -= 1
@@ -657,6 +659,7 @@ def serve(serving_dir: Path, model_name: str = "agnews", host: str = "127.0.0.1"
     metrics = ServerMetrics(model_name, watcher, batcher)
     batcher.on_batch, batcher.on_dropped = metrics.batch, metrics.dropped_rows
     server = ModelServer(model_name, watcher, batcher, max_request_bytes, metrics)
+    metrics.in_flight.set_function(lambda: server.requests_in_flight)
     try:
         asyncio.run(_serve(server, host, port, log))
     finally:
