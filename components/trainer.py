@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ BASE_MODEL_INPUT = "base_model"  # the newest blessed model: what a warm start s
 
 def _throughput_callback(examples_per_epoch: int):
     """A Keras callback measuring training examples per second of each epoch (from the epoch's start to its last
-    training batch) into its `per_epoch` list."""
+    training batch) and the batches it trained on into its `per_epoch` list."""
     import keras
 
     class Throughput(keras.callbacks.Callback):
@@ -56,13 +57,16 @@ def _throughput_callback(examples_per_epoch: int):
 
         def on_epoch_begin(self, epoch, logs=None):
             self._start = self._last_batch = time.perf_counter()
+            self._batches = 0
 
         def on_train_batch_end(self, batch, logs=None):
             self._last_batch = time.perf_counter()
+            self._batches += 1
 
         def on_epoch_end(self, epoch, logs=None):
             seconds = max(self._last_batch - self._start, 1e-9)
-            self.per_epoch.append({"train_seconds": seconds, "examples_per_second": examples_per_epoch / seconds})
+            self.per_epoch.append({"train_seconds": seconds, "examples_per_second": examples_per_epoch / seconds,
+                                   "batches": self._batches})
 
     return Throughput()
 
@@ -155,12 +159,23 @@ def _warm_start(model, base_model_dir: Path | None, base_model_label: str, archi
             "warm_start_rows_carried": rows["rows_carried"], "warm_start_rows_new": rows["rows_new"]}
 
 
-def _fit(model, train, evaluation, patience: int, callbacks: list, epochs: int,
-         initial_epoch: int = 0) -> dict[str, list[float]]:
+def _steps_per_epoch(train_examples: int, batch_size: int, max_rows: int, workers: int) -> int | None:
+    """Batches each worker trains on in one epoch when an epoch is capped at max_rows rows (None: the whole split;
+    each worker's share of the batches)."""
+    if not max_rows or train_examples <= max_rows:
+        return None
+    return math.ceil(max_rows / (batch_size * workers))
+
+
+def _fit(model, train, evaluation, patience: int, callbacks: list, epochs: int, initial_epoch: int = 0,
+         steps_per_epoch: int | None = None) -> dict[str, list[float]]:
+    """steps_per_epoch: each epoch trains on that many batches of an endless repetition of the train batches, so
+    the next epoch goes on where this one stopped (Keras keeps the iterator when steps_per_epoch is set)."""
     import keras
     early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
-    history = model.fit(_distributable(train.dataset), validation_data=_distributable(evaluation.dataset),
-                        epochs=epochs, initial_epoch=initial_epoch, verbose=2,
+    batches = train.dataset.repeat() if steps_per_epoch else train.dataset
+    history = model.fit(_distributable(batches), validation_data=_distributable(evaluation.dataset),
+                        epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch, verbose=2,
                         shuffle=False,  # tf.data already shuffles
                         callbacks=[early_stopping, *callbacks])
     return history.history
@@ -219,30 +234,37 @@ def train(examples_dir: Path, transform_graph_dir: Path, chosen: dict[str, Any],
             if base_model_dir is not None:
                 warm_facts = _warm_start(model, base_model_dir, base_model_label or str(base_model_dir), architecture,
                                          values, transform_graph_dir, model_input, log)
-        throughput = _throughput_callback(train.num_examples)
+        workers = len(config.workers) if config.strategy == "multi_worker_mirrored" else 1
+        steps = _steps_per_epoch(train.num_examples, values["batch_size"], config.max_rows_per_epoch, workers)
+        epoch_rows = train.num_examples if steps is None else steps * values["batch_size"] * workers
+        throughput = _throughput_callback(epoch_rows)
         callbacks = [throughput, EpochProgress(log, "trainer")]
         if run_dir is not None:
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(run_dir))))
         warm = "warm_start_from" in warm_facts
         patience = config.warm_start_patience if warm else config.early_stopping_patience
-        log(f"trainer: plan: up to {config.epochs} epochs x {train.num_examples:,} rows (early stopping patience "
+        rows = (f"{train.num_examples:,} rows" if steps is None else
+                f"{epoch_rows:,} of the {train.num_examples:,} rows (trainer.max_rows_per_epoch; the next epoch "
+                f"goes on where one stops)")
+        log(f"trainer: plan: up to {config.epochs} epochs x {rows} (early stopping patience "
             f"{patience}{', warm start' if warm else ''}); an ETA follows each epoch")
         if 0 < frozen_epochs < config.epochs:
             # after_epochs N: train the layers above the frozen vectors first, then fine-tune everything. The
             # optimizer only updates the variables it was compiled with, hence the recompile; the second phase
             # keeps its result only if it beats the frozen phase's best val_loss.
-            frozen = _fit(model, train, evaluation, patience, callbacks, frozen_epochs)
+            frozen = _fit(model, train, evaluation, patience, callbacks, frozen_epochs, 0, steps)
             frozen_weights, frozen_best = model.get_weights(), min(frozen["val_loss"])
             model.get_layer("embedding").trainable = True
             with strategy.scope():
                 compile_model(model, values["learning_rate"])
             log(f"trainer: embedding unfrozen after {len(frozen['loss'])} epoch(s)")
-            tuned = _fit(model, train, evaluation, patience, callbacks, config.epochs, len(frozen["loss"]))
+            tuned = _fit(model, train, evaluation, patience, callbacks, config.epochs, len(frozen["loss"]),
+                         steps)
             if min(tuned["val_loss"]) >= frozen_best:
                 model.set_weights(frozen_weights)
             history = {k: frozen[k] + tuned[k] for k in frozen}
         else:
-            history = _fit(model, train, evaluation, patience, callbacks, config.epochs)
+            history = _fit(model, train, evaluation, patience, callbacks, config.epochs, 0, steps)
     if output_dir is None:
         return None
 
@@ -258,6 +280,7 @@ def train(examples_dir: Path, transform_graph_dir: Path, chosen: dict[str, Any],
     }
     write_history(run_dir, {
         **summary, "epochs": epochs, "padding": padding, "train_examples": train.num_examples,
+        "rows_per_epoch": epoch_rows, "steps_per_epoch": steps,
         "eval_examples": evaluation.num_examples, "train_examples_per_bucket": train.examples_per_bucket,
         "batch_size": values["batch_size"], "strategy": config.strategy,
         "replicas": strategy.num_replicas_in_sync,

@@ -1,7 +1,8 @@
 """Tuner component: a KerasTuner search over one architecture's hyperparameters, scored on the eval split.
 
-Trains each trial on the train split (optionally a seeded subsample) and scores it on the eval split; the
-test split is never read. With `enabled: false` (--no-tune) it searches nothing and outputs the architecture's
+Trains each trial on the train split (a seeded subsample of at most train_subsample_rows) and scores it on the
+eval split (a seeded subsample of at most as many rows); the test split is never read. The trials share the
+examples, cached in memory, so a search reads the files once. With `enabled: false` (--no-tune) it searches nothing and outputs the architecture's
 defaults (with any fixed_hyperparameters applied), so the trainer always takes the same path. With pretrained
 vectors (trainer.pretrained_embeddings) every trial starts from them, embedding_dim is the file's, and whether
 they are fine-tuned and the dropout on the embedding output are searched (library/models.py).
@@ -38,8 +39,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-if TYPE_CHECKING:  # for annotations; run() imports KerasTuner when it runs
+if TYPE_CHECKING:  # for annotations; run() imports KerasTuner (and TensorFlow) when it runs
     import keras_tuner
+
+    from library.dataset import BucketExamples
 
 from library import embeddings
 from library.durations import duration
@@ -61,10 +64,11 @@ DRIFT_INPUT = "statistics"  # validate's statistics; its drift_detected property
 DRIFT_PROPERTY = "drift_detected"
 
 
-def _search_model(architecture: str, model_input: ModelInputSpec, examples_dir: Path, train_rows: int, seed: int,
-                  embedding_matrix=None):
-    """A KerasTuner HyperModel that builds a trial's model with the shared builder and fits it on train,
-    validating on eval. (Defined in a function: Keras is imported only when a search runs.)"""
+def _search_model(architecture: str, model_input: ModelInputSpec, examples_dir: Path, train: BucketExamples,
+                  evaluation: BucketExamples, seed: int, embedding_matrix=None):
+    """A KerasTuner HyperModel that builds a trial's model with the shared builder and fits it on the train
+    examples, validating on the eval examples; every trial batches the same cached examples, so the files are
+    read once per search. (Defined in a function: Keras is imported only when a search runs.)"""
     import keras
     import keras_tuner
     from library.dataset import bucketed_batches
@@ -79,15 +83,15 @@ def _search_model(architecture: str, model_input: ModelInputSpec, examples_dir: 
             return build_model(architecture, hp, model_input, embedding_matrix)
 
         def fit(self, hp, model, *args, **kwargs):
-            train = bucketed_batches(examples_dir, "train", hp.get("batch_size"), shuffle=True, seed=seed,
-                                     max_examples=train_rows)
-            evaluation = bucketed_batches(examples_dir, "eval", EVAL_BATCH_SIZE, shuffle=False)
+            batches = bucketed_batches(examples_dir, "train", hp.get("batch_size"), shuffle=True, seed=seed,
+                                       examples=train)
+            scored = bucketed_batches(examples_dir, "eval", EVAL_BATCH_SIZE, shuffle=False, examples=evaluation)
             started = time.monotonic()
-            history = model.fit(train.dataset, validation_data=evaluation.dataset, shuffle=False, **kwargs)
+            history = model.fit(batches.dataset, validation_data=scored.dataset, shuffle=False, **kwargs)
             if self.progress is not None:  # trials vary in epochs (Hyperband): the ETA is rough
                 self.trials_done += 1
                 self.log(f"tuner: trial {self.trials_done} ({len(history.history.get('loss', []))} epoch(s) x "
-                         f"{train.num_examples:,} rows) in {duration(time.monotonic() - started)}; trials "
+                         f"{batches.num_examples:,} rows) in {duration(time.monotonic() - started)}; trials "
                          f"{self.progress.line(self.trials_done)} (rough)")
             return history
 
@@ -281,7 +285,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
     if config.enabled:
         runtime.log(f"tuner: {decision.detail}")
     import keras  # heavy libraries are imported in run(), not at the top (see contract/artifacts.py)
-    from library.dataset import count_examples
+    from library.dataset import bucket_examples
     examples_dir = Path(inputs[TRANSFORMED_EXAMPLES].uri)
     transform_graph_dir = Path(inputs[TRANSFORM_GRAPH].uri)
     model_input = read_model_input(transform_graph_dir)
@@ -310,14 +314,19 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
         state_dir = Path(output_dir) / STATE_DIR
         if (state_dir / architecture).is_dir():
             runtime.log(f"tuner: resuming the search kept in {state_dir}; finished trials are not rerun")
-        hypermodel = _search_model(architecture, model_input, examples_dir, config.train_subsample_rows,
-                                   runtime.seed, pretrained.alignment.matrix if pretrained else None)
+        # Trials train on at most train_subsample_rows train rows and are scored on at most as many eval rows
+        # (seeded subsets with each split's length distribution): at 1.2M rows, 20,000 of the 59,716 eval rows.
+        train = bucket_examples(examples_dir, "train", max_examples=config.train_subsample_rows, seed=runtime.seed)
+        evaluation = bucket_examples(examples_dir, "eval", max_examples=config.train_subsample_rows,
+                                     seed=runtime.seed)
+        hypermodel = _search_model(architecture, model_input, examples_dir, train, evaluation, runtime.seed,
+                                   pretrained.alignment.matrix if pretrained else None)
         try:
             tuner = _make_tuner(config, hypermodel, fixed, state_dir, runtime.seed)
-            rows = count_examples(examples_dir, "train")
-            used = min(rows, config.train_subsample_rows or rows)
             runtime.log(f"tuner: plan: {config.algorithm} search, up to {config.max_trials} trials x up to "
-                        f"{config.max_epochs} epochs on {used:,} of {rows:,} train rows; an ETA follows each trial")
+                        f"{config.max_epochs} epochs on {train.num_examples:,} of {train.available:,} train rows, "
+                        f"scored on {evaluation.num_examples:,} of {evaluation.available:,} eval rows; an ETA "
+                        f"follows each trial")
             hypermodel.track(config.max_trials, runtime.log)
             # KerasTuner gives a TensorBoard callback a folder per trial and adds the HParams plugin's callback.
             logs = keras.callbacks.TensorBoard(log_dir=str(Path(output_dir) / TENSORBOARD_DIR))

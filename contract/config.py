@@ -295,6 +295,10 @@ def address_problem(address: Any) -> str | None:
 class TrainerConfig:
     epochs: int = 10
     early_stopping_patience: int = 2
+    # An epoch is at most this many train rows: a larger train split is read across several epochs (every row
+    # once before any repeats), so early stopping looks at the eval loss every this many rows, not once per pass
+    # over 1.1M rows. 0 = every epoch is the whole split. Below it (5,551 or 127,600 rows) nothing changes.
+    max_rows_per_epoch: int = 200_000
     strategy: str = "default"  # default | mirrored | multi_worker_mirrored
     # multi_worker_mirrored: "HOST:PORT" of every training worker; index 0 is the chief, which the trainer step
     # runs on this machine; each other one runs `agnews-pipeline train-worker --index I` (README).
@@ -323,6 +327,8 @@ class TrainerConfig:
         _require(0.0 <= self.min_embedding_coverage <= 1.0, "trainer.min_embedding_coverage must be in [0, 1]")
         self.unfreeze_after_epochs()  # validates embeddings_trainable
         _require(self.early_stopping_patience >= 0, "trainer.early_stopping_patience must be >= 0")
+        _require(self.max_rows_per_epoch >= 0,
+                 f"trainer.max_rows_per_epoch must be >= 0 (0 = the whole split), got {self.max_rows_per_epoch}")
         _require(self.warm_start_patience >= 0, "trainer.warm_start_patience must be >= 0")
         _require(self.strategy in ("default", "mirrored", "multi_worker_mirrored"),
                  f"trainer.strategy must be default, mirrored or multi_worker_mirrored, got {self.strategy!r}")

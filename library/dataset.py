@@ -73,40 +73,70 @@ def _subsample_sizes(counts: list[int], max_examples: int) -> list[int]:
 
 
 def _examples(files: list[str], count: int, keep: int, seed: int) -> tf.data.Dataset:
-    """Parsed examples of some files, optionally a seeded random subset of `keep` of the `count`, cached."""
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").map(_parse, num_parallel_calls=tf.data.AUTOTUNE)
+    """Parsed examples of some files, optionally a seeded random subset of `keep` of the `count`, cached in memory
+    after their first pass. The subset is a seeded choice of record positions kept in one reading pass, in file
+    order: no shuffle buffer the size of the files (at 1.2M rows that buffer held a whole bucket)."""
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
     if keep < count:
-        dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=False).take(keep)
-    return dataset.cache()
+        chosen = np.zeros(count, dtype=bool)
+        chosen[np.random.default_rng(seed).choice(count, keep, replace=False)] = True
+        chosen = tf.constant(chosen)
+        dataset = dataset.enumerate().filter(lambda position, _: chosen[position]).map(lambda _, record: record)
+    return dataset.map(_parse, num_parallel_calls=tf.data.AUTOTUNE).cache()
 
 
-def bucketed_batches(examples_dir: Path, split: str, batch_size: int, *, shuffle: bool = True, seed: int = 0,
-                     max_examples: int = 0, shuffle_buffer: int = 10_000) -> Batches:
-    """One epoch of batches, each batch from a single length bucket, padded to its own longest sequence.
+@dataclass(frozen=True)
+class BucketExamples:
+    """The parsed examples of one split per length bucket, each cached in memory after its first pass: built once,
+    batched any number of times (the tuner's trials share one, so only the first trial reads the files)."""
+    split: str
+    datasets: dict[int, tf.data.Dataset]  # bucket upper bound -> its examples (buckets with some examples only)
+    sizes: dict[int, int]  # bucket upper bound -> examples used from it (every bucket)
+    seeds: dict[int, int]  # bucket upper bound -> the seed its subsample and shuffles use
+    available: int  # examples the split holds
 
-    shuffle: examples are shuffled within each bucket (buffer `shuffle_buffer`) and the batches of all buckets
-    are interleaved in a random order, both seeded by `seed` and reshuffled every epoch. Without shuffle the
-    order is fixed: bucket after bucket, file order. max_examples > 0 keeps a seeded random subset of that many
-    examples with the split's length distribution (for tuning). The dataset does not repeat.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    @property
+    def num_examples(self) -> int:
+        return sum(self.sizes.values())
+
+
+def bucket_examples(examples_dir: Path, split: str, *, max_examples: int = 0, seed: int = 0) -> BucketExamples:
+    """One split's examples per bucket; max_examples > 0 keeps a seeded random subset of that many examples with
+    the split's length distribution."""
     files = bucket_files(examples_dir, split)
     uppers = list(files)
     counts = [_count_records(files[upper]) for upper in uppers]
     sizes = _subsample_sizes(counts, max_examples)
     if sum(sizes) == 0:
         raise ComponentError(f"the {split!r} split of {examples_dir} holds no examples")
+    seeds = {upper: seed + index for index, upper in enumerate(uppers)}
+    datasets = {upper: _examples(files[upper], count, size, seeds[upper])
+                for upper, count, size in zip(uppers, counts, sizes) if size}
+    return BucketExamples(split, datasets, dict(zip(uppers, sizes)), seeds, sum(counts))
 
+
+def bucketed_batches(examples_dir: Path, split: str, batch_size: int, *, shuffle: bool = True, seed: int = 0,
+                     max_examples: int = 0, shuffle_buffer: int = 10_000,
+                     examples: BucketExamples | None = None) -> Batches:
+    """One epoch of batches, each batch from a single length bucket, padded to its own longest sequence.
+
+    shuffle: examples are shuffled within each bucket (buffer `shuffle_buffer`) and the batches of all buckets
+    are interleaved in a random order, both seeded by `seed` and reshuffled every epoch. Without shuffle the
+    order is fixed: bucket after bucket, file order. max_examples > 0 keeps a seeded random subset of that many
+    examples with the split's length distribution (for tuning). `examples` (from bucket_examples, built with the
+    same max_examples and seed) reuses examples already built instead of reading the files again. The dataset
+    does not repeat.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    examples = examples or bucket_examples(examples_dir, split, max_examples=max_examples, seed=seed)
     per_bucket, choices = [], []
-    for index, (upper, count, size) in enumerate(zip(uppers, counts, sizes)):
-        if size == 0:
-            continue
-        examples = _examples(files[upper], count, size, seed + index)
+    for upper, bucket in examples.datasets.items():
+        size = examples.sizes[upper]
         if shuffle:
-            examples = examples.shuffle(min(size, max(shuffle_buffer, 1)), seed=seed + index,
-                                        reshuffle_each_iteration=True)
-        batches = examples.padded_batch(batch_size, padded_shapes=([None], []))
+            bucket = bucket.shuffle(min(size, max(shuffle_buffer, 1)), seed=examples.seeds[upper],
+                                    reshuffle_each_iteration=True)
+        batches = bucket.padded_batch(batch_size, padded_shapes=([None], []))
         choices += [len(per_bucket)] * math.ceil(size / batch_size)
         per_bucket.append(batches.map(_at_least_one_step))
 
@@ -118,8 +148,8 @@ def bucketed_batches(examples_dir: Path, split: str, batch_size: int, *, shuffle
     dataset = tf.data.Dataset.choose_from_datasets(per_bucket, order)
     # A known length lets Keras show progress and size epochs; it also fails loudly if the counts were wrong.
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(choices))).prefetch(tf.data.AUTOTUNE)
-    return Batches(dataset=dataset, num_examples=sum(sizes), num_batches=len(choices),
-                   examples_per_bucket={u: s for u, s in zip(uppers, sizes)})
+    return Batches(dataset=dataset, num_examples=examples.num_examples, num_batches=len(choices),
+                   examples_per_bucket=dict(examples.sizes))
 
 
 def unbucketed_batches(examples_dir: Path, split: str, batch_size: int, *, pad_to: str = "batch",

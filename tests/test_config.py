@@ -59,6 +59,7 @@ def test_precedence_file_then_set_then_flags(tmp_path):
     (["trainer.epochs=ten"], "trainer.epochs must be an integer"),
     (["trainer.epochs=0"], "trainer.epochs must be >= 1"),
     (["trainer.warm_start_patience=-1"], "trainer.warm_start_patience must be >= 0"),
+    (["trainer.max_rows_per_epoch=-5"], r"trainer.max_rows_per_epoch must be >= 0 \(0 = the whole split\), got -5"),
     (["ingest.data=s3://bucket"], "ingest.data must be 'tfds' or 'csv:DIR'"),
     (["tuner.architecture=cnn"], "must be one of"),
     (["transform.bucket_boundaries=[16, 8]"], "strictly increasing"),

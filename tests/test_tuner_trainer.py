@@ -90,6 +90,32 @@ def test_random_search_scores_on_eval_and_writes_its_outputs(tuner_inputs, tmp_p
         assert "epoch_loss" in tags  # the trial's training curve is beside its hyperparameters
 
 
+def test_the_trials_of_a_search_read_the_files_once_and_score_on_a_capped_eval_subsample(tuner_inputs, tmp_path):
+    # Once the first trial has ended, the transformed examples move away: the later trials can only run on the
+    # examples the first one cached in memory (train subsample and eval subsample alike).
+    examples = Path(tuner_inputs["transformed_examples"].uri)
+    moved = tmp_path / "moved"
+    lines = []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if line.startswith("tuner: trial 1 "):
+            examples.rename(moved)
+
+    config = TunerConfig(architecture="rnn", algorithm="random", max_trials=3, max_epochs=2,
+                         train_subsample_rows=30, fixed_hyperparameters=TINY)
+    try:
+        tuner.run(tuner_inputs, tmp_path / "out", config, Runtime(seed=7, log=log))
+    finally:
+        if moved.exists():
+            moved.rename(examples)
+    assert examples.is_dir()
+    assert [t["status"] for t in _trials(tmp_path / "out")] == ["COMPLETED"] * 3
+    assert sum(line.startswith("tuner: trial ") for line in lines) == 3
+    [plan] = [line for line in lines if line.startswith("tuner: plan:")]
+    assert "on 30 of 120 train rows, scored on 30 of 40 eval rows" in plan
+
+
 def test_interrupted_search_resumes_without_redoing_finished_trials(tuner_inputs, tmp_path, monkeypatch):
     config = TunerConfig(architecture="rnn", algorithm="random", max_trials=2, max_epochs=1,
                          fixed_hyperparameters=TINY)
@@ -206,6 +232,9 @@ def test_trainer_trains_exports_and_saves_a_reloadable_model(transformed_sample,
                                                           "train").values() for file in files]
     train_rows = sum(1 for _ in tf.data.TFRecordDataset(train_files, compression_type="GZIP"))
     assert history["train_examples"] == history["padding"]["examples"] == train_rows
+    # An epoch of a split within trainer.max_rows_per_epoch is the whole split: every batch once.
+    assert history["steps_per_epoch"] is None and history["rows_per_epoch"] == train_rows
+    assert epoch["batches"] == history["padding"]["batches"]
     assert 0 < history["padding_ratio"] < 1
     assert list((layouts.tensorboard_dir(run_dir) / "train").glob("events.out.tfevents.*"))
     assert list((layouts.tensorboard_dir(run_dir) / "validation").glob("events.out.tfevents.*"))
@@ -236,6 +265,18 @@ def test_trainer_trains_exports_and_saves_a_reloadable_model(transformed_sample,
     for token_ids, _ in eval_batches.dataset.take(3):
         np.testing.assert_allclose(loaded.predict(token_ids, verbose=0),
                                    exported["model"].predict(token_ids, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_an_epoch_of_a_split_larger_than_max_rows_per_epoch_trains_on_that_many_rows(transformed_sample, tmp_path):
+    chosen = tuner.run(transformed_sample, tmp_path / "tuner", TunerConfig(
+        architecture="rnn", enabled=False, fixed_hyperparameters=(*TINY, "batch_size=32")), RUNTIME)
+    out = tmp_path / "trainer"
+    trainer.run({**transformed_sample, **chosen}, out, TrainerConfig(epochs=3, max_rows_per_epoch=300), RUNTIME)
+    history = layouts.read_history(out / "model_run")
+    assert history["steps_per_epoch"] == 10 and history["rows_per_epoch"] == 10 * 32  # ceil(300 / 32) batches
+    assert history["padding"]["batches"] > 3 * 10  # three such epochs do not even cover the split once
+    assert [epoch["batches"] for epoch in history["epochs"]] == [10] * history["epochs_trained"]
+    assert history["epochs_trained"] == 3 or history["stopped_early"]
 
 
 def test_trainer_rejects_unusable_hyperparameters(tuner_inputs, tmp_path):
