@@ -68,6 +68,24 @@ def test_writer_output_depends_only_on_the_records(tmp_path):
     assert header[:4] == b"\x1f\x8b\x08\x00" and header[4:8] == b"\0\0\0\0"  # gzip: no file name, no mtime
 
 
+def test_writer_holds_at_most_run_rows_records_and_merges_its_runs_into_the_same_files(tmp_path, monkeypatch):
+    records = [("a", f"record {i} ".encode() * (i % 7 + 1)) for i in range(40)] + [("b", b"x"), ("b", b"y")]
+    write(tmp_path / "one_run", records, folders=("a", "b", "empty"), rows_per_shard=10)
+    runs = []
+    real_write_run = tfrecord_io._write_run
+
+    def spy(path, items):
+        runs.append(len(items))
+        real_write_run(path, items)
+
+    monkeypatch.setattr(tfrecord_io, "RUN_ROWS", 4)
+    monkeypatch.setattr(tfrecord_io, "_write_run", spy)  # the in_memory runner runs the DoFns in this process
+    write(tmp_path / "many_runs", records, folders=("a", "b", "empty"), rows_per_shard=10)
+    assert sum(runs) == len(records) and len(runs) >= len(records) // 4 and max(runs) <= 4
+    assert files_and_digests(tmp_path / "many_runs") == files_and_digests(tmp_path / "one_run")
+    assert sorted(path.name for path in (tmp_path / "many_runs").iterdir()) == ["a", "b", "empty"]  # runs removed
+
+
 def test_writer_rejects_a_nonpositive_shard_size():
     with pytest.raises(ValueError, match="rows_per_shard"):
         tfrecord_io.WriteDeterministicTFRecords("/tmp/unused", rows_per_shard=0)
@@ -100,7 +118,7 @@ def test_ingest_twice_in_either_runner_mode_gives_identical_examples(sample_dir,
     assert shards >= 4 and {name for name in written if name.startswith("train/")} == {
         f"train/part-{shard:05d}-of-{shards:05d}.tfrecord.gz" for shard in range(shards)}
     assert {"counts.json", "quarantine.jsonl", "test/part-00000-of-00002.tfrecord.gz"} <= set(written)
-    assert not any(Path(name).name.startswith(".") for name in written)  # no temporary files left
+    assert not any(part.startswith(".") for name in written for part in Path(name).parts)  # nothing temporary left
 
 
 def test_ingest_rerun_in_the_default_mode_gives_identical_examples(ingested_sample, sample_dir, tmp_path, runtime):
