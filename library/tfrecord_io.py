@@ -16,9 +16,9 @@ of each output folder:
 Records are not shuffled: each bundle sorts its records of each shard into a *run* file (at most
 RUN_ROWS records held at a time) under a hidden folder beside the output, and the shuffle moves only the runs'
 names. Each shard's writer merges its runs (already in shard order) into the shard file and deletes them; the
-folder of runs is removed once every shard is written. So no worker ever holds a shard's records in memory (on
-dask at 1.2M rows, the shuffle of every record put one worker at its 95% memory limit), and the files are the
-same as a shuffle of the records would give.
+folder of runs is removed once every shard is written. So no worker holds a shard's records in memory and a
+shuffle moves a few hundred names instead of every record (1,140,302 on dask at 1.2M rows), and the files are
+the same as a shuffle of the records would give.
 
 Every shard file is written, even an empty one (so a split with no records can still have one, empty, file),
 by whichever worker process holds the shard's runs, to a temporary name beside it that is then renamed into
