@@ -42,11 +42,6 @@ def _count_records(files: list[str]) -> int:
     return int(records.reduce(np.int64(0), lambda count, _: count + 1))
 
 
-def count_examples(examples_dir: Path, split: str) -> int:
-    """How many examples one split holds, over all its buckets."""
-    return _count_records([f for bucket in bucket_files(examples_dir, split).values() for f in bucket])
-
-
 def _parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     parsed = tf.io.parse_single_example(serialized, _FEATURES)
     return tf.sparse.to_dense(parsed["token_ids"]), parsed["label"]
@@ -89,7 +84,6 @@ def _examples(files: list[str], count: int, keep: int, seed: int) -> tf.data.Dat
 class BucketExamples:
     """The parsed examples of one split per length bucket, each cached in memory after its first pass: built once,
     batched any number of times (the tuner's trials share one, so only the first trial reads the files)."""
-    split: str
     datasets: dict[int, tf.data.Dataset]  # bucket upper bound -> its examples (buckets with some examples only)
     sizes: dict[int, int]  # bucket upper bound -> examples used from it (every bucket)
     seeds: dict[int, int]  # bucket upper bound -> the seed its subsample and shuffles use
@@ -112,7 +106,7 @@ def bucket_examples(examples_dir: Path, split: str, *, max_examples: int = 0, se
     seeds = {upper: seed + index for index, upper in enumerate(uppers)}
     datasets = {upper: _examples(files[upper], count, size, seeds[upper])
                 for upper, count, size in zip(uppers, counts, sizes) if size}
-    return BucketExamples(split, datasets, dict(zip(uppers, sizes)), seeds, sum(counts))
+    return BucketExamples(datasets, dict(zip(uppers, sizes)), seeds, sum(counts))
 
 
 def bucketed_batches(examples_dir: Path, split: str, batch_size: int, *, shuffle: bool = True, seed: int = 0,
