@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 import traceback
 import uuid
@@ -105,6 +106,33 @@ def root_lock(root: Path, timeout: float = 0.0) -> Iterator[None]:
         handle.close()
 
 
+SCRATCH_PREFIX = "scratch-"
+
+
+@contextlib.contextmanager
+def scratch_tempdir(root: Path) -> Iterator[Path]:
+    """Python's and every child process's temporary folder (tempfile, TMPDIR) inside the pipeline root while a
+    run lasts, removed after it: Beam, TensorFlow's autograph, dask's worker space and the libraries under them
+    otherwise leave folders in /tmp on every run. The caller holds root_lock, so any other scratch folder is one a
+    killed run left behind, and is removed first."""
+    tmp = root / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    for stale in tmp.glob(f"{SCRATCH_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=tmp))
+    saved_tempdir, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir, os.environ["TMPDIR"] = str(scratch), str(scratch)
+    try:
+        yield scratch
+    finally:
+        tempfile.tempdir = saved_tempdir
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def step_config(config: Config, step: dag.Step) -> Any:
     return getattr(config, step.config_section)
 
@@ -167,11 +195,18 @@ class Runner:
     def run(self, *, until: str | None = None, use_cache: bool = True, rerun: tuple[str, ...] = (),
             command: str = "run", data_fingerprint: str | None = None, from_step: str | None = None,
             only: str | None = None) -> RunResult:
-        """Runs the pipeline; the caller holds root_lock.
+        """Runs the pipeline; the caller holds root_lock. Temporary files go to the pipeline root's tmp/ folder
+        (scratch_tempdir).
 
         `from_step` (--from) and `only` (--only: from and until that step) skip the steps before it: their
         outputs are those of their newest successful execution with the same cache key, or the run fails
         naming the step that has none."""
+        with scratch_tempdir(self.root):
+            return self._run(until=until, use_cache=use_cache, rerun=rerun, command=command,
+                             data_fingerprint=data_fingerprint, from_step=from_step, only=only)
+
+    def _run(self, *, until: str | None, use_cache: bool, rerun: tuple[str, ...], command: str,
+             data_fingerprint: str | None, from_step: str | None, only: str | None) -> RunResult:
         known = [step.name for step in self.steps]
         for name in (*rerun, *[n for n in (until, from_step, only) if n]):  # unknown names fail before any work
             if name not in known:

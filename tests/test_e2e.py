@@ -23,9 +23,10 @@ CLI = [sys.executable, "-m", "apps.cli"]
 PROJECT = Path(__file__).resolve().parent.parent
 
 
-def agnews(*args: str, check_code: int | None = 0, timeout: float = 900) -> subprocess.CompletedProcess:
+def agnews(*args: str, check_code: int | None = 0, timeout: float = 900,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     completed = subprocess.run([*CLI, *args], cwd=PROJECT, capture_output=True, text=True, timeout=timeout,
-                               env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1"})
+                               env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1", **(env or {})})
     if check_code is not None and completed.returncode != check_code:
         raise AssertionError(f"exit {completed.returncode} (wanted {check_code}) for {args}\n"
                              f"--- stdout\n{completed.stdout[-6000:]}\n--- stderr\n{completed.stderr[-6000:]}")
@@ -39,9 +40,22 @@ def pipeline_args(root: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e") / "root"
+    outside_tmp = root.parent / OUTSIDE_TMP  # the run's TMPDIR: see test_a_run_writes_no_temporary_file_outside_its_root
+    outside_tmp.mkdir()
     started = time.monotonic()
-    completed = agnews("run", *pipeline_args(root))
+    completed = agnews("run", *pipeline_args(root), env={"TMPDIR": str(outside_tmp)})
     return root, completed, time.monotonic() - started
+
+
+OUTSIDE_TMP = "TMPDIR"
+
+
+def test_a_run_writes_no_temporary_file_outside_its_root(first_run):
+    """Beam, TensorFlow's autograph and tf.Transform write temporary folders; a whole run (all 7 steps) keeps them
+    in its pipeline root's tmp/ and removes them when it ends."""
+    root, _, _ = first_run
+    assert sorted(p.name for p in (root.parent / OUTSIDE_TMP).iterdir()) == []
+    assert sorted(p.name for p in (root / "tmp").iterdir()) == []
 
 
 def test_full_run_reports_every_step_and_pushes_version_1(first_run):
