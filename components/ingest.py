@@ -41,7 +41,7 @@ from library.beam_options import pipeline_options
 from library import spans as span_stream
 from library.layouts import (COUNTS_FILE, NUM_CLASSES, SOURCE_SPLITS, SPLITS, quarantine_file, read_counts,
                              read_sources, source_folder, split_dir, write_counts, write_sources)
-from contract.artifacts import Artifact, ComponentError, Runtime
+from contract.artifacts import LOST_ROWS_ADVICE, Artifact, ComponentError, Runtime
 from contract.names import EXAMPLES, PREVIOUS_EXAMPLES
 from contract.config import IngestConfig
 
@@ -478,8 +478,7 @@ def _check_every_line_arrived(summary: dict, read: dict[int, Source]) -> None:
         if arrived != lines:
             raise ComponentError(
                 f"ingest: the Beam runner returned {arrived:,} rows for the {lines:,} lines of {source.path}; "
-                f"nothing was published. Run it again; if it repeats, run with the default DirectRunner "
-                f"(in_memory) and report the runner and its flags")
+                f"{LOST_ROWS_ADVICE}")
 
 
 def _ingest(to_read: list[Source], all_sources: list[Source], config: IngestConfig, output_dir: Path,

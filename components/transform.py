@@ -37,7 +37,7 @@ from library.layouts import (NUM_CLASSES, SPLITS, ModelInputSpec, bucket_dir_nam
                              example_file_pattern, examples_files, schema_file, split_dir, write_buckets,
                              write_model_input)
 from library.reproducible_saved_model import make_saved_model_reproducible
-from contract.artifacts import Artifact, ComponentError, Runtime
+from contract.artifacts import Artifact, ComponentError, Runtime, check_rows_arrived
 from contract.names import EXAMPLES, SCHEMA, TRANSFORMED_EXAMPLES, TRANSFORM_GRAPH
 from contract.config import TransformConfig
 
@@ -266,6 +266,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
     metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema),
                                str(graph_dir / tft.TFTransformOutput.RAW_METADATA_DIR))
     reports = {split: json.loads(report_paths[split].read_text(encoding="utf-8")) for split in SPLITS}
+    check_rows_arrived("transform", {split: reports[split]["examples"] for split in SPLITS}, inputs[EXAMPLES])
     if reports["train"]["examples"] == 0:
         raise ComponentError("the train split has no examples; nothing to build a vocabulary from")
     for split in SPLITS:  # a split without examples has no bucket folders, but its folder exists

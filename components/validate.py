@@ -25,7 +25,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from library.beam_options import pipeline_options
 from library.layouts import (SPLITS, example_file_pattern, examples_files, read_counts, schema_file,
                              span_examples_files, split_dir, write_anomalies, write_drift, write_statistics)
-from contract.artifacts import Artifact, ComponentError, Runtime
+from contract.artifacts import Artifact, ComponentError, Runtime, check_rows_arrived
 from contract.names import ANOMALIES, EXAMPLES, SCHEMA, STATISTICS
 from contract.config import ValidateConfig
 
@@ -338,6 +338,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: ValidateConfig, r
     runtime.log(f"validate: {examples_dir} against {schema_path}")
     summary = _compute(examples_dir, files, rules, output_dir / ".validate-summary.json", runtime)
     statistics = _statistics(summary, label_domain)
+    check_rows_arrived("validate", {split: statistics[split]["rows"] for split in SPLITS}, inputs[EXAMPLES])
     anomalies = _anomalies(summary, statistics, rules, files, examples_dir)
     # No absolute paths in the artifact: the same data must give the same bytes wherever it is stored
     # (the metadata store's lineage records where the inputs were).

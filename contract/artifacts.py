@@ -35,6 +35,24 @@ class ComponentError(RuntimeError):
         self.kind = kind
 
 
+# What a step says when a Beam runner returned a different number of rows than went in (nothing is published).
+LOST_ROWS_ADVICE = ("nothing was published. Run it again; if it repeats, run with the default DirectRunner "
+                    "(in_memory) and report the runner and its flags")
+
+
+def check_rows_arrived(step: str, counted: dict[str, int], examples: "Artifact") -> None:
+    """Each split's rows a step counted in its Beam output against the examples artifact's `<split>_rows`
+    (ingest's count): a runner that loses or repeats elements fails the step here, before anything is published.
+    A split the artifact gives no count for is not checked."""
+    wrong = [(split, counted[split], examples.properties[f"{split}_rows"]) for split in counted
+             if examples.properties.get(f"{split}_rows") is not None
+             and counted[split] != examples.properties[f"{split}_rows"]]
+    if wrong:
+        found = ", ".join(f"{got:,} {split} rows of the {want:,}" for split, got, want in wrong)
+        raise ComponentError(f"{step}: the Beam runner returned {found} in the examples artifact "
+                             f"{examples.uri}; {LOST_ROWS_ADVICE}")
+
+
 @dataclass(frozen=True)
 class Artifact:
     name: str  # what it is: "examples", "transform_graph", "model", "blessing", ...

@@ -452,6 +452,19 @@ class DaskRunnerResult(dask_runner.DaskRunnerResult):
             self._cluster.close()
 
 
+def _check_adapter_options(adapter: DaskAdapterOptions) -> None:
+    """One line for a value that cannot work (before any cluster starts)."""
+    for name, value, works, wanted in (
+            ("dask_workers", adapter.dask_workers, adapter.dask_workers >= 1, "at least 1"),
+            ("dask_reshuffle_partitions", adapter.dask_reshuffle_partitions, adapter.dask_reshuffle_partitions >= 1,
+             "at least 1"),
+            ("dask_stall_seconds", adapter.dask_stall_seconds, adapter.dask_stall_seconds >= 0,
+             "0 (wait forever) or more"),
+            ("dask_paused_seconds", adapter.dask_paused_seconds, adapter.dask_paused_seconds > 0, "more than 0")):
+        if not works:
+            raise ComponentError(f"--{name} must be {wanted}, got {value:g}")
+
+
 class DaskRunner(dask_runner.DaskRunner):
     """Beam's DaskRunner, with every output of a multi-output ParDo in its own bag and every leaf computed."""
 
@@ -460,6 +473,7 @@ class DaskRunner(dask_runner.DaskRunner):
         dask_options = options.view_as(dask_runner.DaskOptions).get_all_options(drop_default=True, current_only=True)
         bag_kwargs = dask_runner.DaskOptions._extract_bag_kwargs(dask_options)
         adapter = options.view_as(DaskAdapterOptions)
+        _check_adapter_options(adapter)
 
         pipeline.replace_all(adapter_overrides(lift_combiners=not adapter.dask_no_combiner_lifting))
         visitor = _PerPCollectionVisitor(bag_kwargs, adapter.dask_reshuffle_partitions)

@@ -325,3 +325,18 @@ def test_the_dask_settings_reach_the_adapter(memory):
     adapter = pipeline_options(all_beam_args(config.pipeline)).view_as(DaskAdapterOptions)
     assert (adapter.dask_worker_memory, adapter.dask_stall_seconds) == (memory, 90)
     assert memory == "auto" or parse_bytes(memory) > 0  # what LocalCluster(memory_limit=...) accepts
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--dask_paused_seconds=-5", "--dask_paused_seconds must be more than 0, got -5"),
+    ("--dask_paused_seconds=0", "--dask_paused_seconds must be more than 0, got 0"),
+    ("--dask_stall_seconds=-1", "--dask_stall_seconds must be 0 (wait forever) or more, got -1"),
+    ("--dask_workers=0", "--dask_workers must be at least 1, got 0"),
+])
+def test_an_adapter_option_that_cannot_work_fails_with_one_line_before_a_cluster_starts(flag, message):
+    from contract.artifacts import ComponentError
+    started = time.monotonic()
+    with pytest.raises(ComponentError) as raised:
+        run_pipeline(lambda pipeline: pipeline | beam.Create([1]), DaskRunner(), flag)
+    assert str(raised.value) == message
+    assert time.monotonic() - started < 5  # no LocalCluster was started

@@ -3,6 +3,7 @@ committed sample (written as ingest-style TFRecords by this file's own fixture).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import csv
 import json
 from pathlib import Path
@@ -13,7 +14,7 @@ import tensorflow as tf
 from components import transform
 from library import layouts, text
 from library.layouts import SPLITS
-from contract.artifacts import Artifact, ComponentError, Runtime
+from contract.artifacts import LOST_ROWS_ADVICE, Artifact, ComponentError, Runtime
 from contract.config import TransformConfig, ValidateConfig
 
 SAMPLE_DIR = Path(__file__).parent / "data" / "ag_news_sample"
@@ -345,3 +346,14 @@ def test_padding_report_is_reproducible_from_the_written_examples(transformed):
         keyed = [(hashlib.sha256(json.dumps([list(ids), label]).encode()).hexdigest(), length)
                  for bucket in _read_split(examples_dir, split).values() for ids, length, label in bucket]
         assert transform.padding_report(keyed, CONFIG.bucket_upper_bounds(), 64) == report["splits"][split]
+
+
+def test_a_runner_that_returns_other_row_counts_than_ingest_wrote_fails_the_step_with_one_line(
+        ingested_sample, schema_artifact, tmp_path, runtime):
+    claimed = dict(ingested_sample.properties, eval_rows=ingested_sample.properties["eval_rows"] - 1)
+    examples = dataclasses.replace(ingested_sample, properties=claimed)
+    with pytest.raises(ComponentError) as raised:
+        transform.run({"examples": examples, "schema": schema_artifact}, tmp_path / "out", CONFIG, runtime)
+    rows = ingested_sample.properties["eval_rows"]
+    assert str(raised.value) == (f"transform: the Beam runner returned {rows:,} eval rows of the {rows - 1:,} in "
+                                 f"the examples artifact {ingested_sample.uri}; {LOST_ROWS_ADVICE}")

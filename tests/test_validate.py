@@ -3,6 +3,7 @@ tf.Example files (label outside the domain, missing feature, wrong type, wrong v
 empty splits)."""
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import tensorflow as tf
 
 from components import validate
 from library import layouts
-from contract.artifacts import Artifact, ComponentError
+from contract.artifacts import LOST_ROWS_ADVICE, Artifact, ComponentError
 from contract.config import ValidateConfig
 
 
@@ -144,3 +145,15 @@ def test_schema_file_errors_and_fingerprint(tmp_path, runtime):
     schema.write_text("feature { name: ")
     with pytest.raises(ComponentError, match="not a valid tensorflow_metadata Schema"):
         validate.run({"examples": Artifact("examples", tmp_path)}, tmp_path / "out2", config, runtime)
+
+
+def test_a_runner_that_returns_other_row_counts_than_ingest_wrote_fails_the_step_with_one_line(
+        ingested_sample, tmp_path, runtime):
+    # The examples artifact says one train row more than its files hold: what a runner losing a row looks like.
+    claimed = dict(ingested_sample.properties, train_rows=ingested_sample.properties["train_rows"] + 1)
+    examples = dataclasses.replace(ingested_sample, properties=claimed)
+    with pytest.raises(ComponentError) as raised:
+        validate.run({"examples": examples}, tmp_path / "out", ValidateConfig(), runtime)
+    rows = ingested_sample.properties["train_rows"]
+    assert str(raised.value) == (f"validate: the Beam runner returned {rows:,} train rows of the {rows + 1:,} in the "
+                                 f"examples artifact {ingested_sample.uri}; {LOST_ROWS_ADVICE}")
