@@ -29,10 +29,12 @@ What makes it hold at size (tests/test_dask_scale.py):
      (LiftedCombinePerKey); the result lists each GroupByKey's input size (`shuffles`, also logged).
   9. Per-element wrappers: in the global window, GroupByKey shuffles the (key, value) pairs themselves (no
      WindowedValue, no GroupAlsoByWindow step), and a ParDo with one output returns bare values, not (tag, value).
+     The WindowedValue a DoFn needs is built around one shared GlobalWindow.
  10. A stuck computation waits forever. Here a watchdog fails the pipeline with one line when no task starts or
      finishes for --dask_stall_seconds, or every worker stays paused (memory), after writing the cluster's state
      to --dask_log_dir. The LocalCluster gets longer comm timeouts and --dask_worker_memory as its limit.
-Only the global window is supported, as in Beam's DaskRunner (timestamps and windows are not carried).
+A ParDo's dask tasks are named after its Beam label (the dashboard, task stream and state dump show which step
+runs). Only the global window is supported, as in Beam's DaskRunner (timestamps and windows are not carried).
 """
 from __future__ import annotations
 
@@ -172,8 +174,13 @@ class _Receivers(dict):
         return self[tag]
 
 
+# One instance for every element: GlobalWindow() parses a proto for its end timestamp each time it is built, which
+# was a quarter of a worker's time in transform (dask's profiler, 123,800 rows).
+_GLOBAL_WINDOWS = (GlobalWindow(),)
+
+
 def _windowed(value) -> WindowedValue:
-    return value if isinstance(value, WindowedValue) else WindowedValue(value, 0, (GlobalWindow(),))
+    return value if isinstance(value, WindowedValue) else WindowedValue(value, 0, _GLOBAL_WINDOWS)
 
 
 def _run_bundle(items, fn, label, args, kwargs, window_fn, tagged, side_views, *side_values) -> list:
@@ -212,7 +219,12 @@ def _pardo(applied: AppliedPTransform, input_bag: db.Bag, side_bags: list[db.Bag
     # (As a Delayed: dask re-keys the whole upstream graph of an Item argument, which computes it again.)
     side_items = [bag.reduction(list, _concat).to_delayed(optimize_graph=False) for bag in side_bags]
     return input_bag.map_partitions(_run_bundle, transform.fn, transform.label, args, kwargs, window_fn, tagged,
-                                    side_views, *side_items)
+                                    side_views, *side_items, token=_task_name(applied.full_label))
+
+
+def _task_name(label: str) -> str:
+    """A ParDo's label as the name of its dask tasks (seen in the dashboard, the task stream, a state dump)."""
+    return "".join(c if c.isalnum() or c in "_[]" else "_" for c in label)[-60:].strip("_") or "ParDo"
 
 
 def _values_with_tag(pairs, tag) -> list:
@@ -380,6 +392,7 @@ class DaskRunnerResult(dask_runner.DaskRunnerResult):
         self._shuffle_futures = list(shuffles)
         self._stall_seconds, self._paused_seconds = stall_seconds, paused_seconds
         self._log_dir = log_dir
+        self._workers_seen: dict[str, str] = {}  # address -> name of every worker seen while waiting
         self.shuffles: list[tuple[str, int, int]] = []
 
     def wait_until_finish(self, duration=None) -> str:
@@ -404,20 +417,46 @@ class DaskRunnerResult(dask_runner.DaskRunnerResult):
         deadline = None if duration is None else time.monotonic() + duration
         watchdog = _Watchdog(self._stall_seconds, self._paused_seconds) if self._stall_seconds > 0 else None
         pending = [*self.futures, *(future for _, _, future in self._shuffle_futures)]
+        self._note_workers(self._probe())
         while pending:
             try:
                 done, not_done = ddist.wait(pending, timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")
             except TimeoutError:
                 done, not_done = (), pending
             for future in done:
-                future.result()  # raises a task's error here, on the client
+                self._result(future)
             pending = list(not_done)
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"the dask computation did not finish within {duration:.0f}s")
-            problem = watchdog.check(self._probe()) if watchdog and pending else None
+            answer = self._probe() if pending else None
+            self._note_workers(answer)
+            problem = watchdog.check(answer) if watchdog and pending else None
             if problem:
                 raise ComponentError(f"{problem}; stopped the step{self._dump_state()} (pipeline.dask_stall_seconds "
                                      f"is {self._stall_seconds:g}s)")
+
+    def _note_workers(self, answer: tuple[int, dict] | None) -> None:
+        if answer is not None:
+            self._workers_seen.update({address: name for address, (name, _) in answer[1].items()})
+
+    def _result(self, future) -> None:
+        """A finished future's result; a task's error is raised here, on the client. When a worker left the cluster
+        during the computation (killed, or restarted by its nanny over its memory limit), dask recomputed its
+        results, and an error then is most likely that recomputation's: the error says so, in one line."""
+        try:
+            future.result()
+        except Exception as error:
+            answer = self._probe()
+            lost = sorted({str(name) for address, name in self._workers_seen.items()
+                           if answer is not None and address not in answer[1]})
+            if not lost:
+                raise
+            reason = (str(error).strip().splitlines() or [""])[0][:300]
+            raise ComponentError(
+                f"dask worker {', '.join(lost)} left the cluster during the step (killed, or restarted by its nanny "
+                f"above its memory limit: the step's log says which), and a task failed after dask recomputed its "
+                f"results ({type(error).__name__}: {reason}); nothing was published. Run it again, with more memory "
+                f"per worker (pipeline.dask_worker_memory) if the log shows a memory restart") from None
 
     def _probe(self) -> tuple[int, dict] | None:
         try:

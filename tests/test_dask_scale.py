@@ -300,6 +300,55 @@ def test_a_worker_killed_in_transforms_shuffle_is_survived_byte_identical_or_fai
         assert len([line for line in stderr.splitlines() if line.startswith("ERROR:")]) == 1, stderr[-3000:]
 
 
+class _FailOnceFlagged(beam.DoFn):
+    """Slow (0.5 s an element); raises once `flag` exists, as a recomputation that went wrong would (tf.Transform's
+    assertion that a recomputed side input names the folder its graph was loaded from)."""
+
+    def __init__(self, flag: str):
+        self.flag = flag
+
+    def process(self, element):
+        time.sleep(0.5)
+        if Path(self.flag).exists():
+            raise AssertionError("the recomputed side input differs")
+        yield element
+
+
+def test_a_task_failing_after_a_worker_left_fails_the_step_with_one_line_naming_the_worker(tmp_path):
+    from contract.artifacts import ComponentError
+    from distributed import Client
+    flag = tmp_path / "flag"
+    with dask_cluster(tmp_path / "logs", 2) as (address, workers):
+        def kill_w1_then_flag():
+            with Client(address, timeout=START_SECONDS) as client:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:  # until w1 computes a task of the pipeline
+                    names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
+                    if any(names.get(a) == "w1" and keys for a, keys in client.processing().items()):
+                        break
+                    time.sleep(0.1)
+                workers[1].send_signal(signal.SIGKILL)
+                while time.monotonic() < deadline and len(client.scheduler_info()["workers"]) > 1:
+                    time.sleep(0.1)
+                flag.touch()
+
+        killer = threading.Thread(target=kill_w1_then_flag, daemon=True)
+        killer.start()
+
+        def build(pipeline):
+            _ = (pipeline | beam.Create(list(range(80))) | beam.Reshuffle() | beam.ParDo(_FailOnceFlagged(str(flag)))
+                 | beam.combiners.Count.Globally())
+
+        with pytest.raises(ComponentError) as raised:
+            run_pipeline(build, DaskRunner(), f"--dask_client_address={address}")
+        killer.join(timeout=60)
+    message = str(raised.value)
+    assert flag.exists() and "\n" not in message, message
+    assert message.startswith("dask worker w1 left the cluster during the step (killed, or restarted by its nanny "
+                              "above its memory limit"), message
+    assert "(AssertionError: the recomputed side input differs); nothing was published" in message, message
+
+
 # ---------------------------------------------------------------------------------------------- settings
 
 @pytest.mark.parametrize("overrides, message", [
