@@ -30,6 +30,10 @@ What makes it hold at size (tests/test_dask_scale.py):
   9. Per-element wrappers: in the global window, GroupByKey shuffles the (key, value) pairs themselves (no
      WindowedValue, no GroupAlsoByWindow step), and a ParDo with one output returns bare values, not (tag, value).
      The WindowedValue a DoFn needs is built around one shared GlobalWindow.
+ 11. Every ParDo materialized its whole output as a list before the next ParDo read it (and moved it to another
+     worker when dask placed the next task there). Here, as in Beam's own runners (fusion), a chain of ParDos
+     each the only reader of the one before runs in one task per partition, each output passed on at once: a
+     tokenizer's list of every token occurrence of a partition, for instance, never exists.
  10. A stuck computation waits forever. Here a watchdog fails the pipeline with one line when no task starts or
      finishes for --dask_stall_seconds, or every worker stays paused (memory), after writing the cluster's state
      to --dask_log_dir. The LocalCluster gets longer comm timeouts and --dask_worker_memory as its limit.
@@ -38,6 +42,7 @@ runs). Only the global window is supported, as in Beam's DaskRunner (timestamps 
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import logging
@@ -183,25 +188,65 @@ def _windowed(value) -> WindowedValue:
     return value if isinstance(value, WindowedValue) else WindowedValue(value, 0, _GLOBAL_WINDOWS)
 
 
-def _run_bundle(items, fn, label, args, kwargs, window_fn, tagged, side_views, *side_values) -> list:
-    """Runs a DoFn over one partition (a bundle); returns every output as (tag, value), main output tag None,
-    or, if not `tagged` (the DoFn has one output), the bare values."""
-    receivers = _Receivers(tagged)  # fresh per bundle: nothing leaks from one bundle into the next
+class _Forward(Receiver):
+    """The main output of one step of a fused chain, handed element by element to the next step's DoFn."""
+
+    def __init__(self, invoker):
+        self.invoker = invoker
+
+    def receive(self, windowed_value: WindowedValue):
+        self.invoker.invoke_process(windowed_value)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    """One ParDo of a fused chain: its DoFn and what a bundle of it needs besides its input."""
+    fn: beam.DoFn
+    label: str
+    args: tuple
+    kwargs: dict
+    window_fn: t.Any
+    side_views: tuple  # (view class, view options) of each side input
+
+
+def _invoker(step: _Step, receivers: dict, side_values: list) -> DoFnInvoker:
     side_inputs = [SideInputMap(view_class, view_options, [_windowed(v) for v in values])
-                   for (view_class, view_options), values in zip(side_views, side_values)]
-    handler = _OutputHandler(window_fn=window_fn, main_receivers=receivers[None], tagged_receivers=receivers,
+                   for (view_class, view_options), values in zip(step.side_views, side_values)]
+    handler = _OutputHandler(window_fn=step.window_fn, main_receivers=receivers[None], tagged_receivers=receivers,
                              per_element_output_counter=None, output_batch_converter=None,
                              process_yields_batches=False, process_batch_yields_elements=False)
-    invoker = DoFnInvoker.create_invoker(
-        DoFnSignature(fn), handler, context=DoFnContext(label, state=None), side_inputs=side_inputs,
-        input_args=list(args), input_kwargs=kwargs, user_state_context=None,
+    return DoFnInvoker.create_invoker(
+        DoFnSignature(step.fn), handler, context=DoFnContext(step.label, state=None), side_inputs=side_inputs,
+        input_args=list(step.args), input_kwargs=step.kwargs, user_state_context=None,
         bundle_finalizer_param=beam.DoFn.BundleFinalizerParam())
-    invoker.invoke_setup()
-    invoker.invoke_start_bundle()
+
+
+def _run_bundle(items, steps: list[_Step], tagged: bool, *side_values) -> list:
+    """Runs a chain of DoFns over one partition (a bundle). Each step's main output goes, element by element,
+    into the next step (Beam's fusion: nothing between two steps is held as a list or moved between workers);
+    returns every output of the last step as (tag, value), main output tag None, or, if not `tagged` (the DoFn
+    has one output), the bare values. `side_values`: the side inputs of every step, in step order."""
+    offsets = list(itertools.accumulate(len(step.side_views) for step in steps))
+    receivers = _Receivers(tagged)  # fresh per bundle: nothing leaks from one bundle into the next
+    invokers: list[DoFnInvoker] = []
+    for index in reversed(range(len(steps))):  # the last step first: each earlier one feeds the one after it
+        step_receivers = receivers
+        if invokers:
+            step_receivers = _Receivers(tagged=False)  # an undeclared output of a chained DoFn has no consumer
+            step_receivers[None] = _Forward(invokers[0])
+        start = offsets[index] - len(steps[index].side_views)
+        invokers.insert(0, _invoker(steps[index], step_receivers, list(side_values[start:offsets[index]])))
+    for invoker in invokers:
+        invoker.invoke_setup()
+    for invoker in reversed(invokers):  # a consumer is ready before its producer emits from start_bundle
+        invoker.invoke_start_bundle()
+    first = invokers[0]
     for item in items:
-        invoker.invoke_process(_windowed(item))
-    invoker.invoke_finish_bundle()  # file sinks emit their results here
-    invoker.invoke_teardown()
+        first.invoke_process(_windowed(item))
+    for invoker in invokers:  # file sinks emit their results here, which the next step then receives
+        invoker.invoke_finish_bundle()
+    for invoker in invokers:
+        invoker.invoke_teardown()
     return receivers.outputs
 
 
@@ -209,17 +254,17 @@ def _concat(parts: list[list]) -> list:
     return list(itertools.chain.from_iterable(parts))
 
 
-def _pardo(applied: AppliedPTransform, input_bag: db.Bag, side_bags: list[db.Bag], tagged: bool) -> db.Bag:
+def _step_of(applied: AppliedPTransform, side_bags: list[db.Bag]) -> tuple[_Step, list]:
+    """The ParDo as a _Step, and its side inputs, each computed once as one Item and broadcast to every partition
+    that reads it. (As a Delayed: dask re-keys the whole upstream graph of an Item argument, which computes it
+    again.)"""
     transform = t.cast(beam.ParDo, applied.transform)
     args, kwargs = transform.raw_side_inputs
     main_input = next(iter(applied.main_inputs.values()))
     window_fn = main_input.windowing.windowfn if hasattr(main_input, "windowing") else None
-    side_views = [(type(side), side._view_options()) for side in applied.side_inputs]
-    # A side input is computed once, as one Item, and broadcast to every partition that reads it.
-    # (As a Delayed: dask re-keys the whole upstream graph of an Item argument, which computes it again.)
+    side_views = tuple((type(side), side._view_options()) for side in applied.side_inputs)
     side_items = [bag.reduction(list, _concat).to_delayed(optimize_graph=False) for bag in side_bags]
-    return input_bag.map_partitions(_run_bundle, transform.fn, transform.label, args, kwargs, window_fn, tagged,
-                                    side_views, *side_items, token=_task_name(applied.full_label))
+    return _Step(transform.fn, transform.label, tuple(args), kwargs, window_fn, side_views), side_items
 
 
 def _task_name(label: str) -> str:
@@ -274,6 +319,17 @@ def _reshuffle(input_bag: db.Bag, partitions: int) -> db.Bag:
 # ---------------------------------------------------------------------------------------------- the runner
 
 
+class _ConsumerCount(PipelineVisitor):
+    """How many transforms read each PCollection, as a main or a side input."""
+
+    def __init__(self):
+        self.consumers: collections.Counter = collections.Counter()
+
+    def visit_transform(self, applied: AppliedPTransform) -> None:
+        self.consumers.update(value for value in applied.inputs if not isinstance(value, pvalue.PBegin))
+        self.consumers.update(side.pvalue for side in applied.side_inputs)
+
+
 class _PerPCollectionVisitor(PipelineVisitor):
     """Translates each leaf transform into dask bags, one bag per output PCollection."""
 
@@ -282,6 +338,10 @@ class _PerPCollectionVisitor(PipelineVisitor):
         self.reshuffle_partitions = reshuffle_partitions
         self.bags: dict[pvalue.PCollection, db.Bag] = {}
         self.consumed: set[pvalue.PCollection] = set()
+        # Transforms reading each PCollection (main or side input), counted before translating (_ConsumerCount).
+        self.consumers: collections.Counter = collections.Counter()
+        # PCollection -> (bag, steps, side items): the fused chain of ParDos that produces it from that bag.
+        self.chains: dict[pvalue.PCollection, tuple[db.Bag, list[_Step], list]] = {}
         self.shuffles: list[tuple[str, int, db.Item]] = []  # (label, input partitions, input elements)
 
     def visit_transform(self, applied: AppliedPTransform) -> None:
@@ -293,12 +353,18 @@ class _PerPCollectionVisitor(PipelineVisitor):
         outputs = {tag: value for tag, value in applied.outputs.items() if isinstance(value, pvalue.PCollection)}
 
         if isinstance(transform, beam.ParDo):
-            side_bags = [self.bags[side.pvalue] for side in applied.side_inputs]
+            step, side_items = _step_of(applied, [self.bags[side.pvalue] for side in applied.side_inputs])
+            # Fused into the chain that produced its input when it is that input's only consumer.
+            chain = self.chains.get(inputs[0]) if self.consumers[inputs[0]] == 1 else None
+            base, steps, chain_sides = chain or (input_bags[0], [], [])
+            steps, side_items = [*steps, step], [*chain_sides, *side_items]
+            name = _task_name(applied.full_label)
             if not transform.output_tags and len(outputs) == 1:  # one output: no tag on every element
                 [pcollection] = outputs.values()
-                self.bags[pcollection] = _pardo(applied, input_bags[0], side_bags, tagged=False)
+                self.bags[pcollection] = base.map_partitions(_run_bundle, steps, False, *side_items, token=name)
+                self.chains[pcollection] = (base, steps, side_items)
                 return
-            pairs = _pardo(applied, input_bags[0], side_bags, tagged=True)
+            pairs = base.map_partitions(_run_bundle, steps, True, *side_items, token=name)
             for tag, pcollection in outputs.items():
                 wanted = tag if tag in transform.output_tags else None  # the DoFn emits its main output untagged
                 self.bags[pcollection] = pairs.map_partitions(_values_with_tag, wanted)
@@ -515,7 +581,10 @@ class DaskRunner(dask_runner.DaskRunner):
         _check_adapter_options(adapter)
 
         pipeline.replace_all(adapter_overrides(lift_combiners=not adapter.dask_no_combiner_lifting))
+        counter = _ConsumerCount()
+        pipeline.visit(counter)
         visitor = _PerPCollectionVisitor(bag_kwargs, adapter.dask_reshuffle_partitions)
+        visitor.consumers = counter.consumers
         pipeline.visit(visitor)
         leaves = [bag.count() for bag in visitor.leaves()]  # only a number per leaf comes back
 

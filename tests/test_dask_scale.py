@@ -112,6 +112,50 @@ def test_without_lifting_every_element_is_shuffled(cluster, tmp_path):
     assert count_elements == len(WORDS)
 
 
+_EXPLODE_CALLS: dict[int, int] = {}  # thread -> _Explode.process calls in its current bundle (in a worker process)
+
+
+class _Explode(beam.DoFn):
+    def start_bundle(self):
+        _EXPLODE_CALLS[threading.get_ident()] = 0
+
+    def process(self, number):
+        _EXPLODE_CALLS[threading.get_ident()] += 1
+        yield from [number % 13] * 50
+
+
+class _CallsSoFar(beam.DoFn):
+    """Emits how many elements _Explode had processed in this bundle when this one arrived: 1 for the first if
+    the two are fused (each output passed on at once), the partition's size if _Explode's outputs were collected
+    first."""
+
+    def process(self, number):
+        yield _EXPLODE_CALLS[threading.get_ident()]
+
+
+def test_a_chain_of_pardos_runs_fused_and_equals_the_direct_runner(cluster, tmp_path):
+    """A DoFn that multiplies its elements by 50, a ParDo and the lifted Count's pre-combining ParDo, each the only
+    reader of the one before, run as one chain: every output goes on to the next DoFn at once, so the 50x lists
+    between them are never held or moved (Beam's fusion). A PCollection read twice (`numbers`) is not fused: both
+    of its readers get all of it."""
+    def build(out: Path):
+        def pipeline_of(pipeline):
+            numbers = pipeline | beam.Create(list(range(400)))
+            exploded = numbers | "Explode" >> beam.ParDo(_Explode())
+            write_sorted(exploded | "CallsSoFar" >> beam.ParDo(_CallsSoFar()) | beam.combiners.Count.PerElement(),
+                         out / "calls", "Calls")
+            write_sorted(numbers | "Halve" >> beam.Map(lambda n: n // 2) | "Distinct" >> beam.Distinct(),
+                         out / "halves", "Halves")
+        return pipeline_of
+
+    run_pipeline(build(tmp_path / "direct"), "DirectRunner")
+    run_pipeline(build(tmp_path / "dask"), DaskRunner(), f"--dask_client_address={cluster}", "--dask_npartitions=4")
+    assert read_json(tmp_path / "dask" / "halves") == read_json(tmp_path / "direct" / "halves")
+    calls = dict(map(tuple, read_json(tmp_path / "dask" / "calls")))
+    assert sum(calls.values()) == 400 * 50
+    assert min(calls) == 1, sorted(calls)[:5]  # unfused, the first value seen would be a partition's size: 100
+
+
 # ---------------------------------------------------------------------------------------------- watchdog
 
 class _BlockUntil(beam.DoFn):
