@@ -79,13 +79,25 @@ DUMP_SECONDS = 60  # how long a stalled step waits for the cluster state dump
 LOCAL_CLUSTER_CONFIG = {"distributed.comm.timeouts.tcp": "300s", "distributed.comm.timeouts.connect": "120s"}
 
 
+def _lenient(number_type: type):
+    """An argparse type that keeps a value it cannot convert as text, for _check_adapter_options to refuse in one
+    line (argparse itself would print its whole usage text)."""
+    def convert(text: str):
+        try:
+            return number_type(text)
+        except ValueError:
+            return text
+    convert.__name__ = number_type.__name__
+    return convert
+
+
 class DaskAdapterOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--dask_workers", type=int, default=2,
+        parser.add_argument("--dask_workers", type=_lenient(int), default=2,
                             help="Without --dask_client_address: worker processes of the LocalCluster started "
                                  "for the pipeline (1 thread each).")
-        parser.add_argument("--dask_reshuffle_partitions", type=int, default=8,
+        parser.add_argument("--dask_reshuffle_partitions", type=_lenient(int), default=8,
                             help="Reshuffle splits its input into at least this many partitions.")
         parser.add_argument("--dask_no_combiner_lifting", action="store_true",
                             help="Shuffle every element of a CombinePerKey (to measure what lifting saves).")
@@ -93,10 +105,10 @@ class DaskAdapterOptions(PipelineOptions):
                             help="Without --dask_client_address: memory limit of each worker of the LocalCluster "
                                  "(e.g. 4GiB; auto: the machine's memory divided by the workers). A worker spills "
                                  "to disk at 70%% of it and pauses at 80%%.")
-        parser.add_argument("--dask_stall_seconds", type=float, default=600,
+        parser.add_argument("--dask_stall_seconds", type=_lenient(float), default=600,
                             help="Fail the pipeline when no task starts or finishes for this long, or every "
                                  "worker is paused for min(this, --dask_paused_seconds); 0: wait forever.")
-        parser.add_argument("--dask_paused_seconds", type=float, default=PAUSED_SECONDS,
+        parser.add_argument("--dask_paused_seconds", type=_lenient(float), default=PAUSED_SECONDS,
                             help="Fail the pipeline when every worker has been paused (memory) for this long "
                                  "(at most --dask_stall_seconds).")
         parser.add_argument("--dask_log_dir", default=None,
@@ -559,6 +571,11 @@ class DaskRunnerResult(dask_runner.DaskRunnerResult):
 
 def _check_adapter_options(adapter: DaskAdapterOptions) -> None:
     """One line for a value that cannot work (before any cluster starts)."""
+    for name, number_type in (("dask_workers", int), ("dask_reshuffle_partitions", int),
+                              ("dask_stall_seconds", float), ("dask_paused_seconds", float)):
+        if not isinstance(getattr(adapter, name), (int, float)):
+            kind = "a whole number" if number_type is int else "a number of seconds"
+            raise ComponentError(f"--{name} must be {kind}, got {getattr(adapter, name)!r}")
     for name, value, works, wanted in (
             ("dask_workers", adapter.dask_workers, adapter.dask_workers >= 1, "at least 1"),
             ("dask_reshuffle_partitions", adapter.dask_reshuffle_partitions, adapter.dask_reshuffle_partitions >= 1,

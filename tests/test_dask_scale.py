@@ -425,6 +425,8 @@ def test_the_dask_settings_reach_the_adapter(memory):
     ("--dask_paused_seconds=0", "--dask_paused_seconds must be more than 0, got 0"),
     ("--dask_stall_seconds=-1", "--dask_stall_seconds must be 0 (wait forever) or more, got -1"),
     ("--dask_workers=0", "--dask_workers must be at least 1, got 0"),
+    ("--dask_paused_seconds=soon", "--dask_paused_seconds must be a number of seconds, got 'soon'"),
+    ("--dask_workers=two", "--dask_workers must be a whole number, got 'two'"),
 ])
 def test_an_adapter_option_that_cannot_work_fails_with_one_line_before_a_cluster_starts(flag, message):
     from contract.artifacts import ComponentError
