@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-# Exit code -> outcome label (apps/cli.py's exit codes). A run that ended is labelled by its own outcome.
+# Exit code -> outcome label (apps/cli/exit_codes.py). A run that ended is labelled by its own outcome.
 OUTCOME_OF_EXIT = {0: "pushed", 1: "failed", 2: "usage_error", 3: "skipped_no_new_data", 4: "not_blessed",
                    5: "locked", 6: "too_few_spans", 7: "span_not_found", 8: "drift", 130: "interrupted",
                    143: "interrupted"}

@@ -41,7 +41,7 @@ from library.dataset import bucketed_batches
 from library.layouts import SPLITS, ModelInputSpec, read_history, read_model_input
 from library.models import (architecture_names, build_model, fixed_hyperparameters,
                             parse_fixed_hyperparameters)
-from contract.config import build_config
+from contract.config_loading import build_config
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # name -> (architecture, fixed hyperparameters): each registry entry at its defaults, and gru both ways.

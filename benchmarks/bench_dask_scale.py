@@ -28,7 +28,9 @@ import run_info  # benchmarks/ is on sys.path when a script here runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from components import ingest, transform, validate
+from components.ingest import executor as ingest
+from components.transform import executor as transform
+from components.validate import executor as validate
 from contract.artifacts import Runtime
 from contract.config import IngestConfig, TransformConfig, ValidateConfig
 from library.layouts import SPLITS
@@ -36,7 +38,7 @@ from bench_ingest_transform import PeakTreeRss
 
 IN_MEMORY = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 MULTI_PROCESSING = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
-DASK = ("--runner=engines.dask_runner.DaskRunner", "--dask_workers=2")
+DASK = ("--runner=engines.dask.runner.DaskClusterRunner", "--dask_workers=2")
 TROUBLE = ("Pausing worker", "gc.collect() took", "Event loop was unresponsive")
 
 
@@ -70,7 +72,7 @@ def run_steps(data: Path, beam_args: tuple[str, ...], work: Path) -> dict:
     runtime = Runtime(beam_args=beam_args, seed=42, log=lambda message: None)
     seconds, shuffles = {}, {}
     counter = ShuffleCounts()
-    logger = logging.getLogger("engines.dask_runner")
+    logger = logging.getLogger("engines.dask.runner")
     logger.addHandler(counter)
     logger.setLevel(logging.INFO)
     try:

@@ -33,8 +33,9 @@ import tensorflow as tf
 from library import embeddings
 from library.dataset import bucketed_batches, token_id_counts
 from library.layouts import SPLITS, examples_files, keras_model_file, read_model_input
-from contract.config import build_config
-from pipeline.runner import Runner, root_lock
+from contract.config_loading import build_config
+from pipeline.root import root_lock
+from pipeline.runner import Runner
 
 RESULTS_DIR = Path(__file__).parent / "results"
 TEST_BATCH_SIZE = 256

@@ -22,7 +22,9 @@ import run_info  # benchmarks/ is on sys.path when a script here runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from components import ingest, transform, validate
+from components.ingest import executor as ingest
+from components.transform import executor as transform
+from components.validate import executor as validate
 from library.layouts import SPLITS
 from contract.artifacts import Runtime
 from contract.config import IngestConfig, TransformConfig, ValidateConfig
@@ -30,7 +32,7 @@ from contract.config import IngestConfig, TransformConfig, ValidateConfig
 MODES = {
     "in_memory": ("--direct_running_mode=in_memory", "--direct_num_workers=1"),
     "multi_processing_2": ("--direct_running_mode=multi_processing", "--direct_num_workers=2"),
-    "dask_2": ("--runner=engines.dask_runner.DaskRunner", "--dask_workers=2"),
+    "dask_2": ("--runner=engines.dask.runner.DaskClusterRunner", "--dask_workers=2"),
 }
 RSS_SAMPLE_SECONDS = 0.5
 

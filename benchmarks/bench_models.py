@@ -44,8 +44,9 @@ from library.dataset import bucketed_batches, padding_ratio, unbucketed_batches
 from library.layouts import (KERAS_MODEL_FILE, SPLITS, ModelInputSpec, keras_model_file,
                              read_model_input, serving_model_dir)
 from library.models import architecture_names, build_model, default_hyperparameters, fixed_hyperparameters
-from contract.config import build_config
-from pipeline.runner import Runner, root_lock, summarize
+from contract.config_loading import build_config
+from pipeline.root import root_lock
+from pipeline.runner import Runner, summarize
 
 RESULTS_DIR = Path(__file__).parent / "results"
 TEST_BATCH_SIZE = 256

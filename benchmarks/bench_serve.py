@@ -47,7 +47,7 @@ import run_info  # benchmarks/ is on sys.path when a script here runs
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from components.pusher import publish_version  # noqa: E402  (standard library + contract.artifacts only)
+from components.pusher.executor import publish_version  # noqa: E402  (standard library + contract.artifacts only)
 
 RESULTS_DIR = Path(__file__).parent / "results"
 PATH = "/v1/models/agnews:predict"
@@ -93,11 +93,11 @@ result.update(single=single, batch_seconds=batch_seconds, batch_texts=len(texts)
               imported_by_import_tensorflow=sorted(before),
               imported_by_serving=sorted({n for n in WATCHED if n in sys.modules} - before))
 
-# Where a request's time goes outside the model: each step of apps/serve.py's path, median of many runs.
+# Where a request's time goes outside the model: each step of apps/serving's path, median of many runs.
 sys.path.insert(0, config["repo"])
 import orjson
-from apps import serve
-servable, _ = serve.load_servable(__import__("pathlib").Path(config["model_dir"]), 1)
+from apps.serving import codec, versions
+servable, _ = versions.load_servable(__import__("pathlib").Path(config["model_dir"]), 1)
 spec = servable.inputs["serving_default"]["text"]
 
 def median_us(step, repeat=300):
@@ -112,9 +112,9 @@ steps = {}
 for size in (1, 64):
     batch = texts[100:100 + size]
     raw = json.dumps({"instances": batch}).encode()
-    array = serve._to_array(batch, spec, "input")
-    outputs = serve._run_model(servable, "serving_default", {"text": array})
-    converted = {name: serve._to_json(name, value) for name, value in outputs.items()}
+    array = codec._to_array(batch, spec, "input")
+    outputs = versions._run_model(servable, "serving_default", {"text": array})
+    converted = {name: codec._to_json(name, value) for name, value in outputs.items()}
     answer = {"predictions": [{name: column[i] for name, column in converted.items()} for i in range(size)]}
     executor = concurrent.futures.ThreadPoolExecutor(1)
 
@@ -131,10 +131,10 @@ for size in (1, 64):
         "orjson.loads (after)": median_us(lambda: orjson.loads(raw)),
         "tensor per request: tf.constant (before)": median_us(lambda: tf.constant([t.encode() for t in batch])),
         "input check, bytes array (after; the tensor is built once per batch)":
-            median_us(lambda: serve._to_array(batch, spec, "input")),
-        "model call incl. tensor and .numpy()": median_us(lambda: serve._run_model(
+            median_us(lambda: codec._to_array(batch, spec, "input")),
+        "model call incl. tensor and .numpy()": median_us(lambda: versions._run_model(
             servable, "serving_default", {"text": array}), repeat=50 if size > 1 else 300),
-        "outputs to JSON values": median_us(lambda: {n: serve._to_json(n, v) for n, v in outputs.items()}),
+        "outputs to JSON values": median_us(lambda: {n: codec._to_json(n, v) for n, v in outputs.items()}),
         "json.dumps (before)": median_us(lambda: json.dumps(answer).encode()),
         "orjson.dumps (after)": median_us(lambda: orjson.dumps(answer)),
         "event loop -> thread -> event loop": asyncio.run(hops()),

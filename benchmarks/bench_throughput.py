@@ -41,7 +41,7 @@ from bench_models import keras_test_accuracy, run_pipeline
 from library.dataset import bucketed_batches, unbucketed_batches
 from library.layouts import SPLITS, read_model_input
 from library.models import build_model, default_hyperparameters, fixed_hyperparameters
-from contract.config import build_config
+from contract.config_loading import build_config
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # The bilstm default before this benchmark's changes (the course notebook's model with bucketed batches of 64).

@@ -29,7 +29,7 @@ import keras  # Keras 3; never tf.keras, which tensorflow_transform turns into K
 import numpy as np
 import tensorflow as tf
 
-from components import ingest
+from components.ingest import executor as ingest, spec as ingest_spec
 from library import ag_news_csv
 from library.layouts import NUM_CLASSES, SOURCE_SPLITS, SPLITS
 
@@ -59,7 +59,7 @@ def load_splits(csv_dir: Path, eval_fraction: float = 0.05) -> tuple[dict[str, R
     columns: dict[str, tuple[list, list, list]] = {split: ([], [], []) for split in SPLITS}
     bad_rows = 0
     for source_split in SOURCE_SPLITS:
-        with open(Path(csv_dir) / ingest.CSV_FILE_NAMES[source_split], "rb") as handle:
+        with open(Path(csv_dir) / ingest_spec.CSV_FILE_NAMES[source_split], "rb") as handle:
             for number, raw in enumerate(handle):
                 try:
                     row = ag_news_csv.parse_csv_row(source_split, raw, first_line=number == 0)

@@ -19,7 +19,9 @@ if TYPE_CHECKING:  # for annotations; Beam is imported when it is used
 from contract.artifacts import ComponentError
 from contract.config import REDACTED, ConfigError, PipelineConfig, redact_args
 
-DASK_RUNNER = "engines.dask_runner.DaskRunner"
+DASK_RUNNER = "engines.dask.runner.DaskClusterRunner"
+# The class names of a dask runner: Beam's own (refused by beam_args_problem) and this project's adapter.
+DASK_RUNNER_NAMES = ("DaskRunner", "DaskClusterRunner")
 BEAM_DASK_RUNNER_MODULE = "apache_beam.runners.dask.dask_runner"  # where Beam's own DaskRunner lives
 BEAM_RUNNERS = ("direct", "dask")  # friendly names; any other runner via --beam-arg=--runner=NAME
 CONNECT_SECONDS = 5  # how long a step waits for a scheduler or job service before it fails
@@ -84,7 +86,7 @@ def check_beam_args(beam_args: tuple[str, ...]) -> None:
 def with_log_dir(beam_args: tuple[str, ...], log_dir: Path | str) -> tuple[str, ...]:
     """The step's Beam flags plus, on dask, where a stalled step leaves the cluster's state (its own folder)."""
     runner = next((arg.partition("=")[2] for arg in beam_args if arg.startswith("--runner=")), "")
-    return (*beam_args, f"--dask_log_dir={log_dir}") if runner.endswith("DaskRunner") else tuple(beam_args)
+    return (*beam_args, f"--dask_log_dir={log_dir}") if runner.endswith(DASK_RUNNER_NAMES) else tuple(beam_args)
 
 
 def pipeline_options(beam_args: tuple[str, ...] | list[str]) -> PipelineOptions:
@@ -110,7 +112,7 @@ def beam_args_problem(beam_args: tuple[str, ...] | list[str]) -> str | None:
     if runner:
         from apache_beam.runners.runner import create_runner
         beam_dask = (f"--runner={runner}: Beam's own DaskRunner cannot run these steps (it mixes the outputs of "
-                     "multi-output transforms); use --beam-runner dask, this project's adapter (engines/dask_runner.py)")
+                     "multi-output transforms); use --beam-runner dask, this project's adapter (engines/dask/)")
         try:
             chosen = create_runner(runner)  # also imports the runner's module, which registers its option classes
         except (ValueError, ImportError, AttributeError) as error:
@@ -154,7 +156,7 @@ def check_engine_reachable(options: PipelineOptions) -> None:
     from apache_beam.options.pipeline_options import PortableOptions, StandardOptions
     runner = options.view_as(StandardOptions).runner or ""
     address = None
-    if runner.endswith("DaskRunner"):
+    if runner.endswith(DASK_RUNNER_NAMES):
         from apache_beam.runners.dask.dask_runner import DaskOptions
         address = options.view_as(DaskOptions).address
     if address and not _reachable(address):

@@ -4,7 +4,7 @@ multi_worker_mirrored, trainer.workers: ["HOST:PORT", ...], index 0 the chief).
 The trainer step writes a job description into the (shared) pipeline root, starts the chief as a child process
 (`agnews-pipeline train-worker --index 0`) and waits for it; every other machine runs `agnews-pipeline
 train-worker --index I`, which waits for that job and trains the same model on the same inputs. Every worker
-runs components.trainer.train (passed in by the trainer's worker entry, components/trainer.worker_main),
+runs components.trainer.executor.train (passed in by the trainer's worker entry, its worker_main),
 the trainer's one training code path; only the chief writes results.
 
 Facts this shape follows (measured with Keras 3.15 and TensorFlow 2.21, two processes on 127.0.0.1):
@@ -41,7 +41,8 @@ from typing import Any, Callable
 
 from library.layouts import multi_worker_job_file, read_multi_worker_job, write_multi_worker_job
 from contract.artifacts import ComponentError
-from contract.config import address_problem, build_config
+from contract.config import address_problem
+from contract.config_loading import build_config
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WAITING_LINE = "train-worker: waiting for every worker to join"  # TensorFlow is loaded, the strategy starts
@@ -185,7 +186,7 @@ def wait_for_job(root: Path, workers: tuple[str, ...], index: int, timeout: floa
 
 
 def run_worker(job: dict[str, Any], index: int, train: Callable[..., Any], log: Callable[[str], None] = print) -> None:
-    """Trains as worker `index` of the job with the trainer's `train` (components/trainer.train, passed in: this
+    """Trains as worker `index` of the job with the trainer's `train` (components/trainer/executor.py, passed in: this
     library never imports a component); the chief (index 0) writes the results into job["output_dir"]."""
     workers, timeout = job["workers"], float(job["worker_timeout"])
     os.environ["TF_CONFIG"] = tf_config(workers, index)  # before TensorFlow starts: it reads it once
@@ -262,8 +263,8 @@ def _patch_keras_for_multi_worker() -> None:
 
 
 def worker_main(root: Path, workers: tuple[str, ...], index: int, timeout: float, train: Callable[..., Any]) -> int:
-    """`agnews-pipeline train-worker` (components/trainer.worker_main): 0 trained, 1 failed or timed out, 2 flags
-    that do not match the job."""
+    """`agnews-pipeline train-worker` (components/trainer/executor.worker_main): 0 trained, 1 failed or timed
+    out, 2 flags that do not match the job."""
     try:
         job = wait_for_job(root, workers, index, timeout)
         print(f"train-worker: worker {index} of {len(workers)} ({workers[index]}): job found, joining", flush=True)

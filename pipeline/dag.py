@@ -8,8 +8,10 @@ store and the views name no step: its headline properties (the facts the run sum
 data), and what it delivers outside the pipeline root. A step's code version is derived from the project modules
 its component imports (pipeline/code_version.py). The runner executes the steps in this order.
 
-Importing this module imports every component module, which is cheap: components import TensorFlow, TFT and
-Beam inside run() (see contract/artifacts.py), so `runs`, `show`, `gc` and a fully cached run never load them.
+Each step is a package components/<step>/: its spec (input names and the helpers read without running the
+step) and its executor (run() and the rest). Importing this module imports every step's spec and executor, which
+is cheap: executors import TensorFlow, TFT and Beam inside run() (see contract/artifacts.py), so `runs`, `show`,
+`gc` and a fully cached run never load them.
 """
 from __future__ import annotations
 
@@ -17,7 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from components import evaluator, ingest, pusher, trainer, transform, tuner, validate
+from components.evaluator import executor as evaluator_executor
+from components.ingest import executor as ingest_executor
+from components.pusher import executor as pusher_executor, spec as pusher_spec
+from components.trainer import executor as trainer_executor, spec as trainer_spec
+from components.transform import executor as transform_executor
+from components.tuner import executor as tuner_executor, spec as tuner_spec
+from components.validate import executor as validate_executor, spec as validate_spec
 from contract.names import (ANOMALIES, BASELINE_MODEL, BEST_HYPERPARAMETERS, BLESSING, EVALUATION, EXAMPLES,
                             MODEL, MODEL_RUN, PREVIOUS_EXAMPLES, PUSHED_MODEL, SCHEMA, STATISTICS, TRANSFORM_GRAPH,
                             TRANSFORMED_EXAMPLES)
@@ -103,67 +111,68 @@ class Step:
 
 # The evaluator's baseline; with no blessing on record at all, the newest served version is the baseline.
 LATEST_BLESSED_MODEL = Resolver("latest_blessed_model", artifact="trainer.model", judged_by="evaluator.blessing",
-                                where="blessed", fallback=lambda config: pusher.newest_version(config.serving_dir()))
+                                where="blessed",
+                                fallback=lambda config: pusher_spec.newest_version(config.serving_dir()))
 # The newest hyperparameters this root tuned for the same search (the tuner reuses them unless tuner.retune or
 # drift asks for a new search).
 LATEST_TUNED_HYPERPARAMETERS = Resolver(
     "latest_tuned_hyperparameters", artifact="tuner.best_hyperparameters", judged_by="tuner.best_hyperparameters",
-    where="tuned", matching=lambda config: {"search_fingerprint": tuner.search_fingerprint(config.tuner)})
+    where="tuned", matching=lambda config: {"search_fingerprint": tuner_executor.search_fingerprint(config.tuner)})
 
 # Ingest's earlier examples of a stream of spans: spans whose files are unchanged are carried over from them.
 LATEST_EXAMPLES = Resolver("latest_examples", artifact="ingest.examples", judged_by="ingest.examples",
                            where="window_summary", saves_work_only=True)
 
 STEPS: tuple[Step, ...] = (
-    Step("ingest", ingest.run,
+    Step("ingest", ingest_executor.run,
          inputs={PREVIOUS_EXAMPLES: LATEST_EXAMPLES},
          outputs=(EXAMPLES,),
          config_section="ingest",
-         external=ingest.external_fingerprint,
+         external=ingest_executor.external_fingerprint,
          source="data",
-         input_rows=ingest.source_rows,
+         input_rows=ingest_executor.source_rows,
          headline={EXAMPLES: ("train_rows", "eval_rows", "test_rows", "quarantined_rows", "quarantined_by_reason",
                               "window_summary", "spans_ingested", "spans_reingested", "spans_reused")}),
-    Step("validate", validate.run,
+    Step("validate", validate_executor.run,
          inputs={EXAMPLES: "ingest.examples"},
          outputs=(SCHEMA, STATISTICS, ANOMALIES),
          config_section="validate",
-         external=validate.external_fingerprint,
+         external=validate_spec.external_fingerprint,
          headline={ANOMALIES: ("count",), STATISTICS: ("drift_detected", "drift_span")}),
-    Step("transform", transform.run,
+    Step("transform", transform_executor.run,
          inputs={EXAMPLES: "ingest.examples", SCHEMA: "validate.schema"},
          outputs=(TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES),
          config_section="transform",
          headline={TRANSFORM_GRAPH: ("vocab_size",),
                    TRANSFORMED_EXAMPLES: ("train_bucket_examples", "padding_batch_size", "padding_ratio_bucketed",
                                           "padding_ratio_unbucketed")}),
-    Step("tuner", tuner.run,
+    Step("tuner", tuner_executor.run,
          inputs={TRANSFORMED_EXAMPLES: "transform.transformed_examples",
                  TRANSFORM_GRAPH: "transform.transform_graph",
-                 tuner.DRIFT_INPUT: "validate.statistics",
-                 tuner.TUNED_INPUT: LATEST_TUNED_HYPERPARAMETERS},
+                 tuner_spec.DRIFT_INPUT: "validate.statistics",
+                 tuner_spec.TUNED_INPUT: LATEST_TUNED_HYPERPARAMETERS},
          outputs=(BEST_HYPERPARAMETERS,),
          config_section="tuner",
-         external=tuner.external_fingerprint,
-         check_config=tuner.check_config,
+         external=tuner_executor.external_fingerprint,
+         check_config=tuner_executor.check_config,
          resumable=True,
          seeded=True,
          reports_progress=True,
-         decision=tuner.decision_facts,
+         decision=tuner_executor.decision_facts,
          headline={BEST_HYPERPARAMETERS: ("architecture", "tuned", "reused", "tuned_from", "retune", "best_score",
                                           "values")}),
-    Step("trainer", trainer.run,
+    Step("trainer", trainer_executor.run,
          inputs={TRANSFORMED_EXAMPLES: "transform.transformed_examples",
                  TRANSFORM_GRAPH: "transform.transform_graph",
                  BEST_HYPERPARAMETERS: "tuner.best_hyperparameters",
-                 trainer.BASE_MODEL_INPUT: LATEST_BLESSED_MODEL},  # warm start (trainer.warm_start)
+                 trainer_spec.BASE_MODEL_INPUT: LATEST_BLESSED_MODEL},  # warm start (trainer.warm_start)
          outputs=(MODEL, MODEL_RUN),
          config_section="trainer",
-         external=trainer.external_fingerprint,
+         external=trainer_executor.external_fingerprint,
          seeded=True,
          reports_progress=True,
          headline={MODEL: ("architecture", "epochs_trained", "parameters", "warm_start")}),
-    Step("evaluator", evaluator.run,
+    Step("evaluator", evaluator_executor.run,
          inputs={MODEL: "trainer.model",
                  EXAMPLES: "ingest.examples",
                  TRANSFORMED_EXAMPLES: "transform.transformed_examples",
@@ -174,13 +183,13 @@ STEPS: tuple[Step, ...] = (
          headline={EVALUATION: ("accuracy", "loss", "macro_f1", "newest_span_accuracy",
                                 "newest_span_baseline_accuracy"),
                    BLESSING: ("blessed", "reason", "baseline_accuracy")}),
-    Step("pusher", pusher.run,
+    Step("pusher", pusher_executor.run,
          inputs={MODEL: "trainer.model", BLESSING: "evaluator.blessing"},
          outputs=(PUSHED_MODEL,),
          config_section="pusher",
          headline={PUSHED_MODEL: ("pushed", "version", "path")},
          delivers="pushed_model.pushed",
-         leftovers=pusher.stale_push_folders),
+         leftovers=pusher_spec.stale_push_folders),
 )
 
 # What the pipeline makes: `show` prints its lineage and where it was delivered.
@@ -254,6 +263,11 @@ def check_config(config, steps: tuple[Step, ...] | None = None) -> None:
     for step in STEPS if steps is None else steps:
         if step.check_config is not None:
             step.check_config(getattr(config, step.config_section))
+
+
+def step_config(config, step: Step) -> Any:
+    """The section of the whole Config that `step` receives (Step.config_section)."""
+    return getattr(config, step.config_section)
 
 
 STEP_NAMES = tuple(step.name for step in STEPS)

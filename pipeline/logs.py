@@ -22,7 +22,7 @@ import re
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 LOG_FORMATS = ("text", "json")
 CLEAR_LINE = "\r\x1b[2K"  # back to the start of the line and erase it (only ever written to a terminal)
@@ -89,6 +89,15 @@ class Console:
     def capture(self, path: Path):
         """Sends fd 1 and fd 2 to `path` while the block runs; with verbose, copied live to stderr."""
         return capture_output(path, echo=self.errors if self.verbose else None)
+
+
+def log_event(log: Callable[[str], None], event: str, message: str, level: str = "info", **fields: Any) -> None:
+    """One of the runner's own lines: a Console gets its kind and fields (--log-format json), a plain
+    callable the text."""
+    if isinstance(log, Console):
+        log.event(event, message, level=level, **fields)
+    else:
+        log(message)
 
 
 def _now() -> str:

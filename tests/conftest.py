@@ -112,7 +112,7 @@ def runtime() -> Runtime:
 @pytest.fixture(scope="session")
 def ingested_sample(tmp_path_factory, runtime) -> Artifact:
     """The `examples` artifact of a real ingest run on the sample."""
-    from components import ingest
+    from components.ingest import executor as ingest
     out = tmp_path_factory.mktemp("ingest")
     outputs = ingest.run({}, out, config_module.IngestConfig(data=f"csv:{SAMPLE_DIR}"), runtime)
     return outputs["examples"]
@@ -120,7 +120,7 @@ def ingested_sample(tmp_path_factory, runtime) -> Artifact:
 
 @pytest.fixture(scope="session")
 def schema_artifact(tmp_path_factory, ingested_sample, runtime) -> Artifact:
-    from components import validate
+    from components.validate import executor as validate
     out = tmp_path_factory.mktemp("validate")
     outputs = validate.run({"examples": ingested_sample}, out, config_module.ValidateConfig(), runtime)
     return outputs["schema"]
@@ -130,7 +130,7 @@ def schema_artifact(tmp_path_factory, ingested_sample, runtime) -> Artifact:
 def transformed_sample(tmp_path_factory, ingested_sample, schema_artifact, runtime) -> dict[str, Artifact]:
     """`transform_graph` and `transformed_examples` of a real transform run on the ingested sample
     (small vocabulary and max length keep it quick)."""
-    from components import transform
+    from components.transform import executor as transform
     out = tmp_path_factory.mktemp("transform")
     cfg = config_module.TransformConfig(vocab_size=5000, max_length=64, bucket_boundaries=(8, 16, 32, 64))
     return transform.run({"examples": ingested_sample, "schema": schema_artifact}, out, cfg, runtime)

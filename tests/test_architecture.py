@@ -9,9 +9,9 @@ from pipeline.code_version import PROJECT_PACKAGES, PROJECT_ROOT, _imported_name
 def _graph() -> dict[str, set[str]]:
     modules = {}
     for package in PROJECT_PACKAGES:
-        for path in sorted((PROJECT_ROOT / package).glob("*.py")):
-            name = package if path.name == "__init__.py" else f"{package}.{path.stem}"
-            modules[name] = path
+        for path in sorted((PROJECT_ROOT / package).rglob("*.py")):  # subpackages too (components/<step>/)
+            parts = path.relative_to(PROJECT_ROOT).with_suffix("").parts
+            modules[".".join(parts[:-1] if path.name == "__init__.py" else parts)] = path
     graph = {}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]

@@ -1,6 +1,6 @@
 """The Beam steps on real engines other than the DirectRunner, all started and stopped here on 127.0.0.1:
   * a dask.distributed cluster (`dask scheduler` and 2 `dask worker` processes). The first tests use plain Beam
-    transforms only (each covers one gap of Beam 2.77's DaskRunner that engines/dask_runner.py closes, written so
+    transforms only (each covers one gap of Beam 2.77's DaskRunner that engines/dask/ closes, written so
     they could go upstream);
   * Beam's portable path (a job service and an external SDK worker pool): the protocol Flink, Spark and Dataflow
     use to run Python code.
@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from distributed import Client
 
 from conftest import SAMPLE_DIR
-from engines.dask_runner import DaskRunner
+from engines.dask.runner import DaskClusterRunner
 
 PROJECT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "apps.cli"]
@@ -80,7 +80,7 @@ def scheduler(tmp_path_factory) -> str:
 def run_on_dask(build, address: str, *flags: str) -> None:
     """Builds a pipeline with build(pipeline) and runs it on the cluster at `address`."""
     options = PipelineOptions(flags=[f"--dask_client_address={address}", *flags])
-    with beam.Pipeline(runner=DaskRunner(), options=options) as pipeline:
+    with beam.Pipeline(runner=DaskClusterRunner(), options=options) as pipeline:
         build(pipeline)
 
 
@@ -222,7 +222,7 @@ def _children() -> list:
 def test_without_an_address_a_local_cluster_runs_the_pipeline_and_is_shut_down(tmp_path):
     children_before = {child.pid for child in _children()}
     options = PipelineOptions(flags=["--dask_workers=2"])
-    with beam.Pipeline(runner=DaskRunner(), options=options) as pipeline:
+    with beam.Pipeline(runner=DaskClusterRunner(), options=options) as pipeline:
         write_sorted(pipeline | beam.Create([3, 1, 2]), tmp_path / "out", "Out")
     assert read_json(tmp_path / "out") == [1, 2, 3]
     deadline = time.monotonic() + 30

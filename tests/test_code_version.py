@@ -11,7 +11,7 @@ from pathlib import Path
 import toy_components
 from pipeline import dag
 from pipeline.code_version import PROJECT_PACKAGES, PROJECT_ROOT, code_version, project_modules
-from contract.config import load_config
+from contract.config_loading import load_config
 from pipeline.runner import Runner
 
 HEAVY = ("tensorflow", "tensorflow_transform", "apache_beam", "keras", "tensorflow_model_analysis")
@@ -43,12 +43,13 @@ def test_editing_a_library_module_changes_the_code_version_of_the_steps_that_imp
 
 
 def test_imports_inside_functions_count_and_third_party_modules_do_not():
-    tuner = project_modules("components.tuner")
+    tuner = project_modules("components.tuner.executor")
     assert "library.dataset" in tuner  # imported inside run(): still part of the tuner's code
-    assert "contract.artifacts" in tuner and "components.tuner" in tuner
+    assert "contract.artifacts" in tuner and "components.tuner.executor" in tuner
+    assert "components.tuner.spec" in tuner  # the step's spec is part of its code: the executor imports it
     assert all(name.split(".")[0] in PROJECT_PACKAGES for name in tuner)
-    assert "library.export" in project_modules("components.trainer")
-    assert "library.ag_news_csv" not in project_modules("components.pusher")
+    assert "library.export" in project_modules("components.trainer.executor")
+    assert "library.ag_news_csv" not in project_modules("components.pusher.executor")
 
 
 def test_a_toy_component_outside_the_project_packages_has_its_own_file_in_its_version():
@@ -59,7 +60,7 @@ def test_a_toy_component_outside_the_project_packages_has_its_own_file_in_its_ve
 
 def _imported_by(argv: list[str]) -> dict:
     """Runs the CLI in a fresh process; returns its exit status and which heavy modules it imported."""
-    script = ("import json, sys\nfrom apps import cli\nstatus = cli.main(sys.argv[1:])\n"
+    script = ("import json, sys\nfrom apps.cli.main import main\nstatus = main(sys.argv[1:])\n"
               f"heavy = sorted(m for m in {list(HEAVY)!r} if m in sys.modules)\n"
               "print(json.dumps({'status': status, 'heavy': heavy}))")
     completed = subprocess.run([sys.executable, "-c", script, *argv], cwd=PROJECT_ROOT, capture_output=True,
@@ -92,9 +93,9 @@ def test_an_edit_of_the_model_registry_re_runs_tuner_and_trainer_only_and_the_en
         handle.write("\n# a new architecture\n")
     after = _versions(root)
     assert {name for name in before if after[name] != before[name]} == {"tuner", "trainer"}
-    with open(root / "engines" / "dask_runner.py", "a", encoding="utf-8") as handle:
+    with open(root / "engines" / "dask" / "runner.py", "a", encoding="utf-8") as handle:
         handle.write("\n# an edit of the dask adapter\n")
     assert _versions(root) == after
-    with open(root / "apps" / "serve.py", "a", encoding="utf-8") as handle:
+    with open(root / "apps" / "serving" / "http.py", "a", encoding="utf-8") as handle:
         handle.write("\n# an edit of the model server\n")
     assert _versions(root) == after

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from apps.cli import build_parser, _config_from_args
-from contract.config import Config, ConfigError, PusherConfig, ValidateConfig, default_config_file, load_config
+from apps.cli.parser import build_parser, _config_from_args
+from contract.config import Config, ConfigError, PusherConfig, ValidateConfig
+from contract.config_loading import default_config_file, load_config
 from pipeline import dag
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +87,8 @@ def test_multi_worker_configuration_keeps_the_worker_order():
 
 
 def test_cli_reports_config_errors_with_exit_code_2(capsys):
-    from apps.cli import EXIT_USAGE, main
+    from apps.cli.exit_codes import EXIT_USAGE
+    from apps.cli.main import main
     assert main(["run", "--set", "transform.vocab_size=-1"]) == EXIT_USAGE
     assert "vocab_size must be >= 1" in capsys.readouterr().err
 
@@ -99,7 +101,7 @@ def test_bucket_upper_bounds_end_at_max_length():
 
 def test_architecture_choices_come_from_the_model_registry(capsys):
     from library.models import ARCHITECTURES
-    from apps.cli import main
+    from apps.cli.main import main
     for name in ARCHITECTURES:
         args = build_parser().parse_args(["run", "--model", name])
         assert _config_from_args(args).tuner.architecture == name
@@ -115,7 +117,7 @@ def test_architecture_choices_come_from_the_model_registry(capsys):
 
 def test_config_and_cli_parser_load_no_keras_or_tensorflow():
     # Config validation and the parser ask the registry for names; that must stay cheap (no TensorFlow import).
-    script = ("import sys; from apps.cli import build_parser, _config_from_args; "
+    script = ("import sys; from apps.cli.parser import build_parser, _config_from_args; "
               "from library import models; "
               "_config_from_args(build_parser().parse_args(['run', '--model', 'lstm'])); "
               "models.default_hyperparameters('bilstm'); models.parse_fixed_hyperparameters('lstm', ['units=8']); "

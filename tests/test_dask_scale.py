@@ -1,4 +1,4 @@
-"""What lets the Beam steps run at size on dask (engines/dask_runner.py), on real dask.distributed clusters
+"""What lets the Beam steps run at size on dask (engines/dask/), on real dask.distributed clusters
 started and stopped here on 127.0.0.1: combiner lifting bounds what a CombinePerKey shuffles; the watchdog
 fails a stalled step in bounded time with one line and a cluster state dump; a worker killed during transform's
 shuffle is survived (or the step fails in bounded time), never a hang."""
@@ -20,7 +20,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 
 pytest.importorskip("distributed")
-from engines.dask_runner import DaskRunner
+from engines.dask.runner import DaskClusterRunner
 from test_beam_engines import (PROJECT, START_SECONDS, UNTIL_TRANSFORM, _free_port, _stop,
                                direct_files, read_json, step_files, write_sorted)
 
@@ -87,7 +87,7 @@ def _counts_and_sums(tmp_path: Path):
 def test_a_lifted_combine_shuffles_at_most_partitions_times_distinct_keys(cluster, tmp_path):
     """Count.PerElement and CombinePerKey(sum) over 20,000 elements in 4 partitions, 50 distinct keys: at most
     4 x 50 elements enter each shuffle (unlifted: all 20,000), and the results equal the DirectRunner's."""
-    result = run_pipeline(_counts_and_sums(tmp_path / "dask"), DaskRunner(), f"--dask_client_address={cluster}",
+    result = run_pipeline(_counts_and_sums(tmp_path / "dask"), DaskClusterRunner(), f"--dask_client_address={cluster}",
                           "--dask_npartitions=4")
     shuffles = {label: (partitions, elements) for label, partitions, elements in result.shuffles}
     [count] = [value for label, value in shuffles.items() if "CountCombineFn" in label]
@@ -106,7 +106,7 @@ def test_a_lifted_combine_shuffles_at_most_partitions_times_distinct_keys(cluste
 
 def test_without_lifting_every_element_is_shuffled(cluster, tmp_path):
     """The measurement the bound above is compared with (and proof that the count is of the shuffle's input)."""
-    result = run_pipeline(_counts_and_sums(tmp_path), DaskRunner(), f"--dask_client_address={cluster}",
+    result = run_pipeline(_counts_and_sums(tmp_path), DaskClusterRunner(), f"--dask_client_address={cluster}",
                           "--dask_npartitions=4", "--dask_no_combiner_lifting")
     [(_, count_elements)] = [(p, e) for label, p, e in result.shuffles if "CountCombineFn" in label]
     assert count_elements == len(WORDS)
@@ -149,7 +149,8 @@ def test_a_chain_of_pardos_runs_fused_and_equals_the_direct_runner(cluster, tmp_
         return pipeline_of
 
     run_pipeline(build(tmp_path / "direct"), "DirectRunner")
-    run_pipeline(build(tmp_path / "dask"), DaskRunner(), f"--dask_client_address={cluster}", "--dask_npartitions=4")
+    run_pipeline(build(tmp_path / "dask"), DaskClusterRunner(), f"--dask_client_address={cluster}",
+                 "--dask_npartitions=4")
     assert read_json(tmp_path / "dask" / "halves") == read_json(tmp_path / "direct" / "halves")
     calls = dict(map(tuple, read_json(tmp_path / "dask" / "calls")))
     assert sum(calls.values()) == 400 * 50
@@ -184,7 +185,7 @@ def test_the_watchdog_fails_a_stalled_pipeline_within_its_bound_with_one_line_an
     started = time.monotonic()
     try:
         with pytest.raises(ComponentError) as raised:
-            run_pipeline(build, DaskRunner(), f"--dask_client_address={cluster}",
+            run_pipeline(build, DaskClusterRunner(), f"--dask_client_address={cluster}",
                          f"--dask_stall_seconds={STALL_SECONDS}", f"--dask_log_dir={tmp_path}")
         seconds = time.monotonic() - started
     finally:
@@ -229,7 +230,7 @@ def test_the_watchdog_fails_the_pipeline_when_every_worker_stays_paused(tmp_path
         started = time.monotonic()
         try:
             with pytest.raises(ComponentError) as raised:
-                run_pipeline(build, DaskRunner(), f"--dask_client_address={address}", "--dask_npartitions=2",
+                run_pipeline(build, DaskClusterRunner(), f"--dask_client_address={address}", "--dask_npartitions=2",
                              "--dask_stall_seconds=300", "--dask_paused_seconds=15")
             seconds = time.monotonic() - started
         finally:
@@ -249,7 +250,7 @@ def _stalled_beam_step(inputs, output_dir: Path, config, runtime):
 
 
 def test_a_stalled_step_fails_the_run_in_bounded_time_and_publishes_nothing(cluster, tmp_path, monkeypatch):
-    from contract.config import load_config
+    from contract.config_loading import load_config
     from pipeline.dag import Step
     from pipeline.metadata import MetadataStore
     from pipeline.runner import Runner
@@ -384,7 +385,7 @@ def test_a_task_failing_after_a_worker_left_fails_the_step_with_one_line_naming_
                  | beam.combiners.Count.Globally())
 
         with pytest.raises(ComponentError) as raised:
-            run_pipeline(build, DaskRunner(), f"--dask_client_address={address}")
+            run_pipeline(build, DaskClusterRunner(), f"--dask_client_address={address}")
         killer.join(timeout=60)
     message = str(raised.value)
     assert flag.exists() and "\n" not in message, message
@@ -401,7 +402,8 @@ def test_a_task_failing_after_a_worker_left_fails_the_step_with_one_line_naming_
     (["pipeline.dask_worker_memory=4 parsecs"], "pipeline.dask_worker_memory must be 'auto' or a size"),
 ])
 def test_bad_dask_settings_fail_before_any_work(overrides, message):
-    from contract.config import ConfigError, load_config
+    from contract.config import ConfigError
+    from contract.config_loading import load_config
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
 
@@ -410,8 +412,8 @@ def test_bad_dask_settings_fail_before_any_work(overrides, message):
 def test_the_dask_settings_reach_the_adapter(memory):
     from dask.utils import parse_bytes
 
-    from contract.config import load_config
-    from engines.dask_runner import DaskAdapterOptions
+    from contract.config_loading import load_config
+    from engines.dask.runner import DaskAdapterOptions
     from library.beam_options import all_beam_args, pipeline_options
     config = load_config(None, ["pipeline.beam_runner=dask", f"pipeline.dask_worker_memory={memory}",
                                 "pipeline.dask_stall_seconds=90"])
@@ -432,6 +434,6 @@ def test_an_adapter_option_that_cannot_work_fails_with_one_line_before_a_cluster
     from contract.artifacts import ComponentError
     started = time.monotonic()
     with pytest.raises(ComponentError) as raised:
-        run_pipeline(lambda pipeline: pipeline | beam.Create([1]), DaskRunner(), flag)
+        run_pipeline(lambda pipeline: pipeline | beam.Create([1]), DaskClusterRunner(), flag)
     assert str(raised.value) == message
     assert time.monotonic() - started < 5  # no LocalCluster was started

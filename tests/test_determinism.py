@@ -10,7 +10,8 @@ import apache_beam as beam
 import pytest
 import tensorflow as tf
 
-from components import ingest, transform
+from components.ingest import executor as ingest
+from components.transform import executor as transform
 from library import ag_news_csv, tfrecord_io
 from contract import config as config_module
 from contract.artifacts import Runtime, fingerprint

@@ -229,7 +229,7 @@ def test_report_html_embeds_figures_and_holds_metrics_trials_and_lineage(first_r
 
 def test_retrain_is_locked_skips_unchanged_data_and_predict_works(first_run, tmp_path):
     root, _, _ = first_run
-    from pipeline.runner import root_lock
+    from pipeline.root import root_lock
     with root_lock(root):
         locked = agnews("retrain", *pipeline_args(root), check_code=5)
     assert "another agnews-pipeline process" in locked.stderr
@@ -307,8 +307,8 @@ def test_gc_keeps_what_the_pushed_model_and_kept_runs_need(first_run):
 
 CLI_REPORTING_IMPORTS = r"""
 import json, sys
-from apps import cli
-status = cli.main(sys.argv[1:])
+from apps.cli.main import main
+status = main(sys.argv[1:])
 heavy = ("tensorflow", "tensorflow_transform", "apache_beam", "keras", "tensorflow_model_analysis")
 print(json.dumps({"status": status, "heavy": sorted(m for m in heavy if m in sys.modules)}))
 """

@@ -15,12 +15,15 @@ import keras
 import numpy as np
 import pytest
 
-from components import trainer, tuner
+from components.trainer import executor as trainer
+from components.tuner import executor as tuner
 from library import dataset, embeddings
 from library.layouts import read_model_input, vocabulary_file
-from apps import cli
+from apps.cli.main import main as cli_main
+from apps.cli.parser import build_parser, _config_from_args
 from contract.artifacts import ComponentError, Runtime
-from contract.config import ConfigError, TrainerConfig, TunerConfig, load_config
+from contract.config import ConfigError, TrainerConfig, TunerConfig
+from contract.config_loading import load_config
 from test_export import fresh_process_env
 
 RUNTIME = Runtime(seed=7, log=lambda message: None)
@@ -134,8 +137,8 @@ def test_configuration(tmp_path):
             load_config(None, [f"trainer.embeddings_trainable={bad}"])
     with pytest.raises(ConfigError, match="trainer.pretrained_embeddings"):
         load_config(None, ["tuner.pretrained_embeddings=a.kv"])
-    args = cli.build_parser().parse_args(["run", "--pretrained-embeddings", "x.vec"])
-    assert cli._config_from_args(args).trainer.pretrained_embeddings == "x.vec"
+    args = build_parser().parse_args(["run", "--pretrained-embeddings", "x.vec"])
+    assert _config_from_args(args).trainer.pretrained_embeddings == "x.vec"
 
 
 def test_fingerprint_is_in_the_cache_keys_and_follows_the_content(tmp_path, vectors):
@@ -258,12 +261,12 @@ def test_the_dag_names_the_step_whose_settings_built_the_vocabulary():
 
 def test_word2vec_command_on_the_committed_sample(sample_dir, transformed_sample, tmp_path, capsys):
     root = tmp_path / "root"
-    assert cli.main(["run", "--data", f"csv:{sample_dir}", "--until", "ingest", "--pipeline-root", str(root)]) == 0
+    assert cli_main(["run", "--data", f"csv:{sample_dir}", "--until", "ingest", "--pipeline-root", str(root)]) == 0
     run_id = next((root / "runs").iterdir()).name
     out = tmp_path / "out" / "w2v.kv"
     arguments = ["embeddings", "--from-run", run_id, "--pipeline-root", str(root), "--dim", "16",
                  "--word2vec-epochs", "2"]
-    assert cli.main(arguments + ["--out", str(out)]) == 0
+    assert cli_main(arguments + ["--out", str(out)]) == 0
     assert "use it with --pretrained-embeddings" in capsys.readouterr().out
     keyed = embeddings.load_vectors(out)
     assert keyed.vector_size == 16 and len(keyed.index_to_key) > 1000
@@ -275,12 +278,12 @@ def test_word2vec_command_on_the_committed_sample(sample_dir, transformed_sample
     assert alignment.vocab_coverage > 0.5
     # Reproducible: the same run and seed give the same vectors, in another format too.
     again = tmp_path / "out" / "w2v.txt"
-    assert cli.main(arguments + ["--out", str(again)]) == 0
+    assert cli_main(arguments + ["--out", str(again)]) == 0
     np.testing.assert_allclose(embeddings.load_vectors(again)["market"], keyed["market"], atol=1e-5)
 
-    assert cli.main(["embeddings", "--from-run", "no-such-run", "--out", str(out), "--pipeline-root", str(root)]) == 1
-    assert cli.main(arguments + ["--out", str(tmp_path / "w.npy")]) == 2
-    assert cli.main(arguments + ["--out", str(out), "--min-count", "100000"]) == 1
+    assert cli_main(["embeddings", "--from-run", "no-such-run", "--out", str(out), "--pipeline-root", str(root)]) == 1
+    assert cli_main(arguments + ["--out", str(tmp_path / "w.npy")]) == 2
+    assert cli_main(arguments + ["--out", str(out), "--min-count", "100000"]) == 1
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and "no run 'no-such-run'" in errors[0] and "--out must end" in errors[1]
     assert "min_count" in errors[2]
@@ -306,22 +309,22 @@ def test_pipeline_with_vectors_reports_coverage_and_reruns_when_the_file_changes
                  "--set", "transform.vocab_size=2000", "--set", "transform.max_length=32",
                  "--set", "transform.bucket_boundaries=[16, 32]",
                  "--set", "trainer.min_embedding_coverage=0.99"]  # 300 words cannot reach it: a warning
-    assert cli.main(arguments) == 0
+    assert cli_main(arguments) == 0
     out = capsys.readouterr().out
     fingerprint = embeddings.file_fingerprint(path)
     assert "WARNING: the vectors cover only" in out and f"fingerprint {fingerprint[:12]}" in out
     run_id = sorted((root / "runs").iterdir())[-1].name
     report = (root / "runs" / run_id / "report.md").read_text()
     assert "WARNING: embeddings" in report and fingerprint[:12] in report and "of train tokens" in report
-    assert cli.main(["show", "--pipeline-root", str(root)]) == 0
+    assert cli_main(["show", "--pipeline-root", str(root)]) == 0
     shown = capsys.readouterr().out
     assert f"pretrained embeddings {path}" in shown and fingerprint[:12] in shown and "LOW COVERAGE" in shown
 
-    assert cli.main(arguments) == 0
+    assert cli_main(arguments) == 0
     out = capsys.readouterr().out
     assert re.search(r"tuner\s+cached", out) and re.search(r"trainer\s+cached", out)
     path.write_text(path.read_text().replace(common[0] + " ", common[0] + "x ", 1))  # same path, new content
-    assert cli.main(arguments) == 0
+    assert cli_main(arguments) == 0
     out = capsys.readouterr().out
     assert re.search(r"transform\s+cached", out) and re.search(r"tuner\s+done", out)
     assert re.search(r"trainer\s+done", out)

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import evaluator, pusher
+from components.evaluator import executor as evaluator
+from components.pusher import executor as pusher, spec as pusher_spec
 from apps import predict
 from library import evaluation_report, export, layouts
 from library.layouts import CLASS_NAMES
@@ -278,7 +279,7 @@ def test_stale_push_folders_are_removed_but_a_live_pushers_is_kept(tmp_path, tra
     live = serving_dir / f".push-{os.getppid()}-0badf00d"  # pytest's parent process is alive
     for folder in (stale, live):
         (folder / "variables").mkdir(parents=True)
-    assert pusher.stale_push_folders(serving_dir) == [stale]
+    assert pusher_spec.stale_push_folders(serving_dir) == [stale]
     record = push(tmp_path, trained["model"], True, serving_dir)
     assert record["version"] == 1 and not stale.exists() and live.is_dir()
 

@@ -63,7 +63,7 @@ if _fault:
 
 # "slow-ingest": once Beam converts its first row, ingest touches AGNEWS_MARKER, then takes 10 ms more per row,
 # so a signal sent when the marker appears lands inside the running Beam pipeline however fast the machine.
-SLOW_INGEST = after_import_hook("components.ingest", """
+SLOW_INGEST = after_import_hook("components.ingest.executor", """
 import os, time
 if os.environ.get("AGNEWS_FAULT") == "slow-ingest":
     convert = module.to_tf_example

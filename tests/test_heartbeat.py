@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from contract.artifacts import Artifact
-from contract.config import ConfigError, load_config
+from contract.config import ConfigError
+from contract.config_loading import load_config
 from pipeline.dag import Step
 from pipeline.heartbeat import Estimate, Heartbeat, rows_of
 from pipeline.runner import Runner
@@ -118,7 +119,7 @@ def test_progress_lines_show_elapsed_time_then_an_eta_scaled_from_the_closest_ea
 SIGINT_SCRIPT = """
 import sys, time
 from pipeline import interrupts
-from contract.config import load_config
+from contract.config_loading import load_config
 from pipeline.runner import Runner
 import test_heartbeat
 interrupts.install()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from components import ingest
+from components.ingest import executor as ingest, reading as ingest_reading
 from library import ag_news_csv, layouts
 from contract.artifacts import ComponentError
 from contract.config import IngestConfig
@@ -191,7 +191,7 @@ def csv_rows_from_bytes(line: bytes) -> Counter:
 
 def test_too_many_bad_rows_fail_with_the_first_bad_rows_in_the_message(tmp_path, runtime, monkeypatch):
     # Small read chunks: the line numbers must stay right when a file is read as many parallel pieces.
-    monkeypatch.setattr(ingest, "READ_CHUNK_BYTES", 47)  # bad rows start in chunks that start mid-line
+    monkeypatch.setattr(ingest_reading, "READ_CHUNK_BYTES", 47)  # bad rows start in chunks that start mid-line
     train = b"".join(good_line(i % 4, f"title {i}", f"description {i}") for i in range(10))
     train += b'"7","bad class","d"\n' + good_line(0, "t", "d") + b'"1","two columns"\n'
     source = write_source(tmp_path / "source", train, good_line(1, "test", "row"))
@@ -209,8 +209,8 @@ def test_too_many_bad_rows_fail_with_the_first_bad_rows_in_the_message(tmp_path,
 
 def test_a_runner_that_loses_rows_fails_the_step_with_one_line(sample_dir, tmp_path, runtime, monkeypatch):
     # The in-process DirectRunner, made to lose the 5th line of every chunk it reads, as a faulty runner would.
-    read_lines = ingest.chunk_lines
-    monkeypatch.setattr(ingest, "chunk_lines", lambda chunk, before: (
+    read_lines = ingest_reading.chunk_lines
+    monkeypatch.setattr(ingest_reading, "chunk_lines", lambda chunk, before: (
         line for number, line in enumerate(read_lines(chunk, before)) if number != 4))
     with pytest.raises(ComponentError) as raised:
         ingest.run({}, tmp_path / "out", IngestConfig(data=f"csv:{sample_dir}"), runtime)
@@ -287,7 +287,7 @@ def test_tfds_that_cannot_download_names_the_csv_flag(tmp_path, runtime, offline
 def offline_tfds_mock(monkeypatch):
     """mock_data replaces TFDS' download and data; the reachability probe of the real download host is
     replaced with it (it would fail here, where there is no network)."""
-    monkeypatch.setattr(ingest, "_check_download_host", lambda builder: None)
+    monkeypatch.setattr(ingest_reading, "_check_download_host", lambda builder: None)
 
 
 def test_tfds_source_with_mock_data(tmp_path, runtime, offline_tfds_mock):

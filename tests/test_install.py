@@ -31,12 +31,13 @@ CONFIG = Path(__file__).parent / "e2e_config.yaml"
 # Printed by the installed interpreter: where each module and data file it uses lives, and the steps' code versions.
 WHERE_FROM = r"""
 import importlib, json, sys
-from contract.config import ValidateConfig, default_config_file
+from contract.config import ValidateConfig
+from contract.config_loading import default_config_file
 from pipeline import dag
 from pipeline.code_version import code_version, project_modules
 steps = {step.name: step.component.__module__ for step in dag.STEPS}
-files = {name: importlib.import_module(name).__file__ for name in ("apps.cli", "apps.serve", "apps.predict",
-                                                                      "engines.dask_runner", "schemas", "configs")}
+files = {name: importlib.import_module(name).__file__ for name in ("apps.cli", "apps.serving.http", "apps.predict",
+                                                                      "engines.dask.runner", "schemas", "configs")}
 files.update({name: str(path) for module in steps.values() for name, path in project_modules(module).items()})
 print(json.dumps({"files": files, "schema": str(ValidateConfig().schema_path()), "config": str(default_config_file()),
                   "versions": {name: code_version(module) for name, module in steps.items()}}))

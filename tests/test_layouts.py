@@ -313,7 +313,7 @@ def test_the_names_come_from_the_layouts_module():
 
 def test_no_module_but_layouts_spells_an_artifact_layout():
     modules = [path for folder in ("contract", "library", "components", "pipeline", "engines", "apps", "benchmarks")
-               for path in sorted((PROJECT / folder).glob("*.py")) if path.name != "layouts.py"]
+               for path in sorted((PROJECT / folder).rglob("*.py")) if path.name != "layouts.py"]
     assert len(modules) > 20
     spelled = {str(path.relative_to(PROJECT)): found for path in modules if (found := layout_spellings(path))}
     assert spelled == {}, "use library/layouts.py instead of spelling these names"

@@ -25,7 +25,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "PYTHONPATH": str(PROJECT)}
 # In every training process (the run's chief child and the train-worker), counts the training steps the trainer's
 # throughput callback sees and prints them per epoch: the proof that each worker trained.
-COUNT_STEPS = after_import_hook("components.trainer", """
+COUNT_STEPS = after_import_hook("components.trainer.executor", """
 import json, os
 make_callback = module._throughput_callback
 def counting_callback(examples_per_epoch):

@@ -206,13 +206,13 @@ def test_drift_found_by_validate_forces_a_search(grown):
 
 def _tuned(properties: dict) -> dict[str, Artifact]:
     config = TunerConfig()
-    from components import tuner
-    return {tuner.TUNED_INPUT: Artifact("best_hyperparameters", Path("."), {
+    from components.tuner import executor as tuner, spec as tuner_spec
+    return {tuner_spec.TUNED_INPUT: Artifact("best_hyperparameters", Path("."), {
         "search_fingerprint": tuner.search_fingerprint(config), "tuned_from": "r1", **properties})}
 
 
 def test_every_n_retrains_and_every_duration_decide_by_count_and_age():
-    from components import tuner
+    from components.tuner import executor as tuner, spec as tuner_spec
     now = time.time()
     by_count = TunerConfig(retune="every 3 retrains")
     assert not tuner.retune_decision(_tuned({"runs_since_search": 0, "tuned_at": now}), by_count).search
@@ -229,7 +229,7 @@ def test_every_n_retrains_and_every_duration_decide_by_count_and_age():
     on_drift = TunerConfig(retune="on_drift")
     assert not tuner.retune_decision(old, on_drift, now=now).search
     other_search = _tuned({"tuned_at": now})
-    other_search[tuner.TUNED_INPUT].properties["search_fingerprint"] = "another"
+    other_search[tuner_spec.TUNED_INPUT].properties["search_fingerprint"] = "another"
     assert tuner.retune_decision(other_search, on_drift).reason == "first"
 
 

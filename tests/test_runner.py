@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 import toy_components
-from contract.config import load_config
+from contract.config_loading import load_config
 from pipeline.gc import collect_garbage
 from pipeline.metadata import SCHEMA_VERSION, MetadataStore
-from pipeline.runner import LockBusy, Runner, root_lock
+from pipeline.root import LockBusy, root_lock
+from pipeline.runner import Runner
 
 
 def make_config(root: Path, data: Path, epochs: int = 1):
@@ -147,7 +148,7 @@ def test_bad_step_ranges_are_one_line_usage_errors(tmp_path, flags, message):
 
 
 def test_show_json_and_diff_of_toy_runs(tmp_path, data):
-    from pipeline.inspect import diff_runs, format_diff, run_details
+    from pipeline.views import diff_runs, format_diff, run_details
 
     root = tmp_path / "root"
     first, second = run_toy(root, data), run_toy(root, data, epochs=3)
@@ -201,8 +202,9 @@ def _runner_script(root: Path, data: Path) -> str:
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         import toy_components
-        from contract.config import load_config
-        from pipeline.runner import Runner, root_lock
+        from contract.config_loading import load_config
+        from pipeline.root import root_lock
+        from pipeline.runner import Runner
         config = load_config(flags={{"pipeline.root": {str(root)!r}, "ingest.data": "csv:{data}"}})
         with root_lock(config.pipeline_root(), timeout=float(sys.argv[1]) if len(sys.argv) > 1 else 0):
             Runner(config, steps=toy_components.STEPS).run()
@@ -247,7 +249,7 @@ def test_root_lock_excludes_a_second_process(tmp_path):
     root = tmp_path / "root"
     with root_lock(root):
         probe = subprocess.run(
-            [sys.executable, "-c", "import sys; from pathlib import Path; from pipeline.runner import root_lock, LockBusy\n"
+            [sys.executable, "-c", "import sys; from pathlib import Path; from pipeline.root import root_lock, LockBusy\n"
              f"try:\n    with root_lock(Path({str(root)!r}), timeout=1): sys.exit(0)\n"
              "except LockBusy: sys.exit(7)"], capture_output=True)
         assert probe.returncode == 7

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.pusher import publish_version
+from components.pusher.executor import publish_version
 from library import export
 from test_export import fresh_process_env, tiny_model
 

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from components.pusher import publish_version
+from components.pusher.executor import publish_version
 from test_export import fresh_process_env
 from test_serve import REPO, TEXTS, Server, models  # noqa: F401  (models: the fixture)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from components import transform
+from components.transform import executor as transform
 from library import layouts, text
 from library.layouts import SPLITS
 from contract.artifacts import LOST_ROWS_ADVICE, Artifact, ComponentError, Runtime

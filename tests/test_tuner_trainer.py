@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import trainer, tuner
+from components.trainer import executor as trainer
+from components.tuner import executor as tuner
 from library import dataset, layouts, models
 from contract.artifacts import Artifact, ComponentError, Runtime
 from contract.config import TrainerConfig, TunerConfig

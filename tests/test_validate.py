@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from components import validate
+from components.validate import executor as validate, spec as validate_spec
 from library import layouts
 from contract.artifacts import LOST_ROWS_ADVICE, Artifact, ComponentError
 from contract.config import ValidateConfig
@@ -131,17 +131,17 @@ def test_a_split_without_files_is_an_empty_split(tmp_path, runtime):
 def test_schema_file_errors_and_fingerprint(tmp_path, runtime):
     missing = ValidateConfig(schema=str(tmp_path / "missing.pbtxt"))
     with pytest.raises(ComponentError, match="schema file not found"):
-        validate.external_fingerprint(missing)
+        validate_spec.external_fingerprint(missing)
     with pytest.raises(ComponentError, match="schema file not found"):
         validate.run({"examples": Artifact("examples", tmp_path)}, tmp_path / "out", missing, runtime)
 
     schema = tmp_path / "schema.pbtxt"
     schema.write_bytes(ValidateConfig().schema_path().read_bytes())
     config = ValidateConfig(schema=str(schema))
-    first = validate.external_fingerprint(config)
-    assert first == validate.external_fingerprint(ValidateConfig())
+    first = validate_spec.external_fingerprint(config)
+    assert first == validate_spec.external_fingerprint(ValidateConfig())
     schema.write_text(schema.read_text().replace("max: 3", "max: 4"))
-    assert validate.external_fingerprint(config) != first
+    assert validate_spec.external_fingerprint(config) != first
     schema.write_text("feature { name: ")
     with pytest.raises(ComponentError, match="not a valid tensorflow_metadata Schema"):
         validate.run({"examples": Artifact("examples", tmp_path)}, tmp_path / "out2", config, runtime)

@@ -10,6 +10,8 @@ Anomaly kinds (stable ids): missing_feature (present in fewer examples than the 
 wrong_type, wrong_valency (number of values outside the schema's value_count), out_of_domain (an INT value
 outside int_domain), unexpected_feature (not in the schema), empty_split (train, eval and test must each hold
 examples). Any anomaly fails the component with a message that lists them all.
+
+The schema file's fingerprint, part of the step's cache key, is in spec.py.
 """
 from __future__ import annotations
 
@@ -308,14 +310,6 @@ def _drift_checks(examples_dir: Path, config: ValidateConfig, runtime: Runtime) 
 
 def _shown(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
-
-
-def external_fingerprint(config: ValidateConfig) -> str:
-    """SHA-256 of the schema file: validation's result depends on it."""
-    path = config.schema_path()
-    if not path.is_file():
-        raise ComponentError(f"validate: schema file not found: {path} (set validate.schema)")
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def run(inputs: dict[str, Artifact], output_dir: Path, config: ValidateConfig, runtime: Runtime) -> dict[str, Artifact]:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:  # for annotations; run() imports TensorFlow when it runs
     import tensorflow as tf
 
+from components.trainer.spec import BASE_MODEL_INPUT
 from library import embeddings, warm_start
 from library.layouts import (ModelInputSpec, keras_model_file, read_best_hyperparameters, read_history,
                              read_model_input, serving_model_dir, tensorboard_dir, vocabulary_file, write_history,
@@ -42,7 +43,6 @@ from contract.names import BEST_HYPERPARAMETERS, MODEL, MODEL_RUN, TRANSFORMED_E
 from contract.config import TrainerConfig
 
 EVAL_BATCH_SIZE = 256
-BASE_MODEL_INPUT = "base_model"  # the newest blessed model: what a warm start starts from
 
 
 def _throughput_callback(examples_per_epoch: int):

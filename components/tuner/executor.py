@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # for annotations; run() imports KerasTuner (and TensorFlow) 
 
     from library.dataset import BucketExamples
 
+from components.tuner.spec import DRIFT_INPUT, DRIFT_PROPERTY, TUNED_INPUT
 from library import embeddings
 from library.durations import duration
 from library.layouts import (TRIALS_CSV_FILE, TRIALS_MARKDOWN_FILE, ModelInputSpec, bucket_files,
@@ -59,9 +60,6 @@ STATE_DIR = "tuner_state"
 TENSORBOARD_DIR = "tensorboard"
 EVAL_BATCH_SIZE = 256  # evaluation metrics do not depend on the batch size; larger batches are faster
 HYPERBAND_FACTOR = 3
-TUNED_INPUT = "tuned_hyperparameters"  # the newest earlier search of this root with the same search fingerprint
-DRIFT_INPUT = "statistics"  # validate's statistics; its drift_detected property forces a search
-DRIFT_PROPERTY = "drift_detected"
 
 
 def _search_model(architecture: str, model_input: ModelInputSpec, examples_dir: Path, train: BucketExamples,

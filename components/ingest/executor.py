@@ -17,6 +17,10 @@ affects its neighbours. CRLF endings and any UTF-8 text are valid; the file's fi
 
 `eval` is a slice of the train source chosen by a hash of each row's content, so a row lands in the same split
 on every run, whatever its position in the file. `test` is the source's test split.
+
+Source discovery is in spec.py and, where it may need Beam or TFDS, here (sources, source_rows,
+external_fingerprint); the Beam reading is in reading.py, the span reuse of a stream in span_reuse.py, the
+quarantine files and their error in quarantine.py.
 """
 from __future__ import annotations
 
@@ -24,35 +28,21 @@ import hashlib
 import json
 import os
 import shutil
-import socket
-import sys
-import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # for annotations; run() imports Beam when it runs
-    import apache_beam as beam
-
-from library.ag_news_csv import (BadRow, Chunk, GoodRow, chunk_lines, count_lines, count_newlines, open_binary,
-                                 parse_csv_row,
-                                 parse_tfds_row, plan_chunks, quarantine_record)
+from components.ingest.quarantine import _join_files, _quarantine_block, _too_many_bad_rows, write_quarantine_block
+from components.ingest.reading import _prepare_tfds, _read_csv, _read_tfds
+from components.ingest.span_reuse import _plan_reuse
+from components.ingest.spec import (CSV_FILE_NAMES, Source, _check_one_span, _csv_dir, _is_stream, source_name,
+                                    window)
+from library.ag_news_csv import GoodRow, count_lines, open_binary
 from library.beam_options import pipeline_options
 from library import spans as span_stream
-from library.layouts import (COUNTS_FILE, NUM_CLASSES, SOURCE_SPLITS, SPLITS, quarantine_file, read_counts,
-                             read_sources, source_folder, split_dir, write_counts, write_sources)
+from library.layouts import (NUM_CLASSES, SOURCE_SPLITS, SPLITS, quarantine_file, read_counts, source_folder,
+                             split_dir, write_counts, write_sources)
 from contract.artifacts import LOST_ROWS_ADVICE, Artifact, ComponentError, Runtime
 from contract.names import EXAMPLES, PREVIOUS_EXAMPLES
 from contract.config import IngestConfig
-
-CSV_FILE_NAMES = {"train": "train.csv", "test": "test.csv"}
-
-# Bytes per read task of a CSV file. A file is split into chunks of this size that are read in parallel; each
-# line belongs to the chunk it starts in.
-READ_CHUNK_BYTES = 16 << 20
-DOWNLOAD_PROBE_SECONDS = 10
-BAD_ROWS_IN_ERROR = 10  # how many bad rows a "too many bad rows" error quotes
-QUARANTINE_BLOCK_LINES = 100_000  # source lines per quarantine block file (its bad rows are sorted in memory)
 
 
 # ---------------------------------------------------------------------------------------------- splits
@@ -81,122 +71,9 @@ def to_tf_example(row: GoodRow) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
-# ---------------------------------------------------------------------------------------------- reading CSV
-# Line-numbered chunked reading and the row grammar live in library/ag_news_csv.py.
 
-
-def parse_csv_chunk(chunk: Chunk, newline_counts: list[tuple[str, int, int]]):
-    """Chunk -> GoodRow, or a quarantine record on the "bad" output."""
-    from apache_beam.pvalue import TaggedOutput
-    newlines_before = sum(count for path, start, count in newline_counts
-                          if path == chunk.path and start < chunk.start)
-    for line_number, raw in chunk_lines(chunk, newlines_before):
-        try:
-            yield parse_csv_row(chunk.source_split, raw, first_line=line_number == 1)
-        except BadRow as error:
-            yield TaggedOutput("bad", quarantine_record(chunk.path, chunk.source_split, line_number, error, raw))
-
-
-def parse_source_chunk(chunk: Chunk, newline_counts: list[tuple[str, int, int]], sources: list[Source]):
-    """Like parse_csv_chunk, with each good row as (source index, row) and each bad row naming its span."""
-    from apache_beam.pvalue import TaggedOutput
-    index = next(i for i, source in enumerate(sources) if source.path == chunk.path)
-    for item in parse_csv_chunk(chunk, newline_counts):
-        if isinstance(item, TaggedOutput):
-            item.value["source_index"] = index
-            if sources[index].name:
-                item.value["span"] = sources[index].name
-            yield item
-        else:
-            yield index, item
-
-
-def _read_csv(pipeline: beam.Pipeline, to_read: list[Source], sources: list[Source]):
-    """Reads the files of `to_read`; rows are tagged with their index in `sources`."""
-    import apache_beam as beam
-    chunks = [chunk for source in to_read for chunk in plan_chunks(source.path, source.split, READ_CHUNK_BYTES)]
-    chunk_collection = pipeline | "Chunks" >> beam.Create(chunks) | "SpreadChunks" >> beam.Reshuffle()
-    newline_counts = chunk_collection | "CountNewlines" >> beam.Map(count_newlines)
-    parsed = chunk_collection | "Parse" >> beam.FlatMap(
-        parse_source_chunk, beam.pvalue.AsList(newline_counts), sources).with_outputs("bad", main="good")
-    return parsed.good, parsed.bad
-
-
-# ---------------------------------------------------------------------------------------------- reading TFDS
-
-
-def read_tfds_split(source_split: str, name: str, data_dir: str):
-    """Source split name -> GoodRow, or a quarantine record on the "bad" output. One task per split: TFDS
-    reads a split sequentially; ag_news_subset is small (127,600 rows)."""
-    import tensorflow_datasets as tfds
-    from apache_beam.pvalue import TaggedOutput
-    builder = tfds.builder(name, data_dir=data_dir or None)
-    dataset = builder.as_dataset(split=source_split, shuffle_files=False)
-    source = f"tfds:{name}/{source_split}"
-    for index, row in enumerate(tfds.as_numpy(dataset), start=1):
-        try:
-            yield parse_tfds_row(source_split, row)
-        except BadRow as error:
-            raw = json.dumps({key: value.decode("utf-8", "backslashreplace") if isinstance(value, bytes)
-                              else int(value) for key, value in row.items()}, ensure_ascii=False)
-            yield TaggedOutput("bad", quarantine_record(source, source_split, index, error, raw.encode("utf-8")))
-
-
-def _check_download_host(builder) -> None:
-    """Fails in a second when the dataset's download host cannot be reached; TFDS itself retries an
-    unreachable host for minutes (measured here: 204 s) before it gives up."""
-    url = getattr(sys.modules.get(type(builder).__module__), "_DOWNLOAD_URL", None)
-    host = urllib.parse.urlparse(url).hostname if isinstance(url, str) else None
-    if host:
-        socket.create_connection((host, 443), timeout=DOWNLOAD_PROBE_SECONDS).close()
-
-
-def _prepare_tfds(config: IngestConfig) -> None:
-    try:
-        import tensorflow_datasets as tfds
-        builder = tfds.builder(config.tfds_name, data_dir=config.tfds_data_dir or None)
-        if not builder.is_prepared():  # prepared files need no download machinery at all
-            _check_download_host(builder)
-            builder.download_and_prepare()
-    except Exception as error:  # TFDS raises many types here (network, missing modules, unknown name)
-        reason = (str(error).strip().splitlines() or [""])[0][:200]
-        raise ComponentError(
-            f"TFDS could not load {config.tfds_name} (no network? {type(error).__name__}: {reason}): point the "
-            "pipeline at the original CSV files with --data csv:PATH (PATH holds train.csv and test.csv)") from None
-
-
-def _read_tfds(pipeline: beam.Pipeline, config: IngestConfig):
-    import apache_beam as beam
-    parsed = (pipeline
-              | "SourceSplits" >> beam.Create(list(SOURCE_SPLITS))
-              | "ReadTfds" >> beam.FlatMap(read_tfds_split, config.tfds_name, config.tfds_data_dir)
-              .with_outputs("bad", main="good"))
-    good = parsed.good | "TfdsSources" >> beam.Map(lambda row: (SOURCE_SPLITS.index(row.source_split), row))
-    bad = parsed.bad | "TfdsBadSources" >> beam.Map(
-        lambda record: {**record, "source_index": SOURCE_SPLITS.index(record["source_split"])})
-    return good, bad
-
-
-# ---------------------------------------------------------------------------------------------- source checks
-
-
-@dataclass(frozen=True)
-class Source:
-    """One source file and where its rows go: name None (a single folder: rows go to the artifact's own split
-    folders), "" (a stream's fixed test set) or a span's name (library/layouts.py source_folder)."""
-    name: str | None
-    split: str  # the source split: "train" or "test"
-    path: str
-
-
-def _csv_dir(config: IngestConfig) -> str:
-    folder = config.data[len("csv:"):]
-    return folder if "://" in folder else str(Path(folder).expanduser().resolve())
-
-
-def _is_stream(config: IngestConfig) -> bool:
-    folder = _csv_dir(config)
-    return "://" not in folder and span_stream.is_stream(folder, config.window.pattern)
+# ---------------------------------------------------------------------------------------------- source files
+# What may reach Beam's FileSystems (a remote folder) or TFDS, so not in spec.py.
 
 
 def _csv_files(config: IngestConfig) -> dict[str, str]:
@@ -223,21 +100,6 @@ def _csv_files(config: IngestConfig) -> dict[str, str]:
     return files
 
 
-def window(config: IngestConfig) -> list[span_stream.Span]:
-    """The spans of a stream source the run trains on, oldest first (a ComponentError of a window kind
-    if it cannot be formed: library/spans.py)."""
-    folder = _csv_dir(config)
-    test_file = os.path.join(folder, span_stream.FIXED_TEST_FILE)
-    if not os.path.isfile(test_file):
-        raise ComponentError(f"ingest: {folder} holds span folders but no test.csv (the fixed test set every run "
-                             "is evaluated on); add it beside the span folders")
-    spans = span_stream.discover_spans(folder, config.window.pattern)
-    settings = config.window
-    return span_stream.select_window(spans, num_spans=settings.num_spans, min_spans=settings.min_spans,
-                                     skip_recent=settings.skip_recent, exclude=settings.exclude,
-                                     newest=settings.newest, where=f"--data {config.data}")
-
-
 def sources(config: IngestConfig) -> list[Source]:
     """Every source file of the run; in a stream, the window's spans (oldest first), then the fixed test set."""
     if not config.data.startswith("csv:"):
@@ -249,21 +111,6 @@ def sources(config: IngestConfig) -> list[Source]:
         return [Source(span.name, "train", span.train_file) for span in spans] + [Source("", "test", test_file)]
     _check_one_span(config)
     return [Source(None, split, path) for split, path in _csv_files(config).items()]
-
-
-def _check_one_span(config: IngestConfig) -> None:
-    """A source that is not a stream is one span: it can neither be pinned nor meet min_spans above 1."""
-    where = f"--data {config.data} is one data set, not a stream of spans"
-    if config.window.newest:
-        raise ComponentError(f"ingest: {where}, so span {config.window.newest!r} cannot be found. Nothing was "
-                             "trained.", span_stream.SPAN_NOT_FOUND)
-    if config.window.min_spans > 1:
-        raise ComponentError(f"ingest: {where}: one span, fewer than ingest.window.min_spans = "
-                             f"{config.window.min_spans}. Nothing was trained.", span_stream.TOO_FEW_SPANS)
-
-
-def source_name(config: IngestConfig) -> str:
-    return f"csv:{_csv_dir(config)}" if config.data.startswith("csv:") else f"tfds:{config.tfds_name}"
 
 
 def source_rows(config: IngestConfig) -> int | None:
@@ -308,58 +155,6 @@ def external_fingerprint(config: IngestConfig) -> str:
     return digest.hexdigest()
 
 
-# ---------------------------------------------------------------------------------------------- span reuse
-
-
-def _ingest_code_hash() -> str:
-    """The code that decides a span's example files: a reused span must hold what ingesting it now would."""
-    from library import ag_news_csv, layouts, tfrecord_io
-    digest = hashlib.sha256()
-    for module_file in (__file__, ag_news_csv.__file__, layouts.__file__, tfrecord_io.__file__):
-        digest.update(Path(module_file).read_bytes())
-    return digest.hexdigest()
-
-
-def _reuse_key(source: Source, sha256: str, config: IngestConfig, code: str) -> str:
-    settings = [source.name, source.split, sha256, config.eval_fraction, code]
-    return hashlib.sha256(json.dumps(settings).encode()).hexdigest()
-
-
-def _link_tree(source: Path, destination: Path) -> None:
-    """Hard-links every file of `source` into `destination` (a copy where links are impossible): the files of
-    a published artifact never change, so two artifacts may share them."""
-    for path in sorted(source.rglob("*")):
-        target = destination / path.relative_to(source)
-        if path.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, target)
-        except OSError:
-            shutil.copy2(path, target)
-
-
-def _plan_reuse(stream_sources: list[Source], previous: Artifact | None, config: IngestConfig,
-                examples_dir: Path) -> tuple[dict[str, dict], dict[str, str]]:
-    """({source name: {sha256, reuse_key}}, {source name: status}) with status ingested | reused |
-    re-ingested (its files changed since the previous ingest); reused sources are linked into place."""
-    code = _ingest_code_hash()
-    before = read_sources(previous.uri) if previous is not None else {}
-    records, status = {}, {}
-    for source in stream_sources:
-        sha256 = span_stream.file_sha256(source.path)
-        key = _reuse_key(source, sha256, config, code)
-        records[source.name] = {"sha256": sha256, "reuse_key": key}
-        earlier = before.get(source.name)
-        kept = source_folder(previous.uri, source.name) if previous is not None else None
-        if earlier and earlier["reuse_key"] == key and (kept / COUNTS_FILE).is_file():
-            _link_tree(kept, source_folder(examples_dir, source.name))
-            status[source.name] = "reused"
-        else:
-            status[source.name] = "re-ingested" if earlier and earlier["sha256"] != sha256 else "ingested"
-    return records, status
-
 
 # ---------------------------------------------------------------------------------------------- the component
 
@@ -378,60 +173,9 @@ def _summary_json(counted: list[tuple[tuple, int]]) -> str:
     return json.dumps([[list(key), count] for key, count in counted])
 
 
-def _quarantine_block(record: dict) -> tuple[tuple[int, int], tuple[str, int, str]]:
-    """A bad row keyed by its source and its block of consecutive lines there, with its JSON line."""
-    record = dict(record)
-    index = record.pop("source_index")
-    line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
-    return (index, record["line"] // QUARANTINE_BLOCK_LINES), (record["source"], record["line"], line)
-
-
-def write_quarantine_block(element, folder: str):
-    """One block of at most QUARANTINE_BLOCK_LINES bad rows -> one file, in line order; the block files are
-    joined in name order afterwards, so quarantine.jsonl lists every bad row in source order while no step
-    holds more than one block in memory."""
-    (index, block), rows = element
-    path = Path(folder) / f"{index:05d}-{block:010d}.jsonl"
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        for _, _, line in sorted(rows):
-            handle.write(line)
-    os.replace(temporary, path)
-    yield str(path)
-
-
-def _join_files(files: list[Path], destination: Path) -> None:
-    """Concatenates `files` in order into `destination` (streamed)."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    with open(destination, "wb") as out:
-        for block in files:
-            with open(block, "rb") as handle:
-                shutil.copyfileobj(handle, out, 1 << 20)
-
-
 def _single_file(path: Path):
     import apache_beam as beam
     return beam.io.WriteToText(str(path), shard_name_template="", num_shards=1, append_trailing_newlines=False)
-
-
-def _too_many_bad_rows(counts: dict, quarantine_path: Path, limit: float) -> ComponentError:
-    by_reason = ", ".join(f"{reason}={count}" for reason, count in sorted(counts["quarantined_by_reason"].items()))
-    lines = [f"ingest: {counts['quarantined_rows']} of {counts['rows_read']} rows are bad "
-             f"({counts['bad_row_fraction']:.2%}), above ingest.max_bad_row_fraction = {limit:.2%}.",
-             f"Bad rows by reason: {by_reason}.",
-             f"First {min(BAD_ROWS_IN_ERROR, counts['quarantined_rows'])} of {counts['quarantined_rows']} bad rows:"]
-    with open(quarantine_path, encoding="utf-8") as handle:
-        for _, text in zip(range(BAD_ROWS_IN_ERROR), handle):
-            record = json.loads(text)
-            from_tfds = record["source"].startswith("tfds:")  # TFDS rows are numbered in reading order
-            where = f"{record['source']} row" if from_tfds else f"{Path(record['source']).name} line"
-            if record.get("span"):
-                where = f"span {record['span']} {where}"
-            lines.append(f"  {where} {record['line']}: {record['reason']} "
-                         f"({record['detail']}): {record['raw'][:120]!r}")
-    lines.append(f"All bad rows are listed in {quarantine_path}. "
-                 "Fix the source rows, or raise the limit with --set ingest.max_bad_row_fraction=...")
-    return ComponentError("\n".join(lines))
 
 
 def _source_counts(summary: dict, index: int, source: str, eval_fraction: float) -> dict:
@@ -615,3 +359,4 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
             "spans_reingested": [n for n, state in status.items() if n and state == "re-ingested"],
             "spans_reused": [n for n, state in status.items() if n and state == "reused"]})
     return {EXAMPLES: Artifact(EXAMPLES, examples_dir, properties)}
+

@@ -26,9 +26,9 @@ import os
 import shutil
 from pathlib import Path
 
-from library.layouts import (PUSH_TEMPORARY_PREFIX, existing_serving_model_dir, has_saved_model, read_blessing,
-                             read_served_push_record, serving_version_dir, serving_versions, write_push,
-                             write_served_push_record)
+from components.pusher.spec import next_version, served_version_of, stale_push_folders
+from library.layouts import (PUSH_TEMPORARY_PREFIX, existing_serving_model_dir, read_blessing, serving_version_dir,
+                             write_push, write_served_push_record)
 from contract.artifacts import Artifact, ComponentError, Runtime, fingerprint
 from contract.names import BLESSING, MODEL, PUSHED_MODEL
 from contract.config import PusherConfig
@@ -66,53 +66,6 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: PusherConfig, run
     write_push(pushed_dir, record)
     return {PUSHED_MODEL: Artifact(PUSHED_MODEL, pushed_dir, {
         "pushed": record["pushed"], "version": record["version"], "path": record["path"]})}
-
-
-def newest_version(serving_dir: Path) -> Path | None:
-    """The newest complete version folder (it holds a SavedModel) under the serving folder, or None."""
-    complete = [v for v in serving_versions(serving_dir) if has_saved_model(serving_version_dir(serving_dir, v))]
-    return serving_version_dir(serving_dir, complete[-1]) if complete else None
-
-
-def next_version(serving_dir: Path) -> int:
-    versions = serving_versions(serving_dir)
-    return versions[-1] + 1 if versions else 1
-
-
-def served_version_of(serving_dir: Path, model_fingerprint: str) -> tuple[int, Path] | None:
-    """(version, path) of the newest served version when it holds the model with this fingerprint."""
-    versions = serving_versions(serving_dir)
-    if not versions:
-        return None
-    path = serving_version_dir(serving_dir, versions[-1])
-    record = read_served_push_record(path)
-    if record is None:  # pushed by older code or by hand: compare the files themselves
-        recorded = fingerprint(path)
-    else:
-        recorded = record.get("model_fingerprint") if isinstance(record, dict) else None
-    return (versions[-1], path) if recorded == model_fingerprint else None
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
-
-
-def stale_push_folders(serving_dir: Path) -> list[Path]:
-    """`.push-<pid>-<hex>` folders whose pusher process no longer runs."""
-    if not serving_dir.is_dir():
-        return []
-    stale = []
-    for entry in sorted(serving_dir.glob(f"{PUSH_TEMPORARY_PREFIX}*")):
-        pid = entry.name[len(PUSH_TEMPORARY_PREFIX):].split("-")[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
-            stale.append(entry)
-    return stale
 
 
 def publish_version(serving_model: Path, serving_dir: Path, model_fingerprint: str | None = None) -> tuple[int, Path]:

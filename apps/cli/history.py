@@ -1,0 +1,54 @@
+"""`agnews-pipeline runs`, `show` and `diff`: the pipeline root's run history as a table, a run's model
+lineage and artifacts, and what differs between two runs (each also as JSON for scripts)."""
+from __future__ import annotations
+
+import json
+import time
+
+from apps.cli.exit_codes import EXIT_OK
+from pipeline import dag
+
+
+def _format_seconds(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
+
+
+def _format_value(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _cmd_runs(args, config) -> int:
+    from pipeline.views import run_rows
+    rows = run_rows(config.pipeline_root(), args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        print(f"no runs under {config.pipeline_root()}")
+        return EXIT_OK
+    header = ("run", "command", "started", "duration", "status", "cached", *dag.RUN_COLUMNS)  # headline columns
+    table = [header] + [(r["id"], r["command"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started"])),
+                         _format_seconds(r["duration"]), r["status"], f"{r['cached']}/{r['steps']}",
+                         *(_format_value(r[column]) for column in dag.RUN_COLUMNS)) for r in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    return EXIT_OK
+
+
+def _cmd_show(args, config) -> int:
+    from pipeline.views import run_details, show_run
+    if args.json:
+        print(json.dumps(run_details(config.pipeline_root(), args.run_id), indent=2, default=str))
+    else:
+        print(show_run(config.pipeline_root(), args.run_id))
+    return EXIT_OK
+
+
+def _cmd_diff(args, config) -> int:
+    from pipeline.views import diff_runs, format_diff
+    diff = diff_runs(config.pipeline_root(), args.run_a, args.run_b)
+    print(json.dumps(diff, indent=2, default=str) if args.json else format_diff(diff))
+    return EXIT_OK

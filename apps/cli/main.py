@@ -1,0 +1,124 @@
+"""The `agnews-pipeline` command's entry point: main(argv) parses the command line, dispatches to the
+command's module, writes --metrics-file whatever the outcome, and turns the errors a command can meet into
+one line and an exit code; entry_point() is the console script."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
+
+from apps.cli.exit_codes import EXIT_FAILED, EXIT_FOR_KIND, EXIT_LOCKED, EXIT_USAGE
+from apps.cli.history import _cmd_diff, _cmd_runs, _cmd_show
+from apps.cli.maintenance import _cmd_embeddings, _cmd_gc
+from apps.cli.parser import _config_from_args, build_parser
+from apps.cli.predict import _cmd_predict
+from apps.cli.run import _cmd_run, _cmd_train_worker
+from apps.cli.serve import _cmd_serve
+from apps.cli.utils import UsageError, _library_output
+from pipeline import interrupts
+from contract.config import ConfigError
+from contract.config_loading import load_config
+from pipeline.logs import Console
+from pipeline.root import LockBusy
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = time.time()
+    code = _main(args)
+    if getattr(args, "metrics_file", None):
+        _write_metrics(args, code, started)
+    return code
+
+
+def _write_metrics(args, code: int, started: float) -> None:
+    """--metrics-file, whatever the outcome; a file that cannot be written is one line, not a new exit code."""
+    from apps.job_metrics import write_job_metrics
+    try:
+        config = _config_from_args(args)
+    except ConfigError:
+        config = load_config()  # a bad configuration is itself an outcome worth reporting
+    try:
+        write_job_metrics(Path(args.metrics_file), command=args.command, exit_code=code, started=started,
+                          ended=time.time(), root=config.pipeline_root(), serving_dir=config.serving_dir())
+    except OSError as error:
+        print(f"{args.command}: could not write --metrics-file {args.metrics_file}: {error.strerror or error}",
+              file=sys.stderr)
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.command in ("run", "retrain"):  # `serve` drains on SIGTERM by itself
+        interrupts.install()
+    # The command's own lines: text or JSON (--log-format), on stdout (serve: stderr, like its request log).
+    console = Console(stream=sys.stderr if args.command == "serve" else sys.stdout,
+                      log_format=getattr(args, "log_format", "text"), verbose=getattr(args, "verbose", False))
+    config = None
+    try:
+        if args.command == "predict":
+            with _library_output(args, console):
+                return _cmd_predict(args, console)
+        if args.command == "train-worker":
+            return _cmd_train_worker(args)
+        config = _config_from_args(args)
+        if args.command in ("run", "retrain"):
+            if config.pipeline.deadline:
+                interrupts.set_deadline(config.pipeline.deadline_seconds())
+            return _cmd_run(args, config, console)
+        if args.command in ("serve", "embeddings"):
+            return {"serve": _cmd_serve, "embeddings": _cmd_embeddings}[args.command](args, config, console)
+        return {"runs": _cmd_runs, "show": _cmd_show, "gc": _cmd_gc, "diff": _cmd_diff}[args.command](args, config)
+    except ConfigError as error:
+        console.error(f"configuration error: {error}")
+        return EXIT_USAGE
+    except UsageError as error:
+        console.error(f"{args.command}: {error}")
+        return EXIT_USAGE
+    except LockBusy as error:
+        console.error(f"{args.command}: {error}")
+        return EXIT_LOCKED
+    except KeyboardInterrupt as error:
+        kept = "; completed steps are kept and the next run reuses them" if args.command in ("run", "retrain") else ""
+        console.error(f"{args.command}: interrupted by {interrupts.name()}{kept}")
+        return interrupts.exit_code(error)
+    except Exception as error:  # one readable line instead of a traceback wall
+        import sqlite3
+
+        from contract.artifacts import ComponentError
+        from contract.disk import disk_full, disk_full_message, full_path
+        from pipeline.metadata import StoreError, store_error
+        if isinstance(error, sqlite3.DatabaseError):  # a store that opened but breaks on reading
+            store = (config.pipeline_root() if config else Path(".")) / "metadata.sqlite"
+            error = store_error(store, error)
+        if isinstance(error, (ComponentError, StoreError, LookupError)):
+            console.error(f"{args.command}: {error}")
+            return EXIT_FOR_KIND.get(getattr(error, "kind", None), EXIT_FAILED)
+        if isinstance(error, OSError) and disk_full(error):
+            where = full_path(error, config.pipeline_root() if config else Path.cwd())
+            console.error(f"{args.command}: {disk_full_message(where, f'writing {where}')}")
+            return EXIT_FAILED
+        if isinstance(error, OSError):  # missing, unreadable or unwritable files and folders
+            where = f": {error.filename}" if error.filename else ""
+            console.error(f"{args.command}: {error.strerror or error}{where}")
+            return EXIT_FAILED
+        raise
+
+
+def entry_point() -> None:
+    """The `agnews-pipeline` command: main(), then exit without running interpreter teardown.
+
+    Once TensorFlow, TFT, TFMA and Beam have run in this process, the destructors Python runs at exit (loaded
+    SavedModels, their resource handles, library threads) can crash the process with SIGSEGV after the work is
+    done and recorded, turning a success into exit -11 (seen after a run whose evaluator loaded two models).
+    Everything the pipeline writes is closed or renamed into place before main() returns, so the streams are
+    flushed and the process ends with main()'s exit code directly."""
+    import logging
+
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 1)

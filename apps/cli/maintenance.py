@@ -1,0 +1,49 @@
+"""`agnews-pipeline gc` (deletes the artifacts no kept run or pushed model needs) and `embeddings` (trains
+Word2Vec vectors on a run's train split, for --pretrained-embeddings)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from apps.cli.exit_codes import EXIT_OK
+from apps.cli.utils import UsageError, _check_root, _library_output
+from contract.config import ConfigError
+from pipeline.logs import Console
+
+
+def _cmd_embeddings(args, config, console: Console) -> int:
+    from library import embeddings
+    from pipeline.views import run_train_text_source
+    for name in ("dim", "window", "min_count", "word2vec_epochs"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    out = Path(args.out)
+    if out.suffix not in embeddings.OUTPUT_SUFFIXES:
+        raise ConfigError(f"--out must end in one of {', '.join(embeddings.OUTPUT_SUFFIXES)}, got {out.name!r}")
+    examples_dir, transform = run_train_text_source(config.pipeline_root(), args.from_run)
+    with _library_output(args, console):
+        sentences = embeddings.tokenized_split(examples_dir, "train", transform["text_features"],
+                                               transform["max_length"])
+        vectors = embeddings.train_word2vec(sentences, dimension=args.dim, window=args.window,
+                                            min_count=args.min_count, epochs=args.word2vec_epochs,
+                                            seed=config.pipeline.seed)
+        written = embeddings.save_vectors(vectors, out)
+    console.event("result", f"embeddings: {len(vectors.index_to_key)} words x {vectors.vector_size} dimensions from "
+          f"{len(sentences)} train texts of run {args.from_run} -> {out} ({written}); "
+          f"use it with --pretrained-embeddings {out}", path=str(out), words=len(vectors.index_to_key))
+    return EXIT_OK
+
+
+def _cmd_gc(args, config) -> int:
+    from pipeline.gc import collect_garbage
+    from pipeline.root import root_lock
+    if args.keep < 1:
+        raise UsageError(f"--keep must be at least 1 (got {args.keep}): the newest run is always kept")
+    _check_root(config.pipeline_root())
+    with root_lock(config.pipeline_root()):
+        removed = collect_garbage(config.pipeline_root(), args.keep, dry_run=args.dry_run,
+                                  serving_dir=config.serving_dir())
+    verb = "would delete" if args.dry_run else "deleted"
+    for path in removed:
+        print(f"{verb} {path}")
+    print(f"{verb} {len(removed)} folders")
+    return EXIT_OK

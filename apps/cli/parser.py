@@ -1,0 +1,221 @@
+"""The command line of `agnews-pipeline`: build_parser() (every sub-command with its flags and help texts) and
+_config_from_args(), which turns the parsed flags into the configuration (--config, --set, and the dedicated
+flags of FLAG_KEYS)."""
+from __future__ import annotations
+
+import argparse
+
+from apps.cli.serve import UNBATCHED_THREADS
+from apps.serving.batching import BatchingOptions  # standard library only
+from pipeline import dag, interrupts
+from contract.config import ConfigError
+from contract.config_loading import default_config_file, load_config
+from library.models import architecture_names  # the registry; imports no Keras
+from library.spans import parse_date
+from pipeline.logs import LOG_FORMATS
+
+DESCRIPTION = "`agnews-pipeline`: run, retrain, predict, serve, runs, show, diff, gc, embeddings, train-worker."
+# Dedicated flags and the configuration key each one sets.
+FLAG_KEYS = {
+    "data": "ingest.data",
+    "eval_fraction": "ingest.eval_fraction",
+    "max_bad_fraction": "ingest.max_bad_row_fraction",
+    "model": "tuner.architecture",
+    "tuning_trials": "tuner.max_trials",
+    "tuning_epochs": "tuner.max_epochs",
+    "epochs": "trainer.epochs",
+    "min_accuracy": "evaluator.min_accuracy",
+    "pipeline_root": "pipeline.root",
+    "beam_arg": "pipeline.beam_args",
+    "beam_runner": "pipeline.beam_runner",
+    "dask_address": "pipeline.dask_address",
+    "dask_workers": "pipeline.dask_workers",
+    "serving_dir": "pusher.serving_dir",
+    "pretrained_embeddings": "trainer.pretrained_embeddings",
+    "deadline": "pipeline.deadline",
+}
+
+
+def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help=f"YAML configuration file (every key with its default: "
+                                         f"{default_config_file()})")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override any configuration value, e.g. --set transform.vocab_size=10000")
+    parser.add_argument("--data", help="'tfds' (TensorFlow Datasets ag_news_subset) or 'csv:DIR' "
+                                       "(DIR holds the original train.csv and test.csv)")
+    parser.add_argument("--span", metavar="NAME", help="pin the newest span of a stream (ingest.window.newest)")
+    parser.add_argument("--date", metavar="YYYY-MM-DD",
+                        help="pin the newest span by its date, e.g. the scheduled date (ingest.window.newest)")
+    parser.add_argument("--eval-fraction", type=float, help="share of the train source used as the eval split")
+    parser.add_argument("--max-bad-fraction", type=float, help="fail ingest above this share of quarantined rows")
+    parser.add_argument("--model", choices=architecture_names(), help="architecture to tune and train")
+    parser.add_argument("--tuning-trials", type=int, help="KerasTuner trial budget")
+    parser.add_argument("--tuning-epochs", type=int, help="max epochs per tuning trial")
+    parser.add_argument("--no-tune", action="store_true", help="skip the search; use the model's defaults")
+    parser.add_argument("--retune", action="store_true",
+                        help="search the hyperparameters in this run whatever tuner.retune says (= --set "
+                             "tuner.retune=always)")
+    parser.add_argument("--from-scratch", action="store_true",
+                        help="train from freshly initialised weights, not from the blessed model (= --set "
+                             "trainer.warm_start=false)")
+    parser.add_argument("--epochs", type=int, help="training epochs for the final model")
+    parser.add_argument("--pretrained-embeddings", metavar="PATH",
+                        help="start the embedding from these word vectors (word2vec, GloVe, fastText .vec, .kv)")
+    parser.add_argument("--min-accuracy", type=float, help="absolute test accuracy needed for blessing")
+    parser.add_argument("--pipeline-root", help="where artifacts and the metadata store live "
+                                                "(default ./pipeline_root)")
+    parser.add_argument("--serving-dir", help="TF Serving model folder for pushed versions "
+                                              "(default <pipeline root>/serving/agnews)")
+    parser.add_argument("--beam-arg", action="append", metavar="FLAG",
+                        help="pass a flag to Beam, e.g. --beam-arg=--direct_running_mode=multi_processing")
+    parser.add_argument("--beam-runner", choices=("direct", "dask"),
+                        help="where the Beam steps run: direct (default) or dask (a dask.distributed cluster)")
+    parser.add_argument("--dask-address", metavar="tcp://HOST:PORT",
+                        help="dask scheduler for --beam-runner dask (default: a local cluster per step)")
+    parser.add_argument("--dask-workers", type=int, metavar="N",
+                        help="worker processes of the local dask cluster (default 2)")
+    parser.add_argument("--until", choices=dag.STEP_NAMES, help="stop after this step")
+    parser.add_argument("--from", dest="from_step", choices=dag.STEP_NAMES,
+                        help="start at this step; earlier steps are not run, their outputs come from their newest "
+                             "successful execution with the same cache key")
+    parser.add_argument("--only", choices=dag.STEP_NAMES, help="run this one step (--from STEP --until STEP)")
+    parser.add_argument("--no-cache", action="store_true", help="run every step even if a cached result exists")
+    parser.add_argument("--rerun", action="append", default=[], choices=dag.STEP_NAMES,
+                        help="run this step even if cached (later steps re-run when their inputs change)")
+    parser.add_argument("--lock-timeout", type=float, default=0.0,
+                        help="seconds to wait for another run on the same pipeline root (default 0: fail at once)")
+    parser.add_argument("--metrics-file", metavar="PATH",
+                        help="write job metrics in Prometheus' text format to PATH when the command ends "
+                             "(e.g. node_exporter's textfile collector folder/agnews.prom)")
+    parser.add_argument("--deadline", metavar="DURATION",
+                        help="end the run cleanly, like SIGTERM, once it has run this long, e.g. 90m or 2h "
+                             f"(pipeline.deadline); exit {interrupts.EXIT_DEADLINE}, the run marked timed_out")
+    _add_output_flags(parser)
+
+
+def _add_output_flags(parser: argparse.ArgumentParser, log_file: bool = False) -> None:
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show the libraries' output (TensorFlow, Beam, Keras, KerasTuner) live on stderr"
+                             + ("" if log_file else "; it is always kept in runs/<run_id>/logs/<step>.log"))
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                        help="text (default) or json: one JSON object per line (time, level, run_id, step, event, "
+                             "message, fields)")
+    if log_file:
+        parser.add_argument("--log-file", metavar="PATH",
+                            help="keep the libraries' output in this file (default: not kept; --verbose shows it)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agnews-pipeline", description=DESCRIPTION)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the pipeline: ingest -> ... -> pusher")
+    _add_pipeline_flags(run)
+
+    retrain = commands.add_parser("retrain", help="scheduled retraining: locked, skips unchanged data")
+    _add_pipeline_flags(retrain)
+    retrain.add_argument("--force", action="store_true", help="run even if the data has not changed")
+
+    predict = commands.add_parser("predict", help="classify raw text lines or an AG News CSV with a SavedModel")
+    predict.add_argument("--model-dir", required=True, help="a pushed version folder or a SavedModel folder")
+    predict.add_argument("--input", default="-", help="text file (one text per line) or AG News CSV; - = stdin")
+    predict.add_argument("--output", default="-", help="JSON lines output file; - = stdout")
+    predict.add_argument("--batch-size", type=int, default=256)
+    predict.add_argument("--line-numbers", action="store_true",
+                         help="add the input line number to each output row ({\"line\": N, ...})")
+    _add_output_flags(predict, log_file=True)
+
+    serve = commands.add_parser("serve", help="serve the pushed models over TF Serving's REST API")
+    serve.add_argument("--config", help="YAML configuration file (its pusher.serving_dir is served)")
+    serve.add_argument("--pipeline-root", help="default ./pipeline_root")
+    serve.add_argument("--serving-dir", help="folder of numeric versions (default <pipeline root>/serving/agnews)")
+    serve.add_argument("--model-name", default="agnews", help="the name in /v1/models/<name> (default agnews)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8501, help="TF Serving's REST port by default; 0 = any free port")
+    serve.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for a new version")
+    serve.add_argument("--max-request-bytes", type=int, default=8 << 20, help="larger bodies get 413")
+    # TF Serving's batching parameters (--enable_batching, --batching_parameters_file), as flags.
+    batching = BatchingOptions()
+    serve.add_argument("--no-batching", action="store_true",
+                       help="run every request alone instead of merging concurrent ones into one model call")
+    serve.add_argument("--max-batch-size", type=int, default=batching.max_batch_size,
+                       help=f"most rows in one model call (default {batching.max_batch_size})")
+    serve.add_argument("--batch-timeout-micros", type=int, default=batching.batch_timeout_micros,
+                       help="longest wait for more requests before a batch thread takes a partly filled batch "
+                            f"(default {batching.batch_timeout_micros}: batches fill while the model is busy)")
+    serve.add_argument("--max-enqueued-batches", type=int, default=batching.max_enqueued_batches,
+                       help="batches' worth of rows (x --max-batch-size, also with --no-batching) a version's "
+                            f"queue holds before answering 503 (default {batching.max_enqueued_batches})")
+    serve.add_argument("--num-batch-threads", "--threads", dest="threads", type=int,
+                       help="model calls running at the same time (default: the number of cores, "
+                            f"{batching.num_batch_threads} here; {UNBATCHED_THREADS} with --no-batching)")
+    serve.add_argument("--allowed-batch-sizes", metavar="N,N,...",
+                       help="batch sizes to pad to, ending with --max-batch-size (default: 1, 2, 3, 4, 6, 8, 12, "
+                            "... below it, and it)")
+    _add_output_flags(serve, log_file=True)
+
+    embeddings = commands.add_parser(
+        "embeddings", help="train Word2Vec vectors on a run's train split text (for --pretrained-embeddings)")
+    embeddings.add_argument("--from-run", required=True, metavar="RUN", help="run id whose train split to use")
+    embeddings.add_argument("--out", required=True, metavar="PATH",
+                            help="vectors file: .kv (gensim), .bin (word2vec binary), .txt or .vec (word2vec text)")
+    embeddings.add_argument("--dim", type=int, default=100, help="vector size (default 100)")
+    embeddings.add_argument("--window", type=int, default=5, help="context window (default 5)")
+    embeddings.add_argument("--min-count", type=int, default=2, help="ignore rarer words (default 2)")
+    embeddings.add_argument("--word2vec-epochs", type=int, default=10, help="passes over the text (default 10)")
+    embeddings.add_argument("--config", help="YAML configuration file")
+    embeddings.add_argument("--pipeline-root", help="default ./pipeline_root")
+    _add_output_flags(embeddings, log_file=True)
+
+    worker = commands.add_parser(
+        "train-worker", help="one worker of a multi-worker training job (trainer.strategy multi_worker_mirrored)")
+    worker.add_argument("--pipeline-root", required=True, help="the run's pipeline root, shared with this machine")
+    worker.add_argument("--workers", required=True, metavar="H0:P0,H1:P1,...",
+                        help="the run's trainer.workers, the chief first")
+    worker.add_argument("--index", type=int, required=True, help="this worker's position in --workers (1, 2, ...)")
+    worker.add_argument("--timeout", type=float, default=600.0,
+                        help="seconds to wait for the run's training job, and for the workers to join (default 600)")
+
+    for name, help_text in (("runs", "list runs"), ("show", "show a run's model lineage and artifacts"),
+                            ("diff", "compare two runs: config, hyperparameters, data, code, metrics, outcome"),
+                            ("gc", "delete artifacts that no kept run or pushed model needs")):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--config", help="YAML configuration file")
+        sub.add_argument("--pipeline-root", help="default ./pipeline_root")
+        if name in ("runs", "show", "diff"):
+            sub.add_argument("--json", action="store_true", help="print JSON for scripts")
+        if name == "runs":
+            sub.add_argument("--limit", type=int, default=20)
+        if name == "show":
+            sub.add_argument("run_id", nargs="?", help="run id (default: the latest run)")
+        if name == "diff":
+            sub.add_argument("run_a")
+            sub.add_argument("run_b")
+        if name == "gc":
+            sub.add_argument("--keep", type=int, required=True, help="keep the N most recent runs")
+            sub.add_argument("--dry-run", action="store_true")
+    return parser
+
+
+def _config_from_args(args: argparse.Namespace):
+    flags = {}
+    for attribute, key in FLAG_KEYS.items():
+        value = getattr(args, attribute, None)
+        if value is not None:
+            flags[key] = list(value) if attribute == "beam_arg" else value
+    if getattr(args, "no_tune", False):
+        flags["tuner.enabled"] = False
+    if getattr(args, "retune", False):
+        flags["tuner.retune"] = "always"
+    if getattr(args, "from_scratch", False):
+        flags["trainer.warm_start"] = False
+    span, date = getattr(args, "span", None), getattr(args, "date", None)
+    if span and date:
+        raise ConfigError("--span and --date both pin the newest span; give one of them")
+    if date and parse_date(date) is None:
+        raise ConfigError(f"--date must be a date YYYY-MM-DD, got {date!r}")
+    if span or date:
+        flags["ingest.window.newest"] = span or date
+    config = load_config(args.config, getattr(args, "set", []), flags)
+    dag.check_config(config)
+    return config

@@ -1,0 +1,61 @@
+"""`agnews-pipeline run` and `retrain` (the pipeline under the pipeline root's lock; retrain skips unchanged
+data and exits with the codes schedulers read) and `train-worker` (one worker of a multi-worker training
+job)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from apps.cli.exit_codes import EXIT_FAILED, EXIT_FOR_KIND, EXIT_NO_NEW_DATA, EXIT_NOT_BLESSED, EXIT_OK
+from apps.cli.utils import UsageError, _check_root
+from pipeline import dag
+from pipeline.logs import Console
+
+
+def _cmd_run(args, config, console: Console) -> int:
+    from pipeline.root import root_lock
+    from pipeline.runner import Runner, step_range, summarize
+    if args.command == "retrain" and (args.until or args.from_step or args.only):
+        # A partial run can never push, and counting it as the last retrain would hide the data from the next.
+        raise UsageError("--until, --from and --only are not allowed with retrain (it always runs the whole "
+                         "pipeline); use `agnews-pipeline run --until/--from/--only STEP`")
+    try:
+        step_range(list(dag.STEP_NAMES), args.from_step, args.until, args.only)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    _check_root(config.pipeline_root())
+    with root_lock(config.pipeline_root(), args.lock_timeout):
+        runner = Runner(config, log=console)
+        try:
+            data_fingerprint = runner.data_fingerprint()
+            if args.command == "retrain":
+                last = runner.store.last_successful_run("retrain")
+                if not args.force and last is not None and last["data_fingerprint"] == data_fingerprint:
+                    console.event("retrain_skipped", f"retrain: the input data is unchanged since run {last['id']} "
+                                  f"(fingerprint {data_fingerprint[:12]}); nothing to do (use --force to run anyway)",
+                                  last_run=last["id"])
+                    return EXIT_NO_NEW_DATA
+            result = runner.run(until=args.until, use_cache=not args.no_cache, rerun=tuple(args.rerun),
+                                command=args.command, data_fingerprint=data_fingerprint,
+                                from_step=args.from_step, only=args.only)
+        finally:
+            runner.close()
+    console.event("summary", summarize(result), status=result.status, outcome=result.outcome,
+                  run_dir=str(result.run_dir))
+    if result.status != "succeeded":
+        console.error(f"\nERROR: {result.error}")
+        return EXIT_FOR_KIND.get(result.error_kind, EXIT_FAILED)
+    if args.command == "retrain" and not result.delivered:
+        return EXIT_NOT_BLESSED
+    return EXIT_OK
+
+
+def _cmd_train_worker(args) -> int:
+    from library import multi_worker
+    try:
+        workers = multi_worker.parse_workers(args.workers)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout must be positive, got {args.timeout}")
+    from components.trainer import executor as trainer_executor
+    return trainer_executor.worker_main(Path(args.pipeline_root).resolve(), workers, args.index, args.timeout)

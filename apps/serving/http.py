@@ -1,0 +1,326 @@
+"""The server of `agnews-pipeline serve`: aiohttp handlers for TF Serving's REST routes, the app, and its
+lifecycle. Client code written for TF Serving works unchanged against it:
+
+  GET  /v1/models/<name>[/versions/<N>]            version status
+  GET  /v1/models/<name>[/versions/<N>]/metadata   signatures
+  POST /v1/models/<name>[/versions/<N>]:predict    {"signature_name"?, "instances": [...]}  -> {"predictions": [...]}
+                                                   {"signature_name"?, "inputs": ...}       -> {"outputs": ...}
+  POST /v1/models/<name>[/versions/<N>]:classify   {"signature_name"?, "context"?, "examples": [{feature: value}]}
+                                                   -> {"results": [[[class, score], ...], ...]}
+
+Concurrent :predict and :classify requests for the same version and signature are merged into one model call
+(apps/serving/batching.py, TF Serving's batching layer; --no-batching turns it off). The model runs in batch
+threads so the event loop keeps accepting requests; SIGTERM (or SIGINT) stops accepting, lets queued and
+in-flight requests finish, and exits 0.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import orjson
+from aiohttp import web
+
+from apps.serving.batching import Batcher, BatchingOptions, Overloaded
+from apps.serving.codec import ServingError, _error_line, _example, _json_response, _to_array, _to_json
+from apps.serving.metrics import METRICS_PATH, ServerMetrics
+from apps.serving.versions import CLASSIFY_METHOD, DEFAULT_SIGNATURE, Servable, VersionWatcher, _run_model
+
+
+@dataclass
+class ModelServer:
+    model_name: str
+    watcher: VersionWatcher
+    batcher: Batcher
+    max_request_bytes: int
+    metrics: ServerMetrics | None = None
+    requests_in_flight: int = field(default=0)
+
+    def servable(self, request: web.Request) -> Servable:
+        name, version = request.match_info["model"], request.match_info.get("version")
+        spec = f"Specific({name}, {version})" if version else f"Latest({name})"
+        current = self.watcher.current
+        if name != self.model_name or current is None or (version is not None and int(version) != current.version):
+            raise ServingError(404, f"Servable not found for request: {spec}")
+        return current
+
+    async def body(self, request: web.Request) -> dict:
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ServingError(413, f"request body is larger than the limit of {self.max_request_bytes} bytes "
+                                    "(send fewer instances per request, or start serve with a higher "
+                                    "--max-request-bytes)") from None
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            raise ServingError(400, f"JSON Parse error: {error}") from None
+        if not isinstance(parsed, dict):
+            raise ServingError(400, "JSON Parse error: the request body must be a JSON object")
+        return parsed
+
+    async def status(self, request: web.Request) -> web.Response:
+        name, version = request.match_info["model"], request.match_info.get("version")
+        states = []
+        if name == self.model_name:
+            if self.watcher.current is not None:
+                states.append((self.watcher.current.version, "AVAILABLE"))
+            loading = self.watcher.loading
+            if loading is not None:
+                states.append((loading, "LOADING"))
+            if version is not None:
+                states = [state for state in states if state[0] == int(version)]
+        if not states:
+            raise ServingError(404, f"Could not find version {version} of model {name}" if version
+                               else f"Could not find any versions of model {name}")
+        return _json_response({"model_version_status": [
+            {"version": str(v), "state": state, "status": {"error_code": "OK", "error_message": ""}}
+            for v, state in sorted(states, reverse=True)]})
+
+    async def metadata(self, request: web.Request) -> web.Response:
+        servable = self.servable(request)
+        return _json_response({
+            "model_spec": {"name": self.model_name, "signature_name": "", "version": str(servable.version)},
+            "metadata": {"signature_def": servable.metadata}})
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        return self.metrics.page()
+
+    async def call(self, request: web.Request) -> web.Response:
+        verb = request.match_info["verb"]
+        if verb not in ("predict", "classify"):
+            raise ServingError(404, f"Malformed request: POST {request.path} (the verbs are :predict and "
+                                    ":classify)")
+        self.requests_in_flight += 1  # from its arrival: its body may still be on the way
+        try:
+            servable = self.servable(request)
+            body = await self.body(request)
+            handle = self.predict if verb == "predict" else self.classify
+            return _json_response(await handle(servable, body))
+        finally:
+            self.requests_in_flight -= 1
+
+    async def run_signature(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray],
+                            rows: int | None) -> dict:
+        """Queues the request for a batch (rows=None: not split along a first axis, so it runs alone) and
+        waits for its own rows of the outputs; TensorFlow's argument errors become 400s."""
+        import tensorflow as tf
+
+        solo = rows is None or not servable.batchable[signature]
+        try:
+            answer = self.batcher.submit(servable, signature, inputs, rows or 0, solo=solo)
+        except Overloaded as error:
+            raise ServingError(503, f"the server is overloaded: {error}; retry later",
+                               headers={"Retry-After": "1"}) from None
+        try:
+            return await answer
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
+            raise ServingError(400, _error_line(error)) from None
+
+    def signature(self, servable: Servable, body: dict, default: str) -> str:
+        name = body.get("signature_name") or default
+        if not isinstance(name, str) or name not in servable.functions:
+            raise ServingError(404, f"Serving signature key \"{name}\" not found; this model has "
+                                    f"{sorted(servable.functions)}")
+        return name
+
+    async def predict(self, servable: Servable, body: dict) -> dict:
+        signature = self.signature(servable, body, DEFAULT_SIGNATURE)
+        specs = servable.inputs[signature]
+        if ("instances" in body) == ("inputs" in body):
+            raise ServingError(400, "the request must have exactly one of \"instances\" (row format) or "
+                                    "\"inputs\" (columnar format)")
+        if "instances" in body:
+            instances = body["instances"]
+            if not isinstance(instances, list):
+                raise ServingError(400, "\"instances\" must be a JSON list")
+            if len(specs) == 1 and all(isinstance(instance, str) for instance in instances):
+                columns = {next(iter(specs)): instances}  # plain texts: nothing to unpack
+            else:
+                columns = {name: [] for name in specs}
+                for index, instance in enumerate(instances):
+                    named = self._named_inputs(instance, specs, f"instances[{index}]")
+                    for name in specs:
+                        columns[name].append(named[name])
+        else:
+            columns = self._named_inputs(body["inputs"], specs, "inputs")
+        arrays = {name: _to_array(value, specs[name], f"input {name!r}") for name, value in columns.items()}
+        first_axes = {array.shape[0] if array.ndim else None for array in arrays.values()}
+        rows = first_axes.pop() if len(first_axes) == 1 else None
+        outputs = await self.run_signature(servable, signature, arrays, rows)
+        converted = {name: _to_json(name, value) for name, value in outputs.items()}
+        if "inputs" in body:
+            return {"outputs": next(iter(converted.values())) if len(converted) == 1 else converted}
+        if len(converted) == 1:
+            return {"predictions": next(iter(converted.values()))}
+        return {"predictions": [{name: column[i] for name, column in converted.items()}
+                                for i in range(len(body["instances"]))]}
+
+    @staticmethod
+    def _named_inputs(value: Any, specs: dict, where: str) -> dict:
+        """{input name: value}: a lone value is the signature's only input; an object names every input."""
+        if len(specs) == 1:
+            (only,) = specs
+            if isinstance(value, dict) and set(value) != {"b64"}:
+                if set(value) != {only}:
+                    raise ServingError(400, f"{where}: the signature takes one input named {only!r}, got "
+                                            f"{sorted(value)}")
+                return value
+            return {only: value}
+        if not isinstance(value, dict):
+            raise ServingError(400, f"{where}: the signature takes inputs {sorted(specs)}; send an object "
+                                    "with one value per input")
+        missing, unknown = sorted(set(specs) - set(value)), sorted(set(value) - set(specs))
+        if missing or unknown:
+            raise ServingError(400, f"{where}: missing inputs {missing}, unknown inputs {unknown}; the "
+                                    f"signature takes {sorted(specs)}")
+        return value
+
+    async def classify(self, servable: Servable, body: dict) -> dict:
+        # TF Serving defaults to serving_default; here that is a predict signature, so the model's
+        # classification signature is the default instead (TF Serving needs "signature_name": "classify").
+        classify_signatures = sorted(n for n, method in servable.methods.items() if method == CLASSIFY_METHOD)
+        default = DEFAULT_SIGNATURE if servable.methods.get(DEFAULT_SIGNATURE) == CLASSIFY_METHOD else (
+            classify_signatures[0] if classify_signatures else DEFAULT_SIGNATURE)
+        signature = self.signature(servable, body, default)
+        if servable.methods[signature] != CLASSIFY_METHOD:
+            raise ServingError(400, f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
+                                    f"Was: {servable.methods[signature]}")
+        examples, context = body.get("examples"), body.get("context", {})
+        if not isinstance(examples, list) or not isinstance(context, dict):
+            raise ServingError(400, "a :classify request needs \"examples\": a list of JSON objects "
+                                    "(and optionally \"context\": one JSON object shared by all examples)")
+        serialized = np.empty(len(examples), dtype=object)
+        serialized[:] = [_example(example, context, f"examples[{i}]") for i, example in enumerate(examples)]
+        (input_name,) = servable.inputs[signature]
+        outputs = await self.run_signature(servable, signature, {input_name: serialized}, len(examples))
+        scores = outputs["scores"].tolist()
+        classes = (_to_json("classes", outputs["classes"]) if "classes" in outputs
+                   else [[str(i) for i in range(len(row))] for row in scores])
+        return {"results": [[[label, score] for label, score in zip(row_classes, row_scores)]
+                            for row_classes, row_scores in zip(classes, scores)]}
+
+
+def _api(request: web.Request) -> str:
+    """The metrics' name for what a request asked: predict, classify, metadata, status or other."""
+    verb = request.match_info.get("verb")
+    if verb in ("predict", "classify"):
+        return verb
+    if request.match_info.get("model") is not None and request.method == "GET":
+        return "metadata" if request.path.endswith("/metadata") else "status"
+    return "other"
+
+
+def _answer_errors_as_json(metrics: ServerMetrics | None):
+    @web.middleware
+    async def answer(request: web.Request, handler):
+        """Every error answer has TF Serving's shape, {"error": "..."}, including aiohttp's own 404/405; every
+        answer to a model route is counted."""
+        started = time.monotonic()
+        code = 499  # the client went away (the handler was cancelled)
+        try:
+            response = await _errors_as_json(request, handler)
+            code = response.status
+            return response
+        finally:
+            if metrics is not None and request.path != METRICS_PATH:
+                metrics.request(_api(request), code, time.monotonic() - started)
+    return answer
+
+
+async def _errors_as_json(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ServingError as error:
+        return _json_response({"error": str(error)}, status=error.status, headers=error.headers)
+    except web.HTTPRequestEntityTooLarge as error:
+        return _json_response({"error": error.text}, status=413)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return _json_response({"error": f"Malformed request: {request.method} {request.path}"},
+                              status=404 if error.status in (404, 405) else error.status)
+    except Exception as error:  # a bug answers 500 with one line, never a traceback page
+        request.app["log"](f"serve: {request.method} {request.path} failed: {type(error).__name__}: {error}")
+        return _json_response({"error": f"internal error: {type(error).__name__}: {error}"}, status=500)
+
+
+def build_app(server: ModelServer) -> web.Application:
+    app = web.Application(middlewares=[_answer_errors_as_json(server.metrics)],
+                          client_max_size=server.max_request_bytes)
+    app["log"] = server.watcher.log
+    model = r"/v1/models/{model:[^/:]+}"
+    version = r"/versions/{version:\d+}"
+    for prefix in (model, model + version):
+        app.router.add_get(prefix, server.status)
+        app.router.add_get(prefix + "/metadata", server.metadata)
+        app.router.add_post(prefix + r":{verb:[A-Za-z]+}", server.call)
+    if server.metrics is not None:
+        app.router.add_get(METRICS_PATH, server.metrics_page)
+    return app
+
+
+async def _serve(server: ModelServer, host: str, port: int, log: Callable[[str], None]) -> None:
+    # handler_cancellation: a request whose client went away is cancelled, which drops it from its batch queue.
+    runner = web.AppRunner(build_app(server), access_log=None, shutdown_timeout=30.0, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound_port = site._server.sockets[0].getsockname()[1]  # the real port when --port 0 was asked
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    options = server.batcher.options
+    log(f"serve: listening on http://{host}:{bound_port}/v1/models/{server.model_name} "
+        f"(serving folder {server.watcher.serving_dir}; "
+        + (f"batching up to {options.max_batch_size} rows, timeout {options.batch_timeout_micros} us, "
+           f"{options.num_batch_threads} batch threads)" if options.enabled else
+           f"batching off, {options.num_batch_threads} model threads)"))
+    await stop.wait()
+    log(f"serve: stopping; finishing {server.requests_in_flight} requests in flight")
+    server.batcher.drain()
+    await runner.cleanup()  # stops accepting, waits for in-flight (and so queued) requests, closes connections
+
+
+def serve(serving_dir: Path, model_name: str = "agnews", host: str = "127.0.0.1", port: int = 8501,
+          poll_seconds: float = 1.0, max_request_bytes: int = 8 << 20,
+          batching: BatchingOptions | None = None, log: Callable[[str], None] | None = None) -> None:
+    """Runs the server until SIGTERM or SIGINT. Loads the newest version before it starts listening. `log`
+    prints its lines (default: to stderr); a line that cannot be written (its disk is full) is dropped and the
+    server keeps answering."""
+    batching = batching or BatchingOptions()
+
+    def log_to_stderr(message: str) -> None:
+        try:
+            print(message, file=sys.stderr, flush=True)
+        except OSError:
+            pass
+
+    log = log or log_to_stderr
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    watcher = VersionWatcher(Path(serving_dir), poll_seconds, log,
+                             batching.batch_sizes() if batching.enabled else ())
+    watcher.poll_once()
+    if watcher.current is None:
+        log(f"serve: no loadable version under {serving_dir} yet; answering 404 until one is pushed")
+    watcher.start()
+    batcher = Batcher(batching, _run_model)
+    metrics = ServerMetrics(model_name, watcher, batcher)
+    batcher.on_batch, batcher.on_dropped = metrics.batch, metrics.dropped_rows
+    server = ModelServer(model_name, watcher, batcher, max_request_bytes, metrics)
+    metrics.in_flight.set_function(lambda: server.requests_in_flight)
+    try:
+        asyncio.run(_serve(server, host, port, log))
+    finally:
+        watcher.stop()
+        batcher.shutdown()
+    log("serve: stopped")

@@ -1,0 +1,73 @@
+"""GET /monitoring/prometheus/metrics (TF Serving's path): requests by API and status, latencies, batch sizes,
+padding, the queue and the served version, from the server's own Prometheus registry."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from apps.serving.batching import Batcher, BatchStats
+from apps.serving.versions import VersionWatcher
+
+METRICS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's --monitoring_config_file default path
+
+LATENCY_BUCKETS = (.0005, .001, .002, .003, .005, .0075, .01, .015, .02, .03, .05, .075, .1, .15, .2, .3, .5,
+                   .75, 1, 2, 5, 10, 30)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ServerMetrics:
+    """The Prometheus page at METRICS_PATH. Its own registry: nothing global, one server per process."""
+
+    def __init__(self, model_name: str, watcher: VersionWatcher, batcher: Batcher):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.model_name = model_name
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.requests = Counter("serve_requests", "Answered requests by API and HTTP status (499: the client "
+                                "went away first)", ["model", "api", "code"], registry=registry)
+        self.latency = Histogram("serve_request_latency_seconds", "From a request's arrival to its answer",
+                                 ["model", "api"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.batch_rows = Histogram("serve_batch_size", "Rows of real requests per model call (its _count is "
+                                    "the number of model calls)", ["model", "signature"], buckets=BATCH_BUCKETS,
+                                    registry=registry)
+        self.batch_requests = Histogram("serve_batch_requests", "Requests merged into one model call",
+                                        ["model", "signature"], buckets=BATCH_BUCKETS, registry=registry)
+        self.padding = Counter("serve_padding_rows", "Rows added to reach an allowed batch size",
+                               ["model", "signature"], registry=registry)
+        self.queue_latency = Histogram("serve_queue_latency_seconds", "From a request's arrival in the queue "
+                                       "to the start of its model call", ["model"], buckets=LATENCY_BUCKETS,
+                                       registry=registry)
+        self.model_latency = Histogram("serve_model_latency_seconds", "One model call, from the batch's input "
+                                       "arrays to its output arrays", ["model", "signature"],
+                                       buckets=LATENCY_BUCKETS, registry=registry)
+        self.dropped = Counter("serve_dropped_rows", "Queued rows dropped because their client went away",
+                               ["model"], registry=registry)
+        Gauge("serve_queue_rows", "Rows waiting in the batch queues", ["model"],
+              registry=registry).labels(model_name).set_function(batcher.queued_rows)
+        Gauge("serve_model_version", "The version served (0: none yet)", ["model"], registry=registry).labels(
+            model_name).set_function(lambda: watcher.current.version if watcher.current else 0)
+        self.in_flight = Gauge("serve_requests_in_flight", "Predict and classify requests received and not yet "
+                               "answered", ["model"], registry=registry).labels(model_name)
+
+    def request(self, api: str, code: int, seconds: float) -> None:
+        self.requests.labels(self.model_name, api, str(code)).inc()
+        self.latency.labels(self.model_name, api).observe(seconds)
+
+    def batch(self, stats: BatchStats) -> None:
+        """Called from a batch thread (prometheus_client is thread-safe)."""
+        self.batch_rows.labels(self.model_name, stats.signature).observe(stats.rows)
+        self.batch_requests.labels(self.model_name, stats.signature).observe(stats.requests)
+        if stats.padded_rows > stats.rows:
+            self.padding.labels(self.model_name, stats.signature).inc(stats.padded_rows - stats.rows)
+        queue = self.queue_latency.labels(self.model_name)
+        for seconds in stats.queue_seconds:
+            queue.observe(seconds)
+        self.model_latency.labels(self.model_name, stats.signature).observe(stats.model_seconds)
+
+    def dropped_rows(self, rows: int) -> None:
+        self.dropped.labels(self.model_name).inc(rows)
+
+    def page(self) -> web.Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,161 @@
+"""The served SavedModel versions, after TF Serving's file-system source with its default policy (serve the
+latest version): the serving folder is polled; a numeric folder higher than the served one is loaded and
+warmed up (replaying assets.extra/tf_serving_warmup_requests) in the background while the old version keeps
+answering, then it replaces the old one. Hidden folders (the pusher's `.push-*` temporaries) are never
+looked at, and a version that fails to load or warm up is reported and retried only when its files change.
+_run_model is one call of a loaded version's signature, in a batch thread."""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from apps.serving.codec import _error_line
+from library.layouts import SAVED_MODEL_FILE, WARMUP_FILE, has_saved_model, serving_version_dir, serving_versions
+
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+DEFAULT_SIGNATURE = "serving_default"
+
+
+@dataclass
+class Servable:
+    """One loaded version: the SavedModel and, per signature, its function, inputs, outputs and method."""
+    version: int
+    path: Path
+    model: Any  # keeps the SavedModel's variables alive
+    functions: dict[str, Any]
+    inputs: dict[str, dict[str, Any]]  # signature -> input name -> tf.TensorSpec
+    methods: dict[str, str]
+    metadata: dict[str, Any]  # signature_def map in TF Serving's JSON form
+    batchable: dict[str, bool]  # signature -> every input has a free first (batch) dimension
+
+
+def load_servable(path: Path, version: int, batch_sizes: tuple[int, ...] = ()) -> tuple[Servable, int]:
+    """Loads a version folder and replays its warm-up requests; returns (servable, number of requests)."""
+    import tensorflow as tf
+    from google.protobuf import json_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    model = tf.saved_model.load(str(path))
+    proto = saved_model_pb2.SavedModel.FromString((path / SAVED_MODEL_FILE).read_bytes())
+    signature_defs = {name: definition for name, definition in proto.meta_graphs[0].signature_def.items()
+                      if name in model.signatures}
+    functions = {name: model.signatures[name] for name in signature_defs}
+    servable = Servable(
+        version=version, path=path, model=model, functions=functions,
+        inputs={name: dict(function.structured_input_signature[1]) for name, function in functions.items()},
+        methods={name: definition.method_name for name, definition in signature_defs.items()},
+        metadata={"signature_def": {name: json_format.MessageToDict(definition, preserving_proto_field_name=True)
+                                    for name, definition in sorted(signature_defs.items())}},
+        batchable={name: all(spec.shape.rank and spec.shape[0] is None
+                             for spec in function.structured_input_signature[1].values())
+                   for name, function in functions.items()})
+    return servable, _warm_up(servable, batch_sizes)
+
+
+def _warm_up(servable: Servable, batch_sizes: tuple[int, ...] = ()) -> int:
+    """Replays the warm-up file's PredictLog requests, as TF Serving does before a version takes traffic, then
+    (once per signature) each request's first row repeated to every batch size the batcher pads to, so the
+    first batch of each size does not pay for it."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    warmup_file = servable.path / WARMUP_FILE
+    if not warmup_file.is_file():
+        return 0
+    count = 0
+    sized: set[str] = set()
+    for record in tf.data.TFRecordDataset(str(warmup_file)).as_numpy_iterator():
+        log = prediction_log_pb2.PredictionLog.FromString(record)
+        if log.WhichOneof("log_type") != "predict_log":
+            continue  # this model's warm-up file holds predict requests only
+        request = log.predict_log.request
+        signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
+        servable.functions[signature](**{name: tf.constant(array) for name, array in inputs.items()})
+        count += 1
+        if signature not in sized and servable.batchable[signature] and all(len(a) for a in inputs.values()):
+            sized.add(signature)
+            for size in batch_sizes:
+                servable.functions[signature](**{name: tf.constant(np.repeat(array[:1], size, axis=0))
+                                                 for name, array in inputs.items()})
+    return count
+
+
+def _folder_stamp(path: Path) -> tuple:
+    """Changes when any file in the folder changes: a failed version is retried only after that."""
+    return tuple(sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+                        for p in path.rglob("*") if p.is_file()))
+
+
+class VersionWatcher:
+    """Serves the highest loadable numeric version under `serving_dir`; polls for new ones in a thread."""
+
+    def __init__(self, serving_dir: Path, poll_seconds: float, log: Callable[[str], None],
+                 batch_sizes: tuple[int, ...] = ()):
+        self.serving_dir = serving_dir
+        self.poll_seconds = poll_seconds
+        self.log = log
+        self.batch_sizes = batch_sizes  # warmed up at load
+        self.current: Servable | None = None  # replaced by one assignment: a request keeps the one it took
+        self.loading: int | None = None
+        self.failed: dict[int, tuple[tuple, str]] = {}  # version -> (folder stamp, error)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll_forever, name="version-watcher", daemon=True)
+
+    def versions_on_disk(self) -> list[int]:
+        return sorted((version for version in serving_versions(self.serving_dir)
+                       if has_saved_model(serving_version_dir(self.serving_dir, version))), reverse=True)
+
+    def poll_once(self) -> None:
+        for version in self.versions_on_disk():
+            if self.current is not None and version <= self.current.version:
+                return  # the served version is still the newest loadable one
+            path = serving_version_dir(self.serving_dir, version)
+            stamp = _folder_stamp(path)
+            if version in self.failed and self.failed[version][0] == stamp:
+                continue  # failed before and unchanged since: try the next lower version
+            self.loading = version
+            started = time.monotonic()
+            try:
+                servable, warmup_count = load_servable(path, version, self.batch_sizes)
+            except Exception as error:  # keep serving the old version; report why
+                message = _error_line(error)
+                self.failed[version] = (stamp, message)
+                self.log(f"serve: version {version} failed to load, still serving "
+                         f"{self.current.version if self.current else 'nothing'}: {message}")
+                continue
+            finally:
+                self.loading = None
+            self.failed.pop(version, None)
+            previous, self.current = self.current, servable
+            self.log(f"serve: version {version} loaded and warmed up ({warmup_count} warm-up requests) in "
+                     f"{time.monotonic() - started:.1f}s; now serving it"
+                     + (f" instead of version {previous.version}" if previous else ""))
+            return
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _poll_forever(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            self.poll_once()
+
+
+def _run_model(servable: Servable, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """In a batch thread: one call of the signature; the string tensor of a batch is built here, once."""
+    import tensorflow as tf
+
+    specs = servable.inputs[signature]
+    outputs = servable.functions[signature](**{name: tf.constant(array, dtype=specs[name].dtype)
+                                               for name, array in inputs.items()})
+    return {name: value.numpy() for name, value in outputs.items()}

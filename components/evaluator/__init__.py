@@ -1,0 +1,1 @@
+"""Evaluator: measures the candidate serving model with TFMA and decides whether it is blessed."""

@@ -1,0 +1,4 @@
+"""The evaluator's light side: nothing to declare. It reads no outside data and its inputs, including the
+baseline model a Resolver finds, are named in contract/names.py, so the DAG takes only executor.run from it; the
+module is here so every step has the same shape and pyproject.toml's import contracts cover it.
+"""

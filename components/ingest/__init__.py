@@ -1,0 +1,1 @@
+"""Ingest: reads AG News, quarantines bad rows, and writes train/eval/test splits of tf.train.Example."""

@@ -1,0 +1,1 @@
+"""Trainer: trains the tuner's chosen architecture and hyperparameters and exports it for serving."""

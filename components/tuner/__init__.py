@@ -1,0 +1,1 @@
+"""Tuner: a KerasTuner search over one architecture's hyperparameters, scored on the eval split."""

@@ -1,0 +1,17 @@
+"""Validate's light side, read by the DAG without running the step: the fingerprint of the schema file the
+examples are validated against (`validate.schema`), part of the step's cache key.
+"""
+from __future__ import annotations
+
+import hashlib
+
+from contract.artifacts import ComponentError
+from contract.config import ValidateConfig
+
+
+def external_fingerprint(config: ValidateConfig) -> str:
+    """SHA-256 of the schema file: validation's result depends on it."""
+    path = config.schema_path()
+    if not path.is_file():
+        raise ComponentError(f"validate: schema file not found: {path} (set validate.schema)")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
