@@ -4,7 +4,7 @@ every output file compared byte for byte, each dask worker's peak RSS against it
 lines that announce memory trouble, and the elements entering each shuffle (after combiner lifting).
 
     python benchmarks/generate_data.py --source ../shared/data/ag_news --rows 120000 --out /tmp/ag_news_120k
-    python benchmarks/bench_dask_scale.py --data /tmp/ag_news_120k --repeats 5 --out benchmarks/results/dask_scale_127k.json
+    python benchmarks/bench_dask_scale.py --data /tmp/ag_news_120k --repeats 5 --out benchmarks/results/dask_scale_127k_fused.json
 
 The reference (in_memory) runs first, then the dask runs one after the other; a JSON line per run is printed as
 it finishes, so an interrupted benchmark still leaves its finished runs in the log. `--no-lifting` adds one

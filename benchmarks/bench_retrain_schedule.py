@@ -4,7 +4,7 @@ per step, whether the tuner searched, what the trainer started from, its epochs,
 test set per retrain.
 
     python benchmarks/bench_retrain_schedule.py --source ../shared/data/ag_news --fractions 0.6,0.8,1.0 \
-        --out benchmarks/results/retrain_schedule_agnews.json
+        --out /tmp/retrain_schedule_growth.json
 
 The train rows of --source are shuffled once (seeded) and cut into growing prefixes (the first fraction, then
 each later one): the data a weekly job sees grow. test.csv is the fixed test set of every retrain. The first

@@ -2,8 +2,9 @@
 --multi-processing) and writes a table (per step: seconds, microseconds per row, peak memory of all processes)
 and a plot of per-row cost against rows for DirectRunner in_memory, multi_processing(2) and dask(2).
 
-    python benchmarks/cost_growth.py benchmarks/results/dask_scale_12k.json benchmarks/results/dask_scale_127k.json \
-        benchmarks/results/dask_scale_1200k.json --out benchmarks/results/cost_growth
+    python benchmarks/cost_growth.py benchmarks/results/dask_scale_12k_fused.json \
+        benchmarks/results/dask_scale_127k_fused.json benchmarks/results/dask_scale_1200k_for_cost_growth.json \
+        --out benchmarks/results/cost_growth
 """
 from __future__ import annotations
 
