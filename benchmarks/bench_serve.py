@@ -112,9 +112,9 @@ steps = {}
 for size in (1, 64):
     batch = texts[100:100 + size]
     raw = json.dumps({"instances": batch}).encode()
-    array = codec._to_array(batch, spec, "input")
-    outputs = versions._run_model(servable, "serving_default", {"text": array})
-    converted = {name: codec._to_json(name, value) for name, value in outputs.items()}
+    array = codec.request_array(batch, spec, "input")
+    outputs = versions.run_model(servable, "serving_default", {"text": array})
+    converted = {name: codec.response_json(name, value) for name, value in outputs.items()}
     answer = {"predictions": [{name: column[i] for name, column in converted.items()} for i in range(size)]}
     executor = concurrent.futures.ThreadPoolExecutor(1)
 
@@ -131,10 +131,10 @@ for size in (1, 64):
         "orjson.loads (after)": median_us(lambda: orjson.loads(raw)),
         "tensor per request: tf.constant (before)": median_us(lambda: tf.constant([t.encode() for t in batch])),
         "input check, bytes array (after; the tensor is built once per batch)":
-            median_us(lambda: codec._to_array(batch, spec, "input")),
-        "model call incl. tensor and .numpy()": median_us(lambda: versions._run_model(
+            median_us(lambda: codec.request_array(batch, spec, "input")),
+        "model call incl. tensor and .numpy()": median_us(lambda: versions.run_model(
             servable, "serving_default", {"text": array}), repeat=50 if size > 1 else 300),
-        "outputs to JSON values": median_us(lambda: {n: codec._to_json(n, v) for n, v in outputs.items()}),
+        "outputs to JSON values": median_us(lambda: {n: codec.response_json(n, v) for n, v in outputs.items()}),
         "json.dumps (before)": median_us(lambda: json.dumps(answer).encode()),
         "orjson.dumps (after)": median_us(lambda: orjson.dumps(answer)),
         "event loop -> thread -> event loop": asyncio.run(hops()),

@@ -9,11 +9,9 @@ window is the newest `num_spans` of them after `exclude` and `skip_recent`, or e
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from contract.artifacts import ComponentError
 
@@ -94,10 +92,3 @@ def select_window(spans: list[Span], *, num_spans: int, min_spans: int, skip_rec
                              "Nothing was trained.", TOO_FEW_SPANS)
     return window
 
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

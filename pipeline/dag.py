@@ -6,7 +6,7 @@ the configuration section it receives. What is special about a step is declared 
 store and the views name no step: its headline properties (the facts the run summary, the report, `show` and
 `runs` print), the outside data it reads (part of its cache key; the source step's is the pipeline's input
 data), and what it delivers outside the pipeline root. A step's code version is derived from the project modules
-its component imports (pipeline/code_version.py). The runner executes the steps in this order.
+its component imports (library/code_version.py). The runner executes the steps in this order.
 
 Each step is a package components/<step>/: its spec (input names and the helpers read without running the
 step) and its executor (run() and the rest). Importing this module imports every step's spec and executor, which

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline import dag
-from contract.artifacts import write_json_atomic
+from contract.files import write_json_atomic
 from pipeline.metadata import MetadataStore
 from pipeline.step_execution import StepResult
 

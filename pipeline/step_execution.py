@@ -20,7 +20,7 @@ from pipeline import dag, interrupts
 from pipeline.heartbeat import Heartbeat, estimate_for
 from contract.artifacts import Artifact, ComponentError, Runtime, fingerprint
 from contract.disk import disk_full
-from pipeline.code_version import code_version
+from library.code_version import code_version
 from contract.config import Config
 from library.beam_options import with_log_dir
 from library.layouts import step_log_file

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import toy_components
 from pipeline import dag
-from pipeline.code_version import PROJECT_PACKAGES, PROJECT_ROOT, code_version, project_modules
+from library.code_version import PROJECT_PACKAGES, PROJECT_ROOT, code_version, project_modules
 from contract.config_loading import load_config
 from pipeline.runner import Runner
 

@@ -413,7 +413,7 @@ def test_bad_pipeline_input_is_one_line_and_runs_nothing(tmp_path, config):
         (["run", "--config", config, "--beam-arg=--direct_num_workers=abc", "--pipeline-root", root], 2,
          "--direct_num_workers: invalid int value"),
         (["retrain", "--config", config, "--until", "ingest", "--pipeline-root", root], 2,
-         "not allowed with retrain"),
+         "unrecognized arguments: --until ingest"),
     ]
     for args, code, expected in cases:
         one_line(agnews(*args), code, expected)

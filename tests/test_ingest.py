@@ -221,13 +221,6 @@ def test_a_runner_that_loses_rows_fails_the_step_with_one_line(sample_dir, tmp_p
     assert (found[1], found[2]) == (f"{lines - 1:,}", f"{lines:,}")
 
 
-@pytest.mark.parametrize("text, lines", [(b"", 0), (b"a\n", 1), (b"a", 1), (b"a\nb", 2), (b"\n\n", 2)])
-def test_count_lines_counts_a_last_line_without_newline(tmp_path, text, lines):
-    path = tmp_path / "f.csv"
-    path.write_bytes(text)
-    assert ag_news_csv.count_lines(str(path)) == lines
-
-
 def test_line_numbers_are_right_for_every_chunk_size(tmp_path):
     content = b'first\r\n\n"third, a longer line"\nfourth\n\n\nseventh without newline'
     path = tmp_path / "lines.csv"

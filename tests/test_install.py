@@ -23,7 +23,7 @@ import pytest
 
 from conftest import SAMPLE_DIR
 from pipeline import dag
-from pipeline.code_version import code_version
+from library.code_version import code_version
 
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ import importlib, json, sys
 from contract.config import ValidateConfig
 from contract.config_loading import default_config_file
 from pipeline import dag
-from pipeline.code_version import code_version, project_modules
+from library.code_version import code_version, project_modules
 steps = {step.name: step.component.__module__ for step in dag.STEPS}
 files = {name: importlib.import_module(name).__file__ for name in ("apps.cli", "apps.serving.http", "apps.predict",
                                                                       "engines.dask.runner", "schemas", "configs")}

@@ -74,7 +74,7 @@ def test_random_search_scores_on_eval_and_writes_its_outputs(tuner_inputs, tmp_p
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     for trial in trials:
-        trial_dir = tmp_path / "tensorboard" / trial["trial_id"] / "execution0"
+        trial_dir = layouts.tensorboard_dir(tmp_path) / trial["trial_id"] / "execution0"
         hparams, tags = {}, set()
         for event_file in trial_dir.rglob("events.out.tfevents.*"):
             for event in tf.compat.v1.train.summary_iterator(str(event_file)):

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from library.evaluation_report import _headline, plot_confusion_matrix, plot_training_curves, render_report
+from library.evaluation_report import headline_metrics, plot_confusion_matrix, plot_training_curves, render_report
 from library.layouts import (CLASS_NAMES, CONFUSION_MATRIX_FILE, EVALUATION_REPORT_FILE, EXAMPLE_FILE_SUFFIX,
                              NEWEST_SPAN_TFMA_DIR, TFMA_DIR, TRAINING_CURVES_FILE,
                              bucket_dir_name, bucket_files, bucket_of, existing_serving_model_dir,
@@ -106,7 +106,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
                            if name in slices[CANDIDATE]},
         "bucket_counts": {"evaluated": bucket_counts, "transformed_test_split": transformed_counts},
         "baseline": None if baseline_metrics is None else {
-            "model_uri": str(baseline.uri), **_headline(baseline_metrics),
+            "model_uri": str(baseline.uri), **headline_metrics(baseline_metrics),
             "accuracy_change": candidate["accuracy"] - baseline_metrics["accuracy"]},
         "newest_span": newest_span,
         "thresholds": thresholds,

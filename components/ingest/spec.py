@@ -29,20 +29,20 @@ class Source:
     path: str
 
 
-def _csv_dir(config: IngestConfig) -> str:
+def csv_dir(config: IngestConfig) -> str:
     folder = config.data[len("csv:"):]
     return folder if "://" in folder else str(Path(folder).expanduser().resolve())
 
 
-def _is_stream(config: IngestConfig) -> bool:
-    folder = _csv_dir(config)
+def reads_stream(config: IngestConfig) -> bool:
+    folder = csv_dir(config)
     return "://" not in folder and span_stream.is_stream(folder, config.window.pattern)
 
 
 def window(config: IngestConfig) -> list[span_stream.Span]:
     """The spans of a stream source the run trains on, oldest first (a ComponentError of a window kind
     if it cannot be formed: library/spans.py)."""
-    folder = _csv_dir(config)
+    folder = csv_dir(config)
     test_file = os.path.join(folder, span_stream.FIXED_TEST_FILE)
     if not os.path.isfile(test_file):
         raise ComponentError(f"ingest: {folder} holds span folders but no test.csv (the fixed test set every run "
@@ -54,7 +54,7 @@ def window(config: IngestConfig) -> list[span_stream.Span]:
                                      newest=settings.newest, where=f"--data {config.data}")
 
 
-def _check_one_span(config: IngestConfig) -> None:
+def check_one_span(config: IngestConfig) -> None:
     """A source that is not a stream is one span: it can neither be pinned nor meet min_spans above 1."""
     where = f"--data {config.data} is one data set, not a stream of spans"
     if config.window.newest:
@@ -66,5 +66,5 @@ def _check_one_span(config: IngestConfig) -> None:
 
 
 def source_name(config: IngestConfig) -> str:
-    return f"csv:{_csv_dir(config)}" if config.data.startswith("csv:") else f"tfds:{config.tfds_name}"
+    return f"csv:{csv_dir(config)}" if config.data.startswith("csv:") else f"tfds:{config.tfds_name}"
 

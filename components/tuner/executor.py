@@ -46,9 +46,10 @@ if TYPE_CHECKING:  # for annotations; run() imports KerasTuner (and TensorFlow) 
 
 from components.tuner.spec import DRIFT_INPUT, DRIFT_PROPERTY, TUNED_INPUT
 from library import embeddings
-from library.durations import duration
+from contract.units import format_duration
 from library.layouts import (TRIALS_CSV_FILE, TRIALS_MARKDOWN_FILE, ModelInputSpec, bucket_files,
-                             read_best_hyperparameters, read_model_input, write_best_hyperparameters)
+                             read_best_hyperparameters, read_model_input, tensorboard_dir,
+                             write_best_hyperparameters)
 from library.models import (architecture_names, build_model, check_hyperparameters, default_hyperparameters,
                             describe_search_space, fixed_hyperparameters, hyperparameter_names,
                             parse_fixed_hyperparameters, search_space)
@@ -57,7 +58,6 @@ from contract.names import BEST_HYPERPARAMETERS, TRANSFORMED_EXAMPLES, TRANSFORM
 from contract.config import ConfigError, TunerConfig
 
 STATE_DIR = "tuner_state"
-TENSORBOARD_DIR = "tensorboard"
 EVAL_BATCH_SIZE = 256  # evaluation metrics do not depend on the batch size; larger batches are faster
 HYPERBAND_FACTOR = 3
 
@@ -70,7 +70,7 @@ def _search_model(architecture: str, model_input: ModelInputSpec, examples_dir: 
     import keras
     import keras_tuner
     from library.dataset import bucketed_batches
-    from library.progress import Progress, duration
+    from library.progress import Progress
 
     class SearchModel(keras_tuner.HyperModel):
         progress = None
@@ -89,7 +89,7 @@ def _search_model(architecture: str, model_input: ModelInputSpec, examples_dir: 
             if self.progress is not None:  # trials vary in epochs (Hyperband): the ETA is rough
                 self.trials_done += 1
                 self.log(f"tuner: trial {self.trials_done} ({len(history.history.get('loss', []))} epoch(s) x "
-                         f"{batches.num_examples:,} rows) in {duration(time.monotonic() - started)}; trials "
+                         f"{batches.num_examples:,} rows) in {format_duration(time.monotonic() - started)}; trials "
                          f"{self.progress.line(self.trials_done)} (rough)")
             return history
 
@@ -225,7 +225,7 @@ def retune_decision(inputs: dict[str, Artifact], config: TunerConfig, now: float
     since = int(previous.properties.get("runs_since_search", 0)) + 1
     age = (time.time() if now is None else now) - float(previous.properties.get("tuned_at", 0))
     origin = f"tuned in run {previous.properties.get('tuned_from')}"
-    ago = duration(age) if age < 86400 else f"{age / 86400:.1f} days"
+    ago = format_duration(age) if age < 86400 else f"{age / 86400:.1f} days"
     if policy.kind == "retrains" and since >= policy.every:
         return Decision(True, "every", f"searching: tuner.retune is {config.retune} and the hyperparameters "
                                        f"{origin} were reused by {since - 1} run(s)")
@@ -327,7 +327,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
                         f"follows each trial")
             hypermodel.track(config.max_trials, runtime.log)
             # KerasTuner gives a TensorBoard callback a folder per trial and adds the HParams plugin's callback.
-            logs = keras.callbacks.TensorBoard(log_dir=str(Path(output_dir) / TENSORBOARD_DIR))
+            logs = keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(output_dir)))
             tuner.search(epochs=config.max_epochs, verbose=2, callbacks=[logs])
         except RuntimeError as error:  # KerasTuner stops after several consecutive failed trials
             raise ComponentError(f"hyperparameter search failed: {error}") from None
