@@ -8,7 +8,7 @@ them. One grammar each, used by every setting and flag:
   "90min", "2h", "30d", "2w").
 
 Case does not matter and a space may stand between the number and its unit. Standard library only (the
-configuration validates with it)."""
+configuration validates with it). format_size and format_duration write them back for people."""
 from __future__ import annotations
 
 import re
@@ -43,6 +43,15 @@ def parse_duration(text: str | int | float) -> float:
     if seconds is None:
         raise ValueError(f"{text!r} is not a duration like 600 (seconds), 10s, 90min, 2h, 30d or 2w")
     return seconds
+
+
+def format_size(count: float) -> str:
+    """512 bytes, 12.0 KiB, 66.1 MiB, 1.5 GiB: in IEC units, which say they are powers of 1024."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if abs(count) < 1024:
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"
 
 
 def format_duration(seconds: float) -> str:

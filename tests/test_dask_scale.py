@@ -398,8 +398,9 @@ def test_a_task_failing_after_a_worker_left_fails_the_step_with_one_line_naming_
 
 @pytest.mark.parametrize("overrides, message", [
     (["pipeline.dask_stall_seconds=0"], "pipeline.dask_stall_seconds must be > 0, got 0"),
-    (["pipeline.dask_worker_memory=lots"], "pipeline.dask_worker_memory must be 'auto' or a size such as 4GiB"),
-    (["pipeline.dask_worker_memory=4 parsecs"], "pipeline.dask_worker_memory must be 'auto' or a size"),
+    (["pipeline.dask_worker_memory=lots"], "pipeline.dask_worker_memory must be auto or a size: 'lots' is not a "
+                                           "size like 500MB, 2GB"),
+    (["pipeline.dask_worker_memory=4 parsecs"], "pipeline.dask_worker_memory must be auto or a size"),
 ])
 def test_bad_dask_settings_fail_before_any_work(overrides, message):
     from contract.config import ConfigError
@@ -413,13 +414,14 @@ def test_the_dask_settings_reach_the_adapter(memory):
     from dask.utils import parse_bytes
 
     from contract.config_loading import load_config
-    from engines.dask.runner import DaskAdapterOptions
+    from engines.dask.runner import DaskAdapterOptions, worker_memory_limit
     from library.beam_options import all_beam_args, pipeline_options
     config = load_config(None, ["pipeline.beam_runner=dask", f"pipeline.dask_worker_memory={memory}",
                                 "pipeline.dask_stall_seconds=90"])
     adapter = pipeline_options(all_beam_args(config.pipeline)).view_as(DaskAdapterOptions)
     assert (adapter.dask_worker_memory, adapter.dask_stall_seconds) == (memory, 90)
-    assert memory == "auto" or parse_bytes(memory) > 0  # what LocalCluster(memory_limit=...) accepts
+    # What LocalCluster(memory_limit=...) gets: the project's size grammar and dask's agree.
+    assert memory == "auto" or worker_memory_limit(memory) == parse_bytes(memory)
 
 
 @pytest.mark.parametrize("flag, message", [

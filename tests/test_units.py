@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from contract.config import ConfigError, PipelineConfig, TunerConfig
-from contract.units import format_duration, parse_duration, parse_size
+from contract.units import format_duration, format_size, parse_duration, parse_size
 
 
 @pytest.mark.parametrize("text, seconds", [
@@ -82,3 +82,11 @@ def test_min_free_space_and_the_dask_memory_limit_read_gb_alike(tmp_path):
     assert worker_memory_limit("2GiB") == FreeSpacePolicy(
         Config(pipeline=PipelineConfig(min_free_space="2GiB")), dag.STEPS, tmp_path).min_free_bytes() == 2 << 30
     assert worker_memory_limit("auto") == "auto"
+
+
+@pytest.mark.parametrize("count, text", [(0, "0 bytes"), (512, "512 bytes"), (12 * 1024, "12.0 KiB"),
+                                         (int(66.1 * 2**20), "66.1 MiB"), (3 << 29, "1.5 GiB"),
+                                         (5 << 40, "5.0 TiB")])
+def test_sizes_read_in_iec_units(count, text):
+    assert format_size(count) == text
+    assert parse_size(text.replace(" bytes", "").replace(" ", "")) == pytest.approx(count, rel=1e-3)
