@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from pathlib import Path
 
 import pytest
 
 from apps.cli.exit_codes import EXIT_MEANINGS, EXIT_USAGE
 from apps.cli.main import main
 from apps.cli.parser import build_parser, config_from_args
-
-REPO = Path(__file__).resolve().parent.parent
+from support.paths import PROJECT
 
 
 def exits(capsys, argv: list[str]) -> tuple[int, str, str]:
@@ -27,7 +25,7 @@ def exits(capsys, argv: list[str]) -> tuple[int, str, str]:
 
 def test_version_is_the_packages(capsys):
     code, out, _ = exits(capsys, ["--version"])
-    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    project = tomllib.loads((PROJECT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert (code, out.strip()) == (0, f"agnews-pipeline {project['version']}")
 
 
