@@ -53,7 +53,7 @@ def headline_facts(properties: dict[str, Any], names: tuple[str, ...]) -> str:
 
 
 def write_run_report(run_dir: Path, record: dict[str, Any], headline: dict[str, tuple[str, ...]]) -> Path:
-    """`headline`: output name -> its headline properties (dag.headline_table)."""
+    """`headline`: output name -> its headline properties (pipeline/headlines.py)."""
     lines = [f"# Run {record['run_id']}: {record['status']}", ""]
     if record.get("error"):
         lines += ["```", record["error"].strip()[:4000], "```", ""]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import toy_components
 from pipeline import dag
-from pipeline.code_version import PROJECT_PACKAGES, PROJECT_ROOT, code_version, project_modules
+from pipeline.code_version import PROJECT_PACKAGES, PROJECT_ROOT, project_modules, step_code_version
 from contract.config_loading import load_config
 from pipeline.runner import Runner
 
@@ -25,7 +25,7 @@ def _copy_project(tmp_path: Path) -> Path:
 
 
 def _versions(root: Path) -> dict[str, str]:
-    return {step.name: code_version(step.component.__module__, root) for step in dag.STEPS}
+    return {step.name: step_code_version(step, root) for step in dag.STEPS}
 
 
 def test_editing_a_library_module_changes_the_code_version_of_the_steps_that_import_it_only(tmp_path):
@@ -53,7 +53,7 @@ def test_imports_inside_functions_count_and_third_party_modules_do_not():
 
 
 def test_a_toy_component_outside_the_project_packages_has_its_own_file_in_its_version():
-    modules = project_modules(toy_components.run.__module__)
+    modules = project_modules(toy_components.SOURCE.executor_module)
     assert modules["toy_components"] == Path(toy_components.__file__)
     assert "contract.artifacts" in modules
 
