@@ -48,7 +48,7 @@ def _format(value: Any) -> str:
 
 
 def headline_facts(properties: dict[str, Any], names: tuple[str, ...]) -> str:
-    """'name=value, ...' for the headline properties (dag.Step.headline) an artifact has."""
+    """'name=value, ...' for the headline properties (pipeline/headlines.py) an artifact has."""
     return ", ".join(f"{k}={_format(properties[k])}" for k in names if properties.get(k) is not None)
 
 
