@@ -12,10 +12,11 @@ nothing of runs, caching or the metadata store; it raises ComponentError with a 
 A step is a package components/<step>/: its spec.py declares it (a ComponentSpec, contract/component_spec.py)
 and names this module, its executor, by module path; pipeline/dag.py imports the specs only and the runner
 imports an executor when its step runs or when a hook the spec names in it is called (external fingerprints,
-before any work). A fully cached run imports the executors, so they import TensorFlow, Keras, TFT, TFMA and Beam
-(and the library modules that import them at their top) inside `run()` or the helper that needs them; a class
-that subclasses one of their types is defined inside a function. The step's code version is derived from every project
-module its module imports, wherever the import statement is (pipeline/code_version.py), so lazy imports count.
+before any work). A fully cached run imports the executors, so they import TensorFlow, Keras, TFT, TFMA and
+Beam (and the library modules that import them at their top) inside `run()` or the helper that needs them; a
+class that subclasses one of their types is defined inside a function. The step's code version is derived from
+every project module its module imports, wherever the import statement is (pipeline/code_version.py), so lazy
+imports count.
 """
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""What a step declares about itself, as TFX's component spec does: the ComponentSpec each components/<step>/spec.py
-defines as SPEC. The DAG (pipeline/dag.py) wires specs together and never imports an executor; the runner imports
-a step's executor by its module path when the step runs.
+"""What a step declares about itself, as TFX's component spec does: the ComponentSpec that each
+components/<step>/spec.py defines as SPEC. The DAG (pipeline/dag.py) wires specs together and never imports an
+executor; the runner imports a step's executor by its module path when the step runs.
 
 The executor contract is `run(inputs, output_dir, config, runtime) -> {output name: Artifact}`: `inputs` maps
-input names to Artifacts, `output_dir` is a temporary folder the runner publishes by one rename, `config` is the
-step's configuration section, `runtime` the run's Runtime (contract/artifacts.py).
+input names to Artifacts, `output_dir` is a temporary folder the runner publishes by one rename, `config` is
+the step's configuration section, `runtime` the run's Runtime (contract/artifacts.py).
 
 A hook is either a function (of the spec module, so it costs no heavy import) or the name of a function of the
 executor, for what needs modules a spec may not import (TFDS, the model registry, pretrained vectors): the
@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable
 
 Hook = Callable[..., Any] | str | None
@@ -42,29 +41,33 @@ class ComponentSpec:
     # "output.property": when true, that output was delivered outside the pipeline root (a pushed model). It
     # decides the run's outcome and retrain's exit code; gc keeps such outputs and their lineage for good.
     delivers: str = ""
-    # (config section) -> fingerprint of data outside the pipeline root the step reads (a source file, a schema,
-    # pretrained vectors), part of the step's cache key; None: it reads none.
+    # (config section) -> fingerprint of data outside the pipeline root the step reads (a source file, a
+    # schema, pretrained vectors), part of the step's cache key; None: it reads none.
     external: Hook = None
     # (config section) -> the rows of the outside data it reads, counted cheaply (None: not known): the
-    # heartbeat scales its ETA by them. Steps with input artifacts are measured by their row properties instead.
+    # heartbeat scales its ETA by them. Steps with input artifacts are measured by their row properties.
     input_rows: Hook = None
-    # (config section) -> None: checks the section against the libraries it uses (ConfigError), before any step.
+    # (config section) -> None: checks the section against the libraries it uses (ConfigError), before any
+    # step runs.
     check_config: Hook = None
-    # (inputs, config section) -> JSON-able: what the step decides where that can change while neither its inputs
-    # nor its configuration do (the tuner's search-or-reuse depends on the clock); part of its cache key.
+    # (inputs, config section) -> JSON-able: what the step decides where that can change while neither its
+    # inputs nor its configuration do (the tuner's search-or-reuse depends on the clock); part of its cache key.
     decision: Hook = None
     # (serving folder) -> what a killed execution of it left in the folder it delivers to; gc removes it.
     leftovers: Hook = None
 
+    @property
+    def executor_module(self) -> str:
+        return self.executor.partition(":")[0]
+
     def executor_function(self, name: str) -> Callable[..., Any]:
         """The executor's function `name`, importing the executor module now."""
-        module_path, _, _ = self.executor.partition(":")
-        module: ModuleType = importlib.import_module(module_path)
-        return getattr(module, name)
+        return getattr(importlib.import_module(self.executor_module), name)
 
     def run(self, inputs: dict[str, Any], output_dir: Path, config: Any, runtime: Any) -> dict[str, Any]:
         """Imports the executor and runs it: the only place a step's heavy code is loaded."""
-        return self.executor_function(self.executor.partition(":")[2] or "run")(inputs, output_dir, config, runtime)
+        run = self.executor_function(self.executor.partition(":")[2] or "run")
+        return run(inputs, output_dir, config, runtime)
 
     def hook(self, name: str) -> Callable[..., Any] | None:
         """The hook `name` (a field above) as a function, or None if the step declares none."""
@@ -72,7 +75,3 @@ class ComponentSpec:
         if isinstance(hook, str):
             return self.executor_function(hook)
         return hook
-
-    @property
-    def executor_module(self) -> str:
-        return self.executor.partition(":")[0]

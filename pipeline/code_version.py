@@ -1,6 +1,7 @@
 """A step's code version: a hash of the source of its spec and executor modules (components/<step>/spec.py and
 executor.py) and of every project module they import, transitively (only this project's packages,
-PROJECT_PACKAGES; third-party code is pinned by the environment instead). Editing a library module therefore changes the cache key of exactly the steps that use it.
+PROJECT_PACKAGES; third-party code is pinned by the environment instead). Editing a library module therefore
+changes the cache key of exactly the steps that use it.
 
 Imports are read with `ast`, never executed, so computing a version costs no TensorFlow or Beam import. Every
 import statement counts, including those inside functions: a component imports its heavy helpers lazily."""

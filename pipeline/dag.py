@@ -1,16 +1,17 @@
 """The whole pipeline, top to bottom: wiring only, as Kedro's pipeline of nodes.
 
-Each step is a package components/<step>/: spec.py declares it (its SPEC, a contract.component_spec.ComponentSpec:
-outputs, configuration section, executor module path and the hooks the runner calls), executor.py runs it. A Step
-here names the step, its spec, and where each input comes from ("step.output", or a Resolver that asks the
-metadata store). This module imports the seven specs and never an executor: the runner imports a step's executor
-by its module path when the step runs (ComponentSpec.run), so `runs`, `show`, `gc` and the CLI's parser load no
-TensorFlow, TFT or Beam. A step's code version covers its spec and its executor (pipeline/code_version.py). What
-the run summary, the report, `show` and `runs` print about the outputs is pipeline/headlines.py's. The runner
-executes the steps in this order; the wiring is checked when this module is imported.
+Each step is a package components/<step>/: spec.py declares it (its SPEC, a
+contract.component_spec.ComponentSpec: outputs, configuration section, executor module path and the hooks the
+runner calls), executor.py runs it. A Step here names the step, its spec, and where each input comes from
+("step.output", or a Resolver that asks the metadata store). This module imports the seven specs and never an
+executor: the runner imports a step's executor by its module path when the step runs (ComponentSpec.run), so
+`runs`, `show`, `gc` and the CLI's parser load no TensorFlow, TFT or Beam. A step's code version covers its
+spec and its executor (pipeline/code_version.py). What the run summary, the report, `show` and `runs` print
+about the outputs is pipeline/headlines.py's. The runner executes the steps in this order; the wiring is
+checked when this module is imported.
 
-Adding a step: a package components/<step>/ (spec.py with SPEC, executor.py with run), one Step line below, and
-its configuration section (a dataclass in contract/config.py and a section in configs/default.yaml).
+Adding a step: a package components/<step>/ (spec.py with SPEC, executor.py with run), one Step line below,
+and its configuration section (a dataclass in contract/config.py and a section in configs/default.yaml).
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from components.transform import spec as transform_spec
 from components.tuner import spec as tuner_spec
 from components.validate import spec as validate_spec
 from contract.component_spec import ComponentSpec
-from contract.names import (BASELINE_MODEL, BEST_HYPERPARAMETERS, BLESSING, EXAMPLES, MODEL, MODEL_RUN, PREVIOUS_EXAMPLES,
-                            SCHEMA, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES)
+from contract.names import (BASELINE_MODEL, BEST_HYPERPARAMETERS, BLESSING, EXAMPLES, MODEL, MODEL_RUN,
+                            PREVIOUS_EXAMPLES, SCHEMA, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES)
 
 
 class DagError(ValueError):
@@ -73,8 +74,8 @@ class Resolver:
 
 @dataclass(frozen=True)
 class Step:
-    """One node of the DAG: its name, its spec (what it declares about itself), and where each input comes from
-    (input name -> "step.output" of an earlier step, or a Resolver)."""
+    """One node of the DAG: its name, its spec (what it declares about itself), and where each input comes
+    from (input name -> "step.output" of an earlier step, or a Resolver)."""
     name: str
     spec: ComponentSpec
     inputs: dict[str, str | Resolver] = field(default_factory=dict)
@@ -88,7 +89,8 @@ LATEST_BLESSED_MODEL = Resolver("latest_blessed_model", artifact="trainer.model"
 # drift asks for a new search).
 LATEST_TUNED_HYPERPARAMETERS = Resolver(
     "latest_tuned_hyperparameters", artifact="tuner.best_hyperparameters", judged_by="tuner.best_hyperparameters",
-    where="tuned", matching=lambda config: {"search_fingerprint": tuner_spec.search_fingerprint(config.tuner)})
+    where="tuned",
+    matching=lambda config: {"search_fingerprint": tuner_spec.search_fingerprint(config.tuner)})
 
 # Ingest's earlier examples of a stream of spans: spans whose files are unchanged are carried over from them.
 LATEST_EXAMPLES = Resolver("latest_examples", artifact="ingest.examples", judged_by="ingest.examples",
@@ -130,13 +132,15 @@ def _check_outputs_and_inputs(steps: tuple[Step, ...]) -> set[str]:
     known: set[str] = set()  # "step.output" of the steps so far
     for step in steps:
         for name, source in step.inputs.items():
-            if not isinstance(source, Resolver) and source not in known:  # a Resolver is checked once all are known
+            # A Resolver is checked once every step is known.
+            if not isinstance(source, Resolver) and source not in known:
                 _fail(f"step {step.name!r} input {name!r} reads {source!r}, which no earlier step outputs "
                       f"(known: {', '.join(sorted(known)) or 'none'})")
         outputs = step.spec.outputs
         for output in outputs:
             if output in produced:
-                _fail(f"output {output!r} of step {step.name!r} is also an output of step {produced[output]!r}")
+                _fail(f"output {output!r} of step {step.name!r} is also an output of step "
+                      f"{produced[output]!r}")
             produced[output] = step.name
             known.add(f"{step.name}.{output}")
         if step.spec.delivers and step.spec.delivers.partition(".")[0] not in outputs:
@@ -150,8 +154,8 @@ def _check_resolvers(steps: tuple[Step, ...], known: set[str]) -> None:
             if not isinstance(source, Resolver):
                 continue
             if source.artifact not in known:
-                _fail(f"resolver {source.name!r} of step {step.name!r} resolves {source.artifact!r}, which no step "
-                      "outputs")
+                _fail(f"resolver {source.name!r} of step {step.name!r} resolves {source.artifact!r}, which no "
+                      "step outputs")
             judge = source.judged_by.partition(".")[0]
             if source.judged_by not in known:
                 _fail(f"resolver {source.name!r} is judged by {source.judged_by!r}, which no step outputs")

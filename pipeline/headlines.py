@@ -3,19 +3,19 @@ from the DAG's wiring (pipeline/dag.py) and checked against it when this module 
 
 HEADLINES names, for each output, its headline properties (the facts printed about it); a property a step
 `delivers` (ComponentSpec.delivers) and one a Resolver looks for (`where`) are headline properties. PRODUCT is
-what the pipeline makes (`show` prints its lineage and where it was delivered), VOCABULARY the output holding the
-vocabulary (`embeddings` tokenizes text with the configuration section of its step), RUN_COLUMNS the columns
-`runs` (and `runs --json`) adds for each run: name -> "output.property" of a headline.
+what the pipeline makes (`show` prints its lineage and where it was delivered), VOCABULARY the output holding
+the vocabulary (`embeddings` tokenizes text with the configuration section of its step), RUN_COLUMNS the
+columns `runs` (and `runs --json`) adds for each run: name -> "output.property" of a headline.
 """
 from __future__ import annotations
 
-from contract.names import (ANOMALIES, BEST_HYPERPARAMETERS, BLESSING, EVALUATION, EXAMPLES, MODEL, PUSHED_MODEL,
-                            STATISTICS, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES)
+from contract.names import (ANOMALIES, BEST_HYPERPARAMETERS, BLESSING, EVALUATION, EXAMPLES, MODEL,
+                            PUSHED_MODEL, STATISTICS, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES)
 from pipeline import dag
 
 HEADLINES: dict[str, tuple[str, ...]] = {
-    EXAMPLES: ("train_rows", "eval_rows", "test_rows", "quarantined_rows", "quarantined_by_reason", "window_summary",
-               "spans_ingested", "spans_reingested", "spans_reused"),
+    EXAMPLES: ("train_rows", "eval_rows", "test_rows", "quarantined_rows", "quarantined_by_reason",
+               "window_summary", "spans_ingested", "spans_reingested", "spans_reused"),
     ANOMALIES: ("count",),
     STATISTICS: ("drift_detected", "drift_span"),
     TRANSFORM_GRAPH: ("vocab_size",),
@@ -31,8 +31,9 @@ HEADLINES: dict[str, tuple[str, ...]] = {
 PRODUCT = "trainer.model"
 VOCABULARY = "transform.transform_graph"
 RUN_COLUMNS = {"window": f"{EXAMPLES}.window_summary", "drift": f"{STATISTICS}.drift_detected",
-               "newest_span_accuracy": f"{EVALUATION}.newest_span_accuracy", "accuracy": f"{EVALUATION}.accuracy",
-               "blessed": f"{BLESSING}.blessed", "pushed_version": f"{PUSHED_MODEL}.version"}
+               "newest_span_accuracy": f"{EVALUATION}.newest_span_accuracy",
+               "accuracy": f"{EVALUATION}.accuracy", "blessed": f"{BLESSING}.blessed",
+               "pushed_version": f"{PUSHED_MODEL}.version"}
 
 
 def headline_table(steps: tuple[dag.Step, ...] = dag.STEPS) -> dict[str, tuple[str, ...]]:
@@ -46,32 +47,34 @@ def _is_headline(reference: str, headlines: dict[str, tuple[str, ...]]) -> bool:
     return name in headlines.get(output, ())
 
 
+def _fail(message: str) -> None:
+    raise dag.DagError(f"pipeline headlines: {message}")
+
+
 def check_headlines(steps: tuple[dag.Step, ...], headlines: dict[str, tuple[str, ...]], product: str,
                     vocabulary: str, run_columns: dict[str, str]) -> None:
-    """Every table names what the DAG has: headlines are outputs, what a step delivers and what a resolver looks
-    for are headline properties, PRODUCT and VOCABULARY are "step.output", run columns are headline properties.
-    Raises dag.DagError with one line for the first fault."""
+    """Every table names what the DAG has: headlines are outputs, what a step delivers and what a resolver
+    looks for are headline properties, PRODUCT and VOCABULARY are "step.output", run columns are headline
+    properties. Raises dag.DagError with one line for the first fault."""
     outputs = {output: step.name for step in steps for output in step.spec.outputs}
-    known = {f"{step}.{output}" for output, step in outputs.items()}
     for output in headlines:
         if output not in outputs:
-            raise dag.DagError(f"pipeline headlines: a headline for {output!r}, which no step outputs")
+            _fail(f"a headline for {output!r}, which no step outputs")
     for step in dag.delivering_steps(steps):
         if not _is_headline(step.spec.delivers, headlines):
-            raise dag.DagError(f"pipeline headlines: step {step.name!r} delivers {step.spec.delivers!r}: that "
-                               "property must be in its headline")
+            _fail(f"step {step.name!r} delivers {step.spec.delivers!r}: that property must be in its "
+                  "headline")
     for resolver in dag.resolvers(steps):
         where = f"{resolver.judged_by.partition('.')[2]}.{resolver.where}"
         if not _is_headline(where, headlines):
-            raise dag.DagError(f"pipeline headlines: resolver {resolver.name!r} looks for {where!r}, which is not a "
-                               "headline property")
+            _fail(f"resolver {resolver.name!r} looks for {where!r}, which is not a headline property")
+    known = {f"{step}.{output}" for output, step in outputs.items()}
     for name, reference in (("product", product), ("vocabulary", vocabulary)):
         if reference not in known:
-            raise dag.DagError(f"pipeline headlines: the {name} {reference!r} is no step's output")
+            _fail(f"the {name} {reference!r} is no step's output")
     for column, reference in run_columns.items():
         if not _is_headline(reference, headlines):
-            raise dag.DagError(f"pipeline headlines: run column {column!r} shows {reference!r}, which is not a "
-                               "headline property of an output")
+            _fail(f"run column {column!r} shows {reference!r}, which is not a headline property of an output")
 
 
 check_headlines(dag.STEPS, HEADLINES, PRODUCT, VOCABULARY, RUN_COLUMNS)  # at import, as the DAG's wiring

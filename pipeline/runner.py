@@ -206,8 +206,9 @@ class Runner:
         return RunResult(run_id, run_dir, "failed", results, message, error_kind=kind)
 
     def _outcome(self, results: list[StepResult]) -> str | None:
-        """Whether the run delivered, from the step that delivers (ComponentSpec.delivers, e.g. "pushed_model.pushed"):
-        "pushed", "already_pushed" (a cached delivery), "not_pushed", or "stopped_early" if it did not run."""
+        """Whether the run delivered, from the step that delivers (ComponentSpec.delivers, e.g.
+        "pushed_model.pushed"): "pushed", "already_pushed" (a cached delivery), "not_pushed", or
+        "stopped_early" if it did not run."""
         delivering = dag.delivering_steps(self.steps)
         if not delivering:
             return None
@@ -223,7 +224,7 @@ class Runner:
 
 
 def summarize(result: RunResult, steps: tuple[dag.Step, ...] = dag.STEPS) -> str:
-    """The final summary printed after a run: the headline properties of every output (pipeline/headlines.py)."""
+    """The final summary printed after a run: every output's headline properties (pipeline/headlines.py)."""
     headline = headlines.headline_table(steps)
     lines = [f"Run {result.run_id}: {result.status}" + (f" ({result.outcome})" if result.outcome else "")]
     for step_result in result.steps:

@@ -187,7 +187,7 @@ class StepExecution:
                 # (a resumable step keeps its folder: its finished work is reused when the run is started again).
                 shutil.rmtree(work_dir, ignore_errors=True)
                 fault += " (the failed attempt's partial output was removed to free its space)"
-            elif not step.spec.resumable:  # keep the failed attempt for inspection, under a name that is not final
+            elif not step.spec.resumable:  # keep the failed attempt for inspection, under a non-final name
                 failed_dir = run_dir / f"{step.name}.failed"
                 os.replace(work_dir, failed_dir)
                 message = message.replace(str(work_dir), str(failed_dir))  # paths the message names moved too

@@ -81,7 +81,8 @@ def show_run(root: Path, run_id: str | None) -> str:
                              f"code {execution['code_version']})")
                 if source is not None and execution["step"] == source.name:  # its input is the source data itself
                     producing_run = store.run(execution["run_id"])
-                    lines.append(f"      <- {source.spec.source}: {json.loads(execution['config_json']).get(source.spec.source)}"
+                    data = json.loads(execution["config_json"]).get(source.spec.source)
+                    lines.append(f"      <- {source.spec.source}: {data}"
                                  f"  fingerprint {producing_run['data_fingerprint']}")
                 for name, artifact in inputs.items():
                     lines.append(f"      <- {name}: {artifact.uri}  fingerprint {artifact.fingerprint[:12]}  "

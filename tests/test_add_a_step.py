@@ -1,7 +1,7 @@
-"""Adding a step takes what docs/development.md says: a package components/<step>/ (spec.py + executor.py), the
-import of its spec and one Step line in pipeline/dag.py, and its configuration section (a dataclass and a field
-in contract/config.py). Proven on a copy of the product packages: a `count` step after ingest, run through the
-real `agnews-pipeline run --until count` on the committed sample."""
+"""Adding a step takes what docs/development.md says: a package components/<step>/ (spec.py + executor.py),
+the import of its spec and one Step line in pipeline/dag.py, and its configuration section (a dataclass and a
+field in contract/config.py). Proven on a copy of the product packages: a `count` step after ingest, run
+through the real `agnews-pipeline run --until count` on the committed sample."""
 from __future__ import annotations
 
 import os
@@ -19,7 +19,7 @@ from contract.component_spec import ComponentSpec
 SPEC = ComponentSpec(__name__, executor="components.count.executor", outputs=("row_count",),
                      config_section="count")
 '''
-COUNT_EXECUTOR = '''"""The count step's executor: the rows ingest wrote, in a file named by the step's configuration."""
+COUNT_EXECUTOR = '''"""The count step's executor: the rows ingest wrote, in a file named by its configuration."""
 from pathlib import Path
 
 from contract.artifacts import Artifact
@@ -54,19 +54,22 @@ def _edit(path: Path, anchor: str, text: str, before: bool = False) -> None:
 def _copy_with_a_count_step(tmp_path: Path) -> Path:
     project = tmp_path / "project"
     for package in (*PROJECT_PACKAGES, "configs", "schemas"):
-        shutil.copytree(PROJECT_ROOT / package, project / package, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(PROJECT_ROOT / package, project / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     step = project / "components" / "count"  # 1. the package
     step.mkdir()
     (step / "__init__.py").write_text("")
     (step / "spec.py").write_text(COUNT_SPEC)
     (step / "executor.py").write_text(COUNT_EXECUTOR)
     dag = project / "pipeline" / "dag.py"  # 2. the DAG: the spec's import and one Step line
-    _edit(dag, "from components.evaluator import spec as evaluator_spec", "from components.count import spec as count_spec\n",
-          before=True)
-    _edit(dag, 'Step("ingest", ingest_spec.SPEC', '    Step("count", count_spec.SPEC, inputs={EXAMPLES: "ingest.examples"}),\n')
+    _edit(dag, "from components.evaluator import spec as evaluator_spec",
+          "from components.count import spec as count_spec\n", before=True)
+    _edit(dag, 'Step("ingest", ingest_spec.SPEC',
+          '    Step("count", count_spec.SPEC, inputs={EXAMPLES: "ingest.examples"}),\n')
     config = project / "contract" / "config.py"  # 3. the configuration section
     _edit(config, "@dataclass(frozen=True)\nclass Config:", COUNT_CONFIG, before=True)
-    _edit(config, "pusher: PusherConfig = field(", "    count: CountConfig = field(default_factory=CountConfig)\n")
+    _edit(config, "pusher: PusherConfig = field(",
+          "    count: CountConfig = field(default_factory=CountConfig)\n")
     return project
 
 

@@ -57,12 +57,14 @@ def test_a_step_version_covers_its_spec_and_its_executor(tmp_path):
 def test_importing_the_dag_imports_specs_only_and_no_tensorflow():
     """pipeline.dag (and its display tables) import the seven specs, never an executor, so no TensorFlow."""
     script = ("import json, sys\nimport pipeline.dag, pipeline.headlines\n"
-              "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('components.', *sys.argv[1:])))))")
+              "prefixes = ('components.', *sys.argv[1:])\n"
+              "print(json.dumps(sorted(m for m in sys.modules if m.startswith(prefixes))))")
     completed = subprocess.run([sys.executable, "-c", script, *HEAVY], cwd=PROJECT_ROOT, capture_output=True,
                                text=True, timeout=300)
     loaded = json.loads(completed.stdout.strip().splitlines()[-1])
     steps = [step.name for step in dag.STEPS]
-    assert [name for name in loaded if name.endswith(".spec")] == sorted(f"components.{s}.spec" for s in steps)
+    specs = sorted(f"components.{step}.spec" for step in steps)
+    assert [name for name in loaded if name.endswith(".spec")] == specs
     assert [name for name in loaded if not name.endswith(".spec") and name.count(".") > 1] == []
     assert not set(loaded) & set(HEAVY)
 

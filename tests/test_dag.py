@@ -1,6 +1,6 @@
-"""The DAG's wiring and the steps' specs (source, delivery, resolver) and the display tables (pipeline/headlines.py)
-are consistent, and the store evaluates a Resolver by its generic query, with no step named in the runner or the
-store."""
+"""The DAG's wiring and the steps' specs (source, delivery, resolver) and the display tables
+(pipeline/headlines.py) are consistent, and the store evaluates a Resolver by its generic query, with no step
+named in the runner or the store."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -134,7 +134,8 @@ def test_the_runner_resolves_a_resolver_input_from_the_store_or_its_fallback(tmp
     served.mkdir(parents=True)
     resolver = dag.Resolver("last_good_numbers", artifact="source.numbers", judged_by="judge.verdict", where="good",
                             fallback=lambda config: served)
-    judge = ComponentSpec(__name__, executor=f"{__name__}:_judge", outputs=("verdict",), config_section="evaluator")
+    judge = ComponentSpec(__name__, executor=f"{__name__}:_judge", outputs=("verdict",),
+                          config_section="evaluator")
     steps = (toy_components.STEPS[0],
              dag.Step("judge", judge, inputs={"numbers": "source.numbers", "baseline": resolver}))
     data = tmp_path / "data"
@@ -164,8 +165,8 @@ def _wiring_fault(change, tables: dict | None = None) -> str:
     steps = list(dag.STEPS)
     index, replacement = change(steps)
     steps[index] = replacement
-    tables = {"headlines": headlines.HEADLINES, "product": headlines.PRODUCT, "vocabulary": headlines.VOCABULARY,
-              "run_columns": headlines.RUN_COLUMNS, **(tables or {})}
+    tables = {"headlines": headlines.HEADLINES, "product": headlines.PRODUCT,
+              "vocabulary": headlines.VOCABULARY, "run_columns": headlines.RUN_COLUMNS, **(tables or {})}
     with pytest.raises(dag.DagError) as error:
         dag.check_steps(tuple(steps))
         headlines.check_headlines(tuple(steps), **tables)
@@ -184,7 +185,8 @@ def test_the_dag_is_checked_when_it_is_built():
         def change(steps):
             step = steps[at[name]]
             spec = dataclasses.replace(step.spec, **spec_fields)
-            return at[name], dataclasses.replace(step, spec=spec, inputs=step.inputs if inputs is None else inputs)
+            wiring = step.inputs if inputs is None else inputs
+            return at[name], dataclasses.replace(step, spec=spec, inputs=wiring)
         return change
 
     transform_inputs = {"examples": "ingest.examples", "schema": "validate.shema"}
@@ -209,7 +211,8 @@ def test_the_dag_is_checked_when_it_is_built():
     unchanged = changed("evaluator")
     assert "a headline for 'evaluaton', which no step outputs" in _wiring_fault(
         unchanged, {"headlines": {**headlines.HEADLINES, "evaluaton": ("accuracy",)}})
-    assert "the product 'trainer.modle' is no step's output" in _wiring_fault(unchanged, {"product": "trainer.modle"})
+    assert "the product 'trainer.modle' is no step's output" in _wiring_fault(
+        unchanged, {"product": "trainer.modle"})
     assert "run column 'blessed' shows 'blessing.blesed'" in _wiring_fault(
         unchanged, {"run_columns": {**headlines.RUN_COLUMNS, "blessed": "blessing.blesed"}})
     untuned = {**headlines.HEADLINES, "best_hyperparameters": ("architecture",)}

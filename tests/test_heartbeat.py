@@ -55,6 +55,10 @@ def read_source(inputs, output_dir: Path, config, runtime):
     return {"lines": Artifact("lines", out, {"train_rows": len(lines)})}
 
 
+def _source_rows(config) -> int:
+    return len(_lines_file(config).read_text().splitlines())
+
+
 def count_words(inputs, output_dir: Path, config, runtime):
     _slow("count")
     out = output_dir / "words"
@@ -65,8 +69,7 @@ def count_words(inputs, output_dir: Path, config, runtime):
 
 STEPS = (
     Step("source", ComponentSpec(__name__, executor=f"{__name__}:read_source", outputs=("lines",),
-                                 config_section="ingest", source="data",
-                                 input_rows=lambda config: len(_lines_file(config).read_text().splitlines()))),
+                                 config_section="ingest", source="data", input_rows=_source_rows)),
     Step("count", ComponentSpec(__name__, executor=f"{__name__}:count_words", outputs=("words",),
                                 config_section="trainer"), inputs={"lines": "source.lines"}),
 )

@@ -48,8 +48,8 @@ def run_double(inputs, output_dir: Path, config, runtime):
 
 SOURCE = ComponentSpec(__name__, executor=f"{__name__}:run", outputs=("numbers",), config_section="ingest",
                        external=external_fingerprint, source="data")
-DOUBLE = ComponentSpec(__name__, executor=f"{__name__}:run_double", outputs=("doubled",), config_section="trainer",
-                       seeded=True)
+DOUBLE = ComponentSpec(__name__, executor=f"{__name__}:run_double", outputs=("doubled",),
+                       config_section="trainer", seeded=True)
 STEPS = (
     Step("source", SOURCE),
     Step("double", DOUBLE, inputs={"numbers": "source.numbers"}),

@@ -28,7 +28,8 @@ def _cmd_runs(args, config) -> int:
     if not rows:
         print(f"no runs under {config.pipeline_root()}")
         return EXIT_OK
-    header = ("run", "command", "started", "duration", "status", "cached", *headlines.RUN_COLUMNS)  # headline columns
+    # The headline columns follow the run's own.
+    header = ("run", "command", "started", "duration", "status", "cached", *headlines.RUN_COLUMNS)
     table = [header] + [(r["id"], r["command"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started"])),
                          _format_seconds(r["duration"]), r["status"], f"{r['cached']}/{r['steps']}",
                          *(_format_value(r[column]) for column in headlines.RUN_COLUMNS)) for r in rows]

@@ -1,5 +1,6 @@
-"""The evaluator's spec: it reads no outside data, and its inputs, including the baseline model a Resolver finds,
-are named in contract/names.py. Its executor scores the candidate (and the baseline) with TFMA and blesses it.
+"""The evaluator's spec: it reads no outside data, and its inputs, including the baseline model a Resolver
+finds, are named in contract/names.py. Its executor scores the candidate (and the baseline) with TFMA and
+blesses it.
 """
 from contract.component_spec import ComponentSpec
 from contract.names import BLESSING, EVALUATION

@@ -1,9 +1,8 @@
-"""The pusher's spec: it delivers (a pushed model leaves the pipeline root), and what the serving folder holds,
-read without running the step (the evaluator's baseline when the store knows no blessing, the leftovers `gc`
-removes). Versions are numeric
-folders in TF Serving's layout; the newest complete one is that baseline, the next number is one above the
-highest, a served version records its model's fingerprint in push.json, and `.push-<pid>-*` folders of a pusher
-process that is gone are what a killed push left behind.
+"""The pusher's spec: it delivers (a pushed model leaves the pipeline root), and what the serving folder
+holds, read without running the step (the evaluator's baseline when the store knows no blessing, the leftovers
+`gc` removes). Versions are numeric folders in TF Serving's layout; the newest complete one is that baseline,
+the next number is one above the highest, a served version records its model's fingerprint in push.json, and
+`.push-<pid>-*` folders of a pusher process that is gone are what a killed push left behind.
 """
 from __future__ import annotations
 

@@ -18,9 +18,9 @@ Outputs, under output_dir:
                          and the search continues where it stopped.
 
 Re-tuning on a schedule (tuner.retune): a run does not always search. Whether it does is decided in one place,
-retune_decision() in components/tuner/spec.py (also part of the step's cache key); a reuse writes the same files
-with `reused: true` and `tuned_from` (the run whose search chose the values) and runs no trial. search_fingerprint()
-is here: it reads the model registry and the vectors file, which the spec may not import.
+retune_decision() in components/tuner/spec.py (also part of the step's cache key); a reuse writes the same
+files with `reused: true` and `tuned_from` (the run whose search chose the values) and runs no trial.
+search_fingerprint() is here: it reads the model registry and the vectors file, which the spec may not import.
 """
 from __future__ import annotations
 

@@ -1,13 +1,14 @@
 """The tuner's spec, and the one place that answers "does this run re-tune?": retune_decision().
 
-Its inputs that are not another step's plain output: `tuned_hyperparameters` is the newest earlier search of this
-root with the same search fingerprint (a Resolver), `statistics` is validate's, whose drift verdict forces a new
-search. retune_decision() reads them and tuner.enabled and tuner.retune; its reason is part of the step's cache key
-(SPEC.decision), because the answer can change with the clock alone.
+Its inputs that are not another step's plain output: `tuned_hyperparameters` is the newest earlier search of
+this root with the same search fingerprint (a Resolver), `statistics` is validate's, whose drift verdict
+forces a new search. retune_decision() reads them and tuner.enabled and tuner.retune; its reason is part of
+the step's cache key (SPEC.decision), because the answer can change with the clock alone.
 
-The search fingerprint, the configuration check and the external fingerprint are the executor's functions: they
-read the model registry (library/models.py) or the pretrained vectors (library/embeddings.py), modules that import
-Keras or TensorFlow inside their functions, which this module must not reach (pyproject.toml's import contracts).
+The search fingerprint, the configuration check and the external fingerprint are the executor's functions:
+they read the model registry (library/models.py) or the pretrained vectors (library/embeddings.py), modules
+that import Keras or TensorFlow inside their functions, which this module must not reach (pyproject.toml's
+import contracts).
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ DRIFT_PROPERTY = "drift_detected"
 
 
 def search_fingerprint(config: TunerConfig) -> str:
-    """What a search explores and how (the executor's search_fingerprint): hyperparameters are only reused by a run
-    whose search fingerprint is theirs. Imports the executor, which loads no Keras for it."""
+    """What a search explores and how (the executor's search_fingerprint): hyperparameters are only reused by
+    a run whose search fingerprint is theirs. Imports the executor, which loads no Keras for it."""
     return SPEC.executor_function("search_fingerprint")(config)
 
 
@@ -38,7 +39,7 @@ class Decision(NamedTuple):
 
 
 def retune_decision(inputs: dict[str, Artifact], config: TunerConfig, now: float | None = None) -> Decision:
-    """Whether this run searches or reuses the newest earlier search (inputs[TUNED_INPUT]), by tuner.retune."""
+    """Whether this run searches or reuses the newest earlier search (inputs[TUNED_INPUT]): tuner.retune."""
     if not config.enabled:
         return Decision(False, "disabled", "search disabled (--no-tune): the architecture's defaults")
     policy = config.retune_policy()

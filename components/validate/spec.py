@@ -19,5 +19,6 @@ def external_fingerprint(config: ValidateConfig) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-SPEC = ComponentSpec(__name__, executor="components.validate.executor", outputs=(SCHEMA, STATISTICS, ANOMALIES),
-                     config_section="validate", external=external_fingerprint)
+SPEC = ComponentSpec(__name__, executor="components.validate.executor",
+                     outputs=(SCHEMA, STATISTICS, ANOMALIES), config_section="validate",
+                     external=external_fingerprint)
