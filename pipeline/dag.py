@@ -4,14 +4,15 @@ Each step is a package components/<step>/: spec.py declares it (its SPEC, a
 contract.component_spec.ComponentSpec: outputs, configuration section, executor module path and the hooks the
 runner calls), executor.py runs it. A Step here names the step, its spec, and where each input comes from
 ("step.output", or a Resolver that asks the metadata store). This module imports the seven specs and never an
-executor: the runner imports a step's executor by its module path when the step runs (ComponentSpec.run), so
-`runs`, `show`, `gc` and the CLI's parser load no TensorFlow, TFT or Beam. A step's code version covers its
-spec and its executor (pipeline/code_version.py). What the run summary, the report, `show` and `runs` print
+executor: the runner imports a step's executor by its module path when the step runs (ComponentSpec.run) or
+calls a hook the spec names in it, so `runs`, `show` and `gc` load no TensorFlow, TFT or Beam. A step's code
+version covers its spec and its executor (pipeline/code_version.py). What the run summary, the report, `show` and `runs` print
 about the outputs is pipeline/headlines.py's. The runner executes the steps in this order; the wiring is
 checked when this module is imported.
 
-Adding a step: a package components/<step>/ (spec.py with SPEC, executor.py with run), one Step line below,
-and its configuration section (a dataclass in contract/config.py and a section in configs/default.yaml).
+Adding a step: a package components/<step>/ (spec.py with SPEC, executor.py with run), its spec's import and
+one Step line below, and its configuration section (a dataclass and a Config field in contract/config.py);
+docs/development.md lists the edits and tests/test_add_a_step.py makes them.
 """
 from __future__ import annotations
 
