@@ -12,7 +12,7 @@ checked when this module is imported.
 
 Adding a step: a package components/<step>/ (spec.py with SPEC, executor.py with run), its spec's import and
 one Step line below, and its configuration section (a dataclass and a Config field in contract/config.py);
-docs/development.md lists the edits and tests/test_add_a_step.py makes them.
+docs/development.md lists the edits and tests/system/test_add_a_step.py makes them.
 """
 from __future__ import annotations
 

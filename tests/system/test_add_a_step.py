@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import SAMPLE_DIR
 from pipeline.code_version import PROJECT_PACKAGES, PROJECT_ROOT
+from support.paths import E2E_CONFIG, SAMPLE_DIR
 
 COUNT_SPEC = '''"""The count step's spec: it reads ingest's examples and writes how many rows they hold."""
 from contract.component_spec import ComponentSpec
@@ -78,7 +78,7 @@ def test_a_new_step_is_a_package_one_dag_line_and_a_config_section(tmp_path):
     root = tmp_path / "root"
     env = {**os.environ, "PYTHONPATH": str(project), "CUDA_VISIBLE_DEVICES": "-1"}
     completed = subprocess.run(
-        [sys.executable, "-m", "apps.cli", "run", "--config", str(PROJECT_ROOT / "tests" / "e2e_config.yaml"),
+        [sys.executable, "-m", "apps.cli", "run", "--config", str(E2E_CONFIG),
          "--data", f"csv:{SAMPLE_DIR}", "--pipeline-root", str(root), "--until", "count", "--set",
          "count.label=examples"], cwd=project, env=env, capture_output=True, text=True, timeout=900)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
