@@ -7,7 +7,11 @@ import time
 
 from apps.cli.exit_codes import EXIT_OK
 from contract.units import format_duration
-from pipeline import dag
+from pipeline import headlines
+
+
+def _format_duration(seconds: float | None) -> str:
+    return "-" if seconds is None else format_duration(seconds)
 
 
 def _format_value(value) -> str:
@@ -30,10 +34,11 @@ def cmd_runs(args, config) -> int:
     if not rows:
         print(f"no runs under {config.pipeline_root()}")
         return EXIT_OK
-    header = ("run", "command", "started", "duration", "status", "cached", *dag.RUN_COLUMNS)  # headline columns
+    # The headline columns follow the run's own.
+    header = ("run", "command", "started", "duration", "status", "cached", *headlines.RUN_COLUMNS)
     table = [header] + [(r["id"], r["command"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started"])),
-                         "-" if r["duration"] is None else format_duration(r["duration"]), r["status"], f"{r['cached']}/{r['steps']}",
-                         *(_format_value(r[column]) for column in dag.RUN_COLUMNS)) for r in rows]
+                         _format_duration(r["duration"]), r["status"], f"{r['cached']}/{r['steps']}",
+                         *(_format_value(r[column]) for column in headlines.RUN_COLUMNS)) for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())

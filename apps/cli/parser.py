@@ -16,6 +16,7 @@ from contract.units import parse_duration
 from library.models import architecture_names  # the registry; imports no Keras
 from library.spans import parse_date
 from pipeline.logs import LOG_FORMATS
+from pipeline.runner import check_config
 
 DESCRIPTION = "`agnews-pipeline`: run, retrain, predict, serve, runs, show, diff, gc, embeddings, train-worker."
 DURATION_HELP = "a number of seconds or a duration: 10s, 90min, 2h, 30d, 2w"
@@ -256,5 +257,5 @@ def config_from_args(args: argparse.Namespace):
     if span or date:
         flags["ingest.window.newest"] = span or date
     config = load_config(args.config, getattr(args, "set", []), flags)
-    dag.check_config(config)
+    check_config(config)
     return config
