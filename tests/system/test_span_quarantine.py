@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLE_DIR
+from support.paths import SAMPLE_DIR
 from library import layouts
 from library.spans import file_sha256
-from test_e2e import agnews  # the real command in a subprocess, checking its exit code
+from support.e2e import agnews  # the real command in a subprocess, checking its exit code
 
 pytestmark = pytest.mark.e2e
 
