@@ -80,8 +80,11 @@ def record(store: MetadataStore, result) -> None:
             row = known.get(name)
             keep = row is not None and row["state"] == "accepted" and row["sha256"] == sha256
             splits = counts.get(name, {}).get("splits", {})
+            rows = splits.get("train", 0) + splits.get("eval", 0)
+            same_bytes = row is not None and row["sha256"] == sha256
             store.save_span(name, sha256=sha256, state="accepted" if keep else "ingested",
-                            reason=row["reason"] if keep else None, row_count=splits.get("train", 0) + splits.get("eval", 0),
+                            reason=row["reason"] if keep else None, row_count=rows,
+                            drifted=row["drifted"] if same_bytes else 0,  # validate's checks of new bytes follow
                             first_run=row["first_run"] if row is not None and row["first_run"] else result.run_id,
                             last_run=result.run_id)
     statistics = result.artifact("validate", "statistics")
