@@ -18,6 +18,7 @@ from apps.cli.parser import config_from_args, build_parser
 from apps.cli.predict import cmd_predict
 from apps.cli.run import cmd_run, cmd_train_worker
 from apps.cli.serve import cmd_serve
+from apps.cli.spans import cmd_spans
 from apps.cli.utils import UsageError, library_output
 from pipeline import interrupts
 from contract.config import ConfigError
@@ -70,7 +71,8 @@ def _main(args: argparse.Namespace) -> int:
             return cmd_run(args, config, console)
         if args.command in ("serve", "embeddings"):
             return {"serve": cmd_serve, "embeddings": cmd_embeddings}[args.command](args, config, console)
-        return {"runs": cmd_runs, "show": cmd_show, "gc": cmd_gc, "diff": cmd_diff}[args.command](args, config)
+        return {"runs": cmd_runs, "show": cmd_show, "gc": cmd_gc, "diff": cmd_diff,
+                "spans": cmd_spans}[args.command](args, config)
     except ConfigError as error:
         console.error(f"configuration error: {error}")
         return EXIT_USAGE
