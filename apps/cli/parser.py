@@ -7,6 +7,7 @@ import argparse
 
 from apps.cli.serve import UNBATCHED_THREADS
 from apps.serving.batching import BatchingOptions  # standard library only
+from apps.serving.policy import POLICY_HELP
 from pipeline import dag, interrupts
 from contract.config import ConfigError
 from contract.config_loading import default_config_file, load_config
@@ -132,7 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model-name", default="agnews", help="the name in /v1/models/<name> (default agnews)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8501, help="TF Serving's REST port by default; 0 = any free port")
-    serve.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for a new version")
+    serve.add_argument("--poll-seconds", type=float, default=1.0,
+                       help="how often to look for new versions and a changed --version-labels file")
+    serve.add_argument("--model-version-policy", default="latest", metavar="POLICY",
+                       help=f"versions to keep loaded (TF Serving's model_version_policy): {POLICY_HELP}; "
+                            "default latest")
+    serve.add_argument("--version-labels", metavar="FILE",
+                       help="YAML or JSON file {label: version} for /v1/models/<name>/labels/<label>, e.g. "
+                            "'stable: 3'; re-read when it changes")
     serve.add_argument("--max-request-bytes", type=int, default=8 << 20, help="larger bodies get 413")
     # TF Serving's batching parameters (--enable_batching, --batching_parameters_file), as flags.
     batching = BatchingOptions()

@@ -1,12 +1,16 @@
 """The server of `agnews-pipeline serve`: aiohttp handlers for TF Serving's REST routes, the app, and its
 lifecycle. Client code written for TF Serving works unchanged against it:
 
-  GET  /v1/models/<name>[/versions/<N>]            version status
-  GET  /v1/models/<name>[/versions/<N>]/metadata   signatures
-  POST /v1/models/<name>[/versions/<N>]:predict    {"signature_name"?, "instances": [...]}  -> {"predictions": [...]}
-                                                   {"signature_name"?, "inputs": ...}       -> {"outputs": ...}
-  POST /v1/models/<name>[/versions/<N>]:classify   {"signature_name"?, "context"?, "examples": [{feature: value}]}
-                                                   -> {"results": [[[class, score], ...], ...]}
+  GET  /v1/models/<name>[/versions/<N>|/labels/<L>]            version status
+  GET  /v1/models/<name>[/versions/<N>|/labels/<L>]/metadata   signatures
+  POST /v1/models/<name>[/versions/<N>|/labels/<L>]:predict    {"signature_name"?, "instances": [...]}
+                                                               -> {"predictions": [...]}
+                                                               {"signature_name"?, "inputs": ...} -> {"outputs": ...}
+  POST /v1/models/<name>[/versions/<N>|/labels/<L>]:classify   {"signature_name"?, "context"?, "examples": [...]}
+                                                               -> {"results": [[[class, score], ...], ...]}
+
+Every version the version policy keeps loaded answers at /versions/<N>; no version means the highest loaded
+one; a label (the --version-labels file) names a version.
 
 Concurrent :predict and :classify requests for the same version and signature are merged into one model call
 (apps/serving/batching.py, TF Serving's batching layer; --no-batching turns it off). The model runs in batch
@@ -31,6 +35,7 @@ from aiohttp import web
 from apps.serving.batching import Batcher, BatchingOptions, Overloaded
 from apps.serving.codec import ServingError, _error_line, _example, _json_response, _to_array, _to_json
 from apps.serving.metrics import METRICS_PATH, ServerMetrics
+from apps.serving.policy import LATEST, VersionPolicy
 from apps.serving.versions import CLASSIFY_METHOD, DEFAULT_SIGNATURE, Servable, VersionWatcher, _run_model
 
 
@@ -44,12 +49,17 @@ class ModelServer:
     requests_in_flight: int = field(default=0)
 
     def servable(self, request: web.Request) -> Servable:
-        name, version = request.match_info["model"], request.match_info.get("version")
-        spec = f"Specific({name}, {version})" if version else f"Latest({name})"
-        current = self.watcher.current
-        if name != self.model_name or current is None or (version is not None and int(version) != current.version):
+        """The loaded version a request names: /versions/N, /labels/L, or neither (the highest loaded)."""
+        name, version, label = (request.match_info["model"], request.match_info.get("version"),
+                                request.match_info.get("label"))
+        if label is not None and name == self.model_name and label not in self.watcher.labels:
+            raise ServingError(404, f"Unrecognized servable version label: {label}")
+        spec = (f"Specific({name}, {version})" if version else
+                f"Labeled({name}, {label} = version {self.watcher.labels.get(label)})" if label else f"Latest({name})")
+        servable = self.watcher.servable_for(int(version) if version else None, label)
+        if name != self.model_name or servable is None:
             raise ServingError(404, f"Servable not found for request: {spec}")
-        return current
+        return servable
 
     async def body(self, request: web.Request) -> dict:
         try:
@@ -67,14 +77,16 @@ class ModelServer:
         return parsed
 
     async def status(self, request: web.Request) -> web.Response:
-        name, version = request.match_info["model"], request.match_info.get("version")
+        name, version, label = (request.match_info["model"], request.match_info.get("version"),
+                                request.match_info.get("label"))
         states = []
         if name == self.model_name:
-            if self.watcher.current is not None:
-                states.append((self.watcher.current.version, "AVAILABLE"))
+            states = [(loaded, "AVAILABLE") for loaded in self.watcher.loaded]
             loading = self.watcher.loading
             if loading is not None:
                 states.append((loading, "LOADING"))
+            if label is not None:
+                version = self.watcher.labels.get(label, -1)
             if version is not None:
                 states = [state for state in states if state[0] == int(version)]
         if not states:
@@ -258,7 +270,8 @@ def build_app(server: ModelServer) -> web.Application:
     app["log"] = server.watcher.log
     model = r"/v1/models/{model:[^/:]+}"
     version = r"/versions/{version:\d+}"
-    for prefix in (model, model + version):
+    label = r"/labels/{label:[^/:]+}"
+    for prefix in (model, model + version, model + label):
         app.router.add_get(prefix, server.status)
         app.router.add_get(prefix + "/metadata", server.metadata)
         app.router.add_post(prefix + r":{verb:[A-Za-z]+}", server.call)
@@ -280,7 +293,7 @@ async def _serve(server: ModelServer, host: str, port: int, log: Callable[[str],
         loop.add_signal_handler(signum, stop.set)
     options = server.batcher.options
     log(f"serve: listening on http://{host}:{bound_port}/v1/models/{server.model_name} "
-        f"(serving folder {server.watcher.serving_dir}; "
+        f"(serving folder {server.watcher.serving_dir}, policy {server.watcher.policy}; "
         + (f"batching up to {options.max_batch_size} rows, timeout {options.batch_timeout_micros} us, "
            f"{options.num_batch_threads} batch threads)" if options.enabled else
            f"batching off, {options.num_batch_threads} model threads)"))
@@ -292,7 +305,8 @@ async def _serve(server: ModelServer, host: str, port: int, log: Callable[[str],
 
 def serve(serving_dir: Path, model_name: str = "agnews", host: str = "127.0.0.1", port: int = 8501,
           poll_seconds: float = 1.0, max_request_bytes: int = 8 << 20,
-          batching: BatchingOptions | None = None, log: Callable[[str], None] | None = None) -> None:
+          batching: BatchingOptions | None = None, log: Callable[[str], None] | None = None,
+          policy: VersionPolicy = LATEST, labels_file: Path | None = None) -> None:
     """Runs the server until SIGTERM or SIGINT. Loads the newest version before it starts listening. `log`
     prints its lines (default: to stderr); a line that cannot be written (its disk is full) is dropped and the
     server keeps answering."""
@@ -308,10 +322,11 @@ def serve(serving_dir: Path, model_name: str = "agnews", host: str = "127.0.0.1"
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     watcher = VersionWatcher(Path(serving_dir), poll_seconds, log,
-                             batching.batch_sizes() if batching.enabled else ())
+                             batching.batch_sizes() if batching.enabled else (), policy, labels_file)
     watcher.poll_once()
     if watcher.current is None:
-        log(f"serve: no loadable version under {serving_dir} yet; answering 404 until one is pushed")
+        log(f"serve: no loadable version under {serving_dir} for policy {policy} yet; answering 404 until one "
+            "is pushed")
     watcher.start()
     batcher = Batcher(batching, _run_model)
     metrics = ServerMetrics(model_name, watcher, batcher)
