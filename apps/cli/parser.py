@@ -149,8 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch-size", type=int, default=batching.max_batch_size,
                        help=f"most rows in one model call (default {batching.max_batch_size})")
     serve.add_argument("--batch-timeout-micros", type=int, default=batching.batch_timeout_micros,
-                       help="longest wait for more requests before a batch thread takes a partly filled batch "
-                            f"(default {batching.batch_timeout_micros}: batches fill while the model is busy)")
+                       help="longest wait for more requests before a batch thread takes a partly filled batch, "
+                            "only under load (a batch running, or requests faster than one per timeout): a lone "
+                            f"request never waits (default {batching.batch_timeout_micros}; 100000 or more: every "
+                            "request waits, as in TF Serving)")
     serve.add_argument("--max-enqueued-batches", type=int, default=batching.max_enqueued_batches,
                        help="batches' worth of rows (x --max-batch-size, also with --no-batching) a version's "
                             f"queue holds before answering 503 (default {batching.max_enqueued_batches})")
