@@ -163,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allowed-batch-sizes", metavar="N,N,...",
                        help="batch sizes to pad to, ending with --max-batch-size (default: 1, 2, 3, 4, 6, 8, 12, "
                             "... below it, and it)")
+    serve.add_argument("--intra-op-threads", type=int, default=0, metavar="N",
+                       help="TensorFlow's threads within one op (TF Serving's --tensorflow_intra_op_parallelism; "
+                            "default 0: TensorFlow's choice, the number of cores)")
+    serve.add_argument("--inter-op-threads", type=int, default=0, metavar="N",
+                       help="TensorFlow's threads running independent ops (TF Serving's "
+                            "--tensorflow_inter_op_parallelism; default 0: TensorFlow's choice)")
     _add_output_flags(serve, log_file=True)
 
     embeddings = commands.add_parser(

@@ -24,6 +24,10 @@ def _cmd_serve(args, config, console: Console) -> int:
         if value <= 0:
             print(f"serve: {flag} must be positive, got {value}", file=sys.stderr)
             return EXIT_USAGE
+    for flag, value in (("--intra-op-threads", args.intra_op_threads), ("--inter-op-threads", args.inter_op_threads)):
+        if value < 0:
+            print(f"serve: {flag} must be 0 (TensorFlow's choice) or more, got {value}", file=sys.stderr)
+            return EXIT_USAGE
     try:
         sizes = tuple(int(size) for size in args.allowed_batch_sizes.split(",")) if args.allowed_batch_sizes else ()
     except ValueError:
@@ -58,7 +62,8 @@ def _cmd_serve(args, config, console: Console) -> int:
         with _library_output(args, console):
             serve(serving_dir, model_name=args.model_name, host=args.host, port=args.port,
                   poll_seconds=args.poll_seconds, max_request_bytes=args.max_request_bytes, batching=batching,
-                  log=console, policy=policy, labels_file=labels_file)
+                  log=console, policy=policy, labels_file=labels_file,
+                  op_threads=(args.inter_op_threads, args.intra_op_threads))
     except OSError as error:
         console.error(f"serve: cannot listen on {args.host}:{args.port}: {error.strerror or error}")
         return EXIT_FAILED

@@ -61,9 +61,18 @@ class ModelServer:
             raise ServingError(404, f"Servable not found for request: {spec}")
         return servable
 
+    def timed(self, stage: str, since: float) -> float:
+        """Counts the time since `since` to `stage` on the metrics page; returns now."""
+        now = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.stage(stage, now - since)
+        return now
+
     async def body(self, request: web.Request) -> dict:
         try:
+            started = time.monotonic()
             raw = await request.read()
+            started = self.timed("http_read", started)
         except web.HTTPRequestEntityTooLarge:
             raise ServingError(413, f"request body is larger than the limit of {self.max_request_bytes} bytes "
                                     "(send fewer instances per request, or start serve with a higher "
@@ -74,6 +83,7 @@ class ModelServer:
             raise ServingError(400, f"JSON Parse error: {error}") from None
         if not isinstance(parsed, dict):
             raise ServingError(400, "JSON Parse error: the request body must be a JSON object")
+        self.timed("json_decode", started)
         return parsed
 
     async def status(self, request: web.Request) -> web.Response:
@@ -115,7 +125,11 @@ class ModelServer:
             servable = self.servable(request)
             body = await self.body(request)
             handle = self.predict if verb == "predict" else self.classify
-            return _json_response(await handle(servable, body))
+            answer = await handle(servable, body)
+            started = time.monotonic()
+            response = _json_response(answer)
+            self.timed("json_encode", started)
+            return response
         finally:
             self.requests_in_flight -= 1
 
@@ -126,15 +140,18 @@ class ModelServer:
         import tensorflow as tf
 
         solo = rows is None or not servable.batchable[signature]
+        started = time.monotonic()
         try:
             answer = self.batcher.submit(servable, signature, inputs, rows or 0, solo=solo)
         except Overloaded as error:
             raise ServingError(503, f"the server is overloaded: {error}; retry later",
                                headers={"Retry-After": "1"}) from None
         try:
-            return await answer
+            outputs = await answer
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
             raise ServingError(400, _error_line(error)) from None
+        self.timed("batch_wait", started)
+        return outputs
 
     def signature(self, servable: Servable, body: dict, default: str) -> str:
         name = body.get("signature_name") or default
@@ -163,17 +180,23 @@ class ModelServer:
                         columns[name].append(named[name])
         else:
             columns = self._named_inputs(body["inputs"], specs, "inputs")
+        started = time.monotonic()
         arrays = {name: _to_array(value, specs[name], f"input {name!r}") for name, value in columns.items()}
+        self.timed("to_arrays", started)
         first_axes = {array.shape[0] if array.ndim else None for array in arrays.values()}
         rows = first_axes.pop() if len(first_axes) == 1 else None
         outputs = await self.run_signature(servable, signature, arrays, rows)
+        started = time.monotonic()
         converted = {name: _to_json(name, value) for name, value in outputs.items()}
         if "inputs" in body:
-            return {"outputs": next(iter(converted.values())) if len(converted) == 1 else converted}
-        if len(converted) == 1:
-            return {"predictions": next(iter(converted.values()))}
-        return {"predictions": [{name: column[i] for name, column in converted.items()}
-                                for i in range(len(body["instances"]))]}
+            answer = {"outputs": next(iter(converted.values())) if len(converted) == 1 else converted}
+        elif len(converted) == 1:
+            answer = {"predictions": next(iter(converted.values()))}
+        else:
+            answer = {"predictions": [{name: column[i] for name, column in converted.items()}
+                                      for i in range(len(body["instances"]))]}
+        self.timed("to_json", started)
+        return answer
 
     @staticmethod
     def _named_inputs(value: Any, specs: dict, where: str) -> dict:
@@ -209,8 +232,10 @@ class ModelServer:
         if not isinstance(examples, list) or not isinstance(context, dict):
             raise ServingError(400, "a :classify request needs \"examples\": a list of JSON objects "
                                     "(and optionally \"context\": one JSON object shared by all examples)")
+        started = time.monotonic()
         serialized = np.empty(len(examples), dtype=object)
         serialized[:] = [_example(example, context, f"examples[{i}]") for i, example in enumerate(examples)]
+        self.timed("to_arrays", started)
         (input_name,) = servable.inputs[signature]
         outputs = await self.run_signature(servable, signature, {input_name: serialized}, len(examples))
         scores = outputs["scores"].tolist()
@@ -303,10 +328,22 @@ async def _serve(server: ModelServer, host: str, port: int, log: Callable[[str],
     await runner.cleanup()  # stops accepting, waits for in-flight (and so queued) requests, closes connections
 
 
+def _set_op_threads(inter: int, intra: int) -> None:
+    """TensorFlow's thread pools (0: its own choice); before the first model loads, which fixes them."""
+    if inter or intra:
+        import tensorflow as tf
+
+        if inter:
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+        if intra:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+
+
 def serve(serving_dir: Path, model_name: str = "agnews", host: str = "127.0.0.1", port: int = 8501,
           poll_seconds: float = 1.0, max_request_bytes: int = 8 << 20,
           batching: BatchingOptions | None = None, log: Callable[[str], None] | None = None,
-          policy: VersionPolicy = LATEST, labels_file: Path | None = None) -> None:
+          policy: VersionPolicy = LATEST, labels_file: Path | None = None,
+          op_threads: tuple[int, int] = (0, 0)) -> None:
     """Runs the server until SIGTERM or SIGINT. Loads the newest version before it starts listening. `log`
     prints its lines (default: to stderr); a line that cannot be written (its disk is full) is dropped and the
     server keeps answering."""
@@ -321,6 +358,7 @@ def serve(serving_dir: Path, model_name: str = "agnews", host: str = "127.0.0.1"
     log = log or log_to_stderr
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _set_op_threads(*op_threads)
     watcher = VersionWatcher(Path(serving_dir), poll_seconds, log,
                              batching.batch_sizes() if batching.enabled else (), policy, labels_file)
     watcher.poll_once()

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 
 from components.pusher.executor import publish_version
-from test_serve import TEXTS, Server, models  # noqa: F401  (models: the fixture)
-from test_serve_batching import metric, post, stop
+from support.serving import TEXTS, Server, metric, post, stop
 
-TIMEOUT_US = 50_000  # 50 ms: below the 100 ms rate window, so the policy decides whether to wait
+TIMEOUT_US = 90_000  # 90 ms: below the 100 ms rate window, so the policy decides whether to wait
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +27,7 @@ def server(tmp_path_factory, models):
 
 def test_a_lone_request_does_not_wait_for_the_batch_timeout(server, models):
     latencies = []
-    for _ in range(6):
+    for _ in range(10):
         time.sleep(0.3)  # idle: no batch running, no recent request
         started = time.monotonic()
         status, body, _ = post(server, "/v1/models/agnews:predict", {"instances": TEXTS[:1]})
@@ -36,8 +35,9 @@ def test_a_lone_request_does_not_wait_for_the_batch_timeout(server, models):
         assert status == 200
         np.testing.assert_allclose(body["predictions"][0]["probabilities"], models[1]["probabilities"][0],
                                    atol=1e-6)
-    # A request that waited for the timeout takes 50 ms or more; the fastest lone one is well under it.
-    assert min(latencies) < TIMEOUT_US / 1e6 / 2, latencies
+    # A request that waited for the timeout takes 90 ms or more (measured: 55-60 ms with a 50 ms timeout when
+    # every request waited); the fastest lone one, its model call included, is under it even on a loaded machine.
+    assert min(latencies) < TIMEOUT_US / 1e6, latencies
 
 
 def test_bursts_are_merged_and_each_request_gets_its_own_rows(server, models):
