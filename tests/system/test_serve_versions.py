@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from components.pusher.executor import publish_version
-from test_export import fresh_process_env
-from test_serve import REPO, TEXTS, Server, models, wait_until  # noqa: F401  (models: the fixture)
+from support.models import fresh_process_env
+from support.serving import REPO, TEXTS, Server, wait_until
 
 
 def which_version(probabilities: np.ndarray, models: dict) -> int:
