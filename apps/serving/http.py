@@ -96,7 +96,9 @@ class ModelServer:
             if loading is not None:
                 states.append((loading, "LOADING"))
             if label is not None:
-                version = self.watcher.labels.get(label, -1)
+                if label not in self.watcher.labels:
+                    raise ServingError(404, f"Unrecognized servable version label: {label}")
+                version = self.watcher.labels[label]
             if version is not None:
                 states = [state for state in states if state[0] == int(version)]
         if not states:

@@ -119,8 +119,9 @@ def test_latest_2_loads_a_new_version_under_load_moves_labels_and_rolls_back(lat
     assert set(clients.versions_after(latest, mark + 1)) == {1}  # one request may have been in flight
     assert {version for _, version in clients.answers[latest]} == {1, 2}
     assert server.call("POST", "/v1/models/agnews/versions/2:predict", {"instances": ["a"]})[0] == 404
-    status, body = server.call("POST", "/v1/models/agnews/labels/nope:predict", {"instances": ["a"]})
-    assert (status, body) == (404, {"error": "Unrecognized servable version label: nope"})
+    for method, path in (("POST", "/v1/models/agnews/labels/nope:predict"), ("GET", "/v1/models/agnews/labels/nope")):
+        status, body = server.call(method, path, {"instances": ["a"]} if method == "POST" else None)
+        assert (status, body) == (404, {"error": "Unrecognized servable version label: nope"})
 
 
 def test_specific_policy_pins_a_version_while_a_newer_one_is_pushed(tmp_path, models):
