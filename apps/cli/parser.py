@@ -9,6 +9,7 @@ from importlib import metadata
 from apps.cli.exit_codes import exit_codes_help
 from apps.cli.serve import UNBATCHED_THREADS
 from apps.serving.batching import BatchingOptions  # standard library only
+from apps.serving.policy import POLICY_HELP
 from pipeline import dag, interrupts
 from contract.config import ConfigError
 from contract.config_loading import default_config_file, load_config
@@ -172,7 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8501, help="TF Serving's REST port by default; 0 = any free port")
     serve.add_argument("--poll-seconds", type=duration_flag, default=1.0, metavar="DURATION",
-                       help=f"how often to look for a new version (default 1); {DURATION_HELP}")
+                       help="how often to look for new versions and a changed --version-labels file (default 1); "
+                            f"{DURATION_HELP}")
+    serve.add_argument("--model-version-policy", default="latest", metavar="POLICY",
+                       help=f"versions to keep loaded (TF Serving's model_version_policy): {POLICY_HELP}; "
+                            "default latest")
+    serve.add_argument("--version-labels", metavar="FILE",
+                       help="YAML or JSON file {label: version} for /v1/models/<name>/labels/<label>, e.g. "
+                            "'stable: 3'; re-read when it changes")
     serve.add_argument("--max-request-bytes", type=int, default=8 << 20, help="larger bodies get 413")
     # TF Serving's batching parameters (--enable_batching, --batching_parameters_file), as flags.
     batching = BatchingOptions()
@@ -181,8 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch-size", type=int, default=batching.max_batch_size,
                        help=f"most rows in one model call (default {batching.max_batch_size})")
     serve.add_argument("--batch-timeout-micros", type=int, default=batching.batch_timeout_micros,
-                       help="longest wait for more requests before a batch thread takes a partly filled batch "
-                            f"(default {batching.batch_timeout_micros}: batches fill while the model is busy)")
+                       help="longest wait for more requests before a batch thread takes a partly filled batch, "
+                            "only under load (a batch running, or requests faster than one per timeout): a lone "
+                            f"request never waits (default {batching.batch_timeout_micros}; 100000 or more: every "
+                            "request waits, as in TF Serving)")
     serve.add_argument("--max-enqueued-batches", type=int, default=batching.max_enqueued_batches,
                        help="batches' worth of rows (x --max-batch-size, also with --no-batching) a version's "
                             f"queue holds before answering 503 (default {batching.max_enqueued_batches})")
@@ -192,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allowed-batch-sizes", metavar="N,N,...",
                        help="batch sizes to pad to, ending with --max-batch-size (default: 1, 2, 3, 4, 6, 8, 12, "
                             "... below it, and it)")
+    serve.add_argument("--intra-op-threads", type=int, default=0, metavar="N",
+                       help="TensorFlow's threads within one op (TF Serving's --tensorflow_intra_op_parallelism; "
+                            "default 0: TensorFlow's choice, the number of cores)")
+    serve.add_argument("--inter-op-threads", type=int, default=0, metavar="N",
+                       help="TensorFlow's threads running independent ops (TF Serving's "
+                            "--tensorflow_inter_op_parallelism; default 0: TensorFlow's choice)")
     _add_output_flags(serve, log_file=True)
 
     embeddings = command("embeddings",

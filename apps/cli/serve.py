@@ -2,9 +2,12 @@
 (apps/serving) until SIGTERM or SIGINT."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from apps.cli.exit_codes import EXIT_FAILED, EXIT_OK
 from apps.cli.utils import UsageError, library_output
 from apps.serving.batching import BatchingOptions  # standard library only
+from apps.serving.policy import PolicyError, VersionPolicy, read_labels  # no TensorFlow
 from pipeline.logs import Console
 
 UNBATCHED_THREADS = 4  # serve --no-batching: requests the model computes at the same time
@@ -21,7 +24,17 @@ def cmd_serve(args, config, console: Console) -> int:
         raise UsageError(f"--max-request-bytes must be positive, got {args.max_request_bytes}")
     if args.poll_seconds <= 0:
         raise UsageError(f"--poll-seconds must be positive, got {args.poll_seconds:g}")
+    for flag, value in (("--intra-op-threads", args.intra_op_threads), ("--inter-op-threads", args.inter_op_threads)):
+        if value < 0:
+            raise UsageError(f"{flag} must be 0 (TensorFlow's choice) or more, got {value}")
     batching = _batching_options(args)
+    try:
+        policy = VersionPolicy.parse(args.model_version_policy)
+        labels_file = Path(args.version_labels) if args.version_labels else None
+        if labels_file is not None:
+            read_labels(labels_file)  # a bad file stops the start; later a bad edit keeps the previous labels
+    except PolicyError as error:
+        raise UsageError(str(error)) from None
     try:
         from apps.serving.http import serve
     except ImportError as error:
@@ -30,7 +43,8 @@ def cmd_serve(args, config, console: Console) -> int:
         with library_output(args, console):
             serve(serving_dir, model_name=args.model_name, host=args.host, port=args.port,
                   poll_seconds=args.poll_seconds, max_request_bytes=args.max_request_bytes, batching=batching,
-                  log=console)
+                  log=console, policy=policy, labels_file=labels_file,
+                  op_threads=(args.inter_op_threads, args.intra_op_threads))
     except OSError as error:
         console.error(f"serve: cannot listen on {args.host}:{args.port}: {error.strerror or error}")
         return EXIT_FAILED
