@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from contract.config import Config, ConfigError, require, packaged_file
+from contract.config import Config, ConfigError, packaged_file, require
 
 
 def default_config_file() -> Path:

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from library.layouts import ModelInputSpec, examples_files, vocabulary_file
 from contract.artifacts import ComponentError
 from contract.files import update_digest
+from library.layouts import ModelInputSpec, examples_files, vocabulary_file
 
 FORMATS = ("word2vec", "word2vec_binary", "glove", "kv")
 PADDING_ID = 0

@@ -43,6 +43,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from contract.files import replaced_atomically
 from library.layouts import shard_file_name
+
 # Records per shard file. A shard is sorted in memory by one worker: 100,000 AG News examples are ~30 MB.
 DEFAULT_ROWS_PER_SHARD = 100_000
 # Records a bundle holds before it writes them out as sorted runs: its memory bound (~40 MB of AG News examples).

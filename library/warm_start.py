@@ -17,8 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from contract.artifacts import ComponentError
 from contract.files import read_json
-from library.layouts import (ModelInputSpec, keras_model_file, model_vocabulary_file, read_model_input,
-                             trained_hyperparameters_file)
+from library.layouts import (
+    ModelInputSpec,
+    keras_model_file,
+    model_vocabulary_file,
+    read_model_input,
+    trained_hyperparameters_file,
+)
 
 if TYPE_CHECKING:
     import keras

@@ -28,8 +28,18 @@ from components.transform import spec as transform_spec
 from components.tuner import spec as tuner_spec
 from components.validate import spec as validate_spec
 from contract.component_spec import ComponentSpec
-from contract.names import (BASELINE_MODEL, BEST_HYPERPARAMETERS, BLESSING, EXAMPLES, MODEL, MODEL_RUN,
-                            PREVIOUS_EXAMPLES, SCHEMA, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES)
+from contract.names import (
+    BASELINE_MODEL,
+    BEST_HYPERPARAMETERS,
+    BLESSING,
+    EXAMPLES,
+    MODEL,
+    MODEL_RUN,
+    PREVIOUS_EXAMPLES,
+    SCHEMA,
+    TRANSFORM_GRAPH,
+    TRANSFORMED_EXAMPLES,
+)
 
 
 class DagError(ValueError):

@@ -13,11 +13,19 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from pipeline import dag
-from contract.disk import (disk_full, disk_full_message, error_paths, filesystem_line, free_bytes, full_path,
-                           not_writable, not_writable_message)
-from contract.units import format_size, parse_size
 from contract.config import Config
+from contract.disk import (
+    disk_full,
+    disk_full_message,
+    error_paths,
+    filesystem_line,
+    free_bytes,
+    full_path,
+    not_writable,
+    not_writable_message,
+)
+from contract.units import format_size, parse_size
+from pipeline import dag
 
 
 class LockBusy(RuntimeError):

@@ -14,15 +14,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports Te
 from apps.cli.exit_codes import EXIT_FAILED, EXIT_FOR_KIND, EXIT_LOCKED, EXIT_USAGE
 from apps.cli.history import cmd_diff, cmd_runs, cmd_show
 from apps.cli.maintenance import cmd_embeddings, cmd_gc
-from apps.cli.parser import config_from_args, build_parser
+from apps.cli.parser import build_parser, config_from_args
 from apps.cli.predict import cmd_predict
 from apps.cli.run import cmd_run, cmd_train_worker
 from apps.cli.serve import cmd_serve
 from apps.cli.spans import cmd_spans
 from apps.cli.utils import UsageError, library_output
-from pipeline import interrupts
 from contract.config import ConfigError
 from contract.config_loading import load_config
+from pipeline import interrupts
 from pipeline.logs import Console
 from pipeline.root import LockBusy
 

@@ -33,18 +33,25 @@ from pathlib import Path
 from components.ingest.quarantine import join_files, quarantine_block, too_many_bad_rows, write_quarantine_block
 from components.ingest.reading import prepare_tfds, read_csv, read_tfds
 from components.ingest.span_reuse import plan_reuse
-from components.ingest.spec import (CSV_FILE_NAMES, Source, check_one_span, csv_dir, reads_stream, source_name,
-                                    window)
-from library.ag_news_csv import GoodRow, count_lines, open_binary
-from library.beam_options import pipeline_options
-from library import spans as span_stream
-from library.layouts import (NUM_CLASSES, SOURCE_SPLITS, SPLITS, quarantine_file, read_counts, source_folder,
-                             split_dir, write_counts, write_sources)
+from components.ingest.spec import CSV_FILE_NAMES, Source, check_one_span, csv_dir, reads_stream, source_name, window
 from contract.artifacts import LOST_ROWS_ADVICE, Artifact, ComponentError, Runtime
+from contract.config import IngestConfig
 from contract.files import file_sha256, update_digest
 from contract.names import EXAMPLES, PREVIOUS_EXAMPLES
-from contract.config import IngestConfig
-
+from library import spans as span_stream
+from library.ag_news_csv import GoodRow, count_lines, open_binary
+from library.beam_options import pipeline_options
+from library.layouts import (
+    NUM_CLASSES,
+    SOURCE_SPLITS,
+    SPLITS,
+    quarantine_file,
+    read_counts,
+    source_folder,
+    split_dir,
+    write_counts,
+    write_sources,
+)
 
 # ---------------------------------------------------------------------------------------------- splits
 
@@ -225,6 +232,7 @@ def _ingest(to_read: list[Source], all_sources: list[Source], config: IngestConf
             examples_dir: Path, runtime: Runtime) -> None:
     """Runs Beam over `to_read`: example files, counts.json and quarantine.jsonl in each source's folder."""
     import apache_beam as beam  # heavy libraries are imported where used, not at the top (see contract/artifacts.py)
+
     from library.tfrecord_io import WriteDeterministicTFRecords
     summary_path = output_dir / ".ingest-summary.json"
     quarantine_blocks = output_dir / ".quarantine-blocks"

@@ -18,11 +18,19 @@ if TYPE_CHECKING:  # for annotations; run() imports Beam when it runs
     import apache_beam as beam
 
 from components.ingest.spec import Source
-from library.ag_news_csv import (BadRow, Chunk, chunk_lines, count_newlines, parse_csv_row, parse_tfds_row,
-                                 plan_chunks, quarantine_record)
-from library.layouts import SOURCE_SPLITS
 from contract.artifacts import ComponentError
 from contract.config import IngestConfig
+from library.ag_news_csv import (
+    BadRow,
+    Chunk,
+    chunk_lines,
+    count_newlines,
+    parse_csv_row,
+    parse_tfds_row,
+    plan_chunks,
+    quarantine_record,
+)
+from library.layouts import SOURCE_SPLITS
 
 # Bytes per read task of a CSV file. A file is split into chunks of this size that are read in parallel; each
 # line belongs to the chunk it starts in.

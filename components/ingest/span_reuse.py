@@ -15,11 +15,11 @@ import shutil
 from pathlib import Path
 
 from components.ingest.spec import Source
+from contract.artifacts import Artifact
+from contract.config import IngestConfig
+from contract.files import file_sha256
 from library.code_version import code_version
 from library.layouts import COUNTS_FILE, read_sources, source_folder
-from contract.artifacts import Artifact
-from contract.files import file_sha256
-from contract.config import IngestConfig
 
 # The module whose code version (with every project module it imports) decides a span's example files.
 INGEST_EXECUTOR = "components.ingest.executor"

@@ -14,11 +14,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from library import spans as span_stream
 from contract.artifacts import ComponentError
 from contract.component_spec import ComponentSpec
 from contract.config import IngestConfig
 from contract.names import EXAMPLES
+from library import spans as span_stream
 
 CSV_FILE_NAMES = {"train": "train.csv", "test": "test.csv"}
 

@@ -42,17 +42,32 @@ if TYPE_CHECKING:  # for annotations; run() imports KerasTuner (and TensorFlow) 
     from library.dataset import BucketExamples
 
 from components.tuner.spec import TUNED_INPUT, Decision, retune_decision
-from library import embeddings
-from library.layouts import (TRIALS_CSV_FILE, TRIALS_MARKDOWN_FILE, ModelInputSpec, bucket_files,
-                             read_best_hyperparameters, read_model_input, tensorboard_dir,
-                             write_best_hyperparameters)
-from library.models import (architecture_names, build_model, check_hyperparameters, default_hyperparameters,
-                            describe_search_space, fixed_hyperparameters, hyperparameter_names,
-                            parse_fixed_hyperparameters, search_space)
 from contract.artifacts import Artifact, ComponentError, Runtime
-from contract.units import format_duration
-from contract.names import BEST_HYPERPARAMETERS, TRANSFORMED_EXAMPLES, TRANSFORM_GRAPH
 from contract.config import ConfigError, TunerConfig
+from contract.names import BEST_HYPERPARAMETERS, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
+from contract.units import format_duration
+from library import embeddings
+from library.layouts import (
+    TRIALS_CSV_FILE,
+    TRIALS_MARKDOWN_FILE,
+    ModelInputSpec,
+    bucket_files,
+    read_best_hyperparameters,
+    read_model_input,
+    tensorboard_dir,
+    write_best_hyperparameters,
+)
+from library.models import (
+    architecture_names,
+    build_model,
+    check_hyperparameters,
+    default_hyperparameters,
+    describe_search_space,
+    fixed_hyperparameters,
+    hyperparameter_names,
+    parse_fixed_hyperparameters,
+    search_space,
+)
 
 STATE_DIR = "tuner_state"
 EVAL_BATCH_SIZE = 256  # evaluation metrics do not depend on the batch size; larger batches are faster
@@ -66,6 +81,7 @@ def _search_model(architecture: str, model_input: ModelInputSpec, examples_dir: 
     read once per search. (Defined in a function: Keras is imported only when a search runs.)"""
     import keras
     import keras_tuner
+
     from library.dataset import bucketed_batches
     from library.progress import Progress
 
@@ -237,6 +253,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
     if config.enabled:
         runtime.log(f"tuner: {decision.detail}")
     import keras  # heavy libraries are imported in run(), not at the top (see contract/artifacts.py)
+
     from library.dataset import bucket_examples
     examples_dir = Path(inputs[TRANSFORMED_EXAMPLES].uri)
     transform_graph_dir = Path(inputs[TRANSFORM_GRAPH].uri)

@@ -18,7 +18,7 @@ from apache_beam.runners.runner import PipelineState
 from contract.artifacts import ComponentError
 from contract.units import parse_size
 from engines.dask.translation import ConsumerCount, PerPCollectionVisitor, adapter_overrides
-from engines.dask.watchdog import PAUSED_SECONDS, scheduler_probe, Watchdog
+from engines.dask.watchdog import PAUSED_SECONDS, Watchdog, scheduler_probe
 from library.layouts import DASK_STATE_DUMP
 
 POLL_SECONDS = 5  # how often the client checks the computation's progress

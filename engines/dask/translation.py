@@ -16,7 +16,7 @@ from apache_beam.runners.dask import overrides
 from apache_beam.runners.dask import transform_evaluator as beam_ops
 from apache_beam.transforms.combiners import LiftedCombinePerKey
 
-from engines.dask.fusion import concat, run_bundle, FusedStep, step_of, task_name, values_with_tag
+from engines.dask.fusion import FusedStep, concat, run_bundle, step_of, task_name, values_with_tag
 
 READ_BUNDLE_BYTES = 64 << 20  # desired size of one split of a file source (one partition)
 

@@ -23,10 +23,9 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from distributed import Client
-
-from support.beam import (START_SECONDS, UNTIL_TRANSFORM, free_port, read_json, step_files, stop_processes,
-                          write_sorted)
+from support.beam import START_SECONDS, UNTIL_TRANSFORM, free_port, read_json, step_files, stop_processes, write_sorted
 from support.paths import CLI, PROJECT, SAMPLE_DIR
+
 from engines.dask.runner import DaskClusterRunner
 
 CLUSTER_LOGS: list[Path | None] = [None]  # the module's cluster writes its logs here (fixture `scheduler`)

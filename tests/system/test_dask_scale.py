@@ -18,12 +18,11 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-
 pytest.importorskip("distributed")
-from engines.dask.runner import DaskClusterRunner
-from support.beam import (START_SECONDS, UNTIL_TRANSFORM, free_port, read_json, step_files, stop_processes,
-                          write_sorted)
+from support.beam import START_SECONDS, UNTIL_TRANSFORM, free_port, read_json, step_files, stop_processes, write_sorted
 from support.paths import PROJECT
+
+from engines.dask.runner import DaskClusterRunner
 
 
 @contextlib.contextmanager
@@ -249,8 +248,8 @@ def _stalled_beam_step(inputs, output_dir: Path, config, runtime):
 
 
 def test_a_stalled_step_fails_the_run_in_bounded_time_and_publishes_nothing(cluster, tmp_path, monkeypatch):
-    from contract.config_loading import load_config
     from contract.component_spec import ComponentSpec
+    from contract.config_loading import load_config
     from pipeline.dag import Step
     from pipeline.metadata import MetadataStore
     from pipeline.runner import Runner
@@ -361,8 +360,9 @@ class _FailOnceFlagged(beam.DoFn):
 
 
 def test_a_task_failing_after_a_worker_left_fails_the_step_with_one_line_naming_the_worker(tmp_path):
-    from contract.artifacts import ComponentError
     from distributed import Client
+
+    from contract.artifacts import ComponentError
     flag = tmp_path / "flag"
     with dask_cluster(tmp_path / "logs", 2) as (address, workers):
         def kill_w1_then_flag():

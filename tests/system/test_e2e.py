@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from support.e2e import agnews, keras_probabilities, serve_in_a_fresh_process
+from support.paths import CLI, PROJECT, SAMPLE_DIR
+from support.paths import E2E_CONFIG as CONFIG
 
 from library import layouts
-from support.e2e import agnews, keras_probabilities, serve_in_a_fresh_process
-from support.paths import CLI, E2E_CONFIG as CONFIG, PROJECT, SAMPLE_DIR
 
 pytestmark = pytest.mark.e2e
 
@@ -193,6 +194,7 @@ def test_retrain_is_locked_skips_unchanged_data_and_predict_works(first_run, tmp
     rows = [json.loads(line) for line in predicted.stdout.strip().splitlines()]
     # The command answers what the served model answers for the same texts, row by row and in order.
     import numpy as np
+
     from apps import predict
     expected = predict.predict(version_dir, lines)
     assert [(r["class_id"], r["class_name"]) for r in rows] == [(e["class_id"], e["class_name"]) for e in expected]

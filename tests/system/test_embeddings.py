@@ -14,17 +14,17 @@ import gensim.models as gensim_models
 import keras
 import numpy as np
 import pytest
+from support.models import fresh_process_env
 
-from components.trainer import executor as trainer
-from components.tuner import executor as tuner
-from library import dataset, embeddings
-from library.layouts import read_model_input, vocabulary_file
 from apps.cli.main import main as cli_main
 from apps.cli.parser import build_parser, config_from_args
+from components.trainer import executor as trainer
+from components.tuner import executor as tuner
 from contract.artifacts import ComponentError, Runtime
 from contract.config import ConfigError, TrainerConfig, TunerConfig
 from contract.config_loading import load_config
-from support.models import fresh_process_env
+from library import dataset, embeddings
+from library.layouts import read_model_input, vocabulary_file
 
 RUNTIME = Runtime(seed=7, log=lambda message: None)
 DIM = 12

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-
 from support.faults import agnews, command_env, latest_run, one_line, push_leftovers, store_rows, versions
 from support.hooks import after_import_hook
 from support.paths import PROJECT, SAMPLE_DIR

@@ -16,15 +16,14 @@ import subprocess
 import sys
 import sysconfig
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
-
+import tomllib
 from support.paths import SAMPLE_DIR
-from pipeline import dag
-from library.code_version import step_code_version
 
+from library.code_version import step_code_version
+from pipeline import dag
 
 PROJECT = Path(__file__).resolve().parents[2]
 CONFIG = PROJECT / "tests" / "support" / "e2e_config.yaml"

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
+from support.e2e import keras_probabilities, serve_in_a_fresh_process
 from support.hooks import after_import_hook
 from support.paths import SAMPLE_DIR
+
 from library import layouts
-from support.e2e import keras_probabilities, serve_in_a_fresh_process
 
 pytestmark = pytest.mark.e2e
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
+from support.e2e import agnews
+from support.paths import E2E_CONFIG as CONFIG
 from support.paths import SAMPLE_DIR
+
 from contract.artifacts import Artifact
 from contract.config import TunerConfig
 from library import layouts
 from library.warm_start import read_vocabulary
-from support.e2e import agnews
-from support.paths import E2E_CONFIG as CONFIG
 
 pytestmark = pytest.mark.e2e
 

@@ -21,11 +21,12 @@ import urllib.request
 import numpy as np
 import pytest
 import tensorflow as tf
+from support.models import fresh_process_env
+from support.serving import MAX_REQUEST_BYTES, REPO, TEXTS, Server
 
 from components.pusher.executor import publish_version
 from library import export
-from support.models import fresh_process_env
-from support.serving import MAX_REQUEST_BYTES, REPO, TEXTS, Server
+
 
 def example(title: str, description: str = "") -> bytes:
     return tf.train.Example(features=tf.train.Features(feature={

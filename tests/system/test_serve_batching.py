@@ -18,10 +18,10 @@ import time
 
 import numpy as np
 import pytest
-
-from components.pusher.executor import publish_version
 from support.models import fresh_process_env
 from support.serving import REPO, TEXTS, Server, metric, post, stop, wait_until
+
+from components.pusher.executor import publish_version
 
 LONG_TIMEOUT_US = "60000000"  # 60 s: a batch starts only when it is full, or when the server drains
 

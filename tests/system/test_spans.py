@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
+from support.e2e import agnews  # the real command in a subprocess, checking its exit code
 from support.paths import SAMPLE_DIR
+
 from contract.artifacts import ComponentError
 from library import drift, layouts, spans
-from support.e2e import agnews  # the real command in a subprocess, checking its exit code
 
 pytestmark = pytest.mark.e2e
 

@@ -15,13 +15,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from support.datasets import write_transformed_examples
 
 from components.trainer import executor as trainer
 from components.tuner import executor as tuner
-from library import dataset, layouts, models
 from contract.artifacts import Artifact, ComponentError, Runtime
 from contract.config import TrainerConfig, TunerConfig
-from support.datasets import write_transformed_examples
+from library import dataset, layouts, models
 
 RUNTIME = Runtime(seed=7, log=lambda message: None)
 TINY = ("embedding_dim=8", "units=8")

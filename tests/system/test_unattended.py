@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from support.faults import agnews, latest_run, one_line, store_rows, versions
 from support.paths import PROJECT, SAMPLE_DIR
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 
 import pytest
+import tomllib
+from support.paths import PROJECT
 
 from apps.cli.exit_codes import EXIT_MEANINGS, EXIT_USAGE
 from apps.cli.main import main
 from apps.cli.parser import build_parser, config_from_args
-from support.paths import PROJECT
 
 
 def exits(capsys, argv: list[str]) -> tuple[int, str, str]:

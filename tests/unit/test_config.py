@@ -100,8 +100,8 @@ def test_bucket_upper_bounds_end_at_max_length():
 
 
 def test_architecture_choices_come_from_the_model_registry(capsys):
-    from library.models import ARCHITECTURES
     from apps.cli.main import main
+    from library.models import ARCHITECTURES
     for name in ARCHITECTURES:
         args = build_parser().parse_args(["run", "--model", name])
         assert config_from_args(args).tuner.architecture == name

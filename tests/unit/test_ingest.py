@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 import re
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import tensorflow as tf
 
-from components.ingest import executor as ingest, reading as ingest_reading
-from library import ag_news_csv, layouts
+from components.ingest import executor as ingest
+from components.ingest import reading as ingest_reading
 from contract.artifacts import ComponentError
 from contract.config import IngestConfig
+from library import ag_news_csv, layouts
 
 
 def read_split(examples_dir: Path, split: str) -> Counter:

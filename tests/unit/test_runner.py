@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from support import toy_components
+
 from contract.config_loading import load_config
 from pipeline.gc import collect_garbage
 from pipeline.metadata import SCHEMA_VERSION, MetadataStore
