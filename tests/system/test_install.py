@@ -21,13 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from support.paths import SAMPLE_DIR
+from support.paths import E2E_CONFIG as CONFIG, PROJECT, SAMPLE_DIR
 from pipeline import dag
 from pipeline.code_version import code_version
 
 
-PROJECT = Path(__file__).resolve().parents[2]
-CONFIG = PROJECT / "tests" / "support" / "e2e_config.yaml"
 # Printed by the installed interpreter: where each module and data file it uses lives, and the steps' code versions.
 WHERE_FROM = r"""
 import importlib, json, sys
