@@ -410,19 +410,36 @@ def test_bad_dask_settings_fail_before_any_work(overrides, message):
         load_config(None, overrides)
 
 
-@pytest.mark.parametrize("memory", ["auto", "3GiB", "3000MB", "1.5 GB"])
-def test_the_dask_settings_reach_the_adapter(memory):
-    from dask.utils import parse_bytes
+class _WhereAmI(beam.DoFn):
+    """Each element becomes what the dask worker running it is, read from the worker itself: [its process id,
+    its memory limit, its threads, whether a nanny started it, the workers the scheduler knows]."""
 
+    def setup(self):
+        from distributed import get_client
+        self.workers = len(get_client().scheduler_info()["workers"])
+
+    def process(self, element):
+        from distributed import get_worker
+        worker = get_worker()
+        yield [os.getpid(), worker.memory_manager.memory_limit, worker.state.nthreads, worker.nanny is not None,
+               self.workers]
+
+
+@pytest.mark.parametrize("memory, limit", [("1.5 GB", 1_500_000_000), ("3GiB", 3 * 2**30)])
+def test_the_local_cluster_has_the_configured_workers_and_memory_limit(memory, limit, tmp_path):
+    """From the configuration to the workers: pipeline.dask_workers processes (not threads of this one), each
+    started by a nanny with 1 thread and pipeline.dask_worker_memory as its limit (GB: 10^9, GiB: 2^30)."""
     from contract.config_loading import load_config
-    from engines.dask.runner import DaskAdapterOptions, worker_memory_limit
     from library.beam_options import all_beam_args, pipeline_options
     config = load_config(None, ["pipeline.beam_runner=dask", f"pipeline.dask_worker_memory={memory}",
-                                "pipeline.dask_stall_seconds=90"])
-    adapter = pipeline_options(all_beam_args(config.pipeline)).view_as(DaskAdapterOptions)
-    assert (adapter.dask_worker_memory, adapter.dask_stall_seconds) == (memory, 90)
-    # What LocalCluster(memory_limit=...) gets: the project's size grammar and dask's agree.
-    assert memory == "auto" or worker_memory_limit(memory) == parse_bytes(memory)
+                                "pipeline.dask_workers=2"])
+    with beam.Pipeline(options=pipeline_options(all_beam_args(config.pipeline))) as pipeline:
+        facts = (pipeline | beam.Create(range(40)) | beam.Reshuffle() | beam.ParDo(_WhereAmI())
+                 | beam.Map(tuple) | beam.Distinct())
+        write_sorted(facts, tmp_path / "workers", "Workers")
+    seen = read_json(tmp_path / "workers")
+    assert seen and all(pid != os.getpid() for pid, *_ in seen), seen
+    assert {tuple(facts) for _, *facts in seen} == {(limit, 1, True, 2)}, seen
 
 
 @pytest.mark.parametrize("flag, message", [

@@ -20,13 +20,12 @@ from pathlib import Path
 
 import pytest
 import tomllib
-from support.paths import SAMPLE_DIR
+from support.paths import E2E_CONFIG as CONFIG
+from support.paths import PROJECT, SAMPLE_DIR
 
 from library.code_version import step_code_version
 from pipeline import dag
 
-PROJECT = Path(__file__).resolve().parents[2]
-CONFIG = PROJECT / "tests" / "support" / "e2e_config.yaml"
 # Printed by the installed interpreter: where each module and data file it uses lives, and the steps' code versions.
 WHERE_FROM = r"""
 import importlib, json, sys
