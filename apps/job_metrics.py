@@ -15,10 +15,10 @@ from typing import Any
 
 # Exit code -> outcome label (apps/cli/exit_codes.py). A run that ended is labelled by its own outcome.
 OUTCOME_OF_EXIT = {0: "pushed", 1: "failed", 2: "usage_error", 3: "skipped_no_new_data", 4: "not_blessed",
-                   5: "locked", 6: "too_few_spans", 7: "span_not_found", 8: "drift", 130: "interrupted",
+                   5: "locked", 6: "too_few_spans", 7: "span_not_found", 8: "drift", 9: "backfill_refused", 130: "interrupted",
                    143: "interrupted"}
 OUTCOMES = ("pushed", "already_pushed", "not_blessed", "stopped_early", "skipped_no_new_data", "failed", "drift",
-            "too_few_spans", "span_not_found", "locked", "usage_error", "interrupted")
+            "too_few_spans", "span_not_found", "backfill_refused", "locked", "usage_error", "interrupted")
 SUCCESSES = ("pushed", "already_pushed", "not_blessed", "stopped_early")
 LAST_SUCCESS = "agnews_retrain_last_success_timestamp_seconds"
 

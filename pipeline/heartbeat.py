@@ -82,7 +82,7 @@ def estimate_for(store, step, step_config, inputs: dict) -> Estimate:
                      total_rows(store.artifacts_of(execution["id"], kind).values()))
                     for execution in store.completed(step.name, EARLIER_RUNS))
     if inputs:
-        rows = total_rows(inputs.values())
+        rows = total_rows(a for a in inputs.values() if not isinstance(a, list))  # a list input counts no rows
         return Estimate(earlier, lambda: rows)
     return Estimate(earlier, (lambda: step.input_rows(step_config)) if step.input_rows is not None else (lambda: None))
 

@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports Te
 
 from apps.cli.exit_codes import EXIT_FAILED, EXIT_FOR_KIND, EXIT_LOCKED, EXIT_USAGE
 from apps.cli.history import _cmd_diff, _cmd_runs, _cmd_show
-from apps.cli.maintenance import _cmd_embeddings, _cmd_gc
+from apps.cli.maintenance import _cmd_embeddings, _cmd_gc, _cmd_rollback
 from apps.cli.parser import _config_from_args, build_parser
 from apps.cli.predict import _cmd_predict
 from apps.cli.run import _cmd_run, _cmd_train_worker
@@ -70,7 +70,8 @@ def _main(args: argparse.Namespace) -> int:
             return _cmd_run(args, config, console)
         if args.command in ("serve", "embeddings"):
             return {"serve": _cmd_serve, "embeddings": _cmd_embeddings}[args.command](args, config, console)
-        return {"runs": _cmd_runs, "show": _cmd_show, "gc": _cmd_gc, "diff": _cmd_diff}[args.command](args, config)
+        return {"runs": _cmd_runs, "show": _cmd_show, "gc": _cmd_gc, "diff": _cmd_diff,
+                "rollback": _cmd_rollback}[args.command](args, config)
     except ConfigError as error:
         console.error(f"configuration error: {error}")
         return EXIT_USAGE

@@ -14,7 +14,8 @@ from library.models import architecture_names  # the registry; imports no Keras
 from library.spans import parse_date
 from pipeline.logs import LOG_FORMATS
 
-DESCRIPTION = "`agnews-pipeline`: run, retrain, predict, serve, runs, show, diff, gc, embeddings, train-worker."
+DESCRIPTION = ("`agnews-pipeline`: run, retrain, predict, serve, runs, show, diff, gc, rollback, embeddings, "
+               "train-worker.")
 # Dedicated flags and the configuration key each one sets.
 FLAG_KEYS = {
     "data": "ingest.data",
@@ -178,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, help_text in (("runs", "list runs"), ("show", "show a run's model lineage and artifacts"),
                             ("diff", "compare two runs: config, hyperparameters, data, code, metrics, outcome"),
-                            ("gc", "delete artifacts that no kept run or pushed model needs")):
+                            ("gc", "delete artifacts that no kept run or pushed model needs"),
+                            ("rollback", "serve VERSION's model again, re-published as the new highest version")):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--config", help="YAML configuration file")
         sub.add_argument("--pipeline-root", help="default ./pipeline_root")
@@ -192,8 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("run_a")
             sub.add_argument("run_b")
         if name == "gc":
-            sub.add_argument("--keep", type=int, required=True, help="keep the N most recent runs")
+            sub.add_argument("--keep", type=int, help="keep the N most recent runs (default: retention.runs)")
             sub.add_argument("--dry-run", action="store_true")
+        if name == "rollback":
+            sub.add_argument("version", type=int, metavar="VERSION", help="the served version to serve again")
     return parser
 
 
