@@ -107,6 +107,12 @@ def write_job_metrics(path: Path, *, command: str, exit_code: int, started: floa
                                  ("baseline", "newest_span", "newest_span_baseline_accuracy")):
             if evaluation.get(key) is not None:
                 accuracy.labels(model=model, data=data).set(evaluation[key])
+        blessing = _properties(record, "blessing")
+        if blessing.get("anchor_accuracy") is not None:  # the gate's anchor: best recent served version
+            accuracy.labels(model="anchor", data="test").set(blessing["anchor_accuracy"])
+        if blessing.get("p_value") is not None:
+            gauge("agnews_model_paired_p_value", "One-sided McNemar p-value that the candidate is worse than the "
+                  "baseline on the same test rows").set(blessing["p_value"])
     examples = _properties(record, "examples")
     if "window" in examples:
         spans = gauge("agnews_retrain_spans", "Spans of the window by what ingest did with them", ("state",))

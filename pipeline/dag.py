@@ -252,7 +252,7 @@ STEPS: tuple[Step, ...] = (
          inputs={MODEL: "trainer.model", BLESSING: "evaluator.blessing"},
          outputs=(PUSHED_MODEL,),
          config_section="pusher",
-         headline={PUSHED_MODEL: ("pushed", "version", "path")},
+         headline={PUSHED_MODEL: ("pushed", "version", "path", "rolled_back_to")},
          delivers="pushed_model.pushed",
          leftovers=pusher_spec.stale_push_folders),
 )

@@ -132,6 +132,7 @@ def test_metrics_match_numpy_and_first_model_is_blessed(tmp_path, trained, inges
     probabilities, labels = raw_test_predictions(layouts.serving_model_dir(trained["model"].uri),
                                                  ingested_sample.uri)
     predicted = np.argmax(probabilities, axis=1)
+    raw_accuracy = np.mean(predicted == labels)
     overall = metrics["overall"]
     assert metrics["examples"] == overall["examples"] == len(labels) == 400
     assert overall["accuracy"] == pytest.approx(np.mean(predicted == labels), abs=1e-6)
@@ -175,7 +176,7 @@ def test_metrics_match_numpy_and_first_model_is_blessed(tmp_path, trained, inges
     rows = RowResults.from_packed(outputs["blessing"].properties["test_rows"],
                                   outputs["blessing"].properties["correct_rows"],
                                   outputs["blessing"].properties["test_row_count"])
-    assert rows.accuracy == pytest.approx(np.mean(predicted == labels), abs=1e-9)
+    assert rows.accuracy == pytest.approx(raw_accuracy, abs=1e-9) and len(rows.correct) == 400
     assert outputs["evaluation"].properties == {"accuracy": overall["accuracy"], "loss": overall["loss"],
                                                 "macro_f1": overall["macro_f1"]}
     evaluation_dir = outputs["evaluation"].uri

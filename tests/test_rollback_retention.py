@@ -152,6 +152,7 @@ def du_bytes(folder: Path) -> int:
                               text=True).stdout.split()[0])
 
 
+@pytest.mark.timeout(3600)  # twelve retrains (about a minute each on 2 idle cores)
 def test_with_retention_the_root_stops_growing_and_kept_versions_can_be_rolled_back_to(tmp_path):
     full, live, names = make_stream(tmp_path, 12, CONFIG + RETENTION)
     root, serving = tmp_path / "root", tmp_path / "root" / "serving" / "agnews"
@@ -160,8 +161,9 @@ def test_with_retention_the_root_stops_growing_and_kept_versions_can_be_rolled_b
         arrive(full, live, name)
         agnews("retrain", *args(tmp_path))
         sizes[week] = du_bytes(root)
-    print("root size by week:", sizes)
-    assert sizes[12] <= 1.3 * sizes[4], sizes
+        print(f"week {week}: root {sizes[week]:,} bytes", flush=True)
+        if week > 4:  # from the first retrain on, the policy holds the root where it was after four
+            assert sizes[week] <= 1.3 * sizes[4], sizes
     assert layouts.serving_versions(serving) == [11, 12]  # older versions left the serving folder
 
     rolled = agnews("rollback", "11", *root_args(tmp_path))  # a kept version: everything it needs is there
