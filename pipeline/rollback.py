@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from components.ingest import spec as ingest_spec
+from components.trainer.spec import BASE_MODEL_INPUT
 from components.pusher.executor import publish_version
 from contract.artifacts import Artifact, ComponentError, fingerprint
 from contract.config import Config
@@ -41,7 +42,7 @@ def training_spans(store: MetadataStore, model: StoredArtifact) -> list[str]:
     recorded = model.properties.get("training_spans")
     if recorded:
         return list(recorded)
-    for _, inputs in store.lineage(model.id):
+    for _, inputs in store.lineage(model.id, cut=frozenset({BASE_MODEL_INPUT})):  # not its base model's
         examples = inputs.get(EXAMPLES)
         if examples is not None and examples.properties.get("window"):
             return list(examples.properties["window"])
