@@ -43,6 +43,7 @@ trainer:
 evaluator:
   min_accuracy: 0.0
   max_accuracy_drop: 1.0
+  significance: 0.0
 """
 # Kills the process with SIGKILL around the pusher's rename of its .push-* folder (AGNEWS_FAULT selects where).
 SITECUSTOMIZE = """
