@@ -15,15 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLE_DIR
 from library import layouts
 from library.paired_gate import RowResults
 from pipeline.metadata import MetadataStore
-from test_e2e import agnews  # the real command in a subprocess, checking its exit code
+from support.e2e import agnews  # the real command in a subprocess, checking its exit code
+from support.paths import PROJECT, SAMPLE_DIR
 
 pytestmark = pytest.mark.e2e
 
-PROJECT = Path(__file__).resolve().parent.parent
 CONFIG = """
 ingest: {window: {num_spans: 3}}
 transform: {vocab_size: 2000, max_length: 32, bucket_boundaries: [16, 32]}

@@ -137,10 +137,11 @@ def test_sigint_while_the_heartbeat_runs_interrupts_the_step_and_stops_the_heart
     data = tmp_path / "data"
     data.mkdir()
     (data / "train.csv").write_text("a b\n")
-    tests = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent  # where `import test_heartbeat` finds this module
+    project = here.parents[1]
     process = subprocess.Popen(
-        [sys.executable, "-c", SIGINT_SCRIPT, str(tmp_path / "root"), str(data)], cwd=tests.parent, text=True,
-        stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": f"{tests.parent}{os.pathsep}{tests}",
+        [sys.executable, "-c", SIGINT_SCRIPT, str(tmp_path / "root"), str(data)], cwd=project, text=True,
+        stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": f"{project}{os.pathsep}{here}",
                                      "SLOW_SOURCE_SECONDS": "60"})
     lines = []
     for line in process.stdout:

@@ -1,6 +1,6 @@
 """The tuner and trainer components, on tiny data and tiny models.
 
-The tuner tests use transform-shaped TFRecords written by test_dataset.write_transformed_examples; the trainer
+The tuner tests use transform-shaped TFRecords written by support.datasets.write_transformed_examples; the trainer
 test runs on the real transform of the committed sample (`transformed_sample`), because its serving export
 needs a real transform graph.
 """
@@ -21,7 +21,7 @@ from components.tuner import executor as tuner
 from library import dataset, layouts, models
 from contract.artifacts import Artifact, ComponentError, Runtime
 from contract.config import TrainerConfig, TunerConfig
-from test_dataset import write_transformed_examples
+from support.datasets import write_transformed_examples
 
 RUNTIME = Runtime(seed=7, log=lambda message: None)
 TINY = ("embedding_dim=8", "units=8")

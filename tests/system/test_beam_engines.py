@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import hashlib
 import json
 import os
 import socket
@@ -25,30 +24,12 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from distributed import Client
 
-from conftest import SAMPLE_DIR
+from support.beam import (START_SECONDS, UNTIL_TRANSFORM, free_port, read_json, step_files, stop_processes,
+                          write_sorted)
+from support.paths import CLI, PROJECT, SAMPLE_DIR
 from engines.dask.runner import DaskClusterRunner
 
-PROJECT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "apps.cli"]
-START_SECONDS = 120
 CLUSTER_LOGS: list[Path | None] = [None]  # the module's cluster writes its logs here (fixture `scheduler`)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _stop(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +38,8 @@ def scheduler(tmp_path_factory) -> str:
     project (the pipeline's functions travel to them by reference)."""
     logs = tmp_path_factory.mktemp("dask-logs")
     CLUSTER_LOGS[0] = logs
-    address = f"tcp://127.0.0.1:{_free_port()}"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), str(PROJECT / "tests")]), "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    address = f"tcp://127.0.0.1:{free_port()}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), str(PROJECT / "tests"), str(PROJECT / "tests" / "system")]), "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     processes = [subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
          "--port", address.rsplit(":", 1)[1], "--no-dashboard"],
@@ -73,8 +54,8 @@ def scheduler(tmp_path_factory) -> str:
             client.wait_for_workers(2, timeout=START_SECONDS)
         yield address
     finally:
-        _stop(processes[1:])
-        _stop(processes[:1])
+        stop_processes(processes[1:])
+        stop_processes(processes[:1])
 
 
 def run_on_dask(build, address: str, *flags: str) -> None:
@@ -82,18 +63,6 @@ def run_on_dask(build, address: str, *flags: str) -> None:
     options = PipelineOptions(flags=[f"--dask_client_address={address}", *flags])
     with beam.Pipeline(runner=DaskClusterRunner(), options=options) as pipeline:
         build(pipeline)
-
-
-def write_sorted(pcollection, path: Path, label: str):
-    """One file holding the sorted elements as JSON, whatever the partitioning."""
-    return (pcollection
-            | f"{label}List" >> beam.combiners.ToList()
-            | f"{label}Json" >> beam.Map(lambda values: json.dumps(sorted(values)))
-            | f"{label}Write" >> beam.io.WriteToText(str(path), shard_name_template=""))
-
-
-def read_json(path: Path):
-    return json.loads(path.read_text())
 
 
 # ---------------------------------------------------------------------------------------------- plain Beam
@@ -242,26 +211,6 @@ def agnews(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1"})
 
 
-def step_files(root: Path, steps=("ingest", "validate", "transform")) -> dict[str, str]:
-    """{step/relative path: sha256} of every file the steps published in the root's only run."""
-    [run_dir] = (root / "runs").iterdir()
-    return {f"{step}/{path.relative_to(run_dir / step)}": hashlib.sha256(path.read_bytes()).hexdigest()
-            for step in steps for path in sorted((run_dir / step).rglob("*")) if path.is_file()}
-
-
-UNTIL_TRANSFORM = ["run", "--data", f"csv:{SAMPLE_DIR}", "--until", "transform"]
-
-
-@pytest.fixture(scope="module")
-def direct_files(tmp_path_factory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("direct") / "root"
-    direct = agnews(*UNTIL_TRANSFORM, "--pipeline-root", str(root))
-    assert direct.returncode == 0, direct.stderr[-3000:]
-    files = step_files(root)
-    assert len(files) > 20  # TFRecords, counts, quarantine, statistics, transform graph, model_input, ...
-    return files
-
-
 def cluster_state(address: str) -> tuple[int, dict[str, str]]:
     """(the scheduler's count of task state transitions, {worker name: worker id}) now. Also starts the scheduler's
     task-stream recorder, which tasks_per_worker() reads."""
@@ -326,7 +275,7 @@ def _wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
 def job_service_and_worker_pool(logs: Path, python_dir: Path):
     """(job endpoint, worker pool endpoint) of a local job service and an external SDK worker pool whose workers
     are the `python` found first in `python_dir`; PYTHONPATH lets the workers import the project."""
-    job_port, pool_port = _free_port(), _free_port()
+    job_port, pool_port = free_port(), free_port()
     env = {**os.environ, "PATH": os.pathsep.join([str(python_dir), os.environ.get("PATH", "")]),
            "PYTHONPATH": str(PROJECT), "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     job = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
@@ -340,7 +289,7 @@ def job_service_and_worker_pool(logs: Path, python_dir: Path):
         _wait_for_port(pool_port, pool, "the worker pool")
         yield f"localhost:{job_port}", f"localhost:{pool_port}"
     finally:
-        _stop([pool, job])
+        stop_processes([pool, job])
 
 
 @pytest.fixture(scope="module")
@@ -403,7 +352,7 @@ def test_an_unreachable_job_service_fails_the_run_in_seconds_with_one_line(tmp_p
     root = tmp_path / "root"
     started = time.monotonic()
     completed = agnews("run", "--data", f"csv:{SAMPLE_DIR}", "--until", "ingest", "--pipeline-root", str(root),
-                       *portable_args(f"localhost:{_free_port()}", f"localhost:{_free_port()}"), timeout=120)
+                       *portable_args(f"localhost:{free_port()}", f"localhost:{free_port()}"), timeout=120)
     assert completed.returncode == 1
     assert time.monotonic() - started < 60
     [line] = [text for text in completed.stderr.splitlines() if "job service" in text]
@@ -448,7 +397,7 @@ def test_an_unreachable_scheduler_fails_the_run_in_seconds_with_one_line(tmp_pat
     root = tmp_path / "root"
     started = time.monotonic()
     completed = agnews("run", "--data", f"csv:{SAMPLE_DIR}", "--until", "ingest", "--pipeline-root", str(root),
-                       "--beam-runner", "dask", "--dask-address", f"tcp://127.0.0.1:{_free_port()}", timeout=120)
+                       "--beam-runner", "dask", "--dask-address", f"tcp://127.0.0.1:{free_port()}", timeout=120)
     assert completed.returncode == 1
     assert time.monotonic() - started < 60
     [line] = [text for text in completed.stderr.splitlines() if "dask scheduler" in text]

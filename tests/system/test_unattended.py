@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLE_DIR
-from test_faults import PROJECT, agnews, latest_run, one_line, store_rows, versions
-from test_faults import root, trained  # noqa: F401 - the fixtures: a tiny trained root, and a copy per test
+from support.faults import agnews, latest_run, one_line, store_rows, versions
+from support.paths import PROJECT, SAMPLE_DIR
 
 pytestmark = pytest.mark.e2e
 

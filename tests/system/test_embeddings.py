@@ -24,7 +24,7 @@ from apps.cli.parser import build_parser, _config_from_args
 from contract.artifacts import ComponentError, Runtime
 from contract.config import ConfigError, TrainerConfig, TunerConfig
 from contract.config_loading import load_config
-from test_export import fresh_process_env
+from support.models import fresh_process_env
 
 RUNTIME = Runtime(seed=7, log=lambda message: None)
 DIM = 12

@@ -1,5 +1,5 @@
 """`agnews-pipeline serve`: the real server in a subprocess on a free port, driven with a real HTTP client
-(urllib). Two tiny models (test_export.tiny_model, seeds 0 and 1, exported with the session's real transform
+(urllib). Two tiny models (support.models.tiny_model, seeds 0 and 1, exported with the session's real transform
 graph) are pushed as versions; their answers differ, which tells which version answered.
 
 The tests share one server and run in file order: status and calls on version 1, errors, concurrency, the
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
-import json
 import shutil
 import signal
 import subprocess
@@ -18,7 +17,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,85 +24,14 @@ import tensorflow as tf
 
 from components.pusher.executor import publish_version
 from library import export
-from test_export import fresh_process_env, tiny_model
-
-REPO = Path(__file__).resolve().parent.parent
-TEXTS = ["Stocks rally as oil prices fall", "Team wins the championship after a late goal", "",
-         "Zürich café naïve — 東京 株価 上昇 📈"]
-MAX_REQUEST_BYTES = 200_000
-
+from support.models import fresh_process_env
+from support.serving import MAX_REQUEST_BYTES, REPO, TEXTS, Server
 
 def example(title: str, description: str = "") -> bytes:
     return tf.train.Example(features=tf.train.Features(feature={
         "title": tf.train.Feature(bytes_list=tf.train.BytesList(value=[title.encode()])),
         "description": tf.train.Feature(bytes_list=tf.train.BytesList(value=[description.encode()])),
     })).SerializeToString()
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory, transformed_sample):
-    """Two exported SavedModels (different weights) and their in-process answers for TEXTS."""
-    transform_graph = transformed_sample["transform_graph"].uri
-    dim = json.loads((transform_graph / "model_input.json").read_text())["embedding_input_dim"]
-    root = tmp_path_factory.mktemp("models")
-    result = {}
-    for version, seed in ((1, 0), (2, 1)):
-        export.export_serving_model(tiny_model(dim, seed), transform_graph, root / f"model{version}")
-        loaded = tf.saved_model.load(str(root / f"model{version}"))
-        probabilities = loaded.signatures["serving_default"](text=tf.constant(TEXTS))["probabilities"].numpy()
-        result[version] = {"dir": root / f"model{version}", "probabilities": probabilities}
-    assert not np.allclose(result[1]["probabilities"], result[2]["probabilities"], atol=1e-4)
-    return result
-
-
-class Server:
-    def __init__(self, serving_dir: Path, *flags: str):
-        self.serving_dir = serving_dir
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "apps.cli", "serve", "--serving-dir", str(serving_dir), "--port", "0",
-             "--poll-seconds", "0.2", "--max-request-bytes", str(MAX_REQUEST_BYTES), *flags],
-            cwd=REPO, env={**fresh_process_env(), "PYTHONPATH": str(REPO)},
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-        self.lines: list[str] = []
-        self.port = None
-        listening = threading.Event()
-
-        def read():  # keeps the pipe drained and remembers the server's own lines
-            for line in self.process.stderr:
-                if line.startswith("serve:"):
-                    self.lines.append(line.strip())
-                    if "listening on http://127.0.0.1:" in line:
-                        self.port = int(line.split("127.0.0.1:")[1].split("/")[0])
-                        listening.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not listening.wait(300):
-            self.process.kill()
-            raise AssertionError(f"the server did not start: {self.lines}")
-
-    def call(self, method: str, path: str, body=None, raw: bytes | None = None, timeout: float = 60):
-        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
-
-    def predict(self, texts, path="/v1/models/agnews:predict"):
-        status, body = self.call("POST", path, {"instances": texts})
-        assert status == 200, body
-        return np.array([row["probabilities"] for row in body["predictions"]])
-
-    def wait_for_line(self, fragment: str, timeout: float = 120) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.lines:
-                if fragment in line:
-                    return line
-            time.sleep(0.1)
-        raise AssertionError(f"no server line with {fragment!r}: {self.lines}")
 
 
 def wait_until(condition, what: str, timeout: float = 120) -> None:

@@ -144,7 +144,7 @@ def _judge(inputs, output_dir: Path, config, runtime):
 
 
 def test_the_runner_resolves_a_resolver_input_from_the_store_or_its_fallback(tmp_path):
-    import toy_components
+    from support import toy_components
     from contract.config_loading import load_config
     from pipeline.runner import Runner
 

@@ -17,7 +17,7 @@ from library.layouts import SPLITS
 from contract.artifacts import LOST_ROWS_ADVICE, Artifact, ComponentError, Runtime
 from contract.config import TransformConfig, ValidateConfig
 
-SAMPLE_DIR = Path(__file__).parent / "data" / "ag_news_sample"
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "support" / "data" / "ag_news_sample"
 PROJECT_SCHEMA = ValidateConfig().schema_path()  # the packaged schema, read unconditionally
 # Small enough to be quick; max_length 64 truncates 66 of the sample's 1,600 texts, and no text is shorter
 # than 9 tokens, so bucket_8 stays empty. The vocabulary limit is above the ~8,000 distinct train tokens, so

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import SAMPLE_DIR
+from support.paths import SAMPLE_DIR
 from contract.artifacts import ComponentError
 from library import drift, layouts, spans
-from test_e2e import agnews  # the real command in a subprocess, checking its exit code
+from support.e2e import agnews  # the real command in a subprocess, checking its exit code
 
 pytestmark = pytest.mark.e2e
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 SPAN_NAMES = ["2026-10-12", "2026-10-19", "2026-10-26", "2026-11-02"]
 CONFIG = """
 transform: {vocab_size: 5000, max_length: 64, bucket_boundaries: [8, 16, 32, 64]}

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -23,28 +22,12 @@ from typing import Callable
 
 import pytest
 
-from conftest import SAMPLE_DIR, after_import_hook
+from support.faults import agnews, command_env, latest_run, one_line, push_leftovers, store_rows, versions
+from support.hooks import after_import_hook
+from support.paths import PROJECT, SAMPLE_DIR
 
 pytestmark = pytest.mark.e2e
 
-PROJECT = Path(__file__).resolve().parent.parent
-TINY_CONFIG = f"""
-ingest:
-  data: csv:{SAMPLE_DIR}
-transform:
-  vocab_size: 2000
-  max_length: 32
-  bucket_boundaries: [16, 32]
-tuner:
-  enabled: false
-  architecture: rnn
-trainer:
-  epochs: 1
-evaluator:
-  min_accuracy: 0.0
-  max_accuracy_drop: 1.0
-  significance: 0.0
-"""
 # Kills the process with SIGKILL around the pusher's rename of its .push-* folder (AGNEWS_FAULT selects where).
 SITECUSTOMIZE = """
 import os, signal
@@ -74,81 +57,6 @@ if os.environ.get("AGNEWS_FAULT") == "slow-ingest":
         return convert(row)
     module.to_tf_example = slow_to_tf_example
 """)
-
-
-def _env(extra: dict | None = None) -> dict:
-    # Unbuffered: a process killed with SIGKILL still leaves what it printed.
-    return {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1",
-            **(extra or {})}
-
-
-def _command_env(fault: str | None, hooks: Path | None, extra: dict | None = None) -> dict:
-    env = _env({**({"AGNEWS_FAULT": fault} if fault else {}), **(extra or {})})
-    if hooks is not None:
-        env["PYTHONPATH"] = os.pathsep.join([str(hooks), str(PROJECT), env.get("PYTHONPATH", "")])
-    return env
-
-
-def agnews(*args, fault: str | None = None, hooks: Path | None = None, prefix: tuple = (),
-           timeout: float = 600) -> subprocess.CompletedProcess:
-    env = _command_env(fault, hooks)
-    return subprocess.run([*prefix, sys.executable, "-m", "apps.cli", *map(str, args)], cwd=PROJECT,
-                          capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def one_line(completed: subprocess.CompletedProcess, code: int, *expected: str) -> str:
-    """Asserts the exit code and that the error is one line (the last on stderr) holding `expected`."""
-    stderr = completed.stderr
-    assert completed.returncode == code, f"exit {completed.returncode}, wanted {code}\n{stderr[-3000:]}"
-    assert "Traceback" not in stderr, stderr[-3000:]
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    message = lines[-1]
-    for text in expected:
-        assert text in message, f"{text!r} not in {message!r}"
-    ours = [line for line in lines if line.startswith(message.split(":")[0] + ":")]
-    assert len(ours) == 1, lines
-    return message
-
-
-def versions(root: Path) -> list[str]:
-    serving = root / "serving" / "agnews"
-    return sorted(p.name for p in serving.iterdir() if not p.name.startswith(".")) if serving.is_dir() else []
-
-
-def push_leftovers(root: Path) -> list[str]:
-    return [p.name for p in (root / "serving" / "agnews").iterdir() if p.name.startswith(".push-")]
-
-
-def store_rows(root: Path, query: str, args: tuple = ()) -> list[tuple]:
-    db = sqlite3.connect(root / "metadata.sqlite")
-    try:
-        return db.execute(query, args).fetchall()
-    finally:
-        db.close()
-
-
-def latest_run(root: Path) -> tuple[str, str]:
-    return store_rows(root, "SELECT id, status FROM runs ORDER BY started DESC LIMIT 1")[0]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
-    """(pipeline root with one complete run that pushed version 1, its config file)."""
-    base = tmp_path_factory.mktemp("faults")
-    config = base / "tiny.yaml"
-    config.write_text(TINY_CONFIG)
-    root = base / "root"
-    completed = agnews("run", "--config", config, "--pipeline-root", root)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert versions(root) == ["1"]
-    return root, config
-
-
-@pytest.fixture
-def root(trained, tmp_path) -> Path:
-    copy = tmp_path / "root"
-    shutil.copytree(trained[0], copy, symlinks=True)
-    return copy
 
 
 @pytest.fixture
@@ -274,7 +182,7 @@ def _signal_when(root: Path, config: Path, args: tuple, ready: Callable[[], bool
                  fault: str | None = None, hooks: Path | None = None, extra_env: dict | None = None,
                  timeout: float = 300):
     """Runs the pipeline and sends `signum` as soon as ready() is true (polled every 0.1 s, within `timeout`)."""
-    env = _command_env(fault, hooks, extra_env)
+    env = command_env(fault, hooks, extra_env)
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:  # pipes could fill up
         process = subprocess.Popen([sys.executable, "-m", "apps.cli", *map(str, run_args(root, config, *args))],
                                    cwd=PROJECT, env=env, stdout=stdout, stderr=stderr, text=True)

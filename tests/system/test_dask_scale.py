@@ -21,10 +21,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 pytest.importorskip("distributed")
 from engines.dask.runner import DaskClusterRunner
-from test_beam_engines import (PROJECT, START_SECONDS, UNTIL_TRANSFORM, _free_port, _stop,
-                               direct_files, read_json, step_files, write_sorted)
-
-__all__ = ["direct_files"]  # a fixture, used by name
+from support.beam import (START_SECONDS, UNTIL_TRANSFORM, free_port, read_json, step_files, stop_processes,
+                          write_sorted)
+from support.paths import PROJECT
 
 
 @contextlib.contextmanager
@@ -32,8 +31,8 @@ def dask_cluster(logs: Path, workers: int, *worker_args: str):
     """(address, worker processes) of a `dask scheduler` and `workers` single-threaded `dask worker` processes
     without nannies (a killed worker stays dead), all ended by their ids when the block exits."""
     logs.mkdir(parents=True, exist_ok=True)
-    address = f"tcp://127.0.0.1:{_free_port()}"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), str(PROJECT / "tests")]),
+    address = f"tcp://127.0.0.1:{free_port()}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), str(PROJECT / "tests"), str(PROJECT / "tests" / "system")]),
            "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     scheduler = subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
@@ -51,8 +50,8 @@ def dask_cluster(logs: Path, workers: int, *worker_args: str):
             client.wait_for_workers(workers, timeout=START_SECONDS)
         yield address, processes
     finally:
-        _stop(processes)
-        _stop([scheduler])
+        stop_processes(processes)
+        stop_processes([scheduler])
 
 
 @pytest.fixture(scope="module")

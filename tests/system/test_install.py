@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLE_DIR
+from support.paths import SAMPLE_DIR
 from pipeline import dag
 from pipeline.code_version import code_version
 
 
-PROJECT = Path(__file__).resolve().parent.parent
-CONFIG = Path(__file__).parent / "e2e_config.yaml"
+PROJECT = Path(__file__).resolve().parents[2]
+CONFIG = PROJECT / "tests" / "support" / "e2e_config.yaml"
 # Printed by the installed interpreter: where each module and data file it uses lives, and the steps' code versions.
 WHERE_FROM = r"""
 import importlib, json, sys

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from components.pusher.executor import publish_version
-from test_export import fresh_process_env
-from test_serve import REPO, TEXTS, Server, models  # noqa: F401  (models: the fixture)
+from support.models import fresh_process_env
+from support.serving import REPO, TEXTS, Server
 
 METRICS = "/monitoring/prometheus/metrics"
 LONG_TIMEOUT_US = "60000000"  # 60 s: a batch starts only when it is full, or when the server drains

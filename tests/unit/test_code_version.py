@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import toy_components
+from support import toy_components
 from pipeline import dag
 from pipeline.code_version import PROJECT_PACKAGES, PROJECT_ROOT, code_version, project_modules
 from contract.config_loading import load_config
@@ -54,7 +54,7 @@ def test_imports_inside_functions_count_and_third_party_modules_do_not():
 
 def test_a_toy_component_outside_the_project_packages_has_its_own_file_in_its_version():
     modules = project_modules(toy_components.run.__module__)
-    assert modules["toy_components"] == Path(toy_components.__file__)
+    assert modules["support.toy_components"] == Path(toy_components.__file__)
     assert "contract.artifacts" in modules
 
 

@@ -15,7 +15,7 @@ from contract.config import Config, ConfigError, PusherConfig, ValidateConfig
 from contract.config_loading import default_config_file, load_config
 from pipeline import dag
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_default_yaml_matches_the_dataclass_defaults():
@@ -26,7 +26,7 @@ def test_default_yaml_matches_the_dataclass_defaults():
 def test_the_packaged_schema_is_the_default_and_a_relative_schema_is_taken_from_the_working_directory(
         tmp_path, monkeypatch):
     packaged = ValidateConfig().schema_path()
-    assert packaged == PROJECT_ROOT / "schemas" / "ag_news_raw.pbtxt"  # this checkout's file (tests/test_install.py:
+    assert packaged == PROJECT_ROOT / "schemas" / "ag_news_raw.pbtxt"  # this checkout's file (tests/system/test_install.py:
     assert packaged.is_file()                                          # the installed wheel's)
     monkeypatch.chdir(tmp_path)
     assert load_config(overrides=["validate.schema=mine.pbtxt"]).validate.schema_path() == tmp_path / "mine.pbtxt"

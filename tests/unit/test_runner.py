@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import toy_components
+from support import toy_components
 from contract.config_loading import load_config
 from pipeline.gc import collect_garbage
 from pipeline.metadata import SCHEMA_VERSION, MetadataStore
@@ -140,7 +140,7 @@ def test_from_fails_naming_the_step_without_a_matching_execution(tmp_path, data)
 def test_bad_step_ranges_are_one_line_usage_errors(tmp_path, flags, message):
     process = subprocess.run([sys.executable, "-m", "apps.cli", "run", "--pipeline-root", str(tmp_path / "r"),
                               "--data", f"csv:{tmp_path}", *flags], capture_output=True, text=True, timeout=300,
-                             cwd=Path(__file__).resolve().parent.parent)
+                             cwd=Path(__file__).resolve().parents[2])
     assert process.returncode == 2
     lines = process.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("run: ") and message in lines[0], process.stderr
@@ -169,7 +169,7 @@ def test_show_json_and_diff_of_toy_runs(tmp_path, data):
 
 
 def test_report_html_is_self_contained_and_lists_steps_and_lineage(tmp_path, data):
-    from html_report import ReportPage
+    from support.html_report import ReportPage
 
     first = run_toy(tmp_path / "root", data)
     page = ReportPage(first.run_dir / "report.html")
@@ -200,8 +200,8 @@ def test_failed_step_publishes_nothing_and_is_recorded(tmp_path, data, monkeypat
 def _runner_script(root: Path, data: Path) -> str:
     return textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
-        import toy_components
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+        from support import toy_components
         from contract.config_loading import load_config
         from pipeline.root import root_lock
         from pipeline.runner import Runner

@@ -1,5 +1,5 @@
 """Model builders (library/models.py): every architecture, its defaults, search space and hyperparameter
-checks. The input pipeline they train on is tested in tests/test_dataset.py."""
+checks. The input pipeline they train on is tested in tests/unit/test_dataset.py."""
 from __future__ import annotations
 
 import keras
@@ -8,7 +8,7 @@ import pytest
 
 from library import models
 from library.layouts import NUM_CLASSES
-from test_dataset import model_input_spec
+from support.datasets import model_input_spec
 
 MODEL_INPUT = model_input_spec()
 TINY = {"embedding_dim": 8, "units": 6}

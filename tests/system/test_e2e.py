@@ -13,25 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLE_DIR
 from library import layouts
+from support.e2e import agnews, keras_probabilities, serve_in_a_fresh_process
+from support.paths import CLI, E2E_CONFIG as CONFIG, PROJECT, SAMPLE_DIR
 
 pytestmark = pytest.mark.e2e
-
-CONFIG = Path(__file__).parent / "e2e_config.yaml"
-CLI = [sys.executable, "-m", "apps.cli"]
-PROJECT = Path(__file__).resolve().parent.parent
-
-
-def agnews(*args: str, check_code: int | None = 0, timeout: float = 900,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    completed = subprocess.run([*CLI, *args], cwd=PROJECT, capture_output=True, text=True, timeout=timeout,
-                               env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1", **(env or {})})
-    if check_code is not None and completed.returncode != check_code:
-        raise AssertionError(f"exit {completed.returncode} (wanted {check_code}) for {args}\n"
-                             f"--- stdout\n{completed.stdout[-6000:]}\n--- stderr\n{completed.stderr[-6000:]}")
-    return completed
-
 
 def pipeline_args(root: Path, *extra: str) -> list[str]:
     return ["--config", str(CONFIG), "--data", f"csv:{SAMPLE_DIR}", "--pipeline-root", str(root), *extra]
@@ -75,44 +61,6 @@ def test_full_run_reports_every_step_and_pushes_version_1(first_run):
     assert (run_dir / "report.md").read_text().count("|") > 10
     metrics = layouts.read_metrics(run_dir / "evaluator" / "evaluation")
     assert metrics["accuracy"] > 0.5  # a real model on real text beats chance (0.25) by far
-
-
-PREDICT_TEXTS = ["Stocks rallied as the Federal Reserve held interest rates steady.",
-                 "The striker scored twice as United beat Chelsea in the cup final.",
-                 "", "x" * 100_000, "Zürich: Ölpreise steigen, 東京 株価 上昇 — naïve café",
-                 "NASA launches a new satellite to study the climate"]
-# Serves PREDICT_TEXTS (argv[2], JSON) with the SavedModel in argv[1], in a process that imports TensorFlow only.
-FRESH_PROCESS_PREDICT = r"""
-import json, sys
-import tensorflow as tf
-model = tf.saved_model.load(sys.argv[1])
-serve = model.signatures["serving_default"]
-texts = json.loads(sys.argv[2])
-out = serve(text=tf.constant(texts))
-empty = serve(text=tf.constant([], dtype=tf.string))
-print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(),
-                  "class_name": [c.decode() for c in out["class_name"].numpy()],
-                  "empty_batch_shape": list(empty["probabilities"].shape),
-                  "modules": sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow_transform", "tfx_bsl", "apache_beam", "tf_keras"})}))
-"""
-
-
-def serve_in_a_fresh_process(version_dir: Path) -> dict:
-    # A serving process knows nothing of tensorflow_transform's TF_USE_LEGACY_KERAS switch.
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    completed = subprocess.run([sys.executable, "-c", FRESH_PROCESS_PREDICT, str(version_dir),
-                                json.dumps(PREDICT_TEXTS)], capture_output=True, text=True, timeout=300,
-                               env={**env, "CUDA_VISIBLE_DEVICES": "-1"})
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    return json.loads(completed.stdout.strip().splitlines()[-1])
-
-
-def keras_probabilities(run_dir: Path):
-    """The run's Keras model on the run's transform of PREDICT_TEXTS, in this process."""
-    import keras
-    from test_export import keras_reference
-    model = keras.saving.load_model(layouts.keras_model_file(run_dir / "trainer" / "model"))
-    return keras_reference(model, run_dir / "transform" / "transform_graph", PREDICT_TEXTS)
 
 
 def test_exported_model_serves_raw_strings_in_a_fresh_tensorflow_only_process(first_run):
@@ -206,7 +154,7 @@ def test_runs_show_json_and_diff_compare_two_real_runs(first_run):
 
 
 def test_report_html_embeds_figures_and_holds_metrics_trials_and_lineage(first_run):
-    from html_report import ReportPage
+    from support.html_report import ReportPage
 
     root, _, _ = first_run
     run_dir = sorted((root / "runs").iterdir())[0]

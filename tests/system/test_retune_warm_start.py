@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SAMPLE_DIR
+from support.paths import SAMPLE_DIR
 from contract.artifacts import Artifact
 from contract.config import TunerConfig
 from library import layouts
 from library.warm_start import read_vocabulary
-from test_e2e import CONFIG, agnews
+from support.e2e import agnews
+from support.paths import E2E_CONFIG as CONFIG
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,7 @@ import pytest
 from library import layouts
 from contract.artifacts import ComponentError
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 
 SPEC = layouts.ModelInputSpec(embedding_input_dim=102, vocab_size=100, num_oov_buckets=1, max_length=64,
                               num_classes=4, text_features="title_description", bucket_upper_bounds=(8, 16, 64),
