@@ -49,11 +49,14 @@ def protected_artifacts(store: MetadataStore, keep: int, served_versions: int = 
     """What gc keeps: the `keep` newest runs' artifacts and the pushed models (with a policy: those of the
     `served_versions` highest versions in `serving_dir`), with their lineage (see the module docstring)."""
     roots: set[int] = set()
+    kept = set(serving_versions(serving_dir)[-served_versions:]) if served_versions and serving_dir else None
+    cut = resolved_input_names() if kept is not None else frozenset()
+    referenced: set[int] = set()  # what a kept run was compared with or started from: kept, not its lineage
     for run in store.runs(keep):
         for execution in store.executions(run["id"]):
             for kind in ("input", "output"):
-                roots.update(a.id for a in store.artifacts_of(execution["id"], kind).values())
-    kept = set(serving_versions(serving_dir)[-served_versions:]) if served_versions and serving_dir else None
+                for name, artifact in store.artifacts_of(execution["id"], kind).items():
+                    (referenced if kind == "input" and name in cut else roots).add(artifact.id)
     for step in dag.delivering_steps():  # what left the pipeline root (a pushed model), with its inputs
         output, prop = step.spec.delivers.split(".")
         for _, delivered in store.outputs_where(step.name, output, prop):
@@ -65,7 +68,7 @@ def protected_artifacts(store: MetadataStore, keep: int, served_versions: int = 
         resolved = resolver.resolve(store, dag.STEPS)
         if resolved is not None:
             roots.add(resolved.id)
-    return _with_lineage(store, roots, resolved_input_names() if kept is not None else frozenset())
+    return _with_lineage(store, roots, cut) | referenced
 
 
 def _is_inside(path: Path, root: Path) -> bool:

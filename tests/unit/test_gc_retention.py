@@ -64,6 +64,18 @@ def test_policy_keeps_the_last_served_versions_lineage_and_cuts_the_warm_start_c
     store.close()
 
 
+def test_what_the_newest_runs_started_from_is_kept_without_its_lineage(tmp_path):
+    root = tmp_path / "root"
+    store, serving, models = weekly_root(root, 6)
+    store.close()
+    collect_garbage(root, 2, serving_dir=serving, served_versions=2, log=lambda _: None)
+    store = MetadataStore(root / "metadata.sqlite")
+    # Run 5 (kept) started from model 4: model 4 stays, the data it was computed from does not.
+    assert store.artifact(models[4]).uri.exists() and not store.artifact(models[3]).uri.exists()
+    assert not (root / "runs" / "20261204T000004-000004" / "ingest" / "examples").exists()
+    store.close()
+
+
 def test_without_a_policy_every_pushed_model_and_version_is_kept(tmp_path):
     root = tmp_path / "root"
     store, serving, models = weekly_root(root, 4)
