@@ -61,8 +61,9 @@ def backfill_refusal(store: MetadataStore, config: Config) -> str | None:
     if not trained:
         return None
     ends = ingest_spec.window(config.ingest)[-1].name
-    newest_trained = max(trained, key=span_stream._order)
-    if span_stream._order(ends) >= span_stream._order(newest_trained):
+    order = span_stream._order(sorted({ends, *trained}), config.ingest.data)  # library/spans.py's span order
+    newest_trained = max(trained, key=order.__getitem__)
+    if order[ends] >= order[newest_trained]:
         return None
     version = serving_versions(config.serving_dir())[-1]
     return (f"the pinned window ends at span {ends}, before {newest_trained}, the newest span the served model "
