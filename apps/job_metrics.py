@@ -15,10 +15,10 @@ from typing import Any
 
 # Exit code -> outcome label (apps/cli/exit_codes.py). A run that ended is labelled by its own outcome.
 OUTCOME_OF_EXIT = {0: "pushed", 1: "failed", 2: "usage_error", 3: "skipped_no_new_data", 4: "not_blessed",
-                   5: "locked", 6: "too_few_spans", 7: "span_not_found", 8: "drift", 130: "interrupted",
+                   5: "locked", 6: "too_few_spans", 7: "span_not_found", 8: "drift", 9: "backfill_refused", 130: "interrupted",
                    143: "interrupted"}
 OUTCOMES = ("pushed", "already_pushed", "not_blessed", "stopped_early", "skipped_no_new_data", "failed", "drift",
-            "too_few_spans", "span_not_found", "locked", "usage_error", "interrupted")
+            "too_few_spans", "span_not_found", "backfill_refused", "locked", "usage_error", "interrupted")
 SUCCESSES = ("pushed", "already_pushed", "not_blessed", "stopped_early")
 LAST_SUCCESS = "agnews_retrain_last_success_timestamp_seconds"
 
@@ -107,6 +107,12 @@ def write_job_metrics(path: Path, *, command: str, exit_code: int, started: floa
                                  ("baseline", "newest_span", "newest_span_baseline_accuracy")):
             if evaluation.get(key) is not None:
                 accuracy.labels(model=model, data=data).set(evaluation[key])
+        blessing = _properties(record, "blessing")
+        if blessing.get("anchor_accuracy") is not None:  # the gate's anchor: best recent served version
+            accuracy.labels(model="anchor", data="test").set(blessing["anchor_accuracy"])
+        if blessing.get("p_value") is not None:
+            gauge("agnews_model_paired_p_value", "One-sided McNemar p-value that the candidate is worse than the "
+                  "baseline on the same test rows").set(blessing["p_value"])
     examples = _properties(record, "examples")
     if "window" in examples:
         spans = gauge("agnews_retrain_spans", "Spans of the window by what ingest did with them", ("state",))

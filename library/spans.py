@@ -48,7 +48,7 @@ def span_date(name: str) -> datetime.date | None:
         return None
 
 
-def _order(names: list[str], where: str) -> dict[str, tuple]:
+def span_order(names: list[str], where: str) -> dict[str, tuple]:
     """{name: sort key}: numbers by value (0007 before 0010) when every name is a number; otherwise by the date
     each name spells (20261208 after 2026-12-01). A ComponentError when names mix numbers and dates."""
     if all(name.isdigit() for name in names):
@@ -70,7 +70,7 @@ def discover_spans(folder: str, pattern: str) -> list[Span]:
     spans = [Span(entry.name, entry.path) for entry in os.scandir(folder)
              if entry.is_dir() and regex.fullmatch(entry.name) and os.path.isfile(os.path.join(entry.path,
                                                                                                SPAN_TRAIN_FILE))]
-    order = _order([span.name for span in spans], folder)
+    order = span_order([span.name for span in spans], folder)
     return sorted(spans, key=lambda span: order[span.name])
 
 

@@ -81,6 +81,9 @@ class StepExecution:
                                           exclude_inputs=same_inputs)
                 if resolved is None and source.fallback is not None and source.resolve(self.store, self.steps) is None:
                     resolved = self._fallback(source)
+                if isinstance(resolved, list):  # a list (dag.ServedResolver.count): never cache key nor lineage
+                    inputs[name] = [item.as_artifact() for item in resolved if item.uri.exists()]
+                    continue
                 if resolved is not None and resolved.uri.exists():
                     inputs[name] = resolved.as_artifact()
                     if not source.saves_work_only:  # one that only saves work is neither cache key nor lineage

@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports Te
 
 from apps.cli.exit_codes import EXIT_FAILED, EXIT_FOR_KIND, EXIT_LOCKED, EXIT_USAGE
 from apps.cli.history import cmd_diff, cmd_runs, cmd_show
-from apps.cli.maintenance import cmd_embeddings, cmd_gc
+from apps.cli.maintenance import cmd_embeddings, cmd_gc, cmd_rollback
 from apps.cli.parser import build_parser, config_from_args
 from apps.cli.predict import cmd_predict
 from apps.cli.run import cmd_run, cmd_train_worker
@@ -72,7 +72,7 @@ def _main(args: argparse.Namespace) -> int:
         if args.command in ("serve", "embeddings"):
             return {"serve": cmd_serve, "embeddings": cmd_embeddings}[args.command](args, config, console)
         return {"runs": cmd_runs, "show": cmd_show, "gc": cmd_gc, "diff": cmd_diff,
-                "spans": cmd_spans}[args.command](args, config)
+                "spans": cmd_spans, "rollback": cmd_rollback}[args.command](args, config)
     except ConfigError as error:
         console.error(f"configuration error: {error}")
         return EXIT_USAGE

@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # for annotations; run() imports TensorFlow when it runs
 from components.trainer.spec import BASE_MODEL_INPUT
 from contract.artifacts import Artifact, ComponentError, Runtime
 from contract.config import TrainerConfig
-from contract.names import BEST_HYPERPARAMETERS, MODEL, MODEL_RUN, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
+from contract.names import BEST_HYPERPARAMETERS, EXAMPLES, MODEL, MODEL_RUN, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
 from library import embeddings, warm_start
 from library.layouts import (
     ModelInputSpec,
@@ -314,6 +314,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
     transform_graph_dir = Path(inputs[TRANSFORM_GRAPH].uri)
     chosen = _read_hyperparameters(Path(inputs[BEST_HYPERPARAMETERS].uri))
     model_dir, run_dir = Path(output_dir) / MODEL, Path(output_dir) / MODEL_RUN
+    spans = inputs[EXAMPLES].properties.get("span_sha256") if EXAMPLES in inputs else None
     base = inputs.get(BASE_MODEL_INPUT) if config.warm_start else None
     base_dir = Path(base.uri) if base is not None else None
     base_label = ""
@@ -348,7 +349,9 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
         MODEL: Artifact(MODEL, model_dir, {
             "architecture": chosen["architecture"], "epochs_trained": history["epochs_trained"],
             "best_epoch": history["best_epoch"], "val_accuracy": history["val_accuracy"],
-            "val_loss": history["val_loss"], "parameters": parameters, **model_facts}),
+            "val_loss": history["val_loss"], "parameters": parameters, **model_facts,
+            # What it was trained on (a stream's window: span name -> SHA-256): a backfill is judged by it.
+            **({"training_spans": spans} if spans else {})}),
         MODEL_RUN: Artifact(MODEL_RUN, run_dir, {
             k: history[k] for k in ("epochs_trained", "best_epoch", "val_loss", "val_accuracy", "stopped_early",
                                     "mean_examples_per_second", "padding_ratio")}),

@@ -27,7 +27,7 @@ transform: {vocab_size: 5000, max_length: 64, bucket_boundaries: [8, 16, 32, 64]
 tuner: {enabled: false}
 trainer: {epochs: 1}
 # One epoch on 900 rows is no good model: every candidate is blessed, so each retrain pushes.
-evaluator: {min_accuracy: 0.0, max_accuracy_drop: 1.0}
+evaluator: {min_accuracy: 0.0, max_accuracy_drop: 1.0, significance: 0.0}
 validate: {drift: {length_min_rows: 100}}
 """
 
