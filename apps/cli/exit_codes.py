@@ -35,7 +35,7 @@ EXIT_MEANINGS = {
     EXIT_DRIFT: "validate refused a span (drift with validate.on_drift=fail, or a data-quality check with "
                 "validate.on_quality=fail): it is quarantined (`agnews-pipeline spans`); nothing trained or pushed",
     EXIT_BACKFILL: ("backfill refused: the pinned window (--span/--date) ends before the served model's newest "
-                    "span; nothing trained or pushed (use --until before trainer to inspect it)"),
+                    "span; nothing trained or pushed"),
     EXIT_DEADLINE: "ended by --deadline (pipeline.deadline); completed steps are kept",
     EXIT_INTERRUPTED: "interrupted by SIGINT; completed steps are kept",
     EXIT_TERMINATED: "interrupted by SIGTERM; completed steps are kept",
