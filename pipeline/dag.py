@@ -108,6 +108,9 @@ STEPS: tuple[Step, ...] = (
     Step("trainer", trainer_spec.SPEC, inputs={TRANSFORMED_EXAMPLES: "transform.transformed_examples",
                                                TRANSFORM_GRAPH: "transform.transform_graph",
                                                BEST_HYPERPARAMETERS: "tuner.best_hyperparameters",
+                                               # its spans (names and SHA-256): recorded with the model, and
+                                               # what a warm start's base must have learned from
+                                               EXAMPLES: "ingest.examples",
                                                # warm start (trainer.warm_start)
                                                trainer_spec.BASE_MODEL_INPUT: LATEST_BLESSED_MODEL}),
     Step("evaluator", evaluator_spec.SPEC, inputs={MODEL: "trainer.model",
