@@ -16,6 +16,7 @@ docs/development.md lists the edits and tests/system/test_add_a_step.py makes th
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -86,6 +87,10 @@ class Step:
 LATEST_BLESSED_MODEL = Resolver("latest_blessed_model", artifact="trainer.model", judged_by="evaluator.blessing",
                                 where="blessed",
                                 fallback=lambda config: pusher_spec.newest_version(config.serving_dir()))
+# The same model, for the tuner's one search per drift episode: only whether its hyperparameters came from the
+# search that answered a drift counts, and that is in the tuner's decision (its cache key), so the model itself
+# is neither in the key nor in the lineage.
+SERVED_FOR_TUNER = dataclasses.replace(LATEST_BLESSED_MODEL, saves_work_only=True, fallback=None)
 # The newest hyperparameters this root tuned for the same search (the tuner reuses them unless tuner.retune or
 # drift asks for a new search).
 LATEST_TUNED_HYPERPARAMETERS = Resolver(
@@ -104,6 +109,8 @@ STEPS: tuple[Step, ...] = (
     Step("tuner", tuner_spec.SPEC, inputs={TRANSFORMED_EXAMPLES: "transform.transformed_examples",
                                            TRANSFORM_GRAPH: "transform.transform_graph",
                                            tuner_spec.DRIFT_INPUT: "validate.statistics",
+                                           EXAMPLES: "ingest.examples",  # the drifted spans' label mix
+                                           tuner_spec.SERVED_INPUT: SERVED_FOR_TUNER,
                                            tuner_spec.TUNED_INPUT: LATEST_TUNED_HYPERPARAMETERS}),
     Step("trainer", trainer_spec.SPEC, inputs={TRANSFORMED_EXAMPLES: "transform.transformed_examples",
                                                TRANSFORM_GRAPH: "transform.transform_graph",

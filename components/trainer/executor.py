@@ -336,6 +336,8 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
             "architecture": chosen["architecture"], "epochs_trained": history["epochs_trained"],
             "best_epoch": history["best_epoch"], "val_accuracy": history["val_accuracy"],
             "val_loss": history["val_loss"], "parameters": parameters, **model_facts,
+            # The search its hyperparameters came from (one search per drift episode: is its model served?).
+            "tuned_from": inputs[BEST_HYPERPARAMETERS].properties.get("tuned_from"),
             # What it was trained on (a stream's window: span name -> SHA-256): a backfill is judged by it.
             **({"training_spans": spans} if spans else {})}),
         MODEL_RUN: Artifact(MODEL_RUN, run_dir, {
