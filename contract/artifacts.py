@@ -30,11 +30,13 @@ from typing import Any, Callable
 
 class ComponentError(RuntimeError):
     """A component failed for a reason the user can act on; the message is shown without a traceback. `kind`
-    names a failure that the CLI gives an exit code of its own (e.g. "drift"); None for any other."""
+    names a failure that the CLI gives an exit code of its own (e.g. "drift"); None for any other. `details`:
+    plain JSON-able facts the pipeline records (validate: the spans it refused, {"refused": [...]})."""
 
-    def __init__(self, message: str = "", kind: str | None = None):
+    def __init__(self, message: str = "", kind: str | None = None, details: dict | None = None):
         super().__init__(message)
         self.kind = kind
+        self.details = details
 
 
 # What a step says when a Beam runner returned a different number of rows than went in (nothing is published).

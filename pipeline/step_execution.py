@@ -30,11 +30,13 @@ from pipeline.root import FreeSpacePolicy, fault_message
 
 
 class PipelineFailed(RuntimeError):
-    """A step failed; the message names the step and the reason, `kind` the component's ComponentError.kind."""
+    """A step failed; the message names the step and the reason, `kind` and `details` the component's
+    ComponentError.kind and .details."""
 
-    def __init__(self, message: str, kind: str | None = None):
+    def __init__(self, message: str, kind: str | None = None, details: dict | None = None):
         super().__init__(message)
         self.kind = kind
+        self.details = details
 
 
 @dataclass
@@ -201,7 +203,7 @@ class StepExecution:
                       level="error", step=step.name, seconds=round(time.monotonic() - started, 1))
             if not message.startswith(f"{step.name}: "):  # components may name themselves already
                 message = f"{step.name}: {message}"
-            raise PipelineFailed(message, getattr(error, "kind", None)) from None
+            raise PipelineFailed(message, getattr(error, "kind", None), getattr(error, "details", None)) from None
 
         fingerprints = {name: fingerprint(a.uri) for name, a in outputs.items()}
         final_dir = run_dir / step.name

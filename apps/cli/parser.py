@@ -15,7 +15,8 @@ from library.spans import parse_date
 from pipeline.logs import LOG_FORMATS
 from pipeline.runner import check_config
 
-DESCRIPTION = "`agnews-pipeline`: run, retrain, predict, serve, runs, show, diff, gc, embeddings, train-worker."
+DESCRIPTION = ("`agnews-pipeline`: run, retrain, predict, serve, runs, show, diff, spans, gc, embeddings, "
+               "train-worker.")
 # Dedicated flags and the configuration key each one sets.
 FLAG_KEYS = {
     "data": "ingest.data",
@@ -176,6 +177,20 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--index", type=int, required=True, help="this worker's position in --workers (1, 2, ...)")
     worker.add_argument("--timeout", type=float, default=600.0,
                         help="seconds to wait for the run's training job, and for the workers to join (default 600)")
+
+    spans = commands.add_parser(
+        "spans", help="list a stream's spans with their state; accept a quarantined span or reject a span",
+        description="Without an action: every span of --data with its state (new, ingested, quarantined, "
+                    "accepted, rejected, excluded), rows, SHA-256, first and last run, and checks. `spans accept "
+                    "NAME`: the next run trains on the quarantined span. `spans reject NAME`: never train on it.")
+    spans.add_argument("action", nargs="?", choices=("accept", "reject"), help="change a span's state")
+    spans.add_argument("name", nargs="?", metavar="NAME", help="the span to accept or reject")
+    spans.add_argument("--config", help="YAML configuration file")
+    spans.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override a configuration value, e.g. --set ingest.window.exclude=[2026-12-01]")
+    spans.add_argument("--data", help="the stream: 'csv:DIR' (DIR holds test.csv and the span folders)")
+    spans.add_argument("--pipeline-root", help="default ./pipeline_root")
+    spans.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     for name, help_text in (("runs", "list runs"), ("show", "show a run's model lineage and artifacts"),
                             ("diff", "compare two runs: config, hyperparameters, data, code, metrics, outcome"),
