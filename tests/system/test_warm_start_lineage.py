@@ -14,7 +14,8 @@ from library.warm_start import read_lineage
 from support.e2e import agnews
 from support.paths import E2E_CONFIG as CONFIG, SAMPLE_DIR
 
-pytestmark = pytest.mark.e2e
+# Four retrains of the whole pipeline: minutes each on a loaded 2-core machine.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2700)]
 
 FLAGS = ("--config", str(CONFIG), "--tuning-trials", "1", "--epochs", "1", "--min-accuracy", "0",
          "--set", "evaluator.max_accuracy_drop=1.0")  # every candidate is blessed: it is the next base
