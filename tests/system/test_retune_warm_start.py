@@ -249,7 +249,8 @@ def test_a_bad_retune_value_is_one_line_and_exit_2(tmp_path):
 def test_a_changed_max_length_turns_warm_start_off(grown):
     completed, run_id = _pipeline("run", grown["root"], grown["grown_data"], *LATER, "--set",
                                   "transform.max_length=32", "--until", "trainer")
-    assert "cached (" in _step_line(completed.stdout, "tuner")  # the same hyperparameters: only the input changed
+    # The same hyperparameters (reused: another transform is no reason to search): only the input changed.
+    assert "tuner: reusing the hyperparameters tuned in run" in completed.stdout
     lines = [line for line in completed.stdout.splitlines() if line.startswith("trainer: no warm start from ")]
     assert len(lines) == 1 and lines[0].endswith(
         ": its max_length is 64, not 32 (transform.max_length); training from scratch"), completed.stdout
