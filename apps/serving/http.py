@@ -1,12 +1,16 @@
 """The server of `agnews-pipeline serve`: aiohttp handlers for TF Serving's REST routes, the app, and its
 lifecycle. Client code written for TF Serving works unchanged against it:
 
-  GET  /v1/models/<name>[/versions/<N>]            version status
-  GET  /v1/models/<name>[/versions/<N>]/metadata   signatures
-  POST /v1/models/<name>[/versions/<N>]:predict    {"signature_name"?, "instances": [...]}  -> {"predictions": [...]}
-                                                   {"signature_name"?, "inputs": ...}       -> {"outputs": ...}
-  POST /v1/models/<name>[/versions/<N>]:classify   {"signature_name"?, "context"?, "examples": [{feature: value}]}
-                                                   -> {"results": [[[class, score], ...], ...]}
+  GET  /v1/models/<name>[/versions/<N>|/labels/<L>]            version status
+  GET  /v1/models/<name>[/versions/<N>|/labels/<L>]/metadata   signatures
+  POST /v1/models/<name>[/versions/<N>|/labels/<L>]:predict    {"signature_name"?, "instances": [...]}
+                                                               -> {"predictions": [...]}
+                                                               {"signature_name"?, "inputs": ...} -> {"outputs": ...}
+  POST /v1/models/<name>[/versions/<N>|/labels/<L>]:classify   {"signature_name"?, "context"?, "examples": [...]}
+                                                               -> {"results": [[[class, score], ...], ...]}
+
+Every version the version policy keeps loaded answers at /versions/<N>; no version means the highest loaded
+one; a label (the --version-labels file) names a version.
 
 Concurrent :predict and :classify requests for the same version and signature are merged into one model call
 (apps/serving/batching.py, TF Serving's batching layer; --no-batching turns it off). The model runs in batch
@@ -29,9 +33,10 @@ import orjson
 from aiohttp import web
 
 from apps.serving.batching import Batcher, BatchingOptions, Overloaded
-from apps.serving.codec import ServingError, _error_line, _example, _json_response, _to_array, _to_json
+from apps.serving.codec import ServingError, error_line, json_example, json_response, request_array, response_json
 from apps.serving.metrics import METRICS_PATH, ServerMetrics
-from apps.serving.versions import CLASSIFY_METHOD, DEFAULT_SIGNATURE, Servable, VersionWatcher, _run_model
+from apps.serving.policy import LATEST, VersionPolicy
+from apps.serving.versions import CLASSIFY_METHOD, DEFAULT_SIGNATURE, Servable, VersionWatcher, run_model
 
 
 @dataclass
@@ -44,16 +49,33 @@ class ModelServer:
     requests_in_flight: int = field(default=0)
 
     def servable(self, request: web.Request) -> Servable:
-        name, version = request.match_info["model"], request.match_info.get("version")
-        spec = f"Specific({name}, {version})" if version else f"Latest({name})"
-        current = self.watcher.current
-        if name != self.model_name or current is None or (version is not None and int(version) != current.version):
+        """The loaded version a request names: /versions/N, /labels/L, or neither (the highest loaded)."""
+        name, version, label = (request.match_info["model"], request.match_info.get("version"),
+                                request.match_info.get("label"))
+        if label is not None and name == self.model_name and label not in self.watcher.labels:
+            raise ServingError(404, f"Unrecognized servable version label: {label}")
+        spec = f"Latest({name})"
+        if version:
+            spec = f"Specific({name}, {version})"
+        elif label:
+            spec = f"Labeled({name}, {label} = version {self.watcher.labels.get(label)})"
+        servable = self.watcher.servable_for(int(version) if version else None, label)
+        if name != self.model_name or servable is None:
             raise ServingError(404, f"Servable not found for request: {spec}")
-        return current
+        return servable
+
+    def timed(self, stage: str, since: float) -> float:
+        """Counts the time since `since` to `stage` on the metrics page; returns now."""
+        now = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.stage(stage, now - since)
+        return now
 
     async def body(self, request: web.Request) -> dict:
         try:
+            started = time.monotonic()
             raw = await request.read()
+            started = self.timed("http_read", started)
         except web.HTTPRequestEntityTooLarge:
             raise ServingError(413, f"request body is larger than the limit of {self.max_request_bytes} bytes "
                                     "(send fewer instances per request, or start serve with a higher "
@@ -64,29 +86,34 @@ class ModelServer:
             raise ServingError(400, f"JSON Parse error: {error}") from None
         if not isinstance(parsed, dict):
             raise ServingError(400, "JSON Parse error: the request body must be a JSON object")
+        self.timed("json_decode", started)
         return parsed
 
     async def status(self, request: web.Request) -> web.Response:
-        name, version = request.match_info["model"], request.match_info.get("version")
+        name, version, label = (request.match_info["model"], request.match_info.get("version"),
+                                request.match_info.get("label"))
         states = []
         if name == self.model_name:
-            if self.watcher.current is not None:
-                states.append((self.watcher.current.version, "AVAILABLE"))
+            states = [(loaded, "AVAILABLE") for loaded in self.watcher.loaded]
             loading = self.watcher.loading
             if loading is not None:
                 states.append((loading, "LOADING"))
+            if label is not None:
+                if label not in self.watcher.labels:
+                    raise ServingError(404, f"Unrecognized servable version label: {label}")
+                version = self.watcher.labels[label]
             if version is not None:
                 states = [state for state in states if state[0] == int(version)]
         if not states:
             raise ServingError(404, f"Could not find version {version} of model {name}" if version
                                else f"Could not find any versions of model {name}")
-        return _json_response({"model_version_status": [
+        return json_response({"model_version_status": [
             {"version": str(v), "state": state, "status": {"error_code": "OK", "error_message": ""}}
             for v, state in sorted(states, reverse=True)]})
 
     async def metadata(self, request: web.Request) -> web.Response:
         servable = self.servable(request)
-        return _json_response({
+        return json_response({
             "model_spec": {"name": self.model_name, "signature_name": "", "version": str(servable.version)},
             "metadata": {"signature_def": servable.metadata}})
 
@@ -103,7 +130,11 @@ class ModelServer:
             servable = self.servable(request)
             body = await self.body(request)
             handle = self.predict if verb == "predict" else self.classify
-            return _json_response(await handle(servable, body))
+            answer = await handle(servable, body)
+            started = time.monotonic()
+            response = json_response(answer)
+            self.timed("json_encode", started)
+            return response
         finally:
             self.requests_in_flight -= 1
 
@@ -114,15 +145,18 @@ class ModelServer:
         import tensorflow as tf
 
         solo = rows is None or not servable.batchable[signature]
+        started = time.monotonic()
         try:
             answer = self.batcher.submit(servable, signature, inputs, rows or 0, solo=solo)
         except Overloaded as error:
             raise ServingError(503, f"the server is overloaded: {error}; retry later",
                                headers={"Retry-After": "1"}) from None
         try:
-            return await answer
+            outputs = await answer
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
-            raise ServingError(400, _error_line(error)) from None
+            raise ServingError(400, error_line(error)) from None
+        self.timed("batch_wait", started)
+        return outputs
 
     def signature(self, servable: Servable, body: dict, default: str) -> str:
         name = body.get("signature_name") or default
@@ -151,17 +185,23 @@ class ModelServer:
                         columns[name].append(named[name])
         else:
             columns = self._named_inputs(body["inputs"], specs, "inputs")
-        arrays = {name: _to_array(value, specs[name], f"input {name!r}") for name, value in columns.items()}
+        started = time.monotonic()
+        arrays = {name: request_array(value, specs[name], f"input {name!r}") for name, value in columns.items()}
+        self.timed("to_arrays", started)
         first_axes = {array.shape[0] if array.ndim else None for array in arrays.values()}
         rows = first_axes.pop() if len(first_axes) == 1 else None
         outputs = await self.run_signature(servable, signature, arrays, rows)
-        converted = {name: _to_json(name, value) for name, value in outputs.items()}
+        started = time.monotonic()
+        converted = {name: response_json(name, value) for name, value in outputs.items()}
         if "inputs" in body:
-            return {"outputs": next(iter(converted.values())) if len(converted) == 1 else converted}
-        if len(converted) == 1:
-            return {"predictions": next(iter(converted.values()))}
-        return {"predictions": [{name: column[i] for name, column in converted.items()}
-                                for i in range(len(body["instances"]))]}
+            answer = {"outputs": next(iter(converted.values())) if len(converted) == 1 else converted}
+        elif len(converted) == 1:
+            answer = {"predictions": next(iter(converted.values()))}
+        else:
+            answer = {"predictions": [{name: column[i] for name, column in converted.items()}
+                                      for i in range(len(body["instances"]))]}
+        self.timed("to_json", started)
+        return answer
 
     @staticmethod
     def _named_inputs(value: Any, specs: dict, where: str) -> dict:
@@ -187,8 +227,9 @@ class ModelServer:
         # TF Serving defaults to serving_default; here that is a predict signature, so the model's
         # classification signature is the default instead (TF Serving needs "signature_name": "classify").
         classify_signatures = sorted(n for n, method in servable.methods.items() if method == CLASSIFY_METHOD)
-        default = DEFAULT_SIGNATURE if servable.methods.get(DEFAULT_SIGNATURE) == CLASSIFY_METHOD else (
-            classify_signatures[0] if classify_signatures else DEFAULT_SIGNATURE)
+        default = DEFAULT_SIGNATURE
+        if servable.methods.get(DEFAULT_SIGNATURE) != CLASSIFY_METHOD and classify_signatures:
+            default = classify_signatures[0]
         signature = self.signature(servable, body, default)
         if servable.methods[signature] != CLASSIFY_METHOD:
             raise ServingError(400, f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
@@ -197,12 +238,14 @@ class ModelServer:
         if not isinstance(examples, list) or not isinstance(context, dict):
             raise ServingError(400, "a :classify request needs \"examples\": a list of JSON objects "
                                     "(and optionally \"context\": one JSON object shared by all examples)")
+        started = time.monotonic()
         serialized = np.empty(len(examples), dtype=object)
-        serialized[:] = [_example(example, context, f"examples[{i}]") for i, example in enumerate(examples)]
+        serialized[:] = [json_example(example, context, f"examples[{i}]") for i, example in enumerate(examples)]
+        self.timed("to_arrays", started)
         (input_name,) = servable.inputs[signature]
         outputs = await self.run_signature(servable, signature, {input_name: serialized}, len(examples))
         scores = outputs["scores"].tolist()
-        classes = (_to_json("classes", outputs["classes"]) if "classes" in outputs
+        classes = (response_json("classes", outputs["classes"]) if "classes" in outputs
                    else [[str(i) for i in range(len(row))] for row in scores])
         return {"results": [[[label, score] for label, score in zip(row_classes, row_scores)]
                             for row_classes, row_scores in zip(classes, scores)]}
@@ -239,17 +282,17 @@ async def _errors_as_json(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ServingError as error:
-        return _json_response({"error": str(error)}, status=error.status, headers=error.headers)
+        return json_response({"error": str(error)}, status=error.status, headers=error.headers)
     except web.HTTPRequestEntityTooLarge as error:
-        return _json_response({"error": error.text}, status=413)
+        return json_response({"error": error.text}, status=413)
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        return _json_response({"error": f"Malformed request: {request.method} {request.path}"},
+        return json_response({"error": f"Malformed request: {request.method} {request.path}"},
                               status=404 if error.status in (404, 405) else error.status)
     except Exception as error:  # a bug answers 500 with one line, never a traceback page
         request.app["log"](f"serve: {request.method} {request.path} failed: {type(error).__name__}: {error}")
-        return _json_response({"error": f"internal error: {type(error).__name__}: {error}"}, status=500)
+        return json_response({"error": f"internal error: {type(error).__name__}: {error}"}, status=500)
 
 
 def build_app(server: ModelServer) -> web.Application:
@@ -258,7 +301,8 @@ def build_app(server: ModelServer) -> web.Application:
     app["log"] = server.watcher.log
     model = r"/v1/models/{model:[^/:]+}"
     version = r"/versions/{version:\d+}"
-    for prefix in (model, model + version):
+    label = r"/labels/{label:[^/:]+}"
+    for prefix in (model, model + version, model + label):
         app.router.add_get(prefix, server.status)
         app.router.add_get(prefix + "/metadata", server.metadata)
         app.router.add_post(prefix + r":{verb:[A-Za-z]+}", server.call)
@@ -280,7 +324,7 @@ async def _serve(server: ModelServer, host: str, port: int, log: Callable[[str],
         loop.add_signal_handler(signum, stop.set)
     options = server.batcher.options
     log(f"serve: listening on http://{host}:{bound_port}/v1/models/{server.model_name} "
-        f"(serving folder {server.watcher.serving_dir}; "
+        f"(serving folder {server.watcher.serving_dir}, policy {server.watcher.policy}; "
         + (f"batching up to {options.max_batch_size} rows, timeout {options.batch_timeout_micros} us, "
            f"{options.num_batch_threads} batch threads)" if options.enabled else
            f"batching off, {options.num_batch_threads} model threads)"))
@@ -290,9 +334,22 @@ async def _serve(server: ModelServer, host: str, port: int, log: Callable[[str],
     await runner.cleanup()  # stops accepting, waits for in-flight (and so queued) requests, closes connections
 
 
+def _set_op_threads(inter: int, intra: int) -> None:
+    """TensorFlow's thread pools (0: its own choice); before the first model loads, which fixes them."""
+    if inter or intra:
+        import tensorflow as tf
+
+        if inter:
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+        if intra:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+
+
 def serve(serving_dir: Path, model_name: str = "agnews", host: str = "127.0.0.1", port: int = 8501,
           poll_seconds: float = 1.0, max_request_bytes: int = 8 << 20,
-          batching: BatchingOptions | None = None, log: Callable[[str], None] | None = None) -> None:
+          batching: BatchingOptions | None = None, log: Callable[[str], None] | None = None,
+          policy: VersionPolicy = LATEST, labels_file: Path | None = None,
+          op_threads: tuple[int, int] = (0, 0)) -> None:
     """Runs the server until SIGTERM or SIGINT. Loads the newest version before it starts listening. `log`
     prints its lines (default: to stderr); a line that cannot be written (its disk is full) is dropped and the
     server keeps answering."""
@@ -307,13 +364,15 @@ def serve(serving_dir: Path, model_name: str = "agnews", host: str = "127.0.0.1"
     log = log or log_to_stderr
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _set_op_threads(*op_threads)
     watcher = VersionWatcher(Path(serving_dir), poll_seconds, log,
-                             batching.batch_sizes() if batching.enabled else ())
+                             batching.batch_sizes() if batching.enabled else (), policy, labels_file)
     watcher.poll_once()
     if watcher.current is None:
-        log(f"serve: no loadable version under {serving_dir} yet; answering 404 until one is pushed")
+        log(f"serve: no loadable version under {serving_dir} for policy {policy} yet; answering 404 until one "
+            "is pushed")
     watcher.start()
-    batcher = Batcher(batching, _run_model)
+    batcher = Batcher(batching, run_model)
     metrics = ServerMetrics(model_name, watcher, batcher)
     batcher.on_batch, batcher.on_dropped = metrics.batch, metrics.dropped_rows
     server = ModelServer(model_name, watcher, batcher, max_request_bytes, metrics)

@@ -12,9 +12,9 @@ import tensorflow as tf
 
 from components.ingest import executor as ingest
 from components.transform import executor as transform
-from library import ag_news_csv, tfrecord_io
 from contract import config as config_module
 from contract.artifacts import Runtime, fingerprint
+from library import ag_news_csv, tfrecord_io
 from library.beam_options import pipeline_options
 
 IN_MEMORY = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
@@ -148,6 +148,7 @@ def test_transform_twice_gives_identical_outputs(transformed_sample, transformed
 
 def test_transform_graph_holds_no_temporary_path_or_process_counter(transformed_sample):
     import re
+
     from tensorflow.core.protobuf import fingerprint_pb2, saved_model_pb2
     from tensorflow.python.saved_model import fingerprinting_utils
 

@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from support.e2e import agnews
-from support.paths import E2E_CONFIG as CONFIG, SAMPLE_DIR
+from support.paths import E2E_CONFIG as CONFIG
+from support.paths import SAMPLE_DIR
 
 # Four retrains of the whole pipeline: minutes each on a loaded 2-core machine.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2700)]

@@ -14,17 +14,17 @@ import gensim.models as gensim_models
 import keras
 import numpy as np
 import pytest
+from support.models import fresh_process_env
 
+from apps.cli.main import main as cli_main
+from apps.cli.parser import build_parser, config_from_args
 from components.trainer import executor as trainer
 from components.tuner import executor as tuner
-from library import dataset, embeddings
-from library.layouts import read_model_input, vocabulary_file
-from apps.cli.main import main as cli_main
-from apps.cli.parser import build_parser, _config_from_args
 from contract.artifacts import ComponentError, Runtime
 from contract.config import ConfigError, TrainerConfig, TunerConfig
 from contract.config_loading import load_config
-from support.models import fresh_process_env
+from library import dataset, embeddings
+from library.layouts import read_model_input, vocabulary_file
 
 RUNTIME = Runtime(seed=7, log=lambda message: None)
 DIM = 12
@@ -138,7 +138,7 @@ def test_configuration(tmp_path):
     with pytest.raises(ConfigError, match="trainer.pretrained_embeddings"):
         load_config(None, ["tuner.pretrained_embeddings=a.kv"])
     args = build_parser().parse_args(["run", "--pretrained-embeddings", "x.vec"])
-    assert _config_from_args(args).trainer.pretrained_embeddings == "x.vec"
+    assert config_from_args(args).trainer.pretrained_embeddings == "x.vec"
 
 
 def test_fingerprint_is_in_the_cache_keys_and_follows_the_content(tmp_path, vectors):

@@ -16,13 +16,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.evaluator import executor as evaluator
-from components.pusher import executor as pusher, spec as pusher_spec
 from apps import predict
-from library import evaluation_report, export, layouts
-from library.layouts import CLASS_NAMES
+from components.evaluator import executor as evaluator
+from components.pusher import executor as pusher
+from components.pusher import spec as pusher_spec
 from contract.artifacts import Artifact, Runtime, fingerprint
 from contract.config import EvaluatorConfig, PusherConfig
+from library import evaluation_report, export, layouts
+from library.layouts import CLASS_NAMES
 
 MAX_LENGTH = 64  # conftest's transform config
 

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
+from support.cli import agnews_in_process
+from support.e2e import agnews
+from support.paths import E2E_CONFIG as CONFIG
 from support.paths import SAMPLE_DIR
+
 from contract.artifacts import Artifact
 from contract.config import TunerConfig
 from library import layouts
 from library.warm_start import read_vocabulary
-from support.e2e import agnews
-from support.paths import E2E_CONFIG as CONFIG
 
 pytestmark = pytest.mark.e2e
 
@@ -56,7 +57,7 @@ def _step_line(stdout: str, step: str) -> str:
 
 
 def _outputs(root: Path, run_id: str) -> dict[str, dict]:
-    details = json.loads(agnews("show", run_id, "--json", "--pipeline-root", str(root)).stdout)
+    details = json.loads(agnews_in_process("show", run_id, "--json", "--pipeline-root", str(root)).stdout)
     return {name: output for step in details["steps"] for name, output in step["outputs"].items()}
 
 
@@ -102,7 +103,7 @@ def test_a_retrain_on_grown_data_reuses_the_search_and_says_so(grown):
     assert reused["properties"]["values"] == first["properties"]["values"]
     assert reused["properties"]["trials"] == 0
     assert layouts.read_best_hyperparameters(reused["uri"])["reused"] is True
-    shown = agnews("show", second_id, "--pipeline-root", str(root)).stdout
+    shown = agnews_in_process("show", second_id, "--pipeline-root", str(root)).stdout
     assert f"reused=True, tuned_from={first_id}" in shown
     assert f"reused=True, tuned_from={first_id}" in (root / "runs" / second_id / "report.md").read_text()
 
@@ -240,8 +241,8 @@ def test_every_n_retrains_and_every_duration_decide_by_count_and_age():
 
 
 def test_a_bad_retune_value_is_one_line_and_exit_2(tmp_path):
-    completed = agnews("run", "--pipeline-root", str(tmp_path / "root"), "--set", "tuner.retune=sometimes",
-                       check_code=2)
+    completed = agnews_in_process("run", "--pipeline-root", tmp_path / "root", "--set", "tuner.retune=sometimes",
+                                  check_code=2)
     assert completed.stderr.strip().startswith("configuration error: tuner.retune must be always, on_drift")
     assert len(completed.stderr.strip().splitlines()) == 1 and not (tmp_path / "root").exists()
 

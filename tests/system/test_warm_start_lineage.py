@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
+from support.e2e import agnews
+from support.paths import E2E_CONFIG as CONFIG
+from support.paths import SAMPLE_DIR
 
 from library import layouts
 from library.spans import file_sha256
 from library.warm_start import read_lineage
-from support.e2e import agnews
-from support.paths import E2E_CONFIG as CONFIG, SAMPLE_DIR
 
 # Four retrains of the whole pipeline: minutes each on a loaded 2-core machine.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2700)]

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from components.tuner import spec as tuner
-from contract.artifacts import Artifact, write_json_atomic
+from contract.artifacts import Artifact
 from contract.config import TunerConfig
+from contract.files import write_json_atomic
 from contract.names import EXAMPLES
 
 CONFIG = TunerConfig(retune="every 30d")

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 import re
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import tensorflow as tf
 
-from components.ingest import executor as ingest, reading as ingest_reading
-from library import ag_news_csv, layouts
+from components.ingest import executor as ingest
+from components.ingest import reading as ingest_reading
 from contract.artifacts import ComponentError
 from contract.config import IngestConfig
+from library import ag_news_csv, layouts
 
 
 def read_split(examples_dir: Path, split: str) -> Counter:
@@ -219,13 +220,6 @@ def test_a_runner_that_loses_rows_fails_the_step_with_one_line(sample_dir, tmp_p
     assert found and "\n" not in message, message
     lines = sum(1 for _ in open(found[3], "rb"))
     assert (found[1], found[2]) == (f"{lines - 1:,}", f"{lines:,}")
-
-
-@pytest.mark.parametrize("text, lines", [(b"", 0), (b"a\n", 1), (b"a", 1), (b"a\nb", 2), (b"\n\n", 2)])
-def test_count_lines_counts_a_last_line_without_newline(tmp_path, text, lines):
-    path = tmp_path / "f.csv"
-    path.write_bytes(text)
-    assert ag_news_csv.count_lines(str(path)) == lines
 
 
 def test_line_numbers_are_right_for_every_chunk_size(tmp_path):
