@@ -11,8 +11,8 @@ from support.e2e import agnews
 from support.paths import E2E_CONFIG as CONFIG
 from support.paths import SAMPLE_DIR
 
+from contract.files import file_sha256
 from library import layouts
-from library.spans import file_sha256
 from library.warm_start import read_lineage
 
 # Four retrains of the whole pipeline: minutes each on a loaded 2-core machine.
