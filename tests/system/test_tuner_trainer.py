@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from support.datasets import write_transformed_examples
+from support.datasets import shift_eval_labels, write_transformed_examples
 
 from components.trainer import executor as trainer
 from components.tuner import executor as tuner
@@ -46,9 +46,24 @@ def _result(out: Path) -> dict:
 
 
 def test_random_search_scores_on_eval_and_writes_its_outputs(tuner_inputs, tmp_path):
-    config = TunerConfig(architecture="rnn", algorithm="random", max_trials=2, max_epochs=1,
-                         fixed_hyperparameters=TINY)
+    config = TunerConfig(architecture="rnn", algorithm="random", max_trials=2, max_epochs=3,
+                         fixed_hyperparameters=(*TINY, "learning_rate=0.02", "batch_size=16"))
     outputs = tuner.run(tuner_inputs, tmp_path, config, RUNTIME)
+
+    # The same search (same seed, same trials) on a copy whose eval labels contradict the train split:
+    # training is the same and only the eval labels changed, so each trial's score must be clearly worse
+    # there. A search scored on its train rows would give the same scores twice. (Learning rate and batch size
+    # are fixed so that three epochs on 120 rows learn enough to tell.)
+    shifted = tmp_path / "shifted_examples"
+    shutil.copytree(tuner_inputs["transformed_examples"].uri, shifted)
+    shift_eval_labels(shifted)
+    tuner.run({**tuner_inputs, "transformed_examples": Artifact("transformed_examples", shifted)},
+              tmp_path / "shifted", config, RUNTIME)
+    scores = [float(t["score"]) for t in _trials(tmp_path)]
+    shifted_scores = [float(t["score"]) for t in _trials(tmp_path / "shifted")]
+    assert len(scores) == len(shifted_scores) == 2
+    for score, shifted_score in zip(scores, shifted_scores):  # measured: 0.97 / 1.37 and 0.89 / 1.35
+        assert shifted_score > score + 0.2, (scores, shifted_scores)
 
     artifact = outputs["best_hyperparameters"]
     assert artifact.uri == tmp_path / "best_hyperparameters"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -105,6 +108,33 @@ def test_eval_fraction_follows_the_config(ingested_sample, sample_dir, tmp_path,
     assert 0.26 <= sum(larger_eval.values()) / 1200 <= 0.34
     assert set(default_eval) <= set(larger_eval)  # a content-hash threshold: raising it only adds rows
     assert larger.properties["train_rows"] + larger.properties["eval_rows"] == 1200
+
+
+# The eval rows of a CSV file as a fresh process assigns them (ingest's own split function, nothing else).
+EVAL_ROWS_SCRIPT = """
+import csv, json, sys
+from components.ingest.executor import split_of
+from contract.config import IngestConfig
+from library.ag_news_csv import GoodRow
+with open(sys.argv[1], newline="", encoding="utf-8") as handle:
+    rows = [GoodRow("train", int(c) - 1, title, description) for c, title, description in csv.reader(handle)]
+fraction = IngestConfig().eval_fraction
+print(json.dumps([[r.label, r.title, r.description] for r in rows if split_of(r, fraction) == "eval"]))
+"""
+
+
+def test_a_row_lands_in_the_same_split_in_every_process(ingested_sample, sample_dir):
+    # Two fresh processes with different string-hash seeds choose the same eval rows as the Beam ingest did
+    # here, so a rerun (or a worker process) never moves a row between train and eval.
+    chosen = []
+    for hash_seed in ("1", "2"):
+        completed = subprocess.run([sys.executable, "-c", EVAL_ROWS_SCRIPT, str(sample_dir / "train.csv")],
+                                   capture_output=True, text=True, timeout=120, check=True,
+                                   env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        chosen.append(Counter(tuple(row) for row in json.loads(completed.stdout)))
+    ingested_eval = read_split(ingested_sample.uri, "eval")
+    assert chosen[0] == chosen[1] == ingested_eval
+    assert 30 <= sum(ingested_eval.values()) <= 90  # about 5% of 1,200 rows
 
 
 # ---------------------------------------------------------------------------------------------- bad rows
