@@ -159,6 +159,10 @@ SERVED_MODEL = ServedResolver("served_model", artifact="trainer.model", judged_b
 SERVED_BLESSINGS = ServedResolver("served_blessings", artifact="evaluator.blessing",
                                   judged_by="pusher.pushed_model", where="pushed",
                                   count=lambda config: config.evaluator.anchor_versions)
+# The same model, for the tuner's one search per drift episode: only whether its hyperparameters came from the
+# search that answered a drift counts, and that is in the tuner's decision (its cache key), so the model itself
+# is neither in the key nor in the lineage.
+SERVED_FOR_TUNER = dataclasses.replace(SERVED_MODEL, saves_work_only=True)
 # The newest hyperparameters this root tuned for the same search (the tuner reuses them unless tuner.retune or
 # drift asks for a new search).
 LATEST_TUNED_HYPERPARAMETERS = Resolver(
@@ -177,11 +181,14 @@ STEPS: tuple[Step, ...] = (
     Step("tuner", tuner_spec.SPEC, inputs={TRANSFORMED_EXAMPLES: "transform.transformed_examples",
                                            TRANSFORM_GRAPH: "transform.transform_graph",
                                            tuner_spec.DRIFT_INPUT: "validate.statistics",
+                                           EXAMPLES: "ingest.examples",  # the drifted spans' label mix
+                                           tuner_spec.SERVED_INPUT: SERVED_FOR_TUNER,
                                            tuner_spec.TUNED_INPUT: LATEST_TUNED_HYPERPARAMETERS}),
     Step("trainer", trainer_spec.SPEC, inputs={TRANSFORMED_EXAMPLES: "transform.transformed_examples",
                                                TRANSFORM_GRAPH: "transform.transform_graph",
                                                BEST_HYPERPARAMETERS: "tuner.best_hyperparameters",
-                                               # its spans (names and SHA-256) are recorded with the model
+                                               # its spans (names and SHA-256): recorded with the model, and
+                                               # what a warm start's base must have learned from
                                                EXAMPLES: "ingest.examples",
                                                # warm start (trainer.warm_start)
                                                trainer_spec.BASE_MODEL_INPUT: SERVED_MODEL}),

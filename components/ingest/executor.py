@@ -363,6 +363,9 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
             "spans_ingested": [n for n, state in status.items() if n and state == "ingested"],
             "spans_reingested": [n for n, state in status.items() if n and state == "re-ingested"],
             "spans_reused": [n for n, state in status.items() if n and state == "reused"],
-            "span_sha256": {name: records[name]["sha256"] for name in counts["window"]}})
+            "span_sha256": {name: records[name]["sha256"] for name in counts["window"]},
+            # Spans no model may have learned from now (excluded, quarantined, rejected): a warm start checks its
+            # base against them.
+            "spans_held_out": sorted(set(config.window.exclude) | set(config.window.held_out))})
     return {EXAMPLES: Artifact(EXAMPLES, examples_dir, properties)}
 
