@@ -203,6 +203,9 @@ class StepExecution:
 
         fingerprints = {name: fingerprint(a.uri) for name, a in outputs.items()}
         final_dir = run_dir / step.name
+        # A stop the component swallowed (or Python discarded) ends the run before the publish: nothing of this
+        # step is published; its temporary folder stays for a resumable step, as after any interruption.
+        interrupts.stop_if_received()
         os.replace(work_dir, final_dir)  # the publish: one rename, after which the outputs are complete
         published = {name: a.relocated(work_dir, final_dir) for name, a in outputs.items()}
         ids = self.store.complete_execution(execution_id, final_dir, input_ids,

@@ -78,8 +78,8 @@ def offline_hooks(tmp_path) -> Path:
 # fully cached run). A new module is fast until it is listed here.
 SLOW_MODULES = {"test_beam_engines", "test_dask_scale", "test_determinism", "test_e2e", "test_embeddings",
                 "test_evaluator_pusher", "test_export", "test_faults", "test_install", "test_multi_worker",
-                "test_retune_warm_start", "test_serve", "test_serve_batching", "test_spans", "test_tuner_trainer",
-                "test_unattended"}
+                "test_retune_warm_start", "test_serve", "test_serve_batching", "test_spans", "test_stops",
+                "test_tuner_trainer", "test_unattended"}
 FAST_IN_SLOW_MODULES = {"test_e2e": {"test_full_run_reports_every_step_and_pushes_version_1",
                                      "test_second_run_reuses_every_step_in_seconds"}}
 
