@@ -28,11 +28,15 @@ from typing import Any, Callable
 
 class ComponentError(RuntimeError):
     """A component failed for a reason the user can act on; the message is shown without a traceback. `kind`
-    names a failure that the CLI gives an exit code of its own (e.g. "drift"); None for any other."""
+    names a failure that the CLI gives an exit code of its own (e.g. "drift"); None for any other. `facts` are
+    what the component measured before refusing, as {output name: properties} of the outputs it would have
+    published (validate's drift values on a refused span): the runner keeps them in the run record, so a refused
+    run's metrics and history still show them."""
 
-    def __init__(self, message: str = "", kind: str | None = None):
+    def __init__(self, message: str = "", kind: str | None = None, facts: dict[str, dict[str, Any]] | None = None):
         super().__init__(message)
         self.kind = kind
+        self.facts = facts or {}
 
 
 # What a step says when a Beam runner returned a different number of rows than went in (nothing is published).

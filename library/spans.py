@@ -101,3 +101,23 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def span_date(name: str) -> datetime.date | None:
+    """The date a span's name spells (2026-12-01, 20261201, 2026_12_01), or None (0007, other names)."""
+    digits = re.sub(r"\D", "", name)
+    if len(digits) != 8 or (name != digits and not re.fullmatch(r"\d{4}\D\d{2}\D\d{2}", name)):
+        return None
+    try:
+        return datetime.date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
+    except ValueError:
+        return None
+
+
+def span_time(span: Span) -> float:
+    """When a span's data was current (Unix time): midnight UTC of the date its name spells, else its folder's
+    modification time (a numbered span, a single data folder)."""
+    date = span_date(span.name)
+    if date is None:
+        return os.stat(span.folder).st_mtime
+    return datetime.datetime(date.year, date.month, date.day, tzinfo=datetime.timezone.utc).timestamp()

@@ -148,8 +148,8 @@ class Runner:
                 if isinstance(error, OSError):  # the runner's own writes (folders, the publishing rename)
                     message = fault_message(error, run_dir, f"running {step.name}") or f"{step.name}: {error}"
                     message = message if message.startswith(f"{step.name}: ") else f"{step.name}: {message}"
-                return self._failed(run_id, run_dir, results, StepResult(step.name, "failed", note=message),
-                                    kind=getattr(error, "kind", None))
+                failed = StepResult(step.name, "failed", note=message, facts=getattr(error, "facts", {}))
+                return self._failed(run_id, run_dir, results, failed, kind=getattr(error, "kind", None))
             results.append(result)
             if interrupts.received():  # a stop swallowed or lost after the step's publish still ends the run
                 self._record_interrupted(run_id, run_dir, results)

@@ -30,11 +30,13 @@ from pipeline.root import FreeSpacePolicy, fault_message
 
 
 class PipelineFailed(RuntimeError):
-    """A step failed; the message names the step and the reason, `kind` the component's ComponentError.kind."""
+    """A step failed; the message names the step and the reason, `kind` and `facts` are the component's
+    ComponentError.kind and .facts (what it measured before refusing)."""
 
-    def __init__(self, message: str, kind: str | None = None):
+    def __init__(self, message: str, kind: str | None = None, facts: dict | None = None):
         super().__init__(message)
         self.kind = kind
+        self.facts = facts or {}
 
 
 @dataclass
@@ -44,6 +46,7 @@ class StepResult:
     seconds: float = 0.0
     outputs: dict[str, Artifact] = field(default_factory=dict)
     note: str = ""
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)  # a failed step's ComponentError.facts
 
 
 class StepExecution:
@@ -199,7 +202,7 @@ class StepExecution:
                       level="error", step=step.name, seconds=round(time.monotonic() - started, 1))
             if not message.startswith(f"{step.name}: "):  # components may name themselves already
                 message = f"{step.name}: {message}"
-            raise PipelineFailed(message, getattr(error, "kind", None)) from None
+            raise PipelineFailed(message, getattr(error, "kind", None), getattr(error, "facts", None)) from None
 
         fingerprints = {name: fingerprint(a.uri) for name, a in outputs.items()}
         final_dir = run_dir / step.name

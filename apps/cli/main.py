@@ -37,14 +37,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _write_metrics(args, code: int, started: float) -> None:
     """--metrics-file, whatever the outcome; a file that cannot be written is one line, not a new exit code."""
-    from apps.job_metrics import write_job_metrics
+    from apps.job_metrics import span_states, write_job_metrics
     try:
         config = _config_from_args(args)
     except ConfigError:
         config = load_config()  # a bad configuration is itself an outcome worth reporting
     try:
         write_job_metrics(Path(args.metrics_file), command=args.command, exit_code=code, started=started,
-                          ended=time.time(), root=config.pipeline_root(), serving_dir=config.serving_dir())
+                          ended=time.time(), root=config.pipeline_root(), serving_dir=config.serving_dir(),
+                          spans=span_states(config.ingest))
     except OSError as error:
         print(f"{args.command}: could not write --metrics-file {args.metrics_file}: {error.strerror or error}",
               file=sys.stderr)

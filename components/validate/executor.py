@@ -284,9 +284,10 @@ def _span_profile(files: list[str]):
     return profile
 
 
-def _drift_checks(examples_dir: Path, config: ValidateConfig, runtime: Runtime) -> dict | None:
-    """The newest span of a stream's window against the other spans (library/drift.py); None for one folder.
-    With validate.on_drift=fail, drift is a ComponentError of kind "drift" (its own exit code)."""
+def _drift_checks(examples_dir: Path, config: ValidateConfig, runtime: Runtime, statistics_dir: Path) -> dict | None:
+    """The newest span of a stream's window against the other spans (library/drift.py), written to
+    statistics_dir; None for one folder. With validate.on_drift=fail, drift is a ComponentError of kind "drift"
+    (its own exit code) carrying the drift values as facts of the statistics output."""
     from library import drift
     window = read_counts(examples_dir).get("window")
     if not window:
@@ -297,15 +298,25 @@ def _drift_checks(examples_dir: Path, config: ValidateConfig, runtime: Runtime) 
                            config.drift.length_min_rows)
     checks = drift.verdict(values, config.drift.thresholds())
     drifted = [row for row in checks if row["drift"]]
+    record = {"newest_span": window[-1], "compared_with": window[:-1], "checks": checks}
+    write_drift(statistics_dir, record)  # kept with the failed attempt (validate.failed/) when refused
     shown = "; ".join(f"{row['measure']} {_shown(row['value'])} (threshold {row['threshold']})" for row in checks)
     runtime.log(f"validate: drift of span {window[-1]} against {len(window) - 1} earlier span(s): {shown}")
     if drifted:
         named = ", ".join(f"{row['measure']} = {row['value']:.4f} > threshold {row['threshold']}" for row in drifted)
         message = f"validate: span {window[-1]} drifted from the rest of the window: {named}"
         if config.on_drift == "fail":
-            raise ComponentError(f"{message} (validate.on_drift=fail: nothing trained or pushed)", "drift")
+            raise ComponentError(f"{message} (validate.on_drift=fail: nothing trained or pushed)", "drift",
+                                 facts={STATISTICS: _drift_properties(record)})
         runtime.log(f"WARNING: {message} (validate.on_drift=warn: training anyway)")
-    return {"newest_span": window[-1], "compared_with": window[:-1], "checks": checks}
+    return record
+
+
+def _drift_properties(drift: dict) -> dict:
+    """The statistics artifact's drift properties (metrics, reports and history read these)."""
+    return {"drift_detected": any(row["drift"] for row in drift["checks"]),
+            "drift": {row["measure"]: row["value"] for row in drift["checks"]},
+            "drift_checks": drift["checks"], "drift_span": drift["newest_span"]}
 
 
 def _shown(value: float | None) -> str:
@@ -344,9 +355,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: ValidateConfig, r
         raise ComponentError(f"validate: {len(anomalies)} anomalies in {examples_dir} against the schema "
                              f"{schema_path}:\n{listing}")
     runtime.log(f"validate: {({split: statistics[split]['rows'] for split in SPLITS})} rows, no anomalies")
-    drift = _drift_checks(examples_dir, config, runtime)
-    if drift is not None:
-        write_drift(statistics_dir, drift)
+    drift = _drift_checks(examples_dir, config, runtime, statistics_dir)
     return {
         SCHEMA: Artifact(SCHEMA, schema_dir, {
             "source": str(schema_path), "features": [rule.name for rule in rules],
@@ -354,9 +363,6 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: ValidateConfig, r
         STATISTICS: Artifact(STATISTICS, statistics_dir, {
             "rows_per_split": {split: statistics[split]["rows"] for split in SPLITS},
             "label_counts": {split: statistics[split]["label_counts"] for split in SPLITS},
-            **({} if drift is None else {
-                "drift_detected": any(row["drift"] for row in drift["checks"]),
-                "drift": {row["measure"]: row["value"] for row in drift["checks"]},
-                "drift_checks": drift["checks"], "drift_span": drift["newest_span"]})}),
+            **({} if drift is None else _drift_properties(drift))}),
         ANOMALIES: Artifact(ANOMALIES, anomalies_dir, {"count": len(anomalies)}),
     }
