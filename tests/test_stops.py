@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import SAMPLE_DIR, after_import_hook
 
@@ -130,14 +131,19 @@ def test_a_swallowed_sigterm_still_ends_the_run_with_143_and_publishes_nothing(t
 
 def test_a_swallowed_deadline_still_ends_the_run_with_124_and_publishes_nothing(tmp_path):
     root, marker = tmp_path / "root", tmp_path / "ingest-started"
-    completed = subprocess.run(_command(root, "--deadline", "20s"), cwd=PROJECT, capture_output=True, text=True,
-                               timeout=600, env=_env(SWALLOWING_INGEST, tmp_path, marker))
+    prom = tmp_path / "agnews.prom"
+    completed = subprocess.run(_command(root, "--deadline", "20s", "--metrics-file", str(prom)), cwd=PROJECT,
+                               capture_output=True, text=True, timeout=600, env=_env(SWALLOWING_INGEST, tmp_path, marker))
     assert marker.exists(), f"ingest never started within the deadline\n{completed.stderr[-3000:]}"
     assert Path(f"{marker}.swallowed").exists()
     _one_line(completed, 124, "interrupted by the deadline")
     run_id, status = _latest_run(root)
     assert status == "timed_out"
     _nothing_published(root, run_id)
+    # The metrics file says so: the outcome timed_out, not failed.
+    outcomes = {s.labels["outcome"]: s.value for family in text_string_to_metric_families(prom.read_text())
+                for s in family.samples if s.name == "agnews_retrain_outcome"}
+    assert outcomes["timed_out"] == 1 and outcomes["failed"] == 0
 
 
 def test_a_sigterm_lost_after_a_publish_ends_the_run_before_the_next_step(tmp_path):
