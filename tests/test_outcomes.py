@@ -8,8 +8,11 @@ import datetime
 import html
 import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import toy_components
@@ -146,3 +149,64 @@ def test_history_shows_failed_and_refused_runs_with_their_reason_and_measured_dr
     assert refused["drift"] == "{label_linf: 0.4200}"  # what the refusing step measured
     assert failed["status"] == "failed" and failed["reason"] == "check: the data folder vanished"
     assert failed["drift"] == "-"
+
+
+# ------------------------------------------------------------------------------------------- alert rules
+
+
+ALERT_RULES = PROJECT / "monitoring" / "alerts.yml"
+RECORDED = Path(__file__).parent / "data" / "metrics"  # written by real runs: tests/data/metrics/record.sh
+# Recording -> the alerts it must fire (with their labels beyond severity); every other alert must stay silent.
+EXPECTED_ALERTS = {
+    "pushed.prom": {},
+    "not_blessed.prom": {"AgnewsAccuracyBelowAnchor": [{"data": "test"}]},
+    "drift.prom": {"AgnewsTrainingDataStale": [{}], "AgnewsDataDrift": [{}],
+                   "AgnewsRetrainRefused": [{"command": "retrain", "outcome": "drift"}]},
+    "timed_out.prom": {"AgnewsRetrainFailed": [{"command": "retrain", "outcome": "timed_out"}]},
+    "too_few_spans.prom": {"AgnewsRetrainFailed": [{"command": "retrain", "outcome": "too_few_spans"}]},
+}
+
+
+def promtool() -> str:
+    """promtool's path; skipped where it is missing, unless under CI (where it must be installed)."""
+    path = shutil.which("promtool")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing; CI must install it (apt-get install -y prometheus)")
+        pytest.skip("promtool is missing: apt-get install -y prometheus")
+    return path
+
+
+def input_series(prom: Path) -> list[dict[str, str]]:
+    """promtool input series holding each sample of a recorded metrics file for 10 minutes. A recording from
+    before the evaluator recorded its anchor gets the baseline as the anchor (the served model: the anchor over
+    the last one served version)."""
+    samples = [(s.name, dict(s.labels), s.value)
+               for family in text_string_to_metric_families(prom.read_text()) for s in family.samples]
+    if not any(labels.get("model") == "anchor" for _, labels, _ in samples):
+        samples += [(name, {**labels, "model": "anchor"}, value) for name, labels, value in samples
+                    if name == "agnews_model_accuracy" and labels.get("model") == "baseline"]
+    return [{"series": name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}",
+             "values": f"{value:.6f}+0x10"} for name, labels, value in samples]
+
+
+def test_the_alert_rules_fire_on_the_recorded_runs_as_expected(tmp_path):
+    import yaml
+    rules = {rule["alert"]: rule for group in yaml.safe_load(ALERT_RULES.read_text())["groups"]
+             for rule in group["rules"]}
+    assert {name for expected in EXPECTED_ALERTS.values() for name in expected} == set(rules)  # each one fires
+    tests = []
+    for recording, expected in EXPECTED_ALERTS.items():
+        checks = [{"eval_time": "5m", "alertname": name,
+                   "exp_alerts": [{"exp_labels": {**rules[name]["labels"], **labels},
+                                   "exp_annotations": rules[name]["annotations"]} for labels in expected.get(name, [])]}
+                  for name in rules]
+        tests.append({"name": recording, "interval": "1m", "input_series": input_series(RECORDED / recording),
+                      "alert_rule_test": checks})
+    test_file = tmp_path / "alerts_test.yml"
+    test_file.write_text(yaml.safe_dump({"rule_files": [str(ALERT_RULES)], "evaluation_interval": "1m",
+                                         "tests": tests}))
+    completed = subprocess.run([promtool(), "test", "rules", str(test_file)], capture_output=True, text=True,
+                               timeout=120)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "SUCCESS" in completed.stdout

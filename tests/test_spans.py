@@ -210,6 +210,13 @@ def test_a_drifted_newest_span_warns_or_fails_as_configured(tmp_path):
         if row["value"] is not None:
             assert values[("agnews_retrain_drift", (("measure", row["measure"]),))] == pytest.approx(row["value"])
     assert values[("agnews_retrain_drift", (("measure", "label_linf"),))] > 0.3
+    # The recording the alert rules are tested on (tests/test_outcomes.py) is what this run writes today.
+    recorded = metrics(PROJECT / "tests" / "data" / "metrics" / "drift.prom")
+    volatile = ("agnews_retrain_last_run_timestamp_seconds", "agnews_retrain_duration_seconds",
+                "agnews_retrain_newest_span_age_seconds")
+    assert ({k: v for k, v in values.items() if k[0] not in volatile}
+            == {k: v for k, v in recorded.items() if k[0] not in volatile}), "bash tests/data/metrics/record.sh"
+    assert set(values) == set(recorded)
 
 
 # ---------------------------------------------------------------------------------------------- units (fast)
