@@ -27,9 +27,10 @@ lint: install
 test: install lint
 	$(BIN)/python -m pytest -q -rs --durations=25 $(ARGS)
 
-# While iterating: the unit tests and one small end-to-end run, without the tests marked slow (tests/conftest.py).
+# While iterating: tests/unit and two end-to-end tests (one run on the sample, then a fully cached run); every
+# other test of tests/system is marked slow (tests/conftest.py).
 test-fast: install lint
-	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -q -m "not slow" tests/unit tests/system/test_e2e.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) pipeline_root

@@ -23,7 +23,7 @@ from contract.config import IngestConfig
 from library.spans import Span, discover_spans, span_time
 
 # Exit code -> outcome label (apps/cli/exit_codes.py). A run that ended is labelled by its own outcome.
-# Every exit code of apps/cli/exit_codes.py has one (tests/test_outcomes.py checks).
+# Every exit code of apps/cli/exit_codes.py has one (tests/unit/test_outcomes.py checks).
 OUTCOME_OF_EXIT = {0: "pushed", 1: "failed", 2: "usage_error", 3: "skipped_no_new_data", 4: "not_blessed",
                    5: "locked", 6: "too_few_spans", 7: "span_not_found", 8: "drift", 124: "timed_out",
                    130: "interrupted", 143: "interrupted"}

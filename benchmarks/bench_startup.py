@@ -3,7 +3,7 @@
     CUDA_VISIBLE_DEVICES=-1 .venv/bin/python benchmarks/bench_startup.py [--compare OTHER_SOURCE_TREE] [--repeats 5]
 
 For each source tree (this one, and optionally another checkout to compare with, e.g. `git worktree add /tmp/old
-<commit>`), it first fills a pipeline root with one complete run of tests/e2e_config.yaml on the committed sample
+<commit>`), it first fills a pipeline root with one complete run of tests/support/e2e_config.yaml on the committed sample
 (not timed), then times, in fresh processes and alternating between the trees so both see the same load,
 `runs` and a fully cached `run` (every step a cache hit), and records which of TensorFlow, TFT and Beam each
 command imported (`python -X importtime`). Writes results/startup.{json,md}: medians and every repeat."""
@@ -23,7 +23,7 @@ import run_info
 PROJECT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 HEAVY = ("tensorflow", "tensorflow_transform", "apache_beam")
-RUN_ARGS = ["--config", "tests/e2e_config.yaml", "--data", "csv:tests/data/ag_news_sample"]
+RUN_ARGS = ["--config", "tests/support/e2e_config.yaml", "--data", "csv:tests/support/data/ag_news_sample"]
 
 
 def cli(tree: Path, args: list[str]) -> tuple[float, set[str], str]:
@@ -72,7 +72,7 @@ def main() -> None:
                                  for command, values in seconds[name].items()} for name in trees}}
     lines = ["# Start-up of `runs` and of a fully cached `run`", "", f"Command: `{result['command']}`  ",
              f"Machine: {result['machine']}  ",
-             f"Data: the committed sample, tests/e2e_config.yaml; {args.repeats} repeats per command, alternating "
+             f"Data: the committed sample, tests/support/e2e_config.yaml; {args.repeats} repeats per command, alternating "
              "between trees; wall time of a fresh process including Python start-up, under -X importtime.", "",
              "| tree | command | median s | every repeat (s) | imported TensorFlow / TFT / Beam |",
              "| --- | --- | --- | --- | --- |"]

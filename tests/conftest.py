@@ -1,60 +1,26 @@
 """Shared fixtures: the committed AG News sample, and session-wide real runs of the early components so
-later components' tests start from real artifacts without paying for ingest/transform again."""
+later components' tests start from real artifacts without paying for ingest/transform again.
+
+tests/unit/ holds the fast tests (no training, no cluster, no server, no pipeline run in a subprocess);
+tests/system/ the rest, all marked slow but the end-to-end ones `make test-fast` keeps; tests/support/ what
+they share (test modules import from it, never from each other)."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).parent))  # `import support` from any test module or conftest
 
 from contract import config as config_module
 from contract.artifacts import Artifact, Runtime
+from support.hooks import OFFLINE_SITECUSTOMIZE
+from support.paths import SAMPLE_DIR
 
-SAMPLE_DIR = Path(__file__).parent / "data" / "ag_news_sample"
-# Cuts a process off the network: a connection to anything but this machine fails at once, so a test of "no
-# network" answers the same on a machine that has one. A `sitecustomize.py` for subprocesses (see offline_hooks),
-# or applied in-process by the `offline` fixture.
-OFFLINE_SITECUSTOMIZE = """
-import errno, ipaddress, socket
-_connect = socket.socket.connect
-def _on_this_machine(host):
-    try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return host == "localhost"
-def _offline_connect(sock, address):
-    if sock.family in (socket.AF_INET, socket.AF_INET6) and not _on_this_machine(address[0]):
-        raise OSError(errno.ENETUNREACH, f"network unreachable (this test runs offline): {address[0]}")
-    return _connect(sock, address)
-socket.socket.connect = _offline_connect
-"""
-
-
-# The body of a `sitecustomize.py` that runs PATCH (Python code seeing the module as `module`) right after MODULE
-# is first imported, in every process that has the file's folder first on PYTHONPATH: how the tests inject a
-# fault or observe a step deep inside the real command, without touching the code under test.
-AFTER_IMPORT_HOOK = """
-import importlib.abc, importlib.util, sys
-class _AfterImport(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != MODULE:
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        execute = spec.loader.exec_module
-        def exec_module(module):
-            execute(module)
-            exec(PATCH, {"module": module})
-        spec.loader.exec_module = exec_module
-        return spec
-sys.meta_path.insert(0, _AfterImport())
-"""
-
-
-def after_import_hook(module: str, patch: str) -> str:
-    return f"MODULE = {module!r}\nPATCH = {patch!r}\n{AFTER_IMPORT_HOOK}"
+pytest_plugins = ["support.fixtures"]  # the session fixtures several modules share
 
 
 @pytest.fixture
@@ -72,29 +38,17 @@ def offline_hooks(tmp_path) -> Path:
     (folder / "sitecustomize.py").write_text(OFFLINE_SITECUSTOMIZE)
     return folder
 
-# `make test-fast` (pytest -m "not slow"): the unit tests and one small end-to-end run, for iterating. These
-# modules train models, start clusters, servers or worker processes, build a wheel or run the pipeline many
-# times; every test in them is marked slow, but for the listed end-to-end ones (one run on the sample, then a
-# fully cached run). A new module is fast until it is listed here.
-SLOW_MODULES = {"test_beam_engines", "test_dask_scale", "test_determinism", "test_e2e", "test_embeddings",
-                "test_evaluator_pusher", "test_export", "test_faults", "test_install", "test_multi_worker",
-                "test_retune_warm_start", "test_serve", "test_serve_batching", "test_spans", "test_stops",
-                "test_tuner_trainer", "test_unattended"}
-FAST_IN_SLOW_MODULES = {"test_e2e": {"test_full_run_reports_every_step_and_pushes_version_1",
-                                     "test_second_run_reuses_every_step_in_seconds"}}
-
-
-def pytest_ignore_collect(collection_path, config):
-    """With -m "not slow", a module of slow tests only is not even imported (TensorFlow and Keras imports)."""
-    if config.getoption("markexpr") == "not slow" and collection_path.suffix == ".py":
-        return collection_path.stem in SLOW_MODULES - FAST_IN_SLOW_MODULES.keys() or None
-    return None
+SYSTEM = Path(__file__).parent / "system"
+# `make test-fast` runs tests/unit and these two end-to-end tests (one run on the sample, then a fully cached run).
+FAST_SYSTEM_TESTS = {"test_e2e": {"test_full_run_reports_every_step_and_pushes_version_1",
+                                  "test_second_run_reuses_every_step_in_seconds"}}
 
 
 def pytest_collection_modifyitems(items):
+    """Every test under tests/system/ is marked slow, but for FAST_SYSTEM_TESTS."""
     for item in items:
-        module = item.path.stem
-        if module in SLOW_MODULES and item.originalname not in FAST_IN_SLOW_MODULES.get(module, ()):
+        fast = item.originalname in FAST_SYSTEM_TESTS.get(item.path.stem, ())
+        if SYSTEM in item.path.parents and not fast:
             item.add_marker(pytest.mark.slow)
 
 

@@ -3,7 +3,7 @@ with several outputs and sinks runs on a dask.distributed cluster. Dask stays th
 becomes dask bag operations, scheduled by dask.distributed.
 
 What Beam's DaskRunner lacks, and what this package's DaskClusterRunner (engines.dask.runner) does instead (each
-is covered by tests/test_beam_engines.py, on plain Beam transforms):
+is covered by tests/system/test_beam_engines.py, on plain Beam transforms):
   1. One bag per transform: every tagged output of a multi-output ParDo (`with_outputs`, `Partition`) lands in
      the same bag, so each consumer receives the mixture. Here bags are kept per PCollection: a ParDo emits
      (tag, value) pairs and each output PCollection is the bag filtered to its tag.
@@ -23,7 +23,7 @@ is covered by tests/test_beam_engines.py, on plain Beam transforms):
   7. The client (and the LocalCluster it may start) is never closed. Here the result closes both when the
      pipeline finishes or fails; without --dask_client_address a LocalCluster of --dask_workers processes is
      started for the pipeline.
-What makes it hold at size (tests/test_dask_scale.py):
+What makes it hold at size (tests/system/test_dask_scale.py):
   8. No combiner lifting: CombinePerKey runs as a GroupByKey of every element (a vocabulary's every token
      occurrence). Here, as in Beam's DirectRunner, each partition pre-combines per key before the shuffle
      (LiftedCombinePerKey); the result lists each GroupByKey's input size (`shuffles`, also logged).

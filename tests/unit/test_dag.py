@@ -1,0 +1,221 @@
+"""The DAG's declarations (headline table, source, delivery, resolver) are consistent, and the store evaluates a
+Resolver by its generic query, with no step named in the runner or the store."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline import dag
+from contract.artifacts import Artifact
+from pipeline.metadata import MetadataStore
+
+
+def test_declarations_name_real_outputs():
+    outputs = {f"{step.name}.{output}" for step in dag.STEPS for output in step.outputs}
+    headline = dag.headline_table()
+    assert set(headline) == {output for step in dag.STEPS for output in step.headline}
+    for step in dag.STEPS:
+        assert set(step.headline) <= set(step.outputs), step.name
+        for source in step.inputs.values():
+            assert (source.artifact if isinstance(source, dag.Resolver) else source) in outputs
+    for column in dag.RUN_COLUMNS.values():
+        output, prop = column.split(".")
+        assert prop in headline[output], column
+    assert dag.PRODUCT in outputs
+    assert [step.name for step in dag.STEPS if step.source] == ["ingest"]
+    assert dag.source_step().external is not None  # its fingerprint is the run's data fingerprint
+    for step in dag.delivering_steps():
+        output, prop = step.delivers.split(".")
+        assert output in step.outputs and prop in step.headline[output]
+    for resolver in dag.resolvers():
+        assert resolver.artifact in outputs and resolver.judged_by in outputs
+        if resolver.judged_by == resolver.artifact:  # the newest artifact with its own property `where`
+            step, output = resolver.artifact.split(".")
+            assert resolver.where in dag.step_named(step).headline[output]
+            continue
+        judge = dag.step_named(resolver.judged_by.split(".")[0])
+        assert resolver.artifact in judge.inputs.values()  # the judge consumes what it judges
+
+
+def _execute(store: MetadataStore, run_id: str, step: str, inputs: dict[str, int],
+             outputs: dict[str, tuple[str, dict]], tmp_path: Path) -> dict[str, int]:
+    execution = store.start_execution(run_id, step, "key", "code", {})
+    published = {}
+    for name, (content, properties) in outputs.items():
+        folder = tmp_path / run_id / step / name
+        folder.mkdir(parents=True)
+        published[name] = (Artifact(name, folder, properties), content)  # the content stands in for a fingerprint
+    return store.complete_execution(execution, tmp_path / run_id / step, inputs, published)
+
+
+def test_resolver_finds_the_newest_judged_artifact_and_never_the_candidate_itself(tmp_path):
+    store = MetadataStore(tmp_path / "metadata.sqlite")
+    resolver = dag.LATEST_BLESSED_MODEL
+    assert resolver.resolve(store, dag.STEPS) is None  # nothing judged yet: the input is simply absent
+
+    def run(run_id: str, model: str, blessed: bool, baseline: int | None = None) -> int:
+        store.start_run(run_id, "run", {}, None)
+        model_id = _execute(store, run_id, "trainer", {}, {"model": (model, {})}, tmp_path)["model"]
+        inputs = {"model": model_id, **({"baseline_model": baseline} if baseline else {})}
+        _execute(store, run_id, "evaluator", inputs, {"blessing": (f"b-{run_id}", {"blessed": blessed})}, tmp_path)
+        return model_id
+
+    first = run("r1", "model-1", blessed=True)
+    assert resolver.resolve(store, dag.STEPS).id == first
+    assert resolver.resolve(store, dag.STEPS, exclude_fingerprint="model-1") is None
+    # Blessed with the first model as its baseline: the newer candidate is the answer, never its baseline.
+    second = run("r2", "model-2", blessed=True, baseline=first)
+    assert resolver.resolve(store, dag.STEPS).id == second
+    assert resolver.resolve(store, dag.STEPS, exclude_fingerprint="model-2").id == first
+    run("r3", "model-3", blessed=False, baseline=second)  # not blessed: ignored
+    assert resolver.resolve(store, dag.STEPS).id == second
+    store.mark_deleted([second])  # a deleted artifact cannot be a baseline
+    assert resolver.resolve(store, dag.STEPS).id == first
+    store.close()
+
+
+def test_own_output_resolver_matches_properties_and_skips_what_the_same_inputs_computed(tmp_path):
+    """LATEST_TUNED_HYPERPARAMETERS: the newest tuned output with the same search fingerprint, never one the tuner
+    computed from the inputs it has now (an unchanged re-run resolves what the first run resolved)."""
+    from contract.config_loading import load_config
+    from components.tuner import executor as tuner
+    store = MetadataStore(tmp_path / "metadata.sqlite")
+    resolver = dag.LATEST_TUNED_HYPERPARAMETERS
+    config = load_config()
+    space = tuner.search_fingerprint(config.tuner)
+
+    def search(run_id: str, examples: str, **properties) -> tuple[int, int]:
+        store.start_run(run_id, "run", {}, None)
+        examples_id = _execute(store, run_id, "transform", {}, {"transformed_examples": (examples, {})},
+                               tmp_path)["transformed_examples"]
+        found = _execute(store, run_id, "tuner", {"transformed_examples": examples_id},
+                         {"best_hyperparameters": (f"hp-{run_id}", {"tuned": True, "search_fingerprint": space,
+                                                                    **properties})}, tmp_path)
+        return found["best_hyperparameters"], examples_id
+
+    assert resolver.resolve(store, dag.STEPS, config=config) is None
+    first, _ = search("r1", "data-1")
+    search("r2", "data-2", search_fingerprint="another space")
+    search("r3", "data-3", tuned=False)  # --no-tune: defaults, not a search
+    assert resolver.resolve(store, dag.STEPS, config=config).id == first
+    second, _ = search("r4", "data-4")
+    assert resolver.resolve(store, dag.STEPS, config=config).id == second
+    assert resolver.resolve(store, dag.STEPS, config=config,
+                            exclude_inputs={"transformed_examples": "data-4"}).id == first
+    assert resolver.resolve(store, dag.STEPS, config=config,
+                            exclude_inputs={"transformed_examples": "data-9"}).id == second
+    store.close()
+
+
+def test_outputs_where_lists_only_deliveries_that_happened(tmp_path):
+    store = MetadataStore(tmp_path / "metadata.sqlite")
+    store.start_run("r1", "run", {}, None)
+    pushed = _execute(store, "r1", "pusher", {}, {"pushed_model": ("p1", {"pushed": True, "version": 1})}, tmp_path)
+    store.start_run("r2", "run", {}, None)
+    _execute(store, "r2", "pusher", {}, {"pushed_model": ("p2", {"pushed": False})}, tmp_path)
+    found = store.outputs_where("pusher", "pushed_model", "pushed")
+    assert [(execution["run_id"], artifact.id) for execution, artifact in found] == [("r1", pushed["pushed_model"])]
+    store.close()
+
+
+def _judge(inputs, output_dir: Path, config, runtime):
+    """A toy judging step: always satisfied; records which baseline it was given."""
+    out = output_dir / "verdict"
+    out.mkdir()
+    baseline = inputs.get("baseline")
+    return {"verdict": Artifact("verdict", out, {"good": True, "baseline": str(baseline.uri) if baseline else None})}
+
+
+def test_the_runner_resolves_a_resolver_input_from_the_store_or_its_fallback(tmp_path):
+    from support import toy_components
+    from contract.config_loading import load_config
+    from pipeline.runner import Runner
+
+    served = tmp_path / "outside" / "7"
+    served.mkdir(parents=True)
+    resolver = dag.Resolver("last_good_numbers", artifact="source.numbers", judged_by="judge.verdict", where="good",
+                            fallback=lambda config: served)
+    steps = (toy_components.STEPS[0],
+             dag.Step("judge", _judge, inputs={"numbers": "source.numbers", "baseline": resolver},
+                      outputs=("verdict",), config_section="evaluator"))
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def run(numbers: str) -> dict:
+        (data / "train.csv").write_text(numbers)
+        runner = Runner(load_config(flags={"pipeline.root": str(tmp_path / "root"), "ingest.data": f"csv:{data}"}),
+                        log=lambda message: None, steps=steps)
+        try:
+            result = runner.run()
+        finally:
+            runner.close()
+        return result
+
+    first = run("1 2 3\n")  # nothing judged yet: the fallback folder, recorded as an external artifact
+    assert first.artifact("judge", "verdict").properties["baseline"] == str(served)
+    second = run("4 5\n")  # the numbers the first run's judge approved
+    assert second.artifact("judge", "verdict").properties["baseline"] == str(first.artifact("source", "numbers").uri)
+    third = run("4 5\n")  # the same data: its own numbers are never its baseline, so it stays cached
+    assert [s.state for s in third.steps] == ["cached", "cached"]
+
+
+def _wiring_fault(change) -> str:
+    """The one-line DagError that building the DAG with one step changed raises."""
+    import pytest
+    steps = list(dag.STEPS)
+    index, replacement = change(steps)
+    steps[index] = replacement
+    with pytest.raises(dag.DagError) as error:
+        dag.check_steps(tuple(steps), dag.PRODUCT, dag.RUN_COLUMNS)
+    assert "\n" not in str(error.value)
+    return str(error.value)
+
+
+def test_the_dag_is_checked_when_it_is_built():
+    import dataclasses
+    dag.check_steps(dag.STEPS, dag.PRODUCT, dag.RUN_COLUMNS)  # the real DAG is sound (also checked at import)
+    at = {step.name: i for i, step in enumerate(dag.STEPS)}
+
+    def changed(name, **fields):
+        return lambda steps: (at[name], dataclasses.replace(steps[at[name]], **fields))
+
+    transform_inputs = {"examples": "ingest.examples", "schema": "validate.shema"}
+    assert "input 'schema' reads 'validate.shema', which no earlier step outputs" in _wiring_fault(
+        changed("transform", inputs=transform_inputs))
+    assert "reads 'tuner.best_hyperparameters', which no earlier step outputs" in _wiring_fault(
+        changed("validate", inputs={"examples": "ingest.examples", "hp": "tuner.best_hyperparameters"}))
+    assert "output 'examples' of step 'validate' is also an output of step 'ingest'" in _wiring_fault(
+        changed("validate", outputs=("schema", "statistics", "anomalies", "examples")))
+    assert "has a headline for 'evaluaton'" in _wiring_fault(
+        changed("evaluator", headline={"evaluaton": ("accuracy",)}))
+    assert "delivers 'pushed_model.pushd': that property must be in its headline" in _wiring_fault(
+        changed("pusher", delivers="pushed_model.pushd"))
+    assert "delivers 'pushed.pushed', not one of its outputs" in _wiring_fault(
+        changed("pusher", delivers="pushed.pushed"))
+    wrong_judge = dataclasses.replace(dag.LATEST_BLESSED_MODEL, judged_by="validate.anomalies")
+    evaluator_inputs = {**dag.step_named("evaluator").inputs, "baseline_model": wrong_judge}
+    assert "judged by step 'validate', which does not consume 'trainer.model'" in _wiring_fault(
+        changed("evaluator", inputs=evaluator_inputs))
+    unknown = dataclasses.replace(dag.LATEST_BLESSED_MODEL, artifact="trainer.modle")
+    assert "resolves 'trainer.modle', which no step outputs" in _wiring_fault(
+        changed("evaluator", inputs={**dag.step_named("evaluator").inputs, "baseline_model": unknown}))
+
+
+def test_a_wiring_fault_fails_at_import_with_one_line(tmp_path):
+    """A typo in pipeline/dag.py fails every command at once (import time), not deep inside a run."""
+    import subprocess
+    import sys
+    source = Path(dag.__file__).read_text(encoding="utf-8")
+    broken = source.replace('"validate.schema"', '"validate.schemas"', 1)
+    assert broken != source
+    (tmp_path / "pipeline").mkdir()
+    (tmp_path / "pipeline" / "__init__.py").write_text("")
+    (tmp_path / "pipeline" / "dag.py").write_text(broken, encoding="utf-8")
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); sys.path.insert(1, sys.argv[2])\n"
+              "try:\n    import pipeline.dag\nexcept Exception as error:\n"
+              "    print(type(error).__name__ + ': ' + str(error))\n")
+    project = str(Path(dag.__file__).resolve().parent.parent)
+    completed = subprocess.run([sys.executable, "-c", script, str(tmp_path), project], capture_output=True,
+                               text=True, timeout=120)
+    assert completed.stdout.strip() == ("DagError: pipeline DAG: step 'transform' input 'schema' reads "
+                                        "'validate.schemas', which no earlier step outputs (known: "
+                                        "ingest.examples, validate.anomalies, validate.schema, validate.statistics)")
