@@ -76,6 +76,10 @@ class Runtime:
     log: Callable[[str], None] = print
     pipeline_root: Path | None = None  # where a multi-worker training job is written for the other workers
     run_id: str = ""  # the run executing the step (the tuner names the run whose search a later run reuses)
+    # True once a stop (SIGINT, SIGTERM, the deadline) was recorded: a component that publishes outside its
+    # output_dir (the pusher's rename into the serving folder) asks right before, in case the stop's exception
+    # was swallowed or lost on its way.
+    stop_requested: Callable[[], bool] = lambda: False
 
 
 def fingerprint(path: Path) -> str:

@@ -76,7 +76,7 @@ class Runner:
         self.store = MetadataStore(self.root / "metadata.sqlite")
         dag.check_config(config, steps)  # before the store is opened: a bad value is exit 2, nothing touched
         self.runtime = Runtime(beam_args=all_beam_args(config.pipeline), seed=config.pipeline.seed, log=log,
-                               pipeline_root=self.root)
+                               pipeline_root=self.root, stop_requested=lambda: interrupts.received() is not None)
         self.free_space = FreeSpacePolicy(config, steps, self.root)
 
     def close(self) -> None:

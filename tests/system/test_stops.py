@@ -8,6 +8,7 @@ the real ingest step of a run on the committed sample (`--until ingest`, a few s
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -56,6 +57,20 @@ def lossy_log_event(log, event, message, **fields):
         except KeyboardInterrupt:
             open(os.environ["AGNEWS_MARKER"] + ".swallowed", "a").close()
 module.log_event = lossy_log_event
+""")
+
+# Once the pusher has copied the model into the serving folder, a SIGTERM arrives and its exception is lost.
+LOST_DURING_PUSH = after_import_hook("components.pusher.executor", """
+import os, signal, time
+write = module.write_served_push_record
+def lossy_write(*args, **kwargs):
+    write(*args, **kwargs)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler runs here at the latest
+    except KeyboardInterrupt:
+        open(os.environ["AGNEWS_MARKER"] + ".swallowed", "a").close()
+module.write_served_push_record = lossy_write
 """)
 
 
@@ -157,3 +172,19 @@ def test_a_sigterm_lost_after_a_publish_ends_the_run_before_the_next_step(tmp_pa
     assert (root / "runs" / run_id / "ingest" / "examples").is_dir()
     assert _ingest_execution_states(root, run_id) == ["complete"]
 
+
+
+def test_a_sigterm_lost_during_the_push_publishes_no_serving_version(trained, root, tmp_path):
+    # Version 1 claims another model, so the pusher copies a new version instead of adopting version 1.
+    (root / "serving" / "agnews" / "1" / "push.json").write_text(json.dumps({"model_fingerprint": "another"}))
+    marker = tmp_path / "lost"
+    completed = subprocess.run([sys.executable, "-m", "apps.cli", "run", "--config", str(trained[1]),
+                                "--pipeline-root", str(root), "--rerun", "pusher"], cwd=PROJECT,
+                               capture_output=True, text=True, timeout=600, env=_env(LOST_DURING_PUSH, tmp_path, marker))
+    assert Path(f"{marker}.swallowed").exists()
+    _one_line(completed, 143, "interrupted by SIGTERM")
+    run_id, status = _latest_run(root)
+    assert status == "interrupted"
+    served = sorted(p.name for p in (root / "serving" / "agnews").iterdir())
+    assert served == ["1"]  # no version 2, no .push-* folder left
+    assert not (root / "runs" / run_id / "pusher").exists()
