@@ -9,12 +9,14 @@ It reads only `inputs`, writes only under `output_dir` (a temporary folder the r
 after success), and returns one Artifact per declared output, each a folder under `output_dir`. It knows
 nothing of runs, caching or the metadata store; it raises ComponentError with a readable message on failure.
 
-A component module is cheap to import: pipeline/dag.py imports every one, and `runs`, `show`, `gc` and a fully
-cached run must not pay for TensorFlow, Keras, TFT, TFMA or Beam. So a component imports those (and the library
-modules that import them at their top) inside `run()` or the helper that needs them, never at module level; a
-class that subclasses one of their types is defined inside a function. `external_fingerprint`-style functions
-the DAG calls before any work must stay free of them too. The step's code version is derived from every project
-module its module imports, wherever the import statement is (pipeline/code_version.py), so lazy imports count.
+A step is a package components/<step>/: its spec.py declares it (a ComponentSpec, contract/component_spec.py)
+and names this module, its executor, by module path; pipeline/dag.py imports the specs only and the runner
+imports an executor when its step runs or when a hook the spec names in it is called (external fingerprints,
+before any work). A fully cached run imports the executors, so they import TensorFlow, Keras, TFT, TFMA and
+Beam (and the library modules that import them at their top) inside `run()` or the helper that needs them; a
+class that subclasses one of their types is defined inside a function. The step's code version is derived from
+every project module its module imports, wherever the import statement is (pipeline/code_version.py), so lazy
+imports count.
 """
 from __future__ import annotations
 

@@ -1,14 +1,17 @@
-"""A step's code version: a hash of the source of its component's module and of every project module that module
-imports, transitively (only this project's packages, PROJECT_PACKAGES; third-party code is pinned by the
-environment instead). Editing a library module therefore changes the cache key of exactly the steps that use it.
+"""A step's code version: a hash of the source of its spec and executor modules (components/<step>/spec.py and
+executor.py) and of every project module they import, transitively (only this project's packages,
+PROJECT_PACKAGES; third-party code is pinned by the environment instead). Editing a library module therefore
+changes the cache key of exactly the steps that use it.
 
 Imports are read with `ast`, never executed, so computing a version costs no TensorFlow or Beam import. Every
 import statement counts, including those inside functions: a component imports its heavy helpers lazily."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import hashlib
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -53,6 +56,18 @@ def _imported_names(source: bytes, package: str) -> frozenset[str]:
     return frozenset(names)
 
 
+def _outside_file(name: str) -> Path | None:
+    """The source file of a module outside the project's packages (a test's toy component), found without
+    importing it (unless it is already imported)."""
+    if getattr(sys.modules.get(name), "__file__", None):
+        return Path(sys.modules[name].__file__)
+    with contextlib.suppress(ImportError, ValueError):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin and spec.origin.endswith(".py"):
+            return Path(spec.origin)
+    return None
+
+
 def project_modules(module: str, root: Path = PROJECT_ROOT) -> dict[str, Path]:
     """`module` and every project module it imports, directly or not: name -> source file. `module` itself may
     live outside the project's packages (a test's toy component): then its file is the imported module's."""
@@ -63,8 +78,8 @@ def project_modules(module: str, root: Path = PROJECT_ROOT) -> dict[str, Path]:
         if name in found or (name != module and name.split(".")[0] not in PROJECT_PACKAGES):
             continue
         path = _module_file(name, root)
-        if path is None and name == module and getattr(sys.modules.get(name), "__file__", None):
-            path = Path(sys.modules[name].__file__)
+        if path is None and name == module:
+            path = _outside_file(name)
         if path is None:
             continue
         found[name] = path
@@ -75,9 +90,18 @@ def project_modules(module: str, root: Path = PROJECT_ROOT) -> dict[str, Path]:
     return found
 
 
-def code_version(module: str, root: Path = PROJECT_ROOT) -> str:
-    """16 hex digits over the names and sources of `module` and the project modules it imports."""
+def code_version(*modules: str, root: Path = PROJECT_ROOT) -> str:
+    """16 hex digits over the names and sources of `modules` and the project modules they import."""
+    found: dict[str, Path] = {}
+    for module in modules:
+        found.update(project_modules(module, root))
     digest = hashlib.sha256()
-    for name, path in sorted(project_modules(module, root).items()):
+    for name, path in sorted(found.items()):
         digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def step_code_version(step, root: Path = PROJECT_ROOT) -> str:
+    """The code version of a DAG step (a pipeline.dag.Step): its spec and its executor, and what they import.
+    Neither is imported to compute it."""
+    return code_version(step.spec.module, step.spec.executor_module, root=root)

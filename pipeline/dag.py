@@ -1,17 +1,18 @@
-"""The whole pipeline, top to bottom.
+"""The whole pipeline, top to bottom: wiring only, as Kedro's pipeline of nodes.
 
-Each step names its component (the function the runner calls: run(inputs, output_dir, config, runtime)), where
-each input comes from ("step.output", or a Resolver that asks the metadata store), the outputs it publishes, and
-the configuration section it receives. What is special about a step is declared here too, so the runner, the
-store and the views name no step: its headline properties (the facts the run summary, the report, `show` and
-`runs` print), the outside data it reads (part of its cache key; the source step's is the pipeline's input
-data), and what it delivers outside the pipeline root. A step's code version is derived from the project modules
-its component imports (pipeline/code_version.py). The runner executes the steps in this order.
+Each step is a package components/<step>/: spec.py declares it (its SPEC, a
+contract.component_spec.ComponentSpec: outputs, configuration section, executor module path and the hooks the
+runner calls), executor.py runs it. A Step here names the step, its spec, and where each input comes from
+("step.output", or a Resolver that asks the metadata store). This module imports the seven specs and never an
+executor: the runner imports a step's executor by its module path when the step runs (ComponentSpec.run) or
+calls a hook the spec names in it, so `runs`, `show` and `gc` load no TensorFlow, TFT or Beam. A step's code
+version covers its spec and its executor (pipeline/code_version.py). What the run summary, the report, `show` and `runs` print
+about the outputs is pipeline/headlines.py's. The runner executes the steps in this order; the wiring is
+checked when this module is imported.
 
-Each step is a package components/<step>/: its spec (input names and the helpers read without running the
-step) and its executor (run() and the rest). Importing this module imports every step's spec and executor, which
-is cheap: executors import TensorFlow, TFT and Beam inside run() (see contract/artifacts.py), so `runs`, `show`,
-`gc` and a fully cached run never load them.
+Adding a step: a package components/<step>/ (spec.py with SPEC, executor.py with run), its spec's import and
+one Step line below, and its configuration section (a dataclass and a Config field in contract/config.py);
+docs/development.md lists the edits and tests/system/test_add_a_step.py makes them.
 """
 from __future__ import annotations
 
@@ -19,17 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from components.evaluator import executor as evaluator_executor
-from components.ingest import executor as ingest_executor
-from components.pusher import executor as pusher_executor, spec as pusher_spec
-from components.trainer import executor as trainer_executor, spec as trainer_spec
-from components.transform import executor as transform_executor
-from components.tuner import executor as tuner_executor, spec as tuner_spec
-from components.validate import executor as validate_executor, spec as validate_spec
-from contract.names import (ANOMALIES, BASELINE_MODEL, BEST_HYPERPARAMETERS, BLESSING, EVALUATION, EXAMPLES,
-                            MODEL, MODEL_RUN, PREVIOUS_EXAMPLES, PUSHED_MODEL, SCHEMA, STATISTICS, TRANSFORM_GRAPH,
-                            TRANSFORMED_EXAMPLES)
-from library import beam_options
+from components.evaluator import spec as evaluator_spec
+from components.ingest import spec as ingest_spec
+from components.pusher import spec as pusher_spec
+from components.trainer import spec as trainer_spec
+from components.transform import spec as transform_spec
+from components.tuner import spec as tuner_spec
+from components.validate import spec as validate_spec
+from contract.component_spec import ComponentSpec
+from contract.names import (BASELINE_MODEL, BEST_HYPERPARAMETERS, BLESSING, EXAMPLES, MODEL, MODEL_RUN,
+                            PREVIOUS_EXAMPLES, SCHEMA, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES)
 
 
 class DagError(ValueError):
@@ -75,38 +75,11 @@ class Resolver:
 
 @dataclass(frozen=True)
 class Step:
+    """One node of the DAG: its name, its spec (what it declares about itself), and where each input comes
+    from (input name -> "step.output" of an earlier step, or a Resolver)."""
     name: str
-    component: Callable[..., dict]  # run(inputs, output_dir, config, runtime) -> {output name: Artifact}
-    inputs: dict[str, str | Resolver] = field(default_factory=dict)  # input name -> "step.output" or a Resolver
-    outputs: tuple[str, ...] = ()
-    config_section: str = ""
-    # Fingerprint of data outside the pipeline root that the step reads (a source file, a schema, pretrained
-    # vectors), from its configuration section: part of the step's cache key.
-    external: Callable[[Any], str | None] | None = None
-    # The configuration key naming the outside data of the pipeline's source step; its `external` fingerprint
-    # is the run's data fingerprint, which `retrain` compares.
-    source: str = ""
-    # The runner keeps an interrupted execution's temporary folder so the component can resume from it.
-    resumable: bool = False
-    # The result depends on the pipeline's random seed, which is then part of the step's cache key.
-    seeded: bool = False
-    # Output name -> the properties printed about it by the run summary, the report, `show` and `runs`.
-    headline: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # "output.property": when true, that output was delivered outside the pipeline root (a pushed model). It
-    # decides the run's outcome and retrain's exit code; gc keeps such outputs and their lineage for good.
-    delivers: str = ""
-    # The component prints its own progress lines (elapsed time, ETA); the runner's heartbeat stays quiet.
-    reports_progress: bool = False
-    # The rows of the outside data it reads, counted cheaply from its configuration (None: not known): the
-    # heartbeat scales its ETA by them. Steps with input artifacts are measured by their row properties instead.
-    input_rows: Callable[[Any], int | None] | None = None
-    # Given the folder it delivers to (the serving folder), what a killed execution of it left there; gc removes it.
-    leftovers: Callable[[Path], list[Path]] | None = None
-    # Checks its configuration section against the libraries it uses (ConfigError), before any step runs.
-    check_config: Callable[[Any], None] | None = None
-    # What the step decides from its inputs and configuration where that can change while neither does (the
-    # tuner's search-or-reuse depends on the clock): (inputs, config section) -> JSON-able, part of its cache key.
-    decision: Callable[[dict[str, Any], Any], Any] | None = None
+    spec: ComponentSpec
+    inputs: dict[str, str | Resolver] = field(default_factory=dict)
 
 
 # The evaluator's baseline; with no blessing on record at all, the newest served version is the baseline.
@@ -117,157 +90,91 @@ LATEST_BLESSED_MODEL = Resolver("latest_blessed_model", artifact="trainer.model"
 # drift asks for a new search).
 LATEST_TUNED_HYPERPARAMETERS = Resolver(
     "latest_tuned_hyperparameters", artifact="tuner.best_hyperparameters", judged_by="tuner.best_hyperparameters",
-    where="tuned", matching=lambda config: {"search_fingerprint": tuner_executor.search_fingerprint(config.tuner)})
+    where="tuned",
+    matching=lambda config: {"search_fingerprint": tuner_spec.search_fingerprint(config.tuner)})
 
 # Ingest's earlier examples of a stream of spans: spans whose files are unchanged are carried over from them.
 LATEST_EXAMPLES = Resolver("latest_examples", artifact="ingest.examples", judged_by="ingest.examples",
                            where="window_summary", saves_work_only=True)
 
 STEPS: tuple[Step, ...] = (
-    Step("ingest", ingest_executor.run,
-         inputs={PREVIOUS_EXAMPLES: LATEST_EXAMPLES},
-         outputs=(EXAMPLES,),
-         config_section="ingest",
-         external=ingest_executor.external_fingerprint,
-         source="data",
-         input_rows=ingest_executor.source_rows,
-         headline={EXAMPLES: ("train_rows", "eval_rows", "test_rows", "quarantined_rows", "quarantined_by_reason",
-                              "window_summary", "spans_ingested", "spans_reingested", "spans_reused")}),
-    Step("validate", validate_executor.run,
-         inputs={EXAMPLES: "ingest.examples"},
-         outputs=(SCHEMA, STATISTICS, ANOMALIES),
-         config_section="validate",
-         external=validate_spec.external_fingerprint,
-         headline={ANOMALIES: ("count",), STATISTICS: ("drift_detected", "drift_span")}),
-    Step("transform", transform_executor.run,
-         inputs={EXAMPLES: "ingest.examples", SCHEMA: "validate.schema"},
-         outputs=(TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES),
-         config_section="transform",
-         headline={TRANSFORM_GRAPH: ("vocab_size",),
-                   TRANSFORMED_EXAMPLES: ("train_bucket_examples", "padding_batch_size", "padding_ratio_bucketed",
-                                          "padding_ratio_unbucketed")}),
-    Step("tuner", tuner_executor.run,
-         inputs={TRANSFORMED_EXAMPLES: "transform.transformed_examples",
-                 TRANSFORM_GRAPH: "transform.transform_graph",
-                 tuner_spec.DRIFT_INPUT: "validate.statistics",
-                 tuner_spec.TUNED_INPUT: LATEST_TUNED_HYPERPARAMETERS},
-         outputs=(BEST_HYPERPARAMETERS,),
-         config_section="tuner",
-         external=tuner_executor.external_fingerprint,
-         check_config=tuner_executor.check_config,
-         resumable=True,
-         seeded=True,
-         reports_progress=True,
-         decision=tuner_executor.decision_facts,
-         headline={BEST_HYPERPARAMETERS: ("architecture", "tuned", "reused", "tuned_from", "retune", "best_score",
-                                          "values")}),
-    Step("trainer", trainer_executor.run,
-         inputs={TRANSFORMED_EXAMPLES: "transform.transformed_examples",
-                 TRANSFORM_GRAPH: "transform.transform_graph",
-                 BEST_HYPERPARAMETERS: "tuner.best_hyperparameters",
-                 trainer_spec.BASE_MODEL_INPUT: LATEST_BLESSED_MODEL},  # warm start (trainer.warm_start)
-         outputs=(MODEL, MODEL_RUN),
-         config_section="trainer",
-         external=trainer_executor.external_fingerprint,
-         seeded=True,
-         reports_progress=True,
-         headline={MODEL: ("architecture", "epochs_trained", "parameters", "warm_start")}),
-    Step("evaluator", evaluator_executor.run,
-         inputs={MODEL: "trainer.model",
-                 EXAMPLES: "ingest.examples",
-                 TRANSFORMED_EXAMPLES: "transform.transformed_examples",
-                 MODEL_RUN: "trainer.model_run",
-                 BASELINE_MODEL: LATEST_BLESSED_MODEL},
-         outputs=(EVALUATION, BLESSING),
-         config_section="evaluator",
-         headline={EVALUATION: ("accuracy", "loss", "macro_f1", "newest_span_accuracy",
-                                "newest_span_baseline_accuracy"),
-                   BLESSING: ("blessed", "reason", "baseline_accuracy")}),
-    Step("pusher", pusher_executor.run,
-         inputs={MODEL: "trainer.model", BLESSING: "evaluator.blessing"},
-         outputs=(PUSHED_MODEL,),
-         config_section="pusher",
-         headline={PUSHED_MODEL: ("pushed", "version", "path")},
-         delivers="pushed_model.pushed",
-         leftovers=pusher_spec.stale_push_folders),
+    Step("ingest", ingest_spec.SPEC, inputs={PREVIOUS_EXAMPLES: LATEST_EXAMPLES}),
+    Step("validate", validate_spec.SPEC, inputs={EXAMPLES: "ingest.examples"}),
+    Step("transform", transform_spec.SPEC, inputs={EXAMPLES: "ingest.examples", SCHEMA: "validate.schema"}),
+    Step("tuner", tuner_spec.SPEC, inputs={TRANSFORMED_EXAMPLES: "transform.transformed_examples",
+                                           TRANSFORM_GRAPH: "transform.transform_graph",
+                                           tuner_spec.DRIFT_INPUT: "validate.statistics",
+                                           tuner_spec.TUNED_INPUT: LATEST_TUNED_HYPERPARAMETERS}),
+    Step("trainer", trainer_spec.SPEC, inputs={TRANSFORMED_EXAMPLES: "transform.transformed_examples",
+                                               TRANSFORM_GRAPH: "transform.transform_graph",
+                                               BEST_HYPERPARAMETERS: "tuner.best_hyperparameters",
+                                               # warm start (trainer.warm_start)
+                                               trainer_spec.BASE_MODEL_INPUT: LATEST_BLESSED_MODEL}),
+    Step("evaluator", evaluator_spec.SPEC, inputs={MODEL: "trainer.model",
+                                                   EXAMPLES: "ingest.examples",
+                                                   TRANSFORMED_EXAMPLES: "transform.transformed_examples",
+                                                   MODEL_RUN: "trainer.model_run",
+                                                   BASELINE_MODEL: LATEST_BLESSED_MODEL}),
+    Step("pusher", pusher_spec.SPEC, inputs={MODEL: "trainer.model", BLESSING: "evaluator.blessing"}),
 )
 
-# What the pipeline makes: `show` prints its lineage and where it was delivered.
-PRODUCT = "trainer.model"
-# The output holding the vocabulary: `embeddings` tokenizes text with the configuration section of its step.
-VOCABULARY = "transform.transform_graph"
-# The columns `runs` (and `runs --json`) adds for each run: name -> a headline property, "output.property".
-RUN_COLUMNS = {"window": "examples.window_summary", "drift": "statistics.drift_detected",
-               "newest_span_accuracy": "evaluation.newest_span_accuracy", "accuracy": "evaluation.accuracy",
-               "blessed": "blessing.blessed", "pushed_version": "pushed_model.version"}
+
+def _fail(message: str) -> None:
+    raise DagError(f"pipeline DAG: {message}")
 
 
-def check_steps(steps: tuple[Step, ...], product: str = "", run_columns: dict[str, str] | None = None) -> None:
-    """Checks the wiring when the DAG is built, as Kedro checks a node: every input names an output of an
-    earlier step, outputs are unique, headlines and `delivers` name the step's outputs, a resolver is judged by
-    a step that consumes its artifact, and `product` ("step.output") and `run_columns` ("output.property" of a
-    headline) name what exists. Raises DagError with one line for the first fault."""
-    def fail(message: str) -> None:
-        raise DagError(f"pipeline DAG: {message}")
-
-    produced: dict[str, str] = {}  # output name -> its step
-    known: set[str] = set()  # "step.output" of the steps so far
+def _check_outputs_and_inputs(steps: tuple[Step, ...]) -> set[str]:
+    """Step names and outputs are unique and every plain input is an earlier step's output; returns the known
+    "step.output" names."""
     names = [step.name for step in steps]
     if len(set(names)) != len(names):
-        fail(f"two steps share a name: {names}")
+        _fail(f"two steps share a name: {names}")
+    produced: dict[str, str] = {}  # output name -> its step
+    known: set[str] = set()  # "step.output" of the steps so far
     for step in steps:
         for name, source in step.inputs.items():
-            if isinstance(source, Resolver):
-                continue  # checked below, once every step is known
-            if source not in known:
-                fail(f"step {step.name!r} input {name!r} reads {source!r}, which no earlier step outputs "
-                     f"(known: {', '.join(sorted(known)) or 'none'})")
-        for output in step.outputs:
+            # A Resolver is checked once every step is known.
+            if not isinstance(source, Resolver) and source not in known:
+                _fail(f"step {step.name!r} input {name!r} reads {source!r}, which no earlier step outputs "
+                      f"(known: {', '.join(sorted(known)) or 'none'})")
+        outputs = step.spec.outputs
+        for output in outputs:
             if output in produced:
-                fail(f"output {output!r} of step {step.name!r} is also an output of step {produced[output]!r}")
+                _fail(f"output {output!r} of step {step.name!r} is also an output of step "
+                      f"{produced[output]!r}")
             produced[output] = step.name
             known.add(f"{step.name}.{output}")
-        for output in step.headline:
-            if output not in step.outputs:
-                fail(f"step {step.name!r} has a headline for {output!r}, not one of its outputs {step.outputs}")
-        if step.delivers and step.delivers.partition(".")[0] not in step.outputs:
-            fail(f"step {step.name!r} delivers {step.delivers!r}, not one of its outputs {step.outputs}")
-        if step.delivers and step.delivers.partition(".")[2] not in step.headline.get(
-                step.delivers.partition(".")[0], ()):
-            fail(f"step {step.name!r} delivers {step.delivers!r}: that property must be in its headline")
+        if step.spec.delivers and step.spec.delivers.partition(".")[0] not in outputs:
+            _fail(f"step {step.name!r} delivers {step.spec.delivers!r}, not one of its outputs {outputs}")
+    return known
+
+
+def _check_resolvers(steps: tuple[Step, ...], known: set[str]) -> None:
     for step in steps:
         for source in step.inputs.values():
             if not isinstance(source, Resolver):
                 continue
             if source.artifact not in known:
-                fail(f"resolver {source.name!r} of step {step.name!r} resolves {source.artifact!r}, which no step outputs")
-            judge, _, judgement = source.judged_by.partition(".")
-            if f"{judge}.{judgement}" not in known:
-                fail(f"resolver {source.name!r} is judged by {source.judged_by!r}, which no step outputs")
+                _fail(f"resolver {source.name!r} of step {step.name!r} resolves {source.artifact!r}, which no "
+                      "step outputs")
+            judge = source.judged_by.partition(".")[0]
+            if source.judged_by not in known:
+                _fail(f"resolver {source.name!r} is judged by {source.judged_by!r}, which no step outputs")
             if source.judged_by != source.artifact and source.artifact not in step_named(judge, steps).inputs.values():
-                fail(f"resolver {source.name!r} is judged by step {judge!r}, which does not consume {source.artifact!r}")
-    if product and product not in known:
-        fail(f"the product {product!r} is no step's output")
-    headlines = headline_table(steps)
-    for column, reference in (run_columns or {}).items():
-        output, _, name = reference.partition(".")
-        if name not in headlines.get(output, ()):
-            fail(f"run column {column!r} shows {reference!r}, which is not a headline property of an output")
+                _fail(f"resolver {source.name!r} is judged by step {judge!r}, which does not consume "
+                      f"{source.artifact!r}")
 
 
-def check_config(config, steps: tuple[Step, ...] | None = None) -> None:
-    """What the configuration schema (contract/config.py) cannot check alone, because it imports no library:
-    the Beam flags (with Beam's own option classes) and each step's section against the libraries that use
-    it (e.g. the architecture against the model registry). Raises ConfigError before any work starts."""
-    beam_options.check_pipeline_options(config.pipeline)
-    for step in STEPS if steps is None else steps:
-        if step.check_config is not None:
-            step.check_config(getattr(config, step.config_section))
+def check_steps(steps: tuple[Step, ...]) -> None:
+    """Checks the wiring when the DAG is built, as Kedro checks a node: every input names an output of an
+    earlier step, outputs are unique, `delivers` names the step's output, and a resolver resolves an output
+    and is judged by a step that consumes it. Raises DagError with one line for the first fault."""
+    _check_resolvers(steps, _check_outputs_and_inputs(steps))
 
 
 def step_config(config, step: Step) -> Any:
-    """The section of the whole Config that `step` receives (Step.config_section)."""
-    return getattr(config, step.config_section)
+    """The section of the whole Config that `step` receives (ComponentSpec.config_section)."""
+    return getattr(config, step.spec.config_section)
 
 
 STEP_NAMES = tuple(step.name for step in STEPS)
@@ -280,21 +187,17 @@ def step_named(name: str, steps: tuple[Step, ...] = STEPS) -> Step:
     raise KeyError(f"unknown step {name!r}; steps: {', '.join(s.name for s in steps)}")
 
 
-def headline_table(steps: tuple[Step, ...] = STEPS) -> dict[str, tuple[str, ...]]:
-    """Output name -> its headline properties, for every step."""
-    return {output: properties for step in steps for output, properties in step.headline.items()}
-
-
 def source_step(steps: tuple[Step, ...] = STEPS) -> Step | None:
-    return next((step for step in steps if step.source), None)
+    """The step whose outside data is the pipeline's input data (ComponentSpec.source), if any."""
+    return next((step for step in steps if step.spec.source), None)
 
 
 def delivering_steps(steps: tuple[Step, ...] = STEPS) -> list[Step]:
-    return [step for step in steps if step.delivers]
+    return [step for step in steps if step.spec.delivers]
 
 
 def resolvers(steps: tuple[Step, ...] = STEPS) -> list[Resolver]:
     return [source for step in steps for source in step.inputs.values() if isinstance(source, Resolver)]
 
 
-check_steps(STEPS, PRODUCT, RUN_COLUMNS)  # at import: a wiring fault fails every command at once, with one line
+check_steps(STEPS)  # at import: a wiring fault fails every command at once, with one line

@@ -36,7 +36,7 @@ def protected_artifacts(store: MetadataStore, keep: int) -> set[int]:
             for kind in ("input", "output"):
                 roots.update(a.id for a in store.artifacts_of(execution["id"], kind).values())
     for step in dag.delivering_steps():  # what left the pipeline root (a pushed model), with its inputs
-        output, prop = step.delivers.split(".")
+        output, prop = step.spec.delivers.split(".")
         roots.update(delivered.id for _, delivered in store.outputs_where(step.name, output, prop))
     for resolver in dag.resolvers():  # what the next run resolves from the store (the baseline model)
         resolved = resolver.resolve(store, dag.STEPS)
@@ -117,7 +117,8 @@ def collect_garbage(root: Path, keep: int, dry_run: bool = False, serving_dir: P
             for entry in sorted(tmp.iterdir()):
                 delete(entry)
         for step in dag.delivering_steps() if serving_dir is not None else ():  # what a killed delivery left
-            for stale in step.leftovers(Path(serving_dir)) if step.leftovers is not None else ():
+            leftovers = step.spec.hook("leftovers")
+            for stale in leftovers(Path(serving_dir)) if leftovers is not None else ():
                 removed.append(stale)
                 if not dry_run:
                     remove_inside(stale, Path(serving_dir))

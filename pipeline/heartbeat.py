@@ -84,7 +84,8 @@ def estimate_for(store, step, step_config, inputs: dict) -> Estimate:
     if inputs:
         rows = total_rows(inputs.values())
         return Estimate(earlier, lambda: rows)
-    return Estimate(earlier, (lambda: step.input_rows(step_config)) if step.input_rows is not None else (lambda: None))
+    count = step.spec.hook("input_rows")
+    return Estimate(earlier, (lambda: count(step_config)) if count is not None else (lambda: None))
 
 
 class Heartbeat:

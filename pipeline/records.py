@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import dag
+from pipeline import dag, headlines
 from contract.artifacts import write_json_atomic
 from pipeline.metadata import MetadataStore
 from pipeline.step_execution import StepResult
@@ -26,7 +26,7 @@ def write_run_record(root: Path, store: MetadataStore, steps: tuple[dag.Step, ..
     }
     write_json_atomic(run_dir / "run.json", record)
     from pipeline import report, report_html
-    report.write_run_report(run_dir, record, dag.headline_table(steps))
+    report.write_run_report(run_dir, record, headlines.headline_table(steps))
     report_html.write_run_report_html(run_dir, record, steps)
     from pipeline.history import write_history
     write_history(root, store)

@@ -48,12 +48,12 @@ def _format(value: Any) -> str:
 
 
 def headline_facts(properties: dict[str, Any], names: tuple[str, ...]) -> str:
-    """'name=value, ...' for the headline properties (dag.Step.headline) an artifact has."""
+    """'name=value, ...' for the headline properties (pipeline/headlines.py) an artifact has."""
     return ", ".join(f"{k}={_format(properties[k])}" for k in names if properties.get(k) is not None)
 
 
 def write_run_report(run_dir: Path, record: dict[str, Any], headline: dict[str, tuple[str, ...]]) -> Path:
-    """`headline`: output name -> its headline properties (dag.headline_table)."""
+    """`headline`: output name -> its headline properties (pipeline/headlines.py)."""
     lines = [f"# Run {record['run_id']}: {record['status']}", ""]
     if record.get("error"):
         lines += ["```", record["error"].strip()[:4000], "```", ""]

@@ -12,7 +12,8 @@ from typing import Any, Sequence
 
 from contract.artifacts import write_text_atomic
 from library.layouts import EVALUATION_FIGURES, METRICS_FILE, TRIALS_CSV_FILE, parse_bucket_dir, read_metrics
-from pipeline.dag import Resolver, headline_table
+from pipeline.dag import Resolver
+from pipeline.headlines import headline_table
 from pipeline.report import _format
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:72em;color:#222}

@@ -119,8 +119,9 @@ class FreeSpacePolicy:
         if not hasattr(self, "_auto_free_bytes"):  # counted once per run (it reads the source data)
             source = dag.source_step(self.steps)
             rows = None
-            if source is not None and source.input_rows is not None:
+            count = source.spec.hook("input_rows") if source is not None else None
+            if count is not None:
                 with contextlib.suppress(Exception):  # an uncountable source only lowers the minimum
-                    rows = source.input_rows(dag.step_config(self.config, source))
+                    rows = count(dag.step_config(self.config, source))
             self._auto_free_bytes = AUTO_FREE_BASE_BYTES + AUTO_FREE_BYTES_PER_ROW * (rows or 0)
         return self._auto_free_bytes

@@ -16,10 +16,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import dag, interrupts
+from pipeline import dag, headlines, interrupts
 from contract.artifacts import Artifact, Runtime
 from contract.config import Config
-from library.beam_options import all_beam_args
+from library.beam_options import all_beam_args, check_pipeline_options
 from pipeline.logs import Console, log_event
 from pipeline.metadata import MetadataStore, StoreError
 from pipeline.records import write_run_record
@@ -63,6 +63,17 @@ def step_range(step_names: list[str], from_step: str | None, until: str | None,
     return from_step, until
 
 
+def check_config(config: Config, steps: tuple[dag.Step, ...] = dag.STEPS) -> None:
+    """What the configuration schema (contract/config.py) cannot check alone, because it imports no library:
+    the Beam flags (with Beam's own option classes) and each step's section against the libraries that use
+    it (e.g. the architecture against the model registry). Raises ConfigError before any work starts."""
+    check_pipeline_options(config.pipeline)
+    for step in steps:
+        check = step.spec.hook("check_config")
+        if check is not None:
+            check(dag.step_config(config, step))
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -74,7 +85,7 @@ class Runner:
         self.root = config.pipeline_root()
         self.log = log
         self.store = MetadataStore(self.root / "metadata.sqlite")
-        dag.check_config(config, steps)  # before the store is opened: a bad value is exit 2, nothing touched
+        check_config(config, steps)  # before the store is opened: a bad value is exit 2, nothing touched
         self.runtime = Runtime(beam_args=all_beam_args(config.pipeline), seed=config.pipeline.seed, log=log,
                                pipeline_root=self.root, stop_requested=lambda: interrupts.received() is not None)
         self.free_space = FreeSpacePolicy(config, steps, self.root)
@@ -85,9 +96,10 @@ class Runner:
     def data_fingerprint(self) -> str | None:
         """The fingerprint of the outside data the DAG's source step reads (None if no step is a source)."""
         source = dag.source_step(self.steps)
-        if source is None or source.external is None:
+        external = source.spec.hook("external") if source is not None else None
+        if external is None:
             return None
-        return source.external(dag.step_config(self.config, source))
+        return external(dag.step_config(self.config, source))
 
     def run(self, *, until: str | None = None, use_cache: bool = True, rerun: tuple[str, ...] = (),
             command: str = "run", data_fingerprint: str | None = None, from_step: str | None = None,
@@ -201,13 +213,14 @@ class Runner:
         return RunResult(run_id, run_dir, "failed", results, message, error_kind=kind)
 
     def _outcome(self, results: list[StepResult]) -> str | None:
-        """Whether the run delivered, from the step that delivers (`Step.delivers`, e.g. "pushed_model.pushed"):
-        "pushed", "already_pushed" (a cached delivery), "not_pushed", or "stopped_early" if it did not run."""
+        """Whether the run delivered, from the step that delivers (ComponentSpec.delivers, e.g.
+        "pushed_model.pushed"): "pushed", "already_pushed" (a cached delivery), "not_pushed", or
+        "stopped_early" if it did not run."""
         delivering = dag.delivering_steps(self.steps)
         if not delivering:
             return None
         step = delivering[-1]
-        output, prop = step.delivers.split(".")
+        output, prop = step.spec.delivers.split(".")
         result = next((r for r in results if r.step == step.name), None)
         if result is None or result.state == "skipped":
             return "stopped_early"
@@ -218,8 +231,8 @@ class Runner:
 
 
 def summarize(result: RunResult, steps: tuple[dag.Step, ...] = dag.STEPS) -> str:
-    """The final summary printed after a run: the headline properties of every output (see dag.Step.headline)."""
-    headline = dag.headline_table(steps)
+    """The final summary printed after a run: every output's headline properties (pipeline/headlines.py)."""
+    headline = headlines.headline_table(steps)
     lines = [f"Run {result.run_id}: {result.status}" + (f" ({result.outcome})" if result.outcome else "")]
     for step_result in result.steps:
         for name, artifact in step_result.outputs.items():

@@ -20,7 +20,7 @@ from pipeline import dag, interrupts
 from pipeline.heartbeat import Heartbeat, estimate_for
 from contract.artifacts import Artifact, ComponentError, Runtime, fingerprint
 from contract.disk import disk_full
-from pipeline.code_version import code_version
+from pipeline.code_version import step_code_version
 from contract.config import Config
 from library.beam_options import with_log_dir
 from library.layouts import step_log_file
@@ -99,24 +99,26 @@ class StepExecution:
 
     def _cache_key(self, step: dag.Step, step_cfg: Any, input_ids: dict[str, int], code: str,
                    inputs: dict[str, Artifact]) -> str:
-        external = step.external(step_cfg) if step.external is not None else None
+        external_hook = step.spec.hook("external")
+        external = external_hook(step_cfg) if external_hook is not None else None
         key = {
             "step": step.name,
             "code_version": code,
             "config": json.loads(json.dumps(dataclasses.asdict(step_cfg), default=str)),
             "inputs": {name: self.store.artifact(i).fingerprint for name, i in sorted(input_ids.items())},
             "external": external,
-            "seed": self.runtime.seed if step.seeded else None,
+            "seed": self.runtime.seed if step.spec.seeded else None,
         }
-        if step.decision is not None:  # only then: the keys of other steps stay those of earlier versions
-            key["decision"] = step.decision(inputs, step_cfg)
+        decision = step.spec.hook("decision")
+        if decision is not None:  # only then: the keys of other steps stay those of earlier versions
+            key["decision"] = decision(inputs, step_cfg)
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
     def _reusable(self, step: dag.Step, cache_key: str) -> tuple[int, dict[str, StoredArtifact]] | None:
         """An earlier successful execution with this key whose outputs are all still present and intact."""
         for execution in self.store.find_cached(step.name, cache_key):
             outputs = self.store.artifacts_of(execution["id"], "output")
-            if set(outputs) != set(step.outputs):
+            if set(outputs) != set(step.spec.outputs):
                 continue
             intact = all(not a.deleted and a.uri.exists() and fingerprint(a.uri) == a.fingerprint
                          for a in outputs.values())
@@ -131,7 +133,7 @@ class StepExecution:
         step_cfg = dag.step_config(self.config, step)
         try:
             inputs, input_ids = self._resolve_inputs(step, produced, artifact_ids)
-            code = code_version(step.component.__module__)
+            code = step_code_version(step)
             cache_key = self._cache_key(step, step_cfg, input_ids, code, inputs)
         except ComponentError as error:
             log_event(self.log, "step_failed", f"{prefix} FAILED: {error}", level="error", step=step.name)
@@ -164,7 +166,7 @@ class StepExecution:
         self._check_free_space(step, execution_id, prefix)
         # A fixed temporary folder per cache key lets a resumable step pick up an interrupted attempt.
         work_dir = self.root / "tmp" / f"{step.name}-{cache_key[:16]}"
-        if work_dir.exists() and not step.resumable:
+        if work_dir.exists() and not step.spec.resumable:
             shutil.rmtree(work_dir)
         work_dir.mkdir(parents=True, exist_ok=True)
         log_event(self.log, "step_started", f"{prefix} running ...", step=step.name)
@@ -173,8 +175,8 @@ class StepExecution:
             with self._heartbeat(step, step_cfg, inputs, prefix, started), self._capture(log_file, step.name):
                 # On dask, a stalled step leaves the cluster's state in its own folder (kept as <step>.failed).
                 runtime = dataclasses.replace(self.runtime, beam_args=with_log_dir(self.runtime.beam_args, work_dir))
-                outputs = step.component(inputs, work_dir, step_cfg, runtime)
-            missing = set(step.outputs) - set(outputs)
+                outputs = step.spec.run(inputs, work_dir, step_cfg, runtime)  # imports the executor
+            missing = set(step.spec.outputs) - set(outputs)
             if missing:
                 raise ComponentError(f"component returned no {sorted(missing)} output")
         except Exception as error:  # every failure is recorded, then reported
@@ -183,12 +185,12 @@ class StepExecution:
             message = str(error) if isinstance(error, ComponentError) else f"{type(error).__name__}: {error}"
             stored = message if isinstance(error, ComponentError) else f"{message}\n{traceback.format_exc()}"
             fault = fault_message(error, work_dir, f"running {step.name}")
-            if fault is not None and disk_full(error) and not step.resumable:
+            if fault is not None and disk_full(error) and not step.spec.resumable:
                 # The half-written attempt is what filled the disk and nothing can use it: give the space back
                 # (a resumable step keeps its folder: its finished work is reused when the run is started again).
                 shutil.rmtree(work_dir, ignore_errors=True)
                 fault += " (the failed attempt's partial output was removed to free its space)"
-            elif not step.resumable:  # keep the failed attempt for inspection, under a name that is not final
+            elif not step.spec.resumable:  # keep the failed attempt for inspection, under a non-final name
                 failed_dir = run_dir / f"{step.name}.failed"
                 os.replace(work_dir, failed_dir)
                 message = message.replace(str(work_dir), str(failed_dir))  # paths the message names moved too
@@ -212,14 +214,14 @@ class StepExecution:
         os.replace(work_dir, final_dir)  # the publish: one rename, after which the outputs are complete
         published = {name: a.relocated(work_dir, final_dir) for name, a in outputs.items()}
         ids = self.store.complete_execution(execution_id, final_dir, input_ids,
-                                            {n: (published[n], fingerprints[n]) for n in step.outputs})
-        for name in step.outputs:
+                                            {n: (published[n], fingerprints[n]) for n in step.spec.outputs})
+        for name in step.spec.outputs:
             produced[f"{step.name}.{name}"] = published[name]
             artifact_ids[f"{step.name}.{name}"] = ids[name]
         seconds = time.monotonic() - started
         log_event(self.log, "step_done", f"{prefix} done in {seconds:.1f}s -> {final_dir}", step=step.name,
                   seconds=round(seconds, 1), outputs=str(final_dir))
-        return StepResult(step.name, "ran", seconds, {n: published[n] for n in step.outputs})
+        return StepResult(step.name, "ran", seconds, {n: published[n] for n in step.spec.outputs})
 
     def _check_free_space(self, step: dag.Step, execution_id: int, prefix: str) -> None:
         """Fails a step before it starts, recorded as failed, when the pipeline root's filesystem has less free
@@ -237,7 +239,7 @@ class StepExecution:
                    started: float) -> Heartbeat | contextlib.nullcontext:
         """Progress lines while the step runs (pipeline.progress_seconds; none for a step that prints its own)."""
         period = self.config.pipeline.progress_seconds
-        if period <= 0 or step.reports_progress:
+        if period <= 0 or step.spec.reports_progress:
             return contextlib.nullcontext()
         return Heartbeat(lambda line: log_event(self.log, "progress", line, step=step.name), prefix, period,
                          estimate_for(self.store, step, step_cfg, inputs), started)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from library.layouts import METRICS_FILE, parse_bucket_dir, read_metrics
-from pipeline import dag
+from pipeline import dag, headlines
 from pipeline.metadata import MetadataStore
 from pipeline.report import drift_lines, embeddings_line, headline_facts
 
@@ -26,10 +26,10 @@ def run_rows(root: Path, limit: int) -> list[dict[str, Any]]:
                    "duration": (run["ended"] - run["started"]) if run["ended"] else None,
                    "steps": sum(e["state"] != "skipped" for e in executions),
                    "cached": sum(e["state"] == "cached" for e in executions),
-                   **dict.fromkeys(dag.RUN_COLUMNS)}  # headline properties; None when absent
+                   **dict.fromkeys(headlines.RUN_COLUMNS)}  # headline properties; None when absent
             for execution in executions:
                 for name, artifact in store.artifacts_of(execution["id"], "output").items():
-                    for column, source in dag.RUN_COLUMNS.items():
+                    for column, source in headlines.RUN_COLUMNS.items():
                         output, prop = source.split(".")
                         if output == name:
                             row[column] = artifact.properties.get(prop)
@@ -54,9 +54,9 @@ def show_run(root: Path, run_id: str | None) -> str:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["started"]))
         lines = [f"run {run['id']} ({run['command']}): {run['status']}, started {started}, outcome {run['outcome']}",
                  f"  data fingerprint: {run['data_fingerprint']}", "", "steps:"]
-        product_step, product_output = dag.PRODUCT.split(".")
+        product_step, product_output = headlines.PRODUCT.split(".")
         source = dag.source_step()
-        headline = dag.headline_table()
+        headline = headlines.headline_table()
         product = None
         for execution in store.executions(run["id"]):
             state = execution["state"]
@@ -81,7 +81,8 @@ def show_run(root: Path, run_id: str | None) -> str:
                              f"code {execution['code_version']})")
                 if source is not None and execution["step"] == source.name:  # its input is the source data itself
                     producing_run = store.run(execution["run_id"])
-                    lines.append(f"      <- {source.source}: {json.loads(execution['config_json']).get(source.source)}"
+                    data = json.loads(execution["config_json"]).get(source.spec.source)
+                    lines.append(f"      <- {source.spec.source}: {data}"
                                  f"  fingerprint {producing_run['data_fingerprint']}")
                 for name, artifact in inputs.items():
                     lines.append(f"      <- {name}: {artifact.uri}  fingerprint {artifact.fingerprint[:12]}  "
@@ -93,7 +94,7 @@ def show_run(root: Path, run_id: str | None) -> str:
             if embeddings:
                 lines.append(f"  {embeddings}")
             for step in dag.delivering_steps():
-                output, prop = step.delivers.split(".")
+                output, prop = step.spec.delivers.split(".")
                 for execution, delivered in store.outputs_where(step.name, output, prop):
                     if product.id in {a.id for a in store.artifacts_of(execution["id"], "input").values()}:
                         lines.append(f"  {prop} by {step.name} in run {execution['run_id']}: "
@@ -115,13 +116,13 @@ def run_train_text_source(root: Path, run_id: str) -> tuple[Path, dict[str, Any]
             raise LookupError(f"no run {run_id!r} under {root}; `agnews-pipeline runs` lists them")
         source = dag.source_step()  # its first output holds the examples read from the source data
         for execution in store.executions(run_id):
-            examples = store.artifacts_of(execution["id"], "output").get(source.outputs[0])
+            examples = store.artifacts_of(execution["id"], "output").get(source.spec.outputs[0])
             if execution["step"] == source.name and examples is not None:
                 if examples.deleted or not examples.uri.is_dir():
                     raise LookupError(f"the examples of run {run_id} ({examples.uri}) were deleted; "
                                       "rerun the pipeline or pick a kept run")
-                vocabulary_step = dag.step_named(dag.VOCABULARY.partition(".")[0])
-                return examples.uri, json.loads(run["config_json"])[vocabulary_step.config_section]
+                vocabulary_step = dag.step_named(headlines.VOCABULARY.partition(".")[0])
+                return examples.uri, json.loads(run["config_json"])[vocabulary_step.spec.config_section]
         raise LookupError(f"run {run_id} has no ingested examples (its ingest step did not complete)")
     finally:
         store.close()

@@ -6,7 +6,7 @@ import json
 import time
 
 from apps.cli.exit_codes import EXIT_OK
-from pipeline import dag
+from pipeline import headlines
 
 
 def _format_seconds(seconds: float | None) -> str:
@@ -28,10 +28,11 @@ def _cmd_runs(args, config) -> int:
     if not rows:
         print(f"no runs under {config.pipeline_root()}")
         return EXIT_OK
-    header = ("run", "command", "started", "duration", "status", "cached", *dag.RUN_COLUMNS)  # headline columns
+    # The headline columns follow the run's own.
+    header = ("run", "command", "started", "duration", "status", "cached", *headlines.RUN_COLUMNS)
     table = [header] + [(r["id"], r["command"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started"])),
                          _format_seconds(r["duration"]), r["status"], f"{r['cached']}/{r['steps']}",
-                         *(_format_value(r[column]) for column in dag.RUN_COLUMNS)) for r in rows]
+                         *(_format_value(r[column]) for column in headlines.RUN_COLUMNS)) for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())

@@ -13,6 +13,7 @@ from contract.config_loading import default_config_file, load_config
 from library.models import architecture_names  # the registry; imports no Keras
 from library.spans import parse_date
 from pipeline.logs import LOG_FORMATS
+from pipeline.runner import check_config
 
 DESCRIPTION = "`agnews-pipeline`: run, retrain, predict, serve, runs, show, diff, gc, embeddings, train-worker."
 # Dedicated flags and the configuration key each one sets.
@@ -217,5 +218,5 @@ def _config_from_args(args: argparse.Namespace):
     if span or date:
         flags["ingest.window.newest"] = span or date
     config = load_config(args.config, getattr(args, "set", []), flags)
-    dag.check_config(config)
+    check_config(config)
     return config

@@ -1,4 +1,9 @@
-"""The evaluator's light side: nothing to declare. It reads no outside data and its inputs, including the
-baseline model a Resolver finds, are named in contract/names.py, so the DAG takes only executor.run from it; the
-module is here so every step has the same shape and pyproject.toml's import contracts cover it.
+"""The evaluator's spec: it reads no outside data, and its inputs, including the baseline model a Resolver
+finds, are named in contract/names.py. Its executor scores the candidate (and the baseline) with TFMA and
+blesses it.
 """
+from contract.component_spec import ComponentSpec
+from contract.names import BLESSING, EVALUATION
+
+SPEC = ComponentSpec(__name__, executor="components.evaluator.executor", outputs=(EVALUATION, BLESSING),
+                     config_section="evaluator")

@@ -1,11 +1,12 @@
 """Ingest's light side: where the rows come from, worked out without TensorFlow, TFDS or Beam.
 
 A run's data is `ingest.data`: "tfds" (TensorFlow Datasets `ag_news_subset`) or "csv:DIR", a folder holding
-train.csv and test.csv, or a stream: test.csv (the fixed test set) beside span folders (2026-12-01/, 0007/, ...)
-each with a train.csv, of which a window of spans is trained on (library/spans.py). This module names the CSV
-files, the Source of each file and a stream's window. The source list, row count and fingerprint the DAG reads
-(sources, source_rows, external_fingerprint) build on it in executor.py: they may go through Beam's FileSystems
-(a remote folder) or TFDS, which this module must not import (pyproject.toml's import contracts).
+train.csv and test.csv, or a stream: test.csv (the fixed test set) beside span folders (2026-12-01/, 0007/,
+...) each with a train.csv, of which a window of spans is trained on (library/spans.py). This module names the
+CSV files, the Source of each file and a stream's window, and declares the step (SPEC). The source list, row
+count and fingerprint its hooks name (sources, source_rows, external_fingerprint) build on it in executor.py:
+they may go through Beam's FileSystems (a remote folder) or TFDS, which this module must not import
+(pyproject.toml's import contracts).
 """
 from __future__ import annotations
 
@@ -15,9 +16,16 @@ from pathlib import Path
 
 from library import spans as span_stream
 from contract.artifacts import ComponentError
+from contract.component_spec import ComponentSpec
 from contract.config import IngestConfig
+from contract.names import EXAMPLES
 
 CSV_FILE_NAMES = {"train": "train.csv", "test": "test.csv"}
+
+# The pipeline's source step: its outside data (ingest.data) fingerprints the run's data.
+SPEC = ComponentSpec(__name__, executor="components.ingest.executor", outputs=(EXAMPLES,),
+                     config_section="ingest", source="data", external="external_fingerprint",
+                     input_rows="source_rows")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
-"""The pusher's light side, read through the DAG without running the step (the evaluator's baseline when the
-store knows no blessing, the leftovers `gc` removes): what the serving folder holds. Versions are numeric
-folders in TF Serving's layout; the newest complete one is that baseline, the next number is one above the
-highest, a served version records its model's fingerprint in push.json, and `.push-<pid>-*` folders of a pusher
-process that is gone are what a killed push left behind.
+"""The pusher's spec: it delivers (a pushed model leaves the pipeline root), and what the serving folder
+holds, read without running the step (the evaluator's baseline when the store knows no blessing, the leftovers
+`gc` removes). Versions are numeric folders in TF Serving's layout; the newest complete one is that baseline,
+the next number is one above the highest, a served version records its model's fingerprint in push.json, and
+`.push-<pid>-*` folders of a pusher process that is gone are what a killed push left behind.
 """
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pathlib import Path
 from library.layouts import (PUSH_TEMPORARY_PREFIX, has_saved_model, read_served_push_record, serving_version_dir,
                              serving_versions)
 from contract.artifacts import fingerprint
+from contract.component_spec import ComponentSpec
+from contract.names import PUSHED_MODEL
 
 
 def newest_version(serving_dir: Path) -> Path | None:
@@ -59,3 +61,7 @@ def stale_push_folders(serving_dir: Path) -> list[Path]:
         if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
             stale.append(entry)
     return stale
+
+
+SPEC = ComponentSpec(__name__, executor="components.pusher.executor", outputs=(PUSHED_MODEL,),
+                     config_section="pusher", delivers=f"{PUSHED_MODEL}.pushed", leftovers=stale_push_folders)

@@ -1,8 +1,15 @@
-"""The trainer's light side, read by the DAG without running the step: the name of its warm-start input, the
-newest blessed model (a Resolver), which training starts from when it matches (trainer.warm_start).
+"""The trainer's spec: the name of its warm-start input, the newest blessed model (a Resolver), which training
+starts from when it matches (trainer.warm_start).
 
-The trainer's external_fingerprint (of the pretrained vectors) is in executor.py: library/embeddings.py imports
-TensorFlow inside a function, which this module must not reach (pyproject.toml's import contracts).
+Its external fingerprint (of the pretrained vectors) is the executor's external_fingerprint:
+library/embeddings.py imports TensorFlow inside a function, which this module must not reach (pyproject.toml's
+import contracts).
 """
+from contract.component_spec import ComponentSpec
+from contract.names import MODEL, MODEL_RUN
 
 BASE_MODEL_INPUT = "base_model"  # the newest blessed model: what a warm start starts from
+
+SPEC = ComponentSpec(__name__, executor="components.trainer.executor", outputs=(MODEL, MODEL_RUN),
+                     config_section="trainer", external="external_fingerprint", seeded=True,
+                     reports_progress=True)

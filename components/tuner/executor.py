@@ -17,13 +17,10 @@ Outputs, under output_dir:
                          runner hands the same output_dir back after an interruption, finished trials are kept
                          and the search continues where it stopped.
 
-Re-tuning on a schedule (tuner.retune): a run does not always search. The DAG hands the tuner the newest
-hyperparameters this root tuned with the same search fingerprint (architecture, search space, fixed values,
-vectors, algorithm, budget, objective) as `tuned_hyperparameters`, and validate's `statistics` (whose
-`drift_detected` property is validate's drift verdict). retune_decision() decides from them whether to search or
-to reuse; a reuse writes the same files with `reused: true` and `tuned_from` (the run whose search chose the
-values) and runs no trial. The decision is part of the step's cache key (dag.Step.decision), because it can
-change with the clock alone.
+Re-tuning on a schedule (tuner.retune): a run does not always search. Whether it does is decided in one place,
+retune_decision() in components/tuner/spec.py (also part of the step's cache key); a reuse writes the same
+files with `reused: true` and `tuned_from` (the run whose search chose the values) and runs no trial.
+search_fingerprint() is here: it reads the model registry and the vectors file, which the spec may not import.
 """
 from __future__ import annotations
 
@@ -37,16 +34,15 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for annotations; run() imports KerasTuner (and TensorFlow) when it runs
     import keras_tuner
 
     from library.dataset import BucketExamples
 
-from components.tuner.spec import DRIFT_INPUT, DRIFT_PROPERTY, TUNED_INPUT
+from components.tuner.spec import TUNED_INPUT, Decision, retune_decision
 from library import embeddings
-from library.durations import duration
 from library.layouts import (TRIALS_CSV_FILE, TRIALS_MARKDOWN_FILE, ModelInputSpec, bucket_files,
                              read_best_hyperparameters, read_model_input, write_best_hyperparameters)
 from library.models import (architecture_names, build_model, check_hyperparameters, default_hyperparameters,
@@ -198,49 +194,6 @@ def search_fingerprint(config: TunerConfig) -> str:
              **{name: getattr(config, name) for name in ("algorithm", "max_trials", "max_epochs",
                                                          "train_subsample_rows", "objective")}}
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-class Decision(NamedTuple):
-    search: bool
-    reason: str  # a stable word, part of the cache key: first, drift, always, every, disabled, reuse
-    detail: str  # the sentence the tuner's output line, the report and `show` give
-
-
-def retune_decision(inputs: dict[str, Artifact], config: TunerConfig, now: float | None = None) -> Decision:
-    """Whether this run searches or reuses the newest earlier search (inputs[TUNED_INPUT]), by tuner.retune."""
-    if not config.enabled:
-        return Decision(False, "disabled", "search disabled (--no-tune): the architecture's defaults")
-    policy = config.retune_policy()
-    previous = inputs.get(TUNED_INPUT)
-    if previous is not None and previous.properties.get("search_fingerprint") != search_fingerprint(config):
-        previous = None  # not found by the store's matching (a hand-made store): never reuse another search
-    if policy.kind == "always":
-        return Decision(True, "always", "searching: tuner.retune is always")
-    if previous is None:
-        return Decision(True, "first", "searching: no earlier search in this root for this architecture and "
-                                       "search space")
-    statistics = inputs.get(DRIFT_INPUT)
-    if statistics is not None and statistics.properties.get(DRIFT_PROPERTY):
-        return Decision(True, "drift", "searching: the validate step detected drift")
-    since = int(previous.properties.get("runs_since_search", 0)) + 1
-    age = (time.time() if now is None else now) - float(previous.properties.get("tuned_at", 0))
-    origin = f"tuned in run {previous.properties.get('tuned_from')}"
-    ago = duration(age) if age < 86400 else f"{age / 86400:.1f} days"
-    if policy.kind == "retrains" and since >= policy.every:
-        return Decision(True, "every", f"searching: tuner.retune is {config.retune} and the hyperparameters "
-                                       f"{origin} were reused by {since - 1} run(s)")
-    if policy.kind == "seconds" and age >= policy.every:
-        return Decision(True, "every", f"searching: tuner.retune is {config.retune} and the hyperparameters "
-                                       f"{origin} are {ago} old")
-    why = "no drift" if statistics is not None else "no drift verdict"
-    return Decision(False, "reuse", f"reusing the hyperparameters {origin} ({ago} ago, {since - 1} reuse(s) "
-                                    f"before; {why}; tuner.retune {config.retune})")
-
-
-def decision_facts(inputs: dict[str, Artifact], config: TunerConfig) -> dict[str, Any]:
-    """The part of the decision that goes into the step's cache key (dag.Step.decision)."""
-    decision = retune_decision(inputs, config)
-    return {"search": decision.search, "reason": decision.reason}
 
 
 def _reuse(previous: Artifact, out: Path, decision: Decision, runtime: Runtime) -> dict[str, Artifact]:

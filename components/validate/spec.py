@@ -1,4 +1,4 @@
-"""Validate's light side, read by the DAG without running the step: the fingerprint of the schema file the
+"""Validate's spec: its outputs and the fingerprint of the schema file the
 examples are validated against (`validate.schema`), part of the step's cache key.
 """
 from __future__ import annotations
@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 
 from contract.artifacts import ComponentError
+from contract.component_spec import ComponentSpec
 from contract.config import ValidateConfig
+from contract.names import ANOMALIES, SCHEMA, STATISTICS
 
 
 def external_fingerprint(config: ValidateConfig) -> str:
@@ -15,3 +17,8 @@ def external_fingerprint(config: ValidateConfig) -> str:
     if not path.is_file():
         raise ComponentError(f"validate: schema file not found: {path} (set validate.schema)")
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+SPEC = ComponentSpec(__name__, executor="components.validate.executor",
+                     outputs=(SCHEMA, STATISTICS, ANOMALIES), config_section="validate",
+                     external=external_fingerprint)

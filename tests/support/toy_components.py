@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from contract.artifacts import Artifact, ComponentError
+from contract.component_spec import ComponentSpec
 from pipeline.dag import Step
 
 def _maybe_misbehave(step: str) -> None:
@@ -45,8 +46,11 @@ def run_double(inputs, output_dir: Path, config, runtime):
     return {"doubled": Artifact("doubled", out, {"sum": sum(values) * 2 * config.epochs})}
 
 
+SOURCE = ComponentSpec(__name__, executor=f"{__name__}:run", outputs=("numbers",), config_section="ingest",
+                       external=external_fingerprint, source="data")
+DOUBLE = ComponentSpec(__name__, executor=f"{__name__}:run_double", outputs=("doubled",),
+                       config_section="trainer", seeded=True)
 STEPS = (
-    Step("source", run, outputs=("numbers",), config_section="ingest", external=external_fingerprint, source="data"),
-    Step("double", run_double, inputs={"numbers": "source.numbers"}, outputs=("doubled",), config_section="trainer",
-         seeded=True),
+    Step("source", SOURCE),
+    Step("double", DOUBLE, inputs={"numbers": "source.numbers"}),
 )

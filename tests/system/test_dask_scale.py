@@ -250,6 +250,7 @@ def _stalled_beam_step(inputs, output_dir: Path, config, runtime):
 
 def test_a_stalled_step_fails_the_run_in_bounded_time_and_publishes_nothing(cluster, tmp_path, monkeypatch):
     from contract.config_loading import load_config
+    from contract.component_spec import ComponentSpec
     from pipeline.dag import Step
     from pipeline.metadata import MetadataStore
     from pipeline.runner import Runner
@@ -260,8 +261,9 @@ def test_a_stalled_step_fails_the_run_in_bounded_time_and_publishes_nothing(clus
                                 "pipeline.beam_runner": "dask", "pipeline.dask_address": cluster,
                                 "pipeline.dask_stall_seconds": STALL_SECONDS})
     lines: list[str] = []
-    runner = Runner(config, log=lines.append, steps=(Step("ingest", _stalled_beam_step, outputs=("examples",),
-                                                          config_section="ingest"),))
+    stalled = ComponentSpec(__name__, executor=f"{__name__}:_stalled_beam_step", outputs=("examples",),
+                            config_section="ingest")
+    runner = Runner(config, log=lines.append, steps=(Step("ingest", stalled),))
     started = time.monotonic()
     try:
         result = runner.run()

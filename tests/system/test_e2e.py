@@ -49,7 +49,7 @@ def test_full_run_reports_every_step_and_pushes_version_1(first_run):
     out = completed.stdout
     for step in ("ingest", "validate", "transform", "tuner", "trainer", "evaluator", "pusher"):
         assert f"] {step}" in out and "done in" in out
-    # The summary prints every output's headline properties (dag.Step.headline).
+    # The summary prints every output's headline properties (pipeline/headlines.py).
     assert "examples: train_rows=1148" in out and "transform_graph: vocab_size=5000" in out
     assert "evaluation: accuracy=" in out and "pushed_model: pushed=True, version=1" in out
     version_dir = root / "serving" / "agnews" / "1"

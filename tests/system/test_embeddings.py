@@ -251,12 +251,12 @@ def test_tuner_searches_trainable_and_embedding_dropout(transformed_sample, vect
 
 
 def test_the_dag_names_the_step_whose_settings_built_the_vocabulary():
-    # `embeddings` tokenizes with the configuration section of the step that makes dag.VOCABULARY.
-    from pipeline import dag
-    step_name, _, output = dag.VOCABULARY.partition(".")
+    # `embeddings` tokenizes with the configuration section of the step that makes headlines.VOCABULARY.
+    from pipeline import dag, headlines
+    step_name, _, output = headlines.VOCABULARY.partition(".")
     step = dag.step_named(step_name)
-    assert output in step.outputs
-    assert {"text_features", "max_length"} <= set(load_config().to_dict()[step.config_section])
+    assert output in step.spec.outputs
+    assert {"text_features", "max_length"} <= set(load_config().to_dict()[step.spec.config_section])
 
 
 def test_word2vec_command_on_the_committed_sample(sample_dir, transformed_sample, tmp_path, capsys):

@@ -23,7 +23,7 @@ import pytest
 
 from support.paths import SAMPLE_DIR
 from pipeline import dag
-from pipeline.code_version import code_version
+from pipeline.code_version import step_code_version
 
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -34,13 +34,14 @@ import importlib, json, sys
 from contract.config import ValidateConfig
 from contract.config_loading import default_config_file
 from pipeline import dag
-from pipeline.code_version import code_version, project_modules
-steps = {step.name: step.component.__module__ for step in dag.STEPS}
+from pipeline.code_version import project_modules, step_code_version
+steps = {step.name: (step.spec.module, step.spec.executor_module) for step in dag.STEPS}
 files = {name: importlib.import_module(name).__file__ for name in ("apps.cli", "apps.serving.http", "apps.predict",
                                                                       "engines.dask.runner", "schemas", "configs")}
-files.update({name: str(path) for module in steps.values() for name, path in project_modules(module).items()})
+files.update({name: str(path) for modules in steps.values() for module in modules
+              for name, path in project_modules(module).items()})
 print(json.dumps({"files": files, "schema": str(ValidateConfig().schema_path()), "config": str(default_config_file()),
-                  "versions": {name: code_version(module) for name, module in steps.items()}}))
+                  "versions": {step.name: step_code_version(step) for step in dag.STEPS}}))
 """
 
 
@@ -99,7 +100,7 @@ def test_the_installed_wheel_runs_from_another_directory(installed):
     for data, name in ((where["schema"], "ag_news_raw.pbtxt"), (where["config"], "default.yaml")):
         assert Path(data).is_relative_to(venv) and Path(data).name == name and Path(data).is_file()
     # The code versions, derived from the installed sources, equal those of this checkout: same code, same cache.
-    assert where["versions"] == {step.name: code_version(step.component.__module__) for step in dag.STEPS}
+    assert where["versions"] == {step.name: step_code_version(step) for step in dag.STEPS}
 
     started = time.monotonic()
     first = _run([agnews, "run", *pipeline, "--until", "transform"], cwd=workdir)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from support import toy_components
 from pipeline import dag
-from pipeline.code_version import PROJECT_PACKAGES, PROJECT_ROOT, code_version, project_modules
+from pipeline.code_version import PROJECT_PACKAGES, PROJECT_ROOT, project_modules, step_code_version
 from contract.config_loading import load_config
 from pipeline.runner import Runner
 
@@ -25,7 +25,7 @@ def _copy_project(tmp_path: Path) -> Path:
 
 
 def _versions(root: Path) -> dict[str, str]:
-    return {step.name: code_version(step.component.__module__, root) for step in dag.STEPS}
+    return {step.name: step_code_version(step, root) for step in dag.STEPS}
 
 
 def test_editing_a_library_module_changes_the_code_version_of_the_steps_that_import_it_only(tmp_path):
@@ -42,6 +42,33 @@ def test_editing_a_library_module_changes_the_code_version_of_the_steps_that_imp
     assert all(version != after[name] for name, version in _versions(root).items())
 
 
+def test_a_step_version_covers_its_spec_and_its_executor(tmp_path):
+    """The evaluator's executor does not import its spec, yet an edit of either re-runs the evaluator only."""
+    root = _copy_project(tmp_path)
+    before = _versions(root)
+    for module in ("spec.py", "executor.py"):
+        with open(root / "components" / "evaluator" / module, "a", encoding="utf-8") as handle:
+            handle.write(f"\n# an edit of the evaluator's {module}\n")
+        after = _versions(root)
+        assert {name for name in before if after[name] != before[name]} == {"evaluator"}, module
+        before = after
+
+
+def test_importing_the_dag_imports_specs_only_and_no_tensorflow():
+    """pipeline.dag (and its display tables) import the seven specs, never an executor, so no TensorFlow."""
+    script = ("import json, sys\nimport pipeline.dag, pipeline.headlines\n"
+              "prefixes = ('components.', *sys.argv[1:])\n"
+              "print(json.dumps(sorted(m for m in sys.modules if m.startswith(prefixes))))")
+    completed = subprocess.run([sys.executable, "-c", script, *HEAVY], cwd=PROJECT_ROOT, capture_output=True,
+                               text=True, timeout=300)
+    loaded = json.loads(completed.stdout.strip().splitlines()[-1])
+    steps = [step.name for step in dag.STEPS]
+    specs = sorted(f"components.{step}.spec" for step in steps)
+    assert [name for name in loaded if name.endswith(".spec")] == specs
+    assert [name for name in loaded if not name.endswith(".spec") and name.count(".") > 1] == []
+    assert not set(loaded) & set(HEAVY)
+
+
 def test_imports_inside_functions_count_and_third_party_modules_do_not():
     tuner = project_modules("components.tuner.executor")
     assert "library.dataset" in tuner  # imported inside run(): still part of the tuner's code
@@ -53,7 +80,7 @@ def test_imports_inside_functions_count_and_third_party_modules_do_not():
 
 
 def test_a_toy_component_outside_the_project_packages_has_its_own_file_in_its_version():
-    modules = project_modules(toy_components.run.__module__)
+    modules = project_modules(toy_components.SOURCE.executor_module)
     assert modules["support.toy_components"] == Path(toy_components.__file__)
     assert "contract.artifacts" in modules
 

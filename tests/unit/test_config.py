@@ -13,7 +13,7 @@ import yaml
 from apps.cli.parser import build_parser, _config_from_args
 from contract.config import Config, ConfigError, PusherConfig, ValidateConfig
 from contract.config_loading import default_config_file, load_config
-from pipeline import dag
+from pipeline.runner import check_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,7 +76,7 @@ def test_precedence_file_then_set_then_flags(tmp_path):
 ])
 def test_bad_values_fail_before_any_work(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        dag.check_config(load_config(None, overrides))  # the schema's checks, then the libraries' (the registry)
+        check_config(load_config(None, overrides))  # the schema's checks, then the libraries' (the registry)
 
 
 def test_multi_worker_configuration_keeps_the_worker_order():
@@ -108,7 +108,7 @@ def test_architecture_choices_come_from_the_model_registry(capsys):
         assert load_config(None, [f"tuner.architecture={name}"]).tuner.architecture == name
     known = ", ".join(ARCHITECTURES)
     with pytest.raises(ConfigError, match=f"must be one of {known}, got 'cnn'"):
-        dag.check_config(load_config(None, ["tuner.architecture=cnn"]))
+        check_config(load_config(None, ["tuner.architecture=cnn"]))
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "--model", "cnn"])
     assert exit_info.value.code == 2

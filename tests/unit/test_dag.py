@@ -1,36 +1,36 @@
-"""The DAG's declarations (headline table, source, delivery, resolver) are consistent, and the store evaluates a
-Resolver by its generic query, with no step named in the runner or the store."""
+"""The DAG's wiring and the steps' specs (source, delivery, resolver) and the display tables
+(pipeline/headlines.py) are consistent, and the store evaluates a Resolver by its generic query, with no step
+named in the runner or the store."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import dag
 from contract.artifacts import Artifact
+from contract.component_spec import ComponentSpec
+from pipeline import dag, headlines
 from pipeline.metadata import MetadataStore
 
 
 def test_declarations_name_real_outputs():
-    outputs = {f"{step.name}.{output}" for step in dag.STEPS for output in step.outputs}
-    headline = dag.headline_table()
-    assert set(headline) == {output for step in dag.STEPS for output in step.headline}
+    outputs = {f"{step.name}.{output}" for step in dag.STEPS for output in step.spec.outputs}
+    headline = headlines.headline_table()
+    assert set(headline) == set(headlines.HEADLINES)
     for step in dag.STEPS:
-        assert set(step.headline) <= set(step.outputs), step.name
         for source in step.inputs.values():
             assert (source.artifact if isinstance(source, dag.Resolver) else source) in outputs
-    for column in dag.RUN_COLUMNS.values():
+    for column in headlines.RUN_COLUMNS.values():
         output, prop = column.split(".")
         assert prop in headline[output], column
-    assert dag.PRODUCT in outputs
-    assert [step.name for step in dag.STEPS if step.source] == ["ingest"]
-    assert dag.source_step().external is not None  # its fingerprint is the run's data fingerprint
+    assert headlines.PRODUCT in outputs and headlines.VOCABULARY in outputs
+    assert [step.name for step in dag.STEPS if step.spec.source] == ["ingest"]
+    assert dag.source_step().spec.external is not None  # its fingerprint is the run's data fingerprint
     for step in dag.delivering_steps():
-        output, prop = step.delivers.split(".")
-        assert output in step.outputs and prop in step.headline[output]
+        output, prop = step.spec.delivers.split(".")
+        assert output in step.spec.outputs and prop in headline[output]
     for resolver in dag.resolvers():
         assert resolver.artifact in outputs and resolver.judged_by in outputs
         if resolver.judged_by == resolver.artifact:  # the newest artifact with its own property `where`
-            step, output = resolver.artifact.split(".")
-            assert resolver.where in dag.step_named(step).headline[output]
+            assert resolver.where in headline[resolver.artifact.split(".")[1]]
             continue
         judge = dag.step_named(resolver.judged_by.split(".")[0])
         assert resolver.artifact in judge.inputs.values()  # the judge consumes what it judges
@@ -134,9 +134,10 @@ def test_the_runner_resolves_a_resolver_input_from_the_store_or_its_fallback(tmp
     served.mkdir(parents=True)
     resolver = dag.Resolver("last_good_numbers", artifact="source.numbers", judged_by="judge.verdict", where="good",
                             fallback=lambda config: served)
+    judge = ComponentSpec(__name__, executor=f"{__name__}:_judge", outputs=("verdict",),
+                          config_section="evaluator")
     steps = (toy_components.STEPS[0],
-             dag.Step("judge", _judge, inputs={"numbers": "source.numbers", "baseline": resolver},
-                      outputs=("verdict",), config_section="evaluator"))
+             dag.Step("judge", judge, inputs={"numbers": "source.numbers", "baseline": resolver}))
     data = tmp_path / "data"
     data.mkdir()
 
@@ -158,25 +159,35 @@ def test_the_runner_resolves_a_resolver_input_from_the_store_or_its_fallback(tmp
     assert [s.state for s in third.steps] == ["cached", "cached"]
 
 
-def _wiring_fault(change) -> str:
-    """The one-line DagError that building the DAG with one step changed raises."""
+def _wiring_fault(change, tables: dict | None = None) -> str:
+    """The one-line DagError that checking the DAG with one step changed (and the display tables) raises."""
     import pytest
     steps = list(dag.STEPS)
     index, replacement = change(steps)
     steps[index] = replacement
+    tables = {"headlines": headlines.HEADLINES, "product": headlines.PRODUCT,
+              "vocabulary": headlines.VOCABULARY, "run_columns": headlines.RUN_COLUMNS, **(tables or {})}
     with pytest.raises(dag.DagError) as error:
-        dag.check_steps(tuple(steps), dag.PRODUCT, dag.RUN_COLUMNS)
+        dag.check_steps(tuple(steps))
+        headlines.check_headlines(tuple(steps), **tables)
     assert "\n" not in str(error.value)
     return str(error.value)
 
 
 def test_the_dag_is_checked_when_it_is_built():
     import dataclasses
-    dag.check_steps(dag.STEPS, dag.PRODUCT, dag.RUN_COLUMNS)  # the real DAG is sound (also checked at import)
+    dag.check_steps(dag.STEPS)  # the real DAG is sound (also checked at import)
+    headlines.check_headlines(dag.STEPS, headlines.HEADLINES, headlines.PRODUCT, headlines.VOCABULARY,
+                              headlines.RUN_COLUMNS)
     at = {step.name: i for i, step in enumerate(dag.STEPS)}
 
-    def changed(name, **fields):
-        return lambda steps: (at[name], dataclasses.replace(steps[at[name]], **fields))
+    def changed(name, inputs=None, **spec_fields):
+        def change(steps):
+            step = steps[at[name]]
+            spec = dataclasses.replace(step.spec, **spec_fields)
+            wiring = step.inputs if inputs is None else inputs
+            return at[name], dataclasses.replace(step, spec=spec, inputs=wiring)
+        return change
 
     transform_inputs = {"examples": "ingest.examples", "schema": "validate.shema"}
     assert "input 'schema' reads 'validate.shema', which no earlier step outputs" in _wiring_fault(
@@ -185,8 +196,6 @@ def test_the_dag_is_checked_when_it_is_built():
         changed("validate", inputs={"examples": "ingest.examples", "hp": "tuner.best_hyperparameters"}))
     assert "output 'examples' of step 'validate' is also an output of step 'ingest'" in _wiring_fault(
         changed("validate", outputs=("schema", "statistics", "anomalies", "examples")))
-    assert "has a headline for 'evaluaton'" in _wiring_fault(
-        changed("evaluator", headline={"evaluaton": ("accuracy",)}))
     assert "delivers 'pushed_model.pushd': that property must be in its headline" in _wiring_fault(
         changed("pusher", delivers="pushed_model.pushd"))
     assert "delivers 'pushed.pushed', not one of its outputs" in _wiring_fault(
@@ -198,6 +207,17 @@ def test_the_dag_is_checked_when_it_is_built():
     unknown = dataclasses.replace(dag.LATEST_BLESSED_MODEL, artifact="trainer.modle")
     assert "resolves 'trainer.modle', which no step outputs" in _wiring_fault(
         changed("evaluator", inputs={**dag.step_named("evaluator").inputs, "baseline_model": unknown}))
+    # The display tables are checked against the DAG too.
+    unchanged = changed("evaluator")
+    assert "a headline for 'evaluaton', which no step outputs" in _wiring_fault(
+        unchanged, {"headlines": {**headlines.HEADLINES, "evaluaton": ("accuracy",)}})
+    assert "the product 'trainer.modle' is no step's output" in _wiring_fault(
+        unchanged, {"product": "trainer.modle"})
+    assert "run column 'blessed' shows 'blessing.blesed'" in _wiring_fault(
+        unchanged, {"run_columns": {**headlines.RUN_COLUMNS, "blessed": "blessing.blesed"}})
+    untuned = {**headlines.HEADLINES, "best_hyperparameters": ("architecture",)}
+    assert "resolver 'latest_tuned_hyperparameters' looks for 'best_hyperparameters.tuned'" in _wiring_fault(
+        unchanged, {"headlines": untuned})
 
 
 def test_a_wiring_fault_fails_at_import_with_one_line(tmp_path):

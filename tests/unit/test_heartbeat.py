@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from contract.artifacts import Artifact
+from contract.component_spec import ComponentSpec
 from contract.config import ConfigError
 from contract.config_loading import load_config
 from pipeline.dag import Step
@@ -54,6 +55,10 @@ def read_source(inputs, output_dir: Path, config, runtime):
     return {"lines": Artifact("lines", out, {"train_rows": len(lines)})}
 
 
+def _source_rows(config) -> int:
+    return len(_lines_file(config).read_text().splitlines())
+
+
 def count_words(inputs, output_dir: Path, config, runtime):
     _slow("count")
     out = output_dir / "words"
@@ -63,9 +68,10 @@ def count_words(inputs, output_dir: Path, config, runtime):
 
 
 STEPS = (
-    Step("source", read_source, outputs=("lines",), config_section="ingest", source="data",
-         input_rows=lambda config: len(_lines_file(config).read_text().splitlines())),
-    Step("count", count_words, inputs={"lines": "source.lines"}, outputs=("words",), config_section="trainer"),
+    Step("source", ComponentSpec(__name__, executor=f"{__name__}:read_source", outputs=("lines",),
+                                 config_section="ingest", source="data", input_rows=_source_rows)),
+    Step("count", ComponentSpec(__name__, executor=f"{__name__}:count_words", outputs=("words",),
+                                config_section="trainer"), inputs={"lines": "source.lines"}),
 )
 
 
