@@ -29,9 +29,8 @@ pytestmark = pytest.mark.e2e
 # Ingest's run() touches AGNEWS_MARKER, then waits; the Interrupted that a signal (or the deadline) raises there
 # is caught and dropped, AGNEWS_MARKER.swallowed is touched, and the real ingest runs to its end.
 SWALLOWING_INGEST = after_import_hook("components.ingest.executor", """
-import functools, os, time
+import os, time
 real_run = module.run
-@functools.wraps(real_run)  # the step's code version is found through the function's module
 def run(inputs, output_dir, config, runtime):
     marker = os.environ["AGNEWS_MARKER"]
     open(marker, "a").close()

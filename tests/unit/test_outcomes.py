@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from apps import job_metrics
 from apps.cli import exit_codes
 from contract.artifacts import Artifact, ComponentError
+from contract.component_spec import ComponentSpec
 from contract.config import IngestConfig, WindowConfig
 from contract.config_loading import load_config
 from pipeline import interrupts
@@ -115,9 +116,8 @@ def _refusing(inputs, output_dir: Path, config, runtime):
     return {"statistics": Artifact("statistics", out, {"drift": {"label_linf": 0.01}, "drift_detected": False})}
 
 
-STEPS = (*toy_components.STEPS[:1],
-         Step("check", _refusing, inputs={"numbers": "source.numbers"}, outputs=("statistics",),
-              config_section="validate"))
+CHECK = ComponentSpec(__name__, executor=f"{__name__}:_refusing", outputs=("statistics",), config_section="validate")
+STEPS = (toy_components.STEPS[0], Step("check", CHECK, inputs={"numbers": "source.numbers"}))
 
 
 def _history_table(root: Path) -> list[dict[str, str]]:
