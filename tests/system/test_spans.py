@@ -210,6 +210,8 @@ def test_a_drifted_newest_span_warns_or_fails_as_configured(tmp_path):
         if row["value"] is not None:
             assert values[("agnews_retrain_drift", (("measure", row["measure"]),))] == pytest.approx(row["value"])
     assert values[("agnews_retrain_drift", (("measure", "label_linf"),))] > 0.3
+    label = next(row for row in measured["checks"] if row["measure"] == "label_linf")
+    assert f"| label_linf | {label['value']:.4f} | 0.1 | DRIFT |" in (refused / "report.md").read_text()
     # The recording the alert rules are tested on (tests/test_outcomes.py) is what this run writes today.
     recorded = metrics(PROJECT / "tests" / "support" / "data" / "metrics" / "drift.prom")
     volatile = ("agnews_retrain_last_run_timestamp_seconds", "agnews_retrain_duration_seconds",
