@@ -20,7 +20,7 @@ from typing import Any
 
 from contract.artifacts import ComponentError
 from contract.config import IngestConfig
-from library.spans import Span, discover_spans, span_time
+from library.spans import Span, discover_spans, is_stream, span_time
 
 # Exit code -> outcome label (apps/cli/exit_codes.py). A run that ended is labelled by its own outcome.
 # Every exit code of apps/cli/exit_codes.py has one (tests/unit/test_outcomes.py checks).
@@ -78,11 +78,11 @@ def span_states(ingest: IngestConfig) -> list[tuple[Span, str]]:
     from components.ingest import spec as ingest_spec
     if not ingest.data.startswith("csv:") or "://" in ingest.data:
         return []
-    folder = ingest_spec._csv_dir(ingest)
+    folder = str(Path(ingest.data[len("csv:"):]).expanduser().resolve())
     if not os.path.isdir(folder):
         return []
-    if not ingest_spec._is_stream(ingest):
-        return [(Span(os.path.basename(folder.rstrip(os.sep)), folder), "in_window")]
+    if not is_stream(folder, ingest.window.pattern):
+        return [(Span(os.path.basename(folder), folder), "in_window")]
     try:
         window = {span.name for span in ingest_spec.window(ingest)}
     except ComponentError:
