@@ -30,14 +30,17 @@ from typing import Any, Callable
 
 class ComponentError(RuntimeError):
     """A component failed for a reason the user can act on; the message is shown without a traceback. `kind`
-    names a failure that the CLI gives an exit code of its own (e.g. "drift"); None for any other. `facts` are
-    what the component measured before refusing, as {output name: properties} of the outputs it would have
-    published (validate's drift values on a refused span): the runner keeps them in the run record, so a refused
-    run's metrics and history still show them."""
+    names a failure that the CLI gives an exit code of its own (e.g. "drift"); None for any other. `details`:
+    plain JSON-able facts the pipeline records (validate: the spans it refused, {"refused": [...]}). `facts`
+    are what the component measured before refusing, as {output name: properties} of the outputs it would have
+    published (validate's drift values on exit 8): the runner keeps them in the run record, so a refused run's
+    metrics, report and history still show them."""
 
-    def __init__(self, message: str = "", kind: str | None = None, facts: dict[str, dict[str, Any]] | None = None):
+    def __init__(self, message: str = "", kind: str | None = None, details: dict | None = None,
+                 facts: dict[str, dict[str, Any]] | None = None):
         super().__init__(message)
         self.kind = kind
+        self.details = details
         self.facts = facts or {}
 
 

@@ -119,6 +119,9 @@ class WindowConfig:
     min_spans: int = 1  # fewer spans in the window: the run stops before any work (exit 6)
     skip_recent: int = 0  # leave out the newest N spans (e.g. one still being labelled)
     exclude: tuple[str, ...] = ()  # span names never used
+    # Not a setting: the spans the metadata store holds out (quarantined or rejected), filled in by the CLI from
+    # the store before a run (`agnews-pipeline spans`); any value given is replaced.
+    held_out: tuple[str, ...] = ()
     newest: str = ""  # pin the newest span: a span name or a date YYYY-MM-DD (--span / --date); '' = the newest
     pattern: str = r"\d{4}-\d{2}-\d{2}|\d+"  # a subfolder whose whole name matches is a span
 
@@ -154,23 +157,34 @@ class IngestConfig:
 
 @dataclass(frozen=True)
 class DriftConfig:
-    """Thresholds of the drift checks of a stream's newest span against the rest of its window (library/drift.py);
+    """Thresholds of the drift checks of a stream's new spans against the rest of its window (library/drift.py);
     a value above its threshold is drift. Chosen from unshifted and shifted spans of AG News (README)."""
     label_linf: float = 0.1  # largest change of one class's share
     length_js: float = 0.05  # Jensen-Shannon divergence of the text length histograms (0..1)
     length_min_rows: int = 200  # fewer rows on either side: length_js is not computed
-    oov_share: float = 0.25  # share of the newest span's tokens that the rest of the window never has
-    row_count_change: float = 0.5  # |newest rows / mean rows of the other spans - 1|
+    oov_share: float = 0.25  # share of the new span's tokens that the rest of the window never has
 
     def __post_init__(self):
         for name in ("label_linf", "length_js", "oov_share"):
             _require(0.0 <= getattr(self, name) <= 1.0, f"validate.drift.{name} must be in [0, 1]")
-        _require(self.row_count_change >= 0, "validate.drift.row_count_change must be >= 0")
         _require(self.length_min_rows >= 1, "validate.drift.length_min_rows must be >= 1")
 
     def thresholds(self) -> dict[str, float]:
-        return {"label_linf": self.label_linf, "length_js": self.length_js, "oov_share": self.oov_share,
-                "row_count_change": self.row_count_change}
+        return {"label_linf": self.label_linf, "length_js": self.length_js, "oov_share": self.oov_share}
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """Data-quality checks of a stream's new spans (library/drift.py quality()), apart from drift: a span above
+    one of the refusing thresholds is quarantined (validate.on_quality); row_count_change is only reported."""
+    row_count_change: float = 0.5  # |span rows / mean rows of the other spans - 1|: a warning, never a refusal
+    duplicate_share: float = 0.05  # share of a span's rows that repeat an earlier row of the same span
+    test_overlap_share: float = 0.01  # share of a span's rows whose text is also in the fixed test set
+
+    def __post_init__(self):
+        _require(self.row_count_change >= 0, "validate.quality.row_count_change must be >= 0")
+        for name in ("duplicate_share", "test_overlap_share"):
+            _require(0.0 <= getattr(self, name) <= 1.0, f"validate.quality.{name} must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -178,12 +192,21 @@ class ValidateConfig:
     # '' = the schema shipped with the package (schemas/ag_news_raw.pbtxt); a relative path is taken from the
     # working directory.
     schema: str = ""
-    # A stream's newest span drifting from the rest of the window: warn (train anyway) or fail (exit 8).
+    # A stream's new span drifting from the rest of the window: warn (train anyway, the span marked drifted) or
+    # fail (exit 8, the span quarantined until `agnews-pipeline spans accept`).
     on_drift: str = "warn"
     drift: DriftConfig = field(default_factory=DriftConfig)
+    # A new span failing a data-quality check (empty, duplicates, test-set rows): fail (exit 8, quarantined) or warn.
+    on_quality: str = "fail"
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    # Not a setting: "name:sha256" of the spans accepted with `agnews-pipeline spans accept` whose file is
+    # unchanged, filled in by the CLI from the metadata store; they are never refused again.
+    accepted_spans: tuple[str, ...] = ()
 
     def __post_init__(self):
         _require(self.on_drift in ("warn", "fail"), f"validate.on_drift must be warn or fail, got {self.on_drift!r}")
+        _require(self.on_quality in ("warn", "fail"),
+                 f"validate.on_quality must be warn or fail, got {self.on_quality!r}")
 
     def schema_path(self) -> Path:
         return Path(self.schema).resolve() if self.schema else packaged_file("schemas", "ag_news_raw.pbtxt")

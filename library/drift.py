@@ -1,13 +1,19 @@
-"""Drift between the newest span of a window and the rest of it: four measures and their verdict.
+"""Drift of a new span from the rest of its window (three measures and their verdict), and the data-quality
+checks of a span, kept apart: a bad export is not a change of the world and asks for no new search.
 
+Drift (distribution):
   label_linf        L-infinity distance between the label distributions (the largest change of one class's
                     share), TFDV's comparator for categorical features;
   length_js         Jensen-Shannon divergence (base 2, 0..1) between the histograms of text length in tokens
                     (title + description), computed only when both sides have at least `length_min_rows` rows
                     (below that a histogram is mostly noise);
-  oov_share         the share of the newest span's tokens that never occur in the rest of the window (new words
-                    the model has no row for);
-  row_count_change  |newest rows / mean rows of the other spans - 1|.
+  oov_share         the share of the new span's tokens that never occur in the rest of the window (new words
+                    the model has no row for).
+
+Data quality (quality()): empty_span (no rows), duplicate_rows (share of rows repeating an earlier row of the
+span), test_overlap (share of rows whose text is also in the fixed test set: training on them inflates the test
+accuracy) refuse a span above their thresholds; row_count_change (|span rows / mean rows of the other spans - 1|)
+is reported only: a half-size export is no reason to re-tune or to stop.
 
 No comparator works on the raw text values: every article is unique, so a distance between the
 distributions of free text is large by construction (tensorflow/data-validation#216). Tokens split like the
@@ -16,6 +22,7 @@ component reads the spans and calls these.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections import Counter
@@ -23,7 +30,10 @@ from dataclasses import dataclass, field
 
 LENGTH_BIN_EDGES = (5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 60, 70, 80, 100)  # tokens; one more bin above the last
 _TOKEN = re.compile(r"[^\W_]+")
-MEASURES = ("label_linf", "length_js", "oov_share", "row_count_change")
+MEASURES = ("label_linf", "length_js", "oov_share")
+# Data-quality checks: the first three refuse a span (their name is the quarantine reason), the last is
+# only reported.
+QUALITY_CHECKS = ("empty_span", "duplicate_rows", "test_overlap", "row_count_change")
 
 
 def tokens(text: str) -> list[str]:
@@ -89,7 +99,6 @@ def measure(newest: SpanProfile, others: list[SpanProfile], length_min_rows: int
         "label_linf": l_infinity(newest.labels, rest.labels),
         "length_js": jensen_shannon(newest.lengths, rest.lengths) if enough else None,
         "oov_share": unseen / new_tokens if new_tokens else 0.0,
-        "row_count_change": abs(newest.rows / (rest.rows / len(others)) - 1),
     }
 
 
@@ -97,3 +106,28 @@ def verdict(values: dict[str, float | None], thresholds: dict[str, float]) -> li
     """One row per measure: {measure, value, threshold, drift}; a measure without a value never drifts."""
     return [{"measure": name, "value": values.get(name), "threshold": thresholds[name],
              "drift": values.get(name) is not None and values[name] > thresholds[name]} for name in MEASURES]
+
+
+def text_key(title: str, description: str) -> str:
+    """A row's text, lowercased and with whitespace collapsed, hashed: equal keys are the same article."""
+    text = " ".join(f"{title}\x1f{description}".lower().split())
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def quality(keys: Counter, test_keys: set[str], other_rows: list[int], thresholds: dict[str, float]) -> list[dict]:
+    """One row per data-quality check of a span: {check, value, threshold, failed, refuses}. `keys` counts the
+    span's text_key()s, `test_keys` are the fixed test set's, `other_rows` the row counts of the spans it is
+    compared with (none: no row_count_change)."""
+    rows = sum(keys.values())
+    mean_other = sum(other_rows) / len(other_rows) if other_rows else 0
+    values = {
+        "empty_span": float(rows == 0),
+        "duplicate_rows": (rows - len(keys)) / rows if rows else None,
+        "test_overlap": sum(count for key, count in keys.items() if key in test_keys) / rows if rows else None,
+        "row_count_change": abs(rows / mean_other - 1) if mean_other else None,
+    }
+    limits = {"empty_span": 0.0, "duplicate_rows": thresholds["duplicate_share"],
+              "test_overlap": thresholds["test_overlap_share"], "row_count_change": thresholds["row_count_change"]}
+    return [{"check": name, "value": values[name], "threshold": limits[name],
+             "failed": values[name] is not None and values[name] > limits[name],
+             "refuses": name != "row_count_change"} for name in QUALITY_CHECKS]

@@ -143,8 +143,23 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection, Path], None], ...] = (
     CREATE INDEX events_by_artifact ON events(artifact_id);
     """,
     _relative_uris,  # 2: absolute artifact URIs and output folders under the pipeline root become relative
+    """
+    CREATE TABLE spans (                  -- the spans of a stream and what happened to them (pipeline/span_states.py)
+        name TEXT PRIMARY KEY,
+        sha256 TEXT,                      -- the bytes of train.csv the state applies to
+        state TEXT NOT NULL,              -- ingested | quarantined | accepted | rejected
+        reason TEXT,                      -- why quarantined or rejected: drift, test_overlap, duplicate_rows, ...
+        drifted INTEGER NOT NULL DEFAULT 0,
+        row_count INTEGER,
+        checks_json TEXT,                 -- the last checks: {"drift": {measure: value}, "quality": {check: value}}
+        first_run TEXT,
+        last_run TEXT,
+        updated REAL NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+SPANS_SCHEMA_VERSION = 3  # the version that added the spans table
 
 
 @dataclass(frozen=True)
@@ -287,6 +302,25 @@ class MetadataStore:
             query += " AND command = ?"
             args = (command,)
         return self._db.execute(query + " ORDER BY started DESC LIMIT 1", args).fetchone()
+
+    # Spans --------------------------------------------------------------------------------------------------
+
+    def spans(self) -> dict[str, sqlite3.Row]:
+        """{span name: its row of the spans table}; {} from a read-only store of an older schema (no table yet)."""
+        if self.schema_version() < SPANS_SCHEMA_VERSION:
+            return {}
+        return {row["name"]: row for row in self._db.execute("SELECT * FROM spans ORDER BY name")}
+
+    def save_span(self, name: str, **columns: Any) -> None:
+        """Creates or updates the span's row with these columns of the spans table (names from the code only)."""
+        columns["updated"] = time.time()
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM spans WHERE name = ?", (name,)).fetchone() is None:
+                db.execute(f"INSERT INTO spans (name, {', '.join(columns)}) VALUES (?{', ?' * len(columns)})",
+                           (name, *columns.values()))
+            else:
+                db.execute(f"UPDATE spans SET {', '.join(f'{c} = ?' for c in columns)} WHERE name = ?",
+                           (*columns.values(), name))
 
     # Executions ---------------------------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ class RunResult:
     error: str | None = None
     outcome: str | None = None  # see Runner._outcome
     error_kind: str | None = None  # a failed step's ComponentError.kind (e.g. "drift"), if it has one
+    error_details: dict | None = None  # and its ComponentError.details (validate: the spans it refused)
 
     @property
     def delivered(self) -> bool:
@@ -161,7 +162,8 @@ class Runner:
                     message = fault_message(error, run_dir, f"running {step.name}") or f"{step.name}: {error}"
                     message = message if message.startswith(f"{step.name}: ") else f"{step.name}: {message}"
                 failed = StepResult(step.name, "failed", note=message, facts=getattr(error, "facts", {}))
-                return self._failed(run_id, run_dir, results, failed, kind=getattr(error, "kind", None))
+                return self._failed(run_id, run_dir, results, failed, kind=getattr(error, "kind", None),
+                                    details=getattr(error, "details", None))
             results.append(result)
             if interrupts.received():  # a stop swallowed or lost after the step's publish still ends the run
                 self._record_interrupted(run_id, run_dir, results)
@@ -193,7 +195,7 @@ class Runner:
                              f"interrupted by {interrupts.name()}")
 
     def _failed(self, run_id: str, run_dir: Path, results: list[StepResult], failed: StepResult | None,
-                message: str | None = None, kind: str | None = None) -> RunResult:
+                message: str | None = None, kind: str | None = None, details: dict | None = None) -> RunResult:
         """Records a failed run as far as the disk allows: the store first (so `runs` shows it failed), then
         run.json and the reports. When the store cannot be written either (its disk is full) the run stays
         'running' there and the next run marks it interrupted; the message says so."""
@@ -210,7 +212,7 @@ class Runner:
             if fault_message(error, run_dir, "") is None:
                 raise
             # run.json and the reports are a convenience: the store and the message already tell the failure.
-        return RunResult(run_id, run_dir, "failed", results, message, error_kind=kind)
+        return RunResult(run_id, run_dir, "failed", results, message, error_kind=kind, error_details=details)
 
     def _outcome(self, results: list[StepResult]) -> str | None:
         """Whether the run delivered, from the step that delivers (ComponentSpec.delivers, e.g.

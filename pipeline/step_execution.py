@@ -30,12 +30,14 @@ from pipeline.root import FreeSpacePolicy, fault_message
 
 
 class PipelineFailed(RuntimeError):
-    """A step failed; the message names the step and the reason, `kind` and `facts` are the component's
-    ComponentError.kind and .facts (what it measured before refusing)."""
+    """A step failed; the message names the step and the reason, `kind`, `details` and `facts` the component's
+    ComponentError.kind, .details and .facts (what it measured before refusing)."""
 
-    def __init__(self, message: str, kind: str | None = None, facts: dict | None = None):
+    def __init__(self, message: str, kind: str | None = None, details: dict | None = None,
+                 facts: dict | None = None):
         super().__init__(message)
         self.kind = kind
+        self.details = details
         self.facts = facts or {}
 
 
@@ -204,7 +206,8 @@ class StepExecution:
                       level="error", step=step.name, seconds=round(time.monotonic() - started, 1))
             if not message.startswith(f"{step.name}: "):  # components may name themselves already
                 message = f"{step.name}: {message}"
-            raise PipelineFailed(message, getattr(error, "kind", None), getattr(error, "facts", None)) from None
+            raise PipelineFailed(message, getattr(error, "kind", None), getattr(error, "details", None),
+                                 getattr(error, "facts", None)) from None
 
         fingerprints = {name: fingerprint(a.uri) for name, a in outputs.items()}
         final_dir = run_dir / step.name

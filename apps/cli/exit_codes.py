@@ -13,7 +13,10 @@ EXIT_NOT_BLESSED = 4  # retrain: the pipeline ran, the candidate was not blessed
 EXIT_LOCKED = 5  # another pipeline process held the pipeline root past --lock-timeout
 EXIT_TOO_FEW_SPANS = 6  # a stream of spans has fewer than ingest.window.min_spans in the window; nothing ran
 EXIT_SPAN_NOT_FOUND = 7  # the span pinned by --span / --date is not in the stream; nothing ran
-EXIT_DRIFT = 8  # validate found drift above a threshold with validate.on_drift=fail; nothing trained or pushed
+# validate refused a span: drift above a threshold with validate.on_drift=fail, or a failed data-quality check
+# (validate.on_quality=fail); the span is quarantined (`agnews-pipeline spans`), nothing trained or pushed
+EXIT_DRIFT = 8
 # A failure's kind (ComponentError.kind) -> its exit code; any other failure is EXIT_FAILED.
-EXIT_FOR_KIND = {"too_few_spans": EXIT_TOO_FEW_SPANS, "span_not_found": EXIT_SPAN_NOT_FOUND, "drift": EXIT_DRIFT}
+EXIT_FOR_KIND = {"too_few_spans": EXIT_TOO_FEW_SPANS, "span_not_found": EXIT_SPAN_NOT_FOUND, "drift": EXIT_DRIFT,
+                 "data_quality": EXIT_DRIFT}
 EXIT_DEADLINE = interrupts.EXIT_DEADLINE  # 124: the run passed --deadline (pipeline.deadline) and was ended cleanly

@@ -18,6 +18,7 @@ from apps.cli.parser import _config_from_args, build_parser
 from apps.cli.predict import _cmd_predict
 from apps.cli.run import _cmd_run, _cmd_train_worker
 from apps.cli.serve import _cmd_serve
+from apps.cli.spans import _cmd_spans
 from apps.cli.utils import UsageError, _library_output
 from pipeline import interrupts
 from contract.config import ConfigError
@@ -71,7 +72,8 @@ def _main(args: argparse.Namespace) -> int:
             return _cmd_run(args, config, console)
         if args.command in ("serve", "embeddings"):
             return {"serve": _cmd_serve, "embeddings": _cmd_embeddings}[args.command](args, config, console)
-        return {"runs": _cmd_runs, "show": _cmd_show, "gc": _cmd_gc, "diff": _cmd_diff}[args.command](args, config)
+        return {"runs": _cmd_runs, "show": _cmd_show, "gc": _cmd_gc, "diff": _cmd_diff,
+                "spans": _cmd_spans}[args.command](args, config)
     except ConfigError as error:
         console.error(f"configuration error: {error}")
         return EXIT_USAGE

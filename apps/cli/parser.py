@@ -7,6 +7,7 @@ import argparse
 
 from apps.cli.serve import UNBATCHED_THREADS
 from apps.serving.batching import BatchingOptions  # standard library only
+from apps.serving.policy import POLICY_HELP
 from pipeline import dag, interrupts
 from contract.config import ConfigError
 from contract.config_loading import default_config_file, load_config
@@ -15,7 +16,8 @@ from library.spans import parse_date
 from pipeline.logs import LOG_FORMATS
 from pipeline.runner import check_config
 
-DESCRIPTION = "`agnews-pipeline`: run, retrain, predict, serve, runs, show, diff, gc, embeddings, train-worker."
+DESCRIPTION = ("`agnews-pipeline`: run, retrain, predict, serve, runs, show, diff, spans, gc, embeddings, "
+               "train-worker.")
 # Dedicated flags and the configuration key each one sets.
 FLAG_KEYS = {
     "data": "ingest.data",
@@ -133,7 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model-name", default="agnews", help="the name in /v1/models/<name> (default agnews)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8501, help="TF Serving's REST port by default; 0 = any free port")
-    serve.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for a new version")
+    serve.add_argument("--poll-seconds", type=float, default=1.0,
+                       help="how often to look for new versions and a changed --version-labels file")
+    serve.add_argument("--model-version-policy", default="latest", metavar="POLICY",
+                       help=f"versions to keep loaded (TF Serving's model_version_policy): {POLICY_HELP}; "
+                            "default latest")
+    serve.add_argument("--version-labels", metavar="FILE",
+                       help="YAML or JSON file {label: version} for /v1/models/<name>/labels/<label>, e.g. "
+                            "'stable: 3'; re-read when it changes")
     serve.add_argument("--max-request-bytes", type=int, default=8 << 20, help="larger bodies get 413")
     # TF Serving's batching parameters (--enable_batching, --batching_parameters_file), as flags.
     batching = BatchingOptions()
@@ -142,8 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch-size", type=int, default=batching.max_batch_size,
                        help=f"most rows in one model call (default {batching.max_batch_size})")
     serve.add_argument("--batch-timeout-micros", type=int, default=batching.batch_timeout_micros,
-                       help="longest wait for more requests before a batch thread takes a partly filled batch "
-                            f"(default {batching.batch_timeout_micros}: batches fill while the model is busy)")
+                       help="longest wait for more requests before a batch thread takes a partly filled batch, "
+                            "only under load (a batch running, or requests faster than one per timeout): a lone "
+                            f"request never waits (default {batching.batch_timeout_micros}; 100000 or more: every "
+                            "request waits, as in TF Serving)")
     serve.add_argument("--max-enqueued-batches", type=int, default=batching.max_enqueued_batches,
                        help="batches' worth of rows (x --max-batch-size, also with --no-batching) a version's "
                             f"queue holds before answering 503 (default {batching.max_enqueued_batches})")
@@ -153,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--allowed-batch-sizes", metavar="N,N,...",
                        help="batch sizes to pad to, ending with --max-batch-size (default: 1, 2, 3, 4, 6, 8, 12, "
                             "... below it, and it)")
+    serve.add_argument("--intra-op-threads", type=int, default=0, metavar="N",
+                       help="TensorFlow's threads within one op (TF Serving's --tensorflow_intra_op_parallelism; "
+                            "default 0: TensorFlow's choice, the number of cores)")
+    serve.add_argument("--inter-op-threads", type=int, default=0, metavar="N",
+                       help="TensorFlow's threads running independent ops (TF Serving's "
+                            "--tensorflow_inter_op_parallelism; default 0: TensorFlow's choice)")
     _add_output_flags(serve, log_file=True)
 
     embeddings = commands.add_parser(
@@ -176,6 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--index", type=int, required=True, help="this worker's position in --workers (1, 2, ...)")
     worker.add_argument("--timeout", type=float, default=600.0,
                         help="seconds to wait for the run's training job, and for the workers to join (default 600)")
+
+    spans = commands.add_parser(
+        "spans", help="list a stream's spans with their state; accept a quarantined span or reject a span",
+        description="Without an action: every span of --data with its state (new, ingested, quarantined, "
+                    "accepted, rejected, excluded), rows, SHA-256, first and last run, and checks. `spans accept "
+                    "NAME`: the next run trains on the quarantined span. `spans reject NAME`: never train on it.")
+    spans.add_argument("action", nargs="?", choices=("accept", "reject"), help="change a span's state")
+    spans.add_argument("name", nargs="?", metavar="NAME", help="the span to accept or reject")
+    spans.add_argument("--config", help="YAML configuration file")
+    spans.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override a configuration value, e.g. --set ingest.window.exclude=[2026-12-01]")
+    spans.add_argument("--data", help="the stream: 'csv:DIR' (DIR holds test.csv and the span folders)")
+    spans.add_argument("--pipeline-root", help="default ./pipeline_root")
+    spans.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     for name, help_text in (("runs", "list runs"), ("show", "show a run's model lineage and artifacts"),
                             ("diff", "compare two runs: config, hyperparameters, data, code, metrics, outcome"),

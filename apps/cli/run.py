@@ -12,6 +12,7 @@ from pipeline.logs import Console
 
 
 def _cmd_run(args, config, console: Console) -> int:
+    from pipeline import span_states
     from pipeline.root import root_lock
     from pipeline.runner import Runner, step_range, summarize
     if args.command == "retrain" and (args.until or args.from_step or args.only):
@@ -24,6 +25,7 @@ def _cmd_run(args, config, console: Console) -> int:
         raise UsageError(str(error)) from None
     _check_root(config.pipeline_root())
     with root_lock(config.pipeline_root(), args.lock_timeout):
+        config = span_states.resolve(config, log=console)  # quarantined and rejected spans stay out
         runner = Runner(config, log=console)
         try:
             data_fingerprint = runner.data_fingerprint()
@@ -37,6 +39,7 @@ def _cmd_run(args, config, console: Console) -> int:
             result = runner.run(until=args.until, use_cache=not args.no_cache, rerun=tuple(args.rerun),
                                 command=args.command, data_fingerprint=data_fingerprint,
                                 from_step=args.from_step, only=args.only)
+            _record_spans(runner, result, console)
         finally:
             runner.close()
     console.event("summary", summarize(result), status=result.status, outcome=result.outcome,
@@ -47,6 +50,21 @@ def _cmd_run(args, config, console: Console) -> int:
     if args.command == "retrain" and not result.delivered:
         return EXIT_NOT_BLESSED
     return EXIT_OK
+
+
+def _record_spans(runner, result, console: Console) -> None:
+    """The run's spans into the store (ingested, checked, quarantined); a store that cannot be written is one
+    line: the run's own outcome and exit code stand."""
+    from pipeline import span_states
+    from pipeline.metadata import StoreError
+    try:
+        span_states.record(runner.store, result)
+    except StoreError as error:
+        console.error(f"could not record the spans of run {result.run_id}: {error}")
+    for refused in (result.error_details or {}).get("refused", []):
+        console.event("span_quarantined", f"span {refused['span']} quarantined ({refused['reason']}): "
+                      f"`agnews-pipeline spans accept {refused['span']}` to train on it, `spans reject` to drop it",
+                      span=refused["span"], reason=refused["reason"])
 
 
 def _cmd_train_worker(args) -> int:

@@ -1,12 +1,17 @@
-"""Dynamic batching for `agnews-pipeline serve`, after TF Serving's batching layer (`--enable_batching`).
+"""Dynamic batching for `agnews-pipeline serve`, after TF Serving's batching layer (`--enable_batching`), with a
+policy that sizes batches to the load by itself.
 
 Requests for the same loaded version and signature wait in one queue. Whenever a batch thread is free, the
 queue whose oldest request has waited longest hands over up to `max_batch_size` rows (whole requests; one with
-several instances joins as a block) as soon as it holds that many rows or its oldest request has waited
-`batch_timeout_micros`. The rows are concatenated, padded by repeating the first row up to the next of
-`allowed_batch_sizes` (a handful of shapes, so the model's kernels see few batch sizes), run as one model
-call, and the outputs are split back per request. Requests that arrive while the batch threads are busy
-join the next batch, so batches grow with the load by themselves even with a zero timeout.
+several instances joins as a block): at once when the server is not loaded, else as soon as it holds that many
+rows or its oldest request has waited `batch_timeout_micros`. Loaded means a batch is running (its clients will
+send again soon) or the last 100 ms brought requests faster than one per timeout: so a lone request never waits
+for others, and under load batches grow with the queue (requests that arrive while the batch threads are busy
+join the next batch). A timeout of 100 ms or more makes every request wait, as TF Serving does.
+
+The rows are concatenated, padded by repeating the first row up to the next of `allowed_batch_sizes` (a handful
+of shapes, so the model's kernels see few batch sizes), run as one model call, and the outputs are split back
+per request.
 
 A queue holds at most `max_enqueued_batches` batches' worth of rows; a request that finds it full is refused
 at once (`Overloaded`, which the server answers with 503), never left to wait without bound. A request whose
@@ -39,7 +44,9 @@ class BatchingOptions:
     """TF Serving's batching parameters (its --batching_parameters_file), with the same names."""
     enabled: bool = True
     max_batch_size: int = 64
-    batch_timeout_micros: int = 0  # 0: take what is queued as soon as a batch thread is free
+    # The longest a request waits for others to join its batch; it waits only while the next request is
+    # expected sooner (arrivals faster than one per timeout), so a lone request never waits.
+    batch_timeout_micros: int = 1000
     max_enqueued_batches: int = 32
     # TF Serving's default too: one batch per core at a time (a batch's TensorFlow ops also use every core, but
     # while one batch converts its inputs and outputs in Python the other computes).
@@ -81,6 +88,9 @@ class BatchingOptions:
         return self.max_enqueued_batches * self.max_batch_size
 
 
+RATE_WINDOW_SECONDS = 0.1  # the arrival rate is counted over this window; bursts within it average out
+
+
 class Overloaded(Exception):
     """The request's queue is full: answer 503 at once."""
 
@@ -95,6 +105,7 @@ class BatchStats:
     padded_rows: int
     queue_seconds: list[float]
     model_seconds: float
+    split_seconds: float  # concatenating and padding the inputs, splitting the outputs
 
 
 class _Task:
@@ -153,6 +164,7 @@ class Batcher:
         self.queues: dict[tuple[int, str], _Queue] = {}
         self.draining = False
         self._timer: asyncio.TimerHandle | None = None
+        self._arrivals: deque[float] = deque()  # arrival times in the last RATE_WINDOW_SECONDS
 
     def queued_rows(self) -> int:
         return sum(queue.rows for queue in self.queues.values())
@@ -170,7 +182,9 @@ class Batcher:
                              f"is full ({queue.rows} rows waiting; --max-enqueued-batches "
                              f"{self.options.max_enqueued_batches} x --max-batch-size {self.options.max_batch_size})")
         loop = asyncio.get_running_loop()
-        task = _Task(inputs, rows, solo or rows == 0, loop.create_future(), loop.time())
+        now = loop.time()
+        self._arrivals.append(now)
+        task = _Task(inputs, rows, solo or rows == 0, loop.create_future(), now)
         task.future.add_done_callback(functools.partial(self._cancelled, queue, task))
         queue.tasks.append(task)
         queue.rows += rows
@@ -192,13 +206,15 @@ class Batcher:
         max_rows = self.options.max_batch_size
         while self.free_threads > 0:
             ready, ready_task, wake_at, now = None, None, None, loop.time()
+            loaded = self._loaded(now)
             for key, queue in list(self.queues.items()):
                 task = queue.oldest()
                 if task is None:
                     del self.queues[key]  # nothing waits for this version: let it go
                     continue
                 due = task.enqueued + timeout
-                if due <= now or queue.rows >= max_rows or not self.options.enabled or task.solo or self.draining:
+                if (not loaded or due <= now or queue.rows >= max_rows or not self.options.enabled or task.solo
+                        or self.draining):
                     if ready_task is None or task.enqueued < ready_task.enqueued:
                         ready, ready_task = queue, task
                 elif wake_at is None or due < wake_at:
@@ -211,6 +227,15 @@ class Batcher:
             self.free_threads -= 1
             running = loop.run_in_executor(self.executor, self._run_batch, ready.servable, ready.signature, tasks)
             running.add_done_callback(functools.partial(self._finished, tasks))
+
+    def _loaded(self, now: float) -> bool:
+        """Whether waiting for more rows pays: a batch is running (its clients send again soon), or the last
+        RATE_WINDOW_SECONDS brought requests faster than one per timeout. Otherwise a lone request starts at
+        once. (With a timeout of RATE_WINDOW_SECONDS or more every request waits, as in TF Serving.)"""
+        while self._arrivals and self._arrivals[0] < now - RATE_WINDOW_SECONDS:
+            self._arrivals.popleft()
+        return (self.free_threads < self.options.num_batch_threads
+                or len(self._arrivals) * self.options.batch_timeout_micros > RATE_WINDOW_SECONDS * 1e6)
 
     def _finished(self, tasks: list[_Task], running: asyncio.Future) -> None:
         self.free_threads += 1
@@ -232,6 +257,7 @@ class Batcher:
         padded = rows if tasks[0].solo else self.options.padded_size(rows)
         inputs = tasks[0].inputs if tasks[0].solo else {
             name: _concatenate([task.inputs[name] for task in tasks], padded) for name in tasks[0].inputs}
+        model_started = time.monotonic()
         try:
             outputs = self.run_model(servable, signature, inputs)
             for name, array in outputs.items():
@@ -243,14 +269,16 @@ class Batcher:
                 return [(None, error)]
             return [self._run_batch(servable, signature, [task])[0] for task in tasks]
         finished = time.monotonic()
-        self.on_batch(BatchStats(servable, signature, len(tasks), rows, padded,
-                                 [started - task.enqueued for task in tasks], finished - started))
         if len(tasks) == 1 and padded == rows:
-            return [(outputs, None)]
-        results, start = [], 0
-        for task in tasks:
-            results.append(({name: array[start:start + task.rows] for name, array in outputs.items()}, None))
-            start += task.rows
+            results = [(outputs, None)]
+        else:
+            results, start = [], 0
+            for task in tasks:
+                results.append(({name: array[start:start + task.rows] for name, array in outputs.items()}, None))
+                start += task.rows
+        self.on_batch(BatchStats(servable, signature, len(tasks), rows, padded,
+                                 [started - task.enqueued for task in tasks], finished - model_started,
+                                 time.monotonic() - finished + model_started - started))
         return results
 
     def drain(self) -> None:

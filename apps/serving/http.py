@@ -1,12 +1,16 @@
 """The server of `agnews-pipeline serve`: aiohttp handlers for TF Serving's REST routes, the app, and its
 lifecycle. Client code written for TF Serving works unchanged against it:
 
-  GET  /v1/models/<name>[/versions/<N>]            version status
-  GET  /v1/models/<name>[/versions/<N>]/metadata   signatures
-  POST /v1/models/<name>[/versions/<N>]:predict    {"signature_name"?, "instances": [...]}  -> {"predictions": [...]}
-                                                   {"signature_name"?, "inputs": ...}       -> {"outputs": ...}
-  POST /v1/models/<name>[/versions/<N>]:classify   {"signature_name"?, "context"?, "examples": [{feature: value}]}
-                                                   -> {"results": [[[class, score], ...], ...]}
+  GET  /v1/models/<name>[/versions/<N>|/labels/<L>]            version status
+  GET  /v1/models/<name>[/versions/<N>|/labels/<L>]/metadata   signatures
+  POST /v1/models/<name>[/versions/<N>|/labels/<L>]:predict    {"signature_name"?, "instances": [...]}
+                                                               -> {"predictions": [...]}
+                                                               {"signature_name"?, "inputs": ...} -> {"outputs": ...}
+  POST /v1/models/<name>[/versions/<N>|/labels/<L>]:classify   {"signature_name"?, "context"?, "examples": [...]}
+                                                               -> {"results": [[[class, score], ...], ...]}
+
+Every version the version policy keeps loaded answers at /versions/<N>; no version means the highest loaded
+one; a label (the --version-labels file) names a version.
 
 Concurrent :predict and :classify requests for the same version and signature are merged into one model call
 (apps/serving/batching.py, TF Serving's batching layer; --no-batching turns it off). The model runs in batch
@@ -31,6 +35,7 @@ from aiohttp import web
 from apps.serving.batching import Batcher, BatchingOptions, Overloaded
 from apps.serving.codec import ServingError, _error_line, _example, _json_response, _to_array, _to_json
 from apps.serving.metrics import METRICS_PATH, ServerMetrics
+from apps.serving.policy import LATEST, VersionPolicy
 from apps.serving.versions import CLASSIFY_METHOD, DEFAULT_SIGNATURE, Servable, VersionWatcher, _run_model
 
 
@@ -44,16 +49,30 @@ class ModelServer:
     requests_in_flight: int = field(default=0)
 
     def servable(self, request: web.Request) -> Servable:
-        name, version = request.match_info["model"], request.match_info.get("version")
-        spec = f"Specific({name}, {version})" if version else f"Latest({name})"
-        current = self.watcher.current
-        if name != self.model_name or current is None or (version is not None and int(version) != current.version):
+        """The loaded version a request names: /versions/N, /labels/L, or neither (the highest loaded)."""
+        name, version, label = (request.match_info["model"], request.match_info.get("version"),
+                                request.match_info.get("label"))
+        if label is not None and name == self.model_name and label not in self.watcher.labels:
+            raise ServingError(404, f"Unrecognized servable version label: {label}")
+        spec = (f"Specific({name}, {version})" if version else
+                f"Labeled({name}, {label} = version {self.watcher.labels.get(label)})" if label else f"Latest({name})")
+        servable = self.watcher.servable_for(int(version) if version else None, label)
+        if name != self.model_name or servable is None:
             raise ServingError(404, f"Servable not found for request: {spec}")
-        return current
+        return servable
+
+    def timed(self, stage: str, since: float) -> float:
+        """Counts the time since `since` to `stage` on the metrics page; returns now."""
+        now = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.stage(stage, now - since)
+        return now
 
     async def body(self, request: web.Request) -> dict:
         try:
+            started = time.monotonic()
             raw = await request.read()
+            started = self.timed("http_read", started)
         except web.HTTPRequestEntityTooLarge:
             raise ServingError(413, f"request body is larger than the limit of {self.max_request_bytes} bytes "
                                     "(send fewer instances per request, or start serve with a higher "
@@ -64,17 +83,22 @@ class ModelServer:
             raise ServingError(400, f"JSON Parse error: {error}") from None
         if not isinstance(parsed, dict):
             raise ServingError(400, "JSON Parse error: the request body must be a JSON object")
+        self.timed("json_decode", started)
         return parsed
 
     async def status(self, request: web.Request) -> web.Response:
-        name, version = request.match_info["model"], request.match_info.get("version")
+        name, version, label = (request.match_info["model"], request.match_info.get("version"),
+                                request.match_info.get("label"))
         states = []
         if name == self.model_name:
-            if self.watcher.current is not None:
-                states.append((self.watcher.current.version, "AVAILABLE"))
+            states = [(loaded, "AVAILABLE") for loaded in self.watcher.loaded]
             loading = self.watcher.loading
             if loading is not None:
                 states.append((loading, "LOADING"))
+            if label is not None:
+                if label not in self.watcher.labels:
+                    raise ServingError(404, f"Unrecognized servable version label: {label}")
+                version = self.watcher.labels[label]
             if version is not None:
                 states = [state for state in states if state[0] == int(version)]
         if not states:
@@ -103,7 +127,11 @@ class ModelServer:
             servable = self.servable(request)
             body = await self.body(request)
             handle = self.predict if verb == "predict" else self.classify
-            return _json_response(await handle(servable, body))
+            answer = await handle(servable, body)
+            started = time.monotonic()
+            response = _json_response(answer)
+            self.timed("json_encode", started)
+            return response
         finally:
             self.requests_in_flight -= 1
 
@@ -114,15 +142,18 @@ class ModelServer:
         import tensorflow as tf
 
         solo = rows is None or not servable.batchable[signature]
+        started = time.monotonic()
         try:
             answer = self.batcher.submit(servable, signature, inputs, rows or 0, solo=solo)
         except Overloaded as error:
             raise ServingError(503, f"the server is overloaded: {error}; retry later",
                                headers={"Retry-After": "1"}) from None
         try:
-            return await answer
+            outputs = await answer
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
             raise ServingError(400, _error_line(error)) from None
+        self.timed("batch_wait", started)
+        return outputs
 
     def signature(self, servable: Servable, body: dict, default: str) -> str:
         name = body.get("signature_name") or default
@@ -151,17 +182,23 @@ class ModelServer:
                         columns[name].append(named[name])
         else:
             columns = self._named_inputs(body["inputs"], specs, "inputs")
+        started = time.monotonic()
         arrays = {name: _to_array(value, specs[name], f"input {name!r}") for name, value in columns.items()}
+        self.timed("to_arrays", started)
         first_axes = {array.shape[0] if array.ndim else None for array in arrays.values()}
         rows = first_axes.pop() if len(first_axes) == 1 else None
         outputs = await self.run_signature(servable, signature, arrays, rows)
+        started = time.monotonic()
         converted = {name: _to_json(name, value) for name, value in outputs.items()}
         if "inputs" in body:
-            return {"outputs": next(iter(converted.values())) if len(converted) == 1 else converted}
-        if len(converted) == 1:
-            return {"predictions": next(iter(converted.values()))}
-        return {"predictions": [{name: column[i] for name, column in converted.items()}
-                                for i in range(len(body["instances"]))]}
+            answer = {"outputs": next(iter(converted.values())) if len(converted) == 1 else converted}
+        elif len(converted) == 1:
+            answer = {"predictions": next(iter(converted.values()))}
+        else:
+            answer = {"predictions": [{name: column[i] for name, column in converted.items()}
+                                      for i in range(len(body["instances"]))]}
+        self.timed("to_json", started)
+        return answer
 
     @staticmethod
     def _named_inputs(value: Any, specs: dict, where: str) -> dict:
@@ -197,8 +234,10 @@ class ModelServer:
         if not isinstance(examples, list) or not isinstance(context, dict):
             raise ServingError(400, "a :classify request needs \"examples\": a list of JSON objects "
                                     "(and optionally \"context\": one JSON object shared by all examples)")
+        started = time.monotonic()
         serialized = np.empty(len(examples), dtype=object)
         serialized[:] = [_example(example, context, f"examples[{i}]") for i, example in enumerate(examples)]
+        self.timed("to_arrays", started)
         (input_name,) = servable.inputs[signature]
         outputs = await self.run_signature(servable, signature, {input_name: serialized}, len(examples))
         scores = outputs["scores"].tolist()
@@ -258,7 +297,8 @@ def build_app(server: ModelServer) -> web.Application:
     app["log"] = server.watcher.log
     model = r"/v1/models/{model:[^/:]+}"
     version = r"/versions/{version:\d+}"
-    for prefix in (model, model + version):
+    label = r"/labels/{label:[^/:]+}"
+    for prefix in (model, model + version, model + label):
         app.router.add_get(prefix, server.status)
         app.router.add_get(prefix + "/metadata", server.metadata)
         app.router.add_post(prefix + r":{verb:[A-Za-z]+}", server.call)
@@ -280,7 +320,7 @@ async def _serve(server: ModelServer, host: str, port: int, log: Callable[[str],
         loop.add_signal_handler(signum, stop.set)
     options = server.batcher.options
     log(f"serve: listening on http://{host}:{bound_port}/v1/models/{server.model_name} "
-        f"(serving folder {server.watcher.serving_dir}; "
+        f"(serving folder {server.watcher.serving_dir}, policy {server.watcher.policy}; "
         + (f"batching up to {options.max_batch_size} rows, timeout {options.batch_timeout_micros} us, "
            f"{options.num_batch_threads} batch threads)" if options.enabled else
            f"batching off, {options.num_batch_threads} model threads)"))
@@ -290,9 +330,22 @@ async def _serve(server: ModelServer, host: str, port: int, log: Callable[[str],
     await runner.cleanup()  # stops accepting, waits for in-flight (and so queued) requests, closes connections
 
 
+def _set_op_threads(inter: int, intra: int) -> None:
+    """TensorFlow's thread pools (0: its own choice); before the first model loads, which fixes them."""
+    if inter or intra:
+        import tensorflow as tf
+
+        if inter:
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+        if intra:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+
+
 def serve(serving_dir: Path, model_name: str = "agnews", host: str = "127.0.0.1", port: int = 8501,
           poll_seconds: float = 1.0, max_request_bytes: int = 8 << 20,
-          batching: BatchingOptions | None = None, log: Callable[[str], None] | None = None) -> None:
+          batching: BatchingOptions | None = None, log: Callable[[str], None] | None = None,
+          policy: VersionPolicy = LATEST, labels_file: Path | None = None,
+          op_threads: tuple[int, int] = (0, 0)) -> None:
     """Runs the server until SIGTERM or SIGINT. Loads the newest version before it starts listening. `log`
     prints its lines (default: to stderr); a line that cannot be written (its disk is full) is dropped and the
     server keeps answering."""
@@ -307,11 +360,13 @@ def serve(serving_dir: Path, model_name: str = "agnews", host: str = "127.0.0.1"
     log = log or log_to_stderr
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _set_op_threads(*op_threads)
     watcher = VersionWatcher(Path(serving_dir), poll_seconds, log,
-                             batching.batch_sizes() if batching.enabled else ())
+                             batching.batch_sizes() if batching.enabled else (), policy, labels_file)
     watcher.poll_once()
     if watcher.current is None:
-        log(f"serve: no loadable version under {serving_dir} yet; answering 404 until one is pushed")
+        log(f"serve: no loadable version under {serving_dir} for policy {policy} yet; answering 404 until one "
+            "is pushed")
     watcher.start()
     batcher = Batcher(batching, _run_model)
     metrics = ServerMetrics(model_name, watcher, batcher)

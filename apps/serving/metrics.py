@@ -11,6 +11,11 @@ METRICS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's --monitoring_con
 
 LATENCY_BUCKETS = (.0005, .001, .002, .003, .005, .0075, .01, .015, .02, .03, .05, .075, .1, .15, .2, .3, .5,
                    .75, 1, 2, 5, 10, 30)
+# http_read: the body; json_decode: orjson; to_arrays: inputs checked into arrays; batch_wait: from the queue to
+# the handler again (= queue + model_call + concat_split + the hop back to the event loop); to_json: outputs to
+# JSON values; json_encode: orjson and the response object.
+STAGES = ("http_read", "json_decode", "to_arrays", "batch_wait", "queue", "model_call", "concat_split", "to_json",
+          "json_encode")
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -18,7 +23,7 @@ class ServerMetrics:
     """The Prometheus page at METRICS_PATH. Its own registry: nothing global, one server per process."""
 
     def __init__(self, model_name: str, watcher: VersionWatcher, batcher: Batcher):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
         self.model_name = model_name
         self.registry = CollectorRegistry(auto_describe=True)
@@ -40,11 +45,17 @@ class ServerMetrics:
         self.model_latency = Histogram("serve_model_latency_seconds", "One model call, from the batch's input "
                                        "arrays to its output arrays", ["model", "signature"],
                                        buckets=LATENCY_BUCKETS, registry=registry)
+        # Where a request's time goes, per request: the handler's steps, and the steps of the batch it was in
+        # (each request counts its batch's model call whole). Summaries: a sum and a count per stage.
+        stages = Summary("serve_stage_seconds", "Time of one step of a request: " + ", ".join(STAGES),
+                         ["model", "stage"], registry=registry)
+        self.stages = {stage: stages.labels(model_name, stage) for stage in STAGES}
         self.dropped = Counter("serve_dropped_rows", "Queued rows dropped because their client went away",
                                ["model"], registry=registry)
         Gauge("serve_queue_rows", "Rows waiting in the batch queues", ["model"],
               registry=registry).labels(model_name).set_function(batcher.queued_rows)
-        Gauge("serve_model_version", "The version served (0: none yet)", ["model"], registry=registry).labels(
+        Gauge("serve_model_version", "The highest loaded version, which answers requests naming no version "
+              "(0: none yet)", ["model"], registry=registry).labels(
             model_name).set_function(lambda: watcher.current.version if watcher.current else 0)
         self.in_flight = Gauge("serve_requests_in_flight", "Predict and classify requests received and not yet "
                                "answered", ["model"], registry=registry).labels(model_name)
@@ -63,6 +74,13 @@ class ServerMetrics:
         for seconds in stats.queue_seconds:
             queue.observe(seconds)
         self.model_latency.labels(self.model_name, stats.signature).observe(stats.model_seconds)
+        for seconds in stats.queue_seconds:
+            self.stages["queue"].observe(seconds)
+            self.stages["model_call"].observe(stats.model_seconds)
+            self.stages["concat_split"].observe(stats.split_seconds)
+
+    def stage(self, name: str, seconds: float) -> None:
+        self.stages[name].observe(seconds)
 
     def dropped_rows(self, rows: int) -> None:
         self.dropped.labels(self.model_name).inc(rows)

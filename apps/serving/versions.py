@@ -1,7 +1,7 @@
-"""The served SavedModel versions, after TF Serving's file-system source with its default policy (serve the
-latest version): the serving folder is polled; a numeric folder higher than the served one is loaded and
-warmed up (replaying assets.extra/tf_serving_warmup_requests) in the background while the old version keeps
-answering, then it replaces the old one. Hidden folders (the pusher's `.push-*` temporaries) are never
+"""The served SavedModel versions, after TF Serving's file-system source and its model_version_policy (default:
+the latest version; apps/serving/policy.py): the serving folder is polled; a version the policy wants is loaded
+and warmed up (replaying assets.extra/tf_serving_warmup_requests) in the background while the loaded ones keep
+answering, then versions the policy no longer wants are unloaded. Hidden folders (the pusher's `.push-*` temporaries) are never
 looked at, and a version that fails to load or warm up is reported and retried only when its files change.
 _run_model is one call of a loaded version's signature, in a batch thread."""
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from apps.serving.codec import _error_line
+from apps.serving.policy import LATEST, PolicyError, VersionPolicy, file_stamp, read_labels
 from library.layouts import SAVED_MODEL_FILE, WARMUP_FILE, has_saved_model, serving_version_dir, serving_versions
 
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -94,50 +95,108 @@ def _folder_stamp(path: Path) -> tuple:
 
 
 class VersionWatcher:
-    """Serves the highest loadable numeric version under `serving_dir`; polls for new ones in a thread."""
+    """Keeps the versions under `serving_dir` that `policy` selects loaded; polls for changes in a thread.
+
+    `loaded` is replaced by one assignment, never changed in place: a request keeps the servable it took, and
+    readers on the event loop need no lock. A version leaves `loaded` only after the versions replacing it are
+    loaded (TF Serving's availability-preserving policy), and the last loaded version is never dropped for
+    nothing. The labels file, if any, is re-read whenever it changes."""
 
     def __init__(self, serving_dir: Path, poll_seconds: float, log: Callable[[str], None],
-                 batch_sizes: tuple[int, ...] = ()):
+                 batch_sizes: tuple[int, ...] = (), policy: VersionPolicy = LATEST,
+                 labels_file: Path | None = None):
         self.serving_dir = serving_dir
         self.poll_seconds = poll_seconds
         self.log = log
         self.batch_sizes = batch_sizes  # warmed up at load
-        self.current: Servable | None = None  # replaced by one assignment: a request keeps the one it took
+        self.policy = policy
+        self.loaded: dict[int, Servable] = {}
         self.loading: int | None = None
         self.failed: dict[int, tuple[tuple, str]] = {}  # version -> (folder stamp, error)
+        self.labels_file = labels_file
+        self.labels: dict[str, int] = {}
+        self._labels_stamp: tuple | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll_forever, name="version-watcher", daemon=True)
+
+    @property
+    def current(self) -> Servable | None:
+        """The highest loaded version: the one a request naming no version gets."""
+        loaded = self.loaded
+        return loaded[max(loaded)] if loaded else None
 
     def versions_on_disk(self) -> list[int]:
         return sorted((version for version in serving_versions(self.serving_dir)
                        if has_saved_model(serving_version_dir(self.serving_dir, version))), reverse=True)
 
     def poll_once(self) -> None:
-        for version in self.versions_on_disk():
-            if self.current is not None and version <= self.current.version:
-                return  # the served version is still the newest loadable one
-            path = serving_version_dir(self.serving_dir, version)
-            stamp = _folder_stamp(path)
-            if version in self.failed and self.failed[version][0] == stamp:
-                continue  # failed before and unchanged since: try the next lower version
-            self.loading = version
-            started = time.monotonic()
-            try:
-                servable, warmup_count = load_servable(path, version, self.batch_sizes)
-            except Exception as error:  # keep serving the old version; report why
-                message = _error_line(error)
-                self.failed[version] = (stamp, message)
-                self.log(f"serve: version {version} failed to load, still serving "
-                         f"{self.current.version if self.current else 'nothing'}: {message}")
-                continue
-            finally:
-                self.loading = None
-            self.failed.pop(version, None)
-            previous, self.current = self.current, servable
-            self.log(f"serve: version {version} loaded and warmed up ({warmup_count} warm-up requests) in "
-                     f"{time.monotonic() - started:.1f}s; now serving it"
-                     + (f" instead of version {previous.version}" if previous else ""))
+        self._read_labels()
+        keep: list[int] = []
+        for version in self.policy.candidates(self.versions_on_disk()):
+            if self.policy.limit is not None and len(keep) >= self.policy.limit:
+                break
+            if version in self.loaded or self._load(version):
+                keep.append(version)
+        dropped = sorted(set(self.loaded) - set(keep))
+        if keep and dropped:
+            self.loaded = {version: servable for version, servable in self.loaded.items() if version in keep}
+            self.log(f"serve: version{'s' if len(dropped) > 1 else ''} {', '.join(map(str, dropped))} unloaded "
+                     f"(policy {self.policy}); serving {self._serving()}")
+
+    def _serving(self) -> str:
+        return ", ".join(map(str, sorted(self.loaded, reverse=True))) or "nothing"
+
+    def _load(self, version: int) -> bool:
+        """Loads and warms up one version into `loaded`; False if it fails (now, or before and unchanged)."""
+        path = serving_version_dir(self.serving_dir, version)
+        stamp = _folder_stamp(path)
+        if version in self.failed and self.failed[version][0] == stamp:
+            return False  # failed before and unchanged since
+        self.loading = version
+        started = time.monotonic()
+        try:
+            servable, warmup_count = load_servable(path, version, self.batch_sizes)
+        except Exception as error:  # keep serving the others; report why
+            message = _error_line(error)
+            self.failed[version] = (stamp, message)
+            self.log(f"serve: version {version} failed to load, still serving {self._serving()}: {message}")
+            return False
+        finally:
+            self.loading = None
+        self.failed.pop(version, None)
+        previous = self.current
+        self.loaded = {**self.loaded, version: servable}
+        switched = previous is not None and version > previous.version
+        self.log(f"serve: version {version} loaded and warmed up ({warmup_count} warm-up requests) in "
+                 f"{time.monotonic() - started:.1f}s; now serving it"
+                 + (f" instead of version {previous.version}" if switched else "")
+                 + (f" (loaded: {self._serving()})" if len(self.loaded) > 1 else ""))
+        return True
+
+    def _read_labels(self) -> None:
+        """Re-reads the labels file when it changed; a bad file is reported and the previous labels kept."""
+        if self.labels_file is None:
             return
+        stamp = file_stamp(self.labels_file)
+        if stamp == self._labels_stamp:
+            return
+        self._labels_stamp = stamp
+        try:
+            labels = read_labels(self.labels_file)
+        except PolicyError as error:
+            self.log(f"serve: {error}; keeping the previous labels {self.labels}")
+            return
+        if labels != self.labels:
+            self.labels = labels
+            self.log(f"serve: version labels now {labels or 'none'}")
+
+    def servable_for(self, version: int | None = None, label: str | None = None) -> Servable | None:
+        """The loaded servable a request names (no version and no label: the highest), or None."""
+        if label is not None:
+            version = self.labels.get(label)
+            if version is None:
+                return None
+        return self.current if version is None else self.loaded.get(version)
 
     def start(self) -> None:
         self._thread.start()
@@ -148,7 +207,10 @@ class VersionWatcher:
 
     def _poll_forever(self) -> None:
         while not self._stop.wait(self.poll_seconds):
-            self.poll_once()
+            try:
+                self.poll_once()
+            except OSError as error:  # e.g. a folder removed while it was read: look again at the next poll
+                self.log(f"serve: cannot read the serving folder, trying again: {error}")
 
 
 def _run_model(servable: Servable, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

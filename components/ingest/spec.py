@@ -47,9 +47,18 @@ def _is_stream(config: IngestConfig) -> bool:
     return "://" not in folder and span_stream.is_stream(folder, config.window.pattern)
 
 
+def stream_spans(config: IngestConfig) -> list[span_stream.Span] | None:
+    """Every span of a local stream source, oldest first, before any window rule; None if the source is not a
+    stream (TFDS, one folder, a remote folder)."""
+    if not config.data.startswith("csv:") or not _is_stream(config):
+        return None
+    return span_stream.discover_spans(_csv_dir(config), config.window.pattern)
+
+
 def window(config: IngestConfig) -> list[span_stream.Span]:
     """The spans of a stream source the run trains on, oldest first (a ComponentError of a window kind
-    if it cannot be formed: library/spans.py)."""
+    if it cannot be formed: library/spans.py); the spans of `window.held_out` (quarantined or rejected in the
+    metadata store, filled in by the CLI) are left out like those of `window.exclude`."""
     folder = _csv_dir(config)
     test_file = os.path.join(folder, span_stream.FIXED_TEST_FILE)
     if not os.path.isfile(test_file):
@@ -59,7 +68,8 @@ def window(config: IngestConfig) -> list[span_stream.Span]:
     settings = config.window
     return span_stream.select_window(spans, num_spans=settings.num_spans, min_spans=settings.min_spans,
                                      skip_recent=settings.skip_recent, exclude=settings.exclude,
-                                     newest=settings.newest, where=f"--data {config.data}")
+                                     newest=settings.newest, where=f"--data {config.data}",
+                                     held_out=settings.held_out)
 
 
 def _check_one_span(config: IngestConfig) -> None:

@@ -11,6 +11,9 @@ wrong_type, wrong_valency (number of values outside the schema's value_count), o
 outside int_domain), unexpected_feature (not in the schema), empty_split (train, eval and test must each hold
 examples). Any anomaly fails the component with a message that lists them all.
 
+In a stream of spans, statistics/drift.json and the statistics artifact also hold the drift and data-quality
+checks of the new spans (span_checks.py), which may refuse a span (exit 8; the pipeline quarantines it).
+
 The schema file's fingerprint, part of the step's cache key, is in spec.py.
 """
 from __future__ import annotations
@@ -25,8 +28,9 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from library.beam_options import pipeline_options
-from library.layouts import (SPLITS, example_file_pattern, examples_files, read_counts, schema_file,
-                             span_examples_files, split_dir, write_anomalies, write_drift, write_statistics)
+from components.validate.span_checks import check_spans, drift_properties
+from library.layouts import (SPLITS, example_file_pattern, examples_files, schema_file, split_dir, write_anomalies,
+                             write_statistics)
 from contract.artifacts import Artifact, ComponentError, Runtime, check_rows_arrived
 from contract.names import ANOMALIES, EXAMPLES, SCHEMA, STATISTICS
 from contract.config import ValidateConfig
@@ -268,61 +272,6 @@ def _anomalies(summary: list, statistics: dict, rules: list[FeatureRule], files:
     return anomalies
 
 
-# ---------------------------------------------------------------------------------------------- drift
-
-
-def _span_profile(files: list[str]):
-    """A drift.SpanProfile of the examples in `files`."""
-    import tensorflow as tf  # imported where used: TF is slow to import
-    from library.drift import SpanProfile
-    profile = SpanProfile()
-    for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
-        features = tf.train.Example.FromString(record).features.feature
-        text = " ".join(features[name].bytes_list.value[0].decode("utf-8", "replace")
-                        for name in TEXT_FIELDS if features[name].bytes_list.value)
-        profile.add(int(features[LABEL].int64_list.value[0]), text)
-    return profile
-
-
-def _drift_checks(examples_dir: Path, config: ValidateConfig, runtime: Runtime, statistics_dir: Path) -> dict | None:
-    """The newest span of a stream's window against the other spans (library/drift.py), written to
-    statistics_dir; None for one folder. With validate.on_drift=fail, drift is a ComponentError of kind "drift"
-    (its own exit code) carrying the drift values as facts of the statistics output."""
-    from library import drift
-    window = read_counts(examples_dir).get("window")
-    if not window:
-        return None
-    profiles = {span: _span_profile([f for split in ("train", "eval")
-                                     for f in span_examples_files(examples_dir, span, split)]) for span in window}
-    values = drift.measure(profiles[window[-1]], [profiles[span] for span in window[:-1]],
-                           config.drift.length_min_rows)
-    checks = drift.verdict(values, config.drift.thresholds())
-    drifted = [row for row in checks if row["drift"]]
-    record = {"newest_span": window[-1], "compared_with": window[:-1], "checks": checks}
-    write_drift(statistics_dir, record)  # kept with the failed attempt (validate.failed/) when refused
-    shown = "; ".join(f"{row['measure']} {_shown(row['value'])} (threshold {row['threshold']})" for row in checks)
-    runtime.log(f"validate: drift of span {window[-1]} against {len(window) - 1} earlier span(s): {shown}")
-    if drifted:
-        named = ", ".join(f"{row['measure']} = {row['value']:.4f} > threshold {row['threshold']}" for row in drifted)
-        message = f"validate: span {window[-1]} drifted from the rest of the window: {named}"
-        if config.on_drift == "fail":
-            raise ComponentError(f"{message} (validate.on_drift=fail: nothing trained or pushed)", "drift",
-                                 facts={STATISTICS: _drift_properties(record)})
-        runtime.log(f"WARNING: {message} (validate.on_drift=warn: training anyway)")
-    return record
-
-
-def _drift_properties(drift: dict) -> dict:
-    """The statistics artifact's drift properties (metrics, reports and history read these)."""
-    return {"drift_detected": any(row["drift"] for row in drift["checks"]),
-            "drift": {row["measure"]: row["value"] for row in drift["checks"]},
-            "drift_checks": drift["checks"], "drift_span": drift["newest_span"]}
-
-
-def _shown(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
-
-
 def run(inputs: dict[str, Artifact], output_dir: Path, config: ValidateConfig, runtime: Runtime) -> dict[str, Artifact]:
     examples_dir = Path(inputs[EXAMPLES].uri)
     output_dir = Path(output_dir)
@@ -355,7 +304,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: ValidateConfig, r
         raise ComponentError(f"validate: {len(anomalies)} anomalies in {examples_dir} against the schema "
                              f"{schema_path}:\n{listing}")
     runtime.log(f"validate: {({split: statistics[split]['rows'] for split in SPLITS})} rows, no anomalies")
-    drift = _drift_checks(examples_dir, config, runtime, statistics_dir)
+    drift = check_spans(examples_dir, inputs[EXAMPLES].properties, statistics_dir, config, runtime)
     return {
         SCHEMA: Artifact(SCHEMA, schema_dir, {
             "source": str(schema_path), "features": [rule.name for rule in rules],
@@ -363,6 +312,6 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: ValidateConfig, r
         STATISTICS: Artifact(STATISTICS, statistics_dir, {
             "rows_per_split": {split: statistics[split]["rows"] for split in SPLITS},
             "label_counts": {split: statistics[split]["label_counts"] for split in SPLITS},
-            **({} if drift is None else _drift_properties(drift))}),
+            **({} if drift is None else drift_properties(drift))}),
         ANOMALIES: Artifact(ANOMALIES, anomalies_dir, {"count": len(anomalies)}),
     }

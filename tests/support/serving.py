@@ -1,6 +1,7 @@
 """`agnews-pipeline serve` in a subprocess on a free port of 127.0.0.1, driven with a real HTTP client (urllib)."""
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
@@ -68,3 +69,63 @@ class Server:
                     return line
             time.sleep(0.1)
         raise AssertionError(f"no server line with {fragment!r}: {self.lines}")
+
+
+METRICS = "/monitoring/prometheus/metrics"
+
+
+def metric(server: Server, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` whose labels include `labels`, read from the metrics page."""
+    with urllib_get(server, METRICS) as text:
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("#") or not line.startswith(name):
+                continue
+            sample, value = line.rsplit(" ", 1)
+            sample_name, _, label_text = sample.partition("{")
+            if sample_name != name:
+                continue
+            if all(f'{key}="{wanted}"' in label_text for key, wanted in labels.items()):
+                total += float(value)
+        return total
+
+
+class urllib_get:  # a context manager read like a function
+    def __init__(self, server: Server, path: str):
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        connection.request("GET", path)
+        response = connection.getresponse()
+        assert response.status == 200
+        self.text = response.read().decode()
+        connection.close()
+
+    def __enter__(self) -> str:
+        return self.text
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def wait_until(condition, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def post(server: Server, path: str, body: dict) -> tuple[int, dict, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    try:
+        connection.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read()), dict(response.getheaders())
+    finally:
+        connection.close()
+
+
+def stop(server: Server) -> None:
+    if server.process.poll() is None:
+        server.process.kill()
+        server.process.wait(30)

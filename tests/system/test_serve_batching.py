@@ -21,67 +21,9 @@ import pytest
 
 from components.pusher.executor import publish_version
 from support.models import fresh_process_env
-from support.serving import REPO, TEXTS, Server
+from support.serving import REPO, TEXTS, Server, metric, post, stop, wait_until
 
-METRICS = "/monitoring/prometheus/metrics"
 LONG_TIMEOUT_US = "60000000"  # 60 s: a batch starts only when it is full, or when the server drains
-
-
-def metric(server: Server, name: str, **labels: str) -> float:
-    """The sum of the samples of `name` whose labels include `labels`, read from the metrics page."""
-    with urllib_get(server, METRICS) as text:
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith("#") or not line.startswith(name):
-                continue
-            sample, value = line.rsplit(" ", 1)
-            sample_name, _, label_text = sample.partition("{")
-            if sample_name != name:
-                continue
-            if all(f'{key}="{wanted}"' in label_text for key, wanted in labels.items()):
-                total += float(value)
-        return total
-
-
-class urllib_get:  # a context manager read like a function
-    def __init__(self, server: Server, path: str):
-        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-        connection.request("GET", path)
-        response = connection.getresponse()
-        assert response.status == 200
-        self.text = response.read().decode()
-        connection.close()
-
-    def __enter__(self) -> str:
-        return self.text
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-
-def wait_until(condition, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def post(server: Server, path: str, body: dict) -> tuple[int, dict, dict]:
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
-    try:
-        connection.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
-        response = connection.getresponse()
-        return response.status, json.loads(response.read()), dict(response.getheaders())
-    finally:
-        connection.close()
-
-
-def stop(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.kill()
-        server.process.wait(30)
 
 
 @pytest.fixture(scope="module")
@@ -297,6 +239,7 @@ def test_sigterm_drains_queued_requests(batched, models):
     (["--allowed-batch-sizes", "1,8,32"], "serve: --allowed-batch-sizes must be increasing positive sizes ending "
                                           "with --max-batch-size (64), got 1,8,32"),
     (["--allowed-batch-sizes", "1,x"], "serve: --allowed-batch-sizes must be sizes separated by commas, got '1,x'"),
+    (["--intra-op-threads", "-1"], "serve: --intra-op-threads must be 0 (TensorFlow's choice) or more, got -1"),
 ])
 def test_bad_batching_flags_give_one_line_and_exit_2(tmp_path, flags, message):
     finished = subprocess.run([sys.executable, "-m", "apps.cli", "serve", "--serving-dir", str(tmp_path), *flags],

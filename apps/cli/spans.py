@@ -1,0 +1,47 @@
+"""`agnews-pipeline spans` (every span of a stream with its state, rows, SHA-256, first and last run and checks),
+`spans accept NAME` (train on a quarantined span) and `spans reject NAME` (keep a span out for good); the
+states live in the metadata store (pipeline/span_states.py)."""
+from __future__ import annotations
+
+import json
+
+from apps.cli.exit_codes import EXIT_OK
+from apps.cli.utils import UsageError, _check_root
+
+
+def _checks(checks: dict, drifted: bool) -> str:
+    """The drift values (then the failed or reported quality values) in one cell."""
+    values = [f"{name} {value:.3f}" for name, value in checks.get("drift", {}).items() if value is not None]
+    values += [f"{name} {value:.3f}" for name, value in checks.get("quality", {}).items() if value]
+    return ("DRIFT " if drifted else "") + (", ".join(values) or "-")
+
+
+def _cmd_spans(args, config) -> int:
+    from pipeline import span_states
+    if args.action:
+        if not args.name:
+            raise UsageError(f"spans {args.action} needs the span's NAME, e.g. agnews-pipeline spans "
+                             f"{args.action} 2026-12-01 --data csv:DIR")
+        _check_root(config.pipeline_root())
+        try:
+            print(span_states.set_state(config, args.name, f"{args.action}ed"))
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        return EXIT_OK
+    listed = span_states.listing(config)
+    if args.json:
+        print(json.dumps(listed, indent=2))
+        return EXIT_OK
+    if not listed:
+        print(f"no spans in --data {config.ingest.data} or in the store of {config.pipeline_root()}")
+        return EXIT_OK
+    header = ("span", "state", "rows", "sha256", "first run", "last run", "checks", "reason")
+    table = [header] + [(row["span"] + ("" if row["on_disk"] else " (gone)"),
+                         row["state"] + (" (drifted)" if row["drifted"] else ""),
+                         "-" if row["rows"] is None else str(row["rows"]), (row["sha256"] or "-")[:12],
+                         row["first_run"] or "-", row["last_run"] or "-", _checks(row["checks"], row["drifted"]),
+                         row["reason"] or "-") for row in listed]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
+    return EXIT_OK

@@ -1,0 +1,81 @@
+"""Fast checks of span naming and states (no training): mixed date spellings ordered by date, numbers by value,
+names mixing numbers and dates refused in one line; the data-quality checks; the spans table of the store and
+the states `spans` derives from it."""
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+
+import pytest
+
+from contract.artifacts import ComponentError
+from library import drift, spans
+from pipeline import metadata, span_states
+
+
+def _stream(folder, names):
+    for name in names:
+        (folder / name).mkdir()
+        (folder / name / "train.csv").write_text("")
+    return [span.name for span in spans.discover_spans(str(folder), r"\d{4}-\d{2}-\d{2}|\d+")]
+
+
+def test_mixed_date_spellings_are_ordered_by_date(tmp_path):
+    # By name (or numbers first) 20261208 would sort before 2026-12-01 and a window could drop the newest span.
+    assert _stream(tmp_path, ["20261208", "2026-12-01", "2026-11-24", "20261215"]) == [
+        "2026-11-24", "2026-12-01", "20261208", "20261215"]
+    found = [spans.Span(name, "") for name in ("2026-12-01", "20261208")]
+    window = spans.select_window(found, num_spans=1, min_spans=1, skip_recent=0, exclude=(), newest="", where="t")
+    assert [span.name for span in window] == ["20261208"]
+
+
+def test_number_only_streams_keep_their_numeric_order(tmp_path):
+    assert _stream(tmp_path, ["0010", "0007", "0009", "12"]) == ["0007", "0009", "0010", "12"]
+
+
+def test_names_mixing_numbers_and_dates_are_refused_in_one_line(tmp_path):
+    with pytest.raises(ComponentError) as error:
+        _stream(tmp_path, ["0007", "2026-12-01"])
+    message = str(error.value)
+    assert "\n" not in message and "mix dates and other names (2026-12-01 beside 0007)" in message
+
+
+def test_held_out_spans_leave_the_window_and_a_pinned_one_says_why():
+    found = [spans.Span(name, "") for name in ("0001", "0002", "0003")]
+    settings = {"num_spans": 0, "min_spans": 1, "skip_recent": 0, "exclude": (), "where": "t"}
+    window = spans.select_window(found, newest="", held_out=("0002",), **settings)
+    assert [span.name for span in window] == ["0001", "0003"]
+    with pytest.raises(ComponentError) as error:
+        spans.select_window(found, newest="0002", held_out=("0002",), **settings)
+    assert "quarantined or rejected" in str(error.value)
+
+
+def test_quality_checks():
+    keys = Counter({"a": 3, "b": 1, "c": 1, "d": 1, "e": 1, "f": 1, "g": 1, "h": 1})  # 10 rows, 2 repeats
+    thresholds = {"row_count_change": 0.5, "duplicate_share": 0.05, "test_overlap_share": 0.01}
+    rows = {row["check"]: row for row in drift.quality(keys, {"b"}, [20, 20], thresholds)}
+    assert rows["duplicate_rows"]["value"] == pytest.approx(0.2) and rows["duplicate_rows"]["failed"]
+    assert rows["test_overlap"]["value"] == pytest.approx(0.1) and rows["test_overlap"]["failed"]
+    assert rows["row_count_change"]["value"] == pytest.approx(0.5) and not rows["row_count_change"]["failed"]
+    assert not rows["row_count_change"]["refuses"] and not rows["empty_span"]["failed"]
+    empty = {row["check"]: row for row in drift.quality(Counter(), set(), [20], thresholds)}
+    assert empty["empty_span"]["failed"] and empty["empty_span"]["refuses"]
+    assert "row_count_change" not in drift.MEASURES  # a half-size export is not drift (it asks for no search)
+    assert drift.text_key("A  Title", "Body") == drift.text_key("a title", "body")
+
+
+def test_the_spans_table_and_the_states_derived_from_it(tmp_path):
+    store = metadata.MetadataStore(tmp_path / "metadata.sqlite")
+    store.save_span("0001", sha256="aa", state="quarantined", reason="drift")
+    store.save_span("0001", row_count=5)  # an update keeps the other columns
+    row = store.spans()["0001"]
+    assert (row["state"], row["reason"], row["row_count"]) == ("quarantined", "drift", 5)
+    assert span_states.state_of(row, "aa", False) == "quarantined"
+    assert span_states.state_of(row, "bb", False) == "new"  # corrected since: checked again
+    assert span_states.state_of(None, "aa", False) == "new"
+    assert span_states.state_of(row, "aa", True) == "excluded"
+    store.save_span("0001", state="rejected")
+    assert span_states.state_of(store.spans()["0001"], "bb", False) == "rejected"  # for good, whatever the bytes
+    store.close()
+    db = sqlite3.connect(tmp_path / "metadata.sqlite")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == metadata.SCHEMA_VERSION == 3
