@@ -70,11 +70,13 @@ def _properties(record: dict[str, Any] | None, output: str) -> dict[str, Any]:
     return {}
 
 
-def span_states(ingest: IngestConfig) -> list[tuple[Span, str]]:
-    """Every span of the data with its state, oldest first: "in_window" (the window a run would train on),
+def span_states(ingest: IngestConfig, held_out: dict[str, str] | None = None) -> list[tuple[Span, str]]:
+    """Every span of the data with its state, oldest first: "in_window" (the window a run would train on), the
+    store's state of a span held out of it (`held_out`: quarantined, rejected; pipeline/span_states.py),
     "excluded" (ingest.window.exclude) or "outside_window" (older than the window, or after a pinned span).
     A single csv folder is one span in the window; TFDS or a remote folder has none. When no window can be
     formed (too few spans, a missing pinned span) no span is in it."""
+    held_out = held_out or {}
     from components.ingest import spec as ingest_spec
     if not ingest.data.startswith("csv:") or "://" in ingest.data:
         return []
@@ -91,8 +93,8 @@ def span_states(ingest: IngestConfig) -> list[tuple[Span, str]]:
         spans = discover_spans(folder, ingest.window.pattern)
     except OSError:  # an unreadable data folder: the metrics file is still written, without these gauges
         return []
-    return [(span, "in_window" if span.name in window else
-             "excluded" if span.name in ingest.window.exclude else "outside_window") for span in spans]
+    return [(span, "in_window" if span.name in window else held_out.get(span.name) or
+             ("excluded" if span.name in ingest.window.exclude else "outside_window")) for span in spans]
 
 
 def _newest_span(spans: list[tuple[Span, str]]) -> Span | None:

@@ -76,6 +76,12 @@ def test_freshness_is_the_age_of_the_newest_span_in_the_window_and_spans_are_cou
     states = {span.name: state for span, state in job_metrics.span_states(ingest)}
     assert states == {"2026-11-02": "outside_window", "2026-11-09": "in_window", "2026-11-16": "excluded",
                       "2026-11-23": "in_window", "2026-11-30": "outside_window"}
+    # A span the store holds out (quarantined, rejected) is counted by its stored state.
+    held = IngestConfig(data=ingest.data, window=WindowConfig(num_spans=2, skip_recent=1, exclude=("2026-11-16",),
+                                                              held_out=("2026-11-23",)))
+    states = {span.name: state for span, state in job_metrics.span_states(held, {"2026-11-23": "quarantined"})}
+    assert states == {"2026-11-02": "in_window", "2026-11-09": "in_window", "2026-11-16": "excluded",
+                      "2026-11-23": "quarantined", "2026-11-30": "outside_window"}
     ended = datetime.datetime(2026, 12, 5, 12, tzinfo=datetime.timezone.utc).timestamp()
     prom = tmp_path / "agnews.prom"
     job_metrics.write_job_metrics(prom, command="retrain", exit_code=3, started=ended - 5, ended=ended,
