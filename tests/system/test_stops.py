@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
 from support.hooks import after_import_hook
 from support.paths import PROJECT, SAMPLE_DIR
 

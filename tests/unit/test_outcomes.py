@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support import toy_components
+from support.paths import PROJECT
 
 from apps import job_metrics
 from apps.cli import exit_codes
@@ -25,8 +27,6 @@ from pipeline import interrupts
 from pipeline.dag import Step
 from pipeline.history import HISTORY_FILE
 from pipeline.runner import Runner
-from support import toy_components
-from support.paths import PROJECT
 
 
 def metrics(path: Path) -> dict[tuple, float]:
