@@ -126,3 +126,12 @@ def select_window(spans: list[Span], *, num_spans: int, min_spans: int, skip_rec
                              "Nothing was trained.", TOO_FEW_SPANS)
     return window
 
+
+
+def span_time(span: Span) -> float:
+    """When a span's data was current (Unix time): midnight UTC of the date its name spells, else its folder's
+    modification time (a numbered span, a single data folder)."""
+    date = span_date(span.name)
+    if date is None:
+        return os.stat(span.folder).st_mtime
+    return datetime.datetime(date.year, date.month, date.day, tzinfo=datetime.timezone.utc).timestamp()
