@@ -15,17 +15,17 @@ imports an executor when its step runs or when a hook the spec names in it is ca
 before any work). A fully cached run imports the executors, so they import TensorFlow, Keras, TFT, TFMA and
 Beam (and the library modules that import them at their top) inside `run()` or the helper that needs them; a
 class that subclasses one of their types is defined inside a function. The step's code version is derived from
-every project module its module imports, wherever the import statement is (pipeline/code_version.py), so lazy
+every project module its module imports, wherever the import statement is (library/code_version.py), so lazy
 imports count.
 """
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
+
+from contract.files import update_digest
 
 
 class ComponentError(RuntimeError):
@@ -87,30 +87,6 @@ def fingerprint(path: Path) -> str:
         digest.update(str(file.relative_to(path) if file != path else file.name).encode())
         digest.update(b"\0")
         with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+            update_digest(digest, handle)
         digest.update(b"\0")
     return digest.hexdigest()
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Writes `text` to a temporary file beside `path`, then renames it into place; a failed write (a full disk)
-    leaves `path` as it was and removes the partial temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Writes JSON to a temporary file beside `path`, then renames it into place."""
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -87,7 +87,7 @@ def plot_training_curves(history: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+def headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return {"accuracy": metrics["accuracy"], "loss": metrics["loss"], "macro_f1": metrics["macro_f1"],
             "examples": metrics["examples"]}
 

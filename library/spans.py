@@ -11,11 +11,9 @@ the DAG call it before any work.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from contract.artifacts import ComponentError
 
@@ -108,8 +106,11 @@ def select_window(spans: list[Span], *, num_spans: int, min_spans: int, skip_rec
         pinned = next((i for i, span in enumerate(candidates) if _is_pinned(span, newest)), None)
         if pinned is None:
             named = [span.name for span in spans if _is_pinned(span, newest)]
-            excluded = ("" if not named else " (it is quarantined or rejected: see `agnews-pipeline spans`)"
-                        if named[0] in held_out else " (it is excluded)")
+            excluded = ""
+            if named:
+                excluded = " (it is excluded)"
+            if named and named[0] in held_out:
+                excluded = " (it is quarantined or rejected: see `agnews-pipeline spans`)"
             known = ", ".join(span.name for span in spans[-5:]) or "none"
             raise ComponentError(f"ingest: the pinned span {newest!r} is not among the spans of {where}{excluded}; "
                                  f"newest spans: {known}. Nothing was trained.", SPAN_NOT_FOUND)
@@ -125,10 +126,3 @@ def select_window(spans: list[Span], *, num_spans: int, min_spans: int, skip_rec
                              "Nothing was trained.", TOO_FEW_SPANS)
     return window
 
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

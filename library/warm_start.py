@@ -15,9 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from contract.artifacts import ComponentError, read_json
-from library.layouts import (ModelInputSpec, keras_model_file, model_vocabulary_file, read_model_input,
-                             trained_hyperparameters_file)
+from contract.artifacts import ComponentError
+from contract.files import read_json
+from library.layouts import (
+    ModelInputSpec,
+    keras_model_file,
+    model_vocabulary_file,
+    read_model_input,
+    trained_hyperparameters_file,
+)
 
 if TYPE_CHECKING:
     import keras

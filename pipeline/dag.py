@@ -6,7 +6,7 @@ runner calls), executor.py runs it. A Step here names the step, its spec, and wh
 ("step.output", or a Resolver that asks the metadata store). This module imports the seven specs and never an
 executor: the runner imports a step's executor by its module path when the step runs (ComponentSpec.run) or
 calls a hook the spec names in it, so `runs`, `show` and `gc` load no TensorFlow, TFT or Beam. A step's code
-version covers its spec and its executor (pipeline/code_version.py). What the run summary, the report, `show` and `runs` print
+version covers its spec and its executor (library/code_version.py). What the run summary, the report, `show` and `runs` print
 about the outputs is pipeline/headlines.py's. The runner executes the steps in this order; the wiring is
 checked when this module is imported.
 
@@ -28,8 +28,18 @@ from components.transform import spec as transform_spec
 from components.tuner import spec as tuner_spec
 from components.validate import spec as validate_spec
 from contract.component_spec import ComponentSpec
-from contract.names import (BASELINE_MODEL, BEST_HYPERPARAMETERS, BLESSING, EXAMPLES, MODEL, MODEL_RUN,
-                            PREVIOUS_EXAMPLES, SCHEMA, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES)
+from contract.names import (
+    BASELINE_MODEL,
+    BEST_HYPERPARAMETERS,
+    BLESSING,
+    EXAMPLES,
+    MODEL,
+    MODEL_RUN,
+    PREVIOUS_EXAMPLES,
+    SCHEMA,
+    TRANSFORM_GRAPH,
+    TRANSFORMED_EXAMPLES,
+)
 
 
 class DagError(ValueError):

@@ -9,8 +9,18 @@ columns `runs` (and `runs --json`) adds for each run: name -> "output.property" 
 """
 from __future__ import annotations
 
-from contract.names import (ANOMALIES, BEST_HYPERPARAMETERS, BLESSING, EVALUATION, EXAMPLES, MODEL,
-                            PUSHED_MODEL, STATISTICS, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES)
+from contract.names import (
+    ANOMALIES,
+    BEST_HYPERPARAMETERS,
+    BLESSING,
+    EVALUATION,
+    EXAMPLES,
+    MODEL,
+    PUSHED_MODEL,
+    STATISTICS,
+    TRANSFORM_GRAPH,
+    TRANSFORMED_EXAMPLES,
+)
 from pipeline import dag
 
 HEADLINES: dict[str, tuple[str, ...]] = {

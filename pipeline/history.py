@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 from pathlib import Path
 from typing import Any
 
+from contract.files import write_text_atomic
 from pipeline.metadata import MetadataStore
 
 HISTORY_FILE = "history.html"  # a file of the pipeline root, not of an artifact
@@ -75,12 +75,12 @@ def write_history(root: Path, store: MetadataStore) -> Path | None:
     """Writes <root>/history.html (through a temporary file renamed into place); None without succeeded runs."""
     import html
 
-    from pipeline.report import _format
+    from pipeline.report import format_value
     rows = history_rows(store)
     if not rows:
         return None
     header = ["run", *[name for name in SERIES if name != "drift"], "drift"]
-    cells = "".join("<tr>" + "".join(f"<td>{html.escape(_format(row[name]) if row[name] is not None else '-')}</td>"
+    cells = "".join("<tr>" + "".join(f"<td>{html.escape(format_value(row[name]) if row[name] is not None else '-')}</td>"
                                      for name in header) + "</tr>" for row in rows)
     page = (f"<!doctype html><meta charset='utf-8'><title>agnews-pipeline history</title>"
             f"<h1>History of {html.escape(str(root))}</h1>"
@@ -88,8 +88,6 @@ def write_history(root: Path, store: MetadataStore) -> Path | None:
             "<table border='1' cellpadding='4'><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
             + f"</tr>{cells}</table>")
     path = root / HISTORY_FILE
-    temporary = root / f".{HISTORY_FILE}.tmp-{os.getpid()}"
-    temporary.write_text(page, encoding="utf-8")
-    os.replace(temporary, path)
+    write_text_atomic(path, page)
     return path
 

@@ -11,7 +11,7 @@ import os
 import signal
 import threading
 
-from library.durations import duration
+from contract.units import format_duration
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number, what shells report
 # The run's deadline (pipeline.deadline, --deadline) arrives as SIGALRM and ends the run the same way; exit 124
@@ -85,5 +85,5 @@ def exit_code(error: BaseException | None = None) -> int:
 
 def name() -> str:
     if _received == signal.SIGALRM:
-        return f"the deadline (pipeline.deadline / --deadline {duration(_deadline or 0)})"
+        return f"the deadline (pipeline.deadline / --deadline {format_duration(_deadline or 0)})"
     return signal.Signals(_received).name if _received else "SIGINT"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from contract.files import write_json_atomic
 from pipeline import dag, headlines
-from contract.artifacts import write_json_atomic
 from pipeline.metadata import MetadataStore
 from pipeline.step_execution import StepResult
 

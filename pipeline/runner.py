@@ -16,10 +16,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import dag, headlines, interrupts
 from contract.artifacts import Artifact, Runtime
 from contract.config import Config
 from library.beam_options import all_beam_args, check_pipeline_options
+from pipeline import dag, headlines, interrupts
 from pipeline.logs import Console, log_event
 from pipeline.metadata import MetadataStore, StoreError
 from pipeline.records import write_run_record

@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from contract.artifacts import Artifact, ComponentError, Runtime, fingerprint
+from contract.config import Config
+from contract.disk import disk_full
+from library.beam_options import with_log_dir
+from library.code_version import step_code_version
+from library.layouts import step_log_file
 from pipeline import dag, interrupts
 from pipeline.heartbeat import Heartbeat, estimate_for
-from contract.artifacts import Artifact, ComponentError, Runtime, fingerprint
-from contract.disk import disk_full
-from pipeline.code_version import step_code_version
-from contract.config import Config
-from library.beam_options import with_log_dir
-from library.layouts import step_log_file
 from pipeline.logs import Console, log_event
-from pipeline.metadata import MetadataStore, StoreError, StoredArtifact
+from pipeline.metadata import MetadataStore, StoredArtifact, StoreError
 from pipeline.root import FreeSpacePolicy, fault_message
 
 

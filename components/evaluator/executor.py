@@ -26,15 +26,32 @@ from typing import Any
 
 import numpy as np
 
-from library.evaluation_report import _headline, plot_confusion_matrix, plot_training_curves, render_report
-from library.layouts import (CLASS_NAMES, CONFUSION_MATRIX_FILE, EVALUATION_REPORT_FILE, EXAMPLE_FILE_SUFFIX,
-                             NEWEST_SPAN_TFMA_DIR, TFMA_DIR, TRAINING_CURVES_FILE,
-                             bucket_dir_name, bucket_files, bucket_of, existing_serving_model_dir,
-                             example_file_pattern, examples_files, read_counts, read_history, read_model_input,
-                             span_examples_files, split_dir, write_blessing, write_metrics)
 from contract.artifacts import Artifact, ComponentError, Runtime
-from contract.names import BASELINE_MODEL, BLESSING, EVALUATION, EXAMPLES, MODEL, MODEL_RUN, TRANSFORMED_EXAMPLES
 from contract.config import EvaluatorConfig
+from contract.names import BASELINE_MODEL, BLESSING, EVALUATION, EXAMPLES, MODEL, MODEL_RUN, TRANSFORMED_EXAMPLES
+from library.evaluation_report import headline_metrics, plot_confusion_matrix, plot_training_curves, render_report
+from library.layouts import (
+    CLASS_NAMES,
+    CONFUSION_MATRIX_FILE,
+    EVALUATION_REPORT_FILE,
+    EXAMPLE_FILE_SUFFIX,
+    NEWEST_SPAN_TFMA_DIR,
+    TFMA_DIR,
+    TRAINING_CURVES_FILE,
+    bucket_dir_name,
+    bucket_files,
+    bucket_of,
+    example_file_pattern,
+    examples_files,
+    existing_serving_model_dir,
+    read_counts,
+    read_history,
+    read_model_input,
+    span_examples_files,
+    split_dir,
+    write_blessing,
+    write_metrics,
+)
 
 CANDIDATE = "candidate"
 BASELINE = "baseline"
@@ -106,7 +123,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
                            if name in slices[CANDIDATE]},
         "bucket_counts": {"evaluated": bucket_counts, "transformed_test_split": transformed_counts},
         "baseline": None if baseline_metrics is None else {
-            "model_uri": str(baseline.uri), **_headline(baseline_metrics),
+            "model_uri": str(baseline.uri), **headline_metrics(baseline_metrics),
             "accuracy_change": candidate["accuracy"] - baseline_metrics["accuracy"]},
         "newest_span": newest_span,
         "thresholds": thresholds,
@@ -174,6 +191,7 @@ def write_bucketed_eval_examples(test_files: list[str], serving_dir: Path, upper
     bucketing rule, so each example lands in the bucket the transform wrote it to. Returns examples per bucket.
     """
     import tensorflow as tf  # TensorFlow and TFMA are imported where used (see contract/artifacts.py)
+
     from library.export import TRANSFORM_SIGNATURE
     transform = tf.saved_model.load(str(serving_dir)).signatures[TRANSFORM_SIGNATURE]
     counts: dict[str, int] = {}
@@ -214,6 +232,7 @@ def make_eval_config(config: EvaluatorConfig, has_baseline: bool):
     accuracy thresholds apply to the overall slice only."""
     from google.protobuf import wrappers_pb2
     from tensorflow_model_analysis.proto import config_pb2
+
     from library.export import TF_EXAMPLE_SIGNATURE
 
     def model_spec(name: str, is_baseline: bool):

@@ -27,11 +27,17 @@ import shutil
 from pathlib import Path
 
 from components.pusher.spec import next_version, served_version_of, stale_push_folders
-from library.layouts import (PUSH_TEMPORARY_PREFIX, existing_serving_model_dir, read_blessing, serving_version_dir,
-                             write_push, write_served_push_record)
 from contract.artifacts import Artifact, ComponentError, Runtime, fingerprint
-from contract.names import BLESSING, MODEL, PUSHED_MODEL
 from contract.config import PusherConfig
+from contract.names import BLESSING, MODEL, PUSHED_MODEL
+from library.layouts import (
+    PUSH_TEMPORARY_PREFIX,
+    existing_serving_model_dir,
+    read_blessing,
+    serving_version_dir,
+    write_push,
+    write_served_push_record,
+)
 
 MAX_PUBLISH_ATTEMPTS = 100
 

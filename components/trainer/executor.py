@@ -32,15 +32,31 @@ if TYPE_CHECKING:  # for annotations; run() imports TensorFlow when it runs
     import tensorflow as tf
 
 from components.trainer.spec import BASE_MODEL_INPUT
-from library import embeddings, warm_start
-from library.layouts import (ModelInputSpec, keras_model_file, read_best_hyperparameters, read_history,
-                             read_model_input, serving_model_dir, tensorboard_dir, vocabulary_file, write_history,
-                             write_model_input, write_trained_hyperparameters)
-from library.models import (architecture_names, build_model, check_hyperparameters, compile_model,
-                            fixed_hyperparameters, search_space)
 from contract.artifacts import Artifact, ComponentError, Runtime
-from contract.names import BEST_HYPERPARAMETERS, MODEL, MODEL_RUN, TRANSFORMED_EXAMPLES, TRANSFORM_GRAPH
 from contract.config import TrainerConfig
+from contract.names import BEST_HYPERPARAMETERS, MODEL, MODEL_RUN, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
+from library import embeddings, warm_start
+from library.layouts import (
+    ModelInputSpec,
+    keras_model_file,
+    read_best_hyperparameters,
+    read_history,
+    read_model_input,
+    serving_model_dir,
+    tensorboard_dir,
+    vocabulary_file,
+    write_history,
+    write_model_input,
+    write_trained_hyperparameters,
+)
+from library.models import (
+    architecture_names,
+    build_model,
+    check_hyperparameters,
+    compile_model,
+    fixed_hyperparameters,
+    search_space,
+)
 
 EVAL_BATCH_SIZE = 256
 
@@ -190,6 +206,7 @@ def train(examples_dir: Path, transform_graph_dir: Path, chosen: dict[str, Any],
     and model_run/ (history.json, TensorBoard logs). output_dir None: a non-chief worker, which trains its share
     and writes nothing. Returns the trained model (None without output_dir)."""
     import keras
+
     from library.dataset import bucketed_batches, padding_ratio
     from library.progress import EpochProgress
     model_input = read_model_input(transform_graph_dir)

@@ -42,18 +42,34 @@ if TYPE_CHECKING:  # for annotations; run() imports KerasTuner (and TensorFlow) 
     from library.dataset import BucketExamples
 
 from components.tuner.spec import TUNED_INPUT, Decision, retune_decision
-from library import embeddings
-from library.layouts import (TRIALS_CSV_FILE, TRIALS_MARKDOWN_FILE, ModelInputSpec, bucket_files,
-                             read_best_hyperparameters, read_model_input, write_best_hyperparameters)
-from library.models import (architecture_names, build_model, check_hyperparameters, default_hyperparameters,
-                            describe_search_space, fixed_hyperparameters, hyperparameter_names,
-                            parse_fixed_hyperparameters, search_space)
 from contract.artifacts import Artifact, ComponentError, Runtime
-from contract.names import BEST_HYPERPARAMETERS, TRANSFORMED_EXAMPLES, TRANSFORM_GRAPH
 from contract.config import ConfigError, TunerConfig
+from contract.names import BEST_HYPERPARAMETERS, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
+from contract.units import format_duration
+from library import embeddings
+from library.layouts import (
+    TRIALS_CSV_FILE,
+    TRIALS_MARKDOWN_FILE,
+    ModelInputSpec,
+    bucket_files,
+    read_best_hyperparameters,
+    read_model_input,
+    tensorboard_dir,
+    write_best_hyperparameters,
+)
+from library.models import (
+    architecture_names,
+    build_model,
+    check_hyperparameters,
+    default_hyperparameters,
+    describe_search_space,
+    fixed_hyperparameters,
+    hyperparameter_names,
+    parse_fixed_hyperparameters,
+    search_space,
+)
 
 STATE_DIR = "tuner_state"
-TENSORBOARD_DIR = "tensorboard"
 EVAL_BATCH_SIZE = 256  # evaluation metrics do not depend on the batch size; larger batches are faster
 HYPERBAND_FACTOR = 3
 
@@ -65,8 +81,9 @@ def _search_model(architecture: str, model_input: ModelInputSpec, examples_dir: 
     read once per search. (Defined in a function: Keras is imported only when a search runs.)"""
     import keras
     import keras_tuner
+
     from library.dataset import bucketed_batches
-    from library.progress import Progress, duration
+    from library.progress import Progress
 
     class SearchModel(keras_tuner.HyperModel):
         progress = None
@@ -85,7 +102,7 @@ def _search_model(architecture: str, model_input: ModelInputSpec, examples_dir: 
             if self.progress is not None:  # trials vary in epochs (Hyperband): the ETA is rough
                 self.trials_done += 1
                 self.log(f"tuner: trial {self.trials_done} ({len(history.history.get('loss', []))} epoch(s) x "
-                         f"{batches.num_examples:,} rows) in {duration(time.monotonic() - started)}; trials "
+                         f"{batches.num_examples:,} rows) in {format_duration(time.monotonic() - started)}; trials "
                          f"{self.progress.line(self.trials_done)} (rough)")
             return history
 
@@ -236,6 +253,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
     if config.enabled:
         runtime.log(f"tuner: {decision.detail}")
     import keras  # heavy libraries are imported in run(), not at the top (see contract/artifacts.py)
+
     from library.dataset import bucket_examples
     examples_dir = Path(inputs[TRANSFORMED_EXAMPLES].uri)
     transform_graph_dir = Path(inputs[TRANSFORM_GRAPH].uri)
@@ -280,7 +298,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
                         f"follows each trial")
             hypermodel.track(config.max_trials, runtime.log)
             # KerasTuner gives a TensorBoard callback a folder per trial and adds the HParams plugin's callback.
-            logs = keras.callbacks.TensorBoard(log_dir=str(Path(output_dir) / TENSORBOARD_DIR))
+            logs = keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(output_dir)))
             tuner.search(epochs=config.max_epochs, verbose=2, callbacks=[logs])
         except RuntimeError as error:  # KerasTuner stops after several consecutive failed trials
             raise ComponentError(f"hyperparameter search failed: {error}") from None

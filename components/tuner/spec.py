@@ -19,7 +19,7 @@ from contract.artifacts import Artifact
 from contract.component_spec import ComponentSpec
 from contract.config import TunerConfig
 from contract.names import BEST_HYPERPARAMETERS
-from library.durations import duration
+from contract.units import format_duration
 
 TUNED_INPUT = "tuned_hyperparameters"  # the newest earlier search of this root with the same search fingerprint
 DRIFT_INPUT = "statistics"  # validate's statistics; its drift_detected property forces a search
@@ -57,7 +57,7 @@ def retune_decision(inputs: dict[str, Artifact], config: TunerConfig, now: float
     since = int(previous.properties.get("runs_since_search", 0)) + 1
     age = (time.time() if now is None else now) - float(previous.properties.get("tuned_at", 0))
     origin = f"tuned in run {previous.properties.get('tuned_from')}"
-    ago = duration(age) if age < 86400 else f"{age / 86400:.1f} days"
+    ago = format_duration(age) if age < 86400 else f"{age / 86400:.1f} days"
     if policy.kind == "retrains" and since >= policy.every:
         return Decision(True, "every", f"searching: tuner.retune is {config.retune} and the hyperparameters "
                                        f"{origin} were reused by {since - 1} run(s)")

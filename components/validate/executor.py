@@ -27,13 +27,20 @@ from typing import NamedTuple
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from library.beam_options import pipeline_options
 from components.validate.span_checks import check_spans
-from library.layouts import (SPLITS, example_file_pattern, examples_files, schema_file, split_dir, write_anomalies,
-                             write_statistics)
 from contract.artifacts import Artifact, ComponentError, Runtime, check_rows_arrived
-from contract.names import ANOMALIES, EXAMPLES, SCHEMA, STATISTICS
 from contract.config import ValidateConfig
+from contract.names import ANOMALIES, EXAMPLES, SCHEMA, STATISTICS
+from library.beam_options import pipeline_options
+from library.layouts import (
+    SPLITS,
+    example_file_pattern,
+    examples_files,
+    schema_file,
+    split_dir,
+    write_anomalies,
+    write_statistics,
+)
 
 LABEL = "label"
 TEXT_FIELDS = ("title", "description")

@@ -16,13 +16,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.evaluator import executor as evaluator
-from components.pusher import executor as pusher, spec as pusher_spec
 from apps import predict
-from library import evaluation_report, export, layouts
-from library.layouts import CLASS_NAMES
+from components.evaluator import executor as evaluator
+from components.pusher import executor as pusher
+from components.pusher import spec as pusher_spec
 from contract.artifacts import Artifact, Runtime, fingerprint
 from contract.config import EvaluatorConfig, PusherConfig
+from library import evaluation_report, export, layouts
+from library.layouts import CLASS_NAMES
 
 MAX_LENGTH = 64  # conftest's transform config
 
@@ -242,6 +243,26 @@ def push(tmp_path, model, blessed, serving_dir, name="push"):
     record = layouts.read_push(outputs["pushed_model"].uri)
     assert outputs["pushed_model"].properties == {k: record[k] for k in ("pushed", "version", "path")}
     return record
+
+
+def files_only_model(root: Path, content: str) -> Artifact:
+    """A model artifact whose serving model is files only: the pusher copies a model, it never loads one."""
+    serving = layouts.serving_model_dir(root / "model")
+    (serving / "variables").mkdir(parents=True)
+    (serving / layouts.SAVED_MODEL_FILE).write_text(content)
+    (serving / "variables" / "variables.index").write_text(content)
+    return Artifact("model", root / "model")
+
+
+def test_a_model_is_published_once_however_often_it_is_pushed(tmp_path):
+    serving_dir = tmp_path / "serving"
+    a, b = files_only_model(tmp_path / "a", "model A"), files_only_model(tmp_path / "b", "model B")
+    versions = [push(tmp_path, model, True, serving_dir, f"push{i}")["version"]
+                for i, model in enumerate([a, a, b, b, a])]
+    assert versions == [1, 1, 2, 2, 3]  # the newest version already holds it: adopted, not published again
+    assert sorted(os.listdir(serving_dir)) == ["1", "2", "3"]
+    assert [(serving_dir / v / layouts.SAVED_MODEL_FILE).read_text() for v in "123"] == [
+        "model A", "model B", "model A"]
 
 
 def test_blessed_model_is_pushed_as_version_1_then_adopted_then_2(tmp_path, trained):

@@ -12,9 +12,9 @@ import time
 
 import aiohttp
 import numpy as np
+from support.serving import TEXTS, Server, stop
 
 from components.pusher.executor import publish_version
-from support.serving import TEXTS, Server, stop
 
 ROWS = 1024  # texts per request: a model call long enough to time, few enough requests for a Python client
 DELAY_MS = 100

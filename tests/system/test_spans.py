@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support.cli import agnews_in_process
+from support.e2e import agnews  # the real command in a subprocess, checking its exit code
+from support.paths import PROJECT, SAMPLE_DIR
 
-from support.paths import SAMPLE_DIR
 from contract.artifacts import ComponentError
 from library import drift, layouts, spans
-from support.e2e import agnews  # the real command in a subprocess, checking its exit code
 
 pytestmark = pytest.mark.e2e
 
-PROJECT = Path(__file__).resolve().parents[2]
 SPAN_NAMES = ["2026-10-12", "2026-10-19", "2026-10-26", "2026-11-02"]
 CONFIG = """
 transform: {vocab_size: 5000, max_length: 64, bucket_boundaries: [8, 16, 32, 64]}
@@ -185,10 +185,10 @@ def test_a_drifted_newest_span_warns_or_fails_as_configured(tmp_path):
     assert drift_record["newest_span"] == "2026-11-02"
     label = next(row for row in drift_record["checks"] if row["measure"] == "label_linf")
     assert label["drift"] and label["value"] > 0.3
-    shown = agnews("show", "--pipeline-root", str(tmp_path / "root")).stdout
+    shown = agnews_in_process("show", "--pipeline-root", str(tmp_path / "root")).stdout
     assert "drift of span 2026-11-02 against the rest of the window:" in shown
     assert f"| label_linf | {label['value']:.4f} | 0.1 | DRIFT |" in shown
-    listed = agnews("runs", "--pipeline-root", str(tmp_path / "root")).stdout
+    listed = agnews_in_process("runs", "--pipeline-root", str(tmp_path / "root")).stdout
     assert "2026-10-12..2026-11-02 (4 spans)" in listed and "true" in listed.splitlines()[1]
 
     failed = agnews("retrain", *args(tmp_path, live, "--set", "validate.on_drift=fail"), check_code=8)

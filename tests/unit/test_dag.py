@@ -76,8 +76,8 @@ def test_resolver_finds_the_newest_judged_artifact_and_never_the_candidate_itsel
 def test_own_output_resolver_matches_properties_and_skips_what_the_same_inputs_computed(tmp_path):
     """LATEST_TUNED_HYPERPARAMETERS: the newest tuned output with the same search fingerprint, never one the tuner
     computed from the inputs it has now (an unchanged re-run resolves what the first run resolved)."""
-    from contract.config_loading import load_config
     from components.tuner import executor as tuner
+    from contract.config_loading import load_config
     store = MetadataStore(tmp_path / "metadata.sqlite")
     resolver = dag.LATEST_TUNED_HYPERPARAMETERS
     config = load_config()
@@ -127,6 +127,7 @@ def _judge(inputs, output_dir: Path, config, runtime):
 
 def test_the_runner_resolves_a_resolver_input_from_the_store_or_its_fallback(tmp_path):
     from support import toy_components
+
     from contract.config_loading import load_config
     from pipeline.runner import Runner
 
