@@ -196,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-enqueued-batches", type=int, default=batching.max_enqueued_batches,
                        help="batches' worth of rows (x --max-batch-size, also with --no-batching) a version's "
                             f"queue holds before answering 503 (default {batching.max_enqueued_batches})")
+    serve.add_argument("--max-queue-delay-ms", type=float, default=batching.max_queue_delay_ms, metavar="MS",
+                       help="answer 503 at arrival when the queue's estimated wait (queued rows x recent seconds "
+                            f"per row / batch threads) is over this (default {batching.max_queue_delay_ms:g}; "
+                            "0: no check by time, only --max-enqueued-batches)")
     serve.add_argument("--num-batch-threads", "--threads", dest="threads", type=int,
                        help="model calls running at the same time (default: the number of cores, "
                             f"{batching.num_batch_threads} here; {UNBATCHED_THREADS} with --no-batching)")

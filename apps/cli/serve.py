@@ -64,7 +64,7 @@ def _batching_options(args) -> BatchingOptions:
     batching = BatchingOptions(enabled=not args.no_batching, max_batch_size=args.max_batch_size,
                                batch_timeout_micros=args.batch_timeout_micros,
                                max_enqueued_batches=args.max_enqueued_batches, num_batch_threads=threads,
-                               allowed_batch_sizes=sizes)
+                               max_queue_delay_ms=args.max_queue_delay_ms, allowed_batch_sizes=sizes)
     problem = batching.problem()
     if problem:
         raise UsageError(problem)

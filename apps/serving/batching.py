@@ -13,8 +13,12 @@ The rows are concatenated, padded by repeating the first row up to the next of `
 of shapes, so the model's kernels see few batch sizes), run as one model call, and the outputs are split back
 per request.
 
-A queue holds at most `max_enqueued_batches` batches' worth of rows; a request that finds it full is refused
-at once (`Overloaded`, which the server answers with 503), never left to wait without bound. A request whose
+Admission by time: the batcher keeps an EWMA of recent batches' seconds per row, so the wait of a request that
+arrives now is estimated as (rows queued) x (seconds per row) / (batch threads). `admit` refuses it at arrival
+(`Overloaded`, which the server answers with 503 before reading its body) when that estimate exceeds
+`max_queue_delay_ms`: accepted requests then wait about that long at most, plus the model call already running.
+As a hard cap besides, a queue holds at most `max_enqueued_batches` batches' worth of rows; a request that finds
+it full is refused at once too, never left to wait without bound. A request whose
 client went away before its batch started is dropped from the queue. If a merged batch fails (say one
 request's serialized tf.Example does not parse), each of its requests is run alone, so only the bad one fails.
 
@@ -48,6 +52,8 @@ class BatchingOptions:
     # expected sooner (arrivals faster than one per timeout), so a lone request never waits.
     batch_timeout_micros: int = 1000
     max_enqueued_batches: int = 32
+    # Refuse a request whose estimated wait in the queue exceeds this (0: no check by time, only the hard cap).
+    max_queue_delay_ms: float = 100.0
     # TF Serving's default too: one batch per core at a time (a batch's TensorFlow ops also use every core, but
     # while one batch converts its inputs and outputs in Python the other computes).
     num_batch_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -60,6 +66,8 @@ class BatchingOptions:
                             ("--num-batch-threads", self.num_batch_threads)):
             if value <= 0:
                 return f"{flag} must be positive, got {value}"
+        if self.max_queue_delay_ms < 0:
+            return f"--max-queue-delay-ms must be 0 (off) or more, got {self.max_queue_delay_ms:g}"
         if self.batch_timeout_micros < 0:
             return f"--batch-timeout-micros must be 0 or more, got {self.batch_timeout_micros}"
         sizes = self.allowed_batch_sizes
@@ -89,6 +97,9 @@ class BatchingOptions:
 
 
 RATE_WINDOW_SECONDS = 0.1  # the arrival rate is counted over this window; bursts within it average out
+# Weight of one full batch in the seconds-per-row EWMA; a smaller batch weighs in proportion to its rows, since
+# its fixed cost per call would overstate what a row costs in the full batches a long queue is drained by.
+EWMA_WEIGHT = 0.2
 
 
 class Overloaded(Exception):
@@ -165,14 +176,42 @@ class Batcher:
         self.draining = False
         self._timer: asyncio.TimerHandle | None = None
         self._arrivals: deque[float] = deque()  # arrival times in the last RATE_WINDOW_SECONDS
+        self.seconds_per_row: float | None = None  # EWMA of batch seconds per real row; None before any batch
 
     def queued_rows(self) -> int:
         return sum(queue.rows for queue in self.queues.values())
 
+    def estimated_wait(self) -> float:
+        """Seconds a request arriving now would wait before its batch starts: the queued rows of every version
+        (the batch threads are shared) at the recent cost per row, spread over the batch threads. 0 before the
+        first batch has been timed."""
+        if self.seconds_per_row is None:
+            return 0.0
+        return self.queued_rows() * self.seconds_per_row / self.options.num_batch_threads
+
+    def admit(self) -> None:
+        """Raises Overloaded when a request arriving now would wait longer than max_queue_delay_ms. Cheap (no
+        allocation beyond the message), so the server calls it before reading the request's body."""
+        bound = self.options.max_queue_delay_ms / 1e3
+        if bound and self.estimated_wait() > bound:
+            raise Overloaded(f"the estimated queue wait of {self.estimated_wait() * 1e3:.0f} ms is over "
+                             f"--max-queue-delay-ms {self.options.max_queue_delay_ms:g}")
+
+    def _observe(self, rows: int, seconds: float) -> None:
+        """Folds one batch's seconds per row into the EWMA (on the event loop, so updates never race)."""
+        if rows <= 0:
+            return
+        sample = seconds / rows
+        if self.seconds_per_row is None:
+            self.seconds_per_row = sample
+            return
+        weight = EWMA_WEIGHT * min(1.0, rows / self.options.max_batch_size)
+        self.seconds_per_row += weight * (sample - self.seconds_per_row)
+
     def submit(self, servable: Any, signature: str, inputs: dict[str, np.ndarray], rows: int,
                solo: bool = False) -> asyncio.Future:
         """Queues one request; its future gets {output name: this request's rows}. Raises Overloaded when the
-        queue is full. `solo`: never merged or padded (inputs that are not batched along their first axis)."""
+        queue is full or its estimated wait is over the bound. `solo`: never merged or padded (inputs that are not batched along their first axis)."""
         key = (id(servable), signature)
         queue = self.queues.get(key)
         if queue is None:
@@ -181,6 +220,7 @@ class Batcher:
             raise Overloaded(f"the queue of version {getattr(servable, 'version', '?')} signature {signature!r} "
                              f"is full ({queue.rows} rows waiting; --max-enqueued-batches "
                              f"{self.options.max_enqueued_batches} x --max-batch-size {self.options.max_batch_size})")
+        self.admit()  # again, now that the requests admitted with this one while their bodies came are queued
         loop = asyncio.get_running_loop()
         now = loop.time()
         self._arrivals.append(now)
@@ -226,7 +266,7 @@ class Batcher:
             tasks = ready.take(max_rows, merge=self.options.enabled)
             self.free_threads -= 1
             running = loop.run_in_executor(self.executor, self._run_batch, ready.servable, ready.signature, tasks)
-            running.add_done_callback(functools.partial(self._finished, tasks))
+            running.add_done_callback(functools.partial(self._finished, tasks, now))
 
     def _loaded(self, now: float) -> bool:
         """Whether waiting for more rows pays: a batch is running (its clients send again soon), or the last
@@ -237,9 +277,11 @@ class Batcher:
         return (self.free_threads < self.options.num_batch_threads
                 or len(self._arrivals) * self.options.batch_timeout_micros > RATE_WINDOW_SECONDS * 1e6)
 
-    def _finished(self, tasks: list[_Task], running: asyncio.Future) -> None:
+    def _finished(self, tasks: list[_Task], started: float, running: asyncio.Future) -> None:
         self.free_threads += 1
         error = running.exception()
+        if error is None:  # the batch thread's whole time (inputs, model, outputs): what draining a row costs
+            self._observe(sum(task.rows for task in tasks), asyncio.get_running_loop().time() - started)
         outcomes = [(None, error)] * len(tasks) if error else running.result()
         for task, (result, task_error) in zip(tasks, outcomes):
             if task.future.done():

@@ -128,6 +128,7 @@ class ModelServer:
         self.requests_in_flight += 1  # from its arrival: its body may still be on the way
         try:
             servable = self.servable(request)
+            self.admit()  # before the body is read: a refused request costs no decoding and no model work
             body = await self.body(request)
             handle = self.predict if verb == "predict" else self.classify
             answer = await handle(servable, body)
@@ -137,6 +138,13 @@ class ModelServer:
             return response
         finally:
             self.requests_in_flight -= 1
+
+    def admit(self) -> None:
+        """503 at arrival when the queue's estimated wait is over --max-queue-delay-ms."""
+        try:
+            self.batcher.admit()
+        except Overloaded as error:
+            raise _overloaded(error) from None
 
     async def run_signature(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray],
                             rows: int | None) -> dict:
@@ -149,8 +157,7 @@ class ModelServer:
         try:
             answer = self.batcher.submit(servable, signature, inputs, rows or 0, solo=solo)
         except Overloaded as error:
-            raise ServingError(503, f"the server is overloaded: {error}; retry later",
-                               headers={"Retry-After": "1"}) from None
+            raise _overloaded(error) from None
         try:
             outputs = await answer
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
@@ -251,6 +258,10 @@ class ModelServer:
                             for row_classes, row_scores in zip(classes, scores)]}
 
 
+def _overloaded(error: Overloaded) -> ServingError:
+    return ServingError(503, f"the server is overloaded: {error}; retry later", headers={"Retry-After": "1"})
+
+
 def _api(request: web.Request) -> str:
     """The metrics' name for what a request asked: predict, classify, metadata, status or other."""
     verb = request.match_info.get("verb")
@@ -326,6 +337,7 @@ async def _serve(server: ModelServer, host: str, port: int, log: Callable[[str],
     log(f"serve: listening on http://{host}:{bound_port}/v1/models/{server.model_name} "
         f"(serving folder {server.watcher.serving_dir}, policy {server.watcher.policy}; "
         + (f"batching up to {options.max_batch_size} rows, timeout {options.batch_timeout_micros} us, "
+           f"max queue delay {options.max_queue_delay_ms:g} ms, "
            f"{options.num_batch_threads} batch threads)" if options.enabled else
            f"batching off, {options.num_batch_threads} model threads)"))
     await stop.wait()

@@ -90,6 +90,7 @@ def test_a_bad_duration_flag_is_one_line(capsys):
     (["--serving-dir", "{here}", "--poll-seconds", "0"], "--poll-seconds must be positive, got 0"),
     (["--serving-dir", "{here}", "--max-batch-size", "0"], "--max-batch-size must be positive, got 0"),
     (["--serving-dir", "{here}", "--allowed-batch-sizes", "1,x"], "--allowed-batch-sizes must be sizes"),
+    (["--serving-dir", "{here}", "--max-queue-delay-ms", "-1"], "--max-queue-delay-ms must be 0 (off) or more"),
 ])
 def test_serve_errors_honour_log_format_json(tmp_path, capsys, flags, message):
     argv = [flag.format(missing=tmp_path / "no", here=tmp_path) for flag in flags]
