@@ -21,7 +21,7 @@ Incidents (week = fraction of the year, at least 1 week apart):
 - rollback (0.66): `agnews-pipeline rollback VERSION` when main has it, else skipped with the reason;
 - SIGKILL (0.75): the retrain is killed by pid once its trainer step has started (its logs/trainer.log exists),
   then the weekly retrain runs again;
-- full disk (0.83): `--set pipeline.min_free_space=<more than the free space>`, the documented check that a too-full
+- full disk (0.9): `--set pipeline.min_free_space=<more than the free space>`, the documented check that a too-full
   disk fails before a step runs (a simulated full disk: no filesystem is filled).
 """
 from __future__ import annotations
@@ -42,9 +42,10 @@ import run_info  # benchmarks/ is on sys.path when a script here runs
 
 PROJECT = Path(__file__).resolve().parent.parent
 CONFIG = PROJECT / "tests" / "support" / "e2e_config.yaml"
+SETTINGS: list[str] = []  # --set flags of every retrain (main() fills it from the command line)
 SHIFT_SHARE, SHIFT_CLASS, CORRUPT_SHARE = 0.7, '"2"', 0.2
 INCIDENTS = {"corrupted": 0.25, "corrected": 0.33, "late": 0.42, "shift": 0.5, "backfill": 0.58,
-             "rollback": 0.66, "sigkill": 0.75, "full_disk": 0.83}
+             "rollback": 0.66, "sigkill": 0.75, "full_disk": 0.9}
 START = datetime.date(2026, 1, 5)
 
 
@@ -119,7 +120,7 @@ class Year:
 
     def retrain(self, *flags: str) -> tuple[int, float, str]:
         return cli(["retrain", "--data", f"csv:{self.stream}", "--pipeline-root", str(self.root), "--config",
-                    str(CONFIG), "--metrics-file", str(self.work / "metrics.prom"), *flags], self.root, self.log)
+                    str(CONFIG), "--metrics-file", str(self.work / "metrics.prom"), *SETTINGS, *flags], self.root, self.log)
 
     def served_version(self) -> int | None:
         folder = self.root / "serving" / "agnews"
@@ -173,7 +174,7 @@ def sigkill_mid_trainer(year: Year) -> dict:
     """Starts the weekly retrain, SIGKILLs it by pid once a new run's logs/trainer.log exists (at most 30 min)."""
     known = {p.name for p in (year.root / "runs").iterdir()} if (year.root / "runs").is_dir() else set()
     command = [sys.executable, "-m", "apps.cli", "retrain", "--data", f"csv:{year.stream}", "--pipeline-root",
-               str(year.root), "--config", str(CONFIG)]
+               str(year.root), "--config", str(CONFIG), *SETTINGS]
     with open(year.log, "a", encoding="utf-8") as out:
         process = subprocess.Popen(command, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT,
                                    env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "PYTHONPATH": str(PROJECT)})
@@ -264,7 +265,7 @@ def yield_json(year: Year, weeks: list[dict], incidents: dict) -> None:
 def markdown(report: dict) -> str:
     lines = [f"# A simulated year: {report['label']}", "", f"Command: `{report['command']}`  ",
              f"Machine: {report['machine']}  ", f"Load average (1 min) before / after: {report['load_before']:.1f} / "
-             f"{report['load_after']:.1f}  ", f"Data: {report['data']}  ", f"Incident weeks: {report['plan']}", "",
+             f"{report['load_after']:.1f}  ", f"Data: {report['data']}  ", f"Config: `{report['config']}`  ", f"Incident weeks: {report['plan']}", "",
              "| week | span | events | exit | wall (s) | search | warm start | pushed | served v | served acc | "
              "quarantined | root MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for w in report["weeks"]:
@@ -287,7 +288,10 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="scratch folder (default: a new temporary folder)")
     parser.add_argument("--label", default="genuine")
     parser.add_argument("--seed", type=int, default=28)
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a configuration override for every retrain, e.g. evaluator.min_accuracy=0")
     args = parser.parse_args()
+    SETTINGS.extend(flag for setting in args.set for flag in ("--set", setting))
     work = args.work or Path(__import__("tempfile").mkdtemp(prefix="bench_year_"))
     year = Year(args.data_dir, work, args.weeks, args.rows_per_week, args.test_rows, args.seed)
     plan, load_before = schedule(args.weeks), os.getloadavg()[0]
@@ -296,6 +300,7 @@ def main() -> None:
     report = {"label": args.label, "command": run_info.command_line(), "machine": run_info.machine(),
               "load_before": load_before, "load_after": os.getloadavg()[0], "plan": plan,
               "data": f"{args.data_dir}: {args.rows_per_week} train rows a week, test.csv cut to {args.test_rows}",
+              "config": f"{CONFIG.relative_to(PROJECT)} {' '.join(SETTINGS)}",
               "weeks": weeks, "incidents": incidents}
     run_info.write_results(PROJECT / "benchmarks" / "results" / f"year_{args.label}.json", report, markdown(report))
 
