@@ -265,7 +265,8 @@ def yield_json(year: Year, weeks: list[dict], incidents: dict) -> None:
 def markdown(report: dict) -> str:
     lines = [f"# A simulated year: {report['label']}", "", f"Command: `{report['command']}`  ",
              f"Machine: {report['machine']}  ", f"Load average (1 min) before / after: {report['load_before']:.1f} / "
-             f"{report['load_after']:.1f}  ", f"Data: {report['data']}  ", f"Config: `{report['config']}`  ", f"Incident weeks: {report['plan']}", "",
+             f"{report['load_after']:.1f}  ", f"Data: {report['data']}  ", f"Config: `{report['config']}`  ",
+             f"Weeks finished: {len(report['weeks'])} of {report['weeks_planned']}  ", f"Incident weeks: {report['plan']}", "",
              "| week | span | events | exit | wall (s) | search | warm start | pushed | served v | served acc | "
              "quarantined | root MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for w in report["weeks"]:
@@ -290,15 +291,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=28)
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="a configuration override for every retrain, e.g. evaluator.min_accuracy=0")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the results from --work's partial.json (the weeks a stopped run finished)")
     args = parser.parse_args()
     SETTINGS.extend(flag for setting in args.set for flag in ("--set", setting))
-    work = args.work or Path(__import__("tempfile").mkdtemp(prefix="bench_year_"))
-    year = Year(args.data_dir, work, args.weeks, args.rows_per_week, args.test_rows, args.seed)
     plan, load_before = schedule(args.weeks), os.getloadavg()[0]
-    print(f"work folder {work}; incident weeks {plan}", flush=True)
-    weeks, incidents = run_year(year, plan)
+    if args.report_only:
+        partial = json.loads((args.work / "partial.json").read_text())
+        weeks, incidents = partial["weeks"], partial["incidents"]
+    else:
+        work = args.work or Path(__import__("tempfile").mkdtemp(prefix="bench_year_"))
+        year = Year(args.data_dir, work, args.weeks, args.rows_per_week, args.test_rows, args.seed)
+        print(f"work folder {work}; incident weeks {plan}", flush=True)
+        weeks, incidents = run_year(year, plan)
     report = {"label": args.label, "command": run_info.command_line(), "machine": run_info.machine(),
-              "load_before": load_before, "load_after": os.getloadavg()[0], "plan": plan,
+              "load_before": load_before, "load_after": os.getloadavg()[0], "plan": plan, "weeks_planned": args.weeks,
               "data": f"{args.data_dir}: {args.rows_per_week} train rows a week, test.csv cut to {args.test_rows}",
               "config": f"{CONFIG.relative_to(PROJECT)} {' '.join(SETTINGS)}",
               "weeks": weeks, "incidents": incidents}
