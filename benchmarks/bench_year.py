@@ -120,7 +120,8 @@ class Year:
 
     def retrain(self, *flags: str) -> tuple[int, float, str]:
         return cli(["retrain", "--data", f"csv:{self.stream}", "--pipeline-root", str(self.root), "--config",
-                    str(CONFIG), "--metrics-file", str(self.work / "metrics.prom"), *SETTINGS, *flags], self.root, self.log)
+                    str(CONFIG), "--metrics-file", str(self.work / "metrics.prom"), *SETTINGS, *flags],
+                   self.root, self.log)
 
     def served_version(self) -> int | None:
         folder = self.root / "serving" / "agnews"
@@ -150,7 +151,7 @@ class Year:
             "candidate_accuracy": accuracy, "pushed": served != before, "served_version": served,
             "served_accuracy": self.accuracy_of_version.get(served),
             "quarantined": [s["span"] for s in spans if s.get("state") == "quarantined"],
-            "span_states": {s["span"]: s.get("state") + (" (drifted)" if s.get("drifted") else "") for s in spans},
+            "span_states": {s["span"]: f"{s.get('state')}{' (drifted)' if s.get('drifted') else ''}" for s in spans},
             "root_mb": round(du(self.root) / 1e6, 1),
         }
 
@@ -266,7 +267,8 @@ def markdown(report: dict) -> str:
     lines = [f"# A simulated year: {report['label']}", "", f"Command: `{report['command']}`  ",
              f"Machine: {report['machine']}  ", f"Load average (1 min) before / after: {report['load_before']:.1f} / "
              f"{report['load_after']:.1f}  ", f"Data: {report['data']}  ", f"Config: `{report['config']}`  ",
-             f"Weeks finished: {len(report['weeks'])} of {report['weeks_planned']}  ", f"Incident weeks: {report['plan']}", "",
+             f"Weeks finished: {len(report['weeks'])} of {report['weeks_planned']}  ",
+             f"Incident weeks: {report['plan']}", "",
              "| week | span | events | exit | wall (s) | search | warm start | pushed | served v | served acc | "
              "quarantined | root MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for w in report["weeks"]:
