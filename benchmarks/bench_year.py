@@ -42,6 +42,7 @@ import run_info  # benchmarks/ is on sys.path when a script here runs
 
 PROJECT = Path(__file__).resolve().parent.parent
 CONFIG = PROJECT / "tests" / "support" / "e2e_config.yaml"
+REJECT_UNQUARANTINED = False  # --operator-rejects: `spans reject` a failed corrupted span that was not quarantined
 SETTINGS: list[str] = []  # --set flags of every retrain (main() fills it from the command line)
 SHIFT_SHARE, SHIFT_CLASS, CORRUPT_SHARE = 0.7, '"2"', 0.2
 INCIDENTS = {"corrupted": 0.25, "corrected": 0.33, "late": 0.42, "shift": 0.5, "backfill": 0.58,
@@ -56,15 +57,18 @@ def schedule(weeks: int) -> dict[str, int]:
 
 def cli(args: list[str], root: Path, log: Path, timeout: float = 3600) -> tuple[int, float, str]:
     """Runs `python -m apps.cli ARGS`; exit code, wall seconds and the last line it printed."""
-    started = time.monotonic()
+    started, offset = time.monotonic(), log.stat().st_size if log.exists() else 0
     with open(log, "a", encoding="utf-8") as out:
         out.write(f"\n$ {' '.join(args)}\n")
         out.flush()
         process = subprocess.run([sys.executable, "-m", "apps.cli", *args], cwd=PROJECT, stdout=out,
                                  stderr=subprocess.STDOUT, timeout=timeout,
                                  env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "PYTHONPATH": str(PROJECT)})
-    lines = [line for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return process.returncode, round(time.monotonic() - started, 1), lines[-1] if lines else ""
+    with open(log, encoding="utf-8") as written:
+        written.seek(offset)
+        lines = [line for line in written.read().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR")]  # the one line a failure is
+    return process.returncode, round(time.monotonic() - started, 1), (errors or lines or [""])[-1]
 
 
 def cli_json(args: list[str]):
@@ -92,6 +96,7 @@ class Year:
         (self.stream / "test.csv").write_text("".join(test[:test_rows]), encoding="utf-8")
         self.pool, self.rng = train, rng
         self.accuracy_of_version: dict[int, float] = {}
+        self.weeks_seen: list[dict] = []
 
     def span_name(self, week: int) -> str:
         return (START + datetime.timedelta(weeks=week - 1)).isoformat()
@@ -171,6 +176,18 @@ def corrupt(rows: list[str], rng: random.Random) -> list[str]:
     return [('"9"' + row[3:]) if i in bad else row for i, row in enumerate(rows)]
 
 
+def operator_rejects(year: Year, span: str, incidents: dict) -> list[str]:
+    """What an operator does when a refused span was not quarantined (the run failed, later runs would fail
+    again): `spans reject SPAN`. Nothing when the pipeline quarantined it itself."""
+    states = year.weeks_seen[-1]["span_states"] if year.weeks_seen else {}
+    if states.get(span) == "quarantined":
+        return []
+    code, _, line = cli(["spans", "reject", span, "--data", f"csv:{year.stream}", "--pipeline-root",
+                         str(year.root)], year.root, year.log)
+    incidents["corrupted_operator"] = {"state_before": states.get(span), "spans_reject_exit": code, "line": line}
+    return [f"operator: spans reject {span} (was {states.get(span)})"]
+
+
 def sigkill_mid_trainer(year: Year) -> dict:
     """Starts the weekly retrain, SIGKILLs it by pid once a new run's logs/trainer.log exists (at most 30 min)."""
     known = {p.name for p in (year.root / "runs").iterdir()} if (year.root / "runs").is_dir() else set()
@@ -200,6 +217,8 @@ def run_year(year: Year, plan: dict[str, int]) -> tuple[list[dict], dict]:
         rows = year.take(year.rows, shifted=week >= plan["shift"])
         if week == plan["corrupted"]:
             rows, note = corrupt(rows, year.rng), note + ["corrupted span"]
+        if week == plan["corrupted"] + 1 and REJECT_UNQUARANTINED:
+            note += operator_rejects(year, year.span_name(plan["corrupted"]), incidents)
         if week == plan["late"]:
             late, note = (name, rows), note + [f"span {name} late"]
         else:
@@ -220,6 +239,7 @@ def run_year(year: Year, plan: dict[str, int]) -> tuple[list[dict], dict]:
         result = {"week": week, "span": name, "events": note, **year.weekly(week, *flags)}
         print(f"week {week:2d} {name} exit {result['exit']} {result['seconds']}s {'; '.join(note)}", flush=True)
         weeks.append(result)
+        year.weeks_seen = weeks
         incidents.update(special(year, week, plan, result))
         yield_json(year, weeks, incidents)
     return weeks, incidents
@@ -293,9 +313,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=28)
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="a configuration override for every retrain, e.g. evaluator.min_accuracy=0")
+    parser.add_argument("--operator-rejects", action="store_true",
+                        help="the week after the corrupted span, `spans reject` it if the pipeline did not quarantine "
+                             "it (the response an operator is left with when the failure repeats every week)")
     parser.add_argument("--report-only", action="store_true",
                         help="write the results from --work's partial.json (the weeks a stopped run finished)")
     args = parser.parse_args()
+    global REJECT_UNQUARANTINED
+    REJECT_UNQUARANTINED = args.operator_rejects
     SETTINGS.extend(flag for setting in args.set for flag in ("--set", setting))
     plan, load_before = schedule(args.weeks), os.getloadavg()[0]
     if args.report_only:
