@@ -17,7 +17,7 @@ Incidents (week = fraction of the year, at least 1 week apart):
   ingest.max_bad_row_fraction);
 - corrected span (0.33): the span is rewritten a week later (same name, new bytes: other rows);
 - late span (0.42): the week's span is not there on its date and arrives the week after, out of order;
-- backfill (0.58): after the weekly retrain, `retrain --span <the span 3 weeks old>`;
+- backfill (0.58): after the weekly retrain, `retrain --span <the newest ingested span 2+ weeks old>`;
 - rollback (0.66): `agnews-pipeline rollback VERSION` when main has it, else skipped with the reason;
 - SIGKILL (0.75): the retrain is killed by pid once its trainer step has started (its logs/trainer.log exists),
   then the weekly retrain runs again;
@@ -250,15 +250,17 @@ def special(year: Year, week: int, plan: dict[str, int], result: dict) -> dict:
     found = {}
     for name in ("corrupted", "corrected", "full_disk", "shift", "sigkill"):
         if week == plan[name] + (1 if name == "corrected" else 0):
-            found[name] = {"week": week, **{k: result[k] for k in ("exit", "line", "search", "warm_start",
+            found[name if name != "sigkill" else "sigkill_next_run"] = {"week": week, **{k: result[k] for k in ("exit", "line", "search", "warm_start",
                                                                     "pushed", "quarantined")}}
     if week == plan["late"] + 1:
         found["late"] = {"week": week, "exit": result["exit"], "late_span_state":
                          result["span_states"].get(year.span_name(plan["late"]))}
     if week == plan["backfill"]:
-        before = year.served_version()
-        code, seconds, line = year.retrain("--span", year.span_name(week - 3))
-        found["backfill"] = {"week": week, "span": year.span_name(week - 3), "exit": code, "seconds": seconds,
+        before, older = year.served_version(), [name for name, state in result["span_states"].items()
+                                                 if state.startswith("ingested") and name < year.span_name(week - 1)]
+        span = older[-1] if older else year.span_name(week - 3)  # an older span the window trained on
+        code, seconds, line = year.retrain("--span", span)
+        found["backfill"] = {"week": week, "span": span, "exit": code, "seconds": seconds,
                              "line": line[:300], "served_before": before, "served_after": year.served_version()}
     if week == plan["rollback"]:
         found["rollback"] = rollback(year)
