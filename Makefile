@@ -11,7 +11,7 @@ $(BIN)/agnews-pipeline: pyproject.toml
 	$(BIN)/pip install -e ".[dev]"
 	touch $@
 
-.PHONY: install run lint test test-fast benchmark clean
+.PHONY: install run lint test test-fast mutants mutants-fast benchmark clean
 install: $(BIN)/agnews-pipeline
 
 run: install
@@ -31,6 +31,16 @@ test: install lint
 # other test of tests/system is marked slow (tests/conftest.py).
 test-fast: install lint
 	$(BIN)/python -m pytest -q -m "not slow" tests/unit tests/system/test_e2e.py $(ARGS)
+
+# The curated mutation harness (tools/mutants.py; its docstring says how to add one): each mutation breaks one
+# behaviour of the product in a throw-away copy, and the tests listed with it must fail. Exits non-zero if any
+# mutation survives. `make mutants ARGS="--only NAME"` runs one, ARGS=--list lists them.
+mutants: install
+	$(BIN)/python tools/mutants.py $(ARGS)
+
+# The mutations whose tests are quick (CI; under 3 minutes).
+mutants-fast: install
+	$(BIN)/python tools/mutants.py --fast $(ARGS)
 
 clean:
 	rm -rf $(VENV) pipeline_root

@@ -34,14 +34,13 @@ import run_info  # benchmarks/ is on sys.path when a script here runs
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
-
 import notebook_baseline
 from bench_models import keras_test_accuracy, run_pipeline
+
+from contract.config_loading import build_config
 from library.dataset import bucketed_batches
 from library.layouts import SPLITS, ModelInputSpec, read_history, read_model_input
-from library.models import (architecture_names, build_model, fixed_hyperparameters,
-                            parse_fixed_hyperparameters)
-from contract.config_loading import build_config
+from library.models import architecture_names, build_model, fixed_hyperparameters, parse_fixed_hyperparameters
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # name -> (architecture, fixed hyperparameters): each registry entry at its defaults, and gru both ways.

@@ -28,13 +28,14 @@ import run_info  # benchmarks/ is on sys.path when a script here runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench_ingest_transform import PeakTreeRss
+
 from components.ingest import executor as ingest
 from components.transform import executor as transform
 from components.validate import executor as validate
 from contract.artifacts import Runtime
 from contract.config import IngestConfig, TransformConfig, ValidateConfig
 from library.layouts import SPLITS
-from bench_ingest_transform import PeakTreeRss
 
 IN_MEMORY = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 MULTI_PROCESSING = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")

@@ -30,10 +30,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import tensorflow as tf
 
+from contract.config_loading import build_config
 from library import embeddings
 from library.dataset import bucketed_batches, token_id_counts
 from library.layouts import SPLITS, examples_files, keras_model_file, read_model_input
-from contract.config_loading import build_config
 from pipeline.root import root_lock
 from pipeline.runner import Runner
 

@@ -25,9 +25,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from components.ingest import executor as ingest
 from components.transform import executor as transform
 from components.validate import executor as validate
-from library.layouts import SPLITS
 from contract.artifacts import Runtime
 from contract.config import IngestConfig, TransformConfig, ValidateConfig
+from library.layouts import SPLITS
 
 MODES = {
     "in_memory": ("--direct_running_mode=in_memory", "--direct_num_workers=1"),
@@ -43,6 +43,7 @@ class PeakTreeRss:
 
     def __enter__(self):
         import threading
+
         import psutil
         self.peak, self.each, self._stop = 0, {}, threading.Event()
 

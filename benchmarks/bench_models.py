@@ -38,13 +38,19 @@ import run_info  # benchmarks/ is on sys.path when a script here runs
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # Keras 3: the models are Keras 3 models
-
 import notebook_baseline  # benchmarks/ is on sys.path when this script runs
-from library.dataset import bucketed_batches, padding_ratio, unbucketed_batches
-from library.layouts import (KERAS_MODEL_FILE, SPLITS, ModelInputSpec, keras_model_file,
-                             read_model_input, serving_model_dir)
-from library.models import architecture_names, build_model, default_hyperparameters, fixed_hyperparameters
+
 from contract.config_loading import build_config
+from library.dataset import bucketed_batches, padding_ratio, unbucketed_batches
+from library.layouts import (
+    KERAS_MODEL_FILE,
+    SPLITS,
+    ModelInputSpec,
+    keras_model_file,
+    read_model_input,
+    serving_model_dir,
+)
+from library.models import architecture_names, build_model, default_hyperparameters, fixed_hyperparameters
 from pipeline.root import root_lock
 from pipeline.runner import Runner, summarize
 

@@ -33,15 +33,15 @@ import run_info  # benchmarks/ is on sys.path when a script here runs
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # Keras 3
+import notebook_baseline
 import tensorflow as tf
+from bench_models import keras_test_accuracy, run_pipeline
 from tensorflow.python.framework import config as tf_config  # the public API only switches it on
 
-import notebook_baseline
-from bench_models import keras_test_accuracy, run_pipeline
+from contract.config_loading import build_config
 from library.dataset import bucketed_batches, unbucketed_batches
 from library.layouts import SPLITS, read_model_input
 from library.models import build_model, default_hyperparameters, fixed_hyperparameters
-from contract.config_loading import build_config
 
 RESULTS_DIR = Path(__file__).parent / "results"
 # The bilstm default before this benchmark's changes (the course notebook's model with bucketed batches of 64).

@@ -16,6 +16,8 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
+from contract.files import write_text_atomic
+
 
 def read_rows(path: Path) -> list[list[str]]:
     with open(path, encoding="utf-8", newline="") as handle:
@@ -35,9 +37,7 @@ def generate(source: Path, rows: int, out: Path, seed: int = 0) -> Path:
         label = classes[index % len(classes)]
         title_row, description_row = rng.choice(by_class[label]), rng.choice(by_class[label])
         writer.writerow([label, title_row[1], description_row[2]])
-    temporary = out / ".train.csv.tmp"
-    temporary.write_text(buffer.getvalue(), encoding="utf-8")
-    temporary.replace(out / "train.csv")
+    write_text_atomic(out / "train.csv", buffer.getvalue())
     shutil.copyfile(source / "test.csv", out / "test.csv")
     return out
 

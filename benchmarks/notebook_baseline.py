@@ -29,7 +29,8 @@ import keras  # Keras 3; never tf.keras, which tensorflow_transform turns into K
 import numpy as np
 import tensorflow as tf
 
-from components.ingest import executor as ingest, spec as ingest_spec
+from components.ingest import executor as ingest
+from components.ingest import spec as ingest_spec
 from library import ag_news_csv
 from library.layouts import NUM_CLASSES, SOURCE_SPLITS, SPLITS
 

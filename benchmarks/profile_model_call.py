@@ -25,6 +25,8 @@ from pathlib import Path
 
 import run_info  # benchmarks/ is on sys.path when a script here runs
 
+from library.layouts import keras_model_file, serving_model_dir
+
 RESULTS = Path(__file__).parent / "results" / "profile_model_call.json"
 SETTINGS = {"TensorFlow's defaults": (0, 0), "inter 1, intra 1": (1, 1), "inter 1, intra 2": (1, 2),
             "inter 2, intra 1": (2, 1)}
@@ -95,13 +97,13 @@ def main() -> None:
         texts = [f"{title} {description}" for _, title, description in csv.reader(handle)][:500]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("TF_USE_LEGACY_KERAS", None)
+    model_uri = args.run_dir / "trainer" / "model"
     runs = {}
     for label, threads in SETTINGS.items():
         began = time.time()
         output = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps({
             "threads": threads, "texts": texts, "calls": args.calls,
-            "serving_dir": str(args.run_dir / "trainer" / "model" / "serving_model"),
-            "keras_model": str(args.run_dir / "trainer" / "model" / "keras" / "model.keras")}),
+            "serving_dir": str(serving_model_dir(model_uri)), "keras_model": str(keras_model_file(model_uri))}),
             capture_output=True, text=True, env=env, check=True).stdout.strip().splitlines()[-1]
         runs[label] = {**json.loads(output), "load_average": os.getloadavg()[0], "seconds": time.time() - began}
         print(label, json.dumps(runs[label]), flush=True)

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from contract.files import write_text_atomic
+
 
 def command_line() -> str:
     """The invocation as a person would retype it, with the CUDA_VISIBLE_DEVICES it ran under."""
@@ -27,8 +29,5 @@ def machine(extra: str = "") -> str:
 
 def write_results(out: Path, report: dict[str, Any], markdown: str) -> None:
     """Writes `out` (the report as JSON) and its .md twin, each through a temporary file renamed into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for path, content in ((out, json.dumps(report, indent=2) + "\n"), (out.with_suffix(".md"), markdown)):
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        temporary.write_text(content, encoding="utf-8")
-        os.replace(temporary, path)
+    write_text_atomic(out, json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out.with_suffix(".md"), markdown)

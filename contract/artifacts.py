@@ -15,28 +15,33 @@ imports an executor when its step runs or when a hook the spec names in it is ca
 before any work). A fully cached run imports the executors, so they import TensorFlow, Keras, TFT, TFMA and
 Beam (and the library modules that import them at their top) inside `run()` or the helper that needs them; a
 class that subclasses one of their types is defined inside a function. The step's code version is derived from
-every project module its module imports, wherever the import statement is (pipeline/code_version.py), so lazy
+every project module its module imports, wherever the import statement is (library/code_version.py), so lazy
 imports count.
 """
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
+
+from contract.files import update_digest
 
 
 class ComponentError(RuntimeError):
     """A component failed for a reason the user can act on; the message is shown without a traceback. `kind`
     names a failure that the CLI gives an exit code of its own (e.g. "drift"); None for any other. `details`:
-    plain JSON-able facts the pipeline records (validate: the spans it refused, {"refused": [...]})."""
+    plain JSON-able facts the pipeline records (validate: the spans it refused, {"refused": [...]}). `facts`
+    are what the component measured before refusing, as {output name: properties} of the outputs it would have
+    published (validate's drift values on exit 8): the runner keeps them in the run record, so a refused run's
+    metrics, report and history still show them."""
 
-    def __init__(self, message: str = "", kind: str | None = None, details: dict | None = None):
+    def __init__(self, message: str = "", kind: str | None = None, details: dict | None = None,
+                 facts: dict[str, dict[str, Any]] | None = None):
         super().__init__(message)
         self.kind = kind
         self.details = details
+        self.facts = facts or {}
 
 
 # What a step says when a Beam runner returned a different number of rows than went in (nothing is published).
@@ -76,6 +81,10 @@ class Runtime:
     log: Callable[[str], None] = print
     pipeline_root: Path | None = None  # where a multi-worker training job is written for the other workers
     run_id: str = ""  # the run executing the step (the tuner names the run whose search a later run reuses)
+    # True once a stop (SIGINT, SIGTERM, the deadline) was recorded: a component that publishes outside its
+    # output_dir (the pusher's rename into the serving folder) asks right before, in case the stop's exception
+    # was swallowed or lost on its way.
+    stop_requested: Callable[[], bool] = lambda: False
 
 
 def fingerprint(path: Path) -> str:
@@ -87,30 +96,6 @@ def fingerprint(path: Path) -> str:
         digest.update(str(file.relative_to(path) if file != path else file.name).encode())
         digest.update(b"\0")
         with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+            update_digest(digest, handle)
         digest.update(b"\0")
     return digest.hexdigest()
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Writes `text` to a temporary file beside `path`, then renames it into place; a failed write (a full disk)
-    leaves `path` as it was and removes the partial temporary file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Writes JSON to a temporary file beside `path`, then renames it into place."""
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -13,6 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from contract.units import parse_duration, parse_size
+
 
 def packaged_file(package: str, name: str) -> Path:
     """A data file shipped inside the package (schemas/, configs/), found through the import system: the same
@@ -24,7 +26,7 @@ class ConfigError(ValueError):
     """A configuration value is unknown, of the wrong type, or out of range."""
 
 
-def _require(condition: bool, message: str) -> None:
+def require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
 
@@ -39,7 +41,8 @@ class PipelineConfig:
     beam_runner: str = "direct"
     dask_address: str = ""  # scheduler, e.g. tcp://HOST:8786; empty: a local cluster started for each step
     dask_workers: int = 2  # worker processes of that local cluster
-    dask_worker_memory: str = "auto"  # memory limit of each local worker, e.g. "4GiB"; auto: machine / workers
+    # Memory limit of each local worker, a size ("4GiB", "3000MB": contract/units.py); auto: machine / workers.
+    dask_worker_memory: str = "auto"
     # A Beam step on dask fails (one line, a cluster state dump in its folder) when no task starts or finishes for
     # this long, or every worker is paused (memory) for min(this, 60 s).
     dask_stall_seconds: float = 600.0
@@ -47,49 +50,49 @@ class PipelineConfig:
     # While a step without progress lines of its own runs (the Beam steps), one line with the elapsed time and
     # an ETA every this many seconds; 0: none.
     progress_seconds: float = 30.0
-    # Free space a step needs under the pipeline root before it starts, e.g. "2GB"; "auto": 64 MB plus 2 KB per
-    # row of the input data; "0": no check.
+    # Free space a step needs under the pipeline root before it starts, e.g. "2GB" (10^9) or "2GiB" (2^30);
+    # "auto": 64 MB plus 2 KB per row of the input data; "0": no check.
     min_free_space: str | int = "auto"
-    # A run (or retrain) that has run this long is ended like SIGTERM, e.g. "2h", "90m" (--deadline); "": none.
+    # A run (or retrain) that has run this long is ended like SIGTERM, e.g. "2h", "90min", or seconds
+    # (--deadline; contract/units.py's durations); "": none.
     deadline: str | float = ""
 
     def __post_init__(self):
-        from contract.units import parse_duration, parse_size
         try:
             if self.min_free_space != "auto":
                 parse_size(self.min_free_space)
         except ValueError as error:
             raise ConfigError(f"pipeline.min_free_space must be auto or a size: {error}") from None
         try:
-            _require(not self.deadline or parse_duration(self.deadline) > 0, "pipeline.deadline must be positive")
+            require(not self.deadline or parse_duration(self.deadline) > 0, "pipeline.deadline must be positive")
         except ValueError as error:
             raise ConfigError(f"pipeline.deadline (--deadline) must be a duration: {error}") from None
-        _require(self.seed >= 0, f"pipeline.seed must be >= 0, got {self.seed}")
-        _require(self.progress_seconds >= 0, f"pipeline.progress_seconds must be >= 0 (0 = no progress lines), "
+        require(self.seed >= 0, f"pipeline.seed must be >= 0, got {self.seed}")
+        require(self.progress_seconds >= 0, f"pipeline.progress_seconds must be >= 0 (0 = no progress lines), "
                  f"got {self.progress_seconds}")
-        _require(self.beam_runner in ("direct", "dask"),
+        require(self.beam_runner in ("direct", "dask"),
                  f"pipeline.beam_runner must be 'direct' or 'dask', got {self.beam_runner!r} (other runners: "
                  "--beam-arg=--runner=NAME plus that runner's flags)")
-        _require(self.dask_workers >= 1, f"pipeline.dask_workers must be >= 1, got {self.dask_workers}")
-        _require(self.dask_stall_seconds > 0, f"pipeline.dask_stall_seconds must be > 0, got "
+        require(self.dask_workers >= 1, f"pipeline.dask_workers must be >= 1, got {self.dask_workers}")
+        require(self.dask_stall_seconds > 0, f"pipeline.dask_stall_seconds must be > 0, got "
                  f"{self.dask_stall_seconds}")
-        _require(_is_memory_size(self.dask_worker_memory), "pipeline.dask_worker_memory must be 'auto' or a size "
-                 f"such as 4GiB or 3000MB, got {self.dask_worker_memory!r}")
-        _require(not self.dask_address or self.beam_runner == "dask",
+        try:
+            if self.dask_worker_memory != "auto":
+                parse_size(self.dask_worker_memory)
+        except ValueError as error:
+            raise ConfigError(f"pipeline.dask_worker_memory must be auto or a size: {error}") from None
+        require(not self.dask_address or self.beam_runner == "dask",
                  "--dask-address needs --beam-runner dask")
         if self.beam_runner == "dask":
-            _require(not any(arg.startswith("--runner") for arg in self.beam_args),
+            require(not any(arg.startswith("--runner") for arg in self.beam_args),
                      "--beam-runner dask and --beam-arg=--runner=... both choose a runner; give one of them")
         # The Beam flags themselves are parsed by Beam's option classes where they are used
         # (library/beam_options.check_pipeline_options, called before any step runs).
 
     def deadline_seconds(self) -> float | None:
-        from contract.units import parse_duration
-        return parse_duration(self.deadline) if self.deadline else None
-
-def _is_memory_size(text: str) -> bool:
-    """'auto' or what dask.utils.parse_bytes accepts: a number with an optional unit (kB, MB, GiB, ...)."""
-    return text == "auto" or re.fullmatch(r"\s*\d+(\.\d+)?\s*([kMGTP]i?B|B)?\s*", text, re.IGNORECASE) is not None
+        if not self.deadline:
+            return None
+        return parse_duration(self.deadline)
 
 
 SECRET_NAME = re.compile(r"key|secret|token|password|passwd|credential", re.IGNORECASE)
@@ -126,11 +129,11 @@ class WindowConfig:
     pattern: str = r"\d{4}-\d{2}-\d{2}|\d+"  # a subfolder whose whole name matches is a span
 
     def __post_init__(self):
-        _require(self.num_spans >= 0, f"ingest.window.num_spans must be >= 0 (0 = all), got {self.num_spans}")
-        _require(self.min_spans >= 1, f"ingest.window.min_spans must be >= 1, got {self.min_spans}")
-        _require(self.num_spans == 0 or self.min_spans <= self.num_spans,
+        require(self.num_spans >= 0, f"ingest.window.num_spans must be >= 0 (0 = all), got {self.num_spans}")
+        require(self.min_spans >= 1, f"ingest.window.min_spans must be >= 1, got {self.min_spans}")
+        require(self.num_spans == 0 or self.min_spans <= self.num_spans,
                  f"ingest.window.min_spans ({self.min_spans}) is above num_spans ({self.num_spans})")
-        _require(self.skip_recent >= 0, f"ingest.window.skip_recent must be >= 0, got {self.skip_recent}")
+        require(self.skip_recent >= 0, f"ingest.window.skip_recent must be >= 0, got {self.skip_recent}")
         try:
             re.compile(self.pattern)
         except re.error as error:
@@ -148,10 +151,10 @@ class IngestConfig:
     window: WindowConfig = field(default_factory=WindowConfig)
 
     def __post_init__(self):
-        _require(self.data == "tfds" or (self.data.startswith("csv:") and len(self.data) > 4),
+        require(self.data == "tfds" or (self.data.startswith("csv:") and len(self.data) > 4),
                  f"ingest.data must be 'tfds' or 'csv:DIR', got {self.data!r}")
-        _require(0.0 < self.eval_fraction < 1.0, f"ingest.eval_fraction must be in (0, 1), got {self.eval_fraction}")
-        _require(0.0 <= self.max_bad_row_fraction <= 1.0,
+        require(0.0 < self.eval_fraction < 1.0, f"ingest.eval_fraction must be in (0, 1), got {self.eval_fraction}")
+        require(0.0 <= self.max_bad_row_fraction <= 1.0,
                  f"ingest.max_bad_row_fraction must be in [0, 1], got {self.max_bad_row_fraction}")
 
 
@@ -166,8 +169,8 @@ class DriftConfig:
 
     def __post_init__(self):
         for name in ("label_linf", "length_js", "oov_share"):
-            _require(0.0 <= getattr(self, name) <= 1.0, f"validate.drift.{name} must be in [0, 1]")
-        _require(self.length_min_rows >= 1, "validate.drift.length_min_rows must be >= 1")
+            require(0.0 <= getattr(self, name) <= 1.0, f"validate.drift.{name} must be in [0, 1]")
+        require(self.length_min_rows >= 1, "validate.drift.length_min_rows must be >= 1")
 
     def thresholds(self) -> dict[str, float]:
         return {"label_linf": self.label_linf, "length_js": self.length_js, "oov_share": self.oov_share}
@@ -182,9 +185,9 @@ class QualityConfig:
     test_overlap_share: float = 0.01  # share of a span's rows whose text is also in the fixed test set
 
     def __post_init__(self):
-        _require(self.row_count_change >= 0, "validate.quality.row_count_change must be >= 0")
+        require(self.row_count_change >= 0, "validate.quality.row_count_change must be >= 0")
         for name in ("duplicate_share", "test_overlap_share"):
-            _require(0.0 <= getattr(self, name) <= 1.0, f"validate.quality.{name} must be in [0, 1]")
+            require(0.0 <= getattr(self, name) <= 1.0, f"validate.quality.{name} must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -204,8 +207,8 @@ class ValidateConfig:
     accepted_spans: tuple[str, ...] = ()
 
     def __post_init__(self):
-        _require(self.on_drift in ("warn", "fail"), f"validate.on_drift must be warn or fail, got {self.on_drift!r}")
-        _require(self.on_quality in ("warn", "fail"),
+        require(self.on_drift in ("warn", "fail"), f"validate.on_drift must be warn or fail, got {self.on_drift!r}")
+        require(self.on_quality in ("warn", "fail"),
                  f"validate.on_quality must be warn or fail, got {self.on_quality!r}")
 
     def schema_path(self) -> Path:
@@ -221,13 +224,13 @@ class TransformConfig:
     bucket_boundaries: tuple[int, ...] = (8, 16, 24, 32, 48, 64, 96, 128, 256)
 
     def __post_init__(self):
-        _require(self.text_features in ("title", "title_description"),
+        require(self.text_features in ("title", "title_description"),
                  f"transform.text_features must be 'title' or 'title_description', got {self.text_features!r}")
-        _require(self.vocab_size >= 1, f"transform.vocab_size must be >= 1, got {self.vocab_size}")
-        _require(self.num_oov_buckets >= 1, f"transform.num_oov_buckets must be >= 1, got {self.num_oov_buckets}")
-        _require(self.max_length >= 1, f"transform.max_length must be >= 1, got {self.max_length}")
+        require(self.vocab_size >= 1, f"transform.vocab_size must be >= 1, got {self.vocab_size}")
+        require(self.num_oov_buckets >= 1, f"transform.num_oov_buckets must be >= 1, got {self.num_oov_buckets}")
+        require(self.max_length >= 1, f"transform.max_length must be >= 1, got {self.max_length}")
         bounds = list(self.bucket_boundaries)
-        _require(len(bounds) >= 1 and all(x >= 1 for x in bounds) and bounds == sorted(set(bounds)),
+        require(len(bounds) >= 1 and all(x >= 1 for x in bounds) and bounds == sorted(set(bounds)),
                  f"transform.bucket_boundaries must be strictly increasing positive integers, got {bounds}")
 
     def bucket_upper_bounds(self) -> list[int]:
@@ -259,18 +262,18 @@ class TunerConfig:
     retune: str = "every 30d"
 
     def __post_init__(self):
-        _require(self.objective in ("val_loss", "val_accuracy"),
+        require(self.objective in ("val_loss", "val_accuracy"),
                  f"tuner.objective must be val_loss or val_accuracy, got {self.objective!r}")
         for item in self.fixed_hyperparameters:
             name, sep, value = item.partition("=")
-            _require(bool(sep and name.strip() and value.strip()),
+            require(bool(sep and name.strip() and value.strip()),
                      f"tuner.fixed_hyperparameters entries must look like name=value, got {item!r}")
         # architecture: checked against the model registry by the tuner (components/tuner.check_config)
-        _require(self.algorithm in ("hyperband", "bayesian", "random"),
+        require(self.algorithm in ("hyperband", "bayesian", "random"),
                  f"tuner.algorithm must be hyperband, bayesian or random, got {self.algorithm!r}")
-        _require(self.max_trials >= 1, f"tuner.max_trials must be >= 1, got {self.max_trials}")
-        _require(self.max_epochs >= 1, f"tuner.max_epochs must be >= 1, got {self.max_epochs}")
-        _require(self.train_subsample_rows >= 0, "tuner.train_subsample_rows must be >= 0")
+        require(self.max_trials >= 1, f"tuner.max_trials must be >= 1, got {self.max_trials}")
+        require(self.max_epochs >= 1, f"tuner.max_epochs must be >= 1, got {self.max_epochs}")
+        require(self.train_subsample_rows >= 0, "tuner.train_subsample_rows must be >= 0")
         self.retune_policy()  # validates retune
 
     def retune_policy(self) -> RetunePolicy:
@@ -281,14 +284,21 @@ class TunerConfig:
         count = re.fullmatch(r"every (\d+) retrains?", text)
         if count and int(count.group(1)) >= 1:
             return RetunePolicy("retrains", int(count.group(1)))
-        period = re.fullmatch(r"every (\d+(?:\.\d+)?) ?([smhdw])", text)
-        if period and float(period.group(1)) > 0:
-            return RetunePolicy("seconds", float(period.group(1)) * _DURATION_UNITS[period.group(2)])
+        period = _duration_or_none(text.removeprefix("every ")) if text.startswith("every ") else None
+        if period:
+            return RetunePolicy("seconds", period)
         raise ConfigError(f"tuner.retune must be always, on_drift, 'every N retrains' (N >= 1) or 'every "
-                          f"DURATION' (e.g. 'every 30d'; units s, m, h, d, w), got {self.retune!r}")
+                          f"DURATION' (e.g. 'every 30d', 'every 90min'; units s, sec, m, min, h, d, w), "
+                          f"got {self.retune!r}")
 
 
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+def _duration_or_none(text: str) -> float | None:
+    """The seconds of a positive duration (contract/units.py's grammar), or None."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        return None
+    return seconds if seconds > 0 else None
 
 
 class RetunePolicy(typing.NamedTuple):
@@ -327,7 +337,7 @@ class TrainerConfig:
     embeddings_trainable: bool | str = "tuned"
     # Share of the train split's tokens the vectors must cover; below it the trainer warns loudly.
     min_embedding_coverage: float = 0.5
-    # Start from the newest blessed model when its architecture and hyperparameters are the ones trained now:
+    # Start from the served model when its architecture and hyperparameters are the ones trained now:
     # its weights, with the embedding rows carried over token by token (new tokens start fresh); --from-scratch
     # turns it off for a run.
     warm_start: bool = True
@@ -336,28 +346,28 @@ class TrainerConfig:
     warm_start_patience: int = 1
 
     def __post_init__(self):
-        _require(self.epochs >= 1, f"trainer.epochs must be >= 1, got {self.epochs}")
-        _require(0.0 <= self.min_embedding_coverage <= 1.0, "trainer.min_embedding_coverage must be in [0, 1]")
+        require(self.epochs >= 1, f"trainer.epochs must be >= 1, got {self.epochs}")
+        require(0.0 <= self.min_embedding_coverage <= 1.0, "trainer.min_embedding_coverage must be in [0, 1]")
         self.unfreeze_after_epochs()  # validates embeddings_trainable
-        _require(self.early_stopping_patience >= 0, "trainer.early_stopping_patience must be >= 0")
-        _require(self.max_rows_per_epoch >= 0,
+        require(self.early_stopping_patience >= 0, "trainer.early_stopping_patience must be >= 0")
+        require(self.max_rows_per_epoch >= 0,
                  f"trainer.max_rows_per_epoch must be >= 0 (0 = the whole split), got {self.max_rows_per_epoch}")
-        _require(self.warm_start_patience >= 0, "trainer.warm_start_patience must be >= 0")
-        _require(self.strategy in ("default", "mirrored", "multi_worker_mirrored"),
+        require(self.warm_start_patience >= 0, "trainer.warm_start_patience must be >= 0")
+        require(self.strategy in ("default", "mirrored", "multi_worker_mirrored"),
                  f"trainer.strategy must be default, mirrored or multi_worker_mirrored, got {self.strategy!r}")
         self._check_workers()
 
     def _check_workers(self) -> None:
-        _require(self.worker_timeout > 0, f"trainer.worker_timeout must be > 0 seconds, got {self.worker_timeout}")
+        require(self.worker_timeout > 0, f"trainer.worker_timeout must be > 0 seconds, got {self.worker_timeout}")
         if self.strategy != "multi_worker_mirrored":
-            _require(not self.workers, "trainer.workers is only used with trainer.strategy=multi_worker_mirrored")
+            require(not self.workers, "trainer.workers is only used with trainer.strategy=multi_worker_mirrored")
             return
-        _require(bool(self.workers), "trainer.strategy=multi_worker_mirrored needs trainer.workers, HOST:PORT of "
+        require(bool(self.workers), "trainer.strategy=multi_worker_mirrored needs trainer.workers, HOST:PORT of "
                                      "every worker with this machine (the chief) first, e.g. --set "
                                      "trainer.workers=[10.0.0.1:23456,10.0.0.2:23456]")
         for address in self.workers:
-            _require(address_problem(address) is None, f"trainer.workers: {address_problem(address)}")
-        _require(len(set(self.workers)) == len(self.workers), "trainer.workers lists a worker twice")
+            require(address_problem(address) is None, f"trainer.workers: {address_problem(address)}")
+        require(len(set(self.workers)) == len(self.workers), "trainer.workers lists a worker twice")
 
     def unfreeze_after_epochs(self) -> int | None:
         """embeddings_trainable as a number of frozen epochs: 0 = trainable, epochs = frozen throughout,
@@ -368,7 +378,7 @@ class TrainerConfig:
         if value == "tuned":
             return None
         name, _, count = value.partition(" ")
-        _require(name == "after_epochs" and count.strip().isdigit() and 1 <= int(count) < self.epochs,
+        require(name == "after_epochs" and count.strip().isdigit() and 1 <= int(count) < self.epochs,
                  f"trainer.embeddings_trainable must be true, false, tuned or 'after_epochs N' with "
                  f"1 <= N < trainer.epochs ({self.epochs}), got {value!r}")
         return int(count)
@@ -377,16 +387,40 @@ class TrainerConfig:
 @dataclass(frozen=True)
 class EvaluatorConfig:
     min_accuracy: float = 0.80  # absolute bar for blessing
-    max_accuracy_drop: float = 0.005  # allowed drop versus the last blessed model (0.005 = 0.5 points)
+    # Allowed drop below the anchor: the best accuracy of the baseline (the served model) and the last
+    # `anchor_versions` served versions, on the same test rows (0.005 = 0.5 points).
+    max_accuracy_drop: float = 0.005
+    anchor_versions: int = 5
+    # A candidate significantly worse than the baseline on the same rows (one-sided exact McNemar test,
+    # p < significance) is refused; 0: no test.
+    significance: float = 0.05
 
     def __post_init__(self):
-        _require(0.0 <= self.min_accuracy <= 1.0, "evaluator.min_accuracy must be in [0, 1]")
-        _require(0.0 <= self.max_accuracy_drop <= 1.0, "evaluator.max_accuracy_drop must be in [0, 1]")
+        require(0.0 <= self.min_accuracy <= 1.0, "evaluator.min_accuracy must be in [0, 1]")
+        require(0.0 <= self.max_accuracy_drop <= 1.0, "evaluator.max_accuracy_drop must be in [0, 1]")
+        require(self.anchor_versions >= 0, "evaluator.anchor_versions must be >= 0")
+        require(0.0 <= self.significance < 1.0, "evaluator.significance must be in [0, 1)")
 
 
 @dataclass(frozen=True)
 class PusherConfig:
     serving_dir: str = ""  # empty: <pipeline root>/serving/agnews (made absolute when the configuration loads)
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """What `gc` keeps, and `retrain` when apply_after_retrain: the lineage of the last `served_versions` served
+    versions (older versions leave the serving folder) plus the `runs` newest runs. 0: that part is off (keep
+    every served version; `gc` then needs --keep)."""
+    served_versions: int = 0
+    runs: int = 0
+    apply_after_retrain: bool = False
+
+    def __post_init__(self):
+        require(self.served_versions >= 0, "retention.served_versions must be >= 0")
+        require(self.runs >= 0, "retention.runs must be >= 0")
+        require(not self.apply_after_retrain or self.runs >= 1,
+                 "retention.apply_after_retrain needs retention.runs >= 1 (the newest run is always kept)")
 
 
 @dataclass(frozen=True)
@@ -399,13 +433,18 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     pusher: PusherConfig = field(default_factory=PusherConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     def __post_init__(self):
         vectors = self.trainer.pretrained_embeddings
-        _require(self.tuner.pretrained_embeddings in ("", vectors),
+        require(self.tuner.pretrained_embeddings in ("", vectors),
                  "set the vectors file with trainer.pretrained_embeddings (--pretrained-embeddings); "
                  "the tuner uses the same file")
         object.__setattr__(self, "tuner", dataclasses.replace(self.tuner, pretrained_embeddings=vectors))
+        kept = self.retention.served_versions
+        require(kept == 0 or kept >= self.evaluator.anchor_versions,
+                 f"retention.served_versions ({kept}) must be 0 or at least evaluator.anchor_versions "
+                 f"({self.evaluator.anchor_versions}): the gate's anchor is taken from the served versions kept")
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from contract.config import Config, ConfigError, _require, packaged_file
+from contract.config import Config, ConfigError, packaged_file, require
 
 
 def default_config_file() -> Path:
@@ -27,11 +27,11 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if isinstance(annotation, str):
         annotation = eval(annotation, vars(typing))  # annotations are strings under `from __future__ import annotations`
     if dataclasses.is_dataclass(annotation):  # a nested section, e.g. ingest.window
-        _require(isinstance(value, dict), f"{where} must be a mapping, got {value!r}")
+        require(isinstance(value, dict), f"{where} must be a mapping, got {value!r}")
         return _build_section(annotation, value, where)
     origin = typing.get_origin(annotation)
     if origin is tuple:
-        _require(isinstance(value, (list, tuple)), f"{where} must be a list, got {value!r}")
+        require(isinstance(value, (list, tuple)), f"{where} must be a list, got {value!r}")
         item_type = typing.get_args(annotation)[0]
         return tuple(_coerce(v, item_type, f"{where}[]") for v in value)
     if origin in (typing.Union, types.UnionType):
@@ -42,19 +42,19 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
                 pass
         raise ConfigError(f"{where} has the wrong type: {value!r}")
     if annotation is bool:
-        _require(isinstance(value, bool), f"{where} must be true or false, got {value!r}")
+        require(isinstance(value, bool), f"{where} must be true or false, got {value!r}")
         return value
     if annotation is int:
-        _require(isinstance(value, int) and not isinstance(value, bool), f"{where} must be an integer, got {value!r}")
+        require(isinstance(value, int) and not isinstance(value, bool), f"{where} must be an integer, got {value!r}")
         return value
     if annotation is float:
-        _require(isinstance(value, (int, float)) and not isinstance(value, bool), f"{where} must be a number, got {value!r}")
+        require(isinstance(value, (int, float)) and not isinstance(value, bool), f"{where} must be a number, got {value!r}")
         return float(value)
     if annotation is str:
-        _require(isinstance(value, str), f"{where} must be a string, got {value!r}")
+        require(isinstance(value, str), f"{where} must be a string, got {value!r}")
         return value
     if annotation is type(None):
-        _require(value is None, f"{where} must be null")
+        require(value is None, f"{where} must be null")
         return None
     raise ConfigError(f"{where}: unsupported type {annotation!r}")
 
@@ -66,13 +66,13 @@ def _section_types() -> dict[str, type]:
 
 def build_config(values: dict[str, dict[str, Any]]) -> Config:
     """Builds a validated Config from {section: {key: value}}; unknown names are errors."""
-    _require(isinstance(values, dict), "the configuration must be a mapping of sections")
+    require(isinstance(values, dict), "the configuration must be a mapping of sections")
     sections = _section_types()
     built = {}
     for section, entries in values.items():
-        _require(section in sections, f"unknown configuration section {section!r}; known: {sorted(sections)}")
+        require(section in sections, f"unknown configuration section {section!r}; known: {sorted(sections)}")
         entries = entries or {}
-        _require(isinstance(entries, dict), f"section {section!r} must be a mapping")
+        require(isinstance(entries, dict), f"section {section!r} must be a mapping")
         built[section] = _build_section(sections[section], entries, section)
     return _resolve_serving_dir(Config(**built))
 
@@ -81,7 +81,7 @@ def _build_section(cls: type, entries: dict[str, Any], section: str) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     for key in entries:
-        _require(key in known, f"unknown key {section}.{key}; known keys of {section}: {sorted(known)}")
+        require(key in known, f"unknown key {section}.{key}; known keys of {section}: {sorted(known)}")
     return cls(**{k: _coerce(v, hints[k], f"{section}.{k}") for k, v in entries.items()})
 
 
@@ -96,7 +96,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     """'section.key=value' -> (section, key, YAML-parsed value)."""
     name, sep, raw = text.partition("=")
     section, dot, key = name.strip().partition(".")
-    _require(bool(sep and dot and section and key), f"--set expects section.key=value, got {text!r}")
+    require(bool(sep and dot and section and key), f"--set expects section.key=value, got {text!r}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
@@ -111,13 +111,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     values: dict[str, dict[str, Any]] = {}
     if path is not None:
         path = Path(path)
-        _require(path.is_file(), f"configuration file not found: {path}")
+        require(path.is_file(), f"configuration file not found: {path}")
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as error:
             reason = str(error).replace("\n", " ")
             raise ConfigError(f"{path} is not a valid UTF-8 YAML file ({reason})") from None
-        _require(isinstance(loaded, dict), f"{path} must hold a mapping of sections")
+        require(isinstance(loaded, dict), f"{path} must hold a mapping of sections")
         values = {k: dict(v or {}) if isinstance(v, dict) or v is None else v for k, v in loaded.items()}
     for text in overrides:
         section, key, value = parse_override(text)
@@ -134,6 +134,6 @@ def _set_value(values: dict, section: str, key: str, value: Any) -> None:
     target = values
     for name in parents:
         target.setdefault(name, {})
-        _require(isinstance(target[name], dict), f"section {name!r} must be a mapping")
+        require(isinstance(target[name], dict), f"section {name!r} must be a mapping")
         target = target[name]
     target[last] = value

@@ -16,6 +16,8 @@ import sqlite3
 from pathlib import Path
 from typing import Iterator
 
+from contract.units import format_size
+
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 _REFUSED_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
 _FULL_TEXT = re.compile(r"no space left on device|database or disk is full|disk quota exceeded|\[Errno 28\]",
@@ -106,16 +108,8 @@ def free_bytes(path: Path) -> int:
     return stats.f_bavail * stats.f_frsize
 
 
-def human_bytes(count: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if abs(count) < 1024 or unit == "TB":
-            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count} bytes"  # unreachable
-
-
 def filesystem_line(path: Path) -> str:
-    """'the filesystem at /mnt/data (holding PATH) has 12.0 KB free of 300.0 KB'."""
+    """'the filesystem at /mnt/data (holding PATH) has 12.0 KiB free of 300.0 KiB'."""
     path = Path(path).absolute()
     try:
         mount = mount_point(path)
@@ -123,8 +117,8 @@ def filesystem_line(path: Path) -> str:
     except OSError:
         return f"the filesystem holding {path}"
     total = stats.f_blocks * stats.f_frsize
-    return (f"the filesystem at {mount} (holding {path}) has {human_bytes(free_bytes(mount))} free of "
-            f"{human_bytes(total)}")
+    return (f"the filesystem at {mount} (holding {path}) has {format_size(free_bytes(mount))} free of "
+            f"{format_size(total)}")
 
 
 def disk_full_message(path: Path, what: str) -> str:

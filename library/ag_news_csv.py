@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Iterator, NamedTuple
 
+from contract.files import read_blocks
 from library.layouts import NUM_CLASSES
 
 CSV_COLUMNS = 3  # class, title, description
@@ -189,7 +190,7 @@ def count_lines(path: str) -> int:
     """Lines of a file as chunk_lines reads them: every newline ends one, and a last line without one counts."""
     lines, last = 0, b"\n"
     with open_binary(path) as handle:
-        while block := handle.read(1 << 24):
+        for block in read_blocks(handle):
             lines += block.count(b"\n")
             last = block[-1:]
     return lines + (last != b"\n")

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from library.layouts import bucket_files
 from contract.artifacts import ComponentError
+from library.layouts import bucket_files
 
 _FEATURES = {
     "token_ids": tf.io.VarLenFeature(tf.int64),

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from library.layouts import ModelInputSpec, examples_files, vocabulary_file
 from contract.artifacts import ComponentError
+from contract.files import update_digest
+from library.layouts import ModelInputSpec, examples_files, vocabulary_file
 
 FORMATS = ("word2vec", "word2vec_binary", "glove", "kv")
 PADDING_ID = 0
@@ -72,8 +73,7 @@ def file_fingerprint(path: Path) -> str:
     for file in [path] + sorted(path.parent.glob(path.name + ".*.npy")):
         digest.update(file.name.encode() + b"\0")
         with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+            update_digest(digest, handle)
     return digest.hexdigest()
 
 

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
-from contract.artifacts import ComponentError, read_json, write_json_atomic
+from contract.artifacts import ComponentError
+from contract.files import read_json, write_json_atomic
 
 # ----------------------------------------------------------------------------------------------------------
 # Splits and classes, shared by every artifact that holds examples or predictions
@@ -291,7 +292,7 @@ def read_best_hyperparameters(folder: Path | str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------------------
 # model (trainer): keras/model.keras, hyperparameters.json (the values trained), model_input.json,
 # serving_model/ (the serving SavedModel)
-# model_run (trainer): history.json, logs/ (TensorBoard)
+# model_run (trainer): history.json, tensorboard/ (TensorBoard)
 
 SERVING_MODEL_DIR = "serving_model"
 SAVED_MODEL_FILE = "saved_model.pb"  # TF's name, as is the warm-up file's TF Serving replays at load time
@@ -301,7 +302,7 @@ KERAS_MODEL_FILE = "keras/model.keras"
 SAVED_MODEL_ASSETS_DIR = "assets"  # TF's name for a SavedModel's asset files
 TRAINED_HYPERPARAMETERS_FILE = "hyperparameters.json"
 HISTORY_FILE = "history.json"
-TENSORBOARD_DIR = "logs"
+TENSORBOARD_DIR = "tensorboard"  # TensorBoard logs: the trainer's model_run and the tuner's step folder
 
 
 def serving_model_dir(model_uri: Path | str) -> Path:
@@ -336,14 +337,25 @@ def trained_hyperparameters_file(model_uri: Path | str) -> Path:
     return Path(model_uri) / TRAINED_HYPERPARAMETERS_FILE
 
 
+MODEL_LINEAGE_FILE = "lineage.json"
+
+
+def model_lineage_file(model_uri: Path | str) -> Path:
+    """What a trained model learned from (library/warm_start.py): {"training_spans": [[span, sha256], ...] of its
+    own window, "lineage_spans": the same over it and every model it was warm-started from, "warm_start_from":
+    the base model's folder or null}."""
+    return Path(model_uri) / MODEL_LINEAGE_FILE
+
+
 def model_vocabulary_file(model_uri: Path | str, spec: ModelInputSpec) -> Path:
     """The vocabulary a trained model's token ids index: the asset its serving SavedModel carries (the export
     embeds the transform graph, vocabulary included; SavedModel keeps an asset's file name)."""
     return serving_model_dir(model_uri) / SAVED_MODEL_ASSETS_DIR / spec.vocab_filename
 
 
-def tensorboard_dir(model_run_uri: Path | str) -> Path:
-    return Path(model_run_uri) / TENSORBOARD_DIR
+def tensorboard_dir(folder: Path | str) -> Path:
+    """TensorBoard's --logdir inside a trainer's model_run artifact or the tuner's step folder."""
+    return Path(folder) / TENSORBOARD_DIR
 
 
 def write_history(model_run_uri: Path | str, history: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ from typing import Callable
 
 import keras
 
-from library.durations import duration
+from contract.units import format_duration
 
 
 class Progress:
@@ -21,7 +21,7 @@ class Progress:
         elapsed = self.clock() - self.started
         left = max(self.total - done, 0)
         eta = elapsed / done * left if done else float("nan")
-        return f"{done}/{self.total}, elapsed {duration(elapsed)}, ETA {duration(eta) if done else '?'}"
+        return f"{done}/{self.total}, elapsed {format_duration(elapsed)}, ETA {format_duration(eta) if done else '?'}"
 
 
 class EpochProgress(keras.callbacks.Callback):
@@ -47,5 +47,5 @@ class EpochProgress(keras.callbacks.Callback):
         logs = logs or {}
         metrics = ", ".join(f"{name} {logs[name]:.4f}" for name in ("val_loss", "val_accuracy") if name in logs)
         self.log(f"{self.prefix}: epoch {epoch + 1}/{self.params['epochs']} in "
-                 f"{duration(time.monotonic() - self._epoch_started)} ({metrics}); epochs "
+                 f"{format_duration(time.monotonic() - self._epoch_started)} ({metrics}); epochs "
                  f"{self._progress.line(epoch + 1 - self._initial)} (at most; early stopping may end sooner)")

@@ -17,11 +17,11 @@ rewritten after the pipeline so that the same data and config give the same byte
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from contract.files import write_bytes_atomic
 from library.layouts import FINGERPRINT_FILE, SAVED_MODEL_FILE
 
 _COUNTER_SUFFIX = re.compile(r"^(.*)_(\d+)$")
@@ -113,9 +113,7 @@ def make_saved_model_reproducible(saved_model_dir: Path, temporary_paths: Sequen
         ordered = sorted(library.gradient, key=lambda gradient: (gradient.function_name, gradient.gradient_func))
         del library.gradient[:]
         library.gradient.extend(ordered)
-    temporary = model_path.with_name(f".{model_path.name}.tmp")
-    temporary.write_bytes(model.SerializeToString(deterministic=True))
-    os.replace(temporary, model_path)
+    write_bytes_atomic(model_path, model.SerializeToString(deterministic=True))
 
     fingerprint_path = saved_model_dir / FINGERPRINT_FILE
     if fingerprint_path.exists():
@@ -125,6 +123,4 @@ def make_saved_model_reproducible(saved_model_dir: Path, temporary_paths: Sequen
         fingerprint_def.uuid = ""
         digest = hashlib.sha256(fingerprint_def.SerializeToString(deterministic=True)).digest()
         fingerprint_def.uuid = str(int.from_bytes(digest[:16], "big"))
-        temporary = fingerprint_path.with_name(f".{fingerprint_path.name}.tmp")
-        temporary.write_bytes(fingerprint_def.SerializeToString(deterministic=True))
-        os.replace(temporary, fingerprint_path)
+        write_bytes_atomic(fingerprint_path, fingerprint_def.SerializeToString(deterministic=True))

@@ -11,11 +11,9 @@ the DAG call it before any work.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from contract.artifacts import ComponentError
 
@@ -50,7 +48,7 @@ def span_date(name: str) -> datetime.date | None:
         return None
 
 
-def _order(names: list[str], where: str) -> dict[str, tuple]:
+def span_order(names: list[str], where: str) -> dict[str, tuple]:
     """{name: sort key}: numbers by value (0007 before 0010) when every name is a number; otherwise by the date
     each name spells (20261208 after 2026-12-01). A ComponentError when names mix numbers and dates."""
     if all(name.isdigit() for name in names):
@@ -72,7 +70,7 @@ def discover_spans(folder: str, pattern: str) -> list[Span]:
     spans = [Span(entry.name, entry.path) for entry in os.scandir(folder)
              if entry.is_dir() and regex.fullmatch(entry.name) and os.path.isfile(os.path.join(entry.path,
                                                                                                SPAN_TRAIN_FILE))]
-    order = _order([span.name for span in spans], folder)
+    order = span_order([span.name for span in spans], folder)
     return sorted(spans, key=lambda span: order[span.name])
 
 
@@ -108,8 +106,11 @@ def select_window(spans: list[Span], *, num_spans: int, min_spans: int, skip_rec
         pinned = next((i for i, span in enumerate(candidates) if _is_pinned(span, newest)), None)
         if pinned is None:
             named = [span.name for span in spans if _is_pinned(span, newest)]
-            excluded = ("" if not named else " (it is quarantined or rejected: see `agnews-pipeline spans`)"
-                        if named[0] in held_out else " (it is excluded)")
+            excluded = ""
+            if named:
+                excluded = " (it is excluded)"
+            if named and named[0] in held_out:
+                excluded = " (it is quarantined or rejected: see `agnews-pipeline spans`)"
             known = ", ".join(span.name for span in spans[-5:]) or "none"
             raise ComponentError(f"ingest: the pinned span {newest!r} is not among the spans of {where}{excluded}; "
                                  f"newest spans: {known}. Nothing was trained.", SPAN_NOT_FOUND)
@@ -126,9 +127,11 @@ def select_window(spans: list[Span], *, num_spans: int, min_spans: int, skip_rec
     return window
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+
+def span_time(span: Span) -> float:
+    """When a span's data was current (Unix time): midnight UTC of the date its name spells, else its folder's
+    modification time (a numbered span, a single data folder)."""
+    date = span_date(span.name)
+    if date is None:
+        return os.stat(span.folder).st_mtime
+    return datetime.datetime(date.year, date.month, date.day, tzinfo=datetime.timezone.utc).timestamp()

@@ -41,7 +41,9 @@ from typing import Iterable, Iterator
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
+from contract.files import replaced_atomically
 from library.layouts import shard_file_name
+
 # Records per shard file. A shard is sorted in memory by one worker: 100,000 AG News examples are ~30 MB.
 DEFAULT_ROWS_PER_SHARD = 100_000
 # Records a bundle holds before it writes them out as sorted runs: its memory bound (~40 MB of AG News examples).
@@ -55,32 +57,20 @@ def shard_count(num_records: int, rows_per_shard: int = DEFAULT_ROWS_PER_SHARD) 
 
 def write_tfrecord_file(path: str, records: Iterable[bytes]) -> None:
     """Writes gzip-compressed TFRecords to a temporary file beside `path`, then renames it to `path`.
-    Works for any file system TensorFlow knows (local, gs://, ...)."""
+    A local or mounted path: the rename is contract/files.py's (the pipeline root is local, docs/running.md)."""
     import tensorflow as tf  # imported where used: only the writing workers need TensorFlow
 
-    folder, name = path.rsplit("/", 1)
-    temporary = f"{folder}/.{name}.tmp-{uuid.uuid4().hex}"  # hidden, not part-*: never globbed by a reader
-    try:
-        with tf.io.TFRecordWriter(temporary, options="GZIP") as writer:
-            for record in records:
-                writer.write(record)
-        tf.io.gfile.rename(temporary, path, overwrite=True)
-    except BaseException:
-        if tf.io.gfile.exists(temporary):
-            tf.io.gfile.remove(temporary)
-        raise
+    with replaced_atomically(path) as temporary, tf.io.TFRecordWriter(str(temporary), options="GZIP") as writer:
+        for record in records:
+            writer.write(record)
 
 
 def _write_run(path: str, items: list[tuple[bytes, bytes]]) -> None:
     """(raw SHA-256, record) items, sorted, to an uncompressed run file (temporary name, then renamed)."""
-    import tensorflow as tf
-
-    temporary = f"{path}.tmp-{uuid.uuid4().hex}"
-    with tf.io.gfile.GFile(temporary, "wb") as out:
+    with replaced_atomically(path) as temporary, open(temporary, "wb") as out:
         for digest, record in items:
             out.write(_RUN_HEADER.pack(len(record), digest))
             out.write(record)
-    tf.io.gfile.rename(temporary, path, overwrite=True)
 
 
 def _read_run(path: str) -> Iterator[tuple[bytes, bytes]]:
@@ -180,7 +170,7 @@ class WriteDeterministicTFRecords(beam.PTransform):
     `folders` are written even if no record goes to them (as one empty shard, for readers that expect at
     least one file); any other folder exists only if it receives records. One transform writes all folders
     with a single shuffle, which costs less than one transform per folder. Returns the PCollection of the
-    written files' paths. `output_dir` is a local path or any URL TensorFlow's file system can write to.
+    written files' paths. `output_dir` is a local or mounted path, as the pipeline root is.
     """
 
     def __init__(self, output_dir: str, folders: Iterable[str] = (), rows_per_shard: int | None = None):

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from library.durations import duration
+from contract.units import format_duration
 
 
 def rows_of(properties: dict[str, Any]) -> int | None:
@@ -53,7 +53,7 @@ class Estimate:
         sized = [run for run in self.earlier if run[1]] if rows_now else []
         if not sized:
             seconds = self.earlier[0][0]
-            return seconds, f"its last run here took {duration(seconds)}; not scaled: the size of its input is not known"
+            return seconds, f"its last run here took {format_duration(seconds)}; not scaled: the size of its input is not known"
 
         def distance(run):  # size ratios: 1,000 is as far from 2,000 as 4,000 is
             return abs(math.log(rows_now / run[1]))
@@ -64,9 +64,9 @@ class Estimate:
             other_seconds, other_rows = min(apart, key=distance)
             per_row = max((seconds - other_seconds) / (rows - other_rows), 0.0)  # noise can make it negative
             return (max(seconds + per_row * (rows_now - rows), 0.0),
-                    f"a line through its runs here on {other_rows:,} rows ({duration(other_seconds)}) and {rows:,} "
-                    f"rows ({duration(seconds)}); now {rows_now:,}")
-        text = f"its run here on {rows:,} rows took {duration(seconds)}; now {rows_now:,}"
+                    f"a line through its runs here on {other_rows:,} rows ({format_duration(other_seconds)}) and {rows:,} "
+                    f"rows ({format_duration(seconds)}); now {rows_now:,}")
+        text = f"its run here on {rows:,} rows took {format_duration(seconds)}; now {rows_now:,}"
         if rows_now > 2 * rows:
             text += "; likely too high: part of a step's time does not grow with its rows"
         return seconds * rows_now / rows, text
@@ -82,7 +82,7 @@ def estimate_for(store, step, step_config, inputs: dict) -> Estimate:
                      total_rows(store.artifacts_of(execution["id"], kind).values()))
                     for execution in store.completed(step.name, EARLIER_RUNS))
     if inputs:
-        rows = total_rows(inputs.values())
+        rows = total_rows(a for a in inputs.values() if not isinstance(a, list))  # a list input counts no rows
         return Estimate(earlier, lambda: rows)
     count = step.spec.hook("input_rows")
     return Estimate(earlier, (lambda: count(step_config)) if count is not None else (lambda: None))
@@ -131,10 +131,10 @@ class Heartbeat:
         return self._rows_now
 
     def line(self, elapsed: float) -> str:
-        text = f"{self.prefix} running: elapsed {duration(elapsed)}"
+        text = f"{self.prefix} running: elapsed {format_duration(elapsed)}"
         if not self.estimate.earlier:
             return f"{text} (no earlier run to estimate from)"
         expected, basis = self.estimate.basis(self._rows())
         if round(elapsed) <= round(expected):  # "ETA ~0s", not "longer than the estimated 12s" at 12s
-            return f"{text}, ETA ~{duration(max(expected - elapsed, 0))} (estimate: {basis})"
-        return f"{text}, longer than the estimated {duration(expected)} ({basis})"
+            return f"{text}, ETA ~{format_duration(max(expected - elapsed, 0))} (estimate: {basis})"
+        return f"{text}, longer than the estimated {format_duration(expected)} ({basis})"

@@ -11,7 +11,7 @@ import os
 import signal
 import threading
 
-from library.durations import duration
+from contract.units import format_duration
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number, what shells report
 # The run's deadline (pipeline.deadline, --deadline) arrives as SIGALRM and ends the run the same way; exit 124
@@ -78,6 +78,14 @@ def received() -> int | None:
     return _received
 
 
+def stop_if_received() -> None:
+    """Raises Interrupted if a signal or the deadline was recorded: the runner calls this after every step and
+    before each publish, because the handler's exception can be lost (a component that catches and swallows it,
+    or a handler that ran inside a weakref callback or __del__, where Python prints and discards exceptions)."""
+    if _received is not None:
+        raise Interrupted(_received)
+
+
 def exit_code(error: BaseException | None = None) -> int:
     signum = getattr(error, "signum", None) or _received or signal.SIGINT
     return EXIT_CODES.get(signum, 130)
@@ -85,5 +93,5 @@ def exit_code(error: BaseException | None = None) -> int:
 
 def name() -> str:
     if _received == signal.SIGALRM:
-        return f"the deadline (pipeline.deadline / --deadline {duration(_deadline or 0)})"
+        return f"the deadline (pipeline.deadline / --deadline {format_duration(_deadline or 0)})"
     return signal.Signals(_received).name if _received else "SIGINT"

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from contract.artifacts import write_text_atomic
+from contract.files import write_text_atomic
 
 
 def embeddings_line(properties: dict[str, Any]) -> str | None:
@@ -39,17 +39,17 @@ def drift_lines(properties: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _format(value: Any) -> str:
+def format_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_format(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{k}: {format_value(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 
 def headline_facts(properties: dict[str, Any], names: tuple[str, ...]) -> str:
     """'name=value, ...' for the headline properties (pipeline/headlines.py) an artifact has."""
-    return ", ".join(f"{k}={_format(properties[k])}" for k in names if properties.get(k) is not None)
+    return ", ".join(f"{k}={format_value(properties[k])}" for k in names if properties.get(k) is not None)
 
 
 def write_run_report(run_dir: Path, record: dict[str, Any], headline: dict[str, tuple[str, ...]]) -> Path:
@@ -78,6 +78,11 @@ def write_run_report(run_dir: Path, record: dict[str, Any], headline: dict[str, 
             folder = Path(output["uri"])
             for image in sorted(folder.glob("*.png")) if folder.is_dir() else ():  # the figures an output holds
                 lines.append(f"\n![{image.name}]({os.path.relpath(image, run_dir)})")
+    for step in record["steps"]:  # what a refusing step measured (its facts: the drift of a span refused on exit 8)
+        for name, properties in step.get("facts", {}).items():
+            drift = drift_lines(properties)
+            if drift:
+                lines += ["", f"{step['step']} refused; its `{name}` measured:", "", *drift, ""]
     path = run_dir / "report.md"
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path

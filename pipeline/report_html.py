@@ -10,11 +10,11 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from contract.artifacts import write_text_atomic
+from contract.files import write_text_atomic
 from library.layouts import EVALUATION_FIGURES, METRICS_FILE, TRIALS_CSV_FILE, parse_bucket_dir, read_metrics
 from pipeline.dag import Resolver
 from pipeline.headlines import headline_table
-from pipeline.report import _format
+from pipeline.report import format_value
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:72em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}
@@ -23,7 +23,7 @@ pre{background:#f6f6f6;padding:1em;overflow-x:auto}"""
 
 
 def _e(value: Any) -> str:
-    return html.escape(value if isinstance(value, str) else _format(value))
+    return html.escape(value if isinstance(value, str) else format_value(value))
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric_from: int = 99) -> str:

@@ -13,11 +13,19 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from pipeline import dag
-from contract.disk import (disk_full, disk_full_message, error_paths, filesystem_line, free_bytes, full_path,
-                           human_bytes, not_writable, not_writable_message)
-from contract.units import parse_size
 from contract.config import Config
+from contract.disk import (
+    disk_full,
+    disk_full_message,
+    error_paths,
+    filesystem_line,
+    free_bytes,
+    full_path,
+    not_writable,
+    not_writable_message,
+)
+from contract.units import format_size, parse_size
+from pipeline import dag
 
 
 class LockBusy(RuntimeError):
@@ -109,7 +117,7 @@ class FreeSpacePolicy:
         if needed <= 0 or free_bytes(self.root) >= needed:
             return None
         return (f"{step.name}: not started, too little free space: {filesystem_line(self.root)}, less than "
-                f"the {human_bytes(needed)} pipeline.min_free_space asks for; free some space there (or set "
+                f"the {format_size(needed)} pipeline.min_free_space asks for; free some space there (or set "
                 "pipeline.min_free_space lower, 0 = no check) and run again")
 
     def min_free_bytes(self) -> int:

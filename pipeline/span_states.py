@@ -19,8 +19,8 @@ from pathlib import Path
 
 from components.ingest.spec import stream_spans
 from contract.config import Config
+from contract.files import file_sha256
 from library.layouts import read_counts, read_sources
-from library.spans import file_sha256
 from pipeline.metadata import MetadataStore
 
 STORE_FILE = "metadata.sqlite"

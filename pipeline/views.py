@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from contract.names import BEST_HYPERPARAMETERS, BLESSING, EVALUATION, PUSHED_MODEL
 from library.layouts import METRICS_FILE, parse_bucket_dir, read_metrics
 from pipeline import dag, headlines
 from pipeline.metadata import MetadataStore
@@ -168,19 +169,19 @@ def _run_facts(details: dict[str, Any]) -> dict[str, Any]:
     """What `diff` compares, taken from one run's details (and its evaluation's metrics.json)."""
     outputs = {name: output for step in details["steps"] for name, output in step["outputs"].items()}
     metrics: dict[str, Any] = {}
-    evaluation = outputs.get("evaluation")
+    evaluation = outputs.get(EVALUATION)
     if evaluation and (Path(evaluation["uri"]) / METRICS_FILE).is_file():
         metrics = read_metrics(evaluation["uri"])
-    pushed = outputs.get("pushed_model", {}).get("properties", {})
+    pushed = outputs.get(PUSHED_MODEL, {}).get("properties", {})
     return {
         "config": _flatten(details["config"]),
-        "hyperparameters": outputs.get("best_hyperparameters", {}).get("properties", {}).get("values") or {},
+        "hyperparameters": outputs.get(BEST_HYPERPARAMETERS, {}).get("properties", {}).get("values") or {},
         "data_fingerprint": details["data_fingerprint"],
         "code_versions": {s["step"]: s["code_version"] for s in details["steps"] if s["code_version"]},
         "metrics": {name: metrics.get(name) for name in ("accuracy", "loss", "macro_f1") if name in metrics},
         "length_buckets": {bucket: {name: values.get(name) for name in ("examples", "accuracy", "loss", "macro_f1")}
                            for bucket, values in metrics.get("length_buckets", {}).items()},
-        "blessed": outputs.get("blessing", {}).get("properties", {}).get("blessed"),
+        "blessed": outputs.get(BLESSING, {}).get("properties", {}).get("blessed"),
         "pushed_version": pushed.get("version") if pushed.get("pushed") else None,
     }
 

@@ -15,10 +15,11 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).parent))  # `import support` from any test module or conftest
 
-from contract import config as config_module
-from contract.artifacts import Artifact, Runtime
 from support.hooks import OFFLINE_SITECUSTOMIZE
 from support.paths import SAMPLE_DIR
+
+from contract import config as config_module
+from contract.artifacts import Artifact, Runtime
 
 pytest_plugins = ["support.fixtures"]  # the session fixtures several modules share
 

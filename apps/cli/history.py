@@ -6,20 +6,26 @@ import json
 import time
 
 from apps.cli.exit_codes import EXIT_OK
+from contract.units import format_duration
 from pipeline import headlines
 
 
-def _format_seconds(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
+def _format_duration(seconds: float | None) -> str:
+    return "-" if seconds is None else format_duration(seconds)
 
 
 def _format_value(value) -> str:
+    """A table cell: '-' for nothing, four decimals for a float, true/false for a bool."""
     if value is None:
         return "-"
-    return f"{value:.4f}" if isinstance(value, float) else str(value).lower() if isinstance(value, bool) else str(value)
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
-def _cmd_runs(args, config) -> int:
+def cmd_runs(args, config) -> int:
     from pipeline.views import run_rows
     rows = run_rows(config.pipeline_root(), args.limit)
     if args.json:
@@ -31,7 +37,7 @@ def _cmd_runs(args, config) -> int:
     # The headline columns follow the run's own.
     header = ("run", "command", "started", "duration", "status", "cached", *headlines.RUN_COLUMNS)
     table = [header] + [(r["id"], r["command"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started"])),
-                         _format_seconds(r["duration"]), r["status"], f"{r['cached']}/{r['steps']}",
+                         _format_duration(r["duration"]), r["status"], f"{r['cached']}/{r['steps']}",
                          *(_format_value(r[column]) for column in headlines.RUN_COLUMNS)) for r in rows]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for row in table:
@@ -39,7 +45,7 @@ def _cmd_runs(args, config) -> int:
     return EXIT_OK
 
 
-def _cmd_show(args, config) -> int:
+def cmd_show(args, config) -> int:
     from pipeline.views import run_details, show_run
     if args.json:
         print(json.dumps(run_details(config.pipeline_root(), args.run_id), indent=2, default=str))
@@ -48,7 +54,7 @@ def _cmd_show(args, config) -> int:
     return EXIT_OK
 
 
-def _cmd_diff(args, config) -> int:
+def cmd_diff(args, config) -> int:
     from pipeline.views import diff_runs, format_diff
     diff = diff_runs(config.pipeline_root(), args.run_a, args.run_b)
     print(json.dumps(diff, indent=2, default=str) if args.json else format_diff(diff))

@@ -12,17 +12,17 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
 from apps.cli.exit_codes import EXIT_FAILED, EXIT_FOR_KIND, EXIT_LOCKED, EXIT_USAGE
-from apps.cli.history import _cmd_diff, _cmd_runs, _cmd_show
-from apps.cli.maintenance import _cmd_embeddings, _cmd_gc
-from apps.cli.parser import _config_from_args, build_parser
-from apps.cli.predict import _cmd_predict
-from apps.cli.run import _cmd_run, _cmd_train_worker
-from apps.cli.serve import _cmd_serve
-from apps.cli.spans import _cmd_spans
-from apps.cli.utils import UsageError, _library_output
-from pipeline import interrupts
+from apps.cli.history import cmd_diff, cmd_runs, cmd_show
+from apps.cli.maintenance import cmd_embeddings, cmd_gc, cmd_rollback
+from apps.cli.parser import build_parser, config_from_args
+from apps.cli.predict import cmd_predict
+from apps.cli.run import cmd_run, cmd_train_worker
+from apps.cli.serve import cmd_serve
+from apps.cli.spans import cmd_spans
+from apps.cli.utils import UsageError, library_output
 from contract.config import ConfigError
 from contract.config_loading import load_config
+from pipeline import interrupts
 from pipeline.logs import Console
 from pipeline.root import LockBusy
 
@@ -40,15 +40,32 @@ def _write_metrics(args, code: int, started: float) -> None:
     """--metrics-file, whatever the outcome; a file that cannot be written is one line, not a new exit code."""
     from apps.job_metrics import write_job_metrics
     try:
-        config = _config_from_args(args)
+        config = config_from_args(args)
     except ConfigError:
         config = load_config()  # a bad configuration is itself an outcome worth reporting
     try:
         write_job_metrics(Path(args.metrics_file), command=args.command, exit_code=code, started=started,
-                          ended=time.time(), root=config.pipeline_root(), serving_dir=config.serving_dir())
+                          ended=time.time(), root=config.pipeline_root(), serving_dir=config.serving_dir(),
+                          spans=_span_states(config))
     except OSError as error:
         print(f"{args.command}: could not write --metrics-file {args.metrics_file}: {error.strerror or error}",
               file=sys.stderr)
+
+
+def _span_states(config) -> list:
+    """The data's spans with their states for the metrics file: the window as the run resolves it (the store's
+    quarantined and rejected spans held out), those held-out spans with their stored state."""
+    from apps.job_metrics import span_states
+    from contract.artifacts import ComponentError
+    from pipeline import span_states as stored
+    from pipeline.metadata import StoreError
+    try:
+        config = stored.resolve(config, log=lambda line: None)
+        held_out = {row["span"]: row["state"] for row in stored.listing(config) if row["span"] in
+                    config.ingest.window.held_out}
+    except (StoreError, OSError, ComponentError):  # no readable store or stream: the configuration's window
+        held_out = {}
+    return span_states(config.ingest, held_out)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -60,19 +77,19 @@ def _main(args: argparse.Namespace) -> int:
     config = None
     try:
         if args.command == "predict":
-            with _library_output(args, console):
-                return _cmd_predict(args, console)
+            with library_output(args, console):
+                return cmd_predict(args, console)
         if args.command == "train-worker":
-            return _cmd_train_worker(args)
-        config = _config_from_args(args)
+            return cmd_train_worker(args)
+        config = config_from_args(args)
         if args.command in ("run", "retrain"):
             if config.pipeline.deadline:
                 interrupts.set_deadline(config.pipeline.deadline_seconds())
-            return _cmd_run(args, config, console)
+            return cmd_run(args, config, console)
         if args.command in ("serve", "embeddings"):
-            return {"serve": _cmd_serve, "embeddings": _cmd_embeddings}[args.command](args, config, console)
-        return {"runs": _cmd_runs, "show": _cmd_show, "gc": _cmd_gc, "diff": _cmd_diff,
-                "spans": _cmd_spans}[args.command](args, config)
+            return {"serve": cmd_serve, "embeddings": cmd_embeddings}[args.command](args, config, console)
+        return {"runs": cmd_runs, "show": cmd_show, "gc": cmd_gc, "diff": cmd_diff,
+                "spans": cmd_spans, "rollback": cmd_rollback}[args.command](args, config)
     except ConfigError as error:
         console.error(f"configuration error: {error}")
         return EXIT_USAGE

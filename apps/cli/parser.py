@@ -1,23 +1,27 @@
 """The command line of `agnews-pipeline`: build_parser() (every sub-command with its flags and help texts) and
-_config_from_args(), which turns the parsed flags into the configuration (--config, --set, and the dedicated
+config_from_args(), which turns the parsed flags into the configuration (--config, --set, and the dedicated
 flags of FLAG_KEYS)."""
 from __future__ import annotations
 
 import argparse
+from importlib import metadata
 
+from apps.cli.exit_codes import exit_codes_help
 from apps.cli.serve import UNBATCHED_THREADS
 from apps.serving.batching import BatchingOptions  # standard library only
 from apps.serving.policy import POLICY_HELP
-from pipeline import dag, interrupts
 from contract.config import ConfigError
 from contract.config_loading import default_config_file, load_config
+from contract.units import parse_duration
 from library.models import architecture_names  # the registry; imports no Keras
 from library.spans import parse_date
+from pipeline import dag, interrupts
 from pipeline.logs import LOG_FORMATS
 from pipeline.runner import check_config
 
-DESCRIPTION = ("`agnews-pipeline`: run, retrain, predict, serve, runs, show, diff, spans, gc, embeddings, "
-               "train-worker.")
+DURATION_HELP = "a number of seconds or a duration: 10s, 90min, 2h, 30d, 2w"
+DESCRIPTION = ("`agnews-pipeline`: run, retrain, predict, serve, runs, show, diff, spans, gc, rollback, "
+               "embeddings, train-worker.")
 # Dedicated flags and the configuration key each one sets.
 FLAG_KEYS = {
     "data": "ingest.data",
@@ -39,13 +43,32 @@ FLAG_KEYS = {
 }
 
 
-def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
+def version() -> str:
+    """The installed package's version (pyproject.toml's, through the package metadata)."""
+    try:
+        return metadata.version("agnews-pipeline")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
+def duration_flag(text: str) -> float:
+    """argparse type of every duration flag: contract/units.py's one grammar, plain seconds included."""
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _add_pipeline_flags(parser: argparse.ArgumentParser, partial_runs: bool) -> None:
+    """The flags of `run` and, without --until/--from/--only (`partial_runs`), of `retrain`."""
     parser.add_argument("--config", help=f"YAML configuration file (every key with its default: "
                                          f"{default_config_file()})")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override any configuration value, e.g. --set transform.vocab_size=10000")
-    parser.add_argument("--data", help="'tfds' (TensorFlow Datasets ag_news_subset) or 'csv:DIR' "
-                                       "(DIR holds the original train.csv and test.csv)")
+    parser.add_argument("--data", help="'tfds' (TensorFlow Datasets ag_news_subset) or 'csv:DIR': DIR holds "
+                                       "train.csv and test.csv, or is a stream of spans: test.csv beside dated "
+                                       "or numbered span subfolders (2026-12-01/train.csv, ...), of which a "
+                                       "window is trained on (ingest.window)")
     parser.add_argument("--span", metavar="NAME", help="pin the newest span of a stream (ingest.window.newest)")
     parser.add_argument("--date", metavar="YYYY-MM-DD",
                         help="pin the newest span by its date, e.g. the scheduled date (ingest.window.newest)")
@@ -77,23 +100,29 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
                         help="dask scheduler for --beam-runner dask (default: a local cluster per step)")
     parser.add_argument("--dask-workers", type=int, metavar="N",
                         help="worker processes of the local dask cluster (default 2)")
+    if partial_runs:
+        _add_step_range_flags(parser)
+    parser.add_argument("--no-cache", action="store_true", help="run every step even if a cached result exists")
+    parser.add_argument("--rerun", action="append", default=[], choices=dag.STEP_NAMES,
+                        help="run this step even if cached (later steps re-run when their inputs change)")
+    parser.add_argument("--lock-timeout", type=duration_flag, default=0.0, metavar="DURATION",
+                        help="how long to wait for another run on the same pipeline root (default 0: fail at "
+                             f"once); {DURATION_HELP}")
+    parser.add_argument("--metrics-file", metavar="PATH",
+                        help="write job metrics in Prometheus' text format to PATH when the command ends "
+                             "(e.g. node_exporter's textfile collector folder/agnews.prom)")
+    parser.add_argument("--deadline", metavar="DURATION",
+                        help="end the run cleanly, like SIGTERM, once it has run this long (pipeline.deadline): "
+                             f"{DURATION_HELP}; exit {interrupts.EXIT_DEADLINE}, the run marked timed_out")
+    _add_output_flags(parser)
+
+
+def _add_step_range_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", choices=dag.STEP_NAMES, help="stop after this step")
     parser.add_argument("--from", dest="from_step", choices=dag.STEP_NAMES,
                         help="start at this step; earlier steps are not run, their outputs come from their newest "
                              "successful execution with the same cache key")
     parser.add_argument("--only", choices=dag.STEP_NAMES, help="run this one step (--from STEP --until STEP)")
-    parser.add_argument("--no-cache", action="store_true", help="run every step even if a cached result exists")
-    parser.add_argument("--rerun", action="append", default=[], choices=dag.STEP_NAMES,
-                        help="run this step even if cached (later steps re-run when their inputs change)")
-    parser.add_argument("--lock-timeout", type=float, default=0.0,
-                        help="seconds to wait for another run on the same pipeline root (default 0: fail at once)")
-    parser.add_argument("--metrics-file", metavar="PATH",
-                        help="write job metrics in Prometheus' text format to PATH when the command ends "
-                             "(e.g. node_exporter's textfile collector folder/agnews.prom)")
-    parser.add_argument("--deadline", metavar="DURATION",
-                        help="end the run cleanly, like SIGTERM, once it has run this long, e.g. 90m or 2h "
-                             f"(pipeline.deadline); exit {interrupts.EXIT_DEADLINE}, the run marked timed_out")
-    _add_output_flags(parser)
 
 
 def _add_output_flags(parser: argparse.ArgumentParser, log_file: bool = False) -> None:
@@ -110,16 +139,24 @@ def _add_output_flags(parser: argparse.ArgumentParser, log_file: bool = False) -
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agnews-pipeline", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run the pipeline: ingest -> ... -> pusher")
-    _add_pipeline_flags(run)
+    def command(name: str, help_text: str, **options) -> argparse.ArgumentParser:
+        """A sub-command whose --help starts with its one-line description."""
+        return commands.add_parser(name, help=help_text, description=help_text, **options)
 
-    retrain = commands.add_parser("retrain", help="scheduled retraining: locked, skips unchanged data")
-    _add_pipeline_flags(retrain)
+    run = command("run", "run the pipeline: ingest -> ... -> pusher, reusing cached steps",
+                  epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_pipeline_flags(run, partial_runs=True)
+
+    retrain = command("retrain", "scheduled retraining: the whole pipeline under the root's lock, skipped when "
+                      "the data is unchanged; pushes only a blessed model",
+                      epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_pipeline_flags(retrain, partial_runs=False)
     retrain.add_argument("--force", action="store_true", help="run even if the data has not changed")
 
-    predict = commands.add_parser("predict", help="classify raw text lines or an AG News CSV with a SavedModel")
+    predict = command("predict", "classify raw text lines or an AG News CSV with a SavedModel")
     predict.add_argument("--model-dir", required=True, help="a pushed version folder or a SavedModel folder")
     predict.add_argument("--input", default="-", help="text file (one text per line) or AG News CSV; - = stdin")
     predict.add_argument("--output", default="-", help="JSON lines output file; - = stdout")
@@ -128,15 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="add the input line number to each output row ({\"line\": N, ...})")
     _add_output_flags(predict, log_file=True)
 
-    serve = commands.add_parser("serve", help="serve the pushed models over TF Serving's REST API")
+    serve = command("serve", "serve the pushed models over TF Serving's REST API")
     serve.add_argument("--config", help="YAML configuration file (its pusher.serving_dir is served)")
     serve.add_argument("--pipeline-root", help="default ./pipeline_root")
     serve.add_argument("--serving-dir", help="folder of numeric versions (default <pipeline root>/serving/agnews)")
     serve.add_argument("--model-name", default="agnews", help="the name in /v1/models/<name> (default agnews)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8501, help="TF Serving's REST port by default; 0 = any free port")
-    serve.add_argument("--poll-seconds", type=float, default=1.0,
-                       help="how often to look for new versions and a changed --version-labels file")
+    serve.add_argument("--poll-seconds", type=duration_flag, default=1.0, metavar="DURATION",
+                       help="how often to look for new versions and a changed --version-labels file (default 1); "
+                            f"{DURATION_HELP}")
     serve.add_argument("--model-version-policy", default="latest", metavar="POLICY",
                        help=f"versions to keep loaded (TF Serving's model_version_policy): {POLICY_HELP}; "
                             "default latest")
@@ -172,8 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "--tensorflow_inter_op_parallelism; default 0: TensorFlow's choice)")
     _add_output_flags(serve, log_file=True)
 
-    embeddings = commands.add_parser(
-        "embeddings", help="train Word2Vec vectors on a run's train split text (for --pretrained-embeddings)")
+    embeddings = command("embeddings",
+                         "train Word2Vec vectors on a run's train split text (for --pretrained-embeddings)")
     embeddings.add_argument("--from-run", required=True, metavar="RUN", help="run id whose train split to use")
     embeddings.add_argument("--out", required=True, metavar="PATH",
                             help="vectors file: .kv (gensim), .bin (word2vec binary), .txt or .vec (word2vec text)")
@@ -185,14 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
     embeddings.add_argument("--pipeline-root", help="default ./pipeline_root")
     _add_output_flags(embeddings, log_file=True)
 
-    worker = commands.add_parser(
-        "train-worker", help="one worker of a multi-worker training job (trainer.strategy multi_worker_mirrored)")
+    worker = command("train-worker",
+                     "one worker of a multi-worker training job (trainer.strategy multi_worker_mirrored)")
     worker.add_argument("--pipeline-root", required=True, help="the run's pipeline root, shared with this machine")
     worker.add_argument("--workers", required=True, metavar="H0:P0,H1:P1,...",
                         help="the run's trainer.workers, the chief first")
     worker.add_argument("--index", type=int, required=True, help="this worker's position in --workers (1, 2, ...)")
-    worker.add_argument("--timeout", type=float, default=600.0,
-                        help="seconds to wait for the run's training job, and for the workers to join (default 600)")
+    worker.add_argument("--timeout", type=duration_flag, default=600.0, metavar="DURATION",
+                        help="how long to wait for the run's training job, and for the workers to join (default "
+                             f"600 seconds); {DURATION_HELP}")
 
     spans = commands.add_parser(
         "spans", help="list a stream's spans with their state; accept a quarantined span or reject a span",
@@ -210,8 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, help_text in (("runs", "list runs"), ("show", "show a run's model lineage and artifacts"),
                             ("diff", "compare two runs: config, hyperparameters, data, code, metrics, outcome"),
-                            ("gc", "delete artifacts that no kept run or pushed model needs")):
-        sub = commands.add_parser(name, help=help_text)
+                            ("gc", "delete artifacts that no kept run or pushed model needs"),
+                            ("rollback", "serve VERSION's model again, re-published as the new highest version")):
+        sub = command(name, help_text)
         sub.add_argument("--config", help="YAML configuration file")
         sub.add_argument("--pipeline-root", help="default ./pipeline_root")
         if name in ("runs", "show", "diff"):
@@ -224,12 +264,14 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("run_a")
             sub.add_argument("run_b")
         if name == "gc":
-            sub.add_argument("--keep", type=int, required=True, help="keep the N most recent runs")
+            sub.add_argument("--keep", type=int, help="keep the N most recent runs (default: retention.runs)")
             sub.add_argument("--dry-run", action="store_true")
+        if name == "rollback":
+            sub.add_argument("version", type=int, metavar="VERSION", help="the served version to serve again")
     return parser
 
 
-def _config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace):
     flags = {}
     for attribute, key in FLAG_KEYS.items():
         value = getattr(args, attribute, None)

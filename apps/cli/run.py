@@ -5,29 +5,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from apps.cli.exit_codes import EXIT_FAILED, EXIT_FOR_KIND, EXIT_NO_NEW_DATA, EXIT_NOT_BLESSED, EXIT_OK
-from apps.cli.utils import UsageError, _check_root
+from apps.cli.exit_codes import EXIT_BACKFILL, EXIT_FAILED, EXIT_FOR_KIND, EXIT_NO_NEW_DATA, EXIT_NOT_BLESSED, EXIT_OK
+from apps.cli.utils import UsageError, check_root
 from pipeline import dag
 from pipeline.logs import Console
 
 
-def _cmd_run(args, config, console: Console) -> int:
+def cmd_run(args, config, console: Console) -> int:
     from pipeline import span_states
     from pipeline.root import root_lock
     from pipeline.runner import Runner, step_range, summarize
-    if args.command == "retrain" and (args.until or args.from_step or args.only):
-        # A partial run can never push, and counting it as the last retrain would hide the data from the next.
-        raise UsageError("--until, --from and --only are not allowed with retrain (it always runs the whole "
-                         "pipeline); use `agnews-pipeline run --until/--from/--only STEP`")
+    # retrain has no --until/--from/--only: a partial run can never push, and counting it as the last retrain
+    # would hide the data from the next.
+    from_step, until, only = (getattr(args, name, None) for name in ("from_step", "until", "only"))
     try:
-        step_range(list(dag.STEP_NAMES), args.from_step, args.until, args.only)
+        step_range(list(dag.STEP_NAMES), from_step, until, only)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    _check_root(config.pipeline_root())
+    check_root(config.pipeline_root())
     with root_lock(config.pipeline_root(), args.lock_timeout):
         config = span_states.resolve(config, log=console)  # quarantined and rejected spans stay out
         runner = Runner(config, log=console)
         try:
+            refusal = _backfill_refusal(runner, config, args)
+            if refusal is not None:
+                console.error(f"{args.command}: {refusal}")
+                return EXIT_BACKFILL
             data_fingerprint = runner.data_fingerprint()
             if args.command == "retrain":
                 last = runner.store.last_successful_run("retrain")
@@ -36,12 +39,14 @@ def _cmd_run(args, config, console: Console) -> int:
                                   f"(fingerprint {data_fingerprint[:12]}); nothing to do (use --force to run anyway)",
                                   last_run=last["id"])
                     return EXIT_NO_NEW_DATA
-            result = runner.run(until=args.until, use_cache=not args.no_cache, rerun=tuple(args.rerun),
+            result = runner.run(until=until, use_cache=not args.no_cache, rerun=tuple(args.rerun),
                                 command=args.command, data_fingerprint=data_fingerprint,
-                                from_step=args.from_step, only=args.only)
+                                from_step=from_step, only=only)
             _record_spans(runner, result, console)
         finally:
             runner.close()
+        if args.command == "retrain" and config.retention.apply_after_retrain and result.status == "succeeded":
+            _apply_retention(config, console)
     console.event("summary", summarize(result), status=result.status, outcome=result.outcome,
                   run_dir=str(result.run_dir))
     if result.status != "succeeded":
@@ -50,6 +55,25 @@ def _cmd_run(args, config, console: Console) -> int:
     if args.command == "retrain" and not result.delivered:
         return EXIT_NOT_BLESSED
     return EXIT_OK
+
+
+def _backfill_refusal(runner, config, args) -> str | None:
+    """Why a pinned run that would train must not run (pipeline/rollback.py), or None."""
+    from pipeline.rollback import backfill_refusal
+    if args.until and dag.STEP_NAMES.index(args.until) < dag.STEP_NAMES.index("trainer"):
+        return None  # it stops before anything is trained: looking at an old window is fine
+    return backfill_refusal(runner.store, config)
+
+
+def _apply_retention(config, console: Console) -> None:
+    """retention.apply_after_retrain: the gc policy, under the lock the retrain holds."""
+    from pipeline.gc import collect_garbage
+    retention = config.retention
+    removed = collect_garbage(config.pipeline_root(), retention.runs, serving_dir=config.serving_dir(),
+                              served_versions=retention.served_versions, log=console)
+    console.event("retention", f"retention: deleted {len(removed)} folders (kept the last "
+                  f"{retention.served_versions or 'all'} served versions' lineage and the {retention.runs} newest runs)",
+                  deleted=len(removed))
 
 
 def _record_spans(runner, result, console: Console) -> None:
@@ -67,7 +91,7 @@ def _record_spans(runner, result, console: Console) -> None:
                       span=refused["span"], reason=refused["reason"])
 
 
-def _cmd_train_worker(args) -> int:
+def cmd_train_worker(args) -> int:
     from library import multi_worker
     try:
         workers = multi_worker.parse_workers(args.workers)

@@ -2,11 +2,10 @@
 (apps/serving) until SIGTERM or SIGINT."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from apps.cli.exit_codes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from apps.cli.utils import _library_output
+from apps.cli.exit_codes import EXIT_FAILED, EXIT_OK
+from apps.cli.utils import UsageError, library_output
 from apps.serving.batching import BatchingOptions  # standard library only
 from apps.serving.policy import PolicyError, VersionPolicy, read_labels  # no TensorFlow
 from pipeline.logs import Console
@@ -14,52 +13,34 @@ from pipeline.logs import Console
 UNBATCHED_THREADS = 4  # serve --no-batching: requests the model computes at the same time
 
 
-def _cmd_serve(args, config, console: Console) -> int:
+def cmd_serve(args, config, console: Console) -> int:
+    """Runs the server until SIGTERM or SIGINT. A bad flag or serving folder is a UsageError, shown by main()'s
+    one error path like every command's (in JSON with --log-format json)."""
     serving_dir = config.serving_dir()  # --serving-dir sets pusher.serving_dir
     if not serving_dir.is_dir():
-        print(f"serve: {serving_dir} does not exist; push a model first (agnews-pipeline run) or pass "
-              "--serving-dir", file=sys.stderr)
-        return EXIT_USAGE
-    for flag, value in (("--poll-seconds", args.poll_seconds), ("--max-request-bytes", args.max_request_bytes)):
-        if value <= 0:
-            print(f"serve: {flag} must be positive, got {value}", file=sys.stderr)
-            return EXIT_USAGE
+        raise UsageError(f"{serving_dir} does not exist; push a model first (agnews-pipeline run) or pass "
+                         "--serving-dir")
+    if args.max_request_bytes <= 0:
+        raise UsageError(f"--max-request-bytes must be positive, got {args.max_request_bytes}")
+    if args.poll_seconds <= 0:
+        raise UsageError(f"--poll-seconds must be positive, got {args.poll_seconds:g}")
     for flag, value in (("--intra-op-threads", args.intra_op_threads), ("--inter-op-threads", args.inter_op_threads)):
         if value < 0:
-            print(f"serve: {flag} must be 0 (TensorFlow's choice) or more, got {value}", file=sys.stderr)
-            return EXIT_USAGE
-    try:
-        sizes = tuple(int(size) for size in args.allowed_batch_sizes.split(",")) if args.allowed_batch_sizes else ()
-    except ValueError:
-        print(f"serve: --allowed-batch-sizes must be sizes separated by commas, got {args.allowed_batch_sizes!r}",
-              file=sys.stderr)
-        return EXIT_USAGE
-    batching_defaults = BatchingOptions()
-    threads = args.threads if args.threads is not None else (
-        UNBATCHED_THREADS if args.no_batching else batching_defaults.num_batch_threads)
-    batching = BatchingOptions(enabled=not args.no_batching, max_batch_size=args.max_batch_size,
-                               batch_timeout_micros=args.batch_timeout_micros,
-                               max_enqueued_batches=args.max_enqueued_batches, num_batch_threads=threads,
-                               allowed_batch_sizes=sizes)
-    problem = batching.problem()
-    if problem:
-        print(f"serve: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+            raise UsageError(f"{flag} must be 0 (TensorFlow's choice) or more, got {value}")
+    batching = _batching_options(args)
     try:
         policy = VersionPolicy.parse(args.model_version_policy)
         labels_file = Path(args.version_labels) if args.version_labels else None
         if labels_file is not None:
             read_labels(labels_file)  # a bad file stops the start; later a bad edit keeps the previous labels
     except PolicyError as error:
-        print(f"serve: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(str(error)) from None
     try:
         from apps.serving.http import serve
     except ImportError as error:
-        print(f"serve: {error}; install the serve extra: pip install 'agnews-pipeline[serve]'", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(f"{error}; install the serve extra: pip install 'agnews-pipeline[serve]'") from None
     try:
-        with _library_output(args, console):
+        with library_output(args, console):
             serve(serving_dir, model_name=args.model_name, host=args.host, port=args.port,
                   poll_seconds=args.poll_seconds, max_request_bytes=args.max_request_bytes, batching=batching,
                   log=console, policy=policy, labels_file=labels_file,
@@ -68,3 +49,23 @@ def _cmd_serve(args, config, console: Console) -> int:
         console.error(f"serve: cannot listen on {args.host}:{args.port}: {error.strerror or error}")
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _batching_options(args) -> BatchingOptions:
+    """TF Serving's batching parameters from the flags; a UsageError names a bad one."""
+    try:
+        sizes = tuple(int(size) for size in args.allowed_batch_sizes.split(",")) if args.allowed_batch_sizes else ()
+    except ValueError:
+        raise UsageError("--allowed-batch-sizes must be sizes separated by commas, got "
+                         f"{args.allowed_batch_sizes!r}") from None
+    threads = args.threads
+    if threads is None:
+        threads = UNBATCHED_THREADS if args.no_batching else BatchingOptions().num_batch_threads
+    batching = BatchingOptions(enabled=not args.no_batching, max_batch_size=args.max_batch_size,
+                               batch_timeout_micros=args.batch_timeout_micros,
+                               max_enqueued_batches=args.max_enqueued_batches, num_batch_threads=threads,
+                               allowed_batch_sizes=sizes)
+    problem = batching.problem()
+    if problem:
+        raise UsageError(problem)
+    return batching

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from apps.cli.exit_codes import EXIT_OK
-from apps.cli.utils import UsageError, _check_root
+from apps.cli.utils import UsageError, check_root
 
 
 def _checks(checks: dict, drifted: bool) -> str:
@@ -16,13 +16,13 @@ def _checks(checks: dict, drifted: bool) -> str:
     return ("DRIFT " if drifted else "") + (", ".join(values) or "-")
 
 
-def _cmd_spans(args, config) -> int:
+def cmd_spans(args, config) -> int:
     from pipeline import span_states
     if args.action:
         if not args.name:
             raise UsageError(f"spans {args.action} needs the span's NAME, e.g. agnews-pipeline spans "
                              f"{args.action} 2026-12-01 --data csv:DIR")
-        _check_root(config.pipeline_root())
+        check_root(config.pipeline_root())
         try:
             print(span_states.set_state(config, args.name, f"{args.action}ed"))
         except ValueError as error:

@@ -10,7 +10,7 @@ from pathlib import Path
 from pipeline.logs import Console, capture_output
 
 
-def _check_root(root: Path) -> None:
+def check_root(root: Path) -> None:
     """A pipeline root that cannot be written fails here, in one line, before anything runs."""
     if root.exists() and not root.is_dir():
         raise UsageError(f"the pipeline root {root} is a file, not a folder: choose another --pipeline-root")
@@ -24,7 +24,7 @@ class UsageError(ValueError):
     """A bad command line or environment found before any work: exit 2."""
 
 
-def _library_output(args, console: Console):
+def library_output(args, console: Console):
     """predict, serve, embeddings: the libraries' output (TensorFlow's start-up lines, ...) goes to --log-file,
     or nowhere; --verbose shows it live. The command's own output goes through the console's streams."""
     if args.verbose and not args.log_file:

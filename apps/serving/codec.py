@@ -57,7 +57,7 @@ def _to_tensor(value: Any, spec, where: str):
     return tensor
 
 
-def _to_array(value: Any, spec, where: str) -> np.ndarray:
+def request_array(value: Any, spec, where: str) -> np.ndarray:
     """One request's value of one input as a numpy array (strings as bytes objects), checked against the spec.
     A flat list for a [None] string input (texts, b64 examples) skips building a tensor: the batch builds one."""
     import tensorflow as tf
@@ -70,7 +70,7 @@ def _to_array(value: Any, spec, where: str) -> np.ndarray:
     return _to_tensor(value, spec, where).numpy()
 
 
-def _to_json(name: str, array) -> Any:
+def response_json(name: str, array) -> Any:
     if array.dtype == object:  # tf.string
         def text(value: bytes):
             if not name.endswith("_bytes"):
@@ -88,7 +88,7 @@ def _to_json(name: str, array) -> Any:
     return array.tolist()
 
 
-def _example(features: Any, context: dict, where: str) -> bytes:
+def json_example(features: Any, context: dict, where: str) -> bytes:
     """A JSON example ({feature: value or list}) as a serialized tf.Example, as TF Serving's :classify reads it."""
     import tensorflow as tf
 
@@ -108,7 +108,7 @@ def _example(features: Any, context: dict, where: str) -> bytes:
     return proto.SerializeToString()
 
 
-def _error_line(error: Exception) -> str:
+def error_line(error: Exception) -> str:
     """The line of a TensorFlow error that says what is wrong (not "Graph execution error:", node names or
     stack placeholders)."""
     lines = [line.strip() for line in getattr(error, "message", str(error)).splitlines()]
@@ -117,6 +117,6 @@ def _error_line(error: Exception) -> str:
     return (useful or [type(error).__name__])[0]
 
 
-def _json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=orjson.dumps(content), status=status, headers=headers,
                         content_type="application/json")

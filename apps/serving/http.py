@@ -33,10 +33,10 @@ import orjson
 from aiohttp import web
 
 from apps.serving.batching import Batcher, BatchingOptions, Overloaded
-from apps.serving.codec import ServingError, _error_line, _example, _json_response, _to_array, _to_json
+from apps.serving.codec import ServingError, error_line, json_example, json_response, request_array, response_json
 from apps.serving.metrics import METRICS_PATH, ServerMetrics
 from apps.serving.policy import LATEST, VersionPolicy
-from apps.serving.versions import CLASSIFY_METHOD, DEFAULT_SIGNATURE, Servable, VersionWatcher, _run_model
+from apps.serving.versions import CLASSIFY_METHOD, DEFAULT_SIGNATURE, Servable, VersionWatcher, run_model
 
 
 @dataclass
@@ -54,8 +54,11 @@ class ModelServer:
                                 request.match_info.get("label"))
         if label is not None and name == self.model_name and label not in self.watcher.labels:
             raise ServingError(404, f"Unrecognized servable version label: {label}")
-        spec = (f"Specific({name}, {version})" if version else
-                f"Labeled({name}, {label} = version {self.watcher.labels.get(label)})" if label else f"Latest({name})")
+        spec = f"Latest({name})"
+        if version:
+            spec = f"Specific({name}, {version})"
+        elif label:
+            spec = f"Labeled({name}, {label} = version {self.watcher.labels.get(label)})"
         servable = self.watcher.servable_for(int(version) if version else None, label)
         if name != self.model_name or servable is None:
             raise ServingError(404, f"Servable not found for request: {spec}")
@@ -104,13 +107,13 @@ class ModelServer:
         if not states:
             raise ServingError(404, f"Could not find version {version} of model {name}" if version
                                else f"Could not find any versions of model {name}")
-        return _json_response({"model_version_status": [
+        return json_response({"model_version_status": [
             {"version": str(v), "state": state, "status": {"error_code": "OK", "error_message": ""}}
             for v, state in sorted(states, reverse=True)]})
 
     async def metadata(self, request: web.Request) -> web.Response:
         servable = self.servable(request)
-        return _json_response({
+        return json_response({
             "model_spec": {"name": self.model_name, "signature_name": "", "version": str(servable.version)},
             "metadata": {"signature_def": servable.metadata}})
 
@@ -129,7 +132,7 @@ class ModelServer:
             handle = self.predict if verb == "predict" else self.classify
             answer = await handle(servable, body)
             started = time.monotonic()
-            response = _json_response(answer)
+            response = json_response(answer)
             self.timed("json_encode", started)
             return response
         finally:
@@ -151,7 +154,7 @@ class ModelServer:
         try:
             outputs = await answer
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
-            raise ServingError(400, _error_line(error)) from None
+            raise ServingError(400, error_line(error)) from None
         self.timed("batch_wait", started)
         return outputs
 
@@ -183,13 +186,13 @@ class ModelServer:
         else:
             columns = self._named_inputs(body["inputs"], specs, "inputs")
         started = time.monotonic()
-        arrays = {name: _to_array(value, specs[name], f"input {name!r}") for name, value in columns.items()}
+        arrays = {name: request_array(value, specs[name], f"input {name!r}") for name, value in columns.items()}
         self.timed("to_arrays", started)
         first_axes = {array.shape[0] if array.ndim else None for array in arrays.values()}
         rows = first_axes.pop() if len(first_axes) == 1 else None
         outputs = await self.run_signature(servable, signature, arrays, rows)
         started = time.monotonic()
-        converted = {name: _to_json(name, value) for name, value in outputs.items()}
+        converted = {name: response_json(name, value) for name, value in outputs.items()}
         if "inputs" in body:
             answer = {"outputs": next(iter(converted.values())) if len(converted) == 1 else converted}
         elif len(converted) == 1:
@@ -224,8 +227,9 @@ class ModelServer:
         # TF Serving defaults to serving_default; here that is a predict signature, so the model's
         # classification signature is the default instead (TF Serving needs "signature_name": "classify").
         classify_signatures = sorted(n for n, method in servable.methods.items() if method == CLASSIFY_METHOD)
-        default = DEFAULT_SIGNATURE if servable.methods.get(DEFAULT_SIGNATURE) == CLASSIFY_METHOD else (
-            classify_signatures[0] if classify_signatures else DEFAULT_SIGNATURE)
+        default = DEFAULT_SIGNATURE
+        if servable.methods.get(DEFAULT_SIGNATURE) != CLASSIFY_METHOD and classify_signatures:
+            default = classify_signatures[0]
         signature = self.signature(servable, body, default)
         if servable.methods[signature] != CLASSIFY_METHOD:
             raise ServingError(400, f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
@@ -236,12 +240,12 @@ class ModelServer:
                                     "(and optionally \"context\": one JSON object shared by all examples)")
         started = time.monotonic()
         serialized = np.empty(len(examples), dtype=object)
-        serialized[:] = [_example(example, context, f"examples[{i}]") for i, example in enumerate(examples)]
+        serialized[:] = [json_example(example, context, f"examples[{i}]") for i, example in enumerate(examples)]
         self.timed("to_arrays", started)
         (input_name,) = servable.inputs[signature]
         outputs = await self.run_signature(servable, signature, {input_name: serialized}, len(examples))
         scores = outputs["scores"].tolist()
-        classes = (_to_json("classes", outputs["classes"]) if "classes" in outputs
+        classes = (response_json("classes", outputs["classes"]) if "classes" in outputs
                    else [[str(i) for i in range(len(row))] for row in scores])
         return {"results": [[[label, score] for label, score in zip(row_classes, row_scores)]
                             for row_classes, row_scores in zip(classes, scores)]}
@@ -278,17 +282,17 @@ async def _errors_as_json(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ServingError as error:
-        return _json_response({"error": str(error)}, status=error.status, headers=error.headers)
+        return json_response({"error": str(error)}, status=error.status, headers=error.headers)
     except web.HTTPRequestEntityTooLarge as error:
-        return _json_response({"error": error.text}, status=413)
+        return json_response({"error": error.text}, status=413)
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        return _json_response({"error": f"Malformed request: {request.method} {request.path}"},
+        return json_response({"error": f"Malformed request: {request.method} {request.path}"},
                               status=404 if error.status in (404, 405) else error.status)
     except Exception as error:  # a bug answers 500 with one line, never a traceback page
         request.app["log"](f"serve: {request.method} {request.path} failed: {type(error).__name__}: {error}")
-        return _json_response({"error": f"internal error: {type(error).__name__}: {error}"}, status=500)
+        return json_response({"error": f"internal error: {type(error).__name__}: {error}"}, status=500)
 
 
 def build_app(server: ModelServer) -> web.Application:
@@ -368,7 +372,7 @@ def serve(serving_dir: Path, model_name: str = "agnews", host: str = "127.0.0.1"
         log(f"serve: no loadable version under {serving_dir} for policy {policy} yet; answering 404 until one "
             "is pushed")
     watcher.start()
-    batcher = Batcher(batching, _run_model)
+    batcher = Batcher(batching, run_model)
     metrics = ServerMetrics(model_name, watcher, batcher)
     batcher.on_batch, batcher.on_dropped = metrics.batch, metrics.dropped_rows
     server = ModelServer(model_name, watcher, batcher, max_request_bytes, metrics)

@@ -3,7 +3,7 @@ the latest version; apps/serving/policy.py): the serving folder is polled; a ver
 and warmed up (replaying assets.extra/tf_serving_warmup_requests) in the background while the loaded ones keep
 answering, then versions the policy no longer wants are unloaded. Hidden folders (the pusher's `.push-*` temporaries) are never
 looked at, and a version that fails to load or warm up is reported and retried only when its files change.
-_run_model is one call of a loaded version's signature, in a batch thread."""
+run_model is one call of a loaded version's signature, in a batch thread."""
 from __future__ import annotations
 
 import threading
@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from apps.serving.codec import _error_line
+from apps.serving.codec import error_line
 from apps.serving.policy import LATEST, PolicyError, VersionPolicy, file_stamp, read_labels
 from library.layouts import SAVED_MODEL_FILE, WARMUP_FILE, has_saved_model, serving_version_dir, serving_versions
 
@@ -157,7 +157,7 @@ class VersionWatcher:
         try:
             servable, warmup_count = load_servable(path, version, self.batch_sizes)
         except Exception as error:  # keep serving the others; report why
-            message = _error_line(error)
+            message = error_line(error)
             self.failed[version] = (stamp, message)
             self.log(f"serve: version {version} failed to load, still serving {self._serving()}: {message}")
             return False
@@ -213,7 +213,7 @@ class VersionWatcher:
                 self.log(f"serve: cannot read the serving folder, trying again: {error}")
 
 
-def _run_model(servable: Servable, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def run_model(servable: Servable, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """In a batch thread: one call of the signature; the string tensor of a batch is built here, once."""
     import tensorflow as tf
 

@@ -30,20 +30,28 @@ import os
 import shutil
 from pathlib import Path
 
-from components.ingest.quarantine import _join_files, _quarantine_block, _too_many_bad_rows, write_quarantine_block
-from components.ingest.reading import _prepare_tfds, _read_csv, _read_tfds
-from components.ingest.span_reuse import _plan_reuse
-from components.ingest.spec import (CSV_FILE_NAMES, Source, _check_one_span, _csv_dir, _is_stream, source_name,
-                                    window)
+from components.ingest.quarantine import join_files, quarantine_block, too_many_bad_rows, write_quarantine_block
+from components.ingest.reading import prepare_tfds, read_csv, read_tfds
+from components.ingest.span_reuse import plan_reuse
+from components.ingest.spec import CSV_FILE_NAMES, Source, check_one_span, csv_dir, reads_stream, source_name, window
+from contract.artifacts import LOST_ROWS_ADVICE, Artifact, ComponentError, Runtime
+from contract.config import IngestConfig
+from contract.files import file_sha256, update_digest
+from contract.names import EXAMPLES, PREVIOUS_EXAMPLES
+from library import spans as span_stream
 from library.ag_news_csv import GoodRow, count_lines, open_binary
 from library.beam_options import pipeline_options
-from library import spans as span_stream
-from library.layouts import (NUM_CLASSES, SOURCE_SPLITS, SPLITS, quarantine_file, read_counts, source_folder,
-                             split_dir, write_counts, write_sources)
-from contract.artifacts import LOST_ROWS_ADVICE, Artifact, ComponentError, Runtime
-from contract.names import EXAMPLES, PREVIOUS_EXAMPLES
-from contract.config import IngestConfig
-
+from library.layouts import (
+    NUM_CLASSES,
+    SOURCE_SPLITS,
+    SPLITS,
+    quarantine_file,
+    read_counts,
+    source_folder,
+    split_dir,
+    write_counts,
+    write_sources,
+)
 
 # ---------------------------------------------------------------------------------------------- splits
 
@@ -78,7 +86,7 @@ def to_tf_example(row: GoodRow) -> bytes:
 
 def _csv_files(config: IngestConfig) -> dict[str, str]:
     """{source split: path}, after checking the folder and both files exist."""
-    folder = _csv_dir(config)
+    folder = csv_dir(config)
     if "://" in folder:  # another file system (gs://, ...): Beam's FileSystems; a local one needs no Beam
         from apache_beam.io.filesystems import FileSystems
         exists, join = FileSystems.exists, FileSystems.join
@@ -103,13 +111,13 @@ def _csv_files(config: IngestConfig) -> dict[str, str]:
 def sources(config: IngestConfig) -> list[Source]:
     """Every source file of the run; in a stream, the window's spans (oldest first), then the fixed test set."""
     if not config.data.startswith("csv:"):
-        _check_one_span(config)
+        check_one_span(config)
         return [Source(None, split, f"tfds:{config.tfds_name}/{split}") for split in SOURCE_SPLITS]
-    if _is_stream(config):
+    if reads_stream(config):
         spans = window(config)
-        test_file = os.path.join(_csv_dir(config), span_stream.FIXED_TEST_FILE)
+        test_file = os.path.join(csv_dir(config), span_stream.FIXED_TEST_FILE)
         return [Source(span.name, "train", span.train_file) for span in spans] + [Source("", "test", test_file)]
-    _check_one_span(config)
+    check_one_span(config)
     return [Source(None, split, path) for split, path in _csv_files(config).items()]
 
 
@@ -117,11 +125,7 @@ def source_rows(config: IngestConfig) -> int | None:
     """The rows of the CSV source (one a line), for the runner's ETA; None for TFDS (not known cheaply)."""
     if not config.data.startswith("csv:"):
         return None
-    rows = 0
-    for source in sources(config):
-        with open_binary(source.path) as handle:
-            rows += sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
-    return rows
+    return sum(count_lines(source.path) for source in sources(config))
 
 
 def external_fingerprint(config: IngestConfig) -> str:
@@ -131,14 +135,13 @@ def external_fingerprint(config: IngestConfig) -> str:
     stream_sources = sources(config)  # checks the window first (before any work)
     if stream_sources[0].name is not None:
         for source in stream_sources:
-            digest.update(f"{source.name}\0{span_stream.file_sha256(source.path)}\0".encode())
+            digest.update(f"{source.name}\0{file_sha256(source.path)}\0".encode())
         return digest.hexdigest()
     if config.data.startswith("csv:"):
         for source_split, path in _csv_files(config).items():
             digest.update(f"{CSV_FILE_NAMES[source_split]}\0".encode())
             with open_binary(path) as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+                update_digest(digest, handle)
             digest.update(b"\0")
         return digest.hexdigest()
     try:
@@ -229,6 +232,7 @@ def _ingest(to_read: list[Source], all_sources: list[Source], config: IngestConf
             examples_dir: Path, runtime: Runtime) -> None:
     """Runs Beam over `to_read`: example files, counts.json and quarantine.jsonl in each source's folder."""
     import apache_beam as beam  # heavy libraries are imported where used, not at the top (see contract/artifacts.py)
+
     from library.tfrecord_io import WriteDeterministicTFRecords
     summary_path = output_dir / ".ingest-summary.json"
     quarantine_blocks = output_dir / ".quarantine-blocks"
@@ -249,9 +253,9 @@ def _ingest(to_read: list[Source], all_sources: list[Source], config: IngestConf
 
     with beam.Pipeline(options=pipeline_options(runtime.beam_args)) as pipeline:
         if from_csv:
-            good, bad = _read_csv(pipeline, to_read, all_sources)
+            good, bad = read_csv(pipeline, to_read, all_sources)
         else:
-            good, bad = _read_tfds(pipeline, config)
+            good, bad = read_tfds(pipeline, config)
         split_rows = good | "AssignSplit" >> beam.Map(to_folder)
         # Same rows, same files, byte for byte: a re-run's fingerprint matches, so later steps stay cached.
         _ = (split_rows
@@ -262,7 +266,7 @@ def _ingest(to_read: list[Source], all_sources: list[Source], config: IngestConf
         # Bad rows are streamed to files of bounded blocks of lines (memory does not grow with their number;
         # a hostile input can be all bad rows), joined in line order below.
         _ = (bad
-             | "QuarantineBlocks" >> beam.Map(_quarantine_block)
+             | "QuarantineBlocks" >> beam.Map(quarantine_block)
              | "GroupBlocks" >> beam.GroupByKey()
              | "WriteQuarantine" >> beam.FlatMap(write_quarantine_block, str(quarantine_blocks)))
         _ = ((split_rows, bad)
@@ -284,12 +288,12 @@ def _ingest(to_read: list[Source], all_sources: list[Source], config: IngestConf
             merged[(key[0], 0, *key[2:])] = merged.get((key[0], 0, *key[2:]), 0) + count
         summary = merged
         write_counts(examples_dir, _source_counts(summary, 0, source_name(config), eval_fraction))
-        _join_files(blocks, quarantine_file(examples_dir))
+        join_files(blocks, quarantine_file(examples_dir))
     else:
         for index in indexes:
             folder = examples_dir / folder_of[index]
             write_counts(folder, _source_counts(summary, index, all_sources[index].path, eval_fraction))
-            _join_files([b for b in blocks if int(b.name.split("-")[0]) == index], quarantine_file(folder))
+            join_files([b for b in blocks if int(b.name.split("-")[0]) == index], quarantine_file(folder))
     shutil.rmtree(quarantine_blocks, ignore_errors=True)
 
 
@@ -299,13 +303,14 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
     examples_dir.mkdir(parents=True, exist_ok=True)
     source = source_name(config)
     if not config.data.startswith("csv:"):
-        _prepare_tfds(config)
+        prepare_tfds(config)
     all_sources = sources(config)
     stream = all_sources[0].name is not None
     status: dict[str, str] = {}
+    records: dict[str, dict] = {}
     to_read = all_sources
     if stream:
-        records, status = _plan_reuse(all_sources, inputs.get(PREVIOUS_EXAMPLES), config, examples_dir)
+        records, status = plan_reuse(all_sources, inputs.get(PREVIOUS_EXAMPLES), config, examples_dir)
         to_read = [s for s in all_sources if status[s.name] != "reused"]
         write_sources(examples_dir, records)
         spans = [s.name for s in all_sources if s.name]
@@ -328,14 +333,14 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
         counts["spans"] = {name: {key: part[key] for key in ("splits", "label_counts", "quarantined_rows")}
                            for name, part in parts.items() if name}
         write_counts(examples_dir, counts)
-        _join_files([quarantine_file(source_folder(examples_dir, s.name)) for s in all_sources], quarantine_path)
+        join_files([quarantine_file(source_folder(examples_dir, s.name)) for s in all_sources], quarantine_path)
     else:
         counts = read_counts(examples_dir)
     runtime.log(f"ingest: {counts['splits']} rows, {counts['quarantined_rows']} quarantined "
                 f"{counts['quarantined_by_reason']}")
 
     if counts["bad_row_fraction"] > config.max_bad_row_fraction:
-        raise _too_many_bad_rows(counts, quarantine_path, config.max_bad_row_fraction)
+        raise too_many_bad_rows(counts, quarantine_path, config.max_bad_row_fraction)
     read = counts["rows_read_by_source_split"]
     good_rows = {"train": counts["splits"]["train"] + counts["splits"]["eval"], "test": counts["splits"]["test"]}
     empty_sources = [s for s in SOURCE_SPLITS if good_rows[s] == 0]
@@ -357,6 +362,10 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
             "window_summary": f"{counts['window'][0]}..{counts['window'][-1]} ({len(counts['window'])} spans)",
             "spans_ingested": [n for n, state in status.items() if n and state == "ingested"],
             "spans_reingested": [n for n, state in status.items() if n and state == "re-ingested"],
-            "spans_reused": [n for n, state in status.items() if n and state == "reused"]})
+            "spans_reused": [n for n, state in status.items() if n and state == "reused"],
+            "span_sha256": {name: records[name]["sha256"] for name in counts["window"]},
+            # Spans no model may have learned from now (excluded, quarantined, rejected): a warm start checks its
+            # base against them.
+            "spans_held_out": sorted(set(config.window.exclude) | set(config.window.held_out))})
     return {EXAMPLES: Artifact(EXAMPLES, examples_dir, properties)}
 

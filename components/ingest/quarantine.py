@@ -8,17 +8,17 @@ ingest.max_bad_row_fraction the step fails with an error naming the first BAD_RO
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 from contract.artifacts import ComponentError
+from contract.files import replaced_atomically
 
 BAD_ROWS_IN_ERROR = 10  # how many bad rows a "too many bad rows" error quotes
 QUARANTINE_BLOCK_LINES = 100_000  # source lines per quarantine block file (its bad rows are sorted in memory)
 
 
-def _quarantine_block(record: dict) -> tuple[tuple[int, int], tuple[str, int, str]]:
+def quarantine_block(record: dict) -> tuple[tuple[int, int], tuple[str, int, str]]:
     """A bad row keyed by its source and its block of consecutive lines there, with its JSON line."""
     record = dict(record)
     index = record.pop("source_index")
@@ -32,15 +32,13 @@ def write_quarantine_block(element, folder: str):
     holds more than one block in memory."""
     (index, block), rows = element
     path = Path(folder) / f"{index:05d}-{block:010d}.jsonl"
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "w", encoding="utf-8") as handle:
+    with replaced_atomically(path) as temporary, open(temporary, "w", encoding="utf-8") as handle:
         for _, _, line in sorted(rows):
             handle.write(line)
-    os.replace(temporary, path)
     yield str(path)
 
 
-def _join_files(files: list[Path], destination: Path) -> None:
+def join_files(files: list[Path], destination: Path) -> None:
     """Concatenates `files` in order into `destination` (streamed)."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     with open(destination, "wb") as out:
@@ -49,7 +47,7 @@ def _join_files(files: list[Path], destination: Path) -> None:
                 shutil.copyfileobj(handle, out, 1 << 20)
 
 
-def _too_many_bad_rows(counts: dict, quarantine_path: Path, limit: float) -> ComponentError:
+def too_many_bad_rows(counts: dict, quarantine_path: Path, limit: float) -> ComponentError:
     by_reason = ", ".join(f"{reason}={count}" for reason, count in sorted(counts["quarantined_by_reason"].items()))
     lines = [f"ingest: {counts['quarantined_rows']} of {counts['rows_read']} rows are bad "
              f"({counts['bad_row_fraction']:.2%}), above ingest.max_bad_row_fraction = {limit:.2%}.",

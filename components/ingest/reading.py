@@ -18,11 +18,19 @@ if TYPE_CHECKING:  # for annotations; run() imports Beam when it runs
     import apache_beam as beam
 
 from components.ingest.spec import Source
-from library.ag_news_csv import (BadRow, Chunk, chunk_lines, count_newlines, parse_csv_row, parse_tfds_row,
-                                 plan_chunks, quarantine_record)
-from library.layouts import SOURCE_SPLITS
 from contract.artifacts import ComponentError
 from contract.config import IngestConfig
+from library.ag_news_csv import (
+    BadRow,
+    Chunk,
+    chunk_lines,
+    count_newlines,
+    parse_csv_row,
+    parse_tfds_row,
+    plan_chunks,
+    quarantine_record,
+)
+from library.layouts import SOURCE_SPLITS
 
 # Bytes per read task of a CSV file. A file is split into chunks of this size that are read in parallel; each
 # line belongs to the chunk it starts in.
@@ -59,7 +67,7 @@ def parse_source_chunk(chunk: Chunk, newline_counts: list[tuple[str, int, int]],
             yield index, item
 
 
-def _read_csv(pipeline: beam.Pipeline, to_read: list[Source], sources: list[Source]):
+def read_csv(pipeline: beam.Pipeline, to_read: list[Source], sources: list[Source]):
     """Reads the files of `to_read`; rows are tagged with their index in `sources`."""
     import apache_beam as beam
     chunks = [chunk for source in to_read for chunk in plan_chunks(source.path, source.split, READ_CHUNK_BYTES)]
@@ -100,7 +108,7 @@ def _check_download_host(builder) -> None:
         socket.create_connection((host, 443), timeout=DOWNLOAD_PROBE_SECONDS).close()
 
 
-def _prepare_tfds(config: IngestConfig) -> None:
+def prepare_tfds(config: IngestConfig) -> None:
     try:
         import tensorflow_datasets as tfds
         builder = tfds.builder(config.tfds_name, data_dir=config.tfds_data_dir or None)
@@ -114,7 +122,7 @@ def _prepare_tfds(config: IngestConfig) -> None:
             "pipeline at the original CSV files with --data csv:PATH (PATH holds train.csv and test.csv)") from None
 
 
-def _read_tfds(pipeline: beam.Pipeline, config: IngestConfig):
+def read_tfds(pipeline: beam.Pipeline, config: IngestConfig):
     import apache_beam as beam
     parsed = (pipeline
               | "SourceSplits" >> beam.Create(list(SOURCE_SPLITS))

@@ -2,8 +2,9 @@
 (the `previous_examples` input) is not read again; its folder of that artifact is hard-linked into place.
 
 A span is reused only when its reuse key matches: the span's name and source split, its file's SHA-256, the
-eval fraction, and a hash of the code that decides a span's example files (this package's modules and the
-library modules they write with), so a reused span holds exactly what ingesting it now would.
+eval fraction, and the ingest step's code version (library/code_version.py: its executor and every project
+module that imports, as the runner's cache key has it), so a reused span holds exactly what ingesting it now
+would.
 """
 from __future__ import annotations
 
@@ -14,24 +15,17 @@ import shutil
 from pathlib import Path
 
 from components.ingest.spec import Source
-from library import spans as span_stream
-from library.layouts import COUNTS_FILE, read_sources, source_folder
 from contract.artifacts import Artifact
 from contract.config import IngestConfig
+from contract.files import file_sha256
+from library.code_version import code_version
+from library.layouts import COUNTS_FILE, read_sources, source_folder
+
+# The module whose code version (with every project module it imports) decides a span's example files.
+INGEST_EXECUTOR = "components.ingest.executor"
 
 
-def _ingest_code_hash() -> str:
-    """The code that decides a span's example files: a reused span must hold what ingesting it now would: every
-    module of this package (the step's code) and the library modules it parses and writes with."""
-    from library import ag_news_csv, layouts, tfrecord_io
-    digest = hashlib.sha256()
-    package = sorted(Path(__file__).parent.glob("*.py"))
-    for module_file in (*package, ag_news_csv.__file__, layouts.__file__, tfrecord_io.__file__):
-        digest.update(Path(module_file).read_bytes())
-    return digest.hexdigest()
-
-
-def _reuse_key(source: Source, sha256: str, config: IngestConfig, code: str) -> str:
+def reuse_key(source: Source, sha256: str, config: IngestConfig, code: str) -> str:
     settings = [source.name, source.split, sha256, config.eval_fraction, code]
     return hashlib.sha256(json.dumps(settings).encode()).hexdigest()
 
@@ -51,16 +45,16 @@ def _link_tree(source: Path, destination: Path) -> None:
             shutil.copy2(path, target)
 
 
-def _plan_reuse(stream_sources: list[Source], previous: Artifact | None, config: IngestConfig,
+def plan_reuse(stream_sources: list[Source], previous: Artifact | None, config: IngestConfig,
                 examples_dir: Path) -> tuple[dict[str, dict], dict[str, str]]:
     """({source name: {sha256, reuse_key}}, {source name: status}) with status ingested | reused |
     re-ingested (its files changed since the previous ingest); reused sources are linked into place."""
-    code = _ingest_code_hash()
+    code = code_version(INGEST_EXECUTOR)
     before = read_sources(previous.uri) if previous is not None else {}
     records, status = {}, {}
     for source in stream_sources:
-        sha256 = span_stream.file_sha256(source.path)
-        key = _reuse_key(source, sha256, config, code)
+        sha256 = file_sha256(source.path)
+        key = reuse_key(source, sha256, config, code)
         records[source.name] = {"sha256": sha256, "reuse_key": key}
         earlier = before.get(source.name)
         kept = source_folder(previous.uri, source.name) if previous is not None else None

@@ -14,11 +14,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from library import spans as span_stream
 from contract.artifacts import ComponentError
 from contract.component_spec import ComponentSpec
 from contract.config import IngestConfig
 from contract.names import EXAMPLES
+from library import spans as span_stream
 
 CSV_FILE_NAMES = {"train": "train.csv", "test": "test.csv"}
 
@@ -37,29 +37,29 @@ class Source:
     path: str
 
 
-def _csv_dir(config: IngestConfig) -> str:
+def csv_dir(config: IngestConfig) -> str:
     folder = config.data[len("csv:"):]
     return folder if "://" in folder else str(Path(folder).expanduser().resolve())
 
 
-def _is_stream(config: IngestConfig) -> bool:
-    folder = _csv_dir(config)
+def reads_stream(config: IngestConfig) -> bool:
+    folder = csv_dir(config)
     return "://" not in folder and span_stream.is_stream(folder, config.window.pattern)
 
 
 def stream_spans(config: IngestConfig) -> list[span_stream.Span] | None:
     """Every span of a local stream source, oldest first, before any window rule; None if the source is not a
     stream (TFDS, one folder, a remote folder)."""
-    if not config.data.startswith("csv:") or not _is_stream(config):
+    if not config.data.startswith("csv:") or not reads_stream(config):
         return None
-    return span_stream.discover_spans(_csv_dir(config), config.window.pattern)
+    return span_stream.discover_spans(csv_dir(config), config.window.pattern)
 
 
 def window(config: IngestConfig) -> list[span_stream.Span]:
     """The spans of a stream source the run trains on, oldest first (a ComponentError of a window kind
     if it cannot be formed: library/spans.py); the spans of `window.held_out` (quarantined or rejected in the
     metadata store, filled in by the CLI) are left out like those of `window.exclude`."""
-    folder = _csv_dir(config)
+    folder = csv_dir(config)
     test_file = os.path.join(folder, span_stream.FIXED_TEST_FILE)
     if not os.path.isfile(test_file):
         raise ComponentError(f"ingest: {folder} holds span folders but no test.csv (the fixed test set every run "
@@ -72,7 +72,7 @@ def window(config: IngestConfig) -> list[span_stream.Span]:
                                      held_out=settings.held_out)
 
 
-def _check_one_span(config: IngestConfig) -> None:
+def check_one_span(config: IngestConfig) -> None:
     """A source that is not a stream is one span: it can neither be pinned nor meet min_spans above 1."""
     where = f"--data {config.data} is one data set, not a stream of spans"
     if config.window.newest:
@@ -84,5 +84,5 @@ def _check_one_span(config: IngestConfig) -> None:
 
 
 def source_name(config: IngestConfig) -> str:
-    return f"csv:{_csv_dir(config)}" if config.data.startswith("csv:") else f"tfds:{config.tfds_name}"
+    return f"csv:{csv_dir(config)}" if config.data.startswith("csv:") else f"tfds:{config.tfds_name}"
 

@@ -9,11 +9,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from library.layouts import (PUSH_TEMPORARY_PREFIX, has_saved_model, read_served_push_record, serving_version_dir,
-                             serving_versions)
 from contract.artifacts import fingerprint
 from contract.component_spec import ComponentSpec
 from contract.names import PUSHED_MODEL
+from library.layouts import (
+    PUSH_TEMPORARY_PREFIX,
+    has_saved_model,
+    read_served_push_record,
+    serving_version_dir,
+    serving_versions,
+)
 
 
 def newest_version(serving_dir: Path) -> Path | None:

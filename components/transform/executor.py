@@ -32,14 +32,25 @@ if TYPE_CHECKING:  # for annotations; run() imports tf.Transform when it runs
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from library.beam_options import pipeline_options
-from library.layouts import (NUM_CLASSES, SPLITS, ModelInputSpec, bucket_dir_name, bucket_index, bucket_of,
-                             example_file_pattern, examples_files, schema_file, split_dir, write_buckets,
-                             write_model_input)
-from library.reproducible_saved_model import make_saved_model_reproducible
 from contract.artifacts import Artifact, ComponentError, Runtime, check_rows_arrived
-from contract.names import EXAMPLES, SCHEMA, TRANSFORMED_EXAMPLES, TRANSFORM_GRAPH
 from contract.config import TransformConfig
+from contract.names import EXAMPLES, SCHEMA, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
+from library.beam_options import pipeline_options
+from library.layouts import (
+    NUM_CLASSES,
+    SPLITS,
+    ModelInputSpec,
+    bucket_dir_name,
+    bucket_index,
+    bucket_of,
+    example_file_pattern,
+    examples_files,
+    schema_file,
+    split_dir,
+    write_buckets,
+    write_model_input,
+)
+from library.reproducible_saved_model import make_saved_model_reproducible
 
 # Raw features the transform reads, and their schema types. Any other feature in the schema is carried
 # through the raw metadata but not used.
@@ -68,6 +79,7 @@ def make_preprocessing_fn(config: TransformConfig) -> Callable[[dict[str, Any]],
 
     def preprocessing_fn(inputs: dict[str, Any]) -> dict[str, Any]:
         import tensorflow_transform as tft
+
         from library import text
         tokens = text.text_to_tokens(inputs, config.text_features, config.max_length)
         vocabulary_ids = tft.compute_and_apply_vocabulary(
@@ -186,6 +198,7 @@ def _write_bucketed(instances, split: str, split_folder: Path, report_path: Path
                     upper_bounds: Sequence[int]) -> None:
     """Writes one split's transformed instances, partitioned by length bucket, plus its padding report."""
     import apache_beam as beam
+
     from library.tfrecord_io import WriteDeterministicTFRecords
     upper_bounds = list(upper_bounds)
     keyed = instances | f"Encode[{split}]" >> beam.Map(_encode, coder)

@@ -41,19 +41,35 @@ if TYPE_CHECKING:  # for annotations; run() imports KerasTuner (and TensorFlow) 
 
     from library.dataset import BucketExamples
 
-from components.tuner.spec import TUNED_INPUT, Decision, retune_decision
-from library import embeddings
-from library.layouts import (TRIALS_CSV_FILE, TRIALS_MARKDOWN_FILE, ModelInputSpec, bucket_files,
-                             read_best_hyperparameters, read_model_input, write_best_hyperparameters)
-from library.models import (architecture_names, build_model, check_hyperparameters, default_hyperparameters,
-                            describe_search_space, fixed_hyperparameters, hyperparameter_names,
-                            parse_fixed_hyperparameters, search_space)
+from components.tuner.spec import EPISODE_PROPERTY, TUNED_INPUT, Decision, episode, retune_decision
 from contract.artifacts import Artifact, ComponentError, Runtime
-from contract.names import BEST_HYPERPARAMETERS, TRANSFORMED_EXAMPLES, TRANSFORM_GRAPH
 from contract.config import ConfigError, TunerConfig
+from contract.names import BEST_HYPERPARAMETERS, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
+from contract.units import format_duration
+from library import embeddings
+from library.layouts import (
+    TRIALS_CSV_FILE,
+    TRIALS_MARKDOWN_FILE,
+    ModelInputSpec,
+    bucket_files,
+    read_best_hyperparameters,
+    read_model_input,
+    tensorboard_dir,
+    write_best_hyperparameters,
+)
+from library.models import (
+    architecture_names,
+    build_model,
+    check_hyperparameters,
+    default_hyperparameters,
+    describe_search_space,
+    fixed_hyperparameters,
+    hyperparameter_names,
+    parse_fixed_hyperparameters,
+    search_space,
+)
 
 STATE_DIR = "tuner_state"
-TENSORBOARD_DIR = "tensorboard"
 EVAL_BATCH_SIZE = 256  # evaluation metrics do not depend on the batch size; larger batches are faster
 HYPERBAND_FACTOR = 3
 
@@ -65,8 +81,9 @@ def _search_model(architecture: str, model_input: ModelInputSpec, examples_dir: 
     read once per search. (Defined in a function: Keras is imported only when a search runs.)"""
     import keras
     import keras_tuner
+
     from library.dataset import bucketed_batches
-    from library.progress import Progress, duration
+    from library.progress import Progress
 
     class SearchModel(keras_tuner.HyperModel):
         progress = None
@@ -85,7 +102,7 @@ def _search_model(architecture: str, model_input: ModelInputSpec, examples_dir: 
             if self.progress is not None:  # trials vary in epochs (Hyperband): the ETA is rough
                 self.trials_done += 1
                 self.log(f"tuner: trial {self.trials_done} ({len(history.history.get('loss', []))} epoch(s) x "
-                         f"{batches.num_examples:,} rows) in {duration(time.monotonic() - started)}; trials "
+                         f"{batches.num_examples:,} rows) in {format_duration(time.monotonic() - started)}; trials "
                          f"{self.progress.line(self.trials_done)} (rough)")
             return history
 
@@ -196,7 +213,8 @@ def search_fingerprint(config: TunerConfig) -> str:
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _reuse(previous: Artifact, out: Path, decision: Decision, runtime: Runtime) -> dict[str, Artifact]:
+def _reuse(previous: Artifact, out: Path, decision: Decision, runtime: Runtime,
+           answered: dict | None) -> dict[str, Artifact]:
     """The earlier search's result and trial tables, marked as reused; no trial runs."""
     source = Path(previous.uri)
     result = {**read_best_hyperparameters(source), "reused": True,
@@ -211,7 +229,8 @@ def _reuse(previous: Artifact, out: Path, decision: Decision, runtime: Runtime) 
     return {BEST_HYPERPARAMETERS: Artifact(BEST_HYPERPARAMETERS, out, {
         **{k: v for k, v in previous.properties.items() if k in kept or k.startswith("embeddings_")},
         "tuned": True, "reused": True, "retune": decision.detail, "trials": 0, "completed_trials": 0,
-        "runs_since_search": int(previous.properties.get("runs_since_search", 0)) + 1})}
+        "runs_since_search": int(previous.properties.get("runs_since_search", 0)) + 1,
+        **({EPISODE_PROPERTY: answered} if answered else {})})}
 
 
 def check_config(config: TunerConfig) -> None:
@@ -232,10 +251,12 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
     out.mkdir(parents=True, exist_ok=True)
     decision = retune_decision(inputs, config)
     if config.enabled and not decision.search:
-        return _reuse(inputs[TUNED_INPUT], out, decision, runtime)  # no TensorFlow needed
+        # no TensorFlow needed
+        return _reuse(inputs[TUNED_INPUT], out, decision, runtime, episode(inputs, decision, runtime.run_id))
     if config.enabled:
         runtime.log(f"tuner: {decision.detail}")
     import keras  # heavy libraries are imported in run(), not at the top (see contract/artifacts.py)
+
     from library.dataset import bucket_examples
     examples_dir = Path(inputs[TRANSFORMED_EXAMPLES].uri)
     transform_graph_dir = Path(inputs[TRANSFORM_GRAPH].uri)
@@ -280,7 +301,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
                         f"follows each trial")
             hypermodel.track(config.max_trials, runtime.log)
             # KerasTuner gives a TensorBoard callback a folder per trial and adds the HParams plugin's callback.
-            logs = keras.callbacks.TensorBoard(log_dir=str(Path(output_dir) / TENSORBOARD_DIR))
+            logs = keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(output_dir)))
             tuner.search(epochs=config.max_epochs, verbose=2, callbacks=[logs])
         except RuntimeError as error:  # KerasTuner stops after several consecutive failed trials
             raise ComponentError(f"hyperparameter search failed: {error}") from None
@@ -316,4 +337,5 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
         "architecture": architecture, "tuned": bool(config.enabled), "objective": config.objective,
         "best_score": best_score, "best_trial": best_id, "trials": len(rows), "completed_trials": completed,
         "values": values, "search_fingerprint": fingerprint, "reused": False, "retune": decision.detail,
-        **searched, **(pretrained.properties() if pretrained else {})})}
+        **searched, **(pretrained.properties() if pretrained else {}),
+        **({EPISODE_PROPERTY: answered} if (answered := episode(inputs, decision, runtime.run_id)) else {})})}

@@ -1,5 +1,5 @@
 """ParDo fusion and the bundle a ParDo runs in (items 3, 5, 9 and 11 of the package docstring): a chain of
-ParDos, each the only reader of the one before, runs in one dask task per partition (_run_bundle), each step's
+ParDos, each the only reader of the one before, runs in one dask task per partition (run_bundle), each step's
 main output handed element by element to the next DoFn; every bundle gets fresh receivers, read after
 finish_bundle; side inputs are computed once on the cluster and broadcast; a DoFn with one output returns bare
 values, one with several (tag, value) pairs."""
@@ -68,7 +68,7 @@ class _Forward(Receiver):
 
 
 @dataclasses.dataclass(frozen=True)
-class _Step:
+class FusedStep:
     """One ParDo of a fused chain: its DoFn and what a bundle of it needs besides its input."""
     fn: beam.DoFn
     label: str
@@ -78,7 +78,7 @@ class _Step:
     side_views: tuple  # (view class, view options) of each side input
 
 
-def _invoker(step: _Step, receivers: dict, side_values: list) -> DoFnInvoker:
+def _invoker(step: FusedStep, receivers: dict, side_values: list) -> DoFnInvoker:
     side_inputs = [SideInputMap(view_class, view_options, [_windowed(v) for v in values])
                    for (view_class, view_options), values in zip(step.side_views, side_values)]
     handler = _OutputHandler(window_fn=step.window_fn, main_receivers=receivers[None], tagged_receivers=receivers,
@@ -90,7 +90,7 @@ def _invoker(step: _Step, receivers: dict, side_values: list) -> DoFnInvoker:
         bundle_finalizer_param=beam.DoFn.BundleFinalizerParam())
 
 
-def _run_bundle(items, steps: list[_Step], tagged: bool, *side_values) -> list:
+def run_bundle(items, steps: list[FusedStep], tagged: bool, *side_values) -> list:
     """Runs a chain of DoFns over one partition (a bundle). Each step's main output goes, element by element,
     into the next step (Beam's fusion: nothing between two steps is held as a list or moved between workers);
     returns every output of the last step as (tag, value), main output tag None, or, if not `tagged` (the DoFn
@@ -119,12 +119,12 @@ def _run_bundle(items, steps: list[_Step], tagged: bool, *side_values) -> list:
     return receivers.outputs
 
 
-def _concat(parts: list[list]) -> list:
+def concat(parts: list[list]) -> list:
     return list(itertools.chain.from_iterable(parts))
 
 
-def _step_of(applied: AppliedPTransform, side_bags: list[db.Bag]) -> tuple[_Step, list]:
-    """The ParDo as a _Step, and its side inputs, each computed once as one Item and broadcast to every partition
+def step_of(applied: AppliedPTransform, side_bags: list[db.Bag]) -> tuple[FusedStep, list]:
+    """The ParDo as a FusedStep, and its side inputs, each computed once as one Item and broadcast to every partition
     that reads it. (As a Delayed: dask re-keys the whole upstream graph of an Item argument, which computes it
     again.)"""
     transform = t.cast(beam.ParDo, applied.transform)
@@ -132,14 +132,14 @@ def _step_of(applied: AppliedPTransform, side_bags: list[db.Bag]) -> tuple[_Step
     main_input = next(iter(applied.main_inputs.values()))
     window_fn = main_input.windowing.windowfn if hasattr(main_input, "windowing") else None
     side_views = tuple((type(side), side._view_options()) for side in applied.side_inputs)
-    side_items = [bag.reduction(list, _concat).to_delayed(optimize_graph=False) for bag in side_bags]
-    return _Step(transform.fn, transform.label, tuple(args), kwargs, window_fn, side_views), side_items
+    side_items = [bag.reduction(list, concat).to_delayed(optimize_graph=False) for bag in side_bags]
+    return FusedStep(transform.fn, transform.label, tuple(args), kwargs, window_fn, side_views), side_items
 
 
-def _task_name(label: str) -> str:
+def task_name(label: str) -> str:
     """A ParDo's label as the name of its dask tasks (seen in the dashboard, the task stream, a state dump)."""
     return "".join(c if c.isalnum() or c in "_[]" else "_" for c in label)[-60:].strip("_") or "ParDo"
 
 
-def _values_with_tag(pairs, tag) -> list:
+def values_with_tag(pairs, tag) -> list:
     return [value for pair_tag, value in pairs if pair_tag == tag]

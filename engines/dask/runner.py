@@ -16,8 +16,9 @@ from apache_beam.runners.dask import dask_runner
 from apache_beam.runners.runner import PipelineState
 
 from contract.artifacts import ComponentError
-from engines.dask.translation import _ConsumerCount, _PerPCollectionVisitor, adapter_overrides
-from engines.dask.watchdog import PAUSED_SECONDS, _scheduler_probe, _Watchdog
+from contract.units import parse_size
+from engines.dask.translation import ConsumerCount, PerPCollectionVisitor, adapter_overrides
+from engines.dask.watchdog import PAUSED_SECONDS, Watchdog, scheduler_probe
 from library.layouts import DASK_STATE_DUMP
 
 POLL_SECONDS = 5  # how often the client checks the computation's progress
@@ -64,8 +65,16 @@ class DaskAdapterOptions(PipelineOptions):
                             help="Where a stalled pipeline writes the cluster's state.")
 
 
+def worker_memory_limit(setting: str) -> str | int:
+    """--dask_worker_memory for LocalCluster: 'auto' or bytes, read with the project's one size grammar
+    (contract/units.py: 4GB = 4*10^9, 4GiB = 4*2^30, as dask reads them too)."""
+    if setting == "auto":
+        return "auto"
+    return parse_size(setting)
+
+
 class DaskClusterRunnerResult(dask_runner.DaskRunnerResult):
-    """Waits for every leaf, watched by a _Watchdog, then closes the client and the LocalCluster started for the
+    """Waits for every leaf, watched by a Watchdog, then closes the client and the LocalCluster started for the
     pipeline. After it finishes, `shuffles` lists (label, input partitions, elements) of every GroupByKey."""
 
     def __init__(self, client, futures, cluster=None, shuffles=(), stall_seconds: float = 0,
@@ -98,7 +107,7 @@ class DaskClusterRunnerResult(dask_runner.DaskRunnerResult):
     def _wait(self, duration: float | None) -> None:
         import dask.distributed as ddist
         deadline = None if duration is None else time.monotonic() + duration
-        watchdog = _Watchdog(self._stall_seconds, self._paused_seconds) if self._stall_seconds > 0 else None
+        watchdog = Watchdog(self._stall_seconds, self._paused_seconds) if self._stall_seconds > 0 else None
         pending = [*self.futures, *(future for _, _, future in self._shuffle_futures)]
         self._note_workers(self._probe())
         while pending:
@@ -143,7 +152,7 @@ class DaskClusterRunnerResult(dask_runner.DaskRunnerResult):
 
     def _probe(self) -> tuple[int, dict] | None:
         try:
-            return self.client.sync(self.client._run_on_scheduler, _scheduler_probe(),
+            return self.client.sync(self.client._run_on_scheduler, scheduler_probe(),
                                     callback_timeout=PROBE_SECONDS)
         except (TimeoutError, OSError):
             return None
@@ -203,9 +212,9 @@ class DaskClusterRunner(dask_runner.DaskRunner):
         _check_adapter_options(adapter)
 
         pipeline.replace_all(adapter_overrides(lift_combiners=not adapter.dask_no_combiner_lifting))
-        counter = _ConsumerCount()
+        counter = ConsumerCount()
         pipeline.visit(counter)
-        visitor = _PerPCollectionVisitor(bag_kwargs, adapter.dask_reshuffle_partitions)
+        visitor = PerPCollectionVisitor(bag_kwargs, adapter.dask_reshuffle_partitions)
         visitor.consumers = counter.consumers
         pipeline.visit(visitor)
         leaves = [bag.count() for bag in visitor.leaves()]  # only a number per leaf comes back
@@ -216,7 +225,7 @@ class DaskClusterRunner(dask_runner.DaskRunner):
             # Set in this process before the cluster starts: its workers (started by nannies) inherit it.
             dask.config.set(LOCAL_CLUSTER_CONFIG)
             cluster = ddist.LocalCluster(n_workers=adapter.dask_workers, threads_per_worker=1, processes=True,
-                                         dashboard_address=":0", memory_limit=adapter.dask_worker_memory)
+                                         dashboard_address=":0", memory_limit=worker_memory_limit(adapter.dask_worker_memory))
             dask_options["address"] = cluster
         try:
             client = ddist.Client(**dask_options)

@@ -16,7 +16,7 @@ from apache_beam.runners.dask import overrides
 from apache_beam.runners.dask import transform_evaluator as beam_ops
 from apache_beam.transforms.combiners import LiftedCombinePerKey
 
-from engines.dask.fusion import _concat, _run_bundle, _Step, _step_of, _task_name, _values_with_tag
+from engines.dask.fusion import FusedStep, concat, run_bundle, step_of, task_name, values_with_tag
 
 READ_BUNDLE_BYTES = 64 << 20  # desired size of one split of a file source (one partition)
 
@@ -87,7 +87,7 @@ def _read(applied: AppliedPTransform) -> db.Bag:
     splits = list(source.split(READ_BUNDLE_BYTES))  # on the client: for file sources, a listing of the files
     if not splits:
         return db.from_sequence([], npartitions=1)
-    return db.from_sequence(splits, npartitions=len(splits)).map_partitions(lambda parts: _concat(
+    return db.from_sequence(splits, npartitions=len(splits)).map_partitions(lambda parts: concat(
         [_read_split(split) for split in parts]))
 
 
@@ -107,7 +107,7 @@ def _reshuffle(input_bag: db.Bag, partitions: int) -> db.Bag:
 # ---------------------------------------------------------------------------------------------- the visitors
 
 
-class _ConsumerCount(PipelineVisitor):
+class ConsumerCount(PipelineVisitor):
     """How many transforms read each PCollection, as a main or a side input."""
 
     def __init__(self):
@@ -118,7 +118,7 @@ class _ConsumerCount(PipelineVisitor):
         self.consumers.update(side.pvalue for side in applied.side_inputs)
 
 
-class _PerPCollectionVisitor(PipelineVisitor):
+class PerPCollectionVisitor(PipelineVisitor):
     """Translates each leaf transform into dask bags, one bag per output PCollection."""
 
     def __init__(self, bag_kwargs: dict, reshuffle_partitions: int):
@@ -126,10 +126,10 @@ class _PerPCollectionVisitor(PipelineVisitor):
         self.reshuffle_partitions = reshuffle_partitions
         self.bags: dict[pvalue.PCollection, db.Bag] = {}
         self.consumed: set[pvalue.PCollection] = set()
-        # Transforms reading each PCollection (main or side input), counted before translating (_ConsumerCount).
+        # Transforms reading each PCollection (main or side input), counted before translating (ConsumerCount).
         self.consumers: collections.Counter = collections.Counter()
         # PCollection -> (bag, steps, side items): the fused chain of ParDos that produces it from that bag.
-        self.chains: dict[pvalue.PCollection, tuple[db.Bag, list[_Step], list]] = {}
+        self.chains: dict[pvalue.PCollection, tuple[db.Bag, list[FusedStep], list]] = {}
         self.shuffles: list[tuple[str, int, db.Item]] = []  # (label, input partitions, input elements)
 
     def visit_transform(self, applied: AppliedPTransform) -> None:
@@ -141,21 +141,21 @@ class _PerPCollectionVisitor(PipelineVisitor):
         outputs = {tag: value for tag, value in applied.outputs.items() if isinstance(value, pvalue.PCollection)}
 
         if isinstance(transform, beam.ParDo):
-            step, side_items = _step_of(applied, [self.bags[side.pvalue] for side in applied.side_inputs])
+            step, side_items = step_of(applied, [self.bags[side.pvalue] for side in applied.side_inputs])
             # Fused into the chain that produced its input when it is that input's only consumer.
             chain = self.chains.get(inputs[0]) if self.consumers[inputs[0]] == 1 else None
             base, steps, chain_sides = chain or (input_bags[0], [], [])
             steps, side_items = [*steps, step], [*chain_sides, *side_items]
-            name = _task_name(applied.full_label)
+            name = task_name(applied.full_label)
             if not transform.output_tags and len(outputs) == 1:  # one output: no tag on every element
                 [pcollection] = outputs.values()
-                self.bags[pcollection] = base.map_partitions(_run_bundle, steps, False, *side_items, token=name)
+                self.bags[pcollection] = base.map_partitions(run_bundle, steps, False, *side_items, token=name)
                 self.chains[pcollection] = (base, steps, side_items)
                 return
-            pairs = base.map_partitions(_run_bundle, steps, True, *side_items, token=name)
+            pairs = base.map_partitions(run_bundle, steps, True, *side_items, token=name)
             for tag, pcollection in outputs.items():
                 wanted = tag if tag in transform.output_tags else None  # the DoFn emits its main output untagged
-                self.bags[pcollection] = pairs.map_partitions(_values_with_tag, wanted)
+                self.bags[pcollection] = pairs.map_partitions(values_with_tag, wanted)
             return
         if isinstance(transform, overrides._Read):
             bag = _read(applied)

@@ -9,7 +9,7 @@ import time
 PAUSED_SECONDS = 60  # default of --dask_paused_seconds: every worker paused this long fails the step
 
 
-def _scheduler_probe():
+def scheduler_probe():
     """A function run on the scheduler (defined in here so that it travels by value: a scheduler need not import
     this project): its count of task transitions (it grows whenever a task starts, finishes or is lost) and
     the status of each worker."""
@@ -19,7 +19,7 @@ def _scheduler_probe():
     return probe
 
 
-class _Watchdog:
+class Watchdog:
     """Decides, from the scheduler's answers, that a computation is stuck: no task transition for
     `stall_seconds` (a blocked task, a deadlocked transfer, no workers left), or every worker paused (above its
     memory limit's pause fraction) for min(stall_seconds, paused_seconds)."""

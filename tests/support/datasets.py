@@ -75,3 +75,16 @@ def write_transformed_examples(root: Path, rows: dict[str, int], seed: int = 0, 
     layouts.write_buckets(examples_dir, bucket_counts)
     return (Artifact("transform_graph", graph_dir, {}), Artifact("transformed_examples", examples_dir, {}),
             written)
+
+
+def shift_eval_labels(examples_dir: Path) -> None:
+    """Rewrites the eval split with every label moved to the next class: the train split contradicts it, so a
+    model scores worse on eval the better it learned train."""
+    for path in sorted(p for p in layouts.split_dir(examples_dir, "eval").rglob("*") if p.is_file()):
+        examples = [tf.train.Example.FromString(record.numpy())
+                    for record in tf.data.TFRecordDataset(str(path), compression_type="GZIP")]
+        with tf.io.TFRecordWriter(str(path), options="GZIP") as writer:
+            for example in examples:
+                label = example.features.feature["label"].int64_list.value
+                label[0] = (label[0] + 1) % NUM_CLASSES
+                writer.write(example.SerializeToString())

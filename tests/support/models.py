@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+
 def fresh_process_env() -> dict[str, str]:
     # Importing tensorflow_transform in this process set TF_USE_LEGACY_KERAS=1; a server's process has no such
     # setting, and with it `import tensorflow` would load tf_keras on its own.

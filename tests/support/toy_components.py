@@ -12,6 +12,7 @@ from contract.artifacts import Artifact, ComponentError
 from contract.component_spec import ComponentSpec
 from pipeline.dag import Step
 
+
 def _maybe_misbehave(step: str) -> None:
     if os.environ.get("TOY_FAIL") == step:
         raise ComponentError(f"{step} was told to fail")

@@ -10,8 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.code_version import PROJECT_PACKAGES, PROJECT_ROOT
 from support.paths import E2E_CONFIG, SAMPLE_DIR
+
+from library.code_version import PROJECT_PACKAGES, PROJECT_ROOT
 
 COUNT_SPEC = '''"""The count step's spec: it reads ingest's examples and writes how many rows they hold."""
 from contract.component_spec import ComponentSpec

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import datetime
 import json
 import os
 import socket
@@ -23,10 +24,10 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from distributed import Client
-
-from support.beam import (START_SECONDS, UNTIL_TRANSFORM, free_port, read_json, step_files, stop_processes,
-                          write_sorted)
+from support.beam import START_SECONDS, UNTIL_TRANSFORM, free_port, read_json, step_files, stop_processes, write_sorted
+from support.cli import agnews_in_process
 from support.paths import CLI, PROJECT, SAMPLE_DIR
+
 from engines.dask.runner import DaskClusterRunner
 
 CLUSTER_LOGS: list[Path | None] = [None]  # the module's cluster writes its logs here (fixture `scheduler`)
@@ -221,13 +222,30 @@ def cluster_state(address: str) -> tuple[int, dict[str, str]]:
     return transitions, dict(workers.values())
 
 
-def tasks_per_worker(address: str, since: float) -> collections.Counter:
-    """{worker address: tasks it computed} since `since` (time.time()), as the scheduler recorded them: a worker
-    that died or was restarted in between keeps what it did."""
+def step_windows(stdout: str) -> dict[str, tuple[float, float]]:
+    """{step: (started, done) in seconds since the epoch} from a run's --log-format json lines."""
+    windows: dict[str, list[float]] = {}
+    for line in stdout.splitlines():
+        entry = json.loads(line) if line.startswith("{") else {}
+        if entry.get("event") in ("step_started", "step_done"):
+            moment = datetime.datetime.fromisoformat(entry["time"].replace("Z", "+00:00")).timestamp()
+            windows.setdefault(entry["step"], [0.0, 0.0])[entry["event"] == "step_done"] = moment
+    return {step: (started, done) for step, (started, done) in windows.items()}
+
+
+def tasks_per_step(address: str, since: float, windows: dict[str, tuple[float, float]]) -> dict:
+    """{step: {worker address: tasks it computed}}: the scheduler's task stream since `since` (time.time()),
+    each task given to the step during which it started computing. A worker that died or was restarted in
+    between keeps what it did."""
     with Client(address, timeout=START_SECONDS) as client:
         records = client.get_task_stream(start=since)
-    return collections.Counter(record["worker"] for record in records
-                               if any(part["action"] == "compute" for part in record["startstops"]))
+    per_step = {step: collections.Counter() for step in windows}
+    for record in records:
+        for part in record["startstops"]:
+            for step, (started, done) in windows.items():
+                if part["action"] == "compute" and started <= part["start"] <= done:
+                    per_step[step][record["worker"]] += 1
+    return per_step
 
 
 def warn_if_a_worker_was_lost(before: dict[str, str], after: dict[str, str]) -> None:
@@ -245,14 +263,19 @@ def test_ingest_to_transform_on_the_cluster_is_byte_identical_to_the_direct_runn
     transitions_before, workers_before = cluster_state(scheduler)
     started = time.time()
     on_dask = agnews(*UNTIL_TRANSFORM, "--pipeline-root", str(tmp_path / "dask"), "--beam-runner", "dask",
-                     "--dask-address", scheduler)
+                     "--dask-address", scheduler, "--log-format", "json")
     assert on_dask.returncode == 0, on_dask.stderr[-3000:]
     assert step_files(tmp_path / "dask") == direct_files
-    # Identical bytes are also what a silent fallback to the DirectRunner would give: the cluster did the work.
+    # Identical bytes are also what a silent fallback to the DirectRunner would give: the cluster did the work,
+    # in each step (a step run by the DirectRunner would leave its time on the task stream empty).
     transitions_after, workers_after = cluster_state(scheduler)
     warn_if_a_worker_was_lost(workers_before, workers_after)
-    computed = tasks_per_worker(scheduler, started)
-    assert len(computed) >= 2 and sum(computed.values()) >= 200, computed
+    windows = step_windows(on_dask.stdout)
+    assert sorted(windows) == ["ingest", "transform", "validate"], on_dask.stdout[-3000:]
+    per_step = tasks_per_step(scheduler, started, windows)
+    assert all(sum(per_step[step].values()) >= 5 for step in windows), per_step
+    computed = sum(per_step.values(), collections.Counter())
+    assert len(computed) >= 2 and sum(computed.values()) >= 200, per_step
     assert transitions_after - transitions_before >= 3 * sum(computed.values())  # waiting, processing, memory
 
 
@@ -420,8 +443,8 @@ def test_an_unreachable_scheduler_fails_the_run_in_seconds_with_one_line(tmp_pat
 ])
 def test_a_bad_runner_choice_is_one_line_before_anything_runs(tmp_path, flags, message):
     root = tmp_path / "root"
-    completed = agnews("run", "--data", f"csv:{SAMPLE_DIR}", "--pipeline-root", str(root), *flags, timeout=120)
-    assert completed.returncode == 2
+    completed = agnews_in_process("run", "--data", f"csv:{SAMPLE_DIR}", "--pipeline-root", root, *flags,
+                                  check_code=2)
     assert message in completed.stderr and "Traceback" not in completed.stderr
     assert len(completed.stderr.strip().splitlines()) == 1
     assert not (root / "runs").exists()

@@ -15,15 +15,13 @@ import time
 from pathlib import Path
 
 import apache_beam as beam
+import distributed  # noqa: F401 (a [dev] dependency: a broken install fails these tests, never skips them)
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
-
-
-pytest.importorskip("distributed")
-from engines.dask.runner import DaskClusterRunner
-from support.beam import (START_SECONDS, UNTIL_TRANSFORM, free_port, read_json, step_files, stop_processes,
-                          write_sorted)
+from support.beam import START_SECONDS, UNTIL_TRANSFORM, free_port, read_json, step_files, stop_processes, write_sorted
 from support.paths import PROJECT
+
+from engines.dask.runner import DaskClusterRunner
 
 
 @contextlib.contextmanager
@@ -249,8 +247,8 @@ def _stalled_beam_step(inputs, output_dir: Path, config, runtime):
 
 
 def test_a_stalled_step_fails_the_run_in_bounded_time_and_publishes_nothing(cluster, tmp_path, monkeypatch):
-    from contract.config_loading import load_config
     from contract.component_spec import ComponentSpec
+    from contract.config_loading import load_config
     from pipeline.dag import Step
     from pipeline.metadata import MetadataStore
     from pipeline.runner import Runner
@@ -361,8 +359,9 @@ class _FailOnceFlagged(beam.DoFn):
 
 
 def test_a_task_failing_after_a_worker_left_fails_the_step_with_one_line_naming_the_worker(tmp_path):
-    from contract.artifacts import ComponentError
     from distributed import Client
+
+    from contract.artifacts import ComponentError
     flag = tmp_path / "flag"
     with dask_cluster(tmp_path / "logs", 2) as (address, workers):
         def kill_w1_then_flag():
@@ -399,8 +398,9 @@ def test_a_task_failing_after_a_worker_left_fails_the_step_with_one_line_naming_
 
 @pytest.mark.parametrize("overrides, message", [
     (["pipeline.dask_stall_seconds=0"], "pipeline.dask_stall_seconds must be > 0, got 0"),
-    (["pipeline.dask_worker_memory=lots"], "pipeline.dask_worker_memory must be 'auto' or a size such as 4GiB"),
-    (["pipeline.dask_worker_memory=4 parsecs"], "pipeline.dask_worker_memory must be 'auto' or a size"),
+    (["pipeline.dask_worker_memory=lots"], "pipeline.dask_worker_memory must be auto or a size: 'lots' is not a "
+                                           "size like 500MB, 2GB"),
+    (["pipeline.dask_worker_memory=4 parsecs"], "pipeline.dask_worker_memory must be auto or a size"),
 ])
 def test_bad_dask_settings_fail_before_any_work(overrides, message):
     from contract.config import ConfigError
@@ -409,18 +409,36 @@ def test_bad_dask_settings_fail_before_any_work(overrides, message):
         load_config(None, overrides)
 
 
-@pytest.mark.parametrize("memory", ["auto", "3GiB", "3000MB", "1.5 GB"])
-def test_the_dask_settings_reach_the_adapter(memory):
-    from dask.utils import parse_bytes
+class _WhereAmI(beam.DoFn):
+    """Each element becomes what the dask worker running it is, read from the worker itself: [its process id,
+    its memory limit, its threads, whether a nanny started it, the workers the scheduler knows]."""
 
+    def setup(self):
+        from distributed import get_client
+        self.workers = len(get_client().scheduler_info()["workers"])
+
+    def process(self, element):
+        from distributed import get_worker
+        worker = get_worker()
+        yield [os.getpid(), worker.memory_manager.memory_limit, worker.state.nthreads, worker.nanny is not None,
+               self.workers]
+
+
+@pytest.mark.parametrize("memory, limit", [("1.5 GB", 1_500_000_000), ("3GiB", 3 * 2**30)])
+def test_the_local_cluster_has_the_configured_workers_and_memory_limit(memory, limit, tmp_path):
+    """From the configuration to the workers: pipeline.dask_workers processes (not threads of this one), each
+    started by a nanny with 1 thread and pipeline.dask_worker_memory as its limit (GB: 10^9, GiB: 2^30)."""
     from contract.config_loading import load_config
-    from engines.dask.runner import DaskAdapterOptions
     from library.beam_options import all_beam_args, pipeline_options
     config = load_config(None, ["pipeline.beam_runner=dask", f"pipeline.dask_worker_memory={memory}",
-                                "pipeline.dask_stall_seconds=90"])
-    adapter = pipeline_options(all_beam_args(config.pipeline)).view_as(DaskAdapterOptions)
-    assert (adapter.dask_worker_memory, adapter.dask_stall_seconds) == (memory, 90)
-    assert memory == "auto" or parse_bytes(memory) > 0  # what LocalCluster(memory_limit=...) accepts
+                                "pipeline.dask_workers=2"])
+    with beam.Pipeline(options=pipeline_options(all_beam_args(config.pipeline))) as pipeline:
+        facts = (pipeline | beam.Create(range(40)) | beam.Reshuffle() | beam.ParDo(_WhereAmI())
+                 | beam.Map(tuple) | beam.Distinct())
+        write_sorted(facts, tmp_path / "workers", "Workers")
+    seen = read_json(tmp_path / "workers")
+    assert seen and all(pid != os.getpid() for pid, *_ in seen), seen
+    assert {tuple(facts) for _, *facts in seen} == {(limit, 1, True, 2)}, seen
 
 
 @pytest.mark.parametrize("flag, message", [

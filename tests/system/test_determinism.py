@@ -3,18 +3,21 @@ process and folder, so the runner's content fingerprints match and steps after a
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter
 from pathlib import Path
 
 import apache_beam as beam
 import pytest
 import tensorflow as tf
+from support.hooks import after_import_hook
 
 from components.ingest import executor as ingest
+from components.ingest import reading as ingest_reading
 from components.transform import executor as transform
-from library import ag_news_csv, tfrecord_io
 from contract import config as config_module
 from contract.artifacts import Runtime, fingerprint
+from library import ag_news_csv, tfrecord_io
 from library.beam_options import pipeline_options
 
 IN_MEMORY = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
@@ -104,12 +107,58 @@ def test_serialized_example_bytes_do_not_depend_on_the_process():
 # ---------------------------------------------------------------------------------------------- ingest
 
 
+# Wraps ingest's CSV row parser (called inside the Parse DoFn) so that every process that parses a row leaves
+# an empty file named by its process id in $PARSING_PIDS_DIR: which processes did the work, seen from inside
+# Beam.
+RECORD_PARSING_PID = """
+import os
+parse = module.parse_csv_row
+def parse_csv_row(*args, **kwargs):
+    open(os.path.join(os.environ["PARSING_PIDS_DIR"], str(os.getpid())), "a").close()
+    return parse(*args, **kwargs)
+module.parse_csv_row = parse_csv_row
+"""
+
+
+def parsing_pids(monkeypatch, tmp_path):
+    """Records the pids of the processes that parse CSV rows: this one (in_memory) through monkeypatch, Beam's
+    worker processes (multi_processing) through a sitecustomize hook they import at start. Returns a function
+    that takes a folder name and points the recording at tmp_path/<name>, returning that folder."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    hook = after_import_hook("components.ingest.reading", RECORD_PARSING_PID)
+    (hooks / "sitecustomize.py").write_text(hook)
+    monkeypatch.setenv("PYTHONPATH",
+                       os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")])))
+    parse = ingest_reading.parse_csv_row
+
+    def recording_parse(*args, **kwargs):
+        open(os.path.join(os.environ["PARSING_PIDS_DIR"], str(os.getpid())), "a").close()
+        return parse(*args, **kwargs)
+    monkeypatch.setattr(ingest_reading, "parse_csv_row", recording_parse)
+
+    def record_into(name: str) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        monkeypatch.setenv("PARSING_PIDS_DIR", str(folder))
+        return folder
+    return record_into
+
+
 def test_ingest_twice_in_either_runner_mode_gives_identical_examples(sample_dir, tmp_path, monkeypatch):
     # Small shards, so that several worker processes each write some of a split's files.
     monkeypatch.setattr(tfrecord_io, "DEFAULT_ROWS_PER_SHARD", 250)
+    record_into = parsing_pids(monkeypatch, tmp_path)
     config = config_module.IngestConfig(data=f"csv:{sample_dir}")
+    in_memory_pids = record_into("in_memory_pids")
     in_memory = ingest.run({}, tmp_path / "in_memory", config, Runtime(beam_args=IN_MEMORY, log=lambda m: None))
+    multi_pids = record_into("multi_pids")
     multi = ingest.run({}, tmp_path / "multi", config, Runtime(beam_args=MULTI_PROCESSING, log=lambda m: None))
+
+    # The requested running modes ran: in_memory parsed every row in this process, multi_processing none.
+    assert {p.name for p in in_memory_pids.iterdir()} == {str(os.getpid())}
+    workers = {p.name for p in multi_pids.iterdir()}
+    assert workers and str(os.getpid()) not in workers, workers
 
     written = files_and_digests(in_memory["examples"].uri)
     assert written == files_and_digests(multi["examples"].uri)
@@ -148,6 +197,7 @@ def test_transform_twice_gives_identical_outputs(transformed_sample, transformed
 
 def test_transform_graph_holds_no_temporary_path_or_process_counter(transformed_sample):
     import re
+
     from tensorflow.core.protobuf import fingerprint_pb2, saved_model_pb2
     from tensorflow.python.saved_model import fingerprinting_utils
 

@@ -12,10 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from support.cli import agnews_in_process
+from support.e2e import agnews, keras_probabilities, serve_in_a_fresh_process
+from support.hooks import after_import_hook
+from support.paths import CLI, PROJECT, SAMPLE_DIR
+from support.paths import E2E_CONFIG as CONFIG
 
 from library import layouts
-from support.e2e import agnews, keras_probabilities, serve_in_a_fresh_process
-from support.paths import CLI, E2E_CONFIG as CONFIG, PROJECT, SAMPLE_DIR
 
 pytestmark = pytest.mark.e2e
 
@@ -112,12 +115,12 @@ def test_worse_model_is_not_pushed(first_run):
 
 def test_runs_and_show_list_the_history(first_run):
     root, _, _ = first_run
-    runs = agnews("runs", "--pipeline-root", str(root)).stdout
+    runs = agnews_in_process("runs", "--pipeline-root", str(root)).stdout
     assert runs.count("succeeded") >= 2
     header, first = runs.splitlines()[0].split(), runs.splitlines()[-1].split()  # newest first
     assert header[-3:] == ["accuracy", "blessed", "pushed_version"] and first[-2:] == ["true", "1"]
     first_id = sorted(p.name for p in (root / "runs").iterdir())[0]
-    shown = agnews("show", first_id, "--pipeline-root", str(root)).stdout
+    shown = agnews_in_process("show", first_id, "--pipeline-root", str(root)).stdout
     assert "lineage of model" in shown and "pushed by pusher in run" in shown and "version=1" in shown
     assert "examples" in shown and "best_hyperparameters" in shown and "transform_graph" in shown
     assert '"vocab_size": 5000' in shown and "values: {" in shown  # vocabulary and hyperparameters
@@ -128,28 +131,29 @@ def test_runs_show_json_and_diff_compare_two_real_runs(first_run):
     """The first run (pushed v1) against test_trainer_change_reruns_only_the_model_steps' run (2 epochs, a bar
     out of reach, not blessed)."""
     root, _, _ = first_run
-    runs = json.loads(agnews("runs", "--json", "--pipeline-root", str(root)).stdout)
+    runs = json.loads(agnews_in_process("runs", "--json", "--pipeline-root", str(root)).stdout)
     first = runs[-1]
     assert first["pushed_version"] == 1 and first["blessed"] is True and first["status"] == "succeeded"
-    details = {r["id"]: json.loads(agnews("show", r["id"], "--json", "--pipeline-root", str(root)).stdout)
-               for r in runs}
+    details = {r["id"]: json.loads(agnews_in_process("show", r["id"], "--json", "--pipeline-root", str(root))
+                                   .stdout) for r in runs}
     changed = next(d for d in details.values() if d["config"]["trainer"]["epochs"] == 2)
     assert [s["step"] for s in changed["steps"]] == ["ingest", "validate", "transform", "tuner", "trainer",
                                                        "evaluator", "pusher"]
     assert changed["steps"][0]["reused_from_run"] == first["id"]
 
-    diff = json.loads(agnews("diff", first["id"], changed["id"], "--json", "--pipeline-root", str(root)).stdout)
+    diff = json.loads(agnews_in_process("diff", first["id"], changed["id"], "--json", "--pipeline-root",
+                                        str(root)).stdout)
     assert {c["key"] for c in diff["config"]} == {"trainer.epochs", "evaluator.min_accuracy"}
     assert diff["hyperparameters"] == [] and diff["code_versions"] == [] and diff["data_fingerprint"]["same"]
     assert diff["metrics"]["accuracy"]["a"] == first["accuracy"] and 0 < diff["metrics"]["accuracy"]["b"] <= 1
     assert diff["length_buckets"] and all(v["a"]["examples"] == v["b"]["examples"]
                                           for v in diff["length_buckets"].values())
     assert diff["blessed"] == {"a": True, "b": False} and diff["pushed_version"] == {"a": 1, "b": None}
-    text = agnews("diff", first["id"], changed["id"], "--pipeline-root", str(root)).stdout
+    text = agnews_in_process("diff", first["id"], changed["id"], "--pipeline-root", str(root)).stdout
     first_epochs = details[first["id"]]["config"]["trainer"]["epochs"]
     assert f"trainer.epochs: {first_epochs} -> 2" in text and "accuracy per length bucket" in text
     assert "blessed: True -> False" in text and "pushed version: 1 -> -" in text
-    missing = agnews("diff", first["id"], "nope", "--pipeline-root", str(root), check_code=1)
+    missing = agnews_in_process("diff", first["id"], "nope", "--pipeline-root", str(root), check_code=1)
     assert missing.stderr.strip() == f"diff: no run 'nope' under {root}"
 
 
@@ -191,13 +195,20 @@ def test_retrain_is_locked_skips_unchanged_data_and_predict_works(first_run, tmp
     version_dir = root / "serving" / "agnews" / "1"
     predicted = agnews("predict", "--model-dir", str(version_dir), "--input", str(texts))
     rows = [json.loads(line) for line in predicted.stdout.strip().splitlines()]
-    # The command answers what the served model answers for the same texts, row by row and in order.
+    # The oracle is not the code under test: the Keras model of the first run (which pushed version 1, see
+    # test_exported_model_serves_raw_strings_in_a_fresh_tensorflow_only_process), loaded with Keras, on the token
+    # ids the run's transform graph makes of the same texts, row by row and in order.
+    import keras
     import numpy as np
-    from apps import predict
-    expected = predict.predict(version_dir, lines)
-    assert [(r["class_id"], r["class_name"]) for r in rows] == [(e["class_id"], e["class_name"]) for e in expected]
-    np.testing.assert_allclose([r["probabilities"] for r in rows], [e["probabilities"] for e in expected],
-                               atol=1e-6)
+    from support.models import keras_reference
+
+    from library.layouts import CLASS_NAMES
+    first_run_dir = sorted((root / "runs").iterdir())[0]
+    model = keras.models.load_model(layouts.keras_model_file(first_run_dir / "trainer" / "model"))
+    expected = keras_reference(model, first_run_dir / "transform" / "transform_graph", lines)
+    assert [r["class_id"] for r in rows] == expected.argmax(axis=1).tolist()
+    assert [r["class_name"] for r in rows] == [CLASS_NAMES[i] for i in expected.argmax(axis=1)]
+    np.testing.assert_allclose([r["probabilities"] for r in rows], expected, atol=1e-5)
 
 
 def test_two_concurrent_retrains_never_run_at_once(first_run):
@@ -247,7 +258,7 @@ def test_gc_keeps_what_the_pushed_model_and_kept_runs_need(first_run):
     assert all(path.endswith(".failed") or path.startswith(f"{root}/tmp/") for path in set(deleted) - marked)
     assert pushed_model.uri.is_dir()  # the pushed model and its lineage stay
     assert (root / "serving" / "agnews" / "1" / "saved_model.pb").is_file()
-    shown = agnews("show", "--pipeline-root", str(root)).stdout
+    shown = agnews_in_process("show", "--pipeline-root", str(root)).stdout
     assert "lineage of model" in shown
     # The newest run is intact: running it again reuses every step.
     assert agnews("run", *pipeline_args(root)).stdout.count(" cached (") == 7
@@ -283,17 +294,52 @@ def test_tfds_without_network_gives_one_clear_line(tmp_path, offline_hooks):
     assert "Traceback" not in completed.stderr
 
 
-def kill_when_running(args: list[str], step: str, after_seconds: float) -> None:
-    """Starts `agnews-pipeline run`, and SIGKILLs it `after_seconds` into `step`."""
-    process = subprocess.Popen([*CLI, "run", *args], cwd=PROJECT, stdout=subprocess.PIPE, text=True,
-                               env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1"})
-    for line in process.stdout:
-        if f"] {step}" in line and "running" in line:
-            time.sleep(after_seconds)
-            process.send_signal(signal.SIGKILL)
-            break
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL, f"the run ended before {step} could be killed"
+# Hooks (support.hooks.after_import_hook) that touch the file AGNEWS_MARKER names from inside a step of the
+# killed run. Transform: per transformed row, once tf.Transform has analysed train and transforms the splits,
+# then 10 ms more per row, so the kill lands inside the running Beam pipeline however fast the machine.
+TRANSFORM_STARTED = after_import_hook("components.transform.executor", """
+import os, time
+encode = module._encode
+def _encode_after_marking(instance, coder):
+    open(os.environ["AGNEWS_MARKER"], "a").close()
+    time.sleep(0.01)
+    return encode(instance, coder)
+module._encode = _encode_after_marking
+""")
+# Trainer: when the trainer's train() starts (model building and fitting come after it).
+TRAINING_STARTED = after_import_hook("components.trainer.executor", """
+import os
+train = module.train
+def _train_after_marking(*args, **kwargs):
+    open(os.environ["AGNEWS_MARKER"], "a").close()
+    return train(*args, **kwargs)
+module.train = _train_after_marking
+""")
+
+
+def kill_inside(args: list[str], hook: str, folder: Path, timeout: float = 900) -> None:
+    """Starts `agnews-pipeline run` with `hook` in its sitecustomize.py, and SIGKILLs it as soon as the hook's
+    marker file appears: the kill lands inside the code the hook marks, not after a guessed delay."""
+    hooks, marker = folder / "kill-hooks", folder / "kill-marker"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(hook)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "AGNEWS_MARKER": str(marker),
+           "PYTHONPATH": os.pathsep.join([str(hooks), str(PROJECT)])}
+    log_path = folder / "killed-run.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([*CLI, "run", *args], cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + timeout
+        while not marker.exists():
+            assert process.poll() is None, f"the run ended before the marked code ran:\n{log_path.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no marker within {timeout}s:\n{log_path.read_text()[-3000:]}"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {process.returncode}"
 
 
 def output_fingerprints(root: Path, step: str) -> dict[str, str]:
@@ -312,7 +358,7 @@ def output_fingerprints(root: Path, step: str) -> dict[str, str]:
 def test_run_killed_during_transform_resumes_and_matches_an_uninterrupted_run(tmp_path, first_run):
     root = tmp_path / "root"
     args = pipeline_args(root, "--until", "transform")
-    kill_when_running(args, "transform", after_seconds=3)  # inside the Beam/TFT pipeline
+    kill_inside(args, TRANSFORM_STARTED, tmp_path)  # inside the Beam/TFT pipeline
     run_dir = next((root / "runs").iterdir())
     assert not (run_dir / "transform").exists()  # nothing that looks complete
     resumed = agnews("run", *args)
@@ -326,7 +372,7 @@ def test_run_killed_during_transform_resumes_and_matches_an_uninterrupted_run(tm
 def test_run_killed_during_training_resumes_from_the_trainer(tmp_path):
     root = tmp_path / "root"
     args = pipeline_args(root, "--no-tune", "--epochs", "1")
-    kill_when_running(args, "trainer", after_seconds=4)
+    kill_inside(args, TRAINING_STARTED, tmp_path)
     store_runs = agnews("runs", "--pipeline-root", str(root)).stdout
     assert "running" in store_runs  # the killed process could not record its end
     resumed = agnews("run", *args)

@@ -14,17 +14,17 @@ import gensim.models as gensim_models
 import keras
 import numpy as np
 import pytest
+from support.models import fresh_process_env
 
+from apps.cli.main import main as cli_main
+from apps.cli.parser import build_parser, config_from_args
 from components.trainer import executor as trainer
 from components.tuner import executor as tuner
-from library import dataset, embeddings
-from library.layouts import read_model_input, vocabulary_file
-from apps.cli.main import main as cli_main
-from apps.cli.parser import build_parser, _config_from_args
 from contract.artifacts import ComponentError, Runtime
 from contract.config import ConfigError, TrainerConfig, TunerConfig
 from contract.config_loading import load_config
-from support.models import fresh_process_env
+from library import dataset, embeddings
+from library.layouts import read_model_input, vocabulary_file
 
 RUNTIME = Runtime(seed=7, log=lambda message: None)
 DIM = 12
@@ -138,7 +138,7 @@ def test_configuration(tmp_path):
     with pytest.raises(ConfigError, match="trainer.pretrained_embeddings"):
         load_config(None, ["tuner.pretrained_embeddings=a.kv"])
     args = build_parser().parse_args(["run", "--pretrained-embeddings", "x.vec"])
-    assert _config_from_args(args).trainer.pretrained_embeddings == "x.vec"
+    assert config_from_args(args).trainer.pretrained_embeddings == "x.vec"
 
 
 def test_fingerprint_is_in_the_cache_keys_and_follows_the_content(tmp_path, vectors):
@@ -209,7 +209,7 @@ def test_frozen_vectors_stay_unchanged_and_serving_needs_no_vectors_file(transfo
     np.testing.assert_array_equal(np.load(saved), initial)
 
 
-def test_fine_tuned_and_unfrozen_after_epochs(transformed_sample, vectors, tmp_path):
+def test_fine_tuned_and_unfrozen_after_epochs(transformed_sample, vectors, tmp_path, monkeypatch):
     path = vectors["folder"] / "vectors.bin"
     chosen = _tune(transformed_sample, tmp_path / "tuner", path)
     graph = Path(transformed_sample["transform_graph"].uri)
@@ -221,10 +221,24 @@ def test_fine_tuned_and_unfrozen_after_epochs(transformed_sample, vectors, tmp_p
     assert not np.allclose(trained[1:], initial[1:])  # fine-tuned
     np.testing.assert_array_equal(trained[0], initial[0])  # padding ids never reach the loss
 
+    # The embedding's weights at the end of every epoch, read by a callback inside model.fit.
+    from library import progress
+    at_epoch_end: list[np.ndarray] = []
+
+    class RecordingProgress(progress.EpochProgress):
+        def on_epoch_end(self, epoch, logs=None):
+            at_epoch_end.append(np.array(self.model.get_layer("embedding").get_weights()[0]))
+            super().on_epoch_end(epoch, logs)
+
+    monkeypatch.setattr(progress, "EpochProgress", RecordingProgress)  # the trainer imports it when it trains
     log: list[str] = []
     outputs = trainer.run({**transformed_sample, **chosen}, tmp_path / "after", TrainerConfig(
         epochs=2, early_stopping_patience=5, pretrained_embeddings=str(path),
         embeddings_trainable="after_epochs 1"), Runtime(seed=RUNTIME.seed, log=log.append))
+    # Frozen for the first epoch: bit for bit the aligned vectors; fine-tuned in the second.
+    assert len(at_epoch_end) == 2
+    np.testing.assert_array_equal(at_epoch_end[0], initial)
+    assert not np.allclose(at_epoch_end[1][1:], initial[1:])
     history = json.loads((Path(outputs["model_run"].uri) / "history.json").read_text())
     assert history["epochs_trained"] == 2 and [e["epoch"] for e in history["epochs"]] == [1, 2]
     assert outputs["model"].properties["embeddings_frozen_epochs"] == 1

@@ -17,12 +17,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from support.models import fresh_process_env, keras_reference, tiny_model
 
 from apps import predict
+from contract.artifacts import ComponentError
 from library import export, layouts
 from library.layouts import CLASS_NAMES
-from contract.artifacts import ComponentError
-from support.models import fresh_process_env, keras_reference, tiny_model
 
 VENV_BIN = Path(sys.executable).parent
 LONG_TEXT = ("markets rally as oil prices fall and the team wins the final " * 1700)[:100_000]

@@ -16,25 +16,23 @@ import subprocess
 import sys
 import sysconfig
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
+from support.paths import E2E_CONFIG as CONFIG
+from support.paths import PROJECT, SAMPLE_DIR
 
-from support.paths import SAMPLE_DIR
+from library.code_version import step_code_version
 from pipeline import dag
-from pipeline.code_version import step_code_version
 
-
-PROJECT = Path(__file__).resolve().parents[2]
-CONFIG = PROJECT / "tests" / "support" / "e2e_config.yaml"
 # Printed by the installed interpreter: where each module and data file it uses lives, and the steps' code versions.
 WHERE_FROM = r"""
 import importlib, json, sys
 from contract.config import ValidateConfig
 from contract.config_loading import default_config_file
 from pipeline import dag
-from pipeline.code_version import project_modules, step_code_version
+from library.code_version import project_modules, step_code_version
 steps = {step.name: (step.spec.module, step.spec.executor_module) for step in dag.STEPS}
 files = {name: importlib.import_module(name).__file__ for name in ("apps.cli", "apps.serving.http", "apps.predict",
                                                                       "engines.dask.runner", "schemas", "configs")}

@@ -7,22 +7,19 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from support.hooks import after_import_hook
-from support.paths import SAMPLE_DIR
-from library import layouts
 from support.e2e import keras_probabilities, serve_in_a_fresh_process
+from support.hooks import after_import_hook
+from support.paths import CLI, PROJECT, SAMPLE_DIR
+
+from library import layouts
 
 pytestmark = pytest.mark.e2e
 
-CLI = [sys.executable, "-m", "apps.cli"]
-PROJECT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "PYTHONPATH": str(PROJECT)}
 # In every training process (the run's chief child and the train-worker), counts the training steps the trainer's
 # throughput callback sees and prints them per epoch: the proof that each worker trained.

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
+from support.cli import agnews_in_process
+from support.e2e import agnews
+from support.paths import E2E_CONFIG as CONFIG
 from support.paths import SAMPLE_DIR
+
 from contract.artifacts import Artifact
 from contract.config import TunerConfig
 from library import layouts
 from library.warm_start import read_vocabulary
-from support.e2e import agnews
-from support.paths import E2E_CONFIG as CONFIG
 
 pytestmark = pytest.mark.e2e
 
@@ -56,7 +57,7 @@ def _step_line(stdout: str, step: str) -> str:
 
 
 def _outputs(root: Path, run_id: str) -> dict[str, dict]:
-    details = json.loads(agnews("show", run_id, "--json", "--pipeline-root", str(root)).stdout)
+    details = json.loads(agnews_in_process("show", run_id, "--json", "--pipeline-root", str(root)).stdout)
     return {name: output for step in details["steps"] for name, output in step["outputs"].items()}
 
 
@@ -102,7 +103,7 @@ def test_a_retrain_on_grown_data_reuses_the_search_and_says_so(grown):
     assert reused["properties"]["values"] == first["properties"]["values"]
     assert reused["properties"]["trials"] == 0
     assert layouts.read_best_hyperparameters(reused["uri"])["reused"] is True
-    shown = agnews("show", second_id, "--pipeline-root", str(root)).stdout
+    shown = agnews_in_process("show", second_id, "--pipeline-root", str(root)).stdout
     assert f"reused=True, tuned_from={first_id}" in shown
     assert f"reused=True, tuned_from={first_id}" in (root / "runs" / second_id / "report.md").read_text()
 
@@ -123,8 +124,11 @@ def test_the_warm_start_carries_embedding_rows_by_token(grown):
     # By position, a moved token's row would be the old row of whatever token had its new id.
     by_position = sum(np.allclose(new_rows[new_id], old_rows[new_id], atol=CARRIED) for _, _, new_id in moved)
     assert by_position == 0
-    # New tokens start from the new model's own initial rows, not the old row of their position.
-    assert not any(np.allclose(new_rows[new_id], old_rows[new_id], atol=CARRIED) for new_id in fresh)
+    # New tokens start from the old model's out-of-vocabulary row (one bucket: what it read them as), not from
+    # random rows nor the old row of their position.
+    oov_row = old_rows[len(old_tokens) + 1]
+    for new_id in fresh:
+        np.testing.assert_allclose(new_rows[new_id], oov_row, atol=CARRIED, err_msg=str(new_tokens[new_id - 1]))
     for layer in new.layers:  # every other layer starts from the base model's weights too
         if layer.get_weights() and layer.name != "embedding":
             for now, before in zip(layer.get_weights(), old.get_layer(layer.name).get_weights()):
@@ -142,6 +146,52 @@ def test_a_warm_started_run_stops_early_with_its_own_patience(grown):
     patience = {run_id: layouts.read_history(_outputs(root, run_id)["model_run"]["uri"])["early_stopping_patience"]
                 for run_id in (first_id, second_id)}
     assert patience == {first_id: 3, second_id: 0}
+
+
+def test_a_warm_started_run_ends_after_its_own_patience_where_a_fresh_run_goes_on(tmp_path, monkeypatch):
+    """The patience, observed in the epochs Keras ran: the eval labels contradict the train split, so every
+    epoch of training makes val_loss worse and only the patience decides how long a run goes on. A fresh run
+    (early_stopping_patience 3) trains past its best epoch; the same run warm-started from it
+    (warm_start_patience 0) ends one epoch after its first."""
+    from support.datasets import shift_eval_labels, write_transformed_examples
+
+    from components.trainer import executor as trainer
+    from contract.config import TrainerConfig
+    from library import progress
+
+    graph, examples, _ = write_transformed_examples(tmp_path / "data", {"train": 300, "eval": 60, "test": 10})
+    shift_eval_labels(examples.uri)
+    spec = layouts.read_model_input(graph.uri)
+    vocabulary = layouts.vocabulary_file(graph.uri, spec)  # the warm start carries embedding rows by token
+    vocabulary.parent.mkdir(parents=True)
+    vocabulary.write_text("".join(f"token{i}\n" for i in range(1, spec.vocab_size + 1)))
+    epochs_run: list[int] = []
+
+    class CountingProgress(progress.EpochProgress):  # a callback inside model.fit: the epochs that ran
+        def on_train_begin(self, logs=None):
+            epochs_run.append(0)
+            super().on_train_begin(logs)
+
+        def on_epoch_end(self, epoch, logs=None):
+            epochs_run[-1] += 1
+            super().on_epoch_end(epoch, logs)
+
+    monkeypatch.setattr(progress, "EpochProgress", CountingProgress)  # the trainer imports it when it trains
+    chosen = {"architecture": "rnn",
+              "values": {"embedding_dim": 8, "units": 8, "learning_rate": 0.02, "batch_size": 16}}
+    config = TrainerConfig(epochs=6, early_stopping_patience=3, warm_start_patience=0)
+
+    def train(out: Path, base: Path | None = None) -> None:
+        trainer.train(Path(examples.uri), Path(graph.uri), chosen, out, config, 7, lambda message: None,
+                      trainer._strategy(config.strategy), base)
+
+    train(tmp_path / "fresh")
+    base = tmp_path / "fresh" / "model"
+    exported_vocabulary = layouts.model_vocabulary_file(base, spec)  # where the serving export puts it
+    exported_vocabulary.parent.mkdir(parents=True)
+    exported_vocabulary.write_bytes(vocabulary.read_bytes())
+    train(tmp_path / "warm", base)
+    assert epochs_run[0] > 2 and epochs_run[1] == 2, epochs_run
 
 
 def test_an_unchanged_retrain_stays_cached(grown):
@@ -237,7 +287,19 @@ def test_every_n_retrains_and_every_duration_decide_by_count_and_age():
 
 
 def test_a_bad_retune_value_is_one_line_and_exit_2(tmp_path):
-    completed = agnews("run", "--pipeline-root", str(tmp_path / "root"), "--set", "tuner.retune=sometimes",
-                       check_code=2)
+    completed = agnews_in_process("run", "--pipeline-root", tmp_path / "root", "--set", "tuner.retune=sometimes",
+                                  check_code=2)
     assert completed.stderr.strip().startswith("configuration error: tuner.retune must be always, on_drift")
     assert len(completed.stderr.strip().splitlines()) == 1 and not (tmp_path / "root").exists()
+
+
+def test_a_changed_max_length_turns_warm_start_off(grown):
+    completed, run_id = _pipeline("run", grown["root"], grown["grown_data"], *LATER, "--set",
+                                  "transform.max_length=32", "--until", "trainer")
+    # The same hyperparameters (reused: another transform is no reason to search): only the input changed.
+    assert "tuner: reusing the hyperparameters tuned in run" in completed.stdout
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("trainer: no warm start from ")]
+    assert len(lines) == 1 and lines[0].endswith(
+        ": its max_length is 64, not 32 (transform.max_length); training from scratch"), completed.stdout
+    model = _outputs(grown["root"], run_id)["model"]["properties"]
+    assert "warm_start_from" not in model and "max_length is 64, not 32" in model["warm_start"]

@@ -11,8 +11,6 @@ import base64
 import concurrent.futures
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -21,11 +19,12 @@ import urllib.request
 import numpy as np
 import pytest
 import tensorflow as tf
+from support.cli import agnews_in_process
+from support.serving import MAX_REQUEST_BYTES, TEXTS, Server
 
 from components.pusher.executor import publish_version
 from library import export
-from support.models import fresh_process_env
-from support.serving import MAX_REQUEST_BYTES, REPO, TEXTS, Server
+
 
 def example(title: str, description: str = "") -> bytes:
     return tf.train.Example(features=tf.train.Features(feature={
@@ -271,9 +270,6 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(server):
 
 
 def test_serve_bad_flags_give_one_line(tmp_path):
-    missing = subprocess.run([sys.executable, "-m", "apps.cli", "serve", "--serving-dir", str(tmp_path / "no")],
-                             cwd=REPO, env={**fresh_process_env(), "PYTHONPATH": str(REPO)},
-                             capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 2
+    missing = agnews_in_process("serve", "--serving-dir", tmp_path / "no", check_code=2)
     assert missing.stderr.strip().splitlines() == [
         f"serve: {tmp_path / 'no'} does not exist; push a model first (agnews-pipeline run) or pass --serving-dir"]

@@ -9,9 +9,9 @@ import time
 
 import numpy as np
 import pytest
+from support.serving import TEXTS, Server, metric, post, stop
 
 from components.pusher.executor import publish_version
-from support.serving import TEXTS, Server, metric, post, stop
 
 TIMEOUT_US = 90_000  # 90 ms: below the 100 ms rate window, so the policy decides whether to wait
 

@@ -11,17 +11,15 @@ import http.client
 import json
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
 import numpy as np
 import pytest
+from support.cli import agnews_in_process
+from support.serving import TEXTS, Server, metric, post, stop, wait_until
 
 from components.pusher.executor import publish_version
-from support.models import fresh_process_env
-from support.serving import REPO, TEXTS, Server, metric, post, stop, wait_until
 
 LONG_TIMEOUT_US = "60000000"  # 60 s: a batch starts only when it is full, or when the server drains
 
@@ -242,8 +240,5 @@ def test_sigterm_drains_queued_requests(batched, models):
     (["--intra-op-threads", "-1"], "serve: --intra-op-threads must be 0 (TensorFlow's choice) or more, got -1"),
 ])
 def test_bad_batching_flags_give_one_line_and_exit_2(tmp_path, flags, message):
-    finished = subprocess.run([sys.executable, "-m", "apps.cli", "serve", "--serving-dir", str(tmp_path), *flags],
-                              cwd=REPO, env={**fresh_process_env(), "PYTHONPATH": str(REPO)},
-                              capture_output=True, text=True, timeout=120)
-    assert finished.returncode == 2
+    finished = agnews_in_process("serve", "--serving-dir", tmp_path, *flags, check_code=2)
     assert finished.stderr.strip().splitlines() == [message]

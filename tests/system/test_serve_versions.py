@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from components.pusher.executor import publish_version
 from support.models import fresh_process_env
 from support.serving import REPO, TEXTS, Server, wait_until
+
+from components.pusher.executor import publish_version
 
 
 def which_version(probabilities: np.ndarray, models: dict) -> int:

@@ -10,11 +10,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from support.paths import SAMPLE_DIR
-from library import layouts
-from library.spans import file_sha256
 from support.e2e import agnews  # the real command in a subprocess, checking its exit code
+from support.paths import SAMPLE_DIR
+
+from contract.files import file_sha256
+from library import layouts
 
 pytestmark = pytest.mark.e2e
 

@@ -15,13 +15,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from support.datasets import shift_eval_labels, write_transformed_examples
 
 from components.trainer import executor as trainer
 from components.tuner import executor as tuner
-from library import dataset, layouts, models
 from contract.artifacts import Artifact, ComponentError, Runtime
 from contract.config import TrainerConfig, TunerConfig
-from support.datasets import write_transformed_examples
+from library import dataset, layouts, models
 
 RUNTIME = Runtime(seed=7, log=lambda message: None)
 TINY = ("embedding_dim=8", "units=8")
@@ -46,9 +46,24 @@ def _result(out: Path) -> dict:
 
 
 def test_random_search_scores_on_eval_and_writes_its_outputs(tuner_inputs, tmp_path):
-    config = TunerConfig(architecture="rnn", algorithm="random", max_trials=2, max_epochs=1,
-                         fixed_hyperparameters=TINY)
+    config = TunerConfig(architecture="rnn", algorithm="random", max_trials=2, max_epochs=3,
+                         fixed_hyperparameters=(*TINY, "learning_rate=0.02", "batch_size=16"))
     outputs = tuner.run(tuner_inputs, tmp_path, config, RUNTIME)
+
+    # The same search (same seed, same trials) on a copy whose eval labels contradict the train split:
+    # training is the same and only the eval labels changed, so each trial's score must be clearly worse
+    # there. A search scored on its train rows would give the same scores twice. (Learning rate and batch size
+    # are fixed so that three epochs on 120 rows learn enough to tell.)
+    shifted = tmp_path / "shifted_examples"
+    shutil.copytree(tuner_inputs["transformed_examples"].uri, shifted)
+    shift_eval_labels(shifted)
+    tuner.run({**tuner_inputs, "transformed_examples": Artifact("transformed_examples", shifted)},
+              tmp_path / "shifted", config, RUNTIME)
+    scores = [float(t["score"]) for t in _trials(tmp_path)]
+    shifted_scores = [float(t["score"]) for t in _trials(tmp_path / "shifted")]
+    assert len(scores) == len(shifted_scores) == 2
+    for score, shifted_score in zip(scores, shifted_scores):  # measured: 0.97 / 1.37 and 0.89 / 1.35
+        assert shifted_score > score + 0.2, (scores, shifted_scores)
 
     artifact = outputs["best_hyperparameters"]
     assert artifact.uri == tmp_path / "best_hyperparameters"
@@ -74,7 +89,7 @@ def test_random_search_scores_on_eval_and_writes_its_outputs(tuner_inputs, tmp_p
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     for trial in trials:
-        trial_dir = tmp_path / "tensorboard" / trial["trial_id"] / "execution0"
+        trial_dir = layouts.tensorboard_dir(tmp_path) / trial["trial_id"] / "execution0"
         hparams, tags = {}, set()
         for event_file in trial_dir.rglob("events.out.tfevents.*"):
             for event in tf.compat.v1.train.summary_iterator(str(event_file)):
@@ -89,6 +104,23 @@ def test_random_search_scores_on_eval_and_writes_its_outputs(tuner_inputs, tmp_p
         assert hparams["learning_rate"] == pytest.approx(float(trial["learning_rate"]))
         assert hparams["embedding_dim"] == 8
         assert "epoch_loss" in tags  # the trial's training curve is beside its hyperparameters
+
+
+def test_random_search_varies_each_searched_value_across_trials(tuner_inputs, tmp_path):
+    """Read from KerasTuner's own trial files (not from what the tuner reports): every hyperparameter the search
+    is meant to explore took more than one value over the trials. Fixed here: embedding_dim and units (TINY);
+    batch_size is not searched (library/models.py says why); rnn searches all the others."""
+    config = TunerConfig(architecture="rnn", algorithm="random", max_trials=5, max_epochs=1,
+                         fixed_hyperparameters=TINY)
+    tuner.run(tuner_inputs, tmp_path, config, RUNTIME)
+    trial_files = sorted((tmp_path / "tuner_state" / "rnn").glob("trial_*/trial.json"))
+    tried = [json.loads(path.read_text())["hyperparameters"]["values"] for path in trial_files]
+    assert len(tried) == 5, trial_files
+    searched = set(models.hyperparameter_names("rnn")) - {"embedding_dim", "units", "batch_size"}
+    assert searched == {"num_layers", "bidirectional", "dropout", "recurrent_dropout", "learning_rate"}
+    for name in sorted(searched):
+        assert len({values[name] for values in tried}) > 1, (name, tried)
+    assert all((values["embedding_dim"], values["units"]) == (8, 8) for values in tried)  # fixed means fixed
 
 
 def test_the_trials_of_a_search_read_the_files_once_and_score_on_a_capped_eval_subsample(tuner_inputs, tmp_path):

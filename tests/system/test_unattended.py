@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from support.faults import agnews, latest_run, one_line, store_rows, versions
 from support.paths import PROJECT, SAMPLE_DIR
 
@@ -177,7 +176,7 @@ def test_the_free_space_check_fails_before_the_step_starts(tmpfs_ok, root, train
     run_id = max(p.name for p in (after / "runs").iterdir())
     assert json.loads((after / "runs" / run_id / "run.json").read_text())["status"] == "failed"
     assert not (after / "runs" / run_id / "logs").exists() and not (after / "runs" / run_id / "transform").exists()
-    assert "66.1 MB" in message or "MB pipeline.min_free_space" in message, message
+    assert "66.1 MiB" in message or "MiB pipeline.min_free_space" in message, message
 
 
 def test_predict_output_on_a_full_disk_leaves_no_file(tmpfs_ok, trained, tmp_path):
@@ -209,6 +208,7 @@ trainer:
 evaluator:
   min_accuracy: 0.0
   max_accuracy_drop: 1.0
+  significance: 0.0
 pipeline:
   progress_seconds: 2
 """

@@ -3,7 +3,7 @@ apps) is enforced by import-linter's contracts in pyproject.toml (`make lint`); 
 the code versions are derived from (every import statement, those inside functions included)."""
 from __future__ import annotations
 
-from pipeline.code_version import PROJECT_PACKAGES, PROJECT_ROOT, _imported_names
+from library.code_version import PROJECT_PACKAGES, PROJECT_ROOT, _imported_names
 
 
 def _graph() -> dict[str, set[str]]:

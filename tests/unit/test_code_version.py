@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 from support import toy_components
-from pipeline import dag
-from pipeline.code_version import PROJECT_PACKAGES, PROJECT_ROOT, project_modules, step_code_version
+
 from contract.config_loading import load_config
+from library.code_version import PROJECT_PACKAGES, PROJECT_ROOT, project_modules, step_code_version
+from pipeline import dag
 from pipeline.runner import Runner
 
 HEAVY = ("tensorflow", "tensorflow_transform", "apache_beam", "keras", "tensorflow_model_analysis")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from apps.cli.parser import build_parser, _config_from_args
+from apps.cli.parser import build_parser, config_from_args
 from contract.config import Config, ConfigError, PusherConfig, ValidateConfig
 from contract.config_loading import default_config_file, load_config
 from pipeline.runner import check_config
@@ -47,7 +47,7 @@ def test_precedence_file_then_set_then_flags(tmp_path):
     args = build_parser().parse_args(["run", "--config", str(path), "--set", "transform.vocab_size=200",
                                       "--model", "rnn", "--no-tune", "--beam-arg=--direct_num_workers=2",
                                       "--data", "csv:/x"])
-    config = _config_from_args(args)
+    config = config_from_args(args)
     assert config.transform.vocab_size == 200 and config.transform.max_length == 32
     assert config.tuner.architecture == "rnn" and config.tuner.enabled is False
     assert config.pipeline.beam_args == ("--direct_num_workers=2",)
@@ -100,11 +100,11 @@ def test_bucket_upper_bounds_end_at_max_length():
 
 
 def test_architecture_choices_come_from_the_model_registry(capsys):
-    from library.models import ARCHITECTURES
     from apps.cli.main import main
+    from library.models import ARCHITECTURES
     for name in ARCHITECTURES:
         args = build_parser().parse_args(["run", "--model", name])
-        assert _config_from_args(args).tuner.architecture == name
+        assert config_from_args(args).tuner.architecture == name
         assert load_config(None, [f"tuner.architecture={name}"]).tuner.architecture == name
     known = ", ".join(ARCHITECTURES)
     with pytest.raises(ConfigError, match=f"must be one of {known}, got 'cnn'"):
@@ -117,9 +117,9 @@ def test_architecture_choices_come_from_the_model_registry(capsys):
 
 def test_config_and_cli_parser_load_no_keras_or_tensorflow():
     # Config validation and the parser ask the registry for names; that must stay cheap (no TensorFlow import).
-    script = ("import sys; from apps.cli.parser import build_parser, _config_from_args; "
+    script = ("import sys; from apps.cli.parser import build_parser, config_from_args; "
               "from library import models; "
-              "_config_from_args(build_parser().parse_args(['run', '--model', 'lstm'])); "
+              "config_from_args(build_parser().parse_args(['run', '--model', 'lstm'])); "
               "models.default_hyperparameters('bilstm'); models.parse_fixed_hyperparameters('lstm', ['units=8']); "
               "print(sorted(m for m in sys.modules if m.split('.')[0] in "
               "('keras', 'keras_tuner', 'tensorflow', 'tensorflow_transform', 'apache_beam')))")

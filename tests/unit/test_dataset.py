@@ -11,10 +11,10 @@ import collections
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from library import dataset
-from contract.artifacts import ComponentError
 from support.datasets import UPPER_BOUNDS, write_transformed_examples
+
+from contract.artifacts import ComponentError
+from library import dataset
 
 
 @pytest.fixture(scope="module")

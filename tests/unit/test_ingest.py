@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import csv
 import json
-import time
+import os
 import re
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import tensorflow as tf
 
-from components.ingest import executor as ingest, reading as ingest_reading
-from library import ag_news_csv, layouts
+from components.ingest import executor as ingest
+from components.ingest import reading as ingest_reading
 from contract.artifacts import ComponentError
 from contract.config import IngestConfig
+from library import ag_news_csv, layouts
 
 
 def read_split(examples_dir: Path, split: str) -> Counter:
@@ -104,6 +108,33 @@ def test_eval_fraction_follows_the_config(ingested_sample, sample_dir, tmp_path,
     assert 0.26 <= sum(larger_eval.values()) / 1200 <= 0.34
     assert set(default_eval) <= set(larger_eval)  # a content-hash threshold: raising it only adds rows
     assert larger.properties["train_rows"] + larger.properties["eval_rows"] == 1200
+
+
+# The eval rows of a CSV file as a fresh process assigns them (ingest's own split function, nothing else).
+EVAL_ROWS_SCRIPT = """
+import csv, json, sys
+from components.ingest.executor import split_of
+from contract.config import IngestConfig
+from library.ag_news_csv import GoodRow
+with open(sys.argv[1], newline="", encoding="utf-8") as handle:
+    rows = [GoodRow("train", int(c) - 1, title, description) for c, title, description in csv.reader(handle)]
+fraction = IngestConfig().eval_fraction
+print(json.dumps([[r.label, r.title, r.description] for r in rows if split_of(r, fraction) == "eval"]))
+"""
+
+
+def test_a_row_lands_in_the_same_split_in_every_process(ingested_sample, sample_dir):
+    # Two fresh processes with different string-hash seeds choose the same eval rows as the Beam ingest did
+    # here, so a rerun (or a worker process) never moves a row between train and eval.
+    chosen = []
+    for hash_seed in ("1", "2"):
+        completed = subprocess.run([sys.executable, "-c", EVAL_ROWS_SCRIPT, str(sample_dir / "train.csv")],
+                                   capture_output=True, text=True, timeout=120, check=True,
+                                   env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        chosen.append(Counter(tuple(row) for row in json.loads(completed.stdout)))
+    ingested_eval = read_split(ingested_sample.uri, "eval")
+    assert chosen[0] == chosen[1] == ingested_eval
+    assert 30 <= sum(ingested_eval.values()) <= 90  # about 5% of 1,200 rows
 
 
 # ---------------------------------------------------------------------------------------------- bad rows
@@ -219,13 +250,6 @@ def test_a_runner_that_loses_rows_fails_the_step_with_one_line(sample_dir, tmp_p
     assert found and "\n" not in message, message
     lines = sum(1 for _ in open(found[3], "rb"))
     assert (found[1], found[2]) == (f"{lines - 1:,}", f"{lines:,}")
-
-
-@pytest.mark.parametrize("text, lines", [(b"", 0), (b"a\n", 1), (b"a", 1), (b"a\nb", 2), (b"\n\n", 2)])
-def test_count_lines_counts_a_last_line_without_newline(tmp_path, text, lines):
-    path = tmp_path / "f.csv"
-    path.write_bytes(text)
-    assert ag_news_csv.count_lines(str(path)) == lines
 
 
 def test_line_numbers_are_right_for_every_chunk_size(tmp_path):

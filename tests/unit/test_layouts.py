@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from library import layouts
 from contract.artifacts import ComponentError
+from library import layouts
 
 PROJECT = Path(__file__).resolve().parents[2]
 

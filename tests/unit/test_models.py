@@ -5,10 +5,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from support.datasets import model_input_spec
 
 from library import models
 from library.layouts import NUM_CLASSES
-from support.datasets import model_input_spec
 
 MODEL_INPUT = model_input_spec()
 TINY = {"embedding_dim": 8, "units": 6}

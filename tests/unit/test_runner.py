@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from support import toy_components
+from support.cli import agnews_in_process
+
 from contract.config_loading import load_config
 from pipeline.gc import collect_garbage
 from pipeline.metadata import SCHEMA_VERSION, MetadataStore
@@ -138,10 +139,8 @@ def test_from_fails_naming_the_step_without_a_matching_execution(tmp_path, data)
     (["--from", "trainer", "--until", "transform"], "--until transform comes before --from trainer"),
 ])
 def test_bad_step_ranges_are_one_line_usage_errors(tmp_path, flags, message):
-    process = subprocess.run([sys.executable, "-m", "apps.cli", "run", "--pipeline-root", str(tmp_path / "r"),
-                              "--data", f"csv:{tmp_path}", *flags], capture_output=True, text=True, timeout=300,
-                             cwd=Path(__file__).resolve().parents[2])
-    assert process.returncode == 2
+    process = agnews_in_process("run", "--pipeline-root", tmp_path / "r", "--data", f"csv:{tmp_path}", *flags,
+                                check_code=2)
     lines = process.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("run: ") and message in lines[0], process.stderr
     assert not (tmp_path / "r").exists()

@@ -3,8 +3,8 @@ committed sample (written as ingest-style TFRecords by this file's own fixture).
 from __future__ import annotations
 
 import collections
-import dataclasses
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,10 +12,10 @@ import pytest
 import tensorflow as tf
 
 from components.transform import executor as transform
-from library import layouts, text
-from library.layouts import SPLITS
 from contract.artifacts import LOST_ROWS_ADVICE, Artifact, ComponentError, Runtime
 from contract.config import TransformConfig, ValidateConfig
+from library import layouts, text
+from library.layouts import SPLITS
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "support" / "data" / "ag_news_sample"
 PROJECT_SCHEMA = ValidateConfig().schema_path()  # the packaged schema, read unconditionally

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from components.validate import executor as validate, spec as validate_spec
-from library import layouts
+from components.validate import executor as validate
+from components.validate import spec as validate_spec
 from contract.artifacts import LOST_ROWS_ADVICE, Artifact, ComponentError
 from contract.config import ValidateConfig
+from library import layouts
 
 
 def bytes_feature(*values: str) -> tf.train.Feature:

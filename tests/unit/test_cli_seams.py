@@ -1,0 +1,101 @@
+"""The command line's seams, in-process through apps.cli.main.main: --version, each sub-command's --help (only
+the flags it accepts, a description, run/retrain's exit codes), the one duration grammar of every duration
+flag, --data's help, and serve's errors through the one error path that honours --log-format json."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import tomllib
+from support.paths import PROJECT
+
+from apps.cli.exit_codes import EXIT_MEANINGS, EXIT_USAGE
+from apps.cli.main import main
+from apps.cli.parser import build_parser, config_from_args
+
+
+def exits(capsys, argv: list[str]) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of an argv argparse itself ends (--help, --version, a bad flag)."""
+    with pytest.raises(SystemExit) as ended:
+        main(argv)
+    out, err = capsys.readouterr()
+    return ended.value.code, out, err
+
+
+def test_version_is_the_packages(capsys):
+    code, out, _ = exits(capsys, ["--version"])
+    project = tomllib.loads((PROJECT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert (code, out.strip()) == (0, f"agnews-pipeline {project['version']}")
+
+
+def test_retrain_help_lists_no_step_range_and_ends_with_the_exit_codes(capsys):
+    code, out, _ = exits(capsys, ["retrain", "--help"])
+    assert code == 0
+    flags = set(re.findall(r"--[a-z-]+", out))
+    assert not flags & {"--until", "--from", "--only"}
+    assert "--force" in out and "--lock-timeout" in out
+    assert "skipped when the data is unchanged" in out.split("options:")[0]  # the description, above the flags
+    table = out[out.index("exit codes:"):].splitlines()[1:]
+    assert [line.split(None, 1)[0] for line in table] == [str(code) for code in EXIT_MEANINGS]
+    assert [line.split(None, 1)[1] for line in table] == list(EXIT_MEANINGS.values())
+
+
+def test_retrain_refuses_a_step_range(capsys):
+    code, _, err = exits(capsys, ["retrain", "--until", "ingest"])
+    assert code == EXIT_USAGE and "unrecognized arguments: --until ingest" in err.strip().splitlines()[-1]
+
+
+def test_run_help_has_the_step_range_the_exit_codes_and_streams_in_data(capsys):
+    _, out, _ = exits(capsys, ["run", "--help"])
+    assert {"--until", "--from", "--only"} <= set(re.findall(r"--[a-z-]+", out))
+    assert out.rstrip().endswith(EXIT_MEANINGS[max(EXIT_MEANINGS)])
+    options = out[out.index("options:"):]
+    data_help = " ".join(options[options.index("--data DATA"):options.index("--span NAME")].split())
+    assert "stream of spans" in data_help and "2026-12-01/train.csv" in data_help
+
+
+def test_every_sub_command_describes_itself(capsys):
+    commands = build_parser()._subparsers._group_actions[0]
+    for action in commands._choices_actions:
+        _, out, _ = exits(capsys, [action.dest, "--help"])
+        description = "".join(out.split("\n\n")[1].split())  # argparse wraps it, also after a hyphen
+        # Its one-line help, or (spans) a longer description of its own.
+        assert description == "".join(action.help.split()) or len(description) > len(action.help), action.dest
+        assert not description.startswith(("options:", "positionalarguments:")), action.dest
+
+
+@pytest.mark.parametrize("text, seconds", [("0", 0), ("600", 600), ("1.5", 1.5), ("45s", 45), ("10m", 600),
+                                           ("90min", 5400), ("2h", 7200)])
+def test_every_duration_flag_takes_the_one_grammar(text, seconds):
+    parser = build_parser()
+    assert parser.parse_args(["run", "--lock-timeout", text]).lock_timeout == seconds
+    assert parser.parse_args(["retrain", "--lock-timeout", text]).lock_timeout == seconds
+    assert parser.parse_args(["serve", "--poll-seconds", text]).poll_seconds == seconds
+    assert parser.parse_args(["train-worker", "--pipeline-root", "r", "--workers", "h:1,h:2", "--index", "1",
+                              "--timeout", text]).timeout == seconds
+    if seconds:
+        deadline = config_from_args(parser.parse_args(["run", "--deadline", text])).pipeline.deadline_seconds()
+        assert deadline == seconds
+
+
+def test_a_bad_duration_flag_is_one_line(capsys):
+    code, _, err = exits(capsys, ["run", "--lock-timeout", "soon"])
+    assert code == EXIT_USAGE
+    assert "--lock-timeout: 'soon' is not a duration like 600 (seconds), 10s, 90min" in err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--serving-dir", "{missing}"], "does not exist; push a model first"),
+    (["--serving-dir", "{here}", "--poll-seconds", "0"], "--poll-seconds must be positive, got 0"),
+    (["--serving-dir", "{here}", "--max-batch-size", "0"], "--max-batch-size must be positive, got 0"),
+    (["--serving-dir", "{here}", "--allowed-batch-sizes", "1,x"], "--allowed-batch-sizes must be sizes"),
+])
+def test_serve_errors_honour_log_format_json(tmp_path, capsys, flags, message):
+    argv = [flag.format(missing=tmp_path / "no", here=tmp_path) for flag in flags]
+    assert main(["serve", *argv, "--log-format", "json"]) == EXIT_USAGE
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert out == "" and len(lines) == 1, lines
+    record = json.loads(lines[0])
+    assert record["level"] == "error" and record["message"].startswith("serve: ") and message in record["message"]
