@@ -27,7 +27,7 @@ def cmd_run(args, config, console: Console) -> int:
         config = span_states.resolve(config, log=console)  # quarantined and rejected spans stay out
         runner = Runner(config, log=console)
         try:
-            refusal = _backfill_refusal(runner, config, args)
+            refusal = _backfill_refusal(runner, config, only or until)
             if refusal is not None:
                 console.error(f"{args.command}: {refusal}")
                 return EXIT_BACKFILL
@@ -57,10 +57,11 @@ def cmd_run(args, config, console: Console) -> int:
     return EXIT_OK
 
 
-def _backfill_refusal(runner, config, args) -> str | None:
-    """Why a pinned run that would train must not run (pipeline/rollback.py), or None."""
+def _backfill_refusal(runner, config, last_step: str | None) -> str | None:
+    """Why a pinned run that would train must not run (pipeline/rollback.py), or None. `last_step`: the step
+    the run stops after (--until or --only; None for the whole pipeline, as `retrain` always runs)."""
     from pipeline.rollback import backfill_refusal
-    if args.until and dag.STEP_NAMES.index(args.until) < dag.STEP_NAMES.index("trainer"):
+    if last_step and dag.STEP_NAMES.index(last_step) < dag.STEP_NAMES.index("trainer"):
         return None  # it stops before anything is trained: looking at an old window is fine
     return backfill_refusal(runner.store, config)
 
