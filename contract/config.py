@@ -181,12 +181,15 @@ class QualityConfig:
     """Data-quality checks of a stream's new spans (library/drift.py quality()), apart from drift: a span above
     one of the refusing thresholds is quarantined (validate.on_quality); row_count_change is only reported."""
     row_count_change: float = 0.5  # |span rows / mean rows of the other spans - 1|: a warning, never a refusal
+    # share of a span's rows that ingest quarantined (bad CSV rows); in a stream this, not the window-wide
+    # ingest.max_bad_row_fraction, decides: a corrupted span is quarantined instead of failing every later run
+    bad_row_share: float = 0.01
     duplicate_share: float = 0.05  # share of a span's rows that repeat an earlier row of the same span
     test_overlap_share: float = 0.01  # share of a span's rows whose text is also in the fixed test set
 
     def __post_init__(self):
         require(self.row_count_change >= 0, "validate.quality.row_count_change must be >= 0")
-        for name in ("duplicate_share", "test_overlap_share"):
+        for name in ("bad_row_share", "duplicate_share", "test_overlap_share"):
             require(0.0 <= getattr(self, name) <= 1.0, f"validate.quality.{name} must be in [0, 1]")
 
 

@@ -33,7 +33,7 @@ _TOKEN = re.compile(r"[^\W_]+")
 MEASURES = ("label_linf", "length_js", "oov_share")
 # Data-quality checks: the first three refuse a span (their name is the quarantine reason), the last is
 # only reported.
-QUALITY_CHECKS = ("empty_span", "duplicate_rows", "test_overlap", "row_count_change")
+QUALITY_CHECKS = ("empty_span", "bad_rows", "duplicate_rows", "test_overlap", "row_count_change")
 
 
 def tokens(text: str) -> list[str]:
@@ -114,19 +114,23 @@ def text_key(title: str, description: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def quality(keys: Counter, test_keys: set[str], other_rows: list[int], thresholds: dict[str, float]) -> list[dict]:
+def quality(keys: Counter, test_keys: set[str], other_rows: list[int], thresholds: dict[str, float],
+            bad_rows: int | None = None) -> list[dict]:
     """One row per data-quality check of a span: {check, value, threshold, failed, refuses}. `keys` counts the
     span's text_key()s, `test_keys` are the fixed test set's, `other_rows` the row counts of the spans it is
-    compared with (none: no row_count_change)."""
+    compared with (none: no row_count_change), `bad_rows` the span's rows ingest quarantined (None: not known)."""
     rows = sum(keys.values())
     mean_other = sum(other_rows) / len(other_rows) if other_rows else 0
+    read = rows + (bad_rows or 0)
     values = {
         "empty_span": float(rows == 0),
+        "bad_rows": bad_rows / read if bad_rows is not None and read else None,
         "duplicate_rows": (rows - len(keys)) / rows if rows else None,
         "test_overlap": sum(count for key, count in keys.items() if key in test_keys) / rows if rows else None,
         "row_count_change": abs(rows / mean_other - 1) if mean_other else None,
     }
-    limits = {"empty_span": 0.0, "duplicate_rows": thresholds["duplicate_share"],
+    limits = {"empty_span": 0.0, "bad_rows": thresholds.get("bad_row_share", 0.01),
+              "duplicate_rows": thresholds["duplicate_share"],
               "test_overlap": thresholds["test_overlap_share"], "row_count_change": thresholds["row_count_change"]}
     return [{"check": name, "value": values[name], "threshold": limits[name],
              "failed": values[name] is not None and values[name] > limits[name],

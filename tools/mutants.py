@@ -220,6 +220,16 @@ MUTATIONS: list[Mutation] = [
                "test_second_run_reuses_every_step_and_config_change_reruns_only_downstream",),
         fast=True,
     ),
+    Mutation(
+        name="corrupted_span_not_checked",
+        file="components/validate/span_checks.py",
+        old='bad_rows=span_counts.get(span, {}).get("quarantined_rows"))',
+        new="bad_rows=None)",
+        breaks="a stream's span full of bad rows is trained on instead of quarantined",
+        tests=("tests/unit/test_span_states.py::"
+               "test_a_corrupted_span_of_a_stream_is_refused_by_validate_not_failed_by_ingest",),
+        fast=True,
+    ),
     # ------------------------------------------------------------------------------------------ serving
     Mutation(
         name="batch_answers_not_split_back",

@@ -81,6 +81,7 @@ def check_spans(examples_dir: Path, properties: dict, statistics_dir: Path, conf
     test_keys = set(_read(examples_files(examples_dir, "test"))[1])
     sha256 = {name: record["sha256"] for name, record in read_sources(examples_dir).items()}
     accepted = set(config.accepted_spans)
+    span_counts = read_counts(examples_dir).get("spans", {})  # ingest's per-span counts: its quarantined rows
     spans = {}
     for span in new:
         reference = drift_reference.get(span)
@@ -90,8 +91,10 @@ def check_spans(examples_dir: Path, properties: dict, statistics_dir: Path, conf
         others = reference or [other for other in window if other != span]
         quality = drift.quality(read[span][1], test_keys, [read[other][0].rows for other in others],
                                 {"row_count_change": config.quality.row_count_change,
+                                 "bad_row_share": config.quality.bad_row_share,
                                  "duplicate_share": config.quality.duplicate_share,
-                                 "test_overlap_share": config.quality.test_overlap_share})
+                                 "test_overlap_share": config.quality.test_overlap_share},
+                                bad_rows=span_counts.get(span, {}).get("quarantined_rows"))
         is_accepted = f"{span}:{sha256.get(span)}" in accepted
         spans[span] = {"sha256": sha256.get(span), "compared_with": reference or [], "checks": checks,
                        "quality": quality, "accepted": is_accepted, "drifted": any(r["drift"] for r in checks),

@@ -79,3 +79,32 @@ def test_the_spans_table_and_the_states_derived_from_it(tmp_path):
     store.close()
     db = sqlite3.connect(tmp_path / "metadata.sqlite")
     assert db.execute("PRAGMA user_version").fetchone()[0] == metadata.SCHEMA_VERSION == 3
+
+
+def test_a_span_with_bad_rows_is_measured_by_its_own_share():
+    keys = Counter({f"row{i}": 1 for i in range(97)})
+    rows = {row["check"]: row for row in drift.quality(keys, set(), [], {"duplicate_share": 0.05,
+            "test_overlap_share": 0.01, "row_count_change": 0.5, "bad_row_share": 0.01}, bad_rows=3)}
+    assert rows["bad_rows"]["value"] == pytest.approx(0.03) and rows["bad_rows"]["failed"]
+    assert rows["bad_rows"]["refuses"]
+
+
+def test_a_corrupted_span_of_a_stream_is_refused_by_validate_not_failed_by_ingest(tmp_path, sample_dir, runtime):
+    """A real ingest and validate of a stream whose second span has 5% bad rows (labels out of range): ingest
+    publishes (a stream's spans are not held to ingest.max_bad_row_fraction), validate refuses that span alone
+    with reason bad_rows (so the pipeline quarantines it), and the clean span is not refused."""
+    from components.ingest import executor as ingest
+    from components.validate import executor as validate
+    from contract.config import IngestConfig, ValidateConfig
+    lines = (sample_dir / "train.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    stream = tmp_path / "stream"
+    for name, rows in (("2026-12-01", lines[:200]), ("2026-12-08", lines[200:390] + ['"9","bad","row"\n'] * 10)):
+        (stream / name).mkdir(parents=True)
+        (stream / name / "train.csv").write_text("".join(rows), encoding="utf-8")
+    (stream / "test.csv").write_bytes((sample_dir / "test.csv").read_bytes())
+    examples = ingest.run({}, tmp_path / "ingest", IngestConfig(data=f"csv:{stream}"), runtime)["examples"]
+    with pytest.raises(ComponentError) as refusal:
+        validate.run({"examples": examples}, tmp_path / "validate", ValidateConfig(), runtime)
+    refused = refusal.value.details["refused"]
+    assert [(row["span"], row["reason"]) for row in refused] == [("2026-12-08", "bad_rows")]
+    assert refused[0]["quality"]["bad_rows"] == pytest.approx(10 / 200)
