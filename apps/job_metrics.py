@@ -5,20 +5,31 @@ Written once the command ends, whatever its outcome, to a temporary file beside 
 onto it (prometheus_client.write_to_textfile), so a scrape never sees half a file. A success is a run that went
 through the whole pipeline (a model pushed, already pushed, or not blessed: exit 0 or 4); when the command
 fails or is skipped, agnews_retrain_last_success_timestamp_seconds keeps the value of the previous file.
-The facts of the run (drift, accuracies, spans) come from its run record in the pipeline root.
+The facts of the run (drift, accuracies, spans) come from its run record in the pipeline root, a refused run's
+too (the drift a validate on exit 8 measured is in its record's facts). The data's freshness and the spans by
+state come from the data folder itself (span_states), so a skipped or failed run still reports them.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from contract.artifacts import ComponentError
+from contract.config import IngestConfig
+from library.spans import Span, discover_spans, is_stream, span_time
+
 # Exit code -> outcome label (apps/cli/exit_codes.py). A run that ended is labelled by its own outcome.
+# Every exit code of apps/cli/exit_codes.py has one (tests/unit/test_outcomes.py checks).
 OUTCOME_OF_EXIT = {0: "pushed", 1: "failed", 2: "usage_error", 3: "skipped_no_new_data", 4: "not_blessed",
-                   5: "locked", 6: "too_few_spans", 7: "span_not_found", 8: "drift", 130: "interrupted",
-                   143: "interrupted"}
+                   5: "locked", 6: "too_few_spans", 7: "span_not_found", 8: "drift", 9: "backfill_refused",
+                   124: "timed_out", 130: "interrupted", 143: "interrupted"}
 OUTCOMES = ("pushed", "already_pushed", "not_blessed", "stopped_early", "skipped_no_new_data", "failed", "drift",
-            "too_few_spans", "span_not_found", "locked", "usage_error", "interrupted")
+            "too_few_spans", "span_not_found", "backfill_refused", "locked", "usage_error", "interrupted",
+            "timed_out")
 SUCCESSES = ("pushed", "already_pushed", "not_blessed", "stopped_early")
 LAST_SUCCESS = "agnews_retrain_last_success_timestamp_seconds"
 
@@ -50,10 +61,47 @@ def this_run(root: Path, started: float) -> dict[str, Any] | None:
 
 
 def _properties(record: dict[str, Any] | None, output: str) -> dict[str, Any]:
+    """The properties of `output` in the run record: those it was published with, or, for a step that refused
+    (exit 8), the facts it measured before refusing (pipeline/records.py)."""
     for step in (record or {}).get("steps", []):
         if output in step.get("outputs", {}):
             return step["outputs"][output].get("properties", {})
+        if output in step.get("facts", {}):
+            return step["facts"][output]
     return {}
+
+
+def span_states(ingest: IngestConfig, held_out: dict[str, str] | None = None) -> list[tuple[Span, str]]:
+    """Every span of the data with its state, oldest first: "in_window" (the window a run would train on), the
+    store's state of a span held out of it (`held_out`: quarantined, rejected; pipeline/span_states.py),
+    "excluded" (ingest.window.exclude) or "outside_window" (older than the window, or after a pinned span).
+    A single csv folder is one span in the window; TFDS or a remote folder has none. When no window can be
+    formed (too few spans, a missing pinned span) no span is in it."""
+    held_out = held_out or {}
+    from components.ingest import spec as ingest_spec
+    if not ingest.data.startswith("csv:") or "://" in ingest.data:
+        return []
+    folder = str(Path(ingest.data[len("csv:"):]).expanduser().resolve())
+    if not os.path.isdir(folder):
+        return []
+    if not is_stream(folder, ingest.window.pattern):
+        return [(Span(os.path.basename(folder), folder), "in_window")]
+    try:
+        window = {span.name for span in ingest_spec.window(ingest)}
+    except ComponentError:
+        window = set()
+    try:
+        spans = discover_spans(folder, ingest.window.pattern)
+    except OSError:  # an unreadable data folder: the metrics file is still written, without these gauges
+        return []
+    return [(span, "in_window" if span.name in window else held_out.get(span.name) or
+             ("excluded" if span.name in ingest.window.exclude else "outside_window")) for span in spans]
+
+
+def _newest_span(spans: list[tuple[Span, str]]) -> Span | None:
+    """The newest span of the window, or of the data when no window could be formed."""
+    in_window = [span for span, state in spans if state == "in_window"]
+    return (in_window or [span for span, _ in spans] or [None])[-1]
 
 
 def outcome(exit_code: int, record: dict[str, Any] | None) -> str:
@@ -69,7 +117,8 @@ def outcome(exit_code: int, record: dict[str, Any] | None) -> str:
 
 
 def write_job_metrics(path: Path, *, command: str, exit_code: int, started: float, ended: float, root: Path,
-                      serving_dir: Path | None) -> None:
+                      serving_dir: Path | None, spans: list[tuple[Span, str]] = ()) -> None:
+    """Writes the metrics file; `spans` are the data's spans with their states (span_states)."""
     from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
     record = this_run(root, started)
@@ -100,23 +149,45 @@ def write_job_metrics(path: Path, *, command: str, exit_code: int, started: floa
             .set(1 if statistics.get("drift_detected") else 0)
     evaluation = _properties(record, "evaluation")
     if "accuracy" in evaluation:
-        accuracy = gauge("agnews_model_accuracy", "Accuracy of the candidate and the baseline on the same rows",
-                         ("model", "data"))
-        for model, data, key in (("candidate", "test", "accuracy"), ("baseline", "test", "baseline_accuracy"),
-                                 ("candidate", "newest_span", "newest_span_accuracy"),
-                                 ("baseline", "newest_span", "newest_span_baseline_accuracy")):
-            if evaluation.get(key) is not None:
-                accuracy.labels(model=model, data=data).set(evaluation[key])
+        # The anchor (the best recent served version on the same rows) is on the evaluation or the blessing.
+        anchor = evaluation.get("anchor_accuracy", _properties(record, "blessing").get("anchor_accuracy"))
+        accuracy = gauge("agnews_model_accuracy", "Accuracy of the candidate, the baseline and the anchor on the "
+                         "same rows", ("model", "data"))
+        for model, data, value in (("candidate", "test", evaluation.get("accuracy")),
+                                   ("baseline", "test", evaluation.get("baseline_accuracy")),
+                                   ("anchor", "test", anchor),
+                                   ("candidate", "newest_span", evaluation.get("newest_span_accuracy")),
+                                   ("baseline", "newest_span", evaluation.get("newest_span_baseline_accuracy"))):
+            if value is not None:
+                accuracy.labels(model=model, data=data).set(value)
+        p_value = _properties(record, "blessing").get("p_value")
+        if p_value is not None:
+            gauge("agnews_model_paired_p_value", "One-sided McNemar p-value that the candidate is worse than the "
+                  "baseline on the same test rows").set(p_value)
     examples = _properties(record, "examples")
     if "window" in examples:
-        spans = gauge("agnews_retrain_spans", "Spans of the window by what ingest did with them", ("state",))
+        ingested = gauge("agnews_retrain_spans", "Spans of the window by what ingest did with them", ("state",))
         for state in ("ingested", "reingested", "reused"):
-            spans.labels(state=state).set(len(examples.get(f"spans_{state}", [])))
+            ingested.labels(state=state).set(len(examples.get(f"spans_{state}", [])))
+    _data_gauges(gauge, spans, ended)
     version = _serving_version(serving_dir)
     if version is not None:
         gauge("agnews_serving_version", "The highest model version in the serving folder").set(version)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(path), registry)
+
+
+def _data_gauges(gauge, spans: list[tuple[Span, str]], now: float) -> None:
+    """Spans by state, and the age of the newest span (the data's freshness)."""
+    if not spans:
+        return
+    by_state = gauge("agnews_retrain_spans_by_state", "Spans of the data by state", ("state",))
+    for state, count in sorted(Counter(state for _, state in spans).items()):
+        by_state.labels(state=state).set(count)
+    newest = _newest_span(spans)
+    with contextlib.suppress(OSError):  # a folder removed since: no freshness rather than no file
+        gauge("agnews_retrain_newest_span_age_seconds", "Age of the newest span in the window: now minus the "
+              "date its name spells (midnight UTC), or its folder's modification time").set(now - span_time(newest))
 
 
 def _serving_version(serving_dir: Path | None) -> int | None:

@@ -31,12 +31,17 @@ from contract.files import update_digest
 class ComponentError(RuntimeError):
     """A component failed for a reason the user can act on; the message is shown without a traceback. `kind`
     names a failure that the CLI gives an exit code of its own (e.g. "drift"); None for any other. `details`:
-    plain JSON-able facts the pipeline records (validate: the spans it refused, {"refused": [...]})."""
+    plain JSON-able facts the pipeline records (validate: the spans it refused, {"refused": [...]}). `facts`
+    are what the component measured before refusing, as {output name: properties} of the outputs it would have
+    published (validate's drift values on exit 8): the runner keeps them in the run record, so a refused run's
+    metrics, report and history still show them."""
 
-    def __init__(self, message: str = "", kind: str | None = None, details: dict | None = None):
+    def __init__(self, message: str = "", kind: str | None = None, details: dict | None = None,
+                 facts: dict[str, dict[str, Any]] | None = None):
         super().__init__(message)
         self.kind = kind
         self.details = details
+        self.facts = facts or {}
 
 
 # What a step says when a Beam runner returned a different number of rows than went in (nothing is published).
@@ -76,6 +81,10 @@ class Runtime:
     log: Callable[[str], None] = print
     pipeline_root: Path | None = None  # where a multi-worker training job is written for the other workers
     run_id: str = ""  # the run executing the step (the tuner names the run whose search a later run reuses)
+    # True once a stop (SIGINT, SIGTERM, the deadline) was recorded: a component that publishes outside its
+    # output_dir (the pusher's rename into the serving folder) asks right before, in case the stop's exception
+    # was swallowed or lost on its way.
+    stop_requested: Callable[[], bool] = lambda: False
 
 
 def fingerprint(path: Path) -> str:

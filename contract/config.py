@@ -337,7 +337,7 @@ class TrainerConfig:
     embeddings_trainable: bool | str = "tuned"
     # Share of the train split's tokens the vectors must cover; below it the trainer warns loudly.
     min_embedding_coverage: float = 0.5
-    # Start from the newest blessed model when its architecture and hyperparameters are the ones trained now:
+    # Start from the served model when its architecture and hyperparameters are the ones trained now:
     # its weights, with the embedding rows carried over token by token (new tokens start fresh); --from-scratch
     # turns it off for a run.
     warm_start: bool = True
@@ -387,16 +387,40 @@ class TrainerConfig:
 @dataclass(frozen=True)
 class EvaluatorConfig:
     min_accuracy: float = 0.80  # absolute bar for blessing
-    max_accuracy_drop: float = 0.005  # allowed drop versus the last blessed model (0.005 = 0.5 points)
+    # Allowed drop below the anchor: the best accuracy of the baseline (the served model) and the last
+    # `anchor_versions` served versions, on the same test rows (0.005 = 0.5 points).
+    max_accuracy_drop: float = 0.005
+    anchor_versions: int = 5
+    # A candidate significantly worse than the baseline on the same rows (one-sided exact McNemar test,
+    # p < significance) is refused; 0: no test.
+    significance: float = 0.05
 
     def __post_init__(self):
         require(0.0 <= self.min_accuracy <= 1.0, "evaluator.min_accuracy must be in [0, 1]")
         require(0.0 <= self.max_accuracy_drop <= 1.0, "evaluator.max_accuracy_drop must be in [0, 1]")
+        require(self.anchor_versions >= 0, "evaluator.anchor_versions must be >= 0")
+        require(0.0 <= self.significance < 1.0, "evaluator.significance must be in [0, 1)")
 
 
 @dataclass(frozen=True)
 class PusherConfig:
     serving_dir: str = ""  # empty: <pipeline root>/serving/agnews (made absolute when the configuration loads)
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """What `gc` keeps, and `retrain` when apply_after_retrain: the lineage of the last `served_versions` served
+    versions (older versions leave the serving folder) plus the `runs` newest runs. 0: that part is off (keep
+    every served version; `gc` then needs --keep)."""
+    served_versions: int = 0
+    runs: int = 0
+    apply_after_retrain: bool = False
+
+    def __post_init__(self):
+        require(self.served_versions >= 0, "retention.served_versions must be >= 0")
+        require(self.runs >= 0, "retention.runs must be >= 0")
+        require(not self.apply_after_retrain or self.runs >= 1,
+                 "retention.apply_after_retrain needs retention.runs >= 1 (the newest run is always kept)")
 
 
 @dataclass(frozen=True)
@@ -409,6 +433,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     evaluator: EvaluatorConfig = field(default_factory=EvaluatorConfig)
     pusher: PusherConfig = field(default_factory=PusherConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     def __post_init__(self):
         vectors = self.trainer.pretrained_embeddings
@@ -416,6 +441,10 @@ class Config:
                  "set the vectors file with trainer.pretrained_embeddings (--pretrained-embeddings); "
                  "the tuner uses the same file")
         object.__setattr__(self, "tuner", dataclasses.replace(self.tuner, pretrained_embeddings=vectors))
+        kept = self.retention.served_versions
+        require(kept == 0 or kept >= self.evaluator.anchor_versions,
+                 f"retention.served_versions ({kept}) must be 0 or at least evaluator.anchor_versions "
+                 f"({self.evaluator.anchor_versions}): the gate's anchor is taken from the served versions kept")
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))

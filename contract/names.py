@@ -21,6 +21,7 @@ MODEL_RUN = "model_run"
 # evaluator
 EVALUATION = "evaluation"
 BLESSING = "blessing"
-BASELINE_MODEL = "baseline_model"  # an input: the newest blessed model, resolved from the store
+BASELINE_MODEL = "baseline_model"  # an input: the served model (the highest served version), from the store
+ANCHOR_BLESSINGS = "anchor_blessings"  # an input: the blessings of the last served versions (a list)
 # pusher
 PUSHED_MODEL = "pushed_model"

@@ -138,12 +138,25 @@ def render_report(metrics: dict[str, Any]) -> str:
     lines += comparison_lines(metrics)
     thresholds = metrics["thresholds"]
     lines += ["", "## Blessing", "",
-              f"Thresholds: accuracy >= {thresholds['min_accuracy']}, and at most {thresholds['max_accuracy_drop']} "
-              "below the baseline's accuracy.", "",
+              f"Thresholds: accuracy >= {thresholds['min_accuracy']}; not significantly worse than the baseline on "
+              f"the same rows (one-sided exact McNemar, significance {thresholds.get('significance', 0)}); at most "
+              f"{thresholds['max_accuracy_drop']} below the anchor (the best of the baseline and the last "
+              f"{thresholds.get('anchor_versions', 0)} served versions on the same rows).", "",
+              *gate_lines(metrics.get("gate")),
               f"Decision: {'blessed' if metrics['blessed'] else 'not blessed'} — {metrics['reason']}", "",
               "## Figures", "", f"![confusion matrix]({CONFUSION_MATRIX_FILE})", "",
               f"![training curves]({TRAINING_CURVES_FILE})", ""]
     return "\n".join(lines)
+
+
+def gate_lines(gate: dict[str, Any] | None) -> list[str]:
+    """The paired test and the anchor of the gate (library/paired_gate.py), when the evaluation has them."""
+    if not gate:
+        return []
+    p_value, anchor = gate.get("p_value"), gate.get("anchor_accuracy")
+    return ["- paired test versus the baseline: "
+            + ("no baseline on the same rows" if p_value is None else f"McNemar p = {p_value:.4f}"),
+            "- anchor: " + ("none yet" if anchor is None else f"{anchor:.4f} ({gate.get('anchor_name')})"), ""]
 
 
 def comparison_lines(metrics: dict[str, Any]) -> list[str]:

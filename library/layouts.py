@@ -337,6 +337,16 @@ def trained_hyperparameters_file(model_uri: Path | str) -> Path:
     return Path(model_uri) / TRAINED_HYPERPARAMETERS_FILE
 
 
+MODEL_LINEAGE_FILE = "lineage.json"
+
+
+def model_lineage_file(model_uri: Path | str) -> Path:
+    """What a trained model learned from (library/warm_start.py): {"training_spans": [[span, sha256], ...] of its
+    own window, "lineage_spans": the same over it and every model it was warm-started from, "warm_start_from":
+    the base model's folder or null}."""
+    return Path(model_uri) / MODEL_LINEAGE_FILE
+
+
 def model_vocabulary_file(model_uri: Path | str, spec: ModelInputSpec) -> Path:
     """The vocabulary a trained model's token ids index: the asset its serving SavedModel carries (the export
     embeds the transform graph, vocabulary included; SavedModel keeps an asset's file name)."""

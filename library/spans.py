@@ -48,7 +48,7 @@ def span_date(name: str) -> datetime.date | None:
         return None
 
 
-def _order(names: list[str], where: str) -> dict[str, tuple]:
+def span_order(names: list[str], where: str) -> dict[str, tuple]:
     """{name: sort key}: numbers by value (0007 before 0010) when every name is a number; otherwise by the date
     each name spells (20261208 after 2026-12-01). A ComponentError when names mix numbers and dates."""
     if all(name.isdigit() for name in names):
@@ -70,7 +70,7 @@ def discover_spans(folder: str, pattern: str) -> list[Span]:
     spans = [Span(entry.name, entry.path) for entry in os.scandir(folder)
              if entry.is_dir() and regex.fullmatch(entry.name) and os.path.isfile(os.path.join(entry.path,
                                                                                                SPAN_TRAIN_FILE))]
-    order = _order([span.name for span in spans], folder)
+    order = span_order([span.name for span in spans], folder)
     return sorted(spans, key=lambda span: order[span.name])
 
 
@@ -126,3 +126,12 @@ def select_window(spans: list[Span], *, num_spans: int, min_spans: int, skip_rec
                              "Nothing was trained.", TOO_FEW_SPANS)
     return window
 
+
+
+def span_time(span: Span) -> float:
+    """When a span's data was current (Unix time): midnight UTC of the date its name spells, else its folder's
+    modification time (a numbered span, a single data folder)."""
+    date = span_date(span.name)
+    if date is None:
+        return os.stat(span.folder).st_mtime
+    return datetime.datetime(date.year, date.month, date.day, tzinfo=datetime.timezone.utc).timestamp()

@@ -16,6 +16,7 @@ docs/development.md lists the edits and tests/system/test_add_a_step.py makes th
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,8 +28,10 @@ from components.trainer import spec as trainer_spec
 from components.transform import spec as transform_spec
 from components.tuner import spec as tuner_spec
 from components.validate import spec as validate_spec
+from contract.artifacts import fingerprint
 from contract.component_spec import ComponentSpec
 from contract.names import (
+    ANCHOR_BLESSINGS,
     BASELINE_MODEL,
     BEST_HYPERPARAMETERS,
     BLESSING,
@@ -40,6 +43,7 @@ from contract.names import (
     TRANSFORM_GRAPH,
     TRANSFORMED_EXAMPLES,
 )
+from library.layouts import has_saved_model, serving_version_dir, serving_versions
 
 
 class DagError(ValueError):
@@ -84,6 +88,61 @@ class Resolver:
 
 
 @dataclass(frozen=True)
+class ServedResolver(Resolver):
+    """What TF Serving serves, not what was blessed last: the `artifact` ("step.output") that the execution of
+    `judged_by`'s step ("pusher.pushed_model") consumed when it published the highest complete version of the
+    serving folder (a retrain's push or a rollback's re-publish). With `count`, a list: the newest `count(config)`
+    served versions' artifacts, each with its `served_version` property, never in the lineage (the step's
+    `decision` puts them in its cache key). A version the store knows nothing of (pushed by another root, a lost
+    store) is the version folder itself, recorded as an external artifact. Without `config` (gc) it resolves
+    nothing: the retention policy protects the served versions itself. The exclusions are Resolver's: a served
+    version whose artifact is excluded is passed over for the next lower one."""
+    count: Callable[[Any], int] | None = None
+
+    def resolve(self, store, steps: tuple[Step, ...], exclude_fingerprint: str | None = None, config: Any = None,
+                exclude_inputs: dict[str, str] | None = None):
+        if config is None:
+            return None
+        serving_dir = config.serving_dir()
+        wanted = self.count(config) if self.count is not None else 1
+        found = []
+        for version, artifact in served_artifacts(store, steps, self, serving_dir):
+            if len(found) >= wanted:
+                break
+            if artifact is None:
+                if self.count is None:  # the served model, unknown to this store: its folder is the baseline
+                    folder = serving_version_dir(serving_dir, version)
+                    return store.external_artifact(self.artifact.split(".")[1], folder, fingerprint(folder), {})
+                continue
+            if (artifact.deleted or artifact.fingerprint == exclude_fingerprint
+                    or store.computed_from(artifact.id, exclude_inputs)):
+                continue
+            found.append(dataclasses.replace(artifact, properties={**artifact.properties, "served_version": version}))
+        if self.count is not None:
+            return found
+        return found[0] if found else None
+
+
+def served_artifacts(store, steps: tuple[Step, ...], resolver: Resolver, serving_dir: Path):
+    """(version, the artifact its publisher consumed as `resolver.artifact`, or None), highest version first,
+    for every complete version in the serving folder."""
+    judge_name, judgement = resolver.judged_by.split(".")
+    consumed_as = next(name for name, source in step_named(judge_name, steps).inputs.items()
+                       if source == resolver.artifact)
+    published: dict[int, Any] = {}  # version -> the newest execution that published it there
+    for execution, pushed in store.outputs_where(judge_name, judgement, resolver.where):
+        version, path = pushed.properties.get("version"), pushed.properties.get("path")
+        if isinstance(version, int) and path and Path(path) == serving_version_dir(serving_dir, version):
+            published[version] = execution
+    for version in reversed(serving_versions(serving_dir)):
+        if not has_saved_model(serving_version_dir(serving_dir, version)):
+            continue
+        execution = published.get(version)
+        consumed = store.artifacts_of(execution["id"], "input").get(consumed_as) if execution else None
+        yield version, consumed
+
+
+@dataclass(frozen=True)
 class Step:
     """One node of the DAG: its name, its spec (what it declares about itself), and where each input comes
     from (input name -> "step.output" of an earlier step, or a Resolver)."""
@@ -92,10 +151,18 @@ class Step:
     inputs: dict[str, str | Resolver] = field(default_factory=dict)
 
 
-# The evaluator's baseline; with no blessing on record at all, the newest served version is the baseline.
-LATEST_BLESSED_MODEL = Resolver("latest_blessed_model", artifact="trainer.model", judged_by="evaluator.blessing",
-                                where="blessed",
-                                fallback=lambda config: pusher_spec.newest_version(config.serving_dir()))
+# The evaluator's baseline and the trainer's warm-start base: the served model (the highest served version),
+# so after `rollback` the next retrain compares with, and starts from, the model rolled back to.
+SERVED_MODEL = ServedResolver("served_model", artifact="trainer.model", judged_by="pusher.pushed_model",
+                              where="pushed")
+# The blessings (per-row test results) of the last evaluator.anchor_versions served versions: the gate's anchor.
+SERVED_BLESSINGS = ServedResolver("served_blessings", artifact="evaluator.blessing",
+                                  judged_by="pusher.pushed_model", where="pushed",
+                                  count=lambda config: config.evaluator.anchor_versions)
+# The same model, for the tuner's one search per drift episode: only whether its hyperparameters came from the
+# search that answered a drift counts, and that is in the tuner's decision (its cache key), so the model itself
+# is neither in the key nor in the lineage.
+SERVED_FOR_TUNER = dataclasses.replace(SERVED_MODEL, saves_work_only=True)
 # The newest hyperparameters this root tuned for the same search (the tuner reuses them unless tuner.retune or
 # drift asks for a new search).
 LATEST_TUNED_HYPERPARAMETERS = Resolver(
@@ -114,17 +181,23 @@ STEPS: tuple[Step, ...] = (
     Step("tuner", tuner_spec.SPEC, inputs={TRANSFORMED_EXAMPLES: "transform.transformed_examples",
                                            TRANSFORM_GRAPH: "transform.transform_graph",
                                            tuner_spec.DRIFT_INPUT: "validate.statistics",
+                                           EXAMPLES: "ingest.examples",  # the drifted spans' label mix
+                                           tuner_spec.SERVED_INPUT: SERVED_FOR_TUNER,
                                            tuner_spec.TUNED_INPUT: LATEST_TUNED_HYPERPARAMETERS}),
     Step("trainer", trainer_spec.SPEC, inputs={TRANSFORMED_EXAMPLES: "transform.transformed_examples",
                                                TRANSFORM_GRAPH: "transform.transform_graph",
                                                BEST_HYPERPARAMETERS: "tuner.best_hyperparameters",
+                                               # its spans (names and SHA-256): recorded with the model, and
+                                               # what a warm start's base must have learned from
+                                               EXAMPLES: "ingest.examples",
                                                # warm start (trainer.warm_start)
-                                               trainer_spec.BASE_MODEL_INPUT: LATEST_BLESSED_MODEL}),
+                                               trainer_spec.BASE_MODEL_INPUT: SERVED_MODEL}),
     Step("evaluator", evaluator_spec.SPEC, inputs={MODEL: "trainer.model",
                                                    EXAMPLES: "ingest.examples",
                                                    TRANSFORMED_EXAMPLES: "transform.transformed_examples",
                                                    MODEL_RUN: "trainer.model_run",
-                                                   BASELINE_MODEL: LATEST_BLESSED_MODEL}),
+                                                   BASELINE_MODEL: SERVED_MODEL,
+                                                   ANCHOR_BLESSINGS: SERVED_BLESSINGS}),
     Step("pusher", pusher_spec.SPEC, inputs={MODEL: "trainer.model", BLESSING: "evaluator.blessing"}),
 )
 

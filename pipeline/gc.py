@@ -1,7 +1,15 @@
 """Retention: `agnews-pipeline gc --keep N` deletes artifact folders that neither the N newest runs nor any
-pushed model depend on. Pushed versions are never touched (only stale `.push-*` folders that a killed pusher
-left in the serving folder); the metadata records stay, marked deleted one by one as their folders go, so a gc
+pushed model depend on; the metadata records stay, marked deleted one by one as their folders go, so a gc
 stopped halfway leaves the store true.
+
+With a retention policy (retention.served_versions K, the `retention` section of the configuration) only the
+last K served versions count as pushed models: their lineage and the N newest runs' are kept, and a lineage is
+followed through what a step computed from, not through what it was compared with or started from (the inputs a
+Resolver gives: the baseline, the warm-start base, the reused search), which are kept themselves but not their
+own lineage. So each pushed model no longer keeps every older one alive through its warm-start base, and the
+root stops growing. Served versions beyond the K highest leave the serving folder (never the served one, the
+highest). A rollback needs a kept version's model and blessing, which are in its pusher's lineage. Without a
+policy, pushed versions are never touched (only stale `.push-*` folders that a killed pusher left).
 
 Nothing outside the pipeline root is ever deleted: every path is resolved and refused if it leaves the root,
 and symlinks are removed as links, never followed."""
@@ -12,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from library.layouts import serving_version_dir, serving_versions
 from pipeline import dag
 from pipeline.metadata import MetadataStore
 
@@ -20,29 +29,46 @@ class OutsideRoot(ValueError):
     """A path that gc was asked to delete resolves to somewhere outside the pipeline root."""
 
 
-def _with_lineage(store: MetadataStore, artifact_ids: set[int]) -> set[int]:
-    """The artifacts plus every artifact upstream of them."""
+def _with_lineage(store: MetadataStore, artifact_ids: set[int], cut: frozenset[str] = frozenset()) -> set[int]:
+    """The artifacts plus every artifact upstream of them (inputs named in `cut`: not their own lineage)."""
     needed = set(artifact_ids)
     for artifact_id in artifact_ids:
-        for _, inputs in store.lineage(artifact_id):
+        for _, inputs in store.lineage(artifact_id, cut):
             needed.update(a.id for a in inputs.values())
     return needed
 
 
-def protected_artifacts(store: MetadataStore, keep: int) -> set[int]:
+def resolved_input_names() -> frozenset[str]:
+    """The input names a Resolver fills (baseline, warm-start base, earlier search, earlier examples)."""
+    return frozenset(name for step in dag.STEPS for name, source in step.inputs.items()
+                     if isinstance(source, dag.Resolver))
+
+
+def protected_artifacts(store: MetadataStore, keep: int, served_versions: int = 0,
+                        serving_dir: Path | None = None) -> set[int]:
+    """What gc keeps: the `keep` newest runs' artifacts and the pushed models (with a policy: those of the
+    `served_versions` highest versions in `serving_dir`), with their lineage (see the module docstring)."""
     roots: set[int] = set()
+    kept = set(serving_versions(serving_dir)[-served_versions:]) if served_versions and serving_dir else None
+    cut = resolved_input_names() if kept is not None else frozenset()
+    referenced: set[int] = set()  # what a kept run was compared with or started from: kept, not its lineage
     for run in store.runs(keep):
         for execution in store.executions(run["id"]):
             for kind in ("input", "output"):
-                roots.update(a.id for a in store.artifacts_of(execution["id"], kind).values())
+                for name, artifact in store.artifacts_of(execution["id"], kind).items():
+                    (referenced if kind == "input" and name in cut else roots).add(artifact.id)
     for step in dag.delivering_steps():  # what left the pipeline root (a pushed model), with its inputs
         output, prop = step.spec.delivers.split(".")
-        roots.update(delivered.id for _, delivered in store.outputs_where(step.name, output, prop))
+        for _, delivered in store.outputs_where(step.name, output, prop):
+            version = delivered.properties.get("version")
+            if kept is None or (version in kept and Path(str(delivered.properties.get("path")))
+                                == serving_version_dir(serving_dir, version)):
+                roots.add(delivered.id)
     for resolver in dag.resolvers():  # what the next run resolves from the store (the baseline model)
         resolved = resolver.resolve(store, dag.STEPS)
         if resolved is not None:
             roots.add(resolved.id)
-    return _with_lineage(store, roots)
+    return _with_lineage(store, roots, cut) | referenced
 
 
 def _is_inside(path: Path, root: Path) -> bool:
@@ -65,10 +91,11 @@ def remove_inside(path: Path, root: Path) -> None:
 
 
 def collect_garbage(root: Path, keep: int, dry_run: bool = False, serving_dir: Path | None = None,
-                    log: Callable[[str], None] = print) -> list[Path]:
-    """Deletes unneeded artifact folders (and their step folders once empty of artifacts); returns them.
-    Paths that leave the pipeline root are refused and logged. The caller holds the pipeline root's lock, so no
-    run is writing meanwhile."""
+                    log: Callable[[str], None] = print, served_versions: int = 0) -> list[Path]:
+    """Deletes unneeded artifact folders (and their step folders once empty of artifacts) and, with
+    `served_versions` K > 0, the serving folder's versions below its K highest; returns them. Paths that leave
+    the pipeline root (or the serving folder) are refused and logged. The caller holds the pipeline root's lock,
+    so no run is writing meanwhile."""
     if keep < 1:
         raise ValueError("--keep must be at least 1")
     root = Path(root).absolute()
@@ -86,7 +113,7 @@ def collect_garbage(root: Path, keep: int, dry_run: bool = False, serving_dir: P
         return True
 
     try:
-        needed = protected_artifacts(store, keep)
+        needed = protected_artifacts(store, keep, served_versions, serving_dir)
         # External artifacts (served versions used as baselines) belong to the serving folder, never to gc.
         doomed = [a for a in store.live_artifacts() if a.id not in needed and not a.properties.get("external")]
         kept_runs = {run["id"] for run in store.runs(keep)}
@@ -122,6 +149,11 @@ def collect_garbage(root: Path, keep: int, dry_run: bool = False, serving_dir: P
                 removed.append(stale)
                 if not dry_run:
                     remove_inside(stale, Path(serving_dir))
+        for version in serving_versions(serving_dir)[:-served_versions] if served_versions and serving_dir else ():
+            folder = serving_version_dir(serving_dir, version)  # past the policy: leaves the serving folder
+            removed.append(folder)
+            if not dry_run:
+                remove_inside(folder, Path(serving_dir))
         return removed
     finally:
         store.close()

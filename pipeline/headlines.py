@@ -34,8 +34,8 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     BEST_HYPERPARAMETERS: ("architecture", "tuned", "reused", "tuned_from", "retune", "best_score", "values"),
     MODEL: ("architecture", "epochs_trained", "parameters", "warm_start"),
     EVALUATION: ("accuracy", "loss", "macro_f1", "newest_span_accuracy", "newest_span_baseline_accuracy"),
-    BLESSING: ("blessed", "reason", "baseline_accuracy"),
-    PUSHED_MODEL: ("pushed", "version", "path"),
+    BLESSING: ("blessed", "reason", "baseline_accuracy", "p_value", "anchor_accuracy"),
+    PUSHED_MODEL: ("pushed", "version", "path", "rolled_back_to"),
 }
 
 PRODUCT = "trainer.model"

@@ -82,7 +82,7 @@ def estimate_for(store, step, step_config, inputs: dict) -> Estimate:
                      total_rows(store.artifacts_of(execution["id"], kind).values()))
                     for execution in store.completed(step.name, EARLIER_RUNS))
     if inputs:
-        rows = total_rows(inputs.values())
+        rows = total_rows(a for a in inputs.values() if not isinstance(a, list))  # a list input counts no rows
         return Estimate(earlier, lambda: rows)
     count = step.spec.hook("input_rows")
     return Estimate(earlier, (lambda: count(step_config)) if count is not None else (lambda: None))

@@ -1,11 +1,13 @@
 """history.html in the pipeline root: how the model and its data moved over the runs of the root (the
 schedule's retrains above all): accuracy on the fixed test set and on the newest span, the drift measures of
 each newest span, and the pushed version, as one self-contained page (figures embedded, no scripts),
-rewritten after every run."""
+rewritten after every run. Every run that ended is shown, failed, refused (drift, exit 8), interrupted and
+timed-out ones with their reason (the run's error) and the facts their refusing step measured (run.json)."""
 from __future__ import annotations
 
 import base64
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +21,40 @@ SERIES = {"test accuracy": "evaluation.accuracy", "newest span accuracy": "evalu
           "drift": "statistics.drift", "window": "examples.window_summary"}
 
 
-def history_rows(store: MetadataStore) -> list[dict[str, Any]]:
-    """One row per succeeded run, oldest first: run id and each SERIES value (None when absent)."""
+def history_rows(store: MetadataStore, root: Path | None = None) -> list[dict[str, Any]]:
+    """One row per run that ended, oldest first: run id, status (with the outcome of a succeeded run), reason
+    (the first line of a failed or stopped run's error) and each SERIES value (None when absent). A run that
+    did not succeed gets the facts its refusing step measured from its run.json under `root` (validate's drift
+    on exit 8)."""
     rows = []
     for run in reversed(store.runs()):
-        if run["status"] != "succeeded":
+        if run["status"] == "running":
             continue
-        row: dict[str, Any] = {"run": run["id"], **dict.fromkeys(SERIES)}
-        for execution in store.executions(run["id"]):
-            for name, artifact in store.artifacts_of(execution["id"], "output").items():
-                for column, source in SERIES.items():
-                    output, prop = source.split(".")
-                    if output == name and artifact.properties.get(prop) is not None:
-                        row[column] = artifact.properties[prop]
+        outcome = f" ({run['outcome']})" if run["outcome"] else ""
+        reason = (run["error"] or "").strip().split("\n")[0] or None
+        row: dict[str, Any] = {"run": run["id"], "status": run["status"] + outcome, "reason": reason,
+                               **dict.fromkeys(SERIES)}
+        outputs = [(name, artifact.properties) for execution in store.executions(run["id"])
+                   for name, artifact in store.artifacts_of(execution["id"], "output").items()]
+        if run["status"] != "succeeded" and root is not None:
+            outputs += _refusal_facts(root / "runs" / run["id"] / "run.json")
+        for name, properties in outputs:
+            for column, source in SERIES.items():
+                output, prop = source.split(".")
+                if output == name and properties.get(prop) is not None:
+                    row[column] = properties[prop]
         rows.append(row)
     return rows
+
+
+def _refusal_facts(record_path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(output, properties) of the facts a failed step of this run record measured (pipeline/records.py)."""
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # no record (the disk was full, a killed run): the store's facts only
+        return []
+    return [(name, properties) for step in record.get("steps", []) for name, properties in
+            step.get("facts", {}).items()]
 
 
 def _figure(rows: list[dict[str, Any]]) -> str:
@@ -57,6 +78,10 @@ def _figure(rows: list[dict[str, Any]]) -> str:
     points = [(i, row["pushed version"]) for i, row in zip(x, rows) if row["pushed version"] is not None]
     if points:
         version.step(*zip(*points), where="post", marker="o", label="pushed version")
+    for i, row in zip(x, rows):  # runs that did not succeed: a red band on every panel
+        if not row["status"].startswith("succeeded"):
+            for axes in (accuracy, drift, version):
+                axes.axvspan(i - 0.4, i + 0.4, color="red", alpha=0.15, linewidth=0)
     for axes, title in ((accuracy, "accuracy"), (drift, "drift of the newest span"), (version, "pushed version")):
         axes.set_title(title)
         if axes.lines:
@@ -72,19 +97,20 @@ def _figure(rows: list[dict[str, Any]]) -> str:
 
 
 def write_history(root: Path, store: MetadataStore) -> Path | None:
-    """Writes <root>/history.html (through a temporary file renamed into place); None without succeeded runs."""
+    """Writes <root>/history.html (through a temporary file renamed into place); None before any run ended."""
     import html
 
     from pipeline.report import format_value
-    rows = history_rows(store)
+    rows = history_rows(store, root)
     if not rows:
         return None
-    header = ["run", *[name for name in SERIES if name != "drift"], "drift"]
+    header = ["run", "status", *[name for name in SERIES if name != "drift"], "drift", "reason"]
     cells = "".join("<tr>" + "".join(f"<td>{html.escape(format_value(row[name]) if row[name] is not None else '-')}</td>"
                                      for name in header) + "</tr>" for row in rows)
     page = (f"<!doctype html><meta charset='utf-8'><title>agnews-pipeline history</title>"
             f"<h1>History of {html.escape(str(root))}</h1>"
             f"<img alt='history' src='data:image/png;base64,{_figure(rows)}'>"
+            "<p>Runs that did not succeed (failed, refused, interrupted, timed out) are red on the figure.</p>"
             "<table border='1' cellpadding='4'><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
             + f"</tr>{cells}</table>")
     path = root / HISTORY_FILE

@@ -78,6 +78,14 @@ def received() -> int | None:
     return _received
 
 
+def stop_if_received() -> None:
+    """Raises Interrupted if a signal or the deadline was recorded: the runner calls this after every step and
+    before each publish, because the handler's exception can be lost (a component that catches and swallows it,
+    or a handler that ran inside a weakref callback or __del__, where Python prints and discards exceptions)."""
+    if _received is not None:
+        raise Interrupted(_received)
+
+
 def exit_code(error: BaseException | None = None) -> int:
     signum = getattr(error, "signum", None) or _received or signal.SIGINT
     return EXIT_CODES.get(signum, 130)

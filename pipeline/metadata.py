@@ -415,8 +415,10 @@ class MetadataStore:
             "WHERE events.artifact_id = ? AND events.kind = 'output' AND executions.state = 'complete'",
             (artifact_id,)).fetchone()
 
-    def lineage(self, artifact_id: int) -> list[tuple[sqlite3.Row, dict[str, StoredArtifact]]]:
-        """The executions upstream of an artifact, nearest first, each with its input artifacts."""
+    def lineage(self, artifact_id: int, cut: frozenset[str] = frozenset()
+                ) -> list[tuple[sqlite3.Row, dict[str, StoredArtifact]]]:
+        """The executions upstream of an artifact, nearest first, each with its input artifacts; inputs named in
+        `cut` are listed but not followed further up."""
         seen, order, frontier = set(), [], [artifact_id]
         while frontier:
             execution = self.producer(frontier.pop(0))
@@ -425,10 +427,10 @@ class MetadataStore:
             seen.add(execution["id"])
             inputs = self.artifacts_of(execution["id"], "input")
             order.append((execution, inputs))
-            frontier.extend(a.id for a in inputs.values())
+            frontier.extend(a.id for name, a in inputs.items() if name not in cut)
         return order
 
-    def _computed_from(self, artifact_id: int, inputs: dict[str, str] | None) -> bool:
+    def computed_from(self, artifact_id: int, inputs: dict[str, str] | None) -> bool:
         """Whether the execution that wrote the artifact consumed exactly these {input name: fingerprint}."""
         producer = self.producer(artifact_id)
         if not inputs or producer is None:
@@ -450,7 +452,7 @@ class MetadataStore:
             artifact = self.artifact(row["artifact_id"])
             if (artifact.properties.get(where) and not artifact.deleted and artifact.fingerprint != exclude_fingerprint
                     and all(artifact.properties.get(k) == v for k, v in matching.items())
-                    and not self._computed_from(artifact.id, exclude_inputs)):
+                    and not self.computed_from(artifact.id, exclude_inputs)):
                 return artifact
         return None
 
@@ -473,7 +475,7 @@ class MetadataStore:
             if json.loads(row["properties_json"]).get(where):
                 artifact = self.artifact(row["artifact_id"])
                 if (not artifact.deleted and artifact.fingerprint != exclude_fingerprint
-                        and not self._computed_from(artifact.id, exclude_inputs)):
+                        and not self.computed_from(artifact.id, exclude_inputs)):
                     return artifact
         return None
 

@@ -78,6 +78,11 @@ def write_run_report(run_dir: Path, record: dict[str, Any], headline: dict[str, 
             folder = Path(output["uri"])
             for image in sorted(folder.glob("*.png")) if folder.is_dir() else ():  # the figures an output holds
                 lines.append(f"\n![{image.name}]({os.path.relpath(image, run_dir)})")
+    for step in record["steps"]:  # what a refusing step measured (its facts: the drift of a span refused on exit 8)
+        for name, properties in step.get("facts", {}).items():
+            drift = drift_lines(properties)
+            if drift:
+                lines += ["", f"{step['step']} refused; its `{name}` measured:", "", *drift, ""]
     path = run_dir / "report.md"
     write_text_atomic(path, "\n".join(lines) + "\n")
     return path

@@ -88,7 +88,7 @@ class Runner:
         self.store = MetadataStore(self.root / "metadata.sqlite")
         check_config(config, steps)  # before the store is opened: a bad value is exit 2, nothing touched
         self.runtime = Runtime(beam_args=all_beam_args(config.pipeline), seed=config.pipeline.seed, log=log,
-                               pipeline_root=self.root)
+                               pipeline_root=self.root, stop_requested=lambda: interrupts.received() is not None)
         self.free_space = FreeSpacePolicy(config, steps, self.root)
 
     def close(self) -> None:
@@ -154,23 +154,20 @@ class Runner:
                                         upstream_of=from_step if index - 1 < first else None)
             except KeyboardInterrupt:  # SIGINT or SIGTERM: nothing half-published; completed steps stay reusable
                 results.append(StepResult(step.name, "interrupted", note=interrupts.name()))
-                # The deadline (--deadline) is marked as such: a run that ran out of time, not one stopped by hand.
-                status = "timed_out" if interrupts.deadline_exceeded() else "interrupted"
-                with contextlib.suppress(StoreError, OSError):  # a full disk must not hide the interruption
-                    self.store.mark_interrupted()
-                    if status == "timed_out":
-                        self.store.finish_run(run_id, status, error=f"interrupted by {interrupts.name()}")
-                    write_run_record(self.root, self.store, self.steps, run_id, run_dir, results, status,
-                                     f"interrupted by {interrupts.name()}")
+                self._record_interrupted(run_id, run_dir, results)
                 raise
             except (PipelineFailed, StoreError, OSError) as error:
                 message = str(error)
                 if isinstance(error, OSError):  # the runner's own writes (folders, the publishing rename)
                     message = fault_message(error, run_dir, f"running {step.name}") or f"{step.name}: {error}"
                     message = message if message.startswith(f"{step.name}: ") else f"{step.name}: {message}"
-                return self._failed(run_id, run_dir, results, StepResult(step.name, "failed", note=message),
-                                    kind=getattr(error, "kind", None), details=getattr(error, "details", None))
+                failed = StepResult(step.name, "failed", note=message, facts=getattr(error, "facts", {}))
+                return self._failed(run_id, run_dir, results, failed, kind=getattr(error, "kind", None),
+                                    details=getattr(error, "details", None))
             results.append(result)
+            if interrupts.received():  # a stop swallowed or lost after the step's publish still ends the run
+                self._record_interrupted(run_id, run_dir, results)
+                interrupts.stop_if_received()
             if step.name == until:
                 stop_reason = f"--until {until}"
         outcome = self._outcome(results)
@@ -185,6 +182,17 @@ class Runner:
                   f"run {run_id} succeeded in {time.monotonic() - started:.1f}s ({outcome})",
                   seconds=round(time.monotonic() - started, 1), outcome=outcome)
         return RunResult(run_id, run_dir, "succeeded", results, outcome=outcome)
+
+    def _record_interrupted(self, run_id: str, run_dir: Path, results: list[StepResult]) -> None:
+        """Marks the run interrupted (or timed_out, for the deadline: a run that ran out of time, not one stopped
+        by hand) in the store and its run record, as far as the disk allows."""
+        status = "timed_out" if interrupts.deadline_exceeded() else "interrupted"
+        with contextlib.suppress(StoreError, OSError):  # a full disk must not hide the interruption
+            self.store.mark_interrupted()
+            if status == "timed_out":
+                self.store.finish_run(run_id, status, error=f"interrupted by {interrupts.name()}")
+            write_run_record(self.root, self.store, self.steps, run_id, run_dir, results, status,
+                             f"interrupted by {interrupts.name()}")
 
     def _failed(self, run_id: str, run_dir: Path, results: list[StepResult], failed: StepResult | None,
                 message: str | None = None, kind: str | None = None, details: dict | None = None) -> RunResult:

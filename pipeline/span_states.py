@@ -43,17 +43,24 @@ def state_of(row, sha256: str | None, excluded: bool) -> str:
     return "new"  # its file changed since: it is ingested and checked again
 
 
+def _stored_spans(config: Config) -> dict:
+    """The store's span rows by name; empty for a root without a store."""
+    store_path = config.pipeline_root() / STORE_FILE
+    if not store_path.is_file():
+        return {}
+    store = MetadataStore(store_path, read_only=True)
+    try:
+        return store.spans()
+    finally:
+        store.close()
+
+
 def resolve(config: Config, log=print) -> Config:
     """The configuration with the store's span states filled in (ingest.window.held_out,
     validate.accepted_spans); unchanged for a source that is not a stream or a root without a store."""
-    store_path = config.pipeline_root() / STORE_FILE
-    if not store_path.is_file() or stream_spans(config.ingest) is None:
+    if not (config.pipeline_root() / STORE_FILE).is_file() or stream_spans(config.ingest) is None:
         return config
-    store = MetadataStore(store_path, read_only=True)
-    try:
-        rows = store.spans()
-    finally:
-        store.close()
+    rows = _stored_spans(config)
     current = _current_sha256(config)
     states = {name: state_of(rows.get(name), sha, False) for name, sha in current.items()}
     held_out = tuple(name for name, state in states.items() if state in HELD_OUT)
@@ -100,14 +107,7 @@ def record(store: MetadataStore, result) -> None:
 def listing(config: Config) -> list[dict]:
     """Every span on disk (oldest first), then the store's spans no longer on disk: name, state, drifted, rows,
     sha256, first_run, last_run, reason and checks."""
-    store_path = config.pipeline_root() / STORE_FILE
-    rows = {}
-    if store_path.is_file():
-        store = MetadataStore(store_path, read_only=True)
-        try:
-            rows = store.spans()
-        finally:
-            store.close()
+    rows = _stored_spans(config)
     current = _current_sha256(config)
     excluded = set(config.ingest.window.exclude)
     listed = []

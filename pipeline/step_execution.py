@@ -30,13 +30,15 @@ from pipeline.root import FreeSpacePolicy, fault_message
 
 
 class PipelineFailed(RuntimeError):
-    """A step failed; the message names the step and the reason, `kind` and `details` the component's
-    ComponentError.kind and .details."""
+    """A step failed; the message names the step and the reason, `kind`, `details` and `facts` the component's
+    ComponentError.kind, .details and .facts (what it measured before refusing)."""
 
-    def __init__(self, message: str, kind: str | None = None, details: dict | None = None):
+    def __init__(self, message: str, kind: str | None = None, details: dict | None = None,
+                 facts: dict | None = None):
         super().__init__(message)
         self.kind = kind
         self.details = details
+        self.facts = facts or {}
 
 
 @dataclass
@@ -46,6 +48,7 @@ class StepResult:
     seconds: float = 0.0
     outputs: dict[str, Artifact] = field(default_factory=dict)
     note: str = ""
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)  # a failed step's ComponentError.facts
 
 
 class StepExecution:
@@ -81,6 +84,9 @@ class StepExecution:
                                           exclude_inputs=same_inputs)
                 if resolved is None and source.fallback is not None and source.resolve(self.store, self.steps) is None:
                     resolved = self._fallback(source)
+                if isinstance(resolved, list):  # a list (dag.ServedResolver.count): never cache key nor lineage
+                    inputs[name] = [item.as_artifact() for item in resolved if item.uri.exists()]
+                    continue
                 if resolved is not None and resolved.uri.exists():
                     inputs[name] = resolved.as_artifact()
                     if not source.saves_work_only:  # one that only saves work is neither cache key nor lineage
@@ -203,10 +209,14 @@ class StepExecution:
                       level="error", step=step.name, seconds=round(time.monotonic() - started, 1))
             if not message.startswith(f"{step.name}: "):  # components may name themselves already
                 message = f"{step.name}: {message}"
-            raise PipelineFailed(message, getattr(error, "kind", None), getattr(error, "details", None)) from None
+            raise PipelineFailed(message, getattr(error, "kind", None), getattr(error, "details", None),
+                                 getattr(error, "facts", None)) from None
 
         fingerprints = {name: fingerprint(a.uri) for name, a in outputs.items()}
         final_dir = run_dir / step.name
+        # A stop the component swallowed (or Python discarded) ends the run before the publish: nothing of this
+        # step is published; its temporary folder stays for a resumable step, as after any interruption.
+        interrupts.stop_if_received()
         os.replace(work_dir, final_dir)  # the publish: one rename, after which the outputs are complete
         published = {name: a.relocated(work_dir, final_dir) for name, a in outputs.items()}
         ids = self.store.complete_execution(execution_id, final_dir, input_ids,

@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports Te
 
 from apps.cli.exit_codes import EXIT_FAILED, EXIT_FOR_KIND, EXIT_LOCKED, EXIT_USAGE
 from apps.cli.history import cmd_diff, cmd_runs, cmd_show
-from apps.cli.maintenance import cmd_embeddings, cmd_gc
+from apps.cli.maintenance import cmd_embeddings, cmd_gc, cmd_rollback
 from apps.cli.parser import build_parser, config_from_args
 from apps.cli.predict import cmd_predict
 from apps.cli.run import cmd_run, cmd_train_worker
@@ -45,10 +45,27 @@ def _write_metrics(args, code: int, started: float) -> None:
         config = load_config()  # a bad configuration is itself an outcome worth reporting
     try:
         write_job_metrics(Path(args.metrics_file), command=args.command, exit_code=code, started=started,
-                          ended=time.time(), root=config.pipeline_root(), serving_dir=config.serving_dir())
+                          ended=time.time(), root=config.pipeline_root(), serving_dir=config.serving_dir(),
+                          spans=_span_states(config))
     except OSError as error:
         print(f"{args.command}: could not write --metrics-file {args.metrics_file}: {error.strerror or error}",
               file=sys.stderr)
+
+
+def _span_states(config) -> list:
+    """The data's spans with their states for the metrics file: the window as the run resolves it (the store's
+    quarantined and rejected spans held out), those held-out spans with their stored state."""
+    from apps.job_metrics import span_states
+    from contract.artifacts import ComponentError
+    from pipeline import span_states as stored
+    from pipeline.metadata import StoreError
+    try:
+        config = stored.resolve(config, log=lambda line: None)
+        held_out = {row["span"]: row["state"] for row in stored.listing(config) if row["span"] in
+                    config.ingest.window.held_out}
+    except (StoreError, OSError, ComponentError):  # no readable store or stream: the configuration's window
+        held_out = {}
+    return span_states(config.ingest, held_out)
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -72,7 +89,7 @@ def _main(args: argparse.Namespace) -> int:
         if args.command in ("serve", "embeddings"):
             return {"serve": cmd_serve, "embeddings": cmd_embeddings}[args.command](args, config, console)
         return {"runs": cmd_runs, "show": cmd_show, "gc": cmd_gc, "diff": cmd_diff,
-                "spans": cmd_spans}[args.command](args, config)
+                "spans": cmd_spans, "rollback": cmd_rollback}[args.command](args, config)
     except ConfigError as error:
         console.error(f"configuration error: {error}")
         return EXIT_USAGE

@@ -1,4 +1,5 @@
-"""`agnews-pipeline gc` (deletes the artifacts no kept run or pushed model needs) and `embeddings` (trains
+"""`agnews-pipeline gc` (deletes the artifacts no kept run or pushed model needs, by the retention policy),
+`rollback` (serves an earlier version's model again, as a new highest version) and `embeddings` (trains
 Word2Vec vectors on a run's train split, for --pretrained-embeddings)."""
 from __future__ import annotations
 
@@ -36,14 +37,28 @@ def cmd_embeddings(args, config, console: Console) -> int:
 def cmd_gc(args, config) -> int:
     from pipeline.gc import collect_garbage
     from pipeline.root import root_lock
-    if args.keep < 1:
-        raise UsageError(f"--keep must be at least 1 (got {args.keep}): the newest run is always kept")
+    keep = args.keep if args.keep is not None else config.retention.runs
+    if args.keep is None and keep == 0:
+        raise UsageError("give --keep N (the newest runs to keep) or set retention.runs in the configuration")
+    if keep < 1:
+        raise UsageError(f"--keep must be at least 1 (got {keep}): the newest run is always kept")
     check_root(config.pipeline_root())
     with root_lock(config.pipeline_root()):
-        removed = collect_garbage(config.pipeline_root(), args.keep, dry_run=args.dry_run,
-                                  serving_dir=config.serving_dir())
+        removed = collect_garbage(config.pipeline_root(), keep, dry_run=args.dry_run,
+                                  serving_dir=config.serving_dir(), served_versions=config.retention.served_versions)
     verb = "would delete" if args.dry_run else "deleted"
     for path in removed:
         print(f"{verb} {path}")
     print(f"{verb} {len(removed)} folders")
+    return EXIT_OK
+
+
+def cmd_rollback(args, config) -> int:
+    from pipeline.rollback import rollback
+    from pipeline.root import root_lock
+    if args.version < 1:
+        raise UsageError(f"VERSION must be a served version number (1, 2, ...), got {args.version}")
+    check_root(config.pipeline_root())
+    with root_lock(config.pipeline_root()):
+        rollback(config.pipeline_root(), config, args.version)
     return EXIT_OK

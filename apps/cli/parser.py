@@ -20,8 +20,8 @@ from pipeline.logs import LOG_FORMATS
 from pipeline.runner import check_config
 
 DURATION_HELP = "a number of seconds or a duration: 10s, 90min, 2h, 30d, 2w"
-DESCRIPTION = ("`agnews-pipeline`: run, retrain, predict, serve, runs, show, diff, spans, gc, embeddings, "
-               "train-worker.")
+DESCRIPTION = ("`agnews-pipeline`: run, retrain, predict, serve, runs, show, diff, spans, gc, rollback, "
+               "embeddings, train-worker.")
 # Dedicated flags and the configuration key each one sets.
 FLAG_KEYS = {
     "data": "ingest.data",
@@ -253,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, help_text in (("runs", "list runs"), ("show", "show a run's model lineage and artifacts"),
                             ("diff", "compare two runs: config, hyperparameters, data, code, metrics, outcome"),
-                            ("gc", "delete artifacts that no kept run or pushed model needs")):
+                            ("gc", "delete artifacts that no kept run or pushed model needs"),
+                            ("rollback", "serve VERSION's model again, re-published as the new highest version")):
         sub = command(name, help_text)
         sub.add_argument("--config", help="YAML configuration file")
         sub.add_argument("--pipeline-root", help="default ./pipeline_root")
@@ -267,8 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("run_a")
             sub.add_argument("run_b")
         if name == "gc":
-            sub.add_argument("--keep", type=int, required=True, help="keep the N most recent runs")
+            sub.add_argument("--keep", type=int, help="keep the N most recent runs (default: retention.runs)")
             sub.add_argument("--dry-run", action="store_true")
+        if name == "rollback":
+            sub.add_argument("version", type=int, metavar="VERSION", help="the served version to serve again")
     return parser
 
 

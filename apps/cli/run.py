@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from apps.cli.exit_codes import EXIT_FAILED, EXIT_FOR_KIND, EXIT_NO_NEW_DATA, EXIT_NOT_BLESSED, EXIT_OK
+from apps.cli.exit_codes import EXIT_BACKFILL, EXIT_FAILED, EXIT_FOR_KIND, EXIT_NO_NEW_DATA, EXIT_NOT_BLESSED, EXIT_OK
 from apps.cli.utils import UsageError, check_root
 from pipeline import dag
 from pipeline.logs import Console
@@ -27,6 +27,10 @@ def cmd_run(args, config, console: Console) -> int:
         config = span_states.resolve(config, log=console)  # quarantined and rejected spans stay out
         runner = Runner(config, log=console)
         try:
+            refusal = _backfill_refusal(runner, config, only or until)
+            if refusal is not None:
+                console.error(f"{args.command}: {refusal}")
+                return EXIT_BACKFILL
             data_fingerprint = runner.data_fingerprint()
             if args.command == "retrain":
                 last = runner.store.last_successful_run("retrain")
@@ -41,6 +45,8 @@ def cmd_run(args, config, console: Console) -> int:
             _record_spans(runner, result, console)
         finally:
             runner.close()
+        if args.command == "retrain" and config.retention.apply_after_retrain and result.status == "succeeded":
+            _apply_retention(config, console)
     console.event("summary", summarize(result), status=result.status, outcome=result.outcome,
                   run_dir=str(result.run_dir))
     if result.status != "succeeded":
@@ -49,6 +55,26 @@ def cmd_run(args, config, console: Console) -> int:
     if args.command == "retrain" and not result.delivered:
         return EXIT_NOT_BLESSED
     return EXIT_OK
+
+
+def _backfill_refusal(runner, config, last_step: str | None) -> str | None:
+    """Why a pinned run that would train must not run (pipeline/rollback.py), or None. `last_step`: the step
+    the run stops after (--until or --only; None for the whole pipeline, as `retrain` always runs)."""
+    from pipeline.rollback import backfill_refusal
+    if last_step and dag.STEP_NAMES.index(last_step) < dag.STEP_NAMES.index("trainer"):
+        return None  # it stops before anything is trained: looking at an old window is fine
+    return backfill_refusal(runner.store, config)
+
+
+def _apply_retention(config, console: Console) -> None:
+    """retention.apply_after_retrain: the gc policy, under the lock the retrain holds."""
+    from pipeline.gc import collect_garbage
+    retention = config.retention
+    removed = collect_garbage(config.pipeline_root(), retention.runs, serving_dir=config.serving_dir(),
+                              served_versions=retention.served_versions, log=console)
+    console.event("retention", f"retention: deleted {len(removed)} folders (kept the last "
+                  f"{retention.served_versions or 'all'} served versions' lineage and the {retention.runs} newest runs)",
+                  deleted=len(removed))
 
 
 def _record_spans(runner, result, console: Console) -> None:

@@ -1,20 +1,24 @@
 """Evaluator: measures the candidate serving model on the test split with TensorFlow Model Analysis and
 decides whether it is blessed (good enough to push).
 
-The candidate and, when there is one, the last blessed model (the baseline) are two models of one TFMA
+The candidate and, when there is one, the served model (the baseline, the highest version in the serving folder) are two models of one TFMA
 evaluation over the raw test examples, fed through their `serving_tf_example` signature, so what is measured
 is exactly what will be served. Metrics are computed overall and per length bucket: each test example gets a
 `length_bucket` feature (bucket_<upper>, the transform's bucketing of its token count, obtained from the
 candidate's `transform_features` signature) in a scratch copy of the test split that TFMA slices on.
 
-Blessing comes from TFMA's validation of the overall slice: accuracy >= min_accuracy, and, with a baseline,
-accuracy not lower than the baseline's by more than max_accuracy_drop. Not blessed is a normal outcome, not
-an error: the pusher reads the blessing and skips the push.
+Blessing: TFMA's validation of the overall slice (accuracy >= min_accuracy), then the paired gate of
+library/paired_gate.py on per-row correctness of the same test rows: not significantly worse than the baseline
+(the served model; McNemar), and at most max_accuracy_drop below the anchor, the best of the baseline and the
+last served versions (their per-row results come with the `anchor_blessings` input: recorded properties, no
+model is reloaded). The candidate's own per-row results are recorded on its blessing for later anchors. Not
+blessed is a normal outcome, not an error: the pusher reads the blessing and skips the push.
 
 Outputs:
   evaluation/  metrics.json (accuracy, loss, macro_f1, overall, length_buckets, baseline, blessed, ...),
                report.md, confusion_matrix.png, training_curves.png, tfma/ (TFMA's own output)
-  blessing/    blessing.json = {blessed, reason, accuracy, baseline_accuracy, thresholds}
+  blessing/    blessing.json = {blessed, reason, accuracy, baseline_accuracy, thresholds}; properties also
+               p_value, anchor_accuracy, test_rows (fingerprint), test_row_count, correct_rows (packed bits)
 """
 from __future__ import annotations
 
@@ -28,7 +32,16 @@ import numpy as np
 
 from contract.artifacts import Artifact, ComponentError, Runtime
 from contract.config import EvaluatorConfig
-from contract.names import BASELINE_MODEL, BLESSING, EVALUATION, EXAMPLES, MODEL, MODEL_RUN, TRANSFORMED_EXAMPLES
+from contract.names import (
+    ANCHOR_BLESSINGS,
+    BASELINE_MODEL,
+    BLESSING,
+    EVALUATION,
+    EXAMPLES,
+    MODEL,
+    MODEL_RUN,
+    TRANSFORMED_EXAMPLES,
+)
 from library.evaluation_report import headline_metrics, plot_confusion_matrix, plot_training_curves, render_report
 from library.layouts import (
     CLASS_NAMES,
@@ -52,6 +65,7 @@ from library.layouts import (
     write_blessing,
     write_metrics,
 )
+from library.paired_gate import RowResults, judge, row_order
 
 CANDIDATE = "candidate"
 BASELINE = "baseline"
@@ -96,6 +110,8 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
     tfma_dir = evaluation_dir / TFMA_DIR
     eval_config = make_eval_config(config, has_baseline=baseline_dir is not None)
     run_tfma(eval_examples, candidate_dir, baseline_dir, eval_config, tfma_dir, runtime.beam_args)
+    candidate_rows = row_results(test_files, candidate_dir)
+    baseline_rows = row_results(test_files, baseline_dir) if baseline_dir is not None else None
 
     newest_span = evaluate_newest_span(inputs["examples"].uri, candidate_dir, baseline_dir, upper_bounds,
                                        evaluation_dir, scratch_dir, runtime)
@@ -107,10 +123,19 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
     candidate = slices[CANDIDATE][OVERALL]
     baseline_metrics = slices.get(BASELINE, {}).get(OVERALL) if baseline_dir else None
     blessed, reason = blessing_from_validation(tfma_dir, candidate, baseline_metrics, config)
+    anchors = recorded_results(inputs.get(ANCHOR_BLESSINGS) or [])
+    verdict = judge(candidate_rows, baseline_rows, anchors, min_accuracy=config.min_accuracy,
+                    max_accuracy_drop=config.max_accuracy_drop, significance=config.significance)
+    blessed, reason = (verdict.blessed, verdict.reason) if blessed else (False, reason)
+    gate = {"p_value": verdict.p_value, "anchor_accuracy": verdict.anchor_accuracy,
+            "anchor_name": verdict.anchor_name, "rows": candidate_rows.rows,
+            "candidate_row_accuracy": candidate_rows.accuracy,
+            "anchors": {name: r.accuracy for name, r in anchors.items() if r.rows == candidate_rows.rows}}
     runtime.log(f"evaluator: accuracy {candidate['accuracy']:.4f}, macro-F1 {candidate['macro_f1']:.4f}; "
                 f"{'BLESSED' if blessed else 'NOT blessed'}: {reason}")
 
-    thresholds = {"min_accuracy": config.min_accuracy, "max_accuracy_drop": config.max_accuracy_drop}
+    thresholds = {"min_accuracy": config.min_accuracy, "max_accuracy_drop": config.max_accuracy_drop,
+                  "significance": config.significance, "anchor_versions": config.anchor_versions}
     metrics = {
         "split": "test",
         "examples": total,
@@ -126,6 +151,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
             "model_uri": str(baseline.uri), **headline_metrics(baseline_metrics),
             "accuracy_change": candidate["accuracy"] - baseline_metrics["accuracy"]},
         "newest_span": newest_span,
+        "gate": gate,
         "thresholds": thresholds,
         "blessed": blessed,
         "reason": reason,
@@ -147,7 +173,9 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
                 "newest_span_baseline_accuracy": newest_span["baseline_accuracy"]})}),
         BLESSING: Artifact(BLESSING, blessing_dir, {
             "blessed": blessed, "reason": reason, "accuracy": candidate["accuracy"],
-            "baseline_accuracy": baseline_accuracy}),
+            "baseline_accuracy": baseline_accuracy, "p_value": verdict.p_value,
+            "anchor_accuracy": verdict.anchor_accuracy, "test_rows": candidate_rows.rows,
+            "test_row_count": len(candidate_rows.correct), "correct_rows": candidate_rows.packed()}),
     }
 
 
@@ -177,6 +205,49 @@ def evaluate_newest_span(examples_uri: Path, candidate_dir: Path, baseline_dir: 
                 f"{result['accuracy']:.4f}" + ("" if baseline is None else
                                                f", baseline {baseline['accuracy']:.4f}"))
     return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Per-row results (the paired gate)
+
+
+def row_results(test_files: list[str], serving_dir: Path, batch_size: int = 512) -> RowResults:
+    """Which test rows the serving model classifies right, in library/paired_gate.py's row order, through its
+    tf.Example signature (what is served)."""
+    import tensorflow as tf
+
+    from library.export import TF_EXAMPLE_SIGNATURE
+    signature = tf.saved_model.load(str(serving_dir)).signatures[TF_EXAMPLE_SIGNATURE]
+    serialized, correct = [], []
+    for batch in tf.data.TFRecordDataset(test_files, compression_type="GZIP").batch(batch_size):
+        predicted = np.argmax(signature(examples=batch)["probabilities"].numpy(), axis=1)
+        labels = tf.io.parse_example(batch, {LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)})[LABEL_KEY].numpy()
+        serialized.extend(batch.numpy())
+        correct.append(predicted == labels)
+    order, rows = row_order(serialized)
+    vector = np.concatenate(correct) if correct else np.zeros(0, bool)
+    return RowResults(rows, vector[order])
+
+
+def anchor_facts(inputs: dict[str, Any], config: EvaluatorConfig) -> list:
+    """The anchors this evaluation is judged against (the served versions' recorded per-row results): part of
+    the evaluator's cache key, since they are no input of its lineage (dag.ServedResolver)."""
+    return sorted(([blessing.properties.get("served_version"), blessing.properties.get("test_rows"),
+                    blessing.properties.get("correct_rows")] for blessing in inputs.get(ANCHOR_BLESSINGS) or []),
+                  key=json.dumps)
+
+
+def recorded_results(blessings: list[Artifact]) -> dict[str, RowResults]:
+    """{"version N": results} from the recorded properties of the served versions' blessings (older blessings
+    without per-row results are left out)."""
+    results = {}
+    for blessing in blessings:
+        properties = blessing.properties
+        if properties.get("correct_rows") and properties.get("test_rows"):
+            name = f"version {properties.get('served_version', '?')}"
+            results[name] = RowResults.from_packed(properties["test_rows"], properties["correct_rows"],
+                                                   int(properties["test_row_count"]))
+    return results
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -239,12 +310,9 @@ def make_eval_config(config: EvaluatorConfig, has_baseline: bool):
         return config_pb2.ModelSpec(name=name, signature_name=TF_EXAMPLE_SIGNATURE, label_key=LABEL_KEY,
                                     prediction_key=PREDICTION_KEY, model_type="tf_generic", is_baseline=is_baseline)
 
+    # TFMA checks the absolute bar; the comparison with the baseline and the anchor is the paired gate's.
     threshold = config_pb2.MetricThreshold(value_threshold=config_pb2.GenericValueThreshold(
         lower_bound=wrappers_pb2.DoubleValue(value=config.min_accuracy)))
-    if has_baseline:
-        threshold.change_threshold.CopyFrom(config_pb2.GenericChangeThreshold(
-            direction=config_pb2.MetricDirection.HIGHER_IS_BETTER,
-            absolute=wrappers_pb2.DoubleValue(value=-config.max_accuracy_drop)))
     accuracy = config_pb2.MetricConfig(
         class_name="SparseCategoricalAccuracy", config=json.dumps({"name": "accuracy"}),
         per_slice_thresholds=[config_pb2.PerSliceMetricThreshold(
@@ -366,31 +434,17 @@ def classification_metrics(confusion_matrix: np.ndarray) -> dict[str, Any]:
 
 def blessing_from_validation(tfma_dir: Path, candidate: dict[str, Any], baseline: dict[str, Any] | None,
                              config: EvaluatorConfig) -> tuple[bool, str]:
-    """(blessed, reason) from TFMA's validation result of the accuracy thresholds."""
+    """(blessed, reason) from TFMA's validation result of the absolute bar (min_accuracy); the comparison with
+    the baseline and the anchor is library/paired_gate.py's."""
     import tensorflow_model_analysis as tfma
 
     validation = tfma.load_validation_result(str(tfma_dir))
     accuracy = candidate["accuracy"]
     if validation.validation_ok:
-        reason = f"accuracy {accuracy:.4f} >= min_accuracy {config.min_accuracy:.4f}"
-        if baseline is not None:
-            change = accuracy - baseline["accuracy"]
-            reason += (f" and {change:+.4f} versus the baseline's {baseline['accuracy']:.4f} "
-                       f"(allowed drop {config.max_accuracy_drop:.4f})")
-        else:
-            reason += "; no baseline (first blessing)"
-        return True, reason
-    problems = []
-    for per_slice in validation.metric_validations_per_slice:
-        for failure in per_slice.failures:
-            value = failure.metric_value.double_value.value
-            if failure.metric_key.is_diff:
-                baseline_text = f"the baseline's {baseline['accuracy']:.4f}" if baseline else "the baseline"
-                problems.append(f"{failure.metric_key.name} {accuracy:.4f} is {-value:.4f} below {baseline_text}, "
-                                f"more than the allowed drop {config.max_accuracy_drop:.4f}")
-            else:
-                problems.append(
-                    f"{failure.metric_key.name} {value:.4f} is below min_accuracy {config.min_accuracy:.4f}")
+        return True, f"accuracy {accuracy:.4f} >= min_accuracy {config.min_accuracy:.4f}"
+    problems = [f"{failure.metric_key.name} {failure.metric_value.double_value.value:.4f} is below min_accuracy "
+                f"{config.min_accuracy:.4f}"
+                for per_slice in validation.metric_validations_per_slice for failure in per_slice.failures]
     if validation.missing_slices or validation.missing_thresholds or not problems:
         problems.append("TFMA validation failed: " + " ".join(str(validation).split())[:500])
     return False, "; ".join(problems)

@@ -5,5 +5,7 @@ blesses it.
 from contract.component_spec import ComponentSpec
 from contract.names import BLESSING, EVALUATION
 
+# Its decision: the served versions' recorded per-row results it is judged against (the anchor), which are
+# no input of its lineage (dag.ServedResolver), so they enter its cache key this way.
 SPEC = ComponentSpec(__name__, executor="components.evaluator.executor", outputs=(EVALUATION, BLESSING),
-                     config_section="evaluator")
+                     config_section="evaluator", decision="anchor_facts")

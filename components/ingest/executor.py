@@ -307,6 +307,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
     all_sources = sources(config)
     stream = all_sources[0].name is not None
     status: dict[str, str] = {}
+    records: dict[str, dict] = {}
     to_read = all_sources
     if stream:
         records, status = plan_reuse(all_sources, inputs.get(PREVIOUS_EXAMPLES), config, examples_dir)
@@ -361,6 +362,10 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
             "window_summary": f"{counts['window'][0]}..{counts['window'][-1]} ({len(counts['window'])} spans)",
             "spans_ingested": [n for n, state in status.items() if n and state == "ingested"],
             "spans_reingested": [n for n, state in status.items() if n and state == "re-ingested"],
-            "spans_reused": [n for n, state in status.items() if n and state == "reused"]})
+            "spans_reused": [n for n, state in status.items() if n and state == "reused"],
+            "span_sha256": {name: records[name]["sha256"] for name in counts["window"]},
+            # Spans no model may have learned from now (excluded, quarantined, rejected): a warm start checks its
+            # base against them.
+            "spans_held_out": sorted(set(config.window.exclude) | set(config.window.held_out))})
     return {EXAMPLES: Artifact(EXAMPLES, examples_dir, properties)}
 

@@ -25,6 +25,7 @@ import errno
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from components.pusher.spec import next_version, served_version_of, stale_push_folders
 from contract.artifacts import Artifact, ComponentError, Runtime, fingerprint
@@ -61,7 +62,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: PusherConfig, run
             version, path = adopted
             runtime.log(f"pusher: version {version} at {path} already holds this model; adopting it")
         else:
-            version, path = publish_version(serving_model, serving_dir, model_fingerprint)
+            version, path = publish_version(serving_model, serving_dir, model_fingerprint, runtime.stop_requested)
             runtime.log(f"pusher: pushed version {version} to {path}")
         record = {"pushed": True, "version": version, "path": str(path), "adopted": adopted is not None,
                   "reason": f"blessed: {blessing.get('reason', '')}"}
@@ -74,15 +75,19 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: PusherConfig, run
         "pushed": record["pushed"], "version": record["version"], "path": record["path"]})}
 
 
-def publish_version(serving_model: Path, serving_dir: Path, model_fingerprint: str | None = None) -> tuple[int, Path]:
+def publish_version(serving_model: Path, serving_dir: Path, model_fingerprint: str | None = None,
+                    stop_requested: Callable[[], bool] = lambda: False) -> tuple[int, Path]:
     """Copies `serving_model` to serving_dir/<next version>/ atomically, with push.json recording the model's
-    fingerprint; returns (version, path)."""
+    fingerprint; returns (version, path). When stop_requested() is true after the copy (a stop whose exception
+    was swallowed or lost), nothing is published: a ComponentError, which the runner reports as the stop."""
     model_fingerprint = model_fingerprint or fingerprint(serving_model)
     serving_dir.mkdir(parents=True, exist_ok=True)
     temporary = serving_dir / f"{PUSH_TEMPORARY_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
     try:
         shutil.copytree(serving_model, temporary)
         write_served_push_record(temporary, {"model_fingerprint": model_fingerprint})
+        if stop_requested():
+            raise ComponentError("pusher: stopped before publishing; nothing was pushed")
         version = next_version(serving_dir)
         for _ in range(MAX_PUBLISH_ATTEMPTS):
             target = serving_version_dir(serving_dir, version)

@@ -6,7 +6,9 @@ multi_worker_mirrored, on the workers of trainer.workers (library/multi_worker.p
 train(), the one training code path.
 With trainer.warm_start (default) and a blessed model in the store (the `base_model` input) whose architecture
 and hyperparameters are the ones trained now, training starts from its weights, the embedding rows carried over
-token by token (library/warm_start.py); --from-scratch turns it off for a run.
+token by token (library/warm_start.py); --from-scratch turns it off for a run. A base that learned a span since
+corrected or held out gives way to its newest clean ancestor, or to no warm start (warm_start.clean_base); the
+model records the spans it was trained on (`training_spans`, and model/lineage.json over its bases too).
 With trainer.pretrained_embeddings the embedding starts from those vectors (library/embeddings.py), frozen,
 fine-tuned or unfrozen after N epochs (trainer.embeddings_trainable); their coverage of the vocabulary and of
 the train split's tokens is recorded, and the exported SavedModel holds the trained embedding (serving needs no
@@ -14,7 +16,8 @@ vectors file).
 
 Outputs, under output_dir:
   model/      keras/model.keras (Keras 3), hyperparameters.json (the best_hyperparameters.json trained),
-              model_input.json (copy of the transform's), serving_model/ (SavedModel from library.export)
+              model_input.json (copy of the transform's), lineage.json (the spans it learned from),
+              serving_model/ (SavedModel from library.export)
   model_run/  history.json (per-epoch metrics and examples/s, padding ratio of the input pipeline),
               logs/ (TensorBoard)
 """
@@ -34,7 +37,7 @@ if TYPE_CHECKING:  # for annotations; run() imports TensorFlow when it runs
 from components.trainer.spec import BASE_MODEL_INPUT
 from contract.artifacts import Artifact, ComponentError, Runtime
 from contract.config import TrainerConfig
-from contract.names import BEST_HYPERPARAMETERS, MODEL, MODEL_RUN, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
+from contract.names import BEST_HYPERPARAMETERS, EXAMPLES, MODEL, MODEL_RUN, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
 from library import embeddings, warm_start
 from library.layouts import (
     ModelInputSpec,
@@ -244,8 +247,9 @@ def train(examples_dir: Path, transform_graph_dir: Path, chosen: dict[str, Any],
         log(f"trainer: {architecture} {values} on {train.num_examples} train / {evaluation.num_examples} "
             f"eval examples, {strategy.num_replicas_in_sync} replica(s), padding ratio "
             f"{padding['padding_ratio']:.3f}")
+        # With no base, base_model_label says why (no blessed model yet, or none learned from valid spans).
         warm_facts = {"warm_start": "off (trainer.warm_start is false)"} if not config.warm_start else {
-            "warm_start": "none (no blessed model yet)"}
+            "warm_start": f"none ({base_model_label or 'no blessed model yet'})"}
         with strategy.scope():
             model = build_model(architecture, hp, model_input, pretrained.alignment.matrix if pretrained else None)
             if base_model_dir is not None:
@@ -314,12 +318,11 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
     transform_graph_dir = Path(inputs[TRANSFORM_GRAPH].uri)
     chosen = _read_hyperparameters(Path(inputs[BEST_HYPERPARAMETERS].uri))
     model_dir, run_dir = Path(output_dir) / MODEL, Path(output_dir) / MODEL_RUN
+    examples = inputs.get(EXAMPLES)
+    spans = dict(examples.properties.get("span_sha256") or {}) if examples is not None else {}
+    held_out = set(examples.properties.get("spans_held_out") or []) if examples is not None else set()
     base = inputs.get(BASE_MODEL_INPUT) if config.warm_start else None
-    base_dir = Path(base.uri) if base is not None else None
-    base_label = ""
-    if base_dir is not None:  # named relative to the pipeline root where it lies under it
-        inside = runtime.pipeline_root is not None and base_dir.is_relative_to(runtime.pipeline_root)
-        base_label = os.path.relpath(base_dir, runtime.pipeline_root) if inside else str(base_dir)
+    base_dir, base_label = _clean_base(Path(base.uri) if base is not None else None, spans, held_out, runtime)
     if config.strategy == "multi_worker_mirrored":
         # The strategy needs a process whose TensorFlow has not started yet: the chief trains in a child.
         from library import multi_worker
@@ -341,6 +344,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
     export.export_serving_model(model, transform_graph_dir, serving_model_dir(model_dir))
     history = read_history(run_dir)
     model_facts = {k: v for k, v in history.items() if k.startswith(("embeddings_", "warm_start"))}
+    warm_start.write_lineage(model_dir, spans, base_dir if "warm_start_from" in history else None)
     parameters = int(model.count_params())
     runtime.log(f"trainer: {history['epochs_trained']} epoch(s), best epoch {history['best_epoch']}: val_loss "
                 f"{history['val_loss']:.4f}, val_accuracy {history['val_accuracy']:.4f}; {parameters:,} parameters")
@@ -348,11 +352,40 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
         MODEL: Artifact(MODEL, model_dir, {
             "architecture": chosen["architecture"], "epochs_trained": history["epochs_trained"],
             "best_epoch": history["best_epoch"], "val_accuracy": history["val_accuracy"],
-            "val_loss": history["val_loss"], "parameters": parameters, **model_facts}),
+            "val_loss": history["val_loss"], "parameters": parameters, **model_facts,
+            # The search its hyperparameters came from (one search per drift episode: is its model served?).
+            "tuned_from": inputs[BEST_HYPERPARAMETERS].properties.get("tuned_from"),
+            # What it was trained on (a stream's window: span name -> SHA-256): a backfill is judged by it.
+            **({"training_spans": spans} if spans else {})}),
         MODEL_RUN: Artifact(MODEL_RUN, run_dir, {
             k: history[k] for k in ("epochs_trained", "best_epoch", "val_loss", "val_accuracy", "stopped_early",
                                     "mean_examples_per_second", "padding_ratio")}),
     }
+
+
+def _label(folder: Path, runtime: Runtime) -> str:
+    """A model folder named relative to the pipeline root where it lies under it."""
+    inside = runtime.pipeline_root is not None and folder.is_relative_to(runtime.pipeline_root)
+    return os.path.relpath(folder, runtime.pipeline_root) if inside else str(folder)
+
+
+def _clean_base(base_dir: Path | None, spans: dict[str, str], held_out: set[str],
+                runtime: Runtime) -> tuple[Path | None, str]:
+    """(the model to warm-start from, its label) or (None, why none): the blessed model unless it learned from
+    a span since corrected or held out, then its newest clean ancestor (warm_start.clean_base)."""
+    if base_dir is None:
+        return None, ""
+    chosen, why = warm_start.clean_base(base_dir, spans, held_out)
+    if why is None:
+        return base_dir, _label(base_dir, runtime)
+    if chosen is None:
+        reason = (f"{_label(base_dir, runtime)}: {why}, and no model it was warm-started from learned from valid "
+                  "spans only")
+        runtime.log(f"trainer: no warm start from {reason}; training from scratch")
+        return None, reason
+    runtime.log(f"trainer: not warm-starting from {_label(base_dir, runtime)}: {why}; starting from its newest "
+                f"clean ancestor {_label(chosen, runtime)} instead")
+    return chosen, _label(chosen, runtime)
 
 
 def worker_main(root: Path, workers: tuple[str, ...], index: int, timeout: float) -> int:

@@ -1,4 +1,4 @@
-"""The trainer's spec: the name of its warm-start input, the newest blessed model (a Resolver), which training
+"""The trainer's spec: the name of its warm-start input, the served model (dag.SERVED_MODEL), which training
 starts from when it matches (trainer.warm_start).
 
 Its external fingerprint (of the pretrained vectors) is the executor's external_fingerprint:
@@ -8,7 +8,7 @@ import contracts).
 from contract.component_spec import ComponentSpec
 from contract.names import MODEL, MODEL_RUN
 
-BASE_MODEL_INPUT = "base_model"  # the newest blessed model: what a warm start starts from
+BASE_MODEL_INPUT = "base_model"  # the served model: what a warm start starts from
 
 SPEC = ComponentSpec(__name__, executor="components.trainer.executor", outputs=(MODEL, MODEL_RUN),
                      config_section="trainer", external="external_fingerprint", seeded=True,

@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # for annotations; run() imports KerasTuner (and TensorFlow) 
 
     from library.dataset import BucketExamples
 
-from components.tuner.spec import TUNED_INPUT, Decision, retune_decision
+from components.tuner.spec import EPISODE_PROPERTY, TUNED_INPUT, Decision, episode, retune_decision
 from contract.artifacts import Artifact, ComponentError, Runtime
 from contract.config import ConfigError, TunerConfig
 from contract.names import BEST_HYPERPARAMETERS, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
@@ -213,7 +213,8 @@ def search_fingerprint(config: TunerConfig) -> str:
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _reuse(previous: Artifact, out: Path, decision: Decision, runtime: Runtime) -> dict[str, Artifact]:
+def _reuse(previous: Artifact, out: Path, decision: Decision, runtime: Runtime,
+           answered: dict | None) -> dict[str, Artifact]:
     """The earlier search's result and trial tables, marked as reused; no trial runs."""
     source = Path(previous.uri)
     result = {**read_best_hyperparameters(source), "reused": True,
@@ -228,7 +229,8 @@ def _reuse(previous: Artifact, out: Path, decision: Decision, runtime: Runtime) 
     return {BEST_HYPERPARAMETERS: Artifact(BEST_HYPERPARAMETERS, out, {
         **{k: v for k, v in previous.properties.items() if k in kept or k.startswith("embeddings_")},
         "tuned": True, "reused": True, "retune": decision.detail, "trials": 0, "completed_trials": 0,
-        "runs_since_search": int(previous.properties.get("runs_since_search", 0)) + 1})}
+        "runs_since_search": int(previous.properties.get("runs_since_search", 0)) + 1,
+        **({EPISODE_PROPERTY: answered} if answered else {})})}
 
 
 def check_config(config: TunerConfig) -> None:
@@ -249,7 +251,8 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
     out.mkdir(parents=True, exist_ok=True)
     decision = retune_decision(inputs, config)
     if config.enabled and not decision.search:
-        return _reuse(inputs[TUNED_INPUT], out, decision, runtime)  # no TensorFlow needed
+        # no TensorFlow needed
+        return _reuse(inputs[TUNED_INPUT], out, decision, runtime, episode(inputs, decision, runtime.run_id))
     if config.enabled:
         runtime.log(f"tuner: {decision.detail}")
     import keras  # heavy libraries are imported in run(), not at the top (see contract/artifacts.py)
@@ -334,4 +337,5 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
         "architecture": architecture, "tuned": bool(config.enabled), "objective": config.objective,
         "best_score": best_score, "best_trial": best_id, "trials": len(rows), "completed_trials": completed,
         "values": values, "search_fingerprint": fingerprint, "reused": False, "retune": decision.detail,
-        **searched, **(pretrained.properties() if pretrained else {})})}
+        **searched, **(pretrained.properties() if pretrained else {}),
+        **({EPISODE_PROPERTY: answered} if (answered := episode(inputs, decision, runtime.run_id)) else {})})}

@@ -2,8 +2,16 @@
 
 Its inputs that are not another step's plain output: `tuned_hyperparameters` is the newest earlier search of
 this root with the same search fingerprint (a Resolver), `statistics` is validate's, whose drift verdict
-forces a new search. retune_decision() reads them and tuner.enabled and tuner.retune; its reason is part of
-the step's cache key (SPEC.decision), because the answer can change with the clock alone.
+forces a new search, `served_model` the model serving now (a Resolver). retune_decision() reads them and
+tuner.enabled and tuner.retune; its reason is part of the step's cache key (SPEC.decision), because the answer
+can change with the clock alone.
+
+One search per drift episode: a search that answered a drift verdict records the episode (`drift_episode`: the
+drifted spans and their label mix); every later search or reuse carries it on. Once the model trained with those
+hyperparameters is the one served, a later drift verdict (the window still holding the spans from before the
+shift, a lasting shift is flagged week after week) forces no search when it is a label-mix drift whose spans'
+label mix is within validate.drift.label_linf of the episode's: the served model was tuned on that shift
+already. A drift of another measure, or of the label mix away from the episode's, searches again.
 
 The search fingerprint, the configuration check and the external fingerprint are the executor's functions:
 they read the model registry (library/models.py) or the pretrained vectors (library/embeddings.py), modules
@@ -13,17 +21,22 @@ import contracts).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any, NamedTuple
 
 from contract.artifacts import Artifact
 from contract.component_spec import ComponentSpec
 from contract.config import TunerConfig
-from contract.names import BEST_HYPERPARAMETERS
+from contract.names import BEST_HYPERPARAMETERS, EXAMPLES
 from contract.units import format_duration
+from library import drift
+from library.layouts import read_counts
 
 TUNED_INPUT = "tuned_hyperparameters"  # the newest earlier search of this root with the same search fingerprint
 DRIFT_INPUT = "statistics"  # validate's statistics; its drift_detected property forces a search
 DRIFT_PROPERTY = "drift_detected"
+SERVED_INPUT = "served_model"  # the model serving now: was it trained with the search that answered a drift?
+EPISODE_PROPERTY = "drift_episode"  # {"spans", "label_shares", "answered_in"} of the drift a search answered
 
 
 def search_fingerprint(config: TunerConfig) -> str:
@@ -52,8 +65,11 @@ def retune_decision(inputs: dict[str, Artifact], config: TunerConfig, now: float
         return Decision(True, "first", "searching: no earlier search in this root for this architecture and "
                                        "search space")
     statistics = inputs.get(DRIFT_INPUT)
+    answered = None
     if statistics is not None and statistics.properties.get(DRIFT_PROPERTY):
-        return Decision(True, "drift", "searching: the validate step detected drift")
+        answered = _answered(inputs, previous, statistics)
+        if answered is None:
+            return Decision(True, "drift", "searching: the validate step detected drift")
     since = int(previous.properties.get("runs_since_search", 0)) + 1
     age = (time.time() if now is None else now) - float(previous.properties.get("tuned_at", 0))
     origin = f"tuned in run {previous.properties.get('tuned_from')}"
@@ -64,9 +80,70 @@ def retune_decision(inputs: dict[str, Artifact], config: TunerConfig, now: float
     if policy.kind == "seconds" and age >= policy.every:
         return Decision(True, "every", f"searching: tuner.retune is {config.retune} and the hyperparameters "
                                        f"{origin} are {ago} old")
-    why = "no drift" if statistics is not None else "no drift verdict"
+    why = answered or ("no drift" if statistics is not None else "no drift verdict")
     return Decision(False, "reuse", f"reusing the hyperparameters {origin} ({ago} ago, {since - 1} reuse(s) "
                                     f"before; {why}; tuner.retune {config.retune})")
+
+
+def _label_shares(examples: Artifact | None, spans: list[str]) -> dict[str, float] | None:
+    """The label mix ({label: share}) of these spans' rows (train and eval, as validate measures drift), from
+    the examples' counts; None when a span is not in them."""
+    if examples is None or not spans:
+        return None
+    per_span = read_counts(examples.uri).get("spans", {})
+    if not all(span in per_span for span in spans):
+        return None
+    totals: dict[str, int] = {}
+    for span in spans:
+        for split in ("train", "eval"):
+            for label, count in per_span[span]["label_counts"][split].items():
+                totals[label] = totals.get(label, 0) + count
+    rows = sum(totals.values())
+    return {label: count / rows for label, count in sorted(totals.items())} if rows else None
+
+
+def _drifted_spans(statistics: Artifact) -> list[str]:
+    """The spans the drift verdict is about (every drifted new span, or the newest span)."""
+    spans = statistics.properties.get("drifted_spans")
+    return list(spans) if spans else [statistics.properties.get("drift_span")]
+
+
+def episode(inputs: dict[str, Artifact], decision: Decision, run_id: str) -> dict[str, Any] | None:
+    """The drift episode a search or reuse records: a new one when it answers a drift verdict, else the one the
+    reused search carried (None: no episode)."""
+    statistics = inputs.get(DRIFT_INPUT)
+    if decision.reason == "drift" and statistics is not None:
+        spans = _drifted_spans(statistics)
+        shares = _label_shares(inputs.get(EXAMPLES), spans)
+        return {"spans": spans, "label_shares": shares, "answered_in": run_id} if shares else None
+    previous = inputs.get(TUNED_INPUT)
+    if previous is None or decision.reason in ("first", "disabled"):
+        return None  # no earlier search of this search space to carry an episode from
+    return previous.properties.get(EPISODE_PROPERTY)
+
+
+def _answered(inputs: dict[str, Artifact], previous: Artifact, statistics: Artifact) -> str | None:
+    """Why this drift verdict needs no search (a drift episode already answered by the search whose model is
+    served), or None."""
+    recorded = previous.properties.get(EPISODE_PROPERTY)
+    served = inputs.get(SERVED_INPUT)
+    if not recorded or served is None or served.properties.get("tuned_from") != previous.properties.get("tuned_from"):
+        return None  # no episode, or the model of its search is not the one served
+    checks = statistics.properties.get("drift_checks") or []
+    drifted = [row for row in checks if row.get("drift")]
+    if not drifted or any(row["measure"] != "label_linf" for row in drifted):
+        return None  # only a label-mix drift can be compared with the episode's label mix
+    spans = _drifted_spans(statistics)
+    shares = _label_shares(inputs.get(EXAMPLES), spans)
+    if shares is None:
+        return None
+    distance = drift.l_infinity(Counter(shares), Counter(recorded["label_shares"]))
+    threshold = drifted[0]["threshold"]
+    if distance > threshold:
+        return None
+    return (f"the drift of span(s) {', '.join(spans)} was answered by the search of run {recorded['answered_in']} "
+            f"for span(s) {', '.join(recorded['spans'])}, whose model is served: their label mix is within "
+            f"{threshold} of it (L-inf {distance:.3f})")
 
 
 def decision_facts(inputs: dict[str, Artifact], config: TunerConfig) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import NamedTuple
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from components.validate.span_checks import check_spans
+from components.validate.span_checks import check_spans, drift_properties
 from contract.artifacts import Artifact, ComponentError, Runtime, check_rows_arrived
 from contract.config import ValidateConfig
 from contract.names import ANOMALIES, EXAMPLES, SCHEMA, STATISTICS
@@ -319,15 +319,6 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: ValidateConfig, r
         STATISTICS: Artifact(STATISTICS, statistics_dir, {
             "rows_per_split": {split: statistics[split]["rows"] for split in SPLITS},
             "label_counts": {split: statistics[split]["label_counts"] for split in SPLITS},
-            **({} if drift is None else {
-                "drift_detected": any(row["drift"] for row in drift["checks"]),
-                "drift": {row["measure"]: row["value"] for row in drift["checks"]},
-                "drift_checks": drift["checks"], "drift_span": drift["newest_span"],
-                "drifted_spans": [span for span, facts in drift["spans"].items() if facts["drifted"]],
-                "span_checks": {span: {"sha256": facts["sha256"], "accepted": facts["accepted"],
-                                       "drifted": facts["drifted"],
-                                       "drift": {row["measure"]: row["value"] for row in facts["checks"]},
-                                       "quality": {row["check"]: row["value"] for row in facts["quality"]}}
-                                for span, facts in drift["spans"].items()}})}),
+            **({} if drift is None else drift_properties(drift))}),
         ANOMALIES: Artifact(ANOMALIES, anomalies_dir, {"count": len(anomalies)}),
     }

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from contract.artifacts import ComponentError, Runtime
 from contract.config import ValidateConfig
+from contract.names import STATISTICS
 from library import drift
 from library.layouts import examples_files, read_counts, read_sources, span_examples_files, write_drift
 
@@ -110,8 +111,23 @@ def check_spans(examples_dir: Path, properties: dict, statistics_dir: Path, conf
         raise ComponentError(
             f"validate: refused span(s) {named}: nothing trained or pushed; they are quarantined and left out of "
             "later windows until `agnews-pipeline spans accept NAME` (or `spans reject NAME`)", kind,
-            {"refused": refused})
+            {"refused": refused}, facts={STATISTICS: drift_properties(record)})
     return record
+
+
+def drift_properties(record: dict) -> dict:
+    """The statistics artifact's drift properties of a check_spans record; also the facts of a refusal, so a
+    refused run's metrics, report and history show what was measured."""
+    return {
+        "drift_detected": any(row["drift"] for row in record["checks"]),
+        "drift": {row["measure"]: row["value"] for row in record["checks"]},
+        "drift_checks": record["checks"], "drift_span": record["newest_span"],
+        "drifted_spans": [span for span, facts in record["spans"].items() if facts["drifted"]],
+        "span_checks": {span: {"sha256": facts["sha256"], "accepted": facts["accepted"],
+                               "drifted": facts["drifted"],
+                               "drift": {row["measure"]: row["value"] for row in facts["checks"]},
+                               "quality": {row["check"]: row["value"] for row in facts["quality"]}}
+                        for span, facts in record["spans"].items()}}
 
 
 def _why(facts: dict, reason: str) -> str:

@@ -26,6 +26,7 @@ trainer:
 evaluator:
   min_accuracy: 0.0
   max_accuracy_drop: 1.0
+  significance: 0.0
 """
 
 

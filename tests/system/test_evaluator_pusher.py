@@ -24,6 +24,7 @@ from contract.artifacts import Artifact, Runtime, fingerprint
 from contract.config import EvaluatorConfig, PusherConfig
 from library import evaluation_report, export, layouts
 from library.layouts import CLASS_NAMES
+from library.paired_gate import RowResults
 
 MAX_LENGTH = 64  # conftest's transform config
 
@@ -89,12 +90,14 @@ def untrained(tmp_path_factory, transformed_sample):
     return {"keras": model, **model_artifacts(tmp_path_factory.mktemp("untrained"), model, transform_graph, history)}
 
 
-def evaluate(tmp_path, candidate, ingested_sample, transformed_sample, config, baseline=None):
+def evaluate(tmp_path, candidate, ingested_sample, transformed_sample, config, baseline=None, anchors=None):
     inputs = {"model": candidate["model"], "examples": ingested_sample,
               "transformed_examples": transformed_sample["transformed_examples"],
               "model_run": candidate["model_run"]}
     if baseline is not None:
         inputs["baseline_model"] = baseline["model"]
+    if anchors is not None:
+        inputs["anchor_blessings"] = anchors
     messages = []
     outputs = evaluator.run(inputs, tmp_path / "out", config, Runtime(log=messages.append))
     metrics = layouts.read_metrics(outputs["evaluation"].uri)
@@ -130,6 +133,7 @@ def test_metrics_match_numpy_and_first_model_is_blessed(tmp_path, trained, inges
     probabilities, labels = raw_test_predictions(layouts.serving_model_dir(trained["model"].uri),
                                                  ingested_sample.uri)
     predicted = np.argmax(probabilities, axis=1)
+    raw_accuracy = np.mean(predicted == labels)
     overall = metrics["overall"]
     assert metrics["examples"] == overall["examples"] == len(labels) == 400
     assert overall["accuracy"] == pytest.approx(np.mean(predicted == labels), abs=1e-6)
@@ -165,9 +169,15 @@ def test_metrics_match_numpy_and_first_model_is_blessed(tmp_path, trained, inges
 
     assert blessing["blessed"] is True and blessing["baseline_accuracy"] is None
     assert blessing["accuracy"] == overall["accuracy"]
-    assert blessing["thresholds"] == {"min_accuracy": 0.4, "max_accuracy_drop": 0.005}
+    assert blessing["thresholds"] == {"min_accuracy": 0.4, "max_accuracy_drop": 0.005, "significance": 0.05,
+                                      "anchor_versions": 5}
     assert "no baseline" in blessing["reason"]
     assert outputs["blessing"].properties["blessed"] is True
+    # The per-row results recorded for later anchors: the rows the raw predictions above got right.
+    rows = RowResults.from_packed(outputs["blessing"].properties["test_rows"],
+                                  outputs["blessing"].properties["correct_rows"],
+                                  outputs["blessing"].properties["test_row_count"])
+    assert rows.accuracy == pytest.approx(raw_accuracy, abs=1e-9) and len(rows.correct) == 400
     assert outputs["evaluation"].properties == {"accuracy": overall["accuracy"], "loss": overall["loss"],
                                                 "macro_f1": overall["macro_f1"]}
     evaluation_dir = outputs["evaluation"].uri
@@ -199,7 +209,8 @@ def test_candidate_worse_than_baseline_is_not_blessed(tmp_path, trained, untrain
                                              baseline=trained)
     assert blessing["baseline_accuracy"] - blessing["accuracy"] > 0.005  # the precondition of this test
     assert blessing["blessed"] is False
-    assert "below the baseline's" in blessing["reason"] and "allowed drop 0.0050" in blessing["reason"]
+    assert "below the anchor's" in blessing["reason"] and "(baseline, " in blessing["reason"]
+    assert "allowed drop 0.0050" in blessing["reason"]
     assert "min_accuracy" not in blessing["reason"]  # the absolute bar (0.0) was met
     assert metrics["baseline"]["accuracy_change"] == pytest.approx(blessing["accuracy"] - blessing["baseline_accuracy"])
     assert outputs["blessing"].properties["baseline_accuracy"] == blessing["baseline_accuracy"]
@@ -212,6 +223,26 @@ def test_candidate_as_good_as_baseline_is_blessed(tmp_path, trained, ingested_sa
     assert blessing["baseline_accuracy"] == pytest.approx(blessing["accuracy"])
     assert metrics["baseline"]["accuracy_change"] == pytest.approx(0.0, abs=1e-9)
     assert "versus the baseline's" in blessing["reason"]
+
+
+def test_a_recorded_anchor_refuses_a_worse_candidate_without_reloading_its_model(tmp_path, trained, untrained,
+                                                                               ingested_sample, transformed_sample):
+    """The anchor's per-row results come from a served version's blessing properties, not from its model: the
+    trained model's recorded blessing refuses the untrained candidate, which no baseline is there to stop."""
+    served, _, served_blessing, _ = evaluate(tmp_path / "served", trained, ingested_sample, transformed_sample,
+                                             EvaluatorConfig(min_accuracy=0.0))
+    anchor = Artifact("blessing", served["blessing"].uri, {**served["blessing"].properties, "served_version": 7})
+    config = EvaluatorConfig(min_accuracy=0.0, max_accuracy_drop=0.005)
+    outputs, metrics, blessing, _ = evaluate(tmp_path / "anchored", untrained, ingested_sample, transformed_sample,
+                                             config, anchors=[anchor])
+    assert served_blessing["accuracy"] - blessing["accuracy"] > 0.005  # the precondition of this test
+    assert blessing["blessed"] is False and "below the anchor's" in blessing["reason"]
+    assert "(version 7, " in blessing["reason"]
+    assert outputs["blessing"].properties["anchor_accuracy"] == pytest.approx(served_blessing["accuracy"])
+    assert metrics["gate"]["anchors"] == {"version 7": pytest.approx(served_blessing["accuracy"])}
+    assert "- anchor: " in (outputs["evaluation"].uri / layouts.EVALUATION_REPORT_FILE).read_text()
+    _, _, alone, _ = evaluate(tmp_path / "alone", untrained, ingested_sample, transformed_sample, config)
+    assert alone["blessed"] is True  # without the anchor nothing compares it: it would be pushed
 
 
 def test_training_series_reads_trainer_and_keras_history_forms():

@@ -124,8 +124,11 @@ def test_the_warm_start_carries_embedding_rows_by_token(grown):
     # By position, a moved token's row would be the old row of whatever token had its new id.
     by_position = sum(np.allclose(new_rows[new_id], old_rows[new_id], atol=CARRIED) for _, _, new_id in moved)
     assert by_position == 0
-    # New tokens start from the new model's own initial rows, not the old row of their position.
-    assert not any(np.allclose(new_rows[new_id], old_rows[new_id], atol=CARRIED) for new_id in fresh)
+    # New tokens start from the old model's out-of-vocabulary row (one bucket: what it read them as), not from
+    # random rows nor the old row of their position.
+    oov_row = old_rows[len(old_tokens) + 1]
+    for new_id in fresh:
+        np.testing.assert_allclose(new_rows[new_id], oov_row, atol=CARRIED, err_msg=str(new_tokens[new_id - 1]))
     for layer in new.layers:  # every other layer starts from the base model's weights too
         if layer.get_weights() and layer.name != "embedding":
             for now, before in zip(layer.get_weights(), old.get_layer(layer.name).get_weights()):
@@ -288,3 +291,15 @@ def test_a_bad_retune_value_is_one_line_and_exit_2(tmp_path):
                                   check_code=2)
     assert completed.stderr.strip().startswith("configuration error: tuner.retune must be always, on_drift")
     assert len(completed.stderr.strip().splitlines()) == 1 and not (tmp_path / "root").exists()
+
+
+def test_a_changed_max_length_turns_warm_start_off(grown):
+    completed, run_id = _pipeline("run", grown["root"], grown["grown_data"], *LATER, "--set",
+                                  "transform.max_length=32", "--until", "trainer")
+    # The same hyperparameters (reused: another transform is no reason to search): only the input changed.
+    assert "tuner: reusing the hyperparameters tuned in run" in completed.stdout
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("trainer: no warm start from ")]
+    assert len(lines) == 1 and lines[0].endswith(
+        ": its max_length is 64, not 32 (transform.max_length); training from scratch"), completed.stdout
+    model = _outputs(grown["root"], run_id)["model"]["properties"]
+    assert "warm_start_from" not in model and "max_length is 64, not 32" in model["warm_start"]

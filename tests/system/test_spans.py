@@ -27,7 +27,7 @@ transform: {vocab_size: 5000, max_length: 64, bucket_boundaries: [8, 16, 32, 64]
 tuner: {enabled: false}
 trainer: {epochs: 1}
 # One epoch on 900 rows is no good model: every candidate is blessed, so each retrain pushes.
-evaluator: {min_accuracy: 0.0, max_accuracy_drop: 1.0}
+evaluator: {min_accuracy: 0.0, max_accuracy_drop: 1.0, significance: 0.0}
 validate: {drift: {length_min_rows: 100}}
 """
 
@@ -191,13 +191,34 @@ def test_a_drifted_newest_span_warns_or_fails_as_configured(tmp_path):
     listed = agnews_in_process("runs", "--pipeline-root", str(tmp_path / "root")).stdout
     assert "2026-10-12..2026-11-02 (4 spans)" in listed and "true" in listed.splitlines()[1]
 
-    failed = agnews("retrain", *args(tmp_path, live, "--set", "validate.on_drift=fail"), check_code=8)
+    prom = tmp_path / "agnews.prom"
+    failed = agnews("retrain", *args(tmp_path, live, "--set", "validate.on_drift=fail", "--metrics-file", str(prom)),
+                    check_code=8)
     assert "label_linf = " in failed.stderr and "> threshold 0.1" in failed.stderr
-    record = json.loads(next(p for p in sorted((tmp_path / "root" / "runs").iterdir())[::-1]
-                             if (p / "run.json").is_file()).joinpath("run.json").read_text())
+    refused = next(p for p in sorted((tmp_path / "root" / "runs").iterdir())[::-1] if (p / "run.json").is_file())
+    record = json.loads((refused / "run.json").read_text())
     states = {step["step"]: step["state"] for step in record["steps"]}
     assert states["validate"] == "failed" and "trainer" not in states  # nothing trained or pushed
     assert not (tmp_path / "root" / "serving").exists()
+    # The refused run's metrics hold the drift that validate measured (its report, kept with the failed attempt).
+    measured = layouts.read_drift(refused / "validate.failed" / "statistics")
+    assert measured["newest_span"] == "2026-11-02"
+    values = metrics(prom)
+    assert values[("agnews_retrain_outcome", (("command", "retrain"), ("outcome", "drift")))] == 1
+    assert values[("agnews_retrain_drift_detected", ())] == 1
+    for row in measured["checks"]:
+        if row["value"] is not None:
+            assert values[("agnews_retrain_drift", (("measure", row["measure"]),))] == pytest.approx(row["value"])
+    assert values[("agnews_retrain_drift", (("measure", "label_linf"),))] > 0.3
+    label = next(row for row in measured["checks"] if row["measure"] == "label_linf")
+    assert f"| label_linf | {label['value']:.4f} | 0.1 | DRIFT |" in (refused / "report.md").read_text()
+    # The recording the alert rules are tested on (tests/test_outcomes.py) is what this run writes today.
+    recorded = metrics(PROJECT / "tests" / "support" / "data" / "metrics" / "drift.prom")
+    volatile = ("agnews_retrain_last_run_timestamp_seconds", "agnews_retrain_duration_seconds",
+                "agnews_retrain_newest_span_age_seconds")
+    assert ({k: v for k, v in values.items() if k[0] not in volatile}
+            == {k: v for k, v in recorded.items() if k[0] not in volatile}), "bash tests/support/data/metrics/record.sh"
+    assert set(values) == set(recorded)
 
 
 # ---------------------------------------------------------------------------------------------- units (fast)

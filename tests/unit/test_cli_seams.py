@@ -100,3 +100,16 @@ def test_serve_errors_honour_log_format_json(tmp_path, capsys, flags, message):
     assert out == "" and len(lines) == 1, lines
     record = json.loads(lines[0])
     assert record["level"] == "error" and record["message"].startswith("serve: ") and message in record["message"]
+
+
+def test_retrain_reaches_the_pipeline_without_step_range_flags(tmp_path, sample_dir):
+    """retrain has no --until/--from/--only, and the code before its run must not read them: a stream with one
+    span and ingest.window.min_spans 2 ends as too_few_spans (exit 6), not with a traceback."""
+    from support.cli import agnews_in_process
+    stream = tmp_path / "stream"
+    (stream / "2026-12-01").mkdir(parents=True)
+    (stream / "test.csv").write_bytes((sample_dir / "test.csv").read_bytes())
+    (stream / "2026-12-01" / "train.csv").write_bytes((sample_dir / "train.csv").read_bytes())
+    completed = agnews_in_process("retrain", "--data", f"csv:{stream}", "--pipeline-root", tmp_path / "root",
+                                  "--set", "ingest.window.min_spans=2", check_code=6)
+    assert "Traceback" not in completed.stderr

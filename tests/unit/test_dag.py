@@ -47,29 +47,48 @@ def _execute(store: MetadataStore, run_id: str, step: str, inputs: dict[str, int
     return store.complete_execution(execution, tmp_path / run_id / step, inputs, published)
 
 
-def test_resolver_finds_the_newest_judged_artifact_and_never_the_candidate_itself(tmp_path):
+def test_served_resolver_follows_the_highest_served_version_not_the_newest_blessing(tmp_path):
+    """SERVED_MODEL: the model whose push published the highest complete version of the serving folder (after a
+    rollback, the model rolled back to), passing over an excluded candidate; SERVED_BLESSINGS: the last N."""
+    import types
+
+    from library.layouts import serving_version_dir
     store = MetadataStore(tmp_path / "metadata.sqlite")
-    resolver = dag.LATEST_BLESSED_MODEL
-    assert resolver.resolve(store, dag.STEPS) is None  # nothing judged yet: the input is simply absent
+    serving = tmp_path / "serving"
+    config = types.SimpleNamespace(serving_dir=lambda: serving, evaluator=types.SimpleNamespace(anchor_versions=2))
+    resolver = dag.SERVED_MODEL
+    assert resolver.resolve(store, dag.STEPS, config=config) is None  # nothing served yet: the input is absent
 
-    def run(run_id: str, model: str, blessed: bool, baseline: int | None = None) -> int:
+    def publish(version: int) -> Path:
+        folder = serving_version_dir(serving, version)
+        folder.mkdir(parents=True)
+        (folder / "saved_model.pb").write_bytes(b"model")
+        return folder
+
+    def run(run_id: str, model: str, version: int | None, model_id: int | None = None) -> tuple[int, int]:
         store.start_run(run_id, "run", {}, None)
-        model_id = _execute(store, run_id, "trainer", {}, {"model": (model, {})}, tmp_path)["model"]
-        inputs = {"model": model_id, **({"baseline_model": baseline} if baseline else {})}
-        _execute(store, run_id, "evaluator", inputs, {"blessing": (f"b-{run_id}", {"blessed": blessed})}, tmp_path)
-        return model_id
+        if model_id is None:
+            model_id = _execute(store, run_id, "trainer", {}, {"model": (model, {})}, tmp_path)["model"]
+        blessing = _execute(store, run_id, "evaluator", {"model": model_id},
+                            {"blessing": (f"b-{run_id}", {"blessed": True})}, tmp_path)["blessing"]
+        pushed = {"pushed": version is not None, "version": version,
+                  "path": str(publish(version)) if version else None}
+        _execute(store, run_id, "pusher", {"model": model_id, "blessing": blessing},
+                 {"pushed_model": (f"p-{run_id}", pushed)}, tmp_path)
+        return model_id, blessing
 
-    first = run("r1", "model-1", blessed=True)
-    assert resolver.resolve(store, dag.STEPS).id == first
-    assert resolver.resolve(store, dag.STEPS, exclude_fingerprint="model-1") is None
-    # Blessed with the first model as its baseline: the newer candidate is the answer, never its baseline.
-    second = run("r2", "model-2", blessed=True, baseline=first)
-    assert resolver.resolve(store, dag.STEPS).id == second
-    assert resolver.resolve(store, dag.STEPS, exclude_fingerprint="model-2").id == first
-    run("r3", "model-3", blessed=False, baseline=second)  # not blessed: ignored
-    assert resolver.resolve(store, dag.STEPS).id == second
-    store.mark_deleted([second])  # a deleted artifact cannot be a baseline
-    assert resolver.resolve(store, dag.STEPS).id == first
+    first, first_blessing = run("r1", "model-1", 1)
+    second, second_blessing = run("r2", "model-2", 2)
+    assert resolver.resolve(store, dag.STEPS, config=config).id == second
+    assert resolver.resolve(store, dag.STEPS, config=config, exclude_fingerprint="model-2").id == first
+    run("r3", "model-3", None)  # blessed, not pushed (a pinned run, a failed push): not served, not the baseline
+    assert resolver.resolve(store, dag.STEPS, config=config).id == second
+    run("r4", "", 3, model_id=first)  # a rollback: version 3 is model 1 again
+    assert resolver.resolve(store, dag.STEPS, config=config).id == first
+    served = dag.SERVED_BLESSINGS.resolve(store, dag.STEPS, config=config)
+    assert [(b.properties["served_version"]) for b in served] == [3, 2]
+    assert served[1].id == second_blessing
+    assert resolver.resolve(store, dag.STEPS) is None  # without a configuration (gc): nothing
     store.close()
 
 
@@ -201,11 +220,11 @@ def test_the_dag_is_checked_when_it_is_built():
         changed("pusher", delivers="pushed_model.pushd"))
     assert "delivers 'pushed.pushed', not one of its outputs" in _wiring_fault(
         changed("pusher", delivers="pushed.pushed"))
-    wrong_judge = dataclasses.replace(dag.LATEST_BLESSED_MODEL, judged_by="validate.anomalies")
+    wrong_judge = dataclasses.replace(dag.SERVED_MODEL, judged_by="validate.anomalies")
     evaluator_inputs = {**dag.step_named("evaluator").inputs, "baseline_model": wrong_judge}
     assert "judged by step 'validate', which does not consume 'trainer.model'" in _wiring_fault(
         changed("evaluator", inputs=evaluator_inputs))
-    unknown = dataclasses.replace(dag.LATEST_BLESSED_MODEL, artifact="trainer.modle")
+    unknown = dataclasses.replace(dag.SERVED_MODEL, artifact="trainer.modle")
     assert "resolves 'trainer.modle', which no step outputs" in _wiring_fault(
         changed("evaluator", inputs={**dag.step_named("evaluator").inputs, "baseline_model": unknown}))
     # The display tables are checked against the DAG too.

@@ -1,0 +1,345 @@
+"""A simulated year of weekly retrains (issue 28, item 9): N weekly spans (default 52) fed one a week to the real
+`python -m apps.cli retrain`, with scripted incidents placed by fraction of the year, so a short year (--weeks 12)
+still holds every one of them.
+
+    nice -n 5 python benchmarks/bench_year.py --weeks 12 --label genuine_12w
+    python benchmarks/bench_year.py --data-dir /tmp/ag_news_120k --weeks 4 --label 120k_4w   # cost
+
+Data: the genuine rows of --data-dir (default /work/shared/data/ag_news), shuffled once (seeded) and dealt
+--rows-per-week rows a week; test.csv cut to --test-rows (class-stratified by taking rows in file order after a
+seeded shuffle). Each week the stream folder DIR/<date>/train.csv gains one span and `retrain --data csv:DIR`
+runs with tests/support/e2e_config.yaml (a tiny training budget) in a fresh root under --work.
+
+Incidents (week = fraction of the year, at least 1 week apart):
+- label shift: from 0.5 of the year on, SHIFT_SHARE of each new span's rows are Sports and stay so (the first
+  3 weeks are the episode, then it is permanent);
+- corrupted span (0.25): a one-off span whose labels are bad in CORRUPT_SHARE of its rows (above
+  ingest.max_bad_row_fraction);
+- corrected span (0.33): the span is rewritten a week later (same name, new bytes: other rows);
+- late span (0.42): the week's span is not there on its date and arrives the week after, out of order;
+- backfill (0.58): after the weekly retrain, `retrain --span <the newest ingested span 2+ weeks old>`;
+- rollback (0.66): `agnews-pipeline rollback VERSION` when main has it, else skipped with the reason;
+- SIGKILL (0.75): the retrain is killed by pid once its trainer step has started (its logs/trainer.log exists),
+  then the weekly retrain runs again;
+- full disk (0.9): `--set pipeline.min_free_space=<more than the free space>`, the documented check that a too-full
+  disk fails before a step runs (a simulated full disk: no filesystem is filled).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import run_info  # benchmarks/ is on sys.path when a script here runs
+
+PROJECT = Path(__file__).resolve().parent.parent
+CONFIG = PROJECT / "tests" / "support" / "e2e_config.yaml"
+REJECT_UNQUARANTINED = False  # --operator-rejects: `spans reject` a failed corrupted span that was not quarantined
+SETTINGS: list[str] = []  # --set flags of every retrain (main() fills it from the command line)
+SHIFT_SHARE, SHIFT_CLASS, CORRUPT_SHARE = 0.7, '"2"', 0.2
+INCIDENTS = {"corrupted": 0.25, "corrected": 0.33, "late": 0.42, "shift": 0.5, "backfill": 0.58,
+             "rollback": 0.66, "sigkill": 0.75, "full_disk": 0.9}
+START = datetime.date(2026, 1, 5)
+
+
+def schedule(weeks: int) -> dict[str, int]:
+    """Incident -> week (1-based), by fraction of the year; never week 1 (the first run)."""
+    return {name: max(2, round(fraction * weeks)) for name, fraction in INCIDENTS.items()}
+
+
+def cli(args: list[str], root: Path, log: Path, timeout: float = 3600) -> tuple[int, float, str]:
+    """Runs `python -m apps.cli ARGS`; exit code, wall seconds and the last line it printed."""
+    started, offset = time.monotonic(), log.stat().st_size if log.exists() else 0
+    with open(log, "a", encoding="utf-8") as out:
+        out.write(f"\n$ {' '.join(args)}\n")
+        out.flush()
+        process = subprocess.run([sys.executable, "-m", "apps.cli", *args], cwd=PROJECT, stdout=out,
+                                 stderr=subprocess.STDOUT, timeout=timeout,
+                                 env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "PYTHONPATH": str(PROJECT)})
+    with open(log, encoding="utf-8") as written:
+        written.seek(offset)
+        lines = [line for line in written.read().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR")]  # the one line a failure is
+    return process.returncode, round(time.monotonic() - started, 1), (errors or lines or [""])[-1]
+
+
+def cli_json(args: list[str]):
+    """A read-only command's --json output, or None when it fails."""
+    process = subprocess.run([sys.executable, "-m", "apps.cli", *args, "--json"], cwd=PROJECT, capture_output=True,
+                             text=True, env={**os.environ, "PYTHONPATH": str(PROJECT)})
+    try:
+        return json.loads(process.stdout) if process.returncode == 0 else None
+    except json.JSONDecodeError:
+        return None
+
+
+class Year:
+    """The stream folder, the root and what each week saw."""
+
+    def __init__(self, data_dir: Path, work: Path, weeks: int, rows: int, test_rows: int, seed: int):
+        self.work, self.weeks, self.rows = work, weeks, rows
+        self.stream, self.root, self.log = work / "stream", work / "root", work / "year.log"
+        self.stream.mkdir(parents=True)
+        rng = random.Random(seed)
+        train = [line for line in (data_dir / "train.csv").read_text(encoding="utf-8").splitlines(True) if line.strip()]
+        test = [line for line in (data_dir / "test.csv").read_text(encoding="utf-8").splitlines(True) if line.strip()]
+        rng.shuffle(train)
+        rng.shuffle(test)
+        (self.stream / "test.csv").write_text("".join(test[:test_rows]), encoding="utf-8")
+        self.pool, self.rng = train, rng
+        self.accuracy_of_version: dict[int, float] = {}
+        self.weeks_seen: list[dict] = []
+
+    def span_name(self, week: int) -> str:
+        return (START + datetime.timedelta(weeks=week - 1)).isoformat()
+
+    def take(self, count: int, shifted: bool) -> list[str]:
+        """`count` unused rows; SHIFT_SHARE of them Sports when `shifted`."""
+        if not shifted:
+            rows, self.pool = self.pool[:count], self.pool[count:]
+            return rows
+        wanted = round(SHIFT_SHARE * count)
+        sports = [r for r in self.pool if r.startswith(SHIFT_CLASS)][:wanted]
+        others = [r for r in self.pool if not r.startswith(SHIFT_CLASS)][:count - len(sports)]
+        used = set(sports) | set(others)
+        self.pool = [r for r in self.pool if r not in used]
+        rows = sports + others
+        self.rng.shuffle(rows)
+        return rows
+
+    def write_span(self, name: str, rows: list[str]) -> None:
+        """The span's train.csv, written beside and renamed in (a reader never sees half a file)."""
+        folder = self.stream / name
+        folder.mkdir(exist_ok=True)
+        temporary = folder / ".train.csv.tmp"
+        temporary.write_text("".join(rows), encoding="utf-8")
+        os.replace(temporary, folder / "train.csv")
+
+    def retrain(self, *flags: str) -> tuple[int, float, str]:
+        return cli(["retrain", "--data", f"csv:{self.stream}", "--pipeline-root", str(self.root), "--config",
+                    str(CONFIG), "--metrics-file", str(self.work / "metrics.prom"), *SETTINGS, *flags],
+                   self.root, self.log)
+
+    def served_version(self) -> int | None:
+        folder = self.root / "serving" / "agnews"
+        versions = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
+        return max(versions, default=None)
+
+    def newest_run(self) -> dict:
+        """The newest run's run.json (steps with their outputs' properties), or {}."""
+        runs = sorted((self.root / "runs").glob("*/run.json")) if (self.root / "runs").is_dir() else []
+        return json.loads(runs[-1].read_text()) if runs else {}
+
+    def observe(self, code: int, seconds: float, last_line: str, before: int | None) -> dict:
+        """What a retrain did, read from its run.json, the serving folder, `spans --json` and du."""
+        record = self.newest_run()
+        outputs = {name: o.get("properties", {}) for s in record.get("steps", []) for name, o in
+                   (s.get("outputs") or {}).items()}
+        tuner = outputs.get("best_hyperparameters", {})
+        served = self.served_version()
+        accuracy = outputs.get("evaluation", {}).get("accuracy")
+        if served is not None and served != before and accuracy is not None:
+            self.accuracy_of_version[served] = accuracy
+        spans = cli_json(["spans", "--data", f"csv:{self.stream}", "--pipeline-root", str(self.root)]) or []
+        return {
+            "exit": code, "seconds": seconds, "line": last_line[:300], "run_id": record.get("run_id"),
+            "search": None if not tuner else ("reused" if tuner.get("reused") else "searched"),
+            "warm_start": outputs.get("model", {}).get("warm_start"),
+            "candidate_accuracy": accuracy, "pushed": served != before, "served_version": served,
+            "served_accuracy": self.accuracy_of_version.get(served),
+            "quarantined": [s["span"] for s in spans if s.get("state") == "quarantined"],
+            "span_states": {s["span"]: f"{s.get('state')}{' (drifted)' if s.get('drifted') else ''}" for s in spans},
+            "root_mb": round(du(self.root) / 1e6, 1),
+        }
+
+    def weekly(self, week: int, *flags: str) -> dict:
+        before = self.served_version()
+        code, seconds, line = self.retrain(*flags)
+        return self.observe(code, seconds, line, before)
+
+
+def du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink()) if path.exists() else 0
+
+
+def corrupt(rows: list[str], rng: random.Random) -> list[str]:
+    """CORRUPT_SHARE of the rows with a label outside 1..4 (a bad row to ingest's checks)."""
+    bad = set(rng.sample(range(len(rows)), round(CORRUPT_SHARE * len(rows))))
+    return [('"9"' + row[3:]) if i in bad else row for i, row in enumerate(rows)]
+
+
+def operator_rejects(year: Year, span: str, incidents: dict) -> list[str]:
+    """What an operator does when a refused span was not quarantined (the run failed, later runs would fail
+    again): `spans reject SPAN`. Nothing when the pipeline quarantined it itself."""
+    states = year.weeks_seen[-1]["span_states"] if year.weeks_seen else {}
+    if states.get(span) == "quarantined":
+        return []
+    code, _, line = cli(["spans", "reject", span, "--data", f"csv:{year.stream}", "--pipeline-root",
+                         str(year.root)], year.root, year.log)
+    incidents["corrupted_operator"] = {"state_before": states.get(span), "spans_reject_exit": code, "line": line}
+    return [f"operator: spans reject {span} (was {states.get(span)})"]
+
+
+def sigkill_mid_trainer(year: Year) -> dict:
+    """Starts the weekly retrain, SIGKILLs it by pid once a new run's logs/trainer.log exists (at most 30 min)."""
+    known = {p.name for p in (year.root / "runs").iterdir()} if (year.root / "runs").is_dir() else set()
+    command = [sys.executable, "-m", "apps.cli", "retrain", "--data", f"csv:{year.stream}", "--pipeline-root",
+               str(year.root), "--config", str(CONFIG), *SETTINGS]
+    with open(year.log, "a", encoding="utf-8") as out:
+        process = subprocess.Popen(command, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "PYTHONPATH": str(PROJECT)})
+    started, killed = time.monotonic(), False
+    while process.poll() is None and time.monotonic() - started < 1800:
+        new = [p for p in (year.root / "runs").glob("*") if p.name not in known]
+        if any((p / "logs" / "trainer.log").exists() for p in new):
+            time.sleep(2)  # inside the trainer, past its start-up
+            os.kill(process.pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.5)
+    code = process.wait()
+    return {"killed_mid_trainer": killed, "exit": code, "seconds_before_kill": round(time.monotonic() - started, 1)}
+
+
+def run_year(year: Year, plan: dict[str, int]) -> tuple[list[dict], dict]:
+    """The main loop: one span a week, the week's incident, the weekly retrain."""
+    weeks, incidents, late = [], {}, None
+    for week in range(1, year.weeks + 1):
+        name, note = year.span_name(week), []
+        rows = year.take(year.rows, shifted=week >= plan["shift"])
+        if week == plan["corrupted"]:
+            rows, note = corrupt(rows, year.rng), note + ["corrupted span"]
+        if week == plan["corrupted"] + 1 and REJECT_UNQUARANTINED:
+            note += operator_rejects(year, year.span_name(plan["corrupted"]), incidents)
+        if week == plan["late"]:
+            late, note = (name, rows), note + [f"span {name} late"]
+        else:
+            year.write_span(name, rows)
+        if late and week == plan["late"] + 1:
+            year.write_span(*late)
+            note.append(f"late span {late[0]} arrives")
+        if week == plan["corrected"] + 1:
+            year.write_span(year.span_name(plan["corrected"]), year.take(year.rows, shifted=False))
+            note.append(f"span {year.span_name(plan['corrected'])} corrected")
+        if week == plan["sigkill"]:
+            incidents["sigkill"] = sigkill_mid_trainer(year)
+            note.append("SIGKILL mid-trainer, then the weekly retrain again")
+        flags = []
+        if week == plan["full_disk"]:
+            free = shutil.disk_usage(year.work).free
+            flags, note = ["--set", f"pipeline.min_free_space={free + 10**12}"], note + ["simulated full disk"]
+        result = {"week": week, "span": name, "events": note, **year.weekly(week, *flags)}
+        print(f"week {week:2d} {name} exit {result['exit']} {result['seconds']}s {'; '.join(note)}", flush=True)
+        weeks.append(result)
+        year.weeks_seen = weeks
+        incidents.update(special(year, week, plan, result))
+        yield_json(year, weeks, incidents)
+    return weeks, incidents
+
+
+def special(year: Year, week: int, plan: dict[str, int], result: dict) -> dict:
+    """The incidents run after the weekly retrain (backfill, rollback) and what the incident weeks ended as."""
+    found = {}
+    for name in ("corrupted", "corrected", "full_disk", "shift", "sigkill"):
+        if week == plan[name] + (1 if name == "corrected" else 0):
+            found[name if name != "sigkill" else "sigkill_next_run"] = {"week": week, **{k: result[k] for k in ("exit", "line", "search", "warm_start",
+                                                                    "pushed", "quarantined")}}
+    if week == plan["late"] + 1:
+        found["late"] = {"week": week, "exit": result["exit"], "late_span_state":
+                         result["span_states"].get(year.span_name(plan["late"]))}
+    if week == plan["backfill"]:
+        before, older = year.served_version(), [name for name, state in result["span_states"].items()
+                                                 if state.startswith("ingested") and name < year.span_name(week - 1)]
+        span = older[-1] if older else year.span_name(week - 3)  # an older span the window trained on
+        code, seconds, line = year.retrain("--span", span)
+        found["backfill"] = {"week": week, "span": span, "exit": code, "seconds": seconds,
+                             "line": line[:300], "served_before": before, "served_after": year.served_version()}
+    if week == plan["rollback"]:
+        found["rollback"] = rollback(year)
+    return found
+
+
+def rollback(year: Year) -> dict:
+    """`rollback <oldest served version>` if the CLI has the command, else the reason it was skipped."""
+    probe = subprocess.run([sys.executable, "-m", "apps.cli", "rollback", "--help"], cwd=PROJECT,
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(PROJECT)})
+    if probe.returncode != 0:
+        return {"skipped": "agnews-pipeline has no rollback command on this branch's main yet "
+                           f"({(probe.stderr.strip().splitlines() or [''])[-1][:200]})"}
+    before = year.served_version()
+    code, seconds, line = cli(["rollback", "1", "--pipeline-root", str(year.root)], year.root, year.log)
+    return {"exit": code, "seconds": seconds, "line": line[:300], "served_before": before,
+            "served_after": year.served_version()}
+
+
+def yield_json(year: Year, weeks: list[dict], incidents: dict) -> None:
+    """The weeks so far, beside the work folder (a killed benchmark keeps what it measured)."""
+    (year.work / "partial.json").write_text(json.dumps({"weeks": weeks, "incidents": incidents}, indent=2))
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# A simulated year: {report['label']}", "", f"Command: `{report['command']}`  ",
+             f"Machine: {report['machine']}  ", f"Load average (1 min) before / after: {report['load_before']:.1f} / "
+             f"{report['load_after']:.1f}  ", f"Data: {report['data']}  ", f"Config: `{report['config']}`  ",
+             f"Weeks finished: {len(report['weeks'])} of {report['weeks_planned']}  ",
+             f"Incident weeks: {report['plan']}", "",
+             "| week | span | events | exit | wall (s) | search | warm start | pushed | served v | served acc | "
+             "quarantined | root MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for w in report["weeks"]:
+        acc = "-" if w["served_accuracy"] is None else f"{w['served_accuracy']:.3f}"
+        lines.append(f"| {w['week']} | {w['span']} | {'; '.join(w['events']) or '-'} | {w['exit']} | "
+                     f"{w['seconds']} | {w['search'] or '-'} | {w['warm_start'] or '-'} | "
+                     f"{'yes' if w['pushed'] else 'no'} | {w['served_version']} | {acc} | "
+                     f"{', '.join(w['quarantined']) or '-'} | {w['root_mb']} |")
+    lines += ["", "## Incidents", ""]
+    lines += [f"- **{name}**: `{json.dumps(value)}`" for name, value in report["incidents"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weeks", type=int, default=52)
+    parser.add_argument("--data-dir", type=Path, default=Path("/work/shared/data/ag_news"))
+    parser.add_argument("--rows-per-week", type=int, default=150)
+    parser.add_argument("--test-rows", type=int, default=400)
+    parser.add_argument("--work", type=Path, help="scratch folder (default: a new temporary folder)")
+    parser.add_argument("--label", default="genuine")
+    parser.add_argument("--seed", type=int, default=28)
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a configuration override for every retrain, e.g. evaluator.min_accuracy=0")
+    parser.add_argument("--operator-rejects", action="store_true",
+                        help="the week after the corrupted span, `spans reject` it if the pipeline did not quarantine "
+                             "it (the response an operator is left with when the failure repeats every week)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the results from --work's partial.json (the weeks a stopped run finished)")
+    args = parser.parse_args()
+    global REJECT_UNQUARANTINED
+    REJECT_UNQUARANTINED = args.operator_rejects
+    SETTINGS.extend(flag for setting in args.set for flag in ("--set", setting))
+    plan, load_before = schedule(args.weeks), os.getloadavg()[0]
+    if args.report_only:
+        partial = json.loads((args.work / "partial.json").read_text())
+        weeks, incidents = partial["weeks"], partial["incidents"]
+    else:
+        work = args.work or Path(__import__("tempfile").mkdtemp(prefix="bench_year_"))
+        year = Year(args.data_dir, work, args.weeks, args.rows_per_week, args.test_rows, args.seed)
+        print(f"work folder {work}; incident weeks {plan}", flush=True)
+        weeks, incidents = run_year(year, plan)
+    report = {"label": args.label, "command": run_info.command_line(), "machine": run_info.machine(),
+              "load_before": load_before, "load_after": os.getloadavg()[0], "plan": plan, "weeks_planned": args.weeks,
+              "data": f"{args.data_dir}: {args.rows_per_week} train rows a week, test.csv cut to {args.test_rows}",
+              "config": f"{CONFIG.relative_to(PROJECT)} {' '.join(SETTINGS)}",
+              "weeks": weeks, "incidents": incidents}
+    run_info.write_results(PROJECT / "benchmarks" / "results" / f"year_{args.label}.json", report, markdown(report))
+
+
+if __name__ == "__main__":
+    main()
