@@ -28,7 +28,6 @@ from components.trainer import spec as trainer_spec
 from components.transform import spec as transform_spec
 from components.tuner import spec as tuner_spec
 from components.validate import spec as validate_spec
-from contract.artifacts import fingerprint
 from contract.component_spec import ComponentSpec
 from contract.names import (
     ANCHOR_BLESSINGS,
@@ -101,8 +100,9 @@ class ServedResolver(Resolver):
 
     def resolve(self, store, steps: tuple[Step, ...], exclude_fingerprint: str | None = None, config: Any = None,
                 exclude_inputs: dict[str, str] | None = None):
-        if config is None:
-            return None
+        if config is None:  # gc, or "does the store know any?" (the runner's fallback rule): the newest pushed one
+            return None if self.count is not None else super().resolve(store, steps, exclude_fingerprint, None,
+                                                                       exclude_inputs)
         serving_dir = config.serving_dir()
         wanted = self.count(config) if self.count is not None else 1
         found = []
@@ -110,9 +110,12 @@ class ServedResolver(Resolver):
             if len(found) >= wanted:
                 break
             if artifact is None:
-                if self.count is None:  # the served model, unknown to this store: its folder is the baseline
-                    folder = serving_version_dir(serving_dir, version)
-                    return store.external_artifact(self.artifact.split(".")[1], folder, fingerprint(folder), {})
+                if self.count is None:
+                    # Unknown to this store (published by a push killed before its record, by another root, or
+                    # the store was lost): the newest pushed model the store knows, as the resolver of the newest
+                    # blessed model did, so an unchanged re-run stays cached; with none at all the runner takes
+                    # the version folder itself (`fallback`) and says so.
+                    return super().resolve(store, steps, exclude_fingerprint, config, exclude_inputs)
                 continue
             if (artifact.deleted or artifact.fingerprint == exclude_fingerprint
                     or store.computed_from(artifact.id, exclude_inputs)):
@@ -154,7 +157,8 @@ class Step:
 # The evaluator's baseline and the trainer's warm-start base: the served model (the highest served version),
 # so after `rollback` the next retrain compares with, and starts from, the model rolled back to.
 SERVED_MODEL = ServedResolver("served_model", artifact="trainer.model", judged_by="pusher.pushed_model",
-                              where="pushed")
+                              where="pushed",
+                              fallback=lambda config: pusher_spec.newest_version(config.serving_dir()))
 # The blessings (per-row test results) of the last evaluator.anchor_versions served versions: the gate's anchor.
 SERVED_BLESSINGS = ServedResolver("served_blessings", artifact="evaluator.blessing",
                                   judged_by="pusher.pushed_model", where="pushed",
@@ -162,7 +166,7 @@ SERVED_BLESSINGS = ServedResolver("served_blessings", artifact="evaluator.blessi
 # The same model, for the tuner's one search per drift episode: only whether its hyperparameters came from the
 # search that answered a drift counts, and that is in the tuner's decision (its cache key), so the model itself
 # is neither in the key nor in the lineage.
-SERVED_FOR_TUNER = dataclasses.replace(SERVED_MODEL, saves_work_only=True)
+SERVED_FOR_TUNER = dataclasses.replace(SERVED_MODEL, saves_work_only=True, fallback=None)
 # The newest hyperparameters this root tuned for the same search (the tuner reuses them unless tuner.retune or
 # drift asks for a new search).
 LATEST_TUNED_HYPERPARAMETERS = Resolver(

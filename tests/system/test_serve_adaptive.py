@@ -20,7 +20,8 @@ TIMEOUT_US = 90_000  # 90 ms: below the 100 ms rate window, so the policy decide
 def server(tmp_path_factory, models):
     serving_dir = tmp_path_factory.mktemp("adaptive") / "agnews"
     publish_version(models[1]["dir"], serving_dir)
-    server = Server(serving_dir, "--batch-timeout-micros", str(TIMEOUT_US))
+    # No delay bound: bursts here test merging, not admission (tests/system/test_serve_overload.py does that).
+    server = Server(serving_dir, "--batch-timeout-micros", str(TIMEOUT_US), "--max-queue-delay-ms", "0")
     yield server
     stop(server)
 
