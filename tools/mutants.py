@@ -240,6 +240,16 @@ MUTATIONS: list[Mutation] = [
         tests=("tests/system/test_serve_batching.py::"
                "test_concurrent_requests_are_merged_into_one_model_call_and_split_back",),
     ),
+    Mutation(
+        name="read_only_command_creates_a_missing_root",
+        file="apps/cli/main.py",
+        old="        existing_root(config.pipeline_root())\n",
+        new="",
+        breaks="rollback (or gc, spans accept) on a mistyped --pipeline-root creates it (.lock, metadata.sqlite)",
+        tests=("tests/unit/test_cli_seams.py::"
+               "test_a_command_on_a_root_that_does_not_exist_refuses_and_creates_nothing",),
+        fast=True,
+    ),
 ]
 
 

@@ -19,7 +19,7 @@ from apps.cli.predict import cmd_predict
 from apps.cli.run import cmd_run, cmd_train_worker
 from apps.cli.serve import cmd_serve
 from apps.cli.spans import cmd_spans
-from apps.cli.utils import UsageError, library_output
+from apps.cli.utils import UsageError, existing_root, library_output
 from contract.config import ConfigError
 from contract.config_loading import load_config
 from pipeline import interrupts
@@ -88,6 +88,8 @@ def _main(args: argparse.Namespace) -> int:
             return cmd_run(args, config, console)
         if args.command in ("serve", "embeddings"):
             return {"serve": cmd_serve, "embeddings": cmd_embeddings}[args.command](args, config, console)
+        # Read what runs left (or change it): never on a root that does not exist, which would create it.
+        existing_root(config.pipeline_root())
         return {"runs": cmd_runs, "show": cmd_show, "gc": cmd_gc, "diff": cmd_diff,
                 "spans": cmd_spans, "rollback": cmd_rollback}[args.command](args, config)
     except ConfigError as error:

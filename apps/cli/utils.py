@@ -20,6 +20,14 @@ def check_root(root: Path) -> None:
                          "choose another --pipeline-root or fix its permissions")
 
 
+def existing_root(root: Path) -> None:
+    """A command that reads or changes what runs left (runs, show, diff, spans, rollback, gc) refuses a pipeline
+    root that does not exist, in one line, before it creates anything there (no lock file, no store)."""
+    if not root.is_dir():
+        raise UsageError(f"no pipeline root at {root}: nothing has run there; give the --pipeline-root (or the "
+                         "configuration's pipeline.root) of a root a run created")
+
+
 class UsageError(ValueError):
     """A bad command line or environment found before any work: exit 2."""
 

@@ -8,6 +8,7 @@ import re
 
 import pytest
 import tomllib
+from support.cli import agnews_in_process
 from support.paths import PROJECT
 
 from apps.cli.exit_codes import EXIT_MEANINGS, EXIT_USAGE
@@ -113,3 +114,13 @@ def test_retrain_reaches_the_pipeline_without_step_range_flags(tmp_path, sample_
     completed = agnews_in_process("retrain", "--data", f"csv:{stream}", "--pipeline-root", tmp_path / "root",
                                   "--set", "ingest.window.min_spans=2", check_code=6)
     assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize("command", [["rollback", "99"], ["runs"], ["show", "20261201T000000-abc"], ["spans"],
+                                     ["spans", "accept", "0001"], ["diff", "a", "b"], ["gc", "--keep", "1"]])
+def test_a_command_on_a_root_that_does_not_exist_refuses_and_creates_nothing(tmp_path, command):
+    root = tmp_path / "nonexistent"
+    refused = agnews_in_process(*command, "--pipeline-root", root, check_code=2)
+    assert refused.stderr.strip() == f"{command[0]}: no pipeline root at {root}: nothing has run there; give the " \
+                                     "--pipeline-root (or the configuration's pipeline.root) of a root a run created"
+    assert not root.exists() and list(tmp_path.iterdir()) == []
