@@ -250,6 +250,15 @@ MUTATIONS: list[Mutation] = [
                "test_a_command_on_a_root_that_does_not_exist_refuses_and_creates_nothing",),
         fast=True,
     ),
+    Mutation(
+        name="history_hides_quarantines",
+        file="pipeline/history.py",
+        old="    quarantines = quarantine_rows(store)\n",
+        new="    quarantines = []\n",
+        breaks="history.html no longer lists the spans validate refused, with their state and reason",
+        tests=("tests/unit/test_outcomes.py::test_history_shows_the_quarantines_with_their_state_and_reason",),
+        fast=True,
+    ),
 ]
 
 

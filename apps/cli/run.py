@@ -81,11 +81,18 @@ def _record_spans(runner, result, console: Console) -> None:
     """The run's spans into the store (ingested, checked, quarantined); a store that cannot be written is one
     line: the run's own outcome and exit code stand."""
     from pipeline import span_states
+    from pipeline.history import write_history
     from pipeline.metadata import StoreError
     try:
         span_states.record(runner.store, result)
     except StoreError as error:
         console.error(f"could not record the spans of run {result.run_id}: {error}")
+    else:
+        if result.error_details and result.error_details.get("refused"):  # its quarantines, in history.html too
+            try:
+                write_history(Path(runner.config.pipeline_root()), runner.store)
+            except OSError as error:  # a convenience: the store and the run's message already tell it
+                console.error(f"could not rewrite history.html: {error.strerror or error}")
     for refused in (result.error_details or {}).get("refused", []):
         console.event("span_quarantined", f"span {refused['span']} quarantined ({refused['reason']}): "
                       f"`agnews-pipeline spans accept {refused['span']}` to train on it, `spans reject` to drop it",

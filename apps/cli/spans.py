@@ -4,6 +4,7 @@ states live in the metadata store (pipeline/span_states.py)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from apps.cli.exit_codes import EXIT_OK
 from apps.cli.utils import UsageError, check_root
@@ -14,6 +15,18 @@ def _checks(checks: dict, drifted: bool) -> str:
     values = [f"{name} {value:.3f}" for name, value in checks.get("drift", {}).items() if value is not None]
     values += [f"{name} {value:.3f}" for name, value in checks.get("quality", {}).items() if value]
     return ("DRIFT " if drifted else "") + (", ".join(values) or "-")
+
+
+def _rewrite_history(root: Path) -> None:
+    """history.html shows the span's new state (its quarantines table)."""
+    from pipeline.history import write_history
+    from pipeline.metadata import MetadataStore
+    from pipeline.span_states import STORE_FILE
+    store = MetadataStore(root / STORE_FILE)
+    try:
+        write_history(root, store)
+    finally:
+        store.close()
 
 
 def cmd_spans(args, config) -> int:
@@ -27,6 +40,7 @@ def cmd_spans(args, config) -> int:
             print(span_states.set_state(config, args.name, f"{args.action}ed"))
         except ValueError as error:
             raise UsageError(str(error)) from None
+        _rewrite_history(config.pipeline_root())
         return EXIT_OK
     listed = span_states.listing(config)
     if args.json:

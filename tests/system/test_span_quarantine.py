@@ -85,6 +85,8 @@ def test_a_refused_span_stays_out_until_accepted_then_is_trained_on_and_not_refu
     state = spans(tmp_path, live)[SHIFTED]
     assert (state["state"], state["reason"]) == ("quarantined", "drift")
     assert state["sha256"] == file_sha256(live / SHIFTED / "train.csv") and state["checks"]["drift"]["label_linf"] > 0.3
+    quarantines = (tmp_path / "root" / "history.html").read_text().split("<h2>Quarantines</h2>", 1)[1]
+    assert f"<td>{SHIFTED}</td><td>quarantined</td><td>drift</td>" in quarantines  # the refusing run rewrote it
 
     arrive(full, live, NORMAL[3])  # week 5: the quarantined span stays out of the window
     agnews("run", *args(tmp_path, live, "--until", "validate"))

@@ -23,9 +23,9 @@ from contract.artifacts import Artifact, ComponentError
 from contract.component_spec import ComponentSpec
 from contract.config import IngestConfig, WindowConfig
 from contract.config_loading import load_config
-from pipeline import interrupts
+from pipeline import interrupts, span_states
 from pipeline.dag import Step
-from pipeline.history import HISTORY_FILE
+from pipeline.history import HISTORY_FILE, write_history
 from pipeline.runner import Runner
 
 
@@ -115,6 +115,9 @@ def _refusing(inputs, output_dir: Path, config, runtime):
     if os.environ.get("TOY_REFUSE") == "drift":
         raise ComponentError("check: span 0003 drifted: label_linf = 0.4200 > threshold 0.1", "drift",
                              facts={"statistics": {"drift": {"label_linf": 0.42}, "drift_detected": True}})
+    if os.environ.get("TOY_REFUSE") == "quarantine":
+        raise ComponentError("check: refused span(s) 0003", "drift", {"refused": [
+            {"span": "0003", "sha256": "a" * 64, "reason": "drift", "drift": {"label_linf": 0.42}, "quality": {}}]})
     if os.environ.get("TOY_REFUSE") == "fail":
         raise ComponentError("check: the data folder vanished")
     out = output_dir / "statistics"
@@ -155,6 +158,38 @@ def test_history_shows_failed_and_refused_runs_with_their_reason_and_measured_dr
     assert failed["status"] == "failed" and failed["reason"] == "check: the data folder vanished"
     assert failed["drift"] == "-"
 
+
+
+def _quarantines_table(root: Path) -> list[dict[str, str]]:
+    page = (root / HISTORY_FILE).read_text()
+    section = page.split("<h2>Quarantines</h2>", 1)[1]
+    rows = re.findall(r"<tr>(.*?)</tr>", section)
+    header = [html.unescape(h) for h in re.findall(r"<th>(.*?)</th>", rows[0])]
+    return [dict(zip(header, map(html.unescape, re.findall(r"<td>(.*?)</td>", row)))) for row in rows[1:]]
+
+
+def test_history_shows_the_quarantines_with_their_state_and_reason(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_text("1 2 3\n")
+    root = tmp_path / "root"
+    config = load_config(flags={"pipeline.root": str(root), "ingest.data": f"csv:{data}"})
+    monkeypatch.setenv("TOY_REFUSE", "quarantine")
+    runner = Runner(config, log=lambda m: None, steps=STEPS)
+    try:
+        result = runner.run()
+        assert result.status == "failed"
+        span_states.record(runner.store, result)  # what `run` does after a refusal, then history.html again
+        runner.store.save_span("0002", sha256="f" * 64, state="rejected", reason="duplicate_rows")
+        write_history(root, runner.store)
+    finally:
+        runner.close()
+    assert _quarantines_table(root) == [
+        {"span": "0002", "state": "rejected", "reason": "duplicate_rows", "sha256": "f" * 12, "checks": "-",
+         "updated": _quarantines_table(root)[0]["updated"]},
+        {"span": "0003", "state": "quarantined", "reason": "drift", "sha256": "a" * 12,
+         "checks": "{label_linf: 0.4200}", "updated": _quarantines_table(root)[1]["updated"]}]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", _quarantines_table(root)[1]["updated"])
 
 # ------------------------------------------------------------------------------------------- alert rules
 
