@@ -141,7 +141,8 @@ def write_job_metrics(path: Path, *, command: str, exit_code: int, started: floa
 
     statistics = _properties(record, "statistics")
     if "drift" in statistics:
-        drift = gauge("agnews_retrain_drift", "Drift of the newest span from the rest of the window", ("measure",))
+        drift = gauge("agnews_retrain_drift", "Drift of the newest span from its reference (the served model's window)",
+                      ("measure",))
         for measure, value in statistics["drift"].items():
             if value is not None:
                 drift.labels(measure=measure).set(value)

@@ -160,20 +160,26 @@ class IngestConfig:
 
 @dataclass(frozen=True)
 class DriftConfig:
-    """Thresholds of the drift checks of a stream's new spans against the rest of its window (library/drift.py);
+    """Thresholds of the drift checks of a stream's new spans against the served model's window (drift.py);
     a value above its threshold is drift. Chosen from unshifted and shifted spans of AG News (README)."""
     label_linf: float = 0.1  # largest change of one class's share
     length_js: float = 0.05  # Jensen-Shannon divergence of the text length histograms (0..1)
     length_min_rows: int = 200  # fewer rows on either side: length_js is not computed
-    oov_share: float = 0.25  # share of the new span's tokens that the rest of the window never has
+    oov_share: float = 0.25  # share of the new span's tokens that the reference spans never have
+    vocab_oov_share: float = 0.3  # share of the new span's tokens outside the served model's vocabulary
+    prediction_linf: float = 0.1  # largest change of one class's share in the served model's predictions
+    # fewer held-out rows behind the served model's predicted mix, or rows in the new span: not computed
+    prediction_min_rows: int = 100
 
     def __post_init__(self):
-        for name in ("label_linf", "length_js", "oov_share"):
+        for name in ("label_linf", "length_js", "oov_share", "vocab_oov_share", "prediction_linf"):
             require(0.0 <= getattr(self, name) <= 1.0, f"validate.drift.{name} must be in [0, 1]")
         require(self.length_min_rows >= 1, "validate.drift.length_min_rows must be >= 1")
+        require(self.prediction_min_rows >= 1, "validate.drift.prediction_min_rows must be >= 1")
 
     def thresholds(self) -> dict[str, float]:
-        return {"label_linf": self.label_linf, "length_js": self.length_js, "oov_share": self.oov_share}
+        return {"label_linf": self.label_linf, "length_js": self.length_js, "oov_share": self.oov_share,
+                "vocab_oov_share": self.vocab_oov_share, "prediction_linf": self.prediction_linf}
 
 
 @dataclass(frozen=True)
@@ -198,7 +204,7 @@ class ValidateConfig:
     # '' = the schema shipped with the package (schemas/ag_news_raw.pbtxt); a relative path is taken from the
     # working directory.
     schema: str = ""
-    # A stream's new span drifting from the rest of the window: warn (train anyway, the span marked drifted) or
+    # A stream's new span drifting from the served model's window: warn (train anyway, span marked drifted) or
     # fail (exit 8, the span quarantined until `agnews-pipeline spans accept`).
     on_drift: str = "warn"
     drift: DriftConfig = field(default_factory=DriftConfig)

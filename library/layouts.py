@@ -98,6 +98,12 @@ def span_examples_files(examples_uri: Path | str, span: str, split: str) -> list
     return example_files(split_dir(span_dir(examples_uri, span), split))
 
 
+def span_profile_file(examples_uri: Path | str, span: str, sha256: str) -> Path:
+    """A span's drift profile (library/span_profiles.py), written by ingest beside the span's examples and
+    named by the SHA-256 of the train.csv it was read from: a corrected span gets a new file."""
+    return span_dir(examples_uri, span) / f"profile-{sha256}.json"
+
+
 def write_sources(examples_uri: Path | str, sources: dict[str, Any]) -> None:
     write_json_atomic(Path(examples_uri) / SOURCES_FILE, sources)
 

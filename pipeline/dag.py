@@ -69,6 +69,9 @@ class Resolver:
     matching: Callable[[Any], dict[str, Any]] | None = None
     # The input only saves work (the outputs are the same without it): not in the cache key or the lineage.
     saves_work_only: bool = False
+    # Inputs of the consuming step: an artifact whose producer consumed exactly these (same fingerprints) is
+    # passed over, as a step's own earlier output computed from the inputs it has now always is.
+    same_inputs: tuple[str, ...] = ()
 
     def resolve(self, store, steps: tuple[Step, ...], exclude_fingerprint: str | None = None, config: Any = None,
                 exclude_inputs: dict[str, str] | None = None):
@@ -95,8 +98,10 @@ class ServedResolver(Resolver):
     `decision` puts them in its cache key). A version the store knows nothing of (pushed by another root, a lost
     store) is the version folder itself, recorded as an external artifact. Without `config` (gc) it resolves
     nothing: the retention policy protects the served versions itself. The exclusions are Resolver's: a served
-    version whose artifact is excluded is passed over for the next lower one."""
+    version whose artifact is excluded is passed over for the next lower one. With `via`, the input of that
+    name of the execution that wrote the artifact (the examples the served model was trained on) instead."""
     count: Callable[[Any], int] | None = None
+    via: str | None = None
 
     def resolve(self, store, steps: tuple[Step, ...], exclude_fingerprint: str | None = None, config: Any = None,
                 exclude_inputs: dict[str, str] | None = None):
@@ -121,9 +126,15 @@ class ServedResolver(Resolver):
                     or store.computed_from(artifact.id, exclude_inputs)):
                 continue
             found.append(dataclasses.replace(artifact, properties={**artifact.properties, "served_version": version}))
+        if self.via is not None:
+            found = [item for item in (self._via(store, artifact) for artifact in found) if item is not None]
         if self.count is not None:
             return found
         return found[0] if found else None
+
+    def _via(self, store, artifact):
+        producer = store.producer(artifact.id)
+        return store.artifacts_of(producer["id"], "input").get(self.via) if producer is not None else None
 
 
 def served_artifacts(store, steps: tuple[Step, ...], resolver: Resolver, serving_dir: Path):
@@ -167,6 +178,12 @@ SERVED_BLESSINGS = ServedResolver("served_blessings", artifact="evaluator.blessi
 # search that answered a drift counts, and that is in the tuner's decision (its cache key), so the model itself
 # is neither in the key nor in the lineage.
 SERVED_FOR_TUNER = dataclasses.replace(SERVED_MODEL, saves_work_only=True, fallback=None)
+# Validate's reference: the served model (its vocabulary, its predictions, its training spans) and the
+# examples it was trained on (their cached span profiles). Not one trained on the very examples validate checks now (an
+# unchanged re-run after a push resolves what the first run resolved, so it stays cached); no version-folder
+# fallback: without a model the store knows, validate keeps the window rule.
+SERVED_FOR_VALIDATE = dataclasses.replace(SERVED_MODEL, fallback=None, same_inputs=(EXAMPLES,))
+SERVED_EXAMPLES = dataclasses.replace(SERVED_FOR_VALIDATE, name="served_examples", via=EXAMPLES)
 # The newest hyperparameters this root tuned for the same search (the tuner reuses them unless tuner.retune or
 # drift asks for a new search).
 LATEST_TUNED_HYPERPARAMETERS = Resolver(
@@ -180,7 +197,9 @@ LATEST_EXAMPLES = Resolver("latest_examples", artifact="ingest.examples", judged
 
 STEPS: tuple[Step, ...] = (
     Step("ingest", ingest_spec.SPEC, inputs={PREVIOUS_EXAMPLES: LATEST_EXAMPLES}),
-    Step("validate", validate_spec.SPEC, inputs={EXAMPLES: "ingest.examples"}),
+    Step("validate", validate_spec.SPEC, inputs={EXAMPLES: "ingest.examples",
+                                                 validate_spec.SERVED_MODEL_INPUT: SERVED_FOR_VALIDATE,
+                                                 validate_spec.SERVED_EXAMPLES_INPUT: SERVED_EXAMPLES}),
     Step("transform", transform_spec.SPEC, inputs={EXAMPLES: "ingest.examples", SCHEMA: "validate.schema"}),
     Step("tuner", tuner_spec.SPEC, inputs={TRANSFORMED_EXAMPLES: "transform.transformed_examples",
                                            TRANSFORM_GRAPH: "transform.transform_graph",

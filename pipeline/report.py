@@ -31,10 +31,11 @@ def drift_lines(properties: dict[str, Any]) -> list[str]:
     checks = properties.get("drift_checks")
     if not checks:
         return []
-    lines = [f"drift of span {properties.get('drift_span')} against the rest of the window:",
+    against = properties.get("drift_reference") or "the rest of the window"
+    lines = [f"drift of span {properties.get('drift_span')} against {against}:",
              "| measure | value | threshold | drift |", "| --- | --- | --- | --- |"]
     for row in checks:
-        value = "n/a (too few rows)" if row["value"] is None else f"{row['value']:.4f}"
+        value = "n/a (too few rows, or no served model)" if row["value"] is None else f"{row['value']:.4f}"
         lines.append(f"| {row['measure']} | {value} | {row['threshold']} | {'DRIFT' if row['drift'] else 'ok'} |")
     return lines
 

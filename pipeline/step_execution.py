@@ -78,8 +78,8 @@ class StepExecution:
                 # Nor is a step's earlier output that it computed from the inputs it has now (the tuner's
                 # previous search, the model a warm start would start from): an unchanged re-run resolves what
                 # the first run resolved, so it stays cached.
-                same_inputs = ({n: self.store.artifact(i).fingerprint for n, i in ids.items()}
-                               if source.artifact.split(".")[0] == step.name else None)
+                names = tuple(ids) if source.artifact.split(".")[0] == step.name else source.same_inputs
+                same_inputs = {n: self.store.artifact(ids[n]).fingerprint for n in names if n in ids} or None
                 resolved = source.resolve(self.store, self.steps, exclude_fingerprint=exclude, config=self.config,
                                           exclude_inputs=same_inputs)
                 if resolved is None and source.fallback is not None and source.resolve(self.store, self.steps) is None:

@@ -63,6 +63,9 @@ class Mutation:
     timeout: int = DEFAULT_TIMEOUT
 
 
+SERVED_DRIFT_TEST = ("tests/system/test_served_drift.py::"
+                     "test_new_spans_are_compared_with_the_served_models_window_from_cached_profiles")
+
 MUTATIONS: list[Mutation] = [
     # ------------------------------------------------------------------------------------------ ingest
     Mutation(
@@ -258,6 +261,46 @@ MUTATIONS: list[Mutation] = [
         breaks="history.html no longer lists the spans validate refused, with their state and reason",
         tests=("tests/unit/test_outcomes.py::test_history_shows_the_quarantines_with_their_state_and_reason",),
         fast=True,
+    ),
+    Mutation(
+        name="drift_reference_not_the_served_window",
+        file="components/validate/span_checks.py",
+        old='    served = reference.served(inputs)\n',
+        new='    served = None\n',
+        breaks="new spans are compared with the rest of the window, not with what the served model learned",
+        tests=(SERVED_DRIFT_TEST,),
+    ),
+    Mutation(
+        name="span_profile_cache_not_read",
+        file="library/span_profiles.py",
+        old='    cached = cached_profile(examples_uri, span, sha256) if sha256 else None\n',
+        new='    cached = None\n',
+        breaks="every reference span's rows are read again each week (no drift measured once they are gone)",
+        tests=(SERVED_DRIFT_TEST,),
+    ),
+    Mutation(
+        name="span_profile_not_keyed_by_sha256",
+        file="library/layouts.py",
+        old='return span_dir(examples_uri, span) / f"profile-{sha256}.json"',
+        new='return span_dir(examples_uri, span) / "profile.json"',
+        breaks="a corrected span's profile is not told apart from the old bytes' profile",
+        tests=(SERVED_DRIFT_TEST,),
+    ),
+    Mutation(
+        name="vocab_oov_not_against_the_served_vocabulary",
+        file="components/validate/reference.py",
+        old='_vocabulary(Path(model.uri)), predicted or None)',
+        new='None, predicted or None)',
+        breaks="vocab_oov_share is never measured against the served model's vocabulary",
+        tests=(SERVED_DRIFT_TEST,),
+    ),
+    Mutation(
+        name="served_prediction_mix_not_recorded",
+        file="components/trainer/executor.py",
+        old='    predicted = _predicted_classes(model, examples_dir) if spans else None\n',
+        new='    predicted = None\n',
+        breaks="the shift of the served model's predicted-class mix on a new span is never measured",
+        tests=(SERVED_DRIFT_TEST,),
     ),
 ]
 

@@ -38,6 +38,7 @@ from contract.artifacts import LOST_ROWS_ADVICE, Artifact, ComponentError, Runti
 from contract.config import IngestConfig
 from contract.files import file_sha256, update_digest
 from contract.names import EXAMPLES, PREVIOUS_EXAMPLES
+from library import span_profiles
 from library import spans as span_stream
 from library.ag_news_csv import GoodRow, count_lines, open_binary
 from library.beam_options import pipeline_options
@@ -324,6 +325,9 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
         runtime.log(f"ingest: reading {source}")
     if to_read:
         _ingest(to_read, all_sources, config, output_dir, examples_dir, runtime)
+    for source in to_read if stream else ():
+        if source.name:  # each span read now gets its drift profile (a reused one keeps its own)
+            span_profiles.write_profile(examples_dir, source.name, records[source.name]["sha256"])
 
     quarantine_path = quarantine_file(examples_dir)
     if stream:

@@ -40,6 +40,7 @@ from contract.config import TrainerConfig
 from contract.names import BEST_HYPERPARAMETERS, EXAMPLES, MODEL, MODEL_RUN, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
 from library import embeddings, warm_start
 from library.layouts import (
+    NUM_CLASSES,
     ModelInputSpec,
     keras_model_file,
     read_best_hyperparameters,
@@ -345,6 +346,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
     history = read_history(run_dir)
     model_facts = {k: v for k, v in history.items() if k.startswith(("embeddings_", "warm_start"))}
     warm_start.write_lineage(model_dir, spans, base_dir if "warm_start_from" in history else None)
+    predicted = _predicted_classes(model, examples_dir) if spans else None
     parameters = int(model.count_params())
     runtime.log(f"trainer: {history['epochs_trained']} epoch(s), best epoch {history['best_epoch']}: val_loss "
                 f"{history['val_loss']:.4f}, val_accuracy {history['val_accuracy']:.4f}; {parameters:,} parameters")
@@ -356,11 +358,24 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
             # The search its hyperparameters came from (one search per drift episode: is its model served?).
             "tuned_from": inputs[BEST_HYPERPARAMETERS].properties.get("tuned_from"),
             # What it was trained on (a stream's window: span name -> SHA-256): a backfill is judged by it.
-            **({"training_spans": spans} if spans else {})}),
+            **({"training_spans": spans} if spans else {}),
+            # Its predicted-class mix on its window's held-out rows: validate's reference for the label-free
+            # shift of the served model's predictions on a new span, computed once here.
+            **({"eval_predicted_classes": predicted} if predicted else {})}),
         MODEL_RUN: Artifact(MODEL_RUN, run_dir, {
             k: history[k] for k in ("epochs_trained", "best_epoch", "val_loss", "val_accuracy", "stopped_early",
                                     "mean_examples_per_second", "padding_ratio")}),
     }
+
+
+def _predicted_classes(model, examples_dir: Path) -> dict[str, int]:
+    """{class id: rows} of the model's predicted classes on the eval split (rows training never fitted on)."""
+    import numpy as np
+
+    from library.dataset import bucketed_batches
+    evaluation = bucketed_batches(examples_dir, "eval", EVAL_BATCH_SIZE, shuffle=False)
+    classes = np.argmax(model.predict(evaluation.dataset, verbose=0), axis=-1)
+    return {str(label): int(count) for label, count in enumerate(np.bincount(classes, minlength=NUM_CLASSES))}
 
 
 def _label(folder: Path, runtime: Runtime) -> str:

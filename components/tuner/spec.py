@@ -11,7 +11,8 @@ drifted spans and their label mix); every later search or reuse carries it on. O
 hyperparameters is the one served, a later drift verdict (the window still holding the spans from before the
 shift, a lasting shift is flagged week after week) forces no search when it is a label-mix drift whose spans'
 label mix is within validate.drift.label_linf of the episode's: the served model was tuned on that shift
-already. A drift of another measure, or of the label mix away from the episode's, searches again.
+already (prediction_linf, the served model's predicted-class mix, follows the label mix and counts as one). A
+drift of another measure, or of the label mix away from the episode's, searches again.
 
 The search fingerprint, the configuration check and the external fingerprint are the executor's functions:
 they read the model registry (library/models.py) or the pretrained vectors (library/embeddings.py), modules
@@ -36,6 +37,8 @@ TUNED_INPUT = "tuned_hyperparameters"  # the newest earlier search of this root 
 DRIFT_INPUT = "statistics"  # validate's statistics; its drift_detected property forces a search
 DRIFT_PROPERTY = "drift_detected"
 SERVED_INPUT = "served_model"  # the model serving now: was it trained with the search that answered a drift?
+# The drift of a label mix: the labels', and the served model's predictions', which follow it (label-free).
+LABEL_MIX_MEASURES = ("label_linf", "prediction_linf")
 EPISODE_PROPERTY = "drift_episode"  # {"spans", "label_shares", "answered_in"} of the drift a search answered
 
 
@@ -131,14 +134,15 @@ def _answered(inputs: dict[str, Artifact], previous: Artifact, statistics: Artif
         return None  # no episode, or the model of its search is not the one served
     checks = statistics.properties.get("drift_checks") or []
     drifted = [row for row in checks if row.get("drift")]
-    if not drifted or any(row["measure"] != "label_linf" for row in drifted):
+    if not drifted or any(row["measure"] not in LABEL_MIX_MEASURES for row in drifted):
         return None  # only a label-mix drift can be compared with the episode's label mix
     spans = _drifted_spans(statistics)
     shares = _label_shares(inputs.get(EXAMPLES), spans)
     if shares is None:
         return None
     distance = drift.l_infinity(Counter(shares), Counter(recorded["label_shares"]))
-    threshold = drifted[0]["threshold"]
+    threshold = next((row["threshold"] for row in checks if row["measure"] == "label_linf"),
+                     drifted[0]["threshold"])
     if distance > threshold:
         return None
     return (f"the drift of span(s) {', '.join(spans)} was answered by the search of run {recorded['answered_in']} "

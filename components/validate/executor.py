@@ -311,7 +311,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: ValidateConfig, r
         raise ComponentError(f"validate: {len(anomalies)} anomalies in {examples_dir} against the schema "
                              f"{schema_path}:\n{listing}")
     runtime.log(f"validate: {({split: statistics[split]['rows'] for split in SPLITS})} rows, no anomalies")
-    drift = check_spans(examples_dir, inputs[EXAMPLES].properties, statistics_dir, config, runtime)
+    drift = check_spans(examples_dir, inputs, statistics_dir, config, runtime)
     return {
         SCHEMA: Artifact(SCHEMA, schema_dir, {
             "source": str(schema_path), "features": [rule.name for rule in rules],
