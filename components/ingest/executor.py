@@ -325,9 +325,9 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
         runtime.log(f"ingest: reading {source}")
     if to_read:
         _ingest(to_read, all_sources, config, output_dir, examples_dir, runtime)
-    for source in to_read if stream else ():
-        if source.name:  # each span read now gets its drift profile (a reused one keeps its own)
-            span_profiles.write_profile(examples_dir, source.name, records[source.name]["sha256"])
+    for span in to_read if stream else ():
+        if span.name:  # each span read now gets its drift profile (a reused one keeps its own)
+            span_profiles.write_profile(examples_dir, span.name, records[span.name]["sha256"])
 
     quarantine_path = quarantine_file(examples_dir)
     if stream:
