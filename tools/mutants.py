@@ -302,6 +302,16 @@ MUTATIONS: list[Mutation] = [
         breaks="the shift of the served model's predicted-class mix on a new span is never measured",
         tests=(SERVED_DRIFT_TEST,),
     ),
+    Mutation(
+        name="served_examples_not_the_served_models_own",
+        file="pipeline/dag.py",
+        old='        return store.artifacts_of(producer["id"], "input").get(self.via) if producer is not None else None',
+        new="        return artifact",
+        breaks="validate's reference profiles are looked up in the wrong artifact, not the served model's examples",
+        tests=("tests/unit/test_dag.py::"
+               "test_validate_resolves_the_served_model_and_its_examples_but_not_one_trained_on_its_own_examples",),
+        fast=True,
+    ),
 ]
 
 

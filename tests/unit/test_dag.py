@@ -261,3 +261,39 @@ def test_a_wiring_fault_fails_at_import_with_one_line(tmp_path):
     assert completed.stdout.strip() == ("DagError: pipeline DAG: step 'transform' input 'schema' reads "
                                         "'validate.schemas', which no earlier step outputs (known: "
                                         "ingest.examples, validate.anomalies, validate.schema, validate.statistics)")
+
+
+def test_validate_resolves_the_served_model_and_its_examples_but_not_one_trained_on_its_own_examples(tmp_path):
+    """Validate's reference (SERVED_FOR_VALIDATE, SERVED_EXAMPLES): the served model and the examples its trainer
+    consumed; a served model trained on the very examples validate checks now is passed over for the version
+    below (an unchanged re-run after a push resolves what the first run resolved)."""
+    import types
+
+    from library.layouts import serving_version_dir
+    store = MetadataStore(tmp_path / "metadata.sqlite")
+    serving = tmp_path / "serving"
+    config = types.SimpleNamespace(serving_dir=lambda: serving)
+
+    def week(run_id: str, version: int) -> tuple[int, int]:
+        store.start_run(run_id, "run", {}, None)
+        examples = _execute(store, run_id, "ingest", {}, {"examples": (f"e-{run_id}", {})}, tmp_path)["examples"]
+        model = _execute(store, run_id, "trainer", {"examples": examples},
+                         {"model": (f"m-{run_id}", {})}, tmp_path)["model"]
+        blessing = _execute(store, run_id, "evaluator", {"model": model},
+                            {"blessing": (f"b-{run_id}", {"blessed": True})}, tmp_path)["blessing"]
+        folder = serving_version_dir(serving, version)
+        folder.mkdir(parents=True)
+        (folder / "saved_model.pb").write_bytes(b"model")
+        _execute(store, run_id, "pusher", {"model": model, "blessing": blessing},
+                 {"pushed_model": (f"p-{run_id}", {"pushed": True, "version": version, "path": str(folder)})},
+                 tmp_path)
+        return examples, model
+
+    first_examples, first_model = week("r1", 1)
+    second_examples, second_model = week("r2", 2)
+    assert dag.SERVED_FOR_VALIDATE.resolve(store, dag.STEPS, config=config).id == second_model
+    assert dag.SERVED_EXAMPLES.resolve(store, dag.STEPS, config=config).id == second_examples
+    same = {"examples": "e-r2"}  # validate checking the examples the served model was trained on
+    assert dag.SERVED_FOR_VALIDATE.resolve(store, dag.STEPS, config=config, exclude_inputs=same).id == first_model
+    assert dag.SERVED_EXAMPLES.resolve(store, dag.STEPS, config=config, exclude_inputs=same).id == first_examples
+    store.close()
