@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from support.e2e import agnews  # the real command in a subprocess, checking its exit code
 from support.paths import SAMPLE_DIR
 
@@ -93,7 +94,8 @@ def test_new_spans_are_compared_with_the_served_models_window_from_cached_profil
                 path.unlink()
     for span in (SPORTS_70, SPORTS_ALL, NORMAL):  # week 2: three spans; the window is these three
         shutil.copytree(tmp_path / "later" / span, live / span)
-    warned = agnews("run", *args(tmp_path, live, "--until", "validate"))
+    prom = tmp_path / "agnews.prom"
+    warned = agnews("run", *args(tmp_path, live, "--until", "validate", "--metrics-file", str(prom)))
     statistics = sorted(runs.iterdir())[-1] / "validate" / "statistics"
     checked = layouts.read_drift(statistics)["spans"]
     values = {span: {row["measure"]: row["value"] for row in checked[span]["checks"]} for span in checked}
@@ -118,6 +120,14 @@ def test_new_spans_are_compared_with_the_served_models_window_from_cached_profil
     # The served model's predicted-class mix: an all-Sports span moves it far more than one of the served mix.
     assert values[SPORTS_ALL]["prediction_linf"] > values[NORMAL]["prediction_linf"] + 0.2, values
     assert values[SPORTS_ALL]["prediction_linf"] > 0.3
+    # Where the other measures appear: `spans` and the drift gauges (the newest span's).
+    listed = {row["span"]: row for row in json.loads(agnews(
+        "spans", "--data", f"csv:{live}", "--pipeline-root", str(tmp_path / "root"), "--json").stdout)}
+    assert listed[SPORTS_ALL]["checks"]["drift"]["prediction_linf"] == values[SPORTS_ALL]["prediction_linf"]
+    gauges = {(s.name, tuple(s.labels.items())): s.value
+              for family in text_string_to_metric_families(prom.read_text()) for s in family.samples}
+    for measure in ("vocab_oov_share", "prediction_linf"):
+        assert gauges[("agnews_retrain_drift", (("measure", measure),))] == pytest.approx(values[NORMAL][measure])
 
     # A corrected span (same name, new bytes) gets a profile of its new rows, under its new SHA-256.
     old_sha = file_sha256(live / NORMAL / "train.csv")
