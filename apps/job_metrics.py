@@ -191,7 +191,7 @@ def _data_gauges(gauge, spans: list[tuple[Span, str]], now: float) -> None:
 
 
 def _serving_version(serving_dir: Path | None) -> int | None:
-    from library.layouts import serving_versions
+    from library.folder_layouts import serving_versions
     if serving_dir is None or not serving_dir.is_dir():
         return None
     versions = serving_versions(serving_dir)

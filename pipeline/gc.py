@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from library.layouts import serving_version_dir, serving_versions
+from library.folder_layouts import serving_version_dir, serving_versions
 from pipeline import dag
 from pipeline.metadata import MetadataStore
 

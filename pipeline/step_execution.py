@@ -21,7 +21,7 @@ from contract.config import Config
 from contract.disk import disk_full
 from library.beam_options import with_log_dir
 from library.code_version import step_code_version
-from library.layouts import step_log_file
+from library.folder_layouts import step_log_file
 from pipeline import dag, interrupts
 from pipeline.heartbeat import Heartbeat, estimate_for
 from pipeline.logs import Console, log_event
