@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.artifacts import ComponentError
-from contract.config import IngestConfig
+from contract.data_config import IngestConfig
 from library.spans import Span, discover_spans, is_stream, span_time
 
 # Exit code -> outcome label (apps/cli/exit_codes.py). A run that ended is labelled by its own outcome.

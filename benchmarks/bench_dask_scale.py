@@ -34,7 +34,7 @@ from components.ingest import executor as ingest
 from components.transform import executor as transform
 from components.validate import executor as validate
 from contract.artifacts import Runtime
-from contract.config import IngestConfig, TransformConfig, ValidateConfig
+from contract.data_config import IngestConfig, TransformConfig, ValidateConfig
 from library.layouts import SPLITS
 
 IN_MEMORY = ("--direct_running_mode=in_memory", "--direct_num_workers=1")

@@ -25,7 +25,7 @@ sys.path.insert(0, str(PROJECT / "benchmarks"))
 
 from run_info import command_line, machine, write_results  # noqa: E402
 
-from contract.config import DriftConfig  # noqa: E402
+from contract.data_config import DriftConfig  # noqa: E402
 from library import drift  # noqa: E402
 from library.ag_news_csv import BadRow, parse_csv_row  # noqa: E402
 from library.layouts import read_metrics  # noqa: E402

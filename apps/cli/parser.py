@@ -10,7 +10,7 @@ from apps.cli.exit_codes import exit_codes_help
 from apps.cli.serve import UNBATCHED_THREADS
 from apps.serving.batching import BatchingOptions  # standard library only
 from apps.serving.policy import POLICY_HELP
-from contract.config import ConfigError
+from contract.config_checks import ConfigError
 from contract.config_loading import default_config_file, load_config
 from contract.units import parse_duration
 from library.models import architecture_names  # the registry; imports no Keras

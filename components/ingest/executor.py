@@ -35,7 +35,7 @@ from components.ingest.reading import prepare_tfds, read_csv, read_tfds
 from components.ingest.span_reuse import plan_reuse
 from components.ingest.spec import CSV_FILE_NAMES, Source, check_one_span, csv_dir, reads_stream, source_name, window
 from contract.artifacts import LOST_ROWS_ADVICE, Artifact, ComponentError, Runtime
-from contract.config import IngestConfig
+from contract.data_config import IngestConfig
 from contract.files import file_sha256, update_digest
 from contract.names import EXAMPLES, PREVIOUS_EXAMPLES
 from library import spans as span_stream

@@ -33,7 +33,7 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from contract.artifacts import Artifact, ComponentError, Runtime, check_rows_arrived
-from contract.config import TransformConfig
+from contract.data_config import TransformConfig
 from contract.names import EXAMPLES, SCHEMA, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
 from library.beam_options import pipeline_options
 from library.layouts import (

@@ -43,7 +43,8 @@ if TYPE_CHECKING:  # for annotations; run() imports KerasTuner (and TensorFlow) 
 
 from components.tuner.spec import EPISODE_PROPERTY, TUNED_INPUT, Decision, episode, retune_decision
 from contract.artifacts import Artifact, ComponentError, Runtime
-from contract.config import ConfigError, TunerConfig
+from contract.config import TunerConfig
+from contract.config_checks import ConfigError
 from contract.names import BEST_HYPERPARAMETERS, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
 from contract.units import format_duration
 from library import embeddings

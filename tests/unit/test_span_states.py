@@ -95,7 +95,7 @@ def test_a_corrupted_span_of_a_stream_is_refused_by_validate_not_failed_by_inges
     with reason bad_rows (so the pipeline quarantines it), and the clean span is not refused."""
     from components.ingest import executor as ingest
     from components.validate import executor as validate
-    from contract.config import IngestConfig, ValidateConfig
+    from contract.data_config import IngestConfig, ValidateConfig
     lines = (sample_dir / "train.csv").read_text(encoding="utf-8").splitlines(keepends=True)
     stream = tmp_path / "stream"
     for name, rows in (("2026-12-01", lines[:200]), ("2026-12-08", lines[200:390] + ['"9","bad","row"\n'] * 10)):
