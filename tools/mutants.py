@@ -193,7 +193,7 @@ MUTATIONS: list[Mutation] = [
     # ------------------------------------------------------------------------------- evaluator, pusher
     Mutation(
         name="min_accuracy_not_enforced",
-        file="components/evaluator/executor.py",
+        file="components/evaluator/tfma_metrics.py",
         old="lower_bound=wrappers_pb2.DoubleValue(value=config.min_accuracy)",
         new="lower_bound=wrappers_pb2.DoubleValue(value=0.0)",
         breaks="a model below evaluator.min_accuracy is blessed (and pushed)",

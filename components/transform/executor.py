@@ -233,11 +233,8 @@ def _raw_file_patterns(examples_uri: Path) -> dict[str, list[str]]:
 def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
         runtime: Runtime) -> dict[str, Artifact]:
     # Heavy libraries are imported in run(), not at the top (see contract/artifacts.py).
-    import apache_beam as beam
     import tensorflow_transform as tft
-    import tensorflow_transform.beam as tft_beam
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
-    from tfx_bsl.public import tfxio
     output_dir = Path(output_dir)
     raw_schema = load_raw_schema(inputs[SCHEMA].uri)
     patterns = _raw_file_patterns(inputs[EXAMPLES].uri)
@@ -250,12 +247,54 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
         folder.mkdir(parents=True, exist_ok=True)
     report_paths = {split: scratch_dir / f"padding_{split}.json" for split in SPLITS}
 
+    runtime.log(f"transform: analyzing train, transforming {', '.join(SPLITS)} (text={config.text_features}, "
+                f"vocab top {config.vocab_size}, max_length {config.max_length}, buckets {upper_bounds})")
+    _transform_with_beam(config, raw_schema, patterns, graph_dir, examples_dir, scratch_dir, report_paths,
+                         runtime.beam_args)
+
+    make_saved_model_reproducible(graph_dir / tft.TFTransformOutput.TRANSFORM_FN_DIR,
+                                  [str(scratch_dir), str(scratch_dir.resolve())])
+    # WriteTransformFn leaves out the raw metadata that TFTransformOutput.raw_metadata reads.
+    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema),
+                               str(graph_dir / tft.TFTransformOutput.RAW_METADATA_DIR))
+    reports = {split: json.loads(report_paths[split].read_text(encoding="utf-8")) for split in SPLITS}
+    check_rows_arrived("transform", {split: reports[split]["examples"] for split in SPLITS}, inputs[EXAMPLES])
+    if reports["train"]["examples"] == 0:
+        raise ComponentError("the train split has no examples; nothing to build a vocabulary from")
+    for split in SPLITS:  # a split without examples has no bucket folders, but its folder exists
+        split_dir(examples_dir, split).mkdir(exist_ok=True)
+    shutil.rmtree(scratch_dir)
+
+    vocab_size = tft.TFTransformOutput(str(graph_dir)).vocabulary_size_by_name(VOCAB_FILENAME)
+    model_input = _model_input(config, vocab_size, upper_bounds)
+    write_model_input(graph_dir, model_input)
+    write_buckets(examples_dir, {
+        "batch_size": PADDING_BATCH_SIZE, "order": PADDING_ORDER, "bucket_upper_bounds": upper_bounds,
+        "splits": reports})
+
+    runtime.log(f"transform: vocabulary {vocab_size} tokens; rows "
+                + ", ".join(f"{split} {reports[split]['examples']}" for split in SPLITS)
+                + f"; train padding ratio at batch {PADDING_BATCH_SIZE}: bucketed "
+                f"{reports['train']['bucketed']['padding_ratio']}, unbucketed "
+                f"{reports['train']['unbucketed']['padding_ratio']}")
+    return _artifacts(graph_dir, examples_dir, model_input, reports)
+
+
+def _transform_with_beam(config: TransformConfig, raw_schema, patterns: dict[str, list[str]], graph_dir: Path,
+                         examples_dir: Path, scratch_dir: Path, report_paths: dict[str, Path],
+                         beam_args: tuple[str, ...]) -> None:
+    """The Beam job: analyze train, transform every split with the same transform_fn, write the transform
+    graph and each split's bucketed examples and padding report."""
+    import apache_beam as beam
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from tfx_bsl.public import tfxio
+
+    upper_bounds = config.bucket_upper_bounds()
     sources = {split: tfxio.TFExampleRecord(file_pattern=patterns[split], schema=raw_schema,
                                             telemetry_descriptors=["agnews_pipeline", "transform"])
                for split in SPLITS}
-    runtime.log(f"transform: analyzing train, transforming {', '.join(SPLITS)} (text={config.text_features}, "
-                f"vocab top {config.vocab_size}, max_length {config.max_length}, buckets {upper_bounds})")
-    with beam.Pipeline(options=pipeline_options(runtime.beam_args)) as pipeline:
+    with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline:
         with tft_beam.Context(temp_dir=str(scratch_dir / "tft"), force_tf_compat_v1=False):
             raw = {split: pipeline | f"Read{split}" >> sources[split].BeamSource() for split in SPLITS}
             # Analyze on train only, so eval/test words unseen in train are out-of-vocabulary, as at serving.
@@ -273,21 +312,10 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
                 _write_bucketed(transformed[split], split, split_dir(examples_dir, split), report_paths[split], coder,
                                 upper_bounds)
 
-    make_saved_model_reproducible(graph_dir / tft.TFTransformOutput.TRANSFORM_FN_DIR,
-                                  [str(scratch_dir), str(scratch_dir.resolve())])
-    # WriteTransformFn leaves out the raw metadata that TFTransformOutput.raw_metadata reads.
-    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema),
-                               str(graph_dir / tft.TFTransformOutput.RAW_METADATA_DIR))
-    reports = {split: json.loads(report_paths[split].read_text(encoding="utf-8")) for split in SPLITS}
-    check_rows_arrived("transform", {split: reports[split]["examples"] for split in SPLITS}, inputs[EXAMPLES])
-    if reports["train"]["examples"] == 0:
-        raise ComponentError("the train split has no examples; nothing to build a vocabulary from")
-    for split in SPLITS:  # a split without examples has no bucket folders, but its folder exists
-        split_dir(examples_dir, split).mkdir(exist_ok=True)
-    shutil.rmtree(scratch_dir)
 
-    vocab_size = tft.TFTransformOutput(str(graph_dir)).vocabulary_size_by_name(VOCAB_FILENAME)
-    model_input = ModelInputSpec(
+def _model_input(config: TransformConfig, vocab_size: int, upper_bounds: list[int]) -> ModelInputSpec:
+    """What the trainer, the evaluator and serving need to know about the transform's output."""
+    return ModelInputSpec(
         embedding_input_dim=vocab_size + config.num_oov_buckets + 1,  # ids 0 (padding) .. V + oov
         vocab_size=vocab_size,
         num_oov_buckets=config.num_oov_buckets,
@@ -298,19 +326,14 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
         padding_id=PADDING_ID,
         vocab_filename=VOCAB_FILENAME,
     )
-    write_model_input(graph_dir, model_input)
-    write_buckets(examples_dir, {
-        "batch_size": PADDING_BATCH_SIZE, "order": PADDING_ORDER, "bucket_upper_bounds": upper_bounds,
-        "splits": reports})
 
-    runtime.log(f"transform: vocabulary {vocab_size} tokens; rows "
-                + ", ".join(f"{split} {reports[split]['examples']}" for split in SPLITS)
-                + f"; train padding ratio at batch {PADDING_BATCH_SIZE}: bucketed "
-                f"{reports['train']['bucketed']['padding_ratio']}, unbucketed "
-                f"{reports['train']['unbucketed']['padding_ratio']}")
+
+def _artifacts(graph_dir: Path, examples_dir: Path, model_input: ModelInputSpec,
+               reports: dict[str, Any]) -> dict[str, Artifact]:
+    """The transform_graph and transformed_examples artifacts with their properties (rows, padding ratios)."""
     return {
         TRANSFORM_GRAPH: Artifact(TRANSFORM_GRAPH, graph_dir, {
-            "vocab_size": vocab_size, "embedding_input_dim": model_input.embedding_input_dim}),
+            "vocab_size": model_input.vocab_size, "embedding_input_dim": model_input.embedding_input_dim}),
         TRANSFORMED_EXAMPLES: Artifact(TRANSFORMED_EXAMPLES, examples_dir, {
             "rows": {split: reports[split]["examples"] for split in SPLITS},
             "train_bucket_examples": {name: bucket["examples"]
