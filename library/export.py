@@ -25,6 +25,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from contract.names import TOKEN_IDS
 from library.layouts import CLASS_NAMES, FINGERPRINT_FILE, SAVED_MODEL_FILE, WARMUP_FILE
 
 SERVING_SIGNATURE = "serving_default"
@@ -95,7 +96,7 @@ def _endpoints(keras_model, tft_layer, num_classes: int, fixed_steps: int | None
 
     def transform(title, description):
         transformed = tft_layer({"title": title, "description": description})
-        token_ids = _to_dense(transformed["token_ids"])
+        token_ids = _to_dense(transformed[TOKEN_IDS])
         return tf.cast(token_ids, tf.int64), tf.cast(transformed["length"], tf.int64)
 
     def classify(title, description):
@@ -125,7 +126,7 @@ def _endpoints(keras_model, tft_layer, num_classes: int, fixed_steps: int | None
     def transform_examples(examples):
         features = _parse_raw_examples(examples)
         token_ids, length = transform(features["title"], features["description"])
-        return {"token_ids": token_ids, "length": length}
+        return {TOKEN_IDS: token_ids, "length": length}
 
     return {SERVING_SIGNATURE: (classify_text, "text"), TF_EXAMPLE_SIGNATURE: (classify_examples, "examples"),
             CLASSIFY_SIGNATURE: (classify_serialized_examples, "inputs"),
@@ -153,7 +154,7 @@ def _parse_raw_examples(examples):
 def _check_transform_features(tft_output) -> None:
     """Fails early, with the names involved, if the transform graph does not match the serving contract."""
     produced = tft_output.transformed_feature_spec()
-    missing = [name for name in ("token_ids", "length") if name not in produced]
+    missing = [name for name in (TOKEN_IDS, "length") if name not in produced]
     if missing:
         raise ValueError(f"the transform graph does not produce {missing}; it produces {sorted(produced)}")
     try:

@@ -240,6 +240,26 @@ MUTATIONS: list[Mutation] = [
         tests=("tests/system/test_serve_batching.py::"
                "test_concurrent_requests_are_merged_into_one_model_call_and_split_back",),
     ),
+    Mutation(
+        name="serve_port_unchecked",
+        file="apps/cli/serve.py",
+        old="if not 0 <= args.port <= 65535:",
+        new="if False:",
+        breaks="serve --port 99999 ends in a traceback from bind() instead of one line (JSON with --log-format "
+               "json)",
+        tests=("tests/unit/test_cli_seams.py::test_serve_errors_honour_log_format_json",),
+        fast=True,
+    ),
+    # ---------------------------------------------------------------------------------------------- cli
+    Mutation(
+        name="listing_columns_not_aligned",
+        file="apps/cli/utils.py",
+        old='print("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())',
+        new='print("  ".join(row).rstrip())',
+        breaks="`runs` and `spans` print ragged columns",
+        tests=("tests/unit/test_cli_seams.py::test_a_listing_is_json_a_line_when_empty_or_an_aligned_table",),
+        fast=True,
+    ),
 ]
 
 

@@ -34,7 +34,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 
 from contract.artifacts import Artifact, ComponentError, Runtime, check_rows_arrived
 from contract.data_config import TransformConfig
-from contract.names import EXAMPLES, SCHEMA, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
+from contract.names import EXAMPLES, SCHEMA, TOKEN_IDS, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
 from library.beam_options import pipeline_options
 from library.layouts import (
     NUM_CLASSES,
@@ -57,7 +57,6 @@ from library.reproducible_saved_model import make_saved_model_reproducible
 RAW_FEATURE_TYPES = {"title": schema_pb2.BYTES, "description": schema_pb2.BYTES, "label": schema_pb2.INT}
 LABEL_KEY = "label"
 
-TOKEN_IDS_KEY = "token_ids"
 LENGTH_KEY = "length"
 PADDING_ID = 0
 VOCAB_FILENAME = "vocab_tokens"
@@ -87,7 +86,7 @@ def make_preprocessing_fn(config: TransformConfig) -> Callable[[dict[str, Any]],
         # Shift every id by one so that PADDING_ID (0) never stands for a real token (mask_zero downstream).
         token_ids = vocabulary_ids + 1
         return {
-            TOKEN_IDS_KEY: token_ids.to_sparse(),  # a sparse [batch, None] output is a VarLen feature
+            TOKEN_IDS: token_ids.to_sparse(),  # a sparse [batch, None] output is a VarLen feature
             LENGTH_KEY: tokens.row_lengths(),
             # Passed through untouched. The serving graph is applied without labels: TFT then feeds a
             # default for the missing input, and the caller ignores this output.
@@ -188,7 +187,7 @@ def _encode(instance: dict[str, Any], coder: tft.coders.ExampleProtoCoder) -> tu
     serialized bytes: proto map fields serialize in no guaranteed order, which would change the order.
     `coder` returns tf.Example protos (serialized=False), serialized here with a fixed map order so that the
     written bytes are the same in every process."""
-    token_ids = [int(i) for i in instance[TOKEN_IDS_KEY]]
+    token_ids = [int(i) for i in instance[TOKEN_IDS]]
     content = json.dumps([token_ids, int(instance[LABEL_KEY])]).encode("utf-8")
     example = coder.encode(instance).SerializeToString(deterministic=True)
     return int(instance[LENGTH_KEY]), hashlib.sha256(content).hexdigest(), example
