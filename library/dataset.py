@@ -18,10 +18,11 @@ import numpy as np
 import tensorflow as tf
 
 from contract.artifacts import ComponentError
-from library.layouts import bucket_files
+from contract.names import TOKEN_IDS
+from library.layouts import NUM_CLASSES, bucket_files
 
 _FEATURES = {
-    "token_ids": tf.io.VarLenFeature(tf.int64),
+    TOKEN_IDS: tf.io.VarLenFeature(tf.int64),
     "label": tf.io.FixedLenFeature([], tf.int64),
 }
 
@@ -44,7 +45,7 @@ def _count_records(files: list[str]) -> int:
 
 def _parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     parsed = tf.io.parse_single_example(serialized, _FEATURES)
-    return tf.sparse.to_dense(parsed["token_ids"]), parsed["label"]
+    return tf.sparse.to_dense(parsed[TOKEN_IDS]), parsed["label"]
 
 
 def _at_least_one_step(token_ids: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -194,7 +195,15 @@ def token_id_counts(examples_dir: Path, split: str, size: int) -> np.ndarray:
     if not files:
         return counts
     ids = tf.data.TFRecordDataset(files, compression_type="GZIP").map(
-        lambda serialized: tf.io.parse_single_example(serialized, _FEATURES)["token_ids"].values)
+        lambda serialized: tf.io.parse_single_example(serialized, _FEATURES)[TOKEN_IDS].values)
     for batch in ids.unbatch().batch(1 << 16).as_numpy_iterator():
         counts += np.bincount(batch, minlength=size)[:size]
     return counts
+
+
+def predicted_class_counts(model, examples_dir: Path, split: str, batch_size: int) -> dict[str, int]:
+    """{class id: rows} of a Keras model's predicted classes on a split of transformed examples (the trainer's
+    eval split: rows training never fitted on)."""
+    evaluation = bucketed_batches(examples_dir, split, batch_size, shuffle=False)
+    classes = np.argmax(model.predict(evaluation.dataset, verbose=0), axis=-1)
+    return {str(label): int(count) for label, count in enumerate(np.bincount(classes, minlength=NUM_CLASSES))}

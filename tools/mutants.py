@@ -196,7 +196,7 @@ MUTATIONS: list[Mutation] = [
     # ------------------------------------------------------------------------------- evaluator, pusher
     Mutation(
         name="min_accuracy_not_enforced",
-        file="components/evaluator/executor.py",
+        file="components/evaluator/tfma_metrics.py",
         old="lower_bound=wrappers_pb2.DoubleValue(value=config.min_accuracy)",
         new="lower_bound=wrappers_pb2.DoubleValue(value=0.0)",
         breaks="a model below evaluator.min_accuracy is blessed (and pushed)",
@@ -297,7 +297,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="served_prediction_mix_not_recorded",
         file="components/trainer/executor.py",
-        old='    predicted = _predicted_classes(model, examples_dir) if spans else None\n',
+        old='    predicted = predicted_class_counts(model, examples_dir, "eval", EVAL_BATCH_SIZE) if spans else None\n',
         new='    predicted = None\n',
         breaks="the shift of the served model's predicted-class mix on a new span is never measured",
         tests=(SERVED_DRIFT_TEST,),
@@ -310,6 +310,26 @@ MUTATIONS: list[Mutation] = [
         breaks="validate's reference profiles are looked up in the wrong artifact, not the served model's examples",
         tests=("tests/unit/test_dag.py::"
                "test_validate_resolves_the_served_model_and_its_examples_but_not_one_trained_on_its_own_examples",),
+        fast=True,
+    ),
+    Mutation(
+        name="serve_port_unchecked",
+        file="apps/cli/serve.py",
+        old="if not 0 <= args.port <= 65535:",
+        new="if False:",
+        breaks="serve --port 99999 ends in a traceback from bind() instead of one line (JSON with --log-format "
+               "json)",
+        tests=("tests/unit/test_cli_seams.py::test_serve_errors_honour_log_format_json",),
+        fast=True,
+    ),
+    # ---------------------------------------------------------------------------------------------- cli
+    Mutation(
+        name="listing_columns_not_aligned",
+        file="apps/cli/utils.py",
+        old='print("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())',
+        new='print("  ".join(row).rstrip())',
+        breaks="`runs` and `spans` print ragged columns",
+        tests=("tests/unit/test_cli_seams.py::test_a_listing_is_json_a_line_when_empty_or_an_aligned_table",),
         fast=True,
     ),
 ]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from components.validate import reference
 from contract.artifacts import Artifact, ComponentError, Runtime
-from contract.config import ValidateConfig
+from contract.data_config import ValidateConfig
 from contract.names import EXAMPLES, STATISTICS
 from library import drift, span_profiles
 from library.layouts import examples_files, read_counts, read_sources, write_drift

@@ -11,7 +11,7 @@ import hashlib
 
 from contract.artifacts import ComponentError
 from contract.component_spec import ComponentSpec
-from contract.config import ValidateConfig
+from contract.data_config import ValidateConfig
 from contract.names import ANOMALIES, SCHEMA, STATISTICS
 
 SERVED_MODEL_INPUT = "served_model"  # the served model: the drift reference
