@@ -269,7 +269,7 @@ def test_validate_resolves_the_served_model_and_its_examples_but_not_one_trained
     below (an unchanged re-run after a push resolves what the first run resolved)."""
     import types
 
-    from library.layouts import serving_version_dir
+    from library.folder_layouts import serving_version_dir
     store = MetadataStore(tmp_path / "metadata.sqlite")
     serving = tmp_path / "serving"
     config = types.SimpleNamespace(serving_dir=lambda: serving)
