@@ -49,8 +49,8 @@ WARMUP_TEXT_BATCHES = (
 def export_serving_model(keras_model, transform_graph_dir: Path, export_dir: Path, xla: bool = True) -> None:
     """Writes the serving SavedModel for `keras_model` (token ids [B, T] -> softmax [B, 4]) to `export_dir`.
 
-    `xla`: the model part runs compiled with XLA over bucketed shapes (library/xla_buckets.py), and the warm-up
-    file holds one request per shape; otherwise as a plain graph on the ids as they come.
+    `xla`: the model part runs compiled with XLA over bucketed shapes (library/xla_buckets.py), and the
+    warm-up file holds one request per shape; otherwise as a plain graph on the ids as they come.
     The export is written to a temporary folder beside `export_dir` and renamed into place; an existing
     `export_dir` is replaced.
     """
@@ -129,8 +129,8 @@ def export_serving_model(keras_model, transform_graph_dir: Path, export_dir: Pat
 
 
 def write_warmup_requests(path: Path, text_batches=WARMUP_TEXT_BATCHES) -> None:
-    """A TFRecord of PredictionLog protos, one serving_default request per batch of texts: TF Serving's warm-up
-    file format."""
+    """A TFRecord of PredictionLog protos, one serving_default request per batch of texts: TF Serving's
+    warm-up file format."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,8 @@ XLA (`jit_compile`) runs the Keras model on a one-text batch about 40 times fast
 The compiled function therefore sees at most len(length buckets) x len(BATCH_BUCKETS) shapes (9 x 4 = 36 with
 the default config), each compiled once, at warm-up: `warmup_text_batches` gives one request per shape. A
 compilation costs about 1 s of CPU for the default BiLSTM (0.5 s for a tiny LSTM), so the set is kept small.
-Padding changes no answer: id 0 is masked (`mask_zero`), so padded steps leave every recurrent state as it was,
-padded rows are computed on their own and sliced away before anything is returned.
+Padding changes no answer: id 0 is masked (`mask_zero`), so padded steps leave every recurrent state as it
+was; padded rows are computed on their own and sliced away before anything is returned.
 """
 from __future__ import annotations
 
@@ -41,20 +41,23 @@ def bucketed_call(model_call, token_ids, length_buckets: tuple[int, ...], num_cl
     rows, steps = tf.shape(token_ids)[0], tf.shape(token_ids)[1]
     width = tf.maximum(_next_bucket(steps, length_buckets), steps)
     largest = BATCH_BUCKETS[-1]
-    # Rows padded: the next batch bucket, or a whole number of largest buckets (at least one row: an empty batch
-    # runs one padding row, so the model never sees a 0-row batch).
+    # Rows padded: the next batch bucket, or a whole number of largest buckets (at least one row: an empty
+    # batch runs one padding row, so the model never sees a 0-row batch).
     chunks = tf.maximum((rows + largest - 1) // largest, 1)
-    padded_rows = tf.where(rows <= largest, _next_bucket(tf.maximum(rows, 1), BATCH_BUCKETS), chunks * largest)
-    # A single length bucket (a model taking a fixed number of steps) is a static width the compiled call needs.
+    bucket_rows = _next_bucket(tf.maximum(rows, 1), BATCH_BUCKETS)
+    padded_rows = tf.where(rows <= largest, bucket_rows, chunks * largest)
+    # A single length bucket (a model taking a fixed number of steps): the compiled call needs it static.
     static_width = length_buckets[0] if len(length_buckets) == 1 else None
-    padded = tf.ensure_shape(tf.pad(token_ids, [[0, padded_rows - rows], [0, width - steps]]), [None, static_width])
+    padded = tf.pad(token_ids, [[0, padded_rows - rows], [0, width - steps]])
+    padded = tf.ensure_shape(padded, [None, static_width])
 
     def one_call():
         return tf.cast(model_call(padded), tf.float32)
 
     def chunked():
         # tf.map_fn keeps every call at [largest, width]: the chunk shape is one of the compiled ones.
-        by_chunk = tf.ensure_shape(tf.reshape(padded, [chunks, largest, width]), [None, largest, static_width])
+        by_chunk = tf.reshape(padded, [chunks, largest, width])
+        by_chunk = tf.ensure_shape(by_chunk, [None, largest, static_width])
         outputs = tf.map_fn(lambda chunk: tf.cast(model_call(chunk), tf.float32), by_chunk,
                             fn_output_signature=tf.TensorSpec([largest, num_classes], tf.float32))
         return tf.reshape(outputs, [chunks * largest, num_classes])
@@ -76,6 +79,7 @@ def bucket_shapes(length_buckets: tuple[int, ...]) -> list[tuple[int, int]]:
 
 
 def warmup_text_batches(length_buckets: tuple[int, ...]) -> list[list[str]]:
-    """One text batch per bucket shape: `rows` texts, the first of exactly `steps` words (any word counts as one
-    token id: unknown words take an out-of-vocabulary id), the others empty."""
-    return [["news " * steps] + [""] * (rows - 1) for rows, steps in bucket_shapes(length_buckets)]
+    """One text batch per bucket shape: `rows` texts, the first of exactly `steps` words (any word counts as
+    one token id: unknown words take an out-of-vocabulary id), the others empty."""
+    shapes = bucket_shapes(length_buckets)
+    return [["news " * steps] + [""] * (rows - 1) for rows, steps in shapes]

@@ -103,7 +103,8 @@ def test_serving_default_matches_keras_model_on_transformed_text(exported, serve
     result = served["results"][batch]
     assert result["probabilities_shape"] == [len(texts), 4]
     expected = keras_reference(exported["model"], exported["transform_graph"], texts)
-    np.testing.assert_allclose(np.array(result["probabilities"], np.float32).reshape(-1, 4), expected, atol=1e-6)
+    np.testing.assert_allclose(np.array(result["probabilities"], np.float32).reshape(-1, 4), expected,
+                               rtol=0, atol=1e-6)
     np.testing.assert_allclose(np.sum(expected, axis=1), 1.0, atol=1e-5)
     assert result["class_id"] == np.argmax(expected, axis=1).tolist()
     assert result["class_name"] == [CLASS_NAMES[i] for i in result["class_id"]]
@@ -224,7 +225,9 @@ import json, os, sys
 import tensorflow as tf
 
 def compiled():
-    return len({name.split(".")[0] for name in os.listdir(os.environ["DUMP"])} if os.path.isdir(os.environ["DUMP"]) else ())
+    # XLA writes several files per compiled module, all named module_<number>.*
+    dump = os.environ["DUMP"]
+    return len({name.split(".")[0] for name in os.listdir(dump)}) if os.path.isdir(dump) else 0
 
 signature = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
 job = json.loads(sys.stdin.read())
@@ -246,9 +249,9 @@ def test_xla_export_compiles_each_bucket_shape_at_warm_up_and_matches_keras(expo
 
     buckets = layouts.read_model_input(exported["transform_graph"]).bucket_upper_bounds
     path = exported["export_dir"] / export.WARMUP_FILE
-    warmup = [tf.make_ndarray(prediction_log_pb2.PredictionLog.FromString(record).predict_log.request.inputs["text"])
-              for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()]
-    warmup = [[text.decode() for text in texts] for texts in warmup]
+    requests = [prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+                for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()]
+    warmup = [[text.decode() for text in tf.make_ndarray(request.inputs["text"])] for request in requests]
     words = "oil prices stocks team wins the final markets rally zzqx".split()
     batches = [[" ".join(words[(i + j) % len(words)] for j in range((i * 37) % 300)) for i in range(size)]
                for size in (0, 1, 2, 3, 5, 17, 64, 65, 130)] + [TEXT_BATCHES["mixed"]]
@@ -264,7 +267,8 @@ def test_xla_export_compiles_each_bucket_shape_at_warm_up_and_matches_keras(expo
     for texts, probabilities in zip(batches, result["outputs"]):
         expected = keras_reference(exported["model"], exported["transform_graph"], texts)
         assert np.array(probabilities, np.float32).reshape(-1, 4).shape == expected.shape
-        np.testing.assert_allclose(np.array(probabilities, np.float32).reshape(-1, 4), expected, rtol=0, atol=1e-6)
+        served = np.array(probabilities, np.float32).reshape(-1, 4)
+        np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6)
 
 
 def test_cudnn_is_disabled_only_while_tracing():
