@@ -17,7 +17,7 @@ import pytest
 from support.e2e import agnews  # the real command in a subprocess, checking its exit code
 from support.paths import PROJECT, SAMPLE_DIR
 
-from library import layouts
+from library import folder_layouts
 from library.paired_gate import RowResults
 from pipeline.metadata import MetadataStore
 
@@ -97,7 +97,7 @@ def test_backfill_is_refused_and_after_rollback_the_next_retrain_compares_with_t
     agnews("retrain", *args(tmp_path))  # version 1: spans 1-2
     arrive(full, live, names[2])
     agnews("retrain", *args(tmp_path))  # version 2: spans 1-3
-    assert layouts.serving_versions(serving) == [1, 2]
+    assert folder_layouts.serving_versions(serving) == [1, 2]
 
     # A backfill of span 2 (older than span 3, which version 2 learned): refused before anything runs.
     before, runs_before = serving_snapshot(serving), len(list((tmp_path / "root" / "runs").iterdir()))
@@ -113,7 +113,7 @@ def test_backfill_is_refused_and_after_rollback_the_next_retrain_compares_with_t
 
     rolled = agnews("rollback", "1", *root_args(tmp_path))
     assert "served again as version 3" in rolled.stdout
-    assert layouts.serving_versions(serving) == [1, 2, 3]
+    assert folder_layouts.serving_versions(serving) == [1, 2, 3]
     assert (serving / "3" / "saved_model.pb").read_bytes() == (serving / "1" / "saved_model.pb").read_bytes()
     assert serving_snapshot(serving)["2/saved_model.pb"] == before["2/saved_model.pb"]  # nothing else touched
 
@@ -163,7 +163,7 @@ def test_with_retention_the_root_stops_growing_and_kept_versions_can_be_rolled_b
         print(f"week {week}: root {sizes[week]:,} bytes", flush=True)
         if week > 4:  # from the first retrain on, the policy holds the root where it was after four
             assert sizes[week] <= 1.3 * sizes[4], sizes
-    assert layouts.serving_versions(serving) == [11, 12]  # older versions left the serving folder
+    assert folder_layouts.serving_versions(serving) == [11, 12]  # older versions left the serving folder
 
     rolled = agnews("rollback", "11", *root_args(tmp_path))  # a kept version: everything it needs is there
     assert "served again as version 13" in rolled.stdout
@@ -171,7 +171,7 @@ def test_with_retention_the_root_stops_growing_and_kept_versions_can_be_rolled_b
     gone = agnews("rollback", "3", *root_args(tmp_path), check_code=1)
     assert "not a model this pipeline root keeps" in gone.stderr and len(gone.stderr.strip().splitlines()) == 1
     agnews("gc", *root_args(tmp_path))  # the same policy (no --keep): 12 and 13 stay served
-    assert layouts.serving_versions(serving) == [12, 13]
+    assert folder_layouts.serving_versions(serving) == [12, 13]
     with opened_store(root) as store:
         for version in (12, 13):
             for artifact in pusher_inputs(store, version).values():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from contract.artifacts import Artifact
 from contract.config_loading import load_config
-from library.layouts import serving_version_dir
+from library.folder_layouts import serving_version_dir
 from pipeline.metadata import MetadataStore
 from pipeline.rollback import backfill_refusal
 
