@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.cli import agnews_in_process
 from support.e2e import agnews  # the real command in a subprocess, checking its exit code
 from support.paths import PROJECT, SAMPLE_DIR
+from support.streams import TINY_TRAINER, TINY_TUNER
 
 from contract.artifacts import ComponentError
 from library import drift, layouts, spans
@@ -22,13 +23,13 @@ from library import drift, layouts, spans
 pytestmark = pytest.mark.e2e
 
 SPAN_NAMES = ["2026-10-12", "2026-10-19", "2026-10-26", "2026-11-02"]
-CONFIG = """
-transform: {vocab_size: 5000, max_length: 64, bucket_boundaries: [8, 16, 32, 64]}
-tuner: {enabled: false}
-trainer: {epochs: 1}
+CONFIG = f"""
+transform: {{vocab_size: 5000, max_length: 64, bucket_boundaries: [8, 16, 32, 64]}}
+{TINY_TUNER}
+{TINY_TRAINER}
 # One epoch on 900 rows is no good model: every candidate is blessed, so each retrain pushes.
-evaluator: {min_accuracy: 0.0, max_accuracy_drop: 1.0, significance: 0.0}
-validate: {drift: {length_min_rows: 100}}
+evaluator: {{min_accuracy: 0.0, max_accuracy_drop: 1.0, significance: 0.0}}
+validate: {{drift: {{length_min_rows: 100}}}}
 """
 
 
