@@ -30,7 +30,8 @@ test: install lint
 # While iterating: tests/unit and two end-to-end tests (one run on the sample, then a fully cached run); every
 # other test of tests/system is marked slow (tests/conftest.py).
 test-fast: install lint
-	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile --no-loadscope-reorder tests/unit tests/system/test_e2e.py $(ARGS)
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile --no-loadscope-reorder \
+		tests/unit tests/system/test_e2e.py $(ARGS)
 
 # The curated mutation harness (tools/mutants.py; its docstring says how to add one): each mutation breaks one
 # behaviour of the product in a throw-away copy, and the tests listed with it must fail. Exits non-zero if any

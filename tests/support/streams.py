@@ -1,6 +1,7 @@
-"""The lightest pipeline that tests the plumbing where accuracy is not the point, and a growing stream of weekly
-spans cut from the committed sample, for the system tests that retrain again and again (rollback, retention,
-span states): what they observe is stored bytes, artifacts and exit codes, never a model's quality."""
+"""The lightest pipeline that tests the plumbing where accuracy is not the point, and a growing stream of
+weekly spans cut from the committed sample, for the system tests that retrain again and again (rollback,
+retention, span states, warm-start lineage): what they observe is stored bytes, artifacts and exit codes,
+never a model's quality."""
 from __future__ import annotations
 
 import hashlib
@@ -14,15 +15,22 @@ from pipeline.metadata import MetadataStore
 from support.paths import PROJECT, SAMPLE_DIR
 
 # No search, the smallest architecture (a 16-unit SimpleRNN on 16-dimensional embeddings, about 33,000
-# parameters against the default BiLSTM's 356,000) and one epoch: the trainer step of a retrain on the sample's
-# spans takes about a third less time; ingest, transform and the evaluator (Beam, TFT, TFMA) are unchanged.
-TINY_TUNER = 'tuner: {enabled: false, architecture: rnn, fixed_hyperparameters: ["embedding_dim=16", "units=16"]}'
+# parameters against the default BiLSTM's 356,000) and one epoch: the trainer step of a retrain on the
+# sample's spans takes about a third less time; ingest, transform and the evaluator (Beam, TFT, TFMA) are
+# unchanged.
+TINY_TUNER = ('tuner: {enabled: false, architecture: rnn, '
+              'fixed_hyperparameters: ["embedding_dim=16", "units=16"]}')
 TINY_TRAINER = "trainer: {epochs: 1}"
+# The same as command-line flags, for tests that run from support.paths.E2E_CONFIG: the architecture and its
+# size (TINY_MODEL_FLAGS; a search, if the test needs one, searches the rest) and no search (TINY_FLAGS).
+TINY_MODEL_FLAGS = ("--set", "tuner.architecture=rnn",
+                    "--set", "tuner.fixed_hyperparameters=[embedding_dim=16, units=16]", "--epochs", "1")
+TINY_FLAGS = ("--no-tune", *TINY_MODEL_FLAGS)
 
 
 def make_stream(base: Path, spans: int, config: str) -> tuple[Path, Path, list[str]]:
-    """(full, live, span names): the sample cut into `spans` weekly spans, and an empty stream folder (test.csv
-    only) that spans are copied into as they "arrive"; base/config.yaml holds `config`."""
+    """(full, live, span names): the sample cut into `spans` weekly spans, and an empty stream folder
+    (test.csv only) that spans are copied into as they "arrive"; base/config.yaml holds `config`."""
     full = base / "full"
     subprocess.run([sys.executable, str(PROJECT / "benchmarks" / "make_spans.py"), "--data", str(SAMPLE_DIR),
                     "--out", str(full), "--spans", str(spans)], check=True, capture_output=True)

@@ -1,15 +1,16 @@
 """Bounded disk: with a retention policy the pipeline root stops growing over weekly retrains, and the kept
-versions can still be rolled back to, through the real `agnews-pipeline` command on the committed sample cut into
-weekly spans (a system test; the tiny model of support.streams). What is observed is the size of the pipeline
-root on disk, the serving folder's bytes and the metadata store's artifacts."""
+versions can still be rolled back to, through the real `agnews-pipeline` command on the committed sample
+cut into weekly spans (a system test; the tiny model of support.streams). What is observed is the size of
+the pipeline root on disk, the serving folder's bytes and the metadata store's artifacts."""
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
 
 import pytest
+from support import streams
 from support.e2e import agnews  # the real command in a subprocess, checking its exit code
-from support.streams import TINY_TRAINER, TINY_TUNER, args, arrive, make_stream, opened_store, pusher_inputs, root_args
+from support.streams import TINY_TRAINER, TINY_TUNER, arrive, make_stream, root_args
 
 from library import layouts
 
@@ -40,11 +41,11 @@ def test_with_retention_the_root_stops_growing_and_kept_versions_can_be_rolled_b
     sizes = {}
     for week, name in enumerate(names, 1):
         arrive(full, live, name)
-        agnews("retrain", *args(tmp_path))
+        agnews("retrain", *streams.args(tmp_path))
         sizes[week] = du_bytes(root)
         print(f"week {week}: root {sizes[week]:,} bytes", flush=True)
-        # From the first retrain on, the policy holds the root where it was after four (without it the root grows
-        # by one retrain's artifacts every week).
+        # From the first retrain on, the policy holds the root where it was after four (without it the root
+        # grows by one retrain's artifacts every week).
         if week > 4:
             assert sizes[week] <= 1.3 * sizes[4], sizes
     assert layouts.serving_versions(serving) == [7, 8]  # older versions left the serving folder
@@ -56,7 +57,7 @@ def test_with_retention_the_root_stops_growing_and_kept_versions_can_be_rolled_b
     assert "not a model this pipeline root keeps" in gone.stderr and len(gone.stderr.strip().splitlines()) == 1
     agnews("gc", *root_args(tmp_path))  # the same policy (no --keep): 8 and 9 stay served
     assert layouts.serving_versions(serving) == [8, 9]
-    with opened_store(root) as store:
+    with streams.opened_store(root) as store:
         for version in (8, 9):
-            for artifact in pusher_inputs(store, version).values():
+            for artifact in streams.pusher_inputs(store, version).values():
                 assert not artifact.deleted and artifact.uri.exists()

@@ -1,8 +1,9 @@
-"""Backfill, rollback and the gate's anchor, through the real `agnews-pipeline` command on the committed sample cut
-into weekly spans (a system test: every retrain trains, evaluates and pushes; the tiny model of support.streams).
+"""Backfill, rollback and the gate's anchor, through the real `agnews-pipeline` command on the committed
+sample cut into weekly spans (a system test: every retrain trains, evaluates and pushes; the tiny model of
+support.streams).
 
-What is observed is what is stored: the serving folder's bytes, and the metadata store's artifacts and events
-(which model the evaluator consumed as its baseline)."""
+What is observed is what is stored: the serving folder's bytes, and the metadata store's artifacts and
+events (which model the evaluator consumed as its baseline)."""
 from __future__ import annotations
 
 import json

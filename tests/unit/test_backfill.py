@@ -1,7 +1,8 @@
-"""pipeline/rollback.py on a toy store (fast: no training, a unit test). The backfill guard: a pinned window that
-ends before the newest span the served model learned is refused, and the command then runs nothing; the current or
-a newer span is not refused. Rollback: the old version's model is published again as a new highest version (what
-TF Serving loads) and the store makes it the next retrain's baseline and warm-start base."""
+"""pipeline/rollback.py on a toy store (fast: no training, a unit test). The backfill guard: a pinned window
+that ends before the newest span the served model learned is refused, and the command then runs nothing;
+the current or a newer span is not refused. Rollback: the old version's model is published again as a new
+highest version (what TF Serving loads) and the store makes it the next retrain's baseline and warm-start
+base."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -158,8 +158,8 @@ def test_history_shows_failed_and_refused_runs_with_their_reason_and_measured_dr
 
 
 def test_a_refused_runs_metrics_hold_the_drift_its_check_measured(tmp_path, monkeypatch):
-    """Exit 8 (drift): the refusing step published nothing, yet the metrics file carries what it measured (from
-    the facts in the run record the real runner wrote), so the drift alert can fire on a refused run."""
+    """Exit 8 (drift): the refusing step published nothing, yet the metrics file carries what it measured
+    (from the facts in the run record the real runner wrote), so the drift alert can fire on a refused run."""
     data = tmp_path / "data"
     data.mkdir()
     (data / "train.csv").write_text("1 2 3\n")
