@@ -39,9 +39,9 @@ test-fast: install lint
 mutants: install
 	$(BIN)/python tools/mutants.py $(ARGS)
 
-# The mutations whose tests are quick (CI; under 3 minutes).
+# The mutations whose tests are quick, two at a time (CI; under 3 minutes).
 mutants-fast: install
-	$(BIN)/python tools/mutants.py --fast $(ARGS)
+	$(BIN)/python tools/mutants.py --fast --jobs 2 $(ARGS)
 
 clean:
 	rm -rf $(VENV) pipeline_root

@@ -17,6 +17,7 @@ found exactly once in its file (checked for every selected mutation before anyth
 
     python tools/mutants.py                 all mutations
     python tools/mutants.py --fast          those marked fast (each test under ~20 s; CI, under 3 minutes)
+    python tools/mutants.py --fast -j 2     the same, two mutations at a time (make mutants-fast)
     python tools/mutants.py --only NAME     one mutation (repeatable)
     python tools/mutants.py --list          the table: name, fast, file, what breaks, tests
     python tools/mutants.py --baseline      the selected mutations' tests on the unmutated copy: all must pass
@@ -38,6 +39,7 @@ Adding a mutation
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import shutil
 import subprocess
@@ -176,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
     parser.add_argument("--baseline", action="store_true",
                         help="run the selected mutations' tests without any mutation; they must all pass")
+    parser.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
+                        help="run N mutations at once (each in its own copy; make mutants-fast uses 2)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show the pytest output of every mutation")
     args = parser.parse_args(argv)
@@ -199,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline:
         return 0 if run_baseline(selected, files) else 1
     started = time.monotonic()
-    statuses = [run_mutation(m, files, args.verbose) for m in selected]
+    # Each mutation runs in its own copy and its own pytest process, so N of them can run at once (threads
+    # only wait for their subprocess); lines come in the order the mutations finish.
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        statuses = list(pool.map(lambda m: run_mutation(m, files, args.verbose), selected))
     caught = statuses.count("caught")
     print(f"{caught} of {len(statuses)} mutations caught in {time.monotonic() - started:.0f}s", flush=True)
     return 0 if caught == len(statuses) else 1
