@@ -285,6 +285,7 @@ MUTATIONS: list[Mutation] = [
         breaks="a SIGTERM that a component swallowed lets that step publish its outputs before the run ends",
         tests=("tests/system/test_stops.py::"
                "test_a_swallowed_sigterm_still_ends_the_run_with_143_and_publishes_nothing",),
+        fast=True,
     ),
     Mutation(
         name="stop_lost_after_a_step_is_ignored",
@@ -296,6 +297,7 @@ MUTATIONS: list[Mutation] = [
                "to the next step and exits 0",
         tests=("tests/system/test_stops.py::"
                "test_a_sigterm_lost_after_a_publish_ends_the_run_before_the_next_step",),
+        fast=True,
     ),
     Mutation(
         name="quarantined_span_enters_the_next_window",
