@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.artifacts import ComponentError
-from contract.config import IngestConfig
+from contract.data_config import IngestConfig
 from library.spans import Span, discover_spans, is_stream, span_time
 
 # Exit code -> outcome label (apps/cli/exit_codes.py). A run that ended is labelled by its own outcome.
@@ -94,8 +94,17 @@ def span_states(ingest: IngestConfig, held_out: dict[str, str] | None = None) ->
         spans = discover_spans(folder, ingest.window.pattern)
     except OSError:  # an unreadable data folder: the metrics file is still written, without these gauges
         return []
-    return [(span, "in_window" if span.name in window else held_out.get(span.name) or
-             ("excluded" if span.name in ingest.window.exclude else "outside_window")) for span in spans]
+    return [(span, _span_state(span.name, window, held_out, ingest.window.exclude)) for span in spans]
+
+
+def _span_state(name: str, window: set[str], held_out: dict[str, str], excluded) -> str:
+    """A span's state for the gauges: in_window, its held-out state (quarantined, rejected), excluded, or
+    outside_window."""
+    if name in window:
+        return "in_window"
+    if held_out.get(name):
+        return held_out[name]
+    return "excluded" if name in excluded else "outside_window"
 
 
 def _newest_span(spans: list[tuple[Span, str]]) -> Span | None:
@@ -191,7 +200,7 @@ def _data_gauges(gauge, spans: list[tuple[Span, str]], now: float) -> None:
 
 
 def _serving_version(serving_dir: Path | None) -> int | None:
-    from library.layouts import serving_versions
+    from library.folder_layouts import serving_versions
     if serving_dir is None or not serving_dir.is_dir():
         return None
     versions = serving_versions(serving_dir)

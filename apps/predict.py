@@ -17,15 +17,8 @@ from typing import IO, Any, Iterator
 
 from contract.artifacts import ComponentError
 from library.export import SERVING_SIGNATURE
-from library.layouts import (
-    CLASS_NAMES,
-    SAVED_MODEL_FILE,
-    SERVING_MODEL_DIR,
-    has_saved_model,
-    serving_model_dir,
-    serving_version_dir,
-    serving_versions,
-)
+from library.folder_layouts import serving_version_dir, serving_versions
+from library.layouts import CLASS_NAMES, SAVED_MODEL_FILE, SERVING_MODEL_DIR, has_saved_model, serving_model_dir
 
 BATCH_SIZE = 256
 # A text may be any length (serving_default takes a 5 MB string); the csv module's default field limit is 128 KB.

@@ -22,14 +22,13 @@ Writes benchmarks/results/architectures.json and architectures.md; the pipeline 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import run_info  # benchmarks/ is on sys.path when a script here runs
+import harness  # benchmarks/ is on sys.path when a script here runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -109,7 +108,7 @@ def markdown(report: dict) -> str:
     data = report["data"]
     lines = [
         f"# Architectures at their defaults ({report['date']})", "",
-        f"Command: `{report['command']}`  ", f"Machine: {report['machine']}  ",
+        *harness.provenance(report),
         f"Wall time: {report['wall_seconds'] / 60:.1f} min (1-minute load average {report['load_at_end']:.1f} at "
         "the end)", "",
         f"Data: {data['source']}: train {data['rows']['train']} + eval {data['rows']['eval']} rows (the ingest's "
@@ -159,12 +158,11 @@ def main() -> None:
                         help="only rewrite the Markdown table from the existing --out JSON (no training)")
     args = parser.parse_args()
     if args.render:
-        args.out.with_suffix(".md").write_text(markdown(json.loads(args.out.read_text(encoding="utf-8"))),
-                                               encoding="utf-8")
+        harness.render_only(args.out, markdown)
         return
     if args.data is None:
         parser.error("--data is required")
-    machine = run_info.machine("TensorFlow CPU")
+    machine = harness.machine("TensorFlow CPU")
     args.root = (args.root or Path(tempfile.mkdtemp(prefix="agnews-bench-architectures-"))).resolve()
     started = time.perf_counter()
 
@@ -182,7 +180,7 @@ def main() -> None:
     speeds = throughput(args, first_seed, examples_dir, model_input) if args.throughput_rounds else {}
 
     report = {
-        "date": time.strftime("%Y-%m-%d %H:%M"), "command": run_info.command_line(), "machine": machine,
+        "date": time.strftime("%Y-%m-%d %H:%M"), "command": harness.command_line(), "machine": machine,
         "data": {"source": str(args.data.resolve()), "rows": {s: examples[f"{s}_rows"] for s in SPLITS}},
         "epochs": args.epochs, "patience": args.patience, "seeds": args.seeds,
         "throughput_rounds": args.throughput_rounds, "pipeline_root": str(args.root),
@@ -192,7 +190,7 @@ def main() -> None:
     text = markdown(report)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    run_info.write_results(args.out, report, text)
+    harness.write_results(args.out, report, text)
     print(f"pipeline root kept: {args.root}")
 
 

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import run_info  # benchmarks/ is on sys.path when a script here runs
+import harness  # benchmarks/ is on sys.path when a script here runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -34,7 +34,7 @@ from components.ingest import executor as ingest
 from components.transform import executor as transform
 from components.validate import executor as validate
 from contract.artifacts import Runtime
-from contract.config import IngestConfig, TransformConfig, ValidateConfig
+from contract.data_config import IngestConfig, TransformConfig, ValidateConfig
 from library.layouts import SPLITS
 
 IN_MEMORY = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
@@ -126,15 +126,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     import psutil
-    machine = run_info.machine(f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM")
+    machine = harness.machine(f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM")
     logs = args.out.with_suffix("")
     logs = logs.parent / f"{logs.name}_logs"
     logs.mkdir(parents=True, exist_ok=True)
-    report = {"command": run_info.command_line(), "machine": machine, "data": str(args.data),
+    report = {"command": harness.command_line(), "machine": machine, "data": str(args.data),
               "worker_memory_limit_mb": round(psutil.virtual_memory().total / 2 / 2**20), "runs": []}
 
     def save():
-        run_info.write_results(args.out, report, markdown(report))
+        harness.write_results(args.out, report, markdown(report))
 
     reference, reference_hashes = one_run(args.data, "in_memory", IN_MEMORY, logs)
     report["runs"].append(reference)
@@ -157,7 +157,7 @@ def main() -> None:
 def markdown(report: dict) -> str:
     runs = report["runs"]
     reference = runs[0]["seconds"]
-    lines = [f"Command: `{report['command']}`  ", f"Machine: {report['machine']}  ",
+    lines = [*harness.provenance(report),
              f"Data: {report['data']} ({runs[0]['rows']} rows read). Worker memory limit (LocalCluster default, "
              f"machine / 2 workers): {report['worker_memory_limit_mb']} MB.", "",
              "| run | ingest s | validate s | transform s | total s | x in_memory | load at start / end | "

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import run_info  # benchmarks/ is on sys.path when a script here runs
+import harness  # benchmarks/ is on sys.path when a script here runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -34,8 +34,6 @@ from contract.config_loading import build_config
 from library import embeddings
 from library.dataset import bucketed_batches, token_id_counts
 from library.layouts import SPLITS, examples_files, keras_model_file, read_model_input
-from pipeline.root import root_lock
-from pipeline.runner import Runner
 
 RESULTS_DIR = Path(__file__).parent / "results"
 TEST_BATCH_SIZE = 256
@@ -53,18 +51,6 @@ def pipeline_config(args, seed: int, trainer: dict | None = None):
         "tuner": {"architecture": "bilstm", "enabled": False},
         "trainer": {"epochs": args.epochs, "early_stopping_patience": args.patience, **(trainer or {})},
     })
-
-
-def run_pipeline(config, until: str, rerun: tuple[str, ...] = ()):
-    with root_lock(config.pipeline_root()):
-        runner = Runner(config, log=lambda message: print(message, flush=True))
-        try:
-            result = runner.run(until=until, rerun=rerun)
-        finally:
-            runner.close()
-    if result.status != "succeeded":
-        raise SystemExit(f"pipeline run {result.run_id} failed: {result.error}")
-    return result
 
 
 def test_accuracy(model_dir: Path, examples_dir: Path) -> float:
@@ -119,9 +105,9 @@ def main() -> None:
     args.root = (args.root or Path(tempfile.mkdtemp(prefix="agnews-bench-embeddings-"))).resolve()
     started = time.perf_counter()
     date = time.strftime("%Y-%m-%d %H:%M")
-    machine = run_info.machine("TensorFlow CPU, 2 cores shared with other agents' jobs: timings are noisy")
+    machine = harness.machine("TensorFlow CPU, 2 cores shared with other agents' jobs: timings are noisy")
 
-    prepared = run_pipeline(pipeline_config(args, args.seeds[0]), until="transform")
+    prepared = harness.run_pipeline(pipeline_config(args, args.seeds[0]), until="transform")
     examples_dir = Path(prepared.artifact("transform", "transformed_examples").uri)
     graph_dir = Path(prepared.artifact("transform", "transform_graph").uri)
     ingested = Path(prepared.artifact("ingest", "examples").uri)
@@ -151,7 +137,8 @@ def main() -> None:
             if trainer:
                 trainer = {**trainer, "pretrained_embeddings": str(vectors_path)}
             run_started = time.perf_counter()
-            result = run_pipeline(pipeline_config(args, seed, trainer), until="trainer", rerun=("tuner", "trainer"))
+            result = harness.run_pipeline(pipeline_config(args, seed, trainer), until="trainer",
+                                          rerun=("tuner", "trainer"))
             model = result.artifact("trainer", "model")
             row = {"variant": name, "seed": seed, "run_id": result.run_id,
                    "test_accuracy": test_accuracy(Path(model.uri), examples_dir),
@@ -179,7 +166,7 @@ def main() -> None:
                         "vocab_coverage": rows[0].get("embeddings_vocab_coverage"),
                         "token_coverage": rows[0].get("embeddings_token_coverage")})
     report = {
-        "date": date, "command": run_info.command_line(), "machine": machine, "root": str(args.root),
+        "date": date, "command": harness.command_line(), "machine": machine, "root": str(args.root),
         "data": {"source": str(args.data), "rows": prepared.artifact("ingest", "examples").properties,
                  "vocab_size": model_input.vocab_size, "test_tokens_outside_vocabulary": test_oov_share},
         "budget": {"architecture": "bilstm (default hyperparameters, --no-tune)", "epochs": args.epochs,
@@ -190,7 +177,7 @@ def main() -> None:
         "prepare_seconds": prepare_seconds, "wall_seconds": time.perf_counter() - started,
     }
     RESULTS_DIR.mkdir(exist_ok=True)
-    run_info.write_results(RESULTS_DIR / "embeddings.json", report, markdown(report))
+    harness.write_results(RESULTS_DIR / "embeddings.json", report, markdown(report))
     print(markdown(report))
 
 
@@ -200,7 +187,7 @@ def markdown(report: dict) -> str:
     w2v = budget["word2vec"]
     lines = [
         f"# Pretrained embeddings benchmark ({report['date']})", "",
-        f"Command: `{report['command']}`  ", f"Machine: {report['machine']}  ",
+        *harness.provenance(report),
         f"Wall time: {report['wall_seconds'] / 60:.1f} min (ingest+validate+transform "
         f"{report['prepare_seconds']:.0f}s)", "",
         f"Data: {data['source']}: train {rows.get('train_rows')} + eval {rows.get('eval_rows')} rows (train.csv), "

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-import run_info  # benchmarks/ is on sys.path when a script here runs
+import harness  # benchmarks/ is on sys.path when a script here runs
 from bench_ingest_transform import PeakTreeRss
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -46,21 +46,21 @@ def main() -> None:
     run_dir = max((args.root / "runs").iterdir(), key=lambda p: p.name)
     record = json.loads((run_dir / "run.json").read_text())
     steps = {s["step"]: {"state": s["state"], "seconds": s["seconds"]} for s in record["steps"]}
-    report = {"command": run_info.command_line(), "machine": run_info.machine(), "data": str(args.data),
+    report = {"command": harness.command_line(), "machine": harness.machine(), "data": str(args.data),
               "exit_code": code, "wall_seconds": round(wall, 1), "load_at_start": round(load, 1),
               "load_at_end": round(os.getloadavg()[0], 1), "peak_tree_rss_mb": round(rss.peak / 2**20),
               "steps": steps, "epoch_lines": re.findall(r"trainer: epoch \d+/\d+ in [^;]+", text),
               "trial_lines": len(re.findall(r"tuner: trial \d+", text))}
-    lines = [f"# The whole default job: {args.data}", "", f"Command: `{report['command']}`  ",
-             f"Machine: {report['machine']}  ", f"Exit code {code}; wall {wall:.0f} s (the command, start-up "
+    lines = [f"# The whole default job: {args.data}", "", *harness.provenance(report),
+             f"Exit code {code}; wall {wall:.0f} s (the command, start-up "
              f"included); load average at start / end {report['load_at_start']} / {report['load_at_end']}; peak RSS "
              f"of the command and all its processes {report['peak_tree_rss_mb']:,} MB.", "",
-             "| step | state | seconds | share of the wall |", "| --- | --- | --- | --- |"]
+             *harness.table_head("step", "state", "seconds", "share of the wall")]
     for name, step in steps.items():
         lines.append(f"| {name} | {step['state']} | {step['seconds'] or 0:.0f} | "
                      f"{100 * (step['seconds'] or 0) / wall:.0f}% |")
     lines += ["", "Trainer epochs:", "", *(f"- {line}" for line in report["epoch_lines"])]
-    run_info.write_results(args.out, report, "\n".join(lines) + "\n")
+    harness.write_results(args.out, report, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import run_info  # benchmarks/ is on sys.path when a script here runs
+import harness  # benchmarks/ is on sys.path when a script here runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -26,7 +26,7 @@ from components.ingest import executor as ingest
 from components.transform import executor as transform
 from components.validate import executor as validate
 from contract.artifacts import Runtime
-from contract.config import IngestConfig, TransformConfig, ValidateConfig
+from contract.data_config import IngestConfig, TransformConfig, ValidateConfig
 from library.layouts import SPLITS
 
 MODES = {
@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ingest_transform.json")
     args = parser.parse_args()
-    machine = run_info.machine()  # the load before this benchmark adds its own
+    machine = harness.machine()  # the load before this benchmark adds its own
     results = []
     for data in args.data:
         for mode in args.modes:
@@ -112,10 +112,10 @@ def main() -> None:
             results.append(result)
             print(json.dumps(result), flush=True)
 
-    lines = [f"Machine: {machine}", "",
-             "| data | mode | rows | ingest s | ingest rows/s | validate s | transform s | transform rows/s "
-             "| peak RSS, all processes (MB) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    report = {"command": harness.command_line(), "machine": machine, "results": results}
+    lines = [*harness.provenance(report), "",
+             *harness.table_head("data", "mode", "rows", "ingest s", "ingest rows/s", "validate s",
+                                 "transform s", "transform rows/s", "peak RSS, all processes (MB)")]
     for r in results:
         lines.append(f"| {Path(r['data']).name} | {r['mode']} | {r['rows']} | {r['ingest_s']:.1f} | "
                      f"{r['ingest_rows_per_s']:.0f} | {r['validate_s']:.1f} | {r['transform_s']:.1f} | "
@@ -125,8 +125,7 @@ def main() -> None:
               f"per-batch-longest {r['padding_unbucketed']:.3f}" for r in results if r["mode"] == args.modes[0]]
     print("\n".join(lines))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    harness.write_results(args.out, report, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -26,14 +26,13 @@ serving SavedModel, for benchmarks/bench_serve.py --model-dir) is kept.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import run_info  # benchmarks/ is on sys.path when a script here runs
+import harness  # benchmarks/ is on sys.path when a script here runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -51,8 +50,6 @@ from library.layouts import (
     serving_model_dir,
 )
 from library.models import architecture_names, build_model, default_hyperparameters, fixed_hyperparameters
-from pipeline.root import root_lock
-from pipeline.runner import Runner, summarize
 
 RESULTS_DIR = Path(__file__).parent / "results"
 TEST_BATCH_SIZE = 256
@@ -70,16 +67,7 @@ def pipeline_config(args, architecture: str, tuned: bool, seed: int):
 
 
 def run_pipeline(config, until: str, rerun: tuple[str, ...] = ()):
-    with root_lock(config.pipeline_root()):
-        runner = Runner(config, log=lambda message: print(message, flush=True))
-        try:
-            result = runner.run(until=until, rerun=rerun)
-        finally:
-            runner.close()
-    print(summarize(result), flush=True)
-    if result.status != "succeeded":
-        raise SystemExit(f"pipeline run {result.run_id} failed: {result.error}")
-    return result
+    return harness.run_pipeline(config, until, rerun, summary=True)
 
 
 def keras_test_accuracy(model_dir: Path, examples_dir: Path) -> dict:
@@ -193,7 +181,7 @@ def markdown(report: dict) -> str:
     seeds = ", ".join(str(x) for x in report["seeds"])
     lines = [
         f"# Model benchmarks ({report['date']})", "",
-        f"Command: `{report['command']}`  ", f"Machine: {report['machine']}  ",
+        *harness.provenance(report),
         f"Wall time: {report['wall_seconds'] / 60:.1f} min (ingest+validate+transform "
         f"{report['prepare_seconds']:.0f}s, pipeline variants {report['pipeline_seconds']:.0f}s, notebook "
         f"{report['notebook_seconds']:.0f}s, throughput {report['throughput_seconds']:.0f}s)", "",
@@ -224,7 +212,7 @@ def markdown(report: dict) -> str:
                      f"{row['mean_seconds']:.0f} |")
     lines += ["", "Hyperparameters trained, per seed (tuned rows: the search's best trial; its score is val_loss "
               "on eval after the trial's epochs):", "",
-              "| model | seed | hyperparameters | tuner best val_loss | test accuracy |", "| --- | --- | --- | --- | --- |"]
+              *harness.table_head("model", "seed", "hyperparameters", "tuner best val_loss", "test accuracy")]
     for row in report["runs"]:
         score = f"{row['tuner_best_score']:.4f}" if row.get("tuner_best_score") is not None else ""
         lines.append(f"| {row['model']} | {row['seed']} | {_model_text(row)} | {score} | "
@@ -269,10 +257,9 @@ def main() -> None:
     parser.add_argument("--render", action="store_true",
                         help="only rewrite the Markdown table from the existing --out JSON (no training)")
     args = parser.parse_args()
-    machine = run_info.machine("TensorFlow CPU")  # the load before this benchmark adds its own
+    machine = harness.machine("TensorFlow CPU")  # the load before this benchmark adds its own
     if args.render:
-        args.out.with_suffix(".md").write_text(markdown(json.loads(args.out.read_text(encoding="utf-8"))),
-                                               encoding="utf-8")
+        harness.render_only(args.out, markdown)
         return
     if args.data is None:
         parser.error("--data is required")
@@ -312,7 +299,7 @@ def main() -> None:
 
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "command": run_info.command_line(),
+        "command": harness.command_line(),
         "machine": machine,
         "data": {"source": str(args.data.resolve()),
                  "csv_rows": {"train": examples["train_rows"] + examples["eval_rows"],
@@ -332,7 +319,7 @@ def main() -> None:
     }
     text = markdown(report)
     print(text)
-    run_info.write_results(args.out, report, text)
+    harness.write_results(args.out, report, text)
     print(f"pipeline root kept: {args.root}")
 
 

@@ -16,7 +16,6 @@ Sized so each case takes a few minutes on 2 shared cores; results go to benchmar
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -29,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from generate_data import generate
-from run_info import command_line, machine
+from harness import command_line, machine, provenance, table_head, write_results
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -80,16 +79,15 @@ def main() -> None:
     cases = results["cases"]
     if "good" in cases and "bad" in cases:
         results["bad_over_good"] = round(cases["bad"]["peak_rss_mb"] / cases["good"]["peak_rss_mb"], 2)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [f"# Ingest peak memory: {args.rows:,} good rows vs {args.rows:,} bad rows", "",
-             f"`{results['command']}`", "", f"Machine: {results['machine']}", "",
-             "| case | train.csv | exit | peak RSS | wall time | message |", "| --- | --- | --- | --- | --- | --- |"]
+             *provenance(results), "",
+             *table_head("case", "train.csv", "exit", "peak RSS", "wall time", "message")]
     for case, r in cases.items():
         lines.append(f"| {case} | {r['train_csv_mb']} MB | {r['exit_code']} | {r['peak_rss_mb']} MB | "
                      f"{r['seconds']} s | {r['message'].replace('|', '/')} |")
     if "bad_over_good" in results:
         lines += ["", f"bad / good peak RSS: {results['bad_over_good']}"]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_results(args.out.with_suffix(".json"), results, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

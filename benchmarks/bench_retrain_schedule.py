@@ -39,7 +39,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import run_info  # benchmarks/ is on sys.path when a script here runs
+import harness  # benchmarks/ is on sys.path when a script here runs
 
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
@@ -139,7 +139,7 @@ def epochs_to_reach(val_losses: list[float], target: float) -> int | None:
 
 def markdown(report: dict) -> str:
     lines = [f"# Retraining schedule: {report['data']}", "",
-             f"Command: `{report['command']}`  ", f"Machine: {report['machine']}  ",
+             *harness.provenance(report),
              f"Load average (1 min) before / after: {report['load_before']:.1f} / {report['load_after']:.1f}  ",
              f"Common flags: `{' '.join(report['common_flags'])}`  ",
              "Wall: each retrain's run duration in the metadata store (start to end of the pipeline run).",
@@ -213,7 +213,7 @@ def main() -> None:
     else:
         folders = cut_data(args.source, fractions, args.work, args.seed)
     load_before = os.getloadavg()[0]
-    machine = run_info.machine()
+    machine = harness.machine()
 
     first_root = args.work / "first"
     if args.first_root:
@@ -238,7 +238,7 @@ def main() -> None:
             print(f"    {run['wall_seconds']:.0f}s, tuner {run['tuner']}, warm start {run['warm_start']}, "
                   f"accuracy {run['accuracy']:.4f}", flush=True)
             report = summarize(policies, folders, common, machine, load_before, args.source or args.stream)
-            run_info.write_results(args.out, report, markdown(report))
+            harness.write_results(args.out, report, markdown(report))
     print(markdown(report))
 
 
@@ -253,10 +253,10 @@ def report_only(args, fractions: list[float], common: list[str]) -> None:
         files = [folder / "train.csv"] if (folder / "train.csv").is_file() else sorted(folder.glob("*/train.csv"))
         folders.append((folder, sum(1 for f in files for line in open(f, encoding="utf-8") if line.strip())))
     load = os.getloadavg()[0]
-    report = summarize(policies, folders, common, run_info.machine(), load, args.source or args.stream)
+    report = summarize(policies, folders, common, harness.machine(), load, args.source or args.stream)
     report["note"] = ("rebuilt with --report-only from the pipeline roots; the load average 'before' is the one at "
                       "the time of the report")
-    run_info.write_results(args.out, report, markdown(report))
+    harness.write_results(args.out, report, markdown(report))
     print(markdown(report))
 
 
@@ -287,7 +287,7 @@ def summarize(policies: dict[str, list[dict]], folders, common: list[str], machi
                        "warm_epoch_reaching_it": epochs_to_reach(warm[index]["val_loss_per_epoch"], target),
                        "warm_best_val_loss": min(warm[index]["val_loss_per_epoch"]),
                        "warm_best_epoch": warm[index]["best_epoch"]})
-    return {"command": run_info.command_line(), "machine": machine, "data": str(source),
+    return {"command": harness.command_line(), "machine": machine, "data": str(source),
             "train_rows": [rows for _, rows in folders][:done], "common_flags": common, "load_before": load_before,
             "load_after": os.getloadavg()[0], "policies": policies, "summary": summary,
             "epochs_to_same_val_loss": epochs}

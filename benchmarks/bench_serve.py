@@ -41,7 +41,7 @@ import threading
 import time
 from pathlib import Path
 
-import run_info  # benchmarks/ is on sys.path when a script here runs
+import harness  # benchmarks/ is on sys.path when a script here runs
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -299,7 +299,7 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench_serve: wrk is not installed; install it (apt-get install wrk)")
-    machine, started = run_info.machine(), time.perf_counter()
+    machine, started = harness.machine(), time.perf_counter()
     texts, labels = read_test_rows(args.data)
     reference = in_process_reference(args.model_dir, texts, labels, args.sequential)
     print("in-process", json.dumps(reference), flush=True)
@@ -327,14 +327,14 @@ def main() -> None:
             if server.process.poll() is None:
                 server.process.kill()
         shutil.rmtree(workdir, ignore_errors=True)
-    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": run_info.command_line(), "machine": machine,
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": harness.command_line(), "machine": machine,
               "model_dir": str(args.model_dir.resolve()), "baseline_repo": str(args.baseline_repo),
               "data": f"{(args.data / 'test.csv').resolve()}: {len(texts)} rows, text = title + ' ' + description",
               "seconds_per_load": args.seconds, "in_process": reference, "http": loads, "overload": overload,
               "exit_codes_after_sigterm": exit_codes, "wall_seconds": time.perf_counter() - started}
     text = markdown(report)
     print(text)
-    run_info.write_results(args.out, report, text)
+    harness.write_results(args.out, report, text)
 
 
 def markdown(report: dict) -> str:
@@ -366,7 +366,7 @@ def markdown(report: dict) -> str:
     o = report["overload"]
     return "\n".join([
         f"# serve benchmark ({report['date']})", "",
-        f"Command: `{report['command']}`  ", f"Machine: {report['machine']}  ",
+        *harness.provenance(report),
         f"Model: `{report['model_dir']}`  ", f"Data: {report['data']}  ",
         f"Client: wrk (1 thread, keep-alive), {report['seconds_per_load']:.0f} s per load and server in halves "
         f"ordered old, new, new, old; old default = `serve` of {report['baseline_repo']}, new default = this "

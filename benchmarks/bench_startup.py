@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-import run_info
+import harness
 
 PROJECT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -65,17 +65,16 @@ def main() -> None:
                 seconds[name][command].append(round(wall, 3))
                 heavy[name][command] |= imported
 
-    result = {"command": run_info.command_line(), "machine": run_info.machine(), "repeats": args.repeats,
+    result = {"command": harness.command_line(), "machine": harness.machine(), "repeats": args.repeats,
               "trees": {name: str(tree) for name, tree in trees.items()},
               "results": {name: {command: {"median_seconds": statistics.median(values), "seconds": values,
                                            "heavy_imports": sorted(heavy[name][command])}
                                  for command, values in seconds[name].items()} for name in trees}}
-    lines = ["# Start-up of `runs` and of a fully cached `run`", "", f"Command: `{result['command']}`  ",
-             f"Machine: {result['machine']}  ",
+    lines = ["# Start-up of `runs` and of a fully cached `run`", "", *harness.provenance(result),
              f"Data: the committed sample, tests/support/e2e_config.yaml; {args.repeats} repeats per command, alternating "
              "between trees; wall time of a fresh process including Python start-up, under -X importtime.", "",
-             "| tree | command | median s | every repeat (s) | imported TensorFlow / TFT / Beam |",
-             "| --- | --- | --- | --- | --- |"]
+             *harness.table_head("tree", "command", "median s", "every repeat (s)",
+                                 "imported TensorFlow / TFT / Beam")]
     for name in trees:
         for command, entry in result["results"][name].items():
             lines.append(f"| {name} ({trees[name]}) | {command} | {entry['median_seconds']:.2f} | "

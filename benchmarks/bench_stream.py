@@ -23,9 +23,9 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 sys.path.insert(0, str(PROJECT / "benchmarks"))
 
-from run_info import command_line, machine, write_results  # noqa: E402
+from harness import command_line, machine, table_head, write_results  # noqa: E402
 
-from contract.config import DriftConfig  # noqa: E402
+from contract.data_config import DriftConfig  # noqa: E402
 from library import drift  # noqa: E402
 from library.ag_news_csv import BadRow, parse_csv_row  # noqa: E402
 from library.layouts import read_metrics  # noqa: E402
@@ -154,7 +154,7 @@ def markdown(report: dict) -> str:
                          f"{r['newest_span_rows']} |")
         lines.append("")
     lines += ["## Drift of a span against the spans before it", "",
-              "| stream | span | " + " | ".join(drift.MEASURES) + " |", "|---|---|" + "---|" * len(drift.MEASURES)]
+              *table_head("stream", "span", *drift.MEASURES)]
     for stream, rows in report["drift"].items():
         for row in rows:
             lines.append(f"| {stream} | {row['span']} | " + " | ".join(_f(row[m]) for m in drift.MEASURES) + " |")

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import run_info  # benchmarks/ is on sys.path when a script here runs
+import harness  # benchmarks/ is on sys.path when a script here runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -175,7 +175,7 @@ def accuracy(args, seeds: list[int]) -> list[dict]:
 
 def markdown(report: dict) -> str:
     lines = [f"# Training throughput: default bilstm vs the notebook recipe ({report['date']})", "",
-             f"Command: `{report['command']}`  ", f"Machine: {report['machine']}  ",
+             *harness.provenance(report),
              f"Wall time: {report['wall_seconds'] / 60:.1f} min", "",
              f"Data: {report['data']}: {report['train_rows']} train rows (the pipeline's train split; the notebook "
              "recipe reads the same rows' raw title + description).", "",
@@ -199,7 +199,7 @@ def markdown(report: dict) -> str:
             values = ", ".join(f"{k} {v}" for k, v in row["hyperparameters"].items())
             lines.append(f"| {row['model']} | {row['seed']} | {values} | {row['epochs_trained']} ({row['best_epoch']}) "
                          f"| {row['train_examples_per_second']:.0f} | {row['test_accuracy']:.4f} |")
-        lines += ["", "| model | mean test accuracy | sd |", "| --- | --- | --- |"]
+        lines += ["", *harness.table_head("model", "mean test accuracy", "sd")]
         for label in dict.fromkeys(r["model"] for r in report["accuracy"]):
             scores = [r["test_accuracy"] for r in report["accuracy"] if r["model"] == label]
             spread = f"{statistics.stdev(scores):.4f}" if len(scores) > 1 else ""
@@ -217,7 +217,7 @@ def main() -> None:
                         help="pipeline runs per default for test accuracy (none: skip)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "throughput.json")
     args = parser.parse_args()
-    machine = run_info.machine("TensorFlow CPU")
+    machine = harness.machine("TensorFlow CPU")
     args.root = (args.root or Path(tempfile.mkdtemp(prefix="agnews-bench-throughput-"))).resolve()
     started = time.perf_counter()
     prepared = run_pipeline(build_config({"pipeline": {"root": str(args.root), "seed": args.seed},
@@ -230,13 +230,13 @@ def main() -> None:
         if len(splits[split]) != rows[f"{split}_rows"]:
             raise SystemExit(f"notebook {split} rows {len(splits[split])} != ingest's {rows[f'{split}_rows']}")
     table = throughput(variants(examples_dir, model_input, splits, args.seed), args.rounds)
-    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": run_info.command_line(), "machine": machine,
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": harness.command_line(), "machine": machine,
               "data": str(args.data.resolve()), "train_rows": rows["train_rows"], "rounds": args.rounds,
               "throughput": table, "accuracy": accuracy(args, args.accuracy_seeds),
               "wall_seconds": time.perf_counter() - started}
     text = markdown(report)
     print(text)
-    run_info.write_results(args.out, report, text)
+    harness.write_results(args.out, report, text)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import sys
 import time
 from pathlib import Path
 
-import run_info  # benchmarks/ is on sys.path when a script here runs
+import harness  # benchmarks/ is on sys.path when a script here runs
 
 PROJECT = Path(__file__).resolve().parent.parent
 CONFIG = PROJECT / "tests" / "support" / "e2e_config.yaml"
@@ -286,8 +286,8 @@ def yield_json(year: Year, weeks: list[dict], incidents: dict) -> None:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# A simulated year: {report['label']}", "", f"Command: `{report['command']}`  ",
-             f"Machine: {report['machine']}  ", f"Load average (1 min) before / after: {report['load_before']:.1f} / "
+    lines = [f"# A simulated year: {report['label']}", "", *harness.provenance(report),
+             f"Load average (1 min) before / after: {report['load_before']:.1f} / "
              f"{report['load_after']:.1f}  ", f"Data: {report['data']}  ", f"Config: `{report['config']}`  ",
              f"Weeks finished: {len(report['weeks'])} of {report['weeks_planned']}  ",
              f"Incident weeks: {report['plan']}", "",
@@ -333,12 +333,12 @@ def main() -> None:
         year = Year(args.data_dir, work, args.weeks, args.rows_per_week, args.test_rows, args.seed)
         print(f"work folder {work}; incident weeks {plan}", flush=True)
         weeks, incidents = run_year(year, plan)
-    report = {"label": args.label, "command": run_info.command_line(), "machine": run_info.machine(),
+    report = {"label": args.label, "command": harness.command_line(), "machine": harness.machine(),
               "load_before": load_before, "load_after": os.getloadavg()[0], "plan": plan, "weeks_planned": args.weeks,
               "data": f"{args.data_dir}: {args.rows_per_week} train rows a week, test.csv cut to {args.test_rows}",
               "config": f"{CONFIG.relative_to(PROJECT)} {' '.join(SETTINGS)}",
               "weeks": weeks, "incidents": incidents}
-    run_info.write_results(PROJECT / "benchmarks" / "results" / f"year_{args.label}.json", report, markdown(report))
+    harness.write_results(PROJECT / "benchmarks" / "results" / f"year_{args.label}.json", report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-import run_info  # benchmarks/ is on sys.path when a script here runs
+import harness  # benchmarks/ is on sys.path when a script here runs
 
 from library.layouts import keras_model_file, serving_model_dir
 
@@ -107,14 +107,14 @@ def main() -> None:
             capture_output=True, text=True, env=env, check=True).stdout.strip().splitlines()[-1]
         runs[label] = {**json.loads(output), "load_average": os.getloadavg()[0], "seconds": time.time() - began}
         print(label, json.dumps(runs[label]), flush=True)
-    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": run_info.command_line(),
-              "machine": run_info.machine(), "run_dir": str(args.run_dir.resolve()), "runs": runs}
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": harness.command_line(),
+              "machine": harness.machine(), "run_dir": str(args.run_dir.resolve()), "runs": runs}
     steps = list(next(iter(runs.values()))["median_us"])
-    lines = [f"# One-text model call profile ({report['date']})", "", f"Command: `{report['command']}`  ",
-             f"Machine: {report['machine']}  ", f"Model: `{report['run_dir']}`  ",
+    lines = [f"# One-text model call profile ({report['date']})", "", *harness.provenance(report),
+             f"Model: `{report['run_dir']}`  ",
              "Median microseconds of one-text calls (test.csv rows), one process per thread setting; the load "
              "average is the 1-minute one after each setting's process.", "",
-             "| step | " + " | ".join(runs) + " |", "| --- |" + " --- |" * len(runs)]
+             *harness.table_head("step", *runs)]
     for step in steps:
         lines.append(f"| {step} | " + " | ".join(f"{run['median_us'][step]:.0f}" for run in runs.values()) + " |")
     lines.append("| signature overhead (whole - transform - Keras model) | " + " | ".join(
@@ -129,7 +129,7 @@ def main() -> None:
               f"{max(first['xla_first_call_seconds']):.1f} s."]
     text = "\n".join(lines) + "\n"
     print(text)
-    run_info.write_results(args.out, report, text)
+    harness.write_results(args.out, report, text)
 
 
 if __name__ == "__main__":

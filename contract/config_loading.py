@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from contract.config import Config, ConfigError, packaged_file, require
+from contract.config import Config
+from contract.config_checks import ConfigError, packaged_file, require
 
 
 def default_config_file() -> Path:

@@ -17,7 +17,8 @@ if TYPE_CHECKING:  # for annotations; Beam is imported when it is used
     from apache_beam.options.pipeline_options import PipelineOptions
 
 from contract.artifacts import ComponentError
-from contract.config import REDACTED, ConfigError, PipelineConfig, redact_args
+from contract.config import REDACTED, PipelineConfig, redact_args
+from contract.config_checks import ConfigError
 
 DASK_RUNNER = "engines.dask.runner.DaskClusterRunner"
 # The class names of a dask runner: Beam's own (refused by beam_args_problem) and this project's adapter.

@@ -18,10 +18,11 @@ import numpy as np
 import tensorflow as tf
 
 from contract.artifacts import ComponentError
+from contract.names import TOKEN_IDS
 from library.layouts import bucket_files
 
 _FEATURES = {
-    "token_ids": tf.io.VarLenFeature(tf.int64),
+    TOKEN_IDS: tf.io.VarLenFeature(tf.int64),
     "label": tf.io.FixedLenFeature([], tf.int64),
 }
 
@@ -44,7 +45,7 @@ def _count_records(files: list[str]) -> int:
 
 def _parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     parsed = tf.io.parse_single_example(serialized, _FEATURES)
-    return tf.sparse.to_dense(parsed["token_ids"]), parsed["label"]
+    return tf.sparse.to_dense(parsed[TOKEN_IDS]), parsed["label"]
 
 
 def _at_least_one_step(token_ids: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -194,7 +195,7 @@ def token_id_counts(examples_dir: Path, split: str, size: int) -> np.ndarray:
     if not files:
         return counts
     ids = tf.data.TFRecordDataset(files, compression_type="GZIP").map(
-        lambda serialized: tf.io.parse_single_example(serialized, _FEATURES)["token_ids"].values)
+        lambda serialized: tf.io.parse_single_example(serialized, _FEATURES)[TOKEN_IDS].values)
     for batch in ids.unbatch().batch(1 << 16).as_numpy_iterator():
         counts += np.bincount(batch, minlength=size)[:size]
     return counts

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from contract.names import TOKEN_IDS
 from library.layouts import CLASS_NAMES, FINGERPRINT_FILE, SAVED_MODEL_FILE, WARMUP_FILE
 
 SERVING_SIGNATURE = "serving_default"
@@ -66,11 +67,36 @@ def export_serving_model(keras_model, transform_graph_dir: Path, export_dir: Pat
         raise ValueError(f"the model outputs {num_classes} classes; the export serves {len(CLASS_NAMES)} "
                          f"({', '.join(CLASS_NAMES)})")
     fixed_steps, id_dtype = _model_input_format(keras_model)
+    endpoints = _endpoints(keras_model, tft_layer, num_classes, fixed_steps, id_dtype)
+    archive = keras.export.ExportArchive()
+    archive.track(keras_model)
+    archive.track(tft_layer)  # keeps the transform's vocabulary table and its asset file in the export
+    temporary = export_dir.parent / f".{export_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    export_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with _cudnn_disabled(keras_model):
+            for name, (function, input_name) in endpoints.items():
+                archive.add_endpoint(name, function,
+                                     input_signature=[tf.TensorSpec([None], tf.string, name=input_name)])
+            archive.write_out(str(temporary), verbose=False)
+        _check_no_cudnn_ops(temporary)
+        _set_method_name(temporary, CLASSIFY_SIGNATURE, CLASSIFY_METHOD_NAME)
+        write_warmup_requests(temporary / WARMUP_FILE)
+        _replace_dir(temporary, export_dir)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _endpoints(keras_model, tft_layer, num_classes: int, fixed_steps: int | None,
+               id_dtype) -> dict[str, tuple]:
+    """{signature name: (its function, its input's name)}: the serving signatures, each taking a batch of
+    strings and running the transform's tokenization before the model."""
     class_names = tf.constant(CLASS_NAMES)
 
     def transform(title, description):
         transformed = tft_layer({"title": title, "description": description})
-        token_ids = _to_dense(transformed["token_ids"])
+        token_ids = _to_dense(transformed[TOKEN_IDS])
         return tf.cast(token_ids, tf.int64), tf.cast(transformed["length"], tf.int64)
 
     def classify(title, description):
@@ -100,31 +126,11 @@ def export_serving_model(keras_model, transform_graph_dir: Path, export_dir: Pat
     def transform_examples(examples):
         features = _parse_raw_examples(examples)
         token_ids, length = transform(features["title"], features["description"])
-        return {"token_ids": token_ids, "length": length}
+        return {TOKEN_IDS: token_ids, "length": length}
 
-    archive = keras.export.ExportArchive()
-    archive.track(keras_model)
-    archive.track(tft_layer)  # keeps the transform's vocabulary table and its asset file in the export
-    temporary = export_dir.parent / f".{export_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
-    export_dir.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with _cudnn_disabled(keras_model):
-            archive.add_endpoint(SERVING_SIGNATURE, classify_text,
-                                 input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-            archive.add_endpoint(TF_EXAMPLE_SIGNATURE, classify_examples,
-                                 input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-            archive.add_endpoint(CLASSIFY_SIGNATURE, classify_serialized_examples,
-                                 input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
-            archive.add_endpoint(TRANSFORM_SIGNATURE, transform_examples,
-                                 input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-            archive.write_out(str(temporary), verbose=False)
-        _check_no_cudnn_ops(temporary)
-        _set_method_name(temporary, CLASSIFY_SIGNATURE, CLASSIFY_METHOD_NAME)
-        write_warmup_requests(temporary / WARMUP_FILE)
-        _replace_dir(temporary, export_dir)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+    return {SERVING_SIGNATURE: (classify_text, "text"), TF_EXAMPLE_SIGNATURE: (classify_examples, "examples"),
+            CLASSIFY_SIGNATURE: (classify_serialized_examples, "inputs"),
+            TRANSFORM_SIGNATURE: (transform_examples, "examples")}
 
 
 def write_warmup_requests(path: Path) -> None:
@@ -148,7 +154,7 @@ def _parse_raw_examples(examples):
 def _check_transform_features(tft_output) -> None:
     """Fails early, with the names involved, if the transform graph does not match the serving contract."""
     produced = tft_output.transformed_feature_spec()
-    missing = [name for name in ("token_ids", "length") if name not in produced]
+    missing = [name for name in (TOKEN_IDS, "length") if name not in produced]
     if missing:
         raise ValueError(f"the transform graph does not produce {missing}; it produces {sorted(produced)}")
     try:

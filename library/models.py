@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import yaml
 
+from contract.names import TOKEN_IDS
 from library.layouts import ModelInputSpec
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     import keras_tuner
     import numpy as np
 
-TOKEN_IDS_INPUT = "token_ids"
 
 # With pretrained vectors the embedding's size is the file's, and two more hyperparameters exist, for every
 # architecture: whether the vectors are fine-tuned, and the dropout on the embedding output.
@@ -86,7 +86,7 @@ def _recurrent_classifier(name: str, layer_type: type, bidirectional: bool, valu
     """Embedding(mask_zero) -> num_layers recurrent layers of `layer_type` -> Dense softmax."""
     import keras
 
-    token_ids = keras.Input(shape=(None,), dtype="int64", name=TOKEN_IDS_INPUT)
+    token_ids = keras.Input(shape=(None,), dtype="int64", name=TOKEN_IDS)
     # mask_zero: padded steps are skipped by every recurrent layer, so padding never reaches the decision.
     hidden = keras.layers.Embedding(model_input.embedding_input_dim, values["embedding_dim"],
                                     mask_zero=True, name="embedding")(token_ids)

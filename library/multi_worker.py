@@ -42,7 +42,7 @@ from typing import Any, Callable
 from contract.artifacts import ComponentError
 from contract.config import address_problem
 from contract.config_loading import build_config
-from library.layouts import multi_worker_job_file, read_multi_worker_job, write_multi_worker_job
+from library.folder_layouts import multi_worker_job_file, read_multi_worker_job, write_multi_worker_job
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WAITING_LINE = "train-worker: waiting for every worker to join"  # TensorFlow is loaded, the strategy starts

@@ -42,7 +42,8 @@ from contract.names import (
     TRANSFORM_GRAPH,
     TRANSFORMED_EXAMPLES,
 )
-from library.layouts import has_saved_model, serving_version_dir, serving_versions
+from library.folder_layouts import serving_version_dir, serving_versions
+from library.layouts import has_saved_model
 
 
 class DagError(ValueError):

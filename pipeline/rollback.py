@@ -25,7 +25,8 @@ from contract.config import Config
 from contract.names import BLESSING, EXAMPLES, MODEL, PUSHED_MODEL
 from library import spans as span_stream
 from library.code_version import code_version
-from library.layouts import existing_serving_model_dir, serving_version_dir, serving_versions, write_push
+from library.folder_layouts import serving_version_dir, serving_versions
+from library.layouts import existing_serving_model_dir, write_push
 from pipeline import dag
 from pipeline.metadata import MetadataStore, StoredArtifact
 

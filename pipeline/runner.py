@@ -123,18 +123,7 @@ class Runner:
                 raise ValueError(f"unknown step {name!r}; steps: {', '.join(known)}")
         from_step, until = step_range(known, from_step, until, only)
         first = known.index(from_step) if from_step else 0
-        for stale in self.store.mark_interrupted():
-            self.log(f"note: run {stale} was interrupted earlier; its completed steps can be reused")
-        run_id = new_run_id()
-        run_dir = self.root / "runs" / run_id
-        run_dir.mkdir(parents=True)
-        self.runtime = dataclasses.replace(self.runtime, run_id=run_id)
-        execution = StepExecution(self.config, self.steps, self.root, self.store, self.runtime, self.log,
-                                  self.free_space)
-        self.store.start_run(run_id, command, self.config.redacted_dict(), data_fingerprint)
-        if isinstance(self.log, Console):
-            self.log.run_id = run_id
-        log_event(self.log, "run_started", f"run {run_id}: pipeline root {self.root}", root=str(self.root))
+        run_id, run_dir, execution = self._start_run(command, data_fingerprint)
         produced: dict[str, Artifact] = {}  # "step.output" -> artifact
         artifact_ids: dict[str, int] = {}
         results: list[StepResult] = []
@@ -170,6 +159,27 @@ class Runner:
                 interrupts.stop_if_received()
             if step.name == until:
                 stop_reason = f"--until {until}"
+        return self._succeeded(run_id, run_dir, results, started)
+
+    def _start_run(self, command: str, data_fingerprint: str | None) -> tuple[str, Path, StepExecution]:
+        """A new run: earlier unfinished runs marked interrupted, its folder made, its row in the store."""
+        for stale in self.store.mark_interrupted():
+            self.log(f"note: run {stale} was interrupted earlier; its completed steps can be reused")
+        run_id = new_run_id()
+        run_dir = self.root / "runs" / run_id
+        run_dir.mkdir(parents=True)
+        self.runtime = dataclasses.replace(self.runtime, run_id=run_id)
+        execution = StepExecution(self.config, self.steps, self.root, self.store, self.runtime, self.log,
+                                  self.free_space)
+        self.store.start_run(run_id, command, self.config.redacted_dict(), data_fingerprint)
+        if isinstance(self.log, Console):
+            self.log.run_id = run_id
+        log_event(self.log, "run_started", f"run {run_id}: pipeline root {self.root}", root=str(self.root))
+        return run_id, run_dir, execution
+
+    def _succeeded(self, run_id: str, run_dir: Path, results: list[StepResult], started: float) -> RunResult:
+        """Records a run whose every step ran, was cached or was skipped by a decision: its outcome in the
+        store and its run record (a failure to write them fails the run)."""
         outcome = self._outcome(results)
         try:
             self.store.finish_run(run_id, "succeeded", outcome=outcome)

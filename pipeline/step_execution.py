@@ -21,7 +21,7 @@ from contract.config import Config
 from contract.disk import disk_full
 from library.beam_options import with_log_dir
 from library.code_version import step_code_version
-from library.layouts import step_log_file
+from library.folder_layouts import step_log_file
 from pipeline import dag, interrupts
 from pipeline.heartbeat import Heartbeat, estimate_for
 from pipeline.logs import Console, log_event
@@ -136,15 +136,7 @@ class StepExecution:
                  upstream_of: str | None = None) -> StepResult:
         """Runs or reuses `step`. With `upstream_of` (the --from step) it never runs: it must be reusable."""
         step_cfg = dag.step_config(self.config, step)
-        try:
-            inputs, input_ids = self._resolve_inputs(step, produced, artifact_ids)
-            code = step_code_version(step)
-            cache_key = self._cache_key(step, step_cfg, input_ids, code, inputs)
-        except ComponentError as error:
-            log_event(self.log, "step_failed", f"{prefix} FAILED: {error}", level="error", step=step.name)
-            message = str(error)
-            raise PipelineFailed(message if message.startswith(f"{step.name}: ") else f"{step.name}: {message}",
-                                 getattr(error, "kind", None)) from None
+        inputs, input_ids, code, cache_key = self._prepare(step, step_cfg, produced, artifact_ids, prefix)
         execution_id = self.store.start_execution(run_id, step.name, cache_key, code,
                                                   dataclasses.asdict(step_cfg))
         started = time.monotonic()
@@ -157,16 +149,8 @@ class StepExecution:
             log_event(self.log, "step_failed", f"{prefix} FAILED: {message}", level="error", step=step.name)
             raise PipelineFailed(message)
         if reusable is not None:
-            reused_id, outputs = reusable
-            self.store.record_cached(execution_id, reused_id, input_ids, {n: a.id for n, a in outputs.items()})
-            for name, stored in outputs.items():
-                produced[f"{step.name}.{name}"] = stored.as_artifact()
-                artifact_ids[f"{step.name}.{name}"] = stored.id
-            origin = self.store.execution(reused_id)
-            log_event(self.log, "step_cached", f"{prefix} cached ({time.monotonic() - started:.1f}s, from run "
-                      f"{origin['run_id']})", step=step.name, from_run=origin["run_id"])
-            return StepResult(step.name, "cached", time.monotonic() - started,
-                              {n: a.as_artifact() for n, a in outputs.items()}, note=origin["run_id"])
+            return self._reuse(step, execution_id, reusable, input_ids, produced, artifact_ids, prefix,
+                               started)
 
         self._check_free_space(step, execution_id, prefix)
         # A fixed temporary folder per cache key lets a resumable step pick up an interrupted attempt.
@@ -185,33 +169,74 @@ class StepExecution:
             if missing:
                 raise ComponentError(f"component returned no {sorted(missing)} output")
         except Exception as error:  # every failure is recorded, then reported
-            if interrupts.received():  # a signal that a library wrapped into another exception (Beam does)
-                raise interrupts.Interrupted(interrupts.received()) from None
-            message = str(error) if isinstance(error, ComponentError) else f"{type(error).__name__}: {error}"
-            stored = message if isinstance(error, ComponentError) else f"{message}\n{traceback.format_exc()}"
-            fault = fault_message(error, work_dir, f"running {step.name}")
-            if fault is not None and disk_full(error) and not step.spec.resumable:
-                # The half-written attempt is what filled the disk and nothing can use it: give the space back
-                # (a resumable step keeps its folder: its finished work is reused when the run is started again).
-                shutil.rmtree(work_dir, ignore_errors=True)
-                fault += " (the failed attempt's partial output was removed to free its space)"
-            elif not step.spec.resumable:  # keep the failed attempt for inspection, under a non-final name
-                failed_dir = run_dir / f"{step.name}.failed"
-                os.replace(work_dir, failed_dir)
-                message = message.replace(str(work_dir), str(failed_dir))  # paths the message names moved too
-                message += f"\n(partial output kept in {failed_dir})"
-            message = fault or message
-            # The store keeps the traceback of an unexpected error; the user sees its message.
-            with contextlib.suppress(StoreError):  # its disk may be full too: Runner._failed reports that
-                self.store.fail_execution(execution_id, stored)
-            seen = f" (what the libraries printed: {log_file})" if log_file.is_file() else ""
-            log_event(self.log, "step_failed", f"{prefix} FAILED after {time.monotonic() - started:.1f}s{seen}",
-                      level="error", step=step.name, seconds=round(time.monotonic() - started, 1))
-            if not message.startswith(f"{step.name}: "):  # components may name themselves already
-                message = f"{step.name}: {message}"
-            raise PipelineFailed(message, getattr(error, "kind", None), getattr(error, "details", None),
-                                 getattr(error, "facts", None)) from None
+            raise self._failed(step, error, work_dir, run_dir, log_file, execution_id, prefix,
+                               started) from None
+        return self._publish(step, outputs, work_dir, run_dir, execution_id, input_ids, produced,
+                             artifact_ids, prefix, started)
 
+    def _prepare(self, step, step_cfg, produced, artifact_ids, prefix) -> tuple:
+        """The step's inputs, their artifact ids, its code version and its cache key; a missing input fails
+        the step with one line."""
+        try:
+            inputs, input_ids = self._resolve_inputs(step, produced, artifact_ids)
+            code = step_code_version(step)
+            cache_key = self._cache_key(step, step_cfg, input_ids, code, inputs)
+        except ComponentError as error:
+            log_event(self.log, "step_failed", f"{prefix} FAILED: {error}", level="error", step=step.name)
+            message = str(error)
+            raise PipelineFailed(message if message.startswith(f"{step.name}: ") else f"{step.name}: {message}",
+                                 getattr(error, "kind", None)) from None
+        return inputs, input_ids, code, cache_key
+
+    def _reuse(self, step, execution_id, reusable, input_ids, produced, artifact_ids, prefix,
+               started) -> StepResult:
+        """Records `step` as cached from an earlier execution's intact outputs and hands them on."""
+        reused_id, outputs = reusable
+        self.store.record_cached(execution_id, reused_id, input_ids, {n: a.id for n, a in outputs.items()})
+        for name, stored in outputs.items():
+            produced[f"{step.name}.{name}"] = stored.as_artifact()
+            artifact_ids[f"{step.name}.{name}"] = stored.id
+        origin = self.store.execution(reused_id)
+        log_event(self.log, "step_cached", f"{prefix} cached ({time.monotonic() - started:.1f}s, from run "
+                  f"{origin['run_id']})", step=step.name, from_run=origin["run_id"])
+        return StepResult(step.name, "cached", time.monotonic() - started,
+                          {n: a.as_artifact() for n, a in outputs.items()}, note=origin["run_id"])
+
+    def _failed(self, step, error, work_dir, run_dir, log_file, execution_id, prefix,
+                started) -> BaseException:
+        """The exception that ends the run after `step` raised `error`: the failure recorded in the store, the
+        failed attempt kept as <step>.failed (or removed when it filled the disk), one line for the user."""
+        if interrupts.received():  # a signal that a library wrapped into another exception (Beam does)
+            return interrupts.Interrupted(interrupts.received())
+        message = str(error) if isinstance(error, ComponentError) else f"{type(error).__name__}: {error}"
+        stored = message if isinstance(error, ComponentError) else f"{message}\n{traceback.format_exc()}"
+        fault = fault_message(error, work_dir, f"running {step.name}")
+        if fault is not None and disk_full(error) and not step.spec.resumable:
+            # The half-written attempt is what filled the disk and nothing can use it: give the space back
+            # (a resumable step keeps its folder: its finished work is reused when the run is started again).
+            shutil.rmtree(work_dir, ignore_errors=True)
+            fault += " (the failed attempt's partial output was removed to free its space)"
+        elif not step.spec.resumable:  # keep the failed attempt for inspection, under a non-final name
+            failed_dir = run_dir / f"{step.name}.failed"
+            os.replace(work_dir, failed_dir)
+            message = message.replace(str(work_dir), str(failed_dir))  # paths the message names moved too
+            message += f"\n(partial output kept in {failed_dir})"
+        message = fault or message
+        # The store keeps the traceback of an unexpected error; the user sees its message.
+        with contextlib.suppress(StoreError):  # its disk may be full too: Runner._failed reports that
+            self.store.fail_execution(execution_id, stored)
+        seen = f" (what the libraries printed: {log_file})" if log_file.is_file() else ""
+        log_event(self.log, "step_failed", f"{prefix} FAILED after {time.monotonic() - started:.1f}s{seen}",
+                  level="error", step=step.name, seconds=round(time.monotonic() - started, 1))
+        if not message.startswith(f"{step.name}: "):  # components may name themselves already
+            message = f"{step.name}: {message}"
+        return PipelineFailed(message, getattr(error, "kind", None), getattr(error, "details", None),
+                              getattr(error, "facts", None))
+
+    def _publish(self, step, outputs, work_dir, run_dir, execution_id, input_ids, produced, artifact_ids,
+                 prefix, started) -> StepResult:
+        """Publishes the step's finished outputs by renaming its temporary folder to runs/<run>/<step>, then
+        records them in the store."""
         fingerprints = {name: fingerprint(a.uri) for name, a in outputs.items()}
         final_dir = run_dir / step.name
         # A stop the component swallowed (or Python discarded) ends the run before the publish: nothing of this

@@ -56,7 +56,6 @@ def show_run(root: Path, run_id: str | None) -> str:
         lines = [f"run {run['id']} ({run['command']}): {run['status']}, started {started}, outcome {run['outcome']}",
                  f"  data fingerprint: {run['data_fingerprint']}", "", "steps:"]
         product_step, product_output = headlines.PRODUCT.split(".")
-        source = dag.source_step()
         headline = headlines.headline_table()
         product = None
         for execution in store.executions(run["id"]):
@@ -76,36 +75,44 @@ def show_run(root: Path, run_id: str | None) -> str:
                 if execution["step"] == product_step and name == product_output:
                     product = artifact
         if product is not None:
-            lines += ["", f"lineage of {product_output} {product.uri}:"]
-            for execution, inputs in store.lineage(product.id):
-                lines.append(f"  {execution['step']} (execution {execution['id']}, run {execution['run_id']}, "
-                             f"code {execution['code_version']})")
-                if source is not None and execution["step"] == source.name:  # its input is the source data itself
-                    producing_run = store.run(execution["run_id"])
-                    data = json.loads(execution["config_json"]).get(source.spec.source)
-                    lines.append(f"      <- {source.spec.source}: {data}"
-                                 f"  fingerprint {producing_run['data_fingerprint']}")
-                for name, artifact in inputs.items():
-                    lines.append(f"      <- {name}: {artifact.uri}  fingerprint {artifact.fingerprint[:12]}  "
-                                 f"{_short(artifact.properties)}")
-                    for prop in headline.get(name, ()):  # nested headline facts do not fit on the line above
-                        if isinstance(artifact.properties.get(prop), (dict, list)):
-                            lines.append(f"         {prop}: {json.dumps(artifact.properties[prop])}")
-            embeddings = embeddings_line(product.properties)
-            if embeddings:
-                lines.append(f"  {embeddings}")
-            for step in dag.delivering_steps():
-                output, prop = step.spec.delivers.split(".")
-                for execution, delivered in store.outputs_where(step.name, output, prop):
-                    if product.id in {a.id for a in store.artifacts_of(execution["id"], "input").values()}:
-                        lines.append(f"  {prop} by {step.name} in run {execution['run_id']}: "
-                                     f"{headline_facts(delivered.properties, headline.get(output, ()))}")
+            lines += _lineage_lines(store, product, product_output, headline)
         report = root / "runs" / run["id"] / "report.md"
         if report.exists():
             lines += ["", f"report: {report}"]
         return "\n".join(lines)
     finally:
         store.close()
+
+
+def _lineage_lines(store: MetadataStore, product, product_output: str, headline: dict) -> list[str]:
+    """`show`'s lineage of the run's product: each execution it came from with its inputs, down to the source
+    data, then what the delivering steps did with it."""
+    source = dag.source_step()
+    lines = ["", f"lineage of {product_output} {product.uri}:"]
+    for execution, inputs in store.lineage(product.id):
+        lines.append(f"  {execution['step']} (execution {execution['id']}, run {execution['run_id']}, "
+                     f"code {execution['code_version']})")
+        if source is not None and execution["step"] == source.name:  # its input is the source data itself
+            producing_run = store.run(execution["run_id"])
+            data = json.loads(execution["config_json"]).get(source.spec.source)
+            lines.append(f"      <- {source.spec.source}: {data}"
+                         f"  fingerprint {producing_run['data_fingerprint']}")
+        for name, artifact in inputs.items():
+            lines.append(f"      <- {name}: {artifact.uri}  fingerprint {artifact.fingerprint[:12]}  "
+                         f"{_short(artifact.properties)}")
+            for prop in headline.get(name, ()):  # nested headline facts do not fit on the line above
+                if isinstance(artifact.properties.get(prop), (dict, list)):
+                    lines.append(f"         {prop}: {json.dumps(artifact.properties[prop])}")
+    embeddings = embeddings_line(product.properties)
+    if embeddings:
+        lines.append(f"  {embeddings}")
+    for step in dag.delivering_steps():
+        output, prop = step.spec.delivers.split(".")
+        for execution, delivered in store.outputs_where(step.name, output, prop):
+            if product.id in {a.id for a in store.artifacts_of(execution["id"], "input").values()}:
+                lines.append(f"  {prop} by {step.name} in run {execution['run_id']}: "
+                             f"{headline_facts(delivered.properties, headline.get(output, ()))}")
+    return lines
 
 
 def run_train_text_source(root: Path, run_id: str) -> tuple[Path, dict[str, Any]]:

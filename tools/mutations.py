@@ -149,7 +149,7 @@ MUTATIONS: list[Mutation] = [
     # ------------------------------------------------------------------------------- evaluator, pusher
     Mutation(
         name="min_accuracy_not_enforced",
-        file="components/evaluator/executor.py",
+        file="components/evaluator/tfma_metrics.py",
         old="lower_bound=wrappers_pb2.DoubleValue(value=config.min_accuracy)",
         new="lower_bound=wrappers_pb2.DoubleValue(value=0.0)",
         breaks="a model below evaluator.min_accuracy is blessed (and pushed)",
@@ -195,6 +195,26 @@ MUTATIONS: list[Mutation] = [
         breaks="requests merged into one model call each get the batch's first rows instead of their own",
         tests=("tests/system/test_serve_batching.py::"
                "test_concurrent_requests_are_merged_into_one_model_call_and_split_back",),
+    ),
+    Mutation(
+        name="serve_port_unchecked",
+        file="apps/cli/serve.py",
+        old="if not 0 <= args.port <= 65535:",
+        new="if False:",
+        breaks="serve --port 99999 ends in a traceback from bind() instead of one line (JSON with --log-format "
+               "json)",
+        tests=("tests/unit/test_cli_seams.py::test_serve_errors_honour_log_format_json",),
+        fast=True,
+    ),
+    # ---------------------------------------------------------------------------------------------- cli
+    Mutation(
+        name="listing_columns_not_aligned",
+        file="apps/cli/utils.py",
+        old='print("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())',
+        new='print("  ".join(row).rstrip())',
+        breaks="`runs` and `spans` print ragged columns",
+        tests=("tests/unit/test_cli_seams.py::test_a_listing_is_json_a_line_when_empty_or_an_aligned_table",),
+        fast=True,
     ),
     # ------------------------------------------------------------------------------- rollback, backfill
     Mutation(

@@ -20,7 +20,7 @@ from apps.cli.run import cmd_run, cmd_train_worker
 from apps.cli.serve import cmd_serve
 from apps.cli.spans import cmd_spans
 from apps.cli.utils import UsageError, library_output
-from contract.config import ConfigError
+from contract.config_checks import ConfigError
 from contract.config_loading import load_config
 from pipeline import interrupts
 from pipeline.logs import Console

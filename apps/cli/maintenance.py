@@ -7,7 +7,7 @@ from pathlib import Path
 
 from apps.cli.exit_codes import EXIT_OK
 from apps.cli.utils import UsageError, check_root, library_output
-from contract.config import ConfigError
+from contract.config_checks import ConfigError
 from pipeline.logs import Console
 
 

@@ -10,7 +10,7 @@ from apps.cli.exit_codes import exit_codes_help
 from apps.cli.serve import UNBATCHED_THREADS
 from apps.serving.batching import BatchingOptions  # standard library only
 from apps.serving.policy import POLICY_HELP
-from contract.config import ConfigError
+from contract.config_checks import ConfigError
 from contract.config_loading import default_config_file, load_config
 from contract.units import parse_duration
 from library.models import architecture_names  # the registry; imports no Keras
@@ -137,26 +137,41 @@ def _add_output_flags(parser: argparse.ArgumentParser, log_file: bool = False) -
                             help="keep the libraries' output in this file (default: not kept; --verbose shows it)")
 
 
+def _command(commands, name: str, help_text: str, **options) -> argparse.ArgumentParser:
+    """A sub-command whose --help starts with its one-line description."""
+    return commands.add_parser(name, help=help_text, description=help_text, **options)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """Every sub-command with its flags; each --help lists only the flags its command accepts."""
     parser = argparse.ArgumentParser(prog="agnews-pipeline", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_run_commands(commands)
+    _add_predict(commands)
+    _add_serve(commands)
+    _add_embeddings(commands)
+    _add_train_worker(commands)
+    _add_spans(commands)
+    _add_store_commands(commands)
+    return parser
 
-    def command(name: str, help_text: str, **options) -> argparse.ArgumentParser:
-        """A sub-command whose --help starts with its one-line description."""
-        return commands.add_parser(name, help=help_text, description=help_text, **options)
 
-    run = command("run", "run the pipeline: ingest -> ... -> pusher, reusing cached steps",
-                  epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+def _add_run_commands(commands) -> None:
+    """`run` and `retrain`, whose --help ends with the exit codes."""
+    run = _command(commands, "run", "run the pipeline: ingest -> ... -> pusher, reusing cached steps",
+                   epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_pipeline_flags(run, partial_runs=True)
 
-    retrain = command("retrain", "scheduled retraining: the whole pipeline under the root's lock, skipped when "
-                      "the data is unchanged; pushes only a blessed model",
-                      epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    retrain = _command(commands, "retrain", "scheduled retraining: the whole pipeline under the root's lock, "
+                       "skipped when the data is unchanged; pushes only a blessed model",
+                       epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_pipeline_flags(retrain, partial_runs=False)
     retrain.add_argument("--force", action="store_true", help="run even if the data has not changed")
 
-    predict = command("predict", "classify raw text lines or an AG News CSV with a SavedModel")
+
+def _add_predict(commands) -> None:
+    predict = _command(commands, "predict", "classify raw text lines or an AG News CSV with a SavedModel")
     predict.add_argument("--model-dir", required=True, help="a pushed version folder or a SavedModel folder")
     predict.add_argument("--input", default="-", help="text file (one text per line) or AG News CSV; - = stdin")
     predict.add_argument("--output", default="-", help="JSON lines output file; - = stdout")
@@ -165,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="add the input line number to each output row ({\"line\": N, ...})")
     _add_output_flags(predict, log_file=True)
 
-    serve = command("serve", "serve the pushed models over TF Serving's REST API")
+
+def _add_serve(commands) -> None:
+    serve = _command(commands, "serve", "serve the pushed models over TF Serving's REST API")
     serve.add_argument("--config", help="YAML configuration file (its pusher.serving_dir is served)")
     serve.add_argument("--pipeline-root", help="default ./pipeline_root")
     serve.add_argument("--serving-dir", help="folder of numeric versions (default <pipeline root>/serving/agnews)")
@@ -182,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="YAML or JSON file {label: version} for /v1/models/<name>/labels/<label>, e.g. "
                             "'stable: 3'; re-read when it changes")
     serve.add_argument("--max-request-bytes", type=int, default=8 << 20, help="larger bodies get 413")
+    _add_batching_flags(serve)
+    _add_output_flags(serve, log_file=True)
+
+
+def _add_batching_flags(serve: argparse.ArgumentParser) -> None:
     # TF Serving's batching parameters (--enable_batching, --batching_parameters_file), as flags.
     batching = BatchingOptions()
     serve.add_argument("--no-batching", action="store_true",
@@ -212,9 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--inter-op-threads", type=int, default=0, metavar="N",
                        help="TensorFlow's threads running independent ops (TF Serving's "
                             "--tensorflow_inter_op_parallelism; default 0: TensorFlow's choice)")
-    _add_output_flags(serve, log_file=True)
 
-    embeddings = command("embeddings",
+
+def _add_embeddings(commands) -> None:
+    embeddings = _command(commands, "embeddings",
                          "train Word2Vec vectors on a run's train split text (for --pretrained-embeddings)")
     embeddings.add_argument("--from-run", required=True, metavar="RUN", help="run id whose train split to use")
     embeddings.add_argument("--out", required=True, metavar="PATH",
@@ -227,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     embeddings.add_argument("--pipeline-root", help="default ./pipeline_root")
     _add_output_flags(embeddings, log_file=True)
 
-    worker = command("train-worker",
+
+def _add_train_worker(commands) -> None:
+    worker = _command(commands, "train-worker",
                      "one worker of a multi-worker training job (trainer.strategy multi_worker_mirrored)")
     worker.add_argument("--pipeline-root", required=True, help="the run's pipeline root, shared with this machine")
     worker.add_argument("--workers", required=True, metavar="H0:P0,H1:P1,...",
@@ -237,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how long to wait for the run's training job, and for the workers to join (default "
                              f"600 seconds); {DURATION_HELP}")
 
+
+def _add_spans(commands) -> None:
     spans = commands.add_parser(
         "spans", help="list a stream's spans with their state; accept a quarantined span or reject a span",
         description="Without an action: every span of --data with its state (new, ingested, quarantined, "
@@ -251,11 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
     spans.add_argument("--pipeline-root", help="default ./pipeline_root")
     spans.add_argument("--json", action="store_true", help="print JSON for scripts")
 
+
+def _add_store_commands(commands) -> None:
+    """The commands that read or tidy the pipeline root: runs, show, diff, gc, rollback."""
     for name, help_text in (("runs", "list runs"), ("show", "show a run's model lineage and artifacts"),
                             ("diff", "compare two runs: config, hyperparameters, data, code, metrics, outcome"),
                             ("gc", "delete artifacts that no kept run or pushed model needs"),
                             ("rollback", "serve VERSION's model again, re-published as the new highest version")):
-        sub = command(name, help_text)
+        sub = _command(commands, name, help_text)
         sub.add_argument("--config", help="YAML configuration file")
         sub.add_argument("--pipeline-root", help="default ./pipeline_root")
         if name in ("runs", "show", "diff"):
@@ -272,7 +302,6 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--dry-run", action="store_true")
         if name == "rollback":
             sub.add_argument("version", type=int, metavar="VERSION", help="the served version to serve again")
-    return parser
 
 
 def config_from_args(args: argparse.Namespace):

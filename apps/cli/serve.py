@@ -20,6 +20,8 @@ def cmd_serve(args, config, console: Console) -> int:
     if not serving_dir.is_dir():
         raise UsageError(f"{serving_dir} does not exist; push a model first (agnews-pipeline run) or pass "
                          "--serving-dir")
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be a port from 0 (any free port) to 65535, got {args.port}")
     if args.max_request_bytes <= 0:
         raise UsageError(f"--max-request-bytes must be positive, got {args.max_request_bytes}")
     if args.poll_seconds <= 0:

@@ -1,11 +1,13 @@
 """What several `agnews-pipeline` commands share: UsageError (a bad command line or environment: exit 2), the
-check that the pipeline root can be written, and where the libraries' output goes (predict, serve,
-embeddings)."""
+check that the pipeline root can be written, a listing printed as JSON or as a table (runs, spans), and where
+the libraries' output goes (predict, serve, embeddings)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from pipeline.logs import Console, capture_output
 
@@ -22,6 +24,22 @@ def check_root(root: Path) -> None:
 
 class UsageError(ValueError):
     """A bad command line or environment found before any work: exit 2."""
+
+
+def print_listing(rows: list[dict[str, Any]], as_json: bool, empty: str, header: Sequence[str],
+                  cells: Callable[[dict[str, Any]], Sequence[Any]]) -> None:
+    """Prints `rows` as indented JSON for scripts (--json), or else `empty` when there are none, or a table:
+    `header`, then `cells(row)` of each row, in columns as wide as their widest cell."""
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print(empty)
+        return
+    table = [tuple(header)] + [tuple(str(cell) for cell in cells(row)) for row in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
 
 
 def library_output(args, console: Console):

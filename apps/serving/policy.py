@@ -51,7 +51,9 @@ class VersionPolicy:
     def __str__(self) -> str:
         if self.specific:
             return "specific:" + ",".join(map(str, sorted(self.specific)))
-        return "all" if self.latest is None else ("latest" if self.latest == 1 else f"latest:{self.latest}")
+        if self.latest is None:
+            return "all"
+        return "latest" if self.latest == 1 else f"latest:{self.latest}"
 
 
 LATEST = VersionPolicy()  # the default: TF Serving's too

@@ -16,7 +16,8 @@ import numpy as np
 
 from apps.serving.codec import error_line
 from apps.serving.policy import LATEST, PolicyError, VersionPolicy, file_stamp, read_labels
-from library.layouts import SAVED_MODEL_FILE, WARMUP_FILE, has_saved_model, serving_version_dir, serving_versions
+from library.folder_layouts import serving_version_dir, serving_versions
+from library.layouts import SAVED_MODEL_FILE, WARMUP_FILE, has_saved_model
 
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"

@@ -29,13 +29,14 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from components.ingest.quarantine import join_files, quarantine_block, too_many_bad_rows, write_quarantine_block
 from components.ingest.reading import prepare_tfds, read_csv, read_tfds
 from components.ingest.span_reuse import plan_reuse
 from components.ingest.spec import CSV_FILE_NAMES, Source, check_one_span, csv_dir, reads_stream, source_name, window
 from contract.artifacts import LOST_ROWS_ADVICE, Artifact, ComponentError, Runtime
-from contract.config import IngestConfig
+from contract.data_config import IngestConfig
 from contract.files import file_sha256, update_digest
 from contract.names import EXAMPLES, PREVIOUS_EXAMPLES
 from library import spans as span_stream
@@ -277,6 +278,18 @@ def _ingest(to_read: list[Source], all_sources: list[Source], config: IngestConf
              | "SummaryJson" >> beam.Map(_summary_json)
              | "WriteSummary" >> _single_file(summary_path))
 
+    _write_source_counts(summary_path, quarantine_blocks, indexes, all_sources, folder_of, config,
+                         examples_dir)
+    shutil.rmtree(quarantine_blocks, ignore_errors=True)
+
+
+def _write_source_counts(summary_path: Path, quarantine_blocks: Path, indexes: list[int],
+                         all_sources: list[Source], folder_of: dict[int, Path], config: IngestConfig,
+                         examples_dir: Path) -> None:
+    """After the Beam job: checks that every line read arrived (CSV), then writes counts.json and joins the
+    quarantine blocks into quarantine.jsonl, in each source's folder (or once: a single folder, TFDS)."""
+    from_csv = config.data.startswith("csv:")
+    eval_fraction = config.eval_fraction
     summary = {tuple(key): count for key, count in json.loads(summary_path.read_text(encoding="utf-8"))}
     summary_path.unlink()
     if from_csv:
@@ -294,7 +307,6 @@ def _ingest(to_read: list[Source], all_sources: list[Source], config: IngestConf
             folder = examples_dir / folder_of[index]
             write_counts(folder, _source_counts(summary, index, all_sources[index].path, eval_fraction))
             join_files([b for b in blocks if int(b.name.split("-")[0]) == index], quarantine_file(folder))
-    shutil.rmtree(quarantine_blocks, ignore_errors=True)
 
 
 def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, runtime: Runtime) -> dict[str, Artifact]:
@@ -313,13 +325,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
         records, status = plan_reuse(all_sources, inputs.get(PREVIOUS_EXAMPLES), config, examples_dir)
         to_read = [s for s in all_sources if status[s.name] != "reused"]
         write_sources(examples_dir, records)
-        spans = [s.name for s in all_sources if s.name]
-        for verb in ("ingested", "re-ingested", "reused"):
-            named = [name or "fixed test set" for name, state in status.items() if state == verb]
-            if named:
-                why = " (their files changed)" if verb == "re-ingested" else ""
-                runtime.log(f"ingest: {verb}{why}: {', '.join(named)}")
-        runtime.log(f"ingest: window of {len(spans)} span(s) {spans[0]} .. {spans[-1]} from {source}")
+        _log_plan(status, [s.name for s in all_sources if s.name], source, runtime)
     else:
         runtime.log(f"ingest: reading {source}")
     if to_read:
@@ -353,6 +359,23 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
         raise ComponentError(f"ingest: the {' and '.join(empty_sources)} source of {source} has no good rows "
                              f"(rows read: {read}; quarantined: {counts['quarantined_by_reason']})")
 
+    properties = _properties(counts, source, stream, status, records, config)
+    return {EXAMPLES: Artifact(EXAMPLES, examples_dir, properties)}
+
+
+def _log_plan(status: dict[str, str], spans: list[str], source: str, runtime: Runtime) -> None:
+    """Which spans of a stream are read, re-read (changed files) or carried over, and the window."""
+    for verb in ("ingested", "re-ingested", "reused"):
+        named = [name or "fixed test set" for name, state in status.items() if state == verb]
+        if named:
+            why = " (their files changed)" if verb == "re-ingested" else ""
+            runtime.log(f"ingest: {verb}{why}: {', '.join(named)}")
+    runtime.log(f"ingest: window of {len(spans)} span(s) {spans[0]} .. {spans[-1]} from {source}")
+
+
+def _properties(counts: dict[str, Any], source: str, stream: bool, status: dict[str, str],
+                records: dict[str, dict], config: IngestConfig) -> dict[str, Any]:
+    """The examples artifact's properties: rows per split and quarantined, and for a stream its window."""
     properties = {
         "train_rows": counts["splits"]["train"],
         "eval_rows": counts["splits"]["eval"],
@@ -372,5 +395,4 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
             # Spans no model may have learned from now (excluded, quarantined, rejected): a warm start checks its
             # base against them.
             "spans_held_out": sorted(set(config.window.exclude) | set(config.window.held_out))})
-    return {EXAMPLES: Artifact(EXAMPLES, examples_dir, properties)}
-
+    return properties

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # for annotations; run() imports Beam when it runs
 
 from components.ingest.spec import Source
 from contract.artifacts import ComponentError
-from contract.config import IngestConfig
+from contract.data_config import IngestConfig
 from library.ag_news_csv import (
     BadRow,
     Chunk,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from components.ingest.spec import Source
 from contract.artifacts import Artifact
-from contract.config import IngestConfig
+from contract.data_config import IngestConfig
 from contract.files import file_sha256
 from library.code_version import code_version
 from library.layouts import COUNTS_FILE, read_sources, source_folder

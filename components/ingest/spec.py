@@ -16,7 +16,7 @@ from pathlib import Path
 
 from contract.artifacts import ComponentError
 from contract.component_spec import ComponentSpec
-from contract.config import IngestConfig
+from contract.data_config import IngestConfig
 from contract.names import EXAMPLES
 from library import spans as span_stream
 

@@ -31,14 +31,8 @@ from components.pusher.spec import next_version, served_version_of, stale_push_f
 from contract.artifacts import Artifact, ComponentError, Runtime, fingerprint
 from contract.config import PusherConfig
 from contract.names import BLESSING, MODEL, PUSHED_MODEL
-from library.layouts import (
-    PUSH_TEMPORARY_PREFIX,
-    existing_serving_model_dir,
-    read_blessing,
-    serving_version_dir,
-    write_push,
-    write_served_push_record,
-)
+from library.folder_layouts import PUSH_TEMPORARY_PREFIX, serving_version_dir, write_served_push_record
+from library.layouts import existing_serving_model_dir, read_blessing, write_push
 
 MAX_PUBLISH_ATTEMPTS = 100
 

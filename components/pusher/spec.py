@@ -12,13 +12,8 @@ from pathlib import Path
 from contract.artifacts import fingerprint
 from contract.component_spec import ComponentSpec
 from contract.names import PUSHED_MODEL
-from library.layouts import (
-    PUSH_TEMPORARY_PREFIX,
-    has_saved_model,
-    read_served_push_record,
-    serving_version_dir,
-    serving_versions,
-)
+from library.folder_layouts import PUSH_TEMPORARY_PREFIX, read_served_push_record, serving_version_dir, serving_versions
+from library.layouts import has_saved_model
 
 
 def newest_version(serving_dir: Path) -> Path | None:

@@ -215,6 +215,57 @@ def train(examples_dir: Path, transform_graph_dir: Path, chosen: dict[str, Any],
     model_input = read_model_input(transform_graph_dir)
     architecture = chosen["architecture"]
 
+    pretrained, embedding_facts, frozen_epochs, chosen_values = _embedding_plan(
+        chosen, config, transform_graph_dir, model_input, examples_dir, seed, log)
+    pretrained_dim = pretrained.alignment.dimension if pretrained else None
+    hp = fixed_hyperparameters(chosen_values)
+    values = search_space(architecture, hp, pretrained_dim)  # complete: absent names take the defaults
+    model_dir, run_dir = _output_folders(output_dir)
+
+    keras.utils.set_random_seed(seed)
+    with _op_determinism():
+        train = bucketed_batches(examples_dir, "train", values["batch_size"], shuffle=True, seed=seed,
+                                 shuffle_buffer=config.shuffle_buffer)
+        evaluation = bucketed_batches(examples_dir, "eval", EVAL_BATCH_SIZE, shuffle=False)
+        # One pass over the real pipeline: what it pads, and it fills the cache before timing the epochs.
+        padding = padding_ratio(train.dataset)
+        log(f"trainer: {architecture} {values} on {train.num_examples} train / {evaluation.num_examples} "
+            f"eval examples, {strategy.num_replicas_in_sync} replica(s), padding ratio "
+            f"{padding['padding_ratio']:.3f}")
+        model, warm_facts = _build(architecture, hp, values, model_input, pretrained, strategy, config,
+                                   base_model_dir, base_model_label, transform_graph_dir, log)
+        workers = len(config.workers) if config.strategy == "multi_worker_mirrored" else 1
+        steps = _steps_per_epoch(train.num_examples, values["batch_size"], config.max_rows_per_epoch, workers)
+        epoch_rows = train.num_examples if steps is None else steps * values["batch_size"] * workers
+        throughput = _throughput_callback(epoch_rows)
+        callbacks = [throughput, EpochProgress(log, "trainer")]
+        if run_dir is not None:
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(run_dir))))
+        warm = "warm_start_from" in warm_facts
+        patience = config.warm_start_patience if warm else config.early_stopping_patience
+        _log_plan(log, config.epochs, train.num_examples, epoch_rows, steps, patience, warm)
+        history = _fit_phases(model, train, evaluation, patience, callbacks, frozen_epochs, steps, config,
+                              strategy, values["learning_rate"], log)
+    if output_dir is None:
+        return None
+    facts = {"padding_ratio": padding["padding_ratio"], **embedding_facts, **warm_facts}
+    _write_model(model, Path(output_dir), history, throughput.per_epoch, architecture, patience,
+                 config.epochs, facts, {
+                     "padding": padding, "train_examples": train.num_examples, "rows_per_epoch": epoch_rows,
+                     "steps_per_epoch": steps, "eval_examples": evaluation.num_examples,
+                     "train_examples_per_bucket": train.examples_per_bucket,
+                     "batch_size": values["batch_size"], "strategy": config.strategy,
+                     "replicas": strategy.num_replicas_in_sync,
+                     "workers": workers, "seed": seed})
+    write_trained_hyperparameters(model_dir, {**chosen, "values": values})
+    write_model_input(model_dir, model_input)  # the evaluator reads the bucket bounds from the model
+    return model
+
+
+def _embedding_plan(chosen: dict[str, Any], config: TrainerConfig, transform_graph_dir: Path, model_input,
+                    examples_dir: Path, seed: int, log: Callable[[str], None]) -> tuple:
+    """(pretrained vectors or None, their facts for history.json, epochs to keep them frozen, the chosen
+    hyperparameter values with embedding_trainable set accordingly)."""
     pretrained, embedding_facts, frozen_epochs = None, {}, 0
     chosen_values = dict(chosen["values"])
     if config.pretrained_embeddings:
@@ -227,89 +278,83 @@ def train(examples_dir: Path, transform_graph_dir: Path, chosen: dict[str, Any],
             frozen_epochs = 0 if chosen_values.get("embedding_trainable", True) else config.epochs
         chosen_values["embedding_trainable"] = frozen_epochs == 0
         embedding_facts["embeddings_frozen_epochs"] = min(frozen_epochs, config.epochs)
-    pretrained_dim = pretrained.alignment.dimension if pretrained else None
-    hp = fixed_hyperparameters(chosen_values)
-    values = search_space(architecture, hp, pretrained_dim)  # complete: absent names take the defaults
+    return pretrained, embedding_facts, frozen_epochs, chosen_values
 
-    model_dir = run_dir = None
-    if output_dir is not None:
-        model_dir, run_dir = Path(output_dir) / MODEL, Path(output_dir) / MODEL_RUN
-        for folder in (keras_model_file(model_dir).parent, tensorboard_dir(run_dir)):
-            folder.mkdir(parents=True, exist_ok=True)
 
-    keras.utils.set_random_seed(seed)
-    with _op_determinism():
-        train = bucketed_batches(examples_dir, "train", values["batch_size"], shuffle=True, seed=seed,
-                                 shuffle_buffer=config.shuffle_buffer)
-        evaluation = bucketed_batches(examples_dir, "eval", EVAL_BATCH_SIZE, shuffle=False)
-        # One pass over the real pipeline: what it pads, and it fills the cache before timing the epochs.
-        padding = padding_ratio(train.dataset)
-        log(f"trainer: {architecture} {values} on {train.num_examples} train / {evaluation.num_examples} "
-            f"eval examples, {strategy.num_replicas_in_sync} replica(s), padding ratio "
-            f"{padding['padding_ratio']:.3f}")
-        # With no base, base_model_label says why (no blessed model yet, or none learned from valid spans).
-        warm_facts = {"warm_start": "off (trainer.warm_start is false)"} if not config.warm_start else {
-            "warm_start": f"none ({base_model_label or 'no blessed model yet'})"}
-        with strategy.scope():
-            model = build_model(architecture, hp, model_input, pretrained.alignment.matrix if pretrained else None)
-            if base_model_dir is not None:
-                warm_facts = _warm_start(model, base_model_dir, base_model_label or str(base_model_dir), architecture,
-                                         values, transform_graph_dir, model_input, log)
-        workers = len(config.workers) if config.strategy == "multi_worker_mirrored" else 1
-        steps = _steps_per_epoch(train.num_examples, values["batch_size"], config.max_rows_per_epoch, workers)
-        epoch_rows = train.num_examples if steps is None else steps * values["batch_size"] * workers
-        throughput = _throughput_callback(epoch_rows)
-        callbacks = [throughput, EpochProgress(log, "trainer")]
-        if run_dir is not None:
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(run_dir))))
-        warm = "warm_start_from" in warm_facts
-        patience = config.warm_start_patience if warm else config.early_stopping_patience
-        rows = (f"{train.num_examples:,} rows" if steps is None else
-                f"{epoch_rows:,} of the {train.num_examples:,} rows (trainer.max_rows_per_epoch; the next epoch "
-                f"goes on where one stops)")
-        log(f"trainer: plan: up to {config.epochs} epochs x {rows} (early stopping patience "
-            f"{patience}{', warm start' if warm else ''}); an ETA follows each epoch")
-        if 0 < frozen_epochs < config.epochs:
-            # after_epochs N: train the layers above the frozen vectors first, then fine-tune everything. The
-            # optimizer only updates the variables it was compiled with, hence the recompile; the second phase
-            # keeps its result only if it beats the frozen phase's best val_loss.
-            frozen = _fit(model, train, evaluation, patience, callbacks, frozen_epochs, 0, steps)
-            frozen_weights, frozen_best = model.get_weights(), min(frozen["val_loss"])
-            model.get_layer("embedding").trainable = True
-            with strategy.scope():
-                compile_model(model, values["learning_rate"])
-            log(f"trainer: embedding unfrozen after {len(frozen['loss'])} epoch(s)")
-            tuned = _fit(model, train, evaluation, patience, callbacks, config.epochs, len(frozen["loss"]),
-                         steps)
-            if min(tuned["val_loss"]) >= frozen_best:
-                model.set_weights(frozen_weights)
-            history = {k: frozen[k] + tuned[k] for k in frozen}
-        else:
-            history = _fit(model, train, evaluation, patience, callbacks, config.epochs, 0, steps)
+def _output_folders(output_dir: Path | None) -> tuple[Path | None, Path | None]:
+    """The model and model_run folders under output_dir, made with their subfolders; (None, None) on a worker
+    that writes nothing."""
     if output_dir is None:
-        return None
+        return None, None
+    model_dir, run_dir = Path(output_dir) / MODEL, Path(output_dir) / MODEL_RUN
+    for folder in (keras_model_file(model_dir).parent, tensorboard_dir(run_dir)):
+        folder.mkdir(parents=True, exist_ok=True)
+    return model_dir, run_dir
 
+
+def _build(architecture: str, hp, values: dict[str, Any], model_input, pretrained, strategy,
+           config: TrainerConfig, base_model_dir: Path | None, base_model_label: str,
+           transform_graph_dir: Path, log: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
+    """The model built under `strategy`, warm-started from base_model_dir when given, and the warm-start facts
+    for history.json."""
+    # With no base, base_model_label says why (no blessed model yet, or none learned from valid spans).
+    warm_facts = {"warm_start": "off (trainer.warm_start is false)"} if not config.warm_start else {
+        "warm_start": f"none ({base_model_label or 'no blessed model yet'})"}
+    with strategy.scope():
+        model = build_model(architecture, hp, model_input, pretrained.alignment.matrix if pretrained else None)
+        if base_model_dir is not None:
+            warm_facts = _warm_start(model, base_model_dir, base_model_label or str(base_model_dir), architecture,
+                                     values, transform_graph_dir, model_input, log)
+    return model, warm_facts
+
+
+def _log_plan(log: Callable[[str], None], epochs: int, train_rows: int, epoch_rows: int, steps: int | None,
+              patience: int, warm: bool) -> None:
+    """The line announcing how long training may take, before the first epoch."""
+    rows = (f"{train_rows:,} rows" if steps is None else
+            f"{epoch_rows:,} of the {train_rows:,} rows (trainer.max_rows_per_epoch; the next epoch "
+            f"goes on where one stops)")
+    log(f"trainer: plan: up to {epochs} epochs x {rows} (early stopping patience "
+        f"{patience}{', warm start' if warm else ''}); an ETA follows each epoch")
+
+
+def _fit_phases(model, train, evaluation, patience: int, callbacks: list, frozen_epochs: int,
+                steps: int | None, config: TrainerConfig, strategy, learning_rate: float,
+                log: Callable[[str], None]) -> dict:
+    """Fits the model; with pretrained vectors frozen for the first `frozen_epochs` epochs, in two phases.
+    Returns the Keras history {metric: [value per epoch]}."""
+    if not 0 < frozen_epochs < config.epochs:
+        return _fit(model, train, evaluation, patience, callbacks, config.epochs, 0, steps)
+    # after_epochs N: train the layers above the frozen vectors first, then fine-tune everything. The
+    # optimizer only updates the variables it was compiled with, hence the recompile; the second phase
+    # keeps its result only if it beats the frozen phase's best val_loss.
+    frozen = _fit(model, train, evaluation, patience, callbacks, frozen_epochs, 0, steps)
+    frozen_weights, frozen_best = model.get_weights(), min(frozen["val_loss"])
+    model.get_layer("embedding").trainable = True
+    with strategy.scope():
+        compile_model(model, learning_rate)
+    log(f"trainer: embedding unfrozen after {len(frozen['loss'])} epoch(s)")
+    tuned = _fit(model, train, evaluation, patience, callbacks, config.epochs, len(frozen["loss"]), steps)
+    if min(tuned["val_loss"]) >= frozen_best:
+        model.set_weights(frozen_weights)
+    return {k: frozen[k] + tuned[k] for k in frozen}
+
+
+def _write_model(model, output_dir: Path, history: dict, per_epoch: list[dict], architecture: str,
+                 patience: int, max_epochs: int, facts: dict[str, Any], details: dict[str, Any]) -> None:
+    """Writes model_run/history.json (a summary of the best epoch with `facts`, each epoch, `details`) and the
+    Keras model."""
     epochs = [{"epoch": index + 1, **{k: float(v[index]) for k, v in history.items()},
-               **throughput.per_epoch[index]} for index in range(len(history["loss"]))]
+               **per_epoch[index]} for index in range(len(history["loss"]))]
     best = min(epochs, key=lambda e: (e["val_loss"], e["epoch"]))  # the weights EarlyStopping restored
     summary = {
         "architecture": architecture, "epochs_trained": len(epochs), "best_epoch": best["epoch"],
         "val_loss": best["val_loss"], "val_accuracy": best["val_accuracy"],
-        "stopped_early": len(epochs) < config.epochs, "early_stopping_patience": patience,
-        "mean_examples_per_second": sum(e["examples_per_second"] for e in epochs) / len(epochs),
-        "padding_ratio": padding["padding_ratio"], **embedding_facts, **warm_facts,
+        "stopped_early": len(epochs) < max_epochs, "early_stopping_patience": patience,
+        "mean_examples_per_second": sum(e["examples_per_second"] for e in epochs) / len(epochs), **facts,
     }
-    write_history(run_dir, {
-        **summary, "epochs": epochs, "padding": padding, "train_examples": train.num_examples,
-        "rows_per_epoch": epoch_rows, "steps_per_epoch": steps,
-        "eval_examples": evaluation.num_examples, "train_examples_per_bucket": train.examples_per_bucket,
-        "batch_size": values["batch_size"], "strategy": config.strategy,
-        "replicas": strategy.num_replicas_in_sync,
-        "workers": len(config.workers) if config.strategy == "multi_worker_mirrored" else 1, "seed": seed})
-    model.save(keras_model_file(model_dir))
-    write_trained_hyperparameters(model_dir, {**chosen, "values": values})
-    write_model_input(model_dir, model_input)  # the evaluator reads the bucket bounds from the model
-    return model
+    write_history(Path(output_dir) / MODEL_RUN, {**summary, "epochs": epochs, **details})
+    model.save(keras_model_file(Path(output_dir) / MODEL))
 
 
 def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, runtime: Runtime) -> dict[str, Artifact]:

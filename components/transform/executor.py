@@ -33,8 +33,8 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from contract.artifacts import Artifact, ComponentError, Runtime, check_rows_arrived
-from contract.config import TransformConfig
-from contract.names import EXAMPLES, SCHEMA, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
+from contract.data_config import TransformConfig
+from contract.names import EXAMPLES, SCHEMA, TOKEN_IDS, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
 from library.beam_options import pipeline_options
 from library.layouts import (
     NUM_CLASSES,
@@ -57,7 +57,6 @@ from library.reproducible_saved_model import make_saved_model_reproducible
 RAW_FEATURE_TYPES = {"title": schema_pb2.BYTES, "description": schema_pb2.BYTES, "label": schema_pb2.INT}
 LABEL_KEY = "label"
 
-TOKEN_IDS_KEY = "token_ids"
 LENGTH_KEY = "length"
 PADDING_ID = 0
 VOCAB_FILENAME = "vocab_tokens"
@@ -87,7 +86,7 @@ def make_preprocessing_fn(config: TransformConfig) -> Callable[[dict[str, Any]],
         # Shift every id by one so that PADDING_ID (0) never stands for a real token (mask_zero downstream).
         token_ids = vocabulary_ids + 1
         return {
-            TOKEN_IDS_KEY: token_ids.to_sparse(),  # a sparse [batch, None] output is a VarLen feature
+            TOKEN_IDS: token_ids.to_sparse(),  # a sparse [batch, None] output is a VarLen feature
             LENGTH_KEY: tokens.row_lengths(),
             # Passed through untouched. The serving graph is applied without labels: TFT then feeds a
             # default for the missing input, and the caller ignores this output.
@@ -188,7 +187,7 @@ def _encode(instance: dict[str, Any], coder: tft.coders.ExampleProtoCoder) -> tu
     serialized bytes: proto map fields serialize in no guaranteed order, which would change the order.
     `coder` returns tf.Example protos (serialized=False), serialized here with a fixed map order so that the
     written bytes are the same in every process."""
-    token_ids = [int(i) for i in instance[TOKEN_IDS_KEY]]
+    token_ids = [int(i) for i in instance[TOKEN_IDS]]
     content = json.dumps([token_ids, int(instance[LABEL_KEY])]).encode("utf-8")
     example = coder.encode(instance).SerializeToString(deterministic=True)
     return int(instance[LENGTH_KEY]), hashlib.sha256(content).hexdigest(), example
@@ -233,11 +232,8 @@ def _raw_file_patterns(examples_uri: Path) -> dict[str, list[str]]:
 def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
         runtime: Runtime) -> dict[str, Artifact]:
     # Heavy libraries are imported in run(), not at the top (see contract/artifacts.py).
-    import apache_beam as beam
     import tensorflow_transform as tft
-    import tensorflow_transform.beam as tft_beam
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
-    from tfx_bsl.public import tfxio
     output_dir = Path(output_dir)
     raw_schema = load_raw_schema(inputs[SCHEMA].uri)
     patterns = _raw_file_patterns(inputs[EXAMPLES].uri)
@@ -250,12 +246,54 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
         folder.mkdir(parents=True, exist_ok=True)
     report_paths = {split: scratch_dir / f"padding_{split}.json" for split in SPLITS}
 
+    runtime.log(f"transform: analyzing train, transforming {', '.join(SPLITS)} (text={config.text_features}, "
+                f"vocab top {config.vocab_size}, max_length {config.max_length}, buckets {upper_bounds})")
+    _transform_with_beam(config, raw_schema, patterns, graph_dir, examples_dir, scratch_dir, report_paths,
+                         runtime.beam_args)
+
+    make_saved_model_reproducible(graph_dir / tft.TFTransformOutput.TRANSFORM_FN_DIR,
+                                  [str(scratch_dir), str(scratch_dir.resolve())])
+    # WriteTransformFn leaves out the raw metadata that TFTransformOutput.raw_metadata reads.
+    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema),
+                               str(graph_dir / tft.TFTransformOutput.RAW_METADATA_DIR))
+    reports = {split: json.loads(report_paths[split].read_text(encoding="utf-8")) for split in SPLITS}
+    check_rows_arrived("transform", {split: reports[split]["examples"] for split in SPLITS}, inputs[EXAMPLES])
+    if reports["train"]["examples"] == 0:
+        raise ComponentError("the train split has no examples; nothing to build a vocabulary from")
+    for split in SPLITS:  # a split without examples has no bucket folders, but its folder exists
+        split_dir(examples_dir, split).mkdir(exist_ok=True)
+    shutil.rmtree(scratch_dir)
+
+    vocab_size = tft.TFTransformOutput(str(graph_dir)).vocabulary_size_by_name(VOCAB_FILENAME)
+    model_input = _model_input(config, vocab_size, upper_bounds)
+    write_model_input(graph_dir, model_input)
+    write_buckets(examples_dir, {
+        "batch_size": PADDING_BATCH_SIZE, "order": PADDING_ORDER, "bucket_upper_bounds": upper_bounds,
+        "splits": reports})
+
+    runtime.log(f"transform: vocabulary {vocab_size} tokens; rows "
+                + ", ".join(f"{split} {reports[split]['examples']}" for split in SPLITS)
+                + f"; train padding ratio at batch {PADDING_BATCH_SIZE}: bucketed "
+                f"{reports['train']['bucketed']['padding_ratio']}, unbucketed "
+                f"{reports['train']['unbucketed']['padding_ratio']}")
+    return _artifacts(graph_dir, examples_dir, model_input, reports)
+
+
+def _transform_with_beam(config: TransformConfig, raw_schema, patterns: dict[str, list[str]], graph_dir: Path,
+                         examples_dir: Path, scratch_dir: Path, report_paths: dict[str, Path],
+                         beam_args: tuple[str, ...]) -> None:
+    """The Beam job: analyze train, transform every split with the same transform_fn, write the transform
+    graph and each split's bucketed examples and padding report."""
+    import apache_beam as beam
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from tfx_bsl.public import tfxio
+
+    upper_bounds = config.bucket_upper_bounds()
     sources = {split: tfxio.TFExampleRecord(file_pattern=patterns[split], schema=raw_schema,
                                             telemetry_descriptors=["agnews_pipeline", "transform"])
                for split in SPLITS}
-    runtime.log(f"transform: analyzing train, transforming {', '.join(SPLITS)} (text={config.text_features}, "
-                f"vocab top {config.vocab_size}, max_length {config.max_length}, buckets {upper_bounds})")
-    with beam.Pipeline(options=pipeline_options(runtime.beam_args)) as pipeline:
+    with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline:
         with tft_beam.Context(temp_dir=str(scratch_dir / "tft"), force_tf_compat_v1=False):
             raw = {split: pipeline | f"Read{split}" >> sources[split].BeamSource() for split in SPLITS}
             # Analyze on train only, so eval/test words unseen in train are out-of-vocabulary, as at serving.
@@ -273,21 +311,10 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
                 _write_bucketed(transformed[split], split, split_dir(examples_dir, split), report_paths[split], coder,
                                 upper_bounds)
 
-    make_saved_model_reproducible(graph_dir / tft.TFTransformOutput.TRANSFORM_FN_DIR,
-                                  [str(scratch_dir), str(scratch_dir.resolve())])
-    # WriteTransformFn leaves out the raw metadata that TFTransformOutput.raw_metadata reads.
-    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema),
-                               str(graph_dir / tft.TFTransformOutput.RAW_METADATA_DIR))
-    reports = {split: json.loads(report_paths[split].read_text(encoding="utf-8")) for split in SPLITS}
-    check_rows_arrived("transform", {split: reports[split]["examples"] for split in SPLITS}, inputs[EXAMPLES])
-    if reports["train"]["examples"] == 0:
-        raise ComponentError("the train split has no examples; nothing to build a vocabulary from")
-    for split in SPLITS:  # a split without examples has no bucket folders, but its folder exists
-        split_dir(examples_dir, split).mkdir(exist_ok=True)
-    shutil.rmtree(scratch_dir)
 
-    vocab_size = tft.TFTransformOutput(str(graph_dir)).vocabulary_size_by_name(VOCAB_FILENAME)
-    model_input = ModelInputSpec(
+def _model_input(config: TransformConfig, vocab_size: int, upper_bounds: list[int]) -> ModelInputSpec:
+    """What the trainer, the evaluator and serving need to know about the transform's output."""
+    return ModelInputSpec(
         embedding_input_dim=vocab_size + config.num_oov_buckets + 1,  # ids 0 (padding) .. V + oov
         vocab_size=vocab_size,
         num_oov_buckets=config.num_oov_buckets,
@@ -298,19 +325,14 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
         padding_id=PADDING_ID,
         vocab_filename=VOCAB_FILENAME,
     )
-    write_model_input(graph_dir, model_input)
-    write_buckets(examples_dir, {
-        "batch_size": PADDING_BATCH_SIZE, "order": PADDING_ORDER, "bucket_upper_bounds": upper_bounds,
-        "splits": reports})
 
-    runtime.log(f"transform: vocabulary {vocab_size} tokens; rows "
-                + ", ".join(f"{split} {reports[split]['examples']}" for split in SPLITS)
-                + f"; train padding ratio at batch {PADDING_BATCH_SIZE}: bucketed "
-                f"{reports['train']['bucketed']['padding_ratio']}, unbucketed "
-                f"{reports['train']['unbucketed']['padding_ratio']}")
+
+def _artifacts(graph_dir: Path, examples_dir: Path, model_input: ModelInputSpec,
+               reports: dict[str, Any]) -> dict[str, Artifact]:
+    """The transform_graph and transformed_examples artifacts with their properties (rows, padding ratios)."""
     return {
         TRANSFORM_GRAPH: Artifact(TRANSFORM_GRAPH, graph_dir, {
-            "vocab_size": vocab_size, "embedding_input_dim": model_input.embedding_input_dim}),
+            "vocab_size": model_input.vocab_size, "embedding_input_dim": model_input.embedding_input_dim}),
         TRANSFORMED_EXAMPLES: Artifact(TRANSFORMED_EXAMPLES, examples_dir, {
             "rows": {split: reports[split]["examples"] for split in SPLITS},
             "train_bucket_examples": {name: bucket["examples"]

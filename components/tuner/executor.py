@@ -43,7 +43,8 @@ if TYPE_CHECKING:  # for annotations; run() imports KerasTuner (and TensorFlow) 
 
 from components.tuner.spec import EPISODE_PROPERTY, TUNED_INPUT, Decision, episode, retune_decision
 from contract.artifacts import Artifact, ComponentError, Runtime
-from contract.config import ConfigError, TunerConfig
+from contract.config import TunerConfig
+from contract.config_checks import ConfigError
 from contract.names import BEST_HYPERPARAMETERS, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
 from contract.units import format_duration
 from library import embeddings
@@ -255,27 +256,14 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
         return _reuse(inputs[TUNED_INPUT], out, decision, runtime, episode(inputs, decision, runtime.run_id))
     if config.enabled:
         runtime.log(f"tuner: {decision.detail}")
-    import keras  # heavy libraries are imported in run(), not at the top (see contract/artifacts.py)
-
-    from library.dataset import bucket_examples
     examples_dir = Path(inputs[TRANSFORMED_EXAMPLES].uri)
     transform_graph_dir = Path(inputs[TRANSFORM_GRAPH].uri)
     model_input = read_model_input(transform_graph_dir)
     for split in ("train", "eval"):  # fail before any trial rather than in each one; test is never opened
         bucket_files(examples_dir, split)
     architecture = config.architecture
-    pretrained = None
-    if config.pretrained_embeddings:
-        pretrained = embeddings.prepare(config.pretrained_embeddings, transform_graph_dir, model_input, runtime.seed)
-        runtime.log(f"tuner: pretrained vectors {pretrained.path} ({pretrained.alignment.dimension} dimensions), "
-                    f"{pretrained.alignment.vocab_coverage:.1%} of the vocabulary covered")
+    pretrained, fixed = _pretrained_and_fixed(config, transform_graph_dir, model_input, runtime)
     pretrained_dim = pretrained.alignment.dimension if pretrained else None
-    try:
-        fixed = parse_fixed_hyperparameters(architecture, config.fixed_hyperparameters, pretrained is not None)
-    except ValueError as error:
-        raise ComponentError(f"tuner.fixed_hyperparameters: {error}") from None
-    if pretrained:
-        embeddings.check_fixed_dimension(fixed, pretrained_dim, pretrained.path)
 
     if not config.enabled:
         values = {**default_hyperparameters(architecture, pretrained_dim), **fixed}
@@ -283,41 +271,8 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
         runtime.log(f"tuner: search disabled; {architecture} default hyperparameters {values}")
         heading = f"Tuning trials: {architecture} (no search)"
     else:
-        state_dir = Path(output_dir) / STATE_DIR
-        if (state_dir / architecture).is_dir():
-            runtime.log(f"tuner: resuming the search kept in {state_dir}; finished trials are not rerun")
-        # Trials train on at most train_subsample_rows train rows and are scored on at most as many eval rows
-        # (seeded subsets with each split's length distribution): at 1.2M rows, 20,000 of the 59,716 eval rows.
-        train = bucket_examples(examples_dir, "train", max_examples=config.train_subsample_rows, seed=runtime.seed)
-        evaluation = bucket_examples(examples_dir, "eval", max_examples=config.train_subsample_rows,
-                                     seed=runtime.seed)
-        hypermodel = _search_model(architecture, model_input, examples_dir, train, evaluation, runtime.seed,
-                                   pretrained.alignment.matrix if pretrained else None)
-        try:
-            tuner = _make_tuner(config, hypermodel, fixed, state_dir, runtime.seed)
-            runtime.log(f"tuner: plan: {config.algorithm} search, up to {config.max_trials} trials x up to "
-                        f"{config.max_epochs} epochs on {train.num_examples:,} of {train.available:,} train rows, "
-                        f"scored on {evaluation.num_examples:,} of {evaluation.available:,} eval rows; an ETA "
-                        f"follows each trial")
-            hypermodel.track(config.max_trials, runtime.log)
-            # KerasTuner gives a TensorBoard callback a folder per trial and adds the HParams plugin's callback.
-            logs = keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(output_dir)))
-            tuner.search(epochs=config.max_epochs, verbose=2, callbacks=[logs])
-        except RuntimeError as error:  # KerasTuner stops after several consecutive failed trials
-            raise ComponentError(f"hyperparameter search failed: {error}") from None
-        rows = _trial_rows(tuner.oracle, architecture, config.max_epochs, pretrained is not None)
-        best = _best_trial(rows, config.objective)
-        if best is None:
-            messages = [t.message for t in tuner.oracle.trials.values() if t.message]
-            raise ComponentError(f"no tuning trial completed with a finite {config.objective}"
-                                 + (f"; last error:\n{messages[-1]}" if messages else ""))
-        best_values = {k: v for k, v in tuner.oracle.trials[best["trial_id"]].hyperparameters.values.items()
-                       if not k.startswith("tuner/")}
-        # Re-reading the space through the builder's own definition completes and orders the values.
-        values = search_space(architecture, fixed_hyperparameters(best_values), pretrained_dim)
-        best_score, best_id = float(best["score"]), best["trial_id"]
-        _remove_trial_checkpoints(state_dir)
-        runtime.log(f"tuner: best trial {best_id} of {len(rows)}: {config.objective} {best_score:.4f}, {values}")
+        values, best_score, best_id, rows = _search(config, model_input, examples_dir, fixed, pretrained,
+                                                    Path(output_dir), runtime)
         heading = (f"Tuning trials: {architecture} ({config.algorithm} search, score = {config.objective} "
                    f"on the eval split)")
 
@@ -339,3 +294,69 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
         "values": values, "search_fingerprint": fingerprint, "reused": False, "retune": decision.detail,
         **searched, **(pretrained.properties() if pretrained else {}),
         **({EPISODE_PROPERTY: answered} if (answered := episode(inputs, decision, runtime.run_id)) else {})})}
+
+
+def _pretrained_and_fixed(config: TunerConfig, transform_graph_dir: Path, model_input,
+                          runtime: Runtime) -> tuple[Any, dict[str, Any]]:
+    """The pretrained vectors (or None) and the hyperparameters tuner.fixed_hyperparameters pins, checked
+    against each other."""
+    pretrained = None
+    if config.pretrained_embeddings:
+        pretrained = embeddings.prepare(config.pretrained_embeddings, transform_graph_dir, model_input, runtime.seed)
+        runtime.log(f"tuner: pretrained vectors {pretrained.path} ({pretrained.alignment.dimension} dimensions), "
+                    f"{pretrained.alignment.vocab_coverage:.1%} of the vocabulary covered")
+    try:
+        fixed = parse_fixed_hyperparameters(config.architecture, config.fixed_hyperparameters,
+                                            pretrained is not None)
+    except ValueError as error:
+        raise ComponentError(f"tuner.fixed_hyperparameters: {error}") from None
+    if pretrained:
+        embeddings.check_fixed_dimension(fixed, pretrained.alignment.dimension, pretrained.path)
+    return pretrained, fixed
+
+
+def _search(config: TunerConfig, model_input, examples_dir: Path, fixed: dict[str, Any], pretrained,
+            output_dir: Path, runtime: Runtime) -> tuple[dict[str, Any], float, str, list[dict[str, Any]]]:
+    """Runs (or resumes) the KerasTuner search; returns the best trial's complete values, its score and id,
+    and a row per trial."""
+    import keras  # heavy libraries are imported in run(), not at the top (see contract/artifacts.py)
+
+    from library.dataset import bucket_examples
+    architecture = config.architecture
+    pretrained_dim = pretrained.alignment.dimension if pretrained else None
+    state_dir = Path(output_dir) / STATE_DIR
+    if (state_dir / architecture).is_dir():
+        runtime.log(f"tuner: resuming the search kept in {state_dir}; finished trials are not rerun")
+    # Trials train on at most train_subsample_rows train rows and are scored on at most as many eval rows
+    # (seeded subsets with each split's length distribution): at 1.2M rows, 20,000 of the 59,716 eval rows.
+    train = bucket_examples(examples_dir, "train", max_examples=config.train_subsample_rows, seed=runtime.seed)
+    evaluation = bucket_examples(examples_dir, "eval", max_examples=config.train_subsample_rows,
+                                 seed=runtime.seed)
+    hypermodel = _search_model(architecture, model_input, examples_dir, train, evaluation, runtime.seed,
+                               pretrained.alignment.matrix if pretrained else None)
+    try:
+        tuner = _make_tuner(config, hypermodel, fixed, state_dir, runtime.seed)
+        runtime.log(f"tuner: plan: {config.algorithm} search, up to {config.max_trials} trials x up to "
+                    f"{config.max_epochs} epochs on {train.num_examples:,} of {train.available:,} train rows, "
+                    f"scored on {evaluation.num_examples:,} of {evaluation.available:,} eval rows; an ETA "
+                    f"follows each trial")
+        hypermodel.track(config.max_trials, runtime.log)
+        # KerasTuner gives a TensorBoard callback a folder per trial and adds the HParams plugin's callback.
+        logs = keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(output_dir)))
+        tuner.search(epochs=config.max_epochs, verbose=2, callbacks=[logs])
+    except RuntimeError as error:  # KerasTuner stops after several consecutive failed trials
+        raise ComponentError(f"hyperparameter search failed: {error}") from None
+    rows = _trial_rows(tuner.oracle, architecture, config.max_epochs, pretrained is not None)
+    best = _best_trial(rows, config.objective)
+    if best is None:
+        messages = [t.message for t in tuner.oracle.trials.values() if t.message]
+        raise ComponentError(f"no tuning trial completed with a finite {config.objective}"
+                             + (f"; last error:\n{messages[-1]}" if messages else ""))
+    best_values = {k: v for k, v in tuner.oracle.trials[best["trial_id"]].hyperparameters.values.items()
+                   if not k.startswith("tuner/")}
+    # Re-reading the space through the builder's own definition completes and orders the values.
+    values = search_space(architecture, fixed_hyperparameters(best_values), pretrained_dim)
+    best_score, best_id = float(best["score"]), best["trial_id"]
+    _remove_trial_checkpoints(state_dir)
+    runtime.log(f"tuner: best trial {best_id} of {len(rows)}: {config.objective} {best_score:.4f}, {values}")
+    return values, best_score, best_id, rows

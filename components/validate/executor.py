@@ -29,7 +29,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 
 from components.validate.span_checks import check_spans, drift_properties
 from contract.artifacts import Artifact, ComponentError, Runtime, check_rows_arrived
-from contract.config import ValidateConfig
+from contract.data_config import ValidateConfig
 from contract.names import ANOMALIES, EXAMPLES, SCHEMA, STATISTICS
 from library.beam_options import pipeline_options
 from library.layouts import (

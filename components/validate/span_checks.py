@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from contract.artifacts import ComponentError, Runtime
-from contract.config import ValidateConfig
+from contract.data_config import ValidateConfig
 from contract.names import STATISTICS
 from library import drift
 from library.layouts import examples_files, read_counts, read_sources, span_examples_files, write_drift

@@ -7,7 +7,7 @@ import hashlib
 
 from contract.artifacts import ComponentError
 from contract.component_spec import ComponentSpec
-from contract.config import ValidateConfig
+from contract.data_config import ValidateConfig
 from contract.names import ANOMALIES, SCHEMA, STATISTICS
 
 

@@ -19,7 +19,7 @@ from contract.artifacts import ComponentError
 from contract.units import parse_size
 from engines.dask.translation import ConsumerCount, PerPCollectionVisitor, adapter_overrides
 from engines.dask.watchdog import PAUSED_SECONDS, Watchdog, scheduler_probe
-from library.layouts import DASK_STATE_DUMP
+from library.folder_layouts import DASK_STATE_DUMP
 
 POLL_SECONDS = 5  # how often the client checks the computation's progress
 PROBE_SECONDS = 30  # how long it waits for the scheduler's answer (then counts it as no progress)

@@ -403,7 +403,7 @@ def test_a_task_failing_after_a_worker_left_fails_the_step_with_one_line_naming_
     (["pipeline.dask_worker_memory=4 parsecs"], "pipeline.dask_worker_memory must be auto or a size"),
 ])
 def test_bad_dask_settings_fail_before_any_work(overrides, message):
-    from contract.config import ConfigError
+    from contract.config_checks import ConfigError
     from contract.config_loading import load_config
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)

@@ -21,7 +21,8 @@ from apps.cli.parser import build_parser, config_from_args
 from components.trainer import executor as trainer
 from components.tuner import executor as tuner
 from contract.artifacts import ComponentError, Runtime
-from contract.config import ConfigError, TrainerConfig, TunerConfig
+from contract.config import TrainerConfig, TunerConfig
+from contract.config_checks import ConfigError
 from contract.config_loading import load_config
 from library import dataset, embeddings
 from library.layouts import read_model_input, vocabulary_file

@@ -16,7 +16,7 @@ from support.e2e import keras_probabilities, serve_in_a_fresh_process
 from support.hooks import after_import_hook
 from support.paths import CLI, PROJECT, SAMPLE_DIR
 
-from library import layouts
+from library import folder_layouts, layouts
 
 pytestmark = pytest.mark.e2e
 
@@ -107,20 +107,20 @@ def test_two_workers_train_the_model_that_is_evaluated_pushed_and_served(two_wor
     record = json.loads((run_dir / "run.json").read_text())
     assert [s["state"] for s in record["steps"]] == ["ran"] * 7
     assert "pushed_model: pushed=True, version=1" in completed.stdout
-    assert not layouts.multi_worker_job_file(root).exists()  # removed at the end
+    assert not folder_layouts.multi_worker_job_file(root).exists()  # removed at the end
 
     # Worker 1 trained in step with the chief: it printed the same epoch metrics ...
     chief_epoch = next(line for line in completed.stdout.splitlines() if line.startswith("trainer: epoch 1/1"))
     assert chief_epoch.split(";")[0].split(" (")[1] in worker_output
     # ... after as many training steps as the chief (each step all-reduces across both), counted in each process.
     # The chief's hook line is library output to the run: it is kept in the trainer's step log, not printed.
-    chief_log = layouts.step_log_file(run_dir, "trainer").read_text(encoding="utf-8", errors="replace")
+    chief_log = folder_layouts.step_log_file(run_dir, "trainer").read_text(encoding="utf-8", errors="replace")
     [chief_steps] = [line for line in chief_log.splitlines() if line.startswith("steps-hook: worker 0 ")]
     [worker_steps] = [line for line in worker_output.splitlines() if line.startswith("steps-hook: worker 1 ")]
     steps = int(chief_steps.rsplit(": ", 1)[1].split()[0])
     assert steps > 0 and worker_steps == chief_steps.replace("worker 0", "worker 1"), (chief_steps, worker_steps)
 
-    result = serve_in_a_fresh_process(layouts.serving_version_dir(root / "serving" / "agnews", 1))
+    result = serve_in_a_fresh_process(folder_layouts.serving_version_dir(root / "serving" / "agnews", 1))
     assert result["modules"] == []  # TensorFlow alone serves it ...
     # ... what the model the workers trained answers in this process.
     np.testing.assert_allclose(result["probabilities"], keras_probabilities(run_dir), atol=1e-5)
@@ -143,8 +143,8 @@ def test_a_worker_that_never_starts_fails_the_run_in_bounded_time(two_worker_run
     runs = json.loads(subprocess.run([*CLI, "runs", "--json", "--pipeline-root", str(root)], cwd=PROJECT,
                                      env=ENV, capture_output=True, text=True, timeout=60, check=True).stdout)
     assert runs[0]["status"] == "failed" and runs[1]["status"] == "succeeded"
-    assert layouts.serving_versions(root / "serving" / "agnews") == [1]  # nothing new published
-    assert not layouts.multi_worker_job_file(root).exists()
+    assert folder_layouts.serving_versions(root / "serving" / "agnews") == [1]  # nothing new published
+    assert not folder_layouts.multi_worker_job_file(root).exists()
 
 
 def test_a_worker_that_dies_fails_the_run_in_bounded_time_naming_it(two_worker_run):
@@ -171,13 +171,13 @@ def test_a_worker_that_dies_fails_the_run_in_bounded_time_naming_it(two_worker_r
     assert len(error) == 1 and f"worker 1 ({workers[1]}) stopped answering during training" in error[0], stderr
     assert "Traceback" not in stderr
     assert seconds < 60
-    assert layouts.serving_versions(root / "serving" / "agnews") == [1]
-    assert not layouts.multi_worker_job_file(root).exists()
+    assert folder_layouts.serving_versions(root / "serving" / "agnews") == [1]
+    assert not folder_layouts.multi_worker_job_file(root).exists()
 
 
 def test_train_worker_flags_that_do_not_match_the_job_give_one_line(tmp_path):
     workers = ["127.0.0.1:1234", "127.0.0.1:1235"]
-    layouts.write_multi_worker_job(tmp_path, {"workers": workers, "worker_timeout": 5})
+    folder_layouts.write_multi_worker_job(tmp_path, {"workers": workers, "worker_timeout": 5})
 
     def train_worker(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([*CLI, "train-worker", "--pipeline-root", str(tmp_path), *args], cwd=PROJECT,

@@ -12,7 +12,7 @@ from support import streams
 from support.e2e import agnews  # the real command in a subprocess, checking its exit code
 from support.streams import TINY_TRAINER, TINY_TUNER, arrive, make_stream, root_args
 
-from library import layouts
+from library import folder_layouts
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +48,7 @@ def test_with_retention_the_root_stops_growing_and_kept_versions_can_be_rolled_b
         # grows by one retrain's artifacts every week).
         if week > 4:
             assert sizes[week] <= 1.3 * sizes[4], sizes
-    assert layouts.serving_versions(serving) == [7, 8]  # older versions left the serving folder
+    assert folder_layouts.serving_versions(serving) == [7, 8]  # older versions left the serving folder
 
     rolled = agnews("rollback", "7", *root_args(tmp_path))  # a kept version: everything it needs is there
     assert "served again as version 9" in rolled.stdout
@@ -56,7 +56,7 @@ def test_with_retention_the_root_stops_growing_and_kept_versions_can_be_rolled_b
     gone = agnews("rollback", "3", *root_args(tmp_path), check_code=1)
     assert "not a model this pipeline root keeps" in gone.stderr and len(gone.stderr.strip().splitlines()) == 1
     agnews("gc", *root_args(tmp_path))  # the same policy (no --keep): 8 and 9 stay served
-    assert layouts.serving_versions(serving) == [8, 9]
+    assert folder_layouts.serving_versions(serving) == [8, 9]
     with streams.opened_store(root) as store:
         for version in (8, 9):
             for artifact in streams.pusher_inputs(store, version).values():

@@ -22,7 +22,7 @@ from support.streams import (
     serving_snapshot,
 )
 
-from library import layouts
+from library import folder_layouts
 from library.paired_gate import RowResults
 from pipeline.metadata import MetadataStore
 
@@ -53,7 +53,7 @@ def test_backfill_is_refused_and_after_rollback_the_next_retrain_compares_with_t
     agnews("retrain", *args(tmp_path))  # version 1: spans 1-2
     arrive(full, live, names[2])
     agnews("retrain", *args(tmp_path))  # version 2: spans 1-3
-    assert layouts.serving_versions(serving) == [1, 2]
+    assert folder_layouts.serving_versions(serving) == [1, 2]
 
     # A backfill of span 2 (older than span 3, which version 2 learned): refused before anything runs.
     before, runs_before = serving_snapshot(serving), len(list((tmp_path / "root" / "runs").iterdir()))
@@ -69,7 +69,7 @@ def test_backfill_is_refused_and_after_rollback_the_next_retrain_compares_with_t
 
     rolled = agnews("rollback", "1", *root_args(tmp_path))
     assert "served again as version 3" in rolled.stdout
-    assert layouts.serving_versions(serving) == [1, 2, 3]
+    assert folder_layouts.serving_versions(serving) == [1, 2, 3]
     assert (serving / "3" / "saved_model.pb").read_bytes() == (serving / "1" / "saved_model.pb").read_bytes()
     assert serving_snapshot(serving)["2/saved_model.pb"] == before["2/saved_model.pb"]  # nothing else touched
 

@@ -11,7 +11,7 @@ from support.cli import agnews_in_process
 
 from contract.artifacts import Artifact
 from contract.config_loading import load_config
-from library.layouts import serving_version_dir, serving_versions
+from library.folder_layouts import serving_version_dir, serving_versions
 from pipeline.metadata import MetadataStore
 from pipeline.rollback import backfill_refusal, served_model
 

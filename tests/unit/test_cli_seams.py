@@ -13,6 +13,7 @@ from support.paths import PROJECT
 from apps.cli.exit_codes import EXIT_MEANINGS, EXIT_USAGE
 from apps.cli.main import main
 from apps.cli.parser import build_parser, config_from_args
+from apps.cli.utils import print_listing
 
 
 def exits(capsys, argv: list[str]) -> tuple[int, str, str]:
@@ -91,6 +92,9 @@ def test_a_bad_duration_flag_is_one_line(capsys):
     (["--serving-dir", "{here}", "--max-batch-size", "0"], "--max-batch-size must be positive, got 0"),
     (["--serving-dir", "{here}", "--allowed-batch-sizes", "1,x"], "--allowed-batch-sizes must be sizes"),
     (["--serving-dir", "{here}", "--max-queue-delay-ms", "-1"], "--max-queue-delay-ms must be 0 (off) or more"),
+    (["--serving-dir", "{here}", "--port", "99999"], "--port must be a port from 0 (any free port) to 65535"),
+    (["--serving-dir", "{here}", "--model-version-policy", "bogus"], "--model-version-policy must be latest"),
+    (["--serving-dir", "{here}", "--version-labels", "{missing}"], "cannot read the version labels file"),
 ])
 def test_serve_errors_honour_log_format_json(tmp_path, capsys, flags, message):
     argv = [flag.format(missing=tmp_path / "no", here=tmp_path) for flag in flags]
@@ -100,6 +104,23 @@ def test_serve_errors_honour_log_format_json(tmp_path, capsys, flags, message):
     assert out == "" and len(lines) == 1, lines
     record = json.loads(lines[0])
     assert record["level"] == "error" and record["message"].startswith("serve: ") and message in record["message"]
+
+
+def test_a_listing_is_json_a_line_when_empty_or_an_aligned_table(capsys):
+    """`runs` and `spans` print their rows through print_listing: JSON for --json, one line for none, or a
+    table whose columns start at the same place on every line."""
+    rows = [{"name": "a", "rows": 1200}, {"name": "longer-name", "rows": None}]
+
+    def cells(row):
+        return row["name"], "-" if row["rows"] is None else row["rows"]
+
+    print_listing(rows, True, "none", ("name", "rows"), cells)
+    assert json.loads(capsys.readouterr().out) == rows
+    print_listing([], False, "no rows here", ("name", "rows"), cells)
+    assert capsys.readouterr().out == "no rows here\n"
+    print_listing(rows, False, "none", ("name", "rows"), cells)
+    table = capsys.readouterr().out.splitlines()
+    assert table == ["name         rows", "a            1200", "longer-name  -"]
 
 
 def test_retrain_reaches_the_pipeline_without_step_range_flags(tmp_path, sample_dir):

@@ -11,8 +11,10 @@ import pytest
 import yaml
 
 from apps.cli.parser import build_parser, config_from_args
-from contract.config import Config, ConfigError, PusherConfig, ValidateConfig
+from contract.config import Config, PusherConfig
+from contract.config_checks import ConfigError
 from contract.config_loading import default_config_file, load_config
+from contract.data_config import ValidateConfig
 from pipeline.runner import check_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -94,7 +96,7 @@ def test_cli_reports_config_errors_with_exit_code_2(capsys):
 
 
 def test_bucket_upper_bounds_end_at_max_length():
-    from contract.config import TransformConfig
+    from contract.data_config import TransformConfig
     assert TransformConfig(max_length=50, bucket_boundaries=(8, 16, 64)).bucket_upper_bounds() == [8, 16, 50]
     assert TransformConfig().bucket_upper_bounds()[-1] == 256
 

@@ -52,7 +52,7 @@ def test_served_resolver_follows_the_highest_served_version_not_the_newest_bless
     rollback, the model rolled back to), passing over an excluded candidate; SERVED_BLESSINGS: the last N."""
     import types
 
-    from library.layouts import serving_version_dir
+    from library.folder_layouts import serving_version_dir
     store = MetadataStore(tmp_path / "metadata.sqlite")
     serving = tmp_path / "serving"
     config = types.SimpleNamespace(serving_dir=lambda: serving, evaluator=types.SimpleNamespace(anchor_versions=2))

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from components.ingest.executor import source_rows
-from contract.config import IngestConfig
+from contract.data_config import IngestConfig
 from contract.files import BLOCK_BYTES, file_sha256, replaced_atomically, write_json_atomic, write_text_atomic
 from library.ag_news_csv import count_lines
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from contract.artifacts import Artifact
-from library.layouts import serving_version_dir, serving_versions
+from library.folder_layouts import serving_version_dir, serving_versions
 from pipeline.gc import collect_garbage
 from pipeline.metadata import MetadataStore
 

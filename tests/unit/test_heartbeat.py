@@ -15,7 +15,7 @@ import pytest
 
 from contract.artifacts import Artifact
 from contract.component_spec import ComponentSpec
-from contract.config import ConfigError
+from contract.config_checks import ConfigError
 from contract.config_loading import load_config
 from pipeline.dag import Step
 from pipeline.heartbeat import Estimate, Heartbeat, rows_of

@@ -18,7 +18,7 @@ import tensorflow as tf
 from components.ingest import executor as ingest
 from components.ingest import reading as ingest_reading
 from contract.artifacts import ComponentError
-from contract.config import IngestConfig
+from contract.data_config import IngestConfig
 from library import ag_news_csv, layouts
 
 

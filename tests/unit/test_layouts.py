@@ -1,6 +1,6 @@
-"""library/layouts.py, the one owner of every artifact's on-disk layout: each artifact type is written through
-the module and read back through it, a drift between a writer and its reader fails here, and no other module
-of the pipeline spells a layout name itself."""
+"""library/layouts.py (with library/folder_layouts.py for the folders around the artifacts), the one owner of
+every on-disk layout: each artifact type is written through the module and read back through it, a drift
+between a writer and its reader fails here, and no other module of the pipeline spells a layout name itself."""
 from __future__ import annotations
 
 import ast
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from contract.artifacts import ComponentError
-from library import layouts
+from library import folder_layouts, layouts
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -184,12 +184,12 @@ def test_best_hyperparameters_round_trip(tmp_path):
 
 
 def test_multi_worker_job_round_trips_and_is_none_until_written(tmp_path):
-    assert layouts.read_multi_worker_job(tmp_path) is None
+    assert folder_layouts.read_multi_worker_job(tmp_path) is None
     job = {"workers": ["127.0.0.1:1", "127.0.0.1:2"], "seed": 7}
-    layouts.write_multi_worker_job(tmp_path, job)
-    assert layouts.multi_worker_job_file(tmp_path).parent == tmp_path  # the pipeline root the workers share
-    assert layouts.read_multi_worker_job(tmp_path) == job
-    assert [p.name for p in tmp_path.iterdir()] == [layouts.MULTI_WORKER_JOB_FILE]  # no temporary file left
+    folder_layouts.write_multi_worker_job(tmp_path, job)
+    assert folder_layouts.multi_worker_job_file(tmp_path).parent == tmp_path  # the pipeline root the workers share
+    assert folder_layouts.read_multi_worker_job(tmp_path) == job
+    assert [p.name for p in tmp_path.iterdir()] == [folder_layouts.MULTI_WORKER_JOB_FILE]  # no temporary file left
 
 
 def test_model_and_model_run_layout(tmp_path):
@@ -230,21 +230,21 @@ def test_metrics_blessing_and_push_round_trip(tmp_path):
 
 
 def test_serving_versions_are_the_numeric_folders(tmp_path):
-    assert layouts.serving_versions(tmp_path / "absent") == []
+    assert folder_layouts.serving_versions(tmp_path / "absent") == []
     for version in (2, 10, 1):
-        layouts.serving_version_dir(tmp_path, version).mkdir()
+        folder_layouts.serving_version_dir(tmp_path, version).mkdir()
     (tmp_path / ".push-123-abcd").mkdir()  # a pusher's temporary folder
     (tmp_path / "10.bak").mkdir()
     (tmp_path / "11").write_text("a file, not a version")
-    assert layouts.serving_versions(tmp_path) == [1, 2, 10]
-    assert layouts.PUSH_TEMPORARY_PREFIX.startswith(".")  # hidden: TF Serving and serving_versions skip it
+    assert folder_layouts.serving_versions(tmp_path) == [1, 2, 10]
+    assert folder_layouts.PUSH_TEMPORARY_PREFIX.startswith(".")  # hidden: TF Serving and serving_versions skip it
 
-    version_dir = layouts.serving_version_dir(tmp_path, 2)
-    assert layouts.read_served_push_record(version_dir) is None  # pushed by hand or by older code
-    layouts.write_served_push_record(version_dir, {"model_fingerprint": "abc"})
-    assert layouts.read_served_push_record(version_dir) == {"model_fingerprint": "abc"}
+    version_dir = folder_layouts.serving_version_dir(tmp_path, 2)
+    assert folder_layouts.read_served_push_record(version_dir) is None  # pushed by hand or by older code
+    folder_layouts.write_served_push_record(version_dir, {"model_fingerprint": "abc"})
+    assert folder_layouts.read_served_push_record(version_dir) == {"model_fingerprint": "abc"}
     (version_dir / layouts.PUSH_FILE).write_text("{not json")
-    assert layouts.read_served_push_record(version_dir) == {}
+    assert folder_layouts.read_served_push_record(version_dir) == {}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -254,8 +254,10 @@ def test_serving_versions_are_the_numeric_folders(tmp_path):
 # Every file name the layouts module defines (its *_FILE constants; of a path, the file's own name), so a file
 # added there is checked here without editing this list. Not checked: report.md, which is also the name of the
 # run report (runs/<run_id>/report.md, pipeline/report.py), a file of the pipeline root rather than of an artifact.
-LAYOUT_NAMES = sorted({value.rpartition("/")[2] for name, value in vars(layouts).items()
-                       if name.endswith("_FILE") and isinstance(value, str)} - {layouts.EVALUATION_REPORT_FILE})
+LAYOUT_MODULES = (layouts, folder_layouts)
+LAYOUT_NAMES = sorted({value.rpartition("/")[2] for module in LAYOUT_MODULES
+                       for name, value in vars(module).items() if name.endswith("_FILE") and isinstance(value, str)}
+                      - {layouts.EVALUATION_REPORT_FILE})
 LAYOUT_PATTERNS = [re.compile(r"(^|/)serving_model(/|$)"), re.compile(r"bucket_(\d|\*|<|$)"), re.compile(r"part-"),
                    re.compile(re.escape(layouts.EXAMPLE_FILE_SUFFIX))]
 SHARED_CONSTANTS = {"SPLITS", "SOURCE_SPLITS", "CLASS_NAMES", "NUM_CLASSES"}
@@ -307,13 +309,14 @@ def test_the_checker_finds_a_spelled_layout(tmp_path):
 
 def test_the_names_come_from_the_layouts_module():
     assert {layouts.SAVED_MODEL_FILE, layouts.FINGERPRINT_FILE, layouts.COUNTS_FILE, "model.keras",
-            "tf_serving_warmup_requests"} <= set(LAYOUT_NAMES)
+            "tf_serving_warmup_requests", folder_layouts.MULTI_WORKER_JOB_FILE} <= set(LAYOUT_NAMES)
     assert len(LAYOUT_NAMES) >= 20
 
 
 def test_no_module_but_layouts_spells_an_artifact_layout():
     modules = [path for folder in ("contract", "library", "components", "pipeline", "engines", "apps", "benchmarks")
-               for path in sorted((PROJECT / folder).rglob("*.py")) if path.name != "layouts.py"]
+               for path in sorted((PROJECT / folder).rglob("*.py"))
+               if path.name not in ("layouts.py", "folder_layouts.py")]
     assert len(modules) > 20
     spelled = {str(path.relative_to(PROJECT)): found for path in modules if (found := layout_spellings(path))}
     assert spelled == {}, "use library/layouts.py instead of spelling these names"

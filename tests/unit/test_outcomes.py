@@ -22,8 +22,8 @@ from apps import job_metrics
 from apps.cli import exit_codes
 from contract.artifacts import Artifact, ComponentError
 from contract.component_spec import ComponentSpec
-from contract.config import IngestConfig, WindowConfig
 from contract.config_loading import load_config
+from contract.data_config import IngestConfig, WindowConfig
 from pipeline import interrupts
 from pipeline.dag import Step
 from pipeline.history import HISTORY_FILE

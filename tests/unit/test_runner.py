@@ -16,9 +16,10 @@ from support.cli import agnews_in_process
 
 from contract.config_loading import load_config
 from pipeline.gc import collect_garbage
-from pipeline.metadata import SCHEMA_VERSION, MetadataStore
+from pipeline.metadata import MetadataStore
 from pipeline.root import LockBusy, root_lock
 from pipeline.runner import Runner
+from pipeline.store_schema import SCHEMA_VERSION
 
 
 def make_config(root: Path, data: Path, epochs: int = 1):

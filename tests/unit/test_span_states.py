@@ -10,7 +10,7 @@ import pytest
 
 from contract.artifacts import ComponentError
 from library import drift, spans
-from pipeline import metadata, span_states
+from pipeline import metadata, span_states, store_schema
 
 
 def _stream(folder, names):
@@ -78,7 +78,7 @@ def test_the_spans_table_and_the_states_derived_from_it(tmp_path):
     assert span_states.state_of(store.spans()["0001"], "bb", False) == "rejected"  # for good, whatever the bytes
     store.close()
     db = sqlite3.connect(tmp_path / "metadata.sqlite")
-    assert db.execute("PRAGMA user_version").fetchone()[0] == metadata.SCHEMA_VERSION == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == store_schema.SCHEMA_VERSION == 3
 
 
 def test_a_span_with_bad_rows_is_measured_by_its_own_share():
@@ -95,7 +95,7 @@ def test_a_corrupted_span_of_a_stream_is_refused_by_validate_not_failed_by_inges
     with reason bad_rows (so the pipeline quarantines it), and the clean span is not refused."""
     from components.ingest import executor as ingest
     from components.validate import executor as validate
-    from contract.config import IngestConfig, ValidateConfig
+    from contract.data_config import IngestConfig, ValidateConfig
     lines = (sample_dir / "train.csv").read_text(encoding="utf-8").splitlines(keepends=True)
     stream = tmp_path / "stream"
     for name, rows in (("2026-12-01", lines[:200]), ("2026-12-08", lines[200:390] + ['"9","bad","row"\n'] * 10)):

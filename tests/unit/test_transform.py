@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from components.transform import executor as transform
 from contract.artifacts import LOST_ROWS_ADVICE, Artifact, ComponentError, Runtime
-from contract.config import TransformConfig, ValidateConfig
+from contract.data_config import TransformConfig, ValidateConfig
 from library import layouts, text
 from library.layouts import SPLITS
 

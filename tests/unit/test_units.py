@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from contract.config import ConfigError, PipelineConfig, TunerConfig
+from contract.config import PipelineConfig, TunerConfig
+from contract.config_checks import ConfigError
 from contract.units import format_duration, format_size, parse_duration, parse_size
 
 

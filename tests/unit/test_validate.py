@@ -13,7 +13,7 @@ import tensorflow as tf
 from components.validate import executor as validate
 from components.validate import spec as validate_spec
 from contract.artifacts import LOST_ROWS_ADVICE, Artifact, ComponentError
-from contract.config import ValidateConfig
+from contract.data_config import ValidateConfig
 from library import layouts
 
 
