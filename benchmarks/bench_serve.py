@@ -21,6 +21,10 @@ SavedModel in a TensorFlow-only process as the reference.
    load reached (an asyncio client: the request rate is low): 503s and how fast they came, p50/p99 of the
    accepted requests.
 
+Without wrk (or with --client asyncio) the loads are driven by an asyncio client in this process, which also
+records its own CPU time: the report gives its headroom, the requests it can send per CPU-second over the
+server's requests per second (at least 3x means the client is not what limits the numbers).
+
 Writes benchmarks/results/serve.json and serve.md. The machine is shared: compare ratios from one run, and
 read the load average stated with them.
 """
@@ -40,6 +44,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import harness  # benchmarks/ is on sys.path when a script here runs
 
@@ -50,6 +55,8 @@ from components.pusher.executor import publish_version  # noqa: E402  (standard 
 RESULTS_DIR = Path(__file__).parent / "results"
 PATH = "/v1/models/agnews:predict"
 METRICS_PATH = "/monitoring/prometheus/metrics"
+CLIENTS = {"wrk": "wrk (1 thread, keep-alive)",
+           "asyncio": "this script's asyncio client (one process, keep-alive; its own CPU per request below)"}
 LOADS = [(connections, texts) for texts in (1, 64) for connections in (1, 16, 64)]
 # The server's serve_stage_seconds, and hop_back = batch_wait - queue - model_call - concat_split.
 STAGES = ("http_read", "json_decode", "to_arrays", "queue", "model_call", "concat_split", "hop_back", "to_json",
@@ -72,8 +79,12 @@ result = {"load_seconds": time.perf_counter() - started}
 def classify(batch):
     return signature(text=tf.constant(batch))["probabilities"].numpy()
 
-for text in texts[:20]:
+# Untimed first: every text and batch that is timed below (an XLA export compiles a new shape on its first
+# call unless its warm-up file was replayed, as serve does).
+for text in texts[:config["sequential"]]:
     classify([text])
+for start in range(0, len(texts), 64):
+    classify(texts[start:start + 64])
 single = []
 for index in range(config["sequential"]):
     began = time.perf_counter()
@@ -205,8 +216,10 @@ class Server:
         return self.process.wait(120)
 
 
-def run_loads(servers: dict[str, Server], scripts: dict[int, Path], seconds: float) -> dict:
-    """Every load against every server, in halves ordered A B B A (one server: A A)."""
+def run_loads(servers: dict[str, Server], drive: Callable[[int, int, float, int], dict],
+              seconds: float) -> dict:
+    """Every load against every server, in halves ordered A B B A (one server: A A). `drive(port, connections,
+    seconds, texts per request)` is one half: wrk's or the asyncio client's summary."""
     labels = list(servers)
     order = (labels[0], labels[-1], labels[-1], labels[0]) if len(labels) > 1 else (labels[0], labels[0])
     results: dict[str, dict] = {label: {} for label in servers}
@@ -216,7 +229,7 @@ def run_loads(servers: dict[str, Server], scripts: dict[int, Path], seconds: flo
         for label in order:  # the other server is idle meanwhile: one scrape before the first half and after the last
             run = runs[label]
             run.setdefault("before", scrape(servers[label].port))
-            run["wrk"].append(run_wrk(servers[label].port, connections, seconds / 2, scripts[texts]))
+            run["wrk"].append(drive(servers[label].port, connections, seconds / 2, texts))
             run["load"].append(os.getloadavg()[0])
             run["metrics"] = server_split(run["before"], scrape(servers[label].port))
         for label, run in runs.items():
@@ -230,8 +243,52 @@ def run_loads(servers: dict[str, Server], scripts: dict[int, Path], seconds: flo
                 len(halves) / 1000, "p99_ms": max(h["p99_us"] for h in halves) / 1000,
                 "errors": sum(h["errors"] for h in halves), "refused_503": refused,
                 "load_average": sum(run["load"]) / len(run["load"]), **run["metrics"]}
+            if "client_cpu_seconds" in halves[0]:  # the asyncio client: requests per CPU-second of its own
+                result["client_requests_per_cpu_second"] = (sum(h["requests"] for h in halves)
+                                                            / sum(h["client_cpu_seconds"] for h in halves))
             print(name, label, json.dumps(result), flush=True)
     return results
+
+
+async def post(reader, writer, body: bytes) -> int:
+    """One keep-alive POST of `body` to PATH; its HTTP status."""
+    writer.write(f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    length = next(int(h.split(":", 1)[1]) for h in head[1:] if h.lower().startswith("content-length:"))
+    await reader.readexactly(length)
+    return int(head[0].split(" ", 2)[1])
+
+
+async def closed_loop(port: int, connections: int, seconds: float, bodies: list[bytes]) -> dict:
+    """wrk's measurement without wrk: `connections` keep-alive connections, each sending its next request as
+    soon as the previous one is answered, for `seconds`. Also its own CPU time: whether it keeps up."""
+    latencies: list[float] = []
+    counts = {"non_2xx": 0, "errors": 0}
+    deadline = time.perf_counter() + seconds
+
+    async def connection(index: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline:
+                began = time.perf_counter()
+                try:
+                    status = await post(reader, writer, bodies[index % len(bodies)])
+                except (OSError, asyncio.IncompleteReadError):
+                    counts["errors"] += 1
+                    return
+                latencies.append(time.perf_counter() - began)
+                counts["non_2xx"] += status != 200
+                index += connections
+        finally:
+            writer.close()
+
+    cpu, began = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(connection(index) for index in range(connections)))
+    return {"requests": len(latencies), "duration_us": (time.perf_counter() - began) * 1e6,
+            "p50_us": percentile(latencies, 50) * 1000, "p99_us": percentile(latencies, 99) * 1000,
+            "mean_us": 1e6 * sum(latencies) / max(len(latencies), 1), **counts,
+            "client_cpu_seconds": time.process_time() - cpu}
 
 
 async def open_loop(port: int, rate: float, bodies: list[bytes], seconds: float) -> dict:
@@ -243,12 +300,7 @@ async def open_loop(port: int, rate: float, bodies: list[bytes], seconds: float)
     async def one(body: bytes) -> None:
         reader, writer = idle.pop() if idle else await asyncio.open_connection("127.0.0.1", port)
         began = time.perf_counter()
-        writer.write(f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-        length = next(int(h.split(":", 1)[1]) for h in head[1:] if h.lower().startswith("content-length:"))
-        await reader.readexactly(length)
-        status = int(head[0].split(" ", 2)[1])
+        status = await post(reader, writer, body)
         if status not in (200, 503):
             raise SystemExit(f"request failed: {status}")
         (accepted if status == 200 else refused).append(time.perf_counter() - began)
@@ -295,10 +347,14 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=300, help="in-process one-text calls")
     parser.add_argument("--overload-factor", type=float, default=2.0)
     parser.add_argument("--overload-seconds", type=float, default=10.0)
+    parser.add_argument("--client", choices=("wrk", "asyncio"), help="the load generator (default: wrk when "
+                        "installed, else the asyncio client, which reports whether it kept up)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "serve.json")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("bench_serve: wrk is not installed; install it (apt-get install wrk)")
+    client = args.client or ("wrk" if shutil.which("wrk") else "asyncio")
+    if client == "wrk" and shutil.which("wrk") is None:
+        raise SystemExit("bench_serve: wrk is not installed; install it (apt-get install wrk) or use "
+                         "--client asyncio")
     machine, started = harness.machine(), time.perf_counter()
     texts, labels = read_test_rows(args.data)
     reference = in_process_reference(args.model_dir, texts, labels, args.sequential)
@@ -308,6 +364,13 @@ def main() -> None:
     bodies = {size: [json.dumps({"instances": [texts[(i * size + j) % len(texts)] for j in range(size)]})
                      for i in range(min(200, len(texts) // size))] for size in (1, 64)}
     scripts = {size: write_wrk_script(workdir / f"post{size}.lua", bodies[size]) for size in bodies}
+    encoded = {size: [body.encode() for body in bodies[size]] for size in bodies}
+
+    def drive(port: int, connections: int, seconds: float, size: int) -> dict:
+        if client == "wrk":
+            return run_wrk(port, connections, seconds, scripts[size])
+        return asyncio.run(closed_loop(port, connections, seconds, encoded[size]))
+
     configurations = {"old default": args.baseline_repo, "new default": REPO}
     servers: dict[str, Server] = {}
     try:
@@ -316,7 +379,7 @@ def main() -> None:
                 serving_dir = workdir / label.split()[0] / "agnews"
                 publish_version(args.model_dir, serving_dir)
                 servers[label] = Server(repo.resolve(), serving_dir, [])
-        loads = run_loads(servers, scripts, args.seconds)
+        loads = run_loads(servers, drive, args.seconds)
         capacity = loads["new default"]["16 x 64"]["texts_per_second"] / 64
         overload = asyncio.run(open_loop(servers["new default"].port, args.overload_factor * capacity,
                                          [b.encode() for b in bodies[64]], args.overload_seconds))
@@ -330,7 +393,8 @@ def main() -> None:
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": harness.command_line(), "machine": machine,
               "model_dir": str(args.model_dir.resolve()), "baseline_repo": str(args.baseline_repo),
               "data": f"{(args.data / 'test.csv').resolve()}: {len(texts)} rows, text = title + ' ' + description",
-              "seconds_per_load": args.seconds, "in_process": reference, "http": loads, "overload": overload,
+              "seconds_per_load": args.seconds, "client": client, "in_process": reference, "http": loads,
+              "overload": overload,
               "exit_codes_after_sigterm": exit_codes, "wall_seconds": time.perf_counter() - started}
     text = markdown(report)
     print(text)
@@ -364,16 +428,26 @@ def markdown(report: dict) -> str:
                           f" | {r['mean_server_request_us']:.0f} | {r['mean_model_ms'] * 1000:.0f} | "
                           f"{client_us:.0f} |")
     o = report["overload"]
+    # The asyncio client's headroom: requests it sends per CPU-second of its own over the server's requests/s
+    # (at least 3x: the client is not the bottleneck, though on 2 cores its CPU is taken from the server's).
+    headroom = [f"{name} {ratio:.1f}x" for name, ratio in (
+        (name, r["client_requests_per_cpu_second"] * r["texts_per_request"] / r["texts_per_second"])
+        for name, r in http_loads["new default"].items() if "client_requests_per_cpu_second" in r)]
     return "\n".join([
         f"# serve benchmark ({report['date']})", "",
         *harness.provenance(report),
         f"Model: `{report['model_dir']}`  ", f"Data: {report['data']}  ",
-        f"Client: wrk (1 thread, keep-alive), {report['seconds_per_load']:.0f} s per load and server in halves "
-        f"ordered old, new, new, old; old default = `serve` of {report['baseline_repo']}, new default = this "
-        f"checkout, both with no flags, both up throughout. p50: mean of the halves; p99: the larger. "
+        f"Client: {CLIENTS[report.get('client', 'wrk')]}, {report['seconds_per_load']:.0f} s per load and "
+        "server in halves "
+        + (f"ordered old, new, new, old; old default = `serve` of {report['baseline_repo']}, new default = "
+           "this checkout, both with no flags, both up throughout" if report["baseline_repo"] != "None" else
+           "(new default = this checkout's `serve` with no flags)")
+        + ". p50: mean of the halves; p99: the larger. "
         f"Wall time {report['wall_seconds']:.0f} s. **The machine is shared**: read ratios, not absolute numbers.",
         "", "| load | server | texts/s (new/old) | p50 ms | p99 ms | model calls (rows per call) | 503s | load avg |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |", *rows, "",
+        *([f"asyncio client headroom (its requests per CPU-second / the server's requests per second): "
+           f"{', '.join(headroom)}.", ""] if headroom else []),
         "Where a request's time goes in the new server (its own timers: mean µs per answered request; a request "
         "counts its batch's model call and split whole; hop_back = from the end of its batch to its handler "
         "running again; the last columns: the whole handler, one model call on average, and the client's p50, "

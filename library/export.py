@@ -26,7 +26,8 @@ from pathlib import Path
 import tensorflow as tf
 
 from contract.names import TOKEN_IDS
-from library.layouts import CLASS_NAMES, FINGERPRINT_FILE, SAVED_MODEL_FILE, WARMUP_FILE
+from library import xla_buckets
+from library.layouts import CLASS_NAMES, FINGERPRINT_FILE, SAVED_MODEL_FILE, WARMUP_FILE, read_model_input
 
 SERVING_SIGNATURE = "serving_default"
 TF_EXAMPLE_SIGNATURE = "serving_tf_example"
@@ -46,9 +47,11 @@ WARMUP_TEXT_BATCHES = (
 )
 
 
-def export_serving_model(keras_model, transform_graph_dir: Path, export_dir: Path) -> None:
+def export_serving_model(keras_model, transform_graph_dir: Path, export_dir: Path, xla: bool = True) -> None:
     """Writes the serving SavedModel for `keras_model` (token ids [B, T] -> softmax [B, 4]) to `export_dir`.
 
+    `xla`: the model part runs compiled with XLA over bucketed shapes (library/xla_buckets.py), and the
+    warm-up file holds one request per shape; otherwise as a plain graph on the ids as they come.
     The export is written to a temporary folder beside `export_dir` and renamed into place; an existing
     `export_dir` is replaced.
     """
@@ -67,7 +70,9 @@ def export_serving_model(keras_model, transform_graph_dir: Path, export_dir: Pat
         raise ValueError(f"the model outputs {num_classes} classes; the export serves {len(CLASS_NAMES)} "
                          f"({', '.join(CLASS_NAMES)})")
     fixed_steps, id_dtype = _model_input_format(keras_model)
-    endpoints = _endpoints(keras_model, tft_layer, num_classes, fixed_steps, id_dtype)
+    length_buckets = _length_buckets(transform_graph_dir, fixed_steps) if xla else ()
+    run_model = _model_runner(keras_model, id_dtype, fixed_steps, length_buckets, num_classes)
+    endpoints = _endpoints(run_model, tft_layer, fixed_steps, id_dtype)
     archive = keras.export.ExportArchive()
     archive.track(keras_model)
     archive.track(tft_layer)  # keeps the transform's vocabulary table and its asset file in the export
@@ -82,16 +87,16 @@ def export_serving_model(keras_model, transform_graph_dir: Path, export_dir: Pat
             archive.write_out(str(temporary), verbose=False)
         _check_no_cudnn_ops(temporary)
         _set_method_name(temporary, CLASSIFY_SIGNATURE, CLASSIFY_METHOD_NAME)
-        write_warmup_requests(temporary / WARMUP_FILE)
+        write_warmup_requests(temporary / WARMUP_FILE,
+                              WARMUP_TEXT_BATCHES + tuple(xla_buckets.warmup_text_batches(length_buckets)))
         _replace_dir(temporary, export_dir)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
 
 
-def _endpoints(keras_model, tft_layer, num_classes: int, fixed_steps: int | None,
-               id_dtype) -> dict[str, tuple]:
+def _endpoints(run_model, tft_layer, fixed_steps: int | None, id_dtype) -> dict[str, tuple]:
     """{signature name: (its function, its input's name)}: the serving signatures, each taking a batch of
-    strings and running the transform's tokenization before the model."""
+    strings and running the transform's tokenization before `run_model` (token ids -> probabilities)."""
     class_names = tf.constant(CLASS_NAMES)
 
     def transform(title, description):
@@ -101,12 +106,7 @@ def _endpoints(keras_model, tft_layer, num_classes: int, fixed_steps: int | None
 
     def classify(title, description):
         token_ids, _ = transform(title, description)
-        token_ids = tf.cast(_fit_steps(token_ids, fixed_steps), id_dtype)
-        # An empty batch would crash the Keras RNN: answer it with empty outputs instead.
-        probabilities = tf.cond(
-            tf.shape(token_ids)[0] > 0,
-            lambda: tf.cast(keras_model(token_ids, training=False), tf.float32),
-            lambda: tf.zeros([0, num_classes], tf.float32))
+        probabilities = run_model(tf.cast(_fit_steps(token_ids, fixed_steps), id_dtype))
         class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
         return {"probabilities": probabilities, "class_id": class_id, "class_name": tf.gather(class_names, class_id)}
 
@@ -133,17 +133,41 @@ def _endpoints(keras_model, tft_layer, num_classes: int, fixed_steps: int | None
             TRANSFORM_SIGNATURE: (transform_examples, "examples")}
 
 
-def write_warmup_requests(path: Path) -> None:
-    """A TFRecord of PredictionLog protos: TF Serving's warm-up file format."""
+def write_warmup_requests(path: Path, text_batches=WARMUP_TEXT_BATCHES) -> None:
+    """A TFRecord of PredictionLog protos, one serving_default request per batch of texts: TF Serving's
+    warm-up file format."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for texts in WARMUP_TEXT_BATCHES:
+        for texts in text_batches:
             request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name=SERVING_SIGNATURE))
             request.inputs["text"].CopyFrom(tf.make_tensor_proto(texts, dtype=tf.string, shape=[len(texts)]))
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
+
+
+def _length_buckets(transform_graph_dir: Path, fixed_steps: int | None) -> tuple[int, ...]:
+    """The token-id lengths the compiled call is padded to: the transform's length buckets, or the model's
+    fixed length."""
+    if fixed_steps is not None:
+        return (fixed_steps,)
+    return tuple(read_model_input(transform_graph_dir).bucket_upper_bounds)
+
+
+def _model_runner(keras_model, id_dtype, fixed_steps, length_buckets: tuple[int, ...], num_classes: int):
+    """token ids [B, T] -> float32 probabilities [B, num_classes]: XLA over bucketed shapes when
+    `length_buckets` is given, else the plain model on the ids as they come."""
+    if length_buckets:
+        compiled = xla_buckets.compiled_model_call(keras_model, id_dtype, fixed_steps)
+        return lambda token_ids: xla_buckets.bucketed_call(compiled, token_ids, length_buckets, num_classes)
+
+    def plain(token_ids):
+        # An empty batch would crash the Keras RNN: answer it with empty outputs instead.
+        return tf.cond(tf.shape(token_ids)[0] > 0,
+                       lambda: tf.cast(keras_model(token_ids, training=False), tf.float32),
+                       lambda: tf.zeros([0, num_classes], tf.float32))
+    return plain
 
 
 def _parse_raw_examples(examples):

@@ -19,6 +19,9 @@ class Mutation:
     timeout: int = DEFAULT_TIMEOUT
 
 
+XLA_EXPORT_TEST = ("tests/system/test_export.py::"
+                   "test_xla_export_compiles_each_bucket_shape_at_warm_up_and_matches_keras")
+
 MUTATIONS: list[Mutation] = [
     # ------------------------------------------------------------------------------------------ ingest
     Mutation(
@@ -195,6 +198,30 @@ MUTATIONS: list[Mutation] = [
         breaks="requests merged into one model call each get the batch's first rows instead of their own",
         tests=("tests/system/test_serve_batching.py::"
                "test_concurrent_requests_are_merged_into_one_model_call_and_split_back",),
+    ),
+    Mutation(
+        name="xla_padding_rows_returned_to_the_client",
+        file="library/xla_buckets.py",
+        old="return tf.ensure_shape(probabilities[:rows], [None, num_classes])",
+        new="return tf.ensure_shape(probabilities, [None, num_classes])",
+        breaks="a request of 3 texts gets 4 answers: the rows padding its batch to a bucket size come back",
+        tests=(XLA_EXPORT_TEST,),
+    ),
+    Mutation(
+        name="xla_bucket_padding_changes_outputs",
+        file="library/xla_buckets.py",
+        old="padded = tf.pad(token_ids, [[0, padded_rows - rows], [0, width - steps]])",
+        new="padded = tf.pad(token_ids, [[0, padded_rows - rows], [0, width - steps]], constant_values=1)",
+        breaks="the steps padding a text to its length bucket are read as a word: answers change by padding",
+        tests=(XLA_EXPORT_TEST,),
+    ),
+    Mutation(
+        name="xla_warm_up_misses_a_bucket_shape",
+        file="library/xla_buckets.py",
+        old="for rows, steps in shapes]",
+        new="for rows, steps in shapes][:-1]",
+        breaks="a request of the last bucket shape compiles while its client waits (seconds) after warm-up",
+        tests=(XLA_EXPORT_TEST,),
     ),
     Mutation(
         name="serve_port_unchecked",

@@ -386,7 +386,8 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
                       _strategy(config.strategy), base_dir, base_label)
 
     from library import export  # imported here: it loads TensorFlow Transform, which only export needs
-    export.export_serving_model(model, transform_graph_dir, serving_model_dir(model_dir))
+    export.export_serving_model(model, transform_graph_dir, serving_model_dir(model_dir),
+                                xla=config.export_xla)
     history = read_history(run_dir)
     model_facts = {k: v for k, v in history.items() if k.startswith(("embeddings_", "warm_start"))}
     warm_start.write_lineage(model_dir, spans, base_dir if "warm_start_from" in history else None)

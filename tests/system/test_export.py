@@ -103,7 +103,8 @@ def test_serving_default_matches_keras_model_on_transformed_text(exported, serve
     result = served["results"][batch]
     assert result["probabilities_shape"] == [len(texts), 4]
     expected = keras_reference(exported["model"], exported["transform_graph"], texts)
-    np.testing.assert_allclose(np.array(result["probabilities"], np.float32).reshape(-1, 4), expected, atol=1e-5)
+    np.testing.assert_allclose(np.array(result["probabilities"], np.float32).reshape(-1, 4), expected,
+                               rtol=0, atol=1e-6)
     np.testing.assert_allclose(np.sum(expected, axis=1), 1.0, atol=1e-5)
     assert result["class_id"] == np.argmax(expected, axis=1).tolist()
     assert result["class_name"] == [CLASS_NAMES[i] for i in result["class_id"]]
@@ -215,6 +216,59 @@ def test_fixed_length_model_input_is_padded_or_truncated(exported, tmp_path):
     # Exactly the Keras model on each text's first 5 ids, 0-padded at the end: a long text loses its tail.
     np.testing.assert_allclose(outputs["probabilities"].numpy(),
                                keras_reference(model, exported["transform_graph"], texts, steps=5), atol=1e-6)
+
+
+# In a fresh TensorFlow-only process that dumps every XLA compilation: replay the warm-up texts, count the
+# compiled modules, then run batches of other sizes and lengths and count again.
+XLA_SCRIPT = r"""
+import json, os, sys
+import tensorflow as tf
+
+def compiled():
+    # XLA writes several files per compiled module, all named module_<number>.*
+    dump = os.environ["DUMP"]
+    return len({name.split(".")[0] for name in os.listdir(dump)}) if os.path.isdir(dump) else 0
+
+signature = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+job = json.loads(sys.stdin.read())
+for texts in job["warmup"]:
+    signature(text=tf.constant(texts, tf.string, shape=[len(texts)]))
+after_warmup = compiled()
+outputs = [signature(text=tf.constant(texts, tf.string, shape=[len(texts)]))["probabilities"].numpy().tolist()
+           for texts in job["batches"]]
+print(json.dumps({"after_warmup": after_warmup, "after_batches": compiled(), "outputs": outputs}))
+"""
+
+
+def test_xla_export_compiles_each_bucket_shape_at_warm_up_and_matches_keras(exported, tmp_path):
+    """The model part runs with XLA over 4 batch x N length buckets, all compiled by the warm-up requests: no
+    other batch size or length compiles again, and padding changes no answer beyond 1e-6 (nor is returned)."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from library import xla_buckets
+
+    buckets = layouts.read_model_input(exported["transform_graph"]).bucket_upper_bounds
+    path = exported["export_dir"] / export.WARMUP_FILE
+    requests = [prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+                for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()]
+    warmup = [[text.decode() for text in tf.make_ndarray(request.inputs["text"])] for request in requests]
+    words = "oil prices stocks team wins the final markets rally zzqx".split()
+    batches = [[" ".join(words[(i + j) % len(words)] for j in range((i * 37) % 300)) for i in range(size)]
+               for size in (0, 1, 2, 3, 5, 17, 64, 65, 130)] + [TEXT_BATCHES["mixed"]]
+    dump = tmp_path / "xla_dump"
+    process = subprocess.run([sys.executable, "-c", XLA_SCRIPT, str(exported["export_dir"])],
+                             input=json.dumps({"warmup": warmup, "batches": batches}), capture_output=True,
+                             text=True, timeout=900, env={**fresh_process_env(), "DUMP": str(dump),
+                                                          "XLA_FLAGS": f"--xla_dump_to={dump}"})
+    assert process.returncode == 0, process.stderr[-3000:]
+    result = json.loads(process.stdout.strip().splitlines()[-1])
+    assert result["after_warmup"] == len(buckets) * len(xla_buckets.BATCH_BUCKETS) == 4 * len(buckets)
+    assert result["after_batches"] == result["after_warmup"]
+    for texts, probabilities in zip(batches, result["outputs"]):
+        expected = keras_reference(exported["model"], exported["transform_graph"], texts)
+        assert np.array(probabilities, np.float32).reshape(-1, 4).shape == expected.shape
+        served = np.array(probabilities, np.float32).reshape(-1, 4)
+        np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6)
 
 
 def test_cudnn_is_disabled_only_while_tracing():
