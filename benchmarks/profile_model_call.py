@@ -29,7 +29,7 @@ from pathlib import Path
 
 import harness  # benchmarks/ is on sys.path when a script here runs
 
-from library.layouts import keras_model_file, serving_model_dir
+from library.layouts import WARMUP_FILE, keras_model_file, serving_model_dir
 
 RESULTS = Path(__file__).parent / "results" / "profile_model_call.json"
 REPO = Path(__file__).resolve().parent.parent
@@ -60,7 +60,7 @@ plain_full = tf.saved_model.load(config["plain_dir"]).signatures["serving_defaul
 from tensorflow_serving.apis import prediction_log_pb2
 began = time.perf_counter()
 warmups = 0
-for record in tf.data.TFRecordDataset(config["serving_dir"] + "/assets.extra/tf_serving_warmup_requests"):
+for record in tf.data.TFRecordDataset(config["warmup_file"]):
     request = prediction_log_pb2.PredictionLog.FromString(record.numpy()).predict_log.request
     full(text=tf.constant(tf.make_ndarray(request.inputs["text"])))
     warmups += 1
@@ -146,6 +146,7 @@ def main() -> None:
             began = time.time()
             job = {"threads": SETTINGS[label], "texts": texts, "calls": args.calls,
                    "plain_dir": str(plain_dir), "serving_dir": str(serving_model_dir(model_uri)),
+                   "warmup_file": str(serving_model_dir(model_uri) / WARMUP_FILE),
                    "keras_model": str(keras_model_file(model_uri))}
             output = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps(job), capture_output=True,
                                     text=True, env=env, check=True).stdout.strip().splitlines()[-1]

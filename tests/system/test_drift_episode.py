@@ -10,14 +10,16 @@ import json
 from pathlib import Path
 
 import pytest
+from support.cli import agnews_in_process
 from support.e2e import agnews
 from support.paths import E2E_CONFIG as CONFIG
 from support.paths import SAMPLE_DIR
+from support.streams import TINY_MODEL_FLAGS
 
 # Four retrains of the whole pipeline: minutes each on a loaded 2-core machine.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2700)]
 
-FLAGS = ("--config", str(CONFIG), "--tuning-trials", "1", "--epochs", "1", "--min-accuracy", "0",
+FLAGS = ("--config", str(CONFIG), "--tuning-trials", "1", *TINY_MODEL_FLAGS, "--min-accuracy", "0",
          "--set", "evaluator.max_accuracy_drop=1.0", "--set", "evaluator.significance=0",  # every candidate is
          # blessed (no drop limit, no paired test), so its search's model is served
          "--set", "tuner.retune=every 30d",  # the default: only a first search or a drift verdict searches
@@ -51,7 +53,7 @@ def _retrain(root: Path, stream: Path) -> tuple[str, str]:
 
 
 def _tuner_output(root: Path, run_id: str) -> dict:
-    details = json.loads(agnews("show", run_id, "--json", "--pipeline-root", str(root)).stdout)
+    details = json.loads(agnews_in_process("show", run_id, "--json", "--pipeline-root", str(root)).stdout)
     return next(step["outputs"]["best_hyperparameters"] for step in details["steps"]
                 if "best_hyperparameters" in step["outputs"])
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from support.e2e import agnews  # the real command in a subprocess, checking its exit code
 from support.paths import SAMPLE_DIR
+from support.streams import TINY_TRAINER, TINY_TUNER
 
 from contract.files import file_sha256
 from library import layouts
@@ -20,12 +21,12 @@ pytestmark = pytest.mark.e2e
 
 NORMAL = ["2026-10-12", "2026-10-19", "2026-10-26", "2026-11-09"]  # 200 rows each, the sample's label mix
 SHIFTED = "2026-11-02"  # 120 rows, 70% Sports: label_linf about 0.45
-CONFIG = """
-transform: {vocab_size: 5000, max_length: 64, bucket_boundaries: [8, 16, 32, 64]}
-tuner: {enabled: false}
-trainer: {epochs: 1}
-evaluator: {min_accuracy: 0.0, max_accuracy_drop: 1.0}
-validate: {on_drift: fail, drift: {length_min_rows: 100}}
+CONFIG = f"""
+transform: {{vocab_size: 5000, max_length: 64, bucket_boundaries: [8, 16, 32, 64]}}
+{TINY_TUNER}
+{TINY_TRAINER}
+evaluator: {{min_accuracy: 0.0, max_accuracy_drop: 1.0}}
+validate: {{on_drift: fail, drift: {{length_min_rows: 100}}}}
 """
 
 

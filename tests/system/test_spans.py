@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.cli import agnews_in_process
 from support.e2e import agnews  # the real command in a subprocess, checking its exit code
 from support.paths import PROJECT, SAMPLE_DIR
+from support.streams import TINY_TRAINER, TINY_TUNER
 
 from contract.artifacts import ComponentError
 from library import drift, layouts, spans
@@ -22,13 +23,13 @@ from library import drift, layouts, spans
 pytestmark = pytest.mark.e2e
 
 SPAN_NAMES = ["2026-10-12", "2026-10-19", "2026-10-26", "2026-11-02"]
-CONFIG = """
-transform: {vocab_size: 5000, max_length: 64, bucket_boundaries: [8, 16, 32, 64]}
-tuner: {enabled: false}
-trainer: {epochs: 1}
+CONFIG = f"""
+transform: {{vocab_size: 5000, max_length: 64, bucket_boundaries: [8, 16, 32, 64]}}
+{TINY_TUNER}
+{TINY_TRAINER}
 # One epoch on 900 rows is no good model: every candidate is blessed, so each retrain pushes.
-evaluator: {min_accuracy: 0.0, max_accuracy_drop: 1.0, significance: 0.0}
-validate: {drift: {length_min_rows: 100}}
+evaluator: {{min_accuracy: 0.0, max_accuracy_drop: 1.0, significance: 0.0}}
+validate: {{drift: {{length_min_rows: 100}}}}
 """
 
 
@@ -101,7 +102,8 @@ def test_retrain_ingests_only_a_new_span_skips_an_unchanged_stream_and_writes_me
     assert f"newest span {SPAN_NAMES[3]}" in report and "fixed test set" in report
     assert metrics(prom)[("agnews_serving_version", ())] == 2
 
-    unchanged = agnews("retrain", *args(base, live, "--metrics-file", str(prom)), check_code=3)
+    # Runs that end before the pipeline starts: in this process (no interpreter to start).
+    unchanged = agnews_in_process("retrain", *args(base, live, "--metrics-file", str(prom)), check_code=3)
     assert "unchanged" in unchanged.stdout
     values = metrics(prom)
     assert values[("agnews_retrain_outcome", (("command", "retrain"), ("outcome", "skipped_no_new_data")))] == 1
@@ -109,14 +111,15 @@ def test_retrain_ingests_only_a_new_span_skips_an_unchanged_stream_and_writes_me
     assert second_success > first_success  # the second retrain's, kept through the skip
     assert values[("agnews_retrain_last_run_timestamp_seconds", ())] > second_success
 
-    missing = agnews("retrain", *args(base, live, "--span", "2027-01-04", "--metrics-file", str(prom)), check_code=7)
+    missing = agnews_in_process("retrain", *args(base, live, "--span", "2027-01-04", "--metrics-file", str(prom)),
+                                check_code=7)
     assert "pinned span '2027-01-04'" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
     values = metrics(prom)
     assert values[("agnews_retrain_outcome", (("command", "retrain"), ("outcome", "span_not_found")))] == 1
     assert values[("agnews_retrain_last_success_timestamp_seconds", ())] == second_success
 
     runs_before = len(list((base / "root" / "runs").iterdir()))
-    few = agnews("retrain", *args(base, live, "--set", "ingest.window.min_spans=5"), check_code=6)
+    few = agnews_in_process("retrain", *args(base, live, "--set", "ingest.window.min_spans=5"), check_code=6)
     assert "fewer than ingest.window.min_spans = 5" in few.stderr and len(few.stderr.strip().splitlines()) == 1
     assert len(list((base / "root" / "runs").iterdir())) == runs_before  # nothing ran
 

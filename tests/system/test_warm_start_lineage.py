@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from support.cli import agnews_in_process
 from support.e2e import agnews
 from support.paths import E2E_CONFIG as CONFIG
 from support.paths import SAMPLE_DIR
+from support.streams import TINY_FLAGS
 
 from contract.files import file_sha256
 from library import layouts
@@ -18,7 +20,7 @@ from library.warm_start import read_lineage
 # Four retrains of the whole pipeline: minutes each on a loaded 2-core machine.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2700)]
 
-FLAGS = ("--config", str(CONFIG), "--tuning-trials", "1", "--epochs", "1", "--min-accuracy", "0",
+FLAGS = ("--config", str(CONFIG), *TINY_FLAGS, "--min-accuracy", "0",
          "--set", "evaluator.max_accuracy_drop=1.0", "--set", "evaluator.significance=0")  # every candidate is blessed
 # (no drop limit, no paired test): it is the next base
 LINES = (SAMPLE_DIR / "train.csv").read_text(encoding="utf-8").splitlines(keepends=True)
@@ -36,7 +38,7 @@ def _retrain(root: Path, stream: Path) -> tuple[str, str]:
 
 
 def _model(root: Path, run_id: str) -> dict:
-    details = json.loads(agnews("show", run_id, "--json", "--pipeline-root", str(root)).stdout)
+    details = json.loads(agnews_in_process("show", run_id, "--json", "--pipeline-root", str(root)).stdout)
     return next(step["outputs"]["model"] for step in details["steps"] if "model" in step["outputs"])
 
 

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -190,6 +191,30 @@ def test_history_shows_the_quarantines_with_their_state_and_reason(tmp_path, mon
         {"span": "0003", "state": "quarantined", "reason": "drift", "sha256": "a" * 12,
          "checks": "{label_linf: 0.4200}", "updated": _quarantines_table(root)[1]["updated"]}]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", _quarantines_table(root)[1]["updated"])
+
+def test_a_refused_runs_metrics_hold_the_drift_its_check_measured(tmp_path, monkeypatch):
+    """Exit 8 (drift): the refusing step published nothing, yet the metrics file carries what it measured
+    (from the facts in the run record the real runner wrote), so the drift alert can fire on a refused run."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.csv").write_text("1 2 3\n")
+    root = tmp_path / "root"
+    config = load_config(flags={"pipeline.root": str(root), "ingest.data": f"csv:{data}"})
+    monkeypatch.setenv("TOY_REFUSE", "drift")
+    started = time.time() - 1
+    runner = Runner(config, log=lambda m: None, steps=STEPS)
+    try:
+        assert runner.run().status == "failed"
+    finally:
+        runner.close()
+    prom = tmp_path / "agnews.prom"
+    job_metrics.write_job_metrics(prom, command="retrain", exit_code=exit_codes.EXIT_DRIFT, started=started,
+                                  ended=time.time(), root=root, serving_dir=None)
+    values = metrics(prom)
+    assert values[("agnews_retrain_outcome", (("command", "retrain"), ("outcome", "drift")))] == 1
+    assert values[("agnews_retrain_drift", (("measure", "label_linf"),))] == pytest.approx(0.42)
+    assert values[("agnews_retrain_drift_detected", ())] == 1
+
 
 # ------------------------------------------------------------------------------------------- alert rules
 

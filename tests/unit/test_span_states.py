@@ -108,3 +108,34 @@ def test_a_corrupted_span_of_a_stream_is_refused_by_validate_not_failed_by_inges
     refused = refusal.value.details["refused"]
     assert [(row["span"], row["reason"]) for row in refused] == [("2026-12-08", "bad_rows")]
     assert refused[0]["quality"]["bad_rows"] == pytest.approx(10 / 200)
+
+
+def test_a_quarantined_span_is_left_out_of_the_next_ingest_until_its_file_changes(tmp_path, sample_dir, runtime):
+    """A real ingest of a stream with the store's span states filled in (what `run` and `retrain` do first):
+    the span the store holds quarantined for its current bytes is not read; once its file changes it is."""
+    from components.ingest import executor as ingest
+    from contract.config_loading import load_config
+    from contract.files import file_sha256
+    from library import layouts
+    lines = (sample_dir / "train.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    stream, root = tmp_path / "stream", tmp_path / "root"
+    names = ("2026-12-01", "2026-12-08", "2026-12-15")
+    for index, name in enumerate(names):
+        (stream / name).mkdir(parents=True)
+        (stream / name / "train.csv").write_text("".join(lines[index * 100:(index + 1) * 100]), encoding="utf-8")
+    (stream / "test.csv").write_bytes((sample_dir / "test.csv").read_bytes())
+    store = metadata.MetadataStore(root / "metadata.sqlite")
+    store.save_span(names[1], sha256=file_sha256(stream / names[1] / "train.csv"), state="quarantined",
+                    reason="drift")
+    store.close()
+
+    def ingested_window(out: str) -> list[str]:
+        config = span_states.resolve(load_config(flags={"pipeline.root": str(root), "ingest.data": f"csv:{stream}"}),
+                                     log=lambda _: None)
+        examples = ingest.run({}, tmp_path / out, config.ingest, runtime)["examples"]
+        return layouts.read_counts(examples.uri)["window"]
+
+    assert ingested_window("first") == [names[0], names[2]]
+    with open(stream / names[1] / "train.csv", "a", encoding="utf-8") as handle:  # corrected: checked again
+        handle.write(lines[300])
+    assert ingested_window("second") == list(names)
