@@ -1,6 +1,7 @@
 """Wall time, rows/s and peak memory of ingest, validate and transform: DirectRunner in-memory, DirectRunner
-multi_processing on 2 workers, and the DaskRunner adapter on a local dask.distributed cluster of 2 worker processes
-(`dask_2`, needs the dask extra); plus the padding ratio of bucketed versus per-batch-longest batches (batch size 64, train split).
+multi_processing on 2 workers, and the DaskRunner adapter on a local dask.distributed cluster of 2 worker
+processes (`dask_2`, needs the dask extra); plus the padding ratio of bucketed versus per-batch-longest
+batches (batch size 64, train split).
 
     python benchmarks/generate_data.py --source ../shared/data/ag_news --rows 120000 --out /tmp/ag_news_120k
     python benchmarks/bench_ingest_transform.py --data ../shared/data/ag_news --data /tmp/ag_news_120k
@@ -39,7 +40,8 @@ RSS_SAMPLE_SECONDS = 0.5
 
 class PeakTreeRss:
     """Peak of the summed resident memory of this process and all its descendants (Beam or dask workers),
-    sampled every RSS_SAMPLE_SECONDS on a thread; also the peak of each process alone ({pid: bytes}, `each`)."""
+    sampled every RSS_SAMPLE_SECONDS on a thread; also the peak of each process alone ({pid: bytes},
+    `each`)."""
 
     def __enter__(self):
         import threading
@@ -79,7 +81,9 @@ def bench(data: Path, mode: str, work: Path) -> dict:
     schema = validate.run({"examples": examples}, work / "validate", ValidateConfig(), runtime)["schema"]
     validate_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    outputs = transform.run({"examples": examples, "schema": schema}, work / "transform", TransformConfig(), runtime)
+    outputs = transform.run(
+        {"examples": examples, "schema": schema}, work / "transform", TransformConfig(), runtime
+    )
     transform_seconds = time.perf_counter() - started
     rows = sum(examples.properties[f"{split}_rows"] for split in SPLITS)
     rows_read = rows + examples.properties["quarantined_rows"]
@@ -93,10 +97,14 @@ def bench(data: Path, mode: str, work: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, action="append", required=True, help="csv folder; repeatable")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ingest_transform.json")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "ingest_transform.json"
+    )
     args = parser.parse_args()
     machine = harness.machine()  # the load before this benchmark adds its own
     results = []
@@ -121,8 +129,12 @@ def main() -> None:
                      f"{r['ingest_rows_per_s']:.0f} | {r['validate_s']:.1f} | {r['transform_s']:.1f} | "
                      f"{r['transform_rows_per_s']:.0f} | {r['peak_tree_rss_mb']} |")
     lines += ["", "Padding (padded positions / real tokens) at batch size 64, train split, default buckets:"]
-    lines += [f"- {Path(r['data']).name}: bucketed {r['padding_bucketed']:.3f}, "
-              f"per-batch-longest {r['padding_unbucketed']:.3f}" for r in results if r["mode"] == args.modes[0]]
+    lines += [
+        f"- {Path(r['data']).name}: bucketed {r['padding_bucketed']:.3f}, "
+        f"per-batch-longest {r['padding_unbucketed']:.3f}"
+        for r in results
+        if r["mode"] == args.modes[0]
+    ]
     print("\n".join(lines))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     harness.write_results(args.out, report, "\n".join(lines) + "\n")

@@ -1,7 +1,8 @@
 """The shared benchmark harness: what every result states about how it was produced (the command line and
 the machine), its Markdown pieces (the provenance lines, a table's head), writing a result's .json and .md,
 re-rendering the .md from a kept .json, and running the pipeline in process. Standard library only at
-import (run_pipeline imports the pipeline when called), so the TensorFlow-only serving benchmark can use it."""
+import (run_pipeline imports the pipeline when called), so the TensorFlow-only serving benchmark can use
+it."""
 from __future__ import annotations
 
 import json
@@ -22,7 +23,8 @@ def command_line() -> str:
 
 
 def machine(extra: str = "") -> str:
-    """Architecture, cores, the load other jobs put on them when the benchmark started, Python, and `extra`."""
+    """Architecture, cores, the load other jobs put on them when the benchmark started, Python, and
+    `extra`."""
     load = os.getloadavg()[0]
     text = (f"{platform.machine()}, {os.cpu_count()} cores (1-minute load average {load:.1f} at start), "
             f"Python {platform.python_version()}")
@@ -40,7 +42,8 @@ def table_head(*columns: str) -> list[str]:
 
 
 def write_results(out: Path, report: dict[str, Any], markdown: str) -> None:
-    """Writes `out` (the report as JSON) and its .md twin, each through a temporary file renamed into place."""
+    """Writes `out` (the report as JSON) and its .md twin, each through a temporary file renamed into
+    place."""
     write_text_atomic(out, json.dumps(report, indent=2) + "\n")
     write_text_atomic(out.with_suffix(".md"), markdown)
 

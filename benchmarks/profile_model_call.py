@@ -80,7 +80,8 @@ ids = [transform(examples=e)["token_ids"] for e in examples]
 steps = {
     "whole signature, plain export": lambda i: plain_full(text=strings[i])["probabilities"].numpy(),
     "whole signature, XLA export": lambda i: full(text=strings[i])["probabilities"].numpy(),
-    "transform_features (parse, string ops, lookup)": lambda i: transform(examples=examples[i])["token_ids"].numpy(),
+    "transform_features (parse, string ops, lookup)":
+        lambda i: transform(examples=examples[i])["token_ids"].numpy(),
     "Keras model on token ids (tf.function)": lambda i: plain(ids[i]).numpy(),
     "Keras model on token ids, XLA (jit_compile)": lambda i: xla(ids[i % 10]).numpy(),
 }
@@ -92,8 +93,9 @@ for x in ids[:10]:
     xla(x)
     compiles.append(time.perf_counter() - began)
 worst = max(float(np.abs(plain(x).numpy() - xla(x).numpy()).max()) for x in ids[:10])
-full_vs_keras = max(float(np.abs(full(text=strings[i])["probabilities"].numpy() - plain(ids[i]).numpy()).max())
-                    for i in range(50))
+full_vs_keras = max(
+    float(np.abs(full(text=strings[i])["probabilities"].numpy() - plain(ids[i]).numpy()).max())
+    for i in range(50))
 result = {}
 # The two whole-signature steps alternate call by call.
 wholes = list(steps)[:2]
@@ -123,8 +125,12 @@ print(json.dumps({"median_us": result, "xla_vs_plain_max_abs": worst, "warmup_se
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run-dir", type=Path, required=True, help="a run folder (runs/<run>) of a pipeline root")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--run-dir", type=Path, required=True, help="a run folder (runs/<run>) of a pipeline root"
+    )
     parser.add_argument("--data", type=Path, required=True, help="folder with AG News test.csv")
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS),
@@ -156,29 +162,42 @@ def main() -> None:
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": harness.command_line(),
               "machine": harness.machine(), "run_dir": str(args.run_dir.resolve()), "runs": runs}
     steps = list(next(iter(runs.values()))["median_us"])
-    lines = [f"# One-text model call profile ({report['date']})", "", *harness.provenance(report),
-             f"Model: `{report['run_dir']}`  ",
-             "Median microseconds of one-text calls (test.csv rows), one process per thread setting; the load "
-             "average is the 1-minute one after each setting's process.", "",
-             *harness.table_head("step", *runs)]
+    lines = [
+        f"# One-text model call profile ({report['date']})",
+        "",
+        *harness.provenance(report),
+        f"Model: `{report['run_dir']}`  ",
+        "Median microseconds of one-text calls (test.csv rows), one process per thread setting; the load "
+        "average is the 1-minute one after each setting's process.",
+        "",
+        *harness.table_head("step", *runs),
+    ]
     for step in steps:
-        lines.append(f"| {step} | " + " | ".join(f"{run['median_us'][step]:.0f}" for run in runs.values()) + " |")
+        lines.append(
+            f"| {step} | " + " | ".join(f"{run['median_us'][step]:.0f}" for run in runs.values()) + " |"
+        )
     for whole, model, label in ((0, 3, "plain"), (1, 4, "XLA")):
         # whole signature - transform_features - the Keras model part, per setting
         rest = [run["median_us"][steps[whole]] - run["median_us"][steps[2]] - run["median_us"][steps[model]]
                 for run in runs.values()]
         lines.append(f"| signature overhead, {label} (whole - transform - Keras model) | "
                      + " | ".join(f"{value:.0f}" for value in rest) + " |")
-    lines.append("| load average | " + " | ".join(f"{run['load_average']:.1f}" for run in runs.values()) + " |")
+    lines.append(
+        "| load average | " + " | ".join(f"{run['load_average']:.1f}" for run in runs.values()) + " |"
+    )
     first = next(iter(runs.values()))
-    lines += ["", f"Token ids per text: {first['mean_token_ids']:.1f} on average. XLA vs plain Keras outputs: max "
-              f"abs difference {first['xla_vs_plain_max_abs']:.1e}; XLA export's signature vs Keras: "
-              f"{first['signature_vs_keras_max_abs']:.1e}. A bare XLA function compiles once per number of "
-              f"token ids: the first call of each of 10 texts took "
-              f"{min(first['xla_first_call_seconds']):.1f}-"
-              f"{max(first['xla_first_call_seconds']):.1f} s. The XLA export pads to bucket shapes and "
-              f"compiles them all at warm-up: replaying its {first['warmup_requests']} warm-up requests took "
-              + ", ".join(f"{run['warmup_seconds']:.0f} s" for run in runs.values()) + " (per setting)."]
+    lines += [
+        "",
+        f"Token ids per text: {first['mean_token_ids']:.1f} on average. XLA vs plain Keras outputs: max "
+        f"abs difference {first['xla_vs_plain_max_abs']:.1e}; XLA export's signature vs Keras: "
+        f"{first['signature_vs_keras_max_abs']:.1e}. A bare XLA function compiles once per number of "
+        f"token ids: the first call of each of 10 texts took "
+        f"{min(first['xla_first_call_seconds']):.1f}-"
+        f"{max(first['xla_first_call_seconds']):.1f} s. The XLA export pads to bucket shapes and "
+        f"compiles them all at warm-up: replaying its {first['warmup_requests']} warm-up requests took "
+        + ", ".join(f"{run['warmup_seconds']:.0f} s" for run in runs.values())
+        + " (per setting).",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     harness.write_results(args.out, report, text)

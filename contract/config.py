@@ -28,10 +28,11 @@ class PipelineConfig:
     beam_runner: str = "direct"
     dask_address: str = ""  # scheduler, e.g. tcp://HOST:8786; empty: a local cluster started for each step
     dask_workers: int = 2  # worker processes of that local cluster
-    # Memory limit of each local worker, a size ("4GiB", "3000MB": contract/units.py); auto: machine / workers.
+    # Memory limit of each local worker, a size ("4GiB", "3000MB": contract/units.py); auto: machine /
+    # workers.
     dask_worker_memory: str = "auto"
-    # A Beam step on dask fails (one line, a cluster state dump in its folder) when no task starts or finishes for
-    # this long, or every worker is paused (memory) for min(this, 60 s).
+    # A Beam step on dask fails (one line, a cluster state dump in its folder) when no task starts or finishes
+    # for this long, or every worker is paused (memory) for min(this, 60 s).
     dask_stall_seconds: float = 600.0
     seed: int = 42
     # While a step without progress lines of its own runs (the Beam steps), one line with the elapsed time and
@@ -51,12 +52,16 @@ class PipelineConfig:
         except ValueError as error:
             raise ConfigError(f"pipeline.min_free_space must be auto or a size: {error}") from None
         try:
-            require(not self.deadline or parse_duration(self.deadline) > 0, "pipeline.deadline must be positive")
+            require(
+                not self.deadline or parse_duration(self.deadline) > 0, "pipeline.deadline must be positive"
+            )
         except ValueError as error:
             raise ConfigError(f"pipeline.deadline (--deadline) must be a duration: {error}") from None
         require(self.seed >= 0, f"pipeline.seed must be >= 0, got {self.seed}")
-        require(self.progress_seconds >= 0, f"pipeline.progress_seconds must be >= 0 (0 = no progress lines), "
-                 f"got {self.progress_seconds}")
+        require(
+            self.progress_seconds >= 0,
+            f"pipeline.progress_seconds must be >= 0 (0 = no progress lines), got {self.progress_seconds}",
+        )
         require(self.beam_runner in ("direct", "dask"),
                  f"pipeline.beam_runner must be 'direct' or 'dask', got {self.beam_runner!r} (other runners: "
                  "--beam-arg=--runner=NAME plus that runner's flags)")
@@ -104,7 +109,8 @@ def redact_args(args: list[str] | tuple[str, ...]) -> list[str]:
 
 @dataclass(frozen=True)
 class TunerConfig:
-    architecture: str = "bilstm"  # a name in library.models.ARCHITECTURES; the trainer builds what the tuner names
+    # a name in library.models.ARCHITECTURES; the trainer builds what the tuner names
+    architecture: str = "bilstm"
     enabled: bool = True  # False (--no-tune): the architecture's default hyperparameters, no search
     algorithm: str = "hyperband"  # hyperband | bayesian | random
     max_trials: int = 8
@@ -173,7 +179,13 @@ class RetunePolicy(typing.NamedTuple):
 def address_problem(address: Any) -> str | None:
     """What is wrong with one "HOST:PORT" worker address, or None."""
     host, sep, port = str(address).rpartition(":")
-    if not isinstance(address, str) or not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if (
+        not isinstance(address, str)
+        or not sep
+        or not host
+        or not port.isdigit()
+        or not 1 <= int(port) <= 65535
+    ):
         return f"{address!r} is not HOST:PORT (a port from 1 to 65535)"
     return None
 
@@ -183,12 +195,13 @@ class TrainerConfig:
     epochs: int = 10
     early_stopping_patience: int = 2
     # An epoch is at most this many train rows: a larger train split is read across several epochs (every row
-    # once before any repeats), so early stopping looks at the eval loss every this many rows, not once per pass
-    # over 1.1M rows. 0 = every epoch is the whole split. Below it (5,551 or 127,600 rows) nothing changes.
+    # once before any repeats), so early stopping looks at the eval loss every this many rows, not once per
+    # pass over 1.1M rows. 0 = every epoch is the whole split. Below it (5,551 or 127,600 rows) nothing
+    # changes.
     max_rows_per_epoch: int = 200_000
     strategy: str = "default"  # default | mirrored | multi_worker_mirrored
-    # multi_worker_mirrored: "HOST:PORT" of every training worker; index 0 is the chief, which the trainer step
-    # runs on this machine; each other one runs `agnews-pipeline train-worker --index I` (README).
+    # multi_worker_mirrored: "HOST:PORT" of every training worker; index 0 is the chief, which the trainer
+    # step runs on this machine; each other one runs `agnews-pipeline train-worker --index I` (README).
     workers: tuple[str, ...] = ()
     # Seconds every worker has to join a multi-worker job (and the longest a collective may wait for one).
     worker_timeout: float = 300.0
@@ -202,8 +215,8 @@ class TrainerConfig:
     # Share of the train split's tokens the vectors must cover; below it the trainer warns loudly.
     min_embedding_coverage: float = 0.5
     # Start from the served model when its architecture and hyperparameters are the ones trained now:
-    # its weights, with the embedding rows carried over token by token (new tokens start fresh); --from-scratch
-    # turns it off for a run.
+    # its weights, with the embedding rows carried over token by token (new tokens start fresh);
+    # --from-scratch turns it off for a run.
     warm_start: bool = True
     # Early-stopping patience of a warm-started run: it starts near its best (measured: its best epoch is the
     # first), so one epoch without improvement ends it instead of early_stopping_patience.
@@ -217,21 +230,32 @@ class TrainerConfig:
         require(0.0 <= self.min_embedding_coverage <= 1.0, "trainer.min_embedding_coverage must be in [0, 1]")
         self.unfreeze_after_epochs()  # validates embeddings_trainable
         require(self.early_stopping_patience >= 0, "trainer.early_stopping_patience must be >= 0")
-        require(self.max_rows_per_epoch >= 0,
-                 f"trainer.max_rows_per_epoch must be >= 0 (0 = the whole split), got {self.max_rows_per_epoch}")
+        require(
+            self.max_rows_per_epoch >= 0,
+            f"trainer.max_rows_per_epoch must be >= 0 (0 = the whole split), got {self.max_rows_per_epoch}",
+        )
         require(self.warm_start_patience >= 0, "trainer.warm_start_patience must be >= 0")
-        require(self.strategy in ("default", "mirrored", "multi_worker_mirrored"),
-                 f"trainer.strategy must be default, mirrored or multi_worker_mirrored, got {self.strategy!r}")
+        require(
+            self.strategy in ("default", "mirrored", "multi_worker_mirrored"),
+            f"trainer.strategy must be default, mirrored or multi_worker_mirrored, got {self.strategy!r}",
+        )
         self._check_workers()
 
     def _check_workers(self) -> None:
-        require(self.worker_timeout > 0, f"trainer.worker_timeout must be > 0 seconds, got {self.worker_timeout}")
+        require(
+            self.worker_timeout > 0, f"trainer.worker_timeout must be > 0 seconds, got {self.worker_timeout}"
+        )
         if self.strategy != "multi_worker_mirrored":
-            require(not self.workers, "trainer.workers is only used with trainer.strategy=multi_worker_mirrored")
+            require(
+                not self.workers, "trainer.workers is only used with trainer.strategy=multi_worker_mirrored"
+            )
             return
-        require(bool(self.workers), "trainer.strategy=multi_worker_mirrored needs trainer.workers, HOST:PORT of "
-                                     "every worker with this machine (the chief) first, e.g. --set "
-                                     "trainer.workers=[10.0.0.1:23456,10.0.0.2:23456]")
+        require(
+            bool(self.workers),
+            "trainer.strategy=multi_worker_mirrored needs trainer.workers, HOST:PORT of "
+            "every worker with this machine (the chief) first, e.g. --set "
+            "trainer.workers=[10.0.0.1:23456,10.0.0.2:23456]",
+        )
         for address in self.workers:
             require(address_problem(address) is None, f"trainer.workers: {address_problem(address)}")
         require(len(set(self.workers)) == len(self.workers), "trainer.workers lists a worker twice")
@@ -271,14 +295,15 @@ class EvaluatorConfig:
 
 @dataclass(frozen=True)
 class PusherConfig:
-    serving_dir: str = ""  # empty: <pipeline root>/serving/agnews (made absolute when the configuration loads)
+    # empty: <pipeline root>/serving/agnews (made absolute when the configuration loads)
+    serving_dir: str = ""
 
 
 @dataclass(frozen=True)
 class RetentionConfig:
-    """What `gc` keeps, and `retrain` when apply_after_retrain: the lineage of the last `served_versions` served
-    versions (older versions leave the serving folder) plus the `runs` newest runs. 0: that part is off (keep
-    every served version; `gc` then needs --keep)."""
+    """What `gc` keeps, and `retrain` when apply_after_retrain: the lineage of the last `served_versions`
+    served versions (older versions leave the serving folder) plus the `runs` newest runs. 0: that part is off
+    (keep every served version; `gc` then needs --keep)."""
     served_versions: int = 0
     runs: int = 0
     apply_after_retrain: bool = False
@@ -309,15 +334,18 @@ class Config:
                  "the tuner uses the same file")
         object.__setattr__(self, "tuner", dataclasses.replace(self.tuner, pretrained_embeddings=vectors))
         kept = self.retention.served_versions
-        require(kept == 0 or kept >= self.evaluator.anchor_versions,
-                 f"retention.served_versions ({kept}) must be 0 or at least evaluator.anchor_versions "
-                 f"({self.evaluator.anchor_versions}): the gate's anchor is taken from the served versions kept")
+        require(
+            kept == 0 or kept >= self.evaluator.anchor_versions,
+            f"retention.served_versions ({kept}) must be 0 or at least evaluator.anchor_versions "
+            f"({self.evaluator.anchor_versions}): the gate's anchor is taken from the served versions kept",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def redacted_dict(self) -> dict[str, Any]:
-        """to_dict() with secret-looking Beam option values replaced by ***: what the store and reports keep."""
+        """to_dict() with secret-looking Beam option values replaced by ***: what the store and reports
+        keep."""
         values = self.to_dict()
         values["pipeline"]["beam_args"] = redact_args(values["pipeline"]["beam_args"])
         return values

@@ -12,15 +12,17 @@ from contract.config_checks import ConfigError, packaged_file, require
 
 @dataclass(frozen=True)
 class WindowConfig:
-    """Which spans of a stream (a csv:DIR of dated or numbered span folders) a run trains on (library/spans.py)."""
+    """Which spans of a stream (a csv:DIR of dated or numbered span folders) a run trains on
+    (library/spans.py)."""
     num_spans: int = 0  # the newest N spans; 0 = every span
     min_spans: int = 1  # fewer spans in the window: the run stops before any work (exit 6)
     skip_recent: int = 0  # leave out the newest N spans (e.g. one still being labelled)
     exclude: tuple[str, ...] = ()  # span names never used
-    # Not a setting: the spans the metadata store holds out (quarantined or rejected), filled in by the CLI from
-    # the store before a run (`agnews-pipeline spans`); any value given is replaced.
+    # Not a setting: the spans the metadata store holds out (quarantined or rejected), filled in by the CLI
+    # from the store before a run (`agnews-pipeline spans`); any value given is replaced.
     held_out: tuple[str, ...] = ()
-    newest: str = ""  # pin the newest span: a span name or a date YYYY-MM-DD (--span / --date); '' = the newest
+    # pin the newest span: a span name or a date YYYY-MM-DD (--span / --date); '' = the newest
+    newest: str = ""
     pattern: str = r"\d{4}-\d{2}-\d{2}|\d+"  # a subfolder whose whole name matches is a span
 
     def __post_init__(self):
@@ -48,7 +50,10 @@ class IngestConfig:
     def __post_init__(self):
         require(self.data == "tfds" or (self.data.startswith("csv:") and len(self.data) > 4),
                  f"ingest.data must be 'tfds' or 'csv:DIR', got {self.data!r}")
-        require(0.0 < self.eval_fraction < 1.0, f"ingest.eval_fraction must be in (0, 1), got {self.eval_fraction}")
+        require(
+            0.0 < self.eval_fraction < 1.0,
+            f"ingest.eval_fraction must be in (0, 1), got {self.eval_fraction}",
+        )
         require(0.0 <= self.max_bad_row_fraction <= 1.0,
                  f"ingest.max_bad_row_fraction must be in [0, 1], got {self.max_bad_row_fraction}")
 
@@ -79,9 +84,11 @@ class DriftConfig:
 
 @dataclass(frozen=True)
 class QualityConfig:
-    """Data-quality checks of a stream's new spans (library/drift.py quality()), apart from drift: a span above
-    one of the refusing thresholds is quarantined (validate.on_quality); row_count_change is only reported."""
-    row_count_change: float = 0.5  # |span rows / mean rows of the other spans - 1|: a warning, never a refusal
+    """Data-quality checks of a stream's new spans (library/drift.py quality()), apart from drift: a span
+    above one of the refusing thresholds is quarantined (validate.on_quality); row_count_change is only
+    reported."""
+    # |span rows / mean rows of the other spans - 1|: a warning, never a refusal
+    row_count_change: float = 0.5
     # share of a span's rows that ingest quarantined (bad CSV rows); in a stream this, not the window-wide
     # ingest.max_bad_row_fraction, decides: a corrupted span is quarantined instead of failing every later run
     bad_row_share: float = 0.01
@@ -103,7 +110,8 @@ class ValidateConfig:
     # fail (exit 8, the span quarantined until `agnews-pipeline spans accept`).
     on_drift: str = "warn"
     drift: DriftConfig = field(default_factory=DriftConfig)
-    # A new span failing a data-quality check (empty, duplicates, test-set rows): fail (exit 8, quarantined) or warn.
+    # A new span failing a data-quality check (empty, duplicates, test-set rows): fail (exit 8, quarantined)
+    # or warn.
     on_quality: str = "fail"
     quality: QualityConfig = field(default_factory=QualityConfig)
     # Not a setting: "name:sha256" of the spans accepted with `agnews-pipeline spans accept` whose file is
@@ -111,7 +119,10 @@ class ValidateConfig:
     accepted_spans: tuple[str, ...] = ()
 
     def __post_init__(self):
-        require(self.on_drift in ("warn", "fail"), f"validate.on_drift must be warn or fail, got {self.on_drift!r}")
+        require(
+            self.on_drift in ("warn", "fail"),
+            f"validate.on_drift must be warn or fail, got {self.on_drift!r}",
+        )
         require(self.on_quality in ("warn", "fail"),
                  f"validate.on_quality must be warn or fail, got {self.on_quality!r}")
 
@@ -128,10 +139,14 @@ class TransformConfig:
     bucket_boundaries: tuple[int, ...] = (8, 16, 24, 32, 48, 64, 96, 128, 256)
 
     def __post_init__(self):
-        require(self.text_features in ("title", "title_description"),
-                 f"transform.text_features must be 'title' or 'title_description', got {self.text_features!r}")
+        require(
+            self.text_features in ("title", "title_description"),
+            f"transform.text_features must be 'title' or 'title_description', got {self.text_features!r}",
+        )
         require(self.vocab_size >= 1, f"transform.vocab_size must be >= 1, got {self.vocab_size}")
-        require(self.num_oov_buckets >= 1, f"transform.num_oov_buckets must be >= 1, got {self.num_oov_buckets}")
+        require(
+            self.num_oov_buckets >= 1, f"transform.num_oov_buckets must be >= 1, got {self.num_oov_buckets}"
+        )
         require(self.max_length >= 1, f"transform.max_length must be >= 1, got {self.max_length}")
         bounds = list(self.bucket_boundaries)
         require(len(bounds) >= 1 and all(x >= 1 for x in bounds) and bounds == sorted(set(bounds)),

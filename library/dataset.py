@@ -69,23 +69,28 @@ def _subsample_sizes(counts: list[int], max_examples: int) -> list[int]:
 
 
 def _examples(files: list[str], count: int, keep: int, seed: int) -> tf.data.Dataset:
-    """Parsed examples of some files, optionally a seeded random subset of `keep` of the `count`, cached in memory
-    after their first pass. The subset is a seeded choice of record positions kept in one reading pass, in file
+    """Parsed examples of some files, optionally a seeded random subset of `keep` of the `count`, cached in
+    memory after their first pass. The subset is a seeded choice of record positions kept in one reading pass,
+    in file
     order: no shuffle buffer the size of the files (at 1.2M rows that buffer held a whole bucket)."""
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
     if keep < count:
         chosen = np.zeros(count, dtype=bool)
         chosen[np.random.default_rng(seed).choice(count, keep, replace=False)] = True
         chosen = tf.constant(chosen)
-        dataset = dataset.enumerate().filter(lambda position, _: chosen[position]).map(lambda _, record: record)
+        dataset = (
+            dataset.enumerate().filter(lambda position, _: chosen[position]).map(lambda _, record: record)
+        )
     return dataset.map(_parse, num_parallel_calls=tf.data.AUTOTUNE).cache()
 
 
 @dataclass(frozen=True)
 class BucketExamples:
-    """The parsed examples of one split per length bucket, each cached in memory after its first pass: built once,
-    batched any number of times (the tuner's trials share one, so only the first trial reads the files)."""
-    datasets: dict[int, tf.data.Dataset]  # bucket upper bound -> its examples (buckets with some examples only)
+    """The parsed examples of one split per length bucket, each cached in memory after its first pass: built
+    once, batched any number of times (the tuner's trials share one, so only the first trial reads the
+    files)."""
+    # bucket upper bound -> its examples (buckets with some examples only)
+    datasets: dict[int, tf.data.Dataset]
     sizes: dict[int, int]  # bucket upper bound -> examples used from it (every bucket)
     seeds: dict[int, int]  # bucket upper bound -> the seed its subsample and shuffles use
     available: int  # examples the split holds
@@ -95,9 +100,11 @@ class BucketExamples:
         return sum(self.sizes.values())
 
 
-def bucket_examples(examples_dir: Path, split: str, *, max_examples: int = 0, seed: int = 0) -> BucketExamples:
-    """One split's examples per bucket; max_examples > 0 keeps a seeded random subset of that many examples with
-    the split's length distribution."""
+def bucket_examples(
+    examples_dir: Path, split: str, *, max_examples: int = 0, seed: int = 0
+) -> BucketExamples:
+    """One split's examples per bucket; max_examples > 0 keeps a seeded random subset of that many examples
+    with the split's length distribution."""
     files = bucket_files(examples_dir, split)
     uppers = list(files)
     counts = [_count_records(files[upper]) for upper in uppers]
@@ -117,10 +124,10 @@ def bucketed_batches(examples_dir: Path, split: str, batch_size: int, *, shuffle
 
     shuffle: examples are shuffled within each bucket (buffer `shuffle_buffer`) and the batches of all buckets
     are interleaved in a random order, both seeded by `seed` and reshuffled every epoch. Without shuffle the
-    order is fixed: bucket after bucket, file order. max_examples > 0 keeps a seeded random subset of that many
-    examples with the split's length distribution (for tuning). `examples` (from bucket_examples, built with the
-    same max_examples and seed) reuses examples already built instead of reading the files again. The dataset
-    does not repeat.
+    order is fixed: bucket after bucket, file order. max_examples > 0 keeps a seeded random subset of that
+    many examples with the split's length distribution (for tuning). `examples` (from bucket_examples, built
+    with the same max_examples and seed) reuses examples already built instead of reading the files again. The
+    dataset does not repeat.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -7,11 +7,13 @@ the transform graph, its vocabulary and the model weights are all inside it. Sig
                                                                class_id int64 [B], class_name string [B]
   serving_tf_example  examples: serialized tf.Example [B]   -> the same outputs
                       (features title, description; either may be missing and counts as "")
-  classify            inputs: serialized tf.Example [B]     -> classes string [B, 4] (CLASS_NAMES in every row),
+  classify            inputs: serialized tf.Example [B]     -> classes string [B, 4] (CLASS_NAMES in every
+  row),
                                                                scores float32 [B, 4]
                       (TF Serving's Classify API shape; method name `tensorflow/serving/classify`, so
                       `:classify` works on TF Serving; the other signatures are `tensorflow/serving/predict`)
-  transform_features  examples: serialized tf.Example [B]   -> token_ids int64 [B, T] (0-padded), length int64 [B]
+  transform_features  examples: serialized tf.Example [B]   -> token_ids int64 [B, T] (0-padded), length int64
+  [B]
                       (the transform alone; the evaluator uses it to slice by length bucket)
 
 `assets.extra/tf_serving_warmup_requests` holds a few requests TF Serving replays at load time.
@@ -108,7 +110,11 @@ def _endpoints(run_model, tft_layer, fixed_steps: int | None, id_dtype) -> dict[
         token_ids, _ = transform(title, description)
         probabilities = run_model(tf.cast(_fit_steps(token_ids, fixed_steps), id_dtype))
         class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
-        return {"probabilities": probabilities, "class_id": class_id, "class_name": tf.gather(class_names, class_id)}
+        return {
+            "probabilities": probabilities,
+            "class_id": class_id,
+            "class_name": tf.gather(class_names, class_id),
+        }
 
     def classify_text(text):
         return classify(text, tf.fill(tf.shape(text), ""))
@@ -141,7 +147,9 @@ def write_warmup_requests(path: Path, text_batches=WARMUP_TEXT_BATCHES) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
         for texts in text_batches:
-            request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name=SERVING_SIGNATURE))
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(signature_name=SERVING_SIGNATURE)
+            )
             request.inputs["text"].CopyFrom(tf.make_tensor_proto(texts, dtype=tf.string, shape=[len(texts)]))
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
@@ -187,7 +195,9 @@ def _check_transform_features(tft_output) -> None:
         return
     for name in ("title", "description"):
         spec = raw_spec.get(name)
-        if not (isinstance(spec, tf.io.FixedLenFeature) and spec.dtype == tf.string and list(spec.shape) == []):
+        if not (
+            isinstance(spec, tf.io.FixedLenFeature) and spec.dtype == tf.string and list(spec.shape) == []
+        ):
             raise ValueError(f"the transform graph expects raw feature {name!r} as {spec}; "
                              "the export feeds one string per example (FixedLenFeature([], tf.string))")
 
@@ -261,7 +271,9 @@ def _check_no_cudnn_ops(saved_model_dir: Path) -> None:
             ops.update(node.op for node in function.node_def)
     cudnn_ops = sorted(op for op in ops if "Cudnn" in op)
     if cudnn_ops:
-        raise RuntimeError(f"the exported graph contains GPU-only ops {cudnn_ops}; it would not serve on a CPU")
+        raise RuntimeError(
+            f"the exported graph contains GPU-only ops {cudnn_ops}; it would not serve on a CPU"
+        )
 
 
 def _set_method_name(saved_model_dir: Path, signature: str, method_name: str) -> None:

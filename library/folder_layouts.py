@@ -23,7 +23,9 @@ def serving_versions(serving_dir: Path | str) -> list[int]:
     serving_dir = Path(serving_dir)
     if not serving_dir.is_dir():
         return []
-    return sorted(int(entry.name) for entry in serving_dir.iterdir() if entry.name.isdigit() and entry.is_dir())
+    return sorted(
+        int(entry.name) for entry in serving_dir.iterdir() if entry.name.isdigit() and entry.is_dir()
+    )
 
 
 def serving_version_dir(serving_dir: Path | str, version: int) -> Path:
@@ -47,8 +49,9 @@ def read_served_push_record(version_dir: Path | str) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# multi-worker training job (trainer, trainer.strategy multi_worker_mirrored): <pipeline root>/multi_worker_job.json,
-# written by the trainer step while its chief trains, read by `agnews-pipeline train-worker`, removed at the end
+# multi-worker training job (trainer, trainer.strategy multi_worker_mirrored): <pipeline
+# root>/multi_worker_job.json, written by the trainer step while its chief trains, read by `agnews-pipeline
+# train-worker`, removed at the end
 
 MULTI_WORKER_JOB_FILE = "multi_worker_job.json"
 
@@ -76,8 +79,9 @@ def read_multi_worker_job(pipeline_root: Path | str) -> dict[str, Any] | None:
 DASK_STATE_DUMP = "dask_cluster_state"
 
 
-# A run's folder (the runner's, not an artifact): runs/<run_id>/logs/<step>.log holds what the libraries printed
-# while the step ran (TensorFlow, absl, Beam, KerasTuner, Keras), everything on file descriptors 1 and 2
+# A run's folder (the runner's, not an artifact): runs/<run_id>/logs/<step>.log holds what the libraries
+# printed while the step ran (TensorFlow, absl, Beam, KerasTuner, Keras), everything on file descriptors 1 and
+# 2
 
 RUN_LOGS_DIR = "logs"
 STEP_LOG_SUFFIX = ".log"

@@ -218,7 +218,9 @@ def read_model_input(folder: Path | str) -> ModelInputSpec:
             raise ComponentError(f"{path}: {name} must be a positive integer, got {values[name]!r}")
     bounds = values["bucket_upper_bounds"]
     if not bounds or not all(isinstance(bound, int) for bound in bounds):
-        raise ComponentError(f"{path}: bucket_upper_bounds must be a non-empty list of integers, got {bounds!r}")
+        raise ComponentError(
+            f"{path}: bucket_upper_bounds must be a non-empty list of integers, got {bounds!r}"
+        )
     return ModelInputSpec(**{name: values[name] for name in names if name != "bucket_upper_bounds"},
                           bucket_upper_bounds=tuple(bounds))
 
@@ -278,8 +280,8 @@ def read_buckets(transformed_examples_uri: Path | str) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# best_hyperparameters (tuner): best_hyperparameters.json {architecture, values, tuned, objective, best_score},
-# trials.csv, trials.md
+# best_hyperparameters (tuner): best_hyperparameters.json {architecture, values, tuned, objective,
+# best_score}, trials.csv, trials.md
 
 HYPERPARAMETERS_FILE = "best_hyperparameters.json"
 TRIALS_CSV_FILE = "trials.csv"
@@ -321,8 +323,9 @@ def has_saved_model(folder: Path | str) -> bool:
 
 
 def existing_serving_model_dir(model_uri: Path | str) -> Path:
-    """The SavedModel folder of a model: a trainer model artifact's serving_model/, or `model_uri` itself if it
-    is a SavedModel (a pushed version folder: the evaluator's baseline when the store knows no blessed model)."""
+    """The SavedModel folder of a model: a trainer model artifact's serving_model/, or `model_uri` itself if
+    it is a SavedModel (a pushed version folder: the evaluator's baseline when the store knows no blessed
+    model)."""
     path = serving_model_dir(model_uri)
     if not path.is_dir() and has_saved_model(model_uri):
         return Path(model_uri)
@@ -347,9 +350,9 @@ MODEL_LINEAGE_FILE = "lineage.json"
 
 
 def model_lineage_file(model_uri: Path | str) -> Path:
-    """What a trained model learned from (library/warm_start.py): {"training_spans": [[span, sha256], ...] of its
-    own window, "lineage_spans": the same over it and every model it was warm-started from, "warm_start_from":
-    the base model's folder or null}."""
+    """What a trained model learned from (library/warm_start.py): {"training_spans": [[span, sha256], ...] of
+    its own window, "lineage_spans": the same over it and every model it was warm-started from,
+    "warm_start_from": the base model's folder or null}."""
     return Path(model_uri) / MODEL_LINEAGE_FILE
 
 
@@ -382,7 +385,8 @@ CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 TRAINING_CURVES_FILE = "training_curves.png"
 EVALUATION_FIGURES = (CONFUSION_MATRIX_FILE, TRAINING_CURVES_FILE)
 TFMA_DIR = "tfma"
-NEWEST_SPAN_TFMA_DIR = "tfma_newest_span"  # a stream: candidate and baseline on the newest span's held-out rows
+# a stream: candidate and baseline on the newest span's held-out rows
+NEWEST_SPAN_TFMA_DIR = "tfma_newest_span"
 BLESSING_FILE = "blessing.json"
 
 

@@ -33,7 +33,10 @@ def _walk_strings(message, on_string: Callable[[str], str], on_attr: Callable[[s
     on_attr(key, AttrValue) for every entry of a map of AttrValues (node and argument attributes)."""
     for field, value in message.ListFields():
         if field.type == field.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
-            key_field, value_field = field.message_type.fields_by_name["key"], field.message_type.fields_by_name["value"]
+            key_field, value_field = (
+                field.message_type.fields_by_name["key"],
+                field.message_type.fields_by_name["value"],
+            )
             string_keys = key_field.type == key_field.TYPE_STRING
             entries = []
             for key in list(value):
@@ -93,7 +96,9 @@ def make_saved_model_reproducible(saved_model_dir: Path, temporary_paths: Sequen
         if match:
             renamed[name] = f"{match.group(1)}_{counters[int(match.group(2))]}"
     assets_dir = saved_model_dir / "assets"
-    assets_name = f"transform-assets-{fingerprint(assets_dir)[:16] if assets_dir.exists() else 'none'}".encode()
+    assets_name = (
+        f"transform-assets-{fingerprint(assets_dir)[:16] if assets_dir.exists() else 'none'}".encode()
+    )
     paths = sorted({path.encode() for path in temporary_paths}, key=len, reverse=True)
 
     def rewrite_attr(key: str, attr) -> None:
@@ -116,7 +121,9 @@ def _sort_function_library(model) -> None:
         ordered = sorted(library.function, key=lambda function: function.signature.name)
         del library.function[:]
         library.function.extend(ordered)
-        ordered = sorted(library.gradient, key=lambda gradient: (gradient.function_name, gradient.gradient_func))
+        ordered = sorted(
+            library.gradient, key=lambda gradient: (gradient.function_name, gradient.gradient_func)
+        )
         del library.gradient[:]
         library.gradient.extend(ordered)
 

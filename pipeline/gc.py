@@ -4,12 +4,12 @@ stopped halfway leaves the store true.
 
 With a retention policy (retention.served_versions K, the `retention` section of the configuration) only the
 last K served versions count as pushed models: their lineage and the N newest runs' are kept, and a lineage is
-followed through what a step computed from, not through what it was compared with or started from (the inputs a
-Resolver gives: the baseline, the warm-start base, the reused search), which are kept themselves but not their
-own lineage. So each pushed model no longer keeps every older one alive through its warm-start base, and the
-root stops growing. Served versions beyond the K highest leave the serving folder (never the served one, the
-highest). A rollback needs a kept version's model and blessing, which are in its pusher's lineage. Without a
-policy, pushed versions are never touched (only stale `.push-*` folders that a killed pusher left).
+followed through what a step computed from, not through what it was compared with or started from (the inputs
+a Resolver gives: the baseline, the warm-start base, the reused search), which are kept themselves but not
+their own lineage. So each pushed model no longer keeps every older one alive through its warm-start base, and
+the root stops growing. Served versions beyond the K highest leave the serving folder (never the served one,
+the highest). A rollback needs a kept version's model and blessing, which are in its pusher's lineage. Without
+a policy, pushed versions are never touched (only stale `.push-*` folders that a killed pusher left).
 
 Nothing outside the pipeline root is ever deleted: every path is resolved and refused if it leaves the root,
 and symlinks are removed as links, never followed."""
@@ -29,7 +29,9 @@ class OutsideRoot(ValueError):
     """A path that gc was asked to delete resolves to somewhere outside the pipeline root."""
 
 
-def _with_lineage(store: MetadataStore, artifact_ids: set[int], cut: frozenset[str] = frozenset()) -> set[int]:
+def _with_lineage(
+    store: MetadataStore, artifact_ids: set[int], cut: frozenset[str] = frozenset()
+) -> set[int]:
     """The artifacts plus every artifact upstream of them (inputs named in `cut`: not their own lineage)."""
     needed = set(artifact_ids)
     for artifact_id in artifact_ids:
@@ -94,8 +96,8 @@ def collect_garbage(root: Path, keep: int, dry_run: bool = False, serving_dir: P
                     log: Callable[[str], None] = print, served_versions: int = 0) -> list[Path]:
     """Deletes unneeded artifact folders (and their step folders once empty of artifacts) and, with
     `served_versions` K > 0, the serving folder's versions below its K highest; returns them. Paths that leave
-    the pipeline root (or the serving folder) are refused and logged. The caller holds the pipeline root's lock,
-    so no run is writing meanwhile."""
+    the pipeline root (or the serving folder) are refused and logged. The caller holds the pipeline root's
+    lock, so no run is writing meanwhile."""
     if keep < 1:
         raise ValueError("--keep must be at least 1")
     root = Path(root).absolute()
@@ -115,7 +117,9 @@ def collect_garbage(root: Path, keep: int, dry_run: bool = False, serving_dir: P
     try:
         needed = protected_artifacts(store, keep, served_versions, serving_dir)
         # External artifacts (served versions used as baselines) belong to the serving folder, never to gc.
-        doomed = [a for a in store.live_artifacts() if a.id not in needed and not a.properties.get("external")]
+        doomed = [
+            a for a in store.live_artifacts() if a.id not in needed and not a.properties.get("external")
+        ]
         kept_runs = {run["id"] for run in store.runs(keep)}
         for artifact in doomed:
             if os.path.isabs(store.stored_uri(artifact.id)):  # written by some other root: not ours to delete

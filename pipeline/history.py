@@ -50,9 +50,9 @@ def history_rows(store: MetadataStore, root: Path | None = None) -> list[dict[st
 
 
 def quarantine_rows(store: MetadataStore) -> list[dict[str, Any]]:
-    """One row per span that was refused (quarantined, then perhaps accepted) or rejected, by name: span, state,
-    reason, sha256 (first 12 hex digits), checks (the refusing values: drift, then failed quality checks) and
-    updated (UTC, when its state last changed)."""
+    """One row per span that was refused (quarantined, then perhaps accepted) or rejected, by name: span,
+    state, reason, sha256 (first 12 hex digits), checks (the refusing values: drift, then failed quality
+    checks) and updated (UTC, when its state last changed)."""
     import time
     rows = []
     for name, span in store.spans().items():
@@ -71,8 +71,16 @@ def _table(header: list[str], rows: list[dict[str, Any]]) -> str:
     import html
 
     from pipeline.report import format_value
-    cells = "".join("<tr>" + "".join(f"<td>{html.escape(format_value(row[name]) if row[name] is not None else '-')}</td>"
-                                     for name in header) + "</tr>" for row in rows)
+
+    cells = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(format_value(row[name]) if row[name] is not None else '-')}</td>"
+            for name in header
+        )
+        + "</tr>"
+        for row in rows
+    )
     return ("<table border='1' cellpadding='4'><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
             + f"</tr>{cells}</table>")
 
@@ -112,7 +120,11 @@ def _figure(rows: list[dict[str, Any]]) -> str:
         if not row["status"].startswith("succeeded"):
             for axes in (accuracy, drift, version):
                 axes.axvspan(i - 0.4, i + 0.4, color="red", alpha=0.15, linewidth=0)
-    for axes, title in ((accuracy, "accuracy"), (drift, "drift of the newest span"), (version, "pushed version")):
+    for axes, title in (
+        (accuracy, "accuracy"),
+        (drift, "drift of the newest span"),
+        (version, "pushed version"),
+    ):
         axes.set_title(title)
         if axes.lines:
             axes.legend(fontsize="small")
@@ -134,16 +146,21 @@ def write_history(root: Path, store: MetadataStore) -> Path | None:
         return None
     header = ["run", "status", *[name for name in SERIES if name != "drift"], "drift", "reason"]
     quarantines = quarantine_rows(store)
-    page = (f"<!doctype html><meta charset='utf-8'><title>agnews-pipeline history</title>"
-            f"<h1>History of {html.escape(str(root))}</h1>"
-            f"<img alt='history' src='data:image/png;base64,{_figure(rows)}'>"
-            "<p>Runs that did not succeed (failed, refused, interrupted, timed out) are red on the figure.</p>"
-            + _table(header, rows) + "<h2>Quarantines</h2>"
-            + ("<p>Spans validate refused (drift or data quality) or someone rejected, with their state now: "
-               "`agnews-pipeline spans accept NAME` trains on a quarantined span.</p>"
-               + _table(["span", "state", "reason", "sha256", "checks", "updated"], quarantines)
-               if quarantines else "<p>No span was refused.</p>"))
+    page = (
+        f"<!doctype html><meta charset='utf-8'><title>agnews-pipeline history</title>"
+        f"<h1>History of {html.escape(str(root))}</h1>"
+        f"<img alt='history' src='data:image/png;base64,{_figure(rows)}'>"
+        "<p>Runs that did not succeed (failed, refused, interrupted, timed out) are red on the figure.</p>"
+        + _table(header, rows)
+        + "<h2>Quarantines</h2>"
+        + (
+            "<p>Spans validate refused (drift or data quality) or someone rejected, with their state now: "
+            "`agnews-pipeline spans accept NAME` trains on a quarantined span.</p>"
+            + _table(["span", "state", "reason", "sha256", "checks", "updated"], quarantines)
+            if quarantines
+            else "<p>No span was refused.</p>"
+        )
+    )
     path = root / HISTORY_FILE
     write_text_atomic(path, page)
     return path
-

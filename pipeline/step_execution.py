@@ -1,7 +1,8 @@
-"""Executing one step of a run, for the runner: it resolves the step's inputs, computes the cache key (step, code
-version, configuration, input fingerprints, external data fingerprint), reuses an earlier intact execution or runs
-the component in a temporary folder, publishes the outputs by one rename, records the execution in the metadata
-store, and prints the step's progress lines. Components never do any of this themselves."""
+"""Executing one step of a run, for the runner: it resolves the step's inputs, computes the cache key (step,
+code version, configuration, input fingerprints, external data fingerprint), reuses an earlier intact
+execution or runs the component in a temporary folder, publishes the outputs by one rename, records the
+execution in the metadata store, and prints the step's progress lines. Components never do any of this
+themselves."""
 from __future__ import annotations
 
 import contextlib
@@ -64,15 +65,17 @@ class StepExecution:
         self.log = log
         self.free_space = free_space
 
-    def _resolve_inputs(self, step: dag.Step, produced, artifact_ids) -> tuple[dict[str, Artifact], dict[str, int]]:
+    def _resolve_inputs(
+        self, step: dag.Step, produced, artifact_ids
+    ) -> tuple[dict[str, Artifact], dict[str, int]]:
         inputs, ids = {}, {}
         for name, source in step.inputs.items():
             if not isinstance(source, dag.Resolver):
                 inputs[name], ids[name] = produced[source], artifact_ids[source]
         for name, source in step.inputs.items():
             if isinstance(source, dag.Resolver):
-                # A candidate is never its own baseline: a re-run of an already blessed model keeps the baseline
-                # it had, so its evaluation stays cached.
+                # A candidate is never its own baseline: a re-run of an already blessed model keeps the
+                # baseline it had, so its evaluation stays cached.
                 this_run = artifact_ids.get(source.artifact)
                 exclude = self.store.artifact(this_run).fingerprint if this_run is not None else None
                 # Nor is a step's earlier output that it computed from the inputs it has now (the tuner's
@@ -80,22 +83,33 @@ class StepExecution:
                 # the first run resolved, so it stays cached.
                 names = tuple(ids) if source.artifact.split(".")[0] == step.name else source.same_inputs
                 same_inputs = {n: self.store.artifact(ids[n]).fingerprint for n in names if n in ids} or None
-                resolved = source.resolve(self.store, self.steps, exclude_fingerprint=exclude, config=self.config,
-                                          exclude_inputs=same_inputs)
-                if resolved is None and source.fallback is not None and source.resolve(self.store, self.steps) is None:
+                resolved = source.resolve(
+                    self.store,
+                    self.steps,
+                    exclude_fingerprint=exclude,
+                    config=self.config,
+                    exclude_inputs=same_inputs,
+                )
+                if (
+                    resolved is None
+                    and source.fallback is not None
+                    and source.resolve(self.store, self.steps) is None
+                ):
                     resolved = self._fallback(source)
-                if isinstance(resolved, list):  # a list (dag.ServedResolver.count): never cache key nor lineage
+                # a list (dag.ServedResolver.count): never cache key nor lineage
+                if isinstance(resolved, list):
                     inputs[name] = [item.as_artifact() for item in resolved if item.uri.exists()]
                     continue
                 if resolved is not None and resolved.uri.exists():
                     inputs[name] = resolved.as_artifact()
-                    if not source.saves_work_only:  # one that only saves work is neither cache key nor lineage
+                    # one that only saves work is neither cache key nor lineage
+                    if not source.saves_work_only:
                         ids[name] = resolved.id
         return inputs, ids
 
     def _fallback(self, resolver: dag.Resolver) -> StoredArtifact | None:
-        """The resolver's artifact found outside the store (dag.Resolver.fallback), for when the store knows none
-        at all (a lost or replaced store): the gate that input feeds must not silently disappear."""
+        """The resolver's artifact found outside the store (dag.Resolver.fallback), for when the store knows
+        none at all (a lost or replaced store): the gate that input feeds must not silently disappear."""
         path = resolver.fallback(self.config)
         if path is None:
             return None
@@ -142,9 +156,11 @@ class StepExecution:
         started = time.monotonic()
         reusable = self._reusable(step, cache_key) if use_cache or upstream_of else None
         if reusable is None and upstream_of:
-            message = (f"--from {upstream_of} needs the outputs of {step.name}, but {step.name} has no successful "
-                       f"execution with this configuration and these inputs; run it first "
-                       f"(agnews-pipeline run --until {step.name})")
+            message = (
+                f"--from {upstream_of} needs the outputs of {step.name}, but {step.name} has no successful "
+                f"execution with this configuration and these inputs; run it first "
+                f"(agnews-pipeline run --until {step.name})"
+            )
             self.store.fail_execution(execution_id, message)
             log_event(self.log, "step_failed", f"{prefix} FAILED: {message}", level="error", step=step.name)
             raise PipelineFailed(message)
@@ -162,8 +178,11 @@ class StepExecution:
         log_file = step_log_file(run_dir, step.name)
         try:
             with self._heartbeat(step, step_cfg, inputs, prefix, started), self._capture(log_file, step.name):
-                # On dask, a stalled step leaves the cluster's state in its own folder (kept as <step>.failed).
-                runtime = dataclasses.replace(self.runtime, beam_args=with_log_dir(self.runtime.beam_args, work_dir))
+                # On dask, a stalled step leaves the cluster's state in its own folder (kept as
+                # <step>.failed).
+                runtime = dataclasses.replace(
+                    self.runtime, beam_args=with_log_dir(self.runtime.beam_args, work_dir)
+                )
                 outputs = step.spec.run(inputs, work_dir, step_cfg, runtime)  # imports the executor
             missing = set(step.spec.outputs) - set(outputs)
             if missing:
@@ -184,8 +203,10 @@ class StepExecution:
         except ComponentError as error:
             log_event(self.log, "step_failed", f"{prefix} FAILED: {error}", level="error", step=step.name)
             message = str(error)
-            raise PipelineFailed(message if message.startswith(f"{step.name}: ") else f"{step.name}: {message}",
-                                 getattr(error, "kind", None)) from None
+            raise PipelineFailed(
+                message if message.startswith(f"{step.name}: ") else f"{step.name}: {message}",
+                getattr(error, "kind", None),
+            ) from None
         return inputs, input_ids, code, cache_key
 
     def _reuse(self, step, execution_id, reusable, input_ids, produced, artifact_ids, prefix,
@@ -239,8 +260,8 @@ class StepExecution:
         records them in the store."""
         fingerprints = {name: fingerprint(a.uri) for name, a in outputs.items()}
         final_dir = run_dir / step.name
-        # A stop the component swallowed (or Python discarded) ends the run before the publish: nothing of this
-        # step is published; its temporary folder stays for a resumable step, as after any interruption.
+        # A stop the component swallowed (or Python discarded) ends the run before the publish: nothing of
+        # this step is published; its temporary folder stays for a resumable step, as after any interruption.
         interrupts.stop_if_received()
         os.replace(work_dir, final_dir)  # the publish: one rename, after which the outputs are complete
         published = {name: a.relocated(work_dir, final_dir) for name, a in outputs.items()}
@@ -255,8 +276,8 @@ class StepExecution:
         return StepResult(step.name, "ran", seconds, {n: published[n] for n in step.spec.outputs})
 
     def _check_free_space(self, step: dag.Step, execution_id: int, prefix: str) -> None:
-        """Fails a step before it starts, recorded as failed, when the pipeline root's filesystem has less free
-        space than pipeline.min_free_space (root.FreeSpacePolicy)."""
+        """Fails a step before it starts, recorded as failed, when the pipeline root's filesystem has less
+        free space than pipeline.min_free_space (root.FreeSpacePolicy)."""
         message = self.free_space.shortage(step)
         if message is None:
             return
@@ -268,7 +289,8 @@ class StepExecution:
 
     def _heartbeat(self, step: dag.Step, step_cfg: Any, inputs: dict[str, Artifact], prefix: str,
                    started: float) -> Heartbeat | contextlib.nullcontext:
-        """Progress lines while the step runs (pipeline.progress_seconds; none for a step that prints its own)."""
+        """Progress lines while the step runs (pipeline.progress_seconds; none for a step that prints its
+        own)."""
         period = self.config.pipeline.progress_seconds
         if period <= 0 or step.spec.reports_progress:
             return contextlib.nullcontext()

@@ -85,14 +85,15 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection, Path], None], ...] = (
     """,
     _relative_uris,  # 2: absolute artifact URIs and output folders under the pipeline root become relative
     """
-    CREATE TABLE spans (                  -- the spans of a stream and what happened to them (pipeline/span_states.py)
+    -- the spans of a stream and what happened to them (pipeline/span_states.py)
+    CREATE TABLE spans (
         name TEXT PRIMARY KEY,
         sha256 TEXT,                      -- the bytes of train.csv the state applies to
         state TEXT NOT NULL,              -- ingested | quarantined | accepted | rejected
-        reason TEXT,                      -- why quarantined or rejected: drift, test_overlap, duplicate_rows, ...
+        reason TEXT,                      -- why quarantined or rejected: drift, test_overlap, ...
         drifted INTEGER NOT NULL DEFAULT 0,
         row_count INTEGER,
-        checks_json TEXT,                 -- the last checks: {"drift": {measure: value}, "quality": {check: value}}
+        checks_json TEXT,                 -- the last checks: {"drift": {...}, "quality": {...}}
         first_run TEXT,
         last_run TEXT,
         updated REAL NOT NULL

@@ -40,7 +40,8 @@ def offline_hooks(tmp_path) -> Path:
     return folder
 
 SYSTEM = Path(__file__).parent / "system"
-# `make test-fast` runs tests/unit and these two end-to-end tests (one run on the sample, then a fully cached run).
+# `make test-fast` runs tests/unit and these two end-to-end tests (one run on the sample, then a fully cached
+# run).
 FAST_SYSTEM_TESTS = {"test_e2e": {"test_full_run_reports_every_step_and_pushes_version_1",
                                   "test_second_run_reuses_every_step_in_seconds"}}
 

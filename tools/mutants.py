@@ -27,8 +27,8 @@ Adding a mutation
 1. Pick one behaviour a user relies on (not a line of code): "an unchanged span is reused, not re-read".
 2. Break it the way a plausible bug would, with the smallest edit: append a `Mutation` to MUTATIONS (in
    tools/mutations.py) with a `name` (snake_case, says what is now wrong), the `file` (relative to the
-   repository root), an `old` snippet that occurs exactly once in that file (long enough to stay unique; when a
-   refactor moves the code, the harness fails loudly and only `file` or `old` needs updating), its `new`
+   repository root), an `old` snippet that occurs exactly once in that file (long enough to stay unique; when
+   a refactor moves the code, the harness fails loudly and only `file` or `old` needs updating), its `new`
    replacement, `breaks` (one line: what a user would see), and `tests` (pytest node ids, as few as catch it).
 3. Run `python tools/mutants.py --only NAME`: it must say `caught`. If it says SURVIVED, strengthen a test so
    that it observes the effect (weights, bytes, rows, processes, files), not what the code reports about

@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write_metrics(args, code: int, started: float) -> None:
-    """--metrics-file, whatever the outcome; a file that cannot be written is one line, not a new exit code."""
+    """--metrics-file, whatever the outcome; a file that cannot be written is one line, not a new exit
+    code."""
     from apps.job_metrics import write_job_metrics
     try:
         config = config_from_args(args)
@@ -48,8 +49,10 @@ def _write_metrics(args, code: int, started: float) -> None:
                           ended=time.time(), root=config.pipeline_root(), serving_dir=config.serving_dir(),
                           spans=_span_states(config))
     except OSError as error:
-        print(f"{args.command}: could not write --metrics-file {args.metrics_file}: {error.strerror or error}",
-              file=sys.stderr)
+        print(
+            f"{args.command}: could not write --metrics-file {args.metrics_file}: {error.strerror or error}",
+            file=sys.stderr,
+        )
 
 
 def _span_states(config) -> list:
@@ -102,7 +105,11 @@ def _main(args: argparse.Namespace) -> int:
         console.error(f"{args.command}: {error}")
         return EXIT_LOCKED
     except KeyboardInterrupt as error:
-        kept = "; completed steps are kept and the next run reuses them" if args.command in ("run", "retrain") else ""
+        kept = (
+            "; completed steps are kept and the next run reuses them"
+            if args.command in ("run", "retrain")
+            else ""
+        )
         console.error(f"{args.command}: interrupted by {interrupts.name()}{kept}")
         return interrupts.exit_code(error)
     except Exception as error:  # one readable line instead of a traceback wall

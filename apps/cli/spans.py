@@ -1,6 +1,6 @@
-"""`agnews-pipeline spans` (every span of a stream with its state, rows, SHA-256, first and last run and checks),
-`spans accept NAME` (train on a quarantined span) and `spans reject NAME` (keep a span out for good); the
-states live in the metadata store (pipeline/span_states.py)."""
+"""`agnews-pipeline spans` (every span of a stream with its state, rows, SHA-256, first and last run and
+checks), `spans accept NAME` (train on a quarantined span) and `spans reject NAME` (keep a span out for good);
+the states live in the metadata store (pipeline/span_states.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,11 +42,20 @@ def cmd_spans(args, config) -> int:
         _rewrite_history(config.pipeline_root())
         return EXIT_OK
     header = ("span", "state", "rows", "sha256", "first run", "last run", "checks", "reason")
-    print_listing(span_states.listing(config), args.json,
-                  f"no spans in --data {config.ingest.data} or in the store of {config.pipeline_root()}", header,
-                  lambda row: (row["span"] + ("" if row["on_disk"] else " (gone)"),
-                               row["state"] + (" (drifted)" if row["drifted"] else ""),
-                               "-" if row["rows"] is None else str(row["rows"]), (row["sha256"] or "-")[:12],
-                               row["first_run"] or "-", row["last_run"] or "-",
-                               _checks(row["checks"], row["drifted"]), row["reason"] or "-"))
+    print_listing(
+        span_states.listing(config),
+        args.json,
+        f"no spans in --data {config.ingest.data} or in the store of {config.pipeline_root()}",
+        header,
+        lambda row: (
+            row["span"] + ("" if row["on_disk"] else " (gone)"),
+            row["state"] + (" (drifted)" if row["drifted"] else ""),
+            "-" if row["rows"] is None else str(row["rows"]),
+            (row["sha256"] or "-")[:12],
+            row["first_run"] or "-",
+            row["last_run"] or "-",
+            _checks(row["checks"], row["drifted"]),
+            row["reason"] or "-",
+        ),
+    )
     return EXIT_OK

@@ -23,11 +23,14 @@ def check_root(root: Path) -> None:
 
 
 def existing_root(root: Path) -> None:
-    """A command that reads or changes what runs left (runs, show, diff, spans, rollback, gc) refuses a pipeline
-    root that does not exist, in one line, before it creates anything there (no lock file, no store)."""
+    """A command that reads or changes what runs left (runs, show, diff, spans, rollback, gc) refuses a
+    pipeline root that does not exist, in one line, before it creates anything there (no lock file, no
+    store)."""
     if not root.is_dir():
-        raise UsageError(f"no pipeline root at {root}: nothing has run there; give the --pipeline-root (or the "
-                         "configuration's pipeline.root) of a root a run created")
+        raise UsageError(
+            f"no pipeline root at {root}: nothing has run there; give the --pipeline-root (or the "
+            "configuration's pipeline.root) of a root a run created"
+        )
 
 
 class UsageError(ValueError):
@@ -51,8 +54,9 @@ def print_listing(rows: list[dict[str, Any]], as_json: bool, empty: str, header:
 
 
 def library_output(args, console: Console):
-    """predict, serve, embeddings: the libraries' output (TensorFlow's start-up lines, ...) goes to --log-file,
-    or nowhere; --verbose shows it live. The command's own output goes through the console's streams."""
+    """predict, serve, embeddings: the libraries' output (TensorFlow's start-up lines, ...) goes to
+    --log-file, or nowhere; --verbose shows it live. The command's own output goes through the console's
+    streams."""
     if args.verbose and not args.log_file:
         return contextlib.nullcontext()
     return capture_output(Path(args.log_file or os.devnull), echo=console.errors if args.verbose else None)

@@ -1,11 +1,12 @@
 """Evaluator: measures the candidate serving model on the test split with TensorFlow Model Analysis and
 decides whether it is blessed (good enough to push).
 
-The candidate and, when there is one, the served model (the baseline, the highest version in the serving folder) are two models of one TFMA
-evaluation over the raw test examples, fed through their `serving_tf_example` signature, so what is measured
-is exactly what will be served. Metrics are computed overall and per length bucket: each test example gets a
-`length_bucket` feature (bucket_<upper>, the transform's bucketing of its token count, obtained from the
-candidate's `transform_features` signature) in a scratch copy of the test split that TFMA slices on.
+The candidate and, when there is one, the served model (the baseline, the highest version in the serving
+folder) are two models of one TFMA evaluation over the raw test examples, fed through their
+`serving_tf_example` signature, so what is measured is exactly what will be served. Metrics are computed
+overall and per length bucket: each test example gets a `length_bucket` feature (bucket_<upper>, the
+transform's bucketing of its token count, obtained from the candidate's `transform_features` signature) in a
+scratch copy of the test split that TFMA slices on.
 
 Blessing: TFMA's validation of the overall slice (accuracy >= min_accuracy), then the paired gate of
 library/paired_gate.py on per-row correctness of the same test rows: not significantly worse than the baseline
@@ -52,7 +53,12 @@ from contract.names import (
     MODEL_RUN,
     TRANSFORMED_EXAMPLES,
 )
-from library.evaluation_report import headline_metrics, plot_confusion_matrix, plot_training_curves, render_report
+from library.evaluation_report import (
+    headline_metrics,
+    plot_confusion_matrix,
+    plot_training_curves,
+    render_report,
+)
 from library.layouts import (
     CLASS_NAMES,
     CONFUSION_MATRIX_FILE,
@@ -201,8 +207,10 @@ def _bucketed_test_split(test_files: list[str], candidate_dir: Path, upper_bound
         raise ComponentError(f"the test split ({', '.join(test_files)}) holds no examples")
     transformed_counts = transformed_test_bucket_counts(transformed_examples_dir)
     if transformed_counts != bucket_counts:
-        runtime.log(f"evaluator: WARNING: length buckets of the test examples {bucket_counts} differ from the "
-                    f"transformed test split's {transformed_counts}")
+        runtime.log(
+            f"evaluator: WARNING: length buckets of the test examples {bucket_counts} differ from the "
+            f"transformed test split's {transformed_counts}"
+        )
     return bucket_counts, transformed_counts
 
 
@@ -236,15 +244,27 @@ def evaluate_newest_span(examples_uri: Path, candidate_dir: Path, baseline_dir: 
     if not sum(write_bucketed_eval_examples(files, candidate_dir, upper_bounds, rows).values()):
         return None
     output = evaluation_dir / NEWEST_SPAN_TFMA_DIR
-    reported_only = EvaluatorConfig(min_accuracy=0.0, max_accuracy_drop=1.0)  # these rows do not gate the push
-    run_tfma(rows, candidate_dir, baseline_dir, make_eval_config(reported_only, baseline_dir is not None), output,
-             runtime.beam_args)
+    # these rows do not gate the push
+    reported_only = EvaluatorConfig(min_accuracy=0.0, max_accuracy_drop=1.0)
+    run_tfma(
+        rows,
+        candidate_dir,
+        baseline_dir,
+        make_eval_config(reported_only, baseline_dir is not None),
+        output,
+        runtime.beam_args,
+    )
     slices = read_tfma_metrics(output)
     candidate = slices[CANDIDATE][OVERALL]
     baseline = slices.get(BASELINE, {}).get(OVERALL) if baseline_dir else None
-    result = {"span": window[-1], "examples": candidate["examples"], "accuracy": candidate["accuracy"],
-              "loss": candidate["loss"], "baseline_accuracy": None if baseline is None else baseline["accuracy"],
-              "accuracy_change": None if baseline is None else candidate["accuracy"] - baseline["accuracy"]}
+    result = {
+        "span": window[-1],
+        "examples": candidate["examples"],
+        "accuracy": candidate["accuracy"],
+        "loss": candidate["loss"],
+        "baseline_accuracy": None if baseline is None else baseline["accuracy"],
+        "accuracy_change": None if baseline is None else candidate["accuracy"] - baseline["accuracy"],
+    }
     runtime.log(f"evaluator: newest span {window[-1]} ({result['examples']} held-out rows): accuracy "
                 f"{result['accuracy']:.4f}" + ("" if baseline is None else
                                                f", baseline {baseline['accuracy']:.4f}"))
@@ -265,7 +285,9 @@ def row_results(test_files: list[str], serving_dir: Path, batch_size: int = 512)
     serialized, correct = [], []
     for batch in tf.data.TFRecordDataset(test_files, compression_type="GZIP").batch(batch_size):
         predicted = np.argmax(signature(examples=batch)["probabilities"].numpy(), axis=1)
-        labels = tf.io.parse_example(batch, {LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)})[LABEL_KEY].numpy()
+        labels = tf.io.parse_example(batch, {LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)})[
+            LABEL_KEY
+        ].numpy()
         serialized.extend(batch.numpy())
         correct.append(predicted == labels)
     order, rows = row_order(serialized)
@@ -276,9 +298,17 @@ def row_results(test_files: list[str], serving_dir: Path, batch_size: int = 512)
 def anchor_facts(inputs: dict[str, Any], config: EvaluatorConfig) -> list:
     """The anchors this evaluation is judged against (the served versions' recorded per-row results): part of
     the evaluator's cache key, since they are no input of its lineage (dag.ServedResolver)."""
-    return sorted(([blessing.properties.get("served_version"), blessing.properties.get("test_rows"),
-                    blessing.properties.get("correct_rows")] for blessing in inputs.get(ANCHOR_BLESSINGS) or []),
-                  key=json.dumps)
+    return sorted(
+        (
+            [
+                blessing.properties.get("served_version"),
+                blessing.properties.get("test_rows"),
+                blessing.properties.get("correct_rows"),
+            ]
+            for blessing in inputs.get(ANCHOR_BLESSINGS) or []
+        ),
+        key=json.dumps,
+    )
 
 
 def recorded_results(blessings: list[Artifact]) -> dict[str, RowResults]:
@@ -303,7 +333,8 @@ def write_bucketed_eval_examples(test_files: list[str], serving_dir: Path, upper
     """Copies the raw test examples to `destination` (gzipped TFRecord) with a `length_bucket` feature added.
 
     The token count comes from the serving model's own transform, and the bucket from the transform's
-    bucketing rule, so each example lands in the bucket the transform wrote it to. Returns examples per bucket.
+    bucketing rule, so each example lands in the bucket the transform wrote it to. Returns examples per
+    bucket.
     """
     import tensorflow as tf  # TensorFlow and TFMA are imported where used (see contract/artifacts.py)
 
@@ -333,6 +364,9 @@ def transformed_test_bucket_counts(transformed_examples_dir: Path) -> dict[str, 
     counts = {}
     for upper, files in files_per_bucket.items():
         if files:
-            counts[bucket_dir_name(upper)] = int(tf.data.TFRecordDataset(files, compression_type="GZIP").reduce(
-                np.int64(0), lambda count, _: count + 1).numpy())
+            counts[bucket_dir_name(upper)] = int(
+                tf.data.TFRecordDataset(files, compression_type="GZIP")
+                .reduce(np.int64(0), lambda count, _: count + 1)
+                .numpy()
+            )
     return {name: count for name, count in sorted(counts.items()) if count}

@@ -1,6 +1,6 @@
 """The evaluator's TensorFlow Model Analysis glue: the EvalConfig (overall and per-length-bucket slices, the
-min_accuracy threshold), the Beam job that evaluates the candidate and the baseline, and reading TFMA's metrics,
-confusion matrices and validation result back (components/evaluator/executor.py runs them)."""
+min_accuracy threshold), the Beam job that evaluates the candidate and the baseline, and reading TFMA's
+metrics, confusion matrices and validation result back (components/evaluator/executor.py runs them)."""
 from __future__ import annotations
 
 import json
@@ -31,8 +31,14 @@ def make_eval_config(config: EvaluatorConfig, has_baseline: bool):
     from library.export import TF_EXAMPLE_SIGNATURE
 
     def model_spec(name: str, is_baseline: bool):
-        return config_pb2.ModelSpec(name=name, signature_name=TF_EXAMPLE_SIGNATURE, label_key=LABEL_KEY,
-                                    prediction_key=PREDICTION_KEY, model_type="tf_generic", is_baseline=is_baseline)
+        return config_pb2.ModelSpec(
+            name=name,
+            signature_name=TF_EXAMPLE_SIGNATURE,
+            label_key=LABEL_KEY,
+            prediction_key=PREDICTION_KEY,
+            model_type="tf_generic",
+            is_baseline=is_baseline,
+        )
 
     # TFMA checks the absolute bar; the comparison with the baseline and the anchor is the paired gate's.
     threshold = config_pb2.MetricThreshold(value_threshold=config_pb2.GenericValueThreshold(
@@ -44,9 +50,13 @@ def make_eval_config(config: EvaluatorConfig, has_baseline: bool):
     metrics = [
         config_pb2.MetricConfig(class_name="ExampleCount"),
         accuracy,
-        config_pb2.MetricConfig(class_name="SparseCategoricalCrossentropy", config=json.dumps({"name": "loss"})),
-        config_pb2.MetricConfig(class_name="MultiClassConfusionMatrixPlot",
-                                config=json.dumps({"name": CONFUSION_MATRIX_PLOT_NAME})),
+        config_pb2.MetricConfig(
+            class_name="SparseCategoricalCrossentropy", config=json.dumps({"name": "loss"})
+        ),
+        config_pb2.MetricConfig(
+            class_name="MultiClassConfusionMatrixPlot",
+            config=json.dumps({"name": CONFUSION_MATRIX_PLOT_NAME}),
+        ),
     ]
     specs = [model_spec(CANDIDATE, False)] + ([model_spec(BASELINE, True)] if has_baseline else [])
     return config_pb2.EvalConfig(
@@ -55,22 +65,34 @@ def make_eval_config(config: EvaluatorConfig, has_baseline: bool):
         metrics_specs=[config_pb2.MetricsSpec(metrics=metrics)])
 
 
-def run_tfma(examples_file: Path, candidate_dir: Path, baseline_dir: Path | None, eval_config, output_path: Path,
-             beam_args: tuple[str, ...]) -> None:
+def run_tfma(
+    examples_file: Path,
+    candidate_dir: Path,
+    baseline_dir: Path | None,
+    eval_config,
+    output_path: Path,
+    beam_args: tuple[str, ...],
+) -> None:
     import apache_beam as beam
     import tensorflow_model_analysis as tfma
     from tfx_bsl.public import tfxio
 
     from library.beam_options import pipeline_options
 
-    models = [tfma.default_eval_shared_model(eval_saved_model_path=str(candidate_dir), eval_config=eval_config,
-                                             model_name=CANDIDATE)]
+    models = [
+        tfma.default_eval_shared_model(
+            eval_saved_model_path=str(candidate_dir), eval_config=eval_config, model_name=CANDIDATE
+        )
+    ]
     if baseline_dir is not None:
         models.append(tfma.default_eval_shared_model(eval_saved_model_path=str(baseline_dir),
                                                      eval_config=eval_config, model_name=BASELINE))
     # The raw serialized examples go to the model's tf.Example signature.
-    source = tfxio.TFExampleRecord(file_pattern=str(examples_file), raw_record_column_name=tfma.ARROW_INPUT_COLUMN,
-                                   telemetry_descriptors=["agnews_pipeline", "evaluator"])
+    source = tfxio.TFExampleRecord(
+        file_pattern=str(examples_file),
+        raw_record_column_name=tfma.ARROW_INPUT_COLUMN,
+        telemetry_descriptors=["agnews_pipeline", "evaluator"],
+    )
     with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline:
         _ = (pipeline
              | "ReadTestExamples" >> source.BeamSource()
@@ -107,7 +129,9 @@ def read_tfma_metrics(tfma_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
         for item in metrics_for_slice.metric_keys_and_values:
             if item.key.is_diff or not item.value.HasField("double_value"):
                 continue
-            values.setdefault((_model_name(item.key), name), {})[item.key.name] = item.value.double_value.value
+            values.setdefault((_model_name(item.key), name), {})[item.key.name] = (
+                item.value.double_value.value
+            )
     matrices: dict[tuple[str, str], np.ndarray] = {}
     for plots_for_slice in tfma.load_plots(str(tfma_dir)):
         name = _slice_name(plots_for_slice.slice_key)
@@ -118,7 +142,9 @@ def read_tfma_metrics(tfma_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
                 # One matrix per threshold; the default single threshold 0.0 means "predicted = argmax".
                 for entry in item.value.multi_class_confusion_matrix_at_thresholds.matrices[0].entries:
                     if 0 <= entry.actual_class_id < classes and 0 <= entry.predicted_class_id < classes:
-                        matrix[entry.actual_class_id, entry.predicted_class_id] += round(entry.num_weighted_examples)
+                        matrix[entry.actual_class_id, entry.predicted_class_id] += round(
+                            entry.num_weighted_examples
+                        )
                 matrices[(_model_name(item.key), name)] = matrix
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for (model_name, name), metric_values in values.items():
@@ -166,9 +192,12 @@ def blessing_from_validation(tfma_dir: Path, candidate: dict[str, Any], baseline
     accuracy = candidate["accuracy"]
     if validation.validation_ok:
         return True, f"accuracy {accuracy:.4f} >= min_accuracy {config.min_accuracy:.4f}"
-    problems = [f"{failure.metric_key.name} {failure.metric_value.double_value.value:.4f} is below min_accuracy "
-                f"{config.min_accuracy:.4f}"
-                for per_slice in validation.metric_validations_per_slice for failure in per_slice.failures]
+    problems = [
+        f"{failure.metric_key.name} {failure.metric_value.double_value.value:.4f} is below min_accuracy "
+        f"{config.min_accuracy:.4f}"
+        for per_slice in validation.metric_validations_per_slice
+        for failure in per_slice.failures
+    ]
     if validation.missing_slices or validation.missing_thresholds or not problems:
         problems.append("TFMA validation failed: " + " ".join(str(validation).split())[:500])
     return False, "; ".join(problems)

@@ -64,4 +64,3 @@ def plan_reuse(stream_sources: list[Source], previous: Artifact | None, config: 
         else:
             status[source.name] = "re-ingested" if earlier and earlier["sha256"] != sha256 else "ingested"
     return records, status
-

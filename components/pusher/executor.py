@@ -37,7 +37,9 @@ from library.layouts import existing_serving_model_dir, read_blessing, write_pus
 MAX_PUBLISH_ATTEMPTS = 100
 
 
-def run(inputs: dict[str, Artifact], output_dir: Path, config: PusherConfig, runtime: Runtime) -> dict[str, Artifact]:
+def run(
+    inputs: dict[str, Artifact], output_dir: Path, config: PusherConfig, runtime: Runtime
+) -> dict[str, Artifact]:
     if not config.serving_dir:
         raise ComponentError("pusher.serving_dir is empty; loading the configuration resolves it to a folder")
     blessing = read_blessing(inputs[BLESSING].uri)
@@ -56,7 +58,9 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: PusherConfig, run
             version, path = adopted
             runtime.log(f"pusher: version {version} at {path} already holds this model; adopting it")
         else:
-            version, path = publish_version(serving_model, serving_dir, model_fingerprint, runtime.stop_requested)
+            version, path = publish_version(
+                serving_model, serving_dir, model_fingerprint, runtime.stop_requested
+            )
             runtime.log(f"pusher: pushed version {version} to {path}")
         record = {"pushed": True, "version": version, "path": str(path), "adopted": adopted is not None,
                   "reason": f"blessed: {blessing.get('reason', '')}"}

@@ -5,14 +5,14 @@ val_loss (keeping the best epoch's weights), under the tf.distribute strategy th
 multi_worker_mirrored, on the workers of trainer.workers (library/multi_worker.py), every one of them running
 train(), the one training code path.
 With trainer.warm_start (default) and a blessed model in the store (the `base_model` input) whose architecture
-and hyperparameters are the ones trained now, training starts from its weights, the embedding rows carried over
-token by token (library/warm_start.py); --from-scratch turns it off for a run. A base that learned a span since
-corrected or held out gives way to its newest clean ancestor, or to no warm start (warm_start.clean_base); the
-model records the spans it was trained on (`training_spans`, and model/lineage.json over its bases too).
-With trainer.pretrained_embeddings the embedding starts from those vectors (library/embeddings.py), frozen,
-fine-tuned or unfrozen after N epochs (trainer.embeddings_trainable); their coverage of the vocabulary and of
-the train split's tokens is recorded, and the exported SavedModel holds the trained embedding (serving needs no
-vectors file).
+and hyperparameters are the ones trained now, training starts from its weights, the embedding rows carried
+over token by token (library/warm_start.py); --from-scratch turns it off for a run. A base that learned a span
+since corrected or held out gives way to its newest clean ancestor, or to no warm start
+(warm_start.clean_base); the model records the spans it was trained on (`training_spans`, and
+model/lineage.json over its bases too). With trainer.pretrained_embeddings the embedding starts from those
+vectors (library/embeddings.py), frozen, fine-tuned or unfrozen after N epochs (trainer.embeddings_trainable);
+their coverage of the vocabulary and of the train split's tokens is recorded, and the exported SavedModel
+holds the trained embedding (serving needs no vectors file).
 
 Outputs, under output_dir:
   model/      keras/model.keras (Keras 3), hyperparameters.json (the best_hyperparameters.json trained),
@@ -37,7 +37,14 @@ if TYPE_CHECKING:  # for annotations; run() imports TensorFlow when it runs
 from components.trainer.spec import BASE_MODEL_INPUT
 from contract.artifacts import Artifact, ComponentError, Runtime
 from contract.config import TrainerConfig
-from contract.names import BEST_HYPERPARAMETERS, EXAMPLES, MODEL, MODEL_RUN, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
+from contract.names import (
+    BEST_HYPERPARAMETERS,
+    EXAMPLES,
+    MODEL,
+    MODEL_RUN,
+    TRANSFORM_GRAPH,
+    TRANSFORMED_EXAMPLES,
+)
 from library import embeddings, warm_start
 from library.layouts import (
     ModelInputSpec,
@@ -65,8 +72,8 @@ EVAL_BATCH_SIZE = 256
 
 
 def _throughput_callback(examples_per_epoch: int):
-    """A Keras callback measuring training examples per second of each epoch (from the epoch's start to its last
-    training batch) and the batches it trained on into its `per_epoch` list."""
+    """A Keras callback measuring training examples per second of each epoch (from the epoch's start to its
+    last training batch) and the batches it trained on into its `per_epoch` list."""
     import keras
 
     class Throughput(keras.callbacks.Callback):
@@ -84,8 +91,13 @@ def _throughput_callback(examples_per_epoch: int):
 
         def on_epoch_end(self, epoch, logs=None):
             seconds = max(self._last_batch - self._start, 1e-9)
-            self.per_epoch.append({"train_seconds": seconds, "examples_per_second": examples_per_epoch / seconds,
-                                   "batches": self._batches})
+            self.per_epoch.append(
+                {
+                    "train_seconds": seconds,
+                    "examples_per_second": examples_per_epoch / seconds,
+                    "batches": self._batches,
+                }
+            )
 
     return Throughput()
 
@@ -140,9 +152,16 @@ def external_fingerprint(config: TrainerConfig) -> str | None:
     return embeddings.external_fingerprint(config.pretrained_embeddings)
 
 
-def _pretrained(config: TrainerConfig, transform_graph_dir: Path, model_input: ModelInputSpec,
-                examples_dir: Path, seed: int, log: Callable[[str], None]) -> tuple[embeddings.Pretrained, dict[str, Any]]:
-    """The aligned vectors and their coverage facts; coverage below the threshold is logged as a loud warning."""
+def _pretrained(
+    config: TrainerConfig,
+    transform_graph_dir: Path,
+    model_input: ModelInputSpec,
+    examples_dir: Path,
+    seed: int,
+    log: Callable[[str], None],
+) -> tuple[embeddings.Pretrained, dict[str, Any]]:
+    """The aligned vectors and their coverage facts; coverage below the threshold is logged as a loud
+    warning."""
     from library.dataset import token_id_counts
     pretrained = embeddings.prepare(config.pretrained_embeddings, transform_graph_dir, model_input, seed)
     counts = token_id_counts(examples_dir, "train", model_input.embedding_input_dim)
@@ -150,9 +169,11 @@ def _pretrained(config: TrainerConfig, transform_graph_dir: Path, model_input: M
     low = token_coverage < config.min_embedding_coverage
     facts = {**pretrained.properties(), "embeddings_token_coverage": round(token_coverage, 6),
              "embeddings_low_coverage": low}
-    log(f"trainer: pretrained vectors {pretrained.path} ({pretrained.words:,} words x "
-                f"{pretrained.alignment.dimension}, fingerprint {pretrained.fingerprint[:12]}): "
-                f"{pretrained.alignment.vocab_coverage:.1%} of vocabulary ids, {token_coverage:.1%} of train tokens")
+    log(
+        f"trainer: pretrained vectors {pretrained.path} ({pretrained.words:,} words x "
+        f"{pretrained.alignment.dimension}, fingerprint {pretrained.fingerprint[:12]}): "
+        f"{pretrained.alignment.vocab_coverage:.1%} of vocabulary ids, {token_coverage:.1%} of train tokens"
+    )
     if low:
         log(f"WARNING: {'!' * 60}\nWARNING: the vectors cover only {token_coverage:.1%} of the train "
                     f"split's tokens (threshold {config.min_embedding_coverage:.0%}): most words start from "
@@ -172,15 +193,18 @@ def _warm_start(model, base_model_dir: Path | None, base_model_label: str, archi
         return {"warm_start": f"none ({base_model_label}: {why})"}
     tokens = warm_start.read_vocabulary(vocabulary_file(transform_graph_dir, model_input))
     rows = warm_start.carry_weights(model, base, tokens, model_input)
-    log(f"trainer: warm start from {base_model_label}: {rows['rows_carried']:,} of {len(tokens):,} vocabulary rows "
-        f"carried over by token, {rows['rows_new']:,} new tokens start fresh")
+    log(
+        f"trainer: warm start from {base_model_label}: {rows['rows_carried']:,} of {len(tokens):,} "
+        "vocabulary rows "
+        f"carried over by token, {rows['rows_new']:,} new tokens start fresh"
+    )
     return {"warm_start": f"from {base_model_label}", "warm_start_from": base_model_label,
             "warm_start_rows_carried": rows["rows_carried"], "warm_start_rows_new": rows["rows_new"]}
 
 
 def _steps_per_epoch(train_examples: int, batch_size: int, max_rows: int, workers: int) -> int | None:
-    """Batches each worker trains on in one epoch when an epoch is capped at max_rows rows (None: the whole split;
-    each worker's share of the batches)."""
+    """Batches each worker trains on in one epoch when an epoch is capped at max_rows rows (None: the whole
+    split; each worker's share of the batches)."""
     if not max_rows or train_examples <= max_rows:
         return None
     return math.ceil(max_rows / (batch_size * workers))
@@ -188,26 +212,45 @@ def _steps_per_epoch(train_examples: int, batch_size: int, max_rows: int, worker
 
 def _fit(model, train, evaluation, patience: int, callbacks: list, epochs: int, initial_epoch: int = 0,
          steps_per_epoch: int | None = None) -> dict[str, list[float]]:
-    """steps_per_epoch: each epoch trains on that many batches of an endless repetition of the train batches, so
-    the next epoch goes on where this one stopped (Keras keeps the iterator when steps_per_epoch is set)."""
+    """steps_per_epoch: each epoch trains on that many batches of an endless repetition of the train batches,
+    so the next epoch goes on where this one stopped (Keras keeps the iterator when steps_per_epoch is
+    set)."""
     import keras
-    early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=patience, restore_best_weights=True
+    )
     batches = train.dataset.repeat() if steps_per_epoch else train.dataset
-    history = model.fit(_distributable(batches), validation_data=_distributable(evaluation.dataset),
-                        epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch, verbose=2,
-                        shuffle=False,  # tf.data already shuffles
-                        callbacks=[early_stopping, *callbacks])
+    history = model.fit(
+        _distributable(batches),
+        validation_data=_distributable(evaluation.dataset),
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch,
+        verbose=2,
+        shuffle=False,  # tf.data already shuffles
+        callbacks=[early_stopping, *callbacks],
+    )
     return history.history
 
 
-def train(examples_dir: Path, transform_graph_dir: Path, chosen: dict[str, Any], output_dir: Path | None,
-          config: TrainerConfig, seed: int, log: Callable[[str], None], strategy, base_model_dir: Path | None = None,
-          base_model_label: str = "") -> Any:
+def train(
+    examples_dir: Path,
+    transform_graph_dir: Path,
+    chosen: dict[str, Any],
+    output_dir: Path | None,
+    config: TrainerConfig,
+    seed: int,
+    log: Callable[[str], None],
+    strategy,
+    base_model_dir: Path | None = None,
+    base_model_label: str = "",
+) -> Any:
     """The one training code path, in the pipeline process or on each worker of a multi-worker job: builds the
     chosen model under `strategy` (starting from the model in base_model_dir when it matches: a warm start),
-    fits it and writes under output_dir: model/ (the Keras model, the trained hyperparameters, model_input.json)
-    and model_run/ (history.json, TensorBoard logs). output_dir None: a non-chief worker, which trains its share
-    and writes nothing. Returns the trained model (None without output_dir)."""
+    fits it and writes under output_dir: model/ (the Keras model, the trained hyperparameters,
+    model_input.json) and model_run/ (history.json, TensorBoard logs). output_dir None: a non-chief worker,
+    which trains its share and writes nothing. Returns the trained model (None without output_dir)."""
     import keras
 
     from library.dataset import bucketed_batches, padding_ratio
@@ -269,7 +312,9 @@ def _embedding_plan(chosen: dict[str, Any], config: TrainerConfig, transform_gra
     pretrained, embedding_facts, frozen_epochs = None, {}, 0
     chosen_values = dict(chosen["values"])
     if config.pretrained_embeddings:
-        pretrained, embedding_facts = _pretrained(config, transform_graph_dir, model_input, examples_dir, seed, log)
+        pretrained, embedding_facts = _pretrained(
+            config, transform_graph_dir, model_input, examples_dir, seed, log
+        )
         embeddings.check_fixed_dimension(chosen_values, pretrained.alignment.dimension, pretrained.path)
         # trainer.embeddings_trainable overrides the tuner's choice: the number of epochs to keep the
         # vectors frozen (0: fine-tuned throughout, >= epochs: frozen throughout).
@@ -301,10 +346,20 @@ def _build(architecture: str, hp, values: dict[str, Any], model_input, pretraine
     warm_facts = {"warm_start": "off (trainer.warm_start is false)"} if not config.warm_start else {
         "warm_start": f"none ({base_model_label or 'no blessed model yet'})"}
     with strategy.scope():
-        model = build_model(architecture, hp, model_input, pretrained.alignment.matrix if pretrained else None)
+        model = build_model(
+            architecture, hp, model_input, pretrained.alignment.matrix if pretrained else None
+        )
         if base_model_dir is not None:
-            warm_facts = _warm_start(model, base_model_dir, base_model_label or str(base_model_dir), architecture,
-                                     values, transform_graph_dir, model_input, log)
+            warm_facts = _warm_start(
+                model,
+                base_model_dir,
+                base_model_label or str(base_model_dir),
+                architecture,
+                values,
+                transform_graph_dir,
+                model_input,
+                log,
+            )
     return model, warm_facts
 
 
@@ -357,7 +412,9 @@ def _write_model(model, output_dir: Path, history: dict, per_epoch: list[dict], 
     model.save(keras_model_file(Path(output_dir) / MODEL))
 
 
-def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, runtime: Runtime) -> dict[str, Artifact]:
+def run(
+    inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, runtime: Runtime
+) -> dict[str, Artifact]:
     import keras  # heavy libraries are imported in run(), not at the top (see contract/artifacts.py)
     examples_dir = Path(inputs[TRANSFORMED_EXAMPLES].uri)
     transform_graph_dir = Path(inputs[TRANSFORM_GRAPH].uri)
@@ -372,8 +429,10 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
         # The strategy needs a process whose TensorFlow has not started yet: the chief trains in a child.
         from library import multi_worker
         if runtime.pipeline_root is None:
-            raise ComponentError("trainer.strategy multi_worker_mirrored runs through the pipeline runner, which "
-                                 "names the pipeline root the workers share")
+            raise ComponentError(
+                "trainer.strategy multi_worker_mirrored runs through the pipeline runner, which "
+                "names the pipeline root the workers share"
+            )
         job = {"workers": list(config.workers), "worker_timeout": config.worker_timeout, "seed": runtime.seed,
                "trainer": dataclasses.asdict(config), "hyperparameters": chosen,
                "examples_dir": str(examples_dir), "transform_graph_dir": str(transform_graph_dir),
@@ -382,8 +441,18 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
         multi_worker.train_on_workers(job, runtime.pipeline_root, runtime.log)
         model = keras.saving.load_model(keras_model_file(model_dir))
     else:
-        model = train(examples_dir, transform_graph_dir, chosen, Path(output_dir), config, runtime.seed, runtime.log,
-                      _strategy(config.strategy), base_dir, base_label)
+        model = train(
+            examples_dir,
+            transform_graph_dir,
+            chosen,
+            Path(output_dir),
+            config,
+            runtime.seed,
+            runtime.log,
+            _strategy(config.strategy),
+            base_dir,
+            base_label,
+        )
 
     from library import export  # imported here: it loads TensorFlow Transform, which only export needs
     export.export_serving_model(model, transform_graph_dir, serving_model_dir(model_dir),
@@ -394,23 +463,49 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
     from library.dataset import predicted_class_counts
     predicted = predicted_class_counts(model, examples_dir, "eval", EVAL_BATCH_SIZE) if spans else None
     parameters = int(model.count_params())
-    runtime.log(f"trainer: {history['epochs_trained']} epoch(s), best epoch {history['best_epoch']}: val_loss "
-                f"{history['val_loss']:.4f}, val_accuracy {history['val_accuracy']:.4f}; {parameters:,} parameters")
+    runtime.log(
+        f"trainer: {history['epochs_trained']} epoch(s), best epoch {history['best_epoch']}: val_loss "
+        f"{history['val_loss']:.4f}, val_accuracy {history['val_accuracy']:.4f}; {parameters:,} parameters"
+    )
     return {
-        MODEL: Artifact(MODEL, model_dir, {
-            "architecture": chosen["architecture"], "epochs_trained": history["epochs_trained"],
-            "best_epoch": history["best_epoch"], "val_accuracy": history["val_accuracy"],
-            "val_loss": history["val_loss"], "parameters": parameters, **model_facts,
-            # The search its hyperparameters came from (one search per drift episode: is its model served?).
-            "tuned_from": inputs[BEST_HYPERPARAMETERS].properties.get("tuned_from"),
-            # What it was trained on (a stream's window: span name -> SHA-256): a backfill is judged by it.
-            **({"training_spans": spans} if spans else {}),
-            # Its predicted-class mix on its window's held-out rows: validate's reference for the label-free
-            # shift of the served model's predictions on a new span, computed once here.
-            **({"eval_predicted_classes": predicted} if predicted else {})}),
-        MODEL_RUN: Artifact(MODEL_RUN, run_dir, {
-            k: history[k] for k in ("epochs_trained", "best_epoch", "val_loss", "val_accuracy", "stopped_early",
-                                    "mean_examples_per_second", "padding_ratio")}),
+        MODEL: Artifact(
+            MODEL,
+            model_dir,
+            {
+                "architecture": chosen["architecture"],
+                "epochs_trained": history["epochs_trained"],
+                "best_epoch": history["best_epoch"],
+                "val_accuracy": history["val_accuracy"],
+                "val_loss": history["val_loss"],
+                "parameters": parameters,
+                **model_facts,
+                # The search its hyperparameters came from (one search per drift episode: is its model
+                # served?).
+                "tuned_from": inputs[BEST_HYPERPARAMETERS].properties.get("tuned_from"),
+                # What it was trained on (a stream's window: span name -> SHA-256): a backfill is judged by
+                # it.
+                **({"training_spans": spans} if spans else {}),
+                # Its predicted-class mix on its window's held-out rows: validate's reference for the
+                # label-free shift of the served model's predictions on a new span, computed once here.
+                **({"eval_predicted_classes": predicted} if predicted else {}),
+            },
+        ),
+        MODEL_RUN: Artifact(
+            MODEL_RUN,
+            run_dir,
+            {
+                k: history[k]
+                for k in (
+                    "epochs_trained",
+                    "best_epoch",
+                    "val_loss",
+                    "val_accuracy",
+                    "stopped_early",
+                    "mean_examples_per_second",
+                    "padding_ratio",
+                )
+            },
+        ),
     }
 
 
@@ -430,12 +525,16 @@ def _clean_base(base_dir: Path | None, spans: dict[str, str], held_out: set[str]
     if why is None:
         return base_dir, _label(base_dir, runtime)
     if chosen is None:
-        reason = (f"{_label(base_dir, runtime)}: {why}, and no model it was warm-started from learned from valid "
-                  "spans only")
+        reason = (
+            f"{_label(base_dir, runtime)}: {why}, and no model it was warm-started from learned from valid "
+            "spans only"
+        )
         runtime.log(f"trainer: no warm start from {reason}; training from scratch")
         return None, reason
-    runtime.log(f"trainer: not warm-starting from {_label(base_dir, runtime)}: {why}; starting from its newest "
-                f"clean ancestor {_label(chosen, runtime)} instead")
+    runtime.log(
+        f"trainer: not warm-starting from {_label(base_dir, runtime)}: {why}; starting from its newest "
+        f"clean ancestor {_label(chosen, runtime)} instead"
+    )
     return chosen, _label(chosen, runtime)
 
 

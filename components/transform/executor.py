@@ -10,13 +10,13 @@ Outputs:
                          model_input.json (library.layouts.ModelInputSpec: what the trainer needs to size the
                          model)
   transformed_examples/  <split>/bucket_<upper>/part-SSSSS-of-NNNNN.tfrecord.gz, tf.Examples with token_ids
-                         (VarLen int64), length (int64), label (int64), bucket_<upper> holding lengths from the
-                         previous bucket's upper + 1 to upper inclusive (empty buckets are absent);
+                         (VarLen int64), length (int64), label (int64), bucket_<upper> holding lengths from
+                         the previous bucket's upper + 1 to upper inclusive (empty buckets are absent);
                          buckets.json: per split and bucket, examples, tokens and padding at batch size 64.
 
-Both outputs are byte-reproducible: the same examples and config give the same files, whichever runner, process
-or folder ran the transform (library/tfrecord_io.py, library/reproducible_saved_model.py). File and folder
-names come from library/layouts.py.
+Both outputs are byte-reproducible: the same examples and config give the same files, whichever runner,
+process or folder ran the transform (library/tfrecord_io.py, library/reproducible_saved_model.py). File and
+folder names come from library/layouts.py.
 """
 from __future__ import annotations
 
@@ -65,8 +65,10 @@ PADDING_BATCH_SIZE = 64
 PADDING_ORDER = (
     "each split's examples ordered by the SHA-256 of their token ids and label (a fixed pseudo-random "
     "shuffle); bucketed: every bucket's examples in that order cut into batches, each padded to its longest "
-    "sequence; unbucketed: the whole split in that order cut into batches, each padded to its longest sequence; "
-    "a last partial batch counts as a batch")
+    "sequence; unbucketed: the whole split in that order cut into batches, each padded to its longest "
+    "sequence; "
+    "a last partial batch counts as a batch"
+)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -82,7 +84,11 @@ def make_preprocessing_fn(config: TransformConfig) -> Callable[[dict[str, Any]],
         from library import text
         tokens = text.text_to_tokens(inputs, config.text_features, config.max_length)
         vocabulary_ids = tft.compute_and_apply_vocabulary(
-            tokens, top_k=config.vocab_size, num_oov_buckets=config.num_oov_buckets, vocab_filename=VOCAB_FILENAME)
+            tokens,
+            top_k=config.vocab_size,
+            num_oov_buckets=config.num_oov_buckets,
+            vocab_filename=VOCAB_FILENAME,
+        )
         # Shift every id by one so that PADDING_ID (0) never stands for a real token (mask_zero downstream).
         token_ids = vocabulary_ids + 1
         return {
@@ -115,14 +121,22 @@ def load_raw_schema(schema_uri: Path) -> schema_pb2.Schema:
     for name, expected_type in RAW_FEATURE_TYPES.items():
         feature = features.get(name)
         if feature is None:
-            raise ComponentError(f"{path} has no feature {name!r}; the transform needs {sorted(RAW_FEATURE_TYPES)}")
+            raise ComponentError(
+                f"{path} has no feature {name!r}; the transform needs {sorted(RAW_FEATURE_TYPES)}"
+            )
         if feature.type != expected_type:
             raise ComponentError(f"{path}: feature {name!r} must be of type "
                                  f"{schema_pb2.FeatureType.Name(expected_type)}, "
                                  f"got {schema_pb2.FeatureType.Name(feature.type)}")
         dims = [dim.size for dim in feature.shape.dim]
-        single_value = (dims in ([], [1])) if feature.HasField("shape") else (
-            not feature.HasField("value_count") or (feature.value_count.min, feature.value_count.max) == (1, 1))
+        single_value = (
+            (dims in ([], [1]))
+            if feature.HasField("shape")
+            else (
+                not feature.HasField("value_count")
+                or (feature.value_count.min, feature.value_count.max) == (1, 1)
+            )
+        )
         if not single_value:
             raise ComponentError(f"{path}: feature {name!r} must hold exactly one value per example")
         feature.ClearField("value_count")
@@ -178,7 +192,9 @@ def padding_report(keyed_lengths: Iterable[tuple[str, int]], upper_bounds: Seque
     }
 
 
-def _bucket_folder_and_record(encoded: tuple[int, str, bytes], upper_bounds: Sequence[int]) -> tuple[str, bytes]:
+def _bucket_folder_and_record(
+    encoded: tuple[int, str, bytes], upper_bounds: Sequence[int]
+) -> tuple[str, bytes]:
     return bucket_of(encoded[0], upper_bounds), encoded[2]
 
 
@@ -205,12 +221,15 @@ def _write_bucketed(instances, split: str, split_folder: Path, report_path: Path
     _ = (keyed
          | f"ByBucket[{split}]" >> beam.Map(_bucket_folder_and_record, upper_bounds)
          | f"WriteBuckets[{split}]" >> WriteDeterministicTFRecords(str(split_folder)))
-    _ = (keyed
-         | f"OrderKeyAndLength[{split}]" >> beam.Map(lambda encoded: (encoded[1], encoded[0]))
-         | f"AllLengths[{split}]" >> beam.combiners.ToList()
-         | f"PaddingReport[{split}]" >> beam.Map(padding_report, upper_bounds)
-         | f"ToJson[{split}]" >> beam.Map(json.dumps)
-         | f"WriteReport[{split}]" >> beam.io.WriteToText(str(report_path), num_shards=1, shard_name_template=""))
+    _ = (
+        keyed
+        | f"OrderKeyAndLength[{split}]" >> beam.Map(lambda encoded: (encoded[1], encoded[0]))
+        | f"AllLengths[{split}]" >> beam.combiners.ToList()
+        | f"PaddingReport[{split}]" >> beam.Map(padding_report, upper_bounds)
+        | f"ToJson[{split}]" >> beam.Map(json.dumps)
+        | f"WriteReport[{split}]"
+        >> beam.io.WriteToText(str(report_path), num_shards=1, shard_name_template="")
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -298,8 +317,11 @@ def _transform_with_beam(config: TransformConfig, raw_schema, patterns: dict[str
             raw = {split: pipeline | f"Read{split}" >> sources[split].BeamSource() for split in SPLITS}
             # Analyze on train only, so eval/test words unseen in train are out-of-vocabulary, as at serving.
             (train_transformed, transformed_metadata), transform_fn = (
-                (raw["train"], sources["train"].TensorAdapterConfig())
-                | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(make_preprocessing_fn(config)))
+                raw["train"],
+                sources["train"].TensorAdapterConfig(),
+            ) | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(
+                make_preprocessing_fn(config)
+            )
             transformed = {"train": train_transformed}
             for split in SPLITS[1:]:
                 transformed[split], _ = (
@@ -308,8 +330,14 @@ def _transform_with_beam(config: TransformConfig, raw_schema, patterns: dict[str
             _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(graph_dir))
             coder = tft.coders.ExampleProtoCoder(transformed_metadata.schema, serialized=False)
             for split in SPLITS:
-                _write_bucketed(transformed[split], split, split_dir(examples_dir, split), report_paths[split], coder,
-                                upper_bounds)
+                _write_bucketed(
+                    transformed[split],
+                    split,
+                    split_dir(examples_dir, split),
+                    report_paths[split],
+                    coder,
+                    upper_bounds,
+                )
 
 
 def _model_input(config: TransformConfig, vocab_size: int, upper_bounds: list[int]) -> ModelInputSpec:
@@ -331,15 +359,26 @@ def _artifacts(graph_dir: Path, examples_dir: Path, model_input: ModelInputSpec,
                reports: dict[str, Any]) -> dict[str, Artifact]:
     """The transform_graph and transformed_examples artifacts with their properties (rows, padding ratios)."""
     return {
-        TRANSFORM_GRAPH: Artifact(TRANSFORM_GRAPH, graph_dir, {
-            "vocab_size": model_input.vocab_size, "embedding_input_dim": model_input.embedding_input_dim}),
-        TRANSFORMED_EXAMPLES: Artifact(TRANSFORMED_EXAMPLES, examples_dir, {
-            "rows": {split: reports[split]["examples"] for split in SPLITS},
-            "train_bucket_examples": {name: bucket["examples"]
-                                      for name, bucket in reports["train"]["buckets"].items()},
-            "padding_batch_size": PADDING_BATCH_SIZE,
-            "padding_ratio_bucketed": {split: reports[split]["bucketed"]["padding_ratio"] for split in SPLITS},
-            "padding_ratio_unbucketed": {split: reports[split]["unbucketed"]["padding_ratio"] for split in SPLITS},
-        }),
+        TRANSFORM_GRAPH: Artifact(
+            TRANSFORM_GRAPH,
+            graph_dir,
+            {"vocab_size": model_input.vocab_size, "embedding_input_dim": model_input.embedding_input_dim},
+        ),
+        TRANSFORMED_EXAMPLES: Artifact(
+            TRANSFORMED_EXAMPLES,
+            examples_dir,
+            {
+                "rows": {split: reports[split]["examples"] for split in SPLITS},
+                "train_bucket_examples": {
+                    name: bucket["examples"] for name, bucket in reports["train"]["buckets"].items()
+                },
+                "padding_batch_size": PADDING_BATCH_SIZE,
+                "padding_ratio_bucketed": {
+                    split: reports[split]["bucketed"]["padding_ratio"] for split in SPLITS
+                },
+                "padding_ratio_unbucketed": {
+                    split: reports[split]["unbucketed"]["padding_ratio"] for split in SPLITS
+                },
+            },
+        ),
     }
-

@@ -2,18 +2,21 @@
 
 Trains each trial on the train split (a seeded subsample of at most train_subsample_rows) and scores it on the
 eval split (a seeded subsample of at most as many rows); the test split is never read. The trials share the
-examples, cached in memory, so a search reads the files once. With `enabled: false` (--no-tune) it searches nothing and outputs the architecture's
-defaults (with any fixed_hyperparameters applied), so the trainer always takes the same path. With pretrained
-vectors (trainer.pretrained_embeddings) every trial starts from them, embedding_dim is the file's, and whether
-they are fine-tuned and the dropout on the embedding output are searched (library/models.py).
+examples, cached in memory, so a search reads the files once. With `enabled: false` (--no-tune) it searches
+nothing and outputs the architecture's defaults (with any fixed_hyperparameters applied), so the trainer
+always takes the same path. With pretrained vectors (trainer.pretrained_embeddings) every trial starts from
+them, embedding_dim is the file's, and whether they are fine-tuned and the dropout on the embedding output are
+searched (library/models.py).
 
 Outputs, under output_dir:
-  best_hyperparameters/  best_hyperparameters.json {"architecture", "values", "tuned", "objective", "best_score"},
+  best_hyperparameters/  best_hyperparameters.json {"architecture", "values", "tuned", "objective",
+  "best_score"},
                          trials.csv and trials.md (every trial: id, status, score, epochs, hyperparameters)
   tensorboard/           TensorBoard logs per trial (<trial_id>/execution0/): its curves and, in the HParams
                          plugin's format, its hyperparameters, so `tensorboard --logdir <run>/tuner` shows the
                          trials side by side in the HParams view
-  tuner_state/           KerasTuner's oracle and trial files. The search runs with overwrite=False, so when the
+  tuner_state/           KerasTuner's oracle and trial files. The search runs with overwrite=False, so when
+  the
                          runner hands the same output_dir back after an interruption, finished trials are kept
                          and the search continues where it stopped.
 
@@ -90,21 +93,27 @@ def _search_model(architecture: str, model_input: ModelInputSpec, examples_dir: 
         progress = None
 
         def build(self, hp):
-            # KerasTuner clears the Keras session before each trial; re-seeding gives every trial the same start.
+            # KerasTuner clears the Keras session before each trial; re-seeding gives every trial the same
+            # start.
             keras.utils.set_random_seed(seed)
             return build_model(architecture, hp, model_input, embedding_matrix)
 
         def fit(self, hp, model, *args, **kwargs):
             batches = bucketed_batches(examples_dir, "train", hp.get("batch_size"), shuffle=True, seed=seed,
                                        examples=train)
-            scored = bucketed_batches(examples_dir, "eval", EVAL_BATCH_SIZE, shuffle=False, examples=evaluation)
+            scored = bucketed_batches(
+                examples_dir, "eval", EVAL_BATCH_SIZE, shuffle=False, examples=evaluation
+            )
             started = time.monotonic()
             history = model.fit(batches.dataset, validation_data=scored.dataset, shuffle=False, **kwargs)
             if self.progress is not None:  # trials vary in epochs (Hyperband): the ETA is rough
                 self.trials_done += 1
-                self.log(f"tuner: trial {self.trials_done} ({len(history.history.get('loss', []))} epoch(s) x "
-                         f"{batches.num_examples:,} rows) in {format_duration(time.monotonic() - started)}; trials "
-                         f"{self.progress.line(self.trials_done)} (rough)")
+                self.log(
+                    f"tuner: trial {self.trials_done} ({len(history.history.get('loss', []))} epoch(s) x "
+                    f"{batches.num_examples:,} rows) in {format_duration(time.monotonic() - started)}; "
+                    "trials "
+                    f"{self.progress.line(self.trials_done)} (rough)"
+                )
             return history
 
         def track(self, max_trials: int, log) -> None:
@@ -119,8 +128,9 @@ def _objective(name: str) -> keras_tuner.Objective:
     return keras_tuner.Objective(name, direction="min" if name == "val_loss" else "max")
 
 
-def _make_tuner(config: TunerConfig, hypermodel: keras_tuner.HyperModel, fixed: dict[str, Any], state_dir: Path,
-                seed: int) -> keras_tuner.Tuner:
+def _make_tuner(
+    config: TunerConfig, hypermodel: keras_tuner.HyperModel, fixed: dict[str, Any], state_dir: Path, seed: int
+) -> keras_tuner.Tuner:
     import keras_tuner
     common = dict(hypermodel=hypermodel, objective=_objective(config.objective),
                   # Fixed values are registered up front, so the oracle never varies them.
@@ -180,7 +190,9 @@ def _write_trials(out: Path, rows: list[dict[str, Any]], architecture: str, head
         lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         for row in rows:
             marker = " (best)" if row["trial_id"] == best_id else ""
-            lines.append("| " + " | ".join(cell(row[c]) + (marker if c == "trial_id" else "") for c in columns) + " |")
+            lines.append(
+                "| " + " | ".join(cell(row[c]) + (marker if c == "trial_id" else "") for c in columns) + " |"
+            )
     else:
         lines.append("No trials: the search was disabled (--no-tune); the architecture's defaults were used.")
     (out / TRIALS_MARKDOWN_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -200,8 +212,8 @@ def _vectors_fingerprint(path: str, size: int, modified_ns: int) -> str | None:
 
 def search_fingerprint(config: TunerConfig) -> str:
     """What a search explores and how: the architecture and its search space as the registry defines it
-    (library/models.py), the fixed values, the pretrained vectors' content, the algorithm, budget and objective.
-    Hyperparameters are only reused by a run whose search fingerprint is theirs. Loads no Keras."""
+    (library/models.py), the fixed values, the pretrained vectors' content, the algorithm, budget and
+    objective. Hyperparameters are only reused by a run whose search fingerprint is theirs. Loads no Keras."""
     vectors = None
     if config.pretrained_embeddings:
         stat = os.stat(embeddings.check_vectors_file(config.pretrained_embeddings))
@@ -225,8 +237,16 @@ def _reuse(previous: Artifact, out: Path, decision: Decision, runtime: Runtime,
         if (source / name).is_file():
             shutil.copyfile(source / name, out / name)
     runtime.log(f"tuner: {decision.detail}: {result['values']}")
-    kept = ("architecture", "objective", "best_score", "best_trial", "values", "search_fingerprint", "tuned_from",
-            "tuned_at")
+    kept = (
+        "architecture",
+        "objective",
+        "best_score",
+        "best_trial",
+        "values",
+        "search_fingerprint",
+        "tuned_from",
+        "tuned_at",
+    )
     return {BEST_HYPERPARAMETERS: Artifact(BEST_HYPERPARAMETERS, out, {
         **{k: v for k, v in previous.properties.items() if k in kept or k.startswith("embeddings_")},
         "tuned": True, "reused": True, "retune": decision.detail, "trials": 0, "completed_trials": 0,
@@ -247,7 +267,9 @@ def external_fingerprint(config: TunerConfig) -> str | None:
     return embeddings.external_fingerprint(config.pretrained_embeddings)
 
 
-def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runtime: Runtime) -> dict[str, Artifact]:
+def run(
+    inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runtime: Runtime
+) -> dict[str, Artifact]:
     out = Path(output_dir) / BEST_HYPERPARAMETERS
     out.mkdir(parents=True, exist_ok=True)
     decision = retune_decision(inputs, config)
@@ -284,8 +306,8 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
     write_best_hyperparameters(out, result)
     _write_trials(out, rows, architecture, heading, best_id, pretrained is not None)
     completed = sum(1 for r in rows if r["status"] == "COMPLETED")
-    # Where and when this search ran: what a later reuse names and how old the policy finds it (kept out of the
-    # files, so the same search gives the same bytes).
+    # Where and when this search ran: what a later reuse names and how old the policy finds it (kept out of
+    # the files, so the same search gives the same bytes).
     searched = {"tuned_from": runtime.run_id, "tuned_at": time.time(), "runs_since_search": 0} \
         if config.enabled else {}
     return {BEST_HYPERPARAMETERS: Artifact(BEST_HYPERPARAMETERS, out, {
@@ -302,9 +324,13 @@ def _pretrained_and_fixed(config: TunerConfig, transform_graph_dir: Path, model_
     against each other."""
     pretrained = None
     if config.pretrained_embeddings:
-        pretrained = embeddings.prepare(config.pretrained_embeddings, transform_graph_dir, model_input, runtime.seed)
-        runtime.log(f"tuner: pretrained vectors {pretrained.path} ({pretrained.alignment.dimension} dimensions), "
-                    f"{pretrained.alignment.vocab_coverage:.1%} of the vocabulary covered")
+        pretrained = embeddings.prepare(
+            config.pretrained_embeddings, transform_graph_dir, model_input, runtime.seed
+        )
+        runtime.log(
+            f"tuner: pretrained vectors {pretrained.path} ({pretrained.alignment.dimension} dimensions), "
+            f"{pretrained.alignment.vocab_coverage:.1%} of the vocabulary covered"
+        )
     try:
         fixed = parse_fixed_hyperparameters(config.architecture, config.fixed_hyperparameters,
                                             pretrained is not None)
@@ -329,17 +355,21 @@ def _search(config: TunerConfig, model_input, examples_dir: Path, fixed: dict[st
         runtime.log(f"tuner: resuming the search kept in {state_dir}; finished trials are not rerun")
     # Trials train on at most train_subsample_rows train rows and are scored on at most as many eval rows
     # (seeded subsets with each split's length distribution): at 1.2M rows, 20,000 of the 59,716 eval rows.
-    train = bucket_examples(examples_dir, "train", max_examples=config.train_subsample_rows, seed=runtime.seed)
+    train = bucket_examples(
+        examples_dir, "train", max_examples=config.train_subsample_rows, seed=runtime.seed
+    )
     evaluation = bucket_examples(examples_dir, "eval", max_examples=config.train_subsample_rows,
                                  seed=runtime.seed)
     hypermodel = _search_model(architecture, model_input, examples_dir, train, evaluation, runtime.seed,
                                pretrained.alignment.matrix if pretrained else None)
     try:
         tuner = _make_tuner(config, hypermodel, fixed, state_dir, runtime.seed)
-        runtime.log(f"tuner: plan: {config.algorithm} search, up to {config.max_trials} trials x up to "
-                    f"{config.max_epochs} epochs on {train.num_examples:,} of {train.available:,} train rows, "
-                    f"scored on {evaluation.num_examples:,} of {evaluation.available:,} eval rows; an ETA "
-                    f"follows each trial")
+        runtime.log(
+            f"tuner: plan: {config.algorithm} search, up to {config.max_trials} trials x up to "
+            f"{config.max_epochs} epochs on {train.num_examples:,} of {train.available:,} train rows, "
+            f"scored on {evaluation.num_examples:,} of {evaluation.available:,} eval rows; an ETA "
+            f"follows each trial"
+        )
         hypermodel.track(config.max_trials, runtime.log)
         # KerasTuner gives a TensorBoard callback a folder per trial and adds the HParams plugin's callback.
         logs = keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(output_dir)))

@@ -4,8 +4,8 @@ its data quality (library/drift.py), and which spans are refused.
 The new spans are those ingest read in this run (ingested or re-ingested: a late span is checked too) and the
 newest span of the window. Each is compared with the training window of the served model (reference.py: its
 spans' cached profiles, its vocabulary and its predicted-class mix). Before a model is served, each is
-compared with the window's spans that are not new, and in a first run (every span new) only the newest span's drift is
-measured, against the rest. The data quality of every new span is checked in any run.
+compared with the window's spans that are not new, and in a first run (every span new) only the newest span's
+drift is measured, against the rest. The data quality of every new span is checked in any run.
 
 A span is refused when a refusing data-quality check fails with `validate.on_quality: fail` (the check's name
 is the reason: empty_span, duplicate_rows, test_overlap), or when it drifts with `validate.on_drift: fail`
@@ -37,7 +37,9 @@ def _new_spans(window: list[str], properties: dict) -> list[str]:
     return [span for span in window if span in fresh or span == window[-1]]
 
 
-def _verdict(span: str, checks: list[dict], quality: list[dict], accepted: bool, config: ValidateConfig) -> str | None:
+def _verdict(
+    span: str, checks: list[dict], quality: list[dict], accepted: bool, config: ValidateConfig
+) -> str | None:
     """The reason the span is refused, or None (trained on)."""
     if accepted:
         return None
@@ -87,10 +89,16 @@ def check_spans(examples_dir: Path, inputs: dict[str, Artifact], statistics_dir:
                                  "test_overlap_share": config.quality.test_overlap_share},
                                 bad_rows=span_counts.get(span, {}).get("quarantined_rows"))
         is_accepted = f"{span}:{sha256.get(span)}" in accepted
-        spans[span] = {"sha256": sha256.get(span), "compared_with": against.spans if against else [],
-                       "reference": against.describe() if against else None, "checks": checks,
-                       "quality": quality, "accepted": is_accepted, "drifted": any(r["drift"] for r in checks),
-                       "refused": _verdict(span, checks, quality, is_accepted, config)}
+        spans[span] = {
+            "sha256": sha256.get(span),
+            "compared_with": against.spans if against else [],
+            "reference": against.describe() if against else None,
+            "checks": checks,
+            "quality": quality,
+            "accepted": is_accepted,
+            "drifted": any(r["drift"] for r in checks),
+            "refused": _verdict(span, checks, quality, is_accepted, config),
+        }
         _log(span, spans[span], config, runtime)
     newest = spans[window[-1]]
     record = {"newest_span": window[-1], "reference": newest["reference"],
@@ -104,9 +112,13 @@ def check_spans(examples_dir: Path, inputs: dict[str, Artifact], statistics_dir:
         named = "; ".join(f"{row['span']} ({_why(spans[row['span']], row['reason'])})" for row in refused)
         kind = DRIFT if any(row["reason"] == DRIFT for row in refused) else DATA_QUALITY
         raise ComponentError(
-            f"validate: refused span(s) {named}: nothing trained or pushed; they are quarantined and left out of "
-            "later windows until `agnews-pipeline spans accept NAME` (or `spans reject NAME`)", kind,
-            {"refused": refused}, facts={STATISTICS: drift_properties(record)})
+            f"validate: refused span(s) {named}: nothing trained or pushed; they are quarantined and "
+            "left out of "
+            "later windows until `agnews-pipeline spans accept NAME` (or `spans reject NAME`)",
+            kind,
+            {"refused": refused},
+            facts={STATISTICS: drift_properties(record)},
+        )
     return record
 
 
@@ -153,7 +165,9 @@ def _log(span: str, facts: dict, config: ValidateConfig, runtime: Runtime) -> No
             f"{row['check']} {row['value']:.4f} > threshold {row['threshold']}" for row in failed))
     drifted = [row for row in facts["checks"] if row["drift"]]
     if drifted and facts["refused"] is None:
-        named = ", ".join(f"{row['measure']} = {row['value']:.4f} > threshold {row['threshold']}" for row in drifted)
+        named = ", ".join(
+            f"{row['measure']} = {row['value']:.4f} > threshold {row['threshold']}" for row in drifted
+        )
         why = ("accepted with `agnews-pipeline spans accept`" if facts["accepted"]
                else f"validate.on_drift={config.on_drift}")
         runtime.log(f"WARNING: validate: span {span} drifted from {facts['reference']}: {named} "

@@ -3,7 +3,8 @@ the examples are validated against (`validate.schema`), part of the step's cache
 
 In a stream, new spans are checked for drift against what the served model learned: `served_model` (the model
 TF Serving serves: its training spans, vocabulary and predicted-class mix) and `served_examples` (the examples
-it was trained on: its spans' cached profiles), both resolved by pipeline/dag.py; absent until a model is served.
+it was trained on: its spans' cached profiles), both resolved by pipeline/dag.py; absent until a model is
+served.
 """
 from __future__ import annotations
 

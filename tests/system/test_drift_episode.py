@@ -1,7 +1,7 @@
 """One search per drift episode, through the real `agnews-pipeline retrain` on a stream cut from the committed
-sample: a label shift that appears and stays for several weekly retrains is flagged by validate every week (the
-window still holds the spans from before it), yet only the week it appears searches; the later weeks reuse the
-search whose model is served, and say so."""
+sample: a label shift that appears and stays for several weekly retrains is flagged by validate every week
+(the window still holds the spans from before it), yet only the week it appears searches; the later weeks
+reuse the search whose model is served, and say so."""
 from __future__ import annotations
 
 import csv
@@ -20,7 +20,8 @@ from support.streams import TINY_MODEL_FLAGS
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2700)]
 
 FLAGS = ("--config", str(CONFIG), "--tuning-trials", "1", *TINY_MODEL_FLAGS, "--min-accuracy", "0",
-         "--set", "evaluator.max_accuracy_drop=1.0", "--set", "evaluator.significance=0",  # every candidate is
+         # every candidate is
+         "--set", "evaluator.max_accuracy_drop=1.0", "--set", "evaluator.significance=0",
          # blessed (no drop limit, no paired test), so its search's model is served
          "--set", "tuner.retune=every 30d",  # the default: only a first search or a drift verdict searches
          # the label mix is the shift under test: small spans' vocabularies differ anyway
@@ -48,7 +49,9 @@ def _write_span(stream: Path, name: str, pool: dict[str, list[str]], shares: dic
 
 def _retrain(root: Path, stream: Path) -> tuple[str, str]:
     completed = agnews("retrain", *FLAGS, "--data", f"csv:{stream}", "--pipeline-root", str(root))
-    run_id = next(line.split()[1].rstrip(":") for line in completed.stdout.splitlines() if line.startswith("run "))
+    run_id = next(
+        line.split()[1].rstrip(":") for line in completed.stdout.splitlines() if line.startswith("run ")
+    )
     return completed.stdout, run_id
 
 
@@ -77,9 +80,13 @@ def test_a_lasting_label_shift_is_searched_for_once(tmp_path):
         assert f"WARNING: validate: span {week} drifted from the " in out and "label_linf = " in out, out
     assert "tuner: searching: the validate step detected drift" in outputs[0]
     for week, out in zip(("0005", "0006"), outputs[1:]):
-        assert (f"tuner: reusing the hyperparameters tuned in run {runs[1]}" in out and
-                f"the drift of span(s) {week} was answered by the search of run {runs[1]} for span(s) 0004, whose "
-                f"model is served" in out), out
+        assert (
+            f"tuner: reusing the hyperparameters tuned in run {runs[1]}" in out
+            and f"the drift of span(s) {week} was answered by the search of run {runs[1]} for span(s) "
+            "0004, whose "
+            f"model is served"
+            in out
+        ), out
     # Count the searches from what the store holds: one for the first run, one for the episode.
     tuned = [_tuner_output(root, run_id)["properties"] for run_id in runs]
     searches = [run_id for run_id, properties in zip(runs, tuned)

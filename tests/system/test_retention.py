@@ -54,7 +54,9 @@ def test_with_retention_the_root_stops_growing_and_kept_versions_can_be_rolled_b
     assert "served again as version 9" in rolled.stdout
     assert (serving / "9" / "saved_model.pb").read_bytes() == (serving / "7" / "saved_model.pb").read_bytes()
     gone = agnews("rollback", "3", *root_args(tmp_path), check_code=1)
-    assert "not a model this pipeline root keeps" in gone.stderr and len(gone.stderr.strip().splitlines()) == 1
+    assert (
+        "not a model this pipeline root keeps" in gone.stderr and len(gone.stderr.strip().splitlines()) == 1
+    )
     agnews("gc", *root_args(tmp_path))  # the same policy (no --keep): 8 and 9 stay served
     assert folder_layouts.serving_versions(serving) == [8, 9]
     with streams.opened_store(root) as store:

@@ -45,7 +45,9 @@ def newest_execution_inputs(store: MetadataStore, step: str) -> dict:
     return store.artifacts_of(execution["id"], "input")
 
 
-def test_backfill_is_refused_and_after_rollback_the_next_retrain_compares_with_the_rolled_back_model(tmp_path):
+def test_backfill_is_refused_and_after_rollback_the_next_retrain_compares_with_the_rolled_back_model(
+    tmp_path,
+):
     full, live, names = make_stream(tmp_path, 4, CONFIG)
     serving = tmp_path / "root" / "serving" / "agnews"
     for name in names[:2]:
@@ -87,11 +89,16 @@ def test_backfill_is_refused_and_after_rollback_the_next_retrain_compares_with_t
         execution = next(e for e in store.executions(run["id"]) if e["step"] == "evaluator")
         blessing = store.artifacts_of(execution["id"], "output")["blessing"]
     # Version 1's accuracy on the fixed test set, measured again as this evaluation's baseline.
-    assert blessing.properties["baseline_accuracy"] == pytest.approx(blessing_1.properties["accuracy"], abs=1e-6)
-    # The gate's facts, recorded: per-row results that agree with TFMA's accuracy, the paired test, the anchor.
+    assert blessing.properties["baseline_accuracy"] == pytest.approx(
+        blessing_1.properties["accuracy"], abs=1e-6
+    )
+    # The gate's facts, recorded: per-row results that agree with TFMA's accuracy, the paired test, the
+    # anchor.
     rows = RowResults.from_packed(blessing.properties["test_rows"], blessing.properties["correct_rows"],
                                   blessing.properties["test_row_count"])
-    assert len(rows.correct) == 400 and rows.accuracy == pytest.approx(blessing.properties["accuracy"], abs=1e-6)
+    assert len(rows.correct) == 400 and rows.accuracy == pytest.approx(
+        blessing.properties["accuracy"], abs=1e-6
+    )
     assert blessing.properties["p_value"] is not None and blessing.properties["anchor_accuracy"] is not None
     metrics = json.loads((blessing.uri.parent / "evaluation" / "metrics.json").read_text())
     assert set(metrics["gate"]["anchors"]) == {"version 3", "version 2"}  # the last anchor_versions served

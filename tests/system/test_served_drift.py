@@ -1,7 +1,7 @@
 """Drift against the served model (issue 28 item 2), through the real `agnews-pipeline` command on spans cut
 from the committed sample: new spans are compared with the spans the served model was trained on, from their
-profiles cached beside the examples (the rows of those spans are deleted before the check), with the served model's
-vocabulary and its predicted-class mix; a corrected span gets a new profile."""
+profiles cached beside the examples (the rows of those spans are deleted before the check), with the served
+model's vocabulary and its predicted-class mix; a corrected span gets a new profile."""
 from __future__ import annotations
 
 import csv
@@ -127,7 +127,9 @@ def test_new_spans_are_compared_with_the_served_models_window_from_cached_profil
     gauges = {(s.name, tuple(s.labels.items())): s.value
               for family in text_string_to_metric_families(prom.read_text()) for s in family.samples}
     for measure in ("vocab_oov_share", "prediction_linf"):
-        assert gauges[("agnews_retrain_drift", (("measure", measure),))] == pytest.approx(values[NORMAL][measure])
+        assert gauges[("agnews_retrain_drift", (("measure", measure),))] == pytest.approx(
+            values[NORMAL][measure]
+        )
 
     # A corrected span (same name, new bytes) gets a profile of its new rows, under its new SHA-256.
     old_sha = file_sha256(live / NORMAL / "train.csv")
