@@ -247,9 +247,9 @@ def test_trainer_trains_exports_and_saves_a_reloadable_model(transformed_sample,
     exported = {}
     real_export = export.export_serving_model
 
-    def keep_model(keras_model, transform_graph_dir, export_dir):
+    def keep_model(keras_model, transform_graph_dir, export_dir, **options):
         exported["model"] = keras_model  # the trainer's in-memory model, exported for real below
-        return real_export(keras_model, transform_graph_dir, export_dir)
+        return real_export(keras_model, transform_graph_dir, export_dir, **options)
 
     monkeypatch.setattr(export, "export_serving_model", keep_model)
     real_build = trainer.build_model
