@@ -20,13 +20,14 @@ Outputs, under output_dir:
               serving_model/ (SavedModel from library.export)
   model_run/  history.json (per-epoch metrics and examples/s, padding ratio of the input pipeline),
               logs/ (TensorBoard)
+
+Where training starts from (pretrained vectors, a warm start) is in starting_point.py; how the model is fit
+(capped epochs, the frozen and fine-tuning phases) in fitting.py.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:  # for annotations; run() imports TensorFlow when it runs
     import tensorflow as tf
 
+from components.trainer import fitting, starting_point
 from components.trainer.spec import BASE_MODEL_INPUT
 from contract.artifacts import Artifact, ComponentError, Runtime
 from contract.config import TrainerConfig
@@ -47,14 +49,12 @@ from contract.names import (
 )
 from library import embeddings, warm_start
 from library.layouts import (
-    ModelInputSpec,
     keras_model_file,
     read_best_hyperparameters,
     read_history,
     read_model_input,
     serving_model_dir,
     tensorboard_dir,
-    vocabulary_file,
     write_history,
     write_model_input,
     write_trained_hyperparameters,
@@ -63,7 +63,6 @@ from library.models import (
     architecture_names,
     build_model,
     check_hyperparameters,
-    compile_model,
     fixed_hyperparameters,
     search_space,
 )
@@ -139,99 +138,9 @@ def _read_hyperparameters(directory: Path) -> dict[str, Any]:
     return chosen
 
 
-def _distributable(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    # Batches come from several bucket pipelines, not one file list, so multi-worker sharding splits batches.
-    import tensorflow as tf
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options)
-
-
 def external_fingerprint(config: TrainerConfig) -> str | None:
     """The pretrained vectors' content is part of the cache key (the path alone could hide a changed file)."""
     return embeddings.external_fingerprint(config.pretrained_embeddings)
-
-
-def _pretrained(
-    config: TrainerConfig,
-    transform_graph_dir: Path,
-    model_input: ModelInputSpec,
-    examples_dir: Path,
-    seed: int,
-    log: Callable[[str], None],
-) -> tuple[embeddings.Pretrained, dict[str, Any]]:
-    """The aligned vectors and their coverage facts; coverage below the threshold is logged as a loud
-    warning."""
-    from library.dataset import token_id_counts
-    pretrained = embeddings.prepare(config.pretrained_embeddings, transform_graph_dir, model_input, seed)
-    counts = token_id_counts(examples_dir, "train", model_input.embedding_input_dim)
-    token_coverage = pretrained.alignment.token_coverage(counts)
-    low = token_coverage < config.min_embedding_coverage
-    facts = {**pretrained.properties(), "embeddings_token_coverage": round(token_coverage, 6),
-             "embeddings_low_coverage": low}
-    log(
-        f"trainer: pretrained vectors {pretrained.path} ({pretrained.words:,} words x "
-        f"{pretrained.alignment.dimension}, fingerprint {pretrained.fingerprint[:12]}): "
-        f"{pretrained.alignment.vocab_coverage:.1%} of vocabulary ids, {token_coverage:.1%} of train tokens"
-    )
-    if low:
-        log(f"WARNING: {'!' * 60}\nWARNING: the vectors cover only {token_coverage:.1%} of the train "
-                    f"split's tokens (threshold {config.min_embedding_coverage:.0%}): most words start from "
-                    f"random vectors. Check the file's language and tokenization (lowercase words).\n"
-                    f"WARNING: {'!' * 60}")
-    return pretrained, facts
-
-
-def _warm_start(model, base_model_dir: Path | None, base_model_label: str, architecture: str,
-                values: dict[str, Any], transform_graph_dir: Path, model_input: ModelInputSpec,
-                log: Callable[[str], None]) -> dict[str, Any]:
-    """Starts `model` from the base model's weights when it matches; the facts on what happened."""
-    base = warm_start.base_model(base_model_dir)
-    why = base if isinstance(base, str) else warm_start.mismatch(base, architecture, values, model_input)
-    if why:
-        log(f"trainer: no warm start from {base_model_label}: {why}; training from scratch")
-        return {"warm_start": f"none ({base_model_label}: {why})"}
-    tokens = warm_start.read_vocabulary(vocabulary_file(transform_graph_dir, model_input))
-    rows = warm_start.carry_weights(model, base, tokens, model_input)
-    log(
-        f"trainer: warm start from {base_model_label}: {rows['rows_carried']:,} of {len(tokens):,} "
-        "vocabulary rows "
-        f"carried over by token, {rows['rows_new']:,} new tokens start fresh"
-    )
-    return {"warm_start": f"from {base_model_label}", "warm_start_from": base_model_label,
-            "warm_start_rows_carried": rows["rows_carried"], "warm_start_rows_new": rows["rows_new"]}
-
-
-def _steps_per_epoch(train_examples: int, batch_size: int, max_rows: int, workers: int) -> int | None:
-    """Batches each worker trains on in one epoch when an epoch is capped at max_rows rows (None: the whole
-    split; each worker's share of the batches)."""
-    if not max_rows or train_examples <= max_rows:
-        return None
-    return math.ceil(max_rows / (batch_size * workers))
-
-
-def _fit(model, train, evaluation, patience: int, callbacks: list, epochs: int, initial_epoch: int = 0,
-         steps_per_epoch: int | None = None) -> dict[str, list[float]]:
-    """steps_per_epoch: each epoch trains on that many batches of an endless repetition of the train batches,
-    so the next epoch goes on where this one stopped (Keras keeps the iterator when steps_per_epoch is
-    set)."""
-    import keras
-
-    early_stopping = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=patience, restore_best_weights=True
-    )
-    batches = train.dataset.repeat() if steps_per_epoch else train.dataset
-    history = model.fit(
-        _distributable(batches),
-        validation_data=_distributable(evaluation.dataset),
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=steps_per_epoch,
-        verbose=2,
-        shuffle=False,  # tf.data already shuffles
-        callbacks=[early_stopping, *callbacks],
-    )
-    return history.history
 
 
 def train(
@@ -252,13 +161,10 @@ def train(
     model_input.json) and model_run/ (history.json, TensorBoard logs). output_dir None: a non-chief worker,
     which trains its share and writes nothing. Returns the trained model (None without output_dir)."""
     import keras
-
-    from library.dataset import bucketed_batches, padding_ratio
-    from library.progress import EpochProgress
     model_input = read_model_input(transform_graph_dir)
     architecture = chosen["architecture"]
 
-    pretrained, embedding_facts, frozen_epochs, chosen_values = _embedding_plan(
+    pretrained, embedding_facts, frozen_epochs, chosen_values = starting_point.embedding_plan(
         chosen, config, transform_graph_dir, model_input, examples_dir, seed, log)
     pretrained_dim = pretrained.alignment.dimension if pretrained else None
     hp = fixed_hyperparameters(chosen_values)
@@ -267,28 +173,22 @@ def train(
 
     keras.utils.set_random_seed(seed)
     with _op_determinism():
-        train = bucketed_batches(examples_dir, "train", values["batch_size"], shuffle=True, seed=seed,
-                                 shuffle_buffer=config.shuffle_buffer)
-        evaluation = bucketed_batches(examples_dir, "eval", EVAL_BATCH_SIZE, shuffle=False)
-        # One pass over the real pipeline: what it pads, and it fills the cache before timing the epochs.
-        padding = padding_ratio(train.dataset)
+        train, evaluation, padding = _datasets(examples_dir, values["batch_size"], config, seed)
         log(f"trainer: {architecture} {values} on {train.num_examples} train / {evaluation.num_examples} "
             f"eval examples, {strategy.num_replicas_in_sync} replica(s), padding ratio "
             f"{padding['padding_ratio']:.3f}")
         model, warm_facts = _build(architecture, hp, values, model_input, pretrained, strategy, config,
                                    base_model_dir, base_model_label, transform_graph_dir, log)
         workers = len(config.workers) if config.strategy == "multi_worker_mirrored" else 1
-        steps = _steps_per_epoch(train.num_examples, values["batch_size"], config.max_rows_per_epoch, workers)
+        steps = fitting.steps_per_epoch(train.num_examples, values["batch_size"], config.max_rows_per_epoch,
+                                        workers)
         epoch_rows = train.num_examples if steps is None else steps * values["batch_size"] * workers
-        throughput = _throughput_callback(epoch_rows)
-        callbacks = [throughput, EpochProgress(log, "trainer")]
-        if run_dir is not None:
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(run_dir))))
+        throughput, callbacks = _callbacks(epoch_rows, run_dir, log)
         warm = "warm_start_from" in warm_facts
         patience = config.warm_start_patience if warm else config.early_stopping_patience
         _log_plan(log, config.epochs, train.num_examples, epoch_rows, steps, patience, warm)
-        history = _fit_phases(model, train, evaluation, patience, callbacks, frozen_epochs, steps, config,
-                              strategy, values["learning_rate"], log)
+        history = fitting.fit_phases(model, train, evaluation, patience, callbacks, frozen_epochs, steps,
+                                     config, strategy, values["learning_rate"], log)
     if output_dir is None:
         return None
     facts = {"padding_ratio": padding["padding_ratio"], **embedding_facts, **warm_facts}
@@ -305,25 +205,28 @@ def train(
     return model
 
 
-def _embedding_plan(chosen: dict[str, Any], config: TrainerConfig, transform_graph_dir: Path, model_input,
-                    examples_dir: Path, seed: int, log: Callable[[str], None]) -> tuple:
-    """(pretrained vectors or None, their facts for history.json, epochs to keep them frozen, the chosen
-    hyperparameter values with embedding_trainable set accordingly)."""
-    pretrained, embedding_facts, frozen_epochs = None, {}, 0
-    chosen_values = dict(chosen["values"])
-    if config.pretrained_embeddings:
-        pretrained, embedding_facts = _pretrained(
-            config, transform_graph_dir, model_input, examples_dir, seed, log
-        )
-        embeddings.check_fixed_dimension(chosen_values, pretrained.alignment.dimension, pretrained.path)
-        # trainer.embeddings_trainable overrides the tuner's choice: the number of epochs to keep the
-        # vectors frozen (0: fine-tuned throughout, >= epochs: frozen throughout).
-        frozen_epochs = config.unfreeze_after_epochs()
-        if frozen_epochs is None:
-            frozen_epochs = 0 if chosen_values.get("embedding_trainable", True) else config.epochs
-        chosen_values["embedding_trainable"] = frozen_epochs == 0
-        embedding_facts["embeddings_frozen_epochs"] = min(frozen_epochs, config.epochs)
-    return pretrained, embedding_facts, frozen_epochs, chosen_values
+def _datasets(examples_dir: Path, batch_size: int, config: TrainerConfig, seed: int) -> tuple:
+    """(the train split's bucketed batches, shuffled; the eval split's; the train pipeline's padding
+    facts)."""
+    from library.dataset import bucketed_batches, padding_ratio
+    train = bucketed_batches(examples_dir, "train", batch_size, shuffle=True, seed=seed,
+                             shuffle_buffer=config.shuffle_buffer)
+    evaluation = bucketed_batches(examples_dir, "eval", EVAL_BATCH_SIZE, shuffle=False)
+    # One pass over the real pipeline: what it pads, and it fills the cache before timing the epochs.
+    return train, evaluation, padding_ratio(train.dataset)
+
+
+def _callbacks(epoch_rows: int, run_dir: Path | None, log: Callable[[str], None]) -> tuple[Any, list]:
+    """(the throughput callback, whose per_epoch list history.json records; every callback of fit: it, the
+    progress lines and, in the process that writes run_dir, TensorBoard)."""
+    import keras
+
+    from library.progress import EpochProgress
+    throughput = _throughput_callback(epoch_rows)
+    callbacks = [throughput, EpochProgress(log, "trainer")]
+    if run_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(run_dir))))
+    return throughput, callbacks
 
 
 def _output_folders(output_dir: Path | None) -> tuple[Path | None, Path | None]:
@@ -350,7 +253,7 @@ def _build(architecture: str, hp, values: dict[str, Any], model_input, pretraine
             architecture, hp, model_input, pretrained.alignment.matrix if pretrained else None
         )
         if base_model_dir is not None:
-            warm_facts = _warm_start(
+            warm_facts = starting_point.start_from_base(
                 model,
                 base_model_dir,
                 base_model_label or str(base_model_dir),
@@ -373,28 +276,6 @@ def _log_plan(log: Callable[[str], None], epochs: int, train_rows: int, epoch_ro
         f"{patience}{', warm start' if warm else ''}); an ETA follows each epoch")
 
 
-def _fit_phases(model, train, evaluation, patience: int, callbacks: list, frozen_epochs: int,
-                steps: int | None, config: TrainerConfig, strategy, learning_rate: float,
-                log: Callable[[str], None]) -> dict:
-    """Fits the model; with pretrained vectors frozen for the first `frozen_epochs` epochs, in two phases.
-    Returns the Keras history {metric: [value per epoch]}."""
-    if not 0 < frozen_epochs < config.epochs:
-        return _fit(model, train, evaluation, patience, callbacks, config.epochs, 0, steps)
-    # after_epochs N: train the layers above the frozen vectors first, then fine-tune everything. The
-    # optimizer only updates the variables it was compiled with, hence the recompile; the second phase
-    # keeps its result only if it beats the frozen phase's best val_loss.
-    frozen = _fit(model, train, evaluation, patience, callbacks, frozen_epochs, 0, steps)
-    frozen_weights, frozen_best = model.get_weights(), min(frozen["val_loss"])
-    model.get_layer("embedding").trainable = True
-    with strategy.scope():
-        compile_model(model, learning_rate)
-    log(f"trainer: embedding unfrozen after {len(frozen['loss'])} epoch(s)")
-    tuned = _fit(model, train, evaluation, patience, callbacks, config.epochs, len(frozen["loss"]), steps)
-    if min(tuned["val_loss"]) >= frozen_best:
-        model.set_weights(frozen_weights)
-    return {k: frozen[k] + tuned[k] for k in frozen}
-
-
 def _write_model(model, output_dir: Path, history: dict, per_epoch: list[dict], architecture: str,
                  patience: int, max_epochs: int, facts: dict[str, Any], details: dict[str, Any]) -> None:
     """Writes model_run/history.json (a summary of the best epoch with `facts`, each epoch, `details`) and the
@@ -412,10 +293,33 @@ def _write_model(model, output_dir: Path, history: dict, per_epoch: list[dict], 
     model.save(keras_model_file(Path(output_dir) / MODEL))
 
 
+def _train_on_workers(config: TrainerConfig, chosen: dict[str, Any], examples_dir: Path,
+                      transform_graph_dir: Path, output_dir: Path, base_dir: Path | None, base_label: str,
+                      runtime: Runtime) -> Any:
+    """Trains with multi_worker_mirrored on the workers of trainer.workers and returns the chief's model, read
+    back from output_dir. The strategy needs a process whose TensorFlow has not started yet: the chief trains
+    in a child."""
+    import keras
+
+    from library import multi_worker
+    if runtime.pipeline_root is None:
+        raise ComponentError(
+            "trainer.strategy multi_worker_mirrored runs through the pipeline runner, which "
+            "names the pipeline root the workers share"
+        )
+    job = {"workers": list(config.workers), "worker_timeout": config.worker_timeout, "seed": runtime.seed,
+           "trainer": dataclasses.asdict(config), "hyperparameters": chosen,
+           "examples_dir": str(examples_dir), "transform_graph_dir": str(transform_graph_dir),
+           "output_dir": str(Path(output_dir).resolve()),
+           "base_model_dir": str(base_dir) if base_dir else None, "base_model_label": base_label}
+    multi_worker.train_on_workers(job, runtime.pipeline_root, runtime.log)
+    return keras.saving.load_model(keras_model_file(Path(output_dir) / MODEL))
+
+
 def run(
     inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, runtime: Runtime
 ) -> dict[str, Artifact]:
-    import keras  # heavy libraries are imported in run(), not at the top (see contract/artifacts.py)
+    # heavy libraries are imported in run() and its steps, not at the top (see contract/artifacts.py)
     examples_dir = Path(inputs[TRANSFORMED_EXAMPLES].uri)
     transform_graph_dir = Path(inputs[TRANSFORM_GRAPH].uri)
     chosen = _read_hyperparameters(Path(inputs[BEST_HYPERPARAMETERS].uri))
@@ -424,22 +328,11 @@ def run(
     spans = dict(examples.properties.get("span_sha256") or {}) if examples is not None else {}
     held_out = set(examples.properties.get("spans_held_out") or []) if examples is not None else set()
     base = inputs.get(BASE_MODEL_INPUT) if config.warm_start else None
-    base_dir, base_label = _clean_base(Path(base.uri) if base is not None else None, spans, held_out, runtime)
+    base_dir, base_label = starting_point.clean_base(Path(base.uri) if base is not None else None, spans,
+                                                     held_out, runtime)
     if config.strategy == "multi_worker_mirrored":
-        # The strategy needs a process whose TensorFlow has not started yet: the chief trains in a child.
-        from library import multi_worker
-        if runtime.pipeline_root is None:
-            raise ComponentError(
-                "trainer.strategy multi_worker_mirrored runs through the pipeline runner, which "
-                "names the pipeline root the workers share"
-            )
-        job = {"workers": list(config.workers), "worker_timeout": config.worker_timeout, "seed": runtime.seed,
-               "trainer": dataclasses.asdict(config), "hyperparameters": chosen,
-               "examples_dir": str(examples_dir), "transform_graph_dir": str(transform_graph_dir),
-               "output_dir": str(Path(output_dir).resolve()),
-               "base_model_dir": str(base_dir) if base_dir else None, "base_model_label": base_label}
-        multi_worker.train_on_workers(job, runtime.pipeline_root, runtime.log)
-        model = keras.saving.load_model(keras_model_file(model_dir))
+        model = _train_on_workers(config, chosen, examples_dir, transform_graph_dir, Path(output_dir),
+                                  base_dir, base_label, runtime)
     else:
         model = train(
             examples_dir,
@@ -467,6 +360,13 @@ def run(
         f"trainer: {history['epochs_trained']} epoch(s), best epoch {history['best_epoch']}: val_loss "
         f"{history['val_loss']:.4f}, val_accuracy {history['val_accuracy']:.4f}; {parameters:,} parameters"
     )
+    return _artifacts(inputs, chosen, history, parameters, model_facts, spans, predicted, model_dir, run_dir)
+
+
+def _artifacts(inputs: dict[str, Artifact], chosen: dict[str, Any], history: dict[str, Any], parameters: int,
+               model_facts: dict[str, Any], spans: dict[str, str], predicted: dict | None, model_dir: Path,
+               run_dir: Path) -> dict[str, Artifact]:
+    """The model and model_run artifacts with the properties the store records for them."""
     return {
         MODEL: Artifact(
             MODEL,
@@ -507,35 +407,6 @@ def run(
             },
         ),
     }
-
-
-def _label(folder: Path, runtime: Runtime) -> str:
-    """A model folder named relative to the pipeline root where it lies under it."""
-    inside = runtime.pipeline_root is not None and folder.is_relative_to(runtime.pipeline_root)
-    return os.path.relpath(folder, runtime.pipeline_root) if inside else str(folder)
-
-
-def _clean_base(base_dir: Path | None, spans: dict[str, str], held_out: set[str],
-                runtime: Runtime) -> tuple[Path | None, str]:
-    """(the model to warm-start from, its label) or (None, why none): the blessed model unless it learned from
-    a span since corrected or held out, then its newest clean ancestor (warm_start.clean_base)."""
-    if base_dir is None:
-        return None, ""
-    chosen, why = warm_start.clean_base(base_dir, spans, held_out)
-    if why is None:
-        return base_dir, _label(base_dir, runtime)
-    if chosen is None:
-        reason = (
-            f"{_label(base_dir, runtime)}: {why}, and no model it was warm-started from learned from valid "
-            "spans only"
-        )
-        runtime.log(f"trainer: no warm start from {reason}; training from scratch")
-        return None, reason
-    runtime.log(
-        f"trainer: not warm-starting from {_label(base_dir, runtime)}: {why}; starting from its newest "
-        f"clean ancestor {_label(chosen, runtime)} instead"
-    )
-    return chosen, _label(chosen, runtime)
 
 
 def worker_main(root: Path, workers: tuple[str, ...], index: int, timeout: float) -> int:
