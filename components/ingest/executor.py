@@ -20,17 +20,18 @@ on every run, whatever its position in the file. `test` is the source's test spl
 
 Source discovery is in spec.py and, where it may need Beam or TFDS, here (sources, source_rows,
 external_fingerprint); the Beam reading is in reading.py, the span reuse of a stream in span_reuse.py, the
-quarantine files and their error in quarantine.py.
+quarantine files and their error in quarantine.py, counts.json and the check that every line read arrived
+in counts.py.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from components.ingest.counts import sum_counts, summary_json, summary_keys, write_source_counts
 from components.ingest.quarantine import (
     join_files,
     quarantine_block,
@@ -48,7 +49,7 @@ from components.ingest.spec import (
     source_name,
     window,
 )
-from contract.artifacts import LOST_ROWS_ADVICE, Artifact, ComponentError, Runtime
+from contract.artifacts import Artifact, ComponentError, Runtime
 from contract.data_config import IngestConfig
 from contract.files import file_sha256, update_digest
 from contract.names import EXAMPLES, PREVIOUS_EXAMPLES
@@ -57,7 +58,6 @@ from library import spans as span_stream
 from library.ag_news_csv import GoodRow, count_lines, open_binary
 from library.beam_options import pipeline_options
 from library.layouts import (
-    NUM_CLASSES,
     SOURCE_SPLITS,
     SPLITS,
     quarantine_file,
@@ -192,79 +192,12 @@ def external_fingerprint(config: IngestConfig) -> str:
 # ---------------------------------------------------------------------------------------------- the component
 
 
-def _summary_keys(indexed) -> list[tuple]:
-    """The counters one row adds to, per source: rows read per source split, then rows per split and label
-    or quarantined rows per reason."""
-    if isinstance(indexed, dict):
-        index = indexed["source_index"]
-        return [("read", index, indexed["source_split"]), ("quarantined", index, indexed["reason"])]
-    index, (split, row) = indexed
-    return [("read", index, row.source_split), ("rows", index, split), ("labels", index, split, row.label)]
-
-
-def _summary_json(counted: list[tuple[tuple, int]]) -> str:
-    return json.dumps([[list(key), count] for key, count in counted])
-
-
 def _single_file(path: Path):
     import apache_beam as beam
 
     return beam.io.WriteToText(
         str(path), shard_name_template="", num_shards=1, append_trailing_newlines=False
     )
-
-
-def _source_counts(summary: dict, index: int, source: str, eval_fraction: float) -> dict:
-    """counts.json of one source (or, summed over all sources, of the artifact)."""
-    read = {s: summary.get(("read", index, s), 0) for s in SOURCE_SPLITS}
-    by_reason = {
-        key[2]: count for key, count in summary.items() if key[0] == "quarantined" and key[1] == index
-    }
-    rows_read, quarantined = sum(read.values()), sum(by_reason.values())
-    return {
-        "source": source,
-        "splits": {split: summary.get(("rows", index, split), 0) for split in SPLITS},
-        "label_counts": {split: {str(label): summary.get(("labels", index, split, label), 0)
-                                 for label in range(NUM_CLASSES)} for split in SPLITS},
-        "rows_read": rows_read,
-        "rows_read_by_source_split": read,
-        "quarantined_rows": quarantined,
-        "quarantined_by_reason": dict(sorted(by_reason.items())),
-        "bad_row_fraction": quarantined / rows_read if rows_read else 0.0,
-        "eval_fraction": eval_fraction,
-    }
-
-
-def _sum_counts(parts: list[dict], source: str, eval_fraction: float) -> dict:
-    summary: dict = {}
-    for part in parts:
-        for split in SOURCE_SPLITS:
-            summary[("read", 0, split)] = (
-                summary.get(("read", 0, split), 0) + part["rows_read_by_source_split"][split]
-            )
-        for reason, count in part["quarantined_by_reason"].items():
-            summary[("quarantined", 0, reason)] = summary.get(("quarantined", 0, reason), 0) + count
-        for split in SPLITS:
-            summary[("rows", 0, split)] = summary.get(("rows", 0, split), 0) + part["splits"][split]
-            for label, count in part["label_counts"][split].items():
-                key = ("labels", 0, split, int(label))
-                summary[key] = summary.get(key, 0) + count
-    return _source_counts(summary, 0, source, eval_fraction)
-
-
-def _check_every_line_arrived(summary: dict, read: dict[int, Source]) -> None:
-    """Every line of every file read must have come out of the pipeline as a good or a quarantined row. A
-    runner that loses elements (seen once: DirectRunner multi_processing, 1,185,274 of 1,203,800 rows, no
-    error) fails the step here, before anything is published."""
-    for index, source in read.items():
-        lines = count_lines(source.path)
-        arrived = summary.get(("read", index, source.split), 0)
-        if arrived != lines:
-            raise ComponentError(
-                f"ingest: the Beam runner returned {arrived:,} rows for the {lines:,} lines of "
-                f"{source.path}; "
-                f"{LOST_ROWS_ADVICE}"
-            )
 
 
 def _ingest(to_read: list[Source], all_sources: list[Source], config: IngestConfig, output_dir: Path,
@@ -311,42 +244,15 @@ def _ingest(to_read: list[Source], all_sources: list[Source], config: IngestConf
              | "WriteQuarantine" >> beam.FlatMap(write_quarantine_block, str(quarantine_blocks)))
         _ = ((split_rows, bad)
              | "AllRows" >> beam.Flatten()
-             | "SummaryKeys" >> beam.FlatMap(_summary_keys)
+             | "SummaryKeys" >> beam.FlatMap(summary_keys)
              | "Count" >> beam.combiners.Count.PerElement()
              | "AllCounts" >> beam.combiners.ToList()
-             | "SummaryJson" >> beam.Map(_summary_json)
+             | "SummaryJson" >> beam.Map(summary_json)
              | "WriteSummary" >> _single_file(summary_path))
 
-    _write_source_counts(summary_path, quarantine_blocks, indexes, all_sources, folder_of, config,
-                         examples_dir)
+    write_source_counts(summary_path, quarantine_blocks, indexes, all_sources, folder_of, config,
+                        examples_dir)
     shutil.rmtree(quarantine_blocks, ignore_errors=True)
-
-
-def _write_source_counts(summary_path: Path, quarantine_blocks: Path, indexes: list[int],
-                         all_sources: list[Source], folder_of: dict[int, Path], config: IngestConfig,
-                         examples_dir: Path) -> None:
-    """After the Beam job: checks that every line read arrived (CSV), then writes counts.json and joins the
-    quarantine blocks into quarantine.jsonl, in each source's folder (or once: a single folder, TFDS)."""
-    from_csv = config.data.startswith("csv:")
-    eval_fraction = config.eval_fraction
-    summary = {tuple(key): count for key, count in json.loads(summary_path.read_text(encoding="utf-8"))}
-    summary_path.unlink()
-    if from_csv:
-        _check_every_line_arrived(summary, {index: all_sources[index] for index in indexes})
-    blocks = sorted(quarantine_blocks.glob("*.jsonl"))
-    # one folder (or TFDS): one counts.json and quarantine.jsonl over both files
-    if all_sources[0].name is None:
-        merged: dict = {}
-        for key, count in summary.items():
-            merged[(key[0], 0, *key[2:])] = merged.get((key[0], 0, *key[2:]), 0) + count
-        summary = merged
-        write_counts(examples_dir, _source_counts(summary, 0, source_name(config), eval_fraction))
-        join_files(blocks, quarantine_file(examples_dir))
-    else:
-        for index in indexes:
-            folder = examples_dir / folder_of[index]
-            write_counts(folder, _source_counts(summary, index, all_sources[index].path, eval_fraction))
-            join_files([b for b in blocks if int(b.name.split("-")[0]) == index], quarantine_file(folder))
 
 
 def run(
@@ -379,7 +285,7 @@ def run(
     quarantine_path = quarantine_file(examples_dir)
     if stream:
         parts = {s.name: read_counts(source_folder(examples_dir, s.name)) for s in all_sources}
-        counts = _sum_counts(list(parts.values()), source, config.eval_fraction)
+        counts = sum_counts(list(parts.values()), source, config.eval_fraction)
         counts["window"] = [s.name for s in all_sources if s.name]
         counts["spans"] = {name: {key: part[key] for key in ("splits", "label_counts", "quarantined_rows")}
                            for name, part in parts.items() if name}
@@ -392,11 +298,21 @@ def run(
     runtime.log(f"ingest: {counts['splits']} rows, {counts['quarantined_rows']} quarantined "
                 f"{counts['quarantined_by_reason']}")
 
+    _check_good_rows(counts, parts if stream else {}, examples_dir, source, config)
+
+    properties = _properties(counts, source, stream, status, records, config)
+    return {EXAMPLES: Artifact(EXAMPLES, examples_dir, properties)}
+
+
+def _check_good_rows(counts: dict[str, Any], parts: dict[str, dict], examples_dir: Path, source: str,
+                     config: IngestConfig) -> None:
+    """Fails the step when too many rows are bad (of a stream, only its fixed test set; parts: counts.json of
+    each span, "" the test set, empty for a single folder) or a source split has no good rows."""
     # In a stream a span's bad rows are validate's data-quality check (validate.quality.bad_row_share): a
     # corrupted span is quarantined, not a failure of every later run; here only the fixed test set is held to
     # the limit.
-    checked, checked_path = counts, quarantine_path
-    if stream:
+    checked, checked_path = counts, quarantine_file(examples_dir)
+    if parts:
         checked, checked_path = parts[""], quarantine_file(source_folder(examples_dir, ""))
     if checked["bad_row_fraction"] > config.max_bad_row_fraction:
         raise too_many_bad_rows(checked, checked_path, config.max_bad_row_fraction)
@@ -409,9 +325,6 @@ def run(
     if empty_sources:
         raise ComponentError(f"ingest: the {' and '.join(empty_sources)} source of {source} has no good rows "
                              f"(rows read: {read}; quarantined: {counts['quarantined_by_reason']})")
-
-    properties = _properties(counts, source, stream, status, records, config)
-    return {EXAMPLES: Artifact(EXAMPLES, examples_dir, properties)}
 
 
 def _log_plan(status: dict[str, str], spans: list[str], source: str, runtime: Runtime) -> None:
