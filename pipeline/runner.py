@@ -21,11 +21,12 @@ from contract.config import Config
 from library.beam_options import all_beam_args, check_pipeline_options
 from pipeline import dag, headlines, interrupts
 from pipeline.logs import Console, log_event
-from pipeline.metadata import MetadataStore, StoreError
+from pipeline.metadata import MetadataStore
 from pipeline.records import write_run_record
 from pipeline.report import embeddings_line, headline_facts
 from pipeline.root import FreeSpacePolicy, fault_message, scratch_tempdir
 from pipeline.step_execution import PipelineFailed, StepExecution, StepResult
+from pipeline.store_errors import StoreError
 
 
 @dataclass

@@ -26,8 +26,9 @@ from library.folder_layouts import step_log_file
 from pipeline import dag, interrupts
 from pipeline.heartbeat import Heartbeat, estimate_for
 from pipeline.logs import Console, log_event
-from pipeline.metadata import MetadataStore, StoredArtifact, StoreError
+from pipeline.metadata import MetadataStore, StoredArtifact
 from pipeline.root import FreeSpacePolicy, fault_message
+from pipeline.store_errors import StoreError
 
 
 class PipelineFailed(RuntimeError):

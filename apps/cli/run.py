@@ -100,7 +100,7 @@ def _record_spans(runner, result, console: Console) -> None:
     line: the run's own outcome and exit code stand."""
     from pipeline import span_states
     from pipeline.history import write_history
-    from pipeline.metadata import StoreError
+    from pipeline.store_errors import StoreError
     try:
         span_states.record(runner.store, result)
     except StoreError as error:

@@ -386,7 +386,8 @@ def test_store_errors_are_told_apart(tmp_path):
     """Only a damaged store is 'unreadable' (move it aside); a refused write and a busy store are not."""
     import sqlite3
 
-    from pipeline.metadata import MetadataStore, StoreError, StoreNotWritable, StoreUnreadable, store_error
+    from pipeline.metadata import MetadataStore
+    from pipeline.store_errors import StoreError, StoreNotWritable, StoreUnreadable, store_error
     path = tmp_path / "metadata.sqlite"
     MetadataStore(path).close()
     read_only = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
