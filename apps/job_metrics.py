@@ -165,6 +165,25 @@ def write_job_metrics(path: Path, *, command: str, exit_code: int, started: floa
     for name in OUTCOMES:
         outcomes.labels(outcome=name, command=command).set(1 if name == result else 0)
 
+    _drift_gauges(gauge, record)
+    _accuracy_gauges(gauge, record)
+    examples = _properties(record, "examples")
+    if "window" in examples:
+        ingested = gauge(
+            "agnews_retrain_spans", "Spans of the window by what ingest did with them", ("state",)
+        )
+        for state in ("ingested", "reingested", "reused"):
+            ingested.labels(state=state).set(len(examples.get(f"spans_{state}", [])))
+    _data_gauges(gauge, spans, ended)
+    version = _serving_version(serving_dir)
+    if version is not None:
+        gauge("agnews_serving_version", "The highest model version in the serving folder").set(version)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_to_textfile(str(path), registry)
+
+
+def _drift_gauges(gauge, record) -> None:
+    """The newest span's drift measures and whether one was above its threshold (the statistics artifact)."""
     statistics = _properties(record, "statistics")
     if "drift" in statistics:
         drift = gauge(
@@ -177,6 +196,11 @@ def write_job_metrics(path: Path, *, command: str, exit_code: int, started: floa
                 drift.labels(measure=measure).set(value)
         gauge("agnews_retrain_drift_detected", "1 if a drift measure was above its threshold") \
             .set(1 if statistics.get("drift_detected") else 0)
+
+
+def _accuracy_gauges(gauge, record) -> None:
+    """The accuracies of the candidate, baseline and anchor, and the paired test's p-value (evaluation and
+    blessing artifacts)."""
     evaluation = _properties(record, "evaluation")
     if "accuracy" in evaluation:
         # The anchor (the best recent served version on the same rows) is on the evaluation or the blessing.
@@ -202,19 +226,6 @@ def write_job_metrics(path: Path, *, command: str, exit_code: int, started: floa
                 "One-sided McNemar p-value that the candidate is worse than the "
                 "baseline on the same test rows",
             ).set(p_value)
-    examples = _properties(record, "examples")
-    if "window" in examples:
-        ingested = gauge(
-            "agnews_retrain_spans", "Spans of the window by what ingest did with them", ("state",)
-        )
-        for state in ("ingested", "reingested", "reused"):
-            ingested.labels(state=state).set(len(examples.get(f"spans_{state}", [])))
-    _data_gauges(gauge, spans, ended)
-    version = _serving_version(serving_dir)
-    if version is not None:
-        gauge("agnews_serving_version", "The highest model version in the serving folder").set(version)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_to_textfile(str(path), registry)
 
 
 def _data_gauges(gauge, spans: list[tuple[Span, str]], now: float) -> None:

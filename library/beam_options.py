@@ -200,19 +200,13 @@ def check_engine_reachable(options: PipelineOptions) -> None:
 _pools_that_work: set[str] = set()
 
 
-def check_worker_pool_starts_workers(pool: str, seconds: float = WORKER_START_SECONDS) -> None:
-    """Asks an external SDK worker pool on this machine for one worker and waits up to `seconds` for it to
-    connect to a control endpoint served here; the worker is stopped again at once. A pool whose bare `python`
-    cannot import Beam starts workers that die before connecting, and the job would wait minutes for them;
-    this fails in `seconds` instead, once per pool and process. A pool on another machine is not probed: its
-    workers may not be able to reach this machine, which Beam's own workers never need."""
-    host = urllib.parse.urlparse(f"tcp://{pool}").hostname
-    if pool in _pools_that_work or host not in ("localhost", "127.0.0.1", "::1", socket.gethostname()):
-        return
+def _probe_control_server():
+    """(the probe, whose `connected` event is set when a worker connects; the started gRPC server; its
+    endpoint on localhost): a Beam control service that gives a connecting worker no work."""
     from concurrent import futures
 
     import grpc
-    from apache_beam.portability.api import beam_fn_api_pb2, beam_fn_api_pb2_grpc, endpoints_pb2
+    from apache_beam.portability.api import beam_fn_api_pb2_grpc, endpoints_pb2
 
     class Probe(beam_fn_api_pb2_grpc.BeamFnControlServicer):
         def __init__(self):
@@ -227,6 +221,22 @@ def check_worker_pool_starts_workers(pool: str, seconds: float = WORKER_START_SE
     beam_fn_api_pb2_grpc.add_BeamFnControlServicer_to_server(probe, server)
     endpoint = endpoints_pb2.ApiServiceDescriptor(url=f"localhost:{server.add_insecure_port('localhost:0')}")
     server.start()
+    return probe, server, endpoint
+
+
+def check_worker_pool_starts_workers(pool: str, seconds: float = WORKER_START_SECONDS) -> None:
+    """Asks an external SDK worker pool on this machine for one worker and waits up to `seconds` for it to
+    connect to a control endpoint served here; the worker is stopped again at once. A pool whose bare `python`
+    cannot import Beam starts workers that die before connecting, and the job would wait minutes for them;
+    this fails in `seconds` instead, once per pool and process. A pool on another machine is not probed: its
+    workers may not be able to reach this machine, which Beam's own workers never need."""
+    host = urllib.parse.urlparse(f"tcp://{pool}").hostname
+    if pool in _pools_that_work or host not in ("localhost", "127.0.0.1", "::1", socket.gethostname()):
+        return
+    import grpc
+    from apache_beam.portability.api import beam_fn_api_pb2, beam_fn_api_pb2_grpc
+
+    probe, server, endpoint = _probe_control_server()
     worker_id = f"agnews-pipeline-probe-{os.getpid()}"
     try:
         with grpc.insecure_channel(pool) as channel:

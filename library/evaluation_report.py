@@ -117,29 +117,8 @@ def render_report(metrics: dict[str, Any]) -> str:
     for name, values in overall["per_class"].items():
         lines.append(f"| {name} | {values['precision']:.4f} | {values['recall']:.4f} | {values['f1']:.4f} "
                      f"| {values['support']} |")
-    lines += ["", "## By length bucket (tokens after the transform)", "",
-              "| bucket | examples | accuracy | loss | macro-F1 |", "|---|---|---|---|---|"]
-    for name, values in metrics["length_buckets"].items():
-        lines.append(f"| {name} | {values['examples']} | {values['accuracy']:.4f} | {values['loss']:.4f} "
-                     f"| {values['macro_f1']:.4f} |")
-    counts = metrics["bucket_counts"]
-    if counts["evaluated"] != counts["transformed_test_split"]:
-        lines += [
-            "",
-            f"Warning: bucket sizes here {counts['evaluated']} differ from the transformed test split's "
-            f"{counts['transformed_test_split']}.",
-        ]
-    lines += ["", "## Baseline", ""]
-    baseline = metrics["baseline"]
-    if baseline is None:
-        lines.append("No baseline: there is no previously blessed model.")
-    else:
-        lines += ["| | candidate | baseline |", "|---|---|---|",
-                  f"| accuracy | {overall['accuracy']:.4f} | {baseline['accuracy']:.4f} |",
-                  f"| loss | {overall['loss']:.4f} | {baseline['loss']:.4f} |",
-                  f"| macro-F1 | {overall['macro_f1']:.4f} | {baseline['macro_f1']:.4f} |",
-                  "", f"Accuracy change: {baseline['accuracy_change']:+.4f}. "
-                      f"Baseline model: `{baseline['model_uri']}`."]
+    lines += _bucket_lines(metrics)
+    lines += _baseline_lines(metrics)
     lines += comparison_lines(metrics)
     thresholds = metrics["thresholds"]
     lines += [
@@ -162,6 +141,40 @@ def render_report(metrics: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _bucket_lines(metrics: dict[str, Any]) -> list[str]:
+    """The section on the length buckets, with a warning when their sizes differ from the test split's."""
+    lines = ["", "## By length bucket (tokens after the transform)", "",
+             "| bucket | examples | accuracy | loss | macro-F1 |", "|---|---|---|---|---|"]
+    for name, values in metrics["length_buckets"].items():
+        lines.append(f"| {name} | {values['examples']} | {values['accuracy']:.4f} | {values['loss']:.4f} "
+                     f"| {values['macro_f1']:.4f} |")
+    counts = metrics["bucket_counts"]
+    if counts["evaluated"] != counts["transformed_test_split"]:
+        lines += [
+            "",
+            f"Warning: bucket sizes here {counts['evaluated']} differ from the transformed test split's "
+            f"{counts['transformed_test_split']}.",
+        ]
+    return lines
+
+
+def _baseline_lines(metrics: dict[str, Any]) -> list[str]:
+    """The section comparing the candidate with the baseline (the previously blessed model), if any."""
+    overall = metrics["overall"]
+    lines = ["", "## Baseline", ""]
+    baseline = metrics["baseline"]
+    if baseline is None:
+        lines.append("No baseline: there is no previously blessed model.")
+    else:
+        lines += ["| | candidate | baseline |", "|---|---|---|",
+                  f"| accuracy | {overall['accuracy']:.4f} | {baseline['accuracy']:.4f} |",
+                  f"| loss | {overall['loss']:.4f} | {baseline['loss']:.4f} |",
+                  f"| macro-F1 | {overall['macro_f1']:.4f} | {baseline['macro_f1']:.4f} |",
+                  "", f"Accuracy change: {baseline['accuracy_change']:+.4f}. "
+                      f"Baseline model: `{baseline['model_uri']}`."]
+    return lines
 
 
 def gate_lines(gate: dict[str, Any] | None) -> list[str]:

@@ -61,7 +61,7 @@ def _span_states(config) -> list:
     from apps.job_metrics import span_states
     from contract.artifacts import ComponentError
     from pipeline import span_states as stored
-    from pipeline.metadata import StoreError
+    from pipeline.store_errors import StoreError
     try:
         config = stored.resolve(config, log=lambda line: None)
         held_out = {row["span"]: row["state"] for row in stored.listing(config) if row["span"] in
@@ -113,26 +113,35 @@ def _main(args: argparse.Namespace) -> int:
         console.error(f"{args.command}: interrupted by {interrupts.name()}{kept}")
         return interrupts.exit_code(error)
     except Exception as error:  # one readable line instead of a traceback wall
-        import sqlite3
+        code = _failure_exit_code(error, args, config, console)
+        if code is None:
+            raise
+        return code
 
-        from contract.artifacts import ComponentError
-        from contract.disk import disk_full, disk_full_message, full_path
-        from pipeline.metadata import StoreError, store_error
-        if isinstance(error, sqlite3.DatabaseError):  # a store that opened but breaks on reading
-            store = (config.pipeline_root() if config else Path(".")) / "metadata.sqlite"
-            error = store_error(store, error)
-        if isinstance(error, (ComponentError, StoreError, LookupError)):
-            console.error(f"{args.command}: {error}")
-            return EXIT_FOR_KIND.get(getattr(error, "kind", None), EXIT_FAILED)
-        if isinstance(error, OSError) and disk_full(error):
-            where = full_path(error, config.pipeline_root() if config else Path.cwd())
-            console.error(f"{args.command}: {disk_full_message(where, f'writing {where}')}")
-            return EXIT_FAILED
-        if isinstance(error, OSError):  # missing, unreadable or unwritable files and folders
-            where = f": {error.filename}" if error.filename else ""
-            console.error(f"{args.command}: {error.strerror or error}{where}")
-            return EXIT_FAILED
-        raise
+
+def _failure_exit_code(error: Exception, args: argparse.Namespace, config, console: Console) -> int | None:
+    """One readable line instead of a traceback wall for an error of the store, a component, a lookup or the
+    filesystem, and the exit code; None for any other error, which the caller re-raises."""
+    import sqlite3
+
+    from contract.artifacts import ComponentError
+    from contract.disk import disk_full, disk_full_message, full_path
+    from pipeline.store_errors import StoreError, store_error
+    if isinstance(error, sqlite3.DatabaseError):  # a store that opened but breaks on reading
+        store = (config.pipeline_root() if config else Path(".")) / "metadata.sqlite"
+        error = store_error(store, error)
+    if isinstance(error, (ComponentError, StoreError, LookupError)):
+        console.error(f"{args.command}: {error}")
+        return EXIT_FOR_KIND.get(getattr(error, "kind", None), EXIT_FAILED)
+    if isinstance(error, OSError) and disk_full(error):
+        where = full_path(error, config.pipeline_root() if config else Path.cwd())
+        console.error(f"{args.command}: {disk_full_message(where, f'writing {where}')}")
+        return EXIT_FAILED
+    if isinstance(error, OSError):  # missing, unreadable or unwritable files and folders
+        where = f": {error.filename}" if error.filename else ""
+        console.error(f"{args.command}: {error.strerror or error}{where}")
+        return EXIT_FAILED
+    return None
 
 
 def entry_point() -> None:

@@ -61,6 +61,33 @@ def duration_flag(text: str) -> float:
 
 def _add_pipeline_flags(parser: argparse.ArgumentParser, partial_runs: bool) -> None:
     """The flags of `run` and, without --until/--from/--only (`partial_runs`), of `retrain`."""
+    _add_data_flags(parser)
+    _add_model_flags(parser)
+    _add_root_and_beam_flags(parser)
+    if partial_runs:
+        _add_step_range_flags(parser)
+    parser.add_argument(
+        "--no-cache", action="store_true", help="run every step even if a cached result exists"
+    )
+    parser.add_argument("--rerun", action="append", default=[], choices=dag.STEP_NAMES,
+                        help="run this step even if cached (later steps re-run when their inputs change)")
+    parser.add_argument("--lock-timeout", type=duration_flag, default=0.0, metavar="DURATION",
+                        help="how long to wait for another run on the same pipeline root (default 0: fail at "
+                             f"once); {DURATION_HELP}")
+    parser.add_argument("--metrics-file", metavar="PATH",
+                        help="write job metrics in Prometheus' text format to PATH when the command ends "
+                             "(e.g. node_exporter's textfile collector folder/agnews.prom)")
+    parser.add_argument(
+        "--deadline",
+        metavar="DURATION",
+        help="end the run cleanly, like SIGTERM, once it has run this long (pipeline.deadline): "
+        f"{DURATION_HELP}; exit {interrupts.EXIT_DEADLINE}, the run marked timed_out",
+    )
+    _add_output_flags(parser)
+
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    """The configuration file, --set, and where the data comes from (ingest)."""
     parser.add_argument("--config", help=f"YAML configuration file (every key with its default: "
                                          f"{default_config_file()})")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -86,6 +113,10 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser, partial_runs: bool) -> 
     parser.add_argument(
         "--max-bad-fraction", type=float, help="fail ingest above this share of quarantined rows"
     )
+
+
+def _add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """What is tuned and trained, and the accuracy needed for blessing."""
     parser.add_argument("--model", choices=architecture_names(), help="architecture to tune and train")
     parser.add_argument("--tuning-trials", type=int, help="KerasTuner trial budget")
     parser.add_argument("--tuning-epochs", type=int, help="max epochs per tuning trial")
@@ -103,6 +134,10 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser, partial_runs: bool) -> 
         help="start the embedding from these word vectors (word2vec, GloVe, fastText .vec, .kv)",
     )
     parser.add_argument("--min-accuracy", type=float, help="absolute test accuracy needed for blessing")
+
+
+def _add_root_and_beam_flags(parser: argparse.ArgumentParser) -> None:
+    """Where artifacts and served versions live, and where the Beam steps run."""
     parser.add_argument("--pipeline-root", help="where artifacts and the metadata store live "
                                                 "(default ./pipeline_root)")
     parser.add_argument("--serving-dir", help="TF Serving model folder for pushed versions "
@@ -118,26 +153,6 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser, partial_runs: bool) -> 
                         help="dask scheduler for --beam-runner dask (default: a local cluster per step)")
     parser.add_argument("--dask-workers", type=int, metavar="N",
                         help="worker processes of the local dask cluster (default 2)")
-    if partial_runs:
-        _add_step_range_flags(parser)
-    parser.add_argument(
-        "--no-cache", action="store_true", help="run every step even if a cached result exists"
-    )
-    parser.add_argument("--rerun", action="append", default=[], choices=dag.STEP_NAMES,
-                        help="run this step even if cached (later steps re-run when their inputs change)")
-    parser.add_argument("--lock-timeout", type=duration_flag, default=0.0, metavar="DURATION",
-                        help="how long to wait for another run on the same pipeline root (default 0: fail at "
-                             f"once); {DURATION_HELP}")
-    parser.add_argument("--metrics-file", metavar="PATH",
-                        help="write job metrics in Prometheus' text format to PATH when the command ends "
-                             "(e.g. node_exporter's textfile collector folder/agnews.prom)")
-    parser.add_argument(
-        "--deadline",
-        metavar="DURATION",
-        help="end the run cleanly, like SIGTERM, once it has run this long (pipeline.deadline): "
-        f"{DURATION_HELP}; exit {interrupts.EXIT_DEADLINE}, the run marked timed_out",
-    )
-    _add_output_flags(parser)
 
 
 def _add_step_range_flags(parser: argparse.ArgumentParser) -> None:

@@ -63,14 +63,7 @@ def check_spans(examples_dir: Path, inputs: dict[str, Artifact], statistics_dir:
         return None
     new = _new_spans(window, inputs[EXAMPLES].properties)
     sha256 = {name: record["sha256"] for name, record in read_sources(examples_dir).items()}
-    served = reference.served(inputs)
-    established = [span for span in window if span not in new]
-    if served is not None:  # what the served model learned
-        references = dict.fromkeys(new, served)
-    elif established:
-        references = dict.fromkeys(new, reference.window(examples_dir, established, sha256))
-    else:  # a first run has nothing established: the newest span against the rest, as before
-        references = {window[-1]: reference.window(examples_dir, window[:-1], sha256)}
+    references = _references(window, new, inputs, examples_dir, sha256)
     read = {span: span_profiles.read_rows(span_profiles.span_files(examples_dir, span)) for span in new}
     test_keys = set(span_profiles.read_rows(examples_files(examples_dir, "test"))[1])
     accepted = set(config.accepted_spans)
@@ -104,6 +97,28 @@ def check_spans(examples_dir: Path, inputs: dict[str, Artifact], statistics_dir:
     record = {"newest_span": window[-1], "reference": newest["reference"],
               "compared_with": newest["compared_with"], "checks": newest["checks"], "spans": spans}
     write_drift(statistics_dir, record)  # also when refusing: the failed attempt's folder keeps the verdict
+    _refuse_if_any(spans, record)
+    return record
+
+
+def _references(window: list[str], new: list[str], inputs: dict[str, Artifact], examples_dir: Path,
+                sha256: dict[str, str]) -> dict:
+    """What each new span is compared with: the served model's window, else the window's established spans;
+    a first run compares only the newest span, with the rest of the window."""
+    served = reference.served(inputs)
+    established = [span for span in window if span not in new]
+    if served is not None:  # what the served model learned
+        references = dict.fromkeys(new, served)
+    elif established:
+        references = dict.fromkeys(new, reference.window(examples_dir, established, sha256))
+    else:  # a first run has nothing established: the newest span against the rest, as before
+        references = {window[-1]: reference.window(examples_dir, window[:-1], sha256)}
+    return references
+
+
+def _refuse_if_any(spans: dict[str, dict], record: dict) -> None:
+    """Raises the ComponentError refusing the spans whose verdict is a refusal (kind drift if one drifted,
+    else data_quality), with each refused span's measures in its details."""
     refused = [{"span": span, "sha256": facts["sha256"], "reason": facts["refused"],
                 "drift": {row["measure"]: row["value"] for row in facts["checks"]},
                 "quality": {row["check"]: row["value"] for row in facts["quality"]}}
@@ -119,7 +134,6 @@ def check_spans(examples_dir: Path, inputs: dict[str, Artifact], statistics_dir:
             {"refused": refused},
             facts={STATISTICS: drift_properties(record)},
         )
-    return record
 
 
 def _measures(profile: drift.SpanProfile, against: reference.Reference, files: list[str],
