@@ -93,9 +93,11 @@ MUTATIONS: list[Mutation] = [
         name="vocabulary_from_all_splits",
         file="components/transform/executor.py",
         old="(train_transformed, transformed_metadata), transform_fn = (\n"
-        '                (raw["train"], sources["train"].TensorAdapterConfig())\n'
-        '                | "AnalyzeAndTransformTrain" >> '
-        "tft_beam.AnalyzeAndTransformDataset(make_preprocessing_fn(config)))",
+        '                raw["train"],\n'
+        '                sources["train"].TensorAdapterConfig(),\n'
+        '            ) | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(\n'
+        "                make_preprocessing_fn(config)\n"
+        "            )",
         new="transform_fn = (\n"
         '                ((raw["train"], raw["eval"], raw["test"]) | "AllSplits" >> beam.Flatten(),\n'
         '                 sources["train"].TensorAdapterConfig())\n'
@@ -128,8 +130,9 @@ MUTATIONS: list[Mutation] = [
         name="tuner_scores_on_train",
         file="components/tuner/executor.py",
         old=(
-            'scored = bucketed_batches(examples_dir, "eval", EVAL_BATCH_SIZE, shuffle=False, '
-            "examples=evaluation)"
+            "scored = bucketed_batches(\n"
+            '                examples_dir, "eval", EVAL_BATCH_SIZE, shuffle=False, examples=evaluation\n'
+            "            )"
         ),
         new=(
             'scored = bucketed_batches(examples_dir, "train", EVAL_BATCH_SIZE, shuffle=False, examples=train)'
@@ -143,7 +146,7 @@ MUTATIONS: list[Mutation] = [
     # ------------------------------------------------------------------------------------------ trainer
     Mutation(
         name="embedding_trainable_while_frozen",
-        file="components/trainer/executor.py",
+        file="components/trainer/starting_point.py",
         old='chosen_values["embedding_trainable"] = frozen_epochs == 0',
         new='chosen_values["embedding_trainable"] = frozen_epochs < config.epochs',
         breaks="with embeddings_trainable='after_epochs N' the pretrained vectors are tuned from epoch 1",
@@ -212,7 +215,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="batch_answers_not_split_back",
         file="apps/serving/batching.py",
-        old="array[start:start + task.rows]",
+        old="array[start : start + task.rows]",
         new="array[:task.rows]",
         breaks="requests merged into one model call each get the batch's first rows instead of their own",
         tests=(
