@@ -16,11 +16,11 @@ Incidents (week = fraction of the year, at least 1 week apart):
 - label shift: from 0.5 of the year on, SHIFT_SHARE of each new span's rows are Sports and stay so (the first
   3 weeks are the episode, then it is permanent);
 - corrupted span (0.25): a one-off span whose labels are bad in CORRUPT_SHARE of its rows (above
-  ingest.max_bad_row_fraction);
+  validate.quality.bad_row_share): quarantined (exit 8) and in no later window;
 - corrected span (0.33): the span is rewritten a week later (same name, new bytes: other rows);
 - late span (0.42): the week's span is not there on its date and arrives the week after, out of order;
-- backfill (0.58): after the weekly retrain, `retrain --span <the newest ingested span 2+ weeks old>`: refused
-  (exit 9) with serving/ unchanged;
+- backfill (0.58): after the weekly retrain, `retrain --span <the span before the served model's newest>`:
+  refused (exit 9) with serving/ unchanged;
 - rollback (0.66): `agnews-pipeline rollback VERSION` of the kept version below the served one; the next week
   must compare with (baseline accuracy) and warm-start from that version's model;
 - SIGKILL (0.75): the retrain is killed by pid once its trainer step has started (its logs/trainer.log exists),
@@ -335,14 +335,17 @@ def corrected(year: Year, span: str, result: dict, keys: tuple) -> dict:
 
 
 def backfill(year: Year, week: int, result: dict) -> dict:
-    """`retrain --span` of an older span the window trained on; serving/ must not change."""
+    """`retrain --span` of the span before the newest one the served model was trained on (a backfill by the
+    product's definition: the pinned window ends before the served model's newest span); serving/ must not
+    change."""
     before, listing = year.served_version(), sorted(p.name for p in (year.root / "serving" / "agnews").iterdir())
-    older = [name for name, state in result["span_states"].items()
-             if state.startswith("ingested") and name < year.span_name(week - 1)]
-    span = older[-1] if older else year.span_name(week - 3)
+    served_run = year.run_of_version.get(before)
+    trained = next((w["window"] for w in year.weeks_seen if w["run_id"] and w["run_id"] == served_run), [])
+    span = trained[-2] if len(trained) >= 2 else year.span_name(week - 3)
     code, seconds, line = year.retrain("--span", span)
     after = sorted(p.name for p in (year.root / "serving" / "agnews").iterdir())
-    return {"week": week, "span": span, "exit": code, "seconds": seconds, "line": line[:300],
+    return {"week": week, "span": span, "served_model_newest_span": trained[-1] if trained else None,
+            "exit": code, "seconds": seconds, "line": line[:300],
             "served_before": before, "served_after": year.served_version(), "serving_unchanged": listing == after}
 
 
