@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 import run_info  # benchmarks/ is on sys.path when a script here runs
-from year_report import kept_out, markdown, step_seconds
+from year_report import kept_out, markdown, shift_outcome, step_seconds
 
 PROJECT = Path(__file__).resolve().parent.parent
 CONFIG = PROJECT / "tests" / "support" / "e2e_config.yaml"
@@ -407,6 +407,7 @@ def main() -> None:
         weeks, incidents = run_year(year, plan)
         recycled = year.recycled_from
     incidents["corrupted_kept_out"] = kept_out(weeks, plan)
+    incidents["shift"] = shift_outcome(weeks, plan)
     step_seconds(work / "root", weeks)
     out = PROJECT / "benchmarks" / "results" / f"year_{args.label}.json"
     ran = {"command": run_info.command_line(), "machine": run_info.machine(), "load_before": load_before,

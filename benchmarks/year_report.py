@@ -40,6 +40,14 @@ def trend(weeks: list[dict]) -> str:
             f"of the last 5: {sum(last) / len(last):.1f} s)")
 
 
+def shift_outcome(weeks: list[dict], plan: dict[str, int]) -> dict:
+    """The label shift from its week on: weeks flagged, searches (the issue: at most 2 for the episode), pushes."""
+    after = [w for w in weeks if w["week"] >= plan["shift"] and w["run_id"]]
+    return {"from_week": plan["shift"], "weeks_flagged": [w["week"] for w in after if w["drifted_spans"]],
+            "search_weeks": [w["week"] for w in after if w["search"] == "searched"],
+            "push_weeks": [w["week"] for w in after if w["pushed"]]}
+
+
 def kept_out(weeks: list[dict], plan: dict[str, int]) -> dict:
     """Was the corrupted span in the window of any run after its week (it must not be, unless accepted)?"""
     span = next((w["span"] for w in weeks if w["week"] == plan["corrupted"]), None)
@@ -61,14 +69,16 @@ def summary(report: dict) -> list[str]:
     by_week = {w["week"]: w for w in weeks}
     roots = {n: by_week[n]["root_mb"] for n in (4, 12, 26, 52) if n in by_week}
     growth = (f"{100 * (roots[52] / roots[26] - 1):+.1f}%" if 26 in roots and 52 in roots else "n/a")
-    plain = [w["seconds"] for w in weeks if w["exit"] == 0 and not w["events"]]
+    plain = [w["seconds"] for w in weeks if w["exit"] in (0, 4) and not w["events"]]  # 4: ran, not blessed
+    late = [w["root_mb"] for w in weeks[-20:]]
     ran = [w for w in weeks if w["run_id"]]
     quarantined = sorted({s for w in weeks for s in w["quarantined"]})
     return [f"- weeks run: {len(weeks)}; searches: {sum(w['search'] == 'searched' for w in weeks)}; pushes: "
             f"{sum(w['pushed'] for w in weeks)}; exits: {dict(sorted(count_exits(weeks).items()))}",
             f"- spans quarantined: {', '.join(quarantined) or 'none'}; drift flagged in "
             f"{sum(bool(w['drifted_spans']) for w in ran)} weeks",
-            f"- root MB at weeks 4/12/26/52: {roots}; growth week 26 -> 52: {growth}",
+            f"- root MB at weeks 4/12/26/52: {roots}; growth week 26 -> 52: {growth}; over the last {len(late)} "
+            f"weeks: {min(late, default=0)}-{max(late, default=0)} MB",
             f"- wall seconds of an incident-free week that went through: first 5 {plain[:5]}, last 5 {plain[-5:]}",
             f"- rows dealt again (pool exhausted) from week: {report.get('recycled_from') or 'never'}",
             f"- non-training seconds (wall - tuner - trainer) trend: {trend(weeks)}"]
