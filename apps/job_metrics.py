@@ -2,12 +2,12 @@
 textfile collector (or anything that scrapes a .prom file).
 
 Written once the command ends, whatever its outcome, to a temporary file beside PATH that is then renamed
-onto it (prometheus_client.write_to_textfile), so a scrape never sees half a file. A success is a run that went
-through the whole pipeline (a model pushed, already pushed, or not blessed: exit 0 or 4); when the command
-fails or is skipped, agnews_retrain_last_success_timestamp_seconds keeps the value of the previous file.
-The facts of the run (drift, accuracies, spans) come from its run record in the pipeline root, a refused run's
-too (the drift a validate on exit 8 measured is in its record's facts). The data's freshness and the spans by
-state come from the data folder itself (span_states), so a skipped or failed run still reports them.
+onto it (prometheus_client.write_to_textfile), so a scrape never sees half a file. A success is a run that
+went through the whole pipeline (a model pushed, already pushed, or not blessed: exit 0 or 4); when the
+command fails or is skipped, agnews_retrain_last_success_timestamp_seconds keeps the value of the previous
+file. The facts of the run (drift, accuracies, spans) come from its run record in the pipeline root, a refused
+run's too (the drift a validate on exit 8 measured is in its record's facts). The data's freshness and the
+spans by state come from the data folder itself (span_states), so a skipped or failed run still reports them.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.artifacts import ComponentError
-from contract.config import IngestConfig
+from contract.data_config import IngestConfig
 from library.spans import Span, discover_spans, is_stream, span_time
 
 # Exit code -> outcome label (apps/cli/exit_codes.py). A run that ended is labelled by its own outcome.
@@ -27,9 +27,22 @@ from library.spans import Span, discover_spans, is_stream, span_time
 OUTCOME_OF_EXIT = {0: "pushed", 1: "failed", 2: "usage_error", 3: "skipped_no_new_data", 4: "not_blessed",
                    5: "locked", 6: "too_few_spans", 7: "span_not_found", 8: "drift", 9: "backfill_refused",
                    124: "timed_out", 130: "interrupted", 143: "interrupted"}
-OUTCOMES = ("pushed", "already_pushed", "not_blessed", "stopped_early", "skipped_no_new_data", "failed", "drift",
-            "too_few_spans", "span_not_found", "backfill_refused", "locked", "usage_error", "interrupted",
-            "timed_out")
+OUTCOMES = (
+    "pushed",
+    "already_pushed",
+    "not_blessed",
+    "stopped_early",
+    "skipped_no_new_data",
+    "failed",
+    "drift",
+    "too_few_spans",
+    "span_not_found",
+    "backfill_refused",
+    "locked",
+    "usage_error",
+    "interrupted",
+    "timed_out",
+)
 SUCCESSES = ("pushed", "already_pushed", "not_blessed", "stopped_early")
 LAST_SUCCESS = "agnews_retrain_last_success_timestamp_seconds"
 
@@ -94,8 +107,17 @@ def span_states(ingest: IngestConfig, held_out: dict[str, str] | None = None) ->
         spans = discover_spans(folder, ingest.window.pattern)
     except OSError:  # an unreadable data folder: the metrics file is still written, without these gauges
         return []
-    return [(span, "in_window" if span.name in window else held_out.get(span.name) or
-             ("excluded" if span.name in ingest.window.exclude else "outside_window")) for span in spans]
+    return [(span, _span_state(span.name, window, held_out, ingest.window.exclude)) for span in spans]
+
+
+def _span_state(name: str, window: set[str], held_out: dict[str, str], excluded) -> str:
+    """A span's state for the gauges: in_window, its held-out state (quarantined, rejected), excluded, or
+    outside_window."""
+    if name in window:
+        return "in_window"
+    if held_out.get(name):
+        return held_out[name]
+    return "excluded" if name in excluded else "outside_window"
 
 
 def _newest_span(spans: list[tuple[Span, str]]) -> Span | None:
@@ -128,20 +150,28 @@ def write_job_metrics(path: Path, *, command: str, exit_code: int, started: floa
     def gauge(name: str, help_text: str, labels: tuple[str, ...] = ()) -> Gauge:
         return Gauge(name, help_text, labels, registry=registry)
 
-    gauge("agnews_retrain_last_run_timestamp_seconds", "When the last run or retrain ended (Unix time)").set(ended)
+    gauge("agnews_retrain_last_run_timestamp_seconds", "When the last run or retrain ended (Unix time)").set(
+        ended
+    )
     last_success = ended if result in SUCCESSES else previous_last_success(path)
     if last_success is not None:
         gauge(LAST_SUCCESS, "When the last run or retrain that went through the pipeline ended (Unix time)") \
             .set(last_success)
     gauge("agnews_retrain_duration_seconds", "Wall time of the last run or retrain").set(ended - started)
     gauge("agnews_retrain_exit_code", "Exit code of the last run or retrain").set(exit_code)
-    outcomes = gauge("agnews_retrain_outcome", "1 for the outcome of the last run or retrain", ("outcome", "command"))
+    outcomes = gauge(
+        "agnews_retrain_outcome", "1 for the outcome of the last run or retrain", ("outcome", "command")
+    )
     for name in OUTCOMES:
         outcomes.labels(outcome=name, command=command).set(1 if name == result else 0)
 
     statistics = _properties(record, "statistics")
     if "drift" in statistics:
-        drift = gauge("agnews_retrain_drift", "Drift of the newest span from the rest of the window", ("measure",))
+        drift = gauge(
+            "agnews_retrain_drift",
+            "Drift of the newest span from its reference (the served model's window)",
+            ("measure",),
+        )
         for measure, value in statistics["drift"].items():
             if value is not None:
                 drift.labels(measure=measure).set(value)
@@ -151,22 +181,32 @@ def write_job_metrics(path: Path, *, command: str, exit_code: int, started: floa
     if "accuracy" in evaluation:
         # The anchor (the best recent served version on the same rows) is on the evaluation or the blessing.
         anchor = evaluation.get("anchor_accuracy", _properties(record, "blessing").get("anchor_accuracy"))
-        accuracy = gauge("agnews_model_accuracy", "Accuracy of the candidate, the baseline and the anchor on the "
-                         "same rows", ("model", "data"))
-        for model, data, value in (("candidate", "test", evaluation.get("accuracy")),
-                                   ("baseline", "test", evaluation.get("baseline_accuracy")),
-                                   ("anchor", "test", anchor),
-                                   ("candidate", "newest_span", evaluation.get("newest_span_accuracy")),
-                                   ("baseline", "newest_span", evaluation.get("newest_span_baseline_accuracy"))):
+        accuracy = gauge(
+            "agnews_model_accuracy",
+            "Accuracy of the candidate, the baseline and the anchor on the same rows",
+            ("model", "data"),
+        )
+        for model, data, value in (
+            ("candidate", "test", evaluation.get("accuracy")),
+            ("baseline", "test", evaluation.get("baseline_accuracy")),
+            ("anchor", "test", anchor),
+            ("candidate", "newest_span", evaluation.get("newest_span_accuracy")),
+            ("baseline", "newest_span", evaluation.get("newest_span_baseline_accuracy")),
+        ):
             if value is not None:
                 accuracy.labels(model=model, data=data).set(value)
         p_value = _properties(record, "blessing").get("p_value")
         if p_value is not None:
-            gauge("agnews_model_paired_p_value", "One-sided McNemar p-value that the candidate is worse than the "
-                  "baseline on the same test rows").set(p_value)
+            gauge(
+                "agnews_model_paired_p_value",
+                "One-sided McNemar p-value that the candidate is worse than the "
+                "baseline on the same test rows",
+            ).set(p_value)
     examples = _properties(record, "examples")
     if "window" in examples:
-        ingested = gauge("agnews_retrain_spans", "Spans of the window by what ingest did with them", ("state",))
+        ingested = gauge(
+            "agnews_retrain_spans", "Spans of the window by what ingest did with them", ("state",)
+        )
         for state in ("ingested", "reingested", "reused"):
             ingested.labels(state=state).set(len(examples.get(f"spans_{state}", [])))
     _data_gauges(gauge, spans, ended)
@@ -186,12 +226,15 @@ def _data_gauges(gauge, spans: list[tuple[Span, str]], now: float) -> None:
         by_state.labels(state=state).set(count)
     newest = _newest_span(spans)
     with contextlib.suppress(OSError):  # a folder removed since: no freshness rather than no file
-        gauge("agnews_retrain_newest_span_age_seconds", "Age of the newest span in the window: now minus the "
-              "date its name spells (midnight UTC), or its folder's modification time").set(now - span_time(newest))
+        gauge(
+            "agnews_retrain_newest_span_age_seconds",
+            "Age of the newest span in the window: now minus the "
+            "date its name spells (midnight UTC), or its folder's modification time",
+        ).set(now - span_time(newest))
 
 
 def _serving_version(serving_dir: Path | None) -> int | None:
-    from library.layouts import serving_versions
+    from library.folder_layouts import serving_versions
     if serving_dir is None or not serving_dir.is_dir():
         return None
     versions = serving_versions(serving_dir)

@@ -4,9 +4,10 @@
   - a SavedModel folder (a trainer's serving_model/, or a pushed version folder <serving_dir>/<version>/),
   - a trainer `model` artifact folder (its serving_model/ is used),
   - a serving folder of numeric versions (the highest version is used, as TF Serving would).
-`iter_csv_or_lines(source)` reads texts from a file (or "-" for stdin): an AG News CSV (class,title,description)
-gives title + " " + description per row; anything else gives one text per line, a blank line being an empty
-text (so output rows join back to input lines). `iter_numbered_texts` gives the same with input line numbers.
+`iter_csv_or_lines(source)` reads texts from a file (or "-" for stdin): an AG News CSV
+(class,title,description) gives title + " " + description per row; anything else gives one text per line, a
+blank line being an empty text (so output rows join back to input lines). `iter_numbered_texts` gives the same
+with input line numbers.
 """
 from __future__ import annotations
 
@@ -17,18 +18,18 @@ from typing import IO, Any, Iterator
 
 from contract.artifacts import ComponentError
 from library.export import SERVING_SIGNATURE
+from library.folder_layouts import serving_version_dir, serving_versions
 from library.layouts import (
     CLASS_NAMES,
     SAVED_MODEL_FILE,
     SERVING_MODEL_DIR,
     has_saved_model,
     serving_model_dir,
-    serving_version_dir,
-    serving_versions,
 )
 
 BATCH_SIZE = 256
-# A text may be any length (serving_default takes a 5 MB string); the csv module's default field limit is 128 KB.
+# A text may be any length (serving_default takes a 5 MB string); the csv module's default field limit is 128
+# KB.
 csv.field_size_limit(min(sys.maxsize, 2 ** 31 - 1))
 _loaded: dict[tuple[str, int], Any] = {}  # (SavedModel folder, saved_model.pb mtime) -> serving signature
 
@@ -57,8 +58,10 @@ def _serving_signature(model_dir: Path):
             loaded = tf.saved_model.load(str(path))
         except Exception as error:  # a corrupt or partial folder: TensorFlow raises many types here
             reason = (str(error).strip().splitlines() or [""])[0][:160]
-            raise ComponentError(f"{path} holds no loadable SavedModel ({type(error).__name__}: {reason}); point "
-                                 "--model-dir at an intact pushed version or a trainer's model folder") from None
+            raise ComponentError(
+                f"{path} holds no loadable SavedModel ({type(error).__name__}: {reason}); point "
+                "--model-dir at an intact pushed version or a trainer's model folder"
+            ) from None
         if SERVING_SIGNATURE not in loaded.signatures:
             raise ComponentError(
                 f"{path} has no {SERVING_SIGNATURE!r} signature; signatures: {list(loaded.signatures)}")
@@ -87,7 +90,11 @@ def _is_ag_news_row(fields: list[str]) -> bool:
 
 def _is_header(fields: list[str]) -> bool:
     names = [field.strip().lower() for field in fields]
-    return len(names) == 3 and names[0] in ("class", "class index", "label") and names[1:] == ["title", "description"]
+    return (
+        len(names) == 3
+        and names[0] in ("class", "class index", "label")
+        and names[1:] == ["title", "description"]
+    )
 
 
 def iter_csv_or_lines(source: str | Path | IO) -> Iterator[str]:
@@ -123,8 +130,10 @@ def _decoded_lines(handle) -> Iterator[tuple[int, str]]:
         try:
             yield number, raw.decode("utf-8")
         except UnicodeDecodeError as error:
-            raise ComponentError(f"input line {number} is not valid UTF-8 ({error.reason} at byte {error.start}): "
-                                 "convert the input to UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+            raise ComponentError(
+                f"input line {number} is not valid UTF-8 ({error.reason} at byte {error.start}): "
+                "convert the input to UTF-8, e.g. iconv -f latin1 -t utf-8"
+            ) from None
 
 
 def _iter_texts(lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, str]]:
@@ -144,8 +153,9 @@ def _iter_texts(lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, str]]:
         for number, line in lines:
             yield number, line.rstrip("\r\n")
         return
-    # Re-join the first line with the rest so a quoted field spanning lines is still read correctly. Lines from
-    # the first non-blank one on are consecutive, so a row's line number is the first's plus the lines before it.
+    # Re-join the first line with the rest so a quoted field spanning lines is still read correctly. Lines
+    # from the first non-blank one on are consecutive, so a row's line number is the first's plus the lines
+    # before it.
     reader = csv.reader(line for _, line in _chain(first, lines))
     row_number = 0
     while True:

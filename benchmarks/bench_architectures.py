@@ -22,14 +22,13 @@ Writes benchmarks/results/architectures.json and architectures.md; the pipeline 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import run_info  # benchmarks/ is on sys.path when a script here runs
+import harness  # benchmarks/ is on sys.path when a script here runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -45,7 +44,8 @@ from library.models import architecture_names, build_model, fixed_hyperparameter
 RESULTS_DIR = Path(__file__).parent / "results"
 # name -> (architecture, fixed hyperparameters): each registry entry at its defaults, and gru both ways.
 EXTRA_VARIANTS = {"gru, bidirectional": ("gru", ("bidirectional=true",))}
-SHOWN_HYPERPARAMETERS = ("embedding_dim", "units", "num_layers", "bidirectional")  # the rest are equal defaults
+# the rest are equal defaults
+SHOWN_HYPERPARAMETERS = ("embedding_dim", "units", "num_layers", "bidirectional")
 
 
 def variants(names: list[str]) -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -108,19 +108,28 @@ def throughput(args, rows: list[dict], examples_dir: Path, model_input: ModelInp
 def markdown(report: dict) -> str:
     data = report["data"]
     lines = [
-        f"# Architectures at their defaults ({report['date']})", "",
-        f"Command: `{report['command']}`  ", f"Machine: {report['machine']}  ",
-        f"Wall time: {report['wall_seconds'] / 60:.1f} min (1-minute load average {report['load_at_end']:.1f} at "
-        "the end)", "",
-        f"Data: {data['source']}: train {data['rows']['train']} + eval {data['rows']['eval']} rows (the ingest's "
-        f"content-hashed 5% of train.csv), test {data['rows']['test']} rows (test.csv, all used).", "",
-        f"Budget: --no-tune (the registry's default hyperparameters), trainer at most {report['epochs']} epochs, "
+        f"# Architectures at their defaults ({report['date']})",
+        "",
+        *harness.provenance(report),
+        f"Wall time: {report['wall_seconds'] / 60:.1f} min (1-minute load average "
+        f"{report['load_at_end']:.1f} at "
+        "the end)",
+        "",
+        f"Data: {data['source']}: train {data['rows']['train']} + eval {data['rows']['eval']} rows "
+        "(the ingest's "
+        f"content-hashed 5% of train.csv), test {data['rows']['test']} rows (test.csv, all used).",
+        "",
+        "Budget: --no-tune (the registry's default hyperparameters), trainer at most "
+        f"{report['epochs']} epochs, "
         f"early stopping on eval val_loss (patience {report['patience']}, best weights kept), seeds "
         f"{', '.join(str(seed) for seed in report['seeds'])}: one run per variant and seed. Throughput (seed "
-        f"{report['seeds'][0]}): {report['throughput_rounds']} epochs per variant on the bucketed train split, "
+        f"{report['seeds'][0]}): {report['throughput_rounds']} epochs per variant on the bucketed "
+        "train split, "
         "alternating between variants, fresh models; the first epoch includes graph tracing. The machine is "
-        "shared, so examples/s are noisy: compare within a round.", "",
-        "| variant | hyperparameters | parameters | test accuracy, mean | per seed | eval accuracy per seed | "
+        "shared, so examples/s are noisy: compare within a round.",
+        "",
+        "| variant | hyperparameters | parameters | test accuracy, mean | per seed | eval accuracy per "
+        "seed | "
         "epochs (best) per seed | examples/s per round-robin epoch | trainer examples/s per epoch |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -144,10 +153,15 @@ def markdown(report: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, help="folder with AG News train.csv and test.csv (required unless "
-                                                  "--render)")
-    parser.add_argument("--root", type=Path, default=None, help="pipeline root (default: a new folder under /tmp)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", type=Path, help="folder with AG News train.csv and test.csv (required unless --render)"
+    )
+    parser.add_argument(
+        "--root", type=Path, default=None, help="pipeline root (default: a new folder under /tmp)"
+    )
     parser.add_argument("--architectures", nargs="+", default=list(architecture_names()),
                         choices=architecture_names())
     parser.add_argument("--epochs", type=int, default=3)
@@ -159,19 +173,20 @@ def main() -> None:
                         help="only rewrite the Markdown table from the existing --out JSON (no training)")
     args = parser.parse_args()
     if args.render:
-        args.out.with_suffix(".md").write_text(markdown(json.loads(args.out.read_text(encoding="utf-8"))),
-                                               encoding="utf-8")
+        harness.render_only(args.out, markdown)
         return
     if args.data is None:
         parser.error("--data is required")
-    machine = run_info.machine("TensorFlow CPU")
+    machine = harness.machine("TensorFlow CPU")
     args.root = (args.root or Path(tempfile.mkdtemp(prefix="agnews-bench-architectures-"))).resolve()
     started = time.perf_counter()
 
     runs_by_variant = variants(args.architectures)
     for architecture, fixed in runs_by_variant.values():
         parse_fixed_hyperparameters(architecture, fixed)  # a bad variant fails before any training
-    prepared = run_pipeline(pipeline_config(args, args.architectures[0], (), args.seeds[0]), until="transform")
+    prepared = run_pipeline(
+        pipeline_config(args, args.architectures[0], (), args.seeds[0]), until="transform"
+    )
     examples = prepared.artifact("ingest", "examples").properties
     examples_dir = Path(prepared.artifact("transform", "transformed_examples").uri)
     model_input = read_model_input(Path(prepared.artifact("transform", "transform_graph").uri))
@@ -182,7 +197,7 @@ def main() -> None:
     speeds = throughput(args, first_seed, examples_dir, model_input) if args.throughput_rounds else {}
 
     report = {
-        "date": time.strftime("%Y-%m-%d %H:%M"), "command": run_info.command_line(), "machine": machine,
+        "date": time.strftime("%Y-%m-%d %H:%M"), "command": harness.command_line(), "machine": machine,
         "data": {"source": str(args.data.resolve()), "rows": {s: examples[f"{s}_rows"] for s in SPLITS}},
         "epochs": args.epochs, "patience": args.patience, "seeds": args.seeds,
         "throughput_rounds": args.throughput_rounds, "pipeline_root": str(args.root),
@@ -192,7 +207,7 @@ def main() -> None:
     text = markdown(report)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    run_info.write_results(args.out, report, text)
+    harness.write_results(args.out, report, text)
     print(f"pipeline root kept: {args.root}")
 
 

@@ -1,7 +1,7 @@
 """Does starting the embedding from Word2Vec vectors help the default bilstm on the shared AG News rows? Test
-accuracy over seeds for: no pretrained vectors; Word2Vec vectors trained (`agnews-pipeline embeddings`' code) on
-the train split's own text, frozen and fine-tuned; and a TF-IDF (word 1-2 grams) + logistic regression baseline
-on the same rows.
+accuracy over seeds for: no pretrained vectors; Word2Vec vectors trained (`agnews-pipeline embeddings`' code)
+on the train split's own text, frozen and fine-tuned; and a TF-IDF (word 1-2 grams) + logistic regression
+baseline on the same rows.
 
     CUDA_VISIBLE_DEVICES=-1 python benchmarks/bench_embeddings.py --data ../shared/data/ag_news
 
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import run_info  # benchmarks/ is on sys.path when a script here runs
+import harness  # benchmarks/ is on sys.path when a script here runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -34,8 +34,6 @@ from contract.config_loading import build_config
 from library import embeddings
 from library.dataset import bucketed_batches, token_id_counts
 from library.layouts import SPLITS, examples_files, keras_model_file, read_model_input
-from pipeline.root import root_lock
-from pipeline.runner import Runner
 
 RESULTS_DIR = Path(__file__).parent / "results"
 TEST_BATCH_SIZE = 256
@@ -55,29 +53,21 @@ def pipeline_config(args, seed: int, trainer: dict | None = None):
     })
 
 
-def run_pipeline(config, until: str, rerun: tuple[str, ...] = ()):
-    with root_lock(config.pipeline_root()):
-        runner = Runner(config, log=lambda message: print(message, flush=True))
-        try:
-            result = runner.run(until=until, rerun=rerun)
-        finally:
-            runner.close()
-    if result.status != "succeeded":
-        raise SystemExit(f"pipeline run {result.run_id} failed: {result.error}")
-    return result
-
-
 def test_accuracy(model_dir: Path, examples_dir: Path) -> float:
     model = keras.saving.load_model(keras_model_file(model_dir))
-    _, accuracy = model.evaluate(bucketed_batches(examples_dir, "test", TEST_BATCH_SIZE, shuffle=False).dataset,
-                                 verbose=0)
+    _, accuracy = model.evaluate(
+        bucketed_batches(examples_dir, "test", TEST_BATCH_SIZE, shuffle=False).dataset, verbose=0
+    )
     return float(accuracy)
 
 
 def raw_texts(examples_dir: Path, split: str) -> tuple[list[str], list[int]]:
     """title + " " + description and the label of every ingested example of a split."""
-    features = {"title": tf.io.FixedLenFeature([], tf.string), "description": tf.io.FixedLenFeature([], tf.string),
-                "label": tf.io.FixedLenFeature([], tf.int64)}
+    features = {
+        "title": tf.io.FixedLenFeature([], tf.string),
+        "description": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([], tf.int64),
+    }
     files = examples_files(examples_dir, split)
     texts, labels = [], []
     for example in tf.data.TFRecordDataset(files, compression_type="GZIP").map(
@@ -106,7 +96,9 @@ def tfidf_baseline(examples_dir: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, required=True, help="folder with AG News train.csv and test.csv")
     parser.add_argument("--root", type=Path, help="pipeline root (default: a new temporary folder)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
@@ -119,9 +111,9 @@ def main() -> None:
     args.root = (args.root or Path(tempfile.mkdtemp(prefix="agnews-bench-embeddings-"))).resolve()
     started = time.perf_counter()
     date = time.strftime("%Y-%m-%d %H:%M")
-    machine = run_info.machine("TensorFlow CPU, 2 cores shared with other agents' jobs: timings are noisy")
+    machine = harness.machine("TensorFlow CPU, 2 cores shared with other agents' jobs: timings are noisy")
 
-    prepared = run_pipeline(pipeline_config(args, args.seeds[0]), until="transform")
+    prepared = harness.run_pipeline(pipeline_config(args, args.seeds[0]), until="transform")
     examples_dir = Path(prepared.artifact("transform", "transformed_examples").uri)
     graph_dir = Path(prepared.artifact("transform", "transform_graph").uri)
     ingested = Path(prepared.artifact("ingest", "examples").uri)
@@ -138,7 +130,9 @@ def main() -> None:
     baseline["seconds"] = time.perf_counter() - baseline_started
     print(f"== TF-IDF + logistic regression: test accuracy {baseline['test_accuracy']:.4f}", flush=True)
 
-    sentences = embeddings.tokenized_split(ingested, "train", model_input.text_features, model_input.max_length)
+    sentences = embeddings.tokenized_split(
+        ingested, "train", model_input.text_features, model_input.max_length
+    )
     runs = []
     for seed in args.seeds:
         w2v_started = time.perf_counter()
@@ -151,14 +145,20 @@ def main() -> None:
             if trainer:
                 trainer = {**trainer, "pretrained_embeddings": str(vectors_path)}
             run_started = time.perf_counter()
-            result = run_pipeline(pipeline_config(args, seed, trainer), until="trainer", rerun=("tuner", "trainer"))
+            result = harness.run_pipeline(pipeline_config(args, seed, trainer), until="trainer",
+                                          rerun=("tuner", "trainer"))
             model = result.artifact("trainer", "model")
-            row = {"variant": name, "seed": seed, "run_id": result.run_id,
-                   "test_accuracy": test_accuracy(Path(model.uri), examples_dir),
-                   "val_accuracy": model.properties["val_accuracy"],
-                   "epochs_trained": model.properties["epochs_trained"], "best_epoch": model.properties["best_epoch"],
-                   "seconds": time.perf_counter() - run_started,
-                   **{k: v for k, v in model.properties.items() if k.startswith("embeddings_")}}
+            row = {
+                "variant": name,
+                "seed": seed,
+                "run_id": result.run_id,
+                "test_accuracy": test_accuracy(Path(model.uri), examples_dir),
+                "val_accuracy": model.properties["val_accuracy"],
+                "epochs_trained": model.properties["epochs_trained"],
+                "best_epoch": model.properties["best_epoch"],
+                "seconds": time.perf_counter() - run_started,
+                **{k: v for k, v in model.properties.items() if k.startswith("embeddings_")},
+            }
             if trainer:
                 row["word2vec_seconds"] = w2v_seconds
                 row["word2vec_words"] = len(vectors.index_to_key)
@@ -179,7 +179,7 @@ def main() -> None:
                         "vocab_coverage": rows[0].get("embeddings_vocab_coverage"),
                         "token_coverage": rows[0].get("embeddings_token_coverage")})
     report = {
-        "date": date, "command": run_info.command_line(), "machine": machine, "root": str(args.root),
+        "date": date, "command": harness.command_line(), "machine": machine, "root": str(args.root),
         "data": {"source": str(args.data), "rows": prepared.artifact("ingest", "examples").properties,
                  "vocab_size": model_input.vocab_size, "test_tokens_outside_vocabulary": test_oov_share},
         "budget": {"architecture": "bilstm (default hyperparameters, --no-tune)", "epochs": args.epochs,
@@ -190,7 +190,7 @@ def main() -> None:
         "prepare_seconds": prepare_seconds, "wall_seconds": time.perf_counter() - started,
     }
     RESULTS_DIR.mkdir(exist_ok=True)
-    run_info.write_results(RESULTS_DIR / "embeddings.json", report, markdown(report))
+    harness.write_results(RESULTS_DIR / "embeddings.json", report, markdown(report))
     print(markdown(report))
 
 
@@ -199,20 +199,31 @@ def markdown(report: dict) -> str:
     rows = data["rows"]
     w2v = budget["word2vec"]
     lines = [
-        f"# Pretrained embeddings benchmark ({report['date']})", "",
-        f"Command: `{report['command']}`  ", f"Machine: {report['machine']}  ",
+        f"# Pretrained embeddings benchmark ({report['date']})",
+        "",
+        *harness.provenance(report),
         f"Wall time: {report['wall_seconds'] / 60:.1f} min (ingest+validate+transform "
-        f"{report['prepare_seconds']:.0f}s)", "",
-        f"Data: {data['source']}: train {rows.get('train_rows')} + eval {rows.get('eval_rows')} rows (train.csv), "
-        f"test {rows.get('test_rows')} rows (test.csv, all scored). Vocabulary {data['vocab_size']} tokens built on "
-        f"the train split; {data['test_tokens_outside_vocabulary']:.1%} of the test split's tokens fall outside it "
-        "(OOV bucket), whatever vectors the embedding starts from.", "",
-        f"Model: {budget['architecture']}, at most {budget['epochs']} epochs, early stopping on eval val_loss "
-        f"(patience {budget['patience']}, best weights kept). Word2Vec: skip-gram, {w2v['dim']} dimensions (the "
-        f"bilstm's embedding_dim), window {w2v['window']}, min_count {w2v['min_count']}, {w2v['epochs']} epochs, "
+        f"{report['prepare_seconds']:.0f}s)",
+        "",
+        f"Data: {data['source']}: train {rows.get('train_rows')} + eval {rows.get('eval_rows')} rows "
+        "(train.csv), "
+        f"test {rows.get('test_rows')} rows (test.csv, all scored). Vocabulary {data['vocab_size']} "
+        "tokens built on "
+        f"the train split; {data['test_tokens_outside_vocabulary']:.1%} of the test split's tokens "
+        "fall outside it "
+        "(OOV bucket), whatever vectors the embedding starts from.",
+        "",
+        f"Model: {budget['architecture']}, at most {budget['epochs']} epochs, early stopping on eval "
+        "val_loss "
+        f"(patience {budget['patience']}, best weights kept). Word2Vec: skip-gram, {w2v['dim']} "
+        "dimensions (the "
+        f"bilstm's embedding_dim), window {w2v['window']}, min_count {w2v['min_count']}, "
+        f"{w2v['epochs']} epochs, "
         "trained per seed on the train split's text after the transform's normalization and tokenization "
-        "(what `agnews-pipeline embeddings` does). Seeds: " + ", ".join(map(str, report["seeds"])) + ".", "",
-        "| model | test accuracy, mean ± sd | per seed | epochs trained (best) per seed | mean seconds per run |",
+        "(what `agnews-pipeline embeddings` does). Seeds: " + ", ".join(map(str, report["seeds"])) + ".",
+        "",
+        "| model | test accuracy, mean ± sd | per seed | epochs trained (best) per seed | mean seconds "
+        "per run |",
         "| --- | --- | --- | --- | --- |",
     ]
     for summary in report["summary"]:
@@ -226,9 +237,12 @@ def markdown(report: dict) -> str:
                  f"**{base['test_accuracy']:.4f}** (deterministic) | | | {base['seconds']:.0f} |")
     covered = [s for s in report["summary"] if s["vocab_coverage"] is not None]
     if covered:
-        lines += ["", f"Coverage of the Word2Vec vectors (seed {report['seeds'][0]}): "
-                  f"{covered[0]['vocab_coverage']:.1%} of vocabulary ids, {covered[0]['token_coverage']:.1%} of "
-                  "train tokens (words seen fewer than min_count times in the train split get no vector)."]
+        lines += [
+            "",
+            f"Coverage of the Word2Vec vectors (seed {report['seeds'][0]}): "
+            f"{covered[0]['vocab_coverage']:.1%} of vocabulary ids, {covered[0]['token_coverage']:.1%} of "
+            "train tokens (words seen fewer than min_count times in the train split get no vector).",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -1,13 +1,13 @@
-"""The whole default job on one data folder: `agnews-pipeline run` with every default (plus any --flag), wall time
-per step from the run's run.json, the peak resident memory of the command and all its processes, and the tuner's
-and trainer's share of the run.
+"""The whole default job on one data folder: `agnews-pipeline run` with every default (plus any --flag), wall
+time per step from the run's run.json, the peak resident memory of the command and all its processes, and the
+tuner's and trainer's share of the run.
 
     python benchmarks/generate_data.py --source ../shared/data/ag_news --rows 1200000 --out /tmp/ag_news_1200k
     python benchmarks/bench_full_job.py --data /tmp/ag_news_1200k --root /tmp/job_1200k \
         --out benchmarks/results/full_job_1200k.json --flag=--deadline=40m
 
-A run that exceeds --deadline ends like a scheduler's SIGTERM (exit 124): the steps it finished and the trainer's
-epochs so far (from its log) are still reported.
+A run that exceeds --deadline ends like a scheduler's SIGTERM (exit 124): the steps it finished and the
+trainer's epochs so far (from its log) are still reported.
 """
 from __future__ import annotations
 
@@ -20,17 +20,21 @@ import sys
 import time
 from pathlib import Path
 
-import run_info  # benchmarks/ is on sys.path when a script here runs
+import harness  # benchmarks/ is on sys.path when a script here runs
 from bench_ingest_transform import PeakTreeRss
 
 PROJECT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, required=True, help="csv folder (train.csv, test.csv)")
     parser.add_argument("--root", type=Path, required=True, help="a new pipeline root")
-    parser.add_argument("--flag", action="append", default=[], help="e.g. --flag=--beam-runner=dask (repeatable)")
+    parser.add_argument(
+        "--flag", action="append", default=[], help="e.g. --flag=--beam-runner=dask (repeatable)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     flags = [f for flag in args.flag for f in flag.split("=", 1)]
@@ -46,21 +50,27 @@ def main() -> None:
     run_dir = max((args.root / "runs").iterdir(), key=lambda p: p.name)
     record = json.loads((run_dir / "run.json").read_text())
     steps = {s["step"]: {"state": s["state"], "seconds": s["seconds"]} for s in record["steps"]}
-    report = {"command": run_info.command_line(), "machine": run_info.machine(), "data": str(args.data),
+    report = {"command": harness.command_line(), "machine": harness.machine(), "data": str(args.data),
               "exit_code": code, "wall_seconds": round(wall, 1), "load_at_start": round(load, 1),
               "load_at_end": round(os.getloadavg()[0], 1), "peak_tree_rss_mb": round(rss.peak / 2**20),
               "steps": steps, "epoch_lines": re.findall(r"trainer: epoch \d+/\d+ in [^;]+", text),
               "trial_lines": len(re.findall(r"tuner: trial \d+", text))}
-    lines = [f"# The whole default job: {args.data}", "", f"Command: `{report['command']}`  ",
-             f"Machine: {report['machine']}  ", f"Exit code {code}; wall {wall:.0f} s (the command, start-up "
-             f"included); load average at start / end {report['load_at_start']} / {report['load_at_end']}; peak RSS "
-             f"of the command and all its processes {report['peak_tree_rss_mb']:,} MB.", "",
-             "| step | state | seconds | share of the wall |", "| --- | --- | --- | --- |"]
+    lines = [
+        f"# The whole default job: {args.data}",
+        "",
+        *harness.provenance(report),
+        f"Exit code {code}; wall {wall:.0f} s (the command, start-up "
+        f"included); load average at start / end {report['load_at_start']} / {report['load_at_end']}; "
+        "peak RSS "
+        f"of the command and all its processes {report['peak_tree_rss_mb']:,} MB.",
+        "",
+        *harness.table_head("step", "state", "seconds", "share of the wall"),
+    ]
     for name, step in steps.items():
         lines.append(f"| {name} | {step['state']} | {step['seconds'] or 0:.0f} | "
                      f"{100 * (step['seconds'] or 0) / wall:.0f}% |")
     lines += ["", "Trainer epochs:", "", *(f"- {line}" for line in report["epoch_lines"])]
-    run_info.write_results(args.out, report, "\n".join(lines) + "\n")
+    harness.write_results(args.out, report, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -1,6 +1,7 @@
 """Wall time, rows/s and peak memory of ingest, validate and transform: DirectRunner in-memory, DirectRunner
-multi_processing on 2 workers, and the DaskRunner adapter on a local dask.distributed cluster of 2 worker processes
-(`dask_2`, needs the dask extra); plus the padding ratio of bucketed versus per-batch-longest batches (batch size 64, train split).
+multi_processing on 2 workers, and the DaskRunner adapter on a local dask.distributed cluster of 2 worker
+processes (`dask_2`, needs the dask extra); plus the padding ratio of bucketed versus per-batch-longest
+batches (batch size 64, train split).
 
     python benchmarks/generate_data.py --source ../shared/data/ag_news --rows 120000 --out /tmp/ag_news_120k
     python benchmarks/bench_ingest_transform.py --data ../shared/data/ag_news --data /tmp/ag_news_120k
@@ -18,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import run_info  # benchmarks/ is on sys.path when a script here runs
+import harness  # benchmarks/ is on sys.path when a script here runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -26,7 +27,7 @@ from components.ingest import executor as ingest
 from components.transform import executor as transform
 from components.validate import executor as validate
 from contract.artifacts import Runtime
-from contract.config import IngestConfig, TransformConfig, ValidateConfig
+from contract.data_config import IngestConfig, TransformConfig, ValidateConfig
 from library.layouts import SPLITS
 
 MODES = {
@@ -39,7 +40,8 @@ RSS_SAMPLE_SECONDS = 0.5
 
 class PeakTreeRss:
     """Peak of the summed resident memory of this process and all its descendants (Beam or dask workers),
-    sampled every RSS_SAMPLE_SECONDS on a thread; also the peak of each process alone ({pid: bytes}, `each`)."""
+    sampled every RSS_SAMPLE_SECONDS on a thread; also the peak of each process alone ({pid: bytes},
+    `each`)."""
 
     def __enter__(self):
         import threading
@@ -79,7 +81,9 @@ def bench(data: Path, mode: str, work: Path) -> dict:
     schema = validate.run({"examples": examples}, work / "validate", ValidateConfig(), runtime)["schema"]
     validate_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    outputs = transform.run({"examples": examples, "schema": schema}, work / "transform", TransformConfig(), runtime)
+    outputs = transform.run(
+        {"examples": examples, "schema": schema}, work / "transform", TransformConfig(), runtime
+    )
     transform_seconds = time.perf_counter() - started
     rows = sum(examples.properties[f"{split}_rows"] for split in SPLITS)
     rows_read = rows + examples.properties["quarantined_rows"]
@@ -93,12 +97,16 @@ def bench(data: Path, mode: str, work: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, action="append", required=True, help="csv folder; repeatable")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ingest_transform.json")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "ingest_transform.json"
+    )
     args = parser.parse_args()
-    machine = run_info.machine()  # the load before this benchmark adds its own
+    machine = harness.machine()  # the load before this benchmark adds its own
     results = []
     for data in args.data:
         for mode in args.modes:
@@ -112,21 +120,24 @@ def main() -> None:
             results.append(result)
             print(json.dumps(result), flush=True)
 
-    lines = [f"Machine: {machine}", "",
-             "| data | mode | rows | ingest s | ingest rows/s | validate s | transform s | transform rows/s "
-             "| peak RSS, all processes (MB) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    report = {"command": harness.command_line(), "machine": machine, "results": results}
+    lines = [*harness.provenance(report), "",
+             *harness.table_head("data", "mode", "rows", "ingest s", "ingest rows/s", "validate s",
+                                 "transform s", "transform rows/s", "peak RSS, all processes (MB)")]
     for r in results:
         lines.append(f"| {Path(r['data']).name} | {r['mode']} | {r['rows']} | {r['ingest_s']:.1f} | "
                      f"{r['ingest_rows_per_s']:.0f} | {r['validate_s']:.1f} | {r['transform_s']:.1f} | "
                      f"{r['transform_rows_per_s']:.0f} | {r['peak_tree_rss_mb']} |")
     lines += ["", "Padding (padded positions / real tokens) at batch size 64, train split, default buckets:"]
-    lines += [f"- {Path(r['data']).name}: bucketed {r['padding_bucketed']:.3f}, "
-              f"per-batch-longest {r['padding_unbucketed']:.3f}" for r in results if r["mode"] == args.modes[0]]
+    lines += [
+        f"- {Path(r['data']).name}: bucketed {r['padding_bucketed']:.3f}, "
+        f"per-batch-longest {r['padding_unbucketed']:.3f}"
+        for r in results
+        if r["mode"] == args.modes[0]
+    ]
     print("\n".join(lines))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    harness.write_results(args.out, report, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

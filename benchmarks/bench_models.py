@@ -1,6 +1,6 @@
-"""Test accuracy of the pipeline's models (each registered model; tuned and with default hyperparameters) against the
-course notebook's recipe on the same rows, and training throughput of the bucketed input pipeline against
-notebook-style padded batches. One invocation, one machine, one table.
+"""Test accuracy of the pipeline's models (each registered model; tuned and with default hyperparameters)
+against the course notebook's recipe on the same rows, and training throughput of the bucketed input pipeline
+against notebook-style padded batches. One invocation, one machine, one table.
 
     CUDA_VISIBLE_DEVICES=-1 python benchmarks/bench_models.py --data ../shared/data/ag_news
 
@@ -17,8 +17,9 @@ the seed moves test accuracy by about a point, as much as some of the difference
 Throughput. The default bilstm (batch size 64) is trained on the transformed train split with three input
 pipelines, one fresh model each (same seed): library.dataset.bucketed_batches, and unbucketed_batches with
 pad_to="batch" and pad_to="max_length". Epochs alternate between the three (round-robin), so load from other
-processes on the machine hits all three alike; each pipeline's tf.data cache is filled before timing. Reported:
-median examples/s over the rounds (the first round includes graph tracing) and the ratio to bucketed.
+processes on the machine hits all three alike; each pipeline's tf.data cache is filled before timing.
+Reported: median examples/s over the rounds (the first round includes graph tracing) and the ratio to
+bucketed.
 
 Writes benchmarks/results/models.json and models.md; the pipeline root (with every trained model and its
 serving SavedModel, for benchmarks/bench_serve.py --model-dir) is kept.
@@ -26,14 +27,13 @@ serving SavedModel, for benchmarks/bench_serve.py --model-dir) is kept.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import run_info  # benchmarks/ is on sys.path when a script here runs
+import harness  # benchmarks/ is on sys.path when a script here runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -51,8 +51,6 @@ from library.layouts import (
     serving_model_dir,
 )
 from library.models import architecture_names, build_model, default_hyperparameters, fixed_hyperparameters
-from pipeline.root import root_lock
-from pipeline.runner import Runner, summarize
 
 RESULTS_DIR = Path(__file__).parent / "results"
 TEST_BATCH_SIZE = 256
@@ -70,16 +68,7 @@ def pipeline_config(args, architecture: str, tuned: bool, seed: int):
 
 
 def run_pipeline(config, until: str, rerun: tuple[str, ...] = ()):
-    with root_lock(config.pipeline_root()):
-        runner = Runner(config, log=lambda message: print(message, flush=True))
-        try:
-            result = runner.run(until=until, rerun=rerun)
-        finally:
-            runner.close()
-    print(summarize(result), flush=True)
-    if result.status != "succeeded":
-        raise SystemExit(f"pipeline run {result.run_id} failed: {result.error}")
-    return result
+    return harness.run_pipeline(config, until, rerun, summary=True)
 
 
 def keras_test_accuracy(model_dir: Path, examples_dir: Path) -> dict:
@@ -115,7 +104,10 @@ def pipeline_variant(args, architecture: str, tuned: bool, seed: int) -> dict:
         "seconds": seconds,
     }
     row.update(keras_test_accuracy(Path(model.uri), examples_dir))
-    print(f"== {row['model']} seed {seed}: test accuracy {row['test_accuracy']:.4f} ({seconds:.0f}s)", flush=True)
+    print(
+        f"== {row['model']} seed {seed}: test accuracy {row['test_accuracy']:.4f} ({seconds:.0f}s)",
+        flush=True,
+    )
     return row
 
 
@@ -192,24 +184,36 @@ def markdown(report: dict) -> str:
     budget, data = report["budget"], report["data"]
     seeds = ", ".join(str(x) for x in report["seeds"])
     lines = [
-        f"# Model benchmarks ({report['date']})", "",
-        f"Command: `{report['command']}`  ", f"Machine: {report['machine']}  ",
+        f"# Model benchmarks ({report['date']})",
+        "",
+        *harness.provenance(report),
         f"Wall time: {report['wall_seconds'] / 60:.1f} min (ingest+validate+transform "
         f"{report['prepare_seconds']:.0f}s, pipeline variants {report['pipeline_seconds']:.0f}s, notebook "
-        f"{report['notebook_seconds']:.0f}s, throughput {report['throughput_seconds']:.0f}s)", "",
-        f"Data: {data['source']}: train.csv {data['csv_rows']['train']} rows -> train {data['rows']['train']} "
-        f"+ eval {data['rows']['eval']} (the ingest's content-hashed 5%); test.csv {data['rows']['test']} rows, "
-        f"all used for test accuracy; {data['quarantined_rows']} rows quarantined. Every model below trains on "
-        "the same train rows, early-stops on the same eval rows and is scored on the same test rows.", "",
+        f"{report['notebook_seconds']:.0f}s, throughput {report['throughput_seconds']:.0f}s)",
+        "",
+        f"Data: {data['source']}: train.csv {data['csv_rows']['train']} rows -> train "
+        f"{data['rows']['train']} "
+        f"+ eval {data['rows']['eval']} (the ingest's content-hashed 5%); test.csv "
+        f"{data['rows']['test']} rows, "
+        f"all used for test accuracy; {data['quarantined_rows']} rows quarantined. Every model below "
+        "trains on "
+        "the same train rows, early-stops on the same eval rows and is scored on the same test rows.",
+        "",
         f"Budget: tuner {budget['tuner_algorithm']} search, {budget['tuner_trials']} trials x "
-        f"{budget['tuner_epochs']} epochs (objective val_loss on eval); trainer at most {budget['epochs']} epochs, "
-        f"early stopping on eval val_loss (patience {budget['patience']}, best weights kept). Notebook recipe: the "
+        f"{budget['tuner_epochs']} epochs (objective val_loss on eval); trainer at most "
+        f"{budget['epochs']} epochs, "
+        f"early stopping on eval val_loss (patience {budget['patience']}, best weights kept). Notebook "
+        "recipe: the "
         "same early stopping and epoch cap. "
-        f"Seeds {seeds}: each seed reruns tuner and trainer (the notebook: its training) from scratch.", "",
-        f"Pipeline test accuracy: Keras `evaluate` of the trainer's saved model (`model/{KERAS_MODEL_FILE}`) on the "
+        f"Seeds {seeds}: each seed reruns tuner and trainer (the notebook: its training) from scratch.",
+        "",
+        "Pipeline test accuracy: Keras `evaluate` of the trainer's saved model "
+        f"(`model/{KERAS_MODEL_FILE}`) on the "
         "transform's test split (title + description token ids). Notebook: the model with its own "
-        "TextVectorization on the raw test texts.", "",
-        "## Test accuracy", "",
+        "TextVectorization on the raw test texts.",
+        "",
+        "## Test accuracy",
+        "",
         "| model | test accuracy, mean ± sd | per seed | eval accuracy per seed | epochs trained (best) "
         "per seed | mean seconds |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -222,38 +226,58 @@ def markdown(report: dict) -> str:
                      + ", ".join(f"{x:.4f}" for x in row["test_accuracy_per_seed"]) + " | "
                      + ", ".join(f"{x:.3f}" for x in row["val_accuracy_per_seed"]) + f" | {epochs} | "
                      f"{row['mean_seconds']:.0f} |")
-    lines += ["", "Hyperparameters trained, per seed (tuned rows: the search's best trial; its score is val_loss "
-              "on eval after the trial's epochs):", "",
-              "| model | seed | hyperparameters | tuner best val_loss | test accuracy |", "| --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "Hyperparameters trained, per seed (tuned rows: the search's best trial; its score is val_loss "
+        "on eval after the trial's epochs):",
+        "",
+        *harness.table_head("model", "seed", "hyperparameters", "tuner best val_loss", "test accuracy"),
+    ]
     for row in report["runs"]:
         score = f"{row['tuner_best_score']:.4f}" if row.get("tuner_best_score") is not None else ""
         lines.append(f"| {row['model']} | {row['seed']} | {_model_text(row)} | {score} | "
                      f"{row['test_accuracy']:.4f} |")
     throughput_report = report.get("throughput")
     if throughput_report:
-        lines += ["", "## Training throughput (bilstm defaults, batch 64, transformed train split)", "",
-                  f"{throughput_report['rounds']} epochs per input pipeline, alternating (round-robin), one fresh "
-                  "model each; the first epoch includes graph tracing. Median epoch; ratio to bucketed from the "
-                  "same run. Padding ratio = padded positions / real tokens over one epoch.", "",
-                  "| input pipeline | padding ratio | examples/s per epoch | median examples/s | vs bucketed "
-                  "(medians) | vs bucketed, per round |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            "## Training throughput (bilstm defaults, batch 64, transformed train split)",
+            "",
+            f"{throughput_report['rounds']} epochs per input pipeline, alternating (round-robin), one fresh "
+            "model each; the first epoch includes graph tracing. Median epoch; ratio to bucketed from the "
+            "same run. Padding ratio = padded positions / real tokens over one epoch.",
+            "",
+            "| input pipeline | padding ratio | examples/s per epoch | median examples/s | vs bucketed "
+            "(medians) | vs bucketed, per round |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         bucketed = throughput_report["rows"][0]["examples_per_second_per_epoch"]
         for row in throughput_report["rows"]:
             per_epoch = ", ".join(f"{x:.0f}" for x in row["examples_per_second_per_epoch"])
-            per_round = ", ".join(f"{x / b:.2f}x" for x, b in zip(row["examples_per_second_per_epoch"], bucketed))
-            lines.append(f"| {row['input_pipeline']} | {row['padding_ratio']:.3f} | {per_epoch} | "
-                         f"{row['median_examples_per_second']:.0f} | {row['speed_vs_bucketed']:.2f}x | {per_round} |")
+            per_round = ", ".join(
+                f"{x / b:.2f}x" for x, b in zip(row["examples_per_second_per_epoch"], bucketed)
+            )
+            lines.append(
+                f"| {row['input_pipeline']} | {row['padding_ratio']:.3f} | {per_epoch} | "
+                f"{row['median_examples_per_second']:.0f} | {row['speed_vs_bucketed']:.2f}x | {per_round} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, help="folder with AG News train.csv and test.csv (required unless "
-                                                  "--render)")
-    parser.add_argument("--root", type=Path, default=None,
-                        help="pipeline root (default: a new folder under /tmp, kept); an existing root's ingest, "
-                             "validate and transform are reused from its cache")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", type=Path, help="folder with AG News train.csv and test.csv (required unless --render)"
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="pipeline root (default: a new folder under /tmp, kept); an existing root's ingest, "
+        "validate and transform are reused from its cache",
+    )
     parser.add_argument("--architectures", nargs="+", default=list(architecture_names()),
                         choices=architecture_names())
     parser.add_argument("--tuner-algorithm", default="random", choices=("random", "hyperband", "bayesian"))
@@ -261,18 +285,22 @@ def main() -> None:
     parser.add_argument("--tuner-epochs", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=8, help="trainer and notebook epoch cap")
     parser.add_argument("--patience", type=int, default=2)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44],
-                        help="one training per seed for every model; the first also seeds the throughput runs")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[42, 43, 44],
+        help="one training per seed for every model; the first also seeds the throughput runs",
+    )
     parser.add_argument("--throughput-rounds", type=int, default=3, help="0 skips the throughput benchmark")
     parser.add_argument("--skip-notebook", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "models.json")
     parser.add_argument("--render", action="store_true",
                         help="only rewrite the Markdown table from the existing --out JSON (no training)")
     args = parser.parse_args()
-    machine = run_info.machine("TensorFlow CPU")  # the load before this benchmark adds its own
+    machine = harness.machine("TensorFlow CPU")  # the load before this benchmark adds its own
     if args.render:
-        args.out.with_suffix(".md").write_text(markdown(json.loads(args.out.read_text(encoding="utf-8"))),
-                                               encoding="utf-8")
+        harness.render_only(args.out, markdown)
         return
     if args.data is None:
         parser.error("--data is required")
@@ -296,12 +324,15 @@ def main() -> None:
     splits, bad_rows = notebook_baseline.load_splits(args.data)
     for split in SPLITS:  # the notebook must see exactly the pipeline's rows
         if len(splits[split]) != examples[f"{split}_rows"]:
-            raise SystemExit(f"notebook {split} rows {len(splits[split])} != ingest's {examples[f'{split}_rows']}")
+            raise SystemExit(
+                f"notebook {split} rows {len(splits[split])} != ingest's {examples[f'{split}_rows']}"
+            )
     if not args.skip_notebook:
         for text in notebook_baseline.TEXT_CHOICES:
             for seed in args.seeds:
-                run = notebook_baseline.train_and_evaluate(splits, text, epochs=args.epochs, patience=args.patience,
-                                                           seed=seed)
+                run = notebook_baseline.train_and_evaluate(
+                    splits, text, epochs=args.epochs, patience=args.patience, seed=seed
+                )
                 runs.append({**run, "seed": seed})
     notebook_seconds = time.perf_counter() - notebook_started
 
@@ -312,7 +343,7 @@ def main() -> None:
 
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "command": run_info.command_line(),
+        "command": harness.command_line(),
         "machine": machine,
         "data": {"source": str(args.data.resolve()),
                  "csv_rows": {"train": examples["train_rows"] + examples["eval_rows"],
@@ -332,7 +363,7 @@ def main() -> None:
     }
     text = markdown(report)
     print(text)
-    run_info.write_results(args.out, report, text)
+    harness.write_results(args.out, report, text)
     print(f"pipeline root kept: {args.root}")
 
 

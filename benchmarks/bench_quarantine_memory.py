@@ -6,17 +6,18 @@ good). Each case is one CLI process under /usr/bin/time -v ("Maximum resident se
 process and its Beam workers' largest single process only: the default DirectRunner runs in-process).
 
 The data is generated in a temporary folder and deleted afterwards:
-  good: benchmarks/generate_data.py rows (real titles and descriptions recombined), test.csv = the real test.csv;
+  good: benchmarks/generate_data.py rows (real titles and descriptions recombined), test.csv = the real
+  test.csv;
   bad:  the same rows with class "9" (quarantined as a bad label), test.csv = the real test.csv.
 
     python benchmarks/bench_quarantine_memory.py --source ../shared/data/ag_news --rows 1000000
 
-Sized so each case takes a few minutes on 2 shared cores; results go to benchmarks/results/quarantine_memory.*.
+Sized so each case takes a few minutes on 2 shared cores; results go to
+benchmarks/results/quarantine_memory.*.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -29,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from generate_data import generate
-from run_info import command_line, machine
+from harness import command_line, machine, provenance, table_head, write_results
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -51,15 +52,25 @@ def measure(data: Path, root: Path, code_dir: Path) -> dict:
                                env={**os.environ, "PYTHONPATH": str(code_dir), "CUDA_VISIBLE_DEVICES": "-1"})
     seconds = time.monotonic() - started
     peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", completed.stderr).group(1))
-    messages = [line for line in completed.stderr.splitlines() if line.startswith(("run:", "ERROR", "ingest:"))]
-    return {"exit_code": completed.returncode, "peak_rss_mb": round(peak_kb / 1024), "seconds": round(seconds),
-            "train_csv_mb": round((data / "train.csv").stat().st_size / 2 ** 20),
-            "message": (messages[:1] or [""])[0][:200]}
+    messages = [
+        line for line in completed.stderr.splitlines() if line.startswith(("run:", "ERROR", "ingest:"))
+    ]
+    return {
+        "exit_code": completed.returncode,
+        "peak_rss_mb": round(peak_kb / 1024),
+        "seconds": round(seconds),
+        "train_csv_mb": round((data / "train.csv").stat().st_size / 2**20),
+        "message": (messages[:1] or [""])[0][:200],
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", type=Path, required=True, help="folder with the real train.csv and test.csv")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--source", type=Path, required=True, help="folder with the real train.csv and test.csv"
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--code-dir", type=Path, default=PROJECT, help="checkout whose pipeline is measured")
     parser.add_argument("--cases", default="good,bad")
@@ -80,16 +91,15 @@ def main() -> None:
     cases = results["cases"]
     if "good" in cases and "bad" in cases:
         results["bad_over_good"] = round(cases["bad"]["peak_rss_mb"] / cases["good"]["peak_rss_mb"], 2)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [f"# Ingest peak memory: {args.rows:,} good rows vs {args.rows:,} bad rows", "",
-             f"`{results['command']}`", "", f"Machine: {results['machine']}", "",
-             "| case | train.csv | exit | peak RSS | wall time | message |", "| --- | --- | --- | --- | --- | --- |"]
+             *provenance(results), "",
+             *table_head("case", "train.csv", "exit", "peak RSS", "wall time", "message")]
     for case, r in cases.items():
         lines.append(f"| {case} | {r['train_csv_mb']} MB | {r['exit_code']} | {r['peak_rss_mb']} MB | "
                      f"{r['seconds']} s | {r['message'].replace('|', '/')} |")
     if "bad_over_good" in results:
         lines += ["", f"bad / good peak RSS: {results['bad_over_good']}"]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_results(args.out.with_suffix(".json"), results, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 stream folder gains one span at a time and `agnews-pipeline retrain` runs once per new span, reusing the spans
 ingested before. For each retrain: its wall time, the ingest step's time with span reuse and, on a fresh
 pipeline root (no earlier examples to reuse), without it; accuracy of the candidate and the baseline on the
-fixed test set and on the newest span's held-out rows. Then the drift measures (library/drift.py) of every span
-of an unshifted stream against the spans before it, and of a label-shifted and a text-shifted last span, which
-is what the default thresholds were chosen from.
+fixed test set and on the newest span's held-out rows. Then the drift measures (library/drift.py) of every
+span of an unshifted stream against the spans before it, and of a label-shifted and a text-shifted last span,
+which is what the default thresholds were chosen from.
 
     python benchmarks/bench_stream.py --data /work/shared/data/ag_news --work /tmp/bench_stream
 """
@@ -23,9 +23,9 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 sys.path.insert(0, str(PROJECT / "benchmarks"))
 
-from run_info import command_line, machine, write_results  # noqa: E402
+from harness import command_line, machine, table_head, write_results  # noqa: E402
 
-from contract.config import DriftConfig  # noqa: E402
+from contract.data_config import DriftConfig  # noqa: E402
 from library import drift  # noqa: E402
 from library.ag_news_csv import BadRow, parse_csv_row  # noqa: E402
 from library.layouts import read_metrics  # noqa: E402
@@ -58,8 +58,21 @@ def newest_evaluation(root: Path) -> dict:
 
 
 def make_stream(data: Path, out: Path, *extra: str) -> Path:
-    subprocess.run([sys.executable, str(PROJECT / "benchmarks" / "make_spans.py"), "--data", str(data), "--out",
-                    str(out), "--spans", "8", *extra], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT / "benchmarks" / "make_spans.py"),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--spans",
+            "8",
+            *extra,
+        ],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
@@ -83,7 +96,9 @@ def drift_of_last(stream: Path, length_min_rows: int) -> list[dict]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", default="/work/shared/data/ag_news")
     parser.add_argument("--work", default="/tmp/bench_stream")
     parser.add_argument("--out", default=str(PROJECT / "benchmarks" / "results" / "stream.json"))
@@ -104,12 +119,28 @@ def main() -> int:
         for index, name in enumerate(spans):
             shutil.copytree(full / name, live / name)
             load = os.getloadavg()[0]
-            code, output, seconds = cli("retrain", "--config", str(work / "config.yaml"), "--data", f"csv:{live}",
-                                        "--pipeline-root", str(work / "root"))
+            code, output, seconds = cli(
+                "retrain",
+                "--config",
+                str(work / "config.yaml"),
+                "--data",
+                f"csv:{live}",
+                "--pipeline-root",
+                str(work / "root"),
+            )
             _, ingest_reuse = step_seconds(work / "root", "ingest")
             fresh = work / f"fresh-{index}"
-            _, _, _ = cli("run", "--config", str(work / "config.yaml"), "--data", f"csv:{live}", "--pipeline-root",
-                          str(fresh), "--until", "ingest")
+            _, _, _ = cli(
+                "run",
+                "--config",
+                str(work / "config.yaml"),
+                "--data",
+                f"csv:{live}",
+                "--pipeline-root",
+                str(fresh),
+                "--until",
+                "ingest",
+            )
             _, ingest_fresh = step_seconds(fresh, "ingest")
             shutil.rmtree(fresh)
             evaluation = newest_evaluation(work / "root")
@@ -147,17 +178,22 @@ def markdown(report: dict) -> str:
                   "(candidate / baseline) | newest span acc (candidate / baseline, rows) |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in report["retrains"]:
-            lines.append(f"| {r['span']} | {r['exit_code']} | {r['retrain_seconds']} | "
-                         f"{r['ingest_seconds_with_reuse']} | {r['ingest_seconds_without_reuse']} | "
-                         f"{r['load_average_at_start']} | {_f(r['test_accuracy'])} / {_f(r['test_baseline_accuracy'])} "
-                         f"| {_f(r['newest_span_accuracy'])} / {_f(r['newest_span_baseline_accuracy'])}, "
-                         f"{r['newest_span_rows']} |")
+            lines.append(
+                f"| {r['span']} | {r['exit_code']} | {r['retrain_seconds']} | "
+                f"{r['ingest_seconds_with_reuse']} | {r['ingest_seconds_without_reuse']} | "
+                f"{r['load_average_at_start']} | {_f(r['test_accuracy'])} / "
+                f"{_f(r['test_baseline_accuracy'])} "
+                f"| {_f(r['newest_span_accuracy'])} / {_f(r['newest_span_baseline_accuracy'])}, "
+                f"{r['newest_span_rows']} |"
+            )
         lines.append("")
     lines += ["## Drift of a span against the spans before it", "",
-              "| stream | span | " + " | ".join(drift.MEASURES) + " |", "|---|---|" + "---|" * len(drift.MEASURES)]
+              *table_head("stream", "span", *drift.MEASURES)]
     for stream, rows in report["drift"].items():
         for row in rows:
-            lines.append(f"| {stream} | {row['span']} | " + " | ".join(_f(row[m]) for m in drift.MEASURES) + " |")
+            lines.append(
+                f"| {stream} | {row['span']} | " + " | ".join(_f(row[m]) for m in drift.MEASURES) + " |"
+            )
     lines += ["", "Default thresholds: " + ", ".join(f"{k} {v}" for k, v in report["thresholds"].items()), ""]
     return "\n".join(lines)
 

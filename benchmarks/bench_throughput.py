@@ -1,17 +1,18 @@
-"""Training throughput of the default bilstm against the course notebook's recipe, side by side in one process,
-where the time goes (one change at a time from the previous default), and test accuracy of the previous and the
-current default through the real pipeline.
+"""Training throughput of the default bilstm against the course notebook's recipe, side by side in one
+process, where the time goes (one change at a time from the previous default), and test accuracy of the
+previous and the current default through the real pipeline.
 
     CUDA_VISIBLE_DEVICES=-1 python benchmarks/bench_throughput.py --data ../shared/data/ag_news
 
 Throughput. Every variant trains a fresh model (same seed) on the same train rows: the transform's train split
 (bucketed or padded to each batch's longest sequence), and for the notebook recipe the same rows' raw texts
-(benchmarks/notebook_baseline.py: TextVectorization inside the model, batch 16, each batch padded to its longest
-text). Epochs alternate between the variants (round-robin), so load from other processes hits all alike; the
-first round includes graph tracing and is left out of the median. Each variant's examples/s is divided by the
-notebook recipe's from the same run. The profile rows change one thing at a time from the previous default
-(2x BiLSTM(64), embedding 128, batch 64, bucketed, deterministic ops): op determinism, steps per execution,
-bucketing, batch size, number of layers; "input pipeline alone" iterates the bucketed batches without a model.
+(benchmarks/notebook_baseline.py: TextVectorization inside the model, batch 16, each batch padded to its
+longest text). Epochs alternate between the variants (round-robin), so load from other processes hits all
+alike; the first round includes graph tracing and is left out of the median. Each variant's examples/s is
+divided by the notebook recipe's from the same run. The profile rows change one thing at a time from the
+previous default (2x BiLSTM(64), embedding 128, batch 64, bucketed, deterministic ops): op determinism, steps
+per execution, bucketing, batch size, number of layers; "input pipeline alone" iterates the bucketed batches
+without a model.
 
 Accuracy. `--accuracy-seeds` runs the real pipeline (pipeline.runner.Runner, --no-tune, --until trainer) once
 per seed with the previous default's hyperparameters fixed and once with the current defaults, and scores each
@@ -28,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import run_info  # benchmarks/ is on sys.path when a script here runs
+import harness  # benchmarks/ is on sys.path when a script here runs
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -44,9 +45,17 @@ from library.layouts import SPLITS, read_model_input
 from library.models import build_model, default_hyperparameters, fixed_hyperparameters
 
 RESULTS_DIR = Path(__file__).parent / "results"
-# The bilstm default before this benchmark's changes (the course notebook's model with bucketed batches of 64).
-PREVIOUS_DEFAULT = {"embedding_dim": 128, "units": 64, "num_layers": 2, "dropout": 0.0, "recurrent_dropout": 0.0,
-                    "learning_rate": 1e-3, "batch_size": 64}
+# The bilstm default before this benchmark's changes (the course notebook's model with bucketed batches of
+# 64).
+PREVIOUS_DEFAULT = {
+    "embedding_dim": 128,
+    "units": 64,
+    "num_layers": 2,
+    "dropout": 0.0,
+    "recurrent_dropout": 0.0,
+    "learning_rate": 1e-3,
+    "batch_size": 64,
+}
 NOTEBOOK = "notebook recipe (batch 16, padded to batch longest)"
 
 
@@ -92,34 +101,66 @@ def variants(examples_dir: Path, model_input, splits, seed: int) -> list[Variant
         return batches.dataset, batches.num_examples
 
     def padded(batch_size: int):
-        batches = unbucketed_batches(examples_dir, "train", batch_size, pad_to="batch", shuffle=True, seed=seed)
+        batches = unbucketed_batches(
+            examples_dir, "train", batch_size, pad_to="batch", shuffle=True, seed=seed
+        )
         return batches.dataset, batches.num_examples
 
     keras.utils.set_random_seed(seed)
     train = splits["train"]
-    notebook_model, _ = notebook_baseline.build_notebook_model(train.texts("title_description")[:notebook_baseline.ADAPT_TEXTS])
-    notebook_data = notebook_baseline.batches(train.texts("title_description"), train.labels, shuffle=True, seed=seed)
+    notebook_model, _ = notebook_baseline.build_notebook_model(
+        train.texts("title_description")[: notebook_baseline.ADAPT_TEXTS]
+    )
+    notebook_data = notebook_baseline.batches(
+        train.texts("title_description"), train.labels, shuffle=True, seed=seed
+    )
     layers = {1: "1x BiLSTM", 2: "2x BiLSTM"}
     current_text = (f"{layers.get(current['num_layers'], current['num_layers'])}({current['units']}), "
                     f"embedding {current['embedding_dim']}, batch {current['batch_size']}")
     return [
         Variant(NOTEBOOK, notebook_model, notebook_data, len(train)),
-        Variant("previous default (2x BiLSTM(64), embedding 128, batch 64, bucketed)",
-                _bilstm(previous, model_input, seed), *bucketed(64)),
-        Variant("previous default, op determinism off", _bilstm(previous, model_input, seed), *bucketed(64),
-                deterministic=False),
-        Variant("previous default, steps_per_execution 8", _bilstm(previous, model_input, seed, 8), *bucketed(64)),
-        Variant("previous default, padded to batch longest", _bilstm(previous, model_input, seed), *padded(64)),
-        Variant("previous default, batch 256", _bilstm({**previous, "batch_size": 256}, model_input, seed),
-                *bucketed(256)),
-        Variant("previous default, 1 layer", _bilstm({**previous, "num_layers": 1}, model_input, seed),
-                *bucketed(64)),
-        Variant(f"current default ({current_text}, bucketed)", _bilstm(current, model_input, seed),
-                *bucketed(current["batch_size"])),
-        Variant("current default, padded to batch longest", _bilstm(current, model_input, seed),
-                *padded(current["batch_size"])),
-        Variant(f"input pipeline alone (bucketed, batch {current['batch_size']})", None,
-                *bucketed(current["batch_size"])),
+        Variant(
+            "previous default (2x BiLSTM(64), embedding 128, batch 64, bucketed)",
+            _bilstm(previous, model_input, seed),
+            *bucketed(64),
+        ),
+        Variant(
+            "previous default, op determinism off",
+            _bilstm(previous, model_input, seed),
+            *bucketed(64),
+            deterministic=False,
+        ),
+        Variant(
+            "previous default, steps_per_execution 8", _bilstm(previous, model_input, seed, 8), *bucketed(64)
+        ),
+        Variant(
+            "previous default, padded to batch longest", _bilstm(previous, model_input, seed), *padded(64)
+        ),
+        Variant(
+            "previous default, batch 256",
+            _bilstm({**previous, "batch_size": 256}, model_input, seed),
+            *bucketed(256),
+        ),
+        Variant(
+            "previous default, 1 layer",
+            _bilstm({**previous, "num_layers": 1}, model_input, seed),
+            *bucketed(64),
+        ),
+        Variant(
+            f"current default ({current_text}, bucketed)",
+            _bilstm(current, model_input, seed),
+            *bucketed(current["batch_size"]),
+        ),
+        Variant(
+            "current default, padded to batch longest",
+            _bilstm(current, model_input, seed),
+            *padded(current["batch_size"]),
+        ),
+        Variant(
+            f"input pipeline alone (bucketed, batch {current['batch_size']})",
+            None,
+            *bucketed(current["batch_size"]),
+        ),
     ]
 
 
@@ -162,10 +203,15 @@ def accuracy(args, seeds: list[int]) -> list[dict]:
             result = run_pipeline(config, until="trainer", rerun=("tuner", "trainer"))
             model = result.artifact("trainer", "model")
             model_run = result.artifact("trainer", "model_run")
-            row = {"model": label, "seed": seed, "seconds": time.perf_counter() - started,
-                   "hyperparameters": result.artifact("tuner", "best_hyperparameters").properties["values"],
-                   "epochs_trained": model.properties["epochs_trained"], "best_epoch": model.properties["best_epoch"],
-                   "train_examples_per_second": model_run.properties["mean_examples_per_second"]}
+            row = {
+                "model": label,
+                "seed": seed,
+                "seconds": time.perf_counter() - started,
+                "hyperparameters": result.artifact("tuner", "best_hyperparameters").properties["values"],
+                "epochs_trained": model.properties["epochs_trained"],
+                "best_epoch": model.properties["best_epoch"],
+                "train_examples_per_second": model_run.properties["mean_examples_per_second"],
+            }
             row.update(keras_test_accuracy(Path(model.uri),
                                            Path(result.artifact("transform", "transformed_examples").uri)))
             print(f"== {label} seed {seed}: test accuracy {row['test_accuracy']:.4f}", flush=True)
@@ -174,16 +220,25 @@ def accuracy(args, seeds: list[int]) -> list[dict]:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# Training throughput: default bilstm vs the notebook recipe ({report['date']})", "",
-             f"Command: `{report['command']}`  ", f"Machine: {report['machine']}  ",
-             f"Wall time: {report['wall_seconds'] / 60:.1f} min", "",
-             f"Data: {report['data']}: {report['train_rows']} train rows (the pipeline's train split; the notebook "
-             "recipe reads the same rows' raw title + description).", "",
-             f"## Examples/s, {report['rounds']} epochs per variant, round-robin in one process", "",
-             "Median over rounds 2.. (round 1 traces graphs); ratio to the notebook recipe's median from the same "
-             "run, and per round.", "",
-             "| variant | examples/s per epoch | median examples/s | vs notebook | vs notebook, per round | parameters |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"# Training throughput: default bilstm vs the notebook recipe ({report['date']})",
+        "",
+        *harness.provenance(report),
+        f"Wall time: {report['wall_seconds'] / 60:.1f} min",
+        "",
+        f"Data: {report['data']}: {report['train_rows']} train rows (the pipeline's train split; the "
+        "notebook "
+        "recipe reads the same rows' raw title + description).",
+        "",
+        f"## Examples/s, {report['rounds']} epochs per variant, round-robin in one process",
+        "",
+        "Median over rounds 2.. (round 1 traces graphs); ratio to the notebook recipe's median from the same "
+        "run, and per round.",
+        "",
+        "| variant | examples/s per epoch | median examples/s | vs notebook | vs notebook, per round | "
+        "parameters |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for row in report["throughput"]:
         per_epoch = ", ".join(f"{x:.0f}" for x in row["examples_per_second_per_epoch"])
         per_round = ", ".join(f"{x:.2f}x" for x in row["vs_notebook_per_round"])
@@ -191,15 +246,22 @@ def markdown(report: dict) -> str:
         lines.append(f"| {row['variant']} | {per_epoch} | {row['median_examples_per_second']:.0f} | "
                      f"**{row['vs_notebook']:.2f}x** | {per_round} | {parameters} |")
     if report["accuracy"]:
-        lines += ["", "## Test accuracy through the pipeline (--no-tune, trainer defaults: at most 10 epochs, early "
-                  "stopping patience 2)", "",
-                  "| model | seed | hyperparameters | epochs (best) | trainer examples/s | test accuracy |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            "## Test accuracy through the pipeline (--no-tune, trainer defaults: at most 10 epochs, early "
+            "stopping patience 2)",
+            "",
+            "| model | seed | hyperparameters | epochs (best) | trainer examples/s | test accuracy |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for row in report["accuracy"]:
             values = ", ".join(f"{k} {v}" for k, v in row["hyperparameters"].items())
-            lines.append(f"| {row['model']} | {row['seed']} | {values} | {row['epochs_trained']} ({row['best_epoch']}) "
-                         f"| {row['train_examples_per_second']:.0f} | {row['test_accuracy']:.4f} |")
-        lines += ["", "| model | mean test accuracy | sd |", "| --- | --- | --- |"]
+            lines.append(
+                f"| {row['model']} | {row['seed']} | {values} | {row['epochs_trained']} "
+                f"({row['best_epoch']}) "
+                f"| {row['train_examples_per_second']:.0f} | {row['test_accuracy']:.4f} |"
+            )
+        lines += ["", *harness.table_head("model", "mean test accuracy", "sd")]
         for label in dict.fromkeys(r["model"] for r in report["accuracy"]):
             scores = [r["test_accuracy"] for r in report["accuracy"] if r["model"] == label]
             spread = f"{statistics.stdev(scores):.4f}" if len(scores) > 1 else ""
@@ -208,35 +270,48 @@ def markdown(report: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, required=True, help="folder with AG News train.csv and test.csv")
-    parser.add_argument("--root", type=Path, default=None, help="pipeline root (default: a new folder under /tmp)")
+    parser.add_argument(
+        "--root", type=Path, default=None, help="pipeline root (default: a new folder under /tmp)"
+    )
     parser.add_argument("--rounds", type=int, default=4, help="epochs per variant, round-robin")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--accuracy-seeds", type=int, nargs="*", default=[42, 43, 44],
                         help="pipeline runs per default for test accuracy (none: skip)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "throughput.json")
     args = parser.parse_args()
-    machine = run_info.machine("TensorFlow CPU")
+    machine = harness.machine("TensorFlow CPU")
     args.root = (args.root or Path(tempfile.mkdtemp(prefix="agnews-bench-throughput-"))).resolve()
     started = time.perf_counter()
-    prepared = run_pipeline(build_config({"pipeline": {"root": str(args.root), "seed": args.seed},
-                                          "ingest": {"data": f"csv:{args.data.resolve()}"}}), until="transform")
+    prepared = run_pipeline(
+        build_config(
+            {
+                "pipeline": {"root": str(args.root), "seed": args.seed},
+                "ingest": {"data": f"csv:{args.data.resolve()}"},
+            }
+        ),
+        until="transform",
+    )
     examples_dir = Path(prepared.artifact("transform", "transformed_examples").uri)
     model_input = read_model_input(Path(prepared.artifact("transform", "transform_graph").uri))
     splits, _ = notebook_baseline.load_splits(args.data)
     rows = prepared.artifact("ingest", "examples").properties
     for split in SPLITS:  # the notebook must see exactly the pipeline's rows
         if len(splits[split]) != rows[f"{split}_rows"]:
-            raise SystemExit(f"notebook {split} rows {len(splits[split])} != ingest's {rows[f'{split}_rows']}")
+            raise SystemExit(
+                f"notebook {split} rows {len(splits[split])} != ingest's {rows[f'{split}_rows']}"
+            )
     table = throughput(variants(examples_dir, model_input, splits, args.seed), args.rounds)
-    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": run_info.command_line(), "machine": machine,
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": harness.command_line(), "machine": machine,
               "data": str(args.data.resolve()), "train_rows": rows["train_rows"], "rounds": args.rounds,
               "throughput": table, "accuracy": accuracy(args, args.accuracy_seeds),
               "wall_seconds": time.perf_counter() - started}
     text = markdown(report)
     print(text)
-    run_info.write_results(args.out, report, text)
+    harness.write_results(args.out, report, text)
 
 
 if __name__ == "__main__":

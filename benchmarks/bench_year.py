@@ -1,16 +1,18 @@
-"""A simulated year of weekly retrains (issue 28, item 9): N weekly spans (default 52) fed one a week to the real
-`python -m apps.cli retrain`, with scripted incidents placed by fraction of the year, so a short year (--weeks 12)
-still holds every one of them.
+"""A simulated year of weekly retrains (issue 28, item 9): N weekly spans (default 52) fed one a week to the
+real `python -m apps.cli retrain`, with scripted incidents placed by fraction of the year, so a short year
+(--weeks
+12) still holds every one of them.
 
-    nice -n 5 python benchmarks/bench_year.py --weeks 12 --label genuine_12w --set ingest.window.num_spans=12 ...
-    python benchmarks/bench_year.py --data-dir /tmp/ag_news_120k --weeks 4 --label 120k_4w   # cost
+    nice -n 5 python benchmarks/bench_year.py --weeks 12 --label genuine_12w --set ingest.window.num_spans=12
+    ... python benchmarks/bench_year.py --data-dir /tmp/ag_news_120k --weeks 4 --label 120k_4w   # cost
 
 Data: the genuine rows of --data-dir (default /work/shared/data/ag_news), shuffled once (seeded) and dealt
 --rows-per-week rows a week (default 100: 5,551 genuine train rows fill 55 such weeks, fewer with the shift's
 70% Sports, so once the pool runs short the rows dealt more than RECYCLE_AFTER weeks earlier are dealt again,
 and the results say from which week); test.csv cut to --test-rows after a seeded shuffle. Each week the stream
-folder DIR/<date>/train.csv gains one span and `retrain --data csv:DIR` runs with tests/support/e2e_config.yaml
-(a tiny training budget) and the --set overrides (window, retention, drift thresholds) in a fresh root under --work.
+folder DIR/<date>/train.csv gains one span and `retrain --data csv:DIR` runs with
+tests/support/e2e_config.yaml (a tiny training budget) and the --set overrides (window, retention, drift
+thresholds) in a fresh root under --work.
 
 Incidents (week = fraction of the year, at least 1 week apart):
 - label shift: from 0.5 of the year on, SHIFT_SHARE of each new span's rows are Sports and stay so (the first
@@ -23,10 +25,10 @@ Incidents (week = fraction of the year, at least 1 week apart):
   refused (exit 9) with serving/ unchanged;
 - rollback (0.66): `agnews-pipeline rollback VERSION` of the kept version below the served one; the next week
   must compare with (baseline accuracy) and warm-start from that version's model;
-- SIGKILL (0.75): the retrain is killed by pid once its trainer step has started (its logs/trainer.log exists),
-  then the weekly retrain runs again;
-- full disk (0.9): `--set pipeline.min_free_space=<more than the free space>`, the documented check that a too-full
-  disk fails before a step runs (a simulated full disk: no filesystem is filled).
+- SIGKILL (0.75): the retrain is killed by pid once its trainer step has started (its logs/trainer.log
+  exists), then the weekly retrain runs again;
+- full disk (0.9): `--set pipeline.min_free_space=<more than the free space>`, the documented check that a
+  too-full disk fails before a step runs (a simulated full disk: no filesystem is filled).
 """
 from __future__ import annotations
 
@@ -42,12 +44,13 @@ import sys
 import time
 from pathlib import Path
 
-import run_info  # benchmarks/ is on sys.path when a script here runs
+import harness  # benchmarks/ is on sys.path when a script here runs
 from year_report import kept_out, markdown, shift_outcome, step_seconds
 
 PROJECT = Path(__file__).resolve().parent.parent
 CONFIG = PROJECT / "tests" / "support" / "e2e_config.yaml"
-REJECT_UNQUARANTINED = False  # --operator-rejects: `spans reject` a failed corrupted span that was not quarantined
+# --operator-rejects: `spans reject` a failed corrupted span that was not quarantined
+REJECT_UNQUARANTINED = False
 SETTINGS: list[str] = []  # --set flags of every retrain (main() fills it from the command line)
 SHIFT_SHARE, SHIFT_CLASS, CORRUPT_SHARE = 0.7, '"2"', 0.2
 INCIDENTS = {"corrupted": 0.25, "corrected": 0.33, "late": 0.42, "shift": 0.5, "backfill": 0.58,
@@ -79,8 +82,13 @@ def cli(args: list[str], root: Path, log: Path, timeout: float = 3600) -> tuple[
 
 def cli_json(args: list[str]):
     """A read-only command's --json output, or None when it fails."""
-    process = subprocess.run([sys.executable, "-m", "apps.cli", *args, "--json"], cwd=PROJECT, capture_output=True,
-                             text=True, env={**os.environ, "PYTHONPATH": str(PROJECT)})
+    process = subprocess.run(
+        [sys.executable, "-m", "apps.cli", *args, "--json"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(PROJECT)},
+    )
     try:
         return json.loads(process.stdout) if process.returncode == 0 else None
     except json.JSONDecodeError:
@@ -95,8 +103,16 @@ class Year:
         self.stream, self.root, self.log = work / "stream", work / "root", work / "year.log"
         self.stream.mkdir(parents=True)
         rng = random.Random(seed)
-        train = [line for line in (data_dir / "train.csv").read_text(encoding="utf-8").splitlines(True) if line.strip()]
-        test = [line for line in (data_dir / "test.csv").read_text(encoding="utf-8").splitlines(True) if line.strip()]
+        train = [
+            line
+            for line in (data_dir / "train.csv").read_text(encoding="utf-8").splitlines(True)
+            if line.strip()
+        ]
+        test = [
+            line
+            for line in (data_dir / "test.csv").read_text(encoding="utf-8").splitlines(True)
+            if line.strip()
+        ]
         rng.shuffle(train)
         rng.shuffle(test)
         (self.stream / "test.csv").write_text("".join(test[:test_rows]), encoding="utf-8")
@@ -111,10 +127,10 @@ class Year:
         return (START + datetime.timedelta(weeks=week - 1)).isoformat()
 
     def take(self, count: int, shifted: bool, week: int) -> list[str]:
-        """`count` unused rows; SHIFT_SHARE of them Sports when `shifted`. When the pool runs short (5,551 genuine
-        rows cannot fill a year), the rows dealt so far are shuffled back into it: later spans repeat rows of
-        earlier spans (dealt more than RECYCLE_AFTER weeks before; never of the test set), and the week it first
-        happened is recorded."""
+        """`count` unused rows; SHIFT_SHARE of them Sports when `shifted`. When the pool runs short (5,551
+        genuine rows cannot fill a year), the rows dealt so far are shuffled back into it: later spans repeat
+        rows of earlier spans (dealt more than RECYCLE_AFTER weeks before; never of the test set), and the
+        week it first happened is recorded."""
         wanted = round(SHIFT_SHARE * count) if shifted else 0
         sports = [r for r in self.pool if r.startswith(SHIFT_CLASS)]
         if len(self.pool) < count or len(sports) < wanted:
@@ -178,19 +194,29 @@ class Year:
         spans = cli_json(["spans", "--data", f"csv:{self.stream}", "--pipeline-root", str(self.root)]) or []
         checks = statistics.get("span_checks", {})
         return {
-            "exit": code, "seconds": seconds, "line": last_line[:300], "run_id": record.get("run_id"),
+            "exit": code,
+            "seconds": seconds,
+            "line": last_line[:300],
+            "run_id": record.get("run_id"),
             "window": outputs.get("examples", {}).get("window", []),
             "search": None if not tuner else ("reused" if tuner.get("reused") else "searched"),
-            "retune": tuner.get("retune"), "warm_start": outputs.get("model", {}).get("warm_start"),
-            "checked_spans": sorted(checks), "drifted_spans": statistics.get("drifted_spans", []),
+            "retune": tuner.get("retune"),
+            "warm_start": outputs.get("model", {}).get("warm_start"),
+            "checked_spans": sorted(checks),
+            "drifted_spans": statistics.get("drifted_spans", []),
             "drift": {span: c.get("drift", {}) for span, c in checks.items()},
-            "candidate_accuracy": accuracy, "pushed": served != before, "served_version": served,
+            "candidate_accuracy": accuracy,
+            "pushed": served != before,
+            "served_version": served,
             "baseline_accuracy": outputs.get("blessing", {}).get("baseline_accuracy"),
             "blessing": outputs.get("blessing", {}).get("reason"),
             "served_accuracy": self.accuracy_of_version.get(served),
             "quarantined": [s["span"] for s in spans if s.get("state") == "quarantined"],
-            "span_states": {s["span"]: f"{s.get('state')}{' (drifted)' if s.get('drifted') else ''}" for s in spans},
-            "root_mb": round(du(self.root) / 1e6, 1), "load": round(os.getloadavg()[0], 1),
+            "span_states": {
+                s["span"]: f"{s.get('state')}{' (drifted)' if s.get('drifted') else ''}" for s in spans
+            },
+            "root_mb": round(du(self.root) / 1e6, 1),
+            "load": round(os.getloadavg()[0], 1),
         }
 
     def weekly(self, week: int, *flags: str) -> dict:
@@ -200,7 +226,11 @@ class Year:
 
 
 def du(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink()) if path.exists() else 0
+    return (
+        sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+        if path.exists()
+        else 0
+    )
 
 
 def corrupt(rows: list[str], rng: random.Random) -> list[str]:
@@ -217,18 +247,28 @@ def operator_rejects(year: Year, span: str, incidents: dict) -> list[str]:
         return []
     code, _, line = cli(["spans", "reject", span, "--data", f"csv:{year.stream}", "--pipeline-root",
                          str(year.root)], year.root, year.log)
-    incidents["corrupted_operator"] = {"state_before": states.get(span), "spans_reject_exit": code, "line": line}
+    incidents["corrupted_operator"] = {
+        "state_before": states.get(span),
+        "spans_reject_exit": code,
+        "line": line,
+    }
     return [f"operator: spans reject {span} (was {states.get(span)})"]
 
 
 def sigkill_mid_trainer(year: Year) -> dict:
-    """Starts the weekly retrain, SIGKILLs it by pid once a new run's logs/trainer.log exists (at most 30 min)."""
+    """Starts the weekly retrain, SIGKILLs it by pid once a new run's logs/trainer.log exists (at most 30
+    min)."""
     known = {p.name for p in (year.root / "runs").iterdir()} if (year.root / "runs").is_dir() else set()
     command = [sys.executable, "-m", "apps.cli", "retrain", "--data", f"csv:{year.stream}", "--pipeline-root",
                str(year.root), "--config", str(CONFIG), *SETTINGS]
     with open(year.log, "a", encoding="utf-8") as out:
-        process = subprocess.Popen(command, cwd=PROJECT, stdout=out, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "PYTHONPATH": str(PROJECT)})
+        process = subprocess.Popen(
+            command,
+            cwd=PROJECT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "PYTHONPATH": str(PROJECT)},
+        )
     started, killed = time.monotonic(), False
     while process.poll() is None and time.monotonic() - started < 1800:
         new = [p for p in (year.root / "runs").glob("*") if p.name not in known]
@@ -239,7 +279,11 @@ def sigkill_mid_trainer(year: Year) -> dict:
             break
         time.sleep(0.5)
     code = process.wait()
-    return {"killed_mid_trainer": killed, "exit": code, "seconds_before_kill": round(time.monotonic() - started, 1)}
+    return {
+        "killed_mid_trainer": killed,
+        "exit": code,
+        "seconds_before_kill": round(time.monotonic() - started, 1),
+    }
 
 
 def run_year(year: Year, plan: dict[str, int]) -> tuple[list[dict], dict]:
@@ -268,9 +312,14 @@ def run_year(year: Year, plan: dict[str, int]) -> tuple[list[dict], dict]:
         flags = []
         if week == plan["full_disk"]:
             free = shutil.disk_usage(year.work).free
-            flags, note = ["--set", f"pipeline.min_free_space={free + 10**12}"], note + ["simulated full disk"]
+            flags, note = (
+                ["--set", f"pipeline.min_free_space={free + 10**12}"],
+                note + ["simulated full disk"],
+            )
         result = {"week": week, "span": name, "events": note, **year.weekly(week, *flags)}
-        print(f"week {week:2d} {name} exit {result['exit']} {result['seconds']}s {'; '.join(note)}", flush=True)
+        print(
+            f"week {week:2d} {name} exit {result['exit']} {result['seconds']}s {'; '.join(note)}", flush=True
+        )
         weeks.append(result)
         year.weeks_seen = weeks
         try:
@@ -282,7 +331,8 @@ def run_year(year: Year, plan: dict[str, int]) -> tuple[list[dict], dict]:
 
 
 def special(year: Year, week: int, plan: dict[str, int], result: dict) -> dict:
-    """The incidents run after the weekly retrain (backfill, rollback) and what the incident weeks ended as."""
+    """The incidents run after the weekly retrain (backfill, rollback) and what the incident weeks ended
+    as."""
     found, keys = {}, ("exit", "line", "search", "warm_start", "pushed", "quarantined")
     for name in ("corrupted", "full_disk"):
         if week == plan[name]:
@@ -295,8 +345,13 @@ def special(year: Year, week: int, plan: dict[str, int], result: dict) -> dict:
         found["corrected"] = corrected(year, year.span_name(plan["corrected"]), result, keys)
     if week == plan["late"] + 1:
         late = year.span_name(plan["late"])
-        found["late"] = {"week": week, "exit": result["exit"], "late_span_state": result["span_states"].get(late),
-                         "checked": late in result["checked_spans"], "drift": result["drift"].get(late)}
+        found["late"] = {
+            "week": week,
+            "exit": result["exit"],
+            "late_span_state": result["span_states"].get(late),
+            "checked": late in result["checked_spans"],
+            "drift": result["drift"].get(late),
+        }
     if week == plan["backfill"]:
         found["backfill"] = backfill(year, week, result)
     if week == plan["rollback"]:
@@ -320,7 +375,11 @@ def sha256(path: Path) -> str:
 def corrected(year: Year, span: str, result: dict, keys: tuple) -> dict:
     """The week after a span's bytes changed: was it re-ingested, and did warm start come from a model whose
     training spans hold the old bytes (read from the base run's run.json: the model's training_spans)?"""
-    record = json.loads((year.root / "runs" / result["run_id"] / "run.json").read_text()) if result["run_id"] else {}
+    record = (
+        json.loads((year.root / "runs" / result["run_id"] / "run.json").read_text())
+        if result["run_id"]
+        else {}
+    )
     examples = next((o.get("properties", {}) for s in record.get("steps", [])
                      for n, o in (s.get("outputs") or {}).items() if n == "examples"), {})
     base, base_spans = (result["warm_start"] or "").split("runs/")[-1].split("/")[0], None
@@ -328,25 +387,42 @@ def corrected(year: Year, span: str, result: dict, keys: tuple) -> dict:
         steps = json.loads((year.root / "runs" / base / "run.json").read_text()).get("steps", [])
         base_spans = next((o.get("properties", {}).get("training_spans") for s in steps
                            for n, o in (s.get("outputs") or {}).items() if n == "model"), None)
-    return {"week": result["week"] if "week" in result else None, **{k: result[k] for k in keys},
-            "reingested": span in examples.get("spans_reingested", []), "old_sha256": year.old_bytes[:12],
-            "new_sha256": sha256(year.stream / span / "train.csv")[:12],
-            "warm_start_base_has_old_bytes": None if base_spans is None else base_spans.get(span) == year.old_bytes}
+    return {
+        "week": result["week"] if "week" in result else None,
+        **{k: result[k] for k in keys},
+        "reingested": span in examples.get("spans_reingested", []),
+        "old_sha256": year.old_bytes[:12],
+        "new_sha256": sha256(year.stream / span / "train.csv")[:12],
+        "warm_start_base_has_old_bytes": None
+        if base_spans is None
+        else base_spans.get(span) == year.old_bytes,
+    }
 
 
 def backfill(year: Year, week: int, result: dict) -> dict:
     """`retrain --span` of the span before the newest one the served model was trained on (a backfill by the
     product's definition: the pinned window ends before the served model's newest span); serving/ must not
     change."""
-    before, listing = year.served_version(), sorted(p.name for p in (year.root / "serving" / "agnews").iterdir())
+    before, listing = (
+        year.served_version(),
+        sorted(p.name for p in (year.root / "serving" / "agnews").iterdir()),
+    )
     served_run = year.run_of_version.get(before)
     trained = next((w["window"] for w in year.weeks_seen if w["run_id"] and w["run_id"] == served_run), [])
     span = trained[-2] if len(trained) >= 2 else year.span_name(week - 3)
     code, seconds, line = year.retrain("--span", span)
     after = sorted(p.name for p in (year.root / "serving" / "agnews").iterdir())
-    return {"week": week, "span": span, "served_model_newest_span": trained[-1] if trained else None,
-            "exit": code, "seconds": seconds, "line": line[:300],
-            "served_before": before, "served_after": year.served_version(), "serving_unchanged": listing == after}
+    return {
+        "week": week,
+        "span": span,
+        "served_model_newest_span": trained[-1] if trained else None,
+        "exit": code,
+        "seconds": seconds,
+        "line": line[:300],
+        "served_before": before,
+        "served_after": year.served_version(),
+        "serving_unchanged": listing == after,
+    }
 
 
 def rollback(year: Year) -> dict:
@@ -358,8 +434,11 @@ def rollback(year: Year) -> dict:
         year.rolled_back = None
         return {"skipped": f"no kept version below the served one (kept: {kept})"}
     target = targets[-1]
-    code, seconds, line = cli(["rollback", str(target), "--pipeline-root", str(year.root), "--config", str(CONFIG)],
-                              year.root, year.log)
+    code, seconds, line = cli(
+        ["rollback", str(target), "--pipeline-root", str(year.root), "--config", str(CONFIG)],
+        year.root,
+        year.log,
+    )
     after = year.served_version()
     if code == 0 and after != before:
         year.accuracy_of_version[after] = year.accuracy_of_version[target]
@@ -386,11 +465,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=28)
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="a configuration override for every retrain, e.g. evaluator.min_accuracy=0")
-    parser.add_argument("--operator-rejects", action="store_true",
-                        help="the week after the corrupted span, `spans reject` it if the pipeline did not quarantine "
-                             "it (the response an operator is left with when the failure repeats every week)")
-    parser.add_argument("--report-only", action="store_true",
-                        help="write the results from --work's partial.json (the weeks a stopped run finished)")
+    parser.add_argument(
+        "--operator-rejects",
+        action="store_true",
+        help="the week after the corrupted span, `spans reject` it if the pipeline did not quarantine "
+        "it (the response an operator is left with when the failure repeats every week)",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the results from --work's partial.json (the weeks a stopped run finished)",
+    )
     parser.add_argument("--ran-command", help="with --report-only of a stopped run: the command it ran")
     args = parser.parse_args()
     global REJECT_UNQUARANTINED
@@ -410,16 +495,21 @@ def main() -> None:
     incidents["shift"] = shift_outcome(weeks, plan)
     step_seconds(work / "root", weeks)
     out = PROJECT / "benchmarks" / "results" / f"year_{args.label}.json"
-    ran = {"command": run_info.command_line(), "machine": run_info.machine(), "load_before": load_before,
-           "load_after": os.getloadavg()[0], "config": f"{CONFIG.relative_to(PROJECT)} {' '.join(SETTINGS)}",
-           "data": f"{args.data_dir}: {args.rows_per_week} train rows a week, test.csv cut to {args.test_rows}"}
+    ran = {
+        "command": harness.command_line(),
+        "machine": harness.machine(),
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+        "config": f"{CONFIG.relative_to(PROJECT)} {' '.join(SETTINGS)}",
+        "data": f"{args.data_dir}: {args.rows_per_week} train rows a week, test.csv cut to {args.test_rows}",
+    }
     if args.report_only and out.exists():  # the run's own command, machine and load, not the report's
         ran = {key: json.loads(out.read_text())[key] for key in ran}
     elif args.report_only and args.ran_command:  # a stopped run wrote no results: say what it ran
         ran["command"] = f"{args.ran_command} (stopped; this report: {ran['command']})"
     report = {"label": args.label, **ran, "plan": plan, "weeks_planned": args.weeks,
               "weeks": weeks, "incidents": incidents, "recycled_from": recycled}
-    run_info.write_results(out, report, markdown(report))
+    harness.write_results(out, report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 and a plot of per-row cost against rows for DirectRunner in_memory, multi_processing(2) and dask(2).
 
     python benchmarks/cost_growth.py benchmarks/results/dask_scale_12k_fused.json \
-        benchmarks/results/dask_scale_127k_fused.json benchmarks/results/dask_scale_1200k_for_cost_growth.json \
-        --out benchmarks/results/cost_growth
+        benchmarks/results/dask_scale_127k_fused.json benchmarks/results/dask_scale_1200k_for_cost_growth.json
+        \ --out benchmarks/results/cost_growth
 """
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ STEPS = ("ingest", "validate", "transform")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("results", type=Path, nargs="+", help="bench_dask_scale.py .json files, one per size")
     parser.add_argument("--out", type=Path, required=True, help="OUT.md and OUT.png are written")
     args = parser.parse_args()
@@ -32,14 +34,23 @@ def main() -> None:
                              "seconds": run["seconds"], "peak_mb": run.get("tree_peak_rss_mb"),
                              "load": f"{run['load_at_start']} / {run['load_at_end']}"})
     rows.sort(key=lambda r: (list(MODES).index(r["mode"]), r["rows"]))
-    lines = ["# Cost of ingest + validate + transform as the data grows", "",
-             "From: " + ", ".join(f"`{p}`" for p in args.results) + " (commands and machine in each).", "",
-             "| engine | rows | ingest s | validate s | transform s | total s | µs per row | peak RSS, all processes "
-             "(MB) | load at start / end |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "# Cost of ingest + validate + transform as the data grows",
+        "",
+        "From: " + ", ".join(f"`{p}`" for p in args.results) + " (commands and machine in each).",
+        "",
+        "| engine | rows | ingest s | validate s | transform s | total s | µs per row | peak RSS, all "
+        "processes "
+        "(MB) | load at start / end |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
-        lines.append(f"| {MODES[r['mode']]} | {r['rows']:,} | " + " | ".join(f"{r['seconds'][s]:.1f}" for s in STEPS)
-                     + f" | {r['total']:.1f} | {1e6 * r['total'] / r['rows']:.0f} | {r['peak_mb'] or '-'} | "
-                       f"{r['load']} |")
+        lines.append(
+            f"| {MODES[r['mode']]} | {r['rows']:,} | "
+            + " | ".join(f"{r['seconds'][s]:.1f}" for s in STEPS)
+            + f" | {r['total']:.1f} | {1e6 * r['total'] / r['rows']:.0f} | {r['peak_mb'] or '-'} | "
+            f"{r['load']} |"
+        )
     args.out.with_suffix(".md").write_text("\n".join(lines) + f"\n\n![per-row cost]({args.out.name}.png)\n")
     import matplotlib
     matplotlib.use("Agg")
@@ -48,7 +59,9 @@ def main() -> None:
     for mode, label in MODES.items():
         points = [r for r in rows if r["mode"] == mode]
         if points:
-            left.plot([p["rows"] for p in points], [1e6 * p["total"] / p["rows"] for p in points], "o-", label=label)
+            left.plot(
+                [p["rows"] for p in points], [1e6 * p["total"] / p["rows"] for p in points], "o-", label=label
+            )
             right.plot([p["rows"] for p in points], [p["total"] for p in points], "o-", label=label)
     for axis, title in ((left, "µs per row (ingest + validate + transform)"), (right, "seconds")):
         axis.set_xscale("log")

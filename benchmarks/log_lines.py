@@ -3,8 +3,8 @@ Keras's per-epoch lines, TensorFlow's C++ lines, Beam/absl logging, ANSI codes.
 
     python benchmarks/log_lines.py RUN.stdout [RUN.stderr ...] [--logs RUN_DIR/logs]
 
-Used for the issue-19 measurement: a default `agnews-pipeline run --data csv:../shared/data/ag_news` with stdout
-and stderr redirected to files, once with the code before the change and once after.
+Used for the issue-19 measurement: a default `agnews-pipeline run --data csv:../shared/data/ag_news` with
+stdout and stderr redirected to files, once with the code before the change and once after.
 """
 from __future__ import annotations
 
@@ -15,14 +15,29 @@ from pathlib import Path
 
 KINDS = (
     ("tensorflow_cpp", re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d|^WARNING: All log messages before absl")),
-    ("kerastuner", re.compile(r"Search: Running Trial|Best Value So Far|^\S+\s*\|\S*\s*\|\S+$|^Trial \d+ Complete|"
-                              r"^Best val_\w+ So Far|^Total elapsed time|^Value\s+\|")),
+    (
+        "kerastuner",
+        re.compile(
+            r"Search: Running Trial|Best Value So Far|^\S+\s*\|\S*\s*\|\S+$|^Trial \d+ Complete|"
+            r"^Best val_\w+ So Far|^Total elapsed time|^Value\s+\|"
+        ),
+    ),
     ("keras_epoch", re.compile(r"^\d+/\d+ - \d+m?s - |^Epoch \d+/\d+$")),
-    ("beam_absl_logging", re.compile(r"^(INFO|WARNING|ERROR|DEBUG):(absl|apache_beam|root|tensorflow)|"
-                                     r"^(WARNING|INFO|ERROR):[a-z_.]+:")),
+    (
+        "beam_absl_logging",
+        re.compile(
+            r"^(INFO|WARNING|ERROR|DEBUG):(absl|apache_beam|root|tensorflow)|"
+            r"^(WARNING|INFO|ERROR):[a-z_.]+:"
+        ),
+    ),
     ("warnings", re.compile(r"Warning: |DeprecationWarning|warnings.warn")),
-    ("project", re.compile(r"^(run |\[\d/\d\] |ingest: |validate: |transform: |tuner: |trainer: |evaluator: |"
-                           r"pusher: |note: |Run |  \w+: |  run folder|ERROR: )")),
+    (
+        "project",
+        re.compile(
+            r"^(run |\[\d/\d\] |ingest: |validate: |transform: |tuner: |trainer: |evaluator: |"
+            r"pusher: |note: |Run |  \w+: |  run folder|ERROR: )"
+        ),
+    ),
 )
 
 
@@ -44,7 +59,9 @@ def count(paths: list[Path]) -> tuple[Counter, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--logs", type=Path, help="a run's logs/ folder: counted per step file as well")
     args = parser.parse_args()

@@ -47,7 +47,13 @@ def cut(rows: list[str], spans: int, shift_span: int | None, shift: str, seed: i
     target = shift_span - 1
     if shift == "label":
         wanted = round(SHIFT_SHARE * size)
-        pool = [row for i, part in enumerate(parts) if i != target for row in part if row.startswith(f'"{SHIFT_CLASS}"')]
+        pool = [
+            row
+            for i, part in enumerate(parts)
+            if i != target
+            for row in part
+            if row.startswith(f'"{SHIFT_CLASS}"')
+        ]
         own = [row for row in parts[target] if row.startswith(f'"{SHIFT_CLASS}"')]
         others = [row for row in parts[target] if not row.startswith(f'"{SHIFT_CLASS}"')]
         chosen = (own + pool)[:wanted]
@@ -63,13 +69,19 @@ def cut(rows: list[str], spans: int, shift_span: int | None, shift: str, seed: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", required=True, help="a folder with AG News train.csv and test.csv")
-    parser.add_argument("--out", required=True, help="the stream folder to write (must not exist, or be empty)")
+    parser.add_argument(
+        "--out", required=True, help="the stream folder to write (must not exist, or be empty)"
+    )
     parser.add_argument("--spans", type=int, default=8)
     parser.add_argument("--start", default="2026-10-12", help="date of the first span (YYYY-MM-DD)")
     parser.add_argument("--days", type=int, default=7, help="days between spans (default 7: weekly)")
-    parser.add_argument("--numbered", action="store_true", help="name spans 0001, 0002, ... instead of by date")
+    parser.add_argument(
+        "--numbered", action="store_true", help="name spans 0001, 0002, ... instead of by date"
+    )
     parser.add_argument("--shift-span", type=int, help="1-based span to shift")
     parser.add_argument("--shift", choices=("none", "label", "text"), default="none")
     parser.add_argument("--seed", type=int, default=0)
@@ -84,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copyfile(data / "test.csv", out / "test.csv")
     start = datetime.date.fromisoformat(args.start)
     for index, part in enumerate(parts):
-        name = f"{index + 1:04d}" if args.numbered else (start + datetime.timedelta(days=args.days * index)).isoformat()
+        name = (
+            f"{index + 1:04d}"
+            if args.numbered
+            else (start + datetime.timedelta(days=args.days * index)).isoformat()
+        )
         (out / name).mkdir()
         (out / name / "train.csv").write_text("".join(part), encoding="utf-8")
         print(f"{out / name / 'train.csv'}: {len(part)} rows")

@@ -69,7 +69,8 @@ def load_splits(csv_dir: Path, eval_fraction: float = 0.05) -> tuple[dict[str, R
                     continue
                 titles, joined, labels = columns[ingest.split_of(row, eval_fraction)]
                 titles.append(row.title)
-                joined.append(f"{row.title} {row.description}")  # joined like the transform's title_description
+                # joined like the transform's title_description
+                joined.append(f"{row.title} {row.description}")
                 labels.append(row.label)
     splits = {split: Rows(titles, joined, np.array(labels, np.int64))
               for split, (titles, joined, labels) in columns.items()}
@@ -77,7 +78,8 @@ def load_splits(csv_dir: Path, eval_fraction: float = 0.05) -> tuple[dict[str, R
 
 
 def batches(texts: list[str], labels: np.ndarray, *, shuffle: bool, seed: int) -> tf.data.Dataset:
-    """The recipe's input: raw texts and labels in batches of 16, each padded (by the model) to its longest text."""
+    """The recipe's input: raw texts and labels in batches of 16, each padded (by the model) to its longest
+    text."""
     # Each text is a [1] string, the shape TextVectorization maps to one row of token ids.
     dataset = tf.data.Dataset.from_tensor_slices((tf.constant(texts)[:, tf.newaxis], tf.constant(labels)))
     if shuffle:
@@ -97,7 +99,9 @@ def build_notebook_model(adapt_texts: list[str]) -> tuple[keras.Model, int]:
         keras.layers.Bidirectional(keras.layers.LSTM(LSTM_UNITS)),
         keras.layers.Dense(NUM_CLASSES, activation="softmax"),
     ], name="notebook_bilstm")
-    model.compile(optimizer=keras.optimizers.Adam(), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     return model, vocabulary_size
 
 
@@ -129,20 +133,36 @@ def train_and_evaluate(splits: dict[str, Rows], text: str, *, epochs: int = 8, p
     train, evaluation, test = splits["train"], splits["eval"], splits["test"]
     model, vocabulary_size = build_notebook_model(train.texts(text)[:ADAPT_TEXTS])
     timer = EpochSeconds()
-    early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
-    history = model.fit(batches(train.texts(text), train.labels, shuffle=True, seed=seed),
-                        validation_data=batches(evaluation.texts(text), evaluation.labels, shuffle=False, seed=seed),
-                        epochs=epochs, callbacks=[early_stopping, timer], verbose=2)
-    test_loss, test_accuracy = model.evaluate(batches(test.texts(text), test.labels, shuffle=False, seed=seed),
-                                              verbose=0)
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=patience, restore_best_weights=True
+    )
+    history = model.fit(
+        batches(train.texts(text), train.labels, shuffle=True, seed=seed),
+        validation_data=batches(evaluation.texts(text), evaluation.labels, shuffle=False, seed=seed),
+        epochs=epochs,
+        callbacks=[early_stopping, timer],
+        verbose=2,
+    )
+    test_loss, test_accuracy = model.evaluate(
+        batches(test.texts(text), test.labels, shuffle=False, seed=seed), verbose=0
+    )
     val_losses = history.history["val_loss"]
     best_epoch = int(np.argmin(val_losses)) + 1
     result = {
-        "model": f"notebook bilstm ({text})", "text": text, "test_accuracy": float(test_accuracy),
-        "test_loss": float(test_loss), "val_accuracy": float(history.history["val_accuracy"][best_epoch - 1]),
-        "epochs_trained": len(val_losses), "best_epoch": best_epoch, "vocabulary_size": int(vocabulary_size),
-        "adapt_texts": min(ADAPT_TEXTS, len(train)), "batch_size": BATCH_SIZE, "parameters": int(model.count_params()),
-        "train_rows": len(train), "eval_rows": len(evaluation), "test_rows": len(test),
+        "model": f"notebook bilstm ({text})",
+        "text": text,
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "val_accuracy": float(history.history["val_accuracy"][best_epoch - 1]),
+        "epochs_trained": len(val_losses),
+        "best_epoch": best_epoch,
+        "vocabulary_size": int(vocabulary_size),
+        "adapt_texts": min(ADAPT_TEXTS, len(train)),
+        "batch_size": BATCH_SIZE,
+        "parameters": int(model.count_params()),
+        "train_rows": len(train),
+        "eval_rows": len(evaluation),
+        "test_rows": len(test),
         "train_examples_per_second": [len(train) / s for s in timer.seconds],
         "seconds": time.perf_counter() - started,
     }
@@ -152,12 +172,16 @@ def train_and_evaluate(splits: dict[str, Rows], text: str, *, epochs: int = 8, p
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, required=True, help="folder with AG News train.csv and test.csv")
     parser.add_argument("--text", action="append", choices=TEXT_CHOICES,
                         help="text the model reads; repeatable (default: both)")
     parser.add_argument("--epochs", type=int, default=8, help="at most this many epochs (early stopping)")
-    parser.add_argument("--eval-fraction", type=float, default=0.05, help="the pipeline's ingest.eval_fraction")
+    parser.add_argument(
+        "--eval-fraction", type=float, default=0.05, help="the pipeline's ingest.eval_fraction"
+    )
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
     splits, bad_rows = load_splits(args.data, args.eval_fraction)

@@ -1,2 +1,2 @@
-"""Package data: default.yaml, every configuration key with its default, shipped inside the package and read with
-importlib.resources (contract.config_loading.default_config_file)."""
+"""Package data: default.yaml, every configuration key with its default, shipped inside the package and read
+with importlib.resources (contract.config_loading.default_config_file)."""

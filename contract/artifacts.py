@@ -51,8 +51,8 @@ LOST_ROWS_ADVICE = ("nothing was published. Run it again; if it repeats, run wit
 
 def check_rows_arrived(step: str, counted: dict[str, int], examples: "Artifact") -> None:
     """Each split's rows a step counted in its Beam output against the examples artifact's `<split>_rows`
-    (ingest's count): a runner that loses or repeats elements fails the step here, before anything is published.
-    A split the artifact gives no count for is not checked."""
+    (ingest's count): a runner that loses or repeats elements fails the step here, before anything is
+    published. A split the artifact gives no count for is not checked."""
     wrong = [(split, counted[split], examples.properties[f"{split}_rows"]) for split in counted
              if examples.properties.get(f"{split}_rows") is not None
              and counted[split] != examples.properties[f"{split}_rows"]]
@@ -66,7 +66,8 @@ def check_rows_arrived(step: str, counted: dict[str, int], examples: "Artifact")
 class Artifact:
     name: str  # what it is: "examples", "transform_graph", "model", "blessing", ...
     uri: Path  # a folder
-    properties: dict[str, Any] = field(default_factory=dict)  # small JSON-able facts: row counts, metrics, ...
+    # small JSON-able facts: row counts, metrics, ...
+    properties: dict[str, Any] = field(default_factory=dict)
 
     def relocated(self, old_root: Path, new_root: Path) -> "Artifact":
         """The same artifact after its component's folder was renamed from old_root to new_root."""

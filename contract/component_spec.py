@@ -51,7 +51,8 @@ class ComponentSpec:
     # step runs.
     check_config: Hook = None
     # (inputs, config section) -> JSON-able: what the step decides where that can change while neither its
-    # inputs nor its configuration do (the tuner's search-or-reuse depends on the clock); part of its cache key.
+    # inputs nor its configuration do (the tuner's search-or-reuse depends on the clock); part of its cache
+    # key.
     decision: Hook = None
     # (serving folder) -> what a killed execution of it left in the folder it delivers to; gc removes it.
     leftovers: Hook = None

@@ -1,6 +1,7 @@
 """Typed pipeline configuration: the schema, one frozen dataclass per component (section), each validating its
 values when it is built. An unknown key, or a value of the wrong type or range, raises ConfigError before any
-work starts; contract/config_loading.py builds the Config from its sources.
+work starts; contract/config_loading.py builds the Config from its sources. The data steps' sections (ingest,
+validate, transform) are in contract/data_config.py; the error and its checks in contract/config_checks.py.
 """
 from __future__ import annotations
 
@@ -9,26 +10,12 @@ import json
 import re
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from contract.config_checks import ConfigError, require
+from contract.data_config import IngestConfig, TransformConfig, ValidateConfig
 from contract.units import parse_duration, parse_size
-
-
-def packaged_file(package: str, name: str) -> Path:
-    """A data file shipped inside the package (schemas/, configs/), found through the import system: the same
-    file from a checkout and from an installed wheel, whatever the working directory."""
-    return Path(str(resources.files(package) / name))
-
-
-class ConfigError(ValueError):
-    """A configuration value is unknown, of the wrong type, or out of range."""
-
-
-def require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
 
 
 @dataclass(frozen=True)
@@ -41,10 +28,11 @@ class PipelineConfig:
     beam_runner: str = "direct"
     dask_address: str = ""  # scheduler, e.g. tcp://HOST:8786; empty: a local cluster started for each step
     dask_workers: int = 2  # worker processes of that local cluster
-    # Memory limit of each local worker, a size ("4GiB", "3000MB": contract/units.py); auto: machine / workers.
+    # Memory limit of each local worker, a size ("4GiB", "3000MB": contract/units.py); auto: machine /
+    # workers.
     dask_worker_memory: str = "auto"
-    # A Beam step on dask fails (one line, a cluster state dump in its folder) when no task starts or finishes for
-    # this long, or every worker is paused (memory) for min(this, 60 s).
+    # A Beam step on dask fails (one line, a cluster state dump in its folder) when no task starts or finishes
+    # for this long, or every worker is paused (memory) for min(this, 60 s).
     dask_stall_seconds: float = 600.0
     seed: int = 42
     # While a step without progress lines of its own runs (the Beam steps), one line with the elapsed time and
@@ -64,12 +52,16 @@ class PipelineConfig:
         except ValueError as error:
             raise ConfigError(f"pipeline.min_free_space must be auto or a size: {error}") from None
         try:
-            require(not self.deadline or parse_duration(self.deadline) > 0, "pipeline.deadline must be positive")
+            require(
+                not self.deadline or parse_duration(self.deadline) > 0, "pipeline.deadline must be positive"
+            )
         except ValueError as error:
             raise ConfigError(f"pipeline.deadline (--deadline) must be a duration: {error}") from None
         require(self.seed >= 0, f"pipeline.seed must be >= 0, got {self.seed}")
-        require(self.progress_seconds >= 0, f"pipeline.progress_seconds must be >= 0 (0 = no progress lines), "
-                 f"got {self.progress_seconds}")
+        require(
+            self.progress_seconds >= 0,
+            f"pipeline.progress_seconds must be >= 0 (0 = no progress lines), got {self.progress_seconds}",
+        )
         require(self.beam_runner in ("direct", "dask"),
                  f"pipeline.beam_runner must be 'direct' or 'dask', got {self.beam_runner!r} (other runners: "
                  "--beam-arg=--runner=NAME plus that runner's flags)")
@@ -116,134 +108,9 @@ def redact_args(args: list[str] | tuple[str, ...]) -> list[str]:
 
 
 @dataclass(frozen=True)
-class WindowConfig:
-    """Which spans of a stream (a csv:DIR of dated or numbered span folders) a run trains on (library/spans.py)."""
-    num_spans: int = 0  # the newest N spans; 0 = every span
-    min_spans: int = 1  # fewer spans in the window: the run stops before any work (exit 6)
-    skip_recent: int = 0  # leave out the newest N spans (e.g. one still being labelled)
-    exclude: tuple[str, ...] = ()  # span names never used
-    # Not a setting: the spans the metadata store holds out (quarantined or rejected), filled in by the CLI from
-    # the store before a run (`agnews-pipeline spans`); any value given is replaced.
-    held_out: tuple[str, ...] = ()
-    newest: str = ""  # pin the newest span: a span name or a date YYYY-MM-DD (--span / --date); '' = the newest
-    pattern: str = r"\d{4}-\d{2}-\d{2}|\d+"  # a subfolder whose whole name matches is a span
-
-    def __post_init__(self):
-        require(self.num_spans >= 0, f"ingest.window.num_spans must be >= 0 (0 = all), got {self.num_spans}")
-        require(self.min_spans >= 1, f"ingest.window.min_spans must be >= 1, got {self.min_spans}")
-        require(self.num_spans == 0 or self.min_spans <= self.num_spans,
-                 f"ingest.window.min_spans ({self.min_spans}) is above num_spans ({self.num_spans})")
-        require(self.skip_recent >= 0, f"ingest.window.skip_recent must be >= 0, got {self.skip_recent}")
-        try:
-            re.compile(self.pattern)
-        except re.error as error:
-            raise ConfigError(f"ingest.window.pattern is not a regular expression: {error}") from None
-
-
-@dataclass(frozen=True)
-class IngestConfig:
-    # "tfds" (TensorFlow Datasets ag_news_subset) or "csv:DIR" (DIR holds train.csv and test.csv).
-    data: str = "tfds"
-    tfds_name: str = "ag_news_subset"
-    tfds_data_dir: str = ""  # empty: TFDS' default (~/tensorflow_datasets)
-    eval_fraction: float = 0.05  # share of the train source hashed into the eval split
-    max_bad_row_fraction: float = 0.01  # above this share of quarantined rows, ingest fails
-    window: WindowConfig = field(default_factory=WindowConfig)
-
-    def __post_init__(self):
-        require(self.data == "tfds" or (self.data.startswith("csv:") and len(self.data) > 4),
-                 f"ingest.data must be 'tfds' or 'csv:DIR', got {self.data!r}")
-        require(0.0 < self.eval_fraction < 1.0, f"ingest.eval_fraction must be in (0, 1), got {self.eval_fraction}")
-        require(0.0 <= self.max_bad_row_fraction <= 1.0,
-                 f"ingest.max_bad_row_fraction must be in [0, 1], got {self.max_bad_row_fraction}")
-
-
-@dataclass(frozen=True)
-class DriftConfig:
-    """Thresholds of the drift checks of a stream's new spans against the rest of its window (library/drift.py);
-    a value above its threshold is drift. Chosen from unshifted and shifted spans of AG News (README)."""
-    label_linf: float = 0.1  # largest change of one class's share
-    length_js: float = 0.05  # Jensen-Shannon divergence of the text length histograms (0..1)
-    length_min_rows: int = 200  # fewer rows on either side: length_js is not computed
-    oov_share: float = 0.25  # share of the new span's tokens that the rest of the window never has
-
-    def __post_init__(self):
-        for name in ("label_linf", "length_js", "oov_share"):
-            require(0.0 <= getattr(self, name) <= 1.0, f"validate.drift.{name} must be in [0, 1]")
-        require(self.length_min_rows >= 1, "validate.drift.length_min_rows must be >= 1")
-
-    def thresholds(self) -> dict[str, float]:
-        return {"label_linf": self.label_linf, "length_js": self.length_js, "oov_share": self.oov_share}
-
-
-@dataclass(frozen=True)
-class QualityConfig:
-    """Data-quality checks of a stream's new spans (library/drift.py quality()), apart from drift: a span above
-    one of the refusing thresholds is quarantined (validate.on_quality); row_count_change is only reported."""
-    row_count_change: float = 0.5  # |span rows / mean rows of the other spans - 1|: a warning, never a refusal
-    # share of a span's rows that ingest quarantined (bad CSV rows); in a stream this, not the window-wide
-    # ingest.max_bad_row_fraction, decides: a corrupted span is quarantined instead of failing every later run
-    bad_row_share: float = 0.01
-    duplicate_share: float = 0.05  # share of a span's rows that repeat an earlier row of the same span
-    test_overlap_share: float = 0.01  # share of a span's rows whose text is also in the fixed test set
-
-    def __post_init__(self):
-        require(self.row_count_change >= 0, "validate.quality.row_count_change must be >= 0")
-        for name in ("bad_row_share", "duplicate_share", "test_overlap_share"):
-            require(0.0 <= getattr(self, name) <= 1.0, f"validate.quality.{name} must be in [0, 1]")
-
-
-@dataclass(frozen=True)
-class ValidateConfig:
-    # '' = the schema shipped with the package (schemas/ag_news_raw.pbtxt); a relative path is taken from the
-    # working directory.
-    schema: str = ""
-    # A stream's new span drifting from the rest of the window: warn (train anyway, the span marked drifted) or
-    # fail (exit 8, the span quarantined until `agnews-pipeline spans accept`).
-    on_drift: str = "warn"
-    drift: DriftConfig = field(default_factory=DriftConfig)
-    # A new span failing a data-quality check (empty, duplicates, test-set rows): fail (exit 8, quarantined) or warn.
-    on_quality: str = "fail"
-    quality: QualityConfig = field(default_factory=QualityConfig)
-    # Not a setting: "name:sha256" of the spans accepted with `agnews-pipeline spans accept` whose file is
-    # unchanged, filled in by the CLI from the metadata store; they are never refused again.
-    accepted_spans: tuple[str, ...] = ()
-
-    def __post_init__(self):
-        require(self.on_drift in ("warn", "fail"), f"validate.on_drift must be warn or fail, got {self.on_drift!r}")
-        require(self.on_quality in ("warn", "fail"),
-                 f"validate.on_quality must be warn or fail, got {self.on_quality!r}")
-
-    def schema_path(self) -> Path:
-        return Path(self.schema).resolve() if self.schema else packaged_file("schemas", "ag_news_raw.pbtxt")
-
-
-@dataclass(frozen=True)
-class TransformConfig:
-    text_features: str = "title_description"  # or "title"
-    vocab_size: int = 20_000
-    num_oov_buckets: int = 1
-    max_length: int = 256  # tokens kept per example; longer texts are truncated
-    bucket_boundaries: tuple[int, ...] = (8, 16, 24, 32, 48, 64, 96, 128, 256)
-
-    def __post_init__(self):
-        require(self.text_features in ("title", "title_description"),
-                 f"transform.text_features must be 'title' or 'title_description', got {self.text_features!r}")
-        require(self.vocab_size >= 1, f"transform.vocab_size must be >= 1, got {self.vocab_size}")
-        require(self.num_oov_buckets >= 1, f"transform.num_oov_buckets must be >= 1, got {self.num_oov_buckets}")
-        require(self.max_length >= 1, f"transform.max_length must be >= 1, got {self.max_length}")
-        bounds = list(self.bucket_boundaries)
-        require(len(bounds) >= 1 and all(x >= 1 for x in bounds) and bounds == sorted(set(bounds)),
-                 f"transform.bucket_boundaries must be strictly increasing positive integers, got {bounds}")
-
-    def bucket_upper_bounds(self) -> list[int]:
-        """Inclusive upper length of each bucket; the last bucket always ends at max_length."""
-        return [x for x in self.bucket_boundaries if x < self.max_length] + [self.max_length]
-
-
-@dataclass(frozen=True)
 class TunerConfig:
-    architecture: str = "bilstm"  # a name in library.models.ARCHITECTURES; the trainer builds what the tuner names
+    # a name in library.models.ARCHITECTURES; the trainer builds what the tuner names
+    architecture: str = "bilstm"
     enabled: bool = True  # False (--no-tune): the architecture's default hyperparameters, no search
     algorithm: str = "hyperband"  # hyperband | bayesian | random
     max_trials: int = 8
@@ -312,7 +179,13 @@ class RetunePolicy(typing.NamedTuple):
 def address_problem(address: Any) -> str | None:
     """What is wrong with one "HOST:PORT" worker address, or None."""
     host, sep, port = str(address).rpartition(":")
-    if not isinstance(address, str) or not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if (
+        not isinstance(address, str)
+        or not sep
+        or not host
+        or not port.isdigit()
+        or not 1 <= int(port) <= 65535
+    ):
         return f"{address!r} is not HOST:PORT (a port from 1 to 65535)"
     return None
 
@@ -322,12 +195,13 @@ class TrainerConfig:
     epochs: int = 10
     early_stopping_patience: int = 2
     # An epoch is at most this many train rows: a larger train split is read across several epochs (every row
-    # once before any repeats), so early stopping looks at the eval loss every this many rows, not once per pass
-    # over 1.1M rows. 0 = every epoch is the whole split. Below it (5,551 or 127,600 rows) nothing changes.
+    # once before any repeats), so early stopping looks at the eval loss every this many rows, not once per
+    # pass over 1.1M rows. 0 = every epoch is the whole split. Below it (5,551 or 127,600 rows) nothing
+    # changes.
     max_rows_per_epoch: int = 200_000
     strategy: str = "default"  # default | mirrored | multi_worker_mirrored
-    # multi_worker_mirrored: "HOST:PORT" of every training worker; index 0 is the chief, which the trainer step
-    # runs on this machine; each other one runs `agnews-pipeline train-worker --index I` (README).
+    # multi_worker_mirrored: "HOST:PORT" of every training worker; index 0 is the chief, which the trainer
+    # step runs on this machine; each other one runs `agnews-pipeline train-worker --index I` (README).
     workers: tuple[str, ...] = ()
     # Seconds every worker has to join a multi-worker job (and the longest a collective may wait for one).
     worker_timeout: float = 300.0
@@ -341,33 +215,47 @@ class TrainerConfig:
     # Share of the train split's tokens the vectors must cover; below it the trainer warns loudly.
     min_embedding_coverage: float = 0.5
     # Start from the served model when its architecture and hyperparameters are the ones trained now:
-    # its weights, with the embedding rows carried over token by token (new tokens start fresh); --from-scratch
-    # turns it off for a run.
+    # its weights, with the embedding rows carried over token by token (new tokens start fresh);
+    # --from-scratch turns it off for a run.
     warm_start: bool = True
     # Early-stopping patience of a warm-started run: it starts near its best (measured: its best epoch is the
     # first), so one epoch without improvement ends it instead of early_stopping_patience.
     warm_start_patience: int = 1
+    # The exported model part runs compiled with XLA over a few padded shapes (library/xla_buckets.py; about
+    # 30x faster per call, compiled at warm-up). false: a plain graph (for a TF Serving built without XLA).
+    export_xla: bool = True
 
     def __post_init__(self):
         require(self.epochs >= 1, f"trainer.epochs must be >= 1, got {self.epochs}")
         require(0.0 <= self.min_embedding_coverage <= 1.0, "trainer.min_embedding_coverage must be in [0, 1]")
         self.unfreeze_after_epochs()  # validates embeddings_trainable
         require(self.early_stopping_patience >= 0, "trainer.early_stopping_patience must be >= 0")
-        require(self.max_rows_per_epoch >= 0,
-                 f"trainer.max_rows_per_epoch must be >= 0 (0 = the whole split), got {self.max_rows_per_epoch}")
+        require(
+            self.max_rows_per_epoch >= 0,
+            f"trainer.max_rows_per_epoch must be >= 0 (0 = the whole split), got {self.max_rows_per_epoch}",
+        )
         require(self.warm_start_patience >= 0, "trainer.warm_start_patience must be >= 0")
-        require(self.strategy in ("default", "mirrored", "multi_worker_mirrored"),
-                 f"trainer.strategy must be default, mirrored or multi_worker_mirrored, got {self.strategy!r}")
+        require(
+            self.strategy in ("default", "mirrored", "multi_worker_mirrored"),
+            f"trainer.strategy must be default, mirrored or multi_worker_mirrored, got {self.strategy!r}",
+        )
         self._check_workers()
 
     def _check_workers(self) -> None:
-        require(self.worker_timeout > 0, f"trainer.worker_timeout must be > 0 seconds, got {self.worker_timeout}")
+        require(
+            self.worker_timeout > 0, f"trainer.worker_timeout must be > 0 seconds, got {self.worker_timeout}"
+        )
         if self.strategy != "multi_worker_mirrored":
-            require(not self.workers, "trainer.workers is only used with trainer.strategy=multi_worker_mirrored")
+            require(
+                not self.workers, "trainer.workers is only used with trainer.strategy=multi_worker_mirrored"
+            )
             return
-        require(bool(self.workers), "trainer.strategy=multi_worker_mirrored needs trainer.workers, HOST:PORT of "
-                                     "every worker with this machine (the chief) first, e.g. --set "
-                                     "trainer.workers=[10.0.0.1:23456,10.0.0.2:23456]")
+        require(
+            bool(self.workers),
+            "trainer.strategy=multi_worker_mirrored needs trainer.workers, HOST:PORT of "
+            "every worker with this machine (the chief) first, e.g. --set "
+            "trainer.workers=[10.0.0.1:23456,10.0.0.2:23456]",
+        )
         for address in self.workers:
             require(address_problem(address) is None, f"trainer.workers: {address_problem(address)}")
         require(len(set(self.workers)) == len(self.workers), "trainer.workers lists a worker twice")
@@ -407,14 +295,15 @@ class EvaluatorConfig:
 
 @dataclass(frozen=True)
 class PusherConfig:
-    serving_dir: str = ""  # empty: <pipeline root>/serving/agnews (made absolute when the configuration loads)
+    # empty: <pipeline root>/serving/agnews (made absolute when the configuration loads)
+    serving_dir: str = ""
 
 
 @dataclass(frozen=True)
 class RetentionConfig:
-    """What `gc` keeps, and `retrain` when apply_after_retrain: the lineage of the last `served_versions` served
-    versions (older versions leave the serving folder) plus the `runs` newest runs. 0: that part is off (keep
-    every served version; `gc` then needs --keep)."""
+    """What `gc` keeps, and `retrain` when apply_after_retrain: the lineage of the last `served_versions`
+    served versions (older versions leave the serving folder) plus the `runs` newest runs. 0: that part is off
+    (keep every served version; `gc` then needs --keep)."""
     served_versions: int = 0
     runs: int = 0
     apply_after_retrain: bool = False
@@ -445,15 +334,18 @@ class Config:
                  "the tuner uses the same file")
         object.__setattr__(self, "tuner", dataclasses.replace(self.tuner, pretrained_embeddings=vectors))
         kept = self.retention.served_versions
-        require(kept == 0 or kept >= self.evaluator.anchor_versions,
-                 f"retention.served_versions ({kept}) must be 0 or at least evaluator.anchor_versions "
-                 f"({self.evaluator.anchor_versions}): the gate's anchor is taken from the served versions kept")
+        require(
+            kept == 0 or kept >= self.evaluator.anchor_versions,
+            f"retention.served_versions ({kept}) must be 0 or at least evaluator.anchor_versions "
+            f"({self.evaluator.anchor_versions}): the gate's anchor is taken from the served versions kept",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     def redacted_dict(self) -> dict[str, Any]:
-        """to_dict() with secret-looking Beam option values replaced by ***: what the store and reports keep."""
+        """to_dict() with secret-looking Beam option values replaced by ***: what the store and reports
+        keep."""
         values = self.to_dict()
         values["pipeline"]["beam_args"] = redact_args(values["pipeline"]["beam_args"])
         return values

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from contract.config import Config, ConfigError, packaged_file, require
+from contract.config import Config
+from contract.config_checks import ConfigError, packaged_file, require
 
 
 def default_config_file() -> Path:
@@ -23,9 +24,11 @@ def default_config_file() -> Path:
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Checks `value` against a field annotation, converting only where it is lossless (int -> float, list -> tuple)."""
+    """Checks `value` against a field annotation, converting only where it is lossless (int -> float, list ->
+    tuple)."""
     if isinstance(annotation, str):
-        annotation = eval(annotation, vars(typing))  # annotations are strings under `from __future__ import annotations`
+        # annotations are strings under `from __future__ import annotations`
+        annotation = eval(annotation, vars(typing))
     if dataclasses.is_dataclass(annotation):  # a nested section, e.g. ingest.window
         require(isinstance(value, dict), f"{where} must be a mapping, got {value!r}")
         return _build_section(annotation, value, where)
@@ -45,10 +48,16 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         require(isinstance(value, bool), f"{where} must be true or false, got {value!r}")
         return value
     if annotation is int:
-        require(isinstance(value, int) and not isinstance(value, bool), f"{where} must be an integer, got {value!r}")
+        require(
+            isinstance(value, int) and not isinstance(value, bool),
+            f"{where} must be an integer, got {value!r}",
+        )
         return value
     if annotation is float:
-        require(isinstance(value, (int, float)) and not isinstance(value, bool), f"{where} must be a number, got {value!r}")
+        require(
+            isinstance(value, (int, float)) and not isinstance(value, bool),
+            f"{where} must be a number, got {value!r}",
+        )
         return float(value)
     if annotation is str:
         require(isinstance(value, str), f"{where} must be a string, got {value!r}")
@@ -86,8 +95,8 @@ def _build_section(cls: type, entries: dict[str, Any], section: str) -> Any:
 
 
 def _resolve_serving_dir(config: Config) -> Config:
-    """Writes the serving folder as an absolute path, defaulting to <pipeline root>/serving/agnews, so the pusher
-    receives a complete configuration (and its cache key names the real folder)."""
+    """Writes the serving folder as an absolute path, defaulting to <pipeline root>/serving/agnews, so the
+    pusher receives a complete configuration (and its cache key names the real folder)."""
     serving_dir = str(config.serving_dir())
     return dataclasses.replace(config, pusher=dataclasses.replace(config.pusher, serving_dir=serving_dir))
 

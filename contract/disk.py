@@ -2,10 +2,10 @@
 
 Every layer meets the same few faults under different names: OSError with errno ENOSPC or EDQUOT, SQLite's
 "database or disk is full" (SQLITE_FULL), TensorFlow's ResourceExhaustedError "No space left on device", Beam
-re-raising any of them as a RuntimeError that only keeps the text. `disk_full(error)` and `not_writable(error)`
-look through the exception's chain and its text, so a caller can say "disk full" or "permission denied" instead
-of "corrupt", and `filesystem_line(path)` names the filesystem (mount point, free space) the user has to clear.
-Standard library only: every layer may use it.
+re-raising any of them as a RuntimeError that only keeps the text. `disk_full(error)` and
+`not_writable(error)` look through the exception's chain and its text, so a caller can say "disk full" or
+"permission denied" instead of "corrupt", and `filesystem_line(path)` names the filesystem (mount point, free
+space) the user has to clear. Standard library only: every layer may use it.
 """
 from __future__ import annotations
 
@@ -76,8 +76,8 @@ def error_paths(error: BaseException) -> list[Path]:
 
 
 def full_path(error: BaseException, default: Path) -> Path:
-    """Of the paths the error names and `default`, the one whose filesystem has the least free space: where the
-    failed write most likely ran out of room."""
+    """Of the paths the error names and `default`, the one whose filesystem has the least free space: where
+    the failed write most likely ran out of room."""
     return min([*error_paths(error), Path(default)], key=_free_or_none)
 
 
@@ -100,7 +100,8 @@ def mount_point(path: Path) -> Path:
 
 
 def free_bytes(path: Path) -> int:
-    """Bytes an unprivileged process may still write on the filesystem holding `path` (or its nearest parent)."""
+    """Bytes an unprivileged process may still write on the filesystem holding `path` (or its nearest
+    parent)."""
     path = Path(path).absolute()
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -131,4 +132,3 @@ def not_writable_message(path: Path, what: str, error: BaseException) -> str:
         isinstance(link, OSError) and link.errno == errno.EROFS or "read-only" in str(link).lower()
         for link in _chain(error)) else "permission denied"
     return f"cannot write while {what}: {reason} ({path}); fix the permissions or the mount and run again"
-

@@ -51,7 +51,8 @@ def read_json(path: str | Path) -> Any:
 
 
 def read_blocks(handle: IO[bytes], size: int = BLOCK_BYTES) -> Iterator[bytes]:
-    """The rest of an open binary file, in blocks of at most `size` bytes: a file of any size in bounded memory."""
+    """The rest of an open binary file, in blocks of at most `size` bytes: a file of any size in bounded
+    memory."""
     yield from iter(lambda: handle.read(size), b"")
 
 

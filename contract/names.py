@@ -25,3 +25,7 @@ BASELINE_MODEL = "baseline_model"  # an input: the served model (the highest ser
 ANCHOR_BLESSINGS = "anchor_blessings"  # an input: the blessings of the last served versions (a list)
 # pusher
 PUSHED_MODEL = "pushed_model"
+
+# The feature of a transformed example that the model reads: the transform writes it, the trainer's datasets,
+# the model's input layer and the serving signatures name it.
+TOKEN_IDS = "token_ids"

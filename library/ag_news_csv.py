@@ -140,12 +140,13 @@ def quarantine_record(source: str, source_split: str, line: int, error: BadRow, 
 
 # ---------------------------------------------------------------------------------------------- reading CSV
 #
-# Quarantine records need line numbers, which beam.io.ReadFromText cannot give (a split of a file does not know
-# how many lines precede it). Instead each file is cut into byte ranges ("chunks") that are read in parallel,
-# like ReadFromText's own splits: a first pass counts the newlines of every chunk, and the second pass numbers
-# the lines of a chunk from the newlines of the chunks before it. Lines are bytes until parsed, so one broken
-# line (bad bytes, an unclosed quote) can never swallow the lines after it. Trade-off: the files are read twice
-# (the counting pass is a fast byte scan), and a chunk is the unit of parallelism instead of dynamic splitting.
+# Quarantine records need line numbers, which beam.io.ReadFromText cannot give (a split of a file does not
+# know how many lines precede it). Instead each file is cut into byte ranges ("chunks") that are read in
+# parallel, like ReadFromText's own splits: a first pass counts the newlines of every chunk, and the second
+# pass numbers the lines of a chunk from the newlines of the chunks before it. Lines are bytes until parsed,
+# so one broken line (bad bytes, an unclosed quote) can never swallow the lines after it. Trade-off: the files
+# are read twice (the counting pass is a fast byte scan), and a chunk is the unit of parallelism instead of
+# dynamic splitting.
 
 
 class Chunk(NamedTuple):
@@ -187,7 +188,8 @@ def count_newlines(chunk: Chunk) -> tuple[str, int, int]:
 
 
 def count_lines(path: str) -> int:
-    """Lines of a file as chunk_lines reads them: every newline ends one, and a last line without one counts."""
+    """Lines of a file as chunk_lines reads them: every newline ends one, and a last line without one
+    counts."""
     lines, last = 0, b"\n"
     with open_binary(path) as handle:
         for block in read_blocks(handle):

@@ -17,7 +17,8 @@ if TYPE_CHECKING:  # for annotations; Beam is imported when it is used
     from apache_beam.options.pipeline_options import PipelineOptions
 
 from contract.artifacts import ComponentError
-from contract.config import REDACTED, ConfigError, PipelineConfig, redact_args
+from contract.config import REDACTED, PipelineConfig, redact_args
+from contract.config_checks import ConfigError
 
 DASK_RUNNER = "engines.dask.runner.DaskClusterRunner"
 # The class names of a dask runner: Beam's own (refused by beam_args_problem) and this project's adapter.
@@ -47,8 +48,16 @@ def runner_args(beam_runner: str, dask_address: str, dask_workers: int, dask_wor
 
 def all_beam_args(config: PipelineConfig) -> tuple[str, ...]:
     """pipeline.beam_args plus the flags beam_runner and the dask_* settings stand for."""
-    return (*runner_args(config.beam_runner, config.dask_address, config.dask_workers, config.dask_worker_memory,
-                         config.dask_stall_seconds), *config.beam_args)
+    return (
+        *runner_args(
+            config.beam_runner,
+            config.dask_address,
+            config.dask_workers,
+            config.dask_worker_memory,
+            config.dask_stall_seconds,
+        ),
+        *config.beam_args,
+    )
 
 
 def check_pipeline_options(config: PipelineConfig) -> None:
@@ -84,9 +93,12 @@ def check_beam_args(beam_args: tuple[str, ...]) -> None:
 
 
 def with_log_dir(beam_args: tuple[str, ...], log_dir: Path | str) -> tuple[str, ...]:
-    """The step's Beam flags plus, on dask, where a stalled step leaves the cluster's state (its own folder)."""
+    """The step's Beam flags plus, on dask, where a stalled step leaves the cluster's state (its own
+    folder)."""
     runner = next((arg.partition("=")[2] for arg in beam_args if arg.startswith("--runner=")), "")
-    return (*beam_args, f"--dask_log_dir={log_dir}") if runner.endswith(DASK_RUNNER_NAMES) else tuple(beam_args)
+    return (
+        (*beam_args, f"--dask_log_dir={log_dir}") if runner.endswith(DASK_RUNNER_NAMES) else tuple(beam_args)
+    )
 
 
 def pipeline_options(beam_args: tuple[str, ...] | list[str]) -> PipelineOptions:
@@ -111,10 +123,14 @@ def beam_args_problem(beam_args: tuple[str, ...] | list[str]) -> str | None:
     runner = options.view_as(StandardOptions).runner
     if runner:
         from apache_beam.runners.runner import create_runner
-        beam_dask = (f"--runner={runner}: Beam's own DaskRunner cannot run these steps (it mixes the outputs of "
-                     "multi-output transforms); use --beam-runner dask, this project's adapter (engines/dask/)")
+
+        beam_dask = (
+            f"--runner={runner}: Beam's own DaskRunner cannot run these steps (it mixes the outputs of "
+            "multi-output transforms); use --beam-runner dask, this project's adapter (engines/dask/)"
+        )
         try:
-            chosen = create_runner(runner)  # also imports the runner's module, which registers its option classes
+            # also imports the runner's module, which registers its option classes
+            chosen = create_runner(runner)
         except (ValueError, ImportError, AttributeError) as error:
             if runner.lower() in ("dask", "daskrunner"):  # Beam knows its DaskRunner by the full name only
                 return beam_dask
@@ -151,8 +167,8 @@ def _reachable(address: str) -> bool:
 
 
 def check_engine_reachable(options: PipelineOptions) -> None:
-    """Fails in seconds, with one line, when the dask scheduler, the job service or the external SDK worker pool
-    does not answer (their clients otherwise retry for up to minutes)."""
+    """Fails in seconds, with one line, when the dask scheduler, the job service or the external SDK worker
+    pool does not answer (their clients otherwise retry for up to minutes)."""
     from apache_beam.options.pipeline_options import PortableOptions, StandardOptions
     runner = options.view_as(StandardOptions).runner or ""
     address = None
@@ -172,10 +188,12 @@ def check_engine_reachable(options: PipelineOptions) -> None:
                              "--job_endpoint")
     if portable.environment_type == "EXTERNAL" and portable.environment_config:
         if not _reachable(portable.environment_config):
-            raise ComponentError(f"no Beam SDK worker pool answers at {portable.environment_config} (waited "
-                                 f"{CONNECT_SECONDS}s): start it (python -m apache_beam.runners.worker."
-                                 "worker_pool_main --service_port PORT, with this venv's bin first on PATH) or fix "
-                                 "--environment_config")
+            raise ComponentError(
+                f"no Beam SDK worker pool answers at {portable.environment_config} (waited "
+                f"{CONNECT_SECONDS}s): start it (python -m apache_beam.runners.worker."
+                "worker_pool_main --service_port PORT, with this venv's bin first on PATH) or fix "
+                "--environment_config"
+            )
         check_worker_pool_starts_workers(portable.environment_config)
 
 
@@ -183,11 +201,11 @@ _pools_that_work: set[str] = set()
 
 
 def check_worker_pool_starts_workers(pool: str, seconds: float = WORKER_START_SECONDS) -> None:
-    """Asks an external SDK worker pool on this machine for one worker and waits up to `seconds` for it to connect
-    to a control endpoint served here; the worker is stopped again at once. A pool whose bare `python` cannot
-    import Beam starts workers that die before connecting, and the job would wait minutes for them; this fails
-    in `seconds` instead, once per pool and process. A pool on another machine is not probed: its workers may
-    not be able to reach this machine, which Beam's own workers never need."""
+    """Asks an external SDK worker pool on this machine for one worker and waits up to `seconds` for it to
+    connect to a control endpoint served here; the worker is stopped again at once. A pool whose bare `python`
+    cannot import Beam starts workers that die before connecting, and the job would wait minutes for them;
+    this fails in `seconds` instead, once per pool and process. A pool on another machine is not probed: its
+    workers may not be able to reach this machine, which Beam's own workers never need."""
     host = urllib.parse.urlparse(f"tcp://{pool}").hostname
     if pool in _pools_that_work or host not in ("localhost", "127.0.0.1", "::1", socket.gethostname()):
         return
@@ -217,22 +235,29 @@ def check_worker_pool_starts_workers(pool: str, seconds: float = WORKER_START_SE
                 worker_id=worker_id, control_endpoint=endpoint, logging_endpoint=endpoint,
                 artifact_endpoint=endpoint, provision_endpoint=endpoint), timeout=CONNECT_SECONDS)
             started = not response.error and probe.connected.wait(seconds)
-            try:  # a worker that connected has exited by now; this removes it from the pool's books either way
-                stub.StopWorker(beam_fn_api_pb2.StopWorkerRequest(worker_id=worker_id), timeout=CONNECT_SECONDS)
+            # a worker that connected has exited by now; this removes it from the pool's books either way
+            try:
+                stub.StopWorker(
+                    beam_fn_api_pb2.StopWorkerRequest(worker_id=worker_id), timeout=CONNECT_SECONDS
+                )
             except grpc.RpcError:
                 pass
     except grpc.RpcError as error:
-        raise ComponentError(f"the Beam SDK worker pool at {pool} did not answer a request for a worker "
-                             f"({error.code().name}): restart it (python -m apache_beam.runners.worker."
-                             "worker_pool_main --service_port PORT, with this venv's bin first on PATH)") from None
+        raise ComponentError(
+            f"the Beam SDK worker pool at {pool} did not answer a request for a worker "
+            f"({error.code().name}): restart it (python -m apache_beam.runners.worker."
+            "worker_pool_main --service_port PORT, with this venv's bin first on PATH)"
+        ) from None
     finally:
         server.stop(None)
     if not started:
         why = (response.error.strip().splitlines() or [""])[-1] if response.error else \
             f"no SDK worker connected within {seconds:.0f}s"
         venv_bin = Path(sys.executable).parent
-        raise ComponentError(f"the Beam SDK worker pool at {pool} cannot start Beam workers ({why}): it starts "
-                             "each worker as a bare `python`, which must be this venv's; restart the pool with "
-                             f"{venv_bin} first on PATH (PATH={venv_bin}:$PATH python -m "
-                             "apache_beam.runners.worker.worker_pool_main --service_port PORT)")
+        raise ComponentError(
+            f"the Beam SDK worker pool at {pool} cannot start Beam workers ({why}): it starts "
+            "each worker as a bare `python`, which must be this venv's; restart the pool with "
+            f"{venv_bin} first on PATH (PATH={venv_bin}:$PATH python -m "
+            "apache_beam.runners.worker.worker_pool_main --service_port PORT)"
+        )
     _pools_that_work.add(pool)

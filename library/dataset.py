@@ -18,10 +18,11 @@ import numpy as np
 import tensorflow as tf
 
 from contract.artifacts import ComponentError
-from library.layouts import bucket_files
+from contract.names import TOKEN_IDS
+from library.layouts import NUM_CLASSES, bucket_files
 
 _FEATURES = {
-    "token_ids": tf.io.VarLenFeature(tf.int64),
+    TOKEN_IDS: tf.io.VarLenFeature(tf.int64),
     "label": tf.io.FixedLenFeature([], tf.int64),
 }
 
@@ -44,7 +45,7 @@ def _count_records(files: list[str]) -> int:
 
 def _parse(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     parsed = tf.io.parse_single_example(serialized, _FEATURES)
-    return tf.sparse.to_dense(parsed["token_ids"]), parsed["label"]
+    return tf.sparse.to_dense(parsed[TOKEN_IDS]), parsed["label"]
 
 
 def _at_least_one_step(token_ids: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -68,23 +69,28 @@ def _subsample_sizes(counts: list[int], max_examples: int) -> list[int]:
 
 
 def _examples(files: list[str], count: int, keep: int, seed: int) -> tf.data.Dataset:
-    """Parsed examples of some files, optionally a seeded random subset of `keep` of the `count`, cached in memory
-    after their first pass. The subset is a seeded choice of record positions kept in one reading pass, in file
+    """Parsed examples of some files, optionally a seeded random subset of `keep` of the `count`, cached in
+    memory after their first pass. The subset is a seeded choice of record positions kept in one reading pass,
+    in file
     order: no shuffle buffer the size of the files (at 1.2M rows that buffer held a whole bucket)."""
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
     if keep < count:
         chosen = np.zeros(count, dtype=bool)
         chosen[np.random.default_rng(seed).choice(count, keep, replace=False)] = True
         chosen = tf.constant(chosen)
-        dataset = dataset.enumerate().filter(lambda position, _: chosen[position]).map(lambda _, record: record)
+        dataset = (
+            dataset.enumerate().filter(lambda position, _: chosen[position]).map(lambda _, record: record)
+        )
     return dataset.map(_parse, num_parallel_calls=tf.data.AUTOTUNE).cache()
 
 
 @dataclass(frozen=True)
 class BucketExamples:
-    """The parsed examples of one split per length bucket, each cached in memory after its first pass: built once,
-    batched any number of times (the tuner's trials share one, so only the first trial reads the files)."""
-    datasets: dict[int, tf.data.Dataset]  # bucket upper bound -> its examples (buckets with some examples only)
+    """The parsed examples of one split per length bucket, each cached in memory after its first pass: built
+    once, batched any number of times (the tuner's trials share one, so only the first trial reads the
+    files)."""
+    # bucket upper bound -> its examples (buckets with some examples only)
+    datasets: dict[int, tf.data.Dataset]
     sizes: dict[int, int]  # bucket upper bound -> examples used from it (every bucket)
     seeds: dict[int, int]  # bucket upper bound -> the seed its subsample and shuffles use
     available: int  # examples the split holds
@@ -94,9 +100,11 @@ class BucketExamples:
         return sum(self.sizes.values())
 
 
-def bucket_examples(examples_dir: Path, split: str, *, max_examples: int = 0, seed: int = 0) -> BucketExamples:
-    """One split's examples per bucket; max_examples > 0 keeps a seeded random subset of that many examples with
-    the split's length distribution."""
+def bucket_examples(
+    examples_dir: Path, split: str, *, max_examples: int = 0, seed: int = 0
+) -> BucketExamples:
+    """One split's examples per bucket; max_examples > 0 keeps a seeded random subset of that many examples
+    with the split's length distribution."""
     files = bucket_files(examples_dir, split)
     uppers = list(files)
     counts = [_count_records(files[upper]) for upper in uppers]
@@ -116,10 +124,10 @@ def bucketed_batches(examples_dir: Path, split: str, batch_size: int, *, shuffle
 
     shuffle: examples are shuffled within each bucket (buffer `shuffle_buffer`) and the batches of all buckets
     are interleaved in a random order, both seeded by `seed` and reshuffled every epoch. Without shuffle the
-    order is fixed: bucket after bucket, file order. max_examples > 0 keeps a seeded random subset of that many
-    examples with the split's length distribution (for tuning). `examples` (from bucket_examples, built with the
-    same max_examples and seed) reuses examples already built instead of reading the files again. The dataset
-    does not repeat.
+    order is fixed: bucket after bucket, file order. max_examples > 0 keeps a seeded random subset of that
+    many examples with the split's length distribution (for tuning). `examples` (from bucket_examples, built
+    with the same max_examples and seed) reuses examples already built instead of reading the files again. The
+    dataset does not repeat.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -194,7 +202,15 @@ def token_id_counts(examples_dir: Path, split: str, size: int) -> np.ndarray:
     if not files:
         return counts
     ids = tf.data.TFRecordDataset(files, compression_type="GZIP").map(
-        lambda serialized: tf.io.parse_single_example(serialized, _FEATURES)["token_ids"].values)
+        lambda serialized: tf.io.parse_single_example(serialized, _FEATURES)[TOKEN_IDS].values)
     for batch in ids.unbatch().batch(1 << 16).as_numpy_iterator():
         counts += np.bincount(batch, minlength=size)[:size]
     return counts
+
+
+def predicted_class_counts(model, examples_dir: Path, split: str, batch_size: int) -> dict[str, int]:
+    """{class id: rows} of a Keras model's predicted classes on a split of transformed examples (the trainer's
+    eval split: rows training never fitted on)."""
+    evaluation = bucketed_batches(examples_dir, split, batch_size, shuffle=False)
+    classes = np.argmax(model.predict(evaluation.dataset, verbose=0), axis=-1)
+    return {str(label): int(count) for label, count in enumerate(np.bincount(classes, minlength=NUM_CLASSES))}

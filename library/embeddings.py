@@ -38,7 +38,9 @@ def _gensim_keyed_vectors():
     try:
         from gensim.models import KeyedVectors
     except ImportError:
-        raise ComponentError("pretrained embeddings need gensim: pip install 'agnews-pipeline[embeddings]'") from None
+        raise ComponentError(
+            "pretrained embeddings need gensim: pip install 'agnews-pipeline[embeddings]'"
+        ) from None
     return KeyedVectors
 
 
@@ -157,7 +159,11 @@ def align(vectors, vocabulary: list[str], embedding_input_dim: int, seed: int) -
                              "is it the right file (language, tokenization)?")
     found = np.asarray(vectors.vectors[rows[covered]], dtype=np.float32)
     scale = float(found.std()) or 0.1
-    matrix = np.random.default_rng(seed).normal(0.0, scale, size=(embedding_input_dim, dimension)).astype(np.float32)
+    matrix = (
+        np.random.default_rng(seed)
+        .normal(0.0, scale, size=(embedding_input_dim, dimension))
+        .astype(np.float32)
+    )
     matrix[covered] = found
     matrix[PADDING_ID] = 0.0
     return Alignment(matrix=matrix, covered=covered, vocab_size=len(vocabulary), dimension=dimension)
@@ -178,11 +184,21 @@ def train_word2vec(sentences: list[list[str]], *, dimension: int = 100, window: 
     try:
         from gensim.models import Word2Vec
     except ImportError:
-        raise ComponentError("training vectors needs gensim: pip install 'agnews-pipeline[embeddings]'") from None
+        raise ComponentError(
+            "training vectors needs gensim: pip install 'agnews-pipeline[embeddings]'"
+        ) from None
     if not any(sentences):
         raise ComponentError("no tokens to train word vectors on")
-    model = Word2Vec(vector_size=dimension, window=window, min_count=min_count, sg=1, epochs=epochs, seed=seed,
-                     workers=workers, hashfxn=_stable_hash)
+    model = Word2Vec(
+        vector_size=dimension,
+        window=window,
+        min_count=min_count,
+        sg=1,
+        epochs=epochs,
+        seed=seed,
+        workers=workers,
+        hashfxn=_stable_hash,
+    )
     model.build_vocab(sentences)
     if len(model.wv.index_to_key) == 0:
         raise ComponentError(f"no word occurs at least min_count={min_count} times; lower --min-count")
@@ -216,7 +232,9 @@ def tokenized_split(examples_dir: Path, split: str, text_features: str, max_leng
     files = examples_files(examples_dir, split)
     if not files:
         raise ComponentError(f"no {split} examples under {examples_dir} (deleted by gc?)")
-    features = {name: tf.io.FixedLenFeature([], tf.string, default_value="") for name in ("title", "description")}
+    features = {
+        name: tf.io.FixedLenFeature([], tf.string, default_value="") for name in ("title", "description")
+    }
     batches = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1024).map(
         lambda serialized: text.text_to_tokens(tf.io.parse_example(serialized, features), text_features,
                                                max_length))
@@ -242,13 +260,20 @@ class Pretrained:
                 "embeddings_vocab_coverage": round(self.alignment.vocab_coverage, 6)}
 
 
-def prepare(path: str | Path, transform_graph_dir: Path, model_input: ModelInputSpec, seed: int) -> Pretrained:
+def prepare(
+    path: str | Path, transform_graph_dir: Path, model_input: ModelInputSpec, seed: int
+) -> Pretrained:
     path = check_vectors_file(path).resolve()
     vectors = load_vectors(path)
     vocabulary = read_vocabulary(vocabulary_file(transform_graph_dir, model_input))
     alignment = align(vectors, vocabulary, model_input.embedding_input_dim, seed)
-    return Pretrained(alignment=alignment, path=path, format=detect_format(path), fingerprint=file_fingerprint(path),
-                      words=len(vectors.index_to_key))
+    return Pretrained(
+        alignment=alignment,
+        path=path,
+        format=detect_format(path),
+        fingerprint=file_fingerprint(path),
+        words=len(vectors.index_to_key),
+    )
 
 
 def external_fingerprint(path: str) -> str | None:
@@ -258,5 +283,7 @@ def external_fingerprint(path: str) -> str | None:
 
 def check_fixed_dimension(fixed: dict, dimension: int, path: Path) -> None:
     if "embedding_dim" in fixed and fixed["embedding_dim"] != dimension:
-        raise ComponentError(f"embedding_dim is fixed to {fixed['embedding_dim']} but {path} holds {dimension}-"
-                             "dimensional vectors; drop embedding_dim (the dimension comes from the file)")
+        raise ComponentError(
+            f"embedding_dim is fixed to {fixed['embedding_dim']} but {path} holds {dimension}-"
+            "dimensional vectors; drop embedding_dim (the dimension comes from the file)"
+        )

@@ -81,7 +81,9 @@ def plot_training_curves(history: dict[str, Any], path: Path) -> None:
         if axes.lines:
             axes.legend()
         else:
-            axes.text(0.5, 0.5, f"no data in {HISTORY_FILE}", ha="center", va="center", transform=axes.transAxes)
+            axes.text(
+                0.5, 0.5, f"no data in {HISTORY_FILE}", ha="center", va="center", transform=axes.transAxes
+            )
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -122,8 +124,11 @@ def render_report(metrics: dict[str, Any]) -> str:
                      f"| {values['macro_f1']:.4f} |")
     counts = metrics["bucket_counts"]
     if counts["evaluated"] != counts["transformed_test_split"]:
-        lines += ["", f"Warning: bucket sizes here {counts['evaluated']} differ from the transformed test split's "
-                      f"{counts['transformed_test_split']}."]
+        lines += [
+            "",
+            f"Warning: bucket sizes here {counts['evaluated']} differ from the transformed test split's "
+            f"{counts['transformed_test_split']}.",
+        ]
     lines += ["", "## Baseline", ""]
     baseline = metrics["baseline"]
     if baseline is None:
@@ -137,15 +142,25 @@ def render_report(metrics: dict[str, Any]) -> str:
                       f"Baseline model: `{baseline['model_uri']}`."]
     lines += comparison_lines(metrics)
     thresholds = metrics["thresholds"]
-    lines += ["", "## Blessing", "",
-              f"Thresholds: accuracy >= {thresholds['min_accuracy']}; not significantly worse than the baseline on "
-              f"the same rows (one-sided exact McNemar, significance {thresholds.get('significance', 0)}); at most "
-              f"{thresholds['max_accuracy_drop']} below the anchor (the best of the baseline and the last "
-              f"{thresholds.get('anchor_versions', 0)} served versions on the same rows).", "",
-              *gate_lines(metrics.get("gate")),
-              f"Decision: {'blessed' if metrics['blessed'] else 'not blessed'} — {metrics['reason']}", "",
-              "## Figures", "", f"![confusion matrix]({CONFUSION_MATRIX_FILE})", "",
-              f"![training curves]({TRAINING_CURVES_FILE})", ""]
+    lines += [
+        "",
+        "## Blessing",
+        "",
+        f"Thresholds: accuracy >= {thresholds['min_accuracy']}; not significantly worse than the baseline on "
+        f"the same rows (one-sided exact McNemar, significance {thresholds.get('significance', 0)}); at most "
+        f"{thresholds['max_accuracy_drop']} below the anchor (the best of the baseline and the last "
+        f"{thresholds.get('anchor_versions', 0)} served versions on the same rows).",
+        "",
+        *gate_lines(metrics.get("gate")),
+        f"Decision: {'blessed' if metrics['blessed'] else 'not blessed'} — {metrics['reason']}",
+        "",
+        "## Figures",
+        "",
+        f"![confusion matrix]({CONFUSION_MATRIX_FILE})",
+        "",
+        f"![training curves]({TRAINING_CURVES_FILE})",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -154,9 +169,12 @@ def gate_lines(gate: dict[str, Any] | None) -> list[str]:
     if not gate:
         return []
     p_value, anchor = gate.get("p_value"), gate.get("anchor_accuracy")
-    return ["- paired test versus the baseline: "
-            + ("no baseline on the same rows" if p_value is None else f"McNemar p = {p_value:.4f}"),
-            "- anchor: " + ("none yet" if anchor is None else f"{anchor:.4f} ({gate.get('anchor_name')})"), ""]
+    return [
+        "- paired test versus the baseline: "
+        + ("no baseline on the same rows" if p_value is None else f"McNemar p = {p_value:.4f}"),
+        "- anchor: " + ("none yet" if anchor is None else f"{anchor:.4f} ({gate.get('anchor_name')})"),
+        "",
+    ]
 
 
 def comparison_lines(metrics: dict[str, Any]) -> list[str]:
@@ -169,7 +187,9 @@ def comparison_lines(metrics: dict[str, Any]) -> list[str]:
 
     def row(name, examples, candidate, base):
         change = "-" if base is None else f"{candidate - base:+.4f}"
-        return f"| {name} | {examples} | {candidate:.4f} | {'-' if base is None else f'{base:.4f}'} | {change} |"
+        return (
+            f"| {name} | {examples} | {candidate:.4f} | {'-' if base is None else f'{base:.4f}'} | {change} |"
+        )
 
     return ["", "## Accuracy on the same rows: fixed test set and newest span", "",
             "| rows | examples | candidate | baseline | change |", "|---|---|---|---|---|",

@@ -7,11 +7,13 @@ the transform graph, its vocabulary and the model weights are all inside it. Sig
                                                                class_id int64 [B], class_name string [B]
   serving_tf_example  examples: serialized tf.Example [B]   -> the same outputs
                       (features title, description; either may be missing and counts as "")
-  classify            inputs: serialized tf.Example [B]     -> classes string [B, 4] (CLASS_NAMES in every row),
+  classify            inputs: serialized tf.Example [B]     -> classes string [B, 4] (CLASS_NAMES in every
+  row),
                                                                scores float32 [B, 4]
                       (TF Serving's Classify API shape; method name `tensorflow/serving/classify`, so
                       `:classify` works on TF Serving; the other signatures are `tensorflow/serving/predict`)
-  transform_features  examples: serialized tf.Example [B]   -> token_ids int64 [B, T] (0-padded), length int64 [B]
+  transform_features  examples: serialized tf.Example [B]   -> token_ids int64 [B, T] (0-padded), length int64
+  [B]
                       (the transform alone; the evaluator uses it to slice by length bucket)
 
 `assets.extra/tf_serving_warmup_requests` holds a few requests TF Serving replays at load time.
@@ -25,7 +27,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from library.layouts import CLASS_NAMES, FINGERPRINT_FILE, SAVED_MODEL_FILE, WARMUP_FILE
+from contract.names import TOKEN_IDS
+from library import xla_buckets
+from library.layouts import CLASS_NAMES, FINGERPRINT_FILE, SAVED_MODEL_FILE, WARMUP_FILE, read_model_input
 
 SERVING_SIGNATURE = "serving_default"
 TF_EXAMPLE_SIGNATURE = "serving_tf_example"
@@ -45,9 +49,11 @@ WARMUP_TEXT_BATCHES = (
 )
 
 
-def export_serving_model(keras_model, transform_graph_dir: Path, export_dir: Path) -> None:
+def export_serving_model(keras_model, transform_graph_dir: Path, export_dir: Path, xla: bool = True) -> None:
     """Writes the serving SavedModel for `keras_model` (token ids [B, T] -> softmax [B, 4]) to `export_dir`.
 
+    `xla`: the model part runs compiled with XLA over bucketed shapes (library/xla_buckets.py), and the
+    warm-up file holds one request per shape; otherwise as a plain graph on the ids as they come.
     The export is written to a temporary folder beside `export_dir` and renamed into place; an existing
     `export_dir` is replaced.
     """
@@ -66,23 +72,49 @@ def export_serving_model(keras_model, transform_graph_dir: Path, export_dir: Pat
         raise ValueError(f"the model outputs {num_classes} classes; the export serves {len(CLASS_NAMES)} "
                          f"({', '.join(CLASS_NAMES)})")
     fixed_steps, id_dtype = _model_input_format(keras_model)
+    length_buckets = _length_buckets(transform_graph_dir, fixed_steps) if xla else ()
+    run_model = _model_runner(keras_model, id_dtype, fixed_steps, length_buckets, num_classes)
+    endpoints = _endpoints(run_model, tft_layer, fixed_steps, id_dtype)
+    archive = keras.export.ExportArchive()
+    archive.track(keras_model)
+    archive.track(tft_layer)  # keeps the transform's vocabulary table and its asset file in the export
+    temporary = export_dir.parent / f".{export_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    export_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with _cudnn_disabled(keras_model):
+            for name, (function, input_name) in endpoints.items():
+                archive.add_endpoint(name, function,
+                                     input_signature=[tf.TensorSpec([None], tf.string, name=input_name)])
+            archive.write_out(str(temporary), verbose=False)
+        _check_no_cudnn_ops(temporary)
+        _set_method_name(temporary, CLASSIFY_SIGNATURE, CLASSIFY_METHOD_NAME)
+        write_warmup_requests(temporary / WARMUP_FILE,
+                              WARMUP_TEXT_BATCHES + tuple(xla_buckets.warmup_text_batches(length_buckets)))
+        _replace_dir(temporary, export_dir)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _endpoints(run_model, tft_layer, fixed_steps: int | None, id_dtype) -> dict[str, tuple]:
+    """{signature name: (its function, its input's name)}: the serving signatures, each taking a batch of
+    strings and running the transform's tokenization before `run_model` (token ids -> probabilities)."""
     class_names = tf.constant(CLASS_NAMES)
 
     def transform(title, description):
         transformed = tft_layer({"title": title, "description": description})
-        token_ids = _to_dense(transformed["token_ids"])
+        token_ids = _to_dense(transformed[TOKEN_IDS])
         return tf.cast(token_ids, tf.int64), tf.cast(transformed["length"], tf.int64)
 
     def classify(title, description):
         token_ids, _ = transform(title, description)
-        token_ids = tf.cast(_fit_steps(token_ids, fixed_steps), id_dtype)
-        # An empty batch would crash the Keras RNN: answer it with empty outputs instead.
-        probabilities = tf.cond(
-            tf.shape(token_ids)[0] > 0,
-            lambda: tf.cast(keras_model(token_ids, training=False), tf.float32),
-            lambda: tf.zeros([0, num_classes], tf.float32))
+        probabilities = run_model(tf.cast(_fit_steps(token_ids, fixed_steps), id_dtype))
         class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int64)
-        return {"probabilities": probabilities, "class_id": class_id, "class_name": tf.gather(class_names, class_id)}
+        return {
+            "probabilities": probabilities,
+            "class_id": class_id,
+            "class_name": tf.gather(class_names, class_id),
+        }
 
     def classify_text(text):
         return classify(text, tf.fill(tf.shape(text), ""))
@@ -100,44 +132,50 @@ def export_serving_model(keras_model, transform_graph_dir: Path, export_dir: Pat
     def transform_examples(examples):
         features = _parse_raw_examples(examples)
         token_ids, length = transform(features["title"], features["description"])
-        return {"token_ids": token_ids, "length": length}
+        return {TOKEN_IDS: token_ids, "length": length}
 
-    archive = keras.export.ExportArchive()
-    archive.track(keras_model)
-    archive.track(tft_layer)  # keeps the transform's vocabulary table and its asset file in the export
-    temporary = export_dir.parent / f".{export_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
-    export_dir.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with _cudnn_disabled(keras_model):
-            archive.add_endpoint(SERVING_SIGNATURE, classify_text,
-                                 input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-            archive.add_endpoint(TF_EXAMPLE_SIGNATURE, classify_examples,
-                                 input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-            archive.add_endpoint(CLASSIFY_SIGNATURE, classify_serialized_examples,
-                                 input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
-            archive.add_endpoint(TRANSFORM_SIGNATURE, transform_examples,
-                                 input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-            archive.write_out(str(temporary), verbose=False)
-        _check_no_cudnn_ops(temporary)
-        _set_method_name(temporary, CLASSIFY_SIGNATURE, CLASSIFY_METHOD_NAME)
-        write_warmup_requests(temporary / WARMUP_FILE)
-        _replace_dir(temporary, export_dir)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
+    return {SERVING_SIGNATURE: (classify_text, "text"), TF_EXAMPLE_SIGNATURE: (classify_examples, "examples"),
+            CLASSIFY_SIGNATURE: (classify_serialized_examples, "inputs"),
+            TRANSFORM_SIGNATURE: (transform_examples, "examples")}
 
 
-def write_warmup_requests(path: Path) -> None:
-    """A TFRecord of PredictionLog protos: TF Serving's warm-up file format."""
+def write_warmup_requests(path: Path, text_batches=WARMUP_TEXT_BATCHES) -> None:
+    """A TFRecord of PredictionLog protos, one serving_default request per batch of texts: TF Serving's
+    warm-up file format."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for texts in WARMUP_TEXT_BATCHES:
-            request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name=SERVING_SIGNATURE))
+        for texts in text_batches:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(signature_name=SERVING_SIGNATURE)
+            )
             request.inputs["text"].CopyFrom(tf.make_tensor_proto(texts, dtype=tf.string, shape=[len(texts)]))
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
+
+
+def _length_buckets(transform_graph_dir: Path, fixed_steps: int | None) -> tuple[int, ...]:
+    """The token-id lengths the compiled call is padded to: the transform's length buckets, or the model's
+    fixed length."""
+    if fixed_steps is not None:
+        return (fixed_steps,)
+    return tuple(read_model_input(transform_graph_dir).bucket_upper_bounds)
+
+
+def _model_runner(keras_model, id_dtype, fixed_steps, length_buckets: tuple[int, ...], num_classes: int):
+    """token ids [B, T] -> float32 probabilities [B, num_classes]: XLA over bucketed shapes when
+    `length_buckets` is given, else the plain model on the ids as they come."""
+    if length_buckets:
+        compiled = xla_buckets.compiled_model_call(keras_model, id_dtype, fixed_steps)
+        return lambda token_ids: xla_buckets.bucketed_call(compiled, token_ids, length_buckets, num_classes)
+
+    def plain(token_ids):
+        # An empty batch would crash the Keras RNN: answer it with empty outputs instead.
+        return tf.cond(tf.shape(token_ids)[0] > 0,
+                       lambda: tf.cast(keras_model(token_ids, training=False), tf.float32),
+                       lambda: tf.zeros([0, num_classes], tf.float32))
+    return plain
 
 
 def _parse_raw_examples(examples):
@@ -148,7 +186,7 @@ def _parse_raw_examples(examples):
 def _check_transform_features(tft_output) -> None:
     """Fails early, with the names involved, if the transform graph does not match the serving contract."""
     produced = tft_output.transformed_feature_spec()
-    missing = [name for name in ("token_ids", "length") if name not in produced]
+    missing = [name for name in (TOKEN_IDS, "length") if name not in produced]
     if missing:
         raise ValueError(f"the transform graph does not produce {missing}; it produces {sorted(produced)}")
     try:
@@ -157,7 +195,9 @@ def _check_transform_features(tft_output) -> None:
         return
     for name in ("title", "description"):
         spec = raw_spec.get(name)
-        if not (isinstance(spec, tf.io.FixedLenFeature) and spec.dtype == tf.string and list(spec.shape) == []):
+        if not (
+            isinstance(spec, tf.io.FixedLenFeature) and spec.dtype == tf.string and list(spec.shape) == []
+        ):
             raise ValueError(f"the transform graph expects raw feature {name!r} as {spec}; "
                              "the export feeds one string per example (FixedLenFeature([], tf.string))")
 
@@ -231,7 +271,9 @@ def _check_no_cudnn_ops(saved_model_dir: Path) -> None:
             ops.update(node.op for node in function.node_def)
     cudnn_ops = sorted(op for op in ops if "Cudnn" in op)
     if cudnn_ops:
-        raise RuntimeError(f"the exported graph contains GPU-only ops {cudnn_ops}; it would not serve on a CPU")
+        raise RuntimeError(
+            f"the exported graph contains GPU-only ops {cudnn_ops}; it would not serve on a CPU"
+        )
 
 
 def _set_method_name(saved_model_dir: Path, signature: str, method_name: str) -> None:

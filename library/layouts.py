@@ -98,6 +98,12 @@ def span_examples_files(examples_uri: Path | str, span: str, split: str) -> list
     return example_files(split_dir(span_dir(examples_uri, span), split))
 
 
+def span_profile_file(examples_uri: Path | str, span: str, sha256: str) -> Path:
+    """A span's drift profile (library/span_profiles.py), written by ingest beside the span's examples and
+    named by the SHA-256 of the train.csv it was read from: a corrected span gets a new file."""
+    return span_dir(examples_uri, span) / f"profile-{sha256}.json"
+
+
 def write_sources(examples_uri: Path | str, sources: dict[str, Any]) -> None:
     write_json_atomic(Path(examples_uri) / SOURCES_FILE, sources)
 
@@ -212,7 +218,9 @@ def read_model_input(folder: Path | str) -> ModelInputSpec:
             raise ComponentError(f"{path}: {name} must be a positive integer, got {values[name]!r}")
     bounds = values["bucket_upper_bounds"]
     if not bounds or not all(isinstance(bound, int) for bound in bounds):
-        raise ComponentError(f"{path}: bucket_upper_bounds must be a non-empty list of integers, got {bounds!r}")
+        raise ComponentError(
+            f"{path}: bucket_upper_bounds must be a non-empty list of integers, got {bounds!r}"
+        )
     return ModelInputSpec(**{name: values[name] for name in names if name != "bucket_upper_bounds"},
                           bucket_upper_bounds=tuple(bounds))
 
@@ -272,8 +280,8 @@ def read_buckets(transformed_examples_uri: Path | str) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# best_hyperparameters (tuner): best_hyperparameters.json {architecture, values, tuned, objective, best_score},
-# trials.csv, trials.md
+# best_hyperparameters (tuner): best_hyperparameters.json {architecture, values, tuned, objective,
+# best_score}, trials.csv, trials.md
 
 HYPERPARAMETERS_FILE = "best_hyperparameters.json"
 TRIALS_CSV_FILE = "trials.csv"
@@ -315,8 +323,9 @@ def has_saved_model(folder: Path | str) -> bool:
 
 
 def existing_serving_model_dir(model_uri: Path | str) -> Path:
-    """The SavedModel folder of a model: a trainer model artifact's serving_model/, or `model_uri` itself if it
-    is a SavedModel (a pushed version folder: the evaluator's baseline when the store knows no blessed model)."""
+    """The SavedModel folder of a model: a trainer model artifact's serving_model/, or `model_uri` itself if
+    it is a SavedModel (a pushed version folder: the evaluator's baseline when the store knows no blessed
+    model)."""
     path = serving_model_dir(model_uri)
     if not path.is_dir() and has_saved_model(model_uri):
         return Path(model_uri)
@@ -341,9 +350,9 @@ MODEL_LINEAGE_FILE = "lineage.json"
 
 
 def model_lineage_file(model_uri: Path | str) -> Path:
-    """What a trained model learned from (library/warm_start.py): {"training_spans": [[span, sha256], ...] of its
-    own window, "lineage_spans": the same over it and every model it was warm-started from, "warm_start_from":
-    the base model's folder or null}."""
+    """What a trained model learned from (library/warm_start.py): {"training_spans": [[span, sha256], ...] of
+    its own window, "lineage_spans": the same over it and every model it was warm-started from,
+    "warm_start_from": the base model's folder or null}."""
     return Path(model_uri) / MODEL_LINEAGE_FILE
 
 
@@ -376,7 +385,8 @@ CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 TRAINING_CURVES_FILE = "training_curves.png"
 EVALUATION_FIGURES = (CONFUSION_MATRIX_FILE, TRAINING_CURVES_FILE)
 TFMA_DIR = "tfma"
-NEWEST_SPAN_TFMA_DIR = "tfma_newest_span"  # a stream: candidate and baseline on the newest span's held-out rows
+# a stream: candidate and baseline on the newest span's held-out rows
+NEWEST_SPAN_TFMA_DIR = "tfma_newest_span"
 BLESSING_FILE = "blessing.json"
 
 
@@ -401,12 +411,9 @@ def read_blessing(blessing_uri: Path | str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------------------
 # pushed_model (pusher): push.json {pushed, version, path, reason, adopted}
-# The serving folder (outside the pipeline root): <serving_dir>/<version>/ SavedModels, TF Serving's layout,
-# each with push.json {model_fingerprint}; .push-<pid>-<hex>/ is a pusher's copy in progress (hidden, so TF
-# Serving ignores it)
+# (the serving folder's layout is in library/folder_layouts.py)
 
 PUSH_FILE = "push.json"
-PUSH_TEMPORARY_PREFIX = ".push-"
 
 
 def write_push(pushed_model_uri: Path | str, record: dict[str, Any]) -> None:
@@ -415,75 +422,6 @@ def write_push(pushed_model_uri: Path | str, record: dict[str, Any]) -> None:
 
 def read_push(pushed_model_uri: Path | str) -> dict[str, Any]:
     return _read_json_file(Path(pushed_model_uri) / PUSH_FILE, "pushed_model", "pusher")
-
-
-def serving_versions(serving_dir: Path | str) -> list[int]:
-    """The numeric version folders of a serving folder, in increasing order (TF Serving loads the highest)."""
-    serving_dir = Path(serving_dir)
-    if not serving_dir.is_dir():
-        return []
-    return sorted(int(entry.name) for entry in serving_dir.iterdir() if entry.name.isdigit() and entry.is_dir())
-
-
-def serving_version_dir(serving_dir: Path | str, version: int) -> Path:
-    return Path(serving_dir) / str(version)
-
-
-def write_served_push_record(version_dir: Path | str, record: dict[str, Any]) -> None:
-    write_json_atomic(Path(version_dir) / PUSH_FILE, record)
-
-
-def read_served_push_record(version_dir: Path | str) -> Any:
-    """A served version's push record: None if it has none (pushed by older code or by hand), {} if the
-    file cannot be read."""
-    path = Path(version_dir) / PUSH_FILE
-    if not path.exists():
-        return None
-    try:
-        return read_json(path)
-    except (OSError, ValueError):
-        return {}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# multi-worker training job (trainer, trainer.strategy multi_worker_mirrored): <pipeline root>/multi_worker_job.json,
-# written by the trainer step while its chief trains, read by `agnews-pipeline train-worker`, removed at the end
-
-MULTI_WORKER_JOB_FILE = "multi_worker_job.json"
-
-
-def multi_worker_job_file(pipeline_root: Path | str) -> Path:
-    return Path(pipeline_root) / MULTI_WORKER_JOB_FILE
-
-
-def write_multi_worker_job(pipeline_root: Path | str, job: dict[str, Any]) -> None:
-    write_json_atomic(multi_worker_job_file(pipeline_root), job)  # atomic: a waiting worker never reads half
-
-
-def read_multi_worker_job(pipeline_root: Path | str) -> dict[str, Any] | None:
-    """The job, or None while there is none."""
-    try:
-        return read_json(multi_worker_job_file(pipeline_root))
-    except FileNotFoundError:
-        return None
-
-
-# ----------------------------------------------------------------------------------------------------------
-# a Beam step on dask that stalled: <step's folder>/dask_cluster_state.yaml (client.dump_cluster_state adds
-# the ".yaml"), left in the step's failed folder for diagnosis
-
-DASK_STATE_DUMP = "dask_cluster_state"
-
-
-# A run's folder (the runner's, not an artifact): runs/<run_id>/logs/<step>.log holds what the libraries printed
-# while the step ran (TensorFlow, absl, Beam, KerasTuner, Keras), everything on file descriptors 1 and 2
-
-RUN_LOGS_DIR = "logs"
-STEP_LOG_SUFFIX = ".log"
-
-
-def step_log_file(run_dir: Path | str, step: str) -> Path:
-    return Path(run_dir) / RUN_LOGS_DIR / f"{step}{STEP_LOG_SUFFIX}"
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import yaml
 
+from contract.names import TOKEN_IDS
 from library.layouts import ModelInputSpec
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     import keras_tuner
     import numpy as np
 
-TOKEN_IDS_INPUT = "token_ids"
 
 # With pretrained vectors the embedding's size is the file's, and two more hyperparameters exist, for every
 # architecture: whether the vectors are fine-tuned, and the dropout on the embedding output.
@@ -86,7 +86,7 @@ def _recurrent_classifier(name: str, layer_type: type, bidirectional: bool, valu
     """Embedding(mask_zero) -> num_layers recurrent layers of `layer_type` -> Dense softmax."""
     import keras
 
-    token_ids = keras.Input(shape=(None,), dtype="int64", name=TOKEN_IDS_INPUT)
+    token_ids = keras.Input(shape=(None,), dtype="int64", name=TOKEN_IDS)
     # mask_zero: padded steps are skipped by every recurrent layer, so padding never reaches the decision.
     hidden = keras.layers.Embedding(model_input.embedding_input_dim, values["embedding_dim"],
                                     mask_zero=True, name="embedding")(token_ids)
@@ -99,7 +99,9 @@ def _recurrent_classifier(name: str, layer_type: type, bidirectional: bool, valu
         if bidirectional:
             layer = keras.layers.Bidirectional(layer, name=f"bidirectional_{index}")
         hidden = layer(hidden)
-    probabilities = keras.layers.Dense(model_input.num_classes, activation="softmax", name="probabilities")(hidden)
+    probabilities = keras.layers.Dense(model_input.num_classes, activation="softmax", name="probabilities")(
+        hidden
+    )
     return keras.Model(token_ids, probabilities, name=f"agnews_{name}")
 
 
@@ -128,10 +130,10 @@ def _entry(name: str, build, max_layers: int = 2, **defaults: Any) -> Architectu
     return Architecture(name, types.MappingProxyType(defaults), search, build)
 
 
-# bilstm is the course notebook's model (embedding 128, BiLSTM(64), softmax over the 4 classes) with one BiLSTM
-# layer instead of two and batches of 256 (learning rate 3e-3): 2.8x the examples/s, no loss of test accuracy
-# (benchmarks/results/throughput.md). The tuner keeps it at one layer, since a second costs 1.8x the training
-# time without a measured gain; fix num_layers=2 (tuner.fixed_hyperparameters) to train two.
+# bilstm is the course notebook's model (embedding 128, BiLSTM(64), softmax over the 4 classes) with one
+# BiLSTM layer instead of two and batches of 256 (learning rate 3e-3): 2.8x the examples/s, no loss of test
+# accuracy (benchmarks/results/throughput.md). The tuner keeps it at one layer, since a second costs 1.8x the
+# training time without a measured gain; fix num_layers=2 (tuner.fixed_hyperparameters) to train two.
 ARCHITECTURES: Mapping[str, Architecture] = types.MappingProxyType({entry.name: entry for entry in (
     _entry("rnn", _build_rnn, embedding_dim=64, units=64, num_layers=1, bidirectional=False, dropout=0.0,
            recurrent_dropout=0.0, learning_rate=1e-3, batch_size=64),
@@ -170,15 +172,24 @@ def hyperparameter_names(architecture: str, pretrained: bool = False) -> list[st
 
 # The type and valid range of each hyperparameter's value (checked for fixed values and the trainer's input).
 _KINDS: dict[str, tuple[type, float, float]] = {
-    "embedding_dim": (int, 1, float("inf")), "units": (int, 1, float("inf")), "num_layers": (int, 1, 2),
-    "batch_size": (int, 1, float("inf")), "dropout": (float, 0.0, 0.99), "recurrent_dropout": (float, 0.0, 0.99),
-    "learning_rate": (float, 1e-8, 10.0), "bidirectional": (bool, 0, 1),
-    "embedding_trainable": (bool, 0, 1), "embedding_dropout": (float, 0.0, 0.99),
+    "embedding_dim": (int, 1, float("inf")),
+    "units": (int, 1, float("inf")),
+    "num_layers": (int, 1, 2),
+    "batch_size": (int, 1, float("inf")),
+    "dropout": (float, 0.0, 0.99),
+    "recurrent_dropout": (float, 0.0, 0.99),
+    "learning_rate": (float, 1e-8, 10.0),
+    "bidirectional": (bool, 0, 1),
+    "embedding_trainable": (bool, 0, 1),
+    "embedding_dropout": (float, 0.0, 0.99),
 }
 
 
-def check_hyperparameters(architecture: str, values: dict[str, Any], pretrained: bool = False) -> dict[str, Any]:
-    """`values` with ints widened to floats where needed; raises ValueError for unknown names, types, ranges."""
+def check_hyperparameters(
+    architecture: str, values: dict[str, Any], pretrained: bool = False
+) -> dict[str, Any]:
+    """`values` with ints widened to floats where needed; raises ValueError for unknown names, types,
+    ranges."""
     known = hyperparameter_names(architecture, pretrained)
     checked = {}
     for name, value in values.items():
@@ -210,8 +221,8 @@ def search_space(architecture: str, hp: keras_tuner.HyperParameters,
     """Registers the architecture's search space on `hp` and returns the current value of each hyperparameter.
 
     Values already present in `hp` (fixed by the caller or chosen by a tuner trial) win; absent ones take the
-    architecture's default. With pretrained vectors (`pretrained_dim`), embedding_dim is fixed to their size and
-    embedding_trainable and embedding_dropout are searched as well.
+    architecture's default. With pretrained vectors (`pretrained_dim`), embedding_dim is fixed to their size
+    and embedding_trainable and embedding_dropout are searched as well.
     """
     entry = get_architecture(architecture)
     if pretrained_dim is not None:
@@ -262,7 +273,8 @@ def describe_search_space(architecture: str, pretrained: bool = False) -> list[d
 
 
 def fixed_hyperparameters(values: dict[str, Any]) -> keras_tuner.HyperParameters:
-    """A HyperParameters object whose given values are fixed: building with it reproduces exactly those values."""
+    """A HyperParameters object whose given values are fixed: building with it reproduces exactly those
+    values."""
     import keras_tuner
     hp = keras_tuner.HyperParameters()
     for name, value in values.items():

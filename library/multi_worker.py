@@ -21,8 +21,8 @@ Facts this shape follows (measured with Keras 3.15 and TensorFlow 2.21, two proc
 - the loss and metrics Keras reports are synchronized across workers, so EarlyStopping takes the same decision
   on every worker; only the chief saves (Keras 3's save needs no collective);
 - with the DATA auto-shard policy each global batch is split between the workers (23 steps on each worker for
-  the sample's 23 batches, 575 + 573 examples), and 2 workers give the losses and weights of 1 process when the
-  split is even and the order fixed (a small model, SGD).
+  the sample's 23 batches, 575 + 573 examples), and 2 workers give the losses and weights of 1 process when
+  the split is even and the order fixed (a small model, SGD).
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ from typing import Any, Callable
 from contract.artifacts import ComponentError
 from contract.config import address_problem
 from contract.config_loading import build_config
-from library.layouts import multi_worker_job_file, read_multi_worker_job, write_multi_worker_job
+from library.folder_layouts import multi_worker_job_file, read_multi_worker_job, write_multi_worker_job
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WAITING_LINE = "train-worker: waiting for every worker to join"  # TensorFlow is loaded, the strategy starts
@@ -50,7 +50,9 @@ JOINED_LINE = "train-worker: every worker joined"  # the strategy exists
 STARTUP_SECONDS = 120  # the longest the chief may take to load TensorFlow before it starts waiting
 ERROR_PREFIX = "train-worker failed: "  # the one line a failed worker prints
 # TensorFlow's C++ logging and the gRPC details it appends to a collective's error: not progress lines
-_TF_LOG_LINE = re.compile(r"^[IWEF]\d{4} |^WARNING: All log messages before absl|^Additional GRPC error|^:UNKNOWN:")
+_TF_LOG_LINE = re.compile(
+    r"^[IWEF]\d{4} |^WARNING: All log messages before absl|^Additional GRPC error|^:UNKNOWN:"
+)
 # The chief's own lines (the trainer's plan, epochs with an ETA, warnings), passed on to the run's output.
 _PROJECT_LINE = re.compile(r"^(trainer|train-worker|WARNING): ")
 _TASK = re.compile(r"/job:worker/(?:replica:0/)?task:(\d+)")
@@ -69,12 +71,15 @@ def parse_workers(text: str) -> tuple[str, ...]:
 
 
 def tf_config(workers: tuple[str, ...] | list[str], index: int) -> str:
-    """The TF_CONFIG of worker `index`: TensorFlow's cluster description, read when the strategy is created."""
+    """The TF_CONFIG of worker `index`: TensorFlow's cluster description, read when the strategy is
+    created."""
     return json.dumps({"cluster": {"worker": list(workers)}, "task": {"type": "worker", "index": index}})
 
 
 def worker_command(root: Path, workers: tuple[str, ...] | list[str], index: int | str) -> str:
-    return f"agnews-pipeline train-worker --pipeline-root {root} --workers {','.join(workers)} --index {index}"
+    return (
+        f"agnews-pipeline train-worker --pipeline-root {root} --workers {','.join(workers)} --index {index}"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -82,13 +87,17 @@ def worker_command(root: Path, workers: tuple[str, ...] | list[str], index: int 
 
 
 def train_on_workers(job: dict[str, Any], root: Path, log: Callable[[str], None]) -> None:
-    """Writes the job into the pipeline root, runs the chief (worker 0) in a child process until it has written
-    the trained model into job["output_dir"], and removes the job whatever happens. A worker that does not join
-    within job["worker_timeout"] seconds, or a chief that fails, raises ComponentError with one line."""
+    """Writes the job into the pipeline root, runs the chief (worker 0) in a child process until it has
+    written the trained model into job["output_dir"], and removes the job whatever happens. A worker that does
+    not join within job["worker_timeout"] seconds, or a chief that fails, raises ComponentError with one
+    line."""
     workers, timeout = job["workers"], job["worker_timeout"]
     write_multi_worker_job(root, job)
-    log(f"trainer: multi-worker training on {len(workers)} workers ({', '.join(workers)}); this machine runs the "
-        f"chief, worker 0; on each other machine I (1, 2, ...) run: {worker_command(root, workers, 'I')}")
+    log(
+        f"trainer: multi-worker training on {len(workers)} workers ({', '.join(workers)}); this "
+        "machine runs the "
+        f"chief, worker 0; on each other machine I (1, 2, ...) run: {worker_command(root, workers, 'I')}"
+    )
     # An installed project (site-packages) is already on the child's path; a checkout used without installing
     # it is not.
     installed = PROJECT_ROOT in (Path(path).resolve() for path in site.getsitepackages())
@@ -96,7 +105,8 @@ def train_on_workers(job: dict[str, Any], root: Path, log: Callable[[str], None]
                                                os.environ.get("PYTHONPATH")]))
     process = subprocess.Popen(
         [sys.executable, "-m", "apps.cli", "train-worker", "--pipeline-root", str(root),
-         "--workers", ",".join(workers), "--index", "0", "--timeout", str(timeout + 60)],  # this wait ends first
+         # this wait ends first
+         "--workers", ",".join(workers), "--index", "0", "--timeout", str(timeout + 60)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
         env={**os.environ, "PYTHONPATH": pythonpath}, start_new_session=True)  # Ctrl-C reaches the run only
     lines: queue.Queue[str | None] = queue.Queue()
@@ -140,7 +150,8 @@ def _read_lines(stream, lines: queue.Queue) -> None:
 
 
 def _not_joined(root: Path, workers: list[str], timeout: float) -> str:
-    """Which workers did not join and what to do: a worker whose port accepts no connection was not started."""
+    """Which workers did not join and what to do: a worker whose port accepts no connection was not
+    started."""
     silent = []
     for index, address in enumerate(workers[1:], start=1):
         host, _, port = address.rpartition(":")
@@ -150,8 +161,10 @@ def _not_joined(root: Path, workers: list[str], timeout: float) -> str:
             silent.append(index)
     if silent:
         names = ", ".join(f"worker {i} ({workers[i]})" for i in silent)
-        return (f"{names} did not join within {timeout:g} s: start `{worker_command(root, workers, silent[0])}` "
-                f"on that machine (the pipeline root must be shared), or raise trainer.worker_timeout")
+        return (
+            f"{names} did not join within {timeout:g} s: start `{worker_command(root, workers, silent[0])}` "
+            f"on that machine (the pipeline root must be shared), or raise trainer.worker_timeout"
+        )
     return (f"the workers did not all join within {timeout:g} s although every port answers: check that each "
             f"runs `agnews-pipeline train-worker` with --workers {','.join(workers)} and its own --index")
 
@@ -174,20 +187,27 @@ def wait_for_job(root: Path, workers: tuple[str, ...], index: int, timeout: floa
         if job is not None:
             if tuple(job["workers"]) != workers:
                 raise WorkerUsageError(
-                    f"the training job in {root} is for workers {','.join(job['workers'])}, this worker was given "
-                    f"{','.join(workers)}: start it with --workers {','.join(job['workers'])}")
+                    f"the training job in {root} is for workers {','.join(job['workers'])}, this "
+                    "worker was given "
+                    f"{','.join(workers)}: start it with --workers {','.join(job['workers'])}"
+                )
             return job
         if time.monotonic() > deadline:
             raise TimeoutError(
-                f"no training job for workers {','.join(workers)} in {root} after {timeout:g} s: start the run "
+                f"no training job for workers {','.join(workers)} in {root} after {timeout:g} s: start "
+                "the run "
                 f"(agnews-pipeline run --set trainer.strategy=multi_worker_mirrored --set "
-                f"trainer.workers=[{','.join(workers)}]) with this --pipeline-root, shared with this machine")
+                f"trainer.workers=[{','.join(workers)}]) with this --pipeline-root, shared with this machine"
+            )
         time.sleep(0.5)
 
 
-def run_worker(job: dict[str, Any], index: int, train: Callable[..., Any], log: Callable[[str], None] = print) -> None:
-    """Trains as worker `index` of the job with the trainer's `train` (components/trainer/executor.py, passed in: this
-    library never imports a component); the chief (index 0) writes the results into job["output_dir"]."""
+def run_worker(
+    job: dict[str, Any], index: int, train: Callable[..., Any], log: Callable[[str], None] = print
+) -> None:
+    """Trains as worker `index` of the job with the trainer's `train` (components/trainer/executor.py, passed
+    in: this library never imports a component); the chief (index 0) writes the results into
+    job["output_dir"]."""
     workers, timeout = job["workers"], float(job["worker_timeout"])
     os.environ["TF_CONFIG"] = tf_config(workers, index)  # before TensorFlow starts: it reads it once
     import tensorflow as tf
@@ -204,17 +224,35 @@ def run_worker(job: dict[str, Any], index: int, train: Callable[..., Any], log: 
 
     config = build_config({"trainer": job["trainer"]}).trainer
     try:
-        train(Path(job["examples_dir"]), Path(job["transform_graph_dir"]), job["hyperparameters"],
-              Path(job["output_dir"]) if index == 0 else None, config, int(job["seed"]), log, strategy,
-              Path(job["base_model_dir"]) if job.get("base_model_dir") else None, job.get("base_model_label", ""))
+        train(
+            Path(job["examples_dir"]),
+            Path(job["transform_graph_dir"]),
+            job["hyperparameters"],
+            Path(job["output_dir"]) if index == 0 else None,
+            config,
+            int(job["seed"]),
+            log,
+            strategy,
+            Path(job["base_model_dir"]) if job.get("base_model_dir") else None,
+            job.get("base_model_label", ""),
+        )
     except tf.errors.OpError as error:
         peers = _peers_named(error, workers, index)
-        if not peers and not isinstance(error, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
-                                                tf.errors.CancelledError, tf.errors.AbortedError)):
+        if not peers and not isinstance(
+            error,
+            (
+                tf.errors.UnavailableError,
+                tf.errors.DeadlineExceededError,
+                tf.errors.CancelledError,
+                tf.errors.AbortedError,
+            ),
+        ):
             raise  # this worker's own failure, not a lost peer
-        raise ComponentError(f"{peers or 'another worker'} stopped answering during training (worker {index} saw "
-                             f"{type(error).__name__}); nothing was published: start the run and every "
-                             f"`agnews-pipeline train-worker` again") from None
+        raise ComponentError(
+            f"{peers or 'another worker'} stopped answering during training (worker {index} saw "
+            f"{type(error).__name__}); nothing was published: start the run and every "
+            f"`agnews-pipeline train-worker` again"
+        ) from None
 
 
 def _peers_named(error: Exception, workers: list[str], index: int) -> str:
@@ -225,21 +263,24 @@ def _peers_named(error: Exception, workers: list[str], index: int) -> str:
 
 def _give_up(workers: list[str], index: int, timeout: float) -> None:
     others = ", ".join(f"{i} ({address})" for i, address in enumerate(workers) if i != index)
-    print(f"{ERROR_PREFIX}the other workers ({others}) did not all join within {timeout:g} s: check that each "
-          f"one runs with the same --workers and its own --index (worker 0 is started by the run)", flush=True)
+    print(
+        f"{ERROR_PREFIX}the other workers ({others}) did not all join within {timeout:g} s: check that each "
+        f"one runs with the same --workers and its own --index (worker 0 is started by the run)",
+        flush=True,
+    )
     os._exit(1)
 
 
 def _patch_keras_for_multi_worker() -> None:
     """Two fixes to Keras 3.15's TensorFlow trainer under MultiWorkerMirroredStrategy, for this process only
     (a worker process trains nothing else), until keras-team/keras#20585 is fixed upstream:
-    - fit() builds the model from the first batch averaged over the workers (`strategy.reduce("MEAN", batch)`),
-      which fails for an (inputs, labels) tuple and could not average padded batches of different lengths:
-      build from this worker's own first batch instead (shapes are all the build needs);
+    - fit() builds the model from the first batch averaged over the workers (`strategy.reduce("MEAN",
+      batch)`), which fails for an (inputs, labels) tuple and could not average padded batches of different
+      lengths: build from this worker's own first batch instead (shapes are all the build needs);
     - each step reduces the scalar loss and metrics with `strategy.reduce("MEAN", value, axis=0)`, which fails
       on a scalar ("Invalid reduction dimension 0"): the values are already synchronized across workers (Keras
-      metrics are mirrored variables updated by all-reduce), so this worker's copy is the global value, as with
-      a single-worker strategy."""
+      metrics are mirrored variables updated by all-reduce), so this worker's copy is the global value, as
+      with a single-worker strategy."""
     import keras
     import tensorflow as tf
     from keras.src.backend.tensorflow import trainer as tf_trainer
@@ -262,12 +303,17 @@ def _patch_keras_for_multi_worker() -> None:
     tf_trainer._collective_all_reduce_multi_worker = lambda strategy: False
 
 
-def worker_main(root: Path, workers: tuple[str, ...], index: int, timeout: float, train: Callable[..., Any]) -> int:
+def worker_main(
+    root: Path, workers: tuple[str, ...], index: int, timeout: float, train: Callable[..., Any]
+) -> int:
     """`agnews-pipeline train-worker` (components/trainer/executor.worker_main): 0 trained, 1 failed or timed
     out, 2 flags that do not match the job."""
     try:
         job = wait_for_job(root, workers, index, timeout)
-        print(f"train-worker: worker {index} of {len(workers)} ({workers[index]}): job found, joining", flush=True)
+        print(
+            f"train-worker: worker {index} of {len(workers)} ({workers[index]}): job found, joining",
+            flush=True,
+        )
         run_worker(job, index, train)
     except WorkerUsageError as error:
         print(f"{ERROR_PREFIX}{error}", file=sys.stderr, flush=True)

@@ -1,18 +1,19 @@
-"""The evaluator's gate on per-row correctness: a candidate against the baseline and the anchor, on the same rows.
+"""The evaluator's gate on per-row correctness: a candidate against the baseline and the anchor, on the same
+rows.
 
-A model's result on the fixed test set is kept as one bit per row (correct or not), the rows in a fixed order (by
-the SHA-256 of each serialized example, so the order does not depend on how the rows were sharded), with a
+A model's result on the fixed test set is kept as one bit per row (correct or not), the rows in a fixed order
+(by the SHA-256 of each serialized example, so the order does not depend on how the rows were sharded), with a
 fingerprint of that order: two vectors with the same fingerprint are answers to the very same rows, and can be
 compared pairwise. Packed, 7,600 rows take 1,900 hex characters: an artifact property, so judging a candidate
 never reloads an old model.
 
 The gate refuses a candidate that is
 - below `min_accuracy`;
-- significantly worse than the baseline (the served model) on the same rows: McNemar's exact test, one-sided, on
-  the rows where exactly one of the two is right (p < `significance`; significance 0 turns the test off);
-- more than `max_accuracy_drop` below the anchor: the best accuracy of the baseline and the last served versions
-  measured on the same rows. Small drops cannot pile up push after push: the anchor only rises while its
-  versions are among the last served ones.
+- significantly worse than the baseline (the served model) on the same rows: McNemar's exact test, one-sided,
+  on the rows where exactly one of the two is right (p < `significance`; significance 0 turns the test off);
+- more than `max_accuracy_drop` below the anchor: the best accuracy of the baseline and the last served
+  versions measured on the same rows. Small drops cannot pile up push after push: the anchor only rises while
+  its versions are among the last served ones.
 Numpy only; no TensorFlow.
 """
 from __future__ import annotations
@@ -55,9 +56,9 @@ def row_order(serialized: Iterable[bytes]) -> tuple[np.ndarray, str]:
 
 
 def mcnemar_worse_p(candidate: np.ndarray, baseline: np.ndarray) -> float:
-    """One-sided exact McNemar p-value that the candidate is worse than the baseline on the same rows: with b the
-    rows only the baseline gets right and c those only the candidate gets right, P(X >= b) for X ~ Bin(b + c, 1/2).
-    1.0 when no row tells them apart."""
+    """One-sided exact McNemar p-value that the candidate is worse than the baseline on the same rows: with b
+    the rows only the baseline gets right and c those only the candidate gets right, P(X >= b) for X ~ Bin(b +
+    c, 1/2). 1.0 when no row tells them apart."""
     b = int(np.sum(baseline & ~candidate))
     c = int(np.sum(candidate & ~baseline))
     n = b + c
@@ -88,8 +89,11 @@ def judge(candidate: RowResults, baseline: RowResults | None, anchors: dict[str,
     if baseline is not None and baseline.rows == candidate.rows:
         p_value = mcnemar_worse_p(candidate.correct, baseline.correct)
         change = accuracy - baseline.accuracy
-        text = (f"{change:+.4f} versus the baseline's {baseline.accuracy:.4f} on the same {len(candidate.correct)} "
-                f"rows (McNemar p = {p_value:.4f})")
+        text = (
+            f"{change:+.4f} versus the baseline's {baseline.accuracy:.4f} on the same "
+            f"{len(candidate.correct)} "
+            f"rows (McNemar p = {p_value:.4f})"
+        )
         if significance > 0 and change < 0 and p_value < significance:
             problems.append(f"significantly worse than the baseline: {text} < significance {significance}")
         else:

@@ -21,7 +21,10 @@ class Progress:
         elapsed = self.clock() - self.started
         left = max(self.total - done, 0)
         eta = elapsed / done * left if done else float("nan")
-        return f"{done}/{self.total}, elapsed {format_duration(elapsed)}, ETA {format_duration(eta) if done else '?'}"
+        return (
+            f"{done}/{self.total}, elapsed {format_duration(elapsed)}, ETA "
+            f"{format_duration(eta) if done else '?'}"
+        )
 
 
 class EpochProgress(keras.callbacks.Callback):
@@ -45,7 +48,9 @@ class EpochProgress(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        metrics = ", ".join(f"{name} {logs[name]:.4f}" for name in ("val_loss", "val_accuracy") if name in logs)
+        metrics = ", ".join(
+            f"{name} {logs[name]:.4f}" for name in ("val_loss", "val_accuracy") if name in logs
+        )
         self.log(f"{self.prefix}: epoch {epoch + 1}/{self.params['epochs']} in "
                  f"{format_duration(time.monotonic() - self._epoch_started)} ({metrics}); epochs "
                  f"{self._progress.line(epoch + 1 - self._initial)} (at most; early stopping may end sooner)")

@@ -33,7 +33,10 @@ def _walk_strings(message, on_string: Callable[[str], str], on_attr: Callable[[s
     on_attr(key, AttrValue) for every entry of a map of AttrValues (node and argument attributes)."""
     for field, value in message.ListFields():
         if field.type == field.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
-            key_field, value_field = field.message_type.fields_by_name["key"], field.message_type.fields_by_name["value"]
+            key_field, value_field = (
+                field.message_type.fields_by_name["key"],
+                field.message_type.fields_by_name["value"],
+            )
             string_keys = key_field.type == key_field.TYPE_STRING
             entries = []
             for key in list(value):
@@ -66,8 +69,7 @@ def _walk_strings(message, on_string: Callable[[str], str], on_attr: Callable[[s
 def make_saved_model_reproducible(saved_model_dir: Path, temporary_paths: Sequence[str]) -> None:
     """Rewrites tf.Transform's SavedModel in place so that its bytes depend only on what it computes (see
     above). `temporary_paths`: the folder (as given to tf.Transform) whose path appears in table names."""
-    from tensorflow.core.protobuf import fingerprint_pb2, saved_model_pb2
-    from tensorflow.python.saved_model import fingerprinting_utils
+    from tensorflow.core.protobuf import saved_model_pb2
 
     from contract.artifacts import fingerprint
 
@@ -94,7 +96,9 @@ def make_saved_model_reproducible(saved_model_dir: Path, temporary_paths: Sequen
         if match:
             renamed[name] = f"{match.group(1)}_{counters[int(match.group(2))]}"
     assets_dir = saved_model_dir / "assets"
-    assets_name = f"transform-assets-{fingerprint(assets_dir)[:16] if assets_dir.exists() else 'none'}".encode()
+    assets_name = (
+        f"transform-assets-{fingerprint(assets_dir)[:16] if assets_dir.exists() else 'none'}".encode()
+    )
     paths = sorted({path.encode() for path in temporary_paths}, key=len, reverse=True)
 
     def rewrite_attr(key: str, attr) -> None:
@@ -105,15 +109,30 @@ def make_saved_model_reproducible(saved_model_dir: Path, temporary_paths: Sequen
                 attr.s = attr.s.replace(path, assets_name)
 
     _walk_strings(model, lambda text: renamed.get(text, text), rewrite_attr)
-    for graph in model.meta_graphs:  # the library lists functions in tracing order, which varies
+    _sort_function_library(model)
+    write_bytes_atomic(model_path, model.SerializeToString(deterministic=True))
+    _rewrite_fingerprint(saved_model_dir)
+
+
+def _sort_function_library(model) -> None:
+    """Orders each graph's function library by name: it lists functions in tracing order, which varies."""
+    for graph in model.meta_graphs:
         library = graph.graph_def.library
         ordered = sorted(library.function, key=lambda function: function.signature.name)
         del library.function[:]
         library.function.extend(ordered)
-        ordered = sorted(library.gradient, key=lambda gradient: (gradient.function_name, gradient.gradient_func))
+        ordered = sorted(
+            library.gradient, key=lambda gradient: (gradient.function_name, gradient.gradient_func)
+        )
         del library.gradient[:]
         library.gradient.extend(ordered)
-    write_bytes_atomic(model_path, model.SerializeToString(deterministic=True))
+
+
+def _rewrite_fingerprint(saved_model_dir: Path) -> None:
+    """Recomputes fingerprint.pb (if any) for the rewritten saved_model.pb, with a uuid derived from its
+    hashes instead of a random one."""
+    from tensorflow.core.protobuf import fingerprint_pb2
+    from tensorflow.python.saved_model import fingerprinting_utils
 
     fingerprint_path = saved_model_dir / FINGERPRINT_FILE
     if fingerprint_path.exists():

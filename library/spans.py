@@ -1,12 +1,12 @@
 """Data that arrives in spans: finding the spans of a source folder and choosing the window a run trains on.
 
 A `csv:DIR` source is either one folder (DIR/train.csv and DIR/test.csv: one span, as always) or a stream:
-DIR/test.csv (the fixed test set, the same rows on every run) and subfolders named like `ingest.window.pattern`
-(by default a date, 2026-12-01, or a number, 0007), each holding a train.csv: the spans, oldest first. The
-window is the newest `num_spans` of them after `exclude`, the spans the metadata store holds out (quarantined or
-rejected) and `skip_recent`, or ending at a pinned span (`newest`: a span name or a date). Span names are all
-numbers (ordered by value) or all dates (ordered by date, however spelled). TF- and Beam-free: the CLI and
-the DAG call it before any work.
+DIR/test.csv (the fixed test set, the same rows on every run) and subfolders named like
+`ingest.window.pattern` (by default a date, 2026-12-01, or a number, 0007), each holding a train.csv: the
+spans, oldest first. The window is the newest `num_spans` of them after `exclude`, the spans the metadata
+store holds out (quarantined or rejected) and `skip_recent`, or ending at a pinned span (`newest`: a span name
+or a date). Span names are all numbers (ordered by value) or all dates (ordered by date, however spelled). TF-
+and Beam-free: the CLI and the DAG call it before any work.
 """
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ def span_date(name: str) -> datetime.date | None:
 
 
 def span_order(names: list[str], where: str) -> dict[str, tuple]:
-    """{name: sort key}: numbers by value (0007 before 0010) when every name is a number; otherwise by the date
-    each name spells (20261208 after 2026-12-01). A ComponentError when names mix numbers and dates."""
+    """{name: sort key}: numbers by value (0007 before 0010) when every name is a number; otherwise by the
+    date each name spells (20261208 after 2026-12-01). A ComponentError when names mix numbers and dates."""
     if all(name.isdigit() for name in names):
         return {name: (int(name), name) for name in names}
     dates = {name: span_date(name) for name in names}
@@ -67,9 +67,13 @@ def discover_spans(folder: str, pattern: str) -> list[Span]:
     """The span subfolders of `folder` (names fully matching `pattern`, holding a train.csv), oldest first
     (_order)."""
     regex = re.compile(pattern)
-    spans = [Span(entry.name, entry.path) for entry in os.scandir(folder)
-             if entry.is_dir() and regex.fullmatch(entry.name) and os.path.isfile(os.path.join(entry.path,
-                                                                                               SPAN_TRAIN_FILE))]
+    spans = [
+        Span(entry.name, entry.path)
+        for entry in os.scandir(folder)
+        if entry.is_dir()
+        and regex.fullmatch(entry.name)
+        and os.path.isfile(os.path.join(entry.path, SPAN_TRAIN_FILE))
+    ]
     order = span_order([span.name for span in spans], folder)
     return sorted(spans, key=lambda span: order[span.name])
 
@@ -95,11 +99,21 @@ def _is_pinned(span: Span, newest: str) -> bool:
     return date is not None and span_date(span.name) == date
 
 
-def select_window(spans: list[Span], *, num_spans: int, min_spans: int, skip_recent: int,
-                  exclude: tuple[str, ...], newest: str, where: str, held_out: tuple[str, ...] = ()) -> list[Span]:
+def select_window(
+    spans: list[Span],
+    *,
+    num_spans: int,
+    min_spans: int,
+    skip_recent: int,
+    exclude: tuple[str, ...],
+    newest: str,
+    where: str,
+    held_out: tuple[str, ...] = (),
+) -> list[Span]:
     """The spans a run trains on, oldest first; a ComponentError of kind TOO_FEW_SPANS or SPAN_NOT_FOUND
-    when the window cannot be formed. `exclude` is the configuration's; `held_out` names the spans the metadata
-    store keeps out (quarantined or rejected: `agnews-pipeline spans`); both are left out before counting."""
+    when the window cannot be formed. `exclude` is the configuration's; `held_out` names the spans the
+    metadata store keeps out (quarantined or rejected: `agnews-pipeline spans`); both are left out before
+    counting."""
     out = set(exclude) | set(held_out)
     candidates = [span for span in spans if span.name not in out]
     if newest:
@@ -112,8 +126,11 @@ def select_window(spans: list[Span], *, num_spans: int, min_spans: int, skip_rec
             if named and named[0] in held_out:
                 excluded = " (it is quarantined or rejected: see `agnews-pipeline spans`)"
             known = ", ".join(span.name for span in spans[-5:]) or "none"
-            raise ComponentError(f"ingest: the pinned span {newest!r} is not among the spans of {where}{excluded}; "
-                                 f"newest spans: {known}. Nothing was trained.", SPAN_NOT_FOUND)
+            raise ComponentError(
+                f"ingest: the pinned span {newest!r} is not among the spans of {where}{excluded}; "
+                f"newest spans: {known}. Nothing was trained.",
+                SPAN_NOT_FOUND,
+            )
         candidates = candidates[:pinned + 1]
     elif skip_recent:
         candidates = candidates[:-skip_recent]

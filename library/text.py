@@ -65,7 +65,9 @@ def tokenize(normalized_text: tf.Tensor) -> tf.RaggedTensor:
 def join_text_features(features: Mapping[str, tf.Tensor], text_features: str) -> tf.Tensor:
     """The model's input text: the configured raw string features ([batch] each) joined with a space."""
     if text_features not in TEXT_FEATURE_COLUMNS:
-        raise ValueError(f"text_features must be one of {sorted(TEXT_FEATURE_COLUMNS)}, got {text_features!r}")
+        raise ValueError(
+            f"text_features must be one of {sorted(TEXT_FEATURE_COLUMNS)}, got {text_features!r}"
+        )
     columns = [features[name] for name in TEXT_FEATURE_COLUMNS[text_features]]
     return columns[0] if len(columns) == 1 else tf.strings.join(columns, separator=" ")
 

@@ -46,7 +46,8 @@ from library.layouts import shard_file_name
 
 # Records per shard file. A shard is sorted in memory by one worker: 100,000 AG News examples are ~30 MB.
 DEFAULT_ROWS_PER_SHARD = 100_000
-# Records a bundle holds before it writes them out as sorted runs: its memory bound (~40 MB of AG News examples).
+# Records a bundle holds before it writes them out as sorted runs: its memory bound (~40 MB of AG News
+# examples).
 RUN_ROWS = 100_000
 _RUN_HEADER = struct.Struct(">I32s")  # a run's entry: record length, SHA-256 (raw), then the record
 
@@ -57,10 +58,14 @@ def shard_count(num_records: int, rows_per_shard: int = DEFAULT_ROWS_PER_SHARD) 
 
 def write_tfrecord_file(path: str, records: Iterable[bytes]) -> None:
     """Writes gzip-compressed TFRecords to a temporary file beside `path`, then renames it to `path`.
-    A local or mounted path: the rename is contract/files.py's (the pipeline root is local, docs/running.md)."""
+    A local or mounted path: the rename is contract/files.py's (the pipeline root is local,
+    docs/running.md)."""
     import tensorflow as tf  # imported where used: only the writing workers need TensorFlow
 
-    with replaced_atomically(path) as temporary, tf.io.TFRecordWriter(str(temporary), options="GZIP") as writer:
+    with (
+        replaced_atomically(path) as temporary,
+        tf.io.TFRecordWriter(str(temporary), options="GZIP") as writer,
+    ):
         for record in records:
             writer.write(record)
 
@@ -179,7 +184,8 @@ class WriteDeterministicTFRecords(beam.PTransform):
         if rows_per_shard < 1:
             raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
         output_dir = str(output_dir).rstrip("/")
-        if "://" not in output_dir:  # workers may run in other processes or places: give them an absolute path
+        # workers may run in other processes or places: give them an absolute path
+        if "://" not in output_dir:
             output_dir = os.path.abspath(output_dir)
         self._output_dir = output_dir
         self._folders = tuple(folders)
@@ -194,9 +200,11 @@ class WriteDeterministicTFRecords(beam.PTransform):
                 | "WriteRuns" >> beam.ParDo(_WriteRuns(self._runs_dir, RUN_ROWS)))
         # One marker per shard, so that a shard no record hashed to (or the one shard of an empty folder in
         # `folders`) is still written, as an empty file.
-        markers = (folders_and_records.pipeline
-                   | "Once" >> beam.Create([None])
-                   | "ShardMarkers" >> beam.FlatMap(_shard_markers, counts, self._folders, self._rows_per_shard))
+        markers = (
+            folders_and_records.pipeline
+            | "Once" >> beam.Create([None])
+            | "ShardMarkers" >> beam.FlatMap(_shard_markers, counts, self._folders, self._rows_per_shard)
+        )
         return ((runs, markers)
                 | "WithMarkers" >> beam.Flatten()
                 | "GroupByShard" >> beam.GroupByKey()

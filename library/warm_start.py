@@ -1,11 +1,12 @@
 """Warm start: a new model starts from a trained one's weights, its embedding carried over token by token.
 
-Two models of the same architecture and hyperparameters differ only in the embedding's rows when the vocabulary
-changed between their transforms (a new window of data has other frequent words). Rows are matched by token,
-never by position: token t's row in the new embedding is t's row in the old one; a token the old vocabulary lacks
-starts from the old model's out-of-vocabulary row it was read as until now (its hash bucket), not from a random
-row. The padding row and, with the same number of out-of-vocabulary buckets (the same hash of a token picks the
-same bucket), the bucket rows carry over by id. Every other layer's weights are copied as they are.
+Two models of the same architecture and hyperparameters differ only in the embedding's rows when the
+vocabulary changed between their transforms (a new window of data has other frequent words). Rows are matched
+by token, never by position: token t's row in the new embedding is t's row in the old one; a token the old
+vocabulary lacks starts from the old model's out-of-vocabulary row it was read as until now (its hash bucket),
+not from a random row. The padding row and, with the same number of out-of-vocabulary buckets (the same hash
+of a token picks the same bucket), the bucket rows carry over by id. Every other layer's weights are copied as
+they are.
 
 A base model is only used when it fits (mismatch(): architecture, hyperparameters, classes, and the text the
 tokens come from and how many are kept) and when what it learned is still what the data is (clean_base()):
@@ -52,13 +53,16 @@ def row_pairs(old_tokens: list[bytes], new_tokens: list[bytes], old: ModelInputS
     pairs = [(new.padding_id, old.padding_id)]
     pairs += [(index + 1, old_ids[token]) for index, token in enumerate(new_tokens) if token in old_ids]
     if old.num_oov_buckets == new.num_oov_buckets:
-        pairs += [(len(new_tokens) + 1 + bucket, len(old_tokens) + 1 + bucket) for bucket in range(new.num_oov_buckets)]
+        pairs += [
+            (len(new_tokens) + 1 + bucket, len(old_tokens) + 1 + bucket)
+            for bucket in range(new.num_oov_buckets)
+        ]
     return pairs
 
 
 def oov_pairs(old_tokens: list[bytes], new_tokens: list[bytes], old: ModelInputSpec) -> list[tuple[int, int]]:
-    """(new row, old row) for every token new in the vocabulary: the old model's out-of-vocabulary row that the
-    token hashed to (what the old model read it as; the transform's lookup table hashes with
+    """(new row, old row) for every token new in the vocabulary: the old model's out-of-vocabulary row that
+    the token hashed to (what the old model read it as; the transform's lookup table hashes with
     tf.strings.to_hash_bucket_fast)."""
     known = set(old_tokens)
     fresh = [(index + 1, token) for index, token in enumerate(new_tokens) if token not in known]
@@ -111,13 +115,20 @@ def mismatch(base: BaseModel, architecture: str, values: dict[str, Any], spec: M
         return f"it has {base.model_input.num_classes} classes, not {spec.num_classes}"
     # Rows learned from other text or other truncation would start the model from another task's weights.
     if base.model_input.text_features != spec.text_features:
-        return f"its text feature is {base.model_input.text_features}, not {spec.text_features} (transform.text_features)"
+        return (
+            f"its text feature is {base.model_input.text_features}, not {spec.text_features} "
+            "(transform.text_features)"
+        )
     if base.model_input.max_length != spec.max_length:
-        return f"its max_length is {base.model_input.max_length}, not {spec.max_length} (transform.max_length)"
+        return (
+            f"its max_length is {base.model_input.max_length}, not {spec.max_length} (transform.max_length)"
+        )
     return None
 
 
-def carry_weights(model: keras.Model, base: BaseModel, new_tokens: list[bytes], spec: ModelInputSpec) -> dict[str, int]:
+def carry_weights(
+    model: keras.Model, base: BaseModel, new_tokens: list[bytes], spec: ModelInputSpec
+) -> dict[str, int]:
     """Sets `model`'s weights from the base model's: every layer as it is, the embedding row by token. Returns
     {"rows_carried", "rows_new"} over the vocabulary's tokens (new ones start from the old OOV row)."""
     import keras
@@ -130,7 +141,9 @@ def carry_weights(model: keras.Model, base: BaseModel, new_tokens: list[bytes], 
         try:
             old_weights = old.get_layer(layer.name).get_weights()
         except ValueError:
-            raise ComponentError(f"warm start: the base model {base.folder} has no layer {layer.name!r}") from None
+            raise ComponentError(
+                f"warm start: the base model {base.folder} has no layer {layer.name!r}"
+            ) from None
         if layer.name == EMBEDDING_LAYER:
             matrix = np.array(weights[0])
             pairs = row_pairs(base.tokens, new_tokens, base.model_input, spec)
@@ -141,8 +154,9 @@ def carry_weights(model: keras.Model, base: BaseModel, new_tokens: list[bytes], 
             carried = sum(1 for new_row, _ in pairs if 1 <= new_row <= len(new_tokens))
         else:
             if [w.shape for w in weights] != [np.shape(w) for w in old_weights]:
-                raise ComponentError(f"warm start: layer {layer.name!r} of the base model {base.folder} has other "
-                                     "shapes")
+                raise ComponentError(
+                    f"warm start: layer {layer.name!r} of the base model {base.folder} has other shapes"
+                )
             layer.set_weights(old_weights)
     return {"rows_carried": carried, "rows_new": len(new_tokens) - carried}
 
@@ -151,8 +165,8 @@ def carry_weights(model: keras.Model, base: BaseModel, new_tokens: list[bytes], 
 
 
 def write_lineage(model_dir: Path, training_spans: dict[str, str], base_dir: Path | None) -> None:
-    """Records with a trained model the spans it was trained on ({span: sha256}, empty for one folder) and, when
-    it was warm-started, its base and everything the base learned from (model_lineage_file)."""
+    """Records with a trained model the spans it was trained on ({span: sha256}, empty for one folder) and,
+    when it was warm-started, its base and everything the base learned from (model_lineage_file)."""
     own = sorted([name, sha256] for name, sha256 in training_spans.items())
     inherited = read_lineage(base_dir).get("lineage_spans", []) if base_dir is not None else []
     lineage = sorted({tuple(pair) for pair in own + inherited})
@@ -168,8 +182,8 @@ def read_lineage(model_dir: Path) -> dict[str, Any]:
 
 
 def stale_span(lineage: dict[str, Any], current: dict[str, str], held_out: set[str]) -> str | None:
-    """Why a model with this lineage learned from data that is no longer the stream's, or None: a span it (or a
-    base of it) was trained on is held out of windows now, or is in the window with other bytes (corrected).
+    """Why a model with this lineage learned from data that is no longer the stream's, or None: a span it (or
+    a base of it) was trained on is held out of windows now, or is in the window with other bytes (corrected).
     A span that has only left the window is still valid data."""
     for name, sha256 in lineage.get("lineage_spans", []):
         if name in held_out:
@@ -181,9 +195,9 @@ def stale_span(lineage: dict[str, Any], current: dict[str, str], held_out: set[s
 
 
 def clean_base(base_dir: Path, current: dict[str, str], held_out: set[str]) -> tuple[Path | None, str | None]:
-    """(the model to warm-start from, why not `base_dir` itself or None): `base_dir` when everything it learned
-    is still valid (stale_span), else the newest of its ancestors (followed through warm_start_from, as long as
-    their folders exist) learned only from valid spans, else None (train from scratch)."""
+    """(the model to warm-start from, why not `base_dir` itself or None): `base_dir` when everything it
+    learned is still valid (stale_span), else the newest of its ancestors (followed through warm_start_from,
+    as long as their folders exist) learned only from valid spans, else None (train from scratch)."""
     why = stale_span(read_lineage(base_dir), current, held_out)
     if why is None:
         return base_dir, None

@@ -6,9 +6,9 @@ runner calls), executor.py runs it. A Step here names the step, its spec, and wh
 ("step.output", or a Resolver that asks the metadata store). This module imports the seven specs and never an
 executor: the runner imports a step's executor by its module path when the step runs (ComponentSpec.run) or
 calls a hook the spec names in it, so `runs`, `show` and `gc` load no TensorFlow, TFT or Beam. A step's code
-version covers its spec and its executor (library/code_version.py). What the run summary, the report, `show` and `runs` print
-about the outputs is pipeline/headlines.py's. The runner executes the steps in this order; the wiring is
-checked when this module is imported.
+version covers its spec and its executor (library/code_version.py). What the run summary, the report, `show`
+and `runs` print about the outputs is pipeline/headlines.py's. The runner executes the steps in this order;
+the wiring is checked when this module is imported.
 
 Adding a step: a package components/<step>/ (spec.py with SPEC, executor.py with run), its spec's import and
 one Step line below, and its configuration section (a dataclass and a Config field in contract/config.py);
@@ -42,7 +42,8 @@ from contract.names import (
     TRANSFORM_GRAPH,
     TRANSFORMED_EXAMPLES,
 )
-from library.layouts import has_saved_model, serving_version_dir, serving_versions
+from library.folder_layouts import serving_version_dir, serving_versions
+from library.layouts import has_saved_model
 
 
 class DagError(ValueError):
@@ -52,12 +53,12 @@ class DagError(ValueError):
 @dataclass(frozen=True)
 class Resolver:
     """An input taken from the metadata store instead of this run, like TFX's Resolver node: the newest
-    `artifact` ("step.output") that an execution of `judged_by`'s step consumed while its `judged_by` output had
-    the property `where` true; with `judged_by` equal to `artifact`, the newest such artifact whose own property
-    `where` is true and whose properties hold `matching`'s values. It is never the artifact the step also
-    receives from this run (a candidate is not its own baseline), nor one that the consuming step itself computed
-    from the very inputs it has now (so an unchanged re-run stays cached), and it is optional: the input is
-    absent until such an artifact exists."""
+    `artifact` ("step.output") that an execution of `judged_by`'s step consumed while its `judged_by` output
+    had the property `where` true; with `judged_by` equal to `artifact`, the newest such artifact whose own
+    property `where` is true and whose properties hold `matching`'s values. It is never the artifact the step
+    also receives from this run (a candidate is not its own baseline), nor one that the consuming step itself
+    computed from the very inputs it has now (so an unchanged re-run stays cached), and it is optional: the
+    input is absent until such an artifact exists."""
     name: str
     artifact: str
     judged_by: str  # = artifact: the newest `artifact` whose own property `where` is true (earlier examples)
@@ -69,11 +70,20 @@ class Resolver:
     matching: Callable[[Any], dict[str, Any]] | None = None
     # The input only saves work (the outputs are the same without it): not in the cache key or the lineage.
     saves_work_only: bool = False
+    # Inputs of the consuming step: an artifact whose producer consumed exactly these (same fingerprints) is
+    # passed over, as a step's own earlier output computed from the inputs it has now always is.
+    same_inputs: tuple[str, ...] = ()
 
-    def resolve(self, store, steps: tuple[Step, ...], exclude_fingerprint: str | None = None, config: Any = None,
-                exclude_inputs: dict[str, str] | None = None):
-        """Asks the metadata store (a MetadataStore) for the artifact; None if there is none yet. `config` (the
-        whole Config) feeds `matching`; without it any match is accepted (gc keeps every candidate).
+    def resolve(
+        self,
+        store,
+        steps: tuple[Step, ...],
+        exclude_fingerprint: str | None = None,
+        config: Any = None,
+        exclude_inputs: dict[str, str] | None = None,
+    ):
+        """Asks the metadata store (a MetadataStore) for the artifact; None if there is none yet. `config`
+        (the whole Config) feeds `matching`; without it any match is accepted (gc keeps every candidate).
         `exclude_inputs` ({input name: fingerprint}) skips artifacts whose producer consumed exactly those."""
         if self.judged_by == self.artifact:
             step, output = self.artifact.split(".")
@@ -90,19 +100,32 @@ class Resolver:
 class ServedResolver(Resolver):
     """What TF Serving serves, not what was blessed last: the `artifact` ("step.output") that the execution of
     `judged_by`'s step ("pusher.pushed_model") consumed when it published the highest complete version of the
-    serving folder (a retrain's push or a rollback's re-publish). With `count`, a list: the newest `count(config)`
-    served versions' artifacts, each with its `served_version` property, never in the lineage (the step's
-    `decision` puts them in its cache key). A version the store knows nothing of (pushed by another root, a lost
-    store) is the version folder itself, recorded as an external artifact. Without `config` (gc) it resolves
+    serving folder (a retrain's push or a rollback's re-publish). With `count`, a list: the newest
+    `count(config)` served versions' artifacts, each with its `served_version` property, never in the lineage
+    (the step's `decision` puts them in its cache key). A version the store knows nothing of (pushed by
+    another root, a lost store) is the version folder itself, recorded as an external artifact. Without
+    `config` (gc) it resolves
     nothing: the retention policy protects the served versions itself. The exclusions are Resolver's: a served
-    version whose artifact is excluded is passed over for the next lower one."""
+    version whose artifact is excluded is passed over for the next lower one. With `via`, the input of that
+    name of the execution that wrote the artifact (the examples the served model was trained on) instead."""
     count: Callable[[Any], int] | None = None
+    via: str | None = None
 
-    def resolve(self, store, steps: tuple[Step, ...], exclude_fingerprint: str | None = None, config: Any = None,
-                exclude_inputs: dict[str, str] | None = None):
-        if config is None:  # gc, or "does the store know any?" (the runner's fallback rule): the newest pushed one
-            return None if self.count is not None else super().resolve(store, steps, exclude_fingerprint, None,
-                                                                       exclude_inputs)
+    def resolve(
+        self,
+        store,
+        steps: tuple[Step, ...],
+        exclude_fingerprint: str | None = None,
+        config: Any = None,
+        exclude_inputs: dict[str, str] | None = None,
+    ):
+        # gc, or "does the store know any?" (the runner's fallback rule): the newest pushed one
+        if config is None:
+            return (
+                None
+                if self.count is not None
+                else super().resolve(store, steps, exclude_fingerprint, None, exclude_inputs)
+            )
         serving_dir = config.serving_dir()
         wanted = self.count(config) if self.count is not None else 1
         found = []
@@ -112,18 +135,26 @@ class ServedResolver(Resolver):
             if artifact is None:
                 if self.count is None:
                     # Unknown to this store (published by a push killed before its record, by another root, or
-                    # the store was lost): the newest pushed model the store knows, as the resolver of the newest
-                    # blessed model did, so an unchanged re-run stays cached; with none at all the runner takes
-                    # the version folder itself (`fallback`) and says so.
+                    # the store was lost): the newest pushed model the store knows, as the resolver of the
+                    # newest blessed model did, so an unchanged re-run stays cached; with none at all the
+                    # runner takes the version folder itself (`fallback`) and says so.
                     return super().resolve(store, steps, exclude_fingerprint, config, exclude_inputs)
                 continue
             if (artifact.deleted or artifact.fingerprint == exclude_fingerprint
                     or store.computed_from(artifact.id, exclude_inputs)):
                 continue
-            found.append(dataclasses.replace(artifact, properties={**artifact.properties, "served_version": version}))
+            found.append(
+                dataclasses.replace(artifact, properties={**artifact.properties, "served_version": version})
+            )
+        if self.via is not None:
+            found = [item for item in (self._via(store, artifact) for artifact in found) if item is not None]
         if self.count is not None:
             return found
         return found[0] if found else None
+
+    def _via(self, store, artifact):
+        producer = store.producer(artifact.id)
+        return store.artifacts_of(producer["id"], "input").get(self.via) if producer is not None else None
 
 
 def served_artifacts(store, steps: tuple[Step, ...], resolver: Resolver, serving_dir: Path):
@@ -159,20 +190,31 @@ class Step:
 SERVED_MODEL = ServedResolver("served_model", artifact="trainer.model", judged_by="pusher.pushed_model",
                               where="pushed",
                               fallback=lambda config: pusher_spec.newest_version(config.serving_dir()))
-# The blessings (per-row test results) of the last evaluator.anchor_versions served versions: the gate's anchor.
+# The blessings (per-row test results) of the last evaluator.anchor_versions served versions: the gate's
+# anchor.
 SERVED_BLESSINGS = ServedResolver("served_blessings", artifact="evaluator.blessing",
                                   judged_by="pusher.pushed_model", where="pushed",
                                   count=lambda config: config.evaluator.anchor_versions)
 # The same model, for the tuner's one search per drift episode: only whether its hyperparameters came from the
-# search that answered a drift counts, and that is in the tuner's decision (its cache key), so the model itself
-# is neither in the key nor in the lineage.
+# search that answered a drift counts, and that is in the tuner's decision (its cache key), so the model
+# itself is neither in the key nor in the lineage.
 SERVED_FOR_TUNER = dataclasses.replace(SERVED_MODEL, saves_work_only=True, fallback=None)
+# Validate's reference: the served model (its vocabulary, its predictions, its training spans) and the
+# examples it was trained on (their cached span profiles). Not one trained on the very examples validate
+# checks now (an unchanged re-run after a push resolves what the first run resolved, so it stays cached); no
+# version-folder
+# fallback: without a model the store knows, validate keeps the window rule.
+SERVED_FOR_VALIDATE = dataclasses.replace(SERVED_MODEL, fallback=None, same_inputs=(EXAMPLES,))
+SERVED_EXAMPLES = dataclasses.replace(SERVED_FOR_VALIDATE, name="served_examples", via=EXAMPLES)
 # The newest hyperparameters this root tuned for the same search (the tuner reuses them unless tuner.retune or
 # drift asks for a new search).
 LATEST_TUNED_HYPERPARAMETERS = Resolver(
-    "latest_tuned_hyperparameters", artifact="tuner.best_hyperparameters", judged_by="tuner.best_hyperparameters",
+    "latest_tuned_hyperparameters",
+    artifact="tuner.best_hyperparameters",
+    judged_by="tuner.best_hyperparameters",
     where="tuned",
-    matching=lambda config: {"search_fingerprint": tuner_spec.search_fingerprint(config.tuner)})
+    matching=lambda config: {"search_fingerprint": tuner_spec.search_fingerprint(config.tuner)},
+)
 
 # Ingest's earlier examples of a stream of spans: spans whose files are unchanged are carried over from them.
 LATEST_EXAMPLES = Resolver("latest_examples", artifact="ingest.examples", judged_by="ingest.examples",
@@ -180,7 +222,9 @@ LATEST_EXAMPLES = Resolver("latest_examples", artifact="ingest.examples", judged
 
 STEPS: tuple[Step, ...] = (
     Step("ingest", ingest_spec.SPEC, inputs={PREVIOUS_EXAMPLES: LATEST_EXAMPLES}),
-    Step("validate", validate_spec.SPEC, inputs={EXAMPLES: "ingest.examples"}),
+    Step("validate", validate_spec.SPEC, inputs={EXAMPLES: "ingest.examples",
+                                                 validate_spec.SERVED_MODEL_INPUT: SERVED_FOR_VALIDATE,
+                                                 validate_spec.SERVED_EXAMPLES_INPUT: SERVED_EXAMPLES}),
     Step("transform", transform_spec.SPEC, inputs={EXAMPLES: "ingest.examples", SCHEMA: "validate.schema"}),
     Step("tuner", tuner_spec.SPEC, inputs={TRANSFORMED_EXAMPLES: "transform.transformed_examples",
                                            TRANSFORM_GRAPH: "transform.transform_graph",
@@ -242,12 +286,17 @@ def _check_resolvers(steps: tuple[Step, ...], known: set[str]) -> None:
             if not isinstance(source, Resolver):
                 continue
             if source.artifact not in known:
-                _fail(f"resolver {source.name!r} of step {step.name!r} resolves {source.artifact!r}, which no "
-                      "step outputs")
+                _fail(
+                    f"resolver {source.name!r} of step {step.name!r} resolves {source.artifact!r}, which no "
+                    "step outputs"
+                )
             judge = source.judged_by.partition(".")[0]
             if source.judged_by not in known:
                 _fail(f"resolver {source.name!r} is judged by {source.judged_by!r}, which no step outputs")
-            if source.judged_by != source.artifact and source.artifact not in step_named(judge, steps).inputs.values():
+            if (
+                source.judged_by != source.artifact
+                and source.artifact not in step_named(judge, steps).inputs.values()
+            ):
                 _fail(f"resolver {source.name!r} is judged by step {judge!r}, which does not consume "
                       f"{source.artifact!r}")
 

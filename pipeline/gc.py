@@ -4,12 +4,12 @@ stopped halfway leaves the store true.
 
 With a retention policy (retention.served_versions K, the `retention` section of the configuration) only the
 last K served versions count as pushed models: their lineage and the N newest runs' are kept, and a lineage is
-followed through what a step computed from, not through what it was compared with or started from (the inputs a
-Resolver gives: the baseline, the warm-start base, the reused search), which are kept themselves but not their
-own lineage. So each pushed model no longer keeps every older one alive through its warm-start base, and the
-root stops growing. Served versions beyond the K highest leave the serving folder (never the served one, the
-highest). A rollback needs a kept version's model and blessing, which are in its pusher's lineage. Without a
-policy, pushed versions are never touched (only stale `.push-*` folders that a killed pusher left).
+followed through what a step computed from, not through what it was compared with or started from (the inputs
+a Resolver gives: the baseline, the warm-start base, the reused search), which are kept themselves but not
+their own lineage. So each pushed model no longer keeps every older one alive through its warm-start base, and
+the root stops growing. Served versions beyond the K highest leave the serving folder (never the served one,
+the highest). A rollback needs a kept version's model and blessing, which are in its pusher's lineage. Without
+a policy, pushed versions are never touched (only stale `.push-*` folders that a killed pusher left).
 
 Nothing outside the pipeline root is ever deleted: every path is resolved and refused if it leaves the root,
 and symlinks are removed as links, never followed."""
@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from library.layouts import serving_version_dir, serving_versions
+from library.folder_layouts import serving_version_dir, serving_versions
 from pipeline import dag
 from pipeline.metadata import MetadataStore
 
@@ -29,7 +29,9 @@ class OutsideRoot(ValueError):
     """A path that gc was asked to delete resolves to somewhere outside the pipeline root."""
 
 
-def _with_lineage(store: MetadataStore, artifact_ids: set[int], cut: frozenset[str] = frozenset()) -> set[int]:
+def _with_lineage(
+    store: MetadataStore, artifact_ids: set[int], cut: frozenset[str] = frozenset()
+) -> set[int]:
     """The artifacts plus every artifact upstream of them (inputs named in `cut`: not their own lineage)."""
     needed = set(artifact_ids)
     for artifact_id in artifact_ids:
@@ -94,8 +96,8 @@ def collect_garbage(root: Path, keep: int, dry_run: bool = False, serving_dir: P
                     log: Callable[[str], None] = print, served_versions: int = 0) -> list[Path]:
     """Deletes unneeded artifact folders (and their step folders once empty of artifacts) and, with
     `served_versions` K > 0, the serving folder's versions below its K highest; returns them. Paths that leave
-    the pipeline root (or the serving folder) are refused and logged. The caller holds the pipeline root's lock,
-    so no run is writing meanwhile."""
+    the pipeline root (or the serving folder) are refused and logged. The caller holds the pipeline root's
+    lock, so no run is writing meanwhile."""
     if keep < 1:
         raise ValueError("--keep must be at least 1")
     root = Path(root).absolute()
@@ -115,7 +117,9 @@ def collect_garbage(root: Path, keep: int, dry_run: bool = False, serving_dir: P
     try:
         needed = protected_artifacts(store, keep, served_versions, serving_dir)
         # External artifacts (served versions used as baselines) belong to the serving folder, never to gc.
-        doomed = [a for a in store.live_artifacts() if a.id not in needed and not a.properties.get("external")]
+        doomed = [
+            a for a in store.live_artifacts() if a.id not in needed and not a.properties.get("external")
+        ]
         kept_runs = {run["id"] for run in store.runs(keep)}
         for artifact in doomed:
             if os.path.isabs(store.stored_uri(artifact.id)):  # written by some other root: not ours to delete
@@ -125,35 +129,50 @@ def collect_garbage(root: Path, keep: int, dry_run: bool = False, serving_dir: P
                 continue
             if not dry_run:  # one artifact at a time: a gc stopped halfway leaves the store true
                 store.mark_deleted([artifact.id])
-        # Failed attempts of runs that are not kept, and temporary folders of interrupted steps.
-        runs_dir = root / "runs"
-        if runs_dir.is_dir() and not runs_dir.is_symlink() and _is_inside(runs_dir, root):
-            for run_dir in sorted(runs_dir.iterdir()):
-                if run_dir.name in kept_runs or run_dir.is_symlink() or not run_dir.is_dir():
-                    continue
-                for leftover in sorted(run_dir.glob("*.failed")):
-                    delete(leftover)
-                if not dry_run:  # step folders whose every artifact is gone
-                    for step_dir in run_dir.iterdir():
-                        if step_dir.is_dir() and not step_dir.is_symlink() and not any(step_dir.iterdir()):
-                            step_dir.rmdir()
-        tmp = root / "tmp"
-        if tmp.is_symlink():  # never look inside: it may point anywhere; the link itself is ours
-            delete(tmp)
-        elif tmp.is_dir():
-            for entry in sorted(tmp.iterdir()):
-                delete(entry)
-        for step in dag.delivering_steps() if serving_dir is not None else ():  # what a killed delivery left
-            leftovers = step.spec.hook("leftovers")
-            for stale in leftovers(Path(serving_dir)) if leftovers is not None else ():
-                removed.append(stale)
-                if not dry_run:
-                    remove_inside(stale, Path(serving_dir))
-        for version in serving_versions(serving_dir)[:-served_versions] if served_versions and serving_dir else ():
-            folder = serving_version_dir(serving_dir, version)  # past the policy: leaves the serving folder
-            removed.append(folder)
-            if not dry_run:
-                remove_inside(folder, Path(serving_dir))
+        _collect_run_leftovers(root, kept_runs, delete, dry_run)
+        if serving_dir is not None:
+            removed += _collect_serving(Path(serving_dir), served_versions, dry_run)
         return removed
     finally:
         store.close()
+
+
+def _collect_run_leftovers(root: Path, kept_runs: set[str], delete: Callable[[Path], bool],
+                           dry_run: bool) -> None:
+    """Deletes the failed attempts (<step>.failed) of runs that are not kept, their step folders once empty,
+    and the temporary folders of interrupted steps."""
+    runs_dir = root / "runs"
+    if runs_dir.is_dir() and not runs_dir.is_symlink() and _is_inside(runs_dir, root):
+        for run_dir in sorted(runs_dir.iterdir()):
+            if run_dir.name in kept_runs or run_dir.is_symlink() or not run_dir.is_dir():
+                continue
+            for leftover in sorted(run_dir.glob("*.failed")):
+                delete(leftover)
+            if not dry_run:  # step folders whose every artifact is gone
+                for step_dir in run_dir.iterdir():
+                    if step_dir.is_dir() and not step_dir.is_symlink() and not any(step_dir.iterdir()):
+                        step_dir.rmdir()
+    tmp = root / "tmp"
+    if tmp.is_symlink():  # never look inside: it may point anywhere; the link itself is ours
+        delete(tmp)
+    elif tmp.is_dir():
+        for entry in sorted(tmp.iterdir()):
+            delete(entry)
+
+
+def _collect_serving(serving_dir: Path, served_versions: int, dry_run: bool) -> list[Path]:
+    """Deletes what a killed delivery left in the serving folder and, with `served_versions` K > 0, its
+    versions below the K highest; returns them."""
+    removed: list[Path] = []
+    for step in dag.delivering_steps():  # what a killed delivery left
+        leftovers = step.spec.hook("leftovers")
+        for stale in leftovers(serving_dir) if leftovers is not None else ():
+            removed.append(stale)
+            if not dry_run:
+                remove_inside(stale, serving_dir)
+    for version in serving_versions(serving_dir)[:-served_versions] if served_versions else ():
+        folder = serving_version_dir(serving_dir, version)  # past the policy: leaves the serving folder
+        removed.append(folder)
+        if not dry_run:
+            remove_inside(folder, serving_dir)
+    return removed

@@ -1,16 +1,16 @@
-"""The runner's heartbeat: while a step runs, one line every `pipeline.progress_seconds` with the elapsed time and
-an estimate of the time left.
+"""The runner's heartbeat: while a step runs, one line every `pipeline.progress_seconds` with the elapsed time
+and an estimate of the time left.
 
-The estimate comes from the step's earlier completed executions in this pipeline root (the newest 20) and the rows
-of its input then and now (row counts in the input artifacts' properties, or for a step reading outside data,
-what its `input_rows` counts now versus the rows its earlier outputs hold): see Estimate.basis. Without sizes
-it is the newest one's duration, unscaled, and the line says so. It is printed as an estimate, with what it is
-based on.
+The estimate comes from the step's earlier completed executions in this pipeline root (the newest 20) and the
+rows of its input then and now (row counts in the input artifacts' properties, or for a step reading outside
+data, what its `input_rows` counts now versus the rows its earlier outputs hold): see Estimate.basis. Without
+sizes it is the newest one's duration, unscaled, and the line says so. It is printed as an estimate, with what
+it is based on.
 
-The line comes from a daemon thread that only reads files and prints: the store is read before it starts (SQLite
-connections belong to one thread) and the runner stops it, and waits for it, before the step's result is
-handled, so it never outlives the step. Signals are delivered to the main thread only, so SIGINT and SIGTERM
-are handled as before.
+The line comes from a daemon thread that only reads files and prints: the store is read before it starts
+(SQLite connections belong to one thread) and the runner stops it, and waits for it, before the step's result
+is handled, so it never outlives the step. Signals are delivered to the main thread only, so SIGINT and
+SIGTERM are handled as before.
 """
 from __future__ import annotations
 
@@ -25,8 +25,13 @@ from contract.units import format_duration
 
 def rows_of(properties: dict[str, Any]) -> int | None:
     """The rows an artifact holds, from its properties ("rows", "train_rows", ...); None if it names none."""
-    counts = [value for name, value in properties.items()
-              if (name == "rows" or name.endswith("_rows")) and isinstance(value, int) and not isinstance(value, bool)]
+    counts = [
+        value
+        for name, value in properties.items()
+        if (name == "rows" or name.endswith("_rows"))
+        and isinstance(value, int)
+        and not isinstance(value, bool)
+    ]
     return sum(counts) if counts else None
 
 
@@ -46,14 +51,18 @@ class Estimate:
     rows_now: Callable[[], int | None]  # called once, in the heartbeat thread (it may read files)
 
     def basis(self, rows_now: int | None) -> tuple[float, str]:
-        """(expected seconds, what that is based on). From the earlier run closest in size (the newest of equals):
-        along the straight line through it and the next closest run at least twice or half its size, which
-        separates start-up time from time per row; with no such run, scaled in proportion to the rows; without
-        sizes, the newest run unscaled."""
+        """(expected seconds, what that is based on). From the earlier run closest in size (the newest of
+        equals): along the straight line through it and the next closest run at least twice or half its size,
+        which separates start-up time from time per row; with no such run, scaled in proportion to the rows;
+        without sizes, the newest run unscaled."""
         sized = [run for run in self.earlier if run[1]] if rows_now else []
         if not sized:
             seconds = self.earlier[0][0]
-            return seconds, f"its last run here took {format_duration(seconds)}; not scaled: the size of its input is not known"
+            return (
+                seconds,
+                f"its last run here took {format_duration(seconds)}; not scaled: the size of its input "
+                "is not known",
+            )
 
         def distance(run):  # size ratios: 1,000 is as far from 2,000 as 4,000 is
             return abs(math.log(rows_now / run[1]))
@@ -63,9 +72,12 @@ class Estimate:
         if apart and rows != rows_now:
             other_seconds, other_rows = min(apart, key=distance)
             per_row = max((seconds - other_seconds) / (rows - other_rows), 0.0)  # noise can make it negative
-            return (max(seconds + per_row * (rows_now - rows), 0.0),
-                    f"a line through its runs here on {other_rows:,} rows ({format_duration(other_seconds)}) and {rows:,} "
-                    f"rows ({format_duration(seconds)}); now {rows_now:,}")
+            return (
+                max(seconds + per_row * (rows_now - rows), 0.0),
+                f"a line through its runs here on {other_rows:,} rows "
+                f"({format_duration(other_seconds)}) and {rows:,} "
+                f"rows ({format_duration(seconds)}); now {rows_now:,}",
+            )
         text = f"its run here on {rows:,} rows took {format_duration(seconds)}; now {rows_now:,}"
         if rows_now > 2 * rows:
             text += "; likely too high: part of a step's time does not grow with its rows"
@@ -75,14 +87,15 @@ class Estimate:
 def estimate_for(store, step, step_config, inputs: dict) -> Estimate:
     """The estimate for `step` from the metadata store (main thread: the store's connection is not shared).
 
-    A step with input artifacts is sized by their rows then and now; a step reading outside data by the rows its
-    earlier outputs hold (what it read then) and what its `input_rows` counts now."""
+    A step with input artifacts is sized by their rows then and now; a step reading outside data by the rows
+    its earlier outputs hold (what it read then) and what its `input_rows` counts now."""
     kind = "input" if inputs else "output"
     earlier = tuple((execution["ended"] - execution["started"],
                      total_rows(store.artifacts_of(execution["id"], kind).values()))
                     for execution in store.completed(step.name, EARLIER_RUNS))
     if inputs:
-        rows = total_rows(a for a in inputs.values() if not isinstance(a, list))  # a list input counts no rows
+        # a list input counts no rows
+        rows = total_rows(a for a in inputs.values() if not isinstance(a, list))
         return Estimate(earlier, lambda: rows)
     count = step.spec.hook("input_rows")
     return Estimate(earlier, (lambda: count(step_config)) if count is not None else (lambda: None))
@@ -106,7 +119,9 @@ class Heartbeat:
 
     def __enter__(self) -> Heartbeat:
         if self.period > 0:
-            self._thread = threading.Thread(target=self._beat, name=f"heartbeat {self.prefix.strip()}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._beat, name=f"heartbeat {self.prefix.strip()}", daemon=True
+            )
             self._thread.start()
         return self
 

@@ -2,7 +2,9 @@
 schedule's retrains above all): accuracy on the fixed test set and on the newest span, the drift measures of
 each newest span, and the pushed version, as one self-contained page (figures embedded, no scripts),
 rewritten after every run. Every run that ended is shown, failed, refused (drift, exit 8), interrupted and
-timed-out ones with their reason (the run's error) and the facts their refusing step measured (run.json)."""
+timed-out ones with their reason (the run's error) and the facts their refusing step measured (run.json), and
+the quarantines: every span validate refused (the store's spans table), with its state now (quarantined,
+accepted, rejected), the reason and the values that refused it."""
 from __future__ import annotations
 
 import base64
@@ -47,6 +49,42 @@ def history_rows(store: MetadataStore, root: Path | None = None) -> list[dict[st
     return rows
 
 
+def quarantine_rows(store: MetadataStore) -> list[dict[str, Any]]:
+    """One row per span that was refused (quarantined, then perhaps accepted) or rejected, by name: span,
+    state, reason, sha256 (first 12 hex digits), checks (the refusing values: drift, then failed quality
+    checks) and updated (UTC, when its state last changed)."""
+    import time
+    rows = []
+    for name, span in store.spans().items():
+        if span["state"] not in ("quarantined", "rejected") and not span["reason"]:
+            continue
+        checks = json.loads(span["checks_json"]) if span["checks_json"] else {}
+        values = {**{k: v for k, v in checks.get("drift", {}).items() if v is not None},
+                  **{k: v for k, v in checks.get("quality", {}).items() if v}}
+        rows.append({"span": name, "state": span["state"], "reason": span["reason"],
+                     "sha256": (span["sha256"] or "")[:12] or None, "checks": values or None,
+                     "updated": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(span["updated"]))})
+    return rows
+
+
+def _table(header: list[str], rows: list[dict[str, Any]]) -> str:
+    import html
+
+    from pipeline.report import format_value
+
+    cells = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(format_value(row[name]) if row[name] is not None else '-')}</td>"
+            for name in header
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return ("<table border='1' cellpadding='4'><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+            + f"</tr>{cells}</table>")
+
+
 def _refusal_facts(record_path: Path) -> list[tuple[str, dict[str, Any]]]:
     """(output, properties) of the facts a failed step of this run record measured (pipeline/records.py)."""
     try:
@@ -82,7 +120,11 @@ def _figure(rows: list[dict[str, Any]]) -> str:
         if not row["status"].startswith("succeeded"):
             for axes in (accuracy, drift, version):
                 axes.axvspan(i - 0.4, i + 0.4, color="red", alpha=0.15, linewidth=0)
-    for axes, title in ((accuracy, "accuracy"), (drift, "drift of the newest span"), (version, "pushed version")):
+    for axes, title in (
+        (accuracy, "accuracy"),
+        (drift, "drift of the newest span"),
+        (version, "pushed version"),
+    ):
         axes.set_title(title)
         if axes.lines:
             axes.legend(fontsize="small")
@@ -99,21 +141,26 @@ def _figure(rows: list[dict[str, Any]]) -> str:
 def write_history(root: Path, store: MetadataStore) -> Path | None:
     """Writes <root>/history.html (through a temporary file renamed into place); None before any run ended."""
     import html
-
-    from pipeline.report import format_value
     rows = history_rows(store, root)
     if not rows:
         return None
     header = ["run", "status", *[name for name in SERIES if name != "drift"], "drift", "reason"]
-    cells = "".join("<tr>" + "".join(f"<td>{html.escape(format_value(row[name]) if row[name] is not None else '-')}</td>"
-                                     for name in header) + "</tr>" for row in rows)
-    page = (f"<!doctype html><meta charset='utf-8'><title>agnews-pipeline history</title>"
-            f"<h1>History of {html.escape(str(root))}</h1>"
-            f"<img alt='history' src='data:image/png;base64,{_figure(rows)}'>"
-            "<p>Runs that did not succeed (failed, refused, interrupted, timed out) are red on the figure.</p>"
-            "<table border='1' cellpadding='4'><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
-            + f"</tr>{cells}</table>")
+    quarantines = quarantine_rows(store)
+    page = (
+        f"<!doctype html><meta charset='utf-8'><title>agnews-pipeline history</title>"
+        f"<h1>History of {html.escape(str(root))}</h1>"
+        f"<img alt='history' src='data:image/png;base64,{_figure(rows)}'>"
+        "<p>Runs that did not succeed (failed, refused, interrupted, timed out) are red on the figure.</p>"
+        + _table(header, rows)
+        + "<h2>Quarantines</h2>"
+        + (
+            "<p>Spans validate refused (drift or data quality) or someone rejected, with their state now: "
+            "`agnews-pipeline spans accept NAME` trains on a quarantined span.</p>"
+            + _table(["span", "state", "reason", "sha256", "checks", "updated"], quarantines)
+            if quarantines
+            else "<p>No span was refused.</p>"
+        )
+    )
     path = root / HISTORY_FILE
     write_text_atomic(path, page)
     return path
-

@@ -14,13 +14,13 @@ import threading
 from contract.units import format_duration
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number, what shells report
-# The run's deadline (pipeline.deadline, --deadline) arrives as SIGALRM and ends the run the same way; exit 124
-# is what timeout(1) reports.
+# The run's deadline (pipeline.deadline, --deadline) arrives as SIGALRM and ends the run the same way; exit
+# 124 is what timeout(1) reports.
 EXIT_DEADLINE = 124
 EXIT_CODES[signal.SIGALRM] = EXIT_DEADLINE
-# If the clean stop has not ended the process this long after the deadline (an engine stuck in native code that
-# never returns to Python), the process exits anyway: the store then shows the run as running, and the next run
-# marks it interrupted, as after a kill.
+# If the clean stop has not ended the process this long after the deadline (an engine stuck in native code
+# that never returns to Python), the process exits anyway: the store then shows the run as running, and the
+# next run marks it interrupted, as after a kill.
 DEADLINE_GRACE_SECONDS = 60.0
 _received: int | None = None
 _deadline: float | None = None
@@ -52,7 +52,8 @@ def install() -> None:
 
 
 def set_deadline(seconds: float) -> None:
-    """Ends the process like SIGTERM after `seconds` (main thread; after install()), and hard after the grace."""
+    """Ends the process like SIGTERM after `seconds` (main thread; after install()), and hard after the
+    grace."""
     global _deadline
     _deadline = seconds
     signal.signal(signal.SIGALRM, _handler)
@@ -64,8 +65,13 @@ def set_deadline(seconds: float) -> None:
 
 def _hard_stop() -> None:
     with contextlib.suppress(OSError):
-        os.write(2, (f"interrupted by {name()}; the run did not stop within {DEADLINE_GRACE_SECONDS:.0f}s, so the "
-                     "process ends now; completed steps are kept\n").encode())
+        os.write(
+            2,
+            (
+                f"interrupted by {name()}; the run did not stop within {DEADLINE_GRACE_SECONDS:.0f}s, so the "
+                "process ends now; completed steps are kept\n"
+            ).encode(),
+        )
     os._exit(EXIT_DEADLINE)
 
 
@@ -80,8 +86,9 @@ def received() -> int | None:
 
 def stop_if_received() -> None:
     """Raises Interrupted if a signal or the deadline was recorded: the runner calls this after every step and
-    before each publish, because the handler's exception can be lost (a component that catches and swallows it,
-    or a handler that ran inside a weakref callback or __del__, where Python prints and discards exceptions)."""
+    before each publish, because the handler's exception can be lost (a component that catches and swallows
+    it, or a handler that ran inside a weakref callback or __del__, where Python prints and discards
+    exceptions)."""
     if _received is not None:
         raise Interrupted(_received)
 

@@ -3,14 +3,16 @@
 A `Console` prints the project's own lines (the plan, progress with an ETA, results, the summary), one per
 event, as text or, with `--log-format json`, as one JSON object per line:
 
-    {"time": "2026-12-02T07:10:03.123Z", "level": "info", "run_id": "20261202T071001-1a2b3c", "step": "trainer",
+    {"time": "2026-12-02T07:10:03.123Z", "level": "info", "run_id": "20261202T071001-1a2b3c", "step":
+    "trainer",
      "event": "progress", "message": "trainer: epoch 2/3 in 4s (...)", "fields": {}}
 
-It writes to a duplicate of the process's stdout taken when it is created, so its lines still reach the terminal
-(or the file cron writes) while `capture_output` has pointed file descriptors 1 and 2 at a log file. That capture
-works below Python: TensorFlow's C++ start-up lines (written to fd 2 before TF_CPP_MIN_LOG_LEVEL takes effect),
-absl, Beam's and TFMA's logging, KerasTuner's trial tables, Keras's epoch lines and the output of child processes
-(Beam workers, dask) all land in the step's log file; `--verbose` copies that file live to stderr.
+It writes to a duplicate of the process's stdout taken when it is created, so its lines still reach the
+terminal (or the file cron writes) while `capture_output` has pointed file descriptors 1 and 2 at a log file.
+That capture works below Python: TensorFlow's C++ start-up lines (written to fd 2 before TF_CPP_MIN_LOG_LEVEL
+takes effect), absl, Beam's and TFMA's logging, KerasTuner's trial tables, Keras's epoch lines and the output
+of child processes (Beam workers, dask) all land in the step's log file; `--verbose` copies that file live to
+stderr.
 """
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ ANSI_CODE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
 def _duplicate(stream: TextIO) -> TextIO:
-    """A line-buffered text stream on a duplicate of `stream`'s file descriptor (the stream itself if it has none)."""
+    """A line-buffered text stream on a duplicate of `stream`'s file descriptor (the stream itself if it has
+    none)."""
     try:
         return os.fdopen(os.dup(stream.fileno()), "w", buffering=1, encoding="utf-8", errors="replace")
     except (AttributeError, OSError, ValueError):  # pytest's capture, StringIO
@@ -38,8 +41,8 @@ def _duplicate(stream: TextIO) -> TextIO:
 
 
 class Console:
-    """The project's lines. Callable with a message (what components get as `runtime.log`); `event()` for lines
-    that carry a kind and fields."""
+    """The project's lines. Callable with a message (what components get as `runtime.log`); `event()` for
+    lines that carry a kind and fields."""
 
     def __init__(self, stream: TextIO | None = None, log_format: str = "text", verbose: bool = False,
                  errors: TextIO | None = None):
@@ -61,9 +64,18 @@ class Console:
     def event(self, event: str, message: str, level: str = "info", stream: TextIO | None = None,
               step: str | None = None, **fields: Any) -> None:
         if self.log_format == "json":
-            text = json.dumps({"time": _now(), "level": level, "run_id": self.run_id, "step": step or self.step,
-                               "event": event, "message": ANSI_CODE.sub("", message).strip(), "fields": fields},
-                              default=str)
+            text = json.dumps(
+                {
+                    "time": _now(),
+                    "level": level,
+                    "run_id": self.run_id,
+                    "step": step or self.step,
+                    "event": event,
+                    "message": ANSI_CODE.sub("", message).strip(),
+                    "fields": fields,
+                },
+                default=str,
+            )
         else:
             text = message if self.tty else ANSI_CODE.sub("", message)
         with self._lock:
@@ -79,7 +91,8 @@ class Console:
                         self._status_shown = False
                     target.write(text + "\n")
                 target.flush()
-            except OSError:  # stdout is a file on a full disk: the run goes on; its store and run.json keep it
+            # stdout is a file on a full disk: the run goes on; its store and run.json keep it
+            except OSError:
                 pass
 
     def error(self, message: str, **fields: Any) -> None:
@@ -91,7 +104,9 @@ class Console:
         return capture_output(path, echo=self.errors if self.verbose else None)
 
 
-def log_event(log: Callable[[str], None], event: str, message: str, level: str = "info", **fields: Any) -> None:
+def log_event(
+    log: Callable[[str], None], event: str, message: str, level: str = "info", **fields: Any
+) -> None:
     """One of the runner's own lines: a Console gets its kind and fields (--log-format json), a plain
     callable the text."""
     if isinstance(log, Console):
@@ -101,7 +116,9 @@ def log_event(log: Callable[[str], None], event: str, message: str, level: str =
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
 
 
 class _Tail(threading.Thread):
@@ -163,4 +180,3 @@ def capture_output(path: Path, echo: TextIO | None = None) -> Iterator[Path]:
             os.close(fd)
         if tail is not None:
             tail.stop()
-

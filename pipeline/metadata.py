@@ -4,7 +4,7 @@ SQLite through the standard library, one file under the pipeline root, shaped af
 be installed beside this stack): an execution consumes and produces artifacts through input/output events, so
 any artifact's lineage is a walk back through its producer's inputs. Every multi-row change happens in one
 transaction, so a reader never sees a half-recorded execution. Schema changes are numbered migrations keyed on
-SQLite's `user_version`.
+SQLite's `user_version` (pipeline/store_schema.py).
 
 Artifact URIs and output folders are stored relative to the pipeline root (the folder holding the store), so a
 root that is moved, copied or restored from a backup stays self-consistent: its cache points at its own files.
@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from contract.artifacts import Artifact
 from contract.disk import disk_full, disk_full_message, free_bytes, not_writable, not_writable_message
+from pipeline.store_schema import MIGRATIONS, SCHEMA_VERSION, SPANS_SCHEMA_VERSION, relative_to_root
 
 
 class StoreError(RuntimeError):
@@ -42,8 +42,10 @@ class StoreNotWritable(StoreError):
 
 
 def unreadable_message(path: Path, error: BaseException) -> str:
-    return (f"the metadata store {path} is unreadable ({error}): move it aside (mv {path} {path}.broken) "
-            "and run again; a new store is started and every step is recomputed (pushed versions stay served)")
+    return (
+        f"the metadata store {path} is unreadable ({error}): move it aside (mv {path} {path}.broken) "
+        "and run again; a new store is started and every step is recomputed (pushed versions stay served)"
+    )
 
 
 LOW_SPACE_BYTES = 1 << 20  # under this much free space, an I/O error of the store is taken for a full disk
@@ -60,106 +62,13 @@ def store_error(path: Path, error: BaseException) -> StoreError:
         # (SQLite reports a -shm or -wal file it cannot grow on a full disk as an I/O error)
         return StoreFull(disk_full_message(path, f"writing the metadata store {path}") + intact)
     if not_writable(error):
-        return StoreNotWritable(not_writable_message(path, f"writing the metadata store {path}", error) + intact)
+        return StoreNotWritable(
+            not_writable_message(path, f"writing the metadata store {path}", error) + intact
+        )
     if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
         return StoreUnreadable(unreadable_message(path, error))
     return StoreError(f"the metadata store {path} could not be used ({error}); it was not changed: run again "
                       "(if another program holds it, wait for it to finish)")
-
-
-# A run folder's name, e.g. runs/20261128T051159-904914/; used to find the pipeline-root part of an old
-# absolute URI written by a root that has since been moved or copied.
-_RUN_FOLDER = re.compile(r"/(runs/\d{8}T\d{6}-[0-9a-f]+(?:/.*)?)$")
-
-
-def relative_to_root(uri: str, root: Path) -> str:
-    """`uri` relative to the pipeline root when it lies under it (or under the run folder of the root it was
-    copied from); anything else is kept as it is, and gc refuses to touch it."""
-    if not os.path.isabs(uri):
-        return uri
-    root_text = os.path.normpath(str(Path(root).absolute()))
-    normalized = os.path.normpath(uri)
-    if normalized == root_text or normalized.startswith(root_text + os.sep):
-        return os.path.relpath(normalized, root_text)
-    match = _RUN_FOLDER.search(normalized)
-    return match.group(1) if match else uri
-
-
-def _relative_uris(db: sqlite3.Connection, root: Path) -> None:
-    for table, column in (("artifacts", "uri"), ("executions", "output_dir")):
-        rows = db.execute(f"SELECT rowid, {column} FROM {table} WHERE {column} IS NOT NULL").fetchall()
-        for rowid, value in rows:
-            relative = relative_to_root(value, root)
-            if relative != value:
-                db.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?", (relative, rowid))
-
-
-# Each entry migrates the schema from version i to i + 1: SQL, or a function (connection, pipeline root) for a
-# data migration. Append only; never edit a released entry.
-MIGRATIONS: tuple[str | Callable[[sqlite3.Connection, Path], None], ...] = (
-    """
-    CREATE TABLE runs (
-        id TEXT PRIMARY KEY,
-        command TEXT NOT NULL,
-        status TEXT NOT NULL,             -- running | succeeded | failed | interrupted
-        started REAL NOT NULL,
-        ended REAL,
-        config_json TEXT NOT NULL,
-        data_fingerprint TEXT,
-        outcome TEXT,                     -- pushed | not_blessed | stopped_early | ...
-        error TEXT
-    );
-    CREATE TABLE executions (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        run_id TEXT NOT NULL REFERENCES runs(id),
-        step TEXT NOT NULL,
-        state TEXT NOT NULL,              -- running | complete | cached | failed | skipped | interrupted
-        started REAL NOT NULL,
-        ended REAL,
-        cache_key TEXT,
-        code_version TEXT,
-        config_json TEXT,
-        output_dir TEXT,
-        reused_execution_id INTEGER REFERENCES executions(id),
-        error TEXT
-    );
-    CREATE INDEX executions_by_cache_key ON executions(step, cache_key, state);
-    CREATE TABLE artifacts (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        name TEXT NOT NULL,
-        uri TEXT NOT NULL,
-        fingerprint TEXT NOT NULL,
-        properties_json TEXT NOT NULL,
-        created REAL NOT NULL,
-        deleted REAL                      -- set by garbage collection
-    );
-    CREATE TABLE events (
-        execution_id INTEGER NOT NULL REFERENCES executions(id),
-        artifact_id INTEGER NOT NULL REFERENCES artifacts(id),
-        kind TEXT NOT NULL,               -- input | output
-        name TEXT NOT NULL
-    );
-    CREATE INDEX events_by_execution ON events(execution_id);
-    CREATE INDEX events_by_artifact ON events(artifact_id);
-    """,
-    _relative_uris,  # 2: absolute artifact URIs and output folders under the pipeline root become relative
-    """
-    CREATE TABLE spans (                  -- the spans of a stream and what happened to them (pipeline/span_states.py)
-        name TEXT PRIMARY KEY,
-        sha256 TEXT,                      -- the bytes of train.csv the state applies to
-        state TEXT NOT NULL,              -- ingested | quarantined | accepted | rejected
-        reason TEXT,                      -- why quarantined or rejected: drift, test_overlap, duplicate_rows, ...
-        drifted INTEGER NOT NULL DEFAULT 0,
-        row_count INTEGER,
-        checks_json TEXT,                 -- the last checks: {"drift": {measure: value}, "quality": {check: value}}
-        first_run TEXT,
-        last_run TEXT,
-        updated REAL NOT NULL
-    );
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
-SPANS_SCHEMA_VERSION = 3  # the version that added the spans table
 
 
 @dataclass(frozen=True)
@@ -206,15 +115,21 @@ class MetadataStore:
 
     def _connect_read_only(self) -> sqlite3.Connection:
         if not self.path.is_file():
-            raise FileNotFoundError(f"no metadata store at {self.path}: nothing has run under this pipeline root")
-        db = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, timeout=60, isolation_level=None)
+            raise FileNotFoundError(
+                f"no metadata store at {self.path}: nothing has run under this pipeline root"
+            )
+        db = sqlite3.connect(
+            f"{self.path.absolute().as_uri()}?mode=ro", uri=True, timeout=60, isolation_level=None
+        )
         try:
             db.execute("PRAGMA user_version").fetchone()
         except sqlite3.OperationalError:
-            # A WAL store on a read-only folder cannot get its -shm file; nobody can write there, so reading it
-            # as immutable is safe.
+            # A WAL store on a read-only folder cannot get its -shm file; nobody can write there, so reading
+            # it as immutable is safe.
             db.close()
-            db = sqlite3.connect(f"{self.path.absolute().as_uri()}?immutable=1", uri=True, isolation_level=None)
+            db = sqlite3.connect(
+                f"{self.path.absolute().as_uri()}?immutable=1", uri=True, isolation_level=None
+            )
         return db
 
     def close(self) -> None:
@@ -271,7 +186,9 @@ class MetadataStore:
                        "VALUES (?, ?, 'running', ?, ?, ?)",
                        (run_id, command, time.time(), json.dumps(config, sort_keys=True), data_fingerprint))
 
-    def finish_run(self, run_id: str, status: str, outcome: str | None = None, error: str | None = None) -> None:
+    def finish_run(
+        self, run_id: str, status: str, outcome: str | None = None, error: str | None = None
+    ) -> None:
         """status: succeeded | failed | interrupted | timed_out (ended by pipeline.deadline)."""
         with self._transaction() as db:
             db.execute("UPDATE runs SET status = ?, ended = ?, outcome = ?, error = ? WHERE id = ?",
@@ -282,7 +199,9 @@ class MetadataStore:
         with self._transaction() as db:
             stale = [row["id"] for row in db.execute("SELECT id FROM runs WHERE status = 'running'")]
             now = time.time()
-            db.execute("UPDATE executions SET state = 'interrupted', ended = ? WHERE state = 'running'", (now,))
+            db.execute(
+                "UPDATE executions SET state = 'interrupted', ended = ? WHERE state = 'running'", (now,)
+            )
             db.execute("UPDATE runs SET status = 'interrupted', ended = ? WHERE status = 'running'", (now,))
         return stale
 
@@ -306,13 +225,15 @@ class MetadataStore:
     # Spans --------------------------------------------------------------------------------------------------
 
     def spans(self) -> dict[str, sqlite3.Row]:
-        """{span name: its row of the spans table}; {} from a read-only store of an older schema (no table yet)."""
+        """{span name: its row of the spans table}; {} from a read-only store of an older schema (no table
+        yet)."""
         if self.schema_version() < SPANS_SCHEMA_VERSION:
             return {}
         return {row["name"]: row for row in self._db.execute("SELECT * FROM spans ORDER BY name")}
 
     def save_span(self, name: str, **columns: Any) -> None:
-        """Creates or updates the span's row with these columns of the spans table (names from the code only)."""
+        """Creates or updates the span's row with these columns of the spans table (names from the code
+        only)."""
         columns["updated"] = time.time()
         with self._transaction() as db:
             if db.execute("SELECT 1 FROM spans WHERE name = ?", (name,)).fetchone() is None:
@@ -351,9 +272,16 @@ class MetadataStore:
             output_ids = {}
             for name, (artifact, fingerprint) in outputs.items():
                 cursor = db.execute(
-                    "INSERT INTO artifacts (name, uri, fingerprint, properties_json, created) VALUES (?, ?, ?, ?, ?)",
-                    (artifact.name, self._stored(artifact.uri), fingerprint,
-                     json.dumps(artifact.properties, sort_keys=True, default=str), time.time()))
+                    "INSERT INTO artifacts (name, uri, fingerprint, properties_json, created) VALUES "
+                    "(?, ?, ?, ?, ?)",
+                    (
+                        artifact.name,
+                        self._stored(artifact.uri),
+                        fingerprint,
+                        json.dumps(artifact.properties, sort_keys=True, default=str),
+                        time.time(),
+                    ),
+                )
                 output_ids[name] = cursor.lastrowid
             self._insert_events(db, execution_id, inputs, output_ids)
             db.execute("UPDATE executions SET state = 'complete', ended = ?, output_dir = ? WHERE id = ?",
@@ -382,7 +310,8 @@ class MetadataStore:
             "ORDER BY id DESC", (step, cache_key)))
 
     def completed(self, step: str, limit: int) -> list[sqlite3.Row]:
-        """The newest `limit` executions of `step` that ran to the end (a cached reuse did no work), newest first."""
+        """The newest `limit` executions of `step` that ran to the end (a cached reuse did no work), newest
+        first."""
         return list(self._db.execute("SELECT * FROM executions WHERE step = ? AND state = 'complete' "
                                      "AND ended IS NOT NULL ORDER BY id DESC LIMIT ?", (step, limit)))
 
@@ -399,7 +328,9 @@ class MetadataStore:
                               json.loads(row["properties_json"]), row["deleted"] is not None)
 
     def artifact(self, artifact_id: int) -> StoredArtifact:
-        return self._artifact(self._db.execute("SELECT * FROM artifacts WHERE id = ?", (artifact_id,)).fetchone())
+        return self._artifact(
+            self._db.execute("SELECT * FROM artifacts WHERE id = ?", (artifact_id,)).fetchone()
+        )
 
     def artifacts_of(self, execution_id: int, kind: str) -> dict[str, StoredArtifact]:
         rows = self._db.execute(
@@ -417,8 +348,8 @@ class MetadataStore:
 
     def lineage(self, artifact_id: int, cut: frozenset[str] = frozenset()
                 ) -> list[tuple[sqlite3.Row, dict[str, StoredArtifact]]]:
-        """The executions upstream of an artifact, nearest first, each with its input artifacts; inputs named in
-        `cut` are listed but not followed further up."""
+        """The executions upstream of an artifact, nearest first, each with its input artifacts; inputs named
+        in `cut` are listed but not followed further up."""
         seen, order, frontier = set(), [], [artifact_id]
         while frontier:
             execution = self.producer(frontier.pop(0))
@@ -442,26 +373,30 @@ class MetadataStore:
                       exclude_fingerprint: str | None = None,
                       exclude_inputs: dict[str, str] | None = None) -> StoredArtifact | None:
         """The newest `output` an execution of `step` wrote with the property `where` true and the `matching`
-        property values (e.g. the tuner's newest search for one search fingerprint); deleted artifacts, one with
-        the excluded fingerprint and those computed from `exclude_inputs` are skipped."""
+        property values (e.g. the tuner's newest search for one search fingerprint); deleted artifacts, one
+        with the excluded fingerprint and those computed from `exclude_inputs` are skipped."""
         rows = self._db.execute(
             "SELECT events.artifact_id FROM executions JOIN events ON events.execution_id = executions.id "
             "AND events.kind = 'output' AND events.name = ? WHERE executions.step = ? "
             "AND executions.state = 'complete' ORDER BY executions.id DESC", (output, step))
         for row in rows:
             artifact = self.artifact(row["artifact_id"])
-            if (artifact.properties.get(where) and not artifact.deleted and artifact.fingerprint != exclude_fingerprint
-                    and all(artifact.properties.get(k) == v for k, v in matching.items())
-                    and not self.computed_from(artifact.id, exclude_inputs)):
+            if (
+                artifact.properties.get(where)
+                and not artifact.deleted
+                and artifact.fingerprint != exclude_fingerprint
+                and all(artifact.properties.get(k) == v for k, v in matching.items())
+                and not self.computed_from(artifact.id, exclude_inputs)
+            ):
                 return artifact
         return None
 
     def newest_judged_input(self, step: str, input_name: str, judgement: str, where: str,
                             exclude_fingerprint: str | None = None,
                             exclude_inputs: dict[str, str] | None = None) -> StoredArtifact | None:
-        """The artifact that the newest execution of `step` consumed as `input_name` while its `judgement` output
-        had the property `where` true (e.g. the model an evaluator blessed); deleted artifacts, one with the
-        excluded fingerprint and those computed from `exclude_inputs` are skipped."""
+        """The artifact that the newest execution of `step` consumed as `input_name` while its `judgement`
+        output had the property `where` true (e.g. the model an evaluator blessed); deleted artifacts, one
+        with the excluded fingerprint and those computed from `exclude_inputs` are skipped."""
         rows = self._db.execute(
             "SELECT consumed.artifact_id, verdict.properties_json FROM executions "
             "JOIN events AS judged ON judged.execution_id = executions.id AND judged.kind = 'output' "
@@ -469,8 +404,10 @@ class MetadataStore:
             "JOIN artifacts AS verdict ON verdict.id = judged.artifact_id "
             "JOIN events AS consumed ON consumed.execution_id = executions.id AND consumed.kind = 'input' "
             "AND consumed.name = ? "
-            "WHERE executions.step = ? AND executions.state IN ('complete', 'cached') ORDER BY executions.id DESC",
-            (judgement, input_name, step))
+            "WHERE executions.step = ? AND executions.state IN ('complete', 'cached') ORDER BY "
+            "executions.id DESC",
+            (judgement, input_name, step),
+        )
         for row in rows:
             if json.loads(row["properties_json"]).get(where):
                 artifact = self.artifact(row["artifact_id"])
@@ -480,8 +417,8 @@ class MetadataStore:
         return None
 
     def outputs_where(self, step: str, output: str, where: str) -> list[tuple[sqlite3.Row, StoredArtifact]]:
-        """(execution, artifact) for every `output` that an execution of `step` wrote with the property `where`
-        true (e.g. every model push that happened)."""
+        """(execution, artifact) for every `output` that an execution of `step` wrote with the property
+        `where` true (e.g. every model push that happened)."""
         result = []
         for execution in self._db.execute("SELECT * FROM executions WHERE step = ? AND state = 'complete' "
                                           "ORDER BY id", (step,)):
@@ -502,9 +439,11 @@ class MetadataStore:
                                "AND deleted IS NULL", (name, stored, fingerprint)).fetchone()
         if row is None:
             with self._transaction() as db:
-                cursor = db.execute("INSERT INTO artifacts (name, uri, fingerprint, properties_json, created) "
-                                    "VALUES (?, ?, ?, ?, ?)",
-                                    (name, stored, fingerprint, json.dumps(properties, sort_keys=True), time.time()))
+                cursor = db.execute(
+                    "INSERT INTO artifacts (name, uri, fingerprint, properties_json, created) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (name, stored, fingerprint, json.dumps(properties, sort_keys=True), time.time()),
+                )
             row = self._db.execute("SELECT * FROM artifacts WHERE id = ?", (cursor.lastrowid,)).fetchone()
         return self._artifact(row)
 

@@ -31,11 +31,14 @@ def drift_lines(properties: dict[str, Any]) -> list[str]:
     checks = properties.get("drift_checks")
     if not checks:
         return []
-    lines = [f"drift of span {properties.get('drift_span')} against the rest of the window:",
+    against = properties.get("drift_reference") or "the rest of the window"
+    lines = [f"drift of span {properties.get('drift_span')} against {against}:",
              "| measure | value | threshold | drift |", "| --- | --- | --- | --- |"]
     for row in checks:
-        value = "n/a (too few rows)" if row["value"] is None else f"{row['value']:.4f}"
-        lines.append(f"| {row['measure']} | {value} | {row['threshold']} | {'DRIFT' if row['drift'] else 'ok'} |")
+        value = "n/a (too few rows, or no served model)" if row["value"] is None else f"{row['value']:.4f}"
+        lines.append(
+            f"| {row['measure']} | {value} | {row['threshold']} | {'DRIFT' if row['drift'] else 'ok'} |"
+        )
     return lines
 
 
@@ -60,7 +63,9 @@ def write_run_report(run_dir: Path, record: dict[str, Any], headline: dict[str, 
     lines += ["| step | state | seconds | outputs |", "| --- | --- | --- | --- |"]
     for step in record["steps"]:
         state = step["state"] + (f" ({step['note']})" if step.get("note") else "")
-        outputs = "<br>".join(f"`{name}`: {os.path.relpath(o['uri'], run_dir)}" for name, o in step["outputs"].items())
+        outputs = "<br>".join(
+            f"`{name}`: {os.path.relpath(o['uri'], run_dir)}" for name, o in step["outputs"].items()
+        )
         lines.append(f"| {step['step']} | {state.replace('|', '/')[:200]} | {step['seconds']} | {outputs} |")
     lines.append("")
     for step in record["steps"]:
@@ -76,9 +81,11 @@ def write_run_report(run_dir: Path, record: dict[str, Any], headline: dict[str, 
                 warning = output["properties"].get("embeddings_low_coverage")
                 lines.append(f"- **{'WARNING: ' if warning else ''}embeddings**: {embeddings}")
             folder = Path(output["uri"])
-            for image in sorted(folder.glob("*.png")) if folder.is_dir() else ():  # the figures an output holds
+            # the figures an output holds
+            for image in sorted(folder.glob("*.png")) if folder.is_dir() else ():
                 lines.append(f"\n![{image.name}]({os.path.relpath(image, run_dir)})")
-    for step in record["steps"]:  # what a refusing step measured (its facts: the drift of a span refused on exit 8)
+    # what a refusing step measured (its facts: the drift of a span refused on exit 8)
+    for step in record["steps"]:
         for name, properties in step.get("facts", {}).items():
             drift = drift_lines(properties)
             if drift:

@@ -17,7 +17,8 @@ from pipeline.headlines import headline_table
 from pipeline.report import format_value
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:72em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+table{border-collapse:collapse;margin:.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}
 th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%}
 pre{background:#f6f6f6;padding:1em;overflow-x:auto}"""
 
@@ -28,15 +29,24 @@ def _e(value: Any) -> str:
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric_from: int = 99) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f'<td class="n">{_e(v)}</td>' if i >= numeric_from else f"<td>{_e(v)}</td>"
-                                    for i, v in enumerate(row)) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="n">{_e(v)}</td>' if i >= numeric_from else f"<td>{_e(v)}</td>"
+            for i, v in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _image(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<figure><img alt="{_e(path.name)}" src="data:image/png;base64,{data}"><figcaption>{_e(path.name)}' \
-           "</figcaption></figure>"
+    return (
+        f'<figure><img alt="{_e(path.name)}" src="data:image/png;base64,{data}"><figcaption>{_e(path.name)}'
+        "</figcaption></figure>"
+    )
 
 
 def _evaluation_sections(evaluation_dir: Path) -> list[str]:
@@ -96,18 +106,29 @@ def write_run_report_html(run_dir: Path, record: dict[str, Any], steps: Sequence
     if "best_hyperparameters" in outputs:
         values = outputs["best_hyperparameters"]["properties"].get("values") or {}
         if values:
-            parts += ["<h2>Hyperparameters of the model</h2>", _table(("name", "value"), sorted(values.items()))]
+            parts += [
+                "<h2>Hyperparameters of the model</h2>",
+                _table(("name", "value"), sorted(values.items())),
+            ]
         parts += _trials_section(Path(outputs["best_hyperparameters"]["uri"]))
     lineage = []
     for step in steps:
         for input_name, source in step.inputs.items():
             if isinstance(source, Resolver):  # the newest suitable artifact from the metadata store
-                lineage.append((step.name, input_name, f"store: {source.name}", "(looked up in the metadata store)"))
+                lineage.append(
+                    (step.name, input_name, f"store: {source.name}", "(looked up in the metadata store)")
+                )
                 continue
             producer, _, output_name = source.partition(".")
             produced = outputs.get(output_name)
-            lineage.append((step.name, input_name, source if produced is None else f"{producer}.{output_name}",
-                            produced["uri"] if produced else "(looked up in the metadata store)"))
+            lineage.append(
+                (
+                    step.name,
+                    input_name,
+                    source if produced is None else f"{producer}.{output_name}",
+                    produced["uri"] if produced else "(looked up in the metadata store)",
+                )
+            )
     if lineage:
         parts += ["<h2>Lineage</h2>", _table(("step", "input", "from", "location"), lineage)]
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -62,9 +62,9 @@ SCRATCH_PREFIX = "scratch-"
 @contextlib.contextmanager
 def scratch_tempdir(root: Path) -> Iterator[Path]:
     """Python's and every child process's temporary folder (tempfile, TMPDIR) inside the pipeline root while a
-    run lasts, removed after it: Beam, TensorFlow's autograph, dask's worker space and the libraries under them
-    otherwise leave folders in /tmp on every run. The caller holds root_lock, so any other scratch folder is one a
-    killed run left behind, and is removed first."""
+    run lasts, removed after it: Beam, TensorFlow's autograph, dask's worker space and the libraries under
+    them otherwise leave folders in /tmp on every run. The caller holds root_lock, so any other scratch folder
+    is one a killed run left behind, and is removed first."""
     tmp = root / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     for stale in tmp.glob(f"{SCRATCH_PREFIX}*"):
@@ -83,17 +83,18 @@ def scratch_tempdir(root: Path) -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-# pipeline.min_free_space "auto": the free space a step needs before it starts, from the rows of the pipeline's
-# input data. A whole default run on the 9,351-row shared AG News wrote 22 MB here (13 MB of it the trainer's
-# models, which do not grow with the data; ingest and transform about 0.25 KB per row), plus Beam's and the
-# tuner's temporary files while it ran: 64 MB and 2 KB per row is a margin over that, not an exact need.
+# pipeline.min_free_space "auto": the free space a step needs before it starts, from the rows of the
+# pipeline's input data. A whole default run on the 9,351-row shared AG News wrote 22 MB here (13 MB of it the
+# trainer's models, which do not grow with the data; ingest and transform about 0.25 KB per row), plus Beam's
+# and the tuner's temporary files while it ran: 64 MB and 2 KB per row is a margin over that, not an exact
+# need.
 AUTO_FREE_BASE_BYTES = 64 << 20
 AUTO_FREE_BYTES_PER_ROW = 2048
 
 
 def fault_message(error: BaseException, path: Path, what: str) -> str | None:
-    """The one line for a full disk or a refused write (None for any other error): the filesystem that is full,
-    with the path the error names if it names one."""
+    """The one line for a full disk or a refused write (None for any other error): the filesystem that is
+    full, with the path the error names if it names one."""
     if disk_full(error):
         return disk_full_message(full_path(error, path), what)
     if not_writable(error):

@@ -1,10 +1,10 @@
 """The local runner: executes the DAG's steps in order and owns everything cross-cutting.
 
-Runner.run is the run loop: it starts a run in the metadata store, executes each step (pipeline/step_execution.py:
-its inputs, cache key, temporary folder, publish by rename and record), takes the steps before --from from
-earlier executions, skips those after --until, and records how the run ended (pipeline/records.py). The pipeline
-root's lock, scratch folder and free-space policy are pipeline/root.py's. Components never do any of this
-themselves.
+Runner.run is the run loop: it starts a run in the metadata store, executes each step
+(pipeline/step_execution.py: its inputs, cache key, temporary folder, publish by rename and record), takes the
+steps before --from from earlier executions, skips those after --until, and records how the run ended
+(pipeline/records.py). The pipeline root's lock, scratch folder and free-space policy are pipeline/root.py's.
+Components never do any of this themselves.
 """
 from __future__ import annotations
 
@@ -56,7 +56,9 @@ def step_range(step_names: list[str], from_step: str | None, until: str | None,
                only: str | None) -> tuple[str | None, str | None]:
     """(--from, --until) after --only; ValueError for a combination that makes no sense."""
     if only and (from_step or (until and until != only)):
-        raise ValueError("--only STEP runs one step; it cannot be combined with --from or a different --until")
+        raise ValueError(
+            "--only STEP runs one step; it cannot be combined with --from or a different --until"
+        )
     if only:
         return only, only
     if from_step and until and step_names.index(until) < step_names.index(from_step):
@@ -87,8 +89,13 @@ class Runner:
         self.log = log
         self.store = MetadataStore(self.root / "metadata.sqlite")
         check_config(config, steps)  # before the store is opened: a bad value is exit 2, nothing touched
-        self.runtime = Runtime(beam_args=all_beam_args(config.pipeline), seed=config.pipeline.seed, log=log,
-                               pipeline_root=self.root, stop_requested=lambda: interrupts.received() is not None)
+        self.runtime = Runtime(
+            beam_args=all_beam_args(config.pipeline),
+            seed=config.pipeline.seed,
+            log=log,
+            pipeline_root=self.root,
+            stop_requested=lambda: interrupts.received() is not None,
+        )
         self.free_space = FreeSpacePolicy(config, steps, self.root)
 
     def close(self) -> None:
@@ -105,8 +112,8 @@ class Runner:
     def run(self, *, until: str | None = None, use_cache: bool = True, rerun: tuple[str, ...] = (),
             command: str = "run", data_fingerprint: str | None = None, from_step: str | None = None,
             only: str | None = None) -> RunResult:
-        """Runs the pipeline; the caller holds root_lock. Temporary files go to the pipeline root's tmp/ folder
-        (scratch_tempdir).
+        """Runs the pipeline; the caller holds root_lock. Temporary files go to the pipeline root's tmp/
+        folder (scratch_tempdir).
 
         `from_step` (--from) and `only` (--only: from and until that step) skip the steps before it: their
         outputs are those of their newest successful execution with the same cache key, or the run fails
@@ -118,23 +125,13 @@ class Runner:
     def _run(self, *, until: str | None, use_cache: bool, rerun: tuple[str, ...], command: str,
              data_fingerprint: str | None, from_step: str | None, only: str | None) -> RunResult:
         known = [step.name for step in self.steps]
-        for name in (*rerun, *[n for n in (until, from_step, only) if n]):  # unknown names fail before any work
+        # unknown names fail before any work
+        for name in (*rerun, *[n for n in (until, from_step, only) if n]):
             if name not in known:
                 raise ValueError(f"unknown step {name!r}; steps: {', '.join(known)}")
         from_step, until = step_range(known, from_step, until, only)
         first = known.index(from_step) if from_step else 0
-        for stale in self.store.mark_interrupted():
-            self.log(f"note: run {stale} was interrupted earlier; its completed steps can be reused")
-        run_id = new_run_id()
-        run_dir = self.root / "runs" / run_id
-        run_dir.mkdir(parents=True)
-        self.runtime = dataclasses.replace(self.runtime, run_id=run_id)
-        execution = StepExecution(self.config, self.steps, self.root, self.store, self.runtime, self.log,
-                                  self.free_space)
-        self.store.start_run(run_id, command, self.config.redacted_dict(), data_fingerprint)
-        if isinstance(self.log, Console):
-            self.log.run_id = run_id
-        log_event(self.log, "run_started", f"run {run_id}: pipeline root {self.root}", root=str(self.root))
+        run_id, run_dir, execution = self._start_run(command, data_fingerprint)
         produced: dict[str, Artifact] = {}  # "step.output" -> artifact
         artifact_ids: dict[str, int] = {}
         results: list[StepResult] = []
@@ -152,7 +149,8 @@ class Runner:
                 result = execution.run_step(step, run_id, run_dir, produced, artifact_ids,
                                         use_cache and step.name not in rerun, prefix,
                                         upstream_of=from_step if index - 1 < first else None)
-            except KeyboardInterrupt:  # SIGINT or SIGTERM: nothing half-published; completed steps stay reusable
+            # SIGINT or SIGTERM: nothing half-published; completed steps stay reusable
+            except KeyboardInterrupt:
                 results.append(StepResult(step.name, "interrupted", note=interrupts.name()))
                 self._record_interrupted(run_id, run_dir, results)
                 raise
@@ -170,6 +168,27 @@ class Runner:
                 interrupts.stop_if_received()
             if step.name == until:
                 stop_reason = f"--until {until}"
+        return self._succeeded(run_id, run_dir, results, started)
+
+    def _start_run(self, command: str, data_fingerprint: str | None) -> tuple[str, Path, StepExecution]:
+        """A new run: earlier unfinished runs marked interrupted, its folder made, its row in the store."""
+        for stale in self.store.mark_interrupted():
+            self.log(f"note: run {stale} was interrupted earlier; its completed steps can be reused")
+        run_id = new_run_id()
+        run_dir = self.root / "runs" / run_id
+        run_dir.mkdir(parents=True)
+        self.runtime = dataclasses.replace(self.runtime, run_id=run_id)
+        execution = StepExecution(self.config, self.steps, self.root, self.store, self.runtime, self.log,
+                                  self.free_space)
+        self.store.start_run(run_id, command, self.config.redacted_dict(), data_fingerprint)
+        if isinstance(self.log, Console):
+            self.log.run_id = run_id
+        log_event(self.log, "run_started", f"run {run_id}: pipeline root {self.root}", root=str(self.root))
+        return run_id, run_dir, execution
+
+    def _succeeded(self, run_id: str, run_dir: Path, results: list[StepResult], started: float) -> RunResult:
+        """Records a run whose every step ran, was cached or was skipped by a decision: its outcome in the
+        store and its run record (a failure to write them fails the run)."""
         outcome = self._outcome(results)
         try:
             self.store.finish_run(run_id, "succeeded", outcome=outcome)
@@ -184,8 +203,8 @@ class Runner:
         return RunResult(run_id, run_dir, "succeeded", results, outcome=outcome)
 
     def _record_interrupted(self, run_id: str, run_dir: Path, results: list[StepResult]) -> None:
-        """Marks the run interrupted (or timed_out, for the deadline: a run that ran out of time, not one stopped
-        by hand) in the store and its run record, as far as the disk allows."""
+        """Marks the run interrupted (or timed_out, for the deadline: a run that ran out of time, not one
+        stopped by hand) in the store and its run record, as far as the disk allows."""
         status = "timed_out" if interrupts.deadline_exceeded() else "interrupted"
         with contextlib.suppress(StoreError, OSError):  # a full disk must not hide the interruption
             self.store.mark_interrupted()
@@ -194,8 +213,16 @@ class Runner:
             write_run_record(self.root, self.store, self.steps, run_id, run_dir, results, status,
                              f"interrupted by {interrupts.name()}")
 
-    def _failed(self, run_id: str, run_dir: Path, results: list[StepResult], failed: StepResult | None,
-                message: str | None = None, kind: str | None = None, details: dict | None = None) -> RunResult:
+    def _failed(
+        self,
+        run_id: str,
+        run_dir: Path,
+        results: list[StepResult],
+        failed: StepResult | None,
+        message: str | None = None,
+        kind: str | None = None,
+        details: dict | None = None,
+    ) -> RunResult:
         """Records a failed run as far as the disk allows: the store first (so `runs` shows it failed), then
         run.json and the reports. When the store cannot be written either (its disk is full) the run stays
         'running' there and the next run marks it interrupted; the message says so."""
@@ -205,7 +232,9 @@ class Runner:
         try:
             self.store.finish_run(run_id, "failed", error=message)
         except StoreError as error:
-            message += f" (the run could not be recorded as failed: {error}; the next run marks it interrupted)"
+            message += (
+                f" (the run could not be recorded as failed: {error}; the next run marks it interrupted)"
+            )
         try:
             write_run_record(self.root, self.store, self.steps, run_id, run_dir, results, "failed", message)
         except OSError as error:

@@ -2,9 +2,9 @@
 
 States: new (never ingested, or its train.csv changed since), ingested (in a run's window; `drifted` when it
 drifted with validate.on_drift=warn and was trained on), quarantined (refused by validate for drift or data
-quality: left out of every later window while its bytes are the same), accepted (`agnews-pipeline spans accept`:
-a quarantined span that is trained on and never refused again for the same SHA-256), rejected (`spans reject`:
-left out for good), excluded (named in ingest.window.exclude).
+quality: left out of every later window while its bytes are the same), accepted (`agnews-pipeline spans
+accept`: a quarantined span that is trained on and never refused again for the same SHA-256), rejected (`spans
+reject`: left out for good), excluded (named in ingest.window.exclude).
 
 Components cannot read the store, so before a run `resolve` turns the store into configuration:
 `ingest.window.held_out` (quarantined and rejected spans, left out like ingest.window.exclude) and
@@ -28,7 +28,8 @@ HELD_OUT = ("quarantined", "rejected")
 
 
 def _current_sha256(config: Config) -> dict[str, str]:
-    """{span name: SHA-256 of its train.csv} of the stream's spans on disk ({} if the source is not a stream)."""
+    """{span name: SHA-256 of its train.csv} of the stream's spans on disk ({} if the source is not a
+    stream)."""
     return {span.name: file_sha256(span.train_file) for span in stream_spans(config.ingest) or []}
 
 
@@ -89,24 +90,36 @@ def record(store: MetadataStore, result) -> None:
             splits = counts.get(name, {}).get("splits", {})
             rows = splits.get("train", 0) + splits.get("eval", 0)
             same_bytes = row is not None and row["sha256"] == sha256
-            store.save_span(name, sha256=sha256, state="accepted" if keep else "ingested",
-                            reason=row["reason"] if keep else None, row_count=rows,
-                            drifted=row["drifted"] if same_bytes else 0,  # validate's checks of new bytes follow
-                            first_run=row["first_run"] if row is not None and row["first_run"] else result.run_id,
-                            last_run=result.run_id)
+            store.save_span(
+                name,
+                sha256=sha256,
+                state="accepted" if keep else "ingested",
+                reason=row["reason"] if keep else None,
+                row_count=rows,
+                drifted=row["drifted"] if same_bytes else 0,  # validate's checks of new bytes follow
+                first_run=row["first_run"] if row is not None and row["first_run"] else result.run_id,
+                last_run=result.run_id,
+            )
     statistics = result.artifact("validate", "statistics")
-    for name, facts in (statistics.properties.get("span_checks", {}) if statistics is not None else {}).items():
+    for name, facts in (
+        statistics.properties.get("span_checks", {}) if statistics is not None else {}
+    ).items():
         store.save_span(name, drifted=int(facts["drifted"]),
                         checks_json=json.dumps({"drift": facts["drift"], "quality": facts["quality"]}))
     for refused in (result.error_details or {}).get("refused", []):
-        store.save_span(refused["span"], sha256=refused["sha256"], state="quarantined", reason=refused["reason"],
-                        drifted=int(refused["reason"] == "drift"),
-                        checks_json=json.dumps({"drift": refused["drift"], "quality": refused["quality"]}))
+        store.save_span(
+            refused["span"],
+            sha256=refused["sha256"],
+            state="quarantined",
+            reason=refused["reason"],
+            drifted=int(refused["reason"] == "drift"),
+            checks_json=json.dumps({"drift": refused["drift"], "quality": refused["quality"]}),
+        )
 
 
 def listing(config: Config) -> list[dict]:
-    """Every span on disk (oldest first), then the store's spans no longer on disk: name, state, drifted, rows,
-    sha256, first_run, last_run, reason and checks."""
+    """Every span on disk (oldest first), then the store's spans no longer on disk: name, state, drifted,
+    rows, sha256, first_run, last_run, reason and checks."""
     rows = _stored_spans(config)
     current = _current_sha256(config)
     excluded = set(config.ingest.window.exclude)
@@ -127,8 +140,8 @@ def listing(config: Config) -> list[dict]:
 
 
 def set_state(config: Config, name: str, state: str) -> str:
-    """`spans accept NAME` (state accepted: only a quarantined span) or `spans reject NAME` (any span); returns
-    what was done, one line; ValueError (one line) when the span cannot take that state."""
+    """`spans accept NAME` (state accepted: only a quarantined span) or `spans reject NAME` (any span);
+    returns what was done, one line; ValueError (one line) when the span cannot take that state."""
     current = _current_sha256(config)
     store = MetadataStore(Path(config.pipeline_root()) / STORE_FILE)
     try:
@@ -138,12 +151,17 @@ def set_state(config: Config, name: str, state: str) -> str:
             raise ValueError(f"no span {name!r} in --data {config.ingest.data} or in the store of "
                              f"{config.pipeline_root()}")
         if state == "accepted" and now != "quarantined":
-            raise ValueError(f"span {name} is {now}, not quarantined: only a quarantined span can be accepted")
+            raise ValueError(
+                f"span {name} is {now}, not quarantined: only a quarantined span can be accepted"
+            )
         sha256 = row["sha256"] if state == "accepted" else current.get(name) or row["sha256"]
         store.save_span(name, state=state, sha256=sha256,
                         reason=f"{row['reason']}, accepted" if state == "accepted" else "rejected by hand")
     finally:
         store.close()
     if state == "accepted":
-        return f"span {name} accepted (SHA-256 {sha256[:12]}): the next run trains on it and does not refuse it again"
+        return (
+            f"span {name} accepted (SHA-256 {sha256[:12]}): the next run trains on it and does not refuse "
+            "it again"
+        )
     return f"span {name} rejected: it is left out of every later window"

@@ -23,11 +23,16 @@ def run_rows(root: Path, limit: int) -> list[dict[str, Any]]:
         rows = []
         for run in store.runs(limit):
             executions = store.executions(run["id"])
-            row = {"id": run["id"], "command": run["command"], "started": run["started"], "status": run["status"],
-                   "duration": (run["ended"] - run["started"]) if run["ended"] else None,
-                   "steps": sum(e["state"] != "skipped" for e in executions),
-                   "cached": sum(e["state"] == "cached" for e in executions),
-                   **dict.fromkeys(headlines.RUN_COLUMNS)}  # headline properties; None when absent
+            row = {
+                "id": run["id"],
+                "command": run["command"],
+                "started": run["started"],
+                "status": run["status"],
+                "duration": (run["ended"] - run["started"]) if run["ended"] else None,
+                "steps": sum(e["state"] != "skipped" for e in executions),
+                "cached": sum(e["state"] == "cached" for e in executions),
+                **dict.fromkeys(headlines.RUN_COLUMNS),
+            }  # headline properties; None when absent
             for execution in executions:
                 for name, artifact in store.artifacts_of(execution["id"], "output").items():
                     for column, source in headlines.RUN_COLUMNS.items():
@@ -53,10 +58,14 @@ def show_run(root: Path, run_id: str | None) -> str:
             raise LookupError(f"no run {run_id!r} under {root}")
         run = runs[0]
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["started"]))
-        lines = [f"run {run['id']} ({run['command']}): {run['status']}, started {started}, outcome {run['outcome']}",
-                 f"  data fingerprint: {run['data_fingerprint']}", "", "steps:"]
+        lines = [
+            f"run {run['id']} ({run['command']}): {run['status']}, started {started}, outcome "
+            f"{run['outcome']}",
+            f"  data fingerprint: {run['data_fingerprint']}",
+            "",
+            "steps:",
+        ]
         product_step, product_output = headlines.PRODUCT.split(".")
-        source = dag.source_step()
         headline = headlines.headline_table()
         product = None
         for execution in store.executions(run["id"]):
@@ -76,30 +85,7 @@ def show_run(root: Path, run_id: str | None) -> str:
                 if execution["step"] == product_step and name == product_output:
                     product = artifact
         if product is not None:
-            lines += ["", f"lineage of {product_output} {product.uri}:"]
-            for execution, inputs in store.lineage(product.id):
-                lines.append(f"  {execution['step']} (execution {execution['id']}, run {execution['run_id']}, "
-                             f"code {execution['code_version']})")
-                if source is not None and execution["step"] == source.name:  # its input is the source data itself
-                    producing_run = store.run(execution["run_id"])
-                    data = json.loads(execution["config_json"]).get(source.spec.source)
-                    lines.append(f"      <- {source.spec.source}: {data}"
-                                 f"  fingerprint {producing_run['data_fingerprint']}")
-                for name, artifact in inputs.items():
-                    lines.append(f"      <- {name}: {artifact.uri}  fingerprint {artifact.fingerprint[:12]}  "
-                                 f"{_short(artifact.properties)}")
-                    for prop in headline.get(name, ()):  # nested headline facts do not fit on the line above
-                        if isinstance(artifact.properties.get(prop), (dict, list)):
-                            lines.append(f"         {prop}: {json.dumps(artifact.properties[prop])}")
-            embeddings = embeddings_line(product.properties)
-            if embeddings:
-                lines.append(f"  {embeddings}")
-            for step in dag.delivering_steps():
-                output, prop = step.spec.delivers.split(".")
-                for execution, delivered in store.outputs_where(step.name, output, prop):
-                    if product.id in {a.id for a in store.artifacts_of(execution["id"], "input").values()}:
-                        lines.append(f"  {prop} by {step.name} in run {execution['run_id']}: "
-                                     f"{headline_facts(delivered.properties, headline.get(output, ()))}")
+            lines += _lineage_lines(store, product, product_output, headline)
         report = root / "runs" / run["id"] / "report.md"
         if report.exists():
             lines += ["", f"report: {report}"]
@@ -108,8 +94,40 @@ def show_run(root: Path, run_id: str | None) -> str:
         store.close()
 
 
+def _lineage_lines(store: MetadataStore, product, product_output: str, headline: dict) -> list[str]:
+    """`show`'s lineage of the run's product: each execution it came from with its inputs, down to the source
+    data, then what the delivering steps did with it."""
+    source = dag.source_step()
+    lines = ["", f"lineage of {product_output} {product.uri}:"]
+    for execution, inputs in store.lineage(product.id):
+        lines.append(f"  {execution['step']} (execution {execution['id']}, run {execution['run_id']}, "
+                     f"code {execution['code_version']})")
+        if source is not None and execution["step"] == source.name:  # its input is the source data itself
+            producing_run = store.run(execution["run_id"])
+            data = json.loads(execution["config_json"]).get(source.spec.source)
+            lines.append(f"      <- {source.spec.source}: {data}"
+                         f"  fingerprint {producing_run['data_fingerprint']}")
+        for name, artifact in inputs.items():
+            lines.append(f"      <- {name}: {artifact.uri}  fingerprint {artifact.fingerprint[:12]}  "
+                         f"{_short(artifact.properties)}")
+            for prop in headline.get(name, ()):  # nested headline facts do not fit on the line above
+                if isinstance(artifact.properties.get(prop), (dict, list)):
+                    lines.append(f"         {prop}: {json.dumps(artifact.properties[prop])}")
+    embeddings = embeddings_line(product.properties)
+    if embeddings:
+        lines.append(f"  {embeddings}")
+    for step in dag.delivering_steps():
+        output, prop = step.spec.delivers.split(".")
+        for execution, delivered in store.outputs_where(step.name, output, prop):
+            if product.id in {a.id for a in store.artifacts_of(execution["id"], "input").values()}:
+                lines.append(f"  {prop} by {step.name} in run {execution['run_id']}: "
+                             f"{headline_facts(delivered.properties, headline.get(output, ()))}")
+    return lines
+
+
 def run_train_text_source(root: Path, run_id: str) -> tuple[Path, dict[str, Any]]:
-    """The ingest `examples` folder a run used and the settings its vocabulary was built with (for `embeddings`)."""
+    """The ingest `examples` folder a run used and the settings its vocabulary was built with (for
+    `embeddings`)."""
     store = _open(root)
     try:
         run = store.run(run_id)
@@ -138,20 +156,44 @@ def run_details(root: Path, run_id: str | None) -> dict[str, Any]:
             raise LookupError(f"no run {run_id!r} under {root}" if run_id else f"no runs under {root}")
         steps = []
         for execution in store.executions(run["id"]):
-            reused = store.execution(execution["reused_execution_id"]) if execution["reused_execution_id"] else None
-            steps.append({
-                "step": execution["step"], "state": execution["state"],
-                "reused_from_run": reused["run_id"] if reused else None,
-                "code_version": execution["code_version"], "cache_key": execution["cache_key"],
-                "error": execution["error"],
-                "outputs": {name: {"uri": str(a.uri), "fingerprint": a.fingerprint, "properties": a.properties,
-                                   "deleted": a.deleted}
-                            for name, a in store.artifacts_of(execution["id"], "output").items()}})
+            reused = (
+                store.execution(execution["reused_execution_id"])
+                if execution["reused_execution_id"]
+                else None
+            )
+            steps.append(
+                {
+                    "step": execution["step"],
+                    "state": execution["state"],
+                    "reused_from_run": reused["run_id"] if reused else None,
+                    "code_version": execution["code_version"],
+                    "cache_key": execution["cache_key"],
+                    "error": execution["error"],
+                    "outputs": {
+                        name: {
+                            "uri": str(a.uri),
+                            "fingerprint": a.fingerprint,
+                            "properties": a.properties,
+                            "deleted": a.deleted,
+                        }
+                        for name, a in store.artifacts_of(execution["id"], "output").items()
+                    },
+                }
+            )
         report = root / "runs" / run["id"] / "report.md"
-        return {"id": run["id"], "command": run["command"], "status": run["status"], "outcome": run["outcome"],
-                "started": run["started"], "ended": run["ended"], "error": run["error"],
-                "data_fingerprint": run["data_fingerprint"], "config": json.loads(run["config_json"]),
-                "steps": steps, "report": str(report) if report.exists() else None}
+        return {
+            "id": run["id"],
+            "command": run["command"],
+            "status": run["status"],
+            "outcome": run["outcome"],
+            "started": run["started"],
+            "ended": run["ended"],
+            "error": run["error"],
+            "data_fingerprint": run["data_fingerprint"],
+            "config": json.loads(run["config_json"]),
+            "steps": steps,
+            "report": str(report) if report.exists() else None,
+        }
     finally:
         store.close()
 
@@ -179,8 +221,10 @@ def _run_facts(details: dict[str, Any]) -> dict[str, Any]:
         "data_fingerprint": details["data_fingerprint"],
         "code_versions": {s["step"]: s["code_version"] for s in details["steps"] if s["code_version"]},
         "metrics": {name: metrics.get(name) for name in ("accuracy", "loss", "macro_f1") if name in metrics},
-        "length_buckets": {bucket: {name: values.get(name) for name in ("examples", "accuracy", "loss", "macro_f1")}
-                           for bucket, values in metrics.get("length_buckets", {}).items()},
+        "length_buckets": {
+            bucket: {name: values.get(name) for name in ("examples", "accuracy", "loss", "macro_f1")}
+            for bucket, values in metrics.get("length_buckets", {}).items()
+        },
         "blessed": outputs.get(BLESSING, {}).get("properties", {}).get("blessed"),
         "pushed_version": pushed.get("version") if pushed.get("pushed") else None,
     }
@@ -192,21 +236,30 @@ def _differences(facts_a: dict[str, Any], facts_b: dict[str, Any]) -> list[dict[
 
 
 def diff_runs(root: Path, run_a: str, run_b: str) -> dict[str, Any]:
-    """What differs between two runs: config, hyperparameters, data, code; metrics and outcome side by side."""
+    """What differs between two runs: config, hyperparameters, data, code; metrics and outcome side by
+    side."""
     facts_a, facts_b = _run_facts(run_details(root, run_a)), _run_facts(run_details(root, run_b))
     return {
         "runs": [run_a, run_b],
         "config": _differences(facts_a["config"], facts_b["config"]),
         "hyperparameters": _differences(facts_a["hyperparameters"], facts_b["hyperparameters"]),
-        "data_fingerprint": {"a": facts_a["data_fingerprint"], "b": facts_b["data_fingerprint"],
-                             "same": facts_a["data_fingerprint"] == facts_b["data_fingerprint"]},
+        "data_fingerprint": {
+            "a": facts_a["data_fingerprint"],
+            "b": facts_b["data_fingerprint"],
+            "same": facts_a["data_fingerprint"] == facts_b["data_fingerprint"],
+        },
         "code_versions": _differences(facts_a["code_versions"], facts_b["code_versions"]),
-        "metrics": {name: {"a": facts_a["metrics"].get(name), "b": facts_b["metrics"].get(name)}
-                    for name in sorted(set(facts_a["metrics"]) | set(facts_b["metrics"]))},
-        "length_buckets": {bucket: {"a": facts_a["length_buckets"].get(bucket),
-                                    "b": facts_b["length_buckets"].get(bucket)}
-                           for bucket in sorted(set(facts_a["length_buckets"]) | set(facts_b["length_buckets"]),
-                                                key=lambda name: parse_bucket_dir(name) or 0)},
+        "metrics": {
+            name: {"a": facts_a["metrics"].get(name), "b": facts_b["metrics"].get(name)}
+            for name in sorted(set(facts_a["metrics"]) | set(facts_b["metrics"]))
+        },
+        "length_buckets": {
+            bucket: {"a": facts_a["length_buckets"].get(bucket), "b": facts_b["length_buckets"].get(bucket)}
+            for bucket in sorted(
+                set(facts_a["length_buckets"]) | set(facts_b["length_buckets"]),
+                key=lambda name: parse_bucket_dir(name) or 0,
+            )
+        },
         "blessed": {"a": facts_a["blessed"], "b": facts_b["blessed"]},
         "pushed_version": {"a": facts_a["pushed_version"], "b": facts_b["pushed_version"]},
     }
@@ -247,5 +300,7 @@ def format_diff(diff: dict[str, Any]) -> str:
             label = f"{bucket} ({_value(bucket_a.get('examples'))}/{_value(bucket_b.get('examples'))})"
             lines.append(row(label, bucket_a.get("accuracy"), bucket_b.get("accuracy")))
     lines.append(f"blessed: {_value(diff['blessed']['a'])} -> {_value(diff['blessed']['b'])}")
-    lines.append(f"pushed version: {_value(diff['pushed_version']['a'])} -> {_value(diff['pushed_version']['b'])}")
+    lines.append(
+        f"pushed version: {_value(diff['pushed_version']['a'])} -> {_value(diff['pushed_version']['b'])}"
+    )
     return "\n".join(lines)

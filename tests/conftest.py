@@ -40,17 +40,32 @@ def offline_hooks(tmp_path) -> Path:
     return folder
 
 SYSTEM = Path(__file__).parent / "system"
-# `make test-fast` runs tests/unit and these two end-to-end tests (one run on the sample, then a fully cached run).
+# `make test-fast` runs tests/unit and these two end-to-end tests (one run on the sample, then a fully cached
+# run).
 FAST_SYSTEM_TESTS = {"test_e2e": {"test_full_run_reports_every_step_and_pushes_version_1",
                                   "test_second_run_reuses_every_step_in_seconds"}}
 
 
+# The order `make test` hands the files to its two processes (pytest-xdist, a whole file each: --dist
+# loadfile --no-loadscope-reorder; xdist's default order, the files with the most tests first, put the files
+# of one long test last, and one process worked alone for minutes at the end). The longest files go first, so
+# the short ones fill in at the end (longest processing time first); files not listed follow in their usual
+# order, the unit tests last. By the seconds of a full run on 2 cores (--durations), longest first.
+LONGEST_FIRST = ("test_e2e", "test_retention", "test_faults", "test_dask_scale", "test_drift_episode",
+                 "test_retune_warm_start", "test_beam_engines", "test_warm_start_lineage", "test_unattended",
+                 "test_spans", "test_rollback", "test_tuner_trainer", "test_multi_worker", "test_embeddings",
+                 "test_evaluator_pusher", "test_export", "test_span_quarantine", "test_stops", "test_install")
+
+
 def pytest_collection_modifyitems(items):
-    """Every test under tests/system/ is marked slow, but for FAST_SYSTEM_TESTS."""
+    """Every test under tests/system/ is marked slow, but for FAST_SYSTEM_TESTS; the files in LONGEST_FIRST
+    order, then the others as collected (a stable sort: the tests of a file keep their order)."""
     for item in items:
         fast = item.originalname in FAST_SYSTEM_TESTS.get(item.path.stem, ())
         if SYSTEM in item.path.parents and not fast:
             item.add_marker(pytest.mark.slow)
+    rank = {stem: index for index, stem in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ found exactly once in its file (checked for every selected mutation before anyth
 
     python tools/mutants.py                 all mutations
     python tools/mutants.py --fast          those marked fast (each test under ~20 s; CI, under 3 minutes)
+    python tools/mutants.py --fast -j 2     the same, two mutations at a time (make mutants-fast)
     python tools/mutants.py --only NAME     one mutation (repeatable)
     python tools/mutants.py --list          the table: name, fast, file, what breaks, tests
     python tools/mutants.py --baseline      the selected mutations' tests on the unmutated copy: all must pass
@@ -24,11 +25,11 @@ found exactly once in its file (checked for every selected mutation before anyth
 Adding a mutation
 -----------------
 1. Pick one behaviour a user relies on (not a line of code): "an unchanged span is reused, not re-read".
-2. Break it the way a plausible bug would, with the smallest edit: append a `Mutation` to MUTATIONS with a
-   `name` (snake_case, says what is now wrong), the `file` (relative to the repository root), an `old` snippet
-   that occurs exactly once in that file (long enough to stay unique; when a refactor moves the code, the
-   harness fails loudly and only `file` or `old` needs updating), its `new` replacement, `breaks` (one line:
-   what a user would see), and `tests` (pytest node ids, as few as catch it).
+2. Break it the way a plausible bug would, with the smallest edit: append a `Mutation` to MUTATIONS (in
+   tools/mutations.py) with a `name` (snake_case, says what is now wrong), the `file` (relative to the
+   repository root), an `old` snippet that occurs exactly once in that file (long enough to stay unique; when
+   a refactor moves the code, the harness fails loudly and only `file` or `old` needs updating), its `new`
+   replacement, `breaks` (one line: what a user would see), and `tests` (pytest node ids, as few as catch it).
 3. Run `python tools/mutants.py --only NAME`: it must say `caught`. If it says SURVIVED, strengthen a test so
    that it observes the effect (weights, bytes, rows, processes, files), not what the code reports about
    itself (a property, a log line, a history field written from the same variable).
@@ -38,209 +39,19 @@ Adding a mutation
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mutations import DEFAULT_TIMEOUT, MUTATIONS, Mutation
+
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_TIMEOUT = 900  # seconds per mutation (its tests together)
-
-
-@dataclass(frozen=True)
-class Mutation:
-    name: str
-    file: str
-    old: str
-    new: str
-    breaks: str
-    tests: tuple[str, ...]
-    fast: bool = False
-    timeout: int = DEFAULT_TIMEOUT
-
-
-MUTATIONS: list[Mutation] = [
-    # ------------------------------------------------------------------------------------------ ingest
-    Mutation(
-        name="ingest_ignores_beam_args",
-        file="components/ingest/executor.py",
-        old="with beam.Pipeline(options=pipeline_options(runtime.beam_args)) as pipeline:\n"
-            "        if from_csv:",
-        new="with beam.Pipeline(options=pipeline_options(())) as pipeline:\n        if from_csv:",
-        breaks="--direct_running_mode=multi_processing (any --beam-arg) silently runs ingest in_memory",
-        tests=("tests/system/test_determinism.py::"
-               "test_ingest_twice_in_either_runner_mode_gives_identical_examples",),
-    ),
-    Mutation(
-        name="split_hash_salted_per_process",
-        file="components/ingest/executor.py",
-        old='digest = hashlib.sha256(f"{label}\\x1f{title}\\x1f{description}".encode("utf-8")).digest()\n'
-            '    return int.from_bytes(digest[:8], "big") / 2.0 ** 64',
-        new='return (hash((label, title, description)) % 2 ** 32) / 2.0 ** 32',
-        breaks="a row's eval/train split depends on the process (Python's salted hash): eval changes per run",
-        tests=("tests/unit/test_ingest.py::test_a_row_lands_in_the_same_split_in_every_process",),
-        fast=True,
-    ),
-    Mutation(
-        name="out_of_range_class_not_quarantined",
-        file="library/ag_news_csv.py",
-        old="if not 1 <= class_id <= NUM_CLASSES:",
-        new="if class_id < 1:",
-        breaks="a row of class 5 or 9 is ingested with label 4 or 8 instead of being quarantined",
-        tests=("tests/unit/test_ingest.py::"
-               "test_every_kind_of_bad_row_is_quarantined_and_every_good_row_arrives",),
-        fast=True,
-    ),
-    Mutation(
-        name="unchanged_span_is_reread",
-        file="components/ingest/span_reuse.py",
-        old='if earlier and earlier["reuse_key"] == key and (kept / COUNTS_FILE).is_file():',
-        new="if False:",
-        breaks="every retrain re-reads every span of the window instead of linking the unchanged ones",
-        tests=("tests/system/test_spans.py::"
-               "test_ingest_reuses_unchanged_spans_as_hard_links_and_metrics_keep_the_last_success",),
-    ),
-    # ------------------------------------------------------------------------------------------ validate
-    Mutation(
-        name="drift_threshold_read_as_percent",
-        file="library/drift.py",
-        old="values[name] > thresholds[name]",
-        new="values[name] > thresholds[name] * 100",
-        breaks="a span whose label shares moved by 0.4 (threshold 0.1) is not flagged as drifted",
-        tests=("tests/system/test_spans.py::test_drift_measures",),
-        fast=True,
-    ),
-    Mutation(
-        name="drift_only_warns_when_asked_to_fail",
-        file="components/validate/span_checks.py",
-        old='if any(row["drift"] for row in checks) and config.on_drift == "fail":',
-        new='if any(row["drift"] for row in checks) and config.on_drift == "never":',
-        breaks="with validate.on_drift=fail a drifted span only warns; the retrain trains and pushes on it",
-        tests=("tests/system/test_spans.py::test_a_drifted_newest_span_warns_or_fails_as_configured",),
-    ),
-    # ------------------------------------------------------------------------------------------ transform
-    Mutation(
-        name="vocabulary_from_all_splits",
-        file="components/transform/executor.py",
-        old='(train_transformed, transformed_metadata), transform_fn = (\n'
-            '                (raw["train"], sources["train"].TensorAdapterConfig())\n'
-            '                | "AnalyzeAndTransformTrain" >> '
-            'tft_beam.AnalyzeAndTransformDataset(make_preprocessing_fn(config)))',
-        new='transform_fn = (\n'
-            '                ((raw["train"], raw["eval"], raw["test"]) | "AllSplits" >> beam.Flatten(),\n'
-            '                 sources["train"].TensorAdapterConfig())\n'
-            '                | "AnalyzeAll" >> tft_beam.AnalyzeDataset(make_preprocessing_fn(config)))\n'
-            '            train_transformed, transformed_metadata = (\n'
-            '                ((raw["train"], sources["train"].TensorAdapterConfig()), transform_fn)\n'
-            '                | "TransformTrain" >> tft_beam.TransformDataset())',
-        breaks="the vocabulary is built from eval and test too: held-out words leak into the model's input",
-        tests=("tests/unit/test_transform.py::test_vocabulary_is_built_from_the_train_split_only",),
-    ),
-    Mutation(
-        name="no_length_bucketing",
-        file="components/transform/executor.py",
-        old="return bucket_of(encoded[0], upper_bounds), encoded[2]",
-        new="return bucket_of(upper_bounds[-1], upper_bounds), encoded[2]",
-        breaks="every example is written to the last (longest) bucket: batches pad short texts to max_length",
-        tests=("tests/unit/test_transform.py::test_examples_are_in_the_bucket_of_their_length",),
-    ),
-    Mutation(
-        name="bucket_upper_bound_exclusive",
-        file="library/layouts.py",
-        old="bisect.bisect_left(upper_bounds, length)",
-        new="bisect.bisect_right(upper_bounds, length)",
-        breaks="a text of exactly a bucket's bound (8 tokens) lands in the next bucket and is padded to 16",
-        tests=("tests/unit/test_transform.py::test_bucket_index_uses_inclusive_upper_bounds",),
-        fast=True,
-    ),
-    # ------------------------------------------------------------------------------------------ tuner
-    Mutation(
-        name="tuner_scores_on_train",
-        file="components/tuner/executor.py",
-        old=('scored = bucketed_batches(examples_dir, "eval", EVAL_BATCH_SIZE, shuffle=False, '
-             'examples=evaluation)'),
-        new=('scored = bucketed_batches(examples_dir, "train", EVAL_BATCH_SIZE, shuffle=False, '
-             'examples=train)'),
-        breaks="trials are scored on the rows they trained on: the search picks the model that overfits most",
-        tests=("tests/system/test_tuner_trainer.py::"
-               "test_random_search_scores_on_eval_and_writes_its_outputs",),
-        fast=True,
-    ),
-    # ------------------------------------------------------------------------------------------ trainer
-    Mutation(
-        name="embedding_trainable_while_frozen",
-        file="components/trainer/executor.py",
-        old='chosen_values["embedding_trainable"] = frozen_epochs == 0',
-        new='chosen_values["embedding_trainable"] = frozen_epochs < config.epochs',
-        breaks="with embeddings_trainable='after_epochs N' the pretrained vectors are tuned from epoch 1",
-        tests=("tests/system/test_embeddings.py::test_fine_tuned_and_unfrozen_after_epochs",),
-    ),
-    Mutation(
-        name="warm_start_ignores_its_patience",
-        file="components/trainer/executor.py",
-        old="patience = config.warm_start_patience if warm else config.early_stopping_patience",
-        new="patience = config.early_stopping_patience",
-        breaks="a warm-started run trains on for early_stopping_patience epochs after its best instead of "
-               "warm_start_patience",
-        tests=("tests/system/test_retune_warm_start.py::"
-               "test_a_warm_started_run_ends_after_its_own_patience_where_a_fresh_run_goes_on",),
-        fast=True,
-    ),
-    # ------------------------------------------------------------------------------- evaluator, pusher
-    Mutation(
-        name="min_accuracy_not_enforced",
-        file="components/evaluator/executor.py",
-        old="lower_bound=wrappers_pb2.DoubleValue(value=config.min_accuracy)",
-        new="lower_bound=wrappers_pb2.DoubleValue(value=0.0)",
-        breaks="a model below evaluator.min_accuracy is blessed (and pushed)",
-        tests=("tests/system/test_evaluator_pusher.py::test_below_min_accuracy_is_not_blessed",),
-    ),
-    Mutation(
-        name="push_duplicates_the_same_model",
-        file="components/pusher/executor.py",
-        old="adopted = served_version_of(serving_dir, model_fingerprint)",
-        new="adopted = None",
-        breaks="pushing the model the newest version already holds publishes it again as a new version",
-        tests=("tests/system/test_evaluator_pusher.py::"
-               "test_a_model_is_published_once_however_often_it_is_pushed",),
-        fast=True,
-    ),
-    # ------------------------------------------------------------------------------------------ runner
-    Mutation(
-        name="cache_key_ignores_step_config",
-        file="pipeline/step_execution.py",
-        old='"config": json.loads(json.dumps(dataclasses.asdict(step_cfg), default=str)),',
-        new='"config": None,',
-        breaks="changing a step's configuration section reuses its cached output instead of re-running it",
-        tests=("tests/unit/test_runner.py::"
-               "test_second_run_reuses_every_step_and_config_change_reruns_only_downstream",),
-        fast=True,
-    ),
-    Mutation(
-        name="corrupted_span_not_checked",
-        file="components/validate/span_checks.py",
-        old='bad_rows=span_counts.get(span, {}).get("quarantined_rows"))',
-        new="bad_rows=None)",
-        breaks="a stream's span full of bad rows is trained on instead of quarantined",
-        tests=("tests/unit/test_span_states.py::"
-               "test_a_corrupted_span_of_a_stream_is_refused_by_validate_not_failed_by_ingest",),
-        fast=True,
-    ),
-    # ------------------------------------------------------------------------------------------ serving
-    Mutation(
-        name="batch_answers_not_split_back",
-        file="apps/serving/batching.py",
-        old="array[start:start + task.rows]",
-        new="array[:task.rows]",
-        breaks="requests merged into one model call each get the batch's first rows instead of their own",
-        tests=("tests/system/test_serve_batching.py::"
-               "test_concurrent_requests_are_merged_into_one_model_call_and_split_back",),
-    ),
-]
 
 
 def check_snippets(mutations: list[Mutation], root: Path = ROOT) -> list[str]:
@@ -367,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
     parser.add_argument("--baseline", action="store_true",
                         help="run the selected mutations' tests without any mutation; they must all pass")
+    parser.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
+                        help="run N mutations at once (each in its own copy; make mutants-fast uses 2)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show the pytest output of every mutation")
     args = parser.parse_args(argv)
@@ -390,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline:
         return 0 if run_baseline(selected, files) else 1
     started = time.monotonic()
-    statuses = [run_mutation(m, files, args.verbose) for m in selected]
+    # Each mutation runs in its own copy and its own pytest process, so N of them can run at once (threads
+    # only wait for their subprocess); lines come in the order the mutations finish.
+    with concurrent.futures.ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        statuses = list(pool.map(lambda m: run_mutation(m, files, args.verbose), selected))
     caught = statuses.count("caught")
     print(f"{caught} of {len(statuses)} mutations caught in {time.monotonic() - started:.0f}s", flush=True)
     return 0 if caught == len(statuses) else 1

@@ -33,17 +33,24 @@ EXIT_MEANINGS = {
     EXIT_TOO_FEW_SPANS: "fewer spans in the window than ingest.window.min_spans; nothing ran",
     EXIT_SPAN_NOT_FOUND: "the span pinned by --span / --date is not in the stream; nothing ran",
     EXIT_DRIFT: "validate refused a span (drift with validate.on_drift=fail, or a data-quality check with "
-                "validate.on_quality=fail): it is quarantined (`agnews-pipeline spans`); nothing trained or pushed",
-    EXIT_BACKFILL: ("backfill refused: the pinned window (--span/--date) ends before the served model's newest "
-                    "span; nothing trained or pushed"),
+    "validate.on_quality=fail): it is quarantined (`agnews-pipeline spans`); nothing trained or pushed",
+    EXIT_BACKFILL: (
+        "backfill refused: the pinned window (--span/--date) ends before the served model's newest "
+        "span; nothing trained or pushed"
+    ),
     EXIT_DEADLINE: "ended by --deadline (pipeline.deadline); completed steps are kept",
     EXIT_INTERRUPTED: "interrupted by SIGINT; completed steps are kept",
     EXIT_TERMINATED: "interrupted by SIGTERM; completed steps are kept",
 }
 
 # A failure's kind (ComponentError.kind) -> its exit code; any other failure is EXIT_FAILED.
-EXIT_FOR_KIND = {"too_few_spans": EXIT_TOO_FEW_SPANS, "span_not_found": EXIT_SPAN_NOT_FOUND, "drift": EXIT_DRIFT,
-                 "data_quality": EXIT_DRIFT, "backfill_older_than_served": EXIT_BACKFILL}
+EXIT_FOR_KIND = {
+    "too_few_spans": EXIT_TOO_FEW_SPANS,
+    "span_not_found": EXIT_SPAN_NOT_FOUND,
+    "drift": EXIT_DRIFT,
+    "data_quality": EXIT_DRIFT,
+    "backfill_older_than_served": EXIT_BACKFILL,
+}
 
 
 def exit_codes_help() -> str:

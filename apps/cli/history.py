@@ -6,6 +6,7 @@ import json
 import time
 
 from apps.cli.exit_codes import EXIT_OK
+from apps.cli.utils import print_listing
 from contract.units import format_duration
 from pipeline import headlines
 
@@ -28,20 +29,12 @@ def _format_value(value) -> str:
 def cmd_runs(args, config) -> int:
     from pipeline.views import run_rows
     rows = run_rows(config.pipeline_root(), args.limit)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return EXIT_OK
-    if not rows:
-        print(f"no runs under {config.pipeline_root()}")
-        return EXIT_OK
     # The headline columns follow the run's own.
     header = ("run", "command", "started", "duration", "status", "cached", *headlines.RUN_COLUMNS)
-    table = [header] + [(r["id"], r["command"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started"])),
-                         _format_duration(r["duration"]), r["status"], f"{r['cached']}/{r['steps']}",
-                         *(_format_value(r[column]) for column in headlines.RUN_COLUMNS)) for r in rows]
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    print_listing(rows, args.json, f"no runs under {config.pipeline_root()}", header, lambda r: (
+        r["id"], r["command"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started"])),
+        _format_duration(r["duration"]), r["status"], f"{r['cached']}/{r['steps']}",
+        *(_format_value(r[column]) for column in headlines.RUN_COLUMNS)))
     return EXIT_OK
 
 

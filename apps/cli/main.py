@@ -19,8 +19,8 @@ from apps.cli.predict import cmd_predict
 from apps.cli.run import cmd_run, cmd_train_worker
 from apps.cli.serve import cmd_serve
 from apps.cli.spans import cmd_spans
-from apps.cli.utils import UsageError, library_output
-from contract.config import ConfigError
+from apps.cli.utils import UsageError, existing_root, library_output
+from contract.config_checks import ConfigError
 from contract.config_loading import load_config
 from pipeline import interrupts
 from pipeline.logs import Console
@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write_metrics(args, code: int, started: float) -> None:
-    """--metrics-file, whatever the outcome; a file that cannot be written is one line, not a new exit code."""
+    """--metrics-file, whatever the outcome; a file that cannot be written is one line, not a new exit
+    code."""
     from apps.job_metrics import write_job_metrics
     try:
         config = config_from_args(args)
@@ -48,8 +49,10 @@ def _write_metrics(args, code: int, started: float) -> None:
                           ended=time.time(), root=config.pipeline_root(), serving_dir=config.serving_dir(),
                           spans=_span_states(config))
     except OSError as error:
-        print(f"{args.command}: could not write --metrics-file {args.metrics_file}: {error.strerror or error}",
-              file=sys.stderr)
+        print(
+            f"{args.command}: could not write --metrics-file {args.metrics_file}: {error.strerror or error}",
+            file=sys.stderr,
+        )
 
 
 def _span_states(config) -> list:
@@ -88,6 +91,8 @@ def _main(args: argparse.Namespace) -> int:
             return cmd_run(args, config, console)
         if args.command in ("serve", "embeddings"):
             return {"serve": cmd_serve, "embeddings": cmd_embeddings}[args.command](args, config, console)
+        # Read what runs left (or change it): never on a root that does not exist, which would create it.
+        existing_root(config.pipeline_root())
         return {"runs": cmd_runs, "show": cmd_show, "gc": cmd_gc, "diff": cmd_diff,
                 "spans": cmd_spans, "rollback": cmd_rollback}[args.command](args, config)
     except ConfigError as error:
@@ -100,7 +105,11 @@ def _main(args: argparse.Namespace) -> int:
         console.error(f"{args.command}: {error}")
         return EXIT_LOCKED
     except KeyboardInterrupt as error:
-        kept = "; completed steps are kept and the next run reuses them" if args.command in ("run", "retrain") else ""
+        kept = (
+            "; completed steps are kept and the next run reuses them"
+            if args.command in ("run", "retrain")
+            else ""
+        )
         console.error(f"{args.command}: interrupted by {interrupts.name()}{kept}")
         return interrupts.exit_code(error)
     except Exception as error:  # one readable line instead of a traceback wall

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from apps.cli.exit_codes import EXIT_OK
 from apps.cli.utils import UsageError, check_root, library_output
-from contract.config import ConfigError
+from contract.config_checks import ConfigError
 from pipeline.logs import Console
 
 
@@ -19,7 +19,9 @@ def cmd_embeddings(args, config, console: Console) -> int:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     out = Path(args.out)
     if out.suffix not in embeddings.OUTPUT_SUFFIXES:
-        raise ConfigError(f"--out must end in one of {', '.join(embeddings.OUTPUT_SUFFIXES)}, got {out.name!r}")
+        raise ConfigError(
+            f"--out must end in one of {', '.join(embeddings.OUTPUT_SUFFIXES)}, got {out.name!r}"
+        )
     examples_dir, transform = run_train_text_source(config.pipeline_root(), args.from_run)
     with library_output(args, console):
         sentences = embeddings.tokenized_split(examples_dir, "train", transform["text_features"],
@@ -28,9 +30,14 @@ def cmd_embeddings(args, config, console: Console) -> int:
                                             min_count=args.min_count, epochs=args.word2vec_epochs,
                                             seed=config.pipeline.seed)
         written = embeddings.save_vectors(vectors, out)
-    console.event("result", f"embeddings: {len(vectors.index_to_key)} words x {vectors.vector_size} dimensions from "
-          f"{len(sentences)} train texts of run {args.from_run} -> {out} ({written}); "
-          f"use it with --pretrained-embeddings {out}", path=str(out), words=len(vectors.index_to_key))
+    console.event(
+        "result",
+        f"embeddings: {len(vectors.index_to_key)} words x {vectors.vector_size} dimensions from "
+        f"{len(sentences)} train texts of run {args.from_run} -> {out} ({written}); "
+        f"use it with --pretrained-embeddings {out}",
+        path=str(out),
+        words=len(vectors.index_to_key),
+    )
     return EXIT_OK
 
 
@@ -44,8 +51,13 @@ def cmd_gc(args, config) -> int:
         raise UsageError(f"--keep must be at least 1 (got {keep}): the newest run is always kept")
     check_root(config.pipeline_root())
     with root_lock(config.pipeline_root()):
-        removed = collect_garbage(config.pipeline_root(), keep, dry_run=args.dry_run,
-                                  serving_dir=config.serving_dir(), served_versions=config.retention.served_versions)
+        removed = collect_garbage(
+            config.pipeline_root(),
+            keep,
+            dry_run=args.dry_run,
+            serving_dir=config.serving_dir(),
+            served_versions=config.retention.served_versions,
+        )
     verb = "would delete" if args.dry_run else "deleted"
     for path in removed:
         print(f"{verb} {path}")

@@ -10,7 +10,7 @@ from apps.cli.exit_codes import exit_codes_help
 from apps.cli.serve import UNBATCHED_THREADS
 from apps.serving.batching import BatchingOptions  # standard library only
 from apps.serving.policy import POLICY_HELP
-from contract.config import ConfigError
+from contract.config_checks import ConfigError
 from contract.config_loading import default_config_file, load_config
 from contract.units import parse_duration
 from library.models import architecture_names  # the registry; imports no Keras
@@ -65,15 +65,27 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser, partial_runs: bool) -> 
                                          f"{default_config_file()})")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override any configuration value, e.g. --set transform.vocab_size=10000")
-    parser.add_argument("--data", help="'tfds' (TensorFlow Datasets ag_news_subset) or 'csv:DIR': DIR holds "
-                                       "train.csv and test.csv, or is a stream of spans: test.csv beside dated "
-                                       "or numbered span subfolders (2026-12-01/train.csv, ...), of which a "
-                                       "window is trained on (ingest.window)")
-    parser.add_argument("--span", metavar="NAME", help="pin the newest span of a stream (ingest.window.newest)")
-    parser.add_argument("--date", metavar="YYYY-MM-DD",
-                        help="pin the newest span by its date, e.g. the scheduled date (ingest.window.newest)")
-    parser.add_argument("--eval-fraction", type=float, help="share of the train source used as the eval split")
-    parser.add_argument("--max-bad-fraction", type=float, help="fail ingest above this share of quarantined rows")
+    parser.add_argument(
+        "--data",
+        help="'tfds' (TensorFlow Datasets ag_news_subset) or 'csv:DIR': DIR holds "
+        "train.csv and test.csv, or is a stream of spans: test.csv beside dated "
+        "or numbered span subfolders (2026-12-01/train.csv, ...), of which a "
+        "window is trained on (ingest.window)",
+    )
+    parser.add_argument(
+        "--span", metavar="NAME", help="pin the newest span of a stream (ingest.window.newest)"
+    )
+    parser.add_argument(
+        "--date",
+        metavar="YYYY-MM-DD",
+        help="pin the newest span by its date, e.g. the scheduled date (ingest.window.newest)",
+    )
+    parser.add_argument(
+        "--eval-fraction", type=float, help="share of the train source used as the eval split"
+    )
+    parser.add_argument(
+        "--max-bad-fraction", type=float, help="fail ingest above this share of quarantined rows"
+    )
     parser.add_argument("--model", choices=architecture_names(), help="architecture to tune and train")
     parser.add_argument("--tuning-trials", type=int, help="KerasTuner trial budget")
     parser.add_argument("--tuning-epochs", type=int, help="max epochs per tuning trial")
@@ -85,8 +97,11 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser, partial_runs: bool) -> 
                         help="train from freshly initialised weights, not from the blessed model (= --set "
                              "trainer.warm_start=false)")
     parser.add_argument("--epochs", type=int, help="training epochs for the final model")
-    parser.add_argument("--pretrained-embeddings", metavar="PATH",
-                        help="start the embedding from these word vectors (word2vec, GloVe, fastText .vec, .kv)")
+    parser.add_argument(
+        "--pretrained-embeddings",
+        metavar="PATH",
+        help="start the embedding from these word vectors (word2vec, GloVe, fastText .vec, .kv)",
+    )
     parser.add_argument("--min-accuracy", type=float, help="absolute test accuracy needed for blessing")
     parser.add_argument("--pipeline-root", help="where artifacts and the metadata store live "
                                                 "(default ./pipeline_root)")
@@ -94,15 +109,20 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser, partial_runs: bool) -> 
                                               "(default <pipeline root>/serving/agnews)")
     parser.add_argument("--beam-arg", action="append", metavar="FLAG",
                         help="pass a flag to Beam, e.g. --beam-arg=--direct_running_mode=multi_processing")
-    parser.add_argument("--beam-runner", choices=("direct", "dask"),
-                        help="where the Beam steps run: direct (default) or dask (a dask.distributed cluster)")
+    parser.add_argument(
+        "--beam-runner",
+        choices=("direct", "dask"),
+        help="where the Beam steps run: direct (default) or dask (a dask.distributed cluster)",
+    )
     parser.add_argument("--dask-address", metavar="tcp://HOST:PORT",
                         help="dask scheduler for --beam-runner dask (default: a local cluster per step)")
     parser.add_argument("--dask-workers", type=int, metavar="N",
                         help="worker processes of the local dask cluster (default 2)")
     if partial_runs:
         _add_step_range_flags(parser)
-    parser.add_argument("--no-cache", action="store_true", help="run every step even if a cached result exists")
+    parser.add_argument(
+        "--no-cache", action="store_true", help="run every step even if a cached result exists"
+    )
     parser.add_argument("--rerun", action="append", default=[], choices=dag.STEP_NAMES,
                         help="run this step even if cached (later steps re-run when their inputs change)")
     parser.add_argument("--lock-timeout", type=duration_flag, default=0.0, metavar="DURATION",
@@ -111,70 +131,119 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser, partial_runs: bool) -> 
     parser.add_argument("--metrics-file", metavar="PATH",
                         help="write job metrics in Prometheus' text format to PATH when the command ends "
                              "(e.g. node_exporter's textfile collector folder/agnews.prom)")
-    parser.add_argument("--deadline", metavar="DURATION",
-                        help="end the run cleanly, like SIGTERM, once it has run this long (pipeline.deadline): "
-                             f"{DURATION_HELP}; exit {interrupts.EXIT_DEADLINE}, the run marked timed_out")
+    parser.add_argument(
+        "--deadline",
+        metavar="DURATION",
+        help="end the run cleanly, like SIGTERM, once it has run this long (pipeline.deadline): "
+        f"{DURATION_HELP}; exit {interrupts.EXIT_DEADLINE}, the run marked timed_out",
+    )
     _add_output_flags(parser)
 
 
 def _add_step_range_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", choices=dag.STEP_NAMES, help="stop after this step")
-    parser.add_argument("--from", dest="from_step", choices=dag.STEP_NAMES,
-                        help="start at this step; earlier steps are not run, their outputs come from their newest "
-                             "successful execution with the same cache key")
+    parser.add_argument(
+        "--from",
+        dest="from_step",
+        choices=dag.STEP_NAMES,
+        help="start at this step; earlier steps are not run, their outputs come from their newest "
+        "successful execution with the same cache key",
+    )
     parser.add_argument("--only", choices=dag.STEP_NAMES, help="run this one step (--from STEP --until STEP)")
 
 
 def _add_output_flags(parser: argparse.ArgumentParser, log_file: bool = False) -> None:
-    parser.add_argument("--verbose", action="store_true",
-                        help="also show the libraries' output (TensorFlow, Beam, Keras, KerasTuner) live on stderr"
-                             + ("" if log_file else "; it is always kept in runs/<run_id>/logs/<step>.log"))
-    parser.add_argument("--log-format", choices=LOG_FORMATS, default="text",
-                        help="text (default) or json: one JSON object per line (time, level, run_id, step, event, "
-                             "message, fields)")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show the libraries' output (TensorFlow, Beam, Keras, KerasTuner) live on stderr"
+        + ("" if log_file else "; it is always kept in runs/<run_id>/logs/<step>.log"),
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text (default) or json: one JSON object per line (time, level, run_id, step, event, "
+        "message, fields)",
+    )
     if log_file:
-        parser.add_argument("--log-file", metavar="PATH",
-                            help="keep the libraries' output in this file (default: not kept; --verbose shows it)")
+        parser.add_argument(
+            "--log-file",
+            metavar="PATH",
+            help="keep the libraries' output in this file (default: not kept; --verbose shows it)",
+        )
+
+
+def _command(commands, name: str, help_text: str, **options) -> argparse.ArgumentParser:
+    """A sub-command whose --help starts with its one-line description."""
+    return commands.add_parser(name, help=help_text, description=help_text, **options)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every sub-command with its flags; each --help lists only the flags its command accepts."""
     parser = argparse.ArgumentParser(prog="agnews-pipeline", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_run_commands(commands)
+    _add_predict(commands)
+    _add_serve(commands)
+    _add_embeddings(commands)
+    _add_train_worker(commands)
+    _add_spans(commands)
+    _add_store_commands(commands)
+    return parser
 
-    def command(name: str, help_text: str, **options) -> argparse.ArgumentParser:
-        """A sub-command whose --help starts with its one-line description."""
-        return commands.add_parser(name, help=help_text, description=help_text, **options)
 
-    run = command("run", "run the pipeline: ingest -> ... -> pusher, reusing cached steps",
-                  epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+def _add_run_commands(commands) -> None:
+    """`run` and `retrain`, whose --help ends with the exit codes."""
+    run = _command(commands, "run", "run the pipeline: ingest -> ... -> pusher, reusing cached steps",
+                   epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_pipeline_flags(run, partial_runs=True)
 
-    retrain = command("retrain", "scheduled retraining: the whole pipeline under the root's lock, skipped when "
-                      "the data is unchanged; pushes only a blessed model",
-                      epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    retrain = _command(commands, "retrain", "scheduled retraining: the whole pipeline under the root's lock, "
+                       "skipped when the data is unchanged; pushes only a blessed model",
+                       epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_pipeline_flags(retrain, partial_runs=False)
     retrain.add_argument("--force", action="store_true", help="run even if the data has not changed")
 
-    predict = command("predict", "classify raw text lines or an AG News CSV with a SavedModel")
+
+def _add_predict(commands) -> None:
+    predict = _command(commands, "predict", "classify raw text lines or an AG News CSV with a SavedModel")
     predict.add_argument("--model-dir", required=True, help="a pushed version folder or a SavedModel folder")
-    predict.add_argument("--input", default="-", help="text file (one text per line) or AG News CSV; - = stdin")
+    predict.add_argument(
+        "--input", default="-", help="text file (one text per line) or AG News CSV; - = stdin"
+    )
     predict.add_argument("--output", default="-", help="JSON lines output file; - = stdout")
     predict.add_argument("--batch-size", type=int, default=256)
     predict.add_argument("--line-numbers", action="store_true",
                          help="add the input line number to each output row ({\"line\": N, ...})")
     _add_output_flags(predict, log_file=True)
 
-    serve = command("serve", "serve the pushed models over TF Serving's REST API")
+
+def _add_serve(commands) -> None:
+    serve = _command(commands, "serve", "serve the pushed models over TF Serving's REST API")
     serve.add_argument("--config", help="YAML configuration file (its pusher.serving_dir is served)")
     serve.add_argument("--pipeline-root", help="default ./pipeline_root")
-    serve.add_argument("--serving-dir", help="folder of numeric versions (default <pipeline root>/serving/agnews)")
-    serve.add_argument("--model-name", default="agnews", help="the name in /v1/models/<name> (default agnews)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8501, help="TF Serving's REST port by default; 0 = any free port")
-    serve.add_argument("--poll-seconds", type=duration_flag, default=1.0, metavar="DURATION",
-                       help="how often to look for new versions and a changed --version-labels file (default 1); "
-                            f"{DURATION_HELP}")
+    serve.add_argument(
+        "--serving-dir", help="folder of numeric versions (default <pipeline root>/serving/agnews)"
+    )
+    serve.add_argument(
+        "--model-name", default="agnews", help="the name in /v1/models/<name> (default agnews)"
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=8501, help="TF Serving's REST port by default; 0 = any free port"
+    )
+    serve.add_argument(
+        "--poll-seconds",
+        type=duration_flag,
+        default=1.0,
+        metavar="DURATION",
+        help="how often to look for new versions and a changed --version-labels file (default 1); "
+        f"{DURATION_HELP}",
+    )
     serve.add_argument("--model-version-policy", default="latest", metavar="POLICY",
                        help=f"versions to keep loaded (TF Serving's model_version_policy): {POLICY_HELP}; "
                             "default latest")
@@ -182,66 +251,116 @@ def build_parser() -> argparse.ArgumentParser:
                        help="YAML or JSON file {label: version} for /v1/models/<name>/labels/<label>, e.g. "
                             "'stable: 3'; re-read when it changes")
     serve.add_argument("--max-request-bytes", type=int, default=8 << 20, help="larger bodies get 413")
+    _add_batching_flags(serve)
+    _add_output_flags(serve, log_file=True)
+
+
+def _add_batching_flags(serve: argparse.ArgumentParser) -> None:
     # TF Serving's batching parameters (--enable_batching, --batching_parameters_file), as flags.
     batching = BatchingOptions()
     serve.add_argument("--no-batching", action="store_true",
                        help="run every request alone instead of merging concurrent ones into one model call")
     serve.add_argument("--max-batch-size", type=int, default=batching.max_batch_size,
                        help=f"most rows in one model call (default {batching.max_batch_size})")
-    serve.add_argument("--batch-timeout-micros", type=int, default=batching.batch_timeout_micros,
-                       help="longest wait for more requests before a batch thread takes a partly filled batch, "
-                            "only under load (a batch running, or requests faster than one per timeout): a lone "
-                            f"request never waits (default {batching.batch_timeout_micros}; 100000 or more: every "
-                            "request waits, as in TF Serving)")
-    serve.add_argument("--max-enqueued-batches", type=int, default=batching.max_enqueued_batches,
-                       help="batches' worth of rows (x --max-batch-size, also with --no-batching) a version's "
-                            f"queue holds before answering 503 (default {batching.max_enqueued_batches})")
-    serve.add_argument("--max-queue-delay-ms", type=float, default=batching.max_queue_delay_ms, metavar="MS",
-                       help="answer 503 at arrival when the queue's estimated wait (queued rows x recent seconds "
-                            f"per row / batch threads) is over this (default {batching.max_queue_delay_ms:g}; "
-                            "0: no check by time, only --max-enqueued-batches)")
+    serve.add_argument(
+        "--batch-timeout-micros",
+        type=int,
+        default=batching.batch_timeout_micros,
+        help="longest wait for more requests before a batch thread takes a partly filled batch, "
+        "only under load (a batch running, or requests faster than one per timeout): a lone "
+        f"request never waits (default {batching.batch_timeout_micros}; 100000 or more: every "
+        "request waits, as in TF Serving)",
+    )
+    serve.add_argument(
+        "--max-enqueued-batches",
+        type=int,
+        default=batching.max_enqueued_batches,
+        help="batches' worth of rows (x --max-batch-size, also with --no-batching) a version's "
+        f"queue holds before answering 503 (default {batching.max_enqueued_batches})",
+    )
+    serve.add_argument(
+        "--max-queue-delay-ms",
+        type=float,
+        default=batching.max_queue_delay_ms,
+        metavar="MS",
+        help="answer 503 at arrival when the queue's estimated wait (queued rows x recent seconds "
+        f"per row / batch threads) is over this (default {batching.max_queue_delay_ms:g}; "
+        "0: no check by time, only --max-enqueued-batches)",
+    )
     serve.add_argument("--num-batch-threads", "--threads", dest="threads", type=int,
                        help="model calls running at the same time (default: the number of cores, "
                             f"{batching.num_batch_threads} here; {UNBATCHED_THREADS} with --no-batching)")
-    serve.add_argument("--allowed-batch-sizes", metavar="N,N,...",
-                       help="batch sizes to pad to, ending with --max-batch-size (default: 1, 2, 3, 4, 6, 8, 12, "
-                            "... below it, and it)")
-    serve.add_argument("--intra-op-threads", type=int, default=0, metavar="N",
-                       help="TensorFlow's threads within one op (TF Serving's --tensorflow_intra_op_parallelism; "
-                            "default 0: TensorFlow's choice, the number of cores)")
+    serve.add_argument(
+        "--allowed-batch-sizes",
+        metavar="N,N,...",
+        help="batch sizes to pad to, ending with --max-batch-size (default: 1, 2, 3, 4, 6, 8, 12, "
+        "... below it, and it)",
+    )
+    serve.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="TensorFlow's threads within one op (TF Serving's --tensorflow_intra_op_parallelism; "
+        "default 0: TensorFlow's choice, the number of cores)",
+    )
     serve.add_argument("--inter-op-threads", type=int, default=0, metavar="N",
                        help="TensorFlow's threads running independent ops (TF Serving's "
                             "--tensorflow_inter_op_parallelism; default 0: TensorFlow's choice)")
-    _add_output_flags(serve, log_file=True)
 
-    embeddings = command("embeddings",
+
+def _add_embeddings(commands) -> None:
+    embeddings = _command(commands, "embeddings",
                          "train Word2Vec vectors on a run's train split text (for --pretrained-embeddings)")
-    embeddings.add_argument("--from-run", required=True, metavar="RUN", help="run id whose train split to use")
-    embeddings.add_argument("--out", required=True, metavar="PATH",
-                            help="vectors file: .kv (gensim), .bin (word2vec binary), .txt or .vec (word2vec text)")
+    embeddings.add_argument(
+        "--from-run", required=True, metavar="RUN", help="run id whose train split to use"
+    )
+    embeddings.add_argument(
+        "--out",
+        required=True,
+        metavar="PATH",
+        help="vectors file: .kv (gensim), .bin (word2vec binary), .txt or .vec (word2vec text)",
+    )
     embeddings.add_argument("--dim", type=int, default=100, help="vector size (default 100)")
     embeddings.add_argument("--window", type=int, default=5, help="context window (default 5)")
     embeddings.add_argument("--min-count", type=int, default=2, help="ignore rarer words (default 2)")
-    embeddings.add_argument("--word2vec-epochs", type=int, default=10, help="passes over the text (default 10)")
+    embeddings.add_argument(
+        "--word2vec-epochs", type=int, default=10, help="passes over the text (default 10)"
+    )
     embeddings.add_argument("--config", help="YAML configuration file")
     embeddings.add_argument("--pipeline-root", help="default ./pipeline_root")
     _add_output_flags(embeddings, log_file=True)
 
-    worker = command("train-worker",
+
+def _add_train_worker(commands) -> None:
+    worker = _command(commands, "train-worker",
                      "one worker of a multi-worker training job (trainer.strategy multi_worker_mirrored)")
-    worker.add_argument("--pipeline-root", required=True, help="the run's pipeline root, shared with this machine")
+    worker.add_argument(
+        "--pipeline-root", required=True, help="the run's pipeline root, shared with this machine"
+    )
     worker.add_argument("--workers", required=True, metavar="H0:P0,H1:P1,...",
                         help="the run's trainer.workers, the chief first")
-    worker.add_argument("--index", type=int, required=True, help="this worker's position in --workers (1, 2, ...)")
-    worker.add_argument("--timeout", type=duration_flag, default=600.0, metavar="DURATION",
-                        help="how long to wait for the run's training job, and for the workers to join (default "
-                             f"600 seconds); {DURATION_HELP}")
+    worker.add_argument(
+        "--index", type=int, required=True, help="this worker's position in --workers (1, 2, ...)"
+    )
+    worker.add_argument(
+        "--timeout",
+        type=duration_flag,
+        default=600.0,
+        metavar="DURATION",
+        help="how long to wait for the run's training job, and for the workers to join (default "
+        f"600 seconds); {DURATION_HELP}",
+    )
 
+
+def _add_spans(commands) -> None:
     spans = commands.add_parser(
-        "spans", help="list a stream's spans with their state; accept a quarantined span or reject a span",
+        "spans",
+        help="list a stream's spans with their state; accept a quarantined span or reject a span",
         description="Without an action: every span of --data with its state (new, ingested, quarantined, "
-                    "accepted, rejected, excluded), rows, SHA-256, first and last run, and checks. `spans accept "
-                    "NAME`: the next run trains on the quarantined span. `spans reject NAME`: never train on it.")
+        "accepted, rejected, excluded), rows, SHA-256, first and last run, and checks. `spans accept "
+        "NAME`: the next run trains on the quarantined span. `spans reject NAME`: never train on it.",
+    )
     spans.add_argument("action", nargs="?", choices=("accept", "reject"), help="change a span's state")
     spans.add_argument("name", nargs="?", metavar="NAME", help="the span to accept or reject")
     spans.add_argument("--config", help="YAML configuration file")
@@ -251,11 +370,17 @@ def build_parser() -> argparse.ArgumentParser:
     spans.add_argument("--pipeline-root", help="default ./pipeline_root")
     spans.add_argument("--json", action="store_true", help="print JSON for scripts")
 
-    for name, help_text in (("runs", "list runs"), ("show", "show a run's model lineage and artifacts"),
-                            ("diff", "compare two runs: config, hyperparameters, data, code, metrics, outcome"),
-                            ("gc", "delete artifacts that no kept run or pushed model needs"),
-                            ("rollback", "serve VERSION's model again, re-published as the new highest version")):
-        sub = command(name, help_text)
+
+def _add_store_commands(commands) -> None:
+    """The commands that read or tidy the pipeline root: runs, show, diff, gc, rollback."""
+    for name, help_text in (
+        ("runs", "list runs"),
+        ("show", "show a run's model lineage and artifacts"),
+        ("diff", "compare two runs: config, hyperparameters, data, code, metrics, outcome"),
+        ("gc", "delete artifacts that no kept run or pushed model needs"),
+        ("rollback", "serve VERSION's model again, re-published as the new highest version"),
+    ):
+        sub = _command(commands, name, help_text)
         sub.add_argument("--config", help="YAML configuration file")
         sub.add_argument("--pipeline-root", help="default ./pipeline_root")
         if name in ("runs", "show", "diff"):
@@ -272,7 +397,6 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--dry-run", action="store_true")
         if name == "rollback":
             sub.add_argument("version", type=int, metavar="VERSION", help="the served version to serve again")
-    return parser
 
 
 def config_from_args(args: argparse.Namespace):

@@ -17,8 +17,10 @@ def cmd_predict(args, console: Console) -> int:
     from contract.artifacts import ComponentError
     from contract.disk import disk_full, disk_full_message
     if args.input != "-" and Path(args.input).is_dir():
-        raise UsageError(f"--input {args.input} is a folder: give a text file (one text per line), an AG News "
-                         "CSV, or - for stdin")
+        raise UsageError(
+            f"--input {args.input} is a folder: give a text file (one text per line), an AG News "
+            "CSV, or - for stdin"
+        )
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     # A wrong --model-dir fails before any input is read.

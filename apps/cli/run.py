@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from apps.cli.exit_codes import EXIT_BACKFILL, EXIT_FAILED, EXIT_FOR_KIND, EXIT_NO_NEW_DATA, EXIT_NOT_BLESSED, EXIT_OK
+from apps.cli.exit_codes import (
+    EXIT_BACKFILL,
+    EXIT_FAILED,
+    EXIT_FOR_KIND,
+    EXIT_NO_NEW_DATA,
+    EXIT_NOT_BLESSED,
+    EXIT_OK,
+)
 from apps.cli.utils import UsageError, check_root
 from pipeline import dag
 from pipeline.logs import Console
@@ -35,9 +42,12 @@ def cmd_run(args, config, console: Console) -> int:
             if args.command == "retrain":
                 last = runner.store.last_successful_run("retrain")
                 if not args.force and last is not None and last["data_fingerprint"] == data_fingerprint:
-                    console.event("retrain_skipped", f"retrain: the input data is unchanged since run {last['id']} "
-                                  f"(fingerprint {data_fingerprint[:12]}); nothing to do (use --force to run anyway)",
-                                  last_run=last["id"])
+                    console.event(
+                        "retrain_skipped",
+                        f"retrain: the input data is unchanged since run {last['id']} "
+                        f"(fingerprint {data_fingerprint[:12]}); nothing to do (use --force to run anyway)",
+                        last_run=last["id"],
+                    )
                     return EXIT_NO_NEW_DATA
             result = runner.run(until=until, use_cache=not args.no_cache, rerun=tuple(args.rerun),
                                 command=args.command, data_fingerprint=data_fingerprint,
@@ -45,7 +55,11 @@ def cmd_run(args, config, console: Console) -> int:
             _record_spans(runner, result, console)
         finally:
             runner.close()
-        if args.command == "retrain" and config.retention.apply_after_retrain and result.status == "succeeded":
+        if (
+            args.command == "retrain"
+            and config.retention.apply_after_retrain
+            and result.status == "succeeded"
+        ):
             _apply_retention(config, console)
     console.event("summary", summarize(result), status=result.status, outcome=result.outcome,
                   run_dir=str(result.run_dir))
@@ -72,24 +86,40 @@ def _apply_retention(config, console: Console) -> None:
     retention = config.retention
     removed = collect_garbage(config.pipeline_root(), retention.runs, serving_dir=config.serving_dir(),
                               served_versions=retention.served_versions, log=console)
-    console.event("retention", f"retention: deleted {len(removed)} folders (kept the last "
-                  f"{retention.served_versions or 'all'} served versions' lineage and the {retention.runs} newest runs)",
-                  deleted=len(removed))
+    console.event(
+        "retention",
+        f"retention: deleted {len(removed)} folders (kept the last "
+        f"{retention.served_versions or 'all'} served versions' lineage and the {retention.runs} "
+        "newest runs)",
+        deleted=len(removed),
+    )
 
 
 def _record_spans(runner, result, console: Console) -> None:
     """The run's spans into the store (ingested, checked, quarantined); a store that cannot be written is one
     line: the run's own outcome and exit code stand."""
     from pipeline import span_states
+    from pipeline.history import write_history
     from pipeline.metadata import StoreError
     try:
         span_states.record(runner.store, result)
     except StoreError as error:
         console.error(f"could not record the spans of run {result.run_id}: {error}")
+    else:
+        # its quarantines, in history.html too
+        if result.error_details and result.error_details.get("refused"):
+            try:
+                write_history(Path(runner.config.pipeline_root()), runner.store)
+            except OSError as error:  # a convenience: the store and the run's message already tell it
+                console.error(f"could not rewrite history.html: {error.strerror or error}")
     for refused in (result.error_details or {}).get("refused", []):
-        console.event("span_quarantined", f"span {refused['span']} quarantined ({refused['reason']}): "
-                      f"`agnews-pipeline spans accept {refused['span']}` to train on it, `spans reject` to drop it",
-                      span=refused["span"], reason=refused["reason"])
+        console.event(
+            "span_quarantined",
+            f"span {refused['span']} quarantined ({refused['reason']}): "
+            f"`agnews-pipeline spans accept {refused['span']}` to train on it, `spans reject` to drop it",
+            span=refused["span"],
+            reason=refused["reason"],
+        )
 
 
 def cmd_train_worker(args) -> int:

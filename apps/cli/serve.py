@@ -14,17 +14,22 @@ UNBATCHED_THREADS = 4  # serve --no-batching: requests the model computes at the
 
 
 def cmd_serve(args, config, console: Console) -> int:
-    """Runs the server until SIGTERM or SIGINT. A bad flag or serving folder is a UsageError, shown by main()'s
-    one error path like every command's (in JSON with --log-format json)."""
+    """Runs the server until SIGTERM or SIGINT. A bad flag or serving folder is a UsageError, shown by
+    main()'s one error path like every command's (in JSON with --log-format json)."""
     serving_dir = config.serving_dir()  # --serving-dir sets pusher.serving_dir
     if not serving_dir.is_dir():
         raise UsageError(f"{serving_dir} does not exist; push a model first (agnews-pipeline run) or pass "
                          "--serving-dir")
+    if not 0 <= args.port <= 65535:
+        raise UsageError(f"--port must be a port from 0 (any free port) to 65535, got {args.port}")
     if args.max_request_bytes <= 0:
         raise UsageError(f"--max-request-bytes must be positive, got {args.max_request_bytes}")
     if args.poll_seconds <= 0:
         raise UsageError(f"--poll-seconds must be positive, got {args.poll_seconds:g}")
-    for flag, value in (("--intra-op-threads", args.intra_op_threads), ("--inter-op-threads", args.inter_op_threads)):
+    for flag, value in (
+        ("--intra-op-threads", args.intra_op_threads),
+        ("--inter-op-threads", args.inter_op_threads),
+    ):
         if value < 0:
             raise UsageError(f"{flag} must be 0 (TensorFlow's choice) or more, got {value}")
     batching = _batching_options(args)
@@ -54,10 +59,15 @@ def cmd_serve(args, config, console: Console) -> int:
 def _batching_options(args) -> BatchingOptions:
     """TF Serving's batching parameters from the flags; a UsageError names a bad one."""
     try:
-        sizes = tuple(int(size) for size in args.allowed_batch_sizes.split(",")) if args.allowed_batch_sizes else ()
+        sizes = (
+            tuple(int(size) for size in args.allowed_batch_sizes.split(","))
+            if args.allowed_batch_sizes
+            else ()
+        )
     except ValueError:
-        raise UsageError("--allowed-batch-sizes must be sizes separated by commas, got "
-                         f"{args.allowed_batch_sizes!r}") from None
+        raise UsageError(
+            f"--allowed-batch-sizes must be sizes separated by commas, got {args.allowed_batch_sizes!r}"
+        ) from None
     threads = args.threads
     if threads is None:
         threads = UNBATCHED_THREADS if args.no_batching else BatchingOptions().num_batch_threads

@@ -1,12 +1,12 @@
-"""`agnews-pipeline spans` (every span of a stream with its state, rows, SHA-256, first and last run and checks),
-`spans accept NAME` (train on a quarantined span) and `spans reject NAME` (keep a span out for good); the
-states live in the metadata store (pipeline/span_states.py)."""
+"""`agnews-pipeline spans` (every span of a stream with its state, rows, SHA-256, first and last run and
+checks), `spans accept NAME` (train on a quarantined span) and `spans reject NAME` (keep a span out for good);
+the states live in the metadata store (pipeline/span_states.py)."""
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 from apps.cli.exit_codes import EXIT_OK
-from apps.cli.utils import UsageError, check_root
+from apps.cli.utils import UsageError, check_root, print_listing
 
 
 def _checks(checks: dict, drifted: bool) -> str:
@@ -14,6 +14,18 @@ def _checks(checks: dict, drifted: bool) -> str:
     values = [f"{name} {value:.3f}" for name, value in checks.get("drift", {}).items() if value is not None]
     values += [f"{name} {value:.3f}" for name, value in checks.get("quality", {}).items() if value]
     return ("DRIFT " if drifted else "") + (", ".join(values) or "-")
+
+
+def _rewrite_history(root: Path) -> None:
+    """history.html shows the span's new state (its quarantines table)."""
+    from pipeline.history import write_history
+    from pipeline.metadata import MetadataStore
+    from pipeline.span_states import STORE_FILE
+    store = MetadataStore(root / STORE_FILE)
+    try:
+        write_history(root, store)
+    finally:
+        store.close()
 
 
 def cmd_spans(args, config) -> int:
@@ -27,21 +39,23 @@ def cmd_spans(args, config) -> int:
             print(span_states.set_state(config, args.name, f"{args.action}ed"))
         except ValueError as error:
             raise UsageError(str(error)) from None
-        return EXIT_OK
-    listed = span_states.listing(config)
-    if args.json:
-        print(json.dumps(listed, indent=2))
-        return EXIT_OK
-    if not listed:
-        print(f"no spans in --data {config.ingest.data} or in the store of {config.pipeline_root()}")
+        _rewrite_history(config.pipeline_root())
         return EXIT_OK
     header = ("span", "state", "rows", "sha256", "first run", "last run", "checks", "reason")
-    table = [header] + [(row["span"] + ("" if row["on_disk"] else " (gone)"),
-                         row["state"] + (" (drifted)" if row["drifted"] else ""),
-                         "-" if row["rows"] is None else str(row["rows"]), (row["sha256"] or "-")[:12],
-                         row["first_run"] or "-", row["last_run"] or "-", _checks(row["checks"], row["drifted"]),
-                         row["reason"] or "-") for row in listed]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
+    print_listing(
+        span_states.listing(config),
+        args.json,
+        f"no spans in --data {config.ingest.data} or in the store of {config.pipeline_root()}",
+        header,
+        lambda row: (
+            row["span"] + ("" if row["on_disk"] else " (gone)"),
+            row["state"] + (" (drifted)" if row["drifted"] else ""),
+            "-" if row["rows"] is None else str(row["rows"]),
+            (row["sha256"] or "-")[:12],
+            row["first_run"] or "-",
+            row["last_run"] or "-",
+            _checks(row["checks"], row["drifted"]),
+            row["reason"] or "-",
+        ),
+    )
     return EXIT_OK

@@ -1,24 +1,24 @@
-"""Dynamic batching for `agnews-pipeline serve`, after TF Serving's batching layer (`--enable_batching`), with a
-policy that sizes batches to the load by itself.
+"""Dynamic batching for `agnews-pipeline serve`, after TF Serving's batching layer (`--enable_batching`), with
+a policy that sizes batches to the load by itself.
 
 Requests for the same loaded version and signature wait in one queue. Whenever a batch thread is free, the
 queue whose oldest request has waited longest hands over up to `max_batch_size` rows (whole requests; one with
 several instances joins as a block): at once when the server is not loaded, else as soon as it holds that many
-rows or its oldest request has waited `batch_timeout_micros`. Loaded means a batch is running (its clients will
-send again soon) or the last 100 ms brought requests faster than one per timeout: so a lone request never waits
-for others, and under load batches grow with the queue (requests that arrive while the batch threads are busy
-join the next batch). A timeout of 100 ms or more makes every request wait, as TF Serving does.
+rows or its oldest request has waited `batch_timeout_micros`. Loaded means a batch is running (its clients
+will send again soon) or the last 100 ms brought requests faster than one per timeout: so a lone request never
+waits for others, and under load batches grow with the queue (requests that arrive while the batch threads are
+busy join the next batch). A timeout of 100 ms or more makes every request wait, as TF Serving does.
 
-The rows are concatenated, padded by repeating the first row up to the next of `allowed_batch_sizes` (a handful
-of shapes, so the model's kernels see few batch sizes), run as one model call, and the outputs are split back
-per request.
+The rows are concatenated, padded by repeating the first row up to the next of `allowed_batch_sizes` (a
+handful of shapes, so the model's kernels see few batch sizes), run as one model call, and the outputs are
+split back per request.
 
 Admission by time: the batcher keeps an EWMA of recent batches' seconds per row, so the wait of a request that
 arrives now is estimated as (rows queued) x (seconds per row) / (batch threads). `admit` refuses it at arrival
 (`Overloaded`, which the server answers with 503 before reading its body) when that estimate exceeds
-`max_queue_delay_ms`: accepted requests then wait about that long at most, plus the model call already running.
-As a hard cap besides, a queue holds at most `max_enqueued_batches` batches' worth of rows; a request that finds
-it full is refused at once too, never left to wait without bound. A request whose
+`max_queue_delay_ms`: accepted requests then wait about that long at most, plus the model call already
+running. As a hard cap besides, a queue holds at most `max_enqueued_batches` batches' worth of rows; a request
+that finds it full is refused at once too, never left to wait without bound. A request whose
 client went away before its batch started is dropped from the queue. If a merged batch fails (say one
 request's serialized tf.Example does not parse), each of its requests is run alone, so only the bad one fails.
 
@@ -52,10 +52,11 @@ class BatchingOptions:
     # expected sooner (arrivals faster than one per timeout), so a lone request never waits.
     batch_timeout_micros: int = 1000
     max_enqueued_batches: int = 32
-    # Refuse a request whose estimated wait in the queue exceeds this (0: no check by time, only the hard cap).
+    # Refuse a request whose estimated wait in the queue exceeds this (0: no check by time, only the hard
+    # cap).
     max_queue_delay_ms: float = 100.0
-    # TF Serving's default too: one batch per core at a time (a batch's TensorFlow ops also use every core, but
-    # while one batch converts its inputs and outputs in Python the other computes).
+    # TF Serving's default too: one batch per core at a time (a batch's TensorFlow ops also use every core,
+    # but while one batch converts its inputs and outputs in Python the other computes).
     num_batch_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     allowed_batch_sizes: tuple[int, ...] = ()  # () = 1, 2, 3, 4, 6, 8, 12, ... below max_batch_size, and it
 
@@ -97,8 +98,9 @@ class BatchingOptions:
 
 
 RATE_WINDOW_SECONDS = 0.1  # the arrival rate is counted over this window; bursts within it average out
-# Weight of one full batch in the seconds-per-row EWMA; a smaller batch weighs in proportion to its rows, since
-# its fixed cost per call would overstate what a row costs in the full batches a long queue is drained by.
+# Weight of one full batch in the seconds-per-row EWMA; a smaller batch weighs in proportion to its rows,
+# since its fixed cost per call would overstate what a row costs in the full batches a long queue is drained
+# by.
 EWMA_WEIGHT = 0.2
 
 
@@ -170,7 +172,9 @@ class Batcher:
         self.run_model = run_model
         self.on_batch = on_batch
         self.on_dropped = on_dropped
-        self.executor = concurrent.futures.ThreadPoolExecutor(options.num_batch_threads, thread_name_prefix="batch")
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            options.num_batch_threads, thread_name_prefix="batch"
+        )
         self.free_threads = options.num_batch_threads
         self.queues: dict[tuple[int, str], _Queue] = {}
         self.draining = False
@@ -211,15 +215,18 @@ class Batcher:
     def submit(self, servable: Any, signature: str, inputs: dict[str, np.ndarray], rows: int,
                solo: bool = False) -> asyncio.Future:
         """Queues one request; its future gets {output name: this request's rows}. Raises Overloaded when the
-        queue is full or its estimated wait is over the bound. `solo`: never merged or padded (inputs that are not batched along their first axis)."""
+        queue is full or its estimated wait is over the bound. `solo`: never merged or padded (inputs that are
+        not batched along their first axis)."""
         key = (id(servable), signature)
         queue = self.queues.get(key)
         if queue is None:
             queue = self.queues[key] = _Queue(servable, signature)
         if queue.rows >= self.options.queue_capacity():
-            raise Overloaded(f"the queue of version {getattr(servable, 'version', '?')} signature {signature!r} "
-                             f"is full ({queue.rows} rows waiting; --max-enqueued-batches "
-                             f"{self.options.max_enqueued_batches} x --max-batch-size {self.options.max_batch_size})")
+            raise Overloaded(
+                f"the queue of version {getattr(servable, 'version', '?')} signature {signature!r} "
+                f"is full ({queue.rows} rows waiting; --max-enqueued-batches "
+                f"{self.options.max_enqueued_batches} x --max-batch-size {self.options.max_batch_size})"
+            )
         self.admit()  # again, now that the requests admitted with this one while their bodies came are queued
         loop = asyncio.get_running_loop()
         now = loop.time()
@@ -253,8 +260,14 @@ class Batcher:
                     del self.queues[key]  # nothing waits for this version: let it go
                     continue
                 due = task.enqueued + timeout
-                if (not loaded or due <= now or queue.rows >= max_rows or not self.options.enabled or task.solo
-                        or self.draining):
+                if (
+                    not loaded
+                    or due <= now
+                    or queue.rows >= max_rows
+                    or not self.options.enabled
+                    or task.solo
+                    or self.draining
+                ):
                     if ready_task is None or task.enqueued < ready_task.enqueued:
                         ready, ready_task = queue, task
                 elif wake_at is None or due < wake_at:
@@ -265,7 +278,9 @@ class Batcher:
                 return
             tasks = ready.take(max_rows, merge=self.options.enabled)
             self.free_threads -= 1
-            running = loop.run_in_executor(self.executor, self._run_batch, ready.servable, ready.signature, tasks)
+            running = loop.run_in_executor(
+                self.executor, self._run_batch, ready.servable, ready.signature, tasks
+            )
             running.add_done_callback(functools.partial(self._finished, tasks, now))
 
     def _loaded(self, now: float) -> bool:
@@ -292,7 +307,9 @@ class Batcher:
                 task.future.set_result(result)
         self._dispatch()
 
-    def _run_batch(self, servable: Any, signature: str, tasks: list[_Task]) -> list[tuple[Any, Exception | None]]:
+    def _run_batch(
+        self, servable: Any, signature: str, tasks: list[_Task]
+    ) -> list[tuple[Any, Exception | None]]:
         """In a batch thread: one model call for `tasks`, split back; each task alone if the batch fails."""
         started = time.monotonic()
         rows = sum(task.rows for task in tasks)
@@ -304,8 +321,10 @@ class Batcher:
             outputs = self.run_model(servable, signature, inputs)
             for name, array in outputs.items():
                 if not tasks[0].solo and (array.ndim == 0 or array.shape[0] != padded):
-                    raise RuntimeError(f"output {name!r} has shape {list(array.shape)}, not one row per input row, "
-                                       "so batched answers cannot be split; start serve with --no-batching")
+                    raise RuntimeError(
+                        f"output {name!r} has shape {list(array.shape)}, not one row per input row, "
+                        "so batched answers cannot be split; start serve with --no-batching"
+                    )
         except Exception as error:  # handed to the requests; a merged batch is retried per request
             if len(tasks) == 1:
                 return [(None, error)]
@@ -316,7 +335,9 @@ class Batcher:
         else:
             results, start = [], 0
             for task in tasks:
-                results.append(({name: array[start:start + task.rows] for name, array in outputs.items()}, None))
+                results.append(
+                    ({name: array[start : start + task.rows] for name, array in outputs.items()}, None)
+                )
                 start += task.rows
         self.on_batch(BatchStats(servable, signature, len(tasks), rows, padded,
                                  [started - task.enqueued for task in tasks], finished - model_started,

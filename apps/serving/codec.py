@@ -1,5 +1,5 @@
-"""JSON <-> tensors, in TF Serving's REST encoding: string inputs are JSON strings, or {"b64": "..."} for bytes
-(serialized tf.Example); string outputs come back as text, or as {"b64": ...} when they are not UTF-8 or
+"""JSON <-> tensors, in TF Serving's REST encoding: string inputs are JSON strings, or {"b64": "..."} for
+bytes (serialized tf.Example); string outputs come back as text, or as {"b64": ...} when they are not UTF-8 or
 their name ends in "_bytes" (TF Serving's rule). Errors are {"error": "..."} (ServingError): 400 malformed
 JSON or inputs, 404 unknown model, version, signature or route, 413 body over the size limit, 503 (with
 Retry-After) when the request's queue is full."""
@@ -59,7 +59,8 @@ def _to_tensor(value: Any, spec, where: str):
 
 def request_array(value: Any, spec, where: str) -> np.ndarray:
     """One request's value of one input as a numpy array (strings as bytes objects), checked against the spec.
-    A flat list for a [None] string input (texts, b64 examples) skips building a tensor: the batch builds one."""
+    A flat list for a [None] string input (texts, b64 examples) skips building a tensor: the batch builds
+    one."""
     import tensorflow as tf
 
     if (spec.dtype == tf.string and spec.shape.rank == 1 and isinstance(value, list)
@@ -89,7 +90,8 @@ def response_json(name: str, array) -> Any:
 
 
 def json_example(features: Any, context: dict, where: str) -> bytes:
-    """A JSON example ({feature: value or list}) as a serialized tf.Example, as TF Serving's :classify reads it."""
+    """A JSON example ({feature: value or list}) as a serialized tf.Example, as TF Serving's :classify reads
+    it."""
     import tensorflow as tf
 
     if not isinstance(features, dict):
@@ -112,8 +114,12 @@ def error_line(error: Exception) -> str:
     """The line of a TensorFlow error that says what is wrong (not "Graph execution error:", node names or
     stack placeholders)."""
     lines = [line.strip() for line in getattr(error, "message", str(error)).splitlines()]
-    useful = [line for line in lines if line and not line.startswith(("Graph execution error", "Detected at node",
-                                                                      "<stack traces", "[[", "File "))]
+    useful = [
+        line
+        for line in lines
+        if line
+        and not line.startswith(("Graph execution error", "Detected at node", "<stack traces", "[[", "File "))
+    ]
     return (useful or [type(error).__name__])[0]
 
 

@@ -5,8 +5,10 @@ lifecycle. Client code written for TF Serving works unchanged against it:
   GET  /v1/models/<name>[/versions/<N>|/labels/<L>]/metadata   signatures
   POST /v1/models/<name>[/versions/<N>|/labels/<L>]:predict    {"signature_name"?, "instances": [...]}
                                                                -> {"predictions": [...]}
-                                                               {"signature_name"?, "inputs": ...} -> {"outputs": ...}
-  POST /v1/models/<name>[/versions/<N>|/labels/<L>]:classify   {"signature_name"?, "context"?, "examples": [...]}
+                                                               {"signature_name"?, "inputs": ...} ->
+                                                               {"outputs": ...}
+  POST /v1/models/<name>[/versions/<N>|/labels/<L>]:classify   {"signature_name"?, "context"?, "examples":
+  [...]}
                                                                -> {"results": [[[class, score], ...], ...]}
 
 Every version the version policy keeps loaded answers at /versions/<N>; no version means the highest loaded
@@ -33,7 +35,14 @@ import orjson
 from aiohttp import web
 
 from apps.serving.batching import Batcher, BatchingOptions, Overloaded
-from apps.serving.codec import ServingError, error_line, json_example, json_response, request_array, response_json
+from apps.serving.codec import (
+    ServingError,
+    error_line,
+    json_example,
+    json_response,
+    request_array,
+    response_json,
+)
 from apps.serving.metrics import METRICS_PATH, ServerMetrics
 from apps.serving.policy import LATEST, VersionPolicy
 from apps.serving.versions import CLASSIFY_METHOD, DEFAULT_SIGNATURE, Servable, VersionWatcher, run_model
@@ -77,9 +86,12 @@ class ModelServer:
             raw = await request.read()
             started = self.timed("http_read", started)
         except web.HTTPRequestEntityTooLarge:
-            raise ServingError(413, f"request body is larger than the limit of {self.max_request_bytes} bytes "
-                                    "(send fewer instances per request, or start serve with a higher "
-                                    "--max-request-bytes)") from None
+            raise ServingError(
+                413,
+                f"request body is larger than the limit of {self.max_request_bytes} bytes "
+                "(send fewer instances per request, or start serve with a higher "
+                "--max-request-bytes)",
+            ) from None
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError as error:
@@ -193,7 +205,9 @@ class ModelServer:
         else:
             columns = self._named_inputs(body["inputs"], specs, "inputs")
         started = time.monotonic()
-        arrays = {name: request_array(value, specs[name], f"input {name!r}") for name, value in columns.items()}
+        arrays = {
+            name: request_array(value, specs[name], f"input {name!r}") for name, value in columns.items()
+        }
         self.timed("to_arrays", started)
         first_axes = {array.shape[0] if array.ndim else None for array in arrays.values()}
         rows = first_axes.pop() if len(first_axes) == 1 else None
@@ -247,7 +261,9 @@ class ModelServer:
                                     "(and optionally \"context\": one JSON object shared by all examples)")
         started = time.monotonic()
         serialized = np.empty(len(examples), dtype=object)
-        serialized[:] = [json_example(example, context, f"examples[{i}]") for i, example in enumerate(examples)]
+        serialized[:] = [
+            json_example(example, context, f"examples[{i}]") for i, example in enumerate(examples)
+        ]
         self.timed("to_arrays", started)
         (input_name,) = servable.inputs[signature]
         outputs = await self.run_signature(servable, signature, {input_name: serialized}, len(examples))
@@ -323,8 +339,11 @@ def build_app(server: ModelServer) -> web.Application:
 
 
 async def _serve(server: ModelServer, host: str, port: int, log: Callable[[str], None]) -> None:
-    # handler_cancellation: a request whose client went away is cancelled, which drops it from its batch queue.
-    runner = web.AppRunner(build_app(server), access_log=None, shutdown_timeout=30.0, handler_cancellation=True)
+    # handler_cancellation: a request whose client went away is cancelled, which drops it from its batch
+    # queue.
+    runner = web.AppRunner(
+        build_app(server), access_log=None, shutdown_timeout=30.0, handler_cancellation=True
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -343,7 +362,8 @@ async def _serve(server: ModelServer, host: str, port: int, log: Callable[[str],
     await stop.wait()
     log(f"serve: stopping; finishing {server.requests_in_flight} requests in flight")
     server.batcher.drain()
-    await runner.cleanup()  # stops accepting, waits for in-flight (and so queued) requests, closes connections
+    # stops accepting, waits for in-flight (and so queued) requests, closes connections
+    await runner.cleanup()
 
 
 def _set_op_threads(inter: int, intra: int) -> None:
@@ -381,8 +401,11 @@ def serve(serving_dir: Path, model_name: str = "agnews", host: str = "127.0.0.1"
                              batching.batch_sizes() if batching.enabled else (), policy, labels_file)
     watcher.poll_once()
     if watcher.current is None:
-        log(f"serve: no loadable version under {serving_dir} for policy {policy} yet; answering 404 until one "
-            "is pushed")
+        log(
+            f"serve: no loadable version under {serving_dir} for policy {policy} yet; answering 404 "
+            "until one "
+            "is pushed"
+        )
     watcher.start()
     batcher = Batcher(batching, run_model)
     metrics = ServerMetrics(model_name, watcher, batcher)

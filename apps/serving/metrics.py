@@ -11,11 +11,20 @@ METRICS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's --monitoring_con
 
 LATENCY_BUCKETS = (.0005, .001, .002, .003, .005, .0075, .01, .015, .02, .03, .05, .075, .1, .15, .2, .3, .5,
                    .75, 1, 2, 5, 10, 30)
-# http_read: the body; json_decode: orjson; to_arrays: inputs checked into arrays; batch_wait: from the queue to
-# the handler again (= queue + model_call + concat_split + the hop back to the event loop); to_json: outputs to
-# JSON values; json_encode: orjson and the response object.
-STAGES = ("http_read", "json_decode", "to_arrays", "batch_wait", "queue", "model_call", "concat_split", "to_json",
-          "json_encode")
+# http_read: the body; json_decode: orjson; to_arrays: inputs checked into arrays; batch_wait: from the queue
+# to the handler again (= queue + model_call + concat_split + the hop back to the event loop); to_json:
+# outputs to JSON values; json_encode: orjson and the response object.
+STAGES = (
+    "http_read",
+    "json_decode",
+    "to_arrays",
+    "batch_wait",
+    "queue",
+    "model_call",
+    "concat_split",
+    "to_json",
+    "json_encode",
+)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -32,9 +41,13 @@ class ServerMetrics:
                                 "went away first)", ["model", "api", "code"], registry=registry)
         self.latency = Histogram("serve_request_latency_seconds", "From a request's arrival to its answer",
                                  ["model", "api"], buckets=LATENCY_BUCKETS, registry=registry)
-        self.batch_rows = Histogram("serve_batch_size", "Rows of real requests per model call (its _count is "
-                                    "the number of model calls)", ["model", "signature"], buckets=BATCH_BUCKETS,
-                                    registry=registry)
+        self.batch_rows = Histogram(
+            "serve_batch_size",
+            "Rows of real requests per model call (its _count is the number of model calls)",
+            ["model", "signature"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
         self.batch_requests = Histogram("serve_batch_requests", "Requests merged into one model call",
                                         ["model", "signature"], buckets=BATCH_BUCKETS, registry=registry)
         self.padding = Counter("serve_padding_rows", "Rows added to reach an allowed batch size",
@@ -42,9 +55,13 @@ class ServerMetrics:
         self.queue_latency = Histogram("serve_queue_latency_seconds", "From a request's arrival in the queue "
                                        "to the start of its model call", ["model"], buckets=LATENCY_BUCKETS,
                                        registry=registry)
-        self.model_latency = Histogram("serve_model_latency_seconds", "One model call, from the batch's input "
-                                       "arrays to its output arrays", ["model", "signature"],
-                                       buckets=LATENCY_BUCKETS, registry=registry)
+        self.model_latency = Histogram(
+            "serve_model_latency_seconds",
+            "One model call, from the batch's input arrays to its output arrays",
+            ["model", "signature"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
         # Where a request's time goes, per request: the handler's steps, and the steps of the batch it was in
         # (each request counts its batch's model call whole). Summaries: a sum and a count per stage.
         stages = Summary("serve_stage_seconds", "Time of one step of a request: " + ", ".join(STAGES),
@@ -57,8 +74,12 @@ class ServerMetrics:
         Gauge("serve_model_version", "The highest loaded version, which answers requests naming no version "
               "(0: none yet)", ["model"], registry=registry).labels(
             model_name).set_function(lambda: watcher.current.version if watcher.current else 0)
-        self.in_flight = Gauge("serve_requests_in_flight", "Predict and classify requests received and not yet "
-                               "answered", ["model"], registry=registry).labels(model_name)
+        self.in_flight = Gauge(
+            "serve_requests_in_flight",
+            "Predict and classify requests received and not yet answered",
+            ["model"],
+            registry=registry,
+        ).labels(model_name)
 
     def request(self, api: str, code: int, seconds: float) -> None:
         self.requests.labels(self.model_name, api, str(code)).inc()
@@ -88,4 +109,6 @@ class ServerMetrics:
     def page(self) -> web.Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )

@@ -1,6 +1,6 @@
-"""Which versions `agnews-pipeline serve` keeps loaded, after TF Serving's model_version_policy, and the version
-labels (`/v1/models/<name>/labels/<label>`) read from a small YAML or JSON file {label: version}. Standard
-library and PyYAML only: the command line checks both before loading TensorFlow."""
+"""Which versions `agnews-pipeline serve` keeps loaded, after TF Serving's model_version_policy, and the
+version labels (`/v1/models/<name>/labels/<label>`) read from a small YAML or JSON file {label: version}.
+Standard library and PyYAML only: the command line checks both before loading TensorFlow."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,7 +51,9 @@ class VersionPolicy:
     def __str__(self) -> str:
         if self.specific:
             return "specific:" + ",".join(map(str, sorted(self.specific)))
-        return "all" if self.latest is None else ("latest" if self.latest == 1 else f"latest:{self.latest}")
+        if self.latest is None:
+            return "all"
+        return "latest" if self.latest == 1 else f"latest:{self.latest}"
 
 
 LATEST = VersionPolicy()  # the default: TF Serving's too
@@ -74,7 +76,9 @@ def read_labels(path: Path) -> dict[str, int]:
     labels = {}
     for label, version in data.items():
         if not isinstance(label, str) or not label or "/" in label or ":" in label:
-            raise PolicyError(f"the version labels file {path}: label {label!r} must be a word (no '/' or ':')")
+            raise PolicyError(
+                f"the version labels file {path}: label {label!r} must be a word (no '/' or ':')"
+            )
         if isinstance(version, bool) or not isinstance(version, int) or version < 0:
             raise PolicyError(f"the version labels file {path}: label {label!r} must name a version number, "
                               f"got {version!r}")

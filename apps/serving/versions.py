@@ -1,9 +1,10 @@
-"""The served SavedModel versions, after TF Serving's file-system source and its model_version_policy (default:
-the latest version; apps/serving/policy.py): the serving folder is polled; a version the policy wants is loaded
-and warmed up (replaying assets.extra/tf_serving_warmup_requests) in the background while the loaded ones keep
-answering, then versions the policy no longer wants are unloaded. Hidden folders (the pusher's `.push-*` temporaries) are never
-looked at, and a version that fails to load or warm up is reported and retried only when its files change.
-run_model is one call of a loaded version's signature, in a batch thread."""
+"""The served SavedModel versions, after TF Serving's file-system source and its model_version_policy
+(default: the latest version; apps/serving/policy.py): the serving folder is polled; a version the policy
+wants is loaded and warmed up (replaying assets.extra/tf_serving_warmup_requests) in the background while the
+loaded ones keep answering, then versions the policy no longer wants are unloaded. Hidden folders (the
+pusher's `.push-*` temporaries) are never looked at, and a version that fails to load or warm up is reported
+and retried only when its files change. run_model is one call of a loaded version's signature, in a batch
+thread."""
 from __future__ import annotations
 
 import threading
@@ -16,7 +17,8 @@ import numpy as np
 
 from apps.serving.codec import error_line
 from apps.serving.policy import LATEST, PolicyError, VersionPolicy, file_stamp, read_labels
-from library.layouts import SAVED_MODEL_FILE, WARMUP_FILE, has_saved_model, serving_version_dir, serving_versions
+from library.folder_layouts import serving_version_dir, serving_versions
+from library.layouts import SAVED_MODEL_FILE, WARMUP_FILE, has_saved_model
 
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
@@ -48,21 +50,35 @@ def load_servable(path: Path, version: int, batch_sizes: tuple[int, ...] = ()) -
                       if name in model.signatures}
     functions = {name: model.signatures[name] for name in signature_defs}
     servable = Servable(
-        version=version, path=path, model=model, functions=functions,
+        version=version,
+        path=path,
+        model=model,
+        functions=functions,
         inputs={name: dict(function.structured_input_signature[1]) for name, function in functions.items()},
         methods={name: definition.method_name for name, definition in signature_defs.items()},
-        metadata={"signature_def": {name: json_format.MessageToDict(definition, preserving_proto_field_name=True)
-                                    for name, definition in sorted(signature_defs.items())}},
-        batchable={name: all(spec.shape.rank and spec.shape[0] is None
-                             for spec in function.structured_input_signature[1].values())
-                   for name, function in functions.items()})
+        metadata={
+            "signature_def": {
+                name: json_format.MessageToDict(definition, preserving_proto_field_name=True)
+                for name, definition in sorted(signature_defs.items())
+            }
+        },
+        batchable={
+            name: all(
+                spec.shape.rank and spec.shape[0] is None
+                for spec in function.structured_input_signature[1].values()
+            )
+            for name, function in functions.items()
+        },
+    )
     return servable, _warm_up(servable, batch_sizes)
 
 
 def _warm_up(servable: Servable, batch_sizes: tuple[int, ...] = ()) -> int:
     """Replays the warm-up file's PredictLog requests, as TF Serving does before a version takes traffic, then
     (once per signature) each request's first row repeated to every batch size the batcher pads to, so the
-    first batch of each size does not pay for it."""
+    first batch of each size does not pay for it. An XLA export's file holds one request per compiled shape
+    (library/xla_buckets.py), so after this no request compiles. (Replaying them on 2 threads was not faster
+    on 2 loaded cores: 116 s against 79 s for a tiny model's 66 requests.)"""
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
@@ -140,8 +156,10 @@ class VersionWatcher:
         dropped = sorted(set(self.loaded) - set(keep))
         if keep and dropped:
             self.loaded = {version: servable for version, servable in self.loaded.items() if version in keep}
-            self.log(f"serve: version{'s' if len(dropped) > 1 else ''} {', '.join(map(str, dropped))} unloaded "
-                     f"(policy {self.policy}); serving {self._serving()}")
+            self.log(
+                f"serve: version{'s' if len(dropped) > 1 else ''} {', '.join(map(str, dropped))} unloaded "
+                f"(policy {self.policy}); serving {self._serving()}"
+            )
 
     def _serving(self) -> str:
         return ", ".join(map(str, sorted(self.loaded, reverse=True))) or "nothing"

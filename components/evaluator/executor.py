@@ -1,11 +1,12 @@
 """Evaluator: measures the candidate serving model on the test split with TensorFlow Model Analysis and
 decides whether it is blessed (good enough to push).
 
-The candidate and, when there is one, the served model (the baseline, the highest version in the serving folder) are two models of one TFMA
-evaluation over the raw test examples, fed through their `serving_tf_example` signature, so what is measured
-is exactly what will be served. Metrics are computed overall and per length bucket: each test example gets a
-`length_bucket` feature (bucket_<upper>, the transform's bucketing of its token count, obtained from the
-candidate's `transform_features` signature) in a scratch copy of the test split that TFMA slices on.
+The candidate and, when there is one, the served model (the baseline, the highest version in the serving
+folder) are two models of one TFMA evaluation over the raw test examples, fed through their
+`serving_tf_example` signature, so what is measured is exactly what will be served. Metrics are computed
+overall and per length bucket: each test example gets a `length_bucket` feature (bucket_<upper>, the
+transform's bucketing of its token count, obtained from the candidate's `transform_features` signature) in a
+scratch copy of the test split that TFMA slices on.
 
 Blessing: TFMA's validation of the overall slice (accuracy >= min_accuracy), then the paired gate of
 library/paired_gate.py on per-row correctness of the same test rows: not significantly worse than the baseline
@@ -23,13 +24,23 @@ Outputs:
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from components.evaluator.tfma_metrics import (
+    BASELINE,
+    BUCKET_FEATURE,
+    CANDIDATE,
+    LABEL_KEY,
+    OVERALL,
+    blessing_from_validation,
+    make_eval_config,
+    read_tfma_metrics,
+    run_tfma,
+)
 from contract.artifacts import Artifact, ComponentError, Runtime
 from contract.config import EvaluatorConfig
 from contract.names import (
@@ -42,7 +53,12 @@ from contract.names import (
     MODEL_RUN,
     TRANSFORMED_EXAMPLES,
 )
-from library.evaluation_report import headline_metrics, plot_confusion_matrix, plot_training_curves, render_report
+from library.evaluation_report import (
+    headline_metrics,
+    plot_confusion_matrix,
+    plot_training_curves,
+    render_report,
+)
 from library.layouts import (
     CLASS_NAMES,
     CONFUSION_MATRIX_FILE,
@@ -67,26 +83,17 @@ from library.layouts import (
 )
 from library.paired_gate import RowResults, judge, row_order
 
-CANDIDATE = "candidate"
-BASELINE = "baseline"
-LABEL_KEY = "label"
-PREDICTION_KEY = "probabilities"
-BUCKET_FEATURE = "length_bucket"
-OVERALL = "overall"
-CONFUSION_MATRIX_PLOT_NAME = "multi_class_confusion_matrix_plot"
-
 
 def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
         runtime: Runtime) -> dict[str, Artifact]:
+    """Measures the candidate (and the baseline) with TFMA and the paired gate; writes evaluation/ and
+    blessing/ (see the module's docstring)."""
     output_dir = Path(output_dir)
     candidate_dir = existing_serving_model_dir(inputs[MODEL].uri)
     baseline = inputs.get(BASELINE_MODEL)
     baseline_dir = existing_serving_model_dir(baseline.uri) if baseline is not None else None
     upper_bounds = list(read_model_input(inputs[MODEL].uri).bucket_upper_bounds)
-    test_files = examples_files(inputs[EXAMPLES].uri, "test")
-    if not test_files:
-        raise ComponentError("no test examples: nothing matches "
-                             f"{example_file_pattern(split_dir(inputs[EXAMPLES].uri, 'test'))}")
+    test_files = _test_files(inputs[EXAMPLES].uri)
     history = read_history(inputs[MODEL_RUN].uri)
 
     evaluation_dir = output_dir / EVALUATION
@@ -96,15 +103,10 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
         folder.mkdir(parents=True, exist_ok=True)
 
     eval_examples = scratch_dir / f"test_with_length_bucket{EXAMPLE_FILE_SUFFIX}"
-    bucket_counts = write_bucketed_eval_examples(test_files, candidate_dir, upper_bounds, eval_examples)
-    total = sum(bucket_counts.values())
-    if total == 0:
-        raise ComponentError(f"the test split ({', '.join(test_files)}) holds no examples")
-    transformed_counts = transformed_test_bucket_counts(Path(inputs[TRANSFORMED_EXAMPLES].uri))
-    if transformed_counts != bucket_counts:
-        runtime.log(f"evaluator: WARNING: length buckets of the test examples {bucket_counts} differ from the "
-                    f"transformed test split's {transformed_counts}")
-    runtime.log(f"evaluator: {total} test examples, buckets {bucket_counts}; "
+    bucket_counts, transformed_counts = _bucketed_test_split(
+        test_files, candidate_dir, upper_bounds, eval_examples, Path(inputs[TRANSFORMED_EXAMPLES].uri),
+        runtime)
+    runtime.log(f"evaluator: {sum(bucket_counts.values())} test examples, buckets {bucket_counts}; "
                 f"baseline: {baseline_dir if baseline_dir else 'none (first blessing)'}")
 
     tfma_dir = evaluation_dir / TFMA_DIR
@@ -116,46 +118,22 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
     newest_span = evaluate_newest_span(inputs["examples"].uri, candidate_dir, baseline_dir, upper_bounds,
                                        evaluation_dir, scratch_dir, runtime)
     shutil.rmtree(scratch_dir)
-
     slices = read_tfma_metrics(tfma_dir)
     if OVERALL not in slices.get(CANDIDATE, {}):
         raise ComponentError(f"TFMA wrote no overall metrics for the candidate under {tfma_dir}")
     candidate = slices[CANDIDATE][OVERALL]
     baseline_metrics = slices.get(BASELINE, {}).get(OVERALL) if baseline_dir else None
-    blessed, reason = blessing_from_validation(tfma_dir, candidate, baseline_metrics, config)
-    anchors = recorded_results(inputs.get(ANCHOR_BLESSINGS) or [])
-    verdict = judge(candidate_rows, baseline_rows, anchors, min_accuracy=config.min_accuracy,
-                    max_accuracy_drop=config.max_accuracy_drop, significance=config.significance)
-    blessed, reason = (verdict.blessed, verdict.reason) if blessed else (False, reason)
-    gate = {"p_value": verdict.p_value, "anchor_accuracy": verdict.anchor_accuracy,
-            "anchor_name": verdict.anchor_name, "rows": candidate_rows.rows,
-            "candidate_row_accuracy": candidate_rows.accuracy,
-            "anchors": {name: r.accuracy for name, r in anchors.items() if r.rows == candidate_rows.rows}}
+    blessed, reason, verdict, gate = _bless(tfma_dir, candidate, baseline_metrics, candidate_rows,
+                                            baseline_rows, inputs.get(ANCHOR_BLESSINGS) or [], config)
     runtime.log(f"evaluator: accuracy {candidate['accuracy']:.4f}, macro-F1 {candidate['macro_f1']:.4f}; "
                 f"{'BLESSED' if blessed else 'NOT blessed'}: {reason}")
 
     thresholds = {"min_accuracy": config.min_accuracy, "max_accuracy_drop": config.max_accuracy_drop,
                   "significance": config.significance, "anchor_versions": config.anchor_versions}
-    metrics = {
-        "split": "test",
-        "examples": total,
-        "accuracy": candidate["accuracy"],  # the headline numbers, also inside "overall"
-        "loss": candidate["loss"],
-        "macro_f1": candidate["macro_f1"],
-        "class_names": list(CLASS_NAMES),
-        "overall": candidate,
-        "length_buckets": {name: slices[CANDIDATE][name] for name in map(bucket_dir_name, upper_bounds)
-                           if name in slices[CANDIDATE]},
-        "bucket_counts": {"evaluated": bucket_counts, "transformed_test_split": transformed_counts},
-        "baseline": None if baseline_metrics is None else {
-            "model_uri": str(baseline.uri), **headline_metrics(baseline_metrics),
-            "accuracy_change": candidate["accuracy"] - baseline_metrics["accuracy"]},
-        "newest_span": newest_span,
-        "gate": gate,
-        "thresholds": thresholds,
-        "blessed": blessed,
-        "reason": reason,
-    }
+    metrics = {**_metrics(candidate, slices[CANDIDATE], upper_bounds, bucket_counts, transformed_counts,
+                          baseline, baseline_metrics),
+               "newest_span": newest_span, "gate": gate, "thresholds": thresholds, "blessed": blessed,
+               "reason": reason}
     write_metrics(evaluation_dir, metrics)
     plot_confusion_matrix(candidate["confusion_matrix"], evaluation_dir / CONFUSION_MATRIX_FILE)
     plot_training_curves(history, evaluation_dir / TRAINING_CURVES_FILE)
@@ -164,10 +142,41 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
     baseline_accuracy = None if baseline_metrics is None else baseline_metrics["accuracy"]
     write_blessing(blessing_dir, blessed=blessed, reason=reason, accuracy=candidate["accuracy"],
                    baseline_accuracy=baseline_accuracy, thresholds=thresholds)
+    return _artifacts(evaluation_dir, blessing_dir, candidate, baseline_accuracy, newest_span, blessed,
+                      reason, verdict, candidate_rows)
+
+
+def _metrics(candidate: dict[str, Any], candidate_slices: dict[str, Any], upper_bounds: list[int],
+             bucket_counts: dict[str, int], transformed_counts: dict[str, int], baseline: Artifact | None,
+             baseline_metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """metrics.json's measurements: the candidate overall and per length bucket, and the baseline's."""
+    return {
+        "split": "test",
+        "examples": sum(bucket_counts.values()),
+        "accuracy": candidate["accuracy"],  # the headline numbers, also inside "overall"
+        "loss": candidate["loss"],
+        "macro_f1": candidate["macro_f1"],
+        "class_names": list(CLASS_NAMES),
+        "overall": candidate,
+        "length_buckets": {name: candidate_slices[name] for name in map(bucket_dir_name, upper_bounds)
+                           if name in candidate_slices},
+        "bucket_counts": {"evaluated": bucket_counts, "transformed_test_split": transformed_counts},
+        "baseline": None if baseline_metrics is None else {
+            "model_uri": str(baseline.uri), **headline_metrics(baseline_metrics),
+            "accuracy_change": candidate["accuracy"] - baseline_metrics["accuracy"]},
+    }
+
+
+def _artifacts(evaluation_dir: Path, blessing_dir: Path, candidate: dict[str, Any],
+               baseline_accuracy: float | None, newest_span: dict[str, Any] | None, blessed: bool,
+               reason: str, verdict,
+               candidate_rows: RowResults) -> dict[str, Artifact]:
+    """The evaluation and blessing artifacts with the properties the store keeps (the blessing's per-row
+    results are later anchors' baseline)."""
     return {
         EVALUATION: Artifact(EVALUATION, evaluation_dir, {
             "accuracy": candidate["accuracy"], "loss": candidate["loss"], "macro_f1": candidate["macro_f1"],
-            **({} if baseline_metrics is None else {"baseline_accuracy": baseline_metrics["accuracy"]}),
+            **({} if baseline_accuracy is None else {"baseline_accuracy": baseline_accuracy}),
             **({} if newest_span is None else {
                 "newest_span": newest_span["span"], "newest_span_accuracy": newest_span["accuracy"],
                 "newest_span_baseline_accuracy": newest_span["baseline_accuracy"]})}),
@@ -177,6 +186,49 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
             "anchor_accuracy": verdict.anchor_accuracy, "test_rows": candidate_rows.rows,
             "test_row_count": len(candidate_rows.correct), "correct_rows": candidate_rows.packed()}),
     }
+
+
+def _test_files(examples_uri: Path) -> list[str]:
+    """The test split's example files; none fails the step."""
+    test_files = examples_files(examples_uri, "test")
+    if not test_files:
+        raise ComponentError("no test examples: nothing matches "
+                             f"{example_file_pattern(split_dir(examples_uri, 'test'))}")
+    return test_files
+
+
+def _bucketed_test_split(test_files: list[str], candidate_dir: Path, upper_bounds: list[int],
+                         eval_examples: Path, transformed_examples_dir: Path,
+                         runtime: Runtime) -> tuple[dict[str, int], dict[str, int]]:
+    """Writes the test examples with their length bucket for TFMA to slice on; returns the rows per bucket,
+    and the transformed test split's (a difference is warned about). An empty test split fails the step."""
+    bucket_counts = write_bucketed_eval_examples(test_files, candidate_dir, upper_bounds, eval_examples)
+    if sum(bucket_counts.values()) == 0:
+        raise ComponentError(f"the test split ({', '.join(test_files)}) holds no examples")
+    transformed_counts = transformed_test_bucket_counts(transformed_examples_dir)
+    if transformed_counts != bucket_counts:
+        runtime.log(
+            f"evaluator: WARNING: length buckets of the test examples {bucket_counts} differ from the "
+            f"transformed test split's {transformed_counts}"
+        )
+    return bucket_counts, transformed_counts
+
+
+def _bless(tfma_dir: Path, candidate: dict[str, Any], baseline_metrics: dict[str, Any] | None,
+           candidate_rows: RowResults, baseline_rows: RowResults | None, anchor_blessings: list[Artifact],
+           config: EvaluatorConfig) -> tuple[bool, str, Any, dict[str, Any]]:
+    """(blessed, reason, the paired gate's verdict, its facts for metrics.json): TFMA's absolute bar first,
+    then the paired gate against the baseline and the anchor (library/paired_gate.py)."""
+    blessed, reason = blessing_from_validation(tfma_dir, candidate, baseline_metrics, config)
+    anchors = recorded_results(anchor_blessings)
+    verdict = judge(candidate_rows, baseline_rows, anchors, min_accuracy=config.min_accuracy,
+                    max_accuracy_drop=config.max_accuracy_drop, significance=config.significance)
+    blessed, reason = (verdict.blessed, verdict.reason) if blessed else (False, reason)
+    gate = {"p_value": verdict.p_value, "anchor_accuracy": verdict.anchor_accuracy,
+            "anchor_name": verdict.anchor_name, "rows": candidate_rows.rows,
+            "candidate_row_accuracy": candidate_rows.accuracy,
+            "anchors": {name: r.accuracy for name, r in anchors.items() if r.rows == candidate_rows.rows}}
+    return blessed, reason, verdict, gate
 
 
 def evaluate_newest_span(examples_uri: Path, candidate_dir: Path, baseline_dir: Path | None,
@@ -192,15 +244,27 @@ def evaluate_newest_span(examples_uri: Path, candidate_dir: Path, baseline_dir: 
     if not sum(write_bucketed_eval_examples(files, candidate_dir, upper_bounds, rows).values()):
         return None
     output = evaluation_dir / NEWEST_SPAN_TFMA_DIR
-    reported_only = EvaluatorConfig(min_accuracy=0.0, max_accuracy_drop=1.0)  # these rows do not gate the push
-    run_tfma(rows, candidate_dir, baseline_dir, make_eval_config(reported_only, baseline_dir is not None), output,
-             runtime.beam_args)
+    # these rows do not gate the push
+    reported_only = EvaluatorConfig(min_accuracy=0.0, max_accuracy_drop=1.0)
+    run_tfma(
+        rows,
+        candidate_dir,
+        baseline_dir,
+        make_eval_config(reported_only, baseline_dir is not None),
+        output,
+        runtime.beam_args,
+    )
     slices = read_tfma_metrics(output)
     candidate = slices[CANDIDATE][OVERALL]
     baseline = slices.get(BASELINE, {}).get(OVERALL) if baseline_dir else None
-    result = {"span": window[-1], "examples": candidate["examples"], "accuracy": candidate["accuracy"],
-              "loss": candidate["loss"], "baseline_accuracy": None if baseline is None else baseline["accuracy"],
-              "accuracy_change": None if baseline is None else candidate["accuracy"] - baseline["accuracy"]}
+    result = {
+        "span": window[-1],
+        "examples": candidate["examples"],
+        "accuracy": candidate["accuracy"],
+        "loss": candidate["loss"],
+        "baseline_accuracy": None if baseline is None else baseline["accuracy"],
+        "accuracy_change": None if baseline is None else candidate["accuracy"] - baseline["accuracy"],
+    }
     runtime.log(f"evaluator: newest span {window[-1]} ({result['examples']} held-out rows): accuracy "
                 f"{result['accuracy']:.4f}" + ("" if baseline is None else
                                                f", baseline {baseline['accuracy']:.4f}"))
@@ -221,7 +285,9 @@ def row_results(test_files: list[str], serving_dir: Path, batch_size: int = 512)
     serialized, correct = [], []
     for batch in tf.data.TFRecordDataset(test_files, compression_type="GZIP").batch(batch_size):
         predicted = np.argmax(signature(examples=batch)["probabilities"].numpy(), axis=1)
-        labels = tf.io.parse_example(batch, {LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)})[LABEL_KEY].numpy()
+        labels = tf.io.parse_example(batch, {LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)})[
+            LABEL_KEY
+        ].numpy()
         serialized.extend(batch.numpy())
         correct.append(predicted == labels)
     order, rows = row_order(serialized)
@@ -232,9 +298,17 @@ def row_results(test_files: list[str], serving_dir: Path, batch_size: int = 512)
 def anchor_facts(inputs: dict[str, Any], config: EvaluatorConfig) -> list:
     """The anchors this evaluation is judged against (the served versions' recorded per-row results): part of
     the evaluator's cache key, since they are no input of its lineage (dag.ServedResolver)."""
-    return sorted(([blessing.properties.get("served_version"), blessing.properties.get("test_rows"),
-                    blessing.properties.get("correct_rows")] for blessing in inputs.get(ANCHOR_BLESSINGS) or []),
-                  key=json.dumps)
+    return sorted(
+        (
+            [
+                blessing.properties.get("served_version"),
+                blessing.properties.get("test_rows"),
+                blessing.properties.get("correct_rows"),
+            ]
+            for blessing in inputs.get(ANCHOR_BLESSINGS) or []
+        ),
+        key=json.dumps,
+    )
 
 
 def recorded_results(blessings: list[Artifact]) -> dict[str, RowResults]:
@@ -259,7 +333,8 @@ def write_bucketed_eval_examples(test_files: list[str], serving_dir: Path, upper
     """Copies the raw test examples to `destination` (gzipped TFRecord) with a `length_bucket` feature added.
 
     The token count comes from the serving model's own transform, and the bucket from the transform's
-    bucketing rule, so each example lands in the bucket the transform wrote it to. Returns examples per bucket.
+    bucketing rule, so each example lands in the bucket the transform wrote it to. Returns examples per
+    bucket.
     """
     import tensorflow as tf  # TensorFlow and TFMA are imported where used (see contract/artifacts.py)
 
@@ -289,162 +364,9 @@ def transformed_test_bucket_counts(transformed_examples_dir: Path) -> dict[str, 
     counts = {}
     for upper, files in files_per_bucket.items():
         if files:
-            counts[bucket_dir_name(upper)] = int(tf.data.TFRecordDataset(files, compression_type="GZIP").reduce(
-                np.int64(0), lambda count, _: count + 1).numpy())
+            counts[bucket_dir_name(upper)] = int(
+                tf.data.TFRecordDataset(files, compression_type="GZIP")
+                .reduce(np.int64(0), lambda count, _: count + 1)
+                .numpy()
+            )
     return {name: count for name, count in sorted(counts.items()) if count}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# TFMA
-
-
-def make_eval_config(config: EvaluatorConfig, has_baseline: bool):
-    """One EvalConfig for the candidate (and the baseline): overall and per-length-bucket slices; the
-    accuracy thresholds apply to the overall slice only."""
-    from google.protobuf import wrappers_pb2
-    from tensorflow_model_analysis.proto import config_pb2
-
-    from library.export import TF_EXAMPLE_SIGNATURE
-
-    def model_spec(name: str, is_baseline: bool):
-        return config_pb2.ModelSpec(name=name, signature_name=TF_EXAMPLE_SIGNATURE, label_key=LABEL_KEY,
-                                    prediction_key=PREDICTION_KEY, model_type="tf_generic", is_baseline=is_baseline)
-
-    # TFMA checks the absolute bar; the comparison with the baseline and the anchor is the paired gate's.
-    threshold = config_pb2.MetricThreshold(value_threshold=config_pb2.GenericValueThreshold(
-        lower_bound=wrappers_pb2.DoubleValue(value=config.min_accuracy)))
-    accuracy = config_pb2.MetricConfig(
-        class_name="SparseCategoricalAccuracy", config=json.dumps({"name": "accuracy"}),
-        per_slice_thresholds=[config_pb2.PerSliceMetricThreshold(
-            slicing_specs=[config_pb2.SlicingSpec()], threshold=threshold)])
-    metrics = [
-        config_pb2.MetricConfig(class_name="ExampleCount"),
-        accuracy,
-        config_pb2.MetricConfig(class_name="SparseCategoricalCrossentropy", config=json.dumps({"name": "loss"})),
-        config_pb2.MetricConfig(class_name="MultiClassConfusionMatrixPlot",
-                                config=json.dumps({"name": CONFUSION_MATRIX_PLOT_NAME})),
-    ]
-    specs = [model_spec(CANDIDATE, False)] + ([model_spec(BASELINE, True)] if has_baseline else [])
-    return config_pb2.EvalConfig(
-        model_specs=specs,
-        slicing_specs=[config_pb2.SlicingSpec(), config_pb2.SlicingSpec(feature_keys=[BUCKET_FEATURE])],
-        metrics_specs=[config_pb2.MetricsSpec(metrics=metrics)])
-
-
-def run_tfma(examples_file: Path, candidate_dir: Path, baseline_dir: Path | None, eval_config, output_path: Path,
-             beam_args: tuple[str, ...]) -> None:
-    import apache_beam as beam
-    import tensorflow_model_analysis as tfma
-    from tfx_bsl.public import tfxio
-
-    from library.beam_options import pipeline_options
-
-    models = [tfma.default_eval_shared_model(eval_saved_model_path=str(candidate_dir), eval_config=eval_config,
-                                             model_name=CANDIDATE)]
-    if baseline_dir is not None:
-        models.append(tfma.default_eval_shared_model(eval_saved_model_path=str(baseline_dir),
-                                                     eval_config=eval_config, model_name=BASELINE))
-    # The raw serialized examples go to the model's tf.Example signature.
-    source = tfxio.TFExampleRecord(file_pattern=str(examples_file), raw_record_column_name=tfma.ARROW_INPUT_COLUMN,
-                                   telemetry_descriptors=["agnews_pipeline", "evaluator"])
-    with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline:
-        _ = (pipeline
-             | "ReadTestExamples" >> source.BeamSource()
-             | "EvaluateAndWrite" >> tfma.ExtractEvaluateAndWriteResults(
-                 eval_shared_model=models if len(models) > 1 else models[0], eval_config=eval_config,
-                 output_path=str(output_path)))
-
-
-def _slice_name(slice_key) -> str:
-    if not slice_key.single_slice_keys:
-        return OVERALL
-    for key in slice_key.single_slice_keys:
-        if key.column == BUCKET_FEATURE:
-            return key.bytes_value.decode()
-    return ",".join(f"{key.column}" for key in slice_key.single_slice_keys)
-
-
-def _model_name(key) -> str:
-    # With a single model (no baseline) TFMA leaves the model name empty.
-    return key.model_name or CANDIDATE
-
-
-def read_tfma_metrics(tfma_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """{model name: {slice name ("overall" or bucket_<upper>): metrics}} from TFMA's output.
-
-    Accuracy, loss and example count are TFMA's metrics; per-class precision/recall/F1 and macro-F1 are
-    derived from TFMA's multi-class confusion matrix of the same slice.
-    """
-    import tensorflow_model_analysis as tfma
-
-    values: dict[tuple[str, str], dict[str, float]] = {}
-    for metrics_for_slice in tfma.load_metrics(str(tfma_dir)):
-        name = _slice_name(metrics_for_slice.slice_key)
-        for item in metrics_for_slice.metric_keys_and_values:
-            if item.key.is_diff or not item.value.HasField("double_value"):
-                continue
-            values.setdefault((_model_name(item.key), name), {})[item.key.name] = item.value.double_value.value
-    matrices: dict[tuple[str, str], np.ndarray] = {}
-    for plots_for_slice in tfma.load_plots(str(tfma_dir)):
-        name = _slice_name(plots_for_slice.slice_key)
-        for item in plots_for_slice.plot_keys_and_values:
-            if item.value.HasField("multi_class_confusion_matrix_at_thresholds"):
-                classes = len(CLASS_NAMES)
-                matrix = np.zeros((classes, classes), np.int64)
-                # One matrix per threshold; the default single threshold 0.0 means "predicted = argmax".
-                for entry in item.value.multi_class_confusion_matrix_at_thresholds.matrices[0].entries:
-                    if 0 <= entry.actual_class_id < classes and 0 <= entry.predicted_class_id < classes:
-                        matrix[entry.actual_class_id, entry.predicted_class_id] += round(entry.num_weighted_examples)
-                matrices[(_model_name(item.key), name)] = matrix
-    results: dict[str, dict[str, dict[str, Any]]] = {}
-    for (model_name, name), metric_values in values.items():
-        matrix = matrices.get((model_name, name))
-        if matrix is None or "accuracy" not in metric_values:
-            continue
-        results.setdefault(model_name, {})[name] = {
-            "examples": int(round(metric_values.get("example_count", matrix.sum()))),
-            "accuracy": metric_values["accuracy"],
-            "loss": metric_values.get("loss", math.nan),
-            **classification_metrics(matrix),
-        }
-    return results
-
-
-def classification_metrics(confusion_matrix: np.ndarray) -> dict[str, Any]:
-    """Per-class precision/recall/F1 and their macro-F1 from a [actual, predicted] count matrix.
-
-    A ratio with a zero denominator is 0. Macro-F1 averages the classes that occur as a label or a
-    prediction (scikit-learn's convention), so a length bucket without, say, Sports examples is not
-    penalised for it.
-    """
-    matrix = np.asarray(confusion_matrix, np.int64)
-    per_class, f1_scores = {}, []
-    for index, name in enumerate(CLASS_NAMES):
-        true_positives = int(matrix[index, index])
-        support, predicted = int(matrix[index].sum()), int(matrix[:, index].sum())
-        precision = true_positives / predicted if predicted else 0.0
-        recall = true_positives / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
-        if support or predicted:
-            f1_scores.append(f1)
-    return {"macro_f1": float(np.mean(f1_scores)) if f1_scores else 0.0, "per_class": per_class,
-            "confusion_matrix": matrix.tolist()}
-
-
-def blessing_from_validation(tfma_dir: Path, candidate: dict[str, Any], baseline: dict[str, Any] | None,
-                             config: EvaluatorConfig) -> tuple[bool, str]:
-    """(blessed, reason) from TFMA's validation result of the absolute bar (min_accuracy); the comparison with
-    the baseline and the anchor is library/paired_gate.py's."""
-    import tensorflow_model_analysis as tfma
-
-    validation = tfma.load_validation_result(str(tfma_dir))
-    accuracy = candidate["accuracy"]
-    if validation.validation_ok:
-        return True, f"accuracy {accuracy:.4f} >= min_accuracy {config.min_accuracy:.4f}"
-    problems = [f"{failure.metric_key.name} {failure.metric_value.double_value.value:.4f} is below min_accuracy "
-                f"{config.min_accuracy:.4f}"
-                for per_slice in validation.metric_validations_per_slice for failure in per_slice.failures]
-    if validation.missing_slices or validation.missing_thresholds or not problems:
-        problems.append("TFMA validation failed: " + " ".join(str(validation).split())[:500])
-    return False, "; ".join(problems)

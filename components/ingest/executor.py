@@ -8,8 +8,8 @@ Sources (`ingest.data`):
 Output folder `examples/`:
   train/, eval/, test/   part-SSSSS-of-NNNNN.tfrecord.gz: tf.train.Example {title: bytes, description: bytes,
                          label: int64 0-3}; the same rows always give the same files (library/tfrecord_io.py)
-  quarantine.jsonl       one JSON object per bad row: source, source_split, line, reason, detail, raw (<= 1 KB)
-  counts.json            rows per split, quarantined rows per reason, rows read, source
+  quarantine.jsonl       one JSON object per bad row: source, source_split, line, reason, detail, raw (<= 1
+  KB) counts.json            rows per split, quarantined rows per reason, rows read, source
 
 Each line of a CSV file is one row: a bad line goes to quarantine (with its file and line number) and never
 affects its neighbours. CRLF endings and any UTF-8 text are valid; the file's final newline ends the last row
@@ -29,15 +29,30 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
-from components.ingest.quarantine import join_files, quarantine_block, too_many_bad_rows, write_quarantine_block
+from components.ingest.quarantine import (
+    join_files,
+    quarantine_block,
+    too_many_bad_rows,
+    write_quarantine_block,
+)
 from components.ingest.reading import prepare_tfds, read_csv, read_tfds
 from components.ingest.span_reuse import plan_reuse
-from components.ingest.spec import CSV_FILE_NAMES, Source, check_one_span, csv_dir, reads_stream, source_name, window
+from components.ingest.spec import (
+    CSV_FILE_NAMES,
+    Source,
+    check_one_span,
+    csv_dir,
+    reads_stream,
+    source_name,
+    window,
+)
 from contract.artifacts import LOST_ROWS_ADVICE, Artifact, ComponentError, Runtime
-from contract.config import IngestConfig
+from contract.data_config import IngestConfig
 from contract.files import file_sha256, update_digest
 from contract.names import EXAMPLES, PREVIOUS_EXAMPLES
+from library import span_profiles
 from library import spans as span_stream
 from library.ag_news_csv import GoodRow, count_lines, open_binary
 from library.beam_options import pipeline_options
@@ -70,9 +85,12 @@ def split_of(row: GoodRow, eval_fraction: float) -> str:
 
 def to_tf_example(row: GoodRow) -> bytes:
     import tensorflow as tf  # imported where used: TF is slow to import and only workers need it here
+
     feature = {
         "title": tf.train.Feature(bytes_list=tf.train.BytesList(value=[row.title.encode("utf-8")])),
-        "description": tf.train.Feature(bytes_list=tf.train.BytesList(value=[row.description.encode("utf-8")])),
+        "description": tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[row.description.encode("utf-8")])
+        ),
         "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[row.label])),
     }
     # deterministic=True: protobuf's default order of the feature map changes from process to process.
@@ -95,28 +113,40 @@ def _csv_files(config: IngestConfig) -> dict[str, str]:
     expects = ("--data csv:DIR expects DIR to hold train.csv and test.csv (or test.csv and span subfolders "
                "named like 2026-12-01/ or 0007/, each with a train.csv)")
     if not exists(folder):
-        raise ComponentError(f"ingest: data folder {folder} does not exist (from --data {config.data}); {expects}")
+        raise ComponentError(
+            f"ingest: data folder {folder} does not exist (from --data {config.data}); {expects}"
+        )
     files = {split: join(folder, name) for split, name in CSV_FILE_NAMES.items()}
     missing = [name for split, name in CSV_FILE_NAMES.items() if not exists(files[split])]
     if missing:
-        raise ComponentError(f"ingest: {' and '.join(missing)} not found in {folder} (from --data {config.data}); "
-                             f"{expects}")
-    folders = [name for split, name in CSV_FILE_NAMES.items() if "://" not in files[split] and Path(files[split]).is_dir()]
+        raise ComponentError(
+            f"ingest: {' and '.join(missing)} not found in {folder} (from --data {config.data}); {expects}"
+        )
+    folders = [
+        name
+        for split, name in CSV_FILE_NAMES.items()
+        if "://" not in files[split] and Path(files[split]).is_dir()
+    ]
     if folders:
-        raise ComponentError(f"ingest: {' and '.join(folders)} in {folder} is a folder, not a file (from --data "
-                             f"{config.data}); --data csv:DIR expects DIR to hold the files train.csv and test.csv")
+        raise ComponentError(
+            f"ingest: {' and '.join(folders)} in {folder} is a folder, not a file (from --data "
+            f"{config.data}); --data csv:DIR expects DIR to hold the files train.csv and test.csv"
+        )
     return files
 
 
 def sources(config: IngestConfig) -> list[Source]:
-    """Every source file of the run; in a stream, the window's spans (oldest first), then the fixed test set."""
+    """Every source file of the run; in a stream, the window's spans (oldest first), then the fixed test
+    set."""
     if not config.data.startswith("csv:"):
         check_one_span(config)
         return [Source(None, split, f"tfds:{config.tfds_name}/{split}") for split in SOURCE_SPLITS]
     if reads_stream(config):
         spans = window(config)
         test_file = os.path.join(csv_dir(config), span_stream.FIXED_TEST_FILE)
-        return [Source(span.name, "train", span.train_file) for span in spans] + [Source("", "test", test_file)]
+        return [Source(span.name, "train", span.train_file) for span in spans] + [
+            Source("", "test", test_file)
+        ]
     check_one_span(config)
     return [Source(None, split, path) for split, path in _csv_files(config).items()]
 
@@ -178,13 +208,18 @@ def _summary_json(counted: list[tuple[tuple, int]]) -> str:
 
 def _single_file(path: Path):
     import apache_beam as beam
-    return beam.io.WriteToText(str(path), shard_name_template="", num_shards=1, append_trailing_newlines=False)
+
+    return beam.io.WriteToText(
+        str(path), shard_name_template="", num_shards=1, append_trailing_newlines=False
+    )
 
 
 def _source_counts(summary: dict, index: int, source: str, eval_fraction: float) -> dict:
     """counts.json of one source (or, summed over all sources, of the artifact)."""
     read = {s: summary.get(("read", index, s), 0) for s in SOURCE_SPLITS}
-    by_reason = {key[2]: count for key, count in summary.items() if key[0] == "quarantined" and key[1] == index}
+    by_reason = {
+        key[2]: count for key, count in summary.items() if key[0] == "quarantined" and key[1] == index
+    }
     rows_read, quarantined = sum(read.values()), sum(by_reason.values())
     return {
         "source": source,
@@ -204,7 +239,9 @@ def _sum_counts(parts: list[dict], source: str, eval_fraction: float) -> dict:
     summary: dict = {}
     for part in parts:
         for split in SOURCE_SPLITS:
-            summary[("read", 0, split)] = summary.get(("read", 0, split), 0) + part["rows_read_by_source_split"][split]
+            summary[("read", 0, split)] = (
+                summary.get(("read", 0, split), 0) + part["rows_read_by_source_split"][split]
+            )
         for reason, count in part["quarantined_by_reason"].items():
             summary[("quarantined", 0, reason)] = summary.get(("quarantined", 0, reason), 0) + count
         for split in SPLITS:
@@ -216,22 +253,25 @@ def _sum_counts(parts: list[dict], source: str, eval_fraction: float) -> dict:
 
 
 def _check_every_line_arrived(summary: dict, read: dict[int, Source]) -> None:
-    """Every line of every file read must have come out of the pipeline as a good or a quarantined row. A runner
-    that loses elements (seen once: DirectRunner multi_processing, 1,185,274 of 1,203,800 rows, no error) fails
-    the step here, before anything is published."""
+    """Every line of every file read must have come out of the pipeline as a good or a quarantined row. A
+    runner that loses elements (seen once: DirectRunner multi_processing, 1,185,274 of 1,203,800 rows, no
+    error) fails the step here, before anything is published."""
     for index, source in read.items():
         lines = count_lines(source.path)
         arrived = summary.get(("read", index, source.split), 0)
         if arrived != lines:
             raise ComponentError(
-                f"ingest: the Beam runner returned {arrived:,} rows for the {lines:,} lines of {source.path}; "
-                f"{LOST_ROWS_ADVICE}")
+                f"ingest: the Beam runner returned {arrived:,} rows for the {lines:,} lines of "
+                f"{source.path}; "
+                f"{LOST_ROWS_ADVICE}"
+            )
 
 
 def _ingest(to_read: list[Source], all_sources: list[Source], config: IngestConfig, output_dir: Path,
             examples_dir: Path, runtime: Runtime) -> None:
     """Runs Beam over `to_read`: example files, counts.json and quarantine.jsonl in each source's folder."""
-    import apache_beam as beam  # heavy libraries are imported where used, not at the top (see contract/artifacts.py)
+    # heavy libraries are imported where used, not at the top (see contract/artifacts.py)
+    import apache_beam as beam
 
     from library.tfrecord_io import WriteDeterministicTFRecords
     summary_path = output_dir / ".ingest-summary.json"
@@ -277,12 +317,25 @@ def _ingest(to_read: list[Source], all_sources: list[Source], config: IngestConf
              | "SummaryJson" >> beam.Map(_summary_json)
              | "WriteSummary" >> _single_file(summary_path))
 
+    _write_source_counts(summary_path, quarantine_blocks, indexes, all_sources, folder_of, config,
+                         examples_dir)
+    shutil.rmtree(quarantine_blocks, ignore_errors=True)
+
+
+def _write_source_counts(summary_path: Path, quarantine_blocks: Path, indexes: list[int],
+                         all_sources: list[Source], folder_of: dict[int, Path], config: IngestConfig,
+                         examples_dir: Path) -> None:
+    """After the Beam job: checks that every line read arrived (CSV), then writes counts.json and joins the
+    quarantine blocks into quarantine.jsonl, in each source's folder (or once: a single folder, TFDS)."""
+    from_csv = config.data.startswith("csv:")
+    eval_fraction = config.eval_fraction
     summary = {tuple(key): count for key, count in json.loads(summary_path.read_text(encoding="utf-8"))}
     summary_path.unlink()
     if from_csv:
         _check_every_line_arrived(summary, {index: all_sources[index] for index in indexes})
     blocks = sorted(quarantine_blocks.glob("*.jsonl"))
-    if all_sources[0].name is None:  # one folder (or TFDS): one counts.json and quarantine.jsonl over both files
+    # one folder (or TFDS): one counts.json and quarantine.jsonl over both files
+    if all_sources[0].name is None:
         merged: dict = {}
         for key, count in summary.items():
             merged[(key[0], 0, *key[2:])] = merged.get((key[0], 0, *key[2:]), 0) + count
@@ -294,10 +347,11 @@ def _ingest(to_read: list[Source], all_sources: list[Source], config: IngestConf
             folder = examples_dir / folder_of[index]
             write_counts(folder, _source_counts(summary, index, all_sources[index].path, eval_fraction))
             join_files([b for b in blocks if int(b.name.split("-")[0]) == index], quarantine_file(folder))
-    shutil.rmtree(quarantine_blocks, ignore_errors=True)
 
 
-def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, runtime: Runtime) -> dict[str, Artifact]:
+def run(
+    inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, runtime: Runtime
+) -> dict[str, Artifact]:
     output_dir = Path(output_dir)
     examples_dir = output_dir / EXAMPLES
     examples_dir.mkdir(parents=True, exist_ok=True)
@@ -313,17 +367,14 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
         records, status = plan_reuse(all_sources, inputs.get(PREVIOUS_EXAMPLES), config, examples_dir)
         to_read = [s for s in all_sources if status[s.name] != "reused"]
         write_sources(examples_dir, records)
-        spans = [s.name for s in all_sources if s.name]
-        for verb in ("ingested", "re-ingested", "reused"):
-            named = [name or "fixed test set" for name, state in status.items() if state == verb]
-            if named:
-                why = " (their files changed)" if verb == "re-ingested" else ""
-                runtime.log(f"ingest: {verb}{why}: {', '.join(named)}")
-        runtime.log(f"ingest: window of {len(spans)} span(s) {spans[0]} .. {spans[-1]} from {source}")
+        _log_plan(status, [s.name for s in all_sources if s.name], source, runtime)
     else:
         runtime.log(f"ingest: reading {source}")
     if to_read:
         _ingest(to_read, all_sources, config, output_dir, examples_dir, runtime)
+    for span in to_read if stream else ():
+        if span.name:  # each span read now gets its drift profile (a reused one keeps its own)
+            span_profiles.write_profile(examples_dir, span.name, records[span.name]["sha256"])
 
     quarantine_path = quarantine_file(examples_dir)
     if stream:
@@ -333,26 +384,49 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
         counts["spans"] = {name: {key: part[key] for key in ("splits", "label_counts", "quarantined_rows")}
                            for name, part in parts.items() if name}
         write_counts(examples_dir, counts)
-        join_files([quarantine_file(source_folder(examples_dir, s.name)) for s in all_sources], quarantine_path)
+        join_files(
+            [quarantine_file(source_folder(examples_dir, s.name)) for s in all_sources], quarantine_path
+        )
     else:
         counts = read_counts(examples_dir)
     runtime.log(f"ingest: {counts['splits']} rows, {counts['quarantined_rows']} quarantined "
                 f"{counts['quarantined_by_reason']}")
 
-    # In a stream a span's bad rows are validate's data-quality check (validate.quality.bad_row_share): a corrupted
-    # span is quarantined, not a failure of every later run; here only the fixed test set is held to the limit.
+    # In a stream a span's bad rows are validate's data-quality check (validate.quality.bad_row_share): a
+    # corrupted span is quarantined, not a failure of every later run; here only the fixed test set is held to
+    # the limit.
     checked, checked_path = counts, quarantine_path
     if stream:
         checked, checked_path = parts[""], quarantine_file(source_folder(examples_dir, ""))
     if checked["bad_row_fraction"] > config.max_bad_row_fraction:
         raise too_many_bad_rows(checked, checked_path, config.max_bad_row_fraction)
     read = counts["rows_read_by_source_split"]
-    good_rows = {"train": counts["splits"]["train"] + counts["splits"]["eval"], "test": counts["splits"]["test"]}
+    good_rows = {
+        "train": counts["splits"]["train"] + counts["splits"]["eval"],
+        "test": counts["splits"]["test"],
+    }
     empty_sources = [s for s in SOURCE_SPLITS if good_rows[s] == 0]
     if empty_sources:
         raise ComponentError(f"ingest: the {' and '.join(empty_sources)} source of {source} has no good rows "
                              f"(rows read: {read}; quarantined: {counts['quarantined_by_reason']})")
 
+    properties = _properties(counts, source, stream, status, records, config)
+    return {EXAMPLES: Artifact(EXAMPLES, examples_dir, properties)}
+
+
+def _log_plan(status: dict[str, str], spans: list[str], source: str, runtime: Runtime) -> None:
+    """Which spans of a stream are read, re-read (changed files) or carried over, and the window."""
+    for verb in ("ingested", "re-ingested", "reused"):
+        named = [name or "fixed test set" for name, state in status.items() if state == verb]
+        if named:
+            why = " (their files changed)" if verb == "re-ingested" else ""
+            runtime.log(f"ingest: {verb}{why}: {', '.join(named)}")
+    runtime.log(f"ingest: window of {len(spans)} span(s) {spans[0]} .. {spans[-1]} from {source}")
+
+
+def _properties(counts: dict[str, Any], source: str, stream: bool, status: dict[str, str],
+                records: dict[str, dict], config: IngestConfig) -> dict[str, Any]:
+    """The examples artifact's properties: rows per split and quarantined, and for a stream its window."""
     properties = {
         "train_rows": counts["splits"]["train"],
         "eval_rows": counts["splits"]["eval"],
@@ -362,15 +436,20 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: IngestConfig, run
         "source": source,
     }
     if stream:
-        properties.update({
-            "window": counts["window"], "newest_span": counts["window"][-1],
-            "window_summary": f"{counts['window'][0]}..{counts['window'][-1]} ({len(counts['window'])} spans)",
-            "spans_ingested": [n for n, state in status.items() if n and state == "ingested"],
-            "spans_reingested": [n for n, state in status.items() if n and state == "re-ingested"],
-            "spans_reused": [n for n, state in status.items() if n and state == "reused"],
-            "span_sha256": {name: records[name]["sha256"] for name in counts["window"]},
-            # Spans no model may have learned from now (excluded, quarantined, rejected): a warm start checks its
-            # base against them.
-            "spans_held_out": sorted(set(config.window.exclude) | set(config.window.held_out))})
-    return {EXAMPLES: Artifact(EXAMPLES, examples_dir, properties)}
-
+        properties.update(
+            {
+                "window": counts["window"],
+                "newest_span": counts["window"][-1],
+                "window_summary": (
+                    f"{counts['window'][0]}..{counts['window'][-1]} ({len(counts['window'])} spans)"
+                ),
+                "spans_ingested": [n for n, state in status.items() if n and state == "ingested"],
+                "spans_reingested": [n for n, state in status.items() if n and state == "re-ingested"],
+                "spans_reused": [n for n, state in status.items() if n and state == "reused"],
+                "span_sha256": {name: records[name]["sha256"] for name in counts["window"]},
+                # Spans no model may have learned from now (excluded, quarantined, rejected): a warm start
+                # checks its base against them.
+                "spans_held_out": sorted(set(config.window.exclude) | set(config.window.held_out)),
+            }
+        )
+    return properties

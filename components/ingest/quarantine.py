@@ -48,11 +48,16 @@ def join_files(files: list[Path], destination: Path) -> None:
 
 
 def too_many_bad_rows(counts: dict, quarantine_path: Path, limit: float) -> ComponentError:
-    by_reason = ", ".join(f"{reason}={count}" for reason, count in sorted(counts["quarantined_by_reason"].items()))
-    lines = [f"ingest: {counts['quarantined_rows']} of {counts['rows_read']} rows are bad "
-             f"({counts['bad_row_fraction']:.2%}), above ingest.max_bad_row_fraction = {limit:.2%}.",
-             f"Bad rows by reason: {by_reason}.",
-             f"First {min(BAD_ROWS_IN_ERROR, counts['quarantined_rows'])} of {counts['quarantined_rows']} bad rows:"]
+    by_reason = ", ".join(
+        f"{reason}={count}" for reason, count in sorted(counts["quarantined_by_reason"].items())
+    )
+    lines = [
+        f"ingest: {counts['quarantined_rows']} of {counts['rows_read']} rows are bad "
+        f"({counts['bad_row_fraction']:.2%}), above ingest.max_bad_row_fraction = {limit:.2%}.",
+        f"Bad rows by reason: {by_reason}.",
+        f"First {min(BAD_ROWS_IN_ERROR, counts['quarantined_rows'])} of {counts['quarantined_rows']} "
+        "bad rows:",
+    ]
     with open(quarantine_path, encoding="utf-8") as handle:
         for _, text in zip(range(BAD_ROWS_IN_ERROR), handle):
             record = json.loads(text)
@@ -65,4 +70,3 @@ def too_many_bad_rows(counts: dict, quarantine_path: Path, limit: float) -> Comp
     lines.append(f"All bad rows are listed in {quarantine_path}. "
                  "Fix the source rows, or raise the limit with --set ingest.max_bad_row_fraction=...")
     return ComponentError("\n".join(lines))
-

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # for annotations; run() imports Beam when it runs
 
 from components.ingest.spec import Source
 from contract.artifacts import ComponentError
-from contract.config import IngestConfig
+from contract.data_config import IngestConfig
 from library.ag_news_csv import (
     BadRow,
     Chunk,
@@ -50,7 +50,9 @@ def parse_csv_chunk(chunk: Chunk, newline_counts: list[tuple[str, int, int]]):
         try:
             yield parse_csv_row(chunk.source_split, raw, first_line=line_number == 1)
         except BadRow as error:
-            yield TaggedOutput("bad", quarantine_record(chunk.path, chunk.source_split, line_number, error, raw))
+            yield TaggedOutput(
+                "bad", quarantine_record(chunk.path, chunk.source_split, line_number, error, raw)
+            )
 
 
 def parse_source_chunk(chunk: Chunk, newline_counts: list[tuple[str, int, int]], sources: list[Source]):
@@ -70,7 +72,10 @@ def parse_source_chunk(chunk: Chunk, newline_counts: list[tuple[str, int, int]],
 def read_csv(pipeline: beam.Pipeline, to_read: list[Source], sources: list[Source]):
     """Reads the files of `to_read`; rows are tagged with their index in `sources`."""
     import apache_beam as beam
-    chunks = [chunk for source in to_read for chunk in plan_chunks(source.path, source.split, READ_CHUNK_BYTES)]
+
+    chunks = [
+        chunk for source in to_read for chunk in plan_chunks(source.path, source.split, READ_CHUNK_BYTES)
+    ]
     chunk_collection = pipeline | "Chunks" >> beam.Create(chunks) | "SpreadChunks" >> beam.Reshuffle()
     newline_counts = chunk_collection | "CountNewlines" >> beam.Map(count_newlines)
     parsed = chunk_collection | "Parse" >> beam.FlatMap(
@@ -94,9 +99,16 @@ def read_tfds_split(source_split: str, name: str, data_dir: str):
         try:
             yield parse_tfds_row(source_split, row)
         except BadRow as error:
-            raw = json.dumps({key: value.decode("utf-8", "backslashreplace") if isinstance(value, bytes)
-                              else int(value) for key, value in row.items()}, ensure_ascii=False)
-            yield TaggedOutput("bad", quarantine_record(source, source_split, index, error, raw.encode("utf-8")))
+            raw = json.dumps(
+                {
+                    key: value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else int(value)
+                    for key, value in row.items()
+                },
+                ensure_ascii=False,
+            )
+            yield TaggedOutput(
+                "bad", quarantine_record(source, source_split, index, error, raw.encode("utf-8"))
+            )
 
 
 def _check_download_host(builder) -> None:
@@ -118,8 +130,10 @@ def prepare_tfds(config: IngestConfig) -> None:
     except Exception as error:  # TFDS raises many types here (network, missing modules, unknown name)
         reason = (str(error).strip().splitlines() or [""])[0][:200]
         raise ComponentError(
-            f"TFDS could not load {config.tfds_name} (no network? {type(error).__name__}: {reason}): point the "
-            "pipeline at the original CSV files with --data csv:PATH (PATH holds train.csv and test.csv)") from None
+            f"TFDS could not load {config.tfds_name} (no network? {type(error).__name__}: {reason}): "
+            "point the "
+            "pipeline at the original CSV files with --data csv:PATH (PATH holds train.csv and test.csv)"
+        ) from None
 
 
 def read_tfds(pipeline: beam.Pipeline, config: IngestConfig):
@@ -132,4 +146,3 @@ def read_tfds(pipeline: beam.Pipeline, config: IngestConfig):
     bad = parsed.bad | "TfdsBadSources" >> beam.Map(
         lambda record: {**record, "source_index": SOURCE_SPLITS.index(record["source_split"])})
     return good, bad
-

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from components.ingest.spec import Source
 from contract.artifacts import Artifact
-from contract.config import IngestConfig
+from contract.data_config import IngestConfig
 from contract.files import file_sha256
 from library.code_version import code_version
 from library.layouts import COUNTS_FILE, read_sources, source_folder
@@ -64,4 +64,3 @@ def plan_reuse(stream_sources: list[Source], previous: Artifact | None, config: 
         else:
             status[source.name] = "re-ingested" if earlier and earlier["sha256"] != sha256 else "ingested"
     return records, status
-

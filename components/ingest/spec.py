@@ -16,7 +16,7 @@ from pathlib import Path
 
 from contract.artifacts import ComponentError
 from contract.component_spec import ComponentSpec
-from contract.config import IngestConfig
+from contract.data_config import IngestConfig
 from contract.names import EXAMPLES
 from library import spans as span_stream
 
@@ -62,8 +62,10 @@ def window(config: IngestConfig) -> list[span_stream.Span]:
     folder = csv_dir(config)
     test_file = os.path.join(folder, span_stream.FIXED_TEST_FILE)
     if not os.path.isfile(test_file):
-        raise ComponentError(f"ingest: {folder} holds span folders but no test.csv (the fixed test set every run "
-                             "is evaluated on); add it beside the span folders")
+        raise ComponentError(
+            f"ingest: {folder} holds span folders but no test.csv (the fixed test set every run "
+            "is evaluated on); add it beside the span folders"
+        )
     spans = span_stream.discover_spans(folder, config.window.pattern)
     settings = config.window
     return span_stream.select_window(spans, num_spans=settings.num_spans, min_spans=settings.min_spans,
@@ -76,8 +78,10 @@ def check_one_span(config: IngestConfig) -> None:
     """A source that is not a stream is one span: it can neither be pinned nor meet min_spans above 1."""
     where = f"--data {config.data} is one data set, not a stream of spans"
     if config.window.newest:
-        raise ComponentError(f"ingest: {where}, so span {config.window.newest!r} cannot be found. Nothing was "
-                             "trained.", span_stream.SPAN_NOT_FOUND)
+        raise ComponentError(
+            f"ingest: {where}, so span {config.window.newest!r} cannot be found. Nothing was trained.",
+            span_stream.SPAN_NOT_FOUND,
+        )
     if config.window.min_spans > 1:
         raise ComponentError(f"ingest: {where}: one span, fewer than ingest.window.min_spans = "
                              f"{config.window.min_spans}. Nothing was trained.", span_stream.TOO_FEW_SPANS)
@@ -85,4 +89,3 @@ def check_one_span(config: IngestConfig) -> None:
 
 def source_name(config: IngestConfig) -> str:
     return f"csv:{csv_dir(config)}" if config.data.startswith("csv:") else f"tfds:{config.tfds_name}"
-

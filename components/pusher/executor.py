@@ -31,19 +31,15 @@ from components.pusher.spec import next_version, served_version_of, stale_push_f
 from contract.artifacts import Artifact, ComponentError, Runtime, fingerprint
 from contract.config import PusherConfig
 from contract.names import BLESSING, MODEL, PUSHED_MODEL
-from library.layouts import (
-    PUSH_TEMPORARY_PREFIX,
-    existing_serving_model_dir,
-    read_blessing,
-    serving_version_dir,
-    write_push,
-    write_served_push_record,
-)
+from library.folder_layouts import PUSH_TEMPORARY_PREFIX, serving_version_dir, write_served_push_record
+from library.layouts import existing_serving_model_dir, read_blessing, write_push
 
 MAX_PUBLISH_ATTEMPTS = 100
 
 
-def run(inputs: dict[str, Artifact], output_dir: Path, config: PusherConfig, runtime: Runtime) -> dict[str, Artifact]:
+def run(
+    inputs: dict[str, Artifact], output_dir: Path, config: PusherConfig, runtime: Runtime
+) -> dict[str, Artifact]:
     if not config.serving_dir:
         raise ComponentError("pusher.serving_dir is empty; loading the configuration resolves it to a folder")
     blessing = read_blessing(inputs[BLESSING].uri)
@@ -62,7 +58,9 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: PusherConfig, run
             version, path = adopted
             runtime.log(f"pusher: version {version} at {path} already holds this model; adopting it")
         else:
-            version, path = publish_version(serving_model, serving_dir, model_fingerprint, runtime.stop_requested)
+            version, path = publish_version(
+                serving_model, serving_dir, model_fingerprint, runtime.stop_requested
+            )
             runtime.log(f"pusher: pushed version {version} to {path}")
         record = {"pushed": True, "version": version, "path": str(path), "adopted": adopted is not None,
                   "reason": f"blessed: {blessing.get('reason', '')}"}

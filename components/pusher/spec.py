@@ -12,18 +12,20 @@ from pathlib import Path
 from contract.artifacts import fingerprint
 from contract.component_spec import ComponentSpec
 from contract.names import PUSHED_MODEL
-from library.layouts import (
+from library.folder_layouts import (
     PUSH_TEMPORARY_PREFIX,
-    has_saved_model,
     read_served_push_record,
     serving_version_dir,
     serving_versions,
 )
+from library.layouts import has_saved_model
 
 
 def newest_version(serving_dir: Path) -> Path | None:
     """The newest complete version folder (it holds a SavedModel) under the serving folder, or None."""
-    complete = [v for v in serving_versions(serving_dir) if has_saved_model(serving_version_dir(serving_dir, v))]
+    complete = [
+        v for v in serving_versions(serving_dir) if has_saved_model(serving_version_dir(serving_dir, v))
+    ]
     return serving_version_dir(serving_dir, complete[-1]) if complete else None
 
 

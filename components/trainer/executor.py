@@ -5,14 +5,14 @@ val_loss (keeping the best epoch's weights), under the tf.distribute strategy th
 multi_worker_mirrored, on the workers of trainer.workers (library/multi_worker.py), every one of them running
 train(), the one training code path.
 With trainer.warm_start (default) and a blessed model in the store (the `base_model` input) whose architecture
-and hyperparameters are the ones trained now, training starts from its weights, the embedding rows carried over
-token by token (library/warm_start.py); --from-scratch turns it off for a run. A base that learned a span since
-corrected or held out gives way to its newest clean ancestor, or to no warm start (warm_start.clean_base); the
-model records the spans it was trained on (`training_spans`, and model/lineage.json over its bases too).
-With trainer.pretrained_embeddings the embedding starts from those vectors (library/embeddings.py), frozen,
-fine-tuned or unfrozen after N epochs (trainer.embeddings_trainable); their coverage of the vocabulary and of
-the train split's tokens is recorded, and the exported SavedModel holds the trained embedding (serving needs no
-vectors file).
+and hyperparameters are the ones trained now, training starts from its weights, the embedding rows carried
+over token by token (library/warm_start.py); --from-scratch turns it off for a run. A base that learned a span
+since corrected or held out gives way to its newest clean ancestor, or to no warm start
+(warm_start.clean_base); the model records the spans it was trained on (`training_spans`, and
+model/lineage.json over its bases too). With trainer.pretrained_embeddings the embedding starts from those
+vectors (library/embeddings.py), frozen, fine-tuned or unfrozen after N epochs (trainer.embeddings_trainable);
+their coverage of the vocabulary and of the train split's tokens is recorded, and the exported SavedModel
+holds the trained embedding (serving needs no vectors file).
 
 Outputs, under output_dir:
   model/      keras/model.keras (Keras 3), hyperparameters.json (the best_hyperparameters.json trained),
@@ -37,7 +37,14 @@ if TYPE_CHECKING:  # for annotations; run() imports TensorFlow when it runs
 from components.trainer.spec import BASE_MODEL_INPUT
 from contract.artifacts import Artifact, ComponentError, Runtime
 from contract.config import TrainerConfig
-from contract.names import BEST_HYPERPARAMETERS, EXAMPLES, MODEL, MODEL_RUN, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
+from contract.names import (
+    BEST_HYPERPARAMETERS,
+    EXAMPLES,
+    MODEL,
+    MODEL_RUN,
+    TRANSFORM_GRAPH,
+    TRANSFORMED_EXAMPLES,
+)
 from library import embeddings, warm_start
 from library.layouts import (
     ModelInputSpec,
@@ -65,8 +72,8 @@ EVAL_BATCH_SIZE = 256
 
 
 def _throughput_callback(examples_per_epoch: int):
-    """A Keras callback measuring training examples per second of each epoch (from the epoch's start to its last
-    training batch) and the batches it trained on into its `per_epoch` list."""
+    """A Keras callback measuring training examples per second of each epoch (from the epoch's start to its
+    last training batch) and the batches it trained on into its `per_epoch` list."""
     import keras
 
     class Throughput(keras.callbacks.Callback):
@@ -84,8 +91,13 @@ def _throughput_callback(examples_per_epoch: int):
 
         def on_epoch_end(self, epoch, logs=None):
             seconds = max(self._last_batch - self._start, 1e-9)
-            self.per_epoch.append({"train_seconds": seconds, "examples_per_second": examples_per_epoch / seconds,
-                                   "batches": self._batches})
+            self.per_epoch.append(
+                {
+                    "train_seconds": seconds,
+                    "examples_per_second": examples_per_epoch / seconds,
+                    "batches": self._batches,
+                }
+            )
 
     return Throughput()
 
@@ -140,9 +152,16 @@ def external_fingerprint(config: TrainerConfig) -> str | None:
     return embeddings.external_fingerprint(config.pretrained_embeddings)
 
 
-def _pretrained(config: TrainerConfig, transform_graph_dir: Path, model_input: ModelInputSpec,
-                examples_dir: Path, seed: int, log: Callable[[str], None]) -> tuple[embeddings.Pretrained, dict[str, Any]]:
-    """The aligned vectors and their coverage facts; coverage below the threshold is logged as a loud warning."""
+def _pretrained(
+    config: TrainerConfig,
+    transform_graph_dir: Path,
+    model_input: ModelInputSpec,
+    examples_dir: Path,
+    seed: int,
+    log: Callable[[str], None],
+) -> tuple[embeddings.Pretrained, dict[str, Any]]:
+    """The aligned vectors and their coverage facts; coverage below the threshold is logged as a loud
+    warning."""
     from library.dataset import token_id_counts
     pretrained = embeddings.prepare(config.pretrained_embeddings, transform_graph_dir, model_input, seed)
     counts = token_id_counts(examples_dir, "train", model_input.embedding_input_dim)
@@ -150,9 +169,11 @@ def _pretrained(config: TrainerConfig, transform_graph_dir: Path, model_input: M
     low = token_coverage < config.min_embedding_coverage
     facts = {**pretrained.properties(), "embeddings_token_coverage": round(token_coverage, 6),
              "embeddings_low_coverage": low}
-    log(f"trainer: pretrained vectors {pretrained.path} ({pretrained.words:,} words x "
-                f"{pretrained.alignment.dimension}, fingerprint {pretrained.fingerprint[:12]}): "
-                f"{pretrained.alignment.vocab_coverage:.1%} of vocabulary ids, {token_coverage:.1%} of train tokens")
+    log(
+        f"trainer: pretrained vectors {pretrained.path} ({pretrained.words:,} words x "
+        f"{pretrained.alignment.dimension}, fingerprint {pretrained.fingerprint[:12]}): "
+        f"{pretrained.alignment.vocab_coverage:.1%} of vocabulary ids, {token_coverage:.1%} of train tokens"
+    )
     if low:
         log(f"WARNING: {'!' * 60}\nWARNING: the vectors cover only {token_coverage:.1%} of the train "
                     f"split's tokens (threshold {config.min_embedding_coverage:.0%}): most words start from "
@@ -172,15 +193,18 @@ def _warm_start(model, base_model_dir: Path | None, base_model_label: str, archi
         return {"warm_start": f"none ({base_model_label}: {why})"}
     tokens = warm_start.read_vocabulary(vocabulary_file(transform_graph_dir, model_input))
     rows = warm_start.carry_weights(model, base, tokens, model_input)
-    log(f"trainer: warm start from {base_model_label}: {rows['rows_carried']:,} of {len(tokens):,} vocabulary rows "
-        f"carried over by token, {rows['rows_new']:,} new tokens start fresh")
+    log(
+        f"trainer: warm start from {base_model_label}: {rows['rows_carried']:,} of {len(tokens):,} "
+        "vocabulary rows "
+        f"carried over by token, {rows['rows_new']:,} new tokens start fresh"
+    )
     return {"warm_start": f"from {base_model_label}", "warm_start_from": base_model_label,
             "warm_start_rows_carried": rows["rows_carried"], "warm_start_rows_new": rows["rows_new"]}
 
 
 def _steps_per_epoch(train_examples: int, batch_size: int, max_rows: int, workers: int) -> int | None:
-    """Batches each worker trains on in one epoch when an epoch is capped at max_rows rows (None: the whole split;
-    each worker's share of the batches)."""
+    """Batches each worker trains on in one epoch when an epoch is capped at max_rows rows (None: the whole
+    split; each worker's share of the batches)."""
     if not max_rows or train_examples <= max_rows:
         return None
     return math.ceil(max_rows / (batch_size * workers))
@@ -188,26 +212,45 @@ def _steps_per_epoch(train_examples: int, batch_size: int, max_rows: int, worker
 
 def _fit(model, train, evaluation, patience: int, callbacks: list, epochs: int, initial_epoch: int = 0,
          steps_per_epoch: int | None = None) -> dict[str, list[float]]:
-    """steps_per_epoch: each epoch trains on that many batches of an endless repetition of the train batches, so
-    the next epoch goes on where this one stopped (Keras keeps the iterator when steps_per_epoch is set)."""
+    """steps_per_epoch: each epoch trains on that many batches of an endless repetition of the train batches,
+    so the next epoch goes on where this one stopped (Keras keeps the iterator when steps_per_epoch is
+    set)."""
     import keras
-    early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=patience, restore_best_weights=True
+    )
     batches = train.dataset.repeat() if steps_per_epoch else train.dataset
-    history = model.fit(_distributable(batches), validation_data=_distributable(evaluation.dataset),
-                        epochs=epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch, verbose=2,
-                        shuffle=False,  # tf.data already shuffles
-                        callbacks=[early_stopping, *callbacks])
+    history = model.fit(
+        _distributable(batches),
+        validation_data=_distributable(evaluation.dataset),
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch,
+        verbose=2,
+        shuffle=False,  # tf.data already shuffles
+        callbacks=[early_stopping, *callbacks],
+    )
     return history.history
 
 
-def train(examples_dir: Path, transform_graph_dir: Path, chosen: dict[str, Any], output_dir: Path | None,
-          config: TrainerConfig, seed: int, log: Callable[[str], None], strategy, base_model_dir: Path | None = None,
-          base_model_label: str = "") -> Any:
+def train(
+    examples_dir: Path,
+    transform_graph_dir: Path,
+    chosen: dict[str, Any],
+    output_dir: Path | None,
+    config: TrainerConfig,
+    seed: int,
+    log: Callable[[str], None],
+    strategy,
+    base_model_dir: Path | None = None,
+    base_model_label: str = "",
+) -> Any:
     """The one training code path, in the pipeline process or on each worker of a multi-worker job: builds the
     chosen model under `strategy` (starting from the model in base_model_dir when it matches: a warm start),
-    fits it and writes under output_dir: model/ (the Keras model, the trained hyperparameters, model_input.json)
-    and model_run/ (history.json, TensorBoard logs). output_dir None: a non-chief worker, which trains its share
-    and writes nothing. Returns the trained model (None without output_dir)."""
+    fits it and writes under output_dir: model/ (the Keras model, the trained hyperparameters,
+    model_input.json) and model_run/ (history.json, TensorBoard logs). output_dir None: a non-chief worker,
+    which trains its share and writes nothing. Returns the trained model (None without output_dir)."""
     import keras
 
     from library.dataset import bucketed_batches, padding_ratio
@@ -215,27 +258,12 @@ def train(examples_dir: Path, transform_graph_dir: Path, chosen: dict[str, Any],
     model_input = read_model_input(transform_graph_dir)
     architecture = chosen["architecture"]
 
-    pretrained, embedding_facts, frozen_epochs = None, {}, 0
-    chosen_values = dict(chosen["values"])
-    if config.pretrained_embeddings:
-        pretrained, embedding_facts = _pretrained(config, transform_graph_dir, model_input, examples_dir, seed, log)
-        embeddings.check_fixed_dimension(chosen_values, pretrained.alignment.dimension, pretrained.path)
-        # trainer.embeddings_trainable overrides the tuner's choice: the number of epochs to keep the
-        # vectors frozen (0: fine-tuned throughout, >= epochs: frozen throughout).
-        frozen_epochs = config.unfreeze_after_epochs()
-        if frozen_epochs is None:
-            frozen_epochs = 0 if chosen_values.get("embedding_trainable", True) else config.epochs
-        chosen_values["embedding_trainable"] = frozen_epochs == 0
-        embedding_facts["embeddings_frozen_epochs"] = min(frozen_epochs, config.epochs)
+    pretrained, embedding_facts, frozen_epochs, chosen_values = _embedding_plan(
+        chosen, config, transform_graph_dir, model_input, examples_dir, seed, log)
     pretrained_dim = pretrained.alignment.dimension if pretrained else None
     hp = fixed_hyperparameters(chosen_values)
     values = search_space(architecture, hp, pretrained_dim)  # complete: absent names take the defaults
-
-    model_dir = run_dir = None
-    if output_dir is not None:
-        model_dir, run_dir = Path(output_dir) / MODEL, Path(output_dir) / MODEL_RUN
-        for folder in (keras_model_file(model_dir).parent, tensorboard_dir(run_dir)):
-            folder.mkdir(parents=True, exist_ok=True)
+    model_dir, run_dir = _output_folders(output_dir)
 
     keras.utils.set_random_seed(seed)
     with _op_determinism():
@@ -247,14 +275,8 @@ def train(examples_dir: Path, transform_graph_dir: Path, chosen: dict[str, Any],
         log(f"trainer: {architecture} {values} on {train.num_examples} train / {evaluation.num_examples} "
             f"eval examples, {strategy.num_replicas_in_sync} replica(s), padding ratio "
             f"{padding['padding_ratio']:.3f}")
-        # With no base, base_model_label says why (no blessed model yet, or none learned from valid spans).
-        warm_facts = {"warm_start": "off (trainer.warm_start is false)"} if not config.warm_start else {
-            "warm_start": f"none ({base_model_label or 'no blessed model yet'})"}
-        with strategy.scope():
-            model = build_model(architecture, hp, model_input, pretrained.alignment.matrix if pretrained else None)
-            if base_model_dir is not None:
-                warm_facts = _warm_start(model, base_model_dir, base_model_label or str(base_model_dir), architecture,
-                                         values, transform_graph_dir, model_input, log)
+        model, warm_facts = _build(architecture, hp, values, model_input, pretrained, strategy, config,
+                                   base_model_dir, base_model_label, transform_graph_dir, log)
         workers = len(config.workers) if config.strategy == "multi_worker_mirrored" else 1
         steps = _steps_per_epoch(train.num_examples, values["batch_size"], config.max_rows_per_epoch, workers)
         epoch_rows = train.num_examples if steps is None else steps * values["batch_size"] * workers
@@ -264,55 +286,135 @@ def train(examples_dir: Path, transform_graph_dir: Path, chosen: dict[str, Any],
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(run_dir))))
         warm = "warm_start_from" in warm_facts
         patience = config.warm_start_patience if warm else config.early_stopping_patience
-        rows = (f"{train.num_examples:,} rows" if steps is None else
-                f"{epoch_rows:,} of the {train.num_examples:,} rows (trainer.max_rows_per_epoch; the next epoch "
-                f"goes on where one stops)")
-        log(f"trainer: plan: up to {config.epochs} epochs x {rows} (early stopping patience "
-            f"{patience}{', warm start' if warm else ''}); an ETA follows each epoch")
-        if 0 < frozen_epochs < config.epochs:
-            # after_epochs N: train the layers above the frozen vectors first, then fine-tune everything. The
-            # optimizer only updates the variables it was compiled with, hence the recompile; the second phase
-            # keeps its result only if it beats the frozen phase's best val_loss.
-            frozen = _fit(model, train, evaluation, patience, callbacks, frozen_epochs, 0, steps)
-            frozen_weights, frozen_best = model.get_weights(), min(frozen["val_loss"])
-            model.get_layer("embedding").trainable = True
-            with strategy.scope():
-                compile_model(model, values["learning_rate"])
-            log(f"trainer: embedding unfrozen after {len(frozen['loss'])} epoch(s)")
-            tuned = _fit(model, train, evaluation, patience, callbacks, config.epochs, len(frozen["loss"]),
-                         steps)
-            if min(tuned["val_loss"]) >= frozen_best:
-                model.set_weights(frozen_weights)
-            history = {k: frozen[k] + tuned[k] for k in frozen}
-        else:
-            history = _fit(model, train, evaluation, patience, callbacks, config.epochs, 0, steps)
+        _log_plan(log, config.epochs, train.num_examples, epoch_rows, steps, patience, warm)
+        history = _fit_phases(model, train, evaluation, patience, callbacks, frozen_epochs, steps, config,
+                              strategy, values["learning_rate"], log)
     if output_dir is None:
         return None
-
-    epochs = [{"epoch": index + 1, **{k: float(v[index]) for k, v in history.items()},
-               **throughput.per_epoch[index]} for index in range(len(history["loss"]))]
-    best = min(epochs, key=lambda e: (e["val_loss"], e["epoch"]))  # the weights EarlyStopping restored
-    summary = {
-        "architecture": architecture, "epochs_trained": len(epochs), "best_epoch": best["epoch"],
-        "val_loss": best["val_loss"], "val_accuracy": best["val_accuracy"],
-        "stopped_early": len(epochs) < config.epochs, "early_stopping_patience": patience,
-        "mean_examples_per_second": sum(e["examples_per_second"] for e in epochs) / len(epochs),
-        "padding_ratio": padding["padding_ratio"], **embedding_facts, **warm_facts,
-    }
-    write_history(run_dir, {
-        **summary, "epochs": epochs, "padding": padding, "train_examples": train.num_examples,
-        "rows_per_epoch": epoch_rows, "steps_per_epoch": steps,
-        "eval_examples": evaluation.num_examples, "train_examples_per_bucket": train.examples_per_bucket,
-        "batch_size": values["batch_size"], "strategy": config.strategy,
-        "replicas": strategy.num_replicas_in_sync,
-        "workers": len(config.workers) if config.strategy == "multi_worker_mirrored" else 1, "seed": seed})
-    model.save(keras_model_file(model_dir))
+    facts = {"padding_ratio": padding["padding_ratio"], **embedding_facts, **warm_facts}
+    _write_model(model, Path(output_dir), history, throughput.per_epoch, architecture, patience,
+                 config.epochs, facts, {
+                     "padding": padding, "train_examples": train.num_examples, "rows_per_epoch": epoch_rows,
+                     "steps_per_epoch": steps, "eval_examples": evaluation.num_examples,
+                     "train_examples_per_bucket": train.examples_per_bucket,
+                     "batch_size": values["batch_size"], "strategy": config.strategy,
+                     "replicas": strategy.num_replicas_in_sync,
+                     "workers": workers, "seed": seed})
     write_trained_hyperparameters(model_dir, {**chosen, "values": values})
     write_model_input(model_dir, model_input)  # the evaluator reads the bucket bounds from the model
     return model
 
 
-def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, runtime: Runtime) -> dict[str, Artifact]:
+def _embedding_plan(chosen: dict[str, Any], config: TrainerConfig, transform_graph_dir: Path, model_input,
+                    examples_dir: Path, seed: int, log: Callable[[str], None]) -> tuple:
+    """(pretrained vectors or None, their facts for history.json, epochs to keep them frozen, the chosen
+    hyperparameter values with embedding_trainable set accordingly)."""
+    pretrained, embedding_facts, frozen_epochs = None, {}, 0
+    chosen_values = dict(chosen["values"])
+    if config.pretrained_embeddings:
+        pretrained, embedding_facts = _pretrained(
+            config, transform_graph_dir, model_input, examples_dir, seed, log
+        )
+        embeddings.check_fixed_dimension(chosen_values, pretrained.alignment.dimension, pretrained.path)
+        # trainer.embeddings_trainable overrides the tuner's choice: the number of epochs to keep the
+        # vectors frozen (0: fine-tuned throughout, >= epochs: frozen throughout).
+        frozen_epochs = config.unfreeze_after_epochs()
+        if frozen_epochs is None:
+            frozen_epochs = 0 if chosen_values.get("embedding_trainable", True) else config.epochs
+        chosen_values["embedding_trainable"] = frozen_epochs == 0
+        embedding_facts["embeddings_frozen_epochs"] = min(frozen_epochs, config.epochs)
+    return pretrained, embedding_facts, frozen_epochs, chosen_values
+
+
+def _output_folders(output_dir: Path | None) -> tuple[Path | None, Path | None]:
+    """The model and model_run folders under output_dir, made with their subfolders; (None, None) on a worker
+    that writes nothing."""
+    if output_dir is None:
+        return None, None
+    model_dir, run_dir = Path(output_dir) / MODEL, Path(output_dir) / MODEL_RUN
+    for folder in (keras_model_file(model_dir).parent, tensorboard_dir(run_dir)):
+        folder.mkdir(parents=True, exist_ok=True)
+    return model_dir, run_dir
+
+
+def _build(architecture: str, hp, values: dict[str, Any], model_input, pretrained, strategy,
+           config: TrainerConfig, base_model_dir: Path | None, base_model_label: str,
+           transform_graph_dir: Path, log: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
+    """The model built under `strategy`, warm-started from base_model_dir when given, and the warm-start facts
+    for history.json."""
+    # With no base, base_model_label says why (no blessed model yet, or none learned from valid spans).
+    warm_facts = {"warm_start": "off (trainer.warm_start is false)"} if not config.warm_start else {
+        "warm_start": f"none ({base_model_label or 'no blessed model yet'})"}
+    with strategy.scope():
+        model = build_model(
+            architecture, hp, model_input, pretrained.alignment.matrix if pretrained else None
+        )
+        if base_model_dir is not None:
+            warm_facts = _warm_start(
+                model,
+                base_model_dir,
+                base_model_label or str(base_model_dir),
+                architecture,
+                values,
+                transform_graph_dir,
+                model_input,
+                log,
+            )
+    return model, warm_facts
+
+
+def _log_plan(log: Callable[[str], None], epochs: int, train_rows: int, epoch_rows: int, steps: int | None,
+              patience: int, warm: bool) -> None:
+    """The line announcing how long training may take, before the first epoch."""
+    rows = (f"{train_rows:,} rows" if steps is None else
+            f"{epoch_rows:,} of the {train_rows:,} rows (trainer.max_rows_per_epoch; the next epoch "
+            f"goes on where one stops)")
+    log(f"trainer: plan: up to {epochs} epochs x {rows} (early stopping patience "
+        f"{patience}{', warm start' if warm else ''}); an ETA follows each epoch")
+
+
+def _fit_phases(model, train, evaluation, patience: int, callbacks: list, frozen_epochs: int,
+                steps: int | None, config: TrainerConfig, strategy, learning_rate: float,
+                log: Callable[[str], None]) -> dict:
+    """Fits the model; with pretrained vectors frozen for the first `frozen_epochs` epochs, in two phases.
+    Returns the Keras history {metric: [value per epoch]}."""
+    if not 0 < frozen_epochs < config.epochs:
+        return _fit(model, train, evaluation, patience, callbacks, config.epochs, 0, steps)
+    # after_epochs N: train the layers above the frozen vectors first, then fine-tune everything. The
+    # optimizer only updates the variables it was compiled with, hence the recompile; the second phase
+    # keeps its result only if it beats the frozen phase's best val_loss.
+    frozen = _fit(model, train, evaluation, patience, callbacks, frozen_epochs, 0, steps)
+    frozen_weights, frozen_best = model.get_weights(), min(frozen["val_loss"])
+    model.get_layer("embedding").trainable = True
+    with strategy.scope():
+        compile_model(model, learning_rate)
+    log(f"trainer: embedding unfrozen after {len(frozen['loss'])} epoch(s)")
+    tuned = _fit(model, train, evaluation, patience, callbacks, config.epochs, len(frozen["loss"]), steps)
+    if min(tuned["val_loss"]) >= frozen_best:
+        model.set_weights(frozen_weights)
+    return {k: frozen[k] + tuned[k] for k in frozen}
+
+
+def _write_model(model, output_dir: Path, history: dict, per_epoch: list[dict], architecture: str,
+                 patience: int, max_epochs: int, facts: dict[str, Any], details: dict[str, Any]) -> None:
+    """Writes model_run/history.json (a summary of the best epoch with `facts`, each epoch, `details`) and the
+    Keras model."""
+    epochs = [{"epoch": index + 1, **{k: float(v[index]) for k, v in history.items()},
+               **per_epoch[index]} for index in range(len(history["loss"]))]
+    best = min(epochs, key=lambda e: (e["val_loss"], e["epoch"]))  # the weights EarlyStopping restored
+    summary = {
+        "architecture": architecture, "epochs_trained": len(epochs), "best_epoch": best["epoch"],
+        "val_loss": best["val_loss"], "val_accuracy": best["val_accuracy"],
+        "stopped_early": len(epochs) < max_epochs, "early_stopping_patience": patience,
+        "mean_examples_per_second": sum(e["examples_per_second"] for e in epochs) / len(epochs), **facts,
+    }
+    write_history(Path(output_dir) / MODEL_RUN, {**summary, "epochs": epochs, **details})
+    model.save(keras_model_file(Path(output_dir) / MODEL))
+
+
+def run(
+    inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, runtime: Runtime
+) -> dict[str, Artifact]:
     import keras  # heavy libraries are imported in run(), not at the top (see contract/artifacts.py)
     examples_dir = Path(inputs[TRANSFORMED_EXAMPLES].uri)
     transform_graph_dir = Path(inputs[TRANSFORM_GRAPH].uri)
@@ -327,8 +429,10 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
         # The strategy needs a process whose TensorFlow has not started yet: the chief trains in a child.
         from library import multi_worker
         if runtime.pipeline_root is None:
-            raise ComponentError("trainer.strategy multi_worker_mirrored runs through the pipeline runner, which "
-                                 "names the pipeline root the workers share")
+            raise ComponentError(
+                "trainer.strategy multi_worker_mirrored runs through the pipeline runner, which "
+                "names the pipeline root the workers share"
+            )
         job = {"workers": list(config.workers), "worker_timeout": config.worker_timeout, "seed": runtime.seed,
                "trainer": dataclasses.asdict(config), "hyperparameters": chosen,
                "examples_dir": str(examples_dir), "transform_graph_dir": str(transform_graph_dir),
@@ -337,29 +441,71 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TrainerConfig, ru
         multi_worker.train_on_workers(job, runtime.pipeline_root, runtime.log)
         model = keras.saving.load_model(keras_model_file(model_dir))
     else:
-        model = train(examples_dir, transform_graph_dir, chosen, Path(output_dir), config, runtime.seed, runtime.log,
-                      _strategy(config.strategy), base_dir, base_label)
+        model = train(
+            examples_dir,
+            transform_graph_dir,
+            chosen,
+            Path(output_dir),
+            config,
+            runtime.seed,
+            runtime.log,
+            _strategy(config.strategy),
+            base_dir,
+            base_label,
+        )
 
     from library import export  # imported here: it loads TensorFlow Transform, which only export needs
-    export.export_serving_model(model, transform_graph_dir, serving_model_dir(model_dir))
+    export.export_serving_model(model, transform_graph_dir, serving_model_dir(model_dir),
+                                xla=config.export_xla)
     history = read_history(run_dir)
     model_facts = {k: v for k, v in history.items() if k.startswith(("embeddings_", "warm_start"))}
     warm_start.write_lineage(model_dir, spans, base_dir if "warm_start_from" in history else None)
+    from library.dataset import predicted_class_counts
+    predicted = predicted_class_counts(model, examples_dir, "eval", EVAL_BATCH_SIZE) if spans else None
     parameters = int(model.count_params())
-    runtime.log(f"trainer: {history['epochs_trained']} epoch(s), best epoch {history['best_epoch']}: val_loss "
-                f"{history['val_loss']:.4f}, val_accuracy {history['val_accuracy']:.4f}; {parameters:,} parameters")
+    runtime.log(
+        f"trainer: {history['epochs_trained']} epoch(s), best epoch {history['best_epoch']}: val_loss "
+        f"{history['val_loss']:.4f}, val_accuracy {history['val_accuracy']:.4f}; {parameters:,} parameters"
+    )
     return {
-        MODEL: Artifact(MODEL, model_dir, {
-            "architecture": chosen["architecture"], "epochs_trained": history["epochs_trained"],
-            "best_epoch": history["best_epoch"], "val_accuracy": history["val_accuracy"],
-            "val_loss": history["val_loss"], "parameters": parameters, **model_facts,
-            # The search its hyperparameters came from (one search per drift episode: is its model served?).
-            "tuned_from": inputs[BEST_HYPERPARAMETERS].properties.get("tuned_from"),
-            # What it was trained on (a stream's window: span name -> SHA-256): a backfill is judged by it.
-            **({"training_spans": spans} if spans else {})}),
-        MODEL_RUN: Artifact(MODEL_RUN, run_dir, {
-            k: history[k] for k in ("epochs_trained", "best_epoch", "val_loss", "val_accuracy", "stopped_early",
-                                    "mean_examples_per_second", "padding_ratio")}),
+        MODEL: Artifact(
+            MODEL,
+            model_dir,
+            {
+                "architecture": chosen["architecture"],
+                "epochs_trained": history["epochs_trained"],
+                "best_epoch": history["best_epoch"],
+                "val_accuracy": history["val_accuracy"],
+                "val_loss": history["val_loss"],
+                "parameters": parameters,
+                **model_facts,
+                # The search its hyperparameters came from (one search per drift episode: is its model
+                # served?).
+                "tuned_from": inputs[BEST_HYPERPARAMETERS].properties.get("tuned_from"),
+                # What it was trained on (a stream's window: span name -> SHA-256): a backfill is judged by
+                # it.
+                **({"training_spans": spans} if spans else {}),
+                # Its predicted-class mix on its window's held-out rows: validate's reference for the
+                # label-free shift of the served model's predictions on a new span, computed once here.
+                **({"eval_predicted_classes": predicted} if predicted else {}),
+            },
+        ),
+        MODEL_RUN: Artifact(
+            MODEL_RUN,
+            run_dir,
+            {
+                k: history[k]
+                for k in (
+                    "epochs_trained",
+                    "best_epoch",
+                    "val_loss",
+                    "val_accuracy",
+                    "stopped_early",
+                    "mean_examples_per_second",
+                    "padding_ratio",
+                )
+            },
+        ),
     }
 
 
@@ -379,12 +525,16 @@ def _clean_base(base_dir: Path | None, spans: dict[str, str], held_out: set[str]
     if why is None:
         return base_dir, _label(base_dir, runtime)
     if chosen is None:
-        reason = (f"{_label(base_dir, runtime)}: {why}, and no model it was warm-started from learned from valid "
-                  "spans only")
+        reason = (
+            f"{_label(base_dir, runtime)}: {why}, and no model it was warm-started from learned from valid "
+            "spans only"
+        )
         runtime.log(f"trainer: no warm start from {reason}; training from scratch")
         return None, reason
-    runtime.log(f"trainer: not warm-starting from {_label(base_dir, runtime)}: {why}; starting from its newest "
-                f"clean ancestor {_label(chosen, runtime)} instead")
+    runtime.log(
+        f"trainer: not warm-starting from {_label(base_dir, runtime)}: {why}; starting from its newest "
+        f"clean ancestor {_label(chosen, runtime)} instead"
+    )
     return chosen, _label(chosen, runtime)
 
 

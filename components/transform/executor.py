@@ -10,13 +10,13 @@ Outputs:
                          model_input.json (library.layouts.ModelInputSpec: what the trainer needs to size the
                          model)
   transformed_examples/  <split>/bucket_<upper>/part-SSSSS-of-NNNNN.tfrecord.gz, tf.Examples with token_ids
-                         (VarLen int64), length (int64), label (int64), bucket_<upper> holding lengths from the
-                         previous bucket's upper + 1 to upper inclusive (empty buckets are absent);
+                         (VarLen int64), length (int64), label (int64), bucket_<upper> holding lengths from
+                         the previous bucket's upper + 1 to upper inclusive (empty buckets are absent);
                          buckets.json: per split and bucket, examples, tokens and padding at batch size 64.
 
-Both outputs are byte-reproducible: the same examples and config give the same files, whichever runner, process
-or folder ran the transform (library/tfrecord_io.py, library/reproducible_saved_model.py). File and folder
-names come from library/layouts.py.
+Both outputs are byte-reproducible: the same examples and config give the same files, whichever runner,
+process or folder ran the transform (library/tfrecord_io.py, library/reproducible_saved_model.py). File and
+folder names come from library/layouts.py.
 """
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from contract.artifacts import Artifact, ComponentError, Runtime, check_rows_arrived
-from contract.config import TransformConfig
-from contract.names import EXAMPLES, SCHEMA, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
+from contract.data_config import TransformConfig
+from contract.names import EXAMPLES, SCHEMA, TOKEN_IDS, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
 from library.beam_options import pipeline_options
 from library.layouts import (
     NUM_CLASSES,
@@ -57,7 +57,6 @@ from library.reproducible_saved_model import make_saved_model_reproducible
 RAW_FEATURE_TYPES = {"title": schema_pb2.BYTES, "description": schema_pb2.BYTES, "label": schema_pb2.INT}
 LABEL_KEY = "label"
 
-TOKEN_IDS_KEY = "token_ids"
 LENGTH_KEY = "length"
 PADDING_ID = 0
 VOCAB_FILENAME = "vocab_tokens"
@@ -66,8 +65,10 @@ PADDING_BATCH_SIZE = 64
 PADDING_ORDER = (
     "each split's examples ordered by the SHA-256 of their token ids and label (a fixed pseudo-random "
     "shuffle); bucketed: every bucket's examples in that order cut into batches, each padded to its longest "
-    "sequence; unbucketed: the whole split in that order cut into batches, each padded to its longest sequence; "
-    "a last partial batch counts as a batch")
+    "sequence; unbucketed: the whole split in that order cut into batches, each padded to its longest "
+    "sequence; "
+    "a last partial batch counts as a batch"
+)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -83,11 +84,15 @@ def make_preprocessing_fn(config: TransformConfig) -> Callable[[dict[str, Any]],
         from library import text
         tokens = text.text_to_tokens(inputs, config.text_features, config.max_length)
         vocabulary_ids = tft.compute_and_apply_vocabulary(
-            tokens, top_k=config.vocab_size, num_oov_buckets=config.num_oov_buckets, vocab_filename=VOCAB_FILENAME)
+            tokens,
+            top_k=config.vocab_size,
+            num_oov_buckets=config.num_oov_buckets,
+            vocab_filename=VOCAB_FILENAME,
+        )
         # Shift every id by one so that PADDING_ID (0) never stands for a real token (mask_zero downstream).
         token_ids = vocabulary_ids + 1
         return {
-            TOKEN_IDS_KEY: token_ids.to_sparse(),  # a sparse [batch, None] output is a VarLen feature
+            TOKEN_IDS: token_ids.to_sparse(),  # a sparse [batch, None] output is a VarLen feature
             LENGTH_KEY: tokens.row_lengths(),
             # Passed through untouched. The serving graph is applied without labels: TFT then feeds a
             # default for the missing input, and the caller ignores this output.
@@ -116,14 +121,22 @@ def load_raw_schema(schema_uri: Path) -> schema_pb2.Schema:
     for name, expected_type in RAW_FEATURE_TYPES.items():
         feature = features.get(name)
         if feature is None:
-            raise ComponentError(f"{path} has no feature {name!r}; the transform needs {sorted(RAW_FEATURE_TYPES)}")
+            raise ComponentError(
+                f"{path} has no feature {name!r}; the transform needs {sorted(RAW_FEATURE_TYPES)}"
+            )
         if feature.type != expected_type:
             raise ComponentError(f"{path}: feature {name!r} must be of type "
                                  f"{schema_pb2.FeatureType.Name(expected_type)}, "
                                  f"got {schema_pb2.FeatureType.Name(feature.type)}")
         dims = [dim.size for dim in feature.shape.dim]
-        single_value = (dims in ([], [1])) if feature.HasField("shape") else (
-            not feature.HasField("value_count") or (feature.value_count.min, feature.value_count.max) == (1, 1))
+        single_value = (
+            (dims in ([], [1]))
+            if feature.HasField("shape")
+            else (
+                not feature.HasField("value_count")
+                or (feature.value_count.min, feature.value_count.max) == (1, 1)
+            )
+        )
         if not single_value:
             raise ComponentError(f"{path}: feature {name!r} must hold exactly one value per example")
         feature.ClearField("value_count")
@@ -179,7 +192,9 @@ def padding_report(keyed_lengths: Iterable[tuple[str, int]], upper_bounds: Seque
     }
 
 
-def _bucket_folder_and_record(encoded: tuple[int, str, bytes], upper_bounds: Sequence[int]) -> tuple[str, bytes]:
+def _bucket_folder_and_record(
+    encoded: tuple[int, str, bytes], upper_bounds: Sequence[int]
+) -> tuple[str, bytes]:
     return bucket_of(encoded[0], upper_bounds), encoded[2]
 
 
@@ -188,7 +203,7 @@ def _encode(instance: dict[str, Any], coder: tft.coders.ExampleProtoCoder) -> tu
     serialized bytes: proto map fields serialize in no guaranteed order, which would change the order.
     `coder` returns tf.Example protos (serialized=False), serialized here with a fixed map order so that the
     written bytes are the same in every process."""
-    token_ids = [int(i) for i in instance[TOKEN_IDS_KEY]]
+    token_ids = [int(i) for i in instance[TOKEN_IDS]]
     content = json.dumps([token_ids, int(instance[LABEL_KEY])]).encode("utf-8")
     example = coder.encode(instance).SerializeToString(deterministic=True)
     return int(instance[LENGTH_KEY]), hashlib.sha256(content).hexdigest(), example
@@ -206,12 +221,15 @@ def _write_bucketed(instances, split: str, split_folder: Path, report_path: Path
     _ = (keyed
          | f"ByBucket[{split}]" >> beam.Map(_bucket_folder_and_record, upper_bounds)
          | f"WriteBuckets[{split}]" >> WriteDeterministicTFRecords(str(split_folder)))
-    _ = (keyed
-         | f"OrderKeyAndLength[{split}]" >> beam.Map(lambda encoded: (encoded[1], encoded[0]))
-         | f"AllLengths[{split}]" >> beam.combiners.ToList()
-         | f"PaddingReport[{split}]" >> beam.Map(padding_report, upper_bounds)
-         | f"ToJson[{split}]" >> beam.Map(json.dumps)
-         | f"WriteReport[{split}]" >> beam.io.WriteToText(str(report_path), num_shards=1, shard_name_template=""))
+    _ = (
+        keyed
+        | f"OrderKeyAndLength[{split}]" >> beam.Map(lambda encoded: (encoded[1], encoded[0]))
+        | f"AllLengths[{split}]" >> beam.combiners.ToList()
+        | f"PaddingReport[{split}]" >> beam.Map(padding_report, upper_bounds)
+        | f"ToJson[{split}]" >> beam.Map(json.dumps)
+        | f"WriteReport[{split}]"
+        >> beam.io.WriteToText(str(report_path), num_shards=1, shard_name_template="")
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -233,11 +251,8 @@ def _raw_file_patterns(examples_uri: Path) -> dict[str, list[str]]:
 def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
         runtime: Runtime) -> dict[str, Artifact]:
     # Heavy libraries are imported in run(), not at the top (see contract/artifacts.py).
-    import apache_beam as beam
     import tensorflow_transform as tft
-    import tensorflow_transform.beam as tft_beam
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
-    from tfx_bsl.public import tfxio
     output_dir = Path(output_dir)
     raw_schema = load_raw_schema(inputs[SCHEMA].uri)
     patterns = _raw_file_patterns(inputs[EXAMPLES].uri)
@@ -250,28 +265,10 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
         folder.mkdir(parents=True, exist_ok=True)
     report_paths = {split: scratch_dir / f"padding_{split}.json" for split in SPLITS}
 
-    sources = {split: tfxio.TFExampleRecord(file_pattern=patterns[split], schema=raw_schema,
-                                            telemetry_descriptors=["agnews_pipeline", "transform"])
-               for split in SPLITS}
     runtime.log(f"transform: analyzing train, transforming {', '.join(SPLITS)} (text={config.text_features}, "
                 f"vocab top {config.vocab_size}, max_length {config.max_length}, buckets {upper_bounds})")
-    with beam.Pipeline(options=pipeline_options(runtime.beam_args)) as pipeline:
-        with tft_beam.Context(temp_dir=str(scratch_dir / "tft"), force_tf_compat_v1=False):
-            raw = {split: pipeline | f"Read{split}" >> sources[split].BeamSource() for split in SPLITS}
-            # Analyze on train only, so eval/test words unseen in train are out-of-vocabulary, as at serving.
-            (train_transformed, transformed_metadata), transform_fn = (
-                (raw["train"], sources["train"].TensorAdapterConfig())
-                | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(make_preprocessing_fn(config)))
-            transformed = {"train": train_transformed}
-            for split in SPLITS[1:]:
-                transformed[split], _ = (
-                    ((raw[split], sources[split].TensorAdapterConfig()), transform_fn)
-                    | f"Transform{split}" >> tft_beam.TransformDataset())
-            _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(graph_dir))
-            coder = tft.coders.ExampleProtoCoder(transformed_metadata.schema, serialized=False)
-            for split in SPLITS:
-                _write_bucketed(transformed[split], split, split_dir(examples_dir, split), report_paths[split], coder,
-                                upper_bounds)
+    _transform_with_beam(config, raw_schema, patterns, graph_dir, examples_dir, scratch_dir, report_paths,
+                         runtime.beam_args)
 
     make_saved_model_reproducible(graph_dir / tft.TFTransformOutput.TRANSFORM_FN_DIR,
                                   [str(scratch_dir), str(scratch_dir.resolve())])
@@ -287,17 +284,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
     shutil.rmtree(scratch_dir)
 
     vocab_size = tft.TFTransformOutput(str(graph_dir)).vocabulary_size_by_name(VOCAB_FILENAME)
-    model_input = ModelInputSpec(
-        embedding_input_dim=vocab_size + config.num_oov_buckets + 1,  # ids 0 (padding) .. V + oov
-        vocab_size=vocab_size,
-        num_oov_buckets=config.num_oov_buckets,
-        max_length=config.max_length,
-        num_classes=NUM_CLASSES,
-        text_features=config.text_features,
-        bucket_upper_bounds=tuple(upper_bounds),
-        padding_id=PADDING_ID,
-        vocab_filename=VOCAB_FILENAME,
-    )
+    model_input = _model_input(config, vocab_size, upper_bounds)
     write_model_input(graph_dir, model_input)
     write_buckets(examples_dir, {
         "batch_size": PADDING_BATCH_SIZE, "order": PADDING_ORDER, "bucket_upper_bounds": upper_bounds,
@@ -308,16 +295,90 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
                 + f"; train padding ratio at batch {PADDING_BATCH_SIZE}: bucketed "
                 f"{reports['train']['bucketed']['padding_ratio']}, unbucketed "
                 f"{reports['train']['unbucketed']['padding_ratio']}")
-    return {
-        TRANSFORM_GRAPH: Artifact(TRANSFORM_GRAPH, graph_dir, {
-            "vocab_size": vocab_size, "embedding_input_dim": model_input.embedding_input_dim}),
-        TRANSFORMED_EXAMPLES: Artifact(TRANSFORMED_EXAMPLES, examples_dir, {
-            "rows": {split: reports[split]["examples"] for split in SPLITS},
-            "train_bucket_examples": {name: bucket["examples"]
-                                      for name, bucket in reports["train"]["buckets"].items()},
-            "padding_batch_size": PADDING_BATCH_SIZE,
-            "padding_ratio_bucketed": {split: reports[split]["bucketed"]["padding_ratio"] for split in SPLITS},
-            "padding_ratio_unbucketed": {split: reports[split]["unbucketed"]["padding_ratio"] for split in SPLITS},
-        }),
-    }
+    return _artifacts(graph_dir, examples_dir, model_input, reports)
 
+
+def _transform_with_beam(config: TransformConfig, raw_schema, patterns: dict[str, list[str]], graph_dir: Path,
+                         examples_dir: Path, scratch_dir: Path, report_paths: dict[str, Path],
+                         beam_args: tuple[str, ...]) -> None:
+    """The Beam job: analyze train, transform every split with the same transform_fn, write the transform
+    graph and each split's bucketed examples and padding report."""
+    import apache_beam as beam
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from tfx_bsl.public import tfxio
+
+    upper_bounds = config.bucket_upper_bounds()
+    sources = {split: tfxio.TFExampleRecord(file_pattern=patterns[split], schema=raw_schema,
+                                            telemetry_descriptors=["agnews_pipeline", "transform"])
+               for split in SPLITS}
+    with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline:
+        with tft_beam.Context(temp_dir=str(scratch_dir / "tft"), force_tf_compat_v1=False):
+            raw = {split: pipeline | f"Read{split}" >> sources[split].BeamSource() for split in SPLITS}
+            # Analyze on train only, so eval/test words unseen in train are out-of-vocabulary, as at serving.
+            (train_transformed, transformed_metadata), transform_fn = (
+                raw["train"],
+                sources["train"].TensorAdapterConfig(),
+            ) | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(
+                make_preprocessing_fn(config)
+            )
+            transformed = {"train": train_transformed}
+            for split in SPLITS[1:]:
+                transformed[split], _ = (
+                    ((raw[split], sources[split].TensorAdapterConfig()), transform_fn)
+                    | f"Transform{split}" >> tft_beam.TransformDataset())
+            _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(graph_dir))
+            coder = tft.coders.ExampleProtoCoder(transformed_metadata.schema, serialized=False)
+            for split in SPLITS:
+                _write_bucketed(
+                    transformed[split],
+                    split,
+                    split_dir(examples_dir, split),
+                    report_paths[split],
+                    coder,
+                    upper_bounds,
+                )
+
+
+def _model_input(config: TransformConfig, vocab_size: int, upper_bounds: list[int]) -> ModelInputSpec:
+    """What the trainer, the evaluator and serving need to know about the transform's output."""
+    return ModelInputSpec(
+        embedding_input_dim=vocab_size + config.num_oov_buckets + 1,  # ids 0 (padding) .. V + oov
+        vocab_size=vocab_size,
+        num_oov_buckets=config.num_oov_buckets,
+        max_length=config.max_length,
+        num_classes=NUM_CLASSES,
+        text_features=config.text_features,
+        bucket_upper_bounds=tuple(upper_bounds),
+        padding_id=PADDING_ID,
+        vocab_filename=VOCAB_FILENAME,
+    )
+
+
+def _artifacts(graph_dir: Path, examples_dir: Path, model_input: ModelInputSpec,
+               reports: dict[str, Any]) -> dict[str, Artifact]:
+    """The transform_graph and transformed_examples artifacts with their properties (rows, padding ratios)."""
+    return {
+        TRANSFORM_GRAPH: Artifact(
+            TRANSFORM_GRAPH,
+            graph_dir,
+            {"vocab_size": model_input.vocab_size, "embedding_input_dim": model_input.embedding_input_dim},
+        ),
+        TRANSFORMED_EXAMPLES: Artifact(
+            TRANSFORMED_EXAMPLES,
+            examples_dir,
+            {
+                "rows": {split: reports[split]["examples"] for split in SPLITS},
+                "train_bucket_examples": {
+                    name: bucket["examples"] for name, bucket in reports["train"]["buckets"].items()
+                },
+                "padding_batch_size": PADDING_BATCH_SIZE,
+                "padding_ratio_bucketed": {
+                    split: reports[split]["bucketed"]["padding_ratio"] for split in SPLITS
+                },
+                "padding_ratio_unbucketed": {
+                    split: reports[split]["unbucketed"]["padding_ratio"] for split in SPLITS
+                },
+            },
+        ),
+    }

@@ -2,18 +2,21 @@
 
 Trains each trial on the train split (a seeded subsample of at most train_subsample_rows) and scores it on the
 eval split (a seeded subsample of at most as many rows); the test split is never read. The trials share the
-examples, cached in memory, so a search reads the files once. With `enabled: false` (--no-tune) it searches nothing and outputs the architecture's
-defaults (with any fixed_hyperparameters applied), so the trainer always takes the same path. With pretrained
-vectors (trainer.pretrained_embeddings) every trial starts from them, embedding_dim is the file's, and whether
-they are fine-tuned and the dropout on the embedding output are searched (library/models.py).
+examples, cached in memory, so a search reads the files once. With `enabled: false` (--no-tune) it searches
+nothing and outputs the architecture's defaults (with any fixed_hyperparameters applied), so the trainer
+always takes the same path. With pretrained vectors (trainer.pretrained_embeddings) every trial starts from
+them, embedding_dim is the file's, and whether they are fine-tuned and the dropout on the embedding output are
+searched (library/models.py).
 
 Outputs, under output_dir:
-  best_hyperparameters/  best_hyperparameters.json {"architecture", "values", "tuned", "objective", "best_score"},
+  best_hyperparameters/  best_hyperparameters.json {"architecture", "values", "tuned", "objective",
+  "best_score"},
                          trials.csv and trials.md (every trial: id, status, score, epochs, hyperparameters)
   tensorboard/           TensorBoard logs per trial (<trial_id>/execution0/): its curves and, in the HParams
                          plugin's format, its hyperparameters, so `tensorboard --logdir <run>/tuner` shows the
                          trials side by side in the HParams view
-  tuner_state/           KerasTuner's oracle and trial files. The search runs with overwrite=False, so when the
+  tuner_state/           KerasTuner's oracle and trial files. The search runs with overwrite=False, so when
+  the
                          runner hands the same output_dir back after an interruption, finished trials are kept
                          and the search continues where it stopped.
 
@@ -43,7 +46,8 @@ if TYPE_CHECKING:  # for annotations; run() imports KerasTuner (and TensorFlow) 
 
 from components.tuner.spec import EPISODE_PROPERTY, TUNED_INPUT, Decision, episode, retune_decision
 from contract.artifacts import Artifact, ComponentError, Runtime
-from contract.config import ConfigError, TunerConfig
+from contract.config import TunerConfig
+from contract.config_checks import ConfigError
 from contract.names import BEST_HYPERPARAMETERS, TRANSFORM_GRAPH, TRANSFORMED_EXAMPLES
 from contract.units import format_duration
 from library import embeddings
@@ -89,21 +93,27 @@ def _search_model(architecture: str, model_input: ModelInputSpec, examples_dir: 
         progress = None
 
         def build(self, hp):
-            # KerasTuner clears the Keras session before each trial; re-seeding gives every trial the same start.
+            # KerasTuner clears the Keras session before each trial; re-seeding gives every trial the same
+            # start.
             keras.utils.set_random_seed(seed)
             return build_model(architecture, hp, model_input, embedding_matrix)
 
         def fit(self, hp, model, *args, **kwargs):
             batches = bucketed_batches(examples_dir, "train", hp.get("batch_size"), shuffle=True, seed=seed,
                                        examples=train)
-            scored = bucketed_batches(examples_dir, "eval", EVAL_BATCH_SIZE, shuffle=False, examples=evaluation)
+            scored = bucketed_batches(
+                examples_dir, "eval", EVAL_BATCH_SIZE, shuffle=False, examples=evaluation
+            )
             started = time.monotonic()
             history = model.fit(batches.dataset, validation_data=scored.dataset, shuffle=False, **kwargs)
             if self.progress is not None:  # trials vary in epochs (Hyperband): the ETA is rough
                 self.trials_done += 1
-                self.log(f"tuner: trial {self.trials_done} ({len(history.history.get('loss', []))} epoch(s) x "
-                         f"{batches.num_examples:,} rows) in {format_duration(time.monotonic() - started)}; trials "
-                         f"{self.progress.line(self.trials_done)} (rough)")
+                self.log(
+                    f"tuner: trial {self.trials_done} ({len(history.history.get('loss', []))} epoch(s) x "
+                    f"{batches.num_examples:,} rows) in {format_duration(time.monotonic() - started)}; "
+                    "trials "
+                    f"{self.progress.line(self.trials_done)} (rough)"
+                )
             return history
 
         def track(self, max_trials: int, log) -> None:
@@ -118,8 +128,9 @@ def _objective(name: str) -> keras_tuner.Objective:
     return keras_tuner.Objective(name, direction="min" if name == "val_loss" else "max")
 
 
-def _make_tuner(config: TunerConfig, hypermodel: keras_tuner.HyperModel, fixed: dict[str, Any], state_dir: Path,
-                seed: int) -> keras_tuner.Tuner:
+def _make_tuner(
+    config: TunerConfig, hypermodel: keras_tuner.HyperModel, fixed: dict[str, Any], state_dir: Path, seed: int
+) -> keras_tuner.Tuner:
     import keras_tuner
     common = dict(hypermodel=hypermodel, objective=_objective(config.objective),
                   # Fixed values are registered up front, so the oracle never varies them.
@@ -179,7 +190,9 @@ def _write_trials(out: Path, rows: list[dict[str, Any]], architecture: str, head
         lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         for row in rows:
             marker = " (best)" if row["trial_id"] == best_id else ""
-            lines.append("| " + " | ".join(cell(row[c]) + (marker if c == "trial_id" else "") for c in columns) + " |")
+            lines.append(
+                "| " + " | ".join(cell(row[c]) + (marker if c == "trial_id" else "") for c in columns) + " |"
+            )
     else:
         lines.append("No trials: the search was disabled (--no-tune); the architecture's defaults were used.")
     (out / TRIALS_MARKDOWN_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -199,8 +212,8 @@ def _vectors_fingerprint(path: str, size: int, modified_ns: int) -> str | None:
 
 def search_fingerprint(config: TunerConfig) -> str:
     """What a search explores and how: the architecture and its search space as the registry defines it
-    (library/models.py), the fixed values, the pretrained vectors' content, the algorithm, budget and objective.
-    Hyperparameters are only reused by a run whose search fingerprint is theirs. Loads no Keras."""
+    (library/models.py), the fixed values, the pretrained vectors' content, the algorithm, budget and
+    objective. Hyperparameters are only reused by a run whose search fingerprint is theirs. Loads no Keras."""
     vectors = None
     if config.pretrained_embeddings:
         stat = os.stat(embeddings.check_vectors_file(config.pretrained_embeddings))
@@ -224,8 +237,16 @@ def _reuse(previous: Artifact, out: Path, decision: Decision, runtime: Runtime,
         if (source / name).is_file():
             shutil.copyfile(source / name, out / name)
     runtime.log(f"tuner: {decision.detail}: {result['values']}")
-    kept = ("architecture", "objective", "best_score", "best_trial", "values", "search_fingerprint", "tuned_from",
-            "tuned_at")
+    kept = (
+        "architecture",
+        "objective",
+        "best_score",
+        "best_trial",
+        "values",
+        "search_fingerprint",
+        "tuned_from",
+        "tuned_at",
+    )
     return {BEST_HYPERPARAMETERS: Artifact(BEST_HYPERPARAMETERS, out, {
         **{k: v for k, v in previous.properties.items() if k in kept or k.startswith("embeddings_")},
         "tuned": True, "reused": True, "retune": decision.detail, "trials": 0, "completed_trials": 0,
@@ -246,7 +267,9 @@ def external_fingerprint(config: TunerConfig) -> str | None:
     return embeddings.external_fingerprint(config.pretrained_embeddings)
 
 
-def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runtime: Runtime) -> dict[str, Artifact]:
+def run(
+    inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runtime: Runtime
+) -> dict[str, Artifact]:
     out = Path(output_dir) / BEST_HYPERPARAMETERS
     out.mkdir(parents=True, exist_ok=True)
     decision = retune_decision(inputs, config)
@@ -255,27 +278,14 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
         return _reuse(inputs[TUNED_INPUT], out, decision, runtime, episode(inputs, decision, runtime.run_id))
     if config.enabled:
         runtime.log(f"tuner: {decision.detail}")
-    import keras  # heavy libraries are imported in run(), not at the top (see contract/artifacts.py)
-
-    from library.dataset import bucket_examples
     examples_dir = Path(inputs[TRANSFORMED_EXAMPLES].uri)
     transform_graph_dir = Path(inputs[TRANSFORM_GRAPH].uri)
     model_input = read_model_input(transform_graph_dir)
     for split in ("train", "eval"):  # fail before any trial rather than in each one; test is never opened
         bucket_files(examples_dir, split)
     architecture = config.architecture
-    pretrained = None
-    if config.pretrained_embeddings:
-        pretrained = embeddings.prepare(config.pretrained_embeddings, transform_graph_dir, model_input, runtime.seed)
-        runtime.log(f"tuner: pretrained vectors {pretrained.path} ({pretrained.alignment.dimension} dimensions), "
-                    f"{pretrained.alignment.vocab_coverage:.1%} of the vocabulary covered")
+    pretrained, fixed = _pretrained_and_fixed(config, transform_graph_dir, model_input, runtime)
     pretrained_dim = pretrained.alignment.dimension if pretrained else None
-    try:
-        fixed = parse_fixed_hyperparameters(architecture, config.fixed_hyperparameters, pretrained is not None)
-    except ValueError as error:
-        raise ComponentError(f"tuner.fixed_hyperparameters: {error}") from None
-    if pretrained:
-        embeddings.check_fixed_dimension(fixed, pretrained_dim, pretrained.path)
 
     if not config.enabled:
         values = {**default_hyperparameters(architecture, pretrained_dim), **fixed}
@@ -283,41 +293,8 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
         runtime.log(f"tuner: search disabled; {architecture} default hyperparameters {values}")
         heading = f"Tuning trials: {architecture} (no search)"
     else:
-        state_dir = Path(output_dir) / STATE_DIR
-        if (state_dir / architecture).is_dir():
-            runtime.log(f"tuner: resuming the search kept in {state_dir}; finished trials are not rerun")
-        # Trials train on at most train_subsample_rows train rows and are scored on at most as many eval rows
-        # (seeded subsets with each split's length distribution): at 1.2M rows, 20,000 of the 59,716 eval rows.
-        train = bucket_examples(examples_dir, "train", max_examples=config.train_subsample_rows, seed=runtime.seed)
-        evaluation = bucket_examples(examples_dir, "eval", max_examples=config.train_subsample_rows,
-                                     seed=runtime.seed)
-        hypermodel = _search_model(architecture, model_input, examples_dir, train, evaluation, runtime.seed,
-                                   pretrained.alignment.matrix if pretrained else None)
-        try:
-            tuner = _make_tuner(config, hypermodel, fixed, state_dir, runtime.seed)
-            runtime.log(f"tuner: plan: {config.algorithm} search, up to {config.max_trials} trials x up to "
-                        f"{config.max_epochs} epochs on {train.num_examples:,} of {train.available:,} train rows, "
-                        f"scored on {evaluation.num_examples:,} of {evaluation.available:,} eval rows; an ETA "
-                        f"follows each trial")
-            hypermodel.track(config.max_trials, runtime.log)
-            # KerasTuner gives a TensorBoard callback a folder per trial and adds the HParams plugin's callback.
-            logs = keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(output_dir)))
-            tuner.search(epochs=config.max_epochs, verbose=2, callbacks=[logs])
-        except RuntimeError as error:  # KerasTuner stops after several consecutive failed trials
-            raise ComponentError(f"hyperparameter search failed: {error}") from None
-        rows = _trial_rows(tuner.oracle, architecture, config.max_epochs, pretrained is not None)
-        best = _best_trial(rows, config.objective)
-        if best is None:
-            messages = [t.message for t in tuner.oracle.trials.values() if t.message]
-            raise ComponentError(f"no tuning trial completed with a finite {config.objective}"
-                                 + (f"; last error:\n{messages[-1]}" if messages else ""))
-        best_values = {k: v for k, v in tuner.oracle.trials[best["trial_id"]].hyperparameters.values.items()
-                       if not k.startswith("tuner/")}
-        # Re-reading the space through the builder's own definition completes and orders the values.
-        values = search_space(architecture, fixed_hyperparameters(best_values), pretrained_dim)
-        best_score, best_id = float(best["score"]), best["trial_id"]
-        _remove_trial_checkpoints(state_dir)
-        runtime.log(f"tuner: best trial {best_id} of {len(rows)}: {config.objective} {best_score:.4f}, {values}")
+        values, best_score, best_id, rows = _search(config, model_input, examples_dir, fixed, pretrained,
+                                                    Path(output_dir), runtime)
         heading = (f"Tuning trials: {architecture} ({config.algorithm} search, score = {config.objective} "
                    f"on the eval split)")
 
@@ -329,8 +306,8 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
     write_best_hyperparameters(out, result)
     _write_trials(out, rows, architecture, heading, best_id, pretrained is not None)
     completed = sum(1 for r in rows if r["status"] == "COMPLETED")
-    # Where and when this search ran: what a later reuse names and how old the policy finds it (kept out of the
-    # files, so the same search gives the same bytes).
+    # Where and when this search ran: what a later reuse names and how old the policy finds it (kept out of
+    # the files, so the same search gives the same bytes).
     searched = {"tuned_from": runtime.run_id, "tuned_at": time.time(), "runs_since_search": 0} \
         if config.enabled else {}
     return {BEST_HYPERPARAMETERS: Artifact(BEST_HYPERPARAMETERS, out, {
@@ -339,3 +316,77 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TunerConfig, runt
         "values": values, "search_fingerprint": fingerprint, "reused": False, "retune": decision.detail,
         **searched, **(pretrained.properties() if pretrained else {}),
         **({EPISODE_PROPERTY: answered} if (answered := episode(inputs, decision, runtime.run_id)) else {})})}
+
+
+def _pretrained_and_fixed(config: TunerConfig, transform_graph_dir: Path, model_input,
+                          runtime: Runtime) -> tuple[Any, dict[str, Any]]:
+    """The pretrained vectors (or None) and the hyperparameters tuner.fixed_hyperparameters pins, checked
+    against each other."""
+    pretrained = None
+    if config.pretrained_embeddings:
+        pretrained = embeddings.prepare(
+            config.pretrained_embeddings, transform_graph_dir, model_input, runtime.seed
+        )
+        runtime.log(
+            f"tuner: pretrained vectors {pretrained.path} ({pretrained.alignment.dimension} dimensions), "
+            f"{pretrained.alignment.vocab_coverage:.1%} of the vocabulary covered"
+        )
+    try:
+        fixed = parse_fixed_hyperparameters(config.architecture, config.fixed_hyperparameters,
+                                            pretrained is not None)
+    except ValueError as error:
+        raise ComponentError(f"tuner.fixed_hyperparameters: {error}") from None
+    if pretrained:
+        embeddings.check_fixed_dimension(fixed, pretrained.alignment.dimension, pretrained.path)
+    return pretrained, fixed
+
+
+def _search(config: TunerConfig, model_input, examples_dir: Path, fixed: dict[str, Any], pretrained,
+            output_dir: Path, runtime: Runtime) -> tuple[dict[str, Any], float, str, list[dict[str, Any]]]:
+    """Runs (or resumes) the KerasTuner search; returns the best trial's complete values, its score and id,
+    and a row per trial."""
+    import keras  # heavy libraries are imported in run(), not at the top (see contract/artifacts.py)
+
+    from library.dataset import bucket_examples
+    architecture = config.architecture
+    pretrained_dim = pretrained.alignment.dimension if pretrained else None
+    state_dir = Path(output_dir) / STATE_DIR
+    if (state_dir / architecture).is_dir():
+        runtime.log(f"tuner: resuming the search kept in {state_dir}; finished trials are not rerun")
+    # Trials train on at most train_subsample_rows train rows and are scored on at most as many eval rows
+    # (seeded subsets with each split's length distribution): at 1.2M rows, 20,000 of the 59,716 eval rows.
+    train = bucket_examples(
+        examples_dir, "train", max_examples=config.train_subsample_rows, seed=runtime.seed
+    )
+    evaluation = bucket_examples(examples_dir, "eval", max_examples=config.train_subsample_rows,
+                                 seed=runtime.seed)
+    hypermodel = _search_model(architecture, model_input, examples_dir, train, evaluation, runtime.seed,
+                               pretrained.alignment.matrix if pretrained else None)
+    try:
+        tuner = _make_tuner(config, hypermodel, fixed, state_dir, runtime.seed)
+        runtime.log(
+            f"tuner: plan: {config.algorithm} search, up to {config.max_trials} trials x up to "
+            f"{config.max_epochs} epochs on {train.num_examples:,} of {train.available:,} train rows, "
+            f"scored on {evaluation.num_examples:,} of {evaluation.available:,} eval rows; an ETA "
+            f"follows each trial"
+        )
+        hypermodel.track(config.max_trials, runtime.log)
+        # KerasTuner gives a TensorBoard callback a folder per trial and adds the HParams plugin's callback.
+        logs = keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(output_dir)))
+        tuner.search(epochs=config.max_epochs, verbose=2, callbacks=[logs])
+    except RuntimeError as error:  # KerasTuner stops after several consecutive failed trials
+        raise ComponentError(f"hyperparameter search failed: {error}") from None
+    rows = _trial_rows(tuner.oracle, architecture, config.max_epochs, pretrained is not None)
+    best = _best_trial(rows, config.objective)
+    if best is None:
+        messages = [t.message for t in tuner.oracle.trials.values() if t.message]
+        raise ComponentError(f"no tuning trial completed with a finite {config.objective}"
+                             + (f"; last error:\n{messages[-1]}" if messages else ""))
+    best_values = {k: v for k, v in tuner.oracle.trials[best["trial_id"]].hyperparameters.values.items()
+                   if not k.startswith("tuner/")}
+    # Re-reading the space through the builder's own definition completes and orders the values.
+    values = search_space(architecture, fixed_hyperparameters(best_values), pretrained_dim)
+    best_score, best_id = float(best["score"]), best["trial_id"]
+    _remove_trial_checkpoints(state_dir)
+    runtime.log(f"tuner: best trial {best_id} of {len(rows)}: {config.objective} {best_score:.4f}, {values}")
+    return values, best_score, best_id, rows

@@ -7,11 +7,12 @@ tuner.enabled and tuner.retune; its reason is part of the step's cache key (SPEC
 can change with the clock alone.
 
 One search per drift episode: a search that answered a drift verdict records the episode (`drift_episode`: the
-drifted spans and their label mix); every later search or reuse carries it on. Once the model trained with those
-hyperparameters is the one served, a later drift verdict (the window still holding the spans from before the
-shift, a lasting shift is flagged week after week) forces no search when it is a label-mix drift whose spans'
-label mix is within validate.drift.label_linf of the episode's: the served model was tuned on that shift
-already. A drift of another measure, or of the label mix away from the episode's, searches again.
+drifted spans and their label mix); every later search or reuse carries it on. Once the model trained with
+those hyperparameters is the one served, a later drift verdict (the window still holding the spans from before
+the shift, a lasting shift is flagged week after week) forces no search when it is a label-mix drift whose
+spans' label mix is within validate.drift.label_linf of the episode's: the served model was tuned on that
+shift already (prediction_linf, the served model's predicted-class mix, follows the label mix and counts as
+one). A drift of another measure, or of the label mix away from the episode's, searches again.
 
 The search fingerprint, the configuration check and the external fingerprint are the executor's functions:
 they read the model registry (library/models.py) or the pretrained vectors (library/embeddings.py), modules
@@ -32,10 +33,13 @@ from contract.units import format_duration
 from library import drift
 from library.layouts import read_counts
 
-TUNED_INPUT = "tuned_hyperparameters"  # the newest earlier search of this root with the same search fingerprint
+# the newest earlier search of this root with the same search fingerprint
+TUNED_INPUT = "tuned_hyperparameters"
 DRIFT_INPUT = "statistics"  # validate's statistics; its drift_detected property forces a search
 DRIFT_PROPERTY = "drift_detected"
 SERVED_INPUT = "served_model"  # the model serving now: was it trained with the search that answered a drift?
+# The drift of a label mix: the labels', and the served model's predictions', which follow it (label-free).
+LABEL_MIX_MEASURES = ("label_linf", "prediction_linf")
 EPISODE_PROPERTY = "drift_episode"  # {"spans", "label_shares", "answered_in"} of the drift a search answered
 
 
@@ -109,8 +113,8 @@ def _drifted_spans(statistics: Artifact) -> list[str]:
 
 
 def episode(inputs: dict[str, Artifact], decision: Decision, run_id: str) -> dict[str, Any] | None:
-    """The drift episode a search or reuse records: a new one when it answers a drift verdict, else the one the
-    reused search carried (None: no episode)."""
+    """The drift episode a search or reuse records: a new one when it answers a drift verdict, else the one
+    the reused search carried (None: no episode)."""
     statistics = inputs.get(DRIFT_INPUT)
     if decision.reason == "drift" and statistics is not None:
         spans = _drifted_spans(statistics)
@@ -127,23 +131,31 @@ def _answered(inputs: dict[str, Artifact], previous: Artifact, statistics: Artif
     served), or None."""
     recorded = previous.properties.get(EPISODE_PROPERTY)
     served = inputs.get(SERVED_INPUT)
-    if not recorded or served is None or served.properties.get("tuned_from") != previous.properties.get("tuned_from"):
+    if (
+        not recorded
+        or served is None
+        or served.properties.get("tuned_from") != previous.properties.get("tuned_from")
+    ):
         return None  # no episode, or the model of its search is not the one served
     checks = statistics.properties.get("drift_checks") or []
     drifted = [row for row in checks if row.get("drift")]
-    if not drifted or any(row["measure"] != "label_linf" for row in drifted):
+    if not drifted or any(row["measure"] not in LABEL_MIX_MEASURES for row in drifted):
         return None  # only a label-mix drift can be compared with the episode's label mix
     spans = _drifted_spans(statistics)
     shares = _label_shares(inputs.get(EXAMPLES), spans)
     if shares is None:
         return None
     distance = drift.l_infinity(Counter(shares), Counter(recorded["label_shares"]))
-    threshold = drifted[0]["threshold"]
+    threshold = next((row["threshold"] for row in checks if row["measure"] == "label_linf"),
+                     drifted[0]["threshold"])
     if distance > threshold:
         return None
-    return (f"the drift of span(s) {', '.join(spans)} was answered by the search of run {recorded['answered_in']} "
-            f"for span(s) {', '.join(recorded['spans'])}, whose model is served: their label mix is within "
-            f"{threshold} of it (L-inf {distance:.3f})")
+    return (
+        f"the drift of span(s) {', '.join(spans)} was answered by the search of run "
+        f"{recorded['answered_in']} "
+        f"for span(s) {', '.join(recorded['spans'])}, whose model is served: their label mix is within "
+        f"{threshold} of it (L-inf {distance:.3f})"
+    )
 
 
 def decision_facts(inputs: dict[str, Artifact], config: TunerConfig) -> dict[str, Any]:

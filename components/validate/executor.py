@@ -3,7 +3,8 @@
 Outputs:
   schema/schema.pbtxt          a copy of the schema the examples were validated against
   statistics/statistics.json   per split: rows, label counts, empty title/description counts, and whitespace
-                               token lengths (title, description, title+description): min, mean, p50, p90, p99, max
+                               token lengths (title, description, title+description): min, mean, p50, p90,
+                               p99, max
   anomalies/anomalies.json     a list of {split, feature, kind, message, count}
 
 Anomaly kinds (stable ids): missing_feature (present in fewer examples than the schema's presence asks),
@@ -29,7 +30,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 
 from components.validate.span_checks import check_spans, drift_properties
 from contract.artifacts import Artifact, ComponentError, Runtime, check_rows_arrived
-from contract.config import ValidateConfig
+from contract.data_config import ValidateConfig
 from contract.names import ANOMALIES, EXAMPLES, SCHEMA, STATISTICS
 from library.beam_options import pipeline_options
 from library.layouts import (
@@ -164,7 +165,8 @@ def _split_files(examples_dir: Path) -> dict[str, list[str]]:
 def _compute(examples_dir: Path, files: dict[str, list[str]], rules: list[FeatureRule], summary_path: Path,
              runtime: Runtime) -> list:
     """Runs the Beam pipeline; returns its summary: a list of [kind, key, value]."""
-    import apache_beam as beam  # heavy libraries are imported where used, not at the top (see contract/artifacts.py)
+    # heavy libraries are imported where used, not at the top (see contract/artifacts.py)
+    import apache_beam as beam
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.transforms.stats import ApproximateQuantiles
     with beam.Pipeline(options=pipeline_options(runtime.beam_args)) as pipeline:
@@ -244,7 +246,9 @@ def _anomalies(summary: list, statistics: dict, rules: list[FeatureRule], files:
     anomalies = []
 
     def add(split, feature, kind, message, count):
-        anomalies.append({"split": split, "feature": feature, "kind": kind, "message": message, "count": count})
+        anomalies.append(
+            {"split": split, "feature": feature, "kind": kind, "message": message, "count": count}
+        )
 
     for split in SPLITS:
         rows = statistics[split]["rows"]
@@ -268,8 +272,10 @@ def _anomalies(summary: list, statistics: dict, rules: list[FeatureRule], files:
                 message = (f"{split}: feature '{feature}' should hold {rule.value_list} values but {count} "
                            f"examples hold {examples}")
             elif kind == WRONG_VALENCY:
-                message = (f"{split}: feature '{feature}' should hold {rule.min_values}..{rule.max_values} values "
-                           f"but {count} examples do not (value counts seen: {examples})")
+                message = (
+                    f"{split}: feature '{feature}' should hold {rule.min_values}..{rule.max_values} values "
+                    f"but {count} examples do not (value counts seen: {examples})"
+                )
             elif kind == OUT_OF_DOMAIN:
                 message = (f"{split}: feature '{feature}' has {count} values outside the schema's domain "
                            f"[{rule.domain_min}, {rule.domain_max}] (e.g. {examples})")
@@ -279,7 +285,9 @@ def _anomalies(summary: list, statistics: dict, rules: list[FeatureRule], files:
     return anomalies
 
 
-def run(inputs: dict[str, Artifact], output_dir: Path, config: ValidateConfig, runtime: Runtime) -> dict[str, Artifact]:
+def run(
+    inputs: dict[str, Artifact], output_dir: Path, config: ValidateConfig, runtime: Runtime
+) -> dict[str, Artifact]:
     examples_dir = Path(inputs[EXAMPLES].uri)
     output_dir = Path(output_dir)
     schema_path = config.schema_path()
@@ -290,7 +298,9 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: ValidateConfig, r
                     if label_rule and label_rule.domain_min is not None and label_rule.domain_max is not None
                     else range(0))
 
-    schema_dir, statistics_dir, anomalies_dir = (output_dir / name for name in (SCHEMA, STATISTICS, ANOMALIES))
+    schema_dir, statistics_dir, anomalies_dir = (
+        output_dir / name for name in (SCHEMA, STATISTICS, ANOMALIES)
+    )
     for folder in (schema_dir, statistics_dir, anomalies_dir):
         folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(schema_path, schema_file(schema_dir))
@@ -311,7 +321,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: ValidateConfig, r
         raise ComponentError(f"validate: {len(anomalies)} anomalies in {examples_dir} against the schema "
                              f"{schema_path}:\n{listing}")
     runtime.log(f"validate: {({split: statistics[split]['rows'] for split in SPLITS})} rows, no anomalies")
-    drift = check_spans(examples_dir, inputs[EXAMPLES].properties, statistics_dir, config, runtime)
+    drift = check_spans(examples_dir, inputs, statistics_dir, config, runtime)
     return {
         SCHEMA: Artifact(SCHEMA, schema_dir, {
             "source": str(schema_path), "features": [rule.name for rule in rules],

@@ -1,5 +1,10 @@
-"""Validate's spec: its outputs and the fingerprint of the schema file the
-examples are validated against (`validate.schema`), part of the step's cache key.
+"""Validate's spec: its outputs, its inputs from the metadata store, and the fingerprint of the schema file
+the examples are validated against (`validate.schema`), part of the step's cache key.
+
+In a stream, new spans are checked for drift against what the served model learned: `served_model` (the model
+TF Serving serves: its training spans, vocabulary and predicted-class mix) and `served_examples` (the examples
+it was trained on: its spans' cached profiles), both resolved by pipeline/dag.py; absent until a model is
+served.
 """
 from __future__ import annotations
 
@@ -7,8 +12,11 @@ import hashlib
 
 from contract.artifacts import ComponentError
 from contract.component_spec import ComponentSpec
-from contract.config import ValidateConfig
+from contract.data_config import ValidateConfig
 from contract.names import ANOMALIES, SCHEMA, STATISTICS
+
+SERVED_MODEL_INPUT = "served_model"  # the served model: the drift reference
+SERVED_EXAMPLES_INPUT = "served_examples"  # the examples it was trained on: its window's cached span profiles
 
 
 def external_fingerprint(config: ValidateConfig) -> str:

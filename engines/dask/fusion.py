@@ -35,7 +35,8 @@ class _ValueReceiver(_ListReceiver):
 
 
 class _Receivers(dict):
-    """tag -> receiver; every receiver appends to one list: (tag, value), or bare values if `tagged` is False."""
+    """tag -> receiver; every receiver appends to one list: (tag, value), or bare values if `tagged` is
+    False."""
 
     def __init__(self, tagged: bool):
         super().__init__()
@@ -43,13 +44,16 @@ class _Receivers(dict):
         self._receiver = _ListReceiver if tagged else _ValueReceiver
 
     def __missing__(self, tag):
-        # Without tags, an output the transform did not declare has no consumer: it goes to a list read by no one.
-        self[tag] = self._receiver(tag, self.outputs if self._receiver is _ListReceiver or tag is None else [])
+        # Without tags, an output the transform did not declare has no consumer: it goes to a list read by no
+        # one.
+        self[tag] = self._receiver(
+            tag, self.outputs if self._receiver is _ListReceiver or tag is None else []
+        )
         return self[tag]
 
 
-# One instance for every element: GlobalWindow() parses a proto for its end timestamp each time it is built, which
-# was a quarter of a worker's time in transform (dask's profiler, 123,800 rows).
+# One instance for every element: GlobalWindow() parses a proto for its end timestamp each time it is built,
+# which was a quarter of a worker's time in transform (dask's profiler, 123,800 rows).
 _GLOBAL_WINDOWS = (GlobalWindow(),)
 
 
@@ -81,9 +85,15 @@ class FusedStep:
 def _invoker(step: FusedStep, receivers: dict, side_values: list) -> DoFnInvoker:
     side_inputs = [SideInputMap(view_class, view_options, [_windowed(v) for v in values])
                    for (view_class, view_options), values in zip(step.side_views, side_values)]
-    handler = _OutputHandler(window_fn=step.window_fn, main_receivers=receivers[None], tagged_receivers=receivers,
-                             per_element_output_counter=None, output_batch_converter=None,
-                             process_yields_batches=False, process_batch_yields_elements=False)
+    handler = _OutputHandler(
+        window_fn=step.window_fn,
+        main_receivers=receivers[None],
+        tagged_receivers=receivers,
+        per_element_output_counter=None,
+        output_batch_converter=None,
+        process_yields_batches=False,
+        process_batch_yields_elements=False,
+    )
     return DoFnInvoker.create_invoker(
         DoFnSignature(step.fn), handler, context=DoFnContext(step.label, state=None), side_inputs=side_inputs,
         input_args=list(step.args), input_kwargs=step.kwargs, user_state_context=None,
@@ -101,7 +111,8 @@ def run_bundle(items, steps: list[FusedStep], tagged: bool, *side_values) -> lis
     for index in reversed(range(len(steps))):  # the last step first: each earlier one feeds the one after it
         step_receivers = receivers
         if invokers:
-            step_receivers = _Receivers(tagged=False)  # an undeclared output of a chained DoFn has no consumer
+            # an undeclared output of a chained DoFn has no consumer
+            step_receivers = _Receivers(tagged=False)
             step_receivers[None] = _Forward(invokers[0])
         start = offsets[index] - len(steps[index].side_views)
         invokers.insert(0, _invoker(steps[index], step_receivers, list(side_values[start:offsets[index]])))
@@ -124,9 +135,9 @@ def concat(parts: list[list]) -> list:
 
 
 def step_of(applied: AppliedPTransform, side_bags: list[db.Bag]) -> tuple[FusedStep, list]:
-    """The ParDo as a FusedStep, and its side inputs, each computed once as one Item and broadcast to every partition
-    that reads it. (As a Delayed: dask re-keys the whole upstream graph of an Item argument, which computes it
-    again.)"""
+    """The ParDo as a FusedStep, and its side inputs, each computed once as one Item and broadcast to every
+    partition that reads it. (As a Delayed: dask re-keys the whole upstream graph of an Item argument, which
+    computes it again.)"""
     transform = t.cast(beam.ParDo, applied.transform)
     args, kwargs = transform.raw_side_inputs
     main_input = next(iter(applied.main_inputs.values()))
@@ -137,7 +148,8 @@ def step_of(applied: AppliedPTransform, side_bags: list[db.Bag]) -> tuple[FusedS
 
 
 def task_name(label: str) -> str:
-    """A ParDo's label as the name of its dask tasks (seen in the dashboard, the task stream, a state dump)."""
+    """A ParDo's label as the name of its dask tasks (seen in the dashboard, the task stream, a state
+    dump)."""
     return "".join(c if c.isalnum() or c in "_[]" else "_" for c in label)[-60:].strip("_") or "ParDo"
 
 

@@ -1,8 +1,8 @@
-"""The runner of --beam-runner dask (DaskClusterRunner, a subclass of Beam's DaskRunner) and its result (items 2,
-7 and 10 of the package docstring): it checks its options, translates the pipeline (translation.py), starts a
-LocalCluster for the pipeline unless --dask_client_address names a scheduler, and computes every leaf (only its
-count comes back) and every shuffle's input size at once; the result waits for them, watched by the watchdog,
-then closes the client and the cluster."""
+"""The runner of --beam-runner dask (DaskClusterRunner, a subclass of Beam's DaskRunner) and its result (items
+2, 7 and 10 of the package docstring): it checks its options, translates the pipeline (translation.py), starts
+a LocalCluster for the pipeline unless --dask_client_address names a scheduler, and computes every leaf (only
+its count comes back) and every shuffle's input size at once; the result waits for them, watched by the
+watchdog, then closes the client and the cluster."""
 from __future__ import annotations
 
 import logging
@@ -19,19 +19,19 @@ from contract.artifacts import ComponentError
 from contract.units import parse_size
 from engines.dask.translation import ConsumerCount, PerPCollectionVisitor, adapter_overrides
 from engines.dask.watchdog import PAUSED_SECONDS, Watchdog, scheduler_probe
-from library.layouts import DASK_STATE_DUMP
+from library.folder_layouts import DASK_STATE_DUMP
 
 POLL_SECONDS = 5  # how often the client checks the computation's progress
 PROBE_SECONDS = 30  # how long it waits for the scheduler's answer (then counts it as no progress)
 DUMP_SECONDS = 60  # how long a stalled step waits for the cluster state dump
-# For the LocalCluster started for a pipeline. A worker whose event loop is blocked (a long garbage collection on
-# a loaded machine) used to drop transfers after dask's default 30 s, which recovery then deadlocked on.
+# For the LocalCluster started for a pipeline. A worker whose event loop is blocked (a long garbage collection
+# on a loaded machine) used to drop transfers after dask's default 30 s, which recovery then deadlocked on.
 LOCAL_CLUSTER_CONFIG = {"distributed.comm.timeouts.tcp": "300s", "distributed.comm.timeouts.connect": "120s"}
 
 
 def _lenient(number_type: type):
-    """An argparse type that keeps a value it cannot convert as text, for _check_adapter_options to refuse in one
-    line (argparse itself would print its whole usage text)."""
+    """An argparse type that keeps a value it cannot convert as text, for _check_adapter_options to refuse in
+    one line (argparse itself would print its whole usage text)."""
     def convert(text: str):
         try:
             return number_type(text)
@@ -44,17 +44,24 @@ def _lenient(number_type: type):
 class DaskAdapterOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--dask_workers", type=_lenient(int), default=2,
-                            help="Without --dask_client_address: worker processes of the LocalCluster started "
-                                 "for the pipeline (1 thread each).")
+        parser.add_argument(
+            "--dask_workers",
+            type=_lenient(int),
+            default=2,
+            help="Without --dask_client_address: worker processes of the LocalCluster started "
+            "for the pipeline (1 thread each).",
+        )
         parser.add_argument("--dask_reshuffle_partitions", type=_lenient(int), default=8,
                             help="Reshuffle splits its input into at least this many partitions.")
         parser.add_argument("--dask_no_combiner_lifting", action="store_true",
                             help="Shuffle every element of a CombinePerKey (to measure what lifting saves).")
-        parser.add_argument("--dask_worker_memory", default="auto",
-                            help="Without --dask_client_address: memory limit of each worker of the LocalCluster "
-                                 "(e.g. 4GiB; auto: the machine's memory divided by the workers). A worker spills "
-                                 "to disk at 70%% of it and pauses at 80%%.")
+        parser.add_argument(
+            "--dask_worker_memory",
+            default="auto",
+            help="Without --dask_client_address: memory limit of each worker of the LocalCluster "
+            "(e.g. 4GiB; auto: the machine's memory divided by the workers). A worker spills "
+            "to disk at 70%% of it and pauses at 80%%.",
+        )
         parser.add_argument("--dask_stall_seconds", type=_lenient(float), default=600,
                             help="Fail the pipeline when no task starts or finishes for this long, or every "
                                  "worker is paused for min(this, --dask_paused_seconds); 0: wait forever.")
@@ -74,8 +81,9 @@ def worker_memory_limit(setting: str) -> str | int:
 
 
 class DaskClusterRunnerResult(dask_runner.DaskRunnerResult):
-    """Waits for every leaf, watched by a Watchdog, then closes the client and the LocalCluster started for the
-    pipeline. After it finishes, `shuffles` lists (label, input partitions, elements) of every GroupByKey."""
+    """Waits for every leaf, watched by a Watchdog, then closes the client and the LocalCluster started for
+    the pipeline. After it finishes, `shuffles` lists (label, input partitions, elements) of every
+    GroupByKey."""
 
     def __init__(self, client, futures, cluster=None, shuffles=(), stall_seconds: float = 0,
                  log_dir: str | None = None, paused_seconds: float = PAUSED_SECONDS):
@@ -93,8 +101,9 @@ class DaskClusterRunnerResult(dask_runner.DaskRunnerResult):
             self.shuffles = [(label, partitions, future.result()) for label, partitions, future in
                              self._shuffle_futures]
             for label, partitions, elements in self.shuffles:
-                logging.getLogger(__name__).info("shuffle %s: %d elements from %d partitions", label, elements,
-                                                 partitions)
+                logging.getLogger(__name__).info(
+                    "shuffle %s: %d elements from %d partitions", label, elements, partitions
+                )
             self._state = PipelineState.DONE
         except BaseException:
             self._state = PipelineState.FAILED
@@ -124,31 +133,43 @@ class DaskClusterRunnerResult(dask_runner.DaskRunnerResult):
             self._note_workers(answer)
             problem = watchdog.check(answer) if watchdog and pending else None
             if problem:
-                raise ComponentError(f"{problem}; stopped the step{self._dump_state()} (pipeline.dask_stall_seconds "
-                                     f"is {self._stall_seconds:g}s)")
+                raise ComponentError(
+                    f"{problem}; stopped the step{self._dump_state()} (pipeline.dask_stall_seconds "
+                    f"is {self._stall_seconds:g}s)"
+                )
 
     def _note_workers(self, answer: tuple[int, dict] | None) -> None:
         if answer is not None:
             self._workers_seen.update({address: name for address, (name, _) in answer[1].items()})
 
     def _result(self, future) -> None:
-        """A finished future's result; a task's error is raised here, on the client. When a worker left the cluster
-        during the computation (killed, or restarted by its nanny over its memory limit), dask recomputed its
-        results, and an error then is most likely that recomputation's: the error says so, in one line."""
+        """A finished future's result; a task's error is raised here, on the client. When a worker left the
+        cluster during the computation (killed, or restarted by its nanny over its memory limit), dask
+        recomputed its results, and an error then is most likely that recomputation's: the error says so, in
+        one line."""
         try:
             future.result()
         except Exception as error:
             answer = self._probe()
-            lost = sorted({str(name) for address, name in self._workers_seen.items()
-                           if answer is not None and address not in answer[1]})
+            lost = sorted(
+                {
+                    str(name)
+                    for address, name in self._workers_seen.items()
+                    if answer is not None and address not in answer[1]
+                }
+            )
             if not lost:
                 raise
             reason = (str(error).strip().splitlines() or [""])[0][:300]
             raise ComponentError(
-                f"dask worker {', '.join(lost)} left the cluster during the step (killed, or restarted by its nanny "
-                f"above its memory limit: the step's log says which), and a task failed after dask recomputed its "
-                f"results ({type(error).__name__}: {reason}); nothing was published. Run it again, with more memory "
-                f"per worker (pipeline.dask_worker_memory) if the log shows a memory restart") from None
+                f"dask worker {', '.join(lost)} left the cluster during the step (killed, or restarted "
+                "by its nanny "
+                "above its memory limit: the step's log says which), and a task failed after dask "
+                "recomputed its "
+                f"results ({type(error).__name__}: {reason}); nothing was published. Run it again, "
+                "with more memory "
+                f"per worker (pipeline.dask_worker_memory) if the log shows a memory restart"
+            ) from None
 
     def _probe(self) -> tuple[int, dict] | None:
         try:
@@ -158,7 +179,8 @@ class DaskClusterRunnerResult(dask_runner.DaskRunnerResult):
             return None
 
     def _dump_state(self) -> str:
-        """Writes the cluster's state into the step's log folder, if the step gave one; the clause naming it."""
+        """Writes the cluster's state into the step's log folder, if the step gave one; the clause naming
+        it."""
         if not self._log_dir:
             return ""
         path = Path(self._log_dir) / DASK_STATE_DUMP
@@ -191,12 +213,21 @@ def _check_adapter_options(adapter: DaskAdapterOptions) -> None:
             kind = "a whole number" if number_type is int else "a number of seconds"
             raise ComponentError(f"--{name} must be {kind}, got {getattr(adapter, name)!r}")
     for name, value, works, wanted in (
-            ("dask_workers", adapter.dask_workers, adapter.dask_workers >= 1, "at least 1"),
-            ("dask_reshuffle_partitions", adapter.dask_reshuffle_partitions, adapter.dask_reshuffle_partitions >= 1,
-             "at least 1"),
-            ("dask_stall_seconds", adapter.dask_stall_seconds, adapter.dask_stall_seconds >= 0,
-             "0 (wait forever) or more"),
-            ("dask_paused_seconds", adapter.dask_paused_seconds, adapter.dask_paused_seconds > 0, "more than 0")):
+        ("dask_workers", adapter.dask_workers, adapter.dask_workers >= 1, "at least 1"),
+        (
+            "dask_reshuffle_partitions",
+            adapter.dask_reshuffle_partitions,
+            adapter.dask_reshuffle_partitions >= 1,
+            "at least 1",
+        ),
+        (
+            "dask_stall_seconds",
+            adapter.dask_stall_seconds,
+            adapter.dask_stall_seconds >= 0,
+            "0 (wait forever) or more",
+        ),
+        ("dask_paused_seconds", adapter.dask_paused_seconds, adapter.dask_paused_seconds > 0, "more than 0"),
+    ):
         if not works:
             raise ComponentError(f"--{name} must be {wanted}, got {value:g}")
 
@@ -206,7 +237,10 @@ class DaskClusterRunner(dask_runner.DaskRunner):
 
     def run_pipeline(self, pipeline, options):
         import dask.distributed as ddist
-        dask_options = options.view_as(dask_runner.DaskOptions).get_all_options(drop_default=True, current_only=True)
+
+        dask_options = options.view_as(dask_runner.DaskOptions).get_all_options(
+            drop_default=True, current_only=True
+        )
         bag_kwargs = dask_runner.DaskOptions._extract_bag_kwargs(dask_options)
         adapter = options.view_as(DaskAdapterOptions)
         _check_adapter_options(adapter)
@@ -219,13 +253,19 @@ class DaskClusterRunner(dask_runner.DaskRunner):
         pipeline.visit(visitor)
         leaves = [bag.count() for bag in visitor.leaves()]  # only a number per leaf comes back
 
-        logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO lines drown the pipeline's output
+        # its INFO lines drown the pipeline's output
+        logging.getLogger("distributed").setLevel(logging.WARNING)
         cluster = None
         if not dask_options.get("address") and not dask_options.get("scheduler_file"):
             # Set in this process before the cluster starts: its workers (started by nannies) inherit it.
             dask.config.set(LOCAL_CLUSTER_CONFIG)
-            cluster = ddist.LocalCluster(n_workers=adapter.dask_workers, threads_per_worker=1, processes=True,
-                                         dashboard_address=":0", memory_limit=worker_memory_limit(adapter.dask_worker_memory))
+            cluster = ddist.LocalCluster(
+                n_workers=adapter.dask_workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",
+                memory_limit=worker_memory_limit(adapter.dask_worker_memory),
+            )
             dask_options["address"] = cluster
         try:
             client = ddist.Client(**dask_options)

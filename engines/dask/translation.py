@@ -46,9 +46,10 @@ class _LiftCombinePerKey(PTransformOverride):
 
 
 class _GroupByKeyInGlobalWindow(PTransformOverride):
-    """GroupByKey in the global window as one dask shuffle of the (key, value) pairs themselves. Beam's DaskRunner
-    translation (ReifyWindows, GroupByKeyOnly, GroupAlsoByWindow) wraps every element in a WindowedValue for
-    the shuffle and runs one more ParDo after it, which only the global window makes unnecessary."""
+    """GroupByKey in the global window as one dask shuffle of the (key, value) pairs themselves. Beam's
+    DaskRunner translation (ReifyWindows, GroupByKeyOnly, GroupAlsoByWindow) wraps every element in a
+    WindowedValue for the shuffle and runs one more ParDo after it, which only the global window makes
+    unnecessary."""
 
     def matches(self, applied: AppliedPTransform) -> bool:
         return applied.transform.__class__ == beam.GroupByKey and _in_global_window(applied)
@@ -58,13 +59,14 @@ class _GroupByKeyInGlobalWindow(PTransformOverride):
 
 
 def adapter_overrides(lift_combiners: bool = True) -> list[PTransformOverride]:
-    """Applied in this order: a lifted CombinePerKey contains a GroupByKey, replaced next; Beam's own overrides
-    (Create, Reshuffle, Read, Flatten, and GroupByKey in other windows) last."""
+    """Applied in this order: a lifted CombinePerKey contains a GroupByKey, replaced next; Beam's own
+    overrides (Create, Reshuffle, Read, Flatten, and GroupByKey in other windows) last."""
     lifting = [_LiftCombinePerKey()] if lift_combiners else []
     return [*lifting, _GroupByKeyInGlobalWindow(), *overrides.dask_overrides()]
 
 
-# ---------------------------------------------------------------------------------------------- other primitives
+# ---------------------------------------------------------------------------------------------- other
+# primitives
 
 
 def _group_values(key_and_pairs):
@@ -92,8 +94,8 @@ def _read(applied: AppliedPTransform) -> db.Bag:
 
 
 def _create(values, bag_kwargs: dict) -> db.Bag:
-    """Beam's translation, without its warning on every Create: `--dask_npartitions` or `--dask_partition_size`,
-    else 128 elements per partition (Reshuffle spreads them over the workers)."""
+    """Beam's translation, without its warning on every Create: `--dask_npartitions` or
+    `--dask_partition_size`, else 128 elements per partition (Reshuffle spreads them over the workers)."""
     values = list(values)
     if bag_kwargs.get("npartitions"):
         return db.from_sequence(values, npartitions=bag_kwargs["npartitions"])
@@ -126,7 +128,8 @@ class PerPCollectionVisitor(PipelineVisitor):
         self.reshuffle_partitions = reshuffle_partitions
         self.bags: dict[pvalue.PCollection, db.Bag] = {}
         self.consumed: set[pvalue.PCollection] = set()
-        # Transforms reading each PCollection (main or side input), counted before translating (ConsumerCount).
+        # Transforms reading each PCollection (main or side input), counted before translating
+        # (ConsumerCount).
         self.consumers: collections.Counter = collections.Counter()
         # PCollection -> (bag, steps, side items): the fused chain of ParDos that produces it from that bag.
         self.chains: dict[pvalue.PCollection, tuple[db.Bag, list[FusedStep], list]] = {}
@@ -138,7 +141,9 @@ class PerPCollectionVisitor(PipelineVisitor):
         self.consumed.update(inputs)
         self.consumed.update(side.pvalue for side in applied.side_inputs)
         input_bags = [self.bags[value] for value in inputs]
-        outputs = {tag: value for tag, value in applied.outputs.items() if isinstance(value, pvalue.PCollection)}
+        outputs = {
+            tag: value for tag, value in applied.outputs.items() if isinstance(value, pvalue.PCollection)
+        }
 
         if isinstance(transform, beam.ParDo):
             step, side_items = step_of(applied, [self.bags[side.pvalue] for side in applied.side_inputs])
@@ -149,12 +154,15 @@ class PerPCollectionVisitor(PipelineVisitor):
             name = task_name(applied.full_label)
             if not transform.output_tags and len(outputs) == 1:  # one output: no tag on every element
                 [pcollection] = outputs.values()
-                self.bags[pcollection] = base.map_partitions(run_bundle, steps, False, *side_items, token=name)
+                self.bags[pcollection] = base.map_partitions(
+                    run_bundle, steps, False, *side_items, token=name
+                )
                 self.chains[pcollection] = (base, steps, side_items)
                 return
             pairs = base.map_partitions(run_bundle, steps, True, *side_items, token=name)
             for tag, pcollection in outputs.items():
-                wanted = tag if tag in transform.output_tags else None  # the DoFn emits its main output untagged
+                # the DoFn emits its main output untagged
+                wanted = tag if tag in transform.output_tags else None
                 self.bags[pcollection] = pairs.map_partitions(values_with_tag, wanted)
             return
         if isinstance(transform, overrides._Read):
@@ -164,8 +172,9 @@ class PerPCollectionVisitor(PipelineVisitor):
         elif isinstance(transform, beam.Impulse):
             bag = db.from_sequence([b""], npartitions=1)
         elif isinstance(transform, overrides._GroupByKeyOnly):
-            # "tasks": dask's default for a graph built before a client exists is "disk" (partd), which is local to
-            # one process and loses groups across worker processes. Keys are hashed with dask's tokenize.
+            # "tasks": dask's default for a graph built before a client exists is "disk" (partd), which is
+            # local to one process and loses groups across worker processes. Keys are hashed with dask's
+            # tokenize.
             bag = input_bags[0].groupby(_key, shuffle="tasks").map(_group_values)
             self.shuffles.append((applied.full_label, input_bags[0].npartitions, input_bags[0].count()))
         elif isinstance(transform, overrides._Reshuffle):

@@ -10,9 +10,9 @@ PAUSED_SECONDS = 60  # default of --dask_paused_seconds: every worker paused thi
 
 
 def scheduler_probe():
-    """A function run on the scheduler (defined in here so that it travels by value: a scheduler need not import
-    this project): its count of task transitions (it grows whenever a task starts, finishes or is lost) and
-    the status of each worker."""
+    """A function run on the scheduler (defined in here so that it travels by value: a scheduler need not
+    import this project): its count of task transitions (it grows whenever a task starts, finishes or is lost)
+    and the status of each worker."""
     def probe(dask_scheduler):
         return dask_scheduler.transition_counter, {address: (worker.name, worker.status.name)
                                                    for address, worker in dask_scheduler.workers.items()}
@@ -21,8 +21,8 @@ def scheduler_probe():
 
 class Watchdog:
     """Decides, from the scheduler's answers, that a computation is stuck: no task transition for
-    `stall_seconds` (a blocked task, a deadlocked transfer, no workers left), or every worker paused (above its
-    memory limit's pause fraction) for min(stall_seconds, paused_seconds)."""
+    `stall_seconds` (a blocked task, a deadlocked transfer, no workers left), or every worker paused (above
+    its memory limit's pause fraction) for min(stall_seconds, paused_seconds)."""
 
     def __init__(self, stall_seconds: float, paused_seconds: float = PAUSED_SECONDS):
         self.stall_seconds = stall_seconds
@@ -31,7 +31,8 @@ class Watchdog:
         self._paused_since: float | None = None
 
     def check(self, answer: tuple[int, dict] | None) -> str | None:
-        """What is wrong (one clause), or None. `answer`: the probe's, None if the scheduler did not answer."""
+        """What is wrong (one clause), or None. `answer`: the probe's, None if the scheduler did not
+        answer."""
         now = time.monotonic()
         transitions, workers = answer if answer is not None else (self._transitions, None)
         if transitions != self._transitions:
@@ -40,8 +41,10 @@ class Watchdog:
             self._paused_since = self._paused_since or now
             if now - self._paused_since >= self.paused_seconds:
                 names = ", ".join(sorted(str(name) for name, _ in workers.values()))
-                return (f"every dask worker ({names}) has been paused for {now - self._paused_since:.0f}s: their "
-                        "memory is above the pause threshold (distributed.worker.memory.pause) of their limit")
+                return (
+                    f"every dask worker ({names}) has been paused for {now - self._paused_since:.0f}s: their "
+                    "memory is above the pause threshold (distributed.worker.memory.pause) of their limit"
+                )
         else:
             self._paused_since = None
         if now - self._progress_at >= self.stall_seconds:

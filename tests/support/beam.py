@@ -1,5 +1,5 @@
-"""Helpers of the Beam runner tests: free ports, ending processes by id, sorted outputs and the published files
-of a run's Beam steps."""
+"""Helpers of the Beam runner tests: free ports, ending processes by id, sorted outputs and the published
+files of a run's Beam steps."""
 from __future__ import annotations
 
 import hashlib

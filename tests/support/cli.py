@@ -14,9 +14,10 @@ from pipeline import interrupts
 
 
 def agnews_in_process(*args, check_code: int | None = 0) -> subprocess.CompletedProcess:
-    """main([*args]) with its stdout and stderr captured, as a CompletedProcess: returncode is main's value, or
-    the code of the SystemExit argparse raises for --help and usage errors. The signal handlers `run` and
-    `retrain` install are put back afterwards. Another exit code than check_code (None: any) fails the test."""
+    """main([*args]) with its stdout and stderr captured, as a CompletedProcess: returncode is main's value,
+    or the code of the SystemExit argparse raises for --help and usage errors. The signal handlers `run` and
+    `retrain` install are put back afterwards. Another exit code than check_code (None: any) fails the
+    test."""
     argv = [str(arg) for arg in args]
     saved = {signum: signal.getsignal(signum) for signum in interrupts.EXIT_CODES}
     stdout, stderr = io.StringIO(), io.StringIO()
@@ -31,6 +32,8 @@ def agnews_in_process(*args, check_code: int | None = 0) -> subprocess.Completed
             signal.signal(signum, handler)
     completed = subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue())
     if check_code is not None and code != check_code:
-        raise AssertionError(f"exit {code} (wanted {check_code}) for {argv}\n--- stdout\n{completed.stdout[-6000:]}"
-                             f"\n--- stderr\n{completed.stderr[-6000:]}")
+        raise AssertionError(
+            f"exit {code} (wanted {check_code}) for {argv}\n--- stdout\n{completed.stdout[-6000:]}"
+            f"\n--- stderr\n{completed.stderr[-6000:]}"
+        )
     return completed

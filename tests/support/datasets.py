@@ -1,5 +1,6 @@
 """Transform-shaped artifacts written directly through library.layouts (gzipped TFRecords per split and length
-bucket, model_input.json), so the dataset, model and trainer tests do not depend on the transform component."""
+bucket, model_input.json), so the dataset, model and trainer tests do not depend on the transform
+component."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -18,8 +18,10 @@ def agnews(*args: str, check_code: int | None = 0, timeout: float = 900,
     completed = subprocess.run([*CLI, *args], cwd=PROJECT, capture_output=True, text=True, timeout=timeout,
                                env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1", **(env or {})})
     if check_code is not None and completed.returncode != check_code:
-        raise AssertionError(f"exit {completed.returncode} (wanted {check_code}) for {args}\n"
-                             f"--- stdout\n{completed.stdout[-6000:]}\n--- stderr\n{completed.stderr[-6000:]}")
+        raise AssertionError(
+            f"exit {completed.returncode} (wanted {check_code}) for {args}\n"
+            f"--- stdout\n{completed.stdout[-6000:]}\n--- stderr\n{completed.stderr[-6000:]}"
+        )
     return completed
 
 
@@ -27,7 +29,8 @@ PREDICT_TEXTS = ["Stocks rallied as the Federal Reserve held interest rates stea
                  "The striker scored twice as United beat Chelsea in the cup final.",
                  "", "x" * 100_000, "Zürich: Ölpreise steigen, 東京 株価 上昇 — naïve café",
                  "NASA launches a new satellite to study the climate"]
-# Serves PREDICT_TEXTS (argv[2], JSON) with the SavedModel in argv[1], in a process that imports TensorFlow only.
+# Serves PREDICT_TEXTS (argv[2], JSON) with the SavedModel in argv[1], in a process that imports TensorFlow
+# only.
 FRESH_PROCESS_PREDICT = r"""
 import json, sys
 import tensorflow as tf
@@ -39,7 +42,8 @@ empty = serve(text=tf.constant([], dtype=tf.string))
 print(json.dumps({"probabilities": out["probabilities"].numpy().tolist(),
                   "class_name": [c.decode() for c in out["class_name"].numpy()],
                   "empty_batch_shape": list(empty["probabilities"].shape),
-                  "modules": sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow_transform", "tfx_bsl", "apache_beam", "tf_keras"})}))
+                  "modules": sorted({m.split(".")[0] for m in sys.modules}
+                                    & {"tensorflow_transform", "tfx_bsl", "apache_beam", "tf_keras"})}))
 """
 
 

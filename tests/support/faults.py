@@ -1,5 +1,5 @@
-"""The real `agnews-pipeline` command in a subprocess with faults injected (AGNEWS_FAULT, a hooks folder first on
-PYTHONPATH), and what the fault tests read back: one-line errors, served versions, store rows."""
+"""The real `agnews-pipeline` command in a subprocess with faults injected (AGNEWS_FAULT, a hooks folder first
+on PYTHONPATH), and what the fault tests read back: one-line errors, served versions, store rows."""
 from __future__ import annotations
 
 import os

@@ -49,7 +49,18 @@ def root(trained, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def models(tmp_path_factory, transformed_sample):
     """Two exported SavedModels of support.models.tiny_model (seeds 0 and 1: different weights) and their
-    in-process answers for support.serving.TEXTS."""
+    in-process answers for support.serving.TEXTS; exported without XLA: a plain graph gives a row the same
+    bits in any batch, which the batching tests compare, and a server loads it in seconds."""
+    return _tiny_models(tmp_path_factory, transformed_sample, xla=False)
+
+
+@pytest.fixture(scope="session")
+def xla_models(tmp_path_factory, transformed_sample):
+    """As `models`, exported with XLA (the default): a server compiles 36 shapes at each version's warm-up."""
+    return _tiny_models(tmp_path_factory, transformed_sample, xla=True)
+
+
+def _tiny_models(tmp_path_factory, transformed_sample, xla: bool):
     import numpy as np
     import tensorflow as tf
 
@@ -59,10 +70,10 @@ def models(tmp_path_factory, transformed_sample):
 
     transform_graph = transformed_sample["transform_graph"].uri
     dim = json.loads((transform_graph / "model_input.json").read_text())["embedding_input_dim"]
-    root = tmp_path_factory.mktemp("models")
+    root = tmp_path_factory.mktemp("xla_models" if xla else "models")
     result = {}
     for version, seed in ((1, 0), (2, 1)):
-        export.export_serving_model(tiny_model(dim, seed), transform_graph, root / f"model{version}")
+        export.export_serving_model(tiny_model(dim, seed), transform_graph, root / f"model{version}", xla=xla)
         loaded = tf.saved_model.load(str(root / f"model{version}"))
         probabilities = loaded.signatures["serving_default"](text=tf.constant(TEXTS))["probabilities"].numpy()
         result[version] = {"dir": root / f"model{version}", "probabilities": probabilities}

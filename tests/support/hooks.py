@@ -3,8 +3,8 @@ touching the code under test."""
 from __future__ import annotations
 
 # Cuts a process off the network: a connection to anything but this machine fails at once, so a test of "no
-# network" answers the same on a machine that has one. A `sitecustomize.py` for subprocesses (see offline_hooks),
-# or applied in-process by the `offline` fixture.
+# network" answers the same on a machine that has one. A `sitecustomize.py` for subprocesses (see
+# offline_hooks), or applied in-process by the `offline` fixture.
 OFFLINE_SITECUSTOMIZE = """
 import errno, ipaddress, socket
 _connect = socket.socket.connect
@@ -21,9 +21,9 @@ socket.socket.connect = _offline_connect
 """
 
 
-# The body of a `sitecustomize.py` that runs PATCH (Python code seeing the module as `module`) right after MODULE
-# is first imported, in every process that has the file's folder first on PYTHONPATH: how the tests inject a
-# fault or observe a step deep inside the real command, without touching the code under test.
+# The body of a `sitecustomize.py` that runs PATCH (Python code seeing the module as `module`) right after
+# MODULE is first imported, in every process that has the file's folder first on PYTHONPATH: how the tests
+# inject a fault or observe a step deep inside the real command, without touching the code under test.
 AFTER_IMPORT_HOOK = """
 import importlib.abc, importlib.util, sys
 class _AfterImport(importlib.abc.MetaPathFinder):

@@ -1,5 +1,5 @@
-"""A tiny Keras model, the reference answers of a Keras model on the transform's token ids, and the environment
-of a fresh serving process."""
+"""A tiny Keras model, the reference answers of a Keras model on the transform's token ids, and the
+environment of a fresh serving process."""
 from __future__ import annotations
 
 import os
@@ -25,11 +25,15 @@ def tiny_model(embedding_input_dim: int, seed: int = 0) -> keras.Model:
     model = keras.Model(token_ids, keras.layers.Dense(4, activation="softmax")(hidden))
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     rng = np.random.default_rng(seed)
-    model.fit(rng.integers(1, embedding_input_dim, size=(8, 6)), rng.integers(0, 4, size=8), epochs=1, verbose=0)
+    model.fit(
+        rng.integers(1, embedding_input_dim, size=(8, 6)), rng.integers(0, 4, size=8), epochs=1, verbose=0
+    )
     return model
 
 
-def keras_reference(model, transform_graph_dir: Path, texts: list[str], steps: int | None = None) -> np.ndarray:
+def keras_reference(
+    model, transform_graph_dir: Path, texts: list[str], steps: int | None = None
+) -> np.ndarray:
     """The Keras model's probabilities on the transform's token ids for `texts` (title=text, description=""),
     cut or 0-padded here to exactly `steps` ids when the model takes a fixed number."""
     import tensorflow_transform as tft

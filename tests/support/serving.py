@@ -1,4 +1,5 @@
-"""`agnews-pipeline serve` in a subprocess on a free port of 127.0.0.1, driven with a real HTTP client (urllib)."""
+"""`agnews-pipeline serve` in a subprocess on a free port of 127.0.0.1, driven with a real HTTP client
+(urllib)."""
 from __future__ import annotations
 
 import http.client

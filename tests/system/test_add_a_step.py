@@ -20,7 +20,8 @@ from contract.component_spec import ComponentSpec
 SPEC = ComponentSpec(__name__, executor="components.count.executor", outputs=("row_count",),
                      config_section="count")
 '''
-COUNT_EXECUTOR = '''"""The count step's executor: the rows ingest wrote, in a file named by its configuration."""
+COUNT_EXECUTOR = '''"""The count step's executor: the rows ingest wrote, in a file named by its
+configuration."""
 from pathlib import Path
 
 from contract.artifacts import Artifact

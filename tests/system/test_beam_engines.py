@@ -1,11 +1,11 @@
 """The Beam steps on real engines other than the DirectRunner, all started and stopped here on 127.0.0.1:
-  * a dask.distributed cluster (`dask scheduler` and 2 `dask worker` processes). The first tests use plain Beam
-    transforms only (each covers one gap of Beam 2.77's DaskRunner that engines/dask/ closes, written so
+  * a dask.distributed cluster (`dask scheduler` and 2 `dask worker` processes). The first tests use plain
+    Beam transforms only (each covers one gap of Beam 2.77's DaskRunner that engines/dask/ closes, written so
     they could go upstream);
-  * Beam's portable path (a job service and an external SDK worker pool): the protocol Flink, Spark and Dataflow
-    use to run Python code.
-The pipeline's ingest -> transform runs on each, on the committed sample, and every output byte is compared with
-the DirectRunner's."""
+  * Beam's portable path (a job service and an external SDK worker pool): the protocol Flink, Spark and
+    Dataflow use to run Python code.
+The pipeline's ingest -> transform runs on each, on the committed sample, and every output byte is compared
+with the DirectRunner's."""
 from __future__ import annotations
 
 import collections
@@ -24,7 +24,15 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from distributed import Client
-from support.beam import START_SECONDS, UNTIL_TRANSFORM, free_port, read_json, step_files, stop_processes, write_sorted
+from support.beam import (
+    START_SECONDS,
+    UNTIL_TRANSFORM,
+    free_port,
+    read_json,
+    step_files,
+    stop_processes,
+    write_sorted,
+)
 from support.cli import agnews_in_process
 from support.paths import CLI, PROJECT, SAMPLE_DIR
 
@@ -40,17 +48,43 @@ def scheduler(tmp_path_factory) -> str:
     logs = tmp_path_factory.mktemp("dask-logs")
     CLUSTER_LOGS[0] = logs
     address = f"tcp://127.0.0.1:{free_port()}"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), str(PROJECT / "tests"), str(PROJECT / "tests" / "system")]), "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(PROJECT), str(PROJECT / "tests"), str(PROJECT / "tests" / "system")]
+        ),
+        "CUDA_VISIBLE_DEVICES": "-1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
     processes = [subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
          "--port", address.rsplit(":", 1)[1], "--no-dashboard"],
         stdout=subprocess.DEVNULL, stderr=open(logs / "scheduler.log", "w"), env=env)]
     try:
         for index in range(2):
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
-                 "--nworkers", "1", "--no-dashboard", "--name", f"w{index}", "--host", "127.0.0.1"],
-                stdout=subprocess.DEVNULL, stderr=open(logs / f"worker{index}.log", "w"), env=env, cwd=PROJECT))
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "distributed.cli.dask_worker",
+                        address,
+                        "--nthreads",
+                        "1",
+                        "--nworkers",
+                        "1",
+                        "--no-dashboard",
+                        "--name",
+                        f"w{index}",
+                        "--host",
+                        "127.0.0.1",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=open(logs / f"worker{index}.log", "w"),
+                    env=env,
+                    cwd=PROJECT,
+                )
+            )
         with Client(address, timeout=START_SECONDS) as client:
             client.wait_for_workers(2, timeout=START_SECONDS)
         yield address
@@ -144,8 +178,12 @@ def test_a_side_input_is_computed_once_and_seen_by_every_consumer(scheduler, tmp
         marker = pipeline | "Once" >> beam.Create([None]) | beam.Map(_make_marker, str(markers))
         numbers = pipeline | beam.Create(range(10)) | beam.Reshuffle()
         for index in range(3):
-            write_sorted(numbers | f"Use{index}" >> beam.Map(lambda n, m: Path(m).name, beam.pvalue.AsSingleton(marker)),
-                         tmp_path / f"seen{index}", f"Seen{index}")
+            write_sorted(
+                numbers
+                | f"Use{index}" >> beam.Map(lambda n, m: Path(m).name, beam.pvalue.AsSingleton(marker)),
+                tmp_path / f"seen{index}",
+                f"Seen{index}",
+            )
 
     run_on_dask(build, scheduler)
     [made] = [path.name for path in markers.iterdir()]
@@ -155,8 +193,13 @@ def test_a_side_input_is_computed_once_and_seen_by_every_consumer(scheduler, tmp
 
 def test_group_by_key_gathers_each_key_once_across_workers(scheduler, tmp_path):
     def build(pipeline):
-        pairs = (pipeline | beam.Create([(f"k{n % 7}", n) for n in range(700)]) | beam.Reshuffle()
-                 | beam.GroupByKey() | beam.MapTuple(lambda key, values: [key, len(list(values)), sum(values)]))
+        pairs = (
+            pipeline
+            | beam.Create([(f"k{n % 7}", n) for n in range(700)])
+            | beam.Reshuffle()
+            | beam.GroupByKey()
+            | beam.MapTuple(lambda key, values: [key, len(list(values)), sum(values)])
+        )
         write_sorted(pairs, tmp_path / "groups", "Groups")
 
     run_on_dask(build, scheduler, "--dask_reshuffle_partitions=8")
@@ -177,7 +220,8 @@ def test_read_from_text_reads_every_file(scheduler, tmp_path):
 
 
 def _children() -> list:
-    """Running child processes, except multiprocessing's resource tracker (it lives as long as this process)."""
+    """Running child processes, except multiprocessing's resource tracker (it lives as long as this
+    process)."""
     import psutil
     alive = []
     for child in psutil.Process().children(recursive=True):
@@ -213,8 +257,8 @@ def agnews(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
 
 
 def cluster_state(address: str) -> tuple[int, dict[str, str]]:
-    """(the scheduler's count of task state transitions, {worker name: worker id}) now. Also starts the scheduler's
-    task-stream recorder, which tasks_per_worker() reads."""
+    """(the scheduler's count of task state transitions, {worker name: worker id}) now. Also starts the
+    scheduler's task-stream recorder, which tasks_per_worker() reads."""
     with Client(address, timeout=START_SECONDS) as client:
         transitions = client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
         workers = client.run(lambda dask_worker: (dask_worker.name, dask_worker.id))
@@ -249,8 +293,8 @@ def tasks_per_step(address: str, since: float, windows: dict[str, tuple[float, f
 
 
 def warn_if_a_worker_was_lost(before: dict[str, str], after: dict[str, str]) -> None:
-    """Dask recomputes a lost worker's results by design, so a worker that died or was restarted during a run is
-    survived, not a failure; the warning keeps the workers' log tails in view to find out why."""
+    """Dask recomputes a lost worker's results by design, so a worker that died or was restarted during a run
+    is survived, not a failure; the warning keeps the workers' log tails in view to find out why."""
     if before != after:
         tails = "".join(f"--- {log.name}:\n" + "".join(log.read_text().splitlines(True)[-40:])
                         for log in sorted(CLUSTER_LOGS[0].glob("worker*.log")))
@@ -266,8 +310,8 @@ def test_ingest_to_transform_on_the_cluster_is_byte_identical_to_the_direct_runn
                      "--dask-address", scheduler, "--log-format", "json")
     assert on_dask.returncode == 0, on_dask.stderr[-3000:]
     assert step_files(tmp_path / "dask") == direct_files
-    # Identical bytes are also what a silent fallback to the DirectRunner would give: the cluster did the work,
-    # in each step (a step run by the DirectRunner would leave its time on the task stream empty).
+    # Identical bytes are also what a silent fallback to the DirectRunner would give: the cluster did the
+    # work, in each step (a step run by the DirectRunner would leave its time on the task stream empty).
     transitions_after, workers_after = cluster_state(scheduler)
     warn_if_a_worker_was_lost(workers_before, workers_after)
     windows = step_windows(on_dask.stdout)
@@ -279,7 +323,8 @@ def test_ingest_to_transform_on_the_cluster_is_byte_identical_to_the_direct_runn
     assert transitions_after - transitions_before >= 3 * sum(computed.values())  # waiting, processing, memory
 
 
-# ---------------------------------------------------------------------------------------------- portable runner
+# ---------------------------------------------------------------------------------------------- portable
+# runner
 
 
 def _wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
@@ -296,8 +341,8 @@ def _wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
 
 @contextlib.contextmanager
 def job_service_and_worker_pool(logs: Path, python_dir: Path):
-    """(job endpoint, worker pool endpoint) of a local job service and an external SDK worker pool whose workers
-    are the `python` found first in `python_dir`; PYTHONPATH lets the workers import the project."""
+    """(job endpoint, worker pool endpoint) of a local job service and an external SDK worker pool whose
+    workers are the `python` found first in `python_dir`; PYTHONPATH lets the workers import the project."""
     job_port, pool_port = free_port(), free_port()
     env = {**os.environ, "PATH": os.pathsep.join([str(python_dir), os.environ.get("PATH", "")]),
            "PYTHONPATH": str(PROJECT), "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -354,9 +399,9 @@ def test_ingest_to_transform_on_the_portable_runner_is_byte_identical_to_the_dir
 
 
 def test_a_portable_job_may_run_longer_than_beams_default_job_server_timeout():
-    """Beam's --job_server_timeout (300 s by default) is also the deadline of the job's state and message streams:
-    a healthy job still running at 300 s failed with DEADLINE_EXCEEDED (seen with --job_server_timeout=4 on a
-    7 s ingest). Unless the user sets it, a job service endpoint gets a week."""
+    """Beam's --job_server_timeout (300 s by default) is also the deadline of the job's state and message
+    streams: a healthy job still running at 300 s failed with DEADLINE_EXCEEDED (seen with
+    --job_server_timeout=4 on a 7 s ingest). Unless the user sets it, a job service endpoint gets a week."""
     from apache_beam.options.pipeline_options import PortableOptions
 
     from library.beam_options import pipeline_options
@@ -368,14 +413,24 @@ def test_a_portable_job_may_run_longer_than_beams_default_job_server_timeout():
         chosen = pipeline_options(["--runner=PortableRunner", endpoint, "--job_server_timeout=60"])
     assert default.view_as(PortableOptions).job_server_timeout >= 24 * 3600
     assert chosen.view_as(PortableOptions).job_server_timeout == 60
-    assert pipeline_options([]).view_as(PortableOptions).job_server_timeout == 300  # no job service: Beam's default
+    # no job service: Beam's default
+    assert pipeline_options([]).view_as(PortableOptions).job_server_timeout == 300
 
 
 def test_an_unreachable_job_service_fails_the_run_in_seconds_with_one_line(tmp_path):
     root = tmp_path / "root"
     started = time.monotonic()
-    completed = agnews("run", "--data", f"csv:{SAMPLE_DIR}", "--until", "ingest", "--pipeline-root", str(root),
-                       *portable_args(f"localhost:{free_port()}", f"localhost:{free_port()}"), timeout=120)
+    completed = agnews(
+        "run",
+        "--data",
+        f"csv:{SAMPLE_DIR}",
+        "--until",
+        "ingest",
+        "--pipeline-root",
+        str(root),
+        *portable_args(f"localhost:{free_port()}", f"localhost:{free_port()}"),
+        timeout=120,
+    )
     assert completed.returncode == 1
     assert time.monotonic() - started < 60
     [line] = [text for text in completed.stderr.splitlines() if "job service" in text]
@@ -401,14 +456,25 @@ def test_a_worker_pool_whose_python_lacks_beam_fails_the_run_in_seconds_with_one
     root = tmp_path / "root"
     with job_service_and_worker_pool(tmp_path, wrong) as (job, pool):
         started = time.monotonic()
-        completed = agnews("run", "--data", f"csv:{SAMPLE_DIR}", "--until", "ingest", "--pipeline-root", str(root),
-                           *portable_args(job, pool), timeout=120)
+        completed = agnews(
+            "run",
+            "--data",
+            f"csv:{SAMPLE_DIR}",
+            "--until",
+            "ingest",
+            "--pipeline-root",
+            str(root),
+            *portable_args(job, pool),
+            timeout=120,
+        )
         seconds = time.monotonic() - started
     assert completed.returncode == 1, completed.stderr[-3000:]
     assert seconds < 60
     [line] = [text for text in completed.stderr.splitlines() if "worker pool" in text]
-    assert line.startswith(f"ERROR: ingest: the Beam SDK worker pool at {pool} cannot start Beam workers (no SDK "
-                           "worker connected within 20s)")
+    assert line.startswith(
+        f"ERROR: ingest: the Beam SDK worker pool at {pool} cannot start Beam workers (no SDK "
+        "worker connected within 20s)"
+    )
     assert f"restart the pool with {Path(sys.executable).parent} first on PATH" in line
     assert "Traceback" not in completed.stderr + completed.stdout
     [run_dir] = (root / "runs").iterdir()
@@ -419,8 +485,20 @@ def test_a_worker_pool_whose_python_lacks_beam_fails_the_run_in_seconds_with_one
 def test_an_unreachable_scheduler_fails_the_run_in_seconds_with_one_line(tmp_path):
     root = tmp_path / "root"
     started = time.monotonic()
-    completed = agnews("run", "--data", f"csv:{SAMPLE_DIR}", "--until", "ingest", "--pipeline-root", str(root),
-                       "--beam-runner", "dask", "--dask-address", f"tcp://127.0.0.1:{free_port()}", timeout=120)
+    completed = agnews(
+        "run",
+        "--data",
+        f"csv:{SAMPLE_DIR}",
+        "--until",
+        "ingest",
+        "--pipeline-root",
+        str(root),
+        "--beam-runner",
+        "dask",
+        "--dask-address",
+        f"tcp://127.0.0.1:{free_port()}",
+        timeout=120,
+    )
     assert completed.returncode == 1
     assert time.monotonic() - started < 60
     [line] = [text for text in completed.stderr.splitlines() if "dask scheduler" in text]

@@ -1,7 +1,7 @@
 """What lets the Beam steps run at size on dask (engines/dask/), on real dask.distributed clusters
 started and stopped here on 127.0.0.1: combiner lifting bounds what a CombinePerKey shuffles; the watchdog
-fails a stalled step in bounded time with one line and a cluster state dump; a worker killed during transform's
-shuffle is survived (or the step fails in bounded time), never a hang."""
+fails a stalled step in bounded time with one line and a cluster state dump; a worker killed during
+transform's shuffle is survived (or the step fails in bounded time), never a hang."""
 from __future__ import annotations
 
 import contextlib
@@ -18,7 +18,15 @@ import apache_beam as beam
 import distributed  # noqa: F401 (a [dev] dependency: a broken install fails these tests, never skips them)
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
-from support.beam import START_SECONDS, UNTIL_TRANSFORM, free_port, read_json, step_files, stop_processes, write_sorted
+from support.beam import (
+    START_SECONDS,
+    UNTIL_TRANSFORM,
+    free_port,
+    read_json,
+    step_files,
+    stop_processes,
+    write_sorted,
+)
 from support.paths import PROJECT
 
 from engines.dask.runner import DaskClusterRunner
@@ -30,8 +38,14 @@ def dask_cluster(logs: Path, workers: int, *worker_args: str):
     without nannies (a killed worker stays dead), all ended by their ids when the block exits."""
     logs.mkdir(parents=True, exist_ok=True)
     address = f"tcp://127.0.0.1:{free_port()}"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), str(PROJECT / "tests"), str(PROJECT / "tests" / "system")]),
-           "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(PROJECT), str(PROJECT / "tests"), str(PROJECT / "tests" / "system")]
+        ),
+        "CUDA_VISIBLE_DEVICES": "-1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
     scheduler = subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
          "--port", address.rsplit(":", 1)[1], "--no-dashboard"],
@@ -39,10 +53,29 @@ def dask_cluster(logs: Path, workers: int, *worker_args: str):
     processes = []
     try:
         for index in range(workers):
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1", "--no-nanny",
-                 "--no-dashboard", "--name", f"w{index}", "--host", "127.0.0.1", *worker_args],
-                stdout=subprocess.DEVNULL, stderr=open(logs / f"worker{index}.log", "w"), env=env, cwd=PROJECT))
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "distributed.cli.dask_worker",
+                        address,
+                        "--nthreads",
+                        "1",
+                        "--no-nanny",
+                        "--no-dashboard",
+                        "--name",
+                        f"w{index}",
+                        "--host",
+                        "127.0.0.1",
+                        *worker_args,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=open(logs / f"worker{index}.log", "w"),
+                    env=env,
+                    cwd=PROJECT,
+                )
+            )
         from distributed import Client
         with Client(address, timeout=START_SECONDS) as client:
             client.wait_for_workers(workers, timeout=START_SECONDS)
@@ -84,16 +117,23 @@ def _counts_and_sums(tmp_path: Path):
 def test_a_lifted_combine_shuffles_at_most_partitions_times_distinct_keys(cluster, tmp_path):
     """Count.PerElement and CombinePerKey(sum) over 20,000 elements in 4 partitions, 50 distinct keys: at most
     4 x 50 elements enter each shuffle (unlifted: all 20,000), and the results equal the DirectRunner's."""
-    result = run_pipeline(_counts_and_sums(tmp_path / "dask"), DaskClusterRunner(), f"--dask_client_address={cluster}",
-                          "--dask_npartitions=4")
+    result = run_pipeline(
+        _counts_and_sums(tmp_path / "dask"),
+        DaskClusterRunner(),
+        f"--dask_client_address={cluster}",
+        "--dask_npartitions=4",
+    )
     shuffles = {label: (partitions, elements) for label, partitions, elements in result.shuffles}
     [count] = [value for label, value in shuffles.items() if "CountCombineFn" in label]
     [summed] = [value for label, value in shuffles.items() if label.startswith("SumPerKey")]
     for partitions, elements in (count, summed):
         assert partitions == 4
         assert 50 <= elements <= partitions * 50  # every key at least once, at most once per partition
-    # The sorted lists written at the end (ToList, a CombineGlobally: one key) shuffle one element per partition.
-    assert all(elements <= partitions for label, (partitions, elements) in shuffles.items() if "List" in label)
+    # The sorted lists written at the end (ToList, a CombineGlobally: one key) shuffle one element per
+    # partition.
+    assert all(
+        elements <= partitions for label, (partitions, elements) in shuffles.items() if "List" in label
+    )
 
     run_pipeline(_counts_and_sums(tmp_path / "direct"), beam.runners.DirectRunner())
     for name in ("counts", "sums"):
@@ -102,14 +142,16 @@ def test_a_lifted_combine_shuffles_at_most_partitions_times_distinct_keys(cluste
 
 
 def test_without_lifting_every_element_is_shuffled(cluster, tmp_path):
-    """The measurement the bound above is compared with (and proof that the count is of the shuffle's input)."""
+    """The measurement the bound above is compared with (and proof that the count is of the shuffle's
+    input)."""
     result = run_pipeline(_counts_and_sums(tmp_path), DaskClusterRunner(), f"--dask_client_address={cluster}",
                           "--dask_npartitions=4", "--dask_no_combiner_lifting")
     [(_, count_elements)] = [(p, e) for label, p, e in result.shuffles if "CountCombineFn" in label]
     assert count_elements == len(WORDS)
 
 
-_EXPLODE_CALLS: dict[int, int] = {}  # thread -> _Explode.process calls in its current bundle (in a worker process)
+# thread -> _Explode.process calls in its current bundle (in a worker process)
+_EXPLODE_CALLS: dict[int, int] = {}
 
 
 class _Explode(beam.DoFn):
@@ -123,24 +165,27 @@ class _Explode(beam.DoFn):
 
 class _CallsSoFar(beam.DoFn):
     """Emits how many elements _Explode had processed in this bundle when this one arrived: 1 for the first if
-    the two are fused (each output passed on at once), the partition's size if _Explode's outputs were collected
-    first."""
+    the two are fused (each output passed on at once), the partition's size if _Explode's outputs were
+    collected first."""
 
     def process(self, number):
         yield _EXPLODE_CALLS[threading.get_ident()]
 
 
 def test_a_chain_of_pardos_runs_fused_and_equals_the_direct_runner(cluster, tmp_path):
-    """A DoFn that multiplies its elements by 50, a ParDo and the lifted Count's pre-combining ParDo, each the only
-    reader of the one before, run as one chain: every output goes on to the next DoFn at once, so the 50x lists
-    between them are never held or moved (Beam's fusion). A PCollection read twice (`numbers`) is not fused: both
-    of its readers get all of it."""
+    """A DoFn that multiplies its elements by 50, a ParDo and the lifted Count's pre-combining ParDo, each the
+    only reader of the one before, run as one chain: every output goes on to the next DoFn at once, so the 50x
+    lists between them are never held or moved (Beam's fusion). A PCollection read twice (`numbers`) is not
+    fused: both of its readers get all of it."""
     def build(out: Path):
         def pipeline_of(pipeline):
             numbers = pipeline | beam.Create(list(range(400)))
             exploded = numbers | "Explode" >> beam.ParDo(_Explode())
-            write_sorted(exploded | "CallsSoFar" >> beam.ParDo(_CallsSoFar()) | beam.combiners.Count.PerElement(),
-                         out / "calls", "Calls")
+            write_sorted(
+                exploded | "CallsSoFar" >> beam.ParDo(_CallsSoFar()) | beam.combiners.Count.PerElement(),
+                out / "calls",
+                "Calls",
+            )
             write_sorted(numbers | "Halve" >> beam.Map(lambda n: n // 2) | "Distinct" >> beam.Distinct(),
                          out / "halves", "Halves")
         return pipeline_of
@@ -151,7 +196,8 @@ def test_a_chain_of_pardos_runs_fused_and_equals_the_direct_runner(cluster, tmp_
     assert read_json(tmp_path / "dask" / "halves") == read_json(tmp_path / "direct" / "halves")
     calls = dict(map(tuple, read_json(tmp_path / "dask" / "calls")))
     assert sum(calls.values()) == 400 * 50
-    assert min(calls) == 1, sorted(calls)[:5]  # unfused, the first value seen would be a partition's size: 100
+    # unfused, the first value seen would be a partition's size: 100
+    assert min(calls) == 1, sorted(calls)[:5]
 
 
 # ---------------------------------------------------------------------------------------------- watchdog
@@ -172,12 +218,19 @@ class _BlockUntil(beam.DoFn):
 STALL_SECONDS = 10
 
 
-def test_the_watchdog_fails_a_stalled_pipeline_within_its_bound_with_one_line_and_a_state_dump(cluster, tmp_path):
+def test_the_watchdog_fails_a_stalled_pipeline_within_its_bound_with_one_line_and_a_state_dump(
+    cluster, tmp_path
+):
     from contract.artifacts import ComponentError
     release = tmp_path / "release"
 
     def build(pipeline):
-        _ = pipeline | beam.Create([1, 2, 3]) | beam.ParDo(_BlockUntil(str(release))) | beam.combiners.Count.Globally()
+        _ = (
+            pipeline
+            | beam.Create([1, 2, 3])
+            | beam.ParDo(_BlockUntil(str(release)))
+            | beam.combiners.Count.Globally()
+        )
 
     started = time.monotonic()
     try:
@@ -209,7 +262,8 @@ class _HoldMemory(beam.DoFn):
         import psutil
         from distributed import get_worker
         limit = get_worker().memory_manager.memory_limit
-        ballast = b"\x01" * max(0, int(0.88 * limit) - psutil.Process().memory_info().rss)  # written: resident
+        # written: resident
+        ballast = b"\x01" * max(0, int(0.88 * limit) - psutil.Process().memory_info().rss)
         deadline = time.monotonic() + 180
         while not Path(self.release).exists() and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -227,8 +281,14 @@ def test_the_watchdog_fails_the_pipeline_when_every_worker_stays_paused(tmp_path
         started = time.monotonic()
         try:
             with pytest.raises(ComponentError) as raised:
-                run_pipeline(build, DaskClusterRunner(), f"--dask_client_address={address}", "--dask_npartitions=2",
-                             "--dask_stall_seconds=300", "--dask_paused_seconds=15")
+                run_pipeline(
+                    build,
+                    DaskClusterRunner(),
+                    f"--dask_client_address={address}",
+                    "--dask_npartitions=2",
+                    "--dask_stall_seconds=300",
+                    "--dask_paused_seconds=15",
+                )
             seconds = time.monotonic() - started
         finally:
             release.touch()
@@ -271,8 +331,9 @@ def test_a_stalled_step_fails_the_run_in_bounded_time_and_publishes_nothing(clus
     assert time.monotonic() - started < STALL_SECONDS + 60
     assert result.status == "failed"
     failed_dir = result.run_dir / "ingest.failed"
-    assert result.error.startswith(f"ingest: no dask task started or finished for {STALL_SECONDS}s (workers "), \
-        result.error
+    assert result.error.startswith(
+        f"ingest: no dask task started or finished for {STALL_SECONDS}s (workers "
+    ), result.error
     assert f"cluster state in {failed_dir / 'dask_cluster_state.yaml'}" in result.error
     assert (failed_dir / "dask_cluster_state.yaml").stat().st_size > 0
     assert not (result.run_dir / "ingest").exists()  # nothing published
@@ -287,7 +348,8 @@ KILLED_RUN_SECONDS = 900  # the sample's ingest -> transform on this loaded 2-co
 
 
 def _shuffle_holders():
-    """A function for the scheduler (nested, so it travels by value): {worker name: shuffle results it holds}."""
+    """A function for the scheduler (nested, so it travels by value): {worker name: shuffle results it
+    holds}."""
     def shuffle_results_per_worker(dask_scheduler) -> dict:
         held: dict = {}
         for key, task in dask_scheduler.tasks.items():
@@ -301,16 +363,33 @@ def _shuffle_holders():
 @pytest.mark.e2e
 def test_a_worker_killed_in_transforms_shuffle_is_survived_byte_identical_or_fails_in_bounded_time(
         direct_files, tmp_path):
-    """SIGKILL one of 3 workers (no nanny: it stays dead) while it holds shuffle results of the transform step:
-    dask recomputes what was lost on the other two, and every output byte equals the DirectRunner's; or the run
-    fails with one line. It never hangs: the run is bounded (and the watchdog stands behind it)."""
+    """SIGKILL one of 3 workers (no nanny: it stays dead) while it holds shuffle results of the transform
+    step: dask recomputes what was lost on the other two, and every output byte equals the DirectRunner's; or
+    the run fails with one line. It never hangs: the run is bounded (and the watchdog stands behind it)."""
     from distributed import Client
     with dask_cluster(tmp_path / "logs", 3) as (address, workers):
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "PYTHONUNBUFFERED": "1"}
-        run = subprocess.Popen([sys.executable, "-m", "apps.cli", *UNTIL_TRANSFORM, "--pipeline-root",
-                                str(tmp_path / "dask"), "--beam-runner", "dask", "--dask-address", address,
-                                "--set", "pipeline.dask_stall_seconds=180"],
-                               cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        run = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "apps.cli",
+                *UNTIL_TRANSFORM,
+                "--pipeline-root",
+                str(tmp_path / "dask"),
+                "--beam-runner",
+                "dask",
+                "--dask-address",
+                address,
+                "--set",
+                "pipeline.dask_stall_seconds=180",
+            ],
+            cwd=PROJECT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(run.stdout), daemon=True)
         reader.start()
@@ -318,13 +397,17 @@ def test_a_worker_killed_in_transforms_shuffle_is_survived_byte_identical_or_fai
         killed = None
         try:
             with Client(address, timeout=START_SECONDS) as client:
-                while killed is None and run.poll() is None and time.monotonic() - started < KILLED_RUN_SECONDS:
+                while (
+                    killed is None and run.poll() is None and time.monotonic() - started < KILLED_RUN_SECONDS
+                ):
                     if any("transform" in line and "running" in line for line in lines):
                         held = client.run_on_scheduler(_shuffle_holders())
                         if held:
                             killed = max(held, key=held.get)
                             workers[int(killed[1:])].send_signal(signal.SIGKILL)
-                            transform_done_at_kill = any("transform" in line and "done" in line for line in lines)
+                            transform_done_at_kill = any(
+                                "transform" in line and "done" in line for line in lines
+                            )
                             break
                     time.sleep(0.1)
             assert killed is not None, "transform's shuffle was never seen on the cluster:\n" + "".join(lines)
@@ -345,8 +428,8 @@ def test_a_worker_killed_in_transforms_shuffle_is_survived_byte_identical_or_fai
 
 
 class _FailOnceFlagged(beam.DoFn):
-    """Slow (0.5 s an element); raises once `flag` exists, as a recomputation that went wrong would (tf.Transform's
-    assertion that a recomputed side input names the folder its graph was loaded from)."""
+    """Slow (0.5 s an element); raises once `flag` exists, as a recomputation that went wrong would
+    (tf.Transform's assertion that a recomputed side input names the folder its graph was loaded from)."""
 
     def __init__(self, flag: str):
         self.flag = flag
@@ -381,29 +464,41 @@ def test_a_task_failing_after_a_worker_left_fails_the_step_with_one_line_naming_
         killer.start()
 
         def build(pipeline):
-            _ = (pipeline | beam.Create(list(range(80))) | beam.Reshuffle() | beam.ParDo(_FailOnceFlagged(str(flag)))
-                 | beam.combiners.Count.Globally())
+            _ = (
+                pipeline
+                | beam.Create(list(range(80)))
+                | beam.Reshuffle()
+                | beam.ParDo(_FailOnceFlagged(str(flag)))
+                | beam.combiners.Count.Globally()
+            )
 
         with pytest.raises(ComponentError) as raised:
             run_pipeline(build, DaskClusterRunner(), f"--dask_client_address={address}")
         killer.join(timeout=60)
     message = str(raised.value)
     assert flag.exists() and "\n" not in message, message
-    assert message.startswith("dask worker w1 left the cluster during the step (killed, or restarted by its nanny "
-                              "above its memory limit"), message
+    assert message.startswith(
+        "dask worker w1 left the cluster during the step (killed, or restarted by its nanny "
+        "above its memory limit"
+    ), message
     assert "(AssertionError: the recomputed side input differs); nothing was published" in message, message
 
 
 # ---------------------------------------------------------------------------------------------- settings
 
-@pytest.mark.parametrize("overrides, message", [
-    (["pipeline.dask_stall_seconds=0"], "pipeline.dask_stall_seconds must be > 0, got 0"),
-    (["pipeline.dask_worker_memory=lots"], "pipeline.dask_worker_memory must be auto or a size: 'lots' is not a "
-                                           "size like 500MB, 2GB"),
-    (["pipeline.dask_worker_memory=4 parsecs"], "pipeline.dask_worker_memory must be auto or a size"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["pipeline.dask_stall_seconds=0"], "pipeline.dask_stall_seconds must be > 0, got 0"),
+        (
+            ["pipeline.dask_worker_memory=lots"],
+            "pipeline.dask_worker_memory must be auto or a size: 'lots' is not a size like 500MB, 2GB",
+        ),
+        (["pipeline.dask_worker_memory=4 parsecs"], "pipeline.dask_worker_memory must be auto or a size"),
+    ],
+)
 def test_bad_dask_settings_fail_before_any_work(overrides, message):
-    from contract.config import ConfigError
+    from contract.config_checks import ConfigError
     from contract.config_loading import load_config
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
@@ -420,8 +515,13 @@ class _WhereAmI(beam.DoFn):
     def process(self, element):
         from distributed import get_worker
         worker = get_worker()
-        yield [os.getpid(), worker.memory_manager.memory_limit, worker.state.nthreads, worker.nanny is not None,
-               self.workers]
+        yield [
+            os.getpid(),
+            worker.memory_manager.memory_limit,
+            worker.state.nthreads,
+            worker.nanny is not None,
+            self.workers,
+        ]
 
 
 @pytest.mark.parametrize("memory, limit", [("1.5 GB", 1_500_000_000), ("3GiB", 3 * 2**30)])

@@ -23,7 +23,9 @@ from library.beam_options import pipeline_options
 IN_MEMORY = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 MULTI_PROCESSING = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
 # The configuration of conftest's transformed_sample.
-SAMPLE_TRANSFORM = config_module.TransformConfig(vocab_size=5000, max_length=64, bucket_boundaries=(8, 16, 32, 64))
+SAMPLE_TRANSFORM = config_module.TransformConfig(
+    vocab_size=5000, max_length=64, bucket_boundaries=(8, 16, 32, 64)
+)
 
 
 def files_and_digests(folder: Path) -> dict[str, str]:
@@ -65,7 +67,8 @@ def test_writer_output_depends_only_on_the_records(tmp_path):
         assert keys == sorted(keys)  # a fixed pseudo-random order: by SHA-256
         assert all(int(digest, 16) % 3 == shard for digest, _ in keys)
         written += shard_records
-    assert Counter(written) == Counter(record for folder, record in records if folder == "a")  # duplicates kept
+    # duplicates kept
+    assert Counter(written) == Counter(record for folder, record in records if folder == "a")
     assert read_records(tmp_path / "first" / "b" / "part-00000-of-00001.tfrecord.gz") == []
     assert read_records(tmp_path / "first" / "c" / "part-00000-of-00001.tfrecord.gz") == [b"one record"]
     header = (tmp_path / "first" / "b" / "part-00000-of-00001.tfrecord.gz").read_bytes()[:10]
@@ -87,7 +90,8 @@ def test_writer_holds_at_most_run_rows_records_and_merges_its_runs_into_the_same
     write(tmp_path / "many_runs", records, folders=("a", "b", "empty"), rows_per_shard=10)
     assert sum(runs) == len(records) and len(runs) >= len(records) // 4 and max(runs) <= 4
     assert files_and_digests(tmp_path / "many_runs") == files_and_digests(tmp_path / "one_run")
-    assert sorted(path.name for path in (tmp_path / "many_runs").iterdir()) == ["a", "b", "empty"]  # runs removed
+    # runs removed
+    assert sorted(path.name for path in (tmp_path / "many_runs").iterdir()) == ["a", "b", "empty"]
 
 
 def test_writer_rejects_a_nonpositive_shard_size():
@@ -151,9 +155,13 @@ def test_ingest_twice_in_either_runner_mode_gives_identical_examples(sample_dir,
     record_into = parsing_pids(monkeypatch, tmp_path)
     config = config_module.IngestConfig(data=f"csv:{sample_dir}")
     in_memory_pids = record_into("in_memory_pids")
-    in_memory = ingest.run({}, tmp_path / "in_memory", config, Runtime(beam_args=IN_MEMORY, log=lambda m: None))
+    in_memory = ingest.run(
+        {}, tmp_path / "in_memory", config, Runtime(beam_args=IN_MEMORY, log=lambda m: None)
+    )
     multi_pids = record_into("multi_pids")
-    multi = ingest.run({}, tmp_path / "multi", config, Runtime(beam_args=MULTI_PROCESSING, log=lambda m: None))
+    multi = ingest.run(
+        {}, tmp_path / "multi", config, Runtime(beam_args=MULTI_PROCESSING, log=lambda m: None)
+    )
 
     # The requested running modes ran: in_memory parsed every row in this process, multi_processing none.
     assert {p.name for p in in_memory_pids.iterdir()} == {str(os.getpid())}
@@ -168,10 +176,13 @@ def test_ingest_twice_in_either_runner_mode_gives_identical_examples(sample_dir,
     assert shards >= 4 and {name for name in written if name.startswith("train/")} == {
         f"train/part-{shard:05d}-of-{shards:05d}.tfrecord.gz" for shard in range(shards)}
     assert {"counts.json", "quarantine.jsonl", "test/part-00000-of-00002.tfrecord.gz"} <= set(written)
-    assert not any(part.startswith(".") for name in written for part in Path(name).parts)  # nothing temporary left
+    # nothing temporary left
+    assert not any(part.startswith(".") for name in written for part in Path(name).parts)
 
 
-def test_ingest_rerun_in_the_default_mode_gives_identical_examples(ingested_sample, sample_dir, tmp_path, runtime):
+def test_ingest_rerun_in_the_default_mode_gives_identical_examples(
+    ingested_sample, sample_dir, tmp_path, runtime
+):
     again = ingest.run({}, tmp_path / "again", config_module.IngestConfig(data=f"csv:{sample_dir}"), runtime)
     assert files_and_digests(again["examples"].uri) == files_and_digests(ingested_sample.uri)
     assert fingerprint(again["examples"].uri) == fingerprint(ingested_sample.uri)
@@ -185,7 +196,9 @@ def transformed_again(tmp_path_factory, ingested_sample, schema_artifact, transf
     """A second transform of the same examples with the same config, in another folder, after the first run
     (so this process has traced other functions before: TensorFlow's function counter is further on)."""
     out = tmp_path_factory.mktemp("transform_again")
-    return transform.run({"examples": ingested_sample, "schema": schema_artifact}, out, SAMPLE_TRANSFORM, runtime)
+    return transform.run(
+        {"examples": ingested_sample, "schema": schema_artifact}, out, SAMPLE_TRANSFORM, runtime
+    )
 
 
 def test_transform_twice_gives_identical_outputs(transformed_sample, transformed_again):
@@ -203,7 +216,10 @@ def test_transform_graph_holds_no_temporary_path_or_process_counter(transformed_
 
     saved_model_dir = Path(transformed_sample["transform_graph"].uri) / "transform_fn"
     model_bytes = (saved_model_dir / "saved_model.pb").read_bytes()
-    assert b".transform_tmp" not in model_bytes and str(saved_model_dir.parent.parent).encode() not in model_bytes
+    assert (
+        b".transform_tmp" not in model_bytes
+        and str(saved_model_dir.parent.parent).encode() not in model_bytes
+    )
     assert b"transform-assets-" in model_bytes  # the vocabulary table's shared name, from the assets' digest
     library = saved_model_pb2.SavedModel.FromString(model_bytes).meta_graphs[0].graph_def.library
     names = [function.signature.name for function in library.function]

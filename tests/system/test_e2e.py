@@ -29,7 +29,8 @@ def pipeline_args(root: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e") / "root"
-    outside_tmp = root.parent / OUTSIDE_TMP  # the run's TMPDIR: see test_a_run_writes_no_temporary_file_outside_its_root
+    # the run's TMPDIR: see test_a_run_writes_no_temporary_file_outside_its_root
+    outside_tmp = root.parent / OUTSIDE_TMP
     outside_tmp.mkdir()
     started = time.monotonic()
     completed = agnews("run", *pipeline_args(root), env={"TMPDIR": str(outside_tmp)})
@@ -40,8 +41,8 @@ OUTSIDE_TMP = "TMPDIR"
 
 
 def test_a_run_writes_no_temporary_file_outside_its_root(first_run):
-    """Beam, TensorFlow's autograph and tf.Transform write temporary folders; a whole run (all 7 steps) keeps them
-    in its pipeline root's tmp/ and removes them when it ends."""
+    """Beam, TensorFlow's autograph and tf.Transform write temporary folders; a whole run (all 7 steps) keeps
+    them in its pipeline root's tmp/ and removes them when it ends."""
     root, _, _ = first_run
     assert sorted(p.name for p in (root.parent / OUTSIDE_TMP).iterdir()) == []
     assert sorted(p.name for p in (root / "tmp").iterdir()) == []
@@ -170,7 +171,9 @@ def test_report_html_embeds_figures_and_holds_metrics_trials_and_lineage(first_r
     assert buckets[1][:3] == ["overall", str(metrics["examples"]), f"{metrics['accuracy']:.4f}"]
     assert {row[0] for row in buckets[2:]} == set(metrics["length_buckets"])
     matrix = page.tables["Confusion matrix (rows: true class, columns: predicted)"]
-    assert [row[1:] for row in matrix[1:]] == [[str(v) for v in row] for row in metrics["overall"]["confusion_matrix"]]
+    assert [row[1:] for row in matrix[1:]] == [
+        [str(v) for v in row] for row in metrics["overall"]["confusion_matrix"]
+    ]
     trials = page.tables["Tuner trials"]
     assert len(trials) - 1 == len((run_dir / "tuner" / "best_hyperparameters" / "trials.csv").read_text()
                                   .strip().splitlines()) - 1 > 0
@@ -196,8 +199,8 @@ def test_retrain_is_locked_skips_unchanged_data_and_predict_works(first_run, tmp
     predicted = agnews("predict", "--model-dir", str(version_dir), "--input", str(texts))
     rows = [json.loads(line) for line in predicted.stdout.strip().splitlines()]
     # The oracle is not the code under test: the Keras model of the first run (which pushed version 1, see
-    # test_exported_model_serves_raw_strings_in_a_fresh_tensorflow_only_process), loaded with Keras, on the token
-    # ids the run's transform graph makes of the same texts, row by row and in order.
+    # test_exported_model_serves_raw_strings_in_a_fresh_tensorflow_only_process), loaded with Keras, on the
+    # token ids the run's transform graph makes of the same texts, row by row and in order.
     import keras
     import numpy as np
     from support.models import keras_reference
@@ -214,10 +217,16 @@ def test_retrain_is_locked_skips_unchanged_data_and_predict_works(first_run, tmp
 def test_two_concurrent_retrains_never_run_at_once(first_run):
     root, _, _ = first_run
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1"}
-    # --rerun evaluator: a fully cached retrain ends in a second or two, before the second one could be refused.
-    first = subprocess.Popen([*CLI, "retrain", *pipeline_args(root), "--force", "--rerun", "evaluator"], cwd=PROJECT,
-                             env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # --rerun evaluator: a fully cached retrain ends in a second or two, before the second one could be
+    # refused.
+    first = subprocess.Popen(
+        [*CLI, "retrain", *pipeline_args(root), "--force", "--rerun", "evaluator"],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     for line in first.stdout:  # the first one holds the lock once it names its run
         if line.startswith("run ") and "pipeline root" in line:
             break
@@ -242,8 +251,12 @@ def test_gc_keeps_what_the_pushed_model_and_kept_runs_need(first_run):
     # pushed: its own transform and model are garbage.
     worse_run = next(run["id"] for run in store.runs()
                      if json.loads(run["config_json"])["transform"]["vocab_size"] == 1)
-    worse = {f"{e['step']}.{name}": artifact.uri for e in store.executions(worse_run) if e["state"] == "complete"
-             for name, artifact in store.artifacts_of(e["id"], "output").items()}
+    worse = {
+        f"{e['step']}.{name}": artifact.uri
+        for e in store.executions(worse_run)
+        if e["state"] == "complete"
+        for name, artifact in store.artifacts_of(e["id"], "output").items()
+    }
     store.close()
     assert {"transform.transform_graph", "trainer.model"} <= set(worse)
     collected = agnews("gc", "--keep", "1", "--pipeline-root", str(root)).stdout
@@ -327,19 +340,27 @@ def kill_inside(args: list[str], hook: str, folder: Path, timeout: float = 900) 
            "PYTHONPATH": os.pathsep.join([str(hooks), str(PROJECT)])}
     log_path = folder / "killed-run.log"
     with open(log_path, "w") as log:
-        process = subprocess.Popen([*CLI, "run", *args], cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(
+            [*CLI, "run", *args], cwd=PROJECT, stdout=log, stderr=subprocess.STDOUT, env=env
+        )
     try:
         deadline = time.monotonic() + timeout
         while not marker.exists():
-            assert process.poll() is None, f"the run ended before the marked code ran:\n{log_path.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"no marker within {timeout}s:\n{log_path.read_text()[-3000:]}"
+            assert process.poll() is None, (
+                f"the run ended before the marked code ran:\n{log_path.read_text()[-3000:]}"
+            )
+            assert time.monotonic() < deadline, (
+                f"no marker within {timeout}s:\n{log_path.read_text()[-3000:]}"
+            )
             time.sleep(0.05)
         process.send_signal(signal.SIGKILL)
     finally:
         if process.poll() is None:
             process.kill()
         process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {process.returncode}"
+    assert process.returncode == -signal.SIGKILL, (
+        f"the run ended before it could be killed: {process.returncode}"
+    )
 
 
 def output_fingerprints(root: Path, step: str) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Pretrained word vectors (library/embeddings.py) through the tuner and trainer, and the `embeddings` command.
+"""Pretrained word vectors (library/embeddings.py) through the tuner and trainer, and the `embeddings`
+command.
 
 Vectors files are written by the tests in every supported format from a few hundred tokens of the real
 transform's vocabulary (the committed sample), so alignment is checked against the vocabulary file itself.
@@ -21,7 +22,8 @@ from apps.cli.parser import build_parser, config_from_args
 from components.trainer import executor as trainer
 from components.tuner import executor as tuner
 from contract.artifacts import ComponentError, Runtime
-from contract.config import ConfigError, TrainerConfig, TunerConfig
+from contract.config import TrainerConfig, TunerConfig
+from contract.config_checks import ConfigError
 from contract.config_loading import load_config
 from library import dataset, embeddings
 from library.layouts import read_model_input, vocabulary_file
@@ -144,7 +146,10 @@ def test_configuration(tmp_path):
 def test_fingerprint_is_in_the_cache_keys_and_follows_the_content(tmp_path, vectors):
     path = tmp_path / "v.txt"
     path.write_bytes((vectors["folder"] / "vectors.txt").read_bytes())
-    assert trainer.external_fingerprint(TrainerConfig()) is None and tuner.external_fingerprint(TunerConfig()) is None
+    assert (
+        trainer.external_fingerprint(TrainerConfig()) is None
+        and tuner.external_fingerprint(TunerConfig()) is None
+    )
     before = trainer.external_fingerprint(TrainerConfig(pretrained_embeddings=str(path)))
     assert before == tuner.external_fingerprint(TunerConfig(pretrained_embeddings=str(path)))
     path.write_bytes(path.read_bytes().replace(b"0", b"1", 1))
@@ -162,7 +167,12 @@ def _tune(transformed_sample, out: Path, vectors_path: Path, fixed=TINY):
 def test_fixed_embedding_dim_must_match_the_file(transformed_sample, vectors, tmp_path):
     with pytest.raises(ComponentError, match=f"embedding_dim is fixed to 16 but .* holds {DIM}-dimensional"):
         _tune(transformed_sample, tmp_path, vectors["folder"] / "vectors.kv", TINY + ("embedding_dim=16",))
-    chosen = _tune(transformed_sample, tmp_path / "ok", vectors["folder"] / "vectors.kv", TINY + (f"embedding_dim={DIM}",))
+    chosen = _tune(
+        transformed_sample,
+        tmp_path / "ok",
+        vectors["folder"] / "vectors.kv",
+        TINY + (f"embedding_dim={DIM}",),
+    )
     assert chosen["best_hyperparameters"].properties["values"]["embedding_dim"] == DIM
 
 
@@ -171,7 +181,9 @@ def _embedding(model_dir: Path) -> np.ndarray:
     return loaded.get_layer("embedding").get_weights()[0]
 
 
-def test_frozen_vectors_stay_unchanged_and_serving_needs_no_vectors_file(transformed_sample, vectors, tmp_path):
+def test_frozen_vectors_stay_unchanged_and_serving_needs_no_vectors_file(
+    transformed_sample, vectors, tmp_path
+):
     path = tmp_path / "vectors.txt"
     path.write_bytes((vectors["folder"] / "vectors.txt").read_bytes())
     chosen = _tune(transformed_sample, tmp_path / "tuner", path)
@@ -260,8 +272,9 @@ def test_tuner_searches_trainable_and_embedding_dropout(transformed_sample, vect
     assert isinstance(values["embedding_trainable"], bool) and 0.0 <= values["embedding_dropout"] <= 0.5
     header = (tmp_path / "best_hyperparameters" / "trials.csv").read_text().splitlines()[0].split(",")
     assert {"embedding_trainable", "embedding_dropout"} <= set(header)
-    assert outputs["best_hyperparameters"].properties["embeddings_fingerprint"] == embeddings.file_fingerprint(
-        vectors["folder"] / "vectors.kv")
+    assert outputs["best_hyperparameters"].properties[
+        "embeddings_fingerprint"
+    ] == embeddings.file_fingerprint(vectors["folder"] / "vectors.kv")
 
 
 def test_the_dag_names_the_step_whose_settings_built_the_vocabulary():
@@ -275,7 +288,10 @@ def test_the_dag_names_the_step_whose_settings_built_the_vocabulary():
 
 def test_word2vec_command_on_the_committed_sample(sample_dir, transformed_sample, tmp_path, capsys):
     root = tmp_path / "root"
-    assert cli_main(["run", "--data", f"csv:{sample_dir}", "--until", "ingest", "--pipeline-root", str(root)]) == 0
+    assert (
+        cli_main(["run", "--data", f"csv:{sample_dir}", "--until", "ingest", "--pipeline-root", str(root)])
+        == 0
+    )
     run_id = next((root / "runs").iterdir()).name
     out = tmp_path / "out" / "w2v.kv"
     arguments = ["embeddings", "--from-run", run_id, "--pipeline-root", str(root), "--dim", "16",
@@ -295,7 +311,10 @@ def test_word2vec_command_on_the_committed_sample(sample_dir, transformed_sample
     assert cli_main(arguments + ["--out", str(again)]) == 0
     np.testing.assert_allclose(embeddings.load_vectors(again)["market"], keyed["market"], atol=1e-5)
 
-    assert cli_main(["embeddings", "--from-run", "no-such-run", "--out", str(out), "--pipeline-root", str(root)]) == 1
+    assert (
+        cli_main(["embeddings", "--from-run", "no-such-run", "--out", str(out), "--pipeline-root", str(root)])
+        == 1
+    )
     assert cli_main(arguments + ["--out", str(tmp_path / "w.npy")]) == 2
     assert cli_main(arguments + ["--out", str(out), "--min-count", "100000"]) == 1
     errors = capsys.readouterr().err.strip().splitlines()
@@ -304,7 +323,9 @@ def test_word2vec_command_on_the_committed_sample(sample_dir, transformed_sample
 
 
 @pytest.mark.e2e
-def test_pipeline_with_vectors_reports_coverage_and_reruns_when_the_file_changes(sample_dir, tmp_path, capsys):
+def test_pipeline_with_vectors_reports_coverage_and_reruns_when_the_file_changes(
+    sample_dir, tmp_path, capsys
+):
     """The CLI end to end: coverage and fingerprint in the log, report.md and `show`; an unchanged file reuses
     tuner and trainer, a changed file at the same path retrains them."""
     import collections

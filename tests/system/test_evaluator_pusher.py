@@ -49,11 +49,15 @@ def tiny_lstm(embedding_input_dim: int) -> keras.Model:
     hidden = keras.layers.Embedding(embedding_input_dim, 16, mask_zero=True)(token_ids)
     hidden = keras.layers.LSTM(8)(hidden)
     model = keras.Model(token_ids, keras.layers.Dense(4, activation="softmax")(hidden))
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     return model
 
 
-def model_artifacts(root: Path, model: keras.Model, transform_graph: Path, history: dict) -> dict[str, Artifact]:
+def model_artifacts(
+    root: Path, model: keras.Model, transform_graph: Path, history: dict
+) -> dict[str, Artifact]:
     """`model` and `model_run` artifacts laid out as the trainer writes them."""
     model_dir, run_dir = root / "model", root / "model_run"
     layouts.keras_model_file(model_dir).parent.mkdir(parents=True)
@@ -79,7 +83,10 @@ def trained(tmp_path_factory, transformed_sample):
     epochs = [{"epoch": i + 1, **{k: v[i] for k, v in fitted.items()}, "examples_per_second": 1000.0}
               for i in range(4)]
     history = {"epochs": epochs, "best_epoch": min(epochs, key=lambda e: e["val_loss"])["epoch"]}
-    return {"keras": model, **model_artifacts(tmp_path_factory.mktemp("trained"), model, transform_graph, history)}
+    return {
+        "keras": model,
+        **model_artifacts(tmp_path_factory.mktemp("trained"), model, transform_graph, history),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +94,10 @@ def untrained(tmp_path_factory, transformed_sample):
     transform_graph = transformed_sample["transform_graph"].uri
     model = tiny_lstm(layouts.read_model_input(transform_graph).embedding_input_dim)
     history = {"loss": [1.39], "accuracy": [0.25], "val_loss": [1.39], "val_accuracy": [0.25]}  # Keras' form
-    return {"keras": model, **model_artifacts(tmp_path_factory.mktemp("untrained"), model, transform_graph, history)}
+    return {
+        "keras": model,
+        **model_artifacts(tmp_path_factory.mktemp("untrained"), model, transform_graph, history),
+    }
 
 
 def evaluate(tmp_path, candidate, ingested_sample, transformed_sample, config, baseline=None, anchors=None):
@@ -106,13 +116,16 @@ def evaluate(tmp_path, candidate, ingested_sample, transformed_sample, config, b
 
 
 def raw_test_predictions(serving_dir: Path, examples_uri: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities [N, 4], labels [N]) of the serving model's tf.Example signature on the raw test split."""
+    """(probabilities [N, 4], labels [N]) of the serving model's tf.Example signature on the raw test
+    split."""
     signature = tf.saved_model.load(str(serving_dir)).signatures["serving_tf_example"]
     files = layouts.examples_files(examples_uri, "test")
     probabilities, labels = [], []
     for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(256):
         probabilities.append(signature(examples=batch)["probabilities"].numpy())
-        labels.append(tf.io.parse_example(batch, {"label": tf.io.FixedLenFeature([], tf.int64)})["label"].numpy())
+        labels.append(
+            tf.io.parse_example(batch, {"label": tf.io.FixedLenFeature([], tf.int64)})["label"].numpy()
+        )
     return np.concatenate(probabilities), np.concatenate(labels)
 
 
@@ -126,7 +139,9 @@ def numpy_per_class(labels, predicted):
     return result
 
 
-def test_metrics_match_numpy_and_first_model_is_blessed(tmp_path, trained, ingested_sample, transformed_sample):
+def test_metrics_match_numpy_and_first_model_is_blessed(
+    tmp_path, trained, ingested_sample, transformed_sample
+):
     outputs, metrics, blessing, messages = evaluate(
         tmp_path, trained, ingested_sample, transformed_sample, EvaluatorConfig(min_accuracy=0.4))
 
@@ -212,7 +227,9 @@ def test_candidate_worse_than_baseline_is_not_blessed(tmp_path, trained, untrain
     assert "below the anchor's" in blessing["reason"] and "(baseline, " in blessing["reason"]
     assert "allowed drop 0.0050" in blessing["reason"]
     assert "min_accuracy" not in blessing["reason"]  # the absolute bar (0.0) was met
-    assert metrics["baseline"]["accuracy_change"] == pytest.approx(blessing["accuracy"] - blessing["baseline_accuracy"])
+    assert metrics["baseline"]["accuracy_change"] == pytest.approx(
+        blessing["accuracy"] - blessing["baseline_accuracy"]
+    )
     assert outputs["blessing"].properties["baseline_accuracy"] == blessing["baseline_accuracy"]
 
 
@@ -225,16 +242,21 @@ def test_candidate_as_good_as_baseline_is_blessed(tmp_path, trained, ingested_sa
     assert "versus the baseline's" in blessing["reason"]
 
 
-def test_a_recorded_anchor_refuses_a_worse_candidate_without_reloading_its_model(tmp_path, trained, untrained,
-                                                                               ingested_sample, transformed_sample):
+def test_a_recorded_anchor_refuses_a_worse_candidate_without_reloading_its_model(
+    tmp_path, trained, untrained, ingested_sample, transformed_sample
+):
     """The anchor's per-row results come from a served version's blessing properties, not from its model: the
     trained model's recorded blessing refuses the untrained candidate, which no baseline is there to stop."""
-    served, _, served_blessing, _ = evaluate(tmp_path / "served", trained, ingested_sample, transformed_sample,
-                                             EvaluatorConfig(min_accuracy=0.0))
-    anchor = Artifact("blessing", served["blessing"].uri, {**served["blessing"].properties, "served_version": 7})
+    served, _, served_blessing, _ = evaluate(
+        tmp_path / "served", trained, ingested_sample, transformed_sample, EvaluatorConfig(min_accuracy=0.0)
+    )
+    anchor = Artifact(
+        "blessing", served["blessing"].uri, {**served["blessing"].properties, "served_version": 7}
+    )
     config = EvaluatorConfig(min_accuracy=0.0, max_accuracy_drop=0.005)
-    outputs, metrics, blessing, _ = evaluate(tmp_path / "anchored", untrained, ingested_sample, transformed_sample,
-                                             config, anchors=[anchor])
+    outputs, metrics, blessing, _ = evaluate(
+        tmp_path / "anchored", untrained, ingested_sample, transformed_sample, config, anchors=[anchor]
+    )
     assert served_blessing["accuracy"] - blessing["accuracy"] > 0.005  # the precondition of this test
     assert blessing["blessed"] is False and "below the anchor's" in blessing["reason"]
     assert "(version 7, " in blessing["reason"]
@@ -252,7 +274,10 @@ def test_training_series_reads_trainer_and_keras_history_forms():
     assert evaluation_report.training_series(trainer_form) == {"loss": [(1, 1.2), (2, 0.8)],
                                                        "val_accuracy": [(1, 0.5), (2, 0.6)]}
     keras_form = {"loss": [1.0, 0.5], "accuracy": [0.4, 0.7], "learning_rate": [0.001, 0.001]}
-    assert evaluation_report.training_series(keras_form) == {"loss": [(1, 1.0), (2, 0.5)], "accuracy": [(1, 0.4), (2, 0.7)]}
+    assert evaluation_report.training_series(keras_form) == {
+        "loss": [(1, 1.0), (2, 0.5)],
+        "accuracy": [(1, 0.4), (2, 0.7)],
+    }
     assert evaluation_report.training_series({}) == {}
 
 
@@ -263,8 +288,9 @@ def test_training_series_reads_trainer_and_keras_history_forms():
 def blessing_artifact(root: Path, blessed: bool) -> Artifact:
     folder = root / f"blessing_{blessed}"
     folder.mkdir(parents=True, exist_ok=True)
-    layouts.write_blessing(folder, blessed=blessed, reason="test decision", accuracy=None, baseline_accuracy=None,
-                           thresholds={})
+    layouts.write_blessing(
+        folder, blessed=blessed, reason="test decision", accuracy=None, baseline_accuracy=None, thresholds={}
+    )
     return Artifact("blessing", folder)
 
 
@@ -301,7 +327,8 @@ def test_blessed_model_is_pushed_as_version_1_then_adopted_then_2(tmp_path, trai
     first = push(tmp_path, trained["model"], True, serving_dir, "first")
     assert (first["pushed"], first["version"], first["adopted"]) == (True, 1, False)
     assert first["path"] == str(serving_dir / "1") and "blessed: test decision" == first["reason"]
-    # The same model again (a pusher killed after its rename, before the store's commit): no duplicate version.
+    # The same model again (a pusher killed after its rename, before the store's commit): no duplicate
+    # version.
     again = push(tmp_path, trained["model"], True, serving_dir, "again")
     assert (again["version"], again["adopted"]) == (1, True)
     assert sorted(os.listdir(serving_dir)) == ["1"]
@@ -314,7 +341,9 @@ def test_blessed_model_is_pushed_as_version_1_then_adopted_then_2(tmp_path, trai
     for version in ("1", "2"):
         copied = sorted(str(p.relative_to(serving_dir / version)) for p in (serving_dir / version).rglob("*"))
         assert copied == sorted([layouts.PUSH_FILE] + [str(p.relative_to(source)) for p in source.rglob("*")])
-        assert (serving_dir / version / "saved_model.pb").read_bytes() == (source / "saved_model.pb").read_bytes()
+        assert (serving_dir / version / "saved_model.pb").read_bytes() == (
+            source / "saved_model.pb"
+        ).read_bytes()
     assert json.loads((serving_dir / "2" / layouts.PUSH_FILE).read_text()) == {
         "model_fingerprint": fingerprint(source)}
     # The pushed version serves; predict() picks the highest version of a serving folder.

@@ -49,7 +49,8 @@ for name, texts in batches.items():
         "title": tf.train.Feature(bytes_list=tf.train.BytesList(value=[t.encode("utf-8")])),
         "description": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b""])),
     })).SerializeToString() for t in texts]
-    by_example = model.signatures["serving_tf_example"](examples=tf.constant(examples, tf.string, shape=[len(texts)]))
+    by_example = model.signatures["serving_tf_example"](
+        examples=tf.constant(examples, tf.string, shape=[len(texts)]))
     classified = model.signatures["classify"](inputs=tf.constant(examples, tf.string, shape=[len(texts)]))
     results[name] = {
         "classes": [[c.decode() for c in row] for row in classified["classes"].numpy()],
@@ -65,7 +66,8 @@ for name, texts in batches.items():
     }
 from tensorflow.core.protobuf import saved_model_pb2
 saved_model = saved_model_pb2.SavedModel.FromString(open(sys.argv[1] + "/saved_model.pb", "rb").read())
-method_names = {key: signature.method_name for key, signature in saved_model.meta_graphs[0].signature_def.items()
+method_names = {key: signature.method_name
+                for key, signature in saved_model.meta_graphs[0].signature_def.items()
                 if not key.startswith("__")}
 # (`import tensorflow` itself loads parts of Keras 3, so "keras" cannot be on this list.)
 loaded = sorted(m for m in sys.modules
@@ -103,7 +105,8 @@ def test_serving_default_matches_keras_model_on_transformed_text(exported, serve
     result = served["results"][batch]
     assert result["probabilities_shape"] == [len(texts), 4]
     expected = keras_reference(exported["model"], exported["transform_graph"], texts)
-    np.testing.assert_allclose(np.array(result["probabilities"], np.float32).reshape(-1, 4), expected, atol=1e-5)
+    np.testing.assert_allclose(np.array(result["probabilities"], np.float32).reshape(-1, 4), expected,
+                               rtol=0, atol=1e-6)
     np.testing.assert_allclose(np.sum(expected, axis=1), 1.0, atol=1e-5)
     assert result["class_id"] == np.argmax(expected, axis=1).tolist()
     assert result["class_name"] == [CLASS_NAMES[i] for i in result["class_id"]]
@@ -141,12 +144,17 @@ def test_transform_features_signature_gives_transform_lengths(exported):
     examples = tf.constant([tf.train.Example(features=tf.train.Features(feature={
         "title": tf.train.Feature(bytes_list=tf.train.BytesList(value=[t.encode()])),
     })).SerializeToString() for t in texts])
-    outputs = tf.saved_model.load(str(exported["export_dir"])).signatures["transform_features"](examples=examples)
+    outputs = tf.saved_model.load(str(exported["export_dir"])).signatures["transform_features"](
+        examples=examples
+    )
     layer = tft.TFTransformOutput(str(exported["transform_graph"])).transform_features_layer()
     expected = layer({"title": tf.constant(texts), "description": tf.constant(["", "", ""])})
     assert outputs["length"].numpy().tolist() == expected["length"].numpy().tolist()
-    assert outputs["length"].numpy()[1] == 0 and outputs["length"].numpy()[2] == 64  # max_length of the fixture
-    np.testing.assert_array_equal(outputs["token_ids"].numpy(), tf.sparse.to_dense(expected["token_ids"]).numpy())
+    # max_length of the fixture
+    assert outputs["length"].numpy()[1] == 0 and outputs["length"].numpy()[2] == 64
+    np.testing.assert_array_equal(
+        outputs["token_ids"].numpy(), tf.sparse.to_dense(expected["token_ids"]).numpy()
+    )
 
 
 def test_saved_model_cli_shows_and_runs_both_signatures(exported):
@@ -168,8 +176,13 @@ def test_saved_model_cli_shows_and_runs_both_signatures(exported):
                           "--input_exprs", 'text=["Stocks rally as oil prices fall", ""]'],
                          capture_output=True, text=True, timeout=300, env=env)
     assert ran.returncode == 0, ran.stderr[-3000:]
-    assert "Result for output key probabilities" in ran.stdout and "Result for output key class_name" in ran.stdout
-    expected = keras_reference(exported["model"], exported["transform_graph"], ["Stocks rally as oil prices fall", ""])
+    assert (
+        "Result for output key probabilities" in ran.stdout
+        and "Result for output key class_name" in ran.stdout
+    )
+    expected = keras_reference(
+        exported["model"], exported["transform_graph"], ["Stocks rally as oil prices fall", ""]
+    )
     expected_names = [CLASS_NAMES[i] for i in np.argmax(expected, axis=1)]
     names_line = ran.stdout.split("Result for output key class_name:")[1].strip().splitlines()[0]
     assert names_line == "[" + " ".join(f"b'{name}'" for name in expected_names) + "]"
@@ -207,14 +220,71 @@ def test_fixed_length_model_input_is_padded_or_truncated(exported, tmp_path):
     keras.utils.set_random_seed(1)
     token_ids = keras.Input(shape=(5,), dtype="int64")
     embedded = keras.layers.Embedding(10_000, 4, mask_zero=True)(token_ids)
-    model = keras.Model(token_ids, keras.layers.Dense(4, activation="softmax")(keras.layers.LSTM(2)(embedded)))
+    model = keras.Model(
+        token_ids, keras.layers.Dense(4, activation="softmax")(keras.layers.LSTM(2)(embedded))
+    )
     export.export_serving_model(model, exported["transform_graph"], tmp_path / "fixed")
     texts = ["", LONG_TEXT, "oil prices", "stocks fall as oil prices rise and markets slump"]
-    outputs = tf.saved_model.load(str(tmp_path / "fixed")).signatures["serving_default"](text=tf.constant(texts))
+    outputs = tf.saved_model.load(str(tmp_path / "fixed")).signatures["serving_default"](
+        text=tf.constant(texts)
+    )
     assert outputs["probabilities"].shape == (4, 4)
     # Exactly the Keras model on each text's first 5 ids, 0-padded at the end: a long text loses its tail.
     np.testing.assert_allclose(outputs["probabilities"].numpy(),
                                keras_reference(model, exported["transform_graph"], texts, steps=5), atol=1e-6)
+
+
+# In a fresh TensorFlow-only process that dumps every XLA compilation: replay the warm-up texts, count the
+# compiled modules, then run batches of other sizes and lengths and count again.
+XLA_SCRIPT = r"""
+import json, os, sys
+import tensorflow as tf
+
+def compiled():
+    # XLA writes several files per compiled module, all named module_<number>.*
+    dump = os.environ["DUMP"]
+    return len({name.split(".")[0] for name in os.listdir(dump)}) if os.path.isdir(dump) else 0
+
+signature = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+job = json.loads(sys.stdin.read())
+for texts in job["warmup"]:
+    signature(text=tf.constant(texts, tf.string, shape=[len(texts)]))
+after_warmup = compiled()
+outputs = [signature(text=tf.constant(texts, tf.string, shape=[len(texts)]))["probabilities"].numpy().tolist()
+           for texts in job["batches"]]
+print(json.dumps({"after_warmup": after_warmup, "after_batches": compiled(), "outputs": outputs}))
+"""
+
+
+def test_xla_export_compiles_each_bucket_shape_at_warm_up_and_matches_keras(exported, tmp_path):
+    """The model part runs with XLA over 4 batch x N length buckets, all compiled by the warm-up requests: no
+    other batch size or length compiles again, and padding changes no answer beyond 1e-6 (nor is returned)."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from library import xla_buckets
+
+    buckets = layouts.read_model_input(exported["transform_graph"]).bucket_upper_bounds
+    path = exported["export_dir"] / export.WARMUP_FILE
+    requests = [prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+                for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()]
+    warmup = [[text.decode() for text in tf.make_ndarray(request.inputs["text"])] for request in requests]
+    words = "oil prices stocks team wins the final markets rally zzqx".split()
+    batches = [[" ".join(words[(i + j) % len(words)] for j in range((i * 37) % 300)) for i in range(size)]
+               for size in (0, 1, 2, 3, 5, 17, 64, 65, 130)] + [TEXT_BATCHES["mixed"]]
+    dump = tmp_path / "xla_dump"
+    process = subprocess.run([sys.executable, "-c", XLA_SCRIPT, str(exported["export_dir"])],
+                             input=json.dumps({"warmup": warmup, "batches": batches}), capture_output=True,
+                             text=True, timeout=900, env={**fresh_process_env(), "DUMP": str(dump),
+                                                          "XLA_FLAGS": f"--xla_dump_to={dump}"})
+    assert process.returncode == 0, process.stderr[-3000:]
+    result = json.loads(process.stdout.strip().splitlines()[-1])
+    assert result["after_warmup"] == len(buckets) * len(xla_buckets.BATCH_BUCKETS) == 4 * len(buckets)
+    assert result["after_batches"] == result["after_warmup"]
+    for texts, probabilities in zip(batches, result["outputs"]):
+        expected = keras_reference(exported["model"], exported["transform_graph"], texts)
+        assert np.array(probabilities, np.float32).reshape(-1, 4).shape == expected.shape
+        served = np.array(probabilities, np.float32).reshape(-1, 4)
+        np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6)
 
 
 def test_cudnn_is_disabled_only_while_tracing():
@@ -248,7 +318,9 @@ def test_predict_matches_keras_model_and_accepts_model_folders(exported, tmp_pat
 
     trainer_model_dir = tmp_path / "model"
     shutil.copytree(exported["export_dir"], layouts.serving_model_dir(trainer_model_dir))
-    assert predict.resolve_serving_model_dir(trainer_model_dir) == layouts.serving_model_dir(trainer_model_dir)
+    assert predict.resolve_serving_model_dir(trainer_model_dir) == layouts.serving_model_dir(
+        trainer_model_dir
+    )
     assert predict.predict(trainer_model_dir, texts[:3]) == by_export_dir[:3]
     assert predict.predict(exported["export_dir"], []) == []
     with pytest.raises(ComponentError, match="not a serving model"):
@@ -262,7 +334,9 @@ def test_iter_csv_or_lines_reads_ag_news_csv(tmp_path, sample_dir):
     assert texts == [f"{title} {description}" for _, title, description in rows] and len(texts) == 400
 
     with_header = tmp_path / "with_header.csv"
-    with_header.write_text('class,title,description\n3,"Oil, again","Prices ""soar"" today"\n\n1,Plain,Text\n')
+    with_header.write_text(
+        'class,title,description\n3,"Oil, again","Prices ""soar"" today"\n\n1,Plain,Text\n'
+    )
     assert list(predict.iter_csv_or_lines(with_header)) == ['Oil, again Prices "soar" today', "Plain Text"]
 
     broken = tmp_path / "broken.csv"
@@ -273,7 +347,9 @@ def test_iter_csv_or_lines_reads_ag_news_csv(tmp_path, sample_dir):
 
 def test_iter_csv_or_lines_reads_plain_lines(tmp_path, monkeypatch):
     lines = tmp_path / "lines.txt"
-    lines.write_text("\nOil prices, again, rise\r\n\nZürich café\nlast line without newline", encoding="utf-8")
+    lines.write_text(
+        "\nOil prices, again, rise\r\n\nZürich café\nlast line without newline", encoding="utf-8"
+    )
     # A blank line is an empty text, so output rows join back to input lines.
     expected = ["", "Oil prices, again, rise", "", "Zürich café", "last line without newline"]
     assert list(predict.iter_csv_or_lines(lines)) == expected
@@ -308,6 +384,7 @@ def test_bidirectional_gru_from_the_registry_exports_and_serves(transformed_samp
     assert served["non_tensorflow_modules"] == []
     for name, batch in texts.items():
         expected = keras_reference(model, transform_graph, batch)
-        np.testing.assert_allclose(np.array(served["results"][name]["probabilities"]).reshape(-1, 4), expected,
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            np.array(served["results"][name]["probabilities"]).reshape(-1, 4), expected, atol=1e-5
+        )
         assert served["results"][name]["class_id"] == np.argmax(expected, axis=1).tolist()

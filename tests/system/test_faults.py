@@ -28,7 +28,8 @@ from support.paths import PROJECT, SAMPLE_DIR
 
 pytestmark = pytest.mark.e2e
 
-# Kills the process with SIGKILL around the pusher's rename of its .push-* folder (AGNEWS_FAULT selects where).
+# Kills the process with SIGKILL around the pusher's rename of its .push-* folder (AGNEWS_FAULT selects
+# where).
 SITECUSTOMIZE = """
 import os, signal
 _fault = os.environ.get("AGNEWS_FAULT")
@@ -45,8 +46,9 @@ if _fault:
     os.rename = _faulty_rename
 """
 
-# "slow-ingest": once Beam converts its first row, ingest touches AGNEWS_MARKER, then takes 10 ms more per row,
-# so a signal sent when the marker appears lands inside the running Beam pipeline however fast the machine.
+# "slow-ingest": once Beam converts its first row, ingest touches AGNEWS_MARKER, then takes 10 ms more per
+# row, so a signal sent when the marker appears lands inside the running Beam pipeline however fast the
+# machine.
 SLOW_INGEST = after_import_hook("components.ingest.executor", """
 import os, time
 if os.environ.get("AGNEWS_FAULT") == "slow-ingest":
@@ -83,7 +85,8 @@ def skip_unless_ci(reason: str) -> None:
     pytest.skip(reason)
 
 
-# ---------------------------------------------------------------------------------------------------------- gc
+# ----------------------------------------------------------------------------------------------------------
+# gc
 
 
 def test_store_keeps_uris_relative_and_is_private(trained):
@@ -93,14 +96,19 @@ def test_store_keeps_uris_relative_and_is_private(trained):
     assert stat.S_IMODE((root / "metadata.sqlite").stat().st_mode) == 0o600
 
 
-def test_gc_on_a_copied_root_deletes_only_inside_the_copy_and_the_copy_uses_its_own_cache(root, config, tmp_path):
-    assert agnews(*run_args(root, config, "--until", "ingest")).returncode == 0  # all cached: run 1 is old now
+def test_gc_on_a_copied_root_deletes_only_inside_the_copy_and_the_copy_uses_its_own_cache(
+    root, config, tmp_path
+):
+    # all cached: run 1 is old now
+    assert agnews(*run_args(root, config, "--until", "ingest")).returncode == 0
     copy = tmp_path / "copy"
     shutil.copytree(root, copy, symlinks=True)
     files_before = sorted(p.relative_to(root) for p in root.rglob("*"))
     collected = agnews("gc", "--keep", "1", "--pipeline-root", copy)
     assert collected.returncode == 0, collected.stderr[-2000:]
-    deleted = [line.split(" ", 1)[1] for line in collected.stdout.splitlines() if line.startswith("deleted /")]
+    deleted = [
+        line.split(" ", 1)[1] for line in collected.stdout.splitlines() if line.startswith("deleted /")
+    ]
     assert deleted and all(path.startswith(str(copy) + "/") for path in deleted)
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == files_before  # the original is untouched
     marked = store_rows(copy, "SELECT uri FROM artifacts WHERE deleted IS NOT NULL")
@@ -146,7 +154,8 @@ def test_gc_never_follows_symlinks_out_of_the_root(root, config, tmp_path):
     assert versions(root) == ["1"] and push_leftovers(root) == [] and f"deleted {stale}" in collected.stdout
 
 
-# ------------------------------------------------------------------------------------------------------ pusher
+# ------------------------------------------------------------------------------------------------------
+# pusher
 
 
 def _served_model_is_another(root: Path) -> None:
@@ -175,24 +184,37 @@ def test_kill_9_inside_the_pusher_loses_nothing_and_never_pushes_twice(root, con
     assert latest_run(root)[1] == "succeeded"
 
 
-# ----------------------------------------------------------------------------------------------------- signals
+# -----------------------------------------------------------------------------------------------------
+# signals
 
 
 def _signal_when(root: Path, config: Path, args: tuple, ready: Callable[[], bool], signum: int,
                  fault: str | None = None, hooks: Path | None = None, extra_env: dict | None = None,
                  timeout: float = 300):
-    """Runs the pipeline and sends `signum` as soon as ready() is true (polled every 0.1 s, within `timeout`)."""
+    """Runs the pipeline and sends `signum` as soon as ready() is true (polled every 0.1 s, within
+    `timeout`)."""
     env = command_env(fault, hooks, extra_env)
-    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:  # pipes could fill up
-        process = subprocess.Popen([sys.executable, "-m", "apps.cli", *map(str, run_args(root, config, *args))],
-                                   cwd=PROJECT, env=env, stdout=stdout, stderr=stderr, text=True)
+    # pipes could fill up
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "apps.cli", *map(str, run_args(root, config, *args))],
+            cwd=PROJECT,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+        )
         try:
             deadline = time.monotonic() + timeout
             while not ready() and process.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.1)
             if process.poll() is not None or not ready():
                 stderr.seek(0)
-                why = "the run ended" if process.poll() is not None else f"the run was not ready within {timeout}s"
+                why = (
+                    "the run ended"
+                    if process.poll() is not None
+                    else f"the run was not ready within {timeout}s"
+                )
                 raise AssertionError(f"{why} before the signal could be sent\n{stderr.read()[-3000:]}")
             process.send_signal(signum)
             process.wait(timeout=300)
@@ -216,7 +238,10 @@ def test_signal_during_a_beam_step_is_one_line_and_marks_the_run_interrupted(roo
     one_line(completed, code, f"interrupted by {name}")
     run_id, status = latest_run(root)
     assert status == "interrupted" and run_id not in runs_before
-    assert not (root / "runs" / run_id / "ingest").exists() and not (root / "runs" / run_id / "ingest.failed").exists()
+    assert (
+        not (root / "runs" / run_id / "ingest").exists()
+        and not (root / "runs" / run_id / "ingest.failed").exists()
+    )
     assert store_rows(root, "SELECT state FROM executions WHERE run_id = ?", (run_id,)) == [("interrupted",)]
     assert versions(root) == ["1"]
 
@@ -236,7 +261,8 @@ def test_sigterm_during_training_is_one_line_and_marks_the_run_interrupted(root,
     assert resumed.returncode == 0 and resumed.stdout.count(" cached (") == 5
 
 
-# ------------------------------------------------------------------------------------------------------- store
+# -------------------------------------------------------------------------------------------------------
+# store
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
@@ -260,10 +286,12 @@ def test_a_lost_store_keeps_the_regression_gate_on_the_served_version(root, conf
     served = root / "serving" / "agnews" / "1"
     assert "the metadata store knows no" in completed.stdout and f"using {served}" in completed.stdout
     assert "first blessing" not in completed.stdout and "versus the baseline's" in completed.stdout
-    # Training is not byte-reproducible across processes, so the retrained model is a new version pushed through
-    # the gate; the served one is kept (had it been the same model, version 1 would have been adopted).
+    # Training is not byte-reproducible across processes, so the retrained model is a new version pushed
+    # through the gate; the served one is kept (had it been the same model, version 1 would have been
+    # adopted).
     assert versions(root) in (["1"], ["1", "2"])
-    assert str(root / "serving" / "agnews" / versions(root)[-1]) in completed.stdout  # the summary names the push
+    # the summary names the push
+    assert str(root / "serving" / "agnews" / versions(root)[-1]) in completed.stdout
     assert (root / "serving" / "agnews" / "1" / "saved_model.pb").is_file()
 
 
@@ -276,8 +304,14 @@ def test_runs_and_show_work_on_a_read_only_root(root):
     # Reading writes nothing (SQLite may add its own -wal/-shm files beside a WAL store it reads).
     assert (root / "metadata.sqlite").read_bytes() == before
     assert sorted(set(os.listdir(root)) - {"metadata.sqlite-wal", "metadata.sqlite-shm"}) == listing
-    mount = ("unshare", "-m", "sh", "-c", f'mount --bind "{root}" "{root}" && mount -o remount,bind,ro "{root}" '
-             '&& exec "$@"', "sh")
+    mount = (
+        "unshare",
+        "-m",
+        "sh",
+        "-c",
+        f'mount --bind "{root}" "{root}" && mount -o remount,bind,ro "{root}" && exec "$@"',
+        "sh",
+    )
     if subprocess.run([*mount, "true"], capture_output=True).returncode != 0:
         skip_unless_ci("no mount namespace here for a real read-only mount")
     completed = agnews("runs", "--pipeline-root", root, prefix=mount)
@@ -289,10 +323,16 @@ def test_runs_and_show_work_on_a_read_only_root(root):
 
 def test_secret_beam_options_are_redacted(root, config):
     secret = "SeCrEt-VaLuE-42"
-    completed = agnews(*run_args(root, config, "--until", "ingest", f"--beam-arg=--s3_secret_access_key={secret}"))
+    completed = agnews(
+        *run_args(root, config, "--until", "ingest", f"--beam-arg=--s3_secret_access_key={secret}")
+    )
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert secret not in completed.stdout + completed.stderr
-    for path in [*root.glob("metadata.sqlite*"), *root.glob("runs/*/run.json"), *root.glob("runs/*/report.md")]:
+    for path in [
+        *root.glob("metadata.sqlite*"),
+        *root.glob("runs/*/run.json"),
+        *root.glob("runs/*/report.md"),
+    ]:
         assert secret.encode() not in path.read_bytes(), path
     [(stored,)] = store_rows(root, "SELECT config_json FROM runs ORDER BY started DESC LIMIT 1")
     assert json.loads(stored)["pipeline"]["beam_args"] == ["--s3_secret_access_key=***"]
@@ -313,16 +353,30 @@ def test_bad_pipeline_input_is_one_line_and_runs_nothing(tmp_path, config):
     a_file = tmp_path / "a_file"
     a_file.write_text("not a folder")
     cases = [
-        (["run", "--config", config, "--data", f"csv:{data}", "--pipeline-root", root], 1, "is a folder, not a file"),
+        (
+            ["run", "--config", config, "--data", f"csv:{data}", "--pipeline-root", root],
+            1,
+            "is a folder, not a file",
+        ),
         (["run", "--config", config, "--pipeline-root", a_file], 2, "is a file, not a folder"),
         (["run", "--config", binary, "--pipeline-root", root], 2, "not a valid UTF-8 YAML file"),
         (["run", "--config", five, "--pipeline-root", root], 2, "section 'pipeline' must be a mapping"),
         (["gc", "--keep", "0", "--pipeline-root", root], 2, "--keep must be at least 1"),
-        (["run", "--config", config, "--set", "pipeline.seed=-1", "--pipeline-root", root], 2, "pipeline.seed"),
-        (["run", "--config", config, "--beam-arg=--direct_num_workers=abc", "--pipeline-root", root], 2,
-         "--direct_num_workers: invalid int value"),
-        (["retrain", "--config", config, "--until", "ingest", "--pipeline-root", root], 2,
-         "unrecognized arguments: --until ingest"),
+        (
+            ["run", "--config", config, "--set", "pipeline.seed=-1", "--pipeline-root", root],
+            2,
+            "pipeline.seed",
+        ),
+        (
+            ["run", "--config", config, "--beam-arg=--direct_num_workers=abc", "--pipeline-root", root],
+            2,
+            "--direct_num_workers: invalid int value",
+        ),
+        (
+            ["retrain", "--config", config, "--until", "ingest", "--pipeline-root", root],
+            2,
+            "unrecognized arguments: --until ingest",
+        ),
     ]
     for args, code, expected in cases:  # in this process: usage errors need no interpreter of their own
         one_line(agnews_in_process(*args, check_code=None), code, expected)

@@ -1,5 +1,5 @@
-"""The project as a container image or a scheduled job installs it: a wheel built from the source, installed (not
-editable) into a new virtual environment, and run from an unrelated directory. The schema and the default
+"""The project as a container image or a scheduled job installs it: a wheel built from the source, installed
+(not editable) into a new virtual environment, and run from an unrelated directory. The schema and the default
 configuration must come from the installed package, and every project module that runs must be the installed
 copy, not this checkout.
 
@@ -26,7 +26,8 @@ from support.paths import PROJECT, SAMPLE_DIR
 from library.code_version import step_code_version
 from pipeline import dag
 
-# Printed by the installed interpreter: where each module and data file it uses lives, and the steps' code versions.
+# Printed by the installed interpreter: where each module and data file it uses lives, and the steps' code
+# versions.
 WHERE_FROM = r"""
 import importlib, json, sys
 from contract.config import ValidateConfig
@@ -34,11 +35,12 @@ from contract.config_loading import default_config_file
 from pipeline import dag
 from library.code_version import project_modules, step_code_version
 steps = {step.name: (step.spec.module, step.spec.executor_module) for step in dag.STEPS}
-files = {name: importlib.import_module(name).__file__ for name in ("apps.cli", "apps.serving.http", "apps.predict",
-                                                                      "engines.dask.runner", "schemas", "configs")}
+importable = ("apps.cli", "apps.serving.http", "apps.predict", "engines.dask.runner", "schemas", "configs")
+files = {name: importlib.import_module(name).__file__ for name in importable}
 files.update({name: str(path) for modules in steps.values() for module in modules
               for name, path in project_modules(module).items()})
-print(json.dumps({"files": files, "schema": str(ValidateConfig().schema_path()), "config": str(default_config_file()),
+print(json.dumps({"files": files, "schema": str(ValidateConfig().schema_path()),
+                  "config": str(default_config_file()),
                   "versions": {step.name: step_code_version(step) for step in dag.STEPS}}))
 """
 
@@ -62,7 +64,9 @@ def installed(tmp_path_factory):
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(PROJECT / name, source / name)
-    patterns = tomllib.loads((PROJECT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    patterns = tomllib.loads((PROJECT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"][
+        "find"
+    ]
     for package in {pattern.rstrip("*") for pattern in patterns["include"]}:
         shutil.copytree(PROJECT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
@@ -74,8 +78,11 @@ def installed(tmp_path_factory):
     venv = base / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=base)
     python = venv / "bin" / "python"
-    site_packages = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                              cwd=base).stdout.strip())
+    site_packages = Path(
+        _run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=base
+        ).stdout.strip()
+    )
     (site_packages / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q",
           str(wheel)], cwd=base)
@@ -97,7 +104,8 @@ def test_the_installed_wheel_runs_from_another_directory(installed):
     assert outside == {} and len(where["files"]) > 20
     for data, name in ((where["schema"], "ag_news_raw.pbtxt"), (where["config"], "default.yaml")):
         assert Path(data).is_relative_to(venv) and Path(data).name == name and Path(data).is_file()
-    # The code versions, derived from the installed sources, equal those of this checkout: same code, same cache.
+    # The code versions, derived from the installed sources, equal those of this checkout: same code, same
+    # cache.
     assert where["versions"] == {step.name: step_code_version(step) for step in dag.STEPS}
 
     started = time.monotonic()
@@ -111,16 +119,34 @@ def test_the_installed_wheel_runs_from_another_directory(installed):
     assert "--pipeline-root" in _run([agnews, "serve", "--help"], cwd=workdir).stdout
 
     started = time.monotonic()  # a model to predict with: one epoch, no search, the earlier steps cached
-    _run([agnews, "run", *pipeline, "--from", "tuner", "--until", "trainer", "--no-tune", "--set", "trainer.epochs=1"],
-         cwd=workdir)
+    _run(
+        [
+            agnews,
+            "run",
+            *pipeline,
+            "--from",
+            "tuner",
+            "--until",
+            "trainer",
+            "--no-tune",
+            "--set",
+            "trainer.epochs=1",
+        ],
+        cwd=workdir,
+    )
     seconds["run --from tuner --until trainer"] = time.monotonic() - started
     model, = root.glob("runs/*/trainer/model")
     texts = workdir / "texts.txt"
-    texts.write_text("Stocks rallied as the Federal Reserve held rates\nThe striker scored twice in the final\n")
+    texts.write_text(
+        "Stocks rallied as the Federal Reserve held rates\nThe striker scored twice in the final\n"
+    )
     started = time.monotonic()
     predicted = _run([agnews, "predict", "--model-dir", str(model), "--input", str(texts)], cwd=workdir)
     seconds["predict"] = time.monotonic() - started
     rows = [json.loads(line) for line in predicted.stdout.splitlines()]
-    assert len(rows) == 2 and all(row["class_name"] in ("World", "Sports", "Business", "Sci/Tech") for row in rows)
-    assert sorted(path.name for path in workdir.iterdir()) == ["root", "texts.txt"]  # nothing written elsewhere
+    assert len(rows) == 2 and all(
+        row["class_name"] in ("World", "Sports", "Business", "Sci/Tech") for row in rows
+    )
+    # nothing written elsewhere
+    assert sorted(path.name for path in workdir.iterdir()) == ["root", "texts.txt"]
     print("install test seconds:", json.dumps({name: round(value, 1) for name, value in seconds.items()}))

@@ -1,6 +1,7 @@
 """Training on several workers (trainer.strategy multi_worker_mirrored): real `agnews-pipeline` processes on
-127.0.0.1 — `train-worker --index 1` beside a `run` whose trainer starts the chief — the pushed model checked in
-a fresh TensorFlow-only process, and the failures: a worker that never starts, flags that do not match the job."""
+127.0.0.1 — `train-worker --index 1` beside a `run` whose trainer starts the chief — the pushed model checked
+in a fresh TensorFlow-only process, and the failures: a worker that never starts, flags that do not match the
+job."""
 from __future__ import annotations
 
 import json
@@ -16,13 +17,13 @@ from support.e2e import keras_probabilities, serve_in_a_fresh_process
 from support.hooks import after_import_hook
 from support.paths import CLI, PROJECT, SAMPLE_DIR
 
-from library import layouts
+from library import folder_layouts, layouts
 
 pytestmark = pytest.mark.e2e
 
 ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "PYTHONPATH": str(PROJECT)}
-# In every training process (the run's chief child and the train-worker), counts the training steps the trainer's
-# throughput callback sees and prints them per epoch: the proof that each worker trained.
+# In every training process (the run's chief child and the train-worker), counts the training steps the
+# trainer's throughput callback sees and prints them per epoch: the proof that each worker trained.
 COUNT_STEPS = after_import_hook("components.trainer.executor", """
 import json, os
 make_callback = module._throughput_callback
@@ -41,7 +42,8 @@ def counting_callback(examples_per_epoch):
     return callback
 module._throughput_callback = counting_callback
 """)
-RUN_SECONDS = 900  # the whole pipeline on the sample, 1 epoch: about 70 s on a loaded 2-core machine, over 300 s at load 20+
+# the whole pipeline on the sample, 1 epoch: about 70 s on a loaded 2-core machine, over 300 s at load 20+
+RUN_SECONDS = 900
 
 
 def free_ports(count: int) -> list[int]:
@@ -63,9 +65,25 @@ def run_args(root: Path, workers: list[str], *extra: str) -> list[str]:
 
 def start_worker(root: Path, workers: list[str], index: int, timeout: float = RUN_SECONDS,
                  env: dict = ENV) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, "train-worker", "--pipeline-root", str(root), "--workers", ",".join(workers),
-                             "--index", str(index), "--timeout", str(timeout)],
-                            cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [
+            *CLI,
+            "train-worker",
+            "--pipeline-root",
+            str(root),
+            "--workers",
+            ",".join(workers),
+            "--index",
+            str(index),
+            "--timeout",
+            str(timeout),
+        ],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -107,27 +125,34 @@ def test_two_workers_train_the_model_that_is_evaluated_pushed_and_served(two_wor
     record = json.loads((run_dir / "run.json").read_text())
     assert [s["state"] for s in record["steps"]] == ["ran"] * 7
     assert "pushed_model: pushed=True, version=1" in completed.stdout
-    assert not layouts.multi_worker_job_file(root).exists()  # removed at the end
+    assert not folder_layouts.multi_worker_job_file(root).exists()  # removed at the end
 
     # Worker 1 trained in step with the chief: it printed the same epoch metrics ...
-    chief_epoch = next(line for line in completed.stdout.splitlines() if line.startswith("trainer: epoch 1/1"))
+    chief_epoch = next(
+        line for line in completed.stdout.splitlines() if line.startswith("trainer: epoch 1/1")
+    )
     assert chief_epoch.split(";")[0].split(" (")[1] in worker_output
-    # ... after as many training steps as the chief (each step all-reduces across both), counted in each process.
-    # The chief's hook line is library output to the run: it is kept in the trainer's step log, not printed.
-    chief_log = layouts.step_log_file(run_dir, "trainer").read_text(encoding="utf-8", errors="replace")
+    # ... after as many training steps as the chief (each step all-reduces across both), counted in each
+    # process. The chief's hook line is library output to the run: it is kept in the trainer's step log, not
+    # printed.
+    chief_log = folder_layouts.step_log_file(run_dir, "trainer").read_text(encoding="utf-8", errors="replace")
     [chief_steps] = [line for line in chief_log.splitlines() if line.startswith("steps-hook: worker 0 ")]
     [worker_steps] = [line for line in worker_output.splitlines() if line.startswith("steps-hook: worker 1 ")]
     steps = int(chief_steps.rsplit(": ", 1)[1].split()[0])
-    assert steps > 0 and worker_steps == chief_steps.replace("worker 0", "worker 1"), (chief_steps, worker_steps)
+    assert steps > 0 and worker_steps == chief_steps.replace("worker 0", "worker 1"), (
+        chief_steps,
+        worker_steps,
+    )
 
-    result = serve_in_a_fresh_process(layouts.serving_version_dir(root / "serving" / "agnews", 1))
+    result = serve_in_a_fresh_process(folder_layouts.serving_version_dir(root / "serving" / "agnews", 1))
     assert result["modules"] == []  # TensorFlow alone serves it ...
     # ... what the model the workers trained answers in this process.
     np.testing.assert_allclose(result["probabilities"], keras_probabilities(run_dir), atol=1e-5)
 
 
 def test_a_worker_that_never_starts_fails_the_run_in_bounded_time(two_worker_run):
-    root = two_worker_run[0]  # ingest .. tuner come from the cache; the trainer's key changes with the workers
+    # ingest .. tuner come from the cache; the trainer's key changes with the workers
+    root = two_worker_run[0]
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     started = time.monotonic()
     completed = subprocess.run(run_args(root, workers, "--set", "trainer.worker_timeout=5"), cwd=PROJECT,
@@ -143,16 +168,22 @@ def test_a_worker_that_never_starts_fails_the_run_in_bounded_time(two_worker_run
     runs = json.loads(subprocess.run([*CLI, "runs", "--json", "--pipeline-root", str(root)], cwd=PROJECT,
                                      env=ENV, capture_output=True, text=True, timeout=60, check=True).stdout)
     assert runs[0]["status"] == "failed" and runs[1]["status"] == "succeeded"
-    assert layouts.serving_versions(root / "serving" / "agnews") == [1]  # nothing new published
-    assert not layouts.multi_worker_job_file(root).exists()
+    assert folder_layouts.serving_versions(root / "serving" / "agnews") == [1]  # nothing new published
+    assert not folder_layouts.multi_worker_job_file(root).exists()
 
 
 def test_a_worker_that_dies_fails_the_run_in_bounded_time_naming_it(two_worker_run):
     root = two_worker_run[0]
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     worker = start_worker(root, workers, 1)
-    run = subprocess.Popen(run_args(root, workers, "--epochs", "3"), cwd=PROJECT, env=ENV, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        run_args(root, workers, "--epochs", "3"),
+        cwd=PROJECT,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         for line in worker.stdout:  # ends when the worker exits; bounded by the assertion below
@@ -168,16 +199,18 @@ def test_a_worker_that_dies_fails_the_run_in_bounded_time_naming_it(two_worker_r
         stop(run)
     assert run.returncode == 1
     error = [line for line in stderr.splitlines() if line.startswith("ERROR:")]
-    assert len(error) == 1 and f"worker 1 ({workers[1]}) stopped answering during training" in error[0], stderr
+    assert len(error) == 1 and f"worker 1 ({workers[1]}) stopped answering during training" in error[0], (
+        stderr
+    )
     assert "Traceback" not in stderr
     assert seconds < 60
-    assert layouts.serving_versions(root / "serving" / "agnews") == [1]
-    assert not layouts.multi_worker_job_file(root).exists()
+    assert folder_layouts.serving_versions(root / "serving" / "agnews") == [1]
+    assert not folder_layouts.multi_worker_job_file(root).exists()
 
 
 def test_train_worker_flags_that_do_not_match_the_job_give_one_line(tmp_path):
     workers = ["127.0.0.1:1234", "127.0.0.1:1235"]
-    layouts.write_multi_worker_job(tmp_path, {"workers": workers, "worker_timeout": 5})
+    folder_layouts.write_multi_worker_job(tmp_path, {"workers": workers, "worker_timeout": 5})
 
     def train_worker(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([*CLI, "train-worker", "--pipeline-root", str(tmp_path), *args], cwd=PROJECT,

@@ -1,5 +1,6 @@
-"""Re-tuning on a schedule (tuner.retune) and warm start (trainer.warm_start), through the real `agnews-pipeline`
-command on the committed sample: one pipeline root that sees its data grow, as a weekly job would.
+"""Re-tuning on a schedule (tuner.retune) and warm start (trainer.warm_start), through the real
+`agnews-pipeline` command on the committed sample: one pipeline root that sees its data grow, as a weekly job
+would.
 
 Every run fixes the learning rate at 1e-6 (one search still runs over the other hyperparameters), so one epoch
 of training barely moves a weight: the weights a warm start carried over are still the base model's to 1e-4
@@ -30,8 +31,8 @@ FLAGS = ("--config", str(CONFIG), "--tuning-trials", "1", "--epochs", "1", "--mi
          # distinct patiences, to see which one a run's early stopping was given
          "--set", "trainer.early_stopping_patience=3", "--set", "trainer.warm_start_patience=0")
 CARRIED = 1e-4  # how far one epoch at learning rate 1e-6 may move a weight
-# Later runs train with another seed than the first: their own initial weights differ from the first model's, so
-# a weight equal to the first model's was carried over, not drawn alike.
+# Later runs train with another seed than the first: their own initial weights differ from the first model's,
+# so a weight equal to the first model's was carried over, not drawn alike.
 LATER = ("--set", "pipeline.seed=43")
 
 
@@ -47,7 +48,9 @@ def _data(folder: Path, rows: slice) -> Path:
 def _pipeline(command: str, root: Path, data: Path, *extra: str, check_code: int | None = 0):
     completed = agnews(command, *FLAGS, "--data", f"csv:{data}", "--pipeline-root", str(root), *extra,
                        check_code=check_code)
-    run_id = next(line.split()[1].rstrip(":") for line in completed.stdout.splitlines() if line.startswith("run "))
+    run_id = next(
+        line.split()[1].rstrip(":") for line in completed.stdout.splitlines() if line.startswith("run ")
+    )
     return completed, run_id
 
 
@@ -128,7 +131,9 @@ def test_the_warm_start_carries_embedding_rows_by_token(grown):
     # random rows nor the old row of their position.
     oov_row = old_rows[len(old_tokens) + 1]
     for new_id in fresh:
-        np.testing.assert_allclose(new_rows[new_id], oov_row, atol=CARRIED, err_msg=str(new_tokens[new_id - 1]))
+        np.testing.assert_allclose(
+            new_rows[new_id], oov_row, atol=CARRIED, err_msg=str(new_tokens[new_id - 1])
+        )
     for layer in new.layers:  # every other layer starts from the base model's weights too
         if layer.get_weights() and layer.name != "embedding":
             for now, before in zip(layer.get_weights(), old.get_layer(layer.name).get_weights()):
@@ -143,8 +148,10 @@ def test_a_warm_started_run_stops_early_with_its_own_patience(grown):
     root, first_id, second_id = grown["root"], grown["first_id"], grown["second_id"]
     assert "(early stopping patience 3); an ETA follows each epoch" in grown["first"].stdout
     assert "(early stopping patience 0, warm start); an ETA follows each epoch" in grown["second"].stdout
-    patience = {run_id: layouts.read_history(_outputs(root, run_id)["model_run"]["uri"])["early_stopping_patience"]
-                for run_id in (first_id, second_id)}
+    patience = {
+        run_id: layouts.read_history(_outputs(root, run_id)["model_run"]["uri"])["early_stopping_patience"]
+        for run_id in (first_id, second_id)
+    }
     assert patience == {first_id: 3, second_id: 0}
 
 
@@ -195,13 +202,17 @@ def test_a_warm_started_run_ends_after_its_own_patience_where_a_fresh_run_goes_o
 
 
 def test_an_unchanged_retrain_stays_cached(grown):
-    completed, _ = _pipeline("retrain", grown["root"], grown["grown_data"], *LATER, "--force", check_code=None)
+    completed, _ = _pipeline(
+        "retrain", grown["root"], grown["grown_data"], *LATER, "--force", check_code=None
+    )
     assert completed.stdout.count(" cached (") == 7, completed.stdout
 
 
 def test_from_scratch_trains_from_fresh_weights(grown):
     root, first_id = grown["root"], grown["first_id"]
-    completed, run_id = _pipeline("run", root, grown["grown_data"], *LATER, "--from-scratch", "--until", "trainer")
+    completed, run_id = _pipeline(
+        "run", root, grown["grown_data"], *LATER, "--from-scratch", "--until", "trainer"
+    )
     assert "cached (" in _step_line(completed.stdout, "tuner")  # the same decision: reuse, from the cache
     assert "done in" in _step_line(completed.stdout, "trainer")
     assert "warm_start=off (trainer.warm_start is false)" in completed.stdout
@@ -287,8 +298,9 @@ def test_every_n_retrains_and_every_duration_decide_by_count_and_age():
 
 
 def test_a_bad_retune_value_is_one_line_and_exit_2(tmp_path):
-    completed = agnews_in_process("run", "--pipeline-root", tmp_path / "root", "--set", "tuner.retune=sometimes",
-                                  check_code=2)
+    completed = agnews_in_process(
+        "run", "--pipeline-root", tmp_path / "root", "--set", "tuner.retune=sometimes", check_code=2
+    )
     assert completed.stderr.strip().startswith("configuration error: tuner.retune must be always, on_drift")
     assert len(completed.stderr.strip().splitlines()) == 1 and not (tmp_path / "root").exists()
 
@@ -298,7 +310,9 @@ def test_a_changed_max_length_turns_warm_start_off(grown):
                                   "transform.max_length=32", "--until", "trainer")
     # The same hyperparameters (reused: another transform is no reason to search): only the input changed.
     assert "tuner: reusing the hyperparameters tuned in run" in completed.stdout
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("trainer: no warm start from ")]
+    lines = [
+        line for line in completed.stdout.splitlines() if line.startswith("trainer: no warm start from ")
+    ]
     assert len(lines) == 1 and lines[0].endswith(
         ": its max_length is 64, not 32 (transform.max_length); training from scratch"), completed.stdout
     model = _outputs(grown["root"], run_id)["model"]["properties"]

@@ -1,6 +1,6 @@
 """`agnews-pipeline serve`: the real server in a subprocess on a free port, driven with a real HTTP client
-(urllib). Two tiny models (support.models.tiny_model, seeds 0 and 1, exported with the session's real transform
-graph) are pushed as versions; their answers differ, which tells which version answered.
+(urllib). Two tiny models (support.models.tiny_model, seeds 0 and 1, exported with the session's real
+transform graph) are pushed as versions; their answers differ, which tells which version answered.
 
 The tests share one server and run in file order: status and calls on version 1, errors, concurrency, the
 push of version 2 while requests run, a broken version, and finally SIGTERM.
@@ -95,10 +95,14 @@ def test_predict_b64_tf_examples(server, models):
     status, body = server.call("POST", "/v1/models/agnews:predict",
                                {"signature_name": "serving_tf_example", "instances": instances})
     assert status == 200
-    np.testing.assert_allclose([row["probabilities"] for row in body["predictions"]], models[1]["probabilities"],
-                               atol=1e-5)
-    status, columnar = server.call("POST", "/v1/models/agnews:predict",
-                                   {"signature_name": "serving_tf_example", "inputs": {"examples": instances}})
+    np.testing.assert_allclose(
+        [row["probabilities"] for row in body["predictions"]], models[1]["probabilities"], atol=1e-5
+    )
+    status, columnar = server.call(
+        "POST",
+        "/v1/models/agnews:predict",
+        {"signature_name": "serving_tf_example", "inputs": {"examples": instances}},
+    )
     assert status == 200
     np.testing.assert_allclose(columnar["outputs"]["probabilities"], models[1]["probabilities"], atol=1e-5)
 
@@ -113,45 +117,110 @@ def test_classify(server, models):
     # Without signature_name, the model's classification signature; "context" features join every example.
     status, with_context = server.call("POST", "/v1/models/agnews:classify", {
         "context": {"description": "oil prices"}, "examples": [{"title": "Stocks rally"}, {"title": "Goal"}]})
-    status_b64, by_b64 = server.call("POST", "/v1/models/agnews:predict", {
-        "signature_name": "serving_tf_example",
-        "instances": [{"b64": base64.b64encode(example(t, "oil prices")).decode()} for t in ("Stocks rally", "Goal")]})
+    status_b64, by_b64 = server.call(
+        "POST",
+        "/v1/models/agnews:predict",
+        {
+            "signature_name": "serving_tf_example",
+            "instances": [
+                {"b64": base64.b64encode(example(t, "oil prices")).decode()} for t in ("Stocks rally", "Goal")
+            ],
+        },
+    )
     assert status == status_b64 == 200
     np.testing.assert_allclose([[score for _, score in r] for r in with_context["results"]],
                                [row["probabilities"] for row in by_b64["predictions"]], atol=1e-6)
 
 
-@pytest.mark.parametrize("method, path, body, status, message", [
-    ("POST", "/v1/models/agnews:predict", b'{"instances": [', 400, "JSON Parse error"),
-    ("POST", "/v1/models/agnews:predict", b'["a"]', 400, "must be a JSON object"),
-    ("POST", "/v1/models/agnews:predict", {"instances": ["a"], "inputs": ["a"]}, 400, "exactly one of"),
-    ("POST", "/v1/models/agnews:predict", {"texts": ["a"]}, 400, "exactly one of"),
-    ("POST", "/v1/models/agnews:predict", {"instances": "a"}, 400, "must be a JSON list"),
-    ("POST", "/v1/models/agnews:predict", {"instances": [1]}, 400, "not of expected type: string"),
-    ("POST", "/v1/models/agnews:predict", {"instances": [["a", "b"]]}, 400, "does not match the signature"),
-    ("POST", "/v1/models/agnews:predict", {"instances": [{"txt": "a"}]}, 400, "one input named 'text'"),
-    ("POST", "/v1/models/agnews:predict", {"inputs": {"text": ["a"], "x": ["b"]}}, 400, "one input named"),
-    ("POST", "/v1/models/agnews:predict", {"signature_name": "serving_tf_example", "instances": [{"b64": "!"}]},
-     400, "invalid base64"),
-    ("POST", "/v1/models/agnews:predict", {"signature_name": "serving_tf_example", "instances": ["text"]},
-     400, "Could not parse example input"),
-    ("POST", "/v1/models/agnews:classify", {"signature_name": "serving_default", "examples": [{"title": "a"}]},
-     400, "Expected classification signature method_name to be tensorflow/serving/classify"),
-    ("POST", "/v1/models/agnews:classify", {"examples": {"title": "a"}}, 400, "needs \"examples\""),
-    ("POST", "/v1/models/agnews:classify", {"examples": [{"title": 1.5}, "a"]}, 400, "must be a JSON object"),
-    ("POST", "/v1/models/agnews:predict", {"signature_name": "nope", "instances": ["a"]}, 404,
-     'Serving signature key "nope" not found'),
-    ("POST", "/v1/models/news:predict", {"instances": ["a"]}, 404, "Servable not found for request: Latest(news)"),
-    ("POST", "/v1/models/agnews/versions/7:predict", {"instances": ["a"]}, 404,
-     "Servable not found for request: Specific(agnews, 7)"),
-    ("GET", "/v1/models/news", None, 404, "Could not find any versions of model news"),
-    ("GET", "/v1/models/agnews/versions/7", None, 404, "Could not find version 7 of model agnews"),
-    ("GET", "/v1/models/agnews/versions/7/metadata", None, 404, "Specific(agnews, 7)"),
-    ("POST", "/v1/models/agnews:regress", {"examples": []}, 404, "Malformed request"),
-    ("GET", "/v1/models/agnews:predict", None, 404, "Malformed request"),
-    ("GET", "/v2/models", None, 404, "Malformed request"),
-    ("POST", "/v1/models/agnews:predict", {"instances": ["x" * MAX_REQUEST_BYTES]}, 413, "larger than the limit"),
-])
+@pytest.mark.parametrize(
+    "method, path, body, status, message",
+    [
+        ("POST", "/v1/models/agnews:predict", b'{"instances": [', 400, "JSON Parse error"),
+        ("POST", "/v1/models/agnews:predict", b'["a"]', 400, "must be a JSON object"),
+        ("POST", "/v1/models/agnews:predict", {"instances": ["a"], "inputs": ["a"]}, 400, "exactly one of"),
+        ("POST", "/v1/models/agnews:predict", {"texts": ["a"]}, 400, "exactly one of"),
+        ("POST", "/v1/models/agnews:predict", {"instances": "a"}, 400, "must be a JSON list"),
+        ("POST", "/v1/models/agnews:predict", {"instances": [1]}, 400, "not of expected type: string"),
+        (
+            "POST",
+            "/v1/models/agnews:predict",
+            {"instances": [["a", "b"]]},
+            400,
+            "does not match the signature",
+        ),
+        ("POST", "/v1/models/agnews:predict", {"instances": [{"txt": "a"}]}, 400, "one input named 'text'"),
+        (
+            "POST",
+            "/v1/models/agnews:predict",
+            {"inputs": {"text": ["a"], "x": ["b"]}},
+            400,
+            "one input named",
+        ),
+        (
+            "POST",
+            "/v1/models/agnews:predict",
+            {"signature_name": "serving_tf_example", "instances": [{"b64": "!"}]},
+            400,
+            "invalid base64",
+        ),
+        (
+            "POST",
+            "/v1/models/agnews:predict",
+            {"signature_name": "serving_tf_example", "instances": ["text"]},
+            400,
+            "Could not parse example input",
+        ),
+        (
+            "POST",
+            "/v1/models/agnews:classify",
+            {"signature_name": "serving_default", "examples": [{"title": "a"}]},
+            400,
+            "Expected classification signature method_name to be tensorflow/serving/classify",
+        ),
+        ("POST", "/v1/models/agnews:classify", {"examples": {"title": "a"}}, 400, 'needs "examples"'),
+        (
+            "POST",
+            "/v1/models/agnews:classify",
+            {"examples": [{"title": 1.5}, "a"]},
+            400,
+            "must be a JSON object",
+        ),
+        (
+            "POST",
+            "/v1/models/agnews:predict",
+            {"signature_name": "nope", "instances": ["a"]},
+            404,
+            'Serving signature key "nope" not found',
+        ),
+        (
+            "POST",
+            "/v1/models/news:predict",
+            {"instances": ["a"]},
+            404,
+            "Servable not found for request: Latest(news)",
+        ),
+        (
+            "POST",
+            "/v1/models/agnews/versions/7:predict",
+            {"instances": ["a"]},
+            404,
+            "Servable not found for request: Specific(agnews, 7)",
+        ),
+        ("GET", "/v1/models/news", None, 404, "Could not find any versions of model news"),
+        ("GET", "/v1/models/agnews/versions/7", None, 404, "Could not find version 7 of model agnews"),
+        ("GET", "/v1/models/agnews/versions/7/metadata", None, 404, "Specific(agnews, 7)"),
+        ("POST", "/v1/models/agnews:regress", {"examples": []}, 404, "Malformed request"),
+        ("GET", "/v1/models/agnews:predict", None, 404, "Malformed request"),
+        ("GET", "/v2/models", None, 404, "Malformed request"),
+        (
+            "POST",
+            "/v1/models/agnews:predict",
+            {"instances": ["x" * MAX_REQUEST_BYTES]},
+            413,
+            "larger than the limit",
+        ),
+    ],
+)
 def test_error_shapes(server, method, path, body, status, message):
     raw = body if isinstance(body, bytes) else None
     answer_status, answer = server.call(method, path, body=None if raw else body, raw=raw)
@@ -193,7 +262,9 @@ def test_push_while_requests_run_switches_without_a_failed_request(server, model
     for thread in threads:
         thread.start()
     try:
-        wait_until(lambda: all(len(sequence) >= 3 for sequence in answered) or failures, "3 answers per client")
+        wait_until(
+            lambda: all(len(sequence) >= 3 for sequence in answered) or failures, "3 answers per client"
+        )
         assert server.call("GET", "/v1/models/agnews")[1]["model_version_status"][0]["version"] == "1"
         version, _ = publish_version(models[2]["dir"], server.serving_dir)
         assert version == 2
@@ -208,7 +279,8 @@ def test_push_while_requests_run_switches_without_a_failed_request(server, model
     for sequence in answered:
         assert -1 not in sequence
         switch = sequence.index(2)  # every client saw the new version ...
-        assert switch > 0 and set(sequence[:switch]) == {1} and set(sequence[switch:]) == {2}  # ... and no v1 after
+        # ... and no v1 after
+        assert switch > 0 and set(sequence[:switch]) == {1} and set(sequence[switch:]) == {2}
     assert server.call("GET", "/v1/models/agnews")[1]["model_version_status"][0]["version"] == "2"
     assert server.call("POST", "/v1/models/agnews/versions/1:predict", {"instances": ["a"]})[0] == 404
     np.testing.assert_allclose(server.predict(TEXTS, "/v1/models/agnews/versions/2:predict"),
@@ -228,8 +300,8 @@ def test_a_broken_version_is_reported_and_the_served_one_keeps_answering(server,
 
 
 def predict_requests(server: Server) -> tuple[int, int]:
-    """(predict requests in flight, predict requests answered 200) from one read of the server's metrics page (a
-    request between the two counts is missed for an instant, never counted twice)."""
+    """(predict requests in flight, predict requests answered 200) from one read of the server's metrics page
+    (a request between the two counts is missed for an instant, never counted twice)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/monitoring/prometheus/metrics",
                                 timeout=60) as response:
         samples = dict(line.rsplit(" ", 1) for line in response.read().decode().splitlines()
@@ -239,12 +311,13 @@ def predict_requests(server: Server) -> tuple[int, int]:
 
 
 def test_sigterm_finishes_requests_in_flight_and_exits_0(server):
-    # Twice as many big requests as the server's 4 model threads, and SIGTERM once all 8 have reached the server
-    # while some are still being computed. (A connection the server has not accepted yet when it stops listening
-    # is refused or reset, as by any server; a client retries those.)
+    # Twice as many big requests as the server's 4 model threads, and SIGTERM once all 8 have reached the
+    # server while some are still being computed. (A connection the server has not accepted yet when it stops
+    # listening is refused or reset, as by any server; a client retries those.)
     batch = ["Stocks rally as oil prices fall " * 50] * 64
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        for _ in range(5):  # a round whose 8 requests were all answered before the last one arrived drains nothing
+        # a round whose 8 requests were all answered before the last one arrived drains nothing
+        for _ in range(5):
             answered_earlier = predict_requests(server)[1]
             in_flight = [pool.submit(server.call, "POST", "/v1/models/agnews:predict", {"instances": batch},
                                      timeout=300) for _ in range(8)]
@@ -272,4 +345,6 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(server):
 def test_serve_bad_flags_give_one_line(tmp_path):
     missing = agnews_in_process("serve", "--serving-dir", tmp_path / "no", check_code=2)
     assert missing.stderr.strip().splitlines() == [
-        f"serve: {tmp_path / 'no'} does not exist; push a model first (agnews-pipeline run) or pass --serving-dir"]
+        f"serve: {tmp_path / 'no'} does not exist; push a model first (agnews-pipeline run) or pass "
+        "--serving-dir"
+    ]

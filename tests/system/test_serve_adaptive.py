@@ -1,7 +1,7 @@
-"""The self-sizing batching policy of `agnews-pipeline serve` (apps/serving/batching.py): real server processes
-on free ports of 127.0.0.1, real HTTP clients, test_serve's tiny model. A lone request does not wait for the
-batch timeout; bursts are merged into batches (seen on the metrics page's histograms) and every request gets its
-own rows back. (A full queue answering 503 at once: test_serve_batching.py.)"""
+"""The self-sizing batching policy of `agnews-pipeline serve` (apps/serving/batching.py): real server
+processes on free ports of 127.0.0.1, real HTTP clients, test_serve's tiny model. A lone request does not wait
+for the batch timeout; bursts are merged into batches (seen on the metrics page's histograms) and every
+request gets its own rows back. (A full queue answering 503 at once: test_serve_batching.py.)"""
 from __future__ import annotations
 
 import concurrent.futures
@@ -37,7 +37,8 @@ def test_a_lone_request_does_not_wait_for_the_batch_timeout(server, models):
         np.testing.assert_allclose(body["predictions"][0]["probabilities"], models[1]["probabilities"][0],
                                    atol=1e-6)
     # A request that waited for the timeout takes 90 ms or more (measured: 55-60 ms with a 50 ms timeout when
-    # every request waited); the fastest lone one, its model call included, is under it even on a loaded machine.
+    # every request waited); the fastest lone one, its model call included, is under it even on a loaded
+    # machine.
     assert min(latencies) < TIMEOUT_US / 1e6, latencies
 
 

@@ -1,6 +1,7 @@
-"""`agnews-pipeline serve`'s version policies (--model-version-policy) and labels (--version-labels): real server
-processes on free ports of 127.0.0.1, real HTTP clients, test_serve's two tiny models (their answers tell which
-version answered). Hot reload, label moves and rollback happen while clients send requests without a pause."""
+"""`agnews-pipeline serve`'s version policies (--model-version-policy) and labels (--version-labels): real
+server processes on free ports of 127.0.0.1, real HTTP clients, test_serve's two tiny models (their answers
+tell which version answered). Hot reload, label moves and rollback happen while clients send requests without
+a pause."""
 from __future__ import annotations
 
 import os
@@ -23,7 +24,8 @@ def which_version(probabilities: np.ndarray, models: dict) -> int:
 
 
 class Clients:
-    """Threads that each POST TEXTS to one path without a pause and record (status, version) of every answer."""
+    """Threads that each POST TEXTS to one path without a pause and record (status, version) of every
+    answer."""
 
     def __init__(self, server: Server, models: dict, paths: list[str]):
         self.answers: dict[str, list[tuple[int, int]]] = {path: [] for path in paths}
@@ -56,7 +58,9 @@ class Clients:
         return [version for _, version in self.answers[path][start:]]
 
     def failures(self) -> list[tuple[str, int]]:
-        return [(path, status) for path, answers in self.answers.items() for status, _ in answers if status != 200]
+        return [
+            (path, status) for path, answers in self.answers.items() for status, _ in answers if status != 200
+        ]
 
 
 def write_labels(path: Path, text: str) -> None:
@@ -108,7 +112,10 @@ def test_latest_2_loads_a_new_version_under_load_moves_labels_and_rolls_back(lat
         mark = len(clients.answers[stable])
         wait_until(lambda: len(clients.answers[stable]) >= mark + 3, "3 more answers")
         assert set(clients.versions_after(stable, mark)) == {2}
-        assert server.call("GET", "/v1/models/agnews/labels/stable")[1]["model_version_status"][0]["version"] == "2"
+        assert (
+            server.call("GET", "/v1/models/agnews/labels/stable")[1]["model_version_status"][0]["version"]
+            == "2"
+        )
         # Rollback: version 2's folder is taken away; version 1 (still loaded) answers everything.
         write_labels(labels, "stable: 1\n")
         os.rename(server.serving_dir / "2", server.serving_dir / ".withdrawn-2")
@@ -119,7 +126,10 @@ def test_latest_2_loads_a_new_version_under_load_moves_labels_and_rolls_back(lat
     assert set(clients.versions_after(latest, mark + 1)) == {1}  # one request may have been in flight
     assert {version for _, version in clients.answers[latest]} == {1, 2}
     assert server.call("POST", "/v1/models/agnews/versions/2:predict", {"instances": ["a"]})[0] == 404
-    for method, path in (("POST", "/v1/models/agnews/labels/nope:predict"), ("GET", "/v1/models/agnews/labels/nope")):
+    for method, path in (
+        ("POST", "/v1/models/agnews/labels/nope:predict"),
+        ("GET", "/v1/models/agnews/labels/nope"),
+    ):
         status, body = server.call(method, path, {"instances": ["a"]} if method == "POST" else None)
         assert (status, body) == (404, {"error": "Unrecognized servable version label: nope"})
 
@@ -134,30 +144,45 @@ def test_specific_policy_pins_a_version_while_a_newer_one_is_pushed(tmp_path, mo
             np.testing.assert_allclose(server.predict(TEXTS), models[1]["probabilities"], atol=1e-5)
         status, _ = server.call("POST", "/v1/models/agnews/versions/2:predict", {"instances": ["a"]})
         assert status == 404
-        assert [s["version"] for s in server.call("GET", "/v1/models/agnews")[1]["model_version_status"]] == ["1"]
+        assert [s["version"] for s in server.call("GET", "/v1/models/agnews")[1]["model_version_status"]] == [
+            "1"
+        ]
         assert not [line for line in server.lines if "version 2" in line]
     finally:
         server.process.kill()
         server.process.wait(30)
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--model-version-policy", "latest:0"], "serve: --model-version-policy must be latest (the highest version), "
-                                             "latest:N (the N highest), specific:V[,V...] or all, got 'latest:0'"),
-    (["--model-version-policy", "newest"], "got 'newest'"),
-    (["--version-labels", "{missing}"], "serve: cannot read the version labels file {missing}: No such file or "
-                                        "directory"),
-    (["--version-labels", "{bad}"], "label 'stable' must name a version number, got 'three'"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--model-version-policy", "latest:0"],
+            "serve: --model-version-policy must be latest (the highest version), "
+            "latest:N (the N highest), specific:V[,V...] or all, got 'latest:0'",
+        ),
+        (["--model-version-policy", "newest"], "got 'newest'"),
+        (
+            ["--version-labels", "{missing}"],
+            "serve: cannot read the version labels file {missing}: No such file or directory",
+        ),
+        (["--version-labels", "{bad}"], "label 'stable' must name a version number, got 'three'"),
+    ],
+)
 def test_bad_policy_or_labels_give_one_line_and_exit_2(tmp_path, flags, message):
     (tmp_path / "agnews").mkdir()
     bad = tmp_path / "bad.yaml"
     bad.write_text("stable: three\n")
     names = {"missing": tmp_path / "missing.yaml", "bad": bad}
     flags = [flag.format(**names) for flag in flags]
-    result = subprocess.run([sys.executable, "-m", "apps.cli", "serve", "--serving-dir", str(tmp_path / "agnews"),
-                             *flags], cwd=REPO, env={**fresh_process_env(), "PYTHONPATH": str(REPO)},
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "apps.cli", "serve", "--serving-dir", str(tmp_path / "agnews"), *flags],
+        cwd=REPO,
+        env={**fresh_process_env(), "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message.format(**names) in lines[0], lines

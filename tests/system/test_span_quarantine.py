@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from support.e2e import agnews  # the real command in a subprocess, checking its exit code
 from support.paths import SAMPLE_DIR
+from support.streams import TINY_TRAINER, TINY_TUNER
 
 from contract.files import file_sha256
 from library import layouts
@@ -20,12 +21,12 @@ pytestmark = pytest.mark.e2e
 
 NORMAL = ["2026-10-12", "2026-10-19", "2026-10-26", "2026-11-09"]  # 200 rows each, the sample's label mix
 SHIFTED = "2026-11-02"  # 120 rows, 70% Sports: label_linf about 0.45
-CONFIG = """
-transform: {vocab_size: 5000, max_length: 64, bucket_boundaries: [8, 16, 32, 64]}
-tuner: {enabled: false}
-trainer: {epochs: 1}
-evaluator: {min_accuracy: 0.0, max_accuracy_drop: 1.0}
-validate: {on_drift: fail, drift: {length_min_rows: 100}}
+CONFIG = f"""
+transform: {{vocab_size: 5000, max_length: 64, bucket_boundaries: [8, 16, 32, 64]}}
+{TINY_TUNER}
+{TINY_TRAINER}
+evaluator: {{min_accuracy: 0.0, max_accuracy_drop: 1.0}}
+validate: {{on_drift: fail, drift: {{length_min_rows: 100}}}}
 """
 
 
@@ -59,8 +60,15 @@ def arrive(full: Path, live: Path, *names: str) -> None:
 
 
 def args(base: Path, live: Path, *extra: str) -> list[str]:
-    return ["--config", str(base / "config.yaml"), "--data", f"csv:{live}", "--pipeline-root", str(base / "root"),
-            *extra]
+    return [
+        "--config",
+        str(base / "config.yaml"),
+        "--data",
+        f"csv:{live}",
+        "--pipeline-root",
+        str(base / "root"),
+        *extra,
+    ]
 
 
 def spans(base: Path, live: Path) -> dict[str, dict]:
@@ -84,7 +92,13 @@ def test_a_refused_span_stays_out_until_accepted_then_is_trained_on_and_not_refu
     assert f"refused span(s) {SHIFTED} (label_linf = " in refused.stderr
     state = spans(tmp_path, live)[SHIFTED]
     assert (state["state"], state["reason"]) == ("quarantined", "drift")
-    assert state["sha256"] == file_sha256(live / SHIFTED / "train.csv") and state["checks"]["drift"]["label_linf"] > 0.3
+    assert (
+        state["sha256"] == file_sha256(live / SHIFTED / "train.csv")
+        and state["checks"]["drift"]["label_linf"] > 0.3
+    )
+    quarantines = (tmp_path / "root" / "history.html").read_text().split("<h2>Quarantines</h2>", 1)[1]
+    # the refusing run rewrote it
+    assert f"<td>{SHIFTED}</td><td>quarantined</td><td>drift</td>" in quarantines
 
     arrive(full, live, NORMAL[3])  # week 5: the quarantined span stays out of the window
     agnews("run", *args(tmp_path, live, "--until", "validate"))
@@ -92,13 +106,18 @@ def test_a_refused_span_stays_out_until_accepted_then_is_trained_on_and_not_refu
     assert layouts.read_counts(examples)["window"] == NORMAL
     assert not layouts.span_dir(examples, SHIFTED).exists()
     listed = agnews("runs", "--pipeline-root", str(tmp_path / "root")).stdout
-    assert f"{NORMAL[0]}..{NORMAL[3]} (4 spans)" in listed.splitlines()[1]  # the newest run: trained spans only
+    # the newest run: trained spans only
+    assert f"{NORMAL[0]}..{NORMAL[3]} (4 spans)" in listed.splitlines()[1]
     assert spans(tmp_path, live)[SHIFTED]["state"] == "quarantined"
 
-    accepted = agnews("spans", "accept", SHIFTED, "--data", f"csv:{live}", "--pipeline-root", str(tmp_path / "root"))
+    accepted = agnews(
+        "spans", "accept", SHIFTED, "--data", f"csv:{live}", "--pipeline-root", str(tmp_path / "root")
+    )
     assert f"span {SHIFTED} accepted" in accepted.stdout
     trained = agnews("run", *args(tmp_path, live, "--until", "trainer"))  # checked again, drifts, not refused
-    assert f"WARNING: validate: span {SHIFTED} drifted from the rest of the window: label_linf" in trained.stdout
+    assert (
+        f"WARNING: validate: span {SHIFTED} drifted from the rest of the window: label_linf" in trained.stdout
+    )
     examples = newest_examples(tmp_path)
     assert layouts.read_counts(examples)["window"] == sorted([*NORMAL, SHIFTED])
     assert layouts.read_counts(layouts.span_dir(examples, SHIFTED))["rows_read"] == 120

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.cli import agnews_in_process
 from support.e2e import agnews  # the real command in a subprocess, checking its exit code
 from support.paths import PROJECT, SAMPLE_DIR
+from support.streams import TINY_TRAINER, TINY_TUNER
 
 from contract.artifacts import ComponentError
 from library import drift, layouts, spans
@@ -22,13 +23,13 @@ from library import drift, layouts, spans
 pytestmark = pytest.mark.e2e
 
 SPAN_NAMES = ["2026-10-12", "2026-10-19", "2026-10-26", "2026-11-02"]
-CONFIG = """
-transform: {vocab_size: 5000, max_length: 64, bucket_boundaries: [8, 16, 32, 64]}
-tuner: {enabled: false}
-trainer: {epochs: 1}
+CONFIG = f"""
+transform: {{vocab_size: 5000, max_length: 64, bucket_boundaries: [8, 16, 32, 64]}}
+{TINY_TUNER}
+{TINY_TRAINER}
 # One epoch on 900 rows is no good model: every candidate is blessed, so each retrain pushes.
-evaluator: {min_accuracy: 0.0, max_accuracy_drop: 1.0, significance: 0.0}
-validate: {drift: {length_min_rows: 100}}
+evaluator: {{min_accuracy: 0.0, max_accuracy_drop: 1.0, significance: 0.0}}
+validate: {{drift: {{length_min_rows: 100}}}}
 """
 
 
@@ -65,8 +66,15 @@ def stream(tmp_path_factory):
 
 
 def args(base: Path, live: Path, *extra: str) -> list[str]:
-    return ["--config", str(base / "config.yaml"), "--data", f"csv:{live}", "--pipeline-root", str(base / "root"),
-            *extra]
+    return [
+        "--config",
+        str(base / "config.yaml"),
+        "--data",
+        f"csv:{live}",
+        "--pipeline-root",
+        str(base / "root"),
+        *extra,
+    ]
 
 
 def test_retrain_ingests_only_a_new_span_skips_an_unchanged_stream_and_writes_metrics(stream):
@@ -87,7 +95,9 @@ def test_retrain_ingests_only_a_new_span_skips_an_unchanged_stream_and_writes_me
     assert "ingest: reused: 2026-10-12, 2026-10-19, 2026-10-26, fixed test set" in second.stdout
     runs = sorted((base / "root" / "runs").iterdir())
     # A reused span is the earlier run's files, hard-linked, not re-computed.
-    old, new = (layouts.span_examples_files(run / "ingest" / "examples", SPAN_NAMES[0], "train")[0] for run in runs)
+    old, new = (
+        layouts.span_examples_files(run / "ingest" / "examples", SPAN_NAMES[0], "train")[0] for run in runs
+    )
     assert os.stat(old).st_ino == os.stat(new).st_ino
     counts = layouts.read_counts(runs[-1] / "ingest" / "examples")
     assert counts["window"] == SPAN_NAMES and set(counts["spans"]) == set(SPAN_NAMES)
@@ -101,23 +111,30 @@ def test_retrain_ingests_only_a_new_span_skips_an_unchanged_stream_and_writes_me
     assert f"newest span {SPAN_NAMES[3]}" in report and "fixed test set" in report
     assert metrics(prom)[("agnews_serving_version", ())] == 2
 
-    unchanged = agnews("retrain", *args(base, live, "--metrics-file", str(prom)), check_code=3)
+    # Runs that end before the pipeline starts: in this process (no interpreter to start).
+    unchanged = agnews_in_process("retrain", *args(base, live, "--metrics-file", str(prom)), check_code=3)
     assert "unchanged" in unchanged.stdout
     values = metrics(prom)
-    assert values[("agnews_retrain_outcome", (("command", "retrain"), ("outcome", "skipped_no_new_data")))] == 1
+    assert (
+        values[("agnews_retrain_outcome", (("command", "retrain"), ("outcome", "skipped_no_new_data")))] == 1
+    )
     second_success = values[("agnews_retrain_last_success_timestamp_seconds", ())]
     assert second_success > first_success  # the second retrain's, kept through the skip
     assert values[("agnews_retrain_last_run_timestamp_seconds", ())] > second_success
 
-    missing = agnews("retrain", *args(base, live, "--span", "2027-01-04", "--metrics-file", str(prom)), check_code=7)
+    missing = agnews_in_process(
+        "retrain", *args(base, live, "--span", "2027-01-04", "--metrics-file", str(prom)), check_code=7
+    )
     assert "pinned span '2027-01-04'" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
     values = metrics(prom)
     assert values[("agnews_retrain_outcome", (("command", "retrain"), ("outcome", "span_not_found")))] == 1
     assert values[("agnews_retrain_last_success_timestamp_seconds", ())] == second_success
 
     runs_before = len(list((base / "root" / "runs").iterdir()))
-    few = agnews("retrain", *args(base, live, "--set", "ingest.window.min_spans=5"), check_code=6)
-    assert "fewer than ingest.window.min_spans = 5" in few.stderr and len(few.stderr.strip().splitlines()) == 1
+    few = agnews_in_process("retrain", *args(base, live, "--set", "ingest.window.min_spans=5"), check_code=6)
+    assert (
+        "fewer than ingest.window.min_spans = 5" in few.stderr and len(few.stderr.strip().splitlines()) == 1
+    )
     assert len(list((base / "root" / "runs").iterdir())) == runs_before  # nothing ran
 
     # A span whose file changed is ingested again, and the run says so.
@@ -179,7 +196,9 @@ def test_a_drifted_newest_span_warns_or_fails_as_configured(tmp_path):
     live = make_stream(tmp_path / "stream", "--shift-span", "4", "--shift", "label")
     (tmp_path / "config.yaml").write_text(CONFIG)
     warned = agnews("run", *args(tmp_path, live, "--until", "validate"))
-    assert "WARNING: validate: span 2026-11-02 drifted from the rest of the window: label_linf" in warned.stdout
+    assert (
+        "WARNING: validate: span 2026-11-02 drifted from the rest of the window: label_linf" in warned.stdout
+    )
     statistics = next((tmp_path / "root" / "runs").iterdir()) / "validate" / "statistics"
     drift_record = layouts.read_drift(statistics)
     assert drift_record["newest_span"] == "2026-11-02"
@@ -192,15 +211,21 @@ def test_a_drifted_newest_span_warns_or_fails_as_configured(tmp_path):
     assert "2026-10-12..2026-11-02 (4 spans)" in listed and "true" in listed.splitlines()[1]
 
     prom = tmp_path / "agnews.prom"
-    failed = agnews("retrain", *args(tmp_path, live, "--set", "validate.on_drift=fail", "--metrics-file", str(prom)),
-                    check_code=8)
+    failed = agnews(
+        "retrain",
+        *args(tmp_path, live, "--set", "validate.on_drift=fail", "--metrics-file", str(prom)),
+        check_code=8,
+    )
     assert "label_linf = " in failed.stderr and "> threshold 0.1" in failed.stderr
-    refused = next(p for p in sorted((tmp_path / "root" / "runs").iterdir())[::-1] if (p / "run.json").is_file())
+    refused = next(
+        p for p in sorted((tmp_path / "root" / "runs").iterdir())[::-1] if (p / "run.json").is_file()
+    )
     record = json.loads((refused / "run.json").read_text())
     states = {step["step"]: step["state"] for step in record["steps"]}
     assert states["validate"] == "failed" and "trainer" not in states  # nothing trained or pushed
     assert not (tmp_path / "root" / "serving").exists()
-    # The refused run's metrics hold the drift that validate measured (its report, kept with the failed attempt).
+    # The refused run's metrics hold the drift that validate measured (its report, kept with the failed
+    # attempt).
     measured = layouts.read_drift(refused / "validate.failed" / "statistics")
     assert measured["newest_span"] == "2026-11-02"
     values = metrics(prom)
@@ -208,7 +233,9 @@ def test_a_drifted_newest_span_warns_or_fails_as_configured(tmp_path):
     assert values[("agnews_retrain_drift_detected", ())] == 1
     for row in measured["checks"]:
         if row["value"] is not None:
-            assert values[("agnews_retrain_drift", (("measure", row["measure"]),))] == pytest.approx(row["value"])
+            assert values[("agnews_retrain_drift", (("measure", row["measure"]),))] == pytest.approx(
+                row["value"]
+            )
     assert values[("agnews_retrain_drift", (("measure", "label_linf"),))] > 0.3
     label = next(row for row in measured["checks"] if row["measure"] == "label_linf")
     assert f"| label_linf | {label['value']:.4f} | 0.1 | DRIFT |" in (refused / "report.md").read_text()
@@ -216,8 +243,9 @@ def test_a_drifted_newest_span_warns_or_fails_as_configured(tmp_path):
     recorded = metrics(PROJECT / "tests" / "support" / "data" / "metrics" / "drift.prom")
     volatile = ("agnews_retrain_last_run_timestamp_seconds", "agnews_retrain_duration_seconds",
                 "agnews_retrain_newest_span_age_seconds")
-    assert ({k: v for k, v in values.items() if k[0] not in volatile}
-            == {k: v for k, v in recorded.items() if k[0] not in volatile}), "bash tests/support/data/metrics/record.sh"
+    assert {k: v for k, v in values.items() if k[0] not in volatile} == {
+        k: v for k, v in recorded.items() if k[0] not in volatile
+    }, "bash tests/support/data/metrics/record.sh"
     assert set(values) == set(recorded)
 
 
@@ -261,5 +289,7 @@ def test_drift_measures():
     values = drift.measure(shifted, [same, same], length_min_rows=100)
     assert values["label_linf"] > 0.4 and values["length_js"] > 0.5 and values["oov_share"] == 1.0
     assert drift.measure(shifted, [same], length_min_rows=1000)["length_js"] is None  # too few rows
-    checks = drift.verdict(values, {"label_linf": 0.1, "length_js": 1.0, "oov_share": 0.5, "row_count_change": 0.5})
+    checks = drift.verdict(
+        values, {"label_linf": 0.1, "length_js": 1.0, "oov_share": 0.5, "row_count_change": 0.5}
+    )
     assert [row["measure"] for row in checks if row["drift"]] == ["label_linf", "oov_share"]

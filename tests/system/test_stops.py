@@ -1,10 +1,11 @@
-"""Every stop is obeyed (issue 28 item 7), through the real `agnews-pipeline` command in a subprocess: a SIGTERM
-or the deadline whose Interrupted exception is swallowed (by a component that catches it, or lost the way Python
-discards an exception raised inside a weakref callback) still ends the run with 143 / 124, the run marked
-interrupted / timed_out, and nothing of the step that was running published.
+"""Every stop is obeyed (issue 28 item 7), through the real `agnews-pipeline` command in a subprocess: a
+SIGTERM or the deadline whose Interrupted exception is swallowed (by a component that catches it, or lost the
+way Python discards an exception raised inside a weakref callback) still ends the run with 143 / 124, the run
+marked interrupted / timed_out, and nothing of the step that was running published.
 
-The faults are injected with support.hooks.after_import_hook (a sitecustomize.py on the subprocess's PYTHONPATH) into
-the real ingest step of a run on the committed sample (`--until ingest`, a few seconds of Beam).
+The faults are injected with support.hooks.after_import_hook (a sitecustomize.py on the subprocess's
+PYTHONPATH) into the real ingest step of a run on the committed sample (`--until ingest`, a few seconds of
+Beam).
 """
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ from support.paths import PROJECT, SAMPLE_DIR
 
 pytestmark = pytest.mark.e2e
 
-# Ingest's run() touches AGNEWS_MARKER, then waits; the Interrupted that a signal (or the deadline) raises there
-# is caught and dropped, AGNEWS_MARKER.swallowed is touched, and the real ingest runs to its end.
+# Ingest's run() touches AGNEWS_MARKER, then waits; the Interrupted that a signal (or the deadline) raises
+# there is caught and dropped, AGNEWS_MARKER.swallowed is touched, and the real ingest runs to its end.
 SWALLOWING_INGEST = after_import_hook("components.ingest.executor", """
 import os, time
 real_run = module.run
@@ -82,8 +83,19 @@ def _env(hook: str, tmp_path: Path, marker: Path) -> dict:
 
 
 def _command(root: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "apps.cli", "run", "--data", f"csv:{SAMPLE_DIR}", "--pipeline-root", str(root),
-            "--until", "ingest", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "apps.cli",
+        "run",
+        "--data",
+        f"csv:{SAMPLE_DIR}",
+        "--pipeline-root",
+        str(root),
+        "--until",
+        "ingest",
+        *extra,
+    ]
 
 
 def _latest_run(root: Path) -> tuple[str, str]:
@@ -97,14 +109,20 @@ def _latest_run(root: Path) -> tuple[str, str]:
 def _ingest_execution_states(root: Path, run_id: str) -> list[str]:
     db = sqlite3.connect(root / "metadata.sqlite")
     try:
-        return [row[0] for row in db.execute("SELECT state FROM executions WHERE run_id = ? AND step = 'ingest'",
-                                             (run_id,))]
+        return [
+            row[0]
+            for row in db.execute(
+                "SELECT state FROM executions WHERE run_id = ? AND step = 'ingest'", (run_id,)
+            )
+        ]
     finally:
         db.close()
 
 
 def _one_line(completed: subprocess.CompletedProcess, code: int, expected: str) -> None:
-    assert completed.returncode == code, f"exit {completed.returncode}, wanted {code}\n{completed.stderr[-3000:]}"
+    assert completed.returncode == code, (
+        f"exit {completed.returncode}, wanted {code}\n{completed.stderr[-3000:]}"
+    )
     assert "Traceback" not in completed.stderr, completed.stderr[-3000:]
     last = [line for line in completed.stderr.splitlines() if line.strip()][-1]
     assert expected in last, last
@@ -144,8 +162,14 @@ def test_a_swallowed_sigterm_still_ends_the_run_with_143_and_publishes_nothing(t
 def test_a_swallowed_deadline_still_ends_the_run_with_124_and_publishes_nothing(tmp_path):
     root, marker = tmp_path / "root", tmp_path / "ingest-started"
     prom = tmp_path / "agnews.prom"
-    completed = subprocess.run(_command(root, "--deadline", "20s", "--metrics-file", str(prom)), cwd=PROJECT,
-                               capture_output=True, text=True, timeout=600, env=_env(SWALLOWING_INGEST, tmp_path, marker))
+    completed = subprocess.run(
+        _command(root, "--deadline", "20s", "--metrics-file", str(prom)),
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(SWALLOWING_INGEST, tmp_path, marker),
+    )
     assert marker.exists(), f"ingest never started within the deadline\n{completed.stderr[-3000:]}"
     assert Path(f"{marker}.swallowed").exists()
     _one_line(completed, 124, "interrupted by the deadline")
@@ -176,9 +200,25 @@ def test_a_sigterm_lost_during_the_push_publishes_no_serving_version(trained, ro
     # Version 1 claims another model, so the pusher copies a new version instead of adopting version 1.
     (root / "serving" / "agnews" / "1" / "push.json").write_text(json.dumps({"model_fingerprint": "another"}))
     marker = tmp_path / "lost"
-    completed = subprocess.run([sys.executable, "-m", "apps.cli", "run", "--config", str(trained[1]),
-                                "--pipeline-root", str(root), "--rerun", "pusher"], cwd=PROJECT,
-                               capture_output=True, text=True, timeout=600, env=_env(LOST_DURING_PUSH, tmp_path, marker))
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "apps.cli",
+            "run",
+            "--config",
+            str(trained[1]),
+            "--pipeline-root",
+            str(root),
+            "--rerun",
+            "pusher",
+        ],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(LOST_DURING_PUSH, tmp_path, marker),
+    )
     assert Path(f"{marker}.swallowed").exists()
     _one_line(completed, 143, "interrupted by SIGTERM")
     run_id, status = _latest_run(root)

@@ -1,8 +1,8 @@
 """The tuner and trainer components, on tiny data and tiny models.
 
-The tuner tests use transform-shaped TFRecords written by support.datasets.write_transformed_examples; the trainer
-test runs on the real transform of the committed sample (`transformed_sample`), because its serving export
-needs a real transform graph.
+The tuner tests use transform-shaped TFRecords written by support.datasets.write_transformed_examples; the
+trainer test runs on the real transform of the committed sample (`transformed_sample`), because its serving
+export needs a real transform graph.
 """
 from __future__ import annotations
 
@@ -96,7 +96,9 @@ def test_random_search_scores_on_eval_and_writes_its_outputs(tuner_inputs, tmp_p
                 for value in event.summary.value:
                     tags.add(value.tag)
                     if value.metadata.plugin_data.plugin_name == "hparams":
-                        data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                        data = plugin_data_pb2.HParamsPluginData.FromString(
+                            value.metadata.plugin_data.content
+                        )
                         if data.HasField("session_start_info"):
                             hparams = {k: v.number_value if v.HasField("number_value") else v.string_value
                                        for k, v in data.session_start_info.hparams.items()}
@@ -107,9 +109,9 @@ def test_random_search_scores_on_eval_and_writes_its_outputs(tuner_inputs, tmp_p
 
 
 def test_random_search_varies_each_searched_value_across_trials(tuner_inputs, tmp_path):
-    """Read from KerasTuner's own trial files (not from what the tuner reports): every hyperparameter the search
-    is meant to explore took more than one value over the trials. Fixed here: embedding_dim and units (TINY);
-    batch_size is not searched (library/models.py says why); rnn searches all the others."""
+    """Read from KerasTuner's own trial files (not from what the tuner reports): every hyperparameter the
+    search is meant to explore took more than one value over the trials. Fixed here: embedding_dim and units
+    (TINY); batch_size is not searched (library/models.py says why); rnn searches all the others."""
     config = TunerConfig(architecture="rnn", algorithm="random", max_trials=5, max_epochs=1,
                          fixed_hyperparameters=TINY)
     tuner.run(tuner_inputs, tmp_path, config, RUNTIME)
@@ -123,7 +125,9 @@ def test_random_search_varies_each_searched_value_across_trials(tuner_inputs, tm
     assert all((values["embedding_dim"], values["units"]) == (8, 8) for values in tried)  # fixed means fixed
 
 
-def test_the_trials_of_a_search_read_the_files_once_and_score_on_a_capped_eval_subsample(tuner_inputs, tmp_path):
+def test_the_trials_of_a_search_read_the_files_once_and_score_on_a_capped_eval_subsample(
+    tuner_inputs, tmp_path
+):
     # Once the first trial has ended, the transformed examples move away: the later trials can only run on the
     # examples the first one cached in memory (train subsample and eval subsample alike).
     examples = Path(tuner_inputs["transformed_examples"].uri)
@@ -170,9 +174,13 @@ def test_interrupted_search_resumes_without_redoing_finished_trials(tuner_inputs
     assert json.loads(finished)["status"] == "COMPLETED"
 
     trained.clear()
-    monkeypatch.setattr(dataset, "bucketed_batches",
-                        lambda folder, split, *args, **kwargs: (trained.append(1) if split == "train" else None)
-                        or real_batches(folder, split, *args, **kwargs))
+    monkeypatch.setattr(
+        dataset,
+        "bucketed_batches",
+        lambda folder, split, *args, **kwargs: (
+            (trained.append(1) if split == "train" else None) or real_batches(folder, split, *args, **kwargs)
+        ),
+    )
     tuner.run(tuner_inputs, tmp_path, config, RUNTIME)
     assert len(trained) == 1, "only the interrupted trial should be trained again"
     assert first_trial.read_text() == finished
@@ -212,7 +220,10 @@ def test_no_tune_outputs_the_architecture_defaults(tuner_inputs, tmp_path):
 
     fixed = TunerConfig(architecture="rnn", enabled=False, fixed_hyperparameters=("batch_size=16",))
     tuner.run(tuner_inputs, tmp_path / "fixed", fixed, RUNTIME)
-    assert _result(tmp_path / "fixed")["values"] == {**models.default_hyperparameters("rnn"), "batch_size": 16}
+    assert _result(tmp_path / "fixed")["values"] == {
+        **models.default_hyperparameters("rnn"),
+        "batch_size": 16,
+    }
 
 
 def test_tuner_errors_are_clear(tuner_inputs, tmp_path):
@@ -274,7 +285,9 @@ def test_trainer_trains_exports_and_saves_a_reloadable_model(transformed_sample,
 
     hyperparameters = json.loads((model_dir / layouts.TRAINED_HYPERPARAMETERS_FILE).read_text())
     assert hyperparameters["architecture"] == "lstm" and hyperparameters["values"]["units"] == 16
-    assert layouts.read_model_input(model_dir) == layouts.read_model_input(transformed_sample["transform_graph"].uri)
+    assert layouts.read_model_input(model_dir) == layouts.read_model_input(
+        transformed_sample["transform_graph"].uri
+    )
     assert (model_dir / layouts.MODEL_INPUT_FILE).read_bytes() == (
         transformed_sample["transform_graph"].uri / layouts.MODEL_INPUT_FILE).read_bytes()
     assert layouts.has_saved_model(layouts.serving_model_dir(model_dir))
@@ -282,7 +295,8 @@ def test_trainer_trains_exports_and_saves_a_reloadable_model(transformed_sample,
     loaded = keras.saving.load_model(layouts.keras_model_file(model_dir))
     assert outputs["model"].properties["parameters"] == loaded.count_params()
     assert outputs["model"].properties["epochs_trained"] == 1
-    # Training moved every weight (one epoch here is too short to beat chance on the eval split by a margin) ...
+    # Training moved every weight (one epoch here is too short to beat chance on the eval split by a margin)
+    # ...
     initial, trained_weights = exported["initial_weights"], loaded.get_weights()
     assert len(trained_weights) == len(initial)
     assert not any(np.array_equal(before, after) for before, after in zip(initial, trained_weights))
@@ -300,11 +314,15 @@ def test_trainer_trains_exports_and_saves_a_reloadable_model(transformed_sample,
                                    exported["model"].predict(token_ids, verbose=0), rtol=1e-5, atol=1e-6)
 
 
-def test_an_epoch_of_a_split_larger_than_max_rows_per_epoch_trains_on_that_many_rows(transformed_sample, tmp_path):
+def test_an_epoch_of_a_split_larger_than_max_rows_per_epoch_trains_on_that_many_rows(
+    transformed_sample, tmp_path
+):
     chosen = tuner.run(transformed_sample, tmp_path / "tuner", TunerConfig(
         architecture="rnn", enabled=False, fixed_hyperparameters=(*TINY, "batch_size=32")), RUNTIME)
     out = tmp_path / "trainer"
-    trainer.run({**transformed_sample, **chosen}, out, TrainerConfig(epochs=3, max_rows_per_epoch=300), RUNTIME)
+    trainer.run(
+        {**transformed_sample, **chosen}, out, TrainerConfig(epochs=3, max_rows_per_epoch=300), RUNTIME
+    )
     history = layouts.read_history(out / "model_run")
     assert history["steps_per_epoch"] == 10 and history["rows_per_epoch"] == 10 * 32  # ceil(300 / 32) batches
     assert history["padding"]["batches"] > 3 * 10  # three such epochs do not even cover the split once
@@ -320,5 +338,7 @@ def test_trainer_rejects_unusable_hyperparameters(tuner_inputs, tmp_path):
     with pytest.raises(ComponentError, match="num_layers must be in"):
         trainer.run(inputs, tmp_path / "out", TrainerConfig(epochs=1), RUNTIME)
     (folder / "best_hyperparameters.json").write_text(json.dumps({"architecture": "cnn", "values": {}}))
-    with pytest.raises(ComponentError, match="must name an architecture of " + ", ".join(models.architecture_names())):
+    with pytest.raises(
+        ComponentError, match="must name an architecture of " + ", ".join(models.architecture_names())
+    ):
         trainer.run(inputs, tmp_path / "out", TrainerConfig(epochs=1), RUNTIME)

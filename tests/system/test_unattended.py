@@ -2,9 +2,10 @@
 
 Full disks are real: a small tmpfs mounted, in a private mount namespace (`unshare -m`), over the folder where
 the disk should fill (the steps' work folder, the serving folder, the run folders, the whole pipeline root, a
-predict output folder), holding a copy of that folder's contents and then filled up. What the folder holds after
-the command is copied out of the namespace for the assertions. Then the logs: what a default-ish run prints with
-stdout and stderr in a file, what the per-step log files hold, `--log-format json`, and `--deadline`.
+predict output folder), holding a copy of that folder's contents and then filled up. What the folder holds
+after the command is copied out of the namespace for the assertions. Then the logs: what a default-ish run
+prints with stdout and stderr in a file, what the per-step log files hold, `--log-format json`, and
+`--deadline`.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from support.paths import PROJECT, SAMPLE_DIR
 
 pytestmark = pytest.mark.e2e
 
-# Fills the tmpfs mounted over $F with a copy of $SRC, then a filler file (less $LEAVE bytes), runs the command,
-# and copies what $F holds afterwards (without the filler) to $AFTER, outside the namespace's mount.
+# Fills the tmpfs mounted over $F with a copy of $SRC, then a filler file (less $LEAVE bytes), runs the
+# command, and copies what $F holds afterwards (without the filler) to $AFTER, outside the namespace's mount.
 ON_FULL_TMPFS = r"""
 set -e
 mount -t tmpfs -o size="$SIZE" tmpfs "$F"
@@ -54,7 +55,9 @@ def _mount_namespaces_work() -> bool:
 def tmpfs_ok() -> None:
     if not _mount_namespaces_work():
         # On CI the disk-full tests are the point: a machine that cannot run them fails instead of skipping.
-        assert os.environ.get("CI") != "true", "CI=true but no private mount namespace (unshare -m) for a tmpfs"
+        assert os.environ.get("CI") != "true", (
+            "CI=true but no private mount namespace (unshare -m) for a tmpfs"
+        )
         pytest.skip("no private mount namespace (unshare -m, mount -t tmpfs) on this machine")
 
 
@@ -75,7 +78,8 @@ def on_full_tmpfs(folder: Path, args: list, size: str = "1m", leave: int = 0,
 
 
 def disk_full_line(completed: subprocess.CompletedProcess, folder: Path) -> str:
-    """Exit 1, one line saying the disk is full and naming the filesystem; never the advice to move the store."""
+    """Exit 1, one line saying the disk is full and naming the filesystem; never the advice to move the
+    store."""
     output = completed.stdout + completed.stderr
     assert "move it aside" not in output and ".broken" not in output, output[-3000:]
     message = one_line(completed, 1, "disk full", f"the filesystem at {folder}", "free")
@@ -109,7 +113,10 @@ def test_a_step_on_a_full_disk_is_one_line_and_the_run_is_recorded_failed(tmpfs_
     [(error,)] = store_rows(root, "SELECT error FROM runs WHERE id = ?", (run_id,))
     assert "disk full" in error and "move it aside" not in error
     # Nothing published, and the half-written attempt was removed to give the space back.
-    assert not (root / "runs" / run_id / step).exists() and not (root / "runs" / run_id / f"{step}.failed").exists()
+    assert (
+        not (root / "runs" / run_id / step).exists()
+        and not (root / "runs" / run_id / f"{step}.failed").exists()
+    )
     assert [p.name for p in after.iterdir()] == []
     assert versions(root) == ["1"]
 
@@ -144,8 +151,8 @@ def test_the_store_on_a_full_disk_is_full_not_corrupt(tmpfs_ok, root, trained):
                                             "--until", "ingest"], size="64m")
     message = disk_full_line(completed, root)
     assert "metadata.sqlite" in message and "intact" in message, message
-    # The store could not record the run (its disk is full); it is as it was, and once there is space again the
-    # next run works with it: every step it needs is cached.
+    # The store could not record the run (its disk is full); it is as it was, and once there is space again
+    # the next run works with it: every step it needs is cached.
     shutil.rmtree(root)
     shutil.copytree(after, root, symlinks=True)
     assert run_ids(root)[:len(before)] == before
@@ -170,12 +177,20 @@ def test_the_free_space_check_fails_before_the_step_starts(tmpfs_ok, root, train
     completed, after = on_full_tmpfs(root, ["run", "--config", trained[1], "--pipeline-root", root,
                                             "--only", "transform", "--rerun", "transform"],
                                      size="80m", leave=40 << 20)
-    message = one_line(completed, 1, "transform: not started, too little free space", f"the filesystem at {root}",
-                       "pipeline.min_free_space")
+    message = one_line(
+        completed,
+        1,
+        "transform: not started, too little free space",
+        f"the filesystem at {root}",
+        "pipeline.min_free_space",
+    )
     assert "move it aside" not in completed.stdout + completed.stderr
     run_id = max(p.name for p in (after / "runs").iterdir())
     assert json.loads((after / "runs" / run_id / "run.json").read_text())["status"] == "failed"
-    assert not (after / "runs" / run_id / "logs").exists() and not (after / "runs" / run_id / "transform").exists()
+    assert (
+        not (after / "runs" / run_id / "logs").exists()
+        and not (after / "runs" / run_id / "transform").exists()
+    )
     assert "66.1 MiB" in message or "MiB pipeline.min_free_space" in message, message
 
 
@@ -183,14 +198,25 @@ def test_predict_output_on_a_full_disk_leaves_no_file(tmpfs_ok, trained, tmp_pat
     texts = tmp_path / "texts.txt"
     texts.write_text("Stocks rally as oil falls\nThe striker scored twice\n" * 2000)
     out_dir = tmp_path / "out"
-    completed, after = on_full_tmpfs(out_dir, ["predict", "--model-dir", trained[0] / "serving" / "agnews" / "1",
-                                               "--input", texts, "--output", out_dir / "predictions.jsonl"],
-                                     size="64k")
+    completed, after = on_full_tmpfs(
+        out_dir,
+        [
+            "predict",
+            "--model-dir",
+            trained[0] / "serving" / "agnews" / "1",
+            "--input",
+            texts,
+            "--output",
+            out_dir / "predictions.jsonl",
+        ],
+        size="64k",
+    )
     disk_full_line(completed, out_dir)
     assert list(after.iterdir()) == []  # neither a half-written predictions.jsonl nor its temporary file
 
 
-# --------------------------------------------------------------------------------------------------------- logs
+# ---------------------------------------------------------------------------------------------------------
+# logs
 
 QUICK_RUN = """
 ingest:
@@ -254,7 +280,8 @@ def test_the_step_logs_hold_the_libraries_output(quiet_run):
     assert KERAS_TUNER_LINE.search(logs["tuner"])  # KerasTuner's trial table and banner
     assert len(KERAS_STEP_LINE.findall(logs["trainer"])) == 2  # Keras's line per epoch
     everything = "".join(logs.values())
-    assert TF_CPP_LINE.search(everything) or "oneDNN" in everything, everything[:3000]  # TensorFlow's C++ lines
+    # TensorFlow's C++ lines
+    assert TF_CPP_LINE.search(everything) or "oneDNN" in everything, everything[:3000]
 
 
 def test_json_log_lines_all_parse(quiet_run, tmp_path):
@@ -276,7 +303,10 @@ def test_json_log_lines_all_parse(quiet_run, tmp_path):
     assert failed.returncode == 1, failed.stderr[-3000:]
     assert all(json.loads(line) for line in failed.stdout.splitlines())
     errors = [json.loads(line) for line in failed.stderr.splitlines() if line.strip()]
-    assert errors[-1]["level"] == "error" and "--from evaluator needs the outputs of trainer" in errors[-1]["message"]
+    assert (
+        errors[-1]["level"] == "error"
+        and "--from evaluator needs the outputs of trainer" in errors[-1]["message"]
+    )
 
 
 def test_the_deadline_ends_a_retrain_cleanly(trained, root):
@@ -302,12 +332,34 @@ def test_serve_keeps_answering_when_its_log_disk_is_full(tmpfs_ok, trained, tmp_
         port = probe.getsockname()[1]
     logs = tmp_path / "logs"
     logs.mkdir()
-    script = ('mount -t tmpfs -o size=64k tmpfs "$F" && (dd if=/dev/zero of="$F/.filler" bs=4096 2>/dev/null; '
-              'true) && exec "$@" 2>>"$F/serve.log"')
+    script = (
+        'mount -t tmpfs -o size=64k tmpfs "$F" && (dd if=/dev/zero of="$F/.filler" bs=4096 2>/dev/null; '
+        'true) && exec "$@" 2>>"$F/serve.log"'
+    )
     process = subprocess.Popen(
-        ["env", f"F={logs}", "unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m", "apps.cli", "serve",
-         "--serving-dir", str(trained[0] / "serving" / "agnews"), "--port", str(port)],
-        cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            "env",
+            f"F={logs}",
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            sys.executable,
+            "-m",
+            "apps.cli",
+            "serve",
+            "--serving-dir",
+            str(trained[0] / "serving" / "agnews"),
+            "--port",
+            str(port),
+        ],
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline, status = time.monotonic() + 180, None
         while time.monotonic() < deadline and process.poll() is None:
@@ -343,7 +395,9 @@ def test_store_errors_are_told_apart(tmp_path):
                           "'running', 0, '{}')")
     read_only.close()
     error = store_error(path, refused.value)
-    assert isinstance(error, StoreNotWritable) and "intact" in str(error) and "move it aside" not in str(error)
+    assert (
+        isinstance(error, StoreNotWritable) and "intact" in str(error) and "move it aside" not in str(error)
+    )
     busy = store_error(path, sqlite3.OperationalError("database is locked"))
     assert type(busy) is StoreError and "move it aside" not in str(busy)
     path.write_bytes(os.urandom(4096))
@@ -362,13 +416,23 @@ def test_progress_is_one_line_rewritten_on_a_terminal_and_plain_lines_elsewhere(
 
     for stream, tty in ((io.StringIO(), False), (Terminal(), True)):
         console = Console(stream=stream)
-        for event, message in (("step_started", "[1/7] ingest running ..."), ("progress", "elapsed 30s, ETA ~10s"),
-                               ("progress", "elapsed 60s, ETA ~0s"), ("step_done", "[1/7] ingest done")):
+        for event, message in (
+            ("step_started", "[1/7] ingest running ..."),
+            ("progress", "elapsed 30s, ETA ~10s"),
+            ("progress", "elapsed 60s, ETA ~0s"),
+            ("step_done", "[1/7] ingest done"),
+        ):
             console.event(event, message)
         text = stream.getvalue()
         if tty:
-            assert text == ("[1/7] ingest running ...\n\r\x1b[2Kelapsed 30s, ETA ~10s\r\x1b[2Kelapsed 60s, ETA ~0s"
-                            "\r\x1b[2K[1/7] ingest done\n")
+            assert text == (
+                "[1/7] ingest running ...\n\r\x1b[2Kelapsed 30s, ETA ~10s\r\x1b[2Kelapsed 60s, ETA ~0s"
+                "\r\x1b[2K[1/7] ingest done\n"
+            )
         else:
             assert not ANSI.search(text) and text.splitlines() == [
-                "[1/7] ingest running ...", "elapsed 30s, ETA ~10s", "elapsed 60s, ETA ~0s", "[1/7] ingest done"]
+                "[1/7] ingest running ...",
+                "elapsed 30s, ETA ~10s",
+                "elapsed 60s, ETA ~0s",
+                "[1/7] ingest done",
+            ]

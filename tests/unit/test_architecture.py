@@ -1,6 +1,6 @@
-"""The import graph has no circles. The layer order itself (contract < library < components < pipeline < engines <
-apps) is enforced by import-linter's contracts in pyproject.toml (`make lint`); this test reads the same graph
-the code versions are derived from (every import statement, those inside functions included)."""
+"""The import graph has no circles. The layer order itself (contract < library < components < pipeline <
+engines < apps) is enforced by import-linter's contracts in pyproject.toml (`make lint`); this test reads the
+same graph the code versions are derived from (every import statement, those inside functions included)."""
 from __future__ import annotations
 
 from library.code_version import PROJECT_PACKAGES, PROJECT_ROOT, _imported_names

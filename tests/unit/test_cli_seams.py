@@ -8,11 +8,13 @@ import re
 
 import pytest
 import tomllib
+from support.cli import agnews_in_process
 from support.paths import PROJECT
 
 from apps.cli.exit_codes import EXIT_MEANINGS, EXIT_USAGE
 from apps.cli.main import main
 from apps.cli.parser import build_parser, config_from_args
+from apps.cli.utils import print_listing
 
 
 def exits(capsys, argv: list[str]) -> tuple[int, str, str]:
@@ -35,7 +37,8 @@ def test_retrain_help_lists_no_step_range_and_ends_with_the_exit_codes(capsys):
     flags = set(re.findall(r"--[a-z-]+", out))
     assert not flags & {"--until", "--from", "--only"}
     assert "--force" in out and "--lock-timeout" in out
-    assert "skipped when the data is unchanged" in out.split("options:")[0]  # the description, above the flags
+    # the description, above the flags
+    assert "skipped when the data is unchanged" in out.split("options:")[0]
     table = out[out.index("exit codes:"):].splitlines()[1:]
     assert [line.split(None, 1)[0] for line in table] == [str(code) for code in EXIT_MEANINGS]
     assert [line.split(None, 1)[1] for line in table] == list(EXIT_MEANINGS.values())
@@ -75,23 +78,43 @@ def test_every_duration_flag_takes_the_one_grammar(text, seconds):
     assert parser.parse_args(["train-worker", "--pipeline-root", "r", "--workers", "h:1,h:2", "--index", "1",
                               "--timeout", text]).timeout == seconds
     if seconds:
-        deadline = config_from_args(parser.parse_args(["run", "--deadline", text])).pipeline.deadline_seconds()
+        deadline = config_from_args(
+            parser.parse_args(["run", "--deadline", text])
+        ).pipeline.deadline_seconds()
         assert deadline == seconds
 
 
 def test_a_bad_duration_flag_is_one_line(capsys):
     code, _, err = exits(capsys, ["run", "--lock-timeout", "soon"])
     assert code == EXIT_USAGE
-    assert "--lock-timeout: 'soon' is not a duration like 600 (seconds), 10s, 90min" in err.strip().splitlines()[-1]
+    assert (
+        "--lock-timeout: 'soon' is not a duration like 600 (seconds), 10s, 90min"
+        in err.strip().splitlines()[-1]
+    )
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--serving-dir", "{missing}"], "does not exist; push a model first"),
-    (["--serving-dir", "{here}", "--poll-seconds", "0"], "--poll-seconds must be positive, got 0"),
-    (["--serving-dir", "{here}", "--max-batch-size", "0"], "--max-batch-size must be positive, got 0"),
-    (["--serving-dir", "{here}", "--allowed-batch-sizes", "1,x"], "--allowed-batch-sizes must be sizes"),
-    (["--serving-dir", "{here}", "--max-queue-delay-ms", "-1"], "--max-queue-delay-ms must be 0 (off) or more"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--serving-dir", "{missing}"], "does not exist; push a model first"),
+        (["--serving-dir", "{here}", "--poll-seconds", "0"], "--poll-seconds must be positive, got 0"),
+        (["--serving-dir", "{here}", "--max-batch-size", "0"], "--max-batch-size must be positive, got 0"),
+        (["--serving-dir", "{here}", "--allowed-batch-sizes", "1,x"], "--allowed-batch-sizes must be sizes"),
+        (
+            ["--serving-dir", "{here}", "--max-queue-delay-ms", "-1"],
+            "--max-queue-delay-ms must be 0 (off) or more",
+        ),
+        (
+            ["--serving-dir", "{here}", "--port", "99999"],
+            "--port must be a port from 0 (any free port) to 65535",
+        ),
+        (
+            ["--serving-dir", "{here}", "--model-version-policy", "bogus"],
+            "--model-version-policy must be latest",
+        ),
+        (["--serving-dir", "{here}", "--version-labels", "{missing}"], "cannot read the version labels file"),
+    ],
+)
 def test_serve_errors_honour_log_format_json(tmp_path, capsys, flags, message):
     argv = [flag.format(missing=tmp_path / "no", here=tmp_path) for flag in flags]
     assert main(["serve", *argv, "--log-format", "json"]) == EXIT_USAGE
@@ -99,7 +122,28 @@ def test_serve_errors_honour_log_format_json(tmp_path, capsys, flags, message):
     lines = err.strip().splitlines()
     assert out == "" and len(lines) == 1, lines
     record = json.loads(lines[0])
-    assert record["level"] == "error" and record["message"].startswith("serve: ") and message in record["message"]
+    assert (
+        record["level"] == "error"
+        and record["message"].startswith("serve: ")
+        and message in record["message"]
+    )
+
+
+def test_a_listing_is_json_a_line_when_empty_or_an_aligned_table(capsys):
+    """`runs` and `spans` print their rows through print_listing: JSON for --json, one line for none, or a
+    table whose columns start at the same place on every line."""
+    rows = [{"name": "a", "rows": 1200}, {"name": "longer-name", "rows": None}]
+
+    def cells(row):
+        return row["name"], "-" if row["rows"] is None else row["rows"]
+
+    print_listing(rows, True, "none", ("name", "rows"), cells)
+    assert json.loads(capsys.readouterr().out) == rows
+    print_listing([], False, "no rows here", ("name", "rows"), cells)
+    assert capsys.readouterr().out == "no rows here\n"
+    print_listing(rows, False, "none", ("name", "rows"), cells)
+    table = capsys.readouterr().out.splitlines()
+    assert table == ["name         rows", "a            1200", "longer-name  -"]
 
 
 def test_retrain_reaches_the_pipeline_without_step_range_flags(tmp_path, sample_dir):
@@ -113,3 +157,16 @@ def test_retrain_reaches_the_pipeline_without_step_range_flags(tmp_path, sample_
     completed = agnews_in_process("retrain", "--data", f"csv:{stream}", "--pipeline-root", tmp_path / "root",
                                   "--set", "ingest.window.min_spans=2", check_code=6)
     assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize("command", [["rollback", "99"], ["runs"], ["show", "20261201T000000-abc"], ["spans"],
+                                     ["spans", "accept", "0001"], ["diff", "a", "b"], ["gc", "--keep", "1"]])
+def test_a_command_on_a_root_that_does_not_exist_refuses_and_creates_nothing(tmp_path, command):
+    root = tmp_path / "nonexistent"
+    refused = agnews_in_process(*command, "--pipeline-root", root, check_code=2)
+    assert (
+        refused.stderr.strip()
+        == f"{command[0]}: no pipeline root at {root}: nothing has run there; give the "
+        "--pipeline-root (or the configuration's pipeline.root) of a root a run created"
+    )
+    assert not root.exists() and list(tmp_path.iterdir()) == []

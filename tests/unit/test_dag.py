@@ -43,21 +43,26 @@ def _execute(store: MetadataStore, run_id: str, step: str, inputs: dict[str, int
     for name, (content, properties) in outputs.items():
         folder = tmp_path / run_id / step / name
         folder.mkdir(parents=True)
-        published[name] = (Artifact(name, folder, properties), content)  # the content stands in for a fingerprint
+        # the content stands in for a fingerprint
+        published[name] = (Artifact(name, folder, properties), content)
     return store.complete_execution(execution, tmp_path / run_id / step, inputs, published)
 
 
 def test_served_resolver_follows_the_highest_served_version_not_the_newest_blessing(tmp_path):
-    """SERVED_MODEL: the model whose push published the highest complete version of the serving folder (after a
-    rollback, the model rolled back to), passing over an excluded candidate; SERVED_BLESSINGS: the last N."""
+    """SERVED_MODEL: the model whose push published the highest complete version of the serving folder (after
+    a rollback, the model rolled back to), passing over an excluded candidate; SERVED_BLESSINGS: the last
+    N."""
     import types
 
-    from library.layouts import serving_version_dir
+    from library.folder_layouts import serving_version_dir
     store = MetadataStore(tmp_path / "metadata.sqlite")
     serving = tmp_path / "serving"
-    config = types.SimpleNamespace(serving_dir=lambda: serving, evaluator=types.SimpleNamespace(anchor_versions=2))
+    config = types.SimpleNamespace(
+        serving_dir=lambda: serving, evaluator=types.SimpleNamespace(anchor_versions=2)
+    )
     resolver = dag.SERVED_MODEL
-    assert resolver.resolve(store, dag.STEPS, config=config) is None  # nothing served yet: the input is absent
+    # nothing served yet: the input is absent
+    assert resolver.resolve(store, dag.STEPS, config=config) is None
 
     def publish(version: int) -> Path:
         folder = serving_version_dir(serving, version)
@@ -81,22 +86,23 @@ def test_served_resolver_follows_the_highest_served_version_not_the_newest_bless
     second, second_blessing = run("r2", "model-2", 2)
     assert resolver.resolve(store, dag.STEPS, config=config).id == second
     assert resolver.resolve(store, dag.STEPS, config=config, exclude_fingerprint="model-2").id == first
-    run("r3", "model-3", None)  # blessed, not pushed (a pinned run, a failed push): not served, not the baseline
+    # blessed, not pushed (a pinned run, a failed push): not served, not the baseline
+    run("r3", "model-3", None)
     assert resolver.resolve(store, dag.STEPS, config=config).id == second
     run("r4", "", 3, model_id=first)  # a rollback: version 3 is model 1 again
     assert resolver.resolve(store, dag.STEPS, config=config).id == first
     served = dag.SERVED_BLESSINGS.resolve(store, dag.STEPS, config=config)
     assert [(b.properties["served_version"]) for b in served] == [3, 2]
     assert served[1].id == second_blessing
-    # Without a configuration (gc, and the runner asking whether the store knows any before it takes the version
-    # folder itself): the newest pushed model on record.
+    # Without a configuration (gc, and the runner asking whether the store knows any before it takes the
+    # version folder itself): the newest pushed model on record.
     assert resolver.resolve(store, dag.STEPS).id == first
     store.close()
 
 
 def test_own_output_resolver_matches_properties_and_skips_what_the_same_inputs_computed(tmp_path):
-    """LATEST_TUNED_HYPERPARAMETERS: the newest tuned output with the same search fingerprint, never one the tuner
-    computed from the inputs it has now (an unchanged re-run resolves what the first run resolved)."""
+    """LATEST_TUNED_HYPERPARAMETERS: the newest tuned output with the same search fingerprint, never one the
+    tuner computed from the inputs it has now (an unchanged re-run resolves what the first run resolved)."""
     from components.tuner import executor as tuner
     from contract.config_loading import load_config
     store = MetadataStore(tmp_path / "metadata.sqlite")
@@ -108,9 +114,19 @@ def test_own_output_resolver_matches_properties_and_skips_what_the_same_inputs_c
         store.start_run(run_id, "run", {}, None)
         examples_id = _execute(store, run_id, "transform", {}, {"transformed_examples": (examples, {})},
                                tmp_path)["transformed_examples"]
-        found = _execute(store, run_id, "tuner", {"transformed_examples": examples_id},
-                         {"best_hyperparameters": (f"hp-{run_id}", {"tuned": True, "search_fingerprint": space,
-                                                                    **properties})}, tmp_path)
+        found = _execute(
+            store,
+            run_id,
+            "tuner",
+            {"transformed_examples": examples_id},
+            {
+                "best_hyperparameters": (
+                    f"hp-{run_id}",
+                    {"tuned": True, "search_fingerprint": space, **properties},
+                )
+            },
+            tmp_path,
+        )
         return found["best_hyperparameters"], examples_id
 
     assert resolver.resolve(store, dag.STEPS, config=config) is None
@@ -130,11 +146,15 @@ def test_own_output_resolver_matches_properties_and_skips_what_the_same_inputs_c
 def test_outputs_where_lists_only_deliveries_that_happened(tmp_path):
     store = MetadataStore(tmp_path / "metadata.sqlite")
     store.start_run("r1", "run", {}, None)
-    pushed = _execute(store, "r1", "pusher", {}, {"pushed_model": ("p1", {"pushed": True, "version": 1})}, tmp_path)
+    pushed = _execute(
+        store, "r1", "pusher", {}, {"pushed_model": ("p1", {"pushed": True, "version": 1})}, tmp_path
+    )
     store.start_run("r2", "run", {}, None)
     _execute(store, "r2", "pusher", {}, {"pushed_model": ("p2", {"pushed": False})}, tmp_path)
     found = store.outputs_where("pusher", "pushed_model", "pushed")
-    assert [(execution["run_id"], artifact.id) for execution, artifact in found] == [("r1", pushed["pushed_model"])]
+    assert [(execution["run_id"], artifact.id) for execution, artifact in found] == [
+        ("r1", pushed["pushed_model"])
+    ]
     store.close()
 
 
@@ -143,7 +163,11 @@ def _judge(inputs, output_dir: Path, config, runtime):
     out = output_dir / "verdict"
     out.mkdir()
     baseline = inputs.get("baseline")
-    return {"verdict": Artifact("verdict", out, {"good": True, "baseline": str(baseline.uri) if baseline else None})}
+    return {
+        "verdict": Artifact(
+            "verdict", out, {"good": True, "baseline": str(baseline.uri) if baseline else None}
+        )
+    }
 
 
 def test_the_runner_resolves_a_resolver_input_from_the_store_or_its_fallback(tmp_path):
@@ -154,8 +178,13 @@ def test_the_runner_resolves_a_resolver_input_from_the_store_or_its_fallback(tmp
 
     served = tmp_path / "outside" / "7"
     served.mkdir(parents=True)
-    resolver = dag.Resolver("last_good_numbers", artifact="source.numbers", judged_by="judge.verdict", where="good",
-                            fallback=lambda config: served)
+    resolver = dag.Resolver(
+        "last_good_numbers",
+        artifact="source.numbers",
+        judged_by="judge.verdict",
+        where="good",
+        fallback=lambda config: served,
+    )
     judge = ComponentSpec(__name__, executor=f"{__name__}:_judge", outputs=("verdict",),
                           config_section="evaluator")
     steps = (toy_components.STEPS[0],
@@ -165,8 +194,11 @@ def test_the_runner_resolves_a_resolver_input_from_the_store_or_its_fallback(tmp
 
     def run(numbers: str) -> dict:
         (data / "train.csv").write_text(numbers)
-        runner = Runner(load_config(flags={"pipeline.root": str(tmp_path / "root"), "ingest.data": f"csv:{data}"}),
-                        log=lambda message: None, steps=steps)
+        runner = Runner(
+            load_config(flags={"pipeline.root": str(tmp_path / "root"), "ingest.data": f"csv:{data}"}),
+            log=lambda message: None,
+            steps=steps,
+        )
         try:
             result = runner.run()
         finally:
@@ -176,7 +208,9 @@ def test_the_runner_resolves_a_resolver_input_from_the_store_or_its_fallback(tmp
     first = run("1 2 3\n")  # nothing judged yet: the fallback folder, recorded as an external artifact
     assert first.artifact("judge", "verdict").properties["baseline"] == str(served)
     second = run("4 5\n")  # the numbers the first run's judge approved
-    assert second.artifact("judge", "verdict").properties["baseline"] == str(first.artifact("source", "numbers").uri)
+    assert second.artifact("judge", "verdict").properties["baseline"] == str(
+        first.artifact("source", "numbers").uri
+    )
     third = run("4 5\n")  # the same data: its own numbers are never its baseline, so it stays cached
     assert [s.state for s in third.steps] == ["cached", "cached"]
 
@@ -258,6 +292,53 @@ def test_a_wiring_fault_fails_at_import_with_one_line(tmp_path):
     project = str(Path(dag.__file__).resolve().parent.parent)
     completed = subprocess.run([sys.executable, "-c", script, str(tmp_path), project], capture_output=True,
                                text=True, timeout=120)
-    assert completed.stdout.strip() == ("DagError: pipeline DAG: step 'transform' input 'schema' reads "
-                                        "'validate.schemas', which no earlier step outputs (known: "
-                                        "ingest.examples, validate.anomalies, validate.schema, validate.statistics)")
+    assert completed.stdout.strip() == (
+        "DagError: pipeline DAG: step 'transform' input 'schema' reads "
+        "'validate.schemas', which no earlier step outputs (known: "
+        "ingest.examples, validate.anomalies, validate.schema, validate.statistics)"
+    )
+
+
+def test_validate_resolves_the_served_model_and_its_examples_but_not_one_trained_on_its_own_examples(
+    tmp_path,
+):
+    """Validate's reference (SERVED_FOR_VALIDATE, SERVED_EXAMPLES): the served model and the examples its
+    trainer consumed; a served model trained on the very examples validate checks now is passed over for the
+    version below (an unchanged re-run after a push resolves what the first run resolved)."""
+    import types
+
+    from library.folder_layouts import serving_version_dir
+    store = MetadataStore(tmp_path / "metadata.sqlite")
+    serving = tmp_path / "serving"
+    config = types.SimpleNamespace(serving_dir=lambda: serving)
+
+    def week(run_id: str, version: int) -> tuple[int, int]:
+        store.start_run(run_id, "run", {}, None)
+        examples = _execute(store, run_id, "ingest", {}, {"examples": (f"e-{run_id}", {})}, tmp_path)[
+            "examples"
+        ]
+        model = _execute(store, run_id, "trainer", {"examples": examples},
+                         {"model": (f"m-{run_id}", {})}, tmp_path)["model"]
+        blessing = _execute(store, run_id, "evaluator", {"model": model},
+                            {"blessing": (f"b-{run_id}", {"blessed": True})}, tmp_path)["blessing"]
+        folder = serving_version_dir(serving, version)
+        folder.mkdir(parents=True)
+        (folder / "saved_model.pb").write_bytes(b"model")
+        _execute(store, run_id, "pusher", {"model": model, "blessing": blessing},
+                 {"pushed_model": (f"p-{run_id}", {"pushed": True, "version": version, "path": str(folder)})},
+                 tmp_path)
+        return examples, model
+
+    first_examples, first_model = week("r1", 1)
+    second_examples, second_model = week("r2", 2)
+    assert dag.SERVED_FOR_VALIDATE.resolve(store, dag.STEPS, config=config).id == second_model
+    assert dag.SERVED_EXAMPLES.resolve(store, dag.STEPS, config=config).id == second_examples
+    same = {"examples": "e-r2"}  # validate checking the examples the served model was trained on
+    assert (
+        dag.SERVED_FOR_VALIDATE.resolve(store, dag.STEPS, config=config, exclude_inputs=same).id
+        == first_model
+    )
+    assert (
+        dag.SERVED_EXAMPLES.resolve(store, dag.STEPS, config=config, exclude_inputs=same).id == first_examples
+    )
+    store.close()

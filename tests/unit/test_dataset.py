@@ -1,8 +1,8 @@
 """The tf.data input pipelines over the transform's length buckets (library/dataset.py).
 
 The fixtures write transform-shaped artifacts themselves (tests/support/datasets.py), so these tests do not
-depend on the transform component; tests/unit/test_models.py and tests/system/test_tuner_trainer.py use the same
-writer.
+depend on the transform component; tests/unit/test_models.py and tests/system/test_tuner_trainer.py use the
+same writer.
 """
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ def test_each_batch_holds_one_bucket_and_is_padded_to_its_longest(fake_transform
     for ids, labels in epoch:
         lengths = np.count_nonzero(ids, axis=1)
         assert ids.dtype == np.int64 and ids.shape[0] == labels.shape[0]
-        assert len({_bucket_of(int(n)) for n in lengths}) == 1, f"batch mixes buckets: lengths {sorted(lengths)}"
+        assert len({_bucket_of(int(n)) for n in lengths}) == 1, (
+            f"batch mixes buckets: lengths {sorted(lengths)}"
+        )
         assert ids.shape[1] == max(int(lengths.max()), 1)  # padded to its own longest (at least one step)
         buckets_seen.append(_bucket_of(int(lengths.max())))
     # Buckets are interleaved, not served one after another.
@@ -107,7 +109,9 @@ def test_bucketing_pads_less_than_the_unbucketed_baseline(fake_transformed):
     fixed = dataset.unbucketed_batches(examples.uri, "train", 32, seed=0, pad_to="max_length", max_length=64)
     per_batch_ratio = dataset.padding_ratio(per_batch.dataset)
     fixed_ratio = dataset.padding_ratio(fixed.dataset)
-    assert bucketed["real_tokens"] == per_batch_ratio["real_tokens"] == fixed_ratio["real_tokens"] == real_tokens
+    assert (
+        bucketed["real_tokens"] == per_batch_ratio["real_tokens"] == fixed_ratio["real_tokens"] == real_tokens
+    )
     assert bucketed["examples"] == per_batch_ratio["examples"] == len(written["train"])
     assert _rows(_epoch(per_batch.dataset)) == collections.Counter(written["train"])
     assert bucketed["padding_ratio"] < per_batch_ratio["padding_ratio"] <= fixed_ratio["padding_ratio"]

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from components.ingest.executor import source_rows
-from contract.config import IngestConfig
+from contract.data_config import IngestConfig
 from contract.files import BLOCK_BYTES, file_sha256, replaced_atomically, write_json_atomic, write_text_atomic
 from library.ag_news_csv import count_lines
 
@@ -37,7 +37,9 @@ def test_file_sha256_reads_a_file_larger_than_a_block(tmp_path):
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
 
 
-@pytest.mark.parametrize("text, lines", [("", 0), ("a\n", 1), ("a", 1), ("a\nb", 2), ("a\nb\n", 2), ("\n\n", 2)])
+@pytest.mark.parametrize(
+    "text, lines", [("", 0), ("a\n", 1), ("a", 1), ("a\nb", 2), ("a\nb\n", 2), ("\n\n", 2)]
+)
 def test_count_lines_counts_a_last_line_without_newline(tmp_path, text, lines):
     path = tmp_path / "lines.csv"
     path.write_bytes(text.encode())
@@ -45,7 +47,8 @@ def test_count_lines_counts_a_last_line_without_newline(tmp_path, text, lines):
 
 
 def test_ingest_estimates_the_rows_it_reads_also_without_a_final_newline(tmp_path):
-    """source_rows (the runner's ETA and free-space estimate) once counted newlines only: one row short here."""
+    """source_rows (the runner's ETA and free-space estimate) once counted newlines only: one row short
+    here."""
     (tmp_path / "train.csv").write_text('"1","a","b"\n"2","c","d"', encoding="utf-8")
     (tmp_path / "test.csv").write_text('"3","e","f"', encoding="utf-8")
     assert source_rows(IngestConfig(data=f"csv:{tmp_path}")) == 3

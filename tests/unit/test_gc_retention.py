@@ -1,11 +1,12 @@
 """The retention policy of pipeline/gc.py on a store of toy executions (fast: no training, a unit test): each
-model warm-starts from the one before, and only the last K served versions' lineage and the newest runs stay."""
+model warm-starts from the one before, and only the last K served versions' lineage and the newest runs
+stay."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from contract.artifacts import Artifact
-from library.layouts import serving_version_dir, serving_versions
+from library.folder_layouts import serving_version_dir, serving_versions
 from pipeline.gc import collect_garbage
 from pipeline.metadata import MetadataStore
 
@@ -33,7 +34,9 @@ def weekly_root(root: Path, weeks: int) -> tuple[MetadataStore, Path, dict[int, 
         store.start_run(run_id, "retrain", {}, None)
         examples = _execute(store, root, run_id, "ingest", {}, {"examples": {}})["examples"]
         previous = {"base_model": models[week - 1]} if week > 1 else {}
-        model = _execute(store, root, run_id, "trainer", {"examples": examples, **previous}, {"model": {}})["model"]
+        model = _execute(store, root, run_id, "trainer", {"examples": examples, **previous}, {"model": {}})[
+            "model"
+        ]
         baseline = {"baseline_model": models[week - 1]} if week > 1 else {}
         blessing = _execute(store, root, run_id, "evaluator", {"model": model, **baseline},
                             {"blessing": {"blessed": True}})["blessing"]

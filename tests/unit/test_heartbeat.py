@@ -15,7 +15,7 @@ import pytest
 
 from contract.artifacts import Artifact
 from contract.component_spec import ComponentSpec
-from contract.config import ConfigError
+from contract.config_checks import ConfigError
 from contract.config_loading import load_config
 from pipeline.dag import Step
 from pipeline.heartbeat import Estimate, Heartbeat, rows_of
@@ -39,7 +39,9 @@ def _slow(step: str) -> None:
     deadline = time.monotonic() + BEATS_SECONDS
     while len(beats(CURRENT["lines"], step)) < 2:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"no two heartbeat lines for {step} within {BEATS_SECONDS}s: {CURRENT['lines']}")
+            raise RuntimeError(
+                f"no two heartbeat lines for {step} within {BEATS_SECONDS}s: {CURRENT['lines']}"
+            )
         time.sleep(0.02)
 
 
@@ -103,7 +105,8 @@ def test_progress_lines_show_elapsed_time_then_an_eta_scaled_from_the_closest_ea
         assert len(beats(first, step)) >= 2, first
         assert all(re.search(r"running: elapsed \ds \(no earlier run to estimate from\)$", line)
                    for line in beats(first, step)), first
-    # Each step's lines come between its "running ..." and its "done" line: the heartbeat stopped with the step.
+    # Each step's lines come between its "running ..." and its "done" line: the heartbeat stopped with the
+    # step.
     done = next(i for i, line in enumerate(first) if line.startswith("[1/2] source") and " done in " in line)
     assert all(first.index(line) < done for line in beats(first, "source"))
     assert not [t for t in threading.enumerate() if t.name.startswith("heartbeat")]
@@ -113,12 +116,16 @@ def test_progress_lines_show_elapsed_time_then_an_eta_scaled_from_the_closest_ea
     for step in ("source", "count"):
         assert beats(second, step), second
         first_beat = beats(second, step)[0]
-        assert re.search(r"running: elapsed \ds, ETA ~\ds \(estimate: its run here on 2 rows took \ds; now 4\)$",
-                         first_beat), first_beat
+        assert re.search(
+            r"running: elapsed \ds, ETA ~\ds \(estimate: its run here on 2 rows took \ds; now 4\)$",
+            first_beat,
+        ), first_beat
 
     (data / "train.csv").write_text("a b\nc d\n")  # back to 2 rows: the first run, not the newest, is closest
     third = beats(run_slow(root, data, 0.2), "source")
-    assert third and all(re.search(r"its run here on 2 rows took \ds; now 2\)$", line) for line in third), third
+    assert third and all(re.search(r"its run here on 2 rows took \ds; now 2\)$", line) for line in third), (
+        third
+    )
     assert beats(run_slow(root, data, 0), "source") == []  # progress_seconds 0: no lines
 
 
@@ -163,24 +170,33 @@ def test_sigint_while_the_heartbeat_runs_interrupts_the_step_and_stops_the_heart
 
 def test_the_estimate_is_unscaled_proportional_or_a_line_through_two_runs_and_says_which():
     unscaled = Heartbeat(print, "[1/1] step      ", 1, Estimate(((100.0, None),), lambda: 5))
-    assert unscaled.line(30) == ("[1/1] step       running: elapsed 30s, ETA ~1m10s (estimate: its last run here "
-                                 "took 1m40s; not scaled: the size of its input is not known)")
-    broken = Heartbeat(print, "[1/1] step      ", 1, Estimate(((60.0, 10),), lambda: 1 / 0))  # counting failed
+    assert unscaled.line(30) == (
+        "[1/1] step       running: elapsed 30s, ETA ~1m10s (estimate: its last run here "
+        "took 1m40s; not scaled: the size of its input is not known)"
+    )
+    # counting failed
+    broken = Heartbeat(print, "[1/1] step      ", 1, Estimate(((60.0, 10),), lambda: 1 / 0))
     assert "not scaled" in broken.line(1)
     proportional = Heartbeat(print, "[1/1] step      ", 1, Estimate(((60.0, 1000),), lambda: 3000))
-    assert proportional.line(190).endswith("elapsed 3m10s, longer than the estimated 3m00s (its run here on 1,000 "
-                                           "rows took 1m00s; now 3,000; likely too high: part of a step's time "
-                                           "does not grow with its rows)")
+    assert proportional.line(190).endswith(
+        "elapsed 3m10s, longer than the estimated 3m00s (its run here on 1,000 "
+        "rows took 1m00s; now 3,000; likely too high: part of a step's time "
+        "does not grow with its rows)"
+    )
     # Two runs of different sizes: the closest one plus the time per row between them (measured: transform on
     # 63,800 rows took 26.6 s after 13.4 s on 1,600 and 15.0 s on 9,351).
     line = Heartbeat(print, "[1/1] step      ", 1, Estimate(((15.0, 9351), (9.0, 5000), (13.4, 1600)),
                                                              lambda: 63800))
-    assert line.line(10).endswith("elapsed 10s, ETA ~16s (estimate: a line through its runs here on 1,600 rows "
-                                  "(13s) and 9,351 rows (15s); now 63,800)")
+    assert line.line(10).endswith(
+        "elapsed 10s, ETA ~16s (estimate: a line through its runs here on 1,600 rows "
+        "(13s) and 9,351 rows (15s); now 63,800)"
+    )
 
 
 def test_rows_come_from_row_count_properties():
-    assert rows_of({"train_rows": 5, "eval_rows": 1, "test_rows": 3, "quarantined_rows": 1, "source": "x"}) == 10
+    assert (
+        rows_of({"train_rows": 5, "eval_rows": 1, "test_rows": 3, "quarantined_rows": 1, "source": "x"}) == 10
+    )
     assert rows_of({"rows": 7, "blessed": True}) == 7
     assert rows_of({"accuracy": 0.9, "done_rows": True}) is None
 

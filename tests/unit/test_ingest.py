@@ -18,7 +18,7 @@ import tensorflow as tf
 from components.ingest import executor as ingest
 from components.ingest import reading as ingest_reading
 from contract.artifacts import ComponentError
-from contract.config import IngestConfig
+from contract.data_config import IngestConfig
 from library import ag_news_csv, layouts
 
 
@@ -161,12 +161,18 @@ def test_every_kind_of_bad_row_is_quarantined_and_every_good_row_arrives(sample_
         (b'"4","after the broken line","still arrives"\n', (3, "after the broken line", "still arrives")),
         (b"\n", "blank_line"),
         (b'"1","crlf title","crlf description"\r\n', (0, "crlf title", "crlf description")),
-        ('"2","Zürich 東京 — café","naïve façade"\n'.encode("utf-8"), (1, "Zürich 東京 — café", "naïve façade")),
+        (
+            '"2","Zürich 東京 — café","naïve façade"\n'.encode("utf-8"),
+            (1, "Zürich 東京 — café", "naïve façade"),
+        ),
         (b'"3","","only a description"\n', (2, "", "only a description")),
         (b'"4","only a title",""\n', (3, "only a title", "")),
         (b'"1","He said ""hi"", twice","a, b"\n', (0, 'He said "hi", twice', "a, b")),
-        (b'2,bare fields,no quotes\n', (1, "bare fields", "no quotes")),
-        (f'"1","a huge description","{huge_description}"\n'.encode(), (0, "a huge description", huge_description)),
+        (b"2,bare fields,no quotes\n", (1, "bare fields", "no quotes")),
+        (
+            f'"1","a huge description","{huge_description}"\n'.encode(),
+            (0, "a huge description", huge_description),
+        ),
         (long_bad_line, "wrong_column_count"),
         *((line, None) for line in sample_lines[1:40]),
     ]
@@ -205,7 +211,10 @@ def test_every_kind_of_bad_row_is_quarantined_and_every_good_row_arrives(sample_
     assert by_line[("train.csv", 14)]["raw"] == ""
     assert by_line[("test.csv", 2)]["raw"] == '"9","class nine","d"'
     long_record = by_line[("train.csv", 22)]
-    assert long_record["raw"] == long_bad_line[:1024].decode() and long_record["raw_bytes"] == len(long_bad_line) - 1
+    assert (
+        long_record["raw"] == long_bad_line[:1024].decode()
+        and long_record["raw_bytes"] == len(long_bad_line) - 1
+    )
 
     expected_reasons = Counter(reason for _, _, reason in bad_train + bad_test)
     assert examples.properties["quarantined_by_reason"] == dict(expected_reasons)
@@ -222,7 +231,8 @@ def csv_rows_from_bytes(line: bytes) -> Counter:
 
 def test_too_many_bad_rows_fail_with_the_first_bad_rows_in_the_message(tmp_path, runtime, monkeypatch):
     # Small read chunks: the line numbers must stay right when a file is read as many parallel pieces.
-    monkeypatch.setattr(ingest_reading, "READ_CHUNK_BYTES", 47)  # bad rows start in chunks that start mid-line
+    # bad rows start in chunks that start mid-line
+    monkeypatch.setattr(ingest_reading, "READ_CHUNK_BYTES", 47)
     train = b"".join(good_line(i % 4, f"title {i}", f"description {i}") for i in range(10))
     train += b'"7","bad class","d"\n' + good_line(0, "t", "d") + b'"1","two columns"\n'
     source = write_source(tmp_path / "source", train, good_line(1, "test", "row"))
@@ -239,14 +249,17 @@ def test_too_many_bad_rows_fail_with_the_first_bad_rows_in_the_message(tmp_path,
 
 
 def test_a_runner_that_loses_rows_fails_the_step_with_one_line(sample_dir, tmp_path, runtime, monkeypatch):
-    # The in-process DirectRunner, made to lose the 5th line of every chunk it reads, as a faulty runner would.
+    # The in-process DirectRunner, made to lose the 5th line of every chunk it reads, as a faulty runner
+    # would.
     read_lines = ingest_reading.chunk_lines
     monkeypatch.setattr(ingest_reading, "chunk_lines", lambda chunk, before: (
         line for number, line in enumerate(read_lines(chunk, before)) if number != 4))
     with pytest.raises(ComponentError) as raised:
         ingest.run({}, tmp_path / "out", IngestConfig(data=f"csv:{sample_dir}"), runtime)
     message = str(raised.value)
-    found = re.match(r"ingest: the Beam runner returned ([\d,]+) rows for the ([\d,]+) lines of (.+); nothing", message)
+    found = re.match(
+        r"ingest: the Beam runner returned ([\d,]+) rows for the ([\d,]+) lines of (.+); nothing", message
+    )
     assert found and "\n" not in message, message
     lines = sum(1 for _ in open(found[3], "rb"))
     assert (found[1], found[2]) == (f"{lines - 1:,}", f"{lines:,}")
@@ -288,7 +301,8 @@ def test_external_fingerprint_follows_the_csv_content(tmp_path, sample_dir):
     config = IngestConfig(data=f"csv:{source}")
     first = ingest.external_fingerprint(config)
     assert first == ingest.external_fingerprint(config)
-    assert first == ingest.external_fingerprint(IngestConfig(data=f"csv:{sample_dir}"))  # same bytes, other place
+    # same bytes, other place
+    assert first == ingest.external_fingerprint(IngestConfig(data=f"csv:{sample_dir}"))
     (source / "test.csv").write_bytes((sample_dir / "test.csv").read_bytes() + good_line(0, "new", "row"))
     assert ingest.external_fingerprint(config) != first
 

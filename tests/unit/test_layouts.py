@@ -1,6 +1,7 @@
-"""library/layouts.py, the one owner of every artifact's on-disk layout: each artifact type is written through
-the module and read back through it, a drift between a writer and its reader fails here, and no other module
-of the pipeline spells a layout name itself."""
+"""library/layouts.py (with library/folder_layouts.py for the folders around the artifacts), the one owner of
+every on-disk layout: each artifact type is written through the module and read back through it, a drift
+between a writer and its reader fails here, and no other module of the pipeline spells a layout name
+itself."""
 from __future__ import annotations
 
 import ast
@@ -14,20 +15,38 @@ from pathlib import Path
 import pytest
 
 from contract.artifacts import ComponentError
-from library import layouts
+from library import folder_layouts, layouts
 
 PROJECT = Path(__file__).resolve().parents[2]
 
-SPEC = layouts.ModelInputSpec(embedding_input_dim=102, vocab_size=100, num_oov_buckets=1, max_length=64,
-                              num_classes=4, text_features="title_description", bucket_upper_bounds=(8, 16, 64),
-                              padding_id=0, vocab_filename="vocab_tokens")
+SPEC = layouts.ModelInputSpec(
+    embedding_input_dim=102,
+    vocab_size=100,
+    num_oov_buckets=1,
+    max_length=64,
+    num_classes=4,
+    text_features="title_description",
+    bucket_upper_bounds=(8, 16, 64),
+    padding_id=0,
+    vocab_filename="vocab_tokens",
+)
 
 
 def test_importing_the_module_loads_no_heavy_library():
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, library.layouts; "
-         "print(sorted(m for m in ('tensorflow', 'apache_beam', 'tensorflow_transform', 'keras') if m in sys.modules))"],
-        cwd=PROJECT, capture_output=True, text=True, timeout=60, check=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, library.layouts; "
+            "print(sorted(m for m in ('tensorflow', 'apache_beam', 'tensorflow_transform', 'keras') if "
+            "m in sys.modules))",
+        ],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert loaded.stdout.strip() == "[]"
 
 
@@ -118,7 +137,9 @@ def test_vocabulary_file_is_inside_the_transform_graph(tmp_path):
 
 
 def test_model_input_missing_file_or_field_names_the_file(tmp_path):
-    with pytest.raises(ComponentError, match=f"{re.escape(str(tmp_path / layouts.MODEL_INPUT_FILE))} is missing"):
+    with pytest.raises(
+        ComponentError, match=f"{re.escape(str(tmp_path / layouts.MODEL_INPUT_FILE))} is missing"
+    ):
         layouts.read_model_input(tmp_path)
     layouts.write_model_input(tmp_path, SPEC)
     path = tmp_path / layouts.MODEL_INPUT_FILE
@@ -165,7 +186,10 @@ def test_bucket_files_read_what_a_writer_laid_out_in_numeric_order(tmp_path):
 
 
 def test_buckets_report_round_trips(tmp_path):
-    report = {"batch_size": 64, "splits": {"train": {"buckets": {layouts.bucket_dir_name(8): {"examples": 2}}}}}
+    report = {
+        "batch_size": 64,
+        "splits": {"train": {"buckets": {layouts.bucket_dir_name(8): {"examples": 2}}}},
+    }
     layouts.write_buckets(tmp_path, report)
     assert layouts.read_buckets(tmp_path) == report
 
@@ -184,12 +208,14 @@ def test_best_hyperparameters_round_trip(tmp_path):
 
 
 def test_multi_worker_job_round_trips_and_is_none_until_written(tmp_path):
-    assert layouts.read_multi_worker_job(tmp_path) is None
+    assert folder_layouts.read_multi_worker_job(tmp_path) is None
     job = {"workers": ["127.0.0.1:1", "127.0.0.1:2"], "seed": 7}
-    layouts.write_multi_worker_job(tmp_path, job)
-    assert layouts.multi_worker_job_file(tmp_path).parent == tmp_path  # the pipeline root the workers share
-    assert layouts.read_multi_worker_job(tmp_path) == job
-    assert [p.name for p in tmp_path.iterdir()] == [layouts.MULTI_WORKER_JOB_FILE]  # no temporary file left
+    folder_layouts.write_multi_worker_job(tmp_path, job)
+    # the pipeline root the workers share
+    assert folder_layouts.multi_worker_job_file(tmp_path).parent == tmp_path
+    assert folder_layouts.read_multi_worker_job(tmp_path) == job
+    # no temporary file left
+    assert [p.name for p in tmp_path.iterdir()] == [folder_layouts.MULTI_WORKER_JOB_FILE]
 
 
 def test_model_and_model_run_layout(tmp_path):
@@ -221,7 +247,12 @@ def test_metrics_blessing_and_push_round_trip(tmp_path):
     layouts.write_blessing(tmp_path / "blessing", blessed=True, reason="good", accuracy=0.9,
                            baseline_accuracy=None, thresholds=thresholds)
     assert layouts.read_blessing(tmp_path / "blessing") == {
-        "blessed": True, "reason": "good", "accuracy": 0.9, "baseline_accuracy": None, "thresholds": thresholds}
+        "blessed": True,
+        "reason": "good",
+        "accuracy": 0.9,
+        "baseline_accuracy": None,
+        "thresholds": thresholds,
+    }
     with pytest.raises(ComponentError, match="blessing artifact was not written by the evaluator"):
         layouts.read_blessing(tmp_path / "evaluation")
     record = {"pushed": True, "version": 3, "path": "/srv/agnews/3", "reason": "blessed: good"}
@@ -230,21 +261,22 @@ def test_metrics_blessing_and_push_round_trip(tmp_path):
 
 
 def test_serving_versions_are_the_numeric_folders(tmp_path):
-    assert layouts.serving_versions(tmp_path / "absent") == []
+    assert folder_layouts.serving_versions(tmp_path / "absent") == []
     for version in (2, 10, 1):
-        layouts.serving_version_dir(tmp_path, version).mkdir()
+        folder_layouts.serving_version_dir(tmp_path, version).mkdir()
     (tmp_path / ".push-123-abcd").mkdir()  # a pusher's temporary folder
     (tmp_path / "10.bak").mkdir()
     (tmp_path / "11").write_text("a file, not a version")
-    assert layouts.serving_versions(tmp_path) == [1, 2, 10]
-    assert layouts.PUSH_TEMPORARY_PREFIX.startswith(".")  # hidden: TF Serving and serving_versions skip it
+    assert folder_layouts.serving_versions(tmp_path) == [1, 2, 10]
+    # hidden: TF Serving and serving_versions skip it
+    assert folder_layouts.PUSH_TEMPORARY_PREFIX.startswith(".")
 
-    version_dir = layouts.serving_version_dir(tmp_path, 2)
-    assert layouts.read_served_push_record(version_dir) is None  # pushed by hand or by older code
-    layouts.write_served_push_record(version_dir, {"model_fingerprint": "abc"})
-    assert layouts.read_served_push_record(version_dir) == {"model_fingerprint": "abc"}
+    version_dir = folder_layouts.serving_version_dir(tmp_path, 2)
+    assert folder_layouts.read_served_push_record(version_dir) is None  # pushed by hand or by older code
+    folder_layouts.write_served_push_record(version_dir, {"model_fingerprint": "abc"})
+    assert folder_layouts.read_served_push_record(version_dir) == {"model_fingerprint": "abc"}
     (version_dir / layouts.PUSH_FILE).write_text("{not json")
-    assert layouts.read_served_push_record(version_dir) == {}
+    assert folder_layouts.read_served_push_record(version_dir) == {}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -253,11 +285,24 @@ def test_serving_versions_are_the_numeric_folders(tmp_path):
 
 # Every file name the layouts module defines (its *_FILE constants; of a path, the file's own name), so a file
 # added there is checked here without editing this list. Not checked: report.md, which is also the name of the
-# run report (runs/<run_id>/report.md, pipeline/report.py), a file of the pipeline root rather than of an artifact.
-LAYOUT_NAMES = sorted({value.rpartition("/")[2] for name, value in vars(layouts).items()
-                       if name.endswith("_FILE") and isinstance(value, str)} - {layouts.EVALUATION_REPORT_FILE})
-LAYOUT_PATTERNS = [re.compile(r"(^|/)serving_model(/|$)"), re.compile(r"bucket_(\d|\*|<|$)"), re.compile(r"part-"),
-                   re.compile(re.escape(layouts.EXAMPLE_FILE_SUFFIX))]
+# run report (runs/<run_id>/report.md, pipeline/report.py), a file of the pipeline root rather than of an
+# artifact.
+LAYOUT_MODULES = (layouts, folder_layouts)
+LAYOUT_NAMES = sorted(
+    {
+        value.rpartition("/")[2]
+        for module in LAYOUT_MODULES
+        for name, value in vars(module).items()
+        if name.endswith("_FILE") and isinstance(value, str)
+    }
+    - {layouts.EVALUATION_REPORT_FILE}
+)
+LAYOUT_PATTERNS = [
+    re.compile(r"(^|/)serving_model(/|$)"),
+    re.compile(r"bucket_(\d|\*|<|$)"),
+    re.compile(r"part-"),
+    re.compile(re.escape(layouts.EXAMPLE_FILE_SUFFIX)),
+]
 SHARED_CONSTANTS = {"SPLITS", "SOURCE_SPLITS", "CLASS_NAMES", "NUM_CLASSES"}
 
 
@@ -266,7 +311,11 @@ def _ignored_strings(tree: ast.AST) -> set[int]:
     ignored = set()
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and body and isinstance(body[0], ast.Expr):
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+        ):
             ignored.add(id(body[0].value))
         if isinstance(node, ast.Dict):
             ignored |= {id(key) for key in node.keys if key is not None}
@@ -278,8 +327,8 @@ def _ignored_strings(tree: ast.AST) -> set[int]:
 
 
 def layout_spellings(path: Path) -> list[str]:
-    """What `path` spells itself of an artifact layout: layout names in string literals, and its own definition
-    of a constant the layouts module owns."""
+    """What `path` spells itself of an artifact layout: layout names in string literals, and its own
+    definition of a constant the layouts module owns."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     ignored = _ignored_strings(tree)
     found = []
@@ -290,30 +339,37 @@ def layout_spellings(path: Path) -> list[str]:
         if isinstance(node, ast.Assign):
             found += [f"{target.id} =" for target in node.targets
                       if isinstance(target, ast.Name) and target.id in SHARED_CONSTANTS]
-        if isinstance(node, (ast.Tuple, ast.List)) and [getattr(item, "value", None) for item in node.elts] == list(
-                layouts.SPLITS):
+        if isinstance(node, (ast.Tuple, ast.List)) and [
+            getattr(item, "value", None) for item in node.elts
+        ] == list(layouts.SPLITS):
             found.append("the split names")
     return found
 
 
 def test_the_checker_finds_a_spelled_layout(tmp_path):
     module = tmp_path / "drifted.py"
-    module.write_text('"""Docstrings may say metrics.json."""\nNUM_CLASSES = 4\n'
-                      'path = root / "model_input.json"\nname = f"bucket_{upper}"\nrow = {"serving_model": 1}\n'
-                      'for split in ("train", "eval", "test"):\n    pass\n')
+    module.write_text(
+        '"""Docstrings may say metrics.json."""\nNUM_CLASSES = 4\n'
+        'path = root / "model_input.json"\nname = f"bucket_{upper}"\nrow = {"serving_model": 1}\n'
+        'for split in ("train", "eval", "test"):\n    pass\n'
+    )
     assert sorted(layout_spellings(module)) == sorted(["NUM_CLASSES =", layouts.MODEL_INPUT_FILE,
                                                        r"bucket_(\d|\*|<|$)", "the split names"])
 
 
 def test_the_names_come_from_the_layouts_module():
     assert {layouts.SAVED_MODEL_FILE, layouts.FINGERPRINT_FILE, layouts.COUNTS_FILE, "model.keras",
-            "tf_serving_warmup_requests"} <= set(LAYOUT_NAMES)
+            "tf_serving_warmup_requests", folder_layouts.MULTI_WORKER_JOB_FILE} <= set(LAYOUT_NAMES)
     assert len(LAYOUT_NAMES) >= 20
 
 
 def test_no_module_but_layouts_spells_an_artifact_layout():
-    modules = [path for folder in ("contract", "library", "components", "pipeline", "engines", "apps", "benchmarks")
-               for path in sorted((PROJECT / folder).rglob("*.py")) if path.name != "layouts.py"]
+    modules = [
+        path
+        for folder in ("contract", "library", "components", "pipeline", "engines", "apps", "benchmarks")
+        for path in sorted((PROJECT / folder).rglob("*.py"))
+        if path.name not in ("layouts.py", "folder_layouts.py")
+    ]
     assert len(modules) > 20
     spelled = {str(path.relative_to(PROJECT)): found for path in modules if (found := layout_spellings(path))}
     assert spelled == {}, "use library/layouts.py instead of spelling these names"

@@ -56,14 +56,21 @@ def test_empty_hyperparameters_build_the_architecture_defaults():
     # The notebook's model with one of its two bidirectional LSTM(64) layers: embedding 128, softmax over 4
     # classes, batches of 256 (benchmarks/results/throughput.md).
     bilstm = models.default_hyperparameters("bilstm")
-    assert (bilstm["embedding_dim"], bilstm["units"], bilstm["num_layers"], bilstm["batch_size"]) == (128, 64, 1, 256)
+    assert (bilstm["embedding_dim"], bilstm["units"], bilstm["num_layers"], bilstm["batch_size"]) == (
+        128,
+        64,
+        1,
+        256,
+    )
     assert built["bilstm"].get_layer("bidirectional_0").forward_layer.units == 64
     assert "bidirectional_1" not in [layer.name for layer in built["bilstm"].layers]
     assert built["bilstm"].get_layer("probabilities").activation.__name__ == "softmax"
 
 
 def test_fixed_values_win_over_defaults_and_the_search_space_holds_every_default():
-    hp = models.fixed_hyperparameters({"units": 5, "num_layers": 1, "bidirectional": False, "learning_rate": 0.01})
+    hp = models.fixed_hyperparameters(
+        {"units": 5, "num_layers": 1, "bidirectional": False, "learning_rate": 0.01}
+    )
     model = models.build_model("lstm", hp, MODEL_INPUT)
     assert model.get_layer("lstm_0").units == 5
     assert not any(isinstance(layer, keras.layers.Bidirectional) for layer in model.layers)
@@ -84,7 +91,9 @@ def test_each_architecture_trains_one_step(architecture):
     keras.utils.set_random_seed(0)
     model = models.build_model(architecture, models.fixed_hyperparameters(TINY), MODEL_INPUT)
     assert model.name == f"agnews_{architecture}"
-    token_ids = np.array([[5, 9, 13, 2, 0], [7, 0, 0, 0, 0], [3, 4, 5, 6, 7], [8, 8, 0, 0, 0]], dtype=np.int64)
+    token_ids = np.array(
+        [[5, 9, 13, 2, 0], [7, 0, 0, 0, 0], [3, 4, 5, 6, 7], [8, 8, 0, 0, 0]], dtype=np.int64
+    )
     before = [w.copy() for w in model.get_weights()]
     loss = model.train_on_batch(token_ids, np.array([1, 0, 3, 2]), return_dict=True)["loss"]
     assert np.isfinite(loss)
@@ -98,9 +107,13 @@ def test_gru_is_unidirectional_or_bidirectional_with_lstm_search_space():
     one_way = models.build_model("gru", models.fixed_hyperparameters({**TINY, "num_layers": 2}), MODEL_INPUT)
     assert [type(one_way.get_layer(f"gru_{index}")) for index in (0, 1)] == [keras.layers.GRU] * 2
     assert not any(isinstance(layer, keras.layers.Bidirectional) for layer in one_way.layers)
-    both_ways = models.build_model("gru", models.fixed_hyperparameters({**TINY, "bidirectional": True}), MODEL_INPUT)
+    both_ways = models.build_model(
+        "gru", models.fixed_hyperparameters({**TINY, "bidirectional": True}), MODEL_INPUT
+    )
     backward = both_ways.get_layer("bidirectional_0").backward_layer
-    assert isinstance(backward, keras.layers.GRU) and backward.go_backwards and backward.units == TINY["units"]
+    assert (
+        isinstance(backward, keras.layers.GRU) and backward.go_backwards and backward.units == TINY["units"]
+    )
     spaces = {}
     for architecture in ("gru", "lstm"):
         spaces[architecture] = keras_tuner.HyperParameters()
@@ -113,7 +126,9 @@ def test_registry_is_the_one_list_of_architectures():
     for name, entry in models.ARCHITECTURES.items():
         assert entry.name == name and models.get_architecture(name) is entry
         assert models.default_hyperparameters(name) == dict(entry.defaults)
-    with pytest.raises(ValueError, match="unknown architecture 'cnn'; known: " + ", ".join(models.ARCHITECTURES)):
+    with pytest.raises(
+        ValueError, match="unknown architecture 'cnn'; known: " + ", ".join(models.ARCHITECTURES)
+    ):
         models.get_architecture("cnn")
     with pytest.raises(ValueError, match="unknown architecture 'cnn'"):
         models.build_model("cnn", models.fixed_hyperparameters(TINY), MODEL_INPUT)
@@ -138,7 +153,8 @@ def test_the_search_keeps_training_affordable_and_fixed_values_still_build_more(
     models.search_space("bilstm", space)
     layers = next(p for p in space.space if p.name == "num_layers")
     assert (layers.min_value, layers.max_value) == (1, 1)
-    assert next(p for p in space.space if p.name == "batch_size").values == [256]  # a speed knob: not searched
+    # a speed knob: not searched
+    assert next(p for p in space.space if p.name == "batch_size").values == [256]
     assert max(next(p for p in space.space if p.name == "units").values) == 64
     lstm = keras_tuner.HyperParameters()
     models.search_space("lstm", lstm)

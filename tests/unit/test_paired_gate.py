@@ -28,8 +28,8 @@ def with_accuracy(accuracy: float, rng: np.random.Generator) -> np.ndarray:
 
 def weekly_pushes(candidates: list[RowResults], anchor_versions: int, significance: float,
                   max_accuracy_drop: float = 0.005) -> list[bool]:
-    """Judges the candidates one after the other as retrains do: the baseline is the served (last blessed) one,
-    the anchors the last `anchor_versions` served ones; a blessed candidate is served from then on."""
+    """Judges the candidates one after the other as retrains do: the baseline is the served (last blessed)
+    one, the anchors the last `anchor_versions` served ones; a blessed candidate is served from then on."""
     served, verdicts = [candidates[0]], []
     for candidate in candidates[1:]:
         anchors = {f"version {i}": r for i, r in enumerate(served[-anchor_versions:]) if anchor_versions}

@@ -1,6 +1,7 @@
-"""One search per drift episode, decided in one place (components/tuner/spec.py retune_decision): a drift verdict
-searches, unless the search that answered the episode's drift has its model served and the drifted spans' label
-mix is the episode's. Inputs are artifacts as the store hands them over, the examples' counts.json on disk."""
+"""One search per drift episode, decided in one place (components/tuner/spec.py retune_decision): a drift
+verdict searches, unless the search that answered the episode's drift has its model served and the drifted
+spans' label mix is the episode's. Inputs are artifacts as the store hands them over, the examples'
+counts.json on disk."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,12 +28,22 @@ def _examples(folder: Path, spans: dict[str, tuple[int, ...]]) -> Artifact:
 def _statistics(span: str, measures: tuple[str, ...] = ("label_linf",)) -> Artifact:
     checks = [{"measure": name, "value": 0.5, "threshold": 0.1, "drift": name in measures}
               for name in ("label_linf", "length_js", "oov_share")]
-    return Artifact("statistics", Path("."), {"drift_detected": True, "drift_checks": checks, "drift_span": span})
+    return Artifact(
+        "statistics", Path("."), {"drift_detected": True, "drift_checks": checks, "drift_span": span}
+    )
 
 
 def _inputs(examples: Artifact, statistics: Artifact, previous: dict, served_from: str | None) -> dict:
-    tuned = Artifact("best_hyperparameters", Path("."), {
-        "search_fingerprint": tuner.search_fingerprint(CONFIG), "tuned_from": "r2", "tuned_at": 1e12, **previous})
+    tuned = Artifact(
+        "best_hyperparameters",
+        Path("."),
+        {
+            "search_fingerprint": tuner.search_fingerprint(CONFIG),
+            "tuned_from": "r2",
+            "tuned_at": 1e12,
+            **previous,
+        },
+    )
     inputs = {tuner.TUNED_INPUT: tuned, tuner.DRIFT_INPUT: statistics, EXAMPLES: examples}
     if served_from is not None:
         inputs[tuner.SERVED_INPUT] = Artifact("model", Path("."), {"tuned_from": served_from})
@@ -56,8 +67,13 @@ def test_a_search_answering_drift_records_the_episode_and_later_drift_of_the_sam
 
 def test_drift_searches_again_when_the_episodes_model_is_not_served_or_the_drift_is_another(tmp_path):
     examples = _examples(tmp_path / "e", {"1": NORMAL, "3": SHIFTED, "4": SHIFTED, "5": FURTHER})
-    answered = {tuner.EPISODE_PROPERTY: {"spans": ["3"], "label_shares": {"0": 0.1, "1": 0.7, "2": 0.1, "3": 0.1},
-                                         "answered_in": "r2"}}
+    answered = {
+        tuner.EPISODE_PROPERTY: {
+            "spans": ["3"],
+            "label_shares": {"0": 0.1, "1": 0.7, "2": 0.1, "3": 0.1},
+            "answered_in": "r2",
+        }
+    }
     cases = {
         "not served": _inputs(examples, _statistics("4"), answered, "r1"),
         "none served": _inputs(examples, _statistics("4"), answered, None),

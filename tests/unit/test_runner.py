@@ -16,13 +16,16 @@ from support.cli import agnews_in_process
 
 from contract.config_loading import load_config
 from pipeline.gc import collect_garbage
-from pipeline.metadata import SCHEMA_VERSION, MetadataStore
+from pipeline.metadata import MetadataStore
 from pipeline.root import LockBusy, root_lock
 from pipeline.runner import Runner
+from pipeline.store_schema import SCHEMA_VERSION
 
 
 def make_config(root: Path, data: Path, epochs: int = 1):
-    return load_config(flags={"pipeline.root": str(root), "ingest.data": f"csv:{data}", "trainer.epochs": epochs})
+    return load_config(
+        flags={"pipeline.root": str(root), "ingest.data": f"csv:{data}", "trainer.epochs": epochs}
+    )
 
 
 @pytest.fixture
@@ -112,7 +115,11 @@ def test_from_and_only_take_upstream_outputs_from_the_newest_matching_execution(
     from_double = run_toy(root, data, epochs=3, from_step="double")
     assert states(from_double) == ["cached", "ran"]
     assert from_double.artifact("source", "numbers").uri == source_uri
-    assert (from_double.artifact("double", "doubled").uri / "values.txt").read_text().split() == ["6", "12", "18"]
+    assert (from_double.artifact("double", "doubled").uri / "values.txt").read_text().split() == [
+        "6",
+        "12",
+        "18",
+    ]
     assert states(run_toy(root, data, epochs=5, only="double")) == ["cached", "ran"]
     monkeypatch.delenv("TOY_FAIL")
 
@@ -127,9 +134,11 @@ def test_from_fails_naming_the_step_without_a_matching_execution(tmp_path, data)
     (data / "train.csv").write_text("4 5\n")  # new data: no source execution matches any more
     result = run_toy(root, data, from_step="double")
     assert result.status == "failed" and states(result) == ["failed"]
-    assert result.error == ("--from double needs the outputs of source, but source has no successful execution "
-                            "with this configuration and these inputs; run it first "
-                            "(agnews-pipeline run --until source)")
+    assert result.error == (
+        "--from double needs the outputs of source, but source has no successful execution "
+        "with this configuration and these inputs; run it first "
+        "(agnews-pipeline run --until source)"
+    )
     assert not (result.run_dir / "source").exists()
 
 
@@ -248,9 +257,15 @@ def test_root_lock_excludes_a_second_process(tmp_path):
     root = tmp_path / "root"
     with root_lock(root):
         probe = subprocess.run(
-            [sys.executable, "-c", "import sys; from pathlib import Path; from pipeline.root import root_lock, LockBusy\n"
-             f"try:\n    with root_lock(Path({str(root)!r}), timeout=1): sys.exit(0)\n"
-             "except LockBusy: sys.exit(7)"], capture_output=True)
+            [
+                sys.executable,
+                "-c",
+                "import sys; from pathlib import Path; from pipeline.root import root_lock, LockBusy\n"
+                f"try:\n    with root_lock(Path({str(root)!r}), timeout=1): sys.exit(0)\n"
+                "except LockBusy: sys.exit(7)",
+            ],
+            capture_output=True,
+        )
         assert probe.returncode == 7
     with root_lock(root, timeout=0):  # released
         pass

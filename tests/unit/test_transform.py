@@ -1,5 +1,5 @@
-"""Tests of the transform component: the text ops on their own, then one real tf.Transform run on Beam over the
-committed sample (written as ingest-style TFRecords by this file's own fixture)."""
+"""Tests of the transform component: the text ops on their own, then one real tf.Transform run on Beam over
+the committed sample (written as ingest-style TFRecords by this file's own fixture)."""
 from __future__ import annotations
 
 import collections
@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from components.transform import executor as transform
 from contract.artifacts import LOST_ROWS_ADVICE, Artifact, ComponentError, Runtime
-from contract.config import TransformConfig, ValidateConfig
+from contract.data_config import TransformConfig, ValidateConfig
 from library import layouts, text
 from library.layouts import SPLITS
 
@@ -22,7 +22,9 @@ PROJECT_SCHEMA = ValidateConfig().schema_path()  # the packaged schema, read unc
 # Small enough to be quick; max_length 64 truncates 66 of the sample's 1,600 texts, and no text is shorter
 # than 9 tokens, so bucket_8 stays empty. The vocabulary limit is above the ~8,000 distinct train tokens, so
 # the vocabulary must be exactly the train split's tokens.
-CONFIG = TransformConfig(vocab_size=20_000, num_oov_buckets=1, max_length=64, bucket_boundaries=(8, 16, 24, 32, 48))
+CONFIG = TransformConfig(
+    vocab_size=20_000, num_oov_buckets=1, max_length=64, bucket_boundaries=(8, 16, 24, 32, 48)
+)
 QUIET = Runtime(beam_args=(), seed=42, log=lambda message: None)
 
 
@@ -121,14 +123,26 @@ def test_load_raw_schema_makes_single_value_features_scalar(tmp_path):
     assert (label.int_domain.min, label.int_domain.max) == (0, 3)
 
 
-@pytest.mark.parametrize("schema_text, message", [
-    ('feature { name: "title" type: BYTES } feature { name: "description" type: BYTES }', "no feature 'label'"),
-    ('feature { name: "title" type: BYTES } feature { name: "description" type: INT } '
-     'feature { name: "label" type: INT }', "'description' must be of type BYTES"),
-    ('feature { name: "title" type: BYTES value_count { min: 1 max: 3 } } '
-     'feature { name: "description" type: BYTES } feature { name: "label" type: INT }', "exactly one value"),
-    ("feature { nonsense", "not a valid Schema"),
-])
+@pytest.mark.parametrize(
+    "schema_text, message",
+    [
+        (
+            'feature { name: "title" type: BYTES } feature { name: "description" type: BYTES }',
+            "no feature 'label'",
+        ),
+        (
+            'feature { name: "title" type: BYTES } feature { name: "description" type: INT } '
+            'feature { name: "label" type: INT }',
+            "'description' must be of type BYTES",
+        ),
+        (
+            'feature { name: "title" type: BYTES value_count { min: 1 max: 3 } } '
+            'feature { name: "description" type: BYTES } feature { name: "label" type: INT }',
+            "exactly one value",
+        ),
+        ("feature { nonsense", "not a valid Schema"),
+    ],
+)
 def test_load_raw_schema_rejects_schemas_the_transform_cannot_use(tmp_path, schema_text, message):
     with pytest.raises(ComponentError, match=message):
         transform.load_raw_schema(_write_schema(tmp_path, schema_text))
@@ -243,7 +257,9 @@ def test_vocabulary_is_built_from_the_train_split_only(transformed, sample_rows)
     assert set(vocabulary) == set(train_tokens)
     counts = [train_tokens[token] for token in vocabulary]
     assert counts == sorted(counts, reverse=True)  # most frequent first
-    held_out_tokens = {t for split in ("eval", "test") for row in _expected_tokens(sample_rows[split]) for t in row}
+    held_out_tokens = {
+        t for split in ("eval", "test") for row in _expected_tokens(sample_rows[split]) for t in row
+    }
     assert held_out_tokens - set(train_tokens), "the sample should have eval/test words unseen in train"
 
 
@@ -299,7 +315,9 @@ def test_bucketing_pads_less_than_batching_the_unbucketed_stream(transformed):
     for split in SPLITS:
         padding = report["splits"][split]
         assert 0 <= padding["bucketed"]["padding_ratio"] < padding["unbucketed"]["padding_ratio"], split
-        assert padding["bucketed"]["padded_tokens"] == sum(b["padded_tokens"] for b in padding["buckets"].values())
+        assert padding["bucketed"]["padded_tokens"] == sum(
+            b["padded_tokens"] for b in padding["buckets"].values()
+        )
     properties = transformed["transformed_examples"].properties
     assert properties["padding_ratio_bucketed"]["train"] < properties["padding_ratio_unbucketed"]["train"]
 
@@ -322,7 +340,9 @@ def test_serving_graph_on_raw_strings_gives_the_written_ids(transformed, sample_
         in zip(token_ids.numpy().tolist(), lengths.numpy().tolist(), rows))
     assert all(not any(ids[length:]) for ids, length in
                zip(token_ids.numpy().tolist(), lengths.numpy().tolist()))  # only padding beyond the length
-    written = [e for bucket in _read_split(transformed["transformed_examples"].uri, "test").values() for e in bucket]
+    written = [
+        e for bucket in _read_split(transformed["transformed_examples"].uri, "test").values() for e in bucket
+    ]
     assert served == collections.Counter(written)
 
 
@@ -355,5 +375,7 @@ def test_a_runner_that_returns_other_row_counts_than_ingest_wrote_fails_the_step
     with pytest.raises(ComponentError) as raised:
         transform.run({"examples": examples, "schema": schema_artifact}, tmp_path / "out", CONFIG, runtime)
     rows = ingested_sample.properties["eval_rows"]
-    assert str(raised.value) == (f"transform: the Beam runner returned {rows:,} eval rows of the {rows - 1:,} in "
-                                 f"the examples artifact {ingested_sample.uri}; {LOST_ROWS_ADVICE}")
+    assert str(raised.value) == (
+        f"transform: the Beam runner returned {rows:,} eval rows of the {rows - 1:,} in "
+        f"the examples artifact {ingested_sample.uri}; {LOST_ROWS_ADVICE}"
+    )

@@ -1,10 +1,12 @@
-"""The one grammar for sizes and for durations (contract/units.py), and every setting that uses it: what either
-of the two former parsers accepted is still accepted, with the meaning the units have elsewhere (GB = 10^9)."""
+"""The one grammar for sizes and for durations (contract/units.py), and every setting that uses it: what
+either of the two former parsers accepted is still accepted, with the meaning the units have elsewhere (GB =
+10^9)."""
 from __future__ import annotations
 
 import pytest
 
-from contract.config import ConfigError, PipelineConfig, TunerConfig
+from contract.config import PipelineConfig, TunerConfig
+from contract.config_checks import ConfigError
 from contract.units import format_duration, format_size, parse_duration, parse_size
 
 
@@ -35,8 +37,10 @@ def test_anything_else_is_not_a_size(text):
         parse_size(text)
 
 
-@pytest.mark.parametrize("seconds, text", [(0, "0s"), (-3, "0s"), (42.4, "42s"), (185, "3m05s"), (3720, "1h02m"),
-                                           (90000, "25h00m")])
+@pytest.mark.parametrize(
+    "seconds, text",
+    [(0, "0s"), (-3, "0s"), (42.4, "42s"), (185, "3m05s"), (3720, "1h02m"), (90000, "25h00m")],
+)
 def test_durations_read_as_seconds_minutes_or_hours(seconds, text):
     assert format_duration(seconds) == text
 
@@ -50,8 +54,16 @@ def test_the_deadline_takes_the_one_grammar():
         PipelineConfig(deadline="tomorrow")
 
 
-@pytest.mark.parametrize("retune, every", [("every 30d", 30 * 86400), ("every 2w", 14 * 86400),
-                                           ("every 90min", 5400), ("every 12 h", 43200), ("every 3600", 3600)])
+@pytest.mark.parametrize(
+    "retune, every",
+    [
+        ("every 30d", 30 * 86400),
+        ("every 2w", 14 * 86400),
+        ("every 90min", 5400),
+        ("every 12 h", 43200),
+        ("every 3600", 3600),
+    ],
+)
 def test_retune_every_duration_takes_the_one_grammar(retune, every):
     assert TunerConfig(retune=retune).retune_policy() == ("seconds", every)
 
@@ -71,7 +83,8 @@ def test_both_size_settings_take_the_one_grammar():
 
 
 def test_min_free_space_and_the_dask_memory_limit_read_gb_alike(tmp_path):
-    """The two settings the former parsers disagreed on: 2GB was 2^31 bytes of free space but 2*10^9 of memory."""
+    """The two settings the former parsers disagreed on: 2GB was 2^31 bytes of free space but 2*10^9 of
+    memory."""
     from contract.config import Config
     from engines.dask.runner import worker_memory_limit
     from pipeline import dag
@@ -79,8 +92,13 @@ def test_min_free_space_and_the_dask_memory_limit_read_gb_alike(tmp_path):
     config = Config(pipeline=PipelineConfig(min_free_space="2GB"))
     assert FreeSpacePolicy(config, dag.STEPS, tmp_path).min_free_bytes() == 2 * 10**9
     assert worker_memory_limit("2GB") == 2 * 10**9
-    assert worker_memory_limit("2GiB") == FreeSpacePolicy(
-        Config(pipeline=PipelineConfig(min_free_space="2GiB")), dag.STEPS, tmp_path).min_free_bytes() == 2 << 30
+    assert (
+        worker_memory_limit("2GiB")
+        == FreeSpacePolicy(
+            Config(pipeline=PipelineConfig(min_free_space="2GiB")), dag.STEPS, tmp_path
+        ).min_free_bytes()
+        == 2 << 30
+    )
     assert worker_memory_limit("auto") == "auto"
 
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 from components.validate import executor as validate
 from components.validate import spec as validate_spec
 from contract.artifacts import LOST_ROWS_ADVICE, Artifact, ComponentError
-from contract.config import ValidateConfig
+from contract.data_config import ValidateConfig
 from library import layouts
 
 
@@ -26,8 +26,11 @@ def int_feature(*values: int) -> tf.train.Feature:
 
 
 def good_features(row: int) -> dict[str, tf.train.Feature]:
-    return {"title": bytes_feature(f"title {row}"), "description": bytes_feature(f"a description of row {row}"),
-            "label": int_feature(row % 4)}
+    return {
+        "title": bytes_feature(f"title {row}"),
+        "description": bytes_feature(f"a description of row {row}"),
+        "label": int_feature(row % 4),
+    }
 
 
 def write_split(examples_dir: Path, split: str, rows: list[dict[str, tf.train.Feature]]) -> None:
@@ -52,7 +55,9 @@ def test_statistics_of_the_sample_are_right(ingested_sample, schema_artifact):
     output_dir = Path(schema_artifact.uri).parent
     statistics = layouts.read_statistics(output_dir / "statistics")
     assert layouts.read_anomalies(output_dir / "anomalies") == []
-    assert layouts.schema_file(schema_artifact.uri).read_bytes() == ValidateConfig().schema_path().read_bytes()
+    assert (
+        layouts.schema_file(schema_artifact.uri).read_bytes() == ValidateConfig().schema_path().read_bytes()
+    )
 
     assert statistics["train"]["rows"] + statistics["eval"]["rows"] == 1200
     assert statistics["test"]["rows"] == 400
@@ -126,7 +131,9 @@ def test_a_split_without_files_is_an_empty_split(tmp_path, runtime):
     write_split(examples_dir, "train", [good_features(i) for i in range(4)])
     write_split(examples_dir, "eval", [good_features(i) for i in range(2)])
     with pytest.raises(ComponentError, match=r"test: the split is empty \(no files match .*test"):
-        validate.run({"examples": Artifact("examples", examples_dir)}, tmp_path / "out", ValidateConfig(), runtime)
+        validate.run(
+            {"examples": Artifact("examples", examples_dir)}, tmp_path / "out", ValidateConfig(), runtime
+        )
 
 
 def test_schema_file_errors_and_fingerprint(tmp_path, runtime):
@@ -150,11 +157,14 @@ def test_schema_file_errors_and_fingerprint(tmp_path, runtime):
 
 def test_a_runner_that_returns_other_row_counts_than_ingest_wrote_fails_the_step_with_one_line(
         ingested_sample, tmp_path, runtime):
-    # The examples artifact says one train row more than its files hold: what a runner losing a row looks like.
+    # The examples artifact says one train row more than its files hold: what a runner losing a row looks
+    # like.
     claimed = dict(ingested_sample.properties, train_rows=ingested_sample.properties["train_rows"] + 1)
     examples = dataclasses.replace(ingested_sample, properties=claimed)
     with pytest.raises(ComponentError) as raised:
         validate.run({"examples": examples}, tmp_path / "out", ValidateConfig(), runtime)
     rows = ingested_sample.properties["train_rows"]
-    assert str(raised.value) == (f"validate: the Beam runner returned {rows:,} train rows of the {rows + 1:,} in the "
-                                 f"examples artifact {ingested_sample.uri}; {LOST_ROWS_ADVICE}")
+    assert str(raised.value) == (
+        f"validate: the Beam runner returned {rows:,} train rows of the {rows + 1:,} in the "
+        f"examples artifact {ingested_sample.uri}; {LOST_ROWS_ADVICE}"
+    )

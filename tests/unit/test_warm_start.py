@@ -1,6 +1,6 @@
-"""Warm start's checks that need no training (library/warm_start.py): a changed text feature or max_length turns it
-off, and a base that learned a span since corrected or held out gives way to its newest clean ancestor, read from
-the lineage files real models write (write_lineage), or to none."""
+"""Warm start's checks that need no training (library/warm_start.py): a changed text feature or max_length
+turns it off, and a base that learned a span since corrected or held out gives way to its newest clean
+ancestor, read from the lineage files real models write (write_lineage), or to none."""
 from __future__ import annotations
 
 import dataclasses

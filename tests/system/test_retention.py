@@ -1,0 +1,65 @@
+"""Bounded disk: with a retention policy the pipeline root stops growing over weekly retrains, and the kept
+versions can still be rolled back to, through the real `agnews-pipeline` command on the committed sample
+cut into weekly spans (a system test; the tiny model of support.streams). What is observed is the size of
+the pipeline root on disk, the serving folder's bytes and the metadata store's artifacts."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from support import streams
+from support.e2e import agnews  # the real command in a subprocess, checking its exit code
+from support.streams import TINY_TRAINER, TINY_TUNER, arrive, make_stream, root_args
+
+from library import folder_layouts
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = f"""
+ingest: {{window: {{num_spans: 3}}}}
+transform: {{vocab_size: 2000, max_length: 32, bucket_boundaries: [16, 32]}}
+{TINY_TUNER}
+{TINY_TRAINER}
+# One epoch on a few hundred rows is no good model: every candidate is blessed, so each retrain pushes.
+evaluator: {{min_accuracy: 0.0, max_accuracy_drop: 1.0, significance: 0.0, anchor_versions: 2}}
+validate: {{drift: {{length_min_rows: 100}}}}
+"""
+RETENTION = "retention: {served_versions: 2, runs: 2, apply_after_retrain: true}\n"
+
+
+def du_bytes(folder: Path) -> int:
+    """Disk use of a folder as `du` counts it (hard-linked files once)."""
+    return int(subprocess.run(["du", "-s", "-B1", str(folder)], check=True, capture_output=True,
+                              text=True).stdout.split()[0])
+
+
+@pytest.mark.timeout(3600)  # eight retrains (about a minute each on 2 idle cores)
+def test_with_retention_the_root_stops_growing_and_kept_versions_can_be_rolled_back_to(tmp_path):
+    full, live, names = make_stream(tmp_path, 8, CONFIG + RETENTION)
+    root, serving = tmp_path / "root", tmp_path / "root" / "serving" / "agnews"
+    sizes = {}
+    for week, name in enumerate(names, 1):
+        arrive(full, live, name)
+        agnews("retrain", *streams.args(tmp_path))
+        sizes[week] = du_bytes(root)
+        print(f"week {week}: root {sizes[week]:,} bytes", flush=True)
+        # From the first retrain on, the policy holds the root where it was after four (without it the root
+        # grows by one retrain's artifacts every week).
+        if week > 4:
+            assert sizes[week] <= 1.3 * sizes[4], sizes
+    assert folder_layouts.serving_versions(serving) == [7, 8]  # older versions left the serving folder
+
+    rolled = agnews("rollback", "7", *root_args(tmp_path))  # a kept version: everything it needs is there
+    assert "served again as version 9" in rolled.stdout
+    assert (serving / "9" / "saved_model.pb").read_bytes() == (serving / "7" / "saved_model.pb").read_bytes()
+    gone = agnews("rollback", "3", *root_args(tmp_path), check_code=1)
+    assert (
+        "not a model this pipeline root keeps" in gone.stderr and len(gone.stderr.strip().splitlines()) == 1
+    )
+    agnews("gc", *root_args(tmp_path))  # the same policy (no --keep): 8 and 9 stay served
+    assert folder_layouts.serving_versions(serving) == [8, 9]
+    with streams.opened_store(root) as store:
+        for version in (8, 9):
+            for artifact in streams.pusher_inputs(store, version).values():
+                assert not artifact.deleted and artifact.uri.exists()

@@ -1,0 +1,517 @@
+"""The curated mutations of tools/mutants.py (its docstring says how to add one): each breaks one behaviour a
+user relies on, and the tests listed with it must fail."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_TIMEOUT = 900  # seconds per mutation (its tests together)
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str
+    old: str
+    new: str
+    breaks: str
+    tests: tuple[str, ...]
+    fast: bool = False
+    timeout: int = DEFAULT_TIMEOUT
+
+
+SERVED_DRIFT_TEST = ("tests/system/test_served_drift.py::"
+                     "test_new_spans_are_compared_with_the_served_models_window_from_cached_profiles")
+XLA_EXPORT_TEST = ("tests/system/test_export.py::"
+                   "test_xla_export_compiles_each_bucket_shape_at_warm_up_and_matches_keras")
+
+MUTATIONS: list[Mutation] = [
+    # ------------------------------------------------------------------------------------------ ingest
+    Mutation(
+        name="ingest_ignores_beam_args",
+        file="components/ingest/executor.py",
+        old="with beam.Pipeline(options=pipeline_options(runtime.beam_args)) as pipeline:\n"
+        "        if from_csv:",
+        new="with beam.Pipeline(options=pipeline_options(())) as pipeline:\n        if from_csv:",
+        breaks="--direct_running_mode=multi_processing (any --beam-arg) silently runs ingest in_memory",
+        tests=(
+            "tests/system/test_determinism.py::"
+            "test_ingest_twice_in_either_runner_mode_gives_identical_examples",
+        ),
+    ),
+    Mutation(
+        name="split_hash_salted_per_process",
+        file="components/ingest/executor.py",
+        old='digest = hashlib.sha256(f"{label}\\x1f{title}\\x1f{description}".encode("utf-8")).digest()\n'
+        '    return int.from_bytes(digest[:8], "big") / 2.0 ** 64',
+        new="return (hash((label, title, description)) % 2 ** 32) / 2.0 ** 32",
+        breaks="a row's eval/train split depends on the process (Python's salted hash): eval changes per run",
+        tests=("tests/unit/test_ingest.py::test_a_row_lands_in_the_same_split_in_every_process",),
+        fast=True,
+    ),
+    Mutation(
+        name="out_of_range_class_not_quarantined",
+        file="library/ag_news_csv.py",
+        old="if not 1 <= class_id <= NUM_CLASSES:",
+        new="if class_id < 1:",
+        breaks="a row of class 5 or 9 is ingested with label 4 or 8 instead of being quarantined",
+        tests=(
+            "tests/unit/test_ingest.py::test_every_kind_of_bad_row_is_quarantined_and_every_good_row_arrives",
+        ),
+        fast=True,
+    ),
+    Mutation(
+        name="unchanged_span_is_reread",
+        file="components/ingest/span_reuse.py",
+        old='if earlier and earlier["reuse_key"] == key and (kept / COUNTS_FILE).is_file():',
+        new="if False:",
+        breaks="every retrain re-reads every span of the window instead of linking the unchanged ones",
+        tests=(
+            "tests/system/test_spans.py::"
+            "test_ingest_reuses_unchanged_spans_as_hard_links_and_metrics_keep_the_last_success",
+        ),
+    ),
+    # ------------------------------------------------------------------------------------------ validate
+    Mutation(
+        name="drift_threshold_read_as_percent",
+        file="library/drift.py",
+        old="values[name] > thresholds[name]",
+        new="values[name] > thresholds[name] * 100",
+        breaks="a span whose label shares moved by 0.4 (threshold 0.1) is not flagged as drifted",
+        tests=("tests/system/test_spans.py::test_drift_measures",),
+        fast=True,
+    ),
+    Mutation(
+        name="drift_only_warns_when_asked_to_fail",
+        file="components/validate/span_checks.py",
+        old='if any(row["drift"] for row in checks) and config.on_drift == "fail":',
+        new='if any(row["drift"] for row in checks) and config.on_drift == "never":',
+        breaks="with validate.on_drift=fail a drifted span only warns; the retrain trains and pushes on it",
+        tests=("tests/system/test_spans.py::test_a_drifted_newest_span_warns_or_fails_as_configured",),
+    ),
+    # ------------------------------------------------------------------------------------------ transform
+    Mutation(
+        name="vocabulary_from_all_splits",
+        file="components/transform/executor.py",
+        old="(train_transformed, transformed_metadata), transform_fn = (\n"
+        '                (raw["train"], sources["train"].TensorAdapterConfig())\n'
+        '                | "AnalyzeAndTransformTrain" >> '
+        "tft_beam.AnalyzeAndTransformDataset(make_preprocessing_fn(config)))",
+        new="transform_fn = (\n"
+        '                ((raw["train"], raw["eval"], raw["test"]) | "AllSplits" >> beam.Flatten(),\n'
+        '                 sources["train"].TensorAdapterConfig())\n'
+        '                | "AnalyzeAll" >> tft_beam.AnalyzeDataset(make_preprocessing_fn(config)))\n'
+        "            train_transformed, transformed_metadata = (\n"
+        '                ((raw["train"], sources["train"].TensorAdapterConfig()), transform_fn)\n'
+        '                | "TransformTrain" >> tft_beam.TransformDataset())',
+        breaks="the vocabulary is built from eval and test too: held-out words leak into the model's input",
+        tests=("tests/unit/test_transform.py::test_vocabulary_is_built_from_the_train_split_only",),
+    ),
+    Mutation(
+        name="no_length_bucketing",
+        file="components/transform/executor.py",
+        old="return bucket_of(encoded[0], upper_bounds), encoded[2]",
+        new="return bucket_of(upper_bounds[-1], upper_bounds), encoded[2]",
+        breaks="every example is written to the last (longest) bucket: batches pad short texts to max_length",
+        tests=("tests/unit/test_transform.py::test_examples_are_in_the_bucket_of_their_length",),
+    ),
+    Mutation(
+        name="bucket_upper_bound_exclusive",
+        file="library/layouts.py",
+        old="bisect.bisect_left(upper_bounds, length)",
+        new="bisect.bisect_right(upper_bounds, length)",
+        breaks="a text of exactly a bucket's bound (8 tokens) lands in the next bucket and is padded to 16",
+        tests=("tests/unit/test_transform.py::test_bucket_index_uses_inclusive_upper_bounds",),
+        fast=True,
+    ),
+    # ------------------------------------------------------------------------------------------ tuner
+    Mutation(
+        name="tuner_scores_on_train",
+        file="components/tuner/executor.py",
+        old=(
+            'scored = bucketed_batches(examples_dir, "eval", EVAL_BATCH_SIZE, shuffle=False, '
+            "examples=evaluation)"
+        ),
+        new=(
+            'scored = bucketed_batches(examples_dir, "train", EVAL_BATCH_SIZE, shuffle=False, examples=train)'
+        ),
+        breaks="trials are scored on the rows they trained on: the search picks the model that overfits most",
+        tests=(
+            "tests/system/test_tuner_trainer.py::test_random_search_scores_on_eval_and_writes_its_outputs",
+        ),
+        fast=True,
+    ),
+    # ------------------------------------------------------------------------------------------ trainer
+    Mutation(
+        name="embedding_trainable_while_frozen",
+        file="components/trainer/executor.py",
+        old='chosen_values["embedding_trainable"] = frozen_epochs == 0',
+        new='chosen_values["embedding_trainable"] = frozen_epochs < config.epochs',
+        breaks="with embeddings_trainable='after_epochs N' the pretrained vectors are tuned from epoch 1",
+        tests=("tests/system/test_embeddings.py::test_fine_tuned_and_unfrozen_after_epochs",),
+    ),
+    Mutation(
+        name="warm_start_ignores_its_patience",
+        file="components/trainer/executor.py",
+        old="patience = config.warm_start_patience if warm else config.early_stopping_patience",
+        new="patience = config.early_stopping_patience",
+        breaks="a warm-started run trains on for early_stopping_patience epochs after its best instead of "
+        "warm_start_patience",
+        tests=(
+            "tests/system/test_retune_warm_start.py::"
+            "test_a_warm_started_run_ends_after_its_own_patience_where_a_fresh_run_goes_on",
+        ),
+        fast=True,
+    ),
+    # ------------------------------------------------------------------------------- evaluator, pusher
+    Mutation(
+        name="min_accuracy_not_enforced",
+        file="components/evaluator/tfma_metrics.py",
+        old="lower_bound=wrappers_pb2.DoubleValue(value=config.min_accuracy)",
+        new="lower_bound=wrappers_pb2.DoubleValue(value=0.0)",
+        breaks="a model below evaluator.min_accuracy is blessed (and pushed)",
+        tests=("tests/system/test_evaluator_pusher.py::test_below_min_accuracy_is_not_blessed",),
+    ),
+    Mutation(
+        name="push_duplicates_the_same_model",
+        file="components/pusher/executor.py",
+        old="adopted = served_version_of(serving_dir, model_fingerprint)",
+        new="adopted = None",
+        breaks="pushing the model the newest version already holds publishes it again as a new version",
+        tests=(
+            "tests/system/test_evaluator_pusher.py::"
+            "test_a_model_is_published_once_however_often_it_is_pushed",
+        ),
+        fast=True,
+    ),
+    # ------------------------------------------------------------------------------------------ runner
+    Mutation(
+        name="cache_key_ignores_step_config",
+        file="pipeline/step_execution.py",
+        old='"config": json.loads(json.dumps(dataclasses.asdict(step_cfg), default=str)),',
+        new='"config": None,',
+        breaks="changing a step's configuration section reuses its cached output instead of re-running it",
+        tests=(
+            "tests/unit/test_runner.py::"
+            "test_second_run_reuses_every_step_and_config_change_reruns_only_downstream",
+        ),
+        fast=True,
+    ),
+    Mutation(
+        name="corrupted_span_not_checked",
+        file="components/validate/span_checks.py",
+        old='bad_rows=span_counts.get(span, {}).get("quarantined_rows"))',
+        new="bad_rows=None)",
+        breaks="a stream's span full of bad rows is trained on instead of quarantined",
+        tests=(
+            "tests/unit/test_span_states.py::"
+            "test_a_corrupted_span_of_a_stream_is_refused_by_validate_not_failed_by_ingest",
+        ),
+        fast=True,
+    ),
+    # ------------------------------------------------------------------------------------------ serving
+    Mutation(
+        name="batch_answers_not_split_back",
+        file="apps/serving/batching.py",
+        old="array[start:start + task.rows]",
+        new="array[:task.rows]",
+        breaks="requests merged into one model call each get the batch's first rows instead of their own",
+        tests=(
+            "tests/system/test_serve_batching.py::"
+            "test_concurrent_requests_are_merged_into_one_model_call_and_split_back",
+        ),
+    ),
+    Mutation(
+        name="xla_padding_rows_returned_to_the_client",
+        file="library/xla_buckets.py",
+        old="return tf.ensure_shape(probabilities[:rows], [None, num_classes])",
+        new="return tf.ensure_shape(probabilities, [None, num_classes])",
+        breaks="a request of 3 texts gets 4 answers: the rows padding its batch to a bucket size come back",
+        tests=(XLA_EXPORT_TEST,),
+    ),
+    Mutation(
+        name="xla_bucket_padding_changes_outputs",
+        file="library/xla_buckets.py",
+        old="padded = tf.pad(token_ids, [[0, padded_rows - rows], [0, width - steps]])",
+        new="padded = tf.pad(token_ids, [[0, padded_rows - rows], [0, width - steps]], constant_values=1)",
+        breaks="the steps padding a text to its length bucket are read as a word: answers change by padding",
+        tests=(XLA_EXPORT_TEST,),
+    ),
+    Mutation(
+        name="xla_warm_up_misses_a_bucket_shape",
+        file="library/xla_buckets.py",
+        old="for rows, steps in shapes]",
+        new="for rows, steps in shapes][:-1]",
+        breaks="a request of the last bucket shape compiles while its client waits (seconds) after warm-up",
+        tests=(XLA_EXPORT_TEST,),
+    ),
+    Mutation(
+        name="serve_port_unchecked",
+        file="apps/cli/serve.py",
+        old="if not 0 <= args.port <= 65535:",
+        new="if False:",
+        breaks="serve --port 99999 ends in a traceback from bind() instead of one line (JSON with "
+        "--log-format "
+        "json)",
+        tests=("tests/unit/test_cli_seams.py::test_serve_errors_honour_log_format_json",),
+        fast=True,
+    ),
+    # ---------------------------------------------------------------------------------------------- cli
+    Mutation(
+        name="listing_columns_not_aligned",
+        file="apps/cli/utils.py",
+        old='print("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())',
+        new='print("  ".join(row).rstrip())',
+        breaks="`runs` and `spans` print ragged columns",
+        tests=("tests/unit/test_cli_seams.py::test_a_listing_is_json_a_line_when_empty_or_an_aligned_table",),
+        fast=True,
+    ),
+    # ------------------------------------------------------------------------------- rollback, backfill
+    Mutation(
+        name="rollback_republishes_under_the_same_version",
+        file="pipeline/rollback.py",
+        old="new_version, path = publish_version(source, serving_dir, fingerprint(source))",
+        new="new_version, path = version, serving_version_dir(serving_dir, version)",
+        breaks="`rollback 1` records version 1 as pushed again but publishes no new highest version: TF "
+        "Serving "
+        "keeps serving the newer model",
+        tests=(
+            "tests/unit/test_backfill.py::"
+            "test_rollback_publishes_the_old_model_as_a_new_version_and_makes_it_the_next_baseline",
+        ),
+        fast=True,
+    ),
+    Mutation(
+        name="rollback_leaves_the_baseline_on_the_newer_model",
+        file="pipeline/rollback.py",
+        old="inputs = {MODEL: model.id, **",
+        new="inputs = {MODEL: served.id if served is not None else model.id, **",
+        breaks="after a rollback the next retrain compares with (and warm-starts from) the model rolled back "
+        "from, not the one served",
+        tests=(
+            "tests/unit/test_backfill.py::"
+            "test_rollback_publishes_the_old_model_as_a_new_version_and_makes_it_the_next_baseline",
+        ),
+        fast=True,
+    ),
+    Mutation(
+        name="backfill_runs_and_pushes_anyway",
+        file="apps/cli/run.py",
+        old="refusal = _backfill_refusal(runner, config, only or until)",
+        new="refusal = None",
+        breaks="a retrain pinned to a span older than the served model's newest trains, warm-starts from the "
+        "newer model and may push older data over it",
+        tests=(
+            "tests/unit/test_backfill.py::test_a_pinned_retrain_older_than_the_served_model_runs_nothing",
+        ),
+        fast=True,
+    ),
+    # ------------------------------------------------------------------------------- retention, gc
+    Mutation(
+        name="gc_deletes_the_lineage_of_kept_versions",
+        file="pipeline/gc.py",
+        old="return _with_lineage(store, roots, cut) | referenced",
+        new="return roots | referenced",
+        breaks="gc with a retention policy deletes the model, data and blessing behind a kept served "
+        "version: "
+        "it can no longer be rolled back to",
+        tests=(
+            "tests/unit/test_gc_retention.py::"
+            "test_policy_keeps_the_last_served_versions_lineage_and_cuts_the_warm_start_chain",
+        ),
+        fast=True,
+    ),
+    Mutation(
+        name="retention_keeps_everything",
+        file="pipeline/gc.py",
+        old="kept = set(serving_versions(serving_dir)[-served_versions:]) if served_versions and serving_dir "
+        "else None",
+        new="kept = None",
+        breaks="with retention.served_versions K every pushed model stays (each keeps the one it "
+        "warm-started from): the pipeline root grows without bound",
+        tests=(
+            "tests/unit/test_gc_retention.py::"
+            "test_policy_keeps_the_last_served_versions_lineage_and_cuts_the_warm_start_chain",
+        ),
+        fast=True,
+    ),
+    # ------------------------------------------------------------------------------- evaluator's gate
+    Mutation(
+        name="gate_ignores_the_anchor_versions",
+        file="library/paired_gate.py",
+        old="same_rows = {name: r for name, r in anchors.items() if r.rows == candidate.rows}",
+        new="same_rows = {}",
+        breaks="the gate compares with the served model only: candidates each 0.4 points worse are all "
+        "blessed, accuracy ratchets down push after push",
+        tests=(
+            "tests/unit/test_paired_gate.py::"
+            "test_ten_candidates_each_slightly_worse_are_refused_after_the_first_by_the_anchor",
+        ),
+        fast=True,
+    ),
+    # ------------------------------------------------------------------------------- serving admission
+    Mutation(
+        name="admission_ignores_max_queue_delay",
+        file="apps/serving/batching.py",
+        old="if bound and self.estimated_wait() > bound:",
+        new="if False:",
+        breaks="under overload every request is queued (no 503): waits grow with the backlog, far past "
+        "--max-queue-delay-ms",
+        tests=(
+            "tests/system/test_serve_overload.py::"
+            "test_under_2x_overload_refusals_are_fast_and_accepted_waits_stay_bounded",
+        ),
+    ),
+    # ------------------------------------------------------------------------------- stops, spans, metrics
+    Mutation(
+        name="swallowed_stop_still_publishes_the_step",
+        file="pipeline/step_execution.py",
+        old="        interrupts.stop_if_received()\n        os.replace(work_dir, final_dir)",
+        new="        os.replace(work_dir, final_dir)",
+        breaks="a SIGTERM that a component swallowed lets that step publish its outputs before the run ends",
+        tests=(
+            "tests/system/test_stops.py::"
+            "test_a_swallowed_sigterm_still_ends_the_run_with_143_and_publishes_nothing",
+        ),
+        fast=True,
+    ),
+    Mutation(
+        name="stop_lost_after_a_step_is_ignored",
+        file="pipeline/runner.py",
+        old="if interrupts.received():  # a stop swallowed or lost after the step's publish still ends "
+        "the run",
+        new="if False:",
+        breaks="a SIGTERM whose exception was lost after a step's publish does not end the run: it goes on "
+        "to the next step and exits 0",
+        tests=(
+            "tests/system/test_stops.py::"
+            "test_a_sigterm_lost_after_a_publish_ends_the_run_before_the_next_step",
+        ),
+        fast=True,
+    ),
+    Mutation(
+        name="quarantined_span_enters_the_next_window",
+        file="pipeline/span_states.py",
+        old="if state in HELD_OUT)",
+        new='if state == "rejected")',
+        breaks="a span validate refused (quarantined) is ingested and trained on by the next run without "
+        "`spans accept`",
+        tests=(
+            "tests/unit/test_span_states.py::"
+            "test_a_quarantined_span_is_left_out_of_the_next_ingest_until_its_file_changes",
+        ),
+        fast=True,
+    ),
+    Mutation(
+        name="refused_run_writes_no_drift_gauges",
+        file="apps/job_metrics.py",
+        old='if output in step.get("facts", {}):',
+        new="if False:",
+        breaks="a retrain refused for drift (exit 8) writes no agnews_retrain_drift gauges: the drift alert "
+        "never fires on the run that found it",
+        tests=("tests/unit/test_outcomes.py::test_a_refused_runs_metrics_hold_the_drift_its_check_measured",),
+        fast=True,
+    ),
+    Mutation(
+        name="deadline_outcome_labelled_failed",
+        file="apps/job_metrics.py",
+        old='124: "timed_out"',
+        new='124: "failed"',
+        breaks="a run that ran out of time (exit 124) is reported as outcome failed, not timed_out",
+        tests=(
+            "tests/unit/test_outcomes.py::"
+            "test_every_exit_code_has_an_outcome_label_and_the_deadline_is_timed_out",
+        ),
+        fast=True,
+    ),
+    Mutation(
+        name="deadline_run_recorded_as_interrupted",
+        file="pipeline/runner.py",
+        old='status = "timed_out" if interrupts.deadline_exceeded() else "interrupted"',
+        new='status = "interrupted"',
+        breaks="a run stopped by pipeline.deadline is stored as interrupted (a stop by hand), not timed_out",
+        tests=(
+            "tests/system/test_stops.py::"
+            "test_a_swallowed_deadline_still_ends_the_run_with_124_and_publishes_nothing",
+        ),
+    ),
+    Mutation(
+        name="read_only_command_creates_a_missing_root",
+        file="apps/cli/main.py",
+        old="        existing_root(config.pipeline_root())\n",
+        new="",
+        breaks="rollback (or gc, spans accept) on a mistyped --pipeline-root creates it (.lock, "
+        "metadata.sqlite)",
+        tests=(
+            "tests/unit/test_cli_seams.py::"
+            "test_a_command_on_a_root_that_does_not_exist_refuses_and_creates_nothing",
+        ),
+        fast=True,
+    ),
+    Mutation(
+        name="history_hides_quarantines",
+        file="pipeline/history.py",
+        old="    quarantines = quarantine_rows(store)\n",
+        new="    quarantines = []\n",
+        breaks="history.html no longer lists the spans validate refused, with their state and reason",
+        tests=(
+            "tests/unit/test_outcomes.py::test_history_shows_the_quarantines_with_their_state_and_reason",
+        ),
+        fast=True,
+    ),
+    Mutation(
+        name="drift_reference_not_the_served_window",
+        file="components/validate/span_checks.py",
+        old="    served = reference.served(inputs)\n",
+        new="    served = None\n",
+        breaks="new spans are compared with the rest of the window, not with what the served model learned",
+        tests=(SERVED_DRIFT_TEST,),
+    ),
+    Mutation(
+        name="span_profile_cache_not_read",
+        file="library/span_profiles.py",
+        old="    cached = cached_profile(examples_uri, span, sha256) if sha256 else None\n",
+        new="    cached = None\n",
+        breaks="every reference span's rows are read again each week (no drift measured once they are gone)",
+        tests=(SERVED_DRIFT_TEST,),
+    ),
+    Mutation(
+        name="span_profile_not_keyed_by_sha256",
+        file="library/layouts.py",
+        old='return span_dir(examples_uri, span) / f"profile-{sha256}.json"',
+        new='return span_dir(examples_uri, span) / "profile.json"',
+        breaks="a corrected span's profile is not told apart from the old bytes' profile",
+        tests=(SERVED_DRIFT_TEST,),
+    ),
+    Mutation(
+        name="vocab_oov_not_against_the_served_vocabulary",
+        file="components/validate/reference.py",
+        old="_vocabulary(Path(model.uri)), predicted or None)",
+        new="None, predicted or None)",
+        breaks="vocab_oov_share is never measured against the served model's vocabulary",
+        tests=(SERVED_DRIFT_TEST,),
+    ),
+    Mutation(
+        name="served_prediction_mix_not_recorded",
+        file="components/trainer/executor.py",
+        old='    predicted = predicted_class_counts(model, examples_dir, "eval", EVAL_BATCH_SIZE) if spans '
+        "else None\n",
+        new="    predicted = None\n",
+        breaks="the shift of the served model's predicted-class mix on a new span is never measured",
+        tests=(SERVED_DRIFT_TEST,),
+    ),
+    Mutation(
+        name="served_examples_not_the_served_models_own",
+        file="pipeline/dag.py",
+        old='        return store.artifacts_of(producer["id"], "input").get(self.via) if producer is not '
+        "None else None",
+        new="        return artifact",
+        breaks="validate's reference profiles are looked up in the wrong artifact, not the served model's "
+        "examples",
+        tests=(
+            "tests/unit/test_dag.py::"
+            "test_validate_resolves_the_served_model_and_its_examples_but_not_one_trained_"
+            "on_its_own_examples",
+        ),
+        fast=True,
+    ),
+]
