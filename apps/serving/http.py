@@ -7,8 +7,8 @@ lifecycle. Client code written for TF Serving works unchanged against it:
                                                                -> {"predictions": [...]}
                                                                {"signature_name"?, "inputs": ...} ->
                                                                {"outputs": ...}
-  POST /v1/models/<name>[/versions/<N>|/labels/<L>]:classify   {"signature_name"?, "context"?, "examples":
-  [...]}
+  POST /v1/models/<name>[/versions/<N>|/labels/<L>]:classify   {"signature_name"?, "context"?,
+                                                               "examples": [...]}
                                                                -> {"results": [[[class, score], ...], ...]}
 
 Every version the version policy keeps loaded answers at /versions/<N>; no version means the highest loaded

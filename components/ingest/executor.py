@@ -8,8 +8,9 @@ Sources (`ingest.data`):
 Output folder `examples/`:
   train/, eval/, test/   part-SSSSS-of-NNNNN.tfrecord.gz: tf.train.Example {title: bytes, description: bytes,
                          label: int64 0-3}; the same rows always give the same files (library/tfrecord_io.py)
-  quarantine.jsonl       one JSON object per bad row: source, source_split, line, reason, detail, raw (<= 1
-  KB) counts.json            rows per split, quarantined rows per reason, rows read, source
+  quarantine.jsonl       one JSON object per bad row: source, source_split, line, reason, detail,
+                         raw (<= 1 KB)
+  counts.json            rows per split, quarantined rows per reason, rows read, source
 
 Each line of a CSV file is one row: a bad line goes to quarantine (with its file and line number) and never
 affects its neighbours. CRLF endings and any UTF-8 text are valid; the file's final newline ends the last row
