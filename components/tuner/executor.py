@@ -10,7 +10,8 @@ searched (library/models.py).
 
 Outputs, under output_dir:
   best_hyperparameters/  best_hyperparameters.json {"architecture", "values", "tuned", "objective",
-                         "best_score"}, trials.csv and trials.md (every trial: id, status, score, epochs, hyperparameters)
+                         "best_score"},
+                         trials.csv and trials.md (every trial: id, status, score, epochs, hyperparameters)
   tensorboard/           TensorBoard logs per trial (<trial_id>/execution0/): its curves and, in the HParams
                          plugin's format, its hyperparameters, so `tensorboard --logdir <run>/tuner` shows the
                          trials side by side in the HParams view
