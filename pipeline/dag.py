@@ -159,17 +159,23 @@ class ServedResolver(Resolver):
 
 def served_artifacts(store, steps: tuple[Step, ...], resolver: Resolver, serving_dir: Path):
     """(version, the artifact its publisher consumed as `resolver.artifact`, or None), highest version first,
-    for every complete version in the serving folder."""
+    for every complete version in the serving folder, except the versions a rollback rolled away from: after
+    `rollback X` published as version Y, the versions between X and Y were judged bad by the operator, so they
+    are neither a baseline nor part of the gate's anchor."""
     judge_name, judgement = resolver.judged_by.split(".")
     consumed_as = next(name for name, source in step_named(judge_name, steps).inputs.items()
                        if source == resolver.artifact)
     published: dict[int, Any] = {}  # version -> the newest execution that published it there
+    rolled_away: set[int] = set()
     for execution, pushed in store.outputs_where(judge_name, judgement, resolver.where):
         version, path = pushed.properties.get("version"), pushed.properties.get("path")
         if isinstance(version, int) and path and Path(path) == serving_version_dir(serving_dir, version):
             published[version] = execution
+            rolled_back_to = pushed.properties.get("rolled_back_to")
+            if isinstance(rolled_back_to, int):
+                rolled_away.update(range(rolled_back_to + 1, version))
     for version in reversed(serving_versions(serving_dir)):
-        if not has_saved_model(serving_version_dir(serving_dir, version)):
+        if version in rolled_away or not has_saved_model(serving_version_dir(serving_dir, version)):
             continue
         execution = published.get(version)
         consumed = store.artifacts_of(execution["id"], "input").get(consumed_as) if execution else None

@@ -517,4 +517,15 @@ MUTATIONS: list[Mutation] = [
         ),
         fast=True,
     ),
+    Mutation(
+        name="anchor_keeps_the_version_rolled_away_from",
+        file="pipeline/dag.py",
+        old="if version in rolled_away or not has_saved_model(",
+        new="if not has_saved_model(",
+        breaks="after a rollback the gate's anchor still holds the version rolled away from, so every later "
+        "candidate is held to the model the operator took out of service (bench_year: 17 weeks refused)",
+        tests=("tests/unit/test_backfill.py::"
+               "test_rollback_publishes_the_old_model_as_a_new_version_and_makes_it_the_next_baseline",),
+        fast=True,
+    ),
 ]

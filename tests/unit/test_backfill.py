@@ -12,6 +12,7 @@ from support.cli import agnews_in_process
 from contract.artifacts import Artifact
 from contract.config_loading import load_config
 from library.folder_layouts import serving_version_dir, serving_versions
+from pipeline import dag
 from pipeline.metadata import MetadataStore
 from pipeline.rollback import backfill_refusal, served_model
 
@@ -30,18 +31,20 @@ def _execute(store: MetadataStore, root: Path, run_id: str, step: str, inputs: d
 
 
 def _push(store: MetadataStore, root: Path, run_id: str, version: int, trained_on: list[str]) -> int:
-    """Run `run_id` trains a model on `trained_on` (its SavedModel's bytes name the run) and publishes it as
-    `version`, as the pusher does; returns the model's artifact id."""
+    """Run `run_id` trains a model on `trained_on` (its SavedModel's bytes name the run), blesses it and
+    publishes it as `version`, as the pusher does; returns the model's artifact id."""
     store.start_run(run_id, "retrain", {}, None)
     model = _execute(store, root, run_id, "trainer", {},
                      {"model": {"training_spans": {name: "0" * 64 for name in trained_on}}})["model"]
+    blessing = _execute(store, root, run_id, "evaluator", {"model": model},
+                        {"blessing": {"blessed": True, "run": run_id}})["blessing"]
     serving_model = root / "runs" / run_id / "trainer" / "model" / "serving_model"
     serving_model.mkdir()
     (serving_model / "saved_model.pb").write_bytes(f"model of {run_id}".encode())
     folder = serving_version_dir(root / "serving" / "agnews", version)
     folder.mkdir(parents=True)
     (folder / "saved_model.pb").write_bytes(f"model of {run_id}".encode())
-    _execute(store, root, run_id, "pusher", {"model": model},
+    _execute(store, root, run_id, "pusher", {"model": model, "blessing": blessing},
              {"pushed_model": {"pushed": True, "version": version, "path": str(folder)}})
     store.finish_run(run_id, "succeeded", outcome="pushed")
     return model
@@ -122,6 +125,10 @@ def test_rollback_publishes_the_old_model_as_a_new_version_and_makes_it_the_next
     store = MetadataStore(root / "metadata.sqlite", read_only=True)
     try:
         assert served_model(store, config).id == model_1 != model_2
+        # The gate's anchor (the last served versions' blessings) leaves out version 2, rolled away from:
+        # otherwise every later candidate is held to the model the operator took out of service.
+        anchor = dag.SERVED_BLESSINGS.resolve(store, dag.STEPS, None, config)
+        assert [blessing.properties["run"] for blessing in anchor] == ["r1", "r1"]
     finally:
         store.close()
     again = agnews_in_process("rollback", "3", "--pipeline-root", root, check_code=1)
