@@ -21,6 +21,16 @@ from support.paths import PROJECT, SAMPLE_DIR
 TINY_TUNER = ('tuner: {enabled: false, architecture: rnn, '
               'fixed_hyperparameters: ["embedding_dim=16", "units=16"]}')
 TINY_TRAINER = "trainer: {epochs: 1}"
+# The retrain-again tests' configuration (rollback, retention): the tiny model on a 3-span window.
+PUSHING_CONFIG = f"""
+ingest: {{window: {{num_spans: 3}}}}
+transform: {{vocab_size: 2000, max_length: 32, bucket_boundaries: [16, 32]}}
+{TINY_TUNER}
+{TINY_TRAINER}
+# One epoch on a few hundred rows is no good model: every candidate is blessed, so each retrain pushes.
+evaluator: {{min_accuracy: 0.0, max_accuracy_drop: 1.0, significance: 0.0, anchor_versions: 2}}
+validate: {{drift: {{length_min_rows: 100}}}}
+"""
 # The same as command-line flags, for tests that run from support.paths.E2E_CONFIG: the architecture and its
 # size (TINY_MODEL_FLAGS; a search, if the test needs one, searches the rest) and no search (TINY_FLAGS).
 TINY_MODEL_FLAGS = ("--set", "tuner.architecture=rnn",

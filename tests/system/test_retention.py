@@ -10,21 +10,13 @@ from pathlib import Path
 import pytest
 from support import streams
 from support.e2e import agnews  # the real command in a subprocess, checking its exit code
-from support.streams import TINY_TRAINER, TINY_TUNER, arrive, make_stream, root_args
+from support.streams import PUSHING_CONFIG, arrive, make_stream, root_args
 
 from library import folder_layouts
 
 pytestmark = pytest.mark.e2e
 
-CONFIG = f"""
-ingest: {{window: {{num_spans: 3}}}}
-transform: {{vocab_size: 2000, max_length: 32, bucket_boundaries: [16, 32]}}
-{TINY_TUNER}
-{TINY_TRAINER}
-# One epoch on a few hundred rows is no good model: every candidate is blessed, so each retrain pushes.
-evaluator: {{min_accuracy: 0.0, max_accuracy_drop: 1.0, significance: 0.0, anchor_versions: 2}}
-validate: {{drift: {{length_min_rows: 100}}}}
-"""
+CONFIG = PUSHING_CONFIG
 RETENTION = "retention: {served_versions: 2, runs: 2, apply_after_retrain: true}\n"
 
 
