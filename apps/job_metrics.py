@@ -56,7 +56,8 @@ def previous_last_success(path: Path) -> float | None:
             for sample in family.samples:
                 if sample.name == LAST_SUCCESS:
                     return float(sample.value)
-    except (OSError, ValueError, UnicodeDecodeError):  # no file yet, or one that is not ours: start afresh
+    # no file yet, or one that is not ours: start afresh
+    except (OSError, ValueError, UnicodeDecodeError):
         return None
     return None
 
@@ -105,7 +106,8 @@ def span_states(ingest: IngestConfig, held_out: dict[str, str] | None = None) ->
         window = set()
     try:
         spans = discover_spans(folder, ingest.window.pattern)
-    except OSError:  # an unreadable data folder: the metrics file is still written, without these gauges
+    # an unreadable data folder: the metrics file is still written, without these gauges
+    except OSError:
         return []
     return [(span, _span_state(span.name, window, held_out, ingest.window.exclude)) for span in spans]
 
@@ -236,7 +238,8 @@ def _data_gauges(gauge, spans: list[tuple[Span, str]], now: float) -> None:
     for state, count in sorted(Counter(state for _, state in spans).items()):
         by_state.labels(state=state).set(count)
     newest = _newest_span(spans)
-    with contextlib.suppress(OSError):  # a folder removed since: no freshness rather than no file
+    # a folder removed since: no freshness rather than no file
+    with contextlib.suppress(OSError):
         gauge(
             "agnews_retrain_newest_span_age_seconds",
             "Age of the newest span in the window: now minus the "

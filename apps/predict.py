@@ -31,7 +31,8 @@ BATCH_SIZE = 256
 # A text may be any length (serving_default takes a 5 MB string); the csv module's default field limit is 128
 # KB.
 csv.field_size_limit(min(sys.maxsize, 2 ** 31 - 1))
-_loaded: dict[tuple[str, int], Any] = {}  # (SavedModel folder, saved_model.pb mtime) -> serving signature
+# (SavedModel folder, saved_model.pb mtime) -> serving signature
+_loaded: dict[tuple[str, int], Any] = {}
 
 
 def resolve_serving_model_dir(model_dir: Path) -> Path:
@@ -56,7 +57,8 @@ def _serving_signature(model_dir: Path):
 
         try:
             loaded = tf.saved_model.load(str(path))
-        except Exception as error:  # a corrupt or partial folder: TensorFlow raises many types here
+        # a corrupt or partial folder: TensorFlow raises many types here
+        except Exception as error:
             reason = (str(error).strip().splitlines() or [""])[0][:160]
             raise ComponentError(
                 f"{path} holds no loadable SavedModel ({type(error).__name__}: {reason}); point "
@@ -124,7 +126,8 @@ def _decoded_lines(handle) -> Iterator[tuple[int, str]]:
     """(line number, line with its ending) of a binary file, each line decoded on its own so a bad byte is
     reported at its exact line."""
     for number, raw in enumerate(handle, start=1):
-        if isinstance(raw, str):  # a text stream given by a caller
+        # a text stream given by a caller
+        if isinstance(raw, str):
             yield number, raw
             continue
         try:

@@ -64,8 +64,10 @@ def check_rows_arrived(step: str, counted: dict[str, int], examples: "Artifact")
 
 @dataclass(frozen=True)
 class Artifact:
-    name: str  # what it is: "examples", "transform_graph", "model", "blessing", ...
-    uri: Path  # a folder
+    # what it is: "examples", "transform_graph", "model", "blessing", ...
+    name: str
+    # a folder
+    uri: Path
     # small JSON-able facts: row counts, metrics, ...
     properties: dict[str, Any] = field(default_factory=dict)
 
@@ -80,8 +82,10 @@ class Runtime:
     beam_args: tuple[str, ...] = ()
     seed: int = 42
     log: Callable[[str], None] = print
-    pipeline_root: Path | None = None  # where a multi-worker training job is written for the other workers
-    run_id: str = ""  # the run executing the step (the tuner names the run whose search a later run reuses)
+    # where a multi-worker training job is written for the other workers
+    pipeline_root: Path | None = None
+    # the run executing the step (the tuner names the run whose search a later run reuses)
+    run_id: str = ""
     # True once a stop (SIGINT, SIGTERM, the deadline) was recorded: a component that publishes outside its
     # output_dir (the pusher's rename into the serving folder) asks right before, in case the stop's exception
     # was swallowed or lost on its way.

@@ -26,8 +26,10 @@ class PipelineConfig:
     # Where the Beam steps (ingest, validate, transform, evaluator) run: "direct" (Beam's DirectRunner, or the
     # runner named in beam_args) or "dask" (a dask.distributed cluster through engines/dask/).
     beam_runner: str = "direct"
-    dask_address: str = ""  # scheduler, e.g. tcp://HOST:8786; empty: a local cluster started for each step
-    dask_workers: int = 2  # worker processes of that local cluster
+    # scheduler, e.g. tcp://HOST:8786; empty: a local cluster started for each step
+    dask_address: str = ""
+    # worker processes of that local cluster
+    dask_workers: int = 2
     # Memory limit of each local worker, a size ("4GiB", "3000MB": contract/units.py); auto: machine /
     # workers.
     dask_worker_memory: str = "auto"
@@ -111,15 +113,18 @@ def redact_args(args: list[str] | tuple[str, ...]) -> list[str]:
 class TunerConfig:
     # a name in library.models.ARCHITECTURES; the trainer builds what the tuner names
     architecture: str = "bilstm"
-    enabled: bool = True  # False (--no-tune): the architecture's default hyperparameters, no search
-    algorithm: str = "hyperband"  # hyperband | bayesian | random
+    # False (--no-tune): the architecture's default hyperparameters, no search
+    enabled: bool = True
+    # hyperband | bayesian | random
+    algorithm: str = "hyperband"
     max_trials: int = 8
     max_epochs: int = 3
     # Trials train on at most this many train rows (a seeded random subsample with the split's length
     # distribution; 0: every row). Hyperparameters found on 20,000 rows carry over to the full split, and
     # on the 120,000-row AG News the search costs a sixth; the trainer always uses every row.
     train_subsample_rows: int = 20_000
-    objective: str = "val_loss"  # val_loss (minimised) | val_accuracy (maximised), measured on the eval split
+    # val_loss (minimised) | val_accuracy (maximised), measured on the eval split
+    objective: str = "val_loss"
     # Hyperparameters held fixed instead of searched (also applied with --no-tune), e.g. ["batch_size=128"].
     fixed_hyperparameters: tuple[str, ...] = ()
     # Not a setting of its own: always trainer.pretrained_embeddings (Config copies it), so that the search
@@ -144,7 +149,8 @@ class TunerConfig:
         require(self.max_trials >= 1, f"tuner.max_trials must be >= 1, got {self.max_trials}")
         require(self.max_epochs >= 1, f"tuner.max_epochs must be >= 1, got {self.max_epochs}")
         require(self.train_subsample_rows >= 0, "tuner.train_subsample_rows must be >= 0")
-        self.retune_policy()  # validates retune
+        # validates retune
+        self.retune_policy()
 
     def retune_policy(self) -> RetunePolicy:
         """tuner.retune parsed: RetunePolicy("always" | "on_drift" | "retrains" | "seconds", every)."""
@@ -172,8 +178,10 @@ def _duration_or_none(text: str) -> float | None:
 
 
 class RetunePolicy(typing.NamedTuple):
-    kind: str  # always | on_drift | retrains | seconds
-    every: float  # retrains: search in one run of this many; seconds: search once the reused one is this old
+    # always | on_drift | retrains | seconds
+    kind: str
+    # retrains: search in one run of this many; seconds: search once the reused one is this old
+    every: float
 
 
 def address_problem(address: Any) -> str | None:
@@ -199,7 +207,8 @@ class TrainerConfig:
     # pass over 1.1M rows. 0 = every epoch is the whole split. Below it (5,551 or 127,600 rows) nothing
     # changes.
     max_rows_per_epoch: int = 200_000
-    strategy: str = "default"  # default | mirrored | multi_worker_mirrored
+    # default | mirrored | multi_worker_mirrored
+    strategy: str = "default"
     # multi_worker_mirrored: "HOST:PORT" of every training worker; index 0 is the chief, which the trainer
     # step runs on this machine; each other one runs `agnews-pipeline train-worker --index I` (README).
     workers: tuple[str, ...] = ()
@@ -228,7 +237,8 @@ class TrainerConfig:
     def __post_init__(self):
         require(self.epochs >= 1, f"trainer.epochs must be >= 1, got {self.epochs}")
         require(0.0 <= self.min_embedding_coverage <= 1.0, "trainer.min_embedding_coverage must be in [0, 1]")
-        self.unfreeze_after_epochs()  # validates embeddings_trainable
+        # validates embeddings_trainable
+        self.unfreeze_after_epochs()
         require(self.early_stopping_patience >= 0, "trainer.early_stopping_patience must be >= 0")
         require(
             self.max_rows_per_epoch >= 0,
@@ -277,7 +287,8 @@ class TrainerConfig:
 
 @dataclass(frozen=True)
 class EvaluatorConfig:
-    min_accuracy: float = 0.80  # absolute bar for blessing
+    # absolute bar for blessing
+    min_accuracy: float = 0.80
     # Allowed drop below the anchor: the best accuracy of the baseline (the served model) and the last
     # `anchor_versions` served versions, on the same test rows (0.005 = 0.5 points).
     max_accuracy_drop: float = 0.005

@@ -29,7 +29,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if isinstance(annotation, str):
         # annotations are strings under `from __future__ import annotations`
         annotation = eval(annotation, vars(typing))
-    if dataclasses.is_dataclass(annotation):  # a nested section, e.g. ingest.window
+    # a nested section, e.g. ingest.window
+    if dataclasses.is_dataclass(annotation):
         require(isinstance(value, dict), f"{where} must be a mapping, got {value!r}")
         return _build_section(annotation, value, where)
     origin = typing.get_origin(annotation)

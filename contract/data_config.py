@@ -14,16 +14,21 @@ from contract.config_checks import ConfigError, packaged_file, require
 class WindowConfig:
     """Which spans of a stream (a csv:DIR of dated or numbered span folders) a run trains on
     (library/spans.py)."""
-    num_spans: int = 0  # the newest N spans; 0 = every span
-    min_spans: int = 1  # fewer spans in the window: the run stops before any work (exit 6)
-    skip_recent: int = 0  # leave out the newest N spans (e.g. one still being labelled)
-    exclude: tuple[str, ...] = ()  # span names never used
+    # the newest N spans; 0 = every span
+    num_spans: int = 0
+    # fewer spans in the window: the run stops before any work (exit 6)
+    min_spans: int = 1
+    # leave out the newest N spans (e.g. one still being labelled)
+    skip_recent: int = 0
+    # span names never used
+    exclude: tuple[str, ...] = ()
     # Not a setting: the spans the metadata store holds out (quarantined or rejected), filled in by the CLI
     # from the store before a run (`agnews-pipeline spans`); any value given is replaced.
     held_out: tuple[str, ...] = ()
     # pin the newest span: a span name or a date YYYY-MM-DD (--span / --date); '' = the newest
     newest: str = ""
-    pattern: str = r"\d{4}-\d{2}-\d{2}|\d+"  # a subfolder whose whole name matches is a span
+    # a subfolder whose whole name matches is a span
+    pattern: str = r"\d{4}-\d{2}-\d{2}|\d+"
 
     def __post_init__(self):
         require(self.num_spans >= 0, f"ingest.window.num_spans must be >= 0 (0 = all), got {self.num_spans}")
@@ -42,9 +47,12 @@ class IngestConfig:
     # "tfds" (TensorFlow Datasets ag_news_subset) or "csv:DIR" (DIR holds train.csv and test.csv).
     data: str = "tfds"
     tfds_name: str = "ag_news_subset"
-    tfds_data_dir: str = ""  # empty: TFDS' default (~/tensorflow_datasets)
-    eval_fraction: float = 0.05  # share of the train source hashed into the eval split
-    max_bad_row_fraction: float = 0.01  # above this share of quarantined rows, ingest fails
+    # empty: TFDS' default (~/tensorflow_datasets)
+    tfds_data_dir: str = ""
+    # share of the train source hashed into the eval split
+    eval_fraction: float = 0.05
+    # above this share of quarantined rows, ingest fails
+    max_bad_row_fraction: float = 0.01
     window: WindowConfig = field(default_factory=WindowConfig)
 
     def __post_init__(self):
@@ -62,12 +70,18 @@ class IngestConfig:
 class DriftConfig:
     """Thresholds of the drift checks of a stream's new spans against the served model's window (drift.py);
     a value above its threshold is drift. Chosen from unshifted and shifted spans of AG News (README)."""
-    label_linf: float = 0.1  # largest change of one class's share
-    length_js: float = 0.05  # Jensen-Shannon divergence of the text length histograms (0..1)
-    length_min_rows: int = 200  # fewer rows on either side: length_js is not computed
-    oov_share: float = 0.25  # share of the new span's tokens that the reference spans never have
-    vocab_oov_share: float = 0.3  # share of the new span's tokens outside the served model's vocabulary
-    prediction_linf: float = 0.1  # largest change of one class's share in the served model's predictions
+    # largest change of one class's share
+    label_linf: float = 0.1
+    # Jensen-Shannon divergence of the text length histograms (0..1)
+    length_js: float = 0.05
+    # fewer rows on either side: length_js is not computed
+    length_min_rows: int = 200
+    # share of the new span's tokens that the reference spans never have
+    oov_share: float = 0.25
+    # share of the new span's tokens outside the served model's vocabulary
+    vocab_oov_share: float = 0.3
+    # largest change of one class's share in the served model's predictions
+    prediction_linf: float = 0.1
     # fewer held-out rows behind the served model's predicted mix, or rows in the new span: not computed
     prediction_min_rows: int = 100
 
@@ -92,8 +106,10 @@ class QualityConfig:
     # share of a span's rows that ingest quarantined (bad CSV rows); in a stream this, not the window-wide
     # ingest.max_bad_row_fraction, decides: a corrupted span is quarantined instead of failing every later run
     bad_row_share: float = 0.01
-    duplicate_share: float = 0.05  # share of a span's rows that repeat an earlier row of the same span
-    test_overlap_share: float = 0.01  # share of a span's rows whose text is also in the fixed test set
+    # share of a span's rows that repeat an earlier row of the same span
+    duplicate_share: float = 0.05
+    # share of a span's rows whose text is also in the fixed test set
+    test_overlap_share: float = 0.01
 
     def __post_init__(self):
         require(self.row_count_change >= 0, "validate.quality.row_count_change must be >= 0")
@@ -132,10 +148,12 @@ class ValidateConfig:
 
 @dataclass(frozen=True)
 class TransformConfig:
-    text_features: str = "title_description"  # or "title"
+    # or "title"
+    text_features: str = "title_description"
     vocab_size: int = 20_000
     num_oov_buckets: int = 1
-    max_length: int = 256  # tokens kept per example; longer texts are truncated
+    # tokens kept per example; longer texts are truncated
+    max_length: int = 256
     bucket_boundaries: tuple[int, ...] = (8, 16, 24, 32, 48, 64, 96, 128, 256)
 
     def __post_init__(self):

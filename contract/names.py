@@ -5,7 +5,8 @@ The same name goes from the DAG through the metadata store to the output's folde
 
 # ingest
 EXAMPLES = "examples"
-PREVIOUS_EXAMPLES = "previous_examples"  # an input: its newest earlier examples (unchanged spans are reused)
+# an input: its newest earlier examples (unchanged spans are reused)
+PREVIOUS_EXAMPLES = "previous_examples"
 # validate
 SCHEMA = "schema"
 STATISTICS = "statistics"
@@ -21,8 +22,10 @@ MODEL_RUN = "model_run"
 # evaluator
 EVALUATION = "evaluation"
 BLESSING = "blessing"
-BASELINE_MODEL = "baseline_model"  # an input: the served model (the highest served version), from the store
-ANCHOR_BLESSINGS = "anchor_blessings"  # an input: the blessings of the last served versions (a list)
+# an input: the served model (the highest served version), from the store
+BASELINE_MODEL = "baseline_model"
+# an input: the blessings of the last served versions (a list)
+ANCHOR_BLESSINGS = "anchor_blessings"
 # pusher
 PUSHED_MODEL = "pushed_model"
 

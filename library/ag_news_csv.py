@@ -12,7 +12,8 @@ from typing import Iterator, NamedTuple
 from contract.files import read_blocks
 from library.layouts import NUM_CLASSES
 
-CSV_COLUMNS = 3  # class, title, description
+# class, title, description
+CSV_COLUMNS = 3
 
 QUARANTINE_RAW_BYTES = 1024
 
@@ -38,8 +39,10 @@ class BadRow(ValueError):
 
 
 class GoodRow(NamedTuple):
-    source_split: str  # "train" or "test": where the row came from
-    label: int  # 0-3
+    # "train" or "test": where the row came from
+    source_split: str
+    # 0-3
+    label: int
     title: str
     description: str
 
@@ -62,7 +65,8 @@ def split_csv_line(text: str) -> list[str]:
                     raise BadRow(UNBALANCED_QUOTES, f"the quoted field starting in column {len(fields) + 1} "
                                                     "is never closed")
                 parts.append(text[position:closing])
-                if text.startswith('""', closing):  # an escaped quote inside the field
+                # an escaped quote inside the field
+                if text.startswith('""', closing):
                     parts.append('"')
                     position = closing + 2
                     continue
@@ -81,7 +85,8 @@ def split_csv_line(text: str) -> list[str]:
             position = comma
         if position >= end:
             return fields
-        position += 1  # past the comma
+        # past the comma
+        position += 1
 
 
 def _checked_row(source_split: str, label: int, title: str, description: str) -> GoodRow:
@@ -93,7 +98,8 @@ def _checked_row(source_split: str, label: int, title: str, description: str) ->
 def _strip_line_end(raw: bytes) -> bytes:
     if raw.endswith(b"\n"):
         raw = raw[:-1]
-    return raw[:-1] if raw.endswith(b"\r") else raw  # CRLF files are valid
+    # CRLF files are valid
+    return raw[:-1] if raw.endswith(b"\r") else raw
 
 
 def parse_csv_row(source_split: str, raw: bytes, first_line: bool = False) -> GoodRow:
@@ -103,7 +109,8 @@ def parse_csv_row(source_split: str, raw: bytes, first_line: bool = False) -> Go
     except UnicodeDecodeError as error:
         raise BadRow(UNDECODABLE_BYTES, f"invalid UTF-8 at byte {error.start}: {error.reason}") from None
     if first_line:
-        text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
+        # a byte-order mark some editors write
+        text = text.removeprefix("\ufeff")
     if not text.strip():
         raise BadRow(BLANK_LINE, "the line is blank")
     fields = split_csv_line(text)
@@ -152,7 +159,8 @@ def quarantine_record(source: str, source_split: str, line: int, error: BadRow, 
 class Chunk(NamedTuple):
     path: str
     source_split: str
-    start: int  # byte offsets; the chunk holds the lines that START in [start, end)
+    # byte offsets; the chunk holds the lines that START in [start, end)
+    start: int
     end: int
 
 
@@ -206,7 +214,8 @@ def chunk_lines(chunk: Chunk, newlines_before: int) -> Iterator[tuple[int, bytes
         position = chunk.start
         if chunk.start > 0:
             handle.seek(chunk.start - 1)
-            if handle.read(1) != b"\n":  # the chunk starts mid-line: that line belongs to the previous chunk
+            # the chunk starts mid-line: that line belongs to the previous chunk
+            if handle.read(1) != b"\n":
                 position += len(handle.readline())
                 line_number += 1
         while position < chunk.end:

@@ -13,7 +13,8 @@ import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # for annotations; Beam is imported when it is used
+# for annotations; Beam is imported when it is used
+if TYPE_CHECKING:
     from apache_beam.options.pipeline_options import PipelineOptions
 
 from contract.artifacts import ComponentError
@@ -23,13 +24,17 @@ from contract.config_checks import ConfigError
 DASK_RUNNER = "engines.dask.runner.DaskClusterRunner"
 # The class names of a dask runner: Beam's own (refused by beam_args_problem) and this project's adapter.
 DASK_RUNNER_NAMES = ("DaskRunner", "DaskClusterRunner")
-BEAM_DASK_RUNNER_MODULE = "apache_beam.runners.dask.dask_runner"  # where Beam's own DaskRunner lives
-BEAM_RUNNERS = ("direct", "dask")  # friendly names; any other runner via --beam-arg=--runner=NAME
-CONNECT_SECONDS = 5  # how long a step waits for a scheduler or job service before it fails
+# where Beam's own DaskRunner lives
+BEAM_DASK_RUNNER_MODULE = "apache_beam.runners.dask.dask_runner"
+# friendly names; any other runner via --beam-arg=--runner=NAME
+BEAM_RUNNERS = ("direct", "dask")
+# how long a step waits for a scheduler or job service before it fails
+CONNECT_SECONDS = 5
 # How long a step waits for a worker of an external SDK worker pool to connect (a healthy one imports Beam and
 # connects in about 5 s on this loaded 2-core machine) before it fails.
 WORKER_START_SECONDS = 20
-JOB_SECONDS = 7 * 24 * 3600  # how long a Beam job on a portable runner (Flink, Spark, a job service) may run
+# how long a Beam job on a portable runner (Flink, Spark, a job service) may run
+JOB_SECONDS = 7 * 24 * 3600
 
 
 def runner_args(beam_runner: str, dask_address: str, dask_workers: int, dask_worker_memory: str = "auto",
@@ -83,7 +88,8 @@ def check_beam_args(beam_args: tuple[str, ...]) -> None:
     try:
         with contextlib.redirect_stderr(captured):
             PipelineOptions(flags=list(beam_args)).get_all_options(retain_unknown_options=True)
-    except SystemExit:  # argparse reports the problem on stderr, then exits
+    # argparse reports the problem on stderr, then exits
+    except SystemExit:
         lines = [line for line in captured.getvalue().splitlines() if line.strip()]
         reason = lines[-1].split("error: ", 1)[-1] if lines else "invalid option"
         for secret, shown in zip(beam_args, redact_args(beam_args)):
@@ -132,16 +138,19 @@ def beam_args_problem(beam_args: tuple[str, ...] | list[str]) -> str | None:
             # also imports the runner's module, which registers its option classes
             chosen = create_runner(runner)
         except (ValueError, ImportError, AttributeError) as error:
-            if runner.lower() in ("dask", "daskrunner"):  # Beam knows its DaskRunner by the full name only
+            # Beam knows its DaskRunner by the full name only
+            if runner.lower() in ("dask", "daskrunner"):
                 return beam_dask
             reason = (str(error).strip().splitlines() or [""])[0][:300]
             hint = "; for dask.distributed use --beam-runner dask" if "dask" in runner.lower() else ""
             return f"Beam cannot use --runner={runner} ({type(error).__name__}: {reason}){hint}"
-        if type(chosen).__module__ == BEAM_DASK_RUNNER_MODULE:  # Beam's class, not this project's subclass
+        # Beam's class, not this project's subclass
+        if type(chosen).__module__ == BEAM_DASK_RUNNER_MODULE:
             return beam_dask
     unknown = _unknown_flags(list(beam_args))
     if unknown:
-        return f"Beam does not know the flag(s) {' '.join(unknown)}"  # names only: values may be secrets
+        # names only: values may be secrets
+        return f"Beam does not know the flag(s) {' '.join(unknown)}"
     return None
 
 
@@ -214,7 +223,8 @@ def _probe_control_server():
 
         def Control(self, responses, context):
             self.connected.set()
-            return iter(())  # no work: the worker's control stream ends and it exits
+            # no work: the worker's control stream ends and it exits
+            return iter(())
 
     probe = Probe()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))

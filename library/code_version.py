@@ -46,13 +46,15 @@ def _imported_names(source: bytes, package: str) -> frozenset[str]:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: "from . import x", "from ..a import b"
+            # relative: "from . import x", "from ..a import b"
+            if node.level:
                 parts = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(parts + ([node.module] if node.module else []))
             else:
                 base = node.module or ""
             names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)  # kept only if such a module exists
+            # kept only if such a module exists
+            names.update(f"{base}.{alias.name}" for alias in node.names)
     return frozenset(names)
 
 
@@ -84,7 +86,8 @@ def project_modules(module: str, root: Path = PROJECT_ROOT) -> dict[str, Path]:
             continue
         found[name] = path
         parents = [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]
-        pending.extend(parents)  # importing a.b.c runs a/__init__.py and a/b/__init__.py
+        # importing a.b.c runs a/__init__.py and a/b/__init__.py
+        pending.extend(parents)
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         pending.extend(_imported_names(path.read_bytes(), package))
     return found

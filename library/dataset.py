@@ -33,7 +33,8 @@ class Batches:
     dataset: tf.data.Dataset
     num_examples: int
     num_batches: int
-    examples_per_bucket: dict[int, int]  # bucket upper bound -> examples used from it
+    # bucket upper bound -> examples used from it
+    examples_per_bucket: dict[int, int]
 
 
 def _count_records(files: list[str]) -> int:
@@ -91,9 +92,12 @@ class BucketExamples:
     files)."""
     # bucket upper bound -> its examples (buckets with some examples only)
     datasets: dict[int, tf.data.Dataset]
-    sizes: dict[int, int]  # bucket upper bound -> examples used from it (every bucket)
-    seeds: dict[int, int]  # bucket upper bound -> the seed its subsample and shuffles use
-    available: int  # examples the split holds
+    # bucket upper bound -> examples used from it (every bucket)
+    sizes: dict[int, int]
+    # bucket upper bound -> the seed its subsample and shuffles use
+    seeds: dict[int, int]
+    # examples the split holds
+    available: int
 
     @property
     def num_examples(self) -> int:

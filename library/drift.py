@@ -56,7 +56,8 @@ class SpanProfile:
     """What the measures need from one span's rows."""
     rows: int = 0
     labels: Counter = field(default_factory=Counter)
-    lengths: Counter = field(default_factory=Counter)  # length bin -> rows
+    # length bin -> rows
+    lengths: Counter = field(default_factory=Counter)
     token_counts: Counter = field(default_factory=Counter)
 
     def add(self, label: int, text: str) -> None:

@@ -63,7 +63,8 @@ def detect_format(path: Path) -> str:
     try:
         rest.decode("utf-8")
         text = b"\0" not in rest
-    except UnicodeDecodeError as error:  # a chunk may end inside a multi-byte character
+    # a chunk may end inside a multi-byte character
+    except UnicodeDecodeError as error:
         text = error.start >= len(rest) - 3 and b"\0" not in rest
     return "word2vec" if text else "word2vec_binary"
 
@@ -97,7 +98,8 @@ def load_vectors(path: str | Path):
         else:
             vectors = keyed_vectors.load_word2vec_format(str(path), binary=kind == "word2vec_binary",
                                                          no_header=kind == "glove", unicode_errors="replace")
-    except Exception as error:  # gensim raises many kinds; the user needs the file and reason
+    # gensim raises many kinds; the user needs the file and reason
+    except Exception as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ComponentError(f"cannot read {path} as {kind} word vectors: {reason}") from None
     if not hasattr(vectors, "key_to_index") or len(vectors.index_to_key) == 0 or vectors.vector_size < 1:
@@ -116,8 +118,10 @@ def read_vocabulary(vocab_file: Path) -> list[str]:
 @dataclass(frozen=True)
 class Alignment:
     """An embedding matrix aligned with the transform's token ids, and which ids the file covered."""
-    matrix: np.ndarray  # float32 [embedding_input_dim, dimension]
-    covered: np.ndarray  # bool [embedding_input_dim]: the row is the file's vector
+    # float32 [embedding_input_dim, dimension]
+    matrix: np.ndarray
+    # bool [embedding_input_dim]: the row is the file's vector
+    covered: np.ndarray
     vocab_size: int
     dimension: int
 
@@ -142,11 +146,13 @@ def align(vectors, vocabulary: list[str], embedding_input_dim: int, seed: int) -
     dimension = int(vectors.vector_size)
     index = vectors.key_to_index
     lowercased: dict[str, int] | None = None
-    rows = np.full(embedding_input_dim, -1, dtype=np.int64)  # token id -> row of the file, -1 = missing
+    # token id -> row of the file, -1 = missing
+    rows = np.full(embedding_input_dim, -1, dtype=np.int64)
     for token_id, token in enumerate(vocabulary, start=1):
         position = index.get(token)
         if position is None:
-            if lowercased is None:  # built once, only when needed; the file's first (most frequent) form wins
+            # built once, only when needed; the file's first (most frequent) form wins
+            if lowercased is None:
                 lowercased = {}
                 for key, known_position in index.items():
                     lowercased.setdefault(str(key).lower(), known_position)
@@ -252,7 +258,8 @@ class Pretrained:
     path: Path
     format: str
     fingerprint: str
-    words: int  # words in the file
+    # words in the file
+    words: int
 
     def properties(self) -> dict:
         return {"embeddings_file": str(self.path), "embeddings_format": self.format,

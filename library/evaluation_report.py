@@ -13,7 +13,8 @@ from library.layouts import CLASS_NAMES, CONFUSION_MATRIX_FILE, HISTORY_FILE, TR
 def _pyplot():
     import matplotlib
 
-    matplotlib.use("Agg")  # files only; no display
+    # files only; no display
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt

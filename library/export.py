@@ -77,7 +77,8 @@ def export_serving_model(keras_model, transform_graph_dir: Path, export_dir: Pat
     endpoints = _endpoints(run_model, tft_layer, fixed_steps, id_dtype)
     archive = keras.export.ExportArchive()
     archive.track(keras_model)
-    archive.track(tft_layer)  # keeps the transform's vocabulary table and its asset file in the export
+    # keeps the transform's vocabulary table and its asset file in the export
+    archive.track(tft_layer)
     temporary = export_dir.parent / f".{export_dir.name}.tmp-{os.getpid()}"
     shutil.rmtree(temporary, ignore_errors=True)
     export_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -191,7 +192,8 @@ def _check_transform_features(tft_output) -> None:
         raise ValueError(f"the transform graph does not produce {missing}; it produces {sorted(produced)}")
     try:
         raw_spec = tft_output.raw_feature_spec()
-    except Exception:  # no raw metadata written: nothing more to check
+    # no raw metadata written: nothing more to check
+    except Exception:
         return
     for name in ("title", "description"):
         spec = raw_spec.get(name)

@@ -61,7 +61,8 @@ def multi_worker_job_file(pipeline_root: Path | str) -> Path:
 
 
 def write_multi_worker_job(pipeline_root: Path | str, job: dict[str, Any]) -> None:
-    write_json_atomic(multi_worker_job_file(pipeline_root), job)  # atomic: a waiting worker never reads half
+    # atomic: a waiting worker never reads half
+    write_json_atomic(multi_worker_job_file(pipeline_root), job)
 
 
 def read_multi_worker_job(pipeline_root: Path | str) -> dict[str, Any] | None:

@@ -22,9 +22,11 @@ from contract.files import read_json, write_json_atomic
 # ----------------------------------------------------------------------------------------------------------
 # Splits and classes, shared by every artifact that holds examples or predictions
 
-SOURCE_SPLITS = ("train", "test")  # what the source data provides; eval is carved out of train by ingest
+# what the source data provides; eval is carved out of train by ingest
+SOURCE_SPLITS = ("train", "test")
 SPLITS = ("train", "eval", "test")
-CLASS_NAMES = ("World", "Sports", "Business", "Sci/Tech")  # label i is CLASS_NAMES[i]
+# label i is CLASS_NAMES[i]
+CLASS_NAMES = ("World", "Sports", "Business", "Sci/Tech")
 NUM_CLASSES = len(CLASS_NAMES)
 
 # ----------------------------------------------------------------------------------------------------------
@@ -143,7 +145,8 @@ def write_statistics(statistics_uri: Path | str, per_split: dict[str, Any]) -> N
     write_json_atomic(Path(statistics_uri) / STATISTICS_FILE, {"splits": per_split})
 
 
-DRIFT_FILE = "drift.json"  # a stream's newest span against the rest of the window: {newest_span, checks}
+# a stream's newest span against the rest of the window: {newest_span, checks}
+DRIFT_FILE = "drift.json"
 
 
 def write_drift(statistics_uri: Path | str, drift: dict[str, Any]) -> None:
@@ -173,21 +176,27 @@ def read_anomalies(anomalies_uri: Path | str) -> list[dict[str, Any]]:
 # (a copy of model_input.json also goes into the trainer's model artifact)
 
 MODEL_INPUT_FILE = "model_input.json"
-TRANSFORM_FN_DIR = "transform_fn"  # tft.TFTransformOutput.TRANSFORM_FN_DIR
+# tft.TFTransformOutput.TRANSFORM_FN_DIR
+TRANSFORM_FN_DIR = "transform_fn"
 
 
 @dataclass(frozen=True)
 class ModelInputSpec:
     """What the transform tells model code about its output: how to size the model and what its input is."""
-    embedding_input_dim: int  # token ids are 0 (padding) .. embedding_input_dim - 1
+    # token ids are 0 (padding) .. embedding_input_dim - 1
+    embedding_input_dim: int
     vocab_size: int
     num_oov_buckets: int
-    max_length: int  # tokens kept per text
+    # tokens kept per text
+    max_length: int
     num_classes: int
-    text_features: str  # which raw text the tokens come from: "title" or "title_description"
-    bucket_upper_bounds: tuple[int, ...]  # inclusive upper length of each bucket_<upper> folder
+    # which raw text the tokens come from: "title" or "title_description"
+    text_features: str
+    # inclusive upper length of each bucket_<upper> folder
+    bucket_upper_bounds: tuple[int, ...]
     padding_id: int
-    vocab_filename: str  # the vocabulary's name inside transform_fn/assets
+    # the vocabulary's name inside transform_fn/assets
+    vocab_filename: str
 
 
 def vocabulary_file(transform_graph_uri: Path | str, spec: ModelInputSpec) -> Path:
@@ -303,14 +312,18 @@ def read_best_hyperparameters(folder: Path | str) -> dict[str, Any]:
 # model_run (trainer): history.json, tensorboard/ (TensorBoard)
 
 SERVING_MODEL_DIR = "serving_model"
-SAVED_MODEL_FILE = "saved_model.pb"  # TF's name, as is the warm-up file's TF Serving replays at load time
-FINGERPRINT_FILE = "fingerprint.pb"  # TF's too: hashes of saved_model.pb, rewritten whenever it is
+# TF's name, as is the warm-up file's TF Serving replays at load time
+SAVED_MODEL_FILE = "saved_model.pb"
+# TF's too: hashes of saved_model.pb, rewritten whenever it is
+FINGERPRINT_FILE = "fingerprint.pb"
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 KERAS_MODEL_FILE = "keras/model.keras"
-SAVED_MODEL_ASSETS_DIR = "assets"  # TF's name for a SavedModel's asset files
+# TF's name for a SavedModel's asset files
+SAVED_MODEL_ASSETS_DIR = "assets"
 TRAINED_HYPERPARAMETERS_FILE = "hyperparameters.json"
 HISTORY_FILE = "history.json"
-TENSORBOARD_DIR = "tensorboard"  # TensorBoard logs: the trainer's model_run and the tuner's step folder
+# TensorBoard logs: the trainer's model_run and the tuner's step folder
+TENSORBOARD_DIR = "tensorboard"
 
 
 def serving_model_dir(model_uri: Path | str) -> Path:

@@ -76,7 +76,8 @@ def _recurrent_search_space(hp: keras_tuner.HyperParameters, defaults: Mapping[s
                                   default=defaults["learning_rate"]),
         "batch_size": hp.Choice("batch_size", [defaults["batch_size"]], default=defaults["batch_size"]),
     }
-    if "bidirectional" in defaults:  # an architecture that is bidirectional by definition has no such choice
+    # an architecture that is bidirectional by definition has no such choice
+    if "bidirectional" in defaults:
         values["bidirectional"] = hp.Boolean("bidirectional", default=defaults["bidirectional"])
     return values
 
@@ -226,7 +227,8 @@ def search_space(architecture: str, hp: keras_tuner.HyperParameters,
     """
     entry = get_architecture(architecture)
     if pretrained_dim is not None:
-        hp.Fixed("embedding_dim", pretrained_dim)  # registered first, so the architecture's choice returns it
+        # registered first, so the architecture's choice returns it
+        hp.Fixed("embedding_dim", pretrained_dim)
     values = entry.search_space(hp, entry.defaults)
     if pretrained_dim is not None:
         values["embedding_trainable"] = hp.Boolean("embedding_trainable",
@@ -247,7 +249,8 @@ class _SpaceRecorder:
         self.calls.append({"kind": kind, "name": name, "args": list(args), **kwargs})
         return args[0] if kind == "Fixed" else kwargs.get("default")
 
-    def Choice(self, name, *args, **kwargs):  # keras_tuner's method names
+    # keras_tuner's method names
+    def Choice(self, name, *args, **kwargs):
         return self._record("Choice", name, args, kwargs)
 
     def Int(self, name, *args, **kwargs):

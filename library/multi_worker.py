@@ -45,10 +45,14 @@ from contract.config_loading import build_config
 from library.folder_layouts import multi_worker_job_file, read_multi_worker_job, write_multi_worker_job
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-WAITING_LINE = "train-worker: waiting for every worker to join"  # TensorFlow is loaded, the strategy starts
-JOINED_LINE = "train-worker: every worker joined"  # the strategy exists
-STARTUP_SECONDS = 120  # the longest the chief may take to load TensorFlow before it starts waiting
-ERROR_PREFIX = "train-worker failed: "  # the one line a failed worker prints
+# TensorFlow is loaded, the strategy starts
+WAITING_LINE = "train-worker: waiting for every worker to join"
+# the strategy exists
+JOINED_LINE = "train-worker: every worker joined"
+# the longest the chief may take to load TensorFlow before it starts waiting
+STARTUP_SECONDS = 120
+# the one line a failed worker prints
+ERROR_PREFIX = "train-worker failed: "
 # TensorFlow's C++ logging and the gRPC details it appends to a collective's error: not progress lines
 _TF_LOG_LINE = re.compile(
     r"^[IWEF]\d{4} |^WARNING: All log messages before absl|^Additional GRPC error|^:UNKNOWN:"
@@ -108,7 +112,8 @@ def train_on_workers(job: dict[str, Any], root: Path, log: Callable[[str], None]
          # this wait ends first
          "--workers", ",".join(workers), "--index", "0", "--timeout", str(timeout + 60)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-        env={**os.environ, "PYTHONPATH": pythonpath}, start_new_session=True)  # Ctrl-C reaches the run only
+        # Ctrl-C reaches the run only
+        env={**os.environ, "PYTHONPATH": pythonpath}, start_new_session=True)
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True).start()
     try:
@@ -118,7 +123,8 @@ def train_on_workers(job: dict[str, Any], root: Path, log: Callable[[str], None]
                 line = lines.get(timeout=0.5)
             except queue.Empty:
                 line = ""
-            if line is None:  # the chief closed its output: it has ended
+            # the chief closed its output: it has ended
+            if line is None:
                 break
             if line == WAITING_LINE:
                 deadline = time.monotonic() + timeout
@@ -128,7 +134,8 @@ def train_on_workers(job: dict[str, Any], root: Path, log: Callable[[str], None]
                 errors.append(line[len(ERROR_PREFIX):])
             elif _PROJECT_LINE.match(line) and not _TF_LOG_LINE.match(line):
                 log(line)
-            elif line:  # the libraries' output (Keras's epoch lines, TensorFlow's): to the step's log file
+            # the libraries' output (Keras's epoch lines, TensorFlow's): to the step's log file
+            elif line:
                 print(line, flush=True)
             if not joined and time.monotonic() > deadline:
                 raise ComponentError(_not_joined(root, workers, timeout))
@@ -138,7 +145,8 @@ def train_on_workers(job: dict[str, Any], root: Path, log: Callable[[str], None]
                                  f"multi-worker training failed: the chief exited with code {code}")
     finally:
         if process.poll() is None:
-            process.kill()  # SIGKILL: a chief waiting for a worker ignores SIGTERM
+            # SIGKILL: a chief waiting for a worker ignores SIGTERM
+            process.kill()
             process.wait(timeout=60)
         multi_worker_job_file(root).unlink(missing_ok=True)
 
@@ -209,7 +217,8 @@ def run_worker(
     in: this library never imports a component); the chief (index 0) writes the results into
     job["output_dir"]."""
     workers, timeout = job["workers"], float(job["worker_timeout"])
-    os.environ["TF_CONFIG"] = tf_config(workers, index)  # before TensorFlow starts: it reads it once
+    # before TensorFlow starts: it reads it once
+    os.environ["TF_CONFIG"] = tf_config(workers, index)
     import tensorflow as tf
     print(WAITING_LINE, flush=True)
     # A worker whose peers never join would wait in the strategy's constructor forever: bounded here.
@@ -247,7 +256,8 @@ def run_worker(
                 tf.errors.AbortedError,
             ),
         ):
-            raise  # this worker's own failure, not a lost peer
+            # this worker's own failure, not a lost peer
+            raise
         raise ComponentError(
             f"{peers or 'another worker'} stopped answering during training (worker {index} saw "
             f"{type(error).__name__}); nothing was published: start the run and every "
@@ -321,7 +331,8 @@ def worker_main(
     except (TimeoutError, ComponentError) as error:
         print(f"{ERROR_PREFIX}{error}", file=sys.stderr, flush=True)
         return 1
-    except Exception as error:  # one line for the run's error message, not a traceback wall
+    # one line for the run's error message, not a traceback wall
+    except Exception as error:
         first_line = next(iter(str(error).strip().splitlines()), "")
         print(f"{ERROR_PREFIX}{type(error).__name__}: {first_line}", file=sys.stderr, flush=True)
         return 1

@@ -30,7 +30,8 @@ import numpy as np
 class RowResults:
     """Which rows a model got right: `correct` in row order, `rows` the fingerprint of that order."""
     rows: str
-    correct: np.ndarray  # bool [N]
+    # bool [N]
+    correct: np.ndarray
 
     @property
     def accuracy(self) -> float:
@@ -72,9 +73,12 @@ def mcnemar_worse_p(candidate: np.ndarray, baseline: np.ndarray) -> float:
 class Verdict:
     blessed: bool
     reason: str
-    p_value: float | None  # versus the baseline; None without one on the same rows
-    anchor_accuracy: float | None  # the best of the baseline and the anchors on the same rows
-    anchor_name: str | None  # which model holds the anchor (e.g. "baseline", "version 3")
+    # versus the baseline; None without one on the same rows
+    p_value: float | None
+    # the best of the baseline and the anchors on the same rows
+    anchor_accuracy: float | None
+    # which model holds the anchor (e.g. "baseline", "version 3")
+    anchor_name: str | None
 
 
 def judge(candidate: RowResults, baseline: RowResults | None, anchors: dict[str, RowResults], *,

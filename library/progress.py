@@ -41,7 +41,8 @@ class EpochProgress(keras.callbacks.Callback):
         self._progress = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self._progress is None:  # fit(initial_epoch=...) starts counting there
+        # fit(initial_epoch=...) starts counting there
+        if self._progress is None:
             self._initial = epoch
             self._progress = Progress(self.params["epochs"] - epoch)
         self._epoch_started = time.monotonic()

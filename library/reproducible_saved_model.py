@@ -50,7 +50,8 @@ def _walk_strings(message, on_string: Callable[[str], str], on_attr: Callable[[s
                     item = value[key]
                     item = on_string(item) if value_field.type == value_field.TYPE_STRING else item
                 entries.append((on_string(key) if string_keys else key, item))
-            value.clear()  # rebuilt whole: a new key may equal an old key not yet renamed
+            # rebuilt whole: a new key may equal an old key not yet renamed
+            value.clear()
             for key, item in entries:
                 if value_field.type == value_field.TYPE_MESSAGE:
                     value[key].CopyFrom(item)
@@ -77,7 +78,8 @@ def make_saved_model_reproducible(saved_model_dir: Path, temporary_paths: Sequen
     model_path = saved_model_dir / SAVED_MODEL_FILE
     model = saved_model_pb2.SavedModel.FromString(model_path.read_bytes())
 
-    counters: dict[int, int] = {}  # counter value -> new number
+    # counter value -> new number
+    counters: dict[int, int] = {}
     functions = [f.signature.name for graph in model.meta_graphs for f in graph.graph_def.library.function]
     for name in functions:
         match = _COUNTER_SUFFIX.match(name)

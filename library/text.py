@@ -26,21 +26,25 @@ TEXT_FEATURE_COLUMNS: dict[str, tuple[str, ...]] = {
 # (RE2 pattern, replacement), applied in order to lowercased text. Entities are mapped to the character
 # they stand for; the tokenizer later treats every non-alphanumeric character as a separator.
 _NORMALIZATION_RULES: tuple[tuple[str, str], ...] = (
-    (r"\\", " "),  # the original files' line breaks survive as a literal backslash
-    (r"&lt;.*?&gt;", " "),  # an escaped HTML tag (shortest match, so text between tags is kept)
+    # the original files' line breaks survive as a literal backslash
+    (r"\\", " "),
+    # an escaped HTML tag (shortest match, so text between tags is kept)
+    (r"&lt;.*?&gt;", " "),
     (r"&?#(39|145|146|8216|8217);", "'"),
     (r"&?#(34|147|148|8220|8221);", '"'),
     (r"&?#36;", "$"),
     (r"&?#0*38;", "&"),
     (r"&?#(150|151|8211|8212);", " - "),
-    (r"&?#[0-9]+;", " "),  # any other numeric entity is dropped
+    # any other numeric entity is dropped
+    (r"&?#[0-9]+;", " "),
     (r"&?\bquot;", '"'),
     (r"&?\bamp;", "&"),
     (r"&?\bapos;", "'"),
     (r"&?\blt;", "<"),
     (r"&?\bgt;", ">"),
     (r"&?\b(nbsp|hellip|rsquo|lsquo|rdquo|ldquo|mdash|ndash);", " "),
-    (r"&[a-z]+;", " "),  # any other named entity that kept its "&"
+    # any other named entity that kept its "&"
+    (r"&[a-z]+;", " "),
 )
 
 # Everything that is not a letter or a digit (any script) separates tokens.

@@ -49,7 +49,8 @@ DEFAULT_ROWS_PER_SHARD = 100_000
 # Records a bundle holds before it writes them out as sorted runs: its memory bound (~40 MB of AG News
 # examples).
 RUN_ROWS = 100_000
-_RUN_HEADER = struct.Struct(">I32s")  # a run's entry: record length, SHA-256 (raw), then the record
+# a run's entry: record length, SHA-256 (raw), then the record
+_RUN_HEADER = struct.Struct(">I32s")
 
 
 def shard_count(num_records: int, rows_per_shard: int = DEFAULT_ROWS_PER_SHARD) -> int:
@@ -135,7 +136,8 @@ class _WriteShard(beam.DoFn):
         import tensorflow as tf
 
         (folder, shard, num_shards), items = element
-        runs = sorted(item for item in items if item is not None)  # None: the shard's "exists" marker
+        # None: the shard's "exists" marker
+        runs = sorted(item for item in items if item is not None)
         folder_path = f"{self._output_dir}/{folder}"
         tf.io.gfile.makedirs(folder_path)
         path = f"{folder_path}/{shard_file_name(shard, num_shards)}"
@@ -147,7 +149,8 @@ class _WriteShard(beam.DoFn):
 
 def _keyed_by_shard(folder_and_record: tuple[str, bytes], counts: dict[str, int], rows_per_shard: int):
     folder, record = folder_and_record
-    digest = hashlib.sha256(record).digest()  # raw bytes sort like the hex digest and give the same shard
+    # raw bytes sort like the hex digest and give the same shard
+    digest = hashlib.sha256(record).digest()
     num_shards = shard_count(counts[folder], rows_per_shard)
     return (folder, int.from_bytes(digest, "big") % num_shards, num_shards), (digest, record)
 

@@ -36,7 +36,8 @@ from library.layouts import (
 if TYPE_CHECKING:
     import keras
 
-EMBEDDING_LAYER = "embedding"  # library/models.py names every architecture's token embedding so
+# library/models.py names every architecture's token embedding so
+EMBEDDING_LAYER = "embedding"
 
 
 def read_vocabulary(path: Path) -> list[bytes]:
@@ -81,7 +82,8 @@ class BaseModel:
     """A trained model a new one can start from: its folder (a trainer `model` artifact), what it was trained
     with, and its vocabulary."""
     folder: Path
-    chosen: dict[str, Any]  # its hyperparameters.json: {"architecture", "values", ...}
+    # its hyperparameters.json: {"architecture", "values", ...}
+    chosen: dict[str, Any]
     model_input: ModelInputSpec
     tokens: list[bytes]
 

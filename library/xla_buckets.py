@@ -26,7 +26,8 @@ BATCH_BUCKETS = (1, 4, 16, 64)
 
 def compiled_model_call(keras_model, id_dtype, fixed_steps: int | None):
     """A tf.function running `keras_model` on token ids [B, T] with XLA; one compilation per input shape."""
-    steps = fixed_steps  # None: any number of steps
+    # None: any number of steps
+    steps = fixed_steps
     return tf.function(lambda token_ids: keras_model(token_ids, training=False), jit_compile=True,
                        input_signature=[tf.TensorSpec([None, steps], id_dtype, name="token_ids")])
 

@@ -61,7 +61,8 @@ class Resolver:
     input is absent until such an artifact exists."""
     name: str
     artifact: str
-    judged_by: str  # = artifact: the newest `artifact` whose own property `where` is true (earlier examples)
+    # = artifact: the newest `artifact` whose own property `where` is true (earlier examples)
+    judged_by: str
     where: str
     # Where the artifact is found when the store knows none at all (a lost or replaced store), from the
     # configuration: a folder, recorded as an external artifact, or None.
@@ -165,7 +166,8 @@ def served_artifacts(store, steps: tuple[Step, ...], resolver: Resolver, serving
     judge_name, judgement = resolver.judged_by.split(".")
     consumed_as = next(name for name, source in step_named(judge_name, steps).inputs.items()
                        if source == resolver.artifact)
-    published: dict[int, Any] = {}  # version -> the newest execution that published it there
+    # version -> the newest execution that published it there
+    published: dict[int, Any] = {}
     rolled_away: set[int] = set()
     for execution, pushed in store.outputs_where(judge_name, judgement, resolver.where):
         version, path = pushed.properties.get("version"), pushed.properties.get("path")
@@ -235,7 +237,8 @@ STEPS: tuple[Step, ...] = (
     Step("tuner", tuner_spec.SPEC, inputs={TRANSFORMED_EXAMPLES: "transform.transformed_examples",
                                            TRANSFORM_GRAPH: "transform.transform_graph",
                                            tuner_spec.DRIFT_INPUT: "validate.statistics",
-                                           EXAMPLES: "ingest.examples",  # the drifted spans' label mix
+                                           # the drifted spans' label mix
+                                           EXAMPLES: "ingest.examples",
                                            tuner_spec.SERVED_INPUT: SERVED_FOR_TUNER,
                                            tuner_spec.TUNED_INPUT: LATEST_TUNED_HYPERPARAMETERS}),
     Step("trainer", trainer_spec.SPEC, inputs={TRANSFORMED_EXAMPLES: "transform.transformed_examples",
@@ -266,8 +269,10 @@ def _check_outputs_and_inputs(steps: tuple[Step, ...]) -> set[str]:
     names = [step.name for step in steps]
     if len(set(names)) != len(names):
         _fail(f"two steps share a name: {names}")
-    produced: dict[str, str] = {}  # output name -> its step
-    known: set[str] = set()  # "step.output" of the steps so far
+    # output name -> its step
+    produced: dict[str, str] = {}
+    # "step.output" of the steps so far
+    known: set[str] = set()
     for step in steps:
         for name, source in step.inputs.items():
             # A Resolver is checked once every step is known.
@@ -342,4 +347,5 @@ def resolvers(steps: tuple[Step, ...] = STEPS) -> list[Resolver]:
     return [source for step in steps for source in step.inputs.values() if isinstance(source, Resolver)]
 
 
-check_steps(STEPS)  # at import: a wiring fault fails every command at once, with one line
+# at import: a wiring fault fails every command at once, with one line
+check_steps(STEPS)

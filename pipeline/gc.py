@@ -53,20 +53,23 @@ def protected_artifacts(store: MetadataStore, keep: int, served_versions: int = 
     roots: set[int] = set()
     kept = set(serving_versions(serving_dir)[-served_versions:]) if served_versions and serving_dir else None
     cut = resolved_input_names() if kept is not None else frozenset()
-    referenced: set[int] = set()  # what a kept run was compared with or started from: kept, not its lineage
+    # what a kept run was compared with or started from: kept, not its lineage
+    referenced: set[int] = set()
     for run in store.runs(keep):
         for execution in store.executions(run["id"]):
             for kind in ("input", "output"):
                 for name, artifact in store.artifacts_of(execution["id"], kind).items():
                     (referenced if kind == "input" and name in cut else roots).add(artifact.id)
-    for step in dag.delivering_steps():  # what left the pipeline root (a pushed model), with its inputs
+    # what left the pipeline root (a pushed model), with its inputs
+    for step in dag.delivering_steps():
         output, prop = step.spec.delivers.split(".")
         for _, delivered in store.outputs_where(step.name, output, prop):
             version = delivered.properties.get("version")
             if kept is None or (version in kept and Path(str(delivered.properties.get("path")))
                                 == serving_version_dir(serving_dir, version)):
                 roots.add(delivered.id)
-    for resolver in dag.resolvers():  # what the next run resolves from the store (the baseline model)
+    # what the next run resolves from the store (the baseline model)
+    for resolver in dag.resolvers():
         resolved = resolver.resolve(store, dag.STEPS)
         if resolved is not None:
             roots.add(resolved.id)
@@ -122,12 +125,14 @@ def collect_garbage(root: Path, keep: int, dry_run: bool = False, serving_dir: P
         ]
         kept_runs = {run["id"] for run in store.runs(keep)}
         for artifact in doomed:
-            if os.path.isabs(store.stored_uri(artifact.id)):  # written by some other root: not ours to delete
+            # written by some other root: not ours to delete
+            if os.path.isabs(store.stored_uri(artifact.id)):
                 log(f"gc: refused to delete {artifact.uri}: it is not inside the pipeline root {root}")
                 continue
             if os.path.lexists(artifact.uri) and not delete(artifact.uri):
                 continue
-            if not dry_run:  # one artifact at a time: a gc stopped halfway leaves the store true
+            # one artifact at a time: a gc stopped halfway leaves the store true
+            if not dry_run:
                 store.mark_deleted([artifact.id])
         _collect_run_leftovers(root, kept_runs, delete, dry_run)
         if serving_dir is not None:
@@ -148,12 +153,14 @@ def _collect_run_leftovers(root: Path, kept_runs: set[str], delete: Callable[[Pa
                 continue
             for leftover in sorted(run_dir.glob("*.failed")):
                 delete(leftover)
-            if not dry_run:  # step folders whose every artifact is gone
+            # step folders whose every artifact is gone
+            if not dry_run:
                 for step_dir in run_dir.iterdir():
                     if step_dir.is_dir() and not step_dir.is_symlink() and not any(step_dir.iterdir()):
                         step_dir.rmdir()
     tmp = root / "tmp"
-    if tmp.is_symlink():  # never look inside: it may point anywhere; the link itself is ours
+    # never look inside: it may point anywhere; the link itself is ours
+    if tmp.is_symlink():
         delete(tmp)
     elif tmp.is_dir():
         for entry in sorted(tmp.iterdir()):
@@ -164,14 +171,16 @@ def _collect_serving(serving_dir: Path, served_versions: int, dry_run: bool) -> 
     """Deletes what a killed delivery left in the serving folder and, with `served_versions` K > 0, its
     versions below the K highest; returns them."""
     removed: list[Path] = []
-    for step in dag.delivering_steps():  # what a killed delivery left
+    # what a killed delivery left
+    for step in dag.delivering_steps():
         leftovers = step.spec.hook("leftovers")
         for stale in leftovers(serving_dir) if leftovers is not None else ():
             removed.append(stale)
             if not dry_run:
                 remove_inside(stale, serving_dir)
     for version in serving_versions(serving_dir)[:-served_versions] if served_versions else ():
-        folder = serving_version_dir(serving_dir, version)  # past the policy: leaves the serving folder
+        # past the policy: leaves the serving folder
+        folder = serving_version_dir(serving_dir, version)
         removed.append(folder)
         if not dry_run:
             remove_inside(folder, serving_dir)

@@ -87,4 +87,5 @@ def check_headlines(steps: tuple[dag.Step, ...], headlines: dict[str, tuple[str,
             _fail(f"run column {column!r} shows {reference!r}, which is not a headline property of an output")
 
 
-check_headlines(dag.STEPS, HEADLINES, PRODUCT, VOCABULARY, RUN_COLUMNS)  # at import, as the DAG's wiring
+# at import, as the DAG's wiring
+check_headlines(dag.STEPS, HEADLINES, PRODUCT, VOCABULARY, RUN_COLUMNS)

@@ -41,14 +41,17 @@ def total_rows(artifacts) -> int | None:
     return sum(counts) if counts else None
 
 
-EARLIER_RUNS = 20  # how many of a step's newest completed executions the estimate may choose from
+# how many of a step's newest completed executions the estimate may choose from
+EARLIER_RUNS = 20
 
 
 @dataclass(frozen=True)
 class Estimate:
     """What the ETA is based on: the step's earlier completed executions and how to count the rows now."""
-    earlier: tuple[tuple[float, int | None], ...]  # (seconds, rows of its input), newest first; () = none
-    rows_now: Callable[[], int | None]  # called once, in the heartbeat thread (it may read files)
+    # (seconds, rows of its input), newest first; () = none
+    earlier: tuple[tuple[float, int | None], ...]
+    # called once, in the heartbeat thread (it may read files)
+    rows_now: Callable[[], int | None]
 
     def basis(self, rows_now: int | None) -> tuple[float, str]:
         """(expected seconds, what that is based on). From the earlier run closest in size (the newest of
@@ -64,14 +67,16 @@ class Estimate:
                 "is not known",
             )
 
-        def distance(run):  # size ratios: 1,000 is as far from 2,000 as 4,000 is
+        # size ratios: 1,000 is as far from 2,000 as 4,000 is
+        def distance(run):
             return abs(math.log(rows_now / run[1]))
 
         seconds, rows = min(sized, key=distance)
         apart = [run for run in sized if max(run[1], rows) >= 2 * min(run[1], rows)]
         if apart and rows != rows_now:
             other_seconds, other_rows = min(apart, key=distance)
-            per_row = max((seconds - other_seconds) / (rows - other_rows), 0.0)  # noise can make it negative
+            # noise can make it negative
+            per_row = max((seconds - other_seconds) / (rows - other_rows), 0.0)
             return (
                 max(seconds + per_row * (rows_now - rows), 0.0),
                 f"a line through its runs here on {other_rows:,} rows "
@@ -133,7 +138,8 @@ class Heartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(self.period):
             line = self.line(time.monotonic() - self.started)
-            if not self._stop.is_set():  # the step may have ended while the rows were counted
+            # the step may have ended while the rows were counted
+            if not self._stop.is_set():
                 self.log(line)
 
     def _rows(self) -> int | None:
@@ -141,7 +147,8 @@ class Heartbeat:
             self._counted = True
             try:
                 self._rows_now = self.estimate.rows_now()
-            except Exception:  # an input that cannot be counted only makes the estimate unscaled
+            # an input that cannot be counted only makes the estimate unscaled
+            except Exception:
                 self._rows_now = None
         return self._rows_now
 
@@ -150,6 +157,7 @@ class Heartbeat:
         if not self.estimate.earlier:
             return f"{text} (no earlier run to estimate from)"
         expected, basis = self.estimate.basis(self._rows())
-        if round(elapsed) <= round(expected):  # "ETA ~0s", not "longer than the estimated 12s" at 12s
+        # "ETA ~0s", not "longer than the estimated 12s" at 12s
+        if round(elapsed) <= round(expected):
             return f"{text}, ETA ~{format_duration(max(expected - elapsed, 0))} (estimate: {basis})"
         return f"{text}, longer than the estimated {format_duration(expected)} ({basis})"

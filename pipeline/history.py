@@ -16,7 +16,8 @@ from typing import Any
 from contract.files import write_text_atomic
 from pipeline.metadata import MetadataStore
 
-HISTORY_FILE = "history.html"  # a file of the pipeline root, not of an artifact
+# a file of the pipeline root, not of an artifact
+HISTORY_FILE = "history.html"
 # The facts plotted: name -> "output.property" of the outputs involved.
 SERIES = {"test accuracy": "evaluation.accuracy", "newest span accuracy": "evaluation.newest_span_accuracy",
           "baseline test accuracy": "evaluation.baseline_accuracy", "pushed version": "pushed_model.version",
@@ -89,7 +90,8 @@ def _refusal_facts(record_path: Path) -> list[tuple[str, dict[str, Any]]]:
     """(output, properties) of the facts a failed step of this run record measured (pipeline/records.py)."""
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # no record (the disk was full, a killed run): the store's facts only
+    # no record (the disk was full, a killed run): the store's facts only
+    except (OSError, ValueError):
         return []
     return [(name, properties) for step in record.get("steps", []) for name, properties in
             step.get("facts", {}).items()]
@@ -116,7 +118,8 @@ def _figure(rows: list[dict[str, Any]]) -> str:
     points = [(i, row["pushed version"]) for i, row in zip(x, rows) if row["pushed version"] is not None]
     if points:
         version.step(*zip(*points), where="post", marker="o", label="pushed version")
-    for i, row in zip(x, rows):  # runs that did not succeed: a red band on every panel
+    # runs that did not succeed: a red band on every panel
+    for i, row in zip(x, rows):
         if not row["status"].startswith("succeeded"):
             for axes in (accuracy, drift, version):
                 axes.axvspan(i - 0.4, i + 0.4, color="red", alpha=0.15, linewidth=0)

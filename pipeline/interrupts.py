@@ -13,7 +13,8 @@ import threading
 
 from contract.units import format_duration
 
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + signal number, what shells report
+# 128 + signal number, what shells report
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 # The run's deadline (pipeline.deadline, --deadline) arrives as SIGALRM and ends the run the same way; exit
 # 124 is what timeout(1) reports.
 EXIT_DEADLINE = 124
@@ -36,7 +37,8 @@ class Interrupted(KeyboardInterrupt):
 
 def _handler(signum, frame) -> None:
     global _received
-    if _received is not None:  # a second signal while the first is being handled: let the cleanup finish
+    # a second signal while the first is being handled: let the cleanup finish
+    if _received is not None:
         return
     _received = signum
     # Libraries log the exception this raises with its traceback (Beam does, at ERROR) before the runner

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
 
 LOG_FORMATS = ("text", "json")
-CLEAR_LINE = "\r\x1b[2K"  # back to the start of the line and erase it (only ever written to a terminal)
+# back to the start of the line and erase it (only ever written to a terminal)
+CLEAR_LINE = "\r\x1b[2K"
 ANSI_CODE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 
@@ -36,7 +37,8 @@ def _duplicate(stream: TextIO) -> TextIO:
     none)."""
     try:
         return os.fdopen(os.dup(stream.fileno()), "w", buffering=1, encoding="utf-8", errors="replace")
-    except (AttributeError, OSError, ValueError):  # pytest's capture, StringIO
+    # pytest's capture, StringIO
+    except (AttributeError, OSError, ValueError):
         return stream
 
 
@@ -55,7 +57,8 @@ class Console:
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.run_id: str | None = None
         self.step: str | None = None
-        self._lock = threading.Lock()  # the heartbeat thread prints too
+        # the heartbeat thread prints too
+        self._lock = threading.Lock()
         self._status_shown = False
 
     def __call__(self, message: str) -> None:
@@ -86,7 +89,8 @@ class Console:
                     target.write(CLEAR_LINE + text)
                     self._status_shown = True
                 else:
-                    if self._status_shown:  # the live progress line gives way to the next line
+                    # the live progress line gives way to the next line
+                    if self._status_shown:
                         self.stream.write(CLEAR_LINE)
                         self._status_shown = False
                     target.write(text + "\n")
@@ -172,7 +176,8 @@ def capture_output(path: Path, echo: TextIO | None = None) -> Iterator[Path]:
         yield path
     finally:
         for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):  # a full disk: what is left is lost, not misplaced
+            # a full disk: what is left is lost, not misplaced
+            with contextlib.suppress(OSError, ValueError):
                 stream.flush()
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)

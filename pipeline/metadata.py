@@ -63,7 +63,8 @@ class MetadataStore:
                 self._migrate()
         except sqlite3.DatabaseError as error:
             raise store_error(self.path, error) from None
-        except OSError as error:  # creating the file: a full disk or a refused write
+        # creating the file: a full disk or a refused write
+        except OSError as error:
             if disk_full(error) or not_writable(error):
                 raise store_error(self.path, error) from None
             raise
@@ -98,10 +99,12 @@ class MetadataStore:
                 yield self._db
                 self._db.execute("COMMIT")
             except BaseException:
-                if self._db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL does)
+                # SQLite may have rolled back already (SQLITE_FULL does)
+                if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise
-        except sqlite3.DatabaseError as error:  # one line that tells a full disk from a damaged store
+        # one line that tells a full disk from a damaged store
+        except sqlite3.DatabaseError as error:
             raise store_error(self.path, error) from error
 
     def _migrate(self) -> None:

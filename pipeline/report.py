@@ -76,7 +76,8 @@ def write_run_report(run_dir: Path, record: dict[str, Any], headline: dict[str, 
             drift = drift_lines(output["properties"])
             if drift:
                 lines += ["", *drift, ""]
-            embeddings = embeddings_line(output["properties"])  # any artifact that records pretrained vectors
+            # any artifact that records pretrained vectors
+            embeddings = embeddings_line(output["properties"])
             if embeddings:
                 warning = output["properties"].get("embeddings_low_coverage")
                 lines.append(f"- **{'WARNING: ' if warning else ''}embeddings**: {embeddings}")

@@ -114,7 +114,8 @@ def write_run_report_html(run_dir: Path, record: dict[str, Any], steps: Sequence
     lineage = []
     for step in steps:
         for input_name, source in step.inputs.items():
-            if isinstance(source, Resolver):  # the newest suitable artifact from the metadata store
+            # the newest suitable artifact from the metadata store
+            if isinstance(source, Resolver):
                 lineage.append(
                     (step.name, input_name, f"store: {source.name}", "(looked up in the metadata store)")
                 )

@@ -30,7 +30,8 @@ from library.layouts import existing_serving_model_dir, write_push
 from pipeline import dag
 from pipeline.metadata import MetadataStore, StoredArtifact
 
-BACKFILL = "backfill_older_than_served"  # the ComponentError kind of a refused backfill
+# the ComponentError kind of a refused backfill
+BACKFILL = "backfill_older_than_served"
 
 
 def served_model(store: MetadataStore, config: Config) -> StoredArtifact | None:
@@ -44,7 +45,8 @@ def training_spans(store: MetadataStore, model: StoredArtifact) -> list[str]:
     recorded = model.properties.get("training_spans")
     if recorded:
         return list(recorded)
-    for _, inputs in store.lineage(model.id, cut=frozenset({BASE_MODEL_INPUT})):  # not its base model's
+    # not its base model's
+    for _, inputs in store.lineage(model.id, cut=frozenset({BASE_MODEL_INPUT})):
         examples = inputs.get(EXAMPLES)
         if examples is not None and examples.properties.get("window"):
             return list(examples.properties["window"])

@@ -125,12 +125,14 @@ class FreeSpacePolicy:
         setting = self.config.pipeline.min_free_space
         if setting != "auto":
             return parse_size(setting)
-        if not hasattr(self, "_auto_free_bytes"):  # counted once per run (it reads the source data)
+        # counted once per run (it reads the source data)
+        if not hasattr(self, "_auto_free_bytes"):
             source = dag.source_step(self.steps)
             rows = None
             count = source.spec.hook("input_rows") if source is not None else None
             if count is not None:
-                with contextlib.suppress(Exception):  # an uncountable source only lowers the minimum
+                # an uncountable source only lowers the minimum
+                with contextlib.suppress(Exception):
                     rows = count(dag.step_config(self.config, source))
             self._auto_free_bytes = AUTO_FREE_BASE_BYTES + AUTO_FREE_BYTES_PER_ROW * (rows or 0)
         return self._auto_free_bytes

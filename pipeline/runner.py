@@ -36,9 +36,12 @@ class RunResult:
     status: str
     steps: list[StepResult]
     error: str | None = None
-    outcome: str | None = None  # see Runner._outcome
-    error_kind: str | None = None  # a failed step's ComponentError.kind (e.g. "drift"), if it has one
-    error_details: dict | None = None  # and its ComponentError.details (validate: the spans it refused)
+    # see Runner._outcome
+    outcome: str | None = None
+    # a failed step's ComponentError.kind (e.g. "drift"), if it has one
+    error_kind: str | None = None
+    # and its ComponentError.details (validate: the spans it refused)
+    error_details: dict | None = None
 
     @property
     def delivered(self) -> bool:
@@ -89,7 +92,8 @@ class Runner:
         self.root = config.pipeline_root()
         self.log = log
         self.store = MetadataStore(self.root / "metadata.sqlite")
-        check_config(config, steps)  # before the store is opened: a bad value is exit 2, nothing touched
+        # before the store is opened: a bad value is exit 2, nothing touched
+        check_config(config, steps)
         self.runtime = Runtime(
             beam_args=all_beam_args(config.pipeline),
             seed=config.pipeline.seed,
@@ -133,7 +137,8 @@ class Runner:
         from_step, until = step_range(known, from_step, until, only)
         first = known.index(from_step) if from_step else 0
         run_id, run_dir, execution = self._start_run(command, data_fingerprint)
-        produced: dict[str, Artifact] = {}  # "step.output" -> artifact
+        # "step.output" -> artifact
+        produced: dict[str, Artifact] = {}
         artifact_ids: dict[str, int] = {}
         results: list[StepResult] = []
         stop_reason = None
@@ -157,14 +162,16 @@ class Runner:
                 raise
             except (PipelineFailed, StoreError, OSError) as error:
                 message = str(error)
-                if isinstance(error, OSError):  # the runner's own writes (folders, the publishing rename)
+                # the runner's own writes (folders, the publishing rename)
+                if isinstance(error, OSError):
                     message = fault_message(error, run_dir, f"running {step.name}") or f"{step.name}: {error}"
                     message = message if message.startswith(f"{step.name}: ") else f"{step.name}: {message}"
                 failed = StepResult(step.name, "failed", note=message, facts=getattr(error, "facts", {}))
                 return self._failed(run_id, run_dir, results, failed, kind=getattr(error, "kind", None),
                                     details=getattr(error, "details", None))
             results.append(result)
-            if interrupts.received():  # a stop swallowed or lost after the step's publish still ends the run
+            # a stop swallowed or lost after the step's publish still ends the run
+            if interrupts.received():
                 self._record_interrupted(run_id, run_dir, results)
                 interrupts.stop_if_received()
             if step.name == until:
@@ -207,7 +214,8 @@ class Runner:
         """Marks the run interrupted (or timed_out, for the deadline: a run that ran out of time, not one
         stopped by hand) in the store and its run record, as far as the disk allows."""
         status = "timed_out" if interrupts.deadline_exceeded() else "interrupted"
-        with contextlib.suppress(StoreError, OSError):  # a full disk must not hide the interruption
+        # a full disk must not hide the interruption
+        with contextlib.suppress(StoreError, OSError):
             self.store.mark_interrupted()
             if status == "timed_out":
                 self.store.finish_run(run_id, status, error=f"interrupted by {interrupts.name()}")
@@ -271,7 +279,8 @@ def summarize(result: RunResult, steps: tuple[dag.Step, ...] = dag.STEPS) -> str
             facts = headline_facts(artifact.properties, headline.get(name, ()))
             if facts:
                 lines.append(f"  {name}: {facts}")
-            if embeddings_line(artifact.properties):  # an artifact that records pretrained vectors
+            # an artifact that records pretrained vectors
+            if embeddings_line(artifact.properties):
                 lines.append(f"  {embeddings_line(artifact.properties)}")
         if step_result.state == "failed":
             lines.append(f"  FAILED at {step_result.step}: {step_result.note}")

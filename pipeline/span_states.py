@@ -41,7 +41,8 @@ def state_of(row, sha256: str | None, excluded: bool) -> str:
         return "new"
     if row["state"] == "rejected" or sha256 is None or row["sha256"] == sha256:
         return row["state"]
-    return "new"  # its file changed since: it is ingested and checked again
+    # its file changed since: it is ingested and checked again
+    return "new"
 
 
 def _stored_spans(config: Config) -> dict:
@@ -96,7 +97,8 @@ def record(store: MetadataStore, result) -> None:
                 state="accepted" if keep else "ingested",
                 reason=row["reason"] if keep else None,
                 row_count=rows,
-                drifted=row["drifted"] if same_bytes else 0,  # validate's checks of new bytes follow
+                # validate's checks of new bytes follow
+                drifted=row["drifted"] if same_bytes else 0,
                 first_run=row["first_run"] if row is not None and row["first_run"] else result.run_id,
                 last_run=result.run_id,
             )
@@ -127,7 +129,8 @@ def listing(config: Config) -> list[dict]:
     for name in [*current, *(name for name in rows if name not in current)]:
         row = rows.get(name)
         state = state_of(row, current.get(name), name in excluded)
-        stored = row is not None and state == row["state"]  # the row describes these bytes
+        # the row describes these bytes
+        stored = row is not None and state == row["state"]
         listed.append({
             "span": name, "state": state, "on_disk": name in current,
             "drifted": bool(stored and row["drifted"]), "rows": row["row_count"] if stored else None,

@@ -46,11 +46,13 @@ class PipelineFailed(RuntimeError):
 @dataclass
 class StepResult:
     step: str
-    state: str  # ran | cached | skipped | failed
+    # ran | cached | skipped | failed
+    state: str
     seconds: float = 0.0
     outputs: dict[str, Artifact] = field(default_factory=dict)
     note: str = ""
-    facts: dict[str, dict[str, Any]] = field(default_factory=dict)  # a failed step's ComponentError.facts
+    # a failed step's ComponentError.facts
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class StepExecution:
@@ -130,7 +132,8 @@ class StepExecution:
             "seed": self.runtime.seed if step.spec.seeded else None,
         }
         decision = step.spec.hook("decision")
-        if decision is not None:  # only then: the keys of other steps stay those of earlier versions
+        # only then: the keys of other steps stay those of earlier versions
+        if decision is not None:
             key["decision"] = decision(inputs, step_cfg)
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
@@ -184,11 +187,13 @@ class StepExecution:
                 runtime = dataclasses.replace(
                     self.runtime, beam_args=with_log_dir(self.runtime.beam_args, work_dir)
                 )
-                outputs = step.spec.run(inputs, work_dir, step_cfg, runtime)  # imports the executor
+                # imports the executor
+                outputs = step.spec.run(inputs, work_dir, step_cfg, runtime)
             missing = set(step.spec.outputs) - set(outputs)
             if missing:
                 raise ComponentError(f"component returned no {sorted(missing)} output")
-        except Exception as error:  # every failure is recorded, then reported
+        # every failure is recorded, then reported
+        except Exception as error:
             raise self._failed(step, error, work_dir, run_dir, log_file, execution_id, prefix,
                                started) from None
         return self._publish(step, outputs, work_dir, run_dir, execution_id, input_ids, produced,
@@ -228,7 +233,8 @@ class StepExecution:
                 started) -> BaseException:
         """The exception that ends the run after `step` raised `error`: the failure recorded in the store, the
         failed attempt kept as <step>.failed (or removed when it filled the disk), one line for the user."""
-        if interrupts.received():  # a signal that a library wrapped into another exception (Beam does)
+        # a signal that a library wrapped into another exception (Beam does)
+        if interrupts.received():
             return interrupts.Interrupted(interrupts.received())
         message = str(error) if isinstance(error, ComponentError) else f"{type(error).__name__}: {error}"
         stored = message if isinstance(error, ComponentError) else f"{message}\n{traceback.format_exc()}"
@@ -238,19 +244,23 @@ class StepExecution:
             # (a resumable step keeps its folder: its finished work is reused when the run is started again).
             shutil.rmtree(work_dir, ignore_errors=True)
             fault += " (the failed attempt's partial output was removed to free its space)"
-        elif not step.spec.resumable:  # keep the failed attempt for inspection, under a non-final name
+        # keep the failed attempt for inspection, under a non-final name
+        elif not step.spec.resumable:
             failed_dir = run_dir / f"{step.name}.failed"
             os.replace(work_dir, failed_dir)
-            message = message.replace(str(work_dir), str(failed_dir))  # paths the message names moved too
+            # paths the message names moved too
+            message = message.replace(str(work_dir), str(failed_dir))
             message += f"\n(partial output kept in {failed_dir})"
         message = fault or message
         # The store keeps the traceback of an unexpected error; the user sees its message.
-        with contextlib.suppress(StoreError):  # its disk may be full too: Runner._failed reports that
+        # its disk may be full too: Runner._failed reports that
+        with contextlib.suppress(StoreError):
             self.store.fail_execution(execution_id, stored)
         seen = f" (what the libraries printed: {log_file})" if log_file.is_file() else ""
         log_event(self.log, "step_failed", f"{prefix} FAILED after {time.monotonic() - started:.1f}s{seen}",
                   level="error", step=step.name, seconds=round(time.monotonic() - started, 1))
-        if not message.startswith(f"{step.name}: "):  # components may name themselves already
+        # components may name themselves already
+        if not message.startswith(f"{step.name}: "):
             message = f"{step.name}: {message}"
         return PipelineFailed(message, getattr(error, "kind", None), getattr(error, "details", None),
                               getattr(error, "facts", None))
@@ -264,7 +274,8 @@ class StepExecution:
         # A stop the component swallowed (or Python discarded) ends the run before the publish: nothing of
         # this step is published; its temporary folder stays for a resumable step, as after any interruption.
         interrupts.stop_if_received()
-        os.replace(work_dir, final_dir)  # the publish: one rename, after which the outputs are complete
+        # the publish: one rename, after which the outputs are complete
+        os.replace(work_dir, final_dir)
         published = {name: a.relocated(work_dir, final_dir) for name, a in outputs.items()}
         ids = self.store.complete_execution(execution_id, final_dir, input_ids,
                                             {n: (published[n], fingerprints[n]) for n in step.spec.outputs})

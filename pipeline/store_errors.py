@@ -30,7 +30,8 @@ def unreadable_message(path: Path, error: BaseException) -> str:
     )
 
 
-LOW_SPACE_BYTES = 1 << 20  # under this much free space, an I/O error of the store is taken for a full disk
+# under this much free space, an I/O error of the store is taken for a full disk
+LOW_SPACE_BYTES = 1 << 20
 
 
 def store_error(path: Path, error: BaseException) -> StoreError:

@@ -83,7 +83,8 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection, Path], None], ...] = (
     CREATE INDEX events_by_execution ON events(execution_id);
     CREATE INDEX events_by_artifact ON events(artifact_id);
     """,
-    _relative_uris,  # 2: absolute artifact URIs and output folders under the pipeline root become relative
+    # 2: absolute artifact URIs and output folders under the pipeline root become relative
+    _relative_uris,
     """
     -- the spans of a stream and what happened to them (pipeline/span_states.py)
     CREATE TABLE spans (
@@ -101,4 +102,5 @@ MIGRATIONS: tuple[str | Callable[[sqlite3.Connection, Path], None], ...] = (
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-SPANS_SCHEMA_VERSION = 3  # the version that added the spans table
+# the version that added the spans table
+SPANS_SCHEMA_VERSION = 3

@@ -14,7 +14,8 @@ from pipeline.report import drift_lines, embeddings_line, headline_facts
 
 
 def _open(root: Path) -> MetadataStore:
-    return MetadataStore(root / "metadata.sqlite", read_only=True)  # works on a read-only root
+    # works on a read-only root
+    return MetadataStore(root / "metadata.sqlite", read_only=True)
 
 
 def run_rows(root: Path, limit: int) -> list[dict[str, Any]]:
@@ -32,7 +33,8 @@ def run_rows(root: Path, limit: int) -> list[dict[str, Any]]:
                 "steps": sum(e["state"] != "skipped" for e in executions),
                 "cached": sum(e["state"] == "cached" for e in executions),
                 **dict.fromkeys(headlines.RUN_COLUMNS),
-            }  # headline properties; None when absent
+            # headline properties; None when absent
+            }
             for execution in executions:
                 for name, artifact in store.artifacts_of(execution["id"], "output").items():
                     for column, source in headlines.RUN_COLUMNS.items():
@@ -102,7 +104,8 @@ def _lineage_lines(store: MetadataStore, product, product_output: str, headline:
     for execution, inputs in store.lineage(product.id):
         lines.append(f"  {execution['step']} (execution {execution['id']}, run {execution['run_id']}, "
                      f"code {execution['code_version']})")
-        if source is not None and execution["step"] == source.name:  # its input is the source data itself
+        # its input is the source data itself
+        if source is not None and execution["step"] == source.name:
             producing_run = store.run(execution["run_id"])
             data = json.loads(execution["config_json"]).get(source.spec.source)
             lines.append(f"      <- {source.spec.source}: {data}"
@@ -110,7 +113,8 @@ def _lineage_lines(store: MetadataStore, product, product_output: str, headline:
         for name, artifact in inputs.items():
             lines.append(f"      <- {name}: {artifact.uri}  fingerprint {artifact.fingerprint[:12]}  "
                          f"{_short(artifact.properties)}")
-            for prop in headline.get(name, ()):  # nested headline facts do not fit on the line above
+            # nested headline facts do not fit on the line above
+            for prop in headline.get(name, ()):
                 if isinstance(artifact.properties.get(prop), (dict, list)):
                     lines.append(f"         {prop}: {json.dumps(artifact.properties[prop])}")
     embeddings = embeddings_line(product.properties)
@@ -133,7 +137,8 @@ def run_train_text_source(root: Path, run_id: str) -> tuple[Path, dict[str, Any]
         run = store.run(run_id)
         if run is None:
             raise LookupError(f"no run {run_id!r} under {root}; `agnews-pipeline runs` lists them")
-        source = dag.source_step()  # its first output holds the examples read from the source data
+        # its first output holds the examples read from the source data
+        source = dag.source_step()
         for execution in store.executions(run_id):
             examples = store.artifacts_of(execution["id"], "output").get(source.spec.outputs[0])
             if execution["step"] == source.name and examples is not None:

@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
+# before anything imports TensorFlow
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from apps.cli.exit_codes import EXIT_FAILED, EXIT_FOR_KIND, EXIT_LOCKED, EXIT_USAGE
 from apps.cli.history import cmd_diff, cmd_runs, cmd_show
@@ -43,7 +44,8 @@ def _write_metrics(args, code: int, started: float) -> None:
     try:
         config = config_from_args(args)
     except ConfigError:
-        config = load_config()  # a bad configuration is itself an outcome worth reporting
+        # a bad configuration is itself an outcome worth reporting
+        config = load_config()
     try:
         write_job_metrics(Path(args.metrics_file), command=args.command, exit_code=code, started=started,
                           ended=time.time(), root=config.pipeline_root(), serving_dir=config.serving_dir(),
@@ -66,13 +68,15 @@ def _span_states(config) -> list:
         config = stored.resolve(config, log=lambda line: None)
         held_out = {row["span"]: row["state"] for row in stored.listing(config) if row["span"] in
                     config.ingest.window.held_out}
-    except (StoreError, OSError, ComponentError):  # no readable store or stream: the configuration's window
+    # no readable store or stream: the configuration's window
+    except (StoreError, OSError, ComponentError):
         held_out = {}
     return span_states(config.ingest, held_out)
 
 
 def _main(args: argparse.Namespace) -> int:
-    if args.command in ("run", "retrain"):  # `serve` drains on SIGTERM by itself
+    # `serve` drains on SIGTERM by itself
+    if args.command in ("run", "retrain"):
         interrupts.install()
     # The command's own lines: text or JSON (--log-format), on stdout (serve: stderr, like its request log).
     console = Console(stream=sys.stderr if args.command == "serve" else sys.stdout,
@@ -112,7 +116,8 @@ def _main(args: argparse.Namespace) -> int:
         )
         console.error(f"{args.command}: interrupted by {interrupts.name()}{kept}")
         return interrupts.exit_code(error)
-    except Exception as error:  # one readable line instead of a traceback wall
+    # one readable line instead of a traceback wall
+    except Exception as error:
         code = _failure_exit_code(error, args, config, console)
         if code is None:
             raise
@@ -127,7 +132,8 @@ def _failure_exit_code(error: Exception, args: argparse.Namespace, config, conso
     from contract.artifacts import ComponentError
     from contract.disk import disk_full, disk_full_message, full_path
     from pipeline.store_errors import StoreError, store_error
-    if isinstance(error, sqlite3.DatabaseError):  # a store that opened but breaks on reading
+    # a store that opened but breaks on reading
+    if isinstance(error, sqlite3.DatabaseError):
         store = (config.pipeline_root() if config else Path(".")) / "metadata.sqlite"
         error = store_error(store, error)
     if isinstance(error, (ComponentError, StoreError, LookupError)):
@@ -137,7 +143,8 @@ def _failure_exit_code(error: Exception, args: argparse.Namespace, config, conso
         where = full_path(error, config.pipeline_root() if config else Path.cwd())
         console.error(f"{args.command}: {disk_full_message(where, f'writing {where}')}")
         return EXIT_FAILED
-    if isinstance(error, OSError):  # missing, unreadable or unwritable files and folders
+    # missing, unreadable or unwritable files and folders
+    if isinstance(error, OSError):
         where = f": {error.filename}" if error.filename else ""
         console.error(f"{args.command}: {error.strerror or error}{where}")
         return EXIT_FAILED

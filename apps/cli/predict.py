@@ -35,7 +35,8 @@ def cmd_predict(args, console: Console) -> int:
         with replaced_atomically(output) as partial, open(partial, "w", encoding="utf-8") as sink:
             _write_predictions(args, sink)
     except OSError as error:
-        if disk_full(error):  # a write error names no file: name the output
+        # a write error names no file: name the output
+        if disk_full(error):
             raise ComponentError(disk_full_message(output.parent, f"writing {output}")) from None
         raise
     return EXIT_OK

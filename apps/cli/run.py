@@ -31,7 +31,8 @@ def cmd_run(args, config, console: Console) -> int:
         raise UsageError(str(error)) from None
     check_root(config.pipeline_root())
     with root_lock(config.pipeline_root(), args.lock_timeout):
-        config = span_states.resolve(config, log=console)  # quarantined and rejected spans stay out
+        # quarantined and rejected spans stay out
+        config = span_states.resolve(config, log=console)
         runner = Runner(config, log=console)
         try:
             refusal = _backfill_refusal(runner, config, only or until)
@@ -76,7 +77,8 @@ def _backfill_refusal(runner, config, last_step: str | None) -> str | None:
     the run stops after (--until or --only; None for the whole pipeline, as `retrain` always runs)."""
     from pipeline.rollback import backfill_refusal
     if last_step and dag.STEP_NAMES.index(last_step) < dag.STEP_NAMES.index("trainer"):
-        return None  # it stops before anything is trained: looking at an old window is fine
+        # it stops before anything is trained: looking at an old window is fine
+        return None
     return backfill_refusal(runner.store, config)
 
 
@@ -110,7 +112,8 @@ def _record_spans(runner, result, console: Console) -> None:
         if result.error_details and result.error_details.get("refused"):
             try:
                 write_history(Path(runner.config.pipeline_root()), runner.store)
-            except OSError as error:  # a convenience: the store and the run's message already tell it
+            # a convenience: the store and the run's message already tell it
+            except OSError as error:
                 console.error(f"could not rewrite history.html: {error.strerror or error}")
     for refused in (result.error_details or {}).get("refused", []):
         console.event(

@@ -10,13 +10,15 @@ from apps.serving.batching import BatchingOptions  # standard library only
 from apps.serving.policy import PolicyError, VersionPolicy, read_labels  # no TensorFlow
 from pipeline.logs import Console
 
-UNBATCHED_THREADS = 4  # serve --no-batching: requests the model computes at the same time
+# serve --no-batching: requests the model computes at the same time
+UNBATCHED_THREADS = 4
 
 
 def cmd_serve(args, config, console: Console) -> int:
     """Runs the server until SIGTERM or SIGINT. A bad flag or serving folder is a UsageError, shown by
     main()'s one error path like every command's (in JSON with --log-format json)."""
-    serving_dir = config.serving_dir()  # --serving-dir sets pusher.serving_dir
+    # --serving-dir sets pusher.serving_dir
+    serving_dir = config.serving_dir()
     if not serving_dir.is_dir():
         raise UsageError(f"{serving_dir} does not exist; push a model first (agnews-pipeline run) or pass "
                          "--serving-dir")
@@ -37,7 +39,8 @@ def cmd_serve(args, config, console: Console) -> int:
         policy = VersionPolicy.parse(args.model_version_policy)
         labels_file = Path(args.version_labels) if args.version_labels else None
         if labels_file is not None:
-            read_labels(labels_file)  # a bad file stops the start; later a bad edit keeps the previous labels
+            # a bad file stops the start; later a bad edit keeps the previous labels
+            read_labels(labels_file)
     except PolicyError as error:
         raise UsageError(str(error)) from None
     try:

@@ -58,7 +58,8 @@ class BatchingOptions:
     # TF Serving's default too: one batch per core at a time (a batch's TensorFlow ops also use every core,
     # but while one batch converts its inputs and outputs in Python the other computes).
     num_batch_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
-    allowed_batch_sizes: tuple[int, ...] = ()  # () = 1, 2, 3, 4, 6, 8, 12, ... below max_batch_size, and it
+    # () = 1, 2, 3, 4, 6, 8, 12, ... below max_batch_size, and it
+    allowed_batch_sizes: tuple[int, ...] = ()
 
     def problem(self) -> str | None:
         """What is wrong with these options, as a flag would name it, or None."""
@@ -97,7 +98,8 @@ class BatchingOptions:
         return self.max_enqueued_batches * self.max_batch_size
 
 
-RATE_WINDOW_SECONDS = 0.1  # the arrival rate is counted over this window; bursts within it average out
+# the arrival rate is counted over this window; bursts within it average out
+RATE_WINDOW_SECONDS = 0.1
 # Weight of one full batch in the seconds-per-row EWMA; a smaller batch weighs in proportion to its rows,
 # since its fixed cost per call would overstate what a row costs in the full batches a long queue is drained
 # by.
@@ -118,7 +120,8 @@ class BatchStats:
     padded_rows: int
     queue_seconds: list[float]
     model_seconds: float
-    split_seconds: float  # concatenating and padding the inputs, splitting the outputs
+    # concatenating and padding the inputs, splitting the outputs
+    split_seconds: float
 
 
 class _Task:
@@ -136,7 +139,8 @@ class _Queue:
     def __init__(self, servable: Any, signature: str):
         self.servable, self.signature = servable, signature
         self.tasks: deque[_Task] = deque()
-        self.rows = 0  # rows of the waiting requests whose clients are still there
+        # rows of the waiting requests whose clients are still there
+        self.rows = 0
 
     def take(self, max_rows: int, merge: bool) -> list[_Task]:
         """The oldest requests that fit in one batch; requests whose clients went away are dropped."""
@@ -144,7 +148,8 @@ class _Queue:
         rows = 0
         while self.tasks:
             task = self.tasks[0]
-            if task.future.done():  # cancelled: its client went away (rows already given back)
+            # cancelled: its client went away (rows already given back)
+            if task.future.done():
                 self.tasks.popleft()
                 continue
             if tasks and (not merge or task.solo or tasks[0].solo or rows + task.rows > max_rows):
@@ -179,8 +184,10 @@ class Batcher:
         self.queues: dict[tuple[int, str], _Queue] = {}
         self.draining = False
         self._timer: asyncio.TimerHandle | None = None
-        self._arrivals: deque[float] = deque()  # arrival times in the last RATE_WINDOW_SECONDS
-        self.seconds_per_row: float | None = None  # EWMA of batch seconds per real row; None before any batch
+        # arrival times in the last RATE_WINDOW_SECONDS
+        self._arrivals: deque[float] = deque()
+        # EWMA of batch seconds per real row; None before any batch
+        self.seconds_per_row: float | None = None
 
     def queued_rows(self) -> int:
         return sum(queue.rows for queue in self.queues.values())
@@ -227,7 +234,8 @@ class Batcher:
                 f"is full ({queue.rows} rows waiting; --max-enqueued-batches "
                 f"{self.options.max_enqueued_batches} x --max-batch-size {self.options.max_batch_size})"
             )
-        self.admit()  # again, now that the requests admitted with this one while their bodies came are queued
+        # again, now that the requests admitted with this one while their bodies came are queued
+        self.admit()
         loop = asyncio.get_running_loop()
         now = loop.time()
         self._arrivals.append(now)
@@ -239,7 +247,8 @@ class Batcher:
         return task.future
 
     def _cancelled(self, queue: _Queue, task: _Task, future: asyncio.Future) -> None:
-        if future.cancelled() and not task.taken:  # the client went away before its batch started
+        # the client went away before its batch started
+        if future.cancelled() and not task.taken:
             queue.rows -= task.rows
             self.on_dropped(task.rows)
 
@@ -257,7 +266,8 @@ class Batcher:
             for key, queue in list(self.queues.items()):
                 task = queue.oldest()
                 if task is None:
-                    del self.queues[key]  # nothing waits for this version: let it go
+                    # nothing waits for this version: let it go
+                    del self.queues[key]
                     continue
                 due = task.enqueued + timeout
                 if (
@@ -295,12 +305,14 @@ class Batcher:
     def _finished(self, tasks: list[_Task], started: float, running: asyncio.Future) -> None:
         self.free_threads += 1
         error = running.exception()
-        if error is None:  # the batch thread's whole time (inputs, model, outputs): what draining a row costs
+        # the batch thread's whole time (inputs, model, outputs): what draining a row costs
+        if error is None:
             self._observe(sum(task.rows for task in tasks), asyncio.get_running_loop().time() - started)
         outcomes = [(None, error)] * len(tasks) if error else running.result()
         for task, (result, task_error) in zip(tasks, outcomes):
             if task.future.done():
-                continue  # the client went away while its batch ran
+                # the client went away while its batch ran
+                continue
             if task_error is not None:
                 task.future.set_exception(task_error)
             else:
@@ -325,7 +337,8 @@ class Batcher:
                         f"output {name!r} has shape {list(array.shape)}, not one row per input row, "
                         "so batched answers cannot be split; start serve with --no-batching"
                     )
-        except Exception as error:  # handed to the requests; a merged batch is retried per request
+        # handed to the requests; a merged batch is retried per request
+        except Exception as error:
             if len(tasks) == 1:
                 return [(None, error)]
             return [self._run_batch(servable, signature, [task])[0] for task in tasks]

@@ -72,7 +72,8 @@ def request_array(value: Any, spec, where: str) -> np.ndarray:
 
 
 def response_json(name: str, array) -> Any:
-    if array.dtype == object:  # tf.string
+    # tf.string
+    if array.dtype == object:
         def text(value: bytes):
             if not name.endswith("_bytes"):
                 try:

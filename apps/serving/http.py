@@ -137,10 +137,12 @@ class ModelServer:
         if verb not in ("predict", "classify"):
             raise ServingError(404, f"Malformed request: POST {request.path} (the verbs are :predict and "
                                     ":classify)")
-        self.requests_in_flight += 1  # from its arrival: its body may still be on the way
+        # from its arrival: its body may still be on the way
+        self.requests_in_flight += 1
         try:
             servable = self.servable(request)
-            self.admit()  # before the body is read: a refused request costs no decoding and no model work
+            # before the body is read: a refused request costs no decoding and no model work
+            self.admit()
             body = await self.body(request)
             handle = self.predict if verb == "predict" else self.classify
             answer = await handle(servable, body)
@@ -195,7 +197,8 @@ class ModelServer:
             if not isinstance(instances, list):
                 raise ServingError(400, "\"instances\" must be a JSON list")
             if len(specs) == 1 and all(isinstance(instance, str) for instance in instances):
-                columns = {next(iter(specs)): instances}  # plain texts: nothing to unpack
+                # plain texts: nothing to unpack
+                columns = {next(iter(specs)): instances}
             else:
                 columns = {name: [] for name in specs}
                 for index, instance in enumerate(instances):
@@ -294,7 +297,8 @@ def _answer_errors_as_json(metrics: ServerMetrics | None):
         """Every error answer has TF Serving's shape, {"error": "..."}, including aiohttp's own 404/405; every
         answer to a model route is counted."""
         started = time.monotonic()
-        code = 499  # the client went away (the handler was cancelled)
+        # the client went away (the handler was cancelled)
+        code = 499
         try:
             response = await _errors_as_json(request, handler)
             code = response.status
@@ -317,7 +321,8 @@ async def _errors_as_json(request: web.Request, handler) -> web.StreamResponse:
             raise
         return json_response({"error": f"Malformed request: {request.method} {request.path}"},
                               status=404 if error.status in (404, 405) else error.status)
-    except Exception as error:  # a bug answers 500 with one line, never a traceback page
+    # a bug answers 500 with one line, never a traceback page
+    except Exception as error:
         request.app["log"](f"serve: {request.method} {request.path} failed: {type(error).__name__}: {error}")
         return json_response({"error": f"internal error: {type(error).__name__}: {error}"}, status=500)
 
@@ -347,7 +352,8 @@ async def _serve(server: ModelServer, host: str, port: int, log: Callable[[str],
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    bound_port = site._server.sockets[0].getsockname()[1]  # the real port when --port 0 was asked
+    # the real port when --port 0 was asked
+    bound_port = site._server.sockets[0].getsockname()[1]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

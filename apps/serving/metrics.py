@@ -7,7 +7,8 @@ from aiohttp import web
 from apps.serving.batching import Batcher, BatchStats
 from apps.serving.versions import VersionWatcher
 
-METRICS_PATH = "/monitoring/prometheus/metrics"  # TF Serving's --monitoring_config_file default path
+# TF Serving's --monitoring_config_file default path
+METRICS_PATH = "/monitoring/prometheus/metrics"
 
 LATENCY_BUCKETS = (.0005, .001, .002, .003, .005, .0075, .01, .015, .02, .03, .05, .075, .1, .15, .2, .3, .5,
                    .75, 1, 2, 5, 10, 30)

@@ -16,8 +16,10 @@ class PolicyError(ValueError):
 @dataclass(frozen=True)
 class VersionPolicy:
     """latest:N keeps the N highest loadable versions; specific keeps the listed ones; all keeps every one."""
-    latest: int | None = 1  # None: not a latest policy
-    specific: tuple[int, ...] = ()  # the versions of a specific policy, highest first
+    # None: not a latest policy
+    latest: int | None = 1
+    # the versions of a specific policy, highest first
+    specific: tuple[int, ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> "VersionPolicy":
@@ -56,7 +58,8 @@ class VersionPolicy:
         return "latest" if self.latest == 1 else f"latest:{self.latest}"
 
 
-LATEST = VersionPolicy()  # the default: TF Serving's too
+# the default: TF Serving's too
+LATEST = VersionPolicy()
 
 
 def read_labels(path: Path) -> dict[str, int]:

@@ -30,12 +30,16 @@ class Servable:
     """One loaded version: the SavedModel and, per signature, its function, inputs, outputs and method."""
     version: int
     path: Path
-    model: Any  # keeps the SavedModel's variables alive
+    # keeps the SavedModel's variables alive
+    model: Any
     functions: dict[str, Any]
-    inputs: dict[str, dict[str, Any]]  # signature -> input name -> tf.TensorSpec
+    # signature -> input name -> tf.TensorSpec
+    inputs: dict[str, dict[str, Any]]
     methods: dict[str, str]
-    metadata: dict[str, Any]  # signature_def map in TF Serving's JSON form
-    batchable: dict[str, bool]  # signature -> every input has a free first (batch) dimension
+    # signature_def map in TF Serving's JSON form
+    metadata: dict[str, Any]
+    # signature -> every input has a free first (batch) dimension
+    batchable: dict[str, bool]
 
 
 def load_servable(path: Path, version: int, batch_sizes: tuple[int, ...] = ()) -> tuple[Servable, int]:
@@ -90,7 +94,8 @@ def _warm_up(servable: Servable, batch_sizes: tuple[int, ...] = ()) -> int:
     for record in tf.data.TFRecordDataset(str(warmup_file)).as_numpy_iterator():
         log = prediction_log_pb2.PredictionLog.FromString(record)
         if log.WhichOneof("log_type") != "predict_log":
-            continue  # this model's warm-up file holds predict requests only
+            # this model's warm-up file holds predict requests only
+            continue
         request = log.predict_log.request
         signature = request.model_spec.signature_name or DEFAULT_SIGNATURE
         inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
@@ -124,11 +129,13 @@ class VersionWatcher:
         self.serving_dir = serving_dir
         self.poll_seconds = poll_seconds
         self.log = log
-        self.batch_sizes = batch_sizes  # warmed up at load
+        # warmed up at load
+        self.batch_sizes = batch_sizes
         self.policy = policy
         self.loaded: dict[int, Servable] = {}
         self.loading: int | None = None
-        self.failed: dict[int, tuple[tuple, str]] = {}  # version -> (folder stamp, error)
+        # version -> (folder stamp, error)
+        self.failed: dict[int, tuple[tuple, str]] = {}
         self.labels_file = labels_file
         self.labels: dict[str, int] = {}
         self._labels_stamp: tuple | None = None
@@ -169,12 +176,14 @@ class VersionWatcher:
         path = serving_version_dir(self.serving_dir, version)
         stamp = _folder_stamp(path)
         if version in self.failed and self.failed[version][0] == stamp:
-            return False  # failed before and unchanged since
+            # failed before and unchanged since
+            return False
         self.loading = version
         started = time.monotonic()
         try:
             servable, warmup_count = load_servable(path, version, self.batch_sizes)
-        except Exception as error:  # keep serving the others; report why
+        # keep serving the others; report why
+        except Exception as error:
             message = error_line(error)
             self.failed[version] = (stamp, message)
             self.log(f"serve: version {version} failed to load, still serving {self._serving()}: {message}")
@@ -227,7 +236,8 @@ class VersionWatcher:
         while not self._stop.wait(self.poll_seconds):
             try:
                 self.poll_once()
-            except OSError as error:  # e.g. a folder removed while it was read: look again at the next poll
+            # e.g. a folder removed while it was read: look again at the next poll
+            except OSError as error:
                 self.log(f"serve: cannot read the serving folder, trying again: {error}")
 
 

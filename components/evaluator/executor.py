@@ -153,7 +153,8 @@ def _metrics(candidate: dict[str, Any], candidate_slices: dict[str, Any], upper_
     return {
         "split": "test",
         "examples": sum(bucket_counts.values()),
-        "accuracy": candidate["accuracy"],  # the headline numbers, also inside "overall"
+        # the headline numbers, also inside "overall"
+        "accuracy": candidate["accuracy"],
         "loss": candidate["loss"],
         "macro_f1": candidate["macro_f1"],
         "class_names": list(CLASS_NAMES),
@@ -359,7 +360,8 @@ def transformed_test_bucket_counts(transformed_examples_dir: Path) -> dict[str, 
     import tensorflow as tf
     try:
         files_per_bucket = bucket_files(transformed_examples_dir, "test")
-    except ComponentError:  # no bucket folders: a mismatch the caller reports as a warning, not a failure
+    # no bucket folders: a mismatch the caller reports as a warning, not a failure
+    except ComponentError:
         return {}
     counts = {}
     for upper, files in files_per_bucket.items():

@@ -106,7 +106,8 @@ def to_tf_example(row: GoodRow) -> bytes:
 def _csv_files(config: IngestConfig) -> dict[str, str]:
     """{source split: path}, after checking the folder and both files exist."""
     folder = csv_dir(config)
-    if "://" in folder:  # another file system (gs://, ...): Beam's FileSystems; a local one needs no Beam
+    # another file system (gs://, ...): Beam's FileSystems; a local one needs no Beam
+    if "://" in folder:
         from apache_beam.io.filesystems import FileSystems
         exists, join = FileSystems.exists, FileSystems.join
     else:
@@ -163,7 +164,8 @@ def external_fingerprint(config: IngestConfig) -> str:
     """A fingerprint of the source data, for caching and the scheduler's "no new data" check: of a stream, the
     window's spans (names and contents) and the fixed test set."""
     digest = hashlib.sha256()
-    stream_sources = sources(config)  # checks the window first (before any work)
+    # checks the window first (before any work)
+    stream_sources = sources(config)
     if stream_sources[0].name is not None:
         for source in stream_sources:
             digest.update(f"{source.name}\0{file_sha256(source.path)}\0".encode())
@@ -216,7 +218,8 @@ def _ingest(to_read: list[Source], all_sources: list[Source], config: IngestConf
     folder_of = {index: source_folder(Path(), all_sources[index].name) for index in indexes}
     written = [str(split_dir(folder_of[i], split)) for i in indexes
                for split in (("test",) if all_sources[i].split == "test" else ("train", "eval"))]
-    if not all_sources[0].name:  # a single folder: every split folder exists, as always
+    # a single folder: every split folder exists, as always
+    if not all_sources[0].name:
         written = list(SPLITS)
     from_csv = config.data.startswith("csv:")
     eval_fraction = config.eval_fraction
@@ -280,7 +283,8 @@ def run(
     if to_read:
         _ingest(to_read, all_sources, config, output_dir, examples_dir, runtime)
     for span in to_read if stream else ():
-        if span.name:  # each span read now gets its drift profile (a reused one keeps its own)
+        # each span read now gets its drift profile (a reused one keeps its own)
+        if span.name:
             span_profiles.write_profile(examples_dir, span.name, records[span.name]["sha256"])
 
     quarantine_path = quarantine_file(examples_dir)

@@ -14,8 +14,10 @@ from pathlib import Path
 from contract.artifacts import ComponentError
 from contract.files import replaced_atomically
 
-BAD_ROWS_IN_ERROR = 10  # how many bad rows a "too many bad rows" error quotes
-QUARANTINE_BLOCK_LINES = 100_000  # source lines per quarantine block file (its bad rows are sorted in memory)
+# how many bad rows a "too many bad rows" error quotes
+BAD_ROWS_IN_ERROR = 10
+# source lines per quarantine block file (its bad rows are sorted in memory)
+QUARANTINE_BLOCK_LINES = 100_000
 
 
 def quarantine_block(record: dict) -> tuple[tuple[int, int], tuple[str, int, str]]:
@@ -61,7 +63,8 @@ def too_many_bad_rows(counts: dict, quarantine_path: Path, limit: float) -> Comp
     with open(quarantine_path, encoding="utf-8") as handle:
         for _, text in zip(range(BAD_ROWS_IN_ERROR), handle):
             record = json.loads(text)
-            from_tfds = record["source"].startswith("tfds:")  # TFDS rows are numbered in reading order
+            # TFDS rows are numbered in reading order
+            from_tfds = record["source"].startswith("tfds:")
             where = f"{record['source']} row" if from_tfds else f"{Path(record['source']).name} line"
             if record.get("span"):
                 where = f"span {record['span']} {where}"

@@ -14,7 +14,8 @@ import sys
 import urllib.parse
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # for annotations; run() imports Beam when it runs
+# for annotations; run() imports Beam when it runs
+if TYPE_CHECKING:
     import apache_beam as beam
 
 from components.ingest.spec import Source
@@ -124,10 +125,12 @@ def prepare_tfds(config: IngestConfig) -> None:
     try:
         import tensorflow_datasets as tfds
         builder = tfds.builder(config.tfds_name, data_dir=config.tfds_data_dir or None)
-        if not builder.is_prepared():  # prepared files need no download machinery at all
+        # prepared files need no download machinery at all
+        if not builder.is_prepared():
             _check_download_host(builder)
             builder.download_and_prepare()
-    except Exception as error:  # TFDS raises many types here (network, missing modules, unknown name)
+    # TFDS raises many types here (network, missing modules, unknown name)
+    except Exception as error:
         reason = (str(error).strip().splitlines() or [""])[0][:200]
         raise ComponentError(
             f"TFDS could not load {config.tfds_name} (no network? {type(error).__name__}: {reason}): "

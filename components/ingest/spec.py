@@ -33,7 +33,8 @@ class Source:
     """One source file and where its rows go: name None (a single folder: rows go to the artifact's own split
     folders), "" (a stream's fixed test set) or a span's name (library/layouts.py source_folder)."""
     name: str | None
-    split: str  # the source split: "train" or "test"
+    # the source split: "train" or "test"
+    split: str
     path: str
 
 

@@ -93,7 +93,8 @@ def publish_version(serving_model: Path, serving_dir: Path, model_fingerprint: s
                 try:
                     os.rename(temporary, target)
                     return version, target
-                except OSError as error:  # another pusher published this number in the meantime
+                # another pusher published this number in the meantime
+                except OSError as error:
                     if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                         raise
             version = max(version + 1, next_version(serving_dir))

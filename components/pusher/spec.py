@@ -41,7 +41,8 @@ def served_version_of(serving_dir: Path, model_fingerprint: str) -> tuple[int, P
         return None
     path = serving_version_dir(serving_dir, versions[-1])
     record = read_served_push_record(path)
-    if record is None:  # pushed by older code or by hand: compare the files themselves
+    # pushed by older code or by hand: compare the files themselves
+    if record is None:
         recorded = fingerprint(path)
     else:
         recorded = record.get("model_fingerprint") if isinstance(record, dict) else None
@@ -53,7 +54,8 @@ def _process_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # alive, owned by someone else
+    # alive, owned by someone else
+    except PermissionError:
         return True
     return True
 

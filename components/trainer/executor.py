@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-if TYPE_CHECKING:  # for annotations; run() imports TensorFlow when it runs
+# for annotations; run() imports TensorFlow when it runs
+if TYPE_CHECKING:
     import tensorflow as tf
 
 from components.trainer import fitting, starting_point
@@ -106,7 +107,8 @@ def _strategy(name: str) -> tf.distribute.Strategy:
     if name == "default":
         return tf.distribute.get_strategy()
     try:
-        return tf.distribute.MirroredStrategy()  # multi_worker_mirrored runs in worker processes (run())
+        # multi_worker_mirrored runs in worker processes (run())
+        return tf.distribute.MirroredStrategy()
     except (RuntimeError, ValueError) as error:
         raise ComponentError(f"cannot create the {name!r} distribution strategy: {error}") from None
 
@@ -163,14 +165,13 @@ def train(
     import keras
     model_input = read_model_input(transform_graph_dir)
     architecture = chosen["architecture"]
-
     pretrained, embedding_facts, frozen_epochs, chosen_values = starting_point.embedding_plan(
         chosen, config, transform_graph_dir, model_input, examples_dir, seed, log)
     pretrained_dim = pretrained.alignment.dimension if pretrained else None
     hp = fixed_hyperparameters(chosen_values)
-    values = search_space(architecture, hp, pretrained_dim)  # complete: absent names take the defaults
+    # complete: absent names take the defaults
+    values = search_space(architecture, hp, pretrained_dim)
     model_dir, run_dir = _output_folders(output_dir)
-
     keras.utils.set_random_seed(seed)
     with _op_determinism():
         train, evaluation, padding = _datasets(examples_dir, values["batch_size"], config, seed)
@@ -201,7 +202,8 @@ def train(
                      "replicas": strategy.num_replicas_in_sync,
                      "workers": workers, "seed": seed})
     write_trained_hyperparameters(model_dir, {**chosen, "values": values})
-    write_model_input(model_dir, model_input)  # the evaluator reads the bucket bounds from the model
+    # the evaluator reads the bucket bounds from the model
+    write_model_input(model_dir, model_input)
     return model
 
 
@@ -282,7 +284,8 @@ def _write_model(model, output_dir: Path, history: dict, per_epoch: list[dict], 
     Keras model."""
     epochs = [{"epoch": index + 1, **{k: float(v[index]) for k, v in history.items()},
                **per_epoch[index]} for index in range(len(history["loss"]))]
-    best = min(epochs, key=lambda e: (e["val_loss"], e["epoch"]))  # the weights EarlyStopping restored
+    # the weights EarlyStopping restored
+    best = min(epochs, key=lambda e: (e["val_loss"], e["epoch"]))
     summary = {
         "architecture": architecture, "epochs_trained": len(epochs), "best_epoch": best["epoch"],
         "val_loss": best["val_loss"], "val_accuracy": best["val_accuracy"],

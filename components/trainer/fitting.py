@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Callable
 
-if TYPE_CHECKING:  # for annotations; fitting imports TensorFlow when it runs
+# for annotations; fitting imports TensorFlow when it runs
+if TYPE_CHECKING:
     import tensorflow as tf
 
 from contract.config import TrainerConfig
@@ -47,7 +48,8 @@ def _fit(model, train, evaluation, patience: int, callbacks: list, epochs: int, 
         initial_epoch=initial_epoch,
         steps_per_epoch=steps_per_epoch,
         verbose=2,
-        shuffle=False,  # tf.data already shuffles
+        # tf.data already shuffles
+        shuffle=False,
         callbacks=[early_stopping, *callbacks],
     )
     return history.history

@@ -8,7 +8,8 @@ import contracts).
 from contract.component_spec import ComponentSpec
 from contract.names import MODEL, MODEL_RUN
 
-BASE_MODEL_INPUT = "base_model"  # the served model: what a warm start starts from
+# the served model: what a warm start starts from
+BASE_MODEL_INPUT = "base_model"
 
 SPEC = ComponentSpec(__name__, executor="components.trainer.executor", outputs=(MODEL, MODEL_RUN),
                      config_section="trainer", external="external_fingerprint", seeded=True,

@@ -26,7 +26,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
-if TYPE_CHECKING:  # for annotations; run() imports tf.Transform when it runs
+# for annotations; run() imports tf.Transform when it runs
+if TYPE_CHECKING:
     import tensorflow_transform as tft
 
 from google.protobuf import text_format
@@ -92,7 +93,8 @@ def make_preprocessing_fn(config: TransformConfig) -> Callable[[dict[str, Any]],
         # Shift every id by one so that PADDING_ID (0) never stands for a real token (mask_zero downstream).
         token_ids = vocabulary_ids + 1
         return {
-            TOKEN_IDS: token_ids.to_sparse(),  # a sparse [batch, None] output is a VarLen feature
+            # a sparse [batch, None] output is a VarLen feature
+            TOKEN_IDS: token_ids.to_sparse(),
             LENGTH_KEY: tokens.row_lengths(),
             # Passed through untouched. The serving graph is applied without labels: TFT then feeds a
             # default for the missing input, and the caller ignores this output.
@@ -141,7 +143,8 @@ def load_raw_schema(schema_uri: Path) -> schema_pb2.Schema:
             raise ComponentError(f"{path}: feature {name!r} must hold exactly one value per example")
         feature.ClearField("value_count")
         feature.ClearField("shape")
-        feature.shape.SetInParent()  # an empty shape: a scalar per example
+        # an empty shape: a scalar per example
+        feature.shape.SetInParent()
     return schema
 
 
@@ -260,7 +263,8 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
 
     graph_dir = output_dir / TRANSFORM_GRAPH
     examples_dir = output_dir / TRANSFORMED_EXAMPLES
-    scratch_dir = output_dir / ".transform_tmp"  # TFT's temporary files and the per-split reports
+    # TFT's temporary files and the per-split reports
+    scratch_dir = output_dir / ".transform_tmp"
     for folder in (graph_dir, examples_dir, scratch_dir):
         folder.mkdir(parents=True, exist_ok=True)
     report_paths = {split: scratch_dir / f"padding_{split}.json" for split in SPLITS}
@@ -279,7 +283,8 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: TransformConfig,
     check_rows_arrived("transform", {split: reports[split]["examples"] for split in SPLITS}, inputs[EXAMPLES])
     if reports["train"]["examples"] == 0:
         raise ComponentError("the train split has no examples; nothing to build a vocabulary from")
-    for split in SPLITS:  # a split without examples has no bucket folders, but its folder exists
+    # a split without examples has no bucket folders, but its folder exists
+    for split in SPLITS:
         split_dir(examples_dir, split).mkdir(exist_ok=True)
     shutil.rmtree(scratch_dir)
 
@@ -343,7 +348,8 @@ def _transform_with_beam(config: TransformConfig, raw_schema, patterns: dict[str
 def _model_input(config: TransformConfig, vocab_size: int, upper_bounds: list[int]) -> ModelInputSpec:
     """What the trainer, the evaluator and serving need to know about the transform's output."""
     return ModelInputSpec(
-        embedding_input_dim=vocab_size + config.num_oov_buckets + 1,  # ids 0 (padding) .. V + oov
+        # ids 0 (padding) .. V + oov
+        embedding_input_dim=vocab_size + config.num_oov_buckets + 1,
         vocab_size=vocab_size,
         num_oov_buckets=config.num_oov_buckets,
         max_length=config.max_length,

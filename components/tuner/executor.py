@@ -39,7 +39,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # for annotations; run() imports KerasTuner (and TensorFlow) when it runs
+# for annotations; run() imports KerasTuner (and TensorFlow) when it runs
+if TYPE_CHECKING:
     import keras_tuner
 
     from library.dataset import BucketExamples
@@ -74,7 +75,8 @@ from library.models import (
 )
 
 STATE_DIR = "tuner_state"
-EVAL_BATCH_SIZE = 256  # evaluation metrics do not depend on the batch size; larger batches are faster
+# evaluation metrics do not depend on the batch size; larger batches are faster
+EVAL_BATCH_SIZE = 256
 HYPERBAND_FACTOR = 3
 
 
@@ -106,7 +108,8 @@ def _search_model(architecture: str, model_input: ModelInputSpec, examples_dir: 
             )
             started = time.monotonic()
             history = model.fit(batches.dataset, validation_data=scored.dataset, shuffle=False, **kwargs)
-            if self.progress is not None:  # trials vary in epochs (Hyperband): the ETA is rough
+            # trials vary in epochs (Hyperband): the ETA is rough
+            if self.progress is not None:
                 self.trials_done += 1
                 self.log(
                     f"tuner: trial {self.trials_done} ({len(history.history.get('loss', []))} epoch(s) x "
@@ -167,7 +170,8 @@ def _best_trial(rows: list[dict[str, Any]], objective: str) -> dict[str, Any] | 
     if not scored:
         return None
     sign = 1 if objective == "val_loss" else -1
-    return min(scored, key=lambda r: (sign * r["score"], r["trial_id"]))  # ties: the earliest trial
+    # ties: the earliest trial
+    return min(scored, key=lambda r: (sign * r["score"], r["trial_id"]))
 
 
 def _write_trials(out: Path, rows: list[dict[str, Any]], architecture: str, heading: str,
@@ -207,7 +211,8 @@ def _remove_trial_checkpoints(state_dir: Path) -> None:
 
 @functools.lru_cache(maxsize=4)
 def _vectors_fingerprint(path: str, size: int, modified_ns: int) -> str | None:
-    return embeddings.external_fingerprint(path)  # keyed on the file's size and time: hashed once per process
+    # keyed on the file's size and time: hashed once per process
+    return embeddings.external_fingerprint(path)
 
 
 def search_fingerprint(config: TunerConfig) -> str:
@@ -281,7 +286,8 @@ def run(
     examples_dir = Path(inputs[TRANSFORMED_EXAMPLES].uri)
     transform_graph_dir = Path(inputs[TRANSFORM_GRAPH].uri)
     model_input = read_model_input(transform_graph_dir)
-    for split in ("train", "eval"):  # fail before any trial rather than in each one; test is never opened
+    # fail before any trial rather than in each one; test is never opened
+    for split in ("train", "eval"):
         bucket_files(examples_dir, split)
     architecture = config.architecture
     pretrained, fixed = _pretrained_and_fixed(config, transform_graph_dir, model_input, runtime)
@@ -374,7 +380,8 @@ def _search(config: TunerConfig, model_input, examples_dir: Path, fixed: dict[st
         # KerasTuner gives a TensorBoard callback a folder per trial and adds the HParams plugin's callback.
         logs = keras.callbacks.TensorBoard(log_dir=str(tensorboard_dir(output_dir)))
         tuner.search(epochs=config.max_epochs, verbose=2, callbacks=[logs])
-    except RuntimeError as error:  # KerasTuner stops after several consecutive failed trials
+    # KerasTuner stops after several consecutive failed trials
+    except RuntimeError as error:
         raise ComponentError(f"hyperparameter search failed: {error}") from None
     rows = _trial_rows(tuner.oracle, architecture, config.max_epochs, pretrained is not None)
     best = _best_trial(rows, config.objective)

@@ -35,12 +35,15 @@ from library.layouts import read_counts
 
 # the newest earlier search of this root with the same search fingerprint
 TUNED_INPUT = "tuned_hyperparameters"
-DRIFT_INPUT = "statistics"  # validate's statistics; its drift_detected property forces a search
+# validate's statistics; its drift_detected property forces a search
+DRIFT_INPUT = "statistics"
 DRIFT_PROPERTY = "drift_detected"
-SERVED_INPUT = "served_model"  # the model serving now: was it trained with the search that answered a drift?
+# the model serving now: was it trained with the search that answered a drift?
+SERVED_INPUT = "served_model"
 # The drift of a label mix: the labels', and the served model's predictions', which follow it (label-free).
 LABEL_MIX_MEASURES = ("label_linf", "prediction_linf")
-EPISODE_PROPERTY = "drift_episode"  # {"spans", "label_shares", "answered_in"} of the drift a search answered
+# {"spans", "label_shares", "answered_in"} of the drift a search answered
+EPISODE_PROPERTY = "drift_episode"
 
 
 def search_fingerprint(config: TunerConfig) -> str:
@@ -51,8 +54,10 @@ def search_fingerprint(config: TunerConfig) -> str:
 
 class Decision(NamedTuple):
     search: bool
-    reason: str  # a stable word, part of the cache key: first, drift, always, every, disabled, reuse
-    detail: str  # the sentence the tuner's output line, the report and `show` give
+    # a stable word, part of the cache key: first, drift, always, every, disabled, reuse
+    reason: str
+    # the sentence the tuner's output line, the report and `show` give
+    detail: str
 
 
 def retune_decision(inputs: dict[str, Artifact], config: TunerConfig, now: float | None = None) -> Decision:
@@ -62,7 +67,8 @@ def retune_decision(inputs: dict[str, Artifact], config: TunerConfig, now: float
     policy = config.retune_policy()
     previous = inputs.get(TUNED_INPUT)
     if previous is not None and previous.properties.get("search_fingerprint") != search_fingerprint(config):
-        previous = None  # not found by the store's matching (a hand-made store): never reuse another search
+        # not found by the store's matching (a hand-made store): never reuse another search
+        previous = None
     if policy.kind == "always":
         return Decision(True, "always", "searching: tuner.retune is always")
     if previous is None:
@@ -122,7 +128,8 @@ def episode(inputs: dict[str, Artifact], decision: Decision, run_id: str) -> dic
         return {"spans": spans, "label_shares": shares, "answered_in": run_id} if shares else None
     previous = inputs.get(TUNED_INPUT)
     if previous is None or decision.reason in ("first", "disabled"):
-        return None  # no earlier search of this search space to carry an episode from
+        # no earlier search of this search space to carry an episode from
+        return None
     return previous.properties.get(EPISODE_PROPERTY)
 
 
@@ -136,11 +143,13 @@ def _answered(inputs: dict[str, Artifact], previous: Artifact, statistics: Artif
         or served is None
         or served.properties.get("tuned_from") != previous.properties.get("tuned_from")
     ):
-        return None  # no episode, or the model of its search is not the one served
+        # no episode, or the model of its search is not the one served
+        return None
     checks = statistics.properties.get("drift_checks") or []
     drifted = [row for row in checks if row.get("drift")]
     if not drifted or any(row["measure"] not in LABEL_MIX_MEASURES for row in drifted):
-        return None  # only a label-mix drift can be compared with the episode's label mix
+        # only a label-mix drift can be compared with the episode's label mix
+        return None
     spans = _drifted_spans(statistics)
     shares = _label_shares(inputs.get(EXAMPLES), spans)
     if shares is None:

@@ -46,10 +46,12 @@ from library.layouts import (
 LABEL = "label"
 TEXT_FIELDS = ("title", "description")
 TOKEN_LENGTH_FIELDS = ("title", "description", "title_description")
-NUM_QUANTILES = 101  # ApproximateQuantiles returns min, p1, ..., p99, max
+# ApproximateQuantiles returns min, p1, ..., p99, max
+NUM_QUANTILES = 101
 REPORTED_QUANTILES = {"p50": 50, "p90": 90, "p99": 99}
 EXAMPLE_VALUES_PER_ANOMALY = 3
-FACT_KINDS = ("row", "label", "empty", "tokens", "problem")  # see inspect_example
+# see inspect_example
+FACT_KINDS = ("row", "label", "empty", "tokens", "problem")
 
 MISSING_FEATURE = "missing_feature"
 WRONG_TYPE = "wrong_type"
@@ -64,12 +66,17 @@ _VALUE_LISTS = {schema_pb2.BYTES: "bytes_list", schema_pb2.INT: "int64_list", sc
 class FeatureRule(NamedTuple):
     """What the schema asks of one feature, in plain values (picklable for Beam workers)."""
     name: str
-    value_list: str  # "bytes_list" | "int64_list" | "float_list"
-    min_fraction: float  # share of examples that must hold the feature
-    min_count: int  # examples that must hold the feature
-    min_values: int | None  # valency bounds; None: unbounded
+    # "bytes_list" | "int64_list" | "float_list"
+    value_list: str
+    # share of examples that must hold the feature
+    min_fraction: float
+    # examples that must hold the feature
+    min_count: int
+    # valency bounds; None: unbounded
+    min_values: int | None
     max_values: int | None
-    domain_min: int | None  # int_domain bounds; None: unbounded
+    # int_domain bounds; None: unbounded
+    domain_min: int | None
     domain_max: int | None
 
 
@@ -265,7 +272,8 @@ def _anomalies(summary: list, statistics: dict, rules: list[FeatureRule], files:
             if kind == MISSING_FEATURE:
                 present = rows - count
                 if present / rows >= rule.min_fraction and present >= rule.min_count:
-                    continue  # the schema allows this much absence
+                    # the schema allows this much absence
+                    continue
                 message = (f"{split}: feature '{feature}' is missing in {count} of {rows} examples "
                            f"(the schema requires it in {rule.min_fraction:.0%} of examples)")
             elif kind == WRONG_TYPE:

@@ -29,7 +29,8 @@ class Reference:
     served_version: int | None = None
     model_dir: Path | None = None
     vocabulary: set[str] | None = None
-    predicted: Counter | None = None  # the served model's predicted classes on its window's held-out rows
+    # the served model's predicted classes on its window's held-out rows
+    predicted: Counter | None = None
     _signature: object = field(default=None, repr=False)
 
     def describe(self) -> str:

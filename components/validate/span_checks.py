@@ -24,8 +24,10 @@ from contract.names import EXAMPLES, STATISTICS
 from library import drift, span_profiles
 from library.layouts import examples_files, read_counts, read_sources, write_drift
 
-DRIFT = "drift"  # the reason (and the ComponentError kind) of a span refused for drift
-DATA_QUALITY = "data_quality"  # the ComponentError kind when every refused span failed a data-quality check
+# the reason (and the ComponentError kind) of a span refused for drift
+DRIFT = "drift"
+# the ComponentError kind when every refused span failed a data-quality check
+DATA_QUALITY = "data_quality"
 
 
 def _shown(value: float | None) -> str:
@@ -67,7 +69,8 @@ def check_spans(examples_dir: Path, inputs: dict[str, Artifact], statistics_dir:
     read = {span: span_profiles.read_rows(span_profiles.span_files(examples_dir, span)) for span in new}
     test_keys = set(span_profiles.read_rows(examples_files(examples_dir, "test"))[1])
     accepted = set(config.accepted_spans)
-    span_counts = read_counts(examples_dir).get("spans", {})  # ingest's per-span counts: its quarantined rows
+    # ingest's per-span counts: its quarantined rows
+    span_counts = read_counts(examples_dir).get("spans", {})
     spans = {}
     for span in new:
         against = references.get(span)
@@ -96,7 +99,8 @@ def check_spans(examples_dir: Path, inputs: dict[str, Artifact], statistics_dir:
     newest = spans[window[-1]]
     record = {"newest_span": window[-1], "reference": newest["reference"],
               "compared_with": newest["compared_with"], "checks": newest["checks"], "spans": spans}
-    write_drift(statistics_dir, record)  # also when refusing: the failed attempt's folder keeps the verdict
+    # also when refusing: the failed attempt's folder keeps the verdict
+    write_drift(statistics_dir, record)
     _refuse_if_any(spans, record)
     return record
 
@@ -107,11 +111,13 @@ def _references(window: list[str], new: list[str], inputs: dict[str, Artifact], 
     a first run compares only the newest span, with the rest of the window."""
     served = reference.served(inputs)
     established = [span for span in window if span not in new]
-    if served is not None:  # what the served model learned
+    # what the served model learned
+    if served is not None:
         references = dict.fromkeys(new, served)
     elif established:
         references = dict.fromkeys(new, reference.window(examples_dir, established, sha256))
-    else:  # a first run has nothing established: the newest span against the rest, as before
+    # a first run has nothing established: the newest span against the rest, as before
+    else:
         references = {window[-1]: reference.window(examples_dir, window[:-1], sha256)}
     return references
 

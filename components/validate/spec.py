@@ -15,8 +15,10 @@ from contract.component_spec import ComponentSpec
 from contract.data_config import ValidateConfig
 from contract.names import ANOMALIES, SCHEMA, STATISTICS
 
-SERVED_MODEL_INPUT = "served_model"  # the served model: the drift reference
-SERVED_EXAMPLES_INPUT = "served_examples"  # the examples it was trained on: its window's cached span profiles
+# the served model: the drift reference
+SERVED_MODEL_INPUT = "served_model"
+# the examples it was trained on: its window's cached span profiles
+SERVED_EXAMPLES_INPUT = "served_examples"
 
 
 def external_fingerprint(config: ValidateConfig) -> str:

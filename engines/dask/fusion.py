@@ -79,7 +79,8 @@ class FusedStep:
     args: tuple
     kwargs: dict
     window_fn: t.Any
-    side_views: tuple  # (view class, view options) of each side input
+    # (view class, view options) of each side input
+    side_views: tuple
 
 
 def _invoker(step: FusedStep, receivers: dict, side_values: list) -> DoFnInvoker:
@@ -106,9 +107,11 @@ def run_bundle(items, steps: list[FusedStep], tagged: bool, *side_values) -> lis
     returns every output of the last step as (tag, value), main output tag None, or, if not `tagged` (the DoFn
     has one output), the bare values. `side_values`: the side inputs of every step, in step order."""
     offsets = list(itertools.accumulate(len(step.side_views) for step in steps))
-    receivers = _Receivers(tagged)  # fresh per bundle: nothing leaks from one bundle into the next
+    # fresh per bundle: nothing leaks from one bundle into the next
+    receivers = _Receivers(tagged)
     invokers: list[DoFnInvoker] = []
-    for index in reversed(range(len(steps))):  # the last step first: each earlier one feeds the one after it
+    # the last step first: each earlier one feeds the one after it
+    for index in reversed(range(len(steps))):
         step_receivers = receivers
         if invokers:
             # an undeclared output of a chained DoFn has no consumer
@@ -118,12 +121,14 @@ def run_bundle(items, steps: list[FusedStep], tagged: bool, *side_values) -> lis
         invokers.insert(0, _invoker(steps[index], step_receivers, list(side_values[start:offsets[index]])))
     for invoker in invokers:
         invoker.invoke_setup()
-    for invoker in reversed(invokers):  # a consumer is ready before its producer emits from start_bundle
+    # a consumer is ready before its producer emits from start_bundle
+    for invoker in reversed(invokers):
         invoker.invoke_start_bundle()
     first = invokers[0]
     for item in items:
         first.invoke_process(_windowed(item))
-    for invoker in invokers:  # file sinks emit their results here, which the next step then receives
+    # file sinks emit their results here, which the next step then receives
+    for invoker in invokers:
         invoker.invoke_finish_bundle()
     for invoker in invokers:
         invoker.invoke_teardown()

@@ -21,9 +21,12 @@ from engines.dask.translation import ConsumerCount, PerPCollectionVisitor, adapt
 from engines.dask.watchdog import PAUSED_SECONDS, Watchdog, scheduler_probe
 from library.folder_layouts import DASK_STATE_DUMP
 
-POLL_SECONDS = 5  # how often the client checks the computation's progress
-PROBE_SECONDS = 30  # how long it waits for the scheduler's answer (then counts it as no progress)
-DUMP_SECONDS = 60  # how long a stalled step waits for the cluster state dump
+# how often the client checks the computation's progress
+POLL_SECONDS = 5
+# how long it waits for the scheduler's answer (then counts it as no progress)
+PROBE_SECONDS = 30
+# how long a stalled step waits for the cluster state dump
+DUMP_SECONDS = 60
 # For the LocalCluster started for a pipeline. A worker whose event loop is blocked (a long garbage collection
 # on a loaded machine) used to drop transfers after dask's default 30 s, which recovery then deadlocked on.
 LOCAL_CLUSTER_CONFIG = {"distributed.comm.timeouts.tcp": "300s", "distributed.comm.timeouts.connect": "120s"}
@@ -92,7 +95,8 @@ class DaskClusterRunnerResult(dask_runner.DaskRunnerResult):
         self._shuffle_futures = list(shuffles)
         self._stall_seconds, self._paused_seconds = stall_seconds, paused_seconds
         self._log_dir = log_dir
-        self._workers_seen: dict[str, str] = {}  # address -> name of every worker seen while waiting
+        # address -> name of every worker seen while waiting
+        self._workers_seen: dict[str, str] = {}
         self.shuffles: list[tuple[str, int, int]] = []
 
     def wait_until_finish(self, duration=None) -> str:
@@ -186,10 +190,12 @@ class DaskClusterRunnerResult(dask_runner.DaskRunnerResult):
         path = Path(self._log_dir) / DASK_STATE_DUMP
         done = threading.Event()
 
-        def dump():  # the scheduler or a worker may be too busy to answer: bounded, on a thread
+        # the scheduler or a worker may be too busy to answer: bounded, on a thread
+        def dump():
             try:
                 self.client.dump_cluster_state(str(path), format="yaml")
-            except Exception:  # a diagnosis that fails must not hide the stall
+            # a diagnosis that fails must not hide the stall
+            except Exception:
                 pass
             finally:
                 done.set()
@@ -251,7 +257,8 @@ class DaskClusterRunner(dask_runner.DaskRunner):
         visitor = PerPCollectionVisitor(bag_kwargs, adapter.dask_reshuffle_partitions)
         visitor.consumers = counter.consumers
         pipeline.visit(visitor)
-        leaves = [bag.count() for bag in visitor.leaves()]  # only a number per leaf comes back
+        # only a number per leaf comes back
+        leaves = [bag.count() for bag in visitor.leaves()]
 
         # its INFO lines drown the pipeline's output
         logging.getLogger("distributed").setLevel(logging.WARNING)

@@ -18,7 +18,8 @@ from apache_beam.transforms.combiners import LiftedCombinePerKey
 
 from engines.dask.fusion import FusedStep, concat, run_bundle, step_of, task_name, values_with_tag
 
-READ_BUNDLE_BYTES = 64 << 20  # desired size of one split of a file source (one partition)
+# desired size of one split of a file source (one partition)
+READ_BUNDLE_BYTES = 64 << 20
 
 
 # ---------------------------------------------------------------------------------------------- overrides
@@ -41,7 +42,8 @@ class _LiftCombinePerKey(PTransformOverride):
         transform = applied.transform
         try:
             return LiftedCombinePerKey(transform.fn, transform.args, transform.kwargs)
-        except NotImplementedError:  # 10 side inputs or more: Beam's DirectRunner keeps the transform too
+        # 10 side inputs or more: Beam's DirectRunner keeps the transform too
+        except NotImplementedError:
             return transform
 
 
@@ -86,7 +88,8 @@ def _read_split(split):
 
 def _read(applied: AppliedPTransform) -> db.Bag:
     source = t.cast(overrides._Read, applied.transform).source
-    splits = list(source.split(READ_BUNDLE_BYTES))  # on the client: for file sources, a listing of the files
+    # on the client: for file sources, a listing of the files
+    splits = list(source.split(READ_BUNDLE_BYTES))
     if not splits:
         return db.from_sequence([], npartitions=1)
     return db.from_sequence(splits, npartitions=len(splits)).map_partitions(lambda parts: concat(
@@ -133,7 +136,8 @@ class PerPCollectionVisitor(PipelineVisitor):
         self.consumers: collections.Counter = collections.Counter()
         # PCollection -> (bag, steps, side items): the fused chain of ParDos that produces it from that bag.
         self.chains: dict[pvalue.PCollection, tuple[db.Bag, list[FusedStep], list]] = {}
-        self.shuffles: list[tuple[str, int, db.Item]] = []  # (label, input partitions, input elements)
+        # (label, input partitions, input elements)
+        self.shuffles: list[tuple[str, int, db.Item]] = []
 
     def visit_transform(self, applied: AppliedPTransform) -> None:
         transform = applied.transform
@@ -152,7 +156,8 @@ class PerPCollectionVisitor(PipelineVisitor):
             base, steps, chain_sides = chain or (input_bags[0], [], [])
             steps, side_items = [*steps, step], [*chain_sides, *side_items]
             name = task_name(applied.full_label)
-            if not transform.output_tags and len(outputs) == 1:  # one output: no tag on every element
+            # one output: no tag on every element
+            if not transform.output_tags and len(outputs) == 1:
                 [pcollection] = outputs.values()
                 self.bags[pcollection] = base.map_partitions(
                     run_bundle, steps, False, *side_items, token=name
@@ -185,7 +190,8 @@ class PerPCollectionVisitor(PipelineVisitor):
                 bag = op.apply(input_bags) if input_bags else db.from_sequence([], npartitions=1)
             else:
                 bag = op.apply(input_bags[0] if input_bags else None)
-        elif len(input_bags) == 1:  # Beam's DaskRunner treats every other leaf as the identity, too
+        # Beam's DaskRunner treats every other leaf as the identity, too
+        elif len(input_bags) == 1:
             bag = input_bags[0]
         else:
             raise NotImplementedError(f"DaskRunner: no translation for {type(transform).__name__} "

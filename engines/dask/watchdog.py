@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import time
 
-PAUSED_SECONDS = 60  # default of --dask_paused_seconds: every worker paused this long fails the step
+# default of --dask_paused_seconds: every worker paused this long fails the step
+PAUSED_SECONDS = 60
 
 
 def scheduler_probe():
