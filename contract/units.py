@@ -4,8 +4,8 @@ them. One grammar each, used by every setting and flag:
 - a size is a number of bytes with an optional unit: SI units are powers of 1000 (kB, MB, GB, TB, PB; k, M,
   G, T, P alone too) and IEC units powers of 1024 (KiB, MiB, GiB, TiB, PiB), as dask and the standards read
   them; "2GB" is 2,000,000,000 bytes, "2GiB" 2,147,483,648;
-- a duration is a number of seconds with an optional unit: s, sec, m, min, h, d, w ("90", "10s", "45m",
-  "90min", "2h", "30d", "2w").
+- a duration is a number of seconds with an optional unit: us, ms, s, sec, m, min, h, d, w ("90", "10s",
+  "45m", "90min", "2h", "30d", "2w", "5ms"). "m" is minutes, "ms" milliseconds.
 
 Case does not matter and a space may stand between the number and its unit. Standard library only (the
 configuration validates with it). format_size and format_duration write them back for people."""
@@ -19,10 +19,11 @@ _SIZE_UNITS = {"": 1, "b": 1, "bytes": 1,
                **{letter: factor for letter, factor in _SI.items()},
                **{f"{letter}b": factor for letter, factor in _SI.items()},
                **{f"{letter}ib": 1 << (10 * (i + 1)) for i, letter in enumerate(_SI)}}
-_DURATION_UNITS = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION_UNITS = {"": 1, "us": 1e-6, "ms": 1e-3, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400,
+                   "w": 7 * 86400}
 
 
-def _number_and_factor(text: str | int | float, units: dict[str, int]) -> float | None:
+def _number_and_factor(text: str | int | float, units: dict[str, float]) -> float | None:
     match = _NUMBER_AND_UNIT.match(str(text))
     if not match or match.group(2).lower() not in units:
         return None
@@ -38,10 +39,11 @@ def parse_size(text: str | int) -> int:
 
 
 def parse_duration(text: str | int | float) -> float:
-    """'90' (seconds), '10s', '45m', '90min', '2h', '30d', '2w' -> seconds; ValueError for anything else."""
+    """'90' (seconds), '10s', '45m', '90min', '2h', '30d', '2w', '5ms' -> seconds; ValueError for anything
+    else."""
     seconds = _number_and_factor(text, _DURATION_UNITS)
     if seconds is None:
-        raise ValueError(f"{text!r} is not a duration like 600 (seconds), 10s, 90min, 2h, 30d or 2w")
+        raise ValueError(f"{text!r} is not a duration like 600 (seconds), 10s, 90min, 2h, 30d, 2w or 5ms")
     return seconds
 
 

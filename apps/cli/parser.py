@@ -59,6 +59,18 @@ def duration_flag(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def duration_in(unit: float):
+    """argparse type of a TF Serving flag whose name carries its unit (--batch-timeout-micros,
+    --max-queue-delay-ms): a plain number is in that unit, as TF Serving reads it; a number with a unit is the
+    one duration grammar ("2ms", "0.5s"). Returns the value in the flag's unit."""
+    def parse(text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            return duration_flag(text) / unit
+    return parse
+
+
 def _add_pipeline_flags(parser: argparse.ArgumentParser, partial_runs: bool) -> None:
     """The flags of `run` and, without --until/--from/--only (`partial_runs`), of `retrain`."""
     _add_data_flags(parser)
@@ -279,12 +291,12 @@ def _add_batching_flags(serve: argparse.ArgumentParser) -> None:
                        help=f"most rows in one model call (default {batching.max_batch_size})")
     serve.add_argument(
         "--batch-timeout-micros",
-        type=int,
+        type=duration_in(1e-6),
         default=batching.batch_timeout_micros,
         help="longest wait for more requests before a batch thread takes a partly filled batch, "
         "only under load (a batch running, or requests faster than one per timeout): a lone "
         f"request never waits (default {batching.batch_timeout_micros}; 100000 or more: every "
-        "request waits, as in TF Serving)",
+        "request waits, as in TF Serving; or a duration such as 2ms)",
     )
     serve.add_argument(
         "--max-enqueued-batches",
@@ -295,12 +307,12 @@ def _add_batching_flags(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument(
         "--max-queue-delay-ms",
-        type=float,
+        type=duration_in(1e-3),
         default=batching.max_queue_delay_ms,
         metavar="MS",
         help="answer 503 at arrival when the queue's estimated wait (queued rows x recent seconds "
         f"per row / batch threads) is over this (default {batching.max_queue_delay_ms:g}; "
-        "0: no check by time, only --max-enqueued-batches)",
+        "0: no check by time, only --max-enqueued-batches; or a duration such as 0.2s)",
     )
     serve.add_argument("--num-batch-threads", "--threads", dest="threads", type=int,
                        help="model calls running at the same time (default: the number of cores, "

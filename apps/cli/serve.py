@@ -75,7 +75,7 @@ def _batching_options(args) -> BatchingOptions:
     if threads is None:
         threads = UNBATCHED_THREADS if args.no_batching else BatchingOptions().num_batch_threads
     batching = BatchingOptions(enabled=not args.no_batching, max_batch_size=args.max_batch_size,
-                               batch_timeout_micros=args.batch_timeout_micros,
+                               batch_timeout_micros=round(args.batch_timeout_micros),
                                max_enqueued_batches=args.max_enqueued_batches, num_batch_threads=threads,
                                max_queue_delay_ms=args.max_queue_delay_ms, allowed_batch_sizes=sizes)
     problem = batching.problem()

@@ -84,6 +84,18 @@ def test_every_duration_flag_takes_the_one_grammar(text, seconds):
         assert deadline == seconds
 
 
+@pytest.mark.parametrize("text, micros, millis", [("1000", 1000, 1000), ("2ms", 2000, 2), ("500us", 500, 0.5),
+                                                  ("0.1s", 100_000, 100)])
+def test_the_serving_time_flags_take_their_unit_or_the_one_grammar(text, micros, millis):
+    """TF Serving's --batch-timeout-micros and our --max-queue-delay-ms: a plain number in the flag's unit, or
+    a duration with its unit."""
+    parser = build_parser()
+    assert parser.parse_args(["serve", "--batch-timeout-micros", text]).batch_timeout_micros == pytest.approx(
+        micros)
+    delay = parser.parse_args(["serve", "--max-queue-delay-ms", text]).max_queue_delay_ms
+    assert delay == pytest.approx(millis)
+
+
 def test_a_bad_duration_flag_is_one_line(capsys):
     code, _, err = exits(capsys, ["run", "--lock-timeout", "soon"])
     assert code == EXIT_USAGE

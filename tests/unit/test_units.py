@@ -12,7 +12,8 @@ from contract.units import format_duration, format_size, parse_duration, parse_s
 
 @pytest.mark.parametrize("text, seconds", [
     ("600", 600), (600, 600), (2.5, 2.5), ("10s", 10), ("10 sec", 10), ("45m", 2700), ("90min", 5400),
-    ("2h", 7200), ("30d", 30 * 86400), ("2w", 14 * 86400), ("1.5h", 5400), (" 2H ", 7200)])
+    ("2h", 7200), ("30d", 30 * 86400), ("2w", 14 * 86400), ("1.5h", 5400), (" 2H ", 7200), ("5ms", 0.005),
+    ("250us", 0.00025)])
 def test_a_duration_is_seconds_or_a_number_with_a_unit(text, seconds):
     assert parse_duration(text) == seconds
 
