@@ -240,6 +240,14 @@ MUTATIONS: list[Mutation] = [
         tests=(XLA_EXPORT_TEST,),
     ),
     Mutation(
+        name="trainer_ignores_export_xla",
+        file="components/trainer/executor.py",
+        old="xla=config.export_xla)",
+        new="xla=False)",
+        breaks="the pipeline's default XLA export (trainer.export_xla) never reaches the exported model",
+        tests=("tests/system/test_install.py::test_the_installed_wheel_runs_from_another_directory",),
+    ),
+    Mutation(
         name="xla_warm_up_misses_a_bucket_shape",
         file="library/xla_buckets.py",
         old="for rows, steps in shapes]",

@@ -131,11 +131,19 @@ def test_the_installed_wheel_runs_from_another_directory(installed):
             "--no-tune",
             "--set",
             "trainer.epochs=1",
+            # the product's default (the test config turns it off): the installed trainer exports for XLA
+            "--set",
+            "trainer.export_xla=true",
         ],
         cwd=workdir,
     )
     seconds["run --from tuner --until trainer"] = time.monotonic() - started
     model, = root.glob("runs/*/trainer/model")
+    # The XLA export's warm-up file holds a request per padded shape beside the 3 plain ones (the shapes are
+    # compiled when it is replayed: tests/system/test_export.py).
+    warmup, = model.rglob("tf_serving_warmup_requests")
+    shape_requests = _tfrecord_count(warmup) - 3
+    assert shape_requests > 0 and shape_requests % 4 == 0, shape_requests  # 4 batch sizes per length
     texts = workdir / "texts.txt"
     texts.write_text(
         "Stocks rallied as the Federal Reserve held rates\nThe striker scored twice in the final\n"
@@ -150,3 +158,13 @@ def test_the_installed_wheel_runs_from_another_directory(installed):
     # nothing written elsewhere
     assert sorted(path.name for path in workdir.iterdir()) == ["root", "texts.txt"]
     print("install test seconds:", json.dumps({name: round(value, 1) for name, value in seconds.items()}))
+
+
+def _tfrecord_count(path: Path) -> int:
+    """Records in an uncompressed TFRecord file, read from its framing (length, its CRC, data, data CRC)."""
+    data, offset, count = path.read_bytes(), 0, 0
+    while offset < len(data):
+        offset += 8 + 4 + int.from_bytes(data[offset:offset + 8], "little") + 4
+        count += 1
+    assert offset == len(data), f"{path} is not a whole TFRecord file"
+    return count
