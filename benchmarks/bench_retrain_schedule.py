@@ -278,7 +278,9 @@ def main() -> None:
         shutil.copytree(first_root, roots[name], symlinks=True)
         policies[name] = [first]
     # Step by step across the policies, the results written after each retrain: an interrupted benchmark still
-    # compares every policy on the retrains it finished.
+    # compares every policy on the retrains it finished (and a stream of --first-spans spans only: retrain 0).
+    report = summarize(policies, folders, common, machine, load_before, args.source or args.stream)
+    harness.write_results(args.out, report, markdown(report))
     for index, (folder, rows) in enumerate(folders[1:], 1):
         for name, flags in POLICIES.items():
             print(f"{name}: retrain {index} ({rows:,} train rows)", flush=True)
