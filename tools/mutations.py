@@ -527,4 +527,15 @@ MUTATIONS: list[Mutation] = [
                "test_rollback_publishes_the_old_model_as_a_new_version_and_makes_it_the_next_baseline",),
         fast=True,
     ),
+    Mutation(
+        name="episode_searches_every_week_while_unserved",
+        file="components/tuner/spec.py",
+        old="if not recorded or not (is_served or exhausted):",
+        new="if not recorded or not is_served:",
+        breaks="a drift episode whose searched models are never blessed searches again every week "
+        "(bench_year: a lasting shift with no push would run ~25 searches), not at most 2",
+        tests=("tests/unit/test_retune_episode.py::"
+               "test_an_episode_whose_models_are_never_served_searches_at_most_twice",),
+        fast=True,
+    ),
 ]
