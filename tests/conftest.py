@@ -51,9 +51,10 @@ FAST_SYSTEM_TESTS = {"test_e2e": {"test_full_run_reports_every_step_and_pushes_v
 # of one long test last, and one process worked alone for minutes at the end). The longest files go first, so
 # the short ones fill in at the end (longest processing time first); files not listed follow in their usual
 # order, the unit tests last. By the seconds of a full run on 2 cores (--durations), longest first.
-LONGEST_FIRST = ("test_e2e", "test_retention", "test_faults", "test_dask_scale", "test_drift_episode",
-                 "test_retune_warm_start", "test_beam_engines", "test_warm_start_lineage", "test_unattended",
-                 "test_spans", "test_rollback", "test_tuner_trainer", "test_multi_worker", "test_embeddings",
+LONGEST_FIRST = ("test_e2e", "test_retention", "test_faults", "test_dask_scale", "test_serve",
+                 "test_drift_episode", "test_retune_warm_start", "test_beam_engines",
+                 "test_warm_start_lineage", "test_unattended", "test_spans", "test_rollback",
+                 "test_tuner_trainer", "test_multi_worker", "test_served_drift", "test_embeddings",
                  "test_evaluator_pusher", "test_export", "test_span_quarantine", "test_stops", "test_install")
 
 

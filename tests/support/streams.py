@@ -17,10 +17,11 @@ from support.paths import PROJECT, SAMPLE_DIR
 # No search, the smallest architecture (a 16-unit SimpleRNN on 16-dimensional embeddings, about 33,000
 # parameters against the default BiLSTM's 356,000) and one epoch: the trainer step of a retrain on the
 # sample's spans takes about a third less time; ingest, transform and the evaluator (Beam, TFT, TFMA) are
-# unchanged.
+# unchanged. No XLA export (trainer.export_xla false): the XLA tests (tests/system/test_export.py,
+# test_serve_batching.py) keep it on; here its warm-up compiles would only cost seconds per retrain.
 TINY_TUNER = ('tuner: {enabled: false, architecture: rnn, '
               'fixed_hyperparameters: ["embedding_dim=16", "units=16"]}')
-TINY_TRAINER = "trainer: {epochs: 1}"
+TINY_TRAINER = "trainer: {epochs: 1, export_xla: false}"
 # The retrain-again tests' configuration (rollback, retention): the tiny model on a 3-span window.
 PUSHING_CONFIG = f"""
 ingest: {{window: {{num_spans: 3}}}}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from support.cli import agnews_in_process
 from support.e2e import agnews  # the real command in a subprocess, checking its exit code
 from support.streams import (
     PUSHING_CONFIG,
@@ -43,9 +44,10 @@ def test_backfill_is_refused_and_after_rollback_the_next_retrain_compares_with_t
     serving = tmp_path / "root" / "serving" / "agnews"
     for name in names[:2]:
         arrive(full, live, name)
-    agnews("retrain", *args(tmp_path))  # version 1: spans 1-2
+    # In this process (no TensorFlow import per retrain): nothing here needs a process of its own.
+    agnews_in_process("retrain", *args(tmp_path))  # version 1: spans 1-2
     arrive(full, live, names[2])
-    agnews("retrain", *args(tmp_path))  # version 2: spans 1-3
+    agnews_in_process("retrain", *args(tmp_path))  # version 2: spans 1-3
     assert folder_layouts.serving_versions(serving) == [1, 2]
 
     # A backfill of span 2 (older than span 3, which version 2 learned): refused before anything runs.
@@ -67,7 +69,7 @@ def test_backfill_is_refused_and_after_rollback_the_next_retrain_compares_with_t
     assert serving_snapshot(serving)["2/saved_model.pb"] == before["2/saved_model.pb"]  # nothing else touched
 
     arrive(full, live, names[3])
-    agnews("retrain", *args(tmp_path))
+    agnews_in_process("retrain", *args(tmp_path))
     with opened_store(tmp_path / "root") as store:
         model_1 = pusher_inputs(store, 1)["model"]
         assert pusher_inputs(store, 3)["model"].id == model_1.id  # the rollback's push points at model 1

@@ -27,7 +27,7 @@ NORMAL = "2026-11-02"  # 152 rows, 25% of each class: the newest span
 CONFIG = """
 transform: {vocab_size: 20000, max_length: 64, bucket_boundaries: [8, 16, 32, 64]}
 tuner: {enabled: false}
-trainer: {epochs: 3}
+trainer: {epochs: 3, export_xla: false}
 evaluator: {min_accuracy: 0.0, max_accuracy_drop: 1.0, significance: 0.0}
 ingest: {eval_fraction: 0.2, window: {num_spans: 3}}
 validate: {drift: {length_min_rows: 100, oov_share: 1.0, vocab_oov_share: 1.0, prediction_min_rows: 50}}

@@ -80,7 +80,8 @@ def args(base: Path, live: Path, *extra: str) -> list[str]:
 def test_retrain_ingests_only_a_new_span_skips_an_unchanged_stream_and_writes_metrics(stream):
     base, full, live = stream
     prom = base / "metrics" / "agnews.prom"
-    first = agnews("retrain", *args(base, live, "--metrics-file", str(prom)))
+    # In this process (no TensorFlow import per retrain): nothing here needs a process of its own.
+    first = agnews_in_process("retrain", *args(base, live, "--metrics-file", str(prom)))
     assert "ingest: ingested: 2026-10-12, 2026-10-19, 2026-10-26, fixed test set" in first.stdout
     values = metrics(prom)
     assert values[("agnews_retrain_outcome", (("command", "retrain"), ("outcome", "pushed")))] == 1
@@ -90,7 +91,7 @@ def test_retrain_ingests_only_a_new_span_skips_an_unchanged_stream_and_writes_me
     assert ("agnews_model_accuracy", (("data", "newest_span"), ("model", "candidate"))) in values
 
     shutil.copytree(full / SPAN_NAMES[3], live / SPAN_NAMES[3])  # a new week's data arrives
-    second = agnews("retrain", *args(base, live, "--metrics-file", str(prom)))
+    second = agnews_in_process("retrain", *args(base, live, "--metrics-file", str(prom)))
     assert "ingest: ingested: 2026-11-02" in second.stdout
     assert "ingest: reused: 2026-10-12, 2026-10-19, 2026-10-26, fixed test set" in second.stdout
     runs = sorted((base / "root" / "runs").iterdir())

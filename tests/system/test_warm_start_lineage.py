@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from support.cli import agnews_in_process
-from support.e2e import agnews
 from support.paths import E2E_CONFIG as CONFIG
 from support.paths import SAMPLE_DIR
 from support.streams import TINY_FLAGS
@@ -33,7 +32,8 @@ def _span(stream: Path, name: str, rows: slice) -> None:
 
 
 def _retrain(root: Path, stream: Path) -> tuple[str, str]:
-    completed = agnews("retrain", *FLAGS, "--data", f"csv:{stream}", "--pipeline-root", str(root))
+    # In this process (no TensorFlow import per retrain): nothing here needs a process of its own.
+    completed = agnews_in_process("retrain", *FLAGS, "--data", f"csv:{stream}", "--pipeline-root", str(root))
     run_id = next(
         line.split()[1].rstrip(":") for line in completed.stdout.splitlines() if line.startswith("run ")
     )
