@@ -135,7 +135,9 @@ def outcome(exit_code: int, record: dict[str, Any] | None) -> str:
         if states.get("pusher") in (None, "skipped"):
             return "stopped_early"
         if pushed.get("pushed"):
-            return "pushed" if states.get("pusher") == "ran" else "already_pushed"
+            # cached, or an adopted version (the served version already held this model)
+            fresh = states.get("pusher") == "ran" and not pushed.get("adopted")
+            return "pushed" if fresh else "already_pushed"
         return "not_blessed"
     return OUTCOME_OF_EXIT.get(exit_code, "failed")
 

@@ -216,6 +216,11 @@ class Year:
                 s["span"]: f"{s.get('state')}{' (drifted)' if s.get('drifted') else ''}" for s in spans
             },
             "root_mb": round(du(self.root) / 1e6, 1),
+            "root_breakdown_mb": breakdown(self.root),
+            "runs_kept": sum(1 for run in (self.root / "runs").glob("*") if run.is_dir()),
+            "serving_versions": sorted(
+                int(p.name) for p in (self.root / "serving" / "agnews").glob("*") if p.name.isdigit()
+            ),
             "load": round(os.getloadavg()[0], 1),
         }
 
@@ -231,6 +236,20 @@ def du(path: Path) -> int:
         if path.exists()
         else 0
     )
+
+
+def breakdown(root: Path) -> dict[str, float]:
+    """The root's MB by part: each top-level entry, and runs/ split by the step folder under each run."""
+    parts: dict[str, int] = {}
+    for entry in sorted(root.iterdir()) if root.exists() else []:
+        if entry.name != "runs" or not entry.is_dir():
+            parts[entry.name] = du(entry) if entry.is_dir() else entry.stat().st_size
+            continue
+        for run in entry.iterdir():
+            for step in run.iterdir() if run.is_dir() else [run]:
+                key = f"runs/{step.name}" if step.is_dir() else "runs/(files)"
+                parts[key] = parts.get(key, 0) + (du(step) if step.is_dir() else step.stat().st_size)
+    return {name: round(size / 1e6, 2) for name, size in sorted(parts.items())}
 
 
 def corrupt(rows: list[str], rng: random.Random) -> list[str]:

@@ -254,8 +254,8 @@ class Runner:
 
     def _outcome(self, results: list[StepResult]) -> str | None:
         """Whether the run delivered, from the step that delivers (ComponentSpec.delivers, e.g.
-        "pushed_model.pushed"): "pushed", "already_pushed" (a cached delivery), "not_pushed", or
-        "stopped_early" if it did not run."""
+        "pushed_model.pushed"): "pushed", "already_pushed" (a cached or adopted
+        delivery), "not_pushed", or "stopped_early" if it did not run."""
         delivering = dag.delivering_steps(self.steps)
         if not delivering:
             return None
@@ -266,7 +266,9 @@ class Runner:
             return "stopped_early"
         delivered = result.outputs.get(output)
         if delivered is not None and delivered.properties.get(prop):
-            return prop if result.state == "ran" else f"already_{prop}"
+            # a cached step, or one that found its delivery already made (the pusher adopting a version)
+            fresh = result.state == "ran" and not delivered.properties.get("adopted")
+            return prop if fresh else f"already_{prop}"
         return f"not_{prop}"
 
 

@@ -535,4 +535,35 @@ MUTATIONS: list[Mutation] = [
                "test_rollback_publishes_the_old_model_as_a_new_version_and_makes_it_the_next_baseline",),
         fast=True,
     ),
+    Mutation(
+        name="episode_searches_every_week_while_unserved",
+        file="components/tuner/spec.py",
+        old="if not recorded or not (is_served or exhausted):",
+        new="if not recorded or not is_served:",
+        breaks="a drift episode whose searched models are never blessed searches again every week "
+        "(bench_year: a lasting shift with no push would run ~25 searches), not at most 2",
+        tests=("tests/unit/test_retune_episode.py::"
+               "test_an_episode_whose_models_are_never_served_searches_at_most_twice",),
+        fast=True,
+    ),
+    Mutation(
+        name="adopted_version_reported_as_pushed",
+        file="apps/job_metrics.py",
+        old='fresh = states.get("pusher") == "ran" and not pushed.get("adopted")',
+        new='fresh = states.get("pusher") == "ran"',
+        breaks="a run whose pusher adopted the version already served (serving/ unchanged) is labelled "
+        "pushed in the metrics, as if a new model went out",
+        tests=("tests/unit/test_outcomes.py::"
+               "test_a_pusher_that_adopted_the_served_version_is_already_pushed_not_pushed",),
+        fast=True,
+    ),
+    Mutation(
+        name="run_summary_says_pushed_after_adopting",
+        file="pipeline/runner.py",
+        old='fresh = result.state == "ran" and not delivered.properties.get("adopted")',
+        new='fresh = result.state == "ran"',
+        breaks="the run's summary says (pushed) when the pusher adopted the version already served",
+        tests=("tests/system/test_faults.py::"
+               "test_kill_9_inside_the_pusher_loses_nothing_and_never_pushes_twice",),
+    ),
 ]

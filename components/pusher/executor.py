@@ -70,7 +70,8 @@ def run(
         runtime.log(f"pusher: nothing pushed ({record['reason']})")
     write_push(pushed_dir, record)
     return {PUSHED_MODEL: Artifact(PUSHED_MODEL, pushed_dir, {
-        "pushed": record["pushed"], "version": record["version"], "path": record["path"]})}
+        "pushed": record["pushed"], "version": record["version"], "path": record["path"],
+        "adopted": record["adopted"]})}
 
 
 def publish_version(serving_model: Path, serving_dir: Path, model_fingerprint: str | None = None,

@@ -42,8 +42,10 @@ DRIFT_PROPERTY = "drift_detected"
 SERVED_INPUT = "served_model"
 # The drift of a label mix: the labels', and the served model's predictions', which follow it (label-free).
 LABEL_MIX_MEASURES = ("label_linf", "prediction_linf")
-# {"spans", "label_shares", "answered_in"} of the drift a search answered
+# {"spans", "label_shares", "answered_in", "searches"} of the drift a search answered
 EPISODE_PROPERTY = "drift_episode"
+# Searches one drift episode may run even when none of their models gets served (the issue: at most 2).
+MAX_EPISODE_SEARCHES = 2
 
 
 def search_fingerprint(config: TunerConfig) -> str:
@@ -125,7 +127,14 @@ def episode(inputs: dict[str, Artifact], decision: Decision, run_id: str) -> dic
     if decision.reason == "drift" and statistics is not None:
         spans = _drifted_spans(statistics)
         shares = _label_shares(inputs.get(EXAMPLES), spans)
-        return {"spans": spans, "label_shares": shares, "answered_in": run_id} if shares else None
+        if not shares:
+            return None
+        previous = inputs.get(TUNED_INPUT)
+        recorded = previous.properties.get(EPISODE_PROPERTY) if previous is not None else None
+        # a search for the same label mix is one more search of the same episode
+        same = recorded and _mix_distance(shares, recorded, statistics) is not None
+        searches = int(recorded.get("searches", 1)) + 1 if same else 1
+        return {"spans": spans, "label_shares": shares, "answered_in": run_id, "searches": searches}
     previous = inputs.get(TUNED_INPUT)
     if previous is None or decision.reason in ("first", "disabled"):
         # no earlier search of this search space to carry an episode from
@@ -133,17 +142,29 @@ def episode(inputs: dict[str, Artifact], decision: Decision, run_id: str) -> dic
     return previous.properties.get(EPISODE_PROPERTY)
 
 
+def _mix_distance(
+    shares: dict[str, float], recorded: dict, statistics: Artifact
+) -> tuple[float, float] | None:
+    """(L-inf distance, threshold) of a label mix from the episode's when within validate's label_linf
+    threshold, else None."""
+    checks = statistics.properties.get("drift_checks") or []
+    drifted = [row for row in checks if row.get("drift")]
+    threshold = next((row["threshold"] for row in checks if row["measure"] == "label_linf"),
+                     drifted[0]["threshold"] if drifted else 0.0)
+    distance = drift.l_infinity(Counter(shares), Counter(recorded["label_shares"]))
+    return (distance, threshold) if distance <= threshold else None
+
+
 def _answered(inputs: dict[str, Artifact], previous: Artifact, statistics: Artifact) -> str | None:
     """Why this drift verdict needs no search (a drift episode already answered by the search whose model is
-    served), or None."""
+    served, or searched MAX_EPISODE_SEARCHES times already), or None."""
     recorded = previous.properties.get(EPISODE_PROPERTY)
     served = inputs.get(SERVED_INPUT)
-    if (
-        not recorded
-        or served is None
-        or served.properties.get("tuned_from") != previous.properties.get("tuned_from")
-    ):
-        # no episode, or the model of its search is not the one served
+    is_served = served is not None and served.properties.get("tuned_from") == previous.properties.get(
+        "tuned_from")
+    exhausted = bool(recorded) and int(recorded.get("searches", 1)) >= MAX_EPISODE_SEARCHES
+    if not recorded or not (is_served or exhausted):
+        # no episode, or the model of its search is not the one served and the episode may search again
         return None
     checks = statistics.properties.get("drift_checks") or []
     drifted = [row for row in checks if row.get("drift")]
@@ -152,17 +173,15 @@ def _answered(inputs: dict[str, Artifact], previous: Artifact, statistics: Artif
         return None
     spans = _drifted_spans(statistics)
     shares = _label_shares(inputs.get(EXAMPLES), spans)
-    if shares is None:
+    within = _mix_distance(shares, recorded, statistics) if shares is not None else None
+    if within is None:
         return None
-    distance = drift.l_infinity(Counter(shares), Counter(recorded["label_shares"]))
-    threshold = next((row["threshold"] for row in checks if row["measure"] == "label_linf"),
-                     drifted[0]["threshold"])
-    if distance > threshold:
-        return None
+    distance, threshold = within
+    why = "whose model is served" if is_served else f"searched {recorded.get('searches')} times already"
     return (
         f"the drift of span(s) {', '.join(spans)} was answered by the search of run "
         f"{recorded['answered_in']} "
-        f"for span(s) {', '.join(recorded['spans'])}, whose model is served: their label mix is within "
+        f"for span(s) {', '.join(recorded['spans'])}, {why}: their label mix is within "
         f"{threshold} of it (L-inf {distance:.3f})"
     )
 

@@ -298,7 +298,8 @@ def push(tmp_path, model, blessed, serving_dir, name="push"):
     outputs = pusher.run({"model": model, "blessing": blessing_artifact(tmp_path, blessed)}, tmp_path / name,
                          PusherConfig(serving_dir=str(serving_dir)), Runtime(log=lambda message: None))
     record = layouts.read_push(outputs["pushed_model"].uri)
-    assert outputs["pushed_model"].properties == {k: record[k] for k in ("pushed", "version", "path")}
+    kept = ("pushed", "version", "path", "adopted")
+    assert outputs["pushed_model"].properties == {k: record[k] for k in kept}
     return record
 
 

@@ -178,6 +178,8 @@ def test_kill_9_inside_the_pusher_loses_nothing_and_never_pushes_twice(root, con
     again = agnews(*run_args(root, config, "--rerun", "pusher"))
     assert again.returncode == 0, again.stderr[-2000:]
     assert versions(root) == ["1", "2"] and "already holds this model; adopting it" in again.stdout
+    # ... and says it pushed nothing new: the run's outcome is already_pushed, not pushed
+    assert ": succeeded (already_pushed)" in again.stdout, again.stdout[-2000:]
     shown = agnews("runs", "--pipeline-root", root)
     assert shown.returncode == 0 and shown.stdout.splitlines()[1].split()[-1].lstrip("v") == "2"
     assert shown.stdout.count("interrupted") == 2  # the killed runs, marked when the next run started

@@ -328,3 +328,16 @@ def test_the_alert_rules_fire_on_the_recorded_runs_as_expected(tmp_path):
                                timeout=120)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "SUCCESS" in completed.stdout
+
+
+def test_a_pusher_that_adopted_the_served_version_is_already_pushed_not_pushed():
+    """A run whose pusher found its model already served (it adopted that version, serving/ unchanged) exits 0
+    like a push, but its outcome says nothing new was pushed."""
+    def record(adopted: bool) -> dict:
+        pushed = {"pushed": True, "version": 3, "path": "/s/3", "adopted": adopted}
+        return {"status": "succeeded", "steps": [
+            {"step": "trainer", "state": "ran", "outputs": {}},
+            {"step": "pusher", "state": "ran", "outputs": {"pushed_model": {"properties": pushed}}}]}
+
+    assert job_metrics.outcome(0, record(adopted=False)) == "pushed"
+    assert job_metrics.outcome(0, record(adopted=True)) == "already_pushed"

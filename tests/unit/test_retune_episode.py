@@ -56,7 +56,7 @@ def test_a_search_answering_drift_records_the_episode_and_later_drift_of_the_sam
     assert first.search and first.reason == "drift"
     recorded = tuner.episode(_inputs(examples, _statistics("3"), {}, "r1"), first, "r2")
     assert recorded == {"spans": ["3"], "label_shares": {"0": 0.1, "1": 0.7, "2": 0.1, "3": 0.1},
-                        "answered_in": "r2"}
+                        "answered_in": "r2", "searches": 1}
     answered = {tuner.EPISODE_PROPERTY: recorded}
     later = tuner.retune_decision(_inputs(examples, _statistics("4"), answered, "r2"), CONFIG, now=1e12)
     assert not later.search and later.reason == "reuse"
@@ -84,3 +84,24 @@ def test_drift_searches_again_when_the_episodes_model_is_not_served_or_the_drift
     for case, inputs in cases.items():
         decision = tuner.retune_decision(inputs, CONFIG, now=1e12)
         assert decision.search and decision.reason == "drift", case
+
+
+def test_an_episode_whose_models_are_never_served_searches_at_most_twice(tmp_path):
+    """The second search of the same label mix counts 2; a third drift verdict of that mix reuses it even
+    though no model of the episode is served (the issue: at most 2 searches for an episode)."""
+    spans = {"1": NORMAL, "3": SHIFTED, "4": SHIFTED, "5": SHIFTED, "6": FURTHER}
+    examples = _examples(tmp_path / "e", spans)
+    first = {"spans": ["3"], "label_shares": {"0": 0.1, "1": 0.7, "2": 0.1, "3": 0.1}, "answered_in": "r2"}
+    second_inputs = _inputs(examples, _statistics("4"), {tuner.EPISODE_PROPERTY: first}, "r1")
+    second = tuner.retune_decision(second_inputs, CONFIG, now=1e12)
+    assert second.search and second.reason == "drift"
+    recorded = tuner.episode(second_inputs, second, "r3")
+    assert recorded["searches"] == 2 and recorded["answered_in"] == "r3"
+    third_inputs = _inputs(examples, _statistics("5"), {tuner.EPISODE_PROPERTY: recorded}, "r1")
+    third = tuner.retune_decision(third_inputs, CONFIG, now=1e12)
+    assert not third.search and third.reason == "reuse"
+    assert "searched 2 times already" in third.detail
+    # A drift to another label mix starts a new episode: it searches, and counts 1 again.
+    other_inputs = _inputs(examples, _statistics("6"), {tuner.EPISODE_PROPERTY: recorded}, "r1")
+    other = tuner.retune_decision(other_inputs, CONFIG, now=1e12)
+    assert other.search and tuner.episode(other_inputs, other, "r4")["searches"] == 1
