@@ -240,6 +240,17 @@ MUTATIONS: list[Mutation] = [
         tests=(XLA_EXPORT_TEST,),
     ),
     Mutation(
+        name="serve_intra_op_threads_left_to_tensorflow",
+        file="apps/cli/serve.py",
+        old="return max(1, cores // batch_threads)",
+        new="return 0",
+        breaks="every batch thread's model call asks for all the cores (TensorFlow's choice): 2 calls at "
+               "once oversubscribe 2 cores",
+        tests=("tests/unit/test_cli_seams.py::"
+               "test_serve_gives_each_batch_thread_its_share_of_the_cores_by_default",),
+        fast=True,
+    ),
+    Mutation(
         name="trainer_ignores_export_xla",
         file="components/trainer/executor.py",
         old="xla=config.export_xla)",

@@ -2,6 +2,7 @@
 (apps/serving) until SIGTERM or SIGINT."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from apps.cli.exit_codes import EXIT_FAILED, EXIT_OK
@@ -32,9 +33,12 @@ def cmd_serve(args, config, console: Console) -> int:
         ("--intra-op-threads", args.intra_op_threads),
         ("--inter-op-threads", args.inter_op_threads),
     ):
-        if value < 0:
+        if value is not None and value < 0:
             raise UsageError(f"{flag} must be 0 (TensorFlow's choice) or more, got {value}")
     batching = _batching_options(args)
+    intra_op_threads = args.intra_op_threads
+    if intra_op_threads is None:
+        intra_op_threads = shared_cores(os.cpu_count() or 1, batching.num_batch_threads)
     try:
         policy = VersionPolicy.parse(args.model_version_policy)
         labels_file = Path(args.version_labels) if args.version_labels else None
@@ -52,11 +56,18 @@ def cmd_serve(args, config, console: Console) -> int:
             serve(serving_dir, model_name=args.model_name, host=args.host, port=args.port,
                   poll_seconds=args.poll_seconds, max_request_bytes=args.max_request_bytes, batching=batching,
                   log=console, policy=policy, labels_file=labels_file,
-                  op_threads=(args.inter_op_threads, args.intra_op_threads))
+                  op_threads=(args.inter_op_threads, intra_op_threads))
     except OSError as error:
         console.error(f"serve: cannot listen on {args.host}:{args.port}: {error.strerror or error}")
         return EXIT_FAILED
     return EXIT_OK
+
+
+def shared_cores(cores: int, batch_threads: int) -> int:
+    """The intra-op threads of one model call when `batch_threads` calls may run at once on `cores` cores:
+    each its share, at least one. (TensorFlow's own choice, every core per call, made two concurrent calls
+    on 2 cores slower: benchmarks/results/serve_intra_op.md.)"""
+    return max(1, cores // batch_threads)
 
 
 def _batching_options(args) -> BatchingOptions:

@@ -182,3 +182,12 @@ def test_a_command_on_a_root_that_does_not_exist_refuses_and_creates_nothing(tmp
         "--pipeline-root (or the configuration's pipeline.root) of a root a run created"
     )
     assert not root.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_serve_gives_each_batch_thread_its_share_of_the_cores_by_default():
+    from apps.cli.serve import shared_cores
+
+    # 2 batch threads on 2 cores: one intra-op thread each (TensorFlow's own choice, 2 each, oversubscribes)
+    assert shared_cores(2, 2) == 1
+    assert shared_cores(8, 2) == 4
+    assert shared_cores(2, 8) == 1  # --no-batching's many threads: at least one each
