@@ -58,14 +58,14 @@ def main() -> None:
 
     from components.evaluator import executor
     from components.evaluator.tfma_metrics import TFMA_BATCH_SIZE
-    from library.layouts import existing_serving_model_dir, read_model_input
+    from library.layouts import EXAMPLE_FILE_SUFFIX, existing_serving_model_dir, read_model_input
 
     candidate = existing_serving_model_dir(args.run / "trainer" / "model")
     baseline = existing_serving_model_dir(args.baseline_model)
     test_files = executor._test_files(args.run / "ingest" / "examples")
     bounds = list(read_model_input(args.run / "trainer" / "model").bucket_upper_bounds)
     work = Path(tempfile.mkdtemp(prefix="bench-evaluator-"))
-    examples = work / "test.tfrecord.gz"
+    examples = work / f"test{EXAMPLE_FILE_SUFFIX}"
     rows = sum(executor.write_bucketed_eval_examples(test_files, candidate, bounds, examples).values())
     report = {"command": harness.command_line(), "machine": harness.machine(), "rows": rows,
               "run": str(args.run), "baseline_model": str(args.baseline_model), "passes": []}

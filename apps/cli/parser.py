@@ -328,10 +328,8 @@ def _add_batching_flags(serve: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="TensorFlow's threads within one op (TF Serving's --tensorflow_intra_op_parallelism; "
-        "default: the cores shared among the batch threads, cores // --num-batch-threads and at least 1, "
-        "so batch threads computing at once do not oversubscribe the cores; 0: TensorFlow's choice, "
-        "the number of cores)",
+        help="TensorFlow's threads within one op (TF Serving's --tensorflow_intra_op_parallelism; default: "
+        "cores // --num-batch-threads, at least 1; 0: TensorFlow's choice, every core)",
     )
     serve.add_argument("--inter-op-threads", type=int, default=0, metavar="N",
                        help="TensorFlow's threads running independent ops (TF Serving's "
