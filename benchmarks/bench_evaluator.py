@@ -20,25 +20,14 @@ import harness
 
 
 def tfma_pass(examples: Path, candidate: Path, baseline: Path, batch_size: int | None, out: Path) -> dict:
-    """One TFMA run as components/evaluator/tfma_metrics.run_tfma does it, with `batch_size` rows per call."""
-    import apache_beam as beam
-    import tensorflow_model_analysis as tfma
-    from tfx_bsl.public import tfxio
-
+    """One TFMA run of the evaluator's (components/evaluator/tfma_metrics.run_tfma) with `batch_size` rows per
+    call: its seconds and both models' overall accuracy and loss."""
     from components.evaluator import tfma_metrics
     from contract.config import EvaluatorConfig
-    from library.beam_options import pipeline_options
 
     config = tfma_metrics.make_eval_config(EvaluatorConfig(), has_baseline=True)
-    models = [tfma.default_eval_shared_model(eval_saved_model_path=str(path), eval_config=config,
-                                             model_name=name)
-              for name, path in ((tfma_metrics.CANDIDATE, candidate), (tfma_metrics.BASELINE, baseline))]
-    source = tfxio.TFExampleRecord(file_pattern=str(examples), raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
     started = time.monotonic()
-    with beam.Pipeline(options=pipeline_options(())) as pipeline:
-        _ = (pipeline | source.BeamSource(batch_size=batch_size)
-             | tfma.ExtractEvaluateAndWriteResults(eval_shared_model=models, eval_config=config,
-                                                   output_path=str(out)))
+    tfma_metrics.run_tfma(examples, candidate, baseline, config, out, (), batch_size=batch_size)
     seconds = time.monotonic() - started
     slices = tfma_metrics.read_tfma_metrics(out)
     overall = {name: slices[name][tfma_metrics.OVERALL] for name in (tfma_metrics.CANDIDATE,

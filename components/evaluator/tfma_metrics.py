@@ -78,6 +78,7 @@ def run_tfma(
     eval_config,
     output_path: Path,
     beam_args: tuple[str, ...],
+    batch_size: int | None = TFMA_BATCH_SIZE,
 ) -> None:
     import apache_beam as beam
     import tensorflow_model_analysis as tfma
@@ -101,7 +102,7 @@ def run_tfma(
     )
     with beam.Pipeline(options=pipeline_options(beam_args)) as pipeline:
         _ = (pipeline
-             | "ReadTestExamples" >> source.BeamSource(batch_size=TFMA_BATCH_SIZE)
+             | "ReadTestExamples" >> source.BeamSource(batch_size=batch_size)
              | "EvaluateAndWrite" >> tfma.ExtractEvaluateAndWriteResults(
                  eval_shared_model=models if len(models) > 1 else models[0], eval_config=eval_config,
                  output_path=str(output_path)))
