@@ -398,8 +398,6 @@ CONFUSION_MATRIX_FILE = "confusion_matrix.png"
 TRAINING_CURVES_FILE = "training_curves.png"
 EVALUATION_FIGURES = (CONFUSION_MATRIX_FILE, TRAINING_CURVES_FILE)
 TFMA_DIR = "tfma"
-# a stream: candidate and baseline on the newest span's held-out rows
-NEWEST_SPAN_TFMA_DIR = "tfma_newest_span"
 BLESSING_FILE = "blessing.json"
 
 

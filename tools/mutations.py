@@ -175,6 +175,15 @@ MUTATIONS: list[Mutation] = [
         tests=("tests/system/test_evaluator_pusher.py::test_below_min_accuracy_is_not_blessed",),
     ),
     Mutation(
+        name="newest_span_baseline_scored_with_the_candidate",
+        file="components/evaluator/executor.py",
+        old="baseline = served_accuracy_and_loss(files, baseline_dir) if baseline_dir else None",
+        new="baseline = served_accuracy_and_loss(files, candidate_dir) if baseline_dir else None",
+        breaks="the newest span's baseline accuracy is the candidate's: report.md shows no change on new data",
+        tests=("tests/system/test_spans.py::"
+               "test_retrain_ingests_only_a_new_span_skips_an_unchanged_stream_and_writes_metrics",),
+    ),
+    Mutation(
         name="push_duplicates_the_same_model",
         file="components/pusher/executor.py",
         old="adopted = served_version_of(serving_dir, model_fingerprint)",

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.cli import agnews_in_process
@@ -77,6 +78,15 @@ def args(base: Path, live: Path, *extra: str) -> list[str]:
     ]
 
 
+def served_probabilities(serving_dir: Path, files: list) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, labels) of a served version's tf.Example signature on gzipped example files."""
+    import tensorflow as tf
+    signature = tf.saved_model.load(str(serving_dir)).signatures["serving_tf_example"]
+    batch = next(iter(tf.data.TFRecordDataset(files, compression_type="GZIP").batch(100_000)))
+    labels = tf.io.parse_example(batch, {"label": tf.io.FixedLenFeature([], tf.int64)})["label"].numpy()
+    return signature(examples=batch)["probabilities"].numpy(), labels
+
+
 def test_retrain_ingests_only_a_new_span_skips_an_unchanged_stream_and_writes_metrics(stream):
     base, full, live = stream
     prom = base / "metrics" / "agnews.prom"
@@ -106,7 +116,16 @@ def test_retrain_ingests_only_a_new_span_skips_an_unchanged_stream_and_writes_me
     # The gate compares candidate and baseline (version 1) on the same rows: the test set and the newest span.
     evaluation = json.loads((runs[-1] / "evaluator" / "evaluation" / "metrics.json").read_text())
     assert evaluation["newest_span"]["span"] == SPAN_NAMES[3]
-    assert evaluation["newest_span"]["baseline_accuracy"] is not None
+    newest = evaluation["newest_span"]
+    # Its scores, against numpy on each served version's probabilities for the span's held-out rows.
+    held_out = layouts.span_examples_files(runs[-1] / "ingest" / "examples", SPAN_NAMES[3], "eval")
+    for version, accuracy in (("2", newest["accuracy"]), ("1", newest["baseline_accuracy"])):
+        probabilities, labels = served_probabilities(base / "root" / "serving" / "agnews" / version, held_out)
+        assert newest["examples"] == len(labels) > 0
+        assert accuracy == pytest.approx(np.mean(np.argmax(probabilities, axis=1) == labels), abs=1e-9)
+        if version == "2":
+            true_class = probabilities[np.arange(len(labels)), labels]
+            assert newest["loss"] == pytest.approx(-np.mean(np.log(np.clip(true_class, 1e-7, 1))), rel=1e-5)
     assert evaluation["baseline"]["accuracy"] is not None
     report = (runs[-1] / "evaluator" / "evaluation" / "report.md").read_text()
     assert f"newest span {SPAN_NAMES[3]}" in report and "fixed test set" in report
