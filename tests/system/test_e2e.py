@@ -94,7 +94,8 @@ def test_second_run_reuses_every_step_in_seconds(first_run):
 def test_trainer_change_reruns_only_the_model_steps(first_run):
     root, _, _ = first_run
     # Not blessed (bar set out of reach), so the first run's model stays the last blessed one for later tests.
-    completed = agnews("run", *pipeline_args(root, "--epochs", "2", "--min-accuracy", "0.99"))
+    # One epoch where the first run trained up to three: a trainer change, and the cheapest one.
+    completed = agnews("run", *pipeline_args(root, "--epochs", "1", "--min-accuracy", "0.99"))
     lines = {line.split("]")[1].split()[0]: line for line in completed.stdout.splitlines()
              if line.startswith("[") and ("cached (" in line or "done in" in line)}
     for step in ("ingest", "validate", "transform", "tuner"):
@@ -108,7 +109,7 @@ def test_worse_model_is_not_pushed(first_run):
     versions_before = sorted(p.name for p in (root / "serving" / "agnews").iterdir())
     # A one-word vocabulary leaves the model next to chance: far below the blessed baseline.
     completed = agnews("run", *pipeline_args(root, "--set", "transform.vocab_size=1", "--no-tune",
-                                             "--min-accuracy", "0"))
+                                             "--epochs", "1", "--min-accuracy", "0"))
     assert "pushed_model: pushed=False" in completed.stdout, completed.stdout
     assert "(not_pushed)" in completed.stdout
     assert sorted(p.name for p in (root / "serving" / "agnews").iterdir()) == versions_before
@@ -129,7 +130,7 @@ def test_runs_and_show_list_the_history(first_run):
 
 
 def test_runs_show_json_and_diff_compare_two_real_runs(first_run):
-    """The first run (pushed v1) against test_trainer_change_reruns_only_the_model_steps' run (2 epochs, a bar
+    """The first run (pushed v1) against test_trainer_change_reruns_only_the_model_steps' run (1 epoch, a bar
     out of reach, not blessed)."""
     root, _, _ = first_run
     runs = json.loads(agnews_in_process("runs", "--json", "--pipeline-root", str(root)).stdout)
@@ -137,7 +138,7 @@ def test_runs_show_json_and_diff_compare_two_real_runs(first_run):
     assert first["pushed_version"] == 1 and first["blessed"] is True and first["status"] == "succeeded"
     details = {r["id"]: json.loads(agnews_in_process("show", r["id"], "--json", "--pipeline-root", str(root))
                                    .stdout) for r in runs}
-    changed = next(d for d in details.values() if d["config"]["trainer"]["epochs"] == 2)
+    changed = next(d for d in details.values() if d["config"]["evaluator"]["min_accuracy"] == 0.99)
     assert [s["step"] for s in changed["steps"]] == ["ingest", "validate", "transform", "tuner", "trainer",
                                                        "evaluator", "pusher"]
     assert changed["steps"][0]["reused_from_run"] == first["id"]
@@ -152,7 +153,7 @@ def test_runs_show_json_and_diff_compare_two_real_runs(first_run):
     assert diff["blessed"] == {"a": True, "b": False} and diff["pushed_version"] == {"a": 1, "b": None}
     text = agnews_in_process("diff", first["id"], changed["id"], "--pipeline-root", str(root)).stdout
     first_epochs = details[first["id"]]["config"]["trainer"]["epochs"]
-    assert f"trainer.epochs: {first_epochs} -> 2" in text and "accuracy per length bucket" in text
+    assert f"trainer.epochs: {first_epochs} -> 1" in text and "accuracy per length bucket" in text
     assert "blessed: True -> False" in text and "pushed version: 1 -> -" in text
     missing = agnews_in_process("diff", first["id"], "nope", "--pipeline-root", str(root), check_code=1)
     assert missing.stderr.strip() == f"diff: no run 'nope' under {root}"
