@@ -341,6 +341,8 @@ def run_year(year: Year, plan: dict[str, int]) -> tuple[list[dict], dict]:
         )
         weeks.append(result)
         year.weeks_seen = weeks
+        if result["exit"] == 2:  # a usage or configuration error: every later week would fail the same way
+            raise SystemExit(f"week {week}: exit 2 ({result['line']}); the year stops here")
         try:
             incidents.update(special(year, week, plan, result))
         except Exception as error:  # a benchmark bug in one incident must not end the year

@@ -46,16 +46,18 @@ FAST_SYSTEM_TESTS = {"test_e2e": {"test_full_run_reports_every_step_and_pushes_v
                                   "test_second_run_reuses_every_step_in_seconds"}}
 
 
-# The order `make test` hands the files to its two processes (pytest-xdist, a whole file each: --dist
+# The order `make test` hands the files to its three processes (pytest-xdist, a whole file each: --dist
 # loadfile --no-loadscope-reorder; xdist's default order, the files with the most tests first, put the files
 # of one long test last, and one process worked alone for minutes at the end). The longest files go first, so
 # the short ones fill in at the end (longest processing time first); files not listed follow in their usual
-# order, the unit tests last. By the seconds of a full run on 2 cores (--durations), longest first.
-LONGEST_FIRST = ("test_e2e", "test_retention", "test_faults", "test_dask_scale", "test_serve",
-                 "test_drift_episode", "test_retune_warm_start", "test_beam_engines",
-                 "test_warm_start_lineage", "test_unattended", "test_spans", "test_rollback",
-                 "test_tuner_trainer", "test_multi_worker", "test_served_drift", "test_embeddings",
-                 "test_evaluator_pusher", "test_export", "test_span_quarantine", "test_stops", "test_install")
+# order, the unit tests last. By the seconds of a full run with 3 processes on 2 cores (junit times per
+# file), longest first.
+LONGEST_FIRST = ("test_e2e", "test_retention", "test_dask_scale", "test_beam_engines",
+                 "test_retune_warm_start", "test_tuner_trainer", "test_unattended", "test_spans",
+                 "test_warm_start_lineage", "test_faults", "test_drift_episode", "test_multi_worker",
+                 "test_rollback", "test_embeddings", "test_evaluator_pusher", "test_export", "test_stops",
+                 "test_span_quarantine", "test_served_drift", "test_install", "test_serve_batching",
+                 "test_serve")
 
 
 def pytest_collection_modifyitems(items):
