@@ -24,8 +24,8 @@ lint: install
 	$(BIN)/lint-imports
 
 # Everything (what CI runs), in three processes, a file each, the longest files first (tests/conftest.py).
-# Three on 2 cores: many system tests wait on a subprocess, a server or a cluster, and with two processes a
-# quarter of the CPU sat idle. Same code, back to back, near-quiet: 19:15 with 3, 21:11 with 2.
+# Three on 2 cores: many system tests wait on a subprocess, a server or a cluster, which a third process fills
+# (CPU busy 90% -> 96%). Same code, back to back, near-quiet: 19:15 with 3, 21:11 with 2.
 test: install lint
 	$(BIN)/python -m pytest -q -rs --durations=25 -n 3 --dist loadfile --no-loadscope-reorder $(ARGS)
 
