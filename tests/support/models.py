@@ -49,3 +49,16 @@ def keras_reference(
     if steps is not None:  # a text's first `steps` ids, then 0s (masked)
         ids = np.pad(ids[:, :steps], [[0, 0], [0, max(steps - ids.shape[1], 0)]])
     return model(ids, training=False).numpy()
+
+
+def served_probabilities(serving_dir: Path, files: list) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities [N, 4], labels [N]) of a served model's tf.Example signature on gzipped example files:
+    the oracle the evaluator's numbers are checked against."""
+    signature = tf.saved_model.load(str(serving_dir)).signatures["serving_tf_example"]
+    probabilities, labels = [], []
+    for batch in tf.data.TFRecordDataset([str(f) for f in files], compression_type="GZIP").batch(256):
+        probabilities.append(signature(examples=batch)["probabilities"].numpy())
+        labels.append(
+            tf.io.parse_example(batch, {"label": tf.io.FixedLenFeature([], tf.int64)})["label"].numpy()
+        )
+    return np.concatenate(probabilities), np.concatenate(labels)

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from support.models import served_probabilities
 
 from apps import predict
 from components.evaluator import executor as evaluator
@@ -115,20 +116,6 @@ def evaluate(tmp_path, candidate, ingested_sample, transformed_sample, config, b
     return outputs, metrics, blessing, messages
 
 
-def raw_test_predictions(serving_dir: Path, examples_uri: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities [N, 4], labels [N]) of the serving model's tf.Example signature on the raw test
-    split."""
-    signature = tf.saved_model.load(str(serving_dir)).signatures["serving_tf_example"]
-    files = layouts.examples_files(examples_uri, "test")
-    probabilities, labels = [], []
-    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(256):
-        probabilities.append(signature(examples=batch)["probabilities"].numpy())
-        labels.append(
-            tf.io.parse_example(batch, {"label": tf.io.FixedLenFeature([], tf.int64)})["label"].numpy()
-        )
-    return np.concatenate(probabilities), np.concatenate(labels)
-
-
 def numpy_per_class(labels, predicted):
     result = {}
     for index, name in enumerate(CLASS_NAMES):
@@ -145,8 +132,8 @@ def test_metrics_match_numpy_and_first_model_is_blessed(
     outputs, metrics, blessing, messages = evaluate(
         tmp_path, trained, ingested_sample, transformed_sample, EvaluatorConfig(min_accuracy=0.4))
 
-    probabilities, labels = raw_test_predictions(layouts.serving_model_dir(trained["model"].uri),
-                                                 ingested_sample.uri)
+    probabilities, labels = served_probabilities(layouts.serving_model_dir(trained["model"].uri),
+                                                 layouts.examples_files(ingested_sample.uri, "test"))
     predicted = np.argmax(probabilities, axis=1)
     raw_accuracy = np.mean(predicted == labels)
     overall = metrics["overall"]

@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.cli import agnews_in_process
 from support.e2e import agnews  # the real command in a subprocess, checking its exit code
+from support.models import served_probabilities
 from support.paths import PROJECT, SAMPLE_DIR
 from support.streams import TINY_TRAINER, TINY_TUNER
 
@@ -76,15 +77,6 @@ def args(base: Path, live: Path, *extra: str) -> list[str]:
         str(base / "root"),
         *extra,
     ]
-
-
-def served_probabilities(serving_dir: Path, files: list) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, labels) of a served version's tf.Example signature on gzipped example files."""
-    import tensorflow as tf
-    signature = tf.saved_model.load(str(serving_dir)).signatures["serving_tf_example"]
-    batch = next(iter(tf.data.TFRecordDataset(files, compression_type="GZIP").batch(100_000)))
-    labels = tf.io.parse_example(batch, {"label": tf.io.FixedLenFeature([], tf.int64)})["label"].numpy()
-    return signature(examples=batch)["probabilities"].numpy(), labels
 
 
 def test_retrain_ingests_only_a_new_span_skips_an_unchanged_stream_and_writes_metrics(stream):
