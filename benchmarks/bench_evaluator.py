@@ -55,7 +55,8 @@ def main() -> None:
     bounds = list(read_model_input(args.run / "trainer" / "model").bucket_upper_bounds)
     work = Path(tempfile.mkdtemp(prefix="bench-evaluator-"))
     examples = work / f"test{EXAMPLE_FILE_SUFFIX}"
-    rows = sum(executor.write_bucketed_eval_examples(test_files, candidate, bounds, examples).values())
+    loaded = executor.load_serving_model(candidate)
+    rows = sum(executor.write_bucketed_eval_examples(test_files, loaded, bounds, examples).values())
     report = {"command": harness.command_line(), "machine": harness.machine(), "rows": rows,
               "run": str(args.run), "baseline_model": str(args.baseline_model), "passes": []}
     for repeat in range(args.repeats):

@@ -180,8 +180,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="newest_span_baseline_scored_with_the_candidate",
         file="components/evaluator/executor.py",
-        old="baseline = served_accuracy_and_loss(files, baseline_dir) if baseline_dir else None",
-        new="baseline = served_accuracy_and_loss(files, candidate_dir) if baseline_dir else None",
+        old="baseline = served_accuracy_and_loss(files, baseline_model) if baseline_model else None",
+        new="baseline = served_accuracy_and_loss(files, candidate_model) if baseline_model else None",
         breaks="the newest span's baseline accuracy is the candidate's: report.md shows no change on it",
         tests=("tests/system/test_spans.py::"
                "test_retrain_ingests_only_a_new_span_skips_an_unchanged_stream_and_writes_metrics",),

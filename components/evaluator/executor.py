@@ -101,9 +101,12 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
     for folder in (evaluation_dir, blessing_dir, scratch_dir):
         folder.mkdir(parents=True, exist_ok=True)
 
+    # Each model is loaded once here and its signatures are passed down (TFMA loads its own copies).
+    candidate_model = load_serving_model(candidate_dir)
+    baseline_model = load_serving_model(baseline_dir) if baseline_dir is not None else None
     eval_examples = scratch_dir / f"test_with_length_bucket{EXAMPLE_FILE_SUFFIX}"
     bucket_counts, transformed_counts = _bucketed_test_split(
-        test_files, candidate_dir, upper_bounds, eval_examples, Path(inputs[TRANSFORMED_EXAMPLES].uri),
+        test_files, candidate_model, upper_bounds, eval_examples, Path(inputs[TRANSFORMED_EXAMPLES].uri),
         runtime)
     runtime.log(f"evaluator: {sum(bucket_counts.values())} test examples, buckets {bucket_counts}; "
                 f"baseline: {baseline_dir if baseline_dir else 'none (first blessing)'}")
@@ -111,14 +114,12 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
     tfma_dir = evaluation_dir / TFMA_DIR
     eval_config = make_eval_config(config, has_baseline=baseline_dir is not None)
     run_tfma(eval_examples, candidate_dir, baseline_dir, eval_config, tfma_dir, runtime.beam_args)
-    candidate_rows = row_results(test_files, candidate_dir)
-    baseline_rows = row_results(test_files, baseline_dir) if baseline_dir is not None else None
+    candidate_rows = row_results(test_files, candidate_model)
+    baseline_rows = row_results(test_files, baseline_model) if baseline_model is not None else None
 
-    newest_span = evaluate_newest_span(inputs["examples"].uri, candidate_dir, baseline_dir, runtime)
+    newest_span = evaluate_newest_span(inputs["examples"].uri, candidate_model, baseline_model, runtime)
     shutil.rmtree(scratch_dir)
-    slices = read_tfma_metrics(tfma_dir)
-    if OVERALL not in slices.get(CANDIDATE, {}):
-        raise ComponentError(f"TFMA wrote no overall metrics for the candidate under {tfma_dir}")
+    slices = _tfma_slices(tfma_dir)
     candidate = slices[CANDIDATE][OVERALL]
     baseline_metrics = slices.get(BASELINE, {}).get(OVERALL) if baseline_dir else None
     blessed, reason, verdict, gate = _bless(tfma_dir, candidate, baseline_metrics, candidate_rows,
@@ -142,6 +143,14 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
                    baseline_accuracy=baseline_accuracy, thresholds=thresholds)
     return _artifacts(evaluation_dir, blessing_dir, candidate, baseline_accuracy, newest_span, blessed,
                       reason, verdict, candidate_rows)
+
+
+def _tfma_slices(tfma_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """TFMA's metrics per model and slice; none overall for the candidate fails the step."""
+    slices = read_tfma_metrics(tfma_dir)
+    if OVERALL not in slices.get(CANDIDATE, {}):
+        raise ComponentError(f"TFMA wrote no overall metrics for the candidate under {tfma_dir}")
+    return slices
 
 
 def _metrics(candidate: dict[str, Any], candidate_slices: dict[str, Any], upper_bounds: list[int],
@@ -196,12 +205,12 @@ def _test_files(examples_uri: Path) -> list[str]:
     return test_files
 
 
-def _bucketed_test_split(test_files: list[str], candidate_dir: Path, upper_bounds: list[int],
+def _bucketed_test_split(test_files: list[str], candidate_model, upper_bounds: list[int],
                          eval_examples: Path, transformed_examples_dir: Path,
                          runtime: Runtime) -> tuple[dict[str, int], dict[str, int]]:
     """Writes the test examples with their length bucket for TFMA to slice on; returns the rows per bucket,
     and the transformed test split's (a difference is warned about). An empty test split fails the step."""
-    bucket_counts = write_bucketed_eval_examples(test_files, candidate_dir, upper_bounds, eval_examples)
+    bucket_counts = write_bucketed_eval_examples(test_files, candidate_model, upper_bounds, eval_examples)
     if sum(bucket_counts.values()) == 0:
         raise ComponentError(f"the test split ({', '.join(test_files)}) holds no examples")
     transformed_counts = transformed_test_bucket_counts(transformed_examples_dir)
@@ -230,7 +239,7 @@ def _bless(tfma_dir: Path, candidate: dict[str, Any], baseline_metrics: dict[str
     return blessed, reason, verdict, gate
 
 
-def evaluate_newest_span(examples_uri: Path, candidate_dir: Path, baseline_dir: Path | None,
+def evaluate_newest_span(examples_uri: Path, candidate_model, baseline_model,
                          runtime: Runtime) -> dict[str, Any] | None:
     """A stream's newest span: candidate and baseline on the same rows, its held-out eval rows (the
     content-hashed share training never fits on). None for a single folder.
@@ -240,10 +249,10 @@ def evaluate_newest_span(examples_uri: Path, candidate_dir: Path, baseline_dir: 
     costs seconds for a few hundred rows."""
     window = read_counts(examples_uri).get("window")
     files = span_examples_files(examples_uri, window[-1], "eval") if window else []
-    candidate = served_accuracy_and_loss(files, candidate_dir) if files else None
+    candidate = served_accuracy_and_loss(files, candidate_model) if files else None
     if not candidate or not candidate["examples"]:
         return None
-    baseline = served_accuracy_and_loss(files, baseline_dir) if baseline_dir else None
+    baseline = served_accuracy_and_loss(files, baseline_model) if baseline_model else None
     result = {
         "span": window[-1],
         **candidate,
@@ -260,14 +269,21 @@ def evaluate_newest_span(examples_uri: Path, candidate_dir: Path, baseline_dir: 
 # Per-row results (the paired gate)
 
 
-def served_predictions(files: list[str], serving_dir: Path,
+def load_serving_model(serving_dir: Path):
+    """The serving SavedModel, loaded (about 0.3 s even for the tiny model): the functions below take it, so
+    one evaluation loads each model once."""
+    import tensorflow as tf
+    return tf.saved_model.load(str(serving_dir))
+
+
+def served_predictions(files: list[str], serving_model,
                        batch_size: int = 512) -> tuple[list[bytes], np.ndarray, np.ndarray]:
-    """(serialized rows, probabilities [N, classes], labels [N]) of the serving model's tf.Example signature
-    (what is served) on gzipped TFRecord example files."""
+    """(serialized rows, probabilities [N, classes], labels [N]) of the loaded serving model's tf.Example
+    signature (what is served) on gzipped TFRecord example files."""
     import tensorflow as tf
 
     from library.export import TF_EXAMPLE_SIGNATURE
-    signature = tf.saved_model.load(str(serving_dir)).signatures[TF_EXAMPLE_SIGNATURE]
+    signature = serving_model.signatures[TF_EXAMPLE_SIGNATURE]
     serialized, probabilities, labels = [], [], []
     for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size):
         probabilities.append(signature(examples=batch)["probabilities"].numpy())
@@ -279,10 +295,10 @@ def served_predictions(files: list[str], serving_dir: Path,
     return serialized, np.concatenate(probabilities), np.concatenate(labels)
 
 
-def served_accuracy_and_loss(files: list[str], serving_dir: Path) -> dict[str, Any]:
+def served_accuracy_and_loss(files: list[str], serving_model) -> dict[str, Any]:
     """{examples, accuracy, loss} of the serving model on example files (loss as Keras'
     SparseCategoricalCrossentropy on probabilities: the true class's probability clipped to [1e-7, 1])."""
-    _, probabilities, labels = served_predictions(files, serving_dir)
+    _, probabilities, labels = served_predictions(files, serving_model)
     if not len(labels):
         return {"examples": 0, "accuracy": None, "loss": None}
     true_class = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
@@ -291,9 +307,9 @@ def served_accuracy_and_loss(files: list[str], serving_dir: Path) -> dict[str, A
             "loss": float(-np.mean(np.log(true_class)))}
 
 
-def row_results(test_files: list[str], serving_dir: Path) -> RowResults:
+def row_results(test_files: list[str], serving_model) -> RowResults:
     """Which test rows the serving model classifies right, in library/paired_gate.py's row order."""
-    serialized, probabilities, labels = served_predictions(test_files, serving_dir)
+    serialized, probabilities, labels = served_predictions(test_files, serving_model)
     order, rows = row_order(serialized)
     return RowResults(rows, (np.argmax(probabilities, axis=1) == labels)[order])
 
@@ -331,7 +347,7 @@ def recorded_results(blessings: list[Artifact]) -> dict[str, RowResults]:
 # Inputs
 
 
-def write_bucketed_eval_examples(test_files: list[str], serving_dir: Path, upper_bounds: list[int],
+def write_bucketed_eval_examples(test_files: list[str], serving_model, upper_bounds: list[int],
                                  destination: Path, batch_size: int = 512) -> dict[str, int]:
     """Copies the raw test examples to `destination` (gzipped TFRecord) with a `length_bucket` feature added.
 
@@ -342,7 +358,7 @@ def write_bucketed_eval_examples(test_files: list[str], serving_dir: Path, upper
     import tensorflow as tf  # TensorFlow and TFMA are imported where used (see contract/artifacts.py)
 
     from library.export import TRANSFORM_SIGNATURE
-    transform = tf.saved_model.load(str(serving_dir)).signatures[TRANSFORM_SIGNATURE]
+    transform = serving_model.signatures[TRANSFORM_SIGNATURE]
     counts: dict[str, int] = {}
     records = tf.data.TFRecordDataset(test_files, compression_type="GZIP").batch(batch_size)
     with tf.io.TFRecordWriter(str(destination), options="GZIP") as writer:

@@ -17,6 +17,7 @@ from support.e2e import agnews, keras_probabilities, serve_in_a_fresh_process
 from support.hooks import after_import_hook
 from support.paths import CLI, PROJECT, SAMPLE_DIR
 from support.paths import E2E_CONFIG as CONFIG
+from support.streams import TINY_FLAGS
 
 from library import layouts
 
@@ -95,7 +96,8 @@ def test_trainer_change_reruns_only_the_model_steps(first_run):
     root, _, _ = first_run
     # Not blessed (bar set out of reach), so the first run's model stays the last blessed one for later tests.
     # One epoch where the first run trained up to three: a trainer change, and the cheapest one.
-    completed = agnews("run", *pipeline_args(root, "--epochs", "1", "--min-accuracy", "0.99"))
+    # In this process (no TensorFlow import): nothing here needs a process of its own.
+    completed = agnews_in_process("run", *pipeline_args(root, "--epochs", "1", "--min-accuracy", "0.99"))
     lines = {line.split("]")[1].split()[0]: line for line in completed.stdout.splitlines()
              if line.startswith("[") and ("cached (" in line or "done in" in line)}
     for step in ("ingest", "validate", "transform", "tuner"):
@@ -107,9 +109,10 @@ def test_trainer_change_reruns_only_the_model_steps(first_run):
 def test_worse_model_is_not_pushed(first_run):
     root, _, _ = first_run
     versions_before = sorted(p.name for p in (root / "serving" / "agnews").iterdir())
-    # A one-word vocabulary leaves the model next to chance: far below the blessed baseline.
-    completed = agnews("run", *pipeline_args(root, "--set", "transform.vocab_size=1", "--no-tune",
-                                             "--epochs", "1", "--min-accuracy", "0"))
+    # A one-word vocabulary leaves the model (the tiny one of support.streams) next to chance: far below the
+    # blessed baseline.
+    completed = agnews_in_process("run", *pipeline_args(root, "--set", "transform.vocab_size=1", *TINY_FLAGS,
+                                                        "--min-accuracy", "0"))
     assert "pushed_model: pushed=False" in completed.stdout, completed.stdout
     assert "(not_pushed)" in completed.stdout
     assert sorted(p.name for p in (root / "serving" / "agnews").iterdir()) == versions_before

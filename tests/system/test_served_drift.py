@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support.e2e import agnews  # the real command in a subprocess, checking its exit code
+from support.cli import agnews_in_process
 from support.paths import SAMPLE_DIR
 
 from contract.files import file_sha256
@@ -78,7 +78,7 @@ def label_linf(span: Path, reference: list[Path]) -> float:
 
 def test_new_spans_are_compared_with_the_served_models_window_from_cached_profiles(tmp_path):
     live = make_stream(tmp_path)
-    agnews("run", *args(tmp_path, live))  # week 1: a model trained on SERVED is pushed and served
+    agnews_in_process("run", *args(tmp_path, live))  # week 1: a model trained on SERVED is pushed and served
     assert (tmp_path / "root" / "serving" / "agnews" / "1").is_dir()
     runs = tmp_path / "root" / "runs"
     served_examples = next(runs.iterdir()) / "ingest" / "examples"
@@ -95,7 +95,8 @@ def test_new_spans_are_compared_with_the_served_models_window_from_cached_profil
     for span in (SPORTS_70, SPORTS_ALL, NORMAL):  # week 2: three spans; the window is these three
         shutil.copytree(tmp_path / "later" / span, live / span)
     prom = tmp_path / "agnews.prom"
-    warned = agnews("run", *args(tmp_path, live, "--until", "validate", "--metrics-file", str(prom)))
+    warned = agnews_in_process("run", *args(tmp_path, live, "--until", "validate", "--metrics-file",
+                                            str(prom)))
     statistics = sorted(runs.iterdir())[-1] / "validate" / "statistics"
     checked = layouts.read_drift(statistics)["spans"]
     values = {span: {row["measure"]: row["value"] for row in checked[span]["checks"]} for span in checked}
@@ -121,7 +122,7 @@ def test_new_spans_are_compared_with_the_served_models_window_from_cached_profil
     assert values[SPORTS_ALL]["prediction_linf"] > values[NORMAL]["prediction_linf"] + 0.2, values
     assert values[SPORTS_ALL]["prediction_linf"] > 0.3
     # Where the other measures appear: `spans` and the drift gauges (the newest span's).
-    listed = {row["span"]: row for row in json.loads(agnews(
+    listed = {row["span"]: row for row in json.loads(agnews_in_process(
         "spans", "--data", f"csv:{live}", "--pipeline-root", str(tmp_path / "root"), "--json").stdout)}
     assert listed[SPORTS_ALL]["checks"]["drift"]["prediction_linf"] == values[SPORTS_ALL]["prediction_linf"]
     gauges = {(s.name, tuple(s.labels.items())): s.value
@@ -135,7 +136,7 @@ def test_new_spans_are_compared_with_the_served_models_window_from_cached_profil
     old_sha = file_sha256(live / NORMAL / "train.csv")
     corrected = (live / NORMAL / "train.csv").read_text().splitlines(keepends=True)[:150]
     (live / NORMAL / "train.csv").write_text("".join(corrected))
-    agnews("run", *args(tmp_path, live, "--until", "ingest"))
+    agnews_in_process("run", *args(tmp_path, live, "--until", "ingest"))
     examples = sorted(runs.iterdir())[-1] / "ingest" / "examples"
     new_sha = file_sha256(live / NORMAL / "train.csv")
     assert json.loads(layouts.span_profile_file(examples, NORMAL, new_sha).read_text())["rows"] == 150

@@ -1,6 +1,9 @@
 """Span states through the real `agnews-pipeline` command (issue 28 item 1): a span refused for drift or data
 quality is quarantined in the metadata store and left out of later windows until `spans accept`; once accepted
-it is trained on and not refused again for the same bytes. Spans are cut from the committed sample."""
+it is trained on and not refused again for the same bytes. Spans are cut from the committed sample.
+
+Every command runs in this process (apps.cli.main; no TensorFlow import per run): nothing here needs a
+process of its own."""
 from __future__ import annotations
 
 import csv
@@ -10,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support.e2e import agnews  # the real command in a subprocess, checking its exit code
+from support.cli import agnews_in_process
 from support.paths import SAMPLE_DIR
 from support.streams import TINY_TRAINER, TINY_TUNER
 
@@ -72,8 +75,8 @@ def args(base: Path, live: Path, *extra: str) -> list[str]:
 
 
 def spans(base: Path, live: Path) -> dict[str, dict]:
-    listed = json.loads(agnews("spans", "--data", f"csv:{live}", "--pipeline-root", str(base / "root"),
-                               "--json").stdout)
+    listed = json.loads(agnews_in_process("spans", "--data", f"csv:{live}", "--pipeline-root",
+                                          str(base / "root"), "--json").stdout)
     return {row["span"]: row for row in listed}
 
 
@@ -85,10 +88,10 @@ def newest_examples(base: Path) -> Path:
 def test_a_refused_span_stays_out_until_accepted_then_is_trained_on_and_not_refused_again(tmp_path):
     full, live = make_spans(tmp_path), tmp_path / "live"
     arrive(full, live, *NORMAL[:3])
-    agnews("run", *args(tmp_path, live, "--until", "validate"))
+    agnews_in_process("run", *args(tmp_path, live, "--until", "validate"))
 
     arrive(full, live, SHIFTED)  # week 4: the shifted span is refused
-    refused = agnews("run", *args(tmp_path, live, "--until", "validate"), check_code=8)
+    refused = agnews_in_process("run", *args(tmp_path, live, "--until", "validate"), check_code=8)
     assert f"refused span(s) {SHIFTED} (label_linf = " in refused.stderr
     state = spans(tmp_path, live)[SHIFTED]
     assert (state["state"], state["reason"]) == ("quarantined", "drift")
@@ -101,20 +104,21 @@ def test_a_refused_span_stays_out_until_accepted_then_is_trained_on_and_not_refu
     assert f"<td>{SHIFTED}</td><td>quarantined</td><td>drift</td>" in quarantines
 
     arrive(full, live, NORMAL[3])  # week 5: the quarantined span stays out of the window
-    agnews("run", *args(tmp_path, live, "--until", "validate"))
+    agnews_in_process("run", *args(tmp_path, live, "--until", "validate"))
     examples = newest_examples(tmp_path)
     assert layouts.read_counts(examples)["window"] == NORMAL
     assert not layouts.span_dir(examples, SHIFTED).exists()
-    listed = agnews("runs", "--pipeline-root", str(tmp_path / "root")).stdout
+    listed = agnews_in_process("runs", "--pipeline-root", str(tmp_path / "root")).stdout
     # the newest run: trained spans only
     assert f"{NORMAL[0]}..{NORMAL[3]} (4 spans)" in listed.splitlines()[1]
     assert spans(tmp_path, live)[SHIFTED]["state"] == "quarantined"
 
-    accepted = agnews(
+    accepted = agnews_in_process(
         "spans", "accept", SHIFTED, "--data", f"csv:{live}", "--pipeline-root", str(tmp_path / "root")
     )
     assert f"span {SHIFTED} accepted" in accepted.stdout
-    trained = agnews("run", *args(tmp_path, live, "--until", "trainer"))  # checked again, drifts, not refused
+    # checked again, drifts, not refused
+    trained = agnews_in_process("run", *args(tmp_path, live, "--until", "trainer"))
     assert (
         f"WARNING: validate: span {SHIFTED} drifted from the rest of the window: label_linf" in trained.stdout
     )
@@ -133,16 +137,17 @@ def test_a_span_holding_test_set_rows_is_quarantined_for_test_overlap(tmp_path):
     leaked = list(csv.reader(open(full / NORMAL[3] / "train.csv", encoding="utf-8")))
     leaked[:20] = list(csv.reader(open(SAMPLE_DIR / "test.csv", encoding="utf-8")))[:20]  # 10% of the span
     _write(live / NORMAL[3], leaked)
-    refused = agnews("run", *args(tmp_path, live, "--until", "validate"), check_code=8)
+    refused = agnews_in_process("run", *args(tmp_path, live, "--until", "validate"), check_code=8)
     assert f"refused span(s) {NORMAL[3]} (test_overlap 0.1000 > threshold 0.01" in refused.stderr
     state = spans(tmp_path, live)[NORMAL[3]]
     assert (state["state"], state["reason"]) == ("quarantined", "test_overlap")
     assert state["checks"]["quality"]["test_overlap"] == pytest.approx(0.1)
 
-    agnews("run", *args(tmp_path, live, "--until", "ingest"))  # the next run leaves it out
+    agnews_in_process("run", *args(tmp_path, live, "--until", "ingest"))  # the next run leaves it out
     assert layouts.read_counts(newest_examples(tmp_path))["window"] == NORMAL[:3]
-    agnews("spans", "reject", NORMAL[3], "--data", f"csv:{live}", "--pipeline-root", str(tmp_path / "root"))
+    agnews_in_process("spans", "reject", NORMAL[3], "--data", f"csv:{live}", "--pipeline-root",
+                      str(tmp_path / "root"))
     assert spans(tmp_path, live)[NORMAL[3]]["state"] == "rejected"
-    accept = agnews("spans", "accept", NORMAL[3], "--data", f"csv:{live}", "--pipeline-root",
-                    str(tmp_path / "root"), check_code=2)
+    accept = agnews_in_process("spans", "accept", NORMAL[3], "--data", f"csv:{live}", "--pipeline-root",
+                               str(tmp_path / "root"), check_code=2)
     assert f"span {NORMAL[3]} is rejected, not quarantined" in accept.stderr

@@ -152,7 +152,7 @@ def test_retrain_ingests_only_a_new_span_skips_an_unchanged_stream_and_writes_me
     # A span whose file changed is ingested again, and the run says so.
     with open(live / SPAN_NAMES[1] / "train.csv", "a", encoding="utf-8") as handle:
         handle.write('"2","Late result","A row that arrived after the span was first ingested"\n')
-    changed = agnews("run", *args(base, live, "--until", "ingest"))
+    changed = agnews_in_process("run", *args(base, live, "--until", "ingest"))
     assert "ingest: re-ingested (their files changed): 2026-10-19" in changed.stdout
     assert "ingest: reused: 2026-10-12, 2026-10-26, 2026-11-02, fixed test set" in changed.stdout
 
@@ -161,10 +161,10 @@ def test_ingest_reuses_unchanged_spans_as_hard_links_and_metrics_keep_the_last_s
     """The cheap half of the test above (ingest only), for quick checks of span reuse and the metrics file."""
     full, live = growing_stream(tmp_path, 2)
     prom = tmp_path / "agnews.prom"
-    agnews("run", *args(tmp_path, live, "--until", "ingest", "--metrics-file", str(prom)))
+    agnews_in_process("run", *args(tmp_path, live, "--until", "ingest", "--metrics-file", str(prom)))
     success = metrics(prom)[("agnews_retrain_last_success_timestamp_seconds", ())]
     shutil.copytree(full / SPAN_NAMES[2], live / SPAN_NAMES[2])
-    second = agnews("run", *args(tmp_path, live, "--until", "ingest"))
+    second = agnews_in_process("run", *args(tmp_path, live, "--until", "ingest"))
     assert "ingest: ingested: 2026-10-26" in second.stdout
     assert "ingest: reused: 2026-10-12, 2026-10-19, fixed test set" in second.stdout
     first_run, second_run = sorted((tmp_path / "root" / "runs").iterdir())
@@ -174,8 +174,8 @@ def test_ingest_reuses_unchanged_spans_as_hard_links_and_metrics_keep_the_last_s
                         for run in (first_run, second_run))
             assert os.stat(old).st_ino == os.stat(new).st_ino  # the same file, not a copy
     fresh = tmp_path / "fresh"  # what a fresh ingest of the same window writes: byte for byte the same
-    agnews("run", "--config", str(tmp_path / "config.yaml"), "--data", f"csv:{live}", "--pipeline-root",
-           str(fresh), "--until", "ingest")
+    agnews_in_process("run", "--config", str(tmp_path / "config.yaml"), "--data", f"csv:{live}",
+                      "--pipeline-root", str(fresh), "--until", "ingest")
     from contract.artifacts import fingerprint
     fresh_examples = next((fresh / "runs").iterdir()) / "ingest" / "examples"
     assert fingerprint(fresh_examples) == fingerprint(second_run / "ingest" / "examples")
@@ -193,8 +193,8 @@ def test_pinned_date_window_and_quarantine_naming_the_span(tmp_path):
     with open(live / SPAN_NAMES[1] / "train.csv", "a", encoding="utf-8") as handle:
         handle.write('"9","Bad class","out of range"\n')
     (tmp_path / "config.yaml").write_text(CONFIG)
-    completed = agnews("run", *args(tmp_path, live, "--date", SPAN_NAMES[2], "--until", "ingest",
-                                    "--set", "ingest.window.num_spans=2"))
+    completed = agnews_in_process("run", *args(tmp_path, live, "--date", SPAN_NAMES[2], "--until", "ingest",
+                                               "--set", "ingest.window.num_spans=2"))
     assert "window of 2 span(s) 2026-10-19 .. 2026-10-26" in completed.stdout
     examples = next((tmp_path / "root" / "runs").iterdir()) / "ingest" / "examples"
     assert layouts.read_counts(examples)["window"] == SPAN_NAMES[1:3]
@@ -207,7 +207,7 @@ def test_pinned_date_window_and_quarantine_naming_the_span(tmp_path):
 def test_a_drifted_newest_span_warns_or_fails_as_configured(tmp_path):
     live = make_stream(tmp_path / "stream", "--shift-span", "4", "--shift", "label")
     (tmp_path / "config.yaml").write_text(CONFIG)
-    warned = agnews("run", *args(tmp_path, live, "--until", "validate"))
+    warned = agnews_in_process("run", *args(tmp_path, live, "--until", "validate"))
     assert (
         "WARNING: validate: span 2026-11-02 drifted from the rest of the window: label_linf" in warned.stdout
     )
@@ -223,7 +223,7 @@ def test_a_drifted_newest_span_warns_or_fails_as_configured(tmp_path):
     assert "2026-10-12..2026-11-02 (4 spans)" in listed and "true" in listed.splitlines()[1]
 
     prom = tmp_path / "agnews.prom"
-    failed = agnews(
+    failed = agnews_in_process(
         "retrain",
         *args(tmp_path, live, "--set", "validate.on_drift=fail", "--metrics-file", str(prom)),
         check_code=8,
