@@ -51,13 +51,38 @@ FAST_SYSTEM_TESTS = {"test_e2e": {"test_full_run_reports_every_step_and_pushes_v
 # of one long test last, and one process worked alone for minutes at the end). The longest files go first, so
 # the short ones fill in at the end (longest processing time first); files not listed follow in their usual
 # order, the unit tests last. By the seconds of a full run with 3 processes on 2 cores (junit times per
-# file), longest first.
-LONGEST_FIRST = ("test_e2e", "test_retention", "test_dask_scale", "test_beam_engines",
-                 "test_retune_warm_start", "test_tuner_trainer", "test_unattended", "test_spans",
-                 "test_warm_start_lineage", "test_faults", "test_drift_episode", "test_multi_worker",
-                 "test_rollback", "test_embeddings", "test_evaluator_pusher", "test_export", "test_stops",
-                 "test_span_quarantine", "test_served_drift", "test_install", "test_serve_batching",
-                 "test_serve")
+# file), longest first; a group of SHARED_FIXTURE_GROUPS (below) is one unit, placed by its first file.
+LONGEST_FIRST = ("test_unattended", "test_faults", "test_evaluator_pusher", "test_stops",  # about 500 s
+                 "test_dask_scale", "test_beam_engines",  # about 440 s
+                 "test_e2e", "test_retention", "test_tuner_trainer", "test_retune_warm_start",
+                 "test_warm_start_lineage", "test_spans", "test_drift_episode", "test_multi_worker",
+                 "test_export", "test_rollback", "test_embeddings", "test_serve_batching", "test_install",
+                 "test_served_drift", "test_span_quarantine", "test_serve")
+
+
+# Files that share an expensive session fixture go to one process, which computes it once: a session
+# fixture is per process under pytest-xdist, and with a whole file per process (--dist loadfile) `trained`
+# (a whole run) was computed by each of the 3 processes and `direct_files` (ingest to transform) by 2.
+SHARED_FIXTURE_GROUPS = {
+    "trained": ("test_unattended", "test_faults", "test_evaluator_pusher", "test_stops"),
+    "direct_files": ("test_dask_scale", "test_beam_engines"),
+}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """With --dist loadfile: xdist's file-by-file scheduling, a SHARED_FIXTURE_GROUPS group counting as one
+    file. Any other --dist keeps xdist's own scheduler."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+    group_of = {stem: group for group, stems in SHARED_FIXTURE_GROUPS.items() for stem in stems}
+
+    class SharedFixtureScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return group_of.get(Path(path).stem, path)
+
+    return SharedFixtureScheduling(config, log)
 
 
 def pytest_collection_modifyitems(items):
