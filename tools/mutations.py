@@ -395,6 +395,16 @@ MUTATIONS: list[Mutation] = [
             "test_under_2x_overload_refusals_are_fast_and_accepted_waits_stay_bounded",
         ),
     ),
+    Mutation(
+        name="admission_prices_each_row_as_a_batch",
+        file="apps/serving/admission.py",
+        old="seconds = full * cost.seconds(batch_rows) + (cost.seconds(rest) if rest else 0.0)",
+        new="seconds = queued_rows * cost.seconds(1)",
+        breaks="a short queue that one batch takes is priced as one batch per row: during a hot reload "
+        "(a warm-up sharing the cores) requests were refused at a fraction of the load the server drains",
+        tests=("tests/unit/test_admission.py",),
+        fast=True,
+    ),
     # ------------------------------------------------------------------------------- stops, spans, metrics
     Mutation(
         name="swallowed_stop_still_publishes_the_step",

@@ -13,8 +13,9 @@ The rows are concatenated, padded by repeating the first row up to the next of `
 handful of shapes, so the model's kernels see few batch sizes), run as one model call, and the outputs are
 split back per request.
 
-Admission by time: the batcher keeps an EWMA of recent batches' seconds per row, so the wait of a request that
-arrives now is estimated as (rows queued) x (seconds per row) / (batch threads). `admit` refuses it at arrival
+Admission by time: the batcher fits what a batch costs (a fixed part plus a part per row, on recent batches:
+apps/serving/admission.py), so the wait of a request that arrives now is estimated as the cost of the batches
+the queued rows make, spread over the batch threads. `admit` refuses it at arrival
 (`Overloaded`, which the server answers with 503 before reading its body) when that estimate exceeds
 `max_queue_delay_ms`: accepted requests then wait about that long at most, plus the model call already
 running. As a hard cap besides, a queue holds at most `max_enqueued_batches` batches' worth of rows; a request
@@ -35,6 +36,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
+
+from apps.serving.admission import BatchCost, queue_wait
 
 if TYPE_CHECKING:
     import numpy as np  # imported where it is used: `agnews-pipeline --help` reads BatchingOptions' defaults
@@ -100,10 +103,8 @@ class BatchingOptions:
 
 # the arrival rate is counted over this window; bursts within it average out
 RATE_WINDOW_SECONDS = 0.1
-# Weight of one full batch in the seconds-per-row EWMA; a smaller batch weighs in proportion to its rows,
-# since its fixed cost per call would overstate what a row costs in the full batches a long queue is drained
-# by.
-EWMA_WEIGHT = 0.2
+# Weight of the newest batch in the fit of what a batch costs (earlier ones decay by 1 - this per batch).
+COST_WEIGHT = 0.2
 
 
 class Overloaded(Exception):
@@ -186,19 +187,19 @@ class Batcher:
         self._timer: asyncio.TimerHandle | None = None
         # arrival times in the last RATE_WINDOW_SECONDS
         self._arrivals: deque[float] = deque()
-        # EWMA of batch seconds per real row; None before any batch
-        self.seconds_per_row: float | None = None
+        # what a batch of r rows costs, fitted on recent batches
+        self.cost = BatchCost(COST_WEIGHT)
 
     def queued_rows(self) -> int:
         return sum(queue.rows for queue in self.queues.values())
 
     def estimated_wait(self) -> float:
         """Seconds a request arriving now would wait before its batch starts: the queued rows of every version
-        (the batch threads are shared) at the recent cost per row, spread over the batch threads. 0 before the
-        first batch has been timed."""
-        if self.seconds_per_row is None:
-            return 0.0
-        return self.queued_rows() * self.seconds_per_row / self.options.num_batch_threads
+        (the batch threads are shared) in batches of max_batch_size at the fitted cost, spread over the batch
+        threads. 0 before the first batch has been timed."""
+        requests = sum(len(queue.tasks) for queue in self.queues.values())
+        return queue_wait(self.cost, self.queued_rows(), requests, self.options.max_batch_size,
+                          self.options.num_batch_threads, self.options.enabled)
 
     def admit(self) -> None:
         """Raises Overloaded when a request arriving now would wait longer than max_queue_delay_ms. Cheap (no
@@ -207,17 +208,6 @@ class Batcher:
         if bound and self.estimated_wait() > bound:
             raise Overloaded(f"the estimated queue wait of {self.estimated_wait() * 1e3:.0f} ms is over "
                              f"--max-queue-delay-ms {self.options.max_queue_delay_ms:g}")
-
-    def _observe(self, rows: int, seconds: float) -> None:
-        """Folds one batch's seconds per row into the EWMA (on the event loop, so updates never race)."""
-        if rows <= 0:
-            return
-        sample = seconds / rows
-        if self.seconds_per_row is None:
-            self.seconds_per_row = sample
-            return
-        weight = EWMA_WEIGHT * min(1.0, rows / self.options.max_batch_size)
-        self.seconds_per_row += weight * (sample - self.seconds_per_row)
 
     def submit(self, servable: Any, signature: str, inputs: dict[str, np.ndarray], rows: int,
                solo: bool = False) -> asyncio.Future:
@@ -307,7 +297,7 @@ class Batcher:
         error = running.exception()
         # the batch thread's whole time (inputs, model, outputs): what draining a row costs
         if error is None:
-            self._observe(sum(task.rows for task in tasks), asyncio.get_running_loop().time() - started)
+            self.cost.observe(sum(task.rows for task in tasks), asyncio.get_running_loop().time() - started)
         outcomes = [(None, error)] * len(tasks) if error else running.result()
         for task, (result, task_error) in zip(tasks, outcomes):
             if task.future.done():
