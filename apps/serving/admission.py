@@ -6,7 +6,8 @@ Python around it) is paid once however few rows the batch holds. Both parts are 
 exponentially weighted least squares. A per-row average alone, taken from the small batches of a light load,
 counts the fixed part once per queued row: 24 queued rows that one batch takes at once were estimated at 24
 small batches' worth, over 100 ms while a new version's warm-up shared the cores, and requests were refused
-during a hot reload at a fraction of the load the server drains.
+during a hot reload at a fraction of the load the server drains. Nor does a queue that the next round of
+batches takes whole count: its requests wait only for the batches running now.
 """
 from __future__ import annotations
 
@@ -53,8 +54,11 @@ def queue_wait(cost: BatchCost, queued_rows: int, queued_requests: int, batch_ro
                merge: bool) -> float:
     """Seconds until the batch of a request arriving now starts: the queued rows drained in batches of
     `batch_rows` (`merge`), or one request per batch (batching off), spread over the batch threads. 0 before
-    the first batch has been timed."""
-    if queued_rows <= 0 or cost.sums is None:
+    the first batch has been timed, and 0 while the next round of batches (one per thread) takes the whole
+    queue: such a request waits only for the batches running now, which refusing it cannot shorten (when
+    they are slow, say while a new version's warm-up shares the cores, a refusal would only fail it)."""
+    next_round = batch_rows * threads if merge else threads
+    if cost.sums is None or (queued_rows if merge else queued_requests) <= next_round:
         return 0.0
     if merge:
         full, rest = divmod(queued_rows, batch_rows)

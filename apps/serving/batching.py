@@ -15,7 +15,8 @@ split back per request.
 
 Admission by time: the batcher fits what a batch costs (a fixed part plus a part per row, on recent batches:
 apps/serving/admission.py), so the wait of a request that arrives now is estimated as the cost of the batches
-the queued rows make, spread over the batch threads. `admit` refuses it at arrival
+the queued rows make, spread over the batch threads (none while the next round of batches takes the whole
+queue). `admit` refuses it at arrival
 (`Overloaded`, which the server answers with 503 before reading its body) when that estimate exceeds
 `max_queue_delay_ms`: accepted requests then wait about that long at most, plus the model call already
 running. As a hard cap besides, a queue holds at most `max_enqueued_batches` batches' worth of rows; a request

@@ -23,14 +23,18 @@ def test_the_fit_recovers_the_fixed_and_the_per_row_cost():
     assert cost.seconds(64) == pytest.approx(FIXED + 64 * PER_ROW, rel=1e-6)
 
 
-def test_a_short_queue_waits_one_batch_not_one_batch_per_row():
-    # A light load (batches of 1-3 rows) with 24 rows queued: one batch takes them all. Priced per row at the
-    # small batches' average (what the estimate was), the wait came out at 120 ms and requests were refused.
+def test_a_queue_is_priced_as_batches_not_one_batch_per_row():
+    # A light load (batches of 1-3 rows): priced per row at the small batches' average (what the estimate
+    # was), 24 queued rows came out at 120 ms and requests were refused during a hot reload.
     cost = fitted([1, 2, 3, 2] * 5)
     per_row_average = sum(FIXED + PER_ROW * r for r in (1, 2, 3, 2)) / (1 + 2 + 3 + 2)
     assert 24 * per_row_average / 2 > 0.1
-    wait = queue_wait(cost, queued_rows=24, queued_requests=12, batch_rows=64, threads=2, merge=True)
-    assert wait == pytest.approx((FIXED + 24 * PER_ROW) / 2, rel=1e-6)
+    # The next round (2 threads x 64 rows) takes all 24: they wait only for the batches running now.
+    assert queue_wait(cost, queued_rows=24, queued_requests=12, batch_rows=64, threads=2, merge=True) == 0.0
+    # 3 batches' worth and 24 rows: three full batches and a small one, over 2 threads.
+    wait = queue_wait(cost, queued_rows=3 * 64 + 24, queued_requests=99, batch_rows=64, threads=2,
+                      merge=True)
+    assert wait == pytest.approx((3 * (FIXED + 64 * PER_ROW) + FIXED + 24 * PER_ROW) / 2, rel=1e-6)
 
 
 def test_a_long_queue_is_priced_at_full_batches():
