@@ -386,7 +386,7 @@ def test_run_killed_during_transform_resumes_and_matches_an_uninterrupted_run(tm
     kill_inside(args, TRANSFORM_STARTED, tmp_path)  # inside the Beam/TFT pipeline
     run_dir = next((root / "runs").iterdir())
     assert not (run_dir / "transform").exists()  # nothing that looks complete
-    resumed = agnews("run", *args)
+    resumed = agnews_in_process("run", *args)  # a resumed run needs no process of its own
     assert resumed.stdout.count(" cached (") == 2 and "transform  done in" in resumed.stdout
     assert "interrupted" in agnews("runs", "--pipeline-root", str(root)).stdout
     # The resumed run's artifacts are the uninterrupted first run's, byte for byte.
@@ -396,11 +396,11 @@ def test_run_killed_during_transform_resumes_and_matches_an_uninterrupted_run(tm
 
 def test_run_killed_during_training_resumes_from_the_trainer(tmp_path):
     root = tmp_path / "root"
-    args = pipeline_args(root, "--no-tune", "--epochs", "1")
+    args = pipeline_args(root, *TINY_FLAGS)  # the lightest model: the kill lands at the trainer's start
     kill_inside(args, TRAINING_STARTED, tmp_path)
     store_runs = agnews("runs", "--pipeline-root", str(root)).stdout
     assert "running" in store_runs  # the killed process could not record its end
-    resumed = agnews("run", *args)
+    resumed = agnews_in_process("run", *args)  # a resumed run needs no process of its own
     assert resumed.stdout.count(" cached (") == 4, resumed.stdout  # ingest, validate, transform, tuner
     assert "trainer    done in" in resumed.stdout and "evaluator  done in" in resumed.stdout
     assert "succeeded" in resumed.stdout
