@@ -16,13 +16,13 @@ split back per request.
 Admission by time: the batcher fits what a batch costs (a fixed part plus a part per row, on recent batches:
 apps/serving/admission.py), so the wait of a request that arrives now is estimated as the cost of the batches
 the queued rows make, spread over the batch threads (none while the next round of batches takes the whole
-queue). `admit` refuses it at arrival
-(`Overloaded`, which the server answers with 503 before reading its body) when that estimate exceeds
-`max_queue_delay_ms`: accepted requests then wait about that long at most, plus the model call already
-running. As a hard cap besides, a queue holds at most `max_enqueued_batches` batches' worth of rows; a request
-that finds it full is refused at once too, never left to wait without bound. A request whose
-client went away before its batch started is dropped from the queue. If a merged batch fails (say one
-request's serialized tf.Example does not parse), each of its requests is run alone, so only the bad one fails.
+queue). `admit` refuses it at arrival (`Overloaded`, which the server answers with 503 before reading its
+body) when that estimate exceeds `max_queue_delay_ms`: accepted requests then wait about that long at most,
+plus the batches already running and, at most, one round of batches. As a hard cap besides, a queue holds at
+most `max_enqueued_batches` batches' worth of rows; a request that finds it full is refused at once too, never
+left to wait without bound. A request whose client went away before its batch started is dropped from the
+queue. If a merged batch fails (say one request's serialized tf.Example does not parse), each of its requests
+is run alone, so only the bad one fails.
 
 With batching off (`enabled=False`) the same queue runs every request alone, unpadded, `num_batch_threads`
 at a time: TF Serving without `--enable_batching`, with the same bound on waiting rows.
@@ -197,7 +197,8 @@ class Batcher:
     def estimated_wait(self) -> float:
         """Seconds a request arriving now would wait before its batch starts: the queued rows of every version
         (the batch threads are shared) in batches of max_batch_size at the fitted cost, spread over the batch
-        threads. 0 before the first batch has been timed."""
+        threads. 0 before the first batch has been timed, and while the next round of batches takes the whole
+        queue (apps/serving/admission.py)."""
         requests = sum(len(queue.tasks) for queue in self.queues.values())
         return queue_wait(self.cost, self.queued_rows(), requests, self.options.max_batch_size,
                           self.options.num_batch_threads, self.options.enabled)
