@@ -64,6 +64,5 @@ def queue_wait(cost: BatchCost, queued_rows: int, queued_requests: int, batch_ro
         full, rest = divmod(queued_rows, batch_rows)
         seconds = full * cost.seconds(batch_rows) + (cost.seconds(rest) if rest else 0.0)
     else:
-        requests = max(1, queued_requests)
-        seconds = requests * cost.seconds(max(1, round(queued_rows / requests)))
+        seconds = queued_requests * cost.seconds(max(1, round(queued_rows / queued_requests)))
     return seconds / threads
