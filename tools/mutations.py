@@ -405,6 +405,16 @@ MUTATIONS: list[Mutation] = [
         tests=("tests/unit/test_admission.py",),
         fast=True,
     ),
+    Mutation(
+        name="admission_refuses_a_queue_the_next_round_takes",
+        file="apps/serving/admission.py",
+        old="if cost.sums is None or (queued_rows if merge else queued_requests) <= next_round:",
+        new="if cost.sums is None or (queued_rows if merge else queued_requests) <= 0:",
+        breaks="a short queue that the next round of batches takes whole is priced as a wait: when batches "
+        "are slow (a warm-up sharing the cores) requests are refused during a hot reload at light load",
+        tests=("tests/unit/test_admission.py",),
+        fast=True,
+    ),
     # ------------------------------------------------------------------------------- stops, spans, metrics
     Mutation(
         name="swallowed_stop_still_publishes_the_step",
