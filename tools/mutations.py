@@ -386,7 +386,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="admission_ignores_max_queue_delay",
         file="apps/serving/batching.py",
-        old="if bound and self.estimated_wait() > bound:",
+        old="if bound and (wait := self.estimated_wait()) > bound:",
         new="if False:",
         breaks="under overload every request is queued (no 503): waits grow with the backlog, far past "
         "--max-queue-delay-ms",

@@ -207,8 +207,8 @@ class Batcher:
         """Raises Overloaded when a request arriving now would wait longer than max_queue_delay_ms. Cheap (no
         allocation beyond the message), so the server calls it before reading the request's body."""
         bound = self.options.max_queue_delay_ms / 1e3
-        if bound and self.estimated_wait() > bound:
-            raise Overloaded(f"the estimated queue wait of {self.estimated_wait() * 1e3:.0f} ms is over "
+        if bound and (wait := self.estimated_wait()) > bound:
+            raise Overloaded(f"the estimated queue wait of {wait * 1e3:.0f} ms is over "
                              f"--max-queue-delay-ms {self.options.max_queue_delay_ms:g}")
 
     def submit(self, servable: Any, signature: str, inputs: dict[str, np.ndarray], rows: int,
