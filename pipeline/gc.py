@@ -1,6 +1,6 @@
-"""Retention: `agnews-pipeline gc --keep N` deletes artifact folders that neither the N newest runs nor any
-pushed model depend on; the metadata records stay, marked deleted one by one as their folders go, so a gc
-stopped halfway leaves the store true.
+"""Retention: `agnews-pipeline gc --keep N` deletes artifact folders that neither the kept runs (the N newest
+runs that went through, with any newer ones) nor any pushed model depend on; the metadata records stay, marked
+deleted one by one as their folders go, so a gc stopped halfway leaves the store true.
 
 With a retention policy (retention.served_versions K, the `retention` section of the configuration) only the
 last K served versions count as pushed models: their lineage and the N newest runs' are kept, and a lineage is
@@ -46,16 +46,29 @@ def resolved_input_names() -> frozenset[str]:
                      if isinstance(source, dag.Resolver))
 
 
+def kept_runs(store: MetadataStore, keep: int) -> list:
+    """The `keep` newest runs that went through and every run newer than them (failed, interrupted or still
+    running: small, and what an operator debugs or resumes). So a week of failed runs never pushes a trained
+    run out of the kept ones: the root keeps the same number of trained models whatever failed, and its size
+    levels off instead of swinging by one model after each incident."""
+    kept: list = []
+    for run in store.runs():
+        kept.append(run)
+        if sum(r["status"] == "succeeded" for r in kept) >= keep:
+            break
+    return kept
+
+
 def protected_artifacts(store: MetadataStore, keep: int, served_versions: int = 0,
                         serving_dir: Path | None = None) -> set[int]:
-    """What gc keeps: the `keep` newest runs' artifacts and the pushed models (with a policy: those of the
-    `served_versions` highest versions in `serving_dir`), with their lineage (see the module docstring)."""
+    """What gc keeps: the kept runs' artifacts (`kept_runs`) and the pushed models (with a policy: those of
+    the `served_versions` highest versions in `serving_dir`), with their lineage (module docstring)."""
     roots: set[int] = set()
     kept = set(serving_versions(serving_dir)[-served_versions:]) if served_versions and serving_dir else None
     cut = resolved_input_names() if kept is not None else frozenset()
     # what a kept run was compared with or started from: kept, not its lineage
     referenced: set[int] = set()
-    for run in store.runs(keep):
+    for run in kept_runs(store, keep):
         for execution in store.executions(run["id"]):
             for kind in ("input", "output"):
                 for name, artifact in store.artifacts_of(execution["id"], kind).items():
@@ -123,7 +136,7 @@ def collect_garbage(root: Path, keep: int, dry_run: bool = False, serving_dir: P
         doomed = [
             a for a in store.live_artifacts() if a.id not in needed and not a.properties.get("external")
         ]
-        kept_runs = {run["id"] for run in store.runs(keep)}
+        kept = {run["id"] for run in kept_runs(store, keep)}
         for artifact in doomed:
             # written by some other root: not ours to delete
             if os.path.isabs(store.stored_uri(artifact.id)):
@@ -134,7 +147,7 @@ def collect_garbage(root: Path, keep: int, dry_run: bool = False, serving_dir: P
             # one artifact at a time: a gc stopped halfway leaves the store true
             if not dry_run:
                 store.mark_deleted([artifact.id])
-        _collect_run_leftovers(root, kept_runs, delete, dry_run)
+        _collect_run_leftovers(root, kept, delete, dry_run)
         if serving_dir is not None:
             removed += _collect_serving(Path(serving_dir), served_versions, dry_run)
         return removed

@@ -368,6 +368,18 @@ MUTATIONS: list[Mutation] = [
         ),
         fast=True,
     ),
+    Mutation(
+        name="gc_counts_failed_runs_among_the_kept",
+        file="pipeline/gc.py",
+        old='if sum(r["status"] == "succeeded" for r in kept) >= keep:',
+        new="if len(kept) >= keep:",
+        breaks="each failed run takes the place of a trained one among the kept runs: after an incident the "
+        "root drops a model, then grows back, and never levels off",
+        tests=(
+            "tests/unit/test_gc_retention.py::test_failed_runs_do_not_push_a_trained_run_out_of_the_kept_ones",
+        ),
+        fast=True,
+    ),
     # ------------------------------------------------------------------------------- evaluator's gate
     Mutation(
         name="gate_ignores_the_anchor_versions",

@@ -420,7 +420,7 @@ def _add_store_commands(commands) -> None:
             sub.add_argument("run_a")
             sub.add_argument("run_b")
         if name == "gc":
-            sub.add_argument("--keep", type=int, help="keep the N most recent runs (default: retention.runs)")
+            sub.add_argument("--keep", type=int, help="N newest successful runs to keep (retention.runs)")
             sub.add_argument("--dry-run", action="store_true")
         if name == "rollback":
             sub.add_argument("version", type=int, metavar="VERSION", help="the served version to serve again")

@@ -88,3 +88,23 @@ def test_without_a_policy_every_pushed_model_and_version_is_kept(tmp_path):
     assert all(store.artifact(model).uri.exists() for model in models.values())
     assert serving_versions(serving) == [1, 2, 3, 4]
     store.close()
+
+
+def test_failed_runs_do_not_push_a_trained_run_out_of_the_kept_ones(tmp_path):
+    root = tmp_path / "root"
+    store, serving, models = weekly_root(root, 4)
+    # two weeks whose runs failed after ingest (a quarantined span, a full disk): no model
+    for week in (8, 9):
+        run_id = f"2026120{week}T00000{week}-failed"
+        store.start_run(run_id, "retrain", {}, None)
+        _execute(store, root, run_id, "ingest", {}, {"examples": {}})
+        store.finish_run(run_id, "failed", error="quarantined")
+    store.close()
+    collect_garbage(root, 2, serving_dir=serving, served_versions=1, log=lambda _: None)
+    # the 2 newest runs that went through (weeks 3 and 4) stay whole, and so do the newer failed ones
+    for run_id in ("20261203T000003-000003", "20261204T000004-000004"):
+        assert (root / "runs" / run_id / "ingest" / "examples").is_dir()
+    for week in (8, 9):
+        assert (root / "runs" / f"2026120{week}T00000{week}-failed" / "ingest" / "examples").is_dir()
+    # older runs: only what the served version 4 started from (model 3) would stay, and week 2's data goes
+    assert not (root / "runs" / "20261202T000002-000002" / "ingest" / "examples").exists()
