@@ -56,7 +56,7 @@ LONGEST_FIRST = ("test_unattended", "test_faults", "test_evaluator_pusher", "tes
                  "test_dask_scale", "test_beam_engines",  # about 440 s
                  "test_e2e", "test_retention", "test_tuner_trainer", "test_retune_warm_start",
                  "test_warm_start_lineage", "test_spans", "test_drift_episode", "test_multi_worker",
-                 "test_export", "test_rollback", "test_embeddings", "test_serve_batching", "test_install",
+                 "test_export", "test_embeddings", "test_serve_batching", "test_install",
                  "test_served_drift", "test_span_quarantine", "test_serve")
 
 
