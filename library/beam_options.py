@@ -108,7 +108,7 @@ def with_log_dir(beam_args: tuple[str, ...], log_dir: Path | str) -> tuple[str, 
 
 
 def pipeline_options(beam_args: tuple[str, ...] | list[str]) -> PipelineOptions:
-    from apache_beam.options.pipeline_options import PipelineOptions
+    from library.beam_cached_views import CachedViewsOptions
     args = list(beam_args)
     names = {arg.partition("=")[0] for arg in args}
     if "--job_endpoint" in names and not names & {"--job_server_timeout", "--job-server-timeout"}:
@@ -117,7 +117,7 @@ def pipeline_options(beam_args: tuple[str, ...] | list[str]) -> PipelineOptions:
         # DEADLINE_EXCEEDED. Reaching the service is checked below, in CONNECT_SECONDS.
         args.append(f"--job_server_timeout={JOB_SECONDS}")
     # flags=... stops PipelineOptions from parsing sys.argv (the CLI's own flags) as Beam flags.
-    options = PipelineOptions(flags=args, save_main_session=False)
+    options = CachedViewsOptions(flags=args, save_main_session=False)
     check_engine_reachable(options)
     return options
 
