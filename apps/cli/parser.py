@@ -310,8 +310,8 @@ def _add_batching_flags(serve: argparse.ArgumentParser) -> None:
         type=duration_in(1e-3),
         default=batching.max_queue_delay_ms,
         metavar="MS",
-        help="answer 503 at arrival when the queue's estimated wait (queued rows x recent seconds "
-        f"per row / batch threads) is over this (default {batching.max_queue_delay_ms:g}; "
+        help="answer 503 at arrival when the estimated time to answer (the running and queued batches "
+        f"over the batch threads, then its own) is over this (default {batching.max_queue_delay_ms:g}; "
         "0: no check by time, only --max-enqueued-batches; or a duration such as 0.2s)",
     )
     serve.add_argument("--num-batch-threads", "--threads", dest="threads", type=int,

@@ -1,5 +1,6 @@
-"""What a request arriving now would wait before its batch starts, for admission by time (`serve
---max-queue-delay-ms`): the cost of the batches queued ahead of it, from a model of what a batch costs.
+"""How long a request arriving now would take to be answered, for admission by time (`serve
+--max-queue-delay-ms`): the batches running and queued ahead of it and its own, from a model of what a batch
+costs.
 
 A batch of r rows costs about fixed + per_row x r seconds: the fixed part (the model call's own overhead, the
 Python around it) is paid once however few rows the batch holds. Both parts are fitted on recent batches by
@@ -50,19 +51,22 @@ class BatchCost:
         return fixed + per_row * rows
 
 
-def queue_wait(cost: BatchCost, queued_rows: int, queued_requests: int, batch_rows: int, threads: int,
-               merge: bool) -> float:
-    """Seconds until the batch of a request arriving now starts: the queued rows drained in batches of
-    `batch_rows` (`merge`), or one request per batch (batching off), spread over the batch threads. 0 before
-    the first batch has been timed, and 0 while the next round of batches (one per thread) takes the whole
-    queue: such a request waits only for the batches running now, which refusing it cannot shorten (when
-    they are slow, say while a new version's warm-up shares the cores, a refusal would only fail it)."""
+def queue_delay(cost: BatchCost, queued_rows: int, queued_requests: int, batch_rows: int, threads: int,
+                merge: bool, running_left: float = 0.0) -> float:
+    """Seconds until a request arriving now is answered: what is left of the batches running now
+    (`running_left`, summed) and the batches the queued rows make (in batches of `batch_rows` when `merge`,
+    else one request per batch), spread over the batch threads, then a batch of its own. 0 before the first
+    batch has been timed, and 0 while the next round of batches (one per thread) takes the whole queue: such a
+    request waits only for the batches running now, which refusing it cannot shorten (when they are slow, say
+    while a new version's warm-up shares the cores, a refusal would only fail it)."""
     next_round = batch_rows * threads if merge else threads
     if cost.sums is None or (queued_rows if merge else queued_requests) <= next_round:
         return 0.0
     if merge:
         full, rest = divmod(queued_rows, batch_rows)
         seconds = full * cost.seconds(batch_rows) + (cost.seconds(rest) if rest else 0.0)
+        own = cost.seconds(batch_rows)  # past the next round, batches are full
     else:
-        seconds = queued_requests * cost.seconds(max(1, round(queued_rows / queued_requests)))
-    return seconds / threads
+        own = cost.seconds(max(1, round(queued_rows / queued_requests)))
+        seconds = queued_requests * own
+    return (seconds + running_left) / threads + own

@@ -14,11 +14,12 @@ handful of shapes, so the model's kernels see few batch sizes), run as one model
 split back per request.
 
 Admission by time: the batcher fits what a batch costs (a fixed part plus a part per row, on recent batches:
-apps/serving/admission.py), so the wait of a request that arrives now is estimated as the cost of the batches
-the queued rows make, spread over the batch threads (none while the next round of batches takes the whole
-queue). `admit` refuses it at arrival (`Overloaded`, which the server answers with 503 before reading its
-body) when that estimate exceeds `max_queue_delay_ms`: accepted requests then wait about that long at most,
-plus the batches already running and, at most, one round of batches. As a hard cap besides, a queue holds at
+apps/serving/admission.py), so the time a request that arrives now takes to be answered is estimated as what
+is left of the running batches plus the batches the queued rows make, spread over the batch threads, then its
+own batch (no wait at all while the next round of batches takes the whole queue). `admit` refuses it at
+arrival (`Overloaded`, which the server answers with 503 before reading its body) when that estimate exceeds
+`max_queue_delay_ms`: accepted requests are then answered within about that long. As a hard cap besides, a
+queue holds at
 most `max_enqueued_batches` batches' worth of rows; a request that finds it full is refused at once too, never
 left to wait without bound. A request whose client went away before its batch started is dropped from the
 queue. If a merged batch fails (say one request's serialized tf.Example does not parse), each of its requests
@@ -38,7 +39,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from apps.serving.admission import BatchCost, queue_wait
+from apps.serving.admission import BatchCost, queue_delay
 
 if TYPE_CHECKING:
     import numpy as np  # imported where it is used: `agnews-pipeline --help` reads BatchingOptions' defaults
@@ -56,7 +57,7 @@ class BatchingOptions:
     # expected sooner (arrivals faster than one per timeout), so a lone request never waits.
     batch_timeout_micros: int = 1000
     max_enqueued_batches: int = 32
-    # Refuse a request whose estimated wait in the queue exceeds this (0: no check by time, only the hard
+    # Refuse a request whose estimated time to answer exceeds this (0: no check by time, only the hard
     # cap).
     max_queue_delay_ms: float = 100.0
     # TF Serving's default too: one batch per core at a time (a batch's TensorFlow ops also use every core,
@@ -190,32 +191,37 @@ class Batcher:
         self._arrivals: deque[float] = deque()
         # what a batch of r rows costs, fitted on recent batches
         self.cost = BatchCost(COST_WEIGHT)
+        # the batches running now: {id of its task list: (start, rows)}
+        self._running: dict[int, tuple[float, int]] = {}
 
     def queued_rows(self) -> int:
         return sum(queue.rows for queue in self.queues.values())
 
-    def estimated_wait(self) -> float:
-        """Seconds a request arriving now would wait before its batch starts: the queued rows of every version
-        (the batch threads are shared) in batches of max_batch_size at the fitted cost, spread over the batch
-        threads. 0 before the first batch has been timed, and while the next round of batches takes the whole
-        queue (apps/serving/admission.py)."""
+    def estimated_delay(self) -> float:
+        """Seconds until a request arriving now would be answered: what is left of the running batches and the
+        queued rows of every version (the batch threads are shared) in batches of max_batch_size, at the
+        fitted cost, spread over the batch threads, then its own batch. 0 before the first batch has been
+        timed, and while the next round of batches takes the whole queue (apps/serving/admission.py)."""
         requests = sum(len(queue.tasks) for queue in self.queues.values())
-        return queue_wait(self.cost, self.queued_rows(), requests, self.options.max_batch_size,
-                          self.options.num_batch_threads, self.options.enabled)
+        now = time.monotonic()
+        running_left = sum(max(0.0, self.cost.seconds(rows) - (now - started))
+                           for started, rows in self._running.values()) if self.cost.sums else 0.0
+        return queue_delay(self.cost, self.queued_rows(), requests, self.options.max_batch_size,
+                           self.options.num_batch_threads, self.options.enabled, running_left)
 
     def admit(self) -> None:
-        """Raises Overloaded when a request arriving now would wait longer than max_queue_delay_ms. Cheap (no
-        allocation beyond the message), so the server calls it before reading the request's body."""
+        """Raises Overloaded when a request arriving now would be answered later than max_queue_delay_ms.
+        Cheap (no allocation beyond the message), so the server calls it before reading the request's body."""
         bound = self.options.max_queue_delay_ms / 1e3
-        if bound and (wait := self.estimated_wait()) > bound:
-            raise Overloaded(f"the estimated queue wait of {wait * 1e3:.0f} ms is over "
+        if bound and (delay := self.estimated_delay()) > bound:
+            raise Overloaded(f"the estimated delay of {delay * 1e3:.0f} ms is over "
                              f"--max-queue-delay-ms {self.options.max_queue_delay_ms:g}")
 
     def submit(self, servable: Any, signature: str, inputs: dict[str, np.ndarray], rows: int,
                solo: bool = False) -> asyncio.Future:
         """Queues one request; its future gets {output name: this request's rows}. Raises Overloaded when the
-        queue is full or its estimated wait is over the bound. `solo`: never merged or padded (inputs that are
-        not batched along their first axis)."""
+        queue is full or its estimated time to answer is over the bound. `solo`: never merged or padded
+        (inputs that are not batched along their first axis)."""
         key = (id(servable), signature)
         queue = self.queues.get(key)
         if queue is None:
@@ -229,7 +235,7 @@ class Batcher:
         # again, now that the requests admitted with this one while their bodies came are queued
         self.admit()
         loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = time.monotonic()
         self._arrivals.append(now)
         task = _Task(inputs, rows, solo or rows == 0, loop.create_future(), now)
         task.future.add_done_callback(functools.partial(self._cancelled, queue, task))
@@ -253,7 +259,7 @@ class Batcher:
         timeout = self.options.batch_timeout_micros / 1e6
         max_rows = self.options.max_batch_size
         while self.free_threads > 0:
-            ready, ready_task, wake_at, now = None, None, None, loop.time()
+            ready, ready_task, wake_at, now = None, None, None, time.monotonic()
             loaded = self._loaded(now)
             for key, queue in list(self.queues.items()):
                 task = queue.oldest()
@@ -276,10 +282,11 @@ class Batcher:
                     wake_at = due
             if ready is None:
                 if wake_at is not None:
-                    self._timer = loop.call_at(wake_at, self._dispatch)
+                    self._timer = loop.call_later(max(0.0, wake_at - now), self._dispatch)
                 return
             tasks = ready.take(max_rows, merge=self.options.enabled)
             self.free_threads -= 1
+            self._running[id(tasks)] = (now, sum(task.rows for task in tasks))
             running = loop.run_in_executor(
                 self.executor, self._run_batch, ready.servable, ready.signature, tasks
             )
@@ -296,10 +303,11 @@ class Batcher:
 
     def _finished(self, tasks: list[_Task], started: float, running: asyncio.Future) -> None:
         self.free_threads += 1
+        del self._running[id(tasks)]
         error = running.exception()
         # the batch thread's whole time (inputs, model, outputs): what draining a row costs
         if error is None:
-            self.cost.observe(sum(task.rows for task in tasks), asyncio.get_running_loop().time() - started)
+            self.cost.observe(sum(task.rows for task in tasks), time.monotonic() - started)
         outcomes = [(None, error)] * len(tasks) if error else running.result()
         for task, (result, task_error) in zip(tasks, outcomes):
             if task.future.done():

@@ -154,7 +154,7 @@ class ModelServer:
             self.requests_in_flight -= 1
 
     def admit(self) -> None:
-        """503 at arrival when the queue's estimated wait is over --max-queue-delay-ms."""
+        """503 at arrival when the estimated time to answer is over --max-queue-delay-ms."""
         try:
             self.batcher.admit()
         except Overloaded as error:
