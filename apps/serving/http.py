@@ -372,6 +372,18 @@ async def _serve(server: ModelServer, host: str, port: int, log: Callable[[str],
     await runner.cleanup()
 
 
+def _run_event_loop(main: Any) -> None:
+    """Runs the server's coroutine on uvloop's event loop when it is installed (the serve extra installs it),
+    else on asyncio's. uvloop's loop parses, schedules and wakes handlers from the batch threads in C:
+    benchmarks/results/serve_uvloop.md."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 def _set_op_threads(inter: int, intra: int) -> None:
     """TensorFlow's thread pools (0: its own choice); before the first model loads, which fixes them."""
     if inter or intra:
@@ -419,7 +431,7 @@ def serve(serving_dir: Path, model_name: str = "agnews", host: str = "127.0.0.1"
     server = ModelServer(model_name, watcher, batcher, max_request_bytes, metrics)
     metrics.in_flight.set_function(lambda: server.requests_in_flight)
     try:
-        asyncio.run(_serve(server, host, port, log))
+        _run_event_loop(_serve(server, host, port, log))
     finally:
         watcher.stop()
         batcher.shutdown()
