@@ -52,23 +52,26 @@ def kept_runs(store: MetadataStore, keep: int) -> list:
     run out of the kept ones: the root keeps the same number of trained models whatever failed, and its size
     levels off instead of swinging by one model after each incident."""
     kept: list = []
+    succeeded = 0
     for run in store.runs():
         kept.append(run)
-        if sum(r["status"] == "succeeded" for r in kept) >= keep:
+        succeeded += run["status"] == "succeeded"
+        if succeeded >= keep:
             break
     return kept
 
 
-def protected_artifacts(store: MetadataStore, keep: int, served_versions: int = 0,
+def protected_artifacts(store: MetadataStore, runs: list, served_versions: int = 0,
                         serving_dir: Path | None = None) -> set[int]:
-    """What gc keeps: the kept runs' artifacts (`kept_runs`) and the pushed models (with a policy: those of
-    the `served_versions` highest versions in `serving_dir`), with their lineage (module docstring)."""
+    """What gc keeps: the artifacts of `runs` (the kept runs: `kept_runs`) and the pushed models (with a
+    policy: those of the `served_versions` highest versions in `serving_dir`), with their lineage (module
+    docstring)."""
     roots: set[int] = set()
     kept = set(serving_versions(serving_dir)[-served_versions:]) if served_versions and serving_dir else None
     cut = resolved_input_names() if kept is not None else frozenset()
     # what a kept run was compared with or started from: kept, not its lineage
     referenced: set[int] = set()
-    for run in kept_runs(store, keep):
+    for run in runs:
         for execution in store.executions(run["id"]):
             for kind in ("input", "output"):
                 for name, artifact in store.artifacts_of(execution["id"], kind).items():
@@ -131,12 +134,12 @@ def collect_garbage(root: Path, keep: int, dry_run: bool = False, serving_dir: P
         return True
 
     try:
-        needed = protected_artifacts(store, keep, served_versions, serving_dir)
+        runs = kept_runs(store, keep)
+        needed = protected_artifacts(store, runs, served_versions, serving_dir)
         # External artifacts (served versions used as baselines) belong to the serving folder, never to gc.
         doomed = [
             a for a in store.live_artifacts() if a.id not in needed and not a.properties.get("external")
         ]
-        kept = {run["id"] for run in kept_runs(store, keep)}
         for artifact in doomed:
             # written by some other root: not ours to delete
             if os.path.isabs(store.stored_uri(artifact.id)):
@@ -147,7 +150,7 @@ def collect_garbage(root: Path, keep: int, dry_run: bool = False, serving_dir: P
             # one artifact at a time: a gc stopped halfway leaves the store true
             if not dry_run:
                 store.mark_deleted([artifact.id])
-        _collect_run_leftovers(root, kept, delete, dry_run)
+        _collect_run_leftovers(root, {run["id"] for run in runs}, delete, dry_run)
         if serving_dir is not None:
             removed += _collect_serving(Path(serving_dir), served_versions, dry_run)
         return removed

@@ -380,8 +380,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="gc_counts_failed_runs_among_the_kept",
         file="pipeline/gc.py",
-        old='if sum(r["status"] == "succeeded" for r in kept) >= keep:',
-        new="if len(kept) >= keep:",
+        old='succeeded += run["status"] == "succeeded"',
+        new="succeeded += 1",
         breaks="each failed run takes the place of a trained one among the kept runs: after an incident the "
         "root drops a model, then grows back, and never levels off",
         tests=(
