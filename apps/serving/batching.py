@@ -19,11 +19,10 @@ is left of the running batches plus the batches the queued rows make, spread ove
 own batch (no wait at all while the next round of batches takes the whole queue). `admit` refuses it at
 arrival (`Overloaded`, which the server answers with 503 before reading its body) when that estimate exceeds
 `max_queue_delay_ms`: accepted requests are then answered within about that long. As a hard cap besides, a
-queue holds at
-most `max_enqueued_batches` batches' worth of rows; a request that finds it full is refused at once too, never
-left to wait without bound. A request whose client went away before its batch started is dropped from the
-queue. If a merged batch fails (say one request's serialized tf.Example does not parse), each of its requests
-is run alone, so only the bad one fails.
+queue holds at most `max_enqueued_batches` batches' worth of rows; a request that finds it full is refused at
+once too, never left to wait without bound. A request whose client went away before its batch started is
+dropped from the queue. If a merged batch fails (say one request's serialized tf.Example does not parse), each
+of its requests is run alone, so only the bad one fails.
 
 With batching off (`enabled=False`) the same queue runs every request alone, unpadded, `num_batch_threads`
 at a time: TF Serving without `--enable_batching`, with the same bound on waiting rows.
@@ -290,7 +289,7 @@ class Batcher:
             running = loop.run_in_executor(
                 self.executor, self._run_batch, ready.servable, ready.signature, tasks
             )
-            running.add_done_callback(functools.partial(self._finished, tasks, now))
+            running.add_done_callback(functools.partial(self._finished, tasks))
 
     def _loaded(self, now: float) -> bool:
         """Whether waiting for more rows pays: a batch is running (its clients send again soon), or the last
@@ -301,13 +300,13 @@ class Batcher:
         return (self.free_threads < self.options.num_batch_threads
                 or len(self._arrivals) * self.options.batch_timeout_micros > RATE_WINDOW_SECONDS * 1e6)
 
-    def _finished(self, tasks: list[_Task], started: float, running: asyncio.Future) -> None:
+    def _finished(self, tasks: list[_Task], running: asyncio.Future) -> None:
         self.free_threads += 1
-        del self._running[id(tasks)]
+        started, rows = self._running.pop(id(tasks))
         error = running.exception()
         # the batch thread's whole time (inputs, model, outputs): what draining a row costs
         if error is None:
-            self.cost.observe(sum(task.rows for task in tasks), time.monotonic() - started)
+            self.cost.observe(rows, time.monotonic() - started)
         outcomes = [(None, error)] * len(tasks) if error else running.result()
         for task, (result, task_error) in zip(tasks, outcomes):
             if task.future.done():
