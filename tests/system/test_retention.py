@@ -46,16 +46,11 @@ def du_bytes(folder: Path) -> int:
                               text=True).stdout.split()[0])
 
 
-def newest_execution_inputs(store: MetadataStore, step: str) -> dict:
+def newest_retrain_artifacts(store: MetadataStore, step: str, kind: str) -> dict:
+    """The inputs or outputs (`kind`) of `step` in the newest retrain."""
     run = next(r for r in store.runs() if r["command"] == "retrain")
     execution = next(e for e in store.executions(run["id"]) if e["step"] == step)
-    return store.artifacts_of(execution["id"], "input")
-
-
-def newest_blessing(store: MetadataStore):
-    run = next(r for r in store.runs() if r["command"] == "retrain")
-    execution = next(e for e in store.executions(run["id"]) if e["step"] == "evaluator")
-    return store.artifacts_of(execution["id"], "output")["blessing"]
+    return store.artifacts_of(execution["id"], kind)
 
 
 @pytest.mark.timeout(3600)  # thirteen retrains (about half a minute each on 2 idle cores)
@@ -105,12 +100,12 @@ def test_retention_holds_the_root_and_backfill_and_rollback_keep_serving_safe(tm
     with opened_store(root) as store:
         model_11 = pusher_inputs(store, 11)["model"]
         assert pusher_inputs(store, 13)["model"].id == model_11.id  # the rollback's push points at model 11
-        baseline = newest_execution_inputs(store, "evaluator")["baseline_model"]
-        base = newest_execution_inputs(store, "trainer")["base_model"]
+        baseline = newest_retrain_artifacts(store, "evaluator", "input")["baseline_model"]
+        base = newest_retrain_artifacts(store, "trainer", "input")["base_model"]
         assert (baseline.id, baseline.fingerprint) == (model_11.id, model_11.fingerprint)
         assert base.id == model_11.id  # the warm start too starts from the served model, not version 12's
         accuracy_11 = pusher_inputs(store, 11)["blessing"].properties["accuracy"]
-        blessing = newest_blessing(store)
+        blessing = newest_retrain_artifacts(store, "evaluator", "output")["blessing"]
     # Version 11's accuracy on the fixed test set, measured again as this evaluation's baseline.
     assert blessing.properties["baseline_accuracy"] == pytest.approx(accuracy_11, abs=1e-6)
     # The gate's facts, recorded: per-row results that agree with TFMA's accuracy, the paired test, the
