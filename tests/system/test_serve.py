@@ -45,8 +45,8 @@ def wait_until(condition, what: str, timeout: float = 120) -> None:
 def server(tmp_path_factory, models):
     serving_dir = tmp_path_factory.mktemp("serving") / "agnews"
     publish_version(models[1]["dir"], serving_dir)
-    # Admission control is off: these tests check answers and the drain, and the drain test's 8 big requests at
-    # once would be partly refused under the default bound (test_serve_overload covers admission).
+    # Admission control is off: these tests check answers and the drain, and the drain test's 8 big requests
+    # at once would be partly refused under the default bound (test_serve_overload covers admission).
     server = Server(serving_dir, "--max-queue-delay-ms", "0")
     yield server
     if server.process.poll() is None:
