@@ -108,7 +108,9 @@ def with_log_dir(beam_args: tuple[str, ...], log_dir: Path | str) -> tuple[str, 
 
 
 def pipeline_options(beam_args: tuple[str, ...] | list[str]) -> PipelineOptions:
+    from library import beam_cached_dofn_specs
     from library.beam_cached_views import CachedViewsOptions
+    beam_cached_dofn_specs.install()
     args = list(beam_args)
     names = {arg.partition("=")[0] for arg in args}
     if "--job_endpoint" in names and not names & {"--job_server_timeout", "--job-server-timeout"}:
