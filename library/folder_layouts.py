@@ -80,6 +80,10 @@ def read_multi_worker_job(pipeline_root: Path | str) -> dict[str, Any] | None:
 DASK_STATE_DUMP = "dask_cluster_state"
 
 
+# A run's page: self-contained, its figures embedded copies of the evaluation's (pipeline/report_html.py);
+# gc removes it with the artifacts of a run it does not keep (pipeline/gc.py).
+RUN_REPORT_HTML = "report.html"
+
 # A run's folder (the runner's, not an artifact): runs/<run_id>/logs/<step>.log holds what the libraries
 # printed while the step ran (TensorFlow, absl, Beam, KerasTuner, Keras), everything on file descriptors 1 and
 # 2

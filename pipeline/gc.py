@@ -11,6 +11,10 @@ the root stops growing. Served versions beyond the K highest leave the serving f
 the highest). A rollback needs a kept version's model and blessing, which are in its pusher's lineage. Without
 a policy, pushed versions are never touched (only stale `.push-*` folders that a killed pusher left).
 
+A run that is not kept keeps its record (run.json, report.md, its step logs: a few kilobytes, so `runs` and
+`show` still tell its story) but not its report.html, whose figures are embedded copies of the evaluation's
+(about 100 KB a run): without that the root grew by one page a week for ever.
+
 Nothing outside the pipeline root is ever deleted: every path is resolved and refused if it leaves the root,
 and symlinks are removed as links, never followed."""
 from __future__ import annotations
@@ -20,7 +24,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from library.folder_layouts import serving_version_dir, serving_versions
+from library.folder_layouts import RUN_REPORT_HTML, serving_version_dir, serving_versions
 from pipeline import dag
 from pipeline.metadata import MetadataStore
 
@@ -160,8 +164,8 @@ def collect_garbage(root: Path, keep: int, dry_run: bool = False, serving_dir: P
 
 def _collect_run_leftovers(root: Path, kept_runs: set[str], delete: Callable[[Path], bool],
                            dry_run: bool) -> None:
-    """Deletes the failed attempts (<step>.failed) of runs that are not kept, their step folders once empty,
-    and the temporary folders of interrupted steps."""
+    """Deletes the failed attempts (<step>.failed) of runs that are not kept, their report.html, their step
+    folders once empty, and the temporary folders of interrupted steps."""
     runs_dir = root / "runs"
     if runs_dir.is_dir() and not runs_dir.is_symlink() and _is_inside(runs_dir, root):
         for run_dir in sorted(runs_dir.iterdir()):
@@ -169,6 +173,9 @@ def _collect_run_leftovers(root: Path, kept_runs: set[str], delete: Callable[[Pa
                 continue
             for leftover in sorted(run_dir.glob("*.failed")):
                 delete(leftover)
+            page = run_dir / RUN_REPORT_HTML
+            if os.path.lexists(page):
+                delete(page)
             # step folders whose every artifact is gone
             if not dry_run:
                 for step_dir in run_dir.iterdir():

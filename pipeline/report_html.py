@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from contract.files import write_text_atomic
+from library.folder_layouts import RUN_REPORT_HTML
 from library.layouts import EVALUATION_FIGURES, METRICS_FILE, TRIALS_CSV_FILE, parse_bucket_dir, read_metrics
 from pipeline.dag import Resolver
 from pipeline.headlines import headline_table
@@ -135,6 +136,6 @@ def write_run_report_html(run_dir: Path, record: dict[str, Any], steps: Sequence
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>Run {_e(record['run_id'])}</title><style>{STYLE}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")
-    path = run_dir / "report.html"
+    path = run_dir / RUN_REPORT_HTML
     write_text_atomic(path, page)
     return path

@@ -370,6 +370,16 @@ MUTATIONS: list[Mutation] = [
     ),
     # ------------------------------------------------------------------------------- retention, gc
     Mutation(
+        name="gc_keeps_the_pages_of_collected_runs",
+        file="pipeline/gc.py",
+        old="if os.path.lexists(page):",
+        new="if False:",
+        breaks="every run leaves its report.html (about 100 KB of embedded figures) behind for ever: the "
+        "root never levels off",
+        tests=("tests/unit/test_gc_retention.py::test_a_run_that_is_not_kept_keeps_its_record_but_not_its_page",),
+        fast=True,
+    ),
+    Mutation(
         name="gc_deletes_the_lineage_of_kept_versions",
         file="pipeline/gc.py",
         old="return _with_lineage(store, roots, cut) | referenced",

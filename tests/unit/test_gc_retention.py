@@ -108,3 +108,21 @@ def test_failed_runs_do_not_push_a_trained_run_out_of_the_kept_ones(tmp_path):
         assert (root / "runs" / f"2026120{week}T00000{week}-failed" / "ingest" / "examples").is_dir()
     # older runs: only what the served version 4 started from (model 3) would stay, and week 2's data goes
     assert not (root / "runs" / "20261202T000002-000002" / "ingest" / "examples").exists()
+
+
+def test_a_run_that_is_not_kept_keeps_its_record_but_not_its_page(tmp_path):
+    root = tmp_path / "root"
+    store, serving, _ = weekly_root(root, 4)
+    store.close()
+    runs = sorted((root / "runs").iterdir())
+    record = ("run.json", "report.md", "logs/trainer.log")
+    for run_dir in runs:
+        for name in (*record, "report.html"):
+            (run_dir / name).parent.mkdir(exist_ok=True)
+            (run_dir / name).write_text("x" * 1000)
+    collect_garbage(root, 2, dry_run=True, serving_dir=serving, served_versions=1, log=lambda _: None)
+    assert all((run_dir / "report.html").is_file() for run_dir in runs)  # a dry run deletes nothing
+    collect_garbage(root, 2, serving_dir=serving, served_versions=1, log=lambda _: None)
+    # the 2 newest runs whole; the older ones keep their record, not the page of figures
+    assert [(run_dir / "report.html").is_file() for run_dir in runs] == [False, False, True, True]
+    assert all((run_dir / name).is_file() for run_dir in runs for name in record)
