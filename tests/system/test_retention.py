@@ -7,7 +7,7 @@ weekly spans (a system test; the tiny model of support.streams; every retrain tr
 - rollback: the rolled-back model is served as a new version, and the next retrain compares with it (the
   gate's baseline and anchor) and warm-starts from it.
 
-One root carries all three, as a scheduled job's root does (twelve weeks to fill and hold the policy, then
+One root carries all three, as a scheduled job's root does (eight weeks to fill and hold the policy, then
 the incidents). What is observed is the size of the pipeline root on disk, the serving folder's bytes and the
 metadata store's artifacts and events (which model the evaluator consumed as its baseline)."""
 from __future__ import annotations
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.e2e
 
 CONFIG = PUSHING_CONFIG
 RETENTION = "retention: {served_versions: 2, runs: 2, apply_after_retrain: true}\n"
-WEEKS = 12
+WEEKS = 8
 
 
 def du_bytes(folder: Path) -> int:
@@ -53,7 +53,7 @@ def newest_retrain_artifacts(store: MetadataStore, step: str, kind: str) -> dict
     return store.artifacts_of(execution["id"], kind)
 
 
-@pytest.mark.timeout(3600)  # thirteen retrains (about half a minute each on 2 idle cores)
+@pytest.mark.timeout(3600)  # nine retrains (about half a minute each on 2 idle cores)
 def test_retention_holds_the_root_and_backfill_and_rollback_keep_serving_safe(tmp_path):
     # In this process (no TensorFlow import per command): nothing here needs a process of its own.
     full, live, names = make_stream(tmp_path, WEEKS + 1, CONFIG + RETENTION)
@@ -68,28 +68,28 @@ def test_retention_holds_the_root_and_backfill_and_rollback_keep_serving_safe(tm
         # the root grows by one retrain's artifacts every week; 52 weeks: benchmarks/bench_year.py).
         if week > 4:
             assert sizes[week] <= 1.3 * sizes[4], sizes
-    assert folder_layouts.serving_versions(serving) == [11, 12]  # older versions left the serving folder
+    assert folder_layouts.serving_versions(serving) == [7, 8]  # older versions left the serving folder
 
-    # A backfill of span 11 (older than span 12, which version 12 learned): refused before anything runs.
+    # A backfill of span 7 (older than span 8, which version 8 learned): refused before anything runs.
     before, runs_before = serving_snapshot(serving), len(list((root / "runs").iterdir()))
-    backfill = agnews_in_process("retrain", *streams.args(tmp_path, "--span", names[10]), check_code=9)
+    backfill = agnews_in_process("retrain", *streams.args(tmp_path, "--span", names[6]), check_code=9)
     assert len(backfill.stderr.strip().splitlines()) == 1, backfill.stderr
-    assert f"ends at span {names[10]}, before {names[11]}" in backfill.stderr
+    assert f"ends at span {names[6]}, before {names[7]}" in backfill.stderr
     assert "rollback" in backfill.stderr
     assert serving_snapshot(serving) == before
     assert len(list((root / "runs").iterdir())) == runs_before
     with opened_store(root) as store:
-        model_12 = pusher_inputs(store, 12)["model"]
+        model_8 = pusher_inputs(store, 8)["model"]
         # the window's spans, by name and SHA-256, with the model
-        assert sorted(model_12.properties["training_spans"]) == names[9:12]
-        assert all(len(sha) == 64 for sha in model_12.properties["training_spans"].values())
+        assert sorted(model_8.properties["training_spans"]) == names[5:8]
+        assert all(len(sha) == 64 for sha in model_8.properties["training_spans"].values())
 
-    rolled = agnews_in_process("rollback", "11", *root_args(tmp_path))  # a kept version
-    assert "served again as version 13" in rolled.stdout
-    assert folder_layouts.serving_versions(serving) == [11, 12, 13]
+    rolled = agnews_in_process("rollback", "7", *root_args(tmp_path))  # a kept version
+    assert "served again as version 9" in rolled.stdout
+    assert folder_layouts.serving_versions(serving) == [7, 8, 9]
     served = serving_snapshot(serving)
-    assert served["13/saved_model.pb"] == served["11/saved_model.pb"]
-    assert served["12/saved_model.pb"] == before["12/saved_model.pb"]  # nothing else touched
+    assert served["9/saved_model.pb"] == served["7/saved_model.pb"]
+    assert served["8/saved_model.pb"] == before["8/saved_model.pb"]  # nothing else touched
     gone = agnews_in_process("rollback", "3", *root_args(tmp_path), check_code=1)
     assert (
         "not a model this pipeline root keeps" in gone.stderr and len(gone.stderr.strip().splitlines()) == 1
@@ -98,16 +98,16 @@ def test_retention_holds_the_root_and_backfill_and_rollback_keep_serving_safe(tm
     arrive(full, live, names[WEEKS])
     agnews_in_process("retrain", *streams.args(tmp_path))
     with opened_store(root) as store:
-        model_11 = pusher_inputs(store, 11)["model"]
-        assert pusher_inputs(store, 13)["model"].id == model_11.id  # the rollback's push points at model 11
+        model_7 = pusher_inputs(store, 7)["model"]
+        assert pusher_inputs(store, 9)["model"].id == model_7.id  # the rollback's push points at model 7
         baseline = newest_retrain_artifacts(store, "evaluator", "input")["baseline_model"]
         base = newest_retrain_artifacts(store, "trainer", "input")["base_model"]
-        assert (baseline.id, baseline.fingerprint) == (model_11.id, model_11.fingerprint)
-        assert base.id == model_11.id  # the warm start too starts from the served model, not version 12's
-        accuracy_11 = pusher_inputs(store, 11)["blessing"].properties["accuracy"]
+        assert (baseline.id, baseline.fingerprint) == (model_7.id, model_7.fingerprint)
+        assert base.id == model_7.id  # the warm start too starts from the served model, not version 8's
+        accuracy_7 = pusher_inputs(store, 7)["blessing"].properties["accuracy"]
         blessing = newest_retrain_artifacts(store, "evaluator", "output")["blessing"]
-    # Version 11's accuracy on the fixed test set, measured again as this evaluation's baseline.
-    assert blessing.properties["baseline_accuracy"] == pytest.approx(accuracy_11, abs=1e-6)
+    # Version 7's accuracy on the fixed test set, measured again as this evaluation's baseline.
+    assert blessing.properties["baseline_accuracy"] == pytest.approx(accuracy_7, abs=1e-6)
     # The gate's facts, recorded: per-row results that agree with TFMA's accuracy, the paired test, the
     # anchor.
     rows = RowResults.from_packed(blessing.properties["test_rows"], blessing.properties["correct_rows"],
@@ -117,18 +117,18 @@ def test_retention_holds_the_root_and_backfill_and_rollback_keep_serving_safe(tm
     )
     assert blessing.properties["p_value"] is not None and blessing.properties["anchor_accuracy"] is not None
     metrics = json.loads((blessing.uri.parent / "evaluation" / "metrics.json").read_text())
-    # The last anchor_versions served, leaving out version 12: the rollback rolled away from it.
-    assert set(metrics["gate"]["anchors"]) == {"version 13", "version 11"}
+    # The last anchor_versions served, leaving out version 8: the rollback rolled away from it.
+    assert set(metrics["gate"]["anchors"]) == {"version 9", "version 7"}
     report = (blessing.uri.parent / "evaluation" / "report.md").read_text()
     assert "McNemar p =" in report and "- anchor: " in report
     shown = agnews_in_process("show", *root_args(tmp_path)).stdout
     assert "p_value=" in shown and "anchor_accuracy=" in shown
 
-    # The retrain pushed version 14 and applied the policy: the 2 highest versions stay, with what they need.
-    assert folder_layouts.serving_versions(serving) == [13, 14]
+    # The retrain pushed version 10 and applied the policy: the 2 highest versions stay, with what they need.
+    assert folder_layouts.serving_versions(serving) == [9, 10]
     agnews_in_process("gc", *root_args(tmp_path))  # the same policy (no --keep): nothing more to delete
-    assert folder_layouts.serving_versions(serving) == [13, 14]
+    assert folder_layouts.serving_versions(serving) == [9, 10]
     with opened_store(root) as store:
-        for version in (13, 14):
+        for version in (9, 10):
             for artifact in pusher_inputs(store, version).values():
                 assert not artifact.deleted and artifact.uri.exists()
