@@ -61,7 +61,7 @@ def cmd_gc(args, config) -> int:
     verb = "would delete" if args.dry_run else "deleted"
     for path in removed:
         print(f"{verb} {path}")
-    print(f"{verb} {len(removed)} folders")
+    print(f"{verb} {len(removed)} folders and files")
     return EXIT_OK
 
 

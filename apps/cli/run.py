@@ -90,7 +90,7 @@ def _apply_retention(config, console: Console) -> None:
                               served_versions=retention.served_versions, log=console)
     console.event(
         "retention",
-        f"retention: deleted {len(removed)} folders (kept the last "
+        f"retention: deleted {len(removed)} folders and files (kept the last "
         f"{retention.served_versions or 'all'} served versions' lineage and the {retention.runs} "
         "newest runs)",
         deleted=len(removed),

@@ -265,14 +265,16 @@ def test_gc_keeps_what_the_pushed_model_and_kept_runs_need(first_run):
     assert {"transform.transform_graph", "trainer.model"} <= set(worse)
     collected = agnews("gc", "--keep", "1", "--pipeline-root", str(root)).stdout
     deleted = [line.split(" ", 1)[1] for line in collected.splitlines() if line.startswith("deleted /")]
-    assert collected.splitlines()[-1] == f"deleted {len(deleted)} folders"
+    assert collected.splitlines()[-1] == f"deleted {len(deleted)} folders and files"
     assert str(worse["transform.transform_graph"]) in deleted and str(worse["trainer.model"]) in deleted
     assert all(path.startswith(f"{root}/") and not os.path.lexists(path) for path in deleted)
     db = sqlite3.connect(root / "metadata.sqlite")
     marked = {str(root / uri) for (uri,) in db.execute("SELECT uri FROM artifacts WHERE deleted IS NOT NULL")}
     db.close()
     assert marked <= set(deleted)  # every deleted artifact is marked in the store, one by one
-    assert all(path.endswith(".failed") or path.startswith(f"{root}/tmp/") for path in set(deleted) - marked)
+    # besides artifacts: failed attempts, temporary folders and the pages (report.html) of runs not kept
+    assert all(path.endswith((".failed", "/report.html")) or path.startswith(f"{root}/tmp/")
+               for path in set(deleted) - marked)
     assert pushed_model.uri.is_dir()  # the pushed model and its lineage stay
     assert (root / "serving" / "agnews" / "1" / "saved_model.pb").is_file()
     shown = agnews_in_process("show", "--pipeline-root", str(root)).stdout
