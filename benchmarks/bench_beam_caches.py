@@ -81,7 +81,7 @@ def main() -> None:
     lines = [f"# {TITLES[args.cache]}: retrains of the sample", "",
              *harness.provenance(report), "",
              "Weeks 2 and after, alternating (week 1 left out: imports and first compiles).", "",
-             *harness.table_head("week", "view cache", "retrain (s)"),
+             *harness.table_head("week", f"cache ({args.cache})", "retrain (s)"),
              *(f"| {w['week']} | {'on' if w['cache'] else 'off'} | {w['seconds']:.2f} |" for w in timed), "",
              f"Mean: off {off:.2f} s, on {on:.2f} s: **{on / off:.3f}x** the time with the cache.", ""]
     harness.write_results(out, report, "\n".join(lines))
