@@ -126,6 +126,11 @@ class Year:
     def span_name(self, week: int) -> str:
         return (START + datetime.timedelta(weeks=week - 1)).isoformat()
 
+    def write_history(self, spans: int) -> None:
+        """`spans` spans of --rows-per-week rows, dated the weeks before week 1 (weeks 0, -1, ...)."""
+        for week in range(1 - spans, 1):
+            self.write_span(self.span_name(week), self.take(self.rows, False, week))
+
     def take(self, count: int, shifted: bool, week: int) -> list[str]:
         """`count` unused rows; SHIFT_SHARE of them Sports when `shifted`. When the pool runs short (5,551
         genuine rows cannot fill a year), the rows dealt so far are shuffled back into it: later spans repeat
@@ -481,6 +486,10 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("/work/shared/data/ag_news"))
     parser.add_argument("--rows-per-week", type=int, default=100)
     parser.add_argument("--test-rows", type=int, default=400)
+    parser.add_argument("--history-spans", type=int, default=0,
+                        help="spans already in the stream, dated the weeks before week 1, when the first "
+                        "retrain runs: a pipeline started on existing data, its first model trained on a "
+                        "full window (default 0: the first retrain sees one span)")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a new temporary folder)")
     parser.add_argument("--label", default="genuine")
     parser.add_argument("--seed", type=int, default=28)
@@ -509,6 +518,7 @@ def main() -> None:
         weeks, incidents, recycled = partial["weeks"], partial["incidents"], partial.get("recycled_from")
     else:
         year = Year(args.data_dir, work, args.weeks, args.rows_per_week, args.test_rows, args.seed)
+        year.write_history(args.history_spans)
         print(f"work folder {work}; incident weeks {plan}", flush=True)
         weeks, incidents = run_year(year, plan)
         recycled = year.recycled_from
@@ -522,7 +532,8 @@ def main() -> None:
         "load_before": load_before,
         "load_after": os.getloadavg()[0],
         "config": f"{CONFIG.relative_to(PROJECT)} {' '.join(SETTINGS)}",
-        "data": f"{args.data_dir}: {args.rows_per_week} train rows a week, test.csv cut to {args.test_rows}",
+        "data": f"{args.data_dir}: {args.rows_per_week} train rows a week, test.csv cut to {args.test_rows}"
+                + (f"; {args.history_spans} spans before week 1" if args.history_spans else ""),
     }
     if args.report_only and out.exists():  # the run's own command, machine and load, not the report's
         ran = {key: json.loads(out.read_text())[key] for key in ran}
