@@ -6,7 +6,8 @@ XLA (`jit_compile`) runs the Keras model on a one-text batch about 40 times fast
 
   - T up to the next of the transform's length buckets (`transform.bucket_boundaries`, ending at max_length;
     the transform never gives more ids than max_length);
-  - B up to the next of BATCH_BUCKETS; a larger batch runs in chunks of the largest.
+  - B up to the next of BATCH_BUCKETS; a larger batch runs in chunks of the largest, its rows sorted by
+    length so that each chunk is padded only to the bucket of its own longest text.
 
 The compiled function therefore sees at most len(length buckets) x len(BATCH_BUCKETS) shapes (9 x 4 = 36 with
 the default config), each compiled once, at warm-up: `warmup_text_batches` gives one request per shape. A
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-# Powers of four up to the server's default --max-batch-size (64): a one-text call runs alone, and padding
+# Powers of four up to 64: a one-text call runs alone, and padding
 # rows cost little (with XLA a row of a batch of 16 costs a fraction of a one-row call). 4 sizes, not the 7
 # powers of two, since every size multiplies the compilations.
 BATCH_BUCKETS = (1, 4, 16, 64)
@@ -37,7 +38,8 @@ def bucketed_call(model_call, token_ids, length_buckets: tuple[int, ...], num_cl
 
     T is padded with 0 to the next of `length_buckets` (or kept when above them all, which the transform never
     gives); B is padded with all-0 rows to the next of BATCH_BUCKETS, or, above the largest, to a multiple of
-    it, run chunk by chunk. Padding rows never leave this function.
+    it, run chunk by chunk: rows sorted by length, each chunk cut to the bucket of its longest row (the
+    answers come back in the rows' order). Padding rows never leave this function.
     """
     rows, steps = tf.shape(token_ids)[0], tf.shape(token_ids)[1]
     width = tf.maximum(_next_bucket(steps, length_buckets), steps)
@@ -56,15 +58,33 @@ def bucketed_call(model_call, token_ids, length_buckets: tuple[int, ...], num_cl
         return tf.cast(model_call(padded), tf.float32)
 
     def chunked():
-        # tf.map_fn keeps every call at [largest, width]: the chunk shape is one of the compiled ones.
-        by_chunk = tf.reshape(padded, [chunks, largest, width])
-        by_chunk = tf.ensure_shape(by_chunk, [None, largest, static_width])
-        outputs = tf.map_fn(lambda chunk: tf.cast(model_call(chunk), tf.float32), by_chunk,
+        # The rows sorted by length, so that each chunk of `largest` rows holds texts of about one length
+        # and is cut to the bucket of its own longest text: a batch of mixed lengths pays the long bucket
+        # for one chunk, not for all of them. Every chunk shape [largest, bucket] is a compiled one.
+        lengths = _lengths(padded)
+        order = tf.argsort(lengths, stable=True)
+        by_length = tf.gather(padded, order)
+        longest = tf.reduce_max(tf.reshape(tf.gather(lengths, order), [chunks, largest]), axis=1)
+
+        def run_chunk(index):
+            steps_here = longest[index]
+            chunk_width = tf.maximum(_next_bucket(tf.maximum(steps_here, 1), length_buckets), steps_here)
+            chunk = by_length[index * largest:(index + 1) * largest, :chunk_width]
+            return tf.cast(model_call(tf.ensure_shape(chunk, [largest, static_width])), tf.float32)
+
+        outputs = tf.map_fn(run_chunk, tf.range(chunks),
                             fn_output_signature=tf.TensorSpec([largest, num_classes], tf.float32))
-        return tf.reshape(outputs, [chunks * largest, num_classes])
+        # back to the rows' own order: row order[i] is answered at position i
+        return tf.gather(tf.reshape(outputs, [chunks * largest, num_classes]), tf.argsort(order))
 
     probabilities = tf.cond(rows <= largest, one_call, chunked)
     return tf.ensure_shape(probabilities[:rows], [None, num_classes])
+
+
+def _lengths(token_ids):
+    """int32 [B]: each row's steps up to its last non-zero id (0 pads the end of a row)."""
+    positions = tf.range(1, tf.shape(token_ids)[1] + 1)
+    return tf.reduce_max(tf.where(tf.not_equal(token_ids, 0), positions[tf.newaxis, :], 0), axis=1)
 
 
 def _next_bucket(size, buckets: tuple[int, ...]):

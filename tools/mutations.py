@@ -23,6 +23,8 @@ SERVED_DRIFT_TEST = ("tests/system/test_served_drift.py::"
                      "test_new_spans_are_compared_with_the_served_models_window_from_cached_profiles")
 XLA_EXPORT_TEST = ("tests/system/test_export.py::"
                    "test_xla_export_compiles_each_bucket_shape_at_warm_up_and_matches_keras")
+XLA_CHUNKS_TEST = ("tests/system/test_export.py::"
+                   "test_a_large_batch_runs_in_chunks_sorted_by_length_each_cut_to_its_own_bucket")
 
 MUTATIONS: list[Mutation] = [
     # ------------------------------------------------------------------------------------------ ingest
@@ -269,6 +271,23 @@ MUTATIONS: list[Mutation] = [
         new="xla=False)",
         breaks="the pipeline's default XLA export (trainer.export_xla) never reaches the exported model",
         tests=("tests/system/test_install.py::test_the_installed_wheel_runs_from_another_directory",),
+    ),
+    Mutation(
+        name="xla_chunks_run_in_arrival_order",
+        file="library/xla_buckets.py",
+        old="order = tf.argsort(lengths, stable=True)",
+        new="order = tf.range(tf.shape(lengths)[0])",
+        breaks="a batch of more than 64 texts runs its chunks unsorted: every chunk holding one long text is "
+               "padded to the long bucket (256 real texts: about half the rows per second)",
+        tests=(XLA_CHUNKS_TEST,),
+    ),
+    Mutation(
+        name="xla_chunk_answers_left_in_length_order",
+        file="library/xla_buckets.py",
+        old="num_classes]), tf.argsort(order))",
+        new="num_classes]), tf.range(tf.shape(order)[0]))",
+        breaks="a batch of more than 64 texts gets its answers in length order, not in the order it was sent",
+        tests=(XLA_CHUNKS_TEST,),
     ),
     Mutation(
         name="xla_warm_up_misses_a_bucket_shape",

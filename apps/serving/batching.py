@@ -51,7 +51,9 @@ RunModel = Callable[[Any, str, "dict[str, np.ndarray]"], "dict[str, np.ndarray]"
 class BatchingOptions:
     """TF Serving's batching parameters (its --batching_parameters_file), with the same names."""
     enabled: bool = True
-    max_batch_size: int = 64
+    # An XLA export runs a batch above 64 rows in chunks of 64 sorted by length (library/xla_buckets.py), so
+    # larger batches cost less per row: 256 random test texts ran at 2.2x the rows per second of 4 calls of 64.
+    max_batch_size: int = 256
     # The longest a request waits for others to join its batch; it waits only while the next request is
     # expected sooner (arrivals faster than one per timeout), so a lone request never waits.
     batch_timeout_micros: int = 1000

@@ -271,13 +271,7 @@ def test_xla_export_compiles_each_bucket_shape_at_warm_up_and_matches_keras(expo
     words = "oil prices stocks team wins the final markets rally zzqx".split()
     batches = [[" ".join(words[(i + j) % len(words)] for j in range((i * 37) % 300)) for i in range(size)]
                for size in (0, 1, 2, 3, 5, 17, 64, 65, 130)] + [TEXT_BATCHES["mixed"]]
-    dump = tmp_path / "xla_dump"
-    process = subprocess.run([sys.executable, "-c", XLA_SCRIPT, str(exported["export_dir"])],
-                             input=json.dumps({"warmup": warmup, "batches": batches}), capture_output=True,
-                             text=True, timeout=900, env={**fresh_process_env(), "DUMP": str(dump),
-                                                          "XLA_FLAGS": f"--xla_dump_to={dump}"})
-    assert process.returncode == 0, process.stderr[-3000:]
-    result = json.loads(process.stdout.strip().splitlines()[-1])
+    result = _run_xla_script(exported["export_dir"], warmup, batches, tmp_path / "xla_dump")
     assert result["after_warmup"] == len(buckets) * len(xla_buckets.BATCH_BUCKETS) == 4 * len(buckets)
     assert result["after_batches"] == result["after_warmup"]
     for texts, probabilities in zip(batches, result["outputs"]):
@@ -285,6 +279,31 @@ def test_xla_export_compiles_each_bucket_shape_at_warm_up_and_matches_keras(expo
         assert np.array(probabilities, np.float32).reshape(-1, 4).shape == expected.shape
         served = np.array(probabilities, np.float32).reshape(-1, 4)
         np.testing.assert_allclose(served, expected, rtol=0, atol=1e-6)
+
+
+def test_a_large_batch_runs_in_chunks_sorted_by_length_each_cut_to_its_own_bucket(exported, tmp_path):
+    """256 texts, a long one at the head of each 64-row chunk, the rest one word: sorted by length, three
+    chunks run at the shortest bucket and one at the longest, so exactly those two shapes compile (in
+    arrival order, all four chunks would run at the longest); the answers come back in the rows' order."""
+    buckets = layouts.read_model_input(exported["transform_graph"]).bucket_upper_bounds
+    assert len(buckets) > 1
+    long_text = " ".join(["markets rally"] * buckets[-1])[:10_000]
+    texts = [long_text if row % 64 == 0 else ("oil", "team", "chip")[row % 3] for row in range(256)]
+    result = _run_xla_script(exported["export_dir"], [], [texts], tmp_path / "xla_dump")
+    assert result["after_batches"] == 2
+    np.testing.assert_allclose(np.array(result["outputs"][0], np.float32).reshape(-1, 4),
+                               keras_reference(exported["model"], exported["transform_graph"], texts),
+                               rtol=0, atol=1e-6)
+
+
+def _run_xla_script(export_dir: Path, warmup: list[list[str]], batches: list[list[str]], dump: Path) -> dict:
+    """XLA_SCRIPT's counts of compiled modules and its outputs, in a fresh TensorFlow-only process."""
+    process = subprocess.run([sys.executable, "-c", XLA_SCRIPT, str(export_dir)],
+                             input=json.dumps({"warmup": warmup, "batches": batches}), capture_output=True,
+                             text=True, timeout=900, env={**fresh_process_env(), "DUMP": str(dump),
+                                                          "XLA_FLAGS": f"--xla_dump_to={dump}"})
+    assert process.returncode == 0, process.stderr[-3000:]
+    return json.loads(process.stdout.strip().splitlines()[-1])
 
 
 def test_cudnn_is_disabled_only_while_tracing():

@@ -270,7 +270,7 @@ def test_sigterm_drains_queued_requests(batched, models):
         (
             ["--allowed-batch-sizes", "1,8,32"],
             "serve: --allowed-batch-sizes must be increasing positive sizes ending "
-            "with --max-batch-size (64), got 1,8,32",
+            "with --max-batch-size (256), got 1,8,32",
         ),
         (
             ["--allowed-batch-sizes", "1,x"],
