@@ -52,7 +52,8 @@ class BatchingOptions:
     """TF Serving's batching parameters (its --batching_parameters_file), with the same names."""
     enabled: bool = True
     # An XLA export runs a batch above 64 rows in chunks of 64 sorted by length (library/xla_buckets.py), so
-    # larger batches cost less per row: 256 random test texts ran at 2.2x the rows per second of 4 calls of 64.
+    # larger batches cost less per row: 256 random test texts a call gave 1.57x the rows per second of 64
+    # (benchmarks/results/export_chunks.md), and 16 clients of 64 texts fit one round of 2 batch threads.
     max_batch_size: int = 256
     # The longest a request waits for others to join its batch; it waits only while the next request is
     # expected sooner (arrivals faster than one per timeout), so a lone request never waits.
