@@ -14,7 +14,6 @@ export and their ratio; and the largest difference between the two exports' answ
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import random
 import statistics
@@ -23,14 +22,10 @@ import time
 from pathlib import Path
 
 import harness  # benchmarks/ is on sys.path when a script here runs
+from bench_serve import read_test_rows
 
 PROJECT = Path(__file__).resolve().parent.parent
 SIZES = (64, 256, 512)
-
-
-def texts_of(data: Path) -> list[str]:
-    with open(data / "test.csv", newline="", encoding="utf-8") as rows:
-        return [f"{title} {description}" for _, title, description in csv.reader(rows)]
 
 
 def rows_per_second(signature, batches: list[list[str]], threads: int, seconds: float) -> float:
@@ -69,8 +64,9 @@ def main() -> None:
     machine, started = harness.machine(), time.perf_counter()
     signatures = {name: tf.saved_model.load(str(path)).signatures["serving_default"]
                   for name, path in (("old", args.old), ("new", args.new))}
-    texts, rng = texts_of(args.data), random.Random(2)
+    (texts, _), rng = read_test_rows(args.data), random.Random(2)
     batches = {size: [rng.sample(texts, size) for _ in range(args.batches)] for size in SIZES}
+
     def answers(name: str, batch: list[str]):
         return signatures[name](text=tf.constant(batch))["probabilities"].numpy()
 
