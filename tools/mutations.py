@@ -167,6 +167,26 @@ MUTATIONS: list[Mutation] = [
         ),
         fast=True,
     ),
+    Mutation(
+        name="early_stopping_ignores_min_delta",
+        file="components/trainer/fitting.py",
+        old="patience=patience, min_delta=min_delta, restore_best_weights=True",
+        new="patience=patience, restore_best_weights=True",
+        breaks="an epoch that lowers the eval loss by less than trainer.early_stopping_min_delta counts, "
+        "so a model that already fits trains on (at 120k rows, one more epoch of about 37 s)",
+        tests=("tests/unit/test_fitting.py",),
+        fast=True,
+    ),
+    Mutation(
+        name="kept_epoch_is_the_lowest_loss",
+        file="components/trainer/fitting.py",
+        old="        if value < best - min_delta:",
+        new="        if value < best:",
+        breaks="history.json names as the model's epoch (and its val_loss) one whose weights early stopping "
+        "did not keep",
+        tests=("tests/unit/test_fitting.py",),
+        fast=True,
+    ),
     # ------------------------------------------------------------------------------- evaluator, pusher
     Mutation(
         name="min_accuracy_not_enforced",

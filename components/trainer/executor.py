@@ -187,14 +187,14 @@ def train(
         throughput, callbacks = _callbacks(epoch_rows, run_dir, log)
         warm = "warm_start_from" in warm_facts
         patience = config.warm_start_patience if warm else config.early_stopping_patience
-        _log_plan(log, config.epochs, train.num_examples, epoch_rows, steps, patience, warm)
-        history = fitting.fit_phases(model, train, evaluation, patience, callbacks, frozen_epochs, steps,
-                                     config, strategy, values["learning_rate"], log)
+        _log_plan(log, config, train.num_examples, epoch_rows, steps, patience, warm)
+        history, kept_epoch = fitting.fit_phases(model, train, evaluation, patience, callbacks, frozen_epochs,
+                                                 steps, config, strategy, values["learning_rate"], log)
     if output_dir is None:
         return None
     facts = {"padding_ratio": padding["padding_ratio"], **embedding_facts, **warm_facts}
-    _write_model(model, Path(output_dir), history, throughput.per_epoch, architecture, patience,
-                 config.epochs, facts, {
+    _write_model(model, Path(output_dir), history, kept_epoch, throughput.per_epoch, architecture, patience,
+                 config, facts, {
                      "padding": padding, "train_examples": train.num_examples, "rows_per_epoch": epoch_rows,
                      "steps_per_epoch": steps, "eval_examples": evaluation.num_examples,
                      "train_examples_per_bucket": train.examples_per_bucket,
@@ -268,28 +268,30 @@ def _build(architecture: str, hp, values: dict[str, Any], model_input, pretraine
     return model, warm_facts
 
 
-def _log_plan(log: Callable[[str], None], epochs: int, train_rows: int, epoch_rows: int, steps: int | None,
-              patience: int, warm: bool) -> None:
+def _log_plan(log: Callable[[str], None], config: TrainerConfig, train_rows: int, epoch_rows: int,
+              steps: int | None, patience: int, warm: bool) -> None:
     """The line announcing how long training may take, before the first epoch."""
     rows = (f"{train_rows:,} rows" if steps is None else
             f"{epoch_rows:,} of the {train_rows:,} rows (trainer.max_rows_per_epoch; the next epoch "
             f"goes on where one stops)")
-    log(f"trainer: plan: up to {epochs} epochs x {rows} (early stopping patience "
-        f"{patience}{', warm start' if warm else ''}); an ETA follows each epoch")
+    log(f"trainer: plan: up to {config.epochs} epochs x {rows} (early stopping patience "
+        f"{patience}{', warm start' if warm else ''}); an ETA follows each epoch; an epoch counts if it "
+        f"lowers val_loss by more than {config.early_stopping_min_delta:g}")
 
 
-def _write_model(model, output_dir: Path, history: dict, per_epoch: list[dict], architecture: str,
-                 patience: int, max_epochs: int, facts: dict[str, Any], details: dict[str, Any]) -> None:
-    """Writes model_run/history.json (a summary of the best epoch with `facts`, each epoch, `details`) and the
-    Keras model."""
+def _write_model(model, output_dir: Path, history: dict, kept_epoch: int, per_epoch: list[dict],
+                 architecture: str, patience: int, config: TrainerConfig, facts: dict[str, Any],
+                 details: dict[str, Any]) -> None:
+    """Writes model_run/history.json (a summary of the kept epoch, whose weights the model has, with `facts`,
+    each epoch, `details`) and the Keras model."""
     epochs = [{"epoch": index + 1, **{k: float(v[index]) for k, v in history.items()},
                **per_epoch[index]} for index in range(len(history["loss"]))]
-    # the weights EarlyStopping restored
-    best = min(epochs, key=lambda e: (e["val_loss"], e["epoch"]))
+    best = epochs[kept_epoch - 1]
     summary = {
         "architecture": architecture, "epochs_trained": len(epochs), "best_epoch": best["epoch"],
         "val_loss": best["val_loss"], "val_accuracy": best["val_accuracy"],
-        "stopped_early": len(epochs) < max_epochs, "early_stopping_patience": patience,
+        "stopped_early": len(epochs) < config.epochs, "early_stopping_patience": patience,
+        "early_stopping_min_delta": config.early_stopping_min_delta,
         "mean_examples_per_second": sum(e["examples_per_second"] for e in epochs) / len(epochs), **facts,
     }
     write_history(Path(output_dir) / MODEL_RUN, {**summary, "epochs": epochs, **details})

@@ -1,6 +1,7 @@
 """How the trainer fits its model: each epoch capped at trainer.max_rows_per_epoch rows (the next epoch going
-on where one stopped), early stopping on val_loss, and with pretrained vectors unfrozen after N epochs, two
-phases. Split from executor.py, which calls fit_phases and steps_per_epoch."""
+on where one stopped), early stopping on val_loss (an epoch counts if it lowers it by more than
+trainer.early_stopping_min_delta), and with pretrained vectors unfrozen after N epochs, two phases. Split from
+executor.py, which calls fit_phases and steps_per_epoch."""
 from __future__ import annotations
 
 import math
@@ -31,14 +32,15 @@ def steps_per_epoch(train_examples: int, batch_size: int, max_rows: int, workers
 
 
 def _fit(model, train, evaluation, patience: int, callbacks: list, epochs: int, initial_epoch: int = 0,
-         steps_per_epoch: int | None = None) -> dict[str, list[float]]:
-    """steps_per_epoch: each epoch trains on that many batches of an endless repetition of the train batches,
-    so the next epoch goes on where this one stopped (Keras keeps the iterator when steps_per_epoch is
-    set)."""
+         steps_per_epoch: int | None = None, min_delta: float = 0.0) -> dict[str, list[float]]:
+    """min_delta: an epoch improves only if it lowers val_loss by more than this (Keras restores the weights
+    of the last epoch that did). steps_per_epoch: each epoch trains on that many batches of an endless
+    repetition of the train batches, so the next epoch goes on where this one stopped (Keras keeps the
+    iterator when steps_per_epoch is set)."""
     import keras
 
     early_stopping = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=patience, restore_best_weights=True
+        monitor="val_loss", patience=patience, min_delta=min_delta, restore_best_weights=True
     )
     batches = train.dataset.repeat() if steps_per_epoch else train.dataset
     history = model.fit(
@@ -55,23 +57,40 @@ def _fit(model, train, evaluation, patience: int, callbacks: list, epochs: int, 
     return history.history
 
 
+def restored_epoch(val_losses: list[float], min_delta: float) -> int:
+    """The epoch (1-based) whose weights EarlyStopping(restore_best_weights) leaves in the model: the last one
+    that lowered val_loss by more than min_delta below the one before it that did (Keras's rule)."""
+    best_epoch, best = 1, val_losses[0]
+    for epoch, value in enumerate(val_losses[1:], start=2):
+        if value < best - min_delta:
+            best_epoch, best = epoch, value
+    return best_epoch
+
+
 def fit_phases(model, train, evaluation, patience: int, callbacks: list, frozen_epochs: int,
-                steps: int | None, config: TrainerConfig, strategy, learning_rate: float,
-                log: Callable[[str], None]) -> dict:
+               steps: int | None, config: TrainerConfig, strategy, learning_rate: float,
+               log: Callable[[str], None]) -> tuple[dict, int]:
     """Fits the model; with pretrained vectors frozen for the first `frozen_epochs` epochs, in two phases.
-    Returns the Keras history {metric: [value per epoch]}."""
+    Returns the Keras history {metric: [value per epoch]} and the epoch (1-based) whose weights the model
+    keeps."""
+    min_delta = config.early_stopping_min_delta
     if not 0 < frozen_epochs < config.epochs:
-        return _fit(model, train, evaluation, patience, callbacks, config.epochs, 0, steps)
+        history = _fit(model, train, evaluation, patience, callbacks, config.epochs, 0, steps, min_delta)
+        return history, restored_epoch(history["val_loss"], min_delta)
     # after_epochs N: train the layers above the frozen vectors first, then fine-tune everything. The
     # optimizer only updates the variables it was compiled with, hence the recompile; the second phase
-    # keeps its result only if it beats the frozen phase's best val_loss.
-    frozen = _fit(model, train, evaluation, patience, callbacks, frozen_epochs, 0, steps)
-    frozen_weights, frozen_best = model.get_weights(), min(frozen["val_loss"])
+    # keeps its result only if it beats the frozen phase's kept val_loss.
+    frozen = _fit(model, train, evaluation, patience, callbacks, frozen_epochs, 0, steps, min_delta)
+    frozen_weights, frozen_epoch = model.get_weights(), restored_epoch(frozen["val_loss"], min_delta)
     model.get_layer("embedding").trainable = True
     with strategy.scope():
         compile_model(model, learning_rate)
     log(f"trainer: embedding unfrozen after {len(frozen['loss'])} epoch(s)")
-    tuned = _fit(model, train, evaluation, patience, callbacks, config.epochs, len(frozen["loss"]), steps)
-    if min(tuned["val_loss"]) >= frozen_best:
+    tuned = _fit(model, train, evaluation, patience, callbacks, config.epochs, len(frozen["loss"]), steps,
+                 min_delta)
+    tuned_epoch = restored_epoch(tuned["val_loss"], min_delta)
+    history = {k: frozen[k] + tuned[k] for k in frozen}
+    if tuned["val_loss"][tuned_epoch - 1] >= frozen["val_loss"][frozen_epoch - 1]:
         model.set_weights(frozen_weights)
-    return {k: frozen[k] + tuned[k] for k in frozen}
+        return history, frozen_epoch
+    return history, len(frozen["loss"]) + tuned_epoch
