@@ -13,7 +13,8 @@ A mutation is `caught` only when one of its tests fails or errs (read from pytes
 Beam sometimes crash the interpreter on exit, so the exit code cannot tell). A run where no test ran (a test
 id that no longer exists, a collection error), a timeout, or a `new` snippet that does not compile is an
 ERROR, not a catch. The exit code is non-zero if any mutation survives or errs, or if an `old` snippet is not
-found exactly once in its file (checked for every selected mutation before anything runs).
+found exactly once in its file (checked for every selected mutation before anything runs). Ctrl-C or SIGTERM
+ends the pytest runs in progress, with whatever they started, before the harness exits.
 
     python tools/mutants.py                 all mutations
     python tools/mutants.py --fast          those marked fast (each test under ~20 s; CI, under 3 minutes)
@@ -40,11 +41,14 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -52,6 +56,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mutations import DEFAULT_TIMEOUT, MUTATIONS, Mutation
 
 ROOT = Path(__file__).resolve().parent.parent
+# The process groups of the pytest runs in progress, and whether the harness was told to stop.
+RUNNING: set[int] = set()
+STOPPED = threading.Event()
+
+
+def stop_on_signals() -> None:
+    """SIGTERM or SIGINT ends every pytest run in progress with what it started (servers, Beam workers,
+    clusters), then the harness (exit 128 + the signal), its copies removed: none is left running."""
+    def stop(signum, _frame):
+        STOPPED.set()
+        for group in list(RUNNING):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
 
 
 def check_snippets(mutations: list[Mutation], root: Path = ROOT) -> list[str]:
@@ -103,13 +123,18 @@ def run_tests(copy: Path, tests: tuple[str, ...],
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=copy, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, start_new_session=True)
+    RUNNING.add(process.pid)
     try:
+        if STOPPED.is_set():  # the stop came between Popen and RUNNING.add
+            os.killpg(process.pid, signal.SIGKILL)
         output, _ = process.communicate(timeout=timeout)
         exit_text = f"exit {process.returncode}"
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, 9)  # the test run and whatever it started (servers, Beam workers)
+        os.killpg(process.pid, signal.SIGKILL)  # the test run and whatever it started (servers, Beam workers)
         output, _ = process.communicate()
         exit_text = f"timed out after {timeout}s"
+    finally:
+        RUNNING.discard(process.pid)
     seconds = time.monotonic() - started
     counts = None
     if report.is_file() and exit_text.startswith("exit"):
@@ -135,6 +160,8 @@ def mutate(copy: Path, mutation: Mutation) -> str | None:
 
 
 def run_mutation(mutation: Mutation, files: list[str], verbose: bool) -> str:
+    if STOPPED.is_set():  # the harness is stopping: a queued mutation does not start
+        return "stopped"
     with tempfile.TemporaryDirectory(prefix=f"mutant-{mutation.name}-") as folder:
         copy = Path(folder)
         copy_project(copy, files)
@@ -143,6 +170,8 @@ def run_mutation(mutation: Mutation, files: list[str], verbose: bool) -> str:
             counts, exit_text, seconds, output = None, problem, 0.0, ""
         else:
             counts, exit_text, seconds, output = run_tests(copy, mutation.tests, mutation.timeout)
+    if STOPPED.is_set():
+        return "stopped"
     if counts is None or counts["tests"] == 0:
         status = f"ERROR ({exit_text}, no test ran)"
     elif counts["failed"]:
@@ -200,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         print("mutations that no longer apply:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
     files = project_files()
+    stop_on_signals()
     if args.baseline:
         return 0 if run_baseline(selected, files) else 1
     started = time.monotonic()

@@ -719,4 +719,15 @@ MUTATIONS: list[Mutation] = [
         tests=("tests/system/test_faults.py::"
                "test_kill_9_inside_the_pusher_loses_nothing_and_never_pushes_twice",),
     ),
+    # ------------------------------------------------------------------------------------ the harness
+    Mutation(
+        name="stopped_harness_leaves_its_pytest_running",
+        file="tools/mutants.py",
+        old="                os.killpg(group, signal.SIGKILL)",
+        new="                pass",
+        breaks="a `make mutants` stopped with Ctrl-C or SIGTERM leaves its pytest run (and the servers and "
+        "workers that run started) going",
+        tests=("tests/unit/test_mutants_stop.py",),
+        fast=True,
+    ),
 ]
