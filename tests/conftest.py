@@ -20,6 +20,7 @@ from support.paths import SAMPLE_DIR
 
 from contract import config as config_module
 from contract.artifacts import Artifact, Runtime
+from pipeline.root import scratch_tempdir
 
 pytest_plugins = ["support.fixtures"]  # the session fixtures several modules share
 
@@ -100,6 +101,15 @@ def pytest_collection_modifyitems(items):
 def sample_dir() -> Path:
     """1,200 train rows (300 per class) and 400 test rows (100 per class) of the real AG News CSV files."""
     return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temporary_files_inside_pytests_folder(tmp_path_factory):
+    """Tests that run a step in-process (the runner does this for a run) keep the temporary folders of Beam,
+    TensorFlow and dask inside pytest's folder, removed at the end: Beam's Prism job server otherwise leaves
+    a `beam-temp*` folder in /tmp for each pipeline."""
+    with scratch_tempdir(tmp_path_factory.getbasetemp()):
+        yield
 
 
 @pytest.fixture(scope="session")
