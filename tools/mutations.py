@@ -180,8 +180,9 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="kept_epoch_is_the_lowest_loss",
         file="components/trainer/fitting.py",
-        old="        if value < best - min_delta:",
-        new="        if value < best:",
+        old="    return history.history, early_stopping.best_epoch - initial_epoch + 1",
+        new="    return history.history, 1 + history.history['val_loss'].index(\n"
+        "        min(history.history['val_loss']))",
         breaks="history.json names as the model's epoch (and its val_loss) one whose weights early stopping "
         "did not keep",
         tests=("tests/unit/test_fitting.py",),

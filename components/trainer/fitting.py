@@ -32,9 +32,10 @@ def steps_per_epoch(train_examples: int, batch_size: int, max_rows: int, workers
 
 
 def _fit(model, train, evaluation, patience: int, callbacks: list, epochs: int, initial_epoch: int = 0,
-         steps_per_epoch: int | None = None, min_delta: float = 0.0) -> dict[str, list[float]]:
-    """min_delta: an epoch improves only if it lowers val_loss by more than this (Keras restores the weights
-    of the last epoch that did). steps_per_epoch: each epoch trains on that many batches of an endless
+         steps_per_epoch: int | None = None, min_delta: float = 0.0) -> tuple[dict[str, list[float]], int]:
+    """The Keras history {metric: [value per epoch]} and the epoch of this fit (1-based) whose weights the
+    model keeps. min_delta: an epoch improves only if it lowers val_loss by more than this (Keras restores the
+    weights of the last epoch that did). steps_per_epoch: each epoch trains on that many batches of an endless
     repetition of the train batches, so the next epoch goes on where this one stopped (Keras keeps the
     iterator when steps_per_epoch is set)."""
     import keras
@@ -54,17 +55,8 @@ def _fit(model, train, evaluation, patience: int, callbacks: list, epochs: int, 
         shuffle=False,
         callbacks=[early_stopping, *callbacks],
     )
-    return history.history
-
-
-def restored_epoch(val_losses: list[float], min_delta: float) -> int:
-    """The epoch (1-based) whose weights EarlyStopping(restore_best_weights) leaves in the model: the last one
-    that lowered val_loss by more than min_delta below the one before it that did (Keras's rule)."""
-    best_epoch, best = 1, val_losses[0]
-    for epoch, value in enumerate(val_losses[1:], start=2):
-        if value < best - min_delta:
-            best_epoch, best = epoch, value
-    return best_epoch
+    # EarlyStopping counts epochs from 0, and from initial_epoch in a second phase
+    return history.history, early_stopping.best_epoch - initial_epoch + 1
 
 
 def fit_phases(model, train, evaluation, patience: int, callbacks: list, frozen_epochs: int,
@@ -75,20 +67,19 @@ def fit_phases(model, train, evaluation, patience: int, callbacks: list, frozen_
     keeps."""
     min_delta = config.early_stopping_min_delta
     if not 0 < frozen_epochs < config.epochs:
-        history = _fit(model, train, evaluation, patience, callbacks, config.epochs, 0, steps, min_delta)
-        return history, restored_epoch(history["val_loss"], min_delta)
+        return _fit(model, train, evaluation, patience, callbacks, config.epochs, 0, steps, min_delta)
     # after_epochs N: train the layers above the frozen vectors first, then fine-tune everything. The
     # optimizer only updates the variables it was compiled with, hence the recompile; the second phase
     # keeps its result only if it beats the frozen phase's kept val_loss.
-    frozen = _fit(model, train, evaluation, patience, callbacks, frozen_epochs, 0, steps, min_delta)
-    frozen_weights, frozen_epoch = model.get_weights(), restored_epoch(frozen["val_loss"], min_delta)
+    frozen, frozen_epoch = _fit(model, train, evaluation, patience, callbacks, frozen_epochs, 0, steps,
+                                min_delta)
+    frozen_weights = model.get_weights()
     model.get_layer("embedding").trainable = True
     with strategy.scope():
         compile_model(model, learning_rate)
     log(f"trainer: embedding unfrozen after {len(frozen['loss'])} epoch(s)")
-    tuned = _fit(model, train, evaluation, patience, callbacks, config.epochs, len(frozen["loss"]), steps,
-                 min_delta)
-    tuned_epoch = restored_epoch(tuned["val_loss"], min_delta)
+    tuned, tuned_epoch = _fit(model, train, evaluation, patience, callbacks, config.epochs,
+                              len(frozen["loss"]), steps, min_delta)
     history = {k: frozen[k] + tuned[k] for k in frozen}
     if tuned["val_loss"][tuned_epoch - 1] >= frozen["val_loss"][frozen_epoch - 1]:
         model.set_weights(frozen_weights)
