@@ -244,6 +244,12 @@ class Server:
         return self.process.wait(120)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of process `pid` so far, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_loads(servers: dict[str, Server], drive: Callable[[int, int, float, int], dict],
               seconds: float) -> dict:
     """Every load against every server, in halves ordered A B B A (one server: A A). `drive(port, connections,
@@ -253,12 +259,14 @@ def run_loads(servers: dict[str, Server], drive: Callable[[int, int, float, int]
     results: dict[str, dict] = {label: {} for label in servers}
     for connections, texts in LOADS:
         name = f"{connections} x {texts}"
-        runs = {label: {"wrk": [], "load": []} for label in servers}
+        runs = {label: {"wrk": [], "load": [], "cpu": []} for label in servers}
         # the other server is idle meanwhile: one scrape before the first half and after the last
         for label in order:
             run = runs[label]
             run.setdefault("before", scrape(servers[label].port))
+            cpu_before = cpu_seconds(servers[label].process.pid)
             run["wrk"].append(drive(servers[label].port, connections, seconds / 2, texts))
+            run["cpu"].append(cpu_seconds(servers[label].process.pid) - cpu_before)
             run["load"].append(os.getloadavg()[0])
             run["metrics"] = server_split(run["before"], scrape(servers[label].port))
         for label, run in runs.items():
@@ -271,6 +279,8 @@ def run_loads(servers: dict[str, Server], drive: Callable[[int, int, float, int]
                 "texts_per_second": requests * texts / duration, "p50_ms": sum(h["p50_us"] for h in halves) /
                 len(halves) / 1000, "p99_ms": max(h["p99_us"] for h in halves) / 1000,
                 "errors": sum(h["errors"] for h in halves), "refused_503": refused,
+                # the server process's CPU (every thread) over the loads' time, in cores
+                "server_cores": sum(run["cpu"]) / duration,
                 "load_average": sum(run["load"]) / len(run["load"]), **run["metrics"]}
             if "client_cpu_seconds" in halves[0]:  # the asyncio client: requests per CPU-second of its own
                 result["client_requests_per_cpu_second"] = (sum(h["requests"] for h in halves)
@@ -448,9 +458,9 @@ def markdown(report: dict) -> str:
     rows = [
         f"| in-process, 1 text, sequential | | {1000 / ref['one_text']['p50_ms']:.0f} | "
         f"{ref['one_text']['p50_ms']:.2f} | {ref['one_text']['p99_ms']:.1f} | | | "
-        f"{ref['load_average']:.1f} |",
+        f" | {ref['load_average']:.1f} |",
         f"| in-process, batches of 64 | | {ref['batch_64']['texts_per_second']:.0f} | "
-        f"{ref['batch_64']['p50_ms']:.1f} | | | | |",
+        f"{ref['batch_64']['p50_ms']:.1f} | | | | | |",
     ]
     for connections, texts in LOADS:
         name = f"{connections} x {texts}"
@@ -463,7 +473,7 @@ def markdown(report: dict) -> str:
             rows.append(f"| {connections} conn. x {texts} text{'s' if texts > 1 else ''} | {label} | "
                         f"{r['texts_per_second']:.0f}{ratio} | {r['p50_ms']:.2f} | {r['p99_ms']:.1f} | "
                         f"{r['model_calls']:.0f} ({r['mean_rows_per_call']:.1f}) | {r['refused_503']} | "
-                        f"{r['load_average']:.1f} |")
+                        f"{r['server_cores']:.2f} | {r['load_average']:.1f} |")
     stage_rows = []
     for connections, texts in LOADS:
         r = http_loads["new default"][f"{connections} x {texts}"]
@@ -501,8 +511,8 @@ def markdown(report: dict) -> str:
                 "not absolute numbers.",
                 "",
                 "| load | server | texts/s (new/old) | p50 ms | p99 ms | model calls (rows per call) | "
-                "503s | load avg |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- |",
+                "503s | server CPU (cores) | load avg |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
                 *rows,
                 "",
                 *(
