@@ -526,6 +526,35 @@ MUTATIONS: list[Mutation] = [
         tests=("tests/unit/test_serve_event_loop.py",),
         fast=True,
     ),
+    Mutation(
+        name="batch_waits_out_the_timeout_with_every_client_in",
+        file="apps/serving/batching.py",
+        old="                    or all_in\n",
+        new="",
+        breaks="a batch waits for the timeout although every client seen lately is already waiting: 16 "
+        "clients of one text each are cut into batches of about 7 rows by the timeout",
+        tests=("tests/unit/test_batching_all_in.py",),
+        fast=True,
+    ),
+    Mutation(
+        name="running_batches_left_out_of_the_waiting_clients",
+        file="apps/serving/batching.py",
+        old="        return waiting + self._running_requests >= clients",
+        new="        return waiting >= clients",
+        breaks="requests in running batches do not count as waiting, so the next batch waits for clients "
+        "that are already being answered",
+        tests=("tests/unit/test_batching_all_in.py",),
+        fast=True,
+    ),
+    Mutation(
+        name="server_does_not_tell_the_batcher_its_requests",
+        file="apps/serving/http.py",
+        old="    batcher.requests_held = lambda: server.requests_in_flight\n",
+        new="",
+        breaks="the batcher never learns how many clients there are: every batch under load waits out the "
+        "timeout (a closed loop of 8 clients at the median: 96 ms against 8-10)",
+        tests=("tests/system/test_serve_adaptive.py",),
+    ),
     # ------------------------------------------------------------------------------- stops, spans, metrics
     Mutation(
         name="swallowed_stop_still_publishes_the_step",

@@ -293,10 +293,10 @@ def _add_batching_flags(serve: argparse.ArgumentParser) -> None:
         "--batch-timeout-micros",
         type=duration_in(1e-6),
         default=batching.batch_timeout_micros,
-        help="longest wait for more requests before a batch thread takes a partly filled batch, "
-        "only under load (a batch running, or requests faster than one per timeout): a lone "
-        f"request never waits (default {batching.batch_timeout_micros}; 100000 or more: every "
-        "request waits, as in TF Serving; or a duration such as 2ms)",
+        help="longest wait for more requests for a partly filled batch, only under load (a batch running, "
+        "or requests faster than one per timeout) and until every client seen lately is waiting: a lone "
+        f"request never waits (default {batching.batch_timeout_micros}; 100000 or more: every request "
+        "waits, as in TF Serving; or a duration such as 2ms)",
     )
     serve.add_argument(
         "--max-enqueued-batches",

@@ -4,10 +4,15 @@ a policy that sizes batches to the load by itself.
 Requests for the same loaded version and signature wait in one queue. Whenever a batch thread is free, the
 queue whose oldest request has waited longest hands over up to `max_batch_size` rows (whole requests; one with
 several instances joins as a block): at once when the server is not loaded, else as soon as it holds that many
-rows or its oldest request has waited `batch_timeout_micros`. Loaded means a batch is running (its clients
-will send again soon) or the last 100 ms brought requests faster than one per timeout: so a lone request never
-waits for others, and under load batches grow with the queue (requests that arrive while the batch threads are
-busy join the next batch). A timeout of 100 ms or more makes every request wait, as TF Serving does.
+rows, or every client seen lately is waiting, or its oldest request has waited `batch_timeout_micros`.
+Loaded means a batch is running (its clients will send again soon) or the last 100 ms brought requests faster
+than one per timeout: so a lone request never waits for others, and under load batches grow with the queue
+(requests that arrive while the batch threads are busy join the next batch). "Every client": the server tells
+the batcher how many requests it holds (arrived, not yet answered); the most it held over the last 100 ms is
+how many clients are about, and once that many requests are queued or in running batches no one else is
+coming, so waiting longer only adds latency. 16 clients sending one text each then meet in one batch of 16
+instead of two or three smaller ones cut by the timeout (benchmarks/results/serve_all_in.md). A timeout of 100
+ms or more makes every request wait for it (or a full batch), as TF Serving does.
 
 The rows are concatenated, padded by repeating the first row up to the next of `allowed_batch_sizes` (a
 handful of shapes, so the model's kernels see few batch sizes), run as one model call, and the outputs are
@@ -56,8 +61,10 @@ class BatchingOptions:
     # (benchmarks/results/export_chunks.md), and 16 clients of 64 texts fit one round of 2 batch threads.
     max_batch_size: int = 256
     # The longest a request waits for others to join its batch; it waits only while the next request is
-    # expected sooner (arrivals faster than one per timeout), so a lone request never waits.
-    batch_timeout_micros: int = 1000
+    # expected sooner (arrivals faster than one per timeout), and no longer than until every client seen
+    # lately is waiting, so a lone request never waits. 3 ms: 16 clients' requests reach the queue over 2-3
+    # ms on 2 loaded cores; with 1 ms they made batches of 7-8 rows, with 3 ms of 16, at 0.75x the CPU.
+    batch_timeout_micros: int = 3000
     max_enqueued_batches: int = 32
     # Refuse a request whose estimated time to answer exceeds this (0: no check by time, only the hard
     # cap). Below 100 ms: the estimate is a mean, and 2x overload answered in 120 ms at p99 with 100.
@@ -193,8 +200,14 @@ class Batcher:
         self._arrivals: deque[float] = deque()
         # what a batch of r rows costs, fitted on recent batches
         self.cost = BatchCost(COST_WEIGHT)
-        # the batches running now: {id of its task list: (start, rows)}
+        # the batches running now: {id of its task list: (start, rows)}, and their requests
         self._running: dict[int, tuple[float, int]] = {}
+        self._running_requests = 0
+        # Requests the server holds now, from arrival to answer (the server sets it; always 0: unknown, so
+        # batches wait for the timeout), and (time, held) at each submit over the last RATE_WINDOW_SECONDS,
+        # held decreasing, so the first is the window's most: the clients about.
+        self.requests_held: Callable[[], int] = lambda: 0
+        self._held_peaks: deque[tuple[float, int]] = deque()
 
     def queued_rows(self) -> int:
         return sum(queue.rows for queue in self.queues.values())
@@ -239,6 +252,10 @@ class Batcher:
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         self._arrivals.append(now)
+        held = self.requests_held()
+        while self._held_peaks and self._held_peaks[-1][1] <= held:
+            self._held_peaks.pop()
+        self._held_peaks.append((now, held))
         task = _Task(inputs, rows, solo or rows == 0, loop.create_future(), now)
         task.future.add_done_callback(functools.partial(self._cancelled, queue, task))
         queue.tasks.append(task)
@@ -263,6 +280,7 @@ class Batcher:
         while self.free_threads > 0:
             ready, ready_task, wake_at, now = None, None, None, time.monotonic()
             loaded = self._loaded(now)
+            all_in = self._all_clients_waiting(now)
             for key, queue in list(self.queues.items()):
                 task = queue.oldest()
                 if task is None:
@@ -274,6 +292,7 @@ class Batcher:
                     not loaded
                     or due <= now
                     or queue.rows >= max_rows
+                    or all_in
                     or not self.options.enabled
                     or task.solo
                     or self.draining
@@ -289,6 +308,7 @@ class Batcher:
             tasks = ready.take(max_rows, merge=self.options.enabled)
             self.free_threads -= 1
             self._running[id(tasks)] = (now, sum(task.rows for task in tasks))
+            self._running_requests += len(tasks)
             running = loop.run_in_executor(
                 self.executor, self._run_batch, ready.servable, ready.signature, tasks
             )
@@ -303,8 +323,22 @@ class Batcher:
         return (self.free_threads < self.options.num_batch_threads
                 or len(self._arrivals) * self.options.batch_timeout_micros > RATE_WINDOW_SECONDS * 1e6)
 
+    def _all_clients_waiting(self, now: float) -> bool:
+        """Whether the queued requests and those in running batches are as many as the most requests the
+        server held over the last RATE_WINDOW_SECONDS: then no other client is about to send one. Never with
+        a timeout of RATE_WINDOW_SECONDS or more, where every batch waits for it, as in TF Serving."""
+        while self._held_peaks and self._held_peaks[0][0] < now - RATE_WINDOW_SECONDS:
+            self._held_peaks.popleft()
+        clients = self._held_peaks[0][1] if self._held_peaks else 0
+        # unknown; or TF Serving's batching asked for (a timeout of the window or more): every batch waits
+        if clients == 0 or self.options.batch_timeout_micros >= RATE_WINDOW_SECONDS * 1e6:
+            return False
+        waiting = sum(len(queue.tasks) for queue in self.queues.values())
+        return waiting + self._running_requests >= clients
+
     def _finished(self, tasks: list[_Task], running: asyncio.Future) -> None:
         self.free_threads += 1
+        self._running_requests -= len(tasks)
         started, rows = self._running.pop(id(tasks))
         error = running.exception()
         # the batch thread's whole time (inputs, model, outputs): what draining a row costs

@@ -430,6 +430,7 @@ def serve(serving_dir: Path, model_name: str = "agnews", host: str = "127.0.0.1"
     batcher.on_batch, batcher.on_dropped = metrics.batch, metrics.dropped_rows
     server = ModelServer(model_name, watcher, batcher, max_request_bytes, metrics)
     metrics.in_flight.set_function(lambda: server.requests_in_flight)
+    batcher.requests_held = lambda: server.requests_in_flight
     try:
         _run_event_loop(_serve(server, host, port, log))
     finally:

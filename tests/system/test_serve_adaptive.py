@@ -67,3 +67,27 @@ def test_bursts_are_merged_and_each_request_gets_its_own_rows(server, models):
     assert metric(server, "serve_batch_size_sum") - rows_before == sum(len(t) for plan in plans for t in plan)
     assert merged > 0, "no model call held more than one request"
     assert calls < requests, f"{calls} model calls for {requests} requests"
+
+
+def test_a_closed_loop_of_clients_is_not_held_to_the_timeout(server, models):
+    """8 clients, each sending its next request as soon as it has its answer: once all 8 are waiting, their
+    batch starts, without waiting out the 90 ms timeout that holds a batch while more requests may come."""
+    clients, rounds = 8, 12
+
+    def client(index):
+        latencies = []
+        for request in range(rounds):
+            text = TEXTS[(index + request) % len(TEXTS)]
+            started = time.monotonic()
+            status, body, _ = post(server, "/v1/models/agnews:predict", {"instances": [text]})
+            latencies.append(time.monotonic() - started)
+            assert status == 200
+            np.testing.assert_allclose(body["predictions"][0]["probabilities"],
+                                       models[1]["probabilities"][TEXTS.index(text)], atol=1e-6)
+        return latencies[2:]  # the first rounds: the server has not yet seen every client
+
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        latencies = sorted(latency for result in pool.map(client, range(clients)) for latency in result)
+    # Held to the timeout, the median request takes 90 ms or more (measured: 96-97 ms with the server's count
+    # of the requests it holds cut off from the batcher); answered once every client is in, 8-10 ms.
+    assert latencies[len(latencies) // 2] < TIMEOUT_US / 1e6 / 2, latencies
