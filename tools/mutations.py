@@ -539,8 +539,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="running_batches_left_out_of_the_waiting_clients",
         file="apps/serving/batching.py",
-        old="        return waiting + self._running_requests >= clients",
-        new="        return waiting >= clients",
+        old="        return self.queued_requests() + running >= clients",
+        new="        return self.queued_requests() >= clients",
         breaks="requests in running batches do not count as waiting, so the next batch waits for clients "
         "that are already being answered",
         tests=("tests/unit/test_batching_all_in.py",),

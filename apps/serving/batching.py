@@ -200,9 +200,8 @@ class Batcher:
         self._arrivals: deque[float] = deque()
         # what a batch of r rows costs, fitted on recent batches
         self.cost = BatchCost(COST_WEIGHT)
-        # the batches running now: {id of its task list: (start, rows)}, and their requests
-        self._running: dict[int, tuple[float, int]] = {}
-        self._running_requests = 0
+        # the batches running now: {id of its task list: (start, rows, requests)}
+        self._running: dict[int, tuple[float, int, int]] = {}
         # Requests the server holds now, from arrival to answer (the server sets it; always 0: unknown, so
         # batches wait for the timeout), and (time, held) at each submit over the last RATE_WINDOW_SECONDS,
         # held decreasing, so the first is the window's most: the clients about.
@@ -212,15 +211,18 @@ class Batcher:
     def queued_rows(self) -> int:
         return sum(queue.rows for queue in self.queues.values())
 
+    def queued_requests(self) -> int:
+        return sum(len(queue.tasks) for queue in self.queues.values())
+
     def estimated_delay(self) -> float:
         """Seconds until a request arriving now would be answered: what is left of the running batches and the
         queued rows of every version (the batch threads are shared) in batches of max_batch_size, at the
         fitted cost, spread over the batch threads, then its own batch. 0 before the first batch has been
         timed, and while the next round of batches takes the whole queue (apps/serving/admission.py)."""
-        requests = sum(len(queue.tasks) for queue in self.queues.values())
+        requests = self.queued_requests()
         now = time.monotonic()
         running_left = sum(max(0.0, self.cost.seconds(rows) - (now - started))
-                           for started, rows in self._running.values()) if self.cost.sums else 0.0
+                           for started, rows, _ in self._running.values()) if self.cost.sums else 0.0
         return queue_delay(self.cost, self.queued_rows(), requests, self.options.max_batch_size,
                            self.options.num_batch_threads, self.options.enabled, running_left)
 
@@ -280,7 +282,7 @@ class Batcher:
         while self.free_threads > 0:
             ready, ready_task, wake_at, now = None, None, None, time.monotonic()
             loaded = self._loaded(now)
-            all_in = self._all_clients_waiting(now)
+            all_in = loaded and self._all_clients_waiting(now)
             for key, queue in list(self.queues.items()):
                 task = queue.oldest()
                 if task is None:
@@ -307,8 +309,7 @@ class Batcher:
                 return
             tasks = ready.take(max_rows, merge=self.options.enabled)
             self.free_threads -= 1
-            self._running[id(tasks)] = (now, sum(task.rows for task in tasks))
-            self._running_requests += len(tasks)
+            self._running[id(tasks)] = (now, sum(task.rows for task in tasks), len(tasks))
             running = loop.run_in_executor(
                 self.executor, self._run_batch, ready.servable, ready.signature, tasks
             )
@@ -333,13 +334,12 @@ class Batcher:
         # unknown; or TF Serving's batching asked for (a timeout of the window or more): every batch waits
         if clients == 0 or self.options.batch_timeout_micros >= RATE_WINDOW_SECONDS * 1e6:
             return False
-        waiting = sum(len(queue.tasks) for queue in self.queues.values())
-        return waiting + self._running_requests >= clients
+        running = sum(requests for _, _, requests in self._running.values())
+        return self.queued_requests() + running >= clients
 
     def _finished(self, tasks: list[_Task], running: asyncio.Future) -> None:
         self.free_threads += 1
-        self._running_requests -= len(tasks)
-        started, rows = self._running.pop(id(tasks))
+        started, rows, _ = self._running.pop(id(tasks))
         error = running.exception()
         # the batch thread's whole time (inputs, model, outputs): what draining a row costs
         if error is None:
