@@ -17,13 +17,12 @@ import argparse
 import asyncio
 import json
 import shlex
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import harness  # benchmarks/ is on sys.path when a script here runs
-from bench_serve import REPO, RESULTS_DIR, Server, open_loop, read_test_rows
+from bench_serve import REPO, RESULTS_DIR, Server, open_loop, publish_version, read_test_rows, request_bodies
 
 
 def main() -> None:
@@ -38,16 +37,15 @@ def main() -> None:
     args = parser.parse_args()
 
     texts, _ = read_test_rows(args.data)
-    bodies = [json.dumps({"instances": texts[start:start + 64]}).encode()
-              for start in range(0, len(texts) - 63, 64)]
+    bodies = [body.encode() for body in request_bodies(texts, 64)]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_overload") as scratch:
         servers = {}
-        for index, flags in enumerate(args.flags):
-            serving_dir = Path(scratch) / str(index)
-            shutil.copytree(args.model_dir, serving_dir / "1")
-            servers[flags] = Server(REPO, serving_dir, shlex.split(flags))
         try:
+            for index, flags in enumerate(args.flags):
+                serving_dir = Path(scratch) / str(index) / "agnews"
+                publish_version(args.model_dir, serving_dir)
+                servers[flags] = Server(REPO, serving_dir, shlex.split(flags))
             for server in servers.values():  # the batch cost is fitted, the shapes compiled
                 asyncio.run(open_loop(server.port, args.rate / 2, bodies, 3))
             rounds: dict[str, list[dict]] = {flags: [] for flags in servers}
@@ -57,9 +55,12 @@ def main() -> None:
                     result = asyncio.run(open_loop(servers[flags].port, args.rate, bodies, args.seconds))
                     rounds[flags].append(result)
                     print(f"round {number + 1} [{flags}]", json.dumps(result), flush=True)
-        finally:
             for server in servers.values():
                 server.stop()
+        finally:
+            for server in servers.values():
+                if server.process.poll() is None:
+                    server.process.kill()
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": harness.command_line(),
               "machine": harness.machine(), "model_dir": str(args.model_dir), "rate": args.rate,
               "seconds_per_round": args.seconds, "rounds": rounds,

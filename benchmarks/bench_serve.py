@@ -126,6 +126,12 @@ def read_test_rows(csv_dir: Path) -> tuple[list[str], list[int]]:
     return texts, labels
 
 
+def request_bodies(texts: list[str], size: int) -> list[str]:
+    """Up to 200 JSON :predict bodies of `size` consecutive test texts each."""
+    return [json.dumps({"instances": [texts[(i * size + j) % len(texts)] for j in range(size)]})
+            for i in range(min(200, len(texts) // size))]
+
+
 def percentile(values: list[float], percent: float) -> float:
     ordered = sorted(values)
     return (
@@ -404,8 +410,7 @@ def main() -> None:
     print("in-process", json.dumps(reference), flush=True)
 
     workdir = Path(tempfile.mkdtemp(prefix="agnews-bench-serve-"))
-    bodies = {size: [json.dumps({"instances": [texts[(i * size + j) % len(texts)] for j in range(size)]})
-                     for i in range(min(200, len(texts) // size))] for size in (1, 64)}
+    bodies = {size: request_bodies(texts, size) for size in (1, 64)}
     scripts = {size: write_wrk_script(workdir / f"post{size}.lua", bodies[size]) for size in bodies}
     encoded = {size: [body.encode() for body in bodies[size]] for size in bodies}
 
