@@ -22,7 +22,16 @@ import time
 from pathlib import Path
 
 import harness  # benchmarks/ is on sys.path when a script here runs
-from bench_serve import REPO, RESULTS_DIR, Server, open_loop, publish_version, read_test_rows, request_bodies
+from bench_serve import (
+    REPO,
+    RESULTS_DIR,
+    Server,
+    open_loop,
+    publish_version,
+    read_test_rows,
+    request_bodies,
+    require_serving_model,
+)
 
 
 def main() -> None:
@@ -35,7 +44,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "overload.json")
     args = parser.parse_args()
-
+    require_serving_model(args.model_dir)
     texts, _ = read_test_rows(args.data)
     bodies = [body.encode() for body in request_bodies(texts, 64)]
     started = time.perf_counter()

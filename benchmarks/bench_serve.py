@@ -126,6 +126,13 @@ def read_test_rows(csv_dir: Path) -> tuple[list[str], list[int]]:
     return texts, labels
 
 
+def require_serving_model(model_dir: Path) -> None:
+    """One line and exit 1 unless `model_dir` holds a SavedModel (a version folder of a serving folder)."""
+    if not (model_dir / "saved_model.pb").is_file():
+        raise SystemExit(f"{Path(sys.argv[0]).name}: no saved_model.pb in --model-dir {model_dir}; pass a "
+                         "version folder such as <pipeline root>/serving/agnews/1")
+
+
 def request_bodies(texts: list[str], size: int) -> list[str]:
     """Up to 200 JSON :predict bodies of `size` consecutive test texts each."""
     return [json.dumps({"instances": [texts[(i * size + j) % len(texts)] for j in range(size)]})
@@ -400,6 +407,7 @@ def main() -> None:
                         "installed, else the asyncio client, which reports whether it kept up)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "serve.json")
     args = parser.parse_args()
+    require_serving_model(args.model_dir)
     client = args.client or ("wrk" if shutil.which("wrk") else "asyncio")
     if client == "wrk" and shutil.which("wrk") is None:
         raise SystemExit("bench_serve: wrk is not installed; install it (apt-get install wrk) or use "
