@@ -52,6 +52,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 # components.pusher.executor imports the standard library and contract.artifacts only
 from components.pusher.executor import publish_version  # noqa: E402
+from library.layouts import has_saved_model  # noqa: E402
 
 RESULTS_DIR = Path(__file__).parent / "results"
 PATH = "/v1/models/agnews:predict"
@@ -128,8 +129,8 @@ def read_test_rows(csv_dir: Path) -> tuple[list[str], list[int]]:
 
 def require_serving_model(model_dir: Path) -> None:
     """One line and exit 1 unless `model_dir` holds a SavedModel (a version folder of a serving folder)."""
-    if not (model_dir / "saved_model.pb").is_file():
-        raise SystemExit(f"{Path(sys.argv[0]).name}: no saved_model.pb in --model-dir {model_dir}; pass a "
+    if not has_saved_model(model_dir):
+        raise SystemExit(f"{Path(sys.argv[0]).name}: no SavedModel in --model-dir {model_dir}; pass a "
                          "version folder such as <pipeline root>/serving/agnews/1")
 
 
