@@ -22,6 +22,8 @@ from contract.config import REDACTED, PipelineConfig, redact_args
 from contract.config_checks import ConfigError
 
 DASK_RUNNER = "engines.dask.runner.DaskClusterRunner"
+# --beam-runner direct, and any step whose flags name no runner: Beam's DirectRunner minus its Prism download
+LOCAL_RUNNER = "engines.local.LocalRunner"
 # The class names of a dask runner: Beam's own (refused by beam_args_problem) and this project's adapter.
 DASK_RUNNER_NAMES = ("DaskRunner", "DaskClusterRunner")
 # where Beam's own DaskRunner lives
@@ -118,6 +120,8 @@ def pipeline_options(beam_args: tuple[str, ...] | list[str]) -> PipelineOptions:
         # message streams: its default (300 s) fails every portable job that runs longer with
         # DEADLINE_EXCEEDED. Reaching the service is checked below, in CONNECT_SECONDS.
         args.append(f"--job_server_timeout={JOB_SECONDS}")
+    if "--runner" not in names:
+        args.append(f"--runner={LOCAL_RUNNER}")
     # flags=... stops PipelineOptions from parsing sys.argv (the CLI's own flags) as Beam flags.
     options = CachedViewsOptions(flags=args, save_main_session=False)
     check_engine_reachable(options)

@@ -72,6 +72,24 @@ MUTATIONS: list[Mutation] = [
             "test_ingest_reuses_unchanged_spans_as_hard_links_and_metrics_keep_the_last_success",
         ),
     ),
+    Mutation(
+        name="default_engine_tries_prism_first",
+        file="engines/local.py",
+        old="    _is_interactive = True",
+        new="    _is_interactive = False",
+        breaks="each Beam step first tries to fetch Prism from GitHub into ~/.apache_beam (outside the root)",
+        tests=("tests/unit/test_local_runner.py",),
+        fast=True,
+    ),
+    Mutation(
+        name="steps_run_on_beams_direct_runner",
+        file="library/beam_options.py",
+        old='        args.append(f"--runner={LOCAL_RUNNER}")',
+        new="        pass",
+        breaks="a step with no --runner runs on Beam's DirectRunner, which tries Prism before every pipeline",
+        tests=("tests/unit/test_local_runner.py",),
+        fast=True,
+    ),
     # ------------------------------------------------------------------------------------------ validate
     Mutation(
         name="drift_threshold_read_as_percent",
