@@ -54,24 +54,36 @@ class Proxy:
         self.socket.close()
 
 
-def run_pipeline(tmp_path, proxy: Proxy, name: str, *beam_args: str) -> tuple[str, list[str]]:
-    """(what the pipeline wrote, the files it left under its home folder)."""
-    home, out = tmp_path / f"home-{name}", tmp_path / f"{name}.txt"
+def start_pipeline(tmp_path, proxy: Proxy, name: str, *beam_args: str) -> subprocess.Popen:
+    home = tmp_path / f"home-{name}"
     home.mkdir()
     env = {**os.environ, "HOME": str(home), "HTTPS_PROXY": proxy.url, "HTTP_PROXY": proxy.url,
            "https_proxy": proxy.url, "http_proxy": proxy.url, "NO_PROXY": "", "no_proxy": ""}
-    subprocess.run([sys.executable, "-c", PIPELINE, str(out), *beam_args], cwd=PROJECT, env=env, check=True,
-                   capture_output=True, timeout=120)
-    return out.read_text(), sorted(str(p.relative_to(home)) for p in home.rglob("*"))
+    return subprocess.Popen([sys.executable, "-c", PIPELINE, str(tmp_path / f"{name}.txt"), *beam_args],
+                            cwd=PROJECT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def finished_pipeline(tmp_path, process: subprocess.Popen, name: str) -> tuple[str, list[str]]:
+    """(what the pipeline wrote, the files it left under its home folder)."""
+    try:
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    home = tmp_path / f"home-{name}"
+    return (tmp_path / f"{name}.txt").read_text(), sorted(str(p.relative_to(home)) for p in home.rglob("*"))
 
 
 def test_the_default_engine_runs_in_process_and_downloads_nothing(tmp_path):
-    proxy = Proxy()
+    # the control, side by side: Beam's DirectRunner first tries to fetch Prism from GitHub (then falls back)
+    proxies = {"default": Proxy(), "direct": Proxy()}
     try:
-        assert run_pipeline(tmp_path, proxy, "default") == ("100", [])
-        assert proxy.connections == 0
-        # the control: Beam's DirectRunner first tries to fetch Prism from GitHub (and falls back here)
-        count, _ = run_pipeline(tmp_path, proxy, "direct", "--runner=DirectRunner")
-        assert count == "100" and proxy.connections >= 1
+        processes = {"default": start_pipeline(tmp_path, proxies["default"], "default"),
+                     "direct": start_pipeline(tmp_path, proxies["direct"], "direct", "--runner=DirectRunner")}
+        assert finished_pipeline(tmp_path, processes["default"], "default") == ("100", [])
+        assert proxies["default"].connections == 0
+        count, _ = finished_pipeline(tmp_path, processes["direct"], "direct")
+        assert count == "100" and proxies["direct"].connections >= 1
     finally:
-        proxy.close()
+        for proxy in proxies.values():
+            proxy.close()
