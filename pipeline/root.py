@@ -59,27 +59,37 @@ def root_lock(root: Path, timeout: float = 0.0) -> Iterator[None]:
 SCRATCH_PREFIX = "scratch-"
 
 
+# Libraries that keep a cache or a configuration in the home folder, and the variable that moves it: Keras
+# writes ~/.keras/keras.json when it is first imported (and reads it: a user's backend or floatx there would
+# change the run), matplotlib (the reports' figures) builds a font cache in ~/.cache/matplotlib.
+HOME_FOLDER_VARIABLES = ("KERAS_HOME", "MPLCONFIGDIR")
+
+
 @contextlib.contextmanager
 def scratch_tempdir(root: Path) -> Iterator[Path]:
     """Python's and every child process's temporary folder (tempfile, TMPDIR) inside the pipeline root while a
     run lasts, removed after it: Beam, TensorFlow's autograph, dask's worker space and the libraries under
-    them otherwise leave folders in /tmp on every run. The caller holds root_lock, so any other scratch folder
-    is one a killed run left behind, and is removed first."""
+    them otherwise leave folders in /tmp on every run. The libraries' home-folder caches and configuration
+    (HOME_FOLDER_VARIABLES) live in it too. The caller holds root_lock, so any other scratch folder is one a
+    killed run left behind, and is removed first."""
     tmp = root / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     for stale in tmp.glob(f"{SCRATCH_PREFIX}*"):
         shutil.rmtree(stale, ignore_errors=True)
     scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=tmp))
-    saved_tempdir, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
-    tempfile.tempdir, os.environ["TMPDIR"] = str(scratch), str(scratch)
+    variables = {"TMPDIR": scratch, **{name: scratch / name.lower() for name in HOME_FOLDER_VARIABLES}}
+    saved_tempdir, saved_env = tempfile.tempdir, {name: os.environ.get(name) for name in variables}
+    tempfile.tempdir = str(scratch)
+    os.environ.update({name: str(folder) for name, folder in variables.items()})
     try:
         yield scratch
     finally:
         tempfile.tempdir = saved_tempdir
-        if saved_env is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = saved_env
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         shutil.rmtree(scratch, ignore_errors=True)
 
 

@@ -241,6 +241,14 @@ MUTATIONS: list[Mutation] = [
     ),
     # ------------------------------------------------------------------------------------------ runner
     Mutation(
+        name="run_writes_keras_and_matplotlib_files_in_home",
+        file="pipeline/root.py",
+        old='HOME_FOLDER_VARIABLES = ("KERAS_HOME", "MPLCONFIGDIR")',
+        new="HOME_FOLDER_VARIABLES = ()",
+        breaks="a run writes ~/.keras/keras.json and ~/.cache/matplotlib, outside its pipeline root",
+        tests=("tests/system/test_e2e.py::test_a_run_writes_no_temporary_file_outside_its_root",),
+    ),
+    Mutation(
         name="cache_key_ignores_step_config",
         file="pipeline/step_execution.py",
         old='"config": json.loads(json.dumps(dataclasses.asdict(step_cfg), default=str)),',

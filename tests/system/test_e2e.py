@@ -30,22 +30,25 @@ def pipeline_args(root: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e") / "root"
-    # the run's TMPDIR: see test_a_run_writes_no_temporary_file_outside_its_root
-    outside_tmp = root.parent / OUTSIDE_TMP
-    outside_tmp.mkdir()
+    # the run's TMPDIR and HOME: see test_a_run_writes_no_temporary_file_outside_its_root
+    for outside in OUTSIDE:
+        (root.parent / outside).mkdir()
     started = time.monotonic()
-    completed = agnews("run", *pipeline_args(root), env={"TMPDIR": str(outside_tmp)})
+    completed = agnews("run", *pipeline_args(root),
+                       env={variable: str(root.parent / variable) for variable in OUTSIDE})
     return root, completed, time.monotonic() - started
 
 
-OUTSIDE_TMP = "TMPDIR"
+OUTSIDE = ("TMPDIR", "HOME")
 
 
 def test_a_run_writes_no_temporary_file_outside_its_root(first_run):
-    """Beam, TensorFlow's autograph and tf.Transform write temporary folders; a whole run (all 7 steps) keeps
-    them in its pipeline root's tmp/ and removes them when it ends."""
+    """Beam, TensorFlow's autograph and tf.Transform write temporary folders, Keras and matplotlib a
+    configuration and a cache in the home folder; a whole run (all 7 steps) keeps them in its pipeline root's
+    tmp/ and removes them when it ends."""
     root, _, _ = first_run
-    assert sorted(p.name for p in (root.parent / OUTSIDE_TMP).iterdir()) == []
+    for outside in OUTSIDE:
+        assert sorted(str(p.relative_to(root.parent)) for p in (root.parent / outside).rglob("*")) == []
     assert sorted(p.name for p in (root / "tmp").iterdir()) == []
 
 
