@@ -69,28 +69,51 @@ HOME_FOLDER_VARIABLES = ("KERAS_HOME", "MPLCONFIGDIR")
 def scratch_tempdir(root: Path) -> Iterator[Path]:
     """Python's and every child process's temporary folder (tempfile, TMPDIR) inside the pipeline root while a
     run lasts, removed after it: Beam, TensorFlow's autograph, dask's worker space and the libraries under
-    them otherwise leave folders in /tmp on every run. The libraries' home-folder caches and configuration
-    (HOME_FOLDER_VARIABLES) live in it too. The caller holds root_lock, so any other scratch folder is one a
-    killed run left behind, and is removed first."""
+    them otherwise leave folders in /tmp on every run. The libraries' home-folder files go there too
+    (library_home). The caller holds root_lock, so any other scratch folder is one a killed run left behind,
+    and is removed first."""
     tmp = root / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     for stale in tmp.glob(f"{SCRATCH_PREFIX}*"):
         shutil.rmtree(stale, ignore_errors=True)
     scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=tmp))
-    variables = {"TMPDIR": scratch, **{name: scratch / name.lower() for name in HOME_FOLDER_VARIABLES}}
-    saved_tempdir, saved_env = tempfile.tempdir, {name: os.environ.get(name) for name in variables}
+    saved_tempdir = tempfile.tempdir
     tempfile.tempdir = str(scratch)
-    os.environ.update({name: str(folder) for name, folder in variables.items()})
     try:
-        yield scratch
+        with _environment({"TMPDIR": str(scratch)}), library_home(scratch):
+            yield scratch
     finally:
         tempfile.tempdir = saved_tempdir
-        for name, value in saved_env.items():
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def library_home(folder: Path | None = None) -> Iterator[None]:
+    """The libraries' home-folder files (HOME_FOLDER_VARIABLES) in `folder` while the block runs, or, with no
+    folder (the commands that have no pipeline root: predict, serve), in a temporary folder removed after it.
+    TensorFlow loading a SavedModel imports Keras and matplotlib, so even `predict` wrote under ~."""
+    if folder is None:
+        with tempfile.TemporaryDirectory(prefix="agnews-pipeline-home-") as temporary:
+            with library_home(Path(temporary)):
+                yield
+        return
+    with _environment({name: str(folder / name.lower()) for name in HOME_FOLDER_VARIABLES}):
+        yield
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """os.environ with `values` while the block runs, as it was after it."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # pipeline.min_free_space "auto": the free space a step needs before it starts, from the rows of the

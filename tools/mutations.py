@@ -249,6 +249,14 @@ MUTATIONS: list[Mutation] = [
         tests=("tests/system/test_e2e.py::test_a_run_writes_no_temporary_file_outside_its_root",),
     ),
     Mutation(
+        name="predict_writes_keras_and_matplotlib_files_in_home",
+        file="apps/cli/main.py",
+        old="            with library_output(args, console), library_home():",
+        new="            with library_output(args, console):",
+        breaks="`predict` writes ~/.keras/keras.json and ~/.cache/matplotlib (the model load imports them)",
+        tests=("tests/system/test_e2e.py::test_retrain_is_locked_skips_unchanged_data_and_predict_works",),
+    ),
+    Mutation(
         name="cache_key_ignores_step_config",
         file="pipeline/step_execution.py",
         old='"config": json.loads(json.dumps(dataclasses.asdict(step_cfg), default=str)),',

@@ -25,7 +25,7 @@ from contract.config_checks import ConfigError
 from contract.config_loading import load_config
 from pipeline import interrupts
 from pipeline.logs import Console
-from pipeline.root import LockBusy
+from pipeline.root import LockBusy, library_home
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,18 +83,22 @@ def _main(args: argparse.Namespace) -> int:
                       log_format=getattr(args, "log_format", "text"), verbose=getattr(args, "verbose", False))
     config = None
     try:
+        # The commands that load TensorFlow without a pipeline root: their libraries' home-folder files in a
+        # temporary folder (run and retrain: in the run's scratch folder).
         if args.command == "predict":
-            with library_output(args, console):
+            with library_output(args, console), library_home():
                 return cmd_predict(args, console)
         if args.command == "train-worker":
-            return cmd_train_worker(args)
+            with library_home():
+                return cmd_train_worker(args)
         config = config_from_args(args)
         if args.command in ("run", "retrain"):
             if config.pipeline.deadline:
                 interrupts.set_deadline(config.pipeline.deadline_seconds())
             return cmd_run(args, config, console)
         if args.command in ("serve", "embeddings"):
-            return {"serve": cmd_serve, "embeddings": cmd_embeddings}[args.command](args, config, console)
+            with library_home():
+                return {"serve": cmd_serve, "embeddings": cmd_embeddings}[args.command](args, config, console)
         # Read what runs left (or change it): never on a root that does not exist, which would create it.
         existing_root(config.pipeline_root())
         return {"runs": cmd_runs, "show": cmd_show, "gc": cmd_gc, "diff": cmd_diff,

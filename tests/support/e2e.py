@@ -14,9 +14,11 @@ from support.paths import CLI, PROJECT
 
 
 def agnews(*args: str, check_code: int | None = 0, timeout: float = 900,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+           env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
+    # a variable set to None in `env` is left out
+    environment = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", **(env or {})}
     completed = subprocess.run([*CLI, *args], cwd=PROJECT, capture_output=True, text=True, timeout=timeout,
-                               env={**os.environ, "CUDA_VISIBLE_DEVICES": "-1", **(env or {})})
+                               env={name: value for name, value in environment.items() if value is not None})
     if check_code is not None and completed.returncode != check_code:
         raise AssertionError(
             f"exit {completed.returncode} (wanted {check_code}) for {args}\n"

@@ -35,11 +35,13 @@ def first_run(tmp_path_factory):
         (root.parent / outside).mkdir()
     started = time.monotonic()
     completed = agnews("run", *pipeline_args(root),
-                       env={variable: str(root.parent / variable) for variable in OUTSIDE})
+                       env={**AS_A_USER, **{variable: str(root.parent / variable) for variable in OUTSIDE}})
     return root, completed, time.monotonic() - started
 
 
 OUTSIDE = ("TMPDIR", "HOME")
+# The test session's scratch folder sets these for every test (tests/conftest.py); a user's shell does not.
+AS_A_USER = {"KERAS_HOME": None, "MPLCONFIGDIR": None}
 
 
 def test_a_run_writes_no_temporary_file_outside_its_root(first_run):
@@ -203,7 +205,12 @@ def test_retrain_is_locked_skips_unchanged_data_and_predict_works(first_run, tmp
     texts = tmp_path / "texts.txt"
     texts.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
     version_dir = root / "serving" / "agnews" / "1"
-    predicted = agnews("predict", "--model-dir", str(version_dir), "--input", str(texts))
+    home = tmp_path / "home"
+    home.mkdir()
+    predicted = agnews("predict", "--model-dir", str(version_dir), "--input", str(texts),
+                       env={**AS_A_USER, "HOME": str(home)})
+    # Loading the model imports Keras and matplotlib, whose files went to a temporary folder, not under ~.
+    assert list(home.rglob("*")) == []
     rows = [json.loads(line) for line in predicted.stdout.strip().splitlines()]
     # The oracle is not the code under test: the Keras model of the first run (which pushed version 1, see
     # test_exported_model_serves_raw_strings_in_a_fresh_tensorflow_only_process), loaded with Keras, on the
