@@ -7,19 +7,15 @@ import argparse
 from importlib import metadata
 
 from apps.cli.exit_codes import exit_codes_help
-from apps.cli.serve import UNBATCHED_THREADS
-from apps.serving.batching import BatchingOptions  # standard library only
-from apps.serving.policy import POLICY_HELP
+from apps.cli.flags import DURATION_HELP, add_output_flags, command, duration_flag
+from apps.cli.serve import add_serve_command
 from contract.config_checks import ConfigError
 from contract.config_loading import default_config_file, load_config
-from contract.units import parse_duration
 from library.models import architecture_names  # the registry; imports no Keras
 from library.spans import parse_date
 from pipeline import dag, interrupts
-from pipeline.logs import LOG_FORMATS
 from pipeline.runner import check_config
 
-DURATION_HELP = "a number of seconds or a duration: 10s, 90min, 2h, 30d, 2w"
 DESCRIPTION = ("`agnews-pipeline`: run, retrain, predict, serve, runs, show, diff, spans, gc, rollback, "
                "embeddings, train-worker.")
 # Dedicated flags and the configuration key each one sets.
@@ -51,26 +47,6 @@ def version() -> str:
         return "unknown (not installed: pip install -e .)"
 
 
-def duration_flag(text: str) -> float:
-    """argparse type of every duration flag: contract/units.py's one grammar, plain seconds included."""
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def duration_in(unit: float):
-    """argparse type of a TF Serving flag whose name carries its unit (--batch-timeout-micros,
-    --max-queue-delay-ms): a plain number is in that unit, as TF Serving reads it; a number with a unit is the
-    one duration grammar ("2ms", "0.5s"). Returns the value in the flag's unit."""
-    def parse(text: str) -> float:
-        try:
-            return float(text)
-        except ValueError:
-            return duration_flag(text) / unit
-    return parse
-
-
 def _add_pipeline_flags(parser: argparse.ArgumentParser, partial_runs: bool) -> None:
     """The flags of `run` and, without --until/--from/--only (`partial_runs`), of `retrain`."""
     _add_data_flags(parser)
@@ -95,7 +71,7 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser, partial_runs: bool) -> 
         help="end the run cleanly, like SIGTERM, once it has run this long (pipeline.deadline): "
         f"{DURATION_HELP}; exit {interrupts.EXIT_DEADLINE}, the run marked timed_out",
     )
-    _add_output_flags(parser)
+    add_output_flags(parser)
 
 
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
@@ -179,33 +155,6 @@ def _add_step_range_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", choices=dag.STEP_NAMES, help="run this one step (--from STEP --until STEP)")
 
 
-def _add_output_flags(parser: argparse.ArgumentParser, log_file: bool = False) -> None:
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help="also show the libraries' output (TensorFlow, Beam, Keras, KerasTuner) live on stderr"
-        + ("" if log_file else "; it is always kept in runs/<run_id>/logs/<step>.log"),
-    )
-    parser.add_argument(
-        "--log-format",
-        choices=LOG_FORMATS,
-        default="text",
-        help="text (default) or json: one JSON object per line (time, level, run_id, step, event, "
-        "message, fields)",
-    )
-    if log_file:
-        parser.add_argument(
-            "--log-file",
-            metavar="PATH",
-            help="keep the libraries' output in this file (default: not kept; --verbose shows it)",
-        )
-
-
-def _command(commands, name: str, help_text: str, **options) -> argparse.ArgumentParser:
-    """A sub-command whose --help starts with its one-line description."""
-    return commands.add_parser(name, help=help_text, description=help_text, **options)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Every sub-command with its flags; each --help lists only the flags its command accepts."""
     parser = argparse.ArgumentParser(prog="agnews-pipeline", description=DESCRIPTION)
@@ -213,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_run_commands(commands)
     _add_predict(commands)
-    _add_serve(commands)
+    add_serve_command(commands)
     _add_embeddings(commands)
     _add_train_worker(commands)
     _add_spans(commands)
@@ -223,11 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_run_commands(commands) -> None:
     """`run` and `retrain`, whose --help ends with the exit codes."""
-    run = _command(commands, "run", "run the pipeline: ingest -> ... -> pusher, reusing cached steps",
+    run = command(commands, "run", "run the pipeline: ingest -> ... -> pusher, reusing cached steps",
                    epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_pipeline_flags(run, partial_runs=True)
 
-    retrain = _command(commands, "retrain", "scheduled retraining: the whole pipeline under the root's lock, "
+    retrain = command(commands, "retrain", "scheduled retraining: the whole pipeline under the root's lock, "
                        "skipped when the data is unchanged; pushes only a blessed model",
                        epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_pipeline_flags(retrain, partial_runs=False)
@@ -235,7 +184,7 @@ def _add_run_commands(commands) -> None:
 
 
 def _add_predict(commands) -> None:
-    predict = _command(commands, "predict", "classify raw text lines or an AG News CSV with a SavedModel")
+    predict = command(commands, "predict", "classify raw text lines or an AG News CSV with a SavedModel")
     predict.add_argument("--model-dir", required=True, help="a pushed version folder or a SavedModel folder")
     predict.add_argument(
         "--input", default="-", help="text file (one text per line) or AG News CSV; - = stdin"
@@ -244,100 +193,11 @@ def _add_predict(commands) -> None:
     predict.add_argument("--batch-size", type=int, default=256)
     predict.add_argument("--line-numbers", action="store_true",
                          help="add the input line number to each output row ({\"line\": N, ...})")
-    _add_output_flags(predict, log_file=True)
-
-
-def _add_serve(commands) -> None:
-    serve = _command(commands, "serve", "serve the pushed models over TF Serving's REST API")
-    serve.add_argument("--config", help="YAML configuration file (its pusher.serving_dir is served)")
-    serve.add_argument("--pipeline-root", help="default ./pipeline_root")
-    serve.add_argument(
-        "--serving-dir", help="folder of numeric versions (default <pipeline root>/serving/agnews)"
-    )
-    serve.add_argument(
-        "--model-name", default="agnews", help="the name in /v1/models/<name> (default agnews)"
-    )
-    serve.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
-    )
-    serve.add_argument(
-        "--port", type=int, default=8501, help="TF Serving's REST port by default; 0 = any free port"
-    )
-    serve.add_argument(
-        "--poll-seconds",
-        type=duration_flag,
-        default=1.0,
-        metavar="DURATION",
-        help="how often to look for new versions and a changed --version-labels file (default 1); "
-        f"{DURATION_HELP}",
-    )
-    serve.add_argument("--model-version-policy", default="latest", metavar="POLICY",
-                       help=f"versions to keep loaded (TF Serving's model_version_policy): {POLICY_HELP}; "
-                            "default latest")
-    serve.add_argument("--version-labels", metavar="FILE",
-                       help="YAML or JSON file {label: version} for /v1/models/<name>/labels/<label>, e.g. "
-                            "'stable: 3'; re-read when it changes")
-    serve.add_argument("--max-request-bytes", type=int, default=8 << 20, help="larger bodies get 413")
-    _add_batching_flags(serve)
-    _add_output_flags(serve, log_file=True)
-
-
-def _add_batching_flags(serve: argparse.ArgumentParser) -> None:
-    # TF Serving's batching parameters (--enable_batching, --batching_parameters_file), as flags.
-    batching = BatchingOptions()
-    serve.add_argument("--no-batching", action="store_true",
-                       help="run every request alone instead of merging concurrent ones into one model call")
-    serve.add_argument("--max-batch-size", type=int, default=batching.max_batch_size,
-                       help=f"most rows in one model call (default {batching.max_batch_size})")
-    serve.add_argument(
-        "--batch-timeout-micros",
-        type=duration_in(1e-6),
-        default=batching.batch_timeout_micros,
-        help="longest wait for more requests for a partly filled batch, only under load (a batch running, "
-        "or requests faster than one per timeout) and until every client seen lately is waiting: a lone "
-        f"request never waits (default {batching.batch_timeout_micros}; 100000 or more: every request "
-        "waits, as in TF Serving; or a duration such as 2ms)",
-    )
-    serve.add_argument(
-        "--max-enqueued-batches",
-        type=int,
-        default=batching.max_enqueued_batches,
-        help="batches' worth of rows (x --max-batch-size, also with --no-batching) a version's "
-        f"queue holds before answering 503 (default {batching.max_enqueued_batches})",
-    )
-    serve.add_argument(
-        "--max-queue-delay-ms",
-        type=duration_in(1e-3),
-        default=batching.max_queue_delay_ms,
-        metavar="MS",
-        help="answer 503 at arrival when the estimated time to answer (the running and queued batches "
-        f"over the batch threads, then its own) is over this (default {batching.max_queue_delay_ms:g}; "
-        "0: no check by time, only --max-enqueued-batches; or a duration such as 0.2s)",
-    )
-    serve.add_argument("--num-batch-threads", "--threads", dest="threads", type=int,
-                       help="model calls running at the same time (default: the number of cores, "
-                            f"{batching.num_batch_threads} here; {UNBATCHED_THREADS} with --no-batching)")
-    serve.add_argument(
-        "--allowed-batch-sizes",
-        metavar="N,N,...",
-        help="batch sizes to pad to, ending with --max-batch-size (default: 1, 2, 3, 4, 6, 8, 12, "
-        "... below it, and it)",
-    )
-    serve.add_argument(
-        "--intra-op-threads",
-        type=int,
-        default=None,
-        metavar="N",
-        help="TensorFlow's threads within one op (TF Serving's --tensorflow_intra_op_parallelism; default: "
-        "cores // --num-batch-threads, at least 1; 0: TensorFlow's choice, every core)",
-    )
-    serve.add_argument("--inter-op-threads", type=int, default=0, metavar="N",
-                       help="TensorFlow's threads running independent ops (TF Serving's "
-                            "--tensorflow_inter_op_parallelism; default 0: TensorFlow's choice)")
+    add_output_flags(predict, log_file=True)
 
 
 def _add_embeddings(commands) -> None:
-    embeddings = _command(commands, "embeddings",
+    embeddings = command(commands, "embeddings",
                          "train Word2Vec vectors on a run's train split text (for --pretrained-embeddings)")
     embeddings.add_argument(
         "--from-run", required=True, metavar="RUN", help="run id whose train split to use"
@@ -356,11 +216,11 @@ def _add_embeddings(commands) -> None:
     )
     embeddings.add_argument("--config", help="YAML configuration file")
     embeddings.add_argument("--pipeline-root", help="default ./pipeline_root")
-    _add_output_flags(embeddings, log_file=True)
+    add_output_flags(embeddings, log_file=True)
 
 
 def _add_train_worker(commands) -> None:
-    worker = _command(commands, "train-worker",
+    worker = command(commands, "train-worker",
                      "one worker of a multi-worker training job (trainer.strategy multi_worker_mirrored)")
     worker.add_argument(
         "--pipeline-root", required=True, help="the run's pipeline root, shared with this machine"
@@ -407,7 +267,7 @@ def _add_store_commands(commands) -> None:
         ("gc", "delete artifacts that no kept run or pushed model needs"),
         ("rollback", "serve VERSION's model again, re-published as the new highest version"),
     ):
-        sub = _command(commands, name, help_text)
+        sub = command(commands, name, help_text)
         sub.add_argument("--config", help="YAML configuration file")
         sub.add_argument("--pipeline-root", help="default ./pipeline_root")
         if name in ("runs", "show", "diff"):

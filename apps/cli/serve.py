@@ -2,13 +2,15 @@
 (apps/serving) until SIGTERM or SIGINT."""
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
 from apps.cli.exit_codes import EXIT_FAILED, EXIT_OK
+from apps.cli.flags import DURATION_HELP, add_output_flags, command, duration_flag, duration_in
 from apps.cli.utils import UsageError, library_output
 from apps.serving.batching import BatchingOptions  # standard library only
-from apps.serving.policy import PolicyError, VersionPolicy, read_labels  # no TensorFlow
+from apps.serving.policy import POLICY_HELP, PolicyError, VersionPolicy, read_labels  # no TensorFlow
 from pipeline.logs import Console
 
 # serve --no-batching: requests the model computes at the same time
@@ -93,3 +95,92 @@ def _batching_options(args) -> BatchingOptions:
     if problem:
         raise UsageError(problem)
     return batching
+
+
+def add_serve_command(commands) -> None:
+    serve = command(commands, "serve", "serve the pushed models over TF Serving's REST API")
+    serve.add_argument("--config", help="YAML configuration file (its pusher.serving_dir is served)")
+    serve.add_argument("--pipeline-root", help="default ./pipeline_root")
+    serve.add_argument(
+        "--serving-dir", help="folder of numeric versions (default <pipeline root>/serving/agnews)"
+    )
+    serve.add_argument(
+        "--model-name", default="agnews", help="the name in /v1/models/<name> (default agnews)"
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=8501, help="TF Serving's REST port by default; 0 = any free port"
+    )
+    serve.add_argument(
+        "--poll-seconds",
+        type=duration_flag,
+        default=1.0,
+        metavar="DURATION",
+        help="how often to look for new versions and a changed --version-labels file (default 1); "
+        f"{DURATION_HELP}",
+    )
+    serve.add_argument("--model-version-policy", default="latest", metavar="POLICY",
+                       help=f"versions to keep loaded (TF Serving's model_version_policy): {POLICY_HELP}; "
+                            "default latest")
+    serve.add_argument("--version-labels", metavar="FILE",
+                       help="YAML or JSON file {label: version} for /v1/models/<name>/labels/<label>, e.g. "
+                            "'stable: 3'; re-read when it changes")
+    serve.add_argument("--max-request-bytes", type=int, default=8 << 20, help="larger bodies get 413")
+    _add_batching_flags(serve)
+    add_output_flags(serve, log_file=True)
+
+
+def _add_batching_flags(serve: argparse.ArgumentParser) -> None:
+    # TF Serving's batching parameters (--enable_batching, --batching_parameters_file), as flags.
+    batching = BatchingOptions()
+    serve.add_argument("--no-batching", action="store_true",
+                       help="run every request alone instead of merging concurrent ones into one model call")
+    serve.add_argument("--max-batch-size", type=int, default=batching.max_batch_size,
+                       help=f"most rows in one model call (default {batching.max_batch_size})")
+    serve.add_argument(
+        "--batch-timeout-micros",
+        type=duration_in(1e-6),
+        default=batching.batch_timeout_micros,
+        help="longest wait for more requests for a partly filled batch, only under load (a batch running, "
+        "or requests faster than one per timeout) and until every client seen lately is waiting: a lone "
+        f"request never waits (default {batching.batch_timeout_micros}; 100000 or more: every request "
+        "waits, as in TF Serving; or a duration such as 2ms)",
+    )
+    serve.add_argument(
+        "--max-enqueued-batches",
+        type=int,
+        default=batching.max_enqueued_batches,
+        help="batches' worth of rows (x --max-batch-size, also with --no-batching) a version's "
+        f"queue holds before answering 503 (default {batching.max_enqueued_batches})",
+    )
+    serve.add_argument(
+        "--max-queue-delay-ms",
+        type=duration_in(1e-3),
+        default=batching.max_queue_delay_ms,
+        metavar="MS",
+        help="answer 503 at arrival when the estimated time to answer (the running and queued batches "
+        f"over the batch threads, then its own) is over this (default {batching.max_queue_delay_ms:g}; "
+        "0: no check by time, only --max-enqueued-batches; or a duration such as 0.2s)",
+    )
+    serve.add_argument("--num-batch-threads", "--threads", dest="threads", type=int,
+                       help="model calls running at the same time (default: the number of cores, "
+                            f"{batching.num_batch_threads} here; {UNBATCHED_THREADS} with --no-batching)")
+    serve.add_argument(
+        "--allowed-batch-sizes",
+        metavar="N,N,...",
+        help="batch sizes to pad to, ending with --max-batch-size (default: 1, 2, 3, 4, 6, 8, 12, "
+        "... below it, and it)",
+    )
+    serve.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="TensorFlow's threads within one op (TF Serving's --tensorflow_intra_op_parallelism; default: "
+        "cores // --num-batch-threads, at least 1; 0: TensorFlow's choice, every core)",
+    )
+    serve.add_argument("--inter-op-threads", type=int, default=0, metavar="N",
+                       help="TensorFlow's threads running independent ops (TF Serving's "
+                            "--tensorflow_inter_op_parallelism; default 0: TensorFlow's choice)")
