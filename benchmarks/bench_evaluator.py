@@ -24,8 +24,10 @@ def tfma_pass(examples: Path, candidate: Path, baseline: Path, batch_size: int |
     call: its seconds and both models' overall accuracy and loss."""
     from components.evaluator import tfma_metrics
     from contract.config import EvaluatorConfig
+    from library.export import TF_EXAMPLE_SIGNATURE
 
-    config = tfma_metrics.make_eval_config(EvaluatorConfig(), has_baseline=True)
+    # the signature measured when these results were taken (the evaluator now uses batch_tf_example)
+    config = tfma_metrics.make_eval_config(EvaluatorConfig(), TF_EXAMPLE_SIGNATURE, TF_EXAMPLE_SIGNATURE)
     started = time.monotonic()
     tfma_metrics.run_tfma(examples, candidate, baseline, config, out, (), batch_size=batch_size)
     seconds = time.monotonic() - started

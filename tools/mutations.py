@@ -145,6 +145,15 @@ MUTATIONS: list[Mutation] = [
         tests=("tests/unit/test_transform.py::test_bucket_index_uses_inclusive_upper_bounds",),
         fast=True,
     ),
+    Mutation(
+        name="evaluation_batches_run_the_xla_signature",
+        file="library/export.py",
+        old="    if BATCH_TF_EXAMPLE_SIGNATURE in signature_names:",
+        new="    if False:",
+        breaks="the evaluator and validate feed offline batches through XLA: ~5 s of compiles per model load",
+        tests=("tests/system/test_export.py::"
+               "test_the_evaluators_batches_compile_nothing_and_match_the_served_signature",),
+    ),
     # ------------------------------------------------------------------------------------------ tuner
     Mutation(
         name="tuner_scores_on_train",

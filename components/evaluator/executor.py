@@ -2,8 +2,10 @@
 decides whether it is blessed (good enough to push).
 
 The candidate and, when there is one, the served model (the baseline, the highest version in the serving
-folder) are two models of one TFMA evaluation over the raw test examples, fed through their
-`serving_tf_example` signature, so what is measured is exactly what will be served. Metrics are computed
+folder) are two models of one TFMA evaluation over the raw test examples, fed through their signature for
+offline batches (`batch_tf_example`: the served graph and weights, the model part without XLA, whose
+compilation per batch shape cost about 5 s per model load; the same outputs within 1e-6), so what is measured
+is what will be served. Metrics are computed
 overall and per length bucket: each test example gets a `length_bucket` feature (bucket_<upper>, the
 transform's bucketing of its token count, obtained from the candidate's `transform_features` signature) in a
 scratch copy of the test split that TFMA slices on.
@@ -112,7 +114,7 @@ def run(inputs: dict[str, Artifact], output_dir: Path, config: EvaluatorConfig,
                 f"baseline: {baseline_dir if baseline_dir else 'none (first blessing)'}")
 
     tfma_dir = evaluation_dir / TFMA_DIR
-    eval_config = make_eval_config(config, has_baseline=baseline_dir is not None)
+    eval_config = _eval_config(config, candidate_model, baseline_model)
     run_tfma(eval_examples, candidate_dir, baseline_dir, eval_config, tfma_dir, runtime.beam_args)
     candidate_rows = row_results(test_files, candidate_model)
     baseline_rows = row_results(test_files, baseline_model) if baseline_model is not None else None
@@ -269,6 +271,14 @@ def evaluate_newest_span(examples_uri: Path, candidate_model, baseline_model,
 # Per-row results (the paired gate)
 
 
+def _eval_config(config: EvaluatorConfig, candidate_model, baseline_model):
+    """TFMA's configuration, each model through its export's signature for offline batches."""
+    from library.export import batch_signature_name
+
+    baseline_signature = batch_signature_name(baseline_model.signatures) if baseline_model else None
+    return make_eval_config(config, batch_signature_name(candidate_model.signatures), baseline_signature)
+
+
 def load_serving_model(serving_dir: Path):
     """The serving SavedModel, loaded (about 0.3 s even for the tiny model): the functions below take it, so
     one evaluation loads each model once."""
@@ -279,11 +289,13 @@ def load_serving_model(serving_dir: Path):
 def served_predictions(files: list[str], serving_model,
                        batch_size: int = 512) -> tuple[list[bytes], np.ndarray, np.ndarray]:
     """(serialized rows, probabilities [N, classes], labels [N]) of the loaded serving model's tf.Example
-    signature (what is served) on gzipped TFRecord example files."""
+    signature for offline batches (what is served, without XLA's compilations) on gzipped TFRecord example
+    files."""
     import tensorflow as tf
 
-    from library.export import TF_EXAMPLE_SIGNATURE
-    signature = serving_model.signatures[TF_EXAMPLE_SIGNATURE]
+    from library.export import batch_signature
+
+    signature = batch_signature(serving_model)
     serialized, probabilities, labels = [], [], []
     for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(batch_size):
         probabilities.append(signature(examples=batch)["probabilities"].numpy())

@@ -22,18 +22,17 @@ OVERALL = "overall"
 CONFUSION_MATRIX_PLOT_NAME = "multi_class_confusion_matrix_plot"
 
 
-def make_eval_config(config: EvaluatorConfig, has_baseline: bool):
-    """One EvalConfig for the candidate (and the baseline): overall and per-length-bucket slices; the
-    accuracy thresholds apply to the overall slice only."""
+def make_eval_config(config: EvaluatorConfig, candidate_signature: str, baseline_signature: str | None):
+    """One EvalConfig for the candidate (and the baseline, unless its signature is None), each through its
+    export's signature for offline batches (library/export.py batch_signature_name): overall and
+    per-length-bucket slices; the accuracy thresholds apply to the overall slice only."""
     from google.protobuf import wrappers_pb2
     from tensorflow_model_analysis.proto import config_pb2
-
-    from library.export import TF_EXAMPLE_SIGNATURE
 
     def model_spec(name: str, is_baseline: bool):
         return config_pb2.ModelSpec(
             name=name,
-            signature_name=TF_EXAMPLE_SIGNATURE,
+            signature_name=baseline_signature if is_baseline else candidate_signature,
             label_key=LABEL_KEY,
             prediction_key=PREDICTION_KEY,
             model_type="tf_generic",
@@ -58,7 +57,7 @@ def make_eval_config(config: EvaluatorConfig, has_baseline: bool):
             config=json.dumps({"name": CONFUSION_MATRIX_PLOT_NAME}),
         ),
     ]
-    specs = [model_spec(CANDIDATE, False)] + ([model_spec(BASELINE, True)] if has_baseline else [])
+    specs = [model_spec(CANDIDATE, False)] + ([model_spec(BASELINE, True)] if baseline_signature else [])
     return config_pb2.EvalConfig(
         model_specs=specs,
         slicing_specs=[config_pb2.SlicingSpec(), config_pb2.SlicingSpec(feature_keys=[BUCKET_FEATURE])],

@@ -54,10 +54,9 @@ class Reference:
         """{class id: rows} the served model predicts for the raw examples in `files`."""
         import tensorflow as tf  # imported where used: TF is slow to import
 
-        from library.export import TF_EXAMPLE_SIGNATURE
+        from library.export import batch_signature
         if self._signature is None:
-            self._signature = tf.saved_model.load(str(serving_model_dir(self.model_dir))).signatures[
-                TF_EXAMPLE_SIGNATURE]
+            self._signature = batch_signature(tf.saved_model.load(str(serving_model_dir(self.model_dir))))
         counts: Counter = Counter()
         for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(PREDICT_BATCH):
             counts.update(int(c) for c in self._signature(examples=batch)["class_id"].numpy())
