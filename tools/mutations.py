@@ -590,6 +590,25 @@ MUTATIONS: list[Mutation] = [
         fast=True,
     ),
     Mutation(
+        name="serve_never_answers_expect_100_continue",
+        file="apps/serving/http.py",
+        old='            if request.version == HttpVersion11 and expect.lower() == "100-continue":',
+        new="            if False:",
+        breaks="a client that sends its body only after 100 Continue (curl with a large body) waits a "
+        "second for nothing on every request",
+        tests=("tests/system/test_serve.py::"
+               "test_a_client_that_expects_100_continue_is_told_to_send_its_body",),
+    ),
+    Mutation(
+        name="serve_routes_a_get_to_predict",
+        file="apps/serving/routes.py",
+        old='    if method != "POST":\n        return NO_ROUTE\n',
+        new="",
+        breaks="GET /v1/models/agnews:predict runs the predict handler (TF Serving answers it 404)",
+        tests=("tests/unit/test_serve_routes.py",),
+        fast=True,
+    ),
+    Mutation(
         name="server_does_not_tell_the_batcher_its_requests",
         file="apps/serving/http.py",
         old="    batcher.requests_held = lambda: server.requests_in_flight\n",

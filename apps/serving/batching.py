@@ -196,6 +196,7 @@ class Batcher:
         self.queues: dict[tuple[int, str], _Queue] = {}
         self.draining = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_due = 0.0
         # arrival times in the last RATE_WINDOW_SECONDS
         self._arrivals: deque[float] = deque()
         # what a batch of r rows costs, fitted on recent batches
@@ -273,9 +274,6 @@ class Batcher:
 
     def _dispatch(self) -> None:
         """Starts batches while batch threads are free; otherwise wakes up when the oldest request is due."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         loop = asyncio.get_running_loop()
         timeout = self.options.batch_timeout_micros / 1e6
         max_rows = self.options.max_batch_size
@@ -304,8 +302,7 @@ class Batcher:
                 elif wake_at is None or due < wake_at:
                     wake_at = due
             if ready is None:
-                if wake_at is not None:
-                    self._timer = loop.call_later(max(0.0, wake_at - now), self._dispatch)
+                self._wake_at(loop, wake_at, now)
                 return
             tasks = ready.take(max_rows, merge=self.options.enabled)
             self.free_threads -= 1
@@ -314,6 +311,24 @@ class Batcher:
                 self.executor, self._run_batch, ready.servable, ready.signature, tasks
             )
             running.add_done_callback(functools.partial(self._finished, tasks))
+        # every batch thread is busy: the end of a batch dispatches again
+        self._wake_at(loop, None, 0.0)
+
+    def _wake_at(self, loop: asyncio.AbstractEventLoop, due: float | None, now: float) -> None:
+        """Keeps one timer that dispatches at `due` (None: none). A deadline that has not changed keeps its
+        timer: each request arriving while a batch fills would otherwise cancel and set one."""
+        if self._timer is not None:
+            if due is not None and due == self._timer_due:
+                return
+            self._timer.cancel()
+            self._timer = None
+        if due is not None:
+            self._timer_due = due
+            self._timer = loop.call_later(max(0.0, due - now), self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._dispatch()
 
     def _loaded(self, now: float) -> bool:
         """Whether waiting for more rows pays: a batch is running (its clients send again soon), or the last

@@ -1,4 +1,4 @@
-"""The server of `agnews-pipeline serve`: aiohttp handlers for TF Serving's REST routes, the app, and its
+"""The server of `agnews-pipeline serve`: aiohttp handlers for TF Serving's REST routes, the server, and its
 lifecycle. Client code written for TF Serving works unchanged against it:
 
   GET  /v1/models/<name>[/versions/<N>|/labels/<L>]            version status
@@ -11,8 +11,8 @@ lifecycle. Client code written for TF Serving works unchanged against it:
                                                                "examples": [...]}
                                                                -> {"results": [[[class, score], ...], ...]}
 
-Every version the version policy keeps loaded answers at /versions/<N>; no version means the highest loaded
-one; a label (the --version-labels file) names a version.
+apps/serving/routes.py resolves these paths. Every version the version policy keeps loaded answers at
+/versions/<N>; no version means the highest loaded one; a label (the --version-labels file) names a version.
 
 Concurrent :predict and :classify requests for the same version and signature are merged into one model call
 (apps/serving/batching.py, TF Serving's batching layer; --no-batching turns it off). The model runs in batch
@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from apps.serving.batching import Batcher, BatchingOptions, Overloaded
 from apps.serving.codec import (
@@ -43,8 +43,9 @@ from apps.serving.codec import (
     request_array,
     response_json,
 )
-from apps.serving.metrics import METRICS_PATH, ServerMetrics
+from apps.serving.metrics import ServerMetrics
 from apps.serving.policy import LATEST, VersionPolicy
+from apps.serving.routes import Route, request_handler
 from apps.serving.versions import CLASSIFY_METHOD, DEFAULT_SIGNATURE, Servable, VersionWatcher, run_model
 
 
@@ -57,10 +58,9 @@ class ModelServer:
     metrics: ServerMetrics | None = None
     requests_in_flight: int = field(default=0)
 
-    def servable(self, request: web.Request) -> Servable:
+    def servable(self, route: Route) -> Servable:
         """The loaded version a request names: /versions/N, /labels/L, or neither (the highest loaded)."""
-        name, version, label = (request.match_info["model"], request.match_info.get("version"),
-                                request.match_info.get("label"))
+        name, version, label = route.model, route.version, route.label
         if label is not None and name == self.model_name and label not in self.watcher.labels:
             raise ServingError(404, f"Unrecognized servable version label: {label}")
         spec = f"Latest({name})"
@@ -80,9 +80,15 @@ class ModelServer:
             self.metrics.stage(stage, now - since)
         return now
 
-    async def body(self, request: web.Request) -> dict:
+    async def body(self, request: web.BaseRequest) -> dict:
         try:
             started = time.monotonic()
+            # curl sends "Expect: 100-continue" with a large body and waits for this (or a second) before
+            # sending it; a refused request never gets here, so its client never sends the body.
+            expect = request.headers.get("Expect", "")
+            if request.version == HttpVersion11 and expect.lower() == "100-continue":
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                request.writer.output_size = 0
             raw = await request.read()
             started = self.timed("http_read", started)
         except web.HTTPRequestEntityTooLarge:
@@ -101,9 +107,8 @@ class ModelServer:
         self.timed("json_decode", started)
         return parsed
 
-    async def status(self, request: web.Request) -> web.Response:
-        name, version, label = (request.match_info["model"], request.match_info.get("version"),
-                                request.match_info.get("label"))
+    async def status(self, request: web.BaseRequest, route: Route) -> web.Response:
+        name, version, label = route.model, route.version, route.label
         states = []
         if name == self.model_name:
             states = [(loaded, "AVAILABLE") for loaded in self.watcher.loaded]
@@ -123,24 +128,24 @@ class ModelServer:
             {"version": str(v), "state": state, "status": {"error_code": "OK", "error_message": ""}}
             for v, state in sorted(states, reverse=True)]})
 
-    async def metadata(self, request: web.Request) -> web.Response:
-        servable = self.servable(request)
+    async def metadata(self, request: web.BaseRequest, route: Route) -> web.Response:
+        servable = self.servable(route)
         return json_response({
             "model_spec": {"name": self.model_name, "signature_name": "", "version": str(servable.version)},
             "metadata": {"signature_def": servable.metadata}})
 
-    async def metrics_page(self, request: web.Request) -> web.Response:
+    async def metrics_page(self, request: web.BaseRequest, route: Route) -> web.Response:
         return self.metrics.page()
 
-    async def call(self, request: web.Request) -> web.Response:
-        verb = request.match_info["verb"]
+    async def call(self, request: web.BaseRequest, route: Route) -> web.Response:
+        verb = route.verb
         if verb not in ("predict", "classify"):
             raise ServingError(404, f"Malformed request: POST {request.path} (the verbs are :predict and "
                                     ":classify)")
         # from its arrival: its body may still be on the way
         self.requests_in_flight += 1
         try:
-            servable = self.servable(request)
+            servable = self.servable(route)
             # before the body is read: a refused request costs no decoding and no model work
             self.admit()
             body = await self.body(request)
@@ -281,74 +286,23 @@ def _overloaded(error: Overloaded) -> ServingError:
     return ServingError(503, f"the server is overloaded: {error}; retry later", headers={"Retry-After": "1"})
 
 
-def _api(request: web.Request) -> str:
-    """The metrics' name for what a request asked: predict, classify, metadata, status or other."""
-    verb = request.match_info.get("verb")
-    if verb in ("predict", "classify"):
-        return verb
-    if request.match_info.get("model") is not None and request.method == "GET":
-        return "metadata" if request.path.endswith("/metadata") else "status"
-    return "other"
+def build_server(server: ModelServer) -> web.Server:
+    """aiohttp's low-level server answering every request with apps/serving/routes.py's handler.
+    handler_cancellation: a request whose client went away is cancelled, which drops it from its batch
+    queue."""
+    handlers = {"status": server.status, "metadata": server.metadata, "call": server.call,
+                "metrics_page": server.metrics_page}
 
+    def make_request(message, payload, protocol, writer, task) -> web.BaseRequest:
+        return web.BaseRequest(message, payload, protocol, writer, task, asyncio.get_running_loop(),
+                               client_max_size=server.max_request_bytes)
 
-def _answer_errors_as_json(metrics: ServerMetrics | None):
-    @web.middleware
-    async def answer(request: web.Request, handler):
-        """Every error answer has TF Serving's shape, {"error": "..."}, including aiohttp's own 404/405; every
-        answer to a model route is counted."""
-        started = time.monotonic()
-        # the client went away (the handler was cancelled)
-        code = 499
-        try:
-            response = await _errors_as_json(request, handler)
-            code = response.status
-            return response
-        finally:
-            if metrics is not None and request.path != METRICS_PATH:
-                metrics.request(_api(request), code, time.monotonic() - started)
-    return answer
-
-
-async def _errors_as_json(request: web.Request, handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ServingError as error:
-        return json_response({"error": str(error)}, status=error.status, headers=error.headers)
-    except web.HTTPRequestEntityTooLarge as error:
-        return json_response({"error": error.text}, status=413)
-    except web.HTTPException as error:
-        if error.status < 400:
-            raise
-        return json_response({"error": f"Malformed request: {request.method} {request.path}"},
-                              status=404 if error.status in (404, 405) else error.status)
-    # a bug answers 500 with one line, never a traceback page
-    except Exception as error:
-        request.app["log"](f"serve: {request.method} {request.path} failed: {type(error).__name__}: {error}")
-        return json_response({"error": f"internal error: {type(error).__name__}: {error}"}, status=500)
-
-
-def build_app(server: ModelServer) -> web.Application:
-    app = web.Application(middlewares=[_answer_errors_as_json(server.metrics)],
-                          client_max_size=server.max_request_bytes)
-    app["log"] = server.watcher.log
-    model = r"/v1/models/{model:[^/:]+}"
-    version = r"/versions/{version:\d+}"
-    label = r"/labels/{label:[^/:]+}"
-    for prefix in (model, model + version, model + label):
-        app.router.add_get(prefix, server.status)
-        app.router.add_get(prefix + "/metadata", server.metadata)
-        app.router.add_post(prefix + r":{verb:[A-Za-z]+}", server.call)
-    if server.metrics is not None:
-        app.router.add_get(METRICS_PATH, server.metrics_page)
-    return app
+    return web.Server(request_handler(handlers, server.metrics, server.watcher.log),
+                      request_factory=make_request, handler_cancellation=True, access_log=None)
 
 
 async def _serve(server: ModelServer, host: str, port: int, log: Callable[[str], None]) -> None:
-    # handler_cancellation: a request whose client went away is cancelled, which drops it from its batch
-    # queue.
-    runner = web.AppRunner(
-        build_app(server), access_log=None, shutdown_timeout=30.0, handler_cancellation=True
-    )
+    runner = web.ServerRunner(build_server(server), shutdown_timeout=30.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -81,10 +81,16 @@ class ServerMetrics:
             ["model"],
             registry=registry,
         ).labels(model_name)
+        self._request_series: dict[tuple[str, int], tuple] = {}
 
     def request(self, api: str, code: int, seconds: float) -> None:
-        self.requests.labels(self.model_name, api, str(code)).inc()
-        self.latency.labels(self.model_name, api).observe(seconds)
+        """On the event loop, once per answer: the labelled series are looked up once per (api, code)."""
+        series = self._request_series.get((api, code))
+        if series is None:
+            series = self._request_series[api, code] = (self.requests.labels(self.model_name, api, str(code)),
+                                                        self.latency.labels(self.model_name, api))
+        series[0].inc()
+        series[1].observe(seconds)
 
     def batch(self, stats: BatchStats) -> None:
         """Called from a batch thread (prometheus_client is thread-safe)."""

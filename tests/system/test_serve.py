@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import http.client
+import json
 import shutil
 import signal
+import socket
 import threading
 import time
 import urllib.error
@@ -228,6 +231,27 @@ def test_error_shapes(server, method, path, body, status, message):
     answer_status, answer = server.call(method, path, body=None if raw else body, raw=raw)
     assert answer_status == status
     assert list(answer) == ["error"] and message in answer["error"], answer
+
+
+def test_a_client_that_expects_100_continue_is_told_to_send_its_body(server, models):
+    # As curl does with a large body: headers first, then the body only after "100 Continue" (curl waits a
+    # second for it otherwise).
+    body = json.dumps({"instances": TEXTS[:2]}).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        connection.sendall(b"POST /v1/models/agnews:predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                           b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                           b"Content-Length: %d\r\n\r\n" % len(body))
+        connection.settimeout(0.5)
+        interim = connection.recv(1024)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), interim
+        connection.settimeout(60)
+        connection.sendall(body)
+        response = http.client.HTTPResponse(connection)
+        response.begin()
+        assert response.status == 200
+        payload = response.read()
+    np.testing.assert_allclose([row["probabilities"] for row in json.loads(payload)["predictions"]],
+                               models[1]["probabilities"][:2], atol=1e-5)
 
 
 def test_concurrent_requests(server, models):
