@@ -351,6 +351,44 @@ def test_the_evaluators_batches_compile_nothing_and_match_the_served_signature(e
     assert len(result["evaluated"]) == len(texts)
 
 
+PREDICT_SCRIPT = """
+import json, os, sys
+from apps import predict
+
+def compiled():
+    dump = os.environ["DUMP"]
+    return len({name.split(".")[0] for name in os.listdir(dump)}) if os.path.isdir(dump) else 0
+
+texts = json.loads(sys.stdin.read())
+first = predict.predict(sys.argv[1], texts)
+after_first = compiled()
+# past XLA_AFTER_ROWS rows, the process predicts through serving_default (XLA)
+predict.XLA_AFTER_ROWS = len(texts)
+later = predict.predict(sys.argv[1], texts)
+print(json.dumps({"after_first": after_first, "after_later": compiled(),
+                  "first": [row["probabilities"] for row in first],
+                  "later": [row["probabilities"] for row in later]}))
+"""
+
+
+def test_predict_compiles_nothing_for_its_first_rows_then_switches_to_xla_with_the_same_answers(exported,
+                                                                                               tmp_path):
+    """`predict` sends a process's first rows through batch_tf_example (no XLA compilation on a fresh load),
+    later ones through serving_default (XLA); the two agree within 1e-6, rows in order."""
+    words = "oil prices stocks team wins the final markets rally zzqx".split()
+    texts = [" ".join(words[(i + j) % len(words)] for j in range((i * 37) % 300)) for i in range(130)]
+    dump = tmp_path / "xla_dump"
+    process = subprocess.run([sys.executable, "-c", PREDICT_SCRIPT, str(exported["export_dir"])],
+                             input=json.dumps(texts), capture_output=True, text=True, timeout=900,
+                             env={**fresh_process_env(), "DUMP": str(dump),
+                                  "XLA_FLAGS": f"--xla_dump_to={dump}"})
+    assert process.returncode == 0, process.stderr[-3000:]
+    result = json.loads(process.stdout.strip().splitlines()[-1])
+    assert result["after_first"] == 0 and result["after_later"] > 0
+    assert len(result["first"]) == len(texts)
+    np.testing.assert_allclose(np.array(result["first"]), np.array(result["later"]), rtol=0, atol=1e-6)
+
+
 def test_cudnn_is_disabled_only_while_tracing():
     keras.utils.set_random_seed(2)
     inputs = keras.Input(shape=(None,), dtype="int64")
