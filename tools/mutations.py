@@ -600,6 +600,16 @@ MUTATIONS: list[Mutation] = [
                "test_predict_compiles_nothing_for_its_first_rows_then_switches_to_xla_with_the_same_answers",),
     ),
     Mutation(
+        name="predict_dies_on_sigterm_without_cleaning_up",
+        file="apps/cli/main.py",
+        old='    if args.command in ("run", "retrain", "predict"):',
+        new='    if args.command in ("run", "retrain"):',
+        breaks="a `predict` stopped with SIGTERM leaves its partial output beside the output file and its "
+        "temporary home folder in TMPDIR",
+        tests=("tests/system/test_export.py::"
+               "test_predict_stopped_by_sigterm_exits_143_and_leaves_no_file_behind",),
+    ),
+    Mutation(
         name="serve_never_answers_expect_100_continue",
         file="apps/serving/http.py",
         old='            if request.version == HttpVersion11 and expect.lower() == "100-continue":',

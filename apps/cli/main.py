@@ -75,8 +75,8 @@ def _span_states(config) -> list:
 
 
 def _main(args: argparse.Namespace) -> int:
-    # `serve` drains on SIGTERM by itself
-    if args.command in ("run", "retrain"):
+    # `serve` drains on SIGTERM by itself; predict's stop removes its partial output and temporary folder
+    if args.command in ("run", "retrain", "predict"):
         interrupts.install()
     # The command's own lines: text or JSON (--log-format), on stdout (serve: stderr, like its request log).
     console = Console(stream=sys.stderr if args.command == "serve" else sys.stdout,

@@ -9,8 +9,10 @@ import csv
 import io
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -387,6 +389,37 @@ def test_predict_compiles_nothing_for_its_first_rows_then_switches_to_xla_with_t
     assert result["after_first"] == 0 and result["after_later"] > 0
     assert len(result["first"]) == len(texts)
     np.testing.assert_allclose(np.array(result["first"]), np.array(result["later"]), rtol=0, atol=1e-6)
+
+
+def test_predict_stopped_by_sigterm_exits_143_and_leaves_no_file_behind(exported, tmp_path):
+    """A `predict` stopped mid-file (systemd, Kubernetes, a shell's kill) ends with 143 and one line, and
+    leaves neither its partial output nor its temporary home folder (Keras's and matplotlib's files)."""
+    scratch, out_dir = tmp_path / "tmp", tmp_path / "out"
+    scratch.mkdir()
+    out_dir.mkdir()
+    source = tmp_path / "texts.txt"
+    source.write_text("Oil prices rally as stocks fall\n" * 300_000, encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "apps.cli", "predict", "--model-dir", str(exported["export_dir"]), "--input",
+         str(source), "--output", str(out_dir / "predictions.jsonl")],
+        env={**fresh_process_env(), "TMPDIR": str(scratch)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        # stopped once predictions are being written (its partial output has some)
+        deadline = time.monotonic() + 300
+        while not any(path.stat().st_size for path in out_dir.iterdir()) and time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()
+            time.sleep(0.2)
+        assert list(scratch.iterdir()), "predict's temporary home folder"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 143, stderr[-2000:]
+    assert stderr.strip().splitlines() == ["predict: interrupted by SIGTERM"]
+    assert list(scratch.iterdir()) == [] and list(out_dir.iterdir()) == []
 
 
 def test_cudnn_is_disabled_only_while_tracing():
