@@ -18,12 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -31,6 +27,7 @@ import harness  # benchmarks/ is on sys.path when a script here runs
 from bench_serve import (
     REPO,
     RESULTS_DIR,
+    Server,
     publish_version,
     read_test_rows,
     request_bodies,
@@ -60,42 +57,17 @@ LOADS = (("instant model, 16 conn. x 1 text", 16, True), ("model, 16 conn. x 1 t
          ("model, 1 conn. x 1 text", 1, False))
 
 
-class Server:
-    def __init__(self, repo: Path, serving_dir: Path, instant: bool):
-        env = {**os.environ, "PYTHONPATH": str(repo), "CUDA_VISIBLE_DEVICES": "-1",
-               "TF_CPP_MIN_LOG_LEVEL": "2"}
-        entry = ["-c", INSTANT_SERVE] if instant else ["-m", "apps.cli"]
-        self.process = subprocess.Popen([sys.executable, *entry, "serve", "--serving-dir", str(serving_dir),
-                                         "--port", "0"], cwd=repo, env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, text=True)
-        self.port, ready = None, threading.Event()
-
-        def read():
-            for line in self.process.stderr:
-                if "listening on http://127.0.0.1:" in line:
-                    self.port = int(line.split("127.0.0.1:")[1].split("/")[0])
-                    ready.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(900):
-            self.process.kill()
-            raise SystemExit("a server did not start within 900 s")
-
-    def loop_cpu(self) -> float:
-        """CPU seconds of the main thread, which runs the event loop."""
-        pid = self.process.pid
-        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(120)
+def loop_cpu(server: Server) -> float:
+    """CPU seconds of the server's main thread, which runs the event loop."""
+    pid = server.process.pid
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(server: Server, connections: int, seconds: float, script: Path) -> dict:
-    before = server.loop_cpu()
+    before = loop_cpu(server)
     result = run_wrk(server.port, connections, seconds, script)
-    cpu = server.loop_cpu() - before
+    cpu = loop_cpu(server) - before
     requests = max(result["requests"], 1)
     return {"requests_per_s": result["requests"] / (result["duration_us"] / 1e6),
             "p50_ms": result["p50_us"] / 1e3, "p99_ms": result["p99_us"] / 1e3,
@@ -126,7 +98,8 @@ def main() -> None:
             for instant in (True, False):
                 serving_dir = Path(scratch) / f"{side}-{instant}"
                 publish_version(args.model_dir, serving_dir)
-                servers[side, instant] = Server(repo, serving_dir, instant)
+                entry = ("-c", INSTANT_SERVE) if instant else ("-m", "apps.cli")
+                servers[side, instant] = Server(repo, serving_dir, [], entry)
         try:
             for round_number in range(args.rounds):
                 for side in ("old", "new", "new", "old"):

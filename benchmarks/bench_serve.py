@@ -226,7 +226,11 @@ def server_split(before: dict[str, float], after: dict[str, float]) -> dict:
 
 
 class Server:
-    def __init__(self, repo: Path, serving_dir: Path, flags: list[str]):
+    """`agnews-pipeline serve` of the checkout `repo` on a free port; `entry`: how Python starts it (the
+    command's module, or `-c` and a script that runs it)."""
+
+    def __init__(self, repo: Path, serving_dir: Path, flags: list[str],
+                 entry: tuple[str, str] = ("-m", "apps.cli")):
         env = {
             **os.environ,
             "PYTHONPATH": str(repo),
@@ -234,7 +238,7 @@ class Server:
             "TF_CPP_MIN_LOG_LEVEL": "2",
         }
         env.pop("TF_USE_LEGACY_KERAS", None)
-        self.process = subprocess.Popen([sys.executable, "-m", "apps.cli", "serve", "--serving-dir",
+        self.process = subprocess.Popen([sys.executable, *entry, "serve", "--serving-dir",
                                          str(serving_dir), "--port", "0", *flags], cwd=repo, env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
