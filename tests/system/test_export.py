@@ -302,13 +302,24 @@ def test_a_large_batch_runs_in_chunks_sorted_by_length_each_cut_to_its_own_bucke
 
 def _run_xla_script(export_dir: Path, warmup: list[list[str]], batches: list[list[str]], dump: Path) -> dict:
     """XLA_SCRIPT's counts of compiled modules and its outputs, in a fresh TensorFlow-only process."""
-    process = subprocess.run([sys.executable, "-c", XLA_SCRIPT, str(export_dir)],
-                             input=json.dumps({"warmup": warmup, "batches": batches}), capture_output=True,
-                             text=True, timeout=900, env={**fresh_process_env(), "DUMP": str(dump),
-                                                          "XLA_FLAGS": f"--xla_dump_to={dump}"})
+    return _run_dumping_xla(XLA_SCRIPT, [str(export_dir)], {"warmup": warmup, "batches": batches}, dump)
+
+
+def _run_dumping_xla(script: str, args: list[str], stdin: object, dump: Path) -> dict:
+    """The last stdout line (JSON) of `script` run with `args` and `stdin` (as JSON) in a fresh process that
+    dumps every XLA module it compiles into `dump` (the script counts them through $DUMP)."""
+    process = subprocess.run([sys.executable, "-c", script, *args], input=json.dumps(stdin),
+                             capture_output=True, text=True, timeout=900,
+                             env={**fresh_process_env(), "DUMP": str(dump),
+                                  "XLA_FLAGS": f"--xla_dump_to={dump}"})
     assert process.returncode == 0, process.stderr[-3000:]
     return json.loads(process.stdout.strip().splitlines()[-1])
 
+
+# 130 texts from 0 to 299 words long, in mixed order (the offline-batch and predict tests)
+_WORDS = "oil prices stocks team wins the final markets rally zzqx".split()
+MIXED_LENGTH_TEXTS = [" ".join(_WORDS[(i + j) % len(_WORDS)] for j in range((i * 37) % 300))
+                      for i in range(130)]
 
 BATCH_SCRIPT = """
 import json, os, sys
@@ -338,16 +349,10 @@ def test_the_evaluators_batches_compile_nothing_and_match_the_served_signature(e
     """The evaluator (and validate's drift predictions) feed offline batches through batch_tf_example: the
     served graph and weights without XLA, so a fresh load compiles no shape (the served tf.Example signature,
     the control, compiles some); the answers agree within 1e-6, rows in order."""
-    words = "oil prices stocks team wins the final markets rally zzqx".split()
-    texts = [" ".join(words[(i + j) % len(words)] for j in range((i * 37) % 300)) for i in range(130)]
-    dump = tmp_path / "xla_dump"
-    process = subprocess.run([sys.executable, "-c", BATCH_SCRIPT, str(exported["export_dir"]),
-                              str(tmp_path / "examples.tfrecord.gz")],
-                             input=json.dumps(texts), capture_output=True, text=True, timeout=900,
-                             env={**fresh_process_env(), "DUMP": str(dump),
-                                  "XLA_FLAGS": f"--xla_dump_to={dump}"})
-    assert process.returncode == 0, process.stderr[-3000:]
-    result = json.loads(process.stdout.strip().splitlines()[-1])
+    texts = MIXED_LENGTH_TEXTS
+    examples = tmp_path / "examples.tfrecord.gz"
+    result = _run_dumping_xla(BATCH_SCRIPT, [str(exported["export_dir"]), str(examples)], texts,
+                              tmp_path / "xla_dump")
     assert result["after_evaluation"] == 0 and result["after_served"] > 0
     np.testing.assert_allclose(np.array(result["evaluated"]), np.array(result["served"]), rtol=0, atol=1e-6)
     assert len(result["evaluated"]) == len(texts)
@@ -377,15 +382,8 @@ def test_predict_compiles_nothing_for_its_first_rows_then_switches_to_xla_with_t
                                                                                                tmp_path):
     """`predict` sends a process's first rows through batch_tf_example (no XLA compilation on a fresh load),
     later ones through serving_default (XLA); the two agree within 1e-6, rows in order."""
-    words = "oil prices stocks team wins the final markets rally zzqx".split()
-    texts = [" ".join(words[(i + j) % len(words)] for j in range((i * 37) % 300)) for i in range(130)]
-    dump = tmp_path / "xla_dump"
-    process = subprocess.run([sys.executable, "-c", PREDICT_SCRIPT, str(exported["export_dir"])],
-                             input=json.dumps(texts), capture_output=True, text=True, timeout=900,
-                             env={**fresh_process_env(), "DUMP": str(dump),
-                                  "XLA_FLAGS": f"--xla_dump_to={dump}"})
-    assert process.returncode == 0, process.stderr[-3000:]
-    result = json.loads(process.stdout.strip().splitlines()[-1])
+    texts = MIXED_LENGTH_TEXTS
+    result = _run_dumping_xla(PREDICT_SCRIPT, [str(exported["export_dir"])], texts, tmp_path / "xla_dump")
     assert result["after_first"] == 0 and result["after_later"] > 0
     assert len(result["first"]) == len(texts)
     np.testing.assert_allclose(np.array(result["first"]), np.array(result["later"]), rtol=0, atol=1e-6)
