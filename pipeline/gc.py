@@ -8,8 +8,11 @@ followed through what a step computed from, not through what it was compared wit
 a Resolver gives: the baseline, the warm-start base, the reused search), which are kept themselves but not
 their own lineage. So each pushed model no longer keeps every older one alive through its warm-start base, and
 the root stops growing. Served versions beyond the K highest leave the serving folder (never the served one,
-the highest). A rollback needs a kept version's model and blessing, which are in its pusher's lineage. Without
-a policy, pushed versions are never touched (only stale `.push-*` folders that a killed pusher left).
+the highest). A rollback needs a kept version's model and blessing, which are in its pusher's lineage. A model
+that nothing published (the gate refused it) is kept only in the newest run that went through: the older kept
+runs keep the rest of what they computed, but no served version, rollback or warm start can use their refused
+models, so weeks of refusals do not swing the root up by `runs` models. Without a policy, pushed versions are
+never touched (only stale `.push-*` folders that a killed pusher left) and the kept runs keep their models.
 
 A run that is not kept keeps its record (run.json, report.md, its step logs: a few kilobytes, so `runs` and
 `show` still tell its story) but not its report.html, whose figures are embedded copies of the evaluation's
@@ -24,6 +27,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from contract.names import MODEL
 from library.folder_layouts import RUN_REPORT_HTML, serving_version_dir, serving_versions
 from pipeline import dag
 from pipeline.metadata import MetadataStore
@@ -69,17 +73,14 @@ def protected_artifacts(store: MetadataStore, runs: list, served_versions: int =
                         serving_dir: Path | None = None) -> set[int]:
     """What gc keeps: the artifacts of `runs` (the kept runs: `kept_runs`) and the pushed models (with a
     policy: those of the `served_versions` highest versions in `serving_dir`), with their lineage (module
-    docstring)."""
-    roots: set[int] = set()
+    docstring). With a policy, a model that nothing published is kept only in the newest run that went through
+    (and the newer ones)."""
     kept = set(serving_versions(serving_dir)[-served_versions:]) if served_versions and serving_dir else None
     cut = resolved_input_names() if kept is not None else frozenset()
-    # what a kept run was compared with or started from: kept, not its lineage
-    referenced: set[int] = set()
-    for run in runs:
-        for execution in store.executions(run["id"]):
-            for kind in ("input", "output"):
-                for name, artifact in store.artifacts_of(execution["id"], kind).items():
-                    (referenced if kind == "input" and name in cut else roots).add(artifact.id)
+    newest = runs[:_newest_through(runs) + 1]
+    newest_roots, referenced, _ = _run_artifacts(store, newest, cut)
+    older_roots, older_referenced, candidates = _run_artifacts(store, runs[len(newest):], cut)
+    published: set[int] = set()
     # what left the pipeline root (a pushed model), with its inputs
     for step in dag.delivering_steps():
         output, prop = step.spec.delivers.split(".")
@@ -87,13 +88,40 @@ def protected_artifacts(store: MetadataStore, runs: list, served_versions: int =
             version = delivered.properties.get("version")
             if kept is None or (version in kept and Path(str(delivered.properties.get("path")))
                                 == serving_version_dir(serving_dir, version)):
-                roots.add(delivered.id)
+                published.add(delivered.id)
     # what the next run resolves from the store (the baseline model)
     for resolver in dag.resolvers():
         resolved = resolver.resolve(store, dag.STEPS)
         if resolved is not None:
-            roots.add(resolved.id)
-    return _with_lineage(store, roots, cut) | referenced
+            published.add(resolved.id)
+    needed = _with_lineage(store, published | newest_roots, cut) | referenced | older_referenced
+    older = _with_lineage(store, older_roots, cut)
+    return needed | (older - candidates if kept is not None else older)
+
+
+def _newest_through(runs: list) -> int:
+    """The position in `runs` (newest first) of the newest run that went through; the last if none did."""
+    through = (position for position, run in enumerate(runs) if run["status"] == "succeeded")
+    return next(through, len(runs) - 1)
+
+
+def _run_artifacts(store: MetadataStore, runs: list,
+                   cut: frozenset[str]) -> tuple[set[int], set[int], set[int]]:
+    """(roots, referenced, models) of `runs`: what their steps used or made, except the inputs named in `cut`
+    (what they were compared with or started from: `referenced`, kept without their lineage); `models` are
+    their outputs that a delivering step publishes (the trained models)."""
+    published_outputs = {tuple(step.inputs[MODEL].split(".")) for step in dag.delivering_steps()}
+    roots: set[int] = set()
+    referenced: set[int] = set()
+    models: set[int] = set()
+    for run in runs:
+        for execution in store.executions(run["id"]):
+            for kind in ("input", "output"):
+                for name, artifact in store.artifacts_of(execution["id"], kind).items():
+                    (referenced if kind == "input" and name in cut else roots).add(artifact.id)
+                    if kind == "output" and (execution["step"], name) in published_outputs:
+                        models.add(artifact.id)
+    return roots, referenced, models
 
 
 def _is_inside(path: Path, root: Path) -> bool:

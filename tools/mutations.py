@@ -465,8 +465,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="gc_deletes_the_lineage_of_kept_versions",
         file="pipeline/gc.py",
-        old="return _with_lineage(store, roots, cut) | referenced",
-        new="return roots | referenced",
+        old="needed = _with_lineage(store, published | newest_roots, cut) | referenced | older_referenced",
+        new="needed = published | newest_roots | referenced | older_referenced",
         breaks="gc with a retention policy deletes the model, data and blessing behind a kept served "
         "version: "
         "it can no longer be rolled back to",
@@ -488,6 +488,27 @@ MUTATIONS: list[Mutation] = [
             "tests/unit/test_gc_retention.py::"
             "test_policy_keeps_the_last_served_versions_lineage_and_cuts_the_warm_start_chain",
         ),
+        fast=True,
+    ),
+    Mutation(
+        name="retention_keeps_the_refused_models_of_every_kept_run",
+        file="pipeline/gc.py",
+        old="return needed | (older - candidates if kept is not None else older)",
+        new="return needed | older",
+        breaks="while the gate refuses week after week, each of the retention.runs newest runs keeps its "
+        "trained model: the root swings up by that many models and does not level off",
+        tests=(
+            "tests/unit/test_gc_retention.py::test_policy_keeps_a_model_nothing_published_only_in_the_newest_run",
+        ),
+        fast=True,
+    ),
+    Mutation(
+        name="gc_without_a_policy_deletes_refused_models",
+        file="pipeline/gc.py",
+        old="return needed | (older - candidates if kept is not None else older)",
+        new="return needed | (older - candidates)",
+        breaks="`gc --keep N` without a retention policy deletes the trained models of the kept runs",
+        tests=("tests/unit/test_gc_retention.py::test_without_a_policy_the_kept_runs_keep_their_refused_models",),
         fast=True,
     ),
     Mutation(

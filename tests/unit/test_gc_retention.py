@@ -90,6 +90,52 @@ def test_without_a_policy_every_pushed_model_and_version_is_kept(tmp_path):
     store.close()
 
 
+def _weeks_refused(store: MetadataStore, root: Path, base: int, weeks: range) -> dict[int, int]:
+    """Weeks that trained a model from model `base` and were refused by the gate (nothing pushed); returns
+    {week: model artifact id}."""
+    models = {}
+    for week in weeks:
+        run_id = f"2026121{week % 10}T00000{week % 10}-refused"
+        store.start_run(run_id, "retrain", {}, None)
+        examples = _execute(store, root, run_id, "ingest", {}, {"examples": {}})["examples"]
+        model = _execute(store, root, run_id, "trainer", {"examples": examples, "base_model": base},
+                         {"model": {}})["model"]
+        _execute(store, root, run_id, "evaluator", {"model": model, "baseline_model": base},
+                 {"blessing": {"blessed": False}})
+        store.finish_run(run_id, "succeeded", outcome="not_blessed")
+        models[week] = model
+    return models
+
+
+def test_policy_keeps_a_model_nothing_published_only_in_the_newest_run(tmp_path):
+    root = tmp_path / "root"
+    store, serving, pushed = weekly_root(root, 4)
+    refused = _weeks_refused(store, root, pushed[4], range(5, 8))
+    store.close()
+    collect_garbage(root, 3, serving_dir=serving, served_versions=2, log=lambda _: None)
+    store = MetadataStore(root / "metadata.sqlite")
+    # the served versions' models stay; of the 3 kept runs' refused candidates, only the newest one's
+    assert [store.artifact(pushed[week]).uri.exists() for week in (3, 4)] == [True, True]
+    assert {week: store.artifact(model).uri.exists() for week, model in refused.items()} == {
+        5: False, 6: False, 7: True}
+    assert store.artifact(refused[5]).deleted
+    # the older kept runs keep the rest of what they computed
+    assert all((root / "runs" / f"2026121{week}T00000{week}-refused" / "ingest" / "examples").is_dir()
+               for week in (5, 6))
+    store.close()
+
+
+def test_without_a_policy_the_kept_runs_keep_their_refused_models(tmp_path):
+    root = tmp_path / "root"
+    store, serving, pushed = weekly_root(root, 2)
+    refused = _weeks_refused(store, root, pushed[2], range(5, 8))
+    store.close()
+    collect_garbage(root, 3, serving_dir=serving, log=lambda _: None)
+    store = MetadataStore(root / "metadata.sqlite")
+    assert all(store.artifact(model).uri.exists() for model in refused.values())
+    store.close()
+
+
 def test_failed_runs_do_not_push_a_trained_run_out_of_the_kept_ones(tmp_path):
     root = tmp_path / "root"
     store, serving, models = weekly_root(root, 4)
