@@ -8,11 +8,12 @@ followed through what a step computed from, not through what it was compared wit
 a Resolver gives: the baseline, the warm-start base, the reused search), which are kept themselves but not
 their own lineage. So each pushed model no longer keeps every older one alive through its warm-start base, and
 the root stops growing. Served versions beyond the K highest leave the serving folder (never the served one,
-the highest). A rollback needs a kept version's model and blessing, which are in its pusher's lineage. A model
-that nothing published (the gate refused it) is kept only in the newest run that went through: the older kept
-runs keep the rest of what they computed, but no served version, rollback or warm start can use their refused
-models, so weeks of refusals do not swing the root up by `runs` models. Without a policy, pushed versions are
-never touched (only stale `.push-*` folders that a killed pusher left) and the kept runs keep their models.
+the highest). A rollback needs a kept version's model and blessing, which are in its pusher's lineage. A
+trained model that no kept served version holds (the gate refused it, or its version left the serving folder)
+is kept only in the newest run that went through: the older kept runs keep the rest of what they computed, but
+no served version, rollback or warm start can use such a model, so weeks of refusals do not swing the root up
+by `runs` models. Without a policy, pushed versions are never touched (only stale `.push-*` folders that a
+killed pusher left) and the kept runs keep their models.
 
 A run that is not kept keeps its record (run.json, report.md, its step logs: a few kilobytes, so `runs` and
 `show` still tell its story) but not its report.html, whose figures are embedded copies of the evaluation's
@@ -73,8 +74,8 @@ def protected_artifacts(store: MetadataStore, runs: list, served_versions: int =
                         serving_dir: Path | None = None) -> set[int]:
     """What gc keeps: the artifacts of `runs` (the kept runs: `kept_runs`) and the pushed models (with a
     policy: those of the `served_versions` highest versions in `serving_dir`), with their lineage (module
-    docstring). With a policy, a model that nothing published is kept only in the newest run that went through
-    (and the newer ones)."""
+    docstring). With a policy, a trained model that no kept served version holds is kept only in the newest
+    run that went through (and the newer ones)."""
     kept = set(serving_versions(serving_dir)[-served_versions:]) if served_versions and serving_dir else None
     cut = resolved_input_names() if kept is not None else frozenset()
     newest = runs[:_newest_through(runs) + 1]
