@@ -26,6 +26,8 @@ XLA_EXPORT_TEST = ("tests/system/test_export.py::"
 XLA_CHUNKS_TEST = ("tests/system/test_export.py::"
                    "test_a_large_batch_runs_in_chunks_sorted_by_length_each_cut_to_its_own_bucket")
 
+WORKERS_TEST = "tests/system/test_serve_workers.py::"
+
 MUTATIONS: list[Mutation] = [
     # ------------------------------------------------------------------------------------------ ingest
     Mutation(
@@ -370,6 +372,57 @@ MUTATIONS: list[Mutation] = [
         "wraps it to port 34463 and serves there",
         tests=("tests/unit/test_cli_seams.py::test_serve_errors_honour_log_format_json",),
         fast=True,
+    ),
+    Mutation(
+        name="worker_page_shows_only_its_own_series",
+        file="apps/serving/metrics.py",
+        old="        if self.shared is not None:\n",
+        new="        if False:\n",
+        breaks="with serve --workers N a scrape shows only the worker that answered it, so every scrape "
+        "counts other requests",
+        tests=(WORKERS_TEST + "test_two_workers_answer_on_one_port_and_one_page_counts_both",),
+    ),
+    Mutation(
+        name="merged_worker_page_unlabelled",
+        file="apps/serving/worker_pages.py",
+        old='sample._replace(labels={**sample.labels, "worker": str(index)})',
+        new="sample",
+        breaks="the workers' series on the merged metrics page are not told apart (duplicate series)",
+        tests=("tests/unit/test_worker_pages.py",),
+        fast=True,
+    ),
+    Mutation(
+        name="killed_worker_not_started_again",
+        file="apps/serving/workers.py",
+        old='"another")\n                self.start(index)',
+        new='"another")',
+        breaks="a worker killed (say by the OOM killer) is gone for good: the server runs on fewer workers",
+        tests=(WORKERS_TEST + "test_a_killed_worker_is_started_again_while_the_other_answers",),
+    ),
+    Mutation(
+        name="sigterm_not_passed_to_the_workers",
+        file="apps/serving/workers.py",
+        old="                worker.send_signal(signal.SIGTERM)",
+        new="                pass",
+        breaks="SIGTERM to `serve --workers N` never stops it: the workers keep serving",
+        tests=(WORKERS_TEST + "test_sigterm_stops_every_worker_and_the_supervisor_exits_0",),
+    ),
+    Mutation(
+        name="workers_outlive_their_supervisor",
+        file="apps/serving/http.py",
+        old="while os.getppid() == supervisor:",
+        new="while True:",
+        breaks="after the supervisor is killed its workers keep the port and serve on, with nothing to stop "
+        "them",
+        tests=(WORKERS_TEST + "test_workers_stop_when_their_supervisor_is_killed",),
+    ),
+    Mutation(
+        name="worker_that_never_listened_started_again",
+        file="apps/serving/workers.py",
+        old="                if not self.pages.published(index):",
+        new="                if False:",
+        breaks="a worker that cannot start is restarted forever instead of stopping serve with its error",
+        tests=(WORKERS_TEST + "test_a_worker_that_cannot_start_stops_the_supervisor_with_exit_1",),
     ),
     # ---------------------------------------------------------------------------------------------- cli
     Mutation(

@@ -1,9 +1,11 @@
 """`agnews-pipeline serve`: checks the serving folder and the batching flags, then runs the REST server
-(apps/serving) until SIGTERM or SIGINT."""
+(apps/serving) until SIGTERM or SIGINT; with --workers N, a supervisor of N such servers on the port
+(apps/serving/workers.py)."""
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from apps.cli.exit_codes import EXIT_FAILED, EXIT_OK
@@ -11,6 +13,7 @@ from apps.cli.flags import DURATION_HELP, add_output_flags, command, duration_fl
 from apps.cli.utils import UsageError, library_output
 from apps.serving.batching import BatchingOptions  # standard library only
 from apps.serving.policy import POLICY_HELP, PolicyError, VersionPolicy, read_labels  # no TensorFlow
+from apps.serving.workers import Supervisor, WorkerSeat, reserve_port  # standard library only
 from pipeline.logs import Console
 
 # serve --no-batching: requests the model computes at the same time
@@ -27,6 +30,8 @@ def cmd_serve(args, config, console: Console) -> int:
                          "--serving-dir")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be a port from 0 (any free port) to 65535, got {args.port}")
+    if args.workers <= 0:
+        raise UsageError(f"--workers must be 1 or more, got {args.workers}")
     if args.max_request_bytes <= 0:
         raise UsageError(f"--max-request-bytes must be positive, got {args.max_request_bytes}")
     if args.poll_seconds <= 0:
@@ -49,20 +54,41 @@ def cmd_serve(args, config, console: Console) -> int:
             read_labels(labels_file)
     except PolicyError as error:
         raise UsageError(str(error)) from None
+    seat = WorkerSeat.from_environment()
+    if seat is None and args.workers > 1:
+        return _supervise(args, console)
     try:
         from apps.serving.http import serve
     except ImportError as error:
         raise UsageError(f"{error}; install the serve extra: pip install 'agnews-pipeline[serve]'") from None
+    # a worker's lines say which worker; the supervisor's own lines are the ones that start "serve:"
+    log = console if seat is None else (
+        lambda message: console(message.replace("serve:", f"serve (worker {seat.index}):", 1)))
     try:
         with library_output(args, console):
             serve(serving_dir, model_name=args.model_name, host=args.host, port=args.port,
                   poll_seconds=args.poll_seconds, max_request_bytes=args.max_request_bytes, batching=batching,
-                  log=console, policy=policy, labels_file=labels_file,
-                  op_threads=(args.inter_op_threads, intra_op_threads))
+                  log=log, policy=policy, labels_file=labels_file,
+                  op_threads=(args.inter_op_threads, intra_op_threads), seat=seat)
     except OSError as error:
         console.error(f"serve: cannot listen on {args.host}:{args.port}: {error.strerror or error}")
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _supervise(args, console: Console) -> int:
+    """`serve --workers N`: holds the port, then starts and watches N workers (apps/serving/workers.py)."""
+    try:
+        reserved = reserve_port(args.host, args.port)
+    except OSError as error:
+        console.error(f"serve: cannot listen on {args.host}:{args.port}: {error.strerror or error}")
+        return EXIT_FAILED
+    with reserved:
+        port = reserved.getsockname()[1]
+        url = f"http://{args.host}:{port}/v1/models/{args.model_name}"
+        code = Supervisor(sys.argv[1:], port, args.workers, console).run(url)
+    console("serve: stopped")
+    return EXIT_OK if code == 0 else EXIT_FAILED
 
 
 def shared_cores(cores: int, batch_threads: int) -> int:
@@ -128,6 +154,10 @@ def add_serve_command(commands) -> None:
                        help="YAML or JSON file {label: version} for /v1/models/<name>/labels/<label>, e.g. "
                             "'stable: 3'; re-read when it changes")
     serve.add_argument("--max-request-bytes", type=int, default=8 << 20, help="larger bodies get 413")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="server processes answering on the port, each a whole server with the model "
+                            "loaded (default 1; one process's model calls do not use two cores: 2 workers "
+                            "answered 1.3-1.5x as many texts/s on 2 cores, at twice the memory)")
     _add_batching_flags(serve)
     add_output_flags(serve, log_file=True)
 

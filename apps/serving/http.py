@@ -47,6 +47,8 @@ from apps.serving.metrics import ServerMetrics
 from apps.serving.policy import LATEST, VersionPolicy
 from apps.serving.routes import Route, request_handler
 from apps.serving.versions import CLASSIFY_METHOD, DEFAULT_SIGNATURE, Servable, VersionWatcher, run_model
+from apps.serving.worker_pages import PUBLISH_SECONDS
+from apps.serving.workers import WorkerSeat
 
 
 @dataclass
@@ -301,11 +303,15 @@ def build_server(server: ModelServer) -> web.Server:
                       request_factory=make_request, handler_cancellation=True, access_log=None)
 
 
-async def _serve(server: ModelServer, host: str, port: int, log: Callable[[str], None]) -> None:
+async def _serve(server: ModelServer, host: str, port: int, log: Callable[[str], None],
+                 seat: WorkerSeat | None = None) -> None:
     runner = web.ServerRunner(build_server(server), shutdown_timeout=30.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    # a worker of `serve --workers N` listens beside the others (SO_REUSEPORT) on its supervisor's port
+    site = web.TCPSite(runner, host, seat.port, reuse_port=True) if seat else web.TCPSite(runner, host, port)
     await site.start()
+    if seat is not None:
+        publishing = asyncio.create_task(_publish_page(server.metrics, seat))
     # the real port when --port 0 was asked
     bound_port = site._server.sockets[0].getsockname()[1]
     stop = asyncio.Event()
@@ -321,9 +327,22 @@ async def _serve(server: ModelServer, host: str, port: int, log: Callable[[str],
            f"batching off, {options.num_batch_threads} model threads)"))
     await stop.wait()
     log(f"serve: stopping; finishing {server.requests_in_flight} requests in flight")
+    if seat is not None:
+        publishing.cancel()
     server.batcher.drain()
     # stops accepting, waits for in-flight (and so queued) requests, closes connections
     await runner.cleanup()
+
+
+async def _publish_page(metrics: ServerMetrics, seat: WorkerSeat) -> None:
+    """A worker's copy of its metrics page for the others' scrapes, now (which also tells the supervisor it
+    listens) and every PUBLISH_SECONDS. A worker whose supervisor has gone (its parent changed) stops as on
+    SIGTERM: nothing would restart or stop it any more."""
+    supervisor = os.getppid()
+    while os.getppid() == supervisor:
+        seat.pages.write(seat.index, metrics.own_page())
+        await asyncio.sleep(PUBLISH_SECONDS)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _run_event_loop(main: Any) -> None:
@@ -353,10 +372,10 @@ def serve(serving_dir: Path, model_name: str = "agnews", host: str = "127.0.0.1"
           poll_seconds: float = 1.0, max_request_bytes: int = 8 << 20,
           batching: BatchingOptions | None = None, log: Callable[[str], None] | None = None,
           policy: VersionPolicy = LATEST, labels_file: Path | None = None,
-          op_threads: tuple[int, int] = (0, 0)) -> None:
+          op_threads: tuple[int, int] = (0, 0), seat: WorkerSeat | None = None) -> None:
     """Runs the server until SIGTERM or SIGINT. Loads the newest version before it starts listening. `log`
     prints its lines (default: to stderr); a line that cannot be written (its disk is full) is dropped and the
-    server keeps answering."""
+    server keeps answering. `seat`: one worker of `serve --workers N` (apps/serving/workers.py)."""
     batching = batching or BatchingOptions()
 
     def log_to_stderr(message: str) -> None:
@@ -380,13 +399,13 @@ def serve(serving_dir: Path, model_name: str = "agnews", host: str = "127.0.0.1"
         )
     watcher.start()
     batcher = Batcher(batching, run_model)
-    metrics = ServerMetrics(model_name, watcher, batcher)
+    metrics = ServerMetrics(model_name, watcher, batcher, (seat.index, seat.pages) if seat else None)
     batcher.on_batch, batcher.on_dropped = metrics.batch, metrics.dropped_rows
     server = ModelServer(model_name, watcher, batcher, max_request_bytes, metrics)
     metrics.in_flight.set_function(lambda: server.requests_in_flight)
     batcher.requests_held = lambda: server.requests_in_flight
     try:
-        _run_event_loop(_serve(server, host, port, log))
+        _run_event_loop(_serve(server, host, port, log, seat))
     finally:
         watcher.stop()
         batcher.shutdown()

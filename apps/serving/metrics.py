@@ -6,6 +6,7 @@ from aiohttp import web
 
 from apps.serving.batching import Batcher, BatchStats
 from apps.serving.versions import VersionWatcher
+from apps.serving.worker_pages import SharedPages, merged_page
 
 # TF Serving's --monitoring_config_file default path
 METRICS_PATH = "/monitoring/prometheus/metrics"
@@ -32,7 +33,10 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 class ServerMetrics:
     """The Prometheus page at METRICS_PATH. Its own registry: nothing global, one server per process."""
 
-    def __init__(self, model_name: str, watcher: VersionWatcher, batcher: Batcher):
+    def __init__(self, model_name: str, watcher: VersionWatcher, batcher: Batcher,
+                 shared: tuple[int, SharedPages] | None = None):
+        # a worker of `serve --workers N`: (its index, every worker's copy of its page); its page shows all
+        self.shared = shared
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
         self.model_name = model_name
@@ -113,9 +117,18 @@ class ServerMetrics:
     def dropped_rows(self, rows: int) -> None:
         self.dropped.labels(self.model_name).inc(rows)
 
-    def page(self) -> web.Response:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    def own_page(self) -> bytes:
+        from prometheus_client import generate_latest
 
-        return web.Response(
-            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        return generate_latest(self.registry)
+
+    def page(self) -> web.Response:
+        """This server's page; a worker's: every worker's series, labelled by worker."""
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        body = self.own_page()
+        if self.shared is not None:
+            index, pages = self.shared
+            body = merged_page({other: body if other == index else pages.read(other)
+                                for other in range(pages.count)})
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,126 @@
+"""`serve --workers N`: N server processes answering on one port, under a supervisor that loads no model.
+
+Why processes: the model calls of one process do not use two cores, whatever its threads
+(benchmarks/results/model_processes.md: two threads of one process 1.1-1.6x one thread, two processes
+1.7-2.2x), and at 16 one-text clients one process alternates between one model call and answering, using one
+core of two. Two workers served 1.31-1.48x the texts/s of one at 16 x 1 and 16 x 64 (benchmarks/README.md).
+
+The supervisor reserves the port (a socket bound with SO_REUSEPORT that does not listen: it resolves --port 0
+and keeps the port while workers come and go) and starts each worker, `python -m apps.cli` with the
+supervisor's own arguments, handing it its seat and the shared metrics pages (apps/serving/worker_pages.py,
+by file descriptor). Each worker is a whole `serve`: its own versions, reloads, batching and admission; once
+its model is loaded it listens on the port with SO_REUSEPORT, and the kernel spreads new connections over the
+workers listening. So a worker that is (re)starting gets no connection before it can answer one.
+  - A worker that exits once it was listening (killed, out of memory) is started again, with a line.
+  - One that exits before it listened (say its serving folder cannot be read) stops the others, and the
+    supervisor exits with a line: restarting it would fail the same way.
+  - SIGTERM or SIGINT is passed on to every worker, which finishes its requests in flight; the supervisor
+    exits once all have, 0 if all exited 0. A worker whose supervisor is gone (killed) stops by itself.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from apps.serving.worker_pages import SharedPages
+
+# How a worker learns its seat: "index,count,port,pages fd" (set by the supervisor only).
+WORKER_ENVIRONMENT = "AGNEWS_SERVE_WORKER"
+POLL_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class WorkerSeat:
+    """What a worker process is handed: its index, the number of workers, the port to listen on (with
+    SO_REUSEPORT) and the shared metrics pages."""
+    index: int
+    count: int
+    port: int
+    pages: SharedPages
+
+    @classmethod
+    def from_environment(cls) -> WorkerSeat | None:
+        """This process's seat when the supervisor started it, else None."""
+        value = os.environ.get(WORKER_ENVIRONMENT)
+        if not value:
+            return None
+        index, count, port, pages_fd = (int(part) for part in value.split(","))
+        return cls(index, count, port, SharedPages(pages_fd, count))
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound to the port with SO_REUSEPORT, not listening (so no connection waits on it): the
+    workers bind theirs beside it. Port 0: a free port, its getsockname()."""
+    reserved = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        reserved.bind((host, port))
+    except OSError:
+        reserved.close()
+        raise
+    return reserved
+
+
+class Supervisor:
+    """Starts and watches the workers; see the module's docstring."""
+
+    def __init__(self, argv: list[str], port: int, count: int, log: Callable[[str], None]):
+        self.argv, self.port, self.log = argv, port, log
+        self.pages = SharedPages.create(count)
+        self.workers: list[subprocess.Popen | None] = [None] * count
+        self.stopping = False
+
+    def start(self, index: int) -> None:
+        self.pages.clear(index)
+        seat = f"{index},{len(self.workers)},{self.port},{self.pages.fd}"
+        self.workers[index] = subprocess.Popen([sys.executable, "-m", "apps.cli", *self.argv],
+                                               pass_fds=(self.pages.fd,),
+                                               env={**os.environ, WORKER_ENVIRONMENT: seat})
+
+    def stop(self, *_) -> None:
+        """SIGTERM and SIGINT: every worker finishes its requests in flight and exits."""
+        self.stopping = True
+        for worker in self.workers:
+            if worker is not None and worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+
+    def run(self, url: str) -> int:
+        """Runs until the workers have stopped; the exit code (0: all exited 0)."""
+        previous = {signum: signal.signal(signum, self.stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            for index in range(len(self.workers)):
+                self.start(index)
+            return self._watch(url)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _watch(self, url: str) -> int:
+        announced = False
+        while True:
+            if not announced and all(self.pages.published(i) for i in range(len(self.workers))):
+                announced = True
+                pids = ", ".join(str(worker.pid) for worker in self.workers if worker is not None)
+                self.log(f"serve: listening on {url} with {len(self.workers)} workers (process ids {pids})")
+            for index, worker in enumerate(self.workers):
+                code = worker.poll() if worker is not None else None
+                if code is None or self.stopping:
+                    continue
+                if not self.pages.published(index):
+                    self.log(f"serve: worker {index} exited with code {code} before it was listening (its "
+                             "lines above say why); stopping the others")
+                    self.stop()
+                    break
+                self.log(f"serve: worker {index} (process {worker.pid}) exited with code {code}; starting "
+                         "another")
+                self.start(index)
+            if self.stopping and all(worker is None or worker.poll() is not None for worker in self.workers):
+                return 0 if all(worker is None or worker.returncode == 0 for worker in self.workers) else 1
+            time.sleep(POLL_SECONDS)
