@@ -36,6 +36,7 @@ import csv
 import http.client
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -263,9 +264,13 @@ class Server:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU seconds of process `pid` so far, all its threads."""
+    """User and system CPU seconds of process `pid` so far, all its threads, and of its live child processes
+    (the workers of `serve --workers N`)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(child)) for child in (children.read_text().split() if children.exists()
+                                                            else ()))
 
 
 def run_loads(servers: dict[str, Server], drive: Callable[[int, int, float, int], dict],
@@ -410,6 +415,8 @@ def main() -> None:
     parser.add_argument("--overload-seconds", type=float, default=10.0)
     parser.add_argument("--client", choices=("wrk", "asyncio"), help="the load generator (default: wrk when "
                         "installed, else the asyncio client, which reports whether it kept up)")
+    parser.add_argument("--flags", default="", help="`serve` flags of the new server, e.g. '--workers 2' "
+                        "(with --baseline-repo . : this checkout's defaults against those flags)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "serve.json")
     args = parser.parse_args()
     require_serving_model(args.model_dir)
@@ -439,7 +446,8 @@ def main() -> None:
             if repo is not None:
                 serving_dir = workdir / label.split()[0] / "agnews"
                 publish_version(args.model_dir, serving_dir)
-                servers[label] = Server(repo.resolve(), serving_dir, [])
+                flags = shlex.split(args.flags) if label == "new default" else []
+                servers[label] = Server(repo.resolve(), serving_dir, flags)
         loads = run_loads(servers, drive, args.seconds)
         capacity = loads["new default"]["16 x 64"]["texts_per_second"] / 64
         overload = asyncio.run(open_loop(servers["new default"].port, args.overload_factor * capacity,
@@ -457,6 +465,7 @@ def main() -> None:
         "machine": machine,
         "model_dir": str(args.model_dir.resolve()),
         "baseline_repo": str(args.baseline_repo),
+        "new_flags": args.flags,
         "data": f"{(args.data / 'test.csv').resolve()}: {len(texts)} rows, text = title + ' ' + description",
         "seconds_per_load": args.seconds,
         "client": client,
@@ -518,9 +527,10 @@ def markdown(report: dict) -> str:
                 "per load and "
                 "server in halves "
                 + (
-                    f"ordered old, new, new, old; old default = `serve` of {report['baseline_repo']}, "
-                    "new default = "
-                    "this checkout, both with no flags, both up throughout"
+                    f"ordered old, new, new, old; old default = `serve` of {report['baseline_repo']} with "
+                    "no flags, new default = this checkout"
+                    + (f" with `{report['new_flags']}`" if report.get("new_flags") else " with no flags")
+                    + ", both up throughout"
                     if report["baseline_repo"] != "None"
                     else "(new default = this checkout's `serve` with no flags)"
                 )
