@@ -374,6 +374,16 @@ MUTATIONS: list[Mutation] = [
         fast=True,
     ),
     Mutation(
+        name="each_worker_takes_every_core",
+        file="apps/cli/serve.py",
+        old="    return max(1, cores // workers)",
+        new="    return cores",
+        breaks="serve --workers N starts N x cores concurrent model calls by default: under overload "
+        "accepted requests wait far longer",
+        tests=("tests/unit/test_cli_seams.py::test_serve_workers_share_the_cores_out_by_default",),
+        fast=True,
+    ),
+    Mutation(
         name="worker_page_shows_only_its_own_series",
         file="apps/serving/metrics.py",
         old="        if self.shared is not None:\n",

@@ -193,3 +193,12 @@ def test_serve_gives_each_batch_thread_its_share_of_the_cores_by_default():
     assert shared_cores(2, 2) == 1
     assert shared_cores(8, 2) == 4
     assert shared_cores(2, 8) == 1  # --no-batching's many threads: at least one each
+
+
+def test_serve_workers_share_the_cores_out_by_default():
+    from apps.cli.serve import shared_cores, worker_share
+
+    # --workers 2 on 2 cores: one batch thread each, of one intra-op thread: two model calls at once in all
+    assert worker_share(2, 2) == 1 and shared_cores(2, worker_share(2, 2) * 2) == 1
+    assert worker_share(8, 2) == 4
+    assert worker_share(2, 4) == 1  # more workers than cores: still one each
