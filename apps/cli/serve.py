@@ -164,8 +164,9 @@ def add_serve_command(commands) -> None:
     serve.add_argument("--max-request-bytes", type=int, default=8 << 20, help="larger bodies get 413")
     serve.add_argument("--workers", type=int, default=1, metavar="N",
                        help="server processes answering on the port, each a whole server with the model "
-                            "loaded (default 1; one process's model calls do not use two cores: 2 workers "
-                            "answered 1.3-1.5x as many texts/s on 2 cores, at twice the memory)")
+                            "loaded and its share of the cores (default 1; one process's model calls do not "
+                            "use two cores: 2 workers answered 1.22-1.35x the one-text requests on 2 cores, "
+                            "at twice the memory)")
     _add_batching_flags(serve)
     add_output_flags(serve, log_file=True)
 
