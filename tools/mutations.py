@@ -384,6 +384,16 @@ MUTATIONS: list[Mutation] = [
         fast=True,
     ),
     Mutation(
+        name="second_serve_with_workers_shares_the_port",
+        file="apps/serving/workers.py",
+        old="    if port:\n",
+        new="    if False:\n",
+        breaks="a second `serve --workers N` on a port one already holds starts without a word and the two "
+        "split the connections",
+        tests=("tests/unit/test_serve_port.py",),
+        fast=True,
+    ),
+    Mutation(
         name="worker_page_shows_only_its_own_series",
         file="apps/serving/metrics.py",
         old="        if self.shared is not None:\n",

@@ -56,8 +56,16 @@ class WorkerSeat:
 
 def reserve_port(host: str, port: int) -> socket.socket:
     """A socket bound to the port with SO_REUSEPORT, not listening (so no connection waits on it): the
-    workers bind theirs beside it. Port 0: a free port, its getsockname()."""
-    reserved = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    workers bind theirs beside it. Port 0: a free port, its getsockname(). OSError when the port is taken,
+    also by the listening workers of another `serve --workers` (SO_REUSEPORT alone would let the two split
+    the connections without a word; only while that one's workers are still loading is it not seen)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if port:
+        # without SO_REUSEPORT a bind fails while any socket holds the port
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    reserved = socket.socket(family, socket.SOCK_STREAM)
     try:
         reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
