@@ -119,12 +119,14 @@ sys.exit(code)
 
 
 def test_a_worker_that_cannot_start_stops_the_supervisor_with_exit_1():
-    """The workers' arguments fail to parse: each exits 2 before it listens, none is started again, and the
-    supervisor exits 1 (in a process of its own, so that a supervisor that restarted them forever is ended by
-    the timeout)."""
+    """The workers' arguments fail to parse: a worker exits 2 before it listens, none is started again, the
+    others are stopped, and the supervisor exits 1 (in a process of its own, so that a supervisor that
+    restarted them forever is ended by the timeout)."""
     done = subprocess.run([sys.executable, "-c", SUPERVISE], cwd=PROJECT, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(PROJECT)}, timeout=90)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "exited with code 2 before it was listening" in done.stdout, done.stdout
     assert "starting another" not in done.stdout
-    assert "worker exit codes [2, 2]" in done.stdout
+    # each worker exited: with its error, or stopped by the supervisor (SIGTERM) while it was still starting
+    codes = done.stdout.split("worker exit codes ", 1)[1].strip().strip("[]").split(", ")
+    assert 2 in map(int, codes) and set(map(int, codes)) <= {2, -signal.SIGTERM}, done.stdout
