@@ -9,29 +9,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from support.paths import PROJECT
+from support.processes import alive, children
 from support.serving import TEXTS, Server, metric, wait_until
 
 from apps.serving.worker_pages import PUBLISH_SECONDS
 from components.pusher.executor import publish_version
-
-
-def children(pid: int) -> set[int]:
-    """The live child processes of `pid`."""
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return {int(child) for child in path.read_text().split()} if path.exists() else set()
-
-
-def alive(pid: int) -> bool:
-    """Whether process `pid` exists and has not exited (a zombie has)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def stop_everything(server: Server) -> None:

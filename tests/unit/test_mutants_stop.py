@@ -10,17 +10,9 @@ import textwrap
 import time
 from pathlib import Path
 
+from support.processes import alive
+
 TOOLS = Path(__file__).resolve().parents[2] / "tools"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie (ended, not yet reaped by its parent) counts as ended
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(") ", 1)[1][0] != "Z"
 
 
 def _wait_for(condition, seconds: float) -> bool:
@@ -55,7 +47,7 @@ def test_sigterm_ends_the_pytest_run_in_progress_and_what_it_started(tmp_path):
         pytest_pid, grandchild_pid = map(int, pids.read_text().split())
         harness.send_signal(signal.SIGTERM)
         assert harness.wait(timeout=30) == 128 + signal.SIGTERM
-        assert _wait_for(lambda: not _alive(pytest_pid) and not _alive(grandchild_pid), 10), \
+        assert _wait_for(lambda: not alive(pytest_pid) and not alive(grandchild_pid), 10), \
             "the harness left its pytest run (or what it started) running"
     finally:
         harness.kill()
