@@ -27,6 +27,8 @@ XLA_CHUNKS_TEST = ("tests/system/test_export.py::"
                    "test_a_large_batch_runs_in_chunks_sorted_by_length_each_cut_to_its_own_bucket")
 
 WORKERS_TEST = "tests/system/test_serve_workers.py::"
+WORKERS_RESTART_TEST = (WORKERS_TEST + "test_a_killed_worker_is_started_again_while_the_other_answers_"
+                        "and_later_than_before")
 
 MUTATIONS: list[Mutation] = [
     # ------------------------------------------------------------------------------------------ ingest
@@ -414,10 +416,47 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         name="killed_worker_not_started_again",
         file="apps/serving/workers.py",
-        old='"another")\n                self.start(index)',
-        new='"another")',
+        old="if due is not None and not self.stopping and time.monotonic() >= due:",
+        new="if False:",
         breaks="a worker killed (say by the OOM killer) is gone for good: the server runs on fewer workers",
-        tests=(WORKERS_TEST + "test_a_killed_worker_is_started_again_while_the_other_answers",),
+        tests=(WORKERS_RESTART_TEST,),
+    ),
+    Mutation(
+        name="crashing_worker_restarted_at_once",
+        file="apps/serving/workers.py",
+        old="self.restart_at[index] = None, time.monotonic() + self.delays[index]",
+        new="self.restart_at[index] = None, time.monotonic()",
+        breaks="a worker that crashes soon after each start is started again at once, every time: the "
+        "supervisor loads the model in a loop, taking the cores from the worker that answers",
+        tests=(WORKERS_RESTART_TEST,),
+    ),
+    Mutation(
+        name="restart_delay_never_grows",
+        file="apps/serving/workers.py",
+        old="return min(MAX_RESTART_SECONDS, max(FIRST_RESTART_SECONDS, 2 * previous))",
+        new="return FIRST_RESTART_SECONDS",
+        breaks="a worker crashing soon after each start is started again every second, forever",
+        tests=("tests/unit/test_worker_restarts.py::test_quick_exits_double_the_delay_up_to_the_cap",),
+        fast=True,
+    ),
+    Mutation(
+        name="restart_delay_never_resets",
+        file="apps/serving/workers.py",
+        old="    if uptime >= STABLE_SECONDS:\n        return 0.0\n",
+        new="",
+        breaks="a worker that served for days and then crashed waits the long delay of its early crashes",
+        tests=("tests/unit/test_worker_restarts.py::"
+               "test_a_worker_that_ran_long_enough_is_started_at_once_and_its_delays_begin_again",),
+        fast=True,
+    ),
+    Mutation(
+        name="sigterm_while_workers_load_exits_1",
+        file="apps/serving/workers.py",
+        old="stopped = (0, -signal.SIGTERM)",
+        new="stopped = (0,)",
+        breaks="stopping `serve --workers N` while its workers still load their model exits 1, as if it "
+        "failed, so a service manager reports a failure for a requested stop",
+        tests=(WORKERS_TEST + "test_sigterm_while_the_workers_load_their_model_stops_them_and_exits_0",),
     ),
     Mutation(
         name="sigterm_not_passed_to_the_workers",

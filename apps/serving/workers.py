@@ -11,11 +11,14 @@ supervisor's own arguments, handing it its seat and the shared metrics pages (ap
 by file descriptor). Each worker is a whole `serve`: its own versions, reloads, batching and admission; once
 its model is loaded it listens on the port with SO_REUSEPORT, and the kernel spreads new connections over the
 workers listening. So a worker that is (re)starting gets no connection before it can answer one.
-  - A worker that exits once it was listening (killed, out of memory) is started again, with a line.
+  - A worker that exits once it was listening (killed, out of memory) is started again, with a line: at once
+    if it had run 5 minutes (STABLE_SECONDS), else after a delay that doubles with each such exit (1 s,
+    2 s, ... up to 30 s), so that a worker crashing soon after each start does not load its model in a loop.
   - One that exits before it listened (say its serving folder cannot be read) stops the others, and the
     supervisor exits with a line: restarting it would fail the same way.
   - SIGTERM or SIGINT is passed on to every worker, which finishes its requests in flight; the supervisor
-    exits once all have, 0 if all exited 0. A worker whose supervisor is gone (killed) stops by itself.
+    exits once all have, 0 if each exited 0 or was ended by that SIGTERM while still loading its model. A
+    worker whose supervisor is gone (killed) stops by itself.
 """
 from __future__ import annotations
 
@@ -33,6 +36,17 @@ from apps.serving.worker_pages import SharedPages
 # How a worker learns its seat: "index,count,port,pages fd" (set by the supervisor only).
 WORKER_ENVIRONMENT = "AGNEWS_SERVE_WORKER"
 POLL_SECONDS = 0.2
+# A worker that exits within STABLE_SECONDS of its start is started again after a delay, doubled from
+# FIRST_RESTART_SECONDS at each such exit up to MAX_RESTART_SECONDS; one that ran longer, at once.
+FIRST_RESTART_SECONDS, MAX_RESTART_SECONDS, STABLE_SECONDS = 1.0, 30.0, 300.0
+
+
+def restart_delay(previous: float, uptime: float) -> float:
+    """Seconds to wait before starting again a worker that exited after `uptime` seconds, the delay before
+    its previous start being `previous` (0 for the first start)."""
+    if uptime >= STABLE_SECONDS:
+        return 0.0
+    return min(MAX_RESTART_SECONDS, max(FIRST_RESTART_SECONDS, 2 * previous))
 
 
 @dataclass(frozen=True)
@@ -82,11 +96,15 @@ class Supervisor:
     def __init__(self, argv: list[str], port: int, count: int, log: Callable[[str], None]):
         self.argv, self.port, self.log = argv, port, log
         self.pages = SharedPages.create(count)
+        # None while a worker waits to be started again (restart_at) or before its first start
         self.workers: list[subprocess.Popen | None] = [None] * count
-        self.stopping = False
+        self.started_at, self.delays = [0.0] * count, [0.0] * count
+        self.restart_at: list[float | None] = [None] * count
+        self.stopping = self.failed = False
 
     def start(self, index: int) -> None:
         self.pages.clear(index)
+        self.started_at[index], self.restart_at[index] = time.monotonic(), None
         seat = f"{index},{len(self.workers)},{self.port},{self.pages.fd}"
         self.workers[index] = subprocess.Popen([sys.executable, "-m", "apps.cli", *self.argv],
                                                pass_fds=(self.pages.fd,),
@@ -100,7 +118,7 @@ class Supervisor:
                 worker.send_signal(signal.SIGTERM)
 
     def run(self, url: str) -> int:
-        """Runs until the workers have stopped; the exit code (0: all exited 0)."""
+        """Runs until the workers have stopped; the exit code (_exit_code)."""
         previous = {signum: signal.signal(signum, self.stop) for signum in (signal.SIGTERM, signal.SIGINT)}
         try:
             for index in range(len(self.workers)):
@@ -118,17 +136,34 @@ class Supervisor:
                 pids = ", ".join(str(worker.pid) for worker in self.workers if worker is not None)
                 self.log(f"serve: listening on {url} with {len(self.workers)} workers (process ids {pids})")
             for index, worker in enumerate(self.workers):
+                due = self.restart_at[index]
+                if due is not None and not self.stopping and time.monotonic() >= due:
+                    self.start(index)
                 code = worker.poll() if worker is not None else None
                 if code is None or self.stopping:
                     continue
                 if not self.pages.published(index):
                     self.log(f"serve: worker {index} exited with code {code} before it was listening (its "
                              "lines above say why); stopping the others")
+                    self.failed = True
                     self.stop()
                     break
-                self.log(f"serve: worker {index} (process {worker.pid}) exited with code {code}; starting "
-                         "another")
-                self.start(index)
+                self._schedule_restart(index, worker, code)
             if self.stopping and all(worker is None or worker.poll() is not None for worker in self.workers):
-                return 0 if all(worker is None or worker.returncode == 0 for worker in self.workers) else 1
+                return self._exit_code()
             time.sleep(POLL_SECONDS)
+
+    def _schedule_restart(self, index: int, worker: subprocess.Popen, code: int) -> None:
+        """A worker that exited after it listened is started again, at once or after restart_delay."""
+        self.delays[index] = restart_delay(self.delays[index], time.monotonic() - self.started_at[index])
+        after = f" in {self.delays[index]:g} s" if self.delays[index] else ""
+        self.log(f"serve: worker {index} (process {worker.pid}) exited with code {code}; starting "
+                 f"another{after}")
+        self.workers[index], self.restart_at[index] = None, time.monotonic() + self.delays[index]
+
+    def _exit_code(self) -> int:
+        """0 when the workers stopped as asked: each exited 0 or was ended by the SIGTERM passed on (a worker
+        still loading its model has no handler yet); 1 after a worker could not start or a worker failed."""
+        stopped = (0, -signal.SIGTERM)
+        return 1 if self.failed or any(worker is not None and worker.returncode not in stopped
+                                       for worker in self.workers) else 0

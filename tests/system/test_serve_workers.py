@@ -1,6 +1,7 @@
 """`serve --workers 2`: two worker processes of one supervisor answer on one port, with the model's answers;
 the metrics page, whichever worker answers the scrape, shows both workers' series; a killed worker is
-started again while the other answers; SIGTERM stops every worker and the supervisor exits 0; a worker whose
+started again while the other answers, and later each time it is killed soon after its start; SIGTERM stops
+every worker and the supervisor exits 0, also while the workers still load their model; a worker whose
 supervisor is killed stops by itself; a worker that cannot start stops the supervisor with exit 1."""
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import time
 
 import numpy as np
 import pytest
+from support.models import fresh_process_env
 from support.paths import PROJECT
 from support.processes import alive, children
 from support.serving import TEXTS, Server, metric, wait_until
 
 from apps.serving.worker_pages import PUBLISH_SECONDS
+from apps.serving.workers import FIRST_RESTART_SECONDS
 from components.pusher.executor import publish_version
 
 
@@ -54,16 +57,31 @@ def test_two_workers_answer_on_one_port_and_one_page_counts_both(workers, models
         assert sum(counts.values()) == 30 and min(counts.values()) > 0, counts
 
 
-def test_a_killed_worker_is_started_again_while_the_other_answers(workers, models):
-    before = children(workers.process.pid)
-    victim = min(before)
+def kill_and_time_the_restart(server: Server, victim: int) -> tuple[int, float]:
+    """(the new worker's process id, seconds from the kill of `victim` to the new process)."""
+    before = children(server.process.pid)
+    killed = time.monotonic()
     os.kill(victim, signal.SIGKILL)
-    wait_until(lambda: len(children(workers.process.pid) - before) == 1, "a new worker process")
+    wait_until(lambda: len(children(server.process.pid) - before) == 1, "a new worker process")
+    new, = children(server.process.pid) - before
+    return new, time.monotonic() - killed
+
+
+def test_a_killed_worker_is_started_again_while_the_other_answers_and_later_than_before(workers, models):
+    victim = min(children(workers.process.pid))
+    new, first_wait = kill_and_time_the_restart(workers, victim)
     workers.wait_for_line(f"(process {victim}) exited with code -9; starting another")
     # the other worker answers meanwhile, and the new one once it listens
     for _ in range(10):
         np.testing.assert_allclose(workers.predict(TEXTS), models[1]["probabilities"], atol=1e-6)
     replaced = next(line for line in workers.lines if f"(process {victim})" in line).split()[2]
+    wait_until(lambda: metric(workers, "serve_model_version", worker=replaced) == 1, "the new worker's page",
+               timeout=120)
+    # Killed again soon after it started: it is started again later still (the delays double), not in a
+    # loop that loads the model as fast as it can.
+    _, second_wait = kill_and_time_the_restart(workers, new)
+    assert first_wait >= FIRST_RESTART_SECONDS and second_wait >= 2 * FIRST_RESTART_SECONDS, (
+        first_wait, second_wait)
     wait_until(lambda: metric(workers, "serve_model_version", worker=replaced) == 1, "the new worker's page",
                timeout=120)
 
@@ -75,6 +93,29 @@ def test_sigterm_stops_every_worker_and_the_supervisor_exits_0(workers):
     assert workers.process.wait(90) == 0
     assert not any(alive(pid) for pid in pids)
     assert "serve: stopped" in workers.lines
+
+
+def test_sigterm_while_the_workers_load_their_model_stops_them_and_exits_0(tmp_path, models):
+    serving_dir = tmp_path / "serving" / "agnews"
+    publish_version(models[1]["dir"], serving_dir)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "apps.cli", "serve", "--serving-dir", str(serving_dir), "--port", "0",
+         "--workers", "2"], cwd=PROJECT, env={**fresh_process_env(), "PYTHONPATH": str(PROJECT)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    pids: set[int] = set()
+    try:
+        wait_until(lambda: len(children(process.pid)) == 2, "two worker processes", timeout=60)
+        pids = children(process.pid)
+        process.send_signal(signal.SIGTERM)  # the workers are still importing TensorFlow or loading
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, stderr
+        assert "listening" not in stderr and "serve: stopped" in stderr
+        assert not any(alive(pid) for pid in pids)
+    finally:
+        for pid in pids | {process.pid}:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        process.wait(30)
 
 
 def test_workers_stop_when_their_supervisor_is_killed(tmp_path, models):
