@@ -165,7 +165,7 @@ def add_serve_command(commands) -> None:
     serve.add_argument("--workers", type=int, default=1, metavar="N",
                        help="server processes answering on the port, each a whole server with the model "
                             "loaded and its share of the cores (default 1; one process's model calls do not "
-                            "use two cores: 2 workers answered 1.22-1.35x the one-text requests on 2 cores, "
+                            "use two cores: 2 workers answered 1.17-1.35x the one-text requests on 2 cores, "
                             "at twice the memory)")
     _add_batching_flags(serve)
     add_output_flags(serve, log_file=True)

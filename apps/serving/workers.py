@@ -3,7 +3,8 @@
 Why processes: the model calls of one process do not use two cores, whatever its threads
 (benchmarks/results/model_processes.md: two threads of one process 1.1-1.6x one thread, two processes
 1.7-2.2x), and at 16 one-text clients one process alternates between one model call and answering, using one
-core of two. Two workers answered 1.35x the texts/s of one at 16 x 1 (benchmarks/results/serve_workers.md).
+core of two. Two workers answered 1.17-1.35x the texts/s of one at 16 x 1
+(benchmarks/results/serve_workers.md, serve_workers_quiet.md).
 
 The supervisor reserves the port (a socket bound with SO_REUSEPORT that does not listen: it resolves --port 0
 and keeps the port while workers come and go) and starts each worker, `python -m apps.cli` with the
