@@ -110,6 +110,8 @@ class Supervisor:
         self.workers[index] = subprocess.Popen([sys.executable, "-m", "apps.cli", *self.argv],
                                                pass_fds=(self.pages.fd,),
                                                env={**os.environ, WORKER_ENVIRONMENT: seat})
+        if self.stopping:  # SIGTERM came while Popen ran: stop() did not see this worker yet
+            self.workers[index].send_signal(signal.SIGTERM)
 
     def stop(self, *_) -> None:
         """SIGTERM and SIGINT: every worker finishes its requests in flight and exits."""
@@ -123,7 +125,8 @@ class Supervisor:
         previous = {signum: signal.signal(signum, self.stop) for signum in (signal.SIGTERM, signal.SIGINT)}
         try:
             for index in range(len(self.workers)):
-                self.start(index)
+                if not self.stopping:
+                    self.start(index)
             return self._watch(url)
         finally:
             for signum, handler in previous.items():
