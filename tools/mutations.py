@@ -396,6 +396,16 @@ MUTATIONS: list[Mutation] = [
         fast=True,
     ),
     Mutation(
+        name="second_supervisor_shares_a_port_while_workers_load",
+        file="apps/serving/workers.py",
+        old="return PortReservation(reserved, _claim(reserved.getsockname()[1]))",
+        new="return PortReservation(reserved, socket.socket(socket.AF_UNIX))",
+        breaks="a second `serve --workers N` started while the first one's workers load their model takes "
+        "the same port, and the two split the connections",
+        tests=("tests/unit/test_serve_port.py",),
+        fast=True,
+    ),
+    Mutation(
         name="worker_page_shows_only_its_own_series",
         file="apps/serving/metrics.py",
         old="        if self.shared is not None:\n",

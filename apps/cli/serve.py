@@ -84,7 +84,7 @@ def _supervise(args, console: Console) -> int:
         console.error(f"serve: cannot listen on {args.host}:{args.port}: {error.strerror or error}")
         return EXIT_FAILED
     with reserved:
-        port = reserved.getsockname()[1]
+        port = reserved.port
         url = f"http://{args.host}:{port}/v1/models/{args.model_name}"
         code = Supervisor(sys.argv[1:], port, args.workers, console).run(url)
     console("serve: stopped")

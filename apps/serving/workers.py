@@ -7,7 +7,8 @@ core of two. Two workers answered 1.17-1.35x the texts/s of one at 16 x 1
 (benchmarks/results/serve_workers.md, serve_workers_quiet.md).
 
 The supervisor reserves the port (a socket bound with SO_REUSEPORT that does not listen: it resolves --port 0
-and keeps the port while workers come and go) and starts each worker, `python -m apps.cli` with the
+and keeps the port while workers come and go; and a claim that keeps another `serve --workers` off the port,
+even while neither one's workers listen yet) and starts each worker, `python -m apps.cli` with the
 supervisor's own arguments, handing it its seat and the shared metrics pages (apps/serving/worker_pages.py,
 by file descriptor). Each worker is a whole `serve`: its own versions, reloads, batching and admission; once
 its model is loaded it listens on the port with SO_REUSEPORT, and the kernel spreads new connections over the
@@ -69,14 +70,37 @@ class WorkerSeat:
         return cls(index, count, port, SharedPages(pages_fd, count))
 
 
-def reserve_port(host: str, port: int) -> socket.socket:
-    """A socket bound to the port with SO_REUSEPORT, not listening (so no connection waits on it): the
-    workers bind theirs beside it. Port 0: a free port, its getsockname(). OSError when the port is taken,
-    also by the listening workers of another `serve --workers` (SO_REUSEPORT alone would let the two split
-    the connections without a word; only while that one's workers are still loading is it not seen)."""
+class PortReservation:
+    """The port `serve --workers N` holds while its workers come and go (reserve_port). A context manager;
+    `close` releases the port."""
+
+    def __init__(self, reserved: socket.socket, claim: socket.socket):
+        self.reserved, self.claim = reserved, claim
+
+    @property
+    def port(self) -> int:
+        return self.reserved.getsockname()[1]
+
+    def close(self) -> None:
+        self.claim.close()
+        self.reserved.close()
+
+    def __enter__(self) -> PortReservation:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+
+def reserve_port(host: str, port: int) -> PortReservation:
+    """The port held for the workers: a socket bound with SO_REUSEPORT that does not listen (so no connection
+    waits on it; the workers bind theirs beside it), and a claim on the port number that another `serve
+    --workers` cannot take. Port 0: a free port. OSError when the port is taken: by any listening server, or
+    by another `serve --workers`, listening or still loading its workers' models (SO_REUSEPORT alone would
+    let the two split the connections without a word)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     if port:
-        # without SO_REUSEPORT a bind fails while any socket holds the port
+        # without SO_REUSEPORT a bind fails while any socket listens on the port
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
@@ -85,10 +109,25 @@ def reserve_port(host: str, port: int) -> socket.socket:
         reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         reserved.bind((host, port))
+        return PortReservation(reserved, _claim(reserved.getsockname()[1]))
     except OSError:
         reserved.close()
         raise
-    return reserved
+
+
+def _claim(port: int) -> socket.socket:
+    """A Unix socket bound to a name in Linux's abstract namespace (no file; the kernel frees the name when
+    the process ends, however it ends) that only one process can hold per port: the non-listening socket
+    above does not keep a second supervisor out (two sockets with SO_REUSEADDR may share a port while neither
+    listens)."""
+    claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        claim.bind(f"\0agnews-pipeline serve --workers port {port}".encode())
+    except OSError as error:
+        claim.close()
+        raise OSError(error.errno, f"{error.strerror}: another `serve --workers` holds port {port} (its "
+                                   "workers may still be loading their model)") from None
+    return claim
 
 
 class Supervisor:

@@ -138,7 +138,7 @@ SUPERVISE = """
 import sys
 from apps.serving.workers import Supervisor, reserve_port
 with reserve_port("127.0.0.1", 0) as reserved:
-    supervisor = Supervisor(["serve", "--no-such-flag"], reserved.getsockname()[1], 2, print)
+    supervisor = Supervisor(["serve", "--no-such-flag"], reserved.port, 2, print)
     code = supervisor.run("http://127.0.0.1")
 print("worker exit codes", [worker.returncode for worker in supervisor.workers])
 sys.exit(code)
