@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 
 import harness  # benchmarks/ is on sys.path when a script here runs
+from bench_serve import run_wrk, write_wrk_script
 
 RESULTS = Path(__file__).resolve().parent / "results" / "http_layer.json"
 SERVERS = ("raw", "aiohttp")
@@ -54,9 +54,11 @@ class RawProtocol(asyncio.Protocol):
                                  + str(len(ANSWER)).encode() + b"\r\n\r\n" + ANSWER)
 
 
-async def serve(kind: str, port: int) -> None:
+async def serve(kind: str) -> None:
+    """Serves on a free port and prints "listening PORT"."""
     if kind == "raw":
-        await asyncio.get_running_loop().create_server(RawProtocol, "127.0.0.1", port)
+        server = await asyncio.get_running_loop().create_server(RawProtocol, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
     else:
         import orjson
         from aiohttp import web
@@ -67,29 +69,17 @@ async def serve(kind: str, port: int) -> None:
 
         runner = web.ServerRunner(web.Server(handler, access_log=None))
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-    print("listening", flush=True)
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+    print("listening", port, flush=True)
     await asyncio.Event().wait()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def run_wrk(port: int, seconds: float, script: Path) -> dict:
-    """wrk's requests/s and p50/p99 (ms) for 16 connections on one thread."""
-    out = subprocess.run(["wrk", "-t1", "-c16", f"-d{seconds:g}s", "--latency", "-s", str(script),
-                          f"http://127.0.0.1:{port}/v1/models/agnews:predict"],
-                         check=True, capture_output=True, text=True, timeout=seconds + 60).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-
-    def percentile(name: str) -> float:
-        value, unit = re.search(rf"\s{name}%\s+([\d.]+)(us|ms|s)", out).groups()
-        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-
-    return {"requests_per_second": rate, "p50_ms": percentile("50"), "p99_ms": percentile("99")}
+def summary(wrk: dict) -> dict:
+    """bench_serve.run_wrk's summary line as requests/s and p50/p99 in ms."""
+    return {"requests_per_second": wrk["requests"] / wrk["duration_us"] * 1e6, "p50_ms": wrk["p50_us"] / 1e3,
+            "p99_ms": wrk["p99_us"] / 1e3}
 
 
 def measure(seconds: float, rounds: int) -> dict[str, list[dict]]:
@@ -97,20 +87,18 @@ def measure(seconds: float, rounds: int) -> dict[str, list[dict]]:
     runs: dict[str, list[dict]] = {kind: [] for kind in SERVERS}
     processes, ports = {}, {}
     with tempfile.TemporaryDirectory() as scratch:
-        script = Path(scratch) / "post.lua"
-        script.write_text(f"wrk.method = 'POST'\nwrk.body = '{BODY}'\n"
-                          "wrk.headers['Content-Type'] = 'application/json'\n")
+        script = write_wrk_script(Path(scratch) / "post.lua", [BODY])
         try:
             for kind in SERVERS:
-                ports[kind] = free_port()
-                processes[kind] = subprocess.Popen([sys.executable, __file__, "--serve", kind,
-                                                    "--port", str(ports[kind])], stdout=subprocess.PIPE,
-                                                   text=True)
-                assert processes[kind].stdout.readline().strip() == "listening", kind
+                processes[kind] = subprocess.Popen([sys.executable, __file__, "--serve", kind],
+                                                   stdout=subprocess.PIPE, text=True)
+                word, port = processes[kind].stdout.readline().split()
+                assert word == "listening", kind
+                ports[kind] = int(port)
             for round_ in range(rounds):
                 for kind in SERVERS if round_ % 2 == 0 else reversed(SERVERS):
-                    run_wrk(ports[kind], 1, script)  # warm the connections and the loop
-                    runs[kind].append(run_wrk(ports[kind], seconds, script))
+                    run_wrk(ports[kind], 16, 1, script)  # warm the connections and the loop
+                    runs[kind].append(summary(run_wrk(ports[kind], 16, seconds, script)))
                     time.sleep(1)
         finally:
             for process in processes.values():
@@ -141,12 +129,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--serve", choices=SERVERS, help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         import uvloop
 
-        uvloop.run(serve(args.serve, args.port))
+        uvloop.run(serve(args.serve))
         return
     report = {"command": harness.command_line(), "machine": harness.machine(),
               "date": time.strftime("%Y-%m-%d %H:%M"), "seconds": args.seconds,
