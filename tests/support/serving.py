@@ -23,27 +23,33 @@ MAX_REQUEST_BYTES = 200_000
 
 
 class Server:
-    def __init__(self, serving_dir: Path, *flags: str):
+    """`serve` with `flags`; the constructor returns once it listens, or at once with wait=False."""
+
+    def __init__(self, serving_dir: Path, *flags: str, wait: bool = True):
         self.serving_dir = serving_dir
         self.process = subprocess.Popen(
             [sys.executable, "-m", "apps.cli", "serve", "--serving-dir", str(serving_dir), "--port", "0",
              "--poll-seconds", "0.2", "--max-request-bytes", str(MAX_REQUEST_BYTES), *flags],
             cwd=REPO, env={**fresh_process_env(), "PYTHONPATH": str(REPO)},
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        # every line of its stderr (its workers' too), and its own lines
+        self.stderr: list[str] = []
         self.lines: list[str] = []
         self.port = None
         listening = threading.Event()
 
-        def read():  # keeps the pipe drained and remembers the server's own lines
+        def read():  # keeps the pipe drained and remembers the server's lines
             for line in self.process.stderr:
+                self.stderr.append(line)
                 if line.startswith("serve:"):
                     self.lines.append(line.strip())
                     if "listening on http://127.0.0.1:" in line:
                         self.port = int(line.split("127.0.0.1:")[1].split("/")[0])
                         listening.set()
 
-        threading.Thread(target=read, daemon=True).start()
-        if not listening.wait(300):
+        self.reader = threading.Thread(target=read, daemon=True)
+        self.reader.start()
+        if wait and not listening.wait(300):
             self.process.kill()
             raise AssertionError(f"the server did not start: {self.lines}")
 

@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import pytest
-from support.models import fresh_process_env
 from support.paths import PROJECT
 from support.processes import alive, children
 from support.serving import TEXTS, Server, metric, wait_until
@@ -98,24 +97,22 @@ def test_sigterm_stops_every_worker_and_the_supervisor_exits_0(workers):
 def test_sigterm_while_the_workers_load_their_model_stops_them_and_exits_0(tmp_path, models):
     serving_dir = tmp_path / "serving" / "agnews"
     publish_version(models[1]["dir"], serving_dir)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "apps.cli", "serve", "--serving-dir", str(serving_dir), "--port", "0",
-         "--workers", "2"], cwd=PROJECT, env={**fresh_process_env(), "PYTHONPATH": str(PROJECT)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = Server(serving_dir, "--workers", "2", wait=False)
     pids: set[int] = set()
     try:
-        wait_until(lambda: len(children(process.pid)) == 2, "two worker processes", timeout=60)
-        pids = children(process.pid)
-        process.send_signal(signal.SIGTERM)  # the workers are still importing TensorFlow or loading
-        _, stderr = process.communicate(timeout=60)
-        assert process.returncode == 0, stderr
+        wait_until(lambda: len(children(server.process.pid)) == 2, "two worker processes", timeout=60)
+        pids = children(server.process.pid)
+        server.process.send_signal(signal.SIGTERM)  # the workers are still importing TensorFlow or loading
+        assert server.process.wait(60) == 0, server.stderr
+        server.reader.join(10)  # the server's last lines
+        stderr = "".join(server.stderr)
         assert "listening" not in stderr and "serve: stopped" in stderr
         assert not any(alive(pid) for pid in pids)
     finally:
-        for pid in pids | {process.pid}:
+        for pid in pids | {server.process.pid}:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
-        process.wait(30)
+        server.process.wait(30)
 
 
 def test_workers_stop_when_their_supervisor_is_killed(tmp_path, models):
