@@ -13,9 +13,6 @@ probabilities' checksum, which must agree within 1e-6 x rows.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -44,11 +41,7 @@ print(json.dumps({"load_s": loaded - imported, "answer_s": time.monotonic() - lo
 
 
 def one_pass(model_dir: Path, signature: str, files: list[str]) -> dict:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("TF_USE_LEGACY_KERAS", None)
-    done = subprocess.run([sys.executable, "-c", PASS, str(model_dir), signature, *files],
-                          capture_output=True, text=True, check=True, env=env, timeout=1800)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return harness.run_json([sys.executable, "-c", PASS, str(model_dir), signature, *files])
 
 
 def markdown(report: dict) -> str:

@@ -232,15 +232,9 @@ class Server:
 
     def __init__(self, repo: Path, serving_dir: Path, flags: list[str],
                  entry: tuple[str, str] = ("-m", "apps.cli")):
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(repo),
-            "CUDA_VISIBLE_DEVICES": "-1",
-            "TF_CPP_MIN_LOG_LEVEL": "2",
-        }
-        env.pop("TF_USE_LEGACY_KERAS", None)
         self.process = subprocess.Popen([sys.executable, *entry, "serve", "--serving-dir",
-                                         str(serving_dir), "--port", "0", *flags], cwd=repo, env=env,
+                                         str(serving_dir), "--port", "0", *flags], cwd=repo,
+                                        env=harness.tensorflow_env(PYTHONPATH=str(repo)),
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         ready = threading.Event()
@@ -386,12 +380,8 @@ async def open_loop(port: int, rate: float, bodies: list[bytes], seconds: float)
 
 
 def in_process_reference(model_dir: Path, texts: list[str], labels: list[int], sequential: int) -> dict:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("TF_USE_LEGACY_KERAS", None)
-    result = json.loads(subprocess.run(
-        [sys.executable, "-c", IN_PROCESS_SCRIPT], input=json.dumps({
-            "model_dir": str(model_dir), "texts": texts, "labels": labels, "sequential": sequential}),
-        capture_output=True, text=True, env=env, check=True, timeout=3600).stdout.strip().splitlines()[-1])
+    job = {"model_dir": str(model_dir), "texts": texts, "labels": labels, "sequential": sequential}
+    result = harness.run_json([sys.executable, "-c", IN_PROCESS_SCRIPT], json.dumps(job), timeout=3600)
     return {"load_seconds": result["load_seconds"], "accuracy": result["accuracy"],
             "one_text": {"calls": len(result["single"]), "p50_ms": percentile(result["single"], 50),
                          "p99_ms": percentile(result["single"], 99)},

@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -95,12 +94,8 @@ MODEL_PARTS = {"t16_ms": "one 16-text call, p50 ms", "r16_1": "16-text calls, 1 
 
 
 def model_alone(model_dir: Path, texts: list[str], seconds: float) -> dict:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("TF_USE_LEGACY_KERAS", None)
-    output = subprocess.run([sys.executable, "-c", MODEL_SCRIPT], input=json.dumps(
-        {"model_dir": str(model_dir), "texts": texts, "seconds": seconds}), capture_output=True, text=True,
-        env=env, check=True, timeout=1800).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    return harness.run_json([sys.executable, "-c", MODEL_SCRIPT],
+                            json.dumps({"model_dir": str(model_dir), "texts": texts, "seconds": seconds}))
 
 
 def texts_per_second(server: Server, connections: int, texts: int, seconds: float, script: Path) -> float:

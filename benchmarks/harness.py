@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -20,6 +21,22 @@ def command_line() -> str:
     """The invocation as a person would retype it, with the CUDA_VISIBLE_DEVICES it ran under."""
     return ("CUDA_VISIBLE_DEVICES=" + os.environ.get("CUDA_VISIBLE_DEVICES", "(unset)") + " python "
             + " ".join(shlex.quote(a) for a in sys.argv))
+
+
+def tensorflow_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child that imports TensorFlow, plus `extra`: CPU only, TensorFlow's
+    C++ info lines off, and Keras 3 (TF_USE_LEGACY_KERAS would select Keras 2)."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    return env
+
+
+def run_json(argv: Sequence[str], stdin: str | None = None, timeout: float = 1800) -> Any:
+    """Runs `argv` (a TensorFlow child: tensorflow_env) to its end and returns the JSON its last line of
+    stdout holds; a failed child ends the benchmark with its error (CalledProcessError)."""
+    done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=True,
+                          env=tensorflow_env(), timeout=timeout)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def machine(extra: str = "") -> str:

@@ -139,24 +139,21 @@ def main() -> None:
     args = parser.parse_args()
     with open(args.data / "test.csv", newline="", encoding="utf-8") as handle:
         texts = [f"{title} {description}" for _, title, description in csv.reader(handle)][:500]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("TF_USE_LEGACY_KERAS", None)
     model_uri = args.run_dir / "trainer" / "model"
     runs = {}
     with tempfile.TemporaryDirectory(prefix="profile-plain-") as scratch:
         plain_dir = Path(scratch) / "plain"
         subprocess.run([sys.executable, "-c", EXPORT_PLAIN, str(keras_model_file(model_uri)),
                         str(args.run_dir / "transform" / "transform_graph"), str(plain_dir)],
-                       env={**env, "PYTHONPATH": str(REPO)}, check=True, capture_output=True)
+                       env=harness.tensorflow_env(PYTHONPATH=str(REPO)), check=True, capture_output=True)
         for label in args.settings:
             began = time.time()
             job = {"threads": SETTINGS[label], "texts": texts, "calls": args.calls,
                    "plain_dir": str(plain_dir), "serving_dir": str(serving_model_dir(model_uri)),
                    "warmup_file": str(serving_model_dir(model_uri) / WARMUP_FILE),
                    "keras_model": str(keras_model_file(model_uri))}
-            output = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps(job), capture_output=True,
-                                    text=True, env=env, check=True).stdout.strip().splitlines()[-1]
-            runs[label] = {**json.loads(output), "load_average": os.getloadavg()[0],
+            output = harness.run_json([sys.executable, "-c", CHILD], json.dumps(job))
+            runs[label] = {**output, "load_average": os.getloadavg()[0],
                            "seconds": time.time() - began}
             print(label, json.dumps(runs[label]), flush=True)
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": harness.command_line(),
