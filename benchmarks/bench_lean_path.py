@@ -114,7 +114,8 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("bench_lean_path.py: needs wrk (Debian: apt-get install wrk)")
     texts, _ = read_test_rows(args.data)
-    report = {"command": harness.command_line(), "machine": harness.machine(), "model": str(args.model_dir),
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": harness.command_line(),
+              "machine": harness.machine(), "model": str(args.model_dir),
               "seconds": args.seconds, "runs": {name: [] for name in SERVERS}}
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-lean-path-") as scratch:
@@ -142,7 +143,7 @@ def main() -> None:
 def markdown(report: dict) -> str:
     runs_of = report["runs"]
     lines = [f"# A lean request path against `serve`, 16 connections x 1 text "
-             f"({time.strftime('%Y-%m-%d %H:%M')})", "", *harness.provenance(report),
+             f"({report['date']})", "", *harness.provenance(report),
              f"Model: `{report['model']}`; wrk, keep-alive, one-text :predict bodies of the test rows; "
              f"{len(runs_of['serve'])} rounds, {report['seconds']:g} s per server and round, the order "
              "reversed every other round; medians (each round in brackets). Event loop: CPU of the server's "

@@ -141,7 +141,8 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("bench_serve_ceiling.py: needs wrk (Debian: apt-get install wrk)")
     texts, _ = read_test_rows(args.data)
-    report = {"command": harness.command_line(), "machine": harness.machine(), "model": str(args.model_dir),
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": harness.command_line(),
+              "machine": harness.machine(), "model": str(args.model_dir),
               "seconds": args.seconds, "rounds": []}
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-serve-ceiling-") as scratch:
@@ -166,10 +167,10 @@ def markdown(report: dict) -> str:
     rounds = report["rounds"]
     medians = {key: statistics.median(run[key] for run in rounds) for key in rounds[0]}
     served = medians["served_16x64"]
-    lines = [f"# The ceiling of 16 connections x 1 text ({time.strftime('%Y-%m-%d %H:%M')})", "",
+    lines = [f"# The ceiling of 16 connections x 1 text ({report['date']})", "",
              *harness.provenance(report),
              f"Model: `{report['model']}`; {len(rounds)} rounds, {report['seconds']:g} s per measurement; "
-             "medians over the rounds (each round's value in brackets). Wall time "
+             "medians over the rounds (each round's value in the last column). Wall time "
              f"{report['wall_seconds']:.0f} s. **Shared machine**: read the ratios of one run.", "",
              *harness.table_head("measured", "median", "rounds")]
     parts = {**MODEL_PARTS, "loop_us": "`serve`, instant model, 16 x 1: event loop µs per request",
