@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -32,10 +31,9 @@ from bench_serve import (
     REPO,
     RESULTS_DIR,
     Server,
+    checked_test_texts,
     publish_version,
-    read_test_rows,
     request_bodies,
-    require_serving_model,
     write_wrk_script,
 )
 
@@ -110,10 +108,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "lean_path.json")
     args = parser.parse_args()
-    require_serving_model(args.model_dir)
-    if shutil.which("wrk") is None:
-        raise SystemExit("bench_lean_path.py: needs wrk (Debian: apt-get install wrk)")
-    texts, _ = read_test_rows(args.data)
+    texts = checked_test_texts(args.data, args.model_dir)
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": harness.command_line(),
               "machine": harness.machine(), "model": str(args.model_dir),
               "seconds": args.seconds, "runs": {name: [] for name in SERVERS}}

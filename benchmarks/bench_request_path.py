@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import tempfile
 import time
@@ -28,10 +27,9 @@ from bench_serve import (
     REPO,
     RESULTS_DIR,
     Server,
+    checked_test_texts,
     publish_version,
-    read_test_rows,
     request_bodies,
-    require_serving_model,
     run_wrk,
     write_wrk_script,
 )
@@ -84,10 +82,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "serve_request_path.json")
     args = parser.parse_args()
-    require_serving_model(args.model_dir)
-    if shutil.which("wrk") is None:
-        raise SystemExit("bench_request_path.py: needs wrk (Debian: apt-get install wrk)")
-    texts, _ = read_test_rows(args.data)
+    texts = checked_test_texts(args.data, args.model_dir)
     report = {"command": harness.command_line(), "machine": harness.machine(), "model": str(args.model_dir),
               "seconds": args.seconds, "rounds": args.rounds, "loads": {}}
     began = time.monotonic()

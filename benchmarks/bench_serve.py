@@ -128,6 +128,15 @@ def read_test_rows(csv_dir: Path) -> tuple[list[str], list[int]]:
     return texts, labels
 
 
+def checked_test_texts(data: Path, model_dir: Path) -> list[str]:
+    """The test texts, for a benchmark that drives a server of `model_dir` with wrk; one line and exit 1 when
+    there is no SavedModel there or wrk is not installed."""
+    require_serving_model(model_dir)
+    if shutil.which("wrk") is None:
+        raise SystemExit(f"{Path(sys.argv[0]).name}: needs wrk (Debian: apt-get install wrk)")
+    return read_test_rows(data)[0]
+
+
 def require_serving_model(model_dir: Path) -> None:
     """One line and exit 1 unless `model_dir` holds a SavedModel (a version folder of a serving folder)."""
     if not has_saved_model(model_dir):

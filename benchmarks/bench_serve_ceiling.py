@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -40,10 +39,9 @@ from bench_serve import (
     REPO,
     RESULTS_DIR,
     Server,
+    checked_test_texts,
     publish_version,
-    read_test_rows,
     request_bodies,
-    require_serving_model,
     run_wrk,
     write_wrk_script,
 )
@@ -137,10 +135,7 @@ def main() -> None:
         return harness.render_only(args.out, markdown)
     if args.data is None or args.model_dir is None:
         parser.error("--data and --model-dir are required")
-    require_serving_model(args.model_dir)
-    if shutil.which("wrk") is None:
-        raise SystemExit("bench_serve_ceiling.py: needs wrk (Debian: apt-get install wrk)")
-    texts, _ = read_test_rows(args.data)
+    texts = checked_test_texts(args.data, args.model_dir)
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": harness.command_line(),
               "machine": harness.machine(), "model": str(args.model_dir),
               "seconds": args.seconds, "rounds": []}
