@@ -129,8 +129,7 @@ def main() -> None:
                           f"{result['loop_us_per_request']:.0f} us of event loop per request", flush=True)
         finally:
             for server in servers.values():
-                server.process.kill()
-                server.process.wait()
+                server.stop()
     report["wall_seconds"] = time.monotonic() - began
     harness.write_results(args.out, report, markdown(report))
 
